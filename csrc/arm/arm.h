@@ -1,0 +1,51 @@
+/* arm.h - architecture services the core provides to every backend: PSCI, sysregs, semihosting. */
+#ifndef VMM_ARM_H
+#define VMM_ARM_H
+
+#include "../core/vm.h"
+
+/* What the vCPU loop must do after a firmware call. */
+enum vmm_call_action {
+    VMM_CALL_CONTINUE = 0,
+    VMM_CALL_SYSTEM_OFF,
+    VMM_CALL_SYSTEM_RESET,
+    VMM_CALL_CPU_OFF,
+};
+
+/*
+ * PSCI 1.1 / SMCCC 1.1 over HVC (Arm DEN0022, DEN0028). x[0..3] are the
+ * caller's registers; the results are written back into x[0..3].
+ */
+enum vmm_call_action vmm__psci_call(struct vmm_vcpu *vcpu, uint64_t x[4]);
+
+/* System register encoding: op0, op1, CRn, CRm, op2 as in MRS/MSR. */
+#define SYSREG(op0, op1, crn, crm, op2) \
+    ((uint32_t)(((op0) << 14) | ((op1) << 11) | ((crn) << 7) | ((crm) << 3) | (op2)))
+#define SYSREG_OP0(id) (((id) >> 14) & 3)
+#define SYSREG_OP1(id) (((id) >> 11) & 7)
+#define SYSREG_CRN(id) (((id) >> 7) & 15)
+#define SYSREG_CRM(id) (((id) >> 3) & 15)
+#define SYSREG_OP2(id) ((id) & 7)
+
+/*
+ * A trapped MRS/MSR. Returns 0 when served (reads fill *val) or VMM_ENOTSUP
+ * when the register does not exist: the backend then makes the instruction
+ * UNDEFINED for the guest, as hardware would.
+ */
+int vmm__sysreg_access(struct vmm_vcpu *vcpu, uint32_t id, bool is_read, uint64_t *val);
+/* Whether the backend must trap this register (used by the soft backend's hooks). */
+bool vmm__sysreg_is_emulated(uint32_t id);
+
+/*
+ * Arm semihosting (HLT #0xF000 on AArch64). op = w0, param = x1; *ret is
+ * returned in x0. read_mem reads guest virtual memory for parameter blocks.
+ */
+struct vmm_semihost_env {
+    struct vmm_vcpu *vcpu;
+    int (*read_mem)(struct vmm_vcpu *vcpu, uint64_t va, void *buf, size_t len);
+};
+#define SEMIHOST_HLT_IMM 0xf000
+enum vmm_call_action vmm__semihost_call(const struct vmm_semihost_env *env, uint64_t op, uint64_t param,
+                                        uint64_t *ret, int *exit_status);
+
+#endif

@@ -1,0 +1,45 @@
+/* backends.c - the backend registry: the one place that knows which backends this build has. */
+#include <stdio.h>
+#include <string.h>
+
+#include "../core/vm.h"
+
+static const struct vmm_backend_ops *const backends[] = {
+    /* preferred first: hardware backends join this list ahead of soft */
+    &vmm__soft_backend,
+};
+
+#define NBACKENDS (sizeof backends / sizeof backends[0])
+
+static const char *const known_unbuilt[] = { "kvm", "hvf" };
+
+const struct vmm_backend_ops *vmm__backend_find(const char *name, char *why, size_t len)
+{
+    bool any = !name || !*name || !strcmp(name, "auto");
+    char reason[256] = "";
+
+    for (size_t i = 0; i < NBACKENDS; i++) {
+        const struct vmm_backend_ops *b = backends[i];
+        if (!any && strcmp(name, b->name))
+            continue;
+        if (b->probe(reason, sizeof reason) == 0)
+            return b;
+        if (!any) {
+            snprintf(why, len, "backend '%s' is not available: %s", name, reason);
+            return NULL;
+        }
+    }
+    if (any) {
+        snprintf(why, len, "no backend is available on this host (%s)", reason);
+        return NULL;
+    }
+    for (size_t i = 0; i < sizeof known_unbuilt / sizeof known_unbuilt[0]; i++) {
+        if (!strcmp(name, known_unbuilt[i])) {
+            snprintf(why, len, "backend '%s' is not built into this library (it needs a %s host)", name,
+                     !strcmp(name, "kvm") ? "Linux arm64" : "macOS arm64");
+            return NULL;
+        }
+    }
+    snprintf(why, len, "unknown backend '%s' (choose soft, kvm, hvf or auto)", name);
+    return NULL;
+}

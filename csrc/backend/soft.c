@@ -1,0 +1,433 @@
+/* soft.c - the software backend: Unicorn (QEMU TCG) as the vCPU, our models around it. */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <unicorn/unicorn.h>
+
+#include "../arm/arm.h"
+#include "../core/layout.h"
+#include "soft.h"
+
+/*
+ * Unicorn never delivers synchronous exceptions: SVC, undefined
+ * instructions, aborts and so on reach UC_HOOK_INTR with PC at the right
+ * return address and the syndrome only in QEMU's CPU state. We read the
+ * syndrome out of a saved context (soft_calib.c finds where) and perform the
+ * AArch64 exception entry ourselves (soft_exc.c). HVC, MRS/MSR of registers
+ * we emulate and semihosting are served inline from the hook: leaving
+ * uc_emu_start costs far more than the call itself.
+ */
+
+/* QEMU's exception numbers (target/arm/cpu.h) as UC_HOOK_INTR reports them */
+enum {
+    EXCP_UDEF = 1,
+    EXCP_SWI = 2,
+    EXCP_PREFETCH_ABORT = 3,
+    EXCP_DATA_ABORT = 4,
+    EXCP_BKPT = 7,
+    EXCP_HVC = 11,
+    EXCP_SMC = 13,
+};
+
+#define SLICE_BLOCKS 4096 /* translation blocks per round-robin slice with SMP */
+#define INSN_WFI 0xd503207fu
+#define INSN_HLT_SEMIHOST 0xd45e0000u /* hlt #0xf000 */
+
+static uint64_t reg_get(uc_engine *uc, int reg)
+{
+    uint64_t v = 0;
+    uc_reg_read(uc, reg, &v);
+    return v;
+}
+
+static void reg_set(uc_engine *uc, int reg, uint64_t v)
+{
+    uc_reg_write(uc, reg, &v);
+}
+
+/* The X-register enum is not contiguous: X29 and X30 sit elsewhere. */
+int soft__xreg(unsigned n)
+{
+    return n <= 28 ? UC_ARM64_REG_X0 + (int)n : n == 29 ? UC_ARM64_REG_X29 : UC_ARM64_REG_X30;
+}
+
+uint64_t soft__cp_read(uc_engine *uc, uint32_t id)
+{
+    uc_arm64_cp_reg c = { .op0 = SYSREG_OP0(id), .op1 = SYSREG_OP1(id), .crn = SYSREG_CRN(id),
+                          .crm = SYSREG_CRM(id), .op2 = SYSREG_OP2(id) };
+    uc_reg_read(uc, UC_ARM64_REG_CP_REG, &c);
+    return c.val;
+}
+
+int soft__cp_write(uc_engine *uc, uint32_t id, uint64_t val)
+{
+    uc_arm64_cp_reg c = { .op0 = SYSREG_OP0(id), .op1 = SYSREG_OP1(id), .crn = SYSREG_CRN(id),
+                          .crm = SYSREG_CRM(id), .op2 = SYSREG_OP2(id), .val = val };
+    return uc_reg_write(uc, UC_ARM64_REG_CP_REG, &c) == UC_ERR_OK ? 0 : VMM_EBACKEND;
+}
+
+/* Stop uc_emu_start from inside a hook, on the vCPU's own thread. */
+void soft__stop(struct soft_vcpu *sv)
+{
+    sv->stopped = true;
+    uc_emu_stop(sv->uc);
+}
+
+static void set_exit(struct soft_vcpu *sv, enum vmm_exit_kind kind, int status)
+{
+    sv->exit->kind = kind;
+    sv->exit->status = status;
+    soft__stop(sv);
+}
+
+static int read_virt(struct vmm_vcpu *vcpu, uint64_t va, void *buf, size_t len)
+{
+    struct soft_vcpu *sv = vcpu->bstate;
+    return uc_vmem_read(sv->uc, va, UC_PROT_READ, buf, len) == UC_ERR_OK ? 0 : VMM_ERANGE;
+}
+
+static void apply_call_action(struct soft_vcpu *sv, enum vmm_call_action a, int status)
+{
+    switch (a) {
+    case VMM_CALL_CONTINUE:
+        return;
+    case VMM_CALL_SYSTEM_OFF:
+        set_exit(sv, VMM_EXIT_SHUTDOWN, status);
+        return;
+    case VMM_CALL_SYSTEM_RESET:
+        set_exit(sv, VMM_EXIT_RESET, 0);
+        return;
+    case VMM_CALL_CPU_OFF:
+        set_exit(sv, VMM_EXIT_CPU_OFF, 0);
+        return;
+    }
+}
+
+static void do_hvc(struct soft_vcpu *sv)
+{
+    static const int regs[4] = { UC_ARM64_REG_X0, UC_ARM64_REG_X1, UC_ARM64_REG_X2, UC_ARM64_REG_X3 };
+    uint64_t x[4];
+    void *ptrs[4] = { &x[0], &x[1], &x[2], &x[3] };
+
+    uc_reg_read_batch(sv->uc, (int *)regs, ptrs, 4);
+    enum vmm_call_action a = vmm__psci_call(sv->vcpu, x);
+    uc_reg_write_batch(sv->uc, (int *)regs, ptrs, 4);
+    apply_call_action(sv, a, 0);
+}
+
+/* An UNDEF from an MRS/MSR (op0 = 2 or 3): serve it if the core emulates the register. */
+static bool do_sysreg(struct soft_vcpu *sv, uint32_t insn, uint64_t pc)
+{
+    uint32_t id = SYSREG(2 + ((insn >> 19) & 1), (insn >> 16) & 7, (insn >> 12) & 15, (insn >> 8) & 15,
+                         (insn >> 5) & 7);
+    bool is_read = (insn >> 21) & 1;
+    unsigned rt = insn & 31;
+    uint64_t val = 0;
+
+    if (((reg_get(sv->uc, UC_ARM64_REG_PSTATE) >> 2) & 3) == 0)
+        return false; /* none of ours is accessible from EL0 */
+    if (!is_read && rt != 31)
+        val = reg_get(sv->uc, soft__xreg(rt));
+    if (vmm__sysreg_access(sv->vcpu, id, is_read, &val))
+        return false;
+    if (is_read && rt != 31)
+        reg_set(sv->uc, soft__xreg(rt), val);
+    /* a PC write restarts translation here, so state changes take effect at once */
+    reg_set(sv->uc, UC_ARM64_REG_PC, pc + 4);
+    return true;
+}
+
+static bool do_semihost(struct soft_vcpu *sv, uint64_t pc)
+{
+    struct vmm_semihost_env env = { .vcpu = sv->vcpu, .read_mem = read_virt };
+    uint64_t ret;
+    int status = 0;
+
+    enum vmm_call_action a = vmm__semihost_call(&env, reg_get(sv->uc, UC_ARM64_REG_X0),
+                                                reg_get(sv->uc, UC_ARM64_REG_X1), &ret, &status);
+    reg_set(sv->uc, UC_ARM64_REG_X0, ret);
+    reg_set(sv->uc, UC_ARM64_REG_PC, pc + 4);
+    apply_call_action(sv, a, status);
+    return true;
+}
+
+static void on_intr(uc_engine *uc, uint32_t intno, void *opaque)
+{
+    struct soft_vcpu *sv = opaque;
+    uint64_t pc = reg_get(uc, UC_ARM64_REG_PC);
+    uint32_t insn;
+
+    switch (intno) {
+    case EXCP_HVC:
+    case EXCP_SMC: /* PC already points past the instruction */
+        do_hvc(sv);
+        return;
+    case EXCP_UDEF:
+        if (uc_vmem_read(uc, pc, UC_PROT_EXEC, &insn, 4) == UC_ERR_OK) {
+            if ((insn & 0xffd00000u) == 0xd5100000u && do_sysreg(sv, insn, pc))
+                return;
+            if (insn == INSN_HLT_SEMIHOST && do_semihost(sv, pc))
+                return;
+        }
+        soft__deliver_sync(sv, pc);
+        return;
+    case EXCP_SWI:
+    case EXCP_PREFETCH_ABORT:
+    case EXCP_DATA_ABORT:
+    case EXCP_BKPT:
+        soft__deliver_sync(sv, pc);
+        return;
+    }
+    vmm__set_error(sv->vcpu->vm, VMM_EBACKEND, "vCPU %u: unexpected exception %u at pc 0x%" PRIx64,
+                   sv->vcpu->id, intno, pc);
+    set_exit(sv, VMM_EXIT_HOST_ERROR, 0);
+}
+
+static void on_block(uc_engine *uc, uint64_t addr, uint32_t size, void *opaque)
+{
+    struct soft_vcpu *sv = opaque;
+    (void)uc;
+    (void)addr;
+    (void)size;
+    /* a stop requested here takes effect before this block executes */
+    if (atomic_load_explicit(&sv->kick, memory_order_relaxed) || (sv->slice && --sv->slice == 0))
+        soft__stop(sv);
+}
+
+/* Accesses outside RAM and the device window (e.g. above RAM): a synchronous external abort. */
+static bool on_unmapped(uc_engine *uc, uc_mem_type type, uint64_t addr, int size, int64_t value, void *opaque)
+{
+    struct soft_vcpu *sv = opaque;
+    (void)uc;
+    (void)value;
+    sv->fault.pending = true;
+    sv->fault.addr = addr;
+    sv->fault.fetch = type == UC_MEM_FETCH_UNMAPPED;
+    sv->fault.write = type == UC_MEM_WRITE_UNMAPPED;
+    vmm__guest_error(sv->vcpu->vm, "soft", "vCPU %u: %d-byte %s at unmapped address 0x%" PRIx64, sv->vcpu->id,
+                     size, sv->fault.fetch ? "instruction fetch" : sv->fault.write ? "write" : "read", addr);
+    return false;
+}
+
+static uint64_t mmio_read(uc_engine *uc, uint64_t off, unsigned size, void *opaque)
+{
+    (void)uc;
+    return vmm__region_read(opaque, off, size);
+}
+
+static void mmio_write(uc_engine *uc, uint64_t off, unsigned size, uint64_t val, void *opaque)
+{
+    (void)uc;
+    vmm__region_write(opaque, off, size, val);
+}
+
+/* ---- ops ---- */
+
+static int soft_probe(char *why, size_t len)
+{
+    unsigned major, minor;
+    uc_version(&major, &minor);
+    if (major < 2 || (major == 2 && minor < 1)) {
+        snprintf(why, len, "Unicorn %u.%u is too old (need 2.1 or newer)", major, minor);
+        return VMM_ENOBACKEND;
+    }
+    if (!uc_arch_supported(UC_ARCH_ARM64)) {
+        snprintf(why, len, "this Unicorn was built without aarch64 support");
+        return VMM_ENOBACKEND;
+    }
+    return 0;
+}
+
+static int soft_vm_init(struct vmm_vm *vm)
+{
+    struct soft_vm *s = calloc(1, sizeof *s);
+    int rc;
+
+    if (!s)
+        return vmm__set_error(vm, VMM_ENOMEM, "soft: out of memory");
+    /* unclaimed parts of the device window answer RAZ/WI, like any bus with nothing on it */
+    rc = vmm__bus_gaps(vm, s->gap_range, SOFT_MAX_GAPS);
+    if (rc < 0) {
+        free(s);
+        return vmm__set_error(vm, VMM_ENOMEM, "soft: too many holes in the device window");
+    }
+    s->ngaps = (unsigned)rc;
+    for (unsigned i = 0; i < s->ngaps; i++) {
+        s->gaps[i] = (struct vmm_region){ .base = s->gap_range[i][0], .size = s->gap_range[i][1],
+                                          .name = "unclaimed", .ops = &vmm__unclaimed_ops, .vm = vm };
+        s->gaps[i].dev = &s->gaps[i];
+    }
+    vm->bstate = s;
+    return 0;
+}
+
+static void soft_vm_fini(struct vmm_vm *vm)
+{
+    free(vm->bstate);
+    vm->bstate = NULL;
+}
+
+static int cpu_model(const char *name)
+{
+    if (!strcmp(name, "cortex-a53"))
+        return UC_CPU_ARM64_A53;
+    if (!strcmp(name, "cortex-a57"))
+        return UC_CPU_ARM64_A57;
+    if (!strcmp(name, "max"))
+        return UC_CPU_ARM64_MAX;
+    return UC_CPU_ARM64_A72;
+}
+
+static int map_region(struct soft_vcpu *sv, struct vmm_region *r)
+{
+    uc_err e = uc_mmio_map(sv->uc, r->base, r->size, mmio_read, r, mmio_write, r);
+    if (e)
+        return vmm__set_error(r->vm, VMM_EBACKEND, "soft: mapping %s at 0x%" PRIx64 ": %s", r->name, r->base,
+                              uc_strerror(e));
+    return 0;
+}
+
+static int soft_vcpu_init(struct vmm_vcpu *vcpu)
+{
+    struct vmm_vm *vm = vcpu->vm;
+    struct soft_vm *s = vm->bstate;
+    struct soft_vcpu *sv = calloc(1, sizeof *sv);
+    uc_hook h;
+    uc_err e;
+    int rc = VMM_EBACKEND;
+
+    if (!sv)
+        return vmm__set_error(vm, VMM_ENOMEM, "soft: out of memory");
+    sv->vcpu = vcpu;
+    sv->svm = s;
+    vcpu->bstate = sv;
+    if ((e = uc_open(UC_ARCH_ARM64, UC_MODE_ARM, &sv->uc))) {
+        vmm__set_error(vm, VMM_EBACKEND, "soft: uc_open: %s", uc_strerror(e));
+        goto fail;
+    }
+    if ((e = uc_ctl_set_cpu_model(sv->uc, cpu_model(vm->cpu_model)))) {
+        vmm__set_error(vm, VMM_EBACKEND, "soft: CPU model %s: %s", vm->cpu_model, uc_strerror(e));
+        goto fail;
+    }
+    /* vCPU 0 finds the syndrome offset before anything is mapped; all engines share the layout */
+    if (vcpu->id == 0 && (rc = soft__calibrate(vm, sv->uc, &s->syndrome_off)))
+        goto fail;
+    rc = VMM_EBACKEND;
+    if ((e = uc_mem_map_ptr(sv->uc, LAYOUT_RAM_BASE, vm->ram_size, UC_PROT_ALL, vm->ram)) ||
+        (e = uc_context_alloc(sv->uc, &sv->ctx))) {
+        vmm__set_error(vm, VMM_EBACKEND, "soft: engine setup: %s", uc_strerror(e));
+        goto fail;
+    }
+    for (unsigned i = 0; i < vm->nregions; i++)
+        if ((rc = map_region(sv, &vm->regions[i])))
+            goto fail;
+    for (unsigned i = 0; i < s->ngaps; i++)
+        if ((rc = map_region(sv, &s->gaps[i])))
+            goto fail;
+    if ((e = uc_hook_add(sv->uc, &h, UC_HOOK_INTR, (void *)on_intr, sv, 1, 0)) ||
+        (e = uc_hook_add(sv->uc, &h, UC_HOOK_BLOCK, (void *)on_block, sv, 1, 0)) ||
+        (e = uc_hook_add(sv->uc, &h, UC_HOOK_MEM_UNMAPPED, (void *)on_unmapped, sv, 1, 0))) {
+        vmm__set_error(vm, VMM_EBACKEND, "soft: adding hooks: %s", uc_strerror(e));
+        rc = VMM_EBACKEND;
+        goto fail;
+    }
+    return 0;
+fail:
+    if (sv->ctx)
+        uc_context_free(sv->ctx);
+    if (sv->uc)
+        uc_close(sv->uc);
+    free(sv);
+    vcpu->bstate = NULL;
+    return rc;
+}
+
+static void soft_vcpu_fini(struct vmm_vcpu *vcpu)
+{
+    struct soft_vcpu *sv = vcpu->bstate;
+    if (!sv)
+        return;
+    uc_context_free(sv->ctx);
+    uc_close(sv->uc);
+    free(sv);
+    vcpu->bstate = NULL;
+}
+
+static int soft_vcpu_reset(struct vmm_vcpu *vcpu, uint64_t entry, uint64_t x0)
+{
+    struct soft_vcpu *sv = vcpu->bstate;
+    return soft__boot_state(sv, entry, x0);
+}
+
+static bool stopped_at_wfi(struct soft_vcpu *sv, uint64_t pc)
+{
+    uint32_t insn;
+    return pc >= 4 && uc_vmem_read(sv->uc, pc - 4, UC_PROT_EXEC, &insn, 4) == UC_ERR_OK && insn == INSN_WFI;
+}
+
+static int soft_vcpu_run(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
+{
+    struct soft_vcpu *sv = vcpu->bstate;
+    struct vmm_vm *vm = vcpu->vm;
+    uc_err e;
+
+    exit->kind = VMM_EXIT_NONE;
+    if (atomic_exchange(&sv->kick, 0))
+        return 0; /* the loop looks at why we were kicked */
+    sv->exit = exit;
+    sv->stopped = false;
+    sv->slice = vm->ncpus > 1 ? SLICE_BLOCKS : 0;
+    e = uc_emu_start(sv->uc, sv->pc, UINT64_MAX & ~3ULL, 0, 0);
+    sv->pc = reg_get(sv->uc, UC_ARM64_REG_PC);
+    if (sv->fault.pending) {
+        sv->fault.pending = false;
+        soft__deliver_external_abort(sv);
+        return 0;
+    }
+    if (e) {
+        vmm__set_error(vm, VMM_EBACKEND, "soft: vCPU %u stopped with '%s' at pc 0x%" PRIx64, vcpu->id,
+                       uc_strerror(e), sv->pc);
+        exit->kind = VMM_EXIT_HOST_ERROR;
+        return 0;
+    }
+    if (exit->kind != VMM_EXIT_NONE || sv->stopped)
+        return 0;
+    /* Unicorn returns on its own only when the CPU halts: after a WFI */
+    if (stopped_at_wfi(sv, sv->pc))
+        exit->kind = VMM_EXIT_WFI;
+    return 0;
+}
+
+static void soft_kick(struct vmm_vcpu *vcpu)
+{
+    struct soft_vcpu *sv = vcpu->bstate;
+    if (sv)
+        atomic_store(&sv->kick, 1);
+}
+
+static uint64_t soft_get_pc(struct vmm_vcpu *vcpu)
+{
+    struct soft_vcpu *sv = vcpu->bstate;
+    return sv ? sv->pc : 0;
+}
+
+static uint64_t soft_mem_overhead(struct vmm_vcpu *vcpu)
+{
+    struct soft_vcpu *sv = vcpu->bstate;
+    return sizeof *sv + (sv ? uc_context_size(sv->uc) : 0);
+}
+
+const struct vmm_backend_ops vmm__soft_backend = {
+    .name = "soft",
+    .probe = soft_probe,
+    .vm_init = soft_vm_init,
+    .vm_fini = soft_vm_fini,
+    .vcpu_init = soft_vcpu_init,
+    .vcpu_fini = soft_vcpu_fini,
+    .vcpu_reset = soft_vcpu_reset,
+    .vcpu_run = soft_vcpu_run,
+    .kick = soft_kick,
+    .get_pc = soft_get_pc,
+    .mem_overhead = soft_mem_overhead,
+};

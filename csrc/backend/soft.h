@@ -1,0 +1,48 @@
+/* soft.h - internals of the software (Unicorn) backend, shared by soft.c and soft_exc.c. */
+#ifndef VMM_SOFT_H
+#define VMM_SOFT_H
+
+#include <unicorn/unicorn.h>
+
+#include "../core/vm.h"
+
+#define SOFT_MAX_GAPS 16
+
+struct soft_vm {
+    size_t syndrome_off; /* where exception.syndrome sits in a uc_context (soft_exc.c) */
+    uint64_t gap_range[SOFT_MAX_GAPS][2];
+    struct vmm_region gaps[SOFT_MAX_GAPS];
+    unsigned ngaps;
+};
+
+struct soft_vcpu {
+    struct vmm_vcpu *vcpu;
+    struct soft_vm *svm;
+    uc_engine *uc;
+    uc_context *ctx;      /* scratch for reading the syndrome */
+    atomic_int kick;      /* set by any thread; polled by the block hook */
+    struct vmm_exit *exit;
+    bool stopped;         /* we called uc_emu_stop during this run */
+    unsigned slice;       /* blocks left in this round-robin slice; 0 = unlimited */
+    uint64_t pc;          /* where the next run starts */
+    struct {
+        bool pending, fetch, write;
+        uint64_t addr;
+    } fault;              /* an access outside every mapping, from the unmapped hook */
+    uint64_t last_vector; /* exception-loop guard */
+    unsigned vector_repeats;
+};
+
+int soft__xreg(unsigned n);
+uint64_t soft__cp_read(uc_engine *uc, uint32_t id);
+int soft__cp_write(uc_engine *uc, uint32_t id, uint64_t val);
+void soft__stop(struct soft_vcpu *sv);
+
+int soft__calibrate(struct vmm_vm *vm, uc_engine *uc, size_t *syndrome_off);
+int soft__boot_state(struct soft_vcpu *sv, uint64_t entry, uint64_t x0);
+/* Enter the guest's EL1 synchronous vector for the exception Unicorn just raised. */
+void soft__deliver_sync(struct soft_vcpu *sv, uint64_t pc);
+/* Enter it for the access recorded in sv->fault (a synchronous external abort). */
+void soft__deliver_external_abort(struct soft_vcpu *sv);
+
+#endif

@@ -1,0 +1,226 @@
+/* soft_exc.c - the soft backend's CPU state work: boot state, syndrome calibration, exception entry. */
+#include <inttypes.h>
+#include <string.h>
+
+#include "../arm/arm.h"
+#include "../core/layout.h"
+#include "soft.h"
+
+#define REG_SCR_EL3 SYSREG(3, 6, 1, 1, 0)
+#define REG_HCR_EL2 SYSREG(3, 4, 1, 1, 0)
+#define REG_CNTHCTL_EL2 SYSREG(3, 4, 14, 1, 0)
+#define REG_VMPIDR_EL2 SYSREG(3, 4, 0, 0, 5)
+#define REG_SPSR_EL1 SYSREG(3, 0, 4, 0, 0)
+#define REG_SCTLR_EL1 SYSREG(3, 0, 1, 0, 0)
+#define REG_ID_AA64MMFR1_EL1 SYSREG(3, 0, 0, 7, 1)
+
+#define SCR_NS (1u << 0)
+#define SCR_HCE (1u << 8)
+#define SCR_RW (1u << 10)
+#define HCR_FMO (1ull << 3)
+#define HCR_IMO (1ull << 4)
+#define HCR_RW (1ull << 31)
+
+#define PSTATE_EL1H 0x5u      /* M[3:0] = EL1h */
+#define PSTATE_DAIF (0xfu << 6)
+#define PSTATE_PAN (1u << 22)
+#define SCTLR_SPAN (1ull << 23)
+
+/* ESR_ELx fields (Arm ARM D17.2.40) */
+#define ESR_EC_SHIFT 26
+#define ESR_IL (1u << 25)
+#define EC_IABT_LOW 0x20
+#define EC_IABT_CUR 0x21
+#define EC_DABT_LOW 0x24
+#define EC_DABT_CUR 0x25
+#define ISS_FNV (1u << 10)
+#define ISS_WNR (1u << 6)
+#define FSC_SYNC_EXTERNAL 0x10
+
+#define VECTOR_LOOP_LIMIT 3
+
+static uint64_t rd(uc_engine *uc, int reg)
+{
+    uint64_t v = 0;
+    uc_reg_read(uc, reg, &v);
+    return v;
+}
+
+static void wr(uc_engine *uc, int reg, uint64_t v)
+{
+    uc_reg_write(uc, reg, &v);
+}
+
+/*
+ * QEMU keeps the syndrome of the exception being raised in
+ * env->exception.{syndrome, fsr, vaddress}; Unicorn offers no accessor, but
+ * uc_context_save() copies the whole CPU state. Find the offset once per VM
+ * by raising two exceptions with known syndromes in a scratch page.
+ */
+struct calib {
+    uc_context *ctx;
+    size_t size;
+    uint32_t want;
+    size_t found;
+};
+
+static void calib_intr(uc_engine *uc, uint32_t intno, void *opaque)
+{
+    struct calib *c = opaque;
+    (void)intno;
+    uc_context_save(uc, c->ctx);
+    c->found = 0;
+    for (size_t off = 0; off + 4 <= c->size; off += 4) {
+        uint32_t v;
+        memcpy(&v, (const uint8_t *)c->ctx + off, 4);
+        if (v == c->want) {
+            c->found = off;
+            break;
+        }
+    }
+    uc_emu_stop(uc);
+}
+
+int soft__calibrate(struct vmm_vm *vm, uc_engine *uc, size_t *syndrome_off)
+{
+    static const uint32_t code[] = {
+        0xd40b4b41u, /* svc #0x5a5a -> ESR 0x56005a5a */
+        0xd4267ce0u, /* brk #0x33e7 -> ESR 0xf20033e7 */
+    };
+    const uint64_t page = 0x1000;
+    struct calib c = { 0 };
+    size_t first;
+    uc_hook h;
+    int rc = VMM_EBACKEND;
+
+    if (uc_mem_map(uc, page, 0x1000, UC_PROT_ALL) || uc_mem_write(uc, page, code, sizeof code))
+        return vmm__set_error(vm, VMM_EBACKEND, "soft: calibration page");
+    if (uc_context_alloc(uc, &c.ctx) || uc_hook_add(uc, &h, UC_HOOK_INTR, (void *)calib_intr, &c, 1, 0)) {
+        uc_mem_unmap(uc, page, 0x1000);
+        return vmm__set_error(vm, VMM_EBACKEND, "soft: calibration hook");
+    }
+    c.size = uc_context_size(uc);
+    c.want = 0x56005a5au;
+    uc_emu_start(uc, page, page + 4, 0, 1);
+    first = c.found;
+    c.want = 0xf20033e7u;
+    uc_emu_start(uc, page + 4, page + 8, 0, 1);
+    if (first && first == c.found) {
+        *syndrome_off = first;
+        rc = 0;
+    } else {
+        rc = vmm__set_error(vm, VMM_EBACKEND,
+                            "soft: cannot locate the exception syndrome in this Unicorn build (%zu/%zu); "
+                            "the supported version is 2.1.x",
+                            first, c.found);
+    }
+    uc_hook_del(uc, h);
+    uc_context_free(c.ctx);
+    uc_mem_unmap(uc, page, 0x1000);
+    return rc;
+}
+
+int soft__boot_state(struct soft_vcpu *sv, uint64_t entry, uint64_t x0)
+{
+    uc_engine *uc = sv->uc;
+    int rc = 0;
+
+    /* Non-secure EL1 under an idle EL2/EL3, so that HVC and SMC reach us. */
+    wr(uc, UC_ARM64_REG_PSTATE, PSTATE_DAIF | PSTATE_EL1H);
+    for (unsigned i = 0; i < 31; i++)
+        wr(uc, soft__xreg(i), 0);
+    wr(uc, UC_ARM64_REG_X0, x0);
+    wr(uc, UC_ARM64_REG_PC, entry);
+    rc |= soft__cp_write(uc, REG_SCR_EL3, SCR_NS | SCR_HCE | SCR_RW);
+    rc |= soft__cp_write(uc, REG_HCR_EL2, HCR_RW | HCR_IMO | HCR_FMO);
+    rc |= soft__cp_write(uc, REG_CNTHCTL_EL2, 3); /* EL1PCTEN | EL1PCEN */
+    rc |= soft__cp_write(uc, REG_VMPIDR_EL2, 0x80000000ull | sv->vcpu->id);
+    /* a CP-register write after the PSTATE write makes QEMU rebuild its cached EL/MMU state */
+    rc |= soft__cp_write(uc, REG_SPSR_EL1, 0);
+    sv->pc = entry;
+    sv->last_vector = 0;
+    sv->vector_repeats = 0;
+    return rc ? vmm__set_error(sv->vcpu->vm, VMM_EBACKEND, "soft: cannot set the boot CPU state") : 0;
+}
+
+static void guest_fatal(struct soft_vcpu *sv, const char *what, uint32_t esr, uint64_t pc, uint64_t vbar)
+{
+    struct vmm_vm *vm = sv->vcpu->vm;
+    vmm__set_error(vm, VMM_EINVAL, "vCPU %u: %s (ESR 0x%08" PRIx32 ", pc 0x%" PRIx64 ", VBAR_EL1 0x%" PRIx64 ")",
+                   sv->vcpu->id, what, esr, pc, vbar);
+    vmm__guest_error(vm, "soft", "%s", vm->errmsg);
+    sv->exit->kind = VMM_EXIT_GUEST_ERROR;
+    soft__stop(sv);
+}
+
+/* AArch64 exception entry to EL1 (Arm ARM D1.10.2), done by hand. */
+static void enter_el1(struct soft_vcpu *sv, uint32_t esr, bool set_far, uint64_t far, uint64_t elr)
+{
+    uc_engine *uc = sv->uc;
+    uint64_t ps = rd(uc, UC_ARM64_REG_PSTATE);
+    unsigned el = (ps >> 2) & 3;
+    uint64_t vbar = rd(uc, UC_ARM64_REG_VBAR_EL1);
+    uint64_t target = vbar + (el == 0 ? 0x400 : (ps & 1) ? 0x200 : 0x000);
+    uint64_t pa, new_ps = PSTATE_DAIF | PSTATE_EL1H;
+
+    if (el > 1) {
+        guest_fatal(sv, "exception at an EL the soft backend never runs", esr, elr, vbar);
+        return;
+    }
+    /* the handler's first instruction faulting again and again: no handler */
+    if (elr == sv->last_vector) {
+        if (++sv->vector_repeats >= VECTOR_LOOP_LIMIT) {
+            guest_fatal(sv, "exception loop: the exception vector itself faults", esr, elr, vbar);
+            return;
+        }
+    } else {
+        sv->vector_repeats = 0;
+    }
+    if (el == 0 || !(ps & 1)) { /* from SP_EL0: bank it and switch to SP_EL1 */
+        wr(uc, UC_ARM64_REG_SP_EL0, rd(uc, UC_ARM64_REG_SP));
+        wr(uc, UC_ARM64_REG_SP, rd(uc, UC_ARM64_REG_SP_EL1));
+    }
+    wr(uc, UC_ARM64_REG_ESR_EL1, esr);
+    if (set_far)
+        wr(uc, UC_ARM64_REG_FAR_EL1, far);
+    wr(uc, UC_ARM64_REG_ELR_EL1, elr);
+    /* PAN is set on entry unless SCTLR_EL1.SPAN says otherwise (FEAT_PAN) */
+    if (((soft__cp_read(uc, REG_ID_AA64MMFR1_EL1) >> 20) & 0xf) && !(soft__cp_read(uc, REG_SCTLR_EL1) & SCTLR_SPAN))
+        new_ps |= PSTATE_PAN;
+    else
+        new_ps |= ps & PSTATE_PAN;
+    wr(uc, UC_ARM64_REG_PSTATE, new_ps);
+    soft__cp_write(uc, REG_SPSR_EL1, ps); /* also makes QEMU rebuild its cached EL state */
+    if (uc_vmem_translate(uc, target, UC_PROT_EXEC, &pa) != UC_ERR_OK || !vmm__gpa_ptr(sv->vcpu->vm, pa, 4)) {
+        guest_fatal(sv, "exception with no executable vector table in RAM", esr, elr, vbar);
+        return;
+    }
+    wr(uc, UC_ARM64_REG_PC, target);
+    sv->last_vector = target;
+    sv->pc = target;
+    sv->vcpu->vm->stats.exceptions++;
+}
+
+void soft__deliver_sync(struct soft_vcpu *sv, uint64_t pc)
+{
+    struct {
+        uint32_t syndrome, fsr;
+        uint64_t vaddress;
+    } exc;
+
+    uc_context_save(sv->uc, sv->ctx);
+    memcpy(&exc, (const uint8_t *)sv->ctx + sv->svm->syndrome_off, sizeof exc);
+    unsigned ec = exc.syndrome >> ESR_EC_SHIFT;
+    bool abort = ec == EC_IABT_LOW || ec == EC_IABT_CUR || ec == EC_DABT_LOW || ec == EC_DABT_CUR || ec == 0x22;
+    enter_el1(sv, exc.syndrome, abort, exc.vaddress, pc);
+}
+
+void soft__deliver_external_abort(struct soft_vcpu *sv)
+{
+    bool cur = ((rd(sv->uc, UC_ARM64_REG_PSTATE) >> 2) & 3) == 1;
+    uint32_t ec = sv->fault.fetch ? (cur ? EC_IABT_CUR : EC_IABT_LOW) : (cur ? EC_DABT_CUR : EC_DABT_LOW);
+    /* FnV: we know the physical address, not the virtual one, so FAR is not valid */
+    uint32_t iss = FSC_SYNC_EXTERNAL | ISS_FNV | (sv->fault.write ? ISS_WNR : 0);
+
+    enter_el1(sv, (ec << ESR_EC_SHIFT) | ESR_IL | iss, false, 0, sv->pc);
+}

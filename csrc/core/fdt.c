@@ -1,0 +1,186 @@
+/* fdt.c - the guest's device tree, written with libfdt's sequential-write API. */
+#include <libfdt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "layout.h"
+#include "vm.h"
+
+#define FDT_MAX_SIZE (64u << 10)
+
+/* phandles */
+#define PH_GIC 1
+#define PH_CLK 2
+
+/* GIC interrupt specifier cells (bindings/interrupt-controller/arm,gic-v3.yaml) */
+#define GIC_SPI 0
+#define GIC_PPI 1
+#define IRQ_TYPE_LEVEL_HIGH 4
+
+static int prop_u64_pair(void *fdt, const char *name, uint64_t a, uint64_t b)
+{
+    fdt64_t v[2] = { cpu_to_fdt64(a), cpu_to_fdt64(b) };
+    return fdt_property(fdt, name, v, sizeof v);
+}
+
+static int prop_cells(void *fdt, const char *name, const uint32_t *cells, int n)
+{
+    fdt32_t v[16];
+    for (int i = 0; i < n; i++)
+        v[i] = cpu_to_fdt32(cells[i]);
+    return fdt_property(fdt, name, v, (int)(n * sizeof(fdt32_t)));
+}
+
+/* compatible lists are NUL-separated strings */
+static int prop_strings(void *fdt, const char *name, const char *const *s, int n)
+{
+    char buf[256];
+    size_t len = 0;
+    for (int i = 0; i < n; i++) {
+        size_t l = strlen(s[i]) + 1;
+        if (len + l > sizeof buf)
+            return -FDT_ERR_NOSPACE;
+        memcpy(buf + len, s[i], l);
+        len += l;
+    }
+    return fdt_property(fdt, name, buf, (int)len);
+}
+
+#define TRY(x)              \
+    do {                    \
+        if ((err = (x)) < 0) \
+            goto fail;      \
+    } while (0)
+
+static const char *cpu_compatible(const struct vmm_vm *vm)
+{
+    if (!strcmp(vm->cpu_model, "cortex-a53"))
+        return "arm,cortex-a53";
+    if (!strcmp(vm->cpu_model, "cortex-a57"))
+        return "arm,cortex-a57";
+    if (!strcmp(vm->cpu_model, "cortex-a72"))
+        return "arm,cortex-a72";
+    return "arm,armv8";
+}
+
+int vmm__fdt_build(struct vmm_vm *vm, void **out, size_t *len)
+{
+    void *fdt = calloc(1, FDT_MAX_SIZE);
+    char name[64];
+    int err;
+
+    if (!fdt)
+        return vmm__set_error(vm, VMM_ENOMEM, "out of memory for the device tree");
+    TRY(fdt_create(fdt, FDT_MAX_SIZE));
+    TRY(fdt_finish_reservemap(fdt));
+
+    TRY(fdt_begin_node(fdt, ""));
+    TRY(fdt_property_string(fdt, "compatible", "linux,dummy-virt"));
+    TRY(fdt_property_string(fdt, "model", "vmmpy aarch64 virt"));
+    TRY(fdt_property_u32(fdt, "#address-cells", 2));
+    TRY(fdt_property_u32(fdt, "#size-cells", 2));
+    TRY(fdt_property_u32(fdt, "interrupt-parent", PH_GIC));
+
+    TRY(fdt_begin_node(fdt, "chosen"));
+    snprintf(name, sizeof name, "/pl011@%llx", LAYOUT_UART_BASE);
+    TRY(fdt_property_string(fdt, "stdout-path", name));
+    TRY(fdt_property_string(fdt, "bootargs", vm->cmdline ? vm->cmdline : ""));
+    if (vm->boot.initrd_end) {
+        TRY(fdt_property_u64(fdt, "linux,initrd-start", vm->boot.initrd_start));
+        TRY(fdt_property_u64(fdt, "linux,initrd-end", vm->boot.initrd_end));
+    }
+    TRY(fdt_end_node(fdt));
+
+    snprintf(name, sizeof name, "memory@%llx", LAYOUT_RAM_BASE);
+    TRY(fdt_begin_node(fdt, name));
+    TRY(fdt_property_string(fdt, "device_type", "memory"));
+    TRY(prop_u64_pair(fdt, "reg", LAYOUT_RAM_BASE, vm->ram_size));
+    TRY(fdt_end_node(fdt));
+
+    TRY(fdt_begin_node(fdt, "cpus"));
+    TRY(fdt_property_u32(fdt, "#address-cells", 1));
+    TRY(fdt_property_u32(fdt, "#size-cells", 0));
+    for (unsigned i = 0; i < vm->ncpus; i++) {
+        snprintf(name, sizeof name, "cpu@%u", i);
+        TRY(fdt_begin_node(fdt, name));
+        TRY(fdt_property_string(fdt, "device_type", "cpu"));
+        TRY(fdt_property_string(fdt, "compatible", cpu_compatible(vm)));
+        TRY(fdt_property_u32(fdt, "reg", i)); /* MPIDR Aff0 */
+        TRY(fdt_property_string(fdt, "enable-method", "psci"));
+        TRY(fdt_end_node(fdt));
+    }
+    TRY(fdt_end_node(fdt));
+
+    TRY(fdt_begin_node(fdt, "psci"));
+    {
+        static const char *const compat[] = { "arm,psci-1.0", "arm,psci-0.2" };
+        TRY(prop_strings(fdt, "compatible", compat, 2));
+    }
+    TRY(fdt_property_string(fdt, "method", "hvc"));
+    TRY(fdt_end_node(fdt));
+
+    snprintf(name, sizeof name, "intc@%llx", LAYOUT_GICD_BASE);
+    TRY(fdt_begin_node(fdt, name));
+    TRY(fdt_property_string(fdt, "compatible", "arm,gic-v3"));
+    TRY(fdt_property_u32(fdt, "#interrupt-cells", 3));
+    TRY(fdt_property(fdt, "interrupt-controller", NULL, 0));
+    TRY(fdt_property_u32(fdt, "#redistributor-regions", 1));
+    {
+        fdt64_t reg[4] = { cpu_to_fdt64(LAYOUT_GICD_BASE), cpu_to_fdt64(LAYOUT_GICD_SIZE),
+                           cpu_to_fdt64(LAYOUT_GICR_BASE), cpu_to_fdt64(LAYOUT_GICR_STRIDE * vm->ncpus) };
+        TRY(fdt_property(fdt, "reg", reg, sizeof reg));
+    }
+    {
+        static const uint32_t maint[] = { GIC_PPI, 9, IRQ_TYPE_LEVEL_HIGH };
+        TRY(prop_cells(fdt, "interrupts", maint, 3));
+    }
+    TRY(fdt_property_u32(fdt, "phandle", PH_GIC));
+    TRY(fdt_end_node(fdt));
+
+    TRY(fdt_begin_node(fdt, "timer"));
+    TRY(fdt_property_string(fdt, "compatible", "arm,armv8-timer"));
+    {
+        /* secure, non-secure physical, virtual, hypervisor: PPI numbers = INTID - 16 */
+        const uint32_t irqs[] = {
+            GIC_PPI, LAYOUT_PPI_SEC_TIMER - 16,  IRQ_TYPE_LEVEL_HIGH, GIC_PPI, LAYOUT_PPI_PHYS_TIMER - 16,
+            IRQ_TYPE_LEVEL_HIGH,                 GIC_PPI, LAYOUT_PPI_VIRT_TIMER - 16, IRQ_TYPE_LEVEL_HIGH,
+            GIC_PPI, LAYOUT_PPI_HYP_TIMER - 16, IRQ_TYPE_LEVEL_HIGH,
+        };
+        TRY(prop_cells(fdt, "interrupts", irqs, 12));
+    }
+    TRY(fdt_property(fdt, "always-on", NULL, 0));
+    TRY(fdt_end_node(fdt));
+
+    TRY(fdt_begin_node(fdt, "apb-pclk"));
+    TRY(fdt_property_string(fdt, "compatible", "fixed-clock"));
+    TRY(fdt_property_u32(fdt, "#clock-cells", 0));
+    TRY(fdt_property_u32(fdt, "clock-frequency", 24000000));
+    TRY(fdt_property_string(fdt, "clock-output-names", "clk24mhz"));
+    TRY(fdt_property_u32(fdt, "phandle", PH_CLK));
+    TRY(fdt_end_node(fdt));
+
+    snprintf(name, sizeof name, "pl011@%llx", LAYOUT_UART_BASE);
+    TRY(fdt_begin_node(fdt, name));
+    {
+        static const char *const compat[] = { "arm,pl011", "arm,primecell" };
+        static const char *const clk_names[] = { "uartclk", "apb_pclk" };
+        static const uint32_t irq[] = { GIC_SPI, LAYOUT_UART_SPI, IRQ_TYPE_LEVEL_HIGH };
+        static const uint32_t clks[] = { PH_CLK, PH_CLK };
+        TRY(prop_strings(fdt, "compatible", compat, 2));
+        TRY(prop_u64_pair(fdt, "reg", LAYOUT_UART_BASE, LAYOUT_UART_SIZE));
+        TRY(prop_cells(fdt, "interrupts", irq, 3));
+        TRY(prop_strings(fdt, "clock-names", clk_names, 2));
+        TRY(prop_cells(fdt, "clocks", clks, 2));
+    }
+    TRY(fdt_end_node(fdt));
+
+    TRY(fdt_end_node(fdt)); /* root */
+    TRY(fdt_finish(fdt));
+    *out = fdt;
+    *len = fdt_totalsize(fdt);
+    return 0;
+fail:
+    free(fdt);
+    return vmm__set_error(vm, VMM_ENOMEM, "building the device tree: %s", fdt_strerror(err));
+}

@@ -1,0 +1,286 @@
+/* vm.c - VM lifecycle: create/destroy, error names, boot layout (prepare), DTB and stats queries. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "../arm/arm.h"
+#include "../dev/pl011.h"
+#include "layout.h"
+#include "vm.h"
+
+#define ALIGN_UP(x, a) (((x) + (a) - 1) & ~((uint64_t)(a) - 1))
+#define BOOT_ALIGN (2ULL << 20)
+
+VMM_EXPORT const char *vmm_strerror(int err)
+{
+    switch (err) {
+    case VMM_OK:
+        return "success";
+#define VMM__ERR_TEXT(name, code, text) \
+    case VMM_E##name:                   \
+        return text;
+        VMM_ERRNO_MAP(VMM__ERR_TEXT)
+#undef VMM__ERR_TEXT
+    }
+    return "unknown error";
+}
+
+VMM_EXPORT const char *vmm_err_name(int err)
+{
+    switch (err) {
+    case VMM_OK:
+        return "VMM_OK";
+#define VMM__ERR_NAME(name, code, text) \
+    case VMM_E##name:                   \
+        return "VMM_E" #name;
+        VMM_ERRNO_MAP(VMM__ERR_NAME)
+#undef VMM__ERR_NAME
+    }
+    return "VMM_E?";
+}
+
+static int config_error(char *errbuf, size_t errlen, int code, const char *msg)
+{
+    if (errbuf && errlen)
+        snprintf(errbuf, errlen, "%s", msg);
+    return code;
+}
+
+static bool known_cpu_model(const char *m)
+{
+    return !strcmp(m, "cortex-a72") || !strcmp(m, "cortex-a57") || !strcmp(m, "cortex-a53") || !strcmp(m, "max");
+}
+
+VMM_EXPORT int vmm_create(const struct vmm_config *cfg, vmm_vm **out, char *errbuf, size_t errlen)
+{
+    struct vmm_config c = { 0 };
+    struct vmm_vm *vm;
+    pthread_condattr_t ca;
+    char msg[VMM_ERRMSG_LEN];
+    int rc;
+
+    if (!out)
+        return VMM_EINVAL;
+    *out = NULL;
+    if (!cfg || cfg->size < offsetof(struct vmm_config, ram_size) || cfg->size > 4096)
+        return config_error(errbuf, errlen, VMM_EINVAL, "struct vmm_config: set .size = sizeof(struct vmm_config)");
+    memcpy(&c, cfg, cfg->size < sizeof c ? cfg->size : sizeof c);
+    if (!c.ncpus)
+        c.ncpus = 1;
+    if (!c.ram_size)
+        c.ram_size = LAYOUT_RAM_DEFAULT;
+    if (!c.cpu_model)
+        c.cpu_model = "cortex-a72";
+    if (c.ncpus > VMM_MAX_CPUS) {
+        snprintf(msg, sizeof msg, "%u vCPUs requested, at most %d are supported", c.ncpus, VMM_MAX_CPUS);
+        return config_error(errbuf, errlen, VMM_EINVAL, msg);
+    }
+    if (c.ram_size < (2ULL << 20) || c.ram_size % (2ULL << 20) || c.ram_size > LAYOUT_RAM_MAX) {
+        snprintf(msg, sizeof msg, "RAM size %llu bytes: must be a multiple of 2 MiB between 2 MiB and %llu GiB",
+                 (unsigned long long)c.ram_size, LAYOUT_RAM_MAX >> 30);
+        return config_error(errbuf, errlen, VMM_EINVAL, msg);
+    }
+    if (!known_cpu_model(c.cpu_model)) {
+        snprintf(msg, sizeof msg, "unknown CPU model '%s' (cortex-a72, cortex-a57, cortex-a53, max)", c.cpu_model);
+        return config_error(errbuf, errlen, VMM_EINVAL, msg);
+    }
+    const struct vmm_backend_ops *ops = vmm__backend_find(c.backend, msg, sizeof msg);
+    if (!ops)
+        return config_error(errbuf, errlen, VMM_ENOBACKEND, msg);
+
+    if (!(vm = calloc(1, sizeof *vm)))
+        return config_error(errbuf, errlen, VMM_ENOMEM, "out of memory");
+    vm->ram_size = c.ram_size;
+    vm->ncpus = c.ncpus;
+    snprintf(vm->cpu_model, sizeof vm->cpu_model, "%s", c.cpu_model);
+    vm->log_fn = c.log_fn;
+    vm->log_opaque = c.log_opaque;
+    vm->log_level = c.size >= offsetof(struct vmm_config, log_level) + sizeof(int) && c.log_level ? c.log_level
+                                                                                                 : VMM_LOG_INFO;
+    vm->ops = ops;
+    pthread_mutex_init(&vm->lock, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&vm->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    for (unsigned i = 0; i < vm->ncpus; i++)
+        vm->vcpus[i] = (struct vmm_vcpu){ .vm = vm, .id = i };
+
+    /* RAM is reserved lazily: untouched pages cost nothing */
+    vm->ram = mmap(NULL, vm->ram_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (vm->ram == MAP_FAILED) {
+        vm->ram = NULL;
+        rc = vmm__set_error(vm, VMM_ENOMEM, "cannot reserve %llu MiB of guest RAM",
+                            (unsigned long long)(vm->ram_size >> 20));
+        goto fail;
+    }
+    if ((rc = vmm__console_create(&vm->console))) {
+        vmm__set_error(vm, rc, "out of memory for the console");
+        goto fail;
+    }
+    if ((rc = vmm__board_init(vm)))
+        goto fail;
+    if ((rc = ops->vm_init(vm)))
+        goto fail;
+    for (unsigned i = 0; i < vm->ncpus; i++) {
+        if ((rc = ops->vcpu_init(&vm->vcpus[i]))) {
+            while (i-- > 0)
+                ops->vcpu_fini(&vm->vcpus[i]);
+            ops->vm_fini(vm);
+            goto fail;
+        }
+    }
+    *out = vm;
+    return 0;
+fail:
+    config_error(errbuf, errlen, rc, vm->errmsg);
+    vm->ops = NULL; /* backend parts are already torn down */
+    vmm_destroy(vm);
+    return rc;
+}
+
+VMM_EXPORT void vmm_destroy(vmm_vm *vm)
+{
+    if (!vm)
+        return;
+    if (vm->ops) {
+        for (unsigned i = 0; i < vm->ncpus; i++)
+            vm->ops->vcpu_fini(&vm->vcpus[i]);
+        vm->ops->vm_fini(vm);
+    }
+    vmm__pl011_destroy(vm->uart);
+    vmm__console_destroy(vm->console);
+    if (vm->ram)
+        munmap(vm->ram, vm->ram_size);
+    free(vm->initrd);
+    free(vm->cmdline);
+    free(vm->dtb);
+    pthread_mutex_destroy(&vm->lock);
+    pthread_cond_destroy(&vm->cond);
+    free(vm);
+}
+
+VMM_EXPORT const char *vmm_last_error(const vmm_vm *vm)
+{
+    return vm ? vm->errmsg : "no VM";
+}
+
+VMM_EXPORT const char *vmm_backend_name(const vmm_vm *vm)
+{
+    return vm && vm->ops ? vm->ops->name : "";
+}
+
+int vmm__board_init(struct vmm_vm *vm)
+{
+    return vmm__pl011_create(vm, LAYOUT_UART_BASE, &vm->uart);
+}
+
+/* Place initrd and DTB above the kernel, build the DTB, reset the boot vCPU. */
+static int prepare_locked(struct vmm_vm *vm)
+{
+    uint64_t ram_end = LAYOUT_RAM_BASE + vm->ram_size;
+    uint64_t at;
+    int rc;
+
+    if (!vm->kernel.present)
+        return vmm__set_error(vm, VMM_ESTATE, "no kernel loaded");
+    vm->boot = (struct vmm_boot_info){ .size = sizeof vm->boot, .entry = vm->kernel.entry,
+                                       .kernel_start = vm->kernel.start, .kernel_end = vm->kernel.end,
+                                       .ram_base = LAYOUT_RAM_BASE, .ram_size = vm->ram_size };
+    at = ALIGN_UP(vm->kernel.end, BOOT_ALIGN);
+    if (vm->initrd) {
+        if (at > ram_end || vm->initrd_len > ram_end - at)
+            return vmm__set_error(vm, VMM_ERANGE,
+                                  "kernel (%llu MiB) and initrd (%zu KiB) do not fit in %llu MiB of guest RAM",
+                                  (unsigned long long)((vm->kernel.end - LAYOUT_RAM_BASE) >> 20),
+                                  vm->initrd_len >> 10, (unsigned long long)(vm->ram_size >> 20));
+        memcpy(vmm__gpa_ptr(vm, at, vm->initrd_len), vm->initrd, vm->initrd_len);
+        vm->boot.initrd_start = at;
+        vm->boot.initrd_end = at + vm->initrd_len;
+        at = ALIGN_UP(vm->boot.initrd_end, BOOT_ALIGN);
+    }
+    free(vm->dtb);
+    vm->dtb = NULL;
+    if ((rc = vmm__fdt_build(vm, &vm->dtb, &vm->dtb_len)))
+        return rc;
+    /* the kernel may sit high in RAM (an ELF linked anywhere): fall back below it */
+    if (at > ram_end || vm->dtb_len > ram_end - at) {
+        if (vm->kernel.start - LAYOUT_RAM_BASE >= ALIGN_UP(vm->dtb_len, 8) + BOOT_ALIGN && !vm->initrd)
+            at = LAYOUT_RAM_BASE;
+        else
+            return vmm__set_error(vm, VMM_ERANGE, "no room for the device tree above the kernel in %llu MiB of RAM",
+                                  (unsigned long long)(vm->ram_size >> 20));
+    }
+    memcpy(vmm__gpa_ptr(vm, at, vm->dtb_len), vm->dtb, vm->dtb_len);
+    vm->boot.dtb_addr = at;
+    vm->boot.dtb_size = vm->dtb_len;
+
+    for (unsigned i = 0; i < vm->ncpus; i++)
+        vm->vcpus[i].on = i == 0;
+    if ((rc = vm->ops->vcpu_reset(&vm->vcpus[0], vm->boot.entry, vm->boot.dtb_addr)))
+        return rc;
+    vm->state = VM_STATE_PREPARED;
+    return 0;
+}
+
+int vmm__prepare_locked(struct vmm_vm *vm)
+{
+    return vm->state == VM_STATE_NEW ? prepare_locked(vm) : 0;
+}
+
+VMM_EXPORT int vmm_prepare(vmm_vm *vm)
+{
+    int rc;
+
+    if (!vm)
+        return VMM_EINVAL;
+    pthread_mutex_lock(&vm->lock);
+    rc = vmm__prepare_locked(vm);
+    pthread_mutex_unlock(&vm->lock);
+    return rc;
+}
+
+VMM_EXPORT int vmm_boot_info(vmm_vm *vm, struct vmm_boot_info *info)
+{
+    int rc;
+
+    if (!vm || !info || info->size < sizeof(uint32_t))
+        return VMM_EINVAL;
+    if ((rc = vmm_prepare(vm)))
+        return rc;
+    uint32_t sz = info->size < sizeof vm->boot ? info->size : (uint32_t)sizeof vm->boot;
+    memcpy(info, &vm->boot, sz);
+    info->size = sz;
+    return 0;
+}
+
+VMM_EXPORT int vmm_get_dtb(vmm_vm *vm, void *buf, size_t len, size_t *len_out)
+{
+    int rc;
+
+    if (!vm || (!buf && len))
+        return VMM_EINVAL;
+    if ((rc = vmm_prepare(vm)))
+        return rc;
+    if (len_out)
+        *len_out = vm->dtb_len;
+    if (len < vm->dtb_len)
+        return len ? vmm__set_error(vm, VMM_ERANGE, "buffer too small for the DTB (%zu bytes)", vm->dtb_len) : 0;
+    memcpy(buf, vm->dtb, vm->dtb_len);
+    return 0;
+}
+
+VMM_EXPORT int vmm_get_stats(vmm_vm *vm, struct vmm_stats *st)
+{
+    if (!vm || !st || st->size < sizeof(uint32_t))
+        return VMM_EINVAL;
+    struct vmm_stats s = vm->stats;
+    s.size = st->size < sizeof s ? st->size : (uint32_t)sizeof s;
+    s.host_mem_bytes = sizeof *vm + vm->dtb_len + vm->initrd_len;
+    for (unsigned i = 0; i < vm->ncpus; i++)
+        if (vm->ops->mem_overhead)
+            s.host_mem_bytes += vm->ops->mem_overhead(&vm->vcpus[i]);
+    memcpy(st, &s, s.size);
+    return 0;
+}

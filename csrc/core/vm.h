@@ -1,0 +1,150 @@
+/* vm.h - internal VM and vCPU state shared by the core, arm models, devices and backends. */
+#ifndef VMM_VM_H
+#define VMM_VM_H
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vmm.h"
+#include "backend.h"
+
+#define VMM_MAX_REGIONS 48
+#define VMM_ERRMSG_LEN 512
+
+/* An MMIO device window on the bus. Offsets are relative to base. */
+struct vmm_mmio_ops {
+    uint64_t (*read)(void *dev, uint64_t off, unsigned size);
+    void (*write)(void *dev, uint64_t off, unsigned size, uint64_t val);
+};
+
+struct vmm_region {
+    uint64_t base, size;
+    const char *name;
+    const struct vmm_mmio_ops *ops;
+    void *dev;
+    struct vmm_vm *vm;
+};
+
+struct vmm_vcpu {
+    struct vmm_vm *vm;
+    unsigned id;
+    void *bstate;        /* the backend's per-vCPU state */
+    bool on;             /* powered on (vCPU 0 at boot) */
+};
+
+struct vmm_console;
+struct vmm_pl011;
+
+enum vmm_vm_state {
+    VM_STATE_NEW = 0,     /* configuring */
+    VM_STATE_PREPARED,    /* memory laid out, DTB built, vCPUs reset */
+    VM_STATE_RUNNING,
+    VM_STATE_PAUSED,      /* stopped or timed out: may run again */
+    VM_STATE_ENDED,       /* powered off, reset or failed */
+};
+
+struct vmm_loaded_kernel {
+    bool present;
+    uint64_t start, end; /* guest physical, end exclusive (reserved size) */
+    uint64_t entry;
+};
+
+struct vmm_vm {
+    /* configuration */
+    uint64_t ram_size;
+    unsigned ncpus;
+    char cpu_model[32];
+    vmm_log_fn log_fn;
+    void *log_opaque;
+    int log_level;
+
+    const struct vmm_backend_ops *ops;
+    void *bstate; /* the backend's per-VM state */
+
+    uint8_t *ram; /* host mapping of guest RAM */
+
+    struct vmm_region regions[VMM_MAX_REGIONS];
+    unsigned nregions;
+
+    struct vmm_vcpu vcpus[VMM_MAX_CPUS];
+
+    /* boot */
+    struct vmm_loaded_kernel kernel;
+    uint8_t *initrd;
+    size_t initrd_len;
+    char *cmdline;
+    void *dtb;
+    size_t dtb_len;
+    struct vmm_boot_info boot;
+
+    /* lifecycle; `lock` guards state and the wait condition */
+    pthread_mutex_t lock;
+    pthread_cond_t cond; /* CLOCK_MONOTONIC: run-state changes, WFI wakeups */
+    enum vmm_vm_state state;
+    atomic_int stop_requested;
+    atomic_int timed_out;
+
+    /* devices */
+    struct vmm_console *console;
+    struct vmm_pl011 *uart;
+
+    /* stats (updated by the thread running the VM) */
+    struct vmm_stats stats;
+
+    /* guest-error rate limit */
+    uint64_t gerr_window_start;
+    unsigned gerr_in_window;
+    unsigned gerr_suppressed;
+
+    char errmsg[VMM_ERRMSG_LEN];
+};
+
+/* errors and logging (vm.c, log.c) */
+int vmm__set_error(struct vmm_vm *vm, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void vmm__log(struct vmm_vm *vm, int level, const char *subsys, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* A rate-limited "guest error: ..." warning; counts vm->stats.guest_errors. */
+void vmm__guest_error(struct vmm_vm *vm, const char *subsys, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+uint64_t vmm__now_ns(void);
+
+/* guest memory (mem.c): NULL unless [gpa, gpa+len) lies inside RAM */
+void *vmm__gpa_ptr(struct vmm_vm *vm, uint64_t gpa, uint64_t len);
+
+/* MMIO bus (mmio.c) */
+int vmm__bus_add(struct vmm_vm *vm, uint64_t base, uint64_t size, const char *name,
+                 const struct vmm_mmio_ops *ops, void *dev);
+struct vmm_region *vmm__bus_find(struct vmm_vm *vm, uint64_t gpa);
+/* Serve one access; unclaimed addresses in the device window are RAZ/WI. */
+void vmm__bus_access(struct vmm_vm *vm, uint64_t gpa, unsigned size, bool is_write, uint64_t *val);
+/* The same for a known region (the soft backend maps regions directly). */
+uint64_t vmm__region_read(struct vmm_region *r, uint64_t off, unsigned size);
+void vmm__region_write(struct vmm_region *r, uint64_t off, unsigned size, uint64_t val);
+/* Gaps in the low device window, for backends that must map them. */
+int vmm__bus_gaps(struct vmm_vm *vm, uint64_t (*gaps)[2], unsigned max);
+extern const struct vmm_mmio_ops vmm__unclaimed_ops;
+
+/* board: devices and DTB (board.c, fdt.c) */
+int vmm__board_init(struct vmm_vm *vm);
+int vmm__fdt_build(struct vmm_vm *vm, void **out, size_t *len);
+
+/* loaders (loader/) */
+int vmm__load_kernel(struct vmm_vm *vm, const uint8_t *data, size_t len, const char *name,
+                     const struct vmm_kernel_opts *opts);
+int vmm__read_file(struct vmm_vm *vm, const char *path, const char *what, uint8_t **data, size_t *len);
+
+/* console output buffer and input queue (console.c) */
+int vmm__console_create(struct vmm_console **out);
+void vmm__console_destroy(struct vmm_console *c);
+void vmm__console_put(struct vmm_console *c, const void *buf, size_t len);
+/* next input byte, or -1 when none is queued */
+int vmm__console_getc(struct vmm_console *c);
+bool vmm__console_has_input(struct vmm_console *c);
+void vmm__console_set_running(struct vmm_console *c, bool running);
+
+#endif

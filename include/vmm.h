@@ -1,0 +1,202 @@
+/* vmm.h - the public interface of libvmm, an aarch64 virtual machine monitor. */
+#ifndef VMM_H
+#define VMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(VMM_BUILDING)
+#define VMM_EXPORT __attribute__((visibility("default")))
+#else
+#define VMM_EXPORT
+#endif
+
+/*
+ * Errors. Every function that can fail returns 0 (or a count) on success and
+ * a negative VMM_E* code on failure; vmm_last_error() then holds a sentence
+ * with the detail ("kernel.elf: not an aarch64 ELF (e_machine 62)").
+ */
+#define VMM_ERRNO_MAP(XX)                                                     \
+    XX(INVAL, -1, "invalid argument")                                         \
+    XX(NOMEM, -2, "out of memory")                                            \
+    XX(NOENT, -3, "no such file or directory")                               \
+    XX(IO, -4, "input/output error")                                          \
+    XX(FORMAT, -5, "unrecognized or corrupt file")                           \
+    XX(ARCH, -6, "wrong architecture")                                        \
+    XX(RANGE, -7, "does not fit in guest memory")                            \
+    XX(NOBACKEND, -8, "backend not available on this host")                  \
+    XX(BACKEND, -9, "backend failure")                                        \
+    XX(STATE, -10, "not allowed in the VM's current state")                  \
+    XX(BUSY, -11, "VM is running")                                            \
+    XX(EOF, -12, "end of stream")                                             \
+    XX(NOTSUP, -13, "not supported")
+
+enum vmm_errno {
+    VMM_OK = 0,
+#define VMM__ERR_ENUM(name, code, text) VMM_E##name = (code),
+    VMM_ERRNO_MAP(VMM__ERR_ENUM)
+#undef VMM__ERR_ENUM
+};
+
+/* Text for an error code ("invalid argument") and its name ("VMM_EINVAL"). */
+VMM_EXPORT const char *vmm_strerror(int err);
+VMM_EXPORT const char *vmm_err_name(int err);
+
+/* Log levels, as in syslog order: lower is more severe. */
+enum vmm_log_level {
+    VMM_LOG_ERROR = 0,
+    VMM_LOG_WARN = 1,
+    VMM_LOG_INFO = 2,
+    VMM_LOG_DEBUG = 3,
+};
+
+/*
+ * Log callback. `subsys` names the part that logs ("soft", "pl011",
+ * "loader", ...). Messages about the guest misbehaving carry the prefix
+ * "guest error: " and are rate limited. Called from the thread running
+ * vmm_run() or the API call that logged; must not call back into the VM.
+ */
+typedef void (*vmm_log_fn)(void *opaque, int level, const char *subsys, const char *msg);
+
+typedef struct vmm_vm vmm_vm;
+
+/*
+ * VM configuration. Set .size = sizeof(struct vmm_config) so the struct can
+ * grow without breaking callers; zero fields take defaults.
+ */
+struct vmm_config {
+    uint32_t size;
+    uint32_t ncpus;        /* default 1, at most VMM_MAX_CPUS */
+    uint64_t ram_size;     /* bytes, default 256 MiB, multiple of 2 MiB */
+    const char *backend;   /* "soft", "kvm", "auto" or NULL (= auto) */
+    const char *cpu_model; /* soft backend: "cortex-a72" (default), "cortex-a57", "cortex-a53", "max" */
+    vmm_log_fn log_fn;     /* may be NULL */
+    void *log_opaque;
+    int log_level;         /* messages above this level are dropped; default VMM_LOG_INFO */
+};
+
+#define VMM_MAX_CPUS 8
+
+/*
+ * Create a VM. On failure returns a negative code, sets *out to NULL and
+ * copies the reason into errbuf (if not NULL).
+ */
+VMM_EXPORT int vmm_create(const struct vmm_config *cfg, vmm_vm **out, char *errbuf, size_t errlen);
+VMM_EXPORT void vmm_destroy(vmm_vm *vm);
+VMM_EXPORT const char *vmm_last_error(const vmm_vm *vm);
+/* Name of the backend chosen for this VM ("soft"). */
+VMM_EXPORT const char *vmm_backend_name(const vmm_vm *vm);
+
+/* Kernel formats understood by vmm_load_kernel(). */
+enum vmm_kernel_format {
+    VMM_KERNEL_AUTO = 0,  /* ELF64, arm64 Image (optionally gzip-compressed) */
+    VMM_KERNEL_ELF = 1,
+    VMM_KERNEL_IMAGE = 2, /* arm64 Linux Image, raw or gzip */
+    VMM_KERNEL_RAW = 3,   /* flat binary: needs load_addr and entry */
+};
+
+struct vmm_kernel_opts {
+    uint32_t size;      /* sizeof(struct vmm_kernel_opts) */
+    int format;         /* enum vmm_kernel_format */
+    uint64_t load_addr; /* RAW: guest physical load address (default: RAM base) */
+    uint64_t entry;     /* RAW: entry point (default: load_addr) */
+};
+
+/* Load the kernel from a file (opts may be NULL for auto-detection). */
+VMM_EXPORT int vmm_load_kernel(vmm_vm *vm, const char *path, const struct vmm_kernel_opts *opts);
+/* Load the kernel from memory; `name` is used in messages. */
+VMM_EXPORT int vmm_load_kernel_mem(vmm_vm *vm, const void *data, size_t len, const char *name,
+                                   const struct vmm_kernel_opts *opts);
+VMM_EXPORT int vmm_load_initrd(vmm_vm *vm, const char *path);
+VMM_EXPORT int vmm_set_cmdline(vmm_vm *vm, const char *cmdline);
+
+/*
+ * Boot information, valid once the VM is prepared (first vmm_run() or
+ * vmm_prepare()): where the kernel, initrd and DTB landed.
+ */
+struct vmm_boot_info {
+    uint32_t size;
+    uint64_t entry;
+    uint64_t kernel_start, kernel_end;
+    uint64_t initrd_start, initrd_end; /* 0 if none */
+    uint64_t dtb_addr, dtb_size;
+    uint64_t ram_base, ram_size;
+};
+
+/* Lay out memory and build the device tree; vmm_run() does it if needed. */
+VMM_EXPORT int vmm_prepare(vmm_vm *vm);
+VMM_EXPORT int vmm_boot_info(vmm_vm *vm, struct vmm_boot_info *info);
+/* Copy the generated DTB; *len_out receives its size even if buf is short. */
+VMM_EXPORT int vmm_get_dtb(vmm_vm *vm, void *buf, size_t len, size_t *len_out);
+
+/* Why vmm_run() returned. */
+enum vmm_run_reason {
+    VMM_RUN_POWEROFF = 1,    /* PSCI SYSTEM_OFF or semihosting exit; see exit_status */
+    VMM_RUN_RESET = 2,       /* PSCI SYSTEM_RESET */
+    VMM_RUN_STOPPED = 3,     /* vmm_request_stop() */
+    VMM_RUN_TIMEOUT = 4,     /* the timeout passed to vmm_run() expired */
+    VMM_RUN_GUEST_ERROR = 5, /* the guest did something it cannot continue from */
+    VMM_RUN_HOST_ERROR = 6,  /* the backend failed; see vmm_last_error() */
+};
+
+struct vmm_run_result {
+    uint32_t size;
+    int reason;          /* enum vmm_run_reason */
+    int exit_status;     /* POWEROFF: 0 for PSCI SYSTEM_OFF, the code of a semihosting exit */
+    uint64_t pc;         /* vCPU 0 PC when the run ended */
+    uint64_t insns;      /* reserved: instructions retired (deterministic mode) */
+};
+
+/*
+ * Run the VM until it powers off or resets, a stop is requested, the
+ * timeout (nanoseconds, 0 = none) expires, or an error occurs. A VM that
+ * was stopped or timed out can be run again; one that powered off, reset
+ * or failed cannot (VMM_ESTATE). Returns 0 when `res` says why it ended,
+ * negative for misuse.
+ */
+VMM_EXPORT int vmm_run(vmm_vm *vm, uint64_t timeout_ns, struct vmm_run_result *res);
+/* Thread-safe: ask a running vmm_run() to return with VMM_RUN_STOPPED. */
+VMM_EXPORT int vmm_request_stop(vmm_vm *vm);
+
+/*
+ * Serial console (the PL011). Output is buffered in the library; reading
+ * never blocks the vCPUs. vmm_console_read() waits up to timeout_ns for at
+ * least one byte and returns the count, 0 on timeout, or VMM_EEOF when the
+ * VM is not running and nothing is left to read. Thread-safe.
+ */
+VMM_EXPORT int vmm_console_read(vmm_vm *vm, void *buf, size_t len, uint64_t timeout_ns);
+/* Queue bytes for the guest to receive on the serial port. Thread-safe. */
+VMM_EXPORT int vmm_console_write(vmm_vm *vm, const void *buf, size_t len);
+
+/* Guest physical memory access for tests and tools (RAM only). */
+VMM_EXPORT int vmm_mem_read(vmm_vm *vm, uint64_t gpa, void *buf, size_t len);
+VMM_EXPORT int vmm_mem_write(vmm_vm *vm, uint64_t gpa, const void *buf, size_t len);
+
+/*
+ * Perform an MMIO access on the device bus as a vCPU would, for device-level
+ * tests. size is 1, 2, 4 or 8. Not allowed while the VM runs (VMM_EBUSY).
+ */
+VMM_EXPORT int vmm_mmio_read(vmm_vm *vm, uint64_t gpa, unsigned size, uint64_t *val);
+VMM_EXPORT int vmm_mmio_write(vmm_vm *vm, uint64_t gpa, unsigned size, uint64_t val);
+
+/* Counters, for tests and benchmarks. */
+struct vmm_stats {
+    uint32_t size;
+    uint64_t mmio_exits;     /* MMIO accesses served */
+    uint64_t hvc_exits;      /* HVC and SMC calls */
+    uint64_t sysreg_exits;   /* trapped system-register accesses */
+    uint64_t wfi_exits;      /* WFI instructions that waited */
+    uint64_t guest_errors;   /* guest misbehaviour events */
+    uint64_t exceptions;     /* synchronous exceptions delivered to the guest */
+    uint64_t host_mem_bytes; /* host memory the VM uses besides guest RAM (estimate) */
+};
+VMM_EXPORT int vmm_get_stats(vmm_vm *vm, struct vmm_stats *st);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,89 @@
+"""Exceptions raised by vmmpy; each libvmm error code has its own class."""
+
+from __future__ import annotations
+
+
+class VmmError(Exception):
+    """A libvmm call failed. `code` is the VMM_E* value, `name` its name."""
+
+    code = 0
+    name = "VMM_E?"
+
+    def __init__(self, message: str, code: int | None = None, name: str | None = None):
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+        if name is not None:
+            self.name = name
+
+
+class InvalidArgument(VmmError, ValueError):
+    pass
+
+
+class OutOfMemory(VmmError, MemoryError):
+    pass
+
+
+class KernelNotFound(VmmError, FileNotFoundError):
+    pass
+
+
+class VmmIOError(VmmError, OSError):
+    pass
+
+
+class FormatError(VmmError, ValueError):
+    """The kernel or initrd file is not in a format we understand, or is corrupt."""
+
+
+class ArchError(FormatError):
+    """The file is for another architecture."""
+
+
+class DoesNotFit(VmmError, ValueError):
+    """Something does not fit in guest memory."""
+
+
+class BackendUnavailable(VmmError):
+    pass
+
+
+class BackendError(VmmError):
+    pass
+
+
+class StateError(VmmError):
+    """The call is not allowed in the VM's current state."""
+
+
+class Busy(StateError):
+    pass
+
+
+class NotSupported(VmmError):
+    pass
+
+
+class SerialTimeout(VmmError, TimeoutError):
+    """serial.expect() did not see its pattern in time."""
+
+
+class SerialEOF(VmmError, EOFError):
+    """The VM stopped before serial.expect() saw its pattern."""
+
+
+BY_NAME: dict[str, type[VmmError]] = {
+    "VMM_EINVAL": InvalidArgument,
+    "VMM_ENOMEM": OutOfMemory,
+    "VMM_ENOENT": KernelNotFound,
+    "VMM_EIO": VmmIOError,
+    "VMM_EFORMAT": FormatError,
+    "VMM_EARCH": ArchError,
+    "VMM_ERANGE": DoesNotFit,
+    "VMM_ENOBACKEND": BackendUnavailable,
+    "VMM_EBACKEND": BackendError,
+    "VMM_ESTATE": StateError,
+    "VMM_EBUSY": Busy,
+    "VMM_ENOTSUP": NotSupported,
+}

@@ -1,0 +1,431 @@
+"""Machine: one aarch64 VM, its serial console and its run result."""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import Union
+
+from vmmpy import errors
+from vmmpy._ffi import ffi, lib
+
+log = logging.getLogger("vmmpy")
+
+_LEVELS = {
+    lib.VMM_LOG_ERROR: logging.ERROR,
+    lib.VMM_LOG_WARN: logging.WARNING,
+    lib.VMM_LOG_INFO: logging.INFO,
+    lib.VMM_LOG_DEBUG: logging.DEBUG,
+}
+
+Size = Union[int, str]
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b)?\s*$", re.I)
+
+
+def parse_size(value: Size) -> int:
+    """'256M', '1G', '512MiB' or a byte count -> bytes."""
+    if isinstance(value, int):
+        return value
+    m = _SIZE_RE.match(str(value))
+    if not m:
+        raise errors.InvalidArgument(f"cannot parse size {value!r} (try 256M or 1G)", lib.VMM_EINVAL, "VMM_EINVAL")
+    shift = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40}[m.group(2).lower()]
+    return int(m.group(1)) << shift
+
+
+def _check(rc: int, vm=None) -> int:
+    """Map a negative libvmm return code to the matching exception."""
+    if rc >= 0:
+        return rc
+    name = ffi.string(lib.vmm_err_name(rc)).decode()
+    detail = ffi.string(lib.vmm_last_error(vm)).decode(errors="replace") if vm is not None else ""
+    msg = detail or ffi.string(lib.vmm_strerror(rc)).decode()
+    raise errors.BY_NAME.get(name, errors.VmmError)(msg, rc, name)
+
+
+@ffi.def_extern()
+def _vmm_log_cb(opaque, level, subsys, msg):  # called from the thread running the VM
+    try:
+        machine_log = ffi.from_handle(opaque)
+        machine_log(level, ffi.string(subsys).decode(errors="replace"), ffi.string(msg).decode(errors="replace"))
+    except Exception:  # a logging failure must never unwind into C
+        pass
+
+
+class RunReason(enum.IntEnum):
+    POWEROFF = 1
+    RESET = 2
+    STOPPED = 3
+    TIMEOUT = 4
+    GUEST_ERROR = 5
+    HOST_ERROR = 6
+
+
+@dataclass(frozen=True)
+class RunResult:
+    reason: RunReason
+    exit_status: int
+    pc: int
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """The guest powered off with status 0."""
+        return self.reason == RunReason.POWEROFF and self.exit_status == 0
+
+
+@dataclass(frozen=True)
+class BootInfo:
+    entry: int
+    kernel_start: int
+    kernel_end: int
+    initrd_start: int
+    initrd_end: int
+    dtb_addr: int
+    dtb_size: int
+    ram_base: int
+    ram_size: int
+
+
+class Serial:
+    """The guest's PL011 console: everything it printed, and input to it."""
+
+    def __init__(self, machine: Machine):
+        self._m = machine
+        self._buf = bytearray()
+        self._read_pos = 0  # for read()
+        self._expect_pos = 0  # for expect()
+        self._lock = threading.Lock()
+
+    def _pull(self, timeout: float) -> bool:
+        """Move output from libvmm into our buffer; False at end of stream."""
+        chunk = ffi.new("char[]", 65536)
+        ns = max(0, int(timeout * 1e9))
+        n = lib.vmm_console_read(self._m._vm, chunk, 65536, ns)
+        if n == lib.VMM_EEOF:
+            return False
+        _check(n, self._m._vm)
+        with self._lock:
+            self._buf += ffi.buffer(chunk, n)[:]
+        # drain whatever else is already there without waiting
+        while n == 65536:
+            n = lib.vmm_console_read(self._m._vm, chunk, 65536, 0)
+            if n <= 0:
+                break
+            with self._lock:
+                self._buf += ffi.buffer(chunk, n)[:]
+        return True
+
+    @property
+    def data(self) -> bytes:
+        """Everything the guest printed so far, as bytes."""
+        self._pull(0)
+        with self._lock:
+            return bytes(self._buf)
+
+    @property
+    def text(self) -> str:
+        """Everything the guest printed so far, decoded (invalid UTF-8 replaced)."""
+        return self.data.decode(errors="replace")
+
+    def read(self) -> str:
+        """Output printed since the previous read()."""
+        self._pull(0)
+        with self._lock:
+            out = bytes(self._buf[self._read_pos :])
+            self._read_pos = len(self._buf)
+        return out.decode(errors="replace")
+
+    def write(self, data: bytes | str) -> None:
+        """Queue input for the guest's serial port."""
+        if isinstance(data, str):
+            data = data.encode()
+        _check(lib.vmm_console_write(self._m._vm, data, len(data)), self._m._vm)
+
+    def expect(self, pattern: str | bytes | re.Pattern, timeout: float = 10.0) -> re.Match:
+        """Wait until the output (after the previous match) matches `pattern`.
+
+        Starts the machine if it is not running yet. Raises SerialTimeout or,
+        if the guest stops first, SerialEOF; both carry the output's tail.
+        """
+        if isinstance(pattern, str):
+            pattern = pattern.encode()
+        rx = re.compile(pattern) if isinstance(pattern, bytes) else pattern
+        if isinstance(rx.pattern, str):
+            rx = re.compile(rx.pattern.encode(), rx.flags & ~re.UNICODE)
+        if not self._m.running and self._m.result is None:
+            self._m.start()
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                m = rx.search(self._buf, self._expect_pos)
+                if m:
+                    self._expect_pos = m.end()
+                    return m
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise errors.SerialTimeout(
+                    f"no match for {rx.pattern!r} within {timeout:g} s; output ends with:\n{self._tail()}"
+                )
+            if not self._pull(min(left, 0.5)):
+                with self._lock:
+                    m = rx.search(self._buf, self._expect_pos)
+                if m:
+                    self._expect_pos = m.end()
+                    return m
+                res = self._m.result
+                why = f"the VM ended ({res.reason.name})" if res else "the VM is not running"
+                raise errors.SerialEOF(f"{why} before {rx.pattern!r} appeared; output ends with:\n{self._tail()}")
+
+    def _tail(self, n: int = 2000) -> str:
+        with self._lock:
+            return bytes(self._buf[-n:]).decode(errors="replace")
+
+
+class Machine:
+    """One aarch64 VM.
+
+    >>> with Machine("guest/build/hello.elf") as m:
+    ...     m.serial.expect("Hello")
+    ...     assert m.wait(timeout=10).ok
+    """
+
+    def __init__(
+        self,
+        kernel: str | os.PathLike | None = None,
+        *,
+        ram: Size = "256M",
+        cpus: int = 1,
+        backend: str = "auto",
+        cpu_model: str | None = None,
+        cmdline: str | None = None,
+        initrd: str | os.PathLike | None = None,
+        kernel_format: str = "auto",
+        load_addr: int | None = None,
+        entry: int | None = None,
+        log_level: int = logging.INFO,
+        name: str | None = None,
+    ):
+        self.name = name or (os.path.basename(os.fspath(kernel)) if kernel else "vm")
+        self._log = log.getChild(self.name.replace(".", "_"))
+        self._handle = ffi.new_handle(self._on_log)
+        self._thread: threading.Thread | None = None
+        self._result: RunResult | None = None
+        self._run_error: BaseException | None = None
+        self._done = threading.Event()
+        self._vm = ffi.NULL
+        cfg = ffi.new("struct vmm_config *")
+        cfg.size = ffi.sizeof("struct vmm_config")
+        cfg.ncpus = cpus
+        cfg.ram_size = parse_size(ram)
+        keep = [ffi.new("char[]", backend.encode())]
+        cfg.backend = keep[0]
+        if cpu_model:
+            keep.append(ffi.new("char[]", cpu_model.encode()))
+            cfg.cpu_model = keep[-1]
+        cfg.log_fn = lib._vmm_log_cb
+        cfg.log_opaque = self._handle
+        cfg.log_level = {
+            logging.DEBUG: lib.VMM_LOG_DEBUG,
+            logging.INFO: lib.VMM_LOG_INFO,
+            logging.WARNING: lib.VMM_LOG_WARN,
+        }.get(log_level, lib.VMM_LOG_ERROR if log_level > logging.WARNING else lib.VMM_LOG_DEBUG)
+        if cpus < 1:
+            raise errors.InvalidArgument(f"cpus must be at least 1 (got {cpus})", lib.VMM_EINVAL, "VMM_EINVAL")
+        out = ffi.new("vmm_vm **")
+        err = ffi.new("char[]", 512)
+        rc = lib.vmm_create(cfg, out, err, 512)
+        if rc < 0:
+            name_ = ffi.string(lib.vmm_err_name(rc)).decode()
+            raise errors.BY_NAME.get(name_, errors.VmmError)(ffi.string(err).decode(), rc, name_)
+        self._vm = out[0]
+        self.serial = Serial(self)
+        self.backend = ffi.string(lib.vmm_backend_name(self._vm)).decode()
+        try:
+            if kernel is not None:
+                self.load_kernel(kernel, format=kernel_format, load_addr=load_addr, entry=entry)
+            if initrd is not None:
+                self.load_initrd(initrd)
+            if cmdline is not None:
+                self.set_cmdline(cmdline)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- configuration -------------------------------------------------
+    def _on_log(self, level: int, subsys: str, msg: str) -> None:
+        self._log.log(_LEVELS.get(level, logging.INFO), "%s: %s", subsys, msg)
+
+    def load_kernel(
+        self, path: str | os.PathLike, *, format: str = "auto", load_addr: int | None = None, entry: int | None = None
+    ) -> None:
+        formats = {"auto": 0, "elf": 1, "image": 2, "raw": 3}
+        if format not in formats:
+            raise errors.InvalidArgument(
+                f"unknown kernel format {format!r} (auto, elf, image, raw)", lib.VMM_EINVAL, "VMM_EINVAL"
+            )
+        opts = ffi.new("struct vmm_kernel_opts *")
+        opts.size = ffi.sizeof("struct vmm_kernel_opts")
+        opts.format = formats[format]
+        opts.load_addr = load_addr or 0
+        opts.entry = entry or 0
+        _check(lib.vmm_load_kernel(self._vm, os.fsencode(path), opts), self._vm)
+
+    def load_initrd(self, path: str | os.PathLike) -> None:
+        _check(lib.vmm_load_initrd(self._vm, os.fsencode(path)), self._vm)
+
+    def set_cmdline(self, cmdline: str) -> None:
+        _check(lib.vmm_set_cmdline(self._vm, cmdline.encode()), self._vm)
+
+    # -- inspection ------------------------------------------------------
+    def boot_info(self) -> BootInfo:
+        bi = ffi.new("struct vmm_boot_info *")
+        bi.size = ffi.sizeof("struct vmm_boot_info")
+        _check(lib.vmm_boot_info(self._vm, bi), self._vm)
+        return BootInfo(
+            bi.entry,
+            bi.kernel_start,
+            bi.kernel_end,
+            bi.initrd_start,
+            bi.initrd_end,
+            bi.dtb_addr,
+            bi.dtb_size,
+            bi.ram_base,
+            bi.ram_size,
+        )
+
+    def dtb(self) -> bytes:
+        """The flattened device tree the guest boots with."""
+        n = ffi.new("size_t *")
+        _check(lib.vmm_get_dtb(self._vm, ffi.NULL, 0, n), self._vm)
+        buf = ffi.new("char[]", n[0])
+        _check(lib.vmm_get_dtb(self._vm, buf, n[0], n), self._vm)
+        return ffi.buffer(buf, n[0])[:]
+
+    def stats(self) -> dict[str, int]:
+        st = ffi.new("struct vmm_stats *")
+        st.size = ffi.sizeof("struct vmm_stats")
+        _check(lib.vmm_get_stats(self._vm, st), self._vm)
+        return {f: getattr(st, f) for f, _ in ffi.typeof("struct vmm_stats").fields if f != "size"}
+
+    def read_memory(self, gpa: int, length: int) -> bytes:
+        buf = ffi.new("char[]", length)
+        _check(lib.vmm_mem_read(self._vm, gpa, buf, length), self._vm)
+        return ffi.buffer(buf, length)[:]
+
+    def write_memory(self, gpa: int, data: bytes) -> None:
+        _check(lib.vmm_mem_write(self._vm, gpa, data, len(data)), self._vm)
+
+    def mmio_read(self, gpa: int, size: int = 4) -> int:
+        """Read a device register as a vCPU would (device-level tests)."""
+        val = ffi.new("uint64_t *")
+        _check(lib.vmm_mmio_read(self._vm, gpa, size, val), self._vm)
+        return int(val[0])
+
+    def mmio_write(self, gpa: int, value: int, size: int = 4) -> None:
+        _check(lib.vmm_mmio_write(self._vm, gpa, size, value), self._vm)
+
+    # -- running -----------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and not self._done.is_set()
+
+    @property
+    def result(self) -> RunResult | None:
+        """How the last run ended, or None while running / before the first run."""
+        return self._result
+
+    @property
+    def exit_status(self) -> int | None:
+        return self._result.exit_status if self._result else None
+
+    def _run_blocking(self, timeout: float | None) -> RunResult:
+        res = ffi.new("struct vmm_run_result *")
+        res.size = ffi.sizeof("struct vmm_run_result")
+        ns = 0 if timeout is None else max(1, int(timeout * 1e9))
+        _check(lib.vmm_run(self._vm, ns, res), self._vm)
+        reason = RunReason(res.reason)
+        msg = ""
+        if reason in (RunReason.GUEST_ERROR, RunReason.HOST_ERROR):
+            msg = ffi.string(lib.vmm_last_error(self._vm)).decode(errors="replace")
+        return RunResult(reason, res.exit_status, res.pc, msg)
+
+    def _thread_main(self, timeout: float | None) -> None:
+        try:
+            self._result = self._run_blocking(timeout)
+        except BaseException as e:  # re-raised by wait()
+            self._run_error = e
+        finally:
+            self._done.set()
+
+    def start(self, timeout: float | None = None) -> None:
+        """Run the VM in a background thread; wait() collects the result."""
+        if self.running:
+            raise errors.Busy("the machine is already running", lib.VMM_EBUSY, "VMM_EBUSY")
+        self._result = None
+        self._run_error = None
+        self._done.clear()
+        self._thread = threading.Thread(target=self._thread_main, args=(timeout,), name=f"vmm-{self.name}", daemon=True)
+        self._thread.start()
+
+    def wait(self, timeout: float | None = None) -> RunResult:
+        """Wait for the background run to end. On timeout, stop it and return TIMEOUT."""
+        if self._thread is None:
+            raise errors.StateError("the machine was not started", lib.VMM_ESTATE, "VMM_ESTATE")
+        if not self._done.wait(timeout):
+            lib.vmm_request_stop(self._vm)
+            self._done.wait()
+            self._thread.join()
+            if self._result is not None and self._result.reason == RunReason.STOPPED:
+                self._result = RunResult(RunReason.TIMEOUT, 0, self._result.pc)
+        self._thread.join()
+        if self._run_error is not None:
+            raise self._run_error
+        assert self._result is not None
+        return self._result
+
+    def run(self, timeout: float | None = None) -> RunResult:
+        """Run until the guest powers off or resets, or `timeout` seconds pass."""
+        if self.running:
+            return self.wait(timeout)
+        self.start(timeout)
+        return self.wait()
+
+    def stop(self) -> RunResult | None:
+        """Ask a running VM to stop and wait for it; returns the run result."""
+        if self._vm == ffi.NULL:
+            return None
+        lib.vmm_request_stop(self._vm)
+        if self._thread is not None:
+            return self.wait()
+        return None
+
+    def close(self) -> None:
+        """Stop the VM if it runs and free it. Safe to call twice."""
+        if self._vm == ffi.NULL:
+            return
+        if self.running:
+            lib.vmm_request_stop(self._vm)
+            self._done.wait()
+        if self._thread is not None:
+            self._thread.join()
+        lib.vmm_destroy(self._vm)
+        self._vm = ffi.NULL
+
+    def __enter__(self) -> Machine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
