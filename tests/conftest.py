@@ -1,0 +1,98 @@
+"""Shared fixtures: built guests, small raw programs, and ELF/Image builders for loader tests."""
+
+from __future__ import annotations
+
+import os
+import struct
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GUEST_DIR = os.path.join(ROOT, "guest", "build")
+RAM_BASE = 0x4000_0000
+UART = 0x0900_0000
+
+# a few A64 instructions for hand-made raw guests
+WFI = 0xD503207F
+B_SELF = 0x14000000  # b .
+
+
+def b_back(n: int) -> int:
+    """b -n instructions"""
+    return 0x14000000 | ((-n) & 0x3FFFFFF)
+
+
+def code(*insns: int) -> bytes:
+    return b"".join(struct.pack("<I", i) for i in insns)
+
+
+@pytest.fixture(scope="session")
+def guest():
+    """guest('hello') -> path of guest/build/hello.elf (built by `make guests`)."""
+
+    def path(name: str) -> str:
+        p = os.path.join(GUEST_DIR, f"{name}.elf")
+        if not os.path.exists(p):
+            pytest.fail(f"{p} is missing: run `make guests` (make test does it)")
+        return p
+
+    return path
+
+
+@pytest.fixture
+def raw_guest(tmp_path):
+    """raw_guest(bytes) -> path of a flat binary to load with format='raw' at RAM_BASE."""
+
+    def make(blob: bytes, name: str = "raw.bin") -> str:
+        p = tmp_path / name
+        p.write_bytes(blob)
+        return str(p)
+
+    return make
+
+
+def make_elf(
+    segments: list[tuple[int, bytes, int]],
+    entry: int,
+    *,
+    machine: int = 183,
+    cls: int = 2,
+    data: int = 1,
+    etype: int = 2,
+) -> bytes:
+    """A minimal ELF64 with one PT_LOAD per (paddr, bytes, memsz) segment; vaddr == paddr."""
+    ehsize, phentsize = 64, 56
+    phoff = ehsize
+    off = phoff + phentsize * len(segments)
+    phdrs, blobs = b"", b""
+    for paddr, blob, memsz in segments:
+        phdrs += struct.pack("<IIQQQQQQ", 1, 7, off + len(blobs), paddr, paddr, len(blob), memsz, 0x1000)
+        blobs += blob
+    ident = b"\x7fELF" + bytes([cls, data, 1, 0]) + b"\0" * 8
+    eh = ident + struct.pack(
+        "<HHIQQQIHHHHHH", etype, machine, 1, entry, phoff, 0, 0, ehsize, phentsize, len(segments), 64, 0, 0
+    )
+    return eh + phdrs + blobs
+
+
+def make_image(body: bytes, *, text_offset: int = 0, image_size: int | None = None, flags: int = 0, mz=True) -> bytes:
+    """A synthetic arm64 Image: 64-byte header + body (code0 is an 'MZ' EFI stub if mz)."""
+    code0 = 0xFA405A4D if mz else 0x14000010  # "MZ@\xfa"  /  b +0x40
+    size = image_size if image_size is not None else 64 + len(body)
+    hdr = struct.pack("<IIQQQQQQII", code0, 0x14000010, text_offset, size, flags, 0, 0, 0, 0x644D5241, 0)
+    return hdr + body
+
+
+# hand-assembled snippets (clang --target=aarch64-none-elf, checked with llvm-objdump)
+MOV_X5_UART = 0xD2A12005  # mov x5, #0x09000000
+MOV_W1_X = 0x52800B01  # mov w1, #'X'
+STRB_W1_X5 = 0x390000A1  # strb w1, [x5]
+MOV_W0_8 = 0x52800100  # mov w0, #8
+MOV_W0_9 = 0x52800120  # mov w0, #9
+MOVK_W0_8400 = 0x72B08000  # movk w0, #0x8400, lsl #16
+HVC0 = 0xD4000002  # hvc #0
+MRS_IMPDEF = 0xD538F000  # mrs x0, S3_0_C15_C0_0
+
+PRINT_X = (MOV_X5_UART, MOV_W1_X, STRB_W1_X5)
+SYSTEM_OFF = (MOV_W0_8, MOVK_W0_8400, HVC0)
+SYSTEM_RESET = (MOV_W0_9, MOVK_W0_8400, HVC0)

@@ -1,0 +1,77 @@
+"""Tier 1: the public C API surface — error codes, header/binding agreement, configuration checks."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+
+import vmmpy
+from vmmpy._ffi import ffi, lib
+
+from .conftest import ROOT
+
+
+def test_every_exported_function_is_bound():
+    header = open(os.path.join(ROOT, "include", "vmm.h")).read()
+    names = re.findall(r"VMM_EXPORT[^;]*?\b(vmm_\w+)\s*\(", header)
+    assert len(names) >= 20
+    for n in names:
+        assert hasattr(lib, n), f"{n} is in vmm.h but not in the cffi bindings"
+
+
+def test_error_names_and_texts_come_from_one_table():
+    header = open(os.path.join(ROOT, "include", "vmm.h")).read()
+    table = re.findall(r"XX\((\w+),\s*(-?\d+),\s*\"([^\"]+)\"\)", header)
+    assert table
+    for name, code, text in table:
+        assert ffi.string(lib.vmm_err_name(int(code))).decode() == f"VMM_E{name}"
+        assert ffi.string(lib.vmm_strerror(int(code))).decode() == text
+        assert getattr(lib, f"VMM_E{name}") == int(code)
+    assert ffi.string(lib.vmm_strerror(0)) == b"success"
+    assert ffi.string(lib.vmm_strerror(-999)) == b"unknown error"
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, text",
+    [
+        ({"cpus": 9}, vmmpy.InvalidArgument, "at most 8"),
+        ({"cpus": 0}, vmmpy.InvalidArgument, "at least 1"),
+        ({"ram": "3M"}, vmmpy.InvalidArgument, "multiple of 2 MiB"),
+        ({"ram": 0x1_0000_0000_0000}, vmmpy.InvalidArgument, "multiple of 2 MiB between"),
+        ({"ram": "lots"}, vmmpy.InvalidArgument, "cannot parse size"),
+        ({"backend": "warp"}, vmmpy.BackendUnavailable, "unknown backend 'warp'"),
+        ({"backend": "kvm"}, vmmpy.BackendUnavailable, "not built"),
+        ({"cpu_model": "cortex-x9"}, vmmpy.InvalidArgument, "unknown CPU model"),
+    ],
+)
+def test_bad_configuration_is_refused_with_a_reason(kwargs, exc, text):
+    with pytest.raises(exc, match=text):
+        vmmpy.Machine(**kwargs)
+
+
+def test_create_defaults_and_backend_name():
+    with vmmpy.Machine() as m:
+        assert m.backend == "soft"
+
+
+def test_size_parsing():
+    assert vmmpy.parse_size("256M") == 256 << 20
+    assert vmmpy.parse_size("1G") == 1 << 30
+    assert vmmpy.parse_size("512MiB") == 512 << 20
+    assert vmmpy.parse_size(4096) == 4096
+
+
+def test_run_without_kernel_is_a_state_error():
+    with vmmpy.Machine() as m, pytest.raises(vmmpy.StateError, match="no kernel loaded"):
+        m.run(timeout=1)
+
+
+def test_sanitized_build_is_in_use_when_expected():
+    # tools/asan.sh sets this; it proves the ASan run does not silently test the normal build
+    if os.environ.get("VMMPY_EXPECT_SANITIZED") != "1":
+        pytest.skip("not the sanitizer run")
+    import vmmpy._vmm as ext
+
+    assert "build/asan" in ext.__file__

@@ -1,0 +1,197 @@
+"""Tier 1: kernel and initrd loaders — ELF64, arm64 Image (plain, MZ stub, gzip), raw — and their errors."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+
+import pytest
+
+import vmmpy
+
+from .conftest import B_SELF, RAM_BASE, code, make_elf, make_image
+
+MIB = 1 << 20
+
+
+def write(tmp_path, name, data: bytes) -> str:
+    p = tmp_path / name
+    p.write_bytes(data)
+    return str(p)
+
+
+def test_elf_segments_land_at_their_physical_addresses(tmp_path):
+    text = code(B_SELF) + b"\x11" * 60
+    data = b"\x22" * 100
+    elf = make_elf([(RAM_BASE + 0x80000, text, len(text)), (RAM_BASE + 0x90000, data, 0x2000)], RAM_BASE + 0x80000)
+    with vmmpy.Machine(write(tmp_path, "k.elf", elf)) as m:
+        bi = m.boot_info()
+        assert bi.entry == RAM_BASE + 0x80000
+        assert (bi.kernel_start, bi.kernel_end) == (RAM_BASE + 0x80000, RAM_BASE + 0x92000)
+        assert m.read_memory(RAM_BASE + 0x80000, len(text)) == text
+        assert m.read_memory(RAM_BASE + 0x90000, 100) == data
+        assert m.read_memory(RAM_BASE + 0x90000 + 100, 0x2000 - 100) == bytes(0x2000 - 100)  # bss zeroed
+
+
+@pytest.mark.parametrize(
+    "elf_kwargs, exc, text",
+    [
+        ({"machine": 62}, vmmpy.ArchError, r"not an aarch64 ELF \(e_machine 62\)"),
+        ({"cls": 1}, vmmpy.ArchError, "not a 64-bit ELF"),
+        ({"data": 2}, vmmpy.ArchError, "not a little-endian ELF"),
+        ({"etype": 1}, vmmpy.FormatError, "not an executable ELF"),
+    ],
+)
+def test_elf_header_checks(tmp_path, elf_kwargs, exc, text):
+    elf = make_elf([(RAM_BASE, code(B_SELF), 4)], RAM_BASE, **elf_kwargs)
+    with pytest.raises(exc, match=text):
+        vmmpy.Machine(write(tmp_path, "k.elf", elf))
+
+
+def test_truncated_elf(tmp_path, guest):
+    data = open(guest("hello"), "rb").read()
+    for cut, text in [(40, "truncated ELF header"), (len(data) // 2, "beyond the end of the file")]:
+        with pytest.raises(vmmpy.FormatError, match=text):
+            vmmpy.Machine(write(tmp_path, "cut.elf", data[:cut]))
+
+
+def test_elf_program_headers_beyond_file(tmp_path):
+    elf = bytearray(make_elf([(RAM_BASE, code(B_SELF), 4)], RAM_BASE))
+    elf[32:40] = (10_000).to_bytes(8, "little")  # e_phoff
+    with pytest.raises(vmmpy.FormatError, match="program headers lie beyond"):
+        vmmpy.Machine(write(tmp_path, "k.elf", bytes(elf)))
+
+
+def test_elf_segment_outside_ram(tmp_path):
+    elf = make_elf([(0x1000, code(B_SELF), 4)], 0x1000)
+    with pytest.raises(vmmpy.DoesNotFit, match="segment 0 at 0x1000-0x1004 lies outside guest RAM"):
+        vmmpy.Machine(write(tmp_path, "k.elf", elf))
+
+
+def test_elf_larger_than_ram(tmp_path):
+    elf = make_elf([(RAM_BASE, code(B_SELF), 64 * MIB)], RAM_BASE)
+    with pytest.raises(vmmpy.DoesNotFit, match=r"\(32 MiB\)"):
+        vmmpy.Machine(write(tmp_path, "k.elf", elf), ram="32M")
+
+
+def test_elf_virtual_entry_is_translated(tmp_path):
+    import struct
+
+    text = code(B_SELF)
+    elf = bytearray(make_elf([(RAM_BASE + 0x1000, text, 4)], 0xFFFF_0000_0000_1000))
+    # make the segment's vaddr a high kernel address while paddr stays in RAM
+    struct.pack_into("<Q", elf, 64 + 16, 0xFFFF_0000_0000_1000)
+    with vmmpy.Machine(write(tmp_path, "k.elf", bytes(elf))) as m:
+        assert m.boot_info().entry == RAM_BASE + 0x1000
+
+
+def test_not_a_kernel(tmp_path):
+    with pytest.raises(vmmpy.FormatError, match="not an ELF, arm64 Image or gzip"):
+        vmmpy.Machine(write(tmp_path, "notes.txt", b"hello world, not a kernel" * 10))
+    with pytest.raises(vmmpy.FormatError, match="empty file"):
+        vmmpy.Machine(write(tmp_path, "empty", b""))
+
+
+def test_missing_kernel_and_directory(tmp_path):
+    with pytest.raises(vmmpy.KernelNotFound, match="no such file"):
+        vmmpy.Machine(str(tmp_path / "nope.elf"))
+    with pytest.raises(vmmpy.VmmError, match="not a regular file"):
+        vmmpy.Machine(str(tmp_path))
+
+
+def test_image_with_mz_stub_is_placed_at_text_offset(tmp_path):
+    img = make_image(code(B_SELF) * 16, text_offset=0x80000, image_size=0x200000)
+    with vmmpy.Machine(write(tmp_path, "Image", img)) as m:
+        bi = m.boot_info()
+        assert bi.entry == RAM_BASE + 0x80000
+        assert bi.kernel_end == RAM_BASE + 0x80000 + 0x200000
+        assert m.read_memory(RAM_BASE + 0x80000, len(img)) == img
+        assert bi.dtb_addr >= bi.kernel_end  # image_size is reserved, not just the file size
+
+
+def test_gzip_image(tmp_path):
+    img = make_image(code(B_SELF) * 1000, image_size=1 << 20)
+    with vmmpy.Machine(write(tmp_path, "Image.gz", gzip.compress(img))) as m:
+        assert m.read_memory(RAM_BASE, len(img)) == img
+
+
+def test_image_errors(tmp_path):
+    with pytest.raises(vmmpy.DoesNotFit, match="needs 64 MiB"):
+        vmmpy.Machine(write(tmp_path, "big", make_image(b"", image_size=64 * MIB)), ram="32M")
+    with pytest.raises(vmmpy.ArchError, match="big-endian"):
+        vmmpy.Machine(write(tmp_path, "be", make_image(b"", flags=1)))
+    with pytest.raises(vmmpy.FormatError, match="smaller than the file"):
+        vmmpy.Machine(write(tmp_path, "small", make_image(b"\0" * 4096, image_size=128)))
+    gz = gzip.compress(make_image(b"\0" * 100000))
+    with pytest.raises(vmmpy.FormatError, match="truncated gzip"):
+        vmmpy.Machine(write(tmp_path, "cut.gz", gz[: len(gz) // 2]))
+    bad = bytearray(gz)
+    bad[20:40] = b"\xff" * 20
+    with pytest.raises(vmmpy.FormatError, match="corrupt gzip|truncated gzip"):
+        vmmpy.Machine(write(tmp_path, "bad.gz", bytes(bad)))
+    with pytest.raises(vmmpy.FormatError, match="does not hold an arm64 Image"):
+        vmmpy.Machine(write(tmp_path, "txt.gz", gzip.compress(b"just text" * 100)))
+
+
+def test_gzip_bomb_larger_than_ram_is_refused(tmp_path):
+    img = make_image(b"\0" * (40 * MIB), image_size=40 * MIB + 64)
+    with pytest.raises(vmmpy.DoesNotFit, match="larger than guest RAM"):
+        vmmpy.Machine(write(tmp_path, "bomb.gz", gzip.compress(img, 1)), ram="32M")
+
+
+def test_raw_binary(tmp_path):
+    blob = code(B_SELF, B_SELF)
+    p = write(tmp_path, "raw.bin", blob)
+    with vmmpy.Machine(p, kernel_format="raw", load_addr=RAM_BASE + 0x1000, entry=RAM_BASE + 0x1004) as m:
+        assert m.boot_info().entry == RAM_BASE + 0x1004
+        assert m.read_memory(RAM_BASE + 0x1000, 8) == blob
+    with pytest.raises(vmmpy.DoesNotFit, match="entry 0x40000100 is outside"):
+        vmmpy.Machine(p, kernel_format="raw", entry=RAM_BASE + 0x100)
+    with pytest.raises(vmmpy.DoesNotFit, match="lies outside guest RAM"):
+        vmmpy.Machine(p, kernel_format="raw", load_addr=0x1000)
+
+
+def test_initrd_and_cmdline_placement(tmp_path, guest):
+    initrd = write(tmp_path, "initrd", b"INITRD" * 1000)
+    with vmmpy.Machine(guest("hello"), initrd=initrd, cmdline="console=ttyAMA0 quiet") as m:
+        bi = m.boot_info()
+        assert bi.initrd_start >= bi.kernel_end and bi.initrd_start % (2 * MIB) == 0
+        assert bi.initrd_end - bi.initrd_start == 6000
+        assert m.read_memory(bi.initrd_start, 6000) == b"INITRD" * 1000
+        assert bi.dtb_addr >= bi.initrd_end
+        assert m.read_memory(bi.dtb_addr, 4) == b"\xd0\x0d\xfe\xed"
+
+
+def test_initrd_errors(tmp_path, guest):
+    with pytest.raises(vmmpy.KernelNotFound, match="cannot open initrd"):
+        vmmpy.Machine(guest("hello"), initrd=str(tmp_path / "missing.cpio"))
+    with pytest.raises(vmmpy.FormatError, match="empty initrd"):
+        vmmpy.Machine(guest("hello"), initrd=write(tmp_path, "empty", b""))
+    big = write(tmp_path, "big", b"\0" * (6 * MIB))
+    with pytest.raises(vmmpy.DoesNotFit, match="larger than guest RAM"):
+        vmmpy.Machine(guest("hello"), initrd=big, ram="4M")
+    with pytest.raises(vmmpy.DoesNotFit, match="do not fit"):
+        vmmpy.Machine(guest("hello"), initrd=write(tmp_path, "mid", b"\0" * (3 * MIB)), ram="4M").boot_info()
+
+
+def test_cmdline_too_long(guest):
+    with pytest.raises(vmmpy.InvalidArgument, match="command line too long"):
+        vmmpy.Machine(guest("hello"), cmdline="x" * 5000)
+
+
+def test_loading_twice_or_after_start_is_refused(guest, tmp_path):
+    with vmmpy.Machine(guest("hello")) as m:
+        with pytest.raises(vmmpy.StateError, match="already loaded"):
+            m.load_kernel(guest("hello"))
+        m.run(timeout=10)
+        with pytest.raises(vmmpy.StateError, match="already started"):
+            m.set_cmdline("x")
+
+
+def test_debian_style_image_copy(tmp_path):
+    # a real-world shape: "MZ" stub + text_offset 0 + image_size larger than the file
+    img = make_image(code(B_SELF) * 256, text_offset=0, image_size=8 * MIB)
+    p = write(tmp_path, "vmlinuz", img)
+    shutil.copy(p, tmp_path / "copy")
+    with vmmpy.Machine(str(tmp_path / "copy"), ram="64M") as m:
+        assert m.boot_info().kernel_end == RAM_BASE + 8 * MIB

@@ -1,0 +1,113 @@
+"""Tier 2: the run loop — power off, reset, stop from another thread, timeout, idle WFI, many VMs."""
+
+from __future__ import annotations
+
+import os
+import resource
+import threading
+import time
+
+import pytest
+
+import vmmpy
+from vmmpy import RunReason
+
+from .conftest import B_SELF, PRINT_X, RAM_BASE, SYSTEM_OFF, SYSTEM_RESET, WFI, b_back, code
+
+
+def raw_machine(raw_guest, *insns, **kw) -> vmmpy.Machine:
+    return vmmpy.Machine(raw_guest(code(*insns)), kernel_format="raw", **kw)
+
+
+def test_poweroff_and_serial(raw_guest):
+    with raw_machine(raw_guest, *PRINT_X, *SYSTEM_OFF) as m:
+        res = m.run(timeout=10)
+        assert res.reason == RunReason.POWEROFF and res.exit_status == 0 and res.ok
+        assert m.serial.text == "X"
+        assert res.pc == RAM_BASE + 4 * 6  # just past the HVC
+        st = m.stats()
+        assert st["mmio_exits"] == 1 and st["hvc_exits"] == 1
+
+
+def test_reset(raw_guest):
+    with raw_machine(raw_guest, *SYSTEM_RESET) as m:
+        assert m.run(timeout=10).reason == RunReason.RESET
+
+
+def test_run_after_the_end_is_refused(raw_guest):
+    with raw_machine(raw_guest, *SYSTEM_OFF) as m:
+        m.run(timeout=10)
+        with pytest.raises(vmmpy.StateError, match="has ended"):
+            m.run(timeout=1)
+
+
+def test_timeout_on_a_spinning_guest(raw_guest):
+    with raw_machine(raw_guest, B_SELF) as m:
+        res = m.run(timeout=0.2)
+        assert res.reason == RunReason.TIMEOUT
+        assert res.pc == RAM_BASE
+
+
+def test_stop_from_another_thread_then_resume(raw_guest):
+    # prints X forever
+    with raw_machine(raw_guest, *PRINT_X, b_back(1)) as m:
+        m.start()
+        m.serial.expect("X{1000}", timeout=30)
+        res = m.stop()
+        assert res is not None and res.reason == RunReason.STOPPED
+        n = len(m.serial.data)
+        res = m.run(timeout=0.1)  # resumes where it stopped
+        assert res.reason == RunReason.TIMEOUT
+        assert len(m.serial.data) > n
+        assert set(m.serial.text) == {"X"}
+
+
+def test_stop_before_run_is_honoured(raw_guest):
+    with raw_machine(raw_guest, B_SELF) as m:
+        m.stop()
+        assert m.run(timeout=30).reason == RunReason.STOPPED
+
+
+def test_idle_wfi_guest_uses_no_cpu(raw_guest):
+    with raw_machine(raw_guest, WFI, b_back(1)) as m:
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        res = m.run(timeout=0.5)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        assert res.reason == RunReason.TIMEOUT
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        assert cpu < 0.15, f"an idle guest used {cpu:.3f} s of CPU in 0.5 s"
+        assert m.stats()["wfi_exits"] >= 1
+
+
+def test_many_vms_in_one_process(raw_guest):
+    blob = raw_guest(code(*PRINT_X, *SYSTEM_OFF))
+    machines = [vmmpy.Machine(blob, kernel_format="raw", ram="16M") for _ in range(12)]
+    try:
+        for m in machines:
+            m.start(timeout=30)
+        for m in machines:
+            assert m.wait().ok
+            assert m.serial.text == "X"
+    finally:
+        for m in machines:
+            m.close()
+
+
+def test_close_while_running_does_not_hang(raw_guest):
+    m = raw_machine(raw_guest, B_SELF)
+    m.start()
+    t0 = time.monotonic()
+    m.close()
+    assert time.monotonic() - t0 < 5
+    m.close()  # twice is fine
+
+
+def test_no_fd_or_thread_leak_across_vms(raw_guest):
+    blob = raw_guest(code(*SYSTEM_OFF))
+    fds = len(os.listdir("/proc/self/fd"))
+    threads = threading.active_count()
+    for _ in range(20):
+        with vmmpy.Machine(blob, kernel_format="raw", ram="8M") as m:
+            assert m.run(timeout=10).ok
+    assert len(os.listdir("/proc/self/fd")) <= fds + 1
+    assert threading.active_count() <= threads
