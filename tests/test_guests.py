@@ -1,0 +1,100 @@
+"""Tier 2: bare-metal guests from guest/ on every available backend, each checking one feature over serial."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from vmmpy import RunReason
+
+BACKENDS = ["soft"]  # the KVM backend joins when it exists and /dev/kvm is present
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    return request.param
+
+
+def run_guest(machine, path, backend, **kw):
+    m = machine(path, backend=backend, **kw)
+    res = m.run(timeout=60)
+    return m, res
+
+
+def test_hello(machine, guest, backend):
+    m, res = run_guest(machine, guest("hello"), backend)
+    assert res.ok, res
+    lines = m.serial.text.replace("\r", "").splitlines()
+    assert lines[0] == "Hello from vmmpy guest!"
+    assert lines[1] == f"dtb=0x{m.boot_info().dtb_addr:x}"
+
+
+def test_exceptions_and_mmu(machine, guest, backend, caplog):
+    caplog.set_level(logging.WARNING, logger="vmmpy")
+    m, res = run_guest(machine, guest("exceptions"), backend)
+    text = m.serial.text
+    assert "ALL PASS" in text, text
+    for name in ["svc at EL1", "udf at EL1", "brk at EL1", "MMU on", "data abort", "EL0 svc",
+                 "EL0 reading an EL1 register is UNDEFINED", "unknown sysreg is UNDEFINED"]:  # fmt: skip
+        assert f"PASS {name}\n" in text.replace("\r", "")
+    assert res.ok
+    assert m.stats()["exceptions"] >= 10
+    # the unknown register is a logged guest error; the EL0 access to SCTLR_EL1 is not "unknown"
+    assert "unknown system register S3_1_C15_C15_7: UNDEFINED" in caplog.text
+    assert caplog.text.count("unknown system register") == 1
+
+
+def test_psci_queries(machine, guest, backend):
+    m, res = run_guest(machine, guest("psci"), backend)
+    assert "psci version 1.1" in m.serial.text
+    assert "ALL PASS" in m.serial.text and "FAIL" not in m.serial.text
+    assert "smccc version 0x10001" in m.serial.text
+    assert res.ok
+
+
+def test_psci_system_reset(machine, guest, backend):
+    m, res = run_guest(machine, guest("psci_reset"), backend)
+    assert res.reason == RunReason.RESET
+    assert m.serial.text.endswith("resetting\r\n")
+
+
+def test_unmapped_accesses(machine, guest, backend, caplog):
+    caplog.set_level(logging.WARNING, logger="vmmpy")
+    m, res = run_guest(machine, guest("badmmio"), backend)
+    text = m.serial.text
+    assert "unmapped read 0x0" in text  # the empty device window reads as zero
+    assert "external abort ok esr=0x96000450" in text  # EC 0x25, FnV, WnR, DFSC 0x10
+    assert "ALL PASS" in text and res.ok
+    assert "unclaimed address 0xc000000" in caplog.text
+    assert "4-byte read at unmapped address 0x100000000" in caplog.text
+
+
+def test_semihosting_exit_status(machine, guest, backend):
+    m, res = run_guest(machine, guest("exit_code"), backend)
+    assert res.reason == RunReason.POWEROFF and res.exit_status == 7 and not res.ok
+
+
+def test_exception_without_vectors_is_a_guest_error(machine, raw_guest, backend):
+    from .conftest import code
+
+    # "svc #0" with VBAR_EL1 still 0: nothing executable there
+    m = machine(raw_guest(code(0xD4000001)), kernel_format="raw", backend=backend)
+    res = m.run(timeout=10)
+    assert res.reason == RunReason.GUEST_ERROR
+    assert "no executable vector table" in res.message
+    assert "ESR 0x56000000" in res.message
+
+
+def test_jump_outside_ram_is_an_abort_then_a_guest_error(machine, raw_guest, backend):
+    from .conftest import code
+
+    # br to 0x1_0000_0000 (above RAM) with no vectors: instruction abort, then no handler
+    m = machine(
+        raw_guest(code(0xD2C00021, 0xD61F0020)),  # mov x1, #0x100000000 ; br x1
+        kernel_format="raw",
+        backend=backend,
+    )
+    res = m.run(timeout=10)
+    assert res.reason == RunReason.GUEST_ERROR
+    assert "ESR 0x86000410" in res.message  # EC 0x21 instruction abort, FnV, external
