@@ -18,12 +18,12 @@ static void report(const char *name, uint64_t ticks)
     printf_("BENCH name=%s iters=%u ticks=%lu freq=%lu\n", name, (unsigned)N, ticks, read_sysreg(cntfrq_el0));
 }
 
-#define TIMED(name, body)                                   \
-    do {                                                    \
-        uint64_t t0 = now();                                \
-        for (uint64_t i = N; i; i--)                        \
-            __asm__ volatile(body ::: "x0", "memory");      \
-        report(name, now() - t0);                           \
+#define TIMED(name, body)                              \
+    do {                                               \
+        uint64_t t0 = now();                           \
+        for (uint64_t i = N; i; i--)                   \
+            __asm__ volatile(body ::: "x0", "memory"); \
+        report(name, now() - t0);                      \
     } while (0)
 
 int main(uint64_t dtb)

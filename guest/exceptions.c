@@ -63,8 +63,10 @@ int main(uint64_t dtb)
     set_exception_handler(on_exception);
 
     __asm__ volatile("adr %0, 1f\n svc #0x123\n 1:" : "=r"(after)::"memory");
-    expect("svc at EL1", ESR_EC(got_esr) == 0x15 && (got_esr & 0xffff) == 0x123 && got_elr == after &&
-                             got_vector == 4 && (got_esr & (1u << 25)), after);
+    expect("svc at EL1",
+           ESR_EC(got_esr) == 0x15 && (got_esr & 0xffff) == 0x123 && got_elr == after && got_vector == 4 &&
+               (got_esr & (1u << 25)),
+           after);
 
     __asm__ volatile("adr %0, 1f\n 1: udf #0" : "=r"(after)::"memory");
     expect("udf at EL1", got_esr == 0x02000000 && got_elr == after, after);

@@ -20,19 +20,19 @@ extern "C" {
  * a negative VMM_E* code on failure; vmm_last_error() then holds a sentence
  * with the detail ("kernel.elf: not an aarch64 ELF (e_machine 62)").
  */
-#define VMM_ERRNO_MAP(XX)                                                     \
-    XX(INVAL, -1, "invalid argument")                                         \
-    XX(NOMEM, -2, "out of memory")                                            \
-    XX(NOENT, -3, "no such file or directory")                               \
-    XX(IO, -4, "input/output error")                                          \
-    XX(FORMAT, -5, "unrecognized or corrupt file")                           \
-    XX(ARCH, -6, "wrong architecture")                                        \
-    XX(RANGE, -7, "does not fit in guest memory")                            \
-    XX(NOBACKEND, -8, "backend not available on this host")                  \
-    XX(BACKEND, -9, "backend failure")                                        \
-    XX(STATE, -10, "not allowed in the VM's current state")                  \
-    XX(BUSY, -11, "VM is running")                                            \
-    XX(EOF, -12, "end of stream")                                             \
+#define VMM_ERRNO_MAP(XX)                                   \
+    XX(INVAL, -1, "invalid argument")                       \
+    XX(NOMEM, -2, "out of memory")                          \
+    XX(NOENT, -3, "no such file or directory")              \
+    XX(IO, -4, "input/output error")                        \
+    XX(FORMAT, -5, "unrecognized or corrupt file")          \
+    XX(ARCH, -6, "wrong architecture")                      \
+    XX(RANGE, -7, "does not fit in guest memory")           \
+    XX(NOBACKEND, -8, "backend not available on this host") \
+    XX(BACKEND, -9, "backend failure")                      \
+    XX(STATE, -10, "not allowed in the VM's current state") \
+    XX(BUSY, -11, "VM is running")                          \
+    XX(EOF, -12, "end of stream")                           \
     XX(NOTSUP, -13, "not supported")
 
 enum vmm_errno {
@@ -76,7 +76,7 @@ struct vmm_config {
     const char *cpu_model; /* soft backend: "cortex-a72" (default), "cortex-a57", "cortex-a53", "max" */
     vmm_log_fn log_fn;     /* may be NULL */
     void *log_opaque;
-    int log_level;         /* messages above this level are dropped; default VMM_LOG_INFO */
+    int log_level; /* messages above this level are dropped; default VMM_LOG_INFO */
 };
 
 #define VMM_MAX_CPUS 8
@@ -93,7 +93,7 @@ VMM_EXPORT const char *vmm_backend_name(const vmm_vm *vm);
 
 /* Kernel formats understood by vmm_load_kernel(). */
 enum vmm_kernel_format {
-    VMM_KERNEL_AUTO = 0,  /* ELF64, arm64 Image (optionally gzip-compressed) */
+    VMM_KERNEL_AUTO = 0, /* ELF64, arm64 Image (optionally gzip-compressed) */
     VMM_KERNEL_ELF = 1,
     VMM_KERNEL_IMAGE = 2, /* arm64 Linux Image, raw or gzip */
     VMM_KERNEL_RAW = 3,   /* flat binary: needs load_addr and entry */
@@ -145,10 +145,10 @@ enum vmm_run_reason {
 
 struct vmm_run_result {
     uint32_t size;
-    int reason;          /* enum vmm_run_reason */
-    int exit_status;     /* POWEROFF: 0 for PSCI SYSTEM_OFF, the code of a semihosting exit */
-    uint64_t pc;         /* vCPU 0 PC when the run ended */
-    uint64_t insns;      /* reserved: instructions retired (deterministic mode) */
+    int reason;      /* enum vmm_run_reason */
+    int exit_status; /* POWEROFF: 0 for PSCI SYSTEM_OFF, the code of a semihosting exit */
+    uint64_t pc;     /* vCPU 0 PC when the run ended */
+    uint64_t insns;  /* reserved: instructions retired (deterministic mode) */
 };
 
 /*

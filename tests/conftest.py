@@ -7,7 +7,8 @@ import struct
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# the source tree (tools/asan.sh runs a copy of the tests from build/asan/)
+ROOT = os.environ.get("VMMPY_ROOT") or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GUEST_DIR = os.path.join(ROOT, "guest", "build")
 RAM_BASE = 0x4000_0000
 UART = 0x0900_0000

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 import pytest
 
@@ -14,7 +15,7 @@ from .conftest import ROOT
 
 
 def test_every_exported_function_is_bound():
-    header = open(os.path.join(ROOT, "include", "vmm.h")).read()
+    header = Path(ROOT, "include", "vmm.h").read_text()
     names = re.findall(r"VMM_EXPORT[^;]*?\b(vmm_\w+)\s*\(", header)
     assert len(names) >= 20
     for n in names:
@@ -22,7 +23,7 @@ def test_every_exported_function_is_bound():
 
 
 def test_error_names_and_texts_come_from_one_table():
-    header = open(os.path.join(ROOT, "include", "vmm.h")).read()
+    header = Path(ROOT, "include", "vmm.h").read_text()
     table = re.findall(r"XX\((\w+),\s*(-?\d+),\s*\"([^\"]+)\"\)", header)
     assert table
     for name, code, text in table:

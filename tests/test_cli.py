@@ -12,7 +12,11 @@ from .conftest import B_SELF, PRINT_X, SYSTEM_OFF, SYSTEM_RESET, code
 
 def vmmpy(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "vmmpy", *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        [sys.executable, "-m", "vmmpy", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
     )
 
 

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-import vmmpy
+from .conftest import ROOT
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
 import fetch_debian  # noqa: E402
 
 pytestmark = pytest.mark.slow

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -49,7 +50,7 @@ def test_elf_header_checks(tmp_path, elf_kwargs, exc, text):
 
 
 def test_truncated_elf(tmp_path, guest):
-    data = open(guest("hello"), "rb").read()
+    data = Path(guest("hello")).read_bytes()
     for cut, text in [(40, "truncated ELF header"), (len(data) // 2, "beyond the end of the file")]:
         with pytest.raises(vmmpy.FormatError, match=text):
             vmmpy.Machine(write(tmp_path, "cut.elf", data[:cut]))

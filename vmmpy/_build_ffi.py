@@ -28,7 +28,8 @@ def cdef_from_header(path: str) -> str:
     values we spell out from the same macro text), so the header stays the
     single source of truth.
     """
-    text = open(path, encoding="utf-8").read()
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
     errs = re.findall(r"XX\((\w+),\s*(-?\d+),", text)
     # remove the X-macro block and the enum built from it
     text = re.sub(r"#define VMM_ERRNO_MAP\(XX\).*?\n(?=\n)", "", text, flags=re.S)
@@ -45,7 +46,7 @@ def cdef_from_header(path: str) -> str:
         if s.startswith("#"):
             skip = s.endswith("\\")
             continue
-        lines.append(line.replace("VMM_EXPORT ", "").replace("__attribute__((visibility(\"default\")))", ""))
+        lines.append(line.replace("VMM_EXPORT ", "").replace('__attribute__((visibility("default")))', ""))
     body = "\n".join(lines)
     enum = "enum vmm_errno {\n    VMM_OK = 0,\n" + "".join(f"    VMM_E{n} = {c},\n" for n, c in errs) + "};\n"
     consts = "#define VMM_MAX_CPUS 8\n"
@@ -57,7 +58,7 @@ def sources() -> list[str]:
     return sorted(glob.glob(os.path.join(ROOT, "csrc", "*", "*.c")))
 
 
-def make_ffi(sanitize: bool = False) -> FFI:
+def make_ffi(sanitize: bool = False, absolute: bool = False) -> FFI:
     ud = unicorn_dir()
     ffi = FFI()
     ffi.cdef(cdef_from_header(os.path.join(INCLUDE, "vmm.h")))
@@ -69,7 +70,7 @@ def make_ffi(sanitize: bool = False) -> FFI:
     ffi.set_source(
         "vmmpy._vmm",
         '#include "vmm.h"\n',
-        sources=[os.path.relpath(s, ROOT) for s in sources()],
+        sources=sources() if absolute else [os.path.relpath(s, ROOT) for s in sources()],
         include_dirs=[INCLUDE, os.path.join(ud, "include")],
         libraries=["fdt", "z", "pthread"],
         # libunicorn is loaded by vmmpy._ffi before the extension: link by soname only,

@@ -25,7 +25,7 @@ enum vmm_call_action vmm__psci_call(struct vmm_vcpu *vcpu, uint64_t x[4]);
 #define SYSREG_OP1(id) (((id) >> 11) & 7)
 #define SYSREG_CRN(id) (((id) >> 7) & 15)
 #define SYSREG_CRM(id) (((id) >> 3) & 15)
-#define SYSREG_OP2(id) ((id) & 7)
+#define SYSREG_OP2(id) ((id)&7)
 
 /*
  * A trapped MRS/MSR. Returns 0 when served (reads fill *val) or VMM_ENOTSUP
@@ -45,7 +45,7 @@ struct vmm_semihost_env {
     int (*read_mem)(struct vmm_vcpu *vcpu, uint64_t va, void *buf, size_t len);
 };
 #define SEMIHOST_HLT_IMM 0xf000
-enum vmm_call_action vmm__semihost_call(const struct vmm_semihost_env *env, uint64_t op, uint64_t param,
-                                        uint64_t *ret, int *exit_status);
+enum vmm_call_action vmm__semihost_call(const struct vmm_semihost_env *env, uint64_t op, uint64_t param, uint64_t *ret,
+                                        int *exit_status);
 
 #endif

@@ -28,8 +28,8 @@ static enum vmm_call_action do_exit(const struct vmm_semihost_env *env, uint64_t
     return VMM_CALL_SYSTEM_OFF;
 }
 
-enum vmm_call_action vmm__semihost_call(const struct vmm_semihost_env *env, uint64_t op, uint64_t param,
-                                        uint64_t *ret, int *exit_status)
+enum vmm_call_action vmm__semihost_call(const struct vmm_semihost_env *env, uint64_t op, uint64_t param, uint64_t *ret,
+                                        int *exit_status)
 {
     struct vmm_vm *vm = env->vcpu->vm;
     char buf[256];

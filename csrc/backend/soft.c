@@ -54,16 +54,23 @@ int soft__xreg(unsigned n)
 
 uint64_t soft__cp_read(uc_engine *uc, uint32_t id)
 {
-    uc_arm64_cp_reg c = { .op0 = SYSREG_OP0(id), .op1 = SYSREG_OP1(id), .crn = SYSREG_CRN(id),
-                          .crm = SYSREG_CRM(id), .op2 = SYSREG_OP2(id) };
+    uc_arm64_cp_reg c = { .op0 = SYSREG_OP0(id),
+                          .op1 = SYSREG_OP1(id),
+                          .crn = SYSREG_CRN(id),
+                          .crm = SYSREG_CRM(id),
+                          .op2 = SYSREG_OP2(id) };
     uc_reg_read(uc, UC_ARM64_REG_CP_REG, &c);
     return c.val;
 }
 
 int soft__cp_write(uc_engine *uc, uint32_t id, uint64_t val)
 {
-    uc_arm64_cp_reg c = { .op0 = SYSREG_OP0(id), .op1 = SYSREG_OP1(id), .crn = SYSREG_CRN(id),
-                          .crm = SYSREG_CRM(id), .op2 = SYSREG_OP2(id), .val = val };
+    uc_arm64_cp_reg c = { .op0 = SYSREG_OP0(id),
+                          .op1 = SYSREG_OP1(id),
+                          .crn = SYSREG_CRN(id),
+                          .crm = SYSREG_CRM(id),
+                          .op2 = SYSREG_OP2(id),
+                          .val = val };
     return uc_reg_write(uc, UC_ARM64_REG_CP_REG, &c) == UC_ERR_OK ? 0 : VMM_EBACKEND;
 }
 
@@ -119,8 +126,8 @@ static void do_hvc(struct soft_vcpu *sv)
 /* An UNDEF from an MRS/MSR (op0 = 2 or 3): serve it if the core emulates the register. */
 static bool do_sysreg(struct soft_vcpu *sv, uint32_t insn, uint64_t pc)
 {
-    uint32_t id = SYSREG(2 + ((insn >> 19) & 1), (insn >> 16) & 7, (insn >> 12) & 15, (insn >> 8) & 15,
-                         (insn >> 5) & 7);
+    uint32_t id =
+        SYSREG(2 + ((insn >> 19) & 1), (insn >> 16) & 7, (insn >> 12) & 15, (insn >> 8) & 15, (insn >> 5) & 7);
     bool is_read = (insn >> 21) & 1;
     unsigned rt = insn & 31;
     uint64_t val = 0;
@@ -144,8 +151,8 @@ static bool do_semihost(struct soft_vcpu *sv, uint64_t pc)
     uint64_t ret;
     int status = 0;
 
-    enum vmm_call_action a = vmm__semihost_call(&env, reg_get(sv->uc, UC_ARM64_REG_X0),
-                                                reg_get(sv->uc, UC_ARM64_REG_X1), &ret, &status);
+    enum vmm_call_action a =
+        vmm__semihost_call(&env, reg_get(sv->uc, UC_ARM64_REG_X0), reg_get(sv->uc, UC_ARM64_REG_X1), &ret, &status);
     reg_set(sv->uc, UC_ARM64_REG_X0, ret);
     reg_set(sv->uc, UC_ARM64_REG_PC, pc + 4);
     apply_call_action(sv, a, status);
@@ -155,14 +162,15 @@ static bool do_semihost(struct soft_vcpu *sv, uint64_t pc)
 static void on_intr(uc_engine *uc, uint32_t intno, void *opaque)
 {
     struct soft_vcpu *sv = opaque;
-    uint64_t pc = reg_get(uc, UC_ARM64_REG_PC);
+    uint64_t pc;
     uint32_t insn;
 
-    switch (intno) {
-    case EXCP_HVC:
-    case EXCP_SMC: /* PC already points past the instruction */
+    if (intno == EXCP_HVC || intno == EXCP_SMC) { /* the hot path: PC already points past the call */
         do_hvc(sv);
         return;
+    }
+    pc = reg_get(uc, UC_ARM64_REG_PC);
+    switch (intno) {
     case EXCP_UDEF:
         if (uc_vmem_read(uc, pc, UC_PROT_EXEC, &insn, 4) == UC_ERR_OK) {
             if ((insn & 0xffd00000u) == 0xd5100000u && do_sysreg(sv, insn, pc))
@@ -179,8 +187,8 @@ static void on_intr(uc_engine *uc, uint32_t intno, void *opaque)
         soft__deliver_sync(sv, pc);
         return;
     }
-    vmm__set_error(sv->vcpu->vm, VMM_EBACKEND, "vCPU %u: unexpected exception %u at pc 0x%" PRIx64,
-                   sv->vcpu->id, intno, pc);
+    vmm__set_error(sv->vcpu->vm, VMM_EBACKEND, "vCPU %u: unexpected exception %u at pc 0x%" PRIx64, sv->vcpu->id, intno,
+                   pc);
     set_exit(sv, VMM_EXIT_HOST_ERROR, 0);
 }
 
@@ -205,8 +213,11 @@ static bool on_unmapped(uc_engine *uc, uc_mem_type type, uint64_t addr, int size
     sv->fault.addr = addr;
     sv->fault.fetch = type == UC_MEM_FETCH_UNMAPPED;
     sv->fault.write = type == UC_MEM_WRITE_UNMAPPED;
-    vmm__guest_error(sv->vcpu->vm, "soft", "vCPU %u: %d-byte %s at unmapped address 0x%" PRIx64, sv->vcpu->id,
-                     size, sv->fault.fetch ? "instruction fetch" : sv->fault.write ? "write" : "read", addr);
+    vmm__guest_error(sv->vcpu->vm, "soft", "vCPU %u: %d-byte %s at unmapped address 0x%" PRIx64, sv->vcpu->id, size,
+                     sv->fault.fetch   ? "instruction fetch"
+                     : sv->fault.write ? "write"
+                                       : "read",
+                     addr);
     return false;
 }
 
@@ -254,8 +265,11 @@ static int soft_vm_init(struct vmm_vm *vm)
     }
     s->ngaps = (unsigned)rc;
     for (unsigned i = 0; i < s->ngaps; i++) {
-        s->gaps[i] = (struct vmm_region){ .base = s->gap_range[i][0], .size = s->gap_range[i][1],
-                                          .name = "unclaimed", .ops = &vmm__unclaimed_ops, .vm = vm };
+        s->gaps[i] = (struct vmm_region){ .base = s->gap_range[i][0],
+                                          .size = s->gap_range[i][1],
+                                          .name = "unclaimed",
+                                          .ops = &vmm__unclaimed_ops,
+                                          .vm = vm };
         s->gaps[i].dev = &s->gaps[i];
     }
     vm->bstate = s;
@@ -386,8 +400,8 @@ static int soft_vcpu_run(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
         return 0;
     }
     if (e) {
-        vmm__set_error(vm, VMM_EBACKEND, "soft: vCPU %u stopped with '%s' at pc 0x%" PRIx64, vcpu->id,
-                       uc_strerror(e), sv->pc);
+        vmm__set_error(vm, VMM_EBACKEND, "soft: vCPU %u stopped with '%s' at pc 0x%" PRIx64, vcpu->id, uc_strerror(e),
+                       sv->pc);
         exit->kind = VMM_EXIT_HOST_ERROR;
         return 0;
     }

@@ -19,12 +19,12 @@ struct soft_vcpu {
     struct vmm_vcpu *vcpu;
     struct soft_vm *svm;
     uc_engine *uc;
-    uc_context *ctx;      /* scratch for reading the syndrome */
-    atomic_int kick;      /* set by any thread; polled by the block hook */
+    uc_context *ctx; /* scratch for reading the syndrome */
+    atomic_int kick; /* set by any thread; polled by the block hook */
     struct vmm_exit *exit;
-    bool stopped;         /* we called uc_emu_stop during this run */
-    unsigned slice;       /* blocks left in this round-robin slice; 0 = unlimited */
-    uint64_t pc;          /* where the next run starts */
+    bool stopped;   /* we called uc_emu_stop during this run */
+    unsigned slice; /* blocks left in this round-robin slice; 0 = unlimited */
+    uint64_t pc;    /* where the next run starts */
     struct {
         bool pending, fetch, write;
         uint64_t addr;

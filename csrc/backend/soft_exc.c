@@ -21,7 +21,7 @@
 #define HCR_IMO (1ull << 4)
 #define HCR_RW (1ull << 31)
 
-#define PSTATE_EL1H 0x5u      /* M[3:0] = EL1h */
+#define PSTATE_EL1H 0x5u /* M[3:0] = EL1h */
 #define PSTATE_DAIF (0xfu << 6)
 #define PSTATE_PAN (1u << 22)
 #define SCTLR_SPAN (1ull << 23)

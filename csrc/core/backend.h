@@ -16,15 +16,15 @@ struct vmm_vcpu;
  * returning them; the soft backend does, for speed.
  */
 enum vmm_exit_kind {
-    VMM_EXIT_NONE = 0,      /* slice ended or kicked: just loop */
-    VMM_EXIT_MMIO,          /* complete with ops->complete_mmio() */
-    VMM_EXIT_HVC,           /* PSCI/SMCCC call: x0..x3 in exit.call */
-    VMM_EXIT_WFI,           /* idle until an interrupt or deadline */
-    VMM_EXIT_SHUTDOWN,      /* system off: exit.status */
-    VMM_EXIT_RESET,         /* system reset */
-    VMM_EXIT_CPU_OFF,       /* this vCPU turned itself off */
-    VMM_EXIT_GUEST_ERROR,   /* the guest cannot continue; message set */
-    VMM_EXIT_HOST_ERROR,    /* the backend failed; message set */
+    VMM_EXIT_NONE = 0,    /* slice ended or kicked: just loop */
+    VMM_EXIT_MMIO,        /* complete with ops->complete_mmio() */
+    VMM_EXIT_HVC,         /* PSCI/SMCCC call: x0..x3 in exit.call */
+    VMM_EXIT_WFI,         /* idle until an interrupt or deadline */
+    VMM_EXIT_SHUTDOWN,    /* system off: exit.status */
+    VMM_EXIT_RESET,       /* system reset */
+    VMM_EXIT_CPU_OFF,     /* this vCPU turned itself off */
+    VMM_EXIT_GUEST_ERROR, /* the guest cannot continue; message set */
+    VMM_EXIT_HOST_ERROR,  /* the backend failed; message set */
 };
 
 struct vmm_exit {

@@ -6,8 +6,8 @@
 
 #include "vm.h"
 
-#define OUT_CAP (64u << 20)   /* keep at most this much unread output */
-#define IN_CAP (1u << 20)     /* queued input bytes */
+#define OUT_CAP (64u << 20) /* keep at most this much unread output */
+#define IN_CAP (1u << 20)   /* queued input bytes */
 
 struct vmm_console {
     pthread_mutex_t lock;

@@ -47,10 +47,10 @@ static int prop_strings(void *fdt, const char *name, const char *const *s, int n
     return fdt_property(fdt, name, buf, (int)len);
 }
 
-#define TRY(x)              \
-    do {                    \
+#define TRY(x)               \
+    do {                     \
         if ((err = (x)) < 0) \
-            goto fail;      \
+            goto fail;       \
     } while (0)
 
 static const char *cpu_compatible(const struct vmm_vm *vm)
@@ -143,9 +143,10 @@ int vmm__fdt_build(struct vmm_vm *vm, void **out, size_t *len)
     {
         /* secure, non-secure physical, virtual, hypervisor: PPI numbers = INTID - 16 */
         const uint32_t irqs[] = {
-            GIC_PPI, LAYOUT_PPI_SEC_TIMER - 16,  IRQ_TYPE_LEVEL_HIGH, GIC_PPI, LAYOUT_PPI_PHYS_TIMER - 16,
-            IRQ_TYPE_LEVEL_HIGH,                 GIC_PPI, LAYOUT_PPI_VIRT_TIMER - 16, IRQ_TYPE_LEVEL_HIGH,
-            GIC_PPI, LAYOUT_PPI_HYP_TIMER - 16, IRQ_TYPE_LEVEL_HIGH,
+            GIC_PPI, LAYOUT_PPI_SEC_TIMER - 16,  IRQ_TYPE_LEVEL_HIGH,
+            GIC_PPI, LAYOUT_PPI_PHYS_TIMER - 16, IRQ_TYPE_LEVEL_HIGH,
+            GIC_PPI, LAYOUT_PPI_VIRT_TIMER - 16, IRQ_TYPE_LEVEL_HIGH,
+            GIC_PPI, LAYOUT_PPI_HYP_TIMER - 16,  IRQ_TYPE_LEVEL_HIGH,
         };
         TRY(prop_cells(fdt, "interrupts", irqs, 12));
     }

@@ -24,8 +24,7 @@ int vmm__set_error(struct vmm_vm *vm, int code, const char *fmt, ...)
     return code;
 }
 
-static void vlog(struct vmm_vm *vm, int level, const char *subsys, const char *prefix, const char *fmt,
-                 va_list ap)
+static void vlog(struct vmm_vm *vm, int level, const char *subsys, const char *prefix, const char *fmt, va_list ap)
 {
     char msg[512];
     size_t n = strlen(prefix);

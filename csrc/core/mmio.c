@@ -4,8 +4,8 @@
 #include "layout.h"
 #include "vm.h"
 
-int vmm__bus_add(struct vmm_vm *vm, uint64_t base, uint64_t size, const char *name,
-                 const struct vmm_mmio_ops *ops, void *dev)
+int vmm__bus_add(struct vmm_vm *vm, uint64_t base, uint64_t size, const char *name, const struct vmm_mmio_ops *ops,
+                 void *dev)
 {
     struct vmm_region *r;
 

@@ -224,8 +224,7 @@ VMM_EXPORT int vmm_run(vmm_vm *vm, uint64_t timeout_ns, struct vmm_run_result *r
     pthread_mutex_lock(&vm->lock);
     if (rc.res.reason == VMM_RUN_STOPPED)
         atomic_store(&vm->stop_requested, 0);
-    vm->state = rc.res.reason == VMM_RUN_STOPPED || rc.res.reason == VMM_RUN_TIMEOUT ? VM_STATE_PAUSED
-                                                                                       : VM_STATE_ENDED;
+    vm->state = rc.res.reason == VMM_RUN_STOPPED || rc.res.reason == VMM_RUN_TIMEOUT ? VM_STATE_PAUSED : VM_STATE_ENDED;
     pthread_mutex_unlock(&vm->lock);
     vmm__console_set_running(vm->console, false);
 

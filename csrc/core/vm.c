@@ -9,7 +9,7 @@
 #include "layout.h"
 #include "vm.h"
 
-#define ALIGN_UP(x, a) (((x) + (a) - 1) & ~((uint64_t)(a) - 1))
+#define ALIGN_UP(x, a) (((x) + (a)-1) & ~((uint64_t)(a)-1))
 #define BOOT_ALIGN (2ULL << 20)
 
 VMM_EXPORT const char *vmm_strerror(int err)
@@ -96,8 +96,8 @@ VMM_EXPORT int vmm_create(const struct vmm_config *cfg, vmm_vm **out, char *errb
     snprintf(vm->cpu_model, sizeof vm->cpu_model, "%s", c.cpu_model);
     vm->log_fn = c.log_fn;
     vm->log_opaque = c.log_opaque;
-    vm->log_level = c.size >= offsetof(struct vmm_config, log_level) + sizeof(int) && c.log_level ? c.log_level
-                                                                                                 : VMM_LOG_INFO;
+    vm->log_level =
+        c.size >= offsetof(struct vmm_config, log_level) + sizeof(int) && c.log_level ? c.log_level : VMM_LOG_INFO;
     vm->ops = ops;
     pthread_mutex_init(&vm->lock, NULL);
     pthread_condattr_init(&ca);
@@ -185,16 +185,19 @@ static int prepare_locked(struct vmm_vm *vm)
 
     if (!vm->kernel.present)
         return vmm__set_error(vm, VMM_ESTATE, "no kernel loaded");
-    vm->boot = (struct vmm_boot_info){ .size = sizeof vm->boot, .entry = vm->kernel.entry,
-                                       .kernel_start = vm->kernel.start, .kernel_end = vm->kernel.end,
-                                       .ram_base = LAYOUT_RAM_BASE, .ram_size = vm->ram_size };
+    vm->boot = (struct vmm_boot_info){ .size = sizeof vm->boot,
+                                       .entry = vm->kernel.entry,
+                                       .kernel_start = vm->kernel.start,
+                                       .kernel_end = vm->kernel.end,
+                                       .ram_base = LAYOUT_RAM_BASE,
+                                       .ram_size = vm->ram_size };
     at = ALIGN_UP(vm->kernel.end, BOOT_ALIGN);
     if (vm->initrd) {
         if (at > ram_end || vm->initrd_len > ram_end - at)
             return vmm__set_error(vm, VMM_ERANGE,
                                   "kernel (%llu MiB) and initrd (%zu KiB) do not fit in %llu MiB of guest RAM",
-                                  (unsigned long long)((vm->kernel.end - LAYOUT_RAM_BASE) >> 20),
-                                  vm->initrd_len >> 10, (unsigned long long)(vm->ram_size >> 20));
+                                  (unsigned long long)((vm->kernel.end - LAYOUT_RAM_BASE) >> 20), vm->initrd_len >> 10,
+                                  (unsigned long long)(vm->ram_size >> 20));
         memcpy(vmm__gpa_ptr(vm, at, vm->initrd_len), vm->initrd, vm->initrd_len);
         vm->boot.initrd_start = at;
         vm->boot.initrd_end = at + vm->initrd_len;

@@ -32,19 +32,19 @@ struct vmm_region {
 struct vmm_vcpu {
     struct vmm_vm *vm;
     unsigned id;
-    void *bstate;        /* the backend's per-vCPU state */
-    bool on;             /* powered on (vCPU 0 at boot) */
+    void *bstate; /* the backend's per-vCPU state */
+    bool on;      /* powered on (vCPU 0 at boot) */
 };
 
 struct vmm_console;
 struct vmm_pl011;
 
 enum vmm_vm_state {
-    VM_STATE_NEW = 0,     /* configuring */
-    VM_STATE_PREPARED,    /* memory laid out, DTB built, vCPUs reset */
+    VM_STATE_NEW = 0,  /* configuring */
+    VM_STATE_PREPARED, /* memory laid out, DTB built, vCPUs reset */
     VM_STATE_RUNNING,
-    VM_STATE_PAUSED,      /* stopped or timed out: may run again */
-    VM_STATE_ENDED,       /* powered off, reset or failed */
+    VM_STATE_PAUSED, /* stopped or timed out: may run again */
+    VM_STATE_ENDED,  /* powered off, reset or failed */
 };
 
 struct vmm_loaded_kernel {
@@ -104,8 +104,7 @@ struct vmm_vm {
 };
 
 /* errors and logging (vm.c, log.c) */
-int vmm__set_error(struct vmm_vm *vm, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+int vmm__set_error(struct vmm_vm *vm, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void vmm__log(struct vmm_vm *vm, int level, const char *subsys, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /* A rate-limited "guest error: ..." warning; counts vm->stats.guest_errors. */
@@ -117,8 +116,8 @@ uint64_t vmm__now_ns(void);
 void *vmm__gpa_ptr(struct vmm_vm *vm, uint64_t gpa, uint64_t len);
 
 /* MMIO bus (mmio.c) */
-int vmm__bus_add(struct vmm_vm *vm, uint64_t base, uint64_t size, const char *name,
-                 const struct vmm_mmio_ops *ops, void *dev);
+int vmm__bus_add(struct vmm_vm *vm, uint64_t base, uint64_t size, const char *name, const struct vmm_mmio_ops *ops,
+                 void *dev);
 struct vmm_region *vmm__bus_find(struct vmm_vm *vm, uint64_t gpa);
 /* Serve one access; unclaimed addresses in the device window are RAZ/WI. */
 void vmm__bus_access(struct vmm_vm *vm, uint64_t gpa, unsigned size, bool is_write, uint64_t *val);

@@ -34,8 +34,7 @@ int vmm__load_elf(struct vmm_vm *vm, const uint8_t *data, size_t len, const char
     if (eh.e_phentsize != sizeof(Elf64_Phdr) || eh.e_phnum == 0)
         return vmm__set_error(vm, VMM_EFORMAT, "%s: no usable program headers", name);
     if (eh.e_phoff > len || (uint64_t)eh.e_phnum * sizeof(Elf64_Phdr) > len - eh.e_phoff)
-        return vmm__set_error(vm, VMM_EFORMAT, "%s: program headers lie beyond the end of the file (truncated?)",
-                              name);
+        return vmm__set_error(vm, VMM_EFORMAT, "%s: program headers lie beyond the end of the file (truncated?)", name);
 
     /* validate every segment before touching guest memory */
     for (unsigned i = 0; i < eh.e_phnum; i++) {
@@ -46,8 +45,8 @@ int vmm__load_elf(struct vmm_vm *vm, const uint8_t *data, size_t len, const char
         if (ph.p_filesz > ph.p_memsz)
             return vmm__set_error(vm, VMM_EFORMAT, "%s: segment %u has filesz > memsz", name, i);
         if (ph.p_offset > len || ph.p_filesz > len - ph.p_offset)
-            return vmm__set_error(vm, VMM_EFORMAT, "%s: segment %u lies beyond the end of the file (truncated?)",
-                                  name, i);
+            return vmm__set_error(vm, VMM_EFORMAT, "%s: segment %u lies beyond the end of the file (truncated?)", name,
+                                  i);
         if (!vmm__gpa_ptr(vm, ph.p_paddr, ph.p_memsz))
             return vmm__set_error(vm, VMM_ERANGE,
                                   "%s: segment %u at 0x%" PRIx64 "-0x%" PRIx64
@@ -80,7 +79,6 @@ int vmm__load_elf(struct vmm_vm *vm, const uint8_t *data, size_t len, const char
     if (!vmm__gpa_ptr(vm, entry, 4))
         return vmm__set_error(vm, VMM_ERANGE, "%s: entry point 0x%" PRIx64 " is not in guest RAM", name, entry);
     vm->kernel = (struct vmm_loaded_kernel){ .present = true, .start = lo, .end = hi, .entry = entry };
-    vmm__log(vm, VMM_LOG_DEBUG, "loader", "%s: ELF 0x%" PRIx64 "-0x%" PRIx64 " entry 0x%" PRIx64, name, lo, hi,
-             entry);
+    vmm__log(vm, VMM_LOG_DEBUG, "loader", "%s: ELF 0x%" PRIx64 "-0x%" PRIx64 " entry 0x%" PRIx64, name, lo, hi, entry);
     return 0;
 }

@@ -30,8 +30,8 @@ bool vmm__is_image(const uint8_t *data, size_t len)
 }
 
 /* Inflate a gzip stream; the result may not exceed `limit` bytes. */
-static int gunzip(struct vmm_vm *vm, const char *name, const uint8_t *in, size_t len, uint64_t limit,
-                  uint8_t **out, size_t *out_len)
+static int gunzip(struct vmm_vm *vm, const char *name, const uint8_t *in, size_t len, uint64_t limit, uint8_t **out,
+                  size_t *out_len)
 {
     z_stream zs;
     size_t cap = len * 4 < (16u << 20) ? (16u << 20) : len * 4;
@@ -109,13 +109,12 @@ static int load_plain(struct vmm_vm *vm, const uint8_t *data, size_t len, const 
         image_size = len;
     }
     if (image_size < len)
-        return vmm__set_error(vm, VMM_EFORMAT, "%s: header image_size %" PRIu64 " is smaller than the file (%zu)",
-                              name, image_size, len);
+        return vmm__set_error(vm, VMM_EFORMAT, "%s: header image_size %" PRIu64 " is smaller than the file (%zu)", name,
+                              image_size, len);
     if (text_offset >= vm->ram_size || image_size > vm->ram_size - text_offset)
-        return vmm__set_error(vm, VMM_ERANGE,
-                              "%s: kernel needs %" PRIu64 " MiB at offset 0x%" PRIx64 " but guest RAM is %llu MiB",
-                              name, (image_size + (1u << 20) - 1) >> 20, text_offset,
-                              (unsigned long long)(vm->ram_size >> 20));
+        return vmm__set_error(
+            vm, VMM_ERANGE, "%s: kernel needs %" PRIu64 " MiB at offset 0x%" PRIx64 " but guest RAM is %llu MiB", name,
+            (image_size + (1u << 20) - 1) >> 20, text_offset, (unsigned long long)(vm->ram_size >> 20));
     /* a 2 MiB aligned base (the start of RAM) plus text_offset, as booting.rst asks */
     at = LAYOUT_RAM_BASE + text_offset;
     if ((rc = vmm__load_bytes(vm, name, "Image", at, data, len, image_size)))

@@ -31,8 +31,7 @@ int vmm__read_file(struct vmm_vm *vm, const char *path, const char *what, uint8_
     }
     if ((uint64_t)st.st_size > MAX_FILE) {
         close(fd);
-        return vmm__set_error(vm, VMM_ERANGE, "%s: %s is too large (%lld bytes)", path, what,
-                              (long long)st.st_size);
+        return vmm__set_error(vm, VMM_ERANGE, "%s: %s is too large (%lld bytes)", path, what, (long long)st.st_size);
     }
     buf = malloc(st.st_size ? (size_t)st.st_size : 1);
     if (!buf) {
@@ -57,8 +56,8 @@ int vmm__read_file(struct vmm_vm *vm, const char *path, const char *what, uint8_
     return 0;
 }
 
-int vmm__load_bytes(struct vmm_vm *vm, const char *name, const char *what, uint64_t gpa, const uint8_t *src,
-                    size_t len, uint64_t reserve)
+int vmm__load_bytes(struct vmm_vm *vm, const char *name, const char *what, uint64_t gpa, const uint8_t *src, size_t len,
+                    uint64_t reserve)
 {
     uint8_t *dst;
 
@@ -184,8 +183,8 @@ VMM_EXPORT int vmm_load_initrd(vmm_vm *vm, const char *path)
     }
     if (len > vm->ram_size) {
         free(data);
-        return vmm__set_error(vm, VMM_ERANGE, "%s: initrd (%zu bytes) is larger than guest RAM (%llu MiB)", path,
-                              len, (unsigned long long)(vm->ram_size >> 20));
+        return vmm__set_error(vm, VMM_ERANGE, "%s: initrd (%zu bytes) is larger than guest RAM (%llu MiB)", path, len,
+                              (unsigned long long)(vm->ram_size >> 20));
     }
     free(vm->initrd);
     vm->initrd = data;
@@ -203,8 +202,8 @@ VMM_EXPORT int vmm_set_cmdline(vmm_vm *vm, const char *cmdline)
     if ((rc = check_loadable(vm)))
         return rc;
     if (strlen(cmdline) >= MAX_CMDLINE)
-        return vmm__set_error(vm, VMM_EINVAL, "kernel command line too long (%zu bytes, at most %d)",
-                              strlen(cmdline), MAX_CMDLINE - 1);
+        return vmm__set_error(vm, VMM_EINVAL, "kernel command line too long (%zu bytes, at most %d)", strlen(cmdline),
+                              MAX_CMDLINE - 1);
     if (!(c = strdup(cmdline)))
         return VMM_ENOMEM;
     free(vm->cmdline);

@@ -11,7 +11,7 @@ bool vmm__is_elf(const uint8_t *data, size_t len);
 bool vmm__is_gzip(const uint8_t *data, size_t len);
 bool vmm__is_image(const uint8_t *data, size_t len);
 /* Copy into RAM after checking [gpa, gpa + reserve) lies inside it. */
-int vmm__load_bytes(struct vmm_vm *vm, const char *name, const char *what, uint64_t gpa, const uint8_t *src,
-                    size_t len, uint64_t reserve);
+int vmm__load_bytes(struct vmm_vm *vm, const char *name, const char *what, uint64_t gpa, const uint8_t *src, size_t len,
+                    uint64_t reserve);
 
 #endif

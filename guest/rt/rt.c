@@ -125,7 +125,7 @@ void set_exception_handler(exc_fn fn)
 }
 
 static const char *const vector_names[16] = {
-    "sync/EL1t", "irq/EL1t", "fiq/EL1t", "serror/EL1t", "sync/EL1h", "irq/EL1h", "fiq/EL1h", "serror/EL1h",
+    "sync/EL1t", "irq/EL1t", "fiq/EL1t", "serror/EL1t", "sync/EL1h",   "irq/EL1h",   "fiq/EL1h",   "serror/EL1h",
     "sync/EL0",  "irq/EL0",  "fiq/EL0",  "serror/EL0",  "sync/EL0-32", "irq/EL0-32", "fiq/EL0-32", "serror/EL0-32",
 };
 

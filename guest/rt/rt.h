@@ -42,7 +42,12 @@ void mmu_enable(void);
 uint64_t run_user(void (*entry)(void), uint64_t user_sp);
 extern char user_return[];
 
-#define read_sysreg(r) ({ uint64_t _v; __asm__ volatile("mrs %0, " #r : "=r"(_v)); _v; })
+#define read_sysreg(r)                              \
+    ({                                              \
+        uint64_t _v;                                \
+        __asm__ volatile("mrs %0, " #r : "=r"(_v)); \
+        _v;                                         \
+    })
 #define write_sysreg(r, v) __asm__ volatile("msr " #r ", %0" ::"r"((uint64_t)(v)))
 #define isb() __asm__ volatile("isb" ::: "memory")
 
