@@ -49,7 +49,8 @@ def resolve(pkg: str) -> str:
     return f"{pkg}:arm64"
 
 
-def fetch(pkg: str, pattern: str) -> str:
+def fetch(pkg: str, pattern: str, member: str) -> str:
+    """Download `pkg` for arm64 and unpack only `member` (e.g. ./boot) from it."""
     ensure_arm64()
     real = resolve(pkg)
     dest = os.path.join(CACHE, real.replace(":", "_"))
@@ -67,7 +68,12 @@ def fetch(pkg: str, pattern: str) -> str:
         debs = glob.glob(os.path.join(tmp, "*.deb"))
         if not debs:
             raise FetchError(f"apt-get download {real} produced no .deb")
-        _run(["dpkg-deb", "-x", debs[0], dest])
+        tar = os.path.join(tmp, "data.tar")
+        with open(tar, "wb") as f:
+            p = subprocess.run(["dpkg-deb", "--fsys-tarfile", debs[0]], stdout=f, stderr=subprocess.PIPE)
+        if p.returncode:
+            raise FetchError(f"dpkg-deb --fsys-tarfile {debs[0]}: {p.stderr.decode(errors='replace').strip()}")
+        _run(["tar", "-xf", tar, "-C", dest, member])
     hits = glob.glob(os.path.join(dest, pattern))
     if not hits:
         raise FetchError(f"{real}: no {pattern} inside the package")
@@ -75,11 +81,11 @@ def fetch(pkg: str, pattern: str) -> str:
 
 
 def kernel() -> str:
-    return fetch("linux-image-arm64", "boot/vmlinuz-*")
+    return fetch("linux-image-arm64", "boot/vmlinuz-*", "./boot")
 
 
 def busybox() -> str:
-    return fetch("busybox-static", "bin/busybox")
+    return fetch("busybox-static", "bin/busybox", "./bin")
 
 
 def main() -> int:
