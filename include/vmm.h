@@ -159,6 +159,13 @@ struct vmm_run_result {
  * negative for misuse.
  */
 VMM_EXPORT int vmm_run(vmm_vm *vm, uint64_t timeout_ns, struct vmm_run_result *res);
+/*
+ * Thread-safe: announce that vmm_run() is about to be called from another
+ * thread, so that vmm_console_read() waits for output instead of reporting
+ * end-of-stream in the gap before the run starts. The run clears it when it
+ * returns (whatever it returns).
+ */
+VMM_EXPORT int vmm_run_pending(vmm_vm *vm);
 /* Thread-safe: ask a running vmm_run() to return with VMM_RUN_STOPPED. */
 VMM_EXPORT int vmm_request_stop(vmm_vm *vm);
 

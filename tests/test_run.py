@@ -111,3 +111,12 @@ def test_no_fd_or_thread_leak_across_vms(raw_guest):
             assert m.run(timeout=10).ok
     assert len(os.listdir("/proc/self/fd")) <= fds + 1
     assert threading.active_count() <= threads
+
+
+def test_expect_starts_the_machine_without_a_race(raw_guest):
+    # expect() right after creation must wait for the run, not report end-of-stream
+    blob = raw_guest(code(*PRINT_X, *SYSTEM_OFF))
+    for _ in range(20):
+        with vmmpy.Machine(blob, kernel_format="raw", ram="8M") as m:
+            m.serial.expect("X", timeout=10)
+            assert m.wait(timeout=10).ok

@@ -372,6 +372,7 @@ class Machine:
         self._result = None
         self._run_error = None
         self._done.clear()
+        lib.vmm_run_pending(self._vm)  # serial readers now wait for output rather than see EOF
         self._thread = threading.Thread(target=self._thread_main, args=(timeout,), name=f"vmm-{self.name}", daemon=True)
         self._thread.start()
 

@@ -185,12 +185,14 @@ VMM_EXPORT int vmm_run(vmm_vm *vm, uint64_t timeout_ns, struct vmm_run_result *r
         return vmm__set_error(vm, VMM_EBUSY, "the VM is already running");
     case VM_STATE_ENDED:
         pthread_mutex_unlock(&vm->lock);
+        vmm__console_set_running(vm->console, false); /* undo vmm_run_pending() */
         return vmm__set_error(vm, VMM_ESTATE, "the VM has ended (powered off, reset or failed); create a new one");
     default:
         break;
     }
     if ((err = vmm__prepare_locked(vm))) {
         pthread_mutex_unlock(&vm->lock);
+        vmm__console_set_running(vm->console, false);
         return err;
     }
     vm->state = VM_STATE_RUNNING;
@@ -232,6 +234,14 @@ VMM_EXPORT int vmm_run(vmm_vm *vm, uint64_t timeout_ns, struct vmm_run_result *r
     uint32_t sz = res->size < sizeof rc.res ? res->size : (uint32_t)sizeof rc.res;
     rc.res.size = sz;
     memcpy(res, &rc.res, sz);
+    return 0;
+}
+
+VMM_EXPORT int vmm_run_pending(vmm_vm *vm)
+{
+    if (!vm)
+        return VMM_EINVAL;
+    vmm__console_set_running(vm->console, true);
     return 0;
 }
 
