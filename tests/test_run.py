@@ -120,3 +120,14 @@ def test_expect_starts_the_machine_without_a_race(raw_guest):
         with vmmpy.Machine(blob, kernel_format="raw", ram="8M") as m:
             m.serial.expect("X", timeout=10)
             assert m.wait(timeout=10).ok
+
+
+def test_memory_accessors_are_bounds_checked(raw_guest):
+    with raw_machine(raw_guest, B_SELF, ram="8M") as m:
+        m.write_memory(RAM_BASE + (8 << 20) - 4, b"abcd")
+        assert m.read_memory(RAM_BASE + (8 << 20) - 4, 4) == b"abcd"
+        for gpa, n in [(RAM_BASE + (8 << 20) - 3, 4), (RAM_BASE - 1, 2), (0, 4), (2**64 - 2, 4)]:
+            with pytest.raises(vmmpy.DoesNotFit, match="is not guest RAM"):
+                m.read_memory(gpa, n)
+            with pytest.raises(vmmpy.DoesNotFit, match="is not guest RAM"):
+                m.write_memory(gpa, b"x" * n)

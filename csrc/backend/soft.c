@@ -34,18 +34,6 @@ enum {
 #define INSN_WFI 0xd503207fu
 #define INSN_HLT_SEMIHOST 0xd45e0000u /* hlt #0xf000 */
 
-static uint64_t reg_get(uc_engine *uc, int reg)
-{
-    uint64_t v = 0;
-    uc_reg_read(uc, reg, &v);
-    return v;
-}
-
-static void reg_set(uc_engine *uc, int reg, uint64_t v)
-{
-    uc_reg_write(uc, reg, &v);
-}
-
 /* The X-register enum is not contiguous: X29 and X30 sit elsewhere. */
 int soft__xreg(unsigned n)
 {
@@ -132,16 +120,16 @@ static bool do_sysreg(struct soft_vcpu *sv, uint32_t insn, uint64_t pc)
     unsigned rt = insn & 31;
     uint64_t val = 0;
 
-    if (((reg_get(sv->uc, UC_ARM64_REG_PSTATE) >> 2) & 3) == 0)
+    if (((soft__reg(sv->uc, UC_ARM64_REG_PSTATE) >> 2) & 3) == 0)
         return false; /* none of ours is accessible from EL0 */
     if (!is_read && rt != 31)
-        val = reg_get(sv->uc, soft__xreg(rt));
+        val = soft__reg(sv->uc, soft__xreg(rt));
     if (vmm__sysreg_access(sv->vcpu, id, is_read, &val))
         return false;
     if (is_read && rt != 31)
-        reg_set(sv->uc, soft__xreg(rt), val);
+        soft__set_reg(sv->uc, soft__xreg(rt), val);
     /* a PC write restarts translation here, so state changes take effect at once */
-    reg_set(sv->uc, UC_ARM64_REG_PC, pc + 4);
+    soft__set_reg(sv->uc, UC_ARM64_REG_PC, pc + 4);
     return true;
 }
 
@@ -152,9 +140,9 @@ static bool do_semihost(struct soft_vcpu *sv, uint64_t pc)
     int status = 0;
 
     enum vmm_call_action a =
-        vmm__semihost_call(&env, reg_get(sv->uc, UC_ARM64_REG_X0), reg_get(sv->uc, UC_ARM64_REG_X1), &ret, &status);
-    reg_set(sv->uc, UC_ARM64_REG_X0, ret);
-    reg_set(sv->uc, UC_ARM64_REG_PC, pc + 4);
+        vmm__semihost_call(&env, soft__reg(sv->uc, UC_ARM64_REG_X0), soft__reg(sv->uc, UC_ARM64_REG_X1), &ret, &status);
+    soft__set_reg(sv->uc, UC_ARM64_REG_X0, ret);
+    soft__set_reg(sv->uc, UC_ARM64_REG_PC, pc + 4);
     apply_call_action(sv, a, status);
     return true;
 }
@@ -169,7 +157,7 @@ static void on_intr(uc_engine *uc, uint32_t intno, void *opaque)
         do_hvc(sv);
         return;
     }
-    pc = reg_get(uc, UC_ARM64_REG_PC);
+    pc = soft__reg(uc, UC_ARM64_REG_PC);
     switch (intno) {
     case EXCP_UDEF:
         if (uc_vmem_read(uc, pc, UC_PROT_EXEC, &insn, 4) == UC_ERR_OK) {
@@ -393,7 +381,7 @@ static int soft_vcpu_run(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
     sv->stopped = false;
     sv->slice = vm->ncpus > 1 ? SLICE_BLOCKS : 0;
     e = uc_emu_start(sv->uc, sv->pc, UINT64_MAX & ~3ULL, 0, 0);
-    sv->pc = reg_get(sv->uc, UC_ARM64_REG_PC);
+    sv->pc = soft__reg(sv->uc, UC_ARM64_REG_PC);
     if (sv->fault.pending) {
         sv->fault.pending = false;
         soft__deliver_external_abort(sv);

@@ -33,6 +33,18 @@ struct soft_vcpu {
     unsigned vector_repeats;
 };
 
+static inline uint64_t soft__reg(uc_engine *uc, int reg)
+{
+    uint64_t v = 0;
+    uc_reg_read(uc, reg, &v);
+    return v;
+}
+
+static inline void soft__set_reg(uc_engine *uc, int reg, uint64_t v)
+{
+    uc_reg_write(uc, reg, &v);
+}
+
 int soft__xreg(unsigned n);
 uint64_t soft__cp_read(uc_engine *uc, uint32_t id);
 int soft__cp_write(uc_engine *uc, uint32_t id, uint64_t val);

@@ -39,18 +39,6 @@
 
 #define VECTOR_LOOP_LIMIT 3
 
-static uint64_t rd(uc_engine *uc, int reg)
-{
-    uint64_t v = 0;
-    uc_reg_read(uc, reg, &v);
-    return v;
-}
-
-static void wr(uc_engine *uc, int reg, uint64_t v)
-{
-    uc_reg_write(uc, reg, &v);
-}
-
 /*
  * QEMU keeps the syndrome of the exception being raised in
  * env->exception.{syndrome, fsr, vaddress}; Unicorn offers no accessor, but
@@ -126,11 +114,11 @@ int soft__boot_state(struct soft_vcpu *sv, uint64_t entry, uint64_t x0)
     int rc = 0;
 
     /* Non-secure EL1 under an idle EL2/EL3, so that HVC and SMC reach us. */
-    wr(uc, UC_ARM64_REG_PSTATE, PSTATE_DAIF | PSTATE_EL1H);
+    soft__set_reg(uc, UC_ARM64_REG_PSTATE, PSTATE_DAIF | PSTATE_EL1H);
     for (unsigned i = 0; i < 31; i++)
-        wr(uc, soft__xreg(i), 0);
-    wr(uc, UC_ARM64_REG_X0, x0);
-    wr(uc, UC_ARM64_REG_PC, entry);
+        soft__set_reg(uc, soft__xreg(i), 0);
+    soft__set_reg(uc, UC_ARM64_REG_X0, x0);
+    soft__set_reg(uc, UC_ARM64_REG_PC, entry);
     rc |= soft__cp_write(uc, REG_SCR_EL3, SCR_NS | SCR_HCE | SCR_RW);
     rc |= soft__cp_write(uc, REG_HCR_EL2, HCR_RW | HCR_IMO | HCR_FMO);
     rc |= soft__cp_write(uc, REG_CNTHCTL_EL2, 3); /* EL1PCTEN | EL1PCEN */
@@ -157,9 +145,9 @@ static void guest_fatal(struct soft_vcpu *sv, const char *what, uint32_t esr, ui
 static void enter_el1(struct soft_vcpu *sv, uint32_t esr, bool set_far, uint64_t far, uint64_t elr)
 {
     uc_engine *uc = sv->uc;
-    uint64_t ps = rd(uc, UC_ARM64_REG_PSTATE);
+    uint64_t ps = soft__reg(uc, UC_ARM64_REG_PSTATE);
     unsigned el = (ps >> 2) & 3;
-    uint64_t vbar = rd(uc, UC_ARM64_REG_VBAR_EL1);
+    uint64_t vbar = soft__reg(uc, UC_ARM64_REG_VBAR_EL1);
     uint64_t target = vbar + (el == 0 ? 0x400 : (ps & 1) ? 0x200 : 0x000);
     uint64_t pa, new_ps = PSTATE_DAIF | PSTATE_EL1H;
 
@@ -177,25 +165,25 @@ static void enter_el1(struct soft_vcpu *sv, uint32_t esr, bool set_far, uint64_t
         sv->vector_repeats = 0;
     }
     if (el == 0 || !(ps & 1)) { /* from SP_EL0: bank it and switch to SP_EL1 */
-        wr(uc, UC_ARM64_REG_SP_EL0, rd(uc, UC_ARM64_REG_SP));
-        wr(uc, UC_ARM64_REG_SP, rd(uc, UC_ARM64_REG_SP_EL1));
+        soft__set_reg(uc, UC_ARM64_REG_SP_EL0, soft__reg(uc, UC_ARM64_REG_SP));
+        soft__set_reg(uc, UC_ARM64_REG_SP, soft__reg(uc, UC_ARM64_REG_SP_EL1));
     }
-    wr(uc, UC_ARM64_REG_ESR_EL1, esr);
+    soft__set_reg(uc, UC_ARM64_REG_ESR_EL1, esr);
     if (set_far)
-        wr(uc, UC_ARM64_REG_FAR_EL1, far);
-    wr(uc, UC_ARM64_REG_ELR_EL1, elr);
+        soft__set_reg(uc, UC_ARM64_REG_FAR_EL1, far);
+    soft__set_reg(uc, UC_ARM64_REG_ELR_EL1, elr);
     /* PAN is set on entry unless SCTLR_EL1.SPAN says otherwise (FEAT_PAN) */
     if (((soft__cp_read(uc, REG_ID_AA64MMFR1_EL1) >> 20) & 0xf) && !(soft__cp_read(uc, REG_SCTLR_EL1) & SCTLR_SPAN))
         new_ps |= PSTATE_PAN;
     else
         new_ps |= ps & PSTATE_PAN;
-    wr(uc, UC_ARM64_REG_PSTATE, new_ps);
+    soft__set_reg(uc, UC_ARM64_REG_PSTATE, new_ps);
     soft__cp_write(uc, REG_SPSR_EL1, ps); /* also makes QEMU rebuild its cached EL state */
     if (uc_vmem_translate(uc, target, UC_PROT_EXEC, &pa) != UC_ERR_OK || !vmm__gpa_ptr(sv->vcpu->vm, pa, 4)) {
         guest_fatal(sv, "exception with no executable vector table in RAM", esr, elr, vbar);
         return;
     }
-    wr(uc, UC_ARM64_REG_PC, target);
+    soft__set_reg(uc, UC_ARM64_REG_PC, target);
     sv->last_vector = target;
     sv->pc = target;
     sv->vcpu->vm->stats.exceptions++;
@@ -217,7 +205,7 @@ void soft__deliver_sync(struct soft_vcpu *sv, uint64_t pc)
 
 void soft__deliver_external_abort(struct soft_vcpu *sv)
 {
-    bool cur = ((rd(sv->uc, UC_ARM64_REG_PSTATE) >> 2) & 3) == 1;
+    bool cur = ((soft__reg(sv->uc, UC_ARM64_REG_PSTATE) >> 2) & 3) == 1;
     uint32_t ec = sv->fault.fetch ? (cur ? EC_IABT_CUR : EC_IABT_LOW) : (cur ? EC_DABT_CUR : EC_DABT_LOW);
     /* FnV: we know the physical address, not the virtual one, so FAR is not valid */
     uint32_t iss = FSC_SYNC_EXTERNAL | ISS_FNV | (sv->fault.write ? ISS_WNR : 0);

@@ -17,28 +17,33 @@ void *vmm__gpa_ptr(struct vmm_vm *vm, uint64_t gpa, uint64_t len)
     return vm->ram + off;
 }
 
+/* Shared by the two public accessors: *out is the RAM span or the call fails. */
+static int ram_span(struct vmm_vm *vm, uint64_t gpa, const void *buf, size_t len, void **out)
+{
+    if (!vm || (!buf && len))
+        return VMM_EINVAL;
+    *out = vmm__gpa_ptr(vm, gpa, len);
+    if (!*out)
+        return vmm__set_error(vm, VMM_ERANGE, "0x%llx+0x%zx is not guest RAM", (unsigned long long)gpa, len);
+    return 0;
+}
+
 VMM_EXPORT int vmm_mem_read(vmm_vm *vm, uint64_t gpa, void *buf, size_t len)
 {
     void *p;
+    int rc = ram_span(vm, gpa, buf, len, &p);
 
-    if (!vm || (!buf && len))
-        return VMM_EINVAL;
-    p = vmm__gpa_ptr(vm, gpa, len);
-    if (!p)
-        return vmm__set_error(vm, VMM_ERANGE, "0x%llx+0x%zx is not guest RAM", (unsigned long long)gpa, len);
-    memcpy(buf, p, len);
-    return 0;
+    if (!rc)
+        memcpy(buf, p, len);
+    return rc;
 }
 
 VMM_EXPORT int vmm_mem_write(vmm_vm *vm, uint64_t gpa, const void *buf, size_t len)
 {
     void *p;
+    int rc = ram_span(vm, gpa, buf, len, &p);
 
-    if (!vm || (!buf && len))
-        return VMM_EINVAL;
-    p = vmm__gpa_ptr(vm, gpa, len);
-    if (!p)
-        return vmm__set_error(vm, VMM_ERANGE, "0x%llx+0x%zx is not guest RAM", (unsigned long long)gpa, len);
-    memcpy(p, buf, len);
-    return 0;
+    if (!rc)
+        memcpy(p, buf, len);
+    return rc;
 }
