@@ -56,6 +56,7 @@ demo: build guests
 
 bench: build guests
 	$(PYTHON) bench/exit_latency.py
+	$(PYTHON) bench/first_byte.py
 
 debian: deps
 	$(PYTHON) tools/fetch_debian.py

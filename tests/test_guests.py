@@ -98,3 +98,14 @@ def test_jump_outside_ram_is_an_abort_then_a_guest_error(machine, raw_guest, bac
     res = m.run(timeout=10)
     assert res.reason == RunReason.GUEST_ERROR
     assert "ESR 0x86000410" in res.message  # EC 0x21 instruction abort, FnV, external
+
+
+def test_bench_guest_reports_every_measurement(machine, guest, backend):
+    import re
+
+    m, res = run_guest(machine, guest("bench_exits"), backend)
+    assert res.ok
+    names = re.findall(r"BENCH name=(\w+) iters=100000 ticks=(\d+) freq=(\d+)", m.serial.text)
+    assert {n for n, _, _ in names} >= {"loop", "hvc", "mmio_write", "mmio_read", "sysreg_cntv_ctl"}
+    assert all(int(t) > 0 and int(f) > 0 for _, t, f in names)
+    assert m.stats()["hvc_exits"] >= 3 * 100000
