@@ -1,104 +1,244 @@
-/* exceptions.c - synchronous exceptions at EL1 and EL0, the MMU, and UNDEF for unknown system registers. */
+/* exceptions.c - synchronous exceptions at EL1 and from EL0, the MMU, and UNDEF for an IMPDEF register. */
 #include "rt.h"
 
-static volatile uint64_t got_esr, got_far, got_elr, got_vector;
-static volatile int el0_undefs;
+#define UNMAPPED_VA 0x80001234UL /* the identity map stops at 2 GiB (1 GiB of RAM) */
+#define EL0_SVC_CALLS 5
+#define EL0_ABANDONED 0xdeadUL
+
+/* EL0 code, linked into the EL0-accessible block (rt/link.ld, .user) */
+__asm__(".pushsection .user.text, \"ax\"\n"
+        ".globl user_svc_loop\n"
+        "user_svc_loop:\n" /* x0 = how many "svc #1" to make; the kernel adds 1 to x0 each time */
+        "    mov x19, x0\n"
+        "    mov x0, #0\n"
+        "1:  svc #1\n"
+        "    subs x19, x19, #1\n"
+        "    b.ne 1b\n"
+        "    svc #2\n" /* back to the kernel with x0 */
+        "    b .\n"
+        ".globl user_read_sctlr\n"
+        "user_read_sctlr:\n"
+        "    mrs x0, sctlr_el1\n" /* EL1-only: UNDEFINED at EL0 */
+        "    svc #2\n"
+        "    b .\n"
+        ".popsection\n");
+extern char user_svc_loop[], user_read_sctlr[];
+
+static uint8_t user_stack[4096] __attribute__((section(".user.bss"), aligned(16)));
+
+/* the exceptions taken since the last clear(), except EL0's "svc #2" (return to the kernel) */
+static volatile struct {
+    int count;
+    uint64_t esr, far, elr, spsr, vector;
+} seen;
 static int failures;
 
-static int on_exception(struct frame *f, uint64_t esr, uint64_t far)
+static int on_exception(struct exc_frame *f)
 {
-    unsigned ec = ESR_EC(esr);
-    got_esr = esr;
-    got_far = far;
-    got_elr = f->elr;
-    got_vector = f->vector;
-    if (f->vector == 8) { /* synchronous, from EL0 */
-        if (ec == 0x15 && (esr & 0xffff) == 1) {
+    unsigned ec = ESR_EC(f->esr), imm = f->esr & 0xffff;
+
+    if (f->vector == VEC_EL0_SYNC && ec == EC_SVC64 && imm == 2) {
+        el0_return(f, f->x[0]);
+        return 1;
+    }
+    seen.count++;
+    seen.esr = f->esr;
+    seen.far = f->far;
+    seen.elr = f->elr;
+    seen.spsr = f->spsr;
+    seen.vector = f->vector;
+
+    if (f->vector == VEC_EL0_SYNC) {
+        if (ec == EC_SVC64 && imm == 1)
             f->x[0]++;
-            return 1;
-        }
-        if (ec == 0x15 && (esr & 0xffff) == 2) { /* back to the kernel */
-            f->elr = (uint64_t)user_return;
-            f->spsr = 0x3c5;
-            return 1;
-        }
-        if (ec == 0x00) {
-            el0_undefs++;
+        else if (ec == EC_UNKNOWN)
             f->elr += 4;
-            return 1;
-        }
+        else
+            el0_return(f, EL0_ABANDONED);
+        return 1;
+    }
+    if (f->vector != VEC_EL1_SYNC)
         return 0;
+    switch (ec) {
+    case EC_SVC64: /* ELR already points past the svc */
+        return 1;
+    case EC_UNKNOWN:
+    case EC_BRK64:
+    case EC_DABT_CUR:
+        f->elr += 4; /* skip the instruction */
+        return 1;
     }
-    if (ec == 0x00 || ec == 0x3c || ec == 0x25)
-        f->elr += 4; /* skip the faulting instruction */
-    return ec == 0x15 || ec == 0x00 || ec == 0x3c || ec == 0x25;
+    return 0;
 }
 
-static void expect(const char *name, int ok, uint64_t detail)
+static void clear(void)
 {
-    if (ok) {
-        printf_("PASS %s\n", name);
+    seen.count = 0;
+    seen.esr = seen.far = seen.elr = seen.spsr = seen.vector = 0;
+}
+
+static void pass(const char *name)
+{
+    printf("PASS %s\n", name);
+}
+
+__attribute__((format(printf, 2, 3))) static void fail(const char *name, const char *fmt, ...)
+{
+    va_list ap;
+
+    printf("FAIL %s: ", name);
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    printf("\n");
+    failures++;
+}
+
+/* exactly one exception, with this syndrome, return address and vector */
+static int expect_exc(const char *name, uint64_t esr, uint64_t elr, uint64_t vector)
+{
+    if (seen.count == 1 && seen.esr == esr && seen.elr == elr && seen.vector == vector) {
+        pass(name);
+        return 1;
+    }
+    fail(name, "%d exception(s), last esr=0x%lx elr=0x%lx vector=%lu; want esr=0x%lx elr=0x%lx vector=%lu", seen.count,
+         seen.esr, seen.elr, seen.vector, esr, elr, vector);
+    return 0;
+}
+
+static void test_svc(void)
+{
+    uint64_t next;
+
+    clear();
+    __asm__ volatile("adr %0, 1f\n svc #0x123\n 1:" : "=r"(next)::"memory");
+    expect_exc("svc at EL1", ESR_MAKE(EC_SVC64, 0x123), next, VEC_EL1_SYNC);
+}
+
+static void test_udf(void)
+{
+    uint64_t at;
+
+    clear();
+    __asm__ volatile("adr %0, 1f\n 1: udf #0" : "=r"(at)::"memory");
+    expect_exc("udf at EL1", ESR_MAKE(EC_UNKNOWN, 0), at, VEC_EL1_SYNC);
+}
+
+static void test_brk(void)
+{
+    uint64_t at;
+
+    clear();
+    __asm__ volatile("adr %0, 1f\n 1: brk #7" : "=r"(at)::"memory");
+    expect_exc("brk at EL1", ESR_MAKE(EC_BRK64, 7), at, VEC_EL1_SYNC);
+}
+
+static __attribute__((noinline)) uint64_t rotate(uint64_t v)
+{
+    return v << 8 | v >> 56;
+}
+
+/* PAR_EL1 after a stage 1 EL1 read translation of va */
+static uint64_t translate(uint64_t va)
+{
+    __asm__ volatile("at s1e1r, %0\n isb" ::"r"(va) : "memory");
+    return read_sysreg(par_el1);
+}
+
+static void test_mmu(void)
+{
+    static volatile uint64_t cell;
+    struct mmu_config cfg = MMU_CONFIG_DEFAULT;
+
+    cfg.el0_base = (uintptr_t)__user_start;
+    cfg.el0_size = 2UL << 20;
+    int rc = mmu_enable(&cfg);
+    printf("MMU on\n");
+
+    cell = 0x1122334455667788UL;
+    uint64_t got = cell, sctlr = read_sysreg(sctlr_el1);
+    uint64_t par = translate((uintptr_t)&cell), par_unmapped = translate(UNMAPPED_VA);
+    int par_ok = !(par & 1) && (par & 0xfffffffff000UL) == ((uintptr_t)&cell & ~0xfffUL);
+
+    if (rc == 0 && (sctlr & 1) && got == 0x1122334455667788UL && rotate(got) == 0x2233445566778811UL && par_ok &&
+        (par_unmapped & 1))
+        pass("MMU on");
+    else
+        fail("MMU on", "rc=%d sctlr=0x%lx cell=0x%lx par(&cell)=0x%lx par(0x%lx)=0x%lx", rc, sctlr, got, par,
+             UNMAPPED_VA, par_unmapped);
+}
+
+static void test_data_abort(void)
+{
+    uint64_t at;
+    uint32_t v;
+
+    clear();
+    __asm__ volatile("adr %0, 1f\n 1: ldr %w1, [%2]" : "=&r"(at), "=r"(v) : "r"(UNMAPPED_VA) : "memory");
+    (void)v;
+    uint64_t dfsc = ESR_DFSC(seen.esr);
+    if (seen.count == 1 && ESR_EC(seen.esr) == EC_DABT_CUR && (dfsc & 0x3c) == 0x04 && !(seen.esr & ESR_WNR) &&
+        seen.far == UNMAPPED_VA && seen.elr == at)
+        pass("data abort");
+    else
+        fail("data abort",
+             "%d exception(s), last esr=0x%lx far=0x%lx elr=0x%lx; want EC 0x25, translation fault read, "
+             "far=0x%lx elr=0x%lx",
+             seen.count, seen.esr, seen.far, seen.elr, UNMAPPED_VA, at);
+}
+
+static void test_el0_svc(void)
+{
+    uintptr_t sp = (uintptr_t)user_stack + sizeof(user_stack);
+
+    clear();
+    uint64_t r = el0_call((uintptr_t)user_svc_loop, sp, EL0_SVC_CALLS);
+    if (r == EL0_SVC_CALLS && seen.count == EL0_SVC_CALLS && seen.vector == VEC_EL0_SYNC &&
+        seen.esr == ESR_MAKE(EC_SVC64, 1) && (seen.spsr & 0xf) == 0) {
+        printf("EL0 svc ok\n");
+        pass("EL0 svc");
     } else {
-        printf_("FAIL %s: esr=0x%lx far=0x%lx elr=0x%lx detail=0x%lx\n", name, got_esr, got_far, got_elr, detail);
-        failures++;
+        fail("EL0 svc", "returned %lu after %d exception(s), last esr=0x%lx vector=%lu spsr=0x%lx; want %d svc #1", r,
+             seen.count, seen.esr, seen.vector, seen.spsr, EL0_SVC_CALLS);
     }
 }
 
-/* EL0 code: five "svc #1" (the kernel increments x0), an EL1-only register read, then "svc #2" */
-__attribute__((section(".usertext"), naked)) static void user_entry(void)
+static void test_el0_sysreg(void)
 {
-    __asm__ volatile("mov x0, #0\n"
-                     "1: svc #1\n"
-                     "cmp x0, #5\n"
-                     "b.lt 1b\n"
-                     "mrs x1, sctlr_el1\n"
-                     "svc #2\n"
-                     "b .\n");
+    uintptr_t sp = (uintptr_t)user_stack + sizeof(user_stack);
+
+    clear();
+    el0_call((uintptr_t)user_read_sctlr, sp, 0);
+    /* vector 8 is VBAR_EL1 + 0x400: synchronous, from a lower EL using AArch64 */
+    expect_exc("EL0 reading an EL1 register is UNDEFINED", ESR_MAKE(EC_UNKNOWN, 0), (uintptr_t)user_read_sctlr,
+               VEC_EL0_SYNC);
+}
+
+static void test_impdef_sysreg(void)
+{
+    uint64_t at, v;
+
+    clear();
+    __asm__ volatile("adr %0, 1f\n 1: mrs %1, S3_1_C15_C15_7" : "=&r"(at), "=r"(v)::"memory");
+    (void)v;
+    if (expect_exc("unknown sysreg is UNDEFINED", ESR_MAKE(EC_UNKNOWN, 0), at, VEC_EL1_SYNC))
+        printf("unknown sysreg undef ok\n");
 }
 
 int main(uint64_t dtb)
 {
-    uint64_t after;
     (void)dtb;
-    set_exception_handler(on_exception);
+    exc_set_handler(on_exception);
 
-    __asm__ volatile("adr %0, 1f\n svc #0x123\n 1:" : "=r"(after)::"memory");
-    expect("svc at EL1",
-           ESR_EC(got_esr) == 0x15 && (got_esr & 0xffff) == 0x123 && got_elr == after && got_vector == 4 &&
-               (got_esr & (1u << 25)),
-           after);
+    test_svc();
+    test_udf();
+    test_brk();
+    test_mmu();
+    test_data_abort();
+    test_el0_svc();
+    test_el0_sysreg();
+    test_impdef_sysreg();
 
-    __asm__ volatile("adr %0, 1f\n 1: udf #0" : "=r"(after)::"memory");
-    expect("udf at EL1", got_esr == 0x02000000 && got_elr == after, after);
-
-    __asm__ volatile("adr %0, 1f\n 1: brk #7" : "=r"(after)::"memory");
-    expect("brk at EL1", ESR_EC(got_esr) == 0x3c && (got_esr & 0xffff) == 7 && got_elr == after, after);
-
-    mmu_enable();
-    static volatile uint64_t cell;
-    cell = 0x1122334455667788ull;
-    expect("MMU on", (read_sysreg(sctlr_el1) & 1) && cell == 0x1122334455667788ull, read_sysreg(sctlr_el1));
-
-    got_esr = 0;
-    volatile uint64_t *unmapped = (volatile uint64_t *)0x80000000ull;
-    (void)*unmapped;
-    /* data abort, same EL, translation fault at level 1 */
-    expect("data abort", ESR_EC(got_esr) == 0x25 && (got_esr & 0x3f) == 0x05 && got_far == 0x80000000ull,
-           got_esr & 0x3f);
-
-    uint64_t r = run_user(user_entry, 0x40600000ull - 16);
-    expect("EL0 svc", r == 5, r);
-    if (r == 5)
-        puts_("EL0 svc ok\n");
-    expect("EL0 reading an EL1 register is UNDEFINED", el0_undefs == 1, el0_undefs);
-
-    got_esr = 0xffffffff;
-    uint64_t v;
-    __asm__ volatile("adr %1, 1f\n 1: mrs %0, S3_1_C15_C15_7" : "=r"(v), "=r"(after)::"memory");
-    expect("unknown sysreg is UNDEFINED", got_esr == 0x02000000 && got_elr == after, after);
-    if (got_esr == 0x02000000)
-        puts_("unknown sysreg undef ok\n");
-
-    puts_(failures ? "SOME FAILED\n" : "ALL PASS\n");
+    uart_puts(failures ? "SOME FAILED\n" : "ALL PASS\n");
     return failures ? 1 : 0;
 }

@@ -1,16 +1,16 @@
-/* psci.c - PSCI 1.1 and SMCCC queries; the RESET build ends with SYSTEM_RESET instead of SYSTEM_OFF. */
+/* psci.c - PSCI/SMCCC queries over HVC; built as psci (then SYSTEM_OFF) and psci_reset (then SYSTEM_RESET). */
 #include "rt.h"
 
-#define NOT_SUPPORTED ((uint64_t)-1)
+#define UNKNOWN_FN 0x8400FFFFU
 
 static int failures;
 
-static void check(const char *what, uint64_t got, uint64_t want)
+static void check(const char *what, int32_t got, int32_t want)
 {
     if (got == want) {
-        printf_("PASS %s\n", what);
+        printf("PASS %s\n", what);
     } else {
-        printf_("FAIL %s: got 0x%lx want 0x%lx\n", what, got, want);
+        printf("FAIL %s: got %d want %d\n", what, got, want);
         failures++;
     }
 }
@@ -18,21 +18,36 @@ static void check(const char *what, uint64_t got, uint64_t want)
 int main(uint64_t dtb)
 {
     (void)dtb;
-    uint64_t v = smccc(PSCI_VERSION, 0, 0, 0);
-    printf_("psci version %u.%u\n", (unsigned)(v >> 16), (unsigned)(v & 0xffff));
-    check("version is 1.1", v, 0x10001);
-    check("features(VERSION)", smccc(PSCI_FEATURES, PSCI_VERSION, 0, 0), 0);
-    check("features(SYSTEM_OFF)", smccc(PSCI_FEATURES, PSCI_SYSTEM_OFF, 0, 0), 0);
-    check("features(SYSTEM_RESET)", smccc(PSCI_FEATURES, PSCI_SYSTEM_RESET, 0, 0), 0);
-    check("features(FEATURES)", smccc(PSCI_FEATURES, PSCI_FEATURES, 0, 0), 0);
-    check("features(unknown)", smccc(PSCI_FEATURES, 0x8400FFFF, 0, 0), NOT_SUPPORTED);
-    check("unknown function", smccc(0x8400FFFF, 0, 0, 0), NOT_SUPPORTED);
-    printf_("smccc version 0x%lx\n", smccc(SMCCC_VERSION, 0, 0, 0));
-    puts_(failures ? "SOME FAILED\n" : "ALL PASS\n");
-#ifdef RESET
-    puts_("resetting\n");
-    smccc(PSCI_SYSTEM_RESET, 0, 0, 0);
-    puts_("FAIL reset returned\n");
-#endif
+    uint32_t v = psci_version();
+    printf("psci version %u.%u\n", v >> 16, v & 0xffff);
+    if (v >= 0x10000) { /* PSCI_FEATURES is a 1.0 function */
+        printf("PASS version is at least 1.0\n");
+    } else {
+        printf("FAIL version is at least 1.0: got 0x%x\n", v);
+        failures++;
+    }
+
+    check("features(VERSION)", psci_features(PSCI_VERSION), 0);
+    check("features(SYSTEM_OFF)", psci_features(PSCI_SYSTEM_OFF), 0);
+    check("features(SYSTEM_RESET)", psci_features(PSCI_SYSTEM_RESET), 0);
+    check("features(FEATURES)", psci_features(PSCI_FEATURES), 0);
+    check("features(unknown)", psci_features(UNKNOWN_FN), PSCI_NOT_SUPPORTED);
+    check("unknown function", (int32_t)smccc_hvc(UNKNOWN_FN, 0, 0, 0), PSCI_NOT_SUPPORTED);
+
+    int32_t smccc = (int32_t)smccc_hvc(SMCCC_VERSION, 0, 0, 0);
+    if (smccc < 0)
+        printf("smccc version not supported (%d)\n", smccc);
+    else
+        printf("smccc version 0x%x (%u.%u)\n", (unsigned)smccc, (unsigned)smccc >> 16, (unsigned)smccc & 0xffff);
+
+    uart_puts(failures ? "SOME FAILED\n" : "ALL PASS\n");
+#ifdef PSCI_RESET
+    printf("resetting\n");
+    uart_flush();
+    int64_t r = (int64_t)smccc_hvc(PSCI_SYSTEM_RESET, 0, 0, 0);
+    printf("FAIL SYSTEM_RESET returned %ld\n", r);
+    return 1;
+#else
     return failures ? 1 : 0;
+#endif
 }
