@@ -4,19 +4,16 @@
 
 #include "../core/vm.h"
 
-/* What the vCPU loop must do after a firmware call. */
-enum vmm_call_action {
-    VMM_CALL_CONTINUE = 0,
-    VMM_CALL_SYSTEM_OFF,
-    VMM_CALL_SYSTEM_RESET,
-    VMM_CALL_CPU_OFF,
-};
-
+/*
+ * Firmware calls return the exit they cause: VMM_EXIT_NONE to go on, or
+ * VMM_EXIT_SHUTDOWN, VMM_EXIT_RESET, VMM_EXIT_CPU_OFF. The vCPU loop handles
+ * those like any backend exit, so there is one place that ends a run.
+ */
 /*
  * PSCI 1.1 / SMCCC 1.1 over HVC (Arm DEN0022, DEN0028). x[0..3] are the
  * caller's registers; the results are written back into x[0..3].
  */
-enum vmm_call_action vmm__psci_call(struct vmm_vcpu *vcpu, uint64_t x[4]);
+enum vmm_exit_kind vmm__psci_call(struct vmm_vcpu *vcpu, uint64_t x[4]);
 
 /* System register encoding: op0, op1, CRn, CRm, op2 as in MRS/MSR. */
 #define SYSREG(op0, op1, crn, crm, op2) \
@@ -45,7 +42,7 @@ struct vmm_semihost_env {
     int (*read_mem)(struct vmm_vcpu *vcpu, uint64_t va, void *buf, size_t len);
 };
 #define SEMIHOST_HLT_IMM 0xf000
-enum vmm_call_action vmm__semihost_call(const struct vmm_semihost_env *env, uint64_t op, uint64_t param, uint64_t *ret,
-                                        int *exit_status);
+enum vmm_exit_kind vmm__semihost_call(const struct vmm_semihost_env *env, uint64_t op, uint64_t param, uint64_t *ret,
+                                      int *exit_status);
 
 #endif

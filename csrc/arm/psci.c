@@ -39,7 +39,7 @@ static bool implemented(uint32_t fn)
     return false;
 }
 
-enum vmm_call_action vmm__psci_call(struct vmm_vcpu *vcpu, uint64_t x[4])
+enum vmm_exit_kind vmm__psci_call(struct vmm_vcpu *vcpu, uint64_t x[4])
 {
     uint32_t fn = (uint32_t)x[0];
 
@@ -48,27 +48,27 @@ enum vmm_call_action vmm__psci_call(struct vmm_vcpu *vcpu, uint64_t x[4])
     switch (fn) {
     case PSCI_VERSION:
         x[0] = PSCI_VERSION_1_1;
-        return VMM_CALL_CONTINUE;
+        return VMM_EXIT_NONE;
     case PSCI_FEATURES:
         /* PSCI_FEATURES takes a 32-bit function id in w1 */
         x[0] = implemented((uint32_t)x[1]) ? PSCI_RET_SUCCESS : PSCI_RET_NOT_SUPPORTED;
-        return VMM_CALL_CONTINUE;
+        return VMM_EXIT_NONE;
     case PSCI_MIGRATE_INFO_TYPE:
         x[0] = MIGRATE_INFO_NOT_REQUIRED;
-        return VMM_CALL_CONTINUE;
+        return VMM_EXIT_NONE;
     case PSCI_SYSTEM_OFF:
-        return VMM_CALL_SYSTEM_OFF;
+        return VMM_EXIT_SHUTDOWN;
     case PSCI_SYSTEM_RESET:
-        return VMM_CALL_SYSTEM_RESET;
+        return VMM_EXIT_RESET;
     case SMCCC_VERSION:
         x[0] = SMCCC_VERSION_1_1;
-        return VMM_CALL_CONTINUE;
+        return VMM_EXIT_NONE;
     case SMCCC_ARCH_FEATURES:
         /* no firmware workarounds to offer (DEN0028 §7.4) */
         x[0] = PSCI_RET_NOT_SUPPORTED;
-        return VMM_CALL_CONTINUE;
+        return VMM_EXIT_NONE;
     }
     vmm__log(vcpu->vm, VMM_LOG_DEBUG, "psci", "vCPU %u: unsupported function 0x%08" PRIx32, vcpu->id, fn);
     x[0] = PSCI_RET_NOT_SUPPORTED;
-    return VMM_CALL_CONTINUE;
+    return VMM_EXIT_NONE;
 }

@@ -10,7 +10,7 @@
 
 #define ADP_STOPPED_APPLICATION_EXIT 0x20026u
 
-static enum vmm_call_action do_exit(const struct vmm_semihost_env *env, uint64_t param, int *exit_status)
+static enum vmm_exit_kind do_exit(const struct vmm_semihost_env *env, uint64_t param, int *exit_status)
 {
     uint64_t block[2];
 
@@ -19,17 +19,17 @@ static enum vmm_call_action do_exit(const struct vmm_semihost_env *env, uint64_t
         vmm__guest_error(env->vcpu->vm, "semihost", "SYS_EXIT parameter block at 0x%llx unreadable",
                          (unsigned long long)param);
         *exit_status = 1;
-        return VMM_CALL_SYSTEM_OFF;
+        return VMM_EXIT_SHUTDOWN;
     }
     if (block[0] == ADP_STOPPED_APPLICATION_EXIT)
         *exit_status = (int)(uint32_t)block[1];
     else
         *exit_status = 1; /* any other stop reason is abnormal */
-    return VMM_CALL_SYSTEM_OFF;
+    return VMM_EXIT_SHUTDOWN;
 }
 
-enum vmm_call_action vmm__semihost_call(const struct vmm_semihost_env *env, uint64_t op, uint64_t param, uint64_t *ret,
-                                        int *exit_status)
+enum vmm_exit_kind vmm__semihost_call(const struct vmm_semihost_env *env, uint64_t op, uint64_t param, uint64_t *ret,
+                                      int *exit_status)
 {
     struct vmm_vm *vm = env->vcpu->vm;
     char buf[256];
@@ -42,7 +42,7 @@ enum vmm_call_action vmm__semihost_call(const struct vmm_semihost_env *env, uint
     case SYS_WRITEC:
         if (env->read_mem(env->vcpu, param, buf, 1) == 0)
             vmm__console_put(vm->console, buf, 1);
-        return VMM_CALL_CONTINUE;
+        return VMM_EXIT_NONE;
     case SYS_WRITE0:
         /* a NUL-terminated string, read in chunks; bounded so a missing NUL cannot hang us */
         for (unsigned total = 0; total < (1u << 20); total += sizeof buf) {
@@ -53,11 +53,11 @@ enum vmm_call_action vmm__semihost_call(const struct vmm_semihost_env *env, uint
                 n++;
             vmm__console_put(vm->console, buf, n);
             if (n < sizeof buf)
-                return VMM_CALL_CONTINUE;
+                return VMM_EXIT_NONE;
         }
-        return VMM_CALL_CONTINUE;
+        return VMM_EXIT_NONE;
     }
     vmm__guest_error(vm, "semihost", "unsupported semihosting operation 0x%llx", (unsigned long long)op);
     *ret = (uint64_t)-1;
-    return VMM_CALL_CONTINUE;
+    return VMM_EXIT_NONE;
 }

@@ -82,21 +82,11 @@ static int read_virt(struct vmm_vcpu *vcpu, uint64_t va, void *buf, size_t len)
     return uc_vmem_read(sv->uc, va, UC_PROT_READ, buf, len) == UC_ERR_OK ? 0 : VMM_ERANGE;
 }
 
-static void apply_call_action(struct soft_vcpu *sv, enum vmm_call_action a, int status)
+/* A firmware call that ends the run (or this vCPU) leaves uc_emu_start. */
+static void apply_call_exit(struct soft_vcpu *sv, enum vmm_exit_kind kind, int status)
 {
-    switch (a) {
-    case VMM_CALL_CONTINUE:
-        return;
-    case VMM_CALL_SYSTEM_OFF:
-        set_exit(sv, VMM_EXIT_SHUTDOWN, status);
-        return;
-    case VMM_CALL_SYSTEM_RESET:
-        set_exit(sv, VMM_EXIT_RESET, 0);
-        return;
-    case VMM_CALL_CPU_OFF:
-        set_exit(sv, VMM_EXIT_CPU_OFF, 0);
-        return;
-    }
+    if (kind != VMM_EXIT_NONE)
+        set_exit(sv, kind, status);
 }
 
 static void do_hvc(struct soft_vcpu *sv)
@@ -106,9 +96,9 @@ static void do_hvc(struct soft_vcpu *sv)
     void *ptrs[4] = { &x[0], &x[1], &x[2], &x[3] };
 
     uc_reg_read_batch(sv->uc, (int *)regs, ptrs, 4);
-    enum vmm_call_action a = vmm__psci_call(sv->vcpu, x);
+    enum vmm_exit_kind kind = vmm__psci_call(sv->vcpu, x);
     uc_reg_write_batch(sv->uc, (int *)regs, ptrs, 4);
-    apply_call_action(sv, a, 0);
+    apply_call_exit(sv, kind, 0);
 }
 
 /* An UNDEF from an MRS/MSR (op0 = 2 or 3): serve it if the core emulates the register. */
@@ -139,11 +129,11 @@ static bool do_semihost(struct soft_vcpu *sv, uint64_t pc)
     uint64_t ret;
     int status = 0;
 
-    enum vmm_call_action a =
+    enum vmm_exit_kind kind =
         vmm__semihost_call(&env, soft__reg(sv->uc, UC_ARM64_REG_X0), soft__reg(sv->uc, UC_ARM64_REG_X1), &ret, &status);
     soft__set_reg(sv->uc, UC_ARM64_REG_X0, ret);
     soft__set_reg(sv->uc, UC_ARM64_REG_PC, pc + 4);
-    apply_call_action(sv, a, status);
+    apply_call_exit(sv, kind, status);
     return true;
 }
 
@@ -246,20 +236,12 @@ static int soft_vm_init(struct vmm_vm *vm)
     if (!s)
         return vmm__set_error(vm, VMM_ENOMEM, "soft: out of memory");
     /* unclaimed parts of the device window answer RAZ/WI, like any bus with nothing on it */
-    rc = vmm__bus_gaps(vm, s->gap_range, SOFT_MAX_GAPS);
+    rc = vmm__bus_gaps(vm, s->gaps, SOFT_MAX_GAPS);
     if (rc < 0) {
         free(s);
         return vmm__set_error(vm, VMM_ENOMEM, "soft: too many holes in the device window");
     }
     s->ngaps = (unsigned)rc;
-    for (unsigned i = 0; i < s->ngaps; i++) {
-        s->gaps[i] = (struct vmm_region){ .base = s->gap_range[i][0],
-                                          .size = s->gap_range[i][1],
-                                          .name = "unclaimed",
-                                          .ops = &vmm__unclaimed_ops,
-                                          .vm = vm };
-        s->gaps[i].dev = &s->gaps[i];
-    }
     vm->bstate = s;
     return 0;
 }

@@ -10,7 +10,6 @@
 
 struct soft_vm {
     size_t syndrome_off; /* where exception.syndrome sits in a uc_context (soft_exc.c) */
-    uint64_t gap_range[SOFT_MAX_GAPS][2];
     struct vmm_region gaps[SOFT_MAX_GAPS];
     unsigned ngaps;
 };

@@ -47,7 +47,7 @@ struct vmm_region *vmm__bus_find(struct vmm_vm *vm, uint64_t gpa)
     return NULL;
 }
 
-int vmm__bus_gaps(struct vmm_vm *vm, uint64_t (*gaps)[2], unsigned max)
+int vmm__bus_gaps(struct vmm_vm *vm, struct vmm_region *gaps, unsigned max)
 {
     uint64_t at = LAYOUT_DEV_BASE;
     unsigned n = 0;
@@ -57,8 +57,10 @@ int vmm__bus_gaps(struct vmm_vm *vm, uint64_t (*gaps)[2], unsigned max)
         if (next > at) {
             if (n == max)
                 return VMM_ENOMEM;
-            gaps[n][0] = at;
-            gaps[n][1] = next - at;
+            gaps[n] = (struct vmm_region){
+                .base = at, .size = next - at, .name = "unclaimed", .ops = &vmm__unclaimed_ops, .vm = vm
+            };
+            gaps[n].dev = &gaps[n];
             n++;
         }
         if (i < vm->nregions)

@@ -73,23 +73,6 @@ static void wait_for_wakeup(struct vmm_vm *vm)
     pthread_mutex_unlock(&vm->lock);
 }
 
-static void handle_call_action(struct run_ctx *rc, struct vmm_vcpu *vcpu, enum vmm_call_action a, int status)
-{
-    switch (a) {
-    case VMM_CALL_CONTINUE:
-        break;
-    case VMM_CALL_SYSTEM_OFF:
-        end_run(rc, VMM_RUN_POWEROFF, status);
-        break;
-    case VMM_CALL_SYSTEM_RESET:
-        end_run(rc, VMM_RUN_RESET, 0);
-        break;
-    case VMM_CALL_CPU_OFF:
-        vcpu->on = false;
-        break;
-    }
-}
-
 /* Returns true if the vCPU is idle (in WFI). */
 static bool run_one(struct run_ctx *rc, struct vmm_vcpu *vcpu)
 {
@@ -103,6 +86,7 @@ static bool run_one(struct run_ctx *rc, struct vmm_vcpu *vcpu)
         end_run(rc, VMM_RUN_HOST_ERROR, 0);
         return false;
     }
+dispatch:
     switch (exit.kind) {
     case VMM_EXIT_NONE:
         break;
@@ -112,11 +96,12 @@ static bool run_one(struct run_ctx *rc, struct vmm_vcpu *vcpu)
             ops->complete_mmio(vcpu, exit.mmio.data);
         break;
     case VMM_EXIT_HVC: {
-        enum vmm_call_action a = vmm__psci_call(vcpu, exit.call.x);
+        /* the call's own outcome (off, reset, ...) is handled as the exit it is */
+        enum vmm_exit_kind kind = vmm__psci_call(vcpu, exit.call.x);
         if (ops->complete_call)
             ops->complete_call(vcpu, exit.call.x);
-        handle_call_action(rc, vcpu, a, 0);
-        break;
+        exit = (struct vmm_exit){ .kind = kind };
+        goto dispatch;
     }
     case VMM_EXIT_WFI:
         vm->stats.wfi_exits++;

@@ -124,8 +124,8 @@ void vmm__bus_access(struct vmm_vm *vm, uint64_t gpa, unsigned size, bool is_wri
 /* The same for a known region (the soft backend maps regions directly). */
 uint64_t vmm__region_read(struct vmm_region *r, uint64_t off, unsigned size);
 void vmm__region_write(struct vmm_region *r, uint64_t off, unsigned size, uint64_t val);
-/* Gaps in the low device window, for backends that must map them. */
-int vmm__bus_gaps(struct vmm_vm *vm, uint64_t (*gaps)[2], unsigned max);
+/* The unclaimed parts of the low device window as RAZ/WI regions, for backends that must map them. */
+int vmm__bus_gaps(struct vmm_vm *vm, struct vmm_region *gaps, unsigned max);
 extern const struct vmm_mmio_ops vmm__unclaimed_ops;
 
 /* board: devices and DTB (board.c, fdt.c) */
