@@ -77,6 +77,13 @@ struct vmm_config {
     vmm_log_fn log_fn;     /* may be NULL */
     void *log_opaque;
     int log_level; /* messages above this level are dropped; default VMM_LOG_INFO */
+    /*
+     * Deterministic mode: every vCPU runs on one host thread in fixed
+     * instruction quanta and the guest's clock counts instructions retired
+     * (1 ns each), not host time; an idle guest jumps to its next timer
+     * deadline. The same guest with the same inputs gives the same output.
+     */
+    uint32_t deterministic;
 };
 
 #define VMM_MAX_CPUS 8
@@ -148,7 +155,7 @@ struct vmm_run_result {
     int reason;      /* enum vmm_run_reason */
     int exit_status; /* POWEROFF: 0 for PSCI SYSTEM_OFF, the code of a semihosting exit */
     uint64_t pc;     /* vCPU 0 PC when the run ended */
-    uint64_t insns;  /* reserved: instructions retired (deterministic mode) */
+    uint64_t insns;  /* instructions retired by all vCPUs (soft backend) */
 };
 
 /*
@@ -190,6 +197,38 @@ VMM_EXPORT int vmm_mem_write(vmm_vm *vm, uint64_t gpa, const void *buf, size_t l
 VMM_EXPORT int vmm_mmio_read(vmm_vm *vm, uint64_t gpa, unsigned size, uint64_t *val);
 VMM_EXPORT int vmm_mmio_write(vmm_vm *vm, uint64_t gpa, unsigned size, uint64_t val);
 
+/*
+ * Interrupts and system registers, for device-level tests: drive the GIC's
+ * inputs and read or write a vCPU's trapped system registers (GIC CPU
+ * interface ICC_*, generic timer CNT*) as that vCPU would. `id` is the
+ * MRS/MSR encoding op0<<14 | op1<<11 | CRn<<7 | CRm<<3 | op2. The sysreg
+ * calls are not allowed while the VM runs (VMM_EBUSY); vmm_irq_set() is
+ * thread-safe. For SGIs and PPIs (intid < 32) `cpu` selects the bank.
+ */
+VMM_EXPORT int vmm_irq_set(vmm_vm *vm, unsigned cpu, unsigned intid, int level);
+/* 1 if the GIC asserts vCPU `cpu`'s IRQ line, 0 if not, negative on error. */
+VMM_EXPORT int vmm_irq_line(vmm_vm *vm, unsigned cpu);
+VMM_EXPORT int vmm_sysreg_read(vmm_vm *vm, unsigned cpu, uint32_t id, uint64_t *val);
+VMM_EXPORT int vmm_sysreg_write(vmm_vm *vm, unsigned cpu, uint32_t id, uint64_t val);
+
+/*
+ * The guest's clock: nanoseconds since the VM was created (real-time mode)
+ * or virtual nanoseconds (deterministic mode). The generic timer counts at
+ * 62.5 MHz, one tick per 16 ns.
+ */
+VMM_EXPORT uint64_t vmm_clock_ns(vmm_vm *vm);
+/*
+ * Deterministic VMs that are not running: move the virtual clock forward by
+ * ns, firing the timers that expire (VMM_ESTATE in real-time mode).
+ */
+VMM_EXPORT int vmm_clock_advance(vmm_vm *vm, uint64_t ns);
+/*
+ * Queue serial input for delivery at virtual time at_ns (deterministic
+ * mode; a time already past means "at the next quantum"). In real-time mode
+ * it is vmm_console_write(). Thread-safe.
+ */
+VMM_EXPORT int vmm_console_write_at(vmm_vm *vm, uint64_t at_ns, const void *buf, size_t len);
+
 /* Counters, for tests and benchmarks. */
 struct vmm_stats {
     uint32_t size;
@@ -200,6 +239,9 @@ struct vmm_stats {
     uint64_t guest_errors;   /* guest misbehaviour events */
     uint64_t exceptions;     /* synchronous exceptions delivered to the guest */
     uint64_t host_mem_bytes; /* host memory the VM uses besides guest RAM (estimate) */
+    uint64_t irqs;           /* interrupts acknowledged through ICC_IAR1_EL1 */
+    uint64_t insns;          /* instructions retired (counted per translation block; soft backend) */
+    uint64_t clock_ns;       /* the guest clock (see vmm_clock_ns) */
 };
 VMM_EXPORT int vmm_get_stats(vmm_vm *vm, struct vmm_stats *st);
 

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Union
 
-from vmmpy import errors
+from vmmpy import errors, sysregs
 from vmmpy._ffi import ffi, lib
 
 log = logging.getLogger("vmmpy")
@@ -143,11 +143,22 @@ class Serial:
             self._read_pos = len(self._buf)
         return out.decode(errors="replace")
 
-    def write(self, data: bytes | str) -> None:
-        """Queue input for the guest's serial port."""
+    def write(self, data: bytes | str, at_ns: int | None = None) -> None:
+        """Queue input for the guest's serial port.
+
+        In deterministic mode `at_ns` delivers it at that virtual time (see ``Machine.clock_ns``),
+        which keeps runs with input bit-identical; without it the input arrives at the next quantum.
+        """
         if isinstance(data, str):
             data = data.encode()
-        _check(lib.vmm_console_write(self._m._vm, data, len(data)), self._m._vm)
+        if at_ns is None:
+            _check(lib.vmm_console_write(self._m._vm, data, len(data)), self._m._vm)
+        else:
+            _check(lib.vmm_console_write_at(self._m._vm, at_ns, data, len(data)), self._m._vm)
+
+    def type(self, text: str, at_ns: int | None = None) -> None:
+        """Type text into the serial port (newlines become carriage returns, as a terminal sends)."""
+        self.write(text.replace("\n", "\r"), at_ns)
 
     def expect(self, pattern: str | bytes | re.Pattern, timeout: float = 10.0) -> re.Match:
         """Wait until the output (after the previous match) matches `pattern`.
@@ -212,6 +223,7 @@ class Machine:
         entry: int | None = None,
         log_level: int = logging.INFO,
         name: str | None = None,
+        deterministic: bool = False,
     ):
         self.name = name or (os.path.basename(os.fspath(kernel)) if kernel else "vm")
         self._log = log.getChild(self.name.replace(".", "_"))
@@ -230,6 +242,8 @@ class Machine:
         if cpu_model:
             keep.append(ffi.new("char[]", cpu_model.encode()))
             cfg.cpu_model = keep[-1]
+        cfg.deterministic = 1 if deterministic else 0
+        self.deterministic = bool(deterministic)
         cfg.log_fn = lib._vmm_log_cb
         cfg.log_opaque = self._handle
         cfg.log_level = {
@@ -331,6 +345,34 @@ class Machine:
 
     def mmio_write(self, gpa: int, value: int, size: int = 4) -> None:
         _check(lib.vmm_mmio_write(self._vm, gpa, size, value), self._vm)
+
+    # -- interrupts, system registers, clock (device-level tests) ----------
+    def irq_set(self, intid: int, level: bool | int, cpu: int = 0) -> None:
+        """Drive GIC input `intid` (SGI/PPI of `cpu` below 32, SPI otherwise) high or low."""
+        _check(lib.vmm_irq_set(self._vm, cpu, intid, 1 if level else 0), self._vm)
+
+    def irq_line(self, cpu: int = 0) -> bool:
+        """Whether the GIC asserts vCPU `cpu`'s IRQ line."""
+        return bool(_check(lib.vmm_irq_line(self._vm, cpu), self._vm))
+
+    def sysreg_read(self, reg: str | int, cpu: int = 0) -> int:
+        """MRS of a trapped system register (``"ICC_IAR1_EL1"``, ``"CNTV_CTL_EL0"``...) as vCPU `cpu`."""
+        val = ffi.new("uint64_t *")
+        _check(lib.vmm_sysreg_read(self._vm, cpu, sysregs.encode(reg), val), self._vm)
+        return int(val[0])
+
+    def sysreg_write(self, reg: str | int, value: int, cpu: int = 0) -> None:
+        """MSR of a trapped system register as vCPU `cpu`."""
+        _check(lib.vmm_sysreg_write(self._vm, cpu, sysregs.encode(reg), value), self._vm)
+
+    @property
+    def clock_ns(self) -> int:
+        """The guest clock in ns (virtual in deterministic mode)."""
+        return int(lib.vmm_clock_ns(self._vm))
+
+    def clock_advance(self, ns: int) -> None:
+        """Deterministic mode, VM not running: move virtual time forward, firing due timers."""
+        _check(lib.vmm_clock_advance(self._vm, ns), self._vm)
 
     # -- running -----------------------------------------------------------
     @property

@@ -60,6 +60,12 @@ struct vmm_backend_ops {
     int (*complete_call)(struct vmm_vcpu *vcpu, const uint64_t x[4]);
     /* Thread-safe: make vcpu_run() return soon. */
     void (*kick)(struct vmm_vcpu *vcpu);
+    /*
+     * Any thread: vcpu->irq changed. Apply it now if the vCPU is executing on
+     * this thread, else before its next run (kicking it if it runs elsewhere).
+     * NULL when the backend has its own interrupt controller.
+     */
+    void (*irq_notify)(struct vmm_vcpu *vcpu);
     uint64_t (*get_pc)(struct vmm_vcpu *vcpu);
     /* Host memory the backend uses for this vCPU, beyond guest RAM (estimate). */
     uint64_t (*mem_overhead)(struct vmm_vcpu *vcpu);

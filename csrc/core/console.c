@@ -18,6 +18,15 @@ struct vmm_console {
     uint8_t *in;
     size_t in_rd, in_wr; /* ring of IN_CAP bytes, in_wr - in_rd queued */
     bool running;
+    /* deterministic mode: input waiting for its virtual time, sorted by time */
+    bool deterministic;
+    struct sched_byte {
+        uint64_t at;
+        uint8_t ch;
+    } *sched;
+    size_t nsched, sched_cap;
+    void (*input_cb)(void *opaque);
+    void *input_opaque;
 };
 
 int vmm__console_create(struct vmm_console **out)
@@ -46,6 +55,7 @@ void vmm__console_destroy(struct vmm_console *c)
     pthread_cond_destroy(&c->cond);
     free(c->out);
     free(c->in);
+    free(c->sched);
     free(c);
 }
 
@@ -149,21 +159,112 @@ VMM_EXPORT int vmm_console_read(vmm_vm *vm, void *buf, size_t len, uint64_t time
     return eof ? VMM_EEOF : (int)n;
 }
 
-VMM_EXPORT int vmm_console_write(vmm_vm *vm, const void *buf, size_t len)
+void vmm__console_set_input_cb(struct vmm_console *c, void (*cb)(void *opaque), void *opaque)
+{
+    pthread_mutex_lock(&c->lock);
+    c->input_cb = cb;
+    c->input_opaque = opaque;
+    pthread_mutex_unlock(&c->lock);
+}
+
+void vmm__console_set_deterministic(struct vmm_console *c, bool on)
+{
+    c->deterministic = on;
+}
+
+/* Append to the input ring (lock held); true if it went from empty to non-empty. */
+static bool push_input_locked(struct vmm_console *c, const uint8_t *p, size_t len)
+{
+    bool was_empty = c->in_wr == c->in_rd;
+    for (size_t i = 0; i < len; i++)
+        c->in[c->in_wr++ % IN_CAP] = p[i];
+    return was_empty && len;
+}
+
+static void notify_input(struct vmm_console *c, bool became_ready)
+{
+    void (*cb)(void *) = c->input_cb;
+    void *opaque = c->input_opaque;
+    pthread_mutex_unlock(&c->lock);
+    if (became_ready && cb)
+        cb(opaque);
+}
+
+uint64_t vmm__console_advance(struct vmm_console *c, uint64_t now_ns)
+{
+    size_t n = 0;
+    bool ready = false;
+    uint64_t next;
+
+    pthread_mutex_lock(&c->lock);
+    while (n < c->nsched && c->sched[n].at <= now_ns && c->in_wr - c->in_rd < IN_CAP) {
+        ready |= push_input_locked(c, &c->sched[n].ch, 1);
+        n++;
+    }
+    if (n) {
+        memmove(c->sched, c->sched + n, (c->nsched - n) * sizeof *c->sched);
+        c->nsched -= n;
+    }
+    next = c->nsched ? c->sched[0].at : UINT64_MAX;
+    notify_input(c, ready);
+    return next;
+}
+
+/* Deterministic mode: keep bytes until the clock reaches at_ns (lock held). */
+static int schedule_locked(struct vmm_console *c, uint64_t at_ns, const uint8_t *p, size_t len)
+{
+    size_t pos = c->nsched;
+
+    if (len > IN_CAP - c->nsched)
+        return VMM_ENOMEM;
+    if (c->nsched + len > c->sched_cap) {
+        size_t cap = c->sched_cap ? c->sched_cap : 256;
+        while (cap < c->nsched + len)
+            cap *= 2;
+        struct sched_byte *n = realloc(c->sched, cap * sizeof *n);
+        if (!n)
+            return VMM_ENOMEM;
+        c->sched = n;
+        c->sched_cap = cap;
+    }
+    while (pos > 0 && c->sched[pos - 1].at > at_ns) /* stable: after bytes due at the same time */
+        pos--;
+    memmove(c->sched + pos + len, c->sched + pos, (c->nsched - pos) * sizeof *c->sched);
+    for (size_t i = 0; i < len; i++)
+        c->sched[pos + i] = (struct sched_byte){ .at = at_ns, .ch = p[i] };
+    c->nsched += len;
+    return 0;
+}
+
+VMM_EXPORT int vmm_console_write_at(vmm_vm *vm, uint64_t at_ns, const void *buf, size_t len)
 {
     struct vmm_console *c;
-    const uint8_t *p = buf;
+    int rc = 0;
+    bool ready = false;
 
     if (!vm || (!buf && len))
         return VMM_EINVAL;
     c = vm->console;
     pthread_mutex_lock(&c->lock);
-    if (len > IN_CAP - (c->in_wr - c->in_rd)) {
-        pthread_mutex_unlock(&c->lock);
-        return vmm__set_error(vm, VMM_ENOMEM, "serial input queue full (%u bytes)", IN_CAP);
+    if (c->deterministic) {
+        rc = schedule_locked(c, at_ns, buf, len);
+    } else if (len > IN_CAP - (c->in_wr - c->in_rd)) {
+        rc = VMM_ENOMEM;
+    } else {
+        ready = push_input_locked(c, buf, len);
     }
-    for (size_t i = 0; i < len; i++)
-        c->in[c->in_wr++ % IN_CAP] = p[i];
-    pthread_mutex_unlock(&c->lock);
+    notify_input(c, ready);
+    if (rc)
+        return vmm__set_error(vm, rc, "serial input queue full (%u bytes)", IN_CAP);
+    if (c->deterministic) { /* the run loop delivers it */
+        pthread_mutex_lock(&vm->lock);
+        pthread_cond_broadcast(&vm->cond);
+        pthread_mutex_unlock(&vm->lock);
+    }
     return 0;
+}
+
+VMM_EXPORT int vmm_console_write(vmm_vm *vm, const void *buf, size_t len)
+{
+    return vmm_console_write_at(vm, 0, buf, len);
 }

@@ -5,6 +5,7 @@
 #include <sys/mman.h>
 
 #include "../arm/arm.h"
+#include "../arm/gic.h"
 #include "../dev/pl011.h"
 #include "layout.h"
 #include "vm.h"
@@ -99,13 +100,16 @@ VMM_EXPORT int vmm_create(const struct vmm_config *cfg, vmm_vm **out, char *errb
     vm->log_level =
         c.size >= offsetof(struct vmm_config, log_level) + sizeof(int) && c.log_level ? c.log_level : VMM_LOG_INFO;
     vm->ops = ops;
+    vm->deterministic = c.size >= offsetof(struct vmm_config, deterministic) + sizeof(uint32_t) && c.deterministic;
+    vm->clock_base_ns = vmm__now_ns();
+    atomic_init(&vm->next_deadline_ns, UINT64_MAX);
     pthread_mutex_init(&vm->lock, NULL);
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&vm->cond, &ca);
     pthread_condattr_destroy(&ca);
     for (unsigned i = 0; i < vm->ncpus; i++)
-        vm->vcpus[i] = (struct vmm_vcpu){ .vm = vm, .id = i };
+        vm->vcpus[i] = (struct vmm_vcpu){ .vm = vm, .id = i, .mpidr = i, .insn_limit = UINT64_MAX };
 
     /* RAM is reserved lazily: untouched pages cost nothing */
     vm->ram = mmap(NULL, vm->ram_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -119,6 +123,7 @@ VMM_EXPORT int vmm_create(const struct vmm_config *cfg, vmm_vm **out, char *errb
         vmm__set_error(vm, rc, "out of memory for the console");
         goto fail;
     }
+    vmm__console_set_deterministic(vm->console, vm->deterministic);
     if ((rc = vmm__board_init(vm)))
         goto fail;
     if ((rc = ops->vm_init(vm)))
@@ -150,6 +155,7 @@ VMM_EXPORT void vmm_destroy(vmm_vm *vm)
         vm->ops->vm_fini(vm);
     }
     vmm__pl011_destroy(vm->uart);
+    vmm__gic_destroy(vm->gic);
     vmm__console_destroy(vm->console);
     if (vm->ram)
         munmap(vm->ram, vm->ram_size);
@@ -173,7 +179,8 @@ VMM_EXPORT const char *vmm_backend_name(const vmm_vm *vm)
 
 int vmm__board_init(struct vmm_vm *vm)
 {
-    return vmm__pl011_create(vm, LAYOUT_UART_BASE, &vm->uart);
+    int rc = vmm__gic_create(vm, &vm->gic);
+    return rc ? rc : vmm__pl011_create(vm, LAYOUT_UART_BASE, &vm->uart);
 }
 
 /* Place initrd and DTB above the kernel, build the DTB, reset the boot vCPU. */

@@ -29,15 +29,36 @@ struct vmm_region {
     struct vmm_vm *vm;
 };
 
+/* One generic-timer channel (virtual or EL1 physical): CNT{V,P}_CTL_EL0 and _CVAL_EL0. */
+struct vmm_timer {
+    uint64_t ctl; /* ENABLE (bit 0) and IMASK (bit 1); ISTATUS is computed */
+    uint64_t cval;
+};
+enum { TIMER_VIRT = 0, TIMER_PHYS = 1, TIMER_COUNT };
+
 struct vmm_vcpu {
     struct vmm_vm *vm;
     unsigned id;
-    void *bstate; /* the backend's per-vCPU state */
-    bool on;      /* powered on (vCPU 0 at boot) */
+    void *bstate;        /* the backend's per-vCPU state */
+    bool on;             /* powered on (vCPU 0 at boot) */
+    bool idle;           /* in WFI, waiting for an interrupt */
+    atomic_bool irq;     /* the GIC asserts this vCPU's IRQ line */
+    uint64_t mpidr;      /* affinity: Aff0 = id */
+    struct vmm_timer timer[TIMER_COUNT];
+    bool timer_level[TIMER_COUNT]; /* the PPI levels last driven */
+    /*
+     * Instruction budget (soft backend): vcpu_run() returns once insns
+     * reaches insn_limit. In deterministic mode this vCPU's clock is
+     * vm->vtime_ns + (insns - quantum_start) ns.
+     */
+    uint64_t insns;
+    uint64_t insn_limit;
+    uint64_t quantum_start;
 };
 
 struct vmm_console;
 struct vmm_pl011;
+struct vmm_gic;
 
 enum vmm_vm_state {
     VM_STATE_NEW = 0,  /* configuring */
@@ -88,9 +109,19 @@ struct vmm_vm {
     atomic_int stop_requested;
     atomic_int timed_out;
 
+    /* clock: real time from the host's monotonic clock, or virtual time (deterministic) */
+    bool deterministic;
+    uint64_t clock_base_ns; /* real time: host time at creation */
+    uint64_t vtime_ns;      /* deterministic: the clock at the start of the current quantum */
+    atomic_uint_fast64_t next_deadline_ns; /* earliest enabled timer deadline (UINT64_MAX: none) */
+    struct vmm_vcpu *current; /* the vCPU executing on the run thread, or NULL */
+    pthread_t run_thread;
+    bool run_thread_valid;
+
     /* devices */
     struct vmm_console *console;
     struct vmm_pl011 *uart;
+    struct vmm_gic *gic;
 
     /* stats (updated by the thread running the VM) */
     struct vmm_stats stats;
@@ -128,6 +159,20 @@ void vmm__region_write(struct vmm_region *r, uint64_t off, unsigned size, uint64
 int vmm__bus_gaps(struct vmm_vm *vm, struct vmm_region *gaps, unsigned max);
 extern const struct vmm_mmio_ops vmm__unclaimed_ops;
 
+/* clock and timers (arm/timer.c) */
+#define TIMER_FREQ_HZ 62500000ULL
+#define TIMER_NS_PER_TICK 16
+uint64_t vmm__clock_ns(struct vmm_vm *vm, struct vmm_vcpu *vcpu);
+/* Re-evaluate every timer against the clock: drive PPI levels, update next_deadline_ns. */
+void vmm__timers_update(struct vmm_vm *vm);
+int vmm__timer_sysreg(struct vmm_vcpu *vcpu, uint32_t id, bool is_read, uint64_t *val);
+bool vmm__timer_sysreg_is_ours(uint32_t id);
+
+/* interrupts (irq.c): route a device line to the GIC; SPI n is INTID 32+n */
+void vmm__irq_set(struct vmm_vm *vm, unsigned cpu, unsigned intid, bool level);
+/* true if we are on the run thread (inside vmm_run) */
+bool vmm__on_run_thread(struct vmm_vm *vm);
+
 /* board: devices and DTB (board.c, fdt.c) */
 int vmm__board_init(struct vmm_vm *vm);
 int vmm__fdt_build(struct vmm_vm *vm, void **out, size_t *len);
@@ -139,6 +184,19 @@ int vmm__read_file(struct vmm_vm *vm, const char *path, const char *what, uint8_
 
 /* console output buffer and input queue (console.c) */
 int vmm__console_create(struct vmm_console **out);
+/*
+ * Input notification for the UART model: cb(opaque) runs (without the
+ * console lock held, from any thread) whenever queued input goes from empty
+ * to non-empty.
+ */
+void vmm__console_set_input_cb(struct vmm_console *c, void (*cb)(void *opaque), void *opaque);
+/*
+ * Deterministic mode: input written with a virtual timestamp waits until the
+ * run loop calls this with the clock; bytes due at or before now_ns enter the
+ * input queue. Returns the time of the next scheduled byte (UINT64_MAX: none).
+ */
+void vmm__console_set_deterministic(struct vmm_console *c, bool on);
+uint64_t vmm__console_advance(struct vmm_console *c, uint64_t now_ns);
 void vmm__console_destroy(struct vmm_console *c);
 void vmm__console_put(struct vmm_console *c, const void *buf, size_t len);
 /* next input byte, or -1 when none is queued */

@@ -1,0 +1,194 @@
+/* timer.c - the Arm generic timer (Arm ARM D11): system counter, EL1 virtual and physical timers. */
+#include <inttypes.h>
+
+#include "../core/layout.h"
+#include "arm.h"
+
+/* CNT{V,P}_CTL_EL0 bits */
+#define CTL_ENABLE (1u << 0)
+#define CTL_IMASK (1u << 1)
+#define CTL_ISTATUS (1u << 2)
+
+#define R_CNTFRQ SYSREG(3, 3, 14, 0, 0)
+#define R_CNTPCT SYSREG(3, 3, 14, 0, 1)
+#define R_CNTVCT SYSREG(3, 3, 14, 0, 2)
+#define R_CNTP_TVAL SYSREG(3, 3, 14, 2, 0)
+#define R_CNTP_CTL SYSREG(3, 3, 14, 2, 1)
+#define R_CNTP_CVAL SYSREG(3, 3, 14, 2, 2)
+#define R_CNTV_TVAL SYSREG(3, 3, 14, 3, 0)
+#define R_CNTV_CTL SYSREG(3, 3, 14, 3, 1)
+#define R_CNTV_CVAL SYSREG(3, 3, 14, 3, 2)
+
+static const unsigned timer_ppi[TIMER_COUNT] = { LAYOUT_PPI_VIRT_TIMER, LAYOUT_PPI_PHYS_TIMER };
+
+uint64_t vmm__clock_ns(struct vmm_vm *vm, struct vmm_vcpu *vcpu)
+{
+    if (vm->deterministic)
+        return vm->vtime_ns + (vcpu ? vcpu->insns - vcpu->quantum_start : 0);
+    return vmm__now_ns() - vm->clock_base_ns;
+}
+
+/* CNTVOFF is 0: the virtual and physical counts are the same. */
+static uint64_t counter(struct vmm_vcpu *vcpu)
+{
+    return vmm__clock_ns(vcpu->vm, vcpu) / TIMER_NS_PER_TICK;
+}
+
+static bool fired(const struct vmm_timer *t, uint64_t count)
+{
+    return (t->ctl & CTL_ENABLE) && count >= t->cval;
+}
+
+/* The deadline, in clock ns, of a timer whose output can still rise; UINT64_MAX if none. */
+static uint64_t deadline_ns(const struct vmm_timer *t, uint64_t count)
+{
+    if ((t->ctl & (CTL_ENABLE | CTL_IMASK)) != CTL_ENABLE || count >= t->cval)
+        return UINT64_MAX;
+    return t->cval > UINT64_MAX / TIMER_NS_PER_TICK ? UINT64_MAX : t->cval * TIMER_NS_PER_TICK;
+}
+
+/*
+ * Drive one vCPU's timer PPIs from its timers; returns its earliest future
+ * deadline. In deterministic mode a vCPU executing now also gets its
+ * instruction budget cut so that it stops at that deadline.
+ */
+static uint64_t update_vcpu(struct vmm_vcpu *vcpu)
+{
+    struct vmm_vm *vm = vcpu->vm;
+    uint64_t count = counter(vcpu), next = UINT64_MAX;
+
+    for (int i = 0; i < TIMER_COUNT; i++) {
+        const struct vmm_timer *t = &vcpu->timer[i];
+        bool level = fired(t, count) && !(t->ctl & CTL_IMASK);
+        if (level != vcpu->timer_level[i]) {
+            vcpu->timer_level[i] = level;
+            vmm__irq_set(vm, vcpu->id, timer_ppi[i], level);
+        }
+        uint64_t d = deadline_ns(t, count);
+        if (d < next)
+            next = d;
+    }
+    if (vm->deterministic && next != UINT64_MAX) {
+        uint64_t now = vmm__clock_ns(vm, vcpu);
+        uint64_t limit = vcpu->insns + (next - now);
+        if (limit < vcpu->insn_limit)
+            vcpu->insn_limit = limit;
+    }
+    return next;
+}
+
+void vmm__timers_update(struct vmm_vm *vm)
+{
+    uint64_t next = UINT64_MAX;
+
+    for (unsigned i = 0; i < vm->ncpus; i++) {
+        struct vmm_vcpu *vcpu = &vm->vcpus[i];
+        uint64_t d = update_vcpu(vcpu);
+        if (vcpu->on && d < next)
+            next = d;
+    }
+    atomic_store(&vm->next_deadline_ns, next);
+}
+
+/* A timer register changed: update its PPI and, if it now expires sooner, wake the clock. */
+static void timer_changed(struct vmm_vcpu *vcpu)
+{
+    struct vmm_vm *vm = vcpu->vm;
+    uint64_t d = update_vcpu(vcpu);
+
+    if (d < atomic_load(&vm->next_deadline_ns)) {
+        atomic_store(&vm->next_deadline_ns, d);
+        if (!vm->deterministic) {
+            pthread_mutex_lock(&vm->lock);
+            pthread_cond_broadcast(&vm->cond); /* the clock thread re-arms */
+            pthread_mutex_unlock(&vm->lock);
+        }
+    }
+}
+
+bool vmm__timer_sysreg_is_ours(uint32_t id)
+{
+    return SYSREG_OP0(id) == 3 && SYSREG_OP1(id) == 3 && SYSREG_CRN(id) == 14 &&
+           (id == R_CNTFRQ || id == R_CNTPCT || id == R_CNTVCT || SYSREG_CRM(id) == 2 || SYSREG_CRM(id) == 3) &&
+           SYSREG_OP2(id) <= 2;
+}
+
+int vmm__timer_sysreg(struct vmm_vcpu *vcpu, uint32_t id, bool is_read, uint64_t *val)
+{
+    struct vmm_timer *t;
+    uint64_t count;
+
+    switch (id) {
+    case R_CNTFRQ:
+        if (is_read)
+            *val = TIMER_FREQ_HZ;
+        return 0; /* writable only at the highest EL: ignored */
+    case R_CNTPCT:
+    case R_CNTVCT:
+        if (is_read)
+            *val = counter(vcpu);
+        return 0;
+    case R_CNTV_CTL:
+    case R_CNTV_CVAL:
+    case R_CNTV_TVAL:
+        t = &vcpu->timer[TIMER_VIRT];
+        break;
+    case R_CNTP_CTL:
+    case R_CNTP_CVAL:
+    case R_CNTP_TVAL:
+        t = &vcpu->timer[TIMER_PHYS];
+        break;
+    default:
+        return VMM_ENOTSUP;
+    }
+    count = counter(vcpu);
+    switch (SYSREG_OP2(id)) {
+    case 1: /* CTL */
+        if (is_read) {
+            *val = t->ctl | (fired(t, count) ? CTL_ISTATUS : 0);
+            return 0;
+        }
+        t->ctl = *val & (CTL_ENABLE | CTL_IMASK);
+        break;
+    case 2: /* CVAL */
+        if (is_read) {
+            *val = t->cval;
+            return 0;
+        }
+        t->cval = *val;
+        break;
+    default: /* TVAL: the signed 32-bit distance to CVAL */
+        if (is_read) {
+            *val = (uint32_t)(t->cval - count);
+            return 0;
+        }
+        t->cval = count + (uint64_t)(int64_t)(int32_t)(uint32_t)*val;
+        break;
+    }
+    timer_changed(vcpu);
+    return 0;
+}
+
+VMM_EXPORT uint64_t vmm_clock_ns(vmm_vm *vm)
+{
+    return vm ? vmm__clock_ns(vm, NULL) : 0;
+}
+
+VMM_EXPORT int vmm_clock_advance(vmm_vm *vm, uint64_t ns)
+{
+    if (!vm)
+        return VMM_EINVAL;
+    if (!vm->deterministic)
+        return vmm__set_error(vm, VMM_ESTATE, "the clock can only be moved in deterministic mode");
+    pthread_mutex_lock(&vm->lock);
+    if (vm->state == VM_STATE_RUNNING) {
+        pthread_mutex_unlock(&vm->lock);
+        return vmm__set_error(vm, VMM_EBUSY, "the clock cannot be moved while the VM runs");
+    }
+    vm->vtime_ns += ns;
+    for (unsigned i = 0; i < vm->ncpus; i++)
+        vm->vcpus[i].quantum_start = vm->vcpus[i].insns;
+    pthread_mutex_unlock(&vm->lock);
+    vmm__timers_update(vm);
+    return 0;
+}

@@ -1,0 +1,96 @@
+/* irq.c - interrupt lines between devices, the GIC and the vCPUs; test entry points for the GIC and sysregs. */
+#include "../arm/arm.h"
+#include "../arm/gic.h"
+#include "vm.h"
+
+void vmm__irq_set(struct vmm_vm *vm, unsigned cpu, unsigned intid, bool level)
+{
+    if (vm->gic)
+        vmm__gic_set_level(vm->gic, cpu, intid, level);
+}
+
+bool vmm__on_run_thread(struct vmm_vm *vm)
+{
+    return vm->run_thread_valid && pthread_equal(pthread_self(), vm->run_thread);
+}
+
+/*
+ * The GIC changed what it signals to a vCPU. Record it; the backend applies
+ * it to the vCPU (at once if that vCPU is executing on this thread, else
+ * before it next runs), and an idle run loop wakes to look at it.
+ */
+void vmm__irq_line_changed(struct vmm_vm *vm, unsigned cpu, bool level)
+{
+    struct vmm_vcpu *vcpu;
+
+    if (cpu >= vm->ncpus)
+        return;
+    vcpu = &vm->vcpus[cpu];
+    atomic_store(&vcpu->irq, level);
+    if (vm->ops && vm->ops->irq_notify)
+        vm->ops->irq_notify(vcpu);
+    if (level && !vmm__on_run_thread(vm)) {
+        pthread_mutex_lock(&vm->lock);
+        pthread_cond_broadcast(&vm->cond);
+        pthread_mutex_unlock(&vm->lock);
+    }
+}
+
+static int check_test_access(struct vmm_vm *vm, unsigned cpu)
+{
+    if (cpu >= vm->ncpus)
+        return vmm__set_error(vm, VMM_EINVAL, "vCPU %u does not exist (the VM has %u)", cpu, vm->ncpus);
+    return 0;
+}
+
+VMM_EXPORT int vmm_irq_set(vmm_vm *vm, unsigned cpu, unsigned intid, int level)
+{
+    if (!vm)
+        return VMM_EINVAL;
+    if (check_test_access(vm, cpu))
+        return VMM_EINVAL;
+    if (intid >= 1020)
+        return vmm__set_error(vm, VMM_EINVAL, "INTID %u is not an SGI, PPI or SPI", intid);
+    vmm__irq_set(vm, cpu, intid, level != 0);
+    return 0;
+}
+
+VMM_EXPORT int vmm_irq_line(vmm_vm *vm, unsigned cpu)
+{
+    if (!vm)
+        return VMM_EINVAL;
+    if (check_test_access(vm, cpu))
+        return VMM_EINVAL;
+    return vm->gic && vmm__gic_irq_line(vm->gic, cpu);
+}
+
+static int sysreg_test_access(vmm_vm *vm, unsigned cpu, uint32_t id, bool is_read, uint64_t *val)
+{
+    int rc;
+
+    if (!vm || !val)
+        return VMM_EINVAL;
+    if ((rc = check_test_access(vm, cpu)))
+        return rc;
+    pthread_mutex_lock(&vm->lock);
+    if (vm->state == VM_STATE_RUNNING) {
+        pthread_mutex_unlock(&vm->lock);
+        return vmm__set_error(vm, VMM_EBUSY, "system registers cannot be accessed while the VM runs");
+    }
+    pthread_mutex_unlock(&vm->lock);
+    rc = vmm__sysreg_access(&vm->vcpus[cpu], id, is_read, val);
+    if (rc == VMM_ENOTSUP)
+        return vmm__set_error(vm, VMM_ENOTSUP, "S%u_%u_C%u_C%u_%u is not a system register libvmm emulates",
+                              SYSREG_OP0(id), SYSREG_OP1(id), SYSREG_CRN(id), SYSREG_CRM(id), SYSREG_OP2(id));
+    return rc;
+}
+
+VMM_EXPORT int vmm_sysreg_read(vmm_vm *vm, unsigned cpu, uint32_t id, uint64_t *val)
+{
+    return sysreg_test_access(vm, cpu, id, true, val);
+}
+
+VMM_EXPORT int vmm_sysreg_write(vmm_vm *vm, unsigned cpu, uint32_t id, uint64_t val)
+{
+    return sysreg_test_access(vm, cpu, id, false, &val);
+}
