@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 import pytest
 
@@ -14,7 +15,7 @@ DR, RSR, FR, ILPR, IBRD, FBRD, LCR_H, CR, IFLS, IMSC, RIS, MIS, ICR, DMACR = (
     0x00, 0x04, 0x18, 0x20, 0x24, 0x28, 0x2C, 0x30, 0x34, 0x38, 0x3C, 0x40, 0x44, 0x48,
 )  # fmt: skip
 TXFE, RXFE = 1 << 7, 1 << 4
-RXIS, TXIS = 1 << 4, 1 << 5
+RXIS, TXIS, RTIS = 1 << 4, 1 << 5, 1 << 6
 
 
 @pytest.fixture
@@ -71,13 +72,161 @@ def test_register_widths(m, reg, written, readback):
     assert m.mmio_read(UART + reg) == readback
 
 
-def test_masked_interrupt_status(m):
-    assert m.mmio_read(UART + RIS) & TXIS  # the transmitter never backs up
+def test_tx_interrupt_is_latched_cleared_by_icr_and_raised_by_each_write(m):
+    assert m.mmio_read(UART + RIS) == TXIS  # the transmit FIFO is empty at reset
     assert m.mmio_read(UART + MIS) == 0
     m.mmio_write(UART + IMSC, TXIS)
     assert m.mmio_read(UART + MIS) == TXIS
+    m.mmio_write(UART + ICR, TXIS)
+    assert m.mmio_read(UART + RIS) == 0
+    assert m.mmio_read(UART + MIS) == 0
+    m.mmio_write(UART + DR, ord("x"))  # the byte leaves at once: the FIFO drains through its trigger level
+    assert m.mmio_read(UART + RIS) == TXIS
+    assert m.mmio_read(UART + MIS) == TXIS
+
+
+def test_icr_clears_only_the_bits_written(m):
+    m.mmio_write(UART + ICR, RXIS | RTIS | 0xF)  # what Linux writes: TX stays
+    assert m.mmio_read(UART + RIS) == TXIS
+    m.mmio_write(UART + ICR, 0)
+    assert m.mmio_read(UART + RIS) == TXIS
+
+
+def test_rx_and_rx_timeout_are_levels_while_input_is_queued(m):
     m.mmio_write(UART + ICR, 0x7FF)
-    assert m.mmio_read(UART + MIS) == TXIS  # TX condition still holds after a clear
+    assert m.mmio_read(UART + RIS) == 0
+    m.serial.write(b"ab")
+    assert m.mmio_read(UART + RIS) == RXIS | RTIS
+    m.mmio_write(UART + ICR, 0x7FF)  # cannot clear a level: the data is still there
+    assert m.mmio_read(UART + RIS) == RXIS | RTIS
+    assert m.mmio_read(UART + DR) == ord("a")
+    assert m.mmio_read(UART + RIS) == RXIS | RTIS
+    assert m.mmio_read(UART + DR) == ord("b")
+    assert m.mmio_read(UART + RIS) == 0
+
+
+def test_imsc_masks_the_raw_status(m):
+    m.serial.write(b"z")
+    assert m.mmio_read(UART + RIS) == RXIS | RTIS | TXIS
+    for imsc in (0, RXIS, RTIS, TXIS, RXIS | RTIS, 0x7FF):
+        m.mmio_write(UART + IMSC, imsc)
+        assert m.mmio_read(UART + MIS) == (RXIS | RTIS | TXIS) & imsc
+
+
+# -- the interrupt output through the GICv3 (UART SPI 1 = INTID 33) -------------------------
+GICD, GICR = 0x0800_0000, 0x080A_0000
+UART_INTID = 33
+
+
+@pytest.fixture
+def gm(m):
+    """A machine whose GIC forwards INTID 33 to vCPU 0's IRQ line (affinity routing, group 1)."""
+    m.mmio_write(GICD + 0x0000, 0x12)  # GICD_CTLR: ARE | EnableGrp1
+    m.mmio_write(GICD + 0x0084, 1 << (UART_INTID - 32))  # GICD_IGROUPR1
+    m.mmio_write(GICD + 0x0104, 1 << (UART_INTID - 32))  # GICD_ISENABLER1
+    m.mmio_write(GICD + 0x6000 + 8 * UART_INTID, 0)  # GICD_IROUTER33: affinity 0.0.0.0 (vCPU 0)
+    m.mmio_write(GICD + 0x6000 + 8 * UART_INTID + 4, 0)
+    m.mmio_write(GICR + 0x0014, 0)  # GICR_WAKER: wake the redistributor
+    m.sysreg_write("ICC_PMR_EL1", 0xFF)
+    m.sysreg_write("ICC_IGRPEN1_EL1", 1)
+    m.mmio_write(UART + ICR, 0x7FF)
+    return m
+
+
+def line_follows_mis(m) -> bool:
+    mis = m.mmio_read(UART + MIS)
+    assert m.irq_line(0) == (mis != 0), f"UARTMIS={mis:#x} but the IRQ line is {m.irq_line(0)}"
+    return mis != 0
+
+
+def test_rx_interrupt_is_raised_by_input_and_dropped_by_draining(gm):
+    gm.mmio_write(UART + IMSC, RXIS | RTIS)  # what Linux's amba-pl011 enables
+    assert not line_follows_mis(gm)
+    gm.serial.write(b"hi")  # no guest access: the console's input callback raises it
+    assert gm.irq_line(0)
+    assert line_follows_mis(gm)
+    assert gm.mmio_read(UART + DR) == ord("h")
+    assert line_follows_mis(gm)  # one byte left
+    assert gm.mmio_read(UART + DR) == ord("i")
+    assert not gm.irq_line(0)
+    assert not line_follows_mis(gm)
+
+
+def test_rx_interrupt_is_masked_by_imsc(gm):
+    gm.serial.write(b"q")
+    assert not line_follows_mis(gm)
+    gm.mmio_write(UART + IMSC, RXIS)
+    assert line_follows_mis(gm)
+    gm.mmio_write(UART + IMSC, 0)
+    assert not line_follows_mis(gm)
+    gm.mmio_write(UART + IMSC, RTIS)  # the timeout interrupt alone also reports queued data
+    assert line_follows_mis(gm)
+    gm.mmio_read(UART + DR)
+    assert not line_follows_mis(gm)
+
+
+def test_tx_interrupt_on_the_line(gm):
+    gm.mmio_write(UART + IMSC, TXIS)
+    assert not line_follows_mis(gm)  # cleared by the fixture's ICR write
+    gm.mmio_write(UART + DR, ord("."))
+    assert gm.irq_line(0)
+    assert line_follows_mis(gm)
+    gm.mmio_write(UART + ICR, TXIS)
+    assert not line_follows_mis(gm)
+    gm.mmio_write(UART + DR, ord("."))
+    assert line_follows_mis(gm)
+    gm.mmio_write(UART + IMSC, 0)
+    assert not line_follows_mis(gm)
+
+
+def test_linux_amba_pl011_sequence(gm):
+    """The register traffic of Linux's amba-pl011 driver (startup, RX and TX interrupts) on the line."""
+    # pl011_hwinit / pl011_enable_interrupts: clear errors and RX, unmask RX | RT
+    gm.mmio_write(UART + ICR, 0xF | RXIS | RTIS)
+    gm.mmio_write(UART + IMSC, RXIS | RTIS)
+    # pl011_start_tx_pio writes until UARTFR.TXFF, which never sets: the buffer empties, TXIM stays off
+    for ch in b"login: ":
+        assert not gm.mmio_read(UART + FR) & (1 << 5)
+        gm.mmio_write(UART + DR, ch)
+    assert not line_follows_mis(gm)
+    # input: pl011_int reads MIS, clears all but TX/RT/RX, reads DR until RXFE
+    gm.serial.write(b"root\r")
+    assert line_follows_mis(gm)
+    got = b""
+    while status := gm.mmio_read(UART + MIS):
+        gm.mmio_write(UART + ICR, status & ~(TXIS | RTIS | RXIS))
+        while not gm.mmio_read(UART + FR) & RXFE:
+            got += bytes([gm.mmio_read(UART + DR) & 0xFF])
+    assert got == b"root\r"
+    assert not gm.irq_line(0)
+    # TX with data left over: TXIM on, the handler refills, then masks TXIM when the buffer is empty
+    gm.mmio_write(UART + IMSC, RXIS | RTIS | TXIS)
+    assert line_follows_mis(gm)
+    gm.mmio_write(UART + DR, ord("#"))
+    assert line_follows_mis(gm)
+    gm.mmio_write(UART + IMSC, RXIS | RTIS)
+    assert not line_follows_mis(gm)
+    assert gm.serial.read() == "login: #"
+
+
+def test_concurrent_input_and_draining_leave_the_line_consistent(gm):
+    """Input queued from one thread while another drains UARTDR: the last level driven is the right one."""
+    gm.mmio_write(UART + IMSC, RXIS | RTIS)
+    n = 3000
+
+    def feed():
+        for i in range(n):
+            gm.serial.write(bytes([i & 0xFF]))
+
+    t = threading.Thread(target=feed)
+    t.start()
+    got = []
+    while len(got) < n:
+        if not gm.mmio_read(UART + FR) & RXFE:
+            got.append(gm.mmio_read(UART + DR))
+    t.join()
+    assert got == [i & 0xFF for i in range(n)]
+    assert not line_follows_mis(gm)
 
 
 def test_byte_and_halfword_reads_of_a_register(m):

@@ -2,6 +2,8 @@
 
     python tools/fetch_debian.py            # prints the kernel path
     python tools/fetch_debian.py --busybox  # prints the busybox path
+    python tools/fetch_debian.py --modules  # prints the kernel's /lib/modules/<version> directory
+    python tools/fetch_debian.py --config   # prints the kernel's /boot/config-<version> path
 
 Needs `dpkg --add-architecture arm64` (done here when run as root) and Debian's package index.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import glob
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -49,6 +52,16 @@ def resolve(pkg: str) -> str:
     return f"{pkg}:arm64"
 
 
+def _move_into(src: str, dst: str) -> None:
+    """Move the tree `src` to `dst`, merging with what is there already."""
+    if not os.path.isdir(dst) or not os.path.isdir(src):
+        os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
+        os.replace(src, dst)
+        return
+    for name in os.listdir(src):
+        _move_into(os.path.join(src, name), os.path.join(dst, name))
+
+
 def fetch(pkg: str, pattern: str, member: str) -> str:
     """Download `pkg` for arm64 and unpack only `member` (e.g. ./boot) from it."""
     ensure_arm64()
@@ -73,7 +86,13 @@ def fetch(pkg: str, pattern: str, member: str) -> str:
             p = subprocess.run(["dpkg-deb", "--fsys-tarfile", debs[0]], stdout=f, stderr=subprocess.PIPE)
         if p.returncode:
             raise FetchError(f"dpkg-deb --fsys-tarfile {debs[0]}: {p.stderr.decode(errors='replace').strip()}")
-        _run(["tar", "-xf", tar, "-C", dest, member])
+        # unpack beside the cache entry, then move into place: an interrupted unpack leaves no half tree
+        stage = tempfile.mkdtemp(prefix=".unpack-", dir=dest)
+        try:
+            _run(["tar", "-xf", tar, "-C", stage, member])
+            _move_into(os.path.join(stage, member), os.path.join(dest, member))
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
     hits = glob.glob(os.path.join(dest, pattern))
     if not hits:
         raise FetchError(f"{real}: no {pattern} inside the package")
@@ -88,12 +107,37 @@ def busybox() -> str:
     return fetch("busybox-static", "bin/busybox", "./bin")
 
 
+def kernel_config() -> str:
+    """/boot/config-<version> of the same package as kernel()."""
+    return fetch("linux-image-arm64", "boot/config-*", "./boot")
+
+
+def modules() -> str:
+    """The kernel's module tree, lib/modules/<version> (unpacked beside ./boot on first use).
+
+    Debian's package holds the .ko files, modules.order and modules.builtin but no modules.dep
+    (depmod makes it on install): tools/initramfs.py reads dependencies from each module's .modinfo.
+    """
+    order = fetch("linux-image-arm64", "lib/modules/*/modules.order", "./lib/modules")
+    return os.path.dirname(order)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--busybox", action="store_true", help="fetch busybox-static:arm64 instead of the kernel")
+    what = ap.add_mutually_exclusive_group()
+    what.add_argument("--busybox", action="store_true", help="fetch busybox-static:arm64 instead of the kernel")
+    what.add_argument("--modules", action="store_true", help="unpack the kernel's modules; print their directory")
+    what.add_argument("--config", action="store_true", help="print the path of the kernel's build configuration")
     args = ap.parse_args()
     try:
-        print(busybox() if args.busybox else kernel())
+        if args.busybox:
+            print(busybox())
+        elif args.modules:
+            print(modules())
+        elif args.config:
+            print(kernel_config())
+        else:
+            print(kernel())
     except FetchError as e:
         print(f"fetch_debian: {e}", file=sys.stderr)
         return 1

@@ -71,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--format", choices=["auto", "elf", "image", "raw"], default="auto", help="kernel format")
     r.add_argument("--load-addr", type=_int, help="raw format: guest physical load address")
     r.add_argument("--entry", type=_int, help="raw format: entry point")
+    r.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="virtual time from instructions retired: the same inputs give the same output, run after run",
+    )
     r.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv for debug)")
     return p
 
@@ -146,6 +151,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         load_addr=args.load_addr,
         entry=args.entry,
         log_level=level,
+        deterministic=args.deterministic,
     )
     out = sys.stdout.buffer
     interrupted = False

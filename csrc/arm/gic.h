@@ -37,6 +37,9 @@ void vmm__gic_set_level(struct vmm_gic *gic, unsigned cpu, unsigned intid, bool 
  */
 int vmm__gic_sysreg(struct vmm_gic *gic, unsigned cpu, uint32_t id, bool is_read, uint64_t *val);
 
+/* Whether `id` names an ICC_*_EL1 register of the CPU interface (a pure function of the encoding). */
+bool vmm__gic_sysreg_is_ours(uint32_t id);
+
 /* Whether the GIC currently asserts the IRQ line of `cpu` (thread-safe). */
 bool vmm__gic_irq_line(struct vmm_gic *gic, unsigned cpu);
 

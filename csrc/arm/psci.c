@@ -20,6 +20,12 @@
 
 #define PSCI_RET_SUCCESS 0
 #define PSCI_RET_NOT_SUPPORTED ((uint64_t)-1)
+#define PSCI_RET_INVALID_PARAMETERS ((uint64_t)-2)
+#define PSCI_RET_ALREADY_ON ((uint64_t)-4)
+#define PSCI_RET_INVALID_ADDRESS ((uint64_t)-9)
+
+#define AFFINITY_ON 0
+#define AFFINITY_OFF 1
 
 #define PSCI_VERSION_1_1 0x00010001u
 #define SMCCC_VERSION_1_1 0x00010001u
@@ -29,6 +35,12 @@ static bool implemented(uint32_t fn)
 {
     switch (fn) {
     case PSCI_VERSION:
+    case PSCI_CPU_SUSPEND:
+    case PSCI_CPU_OFF:
+    case PSCI_CPU_ON_32:
+    case PSCI_CPU_ON_64:
+    case PSCI_AFFINITY_INFO_32:
+    case PSCI_AFFINITY_INFO_64:
     case PSCI_MIGRATE_INFO_TYPE:
     case PSCI_SYSTEM_OFF:
     case PSCI_SYSTEM_RESET:
@@ -37,6 +49,49 @@ static bool implemented(uint32_t fn)
         return true;
     }
     return false;
+}
+
+/* The vCPU whose MPIDR affinity is `mpidr` (Aff0 = index, Aff1..3 = 0), or NULL. */
+static struct vmm_vcpu *by_mpidr(struct vmm_vm *vm, uint64_t mpidr)
+{
+    mpidr &= 0xff00ffffffull; /* Aff3 and Aff2..0 */
+    for (unsigned i = 0; i < vm->ncpus; i++)
+        if (vm->vcpus[i].mpidr == mpidr)
+            return &vm->vcpus[i];
+    return NULL;
+}
+
+/* CPU_ON (DEN0022 §5.6): start `target` at `entry` in EL1h, MMU off, x0 = context_id. */
+static uint64_t cpu_on(struct vmm_vcpu *caller, uint64_t mpidr, uint64_t entry, uint64_t context)
+{
+    struct vmm_vm *vm = caller->vm;
+    struct vmm_vcpu *target = by_mpidr(vm, mpidr);
+
+    if (!target)
+        return PSCI_RET_INVALID_PARAMETERS;
+    if (target->on)
+        return PSCI_RET_ALREADY_ON;
+    if (entry & 3 || !vmm__gpa_ptr(vm, entry, 4))
+        return PSCI_RET_INVALID_ADDRESS;
+    if (vm->ops->vcpu_reset(target, entry, context))
+        return PSCI_RET_INVALID_PARAMETERS; /* cannot happen short of a backend failure */
+    target->on = true;
+    target->idle = false;
+    target->quantum_start = target->insns; /* deterministic mode: joins the current quantum now */
+    vmm__log(vm, VMM_LOG_DEBUG, "psci", "vCPU %u: CPU_ON vCPU %u at 0x%" PRIx64, caller->id, target->id, entry);
+    return PSCI_RET_SUCCESS;
+}
+
+static uint64_t affinity_info(struct vmm_vm *vm, uint64_t mpidr, uint64_t level)
+{
+    struct vmm_vcpu *target;
+
+    if (level != 0) /* every vCPU is its own cluster of one at levels above 0: not reported */
+        return PSCI_RET_INVALID_PARAMETERS;
+    target = by_mpidr(vm, mpidr);
+    if (!target)
+        return PSCI_RET_INVALID_PARAMETERS;
+    return target->on ? AFFINITY_ON : AFFINITY_OFF;
 }
 
 enum vmm_exit_kind vmm__psci_call(struct vmm_vcpu *vcpu, uint64_t x[4])
@@ -56,6 +111,24 @@ enum vmm_exit_kind vmm__psci_call(struct vmm_vcpu *vcpu, uint64_t x[4])
     case PSCI_MIGRATE_INFO_TYPE:
         x[0] = MIGRATE_INFO_NOT_REQUIRED;
         return VMM_EXIT_NONE;
+    case PSCI_CPU_ON_32:
+        x[0] = cpu_on(vcpu, (uint32_t)x[1], (uint32_t)x[2], (uint32_t)x[3]);
+        return VMM_EXIT_NONE;
+    case PSCI_CPU_ON_64:
+        x[0] = cpu_on(vcpu, x[1], x[2], x[3]);
+        return VMM_EXIT_NONE;
+    case PSCI_CPU_OFF:
+        return VMM_EXIT_CPU_OFF; /* does not return to the caller */
+    case PSCI_AFFINITY_INFO_32:
+        x[0] = affinity_info(vcpu->vm, (uint32_t)x[1], (uint32_t)x[2]);
+        return VMM_EXIT_NONE;
+    case PSCI_AFFINITY_INFO_64:
+        x[0] = affinity_info(vcpu->vm, x[1], x[2]);
+        return VMM_EXIT_NONE;
+    case PSCI_CPU_SUSPEND:
+        /* every power state is treated as standby: wait like WFI, return SUCCESS on wake-up */
+        x[0] = PSCI_RET_SUCCESS;
+        return VMM_EXIT_WFI;
     case PSCI_SYSTEM_OFF:
         return VMM_EXIT_SHUTDOWN;
     case PSCI_SYSTEM_RESET:

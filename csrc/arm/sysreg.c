@@ -29,3 +29,13 @@ int vmm__sysreg_access(struct vmm_vcpu *vcpu, uint32_t id, bool is_read, uint64_
                      SYSREG_OP2(id));
     return VMM_ENOTSUP;
 }
+
+/* ICC_*_EL1: op0 3, op1 0, CRn 12 with CRm 8..12, and ICC_PMR_EL1 (CRn 4, CRm 6). */
+bool vmm__gic_sysreg_is_ours(uint32_t id)
+{
+    if (SYSREG_OP0(id) != 3 || SYSREG_OP1(id) != 0)
+        return false;
+    if (SYSREG_CRN(id) == 4)
+        return SYSREG_CRM(id) == 6 && SYSREG_OP2(id) == 0;
+    return SYSREG_CRN(id) == 12 && SYSREG_CRM(id) >= 8 && SYSREG_CRM(id) <= 12;
+}

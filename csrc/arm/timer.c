@@ -180,15 +180,12 @@ VMM_EXPORT int vmm_clock_advance(vmm_vm *vm, uint64_t ns)
         return VMM_EINVAL;
     if (!vm->deterministic)
         return vmm__set_error(vm, VMM_ESTATE, "the clock can only be moved in deterministic mode");
-    pthread_mutex_lock(&vm->lock);
-    if (vm->state == VM_STATE_RUNNING) {
-        pthread_mutex_unlock(&vm->lock);
-        return vmm__set_error(vm, VMM_EBUSY, "the clock cannot be moved while the VM runs");
-    }
+    int rc = vmm__check_idle(vm, "the clock cannot be moved");
+    if (rc)
+        return rc;
     vm->vtime_ns += ns;
     for (unsigned i = 0; i < vm->ncpus; i++)
         vm->vcpus[i].quantum_start = vm->vcpus[i].insns;
-    pthread_mutex_unlock(&vm->lock);
     vmm__timers_update(vm);
     return 0;
 }

@@ -6,6 +6,7 @@
 #include <unicorn/unicorn.h>
 
 #include "../arm/arm.h"
+#include "../arm/gic.h"
 #include "../core/layout.h"
 #include "soft.h"
 
@@ -30,7 +31,6 @@ enum {
     EXCP_SMC = 13,
 };
 
-#define SLICE_BLOCKS 4096 /* translation blocks per round-robin slice with SMP */
 #define INSN_WFI 0xd503207fu
 #define INSN_HLT_SEMIHOST 0xd45e0000u /* hlt #0xf000 */
 
@@ -87,6 +87,16 @@ static void apply_call_exit(struct soft_vcpu *sv, enum vmm_exit_kind kind, int s
 {
     if (kind != VMM_EXIT_NONE)
         set_exit(sv, kind, status);
+}
+
+/* Make HCR_EL2.VI follow the GIC's line for this vCPU; QEMU then takes the IRQ when PSTATE.I allows. */
+static void apply_virq(struct soft_vcpu *sv)
+{
+    bool want = atomic_load(&sv->vcpu->irq);
+    if (want != sv->virq) {
+        sv->virq = want;
+        soft__cp_write(sv->uc, REG_HCR_EL2, HCR_BASE | (want ? HCR_VI : 0));
+    }
 }
 
 static void do_hvc(struct soft_vcpu *sv)
@@ -173,12 +183,101 @@ static void on_intr(uc_engine *uc, uint32_t intno, void *opaque)
 static void on_block(uc_engine *uc, uint64_t addr, uint32_t size, void *opaque)
 {
     struct soft_vcpu *sv = opaque;
+    struct vmm_vcpu *vcpu = sv->vcpu;
     (void)uc;
     (void)addr;
-    (void)size;
-    /* a stop requested here takes effect before this block executes */
-    if (atomic_load_explicit(&sv->kick, memory_order_relaxed) || (sv->slice && --sv->slice == 0))
+    /* a stop requested here takes effect before this block executes: it is counted when it runs */
+    if (atomic_load_explicit(&sv->kick, memory_order_relaxed) || vcpu->insns >= vcpu->insn_limit) {
         soft__stop(sv);
+        return;
+    }
+    vcpu->insns += size >> 2;
+}
+
+/*
+ * MRS/MSR of the registers the core emulates, caught before QEMU executes
+ * them: the generic timer's (QEMU has them, so they would not trap) and the
+ * GIC CPU interface's (QEMU lacks them without its own GIC: they would
+ * UNDEF, and the exception path costs several times more). Returning 1
+ * skips QEMU's own access; for a register QEMU lacks that is not enough (it
+ * re-executes the instruction), so we also step PC past it, which ends the
+ * translation block. EL0 accesses take the UNDEF path, which refuses them.
+ */
+static bool ours(struct soft_vcpu *sv, uint32_t id, bool *lacked)
+{
+    *lacked = false;
+    if (vmm__timer_sysreg_is_ours(id))
+        return true;
+    if (!vmm__gic_sysreg_is_ours(id) || !sv->vcpu->vm->gic)
+        return false;
+    if (((soft__reg(sv->uc, UC_ARM64_REG_PSTATE) >> 2) & 3) == 0)
+        return false;
+    *lacked = true;
+    return true;
+}
+
+static uint32_t finish_sys(struct soft_vcpu *sv, bool lacked)
+{
+    if (lacked)
+        soft__set_reg(sv->uc, UC_ARM64_REG_PC, soft__reg(sv->uc, UC_ARM64_REG_PC) + 4);
+    return 1;
+}
+
+static uint32_t on_mrs(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg *cp, void *opaque)
+{
+    struct soft_vcpu *sv = opaque;
+    uint32_t id = SYSREG(cp->op0, cp->op1, cp->crn, cp->crm, cp->op2);
+    uint64_t val = 0;
+    bool lacked;
+
+    if (!ours(sv, id, &lacked) || vmm__sysreg_access(sv->vcpu, id, true, &val))
+        return 0;
+    if (reg != UC_ARM64_REG_XZR)
+        uc_reg_write(uc, reg, &val);
+    return finish_sys(sv, lacked);
+}
+
+static uint32_t on_msr(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg *cp, void *opaque)
+{
+    struct soft_vcpu *sv = opaque;
+    uint32_t id = SYSREG(cp->op0, cp->op1, cp->crn, cp->crm, cp->op2);
+    uint64_t val = cp->val;
+    bool lacked;
+    (void)uc;
+    (void)reg;
+
+    if (!ours(sv, id, &lacked) || vmm__sysreg_access(sv->vcpu, id, false, &val))
+        return 0;
+    return finish_sys(sv, lacked);
+}
+
+/*
+ * Each vCPU is its own Unicorn engine, with its own translation cache and
+ * TLB: broadcast maintenance (IC IALLUIS, IC IVAU, TLBI ...IS) only reaches
+ * the engine that executes it. Pass it on to the others; they apply it
+ * before they next run (only one engine runs at a time).
+ */
+static uint32_t on_sys(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg *cp, void *opaque)
+{
+    struct soft_vcpu *sv = opaque;
+    struct vmm_vm *vm = sv->vcpu->vm;
+    bool ic = cp->crn == 7 && ((cp->op1 == 0 && cp->crm == 1 && cp->op2 == 0) ||  /* IC IALLUIS */
+                               (cp->op1 == 0 && cp->crm == 5 && cp->op2 == 0) ||  /* IC IALLU */
+                               (cp->op1 == 3 && cp->crm == 5 && cp->op2 == 1));   /* IC IVAU */
+    bool tlbi = cp->crn == 8 && cp->op1 == 0 && (cp->crm == 3 || cp->crm == 0); /* TLBI ...E1IS / IPAS2..IS */
+    (void)uc;
+    (void)reg;
+
+    if ((ic || tlbi) && vm->ncpus > 1) {
+        for (unsigned i = 0; i < vm->ncpus; i++) {
+            struct soft_vcpu *o = vm->vcpus[i].bstate;
+            if (o && o != sv) {
+                o->tb_flush |= ic;
+                o->tlb_flush |= tlbi;
+            }
+        }
+    }
+    return 0; /* QEMU still performs it locally */
 }
 
 /* Accesses outside RAM and the device window (e.g. above RAM): a synchronous external abort. */
@@ -311,7 +410,10 @@ static int soft_vcpu_init(struct vmm_vcpu *vcpu)
             goto fail;
     if ((e = uc_hook_add(sv->uc, &h, UC_HOOK_INTR, (void *)on_intr, sv, 1, 0)) ||
         (e = uc_hook_add(sv->uc, &h, UC_HOOK_BLOCK, (void *)on_block, sv, 1, 0)) ||
-        (e = uc_hook_add(sv->uc, &h, UC_HOOK_MEM_UNMAPPED, (void *)on_unmapped, sv, 1, 0))) {
+        (e = uc_hook_add(sv->uc, &h, UC_HOOK_MEM_UNMAPPED, (void *)on_unmapped, sv, 1, 0)) ||
+        (e = uc_hook_add(sv->uc, &h, UC_HOOK_INSN, (void *)on_mrs, sv, 1, 0, UC_ARM64_INS_MRS)) ||
+        (e = uc_hook_add(sv->uc, &h, UC_HOOK_INSN, (void *)on_msr, sv, 1, 0, UC_ARM64_INS_MSR)) ||
+        (vm->ncpus > 1 && (e = uc_hook_add(sv->uc, &h, UC_HOOK_INSN, (void *)on_sys, sv, 1, 0, UC_ARM64_INS_SYS)))) {
         vmm__set_error(vm, VMM_EBACKEND, "soft: adding hooks: %s", uc_strerror(e));
         rc = VMM_EBACKEND;
         goto fail;
@@ -357,11 +459,19 @@ static int soft_vcpu_run(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
     uc_err e;
 
     exit->kind = VMM_EXIT_NONE;
-    if (atomic_exchange(&sv->kick, 0))
+    if (sv->tb_flush) {
+        sv->tb_flush = false;
+        uc_ctl_flush_tb(sv->uc);
+    }
+    if (sv->tlb_flush) {
+        sv->tlb_flush = false;
+        uc_ctl_flush_tlb(sv->uc);
+    }
+    apply_virq(sv);
+    if (atomic_exchange(&sv->kick, 0) || vcpu->insns >= vcpu->insn_limit)
         return 0; /* the loop looks at why we were kicked */
     sv->exit = exit;
     sv->stopped = false;
-    sv->slice = vm->ncpus > 1 ? SLICE_BLOCKS : 0;
     e = uc_emu_start(sv->uc, sv->pc, UINT64_MAX & ~3ULL, 0, 0);
     sv->pc = soft__reg(sv->uc, UC_ARM64_REG_PC);
     if (sv->fault.pending) {
@@ -390,6 +500,33 @@ static void soft_kick(struct vmm_vcpu *vcpu)
         atomic_store(&sv->kick, 1);
 }
 
+/*
+ * The GIC changed this vCPU's line. On the run thread, inside a hook of this
+ * very vCPU, write HCR_EL2.VI now (QEMU takes the IRQ at the next block);
+ * a line raised for another vCPU ends the running one's slice so that the
+ * target runs soon (IPI latency). From other threads, kick the vCPU: it
+ * re-enters with the new line.
+ */
+static void soft_irq_notify(struct vmm_vcpu *vcpu)
+{
+    struct vmm_vm *vm = vcpu->vm;
+    struct soft_vcpu *sv = vcpu->bstate;
+
+    if (!sv)
+        return;
+    if (!vmm__on_run_thread(vm)) {
+        if (atomic_load(&vcpu->irq))
+            atomic_store(&sv->kick, 1);
+        return;
+    }
+    if (vm->current == vcpu) {
+        apply_virq(sv);
+    } else if (vm->current && !vm->deterministic && atomic_load(&vcpu->irq)) {
+        struct soft_vcpu *cur = vm->current->bstate;
+        soft__stop(cur);
+    }
+}
+
 static uint64_t soft_get_pc(struct vmm_vcpu *vcpu)
 {
     struct soft_vcpu *sv = vcpu->bstate;
@@ -412,6 +549,7 @@ const struct vmm_backend_ops vmm__soft_backend = {
     .vcpu_reset = soft_vcpu_reset,
     .vcpu_run = soft_vcpu_run,
     .kick = soft_kick,
+    .irq_notify = soft_irq_notify,
     .get_pc = soft_get_pc,
     .mem_overhead = soft_mem_overhead,
 };

@@ -8,6 +8,14 @@
 
 #define SOFT_MAX_GAPS 16
 
+/* HCR_EL2 as we keep it: EL1 is AArch64, IRQ/FIQ routed to "EL2" so that VI/VF are virtual interrupts */
+#define REG_HCR_EL2 SYSREG(3, 4, 1, 1, 0)
+#define HCR_FMO (1ull << 3)
+#define HCR_IMO (1ull << 4)
+#define HCR_VI (1ull << 7)
+#define HCR_RW (1ull << 31)
+#define HCR_BASE (HCR_RW | HCR_IMO | HCR_FMO)
+
 struct soft_vm {
     size_t syndrome_off; /* where exception.syndrome sits in a uc_context (soft_exc.c) */
     struct vmm_region gaps[SOFT_MAX_GAPS];
@@ -20,9 +28,11 @@ struct soft_vcpu {
     uc_engine *uc;
     uc_context *ctx; /* scratch for reading the syndrome */
     atomic_int kick; /* set by any thread; polled by the block hook */
+    bool virq;       /* HCR_EL2.VI as last written: the GIC's IRQ line as this engine sees it */
+    bool tb_flush;   /* another vCPU invalidated the instruction cache: drop our translations */
+    bool tlb_flush;  /* another vCPU broadcast a TLB invalidation */
     struct vmm_exit *exit;
     bool stopped;   /* we called uc_emu_stop during this run */
-    unsigned slice; /* blocks left in this round-robin slice; 0 = unlimited */
     uint64_t pc;    /* where the next run starts */
     struct {
         bool pending, fetch, write;

@@ -7,7 +7,6 @@
 #include "soft.h"
 
 #define REG_SCR_EL3 SYSREG(3, 6, 1, 1, 0)
-#define REG_HCR_EL2 SYSREG(3, 4, 1, 1, 0)
 #define REG_CNTHCTL_EL2 SYSREG(3, 4, 14, 1, 0)
 #define REG_VMPIDR_EL2 SYSREG(3, 4, 0, 0, 5)
 #define REG_SPSR_EL1 SYSREG(3, 0, 4, 0, 0)
@@ -17,9 +16,6 @@
 #define SCR_NS (1u << 0)
 #define SCR_HCE (1u << 8)
 #define SCR_RW (1u << 10)
-#define HCR_FMO (1ull << 3)
-#define HCR_IMO (1ull << 4)
-#define HCR_RW (1ull << 31)
 
 #define PSTATE_EL1H 0x5u /* M[3:0] = EL1h */
 #define PSTATE_DAIF (0xfu << 6)
@@ -120,7 +116,8 @@ int soft__boot_state(struct soft_vcpu *sv, uint64_t entry, uint64_t x0)
     soft__set_reg(uc, UC_ARM64_REG_X0, x0);
     soft__set_reg(uc, UC_ARM64_REG_PC, entry);
     rc |= soft__cp_write(uc, REG_SCR_EL3, SCR_NS | SCR_HCE | SCR_RW);
-    rc |= soft__cp_write(uc, REG_HCR_EL2, HCR_RW | HCR_IMO | HCR_FMO);
+    rc |= soft__cp_write(uc, REG_HCR_EL2, HCR_BASE);
+    sv->virq = false;
     rc |= soft__cp_write(uc, REG_CNTHCTL_EL2, 3); /* EL1PCTEN | EL1PCEN */
     rc |= soft__cp_write(uc, REG_VMPIDR_EL2, 0x80000000ull | sv->vcpu->id);
     /* a CP-register write after the PSTATE write makes QEMU rebuild its cached EL/MMU state */

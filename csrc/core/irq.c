@@ -72,12 +72,8 @@ static int sysreg_test_access(vmm_vm *vm, unsigned cpu, uint32_t id, bool is_rea
         return VMM_EINVAL;
     if ((rc = check_test_access(vm, cpu)))
         return rc;
-    pthread_mutex_lock(&vm->lock);
-    if (vm->state == VM_STATE_RUNNING) {
-        pthread_mutex_unlock(&vm->lock);
-        return vmm__set_error(vm, VMM_EBUSY, "system registers cannot be accessed while the VM runs");
-    }
-    pthread_mutex_unlock(&vm->lock);
+    if ((rc = vmm__check_idle(vm, "system registers cannot be accessed")))
+        return rc;
     rc = vmm__sysreg_access(&vm->vcpus[cpu], id, is_read, val);
     if (rc == VMM_ENOTSUP)
         return vmm__set_error(vm, VMM_ENOTSUP, "S%u_%u_C%u_C%u_%u is not a system register libvmm emulates",

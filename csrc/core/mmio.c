@@ -126,15 +126,6 @@ static int check_direct(struct vmm_vm *vm, uint64_t gpa, unsigned size)
     return 0;
 }
 
-static int lock_idle(struct vmm_vm *vm)
-{
-    pthread_mutex_lock(&vm->lock);
-    if (vm->state == VM_STATE_RUNNING) {
-        pthread_mutex_unlock(&vm->lock);
-        return vmm__set_error(vm, VMM_EBUSY, "the VM is running");
-    }
-    return 0;
-}
 
 VMM_EXPORT int vmm_mmio_read(vmm_vm *vm, uint64_t gpa, unsigned size, uint64_t *val)
 {
@@ -142,10 +133,10 @@ VMM_EXPORT int vmm_mmio_read(vmm_vm *vm, uint64_t gpa, unsigned size, uint64_t *
 
     if (!vm || !val)
         return VMM_EINVAL;
-    if ((rc = check_direct(vm, gpa, size)) || (rc = lock_idle(vm)))
+    /* device models take their own locks and may wake the run loop: do not hold vm->lock */
+    if ((rc = check_direct(vm, gpa, size)) || (rc = vmm__check_idle(vm, "MMIO registers cannot be accessed")))
         return rc;
     vmm__bus_access(vm, gpa, size, false, val);
-    pthread_mutex_unlock(&vm->lock);
     return 0;
 }
 
@@ -155,9 +146,9 @@ VMM_EXPORT int vmm_mmio_write(vmm_vm *vm, uint64_t gpa, unsigned size, uint64_t 
 
     if (!vm)
         return VMM_EINVAL;
-    if ((rc = check_direct(vm, gpa, size)) || (rc = lock_idle(vm)))
+    /* device models take their own locks and may wake the run loop: do not hold vm->lock */
+    if ((rc = check_direct(vm, gpa, size)) || (rc = vmm__check_idle(vm, "MMIO registers cannot be accessed")))
         return rc;
     vmm__bus_access(vm, gpa, size, true, &val);
-    pthread_mutex_unlock(&vm->lock);
     return 0;
 }

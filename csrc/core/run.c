@@ -1,5 +1,6 @@
 /* run.c - the one vCPU loop: runs vCPUs round-robin, dispatches normalized exits, stop and timeout. */
 #include <errno.h>
+#include <stdlib.h>
 #include <inttypes.h>
 #include <string.h>
 #include <time.h>
@@ -30,27 +31,66 @@ static void kick_all(struct vmm_vm *vm)
         vm->ops->kick(&vm->vcpus[i]);
 }
 
-/* Timeout watchdog: sleeps on vm->cond until the deadline or the end of the run. */
-struct watchdog {
+#define SLICE_INSNS 50000ULL       /* real time, SMP: instructions per round-robin slice */
+#define QUANTUM_INSNS 100000ULL    /* deterministic: instructions (= virtual ns) per vCPU per round */
+
+/*
+ * The clock thread: ends the run when its timeout passes and, in real-time
+ * mode, kicks the vCPUs when the earliest timer deadline passes so that the
+ * loop raises the timer interrupt. It sleeps on vm->cond; timer register
+ * writes that bring the deadline closer broadcast it.
+ */
+struct clock_thread {
     struct vmm_vm *vm;
-    struct timespec deadline;
+    bool has_timeout;
+    struct timespec timeout;
     bool finished;
     pthread_t thread;
 };
 
-static void *watchdog_main(void *arg)
+static struct timespec ns_to_abs(uint64_t clock_ns_base, uint64_t ns)
 {
-    struct watchdog *w = arg;
+    uint64_t abs = clock_ns_base + ns;
+    return (struct timespec){ .tv_sec = (time_t)(abs / 1000000000ULL), .tv_nsec = (long)(abs % 1000000000ULL) };
+}
+
+static bool ts_before(const struct timespec *a, const struct timespec *b)
+{
+    return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
+}
+
+static void *clock_main(void *arg)
+{
+    struct clock_thread *w = arg;
     struct vmm_vm *vm = w->vm;
+    uint64_t fired = UINT64_MAX;
 
     pthread_mutex_lock(&vm->lock);
     while (!w->finished) {
-        if (pthread_cond_timedwait(&vm->cond, &vm->lock, &w->deadline) == ETIMEDOUT && !w->finished) {
-            atomic_store(&vm->timed_out, 1);
-            kick_all(vm);
-            pthread_cond_broadcast(&vm->cond);
-            break;
+        struct timespec dl = w->timeout;
+        bool have = w->has_timeout, is_timer = false;
+        uint64_t nd = atomic_load(&vm->next_deadline_ns);
+        if (!vm->deterministic && nd != UINT64_MAX && nd != fired) {
+            struct timespec t = ns_to_abs(vm->clock_base_ns, nd);
+            if (!have || ts_before(&t, &dl)) {
+                dl = t;
+                have = is_timer = true;
+            }
         }
+        int r = have ? pthread_cond_timedwait(&vm->cond, &vm->lock, &dl) : pthread_cond_wait(&vm->cond, &vm->lock);
+        if (r != ETIMEDOUT || w->finished)
+            continue;
+        if (is_timer) {
+            fired = nd;
+            kick_all(vm);
+            continue;
+        }
+        if (!w->has_timeout)
+            continue;
+        atomic_store(&vm->timed_out, 1);
+        kick_all(vm);
+        pthread_cond_broadcast(&vm->cond);
+        break;
     }
     pthread_mutex_unlock(&vm->lock);
     return NULL;
@@ -61,15 +101,42 @@ static bool interrupted(struct vmm_vm *vm)
     return atomic_load(&vm->stop_requested) || atomic_load(&vm->timed_out);
 }
 
+/* An idle vCPU whose IRQ line is up leaves WFI. */
+static bool runnable(struct vmm_vcpu *v)
+{
+    if (v->idle && atomic_load(&v->irq))
+        v->idle = false;
+    return v->on && !v->idle;
+}
+
+static bool any_runnable(struct vmm_vm *vm)
+{
+    bool any = false;
+    for (unsigned i = 0; i < vm->ncpus; i++)
+        any |= runnable(&vm->vcpus[i]);
+    return any;
+}
+
 /*
- * WFI with nothing that can raise an interrupt yet: sleep until a stop or
+ * Every vCPU is in WFI (or off): sleep until an interrupt line rises, the
+ * next timer deadline (real time), serial input (deterministic), a stop or
  * the timeout. The idle guest costs no host CPU.
  */
 static void wait_for_wakeup(struct vmm_vm *vm)
 {
     pthread_mutex_lock(&vm->lock);
-    while (!interrupted(vm))
-        pthread_cond_wait(&vm->cond, &vm->lock);
+    while (!interrupted(vm) && !any_runnable(vm)) {
+        uint64_t nd = atomic_load(&vm->next_deadline_ns);
+        if (vm->deterministic || nd == UINT64_MAX) {
+            pthread_cond_wait(&vm->cond, &vm->lock);
+            if (vm->deterministic)
+                break; /* input may have been scheduled: the loop looks */
+        } else {
+            struct timespec dl = ns_to_abs(vm->clock_base_ns, nd);
+            if (pthread_cond_timedwait(&vm->cond, &vm->lock, &dl) == ETIMEDOUT)
+                break;
+        }
+    }
     pthread_mutex_unlock(&vm->lock);
 }
 
@@ -81,7 +148,12 @@ static bool run_one(struct run_ctx *rc, struct vmm_vcpu *vcpu)
     struct vmm_exit exit;
 
     memset(&exit, 0, sizeof exit);
+    vm->current = vcpu;
     int r = ops->vcpu_run(vcpu, &exit);
+    vm->current = NULL;
+    if (getenv("VMM_TRACE_RUN"))
+        vmm__log(vm, VMM_LOG_INFO, "trace", "vcpu %u exit %d pc %llx insns %llu irq %d", vcpu->id, exit.kind,
+                 (unsigned long long)ops->get_pc(vcpu), (unsigned long long)vcpu->insns, (int)atomic_load(&vcpu->irq));
     if (r < 0) {
         end_run(rc, VMM_RUN_HOST_ERROR, 0);
         return false;
@@ -105,6 +177,7 @@ dispatch:
     }
     case VMM_EXIT_WFI:
         vm->stats.wfi_exits++;
+        vcpu->idle = true;
         return true;
     case VMM_EXIT_SHUTDOWN:
         end_run(rc, VMM_RUN_POWEROFF, exit.status);
@@ -114,6 +187,7 @@ dispatch:
         break;
     case VMM_EXIT_CPU_OFF:
         vcpu->on = false;
+        vcpu->idle = false;
         break;
     case VMM_EXIT_GUEST_ERROR:
         end_run(rc, VMM_RUN_GUEST_ERROR, 0);
@@ -125,39 +199,108 @@ dispatch:
     return false;
 }
 
-static void run_loop(struct run_ctx *rc)
+static unsigned count_on(struct vmm_vm *vm)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < vm->ncpus; i++)
+        n += vm->vcpus[i].on;
+    return n;
+}
+
+/* Decide whether the run is over; false to go on. */
+static bool check_end(struct run_ctx *rc)
 {
     struct vmm_vm *vm = rc->vm;
 
-    while (!rc->done) {
-        bool any_on = false, all_idle = true;
+    if (rc->done)
+        return true;
+    if (atomic_load(&vm->stop_requested))
+        end_run(rc, VMM_RUN_STOPPED, 0);
+    else if (atomic_load(&vm->timed_out))
+        end_run(rc, VMM_RUN_TIMEOUT, 0);
+    else if (!count_on(vm)) {
+        vmm__set_error(vm, VMM_ESTATE, "every vCPU is off");
+        end_run(rc, VMM_RUN_GUEST_ERROR, 0);
+    }
+    return rc->done;
+}
+
+/* Real time: round-robin slices on this thread; timers follow the host clock. */
+static void run_loop_realtime(struct run_ctx *rc)
+{
+    struct vmm_vm *vm = rc->vm;
+
+    vmm__timers_update(vm);
+    while (!check_end(rc)) {
+        bool ran = false;
+        bool smp = vm->ncpus > 1; /* a CPU_ON may come at any time */
         for (unsigned i = 0; i < vm->ncpus && !rc->done; i++) {
             struct vmm_vcpu *vcpu = &vm->vcpus[i];
-            if (!vcpu->on)
+            if (!runnable(vcpu))
                 continue;
-            any_on = true;
-            if (!run_one(rc, vcpu))
-                all_idle = false;
+            vcpu->insn_limit = smp ? vcpu->insns + SLICE_INSNS : UINT64_MAX;
+            run_one(rc, vcpu);
+            ran = true;
+            vmm__timers_update(vm);
         }
-        if (rc->done)
-            break;
-        if (atomic_load(&vm->stop_requested)) {
-            end_run(rc, VMM_RUN_STOPPED, 0);
-        } else if (atomic_load(&vm->timed_out)) {
-            end_run(rc, VMM_RUN_TIMEOUT, 0);
-        } else if (!any_on) {
-            vmm__set_error(vm, VMM_ESTATE, "every vCPU is off");
-            end_run(rc, VMM_RUN_GUEST_ERROR, 0);
-        } else if (all_idle) {
+        if (!ran && !rc->done && !interrupted(vm)) {
             wait_for_wakeup(vm);
+            vmm__timers_update(vm);
         }
+    }
+}
+
+/*
+ * Deterministic: each round gives every runnable vCPU a quantum of
+ * QUANTUM_INSNS instructions, in vCPU order, all starting at the same
+ * virtual time; then the clock moves on by one quantum. Timer deadlines cut
+ * a vCPU's budget so it stops exactly there; serial input enters between
+ * rounds; when every vCPU waits the clock jumps to the next event.
+ */
+static void run_loop_deterministic(struct run_ctx *rc)
+{
+    struct vmm_vm *vm = rc->vm;
+
+    while (!check_end(rc)) {
+        bool ran = false;
+        for (unsigned i = 0; i < vm->ncpus; i++)
+            vm->vcpus[i].quantum_start = vm->vcpus[i].insns;
+        uint64_t next_input = vmm__console_advance(vm->console, vm->vtime_ns);
+        vmm__timers_update(vm);
+        for (unsigned i = 0; i < vm->ncpus && !rc->done; i++) {
+            struct vmm_vcpu *vcpu = &vm->vcpus[i];
+            while (!rc->done && !interrupted(vm) && runnable(vcpu) &&
+                   vcpu->insns - vcpu->quantum_start < QUANTUM_INSNS) {
+                vcpu->insn_limit = vcpu->quantum_start + QUANTUM_INSNS;
+                vmm__timers_update(vm); /* may cut the budget to a deadline */
+                run_one(rc, vcpu);
+                ran = true;
+            }
+        }
+        if (rc->done || interrupted(vm))
+            continue;
+        if (ran) {
+            vm->vtime_ns += QUANTUM_INSNS;
+            continue;
+        }
+        /* everyone waits: jump to the next timer deadline or scheduled input */
+        vmm__timers_update(vm);
+        uint64_t next = atomic_load(&vm->next_deadline_ns);
+        if (next_input < next)
+            next = next_input;
+        if (any_runnable(vm))
+            continue;
+        if (next != UINT64_MAX)
+            vm->vtime_ns = next > vm->vtime_ns ? next : vm->vtime_ns + 1;
+        else
+            wait_for_wakeup(vm); /* nothing scheduled: only a stop, the timeout or new input ends this */
     }
 }
 
 VMM_EXPORT int vmm_run(vmm_vm *vm, uint64_t timeout_ns, struct vmm_run_result *res)
 {
     struct run_ctx rc = { .vm = vm };
-    struct watchdog wd = { .vm = vm };
+    struct clock_thread wd = { .vm = vm };
     bool have_wd = false;
     int err;
 
@@ -187,19 +330,21 @@ VMM_EXPORT int vmm_run(vmm_vm *vm, uint64_t timeout_ns, struct vmm_run_result *r
     vmm__console_set_running(vm->console, true);
 
     if (timeout_ns) {
-        clock_gettime(CLOCK_MONOTONIC, &wd.deadline);
-        wd.deadline.tv_sec += (time_t)(timeout_ns / 1000000000ULL);
-        wd.deadline.tv_nsec += (long)(timeout_ns % 1000000000ULL);
-        if (wd.deadline.tv_nsec >= 1000000000L) {
-            wd.deadline.tv_sec++;
-            wd.deadline.tv_nsec -= 1000000000L;
-        }
-        have_wd = pthread_create(&wd.thread, NULL, watchdog_main, &wd) == 0;
-        if (!have_wd)
-            vmm__log(vm, VMM_LOG_WARN, "core", "cannot start the timeout thread; running without a timeout");
+        wd.has_timeout = true;
+        wd.timeout = ns_to_abs(vmm__now_ns(), timeout_ns);
     }
-
-    run_loop(&rc);
+    if (timeout_ns || !vm->deterministic) {
+        have_wd = pthread_create(&wd.thread, NULL, clock_main, &wd) == 0;
+        if (!have_wd)
+            vmm__log(vm, VMM_LOG_WARN, "core", "cannot start the clock thread; running without timeout or timers");
+    }
+    vm->run_thread = pthread_self();
+    vm->run_thread_valid = true;
+    if (vm->deterministic)
+        run_loop_deterministic(&rc);
+    else
+        run_loop_realtime(&rc);
+    vm->run_thread_valid = false;
 
     if (have_wd) {
         pthread_mutex_lock(&vm->lock);
@@ -216,6 +361,8 @@ VMM_EXPORT int vmm_run(vmm_vm *vm, uint64_t timeout_ns, struct vmm_run_result *r
     vmm__console_set_running(vm->console, false);
 
     rc.res.pc = vm->ops->get_pc(&vm->vcpus[0]);
+    for (unsigned i = 0; i < vm->ncpus; i++)
+        rc.res.insns += vm->vcpus[i].insns;
     uint32_t sz = res->size < sizeof rc.res ? res->size : (uint32_t)sizeof rc.res;
     rc.res.size = sz;
     memcpy(res, &rc.res, sz);

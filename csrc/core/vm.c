@@ -167,6 +167,14 @@ VMM_EXPORT void vmm_destroy(vmm_vm *vm)
     free(vm);
 }
 
+int vmm__check_idle(struct vmm_vm *vm, const char *what)
+{
+    pthread_mutex_lock(&vm->lock);
+    bool running = vm->state == VM_STATE_RUNNING;
+    pthread_mutex_unlock(&vm->lock);
+    return running ? vmm__set_error(vm, VMM_EBUSY, "%s while the VM runs", what) : 0;
+}
+
 VMM_EXPORT const char *vmm_last_error(const vmm_vm *vm)
 {
     return vm ? vm->errmsg : "no VM";
@@ -288,9 +296,13 @@ VMM_EXPORT int vmm_get_stats(vmm_vm *vm, struct vmm_stats *st)
     struct vmm_stats s = vm->stats;
     s.size = st->size < sizeof s ? st->size : (uint32_t)sizeof s;
     s.host_mem_bytes = sizeof *vm + vm->dtb_len + vm->initrd_len;
-    for (unsigned i = 0; i < vm->ncpus; i++)
+    s.insns = 0;
+    for (unsigned i = 0; i < vm->ncpus; i++) {
         if (vm->ops->mem_overhead)
             s.host_mem_bytes += vm->ops->mem_overhead(&vm->vcpus[i]);
+        s.insns += vm->vcpus[i].insns;
+    }
+    s.clock_ns = vmm__clock_ns(vm, NULL);
     memcpy(st, &s, s.size);
     return 0;
 }

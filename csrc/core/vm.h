@@ -143,6 +143,9 @@ void vmm__guest_error(struct vmm_vm *vm, const char *subsys, const char *fmt, ..
     __attribute__((format(printf, 3, 4)));
 uint64_t vmm__now_ns(void);
 
+/* VMM_EBUSY with "<what> while the VM runs" unless the VM is idle (takes and drops vm->lock). */
+int vmm__check_idle(struct vmm_vm *vm, const char *what);
+
 /* guest memory (mem.c): NULL unless [gpa, gpa+len) lies inside RAM */
 void *vmm__gpa_ptr(struct vmm_vm *vm, uint64_t gpa, uint64_t len);
 

@@ -1,7 +1,9 @@
-/* pl011.c - Arm PrimeCell UART (PL011, Arm DDI 0183G): TX into the console buffer, polled RX. */
+/* pl011.c - Arm PrimeCell UART (PL011, Arm DDI 0183G): TX into the console buffer, RX from its input queue, IRQs. */
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdlib.h>
 
+#include "../core/layout.h"
 #include "pl011.h"
 
 /* register offsets, DDI 0183G §3.2 */
@@ -27,67 +29,158 @@ enum {
 #define FR_TXFE (1u << 7)
 #define FR_RXFE (1u << 4)
 
-/* interrupt bits (RIS/MIS/IMSC/ICR) */
+/* interrupt bits (UARTRIS/MIS/IMSC/ICR), DDI 0183G §3.3 */
 #define INT_RX (1u << 4)
 #define INT_TX (1u << 5)
+#define INT_RT (1u << 6)
 #define INT_ALL 0x7ffu
+
+#define UART_INTID LAYOUT_SPI_INTID(LAYOUT_UART_SPI)
 
 /* PeriphID0..3 then PCellID0..3, DDI 0183G §3.3.14-15 */
 static const uint8_t pl011_id[8] = { 0x11, 0x10, 0x14, 0x00, 0x0d, 0xf0, 0x05, 0xb1 };
 
+/*
+ * The vCPU thread (MMIO), a Python thread (test MMIO API) and whoever queues
+ * console input (input callback) all reach this state: `lock` guards it. It
+ * nests outside the console's lock and is never held across vmm__irq_set().
+ */
 struct vmm_pl011 {
     struct vmm_vm *vm;
-    uint32_t ilpr, ibrd, fbrd, lcr_h, cr, ifls, imsc, ris, dmacr;
+    pthread_mutex_t lock;
+    uint32_t ilpr, ibrd, fbrd, lcr_h, cr, ifls, imsc, dmacr;
+    uint32_t ris; /* latched interrupt bits (TX); RX and RT are computed */
+    bool level;   /* the level last driven (or being driven) on the SPI */
+    bool driving; /* a thread is in update_irq_unlock()'s GIC call */
 };
 
+/*
+ * Interrupt semantics (DDI 0183G chapter 2, "Interrupts").
+ *
+ * RX (bit 4) is a level: raised while input is queued. We have no RX FIFO and
+ * so no trigger level (UARTIFLS is stored, not used). The receive timeout RT
+ * (bit 6) fires on hardware for data left below the trigger level; with no
+ * trigger level it behaves exactly like RX for a non-empty FIFO. Linux's
+ * amba-pl011 enables RXIM|RTIM and drains on either. UARTICR cannot clear RX
+ * or RT while input is queued: reading UARTDR until it is empty does.
+ *
+ * TX (bit 5): bytes go to the console at once, so the transmit FIFO is always
+ * empty, i.e. at or below its trigger level. Hardware latches TXRIS when the
+ * FIFO drains through the trigger level and clears it on UARTICR.TXIC (or on
+ * filling the FIFO above the level). As QEMU does, TX is latched, set by every
+ * UARTDR write (the byte leaves at once: the FIFO drains through the level)
+ * and cleared only by UARTICR; unlike QEMU it is also set at reset, because
+ * the condition (FIFO at or below the level) holds then too. So:
+ * - Linux never writes TXIC. It sets TXIM only while its circular buffer holds
+ *   data, refills the FIFO from the handler and clears TXIM when the buffer is
+ *   empty: it gets a TX interrupt whenever it asks for one, and none after.
+ *   (It rarely asks: it writes until UARTFR.TXFF, which we never set.)
+ * - A guest that acknowledges TX through UARTICR and leaves TXIM set sees no
+ *   further TX interrupt until it writes again, as on hardware: no storm.
+ * - A polling guest leaves UARTIMSC at 0 and the line never rises.
+ * UARTCR does not gate interrupts (nor RX and TX themselves), as on QEMU.
+ */
 static uint32_t raw_status(struct vmm_pl011 *u)
 {
-    /* TX never backs up: the transmit interrupt condition always holds */
-    uint32_t ris = (u->ris & ~(INT_RX | INT_TX)) | INT_TX;
+    uint32_t ris = u->ris;
     if (vmm__console_has_input(u->vm->console))
-        ris |= INT_RX;
+        ris |= INT_RX | INT_RT;
     return ris;
 }
 
-static uint32_t reg_read(struct vmm_pl011 *u, uint64_t reg)
+/*
+ * Drive the SPI to (UARTMIS != 0) if it changed. Called with u->lock held;
+ * returns with it released. One thread at a time calls the GIC (`driving`);
+ * it re-evaluates after each call, so a change made meanwhile by another
+ * thread (which found `driving` set and left) is not lost, and calls for an
+ * older state never overtake a newer one.
+ */
+static void update_irq_unlock(struct vmm_pl011 *u)
+{
+    if (u->driving) {
+        pthread_mutex_unlock(&u->lock);
+        return;
+    }
+    for (;;) {
+        bool level = (raw_status(u) & u->imsc) != 0;
+        if (level == u->level)
+            break;
+        u->level = level;
+        u->driving = true;
+        pthread_mutex_unlock(&u->lock);
+        vmm__irq_set(u->vm, 0, UART_INTID, level);
+        pthread_mutex_lock(&u->lock);
+        u->driving = false;
+    }
+    pthread_mutex_unlock(&u->lock);
+}
+
+/* Console input arrived (any thread, console lock not held). */
+static void pl011_input(void *opaque)
+{
+    struct vmm_pl011 *u = opaque;
+
+    pthread_mutex_lock(&u->lock);
+    update_irq_unlock(u);
+}
+
+/* u->lock held. False if `reg` is not a readable register. */
+static bool reg_read(struct vmm_pl011 *u, uint64_t reg, uint32_t *val)
 {
     switch (reg) {
     case UARTDR: {
         int ch = vmm__console_getc(u->vm->console); /* RX works whether or not UARTCR enabled it, as on QEMU */
-        return ch < 0 ? 0 : (uint32_t)ch;
+        *val = ch < 0 ? 0 : (uint32_t)ch;
+        return true;
     }
     case UARTRSR:
-        return 0;
+        *val = 0;
+        return true;
     case UARTFR:
-        return FR_TXFE | (vmm__console_has_input(u->vm->console) ? 0 : FR_RXFE);
+        *val = FR_TXFE | (vmm__console_has_input(u->vm->console) ? 0 : FR_RXFE);
+        return true;
     case UARTILPR:
-        return u->ilpr;
+        *val = u->ilpr;
+        return true;
     case UARTIBRD:
-        return u->ibrd;
+        *val = u->ibrd;
+        return true;
     case UARTFBRD:
-        return u->fbrd;
+        *val = u->fbrd;
+        return true;
     case UARTLCR_H:
-        return u->lcr_h;
+        *val = u->lcr_h;
+        return true;
     case UARTCR:
-        return u->cr;
+        *val = u->cr;
+        return true;
     case UARTIFLS:
-        return u->ifls;
+        *val = u->ifls;
+        return true;
     case UARTIMSC:
-        return u->imsc;
+        *val = u->imsc;
+        return true;
     case UARTRIS:
-        return raw_status(u);
+        *val = raw_status(u);
+        return true;
     case UARTMIS:
-        return raw_status(u) & u->imsc;
+        *val = raw_status(u) & u->imsc;
+        return true;
     case UARTDMACR:
-        return u->dmacr;
+        *val = u->dmacr;
+        return true;
     }
-    if (reg >= UARTPERIPHID0 && reg < UARTPERIPHID0 + 32)
-        return pl011_id[(reg - UARTPERIPHID0) / 4];
-    vmm__guest_error(u->vm, "pl011", "read of unknown register 0x%03" PRIx64, reg);
-    return 0;
+    if (reg >= UARTPERIPHID0 && reg < UARTPERIPHID0 + 32) {
+        *val = pl011_id[(reg - UARTPERIPHID0) / 4];
+        return true;
+    }
+    return false;
 }
 
-static void reg_write(struct vmm_pl011 *u, uint64_t reg, uint32_t val)
+enum { WRITE_OK, WRITE_READ_ONLY, WRITE_UNKNOWN };
+
+/* u->lock held. */
+static int reg_write(struct vmm_pl011 *u, uint64_t reg, uint32_t val)
 {
     switch (reg) {
     case UARTDR: {
@@ -95,67 +188,87 @@ static void reg_write(struct vmm_pl011 *u, uint64_t reg, uint32_t val)
         /* Like most models, transmit even if the guest never enabled the UART:
          * early boot code often skips UARTCR. */
         vmm__console_put(u->vm->console, &ch, 1);
-        return;
+        u->ris |= INT_TX; /* the FIFO drained through its trigger level */
+        return WRITE_OK;
     }
     case UARTRSR:
-        return; /* UARTECR: clears errors; we never have any */
+        return WRITE_OK; /* UARTECR: clears errors; we never have any */
     case UARTILPR:
         u->ilpr = val & 0xff;
-        return;
+        return WRITE_OK;
     case UARTIBRD:
         u->ibrd = val & 0xffff;
-        return;
+        return WRITE_OK;
     case UARTFBRD:
         u->fbrd = val & 0x3f;
-        return;
+        return WRITE_OK;
     case UARTLCR_H:
         u->lcr_h = val & 0xff;
-        return;
+        return WRITE_OK;
     case UARTCR:
         u->cr = val & 0xff87;
-        return;
+        return WRITE_OK;
     case UARTIFLS:
         u->ifls = val & 0x3f;
-        return;
+        return WRITE_OK;
     case UARTIMSC:
         u->imsc = val & INT_ALL;
-        return;
+        return WRITE_OK;
     case UARTICR:
-        u->ris &= ~val;
-        return;
+        u->ris &= ~val; /* latched bits only: RX/RT hold while input is queued */
+        return WRITE_OK;
     case UARTDMACR:
         u->dmacr = val & 7;
-        return;
+        return WRITE_OK;
     case UARTFR:
     case UARTRIS:
     case UARTMIS:
-        vmm__guest_error(u->vm, "pl011", "write to read-only register 0x%03" PRIx64, reg);
-        return;
+        return WRITE_READ_ONLY;
     }
-    vmm__guest_error(u->vm, "pl011", "write to unknown register 0x%03" PRIx64, reg);
+    return WRITE_UNKNOWN;
 }
 
 static uint64_t pl011_read(void *dev, uint64_t off, unsigned size)
 {
     struct vmm_pl011 *u = dev;
+    uint64_t reg = off & ~3ULL;
+    uint32_t v = 0;
+    bool ok;
 
     if (size > 4 || (off & (size - 1))) {
         vmm__guest_error(u->vm, "pl011", "bad %u-byte read at offset 0x%" PRIx64, size, off);
         return 0;
     }
-    uint32_t v = reg_read(u, off & ~3ULL) >> (8 * (off & 3));
+    pthread_mutex_lock(&u->lock);
+    ok = reg_read(u, reg, &v);
+    if (reg == UARTDR)
+        update_irq_unlock(u); /* the queue may have drained: RX drops */
+    else
+        pthread_mutex_unlock(&u->lock);
+    if (!ok) {
+        vmm__guest_error(u->vm, "pl011", "read of unknown register 0x%03" PRIx64, reg);
+        return 0;
+    }
+    v >>= 8 * (off & 3);
     return size == 4 ? v : v & ((1u << (8 * size)) - 1);
 }
 
 static void pl011_write(void *dev, uint64_t off, unsigned size, uint64_t val)
 {
     struct vmm_pl011 *u = dev;
+    int rc;
 
     if (size > 4 || (off & 3)) {
         vmm__guest_error(u->vm, "pl011", "bad %u-byte write at offset 0x%" PRIx64, size, off);
         return;
     }
-    reg_write(u, off, (uint32_t)val);
+    pthread_mutex_lock(&u->lock);
+    rc = reg_write(u, off, (uint32_t)val);
+    update_irq_unlock(u);
+    if (rc == WRITE_READ_ONLY)
+        vmm__guest_error(u->vm, "pl011", "write to read-only register 0x%03" PRIx64, off);
+    else if (rc == WRITE_UNKNOWN)
+        vmm__guest_error(u->vm, "pl011", "write to unknown register 0x%03" PRIx64, off);
 }
 
 static const struct vmm_mmio_ops pl011_ops = { .read = pl011_read, .write = pl011_write };
@@ -168,17 +281,25 @@ int vmm__pl011_create(struct vmm_vm *vm, uint64_t base, struct vmm_pl011 **out)
     if (!u)
         return vmm__set_error(vm, VMM_ENOMEM, "out of memory for the PL011");
     u->vm = vm;
+    pthread_mutex_init(&u->lock, NULL);
     u->cr = 0x300; /* TXE | RXE, reset value */
     u->ifls = 0x12;
+    u->ris = INT_TX; /* the transmit FIFO is empty */
     if ((rc = vmm__bus_add(vm, base, 0x1000, "pl011", &pl011_ops, u))) {
+        pthread_mutex_destroy(&u->lock);
         free(u);
         return rc;
     }
+    vmm__console_set_input_cb(vm->console, pl011_input, u);
     *out = u;
     return 0;
 }
 
 void vmm__pl011_destroy(struct vmm_pl011 *u)
 {
+    if (!u)
+        return;
+    vmm__console_set_input_cb(u->vm->console, NULL, NULL);
+    pthread_mutex_destroy(&u->lock);
     free(u);
 }

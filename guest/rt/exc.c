@@ -1,4 +1,4 @@
-/* exc.c - exception dispatch: semihosting fallback, the guest's handler, a report for the rest. */
+/* exc.c - exception dispatch: the IRQ handler, semihosting fallback, the guest's handler, a report for the rest. */
 #include "rt.h"
 
 _Static_assert(sizeof(struct exc_frame) == 304, "vectors.S FRAME_SIZE");
@@ -10,12 +10,19 @@ _Static_assert(offsetof(struct exc_frame, vector) == 288, "vectors.S F_VECTOR");
 #define INSN_HLT_SEMIHOST 0xd45e0000u /* hlt #0xf000 */
 #define SPSR_EL1H_MASKED 0x3c5
 
-static exc_handler_fn registered;
+static exc_handler_fn registered, irq_registered;
 
 exc_handler_fn exc_set_handler(exc_handler_fn fn)
 {
     exc_handler_fn old = registered;
     registered = fn;
+    return old;
+}
+
+exc_handler_fn exc_set_irq_handler(exc_handler_fn fn)
+{
+    exc_handler_fn old = irq_registered;
+    irq_registered = fn;
     return old;
 }
 
@@ -58,6 +65,8 @@ void rt_exception(struct exc_frame *f)
 {
     static int reporting;
 
+    if (VEC_KIND(f->vector) == 1 && irq_registered && irq_registered(f))
+        return;
     if (semihost_unavailable(f) || exc_handler(f))
         return;
     if (reporting++) /* another unexpected exception while reporting one */

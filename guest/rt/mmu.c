@@ -45,6 +45,13 @@
 /* L0 (48-bit only), L1, and up to one L2 per GiB of RAM */
 static uint64_t tables[2 + MAX_RAM_GIB][ENTRIES] __attribute__((aligned(4096)));
 
+/* What the boot CPU programmed, for secondary CPUs (mmu_enable_secondary). Written with the MMU off
+   and invalidated from the caches with the tables, so a secondary reads it with its MMU off too. It
+   fills whole cache lines: nothing else shares them. */
+static struct {
+    uint64_t on, mair, tcr, ttbr0, sctlr;
+} saved __attribute__((aligned(64)));
+
 static int in_el0_region(const struct mmu_config *cfg, uint64_t pa)
 {
     return cfg->el0_size && pa >= cfg->el0_base && pa - cfg->el0_base < cfg->el0_size;
@@ -62,15 +69,28 @@ static int config_ok(const struct mmu_config *cfg)
            cfg->el0_base - RAM_BASE + cfg->el0_size <= cfg->ram_size;
 }
 
-/* the tables were written with the MMU (and so the data cache) off: drop any stale lines */
-static void invalidate_tables(void)
+/* [start, start + size) was written with the MMU (and so the data cache) off: drop any stale lines */
+static void invalidate(const void *start, size_t size)
 {
     uint64_t line = 4UL << ((read_sysreg(ctr_el0) >> 16) & 0xf);
 
     dsb(sy);
-    for (uintptr_t a = (uintptr_t)tables; a < (uintptr_t)tables + sizeof(tables); a += line)
+    for (uintptr_t a = (uintptr_t)start & ~(line - 1); a < (uintptr_t)start + size; a += line)
         __asm__ volatile("dc ivac, %0" ::"r"(a) : "memory");
     dsb(sy);
+}
+
+/* MAIR, TCR, TTBR0, TLB invalidate, then SCTLR: the same on every CPU */
+static void program(void)
+{
+    write_sysreg(mair_el1, saved.mair);
+    write_sysreg(tcr_el1, saved.tcr);
+    write_sysreg(ttbr0_el1, saved.ttbr0);
+    isb();
+    __asm__ volatile("tlbi vmalle1\n dsb nsh" ::: "memory");
+    isb();
+    write_sysreg(sctlr_el1, saved.sctlr);
+    isb();
 }
 
 int mmu_enable(const struct mmu_config *cfg)
@@ -109,23 +129,30 @@ int mmu_enable(const struct mmu_config *cfg)
         }
         l1[base / GIB] = (uintptr_t)l2 | PT_TABLE;
     }
-    invalidate_tables();
 
     uint64_t ips = read_sysreg(id_aa64mmfr0_el1) & 0xf; /* PARange, same encoding as IPS */
     if (ips > 5)
         ips = 5; /* 48 bits; 52 would need FEAT_LPA2 descriptors */
-    write_sysreg(mair_el1, MAIR_VALUE);
-    write_sysreg(tcr_el1, TCR_T0SZ(cfg->va_bits) | TCR_IRGN0_WB | TCR_ORGN0_WB | TCR_SH0_INNER | TCR_EPD1 |
-                              (ips << TCR_IPS_SHIFT));
-    write_sysreg(ttbr0_el1, (uintptr_t)root);
-    isb();
-    __asm__ volatile("tlbi vmalle1\n dsb nsh" ::: "memory");
-    isb();
-
     uint64_t sctlr = read_sysreg(sctlr_el1);
     sctlr &= ~(SCTLR_A | SCTLR_WXN | SCTLR_E0E | SCTLR_EE);
     sctlr |= SCTLR_M | SCTLR_C | SCTLR_I | SCTLR_SPAN;
-    write_sysreg(sctlr_el1, sctlr);
-    isb();
+
+    saved.mair = MAIR_VALUE;
+    saved.tcr =
+        TCR_T0SZ(cfg->va_bits) | TCR_IRGN0_WB | TCR_ORGN0_WB | TCR_SH0_INNER | TCR_EPD1 | (ips << TCR_IPS_SHIFT);
+    saved.ttbr0 = (uintptr_t)root;
+    saved.sctlr = sctlr;
+    saved.on = 1;
+    invalidate(tables, sizeof(tables));
+    invalidate(&saved, sizeof(saved));
+    program();
+    return 0;
+}
+
+int mmu_enable_secondary(void)
+{
+    if (!saved.on || (read_sysreg(sctlr_el1) & SCTLR_M))
+        return -1;
+    program();
     return 0;
 }

@@ -33,6 +33,16 @@ int32_t psci_cpu_on(uint64_t mpidr, uintptr_t entry, uint64_t context)
     return (int32_t)smccc_hvc(PSCI_CPU_ON, mpidr, entry, context);
 }
 
+int32_t psci_cpu_off(void)
+{
+    return (int32_t)smccc_hvc(PSCI_CPU_OFF, 0, 0, 0);
+}
+
+int32_t psci_affinity_info(uint64_t mpidr, unsigned level)
+{
+    return (int32_t)smccc_hvc(PSCI_AFFINITY_INFO, mpidr, level, 0);
+}
+
 void psci_system_off(void)
 {
     smccc_hvc(PSCI_SYSTEM_OFF, 0, 0, 0);

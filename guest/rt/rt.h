@@ -1,4 +1,5 @@
-/* rt.h - the guest runtime API: UART, printf, exceptions, EL0 calls, PSCI, semihosting, MMU, exit. */
+/* rt.h - the guest runtime API: UART, printf, exceptions, EL0 calls, PSCI, semihosting, MMU, exit,
+   GICv3, generic timer and waits, SMP (secondary CPUs, spinlocks, atomics, barriers), DTB cpus. */
 #ifndef GUEST_RT_H
 #define GUEST_RT_H
 
@@ -20,11 +21,45 @@
         _v;                                                   \
     })
 #define write_sysreg(r, v) __asm__ volatile("msr " #r ", %0" ::"r"((uint64_t)(v)) : "memory")
+/* the same for names the assembler may not know, given as macros (ICC_PMR_EL1 -> S3_0_C4_C6_0) */
+#define read_sysreg_s(r) read_sysreg(r)
+#define write_sysreg_s(r, v) write_sysreg(r, v)
 #define isb() __asm__ volatile("isb" ::: "memory")
 #define dsb(opt) __asm__ volatile("dsb " #opt ::: "memory")
+#define dmb(opt) __asm__ volatile("dmb " #opt ::: "memory")
 
 #define mmio_read32(a) (*(volatile uint32_t *)(uintptr_t)(a))
 #define mmio_write32(a, v) (*(volatile uint32_t *)(uintptr_t)(a) = (uint32_t)(v))
+#define mmio_read64(a) (*(volatile uint64_t *)(uintptr_t)(a))
+#define mmio_write64(a, v) (*(volatile uint64_t *)(uintptr_t)(a) = (uint64_t)(v))
+
+/* ---- PSTATE.I and idle ---- */
+static inline void irq_enable(void)
+{
+    __asm__ volatile("msr daifclr, #2" ::: "memory");
+}
+static inline void irq_disable(void)
+{
+    __asm__ volatile("msr daifset, #2" ::: "memory");
+}
+static inline uint64_t irq_save(void) /* masks IRQs, returns the previous DAIF */
+{
+    uint64_t daif = read_sysreg(daif);
+    irq_disable();
+    return daif;
+}
+static inline void irq_restore(uint64_t daif)
+{
+    write_sysreg(daif, daif);
+}
+static inline void wfi(void)
+{
+    __asm__ volatile("wfi" ::: "memory");
+}
+static inline void cpu_relax(void)
+{
+    __asm__ volatile("yield" ::: "memory");
+}
 
 /* ---- UART (PL011, polled) ---- */
 void uart_putc(char c); /* "\n" goes out as "\r\n" */
@@ -75,6 +110,9 @@ struct exc_frame {
    frame->elr); zero reports it on the UART and ends the guest with exit status 3. */
 typedef int (*exc_handler_fn)(struct exc_frame *f);
 exc_handler_fn exc_set_handler(exc_handler_fn fn); /* returns the previous handler */
+/* IRQ exceptions go first to this handler (gic_init() installs the GIC dispatcher), then to the
+   exception handler. Returns the previous one. */
+exc_handler_fn exc_set_irq_handler(exc_handler_fn fn);
 /* Called by the vectors. The default (weak) one calls the registered handler; a guest may define
    its own exc_handler instead. */
 int exc_handler(struct exc_frame *f);
@@ -91,17 +129,29 @@ void el0_return(struct exc_frame *f, uint64_t value);
 #define SMCCC_VERSION 0x80000000U
 #define PSCI_VERSION 0x84000000U
 #define PSCI_CPU_OFF 0x84000002U
+#define PSCI_AFFINITY_INFO 0xC4000004U
 #define PSCI_SYSTEM_OFF 0x84000008U
 #define PSCI_SYSTEM_RESET 0x84000009U
 #define PSCI_FEATURES 0x8400000AU
 #define PSCI_CPU_ON 0xC4000003U
 #define PSCI_NOT_SUPPORTED (-1)
+#define PSCI_INVALID_PARAMETERS (-2)
+#define PSCI_DENIED (-3)
+#define PSCI_ALREADY_ON (-4)
+#define PSCI_ON_PENDING (-5)
+#define PSCI_INTERNAL_FAILURE (-6)
+/* AFFINITY_INFO results */
+#define PSCI_AFF_ON 0
+#define PSCI_AFF_OFF 1
+#define PSCI_AFF_ON_PENDING 2
 
 /* function id in w0, arguments in x1..x3; returns x0 (x4..x17 are treated as clobbered) */
 uint64_t smccc_hvc(uint32_t fn, uint64_t a1, uint64_t a2, uint64_t a3);
 uint32_t psci_version(void); /* major << 16 | minor */
 int32_t psci_features(uint32_t fn);
 int32_t psci_cpu_on(uint64_t mpidr, uintptr_t entry, uint64_t context);
+int32_t psci_cpu_off(void); /* returns only on failure */
+int32_t psci_affinity_info(uint64_t mpidr, unsigned level);
 __attribute__((noreturn)) void psci_system_off(void);
 __attribute__((noreturn)) void psci_system_reset(void);
 
@@ -123,14 +173,238 @@ struct mmu_config {
     {                                                            \
         .va_bits = 39, .ram_2m_blocks = 1, .ram_size = 1UL << 30 \
     }
-/* NULL: the default. Returns -1 (and changes nothing) if cfg is unsupported or the MMU is already on. */
+/* NULL: the default. Returns -1 (and changes nothing) if cfg is unsupported or the MMU is already on.
+   Call it before starting secondary CPUs: they turn the MMU on with the same tables (smp.c). */
 int mmu_enable(const struct mmu_config *cfg);
+/* Secondary CPUs (rt/smp.c): the MMU as the boot CPU set it up, if it did. 0 = on, -1 = left off. */
+int mmu_enable_secondary(void);
+
+/* ---- GICv3 (rt/gic.c): system-register CPU interface, affinity routing, Group 1 only ---- */
+/* CPU interface registers (Arm IHI0069, 12.2), by encoding so any assembler takes them */
+#define ICC_PMR_EL1 S3_0_C4_C6_0
+#define ICC_IAR1_EL1 S3_0_C12_C12_0
+#define ICC_EOIR1_EL1 S3_0_C12_C12_1
+#define ICC_HPPIR1_EL1 S3_0_C12_C12_2
+#define ICC_BPR1_EL1 S3_0_C12_C12_3
+#define ICC_CTLR_EL1 S3_0_C12_C12_4
+#define ICC_SRE_EL1 S3_0_C12_C12_5
+#define ICC_IGRPEN1_EL1 S3_0_C12_C12_7
+#define ICC_RPR_EL1 S3_0_C12_C11_3
+#define ICC_SGI1R_EL1 S3_0_C12_C11_5
+
+/* distributor (GICD_BASE) registers */
+#define GICD_CTLR 0x0000
+#define GICD_TYPER 0x0004
+#define GICD_IIDR 0x0008
+#define GICD_IGROUPR 0x0080
+#define GICD_ISENABLER 0x0100
+#define GICD_ICENABLER 0x0180
+#define GICD_ISPENDR 0x0200
+#define GICD_ICPENDR 0x0280
+#define GICD_ISACTIVER 0x0300
+#define GICD_ICACTIVER 0x0380
+#define GICD_IPRIORITYR 0x0400
+#define GICD_ICFGR 0x0c00
+#define GICD_IROUTER 0x6000 /* 64-bit, one per INTID (32..) */
+#define GICD_CTLR_ENABLE_G1NS (1u << 1)
+#define GICD_CTLR_ARE_NS (1u << 4)
+#define GICD_CTLR_RWP (1u << 31)
+/* redistributor: RD_base frame, then the SGI_base frame with the SGI/PPI registers (GICD offsets) */
+#define GICR_STRIDE 0x20000UL
+#define GICR_SGI_OFFSET 0x10000UL
+#define GICR_CTLR 0x0000
+#define GICR_TYPER 0x0008 /* 64-bit: affinity in [63:32], Last in bit 4 */
+#define GICR_WAKER 0x0014
+#define GICR_CTLR_RWP (1u << 3)
+#define GICR_WAKER_PROCESSOR_SLEEP (1u << 1)
+#define GICR_WAKER_CHILDREN_ASLEEP (1u << 2)
+
+#define GIC_MAX_INTID 1020 /* 0..1019; 1020-1023 are special */
+#define GIC_SPURIOUS 1023
+#define INTID_VTIMER 27 /* EL1 virtual timer PPI */
+#define INTID_PTIMER 30 /* EL1 physical timer PPI (WFI_UNTIL's wake-up timer) */
+#define INTID_UART 33   /* PL011, SPI 1, level */
+#define GIC_PRIO_DEFAULT 0xa0
+#define GIC_PRIO_WAKEUP 0xe0 /* must stay below ICC_PMR_EL1 (0xff reads back as 0xf8 or 0xf0) */
+
+/* An interrupt handler, called with IRQs masked between ICC_IAR1_EL1 and ICC_EOIR1_EL1 (EOImode 0).
+   It may irq_enable() to let higher-priority interrupts preempt it; the dispatcher masks again. */
+typedef void (*irq_fn)(unsigned intid, void *arg);
+
+/* Boot CPU, once: distributor (ARE_NS, Group 1 enabled, every SPI disabled, Group 1, default priority,
+   routed to this CPU), then gic_cpu_init(), then installs the IRQ dispatcher. 0, or -1 after a
+   "gic: ..." line on the UART. */
+int gic_init(void);
+/* Every CPU (gic_init() does the boot CPU's): find its redistributor by GICR_TYPER affinity, wake it,
+   SGIs/PPIs Group 1, disabled, default priority; ICC_SRE_EL1.SRE, PMR 0xff, BPR1 0, Group 1 on. */
+int gic_cpu_init(void);
+void gic_set_handler(unsigned intid, irq_fn fn, void *arg);
+/* INTIDs below 32 act on the calling CPU's redistributor, others on the distributor. */
+void gic_enable(unsigned intid);
+void gic_disable(unsigned intid); /* waits for RWP */
+void gic_set_priority(unsigned intid, uint8_t prio);
+void gic_set_edge(unsigned intid, int edge); /* ICFGR: 1 edge-triggered, 0 level-sensitive */
+int gic_is_edge(unsigned intid);
+void gic_set_pending(unsigned intid);   /* ISPENDR */
+void gic_clear_pending(unsigned intid); /* ICPENDR */
+int gic_is_pending(unsigned intid);
+int gic_is_active(unsigned intid);
+void gic_clear_active(unsigned intid);
+void gic_route(unsigned intid, uint64_t mpidr); /* SPIs: GICD_IROUTER to one CPU */
+/* SGIs through ICC_SGI1R_EL1 (affinity routing): to one CPU, or with IRM to all but the sender */
+void gic_send_sgi(unsigned intid, uint64_t mpidr);
+void gic_send_sgi_list(unsigned intid, uint64_t aff321, uint16_t target_list); /* Aff0 bits, RS 0 */
+void gic_send_sgi_others(unsigned intid);
+unsigned gic_num_intids(void); /* 32 * (GICD_TYPER.ITLinesNumber + 1), at most 1020 */
+uintptr_t gic_rd_base(void);   /* the calling CPU's RD_base (after gic_cpu_init) */
+
+/* ---- generic timer and bounded waits (rt/timer.c) ---- */
+#define CNT_CTL_ENABLE (1u << 0)
+#define CNT_CTL_IMASK (1u << 1)
+#define CNT_CTL_ISTATUS (1u << 2)
+
+uint64_t timer_freq(void); /* CNTFRQ_EL0, or 62.5 MHz if it reads 0 */
+uint64_t timer_now(void);  /* CNTVCT_EL0 (isb first) */
+uint64_t timer_ms_to_ticks(uint64_t ms);
+uint64_t timer_ticks_to_us(uint64_t ticks);
+
+/* A deadline on the virtual counter. It also expires if the counter does not move over 10 million
+   consecutive checks, so a stopped counter cannot turn a bounded wait into a hang. */
+struct deadline {
+    uint64_t end, last;
+    uint32_t same;
+};
+void deadline_set(struct deadline *d, uint64_t ms);
+int deadline_passed(struct deadline *d);
+
+/* Busy-wait until cond is true or ms pass; the value is whether cond became true. */
+#define POLL_UNTIL(cond, ms)                               \
+    ({                                                     \
+        struct deadline _d;                                \
+        int _ok;                                           \
+        deadline_set(&_d, (ms));                           \
+        while (!(_ok = !!(cond)) && !deadline_passed(&_d)) \
+            cpu_relax();                                   \
+        _ok;                                               \
+    })
+
+/* Sleep in WFI until cond is true or ms pass; the value is whether cond became true in time.
+   cond is tested with IRQs masked and IRQs are taken only between tests, so an interrupt that makes
+   it true cannot be missed before the WFI. The physical timer (PPI 30, owned by this while it waits,
+   enabled on first use on each CPU) fires at the deadline to end the WFI; a cond that only became
+   true after that counts as a timeout (so a wake-up the VMM lost shows). Needs gic_init()/
+   gic_cpu_init() on this CPU and ICC_PMR_EL1 above GIC_PRIO_WAKEUP. */
+struct wfi_wait {
+    struct deadline d;
+    uint64_t daif;
+};
+void wfi_wait_begin(struct wfi_wait *w, uint64_t ms);
+int wfi_wait_step(struct wfi_wait *w); /* WFI then take IRQs; 0 once the deadline has passed */
+int wfi_wait_end(struct wfi_wait *w);  /* nonzero if the wake-up timer fired (the wait ran out) */
+#define WFI_UNTIL(cond, ms)                             \
+    ({                                                  \
+        struct wfi_wait _w;                             \
+        int _ok;                                        \
+        wfi_wait_begin(&_w, (ms));                      \
+        while (!(_ok = !!(cond)) && wfi_wait_step(&_w)) \
+            ;                                           \
+        if (wfi_wait_end(&_w))                          \
+            _ok = 0;                                    \
+        _ok;                                            \
+    })
+
+/* ---- SMP (rt/smp.c, secondary entry in rt/start.S) ---- */
+/* CPUs are numbered by MPIDR_EL1.Aff0 (QEMU virt and vmmpy: Aff0 = CPU index, Aff1-3 = 0 up to 8
+   CPUs). Each secondary gets a 16 KiB stack picked by Aff0 (rt/link.ld). */
+#define RT_MAX_CPUS 8
+#define MPIDR_AFF_MASK 0xff00ffffffUL
+
+typedef void (*smp_fn)(void *arg);
+/* Per-CPU data, indexed by smp_cpu_id(); `state` is written by the CPU itself. */
+enum cpu_state { CPU_OFF = 0, CPU_STARTING, CPU_RUNNING, CPU_STOPPING };
+struct cpu_data {
+    volatile uint32_t state;
+    uint32_t id;
+    uint64_t mpidr; /* MPIDR_EL1 & MPIDR_AFF_MASK, once it ran */
+    smp_fn fn;      /* what a secondary runs (set by smp_start_cpu) */
+    void *arg;
+    uintptr_t gicr; /* RD_base (gic_cpu_init) */
+    int wake_ready; /* WFI_UNTIL's timer PPI is set up on this CPU */
+    volatile int wake_fired;
+    volatile uint32_t irqs, spurious, unhandled, nesting;
+} __attribute__((aligned(64)));
+extern struct cpu_data cpu_data[RT_MAX_CPUS];
+
+static inline unsigned smp_cpu_id(void)
+{
+    return (unsigned)(read_sysreg(mpidr_el1) & 0xff);
+}
+static inline struct cpu_data *this_cpu(void)
+{
+    return &cpu_data[smp_cpu_id() % RT_MAX_CPUS];
+}
+/* PSCI CPU_ON of `mpidr` at the runtime's secondary entry: it takes the stack for its Aff0, sets
+   VBAR_EL1 and FP/SIMD access, turns the MMU on like the boot CPU (if it did), marks itself
+   CPU_RUNNING and runs fn(arg); when fn returns it calls PSCI CPU_OFF. Returns the PSCI result
+   (PSCI_INVALID_PARAMETERS without a call if Aff0 >= RT_MAX_CPUS or Aff1-3 are not 0). */
+int32_t smp_start_cpu(uint64_t mpidr, smp_fn fn, void *arg);
+/* The CPUs' MPIDR affinities into mpidrs[0..max), max <= RT_MAX_CPUS; returns how many (at most max).
+   From the DTB's /cpus if there is one (*from_dtb = 1; QEMU gives none to an ELF linked at 0x40080000);
+   otherwise PSCI AFFINITY_INFO of Aff0 = 0, 1, ... until it returns an error (*from_dtb = 0). */
+int smp_find_cpus(uint64_t dtb, uint64_t *mpidrs, int max, int *from_dtb);
+/* the entry point that smp_start_cpu gives PSCI (for a direct psci_cpu_on) */
+void _start_secondary(void);
+
+/* Spinlock (LDAXR/STXR, released by STLR). Exclusives need Normal memory: turn the MMU on first.
+   Holds the owner's id + 1 (0: free, so a zeroed one is unlocked); a lock not obtained within 10 s
+   prints "FAIL spinlock: ..." and exits with RT_EXIT_TIMEOUT. */
+typedef struct {
+    volatile uint32_t owner;
+} spinlock_t;
+int spin_trylock(spinlock_t *l);
+void spin_lock(spinlock_t *l);
+void spin_unlock(spinlock_t *l);
+
+/* atomic read-modify-write (LDAXR/STLXR): return the new value */
+uint32_t atomic_add32(volatile uint32_t *p, uint32_t v);
+uint64_t atomic_add64(volatile uint64_t *p, uint64_t v);
+
+/* Sense-reversing barrier for n CPUs; 0, or -1 if not all arrived within ms. */
+struct smp_barrier {
+    volatile uint32_t count, generation;
+};
+int smp_barrier_wait(struct smp_barrier *b, unsigned n, uint64_t ms);
+
+/* printf under a lock with IRQs masked, so lines from several CPUs do not mix. Do not call it from
+   an IRQ handler that may interrupt printf on the same CPU. */
+__attribute__((format(printf, 1, 2))) int cpu_printf(const char *fmt, ...);
+uint64_t cpu_print_begin(void);     /* takes that lock (IRQs masked) for several printf calls */
+void cpu_print_end(uint64_t flags); /* and gives it back */
+
+/* ---- test verdicts (rt/check.c) ---- */
+/* Every failed check prints "FAIL <name>: <message>" at once (safe from any CPU); test_end() prints
+   "PASS <name>" or "FAIL <name>: N check(s) failed" and returns the exit status (0 or 1). */
+void test_begin(const char *name);
+__attribute__((format(printf, 2, 3))) int test_check(int ok, const char *fmt, ...); /* returns ok */
+__attribute__((format(printf, 1, 2))) void test_fail(const char *fmt, ...);
+void test_failv(const char *fmt, va_list ap);
+int test_failures(void);
+int test_end(void);
+
+/* ---- device tree (rt/fdt.c): read-only, just what the guests need ---- */
+/* The DTB: x0 if it holds one, else the start of RAM if it holds one (QEMU puts it there for a
+   non-Linux kernel only if it fits below the image: not for these guests); 0 if none. */
+uintptr_t fdt_find(uint64_t x0);
+/* The `reg` (MPIDR affinity) of each /cpus/cpu@N node into mpidrs[0..max); returns how many there are
+   (possibly more than max), or -1 if the DTB is malformed or has no /cpus. */
+int fdt_cpus(uintptr_t fdt, uint64_t *mpidrs, int max);
 
 /* ---- exit ---- */
 /* 0: PSCI SYSTEM_OFF; otherwise a semihosting exit with that status, SYSTEM_OFF as the fallback.
    Returning from main(dtb) calls guest_exit() with main's return value. */
 __attribute__((noreturn)) void guest_exit(int code);
 #define RT_EXIT_EXCEPTION 3
+#define RT_EXIT_TIMEOUT 4 /* a runtime wait that cannot fail gracefully (spinlock, atomics) ran out */
 
 int main(uint64_t dtb);
 

@@ -1,0 +1,146 @@
+"""Debian arm64 Linux boot to the BusyBox /init marker: vmmpy in-process vs a QEMU TCG process, same inputs.
+
+Same kernel (tools/fetch_debian.py), same initramfs (tools/initramfs.py, test init), same vCPU
+count, RAM and command line. vmmpy: from Machine() creation; QEMU: from process start (QEMU cannot
+be created in-process). Milestones are the moments each console line reached Python. A vmmpy boot
+that fails or times out is reported, and the QEMU column is still measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+sys.path.insert(0, os.path.join(common.ROOT, "tools"))
+import fetch_debian  # noqa: E402
+import initramfs  # noqa: E402
+import qemu_ref  # noqa: E402
+
+CMDLINE = qemu_ref.CMDLINE
+# (row name, pattern): console milestones, in order; the last one is the /init marker
+MILESTONES = [
+    ("first_byte", rb"."),
+    ("smp_up", rb"smp: Brought up \d+ nodes?, \d+ CPUs"),
+    ("run_init", rb"Run /init as init process"),
+    ("init_marker", initramfs.MARKER_RE),
+]
+
+
+class BootFailed(Exception):
+    pass
+
+
+def _walk(expect, elapsed, timeout: float) -> dict[str, float]:
+    """Wait for each milestone in turn; seconds from start to each."""
+    times: dict[str, float] = {}
+    deadline = time.monotonic() + timeout
+    for name, rx in MILESTONES:
+        try:
+            m = expect(rx, max(0.1, deadline - time.monotonic()))
+        except Exception as e:  # vmmpy's SerialTimeout/SerialEOF, qemu_ref's QemuError
+            last = max(times, key=times.get) if times else "start"
+            lines = [ln for ln in str(e).splitlines() if ln.strip()]
+            why = lines[0].split(";")[0]
+            tail = f"; last console line: {lines[-1].strip()!r}" if len(lines) > 1 else ""
+            raise BootFailed(f"no {name!r} milestone (last reached: {last}): {why}{tail}") from e
+        times[name] = elapsed()
+        if name == "init_marker" and int(m.group(1)) <= 0:
+            raise BootFailed(f"bad marker {m.group(0)!r}")
+    return times
+
+
+def vmmpy_boot(kernel: str, cpio: str, cpus: int, ram: str, timeout: float) -> dict[str, float]:
+    try:
+        import vmmpy
+    except Exception as e:  # not built, or an ABI mismatch with a half-built tree
+        raise BootFailed(f"cannot import vmmpy: {e}") from e
+
+    t0 = time.perf_counter()
+    with vmmpy.Machine(kernel, cpus=cpus, ram=f"{ram}M", initrd=cpio, cmdline=CMDLINE) as m:
+        times = _walk(lambda rx, t: m.serial.expect(rx, timeout=t), lambda: time.perf_counter() - t0, timeout)
+        res = m.wait(timeout=60)
+        times["poweroff"] = time.perf_counter() - t0
+        if not res.ok:
+            raise BootFailed(f"marker seen but the run ended with {res.reason.name} {res.message}")
+    return times
+
+
+def qemu_boot(kernel: str, cpio: str, cpus: int, ram: str, timeout: float) -> dict[str, float]:
+    with qemu_ref.QemuConsole(qemu_ref.command(kernel, cpio, cpus=cpus, ram=ram, cmdline=CMDLINE)) as q:
+        times = _walk(q.expect, q.elapsed, timeout)
+        rc = q.wait(60)
+        times["poweroff"] = q.elapsed()
+        if rc != 0:
+            raise BootFailed(f"marker seen but QEMU exited with {rc}")
+    return times
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--cpus", type=int, default=2)
+    ap.add_argument("--ram", default="512", help="MiB (default 512)")
+    ap.add_argument("--timeout", type=float, default=300, help="seconds per vmmpy boot (default 300)")
+    ap.add_argument("--no-vmmpy", action="store_true")
+    ap.add_argument("--no-qemu", action="store_true")
+    ap.add_argument("--strict", action="store_true", help="exit 1 if either side did not reach the marker")
+    args = ap.parse_args()
+    kernel = fetch_debian.kernel()
+    cpio = initramfs.cached()
+    print(f"kernel {os.path.basename(kernel)}, initramfs {os.path.relpath(cpio, common.ROOT)}, "
+          f"{args.cpus} vCPUs, {args.ram} MiB, cmdline {CMDLINE!r}")  # fmt: skip
+    if not args.no_qemu and not qemu_ref.binary():
+        print("qemu-system-aarch64 is not installed: QEMU column skipped (apt-get install qemu-system-arm)")
+        args.no_qemu = True
+
+    v: list[dict[str, float]] = []
+    q: list[dict[str, float]] = []
+    vmmpy_error = qemu_error = None
+    for i in range(args.runs):
+        if not args.no_vmmpy and vmmpy_error is None:
+            try:
+                v.append(vmmpy_boot(kernel, cpio, args.cpus, args.ram, args.timeout))
+                print(f"  run {i + 1}: vmmpy {v[-1]['init_marker']:.2f} s", flush=True)
+            except BootFailed as e:
+                vmmpy_error = str(e)
+                print(f"  run {i + 1}: vmmpy FAILED: {vmmpy_error}; not retried", flush=True)
+        if not args.no_qemu and qemu_error is None:
+            try:
+                q.append(qemu_boot(kernel, cpio, args.cpus, args.ram, args.timeout))
+                print(f"  run {i + 1}: qemu  {q[-1]['init_marker']:.2f} s", flush=True)
+            except (BootFailed, qemu_ref.QemuError) as e:
+                qemu_error = str(e).splitlines()[0]
+                print(f"  run {i + 1}: qemu FAILED: {qemu_error}", flush=True)
+
+    def med(samples: list[dict[str, float]], key: str) -> float | None:
+        vals = [s[key] * 1e3 for s in samples if key in s]
+        return statistics.median(vals) if vals else None
+
+    keys = [name for name, _ in MILESTONES] + ["poweroff"]
+    print(f"\nDebian Linux boot, ms from start (median of {len(v)} vmmpy / {len(q)} qemu runs)")
+    print(common.table([(k, med(v, k), med(q, k)) for k in keys], unit="ms"))
+    if v and q:
+        ratio = statistics.median(s["init_marker"] for s in v) / statistics.median(s["init_marker"] for s in q)
+        print(f"  boot to /init marker: vmmpy/qemu = {ratio:.2f}x")
+    if vmmpy_error:
+        print(f"vmmpy did not reach the /init marker: {vmmpy_error}")
+    if qemu_error:
+        print(f"qemu did not reach the /init marker: {qemu_error}")
+    path = common.save(
+        "linux_boot",
+        {"cpus": args.cpus, "ram_mib": args.ram, "kernel": os.path.basename(kernel), "vmmpy": v, "qemu": q,
+         "vmmpy_error": vmmpy_error, "qemu_error": qemu_error},
+    )  # fmt: skip
+    print(f"wrote {os.path.relpath(path, common.ROOT)}")
+    failed = bool(vmmpy_error or qemu_error) if args.strict else not (v or q)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

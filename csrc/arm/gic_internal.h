@@ -1,0 +1,157 @@
+/* gic_internal.h - GICv3 model state and helpers shared by gic.c, gic_dist.c, gic_redist.c and gic_cpuif.c. */
+#ifndef VMM_GIC_INTERNAL_H
+#define VMM_GIC_INTERNAL_H
+
+#include <pthread.h>
+
+#include "arm.h"
+#include "gic.h"
+
+/*
+ * What we implement of IHI0069: one Security state (GICD_CTLR.DS = 1),
+ * affinity routing always on (ARE RAO/WI), SGIs, PPIs and 96 SPIs; no LPIs,
+ * ITS, extended SPI/PPI ranges, NMIs or message-based SPIs.
+ *
+ * 5 priority bits, as on GIC-600/700 and QEMU's TCG CPUs: priorities are
+ * multiples of 8 (bits [2:0] RAZ/WI), and the 32 possible preemption levels
+ * are exactly ICC_AP0R0_EL1 and ICC_AP1R0_EL1 (AP{0,1}R{1,2,3} do not exist).
+ */
+#define GIC_PRIBITS 5
+#define GIC_PRIO_SHIFT (8 - GIC_PRIBITS)
+#define GIC_PRIO_MASK ((0xffu << GIC_PRIO_SHIFT) & 0xffu) /* 0xf8 */
+#define GIC_MIN_BPR0 (7 - GIC_PRIBITS)                    /* group priority [7:3] */
+#define GIC_MIN_BPR1 (GIC_MIN_BPR0 + 1)                   /* the same split for Group 1 */
+#define GIC_IDLE_PRIO 0xffu
+#define GIC_NR_WORDS (GIC_NR_IRQS / 32) /* 32-interrupt blocks: word 0 is per CPU, 1..3 the SPIs */
+#define GIC_NO_CPU 0xffu
+
+/* GICD_CTLR with DS = 1 (§12.9.4) */
+#define GICD_CTLR_EN_GRP0 (1u << 0)
+#define GICD_CTLR_EN_GRP1 (1u << 1)
+#define GICD_CTLR_ARE (1u << 4)
+#define GICD_CTLR_DS (1u << 6)
+
+/* GICD_IROUTER<n> (§12.9.22) */
+#define GICD_IROUTER_IRM (1ull << 31)
+#define GICD_IROUTER_MASK 0x000000ff80ffffffull /* Aff3, IRM, Aff2..0 */
+
+/* GICD_IIDR / GICR_IIDR: implementer Arm (JEP106 0x43b), ProductID 0, r0p0 -- what QEMU reports */
+#define GIC_IIDR 0x0000043bu
+
+/* Offsets shared by the distributor and the redistributor's SGI_base frame (§12.9, §12.11) */
+#define GIC_IGROUPR 0x0080
+#define GIC_ISENABLER 0x0100
+#define GIC_ICENABLER 0x0180
+#define GIC_ISPENDR 0x0200
+#define GIC_ICPENDR 0x0280
+#define GIC_ISACTIVER 0x0300
+#define GIC_ICACTIVER 0x0380
+#define GIC_IPRIORITYR 0x0400
+#define GIC_ICFGR 0x0c00
+#define GIC_IGRPMODR 0x0d00
+#define GIC_NSACR 0x0e00
+#define GIC_IDREGS 0xffd0 /* PIDR4..7, PIDR0..3, CIDR0..3 */
+#define GIC_IDREGS_END 0x10000
+
+/* Access widths a register accepts (bit n: 2^n bytes) */
+#define GIC_W8 (1u << 0)
+#define GIC_W32 (1u << 2)
+#define GIC_W64 (1u << 3)
+
+/* One bit per interrupt for a block of 32 INTIDs. */
+struct gic_bits {
+    uint32_t group;   /* 1: Group 1 (I*_IGROUPR) */
+    uint32_t enable;  /* I*_ISENABLER / ICENABLER */
+    uint32_t pending; /* the latch: edges and ISPENDR writes; acknowledge and ICPENDR clear it */
+    uint32_t active;
+    uint32_t level; /* the input line */
+    uint32_t edge;  /* 1: edge-triggered (ICFGR bit 2n+1) */
+};
+
+/* A level-sensitive interrupt is pending while its input is high, or while latched. */
+static inline uint32_t gic_bits_pending(const struct gic_bits *b)
+{
+    return b->pending | (b->level & ~b->edge);
+}
+
+/* One CPU: its redistributor (SGIs, PPIs, GICR_WAKER) and its CPU interface (ICC_*). */
+struct gic_cpu {
+    struct gic_bits priv;
+    uint8_t prio[GIC_NR_PRIVATE];
+    uint32_t aff;    /* Aff3.Aff2.Aff1.Aff0 of the vCPU's MPIDR, as in GICR_TYPER[63:32] */
+    bool sleep;      /* GICR_WAKER.ProcessorSleep */
+    uint8_t pmr;     /* ICC_PMR_EL1 */
+    uint8_t bpr0;    /* ICC_BPR0_EL1 */
+    uint8_t bpr1;    /* ICC_BPR1_EL1 */
+    bool igrpen[2];  /* ICC_IGRPEN0_EL1, ICC_IGRPEN1_EL1 */
+    bool cbpr;       /* ICC_CTLR_EL1.CBPR */
+    bool eoimode;    /* ICC_CTLR_EL1.EOImode */
+    uint32_t apr[2]; /* ICC_AP0R0_EL1, ICC_AP1R0_EL1: bit n = group priority n << GIC_PRIO_SHIFT active */
+    /* derived state, valid whenever the lock is free */
+    unsigned hppi;     /* highest priority pending interrupt that may reach this CPU, or GIC_SPURIOUS */
+    uint8_t hppi_prio; /* its priority (GIC_IDLE_PRIO if none) */
+    uint8_t hppi_grp;  /* its group */
+    bool line;         /* the IRQ line as the state says */
+    bool notified;     /* the IRQ line as vmm__irq_line_changed() was last told */
+};
+
+struct vmm_gic {
+    struct vmm_vm *vm;
+    unsigned ncpus;
+    /*
+     * One mutex guards everything below. Every entry point takes it with
+     * vmm__gic_lock() and leaves through vmm__gic_unlock(), which recomputes
+     * the CPUs marked in `dirty` and reports line changes without the lock.
+     */
+    pthread_mutex_t lock;
+    uint32_t dirty;      /* CPUs whose HPPI and line must be recomputed */
+    uint32_t unnotified; /* CPUs whose line differs from what was reported */
+    bool notifying;      /* a thread is reporting line changes (see vmm__gic_unlock) */
+
+    uint32_t ctlr; /* GICD_CTLR.EnableGrp0/EnableGrp1 */
+    struct gic_bits spi[GIC_NR_WORDS - 1];
+    uint8_t spi_prio[GIC_NR_SPI];
+    uint64_t irouter[GIC_NR_SPI];
+    struct gic_cpu cpu[VMM_MAX_CPUS];
+};
+
+/* gic.c: locking, interrupt state, priorities */
+void vmm__gic_lock(struct vmm_gic *g);
+void vmm__gic_unlock(struct vmm_gic *g);
+struct gic_bits *vmm__gic_bank(struct vmm_gic *g, unsigned cpu, unsigned intid);
+uint8_t *vmm__gic_prio(struct vmm_gic *g, unsigned cpu, unsigned intid);
+/* The CPU an SPI is delivered to, or GIC_NO_CPU (IROUTER names no vCPU). */
+unsigned vmm__gic_spi_target(const struct vmm_gic *g, unsigned intid);
+/* Mark CPUs for recomputation: the one an interrupt reaches, or all of them. */
+void vmm__gic_dirty_irq(struct vmm_gic *g, unsigned cpu, unsigned intid);
+void vmm__gic_dirty_all(struct vmm_gic *g);
+
+/* The set/clear bitmap registers (IGROUPR..ICACTIVER); `reg` is the block's base offset. */
+uint32_t vmm__gic_bits_read(const struct gic_bits *b, unsigned reg);
+void vmm__gic_bits_write(struct gic_bits *b, unsigned reg, uint32_t val);
+/* ICFGR half `half` (0: interrupts 0-15 of the block, 1: 16-31); only bits in `writable` change. */
+uint32_t vmm__gic_cfg_read(const struct gic_bits *b, unsigned half);
+void vmm__gic_cfg_write(struct gic_bits *b, unsigned half, uint32_t val, uint32_t writable);
+/* IPRIORITYR: `n` bytes of priority starting at p, little-endian as in the register. */
+uint32_t vmm__gic_prio_read(const uint8_t *p, unsigned n);
+void vmm__gic_prio_write(uint8_t *p, unsigned n, uint32_t val);
+
+/* Priority arithmetic of the CPU interface (§4.8) */
+unsigned vmm__gic_gprio_mask(const struct gic_cpu *c, unsigned grp);
+unsigned vmm__gic_running_prio(const struct gic_cpu *c);
+bool vmm__gic_hppi_can_preempt(const struct gic_cpu *c);
+/* Acknowledge c's HPPI (it must be able to preempt); returns its INTID. */
+unsigned vmm__gic_activate(struct vmm_gic *g, unsigned cpu);
+void vmm__gic_deactivate(struct vmm_gic *g, unsigned cpu, unsigned intid);
+
+/* MMIO helpers: whether `size` suits a register taking `widths` (logs a guest error if not). */
+bool vmm__gic_access_ok(struct vmm_gic *g, const char *block, uint64_t off, unsigned size, unsigned widths,
+                        bool is_write);
+void vmm__gic_bad_offset(struct vmm_gic *g, const char *block, uint64_t off, unsigned size, bool is_write);
+uint32_t vmm__gic_id_reg(uint64_t off, uint8_t pidr0);
+
+/* the MMIO frames (gic_dist.c, gic_redist.c) */
+extern const struct vmm_mmio_ops vmm__gic_dist_ops;
+extern const struct vmm_mmio_ops vmm__gic_redist_ops;
+
+#endif

@@ -1,0 +1,125 @@
+"""Tier 1: the generic timer (Arm ARM D11) driven register by register on a virtual clock.
+
+Deterministic VMs have a clock that only moves when told (``clock_advance``), so every expectation
+here is exact; no test sleeps.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import vmmpy
+
+NS_PER_TICK = 16  # 62.5 MHz
+ENABLE, IMASK, ISTATUS = 1, 2, 4
+GICD, GICR = 0x0800_0000, 0x080A_0000
+PPI_VIRT, PPI_PHYS = 27, 30
+
+
+@pytest.fixture
+def vm():
+    m = vmmpy.Machine(deterministic=True, cpus=2)
+    yield m
+    m.close()
+
+
+def enable_ppi(m: vmmpy.Machine, intid: int, cpu: int = 0) -> None:
+    """Route PPI `intid` of `cpu` to its IRQ line: distributor, redistributor, CPU interface."""
+    sgi = GICR + cpu * 0x20000 + 0x10000
+    m.mmio_write(GICD, 0x12)  # ARE | EnableGrp1
+    m.mmio_write(GICR + cpu * 0x20000 + 0x14, 0)  # GICR_WAKER: awake
+    m.mmio_write(sgi + 0x80, m.mmio_read(sgi + 0x80) | 1 << intid)  # IGROUPR0: group 1
+    m.mmio_write(sgi + 0x100, 1 << intid)  # ISENABLER0
+    m.sysreg_write("ICC_PMR_EL1", 0xFF, cpu=cpu)
+    m.sysreg_write("ICC_IGRPEN1_EL1", 1, cpu=cpu)
+
+
+def test_frequency_is_62_5_mhz(vm):
+    assert vm.sysreg_read("CNTFRQ_EL0") == 62_500_000
+    vm.sysreg_write("CNTFRQ_EL0", 1)  # writable only at the highest EL: ignored
+    assert vm.sysreg_read("CNTFRQ_EL0") == 62_500_000
+
+
+def test_counters_follow_the_virtual_clock(vm):
+    assert vm.clock_ns == 0
+    assert vm.sysreg_read("CNTVCT_EL0") == 0
+    vm.clock_advance(16 * 1000 + 15)
+    assert vm.clock_ns == 16_015
+    assert vm.sysreg_read("CNTVCT_EL0") == 1000
+    assert vm.sysreg_read("CNTPCT_EL0") == 1000  # CNTVOFF is 0
+    assert vm.sysreg_read("CNTVCT_EL0", cpu=1) == 1000  # one system counter for all CPUs
+
+
+def test_clock_cannot_move_in_real_time_mode():
+    with vmmpy.Machine() as m:
+        with pytest.raises(vmmpy.StateError):
+            m.clock_advance(1)
+        a = m.sysreg_read("CNTVCT_EL0")
+        assert m.sysreg_read("CNTVCT_EL0") >= a
+
+
+@pytest.mark.parametrize("t", ["CNTV", "CNTP"])
+def test_tval_is_signed_distance_to_cval(vm, t):
+    vm.clock_advance(100 * NS_PER_TICK)
+    vm.sysreg_write(f"{t}_TVAL_EL0", 50)
+    assert vm.sysreg_read(f"{t}_CVAL_EL0") == 150
+    vm.clock_advance(20 * NS_PER_TICK)
+    assert vm.sysreg_read(f"{t}_TVAL_EL0") == 30
+    vm.clock_advance(40 * NS_PER_TICK)
+    assert vm.sysreg_read(f"{t}_TVAL_EL0") == (-10) & 0xFFFF_FFFF
+    # a negative TVAL write sets CVAL in the past
+    vm.sysreg_write(f"{t}_TVAL_EL0", (-5) & 0xFFFF_FFFF)
+    assert vm.sysreg_read(f"{t}_CVAL_EL0") == 160 - 5
+
+
+@pytest.mark.parametrize("t", ["CNTV", "CNTP"])
+def test_istatus_enable_and_imask(vm, t):
+    vm.sysreg_write(f"{t}_CVAL_EL0", 10)
+    assert vm.sysreg_read(f"{t}_CTL_EL0") == 0  # disabled: no ISTATUS
+    vm.sysreg_write(f"{t}_CTL_EL0", ENABLE | ISTATUS)  # ISTATUS is read-only
+    assert vm.sysreg_read(f"{t}_CTL_EL0") == ENABLE
+    vm.clock_advance(10 * NS_PER_TICK - 1)
+    assert vm.sysreg_read(f"{t}_CTL_EL0") == ENABLE
+    vm.clock_advance(1)
+    assert vm.sysreg_read(f"{t}_CTL_EL0") == ENABLE | ISTATUS
+    vm.sysreg_write(f"{t}_CTL_EL0", ENABLE | IMASK)
+    assert vm.sysreg_read(f"{t}_CTL_EL0") == ENABLE | IMASK | ISTATUS
+    vm.sysreg_write(f"{t}_CVAL_EL0", 1000)  # moving CVAL ahead clears the condition
+    assert vm.sysreg_read(f"{t}_CTL_EL0") == ENABLE | IMASK
+
+
+@pytest.mark.parametrize(("t", "ppi"), [("CNTV", PPI_VIRT), ("CNTP", PPI_PHYS)])
+def test_timer_raises_its_ppi_level_sensitive(vm, t, ppi):
+    enable_ppi(vm, ppi)
+    vm.sysreg_write(f"{t}_CVAL_EL0", 100)
+    vm.sysreg_write(f"{t}_CTL_EL0", ENABLE)
+    assert not vm.irq_line(0)
+    vm.clock_advance(100 * NS_PER_TICK)
+    assert vm.irq_line(0)
+    assert not vm.irq_line(1)  # the PPI is cpu 0's own
+    assert vm.sysreg_read("ICC_IAR1_EL1") == ppi
+    vm.sysreg_write("ICC_EOIR1_EL1", ppi)
+    assert vm.irq_line(0)  # level: still asserted while the condition holds
+    vm.sysreg_write(f"{t}_CTL_EL0", ENABLE | IMASK)  # masking drops the output
+    assert not vm.irq_line(0)
+    vm.sysreg_write(f"{t}_CTL_EL0", ENABLE)
+    assert vm.irq_line(0)
+    vm.sysreg_write(f"{t}_TVAL_EL0", 1000)  # re-arming drops it
+    assert not vm.irq_line(0)
+    vm.sysreg_write(f"{t}_CTL_EL0", 0)
+    vm.clock_advance(2000 * NS_PER_TICK)
+    assert not vm.irq_line(0)  # disabled timers never fire
+
+
+def test_timers_are_per_cpu(vm):
+    enable_ppi(vm, PPI_VIRT, cpu=0)
+    enable_ppi(vm, PPI_VIRT, cpu=1)
+    vm.sysreg_write("CNTV_CVAL_EL0", 10, cpu=0)
+    vm.sysreg_write("CNTV_CTL_EL0", ENABLE, cpu=0)
+    vm.sysreg_write("CNTV_CVAL_EL0", 20, cpu=1)
+    vm.sysreg_write("CNTV_CTL_EL0", ENABLE, cpu=1)
+    assert vm.sysreg_read("CNTV_CVAL_EL0", cpu=1) == 20
+    vm.clock_advance(10 * NS_PER_TICK)
+    assert vm.irq_line(0) and not vm.irq_line(1)
+    vm.clock_advance(10 * NS_PER_TICK)
+    assert vm.irq_line(0) and vm.irq_line(1)
