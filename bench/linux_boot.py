@@ -26,7 +26,7 @@ CMDLINE = qemu_ref.CMDLINE
 # (row name, pattern): console milestones, in order; the last one is the /init marker
 MILESTONES = [
     ("first_byte", rb"."),
-    ("smp_up", rb"smp: Brought up \d+ nodes?, \d+ CPUs"),
+    ("smp_up", rb"smp: Brought up \d+ nodes?, \d+ CPUs?"),
     ("run_init", rb"Run /init as init process"),
     ("init_marker", initramfs.MARKER_RE),
 ]

@@ -1,6 +1,5 @@
 /* run.c - the one vCPU loop: runs vCPUs round-robin, dispatches normalized exits, stop and timeout. */
 #include <errno.h>
-#include <stdlib.h>
 #include <inttypes.h>
 #include <string.h>
 #include <time.h>
@@ -151,9 +150,6 @@ static bool run_one(struct run_ctx *rc, struct vmm_vcpu *vcpu)
     vm->current = vcpu;
     int r = ops->vcpu_run(vcpu, &exit);
     vm->current = NULL;
-    if (getenv("VMM_TRACE_RUN"))
-        vmm__log(vm, VMM_LOG_INFO, "trace", "vcpu %u exit %d pc %llx insns %llu irq %d", vcpu->id, exit.kind,
-                 (unsigned long long)ops->get_pc(vcpu), (unsigned long long)vcpu->insns, (int)atomic_load(&vcpu->irq));
     if (r < 0) {
         end_run(rc, VMM_RUN_HOST_ERROR, 0);
         return false;
