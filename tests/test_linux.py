@@ -143,6 +143,20 @@ def test_boots_to_init_on_two_cpus_and_powers_off(boot, test_initramfs):
     g.assert_powered_off()
 
 
+def test_deterministic_smp_boot_is_bit_identical(debian_kernel, test_initramfs, machine):
+    """Deterministic mode: Linux on 2 vCPUs, printk timestamps included, gives the same bytes twice."""
+    outs = []
+    for _ in range(2):
+        m = machine(debian_kernel, cpus=CPUS, ram="512M", initrd=test_initramfs, cmdline=CMDLINE, deterministic=True)
+        res = m.run(timeout=VMMPY_BOOT_TIMEOUT)
+        assert res.ok, f"{res}: {m.serial.text[-2000:]}"
+        assert re.search(rb"VMMPY-INIT-OK cpus=2", m.serial.data)
+        assert re.search(rb"\[ +[1-9]\d*\.\d{6}\]|\[ +0\.[0-9]*[1-9][0-9]*\]", m.serial.data)  # time moved
+        outs.append(m.serial.data)
+        m.close()
+    assert outs[0] == outs[1]
+
+
 def test_interactive_shell(boot, shell_initramfs):
     g = boot(shell_initramfs)
     g.expect(initramfs.SHELL_READY + r" cpus=2", timeout=g.timeout)
