@@ -57,6 +57,9 @@ demo: build guests
 bench: build guests
 	$(PYTHON) bench/exit_latency.py
 	$(PYTHON) bench/first_byte.py
+	$(PYTHON) bench/irq_latency.py
+	$(PYTHON) bench/idle.py
+	$(PYTHON) bench/linux_boot.py
 
 debian: deps
 	$(PYTHON) tools/fetch_debian.py

@@ -44,10 +44,10 @@ def guest(name: str) -> str:
     return p
 
 
-def run_vmmpy(elf: str, timeout: float = 300) -> bytes:
+def run_vmmpy(elf: str, timeout: float = 300, cpus: int = 1) -> bytes:
     import vmmpy
 
-    with vmmpy.Machine(elf) as m:
+    with vmmpy.Machine(elf, cpus=cpus) as m:
         res = m.run(timeout=timeout)
         if not res.ok:
             raise SystemExit(f"vmmpy run of {elf} ended with {res.reason.name}: {res.message}")
@@ -58,23 +58,27 @@ def qemu_binary() -> str | None:
     return shutil.which("qemu-system-aarch64")
 
 
-def run_qemu(elf: str, timeout: float = 300, cpu: str = "cortex-a72") -> bytes:
+def qemu_command(elf: str, cpu: str = "cortex-a72", cpus: int = 1) -> list[str]:
     q = qemu_binary()
     if not q:
         raise SystemExit("qemu-system-aarch64 is not installed (apt-get install qemu-system-arm)")
-    cmd = [q, "-M", "virt,gic-version=3", "-cpu", cpu, "-m", "256M", "-nographic", "-semihosting",
-           "-monitor", "none", "-serial", "stdio", "-kernel", elf]  # fmt: skip
+    return [q, "-M", "virt,gic-version=3", "-cpu", cpu, "-smp", str(cpus), "-m", "256M", "-nographic",
+            "-semihosting", "-monitor", "none", "-serial", "stdio", "-kernel", elf]  # fmt: skip
+
+
+def run_qemu(elf: str, timeout: float = 300, cpu: str = "cortex-a72", cpus: int = 1) -> bytes:
+    cmd = qemu_command(elf, cpu, cpus)
     p = subprocess.run(cmd, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
     if p.returncode != 0:
         raise SystemExit(f"qemu failed ({p.returncode}): {p.stderr.decode(errors='replace')[-500:]}")
     return p.stdout
 
 
-def table(rows: list[tuple[str, float | None, float | None]], unit: str = "ns") -> str:
+def table(rows: list[tuple[str, float | None, float | None]], unit: str = "ns", digits: int = 1) -> str:
     out = [f"{'measurement':<22} {'vmmpy':>12} {'qemu-tcg':>12} {'vmmpy/qemu':>11}"]
     for name, a, b in rows:
-        fa = f"{a:10.1f} {unit}" if a is not None else f"{'-':>12}"
-        fb = f"{b:10.1f} {unit}" if b is not None else f"{'-':>12}"
+        fa = f"{a:10.{digits}f} {unit}" if a is not None else f"{'-':>12}"
+        fb = f"{b:10.{digits}f} {unit}" if b is not None else f"{'-':>12}"
         ratio = f"{a / b:10.2f}x" if a is not None and b else f"{'-':>11}"
         out.append(f"{name:<22} {fa} {fb} {ratio}")
     return "\n".join(out)

@@ -46,6 +46,7 @@ int main(uint64_t dtb)
     (void)dtb;
     test_begin("uart_irq");
     irq_disable();
+    mmu_enable(NULL); /* Normal memory: the verdict helpers use exclusives (a spinlock) */
     if (gic_init()) {
         test_fail("GIC initialisation failed");
         return test_end();

@@ -2,11 +2,7 @@
 
 The model: one Security state (GICD_CTLR.DS = 1), affinity routing always on, 96 SPIs, 5 priority bits, no LPIs.
 Group 1 interrupts drive a vCPU's IRQ line (``Machine.irq_line``); Group 0 would be FIQ, which is not wired.
-
-Ordering rule for these tests: configure the distributor and redistributors over MMIO while the CPU interface is
-still masked (PMR = 0 at reset), then unmask with system registers. An MMIO write from the test thread that *raises*
-an IRQ line deadlocks today: ``vmm_mmio_write`` holds ``vm->lock`` across the device access and
-``vmm__irq_line_changed(level=1)`` takes it (see ``test_an_mmio_write_may_raise_a_line``, skipped).
+Most tests program the distributor and redistributors over MMIO first and unmask the CPU interface last.
 """
 
 from __future__ import annotations
@@ -215,7 +211,9 @@ INTIDS = pytest.mark.parametrize("intid", [3, 27, 33, 127], ids=["SGI3", "PPI27"
 
 @INTIDS
 @pytest.mark.parametrize(
-    "setreg, clrreg", [(ISENABLER, ICENABLER), (ISPENDR, ICPENDR), (ISACTIVER, ICACTIVER)], ids=["enable", "pend", "act"]
+    "setreg, clrreg",
+    [(ISENABLER, ICENABLER), (ISPENDR, ICPENDR), (ISACTIVER, ICACTIVER)],
+    ids=["enable", "pend", "act"],
 )
 def test_set_and_clear_registers(m, intid, setreg, clrreg):
     addr_set, bit = word(setreg, intid)
@@ -875,9 +873,29 @@ def test_inputs_driven_from_many_threads(machine):
     assert (m.irq_line(0), m.irq_line(1)) == (False, True)
 
 
-@pytest.mark.skip(reason="deadlocks: vmm_mmio_write holds vm->lock and vmm__irq_line_changed(level=1) takes it")
-def test_an_mmio_write_may_raise_a_line(m):
-    configure(m, 40)
-    unmask(m)
+def test_an_mmio_write_may_raise_a_line(machine):
+    """Register writes that make an interrupt deliverable raise the line at once (and do not deadlock on vm->lock)."""
+    m = machine(2)
+    configure(m, 40, route=1, enable=False)
+    unmask(m, 1)
     set_bit(m, ISPENDR, 40)
-    assert m.irq_line()
+    assert not m.irq_line(1)
+    set_bit(m, ISENABLER, 40)
+    assert m.irq_line(1)
+    set_bit(m, ICENABLER, 40)
+    m.mmio_write(GICD + GICD_IROUTER + 8 * 40, 0, size=8)  # to vCPU 0, whose interface is masked
+    set_bit(m, ISENABLER, 40)
+    assert not m.irq_line(1) and not m.irq_line(0)
+    m.mmio_write(GICD + GICD_IROUTER + 8 * 40, 1, size=8)
+    assert m.irq_line(1)
+    m.mmio_write(GICD + GICD_CTLR, CTLR_EN_GRP0)
+    assert not m.irq_line(1)
+    m.mmio_write(GICD + GICD_CTLR, CTLR_EN_GRP1)
+    assert m.irq_line(1)
+    m.irq_set(40, 1)  # the (level) input is high too
+    m.sysreg_write("ICC_CTLR_EL1", EOIMODE, cpu=1)
+    assert m.sysreg_read("ICC_IAR1_EL1", cpu=1) == 40
+    m.sysreg_write("ICC_EOIR1_EL1", 40, cpu=1)  # priority drop only
+    assert not m.irq_line(1)  # active and pending
+    set_bit(m, ICACTIVER, 40)  # deactivated through the distributor instead of ICC_DIR_EL1
+    assert m.irq_line(1)

@@ -23,6 +23,7 @@ int vmm__gic_create(struct vmm_vm *vm, struct vmm_gic **out)
     g->vm = vm;
     g->ncpus = vm->ncpus;
     pthread_mutex_init(&g->lock, NULL);
+    pthread_mutex_init(&g->report_lock, NULL);
     /* reset values (§12.9-12.11): everything Group 0, disabled, priority 0, level-sensitive, routed to Aff 0.0.0.0 */
     for (unsigned c = 0; c < g->ncpus; c++) {
         struct gic_cpu *cpu = &g->cpu[c];
@@ -51,6 +52,7 @@ void vmm__gic_destroy(struct vmm_gic *gic)
     if (!gic)
         return;
     pthread_mutex_destroy(&gic->lock);
+    pthread_mutex_destroy(&gic->report_lock);
     free(gic);
 }
 
@@ -195,40 +197,41 @@ void vmm__gic_lock(struct vmm_gic *g)
 }
 
 /*
- * Recompute the marked CPUs, then report line changes with the lock dropped.
- * One thread at a time reports (`notifying`); it re-reads the lines after
- * each report, so changes made meanwhile by other threads are reported too
- * and the last report for a CPU always carries its current line.
+ * Recompute the marked CPUs, then report the lines that changed with the
+ * state lock dropped. The thread that changes a line reports it itself (the
+ * run thread can then apply its own IAR/EOI at once), and report_lock, taken
+ * before the state lock is released, keeps the reports in the order of the
+ * changes: the last report for a CPU carries its current line.
  * Group 0 interrupts would be FIQs, which the vCPUs do not have: only a
  * Group 1 HPPI raises the IRQ line.
  */
 void vmm__gic_unlock(struct vmm_gic *g)
 {
+    uint32_t report = 0;
+    bool level[VMM_MAX_CPUS];
+
     for (uint32_t d = g->dirty; d; d &= d - 1) {
         unsigned c = lowest_bit(d);
         struct gic_cpu *cpu = &g->cpu[c];
         update_hppi(g, c);
         cpu->line = cpu->hppi_grp == 1 && vmm__gic_hppi_can_preempt(cpu);
-        if (cpu->line != cpu->notified)
-            g->unnotified |= 1u << c;
-        else
-            g->unnotified &= ~(1u << c);
+        if (cpu->line != cpu->reported) {
+            cpu->reported = level[c] = cpu->line;
+            report |= 1u << c;
+        }
     }
     g->dirty = 0;
-    if (!g->notifying) {
-        g->notifying = true;
-        while (g->unnotified) {
-            unsigned c = lowest_bit(g->unnotified);
-            bool level = g->cpu[c].line;
-            g->cpu[c].notified = level;
-            g->unnotified &= ~(1u << c);
-            pthread_mutex_unlock(&g->lock);
-            vmm__irq_line_changed(g->vm, c, level);
-            pthread_mutex_lock(&g->lock);
-        }
-        g->notifying = false;
+    if (!report) {
+        pthread_mutex_unlock(&g->lock);
+        return;
     }
+    pthread_mutex_lock(&g->report_lock);
     pthread_mutex_unlock(&g->lock);
+    for (; report; report &= report - 1) {
+        unsigned c = lowest_bit(report);
+        vmm__irq_line_changed(g->vm, c, level[c]);
+    }
+    pthread_mutex_unlock(&g->report_lock);
 }
 
 bool vmm__gic_irq_line(struct vmm_gic *gic, unsigned cpu)

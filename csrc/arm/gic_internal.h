@@ -92,7 +92,7 @@ struct gic_cpu {
     uint8_t hppi_prio; /* its priority (GIC_IDLE_PRIO if none) */
     uint8_t hppi_grp;  /* its group */
     bool line;         /* the IRQ line as the state says */
-    bool notified;     /* the IRQ line as vmm__irq_line_changed() was last told */
+    bool reported;     /* the IRQ line as vmm__irq_line_changed() was last told (or is being told) */
 };
 
 struct vmm_gic {
@@ -101,12 +101,13 @@ struct vmm_gic {
     /*
      * One mutex guards everything below. Every entry point takes it with
      * vmm__gic_lock() and leaves through vmm__gic_unlock(), which recomputes
-     * the CPUs marked in `dirty` and reports line changes without the lock.
+     * the CPUs marked in `dirty` and reports line changes without it.
+     * report_lock guards no state: it only orders those reports (lock order:
+     * lock, then report_lock, then whatever vmm__irq_line_changed takes).
      */
     pthread_mutex_t lock;
-    uint32_t dirty;      /* CPUs whose HPPI and line must be recomputed */
-    uint32_t unnotified; /* CPUs whose line differs from what was reported */
-    bool notifying;      /* a thread is reporting line changes (see vmm__gic_unlock) */
+    pthread_mutex_t report_lock;
+    uint32_t dirty; /* CPUs whose HPPI and line must be recomputed */
 
     uint32_t ctlr; /* GICD_CTLR.EnableGrp0/EnableGrp1 */
     struct gic_bits spi[GIC_NR_WORDS - 1];

@@ -180,6 +180,24 @@ static void on_intr(uc_engine *uc, uint32_t intno, void *opaque)
     set_exit(sv, VMM_EXIT_HOST_ERROR, 0);
 }
 
+#define INSN_WFE 0xd503205fu
+#define INSN_YIELD 0xd503203fu
+
+/* Whether the block at addr ends in WFE or YIELD (looked up once per block, then cached). */
+static bool block_spins(struct soft_vcpu *sv, uint64_t addr, uint32_t size)
+{
+    struct spin_entry *e = &sv->spin_cache[(addr >> 2) % (sizeof sv->spin_cache / sizeof sv->spin_cache[0])];
+    uint32_t insn;
+
+    if (e->addr != addr || e->size != size) {
+        e->addr = addr;
+        e->size = size;
+        e->spins = size >= 4 && uc_vmem_read(sv->uc, addr + size - 4, UC_PROT_EXEC, &insn, 4) == UC_ERR_OK &&
+                   (insn == INSN_WFE || insn == INSN_YIELD);
+    }
+    return e->spins;
+}
+
 static void on_block(uc_engine *uc, uint64_t addr, uint32_t size, void *opaque)
 {
     struct soft_vcpu *sv = opaque;
@@ -191,6 +209,17 @@ static void on_block(uc_engine *uc, uint64_t addr, uint32_t size, void *opaque)
         soft__stop(sv);
         return;
     }
+    /*
+     * A block that waits for another vCPU ends the turn (pause-loop exiting),
+     * but not the first block of a turn: the wait loop must re-read what it
+     * waits for once the others have run.
+     */
+    if (vcpu->vm->ncpus > 1 && !sv->first_block && block_spins(sv, addr, size) && vmm__others_runnable(vcpu)) {
+        vcpu->yielded = true;
+        soft__stop(sv);
+        return;
+    }
+    sv->first_block = false;
     vcpu->insns += size >> 2;
 }
 
@@ -223,12 +252,23 @@ static uint32_t finish_sys(struct soft_vcpu *sv, bool lacked)
     return 1;
 }
 
+#define REG_ID_AA64PFR0_EL1 SYSREG(3, 0, 0, 4, 0)
+#define PFR0_GIC_SYSREGS (1ull << 24) /* GIC field: the system-register CPU interface (v3.0/4.0) */
+
 static uint32_t on_mrs(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg *cp, void *opaque)
 {
     struct soft_vcpu *sv = opaque;
     uint32_t id = SYSREG(cp->op0, cp->op1, cp->crn, cp->crm, cp->op2);
     uint64_t val = 0;
     bool lacked;
+
+    if (id == REG_ID_AA64PFR0_EL1 && sv->vcpu->vm->gic) {
+        /* QEMU's CPU without its GIC says there is no GIC CPU interface; ours has one */
+        val = soft__cp_read(uc, id) | PFR0_GIC_SYSREGS;
+        if (reg != UC_ARM64_REG_XZR)
+            uc_reg_write(uc, reg, &val);
+        return 1;
+    }
 
     if (!ours(sv, id, &lacked) || vmm__sysreg_access(sv->vcpu, id, true, &val))
         return 0;
@@ -261,10 +301,10 @@ static uint32_t on_sys(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg *c
 {
     struct soft_vcpu *sv = opaque;
     struct vmm_vm *vm = sv->vcpu->vm;
-    bool ic = cp->crn == 7 && ((cp->op1 == 0 && cp->crm == 1 && cp->op2 == 0) ||  /* IC IALLUIS */
-                               (cp->op1 == 0 && cp->crm == 5 && cp->op2 == 0) ||  /* IC IALLU */
-                               (cp->op1 == 3 && cp->crm == 5 && cp->op2 == 1));   /* IC IVAU */
-    bool tlbi = cp->crn == 8 && cp->op1 == 0 && (cp->crm == 3 || cp->crm == 0); /* TLBI ...E1IS / IPAS2..IS */
+    bool ic = cp->crn == 7 && ((cp->op1 == 0 && cp->crm == 1 && cp->op2 == 0) || /* IC IALLUIS */
+                               (cp->op1 == 0 && cp->crm == 5 && cp->op2 == 0) || /* IC IALLU */
+                               (cp->op1 == 3 && cp->crm == 5 && cp->op2 == 1));  /* IC IVAU */
+    bool tlbi = cp->crn == 8 && cp->op1 == 0 && (cp->crm == 3 || cp->crm == 0);  /* TLBI ...E1IS / IPAS2..IS */
     (void)uc;
     (void)reg;
 
@@ -478,10 +518,10 @@ static int soft_vcpu_run(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
         return 0; /* the loop looks at why we were kicked */
     sv->exit = exit;
     sv->stopped = false;
+    sv->first_block = true;
     e = uc_emu_start(sv->uc, sv->pc, UINT64_MAX & ~3ULL, 0, 0);
     sv->pc = soft__reg(sv->uc, UC_ARM64_REG_PC);
-    if (!sv->fault.pending &&
-        (e == UC_ERR_READ_UNMAPPED || e == UC_ERR_WRITE_UNMAPPED || e == UC_ERR_FETCH_UNMAPPED)) {
+    if (!sv->fault.pending && (e == UC_ERR_READ_UNMAPPED || e == UC_ERR_WRITE_UNMAPPED || e == UC_ERR_FETCH_UNMAPPED)) {
         /* outside the hook's range (the hook sees virtual addresses): same abort, address unknown */
         sv->fault = (typeof(sv->fault)){ .pending = true,
                                          .fetch = e == UC_ERR_FETCH_UNMAPPED,
@@ -529,8 +569,7 @@ static void soft_irq_notify(struct vmm_vcpu *vcpu)
     if (!sv)
         return;
     if (!vmm__on_run_thread(vm)) {
-        if (atomic_load(&vcpu->irq))
-            atomic_store(&sv->kick, 1);
+        atomic_store(&sv->kick, 1); /* a falling line matters too: no spurious IRQ after it */
         return;
     }
     if (vm->current == vcpu) {

@@ -32,13 +32,25 @@ struct soft_vcpu {
     bool tb_flush;   /* another vCPU invalidated the instruction cache: drop our translations */
     bool tlb_flush;  /* another vCPU broadcast a TLB invalidation */
     struct vmm_exit *exit;
-    bool stopped;   /* we called uc_emu_stop during this run */
-    uint64_t pc;    /* where the next run starts */
+    bool stopped;     /* we called uc_emu_stop during this run */
+    bool first_block; /* the next block is the first of this run */
+    uint64_t pc;      /* where the next run starts */
     struct {
         bool pending, fetch, write;
         uint64_t addr;
     } fault;              /* an access outside every mapping, from the unmapped hook */
     uint64_t last_vector; /* exception-loop guard */
+    /*
+     * Spin detection (SMP): which translation blocks end in WFE or YIELD,
+     * the hint a waiting CPU executes in its spin loop. Unicorn treats both
+     * as no-ops, so a waiting vCPU would burn its whole slice while the one
+     * it waits for cannot run (they share one thread).
+     */
+    struct spin_entry {
+        uint64_t addr;
+        uint32_t size;
+        bool spins;
+    } spin_cache[256];
     unsigned vector_repeats;
 };
 

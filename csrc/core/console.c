@@ -23,7 +23,7 @@ struct vmm_console {
     struct sched_byte {
         uint64_t at;
         uint8_t ch;
-    } *sched;
+    } * sched;
     size_t nsched, sched_cap;
     void (*input_cb)(void *opaque);
     void *input_opaque;

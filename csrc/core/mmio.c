@@ -126,7 +126,6 @@ static int check_direct(struct vmm_vm *vm, uint64_t gpa, unsigned size)
     return 0;
 }
 
-
 VMM_EXPORT int vmm_mmio_read(vmm_vm *vm, uint64_t gpa, unsigned size, uint64_t *val)
 {
     int rc;

@@ -1,5 +1,6 @@
 /* run.c - the one vCPU loop: runs vCPUs round-robin, dispatches normalized exits, stop and timeout. */
 #include <errno.h>
+#include <sys/prctl.h>
 #include <inttypes.h>
 #include <string.h>
 #include <time.h>
@@ -30,8 +31,8 @@ static void kick_all(struct vmm_vm *vm)
         vm->ops->kick(&vm->vcpus[i]);
 }
 
-#define SLICE_INSNS 50000ULL       /* real time, SMP: instructions per round-robin slice */
-#define QUANTUM_INSNS 100000ULL    /* deterministic: instructions (= virtual ns) per vCPU per round */
+#define SLICE_INSNS 50000ULL    /* real time, SMP: instructions per round-robin slice */
+#define QUANTUM_INSNS 100000ULL /* deterministic: instructions (= virtual ns) per vCPU per round */
 
 /*
  * The clock thread: ends the run when its timeout passes and, in real-time
@@ -63,6 +64,8 @@ static void *clock_main(void *arg)
     struct clock_thread *w = arg;
     struct vmm_vm *vm = w->vm;
     uint64_t fired = UINT64_MAX;
+
+    prctl(PR_SET_TIMERSLACK, 1UL); /* deadlines, not "about then" (the default slack is 50 us) */
 
     pthread_mutex_lock(&vm->lock);
     while (!w->finished) {
@@ -106,6 +109,17 @@ static bool runnable(struct vmm_vcpu *v)
     if (v->idle && atomic_load(&v->irq))
         v->idle = false;
     return v->on && !v->idle;
+}
+
+bool vmm__others_runnable(struct vmm_vcpu *vcpu)
+{
+    struct vmm_vm *vm = vcpu->vm;
+    for (unsigned i = 0; i < vm->ncpus; i++) {
+        struct vmm_vcpu *v = &vm->vcpus[i];
+        if (v != vcpu && v->on && (!v->idle || atomic_load(&v->irq)))
+            return true;
+    }
+    return false;
 }
 
 static bool any_runnable(struct vmm_vm *vm)
@@ -265,7 +279,8 @@ static void run_loop_deterministic(struct run_ctx *rc)
         vmm__timers_update(vm);
         for (unsigned i = 0; i < vm->ncpus && !rc->done; i++) {
             struct vmm_vcpu *vcpu = &vm->vcpus[i];
-            while (!rc->done && !interrupted(vm) && runnable(vcpu) &&
+            vcpu->yielded = false;
+            while (!rc->done && !interrupted(vm) && runnable(vcpu) && !vcpu->yielded &&
                    vcpu->insns - vcpu->quantum_start < QUANTUM_INSNS) {
                 vcpu->insn_limit = vcpu->quantum_start + QUANTUM_INSNS;
                 vmm__timers_update(vm); /* may cut the budget to a deadline */
@@ -336,11 +351,15 @@ VMM_EXPORT int vmm_run(vmm_vm *vm, uint64_t timeout_ns, struct vmm_run_result *r
     }
     vm->run_thread = pthread_self();
     vm->run_thread_valid = true;
+    int old_slack = prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0); /* the caller's thread: restored below */
+    prctl(PR_SET_TIMERSLACK, 1UL);
     if (vm->deterministic)
         run_loop_deterministic(&rc);
     else
         run_loop_realtime(&rc);
     vm->run_thread_valid = false;
+    if (old_slack > 0)
+        prctl(PR_SET_TIMERSLACK, (unsigned long)old_slack);
 
     if (have_wd) {
         pthread_mutex_lock(&vm->lock);

@@ -39,11 +39,12 @@ enum { TIMER_VIRT = 0, TIMER_PHYS = 1, TIMER_COUNT };
 struct vmm_vcpu {
     struct vmm_vm *vm;
     unsigned id;
-    void *bstate;        /* the backend's per-vCPU state */
-    bool on;             /* powered on (vCPU 0 at boot) */
-    bool idle;           /* in WFI, waiting for an interrupt */
-    atomic_bool irq;     /* the GIC asserts this vCPU's IRQ line */
-    uint64_t mpidr;      /* affinity: Aff0 = id */
+    void *bstate;    /* the backend's per-vCPU state */
+    bool on;         /* powered on (vCPU 0 at boot) */
+    bool idle;       /* in WFI, waiting for an interrupt */
+    bool yielded;    /* it spins waiting for another vCPU: end its turn (set by the backend) */
+    atomic_bool irq; /* the GIC asserts this vCPU's IRQ line */
+    uint64_t mpidr;  /* affinity: Aff0 = id */
     struct vmm_timer timer[TIMER_COUNT];
     bool timer_level[TIMER_COUNT]; /* the PPI levels last driven */
     /*
@@ -111,10 +112,10 @@ struct vmm_vm {
 
     /* clock: real time from the host's monotonic clock, or virtual time (deterministic) */
     bool deterministic;
-    uint64_t clock_base_ns; /* real time: host time at creation */
-    uint64_t vtime_ns;      /* deterministic: the clock at the start of the current quantum */
+    uint64_t clock_base_ns;                /* real time: host time at creation */
+    uint64_t vtime_ns;                     /* deterministic: the clock at the start of the current quantum */
     atomic_uint_fast64_t next_deadline_ns; /* earliest enabled timer deadline (UINT64_MAX: none) */
-    struct vmm_vcpu *current; /* the vCPU executing on the run thread, or NULL */
+    struct vmm_vcpu *current;              /* the vCPU executing on the run thread, or NULL */
     pthread_t run_thread;
     bool run_thread_valid;
 
@@ -173,6 +174,8 @@ bool vmm__timer_sysreg_is_ours(uint32_t id);
 
 /* interrupts (irq.c): route a device line to the GIC; SPI n is INTID 32+n */
 void vmm__irq_set(struct vmm_vm *vm, unsigned cpu, unsigned intid, bool level);
+/* Whether a vCPU other than this one could run now (not off, not waiting without an interrupt). */
+bool vmm__others_runnable(struct vmm_vcpu *vcpu);
 /* true if we are on the run thread (inside vmm_run) */
 bool vmm__on_run_thread(struct vmm_vm *vm);
 

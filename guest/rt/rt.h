@@ -383,7 +383,8 @@ void cpu_print_end(uint64_t flags); /* and gives it back */
 
 /* ---- test verdicts (rt/check.c) ---- */
 /* Every failed check prints "FAIL <name>: <message>" at once (safe from any CPU); test_end() prints
-   "PASS <name>" or "FAIL <name>: N check(s) failed" and returns the exit status (0 or 1). */
+   "PASS <name>" or "FAIL <name>: N check(s) failed" and returns the exit status (0 or 1). They print
+   through cpu_printf's spinlock: turn the MMU on first. */
 void test_begin(const char *name);
 __attribute__((format(printf, 2, 3))) int test_check(int ok, const char *fmt, ...); /* returns ok */
 __attribute__((format(printf, 1, 2))) void test_fail(const char *fmt, ...);

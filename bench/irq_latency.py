@@ -1,0 +1,92 @@
+"""Interrupt latency and cost: timer interrupts, SGI round trips between two vCPUs, SGI/acknowledge/EOI.
+
+Runs guest/build/bench_irq.elf with 2 vCPUs on vmmpy and on qemu-system-aarch64 (TCG, -smp 2, same ELF)
+in one run, prints ns side by side with the ratio, and writes bench/results/irq_latency.json.
+The guest times everything with CNTVCT_EL0 (62.5 MHz, 16 ns a tick):
+- timer_*: the virtual timer is set 20 us ahead; latency = CNTVCT read first thing in the IRQ handler
+  (timer_wfi_wake: right after the WFI returns, IRQs masked) minus CNTV_CVAL, averaged over N interrupts.
+  timer_wfi waits in WFI with IRQs masked and unmasks once woken; timer_spin polls a flag with IRQs unmasked.
+- ipi_*: CPU 0 sends SGI 1 to CPU 1, whose handler sends SGI 2 back; ns per round trip. ipi_wfi: both
+  wait in WFI between messages; ipi_spin: both poll with IRQs unmasked.
+- sgi_ack_eoi: with IRQs masked, a loop of SGI-to-self (ICC_SGI1R_EL1) + ICC_IAR1_EL1 read +
+  ICC_EOIR1_EL1 write, the empty loop subtracted. sgi_self / iar / eoi: the same three steps, each
+  between two counter reads, one counter read subtracted; iar+eoi is their sum.
+Each value is the minimum over the guest's repeats and --runs whole-guest runs per VMM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import platform
+import re
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+CPUS = 2
+ORDER = ["timer_wfi", "timer_wfi_wake", "timer_spin", "ipi_wfi", "ipi_spin", "sgi_ack_eoi", "sgi_self", "iar", "eoi",
+         "iar+eoi"]  # fmt: skip
+POLLS_RE = re.compile(rb"irq: (\w+) (\d+) polls per round trip")
+EARLY_RE = re.compile(rb"irq: (\w+) min \d+ ns max \d+ ns early (\d+)")
+
+
+def net(raw: dict[str, float]) -> dict[str, float]:
+    """The rows of the table from the guest's raw ns per iteration."""
+    out = {k: raw[k] for k in ("timer_wfi", "timer_wfi_wake", "timer_spin", "ipi_wfi", "ipi_spin") if k in raw}
+    if "sgi_ack_eoi" in raw:
+        out["sgi_ack_eoi"] = max(raw["sgi_ack_eoi"] - raw.get("ack_loop", 0.0), 0.0)
+    base = raw.get("ts_counter")
+    if base is not None:
+        for name, key in (("sgi_self", "ts_sgi"), ("iar", "ts_iar"), ("eoi", "ts_eoi")):
+            if key in raw:
+                out[name] = max(raw[key] - base, 0.0)
+        if "iar" in out and "eoi" in out:
+            out["iar+eoi"] = out["iar"] + out["eoi"]
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3, help="whole-guest runs per VMM (the minimum is kept)")
+    args = ap.parse_args()
+    elf = common.guest("bench_irq")
+    peers = {
+        "vmmpy": functools.partial(common.run_vmmpy, cpus=CPUS),
+        "qemu-tcg": functools.partial(common.run_qemu, cpus=CPUS),
+    }
+    raw: dict[str, dict[str, float]] = {name: {} for name in peers}
+    polls: dict[str, list[int]] = {name: [] for name in peers}
+    early: dict[str, int] = {name: 0 for name in peers}
+    t0 = time.monotonic()
+    for _ in range(args.runs):  # interleave the peers so machine noise hits both alike
+        for name, fn in peers.items():
+            out = fn(elf)
+            for k, v in common.parse(out).items():
+                raw[name][k] = min(raw[name].get(k, float("inf")), v)
+            polls[name] += [int(m.group(2)) for m in POLLS_RE.finditer(out)]
+            early[name] += sum(int(m.group(2)) for m in EARLY_RE.finditer(out))
+    nets = {k: net(v) for k, v in raw.items()}
+    rows = [(k, nets["vmmpy"].get(k), nets["qemu-tcg"].get(k)) for k in ORDER]
+    print(f"interrupts, ns ({CPUS} vCPUs; timer_*: deadline to handler; ipi_*: per round trip; "
+          f"min of {args.runs} runs; {time.monotonic() - t0:.1f} s)")  # fmt: skip
+    print(common.table(rows))
+    for name in peers:
+        if polls[name]:
+            print(f"  {name}: cpu 0 polls per ipi_spin round trip: {min(polls[name])}-{max(polls[name])}")
+        if early[name]:
+            print(f"  {name}: WARNING: {early[name]} timer interrupts were taken before their deadline")
+    path = common.save(
+        "irq_latency",
+        {"host": platform.node(), "machine": platform.machine(), "cpus": CPUS, "raw_ns_per_iter": raw,
+         "ns": nets, "ipi_spin_polls": polls, "early_timer_irqs": early},
+    )  # fmt: skip
+    print(f"wrote {os.path.relpath(path, common.ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

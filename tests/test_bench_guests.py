@@ -1,0 +1,62 @@
+"""Tier 2: the benchmark guests behind bench/irq_latency.py and bench/idle.py build and report on vmmpy.
+
+bench_irq is rebuilt into a temporary directory with a small iteration count (IRQ_N), so this stays quick;
+the benchmarks themselves (and the QEMU comparison) are `make bench`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+
+import pytest
+
+from vmmpy import RunReason
+
+from .conftest import ROOT
+
+IRQ_N = 20
+IRQ_NAMES = {"timer_wfi", "timer_wfi_wake", "timer_spin", "ipi_wfi", "ipi_spin", "ack_loop", "sgi_ack_eoi",
+             "ts_counter", "ts_sgi", "ts_iar", "ts_eoi"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def small_bench_irq(tmp_path_factory):
+    build = tmp_path_factory.mktemp("guest") / "build"
+    elf = build / "bench_irq.elf"
+    p = subprocess.run(["make", "-s", "-C", os.path.join(ROOT, "guest"), f"B={build}", f"IRQ_N={IRQ_N}", str(elf)],
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert p.returncode == 0, p.stdout + p.stderr
+    return str(elf)
+
+
+def test_bench_irq_reports_every_measurement(machine, small_bench_irq):
+    m = machine(small_bench_irq, cpus=2)
+    res = m.run(timeout=60)
+    text = m.serial.text
+    assert res.ok, (res, text[-2000:])
+    assert "irq: 2 cpus" in text and "BENCH skip" not in text, text[-2000:]
+    found = re.findall(r"BENCH name=(\w+) iters=(\d+) ticks=(\d+) freq=(\d+)", text)
+    assert {n for n, *_ in found} == IRQ_NAMES
+    for name in IRQ_NAMES:  # every measurement in each of the 3 repeats
+        assert sum(n == name for n, *_ in found) == 3, name
+    for name, iters, ticks, freq in found:
+        assert int(iters) == (10 * IRQ_N if name in ("ack_loop", "sgi_ack_eoi") or name.startswith("ts_") else IRQ_N)
+        assert int(freq) > 0
+        assert int(ticks) > 0 or name in ("ack_loop", "ts_counter"), (name, ticks)
+    assert re.findall(r"early (\d+)", text) == ["0"] * 9  # no timer interrupt before its deadline
+    assert text.replace("\r", "").endswith("BENCH done\n")
+
+
+@pytest.mark.parametrize("name,ready", [("idle", "idle: ready, 100 Hz tick"), ("idle_notick", "idle: ready, no timer")])
+def test_idle_guest_waits_until_stopped(machine, guest, name, ready):
+    m = machine(guest(name))
+    res = m.run(timeout=1.5)
+    text = m.serial.text.replace("\r", "")
+    assert res.reason == RunReason.TIMEOUT, res
+    assert text.startswith(ready + "\n"), text
+    if name == "idle":
+        assert "idle: 100 ticks\n" in text  # 100 Hz: a report after the first second
+    else:
+        assert text == ready + "\n"
