@@ -223,13 +223,8 @@ static void pmr(void)
 int main(uint64_t dtb)
 {
     (void)dtb;
-    test_begin("prio");
-    irq_disable();
-    mmu_enable(NULL); /* Normal memory: the verdict helpers use exclusives (a spinlock) */
-    if (gic_init()) {
-        test_fail("GIC initialisation failed");
+    if (test_begin_gic("prio"))
         return test_end();
-    }
     if (!test_check(gic_num_intids() > SPI_TOP, "GICD_TYPER: only %u INTIDs", gic_num_intids()))
         return test_end();
     printf("prio: ICC_BPR1_EL1 %lu, ICC_CTLR_EL1 0x%lx\n", read_sysreg_s(ICC_BPR1_EL1), read_sysreg_s(ICC_CTLR_EL1));

@@ -104,13 +104,8 @@ static void ping_pong(void)
 
 int main(uint64_t dtb)
 {
-    test_begin("sgi");
-    irq_disable();
-    mmu_enable(NULL); /* atomics and the spinlock behind cpu_printf need Normal memory */
-    if (gic_init()) {
-        test_fail("GIC initialisation failed");
+    if (test_begin_gic("sgi"))
         return test_end();
-    }
     int from_dtb, n = smp_find_cpus(dtb, mpidrs, RT_MAX_CPUS, &from_dtb);
     printf("sgi: %d cpus (%s)\n", n, from_dtb ? "DTB" : "PSCI AFFINITY_INFO");
     if (!test_check(n >= 2, "needs at least 2 CPUs, found %d", n))

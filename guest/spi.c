@@ -155,13 +155,8 @@ static void uart_tx_level(void)
 int main(uint64_t dtb)
 {
     (void)dtb;
-    test_begin("spi");
-    irq_disable();
-    mmu_enable(NULL); /* Normal memory: the verdict helpers use exclusives (a spinlock) */
-    if (gic_init()) {
-        test_fail("GIC initialisation failed");
+    if (test_begin_gic("spi"))
         return test_end();
-    }
     if (!test_check(gic_num_intids() > SPI_LEVEL, "GICD_TYPER: only %u INTIDs", gic_num_intids()))
         return test_end();
     printf("spi: %u INTIDs\n", gic_num_intids());

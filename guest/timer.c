@@ -219,13 +219,8 @@ static void physical(void)
 int main(uint64_t dtb)
 {
     (void)dtb;
-    test_begin("timer");
-    irq_disable();
-    mmu_enable(NULL); /* Normal memory: the verdict helpers use exclusives (a spinlock) */
-    if (gic_init()) {
-        test_fail("GIC initialisation failed");
+    if (test_begin_gic("timer"))
         return test_end();
-    }
     freq = read_sysreg(cntfrq_el0) & 0xffffffff;
     printf("timer: CNTFRQ %lu Hz, ID_AA64PFR0_EL1.GIC %lu\n", freq, (read_sysreg(id_aa64pfr0_el1) >> 24) & 0xf);
     if (!test_check(freq != 0, "CNTFRQ_EL0 is 0"))

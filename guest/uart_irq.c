@@ -44,13 +44,8 @@ int main(uint64_t dtb)
     int done = 0;
 
     (void)dtb;
-    test_begin("uart_irq");
-    irq_disable();
-    mmu_enable(NULL); /* Normal memory: the verdict helpers use exclusives (a spinlock) */
-    if (gic_init()) {
-        test_fail("GIC initialisation failed");
+    if (test_begin_gic("uart_irq"))
         return test_end();
-    }
     gic_set_edge(INTID_UART, 0);
     gic_set_handler(INTID_UART, on_uart, 0);
     gic_enable(INTID_UART);

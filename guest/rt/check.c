@@ -10,6 +10,18 @@ void test_begin(const char *name)
     failures = 0;
 }
 
+int test_begin_gic(const char *name)
+{
+    test_begin(name);
+    irq_disable();
+    mmu_enable(NULL); /* Normal memory: the verdict helpers and cpu_printf use exclusives (a spinlock) */
+    if (gic_init()) {
+        test_fail("GIC initialisation failed");
+        return -1;
+    }
+    return 0;
+}
+
 void test_failv(const char *fmt, va_list ap)
 {
     uint64_t flags = cpu_print_begin();

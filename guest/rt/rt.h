@@ -386,6 +386,8 @@ void cpu_print_end(uint64_t flags); /* and gives it back */
    "PASS <name>" or "FAIL <name>: N check(s) failed" and returns the exit status (0 or 1). They print
    through cpu_printf's spinlock: turn the MMU on first. */
 void test_begin(const char *name);
+/* test_begin(), IRQs masked, the default MMU on and gic_init(); -1 (and a FAIL line) if the GIC fails. */
+int test_begin_gic(const char *name);
 __attribute__((format(printf, 2, 3))) int test_check(int ok, const char *fmt, ...); /* returns ok */
 __attribute__((format(printf, 1, 2))) void test_fail(const char *fmt, ...);
 void test_failv(const char *fmt, va_list ap);
