@@ -8,6 +8,7 @@ at the VMM. Timeouts for vmmpy scale with VMMPY_LINUX_TIMEOUT (seconds for the w
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import re
@@ -213,3 +214,42 @@ def test_module_dependencies_come_first():
         assert names.index(dep) < names.index(user), names
     with pytest.raises(initramfs.InitramfsError, match="no module"):
         tree.resolve(["no_such_module"])
+
+
+def test_cli_shell_through_a_terminal(debian_kernel, shell_initramfs):
+    """`python -m vmmpy run <Image> --initrd <cpio>` on a terminal: what you type reaches BusyBox."""
+    import pty
+    import select
+    import time
+
+    argv = [sys.executable, "-m", "vmmpy", "run", debian_kernel, "--initrd", shell_initramfs, "--cpus", "2"]
+    argv += ["--ram", "512M", "--cmdline", "console=ttyAMA0", "--timeout", str(int(VMMPY_BOOT_TIMEOUT))]
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the CLI with the pty as its terminal
+        os.execv(sys.executable, argv)
+    out = b""
+
+    def until(pattern: bytes, timeout: float) -> bool:
+        nonlocal out
+        end = time.monotonic() + timeout
+        while pattern not in out and time.monotonic() < end:
+            if select.select([fd], [], [], 0.5)[0]:
+                try:
+                    out += os.read(fd, 65536)
+                except OSError:  # the child closed the terminal
+                    break
+        return pattern in out
+
+    try:
+        assert until(b"vmmpy# ", VMMPY_BOOT_TIMEOUT), out[-2000:]
+        os.write(fd, b"echo $((40+2)); uname -m\r")
+        assert until(b"42\r\naarch64", 60), out[-2000:]
+        os.write(fd, b"exit\r")
+        assert until(b"reboot: Power down", 60), out[-2000:]
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, out[-2000:]
+    finally:
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        os.close(fd)

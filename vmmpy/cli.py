@@ -97,12 +97,21 @@ class _StdinForwarder:
 
         self._saved = termios.tcgetattr(self._fd)
         tty.setraw(self._fd)
-        threading.Thread(target=self._pump, daemon=True).start()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._pump, daemon=True)
+        self._thread.start()
         return self
 
     def _pump(self) -> None:
-        while self.m.running:
+        # from before the guest starts (input queues) until __exit__: not `while running`, which is
+        # still false when this thread starts
+        import select
+
+        while not self._done.is_set():
             try:
+                ready, _, _ = select.select([self._fd], [], [], 0.2)
+                if not ready:
+                    continue
                 data = os.read(self._fd, 1024)
             except OSError:
                 return
@@ -113,12 +122,14 @@ class _StdinForwarder:
                 self.m.stop()
                 return
             with contextlib.suppress(errors.VmmError):
-                self.m.serial.write(data.replace(b"\r", b"\r"))
+                self.m.serial.write(data)
 
     def __exit__(self, *exc):
         if self._saved is not None:
             import termios
 
+            self._done.set()
+            self._thread.join(timeout=1)
             termios.tcsetattr(self._fd, termios.TCSADRAIN, self._saved)
 
 
