@@ -84,6 +84,14 @@ struct vmm_config {
      * deadline. The same guest with the same inputs gives the same output.
      */
     uint32_t deterministic;
+    /*
+     * virtio-gpu (2D): 0 = none (default), 1 = one scanout of gpu_width x
+     * gpu_height (default 1280 x 800). gpu_max_mem caps host memory for the
+     * guest's resources (default 256 MiB).
+     */
+    uint32_t gpu;
+    uint32_t gpu_width, gpu_height;
+    uint64_t gpu_max_mem;
 };
 
 #define VMM_MAX_CPUS 8
@@ -228,6 +236,36 @@ VMM_EXPORT int vmm_clock_advance(vmm_vm *vm, uint64_t ns);
  * it is vmm_console_write(). Thread-safe.
  */
 VMM_EXPORT int vmm_console_write_at(vmm_vm *vm, uint64_t at_ns, const void *buf, size_t len);
+
+/*
+ * The screen (virtio-gpu scanout 0). A *frame* is a RESOURCE_FLUSH that
+ * touches the resource shown on scanout 0; frames are numbered from 1.
+ * Thread-safe; VMM_ENOTSUP if the VM has no GPU.
+ */
+struct vmm_screen_info {
+    uint32_t size;
+    uint32_t width, height; /* of the scanout (0 while the guest has set none) */
+    uint64_t frames;        /* frames so far */
+};
+VMM_EXPORT int vmm_screen_info(vmm_vm *vm, struct vmm_screen_info *info);
+/* Wait until at least `frame` frames have been flushed: 0, or VMM_EEOF if the VM ended first, 1 on timeout. */
+VMM_EXPORT int vmm_screen_wait_frame(vmm_vm *vm, uint64_t frame, uint64_t timeout_ns);
+/*
+ * Ask the library to keep a copy of frame `frame` when it is flushed (at
+ * most 64 pending holds), so that vmm_screen_capture() can return exactly
+ * that frame however late it is called. Call it before the frame happens.
+ */
+VMM_EXPORT int vmm_screen_hold(vmm_vm *vm, uint64_t frame);
+/*
+ * Copy a frame as 32-bit RGBA pixels (R, G, B, A bytes; row-major, no
+ * padding) into buf (len >= width * height * 4). frame = 0: the latest
+ * image; otherwise a frame kept by vmm_screen_hold() (VMM_ESTATE if it was
+ * not held or has not happened yet). *width, *height and *frame_out (may be
+ * NULL) describe what was copied; VMM_ERANGE with the sizes set when buf is
+ * too small.
+ */
+VMM_EXPORT int vmm_screen_capture(vmm_vm *vm, uint64_t frame, void *buf, size_t len, uint32_t *width,
+                                  uint32_t *height, uint64_t *frame_out);
 
 /* Counters, for tests and benchmarks. */
 struct vmm_stats {

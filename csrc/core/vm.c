@@ -102,6 +102,12 @@ VMM_EXPORT int vmm_create(const struct vmm_config *cfg, vmm_vm **out, char *errb
     vm->ops = ops;
     vm->deterministic = c.size >= offsetof(struct vmm_config, deterministic) + sizeof(uint32_t) && c.deterministic;
     vm->clock_base_ns = vmm__now_ns();
+    if (c.size >= offsetof(struct vmm_config, gpu_max_mem) + sizeof(uint64_t) && c.gpu) {
+        vm->gpu_cfg.enabled = true;
+        vm->gpu_cfg.width = c.gpu_width ? c.gpu_width : 1280;
+        vm->gpu_cfg.height = c.gpu_height ? c.gpu_height : 800;
+        vm->gpu_cfg.max_mem = c.gpu_max_mem ? c.gpu_max_mem : 256ULL << 20;
+    }
     atomic_init(&vm->next_deadline_ns, UINT64_MAX);
     pthread_mutex_init(&vm->lock, NULL);
     pthread_condattr_init(&ca);

@@ -60,6 +60,8 @@ struct vmm_vcpu {
 struct vmm_console;
 struct vmm_pl011;
 struct vmm_gic;
+struct vmm_virtio_mmio_bus;
+struct vmm_gpu;
 
 enum vmm_vm_state {
     VM_STATE_NEW = 0,  /* configuring */
@@ -118,6 +120,15 @@ struct vmm_vm {
     struct vmm_vcpu *current;              /* the vCPU executing on the run thread, or NULL */
     pthread_t run_thread;
     bool run_thread_valid;
+
+    /* configuration of optional devices (vmm_config) */
+    struct {
+        bool enabled;
+        uint32_t width, height;
+        uint64_t max_mem;
+    } gpu_cfg;
+    struct vmm_virtio_mmio_bus *virtio; /* virtio-mmio slots in use (dev/virtio_mmio.c) */
+    struct vmm_gpu *gpu;                /* dev/virtio_gpu.c, NULL without a GPU */
 
     /* devices */
     struct vmm_console *console;

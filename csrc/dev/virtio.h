@@ -1,0 +1,106 @@
+/* virtio.h - virtio devices, their transport (virtio-mmio v2) and split virtqueues (virtio 1.2). */
+#ifndef VMM_VIRTIO_H
+#define VMM_VIRTIO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct vmm_vm;
+struct vmm_virtio;   /* one device on its transport (virtio_mmio.c) */
+struct vmm_virtq;    /* one split virtqueue (virtq.c) */
+
+/* Feature bits the transport owns (virtio 1.2 §6) */
+#define VIRTIO_F_INDIRECT_DESC 28
+#define VIRTIO_F_EVENT_IDX 29
+#define VIRTIO_F_VERSION_1 32
+
+/* Device status bits (§2.1) */
+#define VIRTIO_STATUS_ACKNOWLEDGE 1u
+#define VIRTIO_STATUS_DRIVER 2u
+#define VIRTIO_STATUS_DRIVER_OK 4u
+#define VIRTIO_STATUS_FEATURES_OK 8u
+#define VIRTIO_STATUS_NEEDS_RESET 64u
+#define VIRTIO_STATUS_FAILED 128u
+
+#define VIRTQ_MAX_SIZE 1024 /* the largest queue size a device may offer */
+
+/*
+ * What a device provides. It knows nothing of the transport: config space
+ * is a byte array the transport reads and writes through these calls, and
+ * queues are handed to it as struct vmm_virtq. All calls come from the
+ * thread that performs the guest's MMIO access (a vCPU thread), with the
+ * device's transport lock held; a device that has its own threads must take
+ * its own lock.
+ */
+struct vmm_virtio_ops {
+    const char *name;   /* "gpu", "dummy", ... for logs */
+    uint32_t device_id; /* §5: 16 = GPU, 18 = input, 9 = 9P, 2 = block, 4 = entropy */
+    uint64_t features;  /* device-specific feature bits offered (the transport adds VERSION_1, INDIRECT_DESC, EVENT_IDX) */
+    unsigned num_queues;
+    uint16_t queue_max; /* QueueNumMax for every queue (power of 2, <= VIRTQ_MAX_SIZE) */
+    uint32_t config_size;
+    /* Config space accesses (off + len <= config_size, checked by the transport). */
+    void (*config_read)(void *dev, uint32_t off, void *buf, uint32_t len);
+    void (*config_write)(void *dev, uint32_t off, const void *buf, uint32_t len); /* may be NULL: read-only */
+    /* The driver set FEATURES_OK with these features; false refuses them (FEATURES_OK then reads back clear). */
+    bool (*features_ok)(void *dev, uint64_t features); /* may be NULL */
+    /* DRIVER_OK was set: queues are live. May be NULL. */
+    void (*driver_ok)(void *dev);
+    /* The driver notified queue q (QueueNotify); the device pops and pushes buffers now. */
+    void (*queue_notify)(void *dev, unsigned q);
+    /* Device reset (status written 0, or NEEDS_RESET recovery): drop all queue state and requests. */
+    void (*reset)(void *dev);
+};
+
+/*
+ * Put a device on the next free virtio-mmio slot (layout.h: 0x0A00_0000 +
+ * 0x200·n, SPI 16+n) and in the device tree. `dev` is the device's opaque
+ * state; *out (may be NULL) receives the transport handle.
+ */
+int vmm__virtio_mmio_add(struct vmm_vm *vm, const struct vmm_virtio_ops *ops, void *dev, struct vmm_virtio **out);
+/* The slots in use, for the device tree (fdt.c). */
+unsigned vmm__virtio_mmio_count(struct vmm_vm *vm);
+void vmm__virtio_mmio_destroy_all(struct vmm_vm *vm);
+
+/* Device -> transport */
+struct vmm_virtq *vmm__virtio_queue(struct vmm_virtio *v, unsigned q);
+/* Raise the used-buffer interrupt for q if the driver wants it (EVENT_IDX / NO_INTERRUPT honoured). */
+void vmm__virtio_notify(struct vmm_virtio *v, unsigned q);
+/* The device's config space changed: bump ConfigGeneration, raise the configuration interrupt. */
+void vmm__virtio_config_changed(struct vmm_virtio *v);
+/* The driver broke the rules: set DEVICE_NEEDS_RESET (and the config interrupt), log a guest error. */
+void vmm__virtio_needs_reset(struct vmm_virtio *v, const char *why);
+uint64_t vmm__virtio_features(struct vmm_virtio *v); /* negotiated */
+struct vmm_vm *vmm__virtio_vm(struct vmm_virtio *v);
+
+/*
+ * A descriptor chain popped from the available ring, resolved to host
+ * memory. Every segment was bounds-checked against guest RAM. Readable
+ * (driver -> device) segments come first, then writable ones (§2.7.4.2);
+ * a chain that mixes them otherwise, loops, is longer than the queue, or
+ * points outside RAM is refused (NEEDS_RESET).
+ */
+#define VIRTQ_MAX_SEGS 256
+struct virtq_seg {
+    uint8_t *host;
+    uint32_t len;
+};
+struct virtq_chain {
+    uint16_t head;
+    unsigned nread, nwrite;              /* segment counts */
+    struct virtq_seg seg[VIRTQ_MAX_SEGS]; /* nread readable, then nwrite writable */
+    uint64_t read_len, write_len;        /* bytes in each direction */
+};
+
+/* 1: *c holds the next chain; 0: the ring is empty; negative: the queue is broken (NEEDS_RESET is set). */
+int vmm__virtq_pop(struct vmm_virtq *q, struct virtq_chain *c);
+/* Return a chain to the used ring with `written` bytes written by the device (does not interrupt). */
+void vmm__virtq_push(struct vmm_virtq *q, const struct virtq_chain *c, uint32_t written);
+/* Copy out of the readable part / into the writable part, from byte `off`; return the bytes copied. */
+size_t vmm__virtq_read(const struct virtq_chain *c, uint64_t off, void *buf, size_t len);
+size_t vmm__virtq_write(const struct virtq_chain *c, uint64_t off, const void *buf, size_t len);
+bool vmm__virtq_ready(const struct vmm_virtq *q);
+uint16_t vmm__virtq_size(const struct vmm_virtq *q);
+
+#endif
