@@ -51,8 +51,18 @@ lint: deps
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability --inline-suppr \
 	  --suppress=missingIncludeSystem -Iinclude csrc
 
+# The GPU demo guest with its serial console on the terminal; frame DEMO_FRAME is saved as DEMO_PNG.
+# (hello.elf instead while guest/build/gpu_demo.elf is not built.)
+DEMO_FRAME ?= 10
+DEMO_PNG ?= build/demo-frame.png
 demo: build guests
-	$(PYTHON) -m vmmpy run guest/build/hello.elf
+	@if [ -f guest/build/gpu_demo.elf ]; then \
+	  $(PYTHON) -m vmmpy run guest/build/gpu_demo.elf --capture $(DEMO_FRAME) $(DEMO_PNG) --timeout 120 && \
+	  echo "==> frame $(DEMO_FRAME) of the GPU demo: $(DEMO_PNG)"; \
+	else \
+	  echo "==> guest/build/gpu_demo.elf is not built: booting hello.elf"; \
+	  $(PYTHON) -m vmmpy run guest/build/hello.elf; \
+	fi
 
 bench: build guests
 	$(PYTHON) bench/exit_latency.py

@@ -92,6 +92,12 @@ struct vmm_config {
     uint32_t gpu;
     uint32_t gpu_width, gpu_height;
     uint64_t gpu_max_mem;
+    /*
+     * Tests only: this many virtio test devices (device id 0xfff0, see
+     * csrc/dev/virtio_dummy.c) on the first free virtio-mmio slots, after
+     * the VM's other virtio devices. Default 0.
+     */
+    uint32_t virtio_test_devices;
 };
 
 #define VMM_MAX_CPUS 8
@@ -264,8 +270,8 @@ VMM_EXPORT int vmm_screen_hold(vmm_vm *vm, uint64_t frame);
  * NULL) describe what was copied; VMM_ERANGE with the sizes set when buf is
  * too small.
  */
-VMM_EXPORT int vmm_screen_capture(vmm_vm *vm, uint64_t frame, void *buf, size_t len, uint32_t *width,
-                                  uint32_t *height, uint64_t *frame_out);
+VMM_EXPORT int vmm_screen_capture(vmm_vm *vm, uint64_t frame, void *buf, size_t len, uint32_t *width, uint32_t *height,
+                                  uint64_t *frame_out);
 
 /* Counters, for tests and benchmarks. */
 struct vmm_stats {

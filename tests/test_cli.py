@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 import pytest
 
-from .conftest import B_SELF, PRINT_X, SYSTEM_OFF, SYSTEM_RESET, code
+from .conftest import B_SELF, GUEST_DIR, PRINT_X, SYSTEM_OFF, SYSTEM_RESET, code
 
 
 def vmmpy(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -66,6 +67,16 @@ def test_timeout_exit_code(raw_guest):
         (["run", "K", "--timeout", "-1"], 2, "the timeout must be positive"),
         (["run", "K", "--entry", "0x40000000"], 2, "need --format raw"),
         (["run", "K", "--initrd", "/nonexistent.cpio"], 2, "cannot open initrd"),
+        (["run", "K", "--capture", "abc", "x.png"], 2, "argument --capture: not a frame number: 'abc'"),
+        (["run", "K", "--capture", "1,x", "p"], 2, "argument --capture: not a frame number: 'x'"),
+        (["run", "K", "--capture", "0", "x.png"], 2, "argument --capture: frames are counted from 1, not 0"),
+        (["run", "K", "--capture", "5"], 2, "argument --capture: expected 2 arguments"),
+        (["run", "K", "--capture", "5", "/nonexistent/x.png"], 2, "directory '/nonexistent' does not exist"),
+        (["run", "K", "--capture", ",".join(map(str, range(1, 66))), "p"], 2, "at most 64 frames"),
+        (["run", "K", "--no-gpu", "--capture", "5", "x.png"], 2, "--capture needs the GPU: drop --no-gpu"),
+        (["run", "K", "--gpu-size", "1280"], 2, "argument --gpu-size: expected WIDTHxHEIGHT"),
+        (["run", "K", "--gpu-size", "0x800"], 2, "width and height must be 1..16384"),
+        (["run", "K", "--no-gpu", "--gpu-size", "64x64"], 2, "--gpu-size needs the GPU: drop --no-gpu"),
         (["run"], 2, "required: kernel"),
         (["fly"], 2, "invalid choice"),
     ],
@@ -77,3 +88,66 @@ def test_bad_input_gives_one_clear_line(guest, args, code_, text):
     assert line.startswith("vmmpy: error: ")
     assert text in line
     assert p.returncode == code_
+
+
+def test_capture_paths():
+    from vmmpy.cli import capture_paths
+
+    assert capture_paths([7], "out/f.png", multiple=False) == {7: "out/f.png"}
+    assert capture_paths([1, 30], "out/f", multiple=True) == {1: "out/f-001.png", 30: "out/f-030.png"}
+
+
+# -- the GPU: these run once guest/build/gpu_demo.elf exists (make guests) --------------------------------
+
+GPU_DEMO = os.path.join(GUEST_DIR, "gpu_demo.elf")
+needs_gpu_demo = pytest.mark.skipif(
+    not os.path.exists(GPU_DEMO), reason=f"{GPU_DEMO} is not built (the virtio-gpu demo guest: make guests)"
+)
+
+
+def assert_drawn(path, size):
+    from PIL import Image
+
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        assert im.size == size
+        colors = im.convert("RGB").getcolors(maxcolors=1 << 16)
+        assert colors is None or len(colors) > 4, f"{path} is (nearly) blank: {colors}"
+
+
+@needs_gpu_demo
+def test_capture_one_frame(tmp_path):
+    out = tmp_path / "frame.png"
+    p = vmmpy("run", GPU_DEMO, "--capture", "5", str(out), "--timeout", "60")
+    assert p.returncode == 0, p.stderr
+    assert "gpu_demo: frame 1" in p.stdout  # serial output is streamed as usual (the line for 5 may come later)
+    assert f"frame 5 (1280x800) -> {out}" in p.stderr
+    assert_drawn(out, (1280, 800))
+
+
+@needs_gpu_demo
+def test_capture_several_frames_at_a_chosen_size(tmp_path):
+    prefix = tmp_path / "demo"
+    p = vmmpy("run", GPU_DEMO, "--gpu-size", "640x480", "--capture", "3,1", str(prefix), "--timeout", "60")
+    assert p.returncode == 0, p.stderr
+    paths = [tmp_path / "demo-001.png", tmp_path / "demo-003.png"]
+    for path in paths:
+        assert_drawn(path, (640, 480))
+        assert str(path) in p.stderr
+    assert paths[0].read_bytes() != paths[1].read_bytes()  # the demo animates
+
+
+@needs_gpu_demo
+def test_capture_of_a_frame_that_never_comes(tmp_path, guest):
+    p = vmmpy("run", guest("hello"), "--capture", "1", str(tmp_path / "x.png"), "--timeout", "30")
+    assert p.returncode == 1
+    line = one_error_line(p)
+    assert "the guest powered off (status 0); not captured: frame 1" in line
+    assert not (tmp_path / "x.png").exists()
+
+
+@needs_gpu_demo
+def test_capture_timeout(tmp_path):
+    p = vmmpy("run", GPU_DEMO, "--capture", "1000", str(tmp_path / "x.png"), "--timeout", "1")
+    assert p.returncode == 124
+    assert "timed out after 1 s; not captured: frame 1000" in one_error_line(p)

@@ -253,3 +253,47 @@ def test_cli_shell_through_a_terminal(debian_kernel, shell_initramfs):
             os.kill(pid, 9)
             os.waitpid(pid, 0)
         os.close(fd)
+
+
+FB_INIT = """#!/bin/sh
+export PATH=/bin:/sbin:/usr/bin HOME=/root
+mount -t proc proc /proc; mount -t sysfs sysfs /sys; mount -t devtmpfs devtmpfs /dev
+/etc/vmmpy/load-modules
+[ -e /dev/fb0 ] && echo "VMMPY-FB fb0=$(cat /sys/class/graphics/fb0/name)" || echo "VMMPY-FB none"
+echo "VMMPY fbcon test line: The quick brown fox jumps over the lazy dog" > /dev/tty1
+echo "VMMPY-FB-READY"
+read x
+poweroff -f
+"""
+
+
+@pytest.fixture(scope="session")
+def fbcon_initramfs() -> str:
+    return _initramfs(init_script=FB_INIT, modules=["virtio_mmio", "virtio-gpu"])
+
+
+def text_rows(img) -> int:
+    """Rows of the image's top-left 640x200 holding pixels unlike the background (fbcon's text)."""
+    crop = img.convert("RGB").crop((0, 0, min(640, img.width), min(200, img.height)))
+    bg = max(crop.getcolors(1 << 20), key=lambda c: c[0])[1]
+    w, h = crop.size
+    px = crop.load()
+    return sum(1 for y in range(h) if any(px[x, y] != bg for x in range(0, w, 2)))
+
+
+def test_fbcon_text_is_drawn_on_virtio_gpu(debian_kernel, fbcon_initramfs, machine):
+    """virtio_mmio + virtio-gpu modules: Linux's fbcon draws text that a captured frame shows."""
+    m = machine(debian_kernel, cpus=CPUS, ram="512M", initrd=fbcon_initramfs, cmdline=CMDLINE, gpu=True)
+    m.serial.expect(rb"VMMPY-MODULE virtio_gpu ok", timeout=VMMPY_BOOT_TIMEOUT)
+    m.serial.expect(rb"VMMPY-FB fb0=virtio_gpudrmfb", timeout=60)
+    m.serial.expect(rb"VMMPY-FB-READY", timeout=60)
+    rows = 0
+    for _ in range(100):  # fbcon flushes from a worker: look at each new frame until the text is there
+        n = m.screen.frames
+        rows = text_rows(m.screen.capture())
+        if rows >= 8:
+            break
+        m.screen.wait_frame(n + 1, timeout=30)
+    assert rows >= 8, f"only {rows} rows of text-like pixels in the captured frame"
+    m.serial.write(b"\r")
+    assert m.wait(timeout=60).ok

@@ -10,12 +10,15 @@ from vmmpy.errors import (
     InvalidArgument,
     KernelNotFound,
     NotSupported,
+    ScreenEOF,
+    ScreenTimeout,
     SerialEOF,
     SerialTimeout,
     StateError,
     VmmError,
 )
 from vmmpy.machine import BootInfo, Machine, RunReason, RunResult, Serial, parse_size
+from vmmpy.screen import Screen, ScreenInfo
 
 __version__ = "0.1.0"
 
@@ -33,6 +36,10 @@ __all__ = [
     "NotSupported",
     "RunReason",
     "RunResult",
+    "Screen",
+    "ScreenEOF",
+    "ScreenInfo",
+    "ScreenTimeout",
     "Serial",
     "SerialEOF",
     "SerialTimeout",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import logging
 import os
 import signal
@@ -22,6 +23,12 @@ EXIT_TIMEOUT = 124
 EXIT_INTERRUPTED = 130
 
 ESCAPE = b"\x1d"  # Ctrl-] ends an interactive session
+
+# The GPU is off unless asked for (--gpu, --gpu-size) or needed (--capture) while it matures;
+# set this to True to turn it on by default (--no-gpu still turns it off).
+GPU_DEFAULT = False
+MAX_GPU_SIDE = 16384
+MAX_CAPTURES = 64  # frames libvmm can hold (vmm_screen_hold)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,6 +61,66 @@ def _seconds(text: str) -> float:
     return v
 
 
+def _gpu_size(text: str) -> tuple[int, int]:
+    w, sep, h = text.lower().partition("x")
+    try:
+        size = (int(w), int(h))
+    except ValueError:
+        size = None
+    if not sep or size is None:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, e.g. 1280x800, not {text!r}")
+    if not all(1 <= v <= MAX_GPU_SIDE for v in size):
+        raise argparse.ArgumentTypeError(f"width and height must be 1..{MAX_GPU_SIDE}, not {text!r}")
+    return size
+
+
+def _capture_frames(text: str) -> list[int]:
+    """'5' -> [5]; '1,10,30' -> [1, 10, 30] (sorted, without repeats)."""
+    frames = []
+    for part in text.split(","):
+        try:
+            n = int(part.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"not a frame number: {part.strip()!r} (expected N or N,M,... with frames counted from 1)"
+            ) from None
+        if n < 1:
+            raise argparse.ArgumentTypeError(f"frames are counted from 1, not {n}")
+        frames.append(n)
+    return sorted(set(frames))
+
+
+def capture_paths(frames: list[int], path: str, multiple: bool) -> dict[int, str]:
+    """One frame: PATH itself; several: PATH-NNN.png for each (PATH is then a prefix)."""
+    if not multiple:
+        return {frames[0]: path}
+    return {n: f"{path}-{n:03d}.png" for n in frames}
+
+
+def _resolve_gpu(args: argparse.Namespace, p: argparse.ArgumentParser) -> None:
+    """Check --gpu/--gpu-size/--capture together; sets args.gpu (bool) and args.captures ({frame: path})."""
+    args.captures = {}
+    if args.capture is not None:
+        spec, path = args.capture
+        try:
+            frames = _capture_frames(spec)
+        except argparse.ArgumentTypeError as e:
+            p.error(f"argument --capture: {e}")
+        out_dir = os.path.dirname(path) or "."
+        if len(frames) > MAX_CAPTURES:
+            p.error(f"argument --capture: at most {MAX_CAPTURES} frames")
+        if not os.path.isdir(out_dir):
+            p.error(f"argument --capture: directory {out_dir!r} does not exist")
+        args.captures = capture_paths(frames, path, "," in spec)
+    explicit = args.gpu
+    if explicit is None:
+        args.gpu = bool(args.captures) or args.gpu_size is not None or GPU_DEFAULT
+    elif not explicit and args.captures:
+        p.error("--capture needs the GPU: drop --no-gpu")
+    elif not explicit and args.gpu_size is not None:
+        p.error("--gpu-size needs the GPU: drop --no-gpu")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="vmmpy", description="Run aarch64 guests.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -75,6 +142,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--deterministic",
         action="store_true",
         help="virtual time from instructions retired: the same inputs give the same output, run after run",
+    )
+    r.add_argument(
+        "--gpu",
+        action="store_true",
+        default=None,
+        help="give the guest a virtio-gpu screen (default: on with --capture or --gpu-size, otherwise off)",
+    )
+    r.add_argument("--no-gpu", dest="gpu", action="store_false", help="no GPU")
+    r.add_argument("--gpu-size", type=_gpu_size, metavar="WxH", help="screen size (default 1280x800); implies --gpu")
+    r.add_argument(
+        "--capture",
+        nargs=2,
+        metavar=("N[,M...]", "PATH"),
+        help="save frame N as the PNG PATH, or frames N,M,... as PATH-NNN.png, then stop the guest (implies --gpu)",
     )
     r.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv for debug)")
     return p
@@ -145,6 +226,68 @@ def _exit_code(reason: RunReason, status: int) -> int:
     }[reason]
 
 
+def _gpu_kwargs(args: argparse.Namespace) -> dict:
+    """Machine(...) arguments for the GPU; a clear error while this build has no screen API."""
+    if not args.gpu:
+        return {}
+    if "gpu" not in inspect.signature(Machine).parameters:
+        raise errors.NotSupported(
+            "the GPU (--gpu, --gpu-size, --capture) needs vmmpy's screen API, which this build does not have yet"
+        )
+    kwargs: dict = {"gpu": True}
+    if args.gpu_size is not None:
+        kwargs["gpu_size"] = args.gpu_size
+    return kwargs
+
+
+class _FrameWaiter:
+    """Waits, on its own thread, for the screen to reach a frame while the main thread streams serial."""
+
+    FOREVER = 1e7  # seconds: the VM's end (its --timeout, a power-off, Ctrl-C) ends the wait first
+
+    def __init__(self, machine: Machine, frame: int):
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+        self._args = (machine, frame)
+        threading.Thread(target=self._main, name="vmmpy-frames", daemon=True).start()
+
+    def _main(self) -> None:
+        machine, frame = self._args
+        try:
+            machine.screen.wait_frame(frame, self.FOREVER)  # whether it got there: see _save_captures
+        except BaseException as e:  # e.g. the VM ended first
+            self.error = e
+        finally:
+            self.done.set()
+
+
+def _save_captures(m: Machine, captures: dict[int, str]) -> list[str]:
+    """Save each held frame; returns the problems (frames that did not happen)."""
+    problems = []
+    for n, path in sorted(captures.items()):
+        try:
+            image = m.screen.capture(frame=n)
+        except errors.VmmError as e:
+            problems.append(f"frame {n} ({e})")
+            continue
+        image.save(path, format="PNG")
+        sys.stderr.write(f"vmmpy: frame {n} ({image.width}x{image.height}) -> {path}\n")
+    return problems
+
+
+def _stream(m: Machine, out, until: threading.Event | None) -> None:
+    """Copy serial output to `out` until the run ends (or `until` is set), then drain it."""
+    while True:
+        ended = not m.running or (until is not None and until.is_set())  # before the read: nothing is lost
+        chunk = m.serial.read()
+        if chunk:
+            out.write(chunk.encode(errors="replace"))
+            out.flush()
+        if ended:
+            return
+        m.serial._pull(0.2)  # waits for output or the end of the run
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="vmmpy: %(levelname)s: %(message)s", stream=sys.stderr)
@@ -163,9 +306,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         entry=args.entry,
         log_level=level,
         deterministic=args.deterministic,
+        **_gpu_kwargs(args),
     )
     out = sys.stdout.buffer
     interrupted = False
+    captures: dict[int, str] = args.captures
+    problems: list[str] = []
+    waiter: _FrameWaiter | None = None
 
     def on_sigint(signum, frame):
         nonlocal interrupted
@@ -175,38 +322,54 @@ def cmd_run(args: argparse.Namespace) -> int:
     old = signal.signal(signal.SIGINT, on_sigint)
     try:
         with m, _StdinForwarder(m) as fwd:
+            for n in captures:
+                m.screen.hold(n)
             m.start(timeout=args.timeout)
-            while True:  # stream until the run ends and the buffer is drained
-                chunk = m.serial.read()
-                if chunk:
-                    out.write(chunk.encode(errors="replace") if isinstance(chunk, str) else chunk)
-                    out.flush()
-                if not m.running:
-                    rest = m.serial.read()
-                    if rest:
-                        out.write(rest.encode(errors="replace"))
-                        out.flush()
-                    break
-                m.serial._pull(0.2)  # waits for output or the end of the run
+            waiter = _FrameWaiter(m, max(captures)) if captures else None
+            _stream(m, out, waiter.done if waiter else None)
+            if m.running:  # the last frame to capture has happened
+                m.stop()
+                _stream(m, out, None)
             res = m.wait()
             interrupted = interrupted or fwd.interrupted
+            if captures:
+                problems = _save_captures(m, captures)
     finally:
         signal.signal(signal.SIGINT, old)
-    if res.reason in (RunReason.GUEST_ERROR, RunReason.HOST_ERROR):
-        sys.stderr.write(f"vmmpy: {res.reason.name.lower().replace('_', ' ')}: {res.message}\n")
-    elif res.reason == RunReason.TIMEOUT:
-        sys.stderr.write(f"vmmpy: timed out after {args.timeout:g} s\n")
-    elif res.reason == RunReason.RESET:
-        sys.stderr.write("vmmpy: the guest requested a reset\n")
     if interrupted and res.reason == RunReason.STOPPED:
         return EXIT_INTERRUPTED
+    if problems:  # one line: how the run ended and which frames are missing
+        why = _ending(res, args.timeout)
+        if waiter is not None and waiter.error is not None and not isinstance(waiter.error, errors.VmmError):
+            why += f" (waiting for frames: {type(waiter.error).__name__}: {waiter.error})"
+        sys.stderr.write(f"vmmpy: error: {why}; not captured: {'; '.join(problems)}\n")
+        code = _exit_code(res.reason, res.exit_status)
+        return code if code != 0 and res.reason != RunReason.STOPPED else 1
+    if res.reason in (RunReason.GUEST_ERROR, RunReason.HOST_ERROR, RunReason.TIMEOUT, RunReason.RESET):
+        sys.stderr.write(f"vmmpy: {_ending(res, args.timeout)}\n")
+    if captures and res.reason == RunReason.STOPPED:
+        return 0  # stopped by us after the last capture
     return _exit_code(res.reason, res.exit_status)
 
 
+def _ending(res, timeout: float | None) -> str:
+    if res.reason in (RunReason.GUEST_ERROR, RunReason.HOST_ERROR):
+        return f"{res.reason.name.lower().replace('_', ' ')}: {res.message}"
+    if res.reason == RunReason.TIMEOUT:
+        return f"timed out after {timeout:g} s"
+    if res.reason == RunReason.RESET:
+        return "the guest requested a reset"
+    if res.reason == RunReason.POWEROFF:
+        return f"the guest powered off (status {res.exit_status})"
+    return "the guest was stopped"
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
         if args.command == "run":
+            _resolve_gpu(args, parser)
             return cmd_run(args)
     except errors.VmmError as e:
         sys.stderr.write(f"vmmpy: error: {e}\n")

@@ -73,6 +73,14 @@ class SerialEOF(VmmError, EOFError):
     """The VM stopped before serial.expect() saw its pattern."""
 
 
+class ScreenTimeout(VmmError, TimeoutError):
+    """screen.wait_frame() did not see its frame in time."""
+
+
+class ScreenEOF(VmmError, EOFError):
+    """The VM stopped before screen.wait_frame() saw its frame."""
+
+
 BY_NAME: dict[str, type[VmmError]] = {
     "VMM_EINVAL": InvalidArgument,
     "VMM_ENOMEM": OutOfMemory,

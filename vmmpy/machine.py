@@ -14,6 +14,7 @@ from typing import Union
 
 from vmmpy import errors, sysregs
 from vmmpy._ffi import ffi, lib
+from vmmpy.screen import Screen
 
 log = logging.getLogger("vmmpy")
 
@@ -224,6 +225,9 @@ class Machine:
         log_level: int = logging.INFO,
         name: str | None = None,
         deterministic: bool = False,
+        virtio_test_devices: int = 0,
+        gpu: bool = False,
+        gpu_size: tuple[int, int] = (1280, 800),
     ):
         self.name = name or (os.path.basename(os.fspath(kernel)) if kernel else "vm")
         self._log = log.getChild(self.name.replace(".", "_"))
@@ -243,7 +247,12 @@ class Machine:
             keep.append(ffi.new("char[]", cpu_model.encode()))
             cfg.cpu_model = keep[-1]
         cfg.deterministic = 1 if deterministic else 0
+        # tests only: virtio-mmio test devices (id 0xfff0) for the transport conformance suite
+        cfg.virtio_test_devices = virtio_test_devices
         self.deterministic = bool(deterministic)
+        # virtio-gpu: m.screen; without it every m.screen call raises NotSupported
+        cfg.gpu = 1 if gpu else 0
+        cfg.gpu_width, cfg.gpu_height = gpu_size
         cfg.log_fn = lib._vmm_log_cb
         cfg.log_opaque = self._handle
         cfg.log_level = {
@@ -261,6 +270,7 @@ class Machine:
             raise errors.BY_NAME.get(name_, errors.VmmError)(ffi.string(err).decode(), rc, name_)
         self._vm = out[0]
         self.serial = Serial(self)
+        self.screen = Screen(self)
         self.backend = ffi.string(lib.vmm_backend_name(self._vm)).decode()
         try:
             if kernel is not None:

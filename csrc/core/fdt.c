@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../dev/virtio.h"
 #include "layout.h"
 #include "vm.h"
 
@@ -175,6 +176,19 @@ int vmm__fdt_build(struct vmm_vm *vm, void **out, size_t *len)
         TRY(prop_cells(fdt, "clocks", clks, 2));
     }
     TRY(fdt_end_node(fdt));
+
+    /* virtio-mmio slots in use (bindings/virtio/mmio.yaml) */
+    for (unsigned i = 0; i < vmm__virtio_mmio_count(vm); i++) {
+        uint64_t base = LAYOUT_VIRTIO_BASE + LAYOUT_VIRTIO_STRIDE * i;
+        const uint32_t irq[] = { GIC_SPI, LAYOUT_VIRTIO_SPI0 + i, IRQ_TYPE_LEVEL_HIGH };
+        snprintf(name, sizeof name, "virtio_mmio@%llx", (unsigned long long)base);
+        TRY(fdt_begin_node(fdt, name));
+        TRY(fdt_property_string(fdt, "compatible", "virtio,mmio"));
+        TRY(prop_u64_pair(fdt, "reg", base, LAYOUT_VIRTIO_STRIDE));
+        TRY(prop_cells(fdt, "interrupts", irq, 3));
+        TRY(fdt_property(fdt, "dma-coherent", NULL, 0));
+        TRY(fdt_end_node(fdt));
+    }
 
     TRY(fdt_end_node(fdt)); /* root */
     TRY(fdt_finish(fdt));

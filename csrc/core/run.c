@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "../arm/arm.h"
+#include "../dev/virtio_gpu.h"
 #include "vm.h"
 
 int vmm__prepare_locked(struct vmm_vm *vm);
@@ -308,6 +309,13 @@ static void run_loop_deterministic(struct run_ctx *rc)
     }
 }
 
+/* Whether a run is under way (or announced): console readers and screen waiters see end-of-stream without. */
+static void set_running(struct vmm_vm *vm, bool running)
+{
+    vmm__console_set_running(vm->console, running);
+    vmm__gpu_set_running(vm->gpu, running);
+}
+
 VMM_EXPORT int vmm_run(vmm_vm *vm, uint64_t timeout_ns, struct vmm_run_result *res)
 {
     struct run_ctx rc = { .vm = vm };
@@ -324,21 +332,21 @@ VMM_EXPORT int vmm_run(vmm_vm *vm, uint64_t timeout_ns, struct vmm_run_result *r
         return vmm__set_error(vm, VMM_EBUSY, "the VM is already running");
     case VM_STATE_ENDED:
         pthread_mutex_unlock(&vm->lock);
-        vmm__console_set_running(vm->console, false); /* undo vmm_run_pending() */
+        set_running(vm, false); /* undo vmm_run_pending() */
         return vmm__set_error(vm, VMM_ESTATE, "the VM has ended (powered off, reset or failed); create a new one");
     default:
         break;
     }
     if ((err = vmm__prepare_locked(vm))) {
         pthread_mutex_unlock(&vm->lock);
-        vmm__console_set_running(vm->console, false);
+        set_running(vm, false);
         return err;
     }
     vm->state = VM_STATE_RUNNING;
     /* a stop requested before the run is honoured by it; only timeouts are per run */
     atomic_store(&vm->timed_out, 0);
     pthread_mutex_unlock(&vm->lock);
-    vmm__console_set_running(vm->console, true);
+    set_running(vm, true);
 
     if (timeout_ns) {
         wd.has_timeout = true;
@@ -373,7 +381,7 @@ VMM_EXPORT int vmm_run(vmm_vm *vm, uint64_t timeout_ns, struct vmm_run_result *r
         atomic_store(&vm->stop_requested, 0);
     vm->state = rc.res.reason == VMM_RUN_STOPPED || rc.res.reason == VMM_RUN_TIMEOUT ? VM_STATE_PAUSED : VM_STATE_ENDED;
     pthread_mutex_unlock(&vm->lock);
-    vmm__console_set_running(vm->console, false);
+    set_running(vm, false);
 
     rc.res.pc = vm->ops->get_pc(&vm->vcpus[0]);
     for (unsigned i = 0; i < vm->ncpus; i++)
@@ -388,7 +396,7 @@ VMM_EXPORT int vmm_run_pending(vmm_vm *vm)
 {
     if (!vm)
         return VMM_EINVAL;
-    vmm__console_set_running(vm->console, true);
+    set_running(vm, true);
     return 0;
 }
 

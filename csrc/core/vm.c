@@ -7,6 +7,8 @@
 #include "../arm/arm.h"
 #include "../arm/gic.h"
 #include "../dev/pl011.h"
+#include "../dev/virtio.h"
+#include "../dev/virtio_gpu.h"
 #include "layout.h"
 #include "vm.h"
 
@@ -108,6 +110,8 @@ VMM_EXPORT int vmm_create(const struct vmm_config *cfg, vmm_vm **out, char *errb
         vm->gpu_cfg.height = c.gpu_height ? c.gpu_height : 800;
         vm->gpu_cfg.max_mem = c.gpu_max_mem ? c.gpu_max_mem : 256ULL << 20;
     }
+    if (c.size >= offsetof(struct vmm_config, virtio_test_devices) + sizeof(uint32_t))
+        vm->virtio_test_devices = c.virtio_test_devices;
     atomic_init(&vm->next_deadline_ns, UINT64_MAX);
     pthread_mutex_init(&vm->lock, NULL);
     pthread_condattr_init(&ca);
@@ -160,6 +164,8 @@ VMM_EXPORT void vmm_destroy(vmm_vm *vm)
             vm->ops->vcpu_fini(&vm->vcpus[i]);
         vm->ops->vm_fini(vm);
     }
+    vmm__virtio_mmio_destroy_all(vm);
+    vmm__gpu_destroy(vm->gpu); /* after its transport */
     vmm__pl011_destroy(vm->uart);
     vmm__gic_destroy(vm->gic);
     vmm__console_destroy(vm->console);
@@ -194,7 +200,14 @@ VMM_EXPORT const char *vmm_backend_name(const vmm_vm *vm)
 int vmm__board_init(struct vmm_vm *vm)
 {
     int rc = vmm__gic_create(vm, &vm->gic);
-    return rc ? rc : vmm__pl011_create(vm, LAYOUT_UART_BASE, &vm->uart);
+    if (!rc)
+        rc = vmm__pl011_create(vm, LAYOUT_UART_BASE, &vm->uart);
+    /* virtio devices: before the backend maps the bus (vm_init) */
+    if (!rc && vm->gpu_cfg.enabled)
+        rc = vmm__gpu_create(vm, &vm->gpu);
+    for (unsigned i = 0; !rc && i < vm->virtio_test_devices; i++)
+        rc = vmm__virtio_dummy_create(vm);
+    return rc;
 }
 
 /* Place initrd and DTB above the kernel, build the DTB, reset the boot vCPU. */

@@ -127,6 +127,7 @@ struct vmm_vm {
         uint32_t width, height;
         uint64_t max_mem;
     } gpu_cfg;
+    unsigned virtio_test_devices;       /* dev/virtio_dummy.c instances to create (vmm_config) */
     struct vmm_virtio_mmio_bus *virtio; /* virtio-mmio slots in use (dev/virtio_mmio.c) */
     struct vmm_gpu *gpu;                /* dev/virtio_gpu.c, NULL without a GPU */
 

@@ -1,33 +1,355 @@
-/* screen.c - placeholder for the screen API until virtio-gpu lands. */
-#include "../core/vm.h"
+/* screen.c - the frame store behind vmm_screen_*: scanout 0 as RGBA, frame counter, held frames, waiters. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "virtio_gpu.h"
+
+#define MAX_HOLDS 64
+#define OPAQUE 0xff000000u /* a scanout has no alpha: captures are opaque */
+
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "pixel conversion assumes a little-endian host");
+
+/*
+ * `lock` guards everything; the GPU calls in with its own lock held (GPU ->
+ * screen), API callers take only this one. Pixels are 32-bit words that are
+ * R, G, B, A bytes in memory.
+ */
+struct vmm_screen {
+    pthread_mutex_t lock;
+    pthread_cond_t cond; /* CLOCK_MONOTONIC: a frame, or the run ended */
+    uint32_t *img;       /* w * h pixels, NULL when 0 x 0 */
+    uint32_t w, h;
+    uint64_t frames;
+    bool changed; /* the image changed since frame `frames` was presented (mode set) */
+    bool running;
+    struct hold {
+        uint64_t frame; /* 0: free slot */
+        bool done;      /* taken; pix NULL with done means the copy could not be allocated */
+        uint32_t *pix;
+        uint32_t w, h;
+    } holds[MAX_HOLDS];
+};
+
+int vmm__screen_create(struct vmm_screen **out)
+{
+    struct vmm_screen *s = calloc(1, sizeof *s);
+    pthread_condattr_t ca;
+
+    if (!s)
+        return VMM_ENOMEM;
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    *out = s;
+    return 0;
+}
+
+void vmm__screen_destroy(struct vmm_screen *s)
+{
+    if (!s)
+        return;
+    for (unsigned i = 0; i < MAX_HOLDS; i++)
+        free(s->holds[i].pix);
+    free(s->img);
+    pthread_mutex_destroy(&s->lock);
+    pthread_cond_destroy(&s->cond);
+    free(s);
+}
+
+void vmm__screen_set_running(struct vmm_screen *s, bool running)
+{
+    pthread_mutex_lock(&s->lock);
+    s->running = running;
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+}
+
+int vmm__screen_set_mode(struct vmm_screen *s, uint32_t w, uint32_t h)
+{
+    size_t n = (size_t)w * h;
+    int rc = 0;
+
+    pthread_mutex_lock(&s->lock);
+    if (w != s->w || h != s->h) {
+        uint32_t *img = n ? malloc(n * 4) : NULL;
+        if (n && !img) {
+            rc = VMM_ENOMEM;
+            goto out;
+        }
+        free(s->img);
+        s->img = img;
+        s->w = w;
+        s->h = h;
+    }
+    for (size_t i = 0; i < n; i++)
+        s->img[i] = OPAQUE;
+    s->changed = true;
+out:
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+/* One row of n guest pixels to RGBA: a tight loop per format, no call per pixel (vectorizes). */
+static void convert_row(uint32_t *restrict dst, const uint8_t *restrict src, uint32_t n, uint32_t format)
+{
+    uint32_t v;
+
+#define EACH(expr)                          \
+    for (uint32_t i = 0; i < n; i++) {      \
+        memcpy(&v, src + 4 * (size_t)i, 4); \
+        dst[i] = (expr) | OPAQUE;           \
+    }
+    switch (format) {
+    case GPU_FORMAT_R8G8B8A8_UNORM: /* R G B A: already in order */
+    case GPU_FORMAT_R8G8B8X8_UNORM:
+        EACH(v);
+        break;
+    case GPU_FORMAT_B8G8R8A8_UNORM: /* B G R A: swap R and B */
+    case GPU_FORMAT_B8G8R8X8_UNORM:
+        EACH((v & 0x0000ff00u) | ((v >> 16) & 0xffu) | ((v & 0xffu) << 16));
+        break;
+    case GPU_FORMAT_A8R8G8B8_UNORM: /* A R G B: drop A */
+    case GPU_FORMAT_X8R8G8B8_UNORM:
+        EACH(v >> 8);
+        break;
+    case GPU_FORMAT_A8B8G8R8_UNORM: /* A B G R: reverse */
+    case GPU_FORMAT_X8B8G8R8_UNORM:
+        EACH(__builtin_bswap32(v));
+        break;
+    default:
+        break;
+    }
+#undef EACH
+}
+
+bool vmm__gpu_format_ok(uint32_t format)
+{
+    switch (format) {
+    case GPU_FORMAT_B8G8R8A8_UNORM:
+    case GPU_FORMAT_B8G8R8X8_UNORM:
+    case GPU_FORMAT_A8R8G8B8_UNORM:
+    case GPU_FORMAT_X8R8G8B8_UNORM:
+    case GPU_FORMAT_R8G8B8A8_UNORM:
+    case GPU_FORMAT_X8B8G8R8_UNORM:
+    case GPU_FORMAT_A8B8G8R8_UNORM:
+    case GPU_FORMAT_R8G8B8X8_UNORM:
+        return true;
+    default:
+        return false;
+    }
+}
+
+void vmm__screen_draw(struct vmm_screen *s, uint32_t x, uint32_t y, uint32_t w, uint32_t h, const uint8_t *src,
+                      size_t stride, uint32_t format)
+{
+    pthread_mutex_lock(&s->lock);
+    if ((uint64_t)x + w <= s->w && (uint64_t)y + h <= s->h) { /* the caller clipped; never trust it blindly */
+        for (uint32_t r = 0; r < h; r++)
+            convert_row(s->img + (size_t)(y + r) * s->w + x, src + (size_t)r * stride, w, format);
+        s->changed = true;
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+void vmm__screen_frame(struct vmm_screen *s)
+{
+    size_t n;
+
+    pthread_mutex_lock(&s->lock);
+    s->frames++;
+    s->changed = false;
+    n = (size_t)s->w * s->h;
+    for (unsigned i = 0; i < MAX_HOLDS; i++) {
+        struct hold *hd = &s->holds[i];
+        if (hd->frame != s->frames || hd->done)
+            continue;
+        hd->done = true;
+        hd->w = s->w;
+        hd->h = s->h;
+        hd->pix = n ? malloc(n * 4) : NULL;
+        if (hd->pix)
+            memcpy(hd->pix, s->img, n * 4);
+    }
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* The screen of a VM, or an error (VMM_ENOTSUP without a GPU). */
+static int screen_of(vmm_vm *vm, struct vmm_screen **s)
+{
+    if (!vm)
+        return VMM_EINVAL;
+    if (!vm->gpu)
+        return vmm__set_error(vm, VMM_ENOTSUP, "this VM has no GPU (create it with gpu = 1)");
+    *s = vmm__gpu_screen(vm->gpu);
+    return 0;
+}
 
 VMM_EXPORT int vmm_screen_info(vmm_vm *vm, struct vmm_screen_info *info)
 {
-    (void)info;
-    return vm ? vmm__set_error(vm, VMM_ENOTSUP, "this VM has no GPU") : VMM_EINVAL;
+    struct vmm_screen *s = NULL;
+    struct vmm_screen_info out = { 0 };
+    int rc;
+
+    if (!info || info->size < sizeof(uint32_t))
+        return VMM_EINVAL;
+    if ((rc = screen_of(vm, &s)))
+        return rc;
+    pthread_mutex_lock(&s->lock);
+    out.width = s->w;
+    out.height = s->h;
+    out.frames = s->frames;
+    pthread_mutex_unlock(&s->lock);
+    out.size = info->size < sizeof out ? info->size : (uint32_t)sizeof out;
+    memcpy(info, &out, out.size);
+    return 0;
 }
 
 VMM_EXPORT int vmm_screen_wait_frame(vmm_vm *vm, uint64_t frame, uint64_t timeout_ns)
 {
-    (void)frame;
-    (void)timeout_ns;
-    return vm ? vmm__set_error(vm, VMM_ENOTSUP, "this VM has no GPU") : VMM_EINVAL;
+    struct vmm_screen *s = NULL;
+    struct timespec dl;
+    int rc;
+
+    if ((rc = screen_of(vm, &s)))
+        return rc;
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    if (timeout_ns > (uint64_t)365 * 86400 * 1000000000ULL)
+        timeout_ns = (uint64_t)365 * 86400 * 1000000000ULL;
+    dl.tv_sec += (time_t)(timeout_ns / 1000000000ULL);
+    dl.tv_nsec += (long)(timeout_ns % 1000000000ULL);
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&s->lock);
+    while (s->frames < frame && s->running && timeout_ns) {
+        if (pthread_cond_timedwait(&s->cond, &s->lock, &dl) == ETIMEDOUT)
+            break;
+    }
+    rc = s->frames >= frame ? 0 : s->running ? 1 : VMM_EEOF;
+    uint64_t got = s->frames;
+    pthread_mutex_unlock(&s->lock);
+    if (rc == VMM_EEOF)
+        vmm__set_error(vm, VMM_EEOF, "the VM is not running: %llu frames, waiting for frame %llu",
+                       (unsigned long long)got, (unsigned long long)frame);
+    return rc;
 }
 
 VMM_EXPORT int vmm_screen_hold(vmm_vm *vm, uint64_t frame)
 {
-    (void)frame;
-    return vm ? vmm__set_error(vm, VMM_ENOTSUP, "this VM has no GPU") : VMM_EINVAL;
+    struct vmm_screen *s = NULL;
+    struct hold *slot = NULL;
+    uint64_t frames;
+    int rc;
+
+    if ((rc = screen_of(vm, &s)))
+        return rc;
+    if (!frame)
+        return vmm__set_error(vm, VMM_EINVAL, "frames are numbered from 1");
+    pthread_mutex_lock(&s->lock);
+    frames = s->frames;
+    for (unsigned i = 0; i < MAX_HOLDS; i++) {
+        if (s->holds[i].frame == frame)
+            goto out; /* already held */
+    }
+    /* the latest frame can still be held while the image is unchanged since it */
+    if (frame < frames || (frame == frames && s->changed)) {
+        rc = VMM_ESTATE;
+        goto out;
+    }
+    for (unsigned i = 0; i < MAX_HOLDS; i++) { /* a free slot, else the oldest taken frame */
+        struct hold *hd = &s->holds[i];
+        if (!hd->frame) {
+            slot = hd;
+            break;
+        }
+        if (hd->done && (!slot || hd->frame < slot->frame))
+            slot = hd;
+    }
+    if (!slot) {
+        rc = VMM_EBUSY;
+        goto out;
+    }
+    free(slot->pix);
+    *slot = (struct hold){ .frame = frame };
+    if (frame == frames) {
+        size_t n = (size_t)s->w * s->h;
+        slot->done = true;
+        slot->w = s->w;
+        slot->h = s->h;
+        slot->pix = n ? malloc(n * 4) : NULL;
+        if (slot->pix)
+            memcpy(slot->pix, s->img, n * 4);
+    }
+out:
+    pthread_mutex_unlock(&s->lock);
+    if (rc == VMM_ESTATE)
+        return vmm__set_error(vm, rc, "frame %llu has already been shown (%llu frames so far)",
+                              (unsigned long long)frame, (unsigned long long)frames);
+    if (rc == VMM_EBUSY)
+        return vmm__set_error(vm, VMM_ESTATE, "%d frames are already held and pending", MAX_HOLDS);
+    return 0;
 }
 
-VMM_EXPORT int vmm_screen_capture(vmm_vm *vm, uint64_t frame, void *buf, size_t len, uint32_t *width,
-                                  uint32_t *height, uint64_t *frame_out)
+VMM_EXPORT int vmm_screen_capture(vmm_vm *vm, uint64_t frame, void *buf, size_t len, uint32_t *width, uint32_t *height,
+                                  uint64_t *frame_out)
 {
-    (void)frame;
-    (void)buf;
-    (void)len;
-    (void)width;
-    (void)height;
-    (void)frame_out;
-    return vm ? vmm__set_error(vm, VMM_ENOTSUP, "this VM has no GPU") : VMM_EINVAL;
+    struct vmm_screen *s = NULL;
+    const uint32_t *src = NULL;
+    uint32_t w = 0, h = 0;
+    uint64_t frames;
+    int rc;
+
+    if ((rc = screen_of(vm, &s)))
+        return rc;
+    if (!buf && len)
+        return vmm__set_error(vm, VMM_EINVAL, "NULL buffer");
+    pthread_mutex_lock(&s->lock);
+    frames = s->frames;
+    if (!frame) {
+        src = s->img;
+        w = s->w;
+        h = s->h;
+    } else {
+        rc = VMM_ESTATE;
+        for (unsigned i = 0; i < MAX_HOLDS; i++) {
+            const struct hold *hd = &s->holds[i];
+            if (hd->frame == frame && hd->done) {
+                rc = hd->pix || !hd->w || !hd->h ? 0 : VMM_ENOMEM;
+                src = hd->pix;
+                w = hd->w;
+                h = hd->h;
+            }
+        }
+    }
+    size_t need = (size_t)w * h * 4;
+    if (!rc) {
+        if (width)
+            *width = w;
+        if (height)
+            *height = h;
+        if (frame_out)
+            *frame_out = frame ? frame : frames;
+        if (len < need)
+            rc = VMM_ERANGE;
+        else if (need)
+            memcpy(buf, src, need);
+    }
+    pthread_mutex_unlock(&s->lock);
+    switch (rc) {
+    case VMM_ESTATE:
+        return vmm__set_error(vm, rc, "frame %llu was not held or has not been shown yet (%llu frames so far)",
+                              (unsigned long long)frame, (unsigned long long)frames);
+    case VMM_ENOMEM:
+        return vmm__set_error(vm, rc, "out of memory copying held frame %llu", (unsigned long long)frame);
+    case VMM_ERANGE:
+        return vmm__set_error(vm, rc, "buffer of %zu bytes too small for a %ux%u frame (%zu bytes)", len, w, h, need);
+    default:
+        return 0;
+    }
 }

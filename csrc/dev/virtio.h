@@ -7,8 +7,8 @@
 #include <stdint.h>
 
 struct vmm_vm;
-struct vmm_virtio;   /* one device on its transport (virtio_mmio.c) */
-struct vmm_virtq;    /* one split virtqueue (virtq.c) */
+struct vmm_virtio; /* one device on its transport (virtio_mmio.c) */
+struct vmm_virtq;  /* one split virtqueue (virtq.c) */
 
 /* Feature bits the transport owns (virtio 1.2 §6) */
 #define VIRTIO_F_INDIRECT_DESC 28
@@ -36,7 +36,8 @@ struct vmm_virtq;    /* one split virtqueue (virtq.c) */
 struct vmm_virtio_ops {
     const char *name;   /* "gpu", "dummy", ... for logs */
     uint32_t device_id; /* §5: 16 = GPU, 18 = input, 9 = 9P, 2 = block, 4 = entropy */
-    uint64_t features;  /* device-specific feature bits offered (the transport adds VERSION_1, INDIRECT_DESC, EVENT_IDX) */
+    /* device-specific feature bits offered (the transport adds VERSION_1, INDIRECT_DESC, EVENT_IDX) */
+    uint64_t features;
     unsigned num_queues;
     uint16_t queue_max; /* QueueNumMax for every queue (power of 2, <= VIRTQ_MAX_SIZE) */
     uint32_t config_size;
@@ -51,6 +52,12 @@ struct vmm_virtio_ops {
     void (*queue_notify)(void *dev, unsigned q);
     /* Device reset (status written 0, or NEEDS_RESET recovery): drop all queue state and requests. */
     void (*reset)(void *dev);
+    /*
+     * Free `dev` (may be NULL: the device's owner frees it). Called by
+     * vmm__virtio_mmio_destroy_all() once no vCPU runs; a device with
+     * threads must have stopped them before.
+     */
+    void (*destroy)(void *dev);
 };
 
 /*
@@ -63,7 +70,15 @@ int vmm__virtio_mmio_add(struct vmm_vm *vm, const struct vmm_virtio_ops *ops, vo
 unsigned vmm__virtio_mmio_count(struct vmm_vm *vm);
 void vmm__virtio_mmio_destroy_all(struct vmm_vm *vm);
 
-/* Device -> transport */
+/* The transport conformance test device (virtio_dummy.c, device id VIRTIO_ID_DUMMY). */
+#define VIRTIO_ID_DUMMY 0xfff0
+int vmm__virtio_dummy_create(struct vmm_vm *vm);
+
+/*
+ * Device -> transport. These (and vmm__virtq_pop/push) take the device's
+ * transport lock, which is recursive: call them from the ops callbacks or
+ * from a device thread.
+ */
 struct vmm_virtq *vmm__virtio_queue(struct vmm_virtio *v, unsigned q);
 /* Raise the used-buffer interrupt for q if the driver wants it (EVENT_IDX / NO_INTERRUPT honoured). */
 void vmm__virtio_notify(struct vmm_virtio *v, unsigned q);
@@ -88,9 +103,9 @@ struct virtq_seg {
 };
 struct virtq_chain {
     uint16_t head;
-    unsigned nread, nwrite;              /* segment counts */
+    unsigned nread, nwrite;               /* segment counts */
     struct virtq_seg seg[VIRTQ_MAX_SEGS]; /* nread readable, then nwrite writable */
-    uint64_t read_len, write_len;        /* bytes in each direction */
+    uint64_t read_len, write_len;         /* bytes in each direction */
 };
 
 /* 1: *c holds the next chain; 0: the ring is empty; negative: the queue is broken (NEEDS_RESET is set). */

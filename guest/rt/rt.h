@@ -1,5 +1,6 @@
 /* rt.h - the guest runtime API: UART, printf, exceptions, EL0 calls, PSCI, semihosting, MMU, exit,
-   GICv3, generic timer and waits, SMP (secondary CPUs, spinlocks, atomics, barriers), DTB cpus. */
+   GICv3, generic timer and waits, SMP (secondary CPUs, spinlocks, atomics, barriers), DTB cpus, polled
+   virtio-mmio and virtio-gpu 2D, a bitmap font. */
 #ifndef GUEST_RT_H
 #define GUEST_RT_H
 
@@ -401,6 +402,99 @@ uintptr_t fdt_find(uint64_t x0);
 /* The `reg` (MPIDR affinity) of each /cpus/cpu@N node into mpidrs[0..max); returns how many there are
    (possibly more than max), or -1 if the DTB is malformed or has no /cpus. */
 int fdt_cpus(uintptr_t fdt, uint64_t *mpidrs, int max);
+
+/* ---- virtio-mmio v2 (rt/virtio.c): polled split virtqueues, one request in flight ---- */
+/* QEMU virt and vmmpy: 32 transports of 0x200 bytes from 0x0A000000, slot n on SPI 16 + n (INTID 48 + n).
+   Only version 2 (non-legacy) transports and devices offering VIRTIO_F_VERSION_1 are driven. */
+#define VIRTIO_MMIO_BASE 0x0A000000UL
+#define VIRTIO_MMIO_STRIDE 0x200UL
+#define VIRTIO_MMIO_SLOTS 32
+#define VIRTIO_MMIO_INTID(slot) (48 + (slot))
+#define VIRTIO_MMIO_CONFIG 0x100 /* device-specific configuration space */
+#define VIRTIO_ID_GPU 16
+#define VIRTIO_F_VERSION_1 32
+#define VIRTQ_SIZE 8 /* entries per queue (less if the device's QueueNumMax is smaller) */
+#define VIRTIO_MAX_QUEUES 2
+
+struct virtq_desc {
+    uint64_t addr;
+    uint32_t len;
+    uint16_t flags, next;
+};
+struct virtq_used_elem {
+    uint32_t id, len;
+};
+/* one split virtqueue: the three rings (Virtio 1.1, 2.6) and the driver's position in them */
+struct virtq {
+    struct virtq_desc desc[VIRTQ_SIZE] __attribute__((aligned(16)));
+    struct {
+        uint16_t flags, idx, ring[VIRTQ_SIZE], used_event;
+    } avail __attribute__((aligned(2)));
+    struct {
+        uint16_t flags, idx;
+        struct virtq_used_elem ring[VIRTQ_SIZE];
+        uint16_t avail_event;
+    } used __attribute__((aligned(4)));
+    uint16_t size, last_used;
+} __attribute__((aligned(64)));
+
+struct virtio_dev {
+    uintptr_t base; /* the transport's registers */
+    int slot;
+    uint32_t device_id, vendor_id;
+    uint64_t features; /* negotiated */
+    unsigned nqueues;  /* set up by virtio_queue_setup */
+    struct virtq queue[VIRTIO_MAX_QUEUES];
+};
+
+/* The first slot >= from whose transport is version 2 with that device id, or -1. A transport with
+   the device but version 1 (legacy; QEMU without -global virtio-mmio.force-legacy=false) is skipped
+   with a "virtio: ..." line. */
+int virtio_find(uint32_t device_id, int from);
+/* Reset, ACKNOWLEDGE | DRIVER, features = VERSION_1 | (offered & wanted), FEATURES_OK (checked).
+   0, or -1 after a "virtio: ..." line (status FAILED set). */
+int virtio_init(struct virtio_dev *d, int slot, uint64_t wanted);
+/* Queue `index` with min(VIRTQ_SIZE, QueueNumMax) entries in d's static rings; 0 or -1 (+ a line). */
+int virtio_queue_setup(struct virtio_dev *d, unsigned index);
+/* DRIVER_OK; 0, or -1 if the device asked for a reset (DEVICE_NEEDS_RESET). */
+int virtio_driver_ok(struct virtio_dev *d);
+/* Submits a 2-descriptor chain (req: device-readable, resp: device-writable) on queue `index`, notifies,
+   and polls the used ring up to timeout_ms (acknowledging InterruptStatus). Returns the number of bytes
+   the device wrote, or -1 on timeout (+ a line). */
+int virtio_request(struct virtio_dev *d, unsigned index, const void *req, uint32_t req_len, void *resp,
+                   uint32_t resp_len, uint64_t timeout_ms);
+uint32_t virtio_config_read32(struct virtio_dev *d, unsigned offset);
+void virtio_config_write32(struct virtio_dev *d, unsigned offset, uint32_t v);
+void virtio_reset(struct virtio_dev *d);
+
+/* ---- virtio-gpu 2D (rt/virtio_gpu.c): one resource shown on one scanout ---- */
+#define VIRTIO_GPU_FORMAT_B8G8R8X8 2 /* bytes B, G, R, X: a pixel is the uint32_t 0x00RRGGBB */
+#define GPU_RGB(r, g, b) (((uint32_t)(r) << 16) | ((uint32_t)(g) << 8) | (uint32_t)(b))
+
+struct gpu {
+    struct virtio_dev dev;
+    uint32_t scanout, width, height; /* the first enabled scanout's mode (GET_DISPLAY_INFO) */
+    uint32_t resource;               /* 0 until gpu_setup_framebuffer */
+    uint32_t *fb;                    /* width * height pixels, row-major, stride width * 4 */
+    uint32_t num_scanouts;
+};
+/* Finds the device, negotiates, sets up the control queue and DRIVER_OK, then GET_DISPLAY_INFO.
+   0, or -1 after a "FAIL <test>: ..." line (test_fail). */
+int gpu_init(struct gpu *g);
+/* RESOURCE_CREATE_2D (B8G8R8X8, g->width x g->height), ATTACH_BACKING of fb (width * height * 4 bytes
+   of guest RAM), SET_SCANOUT. 0 or -1 (+ a FAIL line). */
+int gpu_setup_framebuffer(struct gpu *g, uint32_t *fb);
+/* TRANSFER_TO_HOST_2D then RESOURCE_FLUSH of a rectangle: one frame for the host. 0 or -1 (+ FAIL). */
+int gpu_flush(struct gpu *g, uint32_t x, uint32_t y, uint32_t w, uint32_t h);
+
+/* ---- 5x7 bitmap font (rt/font.c): ASCII 32..126 ---- */
+#define FONT_GLYPH_W 5
+#define FONT_GLYPH_H 7
+#define FONT_W 6 /* a character cell: the glyph, one blank column and one blank row */
+#define FONT_H 8
+/* Row `row` of c's glyph as FONT_GLYPH_W bits, the leftmost column in bit FONT_GLYPH_W - 1; 0 for rows
+   outside the glyph and characters outside 32..126. */
+unsigned font_row(char c, unsigned row);
 
 /* ---- exit ---- */
 /* 0: PSCI SYSTEM_OFF; otherwise a semihosting exit with that status, SYSTEM_OFF as the fallback.

@@ -1,0 +1,56 @@
+/* virtio_gpu.h - virtio-gpu 2D device (virtio_gpu.c) and the frame store behind the screen API (screen.c). */
+#ifndef VMM_VIRTIO_GPU_H
+#define VMM_VIRTIO_GPU_H
+
+#include "../core/vm.h"
+
+/* Largest resource and scanout side we accept (and largest configured mode: the EDID's 12-bit fields). */
+#define GPU_MAX_DIM 16384u
+#define GPU_MAX_MODE_DIM 4095u
+
+/*
+ * Create the GPU from vm->gpu_cfg on the next virtio-mmio slot. Fails with
+ * VMM_EINVAL for a mode outside 1..GPU_MAX_MODE_DIM.
+ */
+int vmm__gpu_create(struct vmm_vm *vm, struct vmm_gpu **out);
+/* Free (NULL is fine) after the transport is gone. Nothing may use the VM concurrently. */
+void vmm__gpu_destroy(struct vmm_gpu *g);
+/* vmm_run started (or is about to) / ended: screen waiters see VMM_EEOF once it is false. NULL is fine. */
+void vmm__gpu_set_running(struct vmm_gpu *g, bool running);
+
+/*
+ * The frame store (screen.c): the RGBA image of scanout 0 as last flushed,
+ * the frame counter, held frames and their waiters. It has its own lock,
+ * taken inside the GPU's; every call below is thread-safe.
+ */
+struct vmm_screen;
+
+/* Guest pixel formats (virtio 1.2 §5.7.6.8, byte order in memory) */
+enum {
+    GPU_FORMAT_B8G8R8A8_UNORM = 1,
+    GPU_FORMAT_B8G8R8X8_UNORM = 2,
+    GPU_FORMAT_A8R8G8B8_UNORM = 3,
+    GPU_FORMAT_X8R8G8B8_UNORM = 4,
+    GPU_FORMAT_R8G8B8A8_UNORM = 67,
+    GPU_FORMAT_X8B8G8R8_UNORM = 68,
+    GPU_FORMAT_A8B8G8R8_UNORM = 121,
+    GPU_FORMAT_R8G8B8X8_UNORM = 134,
+};
+bool vmm__gpu_format_ok(uint32_t format);
+
+int vmm__screen_create(struct vmm_screen **out);
+void vmm__screen_destroy(struct vmm_screen *s);
+void vmm__screen_set_running(struct vmm_screen *s, bool running);
+/* Scanout 0 now shows a w x h image (0 x 0: disabled); its content is black until drawn. VMM_ENOMEM. */
+int vmm__screen_set_mode(struct vmm_screen *s, uint32_t w, uint32_t h);
+/*
+ * Convert a w x h rectangle of guest pixels (`format`, rows `stride` bytes
+ * apart) into the image at (x, y); the caller has clipped it to the mode.
+ */
+void vmm__screen_draw(struct vmm_screen *s, uint32_t x, uint32_t y, uint32_t w, uint32_t h, const uint8_t *src,
+                      size_t stride, uint32_t format);
+/* A frame was presented: count it, copy the image for a hold of that number, wake waiters. */
+void vmm__screen_frame(struct vmm_screen *s);
+struct vmm_screen *vmm__gpu_screen(struct vmm_gpu *g);
+
+#endif

@@ -1,0 +1,690 @@
+"""Tier 1: the virtio-mmio v2 transport and split virtqueues (virtio 1.2 §2, §4.2.2), with the dummy test device.
+
+The test device (csrc/dev/virtio_dummy.c, id 0xfff0) has two queues of 16: queue 0 echoes each
+chain's readable bytes reversed into its writable part, queue 1 consumes chains. Its config space:
+magic (RO), scratch (RW), trigger (a write is a config change), chains (echoed since reset).
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+
+import libfdt
+import pytest
+
+import vmmpy
+
+from .test_fdt import cells, props, strings
+from .virtio_driver import (
+    ACKNOWLEDGE,
+    CONFIG_GENERATION,
+    DESC_F_INDIRECT,
+    DESC_F_NEXT,
+    DESC_F_WRITE,
+    DEVICE_FEATURES,
+    DEVICE_FEATURES_SEL,
+    DRIVER,
+    DRIVER_OK,
+    F_EVENT_IDX,
+    F_INDIRECT_DESC,
+    F_VERSION_1,
+    FEATURES_OK,
+    INT_CONFIG,
+    INT_VRING,
+    INTERRUPT_STATUS,
+    MAGIC,
+    MAGIC_VALUE,
+    NEEDS_RESET,
+    QUEUE_DESC_HIGH,
+    QUEUE_DESC_LOW,
+    QUEUE_DEVICE_LOW,
+    QUEUE_DRIVER_LOW,
+    QUEUE_NUM,
+    QUEUE_NUM_MAX,
+    QUEUE_READY,
+    QUEUE_RESET,
+    QUEUE_SEL,
+    RAM_BASE,
+    SHM_BASE_HIGH,
+    SHM_BASE_LOW,
+    SHM_LEN_HIGH,
+    SHM_LEN_LOW,
+    SHM_SEL,
+    STATUS,
+    VERSION,
+    VirtioMMIO,
+    find_devices,
+    slot_base,
+)
+
+DUMMY_ID = 0xFFF0
+F_A, F_B = 1 << 0, 1 << 1
+CFG_MAGIC, CFG_SCRATCH, CFG_TRIGGER, CFG_CHAINS = 0, 4, 8, 12
+QMAX = 16
+RAM_SIZE = 256 << 20
+RAM_END = RAM_BASE + RAM_SIZE
+
+
+@pytest.fixture
+def m():
+    with vmmpy.Machine(virtio_test_devices=1, ram=RAM_SIZE) as mach:
+        yield mach
+
+
+@pytest.fixture
+def dev(m):
+    d = VirtioMMIO(m, 0)
+    d.enable_irq()
+    return d
+
+
+def guest_errors(m) -> int:
+    return m.stats()["guest_errors"]
+
+
+def check_line(d: VirtioMMIO) -> int:
+    """InterruptStatus, asserting that the SPI (through the GIC) follows it."""
+    isr = d.interrupt_status()
+    assert d.irq_line() == (isr != 0), f"InterruptStatus={isr:#x} but the IRQ line is {d.irq_line()}"
+    return isr
+
+
+# -- identification and registers -------------------------------------------------------------
+
+
+def test_identification_registers(dev):
+    assert dev.magic == MAGIC_VALUE
+    assert dev.version == 2  # never legacy (1)
+    assert dev.device_id == DUMMY_ID
+    assert dev.vendor_id == 0x554D4551
+    assert find_devices(dev.m) == [(0, DUMMY_ID)]
+
+
+def test_each_device_gets_the_next_slot():
+    with vmmpy.Machine(virtio_test_devices=3) as m:
+        assert find_devices(m) == [(0, DUMMY_ID), (1, DUMMY_ID), (2, DUMMY_ID)]
+        # an empty slot answers like QEMU's: magic, version 2, DeviceID 0 (no device), the rest RAZ/WI
+        empty = VirtioMMIO(m, 3)
+        assert (empty.magic, empty.version, empty.device_id) == (MAGIC_VALUE, 2, 0)
+        empty.set_status(ACKNOWLEDGE)
+        assert empty.status() == 0
+
+
+def test_more_devices_than_slots_is_an_error():
+    with pytest.raises(vmmpy.VmmError, match="slots"):
+        vmmpy.Machine(virtio_test_devices=33)
+
+
+def test_no_shared_memory_regions(dev):
+    for sel in (0, 1, 7):
+        dev.write(SHM_SEL, sel)
+        assert [dev.read(r) for r in (SHM_LEN_LOW, SHM_LEN_HIGH)] == [0xFFFF_FFFF] * 2  # length -1: none
+        assert [dev.read(r) for r in (SHM_BASE_LOW, SHM_BASE_HIGH)] == [0xFFFF_FFFF] * 2
+
+
+def test_registers_are_32_bit_only(dev):
+    before = guest_errors(dev.m)
+    assert dev.read(MAGIC, size=2) == 0
+    assert dev.read(MAGIC, size=1) == 0
+    dev.write(STATUS, ACKNOWLEDGE, size=2)
+    assert dev.status() == 0
+    assert guest_errors(dev.m) == before + 3
+
+
+def test_read_only_and_write_only_registers(dev):
+    before = guest_errors(dev.m)
+    dev.write(MAGIC, 0)
+    dev.write(VERSION, 1)
+    assert dev.magic == MAGIC_VALUE and dev.version == 2
+    assert dev.read(DEVICE_FEATURES_SEL) == 0  # write-only: logged, reads 0
+    assert guest_errors(dev.m) == before + 3
+
+
+# -- feature negotiation ----------------------------------------------------------------------
+
+
+def test_device_features(dev):
+    f = dev.device_features()
+    assert f == F_VERSION_1 | F_INDIRECT_DESC | F_EVENT_IDX | F_A | F_B
+    dev.write(DEVICE_FEATURES_SEL, 2)
+    assert dev.read(DEVICE_FEATURES) == 0
+
+
+def test_feature_negotiation_accepts_a_subset(dev):
+    assert dev.negotiate(F_VERSION_1 | F_A)
+    assert dev.status() == ACKNOWLEDGE | DRIVER | FEATURES_OK
+
+
+def test_legacy_driver_is_refused(dev):
+    before = guest_errors(dev.m)
+    assert not dev.negotiate(F_INDIRECT_DESC | F_A)  # no VERSION_1
+    assert dev.status() == ACKNOWLEDGE | DRIVER
+    assert guest_errors(dev.m) == before + 1
+
+
+def test_features_not_offered_are_refused(dev):
+    dev.reset()
+    dev.set_status(ACKNOWLEDGE | DRIVER)
+    dev.set_driver_features(F_VERSION_1 | (1 << 5))
+    dev.add_status(FEATURES_OK)
+    assert not dev.status() & FEATURES_OK
+
+
+def test_device_refuses_a_feature_combination(dev):
+    assert not dev.negotiate(F_VERSION_1 | F_B)  # B depends on A
+    assert dev.negotiate(F_VERSION_1 | F_A | F_B)
+
+
+def test_driver_features_are_frozen_after_features_ok(dev):
+    assert dev.negotiate(F_VERSION_1)
+    before = guest_errors(dev.m)
+    dev.set_driver_features(F_VERSION_1 | F_A)
+    assert guest_errors(dev.m) > before
+    assert dev.features == F_VERSION_1
+
+
+# -- status state machine ---------------------------------------------------------------------
+
+
+def test_status_sequence_and_reset(dev):
+    assert dev.status() == 0
+    dev.set_status(ACKNOWLEDGE)
+    dev.add_status(DRIVER)
+    assert dev.status() == ACKNOWLEDGE | DRIVER
+    dev.init(queues=2)
+    assert dev.status() == ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK
+    dev.set_status(0)
+    assert dev.status() == 0
+    assert dev.device_features() & F_VERSION_1  # offered features survive a reset
+    dev.write(QUEUE_SEL, 0)
+    assert dev.read(QUEUE_READY) == 0
+
+
+def test_driver_ok_without_features_ok_is_refused(dev):
+    dev.reset()
+    before = guest_errors(dev.m)
+    dev.set_status(ACKNOWLEDGE | DRIVER | DRIVER_OK)
+    assert dev.status() == ACKNOWLEDGE | DRIVER
+    assert guest_errors(dev.m) == before + 1
+
+
+def test_driver_cannot_set_or_clear_needs_reset(dev):
+    dev.init()
+    dev.set_status(dev.status() | NEEDS_RESET)
+    assert not dev.needs_reset()
+
+
+# -- queue setup ------------------------------------------------------------------------------
+
+
+def test_queue_registers(dev):
+    dev.negotiate()
+    for qi in (0, 1):
+        dev.write(QUEUE_SEL, qi)
+        assert dev.read(QUEUE_NUM_MAX) == QMAX
+        assert dev.read(QUEUE_NUM) == QMAX
+        assert dev.read(QUEUE_READY) == 0
+    dev.write(QUEUE_SEL, 2)  # no such queue
+    assert dev.read(QUEUE_NUM_MAX) == 0 and dev.read(QUEUE_READY) == 0
+    dev.write(QUEUE_SEL, 1)
+    dev.write(QUEUE_NUM, 8)
+    dev.write(QUEUE_DESC_LOW, 0x4010_0000)
+    dev.write(QUEUE_DESC_HIGH, 0)
+    assert dev.read(QUEUE_NUM) == 8 and dev.read(QUEUE_DESC_LOW) == 0x4010_0000
+
+
+def test_queue_goes_live_and_its_registers_freeze(dev):
+    dev.negotiate()
+    q = dev.setup_queue(0, 8)
+    assert dev.read(QUEUE_READY) == 1
+    before = guest_errors(dev.m)
+    dev.write(QUEUE_NUM, 4)
+    dev.write(QUEUE_DESC_LOW, 0)
+    assert dev.read(QUEUE_NUM) == 8 and dev.read(QUEUE_DESC_LOW) == q.desc & 0xFFFF_FFFF
+    assert guest_errors(dev.m) == before + 2
+    dev.write(QUEUE_READY, 0)  # stop using it: registers writable again
+    assert dev.read(QUEUE_READY) == 0
+    dev.write(QUEUE_NUM, 4)
+    assert dev.read(QUEUE_NUM) == 4
+
+
+def test_queue_reset_register(dev):
+    dev.negotiate()
+    dev.setup_queue(1, 4)
+    dev.write(QUEUE_RESET, 1)
+    assert dev.read(QUEUE_RESET) == 0
+    assert dev.read(QUEUE_READY) == 0 and dev.read(QUEUE_NUM) == QMAX and dev.read(QUEUE_DESC_LOW) == 0
+
+
+@pytest.mark.parametrize(
+    "num, desc, avail, used",
+    [
+        (3, 0x4100_0000, 0x4100_1000, 0x4100_2000),  # not a power of 2
+        (32, 0x4100_0000, 0x4100_1000, 0x4100_2000),  # above QueueNumMax
+        (8, 0x4100_0008, 0x4100_1000, 0x4100_2000),  # descriptors not 16-aligned
+        (8, 0x4100_0000, 0x4100_1001, 0x4100_2000),  # avail not 2-aligned
+        (8, 0x4100_0000, 0x4100_1000, 0x4100_2002),  # used not 4-aligned
+        (8, 0x1000, 0x4100_1000, 0x4100_2000),  # below RAM
+        (8, 0x4100_0000, 0x4100_1000, RAM_END - 8),  # used ring runs past the end of RAM
+    ],
+)
+def test_bad_queue_setup_needs_reset(dev, num, desc, avail, used):
+    dev.negotiate()
+    dev.write(QUEUE_SEL, 0)
+    dev.write(QUEUE_NUM, num)
+    for reg, val in ((QUEUE_DESC_LOW, desc), (QUEUE_DRIVER_LOW, avail), (QUEUE_DEVICE_LOW, used)):
+        dev.write(reg, val & 0xFFFF_FFFF)
+        dev.write(reg + 4, val >> 32)
+    before = guest_errors(dev.m)
+    dev.write(QUEUE_READY, 1)
+    assert dev.read(QUEUE_READY) == 0
+    assert dev.needs_reset()
+    assert guest_errors(dev.m) == before + 1
+    dev.init(queues=2)  # a reset recovers
+    assert not dev.needs_reset()
+
+
+# -- the data path and the interrupt ------------------------------------------------------------
+
+
+def test_echo_used_buffer_and_interrupt(dev):
+    q0, _ = dev.init(queues=2)
+    assert check_line(dev) == 0
+    head = q0.add([b"hello, virtio"], [13])
+    q0.notify()
+    assert q0.get_used() == [(head, 13)]
+    assert q0.chain_data(head) == b"oitriv ,olleh"
+    assert check_line(dev) == INT_VRING
+    dev.ack(INT_VRING)
+    assert check_line(dev) == 0
+    assert dev.config_read(CFG_CHAINS) == 1
+
+
+def test_chain_with_several_buffers_each_way(dev):
+    q0, _ = dev.init(queues=2)
+    head = q0.add([b"ab", b"", b"cde"], [2, 0, 1, 4])
+    q0.notify()
+    assert q0.get_used() == [(head, 5)]
+    assert q0.chain_data(head) == b"edcba" + b"\0" * 2
+
+
+def test_short_writable_part_limits_the_written_length(dev):
+    q0, _ = dev.init(queues=2)
+    head = q0.add([b"0123456789"], [4])
+    q0.notify()
+    assert q0.get_used() == [(head, 4)]
+    assert q0.chain_data(head) == b"9876"
+
+
+def test_sink_queue_returns_chains_with_length_0(dev):
+    _, q1 = dev.init(queues=2)
+    heads = [q1.add([b"x" * 10], []), q1.add([b"y"], [8])]
+    q1.notify()
+    assert q1.get_used() == [(heads[0], 0), (heads[1], 0)]
+
+
+def test_many_chains_wrap_the_rings(dev):
+    q0, _ = dev.init(queues=2, sizes=[4, 4])
+    for i in range(40):  # 10 times round a 4-entry ring
+        head = q0.add([bytes([i, i + 1])], [2])
+        q0.notify()
+        assert q0.get_used() == [(head, 2)]
+        assert q0.chain_data(head) == bytes([i + 1, i])
+    assert q0.used_idx() == 40
+
+
+def test_buffers_made_available_before_driver_ok_are_used_after_it(dev):
+    assert dev.negotiate()
+    q0 = dev.setup_queue(0)
+    head = q0.add([b"early"], [5])
+    q0.notify()  # ignored: not DRIVER_OK yet
+    assert q0.get_used() == []
+    dev.add_status(DRIVER_OK)
+    assert q0.get_used() == [(head, 5)]
+
+
+def test_notify_of_a_missing_queue_is_a_guest_error(dev):
+    dev.init(queues=2)
+    before = guest_errors(dev.m)
+    dev.write(0x050, 5)
+    assert guest_errors(dev.m) == before + 1 and not dev.needs_reset()
+
+
+def test_no_interrupt_flag_suppresses_the_interrupt(dev):
+    q0, _ = dev.init(queues=2, features=~F_EVENT_IDX)
+    q0.set_avail_flags(1)  # VIRTQ_AVAIL_F_NO_INTERRUPT
+    head = q0.add([b"a"], [1])
+    q0.notify()
+    assert q0.get_used() == [(head, 1)]
+    assert check_line(dev) == 0
+    q0.set_avail_flags(0)
+    q0.add([b"b"], [1])
+    q0.notify()
+    assert check_line(dev) == INT_VRING
+
+
+def test_event_idx_suppresses_interrupts_until_used_event(dev):
+    q0, _ = dev.init(queues=2)
+    assert dev.features & F_EVENT_IDX
+    q0.add([b"1"], [1])
+    q0.notify()
+    assert check_line(dev) == INT_VRING  # the first one always interrupts
+    assert q0.avail_event() == 1  # the device asks to be notified of the next entry
+    dev.ack()
+    q0.set_used_event(3)  # interrupt me once used.idx passes 3
+    for n in (2, 3):
+        q0.add([b"x"], [1])
+        q0.notify()
+        assert q0.used_idx() == n and check_line(dev) == 0
+    q0.add([b"x"], [1])
+    q0.notify()
+    assert q0.used_idx() == 4 and check_line(dev) == INT_VRING
+    assert q0.avail_event() == 4
+
+
+def test_indirect_descriptors(dev):
+    q0, _ = dev.init(queues=2)
+    head = q0.add([b"in", b"direct"], [3, 5], indirect=True)
+    q0.notify()
+    assert q0.get_used() == [(head, 8)]
+    assert q0.chain_data(head) == b"tceridni"
+
+
+def test_each_slot_drives_its_own_spi():
+    with vmmpy.Machine(virtio_test_devices=2) as m:
+        d0, d1 = VirtioMMIO(m, 0), VirtioMMIO(m, 1)
+        assert (d0.intid, d1.intid) == (48, 49)
+        d1.enable_irq()  # only INTID 49 reaches the CPU
+        q0, _ = d0.init(queues=2)
+        (q1, _) = d1.init(queues=2)
+        q0.add([b"a"], [1])
+        q0.notify()
+        assert d0.interrupt_status() == INT_VRING and not m.irq_line(0)
+        q1.add([b"b"], [1])
+        q1.notify()
+        assert d1.interrupt_status() == INT_VRING and m.irq_line(0)
+        d1.ack()
+        assert not m.irq_line(0)
+
+
+# -- config space ----------------------------------------------------------------------------
+
+
+def test_config_space_access_sizes(dev):
+    assert dev.config_read(CFG_MAGIC) == 0x796D7564
+    assert dev.config_read(CFG_MAGIC, 1) == 0x64
+    assert dev.config_read(CFG_MAGIC + 2, 2) == 0x796D
+    dev.config_write(CFG_SCRATCH, 0xDEADBEEF)
+    assert dev.config_read(CFG_SCRATCH) == 0xDEADBEEF
+    dev.config_write(CFG_SCRATCH + 1, 0x55, 1)
+    assert dev.config_read(CFG_SCRATCH) == 0xDEAD55EF
+    assert dev.config_read(CFG_MAGIC, 8) == 0xDEAD55EF_796D7564
+    dev.config_write(CFG_MAGIC, 0)  # read-only field
+    assert dev.config_read(CFG_MAGIC) == 0x796D7564
+
+
+def test_config_space_bounds(dev):
+    before = guest_errors(dev.m)
+    assert dev.config_read(16) == 0
+    assert dev.config_read(16, 1) == 0
+    assert dev.config_read(0xF8, 8) == 0  # the last bytes of the slot
+    dev.config_write(0x80, 1)
+    assert guest_errors(dev.m) == before + 4
+
+
+def test_config_change_bumps_generation_and_interrupts(dev):
+    dev.init(queues=2)
+    gen = dev.read(CONFIG_GENERATION)
+    dev.config_write(CFG_TRIGGER, 1)
+    assert dev.read(CONFIG_GENERATION) == gen + 1
+    assert dev.config_read(CFG_TRIGGER) == 1
+    assert check_line(dev) == INT_CONFIG
+    dev.ack(INT_VRING)  # acknowledging the other bit leaves it
+    assert check_line(dev) == INT_CONFIG
+    dev.ack(INT_CONFIG)
+    assert check_line(dev) == 0
+
+
+def test_config_change_before_driver_ok_does_not_interrupt(dev):
+    dev.reset()
+    gen = dev.read(CONFIG_GENERATION)
+    dev.config_write(CFG_TRIGGER, 1)
+    assert dev.read(CONFIG_GENERATION) == gen + 1
+    assert check_line(dev) == 0
+
+
+def test_device_reset_clears_queues_and_interrupt(dev):
+    q0, _ = dev.init(queues=2)
+    q0.add([b"abc"], [3])
+    q0.notify()
+    dev.config_write(CFG_TRIGGER, 1)
+    assert check_line(dev) == INT_VRING | INT_CONFIG
+    dev.set_status(0)
+    assert check_line(dev) == 0
+    assert dev.read(INTERRUPT_STATUS) == 0
+    assert dev.config_read(CFG_CHAINS) == 0
+    for qi in (0, 1):
+        dev.write(QUEUE_SEL, qi)
+        assert dev.read(QUEUE_READY) == 0 and dev.read(QUEUE_NUM) == QMAX and dev.read(QUEUE_DESC_LOW) == 0
+    q0, _ = dev.init(queues=2)  # and it works again from scratch
+    head = q0.add([b"xy"], [2])
+    q0.notify()
+    assert q0.get_used() == [(head, 2)]
+
+
+# -- a hostile driver: NEEDS_RESET, a counted guest error, never a crash ----------------------
+
+
+def expect_broken(dev: VirtioMMIO, q, before: int) -> None:
+    q.notify()
+    assert dev.needs_reset()
+    assert guest_errors(dev.m) >= before + 1
+    assert q.get_used() == []
+    assert check_line(dev) & INT_CONFIG  # §2.1.2: a config change notification tells the driver
+    # the device stays broken until reset: further notifies are ignored
+    q.notify()
+    assert q.get_used() == []
+    # and a reset brings it back
+    q0, _ = dev.init(queues=2)
+    head = q0.add([b"ok"], [2])
+    q0.notify()
+    assert q0.get_used() == [(head, 2)] and q0.chain_data(head) == b"ko"
+
+
+@pytest.fixture
+def live(dev):
+    q0, _ = dev.init(queues=2)
+    return dev, q0, guest_errors(dev.m)
+
+
+def test_descriptor_loop(live):
+    dev, q, before = live
+    buf = q.buf(16)
+    q.write_desc(0, buf, 4, DESC_F_NEXT, 1)
+    q.write_desc(1, buf, 4, DESC_F_NEXT, 2)
+    q.write_desc(2, buf, 4, DESC_F_NEXT, 0)
+    q.publish(0)
+    expect_broken(dev, q, before)
+
+
+def test_self_loop(live):
+    dev, q, before = live
+    q.write_desc(5, q.buf(4), 4, DESC_F_NEXT, 5)
+    q.publish(5)
+    expect_broken(dev, q, before)
+
+
+def test_chain_as_long_as_the_queue_is_fine_longer_is_not(live):
+    dev, q, before = live
+    buf = q.buf(QMAX)
+    for i in range(QMAX):
+        last = i == QMAX - 1
+        q.write_desc(i, buf + i, 1, 0 if last else DESC_F_NEXT, 0 if last else i + 1)
+    dev.m.write_memory(buf, bytes(range(QMAX)))
+    q.publish(0)
+    q.notify()
+    assert q.get_used() == [(0, 0)]  # all readable: nothing to echo into
+    assert not dev.needs_reset()
+    # the same chain with NEXT on its last descriptor: it would go on past QMAX descriptors
+    q.write_desc(QMAX - 1, buf, 1, DESC_F_NEXT, 0)
+    q.publish(0)
+    expect_broken(dev, q, before)
+
+
+def test_descriptor_index_out_of_range(live):
+    dev, q, before = live
+    q.write_desc(0, q.buf(4), 4, DESC_F_NEXT, QMAX)
+    q.publish(0)
+    expect_broken(dev, q, before)
+
+
+def test_head_index_out_of_range(live):
+    dev, q, before = live
+    q.publish(QMAX + 3)
+    expect_broken(dev, q, before)
+
+
+@pytest.mark.parametrize(
+    "addr, length",
+    [
+        (0x1000, 16),  # below RAM
+        (0x0900_0000, 4),  # a device
+        (RAM_END - 8, 16),  # runs past the end of RAM
+        (RAM_END, 1),  # just past it
+        (0xFFFF_FFFF_FFFF_FFF0, 0x20),  # address + length wraps around
+        (RAM_BASE, 0xFFFF_FFFF),  # longer than RAM
+    ],
+)
+def test_buffer_outside_ram(live, addr, length):
+    dev, q, before = live
+    q.write_desc(0, q.buf(4), 4, DESC_F_NEXT, 1)
+    q.write_desc(1, addr, length, DESC_F_WRITE)
+    q.publish(0)
+    expect_broken(dev, q, before)
+
+
+def test_writable_before_readable(live):
+    dev, q, before = live
+    q.write_desc(0, q.buf(4), 4, DESC_F_WRITE | DESC_F_NEXT, 1)
+    q.write_desc(1, q.buf(4), 4, 0)
+    q.publish(0)
+    expect_broken(dev, q, before)
+
+
+@pytest.mark.parametrize("ahead", [QMAX + 1, 100, 0x8000, 0xFFFF])
+def test_bogus_avail_index(live, ahead):
+    dev, q, before = live
+    q.set_avail_idx(ahead)
+    expect_broken(dev, q, before)
+
+
+def test_avail_index_exactly_a_queue_ahead_is_fine(live):
+    dev, q, _ = live
+    heads = [q.add([b"z"], []) for _ in range(QMAX)]
+    q.notify()
+    assert [h for h, _ in q.get_used()] == heads
+    assert not dev.needs_reset()
+
+
+def test_nested_indirect_table(live):
+    dev, q, before = live
+    inner = q.buf(16)
+    q.write_desc(0, q.buf(4), 4, 0, table=inner)
+    outer = q.buf(16)
+    q.write_desc(0, inner, 16, DESC_F_INDIRECT, table=outer)
+    q.write_desc(0, outer, 16, DESC_F_INDIRECT)
+    q.publish(0)
+    expect_broken(dev, q, before)
+
+
+def test_indirect_with_next(live):
+    dev, q, before = live
+    table = q.buf(16)
+    q.write_desc(0, q.buf(4), 4, 0, table=table)
+    q.write_desc(0, table, 16, DESC_F_INDIRECT | DESC_F_NEXT, 1)
+    q.write_desc(1, q.buf(4), 4, DESC_F_WRITE)
+    q.publish(0)
+    expect_broken(dev, q, before)
+
+
+@pytest.mark.parametrize("length", [0, 15, 24])
+def test_indirect_table_of_bad_length(live, length):
+    dev, q, before = live
+    q.write_desc(0, q.buf(32), length, DESC_F_INDIRECT)
+    q.publish(0)
+    expect_broken(dev, q, before)
+
+
+def test_indirect_table_outside_ram(live):
+    dev, q, before = live
+    q.write_desc(0, 0xFFFF_FFFF_FFFF_FFF0, 32, DESC_F_INDIRECT)
+    q.publish(0)
+    expect_broken(dev, q, before)
+
+
+def test_loop_inside_an_indirect_table(live):
+    dev, q, before = live
+    table = q.buf(64)
+    buf = q.buf(4)
+    for i in range(4):
+        q.write_desc(i, buf, 4, DESC_F_NEXT, (i + 1) % 4, table=table)
+    q.write_desc(0, table, 64, DESC_F_INDIRECT)
+    q.publish(0)
+    expect_broken(dev, q, before)
+
+
+def test_indirect_without_the_feature(dev):
+    q0, _ = dev.init(queues=2, features=~F_INDIRECT_DESC)
+    before = guest_errors(dev.m)
+    q0.add([b"abc"], [3], indirect=True)
+    expect_broken(dev, q0, before)
+
+
+def test_more_buffers_than_the_device_takes(live):
+    dev, q, before = live
+    n = 300  # > VIRTQ_MAX_SEGS (256), in one indirect table
+    table, buf = q.buf(16 * n), q.buf(n)
+    for i in range(n):
+        q.write_desc(i, buf + i, 1, DESC_F_NEXT if i + 1 < n else 0, i + 1 if i + 1 < n else 0, table=table)
+    q.write_desc(0, table, 16 * n, DESC_F_INDIRECT)
+    q.publish(0)
+    expect_broken(dev, q, before)
+
+
+def test_random_rings_never_crash_the_host(dev):
+    rng = random.Random(1234)
+    for _ in range(40):
+        q0, q1 = dev.init(queues=2, sizes=[8, 8])
+        for q in (q0, q1):
+            table = q.buf(16 * 8)
+            pool = q.buf(256)
+            for t in (None, table):
+                for i in range(8):
+                    addr = rng.choice([pool + rng.randrange(256), table, rng.getrandbits(64), RAM_END - 4])
+                    q.write_desc(i, addr, rng.choice([0, 1, 16, 64, 300, 0xFFFF_FFFF]), rng.randrange(8),
+                                 rng.randrange(10), table=t)  # fmt: skip
+            for _ in range(rng.randrange(1, 9)):
+                q.publish(rng.randrange(9))
+            q.notify()
+        dev.status()  # still answers
+        q0.get_used()
+
+
+# -- device tree -------------------------------------------------------------------------------
+
+
+def test_device_tree_has_a_node_per_slot(guest):
+    with vmmpy.Machine(guest("hello"), virtio_test_devices=2) as m:
+        fdt = libfdt.Fdt(m.dtb())
+        gic = fdt.get_phandle(fdt.path_offset("/intc@8000000"))
+        for slot in (0, 1):
+            base = slot_base(slot)
+            p = props(fdt, f"/virtio_mmio@{base:x}")
+            assert strings(p["compatible"]) == ["virtio,mmio"]
+            assert struct.unpack(">QQ", p["reg"]) == (base, 0x200)
+            assert cells(p["interrupts"]) == [0, 16 + slot, 4]  # GIC_SPI, level high
+            assert p["dma-coherent"] == b""
+        assert cells(props(fdt, "/")["interrupt-parent"]) == [gic]
+        with pytest.raises(libfdt.FdtException):
+            fdt.path_offset(f"/virtio_mmio@{slot_base(2):x}")

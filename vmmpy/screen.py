@@ -1,0 +1,126 @@
+"""Screen: the virtio-gpu display of a Machine (scanout 0) as frames you can wait for and capture."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from vmmpy import errors
+from vmmpy._ffi import ffi, lib
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from vmmpy.machine import Machine
+
+
+@dataclass(frozen=True)
+class ScreenInfo:
+    width: int  # of the scanout; 0 while the guest shows nothing
+    height: int
+    frames: int  # frames flushed so far
+
+
+class Screen:
+    """What the guest shows on its virtio-gpu.
+
+    A *frame* is a RESOURCE_FLUSH of (part of) the resource on scanout 0; frames are numbered from 1.
+    ``m.screen`` exists on every Machine; on one created without ``gpu=True`` every call raises
+    :class:`vmmpy.NotSupported`.
+
+    >>> m = Machine("kernel.elf", gpu=True)
+    >>> m.screen.hold(3)                 # keep frame 3 exactly, however late we capture it
+    >>> m.screen.wait_frame(3)           # starts the machine if needed
+    >>> m.screen.capture(frame=3).save("frame3.png")
+    """
+
+    def __init__(self, machine: Machine):
+        self._m = machine
+
+    def _check(self, rc: int) -> int:
+        from vmmpy.machine import _check
+
+        return _check(rc, self._m._vm)
+
+    def info(self) -> ScreenInfo:
+        si = ffi.new("struct vmm_screen_info *")
+        si.size = ffi.sizeof("struct vmm_screen_info")
+        self._check(lib.vmm_screen_info(self._m._vm, si))
+        return ScreenInfo(si.width, si.height, si.frames)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the scanout, (0, 0) while the guest has set none."""
+        i = self.info()
+        return i.width, i.height
+
+    @property
+    def frames(self) -> int:
+        """Frames flushed so far."""
+        return self.info().frames
+
+    def wait_frame(self, n: int, timeout: float = 10.0) -> int:
+        """Wait until at least `n` frames have been flushed; returns the frame count.
+
+        Starts the machine if it has never run (as ``serial.expect`` does). Raises ScreenTimeout, or
+        ScreenEOF if the VM stops first.
+        """
+        if self.frames >= n:
+            return self.frames
+        if not self._m.running and self._m.result is None:
+            self._m.start()
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            # short slices keep Ctrl-C responsive; cffi releases the GIL while C waits
+            rc = lib.vmm_screen_wait_frame(self._m._vm, n, max(0, int(min(left, 0.5) * 1e9)))
+            if rc == 0:
+                return self.frames
+            if rc == lib.VMM_EEOF:
+                res = self._m.result
+                why = f"the VM ended ({res.reason.name})" if res else "the VM is not running"
+                raise errors.ScreenEOF(f"{why} after {self.frames} frames, before frame {n}", rc, "VMM_EEOF")
+            self._check(rc)
+            if left <= 0:
+                raise errors.ScreenTimeout(f"frame {n} did not come within {timeout:g} s ({self.frames} frames so far)")
+
+    def hold(self, n: int) -> None:
+        """Keep a copy of frame `n` when it is flushed (call before it happens; at most 64 pending)."""
+        self._check(lib.vmm_screen_hold(self._m._vm, n))
+
+    def _capture(self, frame: int) -> tuple[int, int, memoryview]:
+        w, h, fo = ffi.new("uint32_t *"), ffi.new("uint32_t *"), ffi.new("uint64_t *")
+        size = 0
+        if frame == 0:
+            i = self.info()
+            size = i.width * i.height * 4
+        while True:  # the mode may change between sizing and copying: retry then
+            buf = bytearray(size)
+            rc = lib.vmm_screen_capture(self._m._vm, frame, ffi.from_buffer(buf) if size else ffi.NULL, size, w, h, fo)
+            if rc == lib.VMM_ERANGE:
+                size = w[0] * h[0] * 4
+                continue
+            self._check(rc)
+            return w[0], h[0], memoryview(buf)[: w[0] * h[0] * 4]
+
+    def capture_rgba(self, frame: int = 0) -> tuple[int, int, bytes]:
+        """(width, height, RGBA bytes) of the latest image (frame=0) or of a held frame."""
+        w, h, data = self._capture(frame)
+        return w, h, bytes(data)
+
+    def capture(self, frame: int = 0) -> Image.Image:
+        """The latest image (frame=0) or a held frame, as a PIL image in mode "RGB"."""
+        from PIL import Image
+
+        w, h, data = self._capture(frame)
+        if not w or not h:
+            raise errors.StateError(
+                "the screen shows nothing: the guest has not set a scanout", lib.VMM_ESTATE, "VMM_ESTATE"
+            )
+        return Image.frombytes("RGB", (w, h), data, "raw", "RGBX")
+
+    def save(self, path: str | os.PathLike, frame: int = 0) -> None:
+        """Capture (see capture()) and save to `path` (format from the extension, e.g. PNG)."""
+        self.capture(frame).save(path)
