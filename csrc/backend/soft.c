@@ -205,7 +205,7 @@ static void on_block(uc_engine *uc, uint64_t addr, uint32_t size, void *opaque)
     (void)uc;
     (void)addr;
     /* a stop requested here takes effect before this block executes: it is counted when it runs */
-    if (atomic_load_explicit(&sv->kick, memory_order_relaxed) || vcpu->insns >= vcpu->insn_limit) {
+    if (atomic_load_explicit(&sv->kick, memory_order_relaxed) || vcpu->insns >= vcpu->insn_limit || sv->yield_req) {
         soft__stop(sv);
         return;
     }
@@ -519,6 +519,7 @@ static int soft_vcpu_run(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
     sv->exit = exit;
     sv->stopped = false;
     sv->first_block = true;
+    sv->yield_req = false;
     e = uc_emu_start(sv->uc, sv->pc, UINT64_MAX & ~3ULL, 0, 0);
     sv->pc = soft__reg(sv->uc, UC_ARM64_REG_PC);
     if (!sv->fault.pending && (e == UC_ERR_READ_UNMAPPED || e == UC_ERR_WRITE_UNMAPPED || e == UC_ERR_FETCH_UNMAPPED)) {
@@ -575,8 +576,14 @@ static void soft_irq_notify(struct vmm_vcpu *vcpu)
     if (vm->current == vcpu) {
         apply_virq(sv);
     } else if (vm->current && !vm->deterministic && atomic_load(&vcpu->irq)) {
+        /*
+         * End the running vCPU's slice at its next block, not here: this may
+         * be inside an MMIO callback, where uc_emu_stop makes Unicorn resume
+         * at the start of the translation block and execute its first
+         * instructions twice (seen as memory corruption in SMP Linux).
+         */
         struct soft_vcpu *cur = vm->current->bstate;
-        soft__stop(cur);
+        cur->yield_req = true;
     }
 }
 

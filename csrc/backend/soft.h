@@ -34,6 +34,7 @@ struct soft_vcpu {
     struct vmm_exit *exit;
     bool stopped;     /* we called uc_emu_stop during this run */
     bool first_block; /* the next block is the first of this run */
+    bool yield_req;   /* end this run at the next block (set where uc_emu_stop is unsafe) */
     uint64_t pc;      /* where the next run starts */
     struct {
         bool pending, fetch, write;
