@@ -244,6 +244,19 @@ VMM_EXPORT int vmm_clock_advance(vmm_vm *vm, uint64_t ns);
 VMM_EXPORT int vmm_console_write_at(vmm_vm *vm, uint64_t at_ns, const void *buf, size_t len);
 
 /*
+ * More virtio devices, each on the next virtio-mmio slot. Allowed after
+ * vmm_create() and before the VM is prepared (first vmm_run/vmm_prepare);
+ * several of a kind are fine.
+ * - a disk: virtio-blk over a raw image file (read-only if readonly != 0);
+ * - a share: virtio-9p (9P2000.L) exporting host_dir under mount tag `tag`,
+ *   confined to that directory; readonly refuses every change with EROFS;
+ * - an entropy source: virtio-rng fed by the host's getrandom().
+ */
+VMM_EXPORT int vmm_add_disk(vmm_vm *vm, const char *path, int readonly);
+VMM_EXPORT int vmm_add_share(vmm_vm *vm, const char *host_dir, const char *tag, int readonly);
+VMM_EXPORT int vmm_add_rng(vmm_vm *vm);
+
+/*
  * The screen (virtio-gpu scanout 0). A *frame* is a RESOURCE_FLUSH that
  * touches the resource shown on scanout 0; frames are numbered from 1.
  * Thread-safe; VMM_ENOTSUP if the VM has no GPU.
