@@ -13,7 +13,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GUESTS = os.path.join(ROOT, "guest", "build")
 RESULTS = os.path.join(ROOT, "bench", "results")
 
-BENCH_RE = re.compile(rb"BENCH name=(\w+) iters=(\d+) ticks=(\d+) freq=(\d+)")
+# bytes= (optional): what one iteration moved, for throughput figures (bench_gpu)
+BENCH_RE = re.compile(rb"BENCH name=(\w+) iters=(\d+) ticks=(\d+) freq=(\d+)(?: bytes=(\d+))?")
 
 
 @dataclass
@@ -22,19 +23,35 @@ class Sample:
     iters: int
     ticks: int
     freq: int
+    bytes: int = 0  # per iteration; 0 when the line has no bytes=
 
     @property
     def ns_per_iter(self) -> float:
         return self.ticks * 1e9 / self.freq / self.iters
 
+    @property
+    def mb_per_s(self) -> float | None:
+        """Throughput in MB/s (10^6 bytes), None without bytes= or ticks."""
+        return self.bytes * 1e3 / self.ns_per_iter if self.bytes and self.ticks else None
+
+
+def samples(output: bytes) -> list[Sample]:
+    """Every BENCH line, in order."""
+    return [Sample(m.group(1).decode(), int(m.group(2)), int(m.group(3)), int(m.group(4)), int(m.group(5) or 0))
+            for m in BENCH_RE.finditer(output)]  # fmt: skip
+
 
 def parse(output: bytes) -> dict[str, float]:
     """Minimum ns/iteration per measurement name."""
     best: dict[str, float] = {}
-    for m in BENCH_RE.finditer(output):
-        s = Sample(m.group(1).decode(), int(m.group(2)), int(m.group(3)), int(m.group(4)))
+    for s in samples(output):
         best[s.name] = min(best.get(s.name, float("inf")), s.ns_per_iter)
     return best
+
+
+def parse_bytes(output: bytes) -> dict[str, int]:
+    """Bytes per iteration per measurement name, for the lines that carry bytes=."""
+    return {s.name: s.bytes for s in samples(output) if s.bytes}
 
 
 def guest(name: str) -> str:
@@ -44,10 +61,11 @@ def guest(name: str) -> str:
     return p
 
 
-def run_vmmpy(elf: str, timeout: float = 300, cpus: int = 1) -> bytes:
+def run_vmmpy(elf: str, timeout: float = 300, cpus: int = 1, **machine_kw) -> bytes:
+    """The guest's serial output; `machine_kw` go to vmmpy.Machine (e.g. gpu=True, gpu_size=(w, h))."""
     import vmmpy
 
-    with vmmpy.Machine(elf, cpus=cpus) as m:
+    with vmmpy.Machine(elf, cpus=cpus, **machine_kw) as m:
         res = m.run(timeout=timeout)
         if not res.ok:
             raise SystemExit(f"vmmpy run of {elf} ended with {res.reason.name}: {res.message}")
@@ -58,16 +76,19 @@ def qemu_binary() -> str | None:
     return shutil.which("qemu-system-aarch64")
 
 
-def qemu_command(elf: str, cpu: str = "cortex-a72", cpus: int = 1) -> list[str]:
+def qemu_command(elf: str, cpu: str = "cortex-a72", cpus: int = 1, extra: list[str] | None = None) -> list[str]:
+    """`extra`: more QEMU arguments (devices), before -kernel."""
     q = qemu_binary()
     if not q:
         raise SystemExit("qemu-system-aarch64 is not installed (apt-get install qemu-system-arm)")
     return [q, "-M", "virt,gic-version=3", "-cpu", cpu, "-smp", str(cpus), "-m", "256M", "-nographic",
-            "-semihosting", "-monitor", "none", "-serial", "stdio", "-kernel", elf]  # fmt: skip
+            "-semihosting", "-monitor", "none", "-serial", "stdio", *(extra or []), "-kernel", elf]  # fmt: skip
 
 
-def run_qemu(elf: str, timeout: float = 300, cpu: str = "cortex-a72", cpus: int = 1) -> bytes:
-    cmd = qemu_command(elf, cpu, cpus)
+def run_qemu(
+    elf: str, timeout: float = 300, cpu: str = "cortex-a72", cpus: int = 1, extra: list[str] | None = None
+) -> bytes:
+    cmd = qemu_command(elf, cpu, cpus, extra)
     p = subprocess.run(cmd, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
     if p.returncode != 0:
         raise SystemExit(f"qemu failed ({p.returncode}): {p.stderr.decode(errors='replace')[-500:]}")

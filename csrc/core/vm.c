@@ -202,7 +202,9 @@ int vmm__board_init(struct vmm_vm *vm)
     int rc = vmm__gic_create(vm, &vm->gic);
     if (!rc)
         rc = vmm__pl011_create(vm, LAYOUT_UART_BASE, &vm->uart);
-    /* virtio devices: before the backend maps the bus (vm_init) */
+    /* the virtio-mmio window before the backend maps the bus (vm_init); devices may join until prepare */
+    if (!rc)
+        rc = vmm__virtio_mmio_init(vm);
     if (!rc && vm->gpu_cfg.enabled)
         rc = vmm__gpu_create(vm, &vm->gpu);
     for (unsigned i = 0; !rc && i < vm->virtio_test_devices; i++)

@@ -66,6 +66,8 @@ struct vmm_virtio_ops {
  * state; *out (may be NULL) receives the transport handle.
  */
 int vmm__virtio_mmio_add(struct vmm_vm *vm, const struct vmm_virtio_ops *ops, void *dev, struct vmm_virtio **out);
+/* Put the virtio-mmio window on the bus (board init; idempotent). */
+int vmm__virtio_mmio_init(struct vmm_vm *vm);
 /* The slots in use, for the device tree (fdt.c). */
 unsigned vmm__virtio_mmio_count(struct vmm_vm *vm);
 void vmm__virtio_mmio_destroy_all(struct vmm_vm *vm);

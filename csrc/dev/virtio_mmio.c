@@ -481,6 +481,25 @@ static void virtio_free(struct vmm_virtio *v)
     free(v);
 }
 
+/* The window of all 32 slots, on the bus from board init on (empty slots answer like QEMU's). */
+int vmm__virtio_mmio_init(struct vmm_vm *vm)
+{
+    struct vmm_virtio_mmio_bus *bus;
+    int rc;
+
+    if (vm->virtio)
+        return 0;
+    if (!(bus = calloc(1, sizeof *bus)))
+        return vmm__set_error(vm, VMM_ENOMEM, "out of memory for virtio-mmio");
+    rc = vmm__bus_add(vm, LAYOUT_VIRTIO_BASE, LAYOUT_VIRTIO_STRIDE * LAYOUT_VIRTIO_SLOTS, "virtio-mmio", &bus_ops, bus);
+    if (rc) {
+        free(bus);
+        return rc;
+    }
+    vm->virtio = bus;
+    return 0;
+}
+
 int vmm__virtio_mmio_add(struct vmm_vm *vm, const struct vmm_virtio_ops *ops, void *dev, struct vmm_virtio **out)
 {
     struct vmm_virtio_mmio_bus *bus = vm->virtio;
@@ -491,23 +510,15 @@ int vmm__virtio_mmio_add(struct vmm_vm *vm, const struct vmm_virtio_ops *ops, vo
 
     if (out)
         *out = NULL;
-    if (vm->bstate)
-        return vmm__set_error(vm, VMM_ESTATE, "virtio-%s: devices must be added before the backend starts", ops->name);
+    if (vm->state != VM_STATE_NEW)
+        return vmm__set_error(vm, VMM_ESTATE, "virtio-%s: devices must be added before the VM is prepared", ops->name);
     if (ops->num_queues > VIRTIO_MMIO_MAX_QUEUES || !ops->queue_max || ops->queue_max > VIRTQ_MAX_SIZE ||
         (ops->queue_max & (ops->queue_max - 1)) || (ops->num_queues && !ops->queue_notify) ||
         (ops->config_size && !ops->config_read) || ops->config_size > LAYOUT_VIRTIO_STRIDE - REG_CONFIG)
         return vmm__set_error(vm, VMM_EINVAL, "virtio-%s: invalid device description", ops->name);
-    if (!bus) {
-        if (!(bus = calloc(1, sizeof *bus)))
-            return vmm__set_error(vm, VMM_ENOMEM, "out of memory for virtio-mmio");
-        rc = vmm__bus_add(vm, LAYOUT_VIRTIO_BASE, LAYOUT_VIRTIO_STRIDE * LAYOUT_VIRTIO_SLOTS, "virtio-mmio", &bus_ops,
-                          bus);
-        if (rc) {
-            free(bus);
-            return rc;
-        }
-        vm->virtio = bus;
-    }
+    if (!bus && (rc = vmm__virtio_mmio_init(vm)))
+        return rc;
+    bus = vm->virtio;
     if (bus->count >= LAYOUT_VIRTIO_SLOTS)
         return vmm__set_error(vm, VMM_ENOMEM, "virtio-%s: all %d virtio-mmio slots are in use", ops->name,
                               LAYOUT_VIRTIO_SLOTS);
