@@ -6,7 +6,7 @@ PY_PKGS := cffi pytest Pillow pylibfdt unicorn==2.1.4 ruff setuptools wheel
 SRCS := $(wildcard csrc/*/*.c csrc/*/*.h) include/vmm.h vmmpy/_build_ffi.py
 STAMP := build/.stamp-ext
 
-.PHONY: all deps build guests test test-fast test-asan lint demo bench debian clean
+.PHONY: all deps build guests test test-fast test-asan lint demo bench debian clean fuzz
 all: build guests
 
 # Install what is missing: Debian packages, then Python packages.
@@ -43,6 +43,10 @@ test-fast: build guests
 # Tier 1 and 2 against an ASan+UBSan build of libvmm.
 test-asan: build guests
 	@tools/asan.sh $(PYTHON)
+
+# libFuzzer targets in fuzz/ (clang, ASan+UBSan), FUZZ_SECONDS each (default 60).
+fuzz: build
+	@tools/fuzz.sh $(PYTHON)
 
 lint: deps
 	$(PYTHON) -m ruff check vmmpy tests bench tools
