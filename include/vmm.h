@@ -98,6 +98,11 @@ struct vmm_config {
      * the VM's other virtio devices. Default 0.
      */
     uint32_t virtio_test_devices;
+    /*
+     * virtio-input: 0 = none (default), 1 = a keyboard and an absolute
+     * tablet (in that order, after the GPU), fed with vmm_input_event().
+     */
+    uint32_t input;
 };
 
 #define VMM_MAX_CPUS 8
@@ -285,6 +290,21 @@ VMM_EXPORT int vmm_screen_hold(vmm_vm *vm, uint64_t frame);
  */
 VMM_EXPORT int vmm_screen_capture(vmm_vm *vm, uint64_t frame, void *buf, size_t len, uint32_t *width, uint32_t *height,
                                   uint64_t *frame_out);
+
+/*
+ * virtio-input (vmm_config.input = 1). Thread-safe, also before the VM runs.
+ * device: 0 = keyboard, 1 = tablet. Events use Linux evdev numbers
+ * (EV_SYN 0, EV_KEY 1, EV_REL 2, EV_ABS 3); only codes the device
+ * advertises are accepted (VMM_EINVAL otherwise; tablet ABS_X/ABS_Y
+ * range 0..32767). Events wait in a per-device queue of 4096 and are
+ * delivered into the guest's eventq buffers when a SYN_REPORT completes a
+ * report; when the queue is full the oldest complete report is dropped
+ * and counted. VMM_ENOTSUP without input devices.
+ */
+VMM_EXPORT int vmm_input_event(vmm_vm *vm, int device, uint16_t type, uint16_t code, int32_t value);
+VMM_EXPORT int vmm_input_stats(vmm_vm *vm, int device, uint64_t *delivered, uint64_t *pending, uint64_t *dropped);
+/* The keyboard's LEDs as last set by the guest via statusq: bit 0 NUML, 1 CAPSL, 2 SCROLLL. */
+VMM_EXPORT int vmm_input_leds(vmm_vm *vm, uint32_t *leds);
 
 /* Counters, for tests and benchmarks. */
 struct vmm_stats {

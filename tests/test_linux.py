@@ -297,3 +297,87 @@ def test_fbcon_text_is_drawn_on_virtio_gpu(debian_kernel, fbcon_initramfs, machi
     assert rows >= 8, f"only {rows} rows of text-like pixels in the captured frame"
     m.serial.write(b"\r")
     assert m.wait(timeout=60).ok
+
+
+BLK_LINES = 1024  # 16 bytes each: 32 sectors
+BLK_SEEK = 8  # sectors
+BLK_RO_TEXT = b"VMMPY read-only disk contents"
+BLK_INIT = (
+    """#!/bin/sh
+export PATH=/bin:/sbin:/usr/bin HOME=/root
+mount -t proc proc /proc; mount -t sysfs sysfs /sys; mount -t devtmpfs devtmpfs /dev
+/etc/vmmpy/load-modules
+mkdir -p /tmp
+for d in vda vdb; do
+    echo "VMMPY-BLK $d size=$(cat /sys/block/$d/size) ro=$(cat /sys/block/$d/ro) serial=$(cat /sys/block/$d/serial)"
+done
+i=0
+while [ $i -lt @LINES@ ]; do printf 'blk line %06d\\n' $i; i=$((i+1)); done > /tmp/pattern
+dd if=/tmp/pattern of=/dev/vda bs=512 seek=@SEEK@ conv=fsync 2>/dev/null && echo "VMMPY-BLK dd ok"
+sync
+echo "VMMPY-BLK ro-read=$(head -c @ROLEN@ /dev/vdb)"
+if dd if=/tmp/pattern of=/dev/vdb bs=512 count=1 conv=fsync 2>/dev/null; then
+    echo "VMMPY-BLK ro-write accepted"
+else
+    echo "VMMPY-BLK ro-write refused"
+fi
+echo "VMMPY-BLK-DONE"
+poweroff -f
+""".replace("@LINES@", str(BLK_LINES))
+    .replace("@SEEK@", str(BLK_SEEK))
+    .replace("@ROLEN@", str(len(BLK_RO_TEXT)))
+)
+
+
+@pytest.fixture(scope="session")
+def blk_initramfs() -> str:
+    return _initramfs(init_script=BLK_INIT, modules=["virtio_mmio", "virtio_blk"])
+
+
+def test_virtio_blk_guest_writes_land_in_the_image(debian_kernel, blk_initramfs, machine, tmp_path):
+    """virtio_mmio + virtio_blk modules: dd to /dev/vda lands byte-exact in the image; /dev/vdb is read-only."""
+    rw, ro = tmp_path / "rw.img", tmp_path / "ro.img"
+    before = bytes((i * 13) & 0xFF for i in range(1 << 20))
+    rw.write_bytes(before)
+    ro.write_bytes(BLK_RO_TEXT.ljust(64 << 10, b"\0"))
+    m = machine(debian_kernel, cpus=CPUS, ram="512M", initrd=blk_initramfs, cmdline=CMDLINE, disk=[rw, (ro, "ro")])
+    m.serial.expect(rb"VMMPY-MODULE virtio_blk ok", timeout=VMMPY_BOOT_TIMEOUT)
+    m.serial.expect(rb"VMMPY-BLK vda size=2048 ro=0 serial=rw.img", timeout=60)
+    m.serial.expect(rb"VMMPY-BLK vdb size=128 ro=1 serial=ro.img", timeout=60)
+    m.serial.expect(rb"VMMPY-BLK dd ok", timeout=120)
+    m.serial.expect(b"VMMPY-BLK ro-read=" + BLK_RO_TEXT, timeout=60)
+    m.serial.expect(rb"VMMPY-BLK ro-write refused", timeout=60)
+    m.serial.expect(rb"VMMPY-BLK-DONE", timeout=60)
+    assert m.wait(timeout=60).ok
+    m.close()
+    pattern = b"".join(b"blk line %06d\n" % i for i in range(BLK_LINES))
+    at = BLK_SEEK * 512
+    assert rw.read_bytes() == before[:at] + pattern + before[at + len(pattern) :]
+    assert ro.read_bytes() == BLK_RO_TEXT.ljust(64 << 10, b"\0")
+
+
+RNG_INIT = """#!/bin/sh
+export PATH=/bin:/sbin:/usr/bin HOME=/root
+mount -t proc proc /proc; mount -t sysfs sysfs /sys; mount -t devtmpfs devtmpfs /dev
+/etc/vmmpy/load-modules
+echo "VMMPY-RNG current=$(cat /sys/class/misc/hw_random/rng_current)"
+for n in 1 2; do echo "VMMPY-RNG-DATA $(hexdump -n 64 -v -e '/1 "%02x"' /dev/hwrng)"; done
+poweroff -f
+"""
+
+
+@pytest.fixture(scope="session")
+def rng_initramfs() -> str:
+    return _initramfs(init_script=RNG_INIT, modules=["virtio_mmio", "virtio-rng"])
+
+
+def test_virtio_rng_feeds_dev_hwrng(debian_kernel, rng_initramfs, machine):
+    """virtio_mmio + virtio-rng modules: /dev/hwrng reads random bytes from the device."""
+    m = machine(debian_kernel, cpus=CPUS, ram="512M", initrd=rng_initramfs, cmdline=CMDLINE, rng=True)
+    m.serial.expect(rb"VMMPY-MODULE virtio_rng ok", timeout=VMMPY_BOOT_TIMEOUT)
+    m.serial.expect(rb"VMMPY-RNG current=virtio_rng", timeout=60)
+    samples = [bytes.fromhex(m.serial.expect(rb"VMMPY-RNG-DATA ([0-9a-f]{128})\r?\n", timeout=60)[1].decode())]
+    samples.append(bytes.fromhex(m.serial.expect(rb"VMMPY-RNG-DATA ([0-9a-f]{128})\r?\n", timeout=60)[1].decode()))
+    assert all(len(set(s)) > 16 for s in samples), samples  # not constant
+    assert samples[0] != samples[1]
+    assert m.wait(timeout=60).ok

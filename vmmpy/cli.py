@@ -61,6 +61,16 @@ def _seconds(text: str) -> float:
     return v
 
 
+def _disk(text: str) -> tuple[str, str]:
+    """--disk FILE[:ro]: a trailing ":ro" (or ":rw") is the mode, the rest the image path."""
+    path, sep, mode = text.rpartition(":")
+    if not sep or mode not in ("ro", "rw"):
+        path, mode = text, "rw"
+    if not path:
+        raise argparse.ArgumentTypeError(f"expected FILE or FILE:ro, not {text!r}")
+    return path, mode
+
+
 def _gpu_size(text: str) -> tuple[int, int]:
     w, sep, h = text.lower().partition("x")
     try:
@@ -157,6 +167,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar=("N[,M...]", "PATH"),
         help="save frame N as the PNG PATH, or frames N,M,... as PATH-NNN.png, then stop the guest (implies --gpu)",
     )
+    r.add_argument(
+        "--disk",
+        type=_disk,
+        action="append",
+        default=[],
+        metavar="FILE[:ro]",
+        help="a virtio-blk disk over the raw image FILE (size a multiple of 512), read-only with :ro; repeatable",
+    )
+    r.add_argument("--rng", action="store_true", help="give the guest a virtio-rng entropy source (/dev/hwrng)")
     r.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv for debug)")
     return p
 
@@ -307,6 +326,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         log_level=level,
         deterministic=args.deterministic,
         **_gpu_kwargs(args),
+        disk=args.disk,
+        rng=args.rng,
     )
     out = sys.stdout.buffer
     interrupted = False

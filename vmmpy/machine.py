@@ -14,6 +14,7 @@ from typing import Union
 
 from vmmpy import errors, sysregs
 from vmmpy._ffi import ffi, lib
+from vmmpy.input import Keyboard, Tablet
 from vmmpy.screen import Screen
 
 log = logging.getLogger("vmmpy")
@@ -26,6 +27,10 @@ _LEVELS = {
 }
 
 Size = Union[int, str]
+# a virtio-blk disk: an image path (read-write), or (path, "ro") / (path, "rw")
+DiskSpec = Union[str, os.PathLike, tuple]
+# a virtio-9p share: a host directory (tag "share"), or (dir, tag) / (dir, tag, readonly)
+ShareSpec = Union[str, os.PathLike, tuple]
 
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b)?\s*$", re.I)
 
@@ -228,6 +233,10 @@ class Machine:
         virtio_test_devices: int = 0,
         gpu: bool = False,
         gpu_size: tuple[int, int] = (1280, 800),
+        input: bool = False,
+        disk: DiskSpec | list[DiskSpec] | None = None,
+        rng: bool = False,
+        share: ShareSpec | list[ShareSpec] | None = None,
     ):
         self.name = name or (os.path.basename(os.fspath(kernel)) if kernel else "vm")
         self._log = log.getChild(self.name.replace(".", "_"))
@@ -253,6 +262,8 @@ class Machine:
         # virtio-gpu: m.screen; without it every m.screen call raises NotSupported
         cfg.gpu = 1 if gpu else 0
         cfg.gpu_width, cfg.gpu_height = gpu_size
+        # virtio-input: m.keyboard, m.tablet (off unless asked for, even with a GPU: it adds two slots)
+        cfg.input = 1 if input else 0
         cfg.log_fn = lib._vmm_log_cb
         cfg.log_opaque = self._handle
         cfg.log_level = {
@@ -271,8 +282,12 @@ class Machine:
         self._vm = out[0]
         self.serial = Serial(self)
         self.screen = Screen(self)
+        self.keyboard = Keyboard(self)
+        self.tablet = Tablet(self, gpu_size)
         self.backend = ffi.string(lib.vmm_backend_name(self._vm)).decode()
         try:
+            self._add_disks_and_rng(disk, rng)
+            self._add_shares(share)
             if kernel is not None:
                 self.load_kernel(kernel, format=kernel_format, load_addr=load_addr, entry=entry)
             if initrd is not None:
@@ -284,6 +299,35 @@ class Machine:
             raise
 
     # -- configuration -------------------------------------------------
+    def _add_disks_and_rng(self, disk: DiskSpec | list[DiskSpec] | None, rng: bool) -> None:
+        """virtio-blk disks (path, or (path, "ro")) and virtio-rng, before anything runs."""
+        disks = [] if disk is None else list(disk) if isinstance(disk, list) else [disk]
+        for d in disks:
+            path, mode = (d, "rw") if isinstance(d, (str, os.PathLike)) else d
+            if mode not in ("ro", "rw"):
+                raise errors.InvalidArgument(
+                    f"disk {os.fspath(path)!r}: mode must be 'ro' or 'rw' (got {mode!r})", lib.VMM_EINVAL, "VMM_EINVAL"
+                )
+            _check(lib.vmm_add_disk(self._vm, os.fsencode(path), 1 if mode == "ro" else 0), self._vm)
+        if rng:
+            _check(lib.vmm_add_rng(self._vm), self._vm)
+
+    def _add_shares(self, share: ShareSpec | list[ShareSpec] | None) -> None:
+        """virtio-9p shares: a directory (tag "share", read-write), or (dir, tag) / (dir, tag, readonly)."""
+        shares = [] if share is None else list(share) if isinstance(share, list) else [share]
+        for sh in shares:
+            sh = (sh,) if isinstance(sh, (str, os.PathLike)) else tuple(sh)
+            if not 1 <= len(sh) <= 3:
+                raise errors.InvalidArgument(
+                    f"share {sh!r}: expected dir, (dir, tag) or (dir, tag, readonly)", lib.VMM_EINVAL, "VMM_EINVAL"
+                )
+            d, tag, ro = sh + ("share", False)[len(sh) - 1 :]
+            self.add_share(d, tag, readonly=bool(ro))
+
+    def add_share(self, host_dir: str | os.PathLike, tag: str = "share", *, readonly: bool = False) -> None:
+        """Export host_dir to the guest over virtio-9p (9P2000.L; in Linux: mount -t 9p -o trans=virtio TAG DIR)."""
+        _check(lib.vmm_add_share(self._vm, os.fsencode(host_dir), tag.encode(), 1 if readonly else 0), self._vm)
+
     def _on_log(self, level: int, subsys: str, msg: str) -> None:
         self._log.log(_LEVELS.get(level, logging.INFO), "%s: %s", subsys, msg)
 

@@ -9,6 +9,7 @@
 #include "../dev/pl011.h"
 #include "../dev/virtio.h"
 #include "../dev/virtio_gpu.h"
+#include "../dev/virtio_input.h"
 #include "layout.h"
 #include "vm.h"
 
@@ -112,6 +113,7 @@ VMM_EXPORT int vmm_create(const struct vmm_config *cfg, vmm_vm **out, char *errb
     }
     if (c.size >= offsetof(struct vmm_config, virtio_test_devices) + sizeof(uint32_t))
         vm->virtio_test_devices = c.virtio_test_devices;
+    vm->input_enabled = c.size >= offsetof(struct vmm_config, input) + sizeof(uint32_t) && c.input;
     atomic_init(&vm->next_deadline_ns, UINT64_MAX);
     pthread_mutex_init(&vm->lock, NULL);
     pthread_condattr_init(&ca);
@@ -207,6 +209,8 @@ int vmm__board_init(struct vmm_vm *vm)
         rc = vmm__virtio_mmio_init(vm);
     if (!rc && vm->gpu_cfg.enabled)
         rc = vmm__gpu_create(vm, &vm->gpu);
+    if (!rc && vm->input_enabled)
+        rc = vmm__input_create(vm);
     for (unsigned i = 0; !rc && i < vm->virtio_test_devices; i++)
         rc = vmm__virtio_dummy_create(vm);
     return rc;

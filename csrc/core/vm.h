@@ -130,6 +130,8 @@ struct vmm_vm {
     unsigned virtio_test_devices;       /* dev/virtio_dummy.c instances to create (vmm_config) */
     struct vmm_virtio_mmio_bus *virtio; /* virtio-mmio slots in use (dev/virtio_mmio.c) */
     struct vmm_gpu *gpu;                /* dev/virtio_gpu.c, NULL without a GPU */
+    bool input_enabled;                 /* vmm_config.input */
+    struct vmm_input *input[2];         /* dev/virtio_input.c: keyboard, tablet (NULL without input) */
 
     /* devices */
     struct vmm_console *console;

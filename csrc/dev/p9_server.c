@@ -1,0 +1,1314 @@
+/* p9_server.c - a 9P2000.L server confined to one host directory (the protocol as Linux v9fs speaks it). */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include "p9_server.h"
+#include "p9_wire.h"
+
+/*
+ * Confinement. Every fid holds an fd of its object (O_PATH, or an ordinary
+ * fd for a file made by Tlcreate) that was reached from the share root one
+ * component at a time with openat(dir, name, O_PATH | O_NOFOLLOW): names
+ * never contain "/", symlinks are never followed on the host (a symlink's
+ * fid can only be read with Treadlink; walking through it gives ENOTDIR,
+ * opening it ELOOP), and ".." at the root stays at the root. Mutations are
+ * *at() calls relative to a directory fid with one checked name, or use
+ * the fid's own fd (fchownat AT_EMPTY_PATH, /proc/self/fd/N reopen for
+ * chmod, truncate, utimensat and link, only for objects that are not
+ * symlinks). Host paths are never joined as strings.
+ */
+
+/* 9P2000.L message types */
+enum {
+    P9_TLERROR = 6,
+    P9_RLERROR = 7,
+    P9_TSTATFS = 8,
+    P9_TLOPEN = 12,
+    P9_TLCREATE = 14,
+    P9_TSYMLINK = 16,
+    P9_TMKNOD = 18,
+    P9_TRENAME = 20,
+    P9_TREADLINK = 22,
+    P9_TGETATTR = 24,
+    P9_TSETATTR = 26,
+    P9_TXATTRWALK = 30,
+    P9_TXATTRCREATE = 32,
+    P9_TREADDIR = 40,
+    P9_TFSYNC = 50,
+    P9_TLOCK = 52,
+    P9_TGETLOCK = 54,
+    P9_TLINK = 70,
+    P9_TMKDIR = 72,
+    P9_TRENAMEAT = 74,
+    P9_TUNLINKAT = 76,
+    P9_TVERSION = 100,
+    P9_TAUTH = 102,
+    P9_TATTACH = 104,
+    P9_TFLUSH = 108,
+    P9_TWALK = 110,
+    P9_TREAD = 116,
+    P9_TWRITE = 118,
+    P9_TCLUNK = 120,
+    P9_TREMOVE = 122,
+};
+
+/* Linux "dotl" open flags (include/net/9p/9p.h): the generic Linux values, not the host's */
+#define DOTL_ACCMODE 03u
+#define DOTL_EXCL 0200u
+#define DOTL_TRUNC 01000u
+#define DOTL_APPEND 02000u
+#define DOTL_DSYNC 010000u
+#define DOTL_DIRECTORY 0200000u
+#define DOTL_SYNC 04000000u
+
+/* Tsetattr valid bits */
+#define SETATTR_MODE 0x1u
+#define SETATTR_UID 0x2u
+#define SETATTR_GID 0x4u
+#define SETATTR_SIZE 0x8u
+#define SETATTR_ATIME 0x10u
+#define SETATTR_MTIME 0x20u
+#define SETATTR_ATIME_SET 0x80u
+#define SETATTR_MTIME_SET 0x100u
+
+#define GETATTR_BASIC 0x7ffULL
+#define P9_AT_REMOVEDIR 0x200u
+#define P9_LOCK_SUCCESS 0
+#define P9_LOCK_TYPE_UNLCK 2
+#define RHDR 11 /* size[4] type[1] tag[2] count[4]: Rread and Rreaddir before their data */
+#define MAX_SYMLINK 4095
+#define FID_BUCKETS 1024
+
+struct fid {
+    uint32_t id;
+    int next;   /* hash chain (index + 1), or the free list when unused */
+    bool used;
+    int fd;     /* the object */
+    int pfd;    /* its parent directory, -1 for the root and after ".." */
+    int ofd;    /* open for I/O (Tlopen/Tlcreate), -1 otherwise */
+    DIR *dir;   /* Treaddir stream over ofd */
+    long dpos;  /* telldir() after the last entry returned */
+    char name[P9_MAX_NAME + 1];
+};
+
+struct p9_server {
+    int root;
+    dev_t root_dev;
+    ino_t root_ino;
+    bool ro;
+    uint32_t msize;
+    int buckets[FID_BUCKETS]; /* index + 1, 0 = empty */
+    int free_head;            /* index + 1 */
+    struct fid fids[P9_MAX_FIDS];
+};
+
+/* ---- the fid table -------------------------------------------------------- */
+
+static struct fid *fid_get(struct p9_server *s, uint32_t id)
+{
+    for (int i = s->buckets[id % FID_BUCKETS]; i;) {
+        struct fid *f = &s->fids[i - 1];
+        if (f->id == id)
+            return f;
+        i = f->next;
+    }
+    return NULL;
+}
+
+static struct fid *fid_new(struct p9_server *s, uint32_t id)
+{
+    struct fid *f;
+    int i = s->free_head;
+
+    if (!i)
+        return NULL;
+    f = &s->fids[i - 1];
+    s->free_head = f->next;
+    memset(f, 0, sizeof *f);
+    f->id = id;
+    f->used = true;
+    f->fd = f->pfd = f->ofd = -1;
+    f->next = s->buckets[id % FID_BUCKETS];
+    s->buckets[id % FID_BUCKETS] = i;
+    return f;
+}
+
+static void fid_close_io(struct fid *f)
+{
+    if (f->dir)
+        closedir(f->dir); /* owns ofd */
+    else if (f->ofd >= 0)
+        close(f->ofd);
+    f->dir = NULL;
+    f->ofd = -1;
+}
+
+static void fid_del(struct p9_server *s, struct fid *f)
+{
+    int idx = (int)(f - s->fids) + 1;
+    int *link = &s->buckets[f->id % FID_BUCKETS];
+
+    while (*link && *link != idx)
+        link = &s->fids[*link - 1].next;
+    if (*link)
+        *link = f->next;
+    fid_close_io(f);
+    if (f->fd >= 0)
+        close(f->fd);
+    if (f->pfd >= 0)
+        close(f->pfd);
+    f->used = false;
+    f->fd = f->pfd = -1;
+    f->next = s->free_head;
+    s->free_head = idx;
+}
+
+static void fids_clear(struct p9_server *s, bool sync)
+{
+    s->free_head = 0;
+    memset(s->buckets, 0, sizeof s->buckets);
+    for (int i = P9_MAX_FIDS - 1; i >= 0; i--) {
+        struct fid *f = &s->fids[i];
+        if (f->used) {
+            if (sync && f->ofd >= 0)
+                fsync(f->ofd);
+            fid_close_io(f);
+            if (f->fd >= 0)
+                close(f->fd);
+            if (f->pfd >= 0)
+                close(f->pfd);
+        }
+        memset(f, 0, sizeof *f);
+        f->fd = f->pfd = f->ofd = -1;
+        f->next = s->free_head;
+        s->free_head = i + 1;
+    }
+}
+
+struct p9_server *p9_server_new(int root_fd, bool readonly)
+{
+    struct p9_server *s;
+    struct stat st;
+
+    if (root_fd < 0)
+        return NULL;
+    if (!(s = calloc(1, sizeof *s)) || fstat(root_fd, &st) || !S_ISDIR(st.st_mode)) {
+        free(s);
+        close(root_fd);
+        return NULL;
+    }
+    s->root = root_fd;
+    s->root_dev = st.st_dev;
+    s->root_ino = st.st_ino;
+    s->ro = readonly;
+    s->msize = P9_MAX_MSIZE;
+    fids_clear(s, false);
+    return s;
+}
+
+void p9_server_free(struct p9_server *s)
+{
+    if (!s)
+        return;
+    fids_clear(s, true);
+    close(s->root);
+    free(s);
+}
+
+void p9_server_reset(struct p9_server *s)
+{
+    if (!s)
+        return;
+    fids_clear(s, true);
+    s->msize = P9_MAX_MSIZE;
+}
+
+uint32_t p9_server_msize(const struct p9_server *s)
+{
+    return s ? s->msize : 0;
+}
+
+/* ---- helpers -------------------------------------------------------------- */
+
+static void qid_of(const struct stat *st, struct p9_qid *q)
+{
+    q->type = S_ISDIR(st->st_mode) ? P9_QTDIR : S_ISLNK(st->st_mode) ? P9_QTSYMLINK : P9_QTFILE;
+    q->version = 0;
+    q->path = (uint64_t)st->st_ino;
+}
+
+static int fd_qid(int fd, struct p9_qid *q)
+{
+    struct stat st;
+    if (fstat(fd, &st))
+        return errno;
+    qid_of(&st, q);
+    return 0;
+}
+
+static int at_qid(int dirfd, const char *name, struct p9_qid *q)
+{
+    struct stat st;
+    if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW))
+        return errno;
+    qid_of(&st, q);
+    return 0;
+}
+
+static bool is_root(const struct p9_server *s, int fd)
+{
+    struct stat st;
+    return !fstat(fd, &st) && st.st_dev == s->root_dev && st.st_ino == s->root_ino;
+}
+
+/*
+ * Read a path component into out (NUL-terminated). 0 or an errno: EPROTO if
+ * the message is short, ENAMETOOLONG, EINVAL for "", "/" or NUL inside, and
+ * (unless dots) for "." and "..".
+ */
+static int get_name(struct p9_rd *r, char out[P9_MAX_NAME + 1], bool dots)
+{
+    uint16_t n;
+    const char *p = p9_rstr(r, &n);
+
+    if (!p)
+        return EPROTO;
+    if (n > P9_MAX_NAME)
+        return ENAMETOOLONG;
+    if (!n || memchr(p, '/', n) || memchr(p, 0, n))
+        return EINVAL;
+    memcpy(out, p, n);
+    out[n] = 0;
+    if (!dots && (!strcmp(out, ".") || !strcmp(out, "..")))
+        return EINVAL;
+    return 0;
+}
+
+/* A string we only parse (uname, client_id, ...). */
+static int skip_str(struct p9_rd *r)
+{
+    uint16_t n;
+    return p9_rstr(r, &n) ? 0 : EPROTO;
+}
+
+static void proc_path(char *buf, size_t len, int fd)
+{
+    snprintf(buf, len, "/proc/self/fd/%d", fd);
+}
+
+/* Open the fid's object itself (not a symlink: checked by the caller) with host flags. */
+static int reopen(struct fid *f, int flags)
+{
+    char p[40];
+    int fd;
+
+    proc_path(p, sizeof p, f->fd);
+    fd = open(p, flags | O_CLOEXEC | O_NOCTTY);
+    if (fd >= 0 || errno != ENOENT)
+        return fd;
+    /* no /proc: the directory itself, or the name in its parent (no symlink followed) */
+    if (flags & O_DIRECTORY)
+        return openat(f->fd, ".", flags | O_CLOEXEC);
+    if (f->pfd >= 0)
+        return openat(f->pfd, f->name, flags | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW);
+    errno = ENOENT;
+    return -1;
+}
+
+static int host_open_flags(uint32_t fl, int *out)
+{
+    int h;
+
+    switch (fl & DOTL_ACCMODE) {
+    case 0:
+        h = O_RDONLY;
+        break;
+    case 1:
+        h = O_WRONLY;
+        break;
+    case 2:
+        h = O_RDWR;
+        break;
+    default:
+        return EINVAL;
+    }
+    if (fl & DOTL_TRUNC)
+        h |= O_TRUNC;
+    if (fl & DOTL_APPEND)
+        h |= O_APPEND;
+    if (fl & DOTL_DSYNC)
+        h |= O_DSYNC;
+    if (fl & DOTL_SYNC)
+        h |= O_SYNC;
+    if (fl & DOTL_DIRECTORY)
+        h |= O_DIRECTORY;
+    *out = h;
+    return 0;
+}
+
+static bool wants_write(uint32_t fl)
+{
+    return (fl & DOTL_ACCMODE) != 0 || (fl & (DOTL_TRUNC | DOTL_APPEND));
+}
+
+#define PARSED(r)                                                                                                      \
+    do {                                                                                                               \
+        if ((r)->err)                                                                                                  \
+            return EPROTO;                                                                                             \
+    } while (0)
+
+/* ---- the messages ----------------------------------------------------------- */
+
+static int t_version(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
+{
+    uint32_t msize = p9_r32(r);
+    uint16_t n;
+    const char *v = p9_rstr(r, &n);
+    static const char dotl[] = "9P2000.L";
+    bool ok;
+
+    PARSED(r);
+    if (msize < P9_MIN_MSIZE)
+        return EINVAL;
+    fids_clear(s, true); /* a new session */
+    s->msize = msize < P9_MAX_MSIZE ? msize : P9_MAX_MSIZE;
+    ok = n >= sizeof dotl - 1 && !memcmp(v, dotl, sizeof dotl - 1) &&
+         (n == sizeof dotl - 1 || v[sizeof dotl - 1] == '.');
+    p9_w32(w, s->msize);
+    if (ok)
+        p9_wstr(w, dotl, sizeof dotl - 1);
+    else
+        p9_wstr(w, "unknown", 7);
+    return 0;
+}
+
+static int t_attach(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
+{
+    uint32_t id = p9_r32(r);
+    struct p9_qid q;
+    struct fid *f;
+    int fd, e;
+
+    p9_r32(r); /* afid: no authentication */
+    skip_str(r);
+    skip_str(r); /* aname: the share is the root whatever it says */
+    p9_r32(r);
+    PARSED(r);
+    if (fid_get(s, id))
+        return EEXIST;
+    if ((fd = openat(s->root, ".", O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
+        return errno;
+    if ((e = fd_qid(fd, &q)) || !(f = fid_new(s, id))) {
+        close(fd);
+        return e ? e : ENFILE;
+    }
+    f->fd = fd;
+    p9_wqid(w, &q);
+    return 0;
+}
+
+static int t_walk(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
+{
+    uint32_t id = p9_r32(r), newid = p9_r32(r);
+    uint16_t n = p9_r16(r);
+    char names[P9_MAX_WALK][P9_MAX_NAME + 1];
+    struct p9_qid qids[P9_MAX_WALK];
+    char curname[P9_MAX_NAME + 1];
+    struct fid *f, *nf;
+    int cur, par, e = 0;
+    unsigned done = 0;
+
+    PARSED(r);
+    if (n > P9_MAX_WALK)
+        return EINVAL;
+    for (unsigned i = 0; i < n; i++)
+        if ((e = get_name(r, names[i], true)))
+            return e;
+    if (!(f = fid_get(s, id)))
+        return EBADF;
+    if (newid != id && fid_get(s, newid))
+        return EEXIST;
+    if (newid == id && n && f->ofd >= 0)
+        return EBADF;
+    if ((cur = fcntl(f->fd, F_DUPFD_CLOEXEC, 0)) < 0)
+        return errno;
+    par = f->pfd >= 0 ? fcntl(f->pfd, F_DUPFD_CLOEXEC, 0) : -1;
+    if (f->pfd >= 0 && par < 0) {
+        e = errno;
+        close(cur);
+        return e;
+    }
+    memcpy(curname, f->name, sizeof curname);
+
+    for (done = 0; done < n; done++) {
+        const char *nm = names[done];
+        bool dot = !strcmp(nm, "."), dotdot = !strcmp(nm, "..");
+        int nfd;
+
+        if (dotdot && is_root(s, cur))
+            nfd = openat(cur, ".", O_PATH | O_DIRECTORY | O_CLOEXEC); /* the root's ".." is the root */
+        else if (dot || dotdot)
+            nfd = openat(cur, nm, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        else
+            nfd = openat(cur, nm, O_PATH | O_NOFOLLOW | O_CLOEXEC); /* a symlink is the object itself */
+        if (nfd < 0) {
+            e = errno;
+            break;
+        }
+        if ((e = fd_qid(nfd, &qids[done]))) {
+            close(nfd);
+            break;
+        }
+        if (!dot && !dotdot) { /* cur becomes the parent */
+            if (par >= 0)
+                close(par);
+            par = cur;
+            snprintf(curname, sizeof curname, "%s", nm);
+        } else {
+            close(cur);
+            if (dotdot) { /* the new parent is not known */
+                if (par >= 0)
+                    close(par);
+                par = -1;
+                curname[0] = 0;
+            }
+        }
+        cur = nfd;
+    }
+    if (done < n) {
+        close(cur);
+        if (par >= 0)
+            close(par);
+        if (!done)
+            return e ? e : ENOENT;
+        p9_w16(w, (uint16_t)done); /* a partial walk: newfid is not created */
+        for (unsigned i = 0; i < done; i++)
+            p9_wqid(w, &qids[i]);
+        return 0;
+    }
+    if (newid == id) {
+        nf = f;
+        close(nf->fd);
+        if (nf->pfd >= 0)
+            close(nf->pfd);
+    } else if (!(nf = fid_new(s, newid))) {
+        close(cur);
+        if (par >= 0)
+            close(par);
+        return ENFILE;
+    }
+    nf->fd = cur;
+    nf->pfd = par;
+    memcpy(nf->name, curname, sizeof nf->name);
+    p9_w16(w, n);
+    for (unsigned i = 0; i < n; i++)
+        p9_wqid(w, &qids[i]);
+    return 0;
+}
+
+static int t_lopen(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
+{
+    uint32_t id = p9_r32(r), fl = p9_r32(r);
+    struct fid *f;
+    struct stat st;
+    struct p9_qid q;
+    int h, e, fd;
+
+    PARSED(r);
+    if (!(f = fid_get(s, id)))
+        return EBADF;
+    if (f->ofd >= 0)
+        return EBADF;
+    if (fstat(f->fd, &st))
+        return errno;
+    if (S_ISLNK(st.st_mode))
+        return ELOOP;
+    if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode))
+        return ENXIO; /* FIFOs, sockets, devices: the guest's VFS handles them, never the host */
+    if ((e = host_open_flags(fl, &h)))
+        return e;
+    if (s->ro && wants_write(fl))
+        return EROFS;
+    if (S_ISDIR(st.st_mode)) {
+        if ((fl & DOTL_ACCMODE) != 0)
+            return EISDIR;
+        h = O_RDONLY | O_DIRECTORY;
+    }
+    if ((fd = reopen(f, h)) < 0)
+        return errno;
+    f->ofd = fd;
+    f->dpos = 0;
+    qid_of(&st, &q);
+    p9_wqid(w, &q);
+    p9_w32(w, 0); /* iounit: msize */
+    return 0;
+}
+
+static int t_lcreate(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
+{
+    uint32_t id = p9_r32(r);
+    char name[P9_MAX_NAME + 1];
+    int e = get_name(r, name, false);
+    uint32_t fl = p9_r32(r), mode = p9_r32(r);
+    struct fid *f;
+    struct p9_qid q;
+    int h, fd, pfd;
+
+    p9_r32(r); /* gid: files belong to the VMM's user */
+    if (e)
+        return e;
+    PARSED(r);
+    if (!(f = fid_get(s, id)))
+        return EBADF;
+    if (s->ro)
+        return EROFS;
+    if (f->ofd >= 0)
+        return EBADF;
+    if ((e = host_open_flags(fl, &h)))
+        return e;
+    h &= ~O_DIRECTORY;
+    if (fl & DOTL_EXCL)
+        h |= O_EXCL;
+    if ((fd = openat(f->fd, name, h | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, (mode_t)(mode & 07777))) < 0)
+        return errno;
+    if ((e = fd_qid(fd, &q)) || (pfd = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0) {
+        e = e ? e : errno;
+        close(fd);
+        return e;
+    }
+    /* the fid becomes the new file; its directory becomes the parent */
+    if (f->pfd >= 0)
+        close(f->pfd);
+    f->pfd = f->fd;
+    f->fd = pfd;
+    f->ofd = fd;
+    snprintf(f->name, sizeof f->name, "%s", name);
+    p9_wqid(w, &q);
+    p9_w32(w, 0);
+    return 0;
+}
+
+static int t_read(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
+{
+    uint32_t id = p9_r32(r);
+    uint64_t off = p9_r64(r);
+    uint32_t count = p9_r32(r);
+    struct fid *f;
+    uint8_t *cnt;
+    size_t max;
+    ssize_t got;
+
+    PARSED(r);
+    if (!(f = fid_get(s, id)) || f->ofd < 0)
+        return EBADF;
+    if (f->dir)
+        return EISDIR;
+    if (off > (uint64_t)INT64_MAX)
+        return EINVAL;
+    if (!(cnt = p9_wreserve(w, 4)))
+        return ERANGE;
+    max = p9_wleft(w);
+    if (count < max)
+        max = count;
+    if ((got = pread(f->ofd, w->p + w->off, max, (off_t)off)) < 0)
+        return errno;
+    w->off += (size_t)got;
+    p9_put32(cnt, (uint32_t)got);
+    (void)s;
+    return 0;
+}
+
+static int t_write(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
+{
+    uint32_t id = p9_r32(r);
+    uint64_t off = p9_r64(r);
+    uint32_t count = p9_r32(r);
+    const uint8_t *data = p9_rbytes(r, count);
+    struct fid *f;
+    ssize_t put;
+
+    PARSED(r);
+    if (!(f = fid_get(s, id)) || f->ofd < 0 || f->dir)
+        return EBADF;
+    if (s->ro)
+        return EROFS;
+    if (off > (uint64_t)INT64_MAX)
+        return EINVAL;
+    if ((put = pwrite(f->ofd, data, count, (off_t)off)) < 0)
+        return errno;
+    p9_w32(w, (uint32_t)put);
+    return 0;
+}
+
+static int t_clunk(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
+{
+    uint32_t id = p9_r32(r);
+    struct fid *f;
+
+    (void)w;
+    PARSED(r);
+    if (!(f = fid_get(s, id)))
+        return EBADF;
+    fid_del(s, f);
+    return 0;
+}
+
+static int t_remove(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
+{
+    uint32_t id = p9_r32(r);
+    struct stat st, at;
+    struct fid *f;
+    int e = 0;
+
+    (void)w;
+    PARSED(r);
+    if (!(f = fid_get(s, id)))
+        return EBADF;
+    if (s->ro)
+        e = EROFS;
+    else if (f->pfd < 0)
+        e = is_root(s, f->fd) ? EBUSY : EOPNOTSUPP;
+    else if (fstat(f->fd, &st) || fstatat(f->pfd, f->name, &at, AT_SYMLINK_NOFOLLOW))
+        e = errno;
+    else if (st.st_dev != at.st_dev || st.st_ino != at.st_ino)
+        e = ENOENT; /* renamed behind the fid's back */
+    else if (unlinkat(f->pfd, f->name, S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0))
+        e = errno;
+    fid_del(s, f); /* clunked even when the remove fails */
+    return e;
+}
+
+static int t_getattr(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
+{
+    uint32_t id = p9_r32(r);
+    struct fid *f;
+    struct stat st;
+    struct p9_qid q;
+
+    p9_r64(r); /* request_mask: we always answer the basic set */
+    PARSED(r);
+    if (!(f = fid_get(s, id)))
+        return EBADF;
+    if (fstat(f->fd, &st))
+        return errno;
+    qid_of(&st, &q);
+    p9_w64(w, GETATTR_BASIC);
+    p9_wqid(w, &q);
+    p9_w32(w, st.st_mode);
+    p9_w32(w, st.st_uid);
+    p9_w32(w, st.st_gid);
+    p9_w64(w, st.st_nlink);
+    p9_w64(w, st.st_rdev);
+    p9_w64(w, (uint64_t)st.st_size);
+    p9_w64(w, (uint64_t)st.st_blksize);
+    p9_w64(w, (uint64_t)st.st_blocks);
+    p9_w64(w, (uint64_t)st.st_atim.tv_sec);
+    p9_w64(w, (uint64_t)st.st_atim.tv_nsec);
+    p9_w64(w, (uint64_t)st.st_mtim.tv_sec);
+    p9_w64(w, (uint64_t)st.st_mtim.tv_nsec);
+    p9_w64(w, (uint64_t)st.st_ctim.tv_sec);
+    p9_w64(w, (uint64_t)st.st_ctim.tv_nsec);
+    for (int i = 0; i < 4; i++)
+        p9_w64(w, 0); /* btime sec/nsec, gen, data_version */
+    return 0;
+}
+
+static int t_setattr(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
+{
+    uint32_t id = p9_r32(r), valid = p9_r32(r), mode = p9_r32(r), uid = p9_r32(r), gid = p9_r32(r);
+    uint64_t size = p9_r64(r);
+    struct timespec ts[2];
+    struct fid *f;
+    struct stat st;
+    char p[40];
+
+    ts[0].tv_sec = (time_t)p9_r64(r);
+    ts[0].tv_nsec = (long)p9_r64(r);
+    ts[1].tv_sec = (time_t)p9_r64(r);
+    ts[1].tv_nsec = (long)p9_r64(r);
+    (void)w;
+    PARSED(r);
+    if (!(f = fid_get(s, id)))
+        return EBADF;
+    if (s->ro)
+        return EROFS;
+    if (fstat(f->fd, &st))
+        return errno;
+    proc_path(p, sizeof p, f->fd);
+    if (valid & SETATTR_MODE) {
+        if (S_ISLNK(st.st_mode))
+            return EOPNOTSUPP;
+        if (chmod(p, (mode_t)(mode & 07777)))
+            return errno;
+    }
+    if (valid & (SETATTR_UID | SETATTR_GID)) {
+        uid_t u = valid & SETATTR_UID ? (uid_t)uid : (uid_t)-1;
+        gid_t g = valid & SETATTR_GID ? (gid_t)gid : (gid_t)-1;
+        if (fchownat(f->fd, "", u, g, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW))
+            return errno;
+    }
+    if (valid & SETATTR_SIZE) {
+        int fd;
+        if (S_ISDIR(st.st_mode))
+            return EISDIR;
+        if (!S_ISREG(st.st_mode))
+            return EINVAL;
+        if (size > (uint64_t)INT64_MAX)
+            return EFBIG;
+        if ((fd = reopen(f, O_WRONLY)) < 0)
+            return errno;
+        if (ftruncate(fd, (off_t)size)) {
+            int e = errno;
+            close(fd);
+            return e;
+        }
+        close(fd);
+    }
+    if (valid & (SETATTR_ATIME | SETATTR_MTIME)) {
+        if (!(valid & SETATTR_ATIME))
+            ts[0].tv_nsec = UTIME_OMIT;
+        else if (!(valid & SETATTR_ATIME_SET))
+            ts[0].tv_nsec = UTIME_NOW;
+        else if (ts[0].tv_nsec < 0 || ts[0].tv_nsec >= 1000000000L)
+            return EINVAL;
+        if (!(valid & SETATTR_MTIME))
+            ts[1].tv_nsec = UTIME_OMIT;
+        else if (!(valid & SETATTR_MTIME_SET))
+            ts[1].tv_nsec = UTIME_NOW;
+        else if (ts[1].tv_nsec < 0 || ts[1].tv_nsec >= 1000000000L)
+            return EINVAL;
+        if (!S_ISLNK(st.st_mode)) {
+            if (utimensat(AT_FDCWD, p, ts, 0))
+                return errno;
+        } else if (f->pfd < 0) {
+            return EOPNOTSUPP;
+        } else if (utimensat(f->pfd, f->name, ts, AT_SYMLINK_NOFOLLOW)) {
+            return errno;
+        }
+    }
+    return 0;
+}
+
+static int t_readdir(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
+{
+    uint32_t id = p9_r32(r);
+    uint64_t off = p9_r64(r);
+    uint32_t count = p9_r32(r);
+    struct fid *f;
+    uint8_t *cnt;
+    size_t max, start;
+
+    PARSED(r);
+    if (!(f = fid_get(s, id)) || f->ofd < 0)
+        return EBADF;
+    if (!f->dir) {
+        struct stat st;
+        if (fstat(f->ofd, &st))
+            return errno;
+        if (!S_ISDIR(st.st_mode))
+            return ENOTDIR;
+        if (!(f->dir = fdopendir(f->ofd)))
+            return errno;
+        f->dpos = 0;
+    }
+    if (off == 0)
+        rewinddir(f->dir);
+    else if ((long)off != f->dpos)
+        seekdir(f->dir, (long)off);
+    if (!(cnt = p9_wreserve(w, 4)))
+        return ERANGE;
+    start = w->off;
+    max = p9_wleft(w);
+    if (count < max)
+        max = count;
+    for (;;) {
+        long before = telldir(f->dir);
+        struct dirent *de;
+        struct p9_qid q;
+        size_t nlen, need;
+
+        errno = 0;
+        if (!(de = readdir(f->dir))) {
+            if (errno && w->off == start)
+                return errno;
+            break;
+        }
+        nlen = strnlen(de->d_name, sizeof de->d_name);
+        need = P9_QID_SIZE + 8 + 1 + 2 + nlen;
+        if (need > max - (w->off - start)) {
+            seekdir(f->dir, before);
+            break;
+        }
+        q.type = de->d_type == DT_DIR ? P9_QTDIR : de->d_type == DT_LNK ? P9_QTSYMLINK : P9_QTFILE;
+        q.version = 0;
+        q.path = (uint64_t)de->d_ino;
+        p9_wqid(w, &q);
+        p9_w64(w, (uint64_t)telldir(f->dir));
+        p9_w8(w, de->d_type);
+        p9_wstr(w, de->d_name, nlen);
+    }
+    f->dpos = telldir(f->dir);
+    p9_put32(cnt, (uint32_t)(w->off - start));
+    return 0;
+}
+
+static int t_mkdir(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
+{
+    uint32_t id = p9_r32(r);
+    char name[P9_MAX_NAME + 1];
+    int e = get_name(r, name, false);
+    uint32_t mode = p9_r32(r);
+    struct fid *f;
+    struct p9_qid q;
+
+    p9_r32(r); /* gid */
+    if (e)
+        return e;
+    PARSED(r);
+    if (!(f = fid_get(s, id)))
+        return EBADF;
+    if (s->ro)
+        return EROFS;
+    if (mkdirat(f->fd, name, (mode_t)(mode & 07777)))
+        return errno;
+    if ((e = at_qid(f->fd, name, &q)))
+        return e;
+    p9_wqid(w, &q);
+    return 0;
+}
+
+static int t_mknod(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
+{
+    uint32_t id = p9_r32(r);
+    char name[P9_MAX_NAME + 1];
+    int e = get_name(r, name, false);
+    uint32_t mode = p9_r32(r);
+    struct fid *f;
+    struct p9_qid q;
+
+    p9_r32(r); /* major, minor: no device nodes on the host */
+    p9_r32(r);
+    p9_r32(r); /* gid */
+    if (e)
+        return e;
+    PARSED(r);
+    if (!(f = fid_get(s, id)))
+        return EBADF;
+    if (s->ro)
+        return EROFS;
+    switch (mode & S_IFMT) {
+    case S_IFREG:
+    case S_IFIFO:
+    case S_IFSOCK:
+        break;
+    case S_IFCHR:
+    case S_IFBLK:
+        return EPERM;
+    default:
+        return EINVAL;
+    }
+    if (mknodat(f->fd, name, (mode_t)(mode & (S_IFMT | 07777)), 0))
+        return errno;
+    if ((e = at_qid(f->fd, name, &q)))
+        return e;
+    p9_wqid(w, &q);
+    return 0;
+}
+
+static int t_symlink(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
+{
+    uint32_t id = p9_r32(r);
+    char name[P9_MAX_NAME + 1], target[MAX_SYMLINK + 1];
+    int e = get_name(r, name, false);
+    uint16_t tlen;
+    const char *t = p9_rstr(r, &tlen);
+    struct fid *f;
+    struct p9_qid q;
+
+    p9_r32(r); /* gid */
+    if (e)
+        return e;
+    PARSED(r);
+    if (!tlen || memchr(t, 0, tlen))
+        return EINVAL;
+    if (tlen > MAX_SYMLINK)
+        return ENAMETOOLONG;
+    memcpy(target, t, tlen);
+    target[tlen] = 0;
+    if (!(f = fid_get(s, id)))
+        return EBADF;
+    if (s->ro)
+        return EROFS;
+    if (symlinkat(target, f->fd, name))
+        return errno;
+    if ((e = at_qid(f->fd, name, &q)))
+        return e;
+    p9_wqid(w, &q);
+    return 0;
+}
+
+static int t_readlink(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
+{
+    uint32_t id = p9_r32(r);
+    char buf[MAX_SYMLINK + 1];
+    struct fid *f;
+    struct stat st;
+    ssize_t n;
+
+    PARSED(r);
+    if (!(f = fid_get(s, id)))
+        return EBADF;
+    if (fstat(f->fd, &st))
+        return errno;
+    if (!S_ISLNK(st.st_mode))
+        return EINVAL;
+    if ((n = readlinkat(f->fd, "", buf, sizeof buf)) < 0)
+        return errno;
+    if ((size_t)n >= sizeof buf || (size_t)n + 2 > p9_wleft(w))
+        return ENAMETOOLONG;
+    p9_wstr(w, buf, (size_t)n);
+    return 0;
+}
+
+static int t_link(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
+{
+    uint32_t did = p9_r32(r), id = p9_r32(r);
+    char name[P9_MAX_NAME + 1];
+    int e = get_name(r, name, false);
+    struct fid *d, *f;
+    struct stat st;
+    char p[40];
+
+    (void)w;
+    if (e)
+        return e;
+    PARSED(r);
+    if (!(d = fid_get(s, did)) || !(f = fid_get(s, id)))
+        return EBADF;
+    if (s->ro)
+        return EROFS;
+    if (fstat(f->fd, &st))
+        return errno;
+    if (S_ISDIR(st.st_mode))
+        return EPERM;
+    if (S_ISLNK(st.st_mode)) { /* never through /proc: that could follow it */
+        if (f->pfd < 0)
+            return EOPNOTSUPP;
+        return linkat(f->pfd, f->name, d->fd, name, 0) ? errno : 0;
+    }
+    proc_path(p, sizeof p, f->fd);
+    if (!linkat(AT_FDCWD, p, d->fd, name, AT_SYMLINK_FOLLOW))
+        return 0;
+    if (errno != ENOENT || f->pfd < 0)
+        return errno;
+    return linkat(f->pfd, f->name, d->fd, name, 0) ? errno : 0;
+}
+
+static int t_rename(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
+{
+    uint32_t id = p9_r32(r), did = p9_r32(r);
+    char name[P9_MAX_NAME + 1];
+    int e = get_name(r, name, false);
+    struct fid *f, *d;
+    int npfd;
+
+    (void)w;
+    if (e)
+        return e;
+    PARSED(r);
+    if (!(f = fid_get(s, id)) || !(d = fid_get(s, did)))
+        return EBADF;
+    if (s->ro)
+        return EROFS;
+    if (f->pfd < 0)
+        return is_root(s, f->fd) ? EBUSY : EOPNOTSUPP;
+    if ((npfd = fcntl(d->fd, F_DUPFD_CLOEXEC, 0)) < 0)
+        return errno;
+    if (renameat(f->pfd, f->name, d->fd, name)) {
+        e = errno;
+        close(npfd);
+        return e;
+    }
+    close(f->pfd);
+    f->pfd = npfd;
+    snprintf(f->name, sizeof f->name, "%s", name);
+    return 0;
+}
+
+static int t_renameat(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
+{
+    uint32_t oid = p9_r32(r);
+    char oname[P9_MAX_NAME + 1], nname[P9_MAX_NAME + 1];
+    int e1 = get_name(r, oname, false);
+    uint32_t nid = p9_r32(r);
+    int e2 = get_name(r, nname, false);
+    struct fid *o, *n;
+
+    (void)w;
+    if (e1 || e2)
+        return e1 ? e1 : e2;
+    PARSED(r);
+    if (!(o = fid_get(s, oid)) || !(n = fid_get(s, nid)))
+        return EBADF;
+    if (s->ro)
+        return EROFS;
+    return renameat(o->fd, oname, n->fd, nname) ? errno : 0;
+}
+
+static int t_unlinkat(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
+{
+    uint32_t id = p9_r32(r);
+    char name[P9_MAX_NAME + 1];
+    int e = get_name(r, name, false);
+    uint32_t fl = p9_r32(r);
+    struct fid *f;
+
+    (void)w;
+    if (e)
+        return e;
+    PARSED(r);
+    if (!(f = fid_get(s, id)))
+        return EBADF;
+    if (s->ro)
+        return EROFS;
+    return unlinkat(f->fd, name, fl & P9_AT_REMOVEDIR ? AT_REMOVEDIR : 0) ? errno : 0;
+}
+
+static int t_statfs(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
+{
+    uint32_t id = p9_r32(r);
+    struct statfs sf;
+    struct fid *f;
+    uint64_t fsid;
+
+    PARSED(r);
+    if (!(f = fid_get(s, id)))
+        return EBADF;
+    if (fstatfs(f->fd, &sf))
+        return errno;
+    memcpy(&fsid, &sf.f_fsid, sizeof fsid < sizeof sf.f_fsid ? sizeof fsid : sizeof sf.f_fsid);
+    p9_w32(w, (uint32_t)sf.f_type);
+    p9_w32(w, (uint32_t)sf.f_bsize);
+    p9_w64(w, (uint64_t)sf.f_blocks);
+    p9_w64(w, (uint64_t)sf.f_bfree);
+    p9_w64(w, (uint64_t)sf.f_bavail);
+    p9_w64(w, (uint64_t)sf.f_files);
+    p9_w64(w, (uint64_t)sf.f_ffree);
+    p9_w64(w, fsid);
+    p9_w32(w, (uint32_t)sf.f_namelen);
+    return 0;
+}
+
+static int t_fsync(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
+{
+    uint32_t id = p9_r32(r), datasync = p9_r32(r);
+    struct fid *f;
+
+    (void)w;
+    PARSED(r);
+    if (!(f = fid_get(s, id)) || f->ofd < 0)
+        return EBADF;
+    return (datasync ? fdatasync(f->ofd) : fsync(f->ofd)) ? errno : 0;
+}
+
+/* Locks are advisory among the guest's own processes, which its kernel serializes: always granted. */
+static int t_lock(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
+{
+    uint32_t id = p9_r32(r);
+
+    p9_r8(r);
+    p9_r32(r);
+    p9_r64(r);
+    p9_r64(r);
+    p9_r32(r);
+    skip_str(r);
+    PARSED(r);
+    if (!fid_get(s, id))
+        return EBADF;
+    p9_w8(w, P9_LOCK_SUCCESS);
+    return 0;
+}
+
+static int t_getlock(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
+{
+    uint32_t id = p9_r32(r);
+    uint64_t start, len;
+    uint32_t proc;
+    uint16_t clen;
+    const char *client;
+
+    p9_r8(r);
+    start = p9_r64(r);
+    len = p9_r64(r);
+    proc = p9_r32(r);
+    client = p9_rstr(r, &clen);
+    PARSED(r);
+    if (!fid_get(s, id))
+        return EBADF;
+    p9_w8(w, P9_LOCK_TYPE_UNLCK);
+    p9_w64(w, start);
+    p9_w64(w, len);
+    p9_w32(w, proc);
+    p9_wstr(w, client, clen);
+    return 0;
+}
+
+static int t_xattrwalk(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
+{
+    uint32_t id = p9_r32(r);
+
+    (void)w;
+    p9_r32(r);
+    skip_str(r);
+    PARSED(r);
+    return fid_get(s, id) ? EOPNOTSUPP : EBADF;
+}
+
+static int t_xattrcreate(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
+{
+    uint32_t id = p9_r32(r);
+
+    (void)w;
+    skip_str(r);
+    p9_r64(r);
+    p9_r32(r);
+    PARSED(r);
+    if (!fid_get(s, id))
+        return EBADF;
+    return s->ro ? EROFS : EOPNOTSUPP;
+}
+
+static int t_flush(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
+{
+    (void)s;
+    (void)w;
+    p9_r16(r); /* oldtag: every request is answered before the next is read */
+    PARSED(r);
+    return 0;
+}
+
+/* ---- dispatch ----------------------------------------------------------------- */
+
+static size_t lerror(uint8_t *resp, uint16_t tag, int e)
+{
+    p9_put32(resp, 11);
+    resp[4] = P9_RLERROR;
+    p9_put16(resp + 5, tag);
+    p9_put32(resp + 7, (uint32_t)e);
+    return 11;
+}
+
+typedef int (*p9_fn)(struct p9_server *s, struct p9_rd *r, struct p9_wr *w);
+
+static p9_fn handler(uint8_t type)
+{
+    switch (type) {
+    case P9_TSTATFS:
+        return t_statfs;
+    case P9_TLOPEN:
+        return t_lopen;
+    case P9_TLCREATE:
+        return t_lcreate;
+    case P9_TSYMLINK:
+        return t_symlink;
+    case P9_TMKNOD:
+        return t_mknod;
+    case P9_TRENAME:
+        return t_rename;
+    case P9_TREADLINK:
+        return t_readlink;
+    case P9_TGETATTR:
+        return t_getattr;
+    case P9_TSETATTR:
+        return t_setattr;
+    case P9_TXATTRWALK:
+        return t_xattrwalk;
+    case P9_TXATTRCREATE:
+        return t_xattrcreate;
+    case P9_TREADDIR:
+        return t_readdir;
+    case P9_TFSYNC:
+        return t_fsync;
+    case P9_TLOCK:
+        return t_lock;
+    case P9_TGETLOCK:
+        return t_getlock;
+    case P9_TLINK:
+        return t_link;
+    case P9_TMKDIR:
+        return t_mkdir;
+    case P9_TRENAMEAT:
+        return t_renameat;
+    case P9_TUNLINKAT:
+        return t_unlinkat;
+    case P9_TVERSION:
+        return t_version;
+    case P9_TATTACH:
+        return t_attach;
+    case P9_TFLUSH:
+        return t_flush;
+    case P9_TWALK:
+        return t_walk;
+    case P9_TREAD:
+        return t_read;
+    case P9_TWRITE:
+        return t_write;
+    case P9_TCLUNK:
+        return t_clunk;
+    case P9_TREMOVE:
+        return t_remove;
+    default:
+        return NULL; /* Tauth, Tlerror, the legacy 9P2000(.u) messages, R-messages */
+    }
+}
+
+size_t p9_handle(struct p9_server *s, const uint8_t *req, size_t len, uint8_t *resp, size_t cap)
+{
+    uint32_t size;
+    uint16_t tag;
+    uint8_t type;
+    p9_fn fn;
+    int e;
+
+    if (!s || !resp)
+        return 0;
+    if (cap > s->msize)
+        cap = s->msize;
+    if (cap < RHDR)
+        return 0;
+    if (!req || len < P9_HDR_SIZE)
+        return lerror(resp, P9_NOTAG, EPROTO);
+    size = p9_get32(req);
+    type = req[4];
+    tag = p9_get16(req + 5);
+    if (size < P9_HDR_SIZE || size > len)
+        return lerror(resp, tag, EPROTO); /* truncated */
+    if (size > s->msize)
+        return lerror(resp, tag, EMSGSIZE);
+    if (!(fn = handler(type)))
+        return lerror(resp, tag, EOPNOTSUPP);
+    {
+        struct p9_rd r = { .p = req + P9_HDR_SIZE, .len = size - P9_HDR_SIZE };
+        struct p9_wr w = { .p = resp, .cap = cap, .off = P9_HDR_SIZE };
+
+        e = fn(s, &r, &w);
+        if (!e && w.err)
+            e = ERANGE;
+        if (e)
+            return lerror(resp, tag, e);
+        p9_put32(resp, (uint32_t)w.off);
+        resp[4] = (uint8_t)(type + 1);
+        p9_put16(resp + 5, tag);
+        return w.off;
+    }
+}

@@ -1,0 +1,385 @@
+/* virtio_blk.c - virtio-blk (virtio 1.2 §5.2) over a raw image file: vmm_add_disk(). */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../core/vm.h"
+#include "virtio.h"
+
+/*
+ * One request queue; requests are served synchronously on the vCPU thread
+ * that notifies (pread/pwrite straight into and out of guest RAM). Sectors
+ * are 512 bytes; the image size must be a multiple of that. A read-only
+ * disk is opened O_RDONLY and offers VIRTIO_BLK_F_RO; every write-like
+ * request on it fails with IOERR. The image is flock()ed (shared when
+ * read-only, exclusive otherwise) so that two VMs cannot write one image.
+ *
+ * Malformed chains: no writable byte for the status -> DEVICE_NEEDS_RESET
+ * (nothing can be reported); a header shorter than 16 bytes, or data not a
+ * whole number of sectors -> IOERR; unknown request types -> UNSUPP.
+ */
+#define VIRTIO_ID_BLOCK 2
+
+#define VIRTIO_BLK_F_SEG_MAX 2
+#define VIRTIO_BLK_F_RO 5
+#define VIRTIO_BLK_F_BLK_SIZE 6
+#define VIRTIO_BLK_F_FLUSH 9
+#define VIRTIO_BLK_F_DISCARD 13
+#define VIRTIO_BLK_F_WRITE_ZEROES 14
+
+#define VIRTIO_BLK_T_IN 0
+#define VIRTIO_BLK_T_OUT 1
+#define VIRTIO_BLK_T_FLUSH 4
+#define VIRTIO_BLK_T_GET_ID 8
+#define VIRTIO_BLK_T_DISCARD 11
+#define VIRTIO_BLK_T_WRITE_ZEROES 13
+
+#define VIRTIO_BLK_S_OK 0
+#define VIRTIO_BLK_S_IOERR 1
+#define VIRTIO_BLK_S_UNSUPP 2
+
+#define VIRTIO_BLK_ID_BYTES 20
+#define VIRTIO_BLK_WZ_F_UNMAP 1u
+
+#define BLK_SECTOR 512u
+#define BLK_QUEUE_MAX 256
+#define BLK_SEG_MAX (VIRTQ_MAX_SEGS - 2) /* data segments: the chain less header and status */
+#define BLK_DWZ_SECTORS_MAX (1u << 22)   /* 2 GiB per discard / write-zeroes segment */
+#define BLK_DWZ_SEG_MAX 64u              /* segments per discard / write-zeroes request */
+#define BLK_DISCARD_ALIGN 8u             /* sectors (4 KiB) */
+
+/* §5.2.4, up to and including write_zeroes_may_unmap (little-endian host: stored as is) */
+struct blk_config {
+    uint64_t capacity;
+    uint32_t size_max;
+    uint32_t seg_max;
+    uint16_t cylinders;
+    uint8_t heads, sectors;
+    uint32_t blk_size;
+    uint8_t physical_block_exp, alignment_offset;
+    uint16_t min_io_size;
+    uint32_t opt_io_size;
+    uint8_t writeback, unused0;
+    uint16_t num_queues;
+    uint32_t max_discard_sectors, max_discard_seg, discard_sector_alignment;
+    uint32_t max_write_zeroes_sectors, max_write_zeroes_seg;
+    uint8_t write_zeroes_may_unmap, unused1[3];
+} __attribute__((packed));
+
+struct blk_req_hdr {
+    uint32_t type, reserved;
+    uint64_t sector;
+};
+
+struct blk_dwz_seg {
+    uint64_t sector;
+    uint32_t num_sectors, flags;
+};
+
+struct vmm_virtio_blk {
+    struct vmm_vm *vm;
+    struct vmm_virtio *v;
+    int fd;
+    bool readonly;
+    uint64_t capacity; /* sectors */
+    struct blk_config cfg;
+    char id[VIRTIO_BLK_ID_BYTES];
+    struct virtq_chain chain;
+};
+
+static const uint8_t zeros[64 * 1024];
+
+static void blk_config_read(void *dev, uint32_t off, void *buf, uint32_t len)
+{
+    struct vmm_virtio_blk *b = dev;
+    memcpy(buf, (uint8_t *)&b->cfg + off, len);
+}
+
+/* Is [sector, sector + n) inside the disk? (overflow-safe) */
+static bool blk_range_ok(const struct vmm_virtio_blk *b, uint64_t sector, uint64_t n)
+{
+    return sector <= b->capacity && n <= b->capacity - sector;
+}
+
+/*
+ * Move `len` bytes between the file at `pos` and the chain's segments
+ * [first, first + nseg), starting `skip` bytes into them. Returns false on
+ * an I/O error or a short transfer.
+ */
+static bool blk_xfer(struct vmm_virtio_blk *b, bool write, const struct virtq_chain *c, unsigned first, unsigned nseg,
+                     uint64_t skip, uint64_t len, uint64_t pos)
+{
+    for (unsigned i = first; i < first + nseg && len; i++) {
+        uint64_t seglen = c->seg[i].len;
+        if (skip >= seglen) {
+            skip -= seglen;
+            continue;
+        }
+        uint8_t *p = c->seg[i].host + skip;
+        uint64_t n = seglen - skip;
+        skip = 0;
+        if (n > len)
+            n = len;
+        while (n) {
+            size_t chunk = n > (1u << 30) ? (1u << 30) : (size_t)n;
+            ssize_t r = write ? pwrite(b->fd, p, chunk, (off_t)pos) : pread(b->fd, p, chunk, (off_t)pos);
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r <= 0)
+                return false;
+            p += r;
+            pos += (uint64_t)r;
+            n -= (uint64_t)r;
+            len -= (uint64_t)r;
+        }
+    }
+    return len == 0;
+}
+
+static bool blk_write_zeros(struct vmm_virtio_blk *b, uint64_t pos, uint64_t len)
+{
+    while (len) {
+        size_t chunk = len > sizeof zeros ? sizeof zeros : (size_t)len;
+        ssize_t r = pwrite(b->fd, zeros, chunk, (off_t)pos);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return false;
+        pos += (uint64_t)r;
+        len -= (uint64_t)r;
+    }
+    return true;
+}
+
+/* DISCARD and WRITE_ZEROES: an array of 16-byte segments after the header. */
+static uint8_t blk_dwz(struct vmm_virtio_blk *b, const struct virtq_chain *c, bool discard)
+{
+    uint64_t data = c->read_len - sizeof(struct blk_req_hdr);
+    uint64_t nseg = data / sizeof(struct blk_dwz_seg);
+
+    if (b->readonly)
+        return VIRTIO_BLK_S_IOERR;
+    if (data % sizeof(struct blk_dwz_seg) || !nseg || nseg > BLK_DWZ_SEG_MAX)
+        return VIRTIO_BLK_S_UNSUPP;
+    for (uint64_t i = 0; i < nseg; i++) {
+        struct blk_dwz_seg s;
+        if (vmm__virtq_read(c, sizeof(struct blk_req_hdr) + i * sizeof s, &s, sizeof s) != sizeof s)
+            return VIRTIO_BLK_S_IOERR;
+        if (s.flags & ~VIRTIO_BLK_WZ_F_UNMAP || (discard && s.flags))
+            return VIRTIO_BLK_S_UNSUPP;
+        if (s.num_sectors > BLK_DWZ_SECTORS_MAX || !blk_range_ok(b, s.sector, s.num_sectors))
+            return VIRTIO_BLK_S_IOERR;
+        off_t pos = (off_t)(s.sector * BLK_SECTOR), len = (off_t)s.num_sectors * BLK_SECTOR;
+        if (!len)
+            continue;
+        if (discard) {
+            /* advisory: the contents of discarded sectors are undefined, so failing to punch is fine */
+            (void)fallocate(b->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, pos, len);
+            continue;
+        }
+        int mode = s.flags & VIRTIO_BLK_WZ_F_UNMAP ? FALLOC_FL_PUNCH_HOLE : FALLOC_FL_ZERO_RANGE;
+        if (fallocate(b->fd, mode | FALLOC_FL_KEEP_SIZE, pos, len) && !blk_write_zeros(b, (uint64_t)pos, (uint64_t)len))
+            return VIRTIO_BLK_S_IOERR;
+    }
+    return VIRTIO_BLK_S_OK;
+}
+
+/* Serve one chain; returns the bytes written into it (data + status), or -1 for a chain with no status byte. */
+static int64_t blk_request(struct vmm_virtio_blk *b, const struct virtq_chain *c)
+{
+    struct blk_req_hdr h;
+    uint8_t status = VIRTIO_BLK_S_OK;
+    uint64_t written = 0;
+
+    if (!c->write_len)
+        return -1;
+    uint64_t data_in = c->write_len - 1; /* writable bytes before the status byte */
+    if (vmm__virtq_read(c, 0, &h, sizeof h) != sizeof h) {
+        vmm__guest_error(b->vm, "virtio-blk", "request header shorter than %zu bytes", sizeof h);
+        status = VIRTIO_BLK_S_IOERR;
+        goto done;
+    }
+    uint64_t data_out = c->read_len - sizeof h; /* readable bytes after the header */
+    switch (h.type) {
+    case VIRTIO_BLK_T_IN:
+    case VIRTIO_BLK_T_OUT: {
+        bool out = h.type == VIRTIO_BLK_T_OUT;
+        uint64_t len = out ? data_out : data_in;
+        if (len % BLK_SECTOR || !blk_range_ok(b, h.sector, len / BLK_SECTOR) || (out && b->readonly)) {
+            status = VIRTIO_BLK_S_IOERR;
+            break;
+        }
+        if (out ? !blk_xfer(b, true, c, 0, c->nread, sizeof h, len, h.sector * BLK_SECTOR)
+                : !blk_xfer(b, false, c, c->nread, c->nwrite, 0, len, h.sector * BLK_SECTOR))
+            status = VIRTIO_BLK_S_IOERR;
+        else if (!out)
+            written = len;
+        break;
+    }
+    case VIRTIO_BLK_T_FLUSH:
+        if (!b->readonly && fsync(b->fd))
+            status = VIRTIO_BLK_S_IOERR;
+        break;
+    case VIRTIO_BLK_T_GET_ID: {
+        size_t n = data_in < VIRTIO_BLK_ID_BYTES ? (size_t)data_in : VIRTIO_BLK_ID_BYTES;
+        written = vmm__virtq_write(c, 0, b->id, n);
+        break;
+    }
+    case VIRTIO_BLK_T_DISCARD:
+    case VIRTIO_BLK_T_WRITE_ZEROES:
+        status = blk_dwz(b, c, h.type == VIRTIO_BLK_T_DISCARD);
+        break;
+    default:
+        status = VIRTIO_BLK_S_UNSUPP;
+        break;
+    }
+done:
+    vmm__virtq_write(c, c->write_len - 1, &status, 1);
+    return (int64_t)written + 1;
+}
+
+static void blk_queue_notify(void *dev, unsigned qi)
+{
+    struct vmm_virtio_blk *b = dev;
+    struct vmm_virtq *q = vmm__virtio_queue(b->v, qi);
+    struct virtq_chain *c = &b->chain;
+    bool pushed = false;
+
+    while (vmm__virtq_pop(q, c) > 0) {
+        int64_t written = blk_request(b, c);
+        if (written < 0) {
+            vmm__virtio_needs_reset(b->v, "virtio-blk: request without a writable status byte");
+            break;
+        }
+        vmm__virtq_push(q, c, written > UINT32_MAX ? UINT32_MAX : (uint32_t)written);
+        pushed = true;
+    }
+    if (pushed)
+        vmm__virtio_notify(b->v, qi);
+}
+
+static void blk_destroy(void *dev)
+{
+    struct vmm_virtio_blk *b = dev;
+    if (!b)
+        return;
+    if (b->fd >= 0) {
+        if (!b->readonly)
+            fsync(b->fd); /* nothing written is lost */
+        close(b->fd);
+    }
+    free(b);
+}
+
+static const struct vmm_virtio_ops blk_ops_rw = {
+    .name = "blk",
+    .device_id = VIRTIO_ID_BLOCK,
+    .features = (1ULL << VIRTIO_BLK_F_SEG_MAX) | (1ULL << VIRTIO_BLK_F_BLK_SIZE) | (1ULL << VIRTIO_BLK_F_FLUSH) |
+                (1ULL << VIRTIO_BLK_F_DISCARD) | (1ULL << VIRTIO_BLK_F_WRITE_ZEROES),
+    .num_queues = 1,
+    .queue_max = BLK_QUEUE_MAX,
+    .config_size = sizeof(struct blk_config),
+    .config_read = blk_config_read,
+    .queue_notify = blk_queue_notify,
+    .destroy = blk_destroy,
+};
+
+static const struct vmm_virtio_ops blk_ops_ro = {
+    .name = "blk",
+    .device_id = VIRTIO_ID_BLOCK,
+    .features = (1ULL << VIRTIO_BLK_F_SEG_MAX) | (1ULL << VIRTIO_BLK_F_BLK_SIZE) | (1ULL << VIRTIO_BLK_F_FLUSH) |
+                (1ULL << VIRTIO_BLK_F_RO),
+    .num_queues = 1,
+    .queue_max = BLK_QUEUE_MAX,
+    .config_size = sizeof(struct blk_config),
+    .config_read = blk_config_read,
+    .queue_notify = blk_queue_notify,
+    .destroy = blk_destroy,
+};
+
+/* The serial (GET_ID): the image's file name, printable ASCII, at most 20 bytes (NUL-padded). */
+static void blk_make_id(struct vmm_virtio_blk *b, const char *path)
+{
+    const char *name = strrchr(path, '/');
+    name = name ? name + 1 : path;
+    for (size_t i = 0; i < VIRTIO_BLK_ID_BYTES && name[i]; i++) {
+        unsigned char ch = (unsigned char)name[i];
+        b->id[i] = ch > ' ' && ch < 0x7f ? (char)ch : '_';
+    }
+}
+
+VMM_EXPORT int vmm_add_disk(vmm_vm *vm, const char *path, int readonly)
+{
+    struct vmm_virtio_blk *b;
+    struct stat st;
+    int rc;
+
+    if (!vm)
+        return VMM_EINVAL;
+    if (!path || !*path)
+        return vmm__set_error(vm, VMM_EINVAL, "virtio-blk: no image path");
+    if (vm->state != VM_STATE_NEW)
+        return vmm__set_error(vm, VMM_ESTATE, "%s: disks must be added before the VM is prepared", path);
+    if (!(b = calloc(1, sizeof *b)))
+        return vmm__set_error(vm, VMM_ENOMEM, "out of memory for virtio-blk");
+    b->vm = vm;
+    b->readonly = readonly != 0;
+    /* O_NONBLOCK: opening a FIFO must not hang (it is refused below); no effect on a regular file */
+    b->fd = open(path, (b->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (b->fd < 0) {
+        int e = errno;
+        rc = e == ENOENT   ? vmm__set_error(vm, VMM_ENOENT, "%s: no such disk image", path)
+             : e == EISDIR ? vmm__set_error(vm, VMM_EINVAL, "%s: a disk image must be a regular file", path)
+             : e == EACCES || e == EPERM || e == EROFS
+                 ? vmm__set_error(vm, VMM_EIO, "%s: permission denied opening the disk image %s%s", path,
+                                  b->readonly ? "read-only" : "read-write", b->readonly ? "" : " (add it read-only?)")
+                 : vmm__set_error(vm, VMM_EIO, "%s: cannot open the disk image: %s", path, strerror(e));
+        goto fail;
+    }
+    if (fstat(b->fd, &st)) {
+        rc = vmm__set_error(vm, VMM_EIO, "%s: cannot stat the disk image: %s", path, strerror(errno));
+        goto fail;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        rc = vmm__set_error(vm, VMM_EINVAL, "%s: a disk image must be a regular file", path);
+        goto fail;
+    }
+    if (st.st_size % BLK_SECTOR) {
+        rc = vmm__set_error(vm, VMM_EFORMAT, "%s: disk image size %lld is not a multiple of %u bytes", path,
+                            (long long)st.st_size, BLK_SECTOR);
+        goto fail;
+    }
+    if (flock(b->fd, (b->readonly ? LOCK_SH : LOCK_EX) | LOCK_NB)) {
+        rc = errno == EWOULDBLOCK
+                 ? vmm__set_error(vm, VMM_EIO, "%s: the disk image is in use (locked by another VM or program)", path)
+                 : vmm__set_error(vm, VMM_EIO, "%s: cannot lock the disk image: %s", path, strerror(errno));
+        goto fail;
+    }
+    b->capacity = (uint64_t)st.st_size / BLK_SECTOR;
+    b->cfg.capacity = b->capacity;
+    b->cfg.seg_max = BLK_SEG_MAX;
+    b->cfg.blk_size = BLK_SECTOR;
+    if (!b->readonly) {
+        b->cfg.max_discard_sectors = BLK_DWZ_SECTORS_MAX;
+        b->cfg.max_discard_seg = BLK_DWZ_SEG_MAX;
+        b->cfg.discard_sector_alignment = BLK_DISCARD_ALIGN;
+        b->cfg.max_write_zeroes_sectors = BLK_DWZ_SECTORS_MAX;
+        b->cfg.max_write_zeroes_seg = BLK_DWZ_SEG_MAX;
+        b->cfg.write_zeroes_may_unmap = 1;
+    }
+    blk_make_id(b, path);
+    if ((rc = vmm__virtio_mmio_add(vm, b->readonly ? &blk_ops_ro : &blk_ops_rw, b, &b->v)))
+        goto fail;
+    return 0;
+fail:
+    if (b->fd >= 0)
+        close(b->fd);
+    free(b);
+    return rc;
+}

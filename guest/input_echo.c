@@ -1,0 +1,150 @@
+/* input_echo.c - virtio-input: find the keyboard and the tablet, post event buffers, print every event
+   as "input: kbd|tab type=T code=C value=V", light CAPSL through the keyboard's statusq, and end with
+   "PASS input_echo" once KEY_ESC is pressed. Keyboard and tablet are told apart by their EV_BITS
+   (the tablet has EV_ABS), so it runs on vmmpy and on QEMU (virtio-keyboard/tablet-device). */
+#include "rt.h"
+
+#define VIRTIO_ID_INPUT 18
+#define CFG_EV_BITS 0x11
+#define EV_KEY 1
+#define EV_ABS 3
+#define EV_LED 0x11
+#define KEY_ESC 1
+#define LED_CAPSL 1
+#define MMIO_QUEUE_NOTIFY 0x050
+#define DESC_F_WRITE 2
+#define WAIT_MS 120000
+
+struct input {
+    struct virtio_dev dev;
+    const char *name;
+    uint8_t buf[VIRTQ_SIZE][8] __attribute__((aligned(8)));
+};
+
+static struct input kbd = { .name = "kbd" }, tab = { .name = "tab" };
+static uint8_t led_msg[8] __attribute__((aligned(8)));
+
+static void kick(struct input *in, unsigned q)
+{
+    dsb(sy); /* the ring in memory before the notification */
+    mmio_write32(in->dev.base + MMIO_QUEUE_NOTIFY, q);
+}
+
+static void post(struct input *in, uint16_t id)
+{
+    struct virtq *q = &in->dev.queue[0];
+
+    q->desc[id] = (struct virtq_desc){ (uintptr_t)in->buf[id], 8, DESC_F_WRITE, 0 };
+    q->avail.ring[q->avail.idx % q->size] = id;
+    dmb(ish); /* the descriptor and ring entry before the index */
+    q->avail.idx = (uint16_t)(q->avail.idx + 1);
+}
+
+/* Size of the EV_BITS bitmap for event type `type` (0: unsupported). */
+static unsigned ev_bits_size(struct input *in, unsigned type)
+{
+    virtio_config_write32(&in->dev, 0, CFG_EV_BITS | type << 8);
+    return virtio_config_read32(&in->dev, 0) >> 16 & 0xff;
+}
+
+static int start(struct input *in, int slot)
+{
+    if (virtio_init(&in->dev, slot, 0) || virtio_queue_setup(&in->dev, 0) || virtio_queue_setup(&in->dev, 1) ||
+        virtio_driver_ok(&in->dev))
+        return -1;
+    for (uint16_t i = 0; i < in->dev.queue[0].size; i++)
+        post(in, i);
+    kick(in, 0);
+    return 0;
+}
+
+/* Print the events the device has returned and give the buffers back; 1 once KEY_ESC was pressed. */
+static int drain(struct input *in)
+{
+    struct virtq *q = &in->dev.queue[0];
+    volatile uint16_t *used_idx = &q->used.idx;
+    int esc = 0, any = 0;
+
+    while (*used_idx != q->last_used) {
+        dmb(ish); /* the element after the index */
+        struct virtq_used_elem e = q->used.ring[q->last_used % q->size];
+        q->last_used = (uint16_t)(q->last_used + 1);
+        if (e.id >= q->size || e.len != 8) {
+            printf("input_echo: %s: bad used element id %u len %u\n", in->name, e.id, e.len);
+            continue;
+        }
+        const uint8_t *b = in->buf[e.id];
+        unsigned type = b[0] | b[1] << 8, code = b[2] | b[3] << 8;
+        int32_t value = (int32_t)(b[4] | b[5] << 8 | b[6] << 16 | (uint32_t)b[7] << 24);
+        printf("input: %s type=%u code=%u value=%d\n", in->name, type, code, (int)value);
+        if (in == &kbd && type == EV_KEY && code == KEY_ESC && value == 1)
+            esc = 1;
+        post(in, (uint16_t)e.id);
+        any = 1;
+    }
+    if (any)
+        kick(in, 0);
+    return esc;
+}
+
+static int set_capslock(void)
+{
+    struct virtq *q = &kbd.dev.queue[1];
+    volatile uint16_t *used_idx = &q->used.idx;
+
+    led_msg[0] = EV_LED;
+    led_msg[2] = LED_CAPSL;
+    led_msg[4] = 1;
+    q->desc[0] = (struct virtq_desc){ (uintptr_t)led_msg, sizeof led_msg, 0, 0 };
+    q->avail.ring[q->avail.idx % q->size] = 0;
+    dmb(ish);
+    q->avail.idx = (uint16_t)(q->avail.idx + 1);
+    kick(&kbd, 1);
+    if (!POLL_UNTIL(*used_idx != q->last_used, 5000))
+        return -1;
+    q->last_used = (uint16_t)(q->last_used + 1);
+    return 0;
+}
+
+int main(uint64_t dtb)
+{
+    int slots[2], n = 0;
+    struct deadline d;
+
+    (void)dtb;
+    for (int s = virtio_find(VIRTIO_ID_INPUT, 0); s >= 0 && n < 2; s = virtio_find(VIRTIO_ID_INPUT, s + 1))
+        slots[n++] = s;
+    if (n < 2) {
+        printf("FAIL input_echo: %d virtio-input device(s), need a keyboard and a tablet\n", n);
+        return 1;
+    }
+    for (int i = 0; i < 2; i++) {
+        struct input probe;
+        probe.dev.base = VIRTIO_MMIO_BASE + (uintptr_t)slots[i] * VIRTIO_MMIO_STRIDE;
+        int is_tablet = ev_bits_size(&probe, EV_ABS) != 0;
+        if (start(is_tablet ? &tab : &kbd, slots[i])) {
+            printf("FAIL input_echo: cannot start the device on slot %d\n", slots[i]);
+            return 1;
+        }
+    }
+    if (!kbd.dev.base || !tab.dev.base) {
+        printf("FAIL input_echo: need one keyboard and one tablet\n");
+        return 1;
+    }
+    if (set_capslock()) {
+        printf("FAIL input_echo: statusq did not return the LED event\n");
+        return 1;
+    }
+    printf("input_echo: ready\n");
+    deadline_set(&d, WAIT_MS);
+    while (!deadline_passed(&d)) {
+        int esc = drain(&kbd);
+        drain(&tab);
+        if (esc) {
+            printf("PASS input_echo\n");
+            return 0;
+        }
+    }
+    printf("FAIL input_echo: no KEY_ESC within %d ms\n", WAIT_MS);
+    return 1;
+}

@@ -1,0 +1,548 @@
+"""Tier 1: the virtio-9p device (9P2000.L, csrc/dev/p9_server.c) driven over virtio-mmio with hand-made messages.
+
+Confinement is the point of most of these: nothing a guest sends may reach outside the shared directory.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import struct
+
+import pytest
+
+import vmmpy
+from tests.virtio_driver import VirtioMMIO, find_devices
+
+P9_ID = 9
+F_MOUNT_TAG = 1 << 0
+NOTAG, NOFID = 0xFFFF, 0xFFFFFFFF
+MAX_MSIZE = 512 * 1024
+
+# 9P2000.L message types (T; R = T + 1)
+RLERROR = 7
+TSTATFS, TLOPEN, TLCREATE, TSYMLINK, TMKNOD, TRENAME, TREADLINK, TGETATTR, TSETATTR = 8, 12, 14, 16, 18, 20, 22, 24, 26
+TXATTRWALK, TXATTRCREATE, TREADDIR, TFSYNC, TLOCK, TGETLOCK = 30, 32, 40, 50, 52, 54
+TLINK, TMKDIR, TRENAMEAT, TUNLINKAT = 70, 72, 74, 76
+TVERSION, TAUTH, TATTACH, TFLUSH, TWALK, TOPEN, TREAD, TWRITE, TCLUNK, TREMOVE = (
+    100,
+    102,
+    104,
+    108,
+    110,
+    112,
+    116,
+    118,
+    120,
+    122,
+)
+O_RDONLY, O_WRONLY, O_RDWR, O_TRUNC = 0, 1, 2, 0o1000  # Linux dotl flags
+QTDIR, QTSYMLINK = 0x80, 0x02
+
+
+def s(text: str | bytes) -> bytes:
+    b = text.encode() if isinstance(text, str) else text
+    return struct.pack("<H", len(b)) + b
+
+
+def msg(type_: int, body: bytes, tag: int = 1) -> bytes:
+    return struct.pack("<IBH", 7 + len(body), type_, tag) + body
+
+
+def qid(data: bytes, off: int = 0) -> tuple[int, int, int]:
+    return struct.unpack_from("<BIQ", data, off)
+
+
+class P9Error(Exception):
+    def __init__(self, code: int):
+        super().__init__(f"Rlerror {code} ({errno.errorcode.get(code, '?')})")
+        self.errno = code
+
+
+class P9:
+    """A 9P2000.L client over the device's request queue (one request at a time)."""
+
+    def __init__(self, m: vmmpy.Machine, index: int = 0):
+        slots = [sl for sl, dev_id in find_devices(m) if dev_id == P9_ID]
+        self.m = m
+        self.dev = VirtioMMIO(m, slots[index])
+        (self.q,) = self.dev.init(queues=1)
+        self.tag = 0
+
+    def mount_tag(self) -> bytes:
+        n = self.dev.config_read(0, 2)
+        return bytes(self.dev.config_read(2 + i, 1) for i in range(n))
+
+    def raw(self, out: list[bytes], resp: list[int] | int = 8192) -> bytes:
+        head = self.q.add(out, [resp] if isinstance(resp, int) else resp)
+        self.q.notify()
+        used = self.q.get_used()
+        assert [u[0] for u in used] == [head], "each request is answered at once"
+        data = self.q.chain_data(head)[: used[0][1]]
+        if data:
+            assert struct.unpack_from("<I", data)[0] == len(data), "size field == bytes written"
+        return data
+
+    def call(self, type_: int, body: bytes, resp: int = 8192) -> bytes:
+        self.tag = (self.tag + 1) % 0xFFFF
+        data = self.raw([msg(type_, body, self.tag)], resp)
+        size, rtype, tag = struct.unpack_from("<IBH", data)
+        assert tag == self.tag
+        if rtype == RLERROR:
+            raise P9Error(struct.unpack_from("<I", data, 7)[0])
+        assert rtype == type_ + 1, (type_, rtype)
+        return data[7:]
+
+    def err(self, type_: int, body: bytes) -> int:
+        with pytest.raises(P9Error) as ei:
+            self.call(type_, body)
+        return ei.value.errno
+
+    # -- the usual requests ---------------------------------------------------
+    def version(self, msize: int = MAX_MSIZE, version: str = "9P2000.L") -> tuple[int, str]:
+        r = self.call(TVERSION, struct.pack("<I", msize) + s(version))
+        (n,) = struct.unpack_from("<H", r, 4)
+        return struct.unpack_from("<I", r)[0], r[6 : 6 + n].decode()
+
+    def attach(self, fid: int = 0) -> tuple:
+        return qid(self.call(TATTACH, struct.pack("<II", fid, NOFID) + s("root") + s("") + struct.pack("<I", 0)))
+
+    def walk(self, fid: int, newfid: int, *names: str | bytes) -> list[tuple]:
+        r = self.call(TWALK, struct.pack("<IIH", fid, newfid, len(names)) + b"".join(s(n) for n in names))
+        (n,) = struct.unpack_from("<H", r)
+        return [qid(r, 2 + 13 * i) for i in range(n)]
+
+    def blocked(self, fid: int, newfid: int, *names: str) -> list[tuple]:
+        """A walk that must stop early: a partial Rwalk (or Rlerror), and newfid is not created."""
+        try:
+            qs = self.walk(fid, newfid, *names)
+        except P9Error:
+            qs = []
+        assert len(qs) < len(names), names
+        assert self.err(TCLUNK, struct.pack("<I", newfid)) == errno.EBADF
+        return qs
+
+    def lopen(self, fid: int, flags: int = O_RDONLY) -> tuple:
+        return qid(self.call(TLOPEN, struct.pack("<II", fid, flags)))
+
+    def lcreate(self, fid: int, name: str, flags: int = O_RDWR, mode: int = 0o644) -> tuple:
+        return qid(self.call(TLCREATE, struct.pack("<I", fid) + s(name) + struct.pack("<III", flags, mode, 0)))
+
+    def read(self, fid: int, off: int = 0, count: int = 4096) -> bytes:
+        r = self.call(TREAD, struct.pack("<IQI", fid, off, count), resp=count + 64)
+        (n,) = struct.unpack_from("<I", r)
+        return r[4 : 4 + n]
+
+    def write(self, fid: int, data: bytes, off: int = 0) -> int:
+        return struct.unpack("<I", self.call(TWRITE, struct.pack("<IQI", fid, off, len(data)) + data))[0]
+
+    def clunk(self, fid: int) -> None:
+        self.call(TCLUNK, struct.pack("<I", fid))
+
+    def getattr(self, fid: int) -> dict:
+        r = self.call(TGETATTR, struct.pack("<IQ", fid, 0x3FFF))
+        valid, = struct.unpack_from("<Q", r)
+        mode, uid, gid, nlink, rdev, size = struct.unpack_from("<IIIQQQ", r, 8 + 13)
+        return {"valid": valid, "qid": qid(r, 8), "mode": mode, "nlink": nlink, "size": size}
+
+    def readdir(self, fid: int, off: int = 0, count: int = 4096) -> list[tuple[str, int]]:
+        r = self.call(TREADDIR, struct.pack("<IQI", fid, off, count))
+        (n,) = struct.unpack_from("<I", r)
+        out, at = [], 4
+        while at < 4 + n:
+            nxt, _t, ln = struct.unpack_from("<QBH", r, at + 13)
+            out.append((r[at + 24 : at + 24 + ln].decode(), nxt))
+            at += 24 + ln
+        assert at == 4 + n
+        return out
+
+    def listdir(self, fid: int, count: int = 4096) -> list[str]:
+        names, off = [], 0
+        while True:
+            ents = self.readdir(fid, off, count)
+            if not ents:
+                return names
+            names += [n for n, _ in ents]
+            off = ents[-1][1]
+
+    def mkdir(self, fid: int, name: str, mode: int = 0o755) -> tuple:
+        return qid(self.call(TMKDIR, struct.pack("<I", fid) + s(name) + struct.pack("<II", mode, 0)))
+
+    def symlink(self, fid: int, name: str, target: str) -> tuple:
+        return qid(self.call(TSYMLINK, struct.pack("<I", fid) + s(name) + s(target) + struct.pack("<I", 0)))
+
+    def readlink(self, fid: int) -> str:
+        r = self.call(TREADLINK, struct.pack("<I", fid))
+        return r[2:].decode()
+
+    def unlinkat(self, fid: int, name: str, flags: int = 0) -> None:
+        self.call(TUNLINKAT, struct.pack("<I", fid) + s(name) + struct.pack("<I", flags))
+
+    def renameat(self, ofid: int, oname: str, nfid: int, nname: str) -> None:
+        self.call(TRENAMEAT, struct.pack("<I", ofid) + s(oname) + struct.pack("<I", nfid) + s(nname))
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """tmp/share (the share: hello.txt, sub/inner.txt) next to tmp/outside (secret.txt)."""
+    share, outside = tmp_path / "share", tmp_path / "outside"
+    share.mkdir()
+    outside.mkdir()
+    (share / "hello.txt").write_bytes(b"hello, 9p\n")
+    (share / "sub").mkdir()
+    (share / "sub" / "inner.txt").write_bytes(b"inner")
+    (outside / "secret.txt").write_bytes(b"SECRET")
+    (tmp_path / "secret.txt").write_bytes(b"SECRET")
+    return share, outside
+
+
+@pytest.fixture
+def p9(tree):
+    share, _ = tree
+    with vmmpy.Machine(share=[(share, "hostshare")]) as m:
+        c = P9(m)
+        assert c.version() == (MAX_MSIZE, "9P2000.L")
+        c.attach(0)
+        yield c
+
+
+# -- the device -------------------------------------------------------------------------------
+
+
+def test_device_id_features_and_mount_tag(tree):
+    share, _ = tree
+    with vmmpy.Machine(share=[(share, "hostshare"), (share, "second", True)]) as m:
+        assert [d for _, d in find_devices(m)] == [P9_ID, P9_ID]
+        a, b = P9(m, 0), P9(m, 1)
+        assert a.dev.device_features() & F_MOUNT_TAG
+        assert a.mount_tag() == b"hostshare" and b.mount_tag() == b"second"
+
+
+def test_machine_share_arguments(tmp_path):
+    with vmmpy.Machine(share=str(tmp_path)) as m:
+        assert P9(m).mount_tag() == b"share"
+    with pytest.raises(FileNotFoundError, match="no such directory"):
+        vmmpy.Machine(share=str(tmp_path / "missing"))
+    (tmp_path / "f").write_bytes(b"")
+    with pytest.raises(vmmpy.errors.InvalidArgument, match="not a directory"):
+        vmmpy.Machine(share=str(tmp_path / "f"))
+    for bad in ("", "a" * 65, "has space"):
+        with pytest.raises(vmmpy.errors.InvalidArgument, match="tag"):
+            vmmpy.Machine(share=[(tmp_path, bad)])
+
+
+def test_version_negotiation(tree):
+    share, _ = tree
+    with vmmpy.Machine(share=share) as m:
+        c = P9(m)
+        assert c.version(1 << 20) == (MAX_MSIZE, "9P2000.L")  # clamped to ours
+        assert c.version(8192) == (8192, "9P2000.L")
+        assert c.version(8192, "9P2000") == (8192, "unknown")
+        assert c.version(8192, "9P2000.u") == (8192, "unknown")
+        assert c.err(TVERSION, struct.pack("<I", 100) + s("9P2000.L")) == errno.EINVAL
+
+
+# -- round trips ------------------------------------------------------------------------------
+
+
+def test_walk_open_read_write_clunk(p9, tree):
+    share, _ = tree
+    root = p9.walk(0, 1)  # clone
+    assert root == []
+    (q,) = p9.walk(0, 2, "hello.txt")
+    assert q[0] == 0 and q[2] == os.stat(share / "hello.txt").st_ino
+    p9.lopen(2)
+    assert p9.read(2) == b"hello, 9p\n"
+    assert p9.read(2, 7, 2) == b"9p"
+    assert p9.read(2, 100) == b""
+    assert p9.getattr(2)["size"] == 10
+    p9.clunk(2)
+    assert p9.err(TCLUNK, struct.pack("<I", 2)) == errno.EBADF
+
+    qs = p9.walk(0, 3, "sub", "inner.txt")
+    assert qs[0][0] == QTDIR and len(qs) == 2
+    p9.lcreate(1, "new.txt")  # fid 1 (the root clone) becomes the new file, open read-write
+    assert p9.write(1, b"0123456789") == 10
+    assert p9.write(1, b"AB", 3) == 2
+    p9.call(TFSYNC, struct.pack("<II", 1, 0))
+    assert p9.read(1) == b"012AB56789"
+    p9.clunk(1)
+    assert (share / "new.txt").read_bytes() == b"012AB56789"
+
+
+def test_large_read_and_write_in_pieces(p9, tree):
+    """Linux's zero-copy path: the header and the payload in separate buffers, both ways."""
+    share, _ = tree
+    data = os.urandom(200_000)
+    p9.walk(0, 1)
+    p9.lcreate(1, "big.bin")
+    hdr = struct.pack("<IBHIQI", 7 + 16 + len(data), TWRITE, 9, 1, 0, len(data))
+    r = p9.raw([hdr, data[:100_000], data[100_000:]], [7, 4])
+    assert r == struct.pack("<IBHI", 11, TWRITE + 1, 9, len(data))
+    r = p9.raw([msg(TREAD, struct.pack("<IQI", 1, 0, len(data)), 10)], [11, 150_000, 60_000])
+    assert struct.unpack_from("<IBHI", r) == (11 + len(data), TREAD + 1, 10, len(data))
+    assert r[11:] == data
+    assert (share / "big.bin").read_bytes() == data
+
+
+def test_directories_links_and_renames(p9, tree):
+    share, _ = tree
+    p9.walk(0, 1)
+    assert p9.mkdir(0, "d")[0] == QTDIR
+    assert p9.symlink(0, "ln", "hello.txt")[0] == QTSYMLINK
+    assert os.readlink(share / "ln") == "hello.txt"
+    (q,) = p9.walk(0, 2, "ln")
+    assert q[0] == QTSYMLINK
+    assert p9.readlink(2) == "hello.txt"
+    assert p9.err(TLOPEN, struct.pack("<II", 2, O_RDONLY)) == errno.ELOOP  # never followed on the host
+    p9.walk(0, 3, "hello.txt")
+    p9.walk(0, 4, "d")
+    p9.call(TLINK, struct.pack("<II", 4, 3) + s("hard"))
+    assert os.stat(share / "d" / "hard").st_ino == os.stat(share / "hello.txt").st_ino
+    p9.renameat(4, "hard", 0, "moved")
+    assert (share / "moved").read_bytes() == b"hello, 9p\n"
+    p9.unlinkat(0, "moved")
+    p9.unlinkat(0, "ln")
+    assert p9.err(TUNLINKAT, struct.pack("<I", 0) + s("sub") + struct.pack("<I", 0)) == errno.EISDIR
+    p9.unlinkat(0, "d", 0x200)
+    assert sorted(os.listdir(share)) == ["hello.txt", "sub"]
+    p9.lopen(1)
+    assert sorted(p9.listdir(1)) == [".", "..", "hello.txt", "sub"]
+    # setattr: mode, size
+    p9.call(TSETATTR, struct.pack("<IIIIIQQQQQ", 3, 0x1 | 0x8, 0o600, 0, 0, 5, 0, 0, 0, 0))
+    st = os.stat(share / "hello.txt")
+    assert st.st_mode & 0o777 == 0o600 and st.st_size == 5
+    r = p9.call(TSTATFS, struct.pack("<I", 0))
+    assert len(r) == 4 + 4 + 8 * 6 + 4
+    p9.call(TREMOVE, struct.pack("<I", 3))
+    assert not (share / "hello.txt").exists()
+    assert p9.err(TCLUNK, struct.pack("<I", 3)) == errno.EBADF  # Tremove clunks
+
+
+def test_readdir_in_small_pieces(p9, tree):
+    share, _ = tree
+    names = {f"file-{i:03d}-" + "x" * 40 for i in range(150)}
+    for n in names:
+        (share / "sub" / n).write_bytes(b"")
+    p9.walk(0, 1, "sub")
+    p9.lopen(1)
+    got = p9.listdir(1, count=300)  # a few entries per reply
+    assert len(got) == len(set(got)) == 153
+    assert set(got) == names | {".", "..", "inner.txt"}
+
+
+def test_locks_xattrs_flush_and_unknown_messages(p9):
+    p9.walk(0, 1, "hello.txt")
+    p9.lopen(1)
+    r = p9.call(TLOCK, struct.pack("<IBIQQI", 1, 1, 0, 0, 0, 42) + s("client"))
+    assert r == b"\x00"
+    r = p9.call(TGETLOCK, struct.pack("<IBQQI", 1, 1, 0, 10, 42) + s("client"))
+    assert r[0] == 2  # unlocked
+    assert p9.err(TXATTRWALK, struct.pack("<II", 1, 5) + s("user.x")) == errno.EOPNOTSUPP
+    p9.call(TFLUSH, struct.pack("<H", 3))
+    assert p9.err(TAUTH, struct.pack("<I", 9) + s("u") + s("") + struct.pack("<I", 0)) == errno.EOPNOTSUPP
+    assert p9.err(TOPEN, struct.pack("<IB", 1, 0)) == errno.EOPNOTSUPP  # 9P2000 legacy
+    assert p9.err(TVERSION + 1, b"") == errno.EOPNOTSUPP  # an R-message
+
+
+# -- malformed messages and bad fids ----------------------------------------------------------
+
+
+def lerror(data: bytes) -> tuple[int, int]:
+    size, t, tag, e = struct.unpack("<IBHI", data)
+    assert size == 11 and t == RLERROR
+    return tag, e
+
+
+def test_truncated_and_oversized_messages(p9):
+    assert lerror(p9.raw([b"\x05\x00"])) == (NOTAG, errno.EPROTO)
+    assert p9.raw([b"\x07\x00\x00\x00"], [1]) == b""  # no room for any answer
+    # the size field claims more than the chain holds
+    m = msg(TWALK, struct.pack("<IIH", 0, 1, 1) + s("hello.txt"), 5)
+    assert lerror(p9.raw([m[:-3]])) == (5, errno.EPROTO)
+    assert lerror(p9.raw([struct.pack("<IBH", 3, TCLUNK, 6)])) == (6, errno.EPROTO)
+    # fields cut short inside a consistent size field
+    for body in (b"", struct.pack("<I", 0), struct.pack("<IIH", 0, 1, 2) + s("a") + b"\x09\x00ab"):
+        assert lerror(p9.raw([msg(TWALK, body, 7)])) == (7, errno.EPROTO)
+    assert lerror(p9.raw([msg(TWRITE, struct.pack("<IQI", 0, 0, 1000) + b"short", 8)])) == (8, errno.EPROTO)
+    assert lerror(p9.raw([msg(TREAD, b"\x00" * 15, 8)])) == (8, errno.EPROTO)
+    # every message type cut at every length: Rlerror, never a crash
+    full = {
+        TWALK: struct.pack("<IIH", 0, 1, 1) + s("sub"),
+        TLCREATE: struct.pack("<I", 0) + s("x") + struct.pack("<III", 2, 0o644, 0),
+        TSETATTR: struct.pack("<IIIIIQQQQQ", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
+        TRENAMEAT: struct.pack("<I", 0) + s("a") + struct.pack("<I", 0) + s("b"),
+        TGETLOCK: struct.pack("<IBQQI", 0, 1, 0, 0, 1) + s("c"),
+        TSYMLINK: struct.pack("<I", 0) + s("a") + s("b") + struct.pack("<I", 0),
+    }
+    for t, body in full.items():
+        for n in range(len(body)):
+            assert lerror(p9.raw([msg(t, body[:n], 11)])) == (11, errno.EPROTO), (t, n)
+    # larger than the negotiated msize
+    assert p9.version(4096) == (4096, "9P2000.L")
+    p9.attach(0)
+    big = msg(TWRITE, struct.pack("<IQI", 0, 0, 5000) + bytes(5000), 12)
+    assert lerror(p9.raw([big])) == (12, errno.EMSGSIZE)
+    # a reply never exceeds msize even if the buffer allows it
+    p9.walk(0, 1, "hello.txt")
+    p9.lopen(1)
+    r = p9.raw([msg(TREAD, struct.pack("<IQI", 1, 0, 100000), 13)], 100000)
+    assert len(r) == 11 + 10
+
+
+def test_bad_fids(p9):
+    assert p9.err(TCLUNK, struct.pack("<I", 77)) == errno.EBADF
+    assert p9.err(TWALK, struct.pack("<IIH", 77, 78, 0)) == errno.EBADF
+    assert p9.err(TREAD, struct.pack("<IQI", 0, 0, 10)) == errno.EBADF  # not open
+    assert p9.err(TWRITE, struct.pack("<IQI", 0, 0, 1) + b"x") == errno.EBADF
+    assert p9.err(TATTACH, struct.pack("<II", 0, NOFID) + s("") + s("") + struct.pack("<I", 0)) == errno.EEXIST
+    p9.walk(0, 1)
+    assert p9.err(TWALK, struct.pack("<IIH", 0, 1, 0)) == errno.EEXIST  # newfid in use
+    assert p9.err(TGETATTR, struct.pack("<IQ", 12345, 0)) == errno.EBADF
+    # a failing first component creates nothing; a later one gives a partial Rwalk
+    assert p9.err(TWALK, struct.pack("<IIH", 0, 2, 1) + s("nope")) == errno.ENOENT
+    assert len(p9.walk(0, 2, "sub", "nope")) == 1
+    assert p9.err(TCLUNK, struct.pack("<I", 2)) == errno.EBADF
+    p9.lopen(1)
+    assert p9.err(TLOPEN, struct.pack("<II", 1, 0)) == errno.EBADF  # already open
+    # Tversion starts a new session: every fid is gone
+    p9.version()
+    assert p9.err(TCLUNK, struct.pack("<I", 0)) == errno.EBADF
+
+
+def test_device_reset_drops_fids(tree):
+    share, _ = tree
+    with vmmpy.Machine(share=share) as m:
+        c = P9(m)
+        c.version()
+        c.attach(0)
+        c.dev.reset()
+        c = P9(m)
+        assert c.err(TCLUNK, struct.pack("<I", 0)) == errno.EBADF
+
+
+def test_fid_table_limit(p9):
+    for i in range(1, 4096):
+        p9.walk(0, i)
+    assert p9.err(TWALK, struct.pack("<IIH", 0, 5000, 0)) == errno.ENFILE
+    p9.clunk(17)
+    p9.walk(0, 5000)
+
+
+# -- confinement --------------------------------------------------------------------------------
+
+
+def test_bad_names(p9):
+    for bad, e in (
+        ("a/b", errno.EINVAL),
+        ("/etc", errno.EINVAL),
+        ("", errno.EINVAL),
+        (b"a\x00b", errno.EINVAL),
+        ("x" * 256, errno.ENAMETOOLONG),
+    ):
+        assert p9.err(TWALK, struct.pack("<IIH", 0, 1, 1) + s(bad)) == e, bad
+        assert p9.err(TMKDIR, struct.pack("<I", 0) + s(bad) + struct.pack("<II", 0o755, 0)) == e, bad
+    for dots in (".", ".."):
+        assert p9.err(TMKDIR, struct.pack("<I", 0) + s(dots) + struct.pack("<II", 0o755, 0)) == errno.EINVAL
+        assert p9.err(TUNLINKAT, struct.pack("<I", 0) + s(dots) + struct.pack("<I", 0x200)) == errno.EINVAL
+        assert p9.err(TRENAMEAT, struct.pack("<I", 0) + s("sub") + struct.pack("<I", 0) + s(dots)) == errno.EINVAL
+    assert p9.err(TWALK, struct.pack("<IIH", 0, 1, 17) + s("sub") * 17) == errno.EINVAL
+    assert len(p9.walk(0, 1, *(["sub", ".."] * 8))) == 16  # 16 names is fine
+
+
+def test_dotdot_stays_inside(p9, tree):
+    share, _ = tree
+    root = p9.attach(9)
+    qs = p9.walk(0, 1, "..", "..", "..")
+    assert all(q == root for q in qs)
+    # a partial walk (the ".." is answered, the name above the share is not there) creates no fid
+    for name in ("secret.txt", "outside", "share"):
+        assert p9.walk(0, 2, "..", name) == [root]
+        assert p9.err(TCLUNK, struct.pack("<I", 2)) == errno.EBADF
+    qs = p9.walk(0, 2, "sub", "..", "..", "sub", "inner.txt")
+    assert qs[-1][2] == os.stat(share / "sub" / "inner.txt").st_ino
+    p9.walk(1, 3, "sub")
+    assert p9.walk(3, 4, "..", "..")[-1] == root
+
+
+def test_symlinks_are_never_followed(p9, tree):
+    share, outside = tree
+    os.symlink("/", share / "toroot")
+    os.symlink("../..", share / "up")
+    os.symlink(str(outside), share / "out")
+    os.symlink(str(outside / "secret.txt"), share / "secretlink")
+    for link in ("toroot", "up", "out"):
+        assert p9.walk(0, 1, link)[0][0] == QTSYMLINK
+        assert p9.err(TWALK, struct.pack("<IIH", 1, 2, 1) + s("secret.txt")) == errno.ENOTDIR
+        assert p9.blocked(0, 2, link, "etc")[0][0] == QTSYMLINK
+        assert p9.blocked(0, 2, link, "secret.txt")[0][0] == QTSYMLINK
+        assert p9.err(TLOPEN, struct.pack("<II", 1, O_RDONLY)) == errno.ELOOP
+        assert p9.err(TREADDIR, struct.pack("<IQI", 1, 0, 1000)) == errno.EBADF
+        # creating "through" it
+        assert p9.err(TMKDIR, struct.pack("<I", 1) + s("x") + struct.pack("<II", 0o755, 0)) == errno.ENOTDIR
+        assert p9.err(TLCREATE, struct.pack("<I", 1) + s("x") + struct.pack("<III", 2, 0o644, 0)) == errno.ENOTDIR
+        p9.clunk(1)
+    p9.walk(0, 1, "secretlink")
+    assert p9.readlink(1) == str(outside / "secret.txt")
+    assert p9.err(TLOPEN, struct.pack("<II", 1, O_RDONLY)) == errno.ELOOP
+    # setattr on a symlink must not reach its target
+    assert p9.err(TSETATTR, struct.pack("<IIIIIQQQQQ", 1, 0x1, 0o777, 0, 0, 0, 0, 0, 0, 0)) == errno.EOPNOTSUPP
+    assert p9.err(TSETATTR, struct.pack("<IIIIIQQQQQ", 1, 0x8, 0, 0, 0, 0, 0, 0, 0, 0)) == errno.EINVAL
+    # O_CREAT onto an existing symlink does not follow it
+    p9.walk(0, 2)
+    assert p9.err(TLCREATE, struct.pack("<I", 2) + s("secretlink") + struct.pack("<III", 1 | O_TRUNC, 0o644, 0)) in (
+        errno.ELOOP,
+        errno.EEXIST,
+    )
+    assert (outside / "secret.txt").read_bytes() == b"SECRET"
+    assert oct((outside / "secret.txt").stat().st_mode & 0o777) != oct(0o777)
+
+
+def test_symlink_swapped_in_between_walks(p9, tree):
+    share, outside = tree
+    p9.walk(0, 1, "sub")  # fid 1 holds the directory itself
+    os.rename(share / "sub", share / "sub.old")
+    os.symlink(str(outside), share / "sub")  # the name now points outside
+    assert p9.blocked(0, 2, "sub", "secret.txt")[0][0] == QTSYMLINK
+    # the old fid still names the directory it walked to (now sub.old), inside the share
+    (q,) = p9.walk(1, 2, "inner.txt")
+    assert q[2] == os.stat(share / "sub.old" / "inner.txt").st_ino
+    assert p9.err(TWALK, struct.pack("<IIH", 1, 3, 1) + s("secret.txt")) == errno.ENOENT
+    p9.lopen(2)
+    assert p9.read(2) == b"inner"
+    # a directory replaced by a symlink under an open walk target: creating in it stays in the old dir
+    p9.mkdir(1, "made")
+    assert (share / "sub.old" / "made").is_dir() and not (outside / "made").exists()
+    assert sorted(os.listdir(outside)) == ["secret.txt"]
+
+
+def test_read_only_share(tree):
+    share, _ = tree
+    before = sorted(os.listdir(share))
+    with vmmpy.Machine(share=[(share, "ro", True)]) as m:
+        c = P9(m)
+        c.version()
+        c.attach(0)
+        c.walk(0, 1, "hello.txt")
+        c.walk(0, 2)
+        for t, body in (
+            (TLOPEN, struct.pack("<II", 1, O_WRONLY)),
+            (TLOPEN, struct.pack("<II", 1, O_RDONLY | O_TRUNC)),
+            (TLCREATE, struct.pack("<I", 2) + s("x") + struct.pack("<III", 2, 0o644, 0)),
+            (TMKDIR, struct.pack("<I", 0) + s("x") + struct.pack("<II", 0o755, 0)),
+            (TSYMLINK, struct.pack("<I", 0) + s("x") + s("y") + struct.pack("<I", 0)),
+            (TMKNOD, struct.pack("<I", 0) + s("x") + struct.pack("<IIII", 0o10644, 0, 0, 0)),
+            (TUNLINKAT, struct.pack("<I", 0) + s("hello.txt") + struct.pack("<I", 0)),
+            (TRENAMEAT, struct.pack("<I", 0) + s("hello.txt") + struct.pack("<I", 0) + s("z")),
+            (TLINK, struct.pack("<II", 0, 1) + s("z")),
+            (TRENAME, struct.pack("<II", 1, 0) + s("z")),
+            (TSETATTR, struct.pack("<IIIIIQQQQQ", 1, 0x8, 0, 0, 0, 0, 0, 0, 0, 0)),
+            (TXATTRCREATE, struct.pack("<I", 1) + s("user.a") + struct.pack("<QI", 1, 0)),
+        ):
+            assert c.err(t, body) == errno.EROFS, t
+        c.lopen(1)
+        assert c.read(1) == b"hello, 9p\n"
+        assert c.err(TWRITE, struct.pack("<IQI", 1, 0, 1) + b"x") == errno.EROFS
+        assert c.err(TREMOVE, struct.pack("<I", 1)) == errno.EROFS
+    assert sorted(os.listdir(share)) == before
+    assert (share / "hello.txt").read_bytes() == b"hello, 9p\n"
