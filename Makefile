@@ -1,7 +1,7 @@
 # vmmpy - build, test and demo entry points. `make test` and `make demo` work on a fresh Debian machine.
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
-DEB_PKGS := clang lld llvm libfdt-dev zlib1g-dev qemu-system-arm cppcheck clang-format
+DEB_PKGS := clang lld llvm libclang-rt-14-dev libfdt-dev zlib1g-dev qemu-system-arm cppcheck clang-format
 PY_PKGS := cffi pytest Pillow pylibfdt unicorn==2.1.4 ruff setuptools wheel
 SRCS := $(wildcard csrc/*/*.c csrc/*/*.h) include/vmm.h vmmpy/_build_ffi.py
 STAMP := build/.stamp-ext

@@ -381,3 +381,63 @@ def test_virtio_rng_feeds_dev_hwrng(debian_kernel, rng_initramfs, machine):
     assert all(len(set(s)) > 16 for s in samples), samples  # not constant
     assert samples[0] != samples[1]
     assert m.wait(timeout=60).ok
+
+
+P9_INIT = """#!/bin/sh
+export PATH=/bin:/sbin:/usr/bin HOME=/root
+mount -t proc proc /proc; mount -t sysfs sysfs /sys; mount -t devtmpfs devtmpfs /dev
+/etc/vmmpy/load-modules
+mkdir -p /mnt/s /mnt/ro
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 share /mnt/s || echo "VMMPY-9P-FAIL mount"
+mount -t 9p -o trans=virtio,version=9p2000.L readonly /mnt/ro || echo "VMMPY-9P-FAIL mount ro"
+cd /mnt/s
+echo "VMMPY-9P host says: $(cat from-host.txt)"
+i=0; while [ $i -lt 2000 ]; do echo "line $i of the guest's file"; i=$((i+1)); done > big.txt
+mkdir -p dir/sub && echo nested > dir/sub/n.txt
+echo "to be renamed" > old.txt && mv old.txt new.txt
+echo "to be removed" > gone.txt && rm gone.txt
+ln -s new.txt link-to-new
+rmdir emptydir 2>/dev/null; mkdir emptydir && rmdir emptydir
+ls -la /mnt/s > /dev/null
+cat link-to-new > via-link.txt
+sync
+echo "escape" > /mnt/ro/nope.txt 2>/dev/null && echo "VMMPY-9P-FAIL ro write allowed"
+ls ../.. > /dev/null
+echo "VMMPY-9P-DONE $(wc -l < big.txt)"
+cd /; umount /mnt/s; umount /mnt/ro
+poweroff -f
+"""
+
+
+@pytest.fixture(scope="session")
+def p9_initramfs() -> str:
+    return _initramfs(init_script=P9_INIT, modules=["virtio_mmio", "9pnet_virtio", "9p"])
+
+
+def test_virtio_9p_share_from_linux(debian_kernel, p9_initramfs, machine, tmp_path):
+    """Linux's v9fs mounts the share; creates, writes, renames, links and removes show on the host byte-exact."""
+    share, ro = tmp_path / "share", tmp_path / "ro"
+    share.mkdir()
+    ro.mkdir()
+    (share / "from-host.txt").write_text("hello from the host\n")
+    (ro / "keep.txt").write_text("read only\n")
+    m = machine(
+        debian_kernel,
+        cpus=CPUS,
+        ram="512M",
+        initrd=p9_initramfs,
+        cmdline=CMDLINE,
+        share=[(share, "share"), (ro, "readonly", True)],
+    )
+    m.serial.expect(rb"VMMPY-9P host says: hello from the host", timeout=VMMPY_BOOT_TIMEOUT)
+    m.serial.expect(rb"VMMPY-9P-DONE 2000", timeout=120)
+    assert m.wait(timeout=60).ok
+    assert "VMMPY-9P-FAIL" not in m.serial.text, m.serial.text[-3000:]
+    expected = "".join(f"line {i} of the guest's file\n" for i in range(2000))
+    assert (share / "big.txt").read_text() == expected
+    assert (share / "dir" / "sub" / "n.txt").read_text() == "nested\n"
+    assert (share / "new.txt").read_text() == "to be renamed\n" and not (share / "old.txt").exists()
+    assert not (share / "gone.txt").exists() and not (share / "emptydir").exists()
+    assert os.readlink(share / "link-to-new") == "new.txt"
+    assert (share / "via-link.txt").read_text() == "to be renamed\n"
+    assert sorted(p.name for p in ro.iterdir()) == ["keep.txt"]

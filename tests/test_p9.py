@@ -8,6 +8,8 @@ from __future__ import annotations
 import errno
 import os
 import struct
+import subprocess
+import sys
 
 import pytest
 
@@ -141,7 +143,7 @@ class P9:
 
     def getattr(self, fid: int) -> dict:
         r = self.call(TGETATTR, struct.pack("<IQ", fid, 0x3FFF))
-        valid, = struct.unpack_from("<Q", r)
+        (valid,) = struct.unpack_from("<Q", r)
         mode, uid, gid, nlink, rdev, size = struct.unpack_from("<IIIQQQ", r, 8 + 13)
         return {"valid": valid, "qid": qid(r, 8), "mode": mode, "nlink": nlink, "size": size}
 
@@ -546,3 +548,24 @@ def test_read_only_share(tree):
         assert c.err(TREMOVE, struct.pack("<I", 1)) == errno.EROFS
     assert sorted(os.listdir(share)) == before
     assert (share / "hello.txt").read_bytes() == b"hello, 9p\n"
+
+
+# -- the CLI ----------------------------------------------------------------------------------------
+
+
+def test_cli_share_option(tmp_path, guest):
+    from vmmpy.cli import _share, _shares
+
+    assert _share("/a/b") == ("/a/b", None, False)
+    assert _share("/a/b:ro:tag=x") == _share("/a/b:tag=x:ro") == ("/a/b", "x", True)
+    assert _share("/a:b:rw") == ("/a:b", None, False)
+    assert _shares([_share("/a"), _share("/b:ro"), _share("/c:tag=z")]) == [
+        ("/a", "share", False),
+        ("/b", "share1", True),
+        ("/c", "z", False),
+    ]
+    run = [sys.executable, "-m", "vmmpy", "run", guest("hello")]
+    p = subprocess.run([*run, "--share", f"{tmp_path}:ro:tag=host"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    p = subprocess.run([*run, "--share", str(tmp_path / "missing")], capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0 and "missing: no such directory" in p.stderr and "Traceback" not in p.stderr

@@ -71,6 +71,35 @@ def _disk(text: str) -> tuple[str, str]:
     return path, mode
 
 
+def _share(text: str) -> tuple[str, str | None, bool]:
+    """--share DIR[:ro][:tag=NAME]: trailing ":ro"/":rw" and ":tag=NAME" (either order), the rest is DIR."""
+    path, tag, ro = text, None, False
+    while True:
+        head, sep, opt = path.rpartition(":")
+        if not sep or not head:
+            break
+        if opt in ("ro", "rw"):
+            ro = opt == "ro"
+        elif opt.startswith("tag=") and tag is None:
+            tag = opt[4:]
+        else:
+            break
+        path = head
+    if not path or tag == "":
+        raise argparse.ArgumentTypeError(f"expected DIR[:ro][:tag=NAME], not {text!r}")
+    return path, tag, ro
+
+
+def _shares(specs: list[tuple[str, str | None, bool]]) -> list[tuple[str, str, bool]] | None:
+    """Untagged shares are "share", then "share1", "share2", ... (mount -t 9p -o trans=virtio TAG DIR)."""
+    out, n = [], 0
+    for path, tag, ro in specs:
+        if tag is None:
+            tag, n = ("share" if n == 0 else f"share{n}"), n + 1
+        out.append((path, tag, ro))
+    return out or None
+
+
 def _gpu_size(text: str) -> tuple[int, int]:
     w, sep, h = text.lower().partition("x")
     try:
@@ -176,6 +205,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="a virtio-blk disk over the raw image FILE (size a multiple of 512), read-only with :ro; repeatable",
     )
     r.add_argument("--rng", action="store_true", help="give the guest a virtio-rng entropy source (/dev/hwrng)")
+    r.add_argument(
+        "--share",
+        type=_share,
+        action="append",
+        default=[],
+        metavar="DIR[:ro][:tag=NAME]",
+        help="share the host directory DIR over virtio-9p (9P2000.L), read-only with :ro, mount tag NAME (default "
+        '"share", then "share1", ...); in the guest: mount -t 9p -o trans=virtio NAME /mnt; repeatable',
+    )
     r.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv for debug)")
     return p
 
@@ -328,6 +366,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         **_gpu_kwargs(args),
         disk=args.disk,
         rng=args.rng,
+        share=_shares(args.share),
     )
     out = sys.stdout.buffer
     interrupted = False

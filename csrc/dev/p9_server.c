@@ -91,13 +91,13 @@ enum {
 
 struct fid {
     uint32_t id;
-    int next;   /* hash chain (index + 1), or the free list when unused */
+    int next; /* hash chain (index + 1), or the free list when unused */
     bool used;
-    int fd;     /* the object */
-    int pfd;    /* its parent directory, -1 for the root and after ".." */
-    int ofd;    /* open for I/O (Tlopen/Tlcreate), -1 otherwise */
-    DIR *dir;   /* Treaddir stream over ofd */
-    long dpos;  /* telldir() after the last entry returned */
+    int fd;    /* the object */
+    int pfd;   /* its parent directory, -1 for the root and after ".." */
+    int ofd;   /* open for I/O (Tlopen/Tlcreate), -1 otherwise */
+    DIR *dir;  /* Treaddir stream over ofd */
+    long dpos; /* telldir() after the last entry returned */
     char name[P9_MAX_NAME + 1];
 };
 
@@ -361,10 +361,10 @@ static bool wants_write(uint32_t fl)
     return (fl & DOTL_ACCMODE) != 0 || (fl & (DOTL_TRUNC | DOTL_APPEND));
 }
 
-#define PARSED(r)                                                                                                      \
-    do {                                                                                                               \
-        if ((r)->err)                                                                                                  \
-            return EPROTO;                                                                                             \
+#define PARSED(r)          \
+    do {                   \
+        if ((r)->err)      \
+            return EPROTO; \
     } while (0)
 
 /* ---- the messages ----------------------------------------------------------- */

@@ -6,11 +6,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define P9_MAX_MSIZE (512u * 1024)  /* the largest msize we negotiate */
-#define P9_MIN_MSIZE 256u           /* Tversion below this is refused (EINVAL) */
-#define P9_MAX_FIDS 4096            /* more -> ENFILE */
-#define P9_MAX_WALK 16              /* names per Twalk */
-#define P9_MAX_NAME 255             /* bytes per path component */
+#define P9_MAX_MSIZE (512u * 1024) /* the largest msize we negotiate */
+#define P9_MIN_MSIZE 256u          /* Tversion below this is refused (EINVAL) */
+#define P9_MAX_FIDS 4096           /* more -> ENFILE */
+#define P9_MAX_WALK 16             /* names per Twalk */
+#define P9_MAX_NAME 255            /* bytes per path component */
 
 struct p9_server;
 

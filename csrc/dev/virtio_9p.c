@@ -54,8 +54,7 @@ static void p9dev_queue_notify(void *dev, unsigned qi)
         uint32_t written = 0;
 
         if (n < 7 || !out)
-            vmm__guest_error(d->vm, "virtio-9p", "request chain with %zu readable and %zu writable bytes",
-                             n, cap);
+            vmm__guest_error(d->vm, "virtio-9p", "request chain with %zu readable and %zu writable bytes", n, cap);
         if (out)
             written = (uint32_t)vmm__virtq_write(c, 0, d->resp, out);
         vmm__virtq_push(q, c, written);
