@@ -75,6 +75,7 @@ bench: build guests
 	$(PYTHON) bench/gpu.py
 	$(PYTHON) bench/idle.py
 	$(PYTHON) bench/linux_boot.py
+	$(PYTHON) bench/fs.py
 
 debian: deps
 	$(PYTHON) tools/fetch_debian.py

@@ -624,7 +624,6 @@ static int t_read(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
         return errno;
     w->off += (size_t)got;
     p9_put32(cnt, (uint32_t)got);
-    (void)s;
     return 0;
 }
 
