@@ -1,0 +1,252 @@
+/* p9_fid.c - the 9P server's fid table, its lifecycle and the confined host-file helpers. */
+#define _GNU_SOURCE
+#include "p9_internal.h"
+
+/* ---- the fid table -------------------------------------------------------- */
+
+struct fid *fid_get(struct p9_server *s, uint32_t id)
+{
+    for (int i = s->buckets[id % FID_BUCKETS]; i;) {
+        struct fid *f = &s->fids[i - 1];
+        if (f->id == id)
+            return f;
+        i = f->next;
+    }
+    return NULL;
+}
+
+struct fid *fid_new(struct p9_server *s, uint32_t id)
+{
+    struct fid *f;
+    int i = s->free_head;
+
+    if (!i)
+        return NULL;
+    f = &s->fids[i - 1];
+    s->free_head = f->next;
+    memset(f, 0, sizeof *f);
+    f->id = id;
+    f->used = true;
+    f->fd = f->pfd = f->ofd = -1;
+    f->next = s->buckets[id % FID_BUCKETS];
+    s->buckets[id % FID_BUCKETS] = i;
+    return f;
+}
+
+void fid_close_io(struct fid *f)
+{
+    if (f->dir)
+        closedir(f->dir); /* owns ofd */
+    else if (f->ofd >= 0)
+        close(f->ofd);
+    f->dir = NULL;
+    f->ofd = -1;
+}
+
+void fid_del(struct p9_server *s, struct fid *f)
+{
+    int idx = (int)(f - s->fids) + 1;
+    int *link = &s->buckets[f->id % FID_BUCKETS];
+
+    while (*link && *link != idx)
+        link = &s->fids[*link - 1].next;
+    if (*link)
+        *link = f->next;
+    fid_close_io(f);
+    if (f->fd >= 0)
+        close(f->fd);
+    if (f->pfd >= 0)
+        close(f->pfd);
+    f->used = false;
+    f->fd = f->pfd = -1;
+    f->next = s->free_head;
+    s->free_head = idx;
+}
+
+void fids_clear(struct p9_server *s, bool sync)
+{
+    s->free_head = 0;
+    memset(s->buckets, 0, sizeof s->buckets);
+    for (int i = P9_MAX_FIDS - 1; i >= 0; i--) {
+        struct fid *f = &s->fids[i];
+        if (f->used) {
+            if (sync && f->ofd >= 0)
+                fsync(f->ofd);
+            fid_close_io(f);
+            if (f->fd >= 0)
+                close(f->fd);
+            if (f->pfd >= 0)
+                close(f->pfd);
+        }
+        memset(f, 0, sizeof *f);
+        f->fd = f->pfd = f->ofd = -1;
+        f->next = s->free_head;
+        s->free_head = i + 1;
+    }
+}
+
+struct p9_server *p9_server_new(int root_fd, bool readonly)
+{
+    struct p9_server *s;
+    struct stat st;
+
+    if (root_fd < 0)
+        return NULL;
+    if (!(s = calloc(1, sizeof *s)) || fstat(root_fd, &st) || !S_ISDIR(st.st_mode)) {
+        free(s);
+        close(root_fd);
+        return NULL;
+    }
+    s->root = root_fd;
+    s->root_dev = st.st_dev;
+    s->root_ino = st.st_ino;
+    s->ro = readonly;
+    s->msize = P9_MAX_MSIZE;
+    fids_clear(s, false);
+    return s;
+}
+
+void p9_server_free(struct p9_server *s)
+{
+    if (!s)
+        return;
+    fids_clear(s, true);
+    close(s->root);
+    free(s);
+}
+
+void p9_server_reset(struct p9_server *s)
+{
+    if (!s)
+        return;
+    fids_clear(s, true);
+    s->msize = P9_MAX_MSIZE;
+}
+
+uint32_t p9_server_msize(const struct p9_server *s)
+{
+    return s ? s->msize : 0;
+}
+
+/* ---- helpers -------------------------------------------------------------- */
+
+void qid_of(const struct stat *st, struct p9_qid *q)
+{
+    q->type = S_ISDIR(st->st_mode) ? P9_QTDIR : S_ISLNK(st->st_mode) ? P9_QTSYMLINK : P9_QTFILE;
+    q->version = 0;
+    q->path = (uint64_t)st->st_ino;
+}
+
+int fd_qid(int fd, struct p9_qid *q)
+{
+    struct stat st;
+    if (fstat(fd, &st))
+        return errno;
+    qid_of(&st, q);
+    return 0;
+}
+
+int at_qid(int dirfd, const char *name, struct p9_qid *q)
+{
+    struct stat st;
+    if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW))
+        return errno;
+    qid_of(&st, q);
+    return 0;
+}
+
+bool is_root(const struct p9_server *s, int fd)
+{
+    struct stat st;
+    return !fstat(fd, &st) && st.st_dev == s->root_dev && st.st_ino == s->root_ino;
+}
+
+/*
+ * Read a path component into out (NUL-terminated). 0 or an errno: EPROTO if
+ * the message is short, ENAMETOOLONG, EINVAL for "", "/" or NUL inside, and
+ * (unless dots) for "." and "..".
+ */
+int get_name(struct p9_rd *r, char out[P9_MAX_NAME + 1], bool dots)
+{
+    uint16_t n;
+    const char *p = p9_rstr(r, &n);
+
+    if (!p)
+        return EPROTO;
+    if (n > P9_MAX_NAME)
+        return ENAMETOOLONG;
+    if (!n || memchr(p, '/', n) || memchr(p, 0, n))
+        return EINVAL;
+    memcpy(out, p, n);
+    out[n] = 0;
+    if (!dots && (!strcmp(out, ".") || !strcmp(out, "..")))
+        return EINVAL;
+    return 0;
+}
+
+/* A string we only parse (uname, client_id, ...). */
+int skip_str(struct p9_rd *r)
+{
+    uint16_t n;
+    return p9_rstr(r, &n) ? 0 : EPROTO;
+}
+
+void proc_path(char *buf, size_t len, int fd)
+{
+    snprintf(buf, len, "/proc/self/fd/%d", fd);
+}
+
+/* Open the fid's object itself (not a symlink: checked by the caller) with host flags. */
+int reopen(struct fid *f, int flags)
+{
+    char p[40];
+    int fd;
+
+    proc_path(p, sizeof p, f->fd);
+    fd = open(p, flags | O_CLOEXEC | O_NOCTTY);
+    if (fd >= 0 || errno != ENOENT)
+        return fd;
+    /* no /proc: the directory itself, or the name in its parent (no symlink followed) */
+    if (flags & O_DIRECTORY)
+        return openat(f->fd, ".", flags | O_CLOEXEC);
+    if (f->pfd >= 0)
+        return openat(f->pfd, f->name, flags | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW);
+    errno = ENOENT;
+    return -1;
+}
+
+int host_open_flags(uint32_t fl, int *out)
+{
+    int h;
+
+    switch (fl & DOTL_ACCMODE) {
+    case 0:
+        h = O_RDONLY;
+        break;
+    case 1:
+        h = O_WRONLY;
+        break;
+    case 2:
+        h = O_RDWR;
+        break;
+    default:
+        return EINVAL;
+    }
+    if (fl & DOTL_TRUNC)
+        h |= O_TRUNC;
+    if (fl & DOTL_APPEND)
+        h |= O_APPEND;
+    if (fl & DOTL_DSYNC)
+        h |= O_DSYNC;
+    if (fl & DOTL_SYNC)
+        h |= O_SYNC;
+    if (fl & DOTL_DIRECTORY)
+        h |= O_DIRECTORY;
+    *out = h;
+    return 0;
+}
+
+bool wants_write(uint32_t fl)
+{
+    return (fl & DOTL_ACCMODE) != 0 || (fl & (DOTL_TRUNC | DOTL_APPEND));
+}
