@@ -13,6 +13,7 @@ import os
 import pathlib
 import re
 import stat
+import struct
 import sys
 
 import pytest
@@ -441,3 +442,54 @@ def test_virtio_9p_share_from_linux(debian_kernel, p9_initramfs, machine, tmp_pa
     assert os.readlink(share / "link-to-new") == "new.txt"
     assert (share / "via-link.txt").read_text() == "to be renamed\n"
     assert sorted(p.name for p in ro.iterdir()) == ["keep.txt"]
+
+
+INPUT_INIT = """#!/bin/sh
+export PATH=/bin:/sbin:/usr/bin HOME=/root
+mount -t proc proc /proc; mount -t sysfs sysfs /sys; mount -t devtmpfs devtmpfs /dev
+/etc/vmmpy/load-modules
+for d in /sys/class/input/event*; do echo "VMMPY-INPUT-DEV $(basename $d) $(cat $d/device/name)"; done
+kbd=$(grep -l "vmmpy keyboard" /sys/class/input/event*/device/name | head -1 | cut -d/ -f5)
+tab=$(grep -l "vmmpy tablet" /sys/class/input/event*/device/name | head -1 | cut -d/ -f5)
+hexdump -v -C -n 96 /dev/input/$kbd > /tmp/kbd.hex &
+hexdump -v -C -n 72 /dev/input/$tab > /tmp/tab.hex &
+sleep 1
+echo "VMMPY-INPUT-READY"
+wait
+echo "VMMPY-KBD"; cat /tmp/kbd.hex
+echo "VMMPY-TAB"; cat /tmp/tab.hex
+echo "VMMPY-INPUT-DONE"
+poweroff -f
+"""
+
+
+@pytest.fixture(scope="session")
+def input_initramfs() -> str:
+    return _initramfs(init_script=INPUT_INIT, modules=["virtio_mmio", "virtio_input", "evdev"])
+
+
+def _events(hexdump: str) -> list[tuple[int, int, int]]:
+    """(type, code, value) of each 24-byte arm64 struct input_event in `hexdump -C` output."""
+    data = bytearray()
+    for line in hexdump.splitlines():
+        parts = line.split("|")[0].split()[1:]
+        data += bytes(int(p, 16) for p in parts if len(p) == 2)
+    return [struct.unpack_from("<HHi", data, off + 16) for off in range(0, len(data) - 23, 24)]
+
+
+def test_linux_evdev_reads_keyboard_and_tablet(debian_kernel, input_initramfs, machine):
+    """virtio_input + evdev: Linux sees both devices and reads the events the host injects."""
+    m = machine(debian_kernel, cpus=CPUS, ram="512M", initrd=input_initramfs, cmdline=CMDLINE, input=True)
+    m.serial.expect(rb"VMMPY-INPUT-DEV event\d vmmpy keyboard", timeout=VMMPY_BOOT_TIMEOUT)
+    m.serial.expect(rb"VMMPY-INPUT-READY", timeout=60)
+    m.keyboard.type("a")  # KEY_A press, SYN, release, SYN: 4 events
+    m.tablet.move(640, 400)  # ABS_X, ABS_Y, SYN: 3 events (Linux drops unchanged axes, so not 0, 0)
+    m.serial.expect(rb"VMMPY-INPUT-DONE", timeout=60)
+    assert m.wait(timeout=60).ok
+    text = m.serial.text.replace("\r", "")
+    kbd = text.split("VMMPY-KBD\n")[1].split("VMMPY-TAB")[0]
+    tab = text.split("VMMPY-TAB\n")[1].split("VMMPY-INPUT-DONE")[0]
+    assert _events(kbd) == [(1, 30, 1), (0, 0, 0), (1, 30, 0), (0, 0, 0)]
+    (tx, ty, syn) = _events(tab)
+    assert tx[:2] == (3, 0) and ty[:2] == (3, 1) and syn == (0, 0, 0)
+    assert 16000 < tx[2] < 16800 and 16000 < ty[2] < 16800  # the middle of 0..32767
