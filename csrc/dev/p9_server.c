@@ -4,6 +4,32 @@
 
 /* ---- the messages ----------------------------------------------------------- */
 
+/*
+ * The common start of a request that changes a directory: once its fields
+ * are read (name_err is get_name()'s result), the directory fid `id`, or why
+ * not (a bad name, a short message, no such fid, a read-only share).
+ */
+static int changing_dir(struct p9_server *s, struct p9_rd *r, int name_err, uint32_t id, struct fid **f)
+{
+    if (name_err)
+        return name_err;
+    PARSED(r);
+    if (!(*f = fid_get(s, id)))
+        return EBADF;
+    return s->ro ? EROFS : 0;
+}
+
+/* Reply with the qid of what `name` in dirfd now is. */
+static int reply_qid_at(struct p9_wr *w, int dirfd, const char *name)
+{
+    struct p9_qid q;
+    int e = at_qid(dirfd, name, &q);
+
+    if (!e)
+        p9_wqid(w, &q);
+    return e;
+}
+
 static int t_version(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
 {
     uint32_t msize = p9_r32(r);
@@ -200,13 +226,8 @@ static int t_lcreate(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
     int h, fd, pfd;
 
     p9_r32(r); /* gid: files belong to the VMM's user */
-    if (e)
+    if ((e = changing_dir(s, r, e, id, &f)))
         return e;
-    PARSED(r);
-    if (!(f = fid_get(s, id)))
-        return EBADF;
-    if (s->ro)
-        return EROFS;
     if (f->ofd >= 0)
         return EBADF;
     if ((e = host_open_flags(fl, &h)))
@@ -503,22 +524,13 @@ static int t_mkdir(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
     int e = get_name(r, name, false);
     uint32_t mode = p9_r32(r);
     struct fid *f;
-    struct p9_qid q;
 
     p9_r32(r); /* gid */
-    if (e)
+    if ((e = changing_dir(s, r, e, id, &f)))
         return e;
-    PARSED(r);
-    if (!(f = fid_get(s, id)))
-        return EBADF;
-    if (s->ro)
-        return EROFS;
     if (mkdirat(f->fd, name, (mode_t)(mode & 07777)))
         return errno;
-    if ((e = at_qid(f->fd, name, &q)))
-        return e;
-    p9_wqid(w, &q);
-    return 0;
+    return reply_qid_at(w, f->fd, name);
 }
 
 static int t_mknod(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
@@ -528,18 +540,12 @@ static int t_mknod(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
     int e = get_name(r, name, false);
     uint32_t mode = p9_r32(r);
     struct fid *f;
-    struct p9_qid q;
 
     p9_r32(r); /* major, minor: no device nodes on the host */
     p9_r32(r);
     p9_r32(r); /* gid */
-    if (e)
+    if ((e = changing_dir(s, r, e, id, &f)))
         return e;
-    PARSED(r);
-    if (!(f = fid_get(s, id)))
-        return EBADF;
-    if (s->ro)
-        return EROFS;
     switch (mode & S_IFMT) {
     case S_IFREG:
     case S_IFIFO:
@@ -553,10 +559,7 @@ static int t_mknod(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
     }
     if (mknodat(f->fd, name, (mode_t)(mode & (S_IFMT | 07777)), 0))
         return errno;
-    if ((e = at_qid(f->fd, name, &q)))
-        return e;
-    p9_wqid(w, &q);
-    return 0;
+    return reply_qid_at(w, f->fd, name);
 }
 
 static int t_symlink(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
@@ -567,7 +570,6 @@ static int t_symlink(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
     uint16_t tlen;
     const char *t = p9_rstr(r, &tlen);
     struct fid *f;
-    struct p9_qid q;
 
     p9_r32(r); /* gid */
     if (e)
@@ -585,10 +587,7 @@ static int t_symlink(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
         return EROFS;
     if (symlinkat(target, f->fd, name))
         return errno;
-    if ((e = at_qid(f->fd, name, &q)))
-        return e;
-    p9_wqid(w, &q);
-    return 0;
+    return reply_qid_at(w, f->fd, name);
 }
 
 static int t_readlink(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
@@ -708,13 +707,8 @@ static int t_unlinkat(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
     struct fid *f;
 
     (void)w;
-    if (e)
+    if ((e = changing_dir(s, r, e, id, &f)))
         return e;
-    PARSED(r);
-    if (!(f = fid_get(s, id)))
-        return EBADF;
-    if (s->ro)
-        return EROFS;
     return unlinkat(f->fd, name, fl & P9_AT_REMOVEDIR ? AT_REMOVEDIR : 0) ? errno : 0;
 }
 
