@@ -1,7 +1,9 @@
 /* input_echo.c - virtio-input: find the keyboard and the tablet, post event buffers, print every event
    as "input: kbd|tab type=T code=C value=V", light CAPSL through the keyboard's statusq, and end with
    "PASS input_echo" once KEY_ESC is pressed. Keyboard and tablet are told apart by their EV_BITS
-   (the tablet has EV_ABS), so it runs on vmmpy and on QEMU (virtio-keyboard/tablet-device). */
+   (the tablet has EV_ABS), so it runs on vmmpy and on QEMU (virtio-keyboard/tablet-device).
+   With a virtio-gpu it also shows frames: frame 1 (black) once ready, then one frame after every batch of
+   events it printed ("input_echo: frame N"); a left click draws a 5x5 white square at the pointer. */
 #include "rt.h"
 
 #define VIRTIO_ID_INPUT 18
@@ -14,6 +16,13 @@
 #define MMIO_QUEUE_NOTIFY 0x050
 #define DESC_F_WRITE 2
 #define WAIT_MS 120000
+#define VIRTIO_ID_GPU 16
+#define FB_BASE 0x41000000UL /* 16 MiB into RAM, far above the image */
+#define FB_MAX (64u << 20)
+#define ABS_X 0
+#define ABS_Y 1
+#define BTN_LEFT 0x110
+#define ABS_MAX 32767
 
 struct input {
     struct virtio_dev dev;
@@ -23,6 +32,32 @@ struct input {
 
 static struct input kbd = { .name = "kbd" }, tab = { .name = "tab" };
 static uint8_t led_msg[8] __attribute__((aligned(8)));
+
+static struct gpu gpu;
+static int have_gpu, frame;
+static uint32_t ptr_x, ptr_y; /* the tablet's pointer, in pixels */
+static int dot;               /* a left click since the last frame: draw it */
+
+/* One frame: the dot if there is one (a rectangle around it), else the top-left pixel. */
+static void show(void)
+{
+    uint32_t x = 0, y = 0, w = 1, h = 1;
+
+    if (!have_gpu)
+        return;
+    if (dot) {
+        x = ptr_x >= 2 ? ptr_x - 2 : 0;
+        y = ptr_y >= 2 ? ptr_y - 2 : 0;
+        w = x + 5 <= gpu.width ? 5 : gpu.width - x;
+        h = y + 5 <= gpu.height ? 5 : gpu.height - y;
+        for (uint32_t j = y; j < y + h; j++)
+            for (uint32_t i = x; i < x + w; i++)
+                gpu.fb[j * gpu.width + i] = GPU_RGB(255, 255, 255);
+        dot = 0;
+    }
+    if (gpu_flush(&gpu, x, y, w, h) == 0)
+        printf("input_echo: frame %d\n", ++frame);
+}
 
 static void kick(struct input *in, unsigned q)
 {
@@ -59,7 +94,7 @@ static int start(struct input *in, int slot)
 }
 
 /* Print the events the device has returned and give the buffers back; 1 once KEY_ESC was pressed. */
-static int drain(struct input *in)
+static int drain(struct input *in, int *any_out)
 {
     struct virtq *q = &in->dev.queue[0];
     volatile uint16_t *used_idx = &q->used.idx;
@@ -77,6 +112,13 @@ static int drain(struct input *in)
         unsigned type = b[0] | b[1] << 8, code = b[2] | b[3] << 8;
         int32_t value = (int32_t)(b[4] | b[5] << 8 | b[6] << 16 | (uint32_t)b[7] << 24);
         printf("input: %s type=%u code=%u value=%d\n", in->name, type, code, (int)value);
+        if (in == &tab && type == EV_ABS && (code == ABS_X || code == ABS_Y) && have_gpu) {
+            uint32_t extent = code == ABS_X ? gpu.width : gpu.height;
+            uint32_t px = (uint32_t)(((uint64_t)(uint32_t)value * (extent - 1) + ABS_MAX / 2) / ABS_MAX);
+            *(code == ABS_X ? &ptr_x : &ptr_y) = px < extent ? px : extent - 1;
+        }
+        if (in == &tab && type == EV_KEY && code == BTN_LEFT && value == 1)
+            dot = 1;
         if (in == &kbd && type == EV_KEY && code == KEY_ESC && value == 1)
             esc = 1;
         post(in, (uint16_t)e.id);
@@ -84,6 +126,7 @@ static int drain(struct input *in)
     }
     if (any)
         kick(in, 0);
+    *any_out |= any;
     return esc;
 }
 
@@ -135,11 +178,27 @@ int main(uint64_t dtb)
         printf("FAIL input_echo: statusq did not return the LED event\n");
         return 1;
     }
+    if (virtio_find(VIRTIO_ID_GPU, 0) >= 0) {
+        if (gpu_init(&gpu) || (uint64_t)gpu.width * gpu.height * 4 > FB_MAX ||
+            gpu_setup_framebuffer(&gpu, (uint32_t *)FB_BASE)) {
+            printf("FAIL input_echo: cannot set up the GPU\n");
+            return 1;
+        }
+        have_gpu = 1;
+    }
     printf("input_echo: ready\n");
+    if (have_gpu) { /* frame 1: the (black) screen, after "ready" */
+        uint32_t x = 0, y = 0, w = gpu.width, h = gpu.height;
+        if (gpu_flush(&gpu, x, y, w, h) == 0)
+            printf("input_echo: frame %d\n", ++frame);
+    }
     deadline_set(&d, WAIT_MS);
     while (!deadline_passed(&d)) {
-        int esc = drain(&kbd);
-        drain(&tab);
+        int any = 0;
+        int esc = drain(&kbd, &any);
+        drain(&tab, &any);
+        if (any)
+            show();
         if (esc) {
             printf("PASS input_echo\n");
             return 0;

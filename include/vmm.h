@@ -290,6 +290,18 @@ VMM_EXPORT int vmm_screen_hold(vmm_vm *vm, uint64_t frame);
  */
 VMM_EXPORT int vmm_screen_capture(vmm_vm *vm, uint64_t frame, void *buf, size_t len, uint32_t *width, uint32_t *height,
                                   uint64_t *frame_out);
+/*
+ * Deterministic mode: a pause for exact host input. vmm_screen_pause_at(vm, n) arms it (0 disarms): the run
+ * loop parks at the first round boundary where frame n exists, i.e. at the end of the round that flushed
+ * it. vmm_screen_pause_wait() waits up to timeout_ns until it is parked (0; 1 on timeout; VMM_EEOF if the
+ * run ended). While parked, vmm_clock_ns() is exact, and input scheduled at it (vmm_input_event_at,
+ * vmm_console_write_at) enters as the loop goes on; vmm_screen_resume() lets it go on (a stop or the
+ * timeout also do). Parking does not change what the guest executes. Arm it before the VM runs or while
+ * it is parked: armed later, it parks wherever the loop is. VMM_ESTATE in real-time mode.
+ */
+VMM_EXPORT int vmm_screen_pause_at(vmm_vm *vm, uint64_t frame);
+VMM_EXPORT int vmm_screen_pause_wait(vmm_vm *vm, uint64_t timeout_ns);
+VMM_EXPORT int vmm_screen_resume(vmm_vm *vm);
 
 /*
  * virtio-input (vmm_config.input = 1). Thread-safe, also before the VM runs.
@@ -305,6 +317,14 @@ VMM_EXPORT int vmm_input_event(vmm_vm *vm, int device, uint16_t type, uint16_t c
 VMM_EXPORT int vmm_input_stats(vmm_vm *vm, int device, uint64_t *delivered, uint64_t *pending, uint64_t *dropped);
 /* The keyboard's LEDs as last set by the guest via statusq: bit 0 NUML, 1 CAPSL, 2 SCROLLL. */
 VMM_EXPORT int vmm_input_leds(vmm_vm *vm, uint32_t *leds);
+/*
+ * vmm_input_event() at virtual time at_ns. Deterministic mode: the event waits (up to 65536 per device)
+ * until the run loop's clock reaches at_ns and enters the device between rounds, so the guest sees it at
+ * the same point every run; a time already past means "at the next round" (so does vmm_input_event()).
+ * Events due at the same time keep the order they were sent in. In real-time mode at_ns is ignored.
+ */
+VMM_EXPORT int vmm_input_event_at(vmm_vm *vm, int device, uint64_t at_ns, uint16_t type, uint16_t code,
+                                  int32_t value);
 
 /* Counters, for tests and benchmarks. */
 struct vmm_stats {

@@ -4,6 +4,7 @@
     python tools/fetch_debian.py --busybox  # prints the busybox path
     python tools/fetch_debian.py --modules  # prints the kernel's /lib/modules/<version> directory
     python tools/fetch_debian.py --config   # prints the kernel's /boot/config-<version> path
+    python tools/fetch_debian.py --sysroot DIR libfdt-dev zlib1g-dev   # arm64 -dev packages into DIR
 
 Needs `dpkg --add-architecture arm64` (done here when run as root) and Debian's package index.
 """
@@ -34,6 +35,8 @@ def _run(cmd: list[str], cwd: str | None = None) -> str:
 
 
 def ensure_arm64() -> None:
+    if _run(["dpkg", "--print-architecture"]).strip() == "arm64":
+        return  # an arm64 host: its own architecture
     if "arm64" in _run(["dpkg", "--print-foreign-architectures"]).split():
         return
     if os.geteuid() != 0:
@@ -122,15 +125,52 @@ def modules() -> str:
     return os.path.dirname(order)
 
 
+def sysroot(dest: str, pkgs: list[str]) -> str:
+    """Download the arm64 builds of `pkgs` and unpack them all (dpkg -x) into `dest`, a cross sysroot.
+
+    For `make aarch64`: libvmm's static link needs libfdt.a and libz.a (from the -dev packages) and
+    their headers. The unpack goes to a sibling directory first, so an interrupted run leaves no half tree.
+    """
+    ensure_arm64()
+    dest = os.path.abspath(dest)
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    names = [p if ":" in p else f"{p}:arm64" for p in pkgs]
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chmod(tmp, 0o777)  # so apt's sandbox user may write there
+        try:
+            _run(["apt-get", "download", "-qq", *names], cwd=tmp)
+        except FetchError:
+            _run(["apt-get", "update", "-qq"])
+            _run(["apt-get", "download", "-qq", *names], cwd=tmp)
+        debs = sorted(glob.glob(os.path.join(tmp, "*.deb")))
+        if len(debs) < len(names):
+            raise FetchError(f"apt-get download {' '.join(names)} produced only {len(debs)} .deb files")
+        stage = tempfile.mkdtemp(prefix=".sysroot-", dir=os.path.dirname(dest))
+        try:
+            for deb in debs:
+                _run(["dpkg", "-x", deb, stage])
+            shutil.rmtree(dest, ignore_errors=True)
+            os.replace(stage, dest)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+    return dest
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     what = ap.add_mutually_exclusive_group()
     what.add_argument("--busybox", action="store_true", help="fetch busybox-static:arm64 instead of the kernel")
     what.add_argument("--modules", action="store_true", help="unpack the kernel's modules; print their directory")
     what.add_argument("--config", action="store_true", help="print the path of the kernel's build configuration")
+    what.add_argument("--sysroot", metavar="DIR", help="unpack the arm64 packages PKG... into DIR")
+    ap.add_argument("pkgs", nargs="*", metavar="PKG", help="with --sysroot: Debian package names (arm64 builds)")
     args = ap.parse_args()
+    if bool(args.pkgs) != bool(args.sysroot):
+        ap.error("package names go with --sysroot DIR, and --sysroot needs some")
     try:
-        if args.busybox:
+        if args.sysroot:
+            print(sysroot(args.sysroot, args.pkgs))
+        elif args.busybox:
             print(busybox())
         elif args.modules:
             print(modules())

@@ -197,6 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="save frame N as the PNG PATH, or frames N,M,... as PATH-NNN.png, then stop the guest (implies --gpu)",
     )
     r.add_argument(
+        "--headless",
+        action="store_true",
+        help="no window (default: a window shows the GPU screen and takes keyboard and mouse when there is a "
+        "display and a GPU)",
+    )
+    r.add_argument(
         "--disk",
         type=_disk,
         action="append",
@@ -345,11 +351,51 @@ def _stream(m: Machine, out, until: threading.Event | None) -> None:
         m.serial._pull(0.2)  # waits for output or the end of the run
 
 
+def _want_window(args: argparse.Namespace) -> bool:
+    """The window (vmmpy/window.py): on with a GPU and a display unless --headless; it implies input devices."""
+    if args.headless:
+        return False
+    from vmmpy.window import unavailable
+
+    why = unavailable(args.gpu)
+    if why is None:
+        args.input = True
+        return True
+    if why.startswith("-"):
+        logging.getLogger("vmmpy").info("no window: %s", why[1:])
+    else:
+        sys.stderr.write(f"vmmpy: no window: {why}; running headless\n")
+    return False
+
+
+def _open_window(m: Machine, args: argparse.Namespace):
+    from vmmpy.window import Window
+
+    try:
+        return Window(m, title=f"vmmpy: {os.path.basename(args.kernel)}")
+    except RuntimeError as e:  # e.g. the display refused the connection
+        sys.stderr.write(f"vmmpy: no window: {e}; running headless\n")
+        return None
+
+
+def _stream_beside_window(m: Machine, out, window, until: threading.Event | None) -> bool:
+    """Serial to `out` on a thread while the window runs on this one; True if the user closed the window."""
+    t = threading.Thread(target=_stream, args=(m, out, until), name="vmmpy-serial", daemon=True)
+    t.start()
+    closed = window.run(until)
+    if closed and m.running:
+        m.stop()
+    t.join()
+    return closed
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="vmmpy: %(levelname)s: %(message)s", stream=sys.stderr)
     if args.format != "raw" and (args.load_addr is not None or args.entry is not None):
         raise errors.InvalidArgument("--load-addr and --entry need --format raw")
+    args.input = getattr(args, "input", False)
+    window = _want_window(args)
     m = Machine(
         args.kernel,
         ram=args.ram,
@@ -367,12 +413,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         disk=args.disk,
         rng=args.rng,
         share=_shares(args.share),
+        input=args.input,
     )
     out = sys.stdout.buffer
     interrupted = False
     captures: dict[int, str] = args.captures
     problems: list[str] = []
     waiter: _FrameWaiter | None = None
+    closed = False  # the user closed the window
 
     def on_sigint(signum, frame):
         nonlocal interrupted
@@ -386,7 +434,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                 m.screen.hold(n)
             m.start(timeout=args.timeout)
             waiter = _FrameWaiter(m, max(captures)) if captures else None
-            _stream(m, out, waiter.done if waiter else None)
+            win = _open_window(m, args) if window else None
+            if win is not None:
+                closed = _stream_beside_window(m, out, win, waiter.done if waiter else None)
+            else:
+                _stream(m, out, waiter.done if waiter else None)
             if m.running:  # the last frame to capture has happened
                 m.stop()
                 _stream(m, out, None)
@@ -407,8 +459,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return code if code != 0 and res.reason != RunReason.STOPPED else 1
     if res.reason in (RunReason.GUEST_ERROR, RunReason.HOST_ERROR, RunReason.TIMEOUT, RunReason.RESET):
         sys.stderr.write(f"vmmpy: {_ending(res, args.timeout)}\n")
-    if captures and res.reason == RunReason.STOPPED:
-        return 0  # stopped by us after the last capture
+    if (captures or closed) and res.reason == RunReason.STOPPED:
+        return 0  # stopped by us after the last capture, or the window was closed
     return _exit_code(res.reason, res.exit_status)
 
 

@@ -10,6 +10,13 @@ thread.
 >>> m.keyboard.tap("ctrl+alt+delete")
 >>> m.tablet.click(100, 200)            # screen pixels, scaled to the tablet's 0..32767 axes
 >>> m.keyboard.leds                     # {"capslock"} once the guest has set it
+
+Deterministic mode (``Machine(deterministic=True)``): every method takes ``at_ns=``, the virtual time
+at which its events enter the device (all of one call at the same time, in order). Without it they are
+due at ``m.input_time_ns``: the virtual clock where the VM was last seen standing still (not running,
+or parked by ``m.screen.wait_frame(n, pause=True)``), which is exact and so reproducible. Sent while
+the VM runs freely, that time is already past: the events enter at the next round, wherever the loop
+is then, which is not reproducible (a warning says so, once). In real-time mode ``at_ns`` is ignored.
 """
 
 from __future__ import annotations
@@ -161,12 +168,20 @@ class _InputDevice:
 
         return _check(rc, self._m._vm)
 
-    def event(self, type: int, code: int, value: int) -> None:
-        """Send one raw evdev event (no SYN_REPORT is added)."""
-        self._check(lib.vmm_input_event(self._m._vm, self._index, type, code, value))
+    def event(self, type: int, code: int, value: int, at_ns: int | None = None) -> None:
+        """Send one raw evdev event (no SYN_REPORT is added); `at_ns`: see the module's docstring."""
+        at = self._m._input_at(at_ns)
+        if at is None:
+            self._check(lib.vmm_input_event(self._m._vm, self._index, type, code, value))
+        else:
+            self._check(lib.vmm_input_event_at(self._m._vm, self._index, at, type, code, value))
 
-    def sync(self) -> None:
-        self.event(EV_SYN, SYN_REPORT, 0)
+    def _at(self, at_ns: int | None) -> int | None:
+        """The time for all the events of one call: fixed once, so a call is never split across rounds."""
+        return self._m._input_at(at_ns)
+
+    def sync(self, at_ns: int | None = None) -> None:
+        self.event(EV_SYN, SYN_REPORT, 0, at_ns)
 
     def stats(self) -> InputStats:
         d, p, x = ffi.new("uint64_t *"), ffi.new("uint64_t *"), ffi.new("uint64_t *")
@@ -179,40 +194,59 @@ class Keyboard(_InputDevice):
 
     _index = 0
 
-    def _key(self, code: int, value: int) -> None:
-        self.event(EV_KEY, code, value)
-        self.sync()
+    def _key(self, code: int, value: int, at: int | None) -> None:
+        self.event(EV_KEY, code, value, at)
+        self.sync(at)
 
-    def press(self, key: Key) -> None:
+    def press(self, key: Key, at_ns: int | None = None) -> None:
         """Press a key (name, character or evdev code); a shifted character presses shift first."""
         code, shift = key_code(key)
+        at = self._at(at_ns)
         if shift:
-            self._key(KEY_LEFTSHIFT, 1)
-        self._key(code, 1)
+            self._key(KEY_LEFTSHIFT, 1, at)
+        self._key(code, 1, at)
 
-    def release(self, key: Key) -> None:
+    def release(self, key: Key, at_ns: int | None = None) -> None:
         """Release a key; a shifted character releases shift after it."""
         code, shift = key_code(key)
-        self._key(code, 0)
+        at = self._at(at_ns)
+        self._key(code, 0, at)
         if shift:
-            self._key(KEY_LEFTSHIFT, 0)
+            self._key(KEY_LEFTSHIFT, 0, at)
 
-    def tap(self, combo: str) -> None:
-        """Press the '+'-separated keys in order and release them in reverse: "ctrl+alt+delete", "shift+a"."""
+    @staticmethod
+    def combo_keys(combo: str) -> list[str]:
+        """"ctrl+alt+delete" -> ["ctrl", "alt", "delete"] ("+" alone is the plus key); each is checked."""
         keys = [k for k in combo.split("+") if k] if combo != "+" else ["+"]
+        if not keys:
+            raise errors.InvalidArgument(f"no keys in {combo!r}", lib.VMM_EINVAL, "VMM_EINVAL")
         for k in keys:
-            self.press(k)
-        for k in reversed(keys):
-            self.release(k)
+            key_code(k)
+        return keys
 
-    def type(self, text: str) -> None:
-        """Type text on a US layout: each character is pressed and released (with shift when needed)."""
+    def tap(self, combo: str, at_ns: int | None = None) -> None:
+        """Press the '+'-separated keys in order and release them in reverse: "ctrl+alt+delete", "shift+a"."""
+        keys = self.combo_keys(combo)
+        at = self._at(at_ns)
+        for k in keys:
+            self.press(k, at)
+        for k in reversed(keys):
+            self.release(k, at)
+
+    @staticmethod
+    def check_text(text: str) -> None:
+        """InvalidArgument if a character of `text` has no key on a US layout."""
         for ch in text:
             if ch not in KEYMAP:
                 raise errors.InvalidArgument(f"no key for {ch!r} on a US layout", lib.VMM_EINVAL, "VMM_EINVAL")
+
+    def type(self, text: str, at_ns: int | None = None) -> None:
+        """Type text on a US layout: each character is pressed and released (with shift when needed)."""
+        self.check_text(text)
+        at = self._at(at_ns)
         for ch in text:
-            self.press(ch)
-            self.release(ch)
+            self.press(ch, at)
+            self.release(ch, at)
 
     @property
     def leds(self) -> set[str]:
@@ -239,46 +273,59 @@ class Tablet(_InputDevice):
             return 0
         return max(0, min(ABS_MAX, round(v * ABS_MAX / (extent - 1))))
 
-    def move(self, x: float, y: float) -> None:
+    def move(self, x: float, y: float, at_ns: int | None = None) -> None:
         w, h = self.screen_size
-        self.event(EV_ABS, ABS_X, self._scale(x, w))
-        self.event(EV_ABS, ABS_Y, self._scale(y, h))
-        self.sync()
+        at = self._at(at_ns)
+        self.event(EV_ABS, ABS_X, self._scale(x, w), at)
+        self.event(EV_ABS, ABS_Y, self._scale(y, h), at)
+        self.sync(at)
 
-    def _button(self, button: str | int, value: int) -> None:
+    def _button(self, button: str | int, value: int, at: int | None) -> None:
         code = button if isinstance(button, int) else BUTTONS.get(button)
         if code is None:
             raise errors.InvalidArgument(
                 f"unknown button {button!r} (left, right, middle)", lib.VMM_EINVAL, "VMM_EINVAL"
             )
-        self.event(EV_KEY, code, value)
-        self.sync()
+        self.event(EV_KEY, code, value, at)
+        self.sync(at)
 
-    def press(self, button: str | int = "left") -> None:
-        self._button(button, 1)
+    def press(self, button: str | int = "left", at_ns: int | None = None) -> None:
+        self._button(button, 1, self._at(at_ns))
 
-    def release(self, button: str | int = "left") -> None:
-        self._button(button, 0)
+    def release(self, button: str | int = "left", at_ns: int | None = None) -> None:
+        self._button(button, 0, self._at(at_ns))
 
-    def click(self, x: float, y: float, button: str | int = "left") -> None:
-        self.move(x, y)
-        self.press(button)
-        self.release(button)
+    def click(self, x: float, y: float, button: str | int = "left", at_ns: int | None = None) -> None:
+        at = self._at(at_ns)
+        self.move(x, y, at)
+        self.press(button, at)
+        self.release(button, at)
 
-    def drag(self, x0: float, y0: float, x1: float, y1: float, steps: int = 10, button: str | int = "left") -> None:
+    def drag(
+        self,
+        x0: float,
+        y0: float,
+        x1: float,
+        y1: float,
+        steps: int = 10,
+        button: str | int = "left",
+        at_ns: int | None = None,
+    ) -> None:
         """Press at (x0, y0), move in `steps` equal steps to (x1, y1), release there."""
-        self.move(x0, y0)
-        self.press(button)
+        at = self._at(at_ns)
+        self.move(x0, y0, at)
+        self.press(button, at)
         n = max(1, steps)
         for i in range(1, n + 1):
-            self.move(x0 + (x1 - x0) * i / n, y0 + (y1 - y0) * i / n)
-        self.release(button)
+            self.move(x0 + (x1 - x0) * i / n, y0 + (y1 - y0) * i / n, at)
+        self.release(button, at)
 
-    def scroll(self, dy: int, dx: int = 0) -> None:
+    def scroll(self, dy: int, dx: int = 0, at_ns: int | None = None) -> None:
         """Wheel clicks: dy > 0 scrolls up (REL_WHEEL), dx > 0 right (REL_HWHEEL)."""
+        at = self._at(at_ns)
         if dy:
-            self.event(EV_REL, REL_WHEEL, dy)
+            self.event(EV_REL, REL_WHEEL, dy, at)
         if dx:
-            self.event(EV_REL, REL_HWHEEL, dx)
+            self.event(EV_REL, REL_HWHEEL, dx, at)
         if dy or dx:
-            self.sync()
+            self.sync(at)

@@ -179,6 +179,7 @@ class Serial:
             rx = re.compile(rx.pattern.encode(), rx.flags & ~re.UNICODE)
         if not self._m.running and self._m.result is None:
             self._m.start()
+        self._m.resume()  # a run parked at a screen pause prints nothing
         deadline = time.monotonic() + timeout
         while True:
             with self._lock:
@@ -246,6 +247,8 @@ class Machine:
         self._run_error: BaseException | None = None
         self._done = threading.Event()
         self._vm = ffi.NULL
+        self._parked = False  # deterministic: the run loop waits at a screen pause (Screen.wait_frame(pause=True))
+        self._warned_input = False
         cfg = ffi.new("struct vmm_config *")
         cfg.size = ffi.sizeof("struct vmm_config")
         cfg.ncpus = cpus
@@ -428,6 +431,41 @@ class Machine:
         """Deterministic mode, VM not running: move virtual time forward, firing due timers."""
         _check(lib.vmm_clock_advance(self._vm, ns), self._vm)
 
+    @property
+    def paused(self) -> bool:
+        """Deterministic mode: the run loop is parked by ``m.screen.wait_frame(n, pause=True)``."""
+        return self._parked and self.running
+
+    @property
+    def input_time_ns(self) -> int:
+        """Deterministic mode: when keyboard/tablet events sent without ``at_ns`` are due.
+
+        The virtual clock, which is exact (the same every run) while the VM stands still: before it
+        starts, after it stopped, or parked at a screen pause. While it runs freely the clock is
+        wherever the loop happens to be: input sent then is not reproducible (logged once).
+        """
+        if self.running and not self._parked and not self._warned_input:
+            self._warned_input = True
+            self._log.warning(
+                "deterministic mode: input sent while the VM runs freely enters at the next round, which is "
+                "not reproducible; pass at_ns= or pause first (m.screen.wait_frame(n, pause=True))"
+            )
+        return self.clock_ns
+
+    def _input_at(self, at_ns: int | None) -> int | None:
+        """The virtual time for input: at_ns, m.input_time_ns by default, None in real-time mode."""
+        if at_ns is not None:
+            if at_ns < 0:
+                raise errors.InvalidArgument(f"at_ns must be >= 0 (got {at_ns})", lib.VMM_EINVAL, "VMM_EINVAL")
+            return int(at_ns)
+        return self.input_time_ns if self.deterministic else None
+
+    def resume(self) -> None:
+        """Let a run parked at a screen pause go on (nothing if it is not parked)."""
+        if self._parked:
+            self._parked = False
+            _check(lib.vmm_screen_resume(self._vm), self._vm)
+
     # -- running -----------------------------------------------------------
     @property
     def running(self) -> bool:
@@ -459,6 +497,7 @@ class Machine:
         except BaseException as e:  # re-raised by wait()
             self._run_error = e
         finally:
+            self._parked = False
             self._done.set()
 
     def start(self, timeout: float | None = None) -> None:
@@ -476,6 +515,7 @@ class Machine:
         """Wait for the background run to end. On timeout, stop it and return TIMEOUT."""
         if self._thread is None:
             raise errors.StateError("the machine was not started", lib.VMM_ESTATE, "VMM_ESTATE")
+        self.resume()
         if not self._done.wait(timeout):
             lib.vmm_request_stop(self._vm)
             self._done.wait()
@@ -499,6 +539,7 @@ class Machine:
         """Ask a running VM to stop and wait for it; returns the run result."""
         if self._vm == ffi.NULL:
             return None
+        self._parked = False  # a stop ends the pause too
         lib.vmm_request_stop(self._vm)
         if self._thread is not None:
             return self.wait()

@@ -76,12 +76,23 @@ class Screen:
         """Frames flushed so far."""
         return self.info().frames
 
-    def wait_frame(self, n: int, timeout: float = 10.0) -> int:
+    def wait_frame(self, n: int, timeout: float = 10.0, pause: bool = False) -> int:
         """Wait until at least `n` frames have been flushed; returns the frame count.
 
         Starts the machine if it has never run (as ``serial.expect`` does). Raises ScreenTimeout, or
         ScreenEOF if the VM stops first.
+
+        ``pause=True`` (deterministic mode): the run stops at the end of the round that flushed frame
+        `n` and stays parked there (``m.paused``), so that input sent now is due at an exact virtual
+        time (``m.input_time_ns``) and runs are reproducible. The next ``wait_frame``,
+        ``serial.expect``, ``m.wait()``, ``m.stop()`` or ``m.resume()`` lets it go on. Call it while
+        the VM stands still (before it starts, or parked); armed while it runs freely, the pause
+        lands wherever the loop is once frame `n` exists.
         """
+        if pause:
+            return self._wait_frame_paused(n, timeout)
+        if self._m.paused:
+            self._m.resume()
         if self.frames >= n:
             return self.frames
         if not self._m.running and self._m.result is None:
@@ -99,6 +110,35 @@ class Screen:
                 raise errors.ScreenEOF(f"{why} after {self.frames} frames, before frame {n}", rc, "VMM_EEOF")
             self._check(rc)
             if left <= 0:
+                raise errors.ScreenTimeout(f"frame {n} did not come within {timeout:g} s ({self.frames} frames so far)")
+
+    def _wait_frame_paused(self, n: int, timeout: float) -> int:
+        if not self._m.deterministic:
+            raise errors.StateError(
+                "wait_frame(pause=True) needs a deterministic machine", lib.VMM_ESTATE, "VMM_ESTATE"
+            )
+        if self._m.result is not None and not self._m.running and self.frames >= n:
+            return self.frames  # the run is over: nothing to pause
+        self._check(lib.vmm_screen_pause_at(self._m._vm, n))
+        if self._m.paused:
+            self._m.resume()
+        elif not self._m.running:
+            self._m.start()
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            rc = lib.vmm_screen_pause_wait(self._m._vm, max(0, int(min(left, 0.5) * 1e9)))
+            if rc == 0:
+                self._m._parked = True
+                return self.frames
+            if rc == lib.VMM_EEOF:
+                lib.vmm_screen_pause_at(self._m._vm, 0)
+                res = self._m.result
+                why = f"the VM ended ({res.reason.name})" if res else "the VM is not running"
+                raise errors.ScreenEOF(f"{why} after {self.frames} frames, before frame {n}", rc, "VMM_EEOF")
+            self._check(rc)
+            if left <= 0:
+                lib.vmm_screen_pause_at(self._m._vm, 0)
                 raise errors.ScreenTimeout(f"frame {n} did not come within {timeout:g} s ({self.frames} frames so far)")
 
     def hold(self, n: int) -> None:

@@ -5,13 +5,26 @@
 #include "../core/vm.h"
 
 static const struct vmm_backend_ops *const backends[] = {
-    /* preferred first: hardware backends join this list ahead of soft */
+/* preferred first: hardware backends ahead of soft */
+#if VMM_HAVE_KVM
+    &vmm__kvm_backend,
+#endif
+#if VMM_HAVE_SOFT
     &vmm__soft_backend,
+#endif
 };
 
 #define NBACKENDS (sizeof backends / sizeof backends[0])
 
-static const char *const known_unbuilt[] = { "kvm", "hvf" };
+static const char *const known_unbuilt[] = {
+#if !VMM_HAVE_KVM
+    "kvm",
+#endif
+#if !VMM_HAVE_SOFT
+    "soft",
+#endif
+    "hvf",
+};
 
 const struct vmm_backend_ops *vmm__backend_find(const char *name, char *why, size_t len)
 {
@@ -36,7 +49,9 @@ const struct vmm_backend_ops *vmm__backend_find(const char *name, char *why, siz
     for (size_t i = 0; i < sizeof known_unbuilt / sizeof known_unbuilt[0]; i++) {
         if (!strcmp(name, known_unbuilt[i])) {
             snprintf(why, len, "backend '%s' is not built into this library (it needs a %s host)", name,
-                     !strcmp(name, "kvm") ? "Linux arm64" : "macOS arm64");
+                     !strcmp(name, "kvm")    ? "Linux arm64 host"
+                     : !strcmp(name, "soft") ? "build with Unicorn"
+                                             : "macOS arm64 host");
             return NULL;
         }
     }

@@ -45,6 +45,13 @@ struct vmm_exit {
 
 struct vmm_backend_ops {
     const char *name;
+    /*
+     * Hardware backends (KVM): every vCPU runs on a thread of its own, and
+     * the GIC, the timers, PSCI and WFI live in the backend (in the host
+     * kernel). The core then only serves MMIO and system events, routes
+     * device interrupt lines to irq_line() and has no GIC model of its own.
+     */
+    bool threaded;
     /* 0 if usable on this host, else VMM_ENOBACKEND with a reason in why. */
     int (*probe)(char *why, size_t len);
     int (*vm_init)(struct vmm_vm *vm);
@@ -66,6 +73,8 @@ struct vmm_backend_ops {
      * NULL when the backend has its own interrupt controller.
      */
     void (*irq_notify)(struct vmm_vcpu *vcpu);
+    /* Threaded backends: drive a device line (SPI INTID 32.., or a PPI of `cpu`). Any thread. */
+    void (*irq_line)(struct vmm_vm *vm, unsigned cpu, unsigned intid, bool level);
     uint64_t (*get_pc)(struct vmm_vcpu *vcpu);
     /* Host memory the backend uses for this vCPU, beyond guest RAM (estimate). */
     uint64_t (*mem_overhead)(struct vmm_vcpu *vcpu);
@@ -74,6 +83,23 @@ struct vmm_backend_ops {
 /* The registry: the only place that knows which backends were built. */
 const struct vmm_backend_ops *vmm__backend_find(const char *name, char *why, size_t len);
 
+/*
+ * Which backends this build has. The soft backend needs Unicorn (the
+ * cross-build for arm64 hosts leaves it out with -DVMM_HAVE_SOFT=0); KVM
+ * needs an arm64 Linux host.
+ */
+#ifndef VMM_HAVE_SOFT
+#define VMM_HAVE_SOFT 1
+#endif
+#ifndef VMM_HAVE_KVM
+#if defined(__aarch64__) && defined(__linux__)
+#define VMM_HAVE_KVM 1
+#else
+#define VMM_HAVE_KVM 0
+#endif
+#endif
+
 extern const struct vmm_backend_ops vmm__soft_backend;
+extern const struct vmm_backend_ops vmm__kvm_backend;
 
 #endif

@@ -7,6 +7,8 @@ void vmm__irq_set(struct vmm_vm *vm, unsigned cpu, unsigned intid, bool level)
 {
     if (vm->gic)
         vmm__gic_set_level(vm->gic, cpu, intid, level);
+    else if (vm->ops && vm->ops->irq_line)
+        vm->ops->irq_line(vm, cpu, intid, level);
 }
 
 bool vmm__on_run_thread(struct vmm_vm *vm)
@@ -61,7 +63,10 @@ VMM_EXPORT int vmm_irq_line(vmm_vm *vm, unsigned cpu)
         return VMM_EINVAL;
     if (check_test_access(vm, cpu))
         return VMM_EINVAL;
-    return vm->gic && vmm__gic_irq_line(vm->gic, cpu);
+    if (!vm->gic)
+        return vmm__set_error(vm, VMM_ENOTSUP, "the %s backend's GIC is in the host kernel: its IRQ line cannot be read",
+                              vm->ops->name);
+    return vmm__gic_irq_line(vm->gic, cpu);
 }
 
 static int sysreg_test_access(vmm_vm *vm, unsigned cpu, uint32_t id, bool is_read, uint64_t *val)
@@ -74,6 +79,9 @@ static int sysreg_test_access(vmm_vm *vm, unsigned cpu, uint32_t id, bool is_rea
         return rc;
     if ((rc = vmm__check_idle(vm, "system registers cannot be accessed")))
         return rc;
+    if (vm->ops->threaded)
+        return vmm__set_error(vm, VMM_ENOTSUP, "the %s backend keeps system registers in the host kernel",
+                              vm->ops->name);
     rc = vmm__sysreg_access(&vm->vcpus[cpu], id, is_read, val);
     if (rc == VMM_ENOTSUP)
         return vmm__set_error(vm, VMM_ENOTSUP, "S%u_%u_C%u_C%u_%u is not a system register libvmm emulates",

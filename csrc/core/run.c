@@ -1,5 +1,7 @@
 /* run.c - the one vCPU loop: runs vCPUs round-robin, dispatches normalized exits, stop and timeout. */
+#define _GNU_SOURCE /* pthread_setname_np */
 #include <errno.h>
+#include <stdio.h>
 #include <sys/prctl.h>
 #include <inttypes.h>
 #include <string.h>
@@ -7,6 +9,7 @@
 
 #include "../arm/arm.h"
 #include "../dev/virtio_gpu.h"
+#include "../dev/virtio_input.h"
 #include "vm.h"
 
 int vmm__prepare_locked(struct vmm_vm *vm);
@@ -14,22 +17,35 @@ int vmm__prepare_locked(struct vmm_vm *vm);
 struct run_ctx {
     struct vmm_vm *vm;
     struct vmm_run_result res;
-    bool done;
+    atomic_bool done;
+    bool threaded; /* vCPU threads may end the run at the same time: vm->lock orders them */
 };
-
-static void end_run(struct run_ctx *rc, int reason, int status)
-{
-    if (rc->done)
-        return;
-    rc->res.reason = reason;
-    rc->res.exit_status = status;
-    rc->done = true;
-}
 
 static void kick_all(struct vmm_vm *vm)
 {
     for (unsigned i = 0; i < vm->ncpus; i++)
         vm->ops->kick(&vm->vcpus[i]);
+}
+
+/* The first ending wins; with vCPU threads, the others are kicked out of the guest. */
+static void end_run(struct run_ctx *rc, int reason, int status)
+{
+    struct vmm_vm *vm = rc->vm;
+
+    if (rc->done)
+        return;
+    if (rc->threaded)
+        pthread_mutex_lock(&vm->lock);
+    if (!rc->done) {
+        rc->res.reason = reason;
+        rc->res.exit_status = status;
+        rc->done = true;
+    }
+    if (rc->threaded) {
+        pthread_cond_broadcast(&vm->cond);
+        pthread_mutex_unlock(&vm->lock);
+        kick_all(vm);
+    }
 }
 
 #define SLICE_INSNS 50000ULL    /* real time, SMP: instructions per round-robin slice */
@@ -162,9 +178,11 @@ static bool run_one(struct run_ctx *rc, struct vmm_vcpu *vcpu)
     struct vmm_exit exit;
 
     memset(&exit, 0, sizeof exit);
-    vm->current = vcpu;
+    if (!rc->threaded)
+        vm->current = vcpu;
     int r = ops->vcpu_run(vcpu, &exit);
-    vm->current = NULL;
+    if (!rc->threaded)
+        vm->current = NULL;
     if (r < 0) {
         end_run(rc, VMM_RUN_HOST_ERROR, 0);
         return false;
@@ -229,7 +247,7 @@ static bool check_end(struct run_ctx *rc)
         end_run(rc, VMM_RUN_STOPPED, 0);
     else if (atomic_load(&vm->timed_out))
         end_run(rc, VMM_RUN_TIMEOUT, 0);
-    else if (!count_on(vm)) {
+    else if (!rc->threaded && !count_on(vm)) { /* threaded backends power vCPUs on and off themselves */
         vmm__set_error(vm, VMM_ESTATE, "every vCPU is off");
         end_run(rc, VMM_RUN_GUEST_ERROR, 0);
     }
@@ -262,10 +280,58 @@ static void run_loop_realtime(struct run_ctx *rc)
 }
 
 /*
+ * Threaded backends: a thread per vCPU runs it and serves its exits
+ * (run_one, the same dispatch as the other loops); this thread waits for
+ * the end of the run and then collects them.
+ */
+struct vcpu_thread {
+    struct run_ctx *rc;
+    struct vmm_vcpu *vcpu;
+    pthread_t thread;
+};
+
+static void *vcpu_thread_main(void *arg)
+{
+    struct vcpu_thread *t = arg;
+    char name[16];
+
+    snprintf(name, sizeof name, "vmm-vcpu%u", t->vcpu->id);
+    pthread_setname_np(pthread_self(), name);
+    while (!check_end(t->rc))
+        run_one(t->rc, t->vcpu);
+    return NULL;
+}
+
+static void run_loop_threaded(struct run_ctx *rc)
+{
+    struct vmm_vm *vm = rc->vm;
+    struct vcpu_thread threads[VMM_MAX_CPUS];
+    unsigned started = 0;
+
+    for (; started < vm->ncpus; started++) {
+        threads[started] = (struct vcpu_thread){ .rc = rc, .vcpu = &vm->vcpus[started] };
+        int err = pthread_create(&threads[started].thread, NULL, vcpu_thread_main, &threads[started]);
+        if (err) {
+            vmm__set_error(vm, VMM_ENOMEM, "cannot start a thread for vCPU %u: %s", started, strerror(err));
+            end_run(rc, VMM_RUN_HOST_ERROR, 0);
+            break;
+        }
+    }
+    pthread_mutex_lock(&vm->lock);
+    while (!rc->done && !interrupted(vm))
+        pthread_cond_wait(&vm->cond, &vm->lock);
+    pthread_mutex_unlock(&vm->lock);
+    check_end(rc); /* a stop or the timeout: record it before the threads see it */
+    kick_all(vm);
+    for (unsigned i = 0; i < started; i++)
+        pthread_join(threads[i].thread, NULL);
+}
+
+/*
  * Deterministic: each round gives every runnable vCPU a quantum of
  * QUANTUM_INSNS instructions, in vCPU order, all starting at the same
  * virtual time; then the clock moves on by one quantum. Timer deadlines cut
- * a vCPU's budget so it stops exactly there; serial input enters between
+ * a vCPU's budget so it stops exactly there; serial and keyboard/tablet input enter between
  * rounds; when every vCPU waits the clock jumps to the next event.
  */
 static void run_loop_deterministic(struct run_ctx *rc)
@@ -276,7 +342,11 @@ static void run_loop_deterministic(struct run_ctx *rc)
         bool ran = false;
         for (unsigned i = 0; i < vm->ncpus; i++)
             vm->vcpus[i].quantum_start = vm->vcpus[i].insns;
+        vmm__screen_pause_point(vm); /* vmm_screen_pause_at(): the host schedules input at vtime_ns */
         uint64_t next_input = vmm__console_advance(vm->console, vm->vtime_ns);
+        uint64_t next_event = vmm__input_advance(vm, vm->vtime_ns); /* keyboard, tablet */
+        if (next_event < next_input)
+            next_input = next_event;
         vmm__timers_update(vm);
         for (unsigned i = 0; i < vm->ncpus && !rc->done; i++) {
             struct vmm_vcpu *vcpu = &vm->vcpus[i];
@@ -361,7 +431,10 @@ VMM_EXPORT int vmm_run(vmm_vm *vm, uint64_t timeout_ns, struct vmm_run_result *r
     vm->run_thread_valid = true;
     int old_slack = prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0); /* the caller's thread: restored below */
     prctl(PR_SET_TIMERSLACK, 1UL);
-    if (vm->deterministic)
+    rc.threaded = vm->ops->threaded;
+    if (rc.threaded)
+        run_loop_threaded(&rc);
+    else if (vm->deterministic)
         run_loop_deterministic(&rc);
     else
         run_loop_realtime(&rc);

@@ -89,9 +89,17 @@ VMM_EXPORT int vmm_create(const struct vmm_config *cfg, vmm_vm **out, char *errb
         snprintf(msg, sizeof msg, "unknown CPU model '%s' (cortex-a72, cortex-a57, cortex-a53, max)", c.cpu_model);
         return config_error(errbuf, errlen, VMM_EINVAL, msg);
     }
-    const struct vmm_backend_ops *ops = vmm__backend_find(c.backend, msg, sizeof msg);
+    bool deterministic = c.size >= offsetof(struct vmm_config, deterministic) + sizeof(uint32_t) && c.deterministic;
+    bool any_backend = !c.backend || !*c.backend || !strcmp(c.backend, "auto");
+    /* deterministic mode counts instructions: only the soft backend can */
+    const struct vmm_backend_ops *ops =
+        vmm__backend_find(deterministic && any_backend ? "soft" : c.backend, msg, sizeof msg);
     if (!ops)
         return config_error(errbuf, errlen, VMM_ENOBACKEND, msg);
+    if (deterministic && ops->threaded) {
+        snprintf(msg, sizeof msg, "deterministic mode needs the soft backend (%s runs vCPUs in real time)", ops->name);
+        return config_error(errbuf, errlen, VMM_EINVAL, msg);
+    }
 
     if (!(vm = calloc(1, sizeof *vm)))
         return config_error(errbuf, errlen, VMM_ENOMEM, "out of memory");
@@ -103,7 +111,7 @@ VMM_EXPORT int vmm_create(const struct vmm_config *cfg, vmm_vm **out, char *errb
     vm->log_level =
         c.size >= offsetof(struct vmm_config, log_level) + sizeof(int) && c.log_level ? c.log_level : VMM_LOG_INFO;
     vm->ops = ops;
-    vm->deterministic = c.size >= offsetof(struct vmm_config, deterministic) + sizeof(uint32_t) && c.deterministic;
+    vm->deterministic = deterministic;
     vm->clock_base_ns = vmm__now_ns();
     if (c.size >= offsetof(struct vmm_config, gpu_max_mem) + sizeof(uint64_t) && c.gpu) {
         vm->gpu_cfg.enabled = true;
@@ -201,7 +209,7 @@ VMM_EXPORT const char *vmm_backend_name(const vmm_vm *vm)
 
 int vmm__board_init(struct vmm_vm *vm)
 {
-    int rc = vmm__gic_create(vm, &vm->gic);
+    int rc = vm->ops->threaded ? 0 : vmm__gic_create(vm, &vm->gic); /* else the backend's own GIC */
     if (!rc)
         rc = vmm__pl011_create(vm, LAYOUT_UART_BASE, &vm->uart);
     /* the virtio-mmio window before the backend maps the bus (vm_init); devices may join until prepare */

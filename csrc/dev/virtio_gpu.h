@@ -52,5 +52,7 @@ void vmm__screen_draw(struct vmm_screen *s, uint32_t x, uint32_t y, uint32_t w, 
 /* A frame was presented: count it, copy the image for a hold of that number, wake waiters. */
 void vmm__screen_frame(struct vmm_screen *s);
 struct vmm_screen *vmm__gpu_screen(struct vmm_gpu *g);
+/* Deterministic run loop, at every round boundary: park there while a vmm_screen_pause_at() is due. */
+void vmm__screen_pause_point(struct vmm_vm *vm);
 
 #endif

@@ -33,6 +33,11 @@
  * full the oldest complete report is dropped (or, with no complete report in it, the oldest event),
  * and the `dropped` counter says how many events went.
  *
+ * Deterministic mode: vmm_input_event_at() keeps events in a per-device list sorted by virtual time
+ * (stable), and the run loop moves the due ones into the ring between rounds (vmm__input_advance), so
+ * they reach the guest at the same point of its execution every run; vmm_input_event() is "at 0", i.e.
+ * at the next round boundary.
+ *
  * Locking: all device state is guarded by the device's transport lock (recursive), which the transport
  * holds around every callback; vmm_input_* take it too. A single lock for both sides means a host
  * thread delivering and a vCPU in the device's registers never see each other half-way, and there is
@@ -42,6 +47,7 @@
 #define VIRTIO_ID_INPUT 18
 #define INPUT_QUEUE_MAX 64
 #define INPUT_PENDING_MAX 4096
+#define INPUT_SCHED_MAX 65536 /* deterministic mode: events waiting for their virtual time, per device */
 
 /* §5.8.2 select values */
 #define CFG_UNSET 0x00
@@ -96,6 +102,12 @@ struct vmm_input {
     uint64_t delivered, dropped;
     uint32_t leds; /* keyboard: bit n = LED n on, as last set by the driver */
     struct virtq_chain chain;
+    /* deterministic mode: events waiting for their virtual time, sorted by time (stable) */
+    struct sched_event {
+        uint64_t at;
+        struct input_event e;
+    } * sched;
+    size_t nsched, sched_cap;
 };
 
 /* The codes of one event type this device supports, as a bitmap; returns its size (0: type unsupported). */
@@ -339,7 +351,9 @@ static void input_reset(void *dev)
 
 static void input_destroy(void *dev)
 {
-    free(dev);
+    struct vmm_input *d = dev;
+    free(d->sched);
+    free(d);
 }
 
 static const struct vmm_virtio_ops input_ops = {
@@ -385,10 +399,71 @@ static struct vmm_input *input_dev(vmm_vm *vm, int device, int *rc)
     return *rc ? NULL : vm->input[device];
 }
 
-VMM_EXPORT int vmm_input_event(vmm_vm *vm, int device, uint16_t type, uint16_t code, int32_t value)
+/* Append one event to the pending ring and deliver a completed report. Transport lock held. */
+static void enqueue_locked(struct vmm_input *d, const struct input_event *e)
+{
+    if (d->count == INPUT_PENDING_MAX)
+        drop_oldest_locked(d);
+    d->pend[(d->head + d->count) % INPUT_PENDING_MAX] = *e;
+    d->count++;
+    if (e->type == EV_SYN && e->code == SYN_REPORT) {
+        d->complete = d->count;
+        deliver_locked(d);
+    }
+}
+
+/* Deterministic mode: keep the event until the clock reaches at_ns (stable for equal times). Lock held. */
+static int schedule_locked(struct vmm_input *d, uint64_t at_ns, const struct input_event *e)
+{
+    size_t pos = d->nsched;
+
+    if (d->nsched == INPUT_SCHED_MAX)
+        return VMM_ENOMEM;
+    if (d->nsched == d->sched_cap) {
+        size_t cap = d->sched_cap ? d->sched_cap * 2 : 256;
+        struct sched_event *n = realloc(d->sched, cap * sizeof *n);
+        if (!n)
+            return VMM_ENOMEM;
+        d->sched = n;
+        d->sched_cap = cap;
+    }
+    while (pos > 0 && d->sched[pos - 1].at > at_ns)
+        pos--;
+    memmove(d->sched + pos + 1, d->sched + pos, (d->nsched - pos) * sizeof *d->sched);
+    d->sched[pos] = (struct sched_event){ .at = at_ns, .e = *e };
+    d->nsched++;
+    return 0;
+}
+
+uint64_t vmm__input_advance(struct vmm_vm *vm, uint64_t now_ns)
+{
+    uint64_t next = UINT64_MAX;
+
+    for (int k = 0; k < VMM_INPUT_DEVICES; k++) {
+        struct vmm_input *d = vm->input[k];
+        size_t n = 0;
+
+        if (!d)
+            continue;
+        vmm__virtio_lock(d->v);
+        while (n < d->nsched && d->sched[n].at <= now_ns)
+            enqueue_locked(d, &d->sched[n++].e);
+        if (n) {
+            memmove(d->sched, d->sched + n, (d->nsched - n) * sizeof *d->sched);
+            d->nsched -= n;
+        }
+        if (d->nsched && d->sched[0].at < next)
+            next = d->sched[0].at;
+        vmm__virtio_unlock(d->v);
+    }
+    return next;
+}
+
+VMM_EXPORT int vmm_input_event_at(vmm_vm *vm, int device, uint64_t at_ns, uint16_t type, uint16_t code, int32_t value)
 {
     int rc;
     struct vmm_input *d = input_dev(vm, device, &rc);
+    struct input_event e = { type, code, (uint32_t)value };
 
     if (!d)
         return rc;
@@ -402,16 +477,24 @@ VMM_EXPORT int vmm_input_event(vmm_vm *vm, int device, uint16_t type, uint16_t c
         return vmm__set_error(vm, VMM_EINVAL, "virtio-input: key value %" PRId32 " (0 release, 1 press, 2 repeat)",
                               value);
     vmm__virtio_lock(d->v);
-    if (d->count == INPUT_PENDING_MAX)
-        drop_oldest_locked(d);
-    d->pend[(d->head + d->count) % INPUT_PENDING_MAX] = (struct input_event){ type, code, (uint32_t)value };
-    d->count++;
-    if (type == EV_SYN && code == SYN_REPORT) {
-        d->complete = d->count;
-        deliver_locked(d);
-    }
+    if (vm->deterministic)
+        rc = schedule_locked(d, at_ns, &e);
+    else
+        enqueue_locked(d, &e);
     vmm__virtio_unlock(d->v);
+    if (rc)
+        return vmm__set_error(vm, rc, "virtio-input: more than %d events scheduled", INPUT_SCHED_MAX);
+    if (vm->deterministic && type == EV_SYN) { /* the run loop delivers it: wake an idle one */
+        pthread_mutex_lock(&vm->lock);
+        pthread_cond_broadcast(&vm->cond);
+        pthread_mutex_unlock(&vm->lock);
+    }
     return 0;
+}
+
+VMM_EXPORT int vmm_input_event(vmm_vm *vm, int device, uint16_t type, uint16_t code, int32_t value)
+{
+    return vmm_input_event_at(vm, device, 0, type, code, value);
 }
 
 VMM_EXPORT int vmm_input_stats(vmm_vm *vm, int device, uint64_t *delivered, uint64_t *pending, uint64_t *dropped)

@@ -2,6 +2,8 @@
 #ifndef VMM_VIRTIO_INPUT_H
 #define VMM_VIRTIO_INPUT_H
 
+#include <stdint.h>
+
 struct vmm_vm;
 struct vmm_input;
 
@@ -11,5 +13,10 @@ struct vmm_input;
 
 /* Board init (vmm_config.input): the keyboard, then the tablet, on the next virtio-mmio slots (vm->input[]). */
 int vmm__input_create(struct vmm_vm *vm);
+/*
+ * Deterministic mode, run loop between rounds: deliver the scheduled events due at now_ns. Returns the
+ * time of the next scheduled event (UINT64_MAX: none).
+ */
+uint64_t vmm__input_advance(struct vmm_vm *vm, uint64_t now_ns);
 
 #endif

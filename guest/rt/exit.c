@@ -1,4 +1,4 @@
-/* exit.c - guest_exit(): PSCI SYSTEM_OFF for status 0, a semihosting exit otherwise. */
+/* exit.c - guest_exit(): PSCI SYSTEM_OFF for status 0, a semihosting exit otherwise (SYSTEM_OFF with x1 = status without a semihosting host). */
 #include "rt.h"
 
 void guest_exit(int code)
@@ -6,5 +6,5 @@ void guest_exit(int code)
     uart_flush();
     if (code != 0)
         semihost_exit(code); /* returns only without a semihosting host */
-    psci_system_off();
+    psci_system_off_status((uint32_t)code);
 }

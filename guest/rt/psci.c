@@ -45,7 +45,12 @@ int32_t psci_affinity_info(uint64_t mpidr, unsigned level)
 
 void psci_system_off(void)
 {
-    smccc_hvc(PSCI_SYSTEM_OFF, 0, 0, 0);
+    psci_system_off_status(0);
+}
+
+void psci_system_off_status(uint32_t status)
+{
+    smccc_hvc(PSCI_SYSTEM_OFF, status, 0, 0);
     for (;;)
         __asm__ volatile("wfi");
 }

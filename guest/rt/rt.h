@@ -154,6 +154,8 @@ int32_t psci_cpu_on(uint64_t mpidr, uintptr_t entry, uint64_t context);
 int32_t psci_cpu_off(void); /* returns only on failure */
 int32_t psci_affinity_info(uint64_t mpidr, unsigned level);
 __attribute__((noreturn)) void psci_system_off(void);
+/* SYSTEM_OFF with the exit status in x1: PSCI ignores x1; vmmpy's KVM backend reports it (no semihosting there). */
+__attribute__((noreturn)) void psci_system_off_status(uint32_t status);
 __attribute__((noreturn)) void psci_system_reset(void);
 
 /* ---- semihosting (hlt #0xf000); without a semihosting host the call returns -1 ---- */

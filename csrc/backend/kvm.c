@@ -1,0 +1,554 @@
+/*
+ * kvm.c - the KVM backend for arm64 Linux hosts.
+ *
+ * The host kernel runs the vCPUs (one thread each, started by the core's
+ * run loop), their generic timers, PSCI and an in-kernel vGICv3 at our
+ * layout's addresses. What reaches user space is MMIO to our devices
+ * (KVM_EXIT_MMIO) and system events (power-off, reset). Device interrupt
+ * lines go to KVM_IRQ_LINE. A stop or timeout kicks a vCPU with
+ * run->immediate_exit plus a signal that interrupts KVM_RUN.
+ */
+#include "../core/vm.h"
+
+#if VMM_HAVE_KVM
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "../core/layout.h"
+
+#define KVM_PATH "/dev/kvm"
+#define NR_IRQS 128 /* 32 private + the 96 SPIs of our layout (a multiple of 32) */
+
+struct kvm_vm_state {
+    int sys_fd; /* /dev/kvm */
+    int vm_fd;
+    int gic_fd;
+    bool gic_ready;
+    size_t run_size;
+    pthread_mutex_t lock;                 /* guards spi_level and gic_ready */
+    uint8_t line_level[VMM_MAX_CPUS][32]; /* PPIs by vCPU, before the vGIC is ready */
+    uint8_t spi_level[NR_IRQS];
+};
+
+struct kvm_vcpu_state {
+    int fd;
+    struct kvm_run *run;
+    pthread_mutex_t kick_lock; /* guards running/thread against a kick's signal */
+    bool running;              /* inside KVM_RUN, on `thread` */
+    pthread_t thread;
+};
+
+/* ---- helpers ---- */
+
+static int kick_signal(void)
+{
+    return SIGRTMIN + 4; /* real-time: never merged with, or mistaken for, a signal the application uses */
+}
+
+static void kick_handler(int sig)
+{
+    (void)sig; /* only there so that the signal interrupts KVM_RUN with EINTR */
+}
+
+static pthread_once_t kick_once = PTHREAD_ONCE_INIT;
+static int kick_ok;
+
+static void install_kick_handler(void)
+{
+    struct sigaction sa, old;
+
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = kick_handler; /* no SA_RESTART: KVM_RUN must return */
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(kick_signal(), NULL, &old) == 0 && old.sa_handler != SIG_DFL && old.sa_handler != kick_handler)
+        kick_ok = -EEXIST;
+    else
+        kick_ok = sigaction(kick_signal(), &sa, NULL) ? -errno : 0;
+}
+
+static int xioctl(int fd, unsigned long req, void *arg)
+{
+    int r;
+    do
+        r = ioctl(fd, req, arg);
+    while (r < 0 && errno == EINTR);
+    return r;
+}
+
+static uint64_t core_reg(size_t off)
+{
+    return KVM_REG_ARM64 | KVM_REG_SIZE_U64 | KVM_REG_ARM_CORE | (off / sizeof(uint32_t));
+}
+
+#define REG_PC core_reg(offsetof(struct kvm_regs, regs.pc))
+#define REG_PSTATE core_reg(offsetof(struct kvm_regs, regs.pstate))
+#define REG_X(n) core_reg(offsetof(struct kvm_regs, regs.regs[n]))
+
+static int get_reg(struct kvm_vcpu_state *ks, uint64_t id, uint64_t *val)
+{
+    struct kvm_one_reg r = { .id = id, .addr = (uint64_t)(uintptr_t)val };
+    return xioctl(ks->fd, KVM_GET_ONE_REG, &r);
+}
+
+static int set_reg(struct kvm_vcpu_state *ks, uint64_t id, uint64_t val)
+{
+    struct kvm_one_reg r = { .id = id, .addr = (uint64_t)(uintptr_t)&val };
+    return xioctl(ks->fd, KVM_SET_ONE_REG, &r);
+}
+
+static int check_caps(int fd, char *why, size_t len)
+{
+    static const struct {
+        int cap;
+        const char *name;
+    } needed[] = {
+        { KVM_CAP_USER_MEMORY, "KVM_CAP_USER_MEMORY" },     { KVM_CAP_ONE_REG, "KVM_CAP_ONE_REG" },
+        { KVM_CAP_ARM_PSCI_0_2, "KVM_CAP_ARM_PSCI_0_2" },   { KVM_CAP_DEVICE_CTRL, "KVM_CAP_DEVICE_CTRL" },
+        { KVM_CAP_IMMEDIATE_EXIT, "KVM_CAP_IMMEDIATE_EXIT" }, { KVM_CAP_IRQCHIP, "KVM_CAP_IRQCHIP" },
+    };
+    int v = ioctl(fd, KVM_GET_API_VERSION, 0);
+
+    if (v != KVM_API_VERSION) {
+        snprintf(why, len, "%s speaks KVM API version %d, not %d", KVM_PATH, v, KVM_API_VERSION);
+        return VMM_ENOBACKEND;
+    }
+    for (size_t i = 0; i < sizeof needed / sizeof needed[0]; i++) {
+        if (ioctl(fd, KVM_CHECK_EXTENSION, needed[i].cap) <= 0) {
+            snprintf(why, len, "this host's KVM lacks %s", needed[i].name);
+            return VMM_ENOBACKEND;
+        }
+    }
+    return 0;
+}
+
+static int open_kvm(char *why, size_t len)
+{
+    int fd = open(KVM_PATH, O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        snprintf(why, len, "cannot open %s: %s%s", KVM_PATH, strerror(e),
+                 e == ENOENT   ? " (no KVM on this host: is it a VM without nested virtualization?)"
+                 : e == EACCES ? " (add yourself to the 'kvm' group)"
+                               : "");
+        return -1;
+    }
+    return fd;
+}
+
+/* ---- ops ---- */
+
+static int kvm_probe(char *why, size_t len)
+{
+    int fd = open_kvm(why, len);
+    if (fd < 0)
+        return VMM_ENOBACKEND;
+    int rc = check_caps(fd, why, len);
+    close(fd);
+    return rc;
+}
+
+static void kvm_vm_fini(struct vmm_vm *vm)
+{
+    struct kvm_vm_state *k = vm->bstate;
+    if (!k)
+        return;
+    if (k->gic_fd >= 0)
+        close(k->gic_fd);
+    if (k->vm_fd >= 0)
+        close(k->vm_fd);
+    if (k->sys_fd >= 0)
+        close(k->sys_fd);
+    pthread_mutex_destroy(&k->lock);
+    free(k);
+    vm->bstate = NULL;
+}
+
+static int set_gic_attr(struct kvm_vm_state *k, uint32_t group, uint64_t attr, void *val)
+{
+    struct kvm_device_attr a = { .group = group, .attr = attr, .addr = (uint64_t)(uintptr_t)val };
+    return xioctl(k->gic_fd, KVM_SET_DEVICE_ATTR, &a);
+}
+
+/* The vGICv3 at our layout's addresses; initialised once every vCPU exists (gic_init). */
+static int create_gic(struct vmm_vm *vm, struct kvm_vm_state *k)
+{
+    struct kvm_create_device cd = { .type = KVM_DEV_TYPE_ARM_VGIC_V3 };
+    uint64_t dist = LAYOUT_GICD_BASE, redist = LAYOUT_GICR_BASE;
+
+    if (xioctl(k->vm_fd, KVM_CREATE_DEVICE, &cd) < 0)
+        return vmm__set_error(vm, VMM_ENOBACKEND, "KVM cannot create a GICv3 (%s): the host needs a GICv3",
+                              strerror(errno));
+    k->gic_fd = (int)cd.fd;
+    if (set_gic_attr(k, KVM_DEV_ARM_VGIC_GRP_ADDR, KVM_VGIC_V3_ADDR_TYPE_DIST, &dist) < 0 ||
+        set_gic_attr(k, KVM_DEV_ARM_VGIC_GRP_ADDR, KVM_VGIC_V3_ADDR_TYPE_REDIST, &redist) < 0)
+        return vmm__set_error(vm, VMM_EIO, "KVM: cannot place the GICv3: %s", strerror(errno));
+    return 0;
+}
+
+static int kvm_vm_init(struct vmm_vm *vm)
+{
+    struct kvm_vm_state *k = calloc(1, sizeof *k);
+    char why[256];
+    int rc;
+
+    if (!k)
+        return vmm__set_error(vm, VMM_ENOMEM, "out of memory");
+    k->sys_fd = k->vm_fd = k->gic_fd = -1;
+    pthread_mutex_init(&k->lock, NULL);
+    vm->bstate = k;
+    if ((k->sys_fd = open_kvm(why, sizeof why)) < 0) {
+        rc = vmm__set_error(vm, VMM_ENOBACKEND, "%s", why);
+        goto fail;
+    }
+    if ((rc = check_caps(k->sys_fd, why, sizeof why))) {
+        vmm__set_error(vm, rc, "%s", why);
+        goto fail;
+    }
+    pthread_once(&kick_once, install_kick_handler);
+    if (kick_ok) {
+        rc = vmm__set_error(vm, VMM_ENOBACKEND, "cannot install the vCPU kick signal (SIGRTMIN+4): %s",
+                            kick_ok == -EEXIST ? "the application handles it already" : strerror(-kick_ok));
+        goto fail;
+    }
+
+    /* the IPA space must reach the end of RAM; type 0 is the default 40 bits */
+    uint64_t top = LAYOUT_RAM_BASE + vm->ram_size - 1;
+    unsigned bits = 64 - (unsigned)__builtin_clzll(top);
+    unsigned long type = 0;
+    if (bits > 40) {
+        int max = ioctl(k->sys_fd, KVM_CHECK_EXTENSION, KVM_CAP_ARM_VM_IPA_SIZE);
+        if (max < (int)bits) {
+            rc = vmm__set_error(vm, VMM_ERANGE, "%llu MiB of RAM needs %u-bit guest addresses; this host's KVM has %d",
+                                (unsigned long long)(vm->ram_size >> 20), bits, max > 0 ? max : 40);
+            goto fail;
+        }
+        type = KVM_VM_TYPE_ARM_IPA_SIZE(bits);
+    }
+    do
+        k->vm_fd = ioctl(k->sys_fd, KVM_CREATE_VM, type);
+    while (k->vm_fd < 0 && errno == EINTR);
+    if (k->vm_fd < 0) {
+        rc = vmm__set_error(vm, VMM_ENOBACKEND, "KVM_CREATE_VM: %s", strerror(errno));
+        goto fail;
+    }
+    int sz = ioctl(k->sys_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+    if (sz < (int)sizeof(struct kvm_run)) {
+        rc = vmm__set_error(vm, VMM_EIO, "KVM_GET_VCPU_MMAP_SIZE: %s", strerror(errno));
+        goto fail;
+    }
+    k->run_size = (size_t)sz;
+
+    struct kvm_userspace_memory_region mr = {
+        .slot = 0,
+        .guest_phys_addr = LAYOUT_RAM_BASE,
+        .memory_size = vm->ram_size,
+        .userspace_addr = (uint64_t)(uintptr_t)vm->ram,
+    };
+    if (xioctl(k->vm_fd, KVM_SET_USER_MEMORY_REGION, &mr) < 0) {
+        rc = vmm__set_error(vm, VMM_ENOMEM, "KVM: cannot map %llu MiB of guest RAM: %s",
+                            (unsigned long long)(vm->ram_size >> 20), strerror(errno));
+        goto fail;
+    }
+    if ((rc = create_gic(vm, k)))
+        goto fail;
+    return 0;
+fail:
+    kvm_vm_fini(vm);
+    return rc;
+}
+
+static void line_ioctl(struct kvm_vm_state *k, struct vmm_vm *vm, unsigned cpu, unsigned intid, bool level)
+{
+    struct kvm_irq_level l = { .level = level };
+    if (intid >= 32)
+        l.irq = (KVM_ARM_IRQ_TYPE_SPI << KVM_ARM_IRQ_TYPE_SHIFT) | intid;
+    else
+        l.irq = (KVM_ARM_IRQ_TYPE_PPI << KVM_ARM_IRQ_TYPE_SHIFT) | (cpu << KVM_ARM_IRQ_VCPU_SHIFT) | intid;
+    if (xioctl(k->vm_fd, KVM_IRQ_LINE, &l) < 0)
+        vmm__log(vm, VMM_LOG_WARN, "kvm", "KVM_IRQ_LINE(%u, cpu %u, %d): %s", intid, cpu, level, strerror(errno));
+}
+
+/* Every vCPU exists: size and initialise the vGIC, then replay lines raised before. */
+static int gic_init(struct vmm_vm *vm, struct kvm_vm_state *k)
+{
+    uint32_t nr = NR_IRQS;
+
+    if (set_gic_attr(k, KVM_DEV_ARM_VGIC_GRP_NR_IRQS, 0, &nr) < 0 ||
+        set_gic_attr(k, KVM_DEV_ARM_VGIC_GRP_CTRL, KVM_DEV_ARM_VGIC_CTRL_INIT, NULL) < 0)
+        return vmm__set_error(vm, VMM_EIO, "KVM: cannot initialise the GICv3: %s", strerror(errno));
+    pthread_mutex_lock(&k->lock);
+    k->gic_ready = true;
+    for (unsigned i = 32; i < NR_IRQS; i++)
+        if (k->spi_level[i])
+            line_ioctl(k, vm, 0, i, true);
+    for (unsigned c = 0; c < vm->ncpus; c++)
+        for (unsigned i = 16; i < 32; i++)
+            if (k->line_level[c][i])
+                line_ioctl(k, vm, c, i, true);
+    pthread_mutex_unlock(&k->lock);
+    return 0;
+}
+
+static void kvm_irq_line(struct vmm_vm *vm, unsigned cpu, unsigned intid, bool level)
+{
+    struct kvm_vm_state *k = vm->bstate;
+
+    if (!k || intid < 16 || intid >= NR_IRQS || cpu >= vm->ncpus) {
+        vmm__log(vm, VMM_LOG_WARN, "kvm", "interrupt %u (cpu %u) cannot be driven on KVM's GIC", intid, cpu);
+        return;
+    }
+    pthread_mutex_lock(&k->lock);
+    if (intid >= 32)
+        k->spi_level[intid] = level;
+    else
+        k->line_level[cpu][intid] = level;
+    if (k->gic_ready)
+        line_ioctl(k, vm, cpu, intid, level);
+    pthread_mutex_unlock(&k->lock);
+}
+
+static void kvm_vcpu_fini(struct vmm_vcpu *vcpu)
+{
+    struct kvm_vcpu_state *ks = vcpu->bstate;
+    struct kvm_vm_state *k = vcpu->vm->bstate;
+    if (!ks)
+        return;
+    if (ks->run)
+        munmap(ks->run, k ? k->run_size : sizeof *ks->run);
+    if (ks->fd >= 0)
+        close(ks->fd);
+    pthread_mutex_destroy(&ks->kick_lock);
+    free(ks);
+    vcpu->bstate = NULL;
+}
+
+static int kvm_vcpu_init(struct vmm_vcpu *vcpu)
+{
+    struct vmm_vm *vm = vcpu->vm;
+    struct kvm_vm_state *k = vm->bstate;
+    struct kvm_vcpu_state *ks = calloc(1, sizeof *ks);
+    struct kvm_vcpu_init init;
+    int rc;
+
+    if (!ks)
+        return vmm__set_error(vm, VMM_ENOMEM, "out of memory");
+    ks->fd = -1;
+    pthread_mutex_init(&ks->kick_lock, NULL);
+    vcpu->bstate = ks;
+    if ((ks->fd = ioctl(k->vm_fd, KVM_CREATE_VCPU, (unsigned long)vcpu->id)) < 0) {
+        rc = vmm__set_error(vm, VMM_ENOBACKEND, "KVM_CREATE_VCPU %u: %s", vcpu->id, strerror(errno));
+        goto fail;
+    }
+    ks->run = mmap(NULL, k->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, ks->fd, 0);
+    if (ks->run == MAP_FAILED) {
+        ks->run = NULL;
+        rc = vmm__set_error(vm, VMM_ENOMEM, "cannot map vCPU %u's kvm_run: %s", vcpu->id, strerror(errno));
+        goto fail;
+    }
+    memset(&init, 0, sizeof init);
+    if (xioctl(k->vm_fd, KVM_ARM_PREFERRED_TARGET, &init) < 0) {
+        rc = vmm__set_error(vm, VMM_ENOBACKEND, "KVM_ARM_PREFERRED_TARGET: %s", strerror(errno));
+        goto fail;
+    }
+    init.features[0] |= 1u << KVM_ARM_VCPU_PSCI_0_2;
+    if (vcpu->id)
+        init.features[0] |= 1u << KVM_ARM_VCPU_POWER_OFF; /* waits for PSCI CPU_ON */
+    if (xioctl(ks->fd, KVM_ARM_VCPU_INIT, &init) < 0) {
+        rc = vmm__set_error(vm, VMM_ENOBACKEND, "KVM_ARM_VCPU_INIT %u: %s", vcpu->id, strerror(errno));
+        goto fail;
+    }
+    if (vcpu->id == vm->ncpus - 1 && (rc = gic_init(vm, k)))
+        goto fail;
+    return 0;
+fail:
+    kvm_vcpu_fini(vcpu);
+    return rc;
+}
+
+static int kvm_vcpu_reset(struct vmm_vcpu *vcpu, uint64_t entry, uint64_t x0)
+{
+    struct kvm_vcpu_state *ks = vcpu->bstate;
+    /* EL1h with D, A, I and F masked; the MMU is off after KVM_ARM_VCPU_INIT */
+    const uint64_t pstate = 0x3c5;
+
+    if (set_reg(ks, REG_PC, entry) < 0 || set_reg(ks, REG_X(0), x0) < 0 || set_reg(ks, REG_PSTATE, pstate) < 0)
+        return vmm__set_error(vcpu->vm, VMM_EIO, "KVM: cannot set vCPU %u's boot registers: %s", vcpu->id,
+                              strerror(errno));
+    for (unsigned i = 1; i < 4; i++)
+        set_reg(ks, REG_X(i), 0);
+    return 0;
+}
+
+static void set_running(struct kvm_vcpu_state *ks, bool running)
+{
+    pthread_mutex_lock(&ks->kick_lock);
+    ks->running = running;
+    if (running)
+        ks->thread = pthread_self();
+    pthread_mutex_unlock(&ks->kick_lock);
+}
+
+static int system_event(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
+{
+    struct kvm_vcpu_state *ks = vcpu->bstate;
+    uint64_t x1 = 0;
+
+    switch (ks->run->system_event.type) {
+    case KVM_SYSTEM_EVENT_SHUTDOWN:
+        /* our guest runtime passes its exit status in x1 (PSCI ignores it; Linux passes 0) */
+        get_reg(ks, REG_X(1), &x1);
+        exit->kind = VMM_EXIT_SHUTDOWN;
+        exit->status = (int)(uint32_t)x1;
+        return 0;
+    case KVM_SYSTEM_EVENT_RESET:
+        exit->kind = VMM_EXIT_RESET;
+        return 0;
+    default:
+        vmm__set_error(vcpu->vm, VMM_ESTATE, "the guest signalled system event %u (crash)",
+                       ks->run->system_event.type);
+        exit->kind = VMM_EXIT_GUEST_ERROR;
+        return 0;
+    }
+}
+
+static int kvm_vcpu_run(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
+{
+    struct kvm_vcpu_state *ks = vcpu->bstate;
+    struct vmm_vm *vm = vcpu->vm;
+    struct kvm_run *run = ks->run;
+    sigset_t unblock;
+
+    sigemptyset(&unblock);
+    sigaddset(&unblock, kick_signal());
+    pthread_sigmask(SIG_UNBLOCK, &unblock, NULL);
+    set_running(ks, true);
+    int r = ioctl(ks->fd, KVM_RUN, 0);
+    int e = errno;
+    set_running(ks, false);
+    if (r < 0) {
+        if (e == EINTR || e == EAGAIN) {
+            run->immediate_exit = 0; /* the kick is served: the run loop looks at why */
+            exit->kind = VMM_EXIT_NONE;
+            return 0;
+        }
+        uint64_t pc = 0;
+        get_reg(ks, REG_PC, &pc);
+        if (e == ENOSYS) {
+            vmm__set_error(vm, VMM_ESTATE,
+                           "vCPU %u at pc 0x%llx: an MMIO access KVM cannot decode (load/store pair, writeback or "
+                           "SIMD register); access device registers with plain LDR/STR",
+                           vcpu->id, (unsigned long long)pc);
+            exit->kind = VMM_EXIT_GUEST_ERROR;
+            return 0;
+        }
+        vmm__set_error(vm, VMM_EIO, "KVM_RUN on vCPU %u (pc 0x%llx): %s", vcpu->id, (unsigned long long)pc,
+                       strerror(e));
+        exit->kind = VMM_EXIT_HOST_ERROR;
+        return 0;
+    }
+    switch (run->exit_reason) {
+    case KVM_EXIT_MMIO: {
+        unsigned len = run->mmio.len;
+        if (!len || len > 8) {
+            vmm__set_error(vm, VMM_EIO, "KVM reported an MMIO access of %u bytes", len);
+            exit->kind = VMM_EXIT_HOST_ERROR;
+            return 0;
+        }
+        vm->stats.mmio_exits++;
+        exit->kind = VMM_EXIT_MMIO;
+        exit->mmio.gpa = run->mmio.phys_addr;
+        exit->mmio.size = len;
+        exit->mmio.is_write = run->mmio.is_write;
+        exit->mmio.data = 0;
+        if (run->mmio.is_write)
+            memcpy(&exit->mmio.data, run->mmio.data, len); /* little-endian host and guest */
+        return 0;
+    }
+    case KVM_EXIT_SYSTEM_EVENT:
+        return system_event(vcpu, exit);
+    case KVM_EXIT_INTR:
+        exit->kind = VMM_EXIT_NONE;
+        return 0;
+    case KVM_EXIT_FAIL_ENTRY:
+        vmm__set_error(vm, VMM_EIO, "KVM could not enter vCPU %u (hardware reason 0x%llx)", vcpu->id,
+                       (unsigned long long)run->fail_entry.hardware_entry_failure_reason);
+        exit->kind = VMM_EXIT_HOST_ERROR;
+        return 0;
+    default:
+        vmm__set_error(vm, VMM_EIO, "vCPU %u: unexpected KVM exit %u", vcpu->id, run->exit_reason);
+        exit->kind = VMM_EXIT_HOST_ERROR;
+        return 0;
+    }
+}
+
+static int kvm_complete_mmio(struct vmm_vcpu *vcpu, uint64_t value)
+{
+    struct kvm_vcpu_state *ks = vcpu->bstate;
+    struct kvm_run *run = ks->run;
+
+    if (run->exit_reason == KVM_EXIT_MMIO && !run->mmio.is_write && run->mmio.len <= 8)
+        memcpy(run->mmio.data, &value, run->mmio.len); /* KVM writes it to the register at the next KVM_RUN */
+    return 0;
+}
+
+static void kvm_kick(struct vmm_vcpu *vcpu)
+{
+    struct kvm_vcpu_state *ks = vcpu->bstate;
+    if (!ks || !ks->run)
+        return;
+    /* immediate_exit covers a kick that lands before KVM_RUN; the signal one that lands inside it */
+    __atomic_store_n(&ks->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+    pthread_mutex_lock(&ks->kick_lock);
+    if (ks->running)
+        pthread_kill(ks->thread, kick_signal());
+    pthread_mutex_unlock(&ks->kick_lock);
+}
+
+static uint64_t kvm_get_pc(struct vmm_vcpu *vcpu)
+{
+    uint64_t pc = 0;
+    if (vcpu->bstate)
+        get_reg(vcpu->bstate, REG_PC, &pc);
+    return pc;
+}
+
+static uint64_t kvm_mem_overhead(struct vmm_vcpu *vcpu)
+{
+    struct kvm_vm_state *k = vcpu->vm->bstate;
+    uint64_t n = sizeof(struct kvm_vcpu_state) + (k ? k->run_size : 0);
+    if (vcpu->id == 0)
+        n += sizeof *k;
+    return n;
+}
+
+const struct vmm_backend_ops vmm__kvm_backend = {
+    .name = "kvm",
+    .threaded = true,
+    .probe = kvm_probe,
+    .vm_init = kvm_vm_init,
+    .vm_fini = kvm_vm_fini,
+    .vcpu_init = kvm_vcpu_init,
+    .vcpu_fini = kvm_vcpu_fini,
+    .vcpu_reset = kvm_vcpu_reset,
+    .vcpu_run = kvm_vcpu_run,
+    .complete_mmio = kvm_complete_mmio,
+    .complete_call = NULL, /* PSCI is served by KVM */
+    .kick = kvm_kick,
+    .irq_notify = NULL,
+    .irq_line = kvm_irq_line,
+    .get_pc = kvm_get_pc,
+    .mem_overhead = kvm_mem_overhead,
+};
+
+#endif /* VMM_HAVE_KVM */
