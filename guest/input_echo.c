@@ -3,7 +3,8 @@
    "PASS input_echo" once KEY_ESC is pressed. Keyboard and tablet are told apart by their EV_BITS
    (the tablet has EV_ABS), so it runs on vmmpy and on QEMU (virtio-keyboard/tablet-device).
    With a virtio-gpu it also shows frames: frame 1 (black) once ready, then one frame after every batch of
-   events it printed ("input_echo: frame N"); a left click draws a 5x5 white square at the pointer. */
+   events it printed ("input_echo: frame N at T us", T the guest clock); a left click draws a 5x5 white square at the
+   pointer. */
 #include "rt.h"
 
 #define VIRTIO_ID_INPUT 18
@@ -56,7 +57,7 @@ static void show(void)
         dot = 0;
     }
     if (gpu_flush(&gpu, x, y, w, h) == 0)
-        printf("input_echo: frame %d\n", ++frame);
+        printf("input_echo: frame %d at %lu us\n", ++frame, (unsigned long)timer_ticks_to_us(timer_now()));
 }
 
 static void kick(struct input *in, unsigned q)
@@ -188,9 +189,8 @@ int main(uint64_t dtb)
     }
     printf("input_echo: ready\n");
     if (have_gpu) { /* frame 1: the (black) screen, after "ready" */
-        uint32_t x = 0, y = 0, w = gpu.width, h = gpu.height;
-        if (gpu_flush(&gpu, x, y, w, h) == 0)
-            printf("input_echo: frame %d\n", ++frame);
+        if (gpu_flush(&gpu, 0, 0, gpu.width, gpu.height) == 0)
+            printf("input_echo: frame %d at %lu us\n", ++frame, (unsigned long)timer_ticks_to_us(timer_now()));
     }
     deadline_set(&d, WAIT_MS);
     while (!deadline_passed(&d)) {

@@ -323,8 +323,7 @@ VMM_EXPORT int vmm_input_leds(vmm_vm *vm, uint32_t *leds);
  * the same point every run; a time already past means "at the next round" (so does vmm_input_event()).
  * Events due at the same time keep the order they were sent in. In real-time mode at_ns is ignored.
  */
-VMM_EXPORT int vmm_input_event_at(vmm_vm *vm, int device, uint64_t at_ns, uint16_t type, uint16_t code,
-                                  int32_t value);
+VMM_EXPORT int vmm_input_event_at(vmm_vm *vm, int device, uint64_t at_ns, uint16_t type, uint16_t code, int32_t value);
 
 /* Counters, for tests and benchmarks. */
 struct vmm_stats {

@@ -134,18 +134,12 @@ static void parse_args(int argc, char **argv)
 {
     enum { OPT_STDIN = 256 };
     static const struct option longopts[] = {
-        { "backend", required_argument, NULL, 'b' },
-        { "cpus", required_argument, NULL, 'c' },
-        { "ram", required_argument, NULL, 'm' },
-        { "timeout", required_argument, NULL, 't' },
-        { "cmdline", required_argument, NULL, 'a' },
-        { "initrd", required_argument, NULL, 'i' },
-        { "stdin", no_argument, NULL, OPT_STDIN },
-        { "stats", no_argument, NULL, 's' },
-        { "quiet", no_argument, NULL, 'q' },
-        { "verbose", no_argument, NULL, 'v' },
-        { "help", no_argument, NULL, 'h' },
-        { NULL, 0, NULL, 0 },
+        { "backend", required_argument, NULL, 'b' }, { "cpus", required_argument, NULL, 'c' },
+        { "ram", required_argument, NULL, 'm' },     { "timeout", required_argument, NULL, 't' },
+        { "cmdline", required_argument, NULL, 'a' }, { "initrd", required_argument, NULL, 'i' },
+        { "stdin", no_argument, NULL, OPT_STDIN },   { "stats", no_argument, NULL, 's' },
+        { "quiet", no_argument, NULL, 'q' },         { "verbose", no_argument, NULL, 'v' },
+        { "help", no_argument, NULL, 'h' },          { NULL, 0, NULL, 0 },
     };
     int c;
     char *end;

@@ -13,6 +13,11 @@ GUEST_DIR = os.path.join(ROOT, "guest", "build")
 RAM_BASE = 0x4000_0000
 UART = 0x0900_0000
 
+# The CLI opens a live window when a display exists and the guest has a GPU; the suite's CLI runs
+# must behave the same on a developer's desktop as in CI (tests/test_window.py starts its own Xvfb).
+for _var in ("DISPLAY", "WAYLAND_DISPLAY"):
+    os.environ.pop(_var, None)
+
 # a few A64 instructions for hand-made raw guests
 WFI = 0xD503207F
 B_SELF = 0x14000000  # b .

@@ -18,27 +18,18 @@ import time
 
 import pytest
 
-# (guest, vCPUs): every guest on one CPU where it needs no more, the SMP ones on several
-RUNS = [
-    ("timer", 1),
-    ("prio", 1),
-    ("spi", 1),
-    ("sgi", 2),
-    ("sgi", 4),
-    ("smp", 1),
-    ("smp", 2),
-    ("smp", 4),
-    ("smp", 8),
-]
-IDS = [f"{g}-smp{n}" for g, n in RUNS]
-SMP_ITERS = 2000  # guest/smp.c ITERS
-UART_INPUT = b"hi!\tq"  # echoed as h, i, !, 0x09, q; 'q' ends the guest
-UART_ECHO = ["echo: h", "echo: i", "echo: !", "echo: 0x09", "echo: q"]
+from . import guests as table
+
+# every guest on one CPU where it needs no more, the SMP ones on several; verdicts in tests/guests.py
+IRQ_RUNS = table.select(groups=("irq",))
+UART_RUN = table.BY_ID["uart_irq"]
+UART_INPUT = table.UART_INPUT
+UART_ECHO = table.UART_ECHO
 TIMEOUT = 120  # seconds of host time for one guest run
 
 
 def lines(text: str) -> list[str]:
-    return text.replace("\r", "").splitlines()
+    return table.lines(text)
 
 
 def assert_verdict(text: str, name: str) -> None:
@@ -49,39 +40,20 @@ def assert_verdict(text: str, name: str) -> None:
     assert f"PASS {name}" in ls, f"no 'PASS {name}' line; output ends with:\n" + "\n".join(ls[-30:])
 
 
-def check_details(text: str, name: str, cpus: int) -> None:
-    """What each guest must have printed besides its verdict (same on vmmpy and QEMU)."""
-    ls = lines(text)
-    if name == "timer":
-        assert any(line.startswith("timer: 50 ticks at 100 Hz") for line in ls), text
-        assert "timer: physical timer (PPI 30) fired" in text
-    elif name == "prio":
-        assert "prio: nested preemption: 8+ 9+ 46+ 46- 9- 8-" in ls
-        assert "prio: equal and lower priority wait: 8+ 8- 10+ 10- 11+ 11-" in ls
-    elif name == "spi":
-        assert any(line.endswith("taken 5 times until masked") for line in ls), text
-    elif name == "sgi":
-        assert f"sgi: {cpus} cpus" in text
-        assert any(line.startswith("sgi: 256 round trips") for line in ls), text
-    elif name == "smp":
-        want = cpus * SMP_ITERS
-        assert f"smp: counter {want} (expected {want}), atomic {want}" in ls
-        for c in range(cpus):
-            assert any(line.startswith(f"cpu {c} online: mpidr 0x") for line in ls), f"cpu {c} never came online"
-        if cpus > 1:
-            assert "cpu 1 restarted" in ls
+def runs_for(peer: str):
+    return pytest.mark.parametrize("run", [r for r in IRQ_RUNS if r.applies(peer)], ids=lambda r: r.id)
 
 
 # ---- vmmpy ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name,cpus", RUNS, ids=IDS)
-def test_irq_guest(machine, guest, name, cpus):
-    m = machine(guest(name), cpus=cpus)
+@runs_for("soft")
+def test_irq_guest(machine, guest, run):
+    m = machine(guest(run.guest), cpus=run.cpus)
     res = m.run(timeout=TIMEOUT)
     text = m.serial.text
-    assert_verdict(text, name)
-    check_details(text, name, cpus)
+    assert_verdict(text, run.guest)
+    table.assert_ok(run, text)
     assert res.ok, res
 
 
@@ -94,6 +66,7 @@ def test_uart_rx_interrupt_echo(machine, guest):
     m.serial.expect(r"PASS uart_irq", timeout=30)
     assert m.wait(timeout=30).ok
     assert_verdict(m.serial.text, "uart_irq")
+    table.assert_ok(UART_RUN, m.serial.text)
 
 
 # ---- QEMU, the reference ----------------------------------------------------------------------------
@@ -185,14 +158,14 @@ def qemu_run():
 
 @needs_qemu
 @pytest.mark.qemu
-@pytest.mark.parametrize("name,cpus", RUNS, ids=IDS)
-def test_irq_guest_on_qemu(qemu_run, guest, name, cpus):
-    r = qemu_run(guest(name), cpus)
+@runs_for("qemu")
+def test_irq_guest_on_qemu(qemu_run, guest, run):
+    r = qemu_run(guest(run.guest), run.cpus)
     r.proc.stdin.close()  # no input: the guests that need none must not wait for it
     rc = r.wait(TIMEOUT)
-    assert_verdict(r.text, name)
-    check_details(r.text, name, cpus)
-    assert rc == 0, f"QEMU exit status {rc} (semihosting exit status of the guest)"
+    assert_verdict(r.text, run.guest)
+    table.assert_ok(run, r.text)
+    assert rc == run.status, f"QEMU exit status {rc} (semihosting exit status of the guest)"
 
 
 @needs_qemu
@@ -206,3 +179,4 @@ def test_uart_rx_interrupt_echo_on_qemu(qemu_run, guest):
     ls = lines(r.text)
     assert [line for line in ls if line.startswith("echo: ")] == UART_ECHO
     assert_verdict(r.text, "uart_irq")
+    table.assert_ok(UART_RUN, r.text)

@@ -262,3 +262,48 @@ def test_input_echo_round_trip(guest):
         (EV_KEY, BTN_LEFT, 0),
         (EV_SYN, 0, 0),
     ]
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_wait_frame_then_inject_reaches_the_guest(guest, deterministic):
+    """No race between a frame and input sent right after waiting for it."""
+    kw = {"gpu": True, "gpu_size": (320, 240), "input": True, "deterministic": deterministic}
+    with vmmpy.Machine(guest("input_echo"), **kw) as m:
+        m.screen.wait_frame(1, timeout=30)
+        m.keyboard.tap("z", at_ns=m.clock_ns if deterministic else None)
+        m.serial.expect(r"code=44 value=0", timeout=30)
+        n = m.screen.wait_frame(2, timeout=30)
+        m.tablet.click(1, 1)
+        m.serial.expect(r"code=272 value=0", timeout=30)
+        m.screen.wait_frame(n + 1, timeout=30)
+        m.keyboard.tap("esc")
+        assert m.wait(timeout=30).ok
+
+
+def test_input_event_at_in_real_time_is_immediate():
+    with vmmpy.Machine(input=True) as m:
+        m.keyboard.press("a", at_ns=10**15)  # ignored in real-time mode: queued now
+        assert m.keyboard.stats().pending == 2
+        with pytest.raises(vmmpy.InvalidArgument):
+            m.keyboard.press("a", at_ns=-1)
+
+
+def test_deterministic_events_wait_for_their_time():
+    """vmm_input_event_at: a deterministic VM keeps events until its clock reaches their time (tier 1)."""
+    with vmmpy.Machine(input=True, deterministic=True) as m:
+        kbd = Input(m, KBD)
+        kbd.post(8)
+        m.keyboard.press("b", at_ns=2_000_000)
+        m.keyboard.press("a", at_ns=1_000_000)
+        m.keyboard.release("a", at_ns=1_000_000)  # same time: after the press, in the order sent
+        assert kbd.events() == [] and m.keyboard.stats().pending == 0  # scheduled, not pending yet
+        with pytest.raises(vmmpy.InvalidArgument):
+            m.keyboard.press("a", at_ns=-1)
+
+
+def test_deterministic_schedule_is_bounded():
+    with vmmpy.Machine(input=True, deterministic=True) as m:
+        for i in range(65536):
+            m.tablet.event(EV_REL, 8, 1, at_ns=i)
+        with pytest.raises(vmmpy.errors.OutOfMemory, match="65536 events scheduled"):
+            m.tablet.event(EV_REL, 8, 1, at_ns=0)

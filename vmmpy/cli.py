@@ -12,6 +12,8 @@ import sys
 import threading
 
 from vmmpy import errors
+from vmmpy.events import CliEvents
+from vmmpy.events import cli_prepare as events_cli_prepare
 from vmmpy.machine import Machine, RunReason, parse_size
 
 # exit codes (documented in README.md): a clean power-off gives the guest's status
@@ -220,6 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="share the host directory DIR over virtio-9p (9P2000.L), read-only with :ro, mount tag NAME (default "
         '"share", then "share1", ...); in the guest: mount -t 9p -o trans=virtio NAME /mnt; repeatable',
     )
+    r.add_argument("--input", action="store_true", help="give the guest a virtio-input keyboard and tablet")
+    r.add_argument(
+        "--events",
+        metavar="FILE",
+        help="run the input script FILE beside the guest (wait, type, key, click, capture, quit; see README); "
+        "implies --input, and --gpu when it waits for frames",
+    )
     r.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv for debug)")
     return p
 
@@ -415,6 +424,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         share=_shares(args.share),
         input=args.input,
     )
+    events = CliEvents(args, m)  # --events
     out = sys.stdout.buffer
     interrupted = False
     captures: dict[int, str] = args.captures
@@ -432,7 +442,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         with m, _StdinForwarder(m) as fwd:
             for n in captures:
                 m.screen.hold(n)
+            events.prepare()
             m.start(timeout=args.timeout)
+            events.start()
             waiter = _FrameWaiter(m, max(captures)) if captures else None
             win = _open_window(m, args) if window else None
             if win is not None:
@@ -443,6 +455,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 m.stop()
                 _stream(m, out, None)
             res = m.wait()
+            events.finish()
             interrupted = interrupted or fwd.interrupted
             if captures:
                 problems = _save_captures(m, captures)
@@ -450,6 +463,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, old)
     if interrupted and res.reason == RunReason.STOPPED:
         return EXIT_INTERRUPTED
+    if events.error:
+        sys.stderr.write(f"vmmpy: error: {events.error}\n")
+        return 1
     if problems:  # one line: how the run ended and which frames are missing
         why = _ending(res, args.timeout)
         if waiter is not None and waiter.error is not None and not isinstance(waiter.error, errors.VmmError):
@@ -459,7 +475,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return code if code != 0 and res.reason != RunReason.STOPPED else 1
     if res.reason in (RunReason.GUEST_ERROR, RunReason.HOST_ERROR, RunReason.TIMEOUT, RunReason.RESET):
         sys.stderr.write(f"vmmpy: {_ending(res, args.timeout)}\n")
-    if (captures or closed) and res.reason == RunReason.STOPPED:
+    if (captures or closed or events.quit) and res.reason == RunReason.STOPPED:
         return 0  # stopped by us after the last capture, or the window was closed
     return _exit_code(res.reason, res.exit_status)
 
@@ -481,6 +497,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
+            if (code := events_cli_prepare(args)) is not None:
+                return code  # a mistake in --events FILE
             _resolve_gpu(args, parser)
             return cmd_run(args)
     except errors.VmmError as e:

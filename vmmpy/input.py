@@ -216,7 +216,7 @@ class Keyboard(_InputDevice):
 
     @staticmethod
     def combo_keys(combo: str) -> list[str]:
-        """"ctrl+alt+delete" -> ["ctrl", "alt", "delete"] ("+" alone is the plus key); each is checked."""
+        """The keys of a combination: "ctrl+alt+delete" -> ["ctrl", "alt", "delete"] ("+" alone: the plus key)."""
         keys = [k for k in combo.split("+") if k] if combo != "+" else ["+"]
         if not keys:
             raise errors.InvalidArgument(f"no keys in {combo!r}", lib.VMM_EINVAL, "VMM_EINVAL")

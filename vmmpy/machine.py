@@ -109,9 +109,14 @@ class Serial:
         self._read_pos = 0  # for read()
         self._expect_pos = 0  # for expect()
         self._lock = threading.Lock()
+        self._pull_lock = threading.Lock()  # one reader of libvmm at a time: chunks stay in order
 
     def _pull(self, timeout: float) -> bool:
         """Move output from libvmm into our buffer; False at end of stream."""
+        with self._pull_lock:
+            return self._pull_locked(timeout)
+
+    def _pull_locked(self, timeout: float) -> bool:
         chunk = ffi.new("char[]", 65536)
         ns = max(0, int(timeout * 1e9))
         n = lib.vmm_console_read(self._m._vm, chunk, 65536, ns)
@@ -426,6 +431,17 @@ class Machine:
     def clock_ns(self) -> int:
         """The guest clock in ns (virtual in deterministic mode)."""
         return int(lib.vmm_clock_ns(self._vm))
+
+    def run_events(self, path_or_text: str | os.PathLike, timeout: float = 30.0):
+        """Run an input script (see vmmpy.events: wait, type, key, click, capture, ...) in this thread.
+
+        Starts the machine if it never ran; returns when the script is done (the VM goes on). Raises
+        EventsSyntaxError before anything happens for a bad script, EventsFailed if a wait times out or
+        the guest ends first. Each wait on the guest gives up after `timeout` seconds.
+        """
+        from vmmpy.events import run_events
+
+        return run_events(self, path_or_text, timeout)
 
     def clock_advance(self, ns: int) -> None:
         """Deterministic mode, VM not running: move virtual time forward, firing due timers."""

@@ -185,7 +185,8 @@ class Window:
         self._stop = threading.Event()
         self._rfd, self._wfd = os.pipe()
         os.set_blocking(self._wfd, False)
-        root.createfilehandler(self._rfd, tk.READABLE, self._on_wake)
+        self._tk = root.tk
+        self._tk.createfilehandler(self._rfd, tk.READABLE, self._on_wake)
         root.update_idletasks()
 
     # -- the frame watcher (its own thread) ------------------------------------
@@ -354,7 +355,6 @@ class Window:
     def _destroy(self) -> None:
         if self._root is not None:
             with contextlib.suppress(Exception):
-                self._root.deletefilehandler(self._rfd)
                 self._root.destroy()
             self._root = None
 
@@ -378,7 +378,7 @@ class Window:
             self._stop.set()
             self._destroy()
             watcher.join(timeout=2)
+            self._tk.deletefilehandler(self._rfd)
             os.close(self._rfd)
             os.close(self._wfd)
         return self.closed
-

@@ -48,10 +48,10 @@ const struct vmm_backend_ops *vmm__backend_find(const char *name, char *why, siz
     }
     for (size_t i = 0; i < sizeof known_unbuilt / sizeof known_unbuilt[0]; i++) {
         if (!strcmp(name, known_unbuilt[i])) {
-            snprintf(why, len, "backend '%s' is not built into this library (it needs a %s host)", name,
-                     !strcmp(name, "kvm")    ? "Linux arm64 host"
-                     : !strcmp(name, "soft") ? "build with Unicorn"
-                                             : "macOS arm64 host");
+            snprintf(why, len, "backend '%s' is not built into this library (%s)", name,
+                     !strcmp(name, "kvm")    ? "it needs a Linux arm64 host"
+                     : !strcmp(name, "soft") ? "it was built without Unicorn"
+                                             : "it needs a macOS arm64 host");
             return NULL;
         }
     }

@@ -28,7 +28,8 @@
 #include "../core/layout.h"
 
 #define KVM_PATH "/dev/kvm"
-#define NR_IRQS 128 /* 32 private + the 96 SPIs of our layout (a multiple of 32) */
+#define EXIT_TAG 0x564d4d5059455854ULL /* "VMMPYEXT" in x5: x4 holds the guest's exit status */
+#define NR_IRQS 128                    /* 32 private + the 96 SPIs of our layout (a multiple of 32) */
 
 struct kvm_vm_state {
     int sys_fd; /* /dev/kvm */
@@ -94,6 +95,7 @@ static uint64_t core_reg(size_t off)
 #define REG_PC core_reg(offsetof(struct kvm_regs, regs.pc))
 #define REG_PSTATE core_reg(offsetof(struct kvm_regs, regs.pstate))
 #define REG_X(n) core_reg(offsetof(struct kvm_regs, regs.regs[n]))
+#define REG_ESR_EL1 ARM64_SYS_REG(3, 0, 5, 2, 0)
 
 static int get_reg(struct kvm_vcpu_state *ks, uint64_t id, uint64_t *val)
 {
@@ -113,8 +115,8 @@ static int check_caps(int fd, char *why, size_t len)
         int cap;
         const char *name;
     } needed[] = {
-        { KVM_CAP_USER_MEMORY, "KVM_CAP_USER_MEMORY" },     { KVM_CAP_ONE_REG, "KVM_CAP_ONE_REG" },
-        { KVM_CAP_ARM_PSCI_0_2, "KVM_CAP_ARM_PSCI_0_2" },   { KVM_CAP_DEVICE_CTRL, "KVM_CAP_DEVICE_CTRL" },
+        { KVM_CAP_USER_MEMORY, "KVM_CAP_USER_MEMORY" },       { KVM_CAP_ONE_REG, "KVM_CAP_ONE_REG" },
+        { KVM_CAP_ARM_PSCI_0_2, "KVM_CAP_ARM_PSCI_0_2" },     { KVM_CAP_DEVICE_CTRL, "KVM_CAP_DEVICE_CTRL" },
         { KVM_CAP_IMMEDIATE_EXIT, "KVM_CAP_IMMEDIATE_EXIT" }, { KVM_CAP_IRQCHIP, "KVM_CAP_IRQCHIP" },
     };
     int v = ioctl(fd, KVM_GET_API_VERSION, 0);
@@ -402,24 +404,65 @@ static void set_running(struct kvm_vcpu_state *ks, bool running)
 static int system_event(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
 {
     struct kvm_vcpu_state *ks = vcpu->bstate;
-    uint64_t x1 = 0;
+    uint64_t tag = 0, status = 0;
 
     switch (ks->run->system_event.type) {
     case KVM_SYSTEM_EVENT_SHUTDOWN:
-        /* our guest runtime passes its exit status in x1 (PSCI ignores it; Linux passes 0) */
-        get_reg(ks, REG_X(1), &x1);
+        /*
+         * A guest may pass an exit status in x4, tagged by x5 = "VMMPYEXT"
+         * (our runtime's psci_system_off_status(); PSCI ignores both, and KVM
+         * has already written PSCI's results to x0..x3). Others exit with 0.
+         */
+        if (get_reg(ks, REG_X(5), &tag) == 0 && tag == EXIT_TAG)
+            get_reg(ks, REG_X(4), &status);
         exit->kind = VMM_EXIT_SHUTDOWN;
-        exit->status = (int)(uint32_t)x1;
+        exit->status = (int)(uint32_t)status;
         return 0;
     case KVM_SYSTEM_EVENT_RESET:
         exit->kind = VMM_EXIT_RESET;
         return 0;
     default:
-        vmm__set_error(vcpu->vm, VMM_ESTATE, "the guest signalled system event %u (crash)",
-                       ks->run->system_event.type);
+        vmm__set_error(vcpu->vm, VMM_ESTATE, "the guest signalled system event %u (crash)", ks->run->system_event.type);
         exit->kind = VMM_EXIT_GUEST_ERROR;
         return 0;
     }
+}
+
+/*
+ * An access above RAM is a synchronous external abort, as on the soft
+ * backend: KVM injects it for the faulting address without completing the
+ * access (KVM_CAP_ARM_INJECT_EXT_DABT, Linux 5.5).
+ */
+static int external_abort(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
+{
+    struct kvm_vcpu_state *ks = vcpu->bstate;
+    struct kvm_vcpu_events ev;
+
+    vmm__guest_error(vcpu->vm, "kvm", "vCPU %u %s 0x%llx above RAM: external abort", vcpu->id,
+                     ks->run->mmio.is_write ? "wrote" : "read", (unsigned long long)ks->run->mmio.phys_addr);
+    memset(&ev, 0, sizeof ev);
+    ev.exception.ext_dabt_pending = 1;
+    if (xioctl(ks->fd, KVM_SET_VCPU_EVENTS, &ev) < 0) {
+        vmm__set_error(vcpu->vm, VMM_ESTATE, "vCPU %u accessed 0x%llx above RAM and KVM cannot inject an abort: %s",
+                       vcpu->id, (unsigned long long)ks->run->mmio.phys_addr, strerror(errno));
+        exit->kind = VMM_EXIT_GUEST_ERROR;
+        return 0;
+    }
+    /*
+     * KVM leaves WnR clear (and, seen nested, ESR's upper half set): give the
+     * guest the syndrome the soft backend reports, a 32-bit ESR with WnR for
+     * a write. The exception is pending, so ESR_EL1 is what the guest will see.
+     */
+    uint64_t esr;
+    if (get_reg(ks, REG_ESR_EL1, &esr) == 0) {
+        esr &= 0xffffffffu;
+        if (ks->run->mmio.is_write)
+            esr |= 1u << 6; /* WnR */
+        set_reg(ks, REG_ESR_EL1, esr);
+    }
+    ks->run->exit_reason = KVM_EXIT_UNKNOWN; /* nothing for complete_mmio to answer */
+    exit->kind = VMM_EXIT_NONE;
+    return 0;
 }
 
 static int kvm_vcpu_run(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
@@ -465,6 +508,8 @@ static int kvm_vcpu_run(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
             exit->kind = VMM_EXIT_HOST_ERROR;
             return 0;
         }
+        if (run->mmio.phys_addr >= LAYOUT_RAM_BASE) /* no memslot there: above RAM, where nothing answers */
+            return external_abort(vcpu, exit);
         vm->stats.mmio_exits++;
         exit->kind = VMM_EXIT_MMIO;
         exit->mmio.gpa = run->mmio.phys_addr;

@@ -64,8 +64,8 @@ VMM_EXPORT int vmm_irq_line(vmm_vm *vm, unsigned cpu)
     if (check_test_access(vm, cpu))
         return VMM_EINVAL;
     if (!vm->gic)
-        return vmm__set_error(vm, VMM_ENOTSUP, "the %s backend's GIC is in the host kernel: its IRQ line cannot be read",
-                              vm->ops->name);
+        return vmm__set_error(vm, VMM_ENOTSUP,
+                              "the %s backend's GIC is in the host kernel: its IRQ line cannot be read", vm->ops->name);
     return vmm__gic_irq_line(vm->gic, cpu);
 }
 

@@ -134,7 +134,9 @@ static int t_walk(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
             if (par >= 0)
                 close(par);
             par = cur;
-            snprintf(curname, sizeof curname, "%s", nm);
+            size_t nl = strnlen(nm, sizeof curname - 1);
+            memcpy(curname, nm, nl);
+            curname[nl] = '\0';
         } else {
             close(cur);
             if (dotdot) { /* the new parent is not known */

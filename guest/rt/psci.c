@@ -50,7 +50,15 @@ void psci_system_off(void)
 
 void psci_system_off_status(uint32_t status)
 {
-    smccc_hvc(PSCI_SYSTEM_OFF, status, 0, 0);
+    /*
+     * x4 = status, x5 = the tag that says so: KVM writes PSCI's return values
+     * to x0..x3 before it reports the power-off, and other guests leave x4
+     * and x5 as they happen to be.
+     */
+    register uint64_t x0 __asm__("x0") = PSCI_SYSTEM_OFF;
+    register uint64_t x4 __asm__("x4") = status;
+    register uint64_t x5 __asm__("x5") = VMMPY_EXIT_TAG;
+    __asm__ volatile("hvc #0" : "+r"(x0), "+r"(x4), "+r"(x5)::"x1", "x2", "x3", "memory");
     for (;;)
         __asm__ volatile("wfi");
 }

@@ -1,0 +1,191 @@
+"""The tier-2 guests in one table: what each run is, where it applies and what counts as passing.
+
+One `Run` per (guest, vCPU count). Its verdict is read from the serial output, never from a
+semihosting exit (KVM has no semihosting: there the guest runtime falls back to PSCI SYSTEM_OFF),
+so the same check serves every peer:
+
+- "soft": vmmpy's Unicorn backend, in-process (tests/test_irq_guests.py);
+- "kvm": build/aarch64/vmmrun --backend kvm inside a nested arm64 Linux (tests/test_kvm_nested.py,
+  tools/nested.py);
+- "qemu": qemu-system-aarch64 TCG, the reference (tests/test_irq_guests.py).
+
+`check(run, text)` lists what is wrong with an output (empty: pass). `expect` are regexes that must
+each match somewhere (multiline, carriage returns removed); `reject` ones must not. The exit status
+is checked separately, per peer, against `status` / `end` (a runner that cannot carry a status,
+such as QEMU without semihosting, skips that).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+PEERS = ("soft", "kvm", "qemu")
+SMP_ITERS = 2000  # guest/smp.c ITERS
+UART_INPUT = b"hi!\tq"  # echoed as h, i, !, 0x09, q; 'q' ends the guest
+UART_ECHO = ["echo: h", "echo: i", "echo: !", "echo: 0x09", "echo: q"]
+
+# the guests that report through rt/check.c: a FAIL line per failed check, one verdict line
+CHECK_REJECT = (r"^FAIL",)
+# exceptions, psci, badmmio: PASS/FAIL lines, then ALL PASS or SOME FAILED
+SUITE_REJECT = (r"^FAIL", r"^SOME FAILED$")
+
+
+@dataclass(frozen=True)
+class Run:
+    id: str  # unique, used as the pytest id and the nested harness's marker name
+    guest: str  # guest/build/<guest>.elf
+    cpus: int = 1
+    ram: str | None = None  # e.g. "256M"; None: the VMM's default (256 MiB)
+    expect: tuple[str, ...] = ()
+    reject: tuple[str, ...] = CHECK_REJECT
+    end: str = "poweroff"  # how the run ends: poweroff, reset or timeout
+    status: int = 0  # the power-off status (end == "poweroff")
+    stdin: bytes = b""  # written to the serial port (vmmrun --stdin)
+    make_vars: tuple[str, ...] = ()  # a smaller build of the guest: `make -C guest B=... VAR=value`
+    timeout: float = 120.0  # seconds of host time; for end == "timeout" how long to let it run
+    peers: tuple[str, ...] = PEERS
+    why_not: dict[str, str] = field(default_factory=dict, hash=False, compare=False)  # peer -> why not there
+    groups: tuple[str, ...] = ()  # which test modules pick it up ("irq", "basic", "bench", "idle")
+
+    @property
+    def vmmrun_rc(self) -> int:
+        """vmmrun's exit status for this run (see runner/vmmrun.c)."""
+        return {"poweroff": self.status & 0xFF, "reset": 3, "timeout": 124}[self.end]
+
+    def applies(self, peer: str) -> bool:
+        return peer in self.peers
+
+
+def lines(text: str) -> list[str]:
+    return text.replace("\r", "").splitlines()
+
+
+def check(run: Run, text: str) -> list[str]:
+    """What is wrong with `text` as `run`'s serial output: one message per problem, [] if it passes."""
+    clean = text.replace("\r", "")
+    problems = []
+    for pat in run.reject:
+        bad = [m.group(0) for m in re.finditer(f"{pat}.*$" if not pat.endswith("$") else pat, clean, re.M)]
+        if bad:
+            problems.append("unexpected line(s):\n" + "\n".join(bad[:20]))
+    for pat in run.expect:
+        if not re.search(pat, clean, re.M):
+            problems.append(f"no line matching {pat!r}")
+    if problems:
+        tail = "\n".join(lines(text)[-30:])
+        problems.append(f"output ends with:\n{tail}")
+    return problems
+
+
+def assert_ok(run: Run, text: str) -> None:
+    problems = check(run, text)
+    assert not problems, f"{run.id}: " + "\n".join(problems)
+
+
+def _verdict(name: str) -> str:
+    return rf"^PASS {re.escape(name)}$"
+
+
+def _irq(name: str, cpus: int, *details: str, **kw) -> Run:
+    return Run(f"{name}-smp{cpus}", name, cpus, expect=(_verdict(name), *details), groups=("irq",), **kw)
+
+
+def _smp(cpus: int) -> Run:
+    want = cpus * SMP_ITERS
+    details = [rf"^smp: counter {want} \(expected {want}\), atomic {want}$"]
+    details += [rf"^cpu {c} online: mpidr 0x" for c in range(cpus)]
+    if cpus > 1:
+        details.append(r"^cpu 1 restarted$")
+    return _irq("smp", cpus, *details)
+
+
+def _sgi(cpus: int) -> Run:
+    return _irq("sgi", cpus, rf"sgi: {cpus} cpus", r"^sgi: 256 round trips")
+
+
+# Not in the table: gpu_demo, bench_gpu and input_echo need virtio-gpu / virtio-input (vmmpy's
+# Machine(gpu=True, input=True); vmmrun has no such options), so they stay in tests/test_gpu_demo.py,
+# tests/test_bench_guests.py and tests/test_virtio_input.py, soft backend only.
+
+RUNS: list[Run] = [
+    # -- the interrupt guests (tests/test_irq_guests.py) -----------------------------------------
+    _irq("timer", 1, r"^timer: 50 ticks at 100 Hz", re.escape("timer: physical timer (PPI 30) fired")),
+    _irq(
+        "prio",
+        1,
+        r"^prio: nested preemption: 8\+ 9\+ 46\+ 46- 9- 8-$",
+        r"^prio: equal and lower priority wait: 8\+ 8- 10\+ 10- 11\+ 11-$",
+    ),
+    _irq("spi", 1, r"taken 5 times until masked$"),
+    _sgi(2),
+    _sgi(4),
+    _smp(1),
+    _smp(2),
+    _smp(4),
+    _smp(8),
+    Run(
+        "uart_irq",
+        "uart_irq",
+        expect=(r"^uart_irq: ready", _verdict("uart_irq"), "^" + "\n".join(re.escape(e) for e in UART_ECHO) + "$"),
+        stdin=UART_INPUT,
+        groups=("irq-input",),
+    ),
+    # -- the basic guests (tests/test_guests.py has the backend-specific checks) ----------------
+    Run("hello", "hello", expect=(r"^Hello from vmmpy guest!$", r"^dtb=0x[0-9a-f]+$"), groups=("basic",)),
+    Run(
+        "exceptions",
+        "exceptions",
+        expect=(r"^ALL PASS$", r"^PASS MMU on$", r"^PASS EL0 svc$", r"^PASS unknown sysreg is UNDEFINED$"),
+        reject=SUITE_REJECT,
+        groups=("basic",),
+    ),
+    Run("psci", "psci", expect=(r"^psci version 1\.\d+$", r"^ALL PASS$"), reject=SUITE_REJECT, groups=("basic",)),
+    Run(
+        "psci_reset",
+        "psci_reset",
+        expect=(r"^ALL PASS$", r"resetting\n?\Z"),
+        reject=SUITE_REJECT,
+        end="reset",
+        groups=("basic",),
+    ),
+    Run(
+        "badmmio",
+        "badmmio",
+        expect=(r"^ALL PASS$", r"^external abort ok esr=0x"),
+        reject=SUITE_REJECT,
+        groups=("basic",),
+    ),
+    # a non-zero status without semihosting: on KVM the runtime's fallback, SYSTEM_OFF with x1 = 7
+    Run("exit_code", "exit_code", expect=(r"^exiting with 7$",), status=7, groups=("basic",)),
+    # -- idle and benchmark guests: they must keep running / report every measurement ----------
+    Run("idle", "idle", expect=(r"^idle: ready, 100 Hz tick$",), end="timeout", timeout=3, groups=("idle",)),
+    Run("idle_notick", "idle_notick", expect=(r"^idle: ready, no timer$",), end="timeout", timeout=3, groups=("idle",)),
+    Run(
+        "bench_exits",
+        "bench_exits",
+        expect=tuple(rf"^BENCH name={n} iters=\d+ ticks=\d+ freq=\d+$" for n in ("loop", "hvc", "mmio_write"))
+        + (r"^BENCH done$",),
+        groups=("bench",),
+        make_vars=("N=2000",),
+    ),
+    Run(
+        "bench_irq",
+        "bench_irq",
+        cpus=2,
+        expect=(r"^irq: 2 cpus", r"^BENCH name=ipi_wfi ", r"^BENCH done$"),
+        reject=(r"^BENCH skip",),
+        groups=("bench",),
+        make_vars=("IRQ_N=20",),
+    ),
+]
+
+BY_ID = {r.id: r for r in RUNS}
+assert len(BY_ID) == len(RUNS), "duplicate run ids"
+
+
+def select(peer: str | None = None, groups: tuple[str, ...] | None = None) -> list[Run]:
+    """The runs that apply to `peer` (any if None), in table order, optionally only these groups."""
+    return [
+        r for r in RUNS if (peer is None or r.applies(peer)) and (groups is None or any(g in groups for g in r.groups))
+    ]

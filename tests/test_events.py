@@ -1,0 +1,308 @@
+"""Input scripts (vmmpy/events.py, `python -m vmmpy run --events FILE`) and deterministic input scheduling,
+against guest/input_echo.c (it echoes every virtio-input event, shows a frame after each batch and draws a
+white 5x5 square where the tablet clicks)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+import vmmpy
+from tests.conftest import ROOT
+from tests.test_virtio_input import BTN_LEFT, EV_ABS, EV_KEY, EV_SYN, echo_events, expected_typing
+from vmmpy import events
+
+SIZE = (320, 240)
+GUEST = f"{ROOT}/guest/build/input_echo.elf"
+
+
+def vmmpy_run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "vmmpy", "run", *args],
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=timeout,
+    )
+
+
+# ---- parsing ----
+
+
+def test_parse_a_script():
+    s = events.parse(
+        """
+        # a comment, then blank lines
+
+        wait 1 frames
+        wait frame 2         # the other spelling
+        type Hi, "you"!\\n   # escapes; the quotes are typed
+        type "  spaced # not a comment  "
+        key ctrl+alt+delete
+        wait 200ms
+        wait 1.5 s
+        wait serial "PASS \\"x\\"" 5s
+        move 10 20
+        click 1 2 right
+        drag 0 0 100 50.5
+        scroll -3
+        capture 4 out.png
+        quit
+        """
+    )
+    assert [(c.name, c.args) for c in s.commands] == [
+        ("wait_frame", (1,)),
+        ("wait_frame", (2,)),
+        ("type", ('Hi, "you"!\n',)),
+        ("type", ("  spaced # not a comment  ",)),
+        ("key", ("ctrl+alt+delete",)),
+        ("wait_time", (0.2,)),
+        ("wait_time", (1.5,)),
+        ("wait_serial", ('PASS "x"', 5.0)),
+        ("move", (10, 20)),
+        ("click", (1, 2, "right")),
+        ("drag", (0, 0, 100, 50.5)),
+        ("scroll", (-3,)),
+        ("capture", (4, "out.png")),
+        ("quit", ()),
+    ]
+    assert s.commands[0].line == 4 and s.needs_gpu and s.captures == {4: "out.png"}
+    assert not events.parse("type a\nkey esc\nwait 1s").needs_gpu
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("clik 1 2", "unknown command 'clik' (expected wait, type, key, move, click, drag, scroll, capture, quit)"),
+        ("wait", "expected 'wait N frames', 'wait frame N', 'wait Nms', 'wait N s' or 'wait serial \"text\"'"),
+        ("wait soon", "not 'wait soon'"),
+        ("wait 3 fps", "not 'wait 3 fps'"),
+        ("wait 0 frames", "frames are counted from 1"),
+        ("wait frame x", "not a frame number: 'x'"),
+        ("wait serial PASS", 'expected a "quoted text"'),
+        ('wait serial "PASS', "no closing"),
+        ('wait serial ""', "the text is empty"),
+        ('wait serial "PASS" soon', "expected a timeout like 5s"),
+        ("type", "type: nothing to type"),
+        ("type a\\qb", "unknown escape '\\q'"),
+        ("type ab\\", "a lone '\\'"),
+        ("type café", "type: no key for 'é' on a US layout"),
+        ('type "a" b', "unexpected 'b' after the quoted text"),
+        ("key", "expected 'key COMBO'"),
+        ("key ctrl+a b", "expected 'key COMBO'"),
+        ("key ctrl+bogus", "key: unknown key 'bogus'"),
+        ("move 1", "expected 'move X Y'"),
+        ("move 1 -2", "not a pixel position: '-2'"),
+        ("click 1", "expected 'click X Y [left|right|middle]'"),
+        ("click 1 2 top", "unknown button 'top'"),
+        ("drag 1 2 3", "expected 'drag X0 Y0 X1 Y1'"),
+        ("scroll 0", "expected 'scroll N'"),
+        ("scroll up", "expected 'scroll N'"),
+        ("capture 3", "expected 'capture N PATH'"),
+        ("capture x a.png", "expected 'capture N PATH'"),
+        ("capture 0 a.png", "frames are counted from 1"),
+        ("capture 1 /no/such/dir/a.png", "capture: directory '/no/such/dir' does not exist"),
+        ("quit now", "quit takes no arguments"),
+    ],
+)
+def test_parse_errors(line, message):
+    with pytest.raises(events.EventsSyntaxError) as e:
+        events.parse(f"# first\n\n{line}\n", "ev.txt")
+    text = str(e.value)
+    assert text.startswith("ev.txt:3: ") and message in text, text
+    assert "\n" not in text
+    assert isinstance(e.value, vmmpy.InvalidArgument)
+
+
+def test_too_many_captures():
+    with pytest.raises(events.EventsSyntaxError, match="at most 64 frames"):
+        events.parse("\n".join(f"capture {n} f{n}.png" for n in range(1, 66)))
+
+
+def test_cli_syntax_error_is_one_line_and_exit_2(tmp_path, guest):
+    f = tmp_path / "events.txt"
+    f.write_text("wait 1 frames\n\nclik 10 10\n")
+    p = vmmpy_run(guest("input_echo"), "--events", str(f))
+    assert p.returncode == 2
+    assert p.stderr.decode() == (
+        f"vmmpy: {f}:3: unknown command 'clik' (expected wait, type, key, move, click, drag, scroll, capture, quit)\n"
+    )
+    assert p.stdout == b""  # nothing ran
+
+    p = vmmpy_run(guest("input_echo"), "--events", str(tmp_path / "missing.txt"))
+    assert p.returncode == 2 and p.stderr.decode() == f"vmmpy: {tmp_path / 'missing.txt'}: No such file or directory\n"
+
+    f.write_text("capture 2 x.png\n")
+    p = vmmpy_run(guest("input_echo"), "--events", str(f), "--no-gpu")
+    assert p.returncode == 2 and p.stderr.decode() == f"vmmpy: {f}:1: capture 2 x.png: needs the GPU: drop --no-gpu\n"
+
+
+# ---- running ----
+
+SCRIPT = """\
+wait 1 frames                # "input_echo: ready" and the black frame 1
+type Hi, "You"!\\n
+click 100 50
+capture 2 {png}
+wait serial "code=272 value=0"
+key ctrl+c
+key esc                      # input_echo prints PASS and powers off
+"""
+
+
+def check_echo(text: str) -> None:
+    kbd = echo_events(text, "kbd")
+    typed = expected_typing('Hi, "You"!\n')
+    assert kbd[: len(typed)] == typed  # shifted characters: shift down, key, key up, shift up
+    ctrl_c = [(EV_KEY, 29, 1), (EV_SYN, 0, 0), (EV_KEY, 46, 1), (EV_SYN, 0, 0)]
+    ctrl_c += [(EV_KEY, 46, 0), (EV_SYN, 0, 0), (EV_KEY, 29, 0), (EV_SYN, 0, 0)]
+    # the guest ends at KEY_ESC: in real time its SYN_REPORT may come after the guest has looked
+    assert kbd[len(typed) : len(typed) + 9] == ctrl_c + [(EV_KEY, 1, 1)]
+    x, y = round(100 * 32767 / 319), round(50 * 32767 / 239)
+    assert echo_events(text, "tab") == [
+        (EV_ABS, 0, x),
+        (EV_ABS, 1, y),
+        (EV_SYN, 0, 0),
+        (EV_KEY, BTN_LEFT, 1),
+        (EV_SYN, 0, 0),
+        (EV_KEY, BTN_LEFT, 0),
+        (EV_SYN, 0, 0),
+    ]
+    assert "PASS input_echo" in text
+
+
+def check_png(path) -> None:
+    im = Image.open(path).convert("RGB")
+    assert im.size == SIZE
+    assert im.getbbox() == (98, 48, 103, 53)  # the 5x5 square around the click, on black
+    assert im.getpixel((100, 50)) == (255, 255, 255)
+
+
+@pytest.mark.parametrize("mode", ["realtime", "deterministic"])
+def test_cli_events_end_to_end(tmp_path, guest, mode):
+    png = tmp_path / "click.png"
+    f = tmp_path / "events.txt"
+    f.write_text(SCRIPT.format(png=png))
+    extra = ["--deterministic"] if mode == "deterministic" else []
+    p = vmmpy_run(guest("input_echo"), "--events", str(f), "--gpu-size", "320x240", "--timeout", "30", *extra)
+    out, err = p.stdout.decode(), p.stderr.decode()
+    assert p.returncode == 0, (out[-2000:], err)
+    check_echo(out)
+    check_png(png)
+    assert f"vmmpy: frame 2 (320x240) -> {png}" in err
+
+
+def test_cli_input_flag_and_quit(tmp_path, guest):
+    f = tmp_path / "events.txt"
+    f.write_text('wait serial "input_echo: ready"\ntype q\nwait serial "code=16 value=0"\nquit\n')
+    p = vmmpy_run(guest("input_echo"), "--events", str(f), "--timeout", "30")
+    assert p.returncode == 0, p.stderr  # stopped by the script: a clean end
+    assert echo_events(p.stdout.decode(), "kbd")[:4] == expected_typing("q")[:4]
+    assert "PASS" not in p.stdout.decode()
+    # --input alone gives the guest its keyboard and tablet (without them input_echo fails at once)
+    p = vmmpy_run(guest("input_echo"), "--input", "--timeout", "0.5")
+    assert b"input_echo: ready" in p.stdout and p.returncode == 124
+
+
+def test_cli_events_timeout_is_reported(tmp_path, guest):
+    f = tmp_path / "events.txt"
+    f.write_text('wait serial "never printed" 200ms\nkey esc\n')
+    p = vmmpy_run(guest("input_echo"), "--events", str(f), "--timeout", "30")
+    err = p.stderr.decode()
+    assert p.returncode == 1
+    assert err.startswith(f'vmmpy: error: {f}:1: wait serial "never printed" 200ms: not seen within 0.2 s')
+    assert err.count("\n") == 1
+
+
+def test_run_events_from_python(tmp_path, guest):
+    with vmmpy.Machine(guest("input_echo"), gpu=True, gpu_size=SIZE, input=True) as m:
+        with pytest.raises(events.EventsSyntaxError):
+            m.run_events("wait 1 frames\nclik 1 1\n")
+        assert not m.running  # parsed before anything ran
+        s = m.run_events(f'wait 1 frames\ntype Hi, "You"!\\n\nclick 100 50\ncapture 2 {tmp_path / "c.png"}')
+        assert s.captured == [str(tmp_path / "c.png")]
+        m.run_events('wait serial "code=272 value=0"\nkey ctrl+c\nkey esc\n')
+        assert m.wait(timeout=30).ok
+        check_echo(m.serial.text)
+        check_png(tmp_path / "c.png")
+        with pytest.raises(events.EventsFailed, match=r"<events>:1: wait 99 frames: the guest ended \(POWEROFF\)"):
+            m.run_events("wait 99 frames")
+
+
+# ---- deterministic scheduling ----
+
+FRAME_RE = re.compile(r"^input_echo: frame (\d+) at (\d+) us", re.M)
+
+
+def scheduled_run(deterministic: bool) -> bytes:
+    """Key and tablet events at fixed virtual times, sent before the VM starts."""
+    with vmmpy.Machine(GUEST, gpu=True, gpu_size=SIZE, input=True, deterministic=deterministic) as m:
+        m.keyboard.type("Ab", at_ns=2_000_000)
+        m.tablet.click(10, 20, at_ns=3_000_000)
+        m.tablet.scroll(2, at_ns=3_000_000)
+        m.keyboard.tap("shift+x", at_ns=5_000_000)
+        m.keyboard.tap("esc", at_ns=7_000_000)
+        res = m.run(timeout=30)
+        assert res.ok, (res, m.serial.text[-1000:])
+        return m.serial.data
+
+
+def test_deterministic_scheduled_input_is_reproducible():
+    runs = [scheduled_run(True) for _ in range(3)]
+    assert runs[0] == runs[1] == runs[2], [hashlib.sha1(r).hexdigest() for r in runs]
+    text = runs[0].decode()
+    # each batch arrives at its virtual time: the frame after it is drawn shortly after that time
+    times = [int(t) for _, t in FRAME_RE.findall(text)]
+    assert times[0] < 2000, times  # frame 1 (ready); then the batches at 2, 3, 5 and 7 ms
+    dues = (2000, 3000, 5000, 7000)
+    assert all(any(d <= t < d + 200 for t in times) for d in dues), times
+    assert all(any(d <= t < d + 200 for d in dues) for t in times[1:]), times
+    assert echo_events(text, "kbd")[:12] == expected_typing("Ab")
+
+
+def test_realtime_control_differs():
+    """The control: without deterministic mode the same schedule gives different output (frame times)."""
+    runs = [scheduled_run(False) for _ in range(2)]
+    assert runs[0] != runs[1]
+    assert [echo_events(r.decode(), "kbd") for r in runs][0] == echo_events(runs[1].decode(), "kbd")
+
+
+def paused_run() -> tuple[bytes, list[int]]:
+    """wait_frame(pause=True), then input at the (exact) paused clock, then again."""
+    with vmmpy.Machine(GUEST, gpu=True, gpu_size=SIZE, input=True, deterministic=True) as m:
+        m.screen.wait_frame(1, pause=True)
+        assert m.paused
+        clocks = [m.clock_ns, m.input_time_ns]
+        m.keyboard.type("hi")  # due at m.input_time_ns
+        m.screen.wait_frame(2, pause=True)
+        clocks.append(m.clock_ns)
+        m.tablet.click(5, 5)
+        m.keyboard.tap("esc", at_ns=m.clock_ns + 1_000_000)
+        assert m.wait(timeout=30).ok
+        return m.serial.data, clocks
+
+
+def test_deterministic_pause_at_frame_then_inject_is_reproducible():
+    runs = [paused_run() for _ in range(3)]
+    assert runs[0] == runs[1] == runs[2]
+    data, clocks = runs[0]
+    assert clocks[0] == clocks[1] and clocks[2] > clocks[0]
+    assert echo_events(data.decode(), "kbd")[:8] == expected_typing("hi")
+
+
+def test_pause_needs_deterministic_mode():
+    with vmmpy.Machine(GUEST, gpu=True, input=True) as m, pytest.raises(vmmpy.StateError):
+        m.screen.wait_frame(1, pause=True)
+
+
+def test_the_readme_example_parses():
+    with open(f"{ROOT}/README.md") as f:
+        readme = f.read()
+    block = readme.split("**Input scripts**", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    s = events.parse(block, "README.md")
+    assert [c.name for c in s.commands][:3] == ["wait_frame", "type", "wait_serial"] and s.commands[-1].name == "quit"

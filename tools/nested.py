@@ -1,0 +1,419 @@
+"""Run guests on the KVM backend inside a nested arm64 Linux: qemu-system-aarch64 with virtualization=on.
+
+    python tools/nested.py                       # every tier-2 guest that applies to KVM (tests/guests.py)
+    python tools/nested.py --guest timer-smp1 --guest hello   # only these runs (ids from tests/guests.py)
+    python tools/nested.py --raw 10000           # also bench/kvm_raw (10000 raw-ioctl MMIO exits each way)
+    python tools/nested.py --linux               # also Debian's kernel + test initramfs on vmmrun --backend kvm
+    python tools/nested.py --shell               # the same VM, then a BusyBox shell on the console
+    python tools/nested.py --list                # the runs and whether they apply to KVM
+
+The VM is QEMU's virt board emulating EL2 (TCG, `-cpu max`, GICv3) booting Debian's arm64 kernel
+(tools/fetch_debian.py), so that kernel's KVM initialises at EL2 and /dev/kvm exists inside. Its
+initramfs (tools/initramfs.py, cached in .cache/initramfs/) holds BusyBox, the static
+build/aarch64/vmmrun (`make aarch64`), the guest ELFs under /guests/ and an /init that prints
+
+    @@@ KVM present|absent
+    @@@ DMESG <the kernel's kvm lines>
+    @@@ BEGIN <id>
+    <the guest's serial output, from vmmrun>
+    @@@ END <id> rc=<vmmrun's exit status> t=<seconds>
+    @@@ STDERR <id> <each line vmmrun wrote on stderr>
+    @@@ ALL-DONE
+
+and powers off. `boot()` returns that parsed (`Nested`). Everything inside runs under TCG, so
+absolute times are slow; nothing here needs root or /dev/kvm on the host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+TOOLS = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(TOOLS)
+sys.path.insert(0, TOOLS)
+sys.path.insert(0, ROOT)
+import fetch_debian  # noqa: E402
+import initramfs  # noqa: E402
+
+from tests import guests as table  # noqa: E402
+
+VMMRUN = os.path.join(ROOT, "build", "aarch64", "vmmrun")
+KVM_RAW = os.path.join(ROOT, "build", "aarch64", "kvm_raw")
+GUEST_DIR = os.path.join(ROOT, "guest", "build")
+SMALL_GUESTS = os.path.join(ROOT, "build", "nested", "guests")  # builds with make_vars (smaller N)
+APPEND = "console=ttyAMA0 panic=-1 quiet"
+BOOT_OVERHEAD = 120.0  # seconds allowed for the nested kernel's boot and power-off
+
+MARK = "@@@"
+BEGIN_RE = re.compile(r"^@@@ BEGIN (\S+)\r?$", re.M)
+END_RE = re.compile(r"\n@@@ END (\S+) rc=(\d+) t=([\d.]+)-([\d.]+)\r?$", re.M)
+
+
+class NestedError(RuntimeError):
+    pass
+
+
+@dataclass
+class Result:
+    id: str
+    output: str = ""  # the guest's serial output (what vmmrun wrote on stdout)
+    rc: int | None = None  # vmmrun's exit status; None if the run never finished
+    seconds: float | None = None  # guest-side wall time of the run (the nested VM's clock)
+    stderr: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Nested:
+    console: str  # everything the nested VM printed
+    qemu_rc: int | None
+    wall: float  # host seconds from starting QEMU to its exit
+    kvm: bool  # /dev/kvm existed inside
+    dmesg: list[str]  # the kernel's kvm lines (mode, GIC, IPA size)
+    results: dict[str, Result]
+    done: bool  # the init reached its end (ALL-DONE)
+
+    @property
+    def kvm_mode(self) -> str | None:
+        """'VHE' or 'Hyp' (nVHE) when KVM initialised, from dmesg."""
+        for line in self.dmesg:
+            m = re.search(r"kvm \[\d+\]: (VHE|Hyp|Protected nVHE) mode initialized", line)
+            if m:
+                return m.group(1)
+        return None
+
+
+# -- what goes in the initramfs ---------------------------------------------------------------
+
+
+def runs_by_id(ids: Iterable[str] | None) -> list[table.Run]:
+    if not ids:
+        return table.select("kvm")
+    out = []
+    for i in ids:
+        if i not in table.BY_ID:
+            # a bare guest name: every run of it
+            hits = [r for r in table.RUNS if r.guest == i]
+            if not hits:
+                raise NestedError(f"no run {i!r} in tests/guests.py (known: {', '.join(table.BY_ID)})")
+            out += hits
+        else:
+            out.append(table.BY_ID[i])
+    return out
+
+
+def guest_elf(run: table.Run) -> str:
+    """The ELF for `run`: guest/build/<guest>.elf, or a smaller build when the run has make_vars."""
+    if not run.make_vars:
+        p = os.path.join(GUEST_DIR, f"{run.guest}.elf")
+        if not os.path.exists(p):
+            raise NestedError(f"{p} is missing: run `make guests`")
+        return p
+    b = os.path.join(SMALL_GUESTS, "-".join(v.replace("=", "") for v in run.make_vars))
+    elf = os.path.join(b, f"{run.guest}.elf")
+    p = subprocess.run(["make", "-s", "-C", os.path.join(ROOT, "guest"), f"B={b}", *run.make_vars, elf],
+                       capture_output=True, text=True)  # fmt: skip
+    if p.returncode:
+        raise NestedError(f"building {elf}: {(p.stderr or p.stdout)[-1000:]}")
+    return elf
+
+
+def _sh(s: str | bytes) -> str:
+    """A shell word for printf '%b': bytes as octal escapes."""
+    if isinstance(s, str):
+        s = s.encode()
+    return "'" + "".join(f"\\0{b:03o}" for b in s) + "'"
+
+
+def init_script(runs: list[table.Run], elves: dict[str, str], *, raw: int = 0, shell: bool = False,
+                backend: str = "kvm", extra: Iterable[str] = ()) -> str:  # fmt: skip
+    """The nested VM's /init: report KVM, run each guest between markers, power off (or a shell)."""
+    out = [initramfs.PRELUDE, "dmesg -n 1  # kernel messages off the console: they would split guest output\n"]
+    out.append(f'echo "{MARK} KVM $([ -c /dev/kvm ] && echo present || echo absent)"\n')
+    out.append(f"dmesg | grep -E 'kvm \\[|All CPU\\(s\\) started' | sed 's/^/{MARK} DMESG /'\n")
+    for r in runs:
+        args = ["/vmmrun", "--backend", backend, "--timeout", f"{r.timeout:g}", "--cpus", str(r.cpus)]
+        if r.ram:
+            args += ["--ram", r.ram]
+        if r.stdin:
+            args.append("--stdin")
+        args.append(f"/guests/{os.path.basename(elves[r.id])}")
+        cmd = " ".join(shlex.quote(a) for a in args)
+        feed = f"printf '%b' {_sh(r.stdin)} | " if r.stdin else ""
+        tail = "" if r.stdin else " </dev/null"
+        out.append(
+            f'echo "{MARK} BEGIN {r.id}"\n'
+            f"read t0 _ </proc/uptime\n"
+            f"{feed}{cmd} 2>/tmp/err{tail}\n"
+            f"rc=$?\n"
+            f"read t1 _ </proc/uptime\n"
+            f'printf "\\n{MARK} END %s rc=%d t=%s-%s\\n" {r.id} $rc $t0 $t1\n'
+            f"sed 's/^/{MARK} STDERR {r.id} /' /tmp/err\n"
+        )
+    if raw:
+        out.append(
+            f'echo "{MARK} BEGIN kvm_raw"\nread t0 _ </proc/uptime\n/kvm_raw {int(raw)} 2>&1\nrc=$?\n'
+            f'read t1 _ </proc/uptime\nprintf "\\n{MARK} END kvm_raw rc=%d t=%s-%s\\n" $rc $t0 $t1\n'
+        )
+    out += [f"{line}\n" for line in extra]
+    out.append(f'echo "{MARK} ALL-DONE"\n')
+    if shell:
+        out.append("export PS1='nested# '\nsetsid cttyhack sh -i || sh -i\n")
+    out.append("sync\npoweroff -f\n")
+    return "".join(out)
+
+
+def build_initramfs(runs: list[table.Run], *, raw: int = 0, shell: bool = False, backend: str = "kvm",
+                    extra: Iterable[str] = (), files: dict[str, str] | None = None,
+                    vmmrun: str = VMMRUN) -> str:  # fmt: skip
+    """The cached initramfs for these runs (rebuilt when vmmrun, a guest or the script changes).
+
+    `extra` are more shell lines for /init after the runs, `files` more {path inside: host path}.
+    """
+    if not os.path.exists(vmmrun):
+        raise NestedError(f"{vmmrun} is missing: run `make aarch64`")
+    elves = {r.id: guest_elf(r) for r in runs}
+    files = {**(files or {}), "/vmmrun": vmmrun}
+    for r in runs:
+        dst = f"/guests/{os.path.basename(elves[r.id])}"
+        if files.get(dst, elves[r.id]) != elves[r.id]:  # two builds of one guest: keep both
+            elves[r.id] = elves[r.id][:-4] + "-" + "-".join(v.replace("=", "") for v in r.make_vars) + ".elf"
+            shutil.copyfile(guest_elf(r), elves[r.id])
+            dst = f"/guests/{os.path.basename(elves[r.id])}"
+        files[dst] = elves[r.id]
+    if raw:
+        if not os.path.exists(KVM_RAW):
+            raise NestedError(f"{KVM_RAW} is missing: run `make aarch64`")
+        files["/kvm_raw"] = KVM_RAW
+    script = init_script(runs, elves, raw=raw, shell=shell, backend=backend, extra=extra)
+    path = initramfs.cached(init_script=script, extra_files=files)
+    _forget_old(path)
+    return path
+
+
+def _forget_old(path: str, keep: int = 8) -> None:
+    """Delete the archives of earlier builds beyond the last `keep`: each new vmmrun makes a new one."""
+    log = os.path.join(ROOT, "build", "nested", "initramfs.list")
+    os.makedirs(os.path.dirname(log), exist_ok=True)
+    try:
+        with open(log) as f:
+            seen = [line.strip() for line in f if line.strip() and line.strip() != path]
+    except FileNotFoundError:
+        seen = []
+    seen.append(path)
+    for old in seen[:-keep]:
+        with contextlib.suppress(OSError):
+            os.unlink(old)
+    with open(log, "w") as f:
+        f.write("".join(f"{p}\n" for p in seen[-keep:]))
+
+
+def linux(cpus: int = 2, ram: str = "512M", timeout: float = 300) -> tuple[dict[str, str], list[str]]:
+    """(files, extra) for boot(): Debian's kernel with the test initramfs on vmmrun --backend kvm, as run "linux".
+
+    Its output should hold `VMMPY-INIT-OK cpus=<cpus>` (initramfs.MARKER_RE) and `reboot: Power down`.
+    """
+    files = {"/linux/vmlinuz": fetch_debian.kernel(), "/linux/initrd": initramfs.cached()}
+    cmd = (f"/vmmrun --backend kvm --cpus {cpus} --ram {ram} --timeout {timeout:g} --stats --initrd /linux/initrd "
+           f"--cmdline 'console=ttyAMA0 panic=-1' /linux/vmlinuz")  # fmt: skip
+    extra = [
+        f'echo "{MARK} BEGIN linux"',
+        "read t0 _ </proc/uptime",
+        f"{cmd} 2>/tmp/err </dev/null",
+        "rc=$?",
+        "read t1 _ </proc/uptime",
+        f'printf "\\n{MARK} END linux rc=%d t=%s-%s\\n" $rc $t0 $t1',
+        f"sed 's/^/{MARK} STDERR linux /' /tmp/err",
+    ]
+    return files, extra
+
+
+# -- booting ----------------------------------------------------------------------------------
+
+
+def qemu_command(kernel: str, initrd: str, *, smp: int = 2, mem: int = 1024, append: str = APPEND) -> list[str]:
+    q = shutil.which("qemu-system-aarch64")
+    if not q:
+        raise NestedError("qemu-system-aarch64 is not installed (apt-get install qemu-system-arm)")
+    return [q, "-M", "virt,virtualization=on,gic-version=3", "-cpu", "max,pauth-impdef=on", "-smp", str(smp),
+            "-m", str(mem), "-nographic", "-no-reboot", "-kernel", kernel, "-initrd", initrd,
+            "-append", append]  # fmt: skip
+
+
+def parse(console: str) -> tuple[bool, list[str], dict[str, Result], bool]:
+    # the nested console is a tty with ONLCR: every "\n" written inside arrives as "\r\n"; undo that
+    # so each run's output holds the bytes its guest wrote ("\r\n" from the guest came as "\r\r\n")
+    console = console.replace("\r\n", "\n")
+    kvm = f"{MARK} KVM present" in console
+    dmesg = [m.group(1) for m in re.finditer(r"^@@@ DMESG (.*?)\r?$", console, re.M)]
+    results: dict[str, Result] = {}
+    for b in BEGIN_RE.finditer(console):
+        rid = b.group(1)
+        start = b.end() + 1  # past the newline
+        res = Result(rid)
+        end = END_RE.search(console, b.end())
+        nxt = BEGIN_RE.search(console, b.end())
+        if end and end.group(1) == rid and (nxt is None or end.start() < nxt.start()):
+            res.output = console[start : end.start()]  # END_RE's leading "\n" is the init's, not the guest's
+            res.rc = int(end.group(2))
+            res.seconds = max(float(end.group(4)) - float(end.group(3)), 0.0)
+        else:
+            res.output = console[start : nxt.start() if nxt else len(console)]
+        res.stderr = [m.group(1) for m in re.finditer(rf"^@@@ STDERR {re.escape(rid)} (.*?)\r?$", console, re.M)]
+        results[rid] = res
+    return kvm, dmesg, results, f"{MARK} ALL-DONE" in console
+
+
+def boot(runs: list[table.Run] | None = None, *, raw: int = 0, smp: int = 2, mem: int = 1024,
+         timeout: float | None = None, backend: str = "kvm", extra: Iterable[str] = (),
+         files: dict[str, str] | None = None, echo: bool = False) -> Nested:  # fmt: skip
+    """Boot the nested VM once with all `runs` (default: every run that applies to KVM) and parse its console."""
+    runs = table.select("kvm") if runs is None else runs
+    kernel = fetch_debian.kernel()
+    initrd = build_initramfs(runs, raw=raw, backend=backend, extra=extra, files=files)
+    if timeout is None:
+        timeout = BOOT_OVERHEAD + sum(r.timeout + 10 for r in runs) + (30 + raw * 0.003 if raw else 0)
+    cmd = qemu_command(kernel, initrd, smp=smp, mem=mem)
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    buf = bytearray()
+    assert proc.stdout is not None
+    os.set_blocking(proc.stdout.fileno(), False)
+    rc = None
+    try:
+        while True:
+            try:
+                chunk = os.read(proc.stdout.fileno(), 65536)
+            except BlockingIOError:
+                chunk = None
+            if chunk:
+                buf += chunk
+                if echo:
+                    sys.stdout.write(chunk.decode(errors="replace"))
+                    sys.stdout.flush()
+                continue
+            if chunk == b"" or proc.poll() is not None:
+                rest = proc.stdout.read() or b""
+                buf += rest
+                if echo and rest:
+                    sys.stdout.write(rest.decode(errors="replace"))
+                break
+            if time.monotonic() - t0 > timeout:
+                break
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        rc = proc.wait()
+        proc.stdout.close()
+    wall = time.monotonic() - t0
+    console = buf.decode(errors="replace")
+    kvm, dmesg, results, done = parse(console)
+    console = console.replace("\r\n", "\n")
+    return Nested(console, rc if done else None, wall, kvm, dmesg, results, done)
+
+
+def shell(runs: list[table.Run], *, raw: int = 0, smp: int = 2, mem: int = 1024, backend: str = "kvm") -> int:
+    """The same VM with the console on this terminal and a shell after the runs (exit: `poweroff -f`)."""
+    initrd = build_initramfs(runs, raw=raw, shell=True, backend=backend)
+    print(f"nested: {initrd}; Ctrl-A X quits QEMU", file=sys.stderr)
+    return subprocess.call(qemu_command(fetch_debian.kernel(), initrd, smp=smp, mem=mem))
+
+
+# -- the command line -------------------------------------------------------------------------
+
+
+def report(n: Nested, runs: list[table.Run], verbose: bool) -> int:
+    print(f"nested boot: {n.wall:.1f} s wall, /dev/kvm {'present' if n.kvm else 'ABSENT'}, "
+          f"KVM mode {n.kvm_mode or 'not initialised'}, init {'finished' if n.done else 'did NOT finish'}")  # fmt: skip
+    for line in n.dmesg:
+        print(f"  dmesg: {line.strip()}")
+    bad = 0
+    for r in runs:
+        res = n.results.get(r.id)
+        if res is None or res.rc is None:
+            verdict, problems = "NOT RUN" if res is None else "NO END", []
+        else:
+            problems = table.check(r, res.output)
+            if res.rc != r.vmmrun_rc:
+                problems.insert(0, f"vmmrun exit status {res.rc}, want {r.vmmrun_rc}")
+            verdict = "ok" if not problems else "FAIL"
+        bad += verdict != "ok"
+        secs = f"{res.seconds:6.2f} s" if res and res.seconds is not None else "   -    "
+        rc = res.rc if res and res.rc is not None else "-"
+        print(f"{r.id:<14} {verdict:<8} rc={rc!s:<4} {secs}")
+        if res:
+            for line in res.stderr:
+                print(f"    stderr: {line}")
+        if verdict != "ok" or verbose:
+            for p in problems:
+                print("    " + p.replace("\n", "\n    "))
+            if res and (verbose or not problems):
+                print("    " + res.output.replace("\r", "").rstrip().replace("\n", "\n    "))
+    lx = n.results.get("linux")
+    if lx:
+        ok = lx.rc == 0 and re.search(initramfs.MARKER_RE.decode(), lx.output) and "reboot: Power down" in lx.output
+        bad += not ok
+        secs = f"{lx.seconds:6.2f} s" if lx.seconds is not None else ""
+        print(f"{'linux':<14} {'ok' if ok else 'FAIL':<8} rc={lx.rc!s:<4} {secs}")
+        for line in lx.stderr:
+            print(f"    stderr: {line}")
+        if not ok or verbose:
+            print("    " + "\n    ".join(lx.output.replace("\r", "").splitlines()[-40:]))
+    raw = n.results.get("kvm_raw")
+    if raw:
+        print("kvm_raw:\n    " + raw.output.replace("\r", "").rstrip().replace("\n", "\n    "))
+    if not n.done:
+        print("console ends with:\n" + "\n".join(n.console.replace("\r", "").splitlines()[-40:]))
+    return 1 if bad or not n.done or not n.kvm else 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--guest", "-g", action="append", metavar="ID", help="a run id or guest name (repeatable)")
+    ap.add_argument("--shell", action="store_true", help="console on this terminal, a shell after the runs")
+    ap.add_argument("--raw", type=int, default=0, metavar="N", help="also run bench/kvm_raw N (N MMIO exits each way)")
+    ap.add_argument("--linux", action="store_true", help="also boot Debian's kernel on vmmrun --backend kvm")
+    ap.add_argument("--backend", default="kvm", help="vmmrun --backend inside (default kvm)")
+    ap.add_argument("--smp", type=int, default=2, help="CPUs of the nested VM (default 2)")
+    ap.add_argument("--mem", type=int, default=1024, help="MiB of the nested VM (default 1024)")
+    ap.add_argument("--timeout", type=float, help="host seconds for the whole boot (default: from the runs)")
+    ap.add_argument("--echo", action="store_true", help="copy the console here as it arrives")
+    ap.add_argument("--verbose", "-v", action="store_true", help="print every run's output")
+    ap.add_argument("--list", action="store_true", help="list the runs of tests/guests.py and exit")
+    args = ap.parse_args()
+    if args.list:
+        for r in table.RUNS:
+            where = "kvm" if r.applies("kvm") else f"not on kvm: {r.why_not.get('kvm', '')}"
+            print(f"{r.id:<14} cpus={r.cpus} end={r.end} status={r.status} {where}")
+        return 0
+    try:
+        runs = runs_by_id(args.guest)
+        if args.shell:
+            return shell(runs, raw=args.raw, smp=args.smp, mem=args.mem, backend=args.backend)
+        files, extra = linux() if args.linux else ({}, [])
+        timeout = args.timeout or (
+            BOOT_OVERHEAD
+            + sum(r.timeout + 10 for r in runs)
+            + (30 + args.raw * 0.003) * bool(args.raw)
+            + 300 * args.linux
+        )
+        n = boot(runs, raw=args.raw, smp=args.smp, mem=args.mem + 1024 * args.linux, timeout=timeout,
+                 backend=args.backend, extra=extra, files=files, echo=args.echo)  # fmt: skip
+    except (NestedError, fetch_debian.FetchError, initramfs.InitramfsError) as e:
+        print(f"nested: {e}", file=sys.stderr)
+        return 2
+    return report(n, runs, args.verbose)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,554 @@
+"""Input scripts: ``python -m vmmpy run guest.elf --events events.txt`` or ``m.run_events(path_or_text)``.
+
+One command a line; ``#`` starts a comment (outside quotes), blank lines are ignored::
+
+    wait 1 frames              # until frame 1 exists (absolute frame number); also: wait frame 1
+    type Hello, World!\\n       # US layout; escapes \\n \\t \\r \\b \\e \\\\ \\" \\0
+    type "  spaced  "          # a text that starts with " is quoted (keeps its spaces)
+    key ctrl+alt+delete        # a key combination: pressed in order, released in reverse
+    wait 200ms                 # or: wait 2 s, wait 1.5s
+    click 100 200 right        # move there, press and release (left, right or middle; default left)
+    move 10 10
+    drag 10 10 200 150
+    scroll -3                  # wheel clicks, > 0 up
+    wait serial "PASS"         # until the serial output (since the script started) contains the text;
+                               # a trailing duration sets the timeout (default 30 s): wait serial "x" 5s
+    capture 3 shot.png         # wait for frame 3 and save it as a PNG (it is held from the start)
+    quit                       # stop the guest and end the run
+
+The whole script is parsed before anything runs; a mistake is an :class:`EventsSyntaxError` naming the
+file and line. Positions are screen pixels of the tablet (``m.tablet.screen_size``).
+
+Deterministic machines: input commands are scheduled in virtual time, never at a host-dependent moment.
+A script keeps a cursor, starting at the virtual clock where the script starts (0 before the VM runs):
+input is due at the cursor, ``wait N ms`` / ``wait N s`` move it on by that much virtual time (no host
+time passes), and ``wait N frames`` / ``capture N ...`` park the VM at the end of the round that flushed
+frame N (``m.screen.wait_frame(n, pause=True)``) and move the cursor to that exact time. The same script
+then gives the same guest output, run after run. ``wait serial`` is the exception: the text is seen at a
+host-dependent point, so the cursor moves to wherever the clock is then; use frames for exact syncs.
+``quit`` stops the VM once its clock has reached the cursor.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from vmmpy import errors
+from vmmpy._ffi import lib
+from vmmpy.input import BUTTONS, Keyboard
+
+if TYPE_CHECKING:
+    from vmmpy.machine import Machine
+
+COMMANDS = ("wait", "type", "key", "move", "click", "drag", "scroll", "capture", "quit")
+DEFAULT_TIMEOUT = 30.0  # seconds for each wait on the guest (frames, serial, captures)
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "e": "\x1b", "\\": "\\", '"': '"', "0": "\0"}
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s)$")
+_INT = re.compile(r"^[+-]?\d+$")
+_NUM = re.compile(r"^\d+(?:\.\d+)?$")
+
+
+class EventsSyntaxError(errors.InvalidArgument):
+    """A script that cannot be parsed: ``str(e)`` is ``FILE:LINE: what is wrong``."""
+
+
+class EventsFailed(errors.VmmError):
+    """A script that stopped half-way: a wait timed out or the guest ended first."""
+
+
+@dataclass(frozen=True)
+class Command:
+    line: int
+    name: str  # wait_frame, wait_time, wait_serial, type, key, move, click, drag, scroll, capture, quit
+    args: tuple = ()
+    text: str = ""  # the line as written, for messages
+
+    @property
+    def is_frame_sync(self) -> bool:
+        return self.name in ("wait_frame", "capture")
+
+    @property
+    def is_input(self) -> bool:
+        return self.name in ("type", "key", "move", "click", "drag", "scroll")
+
+
+@dataclass
+class Script:
+    commands: list[Command]
+    name: str = "<events>"
+    timeout: float = DEFAULT_TIMEOUT
+    captured: list[str] = field(default_factory=list)  # paths written
+
+    @property
+    def needs_gpu(self) -> bool:
+        return any(c.is_frame_sync for c in self.commands)
+
+    @property
+    def captures(self) -> dict[int, str]:
+        return {c.args[0]: c.args[1] for c in self.commands if c.name == "capture"}
+
+
+# ---- parsing ----------------------------------------------------------------------------------------
+
+
+def _unescape(s: str, err) -> str:
+    out, i = [], 0
+    while i < len(s):
+        ch = s[i]
+        if ch == "\\":
+            if i + 1 >= len(s):
+                raise err("a lone '\\' at the end (write '\\\\' for a backslash)")
+            esc = s[i + 1]
+            if esc not in _ESCAPES:
+                raise err(f"unknown escape '\\{esc}' (known: \\n \\t \\r \\b \\e \\\\ \\\" \\0)")
+            out.append(_ESCAPES[esc])
+            i += 2
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
+def _strip_comment(line: str) -> str:
+    """Cut a '#' comment that is outside double quotes (and not escaped)."""
+    quoted, i = False, 0
+    while i < len(line):
+        ch = line[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch == '"':
+            quoted = not quoted
+        elif ch == "#" and not quoted:
+            return line[:i]
+        i += 1
+    return line
+
+
+def _quoted(rest: str, err) -> tuple[str, str]:
+    """A leading "double-quoted string" (with escapes) -> (text, what follows)."""
+    if not rest.startswith('"'):
+        raise err(f'expected a "quoted text", not {rest!r}')
+    i = 1
+    while i < len(rest):
+        if rest[i] == "\\":
+            i += 2
+            continue
+        if rest[i] == '"':
+            return _unescape(rest[1:i], err), rest[i + 1 :].strip()
+        i += 1
+    raise err("the quoted text has no closing '\"'")
+
+
+def _duration(text: str) -> float | None:
+    m = _DURATION.match(text.strip())
+    if not m:
+        return None
+    v = float(m.group(1))
+    return v / 1000 if m.group(2) == "ms" else v
+
+
+def _parse_wait(rest: str, err) -> tuple[str, tuple]:
+    words = rest.split()
+    usage = "expected 'wait N frames', 'wait frame N', 'wait Nms', 'wait N s' or 'wait serial \"text\"'"
+    if words and words[0] == "serial":
+        text, after = _quoted(rest[len("serial") :].strip(), err)
+        if not text:
+            raise err("wait serial: the text is empty")
+        timeout = None
+        if after:
+            timeout = _duration(after)
+            if timeout is None or timeout <= 0:
+                raise err(f"wait serial: expected a timeout like 5s or 500ms after the text, not {after!r}")
+        return "wait_serial", (text, timeout)
+    n = None
+    if len(words) == 2 and words[0] == "frame":
+        n = words[1]
+    elif len(words) == 2 and words[1] in ("frame", "frames"):
+        n = words[0]
+    if n is not None:
+        if not n.isdigit():
+            raise err(f"not a frame number: {n!r}")
+        if int(n) < 1:
+            raise err("frames are counted from 1")
+        return "wait_frame", (int(n),)
+    d = _duration(rest)
+    if d is not None:
+        return "wait_time", (d,)
+    raise err(f"{usage}, not 'wait {rest}'" if rest else usage)
+
+
+def _numbers(words: list[str], count: int, usage: str, err) -> tuple[float, ...]:
+    if len(words) < count:
+        raise err(f"expected '{usage}'")
+    out = []
+    for w in words[:count]:
+        if not _NUM.match(w):
+            raise err(f"not a pixel position: {w!r} (expected '{usage}')")
+        v = float(w)
+        out.append(int(v) if v.is_integer() else v)
+    return tuple(out)
+
+
+def _parse_line(cmd: str, rest: str, err) -> tuple[str, tuple]:
+    words = rest.split()
+    if cmd == "wait":
+        return _parse_wait(rest, err)
+    if cmd == "type":
+        if not rest:
+            raise err("type: nothing to type")
+        if rest.startswith('"'):  # a quoted text: keeps leading and trailing spaces
+            text, after = _quoted(rest, err)
+            if after:
+                raise err(f"type: unexpected {after!r} after the quoted text")
+        else:
+            text = _unescape(rest, err)
+        try:
+            Keyboard.check_text(text)
+        except errors.InvalidArgument as e:
+            raise err(f"type: {e}") from None
+        return "type", (text,)
+    if cmd == "key":
+        if len(words) != 1:
+            raise err("expected 'key COMBO', e.g. 'key enter' or 'key ctrl+alt+delete'")
+        try:
+            Keyboard.combo_keys(words[0])
+        except errors.InvalidArgument as e:
+            raise err(f"key: {e}") from None
+        return "key", (words[0],)
+    if cmd == "move":
+        if len(words) != 2:
+            raise err("expected 'move X Y'")
+        return "move", _numbers(words, 2, "move X Y", err)
+    if cmd == "click":
+        if len(words) not in (2, 3):
+            raise err("expected 'click X Y [left|right|middle]'")
+        xy = _numbers(words, 2, "click X Y [left|right|middle]", err)
+        button = words[2] if len(words) == 3 else "left"
+        if button not in BUTTONS:
+            raise err(f"unknown button {button!r} (left, right or middle)")
+        return "click", (*xy, button)
+    if cmd == "drag":
+        if len(words) != 4:
+            raise err("expected 'drag X0 Y0 X1 Y1'")
+        return "drag", _numbers(words, 4, "drag X0 Y0 X1 Y1", err)
+    if cmd == "scroll":
+        if len(words) != 1 or not _INT.match(words[0]) or int(words[0]) == 0:
+            raise err("expected 'scroll N' with N a non-zero whole number (> 0 scrolls up)")
+        return "scroll", (int(words[0]),)
+    if cmd == "capture":
+        parts = rest.split(None, 1)
+        if len(parts) != 2 or not parts[0].isdigit():
+            raise err("expected 'capture N PATH'")
+        n, path = int(parts[0]), parts[1].strip()
+        if n < 1:
+            raise err("frames are counted from 1")
+        if not os.path.isdir(os.path.dirname(path) or "."):
+            raise err(f"capture: directory {os.path.dirname(path)!r} does not exist")
+        return "capture", (n, path)
+    if cmd == "quit":
+        if rest:
+            raise err("quit takes no arguments")
+        return "quit", ()
+    raise err(f"unknown command {cmd!r} (expected {', '.join(COMMANDS)})")
+
+
+def parse(text: str, name: str = "<events>", timeout: float = DEFAULT_TIMEOUT) -> Script:
+    """Parse a whole script; EventsSyntaxError("NAME:LINE: ...") at the first mistake."""
+    commands = []
+    for lineno, raw in enumerate(text.splitlines(), 1):
+
+        def err(msg: str, _lineno: int = lineno) -> EventsSyntaxError:
+            return EventsSyntaxError(f"{name}:{_lineno}: {msg}", lib.VMM_EINVAL, "VMM_EINVAL")
+
+        line = _strip_comment(raw).strip()
+        if not line:
+            continue
+        cmd, _, rest = line.partition(" ")
+        kind, args = _parse_line(cmd, rest.strip(), err)
+        commands.append(Command(lineno, kind, args, line))
+    holds = [c for c in commands if c.name == "capture"]
+    if len({c.args[0] for c in holds}) > 64:
+        raise EventsSyntaxError(f"{name}: at most 64 frames can be captured", lib.VMM_EINVAL, "VMM_EINVAL")
+    return Script(commands, name, timeout)
+
+
+def load(path_or_text: str | os.PathLike, timeout: float = DEFAULT_TIMEOUT) -> Script:
+    """A script from a file (a path, or a str naming an existing file) or from the text itself."""
+    is_path = isinstance(path_or_text, os.PathLike) or (
+        "\n" not in path_or_text and os.path.isfile(path_or_text)  # type: ignore[operator]
+    )
+    if not is_path:
+        return parse(str(path_or_text), "<events>", timeout)
+    path = os.fspath(path_or_text)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise EventsSyntaxError(f"{path}: {getattr(e, 'strerror', None) or e}", lib.VMM_EINVAL, "VMM_EINVAL") from None
+    return parse(text, path, timeout)
+
+
+# ---- running ----------------------------------------------------------------------------------------
+
+
+class Runner:
+    """Runs a Script against a Machine: ``prepare()`` before the VM starts, then ``run()`` (any thread)."""
+
+    def __init__(self, script: Script, m: Machine, log=None):
+        self.s = script
+        self.m = m
+        self.det = m.deterministic
+        self.log = log or (lambda msg: sys.stderr.write(f"vmmpy: {msg}\n"))
+        self.error: str | None = None
+        self.quit = False
+        self.done = threading.Event()
+        self._i = 0  # next command
+        self._cursor = 0  # deterministic: virtual time of the next input
+        self._armed = False  # deterministic: the pause of command _i is armed
+        self._serial_from = 0
+        self._prepared = False
+
+    def _fail(self, c: Command, msg: str) -> None:
+        raise EventsFailed(f"{self.s.name}:{c.line}: {c.text}: {msg}")
+
+    def prepare(self) -> None:
+        """Hold the captured frames and, deterministic, schedule what comes before the first sync."""
+        m = self.m
+        for n in self.s.captures:
+            m.screen.hold(n)
+        self._serial_from = len(m.serial._buf)
+        if self.det:
+            self._cursor = m.clock_ns
+            self._segment()
+        self._prepared = True
+
+    def _segment(self) -> None:
+        """Deterministic, VM standing still: schedule input up to the next sync; arm a frame sync's pause."""
+        while self._i < len(self.s.commands):
+            c = self.s.commands[self._i]
+            if c.is_input:
+                self._input(c, self._cursor)
+            elif c.name == "wait_time":
+                self._cursor += round(c.args[0] * 1e9)
+            else:
+                if c.is_frame_sync and self.m.screen.frames < c.args[0]:
+                    lib.vmm_screen_pause_at(self.m._vm, c.args[0])
+                    self._armed = True
+                return
+            self._i += 1
+
+    def _input(self, c: Command, at: int | None) -> None:
+        kb, tab = self.m.keyboard, self.m.tablet
+        a = c.args
+        if c.name == "type":
+            kb.type(a[0], at_ns=at)
+        elif c.name == "key":
+            kb.tap(a[0], at_ns=at)
+        elif c.name == "move":
+            tab.move(a[0], a[1], at_ns=at)
+        elif c.name == "click":
+            tab.click(a[0], a[1], a[2], at_ns=at)
+        elif c.name == "drag":
+            tab.drag(*a, at_ns=at)
+        elif c.name == "scroll":
+            tab.scroll(a[0], at_ns=at)
+
+    def run(self) -> None:
+        """Execute the rest of the script; returns when it is done, failed (self.error) or the VM ended."""
+        try:
+            if not self._prepared:
+                self.prepare()
+            while self._i < len(self.s.commands):
+                c = self.s.commands[self._i]
+                self._i += 1
+                self._step(c)
+                if self.quit:
+                    break
+                if self.det:
+                    self._segment()
+            if self.det and self.m.paused:
+                self.m.resume()
+        except EventsFailed as e:
+            self.error = str(e)
+            if self.m.running:
+                self.m.stop()
+        except errors.VmmError as e:
+            c = self.s.commands[self._i - 1] if self._i else None
+            where = f"{self.s.name}:{c.line}: {c.text}" if c else self.s.name
+            self.error = f"{where}: {e}"
+            if self.m.running:
+                self.m.stop()
+        finally:
+            self.done.set()
+
+    def _ended(self) -> str:
+        res = self.m.result
+        return f"the guest ended ({res.reason.name}) first" if res else "the VM is not running"
+
+    def _step(self, c: Command) -> None:
+        m, a = self.m, c.args
+        if c.is_input:  # real time (deterministic input was scheduled by _segment)
+            self._input(c, None)
+        elif c.name == "wait_time":  # real time only: deterministic waits move the cursor
+            if m._done.wait(a[0]):
+                self._fail(c, self._ended())
+        elif c.is_frame_sync:
+            self._wait_frame(c, a[0])
+            if c.name == "capture":
+                image = m.screen.capture(frame=a[0])
+                image.save(a[1], format="PNG")
+                self.s.captured.append(a[1])
+                self.log(f"frame {a[0]} ({image.width}x{image.height}) -> {a[1]}")
+        elif c.name == "wait_serial":
+            self._wait_serial(c, a[0], a[1] or self.s.timeout)
+        elif c.name == "quit":
+            if self.det:
+                self._until_clock(c, self._cursor)
+            self.quit = True
+            if m.running:
+                m.stop()
+
+    def _wait_frame(self, c: Command, n: int) -> None:
+        m = self.m
+        if not self.det or not self._armed:  # real time, or the frame was there already
+            if self.det:
+                m.resume()
+            try:
+                m.screen.wait_frame(n, timeout=self.s.timeout)
+            except errors.ScreenTimeout:
+                self._fail(c, f"frame {n} did not come within {self.s.timeout:g} s ({m.screen.frames} so far)")
+            except errors.ScreenEOF:
+                self._fail(c, f"{self._ended()}, after {m.screen.frames} frames")
+            if self.det:
+                self._cursor = max(self._cursor, m.clock_ns)
+            return
+        self._armed = False
+        m.resume()  # parked at the previous sync (or not yet parked): go on to this one
+        deadline = time.monotonic() + self.s.timeout
+        while True:
+            left = deadline - time.monotonic()
+            rc = lib.vmm_screen_pause_wait(m._vm, max(0, int(min(left, 0.5) * 1e9)))
+            if rc == 0:
+                m._parked = True
+                self._cursor = max(self._cursor, m.clock_ns)
+                return
+            if rc < 0 or left <= 0:
+                lib.vmm_screen_pause_at(m._vm, 0)
+                if rc < 0:
+                    self._fail(c, f"{self._ended()}, after {m.screen.frames} frames")
+                self._fail(c, f"frame {n} did not come within {self.s.timeout:g} s ({m.screen.frames} so far)")
+
+    def _wait_serial(self, c: Command, text: str, timeout: float) -> None:
+        m, want = self.m, text.encode()
+        if self.det:
+            m.resume()
+        deadline = time.monotonic() + timeout
+        while True:
+            m.serial._pull(0)
+            with m.serial._lock:
+                found = m.serial._buf.find(want, self._serial_from)
+            if found >= 0:
+                self._serial_from = found + len(want)
+                if self.det:
+                    self._cursor = max(self._cursor, m.clock_ns)
+                return
+            if not m.running:
+                self._fail(c, f"{self._ended()}; the output ends with {bytes(m.serial._buf[-200:])!r}")
+            if time.monotonic() >= deadline:
+                self._fail(c, f"not seen within {timeout:g} s; the output ends with {bytes(m.serial._buf[-200:])!r}")
+            m.serial._pull(min(0.05, max(0.0, deadline - time.monotonic())))
+
+    def _until_clock(self, c: Command, at_ns: int) -> None:
+        m = self.m
+        m.resume()
+        while m.running and m.clock_ns < at_ns:
+            time.sleep(0.005)
+
+
+def run_events(m: Machine, path_or_text, timeout: float = DEFAULT_TIMEOUT) -> Script:
+    """Run a script against `m` in this thread (starting it if it never ran); EventsFailed if it stops half-way.
+
+    The script is parsed before anything happens. Returns the Script (``.captured``: the PNGs written).
+    """
+    script = load(path_or_text, timeout)
+    runner = Runner(script, m, log=lambda msg: m._log.info("%s", msg))
+    if not m.running and m.result is None:
+        runner.prepare()
+        m.start()
+    runner.run()
+    if runner.error:
+        raise EventsFailed(runner.error)
+    return script
+
+
+# ---- the command line (vmmpy/cli.py) ------------------------------------------------------------------
+
+
+def cli_prepare(args) -> int | None:
+    """--events FILE: parse it now (exit code 2 and one line on a mistake) and turn on what it needs."""
+    args.events_script = None
+    path = getattr(args, "events", None)
+    if path is None:
+        return None
+    try:
+        script = load(_as_path(path))
+    except EventsSyntaxError as e:
+        sys.stderr.write(f"vmmpy: {e}\n")
+        return 2
+    args.input = True
+    if script.needs_gpu:
+        if args.gpu is False:
+            c = next(c for c in script.commands if c.is_frame_sync)
+            sys.stderr.write(f"vmmpy: {script.name}:{c.line}: {c.text}: needs the GPU: drop --no-gpu\n")
+            return 2
+        args.gpu = True
+    args.events_script = script
+    return None
+
+
+class _PathStr(str, os.PathLike):
+    def __fspath__(self) -> str:
+        return str(self)
+
+
+def _as_path(path: str) -> os.PathLike:
+    """--events always names a file (a missing one is an error, not a script)."""
+    return _PathStr(path)
+
+
+class CliEvents:
+    """The --events runner beside cmd_run's serial loop: prepare() before m.start(), start() after it."""
+
+    def __init__(self, args, m: Machine):
+        self.script: Script | None = getattr(args, "events_script", None)
+        self.runner = Runner(self.script, m) if self.script else None
+        self._thread: threading.Thread | None = None
+
+    def prepare(self) -> None:
+        if self.runner:
+            self.runner.prepare()
+
+    def start(self) -> None:
+        if self.runner:
+            self._thread = threading.Thread(target=self.runner.run, name="vmmpy-events", daemon=True)
+            self._thread.start()
+
+    def finish(self) -> None:
+        """After the run: wait for the script thread (the VM has ended, so it returns at once)."""
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    @property
+    def quit(self) -> bool:
+        return bool(self.runner and self.runner.quit)
+
+    @property
+    def error(self) -> str | None:
+        return self.runner.error if self.runner else None
