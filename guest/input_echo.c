@@ -3,8 +3,8 @@
    "PASS input_echo" once KEY_ESC is pressed. Keyboard and tablet are told apart by their EV_BITS
    (the tablet has EV_ABS), so it runs on vmmpy and on QEMU (virtio-keyboard/tablet-device).
    With a virtio-gpu it also shows frames: frame 1 (black) once ready, then one frame after every batch of
-   events it printed ("input_echo: frame N at T us", T the guest clock); a left click draws a 5x5 white square at the
-   pointer. */
+   events it printed ("input_echo: frame N at T us", T the guest clock). The tablet's pointer is a green crosshair
+   (XORed, arms of 6 pixels) and a left click leaves a 5x5 white square there. */
 #include "rt.h"
 
 #define VIRTIO_ID_INPUT 18
@@ -37,26 +37,73 @@ static uint8_t led_msg[8] __attribute__((aligned(8)));
 static struct gpu gpu;
 static int have_gpu, frame;
 static uint32_t ptr_x, ptr_y; /* the tablet's pointer, in pixels */
+static int have_ptr;          /* the tablet has reported a position */
 static int dot;               /* a left click since the last frame: draw it */
 
-/* One frame: the dot if there is one (a rectangle around it), else the top-left pixel. */
+#define ARM 6 /* the cursor: a crosshair with arms of ARM pixels, XORed in green so drawing it twice erases it */
+#define CURSOR_XOR GPU_RGB(0, 255, 0)
+
+static int cursor_shown; /* the crosshair is drawn at cursor_x/y */
+static uint32_t cursor_x, cursor_y;
+
+static void xor_px(uint32_t x, uint32_t y)
+{
+    if (x < gpu.width && y < gpu.height)
+        gpu.fb[y * gpu.width + x] ^= CURSOR_XOR;
+}
+
+static void xor_cursor(uint32_t cx, uint32_t cy)
+{
+    for (uint32_t d = 0; d <= 2 * ARM; d++) {
+        xor_px(cx - ARM + d, cy); /* wraps to a huge value off the left edge: skipped */
+        if (d != ARM)
+            xor_px(cx, cy - ARM + d);
+    }
+}
+
+/* Grow the damage rectangle [x0,x1) x [y0,y1) by the box of side 2r+1 around (cx, cy), clipped. */
+static void damage(uint32_t *x0, uint32_t *y0, uint32_t *x1, uint32_t *y1, uint32_t cx, uint32_t cy, uint32_t r)
+{
+    uint32_t l = cx >= r ? cx - r : 0, t = cy >= r ? cy - r : 0;
+    uint32_t rr = cx + r + 1 < gpu.width ? cx + r + 1 : gpu.width, b = cy + r + 1 < gpu.height ? cy + r + 1 : gpu.height;
+    *x0 = l < *x0 ? l : *x0;
+    *y0 = t < *y0 ? t : *y0;
+    *x1 = rr > *x1 ? rr : *x1;
+    *y1 = b > *y1 ? b : *y1;
+}
+
+/*
+ * One frame: erase the cursor, draw the click's dot (a 5x5 white square), draw the cursor at the
+ * tablet's pointer; flush what changed (the top-left pixel if nothing did).
+ */
 static void show(void)
 {
-    uint32_t x = 0, y = 0, w = 1, h = 1;
+    uint32_t x0 = UINT32_MAX, y0 = UINT32_MAX, x1 = 0, y1 = 0;
 
     if (!have_gpu)
         return;
+    if (cursor_shown && (cursor_x != ptr_x || cursor_y != ptr_y || dot)) {
+        xor_cursor(cursor_x, cursor_y);
+        damage(&x0, &y0, &x1, &y1, cursor_x, cursor_y, ARM);
+        cursor_shown = 0;
+    }
     if (dot) {
-        x = ptr_x >= 2 ? ptr_x - 2 : 0;
-        y = ptr_y >= 2 ? ptr_y - 2 : 0;
-        w = x + 5 <= gpu.width ? 5 : gpu.width - x;
-        h = y + 5 <= gpu.height ? 5 : gpu.height - y;
-        for (uint32_t j = y; j < y + h; j++)
-            for (uint32_t i = x; i < x + w; i++)
+        for (uint32_t j = ptr_y >= 2 ? ptr_y - 2 : 0; j <= ptr_y + 2 && j < gpu.height; j++)
+            for (uint32_t i = ptr_x >= 2 ? ptr_x - 2 : 0; i <= ptr_x + 2 && i < gpu.width; i++)
                 gpu.fb[j * gpu.width + i] = GPU_RGB(255, 255, 255);
+        damage(&x0, &y0, &x1, &y1, ptr_x, ptr_y, 2);
         dot = 0;
     }
-    if (gpu_flush(&gpu, x, y, w, h) == 0)
+    if (have_ptr && !cursor_shown) {
+        cursor_x = ptr_x;
+        cursor_y = ptr_y;
+        xor_cursor(cursor_x, cursor_y);
+        damage(&x0, &y0, &x1, &y1, cursor_x, cursor_y, ARM);
+        cursor_shown = 1;
+    }
+    if (x1 <= x0 || y1 <= y0)
+        x0 = y0 = 0, x1 = y1 = 1;
+    if (gpu_flush(&gpu, x0, y0, x1 - x0, y1 - y0) == 0)
         printf("input_echo: frame %d at %lu us\n", ++frame, (unsigned long)timer_ticks_to_us(timer_now()));
 }
 
@@ -117,6 +164,7 @@ static int drain(struct input *in, int *any_out)
             uint32_t extent = code == ABS_X ? gpu.width : gpu.height;
             uint32_t px = (uint32_t)(((uint64_t)(uint32_t)value * (extent - 1) + ABS_MAX / 2) / ABS_MAX);
             *(code == ABS_X ? &ptr_x : &ptr_y) = px < extent ? px : extent - 1;
+            have_ptr = 1;
         }
         if (in == &tab && type == EV_KEY && code == BTN_LEFT && value == 1)
             dot = 1;

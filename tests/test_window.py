@@ -298,7 +298,8 @@ def test_window_shows_the_screen_and_forwards_keyboard_and_mouse(guest, xvfb, tm
             m.tablet.click(300, 200)
             m.serial.expect(r"input_echo: frame 2\b", timeout=30)
             reference = m.screen.capture()
-        assert reference.getpixel((300, 200)) == (255, 255, 255)
+        assert reference.getpixel((298, 198)) == (255, 255, 255)  # the click's dot
+        assert reference.getpixel((294, 200)) == (0, 255, 0)  # the pointer's crosshair
 
         run.show_matches(reference, "window-test-input.png")  # the window shows it pixel for pixel
 
