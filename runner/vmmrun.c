@@ -266,6 +266,22 @@ static int forward_stdin(vmm_vm *vm)
     return 1;
 }
 
+/* This process's peak resident memory in KiB (VmHWM), 0 if unknown: guest RAM it touched included. */
+static unsigned long peak_rss_kib(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    unsigned long kib = 0;
+
+    if (!f)
+        return 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmHWM: %lu kB", &kib) == 1)
+            break;
+    fclose(f);
+    return kib;
+}
+
 static void print_stats(vmm_vm *vm, double wall_s)
 {
     struct vmm_stats st = { .size = sizeof st };
@@ -277,9 +293,9 @@ static void print_stats(vmm_vm *vm, double wall_s)
     fprintf(stderr,
             "vmmrun: stats: backend=%s wall_s=%.3f mmio_exits=%" PRIu64 " hvc_exits=%" PRIu64 " sysreg_exits=%" PRIu64
             " wfi_exits=%" PRIu64 " irqs=%" PRIu64 " exceptions=%" PRIu64 " guest_errors=%" PRIu64 " insns=%" PRIu64
-            " clock_ns=%" PRIu64 " host_mem_bytes=%" PRIu64 "\n",
+            " clock_ns=%" PRIu64 " host_mem_bytes=%" PRIu64 " peak_rss_kib=%lu\n",
             vmm_backend_name(vm), wall_s, st.mmio_exits, st.hvc_exits, st.sysreg_exits, st.wfi_exits, st.irqs,
-            st.exceptions, st.guest_errors, st.insns, st.clock_ns, st.host_mem_bytes);
+            st.exceptions, st.guest_errors, st.insns, st.clock_ns, st.host_mem_bytes, peak_rss_kib());
 }
 
 static const char *reason_name(int reason)

@@ -75,7 +75,7 @@ def test_guest_on_kvm(nested_vm, run):
 
 
 def test_linux_on_kvm(nested_vm):
-    """Debian's arm64 kernel and the test initramfs (tests/test_linux.py's) on vmmrun --backend kvm."""
+    """Debian's arm64 kernel and the test initramfs (tests/test_linux.py's) on vmmrun --backend auto → kvm."""
     res = nested_vm.results.get("linux")
     assert res is not None and res.rc is not None, f"the Linux run did not finish (nested init done: {nested_vm.done})"
     text = res.output.replace("\r", "")
@@ -84,3 +84,5 @@ def test_linux_on_kvm(nested_vm):
     assert m.group(1) == str(LINUX_CPUS) and m.group(2) == f"0-{LINUX_CPUS - 1}", m.group(0)
     assert "reboot: Power down" in text
     assert res.rc == 0, f"vmmrun exit status {res.rc}\n" + "\n".join(res.stderr)
+    # it ran with --backend auto: KVM is picked when /dev/kvm works
+    assert any("backend=kvm" in line for line in res.stderr), res.stderr

@@ -141,7 +141,7 @@ def init_script(runs: list[table.Run], elves: dict[str, str], *, raw: int = 0, s
     out.append(f'echo "{MARK} KVM $([ -c /dev/kvm ] && echo present || echo absent)"\n')
     out.append(f"dmesg | grep -E 'kvm \\[|All CPU\\(s\\) started' | sed 's/^/{MARK} DMESG /'\n")
     for r in runs:
-        args = ["/vmmrun", "--backend", backend, "--timeout", f"{r.timeout:g}", "--cpus", str(r.cpus)]
+        args = ["/vmmrun", "--backend", backend, "--timeout", f"{r.timeout:g}", "--cpus", str(r.cpus), "--stats"]
         if r.ram:
             args += ["--ram", r.ram]
         if r.stdin:
@@ -218,12 +218,14 @@ def _forget_old(path: str, keep: int = 8) -> None:
 
 
 def linux(cpus: int = 2, ram: str = "512M", timeout: float = 300) -> tuple[dict[str, str], list[str]]:
-    """(files, extra) for boot(): Debian's kernel with the test initramfs on vmmrun --backend kvm, as run "linux".
+    """(files, extra) for boot(): Debian's kernel with the test initramfs on vmmrun --backend auto, as run "linux".
+
+    auto must pick KVM there (the run's --stats line names the backend).
 
     Its output should hold `VMMPY-INIT-OK cpus=<cpus>` (initramfs.MARKER_RE) and `reboot: Power down`.
     """
     files = {"/linux/vmlinuz": fetch_debian.kernel(), "/linux/initrd": initramfs.cached()}
-    cmd = (f"/vmmrun --backend kvm --cpus {cpus} --ram {ram} --timeout {timeout:g} --stats --initrd /linux/initrd "
+    cmd = (f"/vmmrun --backend auto --cpus {cpus} --ram {ram} --timeout {timeout:g} --stats --initrd /linux/initrd "
            f"--cmdline 'console=ttyAMA0 panic=-1' /linux/vmlinuz")  # fmt: skip
     extra = [
         f'echo "{MARK} BEGIN linux"',
