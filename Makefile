@@ -10,16 +10,21 @@ STAMP := build/.stamp-ext
 .PHONY: all deps build guests test test-fast test-asan lint demo bench debian clean fuzz aarch64 deps-aarch64 nested
 all: build guests
 
+# $(call apt_install,PACKAGES): install the Debian packages of the list that are missing (sudo unless root).
+define apt_install
+@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+if [ -n "$$missing" ]; then \
+  echo "==> installing Debian packages:$$missing"; \
+  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+fi
+endef
+
 # Install what is missing: Debian packages, then Python packages.
 deps: build/.stamp-deps
 build/.stamp-deps: Makefile
 	@mkdir -p build
-	@missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then \
-	  echo "==> installing Debian packages:$$missing"; \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
-	fi
+	$(call apt_install,$(DEB_PKGS))
 	@$(PYTHON) tools/pydeps.py $(PY_PKGS) || $(PIP) install -q $(PY_PKGS)
 	@touch $@
 
@@ -111,12 +116,7 @@ aarch64: $(A64)/libvmm.a $(A64)/vmmrun $(A64)/kvm_raw
 deps-aarch64: build/.stamp-deps-aarch64
 build/.stamp-deps-aarch64: Makefile
 	@mkdir -p build
-	@missing=""; for p in $(A64_DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then \
-	  echo "==> installing Debian packages:$$missing"; \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
-	fi
+	$(call apt_install,$(A64_DEB_PKGS))
 	@touch $@
 
 $(A64_SYSROOT)/.stamp: | build/.stamp-deps-aarch64
