@@ -48,6 +48,7 @@ def nested_vm() -> nested.Nested:
         pytest.fail(f"make aarch64 failed:\n{(p.stdout + p.stderr)[-3000:]}")
     try:
         files, extra = nested.linux(cpus=LINUX_CPUS)  # Debian's kernel too, after the bare-metal guests
+        extra += nested.without_kvm()
         timeout = nested.BOOT_OVERHEAD + sum(r.timeout + 10 for r in RUNS) + 300
         vm = nested.boot(RUNS, files=files, extra=extra, mem=2048, timeout=timeout)
     except (nested.NestedError, fetch_debian.FetchError, initramfs.InitramfsError) as e:
@@ -86,3 +87,14 @@ def test_linux_on_kvm(nested_vm):
     assert res.rc == 0, f"vmmrun exit status {res.rc}\n" + "\n".join(res.stderr)
     # it ran with --backend auto: KVM is picked when /dev/kvm works
     assert any("backend=kvm" in line for line in res.stderr), res.stderr
+
+
+@pytest.mark.parametrize("backend", ["kvm", "auto"])
+def test_missing_dev_kvm_is_one_clear_error(nested_vm, backend):
+    """With /dev/kvm gone, vmmrun fails at once with one line that says why (exit 2, no hang, no crash)."""
+    res = nested_vm.results.get(f"nokvm-{backend}")
+    assert res is not None and res.rc is not None, "the run did not finish"
+    assert res.rc == 2, (res.rc, res.stderr)
+    assert len(res.stderr) == 1, res.stderr
+    assert "cannot open /dev/kvm: No such file or directory" in res.stderr[0], res.stderr
+    assert res.stderr[0].startswith("vmmrun: "), res.stderr

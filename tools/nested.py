@@ -239,6 +239,23 @@ def linux(cpus: int = 2, ram: str = "512M", timeout: float = 300) -> tuple[dict[
     return files, extra
 
 
+def without_kvm(guest_elf: str = "/guests/hello.elf") -> list[str]:
+    """Extra init lines for boot(): vmmrun with /dev/kvm moved away (then put back), as runs "nokvm-kvm"
+    (--backend kvm: must fail with one clear line, exit 2) and "nokvm-auto" (--backend auto: the same,
+    since this build has no soft backend)."""
+    out = ["mv /dev/kvm /dev/kvm.off"]
+    for backend in ("kvm", "auto"):
+        rid = f"nokvm-{backend}"
+        out += [
+            f'echo "{MARK} BEGIN {rid}"',
+            f"/vmmrun --backend {backend} --timeout 10 {guest_elf} 2>/tmp/err </dev/null",
+            "rc=$?",
+            f'printf "\\n{MARK} END {rid} rc=%d t=0-0\\n" $rc',
+            f"sed 's/^/{MARK} STDERR {rid} /' /tmp/err",
+        ]
+    return out + ["mv /dev/kvm.off /dev/kvm"]
+
+
 # -- booting ----------------------------------------------------------------------------------
 
 
