@@ -42,6 +42,7 @@ static const char usage_text[] =
     "  -a, --cmdline TEXT   kernel command line (/chosen/bootargs)\n"
     "  -i, --initrd FILE    initial ramdisk\n"
     "      --stdin          forward stdin to the guest's serial port\n"
+    "      --gpu[=WxH]      a virtio-gpu screen (default 1280x800); frames are not saved\n"
     "  -s, --stats          print the VM's counters (exits, interrupts...) to stderr at the end\n"
     "  -q, --quiet          no library warnings on stderr (errors are still reported)\n"
     "  -v, --verbose        library log down to debug level on stderr\n"
@@ -61,6 +62,8 @@ static struct {
     const char *initrd;
     const char *kernel;
     int forward_stdin;
+    int gpu;
+    unsigned gpu_w, gpu_h;
     int stats;
     int log_level;
 } opt = { .cpus = 1, .log_level = VMM_LOG_WARN };
@@ -132,14 +135,21 @@ static uint64_t parse_size(const char *s)
 
 static void parse_args(int argc, char **argv)
 {
-    enum { OPT_STDIN = 256 };
+    enum { OPT_STDIN = 256, OPT_GPU };
     static const struct option longopts[] = {
-        { "backend", required_argument, NULL, 'b' }, { "cpus", required_argument, NULL, 'c' },
-        { "ram", required_argument, NULL, 'm' },     { "timeout", required_argument, NULL, 't' },
-        { "cmdline", required_argument, NULL, 'a' }, { "initrd", required_argument, NULL, 'i' },
-        { "stdin", no_argument, NULL, OPT_STDIN },   { "stats", no_argument, NULL, 's' },
-        { "quiet", no_argument, NULL, 'q' },         { "verbose", no_argument, NULL, 'v' },
-        { "help", no_argument, NULL, 'h' },          { NULL, 0, NULL, 0 },
+        { "backend", required_argument, NULL, 'b' },
+        { "cpus", required_argument, NULL, 'c' },
+        { "ram", required_argument, NULL, 'm' },
+        { "timeout", required_argument, NULL, 't' },
+        { "cmdline", required_argument, NULL, 'a' },
+        { "initrd", required_argument, NULL, 'i' },
+        { "stdin", no_argument, NULL, OPT_STDIN },
+        { "stats", no_argument, NULL, 's' },
+        { "quiet", no_argument, NULL, 'q' },
+        { "verbose", no_argument, NULL, 'v' },
+        { "help", no_argument, NULL, 'h' },
+        { "gpu", optional_argument, NULL, OPT_GPU },
+        { NULL, 0, NULL, 0 },
     };
     int c;
     char *end;
@@ -179,6 +189,15 @@ static void parse_args(int argc, char **argv)
             break;
         case OPT_STDIN:
             opt.forward_stdin = 1;
+            break;
+        case OPT_GPU:
+            opt.gpu = 1;
+            if (optarg) {
+                int n = -1;
+                if (sscanf(optarg, "%ux%u%n", &opt.gpu_w, &opt.gpu_h, &n) != 2 || optarg[n] || opt.gpu_w < 1 ||
+                    opt.gpu_h < 1 || opt.gpu_w > 8192 || opt.gpu_h > 8192)
+                    usage_error("--gpu wants WIDTHxHEIGHT (1..8192 each), not '%s'", optarg);
+            }
             break;
         case 's':
             opt.stats = 1;
@@ -341,6 +360,9 @@ int main(int argc, char **argv)
     cfg.backend = opt.backend;
     cfg.log_fn = log_cb;
     cfg.log_level = opt.log_level;
+    cfg.gpu = (uint32_t)opt.gpu;
+    cfg.gpu_width = opt.gpu_w; /* 0: the default size */
+    cfg.gpu_height = opt.gpu_h;
 
     err = vmm_create(&cfg, &vm, errbuf, sizeof errbuf);
     if (err < 0)

@@ -4,10 +4,10 @@ One `Run` per (guest, vCPU count). Its verdict is read from the serial output, n
 semihosting exit (KVM has no semihosting: there the guest runtime falls back to PSCI SYSTEM_OFF),
 so the same check serves every peer:
 
-- "soft": vmmpy's Unicorn backend, in-process (tests/test_irq_guests.py);
+- "soft": vmmpy's Unicorn backend, in-process (tests/test_irq_guests.py, every run);
 - "kvm": build/aarch64/vmmrun --backend kvm inside a nested arm64 Linux (tests/test_kvm_nested.py,
   tools/nested.py);
-- "qemu": qemu-system-aarch64 TCG, the reference (tests/test_irq_guests.py).
+- "qemu": qemu-system-aarch64 TCG, the reference (tests/test_irq_guests.py, every run).
 
 `check(run, text)` lists what is wrong with an output (empty: pass). `expect` are regexes that must
 each match somewhere (multiline, carriage returns removed); `reject` ones must not. The exit status
@@ -17,7 +17,9 @@ such as QEMU without semihosting, skips that).
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 from dataclasses import dataclass, field
 
 PEERS = ("soft", "kvm", "qemu")
@@ -42,6 +44,7 @@ class Run:
     end: str = "poweroff"  # how the run ends: poweroff, reset or timeout
     status: int = 0  # the power-off status (end == "poweroff")
     stdin: bytes = b""  # written to the serial port (vmmrun --stdin)
+    gpu: bool = False  # a virtio-gpu (Machine(gpu=True), vmmrun --gpu, QEMU -device virtio-gpu-device)
     make_vars: tuple[str, ...] = ()  # a smaller build of the guest: `make -C guest B=... VAR=value`
     timeout: float = 120.0  # seconds of host time; for end == "timeout" how long to let it run
     peers: tuple[str, ...] = PEERS
@@ -104,9 +107,8 @@ def _sgi(cpus: int) -> Run:
     return _irq("sgi", cpus, rf"sgi: {cpus} cpus", r"^sgi: 256 round trips")
 
 
-# Not in the table: gpu_demo, bench_gpu and input_echo need virtio-gpu / virtio-input (vmmpy's
-# Machine(gpu=True, input=True); vmmrun has no such options), so they stay in tests/test_gpu_demo.py,
-# tests/test_bench_guests.py and tests/test_virtio_input.py, soft backend only.
+# Not in the table: bench_gpu and input_echo (they need frames held or input injected, which only
+# vmmpy's Machine can do: tests/test_bench_guests.py, tests/test_virtio_input.py and test_events.py).
 
 RUNS: list[Run] = [
     # -- the interrupt guests (tests/test_irq_guests.py) -----------------------------------------
@@ -169,6 +171,16 @@ RUNS: list[Run] = [
         groups=("bench",),
         make_vars=("N=2000",),
     ),
+    # -- virtio: a virtio-gpu driver (virtqueues, DMA, the used-buffer interrupt) drawing 30 frames;
+    # the byte lets it go on at once where it holds frame 10 for a screenshot
+    Run(
+        "gpu_demo",
+        "gpu_demo",
+        expect=(r"^gpu_demo: 1280x800 framebuffer", r"^gpu_demo: frame 30$", _verdict("gpu_demo")),
+        stdin=b"x",
+        gpu=True,
+        groups=("virtio",),
+    ),
     Run(
         "bench_irq",
         "bench_irq",
@@ -189,3 +201,22 @@ def select(peer: str | None = None, groups: tuple[str, ...] | None = None) -> li
     return [
         r for r in RUNS if (peer is None or r.applies(peer)) and (groups is None or any(g in groups for g in r.groups))
     ]
+
+
+GUEST_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "guest")
+SMALL_GUESTS = os.path.join(os.path.dirname(GUEST_DIR), "build", "guests-small")  # builds with make_vars
+
+
+def elf(run: Run) -> str:
+    """The ELF for `run`: guest/build/<guest>.elf, or a smaller build (built now) when the run has make_vars."""
+    if not run.make_vars:
+        p = os.path.join(GUEST_DIR, "build", f"{run.guest}.elf")
+        if not os.path.exists(p):
+            raise FileNotFoundError(f"{p} is missing: run `make guests`")
+        return p
+    b = os.path.join(SMALL_GUESTS, "-".join(v.replace("=", "") for v in run.make_vars))
+    out = os.path.join(b, f"{run.guest}.elf")
+    p = subprocess.run(["make", "-s", "-C", GUEST_DIR, f"B={b}", *run.make_vars, out], capture_output=True, text=True)
+    if p.returncode:
+        raise RuntimeError(f"building {out}: {(p.stderr or p.stdout)[-1000:]}")
+    return out

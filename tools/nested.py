@@ -50,7 +50,6 @@ from tests import guests as table  # noqa: E402
 VMMRUN = os.path.join(ROOT, "build", "aarch64", "vmmrun")
 KVM_RAW = os.path.join(ROOT, "build", "aarch64", "kvm_raw")
 GUEST_DIR = os.path.join(ROOT, "guest", "build")
-SMALL_GUESTS = os.path.join(ROOT, "build", "nested", "guests")  # builds with make_vars (smaller N)
 APPEND = "console=ttyAMA0 panic=-1 quiet"
 BOOT_OVERHEAD = 120.0  # seconds allowed for the nested kernel's boot and power-off
 
@@ -112,19 +111,11 @@ def runs_by_id(ids: Iterable[str] | None) -> list[table.Run]:
 
 
 def guest_elf(run: table.Run) -> str:
-    """The ELF for `run`: guest/build/<guest>.elf, or a smaller build when the run has make_vars."""
-    if not run.make_vars:
-        p = os.path.join(GUEST_DIR, f"{run.guest}.elf")
-        if not os.path.exists(p):
-            raise NestedError(f"{p} is missing: run `make guests`")
-        return p
-    b = os.path.join(SMALL_GUESTS, "-".join(v.replace("=", "") for v in run.make_vars))
-    elf = os.path.join(b, f"{run.guest}.elf")
-    p = subprocess.run(["make", "-s", "-C", os.path.join(ROOT, "guest"), f"B={b}", *run.make_vars, elf],
-                       capture_output=True, text=True)  # fmt: skip
-    if p.returncode:
-        raise NestedError(f"building {elf}: {(p.stderr or p.stdout)[-1000:]}")
-    return elf
+    """The ELF for `run` (tests/guests.py builds the smaller variants)."""
+    try:
+        return table.elf(run)
+    except (OSError, RuntimeError) as e:
+        raise NestedError(str(e)) from None
 
 
 def _sh(s: str | bytes) -> str:
@@ -146,6 +137,8 @@ def init_script(runs: list[table.Run], elves: dict[str, str], *, raw: int = 0, s
             args += ["--ram", r.ram]
         if r.stdin:
             args.append("--stdin")
+        if r.gpu:
+            args.append("--gpu")
         args.append(f"/guests/{os.path.basename(elves[r.id])}")
         cmd = " ".join(shlex.quote(a) for a in args)
         feed = f"printf '%b' {_sh(r.stdin)} | " if r.stdin else ""
