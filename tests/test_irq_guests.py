@@ -23,6 +23,7 @@ import pytest
 import vmmpy
 
 from . import guests as table
+from .conftest import HOST_HAS_KVM
 
 # every guest on one CPU where it needs no more, the SMP ones on several; verdicts in tests/guests.py
 # (uart_irq, which must be typed at once it is ready, has its own tests below)
@@ -52,9 +53,16 @@ def runs_for(peer: str):
 # ---- vmmpy ----------------------------------------------------------------------------------------
 
 
+# soft always; KVM too on an arm64 host with a working /dev/kvm (here: tests/test_kvm_nested.py)
+BACKENDS = ["soft", *(["kvm"] if HOST_HAS_KVM else [])]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @runs_for("soft")
-def test_guest_on_soft(machine, run):
-    m = machine(table.elf(run), cpus=run.cpus, ram=run.ram or "256M", gpu=run.gpu)
+def test_guest_on_vmmpy(machine, run, backend):
+    if not run.applies(backend):
+        pytest.skip(f"{run.id} does not apply to {backend}")
+    m = machine(table.elf(run), cpus=run.cpus, ram=run.ram or "256M", gpu=run.gpu, backend=backend)
     if run.stdin:
         m.serial.write(run.stdin)
     res = m.run(timeout=run.timeout if run.end == "timeout" else TIMEOUT)

@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--cmdline", help="kernel command line")
     r.add_argument("--initrd", help="initial ramdisk file")
     r.add_argument("--timeout", type=_seconds, help="stop the guest after this many seconds")
-    r.add_argument("--backend", default="auto", help="soft, kvm or auto (default)")
+    r.add_argument("--backend", help="soft, kvm or auto (default: $VMMPY_BACKEND, else auto: KVM where it works)")
     r.add_argument("--cpu-model", help="soft backend CPU: cortex-a72 (default), cortex-a57, cortex-a53, max")
     r.add_argument("--format", choices=["auto", "elf", "image", "raw"], default="auto", help="kernel format")
     r.add_argument("--load-addr", type=_int, help="raw format: guest physical load address")

@@ -226,7 +226,7 @@ class Machine:
         *,
         ram: Size = "256M",
         cpus: int = 1,
-        backend: str = "auto",
+        backend: str | None = None,
         cpu_model: str | None = None,
         cmdline: str | None = None,
         initrd: str | os.PathLike | None = None,
@@ -258,6 +258,8 @@ class Machine:
         cfg.size = ffi.sizeof("struct vmm_config")
         cfg.ncpus = cpus
         cfg.ram_size = parse_size(ram)
+        # None: $VMMPY_BACKEND, else auto (KVM where it works, else soft)
+        backend = backend or os.environ.get("VMMPY_BACKEND") or "auto"
         keep = [ffi.new("char[]", backend.encode())]
         cfg.backend = keep[0]
         if cpu_model:
