@@ -115,9 +115,13 @@ static int check_caps(int fd, char *why, size_t len)
         int cap;
         const char *name;
     } needed[] = {
-        { KVM_CAP_USER_MEMORY, "KVM_CAP_USER_MEMORY" },       { KVM_CAP_ONE_REG, "KVM_CAP_ONE_REG" },
-        { KVM_CAP_ARM_PSCI_0_2, "KVM_CAP_ARM_PSCI_0_2" },     { KVM_CAP_DEVICE_CTRL, "KVM_CAP_DEVICE_CTRL" },
-        { KVM_CAP_IMMEDIATE_EXIT, "KVM_CAP_IMMEDIATE_EXIT" }, { KVM_CAP_IRQCHIP, "KVM_CAP_IRQCHIP" },
+        { KVM_CAP_USER_MEMORY, "KVM_CAP_USER_MEMORY" },
+        { KVM_CAP_ONE_REG, "KVM_CAP_ONE_REG" },
+        { KVM_CAP_ARM_PSCI_0_2, "KVM_CAP_ARM_PSCI_0_2" },
+        { KVM_CAP_DEVICE_CTRL, "KVM_CAP_DEVICE_CTRL" },
+        { KVM_CAP_IMMEDIATE_EXIT, "KVM_CAP_IMMEDIATE_EXIT" },
+        { KVM_CAP_IRQCHIP, "KVM_CAP_IRQCHIP" },
+        { KVM_CAP_ARM_INJECT_EXT_DABT, "KVM_CAP_ARM_INJECT_EXT_DABT" },
     };
     int v = ioctl(fd, KVM_GET_API_VERSION, 0);
 
@@ -150,12 +154,39 @@ static int open_kvm(char *why, size_t len)
 
 /* ---- ops ---- */
 
+/* A scratch VM answers whether KVM can give guests a GICv3 (a host with a GICv2, like the Raspberry Pi's GIC-400,
+ * cannot). */
+static int probe_gicv3(int sys_fd, char *why, size_t len)
+{
+    struct kvm_create_device cd = { .type = KVM_DEV_TYPE_ARM_VGIC_V3, .flags = KVM_CREATE_DEVICE_TEST };
+    int vm_fd;
+
+    do
+        vm_fd = ioctl(sys_fd, KVM_CREATE_VM, 0UL);
+    while (vm_fd < 0 && errno == EINTR);
+    if (vm_fd < 0) {
+        snprintf(why, len, "KVM_CREATE_VM: %s", strerror(errno));
+        return VMM_ENOBACKEND;
+    }
+    int r = xioctl(vm_fd, KVM_CREATE_DEVICE, &cd);
+    int e = errno;
+    close(vm_fd);
+    if (r < 0) {
+        snprintf(why, len, "KVM cannot give guests a GICv3 (%s): the host's interrupt controller is not a GICv3",
+                 strerror(e));
+        return VMM_ENOBACKEND;
+    }
+    return 0;
+}
+
 static int kvm_probe(char *why, size_t len)
 {
     int fd = open_kvm(why, len);
     if (fd < 0)
         return VMM_ENOBACKEND;
     int rc = check_caps(fd, why, len);
+    if (!rc)
+        rc = probe_gicv3(fd, why, len);
     close(fd);
     return rc;
 }
@@ -218,24 +249,37 @@ static int kvm_vm_init(struct vmm_vm *vm)
         goto fail;
     }
     pthread_once(&kick_once, install_kick_handler);
+    struct sigaction cur;
+    if (!kick_ok && (sigaction(kick_signal(), NULL, &cur) || cur.sa_handler != kick_handler))
+        kick_ok = -EEXIST; /* the application took it over since */
     if (kick_ok) {
-        rc = vmm__set_error(vm, VMM_ENOBACKEND, "cannot install the vCPU kick signal (SIGRTMIN+4): %s",
-                            kick_ok == -EEXIST ? "the application handles it already" : strerror(-kick_ok));
+        rc = vmm__set_error(vm, VMM_ENOBACKEND, "cannot use SIGRTMIN+4 to stop vCPUs: %s",
+                            kick_ok == -EEXIST ? "the application handles that signal itself" : strerror(-kick_ok));
         goto fail;
     }
 
-    /* the IPA space must reach the end of RAM; type 0 is the default 40 bits */
+    /*
+     * The IPA space must reach the end of RAM. Type 0 means 40 bits, which
+     * hosts with a smaller limit refuse. Ask for 40 bits, more if RAM needs
+     * it, less if the host has less: accesses inside the space but outside
+     * RAM exit to us and get our external abort; beyond it KVM answers itself.
+     */
     uint64_t top = LAYOUT_RAM_BASE + vm->ram_size - 1;
     unsigned bits = 64 - (unsigned)__builtin_clzll(top);
+    int max_ipa = ioctl(k->sys_fd, KVM_CHECK_EXTENSION, KVM_CAP_ARM_VM_IPA_SIZE);
     unsigned long type = 0;
-    if (bits > 40) {
-        int max = ioctl(k->sys_fd, KVM_CHECK_EXTENSION, KVM_CAP_ARM_VM_IPA_SIZE);
-        if (max < (int)bits) {
+    if (max_ipa > 0) {
+        if ((int)bits > max_ipa) {
             rc = vmm__set_error(vm, VMM_ERANGE, "%llu MiB of RAM needs %u-bit guest addresses; this host's KVM has %d",
-                                (unsigned long long)(vm->ram_size >> 20), bits, max > 0 ? max : 40);
+                                (unsigned long long)(vm->ram_size >> 20), bits, max_ipa);
             goto fail;
         }
-        type = KVM_VM_TYPE_ARM_IPA_SIZE(bits);
+        unsigned want = bits > 40 ? bits : 40;
+        type = KVM_VM_TYPE_ARM_IPA_SIZE(want < (unsigned)max_ipa ? want : (unsigned)max_ipa);
+    } else if (bits > 40) {
+        rc = vmm__set_error(vm, VMM_ERANGE, "%llu MiB of RAM needs %u-bit guest addresses; this host's KVM has 40",
+                            (unsigned long long)(vm->ram_size >> 20), bits);
+        goto fail;
     }
     do
         k->vm_fd = ioctl(k->sys_fd, KVM_CREATE_VM, type);
@@ -421,8 +465,13 @@ static int system_event(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
     case KVM_SYSTEM_EVENT_RESET:
         exit->kind = VMM_EXIT_RESET;
         return 0;
+    case KVM_SYSTEM_EVENT_CRASH:
+        vmm__set_error(vcpu->vm, VMM_ESTATE, "vCPU %u: the guest reported a crash (PSCI SYSTEM_EVENT_CRASH)", vcpu->id);
+        exit->kind = VMM_EXIT_GUEST_ERROR;
+        return 0;
     default:
-        vmm__set_error(vcpu->vm, VMM_ESTATE, "the guest signalled system event %u (crash)", ks->run->system_event.type);
+        vmm__set_error(vcpu->vm, VMM_ESTATE, "vCPU %u: KVM system event %u, which libvmm does not handle", vcpu->id,
+                       ks->run->system_event.type);
         exit->kind = VMM_EXIT_GUEST_ERROR;
         return 0;
     }
@@ -454,7 +503,7 @@ static int external_abort(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
      * a write. The exception is pending, so ESR_EL1 is what the guest will see.
      */
     uint64_t esr;
-    if (get_reg(ks, REG_ESR_EL1, &esr) == 0) {
+    if (get_reg(ks, REG_ESR_EL1, &esr) == 0 && ((esr >> 26) & 0x3e) == 0x24 && (esr & 0x3f) == 0x10) {
         esr &= 0xffffffffu;
         if (ks->run->mmio.is_write)
             esr |= 1u << 6; /* WnR */
@@ -470,18 +519,23 @@ static int kvm_vcpu_run(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
     struct kvm_vcpu_state *ks = vcpu->bstate;
     struct vmm_vm *vm = vcpu->vm;
     struct kvm_run *run = ks->run;
-    sigset_t unblock;
+    static __thread bool kick_unblocked; /* the run loop's vCPU threads start with every signal blocked */
 
-    sigemptyset(&unblock);
-    sigaddset(&unblock, kick_signal());
-    pthread_sigmask(SIG_UNBLOCK, &unblock, NULL);
+    if (!kick_unblocked) {
+        sigset_t unblock;
+        sigemptyset(&unblock);
+        sigaddset(&unblock, kick_signal());
+        pthread_sigmask(SIG_UNBLOCK, &unblock, NULL);
+        kick_unblocked = true;
+    }
     set_running(ks, true);
     int r = ioctl(ks->fd, KVM_RUN, 0);
     int e = errno;
     set_running(ks, false);
     if (r < 0) {
         if (e == EINTR || e == EAGAIN) {
-            run->immediate_exit = 0; /* the kick is served: the run loop looks at why */
+            /* the kick is served: the run loop looks at why (atomic: a new kick may be storing 1) */
+            __atomic_store_n(&run->immediate_exit, 0, __ATOMIC_SEQ_CST);
             exit->kind = VMM_EXIT_NONE;
             return 0;
         }
@@ -495,8 +549,8 @@ static int kvm_vcpu_run(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
             exit->kind = VMM_EXIT_GUEST_ERROR;
             return 0;
         }
-        vmm__set_error(vm, VMM_EIO, "KVM_RUN on vCPU %u (pc 0x%llx): %s", vcpu->id, (unsigned long long)pc,
-                       strerror(e));
+        vmm__set_error(vm, VMM_EIO, "KVM_RUN on vCPU %u (pc 0x%llx): %s%s", vcpu->id, (unsigned long long)pc,
+                       strerror(e), e == EFAULT ? " (KVM could not map guest RAM: is the host short of memory?)" : "");
         exit->kind = VMM_EXIT_HOST_ERROR;
         return 0;
     }
@@ -510,8 +564,7 @@ static int kvm_vcpu_run(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
         }
         if (run->mmio.phys_addr >= LAYOUT_RAM_BASE) /* no memslot there: above RAM, where nothing answers */
             return external_abort(vcpu, exit);
-        vm->stats.mmio_exits++;
-        exit->kind = VMM_EXIT_MMIO;
+        exit->kind = VMM_EXIT_MMIO; /* counted by the bus */
         exit->mmio.gpa = run->mmio.phys_addr;
         exit->mmio.size = len;
         exit->mmio.is_write = run->mmio.is_write;

@@ -53,6 +53,9 @@ VMM_EXPORT int vmm_irq_set(vmm_vm *vm, unsigned cpu, unsigned intid, int level)
         return VMM_EINVAL;
     if (intid >= 1020)
         return vmm__set_error(vm, VMM_EINVAL, "INTID %u is not an SGI, PPI or SPI", intid);
+    if (!vm->gic && (intid < 16 || intid >= 128))
+        return vmm__set_error(vm, VMM_ENOTSUP, "the %s backend's GIC takes PPIs and SPIs (INTID 16..127), not %u",
+                              vm->ops->name, intid);
     vmm__irq_set(vm, cpu, intid, level != 0);
     return 0;
 }
