@@ -297,7 +297,8 @@ VMM_EXPORT int vmm_screen_capture(vmm_vm *vm, uint64_t frame, void *buf, size_t 
  * run ended). While parked, vmm_clock_ns() is exact, and input scheduled at it (vmm_input_event_at,
  * vmm_console_write_at) enters as the loop goes on; vmm_screen_resume() lets it go on (a stop or the
  * timeout also do). Parking does not change what the guest executes. Arm it before the VM runs or while
- * it is parked: armed later, it parks wherever the loop is. VMM_ESTATE in real-time mode.
+ * it is parked: armed later, it parks wherever the loop is (arming wakes an idle loop so it looks).
+ * VMM_ESTATE in real-time mode.
  */
 VMM_EXPORT int vmm_screen_pause_at(vmm_vm *vm, uint64_t frame);
 VMM_EXPORT int vmm_screen_pause_wait(vmm_vm *vm, uint64_t timeout_ns);
@@ -321,7 +322,9 @@ VMM_EXPORT int vmm_input_leds(vmm_vm *vm, uint32_t *leds);
  * vmm_input_event() at virtual time at_ns. Deterministic mode: the event waits (up to 65536 per device)
  * until the run loop's clock reaches at_ns and enters the device between rounds, so the guest sees it at
  * the same point every run; a time already past means "at the next round" (so does vmm_input_event()).
- * Events due at the same time keep the order they were sent in. In real-time mode at_ns is ignored.
+ * Events due at the same time keep the order they were sent in. Due events enter only as whole
+ * reports that fit in the queue's free space; the rest waits for later rounds (never dropped). In
+ * real-time mode at_ns is ignored.
  */
 VMM_EXPORT int vmm_input_event_at(vmm_vm *vm, int device, uint64_t at_ns, uint16_t type, uint16_t code, int32_t value);
 
@@ -340,6 +343,18 @@ struct vmm_stats {
     uint64_t clock_ns;       /* the guest clock (see vmm_clock_ns) */
 };
 VMM_EXPORT int vmm_get_stats(vmm_vm *vm, struct vmm_stats *st);
+
+/*
+ * Deterministic mode: end the run with VMM_RUN_STOPPED exactly when the virtual clock reaches at_ns
+ * (vmm_clock_ns() is then at_ns): the round that would pass it is shortened, and an idle guest's clock
+ * jumps there. The stop comes at a round boundary, before input due at at_ns enters. A time already
+ * past stops at the next round boundary. Set it before the run or while the VM stands still (e.g.
+ * parked at a screen pause) for a host-independent stop point; set while it runs freely, it is only as
+ * exact as the moment it is set. One time at a time (a new call replaces it; UINT64_MAX disarms); it is
+ * disarmed when reached or when the run ends otherwise. Thread-safe. VMM_ESTATE in real-time mode (use
+ * vmm_request_stop() there).
+ */
+VMM_EXPORT int vmm_stop_at(vmm_vm *vm, uint64_t at_ns);
 
 #ifdef __cplusplus
 }

@@ -108,6 +108,19 @@ def test_parse_a_script():
         ("capture 0 a.png", "frames are counted from 1"),
         ("capture 1 /no/such/dir/a.png", "capture: directory '/no/such/dir' does not exist"),
         ("quit now", "quit takes no arguments"),
+        # values that parse must also run: bounded here, not an overflow in the executor
+        ("scroll 3000000000", "scroll: 3000000000 steps is out of range"),
+        ("scroll -2147483649", "out of range"),
+        ("wait 99999999999999999999 s", "the wait is longer than 1e+06 s"),
+        ("wait 1000001s", "the wait is longer than 1e+06 s"),
+        ('wait serial "x" 99999999999 s', "wait serial: the timeout is longer than 1e+06 s"),
+        ("wait 99999999999999999999 frames", "is beyond the last one (2147483647)"),
+        ("wait frame 2147483648", "is beyond the last one (2147483647)"),
+        ("capture 2147483648 a.png", "is beyond the last one"),
+        ("capture 1 /tmp", "capture: '/tmp' is a directory"),
+        ("capture 1 shots/", "is a directory"),
+        ("move 1 " + "9" * 400, "is too large (at most 1000000)"),
+        ("click 2000000 1", "is too large"),
     ],
 )
 def test_parse_errors(line, message):
@@ -117,6 +130,26 @@ def test_parse_errors(line, message):
     assert text.startswith("ev.txt:3: ") and message in text, text
     assert "\n" not in text
     assert isinstance(e.value, vmmpy.InvalidArgument)
+
+
+def test_any_whitespace_after_the_command():
+    s = events.parse("type\tabc\nwait\t2 frames\nkey\t esc\nscroll\t-1\nquit\t")
+    assert [(c.name, c.args) for c in s.commands] == [
+        ("type", ("abc",)),
+        ("wait_frame", (2,)),
+        ("key", ("esc",)),
+        ("scroll", (-1,)),
+        ("quit", ()),
+    ]
+
+
+def test_the_largest_values_run(guest):
+    """The bounds of the parser are values the executor takes (no OverflowError at int32 / uint64)."""
+    with vmmpy.Machine(guest("input_echo"), input=True, deterministic=True) as m:
+        script = events.parse(f"scroll {2**31 - 1}\nscroll {-(2**31)}\nwait 1000000 s\nmove 1000000 0")
+        runner = events.Runner(script, m)
+        runner.prepare()
+        assert runner._cursor == 10**15
 
 
 def test_too_many_captures():
@@ -223,6 +256,58 @@ def test_cli_events_timeout_is_reported(tmp_path, guest):
     assert err.count("\n") == 1
 
 
+def test_cli_events_failing_because_of_timeout_exits_124(tmp_path, guest):
+    """A wait ended by --timeout: one error line and 124, like --capture (README's exit codes)."""
+    f = tmp_path / "events.txt"
+    f.write_text('wait serial "never printed" 100s\n')
+    p = vmmpy_run(guest("input_echo"), "--events", str(f), "--timeout", "0.5")
+    err = p.stderr.decode()
+    assert p.returncode == 124, err
+    assert (
+        err
+        == f'vmmpy: error: {f}:1: wait serial "never printed" 100s: the guest ended (TIMEOUT) first; '
+        + (err.split("first; ", 1)[1])
+    )
+    assert err.count("\n") == 1
+
+
+def test_the_guest_error_message_is_in_the_error_line():
+    m = type("M", (), {"deterministic": False})()
+    m.result = vmmpy.RunResult(vmmpy.RunReason.GUEST_ERROR, 0, 0, "vCPU 0: every vCPU is off")
+    assert events.Runner(events.parse("quit"), m)._ended() == (
+        "the guest ended (GUEST_ERROR: vCPU 0: every vCPU is off) first"
+    )
+
+
+@pytest.mark.parametrize("det", [[], ["--deterministic"]])
+def test_cli_capture_that_cannot_be_saved_is_one_error_line(tmp_path, guest, det):
+    """An OSError while saving (here: /proc takes no new files) ends the run with one line, exit 1, promptly."""
+    f = tmp_path / "events.txt"
+    f.write_text("capture 1 /proc/vmmpy-no-such.png\nkey esc\n")
+    p = vmmpy_run(guest("input_echo"), "--events", str(f), "--gpu-size", "320x240", "--timeout", "30", *det)
+    err = p.stderr.decode()
+    assert p.returncode == 1, err
+    assert err.startswith(f"vmmpy: error: {f}:1: capture 1 /proc/vmmpy-no-such.png: cannot save "), err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "PASS" not in p.stdout.decode()  # the VM was stopped, not left to the esc
+
+
+def test_an_unexpected_exception_in_the_executor_is_one_error_line(guest, monkeypatch):
+    """Whatever goes wrong in the script's thread: self.error names the command, the VM stops, no traceback."""
+    with vmmpy.Machine(guest("input_echo"), gpu=True, gpu_size=SIZE, input=True) as m:
+        runner = events.Runner(events.parse("wait 1 frames\ntype a\nkey esc"), m, log=lambda msg: None)
+
+        def boom(c, at):
+            raise RuntimeError("boom")
+
+        monkeypatch.setattr(runner, "_input", boom)
+        runner.prepare()
+        m.start(timeout=30)
+        runner.run()  # never raises
+        assert runner.error == "<events>:2: type a: RuntimeError: boom"
+        assert runner.done.is_set() and not m.running and m.result.reason == vmmpy.RunReason.STOPPED
+
+
 def test_run_events_from_python(tmp_path, guest):
     with vmmpy.Machine(guest("input_echo"), gpu=True, gpu_size=SIZE, input=True) as m:
         with pytest.raises(events.EventsSyntaxError):
@@ -310,3 +395,49 @@ def test_the_readme_example_parses():
     block = readme.split("**Input scripts**", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
     s = events.parse(block, "README.md")
     assert [c.name for c in s.commands][:3] == ["wait_frame", "type", "wait_serial"] and s.commands[-1].name == "quit"
+
+
+def det_cli_run(tmp_path, script: str, elf: str, *extra: str, runs: int = 3) -> list[tuple[int, bytes, bytes]]:
+    """The same deterministic --events run `runs` times: [(exit code, stdout, bytes of every capture)]."""
+    out = []
+    for i in range(runs):
+        d = tmp_path / f"run{i}"
+        d.mkdir()
+        f = d / "events.txt"
+        f.write_text(script.format(dir=d))
+        p = vmmpy_run(elf, "--headless", "--deterministic", "--events", str(f), "--timeout", "30", *extra)
+        assert p.returncode == 0, p.stderr.decode()
+        pngs = b"".join(png.read_bytes() for png in sorted(d.glob("*.png")))
+        out.append((p.returncode, p.stdout, pngs))
+    return out
+
+
+def test_deterministic_sync_on_a_frame_that_exists_stays_parked(tmp_path, guest):
+    """`capture 1` / `wait 1 frames` while parked at frame 2: the VM stays parked, the cursor stays (it
+    used to resume the VM and take the clock wherever it ran to: a different run each time)."""
+    script = (
+        "wait 1 frames\ntype a\nwait 2 frames\ncapture 1 {dir}/c1.png\nwait 1 frames\ntype b\n"
+        "wait 3 frames\ncapture 2 {dir}/c2.png\ntype c\nwait 4 frames\nkey esc\n"
+    )
+    runs = det_cli_run(tmp_path, script, guest("input_echo"), "--gpu-size", "320x240")
+    assert runs[0] == runs[1] == runs[2]
+    text = runs[0][1].decode()
+    assert echo_events(text, "kbd")[:12] == expected_typing("abc") and "PASS input_echo" in text
+
+
+def test_deterministic_quit_on_an_idle_guest_without_a_timer(tmp_path, guest):
+    """`quit` stops exactly at the cursor via vmm_stop_at: an idle guest with no timer jumps there."""
+    runs = det_cli_run(tmp_path, "wait 5ms\nquit\n", guest("idle_notick"), runs=2)
+    assert runs[0] == runs[1]
+    assert b"idle: ready, no timer" in runs[0][1]
+
+
+def test_deterministic_quit_stops_at_the_cursor_exactly(guest):
+    """From Python: the run ends with the virtual clock at the cursor, for a busy guest too."""
+    clocks = []
+    for _ in range(2):
+        with vmmpy.Machine(guest("input_echo"), gpu=True, gpu_size=SIZE, input=True, deterministic=True) as m:
+            m.run_events("wait 1 frames\ntype a\nwait 3ms\nquit")
+            assert m.result.reason == vmmpy.RunReason.STOPPED
+            clocks.append((m.clock_ns, m.serial.data))
+    assert clocks[0] == clocks[1]

@@ -307,3 +307,47 @@ def test_deterministic_schedule_is_bounded():
             m.tablet.event(EV_REL, 8, 1, at_ns=i)
         with pytest.raises(vmmpy.errors.OutOfMemory, match="65536 events scheduled"):
             m.tablet.event(EV_REL, 8, 1, at_ns=0)
+
+
+def test_deterministic_input_beyond_the_queue_is_never_dropped(guest):
+    """1100 characters due at once (4400 events, more than the 4096-event queue): whole reports that do
+    not fit wait for later rounds instead of pushing older ones out; the run is reproducible."""
+    runs = []
+    for _ in range(2):
+        with vmmpy.Machine(guest("input_echo"), input=True, deterministic=True) as m:
+            m.keyboard.type("a" * 1100, at_ns=1_000_000)
+            m.keyboard.tap("esc", at_ns=1_000_000)
+            res = m.run(timeout=60)
+            assert res.ok, (res, m.serial.text[-500:])
+            st = m.keyboard.stats()
+            assert st.dropped == 0 and st.pending == 0
+            assert st.delivered == 1100 * 4 + 2 or st.delivered == 1100 * 4 + 4, st
+            runs.append(m.serial.data)
+    assert runs[0] == runs[1]
+    kbd = echo_events(runs[0].decode(), "kbd")
+    assert kbd[: 1100 * 4] == expected_typing("a" * 1100)
+    assert kbd[1100 * 4] == (EV_KEY, 1, 1)  # then esc
+
+
+def test_stop_at_ends_the_run_exactly_there(guest):
+    """vmm_stop_at: STOPPED with the virtual clock exactly at the time, for an idle guest with no timer
+    (the clock jumps there) and for a busy one (the last round is cut short)."""
+    for name, at in (("idle_notick", 5_000_000), ("input_echo", 3_000_123)):
+        with vmmpy.Machine(guest(name), input=True, deterministic=True) as m:
+            m.stop_at(at)
+            res = m.run(timeout=30)
+            assert res.reason == vmmpy.RunReason.STOPPED and m.clock_ns == at, (name, res, m.clock_ns)
+            m.start(timeout=0.5)  # disarmed once reached: the next run goes on until its timeout
+            assert m.wait().reason == vmmpy.RunReason.TIMEOUT
+    with vmmpy.Machine(guest("hello")) as m, pytest.raises(vmmpy.StateError):
+        m.stop_at(1000)  # real time: vmm_request_stop() / m.stop() instead
+
+
+def test_stop_at_wakes_an_idle_loop(guest):
+    """Set while the deterministic loop sleeps (idle guest, nothing scheduled): it wakes and jumps there."""
+    with vmmpy.Machine(guest("idle_notick"), deterministic=True) as m:
+        m.start(timeout=30)
+        m.serial.expect("idle: ready, no timer", timeout=30)
+        at = m.clock_ns + 1_000_000
+        m.stop_at(at)
+        assert m.wait(timeout=10).reason == vmmpy.RunReason.STOPPED and m.clock_ns == at

@@ -55,6 +55,31 @@ def test_evdev_codes():
     assert evdev_code(0, "XF86AudioMute", x11=False) is None
 
 
+def test_wake_after_close_never_writes_into_a_reused_fd():
+    """Window.run closes its wake-up pipe under a lock: a watcher still running writes nothing afterwards,
+    even when the fd numbers have been reused by then (no display needed)."""
+    import threading
+
+    from vmmpy.window import Window
+
+    w = Window.__new__(Window)
+    w._pipe_lock = threading.Lock()
+    w._rfd, w._wfd = os.pipe()
+    w._wake()
+    assert os.read(w._rfd, 10) == b"!"
+    w._close_pipe()
+    r, wr = os.pipe()  # most likely the same numbers again
+    try:
+        os.set_blocking(r, False)
+        w._wake()
+        w._close_pipe()  # twice is harmless
+        with pytest.raises(BlockingIOError):
+            os.read(r, 10)
+    finally:
+        os.close(r)
+        os.close(wr)
+
+
 def run_cli(*args: str, env: dict) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "vmmpy", "run", *args],
@@ -324,3 +349,40 @@ def test_window_shows_the_gpu_demo_frame_exactly(guest, xvfb, tmp_path):
         run.close()
     finally:
         run.kill()
+
+
+DET_SCRIPT = """\
+wait 1 frames
+type a
+capture 2 {dir}/c2.png
+type b
+wait 3 frames
+click 10 10
+capture 4 {dir}/c4.png
+type c
+wait 5 frames
+wait 2 frames
+wait 3ms
+type d
+wait 6 frames
+key esc
+"""
+
+
+def test_window_leaves_a_deterministic_script_reproducible(guest, xvfb, tmp_path):
+    """--deterministic --events with the window open: the window's frame watcher only watches (it used
+    to resume the VM parked at a frame sync, so input landed at host-dependent times)."""
+    env = {**os.environ, "DISPLAY": xvfb, "PYTHONUNBUFFERED": "1"}
+    env.pop("WAYLAND_DISPLAY", None)
+    runs = []
+    for i in range(2):
+        d = tmp_path / f"run{i}"
+        d.mkdir()
+        f = d / "events.txt"
+        f.write_text(DET_SCRIPT.format(dir=d))
+        args = ("--gpu-size", "320x240", "--deterministic", "--events", str(f), "--timeout", "60")
+        p = run_cli(guest("input_echo"), *args, env=env)
+        assert p.returncode == 0, p.stderr
+        assert "no window" not in p.stderr and "PASS input_echo" in p.stdout, p.stderr
+        runs.append((p.stdout, (d / "c2.png").read_bytes(), (d / "c4.png").read_bytes()))
+    assert runs[0] == runs[1]

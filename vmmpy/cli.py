@@ -342,7 +342,11 @@ def _save_captures(m: Machine, captures: dict[int, str]) -> list[str]:
         except errors.VmmError as e:
             problems.append(f"frame {n} ({e})")
             continue
-        image.save(path, format="PNG")
+        try:
+            image.save(path, format="PNG")
+        except OSError as e:
+            problems.append(f"frame {n} (cannot save {path}: {e.strerror or e})")
+            continue
         sys.stderr.write(f"vmmpy: frame {n} ({image.width}x{image.height}) -> {path}\n")
     return problems
 
@@ -463,9 +467,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, old)
     if interrupted and res.reason == RunReason.STOPPED:
         return EXIT_INTERRUPTED
-    if events.error:
+    if events.error:  # like --capture: the run's own code if it ended by itself with one (124 on --timeout)
         sys.stderr.write(f"vmmpy: error: {events.error}\n")
-        return 1
+        code = _exit_code(res.reason, res.exit_status)
+        return code if code != 0 and res.reason != RunReason.STOPPED else 1
     if problems:  # one line: how the run ended and which frames are missing
         why = _ending(res, args.timeout)
         if waiter is not None and waiter.error is not None and not isinstance(waiter.error, errors.VmmError):

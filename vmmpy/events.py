@@ -23,10 +23,17 @@ Deterministic machines: input commands are scheduled in virtual time, never at a
 A script keeps a cursor, starting at the virtual clock where the script starts (0 before the VM runs):
 input is due at the cursor, ``wait N ms`` / ``wait N s`` move it on by that much virtual time (no host
 time passes), and ``wait N frames`` / ``capture N ...`` park the VM at the end of the round that flushed
-frame N (``m.screen.wait_frame(n, pause=True)``) and move the cursor to that exact time. The same script
-then gives the same guest output, run after run. ``wait serial`` is the exception: the text is seen at a
-host-dependent point, so the cursor moves to wherever the clock is then; use frames for exact syncs.
-``quit`` stops the VM once its clock has reached the cursor.
+frame N (``m.screen.wait_frame(n, pause=True)``) and move the cursor to that exact time; a frame that
+already exists while the VM is parked leaves it parked and the cursor where it is. ``quit`` ends the run
+exactly when the virtual clock reaches the cursor (``m.stop_at``, whether the guest is busy or idle). The
+same script then gives the same guest output, run after run, whatever the host does (a window open beside
+it only watches). What is not reproducible: ``wait serial`` (the text is seen at a host-dependent point,
+so the cursor moves to wherever the clock is then, and everything after it in the script inherits that;
+use frames for exact syncs), input typed into the window or sent from another thread while the VM runs
+freely, and ``--timeout`` (host seconds).
+
+Values are bounded so that a script that parses also runs: frame numbers up to 2**31-1, durations up to
+10**6 s, scroll steps in int32, pixel positions up to 10**6 (the tablet clamps them to the screen).
 """
 
 from __future__ import annotations
@@ -48,6 +55,10 @@ if TYPE_CHECKING:
 
 COMMANDS = ("wait", "type", "key", "move", "click", "drag", "scroll", "capture", "quit")
 DEFAULT_TIMEOUT = 30.0  # seconds for each wait on the guest (frames, serial, captures)
+MAX_FRAME = 2**31 - 1
+MAX_SECONDS = 1e6  # durations: wait N s, wait serial timeouts
+MAX_POSITION = 1_000_000  # pixels
+INT32 = (-(2**31), 2**31 - 1)
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "e": "\x1b", "\\": "\\", '"': '"', "0": "\0"}
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s)$")
 _INT = re.compile(r"^[+-]?\d+$")
@@ -166,6 +177,8 @@ def _parse_wait(rest: str, err) -> tuple[str, tuple]:
             timeout = _duration(after)
             if timeout is None or timeout <= 0:
                 raise err(f"wait serial: expected a timeout like 5s or 500ms after the text, not {after!r}")
+            if timeout > MAX_SECONDS:
+                raise err(f"wait serial: the timeout is longer than {MAX_SECONDS:g} s")
         return "wait_serial", (text, timeout)
     n = None
     if len(words) == 2 and words[0] == "frame":
@@ -175,13 +188,22 @@ def _parse_wait(rest: str, err) -> tuple[str, tuple]:
     if n is not None:
         if not n.isdigit():
             raise err(f"not a frame number: {n!r}")
-        if int(n) < 1:
-            raise err("frames are counted from 1")
-        return "wait_frame", (int(n),)
+        return "wait_frame", (_frame(n, err),)
     d = _duration(rest)
     if d is not None:
+        if d > MAX_SECONDS:
+            raise err(f"the wait is longer than {MAX_SECONDS:g} s")
         return "wait_time", (d,)
     raise err(f"{usage}, not 'wait {rest}'" if rest else usage)
+
+
+def _frame(n: str, err) -> int:
+    v = int(n)
+    if v < 1:
+        raise err("frames are counted from 1")
+    if v > MAX_FRAME:
+        raise err(f"frame {n} is beyond the last one ({MAX_FRAME})")
+    return v
 
 
 def _numbers(words: list[str], count: int, usage: str, err) -> tuple[float, ...]:
@@ -192,6 +214,8 @@ def _numbers(words: list[str], count: int, usage: str, err) -> tuple[float, ...]
         if not _NUM.match(w):
             raise err(f"not a pixel position: {w!r} (expected '{usage}')")
         v = float(w)
+        if v > MAX_POSITION:
+            raise err(f"pixel position {w} is too large (at most {MAX_POSITION})")
         out.append(int(v) if v.is_integer() else v)
     return tuple(out)
 
@@ -241,14 +265,16 @@ def _parse_line(cmd: str, rest: str, err) -> tuple[str, tuple]:
     if cmd == "scroll":
         if len(words) != 1 or not _INT.match(words[0]) or int(words[0]) == 0:
             raise err("expected 'scroll N' with N a non-zero whole number (> 0 scrolls up)")
+        if not INT32[0] <= int(words[0]) <= INT32[1]:
+            raise err(f"scroll: {words[0]} steps is out of range ({INT32[0]} .. {INT32[1]})")
         return "scroll", (int(words[0]),)
     if cmd == "capture":
         parts = rest.split(None, 1)
         if len(parts) != 2 or not parts[0].isdigit():
             raise err("expected 'capture N PATH'")
-        n, path = int(parts[0]), parts[1].strip()
-        if n < 1:
-            raise err("frames are counted from 1")
+        n, path = _frame(parts[0], err), parts[1].strip()
+        if os.path.isdir(path) or path.endswith(os.sep):
+            raise err(f"capture: {path!r} is a directory (expected a file name, e.g. {path.rstrip(os.sep)}/shot.png)")
         if not os.path.isdir(os.path.dirname(path) or "."):
             raise err(f"capture: directory {os.path.dirname(path)!r} does not exist")
         return "capture", (n, path)
@@ -270,8 +296,8 @@ def parse(text: str, name: str = "<events>", timeout: float = DEFAULT_TIMEOUT) -
         line = _strip_comment(raw).strip()
         if not line:
             continue
-        cmd, _, rest = line.partition(" ")
-        kind, args = _parse_line(cmd, rest.strip(), err)
+        cmd, *rest = line.split(None, 1)  # any whitespace after the command's name
+        kind, args = _parse_line(cmd, rest[0].strip() if rest else "", err)
         commands.append(Command(lineno, kind, args, line))
     holds = [c for c in commands if c.name == "capture"]
     if len({c.args[0] for c in holds}) > 64:
@@ -314,25 +340,50 @@ class Runner:
         self._armed = False  # deterministic: the pause of command _i is armed
         self._serial_from = 0
         self._prepared = False
+        self._current: Command | None = None  # the command being run (for error lines)
 
     def _fail(self, c: Command, msg: str) -> None:
         raise EventsFailed(f"{self.s.name}:{c.line}: {c.text}: {msg}")
 
+    def _where(self) -> str:
+        c = self._current
+        return f"{self.s.name}:{c.line}: {c.text}" if c else self.s.name
+
+    @staticmethod
+    def _describe(e: BaseException) -> str:
+        if isinstance(e, errors.VmmError):
+            return str(e)
+        if isinstance(e, OSError) and e.strerror:
+            return f"{e.strerror}" + (f": {e.filename}" if e.filename else "")
+        return f"{type(e).__name__}: {e}"
+
     def prepare(self) -> None:
-        """Hold the captured frames and, deterministic, schedule what comes before the first sync."""
+        """Hold the captured frames and, deterministic, schedule what comes before the first sync.
+
+        EventsFailed (one line, naming the command) if that fails, e.g. too much input scheduled.
+        """
         m = self.m
-        for n in self.s.captures:
-            m.screen.hold(n)
-        self._serial_from = len(m.serial._buf)
-        if self.det:
-            self._cursor = m.clock_ns
-            self._segment()
+        try:
+            for n in self.s.captures:
+                m.screen.hold(n)
+            self._serial_from = len(m.serial._buf)
+            if self.det:
+                self._cursor = m.clock_ns
+                self._segment()
+        except EventsFailed:
+            raise
+        except Exception as e:
+            raise EventsFailed(f"{self._where()}: {self._describe(e)}") from None
         self._prepared = True
+
+    def _standing_still(self) -> bool:
+        """Deterministic: the VM is where a script left it (parked, or not started): its state is exact."""
+        return self.m.paused or not self.m.running
 
     def _segment(self) -> None:
         """Deterministic, VM standing still: schedule input up to the next sync; arm a frame sync's pause."""
         while self._i < len(self.s.commands):
-            c = self.s.commands[self._i]
+            c = self._current = self.s.commands[self._i]
             if c.is_input:
                 self._input(c, self._cursor)
             elif c.name == "wait_time":
@@ -361,12 +412,15 @@ class Runner:
             tab.scroll(a[0], at_ns=at)
 
     def run(self) -> None:
-        """Execute the rest of the script; returns when it is done, failed (self.error) or the VM ended."""
+        """Execute the rest of the script; returns when it is done, failed (self.error) or the VM ended.
+
+        Never raises: whatever goes wrong is one line in self.error, and the VM is stopped.
+        """
         try:
             if not self._prepared:
                 self.prepare()
             while self._i < len(self.s.commands):
-                c = self.s.commands[self._i]
+                c = self._current = self.s.commands[self._i]
                 self._i += 1
                 self._step(c)
                 if self.quit:
@@ -377,20 +431,23 @@ class Runner:
                 self.m.resume()
         except EventsFailed as e:
             self.error = str(e)
-            if self.m.running:
-                self.m.stop()
-        except errors.VmmError as e:
-            c = self.s.commands[self._i - 1] if self._i else None
-            where = f"{self.s.name}:{c.line}: {c.text}" if c else self.s.name
-            self.error = f"{where}: {e}"
-            if self.m.running:
-                self.m.stop()
+        except Exception as e:  # a bug or a host problem: one line, never a traceback in a thread
+            self.error = f"{self._where()}: {self._describe(e)}"
         finally:
+            if self.error is not None:
+                try:
+                    if self.m.running:
+                        self.m.stop()
+                except Exception as e:  # noqa: BLE001 - the error line above is what matters
+                    self.log(f"cannot stop the VM: {self._describe(e)}")
             self.done.set()
 
     def _ended(self) -> str:
         res = self.m.result
-        return f"the guest ended ({res.reason.name}) first" if res else "the VM is not running"
+        if res is None:
+            return "the VM is not running"
+        why = f"{res.reason.name}: {res.message}" if res.message else res.reason.name
+        return f"the guest ended ({why}) first"
 
     def _step(self, c: Command) -> None:
         m, a = self.m, c.args
@@ -403,25 +460,30 @@ class Runner:
             self._wait_frame(c, a[0])
             if c.name == "capture":
                 image = m.screen.capture(frame=a[0])
-                image.save(a[1], format="PNG")
+                try:
+                    image.save(a[1], format="PNG")
+                except OSError as e:
+                    self._fail(c, f"cannot save {a[1]}: {e.strerror or e}")
                 self.s.captured.append(a[1])
                 self.log(f"frame {a[0]} ({image.width}x{image.height}) -> {a[1]}")
         elif c.name == "wait_serial":
             self._wait_serial(c, a[0], a[1] or self.s.timeout)
         elif c.name == "quit":
-            if self.det:
-                self._until_clock(c, self._cursor)
             self.quit = True
-            if m.running:
+            if self.det and m.running:  # exactly at the cursor, busy guest or idle: the run loop stops there
+                m.stop_at(self._cursor)
+                m.resume()
+                m._done.wait()
+            elif m.running:
                 m.stop()
 
     def _wait_frame(self, c: Command, n: int) -> None:
         m = self.m
-        if not self.det or not self._armed:  # real time, or the frame was there already
-            if self.det:
-                m.resume()
+        if self.det and not self._armed and self._standing_still() and m.screen.frames >= n:
+            return  # there already, and the VM stands still: it stays parked, the cursor stays
+        if not self.det or not self._armed:  # real time, or the frame was there while the VM ran freely
             try:
-                m.screen.wait_frame(n, timeout=self.s.timeout)
+                m.screen.wait_frame(n, timeout=self.s.timeout, resume=False)
             except errors.ScreenTimeout:
                 self._fail(c, f"frame {n} did not come within {self.s.timeout:g} s ({m.screen.frames} so far)")
             except errors.ScreenEOF:
@@ -464,12 +526,6 @@ class Runner:
             if time.monotonic() >= deadline:
                 self._fail(c, f"not seen within {timeout:g} s; the output ends with {bytes(m.serial._buf[-200:])!r}")
             m.serial._pull(min(0.05, max(0.0, deadline - time.monotonic())))
-
-    def _until_clock(self, c: Command, at_ns: int) -> None:
-        m = self.m
-        m.resume()
-        while m.running and m.clock_ns < at_ns:
-            time.sleep(0.005)
 
 
 def run_events(m: Machine, path_or_text, timeout: float = DEFAULT_TIMEOUT) -> Script:

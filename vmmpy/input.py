@@ -177,7 +177,13 @@ class _InputDevice:
             self._check(lib.vmm_input_event_at(self._m._vm, self._index, at, type, code, value))
 
     def _at(self, at_ns: int | None) -> int | None:
-        """The time for all the events of one call: fixed once, so a call is never split across rounds."""
+        """The time for all the events of one call, fixed once.
+
+        Deterministic mode: with an exact time (``at_ns``, or sent while the VM stands still) the events of
+        one call enter together between two rounds (unless the device's queue is full: then whole reports
+        wait for later rounds, never dropped). Sent while the VM runs freely, they may straddle a round
+        boundary; in real-time mode every event goes to the device at once.
+        """
         return self._m._input_at(at_ns)
 
     def sync(self, at_ns: int | None = None) -> None:

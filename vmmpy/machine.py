@@ -478,6 +478,18 @@ class Machine:
             return int(at_ns)
         return self.input_time_ns if self.deterministic else None
 
+    def stop_at(self, at_ns: int) -> None:
+        """Deterministic mode: end the run (reason STOPPED) exactly when the virtual clock reaches `at_ns`.
+
+        The stop point is host-independent when set while the VM stands still (before it starts, or
+        parked by ``m.screen.wait_frame(n, pause=True)``): the run ends with ``m.clock_ns == at_ns``,
+        before input due at that time enters; an idle guest's clock jumps there. A time already past stops
+        at the next round. It does not resume a parked VM (``m.wait()`` does). StateError in real-time mode.
+        """
+        if not 0 <= at_ns < 2**64 - 1:
+            raise errors.InvalidArgument(f"at_ns out of range: {at_ns}", lib.VMM_EINVAL, "VMM_EINVAL")
+        _check(lib.vmm_stop_at(self._vm, int(at_ns)), self._vm)
+
     def resume(self) -> None:
         """Let a run parked at a screen pause go on (nothing if it is not parked)."""
         if self._parked:

@@ -76,7 +76,7 @@ class Screen:
         """Frames flushed so far."""
         return self.info().frames
 
-    def wait_frame(self, n: int, timeout: float = 10.0, pause: bool = False) -> int:
+    def wait_frame(self, n: int, timeout: float = 10.0, pause: bool = False, resume: bool = True) -> int:
         """Wait until at least `n` frames have been flushed; returns the frame count.
 
         Starts the machine if it has never run (as ``serial.expect`` does). Raises ScreenTimeout, or
@@ -88,14 +88,17 @@ class Screen:
         ``serial.expect``, ``m.wait()``, ``m.stop()`` or ``m.resume()`` lets it go on. Call it while
         the VM stands still (before it starts, or parked); armed while it runs freely, the pause
         lands wherever the loop is once frame `n` exists.
+
+        ``resume=False``: only watch: neither resume a parked VM nor start one (a watcher beside a
+        deterministic run, e.g. the window, must not change where it parks).
         """
         if pause:
             return self._wait_frame_paused(n, timeout)
-        if self._m.paused:
+        if resume and self._m.paused:
             self._m.resume()
         if self.frames >= n:
             return self.frames
-        if not self._m.running and self._m.result is None:
+        if resume and not self._m.running and self._m.result is None:
             self._m.start()
         deadline = time.monotonic() + timeout
         while True:

@@ -2,10 +2,12 @@
 
 It shows the virtio-gpu scanout as the guest flushes it and forwards the host keyboard and mouse to the
 guest's virtio-input keyboard and tablet. A watcher thread waits for new frames (``vmm_screen_wait_frame``,
-no polling), captures the latest one at most ``max_fps`` times a second and wakes Tk through a pipe;
-Tk presents it (Pillow's ImageTk: about 7-9 ms for 1280x800, see docs/window.md). Keys are sent as
-Linux evdev codes: on X11 (and XWayland) the X keycode minus 8, which is exact whatever the host's
-layout; elsewhere from the key's name. Closing the window ends the run (``closed`` is then True).
+no polling; it only watches: it never resumes a VM parked at a deterministic pause), captures the latest
+one at most ``max_fps`` times a second and wakes Tk through a pipe; Tk presents it (Pillow's ImageTk:
+about 7-9 ms for 1280x800, see docs/window.md). Keys are sent as Linux evdev codes: on X11 (and XWayland)
+the X keycode minus 8, which is exact whatever the host's layout; elsewhere from the key's name. Closing
+the window ends the run (``closed`` is then True). Input typed into the window reaches a deterministic VM
+at whatever round comes next: it is never reproducible.
 """
 
 from __future__ import annotations
@@ -185,14 +187,26 @@ class Window:
         self._stop = threading.Event()
         self._rfd, self._wfd = os.pipe()
         os.set_blocking(self._wfd, False)
+        self._pipe_lock = threading.Lock()  # the pipe is closed under it: no write into a reused fd
         self._tk = root.tk
         self._tk.createfilehandler(self._rfd, tk.READABLE, self._on_wake)
         root.update_idletasks()
 
     # -- the frame watcher (its own thread) ------------------------------------
     def _wake(self) -> None:
-        with contextlib.suppress(BlockingIOError, OSError):
-            os.write(self._wfd, b"!")
+        with self._pipe_lock:
+            if self._wfd < 0:  # closed: the window is gone
+                return
+            with contextlib.suppress(BlockingIOError, OSError):
+                os.write(self._wfd, b"!")
+
+    def _close_pipe(self) -> None:
+        with self._pipe_lock:
+            rfd, wfd = self._rfd, self._wfd
+            self._rfd = self._wfd = -1
+        for fd in (rfd, wfd):
+            if fd >= 0:
+                os.close(fd)
 
     def _watch(self, until: threading.Event | None) -> None:
         screen = self.m.screen
@@ -200,7 +214,8 @@ class Window:
         try:
             while not self._stop.is_set() and not (until is not None and until.is_set()):
                 try:
-                    n = screen.wait_frame(shown + 1, timeout=0.25)
+                    # resume=False: a deterministic run parked by an --events script stays parked
+                    n = screen.wait_frame(shown + 1, timeout=0.25, resume=False)
                 except errors.ScreenTimeout:
                     continue
                 delay = last + self._period - time.monotonic()
@@ -223,7 +238,7 @@ class Window:
     # -- Tk side (main thread) ---------------------------------------------------
     def _on_wake(self, fd, mask) -> None:
         with contextlib.suppress(OSError):
-            os.read(self._rfd, 4096)
+            os.read(fd, 4096)
         with self._lock:
             frame, self._pending = self._pending, None
         if frame is not None:
@@ -377,8 +392,12 @@ class Window:
                 signal.set_wakeup_fd(old_fd)
             self._stop.set()
             self._destroy()
-            watcher.join(timeout=2)
-            self._tk.deletefilehandler(self._rfd)
-            os.close(self._rfd)
-            os.close(self._wfd)
+            # the watcher looks at _stop at least every 0.25 s; whatever it does after this, _wake() writes
+            # nothing once the pipe is closed (under _pipe_lock), so a reused fd number is never touched
+            watcher.join(timeout=5)
+            if watcher.is_alive():
+                log.warning("window: the frame watcher did not end")
+            with contextlib.suppress(Exception):
+                self._tk.deletefilehandler(self._rfd)
+            self._close_pipe()
         return self.closed

@@ -1,6 +1,7 @@
 /* run.c - the one vCPU loop: runs vCPUs round-robin, dispatches normalized exits, stop and timeout. */
 #define _GNU_SOURCE /* pthread_setname_np */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <sys/prctl.h>
 #include <inttypes.h>
@@ -295,6 +296,11 @@ static void *vcpu_thread_main(void *arg)
     struct vcpu_thread *t = arg;
     char name[16];
 
+    sigset_t all;
+
+    /* the application's signals are for its own threads (a backend unblocks what it uses to kick) */
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
     snprintf(name, sizeof name, "vmm-vcpu%u", t->vcpu->id);
     pthread_setname_np(pthread_self(), name);
     while (!check_end(t->rc))
@@ -332,7 +338,9 @@ static void run_loop_threaded(struct run_ctx *rc)
  * QUANTUM_INSNS instructions, in vCPU order, all starting at the same
  * virtual time; then the clock moves on by one quantum. Timer deadlines cut
  * a vCPU's budget so it stops exactly there; serial and keyboard/tablet input enter between
- * rounds; when every vCPU waits the clock jumps to the next event.
+ * rounds; when every vCPU waits the clock jumps to the next event. A vmm_stop_at() time
+ * shortens the round that would pass it and ends the run with VMM_RUN_STOPPED at the
+ * boundary where the clock is exactly there (an idle guest jumps there).
  */
 static void run_loop_deterministic(struct run_ctx *rc)
 {
@@ -343,6 +351,13 @@ static void run_loop_deterministic(struct run_ctx *rc)
         for (unsigned i = 0; i < vm->ncpus; i++)
             vm->vcpus[i].quantum_start = vm->vcpus[i].insns;
         vmm__screen_pause_point(vm); /* vmm_screen_pause_at(): the host schedules input at vtime_ns */
+        uint64_t stop_at = atomic_load(&vm->stop_at_ns);
+        if (vm->vtime_ns >= stop_at) { /* vmm_stop_at(): before the input due now enters */
+            atomic_compare_exchange_strong(&vm->stop_at_ns, &stop_at, UINT64_MAX);
+            end_run(rc, VMM_RUN_STOPPED, 0);
+            break;
+        }
+        uint64_t quantum = stop_at - vm->vtime_ns < QUANTUM_INSNS ? stop_at - vm->vtime_ns : QUANTUM_INSNS;
         uint64_t next_input = vmm__console_advance(vm->console, vm->vtime_ns);
         uint64_t next_event = vmm__input_advance(vm, vm->vtime_ns); /* keyboard, tablet */
         if (next_event < next_input)
@@ -352,8 +367,8 @@ static void run_loop_deterministic(struct run_ctx *rc)
             struct vmm_vcpu *vcpu = &vm->vcpus[i];
             vcpu->yielded = false;
             while (!rc->done && !interrupted(vm) && runnable(vcpu) && !vcpu->yielded &&
-                   vcpu->insns - vcpu->quantum_start < QUANTUM_INSNS) {
-                vcpu->insn_limit = vcpu->quantum_start + QUANTUM_INSNS;
+                   vcpu->insns - vcpu->quantum_start < quantum) {
+                vcpu->insn_limit = vcpu->quantum_start + quantum;
                 vmm__timers_update(vm); /* may cut the budget to a deadline */
                 run_one(rc, vcpu);
                 ran = true;
@@ -362,21 +377,25 @@ static void run_loop_deterministic(struct run_ctx *rc)
         if (rc->done || interrupted(vm))
             continue;
         if (ran) {
-            vm->vtime_ns += QUANTUM_INSNS;
+            vm->vtime_ns += quantum;
             continue;
         }
-        /* everyone waits: jump to the next timer deadline or scheduled input */
+        /* everyone waits: jump to the next timer deadline, scheduled input or vmm_stop_at() time */
         vmm__timers_update(vm);
         uint64_t next = atomic_load(&vm->next_deadline_ns);
         if (next_input < next)
             next = next_input;
+        stop_at = atomic_load(&vm->stop_at_ns);
+        if (stop_at < next)
+            next = stop_at;
         if (any_runnable(vm))
             continue;
         if (next != UINT64_MAX)
             vm->vtime_ns = next > vm->vtime_ns ? next : vm->vtime_ns + 1;
         else
-            wait_for_wakeup(vm); /* nothing scheduled: only a stop, the timeout or new input ends this */
+            wait_for_wakeup(vm); /* nothing scheduled: only a stop, the timeout, new input or vmm_stop_at() ends this */
     }
+    atomic_store(&vm->stop_at_ns, UINT64_MAX); /* reached, or the run ended otherwise: disarmed */
 }
 
 /* Whether a run is under way (or announced): console readers and screen waiters see end-of-stream without. */
@@ -481,6 +500,19 @@ VMM_EXPORT int vmm_request_stop(vmm_vm *vm)
     atomic_store(&vm->stop_requested, 1);
     kick_all(vm);
     pthread_cond_broadcast(&vm->cond);
+    pthread_mutex_unlock(&vm->lock);
+    return 0;
+}
+
+VMM_EXPORT int vmm_stop_at(vmm_vm *vm, uint64_t at_ns)
+{
+    if (!vm)
+        return VMM_EINVAL;
+    if (!vm->deterministic)
+        return vmm__set_error(vm, VMM_ESTATE, "stopping at a virtual time needs deterministic mode");
+    pthread_mutex_lock(&vm->lock);
+    atomic_store(&vm->stop_at_ns, at_ns);
+    pthread_cond_broadcast(&vm->cond); /* an idle loop looks again: it may have to jump there */
     pthread_mutex_unlock(&vm->lock);
     return 0;
 }

@@ -123,6 +123,7 @@ VMM_EXPORT int vmm_create(const struct vmm_config *cfg, vmm_vm **out, char *errb
         vm->virtio_test_devices = c.virtio_test_devices;
     vm->input_enabled = c.size >= offsetof(struct vmm_config, input) + sizeof(uint32_t) && c.input;
     atomic_init(&vm->next_deadline_ns, UINT64_MAX);
+    atomic_init(&vm->stop_at_ns, UINT64_MAX);
     pthread_mutex_init(&vm->lock, NULL);
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);

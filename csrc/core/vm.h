@@ -117,6 +117,7 @@ struct vmm_vm {
     uint64_t clock_base_ns;                /* real time: host time at creation */
     uint64_t vtime_ns;                     /* deterministic: the clock at the start of the current quantum */
     atomic_uint_fast64_t next_deadline_ns; /* earliest enabled timer deadline (UINT64_MAX: none) */
+    atomic_uint_fast64_t stop_at_ns;       /* deterministic: vmm_stop_at() (UINT64_MAX: none) */
     struct vmm_vcpu *current;              /* the vCPU executing on the run thread, or NULL */
     pthread_t run_thread;
     bool run_thread_valid;

@@ -36,7 +36,9 @@
  * Deterministic mode: vmm_input_event_at() keeps events in a per-device list sorted by virtual time
  * (stable), and the run loop moves the due ones into the ring between rounds (vmm__input_advance), so
  * they reach the guest at the same point of its execution every run; vmm_input_event() is "at 0", i.e.
- * at the next round boundary.
+ * at the next round boundary. Only whole reports that fit in the ring's free space move: the rest waits
+ * for a later round (the guest drains the ring deterministically), so deterministic input is never
+ * dropped.
  *
  * Locking: all device state is guarded by the device's transport lock (recursive), which the transport
  * holds around every callback; vmm_input_* take it too. A single lock for both sides means a host
@@ -435,6 +437,20 @@ static int schedule_locked(struct vmm_input *d, uint64_t at_ns, const struct inp
     return 0;
 }
 
+static bool is_syn(const struct input_event *e)
+{
+    return e->type == EV_SYN && e->code == SYN_REPORT;
+}
+
+/*
+ * Deterministic mode, between rounds: move the due events into the ring, whole reports (up to and
+ * including their SYN_REPORT; a due tail without one goes as it is) and only as many as fit in its free
+ * space, so nothing is dropped. What does not fit stays scheduled and is looked at again every round: the
+ * ring only drains while the guest runs (it posts buffers), so an idle round cannot make room and such
+ * events do not count as a next event (the next round after the guest ran moves them, at the same point
+ * of its execution every run). A report larger than the whole ring goes into an empty ring anyway (the
+ * ring drops its oldest events, as in real time). Returns the time of the next event to wait for.
+ */
 uint64_t vmm__input_advance(struct vmm_vm *vm, uint64_t now_ns)
 {
     uint64_t next = UINT64_MAX;
@@ -442,17 +458,29 @@ uint64_t vmm__input_advance(struct vmm_vm *vm, uint64_t now_ns)
     for (int k = 0; k < VMM_INPUT_DEVICES; k++) {
         struct vmm_input *d = vm->input[k];
         size_t n = 0;
+        bool blocked = false;
 
         if (!d)
             continue;
         vmm__virtio_lock(d->v);
-        while (n < d->nsched && d->sched[n].at <= now_ns)
-            enqueue_locked(d, &d->sched[n++].e);
+        while (n < d->nsched && d->sched[n].at <= now_ns) {
+            size_t end = n;
+            while (end < d->nsched && d->sched[end].at <= now_ns && !is_syn(&d->sched[end].e))
+                end++;
+            if (end < d->nsched && d->sched[end].at <= now_ns)
+                end++; /* the SYN_REPORT closing the report */
+            if (end - n > INPUT_PENDING_MAX - d->count && d->count) {
+                blocked = true; /* waits for the guest to take some */
+                break;
+            }
+            while (n < end)
+                enqueue_locked(d, &d->sched[n++].e);
+        }
         if (n) {
             memmove(d->sched, d->sched + n, (d->nsched - n) * sizeof *d->sched);
             d->nsched -= n;
         }
-        if (d->nsched && d->sched[0].at < next)
+        if (d->nsched && !blocked && d->sched[0].at < next)
             next = d->sched[0].at;
         vmm__virtio_unlock(d->v);
     }
