@@ -203,7 +203,9 @@ def select(peer: str | None = None, groups: tuple[str, ...] | None = None) -> li
     ]
 
 
-GUEST_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "guest")
+# the source tree (tools/asan.sh runs a copy of the tests from build/asan/ with VMMPY_ROOT set)
+ROOT = os.environ.get("VMMPY_ROOT") or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GUEST_DIR = os.path.join(ROOT, "guest")
 SMALL_GUESTS = os.path.join(os.path.dirname(GUEST_DIR), "build", "guests-small")  # builds with make_vars
 
 
