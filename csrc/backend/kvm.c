@@ -600,6 +600,23 @@ static int kvm_complete_mmio(struct vmm_vcpu *vcpu, uint64_t value)
     return 0;
 }
 
+/*
+ * The run ended right after an MMIO exit: KVM completes the access (the
+ * loaded register, the PC past the instruction) at the next KVM_RUN, so
+ * enter once with immediate_exit set, which returns at once after that.
+ */
+static void kvm_vcpu_leave(struct vmm_vcpu *vcpu)
+{
+    struct kvm_vcpu_state *ks = vcpu->bstate;
+
+    if (!ks || ks->run->exit_reason != KVM_EXIT_MMIO)
+        return;
+    __atomic_store_n(&ks->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+    if (ioctl(ks->fd, KVM_RUN, 0) == 0 || errno == EINTR)
+        ks->run->exit_reason = KVM_EXIT_INTR; /* nothing pending any more */
+    __atomic_store_n(&ks->run->immediate_exit, 0, __ATOMIC_SEQ_CST);
+}
+
 static void kvm_kick(struct vmm_vcpu *vcpu)
 {
     struct kvm_vcpu_state *ks = vcpu->bstate;
@@ -643,6 +660,7 @@ const struct vmm_backend_ops vmm__kvm_backend = {
     .complete_mmio = kvm_complete_mmio,
     .complete_call = NULL, /* PSCI is served by KVM */
     .kick = kvm_kick,
+    .vcpu_leave = kvm_vcpu_leave,
     .irq_notify = NULL,
     .irq_line = kvm_irq_line,
     .get_pc = kvm_get_pc,

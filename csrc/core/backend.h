@@ -73,6 +73,12 @@ struct vmm_backend_ops {
      * NULL when the backend has its own interrupt controller.
      */
     void (*irq_notify)(struct vmm_vcpu *vcpu);
+    /*
+     * Threaded backends, optional: the vCPU's thread stops running it (the run
+     * ended). Finish what the last exit left pending, so that registers and
+     * the PC are final while the VM is paused.
+     */
+    void (*vcpu_leave)(struct vmm_vcpu *vcpu);
     /* Threaded backends: drive a device line (SPI INTID 32.., or a PPI of `cpu`). Any thread. */
     void (*irq_line)(struct vmm_vm *vm, unsigned cpu, unsigned intid, bool level);
     uint64_t (*get_pc)(struct vmm_vcpu *vcpu);

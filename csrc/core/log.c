@@ -47,21 +47,30 @@ void vmm__log(struct vmm_vm *vm, int level, const char *subsys, const char *fmt,
 void vmm__guest_error(struct vmm_vm *vm, const char *subsys, const char *fmt, ...)
 {
     uint64_t now = vmm__now_ns();
+    unsigned suppressed = 0;
+    bool log_it;
     va_list ap;
 
+    /* a leaf lock: vCPU threads (threaded backends) and device threads may report at once */
+    pthread_mutex_lock(&vm->gerr_lock);
     vm->stats.guest_errors++;
     if (now - vm->gerr_window_start >= GERR_WINDOW_NS) {
-        if (vm->gerr_suppressed)
-            vmm__log(vm, VMM_LOG_WARN, subsys, "guest error: %u more suppressed", vm->gerr_suppressed);
+        suppressed = vm->gerr_suppressed;
         vm->gerr_window_start = now;
         vm->gerr_in_window = 0;
         vm->gerr_suppressed = 0;
     }
-    if (vm->gerr_in_window >= GERR_PER_WINDOW) {
+    log_it = vm->gerr_in_window < GERR_PER_WINDOW;
+    if (log_it)
+        vm->gerr_in_window++;
+    else
         vm->gerr_suppressed++;
+    pthread_mutex_unlock(&vm->gerr_lock);
+
+    if (suppressed)
+        vmm__log(vm, VMM_LOG_WARN, subsys, "guest error: %u more suppressed", suppressed);
+    if (!log_it)
         return;
-    }
-    vm->gerr_in_window++;
     va_start(ap, fmt);
     vlog(vm, VMM_LOG_WARN, subsys, "guest error: ", fmt, ap);
     va_end(ap);

@@ -71,13 +71,13 @@ int vmm__bus_gaps(struct vmm_vm *vm, struct vmm_region *gaps, unsigned max)
 
 uint64_t vmm__region_read(struct vmm_region *r, uint64_t off, unsigned size)
 {
-    r->vm->stats.mmio_exits++;
+    vmm__count(r->vm, &r->vm->stats.mmio_exits);
     return r->ops->read(r->dev, off, size);
 }
 
 void vmm__region_write(struct vmm_region *r, uint64_t off, unsigned size, uint64_t val)
 {
-    r->vm->stats.mmio_exits++;
+    vmm__count(r->vm, &r->vm->stats.mmio_exits);
     r->ops->write(r->dev, off, size, val);
 }
 
@@ -110,7 +110,7 @@ void vmm__bus_access(struct vmm_vm *vm, uint64_t gpa, unsigned size, bool is_wri
         return;
     }
     struct vmm_region u = { .base = gpa, .size = size, .name = "unclaimed", .vm = vm };
-    vm->stats.mmio_exits++;
+    vmm__count(vm, &vm->stats.mmio_exits);
     if (is_write)
         unclaimed_write(&u, 0, size, *val);
     else

@@ -305,6 +305,8 @@ static void *vcpu_thread_main(void *arg)
     pthread_setname_np(pthread_self(), name);
     while (!check_end(t->rc))
         run_one(t->rc, t->vcpu);
+    if (t->rc->vm->ops->vcpu_leave)
+        t->rc->vm->ops->vcpu_leave(t->vcpu);
     return NULL;
 }
 

@@ -125,6 +125,7 @@ VMM_EXPORT int vmm_create(const struct vmm_config *cfg, vmm_vm **out, char *errb
     atomic_init(&vm->next_deadline_ns, UINT64_MAX);
     atomic_init(&vm->stop_at_ns, UINT64_MAX);
     pthread_mutex_init(&vm->lock, NULL);
+    pthread_mutex_init(&vm->gerr_lock, NULL);
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&vm->cond, &ca);
@@ -186,6 +187,7 @@ VMM_EXPORT void vmm_destroy(vmm_vm *vm)
     free(vm->cmdline);
     free(vm->dtb);
     pthread_mutex_destroy(&vm->lock);
+    pthread_mutex_destroy(&vm->gerr_lock);
     pthread_cond_destroy(&vm->cond);
     free(vm);
 }

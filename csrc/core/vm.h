@@ -142,7 +142,8 @@ struct vmm_vm {
     /* stats (updated by the thread running the VM) */
     struct vmm_stats stats;
 
-    /* guest-error rate limit */
+    /* guest-error rate limit, under gerr_lock (a leaf) */
+    pthread_mutex_t gerr_lock;
     uint64_t gerr_window_start;
     unsigned gerr_in_window;
     unsigned gerr_suppressed;
@@ -161,6 +162,18 @@ uint64_t vmm__now_ns(void);
 
 /* VMM_EBUSY with "<what> while the VM runs" unless the VM is idle (takes and drops vm->lock). */
 int vmm__check_idle(struct vmm_vm *vm, const char *what);
+
+/*
+ * Count an event in vm->stats: atomically when vCPUs run on threads of their
+ * own (threaded backends), a plain increment on the soft backend's one thread.
+ */
+static inline void vmm__count(struct vmm_vm *vm, uint64_t *counter)
+{
+    if (vm->ops && vm->ops->threaded)
+        __atomic_fetch_add(counter, 1, __ATOMIC_RELAXED);
+    else
+        (*counter)++;
+}
 
 /* guest memory (mem.c): NULL unless [gpa, gpa+len) lies inside RAM */
 void *vmm__gpa_ptr(struct vmm_vm *vm, uint64_t gpa, uint64_t len);
