@@ -72,6 +72,13 @@ static volatile sig_atomic_t got_signal;
 
 static void on_signal(int sig)
 {
+    static const char msg[] = "vmmrun: second signal: exiting without waiting for the guest to stop\n";
+
+    if (got_signal) { /* the first one asked for a stop that has not finished: do not make the user wait */
+        ssize_t unused = write(2, msg, sizeof msg - 1);
+        (void)unused;
+        _exit(130);
+    }
     got_signal = sig;
 }
 
@@ -431,7 +438,8 @@ int main(int argc, char **argv)
         status = EXIT_RESET;
         break;
     case VMM_RUN_TIMEOUT:
-        fprintf(stderr, "vmmrun: timeout: the guest ran for %g s (pc 0x%" PRIx64 ")\n", opt.timeout, r.res.pc);
+        fprintf(stderr, "vmmrun: timeout: the guest ran for %g s (vCPU 0 at pc 0x%" PRIx64 ")\n", opt.timeout,
+                r.res.pc);
         status = EXIT_TIMEOUT;
         break;
     case VMM_RUN_STOPPED:
@@ -442,7 +450,8 @@ int main(int argc, char **argv)
     case VMM_RUN_HOST_ERROR:
     default: {
         const char *msg = vmm_last_error(vm);
-        die("%s: %s (pc 0x%" PRIx64 ")", reason_name(r.res.reason), msg && *msg ? msg : "no detail", r.res.pc);
+        die("%s: %s (vCPU 0 at pc 0x%" PRIx64 ")", reason_name(r.res.reason), msg && *msg ? msg : "no detail",
+            r.res.pc);
     }
     }
     fflush(stdout);
