@@ -4,6 +4,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "timeq.h"
 #include "vm.h"
 
 #define OUT_CAP (64u << 20) /* keep at most this much unread output */
@@ -20,11 +21,7 @@ struct vmm_console {
     bool running;
     /* deterministic mode: input waiting for its virtual time, sorted by time */
     bool deterministic;
-    struct sched_byte {
-        uint64_t at;
-        uint8_t ch;
-    } * sched;
-    size_t nsched, sched_cap;
+    struct vmm_timeq sched; /* of bytes */
     void (*input_cb)(void *opaque);
     void *input_opaque;
 };
@@ -38,6 +35,7 @@ int vmm__console_create(struct vmm_console **out)
         free(c);
         return VMM_ENOMEM;
     }
+    vmm__timeq_init(&c->sched, 1, IN_CAP);
     pthread_mutex_init(&c->lock, NULL);
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -55,7 +53,7 @@ void vmm__console_destroy(struct vmm_console *c)
     pthread_cond_destroy(&c->cond);
     free(c->out);
     free(c->in);
-    free(c->sched);
+    vmm__timeq_free(&c->sched);
     free(c);
 }
 
@@ -197,43 +195,14 @@ uint64_t vmm__console_advance(struct vmm_console *c, uint64_t now_ns)
     uint64_t next;
 
     pthread_mutex_lock(&c->lock);
-    while (n < c->nsched && c->sched[n].at <= now_ns && c->in_wr - c->in_rd < IN_CAP) {
-        ready |= push_input_locked(c, &c->sched[n].ch, 1);
+    while (n < c->sched.n && c->sched.at[n] <= now_ns && c->in_wr - c->in_rd < IN_CAP) {
+        ready |= push_input_locked(c, vmm__timeq_item(&c->sched, n), 1);
         n++;
     }
-    if (n) {
-        memmove(c->sched, c->sched + n, (c->nsched - n) * sizeof *c->sched);
-        c->nsched -= n;
-    }
-    next = c->nsched ? c->sched[0].at : UINT64_MAX;
+    vmm__timeq_drop(&c->sched, n);
+    next = vmm__timeq_next(&c->sched);
     notify_input(c, ready);
     return next;
-}
-
-/* Deterministic mode: keep bytes until the clock reaches at_ns (lock held). */
-static int schedule_locked(struct vmm_console *c, uint64_t at_ns, const uint8_t *p, size_t len)
-{
-    size_t pos = c->nsched;
-
-    if (len > IN_CAP - c->nsched)
-        return VMM_ENOMEM;
-    if (c->nsched + len > c->sched_cap) {
-        size_t cap = c->sched_cap ? c->sched_cap : 256;
-        while (cap < c->nsched + len)
-            cap *= 2;
-        struct sched_byte *n = realloc(c->sched, cap * sizeof *n);
-        if (!n)
-            return VMM_ENOMEM;
-        c->sched = n;
-        c->sched_cap = cap;
-    }
-    while (pos > 0 && c->sched[pos - 1].at > at_ns) /* stable: after bytes due at the same time */
-        pos--;
-    memmove(c->sched + pos + len, c->sched + pos, (c->nsched - pos) * sizeof *c->sched);
-    for (size_t i = 0; i < len; i++)
-        c->sched[pos + i] = (struct sched_byte){ .at = at_ns, .ch = p[i] };
-    c->nsched += len;
-    return 0;
 }
 
 VMM_EXPORT int vmm_console_write_at(vmm_vm *vm, uint64_t at_ns, const void *buf, size_t len)
@@ -247,7 +216,7 @@ VMM_EXPORT int vmm_console_write_at(vmm_vm *vm, uint64_t at_ns, const void *buf,
     c = vm->console;
     pthread_mutex_lock(&c->lock);
     if (c->deterministic) {
-        rc = schedule_locked(c, at_ns, buf, len);
+        rc = vmm__timeq_add(&c->sched, at_ns, buf, len); /* kept until the clock reaches at_ns */
     } else if (len > IN_CAP - (c->in_wr - c->in_rd)) {
         rc = VMM_ENOMEM;
     } else {
@@ -256,11 +225,8 @@ VMM_EXPORT int vmm_console_write_at(vmm_vm *vm, uint64_t at_ns, const void *buf,
     notify_input(c, ready);
     if (rc)
         return vmm__set_error(vm, rc, "serial input queue full (%u bytes)", IN_CAP);
-    if (c->deterministic) { /* the run loop delivers it */
-        pthread_mutex_lock(&vm->lock);
-        pthread_cond_broadcast(&vm->cond);
-        pthread_mutex_unlock(&vm->lock);
-    }
+    if (c->deterministic)
+        vmm__wake_run_loop(vm); /* it delivers the input */
     return 0;
 }
 

@@ -31,11 +31,8 @@ void vmm__irq_line_changed(struct vmm_vm *vm, unsigned cpu, bool level)
     atomic_store(&vcpu->irq, level);
     if (vm->ops && vm->ops->irq_notify)
         vm->ops->irq_notify(vcpu);
-    if (level && !vmm__on_run_thread(vm)) {
-        pthread_mutex_lock(&vm->lock);
-        pthread_cond_broadcast(&vm->cond);
-        pthread_mutex_unlock(&vm->lock);
-    }
+    if (level && !vmm__on_run_thread(vm))
+        vmm__wake_run_loop(vm);
 }
 
 static int check_test_access(struct vmm_vm *vm, unsigned cpu)

@@ -150,13 +150,15 @@ static bool any_runnable(struct vmm_vm *vm)
 
 /*
  * Every vCPU is in WFI (or off): sleep until an interrupt line rises, the
- * next timer deadline (real time), serial input (deterministic), a stop or
- * the timeout. The idle guest costs no host CPU.
+ * next timer deadline (real time), scheduled input or a stop time
+ * (deterministic), a stop or the timeout. A vmm__wake_run_loop() since the
+ * caller read wake_seq (seen_seq) returns at once. The idle guest costs no
+ * host CPU.
  */
-static void wait_for_wakeup(struct vmm_vm *vm)
+static void wait_for_wakeup(struct vmm_vm *vm, uint64_t seen_seq)
 {
     pthread_mutex_lock(&vm->lock);
-    while (!interrupted(vm) && !any_runnable(vm)) {
+    while (!interrupted(vm) && !any_runnable(vm) && atomic_load(&vm->wake_seq) == seen_seq) {
         uint64_t nd = atomic_load(&vm->next_deadline_ns);
         if (vm->deterministic || nd == UINT64_MAX) {
             pthread_cond_wait(&vm->cond, &vm->lock);
@@ -274,7 +276,7 @@ static void run_loop_realtime(struct run_ctx *rc)
             vmm__timers_update(vm);
         }
         if (!ran && !rc->done && !interrupted(vm)) {
-            wait_for_wakeup(vm);
+            wait_for_wakeup(vm, atomic_load(&vm->wake_seq));
             vmm__timers_update(vm);
         }
     }
@@ -295,7 +297,6 @@ static void *vcpu_thread_main(void *arg)
 {
     struct vcpu_thread *t = arg;
     char name[16];
-
     sigset_t all;
 
     /* the application's signals are for its own threads (a backend unblocks what it uses to kick) */
@@ -352,7 +353,8 @@ static void run_loop_deterministic(struct run_ctx *rc)
         bool ran = false;
         for (unsigned i = 0; i < vm->ncpus; i++)
             vm->vcpus[i].quantum_start = vm->vcpus[i].insns;
-        vmm__screen_pause_point(vm); /* vmm_screen_pause_at(): the host schedules input at vtime_ns */
+        vmm__screen_pause_point(vm);               /* vmm_screen_pause_at(): the host schedules input at vtime_ns */
+        uint64_t seq = atomic_load(&vm->wake_seq); /* what is scheduled after this wakes the wait below */
         uint64_t stop_at = atomic_load(&vm->stop_at_ns);
         if (vm->vtime_ns >= stop_at) { /* vmm_stop_at(): before the input due now enters */
             atomic_compare_exchange_strong(&vm->stop_at_ns, &stop_at, UINT64_MAX);
@@ -395,7 +397,8 @@ static void run_loop_deterministic(struct run_ctx *rc)
         if (next != UINT64_MAX)
             vm->vtime_ns = next > vm->vtime_ns ? next : vm->vtime_ns + 1;
         else
-            wait_for_wakeup(vm); /* nothing scheduled: only a stop, the timeout, new input or vmm_stop_at() ends this */
+            wait_for_wakeup(
+                vm, seq); /* nothing scheduled: only a stop, the timeout, new input or vmm_stop_at() ends this */
     }
     atomic_store(&vm->stop_at_ns, UINT64_MAX); /* reached, or the run ended otherwise: disarmed */
 }
@@ -506,15 +509,21 @@ VMM_EXPORT int vmm_request_stop(vmm_vm *vm)
     return 0;
 }
 
+void vmm__wake_run_loop(struct vmm_vm *vm)
+{
+    pthread_mutex_lock(&vm->lock);
+    atomic_fetch_add(&vm->wake_seq, 1);
+    pthread_cond_broadcast(&vm->cond);
+    pthread_mutex_unlock(&vm->lock);
+}
+
 VMM_EXPORT int vmm_stop_at(vmm_vm *vm, uint64_t at_ns)
 {
     if (!vm)
         return VMM_EINVAL;
     if (!vm->deterministic)
         return vmm__set_error(vm, VMM_ESTATE, "stopping at a virtual time needs deterministic mode");
-    pthread_mutex_lock(&vm->lock);
     atomic_store(&vm->stop_at_ns, at_ns);
-    pthread_cond_broadcast(&vm->cond); /* an idle loop looks again: it may have to jump there */
-    pthread_mutex_unlock(&vm->lock);
+    vmm__wake_run_loop(vm); /* an idle loop looks again: it may have to jump there */
     return 0;
 }

@@ -111,6 +111,7 @@ struct vmm_vm {
     enum vmm_vm_state state;
     atomic_int stop_requested;
     atomic_int timed_out;
+    atomic_uint_fast64_t wake_seq; /* bumped (under lock) by vmm__wake_run_loop: a wake-up is never lost */
 
     /* clock: real time from the host's monotonic clock, or virtual time (deterministic) */
     bool deterministic;
@@ -159,6 +160,9 @@ void vmm__log(struct vmm_vm *vm, int level, const char *subsys, const char *fmt,
 void vmm__guest_error(struct vmm_vm *vm, const char *subsys, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 uint64_t vmm__now_ns(void);
+
+/* Wake the run loop (and the clock thread) to look again: an idle loop may have work (takes vm->lock). */
+void vmm__wake_run_loop(struct vmm_vm *vm);
 
 /* VMM_EBUSY with "<what> while the VM runs" unless the VM is idle (takes and drops vm->lock). */
 int vmm__check_idle(struct vmm_vm *vm, const char *what);

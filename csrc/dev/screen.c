@@ -394,8 +394,8 @@ VMM_EXPORT int vmm_screen_pause_at(vmm_vm *vm, uint64_t frame)
         return vmm__set_error(vm, VMM_ESTATE, "pausing at a frame needs deterministic mode");
     pthread_mutex_lock(&vm->lock);
     s->pause_frame = frame;
-    pthread_cond_broadcast(&vm->cond); /* an idle deterministic loop looks again: the frame may be there */
     pthread_mutex_unlock(&vm->lock);
+    vmm__wake_run_loop(vm); /* an idle deterministic loop looks again: the frame may be there */
     return 0;
 }
 

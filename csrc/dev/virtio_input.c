@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../core/timeq.h"
 #include "../core/vm.h"
 #include "virtio.h"
 #include "virtio_input.h"
@@ -105,11 +106,7 @@ struct vmm_input {
     uint32_t leds; /* keyboard: bit n = LED n on, as last set by the driver */
     struct virtq_chain chain;
     /* deterministic mode: events waiting for their virtual time, sorted by time (stable) */
-    struct sched_event {
-        uint64_t at;
-        struct input_event e;
-    } * sched;
-    size_t nsched, sched_cap;
+    struct vmm_timeq sched; /* of struct input_event */
 };
 
 /* The codes of one event type this device supports, as a bitmap; returns its size (0: type unsupported). */
@@ -354,7 +351,7 @@ static void input_reset(void *dev)
 static void input_destroy(void *dev)
 {
     struct vmm_input *d = dev;
-    free(d->sched);
+    vmm__timeq_free(&d->sched);
     free(d);
 }
 
@@ -381,6 +378,7 @@ int vmm__input_create(struct vmm_vm *vm)
         if (!d)
             return vmm__set_error(vm, VMM_ENOMEM, "out of memory for virtio-input");
         d->kind = k;
+        vmm__timeq_init(&d->sched, sizeof(struct input_event), INPUT_SCHED_MAX);
         config_update(d);
         if ((rc = vmm__virtio_mmio_add(vm, &input_ops, d, &d->v))) {
             free(d);
@@ -414,29 +412,6 @@ static void enqueue_locked(struct vmm_input *d, const struct input_event *e)
     }
 }
 
-/* Deterministic mode: keep the event until the clock reaches at_ns (stable for equal times). Lock held. */
-static int schedule_locked(struct vmm_input *d, uint64_t at_ns, const struct input_event *e)
-{
-    size_t pos = d->nsched;
-
-    if (d->nsched == INPUT_SCHED_MAX)
-        return VMM_ENOMEM;
-    if (d->nsched == d->sched_cap) {
-        size_t cap = d->sched_cap ? d->sched_cap * 2 : 256;
-        struct sched_event *n = realloc(d->sched, cap * sizeof *n);
-        if (!n)
-            return VMM_ENOMEM;
-        d->sched = n;
-        d->sched_cap = cap;
-    }
-    while (pos > 0 && d->sched[pos - 1].at > at_ns)
-        pos--;
-    memmove(d->sched + pos + 1, d->sched + pos, (d->nsched - pos) * sizeof *d->sched);
-    d->sched[pos] = (struct sched_event){ .at = at_ns, .e = *e };
-    d->nsched++;
-    return 0;
-}
-
 static bool is_syn(const struct input_event *e)
 {
     return e->type == EV_SYN && e->code == SYN_REPORT;
@@ -463,25 +438,23 @@ uint64_t vmm__input_advance(struct vmm_vm *vm, uint64_t now_ns)
         if (!d)
             continue;
         vmm__virtio_lock(d->v);
-        while (n < d->nsched && d->sched[n].at <= now_ns) {
+        struct vmm_timeq *q = &d->sched;
+        while (n < q->n && q->at[n] <= now_ns) {
             size_t end = n;
-            while (end < d->nsched && d->sched[end].at <= now_ns && !is_syn(&d->sched[end].e))
+            while (end < q->n && q->at[end] <= now_ns && !is_syn(vmm__timeq_item(q, end)))
                 end++;
-            if (end < d->nsched && d->sched[end].at <= now_ns)
+            if (end < q->n && q->at[end] <= now_ns)
                 end++; /* the SYN_REPORT closing the report */
             if (end - n > INPUT_PENDING_MAX - d->count && d->count) {
                 blocked = true; /* waits for the guest to take some */
                 break;
             }
             while (n < end)
-                enqueue_locked(d, &d->sched[n++].e);
+                enqueue_locked(d, vmm__timeq_item(q, n++));
         }
-        if (n) {
-            memmove(d->sched, d->sched + n, (d->nsched - n) * sizeof *d->sched);
-            d->nsched -= n;
-        }
-        if (d->nsched && !blocked && d->sched[0].at < next)
-            next = d->sched[0].at;
+        vmm__timeq_drop(q, n);
+        if (!blocked && vmm__timeq_next(q) < next)
+            next = vmm__timeq_next(q);
         vmm__virtio_unlock(d->v);
     }
     return next;
@@ -506,17 +479,14 @@ VMM_EXPORT int vmm_input_event_at(vmm_vm *vm, int device, uint64_t at_ns, uint16
                               value);
     vmm__virtio_lock(d->v);
     if (vm->deterministic)
-        rc = schedule_locked(d, at_ns, &e);
+        rc = vmm__timeq_add(&d->sched, at_ns, &e, 1); /* kept until the clock reaches at_ns */
     else
         enqueue_locked(d, &e);
     vmm__virtio_unlock(d->v);
     if (rc)
         return vmm__set_error(vm, rc, "virtio-input: more than %d events scheduled", INPUT_SCHED_MAX);
-    if (vm->deterministic && type == EV_SYN) { /* the run loop delivers it: wake an idle one */
-        pthread_mutex_lock(&vm->lock);
-        pthread_cond_broadcast(&vm->cond);
-        pthread_mutex_unlock(&vm->lock);
-    }
+    if (vm->deterministic && type == EV_SYN)
+        vmm__wake_run_loop(vm); /* it delivers the report */
     return 0;
 }
 
