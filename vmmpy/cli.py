@@ -338,12 +338,10 @@ def _save_captures(m: Machine, captures: dict[int, str]) -> list[str]:
     problems = []
     for n, path in sorted(captures.items()):
         try:
-            image = m.screen.capture(frame=n)
+            image = m.screen.save(path, frame=n, format="PNG")
         except errors.VmmError as e:
             problems.append(f"frame {n} ({e})")
             continue
-        try:
-            image.save(path, format="PNG")
         except OSError as e:
             problems.append(f"frame {n} (cannot save {path}: {e.strerror or e})")
             continue

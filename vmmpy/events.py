@@ -312,7 +312,11 @@ def load(path_or_text: str | os.PathLike, timeout: float = DEFAULT_TIMEOUT) -> S
     )
     if not is_path:
         return parse(str(path_or_text), "<events>", timeout)
-    path = os.fspath(path_or_text)
+    return load_file(os.fspath(path_or_text), timeout)
+
+
+def load_file(path: str, timeout: float = DEFAULT_TIMEOUT) -> Script:
+    """A script from the file `path` (a missing file is an error, never taken for a script's text)."""
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
@@ -459,9 +463,8 @@ class Runner:
         elif c.is_frame_sync:
             self._wait_frame(c, a[0])
             if c.name == "capture":
-                image = m.screen.capture(frame=a[0])
                 try:
-                    image.save(a[1], format="PNG")
+                    image = m.screen.save(a[1], frame=a[0], format="PNG")
                 except OSError as e:
                     self._fail(c, f"cannot save {a[1]}: {e.strerror or e}")
                 self.s.captured.append(a[1])
@@ -554,7 +557,7 @@ def cli_prepare(args) -> int | None:
     if path is None:
         return None
     try:
-        script = load(_as_path(path))
+        script = load_file(path)
     except EventsSyntaxError as e:
         sys.stderr.write(f"vmmpy: {e}\n")
         return 2
@@ -567,16 +570,6 @@ def cli_prepare(args) -> int | None:
         args.gpu = True
     args.events_script = script
     return None
-
-
-class _PathStr(str, os.PathLike):
-    def __fspath__(self) -> str:
-        return str(self)
-
-
-def _as_path(path: str) -> os.PathLike:
-    """--events always names a file (a missing one is an error, not a script)."""
-    return _PathStr(path)
 
 
 class CliEvents:

@@ -183,6 +183,10 @@ class Screen:
             )
         return Image.frombytes("RGB", (w, h), data, "raw", "RGBX")
 
-    def save(self, path: str | os.PathLike, frame: int = 0) -> None:
-        """Capture (see capture()) and save to `path` (format from the extension, e.g. PNG)."""
-        self.capture(frame).save(path)
+    def save(self, path: str | os.PathLike, frame: int = 0, format: str | None = None) -> Image.Image:
+        """Capture (see capture()) and save to `path` (format from the extension unless given); returns the image.
+
+        The capture's errors are VmmErrors; the file's are OSErrors."""
+        image = self.capture(frame)
+        image.save(path, format=format)
+        return image
