@@ -14,10 +14,21 @@ import _build_ffi
 _build_ffi.make_ffi(sanitize=True, absolute=True).compile(tmpdir='$out', verbose=False)
 " >/dev/null
 export LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
-export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:allocator_may_return_null=1
-export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+# reports go to files as well: pytest captures stderr, and an aborting process takes that capture with it
+logs="$PWD/$out/sanitizer"
+rm -f "$logs".*
+export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:allocator_may_return_null=1:log_path=$logs
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$logs
 export PYTHONPATH="$PWD/$out"
 export VMMPY_EXPECT_SANITIZED=1
 export VMMPY_ROOT="$PWD"
 cd "$out"
-"$PYTHON" -m pytest tests/ -q -m "not slow" -p no:cacheprovider --rootdir=.
+status=0
+"$PYTHON" -m pytest tests/ -q -m "not slow" -p no:cacheprovider --rootdir=. || status=$?
+for f in "$logs".*; do  # (warnings alone, e.g. about swapcontext in child processes, are no failure)
+  [ -e "$f" ] && grep -qE "ERROR: |runtime error" "$f" || continue
+  echo "==> sanitizer report $f:" >&2
+  head -60 "$f" >&2
+  [ "$status" != 0 ] || status=1
+done
+exit "$status"

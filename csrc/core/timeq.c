@@ -42,6 +42,8 @@ int vmm__timeq_add(struct vmm_timeq *q, uint64_t at_ns, const void *items, size_
     size_t pos = q->n;
     int rc;
 
+    if (!count)
+        return 0;
     if (count > q->max - q->n)
         return VMM_ENOMEM;
     if (q->n + count > q->cap && (rc = grow(q, q->n + count)))
@@ -66,6 +68,8 @@ void vmm__timeq_drop(struct vmm_timeq *q, size_t n)
 {
     if (n > q->n)
         n = q->n;
+    if (!n)
+        return; /* nothing to move (and the arrays may not exist yet) */
     memmove(q->at, q->at + n, (q->n - n) * sizeof *q->at);
     memmove(q->items, q->items + n * q->item_size, (q->n - n) * q->item_size);
     q->n -= n;
