@@ -23,9 +23,21 @@
 #define AREA (RAM + 0x103000) /* indirect tables and buffers the input may point at */
 #define AREA_LEN 0x4000
 
-enum { MAGIC = 0x000, DEV_FEAT = 0x010, DEV_FEAT_SEL = 0x014, DRV_FEAT = 0x020, DRV_FEAT_SEL = 0x024,
-       QSEL = 0x030, QNUM = 0x038, QREADY = 0x044, QNOTIFY = 0x050, STATUS = 0x070, QDESC = 0x080,
-       QDRIVER = 0x090, QDEVICE = 0x0a0 }; /* clang-format: one line per group is clearer here */
+enum {
+    MAGIC = 0x000,
+    DEV_FEAT = 0x010,
+    DEV_FEAT_SEL = 0x014,
+    DRV_FEAT = 0x020,
+    DRV_FEAT_SEL = 0x024,
+    QSEL = 0x030,
+    QNUM = 0x038,
+    QREADY = 0x044,
+    QNOTIFY = 0x050,
+    STATUS = 0x070,
+    QDESC = 0x080,
+    QDRIVER = 0x090,
+    QDEVICE = 0x0a0
+}; /* clang-format: one line per group is clearer here */
 
 static vmm_vm *vm;
 
@@ -42,11 +54,10 @@ static void w64(uint64_t off, uint64_t v)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    struct vmm_config c = { .size = sizeof c, .ram_size = 64ull << 20, .log_level = VMM_LOG_ERROR,
-                            .virtio_test_devices = 1 };
+    struct vmm_config c = { .size = sizeof c, .ram_size = 64ull << 20, .log_level = VMM_LOG_ERROR };
     (void)argc;
     (void)argv;
-    return vmm_create(&c, &vm, NULL, 0) ? 1 : 0;
+    return vmm_create(&c, &vm, NULL, 0) || vmm_add_test_device(vm) ? 1 : 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

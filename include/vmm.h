@@ -84,25 +84,6 @@ struct vmm_config {
      * deadline. The same guest with the same inputs gives the same output.
      */
     uint32_t deterministic;
-    /*
-     * virtio-gpu (2D): 0 = none (default), 1 = one scanout of gpu_width x
-     * gpu_height (default 1280 x 800). gpu_max_mem caps host memory for the
-     * guest's resources (default 256 MiB).
-     */
-    uint32_t gpu;
-    uint32_t gpu_width, gpu_height;
-    uint64_t gpu_max_mem;
-    /*
-     * Tests only: this many virtio test devices (device id 0xfff0, see
-     * csrc/dev/virtio_dummy.c) on the first free virtio-mmio slots, after
-     * the VM's other virtio devices. Default 0.
-     */
-    uint32_t virtio_test_devices;
-    /*
-     * virtio-input: 0 = none (default), 1 = a keyboard and an absolute
-     * tablet (in that order, after the GPU), fed with vmm_input_event().
-     */
-    uint32_t input;
 };
 
 #define VMM_MAX_CPUS 8
@@ -249,22 +230,40 @@ VMM_EXPORT int vmm_clock_advance(vmm_vm *vm, uint64_t ns);
 VMM_EXPORT int vmm_console_write_at(vmm_vm *vm, uint64_t at_ns, const void *buf, size_t len);
 
 /*
- * More virtio devices, each on the next virtio-mmio slot. Allowed after
- * vmm_create() and before the VM is prepared (first vmm_run/vmm_prepare);
- * several of a kind are fine.
+ * Devices. The machine always has its interrupt controller and a PL011 UART;
+ * every other device is added with one of these calls, after vmm_create()
+ * and before the VM is prepared (first vmm_run/vmm_prepare). Each virtio
+ * device takes the next virtio-mmio slot (0x0A00_0000 + 0x200·n, SPI 16+n),
+ * so the order of the calls is the order the guest sees.
+ * - a GPU: virtio-gpu (2D), one scanout of width x height (default 1280 x
+ *   800; cfg may be NULL), max_mem capping the host memory of the guest's
+ *   resources (default 256 MiB). One per VM (the screen API below).
+ * - input: a virtio-input keyboard, then an absolute tablet (vmm_input_event
+ *   devices 0 and 1). Once per VM.
  * - a disk: virtio-blk over a raw image file (read-only if readonly != 0);
  * - a share: virtio-9p (9P2000.L) exporting host_dir under mount tag `tag`,
  *   confined to that directory; readonly refuses every change with EROFS;
- * - an entropy source: virtio-rng fed by the host's getrandom().
+ * - an entropy source: virtio-rng fed by the host's getrandom();
+ * - tests only: the virtio transport test device (device id 0xfff0, see
+ *   csrc/dev/virtio_dummy.c).
+ * Disks, shares, entropy sources and test devices: several of a kind are fine.
  */
+struct vmm_gpu_config {
+    uint32_t size;          /* sizeof(struct vmm_gpu_config) */
+    uint32_t width, height; /* the display mode offered; 0 x 0: 1280 x 800 */
+    uint64_t max_mem;       /* bytes; 0: 256 MiB */
+};
+VMM_EXPORT int vmm_add_gpu(vmm_vm *vm, const struct vmm_gpu_config *cfg);
+VMM_EXPORT int vmm_add_input(vmm_vm *vm);
 VMM_EXPORT int vmm_add_disk(vmm_vm *vm, const char *path, int readonly);
 VMM_EXPORT int vmm_add_share(vmm_vm *vm, const char *host_dir, const char *tag, int readonly);
 VMM_EXPORT int vmm_add_rng(vmm_vm *vm);
+VMM_EXPORT int vmm_add_test_device(vmm_vm *vm);
 
 /*
  * The screen (virtio-gpu scanout 0). A *frame* is a RESOURCE_FLUSH that
  * touches the resource shown on scanout 0; frames are numbered from 1.
- * Thread-safe; VMM_ENOTSUP if the VM has no GPU.
+ * Thread-safe; VMM_ENOTSUP if the VM has no GPU (vmm_add_gpu).
  */
 struct vmm_screen_info {
     uint32_t size;
@@ -305,7 +304,7 @@ VMM_EXPORT int vmm_screen_pause_wait(vmm_vm *vm, uint64_t timeout_ns);
 VMM_EXPORT int vmm_screen_resume(vmm_vm *vm);
 
 /*
- * virtio-input (vmm_config.input = 1). Thread-safe, also before the VM runs.
+ * virtio-input (vmm_add_input). Thread-safe, also before the VM runs.
  * device: 0 = keyboard, 1 = tablet. Events use Linux evdev numbers
  * (EV_SYN 0, EV_KEY 1, EV_REL 2, EV_ABS 3); only codes the device
  * advertises are accepted (VMM_EINVAL otherwise; tablet ABS_X/ABS_Y

@@ -367,13 +367,15 @@ int main(int argc, char **argv)
     cfg.backend = opt.backend;
     cfg.log_fn = log_cb;
     cfg.log_level = opt.log_level;
-    cfg.gpu = (uint32_t)opt.gpu;
-    cfg.gpu_width = opt.gpu_w; /* 0: the default size */
-    cfg.gpu_height = opt.gpu_h;
 
     err = vmm_create(&cfg, &vm, errbuf, sizeof errbuf);
     if (err < 0)
         die("%s", *errbuf ? errbuf : vmm_strerror(err));
+    if (opt.gpu) {
+        struct vmm_gpu_config gpu = { .size = sizeof gpu, .width = opt.gpu_w, .height = opt.gpu_h }; /* 0: default */
+        if (vmm_add_gpu(vm, &gpu) < 0)
+            die("%s", vmm_last_error(vm));
+    }
     if (vmm_load_kernel(vm, opt.kernel, NULL) < 0)
         die("%s", vmm_last_error(vm));
     if (opt.initrd && vmm_load_initrd(vm, opt.initrd) < 0)

@@ -266,14 +266,7 @@ class Machine:
             keep.append(ffi.new("char[]", cpu_model.encode()))
             cfg.cpu_model = keep[-1]
         cfg.deterministic = 1 if deterministic else 0
-        # tests only: virtio-mmio test devices (id 0xfff0) for the transport conformance suite
-        cfg.virtio_test_devices = virtio_test_devices
         self.deterministic = bool(deterministic)
-        # virtio-gpu: m.screen; without it every m.screen call raises NotSupported
-        cfg.gpu = 1 if gpu else 0
-        cfg.gpu_width, cfg.gpu_height = gpu_size
-        # virtio-input: m.keyboard, m.tablet (off unless asked for, even with a GPU: it adds two slots)
-        cfg.input = 1 if input else 0
         cfg.log_fn = lib._vmm_log_cb
         cfg.log_opaque = self._handle
         cfg.log_level = {
@@ -296,6 +289,16 @@ class Machine:
         self.tablet = Tablet(self, gpu_size)
         self.backend = ffi.string(lib.vmm_backend_name(self._vm)).decode()
         try:
+            # devices take virtio-mmio slots in this order
+            if gpu:  # m.screen; without it every m.screen call raises NotSupported
+                gcfg = ffi.new("struct vmm_gpu_config *")
+                gcfg.size = ffi.sizeof("struct vmm_gpu_config")
+                gcfg.width, gcfg.height = gpu_size
+                _check(lib.vmm_add_gpu(self._vm, gcfg), self._vm)
+            if input:  # m.keyboard, m.tablet (off unless asked for, even with a GPU: it adds two slots)
+                _check(lib.vmm_add_input(self._vm), self._vm)
+            for _ in range(virtio_test_devices):  # tests only: the transport conformance device (id 0xfff0)
+                _check(lib.vmm_add_test_device(self._vm), self._vm)
             self._add_disks_and_rng(disk, rng)
             self._add_shares(share)
             if kernel is not None:

@@ -4,37 +4,36 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../dev/virtio.h"
+#include "board.h"
+#include "fdt.h"
 #include "layout.h"
 #include "vm.h"
 
 #define FDT_MAX_SIZE (64u << 10)
 
-/* phandles */
-#define PH_GIC 1
-#define PH_CLK 2
+#define PH_GIC FDT_PH_GIC
+#define PH_CLK FDT_PH_CLK
+#define GIC_PPI FDT_GIC_PPI
+#define IRQ_TYPE_LEVEL_HIGH FDT_IRQ_TYPE_LEVEL_HIGH
 
-/* GIC interrupt specifier cells (bindings/interrupt-controller/arm,gic-v3.yaml) */
-#define GIC_SPI 0
-#define GIC_PPI 1
-#define IRQ_TYPE_LEVEL_HIGH 4
-
-static int prop_u64_pair(void *fdt, const char *name, uint64_t a, uint64_t b)
+int vmm__fdt_prop_u64_pair(void *fdt, const char *name, uint64_t a, uint64_t b)
 {
     fdt64_t v[2] = { cpu_to_fdt64(a), cpu_to_fdt64(b) };
     return fdt_property(fdt, name, v, sizeof v);
 }
 
-static int prop_cells(void *fdt, const char *name, const uint32_t *cells, int n)
+int vmm__fdt_prop_cells(void *fdt, const char *name, const uint32_t *cells, int n)
 {
     fdt32_t v[16];
+    if (n < 0 || n > 16)
+        return -FDT_ERR_BADVALUE;
     for (int i = 0; i < n; i++)
         v[i] = cpu_to_fdt32(cells[i]);
     return fdt_property(fdt, name, v, (int)(n * sizeof(fdt32_t)));
 }
 
 /* compatible lists are NUL-separated strings */
-static int prop_strings(void *fdt, const char *name, const char *const *s, int n)
+int vmm__fdt_prop_strings(void *fdt, const char *name, const char *const *s, int n)
 {
     char buf[256];
     size_t len = 0;
@@ -46,6 +45,12 @@ static int prop_strings(void *fdt, const char *name, const char *const *s, int n
         len += l;
     }
     return fdt_property(fdt, name, buf, (int)len);
+}
+
+int vmm__fdt_prop_spi(void *fdt, unsigned intid)
+{
+    const uint32_t irq[] = { FDT_GIC_SPI, intid - 32, FDT_IRQ_TYPE_LEVEL_HIGH };
+    return vmm__fdt_prop_cells(fdt, "interrupts", irq, 3);
 }
 
 #define TRY(x)               \
@@ -86,8 +91,8 @@ int vmm__fdt_build(struct vmm_vm *vm, void **out, size_t *len)
     TRY(fdt_property_u32(fdt, "interrupt-parent", PH_GIC));
 
     TRY(fdt_begin_node(fdt, "chosen"));
-    snprintf(name, sizeof name, "/pl011@%llx", LAYOUT_UART_BASE);
-    TRY(fdt_property_string(fdt, "stdout-path", name));
+    if (vm->board.stdout_path[0])
+        TRY(fdt_property_string(fdt, "stdout-path", vm->board.stdout_path));
     TRY(fdt_property_string(fdt, "bootargs", vm->cmdline ? vm->cmdline : ""));
     if (vm->boot.initrd_end) {
         TRY(fdt_property_u64(fdt, "linux,initrd-start", vm->boot.initrd_start));
@@ -98,7 +103,7 @@ int vmm__fdt_build(struct vmm_vm *vm, void **out, size_t *len)
     snprintf(name, sizeof name, "memory@%llx", LAYOUT_RAM_BASE);
     TRY(fdt_begin_node(fdt, name));
     TRY(fdt_property_string(fdt, "device_type", "memory"));
-    TRY(prop_u64_pair(fdt, "reg", LAYOUT_RAM_BASE, vm->ram_size));
+    TRY(vmm__fdt_prop_u64_pair(fdt, "reg", LAYOUT_RAM_BASE, vm->ram_size));
     TRY(fdt_end_node(fdt));
 
     TRY(fdt_begin_node(fdt, "cpus"));
@@ -118,7 +123,7 @@ int vmm__fdt_build(struct vmm_vm *vm, void **out, size_t *len)
     TRY(fdt_begin_node(fdt, "psci"));
     {
         static const char *const compat[] = { "arm,psci-1.0", "arm,psci-0.2" };
-        TRY(prop_strings(fdt, "compatible", compat, 2));
+        TRY(vmm__fdt_prop_strings(fdt, "compatible", compat, 2));
     }
     TRY(fdt_property_string(fdt, "method", "hvc"));
     TRY(fdt_end_node(fdt));
@@ -136,7 +141,7 @@ int vmm__fdt_build(struct vmm_vm *vm, void **out, size_t *len)
     }
     {
         static const uint32_t maint[] = { GIC_PPI, 9, IRQ_TYPE_LEVEL_HIGH };
-        TRY(prop_cells(fdt, "interrupts", maint, 3));
+        TRY(vmm__fdt_prop_cells(fdt, "interrupts", maint, 3));
     }
     TRY(fdt_property_u32(fdt, "phandle", PH_GIC));
     TRY(fdt_end_node(fdt));
@@ -151,7 +156,7 @@ int vmm__fdt_build(struct vmm_vm *vm, void **out, size_t *len)
             GIC_PPI, LAYOUT_PPI_VIRT_TIMER - 16, IRQ_TYPE_LEVEL_HIGH,
             GIC_PPI, LAYOUT_PPI_HYP_TIMER - 16,  IRQ_TYPE_LEVEL_HIGH,
         };
-        TRY(prop_cells(fdt, "interrupts", irqs, 12));
+        TRY(vmm__fdt_prop_cells(fdt, "interrupts", irqs, 12));
     }
     TRY(fdt_property(fdt, "always-on", NULL, 0));
     TRY(fdt_end_node(fdt));
@@ -164,33 +169,7 @@ int vmm__fdt_build(struct vmm_vm *vm, void **out, size_t *len)
     TRY(fdt_property_u32(fdt, "phandle", PH_CLK));
     TRY(fdt_end_node(fdt));
 
-    snprintf(name, sizeof name, "pl011@%llx", LAYOUT_UART_BASE);
-    TRY(fdt_begin_node(fdt, name));
-    {
-        static const char *const compat[] = { "arm,pl011", "arm,primecell" };
-        static const char *const clk_names[] = { "uartclk", "apb_pclk" };
-        static const uint32_t irq[] = { GIC_SPI, LAYOUT_UART_SPI, IRQ_TYPE_LEVEL_HIGH };
-        static const uint32_t clks[] = { PH_CLK, PH_CLK };
-        TRY(prop_strings(fdt, "compatible", compat, 2));
-        TRY(prop_u64_pair(fdt, "reg", LAYOUT_UART_BASE, LAYOUT_UART_SIZE));
-        TRY(prop_cells(fdt, "interrupts", irq, 3));
-        TRY(prop_strings(fdt, "clock-names", clk_names, 2));
-        TRY(prop_cells(fdt, "clocks", clks, 2));
-    }
-    TRY(fdt_end_node(fdt));
-
-    /* virtio-mmio slots in use (bindings/virtio/mmio.yaml) */
-    for (unsigned i = 0; i < vmm__virtio_mmio_count(vm); i++) {
-        uint64_t base = LAYOUT_VIRTIO_BASE + LAYOUT_VIRTIO_STRIDE * i;
-        const uint32_t irq[] = { GIC_SPI, LAYOUT_VIRTIO_SPI0 + i, IRQ_TYPE_LEVEL_HIGH };
-        snprintf(name, sizeof name, "virtio_mmio@%llx", (unsigned long long)base);
-        TRY(fdt_begin_node(fdt, name));
-        TRY(fdt_property_string(fdt, "compatible", "virtio,mmio"));
-        TRY(prop_u64_pair(fdt, "reg", base, LAYOUT_VIRTIO_STRIDE));
-        TRY(prop_cells(fdt, "interrupts", irq, 3));
-        TRY(fdt_property(fdt, "dma-coherent", NULL, 0));
-        TRY(fdt_end_node(fdt));
-    }
+    TRY(vmm__board_fdt(vm, fdt)); /* every device's nodes, in the order they joined the board */
 
     TRY(fdt_end_node(fdt)); /* root */
     TRY(fdt_finish(fdt));

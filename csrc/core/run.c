@@ -9,8 +9,7 @@
 #include <time.h>
 
 #include "../arm/arm.h"
-#include "../dev/virtio_gpu.h"
-#include "../dev/virtio_input.h"
+#include "board.h"
 #include "vm.h"
 
 int vmm__prepare_locked(struct vmm_vm *vm);
@@ -337,6 +336,84 @@ static void run_loop_threaded(struct run_ctx *rc)
 }
 
 /*
+ * Parking (deterministic mode): the host asks the loop to stand still at the first round boundary where a
+ * device's progress counter (a display's frame count) reaches a target, to schedule input at an exact
+ * virtual time. A round boundary is a point where nothing of the guest is half-done, so parking changes
+ * nothing the guest executes. The counter is read before vm->lock is taken (its device lock nests outside
+ * nothing of ours): only this thread advances it.
+ */
+static void park_point(struct vmm_vm *vm)
+{
+    struct vmm_park *p = &vm->park;
+
+    if (!p->progress)
+        return;
+    uint64_t n = p->progress(p->opaque);
+    pthread_mutex_lock(&vm->lock);
+    if (p->target && n >= p->target) {
+        p->target = 0;
+        p->parked = true;
+        pthread_cond_broadcast(&vm->cond);
+        while (p->parked && !interrupted(vm))
+            pthread_cond_wait(&vm->cond, &vm->lock);
+        p->parked = false;
+    }
+    pthread_mutex_unlock(&vm->lock);
+}
+
+void vmm__park_source(struct vmm_vm *vm, uint64_t (*progress)(void *opaque), void *opaque)
+{
+    vm->park.progress = progress;
+    vm->park.opaque = opaque;
+}
+
+int vmm__park_arm(struct vmm_vm *vm, uint64_t target)
+{
+    if (!vm->deterministic)
+        return vmm__set_error(vm, VMM_ESTATE, "pausing at a frame needs deterministic mode");
+    pthread_mutex_lock(&vm->lock);
+    vm->park.target = target;
+    pthread_mutex_unlock(&vm->lock);
+    vmm__wake_run_loop(vm); /* an idle deterministic loop looks again: the target may be reached */
+    return 0;
+}
+
+int vmm__park_wait(struct vmm_vm *vm, uint64_t timeout_ns)
+{
+    struct timespec dl;
+    int rc = 1;
+
+    if (timeout_ns > (uint64_t)365 * 86400 * 1000000000ULL)
+        timeout_ns = (uint64_t)365 * 86400 * 1000000000ULL;
+    dl = ns_to_abs(vmm__now_ns(), timeout_ns);
+    pthread_mutex_lock(&vm->lock);
+    for (;;) {
+        if (vm->park.parked) {
+            rc = 0;
+            break;
+        }
+        if (!vm->park.running) {
+            rc = VMM_EEOF;
+            break;
+        }
+        if (pthread_cond_timedwait(&vm->cond, &vm->lock, &dl) == ETIMEDOUT) {
+            rc = vm->park.parked ? 0 : 1;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&vm->lock);
+    return rc == VMM_EEOF ? vmm__set_error(vm, VMM_EEOF, "the VM is not running: it cannot reach the pause") : rc;
+}
+
+void vmm__park_release(struct vmm_vm *vm)
+{
+    pthread_mutex_lock(&vm->lock);
+    vm->park.parked = false;
+    pthread_cond_broadcast(&vm->cond);
+    pthread_mutex_unlock(&vm->lock);
+}
+
+/*
  * Deterministic: each round gives every runnable vCPU a quantum of
  * QUANTUM_INSNS instructions, in vCPU order, all starting at the same
  * virtual time; then the clock moves on by one quantum. Timer deadlines cut
@@ -353,7 +430,7 @@ static void run_loop_deterministic(struct run_ctx *rc)
         bool ran = false;
         for (unsigned i = 0; i < vm->ncpus; i++)
             vm->vcpus[i].quantum_start = vm->vcpus[i].insns;
-        vmm__screen_pause_point(vm);               /* vmm_screen_pause_at(): the host schedules input at vtime_ns */
+        park_point(vm);                            /* a host pause: it schedules input at vtime_ns */
         uint64_t seq = atomic_load(&vm->wake_seq); /* what is scheduled after this wakes the wait below */
         uint64_t stop_at = atomic_load(&vm->stop_at_ns);
         if (vm->vtime_ns >= stop_at) { /* vmm_stop_at(): before the input due now enters */
@@ -362,10 +439,7 @@ static void run_loop_deterministic(struct run_ctx *rc)
             break;
         }
         uint64_t quantum = stop_at - vm->vtime_ns < QUANTUM_INSNS ? stop_at - vm->vtime_ns : QUANTUM_INSNS;
-        uint64_t next_input = vmm__console_advance(vm->console, vm->vtime_ns);
-        uint64_t next_event = vmm__input_advance(vm, vm->vtime_ns); /* keyboard, tablet */
-        if (next_event < next_input)
-            next_input = next_event;
+        uint64_t next_input = vmm__board_advance(vm, vm->vtime_ns); /* serial, keyboard, tablet, ... */
         vmm__timers_update(vm);
         for (unsigned i = 0; i < vm->ncpus && !rc->done; i++) {
             struct vmm_vcpu *vcpu = &vm->vcpus[i];
@@ -403,11 +477,14 @@ static void run_loop_deterministic(struct run_ctx *rc)
     atomic_store(&vm->stop_at_ns, UINT64_MAX); /* reached, or the run ended otherwise: disarmed */
 }
 
-/* Whether a run is under way (or announced): console readers and screen waiters see end-of-stream without. */
+/* Whether a run is under way (or announced): stream readers and frame waiters see end-of-stream without. */
 static void set_running(struct vmm_vm *vm, bool running)
 {
-    vmm__console_set_running(vm->console, running);
-    vmm__gpu_set_running(vm->gpu, running);
+    pthread_mutex_lock(&vm->lock);
+    vm->park.running = running;
+    pthread_cond_broadcast(&vm->cond); /* a vmm__park_wait() sees the end */
+    pthread_mutex_unlock(&vm->lock);
+    vmm__board_set_running(vm, running);
 }
 
 VMM_EXPORT int vmm_run(vmm_vm *vm, uint64_t timeout_ns, struct vmm_run_result *res)

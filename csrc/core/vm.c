@@ -5,11 +5,8 @@
 #include <sys/mman.h>
 
 #include "../arm/arm.h"
-#include "../arm/gic.h"
-#include "../dev/pl011.h"
-#include "../dev/virtio.h"
-#include "../dev/virtio_gpu.h"
-#include "../dev/virtio_input.h"
+#include "board.h"
+#include "fdt.h"
 #include "layout.h"
 #include "vm.h"
 
@@ -113,15 +110,6 @@ VMM_EXPORT int vmm_create(const struct vmm_config *cfg, vmm_vm **out, char *errb
     vm->ops = ops;
     vm->deterministic = deterministic;
     vm->clock_base_ns = vmm__now_ns();
-    if (c.size >= offsetof(struct vmm_config, gpu_max_mem) + sizeof(uint64_t) && c.gpu) {
-        vm->gpu_cfg.enabled = true;
-        vm->gpu_cfg.width = c.gpu_width ? c.gpu_width : 1280;
-        vm->gpu_cfg.height = c.gpu_height ? c.gpu_height : 800;
-        vm->gpu_cfg.max_mem = c.gpu_max_mem ? c.gpu_max_mem : 256ULL << 20;
-    }
-    if (c.size >= offsetof(struct vmm_config, virtio_test_devices) + sizeof(uint32_t))
-        vm->virtio_test_devices = c.virtio_test_devices;
-    vm->input_enabled = c.size >= offsetof(struct vmm_config, input) + sizeof(uint32_t) && c.input;
     atomic_init(&vm->next_deadline_ns, UINT64_MAX);
     atomic_init(&vm->stop_at_ns, UINT64_MAX);
     pthread_mutex_init(&vm->lock, NULL);
@@ -176,10 +164,7 @@ VMM_EXPORT void vmm_destroy(vmm_vm *vm)
             vm->ops->vcpu_fini(&vm->vcpus[i]);
         vm->ops->vm_fini(vm);
     }
-    vmm__virtio_mmio_destroy_all(vm);
-    vmm__gpu_destroy(vm->gpu); /* after its transport */
-    vmm__pl011_destroy(vm->uart);
-    vmm__gic_destroy(vm->gic);
+    vmm__board_destroy(vm);
     vmm__console_destroy(vm->console);
     if (vm->ram)
         munmap(vm->ram, vm->ram_size);
@@ -208,23 +193,6 @@ VMM_EXPORT const char *vmm_last_error(const vmm_vm *vm)
 VMM_EXPORT const char *vmm_backend_name(const vmm_vm *vm)
 {
     return vm && vm->ops ? vm->ops->name : "";
-}
-
-int vmm__board_init(struct vmm_vm *vm)
-{
-    int rc = vm->ops->threaded ? 0 : vmm__gic_create(vm, &vm->gic); /* else the backend's own GIC */
-    if (!rc)
-        rc = vmm__pl011_create(vm, LAYOUT_UART_BASE, &vm->uart);
-    /* the virtio-mmio window before the backend maps the bus (vm_init); devices may join until prepare */
-    if (!rc)
-        rc = vmm__virtio_mmio_init(vm);
-    if (!rc && vm->gpu_cfg.enabled)
-        rc = vmm__gpu_create(vm, &vm->gpu);
-    if (!rc && vm->input_enabled)
-        rc = vmm__input_create(vm);
-    for (unsigned i = 0; !rc && i < vm->virtio_test_devices; i++)
-        rc = vmm__virtio_dummy_create(vm);
-    return rc;
 }
 
 /* Place initrd and DTB above the kernel, build the DTB, reset the boot vCPU. */
@@ -331,7 +299,7 @@ VMM_EXPORT int vmm_get_stats(vmm_vm *vm, struct vmm_stats *st)
         return VMM_EINVAL;
     struct vmm_stats s = vm->stats;
     s.size = st->size < sizeof s ? st->size : (uint32_t)sizeof s;
-    s.host_mem_bytes = sizeof *vm + vm->dtb_len + vm->initrd_len;
+    s.host_mem_bytes = sizeof *vm + vm->dtb_len + vm->initrd_len + vmm__board_host_mem(vm);
     s.insns = 0;
     for (unsigned i = 0; i < vm->ncpus; i++) {
         if (vm->ops->mem_overhead)

@@ -11,6 +11,7 @@
 
 #include "vmm.h"
 #include "backend.h"
+#include "board.h"
 
 #define VMM_MAX_REGIONS 48
 #define VMM_ERRMSG_LEN 512
@@ -58,10 +59,20 @@ struct vmm_vcpu {
 };
 
 struct vmm_console;
-struct vmm_pl011;
 struct vmm_gic;
 struct vmm_virtio_mmio_bus;
-struct vmm_gpu;
+
+/*
+ * Deterministic mode: the run loop parks at a round boundary once a device's progress counter reaches
+ * a target (run.c; the screen's frames for vmm_screen_pause_at). Guarded by vm->lock.
+ */
+struct vmm_park {
+    uint64_t (*progress)(void *opaque); /* the source: called on the run thread, without vm->lock */
+    void *opaque;
+    uint64_t target; /* park once progress >= target (0: not armed) */
+    bool parked;     /* the loop stands still until vmm__park_release(), a stop or the timeout */
+    bool running;    /* a run is under way or announced (vmm_run_pending) */
+};
 
 enum vmm_vm_state {
     VM_STATE_NEW = 0,  /* configuring */
@@ -123,22 +134,12 @@ struct vmm_vm {
     pthread_t run_thread;
     bool run_thread_valid;
 
-    /* configuration of optional devices (vmm_config) */
-    struct {
-        bool enabled;
-        uint32_t width, height;
-        uint64_t max_mem;
-    } gpu_cfg;
-    unsigned virtio_test_devices;       /* dev/virtio_dummy.c instances to create (vmm_config) */
-    struct vmm_virtio_mmio_bus *virtio; /* virtio-mmio slots in use (dev/virtio_mmio.c) */
-    struct vmm_gpu *gpu;                /* dev/virtio_gpu.c, NULL without a GPU */
-    bool input_enabled;                 /* vmm_config.input */
-    struct vmm_input *input[2];         /* dev/virtio_input.c: keyboard, tablet (NULL without input) */
-
-    /* devices */
-    struct vmm_console *console;
-    struct vmm_pl011 *uart;
+    /* the machine: every device (board.c), the interrupt controller, the console stream */
+    struct vmm_board board;
+    struct vmm_virtio_mmio_bus *virtio; /* the virtio-mmio window (dev/virtio_mmio.c, a board device) */
     struct vmm_gic *gic;
+    struct vmm_console *console;
+    struct vmm_park park;
 
     /* stats (updated by the thread running the VM) */
     struct vmm_stats stats;
@@ -211,9 +212,11 @@ bool vmm__others_runnable(struct vmm_vcpu *vcpu);
 /* true if we are on the run thread (inside vmm_run) */
 bool vmm__on_run_thread(struct vmm_vm *vm);
 
-/* board: devices and DTB (board.c, fdt.c) */
-int vmm__board_init(struct vmm_vm *vm);
-int vmm__fdt_build(struct vmm_vm *vm, void **out, size_t *len);
+/* parking at a round boundary, deterministic mode (run.c) */
+void vmm__park_source(struct vmm_vm *vm, uint64_t (*progress)(void *opaque), void *opaque);
+int vmm__park_arm(struct vmm_vm *vm, uint64_t target);      /* VMM_ESTATE in real-time mode */
+int vmm__park_wait(struct vmm_vm *vm, uint64_t timeout_ns); /* 0 parked, 1 timeout, VMM_EEOF: no run */
+void vmm__park_release(struct vmm_vm *vm);
 
 /* loaders (loader/) */
 int vmm__load_kernel(struct vmm_vm *vm, const uint8_t *data, size_t len, const char *name,

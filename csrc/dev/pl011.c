@@ -3,7 +3,11 @@
 #include <pthread.h>
 #include <stdlib.h>
 
-#include "../core/layout.h"
+#include <libfdt.h>
+#include <stdio.h>
+
+#include "../core/board.h"
+#include "../core/fdt.h"
 #include "pl011.h"
 
 /* register offsets, DDI 0183G §3.2 */
@@ -35,8 +39,6 @@ enum {
 #define INT_RT (1u << 6)
 #define INT_ALL 0x7ffu
 
-#define UART_INTID LAYOUT_SPI_INTID(LAYOUT_UART_SPI)
-
 /* PeriphID0..3 then PCellID0..3, DDI 0183G §3.3.14-15 */
 static const uint8_t pl011_id[8] = { 0x11, 0x10, 0x14, 0x00, 0x0d, 0xf0, 0x05, 0xb1 };
 
@@ -47,6 +49,8 @@ static const uint8_t pl011_id[8] = { 0x11, 0x10, 0x14, 0x00, 0x0d, 0xf0, 0x05, 0
  */
 struct vmm_pl011 {
     struct vmm_vm *vm;
+    uint64_t base;
+    unsigned intid;
     pthread_mutex_t lock;
     uint32_t ilpr, ibrd, fbrd, lcr_h, cr, ifls, imsc, dmacr;
     uint32_t ris; /* latched interrupt bits (TX); RX and RT are computed */
@@ -108,7 +112,7 @@ static void update_irq_unlock(struct vmm_pl011 *u)
         u->level = level;
         u->driving = true;
         pthread_mutex_unlock(&u->lock);
-        vmm__irq_set(u->vm, 0, UART_INTID, level);
+        vmm__irq_set(u->vm, 0, u->intid, level);
         pthread_mutex_lock(&u->lock);
         u->driving = false;
     }
@@ -273,33 +277,68 @@ static void pl011_write(void *dev, uint64_t off, unsigned size, uint64_t val)
 
 static const struct vmm_mmio_ops pl011_ops = { .read = pl011_read, .write = pl011_write };
 
-int vmm__pl011_create(struct vmm_vm *vm, uint64_t base, struct vmm_pl011 **out)
+static int pl011_fdt_node(void *dev, struct vmm_vm *vm, void *fdt)
+{
+    static const char *const compat[] = { "arm,pl011", "arm,primecell" };
+    static const char *const clk_names[] = { "uartclk", "apb_pclk" };
+    static const uint32_t clks[] = { FDT_PH_CLK, FDT_PH_CLK };
+    struct vmm_pl011 *u = dev;
+    char name[32];
+    int err;
+
+    (void)vm;
+    snprintf(name, sizeof name, "pl011@%llx", (unsigned long long)u->base);
+    if ((err = fdt_begin_node(fdt, name)) < 0 || (err = vmm__fdt_prop_strings(fdt, "compatible", compat, 2)) < 0 ||
+        (err = vmm__fdt_prop_u64_pair(fdt, "reg", u->base, PL011_SIZE)) < 0 ||
+        (err = vmm__fdt_prop_spi(fdt, u->intid)) < 0 ||
+        (err = vmm__fdt_prop_strings(fdt, "clock-names", clk_names, 2)) < 0 ||
+        (err = vmm__fdt_prop_cells(fdt, "clocks", clks, 2)) < 0)
+        return err;
+    return fdt_end_node(fdt);
+}
+
+static void pl011_destroy(void *dev)
+{
+    struct vmm_pl011 *u = dev;
+
+    vmm__console_set_input_cb(u->vm->console, NULL, NULL);
+    pthread_mutex_destroy(&u->lock);
+    free(u);
+}
+
+static const struct vmm_device_ops pl011_device = {
+    .name = "pl011",
+    .fdt_node = pl011_fdt_node,
+    .destroy = pl011_destroy,
+};
+
+int vmm__pl011_create(struct vmm_vm *vm, uint64_t base, unsigned intid)
 {
     struct vmm_pl011 *u = calloc(1, sizeof *u);
+    char path[40];
     int rc;
 
     if (!u)
         return vmm__set_error(vm, VMM_ENOMEM, "out of memory for the PL011");
     u->vm = vm;
+    u->base = base;
+    u->intid = intid;
     pthread_mutex_init(&u->lock, NULL);
     u->cr = 0x300; /* TXE | RXE, reset value */
     u->ifls = 0x12;
     u->ris = INT_TX; /* the transmit FIFO is empty */
-    if ((rc = vmm__bus_add(vm, base, 0x1000, "pl011", &pl011_ops, u))) {
+    if ((rc = vmm__board_add(vm, &pl011_device, u))) {
         pthread_mutex_destroy(&u->lock);
         free(u);
         return rc;
     }
+    if ((rc = vmm__bus_add(vm, base, PL011_SIZE, "pl011", &pl011_ops, u))) {
+        vmm__board_remove(vm, u);
+        pl011_destroy(u);
+        return rc;
+    }
     vmm__console_set_input_cb(vm->console, pl011_input, u);
-    *out = u;
+    snprintf(path, sizeof path, "/pl011@%llx", (unsigned long long)base);
+    vmm__board_set_stdout(vm, path);
     return 0;
-}
-
-void vmm__pl011_destroy(struct vmm_pl011 *u)
-{
-    if (!u)
-        return;
-    vmm__console_set_input_cb(u->vm->console, NULL, NULL);
-    pthread_mutex_destroy(&u->lock);
-    free(u);
 }

@@ -4,13 +4,14 @@
 
 #include "../core/vm.h"
 
+#define PL011_SIZE 0x1000u /* one 4 KiB register page, DDI 0183G §3.2 */
+
 /*
- * Create the UART at `base` on the MMIO bus. Its interrupt output drives SPI
- * LAYOUT_UART_SPI (level: UARTMIS != 0) and it registers itself as the
- * console's input callback, so queued input raises RX without a guest access.
+ * Put a UART at `base` on the MMIO bus and the board (the boot console in the
+ * device tree). Its interrupt output drives `intid` (level: UARTMIS != 0) and
+ * it registers itself as the console's input callback, so queued input raises
+ * RX without a guest access. The board destroys it.
  */
-int vmm__pl011_create(struct vmm_vm *vm, uint64_t base, struct vmm_pl011 **out);
-/* Unregister from the console and free (NULL is fine). Nothing may use the VM concurrently. */
-void vmm__pl011_destroy(struct vmm_pl011 *u);
+int vmm__pl011_create(struct vmm_vm *vm, uint64_t base, unsigned intid);
 
 #endif

@@ -30,9 +30,6 @@ struct vmm_screen {
         uint32_t *pix;
         uint32_t w, h;
     } holds[MAX_HOLDS];
-    /* deterministic mode, guarded by the VM's lock (not `lock`): vmm_screen_pause_at() */
-    uint64_t pause_frame; /* park the run loop once this many frames exist (0: no pause armed) */
-    bool paused;          /* the run loop is parked */
 };
 
 int vmm__screen_create(struct vmm_screen **out)
@@ -186,9 +183,10 @@ static int screen_of(vmm_vm *vm, struct vmm_screen **s)
 {
     if (!vm)
         return VMM_EINVAL;
-    if (!vm->gpu)
-        return vmm__set_error(vm, VMM_ENOTSUP, "this VM has no GPU (create it with gpu = 1)");
-    *s = vmm__gpu_screen(vm->gpu);
+    struct vmm_gpu *g = vmm__gpu_find(vm);
+    if (!g)
+        return vmm__set_error(vm, VMM_ENOTSUP, "this VM has no GPU (add one with vmm_add_gpu)");
+    *s = vmm__gpu_screen(g);
     return 0;
 }
 
@@ -357,30 +355,25 @@ VMM_EXPORT int vmm_screen_capture(vmm_vm *vm, uint64_t frame, void *buf, size_t 
     }
 }
 
-/*
- * Deterministic run loop, at each round boundary: park while a pause is due (until vmm_screen_resume(), a
- * stop or the timeout). The frame count is read before the VM lock is taken: only this thread flushes.
- */
-void vmm__screen_pause_point(struct vmm_vm *vm)
+uint64_t vmm__screen_host_mem(struct vmm_screen *s)
 {
-    struct vmm_screen *s = vm->gpu ? vmm__gpu_screen(vm->gpu) : NULL;
-    uint64_t frames;
-
-    if (!s)
-        return;
     pthread_mutex_lock(&s->lock);
-    frames = s->frames;
+    uint64_t n = sizeof *s + (uint64_t)s->w * s->h * 4;
+    for (unsigned i = 0; i < MAX_HOLDS; i++)
+        if (s->holds[i].pix)
+            n += (uint64_t)s->holds[i].w * s->holds[i].h * 4;
     pthread_mutex_unlock(&s->lock);
-    pthread_mutex_lock(&vm->lock);
-    if (s->pause_frame && frames >= s->pause_frame) {
-        s->pause_frame = 0;
-        s->paused = true;
-        pthread_cond_broadcast(&vm->cond);
-        while (s->paused && !atomic_load(&vm->stop_requested) && !atomic_load(&vm->timed_out))
-            pthread_cond_wait(&vm->cond, &vm->lock);
-        s->paused = false;
-    }
-    pthread_mutex_unlock(&vm->lock);
+    return n;
+}
+
+/* The park source (run.c): the run loop parks once this many frames exist. */
+uint64_t vmm__screen_frames(void *screen)
+{
+    struct vmm_screen *s = screen;
+    pthread_mutex_lock(&s->lock);
+    uint64_t n = s->frames;
+    pthread_mutex_unlock(&s->lock);
+    return n;
 }
 
 VMM_EXPORT int vmm_screen_pause_at(vmm_vm *vm, uint64_t frame)
@@ -390,52 +383,17 @@ VMM_EXPORT int vmm_screen_pause_at(vmm_vm *vm, uint64_t frame)
 
     if ((rc = screen_of(vm, &s)))
         return rc;
-    if (!vm->deterministic)
-        return vmm__set_error(vm, VMM_ESTATE, "pausing at a frame needs deterministic mode");
-    pthread_mutex_lock(&vm->lock);
-    s->pause_frame = frame;
-    pthread_mutex_unlock(&vm->lock);
-    vmm__wake_run_loop(vm); /* an idle deterministic loop looks again: the frame may be there */
-    return 0;
+    return vmm__park_arm(vm, frame);
 }
 
 VMM_EXPORT int vmm_screen_pause_wait(vmm_vm *vm, uint64_t timeout_ns)
 {
     struct vmm_screen *s = NULL;
-    uint64_t start = vmm__now_ns();
     int rc;
 
     if ((rc = screen_of(vm, &s)))
         return rc;
-    if (timeout_ns > (uint64_t)365 * 86400 * 1000000000ULL)
-        timeout_ns = (uint64_t)365 * 86400 * 1000000000ULL;
-    for (;;) {
-        pthread_mutex_lock(&vm->lock);
-        bool paused = s->paused;
-        if (!paused) { /* a short slice: the end of the run is signalled on the screen's lock, not this one */
-            uint64_t now = vmm__now_ns(), left = start + timeout_ns > now ? start + timeout_ns - now : 0;
-            struct timespec dl;
-            clock_gettime(CLOCK_MONOTONIC, &dl);
-            dl.tv_nsec += (long)(left < 20000000ULL ? left : 20000000ULL);
-            if (dl.tv_nsec >= 1000000000L) {
-                dl.tv_sec++;
-                dl.tv_nsec -= 1000000000L;
-            }
-            if (left)
-                pthread_cond_timedwait(&vm->cond, &vm->lock, &dl);
-            paused = s->paused;
-        }
-        pthread_mutex_unlock(&vm->lock);
-        if (paused)
-            return 0;
-        pthread_mutex_lock(&s->lock);
-        bool running = s->running;
-        pthread_mutex_unlock(&s->lock);
-        if (!running)
-            return vmm__set_error(vm, VMM_EEOF, "the VM is not running: it cannot reach the pause");
-        if (vmm__now_ns() - start >= timeout_ns)
-            return 1;
-    }
+    return vmm__park_wait(vm, timeout_ns);
 }
 
 VMM_EXPORT int vmm_screen_resume(vmm_vm *vm)
@@ -445,9 +403,6 @@ VMM_EXPORT int vmm_screen_resume(vmm_vm *vm)
 
     if ((rc = screen_of(vm, &s)))
         return rc;
-    pthread_mutex_lock(&vm->lock);
-    s->paused = false;
-    pthread_cond_broadcast(&vm->cond);
-    pthread_mutex_unlock(&vm->lock);
+    vmm__park_release(vm);
     return 0;
 }

@@ -52,12 +52,6 @@ struct vmm_virtio_ops {
     void (*queue_notify)(void *dev, unsigned q);
     /* Device reset (status written 0, or NEEDS_RESET recovery): drop all queue state and requests. */
     void (*reset)(void *dev);
-    /*
-     * Free `dev` (may be NULL: the device's owner frees it). Called by
-     * vmm__virtio_mmio_destroy_all() once no vCPU runs; a device with
-     * threads must have stopped them before.
-     */
-    void (*destroy)(void *dev);
 };
 
 /*
@@ -66,15 +60,19 @@ struct vmm_virtio_ops {
  * state; *out (may be NULL) receives the transport handle.
  */
 int vmm__virtio_mmio_add(struct vmm_vm *vm, const struct vmm_virtio_ops *ops, void *dev, struct vmm_virtio **out);
-/* Put the virtio-mmio window on the bus (board init; idempotent). */
+
+/*
+ * How a device joins the machine: on the board (its lifecycle hooks, dev_ops, which include
+ * destroy) and on a transport (virtio-mmio today). On failure neither holds it: the caller frees dev.
+ */
+struct vmm_device_ops;
+int vmm__virtio_add(struct vmm_vm *vm, const struct vmm_virtio_ops *ops, const struct vmm_device_ops *dev_ops,
+                    void *dev, struct vmm_virtio **out);
+/* Put the virtio-mmio window on the bus and the board (board init; idempotent). */
 int vmm__virtio_mmio_init(struct vmm_vm *vm);
-/* The slots in use, for the device tree (fdt.c). */
-unsigned vmm__virtio_mmio_count(struct vmm_vm *vm);
-void vmm__virtio_mmio_destroy_all(struct vmm_vm *vm);
 
 /* The transport conformance test device (virtio_dummy.c, device id VIRTIO_ID_DUMMY). */
 #define VIRTIO_ID_DUMMY 0xfff0
-int vmm__virtio_dummy_create(struct vmm_vm *vm);
 
 /*
  * Device -> transport. These (and vmm__virtq_pop/push) take the device's

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../core/board.h"
 #include "../core/vm.h"
 #include "p9_server.h"
 #include "virtio.h"
@@ -85,6 +86,8 @@ static void p9dev_destroy(void *dev)
     p9dev_free(dev);
 }
 
+static const struct vmm_device_ops p9_device = { .name = "virtio-9p", .destroy = p9dev_destroy };
+
 static const struct vmm_virtio_ops p9_ops = {
     .name = "9p",
     .device_id = P9_DEVICE_ID,
@@ -95,7 +98,6 @@ static const struct vmm_virtio_ops p9_ops = {
     .config_read = p9dev_config_read,
     .queue_notify = p9dev_queue_notify,
     .reset = p9dev_reset,
-    .destroy = p9dev_destroy,
 };
 
 VMM_EXPORT int vmm_add_share(vmm_vm *vm, const char *host_dir, const char *tag, int readonly)
@@ -145,7 +147,7 @@ VMM_EXPORT int vmm_add_share(vmm_vm *vm, const char *host_dir, const char *tag, 
     ops = (struct vmm_virtio_ops *)(d + 1);
     *ops = p9_ops;
     ops->config_size = d->cfg_size;
-    if ((rc = vmm__virtio_mmio_add(vm, ops, d, &d->v))) {
+    if ((rc = vmm__virtio_add(vm, ops, &p9_device, d, &d->v))) {
         p9dev_free(d);
         return rc;
     }

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../core/board.h"
 #include "../core/vm.h"
 #include "virtio.h"
 
@@ -287,7 +288,6 @@ static const struct vmm_virtio_ops blk_ops_rw = {
     .config_size = sizeof(struct blk_config),
     .config_read = blk_config_read,
     .queue_notify = blk_queue_notify,
-    .destroy = blk_destroy,
 };
 
 static const struct vmm_virtio_ops blk_ops_ro = {
@@ -300,8 +300,9 @@ static const struct vmm_virtio_ops blk_ops_ro = {
     .config_size = sizeof(struct blk_config),
     .config_read = blk_config_read,
     .queue_notify = blk_queue_notify,
-    .destroy = blk_destroy,
 };
+
+static const struct vmm_device_ops blk_device = { .name = "virtio-blk", .destroy = blk_destroy };
 
 /* The serial (GET_ID): the image's file name, printable ASCII, at most 20 bytes (NUL-padded). */
 static void blk_make_id(struct vmm_virtio_blk *b, const char *path)
@@ -374,7 +375,7 @@ VMM_EXPORT int vmm_add_disk(vmm_vm *vm, const char *path, int readonly)
         b->cfg.write_zeroes_may_unmap = 1;
     }
     blk_make_id(b, path);
-    if ((rc = vmm__virtio_mmio_add(vm, b->readonly ? &blk_ops_ro : &blk_ops_rw, b, &b->v)))
+    if ((rc = vmm__virtio_add(vm, b->readonly ? &blk_ops_ro : &blk_ops_rw, &blk_device, b, &b->v)))
         goto fail;
     return 0;
 fail:

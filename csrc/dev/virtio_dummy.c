@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../core/board.h"
 #include "../core/vm.h"
 #include "virtio.h"
 
@@ -112,18 +113,23 @@ static const struct vmm_virtio_ops dummy_ops = {
     .features_ok = dummy_features_ok,
     .queue_notify = dummy_queue_notify,
     .reset = dummy_reset,
-    .destroy = dummy_destroy,
 };
 
-int vmm__virtio_dummy_create(struct vmm_vm *vm)
+static const struct vmm_device_ops dummy_device = { .name = "virtio-dummy", .destroy = dummy_destroy };
+
+VMM_EXPORT int vmm_add_test_device(vmm_vm *vm)
 {
     struct vmm_virtio_dummy *d = calloc(1, sizeof *d);
     int rc;
 
+    if (!vm) {
+        free(d);
+        return VMM_EINVAL;
+    }
     if (!d)
         return vmm__set_error(vm, VMM_ENOMEM, "out of memory for the virtio test device");
     d->cfg.magic = DUMMY_MAGIC;
-    if ((rc = vmm__virtio_mmio_add(vm, &dummy_ops, d, &d->v)))
+    if ((rc = vmm__virtio_add(vm, &dummy_ops, &dummy_device, d, &d->v)))
         free(d);
     return rc;
 }

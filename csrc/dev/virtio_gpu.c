@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "virtio.h"
+#include "../core/board.h"
 #include "virtio_gpu.h"
 
 #define GPU_DEVICE_ID 16
@@ -122,6 +123,8 @@ struct gpu_res {
 struct vmm_gpu {
     struct vmm_vm *vm;
     struct vmm_virtio *vio;
+    uint32_t width, height; /* the mode offered (vmm_add_gpu) */
+    uint64_t max_mem;       /* cap on mem_used */
     pthread_mutex_t lock;
     uint32_t events_read;
     struct gpu_res *res[RES_BUCKETS];
@@ -223,7 +226,7 @@ static uint32_t cmd_create_2d(struct vmm_gpu *g, const struct req_create_2d *c)
     if (!vmm__gpu_format_ok(c->format) || !c->width || !c->height || c->width > GPU_MAX_DIM || c->height > GPU_MAX_DIM)
         return RESP_ERR_INVALID_PARAMETER;
     uint64_t bytes = (uint64_t)c->width * c->height * 4; /* <= 2^30: no overflow */
-    if (g->nres >= MAX_RESOURCES || bytes > g->vm->gpu_cfg.max_mem - g->mem_used)
+    if (g->nres >= MAX_RESOURCES || bytes > g->max_mem - g->mem_used)
         return RESP_ERR_OUT_OF_MEMORY;
     struct gpu_res *r = calloc(1, sizeof *r);
     if (!r || !(r->pix = calloc(1, bytes))) {
@@ -560,7 +563,7 @@ static uint32_t serve(struct vmm_gpu *g, unsigned q)
         vmm__virtq_read(c, sizeof hdr, &req, need);
         switch (hdr.type) {
         case CMD_GET_DISPLAY_INFO:
-            resp.info.pmodes[0].r = (struct rect){ 0, 0, g->vm->gpu_cfg.width, g->vm->gpu_cfg.height };
+            resp.info.pmodes[0].r = (struct rect){ 0, 0, g->width, g->height };
             resp.info.pmodes[0].enabled = 1;
             resp_len = sizeof resp.info;
             type = RESP_OK_DISPLAY_INFO;
@@ -571,7 +574,7 @@ static uint32_t serve(struct vmm_gpu *g, unsigned q)
             } else if (req.edid.scanout != 0) {
                 type = RESP_ERR_INVALID_SCANOUT_ID;
             } else {
-                make_edid(resp.edid.edid, g->vm->gpu_cfg.width, g->vm->gpu_cfg.height);
+                make_edid(resp.edid.edid, g->width, g->height);
                 resp.edid.size = 128;
                 resp_len = sizeof resp.edid;
                 type = RESP_OK_EDID;
@@ -700,46 +703,84 @@ static const struct vmm_virtio_ops gpu_ops = {
     .reset = gpu_reset,
 };
 
-int vmm__gpu_create(struct vmm_vm *vm, struct vmm_gpu **out)
+static void gpu_destroy(void *dev)
 {
-    struct vmm_gpu *g;
-    int rc;
+    struct vmm_gpu *g = dev;
 
-    *out = NULL;
-    if (!vm->gpu_cfg.width || !vm->gpu_cfg.height || vm->gpu_cfg.width > GPU_MAX_MODE_DIM ||
-        vm->gpu_cfg.height > GPU_MAX_MODE_DIM)
-        return vmm__set_error(vm, VMM_EINVAL, "GPU mode %ux%u: width and height must be 1..%u", vm->gpu_cfg.width,
-                              vm->gpu_cfg.height, GPU_MAX_MODE_DIM);
-    if (!(g = calloc(1, sizeof *g)))
-        return vmm__set_error(vm, VMM_ENOMEM, "out of memory for the GPU");
-    g->vm = vm;
-    pthread_mutex_init(&g->lock, NULL);
-    if ((rc = vmm__screen_create(&g->screen))) {
-        vmm__gpu_destroy(g);
-        return vmm__set_error(vm, rc, "out of memory for the GPU");
-    }
-    if ((rc = vmm__virtio_mmio_add(vm, &gpu_ops, g, &g->vio))) {
-        vmm__gpu_destroy(g);
-        return rc;
-    }
-    *out = g;
-    return 0;
-}
-
-void vmm__gpu_destroy(struct vmm_gpu *g)
-{
-    if (!g)
-        return;
     reset_locked(g);
     vmm__screen_destroy(g->screen);
     pthread_mutex_destroy(&g->lock);
     free(g);
 }
 
-void vmm__gpu_set_running(struct vmm_gpu *g, bool running)
+/* vmm_run started (or is about to) / ended: screen waiters see VMM_EEOF once it is false. */
+static void gpu_set_running(void *dev, bool running)
 {
-    if (g)
-        vmm__screen_set_running(g->screen, running);
+    struct vmm_gpu *g = dev;
+    vmm__screen_set_running(g->screen, running);
+}
+
+/* The guest's resources (counted against max_mem) and the frame store's images. */
+static uint64_t gpu_host_mem(void *dev)
+{
+    struct vmm_gpu *g = dev;
+
+    pthread_mutex_lock(&g->lock);
+    uint64_t n = sizeof *g + g->mem_used;
+    pthread_mutex_unlock(&g->lock);
+    return n + vmm__screen_host_mem(g->screen);
+}
+
+static const struct vmm_device_ops gpu_device = {
+    .name = "virtio-gpu",
+    .set_running = gpu_set_running,
+    .host_mem = gpu_host_mem,
+    .destroy = gpu_destroy,
+};
+
+VMM_EXPORT int vmm_add_gpu(vmm_vm *vm, const struct vmm_gpu_config *cfg)
+{
+    struct vmm_gpu_config c = { .size = sizeof c };
+    struct vmm_gpu *g;
+    int rc;
+
+    if (!vm || (cfg && (cfg->size < sizeof(uint32_t) || cfg->size > 4096)))
+        return VMM_EINVAL;
+    if (cfg)
+        memcpy(&c, cfg, cfg->size < sizeof c ? cfg->size : sizeof c);
+    if (!c.width && !c.height) {
+        c.width = 1280;
+        c.height = 800;
+    }
+    if (!c.max_mem)
+        c.max_mem = 256ULL << 20;
+    if (vmm__board_find(vm, &gpu_device, 0))
+        return vmm__set_error(vm, VMM_ESTATE, "the VM already has a GPU (one screen per VM)");
+    if (!c.width || !c.height || c.width > GPU_MAX_MODE_DIM || c.height > GPU_MAX_MODE_DIM)
+        return vmm__set_error(vm, VMM_EINVAL, "GPU mode %ux%u: width and height must be 1..%u", c.width, c.height,
+                              GPU_MAX_MODE_DIM);
+    if (!(g = calloc(1, sizeof *g)))
+        return vmm__set_error(vm, VMM_ENOMEM, "out of memory for the GPU");
+    g->vm = vm;
+    g->width = c.width;
+    g->height = c.height;
+    g->max_mem = c.max_mem;
+    pthread_mutex_init(&g->lock, NULL);
+    if ((rc = vmm__screen_create(&g->screen))) {
+        gpu_destroy(g);
+        return vmm__set_error(vm, rc, "out of memory for the GPU");
+    }
+    if ((rc = vmm__virtio_add(vm, &gpu_ops, &gpu_device, g, &g->vio))) {
+        gpu_destroy(g);
+        return rc;
+    }
+    vmm__park_source(vm, vmm__screen_frames, g->screen); /* vmm_screen_pause_at() */
+    return 0;
+}
+
+struct vmm_gpu *vmm__gpu_find(struct vmm_vm *vm)
+{
+    return vmm__board_find(vm, &gpu_device, 0);
 }
 
 struct vmm_screen *vmm__gpu_screen(struct vmm_gpu *g)

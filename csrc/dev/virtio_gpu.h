@@ -8,15 +8,8 @@
 #define GPU_MAX_DIM 16384u
 #define GPU_MAX_MODE_DIM 4095u
 
-/*
- * Create the GPU from vm->gpu_cfg on the next virtio-mmio slot. Fails with
- * VMM_EINVAL for a mode outside 1..GPU_MAX_MODE_DIM.
- */
-int vmm__gpu_create(struct vmm_vm *vm, struct vmm_gpu **out);
-/* Free (NULL is fine) after the transport is gone. Nothing may use the VM concurrently. */
-void vmm__gpu_destroy(struct vmm_gpu *g);
-/* vmm_run started (or is about to) / ended: screen waiters see VMM_EEOF once it is false. NULL is fine. */
-void vmm__gpu_set_running(struct vmm_gpu *g, bool running);
+/* The VM's GPU (vmm_add_gpu), or NULL. */
+struct vmm_gpu *vmm__gpu_find(struct vmm_vm *vm);
 
 /*
  * The frame store (screen.c): the RGBA image of scanout 0 as last flushed,
@@ -53,6 +46,7 @@ void vmm__screen_draw(struct vmm_screen *s, uint32_t x, uint32_t y, uint32_t w, 
 void vmm__screen_frame(struct vmm_screen *s);
 struct vmm_screen *vmm__gpu_screen(struct vmm_gpu *g);
 /* Deterministic run loop, at every round boundary: park there while a vmm_screen_pause_at() is due. */
-void vmm__screen_pause_point(struct vmm_vm *vm);
+uint64_t vmm__screen_host_mem(struct vmm_screen *s); /* the image and held frames, in bytes */
+uint64_t vmm__screen_frames(void *screen);           /* frames so far: the run loop's park source */
 
 #endif

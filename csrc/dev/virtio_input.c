@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "../core/timeq.h"
+#include "../core/board.h"
 #include "../core/vm.h"
 #include "virtio.h"
 #include "virtio_input.h"
@@ -35,7 +36,7 @@
  * and the `dropped` counter says how many events went.
  *
  * Deterministic mode: vmm_input_event_at() keeps events in a per-device list sorted by virtual time
- * (stable), and the run loop moves the due ones into the ring between rounds (vmm__input_advance), so
+ * (stable), and the run loop moves the due ones into the ring between rounds (input_advance, its board hook), so
  * they reach the guest at the same point of its execution every run; vmm_input_event() is "at 0", i.e.
  * at the next round boundary. Only whole reports that fit in the ring's free space move: the rest waits
  * for a later round (the guest drains the ring deterministically), so deterministic input is never
@@ -366,11 +367,23 @@ static const struct vmm_virtio_ops input_ops = {
     .driver_ok = input_driver_ok,
     .queue_notify = input_queue_notify,
     .reset = input_reset,
+};
+
+static uint64_t input_advance(void *dev, uint64_t now_ns);
+
+static const struct vmm_device_ops input_device = {
+    .name = "virtio-input",
+    .advance = input_advance,
     .destroy = input_destroy,
 };
 
-int vmm__input_create(struct vmm_vm *vm)
+/* The keyboard, then the tablet, on the next virtio slots. */
+VMM_EXPORT int vmm_add_input(vmm_vm *vm)
 {
+    if (!vm)
+        return VMM_EINVAL;
+    if (vmm__board_find(vm, &input_device, 0))
+        return vmm__set_error(vm, VMM_ESTATE, "the VM already has its keyboard and tablet");
     for (int k = 0; k < VMM_INPUT_DEVICES; k++) {
         struct vmm_input *d = calloc(1, sizeof *d);
         int rc;
@@ -380,23 +393,28 @@ int vmm__input_create(struct vmm_vm *vm)
         d->kind = k;
         vmm__timeq_init(&d->sched, sizeof(struct input_event), INPUT_SCHED_MAX);
         config_update(d);
-        if ((rc = vmm__virtio_mmio_add(vm, &input_ops, d, &d->v))) {
-            free(d);
+        if ((rc = vmm__virtio_add(vm, &input_ops, &input_device, d, &d->v))) {
+            input_destroy(d);
             return rc;
         }
-        vm->input[k] = d; /* freed by its transport (destroy) */
     }
     return 0;
 }
 
 static struct vmm_input *input_dev(vmm_vm *vm, int device, int *rc)
 {
+    struct vmm_input *d = NULL;
+
     *rc = 0;
-    if (!vm || device < 0 || device >= VMM_INPUT_DEVICES)
+    if (!vm || device < 0 || device >= VMM_INPUT_DEVICES) {
         *rc = VMM_EINVAL;
-    else if (!vm->input[device])
-        *rc = vmm__set_error(vm, VMM_ENOTSUP, "the VM has no input devices (vmm_config.input)");
-    return *rc ? NULL : vm->input[device];
+        return NULL;
+    }
+    for (unsigned i = 0; (d = vmm__board_find(vm, &input_device, i)) && d->kind != device; i++)
+        ;
+    if (!d)
+        *rc = vmm__set_error(vm, VMM_ENOTSUP, "the VM has no input devices (vmm_add_input)");
+    return d;
 }
 
 /* Append one event to the pending ring and deliver a completed report. Transport lock held. */
@@ -426,37 +444,32 @@ static bool is_syn(const struct input_event *e)
  * of its execution every run). A report larger than the whole ring goes into an empty ring anyway (the
  * ring drops its oldest events, as in real time). Returns the time of the next event to wait for.
  */
-uint64_t vmm__input_advance(struct vmm_vm *vm, uint64_t now_ns)
+static uint64_t input_advance(void *dev, uint64_t now_ns)
 {
+    struct vmm_input *d = dev;
     uint64_t next = UINT64_MAX;
+    size_t n = 0;
+    bool blocked = false;
 
-    for (int k = 0; k < VMM_INPUT_DEVICES; k++) {
-        struct vmm_input *d = vm->input[k];
-        size_t n = 0;
-        bool blocked = false;
-
-        if (!d)
-            continue;
-        vmm__virtio_lock(d->v);
-        struct vmm_timeq *q = &d->sched;
-        while (n < q->n && q->at[n] <= now_ns) {
-            size_t end = n;
-            while (end < q->n && q->at[end] <= now_ns && !is_syn(vmm__timeq_item(q, end)))
-                end++;
-            if (end < q->n && q->at[end] <= now_ns)
-                end++; /* the SYN_REPORT closing the report */
-            if (end - n > INPUT_PENDING_MAX - d->count && d->count) {
-                blocked = true; /* waits for the guest to take some */
-                break;
-            }
-            while (n < end)
-                enqueue_locked(d, vmm__timeq_item(q, n++));
+    vmm__virtio_lock(d->v);
+    struct vmm_timeq *q = &d->sched;
+    while (n < q->n && q->at[n] <= now_ns) {
+        size_t end = n;
+        while (end < q->n && q->at[end] <= now_ns && !is_syn(vmm__timeq_item(q, end)))
+            end++;
+        if (end < q->n && q->at[end] <= now_ns)
+            end++; /* the SYN_REPORT closing the report */
+        if (end - n > INPUT_PENDING_MAX - d->count && d->count) {
+            blocked = true; /* waits for the guest to take some */
+            break;
         }
-        vmm__timeq_drop(q, n);
-        if (!blocked && vmm__timeq_next(q) < next)
-            next = vmm__timeq_next(q);
-        vmm__virtio_unlock(d->v);
+        while (n < end)
+            enqueue_locked(d, vmm__timeq_item(q, n++));
     }
+    vmm__timeq_drop(q, n);
+    if (!blocked)
+        next = vmm__timeq_next(q);
+    vmm__virtio_unlock(d->v);
     return next;
 }
 

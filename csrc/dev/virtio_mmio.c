@@ -6,6 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <libfdt.h>
+
+#include "../core/board.h"
+#include "../core/fdt.h"
 #include "../core/layout.h"
 #include "virtq.h"
 
@@ -76,6 +80,7 @@ struct vmm_virtio {
 };
 
 struct vmm_virtio_mmio_bus {
+    struct vmm_vm *vm;
     unsigned count;
     struct vmm_virtio *slot[LAYOUT_VIRTIO_SLOTS];
 };
@@ -481,6 +486,44 @@ static void virtio_free(struct vmm_virtio *v)
     free(v);
 }
 
+/* The slots in use, one node each (bindings/virtio/mmio.yaml). */
+static int window_fdt_node(void *dev, struct vmm_vm *vm, void *fdt)
+{
+    struct vmm_virtio_mmio_bus *bus = dev;
+    char name[40];
+    int err;
+
+    (void)vm;
+    for (unsigned i = 0; i < bus->count; i++) {
+        uint64_t base = LAYOUT_VIRTIO_BASE + LAYOUT_VIRTIO_STRIDE * i;
+        snprintf(name, sizeof name, "virtio_mmio@%llx", (unsigned long long)base);
+        if ((err = fdt_begin_node(fdt, name)) < 0 ||
+            (err = fdt_property_string(fdt, "compatible", "virtio,mmio")) < 0 ||
+            (err = vmm__fdt_prop_u64_pair(fdt, "reg", base, LAYOUT_VIRTIO_STRIDE)) < 0 ||
+            (err = vmm__fdt_prop_spi(fdt, bus->slot[i]->intid)) < 0 ||
+            (err = fdt_property(fdt, "dma-coherent", NULL, 0)) < 0 || (err = fdt_end_node(fdt)) < 0)
+            return err;
+    }
+    return 0;
+}
+
+/* After the devices (the board destroys in reverse order): their transports. */
+static void window_destroy(void *dev)
+{
+    struct vmm_virtio_mmio_bus *bus = dev;
+
+    for (unsigned i = 0; i < bus->count; i++)
+        virtio_free(bus->slot[i]);
+    bus->vm->virtio = NULL;
+    free(bus);
+}
+
+static const struct vmm_device_ops window_device = {
+    .name = "virtio-mmio",
+    .fdt_node = window_fdt_node,
+    .destroy = window_destroy,
+};
+
 /* The window of all 32 slots, on the bus from board init on (empty slots answer like QEMU's). */
 int vmm__virtio_mmio_init(struct vmm_vm *vm)
 {
@@ -491,8 +534,14 @@ int vmm__virtio_mmio_init(struct vmm_vm *vm)
         return 0;
     if (!(bus = calloc(1, sizeof *bus)))
         return vmm__set_error(vm, VMM_ENOMEM, "out of memory for virtio-mmio");
+    bus->vm = vm;
+    if ((rc = vmm__board_add(vm, &window_device, bus))) {
+        free(bus);
+        return rc;
+    }
     rc = vmm__bus_add(vm, LAYOUT_VIRTIO_BASE, LAYOUT_VIRTIO_STRIDE * LAYOUT_VIRTIO_SLOTS, "virtio-mmio", &bus_ops, bus);
     if (rc) {
+        vmm__board_remove(vm, bus);
         free(bus);
         return rc;
     }
@@ -549,23 +598,12 @@ int vmm__virtio_mmio_add(struct vmm_vm *vm, const struct vmm_virtio_ops *ops, vo
     return 0;
 }
 
-unsigned vmm__virtio_mmio_count(struct vmm_vm *vm)
+int vmm__virtio_add(struct vmm_vm *vm, const struct vmm_virtio_ops *ops, const struct vmm_device_ops *dev_ops,
+                    void *dev, struct vmm_virtio **out)
 {
-    return vm->virtio ? vm->virtio->count : 0;
-}
+    int rc = vmm__board_add(vm, dev_ops, dev);
 
-void vmm__virtio_mmio_destroy_all(struct vmm_vm *vm)
-{
-    struct vmm_virtio_mmio_bus *bus = vm->virtio;
-
-    if (!bus)
-        return;
-    for (unsigned i = 0; i < bus->count; i++) {
-        struct vmm_virtio *v = bus->slot[i];
-        if (v->ops->destroy)
-            v->ops->destroy(v->dev);
-        virtio_free(v);
-    }
-    free(bus);
-    vm->virtio = NULL;
+    if (!rc && (rc = vmm__virtio_mmio_add(vm, ops, dev, out)))
+        vmm__board_remove(vm, dev);
+    return rc;
 }

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <sys/random.h>
 
+#include "../core/board.h"
 #include "../core/vm.h"
 #include "virtio.h"
 
@@ -72,8 +73,9 @@ static const struct vmm_virtio_ops rng_ops = {
     .num_queues = 1,
     .queue_max = RNG_QUEUE_MAX,
     .queue_notify = rng_queue_notify,
-    .destroy = rng_destroy,
 };
+
+static const struct vmm_device_ops rng_device = { .name = "virtio-rng", .destroy = rng_destroy };
 
 VMM_EXPORT int vmm_add_rng(vmm_vm *vm)
 {
@@ -84,7 +86,7 @@ VMM_EXPORT int vmm_add_rng(vmm_vm *vm)
         return VMM_EINVAL;
     if (!(r = calloc(1, sizeof *r)))
         return vmm__set_error(vm, VMM_ENOMEM, "out of memory for virtio-rng");
-    if ((rc = vmm__virtio_mmio_add(vm, &rng_ops, r, &r->v)))
+    if ((rc = vmm__virtio_add(vm, &rng_ops, &rng_device, r, &r->v)))
         free(r);
     return rc;
 }
