@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 import vmmpy
 from tests.test_virtio_gpu import Gpu
 from tests.virtio_driver import find_devices
