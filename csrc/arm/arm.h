@@ -1,8 +1,29 @@
-/* arm.h - architecture services the core provides to every backend: PSCI, sysregs, semihosting. */
+/* arm.h - architecture services the core provides to every backend: CPU models, PSCI, sysregs, semihosting. */
 #ifndef VMM_ARM_H
 #define VMM_ARM_H
 
 #include "../core/vm.h"
+
+/*
+ * The CPU models (struct vmm_config.cpu_model), the one list: X(name, DT compatible, soft) where
+ * soft is the suffix of Unicorn's UC_CPU_ARM64_* (the soft backend builds its table from this list,
+ * so nothing outside the soft backend needs Unicorn). The first is the default. Hardware vCPUs
+ * (KVM) are the host's CPU whatever the model.
+ */
+#define VMM__CPU_MODELS(X)                 \
+    X("cortex-a72", "arm,cortex-a72", A72) \
+    X("cortex-a57", "arm,cortex-a57", A57) \
+    X("cortex-a53", "arm,cortex-a53", A53) \
+    X("max", "arm,armv8", MAX)
+
+struct vmm__cpu_model {
+    const char *name;
+    const char *dt_compatible;
+};
+extern const struct vmm__cpu_model vmm__cpu_models[];
+extern const unsigned vmm__ncpu_models;
+/* Index of the model called `name` in vmm__cpu_models, or -1. */
+int vmm__cpu_model_find(const char *name);
 
 /*
  * Firmware calls return the exit they cause: VMM_EXIT_NONE to go on, or

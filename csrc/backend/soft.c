@@ -393,13 +393,11 @@ static void soft_vm_fini(struct vmm_vm *vm)
 
 static int cpu_model(const char *name)
 {
-    if (!strcmp(name, "cortex-a53"))
-        return UC_CPU_ARM64_A53;
-    if (!strcmp(name, "cortex-a57"))
-        return UC_CPU_ARM64_A57;
-    if (!strcmp(name, "max"))
-        return UC_CPU_ARM64_MAX;
-    return UC_CPU_ARM64_A72;
+#define UC_MODEL(name, compatible, soft) UC_CPU_ARM64_##soft,
+    static const int uc_models[] = { VMM__CPU_MODELS(UC_MODEL) };
+#undef UC_MODEL
+    int i = vmm__cpu_model_find(name);
+    return uc_models[i < 0 ? 0 : i];
 }
 
 static int map_region(struct soft_vcpu *sv, struct vmm_region *r)
