@@ -51,8 +51,6 @@ enum vmm_exit_kind vmm__psci_call(struct vmm_vcpu *vcpu, uint64_t x[4]);
  * UNDEFINED for the guest, as hardware would.
  */
 int vmm__sysreg_access(struct vmm_vcpu *vcpu, uint32_t id, bool is_read, uint64_t *val);
-/* Whether the backend must trap this register (used by the soft backend's hooks). */
-bool vmm__sysreg_is_emulated(uint32_t id);
 
 /*
  * Arm semihosting (HLT #0xF000 on AArch64). op = w0, param = x1; *ret is
