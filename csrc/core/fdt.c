@@ -56,7 +56,7 @@ static int prop_strings(void *fdt, const char *name, const char *const *s, int n
 
 static const char *cpu_compatible(const struct vmm_vm *vm)
 {
-    if (vm->ops->threaded) /* hardware vCPUs are the host's CPU model, not cpu_model */
+    if (vmm__has_cap(vm->ops, VMM_CAP_HOST_CPU)) /* hardware vCPUs are the host's CPU model, not cpu_model */
         return "arm,armv8";
     if (!strcmp(vm->cpu_model, "cortex-a53"))
         return "arm,cortex-a53";

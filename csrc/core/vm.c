@@ -5,11 +5,11 @@
 #include <sys/mman.h>
 
 #include "../arm/arm.h"
-#include "../arm/gic.h"
 #include "../dev/pl011.h"
 #include "../dev/virtio.h"
 #include "../dev/virtio_gpu.h"
 #include "../dev/virtio_input.h"
+#include "irqchip.h"
 #include "layout.h"
 #include "vm.h"
 
@@ -96,7 +96,7 @@ VMM_EXPORT int vmm_create(const struct vmm_config *cfg, vmm_vm **out, char *errb
         vmm__backend_find(deterministic && any_backend ? "soft" : c.backend, msg, sizeof msg);
     if (!ops)
         return config_error(errbuf, errlen, VMM_ENOBACKEND, msg);
-    if (deterministic && ops->threaded) {
+    if (deterministic && vmm__has_cap(ops, VMM_CAP_VCPU_THREADS)) {
         snprintf(msg, sizeof msg, "deterministic mode needs the soft backend (%s runs vCPUs in real time)", ops->name);
         return config_error(errbuf, errlen, VMM_EINVAL, msg);
     }
@@ -130,8 +130,10 @@ VMM_EXPORT int vmm_create(const struct vmm_config *cfg, vmm_vm **out, char *errb
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&vm->cond, &ca);
     pthread_condattr_destroy(&ca);
-    for (unsigned i = 0; i < vm->ncpus; i++)
+    for (unsigned i = 0; i < vm->ncpus; i++) {
         vm->vcpus[i] = (struct vmm_vcpu){ .vm = vm, .id = i, .mpidr = i, .insn_limit = UINT64_MAX };
+        atomic_init(&vm->vcpus[i].deadline_ns, UINT64_MAX);
+    }
 
     /* RAM is reserved lazily: untouched pages cost nothing */
     vm->ram = mmap(NULL, vm->ram_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -146,10 +148,18 @@ VMM_EXPORT int vmm_create(const struct vmm_config *cfg, vmm_vm **out, char *errb
         goto fail;
     }
     vmm__console_set_deterministic(vm->console, vm->deterministic);
+    /* our GICv3 model on the bus before the devices and the backend; else vm_init brings the backend's */
+    if (!vmm__has_cap(ops, VMM_CAP_KERNEL_IRQCHIP) && (rc = vmm__gicv3_irqchip_create(vm, &vm->irqchip)))
+        goto fail;
     if ((rc = vmm__board_init(vm)))
         goto fail;
     if ((rc = ops->vm_init(vm)))
         goto fail;
+    if (!vm->irqchip) {
+        ops->vm_fini(vm);
+        rc = vmm__set_error(vm, VMM_EBACKEND, "the %s backend brought no interrupt controller", ops->name);
+        goto fail;
+    }
     for (unsigned i = 0; i < vm->ncpus; i++) {
         if ((rc = ops->vcpu_init(&vm->vcpus[i]))) {
             while (i-- > 0)
@@ -174,12 +184,12 @@ VMM_EXPORT void vmm_destroy(vmm_vm *vm)
     if (vm->ops) {
         for (unsigned i = 0; i < vm->ncpus; i++)
             vm->ops->vcpu_fini(&vm->vcpus[i]);
-        vm->ops->vm_fini(vm);
+        vm->ops->vm_fini(vm); /* destroys an irqchip the backend brought */
     }
     vmm__virtio_mmio_destroy_all(vm);
     vmm__gpu_destroy(vm->gpu); /* after its transport */
     vmm__pl011_destroy(vm->uart);
-    vmm__gic_destroy(vm->gic);
+    vmm__irqchip_destroy(vm->irqchip);
     vmm__console_destroy(vm->console);
     if (vm->ram)
         munmap(vm->ram, vm->ram_size);
@@ -212,9 +222,7 @@ VMM_EXPORT const char *vmm_backend_name(const vmm_vm *vm)
 
 int vmm__board_init(struct vmm_vm *vm)
 {
-    int rc = vm->ops->threaded ? 0 : vmm__gic_create(vm, &vm->gic); /* else the backend's own GIC */
-    if (!rc)
-        rc = vmm__pl011_create(vm, LAYOUT_UART_BASE, &vm->uart);
+    int rc = vmm__pl011_create(vm, LAYOUT_UART_BASE, &vm->uart);
     /* the virtio-mmio window before the backend maps the bus (vm_init); devices may join until prepare */
     if (!rc)
         rc = vmm__virtio_mmio_init(vm);
