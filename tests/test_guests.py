@@ -8,7 +8,8 @@ import pytest
 
 from vmmpy import RunReason
 
-BACKENDS = ["soft"]  # the KVM backend joins when it exists and /dev/kvm is present
+# soft-threaded: the threaded run loop with our GIC, timers and PSCI (the Hypervisor.framework combination)
+BACKENDS = ["soft", "soft-threaded"]  # the KVM backend joins when it exists and /dev/kvm is present
 
 
 @pytest.fixture(params=BACKENDS)

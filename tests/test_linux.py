@@ -145,6 +145,20 @@ def test_boots_to_init_on_two_cpus_and_powers_off(boot, test_initramfs):
     g.assert_powered_off()
 
 
+def test_boots_to_init_on_soft_threaded(debian_kernel, test_initramfs, machine):
+    """1 vCPU on its own thread with our GIC, timers and PSCI (the Hypervisor.framework combination)."""
+    m = machine(debian_kernel, cpus=1, ram="512M", initrd=test_initramfs, cmdline=CMDLINE, backend="soft-threaded")
+    res = m.run(timeout=VMMPY_BOOT_TIMEOUT)
+    assert res.ok, f"{res}: {m.serial.text[-2000:]}"
+    assert "Run /init as init process" in m.serial.text
+    match = re.search(initramfs.MARKER_RE, m.serial.data)
+    assert match and int(match.group(1)) == 1, m.serial.text[-2000:]
+    assert "VMMPY-INIT-FAIL" not in m.serial.text
+    assert "reboot: Power down" in m.serial.text
+    st = m.stats()
+    assert st["irqs"] > 0 and st["sysreg_exits"] > 0, st  # our GIC took interrupts, our timers were used
+
+
 def test_deterministic_smp_boot_is_bit_identical(debian_kernel, test_initramfs, machine):
     """Deterministic mode: Linux on 2 vCPUs, printk timestamps included, gives the same bytes twice."""
     outs = []

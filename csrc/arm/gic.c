@@ -179,7 +179,7 @@ unsigned vmm__gic_activate(struct vmm_gic *g, unsigned c)
     b->active |= 1u << (intid % 32);
     b->pending &= ~(1u << (intid % 32)); /* a level interrupt whose input is still high stays pending */
     g->dirty |= 1u << c;
-    g->vm->stats.irqs++;
+    vmm__count(g->vm, &g->vm->stats.irqs);
     return intid;
 }
 

@@ -61,7 +61,13 @@ static struct vmm_vcpu *by_mpidr(struct vmm_vm *vm, uint64_t mpidr)
     return NULL;
 }
 
-/* CPU_ON (DEN0022 §5.6): start `target` at `entry` in EL1h, MMU off, x0 = context_id. */
+/*
+ * CPU_ON (DEN0022 §5.6): start `target` at `entry` in EL1h, MMU off, x0 =
+ * context_id. The reset is the target's own run's first step (run_one), on
+ * its thread; vm->lock makes the check and the power-on one step (with vCPU
+ * threads two callers may race for one target) and wakes a vCPU thread that
+ * sleeps while its vCPU is off.
+ */
 static uint64_t cpu_on(struct vmm_vcpu *caller, uint64_t mpidr, uint64_t entry, uint64_t context)
 {
     struct vmm_vm *vm = caller->vm;
@@ -69,15 +75,22 @@ static uint64_t cpu_on(struct vmm_vcpu *caller, uint64_t mpidr, uint64_t entry, 
 
     if (!target)
         return PSCI_RET_INVALID_PARAMETERS;
-    if (target->on)
-        return PSCI_RET_ALREADY_ON;
     if (entry & 3 || !vmm__gpa_ptr(vm, entry, 4))
         return PSCI_RET_INVALID_ADDRESS;
-    if (vm->ops->vcpu_reset(target, entry, context))
-        return PSCI_RET_INVALID_PARAMETERS; /* cannot happen short of a backend failure */
+    pthread_mutex_lock(&vm->lock);
+    if (target->on) {
+        pthread_mutex_unlock(&vm->lock);
+        return PSCI_RET_ALREADY_ON;
+    }
+    target->reset_entry = entry;
+    target->reset_x0 = context;
+    target->reset_pending = true;
     target->on = true;
     target->idle = false;
     target->quantum_start = target->insns; /* deterministic mode: joins the current quantum now */
+    atomic_fetch_add(&vm->wake_seq, 1);
+    pthread_cond_broadcast(&vm->cond);
+    pthread_mutex_unlock(&vm->lock);
     vmm__log(vm, VMM_LOG_DEBUG, "psci", "vCPU %u: CPU_ON vCPU %u at 0x%" PRIx64, caller->id, target->id, entry);
     return PSCI_RET_SUCCESS;
 }
@@ -91,14 +104,17 @@ static uint64_t affinity_info(struct vmm_vm *vm, uint64_t mpidr, uint64_t level)
     target = by_mpidr(vm, mpidr);
     if (!target)
         return PSCI_RET_INVALID_PARAMETERS;
-    return target->on ? AFFINITY_ON : AFFINITY_OFF;
+    pthread_mutex_lock(&vm->lock); /* vCPU threads: CPU_ON and CPU_OFF write `on` under it */
+    bool on = target->on;
+    pthread_mutex_unlock(&vm->lock);
+    return on ? AFFINITY_ON : AFFINITY_OFF;
 }
 
 enum vmm_exit_kind vmm__psci_call(struct vmm_vcpu *vcpu, uint64_t x[4])
 {
     uint32_t fn = (uint32_t)x[0];
 
-    vcpu->vm->stats.hvc_exits++;
+    vmm__count(vcpu->vm, &vcpu->vm->stats.hvc_exits);
     /* SMC32/HVC32 calls take w0 only; the top half of x0 is ignored (DEN0028 §2.6) */
     switch (fn) {
     case PSCI_VERSION:

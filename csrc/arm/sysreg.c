@@ -1,10 +1,11 @@
 /* sysreg.c - the dispatcher for trapped system registers (MRS/MSR the backend cannot serve). */
+#include "../core/irqchip.h"
 #include "gic.h"
 #include "arm.h"
 
 /*
  * Two blocks own emulated registers: the GIC CPU interface (ICC_*, served
- * when a GIC model is present) and the generic timer (CNT*). Everything else
+ * when the irqchip's CPU interface is ours) and the generic timer (CNT*). Everything else
  * is UNDEFINED for the guest.
  */
 int vmm__sysreg_access(struct vmm_vcpu *vcpu, uint32_t id, bool is_read, uint64_t *val)
@@ -12,11 +13,11 @@ int vmm__sysreg_access(struct vmm_vcpu *vcpu, uint32_t id, bool is_read, uint64_
     struct vmm_vm *vm = vcpu->vm;
     int rc = VMM_ENOTSUP;
 
-    vm->stats.sysreg_exits++;
+    vmm__count(vm, &vm->stats.sysreg_exits);
     if (vmm__timer_sysreg_is_ours(id))
         rc = vmm__timer_sysreg(vcpu, id, is_read, val);
-    else if (vm->gic)
-        rc = vmm__gic_sysreg(vm->gic, vcpu->id, id, is_read, val);
+    else if (vmm__irqchip_has_sysregs(vm->irqchip))
+        rc = vm->irqchip->ops->sysreg(vm->irqchip, vcpu->id, id, is_read, val);
     if (rc != VMM_ENOTSUP)
         return rc;
     vmm__guest_error(vm, "sysreg", "vCPU %u: %s of unknown system register S%u_%u_C%u_C%u_%u: UNDEFINED", vcpu->id,

@@ -74,7 +74,13 @@ static uint64_t update_vcpu(struct vmm_vcpu *vcpu)
         if (limit < vcpu->insn_limit)
             vcpu->insn_limit = limit;
     }
+    atomic_store(&vcpu->deadline_ns, next);
     return next;
+}
+
+uint64_t vmm__timers_update_vcpu(struct vmm_vcpu *vcpu)
+{
+    return update_vcpu(vcpu);
 }
 
 void vmm__timers_update(struct vmm_vm *vm)
@@ -90,14 +96,24 @@ void vmm__timers_update(struct vmm_vm *vm)
     atomic_store(&vm->next_deadline_ns, next);
 }
 
-/* A timer register changed: update its PPI and, if it now expires sooner, wake the clock. */
+/*
+ * A timer register changed: update its PPI and, if it now expires sooner,
+ * wake the clock thread (a vCPU executing guest code past its deadline must
+ * be kicked to see its timer fire). With vCPU threads the clock thread watches each
+ * vCPU's own deadline (the global one is not kept: threads would race on it).
+ */
 static void timer_changed(struct vmm_vcpu *vcpu)
 {
     struct vmm_vm *vm = vcpu->vm;
+    uint64_t old = atomic_load(&vcpu->deadline_ns);
     uint64_t d = update_vcpu(vcpu);
+    bool threads = vmm__has_cap(vm->ops, VMM_CAP_VCPU_THREADS);
+    /* threads: any new deadline (the clock thread may have served the old one, which can be in the past) */
+    bool sooner = threads ? d != old && d != UINT64_MAX : d < atomic_load(&vm->next_deadline_ns);
 
-    if (d < atomic_load(&vm->next_deadline_ns)) {
-        atomic_store(&vm->next_deadline_ns, d);
+    if (sooner) {
+        if (!threads)
+            atomic_store(&vm->next_deadline_ns, d);
         if (!vm->deterministic) {
             pthread_mutex_lock(&vm->lock);
             pthread_cond_broadcast(&vm->cond); /* the clock thread re-arms */

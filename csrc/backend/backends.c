@@ -10,7 +10,7 @@ static const struct vmm_backend_ops *const backends[] = {
     &vmm__kvm_backend,
 #endif
 #if VMM_HAVE_SOFT
-    &vmm__soft_backend,
+    &vmm__soft_backend, &vmm__soft_threaded_backend, /* a test vehicle: by name only */
 #endif
 };
 
@@ -22,6 +22,7 @@ static const char *const known_unbuilt[] = {
 #endif
 #if !VMM_HAVE_SOFT
     "soft",
+    "soft-threaded",
 #endif
     "hvf",
 };
@@ -33,7 +34,7 @@ const struct vmm_backend_ops *vmm__backend_find(const char *name, char *why, siz
 
     for (size_t i = 0; i < NBACKENDS; i++) {
         const struct vmm_backend_ops *b = backends[i];
-        if (!any && strcmp(name, b->name))
+        if (any ? b->not_auto : strcmp(name, b->name) != 0)
             continue;
         if (b->probe(reason, sizeof reason) == 0)
             return b;
@@ -49,9 +50,9 @@ const struct vmm_backend_ops *vmm__backend_find(const char *name, char *why, siz
     for (size_t i = 0; i < sizeof known_unbuilt / sizeof known_unbuilt[0]; i++) {
         if (!strcmp(name, known_unbuilt[i])) {
             snprintf(why, len, "backend '%s' is not built into this library (%s)", name,
-                     !strcmp(name, "kvm")    ? "it needs a Linux arm64 host"
-                     : !strcmp(name, "soft") ? "it was built without Unicorn"
-                                             : "it needs a macOS arm64 host");
+                     !strcmp(name, "kvm")        ? "it needs a Linux arm64 host"
+                     : !strncmp(name, "soft", 4) ? "it was built without Unicorn"
+                                                 : "it needs a macOS arm64 host");
             return NULL;
         }
     }

@@ -3,10 +3,10 @@
  *
  * The host kernel runs the vCPUs (one thread each, started by the core's
  * run loop), their generic timers, PSCI and an in-kernel vGICv3 at our
- * layout's addresses. What reaches user space is MMIO to our devices
- * (KVM_EXIT_MMIO) and system events (power-off, reset). Device interrupt
- * lines go to KVM_IRQ_LINE. A stop or timeout kicks a vCPU with
- * run->immediate_exit plus a signal that interrupts KVM_RUN.
+ * layout's addresses (kvm_vgic.c, the VM's irqchip). What reaches user space
+ * is MMIO to our devices (KVM_EXIT_MMIO) and system events (power-off,
+ * reset). A stop or timeout kicks a vCPU with run->immediate_exit plus a
+ * signal that interrupts KVM_RUN.
  */
 #include "../core/vm.h"
 
@@ -25,21 +25,17 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "../core/irqchip.h"
 #include "../core/layout.h"
+#include "kvm_vgic.h"
 
 #define KVM_PATH "/dev/kvm"
 #define EXIT_TAG 0x564d4d5059455854ULL /* "VMMPYEXT" in x5: x4 holds the guest's exit status */
-#define NR_IRQS 128                    /* 32 private + the 96 SPIs of our layout (a multiple of 32) */
 
 struct kvm_vm_state {
     int sys_fd; /* /dev/kvm */
     int vm_fd;
-    int gic_fd;
-    bool gic_ready;
     size_t run_size;
-    pthread_mutex_t lock;                 /* guards spi_level and gic_ready */
-    uint8_t line_level[VMM_MAX_CPUS][32]; /* PPIs by vCPU, before the vGIC is ready */
-    uint8_t spi_level[NR_IRQS];
 };
 
 struct kvm_vcpu_state {
@@ -154,31 +150,6 @@ static int open_kvm(char *why, size_t len)
 
 /* ---- ops ---- */
 
-/* A scratch VM answers whether KVM can give guests a GICv3 (a host with a GICv2, like the Raspberry Pi's GIC-400,
- * cannot). */
-static int probe_gicv3(int sys_fd, char *why, size_t len)
-{
-    struct kvm_create_device cd = { .type = KVM_DEV_TYPE_ARM_VGIC_V3, .flags = KVM_CREATE_DEVICE_TEST };
-    int vm_fd;
-
-    do
-        vm_fd = ioctl(sys_fd, KVM_CREATE_VM, 0UL);
-    while (vm_fd < 0 && errno == EINTR);
-    if (vm_fd < 0) {
-        snprintf(why, len, "KVM_CREATE_VM: %s", strerror(errno));
-        return VMM_ENOBACKEND;
-    }
-    int r = xioctl(vm_fd, KVM_CREATE_DEVICE, &cd);
-    int e = errno;
-    close(vm_fd);
-    if (r < 0) {
-        snprintf(why, len, "KVM cannot give guests a GICv3 (%s): the host's interrupt controller is not a GICv3",
-                 strerror(e));
-        return VMM_ENOBACKEND;
-    }
-    return 0;
-}
-
 static int kvm_probe(char *why, size_t len)
 {
     int fd = open_kvm(why, len);
@@ -186,7 +157,7 @@ static int kvm_probe(char *why, size_t len)
         return VMM_ENOBACKEND;
     int rc = check_caps(fd, why, len);
     if (!rc)
-        rc = probe_gicv3(fd, why, len);
+        rc = vmm__kvm_vgic_probe(fd, why, len);
     close(fd);
     return rc;
 }
@@ -196,37 +167,14 @@ static void kvm_vm_fini(struct vmm_vm *vm)
     struct kvm_vm_state *k = vm->bstate;
     if (!k)
         return;
-    if (k->gic_fd >= 0)
-        close(k->gic_fd);
+    vmm__irqchip_destroy(vm->irqchip); /* ours: before the VM it lives on */
+    vm->irqchip = NULL;
     if (k->vm_fd >= 0)
         close(k->vm_fd);
     if (k->sys_fd >= 0)
         close(k->sys_fd);
-    pthread_mutex_destroy(&k->lock);
     free(k);
     vm->bstate = NULL;
-}
-
-static int set_gic_attr(struct kvm_vm_state *k, uint32_t group, uint64_t attr, void *val)
-{
-    struct kvm_device_attr a = { .group = group, .attr = attr, .addr = (uint64_t)(uintptr_t)val };
-    return xioctl(k->gic_fd, KVM_SET_DEVICE_ATTR, &a);
-}
-
-/* The vGICv3 at our layout's addresses; initialised once every vCPU exists (gic_init). */
-static int create_gic(struct vmm_vm *vm, struct kvm_vm_state *k)
-{
-    struct kvm_create_device cd = { .type = KVM_DEV_TYPE_ARM_VGIC_V3 };
-    uint64_t dist = LAYOUT_GICD_BASE, redist = LAYOUT_GICR_BASE;
-
-    if (xioctl(k->vm_fd, KVM_CREATE_DEVICE, &cd) < 0)
-        return vmm__set_error(vm, VMM_ENOBACKEND, "KVM cannot create a GICv3 (%s): the host needs a GICv3",
-                              strerror(errno));
-    k->gic_fd = (int)cd.fd;
-    if (set_gic_attr(k, KVM_DEV_ARM_VGIC_GRP_ADDR, KVM_VGIC_V3_ADDR_TYPE_DIST, &dist) < 0 ||
-        set_gic_attr(k, KVM_DEV_ARM_VGIC_GRP_ADDR, KVM_VGIC_V3_ADDR_TYPE_REDIST, &redist) < 0)
-        return vmm__set_error(vm, VMM_EIO, "KVM: cannot place the GICv3: %s", strerror(errno));
-    return 0;
 }
 
 static int kvm_vm_init(struct vmm_vm *vm)
@@ -237,8 +185,7 @@ static int kvm_vm_init(struct vmm_vm *vm)
 
     if (!k)
         return vmm__set_error(vm, VMM_ENOMEM, "out of memory");
-    k->sys_fd = k->vm_fd = k->gic_fd = -1;
-    pthread_mutex_init(&k->lock, NULL);
+    k->sys_fd = k->vm_fd = -1;
     vm->bstate = k;
     if ((k->sys_fd = open_kvm(why, sizeof why)) < 0) {
         rc = vmm__set_error(vm, VMM_ENOBACKEND, "%s", why);
@@ -306,62 +253,12 @@ static int kvm_vm_init(struct vmm_vm *vm)
                             (unsigned long long)(vm->ram_size >> 20), strerror(errno));
         goto fail;
     }
-    if ((rc = create_gic(vm, k)))
+    if ((rc = vmm__kvm_vgic_create(vm, k->vm_fd, &vm->irqchip)))
         goto fail;
     return 0;
 fail:
     kvm_vm_fini(vm);
     return rc;
-}
-
-static void line_ioctl(struct kvm_vm_state *k, struct vmm_vm *vm, unsigned cpu, unsigned intid, bool level)
-{
-    struct kvm_irq_level l = { .level = level };
-    if (intid >= 32)
-        l.irq = (KVM_ARM_IRQ_TYPE_SPI << KVM_ARM_IRQ_TYPE_SHIFT) | intid;
-    else
-        l.irq = (KVM_ARM_IRQ_TYPE_PPI << KVM_ARM_IRQ_TYPE_SHIFT) | (cpu << KVM_ARM_IRQ_VCPU_SHIFT) | intid;
-    if (xioctl(k->vm_fd, KVM_IRQ_LINE, &l) < 0)
-        vmm__log(vm, VMM_LOG_WARN, "kvm", "KVM_IRQ_LINE(%u, cpu %u, %d): %s", intid, cpu, level, strerror(errno));
-}
-
-/* Every vCPU exists: size and initialise the vGIC, then replay lines raised before. */
-static int gic_init(struct vmm_vm *vm, struct kvm_vm_state *k)
-{
-    uint32_t nr = NR_IRQS;
-
-    if (set_gic_attr(k, KVM_DEV_ARM_VGIC_GRP_NR_IRQS, 0, &nr) < 0 ||
-        set_gic_attr(k, KVM_DEV_ARM_VGIC_GRP_CTRL, KVM_DEV_ARM_VGIC_CTRL_INIT, NULL) < 0)
-        return vmm__set_error(vm, VMM_EIO, "KVM: cannot initialise the GICv3: %s", strerror(errno));
-    pthread_mutex_lock(&k->lock);
-    k->gic_ready = true;
-    for (unsigned i = 32; i < NR_IRQS; i++)
-        if (k->spi_level[i])
-            line_ioctl(k, vm, 0, i, true);
-    for (unsigned c = 0; c < vm->ncpus; c++)
-        for (unsigned i = 16; i < 32; i++)
-            if (k->line_level[c][i])
-                line_ioctl(k, vm, c, i, true);
-    pthread_mutex_unlock(&k->lock);
-    return 0;
-}
-
-static void kvm_irq_line(struct vmm_vm *vm, unsigned cpu, unsigned intid, bool level)
-{
-    struct kvm_vm_state *k = vm->bstate;
-
-    if (!k || intid < 16 || intid >= NR_IRQS || cpu >= vm->ncpus) {
-        vmm__log(vm, VMM_LOG_WARN, "kvm", "interrupt %u (cpu %u) cannot be driven on KVM's GIC", intid, cpu);
-        return;
-    }
-    pthread_mutex_lock(&k->lock);
-    if (intid >= 32)
-        k->spi_level[intid] = level;
-    else
-        k->line_level[cpu][intid] = level;
-    if (k->gic_ready)
-        line_ioctl(k, vm, cpu, intid, level);
-    pthread_mutex_unlock(&k->lock);
 }
 
 static void kvm_vcpu_fini(struct vmm_vcpu *vcpu)
@@ -414,7 +311,7 @@ static int kvm_vcpu_init(struct vmm_vcpu *vcpu)
         rc = vmm__set_error(vm, VMM_ENOBACKEND, "KVM_ARM_VCPU_INIT %u: %s", vcpu->id, strerror(errno));
         goto fail;
     }
-    if (vcpu->id == vm->ncpus - 1 && (rc = gic_init(vm, k)))
+    if (vcpu->id == vm->ncpus - 1 && (rc = vmm__kvm_vgic_ready(vm->irqchip)))
         goto fail;
     return 0;
 fail:
@@ -649,7 +546,9 @@ static uint64_t kvm_mem_overhead(struct vmm_vcpu *vcpu)
 
 const struct vmm_backend_ops vmm__kvm_backend = {
     .name = "kvm",
-    .threaded = true,
+    /* the host kernel does everything but MMIO and system events (and so WFI) */
+    .caps =
+        VMM_CAP_VCPU_THREADS | VMM_CAP_KERNEL_IRQCHIP | VMM_CAP_KERNEL_TIMERS | VMM_CAP_KERNEL_PSCI | VMM_CAP_HOST_CPU,
     .probe = kvm_probe,
     .vm_init = kvm_vm_init,
     .vm_fini = kvm_vm_fini,
@@ -662,7 +561,6 @@ const struct vmm_backend_ops vmm__kvm_backend = {
     .kick = kvm_kick,
     .vcpu_leave = kvm_vcpu_leave,
     .irq_notify = NULL,
-    .irq_line = kvm_irq_line,
     .get_pc = kvm_get_pc,
     .mem_overhead = kvm_mem_overhead,
 };

@@ -7,6 +7,7 @@
 
 #include "../arm/arm.h"
 #include "../arm/gic.h"
+#include "../core/irqchip.h"
 #include "../core/layout.h"
 #include "soft.h"
 
@@ -214,7 +215,8 @@ static void on_block(uc_engine *uc, uint64_t addr, uint32_t size, void *opaque)
      * but not the first block of a turn: the wait loop must re-read what it
      * waits for once the others have run.
      */
-    if (vcpu->vm->ncpus > 1 && !sv->first_block && block_spins(sv, addr, size) && vmm__others_runnable(vcpu)) {
+    if (vcpu->vm->ncpus > 1 && !sv->threaded && !sv->first_block && block_spins(sv, addr, size) &&
+        vmm__others_runnable(vcpu)) {
         vcpu->yielded = true;
         vmm__soft_stop(sv);
         return;
@@ -237,7 +239,7 @@ static bool ours(struct soft_vcpu *sv, uint32_t id, bool *lacked)
     *lacked = false;
     if (vmm__timer_sysreg_is_ours(id))
         return true;
-    if (!vmm__gic_sysreg_is_ours(id) || !sv->vcpu->vm->gic)
+    if (!vmm__gic_sysreg_is_ours(id) || !vmm__irqchip_has_sysregs(sv->vcpu->vm->irqchip))
         return false;
     if (((soft__reg(sv->uc, UC_ARM64_REG_PSTATE) >> 2) & 3) == 0)
         return false;
@@ -262,7 +264,7 @@ static uint32_t on_mrs(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg *c
     uint64_t val = 0;
     bool lacked;
 
-    if (id == REG_ID_AA64PFR0_EL1 && sv->vcpu->vm->gic) {
+    if (id == REG_ID_AA64PFR0_EL1 && vmm__irqchip_has_sysregs(sv->vcpu->vm->irqchip)) {
         /* QEMU's CPU without its GIC says there is no GIC CPU interface; ours has one */
         val = vmm__soft_cp_read(uc, id) | PFR0_GIC_SYSREGS;
         if (reg != UC_ARM64_REG_XZR)
@@ -422,6 +424,7 @@ static int soft_vcpu_init(struct vmm_vcpu *vcpu)
         return vmm__set_error(vm, VMM_ENOMEM, "soft: out of memory");
     sv->vcpu = vcpu;
     sv->svm = s;
+    sv->threaded = vmm__has_cap(vm->ops, VMM_CAP_VCPU_THREADS);
     vcpu->bstate = sv;
     if ((e = uc_open(UC_ARCH_ARM64, UC_MODE_ARM, &sv->uc))) {
         vmm__set_error(vm, VMM_EBACKEND, "soft: uc_open: %s", uc_strerror(e));
@@ -496,6 +499,13 @@ static bool stopped_at_wfi(struct soft_vcpu *sv, uint64_t pc)
     return pc >= 4 && uc_vmem_read(sv->uc, pc - 4, UC_PROT_EXEC, &insn, 4) == UC_ERR_OK && insn == INSN_WFI;
 }
 
+/*
+ * The vCPU executing guest code on this thread (inside uc_emu_start), and
+ * with vCPU threads the one this thread runs: GIC reports made here apply
+ * without a kick.
+ */
+static __thread struct soft_vcpu *tls_executing, *tls_owner;
+
 static int soft_vcpu_run(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
 {
     struct soft_vcpu *sv = vcpu->bstate;
@@ -518,7 +528,11 @@ static int soft_vcpu_run(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
     sv->stopped = false;
     sv->first_block = true;
     sv->yield_req = false;
+    tls_executing = sv;
+    if (sv->threaded)
+        tls_owner = sv;
     e = uc_emu_start(sv->uc, sv->pc, UINT64_MAX & ~3ULL, 0, 0);
+    tls_executing = NULL;
     sv->pc = soft__reg(sv->uc, UC_ARM64_REG_PC);
     if (!sv->fault.pending && (e == UC_ERR_READ_UNMAPPED || e == UC_ERR_WRITE_UNMAPPED || e == UC_ERR_FETCH_UNMAPPED)) {
         /* outside the hook's range (the hook sees virtual addresses): same abort, address unknown */
@@ -567,6 +581,12 @@ static void soft_irq_notify(struct vmm_vcpu *vcpu)
 
     if (!sv)
         return;
+    if (tls_executing == sv) { /* in one of its hooks (a GIC sysreg, a device write): QEMU takes it at once */
+        apply_virq(sv);
+        return;
+    }
+    if (tls_owner == sv)
+        return; /* its own thread, between runs (vCPU threads): the next soft_vcpu_run applies it */
     if (!vmm__on_run_thread(vm)) {
         atomic_store(&sv->kick, 1); /* a falling line matters too: no spurious IRQ after it */
         return;
@@ -599,6 +619,32 @@ static uint64_t soft_mem_overhead(struct vmm_vcpu *vcpu)
 
 const struct vmm_backend_ops vmm__soft_backend = {
     .name = "soft",
+    .caps = 0, /* one thread; our GIC, timers and PSCI */
+    .probe = soft_probe,
+    .vm_init = soft_vm_init,
+    .vm_fini = soft_vm_fini,
+    .vcpu_init = soft_vcpu_init,
+    .vcpu_fini = soft_vcpu_fini,
+    .vcpu_reset = soft_vcpu_reset,
+    .vcpu_run = soft_vcpu_run,
+    .kick = soft_kick,
+    .irq_notify = soft_irq_notify,
+    .get_pc = soft_get_pc,
+    .mem_overhead = soft_mem_overhead,
+};
+
+/*
+ * A test vehicle, chosen by name only: the same engines driven by the
+ * threaded loop (a thread per vCPU) with our GIC, timers and PSCI, the
+ * combination a Hypervisor.framework backend needs (VMM_CAP_VCPU_THREADS
+ * only). Proven for one vCPU; with more, exclusives are not atomic across
+ * engines on different threads and broadcast TLB/IC maintenance is deferred
+ * (on_sys), so SMP guests are not supported on it.
+ */
+const struct vmm_backend_ops vmm__soft_threaded_backend = {
+    .name = "soft-threaded",
+    .caps = VMM_CAP_VCPU_THREADS,
+    .not_auto = true,
     .probe = soft_probe,
     .vm_init = soft_vm_init,
     .vm_fini = soft_vm_fini,

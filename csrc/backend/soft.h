@@ -28,6 +28,7 @@ struct soft_vcpu {
     uc_engine *uc;
     uc_context *ctx; /* scratch for reading the syndrome */
     atomic_int kick; /* set by any thread; polled by the block hook */
+    bool threaded;   /* VMM_CAP_VCPU_THREADS (soft-threaded): this engine runs on a thread of its own */
     bool virq;       /* HCR_EL2.VI as last written: the GIC's IRQ line as this engine sees it */
     bool tb_flush;   /* another vCPU invalidated the instruction cache: drop our translations */
     bool tlb_flush;  /* another vCPU broadcast a TLB invalidation */

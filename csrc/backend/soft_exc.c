@@ -184,7 +184,7 @@ static void enter_el1(struct soft_vcpu *sv, uint32_t esr, bool set_far, uint64_t
     soft__set_reg(uc, UC_ARM64_REG_PC, target);
     sv->last_vector = target;
     sv->pc = target;
-    sv->vcpu->vm->stats.exceptions++;
+    vmm__count(sv->vcpu->vm, &sv->vcpu->vm->stats.exceptions);
 }
 
 void vmm__soft_deliver_sync(struct soft_vcpu *sv, uint64_t pc)

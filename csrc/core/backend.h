@@ -43,15 +43,40 @@ struct vmm_exit {
     };
 };
 
+/*
+ * What a backend does itself, as bits in vmm_backend_ops.caps. Each bit the
+ * core asks about means exactly one thing; a clear bit means the core does it.
+ *
+ *  VCPU_THREADS    every vCPU runs on a thread of its own (run.c's threaded
+ *                  loop); else all run round-robin on the caller's thread.
+ *  KERNEL_IRQCHIP  the backend brings the interrupt controller: its vm_init
+ *                  sets vm->irqchip (irqchip.h); else the core creates our
+ *                  GICv3 model, whose CPU interface is served by sysreg traps.
+ *  KERNEL_TIMERS   the generic timers are the backend's (the host kernel's);
+ *                  else arm/timer.c emulates them and the loops drive their PPIs.
+ *  KERNEL_PSCI     PSCI (CPU_ON/OFF, SYSTEM_OFF...) is served by the backend,
+ *                  which powers vCPUs on and off without the core seeing it;
+ *                  else HVC/SMC exits go to arm/psci.c and vcpu->on is ours.
+ *  HOST_CPU        the vCPU is the host's CPU (the cpu_model is ignored).
+ *
+ * WFI: a backend with KERNEL_IRQCHIP and KERNEL_TIMERS waits in the kernel
+ * and never reports VMM_EXIT_WFI; any other backend must return it (the core
+ * knows the interrupt line and the timer deadlines, the backend does not).
+ * KVM sets all five; a Hypervisor.framework backend would set VCPU_THREADS
+ * and HOST_CPU only (our GIC, timers and PSCI); "soft" sets none and
+ * "soft-threaded" (a test vehicle for that combination) VCPU_THREADS only.
+ */
+#define VMM_CAP_VCPU_THREADS (1u << 0)
+#define VMM_CAP_KERNEL_IRQCHIP (1u << 1)
+#define VMM_CAP_KERNEL_TIMERS (1u << 2)
+#define VMM_CAP_KERNEL_PSCI (1u << 3)
+#define VMM_CAP_HOST_CPU (1u << 4)
+
 struct vmm_backend_ops {
     const char *name;
-    /*
-     * Hardware backends (KVM): every vCPU runs on a thread of its own, and
-     * the GIC, the timers, PSCI and WFI live in the backend (in the host
-     * kernel). The core then only serves MMIO and system events, routes
-     * device interrupt lines to irq_line() and has no GIC model of its own.
-     */
-    bool threaded;
+    unsigned caps; /* VMM_CAP_* */
+    /* Only chosen by name, never by "auto" (test vehicles). */
+    bool not_auto;
     /* 0 if usable on this host, else VMM_ENOBACKEND with a reason in why. */
     int (*probe)(char *why, size_t len);
     int (*vm_init)(struct vmm_vm *vm);
@@ -70,21 +95,25 @@ struct vmm_backend_ops {
     /*
      * Any thread: vcpu->irq changed. Apply it now if the vCPU is executing on
      * this thread, else before its next run (kicking it if it runs elsewhere).
-     * NULL when the backend has its own interrupt controller.
+     * NULL when the backend has its own interrupt controller (KERNEL_IRQCHIP).
      */
     void (*irq_notify)(struct vmm_vcpu *vcpu);
     /*
-     * Threaded backends, optional: the vCPU's thread stops running it (the run
+     * VCPU_THREADS backends, optional: the vCPU's thread stops running it (the run
      * ended). Finish what the last exit left pending, so that registers and
      * the PC are final while the VM is paused.
      */
     void (*vcpu_leave)(struct vmm_vcpu *vcpu);
-    /* Threaded backends: drive a device line (SPI INTID 32.., or a PPI of `cpu`). Any thread. */
-    void (*irq_line)(struct vmm_vm *vm, unsigned cpu, unsigned intid, bool level);
     uint64_t (*get_pc)(struct vmm_vcpu *vcpu);
     /* Host memory the backend uses for this vCPU, beyond guest RAM (estimate). */
     uint64_t (*mem_overhead)(struct vmm_vcpu *vcpu);
 };
+
+/* Whether the backend does all of `cap` (VMM_CAP_* bits) itself. */
+static inline bool vmm__has_cap(const struct vmm_backend_ops *ops, unsigned cap)
+{
+    return ops && (ops->caps & cap) == cap;
+}
 
 /* The registry: the only place that knows which backends were built. */
 const struct vmm_backend_ops *vmm__backend_find(const char *name, char *why, size_t len);
@@ -106,6 +135,7 @@ const struct vmm_backend_ops *vmm__backend_find(const char *name, char *why, siz
 #endif
 
 extern const struct vmm_backend_ops vmm__soft_backend;
+extern const struct vmm_backend_ops vmm__soft_threaded_backend;
 extern const struct vmm_backend_ops vmm__kvm_backend;
 
 #endif

@@ -5,16 +5,20 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "../arm/gic.h"
 #include "../dev/pl011.h"
 #include "../dev/virtio.h"
 #include "board.h"
+#include "irqchip.h"
 #include "layout.h"
 #include "vm.h"
 
 int vmm__board_init(struct vmm_vm *vm)
 {
-    int rc = vm->ops->threaded ? 0 : vmm__gic_create(vm, &vm->gic); /* else the backend's own GIC */
+    int rc = 0;
+
+    /* our GICv3 model on the bus before the devices and the backend; else vm_init brings the backend's */
+    if (!vmm__has_cap(vm->ops, VMM_CAP_KERNEL_IRQCHIP))
+        rc = vmm__gicv3_irqchip_create(vm, &vm->irqchip);
     if (!rc)
         rc = vmm__pl011_create(vm, LAYOUT_UART_BASE, LAYOUT_SPI_INTID(LAYOUT_UART_SPI));
     /* the virtio-mmio window before the backend maps the bus (vm_init); devices join it until prepare */
@@ -32,8 +36,8 @@ void vmm__board_destroy(struct vmm_vm *vm)
         if (e->ops->destroy)
             e->ops->destroy(e->dev);
     }
-    vmm__gic_destroy(vm->gic);
-    vm->gic = NULL;
+    vmm__irqchip_destroy(vm->irqchip); /* ours (vm_fini destroyed a backend's and cleared it) */
+    vm->irqchip = NULL;
 }
 
 int vmm__board_add(struct vmm_vm *vm, const struct vmm_device_ops *ops, void *dev)

@@ -62,7 +62,7 @@ int vmm__fdt_prop_spi(void *fdt, unsigned intid)
 
 static const char *cpu_compatible(const struct vmm_vm *vm)
 {
-    if (vm->ops->threaded) /* hardware vCPUs are the host's CPU model, not cpu_model */
+    if (vmm__has_cap(vm->ops, VMM_CAP_HOST_CPU)) /* hardware vCPUs are the host's CPU model, not cpu_model */
         return "arm,armv8";
     int i = vmm__cpu_model_find(vm->cpu_model);
     return i < 0 ? "arm,armv8" : vmm__cpu_models[i].dt_compatible;

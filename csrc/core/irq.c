@@ -1,14 +1,14 @@
-/* irq.c - interrupt lines between devices, the GIC and the vCPUs; test entry points for the GIC and sysregs. */
+/* irq.c - interrupt lines between devices, the irqchip and the vCPUs; test entry points for the GIC and sysregs. */
 #include "../arm/arm.h"
 #include "../arm/gic.h"
+#include "irqchip.h"
 #include "vm.h"
 
 void vmm__irq_set(struct vmm_vm *vm, unsigned cpu, unsigned intid, bool level)
 {
-    if (vm->gic)
-        vmm__gic_set_level(vm->gic, cpu, intid, level);
-    else if (vm->ops && vm->ops->irq_line)
-        vm->ops->irq_line(vm, cpu, intid, level);
+    if (vm->irqchip && vm->irqchip->ops->set_level(vm->irqchip, cpu, intid, level))
+        vmm__log(vm, VMM_LOG_WARN, "irq", "interrupt %u (cpu %u) cannot be driven on the %s irqchip", intid, cpu,
+                 vm->irqchip->ops->name);
 }
 
 bool vmm__on_run_thread(struct vmm_vm *vm)
@@ -50,10 +50,11 @@ VMM_EXPORT int vmm_irq_set(vmm_vm *vm, unsigned cpu, unsigned intid, int level)
         return VMM_EINVAL;
     if (intid >= 1020)
         return vmm__set_error(vm, VMM_EINVAL, "INTID %u is not an SGI, PPI or SPI", intid);
-    if (!vm->gic && (intid < 16 || intid >= 128))
-        return vmm__set_error(vm, VMM_ENOTSUP, "the %s backend's GIC takes PPIs and SPIs (INTID 16..127), not %u",
-                              vm->ops->name, intid);
-    vmm__irq_set(vm, cpu, intid, level != 0);
+    if (!vm->irqchip)
+        return vmm__set_error(vm, VMM_ESTATE, "the VM has no interrupt controller");
+    if (vm->irqchip->ops->set_level(vm->irqchip, cpu, intid, level != 0))
+        return vmm__set_error(vm, VMM_ENOTSUP, "the %s backend's GIC (%s) takes PPIs and SPIs (INTID 16..127), not %u",
+                              vm->ops->name, vm->irqchip->ops->name, intid);
     return 0;
 }
 
@@ -63,10 +64,11 @@ VMM_EXPORT int vmm_irq_line(vmm_vm *vm, unsigned cpu)
         return VMM_EINVAL;
     if (check_test_access(vm, cpu))
         return VMM_EINVAL;
-    if (!vm->gic)
+    int line = vm->irqchip ? vm->irqchip->ops->irq_line(vm->irqchip, cpu) : VMM_ENOTSUP;
+    if (line < 0)
         return vmm__set_error(vm, VMM_ENOTSUP,
                               "the %s backend's GIC is in the host kernel: its IRQ line cannot be read", vm->ops->name);
-    return vmm__gic_irq_line(vm->gic, cpu);
+    return line;
 }
 
 static int sysreg_test_access(vmm_vm *vm, unsigned cpu, uint32_t id, bool is_read, uint64_t *val)
@@ -79,8 +81,9 @@ static int sysreg_test_access(vmm_vm *vm, unsigned cpu, uint32_t id, bool is_rea
         return rc;
     if ((rc = vmm__check_idle(vm, "system registers cannot be accessed")))
         return rc;
-    if (vm->ops->threaded)
-        return vmm__set_error(vm, VMM_ENOTSUP, "the %s backend keeps system registers in the host kernel",
+    if (vmm__timer_sysreg_is_ours(id) ? vmm__has_cap(vm->ops, VMM_CAP_KERNEL_TIMERS)
+                                      : vmm__gic_sysreg_is_ours(id) && !vmm__irqchip_has_sysregs(vm->irqchip))
+        return vmm__set_error(vm, VMM_ENOTSUP, "the %s backend keeps this system register in the host kernel",
                               vm->ops->name);
     rc = vmm__sysreg_access(&vm->vcpus[cpu], id, is_read, val);
     if (rc == VMM_ENOTSUP)

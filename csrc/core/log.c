@@ -51,7 +51,7 @@ void vmm__guest_error(struct vmm_vm *vm, const char *subsys, const char *fmt, ..
     bool log_it;
     va_list ap;
 
-    /* a leaf lock: vCPU threads (threaded backends) and device threads may report at once */
+    /* a leaf lock: vCPU threads (VMM_CAP_VCPU_THREADS) and device threads may report at once */
     pthread_mutex_lock(&vm->gerr_lock);
     vm->stats.guest_errors++;
     if (now - vm->gerr_window_start >= GERR_WINDOW_NS) {

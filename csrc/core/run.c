@@ -18,7 +18,9 @@ struct run_ctx {
     struct vmm_vm *vm;
     struct vmm_run_result res;
     atomic_bool done;
-    bool threaded; /* vCPU threads may end the run at the same time: vm->lock orders them */
+    bool threaded;   /* VMM_CAP_VCPU_THREADS: vCPU threads may end the run at once, vm->lock orders them */
+    bool own_timers; /* !VMM_CAP_KERNEL_TIMERS: the loop drives the timer PPIs (timer.c) */
+    bool own_psci;   /* !VMM_CAP_KERNEL_PSCI: vcpu->on is ours (CPU_ON/CPU_OFF through psci.c) */
 };
 
 static void kick_all(struct vmm_vm *vm)
@@ -55,7 +57,9 @@ static void end_run(struct run_ctx *rc, int reason, int status)
  * The clock thread: ends the run when its timeout passes and, in real-time
  * mode, kicks the vCPUs when the earliest timer deadline passes so that the
  * loop raises the timer interrupt. It sleeps on vm->cond; timer register
- * writes that bring the deadline closer broadcast it.
+ * writes that bring the deadline closer broadcast it. With vCPU threads and
+ * our timers it watches each vCPU's own deadline (vcpu->deadline_ns) and
+ * kicks only that vCPU: its thread then updates its own timers.
  */
 struct clock_thread {
     struct vmm_vm *vm;
@@ -76,19 +80,47 @@ static bool ts_before(const struct timespec *a, const struct timespec *b)
     return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
 }
 
+/* The earliest deadline among the vCPUs' own that was not kicked yet (vCPU threads, our timers). */
+static uint64_t vcpu_deadlines(struct vmm_vm *vm, const uint64_t *fired)
+{
+    uint64_t nd = UINT64_MAX;
+    for (unsigned i = 0; i < vm->ncpus; i++) {
+        uint64_t d = atomic_load(&vm->vcpus[i].deadline_ns);
+        if (d != fired[i] && d < nd)
+            nd = d;
+    }
+    return nd;
+}
+
+/* Kick the vCPUs whose own deadline has passed (once per deadline). */
+static void kick_expired(struct vmm_vm *vm, uint64_t *fired)
+{
+    uint64_t now = vmm__clock_ns(vm, NULL);
+    for (unsigned i = 0; i < vm->ncpus; i++) {
+        uint64_t d = atomic_load(&vm->vcpus[i].deadline_ns);
+        if (d != fired[i] && d <= now) {
+            fired[i] = d;
+            vm->ops->kick(&vm->vcpus[i]);
+        }
+    }
+}
+
 static void *clock_main(void *arg)
 {
     struct clock_thread *w = arg;
     struct vmm_vm *vm = w->vm;
-    uint64_t fired = UINT64_MAX;
+    uint64_t fired = UINT64_MAX, vcpu_fired[VMM_MAX_CPUS];
+    bool per_vcpu = vmm__has_cap(vm->ops, VMM_CAP_VCPU_THREADS) && !vmm__has_cap(vm->ops, VMM_CAP_KERNEL_TIMERS);
 
+    for (unsigned i = 0; i < VMM_MAX_CPUS; i++)
+        vcpu_fired[i] = UINT64_MAX;
     prctl(PR_SET_TIMERSLACK, 1UL); /* deadlines, not "about then" (the default slack is 50 us) */
 
     pthread_mutex_lock(&vm->lock);
     while (!w->finished) {
         struct timespec dl = w->timeout;
         bool have = w->has_timeout, is_timer = false;
-        uint64_t nd = atomic_load(&vm->next_deadline_ns);
+        uint64_t nd = per_vcpu ? vcpu_deadlines(vm, vcpu_fired) : atomic_load(&vm->next_deadline_ns);
         if (!vm->deterministic && nd != UINT64_MAX && nd != fired) {
             struct timespec t = ns_to_abs(vm->clock_base_ns, nd);
             if (!have || ts_before(&t, &dl)) {
@@ -100,6 +132,10 @@ static void *clock_main(void *arg)
         if (r != ETIMEDOUT || w->finished)
             continue;
         if (is_timer) {
+            if (per_vcpu) {
+                kick_expired(vm, vcpu_fired);
+                continue;
+            }
             fired = nd;
             kick_all(vm);
             continue;
@@ -180,6 +216,13 @@ static bool run_one(struct run_ctx *rc, struct vmm_vcpu *vcpu)
     struct vmm_exit exit;
 
     memset(&exit, 0, sizeof exit);
+    if (vcpu->reset_pending) { /* PSCI CPU_ON: the reset runs here, on the vCPU's own thread */
+        vcpu->reset_pending = false;
+        if (ops->vcpu_reset(vcpu, vcpu->reset_entry, vcpu->reset_x0)) {
+            end_run(rc, VMM_RUN_HOST_ERROR, 0);
+            return false;
+        }
+    }
     if (!rc->threaded)
         vm->current = vcpu;
     int r = ops->vcpu_run(vcpu, &exit);
@@ -207,7 +250,7 @@ dispatch:
         goto dispatch;
     }
     case VMM_EXIT_WFI:
-        vm->stats.wfi_exits++;
+        vmm__count(vm, &vm->stats.wfi_exits);
         vcpu->idle = true;
         return true;
     case VMM_EXIT_SHUTDOWN:
@@ -217,8 +260,10 @@ dispatch:
         end_run(rc, VMM_RUN_RESET, 0);
         break;
     case VMM_EXIT_CPU_OFF:
+        pthread_mutex_lock(&vm->lock); /* against a CPU_ON from another vCPU thread */
         vcpu->on = false;
         vcpu->idle = false;
+        pthread_mutex_unlock(&vm->lock);
         break;
     case VMM_EXIT_GUEST_ERROR:
         end_run(rc, VMM_RUN_GUEST_ERROR, 0);
@@ -249,7 +294,7 @@ static bool check_end(struct run_ctx *rc)
         end_run(rc, VMM_RUN_STOPPED, 0);
     else if (atomic_load(&vm->timed_out))
         end_run(rc, VMM_RUN_TIMEOUT, 0);
-    else if (!rc->threaded && !count_on(vm)) { /* threaded backends power vCPUs on and off themselves */
+    else if (rc->own_psci && !count_on(vm)) { /* a KERNEL_PSCI backend powers vCPUs on and off itself */
         vmm__set_error(vm, VMM_ESTATE, "every vCPU is off");
         end_run(rc, VMM_RUN_GUEST_ERROR, 0);
     }
@@ -282,15 +327,50 @@ static void run_loop_realtime(struct run_ctx *rc)
 }
 
 /*
- * Threaded backends: a thread per vCPU runs it and serves its exits
+ * VMM_CAP_VCPU_THREADS: a thread per vCPU runs it and serves its exits
  * (run_one, the same dispatch as the other loops); this thread waits for
  * the end of the run and then collects them.
+ *
+ * With our irqchip, timers and PSCI (a Hypervisor.framework backend; here
+ * "soft-threaded") each vCPU thread also does what the one-thread loop does
+ * for all: after every exit it updates its own timers (vmm__timers_update_vcpu:
+ * a vCPU's timer state is only touched on its thread), and a vCPU that is off
+ * or in WFI sleeps on vm->cond until it is runnable (its IRQ line rose: the
+ * GIC's report broadcasts; PSCI CPU_ON from another thread powered it on:
+ * psci.c broadcasts), its own timer deadline passes, or the run ends (stop,
+ * timeout and end_run broadcast). A vCPU executing guest code past its
+ * deadline is kicked by the clock thread. Nothing is called with vm->lock
+ * held (the GIC is above it in the lock order).
  */
 struct vcpu_thread {
     struct run_ctx *rc;
     struct vmm_vcpu *vcpu;
     pthread_t thread;
 };
+
+static bool thread_runnable(struct run_ctx *rc, struct vmm_vcpu *vcpu)
+{
+    return !rc->own_psci || runnable(vcpu); /* the kernel keeps an off vCPU inside vcpu_run */
+}
+
+/* Sleep until the vCPU may run, its own timer deadline passes or the run ends. */
+static void vcpu_wait(struct run_ctx *rc, struct vmm_vcpu *vcpu)
+{
+    struct vmm_vm *vm = rc->vm;
+
+    pthread_mutex_lock(&vm->lock);
+    while (!rc->done && !interrupted(vm) && !thread_runnable(rc, vcpu)) {
+        uint64_t d = rc->own_timers && vcpu->on ? atomic_load(&vcpu->deadline_ns) : UINT64_MAX;
+        if (d == UINT64_MAX) {
+            pthread_cond_wait(&vm->cond, &vm->lock);
+        } else {
+            struct timespec dl = ns_to_abs(vm->clock_base_ns, d);
+            if (pthread_cond_timedwait(&vm->cond, &vm->lock, &dl) == ETIMEDOUT)
+                break;
+        }
+    }
+    pthread_mutex_unlock(&vm->lock);
+}
 
 static void *vcpu_thread_main(void *arg)
 {
@@ -303,8 +383,17 @@ static void *vcpu_thread_main(void *arg)
     pthread_sigmask(SIG_BLOCK, &all, NULL);
     snprintf(name, sizeof name, "vmm-vcpu%u", t->vcpu->id);
     pthread_setname_np(pthread_self(), name);
-    while (!check_end(t->rc))
-        run_one(t->rc, t->vcpu);
+    t->vcpu->insn_limit = UINT64_MAX;
+    if (t->rc->own_timers)
+        vmm__timers_update_vcpu(t->vcpu);
+    while (!check_end(t->rc)) {
+        if (!thread_runnable(t->rc, t->vcpu))
+            vcpu_wait(t->rc, t->vcpu);
+        else
+            run_one(t->rc, t->vcpu);
+        if (t->rc->own_timers)
+            vmm__timers_update_vcpu(t->vcpu);
+    }
     if (t->rc->vm->ops->vcpu_leave)
         t->rc->vm->ops->vcpu_leave(t->vcpu);
     return NULL;
@@ -532,7 +621,9 @@ VMM_EXPORT int vmm_run(vmm_vm *vm, uint64_t timeout_ns, struct vmm_run_result *r
     vm->run_thread_valid = true;
     int old_slack = prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0); /* the caller's thread: restored below */
     prctl(PR_SET_TIMERSLACK, 1UL);
-    rc.threaded = vm->ops->threaded;
+    rc.threaded = vmm__has_cap(vm->ops, VMM_CAP_VCPU_THREADS);
+    rc.own_timers = !vmm__has_cap(vm->ops, VMM_CAP_KERNEL_TIMERS);
+    rc.own_psci = !vmm__has_cap(vm->ops, VMM_CAP_KERNEL_PSCI);
     if (rc.threaded)
         run_loop_threaded(&rc);
     else if (vm->deterministic)

@@ -91,7 +91,7 @@ VMM_EXPORT int vmm_create(const struct vmm_config *cfg, vmm_vm **out, char *errb
         vmm__backend_find(deterministic && any_backend ? "soft" : c.backend, msg, sizeof msg);
     if (!ops)
         return config_error(errbuf, errlen, VMM_ENOBACKEND, msg);
-    if (deterministic && ops->threaded) {
+    if (deterministic && vmm__has_cap(ops, VMM_CAP_VCPU_THREADS)) {
         snprintf(msg, sizeof msg, "deterministic mode needs the soft backend (%s runs vCPUs in real time)", ops->name);
         return config_error(errbuf, errlen, VMM_EINVAL, msg);
     }
@@ -116,8 +116,10 @@ VMM_EXPORT int vmm_create(const struct vmm_config *cfg, vmm_vm **out, char *errb
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&vm->cond, &ca);
     pthread_condattr_destroy(&ca);
-    for (unsigned i = 0; i < vm->ncpus; i++)
+    for (unsigned i = 0; i < vm->ncpus; i++) {
         vm->vcpus[i] = (struct vmm_vcpu){ .vm = vm, .id = i, .mpidr = i, .insn_limit = UINT64_MAX };
+        atomic_init(&vm->vcpus[i].deadline_ns, UINT64_MAX);
+    }
 
     /* RAM is reserved lazily: untouched pages cost nothing */
     vm->ram = mmap(NULL, vm->ram_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -136,6 +138,11 @@ VMM_EXPORT int vmm_create(const struct vmm_config *cfg, vmm_vm **out, char *errb
         goto fail;
     if ((rc = ops->vm_init(vm)))
         goto fail;
+    if (!vm->irqchip) {
+        ops->vm_fini(vm);
+        rc = vmm__set_error(vm, VMM_EBACKEND, "the %s backend brought no interrupt controller", ops->name);
+        goto fail;
+    }
     for (unsigned i = 0; i < vm->ncpus; i++) {
         if ((rc = ops->vcpu_init(&vm->vcpus[i]))) {
             while (i-- > 0)
@@ -160,7 +167,7 @@ VMM_EXPORT void vmm_destroy(vmm_vm *vm)
     if (vm->ops) {
         for (unsigned i = 0; i < vm->ncpus; i++)
             vm->ops->vcpu_fini(&vm->vcpus[i]);
-        vm->ops->vm_fini(vm);
+        vm->ops->vm_fini(vm); /* destroys an irqchip the backend brought */
     }
     vmm__board_destroy(vm);
     vmm__console_destroy(vm->console);

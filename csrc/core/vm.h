@@ -47,7 +47,15 @@ struct vmm_vcpu {
     atomic_bool irq; /* the GIC asserts this vCPU's IRQ line */
     uint64_t mpidr;  /* affinity: Aff0 = id */
     struct vmm_timer timer[TIMER_COUNT];
-    bool timer_level[TIMER_COUNT]; /* the PPI levels last driven */
+    bool timer_level[TIMER_COUNT];    /* the PPI levels last driven */
+    atomic_uint_fast64_t deadline_ns; /* its earliest enabled timer deadline (UINT64_MAX: none) */
+    /*
+     * PSCI CPU_ON (ours) asks for a reset at entry with x0 = context; the
+     * vCPU's own run applies it (run_one), because a backend may only touch
+     * a vCPU's registers on the vCPU's thread (Hypervisor.framework).
+     */
+    bool reset_pending;
+    uint64_t reset_entry, reset_x0;
     /*
      * Instruction budget (soft backend): vcpu_run() returns once insns
      * reaches insn_limit. In deterministic mode this vCPU's clock is
@@ -59,7 +67,7 @@ struct vmm_vcpu {
 };
 
 struct vmm_console;
-struct vmm_gic;
+struct vmm_irqchip;
 struct vmm_virtio_mmio_bus;
 
 /*
@@ -137,11 +145,11 @@ struct vmm_vm {
     /* the machine: every device (board.c), the interrupt controller, the console stream */
     struct vmm_board board;
     struct vmm_virtio_mmio_bus *virtio; /* the virtio-mmio window (dev/virtio_mmio.c, a board device) */
-    struct vmm_gic *gic;
+    struct vmm_irqchip *irqchip; /* core/irqchip.h: our GICv3 model or the backend's */
     struct vmm_console *console;
     struct vmm_park park;
 
-    /* stats (updated by the thread running the VM) */
+    /* stats (updated by the vCPU threads through vmm__count) */
     struct vmm_stats stats;
 
     /* guest-error rate limit, under gerr_lock (a leaf) */
@@ -170,11 +178,11 @@ int vmm__check_idle(struct vmm_vm *vm, const char *what);
 
 /*
  * Count an event in vm->stats: atomically when vCPUs run on threads of their
- * own (threaded backends), a plain increment on the soft backend's one thread.
+ * own (VMM_CAP_VCPU_THREADS), a plain increment when they share one thread.
  */
 static inline void vmm__count(struct vmm_vm *vm, uint64_t *counter)
 {
-    if (vm->ops && vm->ops->threaded)
+    if (vmm__has_cap(vm->ops, VMM_CAP_VCPU_THREADS))
         __atomic_fetch_add(counter, 1, __ATOMIC_RELAXED);
     else
         (*counter)++;
@@ -200,6 +208,11 @@ int vmm__bus_gaps(struct vmm_vm *vm, struct vmm_region *gaps, unsigned max);
 uint64_t vmm__clock_ns(struct vmm_vm *vm, struct vmm_vcpu *vcpu);
 /* Re-evaluate every timer against the clock: drive PPI levels, update next_deadline_ns. */
 void vmm__timers_update(struct vmm_vm *vm);
+/*
+ * The same for one vCPU, on its own thread (threaded loop): drive its PPIs,
+ * store and return its next deadline (vcpu->deadline_ns).
+ */
+uint64_t vmm__timers_update_vcpu(struct vmm_vcpu *vcpu);
 int vmm__timer_sysreg(struct vmm_vcpu *vcpu, uint32_t id, bool is_read, uint64_t *val);
 bool vmm__timer_sysreg_is_ours(uint32_t id);
 

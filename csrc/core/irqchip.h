@@ -1,0 +1,62 @@
+/* irqchip.h - the interrupt controller interface: our GICv3 model, or one a backend brings (KVM's vGIC). */
+#ifndef VMM_IRQCHIP_H
+#define VMM_IRQCHIP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct vmm_vm;
+struct vmm_irqchip;
+
+/*
+ * Both implementations are a GICv3 at layout.h's distributor and
+ * redistributor addresses with INTIDs 0..127, so the device tree node
+ * (fdt.c) is the same for both. Device models never see the chip: they call
+ * vmm__irq_set() (irq.c), which calls set_level().
+ */
+struct vmm_irqchip_ops {
+    const char *name;
+    /*
+     * Drive an input line (any thread, no vm->lock held): an SGI/PPI
+     * (intid < 32) of `cpu`, or an SPI (cpu ignored). Returns 0, or
+     * VMM_ENOTSUP when this chip cannot drive that INTID from outside.
+     */
+    int (*set_level)(struct vmm_irqchip *chip, unsigned cpu, unsigned intid, bool level);
+    /* Whether the chip asserts cpu's IRQ line now: 1 or 0, or VMM_ENOTSUP if that cannot be seen (in-kernel chip). */
+    int (*irq_line)(struct vmm_irqchip *chip, unsigned cpu);
+    /*
+     * An MRS/MSR of an ICC_*_EL1 register by `cpu` (SYSREG() encoding):
+     * 0 (reads fill *val) or VMM_ENOTSUP. NULL when the CPU interface is not
+     * ours to serve (the vCPU's kernel or hardware has it).
+     */
+    int (*sysreg)(struct vmm_irqchip *chip, unsigned cpu, uint32_t id, bool is_read, uint64_t *val);
+    void (*destroy)(struct vmm_irqchip *chip);
+};
+
+/* Implementations embed this first. */
+struct vmm_irqchip {
+    const struct vmm_irqchip_ops *ops;
+    struct vmm_vm *vm;
+};
+
+/*
+ * Our GICv3 model (arm/gic_irqchip.c over arm/gic*.c): the distributor and
+ * redistributors on the MMIO bus, the CPU interface through sysreg traps;
+ * IRQ line changes reach vmm__irq_line_changed() (irq.c).
+ */
+int vmm__gicv3_irqchip_create(struct vmm_vm *vm, struct vmm_irqchip **out);
+
+/* NULL-safe. */
+static inline void vmm__irqchip_destroy(struct vmm_irqchip *chip)
+{
+    if (chip)
+        chip->ops->destroy(chip);
+}
+
+/* Whether the CPU interface's system registers are ours to emulate (trap and serve). */
+static inline bool vmm__irqchip_has_sysregs(const struct vmm_irqchip *chip)
+{
+    return chip && chip->ops->sysreg;
+}
+
+#endif
