@@ -1,9 +1,7 @@
 /* run.c - the one vCPU loop: runs vCPUs round-robin, dispatches normalized exits, stop and timeout. */
-#define _GNU_SOURCE /* pthread_setname_np */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
-#include <sys/prctl.h>
 #include <inttypes.h>
 #include <string.h>
 #include <time.h>
@@ -11,6 +9,7 @@
 #include "../arm/arm.h"
 #include "../dev/virtio_gpu.h"
 #include "../dev/virtio_input.h"
+#include "../host/host.h"
 #include "vm.h"
 
 int vmm__prepare_locked(struct vmm_vm *vm);
@@ -83,7 +82,7 @@ static void *clock_main(void *arg)
     struct vmm_vm *vm = w->vm;
     uint64_t fired = UINT64_MAX;
 
-    prctl(PR_SET_TIMERSLACK, 1UL); /* deadlines, not "about then" (the default slack is 50 us) */
+    vmm__host_timer_slack(1); /* deadlines, not "about then" (Linux's default slack is 50 us) */
 
     pthread_mutex_lock(&vm->lock);
     while (!w->finished) {
@@ -97,7 +96,7 @@ static void *clock_main(void *arg)
                 have = is_timer = true;
             }
         }
-        int r = have ? pthread_cond_timedwait(&vm->cond, &vm->lock, &dl) : pthread_cond_wait(&vm->cond, &vm->lock);
+        int r = have ? vmm__host_cond_timedwait(&vm->cond, &vm->lock, &dl) : pthread_cond_wait(&vm->cond, &vm->lock);
         if (r != ETIMEDOUT || w->finished)
             continue;
         if (is_timer) {
@@ -166,7 +165,7 @@ static void wait_for_wakeup(struct vmm_vm *vm, uint64_t seen_seq)
                 break; /* input may have been scheduled: the loop looks */
         } else {
             struct timespec dl = ns_to_abs(vm->clock_base_ns, nd);
-            if (pthread_cond_timedwait(&vm->cond, &vm->lock, &dl) == ETIMEDOUT)
+            if (vmm__host_cond_timedwait(&vm->cond, &vm->lock, &dl) == ETIMEDOUT)
                 break;
         }
     }
@@ -303,7 +302,7 @@ static void *vcpu_thread_main(void *arg)
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL);
     snprintf(name, sizeof name, "vmm-vcpu%u", t->vcpu->id);
-    pthread_setname_np(pthread_self(), name);
+    vmm__host_thread_name(name);
     while (!check_end(t->rc))
         run_one(t->rc, t->vcpu);
     if (t->rc->vm->ops->vcpu_leave)
@@ -453,8 +452,7 @@ VMM_EXPORT int vmm_run(vmm_vm *vm, uint64_t timeout_ns, struct vmm_run_result *r
     }
     vm->run_thread = pthread_self();
     vm->run_thread_valid = true;
-    int old_slack = prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0); /* the caller's thread: restored below */
-    prctl(PR_SET_TIMERSLACK, 1UL);
+    long old_slack = vmm__host_timer_slack(1); /* the caller's thread: restored below */
     rc.threaded = vm->ops->threaded;
     if (rc.threaded)
         run_loop_threaded(&rc);
@@ -464,7 +462,7 @@ VMM_EXPORT int vmm_run(vmm_vm *vm, uint64_t timeout_ns, struct vmm_run_result *r
         run_loop_realtime(&rc);
     vm->run_thread_valid = false;
     if (old_slack > 0)
-        prctl(PR_SET_TIMERSLACK, (unsigned long)old_slack);
+        vmm__host_timer_slack(old_slack);
 
     if (have_wd) {
         pthread_mutex_lock(&vm->lock);
