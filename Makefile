@@ -7,7 +7,7 @@ PY_PKGS := cffi pytest Pillow pylibfdt unicorn==2.1.4 ruff setuptools wheel
 SRCS := $(wildcard csrc/*/*.c csrc/*/*.h) include/vmm.h vmmpy/_build_ffi.py
 STAMP := build/.stamp-ext
 
-.PHONY: all deps build guests test test-fast test-asan lint demo bench debian clean fuzz aarch64 deps-aarch64 nested
+.PHONY: all deps build guests test test-fast test-asan test-portable lint demo bench debian clean fuzz aarch64 deps-aarch64 nested
 all: build guests
 
 # $(call apt_install,PACKAGES): install the Debian packages of the list that are missing (sudo unless root).
@@ -50,6 +50,11 @@ test-fast: build guests
 # Tier 1 and 2 against an ASan+UBSan build of libvmm.
 test-asan: build guests
 	@tools/asan.sh $(PYTHON)
+
+# Tier 1 and 2 against libvmm built with the portable POSIX host layer (csrc/host/host_posix.c,
+# -D_XOPEN_SOURCE=700, no _GNU_SOURCE: a Linux-only call in csrc/ fails to compile), in build/portable/.
+test-portable: build guests
+	@tools/portable.sh $(PYTHON)
 
 # libFuzzer targets in fuzz/ (clang, ASan+UBSan), FUZZ_SECONDS each (default 60).
 fuzz: build

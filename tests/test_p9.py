@@ -518,6 +518,74 @@ def test_symlink_swapped_in_between_walks(p9, tree):
     assert sorted(os.listdir(outside)) == ["secret.txt"]
 
 
+def _try(p9, type_, body):
+    """The request's result: None if it succeeded, else its errno."""
+    try:
+        p9.call(type_, body)
+        return None
+    except P9Error as e:
+        return e.errno
+
+
+@pytest.mark.parametrize("swap", ["symlink", "fifo", "file"])
+def test_file_swapped_after_the_walk(p9, tree, swap):
+    # A fid names the object it walked to. The host layers keep that differently (Linux: an O_PATH fd that
+    # follows the object; POSIX: the name in its directory, checked against st_dev/st_ino), so a swapped
+    # name either still reaches the original file or fails: never the symlink's target, never a blocked open.
+    share, outside = tree
+    secret = outside / "secret.txt"
+    before = secret.stat()
+    p9.walk(0, 1, "hello.txt")
+    p9.walk(0, 4, "sub")
+    os.rename(share / "hello.txt", share / "hello.old")
+    if swap == "symlink":
+        os.symlink(str(secret), share / "hello.txt")
+    elif swap == "fifo":
+        os.mkfifo(share / "hello.txt")
+    else:
+        (share / "hello.txt").write_bytes(b"another")
+    original = os.stat(share / "hello.old").st_ino
+    for flags in (O_RDONLY, O_WRONLY, O_RDWR | O_TRUNC):
+        p9.walk(1, 2)
+        e = _try(p9, TLOPEN, struct.pack("<II", 2, flags))
+        if e is None:
+            assert flags != O_RDONLY or p9.read(2) == b"hello, 9p\n"
+        else:
+            assert e in (errno.ENOENT, errno.ELOOP, errno.ENXIO), errno.errorcode[e]
+        p9.clunk(2)
+    e = _try(p9, TGETATTR, struct.pack("<IQ", 1, 0x3FFF))
+    assert e in (None, errno.ENOENT)
+    if e is None:
+        assert p9.getattr(1)["qid"][2] == original
+    for valid, mode, size in ((0x1, 0o777, 0), (0x8, 0, 0), (0x30, 0, 0)):  # chmod, truncate, times now
+        e = _try(p9, TSETATTR, struct.pack("<IIIIIQQQQQ", 1, valid, mode, 0, 0, size, 0, 0, 0, 0))
+        assert e in (None, errno.ENOENT), errno.errorcode[e]
+    e = _try(p9, TLINK, struct.pack("<II", 4, 1) + s("linked"))
+    assert e in (None, errno.ENOENT)
+    if e is None:
+        assert os.stat(share / "sub" / "linked").st_ino == original
+    after = secret.stat()
+    assert secret.read_bytes() == b"SECRET"
+    assert (after.st_mode, after.st_mtime_ns, after.st_nlink) == (before.st_mode, before.st_mtime_ns, 1)
+    if swap == "file":
+        assert (share / "hello.txt").read_bytes() == b"another"
+
+
+def test_fids_follow_a_rename(p9, tree):
+    share, _ = tree
+    p9.walk(0, 1, "hello.txt")
+    p9.walk(0, 2, "hello.txt")
+    ino = os.stat(share / "hello.txt").st_ino
+    p9.renameat(0, "hello.txt", 0, "renamed.txt")
+    p9.walk(0, 3, "sub")
+    p9.call(TRENAME, struct.pack("<II", 2, 3) + s("moved.txt"))  # fid 2 moves it again, into sub/
+    assert p9.getattr(1)["qid"][2] == ino
+    p9.lopen(1)
+    assert p9.read(1) == b"hello, 9p\n"
+    p9.call(TREMOVE, struct.pack("<I", 2))
+    assert not (share / "sub" / "moved.txt").exists() and not (share / "renamed.txt").exists()
+
+
 def test_read_only_share(tree):
     share, _ = tree
     before = sorted(os.listdir(share))

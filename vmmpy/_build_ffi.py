@@ -6,6 +6,7 @@ import glob
 import importlib.util
 import os
 import re
+import sys
 
 from cffi import FFI
 
@@ -54,44 +55,66 @@ def cdef_from_header(path: str) -> str:
     return enum + consts + body + callbacks
 
 
-def sources() -> list[str]:
-    return sorted(glob.glob(os.path.join(ROOT, "csrc", "*", "*.c")))
+def unicorn_lib_name() -> str:
+    """The file name (and soname) of the shared libunicorn in the unicorn wheel's lib/."""
+    return "libunicorn.2.dylib" if sys.platform == "darwin" else "libunicorn.so.2"
+
+
+# The portable host layer (csrc/host/host_posix.c): POSIX.1-2008 + XSI and nothing else. glibc then
+# hides every GNU/BSD/Linux extension, so one that sneaks back into csrc/ fails to compile.
+# -std=gnu11 stays: it selects compiler extensions (typeof, statement expressions), not library ones.
+PORTABLE_CFLAGS = ["-DVMM_HOST_POSIX", "-D_XOPEN_SOURCE=700", "-DVMM_HAVE_KVM=0"]
 
 
 def include_dirs() -> list[str]:
     return [INCLUDE, os.path.join(unicorn_dir(), "include")]
 
 
-def cflags(sanitize: bool = False) -> list[str]:
+def cflags(sanitize: bool = False, portable: bool = False) -> list[str]:
     """The flags libvmm's sources are compiled with (also used by tests/test_symbols.py)."""
     flags = ["-std=gnu11", "-O2", "-g", "-Wall", "-Wextra", "-Werror", "-fvisibility=hidden", "-DVMM_BUILDING"]
     if sanitize:
         flags += ["-O1", "-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=undefined"]
+    if portable:
+        flags += PORTABLE_CFLAGS
     return flags
 
 
-def make_ffi(sanitize: bool = False, absolute: bool = False) -> FFI:
+def sources(portable: bool = False) -> list[str]:
+    srcs = sorted(glob.glob(os.path.join(ROOT, "csrc", "*", "*.c")))
+    if portable:  # KVM is Linux's: a POSIX host has its own backend file
+        srcs = [s for s in srcs if os.path.basename(s) != "kvm.c"]
+    return srcs
+
+
+def make_ffi(sanitize: bool = False, absolute: bool = False, portable: bool = False) -> FFI:
+    """The cffi builder. portable: the POSIX host layer (VMM_HOST_POSIX) instead of host_linux.c."""
     ud = unicorn_dir()
     ffi = FFI()
     ffi.cdef(cdef_from_header(os.path.join(INCLUDE, "vmm.h")))
     ldflags = []
+    if sys.platform.startswith("linux"):
+        # GNU ld: RPATH, not RUNPATH, in case a path is ever added (ld(1) --disable-new-dtags)
+        ldflags += ["-Wl,--disable-new-dtags"]
     if sanitize:
         ldflags += ["-fsanitize=address,undefined"]
     ffi.set_source(
         "vmmpy._vmm",
         '#include "vmm.h"\n',
-        sources=sources() if absolute else [os.path.relpath(s, ROOT) for s in sources()],
+        sources=[s if absolute else os.path.relpath(s, ROOT) for s in sources(portable)],
         include_dirs=include_dirs(),
         libraries=["fdt", "z", "pthread"],
         # libunicorn is loaded by vmmpy._ffi before the extension: link by soname only,
         # so no build-time path is baked into the extension.
-        extra_link_args=[os.path.join(ud, "lib", "libunicorn.so.2"), "-Wl,--disable-new-dtags", *ldflags],
-        extra_compile_args=cflags(sanitize),
+        extra_link_args=[os.path.join(ud, "lib", unicorn_lib_name()), *ldflags],
+        extra_compile_args=cflags(sanitize, portable),
     )
     return ffi
 
 
-ffibuilder = make_ffi(sanitize=os.environ.get("VMMPY_SANITIZE") == "1")
+ffibuilder = make_ffi(
+    sanitize=os.environ.get("VMMPY_SANITIZE") == "1", portable=os.environ.get("VMMPY_HOST_POSIX") == "1"
+)
 
 if __name__ == "__main__":
     ffibuilder.compile(verbose=False)

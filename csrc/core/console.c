@@ -4,6 +4,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "../host/host.h"
 #include "timeq.h"
 #include "vm.h"
 
@@ -29,7 +30,6 @@ struct vmm_console {
 int vmm__console_create(struct vmm_console **out)
 {
     struct vmm_console *c = calloc(1, sizeof *c);
-    pthread_condattr_t ca;
 
     if (!c || !(c->in = malloc(IN_CAP))) {
         free(c);
@@ -37,10 +37,7 @@ int vmm__console_create(struct vmm_console **out)
     }
     vmm__timeq_init(&c->sched, 1, IN_CAP);
     pthread_mutex_init(&c->lock, NULL);
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&c->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    vmm__host_cond_init(&c->cond);
     *out = c;
     return 0;
 }
@@ -140,7 +137,7 @@ VMM_EXPORT int vmm_console_read(vmm_vm *vm, void *buf, size_t len, uint64_t time
     }
     pthread_mutex_lock(&c->lock);
     while (c->out_len == c->out_rd && c->running && timeout_ns) {
-        if (pthread_cond_timedwait(&c->cond, &c->lock, &dl) == ETIMEDOUT)
+        if (vmm__host_cond_timedwait(&c->cond, &c->lock, &dl) == ETIMEDOUT)
             break;
     }
     n = c->out_len - c->out_rd;

@@ -1,14 +1,13 @@
 /* run.c - the one vCPU loop: runs vCPUs round-robin, dispatches normalized exits, stop and timeout. */
-#define _GNU_SOURCE /* pthread_setname_np */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
-#include <sys/prctl.h>
 #include <inttypes.h>
 #include <string.h>
 #include <time.h>
 
 #include "../arm/arm.h"
+#include "../host/host.h"
 #include "board.h"
 #include "vm.h"
 
@@ -114,7 +113,7 @@ static void *clock_main(void *arg)
 
     for (unsigned i = 0; i < VMM_MAX_CPUS; i++)
         vcpu_fired[i] = UINT64_MAX;
-    prctl(PR_SET_TIMERSLACK, 1UL); /* deadlines, not "about then" (the default slack is 50 us) */
+    vmm__host_timer_slack(1); /* deadlines, not "about then" (Linux's default slack is 50 us) */
 
     pthread_mutex_lock(&vm->lock);
     while (!w->finished) {
@@ -128,7 +127,7 @@ static void *clock_main(void *arg)
                 have = is_timer = true;
             }
         }
-        int r = have ? pthread_cond_timedwait(&vm->cond, &vm->lock, &dl) : pthread_cond_wait(&vm->cond, &vm->lock);
+        int r = have ? vmm__host_cond_timedwait(&vm->cond, &vm->lock, &dl) : pthread_cond_wait(&vm->cond, &vm->lock);
         if (r != ETIMEDOUT || w->finished)
             continue;
         if (is_timer) {
@@ -201,7 +200,7 @@ static void wait_for_wakeup(struct vmm_vm *vm, uint64_t seen_seq)
                 break; /* input may have been scheduled: the loop looks */
         } else {
             struct timespec dl = ns_to_abs(vm->clock_base_ns, nd);
-            if (pthread_cond_timedwait(&vm->cond, &vm->lock, &dl) == ETIMEDOUT)
+            if (vmm__host_cond_timedwait(&vm->cond, &vm->lock, &dl) == ETIMEDOUT)
                 break;
         }
     }
@@ -365,7 +364,7 @@ static void vcpu_wait(struct run_ctx *rc, struct vmm_vcpu *vcpu)
             pthread_cond_wait(&vm->cond, &vm->lock);
         } else {
             struct timespec dl = ns_to_abs(vm->clock_base_ns, d);
-            if (pthread_cond_timedwait(&vm->cond, &vm->lock, &dl) == ETIMEDOUT)
+            if (vmm__host_cond_timedwait(&vm->cond, &vm->lock, &dl) == ETIMEDOUT)
                 break;
         }
     }
@@ -382,7 +381,7 @@ static void *vcpu_thread_main(void *arg)
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL);
     snprintf(name, sizeof name, "vmm-vcpu%u", t->vcpu->id);
-    pthread_setname_np(pthread_self(), name);
+    vmm__host_thread_name(name);
     t->vcpu->insn_limit = UINT64_MAX;
     if (t->rc->own_timers)
         vmm__timers_update_vcpu(t->vcpu);
@@ -485,7 +484,7 @@ int vmm__park_wait(struct vmm_vm *vm, uint64_t timeout_ns)
             rc = VMM_EEOF;
             break;
         }
-        if (pthread_cond_timedwait(&vm->cond, &vm->lock, &dl) == ETIMEDOUT) {
+        if (vmm__host_cond_timedwait(&vm->cond, &vm->lock, &dl) == ETIMEDOUT) {
             rc = vm->park.parked ? 0 : 1;
             break;
         }
@@ -619,8 +618,7 @@ VMM_EXPORT int vmm_run(vmm_vm *vm, uint64_t timeout_ns, struct vmm_run_result *r
     }
     vm->run_thread = pthread_self();
     vm->run_thread_valid = true;
-    int old_slack = prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0); /* the caller's thread: restored below */
-    prctl(PR_SET_TIMERSLACK, 1UL);
+    long old_slack = vmm__host_timer_slack(1); /* the caller's thread: restored below */
     rc.threaded = vmm__has_cap(vm->ops, VMM_CAP_VCPU_THREADS);
     rc.own_timers = !vmm__has_cap(vm->ops, VMM_CAP_KERNEL_TIMERS);
     rc.own_psci = !vmm__has_cap(vm->ops, VMM_CAP_KERNEL_PSCI);
@@ -632,7 +630,7 @@ VMM_EXPORT int vmm_run(vmm_vm *vm, uint64_t timeout_ns, struct vmm_run_result *r
         run_loop_realtime(&rc);
     vm->run_thread_valid = false;
     if (old_slack > 0)
-        prctl(PR_SET_TIMERSLACK, (unsigned long)old_slack);
+        vmm__host_timer_slack(old_slack);
 
     if (have_wd) {
         pthread_mutex_lock(&vm->lock);

@@ -2,9 +2,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "../arm/arm.h"
+#include "../host/host.h"
 #include "board.h"
 #include "fdt.h"
 #include "layout.h"
@@ -52,7 +52,6 @@ VMM_EXPORT int vmm_create(const struct vmm_config *cfg, vmm_vm **out, char *errb
 {
     struct vmm_config c = { 0 };
     struct vmm_vm *vm;
-    pthread_condattr_t ca;
     char msg[VMM_ERRMSG_LEN];
     int rc;
 
@@ -112,19 +111,15 @@ VMM_EXPORT int vmm_create(const struct vmm_config *cfg, vmm_vm **out, char *errb
     atomic_init(&vm->stop_at_ns, UINT64_MAX);
     pthread_mutex_init(&vm->lock, NULL);
     pthread_mutex_init(&vm->gerr_lock, NULL);
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&vm->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    vmm__host_cond_init(&vm->cond);
     for (unsigned i = 0; i < vm->ncpus; i++) {
         vm->vcpus[i] = (struct vmm_vcpu){ .vm = vm, .id = i, .mpidr = i, .insn_limit = UINT64_MAX };
         atomic_init(&vm->vcpus[i].deadline_ns, UINT64_MAX);
     }
 
     /* RAM is reserved lazily: untouched pages cost nothing */
-    vm->ram = mmap(NULL, vm->ram_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (vm->ram == MAP_FAILED) {
-        vm->ram = NULL;
+    vm->ram = vmm__host_ram_alloc(vm->ram_size);
+    if (!vm->ram) {
         rc = vmm__set_error(vm, VMM_ENOMEM, "cannot reserve %llu MiB of guest RAM",
                             (unsigned long long)(vm->ram_size >> 20));
         goto fail;
@@ -171,8 +166,7 @@ VMM_EXPORT void vmm_destroy(vmm_vm *vm)
     }
     vmm__board_destroy(vm);
     vmm__console_destroy(vm->console);
-    if (vm->ram)
-        munmap(vm->ram, vm->ram_size);
+    vmm__host_ram_free(vm->ram, vm->ram_size);
     free(vm->initrd);
     free(vm->cmdline);
     free(vm->dtb);

@@ -1,10 +1,9 @@
 /* p9_fid.c - the 9P server's fid table, its lifecycle and the confined host-file helpers. */
-#define _GNU_SOURCE
 #include "p9_internal.h"
 
 /* ---- the fid table -------------------------------------------------------- */
 
-struct fid *fid_get(struct p9_server *s, uint32_t id)
+struct fid *p9_fid_get(struct p9_server *s, uint32_t id)
 {
     for (int i = s->buckets[id % FID_BUCKETS]; i;) {
         struct fid *f = &s->fids[i - 1];
@@ -15,7 +14,7 @@ struct fid *fid_get(struct p9_server *s, uint32_t id)
     return NULL;
 }
 
-struct fid *fid_new(struct p9_server *s, uint32_t id)
+struct fid *p9_fid_new(struct p9_server *s, uint32_t id)
 {
     struct fid *f;
     int i = s->free_head;
@@ -27,13 +26,14 @@ struct fid *fid_new(struct p9_server *s, uint32_t id)
     memset(f, 0, sizeof *f);
     f->id = id;
     f->used = true;
-    f->fd = f->pfd = f->ofd = -1;
+    vmm__host_node_init(&f->node);
+    f->ofd = -1;
     f->next = s->buckets[id % FID_BUCKETS];
     s->buckets[id % FID_BUCKETS] = i;
     return f;
 }
 
-void fid_close_io(struct fid *f)
+void p9_fid_close_io(struct fid *f)
 {
     if (f->dir)
         closedir(f->dir); /* owns ofd */
@@ -43,7 +43,7 @@ void fid_close_io(struct fid *f)
     f->ofd = -1;
 }
 
-void fid_del(struct p9_server *s, struct fid *f)
+void p9_fid_del(struct p9_server *s, struct fid *f)
 {
     int idx = (int)(f - s->fids) + 1;
     int *link = &s->buckets[f->id % FID_BUCKETS];
@@ -52,18 +52,14 @@ void fid_del(struct p9_server *s, struct fid *f)
         link = &s->fids[*link - 1].next;
     if (*link)
         *link = f->next;
-    fid_close_io(f);
-    if (f->fd >= 0)
-        close(f->fd);
-    if (f->pfd >= 0)
-        close(f->pfd);
+    p9_fid_close_io(f);
+    vmm__host_node_close(&f->node);
     f->used = false;
-    f->fd = f->pfd = -1;
     f->next = s->free_head;
     s->free_head = idx;
 }
 
-void fids_clear(struct p9_server *s, bool sync)
+void p9_fids_clear(struct p9_server *s, bool sync)
 {
     s->free_head = 0;
     memset(s->buckets, 0, sizeof s->buckets);
@@ -72,14 +68,12 @@ void fids_clear(struct p9_server *s, bool sync)
         if (f->used) {
             if (sync && f->ofd >= 0)
                 fsync(f->ofd);
-            fid_close_io(f);
-            if (f->fd >= 0)
-                close(f->fd);
-            if (f->pfd >= 0)
-                close(f->pfd);
+            p9_fid_close_io(f);
+            vmm__host_node_close(&f->node);
         }
         memset(f, 0, sizeof *f);
-        f->fd = f->pfd = f->ofd = -1;
+        vmm__host_node_init(&f->node);
+        f->ofd = -1;
         f->next = s->free_head;
         s->free_head = i + 1;
     }
@@ -102,7 +96,7 @@ struct p9_server *p9_server_new(int root_fd, bool readonly)
     s->root_ino = st.st_ino;
     s->ro = readonly;
     s->msize = P9_MAX_MSIZE;
-    fids_clear(s, false);
+    p9_fids_clear(s, false);
     return s;
 }
 
@@ -110,7 +104,7 @@ void p9_server_free(struct p9_server *s)
 {
     if (!s)
         return;
-    fids_clear(s, true);
+    p9_fids_clear(s, true);
     close(s->root);
     free(s);
 }
@@ -119,7 +113,7 @@ void p9_server_reset(struct p9_server *s)
 {
     if (!s)
         return;
-    fids_clear(s, true);
+    p9_fids_clear(s, true);
     s->msize = P9_MAX_MSIZE;
 }
 
@@ -130,35 +124,32 @@ uint32_t p9_server_msize(const struct p9_server *s)
 
 /* ---- helpers -------------------------------------------------------------- */
 
-void qid_of(const struct stat *st, struct p9_qid *q)
+void p9_qid_of(const struct stat *st, struct p9_qid *q)
 {
     q->type = S_ISDIR(st->st_mode) ? P9_QTDIR : S_ISLNK(st->st_mode) ? P9_QTSYMLINK : P9_QTFILE;
     q->version = 0;
     q->path = (uint64_t)st->st_ino;
 }
 
-int fd_qid(int fd, struct p9_qid *q)
+void p9_node_qid(const struct vmm__host_node *n, struct p9_qid *q)
 {
-    struct stat st;
-    if (fstat(fd, &st))
-        return errno;
-    qid_of(&st, q);
-    return 0;
+    q->type = S_ISDIR(n->mode) ? P9_QTDIR : S_ISLNK(n->mode) ? P9_QTSYMLINK : P9_QTFILE;
+    q->version = 0;
+    q->path = (uint64_t)n->ino;
 }
 
-int at_qid(int dirfd, const char *name, struct p9_qid *q)
+int p9_at_qid(int dirfd, const char *name, struct p9_qid *q)
 {
     struct stat st;
     if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW))
         return errno;
-    qid_of(&st, q);
+    p9_qid_of(&st, q);
     return 0;
 }
 
-bool is_root(const struct p9_server *s, int fd)
+bool p9_is_root(const struct p9_server *s, const struct vmm__host_node *n)
 {
-    struct stat st;
-    return !fstat(fd, &st) && st.st_dev == s->root_dev && st.st_ino == s->root_ino;
+    return S_ISDIR(n->mode) && n->dev == s->root_dev && n->ino == s->root_ino;
 }
 
 /*
@@ -166,7 +157,7 @@ bool is_root(const struct p9_server *s, int fd)
  * the message is short, ENAMETOOLONG, EINVAL for "", "/" or NUL inside, and
  * (unless dots) for "." and "..".
  */
-int get_name(struct p9_rd *r, char out[P9_MAX_NAME + 1], bool dots)
+int p9_get_name(struct p9_rd *r, char out[P9_MAX_NAME + 1], bool dots)
 {
     uint16_t n;
     const char *p = p9_rstr(r, &n);
@@ -185,37 +176,13 @@ int get_name(struct p9_rd *r, char out[P9_MAX_NAME + 1], bool dots)
 }
 
 /* A string we only parse (uname, client_id, ...). */
-int skip_str(struct p9_rd *r)
+int p9_skip_str(struct p9_rd *r)
 {
     uint16_t n;
     return p9_rstr(r, &n) ? 0 : EPROTO;
 }
 
-void proc_path(char *buf, size_t len, int fd)
-{
-    snprintf(buf, len, "/proc/self/fd/%d", fd);
-}
-
-/* Open the fid's object itself (not a symlink: checked by the caller) with host flags. */
-int reopen(struct fid *f, int flags)
-{
-    char p[40];
-    int fd;
-
-    proc_path(p, sizeof p, f->fd);
-    fd = open(p, flags | O_CLOEXEC | O_NOCTTY);
-    if (fd >= 0 || errno != ENOENT)
-        return fd;
-    /* no /proc: the directory itself, or the name in its parent (no symlink followed) */
-    if (flags & O_DIRECTORY)
-        return openat(f->fd, ".", flags | O_CLOEXEC);
-    if (f->pfd >= 0)
-        return openat(f->pfd, f->name, flags | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW);
-    errno = ENOENT;
-    return -1;
-}
-
-int host_open_flags(uint32_t fl, int *out)
+int p9_host_open_flags(uint32_t fl, int *out)
 {
     int h;
 
@@ -246,7 +213,7 @@ int host_open_flags(uint32_t fl, int *out)
     return 0;
 }
 
-bool wants_write(uint32_t fl)
+bool p9_wants_write(uint32_t fl)
 {
     return (fl & DOTL_ACCMODE) != 0 || (fl & (DOTL_TRUNC | DOTL_APPEND));
 }

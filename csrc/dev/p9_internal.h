@@ -10,24 +10,26 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/statfs.h>
 #include <sys/types.h>
 #include <unistd.h>
 
+#include "../host/host.h"
 #include "p9_server.h"
 #include "p9_wire.h"
 
 /*
- * Confinement. Every fid holds an fd of its object (O_PATH, or an ordinary
- * fd for a file made by Tlcreate) that was reached from the share root one
- * component at a time with openat(dir, name, O_PATH | O_NOFOLLOW): names
- * never contain "/", symlinks are never followed on the host (a symlink's
- * fid can only be read with Treadlink; walking through it gives ENOTDIR,
- * opening it ELOOP), and ".." at the root stays at the root. Mutations are
- * *at() calls relative to a directory fid with one checked name, or use
- * the fid's own fd (fchownat AT_EMPTY_PATH, /proc/self/fd/N reopen for
- * chmod, truncate, utimensat and link, only for objects that are not
- * symlinks). Host paths are never joined as strings.
+ * Confinement. Every fid holds a host-layer node of its object
+ * (csrc/host/host.h: struct vmm__host_node) that was reached from the share
+ * root one component at a time with vmm__host_node_walk(): names never
+ * contain "/", symlinks are never followed on the host (a symlink's fid can
+ * only be read with Treadlink; walking through it gives ENOTDIR, opening it
+ * ELOOP), and ".." at the root stays at the root. Mutations are *at() calls
+ * relative to a directory fid's fd with one checked name, or the host
+ * layer's node functions (chmod, chown, utimens, link, open for I/O), which
+ * act on the object itself and never follow a symlink. Host paths are never
+ * joined as strings. How each host layer keeps that (O_PATH + /proc on
+ * Linux; directory fds + (parent, name, st_dev/st_ino) checks in POSIX) is
+ * described in host.h.
  */
 
 /* 9P2000.L message types */
@@ -83,6 +85,10 @@ enum {
 #define SETATTR_ATIME_SET 0x80u
 #define SETATTR_MTIME_SET 0x100u
 
+/* Linux dirent types as Rreaddir carries them (include/linux/fs_types.h) */
+#define P9_DT_DIR 4
+#define P9_DT_LNK 10
+
 #define GETATTR_BASIC 0x7ffULL
 #define P9_AT_REMOVEDIR 0x200u
 #define P9_LOCK_SUCCESS 0
@@ -95,12 +101,10 @@ struct fid {
     uint32_t id;
     int next; /* hash chain (index + 1), or the free list when unused */
     bool used;
-    int fd;    /* the object */
-    int pfd;   /* its parent directory, -1 for the root and after ".." */
-    int ofd;   /* open for I/O (Tlopen/Tlcreate), -1 otherwise */
-    DIR *dir;  /* Treaddir stream over ofd */
-    long dpos; /* telldir() after the last entry returned */
-    char name[P9_MAX_NAME + 1];
+    struct vmm__host_node node; /* the object; its parent directory and name there */
+    int ofd;                    /* open for I/O (Tlopen/Tlcreate), -1 otherwise */
+    DIR *dir;                   /* Treaddir stream over ofd */
+    long dpos;                  /* telldir() after the last entry returned */
 };
 
 struct p9_server {
@@ -115,21 +119,19 @@ struct p9_server {
 };
 
 /* ---- p9_fid.c ---- */
-struct fid *fid_get(struct p9_server *s, uint32_t id);
-struct fid *fid_new(struct p9_server *s, uint32_t id);
-void fid_close_io(struct fid *f);
-void fid_del(struct p9_server *s, struct fid *f);
-void fids_clear(struct p9_server *s, bool sync);
-void qid_of(const struct stat *st, struct p9_qid *q);
-int fd_qid(int fd, struct p9_qid *q);
-int at_qid(int dirfd, const char *name, struct p9_qid *q);
-bool is_root(const struct p9_server *s, int fd);
-int get_name(struct p9_rd *r, char out[P9_MAX_NAME + 1], bool dots);
-int skip_str(struct p9_rd *r);
-void proc_path(char *buf, size_t len, int fd);
-int reopen(struct fid *f, int flags);
-int host_open_flags(uint32_t fl, int *out);
-bool wants_write(uint32_t fl);
+struct fid *p9_fid_get(struct p9_server *s, uint32_t id);
+struct fid *p9_fid_new(struct p9_server *s, uint32_t id);
+void p9_fid_close_io(struct fid *f);
+void p9_fid_del(struct p9_server *s, struct fid *f);
+void p9_fids_clear(struct p9_server *s, bool sync);
+void p9_qid_of(const struct stat *st, struct p9_qid *q);
+void p9_node_qid(const struct vmm__host_node *n, struct p9_qid *q);
+int p9_at_qid(int dirfd, const char *name, struct p9_qid *q);
+bool p9_is_root(const struct p9_server *s, const struct vmm__host_node *n);
+int p9_get_name(struct p9_rd *r, char out[P9_MAX_NAME + 1], bool dots);
+int p9_skip_str(struct p9_rd *r);
+int p9_host_open_flags(uint32_t fl, int *out);
+bool p9_wants_write(uint32_t fl);
 
 #define PARSED(r)          \
     do {                   \

@@ -1,12 +1,52 @@
 /* p9_server.c - a 9P2000.L server confined to one host directory (the protocol as Linux v9fs speaks it). */
-#define _GNU_SOURCE
 #include "p9_internal.h"
 
 /* ---- the messages ----------------------------------------------------------- */
 
+static bool is_dir(const struct fid *f)
+{
+    return S_ISDIR(f->node.mode) && f->node.fd >= 0;
+}
+
+/* The fid's object: through its open fd if it has one (still the object after a rename), else its node. */
+static int fid_stat(const struct fid *f, struct stat *st)
+{
+    if (f->ofd >= 0)
+        return fstat(f->ofd, st) ? errno : 0;
+    return vmm__host_node_stat(&f->node, st);
+}
+
+/*
+ * After `oname` in directory odir became `nname` in ndir: every fid that
+ * named the object by (parent, name) follows it, as the guest expects of a
+ * rename (its fids are the object, not the path). Directories are compared
+ * by st_dev/st_ino; names first, so that the common case costs no syscall.
+ */
+static void fids_renamed(struct p9_server *s, int odir, const char *oname, int ndir, const char *nname)
+{
+    struct stat od, st;
+
+    if (fstat(odir, &od))
+        return;
+    for (unsigned i = 0; i < P9_MAX_FIDS; i++) {
+        struct vmm__host_node *n = &s->fids[i].node;
+        int nfd;
+
+        if (!s->fids[i].used || n->pfd < 0 || strcmp(n->name, oname))
+            continue;
+        if (fstat(n->pfd, &st) || st.st_dev != od.st_dev || st.st_ino != od.st_ino)
+            continue;
+        if ((nfd = fcntl(ndir, F_DUPFD_CLOEXEC, 0)) < 0)
+            continue; /* the fid keeps its old (now stale) name */
+        close(n->pfd);
+        n->pfd = nfd;
+        snprintf(n->name, sizeof n->name, "%s", nname);
+    }
+}
+
 /*
  * The common start of a request that changes a directory: once its fields
- * are read (name_err is get_name()'s result), the directory fid `id`, or why
+ * are read (name_err is p9_get_name()'s result), the directory fid `id`, or why
  * not (a bad name, a short message, no such fid, a read-only share).
  */
 static int changing_dir(struct p9_server *s, struct p9_rd *r, int name_err, uint32_t id, struct fid **f)
@@ -14,16 +54,16 @@ static int changing_dir(struct p9_server *s, struct p9_rd *r, int name_err, uint
     if (name_err)
         return name_err;
     PARSED(r);
-    if (!(*f = fid_get(s, id)))
+    if (!(*f = p9_fid_get(s, id)))
         return EBADF;
-    return s->ro ? EROFS : 0;
+    return s->ro ? EROFS : is_dir(*f) ? 0 : ENOTDIR;
 }
 
 /* Reply with the qid of what `name` in dirfd now is. */
 static int reply_qid_at(struct p9_wr *w, int dirfd, const char *name)
 {
     struct p9_qid q;
-    int e = at_qid(dirfd, name, &q);
+    int e = p9_at_qid(dirfd, name, &q);
 
     if (!e)
         p9_wqid(w, &q);
@@ -41,7 +81,7 @@ static int t_version(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
     PARSED(r);
     if (msize < P9_MIN_MSIZE)
         return EINVAL;
-    fids_clear(s, true); /* a new session */
+    p9_fids_clear(s, true); /* a new session */
     s->msize = msize < P9_MAX_MSIZE ? msize : P9_MAX_MSIZE;
     ok = n >= sizeof dotl - 1 && !memcmp(v, dotl, sizeof dotl - 1) &&
          (n == sizeof dotl - 1 || v[sizeof dotl - 1] == '.');
@@ -56,24 +96,26 @@ static int t_version(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
 static int t_attach(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
 {
     uint32_t id = p9_r32(r);
+    struct vmm__host_node root;
     struct p9_qid q;
     struct fid *f;
-    int fd, e;
+    int e;
 
     p9_r32(r); /* afid: no authentication */
-    skip_str(r);
-    skip_str(r); /* aname: the share is the root whatever it says */
+    p9_skip_str(r);
+    p9_skip_str(r); /* aname: the share is the root whatever it says */
     p9_r32(r);
     PARSED(r);
-    if (fid_get(s, id))
+    if (p9_fid_get(s, id))
         return EEXIST;
-    if ((fd = openat(s->root, ".", O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
-        return errno;
-    if ((e = fd_qid(fd, &q)) || !(f = fid_new(s, id))) {
-        close(fd);
-        return e ? e : ENFILE;
+    if ((e = vmm__host_node_root(s->root, &root)))
+        return e;
+    if (!(f = p9_fid_new(s, id))) {
+        vmm__host_node_close(&root);
+        return ENFILE;
     }
-    f->fd = fd;
+    f->node = root;
+    p9_node_qid(&root, &q);
     p9_wqid(w, &q);
     return 0;
 }
@@ -84,74 +126,45 @@ static int t_walk(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
     uint16_t n = p9_r16(r);
     char names[P9_MAX_WALK][P9_MAX_NAME + 1];
     struct p9_qid qids[P9_MAX_WALK];
-    char curname[P9_MAX_NAME + 1];
+    struct vmm__host_node cur, next;
     struct fid *f, *nf;
-    int cur, par, e = 0;
+    int e = 0;
     unsigned done = 0;
 
     PARSED(r);
     if (n > P9_MAX_WALK)
         return EINVAL;
     for (unsigned i = 0; i < n; i++)
-        if ((e = get_name(r, names[i], true)))
+        if ((e = p9_get_name(r, names[i], true)))
             return e;
-    if (!(f = fid_get(s, id)))
+    if (!(f = p9_fid_get(s, id)))
         return EBADF;
-    if (newid != id && fid_get(s, newid))
+    if (newid != id && p9_fid_get(s, newid))
         return EEXIST;
     if (newid == id && n && f->ofd >= 0)
         return EBADF;
-    if ((cur = fcntl(f->fd, F_DUPFD_CLOEXEC, 0)) < 0)
-        return errno;
-    par = f->pfd >= 0 ? fcntl(f->pfd, F_DUPFD_CLOEXEC, 0) : -1;
-    if (f->pfd >= 0 && par < 0) {
-        e = errno;
-        close(cur);
+    if ((e = vmm__host_node_dup(&f->node, &cur)))
         return e;
-    }
-    memcpy(curname, f->name, sizeof curname);
 
     for (done = 0; done < n; done++) {
         const char *nm = names[done];
-        bool dot = !strcmp(nm, "."), dotdot = !strcmp(nm, "..");
-        int nfd;
+        bool dot = !strcmp(nm, ".");
 
-        if (dotdot && is_root(s, cur))
-            nfd = openat(cur, ".", O_PATH | O_DIRECTORY | O_CLOEXEC); /* the root's ".." is the root */
-        else if (dot || dotdot)
-            nfd = openat(cur, nm, O_PATH | O_DIRECTORY | O_CLOEXEC);
-        else
-            nfd = openat(cur, nm, O_PATH | O_NOFOLLOW | O_CLOEXEC); /* a symlink is the object itself */
-        if (nfd < 0) {
-            e = errno;
+        if (!strcmp(nm, "..") && p9_is_root(s, &cur))
+            nm = "."; /* the root's ".." is the root */
+        if ((e = vmm__host_node_walk(&cur, nm, &next)))
             break;
+        p9_node_qid(&next, &qids[done]);
+        if (dot) { /* "." keeps the parent and name; after ".." they are not known */
+            next.pfd = cur.pfd;
+            cur.pfd = -1;
+            memcpy(next.name, cur.name, sizeof next.name);
         }
-        if ((e = fd_qid(nfd, &qids[done]))) {
-            close(nfd);
-            break;
-        }
-        if (!dot && !dotdot) { /* cur becomes the parent */
-            if (par >= 0)
-                close(par);
-            par = cur;
-            size_t nl = strnlen(nm, sizeof curname - 1);
-            memcpy(curname, nm, nl);
-            curname[nl] = '\0';
-        } else {
-            close(cur);
-            if (dotdot) { /* the new parent is not known */
-                if (par >= 0)
-                    close(par);
-                par = -1;
-                curname[0] = 0;
-            }
-        }
-        cur = nfd;
+        vmm__host_node_close(&cur);
+        cur = next;
     }
     if (done < n) {
-        close(cur);
-        if (par >= 0)
-            close(par);
+        vmm__host_node_close(&cur);
         if (!done)
             return e ? e : ENOENT;
         p9_w16(w, (uint16_t)done); /* a partial walk: newfid is not created */
@@ -161,18 +174,12 @@ static int t_walk(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
     }
     if (newid == id) {
         nf = f;
-        close(nf->fd);
-        if (nf->pfd >= 0)
-            close(nf->pfd);
-    } else if (!(nf = fid_new(s, newid))) {
-        close(cur);
-        if (par >= 0)
-            close(par);
+        vmm__host_node_close(&nf->node);
+    } else if (!(nf = p9_fid_new(s, newid))) {
+        vmm__host_node_close(&cur);
         return ENFILE;
     }
-    nf->fd = cur;
-    nf->pfd = par;
-    memcpy(nf->name, curname, sizeof nf->name);
+    nf->node = cur;
     p9_w16(w, n);
     for (unsigned i = 0; i < n; i++)
         p9_wqid(w, &qids[i]);
@@ -188,30 +195,30 @@ static int t_lopen(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
     int h, e, fd;
 
     PARSED(r);
-    if (!(f = fid_get(s, id)))
+    if (!(f = p9_fid_get(s, id)))
         return EBADF;
     if (f->ofd >= 0)
         return EBADF;
-    if (fstat(f->fd, &st))
-        return errno;
+    if ((e = fid_stat(f, &st)))
+        return e;
     if (S_ISLNK(st.st_mode))
         return ELOOP;
     if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode))
         return ENXIO; /* FIFOs, sockets, devices: the guest's VFS handles them, never the host */
-    if ((e = host_open_flags(fl, &h)))
+    if ((e = p9_host_open_flags(fl, &h)))
         return e;
-    if (s->ro && wants_write(fl))
+    if (s->ro && p9_wants_write(fl))
         return EROFS;
     if (S_ISDIR(st.st_mode)) {
         if ((fl & DOTL_ACCMODE) != 0)
             return EISDIR;
         h = O_RDONLY | O_DIRECTORY;
     }
-    if ((fd = reopen(f, h)) < 0)
-        return errno;
+    if ((e = vmm__host_node_open(&f->node, h, &fd)))
+        return e;
     f->ofd = fd;
     f->dpos = 0;
-    qid_of(&st, &q);
+    p9_qid_of(&st, &q);
     p9_wqid(w, &q);
     p9_w32(w, 0); /* iounit: msize */
     return 0;
@@ -221,36 +228,30 @@ static int t_lcreate(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
 {
     uint32_t id = p9_r32(r);
     char name[P9_MAX_NAME + 1];
-    int e = get_name(r, name, false);
+    int e = p9_get_name(r, name, false);
     uint32_t fl = p9_r32(r), mode = p9_r32(r);
     struct fid *f;
+    struct vmm__host_node nn;
     struct p9_qid q;
-    int h, fd, pfd;
+    int h, fd;
 
     p9_r32(r); /* gid: files belong to the VMM's user */
     if ((e = changing_dir(s, r, e, id, &f)))
         return e;
     if (f->ofd >= 0)
         return EBADF;
-    if ((e = host_open_flags(fl, &h)))
+    if ((e = p9_host_open_flags(fl, &h)))
         return e;
     h &= ~O_DIRECTORY;
     if (fl & DOTL_EXCL)
         h |= O_EXCL;
-    if ((fd = openat(f->fd, name, h | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, (mode_t)(mode & 07777))) < 0)
-        return errno;
-    if ((e = fd_qid(fd, &q)) || (pfd = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0) {
-        e = e ? e : errno;
-        close(fd);
+    if ((e = vmm__host_node_create(&f->node, name, h, (mode_t)(mode & 07777), &nn, &fd)))
         return e;
-    }
     /* the fid becomes the new file; its directory becomes the parent */
-    if (f->pfd >= 0)
-        close(f->pfd);
-    f->pfd = f->fd;
-    f->fd = pfd;
+    vmm__host_node_close(&f->node);
+    f->node = nn;
     f->ofd = fd;
-    snprintf(f->name, sizeof f->name, "%s", name);
+    p9_node_qid(&nn, &q);
     p9_wqid(w, &q);
     p9_w32(w, 0);
     return 0;
@@ -267,7 +268,7 @@ static int t_read(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
     ssize_t got;
 
     PARSED(r);
-    if (!(f = fid_get(s, id)) || f->ofd < 0)
+    if (!(f = p9_fid_get(s, id)) || f->ofd < 0)
         return EBADF;
     if (f->dir)
         return EISDIR;
@@ -295,7 +296,7 @@ static int t_write(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
     ssize_t put;
 
     PARSED(r);
-    if (!(f = fid_get(s, id)) || f->ofd < 0 || f->dir)
+    if (!(f = p9_fid_get(s, id)) || f->ofd < 0 || f->dir)
         return EBADF;
     if (s->ro)
         return EROFS;
@@ -314,9 +315,9 @@ static int t_clunk(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
 
     (void)w;
     PARSED(r);
-    if (!(f = fid_get(s, id)))
+    if (!(f = p9_fid_get(s, id)))
         return EBADF;
-    fid_del(s, f);
+    p9_fid_del(s, f);
     return 0;
 }
 
@@ -329,19 +330,21 @@ static int t_remove(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
 
     (void)w;
     PARSED(r);
-    if (!(f = fid_get(s, id)))
+    if (!(f = p9_fid_get(s, id)))
         return EBADF;
     if (s->ro)
         e = EROFS;
-    else if (f->pfd < 0)
-        e = is_root(s, f->fd) ? EBUSY : EOPNOTSUPP;
-    else if (fstat(f->fd, &st) || fstatat(f->pfd, f->name, &at, AT_SYMLINK_NOFOLLOW))
+    else if (f->node.pfd < 0)
+        e = p9_is_root(s, &f->node) ? EBUSY : EOPNOTSUPP;
+    else if ((e = fid_stat(f, &st)))
+        ;
+    else if (fstatat(f->node.pfd, f->node.name, &at, AT_SYMLINK_NOFOLLOW))
         e = errno;
     else if (st.st_dev != at.st_dev || st.st_ino != at.st_ino)
         e = ENOENT; /* renamed behind the fid's back */
-    else if (unlinkat(f->pfd, f->name, S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0))
+    else if (unlinkat(f->node.pfd, f->node.name, S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0))
         e = errno;
-    fid_del(s, f); /* clunked even when the remove fails */
+    p9_fid_del(s, f); /* clunked even when the remove fails */
     return e;
 }
 
@@ -349,16 +352,19 @@ static int t_getattr(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
 {
     uint32_t id = p9_r32(r);
     struct fid *f;
+    struct timespec tm[3];
     struct stat st;
     struct p9_qid q;
+    int e;
 
     p9_r64(r); /* request_mask: we always answer the basic set */
     PARSED(r);
-    if (!(f = fid_get(s, id)))
+    if (!(f = p9_fid_get(s, id)))
         return EBADF;
-    if (fstat(f->fd, &st))
-        return errno;
-    qid_of(&st, &q);
+    if ((e = fid_stat(f, &st)))
+        return e;
+    vmm__host_stat_times(&st, tm);
+    p9_qid_of(&st, &q);
     p9_w64(w, GETATTR_BASIC);
     p9_wqid(w, &q);
     p9_w32(w, st.st_mode);
@@ -369,12 +375,10 @@ static int t_getattr(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
     p9_w64(w, (uint64_t)st.st_size);
     p9_w64(w, (uint64_t)st.st_blksize);
     p9_w64(w, (uint64_t)st.st_blocks);
-    p9_w64(w, (uint64_t)st.st_atim.tv_sec);
-    p9_w64(w, (uint64_t)st.st_atim.tv_nsec);
-    p9_w64(w, (uint64_t)st.st_mtim.tv_sec);
-    p9_w64(w, (uint64_t)st.st_mtim.tv_nsec);
-    p9_w64(w, (uint64_t)st.st_ctim.tv_sec);
-    p9_w64(w, (uint64_t)st.st_ctim.tv_nsec);
+    for (int i = 0; i < 3; i++) { /* atime, mtime, ctime */
+        p9_w64(w, (uint64_t)tm[i].tv_sec);
+        p9_w64(w, (uint64_t)tm[i].tv_nsec);
+    }
     for (int i = 0; i < 4; i++)
         p9_w64(w, 0); /* btime sec/nsec, gen, data_version */
     return 0;
@@ -387,7 +391,7 @@ static int t_setattr(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
     struct timespec ts[2];
     struct fid *f;
     struct stat st;
-    char p[40];
+    int e;
 
     ts[0].tv_sec = (time_t)p9_r64(r);
     ts[0].tv_nsec = (long)p9_r64(r);
@@ -395,24 +399,23 @@ static int t_setattr(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
     ts[1].tv_nsec = (long)p9_r64(r);
     (void)w;
     PARSED(r);
-    if (!(f = fid_get(s, id)))
+    if (!(f = p9_fid_get(s, id)))
         return EBADF;
     if (s->ro)
         return EROFS;
-    if (fstat(f->fd, &st))
-        return errno;
-    proc_path(p, sizeof p, f->fd);
+    if ((e = fid_stat(f, &st)))
+        return e;
     if (valid & SETATTR_MODE) {
         if (S_ISLNK(st.st_mode))
             return EOPNOTSUPP;
-        if (chmod(p, (mode_t)(mode & 07777)))
-            return errno;
+        if ((e = vmm__host_node_chmod(&f->node, (mode_t)(mode & 07777))))
+            return e;
     }
     if (valid & (SETATTR_UID | SETATTR_GID)) {
         uid_t u = valid & SETATTR_UID ? (uid_t)uid : (uid_t)-1;
         gid_t g = valid & SETATTR_GID ? (gid_t)gid : (gid_t)-1;
-        if (fchownat(f->fd, "", u, g, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW))
-            return errno;
+        if ((e = vmm__host_node_chown(&f->node, u, g)))
+            return e;
     }
     if (valid & SETATTR_SIZE) {
         int fd;
@@ -422,10 +425,10 @@ static int t_setattr(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
             return EINVAL;
         if (size > (uint64_t)INT64_MAX)
             return EFBIG;
-        if ((fd = reopen(f, O_WRONLY)) < 0)
-            return errno;
+        if ((e = vmm__host_node_open(&f->node, O_WRONLY, &fd)))
+            return e;
         if (ftruncate(fd, (off_t)size)) {
-            int e = errno;
+            e = errno;
             close(fd);
             return e;
         }
@@ -444,14 +447,8 @@ static int t_setattr(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
             ts[1].tv_nsec = UTIME_NOW;
         else if (ts[1].tv_nsec < 0 || ts[1].tv_nsec >= 1000000000L)
             return EINVAL;
-        if (!S_ISLNK(st.st_mode)) {
-            if (utimensat(AT_FDCWD, p, ts, 0))
-                return errno;
-        } else if (f->pfd < 0) {
-            return EOPNOTSUPP;
-        } else if (utimensat(f->pfd, f->name, ts, AT_SYMLINK_NOFOLLOW)) {
-            return errno;
-        }
+        if ((e = vmm__host_node_utimens(&f->node, ts)))
+            return e;
     }
     return 0;
 }
@@ -466,7 +463,7 @@ static int t_readdir(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
     size_t max, start;
 
     PARSED(r);
-    if (!(f = fid_get(s, id)) || f->ofd < 0)
+    if (!(f = p9_fid_get(s, id)) || f->ofd < 0)
         return EBADF;
     if (!f->dir) {
         struct stat st;
@@ -506,12 +503,13 @@ static int t_readdir(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
             seekdir(f->dir, before);
             break;
         }
-        q.type = de->d_type == DT_DIR ? P9_QTDIR : de->d_type == DT_LNK ? P9_QTSYMLINK : P9_QTFILE;
+        uint8_t type = vmm__host_dirent_type(f->dir, de);
+        q.type = type == P9_DT_DIR ? P9_QTDIR : type == P9_DT_LNK ? P9_QTSYMLINK : P9_QTFILE;
         q.version = 0;
         q.path = (uint64_t)de->d_ino;
         p9_wqid(w, &q);
         p9_w64(w, (uint64_t)telldir(f->dir));
-        p9_w8(w, de->d_type);
+        p9_w8(w, type);
         p9_wstr(w, de->d_name, nlen);
     }
     f->dpos = telldir(f->dir);
@@ -523,23 +521,23 @@ static int t_mkdir(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
 {
     uint32_t id = p9_r32(r);
     char name[P9_MAX_NAME + 1];
-    int e = get_name(r, name, false);
+    int e = p9_get_name(r, name, false);
     uint32_t mode = p9_r32(r);
     struct fid *f;
 
     p9_r32(r); /* gid */
     if ((e = changing_dir(s, r, e, id, &f)))
         return e;
-    if (mkdirat(f->fd, name, (mode_t)(mode & 07777)))
+    if (mkdirat(f->node.fd, name, (mode_t)(mode & 07777)))
         return errno;
-    return reply_qid_at(w, f->fd, name);
+    return reply_qid_at(w, f->node.fd, name);
 }
 
 static int t_mknod(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
 {
     uint32_t id = p9_r32(r);
     char name[P9_MAX_NAME + 1];
-    int e = get_name(r, name, false);
+    int e = p9_get_name(r, name, false);
     uint32_t mode = p9_r32(r);
     struct fid *f;
 
@@ -559,16 +557,16 @@ static int t_mknod(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
     default:
         return EINVAL;
     }
-    if (mknodat(f->fd, name, (mode_t)(mode & (S_IFMT | 07777)), 0))
+    if (mknodat(f->node.fd, name, (mode_t)(mode & (S_IFMT | 07777)), 0))
         return errno;
-    return reply_qid_at(w, f->fd, name);
+    return reply_qid_at(w, f->node.fd, name);
 }
 
 static int t_symlink(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
 {
     uint32_t id = p9_r32(r);
     char name[P9_MAX_NAME + 1], target[MAX_SYMLINK + 1];
-    int e = get_name(r, name, false);
+    int e = p9_get_name(r, name, false);
     uint16_t tlen;
     const char *t = p9_rstr(r, &tlen);
     struct fid *f;
@@ -583,13 +581,15 @@ static int t_symlink(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
         return ENAMETOOLONG;
     memcpy(target, t, tlen);
     target[tlen] = 0;
-    if (!(f = fid_get(s, id)))
+    if (!(f = p9_fid_get(s, id)))
         return EBADF;
     if (s->ro)
         return EROFS;
-    if (symlinkat(target, f->fd, name))
+    if (!is_dir(f))
+        return ENOTDIR;
+    if (symlinkat(target, f->node.fd, name))
         return errno;
-    return reply_qid_at(w, f->fd, name);
+    return reply_qid_at(w, f->node.fd, name);
 }
 
 static int t_readlink(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
@@ -597,21 +597,17 @@ static int t_readlink(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
     uint32_t id = p9_r32(r);
     char buf[MAX_SYMLINK + 1];
     struct fid *f;
-    struct stat st;
-    ssize_t n;
+    size_t n;
+    int e;
 
     PARSED(r);
-    if (!(f = fid_get(s, id)))
+    if (!(f = p9_fid_get(s, id)))
         return EBADF;
-    if (fstat(f->fd, &st))
-        return errno;
-    if (!S_ISLNK(st.st_mode))
-        return EINVAL;
-    if ((n = readlinkat(f->fd, "", buf, sizeof buf)) < 0)
-        return errno;
-    if ((size_t)n >= sizeof buf || (size_t)n + 2 > p9_wleft(w))
+    if ((e = vmm__host_node_readlink(&f->node, buf, sizeof buf, &n)))
+        return e;
+    if (n >= sizeof buf || n + 2 > p9_wleft(w))
         return ENAMETOOLONG;
-    p9_wstr(w, buf, (size_t)n);
+    p9_wstr(w, buf, n);
     return 0;
 }
 
@@ -619,64 +615,50 @@ static int t_link(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
 {
     uint32_t did = p9_r32(r), id = p9_r32(r);
     char name[P9_MAX_NAME + 1];
-    int e = get_name(r, name, false);
+    int e = p9_get_name(r, name, false);
     struct fid *d, *f;
     struct stat st;
-    char p[40];
 
     (void)w;
     if (e)
         return e;
     PARSED(r);
-    if (!(d = fid_get(s, did)) || !(f = fid_get(s, id)))
+    if (!(d = p9_fid_get(s, did)) || !(f = p9_fid_get(s, id)))
         return EBADF;
     if (s->ro)
         return EROFS;
-    if (fstat(f->fd, &st))
-        return errno;
+    if (!is_dir(d))
+        return ENOTDIR;
+    if ((e = vmm__host_node_stat(&f->node, &st)))
+        return e;
     if (S_ISDIR(st.st_mode))
         return EPERM;
-    if (S_ISLNK(st.st_mode)) { /* never through /proc: that could follow it */
-        if (f->pfd < 0)
-            return EOPNOTSUPP;
-        return linkat(f->pfd, f->name, d->fd, name, 0) ? errno : 0;
-    }
-    proc_path(p, sizeof p, f->fd);
-    if (!linkat(AT_FDCWD, p, d->fd, name, AT_SYMLINK_FOLLOW))
-        return 0;
-    if (errno != ENOENT || f->pfd < 0)
-        return errno;
-    return linkat(f->pfd, f->name, d->fd, name, 0) ? errno : 0;
+    return vmm__host_node_link(&f->node, d->node.fd, name);
 }
 
 static int t_rename(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
 {
     uint32_t id = p9_r32(r), did = p9_r32(r);
-    char name[P9_MAX_NAME + 1];
-    int e = get_name(r, name, false);
+    char name[P9_MAX_NAME + 1], oname[P9_MAX_NAME + 1];
+    int e = p9_get_name(r, name, false);
     struct fid *f, *d;
-    int npfd;
 
     (void)w;
     if (e)
         return e;
     PARSED(r);
-    if (!(f = fid_get(s, id)) || !(d = fid_get(s, did)))
+    if (!(f = p9_fid_get(s, id)) || !(d = p9_fid_get(s, did)))
         return EBADF;
     if (s->ro)
         return EROFS;
-    if (f->pfd < 0)
-        return is_root(s, f->fd) ? EBUSY : EOPNOTSUPP;
-    if ((npfd = fcntl(d->fd, F_DUPFD_CLOEXEC, 0)) < 0)
+    if (f->node.pfd < 0)
+        return p9_is_root(s, &f->node) ? EBUSY : EOPNOTSUPP;
+    if (!is_dir(d))
+        return ENOTDIR;
+    if (renameat(f->node.pfd, f->node.name, d->node.fd, name))
         return errno;
-    if (renameat(f->pfd, f->name, d->fd, name)) {
-        e = errno;
-        close(npfd);
-        return e;
-    }
-    close(f->pfd);
-    f->pfd = npfd;
-    snprintf(f->name, sizeof f->name, "%s", name);
+    memcpy(oname, f->node.name, sizeof oname); /* f is among the fids that follow */
+    fids_renamed(s, f->node.pfd, oname, d->node.fd, name);
     return 0;
 }
 
@@ -684,58 +666,62 @@ static int t_renameat(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
 {
     uint32_t oid = p9_r32(r);
     char oname[P9_MAX_NAME + 1], nname[P9_MAX_NAME + 1];
-    int e1 = get_name(r, oname, false);
+    int e1 = p9_get_name(r, oname, false);
     uint32_t nid = p9_r32(r);
-    int e2 = get_name(r, nname, false);
+    int e2 = p9_get_name(r, nname, false);
     struct fid *o, *n;
 
     (void)w;
     if (e1 || e2)
         return e1 ? e1 : e2;
     PARSED(r);
-    if (!(o = fid_get(s, oid)) || !(n = fid_get(s, nid)))
+    if (!(o = p9_fid_get(s, oid)) || !(n = p9_fid_get(s, nid)))
         return EBADF;
     if (s->ro)
         return EROFS;
-    return renameat(o->fd, oname, n->fd, nname) ? errno : 0;
+    if (!is_dir(o) || !is_dir(n))
+        return ENOTDIR;
+    if (renameat(o->node.fd, oname, n->node.fd, nname))
+        return errno;
+    fids_renamed(s, o->node.fd, oname, n->node.fd, nname);
+    return 0;
 }
 
 static int t_unlinkat(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
 {
     uint32_t id = p9_r32(r);
     char name[P9_MAX_NAME + 1];
-    int e = get_name(r, name, false);
+    int e = p9_get_name(r, name, false);
     uint32_t fl = p9_r32(r);
     struct fid *f;
 
     (void)w;
     if ((e = changing_dir(s, r, e, id, &f)))
         return e;
-    return unlinkat(f->fd, name, fl & P9_AT_REMOVEDIR ? AT_REMOVEDIR : 0) ? errno : 0;
+    return unlinkat(f->node.fd, name, fl & P9_AT_REMOVEDIR ? AT_REMOVEDIR : 0) ? errno : 0;
 }
 
 static int t_statfs(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
 {
     uint32_t id = p9_r32(r);
-    struct statfs sf;
+    struct vmm__host_fsstat sf;
     struct fid *f;
-    uint64_t fsid;
+    int e;
 
     PARSED(r);
-    if (!(f = fid_get(s, id)))
+    if (!(f = p9_fid_get(s, id)))
         return EBADF;
-    if (fstatfs(f->fd, &sf))
-        return errno;
-    memcpy(&fsid, &sf.f_fsid, sizeof fsid < sizeof sf.f_fsid ? sizeof fsid : sizeof sf.f_fsid);
-    p9_w32(w, (uint32_t)sf.f_type);
-    p9_w32(w, (uint32_t)sf.f_bsize);
-    p9_w64(w, (uint64_t)sf.f_blocks);
-    p9_w64(w, (uint64_t)sf.f_bfree);
-    p9_w64(w, (uint64_t)sf.f_bavail);
-    p9_w64(w, (uint64_t)sf.f_files);
-    p9_w64(w, (uint64_t)sf.f_ffree);
-    p9_w64(w, fsid);
-    p9_w32(w, (uint32_t)sf.f_namelen);
+    if ((e = vmm__host_node_fsstat(&f->node, &sf)))
+        return e;
+    p9_w32(w, sf.type);
+    p9_w32(w, sf.bsize);
+    p9_w64(w, sf.blocks);
+    p9_w64(w, sf.bfree);
+    p9_w64(w, sf.bavail);
+    p9_w64(w, sf.files);
+    p9_w64(w, sf.ffree);
+    p9_w64(w, sf.fsid);
+    p9_w32(w, sf.namelen);
     return 0;
 }
 
@@ -746,7 +732,7 @@ static int t_fsync(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
 
     (void)w;
     PARSED(r);
-    if (!(f = fid_get(s, id)) || f->ofd < 0)
+    if (!(f = p9_fid_get(s, id)) || f->ofd < 0)
         return EBADF;
     return (datasync ? fdatasync(f->ofd) : fsync(f->ofd)) ? errno : 0;
 }
@@ -761,9 +747,9 @@ static int t_lock(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
     p9_r64(r);
     p9_r64(r);
     p9_r32(r);
-    skip_str(r);
+    p9_skip_str(r);
     PARSED(r);
-    if (!fid_get(s, id))
+    if (!p9_fid_get(s, id))
         return EBADF;
     p9_w8(w, P9_LOCK_SUCCESS);
     return 0;
@@ -783,7 +769,7 @@ static int t_getlock(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
     proc = p9_r32(r);
     client = p9_rstr(r, &clen);
     PARSED(r);
-    if (!fid_get(s, id))
+    if (!p9_fid_get(s, id))
         return EBADF;
     p9_w8(w, P9_LOCK_TYPE_UNLCK);
     p9_w64(w, start);
@@ -799,9 +785,9 @@ static int t_xattrwalk(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
 
     (void)w;
     p9_r32(r);
-    skip_str(r);
+    p9_skip_str(r);
     PARSED(r);
-    return fid_get(s, id) ? EOPNOTSUPP : EBADF;
+    return p9_fid_get(s, id) ? EOPNOTSUPP : EBADF;
 }
 
 static int t_xattrcreate(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
@@ -809,11 +795,11 @@ static int t_xattrcreate(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
     uint32_t id = p9_r32(r);
 
     (void)w;
-    skip_str(r);
+    p9_skip_str(r);
     p9_r64(r);
     p9_r32(r);
     PARSED(r);
-    if (!fid_get(s, id))
+    if (!p9_fid_get(s, id))
         return EBADF;
     return s->ro ? EROFS : EOPNOTSUPP;
 }

@@ -4,6 +4,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "../host/host.h"
 #include "virtio_gpu.h"
 
 #define MAX_HOLDS 64
@@ -35,15 +36,11 @@ struct vmm_screen {
 int vmm__screen_create(struct vmm_screen **out)
 {
     struct vmm_screen *s = calloc(1, sizeof *s);
-    pthread_condattr_t ca;
 
     if (!s)
         return VMM_ENOMEM;
     pthread_mutex_init(&s->lock, NULL);
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&s->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    vmm__host_cond_init(&s->cond);
     *out = s;
     return 0;
 }
@@ -229,7 +226,7 @@ VMM_EXPORT int vmm_screen_wait_frame(vmm_vm *vm, uint64_t frame, uint64_t timeou
     }
     pthread_mutex_lock(&s->lock);
     while (s->frames < frame && s->running && timeout_ns) {
-        if (pthread_cond_timedwait(&s->cond, &s->lock, &dl) == ETIMEDOUT)
+        if (vmm__host_cond_timedwait(&s->cond, &s->lock, &dl) == ETIMEDOUT)
             break;
     }
     rc = s->frames >= frame ? 0 : s->running ? 1 : VMM_EEOF;

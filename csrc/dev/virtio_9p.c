@@ -1,5 +1,4 @@
 /* virtio_9p.c - virtio-9p (virtio 1.2 §5.11 is not there: the device is QEMU's/Linux's, id 9) over p9_server.c. */
-#define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>

@@ -1,16 +1,15 @@
 /* virtio_blk.c - virtio-blk (virtio 1.2 §5.2) over a raw image file: vmm_add_disk(). */
-#define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "../core/board.h"
 #include "../core/vm.h"
+#include "../host/host.h"
 #include "virtio.h"
 
 /*
@@ -181,11 +180,13 @@ static uint8_t blk_dwz(struct vmm_virtio_blk *b, const struct virtq_chain *c, bo
             continue;
         if (discard) {
             /* advisory: the contents of discarded sectors are undefined, so failing to punch is fine */
-            (void)fallocate(b->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, pos, len);
+            (void)vmm__host_punch_hole(b->fd, pos, len);
             continue;
         }
-        int mode = s.flags & VIRTIO_BLK_WZ_F_UNMAP ? FALLOC_FL_PUNCH_HOLE : FALLOC_FL_ZERO_RANGE;
-        if (fallocate(b->fd, mode | FALLOC_FL_KEEP_SIZE, pos, len) && !blk_write_zeros(b, (uint64_t)pos, (uint64_t)len))
+        /* both leave the range reading as zeros; where the host can do neither, write them */
+        int e = s.flags & VIRTIO_BLK_WZ_F_UNMAP ? vmm__host_punch_hole(b->fd, pos, len)
+                                                : vmm__host_zero_range(b->fd, pos, len);
+        if (e && !blk_write_zeros(b, (uint64_t)pos, (uint64_t)len))
             return VIRTIO_BLK_S_IOERR;
     }
     return VIRTIO_BLK_S_OK;
@@ -319,7 +320,7 @@ VMM_EXPORT int vmm_add_disk(vmm_vm *vm, const char *path, int readonly)
 {
     struct vmm_virtio_blk *b;
     struct stat st;
-    int rc;
+    int rc, e;
 
     if (!vm)
         return VMM_EINVAL;
@@ -356,10 +357,10 @@ VMM_EXPORT int vmm_add_disk(vmm_vm *vm, const char *path, int readonly)
                             (long long)st.st_size, BLK_SECTOR);
         goto fail;
     }
-    if (flock(b->fd, (b->readonly ? LOCK_SH : LOCK_EX) | LOCK_NB)) {
-        rc = errno == EWOULDBLOCK
+    if ((e = vmm__host_file_lock(b->fd, !b->readonly))) {
+        rc = e == EWOULDBLOCK
                  ? vmm__set_error(vm, VMM_EIO, "%s: the disk image is in use (locked by another VM or program)", path)
-                 : vmm__set_error(vm, VMM_EIO, "%s: cannot lock the disk image: %s", path, strerror(errno));
+                 : vmm__set_error(vm, VMM_EIO, "%s: cannot lock the disk image: %s", path, strerror(e));
         goto fail;
     }
     b->capacity = (uint64_t)st.st_size / BLK_SECTOR;

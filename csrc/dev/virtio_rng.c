@@ -1,10 +1,10 @@
-/* virtio_rng.c - virtio-rng (virtio 1.2 §5.4): an entropy source fed by getrandom(); vmm_add_rng(). */
+/* virtio_rng.c - virtio-rng (virtio 1.2 §5.4): an entropy source fed by the host's CSPRNG; vmm_add_rng(). */
 #include <errno.h>
 #include <stdlib.h>
-#include <sys/random.h>
 
 #include "../core/board.h"
 #include "../core/vm.h"
+#include "../host/host.h"
 #include "virtio.h"
 
 /*
@@ -32,16 +32,9 @@ static uint32_t rng_fill(const struct virtq_chain *c, uint64_t want)
         uint64_t n = c->seg[i].len;
         if (n > want - done)
             n = want - done;
-        while (n) {
-            ssize_t r = getrandom(p, n, 0);
-            if (r < 0 && errno == EINTR)
-                continue;
-            if (r <= 0)
-                return (uint32_t)done;
-            p += r;
-            n -= (uint64_t)r;
-            done += (uint64_t)r;
-        }
+        if (vmm__host_random(p, (size_t)n))
+            return (uint32_t)done;
+        done += n;
     }
     return (uint32_t)done;
 }
