@@ -93,8 +93,6 @@ def test_globals_are_prefixed(symbols, build):
     _check({src: syms for src, syms in symbols.items() if not _is_p9(src)}, build[2])
 
 
-# TODO(merge): drop this marker once the host-OS branch, which renames p9's globals, is in
-@pytest.mark.xfail(reason="the 9p server's globals (fid_get, is_root, ...) are renamed on another branch", strict=False)
 def test_p9_globals_are_prefixed(symbols, build):
     _check({src: syms for src, syms in symbols.items() if _is_p9(src)}, build[2])
 
