@@ -19,7 +19,6 @@
  * writable part receives the R-message. Requests are served at once, in
  * order, on the thread that notifies (no request ever blocks on the guest).
  */
-#define P9_DEVICE_ID 9
 #define VIRTIO_9P_MOUNT_TAG 0
 #define P9_QUEUE_SIZE 128
 #define P9_TAG_MAX 64
@@ -87,7 +86,7 @@ static void p9dev_destroy(void *dev)
 
 static const struct vmm_virtio_ops p9_ops = {
     .name = "9p",
-    .device_id = P9_DEVICE_ID,
+    .device_id = VIRTIO_ID_9P,
     .features = 1ULL << VIRTIO_9P_MOUNT_TAG,
     .num_queues = 1,
     .queue_max = P9_QUEUE_SIZE,
@@ -145,7 +144,7 @@ VMM_EXPORT int vmm_add_share(vmm_vm *vm, const char *host_dir, const char *tag, 
     ops = (struct vmm_virtio_ops *)(d + 1);
     *ops = p9_ops;
     ops->config_size = d->cfg_size;
-    if ((rc = vmm__virtio_mmio_add(vm, ops, d, &d->v))) {
+    if ((rc = vmm__virtio_add(vm, ops, d, &d->v))) {
         p9dev_free(d);
         return rc;
     }

@@ -24,7 +24,6 @@
  * (nothing can be reported); a header shorter than 16 bytes, or data not a
  * whole number of sectors -> IOERR; unknown request types -> UNSUPP.
  */
-#define VIRTIO_ID_BLOCK 2
 
 #define VIRTIO_BLK_F_SEG_MAX 2
 #define VIRTIO_BLK_F_RO 5
@@ -374,7 +373,7 @@ VMM_EXPORT int vmm_add_disk(vmm_vm *vm, const char *path, int readonly)
         b->cfg.write_zeroes_may_unmap = 1;
     }
     blk_make_id(b, path);
-    if ((rc = vmm__virtio_mmio_add(vm, b->readonly ? &blk_ops_ro : &blk_ops_rw, b, &b->v)))
+    if ((rc = vmm__virtio_add(vm, b->readonly ? &blk_ops_ro : &blk_ops_rw, b, &b->v)))
         goto fail;
     return 0;
 fail:

@@ -123,7 +123,7 @@ int vmm__virtio_dummy_create(struct vmm_vm *vm)
     if (!d)
         return vmm__set_error(vm, VMM_ENOMEM, "out of memory for the virtio test device");
     d->cfg.magic = DUMMY_MAGIC;
-    if ((rc = vmm__virtio_mmio_add(vm, &dummy_ops, d, &d->v)))
+    if ((rc = vmm__virtio_add(vm, &dummy_ops, d, &d->v)))
         free(d);
     return rc;
 }

@@ -6,7 +6,6 @@
 #include "virtio.h"
 #include "virtio_gpu.h"
 
-#define GPU_DEVICE_ID 16
 #define GPU_F_EDID 1 /* §5.7.3; VIRGL, RESOURCE_UUID, RESOURCE_BLOB and CONTEXT_INIT are not offered */
 #define GPU_QUEUE_SIZE 256
 enum { CONTROLQ = 0, CURSORQ = 1 };
@@ -689,7 +688,7 @@ static void gpu_reset(void *dev)
 
 static const struct vmm_virtio_ops gpu_ops = {
     .name = "gpu",
-    .device_id = GPU_DEVICE_ID,
+    .device_id = VIRTIO_ID_GPU,
     .features = 1ull << GPU_F_EDID,
     .num_queues = 2,
     .queue_max = GPU_QUEUE_SIZE,
@@ -718,7 +717,7 @@ int vmm__gpu_create(struct vmm_vm *vm, struct vmm_gpu **out)
         vmm__gpu_destroy(g);
         return vmm__set_error(vm, rc, "out of memory for the GPU");
     }
-    if ((rc = vmm__virtio_mmio_add(vm, &gpu_ops, g, &g->vio))) {
+    if ((rc = vmm__virtio_add(vm, &gpu_ops, g, &g->vio))) {
         vmm__gpu_destroy(g);
         return rc;
     }

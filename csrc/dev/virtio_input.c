@@ -47,7 +47,6 @@
  * no device lock to order against the transport's.
  */
 
-#define VIRTIO_ID_INPUT 18
 #define INPUT_QUEUE_MAX 64
 #define INPUT_PENDING_MAX 4096
 #define INPUT_SCHED_MAX 65536 /* deterministic mode: events waiting for their virtual time, per device */
@@ -380,7 +379,7 @@ int vmm__input_create(struct vmm_vm *vm)
         d->kind = k;
         vmm__timeq_init(&d->sched, sizeof(struct input_event), INPUT_SCHED_MAX);
         config_update(d);
-        if ((rc = vmm__virtio_mmio_add(vm, &input_ops, d, &d->v))) {
+        if ((rc = vmm__virtio_add(vm, &input_ops, d, &d->v))) {
             free(d);
             return rc;
         }

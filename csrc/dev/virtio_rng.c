@@ -12,7 +12,6 @@
  * the rest left unused: the driver asks again) and returned with the bytes
  * written. A chain with no writable part is returned with length 0.
  */
-#define VIRTIO_ID_ENTROPY 4
 #define RNG_QUEUE_MAX 64
 #define RNG_CHAIN_MAX (64u * 1024)
 
@@ -84,7 +83,7 @@ VMM_EXPORT int vmm_add_rng(vmm_vm *vm)
         return VMM_EINVAL;
     if (!(r = calloc(1, sizeof *r)))
         return vmm__set_error(vm, VMM_ENOMEM, "out of memory for virtio-rng");
-    if ((rc = vmm__virtio_mmio_add(vm, &rng_ops, r, &r->v)))
+    if ((rc = vmm__virtio_add(vm, &rng_ops, r, &r->v)))
         free(r);
     return rc;
 }
