@@ -247,6 +247,14 @@ VMM_EXPORT int vmm_clock_advance(vmm_vm *vm, uint64_t ns);
  * it is vmm_console_write(). Thread-safe.
  */
 VMM_EXPORT int vmm_console_write_at(vmm_vm *vm, uint64_t at_ns, const void *buf, size_t len);
+/*
+ * Console input by port: VMM_CONSOLE_SERIAL is the PL011 (vmm_console_write_at),
+ * VMM_CONSOLE_VIRTIO the virtio console (hvc0; VMM_ENOTSUP without one). Each
+ * port has its own queue, so the two devices never share a byte; output of
+ * both joins the one stream vmm_console_read() returns.
+ */
+enum vmm_console_port { VMM_CONSOLE_SERIAL = 0, VMM_CONSOLE_VIRTIO = 1 };
+VMM_EXPORT int vmm_console_write_port(vmm_vm *vm, unsigned port, uint64_t at_ns, const void *buf, size_t len);
 
 /*
  * More virtio devices, each on the next virtio-mmio slot. Allowed after
@@ -255,11 +263,18 @@ VMM_EXPORT int vmm_console_write_at(vmm_vm *vm, uint64_t at_ns, const void *buf,
  * - a disk: virtio-blk over a raw image file (read-only if readonly != 0);
  * - a share: virtio-9p (9P2000.L) exporting host_dir under mount tag `tag`,
  *   confined to that directory; readonly refuses every change with EROFS;
- * - an entropy source: virtio-rng fed by the host's getrandom().
+ * - an entropy source: virtio-rng fed by the host's getrandom();
+ * - a virtio console (below).
  */
 VMM_EXPORT int vmm_add_disk(vmm_vm *vm, const char *path, int readonly);
 VMM_EXPORT int vmm_add_share(vmm_vm *vm, const char *host_dir, const char *tag, int readonly);
 VMM_EXPORT int vmm_add_rng(vmm_vm *vm);
+/*
+ * A virtio console (virtio 1.2 §5.3, one port: Linux's hvc0), at most one.
+ * What the guest writes joins the console stream (vmm_console_read); its
+ * input is port VMM_CONSOLE_VIRTIO of vmm_console_write_port().
+ */
+VMM_EXPORT int vmm_add_virtio_console(vmm_vm *vm);
 
 /*
  * The screen (virtio-gpu scanout 0). A *frame* is a RESOURCE_FLUSH that

@@ -98,9 +98,23 @@ struct vmm_virtq *vmm__virtio_queue(struct vmm_virtio *v, unsigned q);
 void vmm__virtio_notify(struct vmm_virtio *v, unsigned q);
 /* The device's config space changed: bump ConfigGeneration, raise the configuration interrupt. */
 void vmm__virtio_config_changed(struct vmm_virtio *v);
+/* A counted, rate-limited guest error naming the device and its transport instance ("rng@virtio-mmio.2"). */
+void vmm__virtio_guest_error(struct vmm_virtio *v, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* The driver broke the rules: set DEVICE_NEEDS_RESET (and the config interrupt), log a guest error. */
 void vmm__virtio_needs_reset(struct vmm_virtio *v, const char *why);
 uint64_t vmm__virtio_features(struct vmm_virtio *v); /* negotiated */
+/*
+ * The device lock (recursive; the transport holds it around register
+ * accesses, the core around callbacks). A device thread that delivers host
+ * input holds it around its queue work, so it never races a vCPU in the
+ * device's callbacks. Order: device lock -> GIC -> vm->lock.
+ */
+void vmm__virtio_lock(struct vmm_virtio *v);
+void vmm__virtio_unlock(struct vmm_virtio *v);
+/* Whether the queues may be processed now: DRIVER_OK and not NEEDS_RESET. */
+bool vmm__virtio_live(struct vmm_virtio *v);
+/* NEEDS_RESET is set: the device ignores its queues until the driver resets it. */
+bool vmm__virtio_broken(struct vmm_virtio *v);
 struct vmm_vm *vmm__virtio_vm(struct vmm_virtio *v);
 
 /*

@@ -60,16 +60,7 @@ int vmm__virtio_create(struct vmm_vm *vm, const struct vmm_virtio_ops *ops, void
 /* ops->destroy(dev), then tops->destroy(t), then the core itself. No vCPU may run. */
 void vmm__virtio_destroy(struct vmm_virtio *v);
 
-/* The device lock (recursive): transports hold it around every register access. */
-void vmm__virtio_lock(struct vmm_virtio *v);
-void vmm__virtio_unlock(struct vmm_virtio *v);
-/* Whether the queues may be processed now: DRIVER_OK and not NEEDS_RESET. */
-bool vmm__virtio_live(struct vmm_virtio *v);
-/* NEEDS_RESET is set: the device ignores its queues until the driver resets it. */
-bool vmm__virtio_broken(struct vmm_virtio *v);
-
-/* Transport -> core accessors: call with the device lock held. */
-void vmm__virtio_guest_error(struct vmm_virtio *v, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Transport -> core accessors: call with the device lock held (vmm__virtio_lock, virtio.h). */
 const struct vmm_virtio_ops *vmm__virtio_ops(struct vmm_virtio *v);
 uint32_t vmm__virtio_device_id(struct vmm_virtio *v);
 
