@@ -233,6 +233,14 @@ VMM_EXPORT int vmm_clock_advance(vmm_vm *vm, uint64_t ns);
  * it is vmm_console_write(). Thread-safe.
  */
 VMM_EXPORT int vmm_console_write_at(vmm_vm *vm, uint64_t at_ns, const void *buf, size_t len);
+/*
+ * Console input by port: VMM_CONSOLE_SERIAL is the PL011 (vmm_console_write_at),
+ * VMM_CONSOLE_VIRTIO the virtio console (hvc0; VMM_ENOTSUP without one). Each
+ * port has its own queue, so the two devices never share a byte; output of
+ * both joins the one stream vmm_console_read() returns.
+ */
+enum vmm_console_port { VMM_CONSOLE_SERIAL = 0, VMM_CONSOLE_VIRTIO = 1 };
+VMM_EXPORT int vmm_console_write_port(vmm_vm *vm, unsigned port, uint64_t at_ns, const void *buf, size_t len);
 
 /*
  * Devices. The machine always has its interrupt controller and a PL011 UART;
@@ -251,6 +259,7 @@ VMM_EXPORT int vmm_console_write_at(vmm_vm *vm, uint64_t at_ns, const void *buf,
  * - an entropy source: virtio-rng fed by the host's getrandom();
  * - tests only: the virtio transport test device (device id 0xfff0, see
  *   csrc/dev/virtio_dummy.c).
+ * - a virtio console (below).
  * Disks, shares, entropy sources and test devices: several of a kind are fine.
  */
 struct vmm_gpu_config {
@@ -264,6 +273,13 @@ VMM_EXPORT int vmm_add_disk(vmm_vm *vm, const char *path, int readonly);
 VMM_EXPORT int vmm_add_share(vmm_vm *vm, const char *host_dir, const char *tag, int readonly);
 VMM_EXPORT int vmm_add_rng(vmm_vm *vm);
 VMM_EXPORT int vmm_add_test_device(vmm_vm *vm);
+
+/*
+ * A virtio console (virtio 1.2 §5.3, one port: Linux's hvc0), at most one.
+ * What the guest writes joins the console stream (vmm_console_read); its
+ * input is port VMM_CONSOLE_VIRTIO of vmm_console_write_port().
+ */
+VMM_EXPORT int vmm_add_virtio_console(vmm_vm *vm);
 
 /*
  * The screen (virtio-gpu scanout 0). A *frame* is a RESOURCE_FLUSH that

@@ -507,3 +507,36 @@ def test_linux_evdev_reads_keyboard_and_tablet(debian_kernel, input_initramfs, m
     (tx, ty, syn) = _events(tab)
     assert tx[:2] == (3, 0) and ty[:2] == (3, 1) and syn == (0, 0, 0)
     assert 16000 < tx[2] < 16800 and 16000 < ty[2] < 16800  # the middle of 0..32767
+
+
+HVC_INIT = """#!/bin/sh
+export PATH=/bin:/sbin:/usr/bin HOME=/root
+mount -t proc proc /proc; mount -t sysfs sysfs /sys; mount -t devtmpfs devtmpfs /dev
+/etc/vmmpy/load-modules
+# console=hvc0: the kernel had no console to give /init; there is one now that the driver is bound
+exec </dev/console >/dev/console 2>&1
+echo "<4>VMMPY-HVC-KMSG after the driver bound" > /dev/kmsg
+echo "VMMPY-HVC init on $(cat /sys/class/tty/console/active)"
+read -r line
+echo "VMMPY-HVC read [$line]"
+poweroff -f
+"""
+
+
+@pytest.fixture(scope="session")
+def hvc_initramfs() -> str:
+    return _initramfs(init_script=HVC_INIT, modules=["virtio_mmio", "virtio_console"])
+
+
+def test_linux_console_on_hvc0(debian_kernel, hvc_initramfs, machine):
+    """virtio_console module, console=hvc0: kernel messages once the driver binds and /init's output and
+    input all go through the virtio console (no PL011 console, no earlycon: nothing else prints)."""
+    m = machine(
+        debian_kernel, cpus=CPUS, ram="512M", initrd=hvc_initramfs, cmdline="console=hvc0 panic=-1", virtio_console=True
+    )
+    m.serial.expect(rb"VMMPY-HVC-KMSG after the driver bound", timeout=VMMPY_BOOT_TIMEOUT)  # the kernel's printk
+    m.serial.expect(rb"VMMPY-HVC init on hvc0", timeout=60)
+    m.hvc.type("ping\n")
+    m.serial.expect(rb"VMMPY-HVC read \[ping\]", timeout=60)
+    assert m.wait(timeout=60).ok
+    assert "Booting Linux" not in m.serial.text  # Debian's driver does not replay earlier messages

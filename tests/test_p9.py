@@ -14,9 +14,9 @@ import sys
 import pytest
 
 import vmmpy
-from tests.virtio_driver import VirtioMMIO, find_devices
+from tests.virtio_driver import ID_9P, VirtioMMIO, find_devices
 
-P9_ID = 9
+P9_ID = ID_9P
 F_MOUNT_TAG = 1 << 0
 NOTAG, NOFID = 0xFFFF, 0xFFFFFFFF
 MAX_MSIZE = 512 * 1024

@@ -8,10 +8,10 @@ import struct
 import pytest
 
 import vmmpy
-from tests.virtio_driver import DESC_F_NEXT, DESC_F_WRITE, VirtioMMIO, find_devices
+from tests.virtio_driver import DESC_F_NEXT, DESC_F_WRITE, ID_BLOCK, VirtioMMIO, find_devices
 from vmmpy import cli, errors
 
-BLK_ID = 2
+BLK_ID = ID_BLOCK
 F_SEG_MAX, F_RO, F_BLK_SIZE, F_FLUSH, F_DISCARD, F_WRITE_ZEROES = (1 << b for b in (2, 5, 6, 9, 13, 14))
 T_IN, T_OUT, T_FLUSH, T_GET_ID, T_DISCARD, T_WRITE_ZEROES = 0, 1, 4, 8, 11, 13
 S_OK, S_IOERR, S_UNSUPP = 0, 1, 2

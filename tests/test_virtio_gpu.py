@@ -9,10 +9,10 @@ import pytest
 
 import vmmpy
 from tests.conftest import RAM_BASE, WFI, b_back, code
-from tests.virtio_driver import VirtioMMIO, find_devices
+from tests.virtio_driver import ID_GPU, VirtioMMIO, find_devices
 from vmmpy._ffi import ffi, lib
 
-GPU_ID = 16
+GPU_ID = ID_GPU
 F_EDID = 1 << 1
 
 # command and response types (§5.7.6.7)

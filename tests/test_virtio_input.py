@@ -10,10 +10,10 @@ import time
 import pytest
 
 import vmmpy
-from tests.virtio_driver import VirtioMMIO, find_devices
+from tests.virtio_driver import ID_GPU, ID_INPUT, VirtioMMIO, find_devices
 from vmmpy.input import KEYMAP, KEYS
 
-INPUT_ID, GPU_ID = 18, 16
+INPUT_ID, GPU_ID = ID_INPUT, ID_GPU
 ID_NAME, ID_SERIAL, ID_DEVIDS, PROP_BITS, EV_BITS, ABS_INFO = 1, 2, 3, 0x10, 0x11, 0x12
 EV_SYN, EV_KEY, EV_REL, EV_ABS, EV_LED, EV_REP = 0, 1, 2, 3, 0x11, 0x14
 BTN_LEFT, BTN_RIGHT, BTN_MIDDLE = 0x110, 0x111, 0x112

@@ -30,6 +30,7 @@ from .virtio_driver import (
     F_INDIRECT_DESC,
     F_VERSION_1,
     FEATURES_OK,
+    ID_DUMMY,
     INT_CONFIG,
     INT_VRING,
     INTERRUPT_STATUS,
@@ -58,7 +59,7 @@ from .virtio_driver import (
     slot_base,
 )
 
-DUMMY_ID = 0xFFF0
+DUMMY_ID = ID_DUMMY
 F_A, F_B = 1 << 0, 1 << 1
 CFG_MAGIC, CFG_SCRATCH, CFG_TRIGGER, CFG_CHAINS = 0, 4, 8, 12
 QMAX = 16

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import vmmpy
-from tests.virtio_driver import VirtioMMIO, find_devices
+from tests.virtio_driver import ID_ENTROPY, VirtioMMIO, find_devices
 
-RNG_ID = 4
+RNG_ID = ID_ENTROPY
 
 
 def test_rng_fills_buffers():

@@ -217,6 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--rng", action="store_true", help="give the guest a virtio-rng entropy source (/dev/hwrng)")
     r.add_argument(
+        "--virtio-console",
+        action="store_true",
+        help="give the guest a virtio console (hvc0; Linux: console=hvc0); typing goes to it, not to serial",
+    )
+    r.add_argument(
         "--share",
         type=_share,
         action="append",
@@ -237,10 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class _StdinForwarder:
-    """Forwards the terminal to the guest's serial port; Ctrl-] stops the guest."""
+    """Forwards the terminal to the guest's serial port (its virtio console if it has one); Ctrl-] stops it."""
 
-    def __init__(self, machine: Machine):
+    def __init__(self, machine: Machine, to_hvc: bool = False):
         self.m = machine
+        self._port = machine.hvc if to_hvc else machine.serial
         self.interrupted = False
         self._saved = None
         self._fd = sys.stdin.fileno() if sys.stdin and sys.stdin.isatty() else -1
@@ -278,7 +284,7 @@ class _StdinForwarder:
                 self.m.stop()
                 return
             with contextlib.suppress(errors.VmmError):
-                self.m.serial.write(data)
+                self._port.write(data)
 
     def __exit__(self, *exc):
         if self._saved is not None:
@@ -426,6 +432,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         **_gpu_kwargs(args),
         disk=args.disk,
         rng=args.rng,
+        virtio_console=args.virtio_console,
         share=_shares(args.share),
         input=args.input,
     )
@@ -444,7 +451,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     old = signal.signal(signal.SIGINT, on_sigint)
     try:
-        with m, _StdinForwarder(m) as fwd:
+        with m, _StdinForwarder(m, to_hvc=args.virtio_console) as fwd:
             for n in captures:
                 m.screen.hold(n)
             events.prepare()

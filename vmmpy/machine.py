@@ -211,6 +211,32 @@ class Serial:
             return bytes(self._buf[-n:]).decode(errors="replace")
 
 
+class VirtioConsole:
+    """Input to the guest's virtio console (``Machine(virtio_console=True)``, Linux's hvc0).
+
+    Its output joins the one console stream: read it with ``m.serial`` (``expect``, ``read``, ``text``).
+    Input has its own queue (port VMM_CONSOLE_VIRTIO), apart from the serial port's.
+    """
+
+    def __init__(self, machine: Machine):
+        self._m = machine
+
+    def write(self, data: bytes | str, at_ns: int | None = None) -> None:
+        """Queue input for the virtio console; `at_ns` as for ``Serial.write`` (deterministic mode).
+
+        Raises NotSupported without ``virtio_console=True``.
+        """
+        if isinstance(data, str):
+            data = data.encode()
+        _check(
+            lib.vmm_console_write_port(self._m._vm, lib.VMM_CONSOLE_VIRTIO, at_ns or 0, data, len(data)), self._m._vm
+        )
+
+    def type(self, text: str, at_ns: int | None = None) -> None:
+        """Type text (newlines become carriage returns, as a terminal sends)."""
+        self.write(text.replace("\n", "\r"), at_ns)
+
+
 class Machine:
     """One aarch64 VM.
 
@@ -241,6 +267,7 @@ class Machine:
         input: bool = False,
         disk: DiskSpec | list[DiskSpec] | None = None,
         rng: bool = False,
+        virtio_console: bool = False,
         share: ShareSpec | list[ShareSpec] | None = None,
     ):
         self.name = name or (os.path.basename(os.fspath(kernel)) if kernel else "vm")
@@ -283,6 +310,7 @@ class Machine:
             raise errors.BY_NAME.get(name_, errors.VmmError)(ffi.string(err).decode(), rc, name_)
         self._vm = out[0]
         self.serial = Serial(self)
+        self.hvc = VirtioConsole(self)
         self.screen = Screen(self)
         self.keyboard = Keyboard(self)
         self.tablet = Tablet(self, gpu_size)
@@ -299,6 +327,8 @@ class Machine:
             for _ in range(virtio_test_devices):  # tests only: the transport conformance device (id 0xfff0)
                 _check(lib.vmm_add_test_device(self._vm), self._vm)
             self._add_disks_and_rng(disk, rng)
+            if virtio_console:
+                self._add_virtio_console()
             self._add_shares(share)
             if kernel is not None:
                 self.load_kernel(kernel, format=kernel_format, load_addr=load_addr, entry=entry)
@@ -323,6 +353,10 @@ class Machine:
             _check(lib.vmm_add_disk(self._vm, os.fsencode(path), 1 if mode == "ro" else 0), self._vm)
         if rng:
             _check(lib.vmm_add_rng(self._vm), self._vm)
+
+    def _add_virtio_console(self) -> None:
+        """The virtio console (hvc0): its output joins m.serial's stream, its input is m.hvc."""
+        _check(lib.vmm_add_virtio_console(self._vm), self._vm)
 
     def _add_shares(self, share: ShareSpec | list[ShareSpec] | None) -> None:
         """virtio-9p shares: a directory (tag "share", read-write), or (dir, tag) / (dir, tag, readonly)."""

@@ -1,4 +1,9 @@
-/* console.c - the serial console's host side: buffered output, queued input, waiting readers. */
+/*
+ * console.c - the console's host side: one buffered output stream (the PL011
+ * and the virtio console both print into it), waiting readers, and one input
+ * queue per port (VMM_CONSOLE_SERIAL: the PL011, VMM_CONSOLE_VIRTIO: the
+ * virtio console), so the two devices never take each other's bytes.
+ */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,25 +22,32 @@ struct vmm_console {
     uint8_t *out;
     size_t out_len, out_cap, out_rd;
     uint64_t out_dropped;
-    uint8_t *in;
-    size_t in_rd, in_wr; /* ring of IN_CAP bytes, in_wr - in_rd queued */
     bool running;
-    /* deterministic mode: input waiting for its virtual time, sorted by time */
     bool deterministic;
-    struct vmm_timeq sched; /* of bytes */
-    void (*input_cb)(void *opaque);
-    void *input_opaque;
+    struct console_port {
+        uint8_t *in;
+        size_t in_rd, in_wr;    /* ring of IN_CAP bytes, in_wr - in_rd queued */
+        struct vmm_timeq sched; /* deterministic mode: bytes waiting for their virtual time */
+        void (*input_cb)(void *opaque);
+        void *input_opaque;
+    } port[VMM_CONSOLE_PORTS];
 };
 
 int vmm__console_create(struct vmm_console **out)
 {
     struct vmm_console *c = calloc(1, sizeof *c);
 
-    if (!c || !(c->in = malloc(IN_CAP))) {
-        free(c);
+    if (!c)
         return VMM_ENOMEM;
+    for (unsigned i = 0; i < VMM_CONSOLE_PORTS; i++) {
+        if (!(c->port[i].in = malloc(IN_CAP))) {
+            while (i--)
+                free(c->port[i].in);
+            free(c);
+            return VMM_ENOMEM;
+        }
+        vmm__timeq_init(&c->port[i].sched, 1, IN_CAP);
     }
-    vmm__timeq_init(&c->sched, 1, IN_CAP);
     pthread_mutex_init(&c->lock, NULL);
     vmm__host_cond_init(&c->cond);
     *out = c;
@@ -49,8 +61,10 @@ void vmm__console_destroy(struct vmm_console *c)
     pthread_mutex_destroy(&c->lock);
     pthread_cond_destroy(&c->cond);
     free(c->out);
-    free(c->in);
-    vmm__timeq_free(&c->sched);
+    for (unsigned i = 0; i < VMM_CONSOLE_PORTS; i++) {
+        free(c->port[i].in);
+        vmm__timeq_free(&c->port[i].sched);
+    }
     free(c);
 }
 
@@ -98,23 +112,37 @@ void vmm__console_set_running(struct vmm_console *c, bool running)
     pthread_mutex_unlock(&c->lock);
 }
 
-int vmm__console_getc(struct vmm_console *c)
+size_t vmm__console_port_read(struct vmm_console *c, unsigned port, void *buf, size_t len)
 {
-    int ch = -1;
+    struct console_port *p = &c->port[port];
+    uint8_t *out = buf;
+    size_t n = 0;
 
     pthread_mutex_lock(&c->lock);
-    if (c->in_wr != c->in_rd)
-        ch = c->in[c->in_rd++ % IN_CAP];
+    while (n < len && p->in_wr != p->in_rd)
+        out[n++] = p->in[p->in_rd++ % IN_CAP];
     pthread_mutex_unlock(&c->lock);
-    return ch;
+    return n;
+}
+
+bool vmm__console_port_has_input(struct vmm_console *c, unsigned port)
+{
+    pthread_mutex_lock(&c->lock);
+    bool has = c->port[port].in_wr != c->port[port].in_rd;
+    pthread_mutex_unlock(&c->lock);
+    return has;
+}
+
+int vmm__console_getc(struct vmm_console *c)
+{
+    uint8_t ch;
+
+    return vmm__console_port_read(c, VMM_CONSOLE_SERIAL, &ch, 1) ? ch : -1;
 }
 
 bool vmm__console_has_input(struct vmm_console *c)
 {
-    pthread_mutex_lock(&c->lock);
-    bool has = c->in_wr != c->in_rd;
-    pthread_mutex_unlock(&c->lock);
-    return has;
+    return vmm__console_port_has_input(c, VMM_CONSOLE_SERIAL);
 }
 
 VMM_EXPORT int vmm_console_read(vmm_vm *vm, void *buf, size_t len, uint64_t timeout_ns)
@@ -154,12 +182,24 @@ VMM_EXPORT int vmm_console_read(vmm_vm *vm, void *buf, size_t len, uint64_t time
     return eof ? VMM_EEOF : (int)n;
 }
 
+int vmm__console_set_port_input_cb(struct vmm_console *c, unsigned port, void (*cb)(void *opaque), void *opaque)
+{
+    int rc = 0;
+
+    pthread_mutex_lock(&c->lock);
+    if (cb && c->port[port].input_cb) {
+        rc = VMM_EBUSY; /* one device reads a port */
+    } else {
+        c->port[port].input_cb = cb;
+        c->port[port].input_opaque = opaque;
+    }
+    pthread_mutex_unlock(&c->lock);
+    return rc;
+}
+
 void vmm__console_set_input_cb(struct vmm_console *c, void (*cb)(void *opaque), void *opaque)
 {
-    pthread_mutex_lock(&c->lock);
-    c->input_cb = cb;
-    c->input_opaque = opaque;
-    pthread_mutex_unlock(&c->lock);
+    vmm__console_set_port_input_cb(c, VMM_CONSOLE_SERIAL, cb, opaque);
 }
 
 void vmm__console_set_deterministic(struct vmm_console *c, bool on)
@@ -167,64 +207,90 @@ void vmm__console_set_deterministic(struct vmm_console *c, bool on)
     c->deterministic = on;
 }
 
-/* Append to the input ring (lock held); true if it went from empty to non-empty. */
-static bool push_input_locked(struct vmm_console *c, const uint8_t *p, size_t len)
+/* Append to a port's input ring (lock held); true if it went from empty to non-empty. */
+static bool push_input_locked(struct console_port *p, const uint8_t *b, size_t len)
 {
-    bool was_empty = c->in_wr == c->in_rd;
+    bool was_empty = p->in_wr == p->in_rd;
     for (size_t i = 0; i < len; i++)
-        c->in[c->in_wr++ % IN_CAP] = p[i];
+        p->in[p->in_wr++ % IN_CAP] = b[i];
     return was_empty && len;
 }
 
-static void notify_input(struct vmm_console *c, bool became_ready)
+/* Unlock, then tell the ports' readers whose input became ready (bit i: port i). */
+static void notify_input(struct vmm_console *c, unsigned ready)
 {
-    void (*cb)(void *) = c->input_cb;
-    void *opaque = c->input_opaque;
+    void (*cb[VMM_CONSOLE_PORTS])(void *);
+    void *opaque[VMM_CONSOLE_PORTS];
+
+    for (unsigned i = 0; i < VMM_CONSOLE_PORTS; i++) {
+        cb[i] = c->port[i].input_cb;
+        opaque[i] = c->port[i].input_opaque;
+    }
     pthread_mutex_unlock(&c->lock);
-    if (became_ready && cb)
-        cb(opaque);
+    for (unsigned i = 0; i < VMM_CONSOLE_PORTS; i++)
+        if ((ready >> i & 1) && cb[i])
+            cb[i](opaque[i]);
 }
 
 uint64_t vmm__console_advance(struct vmm_console *c, uint64_t now_ns)
 {
-    size_t n = 0;
-    bool ready = false;
-    uint64_t next;
+    unsigned ready = 0;
+    uint64_t next = UINT64_MAX;
 
     pthread_mutex_lock(&c->lock);
-    while (n < c->sched.n && c->sched.at[n] <= now_ns && c->in_wr - c->in_rd < IN_CAP) {
-        ready |= push_input_locked(c, vmm__timeq_item(&c->sched, n), 1);
-        n++;
+    for (unsigned i = 0; i < VMM_CONSOLE_PORTS; i++) {
+        struct console_port *p = &c->port[i];
+        size_t n = 0;
+        while (n < p->sched.n && p->sched.at[n] <= now_ns && p->in_wr - p->in_rd < IN_CAP) {
+            if (push_input_locked(p, vmm__timeq_item(&p->sched, n), 1))
+                ready |= 1u << i;
+            n++;
+        }
+        vmm__timeq_drop(&p->sched, n);
+        if (vmm__timeq_next(&p->sched) < next)
+            next = vmm__timeq_next(&p->sched);
     }
-    vmm__timeq_drop(&c->sched, n);
-    next = vmm__timeq_next(&c->sched);
     notify_input(c, ready);
     return next;
 }
 
-VMM_EXPORT int vmm_console_write_at(vmm_vm *vm, uint64_t at_ns, const void *buf, size_t len)
+VMM_EXPORT int vmm_console_write_port(vmm_vm *vm, unsigned port, uint64_t at_ns, const void *buf, size_t len)
 {
+    static const char *const names[VMM_CONSOLE_PORTS] = { "serial", "virtio console" };
+    struct console_port *p;
     struct vmm_console *c;
     int rc = 0;
     bool ready = false;
 
     if (!vm || (!buf && len))
         return VMM_EINVAL;
+    if (port >= VMM_CONSOLE_PORTS)
+        return vmm__set_error(vm, VMM_EINVAL, "no console port %u (0: serial, 1: virtio console)", port);
     c = vm->console;
+    p = &c->port[port];
     pthread_mutex_lock(&c->lock);
-    if (c->deterministic) {
-        rc = vmm__timeq_add(&c->sched, at_ns, buf, len); /* kept until the clock reaches at_ns */
-    } else if (len > IN_CAP - (c->in_wr - c->in_rd)) {
+    if (port != VMM_CONSOLE_SERIAL && !p->input_cb) {
+        rc = VMM_ENOTSUP;
+    } else if (c->deterministic) {
+        rc = vmm__timeq_add(&p->sched, at_ns, buf, len); /* kept until the clock reaches at_ns */
+    } else if (len > IN_CAP - (p->in_wr - p->in_rd)) {
         rc = VMM_ENOMEM;
     } else {
-        ready = push_input_locked(c, buf, len);
+        ready = push_input_locked(p, buf, len);
     }
-    notify_input(c, ready);
+    notify_input(c, ready ? 1u << port : 0);
+    if (rc == VMM_ENOTSUP)
+        return vmm__set_error(vm, rc, "no virtio console: add one first (vmm_add_virtio_console)");
     if (rc)
-        return vmm__set_error(vm, rc, "serial input queue full (%u bytes)", IN_CAP);
+        return vmm__set_error(vm, rc, "%s input queue full (%u bytes)", names[port], IN_CAP);
     if (c->deterministic)
         vmm__wake_run_loop(vm); /* it delivers the input */
     return 0;
+}
+
+VMM_EXPORT int vmm_console_write_at(vmm_vm *vm, uint64_t at_ns, const void *buf, size_t len)
+{
+    return vmm_console_write_port(vm, VMM_CONSOLE_SERIAL, at_ns, buf, len);
 }
 
 VMM_EXPORT int vmm_console_write(vmm_vm *vm, const void *buf, size_t len)

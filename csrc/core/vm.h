@@ -249,6 +249,15 @@ void vmm__console_put(struct vmm_console *c, const void *buf, size_t len);
 /* next input byte, or -1 when none is queued */
 int vmm__console_getc(struct vmm_console *c);
 bool vmm__console_has_input(struct vmm_console *c);
+/*
+ * Input ports (enum vmm_console_port): the PL011 reads port 0 through the
+ * three calls above, the virtio console port 1 through these. One reader
+ * device a port (VMM_EBUSY); cb as for vmm__console_set_input_cb.
+ */
+#define VMM_CONSOLE_PORTS 2
+int vmm__console_set_port_input_cb(struct vmm_console *c, unsigned port, void (*cb)(void *opaque), void *opaque);
+size_t vmm__console_port_read(struct vmm_console *c, unsigned port, void *buf, size_t len);
+bool vmm__console_port_has_input(struct vmm_console *c, unsigned port);
 void vmm__console_set_running(struct vmm_console *c, bool running);
 
 #endif

@@ -1,4 +1,8 @@
-/* virtio.h - virtio devices, their transport (virtio-mmio v2) and split virtqueues (virtio 1.2). */
+/*
+ * virtio.h - what a virtio device sees (virtio 1.2): its ops table, the
+ * virtio core's device -> core calls (virtio.c) and split virtqueues
+ * (virtq.c). Devices know no transport; transports use virtio_transport.h.
+ */
 #ifndef VMM_VIRTIO_H
 #define VMM_VIRTIO_H
 
@@ -6,11 +10,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "virtio_ids.h"
+
 struct vmm_vm;
-struct vmm_virtio; /* one device on its transport (virtio_mmio.c) */
+struct vmm_virtio; /* one device: the virtio core's state (virtio.c) */
 struct vmm_virtq;  /* one split virtqueue (virtq.c) */
 
-/* Feature bits the transport owns (virtio 1.2 §6) */
+/* Feature bits the core owns (virtio 1.2 §6) */
 #define VIRTIO_F_INDIRECT_DESC 28
 #define VIRTIO_F_EVENT_IDX 29
 #define VIRTIO_F_VERSION_1 32
@@ -29,19 +35,19 @@ struct vmm_virtq;  /* one split virtqueue (virtq.c) */
  * What a device provides. It knows nothing of the transport: config space
  * is a byte array the transport reads and writes through these calls, and
  * queues are handed to it as struct vmm_virtq. All calls come from the
- * thread that performs the guest's MMIO access (a vCPU thread), with the
- * device's transport lock held; a device that has its own threads must take
- * its own lock.
+ * thread that performs the guest's register access (a vCPU thread), with the
+ * device's lock (the core's, recursive) held; a device that has its own
+ * threads takes it through the device -> core calls below.
  */
 struct vmm_virtio_ops {
     const char *name;   /* "gpu", "dummy", ... for logs */
-    uint32_t device_id; /* §5: 16 = GPU, 18 = input, 9 = 9P, 2 = block, 4 = entropy */
-    /* device-specific feature bits offered (the transport adds VERSION_1, INDIRECT_DESC, EVENT_IDX) */
+    uint32_t device_id; /* VIRTIO_ID_* (virtio_ids.h) */
+    /* device-specific feature bits offered (the core adds VERSION_1, INDIRECT_DESC, EVENT_IDX) */
     uint64_t features;
     unsigned num_queues;
     uint16_t queue_max; /* QueueNumMax for every queue (power of 2, <= VIRTQ_MAX_SIZE) */
     uint32_t config_size;
-    /* Config space accesses (off + len <= config_size, checked by the transport). */
+    /* Config space accesses (off + len <= config_size, checked by the core). */
     void (*config_read)(void *dev, uint32_t off, void *buf, uint32_t len);
     void (*config_write)(void *dev, uint32_t off, const void *buf, uint32_t len); /* may be NULL: read-only */
     /* The driver set FEATURES_OK with these features; false refuses them (FEATURES_OK then reads back clear). */
@@ -55,38 +61,51 @@ struct vmm_virtio_ops {
 };
 
 /*
- * Put a device on the next free virtio-mmio slot (layout.h: 0x0A00_0000 +
- * 0x200·n, SPI 16+n) and in the device tree. `dev` is the device's opaque
- * state; *out (may be NULL) receives the transport handle.
- */
-int vmm__virtio_mmio_add(struct vmm_vm *vm, const struct vmm_virtio_ops *ops, void *dev, struct vmm_virtio **out);
-
-/*
- * How a device joins the machine: on the board (its lifecycle hooks, dev_ops, which include
- * destroy) and on a transport (virtio-mmio today). On failure neither holds it: the caller frees dev.
+ * How a virtio device joins the machine, once: on the board with dev_ops (its lifecycle hooks,
+ * destroy included: board.h) and on a transport (for now always virtio-mmio). `dev` is the device's
+ * opaque state; *out (may be NULL) receives the device's core handle, which the device -> core calls
+ * below take. On failure neither holds the device: the caller frees it.
  */
 struct vmm_device_ops;
 int vmm__virtio_add(struct vmm_vm *vm, const struct vmm_virtio_ops *ops, const struct vmm_device_ops *dev_ops,
                     void *dev, struct vmm_virtio **out);
+
+/*
+ * The virtio-mmio transport (virtio_mmio.c). vmm__virtio_mmio_add puts a
+ * device on the next free slot (layout.h: 0x0A00_0000 + 0x200·n, SPI 16+n)
+ * and in the device tree.
+ */
+int vmm__virtio_mmio_add(struct vmm_vm *vm, const struct vmm_virtio_ops *ops, void *dev, struct vmm_virtio **out);
 /* Put the virtio-mmio window on the bus and the board (board init; idempotent). */
 int vmm__virtio_mmio_init(struct vmm_vm *vm);
 
-/* The transport conformance test device (virtio_dummy.c, device id VIRTIO_ID_DUMMY). */
-#define VIRTIO_ID_DUMMY 0xfff0
-
 /*
- * Device -> transport. These (and vmm__virtq_pop/push) take the device's
- * transport lock, which is recursive: call them from the ops callbacks or
- * from a device thread.
+ * Device -> core. These (and vmm__virtq_pop/push) take the device's lock,
+ * which is recursive: call them from the ops callbacks or from a device
+ * thread. The core tells the transport to interrupt.
  */
 struct vmm_virtq *vmm__virtio_queue(struct vmm_virtio *v, unsigned q);
 /* Raise the used-buffer interrupt for q if the driver wants it (EVENT_IDX / NO_INTERRUPT honoured). */
 void vmm__virtio_notify(struct vmm_virtio *v, unsigned q);
 /* The device's config space changed: bump ConfigGeneration, raise the configuration interrupt. */
 void vmm__virtio_config_changed(struct vmm_virtio *v);
+/* A counted, rate-limited guest error naming the device and its transport instance ("rng@virtio-mmio.2"). */
+void vmm__virtio_guest_error(struct vmm_virtio *v, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* The driver broke the rules: set DEVICE_NEEDS_RESET (and the config interrupt), log a guest error. */
 void vmm__virtio_needs_reset(struct vmm_virtio *v, const char *why);
 uint64_t vmm__virtio_features(struct vmm_virtio *v); /* negotiated */
+/*
+ * The device lock (recursive; the transport holds it around register
+ * accesses, the core around callbacks). A device thread that delivers host
+ * input holds it around its queue work, so it never races a vCPU in the
+ * device's callbacks. Order: device lock -> GIC -> vm->lock.
+ */
+void vmm__virtio_lock(struct vmm_virtio *v);
+void vmm__virtio_unlock(struct vmm_virtio *v);
+/* Whether the queues may be processed now: DRIVER_OK and not NEEDS_RESET. */
+bool vmm__virtio_live(struct vmm_virtio *v);
+/* NEEDS_RESET is set: the device ignores its queues until the driver resets it. */
+bool vmm__virtio_broken(struct vmm_virtio *v);
 struct vmm_vm *vmm__virtio_vm(struct vmm_virtio *v);
 
 /*

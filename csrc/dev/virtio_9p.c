@@ -19,7 +19,6 @@
  * writable part receives the R-message. Requests are served at once, in
  * order, on the thread that notifies (no request ever blocks on the guest).
  */
-#define P9_DEVICE_ID 9
 #define VIRTIO_9P_MOUNT_TAG 0
 #define P9_QUEUE_SIZE 128
 #define P9_TAG_MAX 64
@@ -89,7 +88,7 @@ static const struct vmm_device_ops p9_device = { .name = "virtio-9p", .destroy =
 
 static const struct vmm_virtio_ops p9_ops = {
     .name = "9p",
-    .device_id = P9_DEVICE_ID,
+    .device_id = VIRTIO_ID_9P,
     .features = 1ULL << VIRTIO_9P_MOUNT_TAG,
     .num_queues = 1,
     .queue_max = P9_QUEUE_SIZE,

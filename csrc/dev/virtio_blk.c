@@ -24,7 +24,6 @@
  * (nothing can be reported); a header shorter than 16 bytes, or data not a
  * whole number of sectors -> IOERR; unknown request types -> UNSUPP.
  */
-#define VIRTIO_ID_BLOCK 2
 
 #define VIRTIO_BLK_F_SEG_MAX 2
 #define VIRTIO_BLK_F_RO 5

@@ -7,7 +7,6 @@
 #include "../core/board.h"
 #include "virtio_gpu.h"
 
-#define GPU_DEVICE_ID 16
 #define GPU_F_EDID 1 /* §5.7.3; VIRGL, RESOURCE_UUID, RESOURCE_BLOB and CONTEXT_INIT are not offered */
 #define GPU_QUEUE_SIZE 256
 enum { CONTROLQ = 0, CURSORQ = 1 };
@@ -692,7 +691,7 @@ static void gpu_reset(void *dev)
 
 static const struct vmm_virtio_ops gpu_ops = {
     .name = "gpu",
-    .device_id = GPU_DEVICE_ID,
+    .device_id = VIRTIO_ID_GPU,
     .features = 1ull << GPU_F_EDID,
     .num_queues = 2,
     .queue_max = GPU_QUEUE_SIZE,

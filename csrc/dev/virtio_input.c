@@ -48,7 +48,6 @@
  * no device lock to order against the transport's.
  */
 
-#define VIRTIO_ID_INPUT 18
 #define INPUT_QUEUE_MAX 64
 #define INPUT_PENDING_MAX 4096
 #define INPUT_SCHED_MAX 65536 /* deterministic mode: events waiting for their virtual time, per device */

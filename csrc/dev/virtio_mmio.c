@@ -1,7 +1,10 @@
-/* virtio_mmio.c - the virtio-mmio transport, version 2 only (virtio 1.2 §4.2.2): registers, status, features, IRQ. */
+/*
+ * virtio_mmio.c - the virtio-mmio transport, version 2 only (virtio 1.2
+ * §4.2.2): the register file of 32 slots in one window, each register mapped
+ * onto the virtio core's accessors (virtio_transport.h), and a level SPI per
+ * slot. Status, features, queues and the ISR live in the core (virtio.c).
+ */
 #include <inttypes.h>
-#include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,12 +14,12 @@
 #include "../core/board.h"
 #include "../core/fdt.h"
 #include "../core/layout.h"
-#include "virtq.h"
+#include "../core/vm.h"
+#include "virtio_transport.h"
 
 #define VIRTIO_MMIO_MAGIC 0x74726976u /* "virt" */
 #define VIRTIO_MMIO_VERSION 2u
 #define VIRTIO_MMIO_VENDOR 0x554D4551u /* "QEMU", as QEMU's devices: drivers never match on it */
-#define VIRTIO_MMIO_MAX_QUEUES 64
 
 /* Register offsets, §4.2.2 table "MMIO Device Register Layout" */
 enum {
@@ -52,201 +55,81 @@ enum {
     REG_CONFIG = 0x100,
 };
 
-/* InterruptStatus bits (§4.2.2) */
-#define INT_VRING 1u
-#define INT_CONFIG 2u
-
-#define TRANSPORT_FEATURES \
-    ((1ULL << VIRTIO_F_VERSION_1) | (1ULL << VIRTIO_F_INDIRECT_DESC) | (1ULL << VIRTIO_F_EVENT_IDX))
-
 /*
- * One device on one slot. `lock` (recursive) guards everything here and the
- * queues' device-side state: it is held around every register access and
- * every device callback, and taken by the device -> transport calls, which a
- * device may make from its callbacks or from its own threads. Lock order:
- * this lock, then the GIC's (vmm__irq_set is called with it held).
+ * The transport side of one device on one slot: its register file's own
+ * state (the selectors) and its interrupt line. Guarded by the device's lock
+ * (vmm__virtio_lock), which the register accessors hold.
  */
-struct vmm_virtio {
+struct mmio_slot {
+    struct vmm_virtio *v;
     struct vmm_vm *vm;
-    const struct vmm_virtio_ops *ops;
-    void *dev;
     unsigned slot, intid;
-    pthread_mutex_t lock;
-    uint32_t status, isr, config_generation;
     uint32_t device_features_sel, driver_features_sel, queue_sel, shm_sel;
-    uint64_t device_features, driver_features;
     bool level; /* the level driven on the SPI */
-    struct vmm_virtq *queues;
 };
 
 struct vmm_virtio_mmio_bus {
     struct vmm_vm *vm;
     unsigned count;
-    struct vmm_virtio *slot[LAYOUT_VIRTIO_SLOTS];
+    struct mmio_slot *slot[LAYOUT_VIRTIO_SLOTS];
 };
 
-void vmm__virtio_lock(struct vmm_virtio *v)
+/* Level-triggered SPI: high while any ISR bit is set (§4.2.2 InterruptStatus). Device lock held. */
+static void mmio_interrupt(void *t, uint32_t isr, enum vmm_virtio_irq why, unsigned q)
 {
-    pthread_mutex_lock(&v->lock);
-}
+    struct mmio_slot *s = t;
+    bool level = isr != 0;
 
-void vmm__virtio_unlock(struct vmm_virtio *v)
-{
-    pthread_mutex_unlock(&v->lock);
-}
-
-bool vmm__virtio_live(struct vmm_virtio *v)
-{
-    return (v->status & (VIRTIO_STATUS_DRIVER_OK | VIRTIO_STATUS_NEEDS_RESET)) == VIRTIO_STATUS_DRIVER_OK;
-}
-
-bool vmm__virtio_broken(struct vmm_virtio *v)
-{
-    return v->status & VIRTIO_STATUS_NEEDS_RESET;
-}
-
-struct vmm_vm *vmm__virtio_vm(struct vmm_virtio *v)
-{
-    return v->vm;
-}
-
-uint64_t vmm__virtio_features(struct vmm_virtio *v)
-{
-    return v->status & VIRTIO_STATUS_FEATURES_OK ? v->driver_features : 0;
-}
-
-struct vmm_virtq *vmm__virtio_queue(struct vmm_virtio *v, unsigned q)
-{
-    return q < v->ops->num_queues ? &v->queues[q] : NULL;
-}
-
-/* Drive the SPI from InterruptStatus (level-sensitive). v->lock held. */
-static void update_irq(struct vmm_virtio *v)
-{
-    bool level = v->isr != 0;
-
-    if (level != v->level) {
-        v->level = level;
-        vmm__irq_set(v->vm, 0, v->intid, level);
+    (void)why;
+    (void)q;
+    if (level != s->level) {
+        s->level = level;
+        vmm__irq_set(s->vm, 0, s->intid, level);
     }
 }
 
-static void guest_error(struct vmm_virtio *v, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void guest_error(struct vmm_virtio *v, const char *fmt, ...)
+static void mmio_reset(void *t)
 {
-    char msg[200];
-    va_list ap;
+    struct mmio_slot *s = t;
 
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    vmm__guest_error(v->vm, "virtio", "%s@%u: %s", v->ops->name, v->slot, msg);
+    s->device_features_sel = s->driver_features_sel = s->queue_sel = s->shm_sel = 0;
 }
 
-void vmm__virtio_notify(struct vmm_virtio *v, unsigned q)
+static void mmio_destroy(void *t)
 {
-    pthread_mutex_lock(&v->lock);
-    if (q < v->ops->num_queues && vmm__virtio_live(v) &&
-        vmm__virtq_should_interrupt(&v->queues[q], vmm__virtio_features(v) >> VIRTIO_F_EVENT_IDX & 1)) {
-        v->isr |= INT_VRING;
-        update_irq(v);
-    }
-    pthread_mutex_unlock(&v->lock);
+    free(t);
 }
 
-void vmm__virtio_config_changed(struct vmm_virtio *v)
+static const struct vmm_virtio_transport_ops mmio_transport = {
+    .name = "virtio-mmio",
+    .config_max = LAYOUT_VIRTIO_STRIDE - REG_CONFIG,
+    .interrupt = mmio_interrupt,
+    .reset = mmio_reset,
+    .destroy = mmio_destroy,
+};
+
+/* A 64-bit value's low (high = false) or high half replaced */
+static uint64_t set_half(uint64_t r, bool high, uint32_t val)
 {
-    pthread_mutex_lock(&v->lock);
-    v->config_generation++;
-    if (v->status & VIRTIO_STATUS_DRIVER_OK) { /* §2.5.2: no notification before DRIVER_OK */
-        v->isr |= INT_CONFIG;
-        update_irq(v);
-    }
-    pthread_mutex_unlock(&v->lock);
+    return high ? (r & 0xffffffffULL) | (uint64_t)val << 32 : (r & ~0xffffffffULL) | val;
 }
 
-void vmm__virtio_needs_reset(struct vmm_virtio *v, const char *why)
+static uint32_t half(uint64_t r, bool high)
 {
-    pthread_mutex_lock(&v->lock);
-    guest_error(v, "%s: device needs reset", why);
-    if (!(v->status & VIRTIO_STATUS_NEEDS_RESET)) {
-        v->status |= VIRTIO_STATUS_NEEDS_RESET;
-        if (v->status & VIRTIO_STATUS_DRIVER_OK) { /* §2.1.2: tell the driver with a config notification */
-            v->isr |= INT_CONFIG;
-            update_irq(v);
-        }
-    }
-    pthread_mutex_unlock(&v->lock);
+    return (uint32_t)(high ? r >> 32 : r);
 }
 
-/* Status written 0 (§2.4): back to the state after power-on. */
-static void device_reset(struct vmm_virtio *v)
+/* The queue register behind a QueueDesc/Driver/Device Low/High offset */
+static enum vmm_virtq_reg ring_reg(uint64_t off)
 {
-    if (v->ops->reset)
-        v->ops->reset(v->dev);
-    for (unsigned i = 0; i < v->ops->num_queues; i++)
-        vmm__virtq_reset(&v->queues[i]);
-    v->status = 0;
-    v->isr = 0;
-    v->device_features_sel = v->driver_features_sel = v->queue_sel = v->shm_sel = 0;
-    v->driver_features = 0;
-    update_irq(v);
+    return off < REG_QUEUE_DRIVER_LOW   ? VMM_VIRTQ_DESC
+           : off < REG_QUEUE_DEVICE_LOW ? VMM_VIRTQ_DRIVER
+                                        : VMM_VIRTQ_DEVICE;
 }
 
-/* §3.1.1 step 5-6, §6.1: VERSION_1 is mandatory (no legacy), nothing beyond what we offer, and the device agrees. */
-static bool features_acceptable(struct vmm_virtio *v)
+static uint32_t reg_read(struct mmio_slot *s, uint64_t off)
 {
-    uint64_t f = v->driver_features;
-
-    if (!(f >> VIRTIO_F_VERSION_1 & 1)) {
-        guest_error(v, "driver did not accept VIRTIO_F_VERSION_1 (legacy drivers are not supported)");
-        return false;
-    }
-    if (f & ~v->device_features) {
-        guest_error(v, "driver accepted features 0x%" PRIx64 " that were not offered", f & ~v->device_features);
-        return false;
-    }
-    return !v->ops->features_ok || v->ops->features_ok(v->dev, f);
-}
-
-static void write_status(struct vmm_virtio *v, uint32_t val)
-{
-    uint32_t old = v->status, set;
-
-    if (!val) {
-        device_reset(v);
-        return;
-    }
-    val &= 0xff & ~VIRTIO_STATUS_NEEDS_RESET; /* device-owned */
-    if (old & ~val & ~VIRTIO_STATUS_NEEDS_RESET)
-        guest_error(v, "status 0x%02" PRIx32 " clears bits of 0x%02" PRIx32 " without a reset", val, old);
-    set = val & ~old;
-    if ((set & VIRTIO_STATUS_FEATURES_OK) && !features_acceptable(v))
-        val &= ~VIRTIO_STATUS_FEATURES_OK; /* reads back clear: the driver gives up (§3.1.1 step 6) */
-    if ((set & VIRTIO_STATUS_DRIVER_OK) && !(val & VIRTIO_STATUS_FEATURES_OK)) {
-        guest_error(v, "DRIVER_OK without FEATURES_OK");
-        val &= ~VIRTIO_STATUS_DRIVER_OK;
-        set &= ~VIRTIO_STATUS_DRIVER_OK;
-    }
-    v->status = val | (old & VIRTIO_STATUS_NEEDS_RESET);
-    if ((set & VIRTIO_STATUS_DRIVER_OK) && !(v->status & VIRTIO_STATUS_NEEDS_RESET)) {
-        if (v->ops->driver_ok)
-            v->ops->driver_ok(v->dev);
-        /* buffers made available before DRIVER_OK were not consumed: look at them now */
-        for (unsigned i = 0; i < v->ops->num_queues && vmm__virtio_live(v); i++)
-            if (v->queues[i].ready && v->ops->queue_notify)
-                v->ops->queue_notify(v->dev, i);
-    }
-}
-
-static struct vmm_virtq *selected_queue(struct vmm_virtio *v)
-{
-    return v->queue_sel < v->ops->num_queues ? &v->queues[v->queue_sel] : NULL;
-}
-
-static uint32_t reg_read(struct vmm_virtio *v, uint64_t off)
-{
-    struct vmm_virtq *q = selected_queue(v);
+    struct vmm_virtio *v = s->v;
 
     switch (off) {
     case REG_MAGIC:
@@ -254,33 +137,28 @@ static uint32_t reg_read(struct vmm_virtio *v, uint64_t off)
     case REG_VERSION:
         return VIRTIO_MMIO_VERSION;
     case REG_DEVICE_ID:
-        return v->ops->device_id;
+        return vmm__virtio_device_id(v);
     case REG_VENDOR_ID:
         return VIRTIO_MMIO_VENDOR;
     case REG_DEVICE_FEATURES:
-        return v->device_features_sel < 2 ? (uint32_t)(v->device_features >> (32 * v->device_features_sel)) : 0;
+        return vmm__virtio_device_features_word(v, s->device_features_sel);
     case REG_QUEUE_NUM_MAX:
-        return q ? q->num_max : 0;
+        return vmm__virtio_queue_num_max(v, s->queue_sel);
     case REG_QUEUE_NUM:
-        return q ? q->num : 0;
+        return (uint32_t)vmm__virtio_queue_reg(v, s->queue_sel, VMM_VIRTQ_NUM);
     case REG_QUEUE_READY:
-        return q && q->ready;
+        return vmm__virtio_queue_enabled(v, s->queue_sel);
     case REG_INTERRUPT_STATUS:
-        return v->isr;
+        return vmm__virtio_isr(v);
     case REG_STATUS:
-        return v->status;
+        return vmm__virtio_read_status(v);
     case REG_QUEUE_DESC_LOW:
-        return q ? (uint32_t)q->desc_gpa : 0;
     case REG_QUEUE_DESC_HIGH:
-        return q ? (uint32_t)(q->desc_gpa >> 32) : 0;
     case REG_QUEUE_DRIVER_LOW:
-        return q ? (uint32_t)q->avail_gpa : 0;
     case REG_QUEUE_DRIVER_HIGH:
-        return q ? (uint32_t)(q->avail_gpa >> 32) : 0;
     case REG_QUEUE_DEVICE_LOW:
-        return q ? (uint32_t)q->used_gpa : 0;
     case REG_QUEUE_DEVICE_HIGH:
-        return q ? (uint32_t)(q->used_gpa >> 32) : 0;
+        return half(vmm__virtio_queue_reg(v, s->queue_sel, ring_reg(off)), off & 4);
     case REG_SHM_LEN_LOW:
     case REG_SHM_LEN_HIGH:
     case REG_SHM_BASE_LOW:
@@ -289,158 +167,94 @@ static uint32_t reg_read(struct vmm_virtio *v, uint64_t off)
     case REG_QUEUE_RESET:
         return 0; /* a queue reset completes at once */
     case REG_CONFIG_GENERATION:
-        return v->config_generation;
+        return vmm__virtio_config_generation(v);
     }
-    guest_error(v, "read of write-only or unknown register 0x%03" PRIx64, off);
+    vmm__virtio_guest_error(v, "read of write-only or unknown register 0x%03" PRIx64, off);
     return 0;
 }
 
-/* A queue register write is refused while the queue is live (§4.2.3.2). */
-static struct vmm_virtq *queue_for_setup(struct vmm_virtio *v, uint64_t off)
+static void reg_write(struct mmio_slot *s, uint64_t off, uint32_t val)
 {
-    struct vmm_virtq *q = selected_queue(v);
-
-    if (!q) {
-        guest_error(v, "write to register 0x%03" PRIx64 " for queue %" PRIu32 ", which does not exist", off,
-                    v->queue_sel);
-        return NULL;
-    }
-    if (q->ready) {
-        guest_error(v, "write to register 0x%03" PRIx64 " of live queue %u", off, q->index);
-        return NULL;
-    }
-    return q;
-}
-
-static void set_half(uint64_t *r, bool high, uint32_t val)
-{
-    *r = high ? (*r & 0xffffffffULL) | (uint64_t)val << 32 : (*r & ~0xffffffffULL) | val;
-}
-
-static void reg_write(struct vmm_virtio *v, uint64_t off, uint32_t val)
-{
-    struct vmm_virtq *q;
+    struct vmm_virtio *v = s->v;
 
     switch (off) {
     case REG_DEVICE_FEATURES_SEL:
-        v->device_features_sel = val;
+        s->device_features_sel = val;
         return;
     case REG_DRIVER_FEATURES:
-        if (v->status & VIRTIO_STATUS_FEATURES_OK)
-            guest_error(v, "DriverFeatures written after FEATURES_OK");
-        else if (v->driver_features_sel < 2)
-            set_half(&v->driver_features, v->driver_features_sel, val);
-        else if (val)
-            guest_error(v, "driver accepts features in unknown word %" PRIu32, v->driver_features_sel);
+        vmm__virtio_write_driver_features_word(v, s->driver_features_sel, val);
         return;
     case REG_DRIVER_FEATURES_SEL:
-        v->driver_features_sel = val;
+        s->driver_features_sel = val;
         return;
     case REG_QUEUE_SEL:
-        v->queue_sel = val;
+        s->queue_sel = val;
         return;
     case REG_QUEUE_NUM:
-        if ((q = queue_for_setup(v, off)))
-            q->num = (uint16_t)(val > 0xffff ? 0 : val); /* checked when the queue goes live */
+        vmm__virtio_set_queue_reg(v, s->queue_sel, VMM_VIRTQ_NUM, val);
         return;
     case REG_QUEUE_READY:
-        if (!(q = selected_queue(v))) {
-            guest_error(v, "QueueReady for queue %" PRIu32 ", which does not exist", v->queue_sel);
-        } else if (!val) {
-            q->ready = false; /* §4.2.3.2: stop using the queue; its registers may be rewritten */
-        } else if (!q->ready) {
-            const char *why = vmm__virtq_enable(q, v->vm);
-            if (why) {
-                char msg[160];
-                snprintf(msg, sizeof msg, "queue %u cannot go live: %s", q->index, why);
-                vmm__virtio_needs_reset(v, msg);
-            }
-        }
+        vmm__virtio_queue_enable(v, s->queue_sel, val != 0);
         return;
     case REG_QUEUE_NOTIFY:
-        if (val >= v->ops->num_queues)
-            guest_error(v, "notify of queue %" PRIu32 ", which does not exist", val);
-        else if (vmm__virtio_live(v) && v->queues[val].ready && v->ops->queue_notify)
-            v->ops->queue_notify(v->dev, val);
-        return; /* before DRIVER_OK: picked up when DRIVER_OK is set */
+        vmm__virtio_queue_kick(v, val);
+        return;
     case REG_INTERRUPT_ACK:
-        v->isr &= ~val;
-        update_irq(v);
+        vmm__virtio_ack_isr(v, val);
         return;
     case REG_STATUS:
-        write_status(v, val);
+        vmm__virtio_write_status(v, val);
         return;
     case REG_QUEUE_DESC_LOW:
     case REG_QUEUE_DESC_HIGH:
-        if ((q = queue_for_setup(v, off)))
-            set_half(&q->desc_gpa, off == REG_QUEUE_DESC_HIGH, val);
-        return;
     case REG_QUEUE_DRIVER_LOW:
     case REG_QUEUE_DRIVER_HIGH:
-        if ((q = queue_for_setup(v, off)))
-            set_half(&q->avail_gpa, off == REG_QUEUE_DRIVER_HIGH, val);
-        return;
     case REG_QUEUE_DEVICE_LOW:
-    case REG_QUEUE_DEVICE_HIGH:
-        if ((q = queue_for_setup(v, off)))
-            set_half(&q->used_gpa, off == REG_QUEUE_DEVICE_HIGH, val);
+    case REG_QUEUE_DEVICE_HIGH: {
+        enum vmm_virtq_reg r = ring_reg(off);
+        vmm__virtio_set_queue_reg(v, s->queue_sel, r,
+                                  set_half(vmm__virtio_queue_reg(v, s->queue_sel, r), off & 4, val));
         return;
+    }
     case REG_SHM_SEL:
-        v->shm_sel = val;
+        s->shm_sel = val;
         return;
     case REG_QUEUE_RESET:
-        if (val == 1 && (q = selected_queue(v)))
-            vmm__virtq_reset(q);
+        if (val == 1)
+            vmm__virtio_queue_reset(v, s->queue_sel);
         return;
     }
-    guest_error(v, "write of 0x%" PRIx32 " to read-only or unknown register 0x%03" PRIx64, val, off);
+    vmm__virtio_guest_error(v, "write of 0x%" PRIx32 " to read-only or unknown register 0x%03" PRIx64, val, off);
 }
 
-static bool config_range(struct vmm_virtio *v, uint64_t off, unsigned size)
+static uint64_t virtio_mmio_read(struct mmio_slot *s, uint64_t off, unsigned size)
 {
-    if (off - REG_CONFIG + size > v->ops->config_size) {
-        guest_error(v, "%u-byte config space access at 0x%03" PRIx64 " beyond its %" PRIu32 " bytes", size, off,
-                    v->ops->config_size);
-        return false;
-    }
-    return true;
-}
-
-static uint64_t virtio_mmio_read(void *dev, uint64_t off, unsigned size)
-{
-    struct vmm_virtio *v = dev;
+    struct vmm_virtio *v = s->v;
     uint64_t val = 0;
 
-    pthread_mutex_lock(&v->lock);
-    if (off >= REG_CONFIG) {
-        if (config_range(v, off, size) && v->ops->config_read)
-            v->ops->config_read(v->dev, (uint32_t)(off - REG_CONFIG), &val, size);
-    } else if (size != 4 || (off & 3)) {
-        guest_error(v, "%u-byte read at 0x%03" PRIx64 ": registers are 32-bit", size, off);
-    } else {
-        val = reg_read(v, off);
-    }
-    pthread_mutex_unlock(&v->lock);
+    vmm__virtio_lock(v);
+    if (off >= REG_CONFIG)
+        vmm__virtio_config_read(v, (uint32_t)(off - REG_CONFIG), &val, size);
+    else if (size != 4 || (off & 3))
+        vmm__virtio_guest_error(v, "%u-byte read at 0x%03" PRIx64 ": registers are 32-bit", size, off);
+    else
+        val = reg_read(s, off);
+    vmm__virtio_unlock(v);
     return val;
 }
 
-static void virtio_mmio_write(void *dev, uint64_t off, unsigned size, uint64_t val)
+static void virtio_mmio_write(struct mmio_slot *s, uint64_t off, unsigned size, uint64_t val)
 {
-    struct vmm_virtio *v = dev;
+    struct vmm_virtio *v = s->v;
 
-    pthread_mutex_lock(&v->lock);
-    if (off >= REG_CONFIG) {
-        bool ok = config_range(v, off, size);
-        if (ok && v->ops->config_write)
-            v->ops->config_write(v->dev, (uint32_t)(off - REG_CONFIG), &val, size);
-        else if (ok)
-            guest_error(v, "write to read-only config space at 0x%03" PRIx64, off);
-    } else if (size != 4 || (off & 3)) {
-        guest_error(v, "%u-byte write at 0x%03" PRIx64 ": registers are 32-bit", size, off);
-    } else {
-        reg_write(v, off, (uint32_t)val);
-    }
-    pthread_mutex_unlock(&v->lock);
+    vmm__virtio_lock(v);
+    if (off >= REG_CONFIG)
+        vmm__virtio_config_write(v, (uint32_t)(off - REG_CONFIG), &val, size);
+    else if (size != 4 || (off & 3))
+        vmm__virtio_guest_error(v, "%u-byte write at 0x%03" PRIx64 ": registers are 32-bit", size, off);
+    else
+        reg_write(s, off, (uint32_t)val);
+    vmm__virtio_unlock(v);
 }
 
 /*
@@ -479,13 +293,6 @@ static void bus_write(void *dev, uint64_t off, unsigned size, uint64_t val)
 
 static const struct vmm_mmio_ops bus_ops = { .read = bus_read, .write = bus_write };
 
-static void virtio_free(struct vmm_virtio *v)
-{
-    pthread_mutex_destroy(&v->lock);
-    free(v->queues);
-    free(v);
-}
-
 /* The slots in use, one node each (bindings/virtio/mmio.yaml). */
 static int window_fdt_node(void *dev, struct vmm_vm *vm, void *fdt)
 {
@@ -497,8 +304,7 @@ static int window_fdt_node(void *dev, struct vmm_vm *vm, void *fdt)
     for (unsigned i = 0; i < bus->count; i++) {
         uint64_t base = LAYOUT_VIRTIO_BASE + LAYOUT_VIRTIO_STRIDE * i;
         snprintf(name, sizeof name, "virtio_mmio@%llx", (unsigned long long)base);
-        if ((err = fdt_begin_node(fdt, name)) < 0 ||
-            (err = fdt_property_string(fdt, "compatible", "virtio,mmio")) < 0 ||
+        if ((err = fdt_begin_node(fdt, name)) < 0 || (err = fdt_property_string(fdt, "compatible", "virtio,mmio")) < 0 ||
             (err = vmm__fdt_prop_u64_pair(fdt, "reg", base, LAYOUT_VIRTIO_STRIDE)) < 0 ||
             (err = vmm__fdt_prop_spi(fdt, bus->slot[i]->intid)) < 0 ||
             (err = fdt_property(fdt, "dma-coherent", NULL, 0)) < 0 || (err = fdt_end_node(fdt)) < 0)
@@ -507,13 +313,13 @@ static int window_fdt_node(void *dev, struct vmm_vm *vm, void *fdt)
     return 0;
 }
 
-/* After the devices (the board destroys in reverse order): their transports. */
+/* After the devices (the board destroys in reverse order): the virtio cores and their slots. */
 static void window_destroy(void *dev)
 {
     struct vmm_virtio_mmio_bus *bus = dev;
 
     for (unsigned i = 0; i < bus->count; i++)
-        virtio_free(bus->slot[i]);
+        vmm__virtio_destroy(bus->slot[i]->v); /* frees the slot through mmio_destroy */
     bus->vm->virtio = NULL;
     free(bus);
 }
@@ -551,59 +357,35 @@ int vmm__virtio_mmio_init(struct vmm_vm *vm)
 
 int vmm__virtio_mmio_add(struct vmm_vm *vm, const struct vmm_virtio_ops *ops, void *dev, struct vmm_virtio **out)
 {
-    struct vmm_virtio_mmio_bus *bus = vm->virtio;
-    pthread_mutexattr_t ma;
-    struct vmm_virtio *v;
-    unsigned slot;
+    struct vmm_virtio_mmio_bus *bus;
+    struct mmio_slot *s;
+    char where[32];
     int rc;
 
     if (out)
         *out = NULL;
     if (vm->state != VM_STATE_NEW)
         return vmm__set_error(vm, VMM_ESTATE, "virtio-%s: devices must be added before the VM is prepared", ops->name);
-    if (ops->num_queues > VIRTIO_MMIO_MAX_QUEUES || !ops->queue_max || ops->queue_max > VIRTQ_MAX_SIZE ||
-        (ops->queue_max & (ops->queue_max - 1)) || (ops->num_queues && !ops->queue_notify) ||
-        (ops->config_size && !ops->config_read) || ops->config_size > LAYOUT_VIRTIO_STRIDE - REG_CONFIG)
-        return vmm__set_error(vm, VMM_EINVAL, "virtio-%s: invalid device description", ops->name);
-    if (!bus && (rc = vmm__virtio_mmio_init(vm)))
+    if (!vm->virtio && (rc = vmm__virtio_mmio_init(vm)))
         return rc;
     bus = vm->virtio;
     if (bus->count >= LAYOUT_VIRTIO_SLOTS)
         return vmm__set_error(vm, VMM_ENOMEM, "virtio-%s: all %d virtio-mmio slots are in use", ops->name,
                               LAYOUT_VIRTIO_SLOTS);
-    slot = bus->count;
-    if (!(v = calloc(1, sizeof *v)) ||
-        !(v->queues = calloc(ops->num_queues ? ops->num_queues : 1, sizeof *v->queues))) {
-        free(v);
+    if (!(s = calloc(1, sizeof *s)))
         return vmm__set_error(vm, VMM_ENOMEM, "out of memory for virtio-%s", ops->name);
+    s->vm = vm;
+    s->slot = bus->count;
+    s->intid = LAYOUT_SPI_INTID(LAYOUT_VIRTIO_SPI0 + s->slot);
+    snprintf(where, sizeof where, "virtio-mmio.%u", s->slot);
+    if ((rc = vmm__virtio_create(vm, ops, dev, &mmio_transport, s, where, &s->v))) {
+        free(s);
+        return rc;
     }
-    v->vm = vm;
-    v->ops = ops;
-    v->dev = dev;
-    v->slot = slot;
-    v->intid = LAYOUT_SPI_INTID(LAYOUT_VIRTIO_SPI0 + slot);
-    v->device_features = ops->features | TRANSPORT_FEATURES;
-    pthread_mutexattr_init(&ma);
-    pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_RECURSIVE);
-    pthread_mutex_init(&v->lock, &ma);
-    pthread_mutexattr_destroy(&ma);
-    for (unsigned i = 0; i < ops->num_queues; i++)
-        vmm__virtq_init(&v->queues[i], v, i, ops->queue_max);
-    bus->slot[slot] = v;
-    bus->count++;
+    bus->slot[bus->count++] = s;
     vmm__log(vm, VMM_LOG_DEBUG, "virtio", "%s (device %" PRIu32 ") on virtio-mmio slot %u, INTID %u", ops->name,
-             ops->device_id, slot, v->intid);
+             ops->device_id, s->slot, s->intid);
     if (out)
-        *out = v;
+        *out = s->v;
     return 0;
-}
-
-int vmm__virtio_add(struct vmm_vm *vm, const struct vmm_virtio_ops *ops, const struct vmm_device_ops *dev_ops,
-                    void *dev, struct vmm_virtio **out)
-{
-    int rc = vmm__board_add(vm, dev_ops, dev);
-
-    if (!rc && (rc = vmm__virtio_mmio_add(vm, ops, dev, out)))
-        vmm__board_remove(vm, dev);
-    return rc;
 }

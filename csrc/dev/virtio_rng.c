@@ -13,7 +13,6 @@
  * the rest left unused: the driver asks again) and returned with the bytes
  * written. A chain with no writable part is returned with length 0.
  */
-#define VIRTIO_ID_ENTROPY 4
 #define RNG_QUEUE_MAX 64
 #define RNG_CHAIN_MAX (64u * 1024)
 

@@ -1,9 +1,9 @@
-/* virtq.h - split virtqueue state shared by the virtio-mmio transport and virtq.c (not for devices). */
+/* virtq.h - split virtqueue state shared by the virtio core (virtio.c) and virtq.c (not for devices). */
 #ifndef VMM_VIRTQ_H
 #define VMM_VIRTQ_H
 
 #include "../core/vm.h"
-#include "virtio.h"
+#include "virtio_transport.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "virtio rings are little-endian: libvmm assumes a little-endian host"
@@ -25,7 +25,7 @@ struct virtq_desc {
 struct vmm_virtq {
     struct vmm_virtio *v;
     unsigned index;
-    /* transport registers (§4.2.2) */
+    /* set up by the driver through the transport (§4.2.2, §4.1.4.3) */
     uint16_t num_max, num;
     bool ready;
     uint64_t desc_gpa, avail_gpa, used_gpa;
@@ -36,24 +36,16 @@ struct vmm_virtq {
     /* device-side state */
     uint16_t last_avail;     /* next avail ring entry to consume */
     uint16_t used_idx;       /* shadow of used->idx */
-    uint16_t signalled_used; /* used_idx when the transport last decided about an interrupt */
+    uint16_t signalled_used; /* used_idx when the core last decided about an interrupt */
     bool signalled_valid;
 };
 
-/* Transport -> queue */
+/* Core -> queue */
 void vmm__virtq_init(struct vmm_virtq *q, struct vmm_virtio *v, unsigned index, uint16_t num_max);
 void vmm__virtq_reset(struct vmm_virtq *q);
 /* QueueReady written 1: check and map the rings. NULL on success, else why it was refused. */
 const char *vmm__virtq_enable(struct vmm_virtq *q, struct vmm_vm *vm);
 /* After pushing: does the driver want a used-buffer notification (EVENT_IDX / NO_INTERRUPT)? */
 bool vmm__virtq_should_interrupt(struct vmm_virtq *q, bool event_idx);
-
-/* Queue -> transport: the features the device may use, and the device lock (recursive). */
-void vmm__virtio_lock(struct vmm_virtio *v);
-void vmm__virtio_unlock(struct vmm_virtio *v);
-/* Whether the queues may be processed now: DRIVER_OK and not NEEDS_RESET. */
-bool vmm__virtio_live(struct vmm_virtio *v);
-/* NEEDS_RESET is set: the device ignores its queues until the driver resets it. */
-bool vmm__virtio_broken(struct vmm_virtio *v);
 
 #endif

@@ -1,2 +1,0 @@
-/* virtio_stubs.c - placeholders for devices being written (virtio-9p). */
-#include "../core/vm.h"
