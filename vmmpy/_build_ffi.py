@@ -83,7 +83,7 @@ def cflags(sanitize: bool = False, portable: bool = False) -> list[str]:
 def sources(portable: bool = False) -> list[str]:
     srcs = sorted(glob.glob(os.path.join(ROOT, "csrc", "*", "*.c")))
     if portable:  # KVM is Linux's: a POSIX host has its own backend file
-        srcs = [s for s in srcs if os.path.basename(s) != "kvm.c"]
+        srcs = [s for s in srcs if not os.path.basename(s).startswith("kvm")]
     return srcs
 
 
