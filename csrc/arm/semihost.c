@@ -1,6 +1,7 @@
 /* semihost.c - the exit and console subset of Arm semihosting (IHI 0098, "Semihosting for AArch32 and AArch64"). */
 #include <string.h>
 
+#include "../core/console.h"
 #include "arm.h"
 
 #define SYS_WRITEC 0x03

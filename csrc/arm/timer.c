@@ -1,6 +1,7 @@
 /* timer.c - the Arm generic timer (Arm ARM D11): system counter, EL1 virtual and physical timers. */
 #include <inttypes.h>
 
+#include "../core/irq.h"
 #include "../core/layout.h"
 #include "arm.h"
 

@@ -5,6 +5,8 @@
 
 #include <unicorn/unicorn.h>
 
+#include "../core/irq.h"
+#include "../core/run.h"
 #include "../arm/arm.h"
 #include "../arm/gic.h"
 #include "../core/irqchip.h"

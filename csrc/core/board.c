@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "console.h"
 #include "../dev/pl011.h"
 #include "../dev/virtio.h"
 #include "board.h"

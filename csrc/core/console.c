@@ -9,6 +9,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "run.h"
+#include "console.h"
 #include "../host/host.h"
 #include "timeq.h"
 #include "vm.h"

@@ -1,4 +1,5 @@
 /* irq.c - interrupt lines between devices, the irqchip and the vCPUs; test entry points for the GIC and sysregs. */
+#include "run.h"
 #include "../arm/arm.h"
 #include "../arm/gic.h"
 #include "irqchip.h"

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "run.h"
 #include "../arm/arm.h"
 #include "../host/host.h"
 #include "board.h"

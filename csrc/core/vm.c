@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "console.h"
 #include "../arm/arm.h"
 #include "../host/host.h"
 #include "board.h"

@@ -1,4 +1,8 @@
-/* vm.h - internal VM and vCPU state shared by the core, arm models, devices and backends. */
+/*
+ * vm.h - the VM and vCPU state shared by the core, arm models, devices and backends, with errors,
+ * logging and guest memory. Each part has its own header: bus.h (mmio.c), board.h, console.h, irq.h,
+ * run.h (the run loop), ../arm/timer.h; backend.h and irqchip.h for backends.
+ */
 #ifndef VMM_VM_H
 #define VMM_VM_H
 
@@ -11,31 +15,11 @@
 
 #include "vmm.h"
 #include "backend.h"
+#include "../arm/timer.h"
 #include "board.h"
+#include "bus.h"
 
-#define VMM_MAX_REGIONS 48
 #define VMM_ERRMSG_LEN 512
-
-/* An MMIO device window on the bus. Offsets are relative to base. */
-struct vmm_mmio_ops {
-    uint64_t (*read)(void *dev, uint64_t off, unsigned size);
-    void (*write)(void *dev, uint64_t off, unsigned size, uint64_t val);
-};
-
-struct vmm_region {
-    uint64_t base, size;
-    const char *name;
-    const struct vmm_mmio_ops *ops;
-    void *dev;
-    struct vmm_vm *vm;
-};
-
-/* One generic-timer channel (virtual or EL1 physical): CNT{V,P}_CTL_EL0 and _CVAL_EL0. */
-struct vmm_timer {
-    uint64_t ctl; /* ENABLE (bit 0) and IMASK (bit 1); ISTATUS is computed */
-    uint64_t cval;
-};
-enum { TIMER_VIRT = 0, TIMER_PHYS = 1, TIMER_COUNT };
 
 struct vmm_vcpu {
     struct vmm_vm *vm;
@@ -145,7 +129,7 @@ struct vmm_vm {
     /* the machine: every device (board.c), the interrupt controller, the console stream */
     struct vmm_board board;
     struct vmm_virtio_mmio_bus *virtio; /* the virtio-mmio window (dev/virtio_mmio.c, a board device) */
-    struct vmm_irqchip *irqchip; /* core/irqchip.h: our GICv3 model or the backend's */
+    struct vmm_irqchip *irqchip;        /* core/irqchip.h: our GICv3 model or the backend's */
     struct vmm_console *console;
     struct vmm_park park;
 
@@ -170,9 +154,6 @@ void vmm__guest_error(struct vmm_vm *vm, const char *subsys, const char *fmt, ..
     __attribute__((format(printf, 3, 4)));
 uint64_t vmm__now_ns(void);
 
-/* Wake the run loop (and the clock thread) to look again: an idle loop may have work (takes vm->lock). */
-void vmm__wake_run_loop(struct vmm_vm *vm);
-
 /* VMM_EBUSY with "<what> while the VM runs" unless the VM is idle (takes and drops vm->lock). */
 int vmm__check_idle(struct vmm_vm *vm, const char *what);
 
@@ -190,74 +171,5 @@ static inline void vmm__count(struct vmm_vm *vm, uint64_t *counter)
 
 /* guest memory (mem.c): NULL unless [gpa, gpa+len) lies inside RAM */
 void *vmm__gpa_ptr(struct vmm_vm *vm, uint64_t gpa, uint64_t len);
-
-/* MMIO bus (mmio.c) */
-int vmm__bus_add(struct vmm_vm *vm, uint64_t base, uint64_t size, const char *name, const struct vmm_mmio_ops *ops,
-                 void *dev);
-/* Serve one access; unclaimed addresses in the device window are RAZ/WI. */
-void vmm__bus_access(struct vmm_vm *vm, uint64_t gpa, unsigned size, bool is_write, uint64_t *val);
-/* The same for a known region (the soft backend maps regions directly). */
-uint64_t vmm__region_read(struct vmm_region *r, uint64_t off, unsigned size);
-void vmm__region_write(struct vmm_region *r, uint64_t off, unsigned size, uint64_t val);
-/* The unclaimed parts of the low device window as RAZ/WI regions, for backends that must map them. */
-int vmm__bus_gaps(struct vmm_vm *vm, struct vmm_region *gaps, unsigned max);
-
-/* clock and timers (arm/timer.c) */
-#define TIMER_FREQ_HZ 62500000ULL
-#define TIMER_NS_PER_TICK 16
-uint64_t vmm__clock_ns(struct vmm_vm *vm, struct vmm_vcpu *vcpu);
-/* Re-evaluate every timer against the clock: drive PPI levels, update next_deadline_ns. */
-void vmm__timers_update(struct vmm_vm *vm);
-/*
- * The same for one vCPU, on its own thread (threaded loop): drive its PPIs,
- * store and return its next deadline (vcpu->deadline_ns).
- */
-uint64_t vmm__timers_update_vcpu(struct vmm_vcpu *vcpu);
-int vmm__timer_sysreg(struct vmm_vcpu *vcpu, uint32_t id, bool is_read, uint64_t *val);
-bool vmm__timer_sysreg_is_ours(uint32_t id);
-
-/* interrupts (irq.c): route a device line to the GIC; SPI n is INTID 32+n */
-void vmm__irq_set(struct vmm_vm *vm, unsigned cpu, unsigned intid, bool level);
-/* Whether a vCPU other than this one could run now (not off, not waiting without an interrupt). */
-bool vmm__others_runnable(struct vmm_vcpu *vcpu);
-/* true if we are on the run thread (inside vmm_run) */
-bool vmm__on_run_thread(struct vmm_vm *vm);
-
-/* parking at a round boundary, deterministic mode (run.c) */
-void vmm__park_source(struct vmm_vm *vm, uint64_t (*progress)(void *opaque), void *opaque);
-int vmm__park_arm(struct vmm_vm *vm, uint64_t target);      /* VMM_ESTATE in real-time mode */
-int vmm__park_wait(struct vmm_vm *vm, uint64_t timeout_ns); /* 0 parked, 1 timeout, VMM_EEOF: no run */
-void vmm__park_release(struct vmm_vm *vm);
-
-/* console output buffer and input queue (console.c) */
-int vmm__console_create(struct vmm_console **out);
-/*
- * Input notification for the UART model: cb(opaque) runs (without the
- * console lock held, from any thread) whenever queued input goes from empty
- * to non-empty.
- */
-void vmm__console_set_input_cb(struct vmm_console *c, void (*cb)(void *opaque), void *opaque);
-/*
- * Deterministic mode: input written with a virtual timestamp waits until the
- * run loop calls this with the clock; bytes due at or before now_ns enter the
- * input queue. Returns the time of the next scheduled byte (UINT64_MAX: none).
- */
-void vmm__console_set_deterministic(struct vmm_console *c, bool on);
-uint64_t vmm__console_advance(struct vmm_console *c, uint64_t now_ns);
-void vmm__console_destroy(struct vmm_console *c);
-void vmm__console_put(struct vmm_console *c, const void *buf, size_t len);
-/* next input byte, or -1 when none is queued */
-int vmm__console_getc(struct vmm_console *c);
-bool vmm__console_has_input(struct vmm_console *c);
-/*
- * Input ports (enum vmm_console_port): the PL011 reads port 0 through the
- * three calls above, the virtio console port 1 through these. One reader
- * device a port (VMM_EBUSY); cb as for vmm__console_set_input_cb.
- */
-#define VMM_CONSOLE_PORTS 2
-int vmm__console_set_port_input_cb(struct vmm_console *c, unsigned port, void (*cb)(void *opaque), void *opaque);
-size_t vmm__console_port_read(struct vmm_console *c, unsigned port, void *buf, size_t len);
-bool vmm__console_port_has_input(struct vmm_console *c, unsigned port);
-void vmm__console_set_running(struct vmm_console *c, bool running);
 
 #endif

@@ -6,6 +6,8 @@
 #include <libfdt.h>
 #include <stdio.h>
 
+#include "../core/irq.h"
+#include "../core/console.h"
 #include "../core/board.h"
 #include "../core/fdt.h"
 #include "pl011.h"

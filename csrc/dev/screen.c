@@ -4,6 +4,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "../core/run.h"
 #include "../host/host.h"
 #include "virtio_gpu.h"
 

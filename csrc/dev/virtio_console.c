@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../core/console.h"
 #include "../core/board.h"
 #include "../core/vm.h"
 #include "virtio.h"

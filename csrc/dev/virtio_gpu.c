@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../core/run.h"
 #include "virtio.h"
 #include "../core/board.h"
 #include "virtio_gpu.h"

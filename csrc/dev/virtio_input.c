@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../core/run.h"
 #include "../core/timeq.h"
 #include "../core/board.h"
 #include "../core/vm.h"

@@ -11,6 +11,7 @@
 
 #include <libfdt.h>
 
+#include "../core/irq.h"
 #include "../core/board.h"
 #include "../core/fdt.h"
 #include "../core/layout.h"
@@ -304,7 +305,8 @@ static int window_fdt_node(void *dev, struct vmm_vm *vm, void *fdt)
     for (unsigned i = 0; i < bus->count; i++) {
         uint64_t base = LAYOUT_VIRTIO_BASE + LAYOUT_VIRTIO_STRIDE * i;
         snprintf(name, sizeof name, "virtio_mmio@%llx", (unsigned long long)base);
-        if ((err = fdt_begin_node(fdt, name)) < 0 || (err = fdt_property_string(fdt, "compatible", "virtio,mmio")) < 0 ||
+        if ((err = fdt_begin_node(fdt, name)) < 0 ||
+            (err = fdt_property_string(fdt, "compatible", "virtio,mmio")) < 0 ||
             (err = vmm__fdt_prop_u64_pair(fdt, "reg", base, LAYOUT_VIRTIO_STRIDE)) < 0 ||
             (err = vmm__fdt_prop_spi(fdt, bus->slot[i]->intid)) < 0 ||
             (err = fdt_property(fdt, "dma-coherent", NULL, 0)) < 0 || (err = fdt_end_node(fdt)) < 0)

@@ -1,0 +1,23 @@
+/* run.h - what the run loop (run.c) offers the rest of the library. */
+#ifndef VMM_RUN_H
+#define VMM_RUN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct vmm_vm;
+struct vmm_vcpu;
+
+/* Wake the run loop (and the clock thread) to look again: an idle loop may have work (takes vm->lock). */
+void vmm__wake_run_loop(struct vmm_vm *vm);
+
+/* Whether a vCPU other than this one could run now (not off, not waiting without an interrupt). */
+bool vmm__others_runnable(struct vmm_vcpu *vcpu);
+
+/* parking at a round boundary, deterministic mode (run.c) */
+void vmm__park_source(struct vmm_vm *vm, uint64_t (*progress)(void *opaque), void *opaque);
+int vmm__park_arm(struct vmm_vm *vm, uint64_t target);      /* VMM_ESTATE in real-time mode */
+int vmm__park_wait(struct vmm_vm *vm, uint64_t timeout_ns); /* 0 parked, 1 timeout, VMM_EEOF: no run */
+void vmm__park_release(struct vmm_vm *vm);
+
+#endif
