@@ -73,7 +73,7 @@ struct vmm_config {
     uint32_t ncpus;        /* default 1, at most VMM_MAX_CPUS */
     uint64_t ram_size;     /* bytes, default 256 MiB, multiple of 2 MiB */
     const char *backend;   /* "soft", "kvm", "auto" or NULL (= auto) */
-    const char *cpu_model; /* soft backend: "cortex-a72" (default), "cortex-a57", "cortex-a53", "max" */
+    const char *cpu_model; /* soft backend: one of vmm_cpu_model_name()'s; NULL = the first */
     vmm_log_fn log_fn;     /* may be NULL */
     void *log_opaque;
     int log_level; /* messages above this level are dropped; default VMM_LOG_INFO */
@@ -97,6 +97,11 @@ VMM_EXPORT void vmm_destroy(vmm_vm *vm);
 VMM_EXPORT const char *vmm_last_error(const vmm_vm *vm);
 /* Name of the backend chosen for this VM ("soft"). */
 VMM_EXPORT const char *vmm_backend_name(const vmm_vm *vm);
+/*
+ * The CPU models struct vmm_config.cpu_model accepts: the i-th name ("cortex-a72", ...; 0 is the
+ * default), NULL past the end.
+ */
+VMM_EXPORT const char *vmm_cpu_model_name(unsigned i);
 
 /* Kernel formats understood by vmm_load_kernel(). */
 enum vmm_kernel_format {

@@ -58,6 +58,20 @@ def test_bad_configuration_is_refused_with_a_reason(kwargs, exc, text):
         vmmpy.Machine(**kwargs)
 
 
+def test_cpu_models_come_from_libvmm_s_table():
+    from vmmpy.machine import cpu_models
+
+    names = cpu_models()
+    assert names[0] == "cortex-a72" and set(names) == {"cortex-a72", "cortex-a57", "cortex-a53", "max"}
+    assert lib.vmm_cpu_model_name(len(names)) == ffi.NULL and lib.vmm_cpu_model_name(2**32 - 1) == ffi.NULL
+    with pytest.raises(vmmpy.InvalidArgument) as e:
+        vmmpy.Machine(cpu_model="cortex-x9")
+    assert str(e.value) == f"unknown CPU model 'cortex-x9' ({', '.join(names)})"
+    for name in names:
+        with vmmpy.Machine(cpu_model=name) as m:
+            assert m.backend == "soft"
+
+
 def test_create_defaults_and_backend_name():
     with vmmpy.Machine() as m:
         assert m.backend == "soft"  # the suite's VMMPY_BACKEND (conftest.py)

@@ -63,6 +63,7 @@ def test_timeout_exit_code(raw_guest):
         (["run", sys.executable], 1, "not an aarch64 ELF"),
         (["run", "K", "--ram", "lots"], 2, "argument --ram: cannot parse size"),
         (["run", "K", "--cpus", "99"], 2, "at most 8 are supported"),
+        (["run", "K", "--cpu-model", "cortex-x9"], 2, "choose from 'cortex-a72', 'cortex-a57', 'cortex-a53', 'max'"),
         pytest.param(
             ["run", "K", "--backend", "kvm"],
             1,

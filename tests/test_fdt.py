@@ -103,6 +103,21 @@ def test_cpus(fdt_of, n):
             assert c["enable-method"] == b"psci\0"
 
 
+@pytest.mark.parametrize(
+    "model, compatible",
+    [
+        ("cortex-a72", "arm,cortex-a72"),
+        ("cortex-a57", "arm,cortex-a57"),
+        ("cortex-a53", "arm,cortex-a53"),
+        ("max", "arm,armv8"),
+    ],
+)
+def test_cpu_compatible_follows_the_model(fdt_of, model, compatible):
+    fdt, m = fdt_of(cpu_model=model)
+    with m:
+        assert props(fdt, "/cpus/cpu@0")["compatible"] == compatible.encode() + b"\0"
+
+
 def test_psci_gic_timer(fdt_of):
     fdt, m = fdt_of(cpus=3)
     with m:

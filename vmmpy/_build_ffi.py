@@ -58,25 +58,35 @@ def sources() -> list[str]:
     return sorted(glob.glob(os.path.join(ROOT, "csrc", "*", "*.c")))
 
 
+def include_dirs() -> list[str]:
+    return [INCLUDE, os.path.join(unicorn_dir(), "include")]
+
+
+def cflags(sanitize: bool = False) -> list[str]:
+    """The flags libvmm's sources are compiled with (also used by tests/test_symbols.py)."""
+    flags = ["-std=gnu11", "-O2", "-g", "-Wall", "-Wextra", "-Werror", "-fvisibility=hidden", "-DVMM_BUILDING"]
+    if sanitize:
+        flags += ["-O1", "-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=undefined"]
+    return flags
+
+
 def make_ffi(sanitize: bool = False, absolute: bool = False) -> FFI:
     ud = unicorn_dir()
     ffi = FFI()
     ffi.cdef(cdef_from_header(os.path.join(INCLUDE, "vmm.h")))
-    cflags = ["-std=gnu11", "-O2", "-g", "-Wall", "-Wextra", "-Werror", "-fvisibility=hidden", "-DVMM_BUILDING"]
     ldflags = []
     if sanitize:
-        cflags += ["-O1", "-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=undefined"]
         ldflags += ["-fsanitize=address,undefined"]
     ffi.set_source(
         "vmmpy._vmm",
         '#include "vmm.h"\n',
         sources=sources() if absolute else [os.path.relpath(s, ROOT) for s in sources()],
-        include_dirs=[INCLUDE, os.path.join(ud, "include")],
+        include_dirs=include_dirs(),
         libraries=["fdt", "z", "pthread"],
         # libunicorn is loaded by vmmpy._ffi before the extension: link by soname only,
         # so no build-time path is baked into the extension.
         extra_link_args=[os.path.join(ud, "lib", "libunicorn.so.2"), "-Wl,--disable-new-dtags", *ldflags],
-        extra_compile_args=cflags,
+        extra_compile_args=cflags(sanitize),
     )
     return ffi
 

@@ -14,7 +14,7 @@ import threading
 from vmmpy import errors
 from vmmpy.events import CliEvents
 from vmmpy.events import cli_prepare as events_cli_prepare
-from vmmpy.machine import Machine, RunReason, parse_size
+from vmmpy.machine import Machine, RunReason, cpu_models, parse_size
 
 # exit codes (documented in README.md): a clean power-off gives the guest's status
 EXIT_USAGE = 2
@@ -175,7 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--initrd", help="initial ramdisk file")
     r.add_argument("--timeout", type=_seconds, help="stop the guest after this many seconds")
     r.add_argument("--backend", help="soft, kvm or auto (default: $VMMPY_BACKEND, else auto: KVM where it works)")
-    r.add_argument("--cpu-model", help="soft backend CPU: cortex-a72 (default), cortex-a57, cortex-a53, max")
+    models = cpu_models()
+    r.add_argument(
+        "--cpu-model", choices=models, help=f"soft backend CPU: {models[0]} (default), {', '.join(models[1:])}"
+    )
     r.add_argument("--format", choices=["auto", "elf", "image", "raw"], default="auto", help="kernel format")
     r.add_argument("--load-addr", type=_int, help="raw format: guest physical load address")
     r.add_argument("--entry", type=_int, help="raw format: entry point")

@@ -1,6 +1,8 @@
-"""Exceptions raised by vmmpy; each libvmm error code has its own class."""
+"""Exceptions raised by vmmpy; each libvmm error code has its own class. _check() maps return codes to them."""
 
 from __future__ import annotations
+
+from vmmpy._ffi import ffi, lib
 
 
 class VmmError(Exception):
@@ -95,3 +97,18 @@ BY_NAME: dict[str, type[VmmError]] = {
     "VMM_EBUSY": Busy,
     "VMM_ENOTSUP": NotSupported,
 }
+
+# each class carries its code by default: errors.InvalidArgument("...") is a VMM_EINVAL
+for _name, _cls in BY_NAME.items():
+    _cls.code, _cls.name = getattr(lib, _name), _name
+del _name, _cls
+
+
+def _check(rc: int, vm=None) -> int:
+    """Map a negative libvmm return code to the matching exception (with `vm`'s last error message)."""
+    if rc >= 0:
+        return rc
+    name = ffi.string(lib.vmm_err_name(rc)).decode()
+    detail = ffi.string(lib.vmm_last_error(vm)).decode(errors="replace") if vm is not None else ""
+    msg = detail or ffi.string(lib.vmm_strerror(rc)).decode()
+    raise BY_NAME.get(name, VmmError)(msg, rc, name)

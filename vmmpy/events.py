@@ -47,7 +47,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from vmmpy import errors
-from vmmpy._ffi import lib
 from vmmpy.input import BUTTONS, Keyboard
 
 if TYPE_CHECKING:
@@ -291,7 +290,7 @@ def parse(text: str, name: str = "<events>", timeout: float = DEFAULT_TIMEOUT) -
     for lineno, raw in enumerate(text.splitlines(), 1):
 
         def err(msg: str, _lineno: int = lineno) -> EventsSyntaxError:
-            return EventsSyntaxError(f"{name}:{_lineno}: {msg}", lib.VMM_EINVAL, "VMM_EINVAL")
+            return EventsSyntaxError(f"{name}:{_lineno}: {msg}")
 
         line = _strip_comment(raw).strip()
         if not line:
@@ -301,7 +300,7 @@ def parse(text: str, name: str = "<events>", timeout: float = DEFAULT_TIMEOUT) -
         commands.append(Command(lineno, kind, args, line))
     holds = [c for c in commands if c.name == "capture"]
     if len({c.args[0] for c in holds}) > 64:
-        raise EventsSyntaxError(f"{name}: at most 64 frames can be captured", lib.VMM_EINVAL, "VMM_EINVAL")
+        raise EventsSyntaxError(f"{name}: at most 64 frames can be captured")
     return Script(commands, name, timeout)
 
 
@@ -321,7 +320,7 @@ def load_file(path: str, timeout: float = DEFAULT_TIMEOUT) -> Script:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except (OSError, UnicodeDecodeError) as e:
-        raise EventsSyntaxError(f"{path}: {getattr(e, 'strerror', None) or e}", lib.VMM_EINVAL, "VMM_EINVAL") from None
+        raise EventsSyntaxError(f"{path}: {getattr(e, 'strerror', None) or e}") from None
     return parse(text, path, timeout)
 
 
@@ -394,7 +393,7 @@ class Runner:
                 self._cursor += round(c.args[0] * 1e9)
             else:
                 if c.is_frame_sync and self.m.screen.frames < c.args[0]:
-                    lib.vmm_screen_pause_at(self.m._vm, c.args[0])
+                    self.m.screen.pause_at(c.args[0])
                     self._armed = True
                 return
             self._i += 1
@@ -496,19 +495,14 @@ class Runner:
             return
         self._armed = False
         m.resume()  # parked at the previous sync (or not yet parked): go on to this one
-        deadline = time.monotonic() + self.s.timeout
-        while True:
-            left = deadline - time.monotonic()
-            rc = lib.vmm_screen_pause_wait(m._vm, max(0, int(min(left, 0.5) * 1e9)))
-            if rc == 0:
-                m._parked = True
-                self._cursor = max(self._cursor, m.clock_ns)
-                return
-            if rc < 0 or left <= 0:
-                lib.vmm_screen_pause_at(m._vm, 0)
-                if rc < 0:
-                    self._fail(c, f"{self._ended()}, after {m.screen.frames} frames")
-                self._fail(c, f"frame {n} did not come within {self.s.timeout:g} s ({m.screen.frames} so far)")
+        try:
+            parked = m.screen.wait_paused(self.s.timeout)
+        except errors.ScreenEOF:
+            self._fail(c, f"{self._ended()}, after {m.screen.frames} frames")
+        if not parked:
+            m.screen.pause_at(0)
+            self._fail(c, f"frame {n} did not come within {self.s.timeout:g} s ({m.screen.frames} so far)")
+        self._cursor = max(self._cursor, m.clock_ns)
 
     def _wait_serial(self, c: Command, text: str, timeout: float) -> None:
         m, want = self.m, text.encode()

@@ -164,9 +164,7 @@ class _InputDevice:
         self._m = machine
 
     def _check(self, rc: int) -> int:
-        from vmmpy.machine import _check
-
-        return _check(rc, self._m._vm)
+        return errors._check(rc, self._m._vm)
 
     def event(self, type: int, code: int, value: int, at_ns: int | None = None) -> None:
         """Send one raw evdev event (no SYN_REPORT is added); `at_ns`: see the module's docstring."""

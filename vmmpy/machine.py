@@ -12,8 +12,9 @@ import time
 from dataclasses import dataclass
 from typing import Union
 
-from vmmpy import errors, sysregs
+from vmmpy import errors, events, sysregs
 from vmmpy._ffi import ffi, lib
+from vmmpy.errors import _check
 from vmmpy.input import Keyboard, Tablet
 from vmmpy.screen import Screen
 
@@ -46,14 +47,12 @@ def parse_size(value: Size) -> int:
     return int(m.group(1)) << shift
 
 
-def _check(rc: int, vm=None) -> int:
-    """Map a negative libvmm return code to the matching exception."""
-    if rc >= 0:
-        return rc
-    name = ffi.string(lib.vmm_err_name(rc)).decode()
-    detail = ffi.string(lib.vmm_last_error(vm)).decode(errors="replace") if vm is not None else ""
-    msg = detail or ffi.string(lib.vmm_strerror(rc)).decode()
-    raise errors.BY_NAME.get(name, errors.VmmError)(msg, rc, name)
+def cpu_models() -> list[str]:
+    """The names ``Machine(cpu_model=)`` accepts (libvmm's table), the default first."""
+    names = []
+    while (p := lib.vmm_cpu_model_name(len(names))) != ffi.NULL:
+        names.append(ffi.string(p).decode())
+    return names
 
 
 @ffi.def_extern()
@@ -446,9 +445,7 @@ class Machine:
         EventsSyntaxError before anything happens for a bad script, EventsFailed if a wait times out or
         the guest ends first. Each wait on the guest gives up after `timeout` seconds.
         """
-        from vmmpy.events import run_events
-
-        return run_events(self, path_or_text, timeout)
+        return events.run_events(self, path_or_text, timeout)
 
     def clock_advance(self, ns: int) -> None:
         """Deterministic mode, VM not running: move virtual time forward, firing due timers."""

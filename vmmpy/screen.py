@@ -53,11 +53,10 @@ class Screen:
     def __init__(self, machine: Machine):
         self._m = machine
         self._buf: bytearray | None = None
+        self._pause_frame = 0  # the pause armed by pause_at()
 
     def _check(self, rc: int) -> int:
-        from vmmpy.machine import _check
-
-        return _check(rc, self._m._vm)
+        return errors._check(rc, self._m._vm)
 
     def info(self) -> ScreenInfo:
         si = ffi.new("struct vmm_screen_info *")
@@ -122,27 +121,47 @@ class Screen:
             )
         if self._m.result is not None and not self._m.running and self.frames >= n:
             return self.frames  # the run is over: nothing to pause
-        self._check(lib.vmm_screen_pause_at(self._m._vm, n))
+        self.pause_at(n)
         if self._m.paused:
             self._m.resume()
         elif not self._m.running:
             self._m.start()
+        if not self.wait_paused(timeout):
+            self.pause_at(0)
+            raise errors.ScreenTimeout(f"frame {n} did not come within {timeout:g} s ({self.frames} frames so far)")
+        return self.frames
+
+    def pause_at(self, n: int) -> None:
+        """Deterministic mode: arm a pause at frame `n` (0 disarms); the lower half of ``wait_frame(pause=True)``.
+
+        The run loop parks at the end of the round that flushed frame `n` (``m.paused``); ``wait_paused()``
+        waits for that. Arm it while the VM stands still for a host-independent park point."""
+        self._pause_frame = n
+        self._check(lib.vmm_screen_pause_at(self._m._vm, n))
+
+    def wait_paused(self, timeout: float) -> bool:
+        """Deterministic mode: wait up to `timeout` s until the run parks at the pause armed by ``pause_at()``.
+
+        True once parked (``m.paused``); False on timeout (the pause stays armed: ``pause_at(0)`` disarms).
+        Raises ScreenEOF, with the pause disarmed, if the VM ends first. It does not resume or start the VM.
+        """
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
+            # short slices keep Ctrl-C responsive; cffi releases the GIL while C waits
             rc = lib.vmm_screen_pause_wait(self._m._vm, max(0, int(min(left, 0.5) * 1e9)))
             if rc == 0:
                 self._m._parked = True
-                return self.frames
+                return True
             if rc == lib.VMM_EEOF:
-                lib.vmm_screen_pause_at(self._m._vm, 0)
+                n = self._pause_frame
+                self.pause_at(0)
                 res = self._m.result
                 why = f"the VM ended ({res.reason.name})" if res else "the VM is not running"
                 raise errors.ScreenEOF(f"{why} after {self.frames} frames, before frame {n}", rc, "VMM_EEOF")
             self._check(rc)
             if left <= 0:
-                lib.vmm_screen_pause_at(self._m._vm, 0)
-                raise errors.ScreenTimeout(f"frame {n} did not come within {timeout:g} s ({self.frames} frames so far)")
+                return False
 
     def hold(self, n: int) -> None:
         """Keep a copy of frame `n` when it is flushed (call before it happens; at most 64 pending)."""

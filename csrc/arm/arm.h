@@ -1,8 +1,29 @@
-/* arm.h - architecture services the core provides to every backend: PSCI, sysregs, semihosting. */
+/* arm.h - architecture services the core provides to every backend: CPU models, PSCI, sysregs, semihosting. */
 #ifndef VMM_ARM_H
 #define VMM_ARM_H
 
 #include "../core/vm.h"
+
+/*
+ * The CPU models (struct vmm_config.cpu_model), the one list: X(name, DT compatible, soft) where
+ * soft is the suffix of Unicorn's UC_CPU_ARM64_* (the soft backend builds its table from this list,
+ * so nothing outside the soft backend needs Unicorn). The first is the default. Hardware vCPUs
+ * (KVM) are the host's CPU whatever the model.
+ */
+#define VMM__CPU_MODELS(X)                 \
+    X("cortex-a72", "arm,cortex-a72", A72) \
+    X("cortex-a57", "arm,cortex-a57", A57) \
+    X("cortex-a53", "arm,cortex-a53", A53) \
+    X("max", "arm,armv8", MAX)
+
+struct vmm__cpu_model {
+    const char *name;
+    const char *dt_compatible;
+};
+extern const struct vmm__cpu_model vmm__cpu_models[];
+extern const unsigned vmm__ncpu_models;
+/* Index of the model called `name` in vmm__cpu_models, or -1. */
+int vmm__cpu_model_find(const char *name);
 
 /*
  * Firmware calls return the exit they cause: VMM_EXIT_NONE to go on, or
@@ -30,8 +51,6 @@ enum vmm_exit_kind vmm__psci_call(struct vmm_vcpu *vcpu, uint64_t x[4]);
  * UNDEFINED for the guest, as hardware would.
  */
 int vmm__sysreg_access(struct vmm_vcpu *vcpu, uint32_t id, bool is_read, uint64_t *val);
-/* Whether the backend must trap this register (used by the soft backend's hooks). */
-bool vmm__sysreg_is_emulated(uint32_t id);
 
 /*
  * Arm semihosting (HLT #0xF000 on AArch64). op = w0, param = x1; *ret is

@@ -7,11 +7,6 @@
  * when a GIC model is present) and the generic timer (CNT*). Everything else
  * is UNDEFINED for the guest.
  */
-bool vmm__sysreg_is_emulated(uint32_t id)
-{
-    return vmm__timer_sysreg_is_ours(id);
-}
-
 int vmm__sysreg_access(struct vmm_vcpu *vcpu, uint32_t id, bool is_read, uint64_t *val)
 {
     struct vmm_vm *vm = vcpu->vm;

@@ -35,12 +35,12 @@ enum {
 #define INSN_HLT_SEMIHOST 0xd45e0000u /* hlt #0xf000 */
 
 /* The X-register enum is not contiguous: X29 and X30 sit elsewhere. */
-int soft__xreg(unsigned n)
+int vmm__soft_xreg(unsigned n)
 {
     return n <= 28 ? UC_ARM64_REG_X0 + (int)n : n == 29 ? UC_ARM64_REG_X29 : UC_ARM64_REG_X30;
 }
 
-uint64_t soft__cp_read(uc_engine *uc, uint32_t id)
+uint64_t vmm__soft_cp_read(uc_engine *uc, uint32_t id)
 {
     uc_arm64_cp_reg c = { .op0 = SYSREG_OP0(id),
                           .op1 = SYSREG_OP1(id),
@@ -51,7 +51,7 @@ uint64_t soft__cp_read(uc_engine *uc, uint32_t id)
     return c.val;
 }
 
-int soft__cp_write(uc_engine *uc, uint32_t id, uint64_t val)
+int vmm__soft_cp_write(uc_engine *uc, uint32_t id, uint64_t val)
 {
     uc_arm64_cp_reg c = { .op0 = SYSREG_OP0(id),
                           .op1 = SYSREG_OP1(id),
@@ -63,7 +63,7 @@ int soft__cp_write(uc_engine *uc, uint32_t id, uint64_t val)
 }
 
 /* Stop uc_emu_start from inside a hook, on the vCPU's own thread. */
-void soft__stop(struct soft_vcpu *sv)
+void vmm__soft_stop(struct soft_vcpu *sv)
 {
     sv->stopped = true;
     uc_emu_stop(sv->uc);
@@ -73,7 +73,7 @@ static void set_exit(struct soft_vcpu *sv, enum vmm_exit_kind kind, int status)
 {
     sv->exit->kind = kind;
     sv->exit->status = status;
-    soft__stop(sv);
+    vmm__soft_stop(sv);
 }
 
 static int read_virt(struct vmm_vcpu *vcpu, uint64_t va, void *buf, size_t len)
@@ -95,7 +95,7 @@ static void apply_virq(struct soft_vcpu *sv)
     bool want = atomic_load(&sv->vcpu->irq);
     if (want != sv->virq) {
         sv->virq = want;
-        soft__cp_write(sv->uc, REG_HCR_EL2, HCR_BASE | (want ? HCR_VI : 0));
+        vmm__soft_cp_write(sv->uc, REG_HCR_EL2, HCR_BASE | (want ? HCR_VI : 0));
     }
 }
 
@@ -123,11 +123,11 @@ static bool do_sysreg(struct soft_vcpu *sv, uint32_t insn, uint64_t pc)
     if (((soft__reg(sv->uc, UC_ARM64_REG_PSTATE) >> 2) & 3) == 0)
         return false; /* none of ours is accessible from EL0 */
     if (!is_read && rt != 31)
-        val = soft__reg(sv->uc, soft__xreg(rt));
+        val = soft__reg(sv->uc, vmm__soft_xreg(rt));
     if (vmm__sysreg_access(sv->vcpu, id, is_read, &val))
         return false;
     if (is_read && rt != 31)
-        soft__set_reg(sv->uc, soft__xreg(rt), val);
+        soft__set_reg(sv->uc, vmm__soft_xreg(rt), val);
     /* a PC write restarts translation here, so state changes take effect at once */
     soft__set_reg(sv->uc, UC_ARM64_REG_PC, pc + 4);
     return true;
@@ -166,13 +166,13 @@ static void on_intr(uc_engine *uc, uint32_t intno, void *opaque)
             if (insn == INSN_HLT_SEMIHOST && do_semihost(sv, pc))
                 return;
         }
-        soft__deliver_sync(sv, pc);
+        vmm__soft_deliver_sync(sv, pc);
         return;
     case EXCP_SWI:
     case EXCP_PREFETCH_ABORT:
     case EXCP_DATA_ABORT:
     case EXCP_BKPT:
-        soft__deliver_sync(sv, pc);
+        vmm__soft_deliver_sync(sv, pc);
         return;
     }
     vmm__set_error(sv->vcpu->vm, VMM_EBACKEND, "vCPU %u: unexpected exception %u at pc 0x%" PRIx64, sv->vcpu->id, intno,
@@ -206,7 +206,7 @@ static void on_block(uc_engine *uc, uint64_t addr, uint32_t size, void *opaque)
     (void)addr;
     /* a stop requested here takes effect before this block executes: it is counted when it runs */
     if (atomic_load_explicit(&sv->kick, memory_order_relaxed) || vcpu->insns >= vcpu->insn_limit || sv->yield_req) {
-        soft__stop(sv);
+        vmm__soft_stop(sv);
         return;
     }
     /*
@@ -216,7 +216,7 @@ static void on_block(uc_engine *uc, uint64_t addr, uint32_t size, void *opaque)
      */
     if (vcpu->vm->ncpus > 1 && !sv->first_block && block_spins(sv, addr, size) && vmm__others_runnable(vcpu)) {
         vcpu->yielded = true;
-        soft__stop(sv);
+        vmm__soft_stop(sv);
         return;
     }
     sv->first_block = false;
@@ -264,7 +264,7 @@ static uint32_t on_mrs(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg *c
 
     if (id == REG_ID_AA64PFR0_EL1 && sv->vcpu->vm->gic) {
         /* QEMU's CPU without its GIC says there is no GIC CPU interface; ours has one */
-        val = soft__cp_read(uc, id) | PFR0_GIC_SYSREGS;
+        val = vmm__soft_cp_read(uc, id) | PFR0_GIC_SYSREGS;
         if (reg != UC_ARM64_REG_XZR)
             uc_reg_write(uc, reg, &val);
         return 1;
@@ -393,13 +393,11 @@ static void soft_vm_fini(struct vmm_vm *vm)
 
 static int cpu_model(const char *name)
 {
-    if (!strcmp(name, "cortex-a53"))
-        return UC_CPU_ARM64_A53;
-    if (!strcmp(name, "cortex-a57"))
-        return UC_CPU_ARM64_A57;
-    if (!strcmp(name, "max"))
-        return UC_CPU_ARM64_MAX;
-    return UC_CPU_ARM64_A72;
+#define UC_MODEL(name, compatible, soft) UC_CPU_ARM64_##soft,
+    static const int uc_models[] = { VMM__CPU_MODELS(UC_MODEL) };
+#undef UC_MODEL
+    int i = vmm__cpu_model_find(name);
+    return uc_models[i < 0 ? 0 : i];
 }
 
 static int map_region(struct soft_vcpu *sv, struct vmm_region *r)
@@ -434,7 +432,7 @@ static int soft_vcpu_init(struct vmm_vcpu *vcpu)
         goto fail;
     }
     /* vCPU 0 finds the syndrome offset before anything is mapped; all engines share the layout */
-    if (vcpu->id == 0 && (rc = soft__calibrate(vm, sv->uc, &s->syndrome_off)))
+    if (vcpu->id == 0 && (rc = vmm__soft_calibrate(vm, sv->uc, &s->syndrome_off)))
         goto fail;
     rc = VMM_EBACKEND;
     if ((e = uc_mem_map_ptr(sv->uc, LAYOUT_RAM_BASE, vm->ram_size, UC_PROT_ALL, vm->ram)) ||
@@ -489,7 +487,7 @@ static void soft_vcpu_fini(struct vmm_vcpu *vcpu)
 static int soft_vcpu_reset(struct vmm_vcpu *vcpu, uint64_t entry, uint64_t x0)
 {
     struct soft_vcpu *sv = vcpu->bstate;
-    return soft__boot_state(sv, entry, x0);
+    return vmm__soft_boot_state(sv, entry, x0);
 }
 
 static bool stopped_at_wfi(struct soft_vcpu *sv, uint64_t pc)
@@ -531,7 +529,7 @@ static int soft_vcpu_run(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
     }
     if (sv->fault.pending) {
         sv->fault.pending = false;
-        soft__deliver_external_abort(sv);
+        vmm__soft_deliver_external_abort(sv);
         return 0;
     }
     if (e) {

@@ -67,16 +67,16 @@ static inline void soft__set_reg(uc_engine *uc, int reg, uint64_t v)
     uc_reg_write(uc, reg, &v);
 }
 
-int soft__xreg(unsigned n);
-uint64_t soft__cp_read(uc_engine *uc, uint32_t id);
-int soft__cp_write(uc_engine *uc, uint32_t id, uint64_t val);
-void soft__stop(struct soft_vcpu *sv);
+int vmm__soft_xreg(unsigned n);
+uint64_t vmm__soft_cp_read(uc_engine *uc, uint32_t id);
+int vmm__soft_cp_write(uc_engine *uc, uint32_t id, uint64_t val);
+void vmm__soft_stop(struct soft_vcpu *sv);
 
-int soft__calibrate(struct vmm_vm *vm, uc_engine *uc, size_t *syndrome_off);
-int soft__boot_state(struct soft_vcpu *sv, uint64_t entry, uint64_t x0);
+int vmm__soft_calibrate(struct vmm_vm *vm, uc_engine *uc, size_t *syndrome_off);
+int vmm__soft_boot_state(struct soft_vcpu *sv, uint64_t entry, uint64_t x0);
 /* Enter the guest's EL1 synchronous vector for the exception Unicorn just raised. */
-void soft__deliver_sync(struct soft_vcpu *sv, uint64_t pc);
+void vmm__soft_deliver_sync(struct soft_vcpu *sv, uint64_t pc);
 /* Enter it for the access recorded in sv->fault (a synchronous external abort). */
-void soft__deliver_external_abort(struct soft_vcpu *sv);
+void vmm__soft_deliver_external_abort(struct soft_vcpu *sv);
 
 #endif

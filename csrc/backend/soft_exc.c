@@ -65,7 +65,7 @@ static void calib_intr(uc_engine *uc, uint32_t intno, void *opaque)
     uc_emu_stop(uc);
 }
 
-int soft__calibrate(struct vmm_vm *vm, uc_engine *uc, size_t *syndrome_off)
+int vmm__soft_calibrate(struct vmm_vm *vm, uc_engine *uc, size_t *syndrome_off)
 {
     static const uint32_t code[] = {
         0xd40b4b41u, /* svc #0x5a5a -> ESR 0x56005a5a */
@@ -104,7 +104,7 @@ int soft__calibrate(struct vmm_vm *vm, uc_engine *uc, size_t *syndrome_off)
     return rc;
 }
 
-int soft__boot_state(struct soft_vcpu *sv, uint64_t entry, uint64_t x0)
+int vmm__soft_boot_state(struct soft_vcpu *sv, uint64_t entry, uint64_t x0)
 {
     uc_engine *uc = sv->uc;
     int rc = 0;
@@ -112,16 +112,16 @@ int soft__boot_state(struct soft_vcpu *sv, uint64_t entry, uint64_t x0)
     /* Non-secure EL1 under an idle EL2/EL3, so that HVC and SMC reach us. */
     soft__set_reg(uc, UC_ARM64_REG_PSTATE, PSTATE_DAIF | PSTATE_EL1H);
     for (unsigned i = 0; i < 31; i++)
-        soft__set_reg(uc, soft__xreg(i), 0);
+        soft__set_reg(uc, vmm__soft_xreg(i), 0);
     soft__set_reg(uc, UC_ARM64_REG_X0, x0);
     soft__set_reg(uc, UC_ARM64_REG_PC, entry);
-    rc |= soft__cp_write(uc, REG_SCR_EL3, SCR_NS | SCR_HCE | SCR_RW);
-    rc |= soft__cp_write(uc, REG_HCR_EL2, HCR_BASE);
+    rc |= vmm__soft_cp_write(uc, REG_SCR_EL3, SCR_NS | SCR_HCE | SCR_RW);
+    rc |= vmm__soft_cp_write(uc, REG_HCR_EL2, HCR_BASE);
     sv->virq = false;
-    rc |= soft__cp_write(uc, REG_CNTHCTL_EL2, 3); /* EL1PCTEN | EL1PCEN */
-    rc |= soft__cp_write(uc, REG_VMPIDR_EL2, 0x80000000ull | sv->vcpu->id);
+    rc |= vmm__soft_cp_write(uc, REG_CNTHCTL_EL2, 3); /* EL1PCTEN | EL1PCEN */
+    rc |= vmm__soft_cp_write(uc, REG_VMPIDR_EL2, 0x80000000ull | sv->vcpu->id);
     /* a CP-register write after the PSTATE write makes QEMU rebuild its cached EL/MMU state */
-    rc |= soft__cp_write(uc, REG_SPSR_EL1, 0);
+    rc |= vmm__soft_cp_write(uc, REG_SPSR_EL1, 0);
     sv->pc = entry;
     sv->last_vector = 0;
     sv->vector_repeats = 0;
@@ -135,7 +135,7 @@ static void guest_fatal(struct soft_vcpu *sv, const char *what, uint32_t esr, ui
                    sv->vcpu->id, what, esr, pc, vbar);
     vmm__guest_error(vm, "soft", "%s", vm->errmsg);
     sv->exit->kind = VMM_EXIT_GUEST_ERROR;
-    soft__stop(sv);
+    vmm__soft_stop(sv);
 }
 
 /* AArch64 exception entry to EL1 (Arm ARM D1.10.2), done by hand. */
@@ -170,12 +170,13 @@ static void enter_el1(struct soft_vcpu *sv, uint32_t esr, bool set_far, uint64_t
         soft__set_reg(uc, UC_ARM64_REG_FAR_EL1, far);
     soft__set_reg(uc, UC_ARM64_REG_ELR_EL1, elr);
     /* PAN is set on entry unless SCTLR_EL1.SPAN says otherwise (FEAT_PAN) */
-    if (((soft__cp_read(uc, REG_ID_AA64MMFR1_EL1) >> 20) & 0xf) && !(soft__cp_read(uc, REG_SCTLR_EL1) & SCTLR_SPAN))
+    if (((vmm__soft_cp_read(uc, REG_ID_AA64MMFR1_EL1) >> 20) & 0xf) &&
+        !(vmm__soft_cp_read(uc, REG_SCTLR_EL1) & SCTLR_SPAN))
         new_ps |= PSTATE_PAN;
     else
         new_ps |= ps & PSTATE_PAN;
     soft__set_reg(uc, UC_ARM64_REG_PSTATE, new_ps);
-    soft__cp_write(uc, REG_SPSR_EL1, ps); /* also makes QEMU rebuild its cached EL state */
+    vmm__soft_cp_write(uc, REG_SPSR_EL1, ps); /* also makes QEMU rebuild its cached EL state */
     if (uc_vmem_translate(uc, target, UC_PROT_EXEC, &pa) != UC_ERR_OK || !vmm__gpa_ptr(sv->vcpu->vm, pa, 4)) {
         guest_fatal(sv, "exception with no executable vector table in RAM", esr, elr, vbar);
         return;
@@ -186,7 +187,7 @@ static void enter_el1(struct soft_vcpu *sv, uint32_t esr, bool set_far, uint64_t
     sv->vcpu->vm->stats.exceptions++;
 }
 
-void soft__deliver_sync(struct soft_vcpu *sv, uint64_t pc)
+void vmm__soft_deliver_sync(struct soft_vcpu *sv, uint64_t pc)
 {
     struct {
         uint32_t syndrome, fsr;
@@ -200,7 +201,7 @@ void soft__deliver_sync(struct soft_vcpu *sv, uint64_t pc)
     enter_el1(sv, exc.syndrome, abort, exc.vaddress, pc);
 }
 
-void soft__deliver_external_abort(struct soft_vcpu *sv)
+void vmm__soft_deliver_external_abort(struct soft_vcpu *sv)
 {
     bool cur = ((soft__reg(sv->uc, UC_ARM64_REG_PSTATE) >> 2) & 3) == 1;
     uint32_t ec = sv->fault.fetch ? (cur ? EC_IABT_CUR : EC_IABT_LOW) : (cur ? EC_DABT_CUR : EC_DABT_LOW);

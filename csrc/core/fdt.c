@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../arm/arm.h"
 #include "board.h"
 #include "fdt.h"
 #include "layout.h"
@@ -63,13 +64,8 @@ static const char *cpu_compatible(const struct vmm_vm *vm)
 {
     if (vm->ops->threaded) /* hardware vCPUs are the host's CPU model, not cpu_model */
         return "arm,armv8";
-    if (!strcmp(vm->cpu_model, "cortex-a53"))
-        return "arm,cortex-a53";
-    if (!strcmp(vm->cpu_model, "cortex-a57"))
-        return "arm,cortex-a57";
-    if (!strcmp(vm->cpu_model, "cortex-a72"))
-        return "arm,cortex-a72";
-    return "arm,armv8";
+    int i = vmm__cpu_model_find(vm->cpu_model);
+    return i < 0 ? "arm,armv8" : vmm__cpu_models[i].dt_compatible;
 }
 
 int vmm__fdt_build(struct vmm_vm *vm, void **out, size_t *len)

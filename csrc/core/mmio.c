@@ -30,7 +30,7 @@ int vmm__bus_add(struct vmm_vm *vm, uint64_t base, uint64_t size, const char *na
     return 0;
 }
 
-struct vmm_region *vmm__bus_find(struct vmm_vm *vm, uint64_t gpa)
+static struct vmm_region *bus_find(struct vmm_vm *vm, uint64_t gpa)
 {
     unsigned lo = 0, hi = vm->nregions;
 
@@ -47,6 +47,8 @@ struct vmm_region *vmm__bus_find(struct vmm_vm *vm, uint64_t gpa)
     return NULL;
 }
 
+static const struct vmm_mmio_ops unclaimed_ops;
+
 int vmm__bus_gaps(struct vmm_vm *vm, struct vmm_region *gaps, unsigned max)
 {
     uint64_t at = LAYOUT_DEV_BASE;
@@ -58,7 +60,7 @@ int vmm__bus_gaps(struct vmm_vm *vm, struct vmm_region *gaps, unsigned max)
             if (n == max)
                 return VMM_ENOMEM;
             gaps[n] = (struct vmm_region){
-                .base = at, .size = next - at, .name = "unclaimed", .ops = &vmm__unclaimed_ops, .vm = vm
+                .base = at, .size = next - at, .name = "unclaimed", .ops = &unclaimed_ops, .vm = vm
             };
             gaps[n].dev = &gaps[n];
             n++;
@@ -96,11 +98,11 @@ static void unclaimed_write(void *dev, uint64_t off, unsigned size, uint64_t val
                      r->base + off);
 }
 
-const struct vmm_mmio_ops vmm__unclaimed_ops = { .read = unclaimed_read, .write = unclaimed_write };
+static const struct vmm_mmio_ops unclaimed_ops = { .read = unclaimed_read, .write = unclaimed_write };
 
 void vmm__bus_access(struct vmm_vm *vm, uint64_t gpa, unsigned size, bool is_write, uint64_t *val)
 {
-    struct vmm_region *r = vmm__bus_find(vm, gpa);
+    struct vmm_region *r = bus_find(vm, gpa);
 
     if (r) {
         if (is_write)

@@ -48,11 +48,6 @@ static int config_error(char *errbuf, size_t errlen, int code, const char *msg)
     return code;
 }
 
-static bool known_cpu_model(const char *m)
-{
-    return !strcmp(m, "cortex-a72") || !strcmp(m, "cortex-a57") || !strcmp(m, "cortex-a53") || !strcmp(m, "max");
-}
-
 VMM_EXPORT int vmm_create(const struct vmm_config *cfg, vmm_vm **out, char *errbuf, size_t errlen)
 {
     struct vmm_config c = { 0 };
@@ -72,7 +67,7 @@ VMM_EXPORT int vmm_create(const struct vmm_config *cfg, vmm_vm **out, char *errb
     if (!c.ram_size)
         c.ram_size = LAYOUT_RAM_DEFAULT;
     if (!c.cpu_model)
-        c.cpu_model = "cortex-a72";
+        c.cpu_model = vmm__cpu_models[0].name;
     if (c.ncpus > VMM_MAX_CPUS) {
         snprintf(msg, sizeof msg, "%u vCPUs requested, at most %d are supported", c.ncpus, VMM_MAX_CPUS);
         return config_error(errbuf, errlen, VMM_EINVAL, msg);
@@ -82,8 +77,11 @@ VMM_EXPORT int vmm_create(const struct vmm_config *cfg, vmm_vm **out, char *errb
                  (unsigned long long)c.ram_size, LAYOUT_RAM_MAX >> 30);
         return config_error(errbuf, errlen, VMM_EINVAL, msg);
     }
-    if (!known_cpu_model(c.cpu_model)) {
-        snprintf(msg, sizeof msg, "unknown CPU model '%s' (cortex-a72, cortex-a57, cortex-a53, max)", c.cpu_model);
+    if (vmm__cpu_model_find(c.cpu_model) < 0) {
+        int n = snprintf(msg, sizeof msg, "unknown CPU model '%.64s' (", c.cpu_model);
+        for (unsigned i = 0; i < vmm__ncpu_models; i++)
+            n += snprintf(msg + n, sizeof msg - (size_t)n, "%s%s", i ? ", " : "", vmm__cpu_models[i].name);
+        snprintf(msg + n, sizeof msg - (size_t)n, ")");
         return config_error(errbuf, errlen, VMM_EINVAL, msg);
     }
     bool deterministic = c.size >= offsetof(struct vmm_config, deterministic) + sizeof(uint32_t) && c.deterministic;

@@ -186,7 +186,6 @@ void *vmm__gpa_ptr(struct vmm_vm *vm, uint64_t gpa, uint64_t len);
 /* MMIO bus (mmio.c) */
 int vmm__bus_add(struct vmm_vm *vm, uint64_t base, uint64_t size, const char *name, const struct vmm_mmio_ops *ops,
                  void *dev);
-struct vmm_region *vmm__bus_find(struct vmm_vm *vm, uint64_t gpa);
 /* Serve one access; unclaimed addresses in the device window are RAZ/WI. */
 void vmm__bus_access(struct vmm_vm *vm, uint64_t gpa, unsigned size, bool is_write, uint64_t *val);
 /* The same for a known region (the soft backend maps regions directly). */
@@ -194,7 +193,6 @@ uint64_t vmm__region_read(struct vmm_region *r, uint64_t off, unsigned size);
 void vmm__region_write(struct vmm_region *r, uint64_t off, unsigned size, uint64_t val);
 /* The unclaimed parts of the low device window as RAZ/WI regions, for backends that must map them. */
 int vmm__bus_gaps(struct vmm_vm *vm, struct vmm_region *gaps, unsigned max);
-extern const struct vmm_mmio_ops vmm__unclaimed_ops;
 
 /* clock and timers (arm/timer.c) */
 #define TIMER_FREQ_HZ 62500000ULL
@@ -217,11 +215,6 @@ void vmm__park_source(struct vmm_vm *vm, uint64_t (*progress)(void *opaque), voi
 int vmm__park_arm(struct vmm_vm *vm, uint64_t target);      /* VMM_ESTATE in real-time mode */
 int vmm__park_wait(struct vmm_vm *vm, uint64_t timeout_ns); /* 0 parked, 1 timeout, VMM_EEOF: no run */
 void vmm__park_release(struct vmm_vm *vm);
-
-/* loaders (loader/) */
-int vmm__load_kernel(struct vmm_vm *vm, const uint8_t *data, size_t len, const char *name,
-                     const struct vmm_kernel_opts *opts);
-int vmm__read_file(struct vmm_vm *vm, const char *path, const char *what, uint8_t **data, size_t *len);
 
 /* console output buffer and input queue (console.c) */
 int vmm__console_create(struct vmm_console **out);

@@ -13,7 +13,7 @@
 #define MAX_FILE (4ULL << 30)
 #define MAX_CMDLINE 4096
 
-int vmm__read_file(struct vmm_vm *vm, const char *path, const char *what, uint8_t **data, size_t *len)
+static int read_file(struct vmm_vm *vm, const char *path, const char *what, uint8_t **data, size_t *len)
 {
     struct stat st;
     uint8_t *buf;
@@ -96,8 +96,8 @@ static int load_raw(struct vmm_vm *vm, const uint8_t *data, size_t len, const ch
     return 0;
 }
 
-int vmm__load_kernel(struct vmm_vm *vm, const uint8_t *data, size_t len, const char *name,
-                     const struct vmm_kernel_opts *o)
+static int load_kernel(struct vmm_vm *vm, const uint8_t *data, size_t len, const char *name,
+                       const struct vmm_kernel_opts *o)
 {
     int fmt = o ? o->format : VMM_KERNEL_AUTO;
 
@@ -145,7 +145,7 @@ VMM_EXPORT int vmm_load_kernel_mem(vmm_vm *vm, const void *data, size_t len, con
         return rc;
     if (vm->kernel.present)
         return vmm__set_error(vm, VMM_ESTATE, "a kernel is already loaded");
-    return vmm__load_kernel(vm, data, len, name ? name : "kernel", opts);
+    return load_kernel(vm, data, len, name ? name : "kernel", opts);
 }
 
 VMM_EXPORT int vmm_load_kernel(vmm_vm *vm, const char *path, const struct vmm_kernel_opts *opts)
@@ -158,7 +158,7 @@ VMM_EXPORT int vmm_load_kernel(vmm_vm *vm, const char *path, const struct vmm_ke
         return VMM_EINVAL;
     if ((rc = check_loadable(vm)))
         return rc;
-    if ((rc = vmm__read_file(vm, path, "kernel", &data, &len)))
+    if ((rc = read_file(vm, path, "kernel", &data, &len)))
         return rc;
     rc = vmm_load_kernel_mem(vm, data, len, path, opts);
     free(data);
@@ -175,7 +175,7 @@ VMM_EXPORT int vmm_load_initrd(vmm_vm *vm, const char *path)
         return VMM_EINVAL;
     if ((rc = check_loadable(vm)))
         return rc;
-    if ((rc = vmm__read_file(vm, path, "initrd", &data, &len)))
+    if ((rc = read_file(vm, path, "initrd", &data, &len)))
         return rc;
     if (!len) {
         free(data);
