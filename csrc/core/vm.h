@@ -197,6 +197,8 @@ int vmm__bus_gaps(struct vmm_vm *vm, struct vmm_region *gaps, unsigned max);
 /* clock and timers (arm/timer.c) */
 #define TIMER_FREQ_HZ 62500000ULL
 #define TIMER_NS_PER_TICK 16
+/* Guest clock values beyond this (2^62 ns, 146 years) mean "never": deadlines and timeouts saturate. */
+#define VMM_CLOCK_HORIZON_NS (1ULL << 62)
 uint64_t vmm__clock_ns(struct vmm_vm *vm, struct vmm_vcpu *vcpu);
 /* Re-evaluate every timer against the clock: drive PPI levels, update next_deadline_ns. */
 void vmm__timers_update(struct vmm_vm *vm);
