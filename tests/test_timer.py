@@ -6,9 +6,13 @@ here is exact; no test sleeps.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 import vmmpy
+from tests.conftest import WFI, b_back, code
+from vmmpy import RunReason
 
 NS_PER_TICK = 16  # 62.5 MHz
 ENABLE, IMASK, ISTATUS = 1, 2, 4
@@ -123,3 +127,23 @@ def test_timers_are_per_cpu(vm):
     assert vm.irq_line(0) and not vm.irq_line(1)
     vm.clock_advance(10 * NS_PER_TICK)
     assert vm.irq_line(0) and vm.irq_line(1)
+
+
+MOVN_X0_0 = 0x92800000  # mov x0, #-1
+LSR_X0_4 = 0xD344FC00  # lsr x0, x0, #4  (x0 = 2^60 - 1: 16 ns ticks, 2^64 - 16 ns)
+MOVZ_X0_1 = 0xD2800020  # movz x0, #1
+MSR_CNTV_CVAL_X0 = 0xD51BE340  # msr cntv_cval_el0, x0
+MSR_CNTV_CTL_X0 = 0xD51BE320  # msr cntv_ctl_el0, x0
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_a_far_deadline_does_not_spin_the_host(raw_guest, deterministic):
+    """CNTV_CVAL just below 2^60 (issue 15 #5): the idle guest must cost ~0 CPU, not a wrapped, past deadline."""
+    blob = raw_guest(code(MOVN_X0_0, LSR_X0_4, MSR_CNTV_CVAL_X0, MOVZ_X0_1, MSR_CNTV_CTL_X0, WFI, b_back(1)))
+    with vmmpy.Machine(blob, kernel_format="raw", deterministic=deterministic) as m:
+        cpu0 = time.process_time()
+        res = m.run(timeout=1.0)
+        cpu = time.process_time() - cpu0
+        assert res.reason == RunReason.TIMEOUT
+        assert cpu < 0.3, f"{cpu:.2f} s of host CPU in a 1 s idle run"
+        assert m.sysreg_read("CNTV_CVAL_EL0") == (1 << 60) - 1

@@ -546,10 +546,43 @@ def test_backing_must_be_guest_ram(gpu):
 
 def test_resources_are_capped_by_gpu_memory(gpu):
     assert gpu.cmd(CREATE_2D, struct.pack("<4I", 1, BGRX, 16384, 16384)) == ERR_OUT_OF_MEMORY  # 1 GiB > 256 MiB
-    assert gpu.cmd(CREATE_2D, struct.pack("<4I", 1, BGRX, 8192, 8192)) == OK_NODATA  # exactly 256 MiB
-    assert gpu.cmd(CREATE_2D, struct.pack("<4I", 2, BGRX, 1, 1)) == ERR_OUT_OF_MEMORY
+    # 256 MiB less 32 KiB: the rest is less than the 64 KiB below
+    assert gpu.cmd(CREATE_2D, struct.pack("<4I", 1, BGRX, 8192, 8191)) == OK_NODATA
+    assert gpu.cmd(CREATE_2D, struct.pack("<4I", 2, BGRX, 128, 128)) == ERR_OUT_OF_MEMORY  # 64 KiB > 32 KiB
     assert gpu.cmd(UNREF, struct.pack("<II", 1, 0)) == OK_NODATA
     assert gpu.cmd(CREATE_2D, struct.pack("<4I", 2, BGRX, 1, 1)) == OK_NODATA, "unref gives the memory back"
+
+
+def test_backing_tables_count_against_the_memory_cap(gpu_machine):
+    """A 1 x 1 resource with 2^18 backing entries keeps a 6 MiB table: it counts (issue 15 #2)."""
+    m = gpu_machine(gpu_max_mem=17 << 20)
+    g = Gpu(m)
+    base = m.stats()["host_mem_bytes"]
+    entry = struct.pack("<QII", RAM_BASE, 1, 0)
+    results = []
+    for rid in range(1, 5):
+        g.create(rid, 1, 1)
+        results.append(g.cmd(ATTACH, struct.pack("<II", rid, 1 << 18) + entry * (1 << 18)))
+    # 4 MiB of request copy + 6 MiB of table each: a third does not fit under 17 MiB
+    assert results == [OK_NODATA, OK_NODATA, ERR_OUT_OF_MEMORY, ERR_OUT_OF_MEMORY]
+    grown = m.stats()["host_mem_bytes"] - base
+    assert 12 << 20 <= grown <= 17 << 20, grown
+    assert g.cmd(DETACH, struct.pack("<II", 1, 0)) == OK_NODATA
+    assert m.stats()["host_mem_bytes"] - base <= grown - (6 << 20), "detaching gives the table back"
+    assert g.cmd(ATTACH, struct.pack("<II", 3, 1 << 18) + entry * (1 << 18)) == OK_NODATA
+
+
+def test_the_scanout_and_held_frames_count_against_the_memory_cap(gpu_machine):
+    m = gpu_machine(gpu_max_mem=3 << 20)
+    g = Gpu(m)
+    g.create(1, 1024, 512)  # 2 MiB
+    assert g.set_scanout(1, (0, 0, 1024, 512)) == ERR_OUT_OF_MEMORY, "a 2 MiB screen image does not fit"
+    assert g.set_scanout(1, (0, 0, 512, 256)) == OK_NODATA  # 0.5 MiB
+    m.screen.hold(1)
+    assert g.flush(1, (0, 0, 512, 256)) == OK_NODATA  # frame 1: its 0.5 MiB copy does not fit
+    with pytest.raises(vmmpy.errors.VmmError):
+        m.screen.capture(1)
+    assert m.stats()["host_mem_bytes"] < (3 << 20) + 65536
 
 
 def test_the_device_survives_garbage_and_resets_clean(gpu):

@@ -264,6 +264,7 @@ class Machine:
         virtio_test_devices: int = 0,
         gpu: bool = False,
         gpu_size: tuple[int, int] = (1280, 800),
+        gpu_max_mem: Size = "256M",
         input: bool = False,
         disk: DiskSpec | list[DiskSpec] | None = None,
         rng: bool = False,
@@ -321,6 +322,7 @@ class Machine:
                 gcfg = ffi.new("struct vmm_gpu_config *")
                 gcfg.size = ffi.sizeof("struct vmm_gpu_config")
                 gcfg.width, gcfg.height = gpu_size
+                gcfg.max_mem = parse_size(gpu_max_mem)
                 _check(lib.vmm_add_gpu(self._vm, gcfg), self._vm)
             if input:  # m.keyboard, m.tablet (off unless asked for, even with a GPU: it adds two slots)
                 _check(lib.vmm_add_input(self._vm), self._vm)

@@ -40,12 +40,17 @@ static bool fired(const struct vmm_timer *t, uint64_t count)
     return (t->ctl & CTL_ENABLE) && count >= t->cval;
 }
 
-/* The deadline, in clock ns, of a timer whose output can still rise; UINT64_MAX if none. */
+/*
+ * The deadline, in clock ns, of a timer whose output can still rise; UINT64_MAX if none. A CVAL beyond
+ * VMM_CLOCK_HORIZON_NS (146 years of guest time) is "never": the sums the clock thread, the idle wait
+ * and the deterministic budget make with a deadline then cannot overflow (a CVAL near 2^60 used to wrap
+ * the wait's absolute time into the past and spin a host core).
+ */
 static uint64_t deadline_ns(const struct vmm_timer *t, uint64_t count)
 {
     if ((t->ctl & (CTL_ENABLE | CTL_IMASK)) != CTL_ENABLE || count >= t->cval)
         return UINT64_MAX;
-    return t->cval > UINT64_MAX / TIMER_NS_PER_TICK ? UINT64_MAX : t->cval * TIMER_NS_PER_TICK;
+    return t->cval > VMM_CLOCK_HORIZON_NS / TIMER_NS_PER_TICK ? UINT64_MAX : t->cval * TIMER_NS_PER_TICK;
 }
 
 /*

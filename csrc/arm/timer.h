@@ -17,6 +17,8 @@ enum { TIMER_VIRT = 0, TIMER_PHYS = 1, TIMER_COUNT };
 
 #define TIMER_FREQ_HZ 62500000ULL
 #define TIMER_NS_PER_TICK 16
+/* Guest clock values beyond this (2^62 ns, 146 years) mean "never": deadlines and timeouts saturate. */
+#define VMM_CLOCK_HORIZON_NS (1ULL << 62)
 uint64_t vmm__clock_ns(struct vmm_vm *vm, struct vmm_vcpu *vcpu);
 /* Re-evaluate every timer against the clock: drive PPI levels, update next_deadline_ns. */
 void vmm__timers_update(struct vmm_vm *vm);

@@ -69,9 +69,10 @@ struct clock_thread {
     pthread_t thread;
 };
 
+/* An absolute CLOCK_MONOTONIC time; ns saturates at the horizon, so the sum cannot wrap into the past. */
 static struct timespec ns_to_abs(uint64_t clock_ns_base, uint64_t ns)
 {
-    uint64_t abs = clock_ns_base + ns;
+    uint64_t abs = clock_ns_base + (ns < VMM_CLOCK_HORIZON_NS ? ns : VMM_CLOCK_HORIZON_NS);
     return (struct timespec){ .tv_sec = (time_t)(abs / 1000000000ULL), .tv_nsec = (long)(abs % 1000000000ULL) };
 }
 

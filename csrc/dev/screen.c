@@ -4,6 +4,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "../core/budget.h"
 #include "../core/run.h"
 #include "../host/host.h"
 #include "virtio_gpu.h"
@@ -20,8 +21,9 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "pixel conversion assu
  */
 struct vmm_screen {
     pthread_mutex_t lock;
-    pthread_cond_t cond; /* CLOCK_MONOTONIC: a frame, or the run ended */
-    uint32_t *img;       /* w * h pixels, NULL when 0 x 0 */
+    struct vmm_budget *mem; /* the GPU's: the image and held frames are taken from it */
+    pthread_cond_t cond;    /* CLOCK_MONOTONIC: a frame, or the run ended */
+    uint32_t *img;          /* w * h pixels, NULL when 0 x 0 */
     uint32_t w, h;
     uint64_t frames;
     bool changed; /* the image changed since frame `frames` was presented (mode set) */
@@ -34,12 +36,41 @@ struct vmm_screen {
     } holds[MAX_HOLDS];
 };
 
-int vmm__screen_create(struct vmm_screen **out)
+size_t vmm__screen_size(void)
+{
+    return sizeof(struct vmm_screen);
+}
+
+/* A copy of n pixels for a hold, taken from the budget (NULL: over budget or out of memory). */
+static uint32_t *hold_copy(struct vmm_screen *s, size_t n)
+{
+    uint32_t *pix;
+
+    if (!n || !vmm__budget_take(s->mem, (uint64_t)n * 4))
+        return NULL;
+    if (!(pix = malloc(n * 4))) {
+        vmm__budget_give(s->mem, (uint64_t)n * 4);
+        return NULL;
+    }
+    memcpy(pix, s->img, n * 4);
+    return pix;
+}
+
+static void hold_free(struct vmm_screen *s, struct hold *hd)
+{
+    if (hd->pix)
+        vmm__budget_give(s->mem, (uint64_t)hd->w * hd->h * 4);
+    free(hd->pix);
+    hd->pix = NULL;
+}
+
+int vmm__screen_create(struct vmm_screen **out, struct vmm_budget *mem)
 {
     struct vmm_screen *s = calloc(1, sizeof *s);
 
     if (!s)
         return VMM_ENOMEM;
+    s->mem = mem;
     pthread_mutex_init(&s->lock, NULL);
     vmm__host_cond_init(&s->cond);
     *out = s;
@@ -51,7 +82,9 @@ void vmm__screen_destroy(struct vmm_screen *s)
     if (!s)
         return;
     for (unsigned i = 0; i < MAX_HOLDS; i++)
-        free(s->holds[i].pix);
+        hold_free(s, &s->holds[i]);
+    if (s->img)
+        vmm__budget_give(s->mem, (uint64_t)s->w * s->h * 4);
     free(s->img);
     pthread_mutex_destroy(&s->lock);
     pthread_cond_destroy(&s->cond);
@@ -73,11 +106,18 @@ int vmm__screen_set_mode(struct vmm_screen *s, uint32_t w, uint32_t h)
 
     pthread_mutex_lock(&s->lock);
     if (w != s->w || h != s->h) {
-        uint32_t *img = n ? malloc(n * 4) : NULL;
-        if (n && !img) {
+        uint32_t *img = NULL;
+        if (n && !vmm__budget_take(s->mem, (uint64_t)n * 4)) {
             rc = VMM_ENOMEM;
             goto out;
         }
+        if (n && !(img = malloc(n * 4))) {
+            vmm__budget_give(s->mem, (uint64_t)n * 4);
+            rc = VMM_ENOMEM;
+            goto out;
+        }
+        if (s->img)
+            vmm__budget_give(s->mem, (uint64_t)s->w * s->h * 4);
         free(s->img);
         s->img = img;
         s->w = w;
@@ -168,9 +208,7 @@ void vmm__screen_frame(struct vmm_screen *s)
         hd->done = true;
         hd->w = s->w;
         hd->h = s->h;
-        hd->pix = n ? malloc(n * 4) : NULL;
-        if (hd->pix)
-            memcpy(hd->pix, s->img, n * 4);
+        hd->pix = hold_copy(s, n);
     }
     pthread_cond_broadcast(&s->cond);
     pthread_mutex_unlock(&s->lock);
@@ -274,16 +312,13 @@ VMM_EXPORT int vmm_screen_hold(vmm_vm *vm, uint64_t frame)
         rc = VMM_EBUSY;
         goto out;
     }
-    free(slot->pix);
+    hold_free(s, slot);
     *slot = (struct hold){ .frame = frame };
     if (frame == frames) {
-        size_t n = (size_t)s->w * s->h;
         slot->done = true;
         slot->w = s->w;
         slot->h = s->h;
-        slot->pix = n ? malloc(n * 4) : NULL;
-        if (slot->pix)
-            memcpy(slot->pix, s->img, n * 4);
+        slot->pix = hold_copy(s, (size_t)s->w * s->h);
     }
 out:
     pthread_mutex_unlock(&s->lock);
@@ -351,17 +386,6 @@ VMM_EXPORT int vmm_screen_capture(vmm_vm *vm, uint64_t frame, void *buf, size_t 
     default:
         return 0;
     }
-}
-
-uint64_t vmm__screen_host_mem(struct vmm_screen *s)
-{
-    pthread_mutex_lock(&s->lock);
-    uint64_t n = sizeof *s + (uint64_t)s->w * s->h * 4;
-    for (unsigned i = 0; i < MAX_HOLDS; i++)
-        if (s->holds[i].pix)
-            n += (uint64_t)s->holds[i].w * s->holds[i].h * 4;
-    pthread_mutex_unlock(&s->lock);
-    return n;
 }
 
 /* The park source (run.c): the run loop parks once this many frames exist. */

@@ -6,6 +6,7 @@
 #include "../core/run.h"
 #include "virtio.h"
 #include "../core/board.h"
+#include "../core/budget.h"
 #include "virtio_gpu.h"
 
 #define GPU_F_EDID 1 /* §5.7.3; VIRGL, RESOURCE_UUID, RESOURCE_BLOB and CONTEXT_INIT are not offered */
@@ -114,6 +115,7 @@ struct gpu_res {
     uint32_t nents;
     bool backed;
     uint64_t backing_len;
+    uint64_t ents_cost; /* taken from the budget for ents */
 };
 
 /*
@@ -124,12 +126,15 @@ struct vmm_gpu {
     struct vmm_vm *vm;
     struct vmm_virtio *vio;
     uint32_t width, height; /* the mode offered (vmm_add_gpu) */
-    uint64_t max_mem;       /* cap on mem_used */
+    /*
+     * Every host allocation the guest causes: resources, their backing tables (and the request's
+     * copy while attaching), the scanout image and held frames (screen.c). Capped by max_mem.
+     */
+    struct vmm_budget mem;
     pthread_mutex_t lock;
     uint32_t events_read;
     struct gpu_res *res[RES_BUCKETS];
     unsigned nres;
-    uint64_t mem_used; /* sum of width * height * 4 of live resources */
     /* scanout 0 */
     uint32_t scanout_res; /* 0: disabled */
     struct rect scanout;
@@ -160,7 +165,7 @@ static void res_free(struct vmm_gpu *g, struct gpu_res *r)
         pp = &(*pp)->next;
     *pp = r->next;
     g->nres--;
-    g->mem_used -= (uint64_t)r->width * r->height * 4;
+    vmm__budget_give(&g->mem, sizeof *r + (uint64_t)r->width * r->height * 4 + r->ents_cost);
     free(r->pix);
     free(r->ents);
     free(r);
@@ -226,11 +231,12 @@ static uint32_t cmd_create_2d(struct vmm_gpu *g, const struct req_create_2d *c)
     if (!vmm__gpu_format_ok(c->format) || !c->width || !c->height || c->width > GPU_MAX_DIM || c->height > GPU_MAX_DIM)
         return RESP_ERR_INVALID_PARAMETER;
     uint64_t bytes = (uint64_t)c->width * c->height * 4; /* <= 2^30: no overflow */
-    if (g->nres >= MAX_RESOURCES || bytes > g->max_mem - g->mem_used)
+    if (g->nres >= MAX_RESOURCES || !vmm__budget_take(&g->mem, sizeof(struct gpu_res) + bytes))
         return RESP_ERR_OUT_OF_MEMORY;
     struct gpu_res *r = calloc(1, sizeof *r);
     if (!r || !(r->pix = calloc(1, bytes))) {
         free(r);
+        vmm__budget_give(&g->mem, sizeof(struct gpu_res) + bytes);
         return RESP_ERR_OUT_OF_MEMORY;
     }
     r->id = c->resource_id;
@@ -240,7 +246,6 @@ static uint32_t cmd_create_2d(struct vmm_gpu *g, const struct req_create_2d *c)
     r->next = g->res[r->id % RES_BUCKETS];
     g->res[r->id % RES_BUCKETS] = r;
     g->nres++;
-    g->mem_used += bytes;
     return RESP_OK_NODATA;
 }
 
@@ -267,8 +272,13 @@ static uint32_t cmd_attach_backing(struct vmm_gpu *g, const struct req_attach_ba
         return RESP_ERR_INVALID_PARAMETER;
     if (g->chain.read_len < at || (g->chain.read_len - at) / sizeof(struct mem_entry) < c->nr_entries)
         return RESP_ERR_UNSPEC; /* short request: fewer entries than announced */
-    struct mem_entry *in = malloc((size_t)c->nr_entries * sizeof *in);
-    struct backing *ents = malloc((size_t)c->nr_entries * sizeof *ents);
+    /* the request's entries and the table (2^18 entries: 4 + 6 MiB), whatever the resource's size */
+    uint64_t in_cost = (uint64_t)c->nr_entries * sizeof(struct mem_entry);
+    uint64_t ents_cost = (uint64_t)c->nr_entries * sizeof(struct backing);
+    if (!vmm__budget_take(&g->mem, in_cost + ents_cost))
+        return RESP_ERR_OUT_OF_MEMORY;
+    struct mem_entry *in = malloc(in_cost);
+    struct backing *ents = malloc(ents_cost);
     uint32_t n = 0;
     uint64_t total = 0;
     uint32_t rc = RESP_OK_NODATA;
@@ -293,9 +303,11 @@ static uint32_t cmd_attach_backing(struct vmm_gpu *g, const struct req_attach_ba
     r->nents = n;
     r->backing_len = total;
     r->backed = true;
+    r->ents_cost = ents_cost;
     ents = NULL;
 out:
     free(in);
+    vmm__budget_give(&g->mem, in_cost + (rc == RESP_OK_NODATA ? 0 : ents_cost));
     free(ents);
     return rc;
 }
@@ -308,6 +320,8 @@ static uint32_t cmd_detach_backing(struct vmm_gpu *g, const struct req_resource 
     if (!r->backed)
         return RESP_ERR_UNSPEC;
     free(r->ents);
+    vmm__budget_give(&g->mem, r->ents_cost);
+    r->ents_cost = 0;
     r->ents = NULL;
     r->nents = 0;
     r->backing_len = 0;
@@ -725,10 +739,7 @@ static uint64_t gpu_host_mem(void *dev)
 {
     struct vmm_gpu *g = dev;
 
-    pthread_mutex_lock(&g->lock);
-    uint64_t n = sizeof *g + g->mem_used;
-    pthread_mutex_unlock(&g->lock);
-    return n + vmm__screen_host_mem(g->screen);
+    return sizeof *g + vmm__screen_size() + vmm__budget_used(&g->mem);
 }
 
 static const struct vmm_device_ops gpu_device = {
@@ -764,9 +775,9 @@ VMM_EXPORT int vmm_add_gpu(vmm_vm *vm, const struct vmm_gpu_config *cfg)
     g->vm = vm;
     g->width = c.width;
     g->height = c.height;
-    g->max_mem = c.max_mem;
+    vmm__budget_init(&g->mem, c.max_mem);
     pthread_mutex_init(&g->lock, NULL);
-    if ((rc = vmm__screen_create(&g->screen))) {
+    if ((rc = vmm__screen_create(&g->screen, &g->mem))) {
         gpu_destroy(g);
         return vmm__set_error(vm, rc, "out of memory for the GPU");
     }

@@ -31,7 +31,10 @@ enum {
 };
 bool vmm__gpu_format_ok(uint32_t format);
 
-int vmm__screen_create(struct vmm_screen **out);
+struct vmm_budget;
+/* The image and held frames are taken from mem (the GPU's budget): over it, a mode set fails and a hold is lost. */
+int vmm__screen_create(struct vmm_screen **out, struct vmm_budget *mem);
+size_t vmm__screen_size(void); /* of the screen's own state */
 void vmm__screen_destroy(struct vmm_screen *s);
 void vmm__screen_set_running(struct vmm_screen *s, bool running);
 /* Scanout 0 now shows a w x h image (0 x 0: disabled); its content is black until drawn. VMM_ENOMEM. */
@@ -46,7 +49,6 @@ void vmm__screen_draw(struct vmm_screen *s, uint32_t x, uint32_t y, uint32_t w, 
 void vmm__screen_frame(struct vmm_screen *s);
 struct vmm_screen *vmm__gpu_screen(struct vmm_gpu *g);
 /* Deterministic run loop, at every round boundary: park there while a vmm_screen_pause_at() is due. */
-uint64_t vmm__screen_host_mem(struct vmm_screen *s); /* the image and held frames, in bytes */
-uint64_t vmm__screen_frames(void *screen);           /* frames so far: the run loop's park source */
+uint64_t vmm__screen_frames(void *screen); /* frames so far: the run loop's park source */
 
 #endif
