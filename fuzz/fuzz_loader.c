@@ -8,8 +8,8 @@
  *           line; bit 5: pass no kernel_opts (NULL); bits 6-7: RAM 32, 64, 2 or 128 MiB
  *   bytes 1-4: the RAW load address as an offset from RAM (< 2^31; 0 = "not given")
  *   bytes 5-8: the RAW entry as an offset from the load address
- *   bytes 9-11: the initrd's length (the last that many bytes of the input; more than there are:
- *               the rest is zeros, so large initrds cost nothing)
+ *   bytes 9-11: the initrd's length, up to 16 MiB (the last that many bytes of the input; more than
+ *               there are: the rest is zeros)
  * One VM per input (32 MiB of RAM by default, a kernel loads only once); the initrd reaches
  * vmm_load_initrd through a memfd's /proc/self/fd path (no files, nothing to clean up). Any return
  * code is fine; ASan/UBSan watch for the rest, and the heap after vmm_destroy must be back where it
@@ -72,7 +72,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint8_t flags = data[0];
     uint64_t load = le32(data + 1) & 0x7fffffffu, entry = le32(data + 5) & 0x7fffffffu;
     size_t ilen = (size_t)data[9] | (size_t)data[10] << 8 | (size_t)data[11] << 16;
-    ilen <<= 4; /* up to 256 MiB */
     data += 12;
     size -= 12;
     size_t itail = flags & 8 ? (ilen < size ? ilen : size) : 0; /* initrd bytes from the input */
@@ -90,14 +89,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (vmm_create(&c, &vm, NULL, 0))
         return 0;
     const uint8_t *k = data;
-    if (flags & 4) {
-        size_t n;
-        if ((packed = gzip(data, klen, &n))) {
-            k = packed;
-            klen = n;
-        }
-    }
-    vmm_load_kernel_mem(vm, k, klen, "fuzz", flags & 0x20 ? NULL : &o);
+    size_t kn = klen;
+    if (flags & 4 && (packed = gzip(data, klen, &kn)))
+        k = packed;
+    else
+        kn = klen;
+    vmm_load_kernel_mem(vm, k, kn, "fuzz", flags & 0x20 ? NULL : &o);
     free(packed);
     if (flags & 8) {
         char path[64];

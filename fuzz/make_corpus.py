@@ -141,7 +141,7 @@ GPU_SEEDS = {
 # ---- fuzz_loader.c: 12-byte header (see there), kernel, initrd ----
 def loader_header(fmt: int, gz: bool = False, initrd: int = 0, cmdline: bool = False, load: int = 0, entry: int = 0) -> bytes:
     flags = fmt | (4 if gz else 0) | (8 if initrd else 0) | (16 if cmdline else 0)
-    n = (initrd + 15) >> 4
+    n = initrd
     return bytes([flags]) + struct.pack("<II", load, entry) + bytes([n & 255, n >> 8 & 255, n >> 16 & 255])
 
 
