@@ -41,7 +41,7 @@
 #define XQ_DESC (RAM + 0x3000) /* cursor queue: 16 descriptors */
 #define XQ_AVAIL (RAM + 0x4000)
 #define XQ_USED (RAM + 0x5000)
-#define REQS (RAM + 0x10000) /* 4 KiB per chain slot */
+#define REQS (RAM + 0x10000)  /* 4 KiB per chain slot */
 #define RESPS (RAM + 0x40000) /* 2 KiB per chain slot */
 #define ENTS (RAM + 0x100000) /* 4 MiB of zeros: the tail of long backing tables */
 #define ENTS_LEN (4ull << 20)
@@ -51,9 +51,21 @@
 #define XQ_SIZE 16
 #define MAX_CHAINS 16 /* per batch: 3 descriptors each fit the control queue */
 
-enum { MAGIC = 0x000, DEV_FEAT = 0x010, DEV_FEAT_SEL = 0x014, DRV_FEAT = 0x020, DRV_FEAT_SEL = 0x024,
-       QSEL = 0x030, QNUM = 0x038, QREADY = 0x044, QNOTIFY = 0x050, STATUS = 0x070, QDESC = 0x080,
-       QDRIVER = 0x090, QDEVICE = 0x0a0 };
+enum {
+    MAGIC = 0x000,
+    DEV_FEAT = 0x010,
+    DEV_FEAT_SEL = 0x014,
+    DRV_FEAT = 0x020,
+    DRV_FEAT_SEL = 0x024,
+    QSEL = 0x030,
+    QNUM = 0x038,
+    QREADY = 0x044,
+    QNOTIFY = 0x050,
+    STATUS = 0x070,
+    QDESC = 0x080,
+    QDRIVER = 0x090,
+    QDEVICE = 0x0a0
+};
 enum { D_NEXT = 1, D_WRITE = 2 };
 
 static vmm_vm *vm;
@@ -137,10 +149,11 @@ static uint32_t format(struct in *in)
 struct q {
     uint64_t desc, avail, used;
     unsigned size;
-    uint16_t idx;  /* avail index published */
+    uint16_t idx;   /* avail index published */
     unsigned ndesc; /* descriptors used in this batch */
 };
-static struct q qs[2] = { { CQ_DESC, CQ_AVAIL, CQ_USED, CQ_SIZE, 0, 0 }, { XQ_DESC, XQ_AVAIL, XQ_USED, XQ_SIZE, 0, 0 } };
+static struct q qs[2] = { { CQ_DESC, CQ_AVAIL, CQ_USED, CQ_SIZE, 0, 0 },
+                          { XQ_DESC, XQ_AVAIL, XQ_USED, XQ_SIZE, 0, 0 } };
 static unsigned nchains;
 static uint64_t chain_resp[2][CQ_SIZE]; /* response buffer of each ring slot, 0 if none */
 

@@ -77,8 +77,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t itail = flags & 8 ? (ilen < size ? ilen : size) : 0; /* initrd bytes from the input */
     size_t klen = size - itail;
 
-    struct vmm_config c = { .size = sizeof c, .ram_size = ram_mib[flags >> 6] << 20, .log_level = VMM_LOG_ERROR,
-                            .backend = "soft" };
+    struct vmm_config c = {
+        .size = sizeof c, .ram_size = ram_mib[flags >> 6] << 20, .log_level = VMM_LOG_ERROR, .backend = "soft"
+    };
     struct vmm_kernel_opts o = { .size = sizeof o, .format = flags & 3 };
     if (load)
         o.load_addr = RAM + load;
@@ -122,14 +123,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                (bi.initrd_start < bi.kernel_end && bi.kernel_start < bi.initrd_end) ||
                                (bi.initrd_start < bi.dtb_addr + bi.dtb_size && bi.dtb_addr < bi.initrd_end))) ||
             (bi.dtb_addr < bi.kernel_end && bi.kernel_start < bi.dtb_addr + bi.dtb_size)) {
-            fprintf(stderr,
-                    "fuzz_loader: bad layout: RAM 0x%llx+0x%llx kernel 0x%llx-0x%llx entry 0x%llx initrd 0x%llx-0x%llx "
-                    "dtb 0x%llx+0x%llx\n",
-                    (unsigned long long)bi.ram_base, (unsigned long long)bi.ram_size,
-                    (unsigned long long)bi.kernel_start, (unsigned long long)bi.kernel_end,
-                    (unsigned long long)bi.entry, (unsigned long long)bi.initrd_start,
-                    (unsigned long long)bi.initrd_end, (unsigned long long)bi.dtb_addr,
-                    (unsigned long long)bi.dtb_size);
+            fprintf(
+                stderr,
+                "fuzz_loader: bad layout: RAM 0x%llx+0x%llx kernel 0x%llx-0x%llx entry 0x%llx initrd 0x%llx-0x%llx "
+                "dtb 0x%llx+0x%llx\n",
+                (unsigned long long)bi.ram_base, (unsigned long long)bi.ram_size, (unsigned long long)bi.kernel_start,
+                (unsigned long long)bi.kernel_end, (unsigned long long)bi.entry, (unsigned long long)bi.initrd_start,
+                (unsigned long long)bi.initrd_end, (unsigned long long)bi.dtb_addr, (unsigned long long)bi.dtb_size);
             abort();
         }
         vmm_get_dtb(vm, dtb, sizeof dtb, &dlen);

@@ -130,8 +130,10 @@ GPU_SEEDS = {
     "long_backing": b"\x00\x00"
     + create(1, 1, 1)
     + create(2, 1, 1)
-    + bytes([6, NOTIFY, 0xFC, 1]) + bytes(64)  # 2^18 entries: 16 inline (zero-length), the rest zeros
-    + bytes([6, NOTIFY, 0xFC, 2]) + bytes(64)
+    + bytes([6, NOTIFY, 0xFC, 1])
+    + bytes(64)  # 2^18 entries: 16 inline (zero-length), the rest zeros
+    + bytes([6, NOTIFY, 0xFC, 2])
+    + bytes(64)
     + bytes([7, 0, 1])
     + bytes([6, NOTIFY, 0xF0, 0x00, 0x10, 1]),  # 64 << 2 entries
     "wrong_queue": b"\x00\x00" + bytes([9, 0x20, 0, 0, 0, 0, 0, 0, 0x23, 0x00, 0x03]),
@@ -139,7 +141,9 @@ GPU_SEEDS = {
 
 
 # ---- fuzz_loader.c: 12-byte header (see there), kernel, initrd ----
-def loader_header(fmt: int, gz: bool = False, initrd: int = 0, cmdline: bool = False, load: int = 0, entry: int = 0) -> bytes:
+def loader_header(
+    fmt: int, gz: bool = False, initrd: int = 0, cmdline: bool = False, load: int = 0, entry: int = 0
+) -> bytes:
     flags = fmt | (4 if gz else 0) | (8 if initrd else 0) | (16 if cmdline else 0)
     n = initrd
     return bytes([flags]) + struct.pack("<II", load, entry) + bytes([n & 255, n >> 8 & 255, n >> 16 & 255])
@@ -165,7 +169,10 @@ def loader_seeds(out: str) -> None:
             seeds[f"{name}_elf"] = loader_header(1) + elf
             seeds[f"{name}_auto_initrd"] = loader_header(0, initrd=len(initrd), cmdline=True) + elf + initrd
     flat_path = os.path.join(gdir, "hello.bin")
-    flat = open(flat_path, "rb").read() if os.path.exists(flat_path) else bytes(4096)
+    flat = bytes(4096)
+    if os.path.exists(flat_path):
+        with open(flat_path, "rb") as f:
+            flat = f.read()
     seeds["image"] = loader_header(2) + image_of(flat)
     seeds["image_gz"] = loader_header(2, gz=True) + image_of(flat)
     seeds["image_auto_initrd"] = loader_header(0, initrd=len(initrd), cmdline=True) + image_of(flat) + initrd
