@@ -7,7 +7,7 @@ PY_PKGS := cffi pytest Pillow pylibfdt unicorn==2.1.4 ruff setuptools wheel
 SRCS := $(wildcard csrc/*/*.c csrc/*/*.h) include/vmm.h vmmpy/_build_ffi.py
 STAMP := build/.stamp-ext
 
-.PHONY: all deps build guests test test-fast test-asan test-portable lint demo bench debian clean fuzz aarch64 deps-aarch64 nested
+.PHONY: all deps build guests test test-fast test-asan test-portable lint demo bench debian clean fuzz soak aarch64 deps-aarch64 nested
 all: build guests
 
 # $(call apt_install,PACKAGES): install the Debian packages of the list that are missing (sudo unless root).
@@ -56,9 +56,13 @@ test-asan: build guests
 test-portable: build guests
 	@tools/portable.sh $(PYTHON)
 
-# libFuzzer targets in fuzz/ (clang, ASan+UBSan), FUZZ_SECONDS each (default 60).
-fuzz: build
+# libFuzzer targets in fuzz/ (clang, ASan+UBSan), FUZZ_SECONDS each (default 60); FUZZ_TARGETS="gpu p9" for some.
+fuzz: build guests
 	@tools/fuzz.sh $(PYTHON)
+
+# The soak test alone (also in `make test`'s slow tier): SOAK_SECONDS of VMs made, run, stopped and closed.
+soak: build guests
+	$(PYTHON) -m pytest tests/test_soak.py -q -s
 
 lint: deps
 	$(PYTHON) -m ruff check vmmpy tests bench tools

@@ -1,9 +1,17 @@
-"""Write fuzz/corpus/p9/: seed inputs for fuzz_p9.c, each a few valid 9P2000.L messages (fid 0 is the attached root)."""
+"""Seed inputs for the fuzzers.
+
+`python fuzz/make_corpus.py` writes the small committed seeds: fuzz/corpus/p9/ (fuzz_p9.c: a few valid
+9P2000.L messages each, fid 0 is the attached root) and fuzz/corpus/gpu/ (fuzz_gpu.c: command
+sequences in its encoding). `python fuzz/make_corpus.py --loader DIR` writes fuzz_loader.c's seeds,
+made at run time from the test guests (guest/build/*.elf, *.bin): ELFs, arm64 Images raw and gzipped,
+raw binaries with a load address, each with and without an initrd (tools/fuzz.sh does this).
+"""
 
 from __future__ import annotations
 
 import os
 import struct
+import sys
 
 
 def s(text: str) -> bytes:
@@ -63,9 +71,127 @@ SEEDS = {
     ],
 }
 
-if __name__ == "__main__":
-    out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus", "p9")
+
+# ---- fuzz_gpu.c: flags, holds, then per command: opcode, mode, fields (see command() there) ----
+NOTIFY = 0x04
+
+
+def create(rid: int, w: int, h: int, fmt: int = 0, mode: int = 0) -> bytes:
+    return bytes([1, mode, rid, fmt]) + gdim(w) + gdim(h)
+
+
+def attach(rid: int, entries: list[tuple[int, int]], mode: int = 0) -> bytes:
+    """entries: (page of 256 bytes into the pixel area, length in 256-byte units)"""
+    out = bytes([6, mode, len(entries), rid])
+    for page, units in entries:
+        out += b"\x00" + struct.pack("<HB", page, units)
+    return out
+
+
+def gdim(v: int) -> bytes:
+    return bytes([v - 1]) if 1 <= v <= 64 else b"\xf0" + struct.pack("<H", v)
+
+
+def rect_cmd(op: int, x: int, y: int, w: int, h: int, tail: bytes, mode: int = 0) -> bytes:
+    return bytes([op, mode, x, y]) + gdim(w) + gdim(h) + tail
+
+
+GPU_SEEDS = {
+    "frame": b"\x01\x01"
+    + create(1, 64, 64)
+    + attach(1, [(0, 64)])
+    + rect_cmd(3, 0, 0, 64, 64, bytes([0, 1]))  # set_scanout 0 -> 1
+    + rect_cmd(5, 0, 0, 64, 64, bytes([0, 1]))  # transfer, offset 0
+    + rect_cmd(4, 0, 0, 64, 64, bytes([1]), NOTIFY)  # flush
+    + bytes([9, 0, 3, 4, 1, 0, 0])  # update cursor
+    + bytes([10, 0, 5, 6, 0, 0, 0])  # move cursor
+    + bytes([0, 0])  # display info
+    + bytes([8, 0, 0])  # edid
+    + bytes([7, 0, 1])  # detach
+    + bytes([2, NOTIFY, 1]),  # unref while shown
+    "two": b"\x03\x00"
+    + create(1, 32, 16, 4)
+    + create(2, 16, 32, 5, 0x08)
+    + attach(1, [(0, 4), (100, 4)], 0x01)  # split request
+    + attach(2, [(200, 8)], 0x02)  # split response
+    + rect_cmd(5, 8, 0, 16, 8, bytes([1, 1]))
+    + rect_cmd(3, 0, 0, 16, 16, bytes([0, 2]), NOTIFY)
+    + rect_cmd(4, 0, 0, 16, 32, bytes([2]))
+    + rect_cmd(3, 0, 0, 32, 16, bytes([0, 1]))
+    + rect_cmd(4, 4, 4, 8, 8, bytes([1]), 0x40 | NOTIFY)  # 24-byte response
+    + bytes([7, 0, 2, 2, 0, 2, 2, 0, 1]),
+    "big": b"\x00\x05"
+    + create(1, 640, 480)
+    + attach(1, [(0, 255)] * 5)
+    + rect_cmd(3, 0, 0, 640, 480, bytes([0, 1]))
+    + rect_cmd(4, 0, 0, 640, 480, bytes([1]), NOTIFY)
+    + rect_cmd(4, 0, 0, 64, 64, bytes([1]), NOTIFY)
+    + rect_cmd(4, 0, 0, 64, 64, bytes([1]), NOTIFY),
+    "long_backing": b"\x00\x00"
+    + create(1, 1, 1)
+    + create(2, 1, 1)
+    + bytes([6, NOTIFY, 0xFC, 1])
+    + bytes(64)  # 2^18 entries: 16 inline (zero-length), the rest zeros
+    + bytes([6, NOTIFY, 0xFC, 2])
+    + bytes(64)
+    + bytes([7, 0, 1])
+    + bytes([6, NOTIFY, 0xF0, 0x00, 0x10, 1]),  # 64 << 2 entries
+    "wrong_queue": b"\x00\x00" + bytes([9, 0x20, 0, 0, 0, 0, 0, 0, 0x23, 0x00, 0x03]),
+}
+
+
+# ---- fuzz_loader.c: 12-byte header (see there), kernel, initrd ----
+def loader_header(
+    fmt: int, gz: bool = False, initrd: int = 0, cmdline: bool = False, load: int = 0, entry: int = 0
+) -> bytes:
+    flags = fmt | (4 if gz else 0) | (8 if initrd else 0) | (16 if cmdline else 0)
+    n = initrd
+    return bytes([flags]) + struct.pack("<II", load, entry) + bytes([n & 255, n >> 8 & 255, n >> 16 & 255])
+
+
+def image_of(flat: bytes, text_offset: int = 0x80000) -> bytes:
+    """An arm64 Image: the 64-byte header (booting.rst), then the flat binary."""
+    body = flat
+    hdr = struct.pack("<IIQQQQQQII", 0x14000010, 0, text_offset, 64 + len(body), 0xA, 0, 0, 0, 0x644D5241, 0)
+    return hdr + body
+
+
+def loader_seeds(out: str) -> None:
+    gdir = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "guest", "build")
     os.makedirs(out, exist_ok=True)
-    for name, msgs in SEEDS.items():
+    seeds: dict[str, bytes] = {}
+    initrd = b"070701" + bytes(250)  # the start of a cpio, and zeros
+    for name in ("hello", "timer", "smp"):
+        path = os.path.join(gdir, name + ".elf")
+        if os.path.exists(path):
+            with open(path, "rb") as f:
+                elf = f.read()
+            seeds[f"{name}_elf"] = loader_header(1) + elf
+            seeds[f"{name}_auto_initrd"] = loader_header(0, initrd=len(initrd), cmdline=True) + elf + initrd
+    flat_path = os.path.join(gdir, "hello.bin")
+    flat = bytes(4096)
+    if os.path.exists(flat_path):
+        with open(flat_path, "rb") as f:
+            flat = f.read()
+    seeds["image"] = loader_header(2) + image_of(flat)
+    seeds["image_gz"] = loader_header(2, gz=True) + image_of(flat)
+    seeds["image_auto_initrd"] = loader_header(0, initrd=len(initrd), cmdline=True) + image_of(flat) + initrd
+    seeds["image_old"] = loader_header(2) + image_of(flat, 0)[:16] + bytes(8) + image_of(flat, 0)[24:]
+    seeds["raw"] = loader_header(3, load=0x80000, entry=0x40) + flat
+    seeds["raw_initrd"] = loader_header(3, initrd=1 << 20) + flat
+    for name, data in seeds.items():
         with open(os.path.join(out, name), "wb") as f:
-            f.write(b"".join(msgs))
+            f.write(data)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--loader":
+        loader_seeds(sys.argv[2])
+        sys.exit(0)
+    here = os.path.dirname(os.path.abspath(__file__))
+    for sub, seeds in (("p9", {k: b"".join(v) for k, v in SEEDS.items()}), ("gpu", GPU_SEEDS)):
+        out = os.path.join(here, "corpus", sub)
+        os.makedirs(out, exist_ok=True)
+        for name, data in seeds.items():
+            with open(os.path.join(out, name), "wb") as f:
+                f.write(data)
