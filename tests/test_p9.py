@@ -424,6 +424,11 @@ def test_device_reset_drops_fids(tree):
 
 
 def test_fid_table_limit(p9):
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and (hard - 256) // 2 < 2 * 4096:
+        pytest.skip(f"RLIMIT_NOFILE {hard}: the descriptor budget, not the fid table, is the limit here")
     for i in range(1, 4096):
         p9.walk(0, i)
     assert p9.err(TWALK, struct.pack("<IIH", 0, 5000, 0)) == errno.ENFILE
@@ -637,3 +642,94 @@ def test_cli_share_option(tmp_path, guest):
     assert p.returncode == 0, p.stderr
     p = subprocess.run([*run, "--share", str(tmp_path / "missing")], capture_output=True, text=True, timeout=60)
     assert p.returncode != 0 and "missing: no such directory" in p.stderr and "Traceback" not in p.stderr
+
+
+# -- hardening (issue 15): what a hostile guest may not do to the host ------------------------------
+
+
+def _setattr(fid: int, valid: int, mode: int = 0, uid: int = 0, gid: int = 0) -> bytes:
+    return struct.pack("<IIIIIQQQQQ", fid, valid, mode, uid, gid, 0, 0, 0, 0, 0)
+
+
+def test_lcreate_never_opens_an_existing_fifo_or_device_node(p9, tree):
+    """Tlcreate without EXCL of an existing FIFO used to block in open() forever (vCPU thread, lock held)."""
+    share, _ = tree
+    p9.call(TMKNOD, struct.pack("<I", 0) + s("fifo") + struct.pack("<IIII", 0o10644, 0, 0, 0))
+    assert os.path.exists(share / "fifo")
+    for flags in (O_RDONLY, O_WRONLY, O_RDWR):
+        p9.walk(0, 1)
+        assert p9.err(TLCREATE, struct.pack("<I", 1) + s("fifo") + struct.pack("<III", flags, 0o644, 0)) in (
+            errno.ENXIO,
+            errno.EINVAL,
+        )
+        p9.clunk(1)
+    if os.geteuid() != 0:
+        pytest.skip("creating a device node in the share needs root")
+    os.mknod(share / "zero", 0o20666, os.makedev(1, 5))  # a host device node inside the share (a rootfs's dev/)
+    p9.walk(0, 2)
+    assert p9.err(TLCREATE, struct.pack("<I", 2) + s("zero") + struct.pack("<III", O_RDWR, 0o644, 0)) == errno.ENXIO
+    p9.walk(0, 3, "zero")
+    assert p9.err(TLOPEN, struct.pack("<II", 3, O_RDONLY)) in (errno.ENXIO, errno.EINVAL, errno.EPERM)
+
+
+def test_no_setuid_or_setgid_bits_and_no_ownership_changes(p9, tree):
+    """With the VMM as root, a guest must not plant a root-owned 6755 file on the host."""
+    share, _ = tree
+    p9.walk(0, 1)
+    p9.lcreate(1, "planted", mode=0o6755)
+    assert os.stat(share / "planted").st_mode & 0o7777 == 0o755
+    assert p9.call(TSETATTR, _setattr(1, 0x1, mode=0o4755)) == b""
+    assert os.stat(share / "planted").st_mode & 0o7777 == 0o755
+    p9.mkdir(0, "dir", mode=0o3775)
+    mode = os.stat(share / "dir").st_mode
+    assert not mode & 0o6000 and mode & 0o1000, "sticky stays, set-group-ID goes"
+    st = os.stat(share / "planted")
+    assert p9.err(TSETATTR, _setattr(1, 0x2, uid=st.st_uid + 12345)) == errno.EPERM
+    assert p9.err(TSETATTR, _setattr(1, 0x4, gid=st.st_gid + 12345)) == errno.EPERM
+    assert p9.call(TSETATTR, _setattr(1, 0x2 | 0x4, uid=st.st_uid, gid=st.st_gid)) == b"", "a no-op change is fine"
+    assert (os.stat(share / "planted").st_uid, os.stat(share / "planted").st_gid) == (st.st_uid, st.st_gid)
+
+
+FD_SCRIPT = r"""
+import errno, resource, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (400, 400))
+sys.path.insert(0, sys.argv[1])
+import vmmpy
+from tests.test_p9 import P9, P9Error
+share, kernel = sys.argv[2], sys.argv[3]
+with vmmpy.Machine(share=[(share, "s")]) as m:
+    c = P9(m)
+    c.version()
+    c.attach(0)
+    got, err = 0, None
+    for fid in range(1, 4000):
+        try:
+            c.walk(0, fid, "hello.txt")
+            c.lopen(fid)
+        except P9Error as e:
+            err = e.errno
+            break
+        got += 1
+    # the VMM still opens files: a second VM loads a kernel
+    with vmmpy.Machine(kernel) as m2:
+        pass
+    print(got, err)
+"""
+
+
+def test_a_guest_cannot_exhaust_the_vmms_file_descriptors(tree, guest):
+    """Fids cost host fds: a guest gets ENFILE at the share's budget, and libvmm's own opens still work."""
+    share, _ = tree
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    p = subprocess.run(
+        [sys.executable, "-c", FD_SCRIPT, root, str(share), guest("hello")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=root,
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    got, err = p.stdout.split()
+    assert err == str(errno.ENFILE), p.stdout
+    # a limit of 400 leaves too little for a reserve of 256: 9p gets a quarter of it, 3 fds an open fid
+    assert 10 <= int(got) <= 400 // 4 // 3

@@ -1,5 +1,47 @@
 /* p9_fid.c - the 9P server's fid table, its lifecycle and the confined host-file helpers. */
+#include <pthread.h>
+#include <sys/resource.h>
+
+#include "../core/budget.h"
 #include "p9_internal.h"
+
+/* ---- the process's descriptor budget (p9_internal.h) ---------------------- */
+
+static struct vmm_budget fd_budget;
+static pthread_once_t fd_budget_once = PTHREAD_ONCE_INIT;
+
+#define FD_RESERVE 256 /* never given to 9p: libvmm's and the application's own files */
+
+static void fd_budget_setup(void)
+{
+    struct rlimit rl;
+    uint64_t n = 1024;
+
+    if (!getrlimit(RLIMIT_NOFILE, &rl)) {
+        if (rl.rlim_cur != rl.rlim_max) { /* may fail (e.g. macOS caps at OPEN_MAX): keep the soft limit */
+            struct rlimit up = { rl.rlim_max, rl.rlim_max };
+            if (!setrlimit(RLIMIT_NOFILE, &up))
+                rl.rlim_cur = rl.rlim_max;
+        }
+        n = rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > (1u << 24) ? 1u << 24 : (uint64_t)rl.rlim_cur;
+    }
+    vmm__budget_init(&fd_budget, n > 2 * FD_RESERVE ? (n - FD_RESERVE) / 2 : n / 4);
+}
+
+void p9_fd_budget_init(void)
+{
+    pthread_once(&fd_budget_once, fd_budget_setup);
+}
+
+int p9_fd_take(void)
+{
+    return vmm__budget_take(&fd_budget, 1) ? 0 : ENFILE;
+}
+
+void p9_fd_give(void)
+{
+    vmm__budget_give(&fd_budget, 1);
+}
 
 /* ---- the fid table -------------------------------------------------------- */
 
@@ -19,7 +61,7 @@ struct fid *p9_fid_new(struct p9_server *s, uint32_t id)
     struct fid *f;
     int i = s->free_head;
 
-    if (!i)
+    if (!i || !vmm__budget_take(&fd_budget, P9_NODE_FDS))
         return NULL;
     f = &s->fids[i - 1];
     s->free_head = f->next;
@@ -35,6 +77,8 @@ struct fid *p9_fid_new(struct p9_server *s, uint32_t id)
 
 void p9_fid_close_io(struct fid *f)
 {
+    if (f->ofd >= 0)
+        p9_fd_give();
     if (f->dir)
         closedir(f->dir); /* owns ofd */
     else if (f->ofd >= 0)
@@ -54,6 +98,7 @@ void p9_fid_del(struct p9_server *s, struct fid *f)
         *link = f->next;
     p9_fid_close_io(f);
     vmm__host_node_close(&f->node);
+    vmm__budget_give(&fd_budget, P9_NODE_FDS);
     f->used = false;
     f->next = s->free_head;
     s->free_head = idx;
@@ -70,6 +115,7 @@ void p9_fids_clear(struct p9_server *s, bool sync)
                 fsync(f->ofd);
             p9_fid_close_io(f);
             vmm__host_node_close(&f->node);
+            vmm__budget_give(&fd_budget, P9_NODE_FDS);
         }
         memset(f, 0, sizeof *f);
         vmm__host_node_init(&f->node);
@@ -86,6 +132,7 @@ struct p9_server *p9_server_new(int root_fd, bool readonly)
 
     if (root_fd < 0)
         return NULL;
+    p9_fd_budget_init();
     if (!(s = calloc(1, sizeof *s)) || fstat(root_fd, &st) || !S_ISDIR(st.st_mode)) {
         free(s);
         close(root_fd);

@@ -18,6 +18,25 @@
 #include "p9_wire.h"
 
 /*
+ * The permission bits a guest may set on the host (create, mkdir, mknod, chmod): never set-user-ID or
+ * set-group-ID. With the VMM running as root (CI does) a guest could otherwise plant a root-owned 6755
+ * file in the shared directory. The sticky bit stays (it only restricts).
+ */
+#define P9_SAFE_MODE(m) ((mode_t)((m)&01777))
+
+/*
+ * Host file descriptors: every fid is charged P9_NODE_FDS (its node's fd and its directory's) and one
+ * more while it is open for I/O, against one budget for all shares of the process, capped at half the
+ * descriptors left under RLIMIT_NOFILE (whose soft limit is raised to the hard one when the first share
+ * is created). A guest that wants more gets ENFILE while libvmm's own open()s still have the other half.
+ */
+#define P9_NODE_FDS 2
+void p9_fd_budget_init(void);
+/* Charge an open file to the budget (ENFILE when it is spent) / give it back. */
+int p9_fd_take(void);
+void p9_fd_give(void);
+
+/*
  * Confinement. Every fid holds a host-layer node of its object
  * (csrc/host/host.h: struct vmm__host_node) that was reached from the share
  * root one component at a time with vmm__host_node_walk(): names never

@@ -214,8 +214,12 @@ static int t_lopen(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
             return EISDIR;
         h = O_RDONLY | O_DIRECTORY;
     }
-    if ((e = vmm__host_node_open(&f->node, h, &fd)))
+    if ((e = p9_fd_take()))
         return e;
+    if ((e = vmm__host_node_open(&f->node, h, &fd))) {
+        p9_fd_give();
+        return e;
+    }
     f->ofd = fd;
     f->dpos = 0;
     p9_qid_of(&st, &q);
@@ -245,8 +249,12 @@ static int t_lcreate(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
     h &= ~O_DIRECTORY;
     if (fl & DOTL_EXCL)
         h |= O_EXCL;
-    if ((e = vmm__host_node_create(&f->node, name, h, (mode_t)(mode & 07777), &nn, &fd)))
+    if ((e = p9_fd_take()))
         return e;
+    if ((e = vmm__host_node_create(&f->node, name, h, P9_SAFE_MODE(mode), &nn, &fd))) {
+        p9_fd_give();
+        return e;
+    }
     /* the fid becomes the new file; its directory becomes the parent */
     vmm__host_node_close(&f->node);
     f->node = nn;
@@ -408,15 +416,12 @@ static int t_setattr(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
     if (valid & SETATTR_MODE) {
         if (S_ISLNK(st.st_mode))
             return EOPNOTSUPP;
-        if ((e = vmm__host_node_chmod(&f->node, (mode_t)(mode & 07777))))
+        if ((e = vmm__host_node_chmod(&f->node, P9_SAFE_MODE(mode))))
             return e;
     }
-    if (valid & (SETATTR_UID | SETATTR_GID)) {
-        uid_t u = valid & SETATTR_UID ? (uid_t)uid : (uid_t)-1;
-        gid_t g = valid & SETATTR_GID ? (gid_t)gid : (gid_t)-1;
-        if ((e = vmm__host_node_chown(&f->node, u, g)))
-            return e;
-    }
+    /* ownership is the VMM user's: a change that changes nothing is fine, any other is refused */
+    if (((valid & SETATTR_UID) && (uid_t)uid != st.st_uid) || ((valid & SETATTR_GID) && (gid_t)gid != st.st_gid))
+        return EPERM;
     if (valid & SETATTR_SIZE) {
         int fd;
         if (S_ISDIR(st.st_mode))
@@ -528,7 +533,7 @@ static int t_mkdir(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
     p9_r32(r); /* gid */
     if ((e = changing_dir(s, r, e, id, &f)))
         return e;
-    if (mkdirat(f->node.fd, name, (mode_t)(mode & 07777)))
+    if (mkdirat(f->node.fd, name, P9_SAFE_MODE(mode)))
         return errno;
     return reply_qid_at(w, f->node.fd, name);
 }
@@ -557,7 +562,7 @@ static int t_mknod(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
     default:
         return EINVAL;
     }
-    if (mknodat(f->node.fd, name, (mode_t)(mode & (S_IFMT | 07777)), 0))
+    if (mknodat(f->node.fd, name, (mode_t)(mode & S_IFMT) | P9_SAFE_MODE(mode), 0))
         return errno;
     return reply_qid_at(w, f->node.fd, name);
 }
