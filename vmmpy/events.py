@@ -63,9 +63,16 @@ MAX_ECHO = 40  # characters of the user's text quoted in an error message (then 
 MAX_MESSAGE = 300  # characters of an error message, at most
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "e": "\x1b", "\\": "\\", '"': '"', "0": "\0"}
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s)$")
-_INT = re.compile(r"[+-]?[0-9]{1,12}")
-_NUM = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,12})?")
-_FRAME = re.compile(r"[0-9]{1,12}")
+_INT = re.compile(r"[+-]?[0-9]+")
+_NUM = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+_FRAME = re.compile(r"[0-9]+")
+
+
+def _int(digits: str) -> int:
+    """int() of ASCII digits, any length (Python refuses int() of more than 4300 digits)."""
+    d = digits.lstrip("+-").lstrip("0") or "0"
+    v = int(d) if len(d) <= 20 else 10**20
+    return -v if digits.startswith("-") else v
 
 
 def _q(text: str, n: int = MAX_ECHO) -> str:
@@ -210,7 +217,7 @@ def _parse_wait(rest: str, err) -> tuple[str, tuple]:
 
 
 def _frame(n: str, err) -> int:
-    v = int(n)
+    v = _int(n)
     if v < 1:
         raise err("frames are counted from 1")
     if v > MAX_FRAME:
@@ -275,11 +282,11 @@ def _parse_line(cmd: str, rest: str, err) -> tuple[str, tuple]:
             raise err("expected 'drag X0 Y0 X1 Y1'")
         return "drag", _numbers(words, 4, "drag X0 Y0 X1 Y1", err)
     if cmd == "scroll":
-        if len(words) != 1 or not _INT.fullmatch(words[0]) or int(words[0]) == 0:
+        if len(words) != 1 or not _INT.fullmatch(words[0]) or _int(words[0]) == 0:
             raise err("expected 'scroll N' with N a non-zero whole number (> 0 scrolls up)")
-        if not INT32[0] <= int(words[0]) <= INT32[1]:
-            raise err(f"scroll: {words[0]} steps is out of range ({INT32[0]} .. {INT32[1]})")
-        return "scroll", (int(words[0]),)
+        if not INT32[0] <= _int(words[0]) <= INT32[1]:
+            raise err(f"scroll: {words[0][:20]} steps is out of range ({INT32[0]} .. {INT32[1]})")
+        return "scroll", (_int(words[0]),)
     if cmd == "capture":
         parts = rest.split(None, 1)
         if len(parts) != 2 or not _FRAME.fullmatch(parts[0]):

@@ -178,24 +178,33 @@ class Serial:
 
     def _pull(self, timeout: float) -> bool:
         """Move output from libvmm into our buffer; False at end of stream (or once the machine is closed)."""
+        return self._pull_some(timeout) >= 0
+
+    def _drain(self) -> None:
+        """Pull everything libvmm holds now (a quarter window at a time), without waiting."""
+        while self._pull_some(0) >= self.buffer_size // 4:
+            pass
+
+    def _pull_some(self, timeout: float) -> int:
+        """_pull(): the bytes pulled (at most a quarter window), -1 at end of stream or once closed."""
         with self._pull_lock:
             try:
                 vm = self._m._enter()
             except errors.StateError:
-                return False
+                return -1
             try:
                 return self._pull_locked(vm, timeout)
             finally:
                 self._m._leave()
 
-    def _pull_locked(self, vm, timeout: float) -> bool:
+    def _pull_locked(self, vm, timeout: float) -> int:
         size = self._chunk
         chunk = ffi.new("char[]", size)
         # bounded slices: Machine.close() waits for calls inside libvmm to return
         ns = max(0, int(min(timeout, 0.5) * 1e9))
         n = lib.vmm_console_read(vm, chunk, size, ns)
         if n == lib.VMM_EEOF:
-            return False
+            return -1
         _check(n, vm)
         with self._lock:
             self._append(ffi.buffer(chunk, n)[:])
@@ -208,7 +217,7 @@ class Serial:
             total += n
             with self._lock:
                 self._append(ffi.buffer(chunk, n)[:])
-        return True
+        return total
 
     def _window(self) -> bytes:  # lock held
         return bytes(self._buf[self._start() - self._base :])
@@ -216,7 +225,7 @@ class Serial:
     @property
     def data(self) -> bytes:
         """The retained output (the latest ``buffer_size`` bytes at most), as bytes."""
-        self._pull(0)
+        self._drain()
         with self._lock:
             return self._window()
 
