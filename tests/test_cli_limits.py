@@ -175,3 +175,15 @@ def test_regular_file_helpers(tmp_path, fifo):
     with _files.open_output(str(ok)) as f:  # truncates a regular file
         f.write(b"x")
     assert ok.read_bytes() == b"x"
+
+
+def test_machine_ram_in_mib_and_0_refused(guest):
+    import vmmpy
+
+    with pytest.raises(vmmpy.InvalidArgument, match="more than 0"):
+        vmmpy.Machine(ram=0)
+    with pytest.raises(vmmpy.InvalidArgument, match="more than 0"):
+        vmmpy.Machine(ram="0M")
+    for ram in (64, "64", "64M", f"{64 << 20}B"):
+        with vmmpy.Machine(guest("hello"), ram=ram) as m:
+            assert m.boot_info().ram_size == 64 << 20
