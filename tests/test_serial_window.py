@@ -88,6 +88,9 @@ def test_serial_buffer_is_checked():
         vmmpy.Machine(serial_buffer=100)
 
 
+@pytest.mark.skipif(
+    bool(os.environ.get("VMMPY_EXPECT_SANITIZED")), reason="ASan's quarantine holds freed memory: RSS says nothing"
+)
 def test_cli_memory_stays_bounded_while_a_guest_prints(tmp_path):
     """The CLI streams 400 MiB of output to stdout; its RSS stays far below that (it used to keep it all)."""
     spam = spam_guest(tmp_path / "spam.bin", 400)
