@@ -182,7 +182,9 @@ VMM_EXPORT int vmm_run_pending(vmm_vm *vm);
 VMM_EXPORT int vmm_request_stop(vmm_vm *vm);
 
 /*
- * Serial console (the PL011). Output is buffered in the library; reading
+ * Serial console (the PL011). Output is buffered in the library (a ring of at
+ * most 64 MiB of unread bytes: when it is full the oldest are dropped, counted
+ * in vmm_stats.serial_dropped, with one log line); reading
  * never blocks the vCPUs. vmm_console_read() waits up to timeout_ns for at
  * least one byte and returns the count, 0 on timeout, or VMM_EEOF when the
  * VM is not running and nothing is left to read. Thread-safe.
@@ -361,6 +363,7 @@ struct vmm_stats {
     uint64_t irqs;           /* interrupts acknowledged through ICC_IAR1_EL1 */
     uint64_t insns;          /* instructions retired (counted per translation block; soft backend) */
     uint64_t clock_ns;       /* the guest clock (see vmm_clock_ns) */
+    uint64_t serial_dropped; /* serial output dropped unread (the console keeps the latest 64 MiB) */
 };
 VMM_EXPORT int vmm_get_stats(vmm_vm *vm, struct vmm_stats *st);
 

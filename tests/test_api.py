@@ -40,7 +40,8 @@ def test_error_names_and_texts_come_from_one_table():
         ({"cpus": 9}, vmmpy.InvalidArgument, "at most 8"),
         ({"cpus": 0}, vmmpy.InvalidArgument, "at least 1"),
         ({"ram": "3M"}, vmmpy.InvalidArgument, "multiple of 2 MiB"),
-        ({"ram": 0x1_0000_0000_0000}, vmmpy.InvalidArgument, "multiple of 2 MiB between"),
+        ({"ram": "256T"}, vmmpy.InvalidArgument, "multiple of 2 MiB between"),
+        ({"ram": 0x1_0000_0000_0000}, vmmpy.InvalidArgument, "out of range"),  # an int is MiB
         ({"ram": "lots"}, vmmpy.InvalidArgument, "cannot parse size"),
         ({"backend": "warp"}, vmmpy.BackendUnavailable, "unknown backend 'warp'"),
         # on x86 the library has no KVM backend; on an arm64 host without /dev/kvm it cannot open it

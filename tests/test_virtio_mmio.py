@@ -69,7 +69,7 @@ RAM_END = RAM_BASE + RAM_SIZE
 
 @pytest.fixture
 def m():
-    with vmmpy.Machine(virtio_test_devices=1, ram=RAM_SIZE) as mach:
+    with vmmpy.Machine(virtio_test_devices=1, ram=f"{RAM_SIZE}B") as mach:
         yield mach
 
 

@@ -6,15 +6,16 @@ import argparse
 import contextlib
 import inspect
 import logging
+import math
 import os
 import signal
 import sys
 import threading
 
-from vmmpy import errors
+from vmmpy import _files, errors
 from vmmpy.events import CliEvents
 from vmmpy.events import cli_prepare as events_cli_prepare
-from vmmpy.machine import Machine, RunReason, cpu_models, parse_size
+from vmmpy.machine import MAX_CPUS, Machine, RunReason, cpu_models, parse_ram
 
 # exit codes (documented in README.md): a clean power-off gives the guest's status
 EXIT_USAGE = 2
@@ -31,6 +32,7 @@ ESCAPE = b"\x1d"  # Ctrl-] ends an interactive session
 GPU_DEFAULT = False
 MAX_GPU_SIDE = 16384
 MAX_CAPTURES = 64  # frames libvmm can hold (vmm_screen_hold)
+MAX_TIMEOUT = 1e6  # seconds (--timeout), as the input scripts' waits
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,9 +41,15 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
-def _size(text: str) -> int:
+def _short(text: str, n: int = 40) -> str:
+    """`text` quoted, cut to about `n` characters (error lines echo what the user typed, not megabytes)."""
+    return repr(text if len(text) <= n else text[:n] + "…")
+
+
+def _ram(text: str) -> int:
+    """--ram: bytes; a bare number is MiB (--ram 512 is 512 MiB, as QEMU's -m 512); 0 is refused."""
     try:
-        return parse_size(text)
+        return parse_ram(text)
     except errors.VmmError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
@@ -50,16 +58,37 @@ def _int(text: str) -> int:
     try:
         return int(text, 0)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        raise argparse.ArgumentTypeError(f"not a number: {_short(text)}") from None
+
+
+def _address(text: str) -> int:
+    """--load-addr, --entry: 0 .. 2**64-1, decimal or 0x hex."""
+    v = _int(text)
+    if not 0 <= v <= 2**64 - 1:
+        raise argparse.ArgumentTypeError(f"{_short(text)} is not an address (0 to 0xffffffffffffffff)")
+    return v
+
+
+def _cpus(text: str) -> int:
+    v = _int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"at least 1 vCPU, not {_short(text)}")
+    if v > MAX_CPUS:
+        raise argparse.ArgumentTypeError(f"{_short(text)} vCPUs requested, at most {MAX_CPUS} are supported")
+    return v
 
 
 def _seconds(text: str) -> float:
     try:
         v = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {_short(text)}") from None
+    if math.isnan(v):
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {_short(text)}")
     if v <= 0:
         raise argparse.ArgumentTypeError("the timeout must be positive")
+    if v > MAX_TIMEOUT:
+        raise argparse.ArgumentTypeError(f"the timeout must be at most {MAX_TIMEOUT:g} s (leave it out for none)")
     return v
 
 
@@ -153,6 +182,11 @@ def _resolve_gpu(args: argparse.Namespace, p: argparse.ArgumentParser) -> None:
         if not os.path.isdir(out_dir):
             p.error(f"argument --capture: directory {out_dir!r} does not exist")
         args.captures = capture_paths(frames, path, "," in spec)
+        for out in args.captures.values():
+            try:
+                _files.check_output(out)
+            except OSError as e:
+                p.error(f"argument --capture: {out}: {e.strerror}")
     explicit = args.gpu
     if explicit is None:
         args.gpu = bool(args.captures) or args.gpu_size is not None or GPU_DEFAULT
@@ -169,8 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="boot a kernel and stream its serial console")
     r.error = p.error  # type: ignore[method-assign]
     r.add_argument("kernel", help="ELF, arm64 Image (raw or gzip) or, with --format raw, a flat binary")
-    r.add_argument("--ram", type=_size, default="256M", help="guest RAM, e.g. 256M or 1G (default 256M)")
-    r.add_argument("--cpus", type=int, default=1, help="number of vCPUs (default 1)")
+    r.add_argument(
+        "--ram", type=_ram, default="256M", help="guest RAM, e.g. 256M or 1G; a bare number is MiB (default 256M)"
+    )
+    r.add_argument("--cpus", type=_cpus, default=1, help=f"number of vCPUs, at most {MAX_CPUS} (default 1)")
     r.add_argument("--cmdline", help="kernel command line")
     r.add_argument("--initrd", help="initial ramdisk file")
     r.add_argument("--timeout", type=_seconds, help="stop the guest after this many seconds")
@@ -180,8 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--cpu-model", choices=models, help=f"soft backend CPU: {models[0]} (default), {', '.join(models[1:])}"
     )
     r.add_argument("--format", choices=["auto", "elf", "image", "raw"], default="auto", help="kernel format")
-    r.add_argument("--load-addr", type=_int, help="raw format: guest physical load address")
-    r.add_argument("--entry", type=_int, help="raw format: entry point")
+    r.add_argument("--load-addr", type=_address, help="raw format: guest physical load address")
+    r.add_argument("--entry", type=_address, help="raw format: entry point")
     r.add_argument(
         "--deterministic",
         action="store_true",
@@ -418,7 +454,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     window = _want_window(args)
     m = Machine(
         args.kernel,
-        ram=args.ram,
+        ram=f"{args.ram}B",
         cpus=args.cpus,
         backend=args.backend,
         cpu_model=args.cpu_model,

@@ -46,7 +46,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from vmmpy import errors
+from vmmpy import _files, errors
 from vmmpy.input import BUTTONS, Keyboard
 
 if TYPE_CHECKING:
@@ -58,10 +58,30 @@ MAX_FRAME = 2**31 - 1
 MAX_SECONDS = 1e6  # durations: wait N s, wait serial timeouts
 MAX_POSITION = 1_000_000  # pixels
 INT32 = (-(2**31), 2**31 - 1)
+MAX_SCRIPT = 16 << 20  # bytes: a script file larger than this is refused (a device or FIFO always is)
+MAX_ECHO = 40  # characters of the user's text quoted in an error message (then "…")
+MAX_MESSAGE = 300  # characters of an error message, at most
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "e": "\x1b", "\\": "\\", '"': '"', "0": "\0"}
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s)$")
-_INT = re.compile(r"^[+-]?\d+$")
-_NUM = re.compile(r"^\d+(?:\.\d+)?$")
+_INT = re.compile(r"[+-]?[0-9]+")
+_NUM = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+_FRAME = re.compile(r"[0-9]+")
+
+
+def _int(digits: str) -> int:
+    """int() of ASCII digits, any length (Python refuses int() of more than 4300 digits)."""
+    d = digits.lstrip("+-").lstrip("0") or "0"
+    v = int(d) if len(d) <= 20 else 10**20
+    return -v if digits.startswith("-") else v
+
+
+def _q(text: str, n: int = MAX_ECHO) -> str:
+    """`text` quoted for a message, cut to `n` characters with "…"."""
+    return repr(text if len(text) <= n else text[:n] + "…")
+
+
+def _clip(msg: str, n: int = MAX_MESSAGE) -> str:
+    return msg if len(msg) <= n else msg[:n] + "…"
 
 
 class EventsSyntaxError(errors.InvalidArgument):
@@ -144,7 +164,7 @@ def _strip_comment(line: str) -> str:
 def _quoted(rest: str, err) -> tuple[str, str]:
     """A leading "double-quoted string" (with escapes) -> (text, what follows)."""
     if not rest.startswith('"'):
-        raise err(f'expected a "quoted text", not {rest!r}')
+        raise err(f'expected a "quoted text", not {_q(rest)}')
     i = 1
     while i < len(rest):
         if rest[i] == "\\":
@@ -175,7 +195,7 @@ def _parse_wait(rest: str, err) -> tuple[str, tuple]:
         if after:
             timeout = _duration(after)
             if timeout is None or timeout <= 0:
-                raise err(f"wait serial: expected a timeout like 5s or 500ms after the text, not {after!r}")
+                raise err(f"wait serial: expected a timeout like 5s or 500ms after the text, not {_q(after)}")
             if timeout > MAX_SECONDS:
                 raise err(f"wait serial: the timeout is longer than {MAX_SECONDS:g} s")
         return "wait_serial", (text, timeout)
@@ -185,23 +205,23 @@ def _parse_wait(rest: str, err) -> tuple[str, tuple]:
     elif len(words) == 2 and words[1] in ("frame", "frames"):
         n = words[0]
     if n is not None:
-        if not n.isdigit():
-            raise err(f"not a frame number: {n!r}")
+        if not _FRAME.fullmatch(n):
+            raise err(f"not a frame number: {_q(n)}")
         return "wait_frame", (_frame(n, err),)
     d = _duration(rest)
     if d is not None:
         if d > MAX_SECONDS:
             raise err(f"the wait is longer than {MAX_SECONDS:g} s")
         return "wait_time", (d,)
-    raise err(f"{usage}, not 'wait {rest}'" if rest else usage)
+    raise err(f"{usage}, not {_q('wait ' + rest)}" if rest else usage)
 
 
 def _frame(n: str, err) -> int:
-    v = int(n)
+    v = _int(n)
     if v < 1:
         raise err("frames are counted from 1")
     if v > MAX_FRAME:
-        raise err(f"frame {n} is beyond the last one ({MAX_FRAME})")
+        raise err(f"frame {_q(n)} is beyond the last one ({MAX_FRAME})")
     return v
 
 
@@ -210,11 +230,11 @@ def _numbers(words: list[str], count: int, usage: str, err) -> tuple[float, ...]
         raise err(f"expected '{usage}'")
     out = []
     for w in words[:count]:
-        if not _NUM.match(w):
-            raise err(f"not a pixel position: {w!r} (expected '{usage}')")
+        if not _NUM.fullmatch(w):
+            raise err(f"not a pixel position: {_q(w)} (expected '{usage}')")
         v = float(w)
         if v > MAX_POSITION:
-            raise err(f"pixel position {w} is too large (at most {MAX_POSITION})")
+            raise err(f"pixel position {_q(w)} is too large (at most {MAX_POSITION})")
         out.append(int(v) if v.is_integer() else v)
     return tuple(out)
 
@@ -229,7 +249,7 @@ def _parse_line(cmd: str, rest: str, err) -> tuple[str, tuple]:
         if rest.startswith('"'):  # a quoted text: keeps leading and trailing spaces
             text, after = _quoted(rest, err)
             if after:
-                raise err(f"type: unexpected {after!r} after the quoted text")
+                raise err(f"type: unexpected {_q(after)} after the quoted text")
         else:
             text = _unescape(rest, err)
         try:
@@ -255,33 +275,37 @@ def _parse_line(cmd: str, rest: str, err) -> tuple[str, tuple]:
         xy = _numbers(words, 2, "click X Y [left|right|middle]", err)
         button = words[2] if len(words) == 3 else "left"
         if button not in BUTTONS:
-            raise err(f"unknown button {button!r} (left, right or middle)")
+            raise err(f"unknown button {_q(button)} (left, right or middle)")
         return "click", (*xy, button)
     if cmd == "drag":
         if len(words) != 4:
             raise err("expected 'drag X0 Y0 X1 Y1'")
         return "drag", _numbers(words, 4, "drag X0 Y0 X1 Y1", err)
     if cmd == "scroll":
-        if len(words) != 1 or not _INT.match(words[0]) or int(words[0]) == 0:
+        if len(words) != 1 or not _INT.fullmatch(words[0]) or _int(words[0]) == 0:
             raise err("expected 'scroll N' with N a non-zero whole number (> 0 scrolls up)")
-        if not INT32[0] <= int(words[0]) <= INT32[1]:
-            raise err(f"scroll: {words[0]} steps is out of range ({INT32[0]} .. {INT32[1]})")
-        return "scroll", (int(words[0]),)
+        if not INT32[0] <= _int(words[0]) <= INT32[1]:
+            raise err(f"scroll: {words[0][:20]} steps is out of range ({INT32[0]} .. {INT32[1]})")
+        return "scroll", (_int(words[0]),)
     if cmd == "capture":
         parts = rest.split(None, 1)
-        if len(parts) != 2 or not parts[0].isdigit():
+        if len(parts) != 2 or not _FRAME.fullmatch(parts[0]):
             raise err("expected 'capture N PATH'")
         n, path = _frame(parts[0], err), parts[1].strip()
         if os.path.isdir(path) or path.endswith(os.sep):
-            raise err(f"capture: {path!r} is a directory (expected a file name, e.g. {path.rstrip(os.sep)}/shot.png)")
+            raise err(f"capture: {_q(path)} is a directory (expected a file name, e.g. {path.rstrip(os.sep)}/shot.png)")
         if not os.path.isdir(os.path.dirname(path) or "."):
-            raise err(f"capture: directory {os.path.dirname(path)!r} does not exist")
+            raise err(f"capture: directory {_q(os.path.dirname(path))} does not exist")
+        try:
+            _files.check_output(path)
+        except OSError as e:
+            raise err(f"capture: {_q(path)}: {e.strerror}") from None
         return "capture", (n, path)
     if cmd == "quit":
         if rest:
             raise err("quit takes no arguments")
         return "quit", ()
-    raise err(f"unknown command {cmd!r} (expected {', '.join(COMMANDS)})")
+    raise err(f"unknown command {_q(cmd)} (expected {', '.join(COMMANDS)})")
 
 
 def parse(text: str, name: str = "<events>", timeout: float = DEFAULT_TIMEOUT) -> Script:
@@ -290,14 +314,14 @@ def parse(text: str, name: str = "<events>", timeout: float = DEFAULT_TIMEOUT) -
     for lineno, raw in enumerate(text.splitlines(), 1):
 
         def err(msg: str, _lineno: int = lineno) -> EventsSyntaxError:
-            return EventsSyntaxError(f"{name}:{_lineno}: {msg}")
+            return EventsSyntaxError(f"{name}:{_lineno}: {_clip(msg)}")
 
         line = _strip_comment(raw).strip()
         if not line:
             continue
         cmd, *rest = line.split(None, 1)  # any whitespace after the command's name
         kind, args = _parse_line(cmd, rest[0].strip() if rest else "", err)
-        commands.append(Command(lineno, kind, args, line))
+        commands.append(Command(lineno, kind, args, _clip(line, 80)))
     holds = [c for c in commands if c.name == "capture"]
     if len({c.args[0] for c in holds}) > 64:
         raise EventsSyntaxError(f"{name}: at most 64 frames can be captured")
@@ -315,10 +339,12 @@ def load(path_or_text: str | os.PathLike, timeout: float = DEFAULT_TIMEOUT) -> S
 
 
 def load_file(path: str, timeout: float = DEFAULT_TIMEOUT) -> Script:
-    """A script from the file `path` (a missing file is an error, never taken for a script's text)."""
+    """A script from the file `path` (a missing file is an error, never taken for a script's text).
+
+    Only a regular file of at most MAX_SCRIPT bytes: a FIFO or a device is refused without blocking.
+    """
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        text = _files.read_regular(path, MAX_SCRIPT).decode("utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise EventsSyntaxError(f"{path}: {getattr(e, 'strerror', None) or e}") from None
     return parse(text, path, timeout)
@@ -343,6 +369,7 @@ class Runner:
         self._armed = False  # deterministic: the pause of command _i is armed
         self._serial_from = 0
         self._prepared = False
+        self._cancel = threading.Event()  # cancel(): input commands are skipped from then on
         self._current: Command | None = None  # the command being run (for error lines)
 
     def _fail(self, c: Command, msg: str) -> None:
@@ -369,7 +396,7 @@ class Runner:
         try:
             for n in self.s.captures:
                 m.screen.hold(n)
-            self._serial_from = len(m.serial._buf)
+            self._serial_from = m.serial._offset()
             if self.det:
                 self._cursor = m.clock_ns
                 self._segment()
@@ -378,6 +405,12 @@ class Runner:
         except Exception as e:
             raise EventsFailed(f"{self._where()}: {self._describe(e)}") from None
         self._prepared = True
+
+    def cancel(self) -> None:
+        """Skip the script's input from now on (a text being typed stops within 256 characters).
+
+        Waits and captures still run: once the VM has ended they fail or finish at once."""
+        self._cancel.set()
 
     def _standing_still(self) -> bool:
         """Deterministic: the VM is where a script left it (parked, or not started): its state is exact."""
@@ -388,7 +421,8 @@ class Runner:
         while self._i < len(self.s.commands):
             c = self._current = self.s.commands[self._i]
             if c.is_input:
-                self._input(c, self._cursor)
+                if not self._cancel.is_set():
+                    self._input(c, self._cursor)
             elif c.name == "wait_time":
                 self._cursor += round(c.args[0] * 1e9)
             else:
@@ -402,7 +436,10 @@ class Runner:
         kb, tab = self.m.keyboard, self.m.tablet
         a = c.args
         if c.name == "type":
-            kb.type(a[0], at_ns=at)
+            for i in range(0, len(a[0]), 256):  # in pieces: cancel() stops a long text
+                if self._cancel.is_set():
+                    return
+                kb.type(a[0][i : i + 256], at_ns=at)
         elif c.name == "key":
             kb.tap(a[0], at_ns=at)
         elif c.name == "move":
@@ -433,9 +470,9 @@ class Runner:
             if self.det and self.m.paused:
                 self.m.resume()
         except EventsFailed as e:
-            self.error = str(e)
+            self.error = _clip(str(e))
         except Exception as e:  # a bug or a host problem: one line, never a traceback in a thread
-            self.error = f"{self._where()}: {self._describe(e)}"
+            self.error = _clip(f"{self._where()}: {self._describe(e)}")
         finally:
             if self.error is not None:
                 try:
@@ -455,7 +492,8 @@ class Runner:
     def _step(self, c: Command) -> None:
         m, a = self.m, c.args
         if c.is_input:  # real time (deterministic input was scheduled by _segment)
-            self._input(c, None)
+            if not self._cancel.is_set():
+                self._input(c, None)
         elif c.name == "wait_time":  # real time only: deterministic waits move the cursor
             if m._done.wait(a[0]):
                 self._fail(c, self._ended())
@@ -511,17 +549,16 @@ class Runner:
         deadline = time.monotonic() + timeout
         while True:
             m.serial._pull(0)
-            with m.serial._lock:
-                found = m.serial._buf.find(want, self._serial_from)
+            found = m.serial._find(want, self._serial_from)
             if found >= 0:
                 self._serial_from = found + len(want)
                 if self.det:
                     self._cursor = max(self._cursor, m.clock_ns)
                 return
             if not m.running:
-                self._fail(c, f"{self._ended()}; the output ends with {bytes(m.serial._buf[-200:])!r}")
+                self._fail(c, f"{self._ended()}; the output ends with {m.serial._tail_bytes(200)!r}")
             if time.monotonic() >= deadline:
-                self._fail(c, f"not seen within {timeout:g} s; the output ends with {bytes(m.serial._buf[-200:])!r}")
+                self._fail(c, f"not seen within {timeout:g} s; the output ends with {m.serial._tail_bytes(200)!r}")
             m.serial._pull(min(0.05, max(0.0, deadline - time.monotonic())))
 
 
@@ -584,9 +621,15 @@ class CliEvents:
             self._thread.start()
 
     def finish(self) -> None:
-        """After the run: wait for the script thread (the VM has ended, so it returns at once)."""
+        """After the run: end the script thread and wait for it, before the machine is closed.
+
+        The VM has ended: the script's input would go nowhere, so it is cancelled; its waits fail at once
+        (the guest ended first) and captures of frames that exist are still saved. Then the thread is
+        joined without a timeout, so no thread is inside libvmm when the machine is closed.
+        """
         if self._thread is not None:
-            self._thread.join(timeout=5)
+            self.runner.cancel()
+            self._thread.join()
 
     @property
     def quit(self) -> bool:

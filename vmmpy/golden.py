@@ -13,11 +13,14 @@ The pytest plugin's `golden` fixture (vmmpy/pytest_plugin.py) is a thin user of 
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from PIL import Image, ImageChops, ImageDraw
+
+from vmmpy import _files
 
 Mask = tuple[int, int, int, int]  # x, y, width, height
 
@@ -162,8 +165,12 @@ class Outcome:
     comparison: Comparison | None = None
 
 
+MAX_GOLDEN_FILE = 64 << 20  # bytes: a golden PNG larger than this is refused
+
+
 def load(path: str | os.PathLike) -> Image.Image:
-    with Image.open(path) as im:
+    """A golden: a regular file (never a FIFO's blocking open) of at most MAX_GOLDEN_FILE bytes."""
+    with Image.open(io.BytesIO(_files.read_regular(path, MAX_GOLDEN_FILE))) as im:
         im.load()
         return im.copy()
 
@@ -171,7 +178,8 @@ def load(path: str | os.PathLike) -> Image.Image:
 def save_png(image: Image.Image, path: str | os.PathLike) -> str:
     path = os.fspath(path)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    image.save(path, format="PNG")
+    with _files.open_output(path) as f:  # a regular file, created or truncated
+        image.save(f, format="PNG")
     return path
 
 

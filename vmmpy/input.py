@@ -163,16 +163,13 @@ class _InputDevice:
     def __init__(self, machine: Machine):
         self._m = machine
 
-    def _check(self, rc: int) -> int:
-        return errors._check(rc, self._m._vm)
-
     def event(self, type: int, code: int, value: int, at_ns: int | None = None) -> None:
         """Send one raw evdev event (no SYN_REPORT is added); `at_ns`: see the module's docstring."""
         at = self._m._input_at(at_ns)
         if at is None:
-            self._check(lib.vmm_input_event(self._m._vm, self._index, type, code, value))
+            self._m._checked(lib.vmm_input_event, self._index, type, code, value)
         else:
-            self._check(lib.vmm_input_event_at(self._m._vm, self._index, at, type, code, value))
+            self._m._checked(lib.vmm_input_event_at, self._index, at, type, code, value)
 
     def _at(self, at_ns: int | None) -> int | None:
         """The time for all the events of one call, fixed once.
@@ -189,7 +186,7 @@ class _InputDevice:
 
     def stats(self) -> InputStats:
         d, p, x = ffi.new("uint64_t *"), ffi.new("uint64_t *"), ffi.new("uint64_t *")
-        self._check(lib.vmm_input_stats(self._m._vm, self._index, d, p, x))
+        self._m._checked(lib.vmm_input_stats, self._index, d, p, x)
         return InputStats(int(d[0]), int(p[0]), int(x[0]))
 
 
@@ -256,7 +253,7 @@ class Keyboard(_InputDevice):
     def leds(self) -> set[str]:
         """The LEDs the guest has lit: a subset of {"numlock", "capslock", "scrolllock"}."""
         v = ffi.new("uint32_t *")
-        self._check(lib.vmm_input_leds(self._m._vm, v))
+        self._m._checked(lib.vmm_input_leds, v)
         return {name for bit, name in LED_NAMES.items() if v[0] >> bit & 1}
 
 

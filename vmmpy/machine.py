@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
+import math
 import os
 import re
 import threading
@@ -33,18 +34,50 @@ DiskSpec = Union[str, os.PathLike, tuple]
 # a virtio-9p share: a host directory (tag "share"), or (dir, tag) / (dir, tag, readonly)
 ShareSpec = Union[str, os.PathLike, tuple]
 
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b)?\s*$", re.I)
+_SIZE_RE = re.compile(r"^\s*(\d{1,40})\s*([kmgt]?)(i?b)?\s*$", re.I)
+_SHIFTS = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40}
+
+DEFAULT_SERIAL_BUFFER = 16 << 20  # Serial's window of output (Machine(serial_buffer=))
+MIN_SERIAL_BUFFER = 64 << 10
+MAX_CPUS = lib.VMM_MAX_CPUS
+RAM_BASE = 0x4000_0000  # where guest RAM starts (docs/ARCHITECTURE.md: the memory map)
+U64 = 2**64 - 1
 
 
-def parse_size(value: Size) -> int:
-    """'256M', '1G', '512MiB' or a byte count -> bytes."""
+def _invalid(msg: str) -> errors.InvalidArgument:
+    return errors.InvalidArgument(msg, lib.VMM_EINVAL, "VMM_EINVAL")
+
+
+def parse_size(value: Size, bare_unit: str = "") -> int:
+    """'256M', '1G', '512MiB', '4096B' or a byte count -> bytes.
+
+    A number without a unit is in `bare_unit` ("" bytes, "M" MiB, ...): ``parse_size("512", "M")`` is 512 MiB.
+    Ints are taken as they are (bytes). Sizes from 2**64 up are refused.
+    """
     if isinstance(value, int):
-        return value
-    m = _SIZE_RE.match(str(value))
-    if not m:
-        raise errors.InvalidArgument(f"cannot parse size {value!r} (try 256M or 1G)", lib.VMM_EINVAL, "VMM_EINVAL")
-    shift = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40}[m.group(2).lower()]
-    return int(m.group(1)) << shift
+        n = value
+    else:
+        m = _SIZE_RE.match(str(value))
+        if not m:
+            raise _invalid(f"cannot parse size {str(value)[:40]!r} (try 256M or 1G)")
+        unit = m.group(2).lower() or ("" if m.group(3) else bare_unit.lower())
+        n = int(m.group(1)) << _SHIFTS[unit]
+    if not 0 <= n <= U64:
+        raise _invalid(f"size {str(value)[:40]!r} is out of range")
+    return n
+
+
+def parse_ram(value: Size) -> int:
+    """Guest RAM as Machine(ram=) and --ram take it: a bare number is MiB (as QEMU's -m), 0 is refused.
+
+    ``512``, ``"512"`` and ``"512M"`` are 512 MiB; bytes need a unit (``"536870912B"``).
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise _invalid(f"ram must be a size such as 512 (MiB) or '1G', not {value!r}")
+    n = parse_size(f"{value}M" if isinstance(value, int) and value >= 0 else value, bare_unit="M")
+    if n == 0:
+        raise _invalid("the RAM size must be more than 0")
+    return n
 
 
 def cpu_models() -> list[str]:
@@ -100,58 +133,129 @@ class BootInfo:
 
 
 class Serial:
-    """The guest's PL011 console: everything it printed, and input to it."""
+    """The guest's PL011 console: its latest output (a bounded window), and input to it.
 
-    def __init__(self, machine: Machine):
+    Output is kept in a window of the latest ``buffer_size`` bytes (``Machine(serial_buffer=)``, 16 MiB by
+    default); older bytes are let go and counted in ``dropped``. Positions (``read()``, ``expect()``, the
+    input scripts' ``wait serial``) are offsets in the whole stream: what they still need is in the window
+    unless they fell more than ``buffer_size`` behind, and then they go on from the window's start.
+    """
+
+    def __init__(self, machine: Machine, buffer_size: int = DEFAULT_SERIAL_BUFFER):
         self._m = machine
+        self.buffer_size = buffer_size
+        # the window's bytes, plus up to half a window of slack: trimming then copies amortized O(1) a byte,
+        # and a bytearray is never cut in place (a Match from expect() keeps pointing at what it matched)
         self._buf = bytearray()
-        self._read_pos = 0  # for read()
-        self._expect_pos = 0  # for expect()
+        self._base = 0  # stream offset of _buf[0]
+        self._read_pos = 0  # for read(): a stream offset
+        self._expect_pos = 0  # for expect(): a stream offset
+        self._lost_reported = 0  # read(): the stream offset up to which lost output was logged
+        # one pull from libvmm takes at most a quarter window: a reader that reads after each pull
+        # (vmmpy's CLI) never falls out of the window
+        self._chunk = min(65536, buffer_size // 4)
         self._lock = threading.Lock()
         self._pull_lock = threading.Lock()  # one reader of libvmm at a time: chunks stay in order
 
-    def _pull(self, timeout: float) -> bool:
-        """Move output from libvmm into our buffer; False at end of stream."""
-        with self._pull_lock:
-            return self._pull_locked(timeout)
-
-    def _pull_locked(self, timeout: float) -> bool:
-        chunk = ffi.new("char[]", 65536)
-        ns = max(0, int(timeout * 1e9))
-        n = lib.vmm_console_read(self._m._vm, chunk, 65536, ns)
-        if n == lib.VMM_EEOF:
-            return False
-        _check(n, self._m._vm)
+    @property
+    def dropped(self) -> int:
+        """Bytes of output no longer kept (before the window's start)."""
         with self._lock:
-            self._buf += ffi.buffer(chunk, n)[:]
-        # drain whatever else is already there without waiting
-        while n == 65536:
-            n = lib.vmm_console_read(self._m._vm, chunk, 65536, 0)
+            return self._start()
+
+    def _end(self) -> int:  # lock held
+        return self._base + len(self._buf)
+
+    def _start(self) -> int:  # lock held: the stream offset where the window starts
+        return max(self._base, self._end() - self.buffer_size)
+
+    def _append(self, data: bytes) -> None:  # lock held
+        self._buf += data
+        if len(self._buf) > self.buffer_size + self.buffer_size // 2:
+            cut = len(self._buf) - self.buffer_size
+            self._buf = self._buf[cut:]  # a new object: older Matches keep theirs
+            self._base += cut
+
+    def _pull(self, timeout: float) -> bool:
+        """Move output from libvmm into our buffer; False at end of stream (or once the machine is closed)."""
+        return self._pull_some(timeout) >= 0
+
+    def _drain(self) -> None:
+        """Pull everything libvmm holds now (a quarter window at a time), without waiting."""
+        while self._pull_some(0) >= self.buffer_size // 4:
+            pass
+
+    def _pull_some(self, timeout: float) -> int:
+        """_pull(): the bytes pulled (at most a quarter window), -1 at end of stream or once closed."""
+        with self._pull_lock:
+            try:
+                vm = self._m._enter()
+            except errors.StateError:
+                return -1
+            try:
+                return self._pull_locked(vm, timeout)
+            finally:
+                self._m._leave()
+
+    def _pull_locked(self, vm, timeout: float) -> int:
+        size = self._chunk
+        chunk = ffi.new("char[]", size)
+        # bounded slices: Machine.close() waits for calls inside libvmm to return
+        ns = max(0, int(min(timeout, 0.5) * 1e9))
+        n = lib.vmm_console_read(vm, chunk, size, ns)
+        if n == lib.VMM_EEOF:
+            return -1
+        _check(n, vm)
+        with self._lock:
+            self._append(ffi.buffer(chunk, n)[:])
+        # drain whatever else is already there without waiting, up to a quarter window
+        total = n
+        while n == size and total < self.buffer_size // 4:
+            n = lib.vmm_console_read(vm, chunk, size, 0)
             if n <= 0:
                 break
+            total += n
             with self._lock:
-                self._buf += ffi.buffer(chunk, n)[:]
-        return True
+                self._append(ffi.buffer(chunk, n)[:])
+        return total
+
+    def _window(self) -> bytes:  # lock held
+        return bytes(self._buf[self._start() - self._base :])
 
     @property
     def data(self) -> bytes:
-        """Everything the guest printed so far, as bytes."""
-        self._pull(0)
+        """The retained output (the latest ``buffer_size`` bytes at most), as bytes."""
+        self._drain()
         with self._lock:
-            return bytes(self._buf)
+            return self._window()
 
     @property
     def text(self) -> str:
-        """Everything the guest printed so far, decoded (invalid UTF-8 replaced)."""
+        """The retained output (the latest ``buffer_size`` bytes at most), decoded (invalid UTF-8 replaced)."""
         return self.data.decode(errors="replace")
 
     def read(self) -> str:
-        """Output printed since the previous read()."""
+        """Output printed since the previous read() (from the window's start if it fell behind it)."""
         self._pull(0)
         with self._lock:
-            out = bytes(self._buf[self._read_pos :])
-            self._read_pos = len(self._buf)
+            start = self._start()
+            lost = start - max(self._read_pos, self._lost_reported)
+            if lost > 0:
+                self._lost_reported = start
+                self._m._log.warning(
+                    "serial: %d bytes of output were dropped before read() got them (serial_buffer=%d)",
+                    lost,
+                    self.buffer_size,
+                )
+            out = bytes(self._buf[max(self._read_pos, start) - self._base :])
+            self._read_pos = self._end()
         return out.decode(errors="replace")
+
+    def _find(self, data: bytes, start: int) -> int:
+        """The stream offset of `data` at or after the stream offset `start` in the window, or -1."""
+        with self._lock:
+            i = self._buf.find(data, max(start, self._start()) - self._base)
+            return -1 if i < 0 else self._base + i
 
     def write(self, data: bytes | str, at_ns: int | None = None) -> None:
         """Queue input for the guest's serial port.
@@ -162,19 +266,28 @@ class Serial:
         if isinstance(data, str):
             data = data.encode()
         if at_ns is None:
-            _check(lib.vmm_console_write(self._m._vm, data, len(data)), self._m._vm)
+            self._m._checked(lib.vmm_console_write, data, len(data))
         else:
-            _check(lib.vmm_console_write_at(self._m._vm, at_ns, data, len(data)), self._m._vm)
+            self._m._checked(lib.vmm_console_write_at, at_ns, data, len(data))
 
     def type(self, text: str, at_ns: int | None = None) -> None:
         """Type text into the serial port (newlines become carriage returns, as a terminal sends)."""
         self.write(text.replace("\n", "\r"), at_ns)
 
+    def _search(self, rx: re.Pattern) -> re.Match | None:
+        """Search the window from the expect position; on a match, move the position past it."""
+        with self._lock:
+            m = rx.search(self._buf, max(self._expect_pos, self._start()) - self._base)
+            if m:
+                self._expect_pos = self._base + m.end()
+            return m
+
     def expect(self, pattern: str | bytes | re.Pattern, timeout: float = 10.0) -> re.Match:
         """Wait until the output (after the previous match) matches `pattern`.
 
         Starts the machine if it is not running yet. Raises SerialTimeout or,
-        if the guest stops first, SerialEOF; both carry the output's tail.
+        if the guest stops first, SerialEOF; both carry the output's tail. The Match's
+        positions are offsets in the retained window (``m.string``), not in the whole stream.
         """
         if isinstance(pattern, str):
             pattern = pattern.encode()
@@ -186,29 +299,31 @@ class Serial:
         self._m.resume()  # a run parked at a screen pause prints nothing
         deadline = time.monotonic() + timeout
         while True:
-            with self._lock:
-                m = rx.search(self._buf, self._expect_pos)
-                if m:
-                    self._expect_pos = m.end()
-                    return m
+            if m := self._search(rx):
+                return m
             left = deadline - time.monotonic()
             if left <= 0:
                 raise errors.SerialTimeout(
                     f"no match for {rx.pattern!r} within {timeout:g} s; output ends with:\n{self._tail()}"
                 )
             if not self._pull(min(left, 0.5)):
-                with self._lock:
-                    m = rx.search(self._buf, self._expect_pos)
-                if m:
-                    self._expect_pos = m.end()
+                if m := self._search(rx):
                     return m
                 res = self._m.result
                 why = f"the VM ended ({res.reason.name})" if res else "the VM is not running"
                 raise errors.SerialEOF(f"{why} before {rx.pattern!r} appeared; output ends with:\n{self._tail()}")
 
-    def _tail(self, n: int = 2000) -> str:
+    def _tail_bytes(self, n: int) -> bytes:
         with self._lock:
-            return bytes(self._buf[-n:]).decode(errors="replace")
+            return bytes(self._buf[-n:])
+
+    def _tail(self, n: int = 2000) -> str:
+        return self._tail_bytes(n).decode(errors="replace")
+
+    def _offset(self) -> int:
+        """The stream offset of the end of the output pulled so far."""
+        with self._lock:
+            return self._end()
 
 
 class VirtioConsole:
@@ -228,9 +343,7 @@ class VirtioConsole:
         """
         if isinstance(data, str):
             data = data.encode()
-        _check(
-            lib.vmm_console_write_port(self._m._vm, lib.VMM_CONSOLE_VIRTIO, at_ns or 0, data, len(data)), self._m._vm
-        )
+        self._m._checked(lib.vmm_console_write_port, lib.VMM_CONSOLE_VIRTIO, at_ns or 0, data, len(data))
 
     def type(self, text: str, at_ns: int | None = None) -> None:
         """Type text (newlines become carriage returns, as a terminal sends)."""
@@ -270,6 +383,7 @@ class Machine:
         rng: bool = False,
         virtio_console: bool = False,
         share: ShareSpec | list[ShareSpec] | None = None,
+        serial_buffer: Size = DEFAULT_SERIAL_BUFFER,
     ):
         self.name = name or (os.path.basename(os.fspath(kernel)) if kernel else "vm")
         self._log = log.getChild(self.name.replace(".", "_"))
@@ -279,12 +393,24 @@ class Machine:
         self._run_error: BaseException | None = None
         self._done = threading.Event()
         self._vm = ffi.NULL
+        # the guard (_enter/_leave): calls into libvmm in flight, and whether close() has begun
+        self._guard = threading.Condition(threading.Lock())
+        self._users = 0
+        self._closing = False
+        self._close_lock = threading.Lock()
         self._parked = False  # deterministic: the run loop waits at a screen pause (Screen.wait_frame(pause=True))
         self._warned_input = False
+        if isinstance(cpus, bool) or not isinstance(cpus, int) or cpus < 1:
+            raise _invalid(f"cpus must be at least 1 (got {cpus!r})")
+        if cpus > MAX_CPUS:
+            raise _invalid(f"{cpus} vCPUs requested, at most {MAX_CPUS} are supported")
+        buffer_size = parse_size(serial_buffer)
+        if buffer_size < MIN_SERIAL_BUFFER:
+            raise _invalid(f"serial_buffer must be at least {MIN_SERIAL_BUFFER} bytes (got {buffer_size})")
         cfg = ffi.new("struct vmm_config *")
         cfg.size = ffi.sizeof("struct vmm_config")
         cfg.ncpus = cpus
-        cfg.ram_size = parse_size(ram)
+        cfg.ram_size = parse_ram(ram)
         # None: $VMMPY_BACKEND, else auto (KVM where it works, else soft)
         backend = backend or os.environ.get("VMMPY_BACKEND") or "auto"
         keep = [ffi.new("char[]", backend.encode())]
@@ -301,8 +427,6 @@ class Machine:
             logging.INFO: lib.VMM_LOG_INFO,
             logging.WARNING: lib.VMM_LOG_WARN,
         }.get(log_level, lib.VMM_LOG_ERROR if log_level > logging.WARNING else lib.VMM_LOG_DEBUG)
-        if cpus < 1:
-            raise errors.InvalidArgument(f"cpus must be at least 1 (got {cpus})", lib.VMM_EINVAL, "VMM_EINVAL")
         out = ffi.new("vmm_vm **")
         err = ffi.new("char[]", 512)
         rc = lib.vmm_create(cfg, out, err, 512)
@@ -310,12 +434,12 @@ class Machine:
             name_ = ffi.string(lib.vmm_err_name(rc)).decode()
             raise errors.BY_NAME.get(name_, errors.VmmError)(ffi.string(err).decode(), rc, name_)
         self._vm = out[0]
-        self.serial = Serial(self)
+        self.serial = Serial(self, buffer_size)
         self.hvc = VirtioConsole(self)
         self.screen = Screen(self)
         self.keyboard = Keyboard(self)
         self.tablet = Tablet(self, gpu_size)
-        self.backend = ffi.string(lib.vmm_backend_name(self._vm)).decode()
+        self.backend = self._call(lambda vm: ffi.string(lib.vmm_backend_name(vm)).decode())
         try:
             # devices take virtio-mmio slots in this order
             if gpu:  # m.screen; without it every m.screen call raises NotSupported
@@ -323,11 +447,11 @@ class Machine:
                 gcfg.size = ffi.sizeof("struct vmm_gpu_config")
                 gcfg.width, gcfg.height = gpu_size
                 gcfg.max_mem = parse_size(gpu_max_mem)
-                _check(lib.vmm_add_gpu(self._vm, gcfg), self._vm)
+                self._checked(lib.vmm_add_gpu, gcfg)
             if input:  # m.keyboard, m.tablet (off unless asked for, even with a GPU: it adds two slots)
-                _check(lib.vmm_add_input(self._vm), self._vm)
+                self._checked(lib.vmm_add_input)
             for _ in range(virtio_test_devices):  # tests only: the transport conformance device (id 0xfff0)
-                _check(lib.vmm_add_test_device(self._vm), self._vm)
+                self._checked(lib.vmm_add_test_device)
             self._add_disks_and_rng(disk, rng)
             if virtio_console:
                 self._add_virtio_console()
@@ -352,13 +476,13 @@ class Machine:
                 raise errors.InvalidArgument(
                     f"disk {os.fspath(path)!r}: mode must be 'ro' or 'rw' (got {mode!r})", lib.VMM_EINVAL, "VMM_EINVAL"
                 )
-            _check(lib.vmm_add_disk(self._vm, os.fsencode(path), 1 if mode == "ro" else 0), self._vm)
+            self._checked(lib.vmm_add_disk, os.fsencode(path), 1 if mode == "ro" else 0)
         if rng:
-            _check(lib.vmm_add_rng(self._vm), self._vm)
+            self._checked(lib.vmm_add_rng)
 
     def _add_virtio_console(self) -> None:
         """The virtio console (hvc0): its output joins m.serial's stream, its input is m.hvc."""
-        _check(lib.vmm_add_virtio_console(self._vm), self._vm)
+        self._checked(lib.vmm_add_virtio_console)
 
     def _add_shares(self, share: ShareSpec | list[ShareSpec] | None) -> None:
         """virtio-9p shares: a directory (tag "share", read-write), or (dir, tag) / (dir, tag, readonly)."""
@@ -374,7 +498,7 @@ class Machine:
 
     def add_share(self, host_dir: str | os.PathLike, tag: str = "share", *, readonly: bool = False) -> None:
         """Export host_dir to the guest over virtio-9p (9P2000.L; in Linux: mount -t 9p -o trans=virtio TAG DIR)."""
-        _check(lib.vmm_add_share(self._vm, os.fsencode(host_dir), tag.encode(), 1 if readonly else 0), self._vm)
+        self._checked(lib.vmm_add_share, os.fsencode(host_dir), tag.encode(), 1 if readonly else 0)
 
     def _on_log(self, level: int, subsys: str, msg: str) -> None:
         self._log.log(_LEVELS.get(level, logging.INFO), "%s: %s", subsys, msg)
@@ -390,21 +514,29 @@ class Machine:
         opts = ffi.new("struct vmm_kernel_opts *")
         opts.size = ffi.sizeof("struct vmm_kernel_opts")
         opts.format = formats[format]
+        # libvmm reads 0 as "left out"; an explicit 0 is an address below guest RAM: say so
+        for what, v in (("load_addr", load_addr), ("entry", entry)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= U64):
+                raise _invalid(f"{what} must be an address from 0 to 2**64-1 (got {v!r})")
+        if load_addr == 0:
+            raise _invalid(f"load address 0x0 lies outside guest RAM (which starts at {RAM_BASE:#x})")
+        if entry == 0:
+            raise _invalid(f"entry 0x0 lies outside guest RAM (which starts at {RAM_BASE:#x})")
         opts.load_addr = load_addr or 0
         opts.entry = entry or 0
-        _check(lib.vmm_load_kernel(self._vm, os.fsencode(path), opts), self._vm)
+        self._checked(lib.vmm_load_kernel, os.fsencode(path), opts)
 
     def load_initrd(self, path: str | os.PathLike) -> None:
-        _check(lib.vmm_load_initrd(self._vm, os.fsencode(path)), self._vm)
+        self._checked(lib.vmm_load_initrd, os.fsencode(path))
 
     def set_cmdline(self, cmdline: str) -> None:
-        _check(lib.vmm_set_cmdline(self._vm, cmdline.encode()), self._vm)
+        self._checked(lib.vmm_set_cmdline, cmdline.encode())
 
     # -- inspection ------------------------------------------------------
     def boot_info(self) -> BootInfo:
         bi = ffi.new("struct vmm_boot_info *")
         bi.size = ffi.sizeof("struct vmm_boot_info")
-        _check(lib.vmm_boot_info(self._vm, bi), self._vm)
+        self._checked(lib.vmm_boot_info, bi)
         return BootInfo(
             bi.entry,
             bi.kernel_start,
@@ -420,57 +552,57 @@ class Machine:
     def dtb(self) -> bytes:
         """The flattened device tree the guest boots with."""
         n = ffi.new("size_t *")
-        _check(lib.vmm_get_dtb(self._vm, ffi.NULL, 0, n), self._vm)
+        self._checked(lib.vmm_get_dtb, ffi.NULL, 0, n)
         buf = ffi.new("char[]", n[0])
-        _check(lib.vmm_get_dtb(self._vm, buf, n[0], n), self._vm)
+        self._checked(lib.vmm_get_dtb, buf, n[0], n)
         return ffi.buffer(buf, n[0])[:]
 
     def stats(self) -> dict[str, int]:
         st = ffi.new("struct vmm_stats *")
         st.size = ffi.sizeof("struct vmm_stats")
-        _check(lib.vmm_get_stats(self._vm, st), self._vm)
+        self._checked(lib.vmm_get_stats, st)
         return {f: getattr(st, f) for f, _ in ffi.typeof("struct vmm_stats").fields if f != "size"}
 
     def read_memory(self, gpa: int, length: int) -> bytes:
         buf = ffi.new("char[]", length)
-        _check(lib.vmm_mem_read(self._vm, gpa, buf, length), self._vm)
+        self._checked(lib.vmm_mem_read, gpa, buf, length)
         return ffi.buffer(buf, length)[:]
 
     def write_memory(self, gpa: int, data: bytes) -> None:
-        _check(lib.vmm_mem_write(self._vm, gpa, data, len(data)), self._vm)
+        self._checked(lib.vmm_mem_write, gpa, data, len(data))
 
     def mmio_read(self, gpa: int, size: int = 4) -> int:
         """Read a device register as a vCPU would (device-level tests)."""
         val = ffi.new("uint64_t *")
-        _check(lib.vmm_mmio_read(self._vm, gpa, size, val), self._vm)
+        self._checked(lib.vmm_mmio_read, gpa, size, val)
         return int(val[0])
 
     def mmio_write(self, gpa: int, value: int, size: int = 4) -> None:
-        _check(lib.vmm_mmio_write(self._vm, gpa, size, value), self._vm)
+        self._checked(lib.vmm_mmio_write, gpa, size, value)
 
     # -- interrupts, system registers, clock (device-level tests) ----------
     def irq_set(self, intid: int, level: bool | int, cpu: int = 0) -> None:
         """Drive GIC input `intid` (SGI/PPI of `cpu` below 32, SPI otherwise) high or low."""
-        _check(lib.vmm_irq_set(self._vm, cpu, intid, 1 if level else 0), self._vm)
+        self._checked(lib.vmm_irq_set, cpu, intid, 1 if level else 0)
 
     def irq_line(self, cpu: int = 0) -> bool:
         """Whether the GIC asserts vCPU `cpu`'s IRQ line."""
-        return bool(_check(lib.vmm_irq_line(self._vm, cpu), self._vm))
+        return bool(self._checked(lib.vmm_irq_line, cpu))
 
     def sysreg_read(self, reg: str | int, cpu: int = 0) -> int:
         """MRS of a trapped system register (``"ICC_IAR1_EL1"``, ``"CNTV_CTL_EL0"``...) as vCPU `cpu`."""
         val = ffi.new("uint64_t *")
-        _check(lib.vmm_sysreg_read(self._vm, cpu, sysregs.encode(reg), val), self._vm)
+        self._checked(lib.vmm_sysreg_read, cpu, sysregs.encode(reg), val)
         return int(val[0])
 
     def sysreg_write(self, reg: str | int, value: int, cpu: int = 0) -> None:
         """MSR of a trapped system register as vCPU `cpu`."""
-        _check(lib.vmm_sysreg_write(self._vm, cpu, sysregs.encode(reg), value), self._vm)
+        self._checked(lib.vmm_sysreg_write, cpu, sysregs.encode(reg), value)
 
     @property
     def clock_ns(self) -> int:
         """The guest clock in ns (virtual in deterministic mode)."""
-        return int(lib.vmm_clock_ns(self._vm))
+        return int(self._call(lib.vmm_clock_ns))
 
     def run_events(self, path_or_text: str | os.PathLike, timeout: float = 30.0):
         """Run an input script (see vmmpy.events: wait, type, key, click, capture, ...) in this thread.
@@ -483,7 +615,7 @@ class Machine:
 
     def clock_advance(self, ns: int) -> None:
         """Deterministic mode, VM not running: move virtual time forward, firing due timers."""
-        _check(lib.vmm_clock_advance(self._vm, ns), self._vm)
+        self._checked(lib.vmm_clock_advance, ns)
 
     @property
     def paused(self) -> bool:
@@ -524,13 +656,13 @@ class Machine:
         """
         if not 0 <= at_ns < 2**64 - 1:
             raise errors.InvalidArgument(f"at_ns out of range: {at_ns}", lib.VMM_EINVAL, "VMM_EINVAL")
-        _check(lib.vmm_stop_at(self._vm, int(at_ns)), self._vm)
+        self._checked(lib.vmm_stop_at, int(at_ns))
 
     def resume(self) -> None:
         """Let a run parked at a screen pause go on (nothing if it is not parked)."""
         if self._parked:
             self._parked = False
-            _check(lib.vmm_screen_resume(self._vm), self._vm)
+            self._checked(lib.vmm_screen_resume)
 
     # -- running -----------------------------------------------------------
     @property
@@ -546,16 +678,60 @@ class Machine:
     def exit_status(self) -> int | None:
         return self._result.exit_status if self._result else None
 
+    # -- the guard: close() waits for every call into libvmm in flight and refuses new ones ----------
+    def _enter(self):
+        """Count a call into libvmm in flight and return the VM; StateError once close() has begun."""
+        with self._guard:
+            if self._closing or self._vm == ffi.NULL:
+                raise errors.StateError("the machine is closed", lib.VMM_ESTATE, "VMM_ESTATE")
+            self._users += 1
+            return self._vm
+
+    def _leave(self) -> None:
+        with self._guard:
+            self._users -= 1
+            if not self._users:
+                self._guard.notify_all()
+
+    def _call(self, fn, *args):
+        """fn(vm, *args) with the VM held open (see close())."""
+        vm = self._enter()
+        try:
+            return fn(vm, *args)
+        finally:
+            self._leave()
+
+    def _checked(self, fn, *args, allow: tuple[int, ...] = ()) -> int:
+        """fn(vm, *args) with the VM held open; a negative code (not in `allow`) raises its VmmError."""
+        vm = self._enter()
+        try:
+            rc = fn(vm, *args)
+            return rc if rc in allow else _check(rc, vm)
+        finally:
+            self._leave()
+
+    @staticmethod
+    def _seconds(timeout: float | None) -> float | None:
+        """A run or wait timeout: None (or inf, or beyond 2**64 ns) is none; NaN and negatives are refused."""
+        if timeout is None:
+            return None
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or math.isnan(timeout) or timeout < 0:
+            raise _invalid(f"timeout must be a number of seconds >= 0 or None (got {timeout!r})")
+        return None if timeout * 1e9 >= U64 else float(timeout)
+
     def _run_blocking(self, timeout: float | None) -> RunResult:
         res = ffi.new("struct vmm_run_result *")
         res.size = ffi.sizeof("struct vmm_run_result")
         ns = 0 if timeout is None else max(1, int(timeout * 1e9))
-        _check(lib.vmm_run(self._vm, ns, res), self._vm)
-        reason = RunReason(res.reason)
-        msg = ""
-        if reason in (RunReason.GUEST_ERROR, RunReason.HOST_ERROR):
-            msg = ffi.string(lib.vmm_last_error(self._vm)).decode(errors="replace")
-        return RunResult(reason, res.exit_status, res.pc, msg)
+
+        def run(vm) -> str:
+            _check(lib.vmm_run(vm, ns, res), vm)
+            if res.reason in (RunReason.GUEST_ERROR, RunReason.HOST_ERROR):
+                return ffi.string(lib.vmm_last_error(vm)).decode(errors="replace")
+            return ""
+
+        msg = self._call(run)
+        return RunResult(RunReason(res.reason), res.exit_status, res.pc, msg)
 
     def _thread_main(self, timeout: float | None) -> None:
         try:
@@ -570,10 +746,11 @@ class Machine:
         """Run the VM in a background thread; wait() collects the result."""
         if self.running:
             raise errors.Busy("the machine is already running", lib.VMM_EBUSY, "VMM_EBUSY")
+        timeout = self._seconds(timeout)
+        self._call(lib.vmm_run_pending)  # serial readers now wait for output rather than see EOF
         self._result = None
         self._run_error = None
         self._done.clear()
-        lib.vmm_run_pending(self._vm)  # serial readers now wait for output rather than see EOF
         self._thread = threading.Thread(target=self._thread_main, args=(timeout,), name=f"vmm-{self.name}", daemon=True)
         self._thread.start()
 
@@ -581,9 +758,12 @@ class Machine:
         """Wait for the background run to end. On timeout, stop it and return TIMEOUT."""
         if self._thread is None:
             raise errors.StateError("the machine was not started", lib.VMM_ESTATE, "VMM_ESTATE")
-        self.resume()
+        timeout = self._seconds(timeout)
+        with contextlib.suppress(errors.StateError):  # closed: the run has ended
+            self.resume()
         if not self._done.wait(timeout):
-            lib.vmm_request_stop(self._vm)
+            with contextlib.suppress(errors.StateError):
+                self._call(lib.vmm_request_stop)
             self._done.wait()
             self._thread.join()
             if self._result is not None and self._result.reason == RunReason.STOPPED:
@@ -603,25 +783,37 @@ class Machine:
 
     def stop(self) -> RunResult | None:
         """Ask a running VM to stop and wait for it; returns the run result."""
-        if self._vm == ffi.NULL:
-            return None
         self._parked = False  # a stop ends the pause too
-        lib.vmm_request_stop(self._vm)
+        try:
+            self._call(lib.vmm_request_stop)
+        except errors.StateError:  # closed (or closing): close() stops the run
+            return self._result
         if self._thread is not None:
             return self.wait()
         return None
 
     def close(self) -> None:
-        """Stop the VM if it runs and free it. Safe to call twice."""
-        if self._vm == ffi.NULL:
-            return
-        if self.running:
-            lib.vmm_request_stop(self._vm)
-            self._done.wait()
-        if self._thread is not None:
-            self._thread.join()
-        lib.vmm_destroy(self._vm)
-        self._vm = ffi.NULL
+        """Stop the VM if it runs and free it. Safe to call twice, and from any thread.
+
+        Calls from other threads are fenced off: from here on they raise StateError ("the machine is
+        closed"), and the VM is freed only once the calls already inside libvmm have returned (the run is
+        stopped first; blocking waits return within half a second). Not from a log handler of this machine.
+        """
+        with self._close_lock:
+            with self._guard:
+                if self._vm == ffi.NULL:
+                    return
+                self._closing = True
+                vm = self._vm
+            lib.vmm_request_stop(vm)  # also wakes serial and screen waiters once the run ends
+            if self._thread is not None:
+                self._done.wait()
+                self._thread.join()
+            with self._guard:
+                while self._users:
+                    self._guard.wait()
+                self._vm = ffi.NULL
+            lib.vmm_destroy(vm)
 
     def __enter__(self) -> Machine:
         return self

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from vmmpy import errors
+from vmmpy import _files, errors
 from vmmpy._ffi import ffi, lib
 
 if TYPE_CHECKING:
@@ -55,13 +55,10 @@ class Screen:
         self._buf: bytearray | None = None
         self._pause_frame = 0  # the pause armed by pause_at()
 
-    def _check(self, rc: int) -> int:
-        return errors._check(rc, self._m._vm)
-
     def info(self) -> ScreenInfo:
         si = ffi.new("struct vmm_screen_info *")
         si.size = ffi.sizeof("struct vmm_screen_info")
-        self._check(lib.vmm_screen_info(self._m._vm, si))
+        self._m._checked(lib.vmm_screen_info, si)
         return ScreenInfo(si.width, si.height, si.frames)
 
     @property
@@ -103,14 +100,14 @@ class Screen:
         while True:
             left = deadline - time.monotonic()
             # short slices keep Ctrl-C responsive; cffi releases the GIL while C waits
-            rc = lib.vmm_screen_wait_frame(self._m._vm, n, max(0, int(min(left, 0.5) * 1e9)))
+            ns = max(0, int(min(left, 0.5) * 1e9))
+            rc = self._m._checked(lib.vmm_screen_wait_frame, n, ns, allow=(lib.VMM_EEOF,))
             if rc == 0:
                 return self.frames
             if rc == lib.VMM_EEOF:
                 res = self._m.result
                 why = f"the VM ended ({res.reason.name})" if res else "the VM is not running"
                 raise errors.ScreenEOF(f"{why} after {self.frames} frames, before frame {n}", rc, "VMM_EEOF")
-            self._check(rc)
             if left <= 0:
                 raise errors.ScreenTimeout(f"frame {n} did not come within {timeout:g} s ({self.frames} frames so far)")
 
@@ -137,7 +134,7 @@ class Screen:
         The run loop parks at the end of the round that flushed frame `n` (``m.paused``); ``wait_paused()``
         waits for that. Arm it while the VM stands still for a host-independent park point."""
         self._pause_frame = n
-        self._check(lib.vmm_screen_pause_at(self._m._vm, n))
+        self._m._checked(lib.vmm_screen_pause_at, n)
 
     def wait_paused(self, timeout: float) -> bool:
         """Deterministic mode: wait up to `timeout` s until the run parks at the pause armed by ``pause_at()``.
@@ -149,7 +146,8 @@ class Screen:
         while True:
             left = deadline - time.monotonic()
             # short slices keep Ctrl-C responsive; cffi releases the GIL while C waits
-            rc = lib.vmm_screen_pause_wait(self._m._vm, max(0, int(min(left, 0.5) * 1e9)))
+            ns = max(0, int(min(left, 0.5) * 1e9))
+            rc = self._m._checked(lib.vmm_screen_pause_wait, ns, allow=(lib.VMM_EEOF,))
             if rc == 0:
                 self._m._parked = True
                 return True
@@ -159,13 +157,12 @@ class Screen:
                 res = self._m.result
                 why = f"the VM ended ({res.reason.name})" if res else "the VM is not running"
                 raise errors.ScreenEOF(f"{why} after {self.frames} frames, before frame {n}", rc, "VMM_EEOF")
-            self._check(rc)
             if left <= 0:
                 return False
 
     def hold(self, n: int) -> None:
         """Keep a copy of frame `n` when it is flushed (call before it happens; at most 64 pending)."""
-        self._check(lib.vmm_screen_hold(self._m._vm, n))
+        self._m._checked(lib.vmm_screen_hold, n)
 
     def _capture(self, frame: int) -> tuple[int, int, memoryview]:
         w, h, fo = ffi.new("uint32_t *"), ffi.new("uint32_t *"), ffi.new("uint64_t *")
@@ -178,11 +175,11 @@ class Screen:
             if self._buf is None or len(self._buf) < size:
                 self._buf = bytearray(size)
             buf = self._buf
-            rc = lib.vmm_screen_capture(self._m._vm, frame, ffi.from_buffer(buf) if size else ffi.NULL, size, w, h, fo)
+            cbuf = ffi.from_buffer(buf) if size else ffi.NULL
+            rc = self._m._checked(lib.vmm_screen_capture, frame, cbuf, size, w, h, fo, allow=(lib.VMM_ERANGE,))
             if rc == lib.VMM_ERANGE:
                 size = w[0] * h[0] * 4
                 continue
-            self._check(rc)
             return w[0], h[0], memoryview(buf)[: w[0] * h[0] * 4]
 
     def capture_rgba(self, frame: int = 0) -> tuple[int, int, bytes]:
@@ -206,6 +203,14 @@ class Screen:
         """Capture (see capture()) and save to `path` (format from the extension unless given); returns the image.
 
         The capture's errors are VmmErrors; the file's are OSErrors."""
+        from PIL import Image
+
         image = self.capture(frame)
-        image.save(path, format=format)
+        if format is None:  # Pillow names it from the extension only for paths, not for open files
+            ext = os.path.splitext(os.fspath(path))[1].lower()
+            format = Image.registered_extensions().get(ext)
+            if format is None:
+                raise ValueError(f"unknown image file extension {ext!r} (pass format=, e.g. 'PNG')")
+        with _files.open_output(path) as f:  # a regular file: never a FIFO's blocking open
+            image.save(f, format=format)
         return image

@@ -15,15 +15,19 @@
 #include "timeq.h"
 #include "vm.h"
 
-#define OUT_CAP (64u << 20) /* keep at most this much unread output */
+#define OUT_CAP (64u << 20) /* keep at most this much unread output (a power of two) */
 #define IN_CAP (1u << 20)   /* queued input bytes */
 
 struct vmm_console {
     pthread_mutex_t lock;
     pthread_cond_t cond; /* CLOCK_MONOTONIC */
+    /* unread output: a ring of out_cap bytes (a power of two, grown up to OUT_CAP); out_rd and out_wr count
+     * bytes since the start, out_wr - out_rd are unread. A full ring drops its oldest bytes in O(1). */
     uint8_t *out;
-    size_t out_len, out_cap, out_rd;
+    size_t out_cap;
+    uint64_t out_rd, out_wr;
     uint64_t out_dropped;
+    struct vmm_vm *vm; /* for log lines */
     bool running;
     bool deterministic;
     struct console_port {
@@ -35,12 +39,13 @@ struct vmm_console {
     } port[VMM_CONSOLE_PORTS];
 };
 
-int vmm__console_create(struct vmm_console **out)
+int vmm__console_create(struct vmm_console **out, struct vmm_vm *vm)
 {
     struct vmm_console *c = calloc(1, sizeof *c);
 
     if (!c)
         return VMM_ENOMEM;
+    c->vm = vm;
     for (unsigned i = 0; i < VMM_CONSOLE_PORTS; i++) {
         if (!(c->port[i].in = malloc(IN_CAP))) {
             while (i--)
@@ -70,40 +75,93 @@ void vmm__console_destroy(struct vmm_console *c)
     free(c);
 }
 
+/* Grow the ring to hold `need` unread bytes (lock held); false if it cannot (it stays as it was). */
+static bool out_grow(struct vmm_console *c, size_t need)
+{
+    size_t cap = c->out_cap ? c->out_cap : 4096;
+    size_t n = (size_t)(c->out_wr - c->out_rd);
+    uint8_t *p;
+
+    while (cap < need)
+        cap *= 2;
+    if (cap > OUT_CAP)
+        cap = OUT_CAP;
+    if (cap <= c->out_cap)
+        return true;
+    if (!(p = malloc(cap)))
+        return false;
+    for (size_t i = 0; i < n;) { /* unwrap into the new ring, from offset 0 */
+        size_t at = (size_t)((c->out_rd + i) & (c->out_cap - 1));
+        size_t k = c->out_cap - at < n - i ? c->out_cap - at : n - i;
+        memcpy(p + i, c->out + at, k);
+        i += k;
+    }
+    free(c->out);
+    c->out = p;
+    c->out_cap = cap;
+    c->out_rd = 0;
+    c->out_wr = n;
+    return true;
+}
+
 void vmm__console_put(struct vmm_console *c, const void *buf, size_t len)
 {
+    const uint8_t *src = buf;
+
     pthread_mutex_lock(&c->lock);
-    if (c->out_rd && c->out_len + len > c->out_cap) { /* compact consumed bytes first */
-        memmove(c->out, c->out + c->out_rd, c->out_len - c->out_rd);
-        c->out_len -= c->out_rd;
-        c->out_rd = 0;
+    bool was_dropping = c->out_dropped != 0;
+    if (len > OUT_CAP) { /* only the last OUT_CAP bytes can be kept */
+        c->out_dropped += len - OUT_CAP;
+        src += len - OUT_CAP;
+        len = OUT_CAP;
     }
-    if (c->out_len + len > OUT_CAP) { /* a reader that never reads: drop the oldest */
-        size_t drop = c->out_len + len - OUT_CAP;
-        if (drop > c->out_len)
-            drop = c->out_len;
-        memmove(c->out, c->out + drop, c->out_len - drop);
-        c->out_len -= drop;
+    size_t unread = (size_t)(c->out_wr - c->out_rd);
+    if (unread + len > c->out_cap && !out_grow(c, unread + len) && !c->out_cap) {
+        pthread_mutex_unlock(&c->lock);
+        return; /* no memory at all: output is lost, the guest goes on */
+    }
+    if (len > c->out_cap) { /* out of memory to grow: keep what fits */
+        src += len - c->out_cap;
+        c->out_dropped += len - c->out_cap;
+        len = c->out_cap;
+    }
+    unread = (size_t)(c->out_wr - c->out_rd);
+    if (unread + len > c->out_cap) { /* a reader that never reads: drop the oldest, O(1) */
+        size_t drop = unread + len - c->out_cap;
+        c->out_rd += drop;
         c->out_dropped += drop;
     }
-    if (c->out_len + len > c->out_cap) {
-        size_t cap = c->out_cap ? c->out_cap : 4096;
-        while (cap < c->out_len + len)
-            cap *= 2;
-        uint8_t *p = realloc(c->out, cap);
-        if (!p) {
-            pthread_mutex_unlock(&c->lock);
-            return; /* output is lost, the guest goes on */
-        }
-        c->out = p;
-        c->out_cap = cap;
+    for (size_t i = 0; i < len;) {
+        size_t at = (size_t)(c->out_wr & (c->out_cap - 1));
+        size_t k = c->out_cap - at < len - i ? c->out_cap - at : len - i;
+        memcpy(c->out + at, src + i, k);
+        c->out_wr += k;
+        i += k;
     }
-    if (len <= OUT_CAP) {
-        memcpy(c->out + c->out_len, buf, len);
-        c->out_len += len;
-    }
+    bool first_drop = !was_dropping && c->out_dropped;
     pthread_cond_broadcast(&c->cond);
     pthread_mutex_unlock(&c->lock);
+    if (first_drop)
+        vmm__log(c->vm, VMM_LOG_WARN, "console",
+                 "serial output is not being read: keeping the latest %u MiB, dropping older bytes "
+                 "(counted in stats.serial_dropped)",
+                 OUT_CAP >> 20);
+}
+
+uint64_t vmm__console_dropped(struct vmm_console *c)
+{
+    pthread_mutex_lock(&c->lock);
+    uint64_t n = c->out_dropped;
+    pthread_mutex_unlock(&c->lock);
+    return n;
+}
+
+size_t vmm__console_host_mem(struct vmm_console *c)
+{
+    pthread_mutex_lock(&c->lock);
+    size_t n = c->out_cap + (size_t)IN_CAP * VMM_CONSOLE_PORTS;
+    pthread_mutex_unlock(&c->lock);
+    return n;
 }
 
 void vmm__console_set_running(struct vmm_console *c, bool running)
@@ -166,18 +224,19 @@ VMM_EXPORT int vmm_console_read(vmm_vm *vm, void *buf, size_t len, uint64_t time
         dl.tv_nsec -= 1000000000L;
     }
     pthread_mutex_lock(&c->lock);
-    while (c->out_len == c->out_rd && c->running && timeout_ns) {
+    while (c->out_wr == c->out_rd && c->running && timeout_ns) {
         if (vmm__host_cond_timedwait(&c->cond, &c->lock, &dl) == ETIMEDOUT)
             break;
     }
-    n = c->out_len - c->out_rd;
+    n = (size_t)(c->out_wr - c->out_rd);
     if (n > len)
         n = len;
-    if (n) {
-        memcpy(buf, c->out + c->out_rd, n);
-        c->out_rd += n;
-        if (c->out_rd == c->out_len)
-            c->out_rd = c->out_len = 0;
+    for (size_t i = 0; i < n;) {
+        size_t at = (size_t)(c->out_rd & (c->out_cap - 1));
+        size_t k = c->out_cap - at < n - i ? c->out_cap - at : n - i;
+        memcpy((uint8_t *)buf + i, c->out + at, k);
+        c->out_rd += k;
+        i += k;
     }
     bool eof = !n && !c->running;
     pthread_mutex_unlock(&c->lock);

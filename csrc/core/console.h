@@ -8,7 +8,8 @@
 
 struct vmm_console;
 
-int vmm__console_create(struct vmm_console **out);
+struct vmm_vm;
+int vmm__console_create(struct vmm_console **out, struct vmm_vm *vm); /* vm: for log lines */
 /*
  * Input notification for the UART model: cb(opaque) runs (without the
  * console lock held, from any thread) whenever queued input goes from empty
@@ -24,6 +25,9 @@ void vmm__console_set_deterministic(struct vmm_console *c, bool on);
 uint64_t vmm__console_advance(struct vmm_console *c, uint64_t now_ns);
 void vmm__console_destroy(struct vmm_console *c);
 void vmm__console_put(struct vmm_console *c, const void *buf, size_t len);
+/* output dropped because nobody read it (stats.serial_dropped); host memory of the buffers */
+uint64_t vmm__console_dropped(struct vmm_console *c);
+size_t vmm__console_host_mem(struct vmm_console *c);
 /* next input byte, or -1 when none is queued */
 int vmm__console_getc(struct vmm_console *c);
 bool vmm__console_has_input(struct vmm_console *c);

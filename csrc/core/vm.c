@@ -125,7 +125,7 @@ VMM_EXPORT int vmm_create(const struct vmm_config *cfg, vmm_vm **out, char *errb
                             (unsigned long long)(vm->ram_size >> 20));
         goto fail;
     }
-    if ((rc = vmm__console_create(&vm->console))) {
+    if ((rc = vmm__console_create(&vm->console, vm))) {
         vmm__set_error(vm, rc, "out of memory for the console");
         goto fail;
     }
@@ -307,6 +307,8 @@ VMM_EXPORT int vmm_get_stats(vmm_vm *vm, struct vmm_stats *st)
         s.insns += vm->vcpus[i].insns;
     }
     s.clock_ns = vmm__clock_ns(vm, NULL);
+    s.host_mem_bytes += vmm__console_host_mem(vm->console);
+    s.serial_dropped = vmm__console_dropped(vm->console);
     memcpy(st, &s, s.size);
     return 0;
 }

@@ -13,12 +13,19 @@
 #define MAX_FILE (4ULL << 30)
 #define MAX_CMDLINE 4096
 
+/*
+ * Read a whole file the user named. O_NONBLOCK: a FIFO opens at once (and is refused below) instead of
+ * waiting for a writer; the type is checked with fstat on the open descriptor. At most `max` bytes:
+ * guest RAM for an initrd or a non-ELF kernel (it could not fit), MAX_FILE for an ELF (debug sections).
+ */
 static int read_file(struct vmm_vm *vm, const char *path, const char *what, uint8_t **data, size_t *len)
 {
     struct stat st;
     uint8_t *buf;
     size_t got = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    uint64_t max;
+    uint8_t magic[4];
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 
     if (fd < 0) {
         int e = errno;
@@ -29,9 +36,18 @@ static int read_file(struct vmm_vm *vm, const char *path, const char *what, uint
         close(fd);
         return vmm__set_error(vm, VMM_EIO, "%s: %s is not a regular file", path, what);
     }
-    if ((uint64_t)st.st_size > MAX_FILE) {
+    (void)fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    max = vm->ram_size;
+    if (!strcmp(what, "kernel") && pread(fd, magic, sizeof magic, 0) == (ssize_t)sizeof magic && magic[0] == 0x7f &&
+        !memcmp(magic + 1, "ELF", 3))
+        max = MAX_FILE; /* only its PT_LOAD segments must fit in RAM (vmm__load_elf checks them) */
+    if (max > MAX_FILE)
+        max = MAX_FILE;
+    if ((uint64_t)st.st_size > max) {
         close(fd);
-        return vmm__set_error(vm, VMM_ERANGE, "%s: %s is too large (%lld bytes)", path, what, (long long)st.st_size);
+        return vmm__set_error(vm, VMM_ERANGE, "%s: %s (%lld bytes) is larger than %s (%llu MiB)", path, what,
+                              (long long)st.st_size, max == MAX_FILE ? "the loader's limit" : "guest RAM",
+                              (unsigned long long)(max >> 20));
     }
     buf = malloc(st.st_size ? (size_t)st.st_size : 1);
     if (!buf) {
