@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "virtio_mmio_regs.h"
 #include "vmm.h"
 
 #define RAM 0x40000000ull
@@ -51,21 +52,6 @@
 #define XQ_SIZE 16
 #define MAX_CHAINS 16 /* per batch: 3 descriptors each fit the control queue */
 
-enum {
-    MAGIC = 0x000,
-    DEV_FEAT = 0x010,
-    DEV_FEAT_SEL = 0x014,
-    DRV_FEAT = 0x020,
-    DRV_FEAT_SEL = 0x024,
-    QSEL = 0x030,
-    QNUM = 0x038,
-    QREADY = 0x044,
-    QNOTIFY = 0x050,
-    STATUS = 0x070,
-    QDESC = 0x080,
-    QDRIVER = 0x090,
-    QDEVICE = 0x0a0
-};
 enum { D_NEXT = 1, D_WRITE = 2 };
 
 static vmm_vm *vm;

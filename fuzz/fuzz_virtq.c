@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "virtio_mmio_regs.h"
 #include "vmm.h"
 
 #define RAM 0x40000000ull
@@ -23,21 +24,6 @@
 #define AREA (RAM + 0x103000) /* indirect tables and buffers the input may point at */
 #define AREA_LEN 0x4000
 
-enum {
-    MAGIC = 0x000,
-    DEV_FEAT = 0x010,
-    DEV_FEAT_SEL = 0x014,
-    DRV_FEAT = 0x020,
-    DRV_FEAT_SEL = 0x024,
-    QSEL = 0x030,
-    QNUM = 0x038,
-    QREADY = 0x044,
-    QNOTIFY = 0x050,
-    STATUS = 0x070,
-    QDESC = 0x080,
-    QDRIVER = 0x090,
-    QDEVICE = 0x0a0
-}; /* clang-format: one line per group is clearer here */
 
 static vmm_vm *vm;
 

@@ -619,20 +619,16 @@ static uint64_t soft_mem_overhead(struct vmm_vcpu *vcpu)
     return sizeof *sv + (sv ? uc_context_size(sv->uc) : 0);
 }
 
+/* The ops both soft backends share: they differ only in how the loop drives them. */
+#define SOFT_OPS                                                                                              \
+    .probe = soft_probe, .vm_init = soft_vm_init, .vm_fini = soft_vm_fini, .vcpu_init = soft_vcpu_init,       \
+    .vcpu_fini = soft_vcpu_fini, .vcpu_reset = soft_vcpu_reset, .vcpu_run = soft_vcpu_run, .kick = soft_kick, \
+    .irq_notify = soft_irq_notify, .get_pc = soft_get_pc, .mem_overhead = soft_mem_overhead
+
 const struct vmm_backend_ops vmm__soft_backend = {
     .name = "soft",
     .caps = 0, /* one thread; our GIC, timers and PSCI */
-    .probe = soft_probe,
-    .vm_init = soft_vm_init,
-    .vm_fini = soft_vm_fini,
-    .vcpu_init = soft_vcpu_init,
-    .vcpu_fini = soft_vcpu_fini,
-    .vcpu_reset = soft_vcpu_reset,
-    .vcpu_run = soft_vcpu_run,
-    .kick = soft_kick,
-    .irq_notify = soft_irq_notify,
-    .get_pc = soft_get_pc,
-    .mem_overhead = soft_mem_overhead,
+    SOFT_OPS,
 };
 
 /*
@@ -647,15 +643,5 @@ const struct vmm_backend_ops vmm__soft_threaded_backend = {
     .name = "soft-threaded",
     .caps = VMM_CAP_VCPU_THREADS,
     .not_auto = true,
-    .probe = soft_probe,
-    .vm_init = soft_vm_init,
-    .vm_fini = soft_vm_fini,
-    .vcpu_init = soft_vcpu_init,
-    .vcpu_fini = soft_vcpu_fini,
-    .vcpu_reset = soft_vcpu_reset,
-    .vcpu_run = soft_vcpu_run,
-    .kick = soft_kick,
-    .irq_notify = soft_irq_notify,
-    .get_pc = soft_get_pc,
-    .mem_overhead = soft_mem_overhead,
+    SOFT_OPS,
 };

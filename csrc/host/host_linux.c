@@ -23,12 +23,6 @@ void *vmm__host_ram_alloc(size_t size)
     return p == MAP_FAILED ? NULL : p;
 }
 
-void vmm__host_ram_free(void *p, size_t size)
-{
-    if (p)
-        munmap(p, size);
-}
-
 int vmm__host_random(void *buf, size_t len)
 {
     uint8_t *p = buf;
@@ -123,21 +117,6 @@ static int fill(struct vmm__host_node *n)
     return 0;
 }
 
-void vmm__host_node_init(struct vmm__host_node *n)
-{
-    memset(n, 0, sizeof *n);
-    n->fd = n->pfd = -1;
-}
-
-void vmm__host_node_close(struct vmm__host_node *n)
-{
-    if (n->fd >= 0)
-        close(n->fd);
-    if (n->pfd >= 0)
-        close(n->pfd);
-    vmm__host_node_init(n);
-}
-
 int vmm__host_node_root(int dirfd, struct vmm__host_node *out)
 {
     int e;
@@ -177,23 +156,6 @@ int vmm__host_node_walk(const struct vmm__host_node *dir, const char *name, stru
     }
     if ((e = fill(out)))
         vmm__host_node_close(out);
-    return e;
-}
-
-int vmm__host_node_dup(const struct vmm__host_node *n, struct vmm__host_node *out)
-{
-    int e;
-
-    *out = *n;
-    out->fd = out->pfd = -1;
-    if (n->fd >= 0 && (out->fd = fcntl(n->fd, F_DUPFD_CLOEXEC, 0)) < 0)
-        goto fail;
-    if (n->pfd >= 0 && (out->pfd = fcntl(n->pfd, F_DUPFD_CLOEXEC, 0)) < 0)
-        goto fail;
-    return 0;
-fail:
-    e = errno;
-    vmm__host_node_close(out);
     return e;
 }
 

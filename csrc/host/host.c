@@ -1,0 +1,46 @@
+/* host.c - the host layer's parts that are plain POSIX, shared by host_linux.c and host_posix.c. */
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "host.h"
+
+void vmm__host_node_init(struct vmm__host_node *n)
+{
+    memset(n, 0, sizeof *n);
+    n->fd = n->pfd = -1;
+}
+
+void vmm__host_node_close(struct vmm__host_node *n)
+{
+    if (n->fd >= 0)
+        close(n->fd);
+    if (n->pfd >= 0)
+        close(n->pfd);
+    vmm__host_node_init(n);
+}
+
+int vmm__host_node_dup(const struct vmm__host_node *n, struct vmm__host_node *out)
+{
+    int e;
+
+    *out = *n;
+    out->fd = out->pfd = -1;
+    if (n->fd >= 0 && (out->fd = fcntl(n->fd, F_DUPFD_CLOEXEC, 0)) < 0)
+        goto fail;
+    if (n->pfd >= 0 && (out->pfd = fcntl(n->pfd, F_DUPFD_CLOEXEC, 0)) < 0)
+        goto fail;
+    return 0;
+fail:
+    e = errno;
+    vmm__host_node_close(out);
+    return e;
+}
+
+void vmm__host_ram_free(void *p, size_t size)
+{
+    if (p)
+        munmap(p, size);
+}
