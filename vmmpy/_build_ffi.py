@@ -87,6 +87,10 @@ def sources(portable: bool = False) -> list[str]:
     return srcs
 
 
+def headers() -> list[str]:
+    return sorted(glob.glob(os.path.join(ROOT, "csrc", "*", "*.h"))) + [os.path.join(INCLUDE, "vmm.h")]
+
+
 def make_ffi(sanitize: bool = False, absolute: bool = False, portable: bool = False) -> FFI:
     """The cffi builder. portable: the POSIX host layer (VMM_HOST_POSIX) instead of host_linux.c."""
     ud = unicorn_dir()
@@ -108,6 +112,9 @@ def make_ffi(sanitize: bool = False, absolute: bool = False, portable: bool = Fa
         # so no build-time path is baked into the extension.
         extra_link_args=[os.path.join(ud, "lib", unicorn_lib_name()), *ldflags],
         extra_compile_args=cflags(sanitize, portable),
+        # headers too: setuptools rebuilds only when a dependency is newer than the extension, and a
+        # header-only change (a struct's layout) must not leave objects compiled against the old one
+        depends=[h if absolute else os.path.relpath(h, ROOT) for h in headers()],
     )
     return ffi
 
