@@ -106,4 +106,7 @@ def test_cli_memory_stays_bounded_while_a_guest_prints(tmp_path):
     p.stderr.close()
     assert p.returncode == 0, err
     rss_mib = usage.ru_maxrss / 1024
-    assert rss_mib < 300, f"the CLI grew to {rss_mib:.0f} MiB streaming 400 MiB of output"
+    # at most libvmm's 64 MiB ring (full when the reader lags), Python's 16 MiB window (x1.5) and the
+    # interpreter, Unicorn and guest pages (~150 MiB): 312 MiB seen on a loaded host. Keeping the whole
+    # stream needs 400 MiB more than that baseline (924 MiB before the fix).
+    assert rss_mib < 400, f"the CLI grew to {rss_mib:.0f} MiB streaming 400 MiB of output"
