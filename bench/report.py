@@ -29,6 +29,8 @@ import common  # noqa: E402
 
 COLORS = {"vmmpy": "#1f77b4", "qemu": "#ff7f0e", "kvm": "#2ca02c"}
 LABELS = {"vmmpy": "vmmpy", "qemu": "QEMU TCG", "kvm": "bare KVM"}
+# a change smaller than this is never flagged, however tight the runs (one run, or identical runs, spread 0)
+MIN_NOISE = 0.02
 MET, MISSED, NONE = "#2ca02c", "#d62728", "#7f7f7f"
 
 
@@ -88,14 +90,20 @@ def latest(records: list[dict]) -> dict[str, dict]:
     return out
 
 
-def resolve(spec: str, history: list[dict]) -> tuple[dict[str, dict], str]:
+def resolve(spec: str, history: list[dict], machine_id: str | None = None) -> tuple[dict[str, dict], str]:
     """A comparison side: a NAME.json, a .jsonl history, a directory of results, or a git rev whose runs
-    are in `history` (the newest run of each family at that commit). Records by family, and a label."""
+    are in `history` (the newest run of each family at that commit). Records by family, and a label.
+    With machine_id, runs of a history (or of a rev) on that machine are preferred when there are any."""
+
+    def mine(recs: list[dict]) -> list[dict]:
+        same = [r for r in recs if r["machine"]["id"] == machine_id]
+        return same or recs
+
     if os.path.isdir(spec):
         return latest(load_dir(spec)), spec
     if os.path.isfile(spec):
         recs = load_history(spec) if spec.endswith(".jsonl") else [common.load(spec)]
-        return latest(recs), spec
+        return latest(mine(recs)), spec
     sha = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{spec}^{{commit}}"], cwd=common.ROOT,
                          capture_output=True, text=True).stdout.strip()  # fmt: skip
     if not sha:
@@ -103,7 +111,7 @@ def resolve(spec: str, history: list[dict]) -> tuple[dict[str, dict], str]:
     recs = [h for h in history if h["commit"] == sha]
     if not recs:
         raise SystemExit(f"report: no run of commit {sha[:12]} ({spec}) in the history")
-    return latest(recs), f"{spec} ({sha[:10]})"
+    return latest(mine(recs)), f"{spec} ({sha[:10]})"
 
 
 # ---- figures of a row ----------------------------------------------------------------------------------
@@ -264,8 +272,8 @@ def plot_family(rec: dict, hist: list[dict], others: int, path: str, dpi: int = 
 
 def compare(old: dict[str, dict], new: dict[str, dict]) -> tuple[list[dict], list[str]]:
     """Every row in both sides: the change of its ratio (its value without a peer), and whether that is
-    beyond the run-to-run noise of the two runs (the larger of their relative spreads). Families measured on
-    different machines are not compared; they are named in the second list."""
+    beyond the run-to-run noise of the two runs (the larger of their relative spreads, at least MIN_NOISE).
+    Families measured on different machines are not compared; they are named in the second list."""
     out, skipped = [], []
     for name in sorted(old.keys() & new.keys()):
         a, b = old[name], new[name]
@@ -285,7 +293,7 @@ def compare(old: dict[str, dict], new: dict[str, dict]) -> tuple[list[dict], lis
             if not ma:
                 continue
             change = mb / ma - 1
-            noise = max(na, nb)
+            noise = max(na, nb, MIN_NOISE)
             worse = change > 0 if rb["direction"] == "lower" else change < 0
             verdict = "within noise" if abs(change) <= noise else "REGRESSION" if worse else "improved"
             out.append({"family": name, "row": rb["name"], "kind": "ratio" if is_ratio else rb["unit"],
@@ -296,7 +304,7 @@ def compare(old: dict[str, dict], new: dict[str, dict]) -> tuple[list[dict], lis
 
 def print_compare(changes: list[dict], skipped: list[str], old_label: str, new_label: str) -> str:
     lines = [f"change of every ratio (vmmpy/peer; the value where there is no peer): {old_label} -> {new_label}",
-             "noise = the larger relative spread (max-min over the figure) of the runs in either run",
+             f"noise = the larger relative spread ((max-min)/median) of either run's runs, at least {MIN_NOISE:.0%}",
              f"{'family/row':<36} {'old':>9} {'new':>9} {'change':>8} {'noise':>7}  verdict"]  # fmt: skip
     for c in changes:
         k = "x" if c["kind"] == "ratio" else f" {c['kind']}"
@@ -415,32 +423,36 @@ def write_html(records: list[dict], pngs: dict[str, str], out: str, compare_bloc
 
 
 def report(results: str, out: str, last: int = 10, compare_to: list[str] | None = None, dpi: int = 100) -> dict:
-    """Write report.html and the PNGs; returns {"html": path, "pngs": {family: path}, "compare": text or None}."""
+    """Write report.html and the PNGs. Returns {"html": path, "pngs": {family: path}, "compare": text or None,
+    "history_runs": {family: runs in its history plot}}."""
     os.makedirs(out, exist_ok=True)
     history = load_history(os.path.join(results, common.HISTORY))
     records = sorted(latest(load_dir(results)).values(), key=lambda r: r["name"])
     if not records:
         raise SystemExit(f"report: no result files in {results} (run `make bench` first)")
-    pngs = {}
+    pngs, runs = {}, {}
     for rec in records:
         hist, others = history_of(history, rec, last)
         if not any(h["date"] == rec["date"] and h["commit"] == rec["commit"] for h in hist):
             hist = (hist + [rec])[-last:]  # a result file whose run is not in the history yet
+        runs[rec["name"]] = len(hist)
         pngs[rec["name"]] = plot_family(rec, hist, others, os.path.join(out, f"{rec['name']}.png"), dpi)
     block, text = "", None
     if compare_to:
-        old, old_label = resolve(compare_to[0], history)
+        here = records[0]["machine"]["id"]
         if len(compare_to) > 1:
-            new, new_label = resolve(compare_to[1], history)
+            new, new_label = resolve(compare_to[1], history, here)
         else:
             new, new_label = {r["name"]: r for r in records}, f"{results} (now)"
+        ids = {r["machine"]["id"] for r in new.values()}
+        old, old_label = resolve(compare_to[0], history, ids.pop() if len(ids) == 1 else here)
         changes, skipped = compare(old, new)
         text = print_compare(changes, skipped, old_label, new_label)
         cpath = plot_compare(changes, old_label, new_label, os.path.join(out, "compare.png"), dpi)
         pngs["compare"] = cpath
         block = f"<h2>Comparison</h2><pre>{html.escape(text)}</pre>{_img(cpath)}"
     path = write_html(records, pngs, os.path.join(out, "report.html"), block)
-    return {"html": path, "pngs": pngs, "compare": text}
+    return {"html": path, "pngs": pngs, "compare": text, "history_runs": runs}
 
 
 def main(argv: list[str] | None = None) -> int:
