@@ -130,7 +130,8 @@ def table(rows: list[tuple[str, float | None, float | None]], unit: str = "ns", 
 #     name       unique in the family
 #     unit       "ns", "us", "ms", "MB/s", "ops/s", "%", "KiB" ...
 #     direction  "lower" or "higher": which is better
-#     stat       "min" or "median": how the runs are summarised into the row's value
+#     stat       "min", "max" or "median": how the runs are summarised into the row's value (the best run is
+#                "min" for "lower" rows, "max" for "higher" ones)
 #     runs       every value measured on vmmpy (one per whole-guest run, or per sample), in order
 #     peers      {"qemu": [...], "kvm": [...]}: every value measured on each peer, same unit ({} if none)
 #     target     null, {"ratio": R} (vmmpy/baseline <= R for "lower", >= R for "higher") or
@@ -142,7 +143,7 @@ def table(rows: list[tuple[str, float | None, float | None]], unit: str = "ns", 
 
 SCHEMA = 1
 DIRECTIONS = ("lower", "higher")
-STATS = ("min", "median")
+STATS = ("min", "max", "median")
 PEERS = ("qemu", "kvm")
 RECORD_KEYS = {"schema", "name", "title", "machine", "commit", "dirty", "date", "baseline", "config", "rows"}
 ROW_KEYS = {"name", "unit", "direction", "stat", "runs", "peers", "target"}
@@ -302,7 +303,9 @@ def validate(rec) -> dict:
 
 
 def summarize(values: list[float], stat: str) -> float:
-    return min(values) if stat == "min" else statistics.median(values)
+    if stat == "min":
+        return min(values)
+    return max(values) if stat == "max" else statistics.median(values)
 
 
 def value(r: dict) -> float:

@@ -153,7 +153,12 @@ def build(
             mbs = lambda v, b=nbytes[k]: b * 1e3 / v  # noqa: E731
             rows.append(
                 common.row(
-                    f"{k}_mbs", "MB/s", per_run("vmmpy", k, mbs), {"qemu": per_run("qemu", k, mbs)}, direction="higher"
+                    f"{k}_mbs",
+                    "MB/s",
+                    per_run("vmmpy", k, mbs),
+                    {"qemu": per_run("qemu", k, mbs)},
+                    direction="higher",
+                    stat="max",  # the fastest run, as the time rows keep the quickest
                 )
             )
     for name, kv, kq in CAPTURE_ROWS:

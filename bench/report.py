@@ -150,6 +150,15 @@ def short(rec: dict) -> str:
 # ---- the family plot -----------------------------------------------------------------------------------
 
 
+def ratio_axis(axis) -> None:
+    """A log axis of ratios labelled 0.5×, 1×, 2× ... (no 10^0 notation)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}×"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def plot_family(rec: dict, hist: list[dict], others: int, path: str, dpi: int = 100) -> str:
     plt = _plt()
     rows = rec["rows"]
@@ -219,6 +228,7 @@ def plot_family(rec: dict, hist: list[dict], others: int, path: str, dpi: int = 
             ax_r.annotate(f"vmmpy {fmt(common.value(r), r['unit'])}, target {nice(common.target_text(r))}",
                           (1.0, y), xytext=(6, -9), textcoords="offset points", fontsize=7, color=color)  # fmt: skip
     ax_r.set_xscale("log")
+    ratio_axis(ax_r.xaxis)
     if shown:
         lo, hi = min(shown + [1.0]), max(shown + [1.0])
         ax_r.set_xlim(lo / 1.8, hi * 3)
@@ -250,6 +260,7 @@ def plot_family(rec: dict, hist: list[dict], others: int, path: str, dpi: int = 
     ax_h.set_ylabel(f"vmmpy / {base}", fontsize=8)
     if plotted:
         ax_h.set_yscale("log")
+        ratio_axis(ax_h.yaxis)
         ax_h.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     note = f"{len(hist)} run(s) on this machine only; results are compared only when measured on the same machine"
     if others:
@@ -258,9 +269,11 @@ def plot_family(rec: dict, hist: list[dict], others: int, path: str, dpi: int = 
                    f"better)\n{note}", fontsize=9)  # fmt: skip
     ax_h.grid(alpha=0.3, which="both")
 
-    fig.suptitle(f"{rec['name']}: {rec['title']}", fontsize=12, x=0.01, ha="left", y=0.995)
+    height = fig.get_size_inches()[1]
+    fig.subplots_adjust(top=1 - 1.0 / height, bottom=0.6 / height)
+    fig.suptitle(f"{rec['name']}: {rec['title']}", fontsize=12, x=0.01, ha="left", y=1 - 0.1 / height)
     cfg = ", ".join(f"{k}={v}" for k, v in rec["config"].items())
-    fig.text(0.01, 0.965 - 0.12 / (n + 6), f"machine {rec['machine']['id']} · commit {short(rec)} · {rec['date']}"
+    fig.text(0.01, 1 - 0.4 / height, f"machine {rec['machine']['id']} · commit {short(rec)} · {rec['date']}"
              + (f" · {cfg}" if cfg else ""), fontsize=8, color="#444")  # fmt: skip
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
     plt.close(fig)
