@@ -192,6 +192,9 @@ def git_commit() -> tuple[str, bool]:
     return sha, bool(status)
 
 
+_AT_START = git_commit()  # the tree a benchmark measures is the one it started in
+
+
 def row(
     name: str,
     unit: str,
@@ -228,7 +231,7 @@ def record(
     extra: dict | None = None,
 ) -> dict:
     """A validated record of this run: the rows plus machine, commit and date."""
-    sha, dirty = git_commit()
+    sha, dirty = _AT_START
     rec = {
         "schema": SCHEMA,
         "name": name,
@@ -334,14 +337,21 @@ def target_met(rec: dict, r: dict) -> bool | None:
     return got <= limit if r["direction"] == "lower" else got >= limit
 
 
-def spread(values: list[float]) -> float:
-    """Run-to-run noise: (high - low) / centre, high/low the max/min (the 90th/10th percentiles beyond
-    10 values, so one outlier among hundreds of samples does not hide every change), centre the median."""
+def spread(values: list[float], stat: str = "median") -> float:
+    """Run-to-run noise of a row's figure, relative to it. For "min" rows, how far the second-best run is
+    from the best ((s[1] - s[0]) / s[0]: a reproducible minimum has runs close to it), "max" likewise from
+    the top; for "median" rows, the middle half of the runs over the median ((p75 - p25) / median; with 3
+    runs, the whole range). 0 with fewer than 2 runs."""
     s = sorted(values)
-    if len(s) < 2:
+    n = len(s)
+    if n < 2:
         return 0.0
-    lo, hi = (s[0], s[-1]) if len(s) <= 10 else (s[len(s) // 10], s[(len(s) * 9) // 10])
+    if stat == "min":
+        return (s[1] - s[0]) / s[0] if s[0] else 0.0
+    if stat == "max":
+        return (s[-1] - s[-2]) / s[-1] if s[-1] else 0.0
     c = statistics.median(s)
+    lo, hi = s[n // 4], s[(3 * n - 1) // 4] if n > 3 else s[-1]
     return (hi - lo) / c if c else 0.0
 
 

@@ -29,8 +29,9 @@ import common  # noqa: E402
 
 COLORS = {"vmmpy": "#1f77b4", "qemu": "#ff7f0e", "kvm": "#2ca02c"}
 LABELS = {"vmmpy": "vmmpy", "qemu": "QEMU TCG", "kvm": "bare KVM"}
-# a change smaller than this is never flagged, however tight the runs (one run, or identical runs, spread 0)
-MIN_NOISE = 0.02
+# a change smaller than this is never flagged, however tight the runs (one run or identical runs have spread 0,
+# and the load of a shared machine drifts between sessions by a few % that no single run sees)
+MIN_NOISE = 0.05
 MET, MISSED, NONE = "#2ca02c", "#d62728", "#7f7f7f"
 
 
@@ -127,8 +128,8 @@ def metric(rec: dict, row: dict) -> tuple[float | None, float]:
     run-to-run noise (relative spread of vmmpy's runs, plus the baseline's for a ratio)."""
     r = common.ratio(rec, row)
     if r is not None:
-        return r, common.spread(row["runs"]) + common.spread(row["peers"][rec["baseline"]])
-    return common.value(row), common.spread(row["runs"])
+        return r, common.spread(row["runs"], row["stat"]) + common.spread(row["peers"][rec["baseline"]], row["stat"])
+    return common.value(row), common.spread(row["runs"], row["stat"])
 
 
 def fmt(v: float | None, unit: str = "") -> str:
@@ -301,8 +302,8 @@ def compare(old: dict[str, dict], new: dict[str, dict]) -> tuple[list[dict], lis
             (ma, na), (mb, nb) = metric(a, ra), metric(b, rb)
             is_ratio = common.ratio(a, ra) is not None and common.ratio(b, rb) is not None
             if not is_ratio:
-                ma, na = common.value(ra), common.spread(ra["runs"])
-                mb, nb = common.value(rb), common.spread(rb["runs"])
+                ma, na = common.value(ra), common.spread(ra["runs"], ra["stat"])
+                mb, nb = common.value(rb), common.spread(rb["runs"], rb["stat"])
             if not ma:
                 continue
             change = mb / ma - 1
@@ -317,7 +318,8 @@ def compare(old: dict[str, dict], new: dict[str, dict]) -> tuple[list[dict], lis
 
 def print_compare(changes: list[dict], skipped: list[str], old_label: str, new_label: str) -> str:
     lines = [f"change of every ratio (vmmpy/peer; the value where there is no peer): {old_label} -> {new_label}",
-             f"noise = the larger relative spread ((max-min)/median) of either run's runs, at least {MIN_NOISE:.0%}",
+             "noise: the larger run-to-run spread of the two (vmmpy's + the peer's, common.spread: best vs "
+             f"second-best run for min rows, interquartile range for medians), at least {MIN_NOISE:.0%}",
              f"{'family/row':<36} {'old':>9} {'new':>9} {'change':>8} {'noise':>7}  verdict"]  # fmt: skip
     for c in changes:
         k = "x" if c["kind"] == "ratio" else f" {c['kind']}"
