@@ -458,7 +458,7 @@ def report(results: str, out: str, last: int = 10, compare_to: list[str] | None 
         if len(compare_to) > 1:
             new, new_label = resolve(compare_to[1], history, here)
         else:
-            new, new_label = {r["name"]: r for r in records}, f"{results} (now)"
+            new, new_label = {r["name"]: r for r in records}, f"{os.path.relpath(results)} (now)"
         ids = {r["machine"]["id"] for r in new.values()}
         old, old_label = resolve(compare_to[0], history, ids.pop() if len(ids) == 1 else here)
         changes, skipped = compare(old, new)
