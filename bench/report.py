@@ -20,6 +20,7 @@ import base64
 import glob
 import html
 import json
+import math
 import os
 import subprocess
 import sys
@@ -151,11 +152,14 @@ def short(rec: dict) -> str:
 # ---- the family plot -----------------------------------------------------------------------------------
 
 
-def ratio_axis(axis) -> None:
-    """A log axis of ratios labelled 0.5×, 1×, 2× ... (no 10^0 notation)."""
+def ratio_axis(axis, lo: float, hi: float) -> None:
+    """A log axis of ratios from lo to hi labelled 0.5×, 1×, 2× ... (no 10^0 notation; fewer ticks when
+    it spans decades)."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
+    decades = math.log10(max(hi, 1e-12) / max(lo, 1e-12))
+    subs = (1.0, 1.5, 2.0, 3.0, 5.0, 7.0) if decades <= 1.2 else (1.0, 2.0, 5.0) if decades <= 2.5 else (1.0,)
+    axis.set_major_locator(LogLocator(base=10, subs=subs))
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}×"))
     axis.set_minor_formatter(NullFormatter())
 
@@ -191,7 +195,7 @@ def plot_family(rec: dict, hist: list[dict], others: int, path: str, dpi: int = 
                           va="center", fontsize=7)  # fmt: skip
     handles, labels = ax_v.get_legend_handles_labels()
     seen = dict(zip(labels, handles))
-    ax_v.legend(seen.values(), seen.keys(), fontsize=8, loc="lower right")
+    ax_v.legend(seen.values(), seen.keys(), fontsize=8, loc="best", framealpha=0.9)
     ax_v.set_yticks(ys)
     ax_v.set_yticklabels(
         [f"{r['name']} [{r['unit']}] {r['stat']}" + (" (higher=better)" if r["direction"] == "higher" else "")
@@ -229,10 +233,9 @@ def plot_family(rec: dict, hist: list[dict], others: int, path: str, dpi: int = 
             ax_r.annotate(f"vmmpy {fmt(common.value(r), r['unit'])}, target {nice(common.target_text(r))}",
                           (1.0, y), xytext=(6, -9), textcoords="offset points", fontsize=7, color=color)  # fmt: skip
     ax_r.set_xscale("log")
-    ratio_axis(ax_r.xaxis)
-    if shown:
-        lo, hi = min(shown + [1.0]), max(shown + [1.0])
-        ax_r.set_xlim(lo / 1.8, hi * 3)
+    lo, hi = min(shown + [1.0]) / 1.8, max(shown + [1.0]) * 3
+    ax_r.set_xlim(lo, hi)
+    ratio_axis(ax_r.xaxis, lo, hi)
     ax_r.set_ylim(-0.6, n - 0.4)
     ax_r.set_yticks(ys)
     ax_r.set_yticklabels([r["name"] for r in rows], fontsize=8)
@@ -261,7 +264,9 @@ def plot_family(rec: dict, hist: list[dict], others: int, path: str, dpi: int = 
     ax_h.set_ylabel(f"vmmpy / {base}", fontsize=8)
     if plotted:
         ax_h.set_yscale("log")
-        ratio_axis(ax_h.yaxis)
+        ax_h.margins(y=0.12)
+        lo, hi = ax_h.get_ylim()
+        ratio_axis(ax_h.yaxis, lo, hi)
         ax_h.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     note = f"{len(hist)} run(s) on this machine only; results are compared only when measured on the same machine"
     if others:
