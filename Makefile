@@ -3,11 +3,11 @@ PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 DEB_PKGS := clang lld llvm libclang-rt-14-dev libfdt-dev zlib1g-dev qemu-system-arm cppcheck clang-format \
   python3-tk xvfb xdotool
-PY_PKGS := cffi pytest Pillow pylibfdt unicorn==2.1.4 ruff setuptools wheel
+PY_PKGS := cffi pytest Pillow pylibfdt unicorn==2.1.4 ruff setuptools wheel matplotlib
 SRCS := $(wildcard csrc/*/*.c csrc/*/*.h) include/vmm.h vmmpy/_build_ffi.py
 STAMP := build/.stamp-ext
 
-.PHONY: all deps build guests test test-fast test-asan test-portable lint demo bench debian clean fuzz soak aarch64 deps-aarch64 nested
+.PHONY: all deps build guests test test-fast test-asan test-portable lint demo bench bench-report debian clean fuzz soak aarch64 deps-aarch64 nested
 all: build guests
 
 # $(call apt_install,PACKAGES): install the Debian packages of the list that are missing (sudo unless root).
@@ -84,6 +84,8 @@ demo: build guests
 	  $(PYTHON) -m vmmpy run guest/build/hello.elf; \
 	fi
 
+# Each benchmark writes bench/results/NAME.json (the schema of bench/common.py) and appends it to
+# bench/results/history.jsonl; `make bench-report` turns them into bench/results/report.html and PNGs.
 bench: build guests
 	$(PYTHON) bench/exit_latency.py
 	$(PYTHON) bench/first_byte.py
@@ -91,8 +93,12 @@ bench: build guests
 	$(PYTHON) bench/gpu.py
 	$(PYTHON) bench/idle.py
 	$(PYTHON) bench/input_latency.py
-	$(PYTHON) bench/linux_boot.py
+	$(PYTHON) bench/linux_boot.py --cpus 1
+	$(PYTHON) bench/linux_boot.py --cpus 2
 	$(PYTHON) bench/fs.py
+
+bench-report: deps
+	$(PYTHON) bench/report.py
 
 debian: deps
 	$(PYTHON) tools/fetch_debian.py

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -114,6 +113,27 @@ def qemu_latency(n: int) -> list[float]:
             return out
 
 
+def build(vmmpy_us: list[float], qemu_us: list[float], config: dict | None = None, note: str = "") -> dict:
+    """Every key event's latency, us, per peer."""
+    rows = [
+        common.row(
+            "key_to_echo",
+            "us",
+            vmmpy_us,
+            {"qemu": qemu_us},
+            stat="median",
+            note="vmmpy: keyboard.press/release + serial read; QEMU: QMP input-send-event + stdout",
+        )
+    ]
+    return common.record(
+        "input_latency",
+        "Input latency: host key event to the guest's serial echo",
+        rows,
+        config=config,
+        extra={"note": note} if note else None,
+    )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=400, help="key events timed per VMM (at least 200)")
@@ -121,7 +141,7 @@ def main() -> int:
     args = ap.parse_args()
     n = max(200, args.events)
 
-    res = {"vmmpy": summary(vmmpy_latency(n))}
+    samples = {"vmmpy": vmmpy_latency(n)}
     qemu_note = ""
     if args.no_qemu:
         qemu_note = "QEMU skipped (--no-qemu)"
@@ -129,12 +149,13 @@ def main() -> int:
         qemu_note = "QEMU not installed (apt-get install qemu-system-arm)"
     else:
         try:
-            res["qemu-tcg"] = summary(qemu_latency(n))
+            samples["qemu"] = qemu_latency(n)
         except (qemu_ref.QemuError, SystemExit) as e:
             qemu_note = f"QEMU run failed: {e}"
 
+    res = {k: summary(v) for k, v in samples.items()}
     print(f"input latency: key event -> guest serial echo, {n} events each (input_echo.elf)")
-    q = res.get("qemu-tcg", {})
+    q = res.get("qemu", {})
     print(
         common.table(
             [(f"{k.replace('_us', '')}", res["vmmpy"][k], q.get(k)) for k in ("median_us", "p90_us", "min_us")],
@@ -144,8 +165,11 @@ def main() -> int:
     if qemu_note:
         print(f"  {qemu_note}")
     print("  vmmpy: m.keyboard.press/release + serial read; QEMU: QMP input-send-event round trip + stdout read")
-    path = common.save("input_latency", {"host": platform.node(), "events": n, "results": res, "note": qemu_note})
-    print(f"results: {path}")
+    rec = build(
+        [t * 1e6 for t in samples["vmmpy"]], [t * 1e6 for t in samples.get("qemu", [])], {"events": n}, qemu_note
+    )
+    path = common.save(rec)
+    print(f"wrote {os.path.relpath(path, common.ROOT)}")
     return 0
 
 
