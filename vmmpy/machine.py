@@ -345,12 +345,12 @@ class Serial:
         on_timeout = on_eof = None
         rxs: list[tuple[int, re.Pattern]] = []
         for i, p in enumerate(wanted):
+            if single and isinstance(p, _Sentinel):
+                raise TypeError(f"{p!r} is an outcome for pattern lists: expect([..., {p!r}])")
             if p is TIMEOUT:
                 on_timeout = i if on_timeout is None else on_timeout
             elif p is EOF:
                 on_eof = i if on_eof is None else on_eof
-            elif single and isinstance(p, _Sentinel):
-                raise TypeError(f"{p!r} is an outcome for pattern lists: expect([..., {p!r}])")
             else:
                 rxs.append((i, _compile(p)))
         if not rxs and on_eof is None:
