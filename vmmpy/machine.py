@@ -391,7 +391,7 @@ class Serial:
                 if m and (best is None or m.start() < best[1].start()):
                     best = (i, m)
             for rx in fails:
-                # a failure counts if it starts before the wanted match ends: a panic message that
+                # a failure counts if it lies before the wanted match's end: a panic message that
                 # contains the expected text still fails
                 m = rx.search(self._buf, pos, len(self._buf) if best is None else best[1].end())
                 if m:
