@@ -38,6 +38,13 @@ def code(*insns: int) -> bytes:
     return b"".join(struct.pack("<I", i) for i in insns)
 
 
+@pytest.fixture
+def machine(vmmpy_machine):
+    """The suite's short name for the plugin's vmmpy_machine factory (the plugin itself only registers
+    namespaced names; a project may alias it like this in its own conftest.py)."""
+    return vmmpy_machine
+
+
 @pytest.fixture(scope="session")
 def guest():
     """guest('hello') -> path of guest/build/hello.elf (built by `make guests`)."""

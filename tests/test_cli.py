@@ -157,3 +157,69 @@ def test_capture_timeout(tmp_path):
     p = vmmpy("run", GPU_DEMO, "--capture", "1000", str(tmp_path / "x.png"), "--timeout", "1")
     assert p.returncode == 124
     assert "timed out after 1 s; not captured: frame 1000" in one_error_line(p)
+
+
+# -- --result-json: the guest's status 2 vs vmmpy's 2 -------------------------------------------------------
+
+# mov w0, #0x18 (SYS_EXIT); adr x1, block; hlt #0xf000 (semihosting); b . ; block: ApplicationExit, status 2
+SEMIHOST_EXIT_2 = (
+    code(0x52800300, 0x10000061, 0xD45E0000, B_SELF) + (0x20026).to_bytes(8, "little") + bytes([2, 0, 0, 0, 0, 0, 0, 0])
+)
+
+
+def _result(path) -> dict:
+    import json
+
+    with open(path) as f:
+        return json.load(f)
+
+
+def test_result_json_tells_a_guest_status_2_from_a_vmmpy_error(raw_guest, tmp_path):
+    out = tmp_path / "r.json"
+    p = vmmpy("run", raw_guest(SEMIHOST_EXIT_2), "--format", "raw", "--result-json", str(out))
+    assert p.returncode == 2 and p.stderr == ""
+    r = _result(out)
+    assert r["reason"] == "POWEROFF" and r["status"] == 2 and r["exit_code"] == 2 and r["error"] is None
+    assert r["pc"] == 0x4000_0000 + 12 and r["message"] == ""
+    assert r["stats"]["hvc_exits"] == 0 and "mmio_exits" in r["stats"]
+    p = vmmpy("run", str(tmp_path / "missing.elf"), "--result-json", str(out))
+    assert p.returncode == 2 and "missing.elf" in one_error_line(p)
+    r = _result(out)
+    assert r["reason"] == "ERROR" and r["status"] is None and r["exit_code"] == 2 and "missing.elf" in r["error"]
+
+
+def test_result_json_for_a_timeout_and_a_guest_error(raw_guest, tmp_path):
+    out = tmp_path / "r.json"
+    p = vmmpy(
+        "run", raw_guest(code(*PRINT_X, B_SELF)), "--format", "raw", "--timeout", "0.3", "--result-json", str(out)
+    )
+    assert p.returncode == 124
+    r = _result(out)
+    assert r["reason"] == "TIMEOUT" and r["exit_code"] == 124 and r["stats"]["mmio_exits"] == 1
+    p = vmmpy("run", raw_guest(code(0)), "--format", "raw", "--result-json", str(out))  # udf #0: no vectors
+    r = _result(out)
+    assert p.returncode == 121 and r["reason"] == "GUEST_ERROR" and r["exit_code"] == 121 and r["message"]
+
+
+def test_result_json_path_is_checked_before_the_run(guest, tmp_path):
+    p = vmmpy("run", guest("hello"), "--result-json", str(tmp_path / "no" / "such" / "r.json"))
+    assert p.returncode == 2 and "--result-json: directory" in one_error_line(p) and p.stdout == ""
+    os.mkfifo(tmp_path / "fifo")
+    p = vmmpy("run", guest("hello"), "--result-json", str(tmp_path / "fifo"))
+    assert p.returncode == 2 and "not a regular file" in one_error_line(p)
+
+
+def test_ram_512_boots_with_512_mib(guest, tmp_path):
+    """--ram 512 is 512 MiB (issue 19) and boots (test_machine_ram_in_mib_and_0_refused: the size the guest gets)."""
+    from vmmpy.cli import build_parser
+
+    assert build_parser().parse_args(["run", "k", "--ram", "512"]).ram == 512 << 20
+    p = vmmpy("run", guest("hello"), "--ram", "512")
+    assert p.returncode == 0 and "Hello from vmmpy guest!" in p.stdout, p.stderr
+
+
+def test_version():
+    from vmmpy import __version__
+
+    p = vmmpy("--version")
+    assert p.returncode == 0 and p.stdout.strip() == f"vmmpy {__version__}"

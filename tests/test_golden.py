@@ -1,4 +1,4 @@
-"""Golden-frame comparison: vmmpy.golden (pure image logic) and the pytest plugin's `golden` fixture.
+"""Golden-frame comparison: vmmpy.golden (pure image logic) and the pytest plugin's `vmmpy_golden` fixture.
 
 Synthetic Pillow images stand in for captured frames: no VM is needed.
 """
@@ -40,8 +40,8 @@ INNER = """
         ImageDraw.Draw(im).rectangle((8, 8, 23, 23), fill=(200, 200, 0))
         return im
 
-    def test_scene(golden):
-        golden.check(scene(), "scene"{kwargs})
+    def test_scene(vmmpy_golden):
+        vmmpy_golden.check(scene(), "scene"{kwargs})
 """
 
 
@@ -84,12 +84,12 @@ def failure_text(result) -> str:
 
 def test_update_goldens_creates_the_golden_then_the_test_passes(inner):
     p = inner()
-    r = run(p, "--update-goldens")
+    r = run(p, "--vmmpy-update-goldens")
     r.assert_outcomes(passed=1)
     r.stdout.fnmatch_lines(["*vmmpy goldens*", f"created {golden_file(p)}"])
     assert g.compare(g.load(golden_file(p)), scene()).differing == 0
     run(p).assert_outcomes(passed=1)
-    r = run(p, "--update-goldens")  # identical pixels: the file is left alone
+    r = run(p, "--vmmpy-update-goldens")  # identical pixels: the file is left alone
     r.assert_outcomes(passed=1)
     r.stdout.fnmatch_lines(["*no golden needed writing*"])
 
@@ -100,7 +100,7 @@ def test_missing_golden_fails_and_says_how_to_create_it(inner):
     r.assert_outcomes(failed=1)
     text = failure_text(r)
     assert f"golden 'scene' does not exist: {golden_file(p)}" in text
-    assert "to create it: pytest --update-goldens test_scene.py::test_scene" in text
+    assert "to create it: pytest --vmmpy-update-goldens test_scene.py::test_scene" in text
     assert out_file(p, "obtained").exists()
 
 
@@ -117,7 +117,7 @@ def test_changed_region_fails_and_the_diff_shows_it_in_red(inner):
     assert f"100 of {W * H} pixels" in text
     assert "max channel difference 100" in text
     assert "x=40..49, y=30..39 (10x10 at (40, 30))" in text
-    assert "if the new image is right: pytest --update-goldens test_scene.py::test_scene" in text
+    assert "if the new image is right: pytest --vmmpy-update-goldens test_scene.py::test_scene" in text
     assert g.compare(g.load(obtained), scene()).differing == 0
     im = g.load(diff)
     assert im.size == (W, H)
@@ -134,7 +134,7 @@ def test_update_goldens_overwrites_a_differing_golden(inner):
     p = inner()
     golden_file(p).parent.mkdir()
     altered().save(golden_file(p))
-    r = run(p, "--update-goldens")
+    r = run(p, "--vmmpy-update-goldens")
     r.assert_outcomes(passed=1)
     r.stdout.fnmatch_lines([f"updated {golden_file(p)}"])
     run(p).assert_outcomes(passed=1)
@@ -205,13 +205,13 @@ def test_default_names_output_dir_and_machines(pytester):
             screen = FakeScreen()
 
         @pytest.mark.parametrize("n", [1])
-        def test_default(golden, n):
-            golden.check(Image.new("RGB", (8, 8)))
-            golden.check(Image.new("RGB", (8, 8), (1, 2, 3)))
-            golden.check(FakeMachine(), "sub/frame7", frame=7)
+        def test_default(vmmpy_golden, n):
+            vmmpy_golden.check(Image.new("RGB", (8, 8)))
+            vmmpy_golden.check(Image.new("RGB", (8, 8), (1, 2, 3)))
+            vmmpy_golden.check(FakeMachine(), "sub/frame7", frame=7)
         """
     )
-    r = run(pytester, "--update-goldens")
+    r = run(pytester, "--vmmpy-update-goldens")
     r.assert_outcomes(passed=1)
     d = pytester.path / "goldens"
     assert sorted(str(p.relative_to(d)) for p in d.rglob("*.png")) == [
@@ -223,7 +223,7 @@ def test_default_names_output_dir_and_machines(pytester):
     (d / "sub" / "frame7.png").unlink()
     Image.new("RGB", (8, 8)).save(d / "sub" / "frame7.png")
     out = pytester.path / "artifacts"
-    r = run(pytester, "--golden-out", str(out))
+    r = run(pytester, "--vmmpy-golden-out", str(out))
     r.assert_outcomes(failed=1)
     assert (out / "test_names" / "sub" / "frame7.diff.png").exists()
 
@@ -234,9 +234,9 @@ def test_bad_name_is_an_error(pytester):
         import pytest
         from PIL import Image
 
-        def test_bad(golden):
+        def test_bad(vmmpy_golden):
             with pytest.raises(ValueError, match="relative path"):
-                golden.check(Image.new("RGB", (8, 8)), "../escape")
+                vmmpy_golden.check(Image.new("RGB", (8, 8)), "../escape")
         """
     )
     run(pytester).assert_outcomes(passed=1)
@@ -279,10 +279,10 @@ def test_bad_options(kwargs):
 # -- end to end: a real frame of the GPU demo guest --------------------------------------------------------
 
 
-def test_gpu_demo_frame_matches_its_golden(machine, golden, guest):
-    """tests/goldens/gpu_demo-frame3.png was written by `pytest --update-goldens` from this test: after a
+def test_gpu_demo_frame_matches_its_golden(machine, vmmpy_golden, guest):
+    """tests/goldens/gpu_demo-frame3.png was written by `pytest --vmmpy-update-goldens` from this test: after a
     change to what guest/gpu_demo.c draws, rewrite it the same way (and look at it)."""
     m = machine(guest("gpu_demo"), gpu=True, gpu_size=(640, 480), ram="64M")
     m.screen.hold(3)
     m.screen.wait_frame(3, timeout=60)
-    golden.check(m, "gpu_demo-frame3", frame=3)
+    vmmpy_golden.check(m, "gpu_demo-frame3", frame=3)

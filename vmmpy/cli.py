@@ -13,6 +13,7 @@ import sys
 import threading
 
 from vmmpy import _files, errors
+from vmmpy._version import __version__
 from vmmpy.events import CliEvents
 from vmmpy.events import cli_prepare as events_cli_prepare
 from vmmpy.machine import MAX_CPUS, Machine, RunReason, cpu_models, parse_ram
@@ -198,6 +199,7 @@ def _resolve_gpu(args: argparse.Namespace, p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="vmmpy", description="Run aarch64 guests.")
+    p.add_argument("--version", action="version", version=f"vmmpy {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     r = sub.add_parser("run", help="boot a kernel and stream its serial console")
@@ -272,6 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="run the input script FILE beside the guest (wait, type, key, click, capture, quit; see README); "
         "implies --input, and --gpu when it waits for frames",
+    )
+    r.add_argument(
+        "--result-json",
+        metavar="FILE",
+        help="write how the run ended to FILE as JSON (reason, status, pc, message, stats, exit_code, error): "
+        "guest exit statuses 1, 2 and 120-130 look like vmmpy's own exit codes, this tells them apart",
     )
     r.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv for debug)")
     return p
@@ -445,7 +453,9 @@ def _stream_beside_window(m: Machine, out, window, until: threading.Event | None
     return closed
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_run(args: argparse.Namespace, report: dict | None = None) -> int:
+    """Run the guest; fills `report` (--result-json) with the run's result and stats."""
+    report = {} if report is None else report
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="vmmpy: %(levelname)s: %(message)s", stream=sys.stderr)
     if args.format != "raw" and (args.load_addr is not None or args.entry is not None):
@@ -503,6 +513,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                 m.stop()
                 _stream(m, out, None)
             res = m.wait()
+            report.update(
+                reason=res.reason.name, status=res.exit_status, pc=res.pc, message=res.message, stats=m.stats()
+            )
             events.finish()
             interrupted = interrupted or fwd.interrupted
             if captures:
@@ -512,6 +525,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if interrupted and res.reason == RunReason.STOPPED:
         return EXIT_INTERRUPTED
     if events.error:  # like --capture: the run's own code if it ended by itself with one (124 on --timeout)
+        report["error"] = str(events.error)
         sys.stderr.write(f"vmmpy: error: {events.error}\n")
         code = _exit_code(res.reason, res.exit_status)
         return code if code != 0 and res.reason != RunReason.STOPPED else 1
@@ -519,7 +533,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         why = _ending(res, args.timeout)
         if waiter is not None and waiter.error is not None and not isinstance(waiter.error, errors.VmmError):
             why += f" (waiting for frames: {type(waiter.error).__name__}: {waiter.error})"
-        sys.stderr.write(f"vmmpy: error: {why}; not captured: {'; '.join(problems)}\n")
+        report["error"] = f"{why}; not captured: {'; '.join(problems)}"
+        sys.stderr.write(f"vmmpy: error: {report['error']}\n")
         code = _exit_code(res.reason, res.exit_status)
         return code if code != 0 and res.reason != RunReason.STOPPED else 1
     if res.reason in (RunReason.GUEST_ERROR, RunReason.HOST_ERROR, RunReason.TIMEOUT, RunReason.RESET):
@@ -541,20 +556,71 @@ def _ending(res, timeout: float | None) -> str:
     return "the guest was stopped"
 
 
+def _result_json_check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    path = getattr(args, "result_json", None)
+    if path is None:
+        return
+    if not os.path.isdir(os.path.dirname(path) or "."):
+        parser.error(f"argument --result-json: directory {os.path.dirname(path)!r} does not exist")
+    try:
+        _files.check_output(path)
+    except OSError as e:
+        parser.error(f"argument --result-json: {path}: {e.strerror}")
+
+
+def _write_result_json(path: str, report: dict, code: int) -> None:
+    """--result-json: the run's result (reason/status/pc/message/stats; reason ERROR when vmmpy failed before or
+    without a run), vmmpy's exit code and its error line (null when it printed none)."""
+    import json
+
+    doc = {
+        "reason": report.get("reason", "ERROR"),
+        "status": report.get("status"),
+        "pc": report.get("pc"),
+        "message": report.get("message", ""),
+        "stats": report.get("stats", {}),
+        "exit_code": code,
+        "error": report.get("error"),
+    }
+    try:
+        with _files.open_output(path) as f:
+            f.write((json.dumps(doc, indent=2) + "\n").encode())
+    except OSError as e:
+        sys.stderr.write(f"vmmpy: error: --result-json: cannot write {path}: {e.strerror or e}\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    report: dict = {}
+    code: int | None = EXIT_USAGE
+    json_path = None  # set once --result-json FILE is known to be writable
     try:
         if args.command == "run":
+            _result_json_check(args, parser)
+            json_path = args.result_json
             if (code := events_cli_prepare(args)) is not None:
-                return code  # a mistake in --events FILE
+                report["error"] = "a mistake in the --events script"
+                return code
             _resolve_gpu(args, parser)
-            return cmd_run(args)
+            code = cmd_run(args, report)
+            return code
     except errors.VmmError as e:
         sys.stderr.write(f"vmmpy: error: {e}\n")
-        return EXIT_USAGE if isinstance(e, (errors.InvalidArgument, errors.KernelNotFound)) else 1
+        report["error"] = str(e)
+        code = EXIT_USAGE if isinstance(e, (errors.InvalidArgument, errors.KernelNotFound)) else 1
+        return code
     except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+        report.setdefault("error", "interrupted")
+        code = EXIT_INTERRUPTED
+        return code
+    except SystemExit as e:  # parser.error() after parsing (--capture, --gpu...): its one line is printed
+        report["error"] = "bad command line"
+        code = e.code if isinstance(e.code, int) else EXIT_USAGE
+        raise
+    finally:
+        if json_path is not None:
+            _write_result_json(json_path, report, code)
     return EXIT_USAGE
 
 

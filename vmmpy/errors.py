@@ -75,6 +75,20 @@ class SerialEOF(VmmError, EOFError):
     """The VM stopped before serial.expect() saw its pattern."""
 
 
+class SerialFailure(VmmError, AssertionError):
+    """serial.expect() saw one of its ``fail_on`` patterns (e.g. ``Kernel panic``) first.
+
+    ``pattern`` is the fail_on pattern that matched, ``match`` its re.Match, ``transcript`` the output
+    from the start of the window up to a little past the match (str). An AssertionError: a test fails.
+    """
+
+    def __init__(self, message: str, pattern=None, match=None, transcript: str = ""):
+        super().__init__(message)
+        self.pattern = pattern
+        self.match = match
+        self.transcript = transcript
+
+
 class ScreenTimeout(VmmError, TimeoutError):
     """screen.wait_frame() did not see its frame in time."""
 

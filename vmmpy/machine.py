@@ -10,11 +10,13 @@ import os
 import re
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Union
 
 from vmmpy import errors, events, sysregs
 from vmmpy._ffi import ffi, lib
+from vmmpy._outcomes import EOF, TIMEOUT, _Sentinel
 from vmmpy.errors import _check
 from vmmpy.input import Keyboard, Tablet
 from vmmpy.screen import Screen
@@ -130,6 +132,44 @@ class BootInfo:
     dtb_size: int
     ram_base: int
     ram_size: int
+
+
+Pattern = Union[str, bytes, "re.Pattern"]
+
+
+def _compile(pattern: Pattern) -> re.Pattern:
+    """A bytes regex from a str, bytes or compiled pattern (str: UTF-8; the flags are kept)."""
+    if isinstance(pattern, str):
+        return re.compile(pattern.encode())
+    if isinstance(pattern, bytes):
+        return re.compile(pattern)
+    if isinstance(pattern, re.Pattern):
+        if isinstance(pattern.pattern, str):
+            return re.compile(pattern.pattern.encode(), pattern.flags & ~re.UNICODE)
+        return pattern
+    raise TypeError(f"a pattern is a str, bytes or re.Pattern, not {type(pattern).__name__}")
+
+
+@dataclass(frozen=True)
+class ExpectResult:
+    """What ``Serial.expect([p0, p1, ...])`` returns: which entry of the list matched.
+
+    ``index`` and ``pattern`` name the entry (``vmmpy.TIMEOUT`` / ``vmmpy.EOF`` when listed and it came to
+    that); ``match`` is its re.Match on the output's bytes (None for TIMEOUT and EOF); ``before`` the output
+    between the previous match and this one (bytes). ``text`` is the matched text decoded.
+    """
+
+    index: int
+    pattern: object
+    match: re.Match | None
+    before: bytes = b""
+
+    @property
+    def text(self) -> str:
+        return self.match.group(0).decode(errors="replace") if self.match else ""
+
+    def __iter__(self):  # idx, m = serial.expect([...]) unpacks as (index, match)
+        return iter((self.index, self.match))
 
 
 class Serial:
@@ -274,44 +314,111 @@ class Serial:
         """Type text into the serial port (newlines become carriage returns, as a terminal sends)."""
         self.write(text.replace("\n", "\r"), at_ns)
 
-    def _search(self, rx: re.Pattern) -> re.Match | None:
-        """Search the window from the expect position; on a match, move the position past it."""
-        with self._lock:
-            m = rx.search(self._buf, max(self._expect_pos, self._start()) - self._base)
-            if m:
-                self._expect_pos = self._base + m.end()
-            return m
-
-    def expect(self, pattern: str | bytes | re.Pattern, timeout: float = 10.0) -> re.Match:
+    def expect(
+        self,
+        pattern: Pattern | Sequence[Pattern | _Sentinel],
+        timeout: float = 10.0,
+        *,
+        fail_on: Pattern | Sequence[Pattern] = (),
+    ):
         """Wait until the output (after the previous match) matches `pattern`.
 
-        Starts the machine if it is not running yet. Raises SerialTimeout or,
-        if the guest stops first, SerialEOF; both carry the output's tail. The Match's
-        positions are offsets in the retained window (``m.string``), not in the whole stream.
+        Starts the machine if it is not running yet. Patterns are regular expressions, str or bytes (or
+        compiled); they are matched against the output's bytes (a str pattern is encoded as UTF-8).
+
+        - One pattern: returns its ``re.Match``. Raises SerialTimeout or, if the guest stops first,
+          SerialEOF; both carry the output's tail.
+        - A list ``[p0, p1, ...]``: returns an ExpectResult ``(index, pattern, match)`` for the pattern
+          that matches earliest in the output (the lowest index on a tie), as pexpect does. List
+          ``vmmpy.TIMEOUT`` and/or ``vmmpy.EOF`` to get those back as outcomes (``match`` None) instead
+          of the exceptions.
+        - ``fail_on``: a pattern or a list (e.g. ``["Kernel panic", "Oops", "Call trace"]``); if one
+          matches before (or where) what is expected does, SerialFailure (an AssertionError) is raised at
+          once, with the transcript.
+
+        The Match's positions are offsets in the retained window (``m.string``), not in the whole stream.
         """
-        if isinstance(pattern, str):
-            pattern = pattern.encode()
-        rx = re.compile(pattern) if isinstance(pattern, bytes) else pattern
-        if isinstance(rx.pattern, str):
-            rx = re.compile(rx.pattern.encode(), rx.flags & ~re.UNICODE)
+        single = not isinstance(pattern, (list, tuple))
+        wanted = [pattern] if single else list(pattern)
+        if not wanted:
+            raise ValueError("expect() needs at least one pattern")
+        on_timeout = on_eof = None
+        rxs: list[tuple[int, re.Pattern]] = []
+        for i, p in enumerate(wanted):
+            if single and isinstance(p, _Sentinel):
+                raise TypeError(f"{p!r} is an outcome for pattern lists: expect([..., {p!r}])")
+            if p is TIMEOUT:
+                on_timeout = i if on_timeout is None else on_timeout
+            elif p is EOF:
+                on_eof = i if on_eof is None else on_eof
+            else:
+                rxs.append((i, _compile(p)))
+        if not rxs and on_eof is None:
+            raise ValueError("expect() needs a pattern (or vmmpy.EOF) to wait for, not only vmmpy.TIMEOUT")
+        fails = [_compile(p) for p in ([fail_on] if isinstance(fail_on, (str, bytes, re.Pattern)) else fail_on)]
         if not self._m.running and self._m.result is None:
             self._m.start()
         self._m.resume()  # a run parked at a screen pause prints nothing
+        what = " or ".join(repr(rx.pattern) for _, rx in rxs) or "the end of the output"
         deadline = time.monotonic() + timeout
         while True:
-            if m := self._search(rx):
-                return m
+            if (got := self._search(rxs, fails, wanted, single)) is not None:
+                return got
             left = deadline - time.monotonic()
             if left <= 0:
+                if on_timeout is not None:
+                    return self._outcome(on_timeout, TIMEOUT, consume=False)
                 raise errors.SerialTimeout(
-                    f"no match for {rx.pattern!r} within {timeout:g} s; output ends with:\n{self._tail()}"
+                    f"no match for {what} within {timeout:g} s; output ends with:\n{self._tail()}"
                 )
             if not self._pull(min(left, 0.5)):
-                if m := self._search(rx):
-                    return m
+                if (got := self._search(rxs, fails, wanted, single)) is not None:
+                    return got
+                if on_eof is not None:
+                    return self._outcome(on_eof, EOF, consume=True)
                 res = self._m.result
                 why = f"the VM ended ({res.reason.name})" if res else "the VM is not running"
-                raise errors.SerialEOF(f"{why} before {rx.pattern!r} appeared; output ends with:\n{self._tail()}")
+                raise errors.SerialEOF(f"{why} before {what} appeared; output ends with:\n{self._tail()}")
+
+    def _search(self, rxs, fails, wanted, single):
+        """The earliest match of `rxs` in the window from the expect position (moving the position past it),
+        or None; SerialFailure if a `fails` pattern matches at or before it."""
+        with self._lock:
+            pos = max(self._expect_pos, self._start()) - self._base
+            best: tuple[int, re.Match] | None = None
+            for i, rx in rxs:
+                m = rx.search(self._buf, pos)
+                if m and (best is None or m.start() < best[1].start()):
+                    best = (i, m)
+            for rx in fails:
+                # a failure counts if it lies before the wanted match's end: a panic message that
+                # contains the expected text still fails
+                m = rx.search(self._buf, pos, len(self._buf) if best is None else best[1].end())
+                if m:
+                    self._expect_pos = self._base + m.end()
+                    transcript = bytes(self._buf[self._start() - self._base : m.end() + 2000])
+                    tail = transcript[-4000:].decode(errors="replace")
+                    raise errors.SerialFailure(
+                        f"{rx.pattern!r} appeared in the serial output (fail_on); output up to it:\n{tail}",
+                        pattern=rx.pattern,
+                        match=m,
+                        transcript=transcript.decode(errors="replace"),
+                    )
+            if best is None:
+                return None
+            i, m = best
+            before = bytes(self._buf[pos : m.start()])
+            self._expect_pos = self._base + m.end()
+        return m if single else ExpectResult(i, wanted[i], m, before)
+
+    def _outcome(self, index: int, sentinel: _Sentinel, consume: bool) -> ExpectResult:
+        """TIMEOUT / EOF listed in expect(): `before` is the output not matched (consumed at EOF)."""
+        with self._lock:
+            pos = max(self._expect_pos, self._start()) - self._base
+            before = bytes(self._buf[pos:])
+            if consume:
+                self._expect_pos = self._end()
+        return ExpectResult(index, sentinel, None, before)
 
     def _tail_bytes(self, n: int) -> bytes:
         with self._lock:
@@ -384,6 +491,7 @@ class Machine:
         virtio_console: bool = False,
         share: ShareSpec | list[ShareSpec] | None = None,
         serial_buffer: Size = DEFAULT_SERIAL_BUFFER,
+        timeout: float | None = None,
     ):
         self.name = name or (os.path.basename(os.fspath(kernel)) if kernel else "vm")
         self._log = log.getChild(self.name.replace(".", "_"))
@@ -404,6 +512,9 @@ class Machine:
             raise _invalid(f"cpus must be at least 1 (got {cpus!r})")
         if cpus > MAX_CPUS:
             raise _invalid(f"{cpus} vCPUs requested, at most {MAX_CPUS} are supported")
+        # runs started without a timeout (start(), run(), and the start that expect() / wait_frame() make)
+        # end after this many seconds with RunReason.TIMEOUT; None: no limit
+        self.timeout = self._seconds(timeout)
         buffer_size = parse_size(serial_buffer)
         if buffer_size < MIN_SERIAL_BUFFER:
             raise _invalid(f"serial_buffer must be at least {MIN_SERIAL_BUFFER} bytes (got {buffer_size})")
@@ -743,10 +854,13 @@ class Machine:
             self._done.set()
 
     def start(self, timeout: float | None = None) -> None:
-        """Run the VM in a background thread; wait() collects the result."""
+        """Run the VM in a background thread; wait() collects the result.
+
+        `timeout` (seconds) ends the run with RunReason.TIMEOUT; left out, it is ``Machine(timeout=)``.
+        """
         if self.running:
             raise errors.Busy("the machine is already running", lib.VMM_EBUSY, "VMM_EBUSY")
-        timeout = self._seconds(timeout)
+        timeout = self.timeout if timeout is None else self._seconds(timeout)
         self._call(lib.vmm_run_pending)  # serial readers now wait for output rather than see EOF
         self._result = None
         self._run_error = None

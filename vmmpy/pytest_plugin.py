@@ -1,21 +1,35 @@
-"""pytest plugin (registered as an entry point): the `machine` factory fixture and golden frames.
+"""pytest plugin (registered as a pytest11 entry point): the `vmmpy_machine` factory fixture, golden frames.
 
-    def test_boots(machine):
-        m = machine("kernel.elf", ram="128M")
+    def test_boots(vmmpy_machine):
+        m = vmmpy_machine("kernel.elf", ram="128M")
         m.serial.expect("login:", timeout=30)
 
-    def test_draws_logo(machine, golden):
-        m = machine("kernel.elf", gpu=True)
+    @pytest.mark.vmmpy(cpus=2, ram="512M")       # defaults for this test's machines
+    def test_smp(vmmpy_machine):
+        m = vmmpy_machine()                      # the kernel from the marker or the vmmpy_kernel ini option
+        ...
+
+    def test_draws_logo(vmmpy_machine, vmmpy_golden):
+        m = vmmpy_machine("kernel.elf", gpu=True)
         m.screen.hold(3)
         m.screen.wait_frame(3, timeout=30)
-        golden.check(m, "logo", frame=3, masks=[(0, 780, 1280, 20)])
+        vmmpy_golden.check(m, "logo", frame=3, masks=[(0, 780, 1280, 20)])
 
 Every machine made through the fixture is stopped and freed after the test, and
 a failing test gets each machine's serial transcript attached to its report.
 
-Goldens are `goldens/<name>.png` beside the test file. `pytest --update-goldens` writes them
+Everything this plugin registers is namespaced (`--vmmpy-*` options, `vmmpy_*` fixtures and ini keys,
+the `vmmpy` marker): it is loaded in every pytest run of an environment where vmmpy is installed, so it must
+not collide with other plugins (pytest-golden has `--update-goldens` and a `golden` fixture). For the same
+reason it imports nothing of vmmpy's C extension (nor libunicorn, nor Pillow) until a fixture is used.
+
+Machine defaults, lowest priority first: the ini options `vmmpy_backend`, `vmmpy_timeout` (seconds a run
+may last: Machine(timeout=)) and `vmmpy_kernel` (relative to the ini file's directory), then the
+`@pytest.mark.vmmpy(...)` keywords (any Machine keyword, and `kernel`), then the factory call's arguments.
+
+Goldens are `goldens/<name>.png` beside the test file. `pytest --vmmpy-update-goldens` writes them
 instead of comparing; on a mismatch `<name>.obtained.png` and `<name>.diff.png` go to
-`--golden-out` (default `<rootdir>/.pytest-goldens`), under the test file's path. The image
+`--vmmpy-golden-out` (default `<rootdir>/.pytest-goldens`), under the test file's path. The image
 logic lives in vmmpy/golden.py.
 """
 
@@ -25,45 +39,105 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from vmmpy.machine import Machine
+if TYPE_CHECKING:
+    from vmmpy.machine import Machine
 
 _KEY = pytest.StashKey[list]()
-_WRITTEN = pytest.StashKey[list]()  # (action, golden path) written by --update-goldens
+_WRITTEN = pytest.StashKey[list]()  # (action, golden path) written by --vmmpy-update-goldens
 
 GOLDEN_DIR = "goldens"
 DEFAULT_OUT = ".pytest-goldens"
+MARKER = "vmmpy"
 
 
 def pytest_addoption(parser):
-    group = parser.getgroup("vmmpy", "vmmpy golden frames")
+    group = parser.getgroup("vmmpy", "vmmpy (aarch64 VMs: machines, golden frames)")
     group.addoption(
-        "--update-goldens",
+        "--vmmpy-update-goldens",
         action="store_true",
         default=False,
+        dest="vmmpy_update_goldens",
         help="write goldens/<name>.png from what the tests obtain instead of comparing (the checks then pass)",
     )
     group.addoption(
-        "--golden-out",
+        "--vmmpy-golden-out",
         metavar="DIR",
         default=None,
+        dest="vmmpy_golden_out",
         help=f"where failing golden checks write <name>.obtained/.diff.png (default: <rootdir>/{DEFAULT_OUT})",
+    )
+    parser.addini("vmmpy_backend", "vmmpy: default backend of vmmpy_machine's machines (soft, kvm, auto)", default="")
+    parser.addini(
+        "vmmpy_timeout", "vmmpy: seconds a run of vmmpy_machine's machines may last (Machine(timeout=))", default=""
+    )
+    parser.addini(
+        "vmmpy_kernel", "vmmpy: default kernel of vmmpy_machine() (relative to the ini file's directory)", default=""
     )
 
 
 def pytest_configure(config):
     config.stash[_WRITTEN] = []
+    config.addinivalue_line(
+        "markers",
+        f"{MARKER}(**kwargs): defaults for the machines vmmpy_machine() makes in this test "
+        "(any vmmpy.Machine keyword, e.g. cpus=2, ram='512M', and kernel=)",
+    )
+
+
+def _ini_defaults(config) -> dict:
+    """vmmpy_backend / vmmpy_timeout / vmmpy_kernel as Machine keywords (only those that are set)."""
+    out: dict = {}
+    backend = str(config.getini("vmmpy_backend")).strip()
+    if backend:
+        out["backend"] = backend
+    timeout = str(config.getini("vmmpy_timeout")).strip()
+    if timeout:
+        try:
+            out["timeout"] = float(timeout)
+        except ValueError:
+            pytest.fail(f"ini option vmmpy_timeout: not a number of seconds: {timeout!r}", pytrace=False)
+    kernel = str(config.getini("vmmpy_kernel")).strip()
+    if kernel:
+        base = config.inipath.parent if config.inipath else config.rootpath
+        out["kernel"] = str(base / os.path.expanduser(kernel))
+    return out
+
+
+def _marker_defaults(node) -> dict:
+    """The keywords of the vmmpy markers on the test (the closest one wins: function over class over module)."""
+    out: dict = {}
+    for mark in reversed(list(node.iter_markers(MARKER))):
+        if mark.args:
+            pytest.fail(f"@pytest.mark.{MARKER}() takes keywords only (e.g. cpus=2), not {mark.args!r}", pytrace=False)
+        out.update(mark.kwargs)
+    return out
 
 
 @pytest.fixture
-def machine(request):
+def vmmpy_machine(request):
+    """vmmpy_machine(kernel=None, **kwargs) -> a vmmpy.Machine, closed after the test.
+
+    Defaults come from the ini options (vmmpy_backend, vmmpy_timeout, vmmpy_kernel), then the test's
+    @pytest.mark.vmmpy(...) keywords; the call's own arguments win.
+    """
     made: list[Machine] = []
     request.node.stash[_KEY] = made
+    defaults = {**_ini_defaults(request.config), **_marker_defaults(request.node)}
 
-    def factory(*args, **kwargs) -> Machine:
-        m = Machine(*args, **kwargs)
+    def factory(kernel=None, **kwargs) -> Machine:
+        __tracebackhide__ = True
+        from vmmpy.machine import Machine  # here, not at import: the plugin must load without the extension
+
+        kw = {**defaults, **kwargs}
+        if kernel is None:
+            kernel = kw.pop("kernel", None)
+        else:
+            kw.pop("kernel", None)
+        m = Machine(kernel, **kw)
         made.append(m)
         return m
 
@@ -77,14 +151,14 @@ def _safe_name(text: str) -> str:
 
 
 class Golden:
-    """The `golden` fixture: compare images (or a machine's screen) with goldens/<name>.png."""
+    """The `vmmpy_golden` fixture: compare images (or a machine's screen) with goldens/<name>.png."""
 
     def __init__(self, request: pytest.FixtureRequest):
         self._request = request
         config = request.config
-        self.update: bool = config.getoption("update_goldens")
+        self.update: bool = config.getoption("vmmpy_update_goldens")
         self.dir = Path(request.path).parent / GOLDEN_DIR
-        out = config.getoption("golden_out")
+        out = config.getoption("vmmpy_golden_out")
         out_root = Path(out) if out else Path(config.rootpath) / DEFAULT_OUT
         try:
             rel = Path(request.path).relative_to(config.rootpath).with_suffix("")
@@ -138,7 +212,7 @@ class Golden:
             max_fraction=max_fraction,
             masks=masks,
             update=self.update,
-            update_hint=f"pytest --update-goldens {self._request.node.nodeid}",
+            update_hint=f"pytest --vmmpy-update-goldens {self._request.node.nodeid}",
         )
         if outcome.action in ("created", "updated"):
             self._request.config.stash[_WRITTEN].append((outcome.action, outcome.golden))
@@ -146,18 +220,18 @@ class Golden:
 
 
 @pytest.fixture
-def golden(request) -> Golden:
-    """golden.check(image_or_machine, name=None, *, frame=0, threshold=0, max_fraction=0.0, masks=())"""
+def vmmpy_golden(request) -> Golden:
+    """vmmpy_golden.check(image_or_machine, name=None, *, frame=0, threshold=0, max_fraction=0.0, masks=())"""
     return Golden(request)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     written = config.stash.get(_WRITTEN, [])
-    if not config.getoption("update_goldens"):
+    if not config.getoption("vmmpy_update_goldens"):
         return
     terminalreporter.section("vmmpy goldens")
     if not written:
-        terminalreporter.write_line("--update-goldens: no golden needed writing")
+        terminalreporter.write_line("--vmmpy-update-goldens: no golden needed writing")
     for action, path in written:
         terminalreporter.write_line(f"{action} {path}")
 
