@@ -336,6 +336,8 @@ class Serial:
           matches before (or where) what is expected does, SerialFailure (an AssertionError) is raised at
           once, with the transcript.
 
+        The output is matched as it arrives, so a pattern ending in a repetition (``\\w+``, ``.*``) may
+        match a partly arrived word, as with pexpect: end patterns on a delimiter (a space, ``\\r\\n``).
         The Match's positions are offsets in the retained window (``m.string``), not in the whole stream.
         """
         single = not isinstance(pattern, (list, tuple))
