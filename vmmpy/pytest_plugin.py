@@ -218,10 +218,49 @@ class Golden:
             self._request.config.stash[_WRITTEN].append((outcome.action, outcome.golden))
         return outcome
 
+    def wait_for(self, machine, name: str, *, timeout: float = 10.0, frame: int | None = None):
+        """``machine.screen.wait_for(goldens/<name>.png + .json, timeout)`` (a needle: vmmpy/needle.py), with
+        the obtained/diff PNGs in the golden output directory. Returns the vmmpy.needle.NeedleMatch.
+
+        With --vmmpy-update-goldens: an existing needle that matches within `timeout` is left alone; one that
+        does not, or a missing one, gets its PNG from the screen (the latest image once `timeout` has passed,
+        or once frame `frame` exists if given; after a mismatch, the latest image) and keeps its JSON (a new
+        needle gets one match area over the whole screen)."""
+        __tracebackhide__ = True
+        import contextlib
+
+        from vmmpy import errors
+        from vmmpy import needle as nd
+
+        name = self._name(name)
+        png = self.dir / f"{name}.png"
+        hint = f"pytest --vmmpy-update-goldens {self._request.node.nodeid}"
+        if not self.update:
+            if not png.exists():
+                raise nd.NeedleMismatch(f"needle {name!r} does not exist: {png}\n  to create it: {hint}")
+            try:
+                return machine.screen.wait_for(png, timeout, out_dir=self.out_dir, name=name)
+            except nd.NeedleMismatch as e:
+                raise nd.NeedleMismatch(f"{e}\n  if the new screen is right: {hint}", e.closest, e.files) from None
+        if png.exists():
+            try:
+                return machine.screen.wait_for(png, timeout, out_dir=self.out_dir, name=name)
+            except nd.NeedleMismatch:
+                pass
+        else:
+            with contextlib.suppress(errors.ScreenTimeout, errors.ScreenEOF):
+                machine.screen.wait_frame(frame or 2**62, timeout=timeout)
+        image = machine.screen.capture()
+        action, path = nd.write(png, image)
+        if action != "unchanged":
+            self._request.config.stash[_WRITTEN].append((action, path))
+        return nd.Needle.load(png).match(image, frame=machine.screen._captured_frame)
+
 
 @pytest.fixture
 def vmmpy_golden(request) -> Golden:
-    """vmmpy_golden.check(image_or_machine, name=None, *, frame=0, threshold=0, max_fraction=0.0, masks=())"""
+    """vmmpy_golden.check(image_or_machine, name=None, *, frame=0, threshold=0, max_fraction=0.0, masks=());
+    vmmpy_golden.wait_for(machine, name, *, timeout=10.0, frame=None) (needles)"""
     return Golden(request)
 
 

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from vmmpy.machine import Machine
+    from vmmpy.needle import NeedleLike, NeedleMatch
 
 
 _pillow_tuned = False
@@ -54,6 +55,7 @@ class Screen:
         self._m = machine
         self._buf: bytearray | None = None
         self._pause_frame = 0  # the pause armed by pause_at()
+        self._captured_frame = 0  # the number of the frame the last capture copied
 
     def info(self) -> ScreenInfo:
         si = ffi.new("struct vmm_screen_info *")
@@ -180,6 +182,7 @@ class Screen:
             if rc == lib.VMM_ERANGE:
                 size = w[0] * h[0] * 4
                 continue
+            self._captured_frame = fo[0]
             return w[0], h[0], memoryview(buf)[: w[0] * h[0] * 4]
 
     def capture_rgba(self, frame: int = 0) -> tuple[int, int, bytes]:
@@ -214,3 +217,96 @@ class Screen:
         with _files.open_output(path) as f:  # a regular file: never a FIFO's blocking open
             image.save(f, format=format)
         return image
+
+    def wait_for(
+        self,
+        target: NeedleLike,
+        timeout: float = 10.0,
+        *,
+        out_dir: str | os.PathLike | None = None,
+        name: str | None = None,
+    ) -> NeedleMatch:
+        """Wait until the screen shows a frame that matches `target`; returns the match (a vmmpy.needle.NeedleMatch:
+        ``frame``, ``score``, and for search areas ``position`` / ``center`` in screen pixels).
+
+        `target`: a vmmpy.needle.Needle, a needle's path (``name.png`` with its areas in ``name.json``; a PNG
+        without JSON is an exact golden of the whole screen) or a PIL image. The image on screen now is
+        checked first, then each new frame as it is flushed (starting the machine if it has never run). In
+        real-time mode a frame that is replaced before it is looked at is skipped (the newest image is
+        checked); in deterministic mode the run parks at the end of each round that flushed a frame while it is
+        checked (``wait_frame(pause=True)``), so every round's last image is seen, the result does not depend on
+        the host's speed, and after a match the VM stays parked: input sent then (``m.tablet.click(*r.center)``)
+        is due at an exact virtual time.
+
+        Raises vmmpy.needle.NeedleMismatch (an AssertionError) when `timeout` s pass or the VM ends first: the
+        message gives the closest frame, its score and each area's result, and that frame is saved as
+        ``<name>.obtained.png`` with ``<name>.diff.png`` in `out_dir` (default: beside the needle's PNG, or
+        the current directory) as vmmpy.golden does. `name` defaults to the needle's file name.
+        """
+        __tracebackhide__ = True
+        from vmmpy import needle as nd
+
+        needle = nd.as_needle(target)
+        name = name or needle.name
+        if out_dir is None:
+            out_dir = os.path.dirname(needle.path) if needle.path else "."
+            out_dir = out_dir or "."
+        nd.remove_artifacts(out_dir, name)
+        deadline = time.monotonic() + timeout
+        det = self._m.deterministic
+        closest: tuple[NeedleMatch, Image.Image] | None = None
+        checked = 0  # the last frame number looked at
+        ended = ""
+        while True:
+            if checked == 0 and not (det and self._m.running and not self._m.paused):
+                i = self.info()  # the image shown now (a VM that stands still shows it for good)
+                ready = i.frames > 0 and i.width > 0
+            else:
+                ready = False
+            if not ready:
+                if checked and self._m.result is not None and not self._m.running:
+                    ended = self._ended()  # over: the image looked at was its last
+                    break
+                try:
+                    left = max(0.0, deadline - time.monotonic())
+                    self.wait_frame(checked + 1, timeout=left, pause=det)
+                except errors.ScreenTimeout:
+                    break
+                except errors.ScreenEOF:
+                    ended = self._ended()
+                    if self.frames <= checked:
+                        break
+            image = self.capture()
+            frame = self._captured_frame
+            result = needle.match(image, frame=frame)
+            if result.ok:
+                return result
+            if closest is None or result.score > closest[0].score:
+                closest = (result, image)
+            checked = max(frame, checked + 1)
+            if ended or time.monotonic() >= deadline:
+                break
+        why = f"no frame matched before {ended}" if ended else f"no frame matched within {timeout:g} s"
+        frames = self.frames
+        if closest is None:
+            raise nd.NeedleMismatch(f"needle {name!r} not found: {why} ({frames} frames, none shown to compare)")
+        result, image = closest
+        files = nd.save_artifacts(result, image, out_dir, name)
+        lines = [
+            f"needle {name!r} not found: {why} ({frames} frames);"
+            f" closest: frame {result.frame}, score {result.score:.4f}",
+            f"  {result.describe()}",
+        ]
+        if needle.path:
+            lines.append(f"  needle:   {needle.path}")
+        lines.append(f"  obtained: {files[0]} (frame {result.frame})")
+        if len(files) > 1:
+            lines.append(
+                f"  diff:     {files[1]} (red: differs, orange: within threshold, blue: excluded, green: match"
+                " areas, yellow: search regions, cyan: best template positions)"
+            )
+        raise nd.NeedleMismatch("\n".join(lines), result, files)
+
+    def _ended(self) -> str:
+        res = self._m.result
+        return f"the VM ended ({res.reason.name})" if res else "the VM stopped"
