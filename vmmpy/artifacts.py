@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from vmmpy.machine import Machine
 
 SERIAL_LOG_CAP = 256 << 20  # bytes of serial.log per machine; then one note and no more
+SNAPSHOT_FRAME_BYTES = 64 << 20  # raw frames a machine keeps when it closes before the collection (latest first)
 MAX_EVENTS = 100_000  # input calls logged per machine (then counted only)
 TRUNCATED_NOTE = "\n[vmmpy: serial.log truncated here: {cap} bytes written, the rest of the output was not kept]\n"
 
@@ -268,9 +269,14 @@ class MachineRecord:
         self._drain(m)
         self._state(m, snap)
         frames: dict = {}
+        budget = SNAPSHOT_FRAME_BYTES
         for n in [0, *self.held] if snap.get("gpu") else []:
+            if budget <= 0:
+                frames[n] = f"not kept at close (more than {SNAPSHOT_FRAME_BYTES >> 20} MiB of frames)"
+                continue
             try:
                 frames[n] = m.screen.capture_rgba(frame=n)
+                budget -= len(frames[n][2])
             except Exception as e:
                 frames[n] = f"{type(e).__name__}: {e}"
         snap["frames_raw"] = frames
