@@ -265,3 +265,35 @@ def test_the_command_line_is_one_the_cli_accepts(tmp_path):
     assert args.timeout == 12.5 and args.backend == "soft" and args.cpu_model == "cortex-a53"
     argv, notes = artifacts.command_line({"kernel": "k", "ram": 300, "gpu": True, "gpu_max_mem": "64M"}, None)
     assert "--ram" in argv and argv[argv.index("--ram") + 1] == "300M" and "gpu_max_mem" in notes[0]
+
+
+def test_a_teardown_failure_gets_what_the_machines_kept_at_close(pytester):
+    """The fixture closes the machine first (it was set up last), then another fixture's teardown fails: the
+    artifacts come from what the machine kept when it closed, frames included."""
+    pytester.makepyfile(
+        test_td=f"""
+        import pytest
+
+        @pytest.fixture
+        def broken():
+            yield
+            raise RuntimeError("teardown breaks")
+
+        def test_td(broken, vmmpy_machine):
+            m = vmmpy_machine({ECHO!r}, gpu=True, gpu_size=(160, 100), input=True)
+            m.serial.expect("input_echo: ready", timeout=30)
+            m.screen.wait_frame(1, timeout=30)
+            m.keyboard.type("x")
+        """
+    )
+    r = pytester.runpytest("-p", "vmmpy.pytest_plugin", "-p", "no:cacheprovider")
+    r.assert_outcomes(passed=1, errors=1)
+    assert "vmmpy artifacts" in r.stdout.str()
+    (machine_dir,) = (pytester.path.parent / "basetemp" / "vmmpy-artifacts" / "test_td.py__test_td").iterdir()
+    res = json.loads((machine_dir / "result.json").read_text())
+    assert res["result"]["reason"] == "STOPPED" and not res["running"] and res["screen"]["frames"] >= 1
+    with Image.open(machine_dir / "frame-last.png") as im:
+        assert im.size == (160, 100)
+    assert "input_echo: ready" in (machine_dir / "serial.log").read_text()
+    events = [json.loads(line) for line in (machine_dir / "events.jsonl").read_text().splitlines()]
+    assert [e["call"] for e in events] == ["keyboard.type"]
