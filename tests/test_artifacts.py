@@ -236,7 +236,7 @@ def test_the_command_line_is_one_the_cli_accepts(tmp_path):
     config = {
         "kernel": "k.elf",
         "cpus": 2,
-        "ram": "1G",
+        "ram": 1 << 30,
         "cmdline": "console=ttyAMA0 root=/dev/vda",
         "initrd": "rd.cpio.gz",
         "kernel_format": "raw",
@@ -263,7 +263,7 @@ def test_the_command_line_is_one_the_cli_accepts(tmp_path):
     assert args.disk == [(str(disk), "rw"), (str(disk), "ro")] and args.rng and args.virtio_console
     assert cli._shares(args.share) == [(str(tmp_path), "share", False), (str(tmp_path), "data", True)]
     assert args.timeout == 12.5 and args.backend == "soft" and args.cpu_model == "cortex-a53"
-    argv, notes = artifacts.command_line({"kernel": "k", "ram": 300, "gpu": True, "gpu_max_mem": "64M"}, None)
+    argv, notes = artifacts.command_line({"kernel": "k", "ram": 300 << 20, "gpu": True, "gpu_max_mem": 64 << 20}, None)
     assert "--ram" in argv and argv[argv.index("--ram") + 1] == "300M" and "gpu_max_mem" in notes[0]
 
 

@@ -432,7 +432,8 @@ def _size(n: int) -> str:
 
 def command_line(config: dict, backend: str | None) -> tuple[list[str], list[str]]:
     """`python -m vmmpy run ...` for a Machine's configuration (Machine keywords, as recorded at creation and
-    by the configuration calls after it); the second list says what the command line cannot express."""
+    by the configuration calls after it, with ram, gpu_max_mem and serial_buffer in bytes); the second list
+    says what the command line cannot express."""
     notes: list[str] = []
     kernel = config.get("kernel")
     argv = [sys.executable, "-m", "vmmpy", "run", os.path.abspath(os.fspath(kernel)) if kernel else "KERNEL"]
@@ -442,13 +443,10 @@ def command_line(config: dict, backend: str | None) -> tuple[list[str], list[str
     def opt(flag: str, value: Any) -> None:
         argv.extend([flag, str(value)])
 
-    from vmmpy.machine import parse_ram, parse_size  # here: the plugin loads this module without the extension
-
     cpus = config.get("cpus", 1)
     if cpus != 1:
         opt("--cpus", cpus)
-    with contextlib.suppress(Exception):
-        opt("--ram", _size(parse_ram(config.get("ram", "256M"))))
+    opt("--ram", _size(int(config.get("ram", 256 << 20))))
     if backend:
         opt("--backend", backend)
     if config.get("cpu_model"):
@@ -470,8 +468,8 @@ def command_line(config: dict, backend: str | None) -> tuple[list[str], list[str
         w, h = config.get("gpu_size") or (1280, 800)
         argv.append("--gpu")
         opt("--gpu-size", f"{w}x{h}")
-        if parse_size(config.get("gpu_max_mem", "256M")) != 256 << 20:
-            notes.append(f"gpu_max_mem={config['gpu_max_mem']!r} (the command line has the default, 256M)")
+        if config.get("gpu_max_mem", 256 << 20) != 256 << 20:
+            notes.append(f"gpu_max_mem={_size(config['gpu_max_mem'])} (the command line has the default, 256M)")
     if config.get("input"):
         argv.append("--input")
     disks = config.get("disk")
@@ -490,7 +488,7 @@ def command_line(config: dict, backend: str | None) -> tuple[list[str], list[str
     if config.get("virtio_test_devices"):
         notes.append(f"virtio_test_devices={config['virtio_test_devices']} (test devices: no command-line option)")
     if config.get("serial_buffer") not in (None, 16 << 20):
-        notes.append(f"serial_buffer={config['serial_buffer']!r} (Python's window; the command line streams all)")
+        notes.append(f"serial_buffer={_size(config['serial_buffer'])} (Python's window; the command line streams all)")
     argv.append("--headless")
     return argv, notes
 

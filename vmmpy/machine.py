@@ -588,6 +588,8 @@ class Machine:
         except BaseException:
             self.close()
             raise
+        # sizes in bytes: the artifacts' command line needs no parsing of its own
+        config.update(ram=cfg.ram_size, gpu_max_mem=parse_size(gpu_max_mem), serial_buffer=buffer_size)
         self._record = artifacts.machine_created(self, config)
 
     # -- configuration -------------------------------------------------
