@@ -121,14 +121,14 @@ PASSING = textwrap.dedent(
 )
 
 
-def test_a_passing_test_leaves_nothing_unless_kept(pytester, tmp_path):
+def test_a_passing_test_leaves_nothing_unless_kept(pytester):
     pytester.makepyfile(test_ok=PASSING)
     pytester.runpytest("-p", "vmmpy.pytest_plugin", "-p", "no:cacheprovider").assert_outcomes(passed=1)
     root = pytester.path.parent / "basetemp" / "vmmpy-artifacts"  # pytester passes --basetemp
     assert not root.exists() or not any(root.iterdir())
-    out = tmp_path / "arts"
+    out = pytester.path / "arts"  # a relative --vmmpy-artifacts is relative to where pytest runs
     r = pytester.runpytest(
-        "-p", "vmmpy.pytest_plugin", "-p", "no:cacheprovider", "--vmmpy-keep-artifacts", f"--vmmpy-artifacts={out}"
+        "-p", "vmmpy.pytest_plugin", "-p", "no:cacheprovider", "--vmmpy-keep-artifacts", "--vmmpy-artifacts=arts"
     )
     r.assert_outcomes(passed=1)
     assert "vmmpy artifacts" not in r.stdout.str()

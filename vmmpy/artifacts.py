@@ -259,9 +259,15 @@ class MachineRecord:
 
     def on_close(self, m: Machine) -> None:
         """Called by Machine.close() before it frees the VM: drain the serial output and keep what
-        collect() needs from the VM (result, stats, frames as raw RGBA), unless already written."""
-        if self.written or self.snapshot is not None:
-            return
+        collect() needs from the VM (result, stats, frames as raw RGBA), unless already written; then close
+        serial.log (a test may make many machines: no descriptor is held past a machine's close)."""
+        try:
+            if not self.written and self.snapshot is None:
+                self._snapshot(m)
+        finally:
+            self._close_serial()
+
+    def _snapshot(self, m: Machine) -> None:
         snap: dict = {}
         with contextlib.suppress(Exception):
             if m.running:
@@ -286,6 +292,9 @@ class MachineRecord:
         m = self._machine()
         if m is not None and getattr(m, "_record", None) is self:
             m._record = None
+        self._close_serial()
+
+    def _close_serial(self) -> None:
         with self._lock:
             f, self._serial = self._serial, None
         if f is not None:

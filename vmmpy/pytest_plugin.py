@@ -266,7 +266,7 @@ def _artifact_root(config) -> Path:
     if root is None:
         out = config.getoption("vmmpy_artifacts")
         if out:
-            root = Path(os.path.abspath(os.path.expanduser(out)))
+            root = Path(config.invocation_params.dir, os.path.expanduser(out))  # relative: to where pytest ran
         else:
             factory = getattr(config, "_tmp_path_factory", None)  # pytest's tmp_path_factory (basetemp)
             root = (factory.getbasetemp() if factory is not None else Path(config.rootpath)) / ARTIFACTS_DIR
