@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Union
 
-from vmmpy import errors
+from vmmpy import artifacts, errors
 from vmmpy._ffi import ffi, lib
 
 if TYPE_CHECKING:
@@ -163,6 +163,7 @@ class _InputDevice:
     def __init__(self, machine: Machine):
         self._m = machine
 
+    @artifacts.recorded(".event")
     def event(self, type: int, code: int, value: int, at_ns: int | None = None) -> None:
         """Send one raw evdev event (no SYN_REPORT is added); `at_ns`: see the module's docstring."""
         at = self._m._input_at(at_ns)
@@ -181,6 +182,7 @@ class _InputDevice:
         """
         return self._m._input_at(at_ns)
 
+    @artifacts.recorded(".sync")
     def sync(self, at_ns: int | None = None) -> None:
         self.event(EV_SYN, SYN_REPORT, 0, at_ns)
 
@@ -199,6 +201,7 @@ class Keyboard(_InputDevice):
         self.event(EV_KEY, code, value, at)
         self.sync(at)
 
+    @artifacts.recorded(".press")
     def press(self, key: Key, at_ns: int | None = None) -> None:
         """Press a key (name, character or evdev code); a shifted character presses shift first."""
         code, shift = key_code(key)
@@ -207,6 +210,7 @@ class Keyboard(_InputDevice):
             self._key(KEY_LEFTSHIFT, 1, at)
         self._key(code, 1, at)
 
+    @artifacts.recorded(".release")
     def release(self, key: Key, at_ns: int | None = None) -> None:
         """Release a key; a shifted character releases shift after it."""
         code, shift = key_code(key)
@@ -225,6 +229,7 @@ class Keyboard(_InputDevice):
             key_code(k)
         return keys
 
+    @artifacts.recorded(".tap")
     def tap(self, combo: str, at_ns: int | None = None) -> None:
         """Press the '+'-separated keys in order and release them in reverse: "ctrl+alt+delete", "shift+a"."""
         keys = self.combo_keys(combo)
@@ -241,6 +246,7 @@ class Keyboard(_InputDevice):
             if ch not in KEYMAP:
                 raise errors.InvalidArgument(f"no key for {ch!r} on a US layout", lib.VMM_EINVAL, "VMM_EINVAL")
 
+    @artifacts.recorded(".type")
     def type(self, text: str, at_ns: int | None = None) -> None:
         """Type text on a US layout: each character is pressed and released (with shift when needed)."""
         self.check_text(text)
@@ -274,6 +280,7 @@ class Tablet(_InputDevice):
             return 0
         return max(0, min(ABS_MAX, round(v * ABS_MAX / (extent - 1))))
 
+    @artifacts.recorded(".move")
     def move(self, x: float, y: float, at_ns: int | None = None) -> None:
         w, h = self.screen_size
         at = self._at(at_ns)
@@ -290,18 +297,22 @@ class Tablet(_InputDevice):
         self.event(EV_KEY, code, value, at)
         self.sync(at)
 
+    @artifacts.recorded(".press")
     def press(self, button: str | int = "left", at_ns: int | None = None) -> None:
         self._button(button, 1, self._at(at_ns))
 
+    @artifacts.recorded(".release")
     def release(self, button: str | int = "left", at_ns: int | None = None) -> None:
         self._button(button, 0, self._at(at_ns))
 
+    @artifacts.recorded(".click")
     def click(self, x: float, y: float, button: str | int = "left", at_ns: int | None = None) -> None:
         at = self._at(at_ns)
         self.move(x, y, at)
         self.press(button, at)
         self.release(button, at)
 
+    @artifacts.recorded(".drag")
     def drag(
         self,
         x0: float,
@@ -321,6 +332,7 @@ class Tablet(_InputDevice):
             self.move(x0 + (x1 - x0) * i / n, y0 + (y1 - y0) * i / n, at)
         self.release(button, at)
 
+    @artifacts.recorded(".scroll")
     def scroll(self, dy: int, dx: int = 0, at_ns: int | None = None) -> None:
         """Wheel clicks: dy > 0 scrolls up (REL_WHEEL), dx > 0 right (REL_HWHEEL)."""
         at = self._at(at_ns)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Union
 
-from vmmpy import errors, events, sysregs
+from vmmpy import artifacts, errors, events, sysregs
 from vmmpy._ffi import ffi, lib
 from vmmpy._outcomes import EOF, TIMEOUT, _Sentinel
 from vmmpy.errors import _check
@@ -246,8 +246,7 @@ class Serial:
         if n == lib.VMM_EEOF:
             return -1
         _check(n, vm)
-        with self._lock:
-            self._append(ffi.buffer(chunk, n)[:])
+        self._got(ffi.buffer(chunk, n)[:])
         # drain whatever else is already there without waiting, up to a quarter window
         total = n
         while n == size and total < self.buffer_size // 4:
@@ -255,9 +254,14 @@ class Serial:
             if n <= 0:
                 break
             total += n
-            with self._lock:
-                self._append(ffi.buffer(chunk, n)[:])
+            self._got(ffi.buffer(chunk, n)[:])
         return total
+
+    def _got(self, data: bytes) -> None:  # pull lock held: chunks arrive in order
+        with self._lock:
+            self._append(data)
+        if (rec := self._m._record) is not None:  # a test records its machines: serial.log gets everything
+            rec.serial_data(data)
 
     def _window(self) -> bytes:  # lock held
         return bytes(self._buf[self._start() - self._base :])
@@ -297,6 +301,7 @@ class Serial:
             i = self._buf.find(data, max(start, self._start()) - self._base)
             return -1 if i < 0 else self._base + i
 
+    @artifacts.recorded("serial.write")
     def write(self, data: bytes | str, at_ns: int | None = None) -> None:
         """Queue input for the guest's serial port.
 
@@ -310,6 +315,7 @@ class Serial:
         else:
             self._m._checked(lib.vmm_console_write_at, at_ns, data, len(data))
 
+    @artifacts.recorded("serial.type")
     def type(self, text: str, at_ns: int | None = None) -> None:
         """Type text into the serial port (newlines become carriage returns, as a terminal sends)."""
         self.write(text.replace("\n", "\r"), at_ns)
@@ -340,6 +346,7 @@ class Serial:
         match a partly arrived word, as with pexpect: end patterns on a delimiter (a space, ``\\r\\n``).
         The Match's positions are offsets in the retained window (``m.string``), not in the whole stream.
         """
+        __tracebackhide__ = True  # a failing expect points at the test's line
         single = not isinstance(pattern, (list, tuple))
         wanted = [pattern] if single else list(pattern)
         if not wanted:
@@ -385,6 +392,7 @@ class Serial:
     def _search(self, rxs, fails, wanted, single):
         """The earliest match of `rxs` in the window from the expect position (moving the position past it),
         or None; SerialFailure if a `fails` pattern matches at or before it."""
+        __tracebackhide__ = True
         with self._lock:
             pos = max(self._expect_pos, self._start()) - self._base
             best: tuple[int, re.Match] | None = None
@@ -445,6 +453,7 @@ class VirtioConsole:
     def __init__(self, machine: Machine):
         self._m = machine
 
+    @artifacts.recorded("hvc.write")
     def write(self, data: bytes | str, at_ns: int | None = None) -> None:
         """Queue input for the virtio console; `at_ns` as for ``Serial.write`` (deterministic mode).
 
@@ -454,6 +463,7 @@ class VirtioConsole:
             data = data.encode()
         self._m._checked(lib.vmm_console_write_port, lib.VMM_CONSOLE_VIRTIO, at_ns or 0, data, len(data))
 
+    @artifacts.recorded("hvc.type")
     def type(self, text: str, at_ns: int | None = None) -> None:
         """Type text (newlines become carriage returns, as a terminal sends)."""
         self.write(text.replace("\n", "\r"), at_ns)
@@ -495,6 +505,8 @@ class Machine:
         serial_buffer: Size = DEFAULT_SERIAL_BUFFER,
         timeout: float | None = None,
     ):
+        config = {k: v for k, v in locals().items() if k != "self"}  # the arguments, for failure artifacts
+        self._record: artifacts.MachineRecord | None = None  # set while a pytest test records its machines
         self.name = name or (os.path.basename(os.fspath(kernel)) if kernel else "vm")
         self._log = log.getChild(self.name.replace(".", "_"))
         self._handle = ffi.new_handle(self._on_log)
@@ -578,6 +590,9 @@ class Machine:
         except BaseException:
             self.close()
             raise
+        # sizes in bytes: the artifacts' command line needs no parsing of its own
+        config.update(ram=cfg.ram_size, gpu_max_mem=parse_size(gpu_max_mem), serial_buffer=buffer_size)
+        self._record = artifacts.machine_created(self, config)
 
     # -- configuration -------------------------------------------------
     def _add_disks_and_rng(self, disk: DiskSpec | list[DiskSpec] | None, rng: bool) -> None:
@@ -612,6 +627,8 @@ class Machine:
     def add_share(self, host_dir: str | os.PathLike, tag: str = "share", *, readonly: bool = False) -> None:
         """Export host_dir to the guest over virtio-9p (9P2000.L; in Linux: mount -t 9p -o trans=virtio TAG DIR)."""
         self._checked(lib.vmm_add_share, os.fsencode(host_dir), tag.encode(), 1 if readonly else 0)
+        if self._record is not None:
+            self._record.configured(share=(host_dir, tag, readonly))
 
     def _on_log(self, level: int, subsys: str, msg: str) -> None:
         self._log.log(_LEVELS.get(level, logging.INFO), "%s: %s", subsys, msg)
@@ -638,12 +655,18 @@ class Machine:
         opts.load_addr = load_addr or 0
         opts.entry = entry or 0
         self._checked(lib.vmm_load_kernel, os.fsencode(path), opts)
+        if self._record is not None:
+            self._record.configured(kernel=path, kernel_format=format, load_addr=load_addr, entry=entry)
 
     def load_initrd(self, path: str | os.PathLike) -> None:
         self._checked(lib.vmm_load_initrd, os.fsencode(path))
+        if self._record is not None:
+            self._record.configured(initrd=path)
 
     def set_cmdline(self, cmdline: str) -> None:
         self._checked(lib.vmm_set_cmdline, cmdline.encode())
+        if self._record is not None:
+            self._record.configured(cmdline=cmdline)
 
     # -- inspection ------------------------------------------------------
     def boot_info(self) -> BootInfo:
@@ -724,6 +747,7 @@ class Machine:
         EventsSyntaxError before anything happens for a bad script, EventsFailed if a wait times out or
         the guest ends first. Each wait on the guest gives up after `timeout` seconds.
         """
+        __tracebackhide__ = True
         return events.run_events(self, path_or_text, timeout)
 
     def clock_advance(self, ns: int) -> None:
@@ -872,6 +896,7 @@ class Machine:
 
     def wait(self, timeout: float | None = None) -> RunResult:
         """Wait for the background run to end. On timeout, stop it and return TIMEOUT."""
+        __tracebackhide__ = True
         if self._thread is None:
             raise errors.StateError("the machine was not started", lib.VMM_ESTATE, "VMM_ESTATE")
         timeout = self._seconds(timeout)
@@ -916,6 +941,9 @@ class Machine:
         stopped first; blocking waits return within half a second). Not from a log handler of this machine.
         """
         with self._close_lock:
+            if (rec := self._record) is not None and self._vm != ffi.NULL and not self._closing:
+                with contextlib.suppress(Exception):  # artifacts never keep a machine from closing
+                    rec.on_close(self)
             with self._guard:
                 if self._vm == ffi.NULL:
                     return

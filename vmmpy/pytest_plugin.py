@@ -18,6 +18,12 @@
 Every machine made through the fixture is stopped and freed after the test, and
 a failing test gets each machine's serial transcript attached to its report.
 
+Failure artifacts (vmmpy/artifacts.py, docs/pytest.md): every Machine created while a test runs (through the
+fixture or directly) is recorded; when the test fails, each leaves serial.log (the whole output),
+frame-last.png and the held frames, events.jsonl (input sent), result.json and reproduce.sh under
+`--vmmpy-artifacts DIR` (default `<basetemp>/vmmpy-artifacts`) / `<test node id>/<index>-<machine>/`; the
+report names the directory. `--vmmpy-keep-artifacts` keeps them for passing tests too.
+
 Everything this plugin registers is namespaced (`--vmmpy-*` options, `vmmpy_*` fixtures and ini keys,
 the `vmmpy` marker): it is loaded in every pytest run of an environment where vmmpy is installed, so it must
 not collide with other plugins (pytest-golden has `--update-goldens` and a `golden` fixture). For the same
@@ -48,6 +54,9 @@ if TYPE_CHECKING:
 
 _KEY = pytest.StashKey[list]()
 _WRITTEN = pytest.StashKey[list]()  # (action, golden path) written by --vmmpy-update-goldens
+_ARTIFACTS = pytest.StashKey[object]()  # the test's vmmpy.artifacts.TestArtifacts
+_ARTIFACT_ROOT = pytest.StashKey[Path]()
+ARTIFACTS_DIR = "vmmpy-artifacts"  # under pytest's basetemp unless --vmmpy-artifacts says where
 
 GOLDEN_DIR = "goldens"
 DEFAULT_OUT = ".pytest-goldens"
@@ -69,6 +78,21 @@ def pytest_addoption(parser):
         default=None,
         dest="vmmpy_golden_out",
         help=f"where failing golden checks write <name>.obtained/.diff.png (default: <rootdir>/{DEFAULT_OUT})",
+    )
+    group.addoption(
+        "--vmmpy-artifacts",
+        metavar="DIR",
+        default=None,
+        dest="vmmpy_artifacts",
+        help="where a failing test's machines leave their artifacts (serial log, frames, input, result, command "
+        f"line), in DIR/<test>/<machine>/ (default: <basetemp>/{ARTIFACTS_DIR})",
+    )
+    group.addoption(
+        "--vmmpy-keep-artifacts",
+        action="store_true",
+        default=False,
+        dest="vmmpy_keep_artifacts",
+        help="keep the machines' artifacts of passing tests too",
     )
     parser.addini("vmmpy_backend", "vmmpy: default backend of vmmpy_machine's machines (soft, kvm, auto)", default="")
     parser.addini(
@@ -142,6 +166,7 @@ def vmmpy_machine(request):
         return m
 
     yield factory
+    # a failing test's artifacts were collected by pytest_runtest_makereport, before this teardown
     for m in made:
         m.close()
 
@@ -275,10 +300,52 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.write_line(f"{action} {path}")
 
 
+def _artifact_root(config) -> Path:
+    root = config.stash.get(_ARTIFACT_ROOT, None)
+    if root is None:
+        out = config.getoption("vmmpy_artifacts")
+        if out:
+            root = Path(config.invocation_params.dir, os.path.expanduser(out))  # relative: to where pytest ran
+        else:
+            factory = getattr(config, "_tmp_path_factory", None)  # pytest's tmp_path_factory (basetemp)
+            root = (factory.getbasetemp() if factory is not None else Path(config.rootpath)) / ARTIFACTS_DIR
+        config.stash[_ARTIFACT_ROOT] = root
+    return root
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Record the Machines created from the test's setup to its teardown (vmmpy.artifacts)."""
+    from vmmpy import artifacts  # light: no extension, no Pillow
+
+    ta = artifacts.begin(_artifact_root(item.config) / artifacts.safe_name(item.nodeid), item.nodeid)
+    item.stash[_ARTIFACTS] = ta
+    try:
+        yield
+    finally:
+        del item.stash[_ARTIFACTS]
+        artifacts.end(ta, keep=ta.collected)
+
+
+def _collect_artifacts(item, report) -> None:
+    """Write the test's machines' artifacts now (the fixture has not closed them yet) and name them in the
+    report; for a teardown failure, from what each machine kept when it closed."""
+    ta = item.stash.get(_ARTIFACTS, None)
+    if ta is None or not ta.records:
+        return
+    lines = ta.collect()
+    if report.failed:
+        report.sections.append(("vmmpy artifacts", f"{ta.dir}\n" + "\n".join(lines)))
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
+    ta = item.stash.get(_ARTIFACTS, None)
+    keep = report.when == "call" and item.config.getoption("vmmpy_keep_artifacts")
+    if ta is not None and not ta.collected and (report.failed or keep):
+        _collect_artifacts(item, report)
     if report.when != "call" or not report.failed:
         return
     for i, m in enumerate(item.stash.get(_KEY, [])):

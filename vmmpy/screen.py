@@ -90,6 +90,7 @@ class Screen:
         ``resume=False``: only watch: neither resume a parked VM nor start one (a watcher beside a
         deterministic run, e.g. the window, must not change where it parks).
         """
+        __tracebackhide__ = True  # a failing wait points at the test's line
         if pause:
             return self._wait_frame_paused(n, timeout)
         if resume and self._m.paused:
@@ -114,6 +115,7 @@ class Screen:
                 raise errors.ScreenTimeout(f"frame {n} did not come within {timeout:g} s ({self.frames} frames so far)")
 
     def _wait_frame_paused(self, n: int, timeout: float) -> int:
+        __tracebackhide__ = True
         if not self._m.deterministic:
             raise errors.StateError(
                 "wait_frame(pause=True) needs a deterministic machine", lib.VMM_ESTATE, "VMM_ESTATE"
@@ -144,6 +146,7 @@ class Screen:
         True once parked (``m.paused``); False on timeout (the pause stays armed: ``pause_at(0)`` disarms).
         Raises ScreenEOF, with the pause disarmed, if the VM ends first. It does not resume or start the VM.
         """
+        __tracebackhide__ = True
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
@@ -165,6 +168,8 @@ class Screen:
     def hold(self, n: int) -> None:
         """Keep a copy of frame `n` when it is flushed (call before it happens; at most 64 pending)."""
         self._m._checked(lib.vmm_screen_hold, n)
+        if (rec := self._m._record) is not None:  # failure artifacts save held frames
+            rec.frame_held(n)
 
     def _capture(self, frame: int) -> tuple[int, int, memoryview]:
         w, h, fo = ffi.new("uint32_t *"), ffi.new("uint32_t *"), ffi.new("uint64_t *")
