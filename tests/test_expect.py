@@ -65,10 +65,10 @@ def test_unlisted_timeout_and_eof_still_raise(machine, guest, raw_guest):
 def test_fail_on_fails_at_once_with_the_transcript(machine, guest):
     m = machine(guest("hello"))
     with pytest.raises(vmmpy.SerialFailure) as ei:
-        m.serial.expect("dtb=", timeout=10, fail_on=["Kernel panic", r"vmmpy g\w+"])
+        m.serial.expect("dtb=", timeout=10, fail_on=["Kernel panic", r"vmmpy g\w+!"])  # ends on "!": whole word
     e = ei.value
     assert isinstance(e, AssertionError)  # a test fails (not errors)
-    assert e.pattern == rb"vmmpy g\w+" and e.match.group() == b"vmmpy guest"
+    assert e.pattern == rb"vmmpy g\w+!" and e.match.group() == b"vmmpy guest!"
     assert HELLO in e.transcript and "(fail_on)" in str(e) and HELLO in str(e)
 
 
