@@ -15,12 +15,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import sys
 
 import pytest
 
 from . import guests as table
+from . import locks
 from .conftest import ROOT
 
 sys.path.insert(0, os.path.join(ROOT, "tools"))
@@ -40,7 +40,7 @@ def nested_vm() -> nested.Nested:
         pytest.skip("qemu-system-aarch64 is not installed (apt-get install qemu-system-arm; `make test` does it)")
     # `make aarch64` installs the cross compiler if it is missing and is quick when nothing changed;
     # running it here keeps vmmrun in step with csrc/ when the test runs on its own
-    p = subprocess.run(["make", "-s", "-C", ROOT, "aarch64"], capture_output=True, text=True)
+    p = locks.make("-s", "-C", ROOT, "aarch64", lock="aarch64")  # pytest -n: one worker builds it
     if p.returncode:
         cc = shutil.which("aarch64-linux-gnu-gcc") or (os.uname().machine == "aarch64" and shutil.which("gcc"))
         if not cc:
