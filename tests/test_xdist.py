@@ -82,3 +82,19 @@ def test_the_suite_writes_no_fixed_temp_paths():
                             found.append(f"{path.name}:{node.lineno}: {word}")
     # test_linux's guest scripts write /tmp inside the guest (its own initramfs), not on the host
     assert [f for f in found if not f.startswith("test_linux.py:")] == []
+
+
+def test_the_suite_wall_benchmark_builds_a_valid_record():
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    import common
+    import suite_wall
+
+    rec = suite_wall.build({1: [100.0, 104.0], 2: [60.0, 55.0]}, "not slow")
+    common.validate(rec)
+    assert {r["name"]: common.value(r) for r in rec["rows"]} == {
+        "workers_1": 100.0,
+        "workers_2": 55.0,
+        "speedup_2": pytest.approx(100.0 / 55.0),
+    }
+    assert suite_wall.command(1, "not slow", [])[-2:] == ["-p", "no:xdist"]
+    assert suite_wall.command(2, "not slow", ["-x"])[-3:] == ["-n", "2", "-x"]
