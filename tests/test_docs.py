@@ -218,3 +218,18 @@ def test_every_relative_link_points_at_a_file_and_heading(page):
             continue
         if anchor and path.suffix == ".md":
             assert anchor in _anchors(path), f"{page.name}: {target}: no such heading"
+
+
+def test_the_exit_code_table_matches_the_cli():
+    from vmmpy import cli
+
+    text = Path(ROOT, "docs", "exit-codes.md").read_text()
+    rows = dict(re.findall(r"^\| (\d+) \| .*?`([A-Z_]+)`\) \|$", text, re.M))
+    assert {int(k): v for k, v in rows.items()} == {
+        cli.EXIT_RESET: "RESET",
+        cli.EXIT_GUEST_ERROR: "GUEST_ERROR",
+        cli.EXIT_HOST_ERROR: "HOST_ERROR",
+        cli.EXIT_TIMEOUT: "TIMEOUT",
+        cli.EXIT_INTERRUPTED: "STOPPED",
+    }
+    assert "| 2 |" in text and cli.EXIT_USAGE == 2
