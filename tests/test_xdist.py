@@ -1,7 +1,7 @@
 """Tier 1: parallel runs (pytest-xdist). A user's suite with the plugin runs under `pytest -n 2`, and the
 suite itself writes nothing to fixed paths that two workers (or two checkouts) would share.
 
-The suite proves itself under `make test-fast PYTEST_ARGS="-n auto"` (.ci/run does it); these checks are the
+The suite proves itself under `make test PYTEST_ARGS="-n auto --dist loadgroup"` (.ci/run); these checks are the
 cheap guard that runs in every tier."""
 
 from __future__ import annotations
