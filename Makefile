@@ -3,9 +3,11 @@ PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 DEB_PKGS := clang lld llvm libclang-rt-14-dev libfdt-dev zlib1g-dev qemu-system-arm cppcheck clang-format \
   python3-tk xvfb xdotool
-PY_PKGS := cffi pytest Pillow pylibfdt unicorn==2.1.4 ruff setuptools wheel matplotlib
+PY_PKGS := cffi pytest Pillow pylibfdt unicorn==2.1.4 ruff setuptools wheel matplotlib pytest-xdist
 SRCS := $(wildcard csrc/*/*.c csrc/*/*.h) include/vmm.h vmmpy/_build_ffi.py
 STAMP := build/.stamp-ext
+# extra pytest arguments for test and test-fast, e.g. PYTEST_ARGS="-n auto" (pytest-xdist: one worker per core)
+PYTEST_ARGS ?=
 
 .PHONY: all deps build guests test test-fast test-asan test-portable lint demo bench bench-report debian clean fuzz soak aarch64 deps-aarch64 nested
 all: build guests
@@ -41,11 +43,11 @@ guests: deps
 
 # The slow tier includes tests/test_kvm_nested.py, which needs the arm64 cross build.
 test: build guests aarch64
-	$(PYTHON) -m pytest tests/ -q
+	$(PYTHON) -m pytest tests/ -q $(PYTEST_ARGS)
 
 # Everything but the slow tier (Linux boots).
 test-fast: build guests
-	$(PYTHON) -m pytest tests/ -q -m "not slow"
+	$(PYTHON) -m pytest tests/ -q -m "not slow" $(PYTEST_ARGS)
 
 # Tier 1 and 2 against an ASan+UBSan build of libvmm.
 test-asan: build guests

@@ -25,6 +25,8 @@ import re
 import subprocess
 from dataclasses import dataclass, field
 
+from .locks import exclusive
+
 PEERS = ("soft", "soft-threaded", "kvm", "qemu")
 SMP_ITERS = 2000  # guest/smp.c ITERS
 UART_INPUT = b"hi!\tq"  # echoed as h, i, !, 0x09, q; 'q' ends the guest
@@ -223,7 +225,10 @@ def elf(run: Run) -> str:
         return p
     b = os.path.join(SMALL_GUESTS, "-".join(v.replace("=", "") for v in run.make_vars))
     out = os.path.join(b, f"{run.guest}.elf")
-    p = subprocess.run(["make", "-s", "-C", GUEST_DIR, f"B={b}", *run.make_vars, out], capture_output=True, text=True)
+    # one build dir per make_vars, shared by pytest-xdist workers: one of them builds, the others wait
+    with exclusive(f"guests-small-{os.path.basename(b)}"):
+        cmd = ["make", "-s", "-C", GUEST_DIR, f"B={b}", *run.make_vars, out]
+        p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode:
         raise RuntimeError(f"building {out}: {(p.stderr or p.stdout)[-1000:]}")
     return out

@@ -389,11 +389,11 @@ def test_pause_needs_deterministic_mode():
         m.screen.wait_frame(1, pause=True)
 
 
-def test_the_readme_example_parses():
-    with open(f"{ROOT}/README.md") as f:
+def test_the_docs_example_parses():
+    with open(f"{ROOT}/docs/cli.md") as f:
         readme = f.read()
-    block = readme.split("**Input scripts**", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
-    s = events.parse(block, "README.md")
+    block = readme.split("## Input scripts", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    s = events.parse(block, "docs/cli.md")
     assert [c.name for c in s.commands][:3] == ["wait_frame", "type", "wait_serial"] and s.commands[-1].name == "quit"
 
 

@@ -15,12 +15,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import sys
 
 import pytest
 
 from . import guests as table
+from . import locks
 from .conftest import ROOT
 
 sys.path.insert(0, os.path.join(ROOT, "tools"))
@@ -28,7 +28,9 @@ import fetch_debian  # noqa: E402
 import initramfs  # noqa: E402
 import nested  # noqa: E402
 
-pytestmark = pytest.mark.slow
+# one nested VM runs every test's guest: under `pytest -n ... --dist loadgroup` the module stays on one worker
+# (one boot); under plain -n each worker that gets some of its tests boots its own, one at a time (the lock)
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("nested_kvm")]
 
 RUNS = table.select("kvm")
 LINUX_CPUS = 2
@@ -36,27 +38,28 @@ LINUX_CPUS = 2
 
 @pytest.fixture(scope="module")
 def nested_vm() -> nested.Nested:
-    if shutil.which("qemu-system-aarch64") is None:
-        pytest.skip("qemu-system-aarch64 is not installed (apt-get install qemu-system-arm; `make test` does it)")
-    # `make aarch64` installs the cross compiler if it is missing and is quick when nothing changed;
-    # running it here keeps vmmrun in step with csrc/ when the test runs on its own
-    p = subprocess.run(["make", "-s", "-C", ROOT, "aarch64"], capture_output=True, text=True)
-    if p.returncode:
-        cc = shutil.which("aarch64-linux-gnu-gcc") or (os.uname().machine == "aarch64" and shutil.which("gcc"))
-        if not cc:
-            pytest.skip(f"no arm64 C compiler (apt-get install gcc-aarch64-linux-gnu failed?): {p.stderr[-500:]}")
-        pytest.fail(f"make aarch64 failed:\n{(p.stdout + p.stderr)[-3000:]}")
-    try:
-        files, extra = nested.linux(cpus=LINUX_CPUS)  # Debian's kernel too, after the bare-metal guests
-        extra += nested.without_kvm()
-        timeout = nested.BOOT_OVERHEAD + sum(r.timeout + 10 for r in RUNS) + 300
-        vm = nested.boot(RUNS, files=files, extra=extra, mem=2048, timeout=timeout)
-    except (nested.NestedError, fetch_debian.FetchError, initramfs.InitramfsError) as e:
-        pytest.fail(f"cannot boot the nested VM: {e}")
-    if not vm.done:
-        tail = "\n".join(vm.console.replace("\r", "").splitlines()[-40:])
-        print(f"nested VM did not finish in {vm.wall:.0f} s; console ends with:\n{tail}")
-    return vm
+    with locks.exclusive("nested"):  # pytest -n: the build/nested/ files and 2 GiB of guest RAM, one at a time
+        if shutil.which("qemu-system-aarch64") is None:
+            pytest.skip("qemu-system-aarch64 is not installed (apt-get install qemu-system-arm; `make test` does it)")
+        # `make aarch64` installs the cross compiler if it is missing and is quick when nothing changed;
+        # running it here keeps vmmrun in step with csrc/ when the test runs on its own
+        p = locks.make("-s", "-C", ROOT, "aarch64", lock="aarch64")  # pytest -n: one worker builds it
+        if p.returncode:
+            cc = shutil.which("aarch64-linux-gnu-gcc") or (os.uname().machine == "aarch64" and shutil.which("gcc"))
+            if not cc:
+                pytest.skip(f"no arm64 C compiler (apt-get install gcc-aarch64-linux-gnu failed?): {p.stderr[-500:]}")
+            pytest.fail(f"make aarch64 failed:\n{(p.stdout + p.stderr)[-3000:]}")
+        try:
+            files, extra = nested.linux(cpus=LINUX_CPUS)  # Debian's kernel too, after the bare-metal guests
+            extra += nested.without_kvm()
+            timeout = nested.BOOT_OVERHEAD + sum(r.timeout + 10 for r in RUNS) + 300
+            vm = nested.boot(RUNS, files=files, extra=extra, mem=2048, timeout=timeout)
+        except (nested.NestedError, fetch_debian.FetchError, initramfs.InitramfsError) as e:
+            pytest.fail(f"cannot boot the nested VM: {e}")
+        if not vm.done:
+            tail = "\n".join(vm.console.replace("\r", "").splitlines()[-40:])
+            print(f"nested VM did not finish in {vm.wall:.0f} s; console ends with:\n{tail}")
+        return vm
 
 
 def test_nested_kvm_is_available(nested_vm):

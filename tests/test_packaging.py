@@ -17,7 +17,7 @@ import pytest
 
 from .conftest import GUEST_DIR, ROOT
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("packaging")]  # --dist loadgroup: one build
 
 SOURCES = ["pyproject.toml", "setup.py", "MANIFEST.in", "LICENSE", "README.md", "include", "csrc", "vmmpy"]
 

@@ -12,6 +12,7 @@ import subprocess
 
 import pytest
 
+from . import locks
 from .conftest import GUEST_DIR, HOST_HAS_KVM, ROOT
 
 VMMRUN = os.path.join(ROOT, "build", "vmmrun")
@@ -19,7 +20,7 @@ VMMRUN = os.path.join(ROOT, "build", "vmmrun")
 
 @pytest.fixture(scope="module")
 def vmmrun() -> str:
-    p = subprocess.run(["make", "-s", "-C", ROOT, "build/vmmrun"], capture_output=True, text=True)
+    p = locks.make("-s", "-C", ROOT, "build/vmmrun", lock="vmmrun")  # pytest -n: one worker builds it
     assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
     return VMMRUN
 

@@ -1,6 +1,6 @@
 """Tier 2: the live window of `python -m vmmpy run` (vmmpy/window.py) under Xvfb, driven by xdotool.
 
-The window test starts its own X server (Xvfb on a free display number), so it runs in CI with no
+The window test starts its own X server (Xvfb picks a free display number: -displayfd), so it runs in CI with no
 display; it needs Xvfb and xdotool (Debian: xvfb, xdotool; `make test` installs them) and Pillow with
 XCB support (ImageGrab). The screenshot of the window is saved as build/window-test.png.
 """
@@ -116,13 +116,6 @@ def tool_env(display: str) -> dict:
     return {**{k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}, "DISPLAY": display}
 
 
-def free_display() -> int:
-    for n in range(60, 200):
-        if not os.path.exists(f"/tmp/.X11-unix/X{n}") and not os.path.exists(f"/tmp/.X{n}-lock"):
-            return n
-    pytest.skip("no free X display number")
-
-
 @pytest.fixture
 def xvfb():
     """An Xvfb server of its own; yields its DISPLAY (":N")."""
@@ -139,15 +132,25 @@ def xvfb():
 
     if not features.check("xcb"):
         pytest.skip("Pillow without XCB support: no ImageGrab of an X display")
-    n = free_display()
-    display = f":{n}"
-    env = tool_env(display)
+    # -displayfd: Xvfb takes the first free display number itself (atomically, by its lock file) and
+    # writes it to the pipe, so parallel runs (pytest -n, several checkouts) never race for one number.
+    rfd, wfd = os.pipe()
     proc = subprocess.Popen(
-        ["Xvfb", display, "-screen", "0", "1600x1000x24", "-nolisten", "tcp"],
+        ["Xvfb", "-displayfd", str(wfd), "-screen", "0", "1600x1000x24", "-nolisten", "tcp"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env=env,
+        env=tool_env(""),
+        pass_fds=(wfd,),
     )
+    os.close(wfd)
+    with os.fdopen(rfd) as r:
+        number = r.readline().strip()  # "" if Xvfb died before choosing
+    if not number.isdigit():
+        proc.wait(timeout=10)
+        pytest.fail(f"Xvfb -displayfd reported no display (exit {proc.returncode})")
+    n = int(number)
+    display = f":{n}"
+    env = tool_env(display)
 
     def ready():
         if proc.poll() is not None:

@@ -12,6 +12,7 @@ Needs `dpkg --add-architecture arm64` (done here when run as root) and Debian's 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import glob
 import os
 import shutil
@@ -66,7 +67,17 @@ def _move_into(src: str, dst: str) -> None:
 
 
 def fetch(pkg: str, pattern: str, member: str) -> str:
-    """Download `pkg` for arm64 and unpack only `member` (e.g. ./boot) from it."""
+    """Download `pkg` for arm64 and unpack only `member` (e.g. ./boot) from it.
+
+    Under an flock on the cache: parallel callers (pytest -n workers) download once and never race
+    for apt's own lock in `apt-get update`."""
+    os.makedirs(CACHE, exist_ok=True)
+    with open(os.path.join(CACHE, ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _fetch(pkg, pattern, member)
+
+
+def _fetch(pkg: str, pattern: str, member: str) -> str:
     ensure_arm64()
     real = resolve(pkg)
     dest = os.path.join(CACHE, real.replace(":", "_"))

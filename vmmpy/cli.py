@@ -18,7 +18,7 @@ from vmmpy.events import CliEvents
 from vmmpy.events import cli_prepare as events_cli_prepare
 from vmmpy.machine import MAX_CPUS, Machine, RunReason, cpu_models, parse_ram
 
-# exit codes (documented in README.md): a clean power-off gives the guest's status
+# exit codes (documented in docs/exit-codes.md): a clean power-off gives the guest's status
 EXIT_USAGE = 2
 EXIT_RESET = 120
 EXIT_GUEST_ERROR = 121
@@ -272,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--events",
         metavar="FILE",
-        help="run the input script FILE beside the guest (wait, type, key, click, capture, quit; see README); "
+        help="run the input script FILE beside the guest (wait, type, key, click, capture, quit; see docs/cli.md); "
         "implies --input, and --gpu when it waits for frames",
     )
     r.add_argument(

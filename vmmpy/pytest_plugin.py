@@ -289,6 +289,20 @@ def vmmpy_golden(request) -> Golden:
     return Golden(request)
 
 
+# pytest-xdist (`pytest -n`): the goldens are written by the workers, the summary is printed by the controller.
+# Each worker hands its list over in `config.workeroutput`, which xdist sends back when the worker finishes.
+def pytest_sessionfinish(session):
+    workeroutput = getattr(session.config, "workeroutput", None)  # set on xdist workers only
+    if workeroutput is not None:
+        workeroutput["vmmpy_goldens_written"] = [(a, str(p)) for a, p in session.config.stash.get(_WRITTEN, [])]
+
+
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: unknown (and never called) without pytest-xdist
+def pytest_testnodedown(node, error):
+    written = getattr(node, "workeroutput", {}).get("vmmpy_goldens_written", [])
+    node.config.stash.setdefault(_WRITTEN, []).extend((a, Path(p)) for a, p in written)
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     written = config.stash.get(_WRITTEN, [])
     if not config.getoption("vmmpy_update_goldens"):
