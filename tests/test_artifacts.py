@@ -97,7 +97,7 @@ def test_a_failing_test_leaves_every_artifact(pytester):
         assert flag in argv
     assert argv[argv.index("--gpu-size") + 1] == "320x200" and argv[argv.index("--cmdline") + 1] == "quiet"
 
-    # the machine closed inside the test: snapshotted at close
+    # the machine closed inside the test: written at close
     assert {"serial.log", "events.jsonl", "result.json", "reproduce.sh"} <= _files(second)
     assert "Hello from vmmpy guest!" in (second / "serial.log").read_text()
     res2 = json.loads((second / "result.json").read_text())

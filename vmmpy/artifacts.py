@@ -13,7 +13,8 @@ The pytest plugin opens a :class:`TestArtifacts` for each test (``begin()``) and
 ``TestArtifacts.collect()`` writes the rest: ``frame-last.png`` and ``frame-NNNNNN.png`` for each held frame
 (machines with a GPU), ``events.jsonl``, ``result.json`` (run result, stats, screen, configuration) and
 ``reproduce.sh``, into ``<dir>/<index>-<machine name>/``. A machine closed before the collection is
-snapshotted at close (``MachineRecord.on_close``), so the with-block machines of a test are covered too.
+written at close (``MachineRecord.on_close``, while its VM still exists), so the with-block machines of a
+test are covered too and a test that makes many machines (a soak) holds none of their artifacts in memory.
 
 This module imports nothing heavy (no C extension, no Pillow) at import time: the plugin loads it in every
 pytest run. Records hold their Machine by weak reference, and ``end()`` detaches them: nothing of a test is
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
     from vmmpy.machine import Machine
 
 SERIAL_LOG_CAP = 256 << 20  # bytes of serial.log per machine; then one note and no more
-SNAPSHOT_FRAME_BYTES = 64 << 20  # raw frames a machine keeps when it closes before the collection (latest first)
 MAX_EVENTS = 100_000  # input calls logged per machine (then counted only)
 TRUNCATED_NOTE = "\n[vmmpy: serial.log truncated here: {cap} bytes written, the rest of the output was not kept]\n"
 
@@ -84,7 +84,7 @@ class TestArtifacts:
         return rec
 
     def collect(self) -> list[str]:
-        """Write every machine's artifacts (from the live machine, or its snapshot if it was closed);
+        """Write every machine's artifacts (from the live machine; a closed one wrote its own at close);
         returns one summary line per machine. Never raises: a problem is written into result.json."""
         self.collected = True
         with self._lock:
@@ -196,7 +196,7 @@ class MachineRecord:
         self.serial_bytes = 0
         self.serial_truncated = False
         self.errors: list[str] = []
-        self.snapshot: dict | None = None  # taken at close, if the machine closes before the collection
+        self.summary: str | None = None  # the one-line summary, once the artifacts are written
         self.written = False
         self._lock = threading.Lock()
         self._serial = None
@@ -258,35 +258,19 @@ class MachineRecord:
                     self.config[k] = v
 
     def on_close(self, m: Machine) -> None:
-        """Called by Machine.close() before it frees the VM: drain the serial output and keep what
-        collect() needs from the VM (result, stats, frames as raw RGBA), unless already written; then close
-        serial.log (a test may make many machines: no descriptor is held past a machine's close)."""
+        """Called by Machine.close() before it frees the VM: write the artifacts now, from the live VM
+        (unless already written), and keep nothing but the summary in memory; then close serial.log (a test
+        may make many machines: no descriptor or frame is held past a machine's close)."""
         try:
-            if not self.written and self.snapshot is None:
-                self._snapshot(m)
+            if not self.written:
+                with contextlib.suppress(Exception):
+                    if m.running:
+                        m.stop()  # close() stops it anyway: the result and the last frame are then final
+                self._collect()
+                with self._lock:
+                    self.events = []
         finally:
             self._close_serial()
-
-    def _snapshot(self, m: Machine) -> None:
-        snap: dict = {}
-        with contextlib.suppress(Exception):
-            if m.running:
-                m.stop()
-        self._drain(m)
-        self._state(m, snap)
-        frames: dict = {}
-        budget = SNAPSHOT_FRAME_BYTES
-        for n in [0, *self.held] if snap.get("gpu") else []:
-            if budget <= 0:
-                frames[n] = f"not kept at close (more than {SNAPSHOT_FRAME_BYTES >> 20} MiB of frames)"
-                continue
-            try:
-                frames[n] = m.screen.capture_rgba(frame=n)
-                budget -= len(frames[n][2])
-            except Exception as e:
-                frames[n] = f"{type(e).__name__}: {e}"
-        snap["frames_raw"] = frames
-        self.snapshot = snap
 
     def detach(self) -> None:
         m = self._machine()
@@ -343,7 +327,9 @@ class MachineRecord:
             out["serial_window_dropped"] = m.serial.dropped
 
     def collect(self) -> str:
-        """Write this machine's artifacts; returns a one-line summary."""
+        """Write this machine's artifacts (once); returns a one-line summary."""
+        if self.written and self.summary is not None:
+            return self.summary
         try:
             return self._collect()
         except Exception as e:  # never hide the test's own failure behind ours
@@ -352,7 +338,7 @@ class MachineRecord:
     def _collect(self) -> str:
         self.dir.mkdir(parents=True, exist_ok=True)
         m = self._machine()
-        live = m is not None and not m._closing and self.snapshot is None  # _closing: set by close(), for good
+        live = m is not None and not m._closing  # _closing: set by close() after on_close, for good
         state: dict = {}
         images: dict = {}
         if live:
@@ -363,10 +349,6 @@ class MachineRecord:
                     images[n] = m.screen.capture(frame=n)
                 except Exception as e:
                     images[n] = f"{type(e).__name__}: {e}"
-        elif self.snapshot is not None:
-            state = {k: v for k, v in self.snapshot.items() if k != "frames_raw"}
-            for n, raw in self.snapshot.get("frames_raw", {}).items():
-                images[n] = raw if isinstance(raw, str) else self._image(raw)
         else:
             state = {"result": None, "stats": None, "note": "the machine was gone before the artifacts were collected"}
         frames: dict[str, str] = {}
@@ -376,7 +358,7 @@ class MachineRecord:
                 frames[name] = f"not captured: {img}"
                 continue
             try:
-                img.save(self.dir / name, format="PNG")
+                img.save(self.dir / name, format="PNG", compress_level=1)  # fast: it runs at every close
                 frames[name] = "ok" if n else "the latest image"
             except Exception as e:
                 frames[name] = f"not saved: {type(e).__name__}: {e}"
@@ -414,19 +396,11 @@ class MachineRecord:
         res = state.get("result")
         how = "running" if state.get("running") else res["reason"] if res else "not run"
         shots = sum(1 for v in frames.values() if not v.startswith("not "))
-        return (
+        self.summary = (
             f"machine {self.index} ({self.name}, {how}): {self.dir}  "
             f"[serial.log {self.serial_bytes} B, {shots} frame(s), {len(events)} input call(s)]"
         )
-
-    @staticmethod
-    def _image(raw):
-        from PIL import Image
-
-        w, h, data = raw
-        if not w or not h:
-            return "the screen showed nothing"
-        return Image.frombytes("RGBA", (w, h), data).convert("RGB")
+        return self.summary
 
 
 # ---- reproducing a run from the shell ---------------------------------------------------------------------

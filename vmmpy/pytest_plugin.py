@@ -110,6 +110,11 @@ def pytest_configure(config):
         f"{MARKER}(**kwargs): defaults for the machines vmmpy_machine() makes in this test "
         "(any vmmpy.Machine keyword, e.g. cpus=2, ram='512M', and kernel=)",
     )
+    config.addinivalue_line(
+        "markers",
+        "vmmpy_no_artifacts: record no failure artifacts for this test's machines (a test that makes "
+        "hundreds of them, e.g. a soak, whose every close would otherwise write a directory)",
+    )
 
 
 def _ini_defaults(config) -> dict:
@@ -332,6 +337,9 @@ def pytest_runtest_protocol(item, nextitem):
     """Record the Machines created from the test's setup to its teardown (vmmpy.artifacts)."""
     from vmmpy import artifacts  # light: no extension, no Pillow
 
+    if item.get_closest_marker("vmmpy_no_artifacts"):
+        yield
+        return
     ta = artifacts.begin(_artifact_root(item.config) / artifacts.safe_name(item.nodeid), item.nodeid)
     item.stash[_ARTIFACTS] = ta
     try:
