@@ -108,7 +108,7 @@ class Screen:
             if rc == 0:
                 return self.frames
             if rc == lib.VMM_EEOF:
-                res = self._m.result
+                res = self._final_result()
                 why = f"the VM ended ({res.reason.name})" if res else "the VM is not running"
                 raise errors.ScreenEOF(f"{why} after {self.frames} frames, before frame {n}", rc, "VMM_EEOF")
             if left <= 0:
@@ -159,7 +159,7 @@ class Screen:
             if rc == lib.VMM_EEOF:
                 n = self._pause_frame
                 self.pause_at(0)
-                res = self._m.result
+                res = self._final_result()
                 why = f"the VM ended ({res.reason.name})" if res else "the VM is not running"
                 raise errors.ScreenEOF(f"{why} after {self.frames} frames, before frame {n}", rc, "VMM_EEOF")
             if left <= 0:
@@ -313,5 +313,13 @@ class Screen:
         raise nd.NeedleMismatch("\n".join(lines), result, files)
 
     def _ended(self) -> str:
-        res = self._m.result
+        res = self._final_result()
         return f"the VM ended ({res.reason.name})" if res else "the VM stopped"
+
+    def _final_result(self):
+        """The run's result once libvmm said the run is over: the run thread stores it just after (a
+        bounded wait, so the message names how it ended rather than racing that thread)."""
+        done = getattr(self._m, "_done", None)
+        if done is not None and self._m._thread is not None:
+            done.wait(2.0)
+        return self._m.result
