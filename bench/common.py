@@ -401,3 +401,20 @@ def save(rec: dict) -> str:
     with open(os.path.join(RESULTS, HISTORY), "a") as f:
         f.write(json.dumps(rec, sort_keys=True, separators=(",", ":")) + "\n")
     return path
+
+
+def peer_rows(
+    runs: dict[str, list[dict[str, float]]], order: list[str], targets: dict[str, float], other: float
+) -> list[dict]:
+    """Rows in ns of measurements per whole-guest run and peer ("vmmpy", "qemu"): every run kept, a ratio
+    target per row (`other` for rows not in `targets`)."""
+    return [
+        row(
+            k,
+            "ns",
+            [r[k] for r in runs.get("vmmpy", []) if k in r],
+            {"qemu": [r[k] for r in runs.get("qemu", []) if k in r]},
+            target={"ratio": targets.get(k, other)},
+        )
+        for k in order
+    ]

@@ -29,16 +29,7 @@ def net(results: dict[str, float]) -> dict[str, float]:
 def build(runs: dict[str, list[dict[str, float]]], config: dict | None = None) -> dict:
     """The record from each whole-guest run's raw ns/iteration per peer ("vmmpy", "qemu")."""
     nets = {p: [net(r) for r in rs] for p, rs in runs.items()}
-    rows = [
-        common.row(
-            k,
-            "ns",
-            [n[k] for n in nets.get("vmmpy", []) if k in n],
-            {"qemu": [n[k] for n in nets.get("qemu", []) if k in n]},
-            target={"ratio": TARGETS.get(k, TARGET_OTHER)},
-        )
-        for k in ORDER
-    ]
+    rows = common.peer_rows(nets, ORDER, TARGETS, TARGET_OTHER)
     return common.record(
         "exit_latency",
         "VM-exit latency, ns per exit (empty loop subtracted)",

@@ -44,3 +44,10 @@ void vmm__host_ram_free(void *p, size_t size)
     if (p)
         munmap(p, size);
 }
+
+/* Clear the O_NONBLOCK an open of a guest-named object carries (no effect on files, but I/O is blocking). */
+int vmm__host_blocking(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    return fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) ? errno : 0;
+}

@@ -130,6 +130,9 @@ struct vmm__host_node {
 };
 
 /* An empty node (fd = pfd = -1), and closing one (idempotent). */
+/* The implementations' shared helper: clear O_NONBLOCK after a guest-named open was checked (0 or errno). */
+int vmm__host_blocking(int fd);
+
 void vmm__host_node_init(struct vmm__host_node *n);
 void vmm__host_node_close(struct vmm__host_node *n);
 

@@ -182,13 +182,6 @@ static int check_opened(const struct vmm__host_node *n, int fd, int flags)
     return 0;
 }
 
-/* Clear the O_NONBLOCK an open of a guest-named object carries (no effect on files, but I/O is blocking). */
-static int blocking(int fd)
-{
-    int fl = fcntl(fd, F_GETFL);
-    return fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) ? errno : 0;
-}
-
 int vmm__host_node_open(const struct vmm__host_node *n, int flags, int *out)
 {
     char p[40];
@@ -211,7 +204,7 @@ int vmm__host_node_open(const struct vmm__host_node *n, int flags, int *out)
     }
     if (fd < 0)
         return errno;
-    if ((e = check_opened(n, fd, flags)) || (e = blocking(fd))) {
+    if ((e = check_opened(n, fd, flags)) || (e = vmm__host_blocking(fd))) {
         close(fd);
         return e;
     }
@@ -240,7 +233,7 @@ int vmm__host_node_create(const struct vmm__host_node *dir, const char *name, in
     if (fstat(fd, &st))
         e = errno;
     else
-        e = S_ISREG(st.st_mode) ? blocking(fd) : ENXIO;
+        e = S_ISREG(st.st_mode) ? vmm__host_blocking(fd) : ENXIO;
     if (!e && (out->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0)
         e = errno;
     if (!e && (out->pfd = fcntl(dir->fd, F_DUPFD_CLOEXEC, 0)) < 0)

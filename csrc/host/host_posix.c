@@ -155,12 +155,6 @@ static int check_name(const char *name, bool dots)
     return nl > VMM_HOST_NAME_MAX ? ENAMETOOLONG : 0;
 }
 
-static int blocking(int fd)
-{
-    int fl = fcntl(fd, F_GETFL);
-    return fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) ? errno : 0;
-}
-
 int vmm__host_node_root(int dirfd, struct vmm__host_node *out)
 {
     struct stat st;
@@ -175,7 +169,7 @@ int vmm__host_node_root(int dirfd, struct vmm__host_node *out)
         return e;
     }
     record(out, &st);
-    return blocking(out->fd);
+    return vmm__host_blocking(out->fd);
 }
 
 /*
@@ -200,7 +194,7 @@ static int reach(int dfd, const char *name, bool dots, struct vmm__host_node *ou
         return errno;
     if (!S_ISDIR(fst.st_mode) || !same(out, &fst))
         return ENOENT; /* swapped between the lstat and the open */
-    return (e = blocking(out->fd)) ? e : 0;
+    return (e = vmm__host_blocking(out->fd)) ? e : 0;
 }
 
 int vmm__host_node_walk(const struct vmm__host_node *dir, const char *name, struct vmm__host_node *out)
@@ -280,7 +274,7 @@ int vmm__host_node_open(const struct vmm__host_node *n, int flags, int *out)
     }
     if (fd < 0)
         return errno;
-    if ((e = check_opened(n, fd, flags)) || (e = blocking(fd))) {
+    if ((e = check_opened(n, fd, flags)) || (e = vmm__host_blocking(fd))) {
         close(fd);
         return e;
     }
@@ -306,7 +300,7 @@ int vmm__host_node_create(const struct vmm__host_node *dir, const char *name, in
     if (fstat(fd, &st))
         e = errno;
     else
-        e = S_ISREG(st.st_mode) ? blocking(fd) : ENXIO;
+        e = S_ISREG(st.st_mode) ? vmm__host_blocking(fd) : ENXIO;
     if (!e && (out->pfd = fcntl(dir->fd, F_DUPFD_CLOEXEC, 0)) < 0)
         e = errno;
     if (e) {
