@@ -14,6 +14,8 @@ One command a line; ``#`` starts a comment (outside quotes), blank lines are ign
     wait serial "PASS"         # until the serial output (since the script started) contains the text;
                                # a trailing duration sets the timeout (default 30 s): wait serial "x" 5s
     capture 3 shot.png         # wait for frame 3 and save it as a PNG (it is held from the start)
+    capture now.png            # save the screen as it is now (the latest frame; in real time, after a
+                               # wait serial that proves the guest drew it, this is the robust form)
     quit                       # stop the guest and end the run
 
 The whole script is parsed before anything runs; a mistake is an :class:`EventsSyntaxError` naming the
@@ -95,7 +97,7 @@ class EventsFailed(errors.VmmError):
 @dataclass(frozen=True)
 class Command:
     line: int
-    name: str  # wait_frame, wait_time, wait_serial, type, key, move, click, drag, scroll, capture, quit
+    name: str  # wait_frame, wait_time, wait_serial, type, key, move, click, drag, scroll, capture, capture_now, quit
     args: tuple = ()
     text: str = ""  # the line as written, for messages
 
@@ -117,7 +119,7 @@ class Script:
 
     @property
     def needs_gpu(self) -> bool:
-        return any(c.is_frame_sync for c in self.commands)
+        return any(c.is_frame_sync or c.name == "capture_now" for c in self.commands)
 
     @property
     def captures(self) -> dict[int, str]:
@@ -289,9 +291,12 @@ def _parse_line(cmd: str, rest: str, err) -> tuple[str, tuple]:
         return "scroll", (_int(words[0]),)
     if cmd == "capture":
         parts = rest.split(None, 1)
-        if len(parts) != 2 or not _FRAME.fullmatch(parts[0]):
-            raise err("expected 'capture N PATH'")
-        n, path = _frame(parts[0], err), parts[1].strip()
+        if len(parts) == 2 and _FRAME.fullmatch(parts[0]):
+            n, path = _frame(parts[0], err), parts[1].strip()
+        elif len(parts) >= 1 and not _FRAME.fullmatch(parts[0]):
+            n, path = 0, rest.strip()  # the screen as it is now
+        else:
+            raise err("expected 'capture N PATH' or 'capture PATH'")
         if os.path.isdir(path) or path.endswith(os.sep):
             raise err(f"capture: {_q(path)} is a directory (expected a file name, e.g. {path.rstrip(os.sep)}/shot.png)")
         if not os.path.isdir(os.path.dirname(path) or "."):
@@ -300,7 +305,7 @@ def _parse_line(cmd: str, rest: str, err) -> tuple[str, tuple]:
             _files.check_output(path)
         except OSError as e:
             raise err(f"capture: {_q(path)}: {e.strerror}") from None
-        return "capture", (n, path)
+        return ("capture", (n, path)) if n else ("capture_now", (path,))
     if cmd == "quit":
         if rest:
             raise err("quit takes no arguments")
@@ -506,6 +511,13 @@ class Runner:
                     self._fail(c, f"cannot save {a[1]}: {e.strerror or e}")
                 self.s.captured.append(a[1])
                 self.log(f"frame {a[0]} ({image.width}x{image.height}) -> {a[1]}")
+        elif c.name == "capture_now":
+            try:
+                image = m.screen.save(a[0], format="PNG")
+            except OSError as e:
+                self._fail(c, f"cannot save {a[0]}: {e.strerror or e}")
+            self.s.captured.append(a[0])
+            self.log(f"the screen now ({image.width}x{image.height}) -> {a[0]}")
         elif c.name == "wait_serial":
             self._wait_serial(c, a[0], a[1] or self.s.timeout)
         elif c.name == "quit":
