@@ -9,6 +9,7 @@
 #include "../dev/pl011.h"
 #include "../dev/virtio.h"
 #include "board.h"
+#include "snapshot.h"
 #include "irqchip.h"
 #include "layout.h"
 #include "vm.h"
@@ -118,6 +119,40 @@ uint64_t vmm__board_host_mem(struct vmm_vm *vm)
         if (b->dev[i].ops->host_mem)
             n += b->dev[i].ops->host_mem(b->dev[i].dev);
     return n;
+}
+
+/* "<name>.<n>": the nth device with these ops (unique in a VM, stable across save and restore). */
+static void section_name(struct vmm_board *b, unsigned i, char *out, size_t len)
+{
+    unsigned nth = 0;
+    for (unsigned j = 0; j < i; j++)
+        nth += b->dev[j].ops == b->dev[i].ops;
+    snprintf(out, len, "%s.%u", b->dev[i].ops->name, nth);
+}
+
+int vmm__board_snap(struct vmm_vm *vm, struct vmm_snap *s)
+{
+    struct vmm_board *b = &vm->board;
+
+    for (unsigned i = 0; i < b->ndev && !vmm__snap_error(s); i++) {
+        const struct vmm_device_ops *ops = b->dev[i].ops;
+        int (*fn)(void *, struct vmm_snap *) = vmm__snap_loading(s) ? ops->load : ops->save;
+        if (!fn)
+            continue;
+        char name[VMM_SNAP_NAME_LEN];
+        section_name(b, i, name, sizeof(name));
+        if (vmm__snap_loading(s) && !vmm__snap_has(s, name))
+            return vmm__snap_fail(s, "the snapshot has no state for device %s (was it made with other devices?)",
+                                  name);
+        uint32_t version = ops->snap_version;
+        if (vmm__snap_begin(s, name, &version))
+            break;
+        int r = fn(b->dev[i].dev, s);
+        if (r && !vmm__snap_error(s))
+            vmm__snap_fail_code(s, r, "failed (%d)", r);
+        vmm__snap_end(s);
+    }
+    return vmm__snap_error(s);
 }
 
 void vmm__board_reset(struct vmm_vm *vm)

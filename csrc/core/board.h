@@ -36,10 +36,15 @@ struct vmm_device_ops {
     uint64_t (*host_mem)(void *dev);
     /*
      * Snapshots (the VM stopped at a round boundary, no access half done): write the device's
-     * guest-visible state into s / restore it. A device without state leaves both NULL.
+     * guest-visible state into s / restore it (snapshot.h: usually one sync function for both).
+     * The board opens the device's section around the call, with version snap_version when
+     * saving; when loading s->sec_version is the version found (<= snap_version). A device without
+     * state leaves both NULL. load runs on a VM built with the same configuration, before any
+     * vCPU runs; it validates every value as it would a guest's register write.
      */
     int (*save)(void *dev, struct vmm_snap *s);
     int (*load)(void *dev, struct vmm_snap *s);
+    uint32_t snap_version;
     /* Free the device. Called once, in the reverse order of registration, when no vCPU runs. */
     void (*destroy)(void *dev);
 };
@@ -76,6 +81,12 @@ uint64_t vmm__board_advance(struct vmm_vm *vm, uint64_t now_ns); /* also the con
 void vmm__board_set_running(struct vmm_vm *vm, bool running);    /* also the console */
 uint64_t vmm__board_host_mem(struct vmm_vm *vm);
 void vmm__board_reset(struct vmm_vm *vm);
+/*
+ * Snapshots: every device's save (or, on a loading stream, load) hook, each in a section of its own
+ * named "<ops name>.<n>" (n counts devices with the same ops), opened and closed by the board.
+ * Loading fails if a device has no section or leaves bytes of it unread.
+ */
+int vmm__board_snap(struct vmm_vm *vm, struct vmm_snap *s);
 
 /* The boot console's device-tree path (the UART sets it when it joins the board). */
 void vmm__board_set_stdout(struct vmm_vm *vm, const char *path);
