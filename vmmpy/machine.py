@@ -385,7 +385,7 @@ class Serial:
                     return got
                 if on_eof is not None:
                     return self._outcome(on_eof, EOF, consume=True)
-                res = self._m.result
+                res = self._m._final_result()
                 why = f"the VM ended ({res.reason.name})" if res else "the VM is not running"
                 raise errors.SerialEOF(f"{why} before {what} appeared; output ends with:\n{self._tail()}")
 
@@ -814,6 +814,14 @@ class Machine:
     @property
     def exit_status(self) -> int | None:
         return self._result.exit_status if self._result else None
+
+    def _final_result(self) -> RunResult | None:
+        """The run's result once libvmm said the run is over (end of serial output, a frame wait that
+        cannot be met): the run thread stores it just after, so wait for that (bounded) rather than
+        race it, and a message can name how the run ended."""
+        if self._thread is not None:
+            self._done.wait(2.0)
+        return self._result
 
     # -- the guard: close() waits for every call into libvmm in flight and refuses new ones ----------
     def _enter(self):

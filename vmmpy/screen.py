@@ -317,9 +317,4 @@ class Screen:
         return f"the VM ended ({res.reason.name})" if res else "the VM stopped"
 
     def _final_result(self):
-        """The run's result once libvmm said the run is over: the run thread stores it just after (a
-        bounded wait, so the message names how it ended rather than racing that thread)."""
-        done = getattr(self._m, "_done", None)
-        if done is not None and self._m._thread is not None:
-            done.wait(2.0)
-        return self._m.result
+        return self._m._final_result()
