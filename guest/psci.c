@@ -34,6 +34,17 @@ int main(uint64_t dtb)
     check("features(unknown)", psci_features(UNKNOWN_FN), PSCI_NOT_SUPPORTED);
     check("unknown function", (int32_t)smccc_hvc(UNKNOWN_FN, 0, 0, 0), PSCI_NOT_SUPPORTED);
 
+    /*
+     * CPU_ON's argument checks (DEN0022 5.6), printed rather than judged: implementations differ.
+     * vmmpy: INVALID_PARAMETERS (-2) for an MPIDR with no CPU, then INVALID_ADDRESS (-9) for an entry
+     * that is misaligned or outside RAM, then ALREADY_ON (-4); QEMU says -2 for a misaligned entry
+     * and KVM does not check the entry. This CPU (MPIDR 0) is on, so no call starts anything.
+     */
+    printf("cpu_on(no such cpu) = %d\n", psci_cpu_on(0xff, (uintptr_t)main, 0));
+    printf("cpu_on(misaligned entry) = %d\n", psci_cpu_on(0, (uintptr_t)main + 2, 0));
+    printf("cpu_on(entry outside RAM) = %d\n", psci_cpu_on(0, 0x1000, 0));
+    printf("cpu_on(already on) = %d\n", psci_cpu_on(0, (uintptr_t)main, 0));
+
     int32_t smccc = (int32_t)smccc_hvc(SMCCC_VERSION, 0, 0, 0);
     if (smccc < 0)
         printf("smccc version not supported (%d)\n", smccc);
