@@ -654,22 +654,46 @@ def test_more_buffers_than_the_device_takes(live):
 
 
 def test_random_rings_never_crash_the_host(dev):
+    """Random descriptor tables and avail rings: every round ends either with the device broken (NEEDS_RESET,
+    the config-change interrupt, the error counted, nothing more used) or with only well-formed used entries;
+    the next reset always brings it back."""
     rng = random.Random(1234)
-    for _ in range(40):
+    broken = 0
+    for rnd in range(40):
+        wild = rnd % 2 == 0  # else well-formed single-descriptor chains in the pool, read or write
+        before = guest_errors(dev.m)
         q0, q1 = dev.init(queues=2, sizes=[8, 8])
+        assert not dev.needs_reset() and guest_errors(dev.m) == before  # the reset cleared the last round
         for q in (q0, q1):
             table = q.buf(16 * 8)
             pool = q.buf(256)
             for t in (None, table):
                 for i in range(8):
-                    addr = rng.choice([pool + rng.randrange(256), table, rng.getrandbits(64), RAM_END - 4])
-                    q.write_desc(i, addr, rng.choice([0, 1, 16, 64, 300, 0xFFFF_FFFF]), rng.randrange(8),
-                                 rng.randrange(10), table=t)  # fmt: skip
+                    if wild:
+                        addr = rng.choice([pool + rng.randrange(256), table, rng.getrandbits(64), RAM_END - 4])
+                        q.write_desc(i, addr, rng.choice([0, 1, 16, 64, 300, 0xFFFF_FFFF]), rng.randrange(8),
+                                     rng.randrange(10), table=t)  # fmt: skip
+                    else:
+                        n = rng.choice([1, 16, 64])
+                        q.write_desc(i, pool + rng.randrange(256 - n), n, rng.choice([0, DESC_F_WRITE]), 0, table=t)
             for _ in range(rng.randrange(1, 9)):
-                q.publish(rng.randrange(9))
+                q.publish(rng.randrange(9) if wild else rng.randrange(8))
             q.notify()
-        dev.status()  # still answers
-        q0.get_used()
+        used = q0.get_used() + q1.get_used()
+        for uid, ulen in used:  # virtio 1.2 §2.7.8: the id of a head the driver made available
+            assert 0 <= uid < 8 and ulen <= 8 * 300, (uid, ulen)
+        if dev.needs_reset():
+            assert wild, "a well-formed round broke the device"
+            broken += 1
+            assert guest_errors(dev.m) > before
+            assert check_line(dev) & INT_CONFIG
+            q0.notify()
+            assert q0.get_used() == []  # broken until reset
+        else:
+            assert guest_errors(dev.m) == before, "an error was counted but the device carries on"
+        if not wild:
+            assert used, "well-formed chains were not used"
+    assert broken >= 15, broken  # nearly every wild round holds an address outside RAM or a bad index
 
 
 # -- device tree -------------------------------------------------------------------------------
