@@ -465,9 +465,13 @@ def test_deterministic_quit_on_an_idle_guest_without_a_timer(tmp_path, guest):
 def test_deterministic_quit_stops_at_the_cursor_exactly(guest):
     """From Python: the run ends with the virtual clock at the cursor, for a busy guest too."""
     clocks = []
-    for _ in range(2):
+    for script in ("wait 1 frames\nquit", "wait 1 frames\ntype a\nwait 3ms\nquit", "wait 1 frames\ntype a\nwait 3ms\nquit"):
         with vmmpy.Machine(guest("input_echo"), gpu=True, gpu_size=SIZE, input=True, deterministic=True) as m:
-            m.run_events("wait 1 frames\ntype a\nwait 3ms\nquit")
+            m.run_events(script)
             assert m.result.reason == vmmpy.RunReason.STOPPED
             clocks.append((m.clock_ns, m.serial.data))
-    assert clocks[0] == clocks[1]
+    frame1 = clocks[0][0]  # the cursor after "wait 1 frames": the end of the round that flushed frame 1
+    assert frame1 > 0
+    assert clocks[1][0] == frame1 + 3_000_000  # quit stopped the clock exactly at the cursor
+    assert clocks[1] == clocks[2]
+    assert b"type=1 code=30 value=1" in clocks[1][1]  # the 'a' arrived within the 3 ms

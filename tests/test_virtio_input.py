@@ -288,17 +288,32 @@ def test_input_event_at_in_real_time_is_immediate():
             m.keyboard.press("a", at_ns=-1)
 
 
-def test_deterministic_events_wait_for_their_time():
-    """vmm_input_event_at: a deterministic VM keeps events until its clock reaches their time (tier 1)."""
-    with vmmpy.Machine(input=True, deterministic=True) as m:
+def test_deterministic_events_wait_for_their_time(guest):
+    """vmm_input_event_at: a deterministic VM keeps events until its clock reaches their time, then delivers
+    them in the order sent (the guest only sleeps in WFI; the test is the driver)."""
+    with vmmpy.Machine(guest("idle_notick"), input=True, deterministic=True) as m:
         kbd = Input(m, KBD)
         kbd.post(8)
         m.keyboard.press("b", at_ns=2_000_000)
         m.keyboard.press("a", at_ns=1_000_000)
         m.keyboard.release("a", at_ns=1_000_000)  # same time: after the press, in the order sent
         assert kbd.events() == [] and m.keyboard.stats().pending == 0  # scheduled, not pending yet
-        with pytest.raises(vmmpy.InvalidArgument):
+        with pytest.raises(vmmpy.InvalidArgument, match="at_ns"):
             m.keyboard.press("a", at_ns=-1)
+        # the clock moves (a stop at a round boundary; input due at that time enters in the next round)
+        m.stop_at(1_000_000)
+        assert m.run(timeout=30).reason == vmmpy.RunReason.STOPPED and m.clock_ns == 1_000_000
+        assert kbd.events() == []  # not before its time
+        m.stop_at(1_000_001)
+        assert m.run(timeout=30).reason == vmmpy.RunReason.STOPPED
+        ev_key, key_a, key_b, syn = 1, 30, 48, (0, 0, 0)
+        assert kbd.events() == [(ev_key, key_a, 1), syn, (ev_key, key_a, 0), syn]  # at 1 ms, in the order sent; not "b"
+        m.stop_at(2_000_000)
+        assert m.run(timeout=30).reason == vmmpy.RunReason.STOPPED
+        assert kbd.events() == []
+        m.stop_at(2_000_001)
+        assert m.run(timeout=30).reason == vmmpy.RunReason.STOPPED
+        assert kbd.events() == [(ev_key, key_b, 1), syn]
 
 
 def test_deterministic_schedule_is_bounded():
