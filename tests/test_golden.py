@@ -269,10 +269,16 @@ def test_assert_matches_outside_pytest(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"threshold": 256}, {"threshold": -1}, {"max_fraction": 1.5}, {"masks": [(0, 0, -1, 4)]}]
+    ("kwargs", "message"),
+    [
+        ({"threshold": 256}, r"threshold must be 0\.\.255 \(a channel difference\), not 256"),
+        ({"threshold": -1}, r"threshold must be 0\.\.255 .*, not -1"),
+        ({"max_fraction": 1.5}, r"max_fraction must be 0\.0\.\.1\.0, not 1\.5"),
+        ({"masks": [(0, 0, -1, 4)]}, r"a mask is \(x, y, width, height\) with width, height >= 0, not \(0, 0, -1, 4\)"),
+    ],
 )
-def test_bad_options(kwargs):
-    with pytest.raises(ValueError):
+def test_bad_options(kwargs, message):
+    with pytest.raises(ValueError, match=message):
         g.compare(scene(), scene(), **kwargs)
 
 

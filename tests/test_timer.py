@@ -68,7 +68,7 @@ def test_deterministic_counter_counts_the_instructions_run(guest):
 
 def test_clock_cannot_move_in_real_time_mode():
     with vmmpy.Machine() as m:
-        with pytest.raises(vmmpy.StateError):
+        with pytest.raises(vmmpy.StateError, match="the clock can only be moved in deterministic mode"):
             m.clock_advance(1)
         a = m.sysreg_read("CNTVCT_EL0")
         t0 = time.monotonic()
