@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,61 @@ def test_sanitized_build_is_in_use_when_expected():
     import vmmpy._vmm as ext
 
     assert "build/asan" in ext.__file__
+
+
+# -- failure contracts of the public API that nothing else exercises --------------------------------
+
+
+def test_load_kernel_mem_boots_an_image_from_memory(guest):
+    """vmm_load_kernel_mem: the same loader as a file (auto-detected ELF), named in messages; bad bytes
+    are refused with that name."""
+    from .conftest import SYSTEM_OFF, code
+
+    cfg = ffi.new("struct vmm_config *", {"size": ffi.sizeof("struct vmm_config"), "backend": ffi.NULL})
+    out = ffi.new("vmm_vm **")
+    err = ffi.new("char[256]")
+    assert lib.vmm_create(cfg, out, err, 256) == 0, ffi.string(err)
+    vm = out[0]
+    try:
+        junk = b"not a kernel at all" * 4
+        assert lib.vmm_load_kernel_mem(vm, junk, len(junk), b"junk.bin", ffi.NULL) == lib.VMM_EFORMAT
+        assert ffi.string(lib.vmm_last_error(vm)).decode().startswith("junk.bin: ")
+        elf = Path(guest("hello")).read_bytes()
+        assert lib.vmm_load_kernel_mem(vm, elf, len(elf), b"hello (in memory)", ffi.NULL) == 0
+        res = ffi.new("struct vmm_run_result *", {"size": ffi.sizeof("struct vmm_run_result")})
+        assert lib.vmm_run(vm, 30 * 10**9, res) == 0
+        assert res.reason == lib.VMM_RUN_POWEROFF, res.reason
+        buf = ffi.new("char[4096]")
+        n = lib.vmm_console_read(vm, buf, 4096, 0)
+        assert n > 0 and b"Hello from vmmpy guest!" in ffi.buffer(buf, n)[:]
+        # raw: format, load address and entry from the options
+        raw = code(*SYSTEM_OFF)
+        assert lib.vmm_create(cfg, out, err, 256) == 0
+        vm2 = out[0]
+        opts = ffi.new(
+            "struct vmm_kernel_opts *",
+            {"size": ffi.sizeof("struct vmm_kernel_opts"), "format": lib.VMM_KERNEL_RAW, "load_addr": 0x4008_0000},
+        )
+        assert lib.vmm_load_kernel_mem(vm2, raw, len(raw), b"raw", opts) == 0
+        assert lib.vmm_run(vm2, 30 * 10**9, res) == 0 and res.reason == lib.VMM_RUN_POWEROFF
+        assert res.pc == 0x4008_0000 + len(raw)  # it ran there: stopped after its HVC
+        lib.vmm_destroy(vm2)
+    finally:
+        lib.vmm_destroy(vm)
+
+
+def test_a_second_start_is_busy_and_wait_bounds_hold(guest):
+    with vmmpy.Machine(guest("idle_notick")) as m:
+        m.start(timeout=30)
+        with pytest.raises(vmmpy.Busy, match="already running"):
+            m.start(timeout=30)
+        t = time.monotonic()
+        with pytest.raises(vmmpy.SerialTimeout, match=r"no match for b'never' within 0.3 s"):
+            m.serial.expect("never", timeout=0.3)
+        assert time.monotonic() - t < 3  # its bound, with room for a loaded host
+        m.stop()
+    with vmmpy.Machine(guest("hello")) as m:
+        t = time.monotonic()
+        with pytest.raises(vmmpy.SerialEOF, match=r"the VM ended \(POWEROFF\) before b'never' appeared"):
+            m.serial.expect("never", timeout=30)  # the guest powers off first: at once, not after 30 s
+        assert time.monotonic() - t < 10

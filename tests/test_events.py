@@ -475,3 +475,23 @@ def test_deterministic_quit_stops_at_the_cursor_exactly(guest):
     assert clocks[1][0] == frame1 + 3_000_000  # quit stopped the clock exactly at the cursor
     assert clocks[1] == clocks[2]
     assert b"type=1 code=30 value=1" in clocks[1][1]  # the 'a' arrived within the 3 ms
+
+
+def test_drag_presses_moves_in_steps_and_releases(guest):
+    """Tablet.drag: press at the start, `steps` equal moves, release at the end (deterministic, so the
+    whole gesture arrives in one round and in order)."""
+    with vmmpy.Machine(guest("input_echo"), gpu=True, gpu_size=SIZE, input=True, deterministic=True) as m:
+        m.screen.wait_frame(1, timeout=30)
+        m.tablet.drag(10, 20, 50, 60, steps=4, at_ns=m.clock_ns)
+        m.keyboard.tap("esc", at_ns=m.clock_ns + 1_000_000)
+        assert m.wait(timeout=30).ok
+        got = echo_events(m.serial.text, "tab")
+
+    def at(x, y):
+        return [(EV_ABS, 0, round(x * 32767 / 319)), (EV_ABS, 1, round(y * 32767 / 239)), (EV_SYN, 0, 0)]
+
+    want = at(10, 20) + [(EV_KEY, BTN_LEFT, 1), (EV_SYN, 0, 0)]
+    for x, y in ((20, 30), (30, 40), (40, 50), (50, 60)):
+        want += at(x, y)
+    want += [(EV_KEY, BTN_LEFT, 0), (EV_SYN, 0, 0)]
+    assert got == want
