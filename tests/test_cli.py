@@ -223,3 +223,32 @@ def test_version():
 
     p = vmmpy("--version")
     assert p.returncode == 0 and p.stdout.strip() == f"vmmpy {__version__}"
+
+
+def test_device_options_are_seen_by_the_guest(guest, tmp_path):
+    """--disk, --share, --rng, --cmdline, --initrd and --cpu-model, checked from inside (guest/devlist.c
+    lists the virtio devices and reads /chosen and cpu@0 from the device tree)."""
+    disk = tmp_path / "d.img"
+    disk.write_bytes(b"\0" * (3 << 20))
+    share = tmp_path / "share"
+    share.mkdir()
+    initrd = tmp_path / "initrd"
+    initrd.write_bytes(b"VMMPY-INITRD-0123456789")
+    p = vmmpy(
+        "run", guest("devlist"), "--disk", str(disk), "--share", f"{share}:ro:tag=hostfs", "--rng",
+        "--cmdline", "console=ttyAMA0 answer=42", "--initrd", str(initrd), "--cpu-model", "cortex-a53",
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    out = p.stdout.replace("\r", "")
+    assert "devlist: slot 0: blk (id 2), 6144 sectors\n" in out  # 3 MiB of 512-byte sectors
+    assert "devlist: slot 1: rng (id 4)\n" in out
+    assert 'devlist: slot 2: 9p (id 9), tag "hostfs"\n' in out
+    assert "devlist: 3 virtio devices\n" in out
+    assert "devlist: bootargs: console=ttyAMA0 answer=42\n" in out
+    assert "devlist: cpu0: arm,cortex-a53\n" in out
+    assert 'devlist: initrd: 23 bytes, begins "VMMPY-INITRD-012"\n' in out
+    # and without them: nothing of the kind
+    p = vmmpy("run", guest("devlist"), "--cpu-model", "cortex-a57")
+    out = p.stdout.replace("\r", "")
+    assert p.returncode == 0 and "devlist: 0 virtio devices\n" in out and "devlist: initrd: none\n" in out
+    assert "devlist: cpu0: arm,cortex-a57\n" in out

@@ -105,3 +105,84 @@ int fdt_cpus(uintptr_t fdt, uint64_t *mpidrs, int max)
     }
     return -1;
 }
+
+/* Whether node name `name` equals the path component [c, c_end). */
+static int comp_eq(const char *name, const char *c, const char *c_end)
+{
+    while (c < c_end && *name && *name == *c)
+        name++, c++;
+    return c == c_end && !*name;
+}
+
+/* The start of component i (0-based) of an absolute path "/a/b", its end in *end; 0 if there is none. */
+static const char *component(const char *path, int i, const char **end)
+{
+    const char *c = path;
+    for (int k = 0; k <= i; k++) {
+        if (*c != '/' || !c[1])
+            return 0;
+        c++;
+        const char *e = c;
+        while (*e && *e != '/')
+            e++;
+        if (k == i) {
+            *end = e;
+            return c;
+        }
+        c = e;
+    }
+    return 0;
+}
+
+const void *fdt_getprop(uintptr_t fdt, const char *path, const char *prop, uint32_t *len)
+{
+    if (!fdt || be32(fdt) != FDT_MAGIC)
+        return 0;
+    int ncomp = 0;
+    const char *e;
+    while (component(path, ncomp, &e))
+        ncomp++;
+    uintptr_t p = fdt + be32(fdt + 8), end = p + be32(fdt + 36);
+    uintptr_t strings = fdt + be32(fdt + 12);
+    int depth = 0, matched = 0; /* the root is depth 1; matched: leading path components the stack matches */
+
+    while (p + 4 <= end) {
+        uint32_t token = be32(p);
+        p += 4;
+        switch (token) {
+        case FDT_BEGIN_NODE: {
+            const char *name = (const char *)p;
+            depth++;
+            const char *c = component(path, depth - 2, &e);
+            if (depth >= 2 && matched == depth - 2 && c && comp_eq(name, c, e))
+                matched = depth - 1;
+            while (p < end && *(const volatile char *)p)
+                p++;
+            p = align4(p + 1);
+            break;
+        }
+        case FDT_END_NODE:
+            if (matched == depth - 1 && depth >= 2)
+                matched--;
+            if (--depth < 0)
+                return 0;
+            break;
+        case FDT_PROP: {
+            uint32_t plen = be32(p), nameoff = be32(p + 4);
+            uintptr_t val = p + 8;
+            if (depth == ncomp + 1 && matched == ncomp && str_eq((const char *)(strings + nameoff), prop)) {
+                if (len)
+                    *len = plen;
+                return (const void *)val;
+            }
+            p = align4(val + plen);
+            break;
+        }
+        case FDT_NOP:
+            break;
+        default:
+            return 0;
+        }
+    }
+    return 0;
+}

@@ -434,6 +434,9 @@ uintptr_t fdt_find(uint64_t x0);
 /* The `reg` (MPIDR affinity) of each /cpus/cpu@N node into mpidrs[0..max); returns how many there are
    (possibly more than max), or -1 if the DTB is malformed or has no /cpus. */
 int fdt_cpus(uintptr_t fdt, uint64_t *mpidrs, int max);
+/* Property `prop` of the node at absolute `path` ("/chosen", "/cpus/cpu@0"; "/" is the root): its value
+   (big-endian, as stored) and length in *len, or 0 if there is no such node or property. */
+const void *fdt_getprop(uintptr_t fdt, const char *path, const char *prop, uint32_t *len);
 
 /* ---- virtio-mmio v2 (rt/virtio.c): polled split virtqueues, one request in flight ---- */
 /* QEMU virt and vmmpy: 32 transports of 0x200 bytes from 0x0A000000, slot n on SPI 16 + n (INTID 48 + n).
