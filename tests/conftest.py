@@ -38,6 +38,40 @@ def code(*insns: int) -> bytes:
     return b"".join(struct.pack("<I", i) for i in insns)
 
 
+# Each test runs under an address-space cap (RLIMIT_AS) of what the process maps when it starts plus
+# this headroom, so that an overflow in a size computation fails the test with ENOMEM instead of
+# reserving (and maybe touching) many GiB of the CI host. Measured here: a vCPU's Unicorn engine maps
+# ~1.1 GiB (its translation buffer), an 8-vCPU 1 GiB VM 9.3 GiB. VMMPY_TEST_AS_HEADROOM_GIB=0 turns it
+# off; ASan runs (VMMPY_EXPECT_SANITIZED) skip it, as ASan reserves terabytes of shadow memory.
+AS_HEADROOM = int(float(os.environ.get("VMMPY_TEST_AS_HEADROOM_GIB", "12")) * (1 << 30))
+
+
+def _mapped_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+@pytest.fixture(autouse=True)
+def _address_space_cap():
+    import resource
+
+    if AS_HEADROOM <= 0 or os.environ.get("VMMPY_EXPECT_SANITIZED") or not os.path.exists("/proc/self/status"):
+        yield
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    cap = _mapped_bytes() + AS_HEADROOM
+    if hard != resource.RLIM_INFINITY:
+        cap = min(cap, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
 @pytest.fixture
 def machine(vmmpy_machine):
     """The suite's short name for the plugin's vmmpy_machine factory (the plugin itself only registers

@@ -2,8 +2,9 @@
 
 The SMP guests print what depends on timing and interleaving (round-trip times read from the
 generic timer, the order in which CPUs took a lock); in deterministic mode virtual time comes from
-instructions retired, so those bytes repeat exactly. The real-time runs are the control: there the
-timings differ from run to run, so the comparison can fail.
+instructions retired, so those bytes repeat exactly. (A real-time control run, asserting that the
+transcripts differ, depended on the host's timing and was dropped: that the comparison can fail is
+shown by the guests' own output, which prints measured times.)
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ def transcript(machine, path: str, cpus: int, deterministic: bool, inputs=()) ->
         m.serial.write(data, at_ns=at_ns)
     res = m.run(timeout=120)
     assert res.ok, f"{res}: {m.serial.text[-2000:]}"
-    return m.serial.data
+    data = m.serial.data
+    m.close()  # its engines go now, not at the end of the test (each vCPU maps ~1.1 GiB)
+    return data
 
 
 @pytest.mark.parametrize(("name", "cpus"), [("sgi", 2), ("smp", 4), ("timer", 1)])
@@ -27,12 +30,6 @@ def test_same_guest_same_bytes(machine, guest, name, cpus):
     outs = {transcript(machine, guest(name), cpus, True) for _ in range(RUNS)}
     assert len(outs) == 1, "deterministic runs differ:\n" + "\n---\n".join(o.decode(errors="replace") for o in outs)
     assert f"PASS {name}".encode() in outs.pop()
-
-
-def test_real_time_runs_differ(machine, guest):
-    """The control: sgi prints measured round-trip times, which vary with the host."""
-    outs = {transcript(machine, guest("sgi"), 2, False) for _ in range(3)}
-    assert len(outs) > 1
 
 
 def test_serial_input_at_virtual_times(machine, guest):

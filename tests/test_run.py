@@ -131,3 +131,15 @@ def test_memory_accessors_are_bounds_checked(raw_guest):
                 m.read_memory(gpa, n)
             with pytest.raises(vmmpy.DoesNotFit, match="is not guest RAM"):
                 m.write_memory(gpa, b"x" * n)
+
+
+def test_the_address_space_cap_turns_a_huge_allocation_into_an_error():
+    """tests/conftest.py's address-space cap is in force: reserving more than its headroom fails at once."""
+    import mmap
+
+    from tests.conftest import AS_HEADROOM
+
+    if AS_HEADROOM <= 0 or os.environ.get("VMMPY_EXPECT_SANITIZED"):
+        pytest.skip("no address-space cap in this run")
+    with pytest.raises((OSError, MemoryError)):
+        mmap.mmap(-1, AS_HEADROOM + (4 << 30))
