@@ -164,16 +164,60 @@ def test_readonly_disk(image):
     assert path.read_bytes() == data
 
 
+_RO_CHECK = """
+import sys, vmmpy
+from vmmpy import errors
+path = sys.argv[1]
+try:
+    vmmpy.Machine(disk=path)
+    print("opened read-write")
+except errors.VmmError as e:
+    print("refused:", e)
+with vmmpy.Machine(disk=[(path, "ro")]):
+    print("ro ok")
+"""
+
+
 def test_readonly_file_needs_ro(tmp_path):
-    if os.geteuid() == 0:
-        pytest.skip("root ignores file permissions")
     path = tmp_path / "ro.img"
     make_image(path, 2)
     path.chmod(0o444)
-    with pytest.raises(errors.VmmError, match="permission denied"):
-        vmmpy.Machine(disk=path)
-    with vmmpy.Machine(disk=[(path, "ro")]):
-        pass
+    if os.geteuid() != 0:
+        with pytest.raises(errors.VmmError, match="permission denied"):
+            vmmpy.Machine(disk=path)
+        with vmmpy.Machine(disk=[(path, "ro")]):
+            pass
+        return
+    # root ignores file permissions: check as an unprivileged user (nobody) in a child process
+    import pwd
+    import subprocess
+    import sys
+
+    nobody = pwd.getpwnam("nobody")
+    os.chmod(tmp_path, 0o755)
+    for parent in tmp_path.parents:  # the image must be reachable (pytest's tmp dirs are 0700)
+        if parent == parent.parent or not str(parent).startswith(("/tmp", os.environ.get("TMPDIR", "/tmp"))):
+            break
+        os.chmod(parent, os.stat(parent).st_mode | 0o005)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    try:
+        p = subprocess.run(
+            [sys.executable, "-c", _RO_CHECK, str(path)],
+            user=nobody.pw_uid,
+            group=nobody.pw_gid,
+            extra_groups=[],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except PermissionError as e:  # the interpreter lives where nobody cannot go (e.g. /root/.pyenv)
+        pytest.skip(f"nobody cannot run {sys.executable}: {e.strerror}")
+    if p.returncode != 0 and "Permission denied" in p.stderr and "vmmpy" not in p.stdout:
+        pytest.skip(f"nobody cannot reach the build from here: {p.stderr.strip().splitlines()[-1]}")
+    assert p.returncode == 0, p.stderr
+    assert "refused:" in p.stdout and "permission denied" in p.stdout.lower(), p.stdout
+    assert "ro ok" in p.stdout
 
 
 def test_unsupported_type(image):
