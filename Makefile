@@ -3,13 +3,13 @@ PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 DEB_PKGS := clang lld llvm libclang-rt-14-dev libfdt-dev zlib1g-dev qemu-system-arm cppcheck clang-format \
   python3-tk xvfb xdotool
-PY_PKGS := cffi pytest Pillow pylibfdt unicorn==2.1.4 ruff setuptools wheel matplotlib pytest-xdist
+PY_PKGS := cffi pytest Pillow pylibfdt unicorn==2.1.4 ruff setuptools wheel matplotlib pytest-xdist universalmutator
 SRCS := $(wildcard csrc/*/*.c csrc/*/*.h) include/vmm.h vmmpy/_build_ffi.py
 STAMP := build/.stamp-ext
 # extra pytest arguments for test and test-fast, e.g. PYTEST_ARGS="-n auto" (pytest-xdist: one worker per core)
 PYTEST_ARGS ?=
 
-.PHONY: all deps build guests test test-fast test-asan test-portable lint demo bench bench-report debian clean fuzz soak aarch64 deps-aarch64 nested
+.PHONY: all deps build guests test test-fast test-asan test-portable mutate mutate-ci lint demo bench bench-report debian clean fuzz soak aarch64 deps-aarch64 nested
 all: build guests
 
 # $(call apt_install,PACKAGES): install the Debian packages of the list that are missing (sudo unless root).
@@ -52,6 +52,15 @@ test-fast: build guests
 # Tier 1 and 2 against an ASan+UBSan build of libvmm.
 test-asan: build guests
 	@tools/asan.sh $(PYTHON)
+
+# Mutation testing of the C core (tools/mutate.py, files and tests in tools/mutation_map.py). The full run
+# tries every mutant (hours); MUTATE_ARGS="--sample 40" or "--file csrc/arm/psci.c" narrows it.
+MUTATE_ARGS ?=
+mutate: build guests
+	$(PYTHON) tools/mutate.py $(MUTATE_ARGS)
+# CI's sample: a few seeded mutants of each file within a time budget; fails below the kill-rate floor.
+mutate-ci: build guests
+	$(PYTHON) tools/mutate.py --sample 3 --budget 360 --min-rate 75
 
 # Tier 1 and 2 against libvmm built with the portable POSIX host layer (csrc/host/host_posix.c,
 # -D_XOPEN_SOURCE=700, no _GNU_SOURCE: a Linux-only call in csrc/ fails to compile), in build/portable/.

@@ -1,0 +1,35 @@
+"""Which tests cover which file, for tools/mutate.py: the files that decide guest-visible behaviour, each with
+the tests (pytest arguments, run from the repository's root) that should notice any change to it. Keep each
+selection to seconds: a mutant costs one run of it. A file's selection must pass on the unmutated build."""
+
+GIC = ["tests/test_gic.py", "tests/test_irq_guests.py", "-k", "not smp8 and not soft-threaded"]
+
+TARGETS: dict[str, list[str]] = {
+    # the interrupt controller: the distributor, redistributors, CPU interface and the model's core
+    "csrc/arm/gic.c": GIC,
+    "csrc/arm/gic_dist.c": GIC,
+    "csrc/arm/gic_redist.c": GIC,
+    "csrc/arm/gic_cpuif.c": GIC,
+    # the generic timers, PSCI, the deterministic clock and the run loop
+    "csrc/arm/timer.c": [
+        "tests/test_timer.py",
+        "tests/test_deterministic.py",
+        "tests/test_guests.py",
+        "-k",
+        "timer or not soft-threaded",
+    ],
+    "csrc/arm/psci.c": ["tests/test_guests.py", "tests/test_irq_guests.py", "-k", "psci or smp and not smp8"],
+    "csrc/core/run.c": ["tests/test_run.py", "tests/test_deterministic.py", "tests/test_timer.py"],
+    # virtio: the split virtqueues, the device core and the MMIO transport
+    "csrc/dev/virtq.c": ["tests/test_virtio_mmio.py", "tests/test_virtio_blk.py"],
+    "csrc/dev/virtio.c": ["tests/test_virtio_mmio.py", "tests/test_virtio_rng.py"],
+    "csrc/dev/virtio_mmio.c": ["tests/test_virtio_mmio.py"],
+    # 9p: path confinement and fids
+    "csrc/dev/p9_fid.c": ["tests/test_p9.py"],
+    # the loaders
+    "csrc/loader/elf.c": ["tests/test_loader.py"],
+    "csrc/loader/image.c": ["tests/test_loader.py"],
+    "csrc/loader/loader.c": ["tests/test_loader.py", "tests/test_fdt.py"],
+    # the UART
+    "csrc/dev/pl011.c": ["tests/test_pl011.py"],
+}
