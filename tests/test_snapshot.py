@@ -47,7 +47,9 @@ def saved_at(guest, name: str, cpus: int, t_ns: int, path, inputs=()) -> bytes:
         return before
 
 
-@pytest.mark.parametrize(("name", "cpus", "t_ns"), [("smp", 4, 300_000), ("sgi", 2, 200_000), ("timer", 1, 200_000_000)])
+@pytest.mark.parametrize(
+    ("name", "cpus", "t_ns"), [("smp", 4, 300_000), ("sgi", 2, 200_000), ("timer", 1, 200_000_000)]
+)
 def test_deterministic_continuation_is_byte_identical(guest, tmp_path, name, cpus, t_ns):
     snap = tmp_path / "s.snap"
     before = saved_at(guest, name, cpus, t_ns, snap)
