@@ -149,7 +149,8 @@ def test_restored_dtb_and_boot_info_are_the_saved_ones(guest, tmp_path):
 
 
 def test_writer_version_matches_vmmpy():
-    src = open(os.path.join(os.path.dirname(__file__), "..", "csrc", "core", "snapshot.c")).read()
+    with open(os.path.join(os.path.dirname(__file__), "..", "csrc", "core", "snapshot.c")) as f:
+        src = f.read()
     assert f'#define SNAP_WRITER "libvmm {vmmpy.__version__}"' in src
 
 
