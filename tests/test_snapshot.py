@@ -75,15 +75,17 @@ def test_scheduled_input_after_the_snapshot(guest, tmp_path):
     assert b"echo: 0x09" in after and b"PASS uart_irq" in after
 
 
-def test_real_time_clock_continues_from_the_saved_value(guest, tmp_path):
+@pytest.mark.parametrize("backend", ["soft", "soft-threaded"])
+def test_real_time_clock_continues_from_the_saved_value(guest, tmp_path, backend):
     snap = tmp_path / "s.snap"
-    with vmmpy.Machine(guest("timer")) as m:
+    with vmmpy.Machine(guest("timer"), backend=backend) as m:
         m.start()
         m.serial.expect("TVAL one-shot", timeout=60)
         m.stop()
         saved = m.clock_ns
         m.snapshot(snap)
     with vmmpy.Machine.restore(snap) as m:
+        assert m.backend == backend
         now = m.clock_ns
         assert saved <= now < saved + 5_000_000_000  # not since the host's boot nor from zero
         res = m.run(timeout=60)

@@ -544,7 +544,7 @@ static int check_header(struct restore *r)
     if (h->file_size > r->size)
         return fail(r, VMM_EFORMAT, "truncated: %llu bytes, the header says %llu", (unsigned long long)r->size,
                     (unsigned long long)h->file_size);
-    if (h->header_size != HDR_SIZE || h->stream_off != HDR_SIZE || h->page_size != PAGE || !h->ncpus ||
+    if (h->file_size < HDR_SIZE || h->header_size != HDR_SIZE || h->stream_off != HDR_SIZE || h->page_size != PAGE || !h->ncpus ||
         h->ncpus > VMM_MAX_CPUS || h->deterministic > 1 || !h->ram_size || h->ram_size % PAGE ||
         h->ram_size > LAYOUT_RAM_MAX || h->stream_len > MAX_STREAM || h->stream_len > h->file_size - HDR_SIZE ||
         h->extents_off < HDR_SIZE + h->stream_len || h->extents_off > h->file_size ||
