@@ -5,6 +5,7 @@
 sequences in its encoding). `python fuzz/make_corpus.py --loader DIR` writes fuzz_loader.c's seeds,
 made at run time from the test guests (guest/build/*.elf, *.bin): ELFs, arm64 Images raw and gzipped,
 raw binaries with a load address, each with and without an initrd (tools/fuzz.sh does this).
+`python fuzz/make_corpus.py --snapshot DIR` writes fuzz_snapshot.c's: snapshots of small guests.
 """
 
 from __future__ import annotations
@@ -184,9 +185,37 @@ def loader_seeds(out: str) -> None:
             f.write(data)
 
 
+def snapshot_seeds(out: str) -> None:
+    """fuzz_snapshot.c's seeds: snapshots of small guests (one flags byte first: 1 = fix the CRCs, 3 = and run)."""
+    import vmmpy
+
+    gdir = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "guest", "build")
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, "tmp.snap")
+    for name, cpus, ram, at in (("hello", 1, "4M", 0), ("smp", 2, "4M", 100_000), ("uart_irq", 1, "4M", 50_000)):
+        with vmmpy.Machine(os.path.join(gdir, name + ".elf"), cpus=cpus, ram=ram, deterministic=True) as m:
+            if name == "uart_irq":
+                m.serial.write(b"hi", at_ns=200_000)
+            if at:
+                m.stop_at(at)
+                m.run(timeout=60)
+            else:
+                m.boot_info()
+            m.snapshot(path)
+        with open(path, "rb") as f:
+            data = f.read()
+        for flags in (1, 3):
+            with open(os.path.join(out, f"{name}_{flags}"), "wb") as f:
+                f.write(bytes([flags]) + data)
+    os.unlink(path)
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--loader":
         loader_seeds(sys.argv[2])
+        sys.exit(0)
+    if len(sys.argv) == 3 and sys.argv[1] == "--snapshot":
+        snapshot_seeds(sys.argv[2])
         sys.exit(0)
     here = os.path.dirname(os.path.abspath(__file__))
     for sub, seeds in (("p9", {k: b"".join(v) for k, v in SEEDS.items()}), ("gpu", GPU_SEEDS)):

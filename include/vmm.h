@@ -97,6 +97,8 @@ VMM_EXPORT void vmm_destroy(vmm_vm *vm);
 VMM_EXPORT const char *vmm_last_error(const vmm_vm *vm);
 /* Name of the backend chosen for this VM ("soft"). */
 VMM_EXPORT const char *vmm_backend_name(const vmm_vm *vm);
+/* 1 if the VM runs in deterministic mode (vmm_config.deterministic, or a restored snapshot's), else 0. */
+VMM_EXPORT int vmm_is_deterministic(const vmm_vm *vm);
 /*
  * The CPU models struct vmm_config.cpu_model accepts: the i-th name ("cortex-a72", ...; 0 is the
  * default), NULL past the end.
@@ -378,6 +380,46 @@ VMM_EXPORT int vmm_get_stats(vmm_vm *vm, struct vmm_stats *st);
  * vmm_request_stop() there).
  */
 VMM_EXPORT int vmm_stop_at(vmm_vm *vm, uint64_t at_ns);
+
+/*
+ * Snapshots (docs/snapshots.md). vmm_snapshot_save() writes the whole VM -- its machine description
+ * (vmm_config and every vmm_add_*() call), vCPU, interrupt controller, timer, clock, console and
+ * device state, and the non-zero pages of RAM -- to `path` (written to a temporary file in the same
+ * directory, then renamed: a reader never sees half a snapshot; not fsynced). The VM must be prepared
+ * (it has run, or vmm_prepare()) and not running: VMM_EBUSY while vmm_run() runs (stop it first),
+ * VMM_ESTATE before it is prepared or after it ended. VMM_ENOTSUP when its backend or a device cannot
+ * snapshot.
+ *
+ * vmm_snapshot_restore() creates a VM from a snapshot: the same devices, in the same order, and the
+ * state they had; RAM maps the file copy-on-write, so restoring costs milliseconds and VMs restored
+ * from one file share its pages in the host's page cache. The new VM is paused: vmm_run() continues
+ * where the saved one stood (in deterministic mode, exactly: the same inputs give the same output).
+ * The kernel is not loaded again (it is in RAM). A file that is not a snapshot, is truncated or
+ * corrupt, or was written by another format version or for another architecture fails with one
+ * sentence in errbuf (VMM_EFORMAT, VMM_ENOTSUP, VMM_EARCH), never a crash: every value is checked.
+ * The file must stay in place (and unchanged) while a VM restored from it exists.
+ */
+struct vmm_restore_config {
+    uint32_t size;     /* sizeof(struct vmm_restore_config) */
+    vmm_log_fn log_fn; /* may be NULL */
+    void *log_opaque;
+    int log_level; /* default VMM_LOG_INFO */
+    /* NULL, "" or "auto": the snapshot's backend; another name than the snapshot's is refused */
+    const char *backend;
+    /*
+     * Host paths to use instead of the recorded ones: disk_paths[i] for the i-th disk
+     * (vmm_add_disk order), share_paths[i] for the i-th share; a NULL entry, or an index past
+     * n*_paths, keeps the recorded path.
+     */
+    const char *const *disk_paths;
+    uint32_t ndisk_paths;
+    const char *const *share_paths;
+    uint32_t nshare_paths;
+};
+VMM_EXPORT int vmm_snapshot_save(vmm_vm *vm, const char *path);
+/* rc may be NULL (everything as recorded). On failure *out is NULL and errbuf (if not NULL) says why. */
+VMM_EXPORT int vmm_snapshot_restore(const char *path, const struct vmm_restore_config *rc, vmm_vm **out, char *errbuf,
+                                    size_t errlen);
 
 #ifdef __cplusplus
 }

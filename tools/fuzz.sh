@@ -50,6 +50,11 @@ for name in "${targets[@]}"; do
   if [ "$name" = fuzz_loader ] && [ -f fuzz/make_corpus.py ]; then
     rm -rf "$out/seeds-loader" && $PY fuzz/make_corpus.py --loader "$out/seeds-loader" && seeds+=("$out/seeds-loader")
   fi
+  # fuzz_snapshot's: snapshots of the guests, made with this tree's vmmpy
+  if [ "$name" = fuzz_snapshot ]; then
+    rm -rf "$out/seeds-snapshot" && PYTHONPATH="$PWD" VMMPY_ROOT="$PWD" $PY fuzz/make_corpus.py --snapshot \
+      "$out/seeds-snapshot" && seeds+=("$out/seeds-snapshot")
+  fi
   echo "==> running $name for ${SECS}s"
   rc=0
   "$out/$name" -max_total_time="$SECS" -print_final_stats=1 -detect_leaks=0 -artifact_prefix="$out/$name-" \

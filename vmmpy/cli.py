@@ -8,6 +8,7 @@ import inspect
 import logging
 import math
 import os
+import re
 import signal
 import sys
 import threading
@@ -16,7 +17,7 @@ from vmmpy import _files, errors
 from vmmpy._version import __version__
 from vmmpy.events import CliEvents
 from vmmpy.events import cli_prepare as events_cli_prepare
-from vmmpy.machine import MAX_CPUS, Machine, RunReason, cpu_models, parse_ram
+from vmmpy.machine import EOF, MAX_CPUS, Machine, RunReason, cpu_models, parse_ram
 
 # exit codes (documented in docs/exit-codes.md): a clean power-off gives the guest's status
 EXIT_USAGE = 2
@@ -282,7 +283,33 @@ def build_parser() -> argparse.ArgumentParser:
         "guest exit statuses 1, 2 and 120-130 look like vmmpy's own exit codes, this tells them apart",
     )
     r.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv for debug)")
+    _snapshot_options(r)
+    s = sub.add_parser("restore", help="continue a VM from a snapshot (run --snapshot-out) and stream its console")
+    s.error = p.error  # type: ignore[method-assign]
+    s.add_argument("snapshot", help="a snapshot file written by run --snapshot-out (or Machine.snapshot)")
+    s.add_argument("--timeout", type=_seconds, help="stop the guest after this many seconds")
+    s.add_argument("--backend", help="refuse the snapshot unless it was made on this backend")
+    s.add_argument(
+        "--disk", action="append", default=[], metavar="FILE", help="use FILE for the next recorded disk; repeatable"
+    )
+    s.add_argument(
+        "--share", action="append", default=[], metavar="DIR", help="share DIR as the next recorded share; repeatable"
+    )
+    s.add_argument("--headless", action="store_true", help="no window (default: a window when the VM has a GPU)")
+    s.add_argument("--result-json", metavar="FILE", help="write how the run ended to FILE as JSON (as for run)")
+    s.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv for debug)")
+    _snapshot_options(s)
     return p
+
+
+def _snapshot_options(r: argparse.ArgumentParser) -> None:
+    r.add_argument(
+        "--snapshot-at",
+        metavar="PATTERN",
+        help="when the serial output matches the regular expression PATTERN, save a snapshot (--snapshot-out) and "
+        "stop the guest",
+    )
+    r.add_argument("--snapshot-out", metavar="FILE", help="where --snapshot-at writes the snapshot")
 
 
 class _StdinForwarder:
@@ -432,11 +459,11 @@ def _want_window(args: argparse.Namespace) -> bool:
     return False
 
 
-def _open_window(m: Machine, args: argparse.Namespace):
+def _open_window(m: Machine, title: str):
     from vmmpy.window import Window
 
     try:
-        return Window(m, title=f"vmmpy: {os.path.basename(args.kernel)}")
+        return Window(m, title=f"vmmpy: {title}")
     except RuntimeError as e:  # e.g. the display refused the connection
         sys.stderr.write(f"vmmpy: no window: {e}; running headless\n")
         return None
@@ -451,6 +478,50 @@ def _stream_beside_window(m: Machine, out, window, until: threading.Event | None
         m.stop()
     t.join()
     return closed
+
+
+def _snapshot_check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """--snapshot-at and --snapshot-out come together; the pattern compiles; the file can be written."""
+    at, out = getattr(args, "snapshot_at", None), getattr(args, "snapshot_out", None)
+    if (at is None) != (out is None):
+        parser.error("--snapshot-at and --snapshot-out go together")
+    if at is None:
+        return
+    try:
+        re.compile(at)
+    except re.error as e:
+        parser.error(f"argument --snapshot-at: not a regular expression: {e}")
+    if not os.path.isdir(os.path.dirname(out) or "."):
+        parser.error(f"argument --snapshot-out: directory {os.path.dirname(out)!r} does not exist")
+
+
+class _Snapshotter:
+    """--snapshot-at: a thread waits for the pattern on the serial output, then saves and stops the guest."""
+
+    def __init__(self, m: Machine, args: argparse.Namespace):
+        self.m, self.pattern, self.path = m, getattr(args, "snapshot_at", None), getattr(args, "snapshot_out", None)
+        self.done = False
+        self.error: str | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self.pattern is not None:
+            self._thread = threading.Thread(target=self._main, name="vmmpy-snapshot", daemon=True)
+            self._thread.start()
+
+    def _main(self) -> None:
+        try:
+            if self.m.serial.expect([self.pattern, EOF], timeout=1e9).index != 0:
+                return  # the guest ended first
+            self.m.snapshot(self.path)
+            self.done = True
+            sys.stderr.write(f"vmmpy: snapshot saved to {self.path}\n")
+        except errors.VmmError as e:
+            self.error = str(e)
+
+    def finish(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
 
 
 def cmd_run(args: argparse.Namespace, report: dict | None = None) -> int:
@@ -482,7 +553,33 @@ def cmd_run(args: argparse.Namespace, report: dict | None = None) -> int:
         share=_shares(args.share),
         input=args.input,
     )
+    return _drive(m, args, report, window, os.path.basename(args.kernel))
+
+
+def cmd_restore(args: argparse.Namespace, report: dict | None = None) -> int:
+    """Continue a snapshot (the restore command): the same console, window and result handling as run."""
+    report = {} if report is None else report
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="vmmpy: %(levelname)s: %(message)s", stream=sys.stderr)
+    m = Machine.restore(
+        args.snapshot, disk=args.disk or None, share=args.share or None, backend=args.backend, log_level=level
+    )
+    # what run's options would have said: from the restored machine
+    try:
+        m.screen.info()
+        args.gpu = True
+    except errors.NotSupported:
+        args.gpu = False
+    args.captures, args.virtio_console = {}, False
+    args.input = False
+    window = _want_window(args)
+    return _drive(m, args, report, window, os.path.basename(args.snapshot))
+
+
+def _drive(m: Machine, args: argparse.Namespace, report: dict, window: bool, title: str) -> int:
+    """Run a created or restored machine with the console, window, captures, events and snapshot options."""
     events = CliEvents(args, m)  # --events
+    snap = _Snapshotter(m, args)  # --snapshot-at
     out = sys.stdout.buffer
     interrupted = False
     captures: dict[int, str] = args.captures
@@ -503,8 +600,9 @@ def cmd_run(args: argparse.Namespace, report: dict | None = None) -> int:
             events.prepare()
             m.start(timeout=args.timeout)
             events.start()
+            snap.start()
             waiter = _FrameWaiter(m, max(captures)) if captures else None
-            win = _open_window(m, args) if window else None
+            win = _open_window(m, title) if window else None
             if win is not None:
                 closed = _stream_beside_window(m, out, win, waiter.done if waiter else None)
             else:
@@ -513,6 +611,7 @@ def cmd_run(args: argparse.Namespace, report: dict | None = None) -> int:
                 m.stop()
                 _stream(m, out, None)
             res = m.wait()
+            snap.finish()
             report.update(
                 reason=res.reason.name, status=res.exit_status, pc=res.pc, message=res.message, stats=m.stats()
             )
@@ -524,6 +623,12 @@ def cmd_run(args: argparse.Namespace, report: dict | None = None) -> int:
         signal.signal(signal.SIGINT, old)
     if interrupted and res.reason == RunReason.STOPPED:
         return EXIT_INTERRUPTED
+    if snap.error is not None:
+        report["error"] = f"--snapshot-at: {snap.error}"
+        sys.stderr.write(f"vmmpy: error: {report['error']}\n")
+        return 1
+    if snap.pattern is not None and not snap.done:
+        sys.stderr.write(f"vmmpy: --snapshot-at: {snap.pattern!r} never appeared; no snapshot written\n")
     if events.error:  # like --capture: the run's own code if it ended by itself with one (124 on --timeout)
         report["error"] = str(events.error)
         sys.stderr.write(f"vmmpy: error: {events.error}\n")
@@ -539,7 +644,7 @@ def cmd_run(args: argparse.Namespace, report: dict | None = None) -> int:
         return code if code != 0 and res.reason != RunReason.STOPPED else 1
     if res.reason in (RunReason.GUEST_ERROR, RunReason.HOST_ERROR, RunReason.TIMEOUT, RunReason.RESET):
         sys.stderr.write(f"vmmpy: {_ending(res, args.timeout)}\n")
-    if (captures or closed or events.quit) and res.reason == RunReason.STOPPED:
+    if (captures or closed or events.quit or snap.done) and res.reason == RunReason.STOPPED:
         return 0  # stopped by us after the last capture, or the window was closed
     return _exit_code(res.reason, res.exit_status)
 
@@ -603,7 +708,14 @@ def main(argv: list[str] | None = None) -> int:
                 report["error"] = "a mistake in the --events script"
                 return code
             _resolve_gpu(args, parser)
+            _snapshot_check(args, parser)
             code = cmd_run(args, report)
+            return code
+        if args.command == "restore":
+            _result_json_check(args, parser)
+            _snapshot_check(args, parser)
+            json_path = args.result_json
+            code = cmd_restore(args, report)
             return code
     except errors.VmmError as e:
         sys.stderr.write(f"vmmpy: error: {e}\n")

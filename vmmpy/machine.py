@@ -90,6 +90,15 @@ def cpu_models() -> list[str]:
     return names
 
 
+def _log_level(level: int) -> int:
+    """A logging level as libvmm's (messages above it are dropped in C)."""
+    return {
+        logging.DEBUG: lib.VMM_LOG_DEBUG,
+        logging.INFO: lib.VMM_LOG_INFO,
+        logging.WARNING: lib.VMM_LOG_WARN,
+    }.get(level, lib.VMM_LOG_ERROR if level > logging.WARNING else lib.VMM_LOG_DEBUG)
+
+
 @ffi.def_extern()
 def _vmm_log_cb(opaque, level, subsys, msg):  # called from the thread running the VM
     try:
@@ -506,29 +515,11 @@ class Machine:
         timeout: float | None = None,
     ):
         config = {k: v for k, v in locals().items() if k != "self"}  # the arguments, for failure artifacts
-        self._record: artifacts.MachineRecord | None = None  # set while a pytest test records its machines
-        self.name = name or (os.path.basename(os.fspath(kernel)) if kernel else "vm")
-        self._log = log.getChild(self.name.replace(".", "_"))
-        self._handle = ffi.new_handle(self._on_log)
-        self._thread: threading.Thread | None = None
-        self._result: RunResult | None = None
-        self._run_error: BaseException | None = None
-        self._done = threading.Event()
-        self._vm = ffi.NULL
-        # the guard (_enter/_leave): calls into libvmm in flight, and whether close() has begun
-        self._guard = threading.Condition(threading.Lock())
-        self._users = 0
-        self._closing = False
-        self._close_lock = threading.Lock()
-        self._parked = False  # deterministic: the run loop waits at a screen pause (Screen.wait_frame(pause=True))
-        self._warned_input = False
+        self._init_host_side(name or (os.path.basename(os.fspath(kernel)) if kernel else "vm"), timeout)
         if isinstance(cpus, bool) or not isinstance(cpus, int) or cpus < 1:
             raise _invalid(f"cpus must be at least 1 (got {cpus!r})")
         if cpus > MAX_CPUS:
             raise _invalid(f"{cpus} vCPUs requested, at most {MAX_CPUS} are supported")
-        # runs started without a timeout (start(), run(), and the start that expect() / wait_frame() make)
-        # end after this many seconds with RunReason.TIMEOUT; None: no limit
-        self.timeout = self._seconds(timeout)
         buffer_size = parse_size(serial_buffer)
         if buffer_size < MIN_SERIAL_BUFFER:
             raise _invalid(f"serial_buffer must be at least {MIN_SERIAL_BUFFER} bytes (got {buffer_size})")
@@ -544,27 +535,16 @@ class Machine:
             keep.append(ffi.new("char[]", cpu_model.encode()))
             cfg.cpu_model = keep[-1]
         cfg.deterministic = 1 if deterministic else 0
-        self.deterministic = bool(deterministic)
         cfg.log_fn = lib._vmm_log_cb
         cfg.log_opaque = self._handle
-        cfg.log_level = {
-            logging.DEBUG: lib.VMM_LOG_DEBUG,
-            logging.INFO: lib.VMM_LOG_INFO,
-            logging.WARNING: lib.VMM_LOG_WARN,
-        }.get(log_level, lib.VMM_LOG_ERROR if log_level > logging.WARNING else lib.VMM_LOG_DEBUG)
+        cfg.log_level = _log_level(log_level)
         out = ffi.new("vmm_vm **")
         err = ffi.new("char[]", 512)
         rc = lib.vmm_create(cfg, out, err, 512)
         if rc < 0:
             name_ = ffi.string(lib.vmm_err_name(rc)).decode()
             raise errors.BY_NAME.get(name_, errors.VmmError)(ffi.string(err).decode(), rc, name_)
-        self._vm = out[0]
-        self.serial = Serial(self, buffer_size)
-        self.hvc = VirtioConsole(self)
-        self.screen = Screen(self)
-        self.keyboard = Keyboard(self)
-        self.tablet = Tablet(self, gpu_size)
-        self.backend = self._call(lambda vm: ffi.string(lib.vmm_backend_name(vm)).decode())
+        self._attach(out[0], buffer_size, gpu_size)
         try:
             # devices take virtio-mmio slots in this order
             if gpu:  # m.screen; without it every m.screen call raises NotSupported
@@ -593,6 +573,111 @@ class Machine:
         # sizes in bytes: the artifacts' command line needs no parsing of its own
         config.update(ram=cfg.ram_size, gpu_max_mem=parse_size(gpu_max_mem), serial_buffer=buffer_size)
         self._record = artifacts.machine_created(self, config)
+
+    def _init_host_side(self, name: str, timeout: float | None) -> None:
+        """The Python-side state every Machine has, before its VM exists."""
+        self._record: artifacts.MachineRecord | None = None  # set while a pytest test records its machines
+        self.name = name
+        self._log = log.getChild(self.name.replace(".", "_"))
+        self._handle = ffi.new_handle(self._on_log)
+        self._thread: threading.Thread | None = None
+        self._result: RunResult | None = None
+        self._run_error: BaseException | None = None
+        self._done = threading.Event()
+        self._vm = ffi.NULL
+        # the guard (_enter/_leave): calls into libvmm in flight, and whether close() has begun
+        self._guard = threading.Condition(threading.Lock())
+        self._users = 0
+        self._closing = False
+        self._close_lock = threading.Lock()
+        self._parked = False  # deterministic: the run loop waits at a screen pause (Screen.wait_frame(pause=True))
+        self._warned_input = False
+        # runs started without a timeout (start(), run(), and the start that expect() / wait_frame() make)
+        # end after this many seconds with RunReason.TIMEOUT; None: no limit
+        self.timeout = self._seconds(timeout)
+
+    def _attach(self, vm, buffer_size: int, gpu_size: tuple[int, int]) -> None:
+        """Take ownership of a created (or restored) VM and build the host-side objects on it."""
+        self._vm = vm
+        self.deterministic = bool(lib.vmm_is_deterministic(vm))
+        self.serial = Serial(self, buffer_size)
+        self.hvc = VirtioConsole(self)
+        self.screen = Screen(self)
+        self.keyboard = Keyboard(self)
+        self.tablet = Tablet(self, gpu_size)
+        self.backend = self._call(lambda vm: ffi.string(lib.vmm_backend_name(vm)).decode())
+
+    @classmethod
+    def restore(
+        cls,
+        path: str | os.PathLike,
+        *,
+        share: str | os.PathLike | list[str | os.PathLike | None] | None = None,
+        disk: str | os.PathLike | list[str | os.PathLike | None] | None = None,
+        backend: str | None = None,
+        log_level: int = logging.INFO,
+        name: str | None = None,
+        serial_buffer: Size = DEFAULT_SERIAL_BUFFER,
+        timeout: float | None = None,
+        gpu_size: tuple[int, int] = (1280, 800),
+    ) -> Machine:
+        """A new machine from a snapshot (:meth:`snapshot`), paused where the saved one stood.
+
+        It has the saved machine's devices, state and RAM (mapped copy-on-write from the file, which
+        must stay in place while the machine exists); ``start()``/``run()`` continue the guest, and
+        ``serial``, ``screen``, ``keyboard`` work as on the original. ``share``/``disk``: host paths
+        that replace the recorded ones, by index among shares/disks (one path for the first, or a
+        list; ``None`` entries keep the recorded path). ``backend``: refuse a snapshot of another
+        backend (None: the snapshot's). ``gpu_size``: the screen size the tablet scales to.
+        A bad file raises the library's one-line error (``FormatError``, ``NotSupported``, ...).
+        """
+        m = cls.__new__(cls)
+        m._init_host_side(name or os.path.basename(os.fspath(path)), timeout)
+        buffer_size = parse_size(serial_buffer)
+        if buffer_size < MIN_SERIAL_BUFFER:
+            raise _invalid(f"serial_buffer must be at least {MIN_SERIAL_BUFFER} bytes (got {buffer_size})")
+        rc = ffi.new("struct vmm_restore_config *")
+        rc.size = ffi.sizeof("struct vmm_restore_config")
+        rc.log_fn = lib._vmm_log_cb
+        rc.log_opaque = m._handle
+        rc.log_level = _log_level(log_level)
+        keep: list = []
+
+        def strings(value) -> tuple:
+            items = [] if value is None else list(value) if isinstance(value, (list, tuple)) else [value]
+            arr = ffi.new("char *[]", max(1, len(items)))
+            for i, v in enumerate(items):
+                if v is not None:
+                    keep.append(ffi.new("char[]", os.fsencode(v)))
+                    arr[i] = keep[-1]
+            keep.append(arr)
+            return arr, len(items)
+
+        rc.disk_paths, rc.ndisk_paths = strings(disk)
+        rc.share_paths, rc.nshare_paths = strings(share)
+        if backend:
+            keep.append(ffi.new("char[]", backend.encode()))
+            rc.backend = keep[-1]
+        out = ffi.new("vmm_vm **")
+        err = ffi.new("char[]", 1024)
+        code = lib.vmm_snapshot_restore(os.fsencode(path), rc, out, err, 1024)
+        if code < 0:
+            name_ = ffi.string(lib.vmm_err_name(code)).decode()
+            raise errors.BY_NAME.get(name_, errors.VmmError)(ffi.string(err).decode(errors="replace"), code, name_)
+        m._attach(out[0], buffer_size, gpu_size)
+        return m
+
+    def snapshot(self, path: str | os.PathLike) -> None:
+        """Save the whole machine to ``path`` (see :meth:`restore`); the machine stays paused.
+
+        A running machine is stopped first (like :meth:`stop`: where it stops depends on the host's
+        timing; for an exact virtual time in deterministic mode use ``stop_at(t)`` and ``wait()``
+        first). Continue it with ``start()``. Raises ``StateError`` before the machine was prepared
+        (it never ran: call ``boot_info()`` or run it) and after it ended.
+        """
+        if self.running:
+            self.stop()
+        self._checked(lib.vmm_snapshot_save, os.fsencode(path))
 
     # -- configuration -------------------------------------------------
     def _add_disks_and_rng(self, disk: DiskSpec | list[DiskSpec] | None, rng: bool) -> None:

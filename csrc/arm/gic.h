@@ -40,6 +40,10 @@ int vmm__gic_sysreg(struct vmm_gic *gic, unsigned cpu, uint32_t id, bool is_read
 /* Whether `id` names an ICC_*_EL1 register of the CPU interface (a pure function of the encoding). */
 bool vmm__gic_sysreg_is_ours(uint32_t id);
 
+/* Snapshots (gic_snap.c): save, or load and recompute the lines (the VM paused). */
+struct vmm_snap;
+int vmm__gic_snap(struct vmm_gic *gic, struct vmm_snap *s);
+
 /* Whether the GIC currently asserts the IRQ line of `cpu` (thread-safe). */
 bool vmm__gic_irq_line(struct vmm_gic *gic, unsigned cpu);
 

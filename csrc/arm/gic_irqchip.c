@@ -31,6 +31,11 @@ static int gic_sysreg(struct vmm_irqchip *chip, unsigned cpu, uint32_t id, bool 
     return vmm__gic_sysreg(gic_of(chip), cpu, id, is_read, val);
 }
 
+static int gic_snap(struct vmm_irqchip *chip, struct vmm_snap *s)
+{
+    return vmm__gic_snap(gic_of(chip), s);
+}
+
 static void gic_chip_destroy(struct vmm_irqchip *chip)
 {
     vmm__gic_destroy(gic_of(chip));
@@ -42,6 +47,8 @@ static const struct vmm_irqchip_ops gicv3_ops = {
     .set_level = gic_set_level,
     .irq_line = gic_irq_line,
     .sysreg = gic_sysreg,
+    .save = gic_snap,
+    .load = gic_snap,
     .destroy = gic_chip_destroy,
 };
 

@@ -79,5 +79,8 @@ int vmm__soft_boot_state(struct soft_vcpu *sv, uint64_t entry, uint64_t x0);
 void vmm__soft_deliver_sync(struct soft_vcpu *sv, uint64_t pc);
 /* Enter it for the access recorded in sv->fault (a synchronous external abort). */
 void vmm__soft_deliver_external_abort(struct soft_vcpu *sv);
+/* Snapshots (soft_snap.c): backend.h vcpu_save / vcpu_load. */
+int vmm__soft_vcpu_save(struct vmm_vcpu *vcpu, struct vmm_snap *s);
+int vmm__soft_vcpu_load(struct vmm_vcpu *vcpu, struct vmm_snap *s);
 
 #endif

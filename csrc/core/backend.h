@@ -7,6 +7,7 @@
 
 struct vmm_vm;
 struct vmm_vcpu;
+struct vmm_snap;
 
 /*
  * What a backend's vcpu_run() reports. Backends decode their native exits
@@ -105,6 +106,14 @@ struct vmm_backend_ops {
      */
     void (*vcpu_leave)(struct vmm_vcpu *vcpu);
     uint64_t (*get_pc)(struct vmm_vcpu *vcpu);
+    /*
+     * Snapshots (snapshot.c; the VM paused, the core has written/read its own vCPU fields in the
+     * open "vcpu.N" section): everything the guest can observe of the vCPU's registers. load runs
+     * on a new VM before any vCPU runs and validates what it reads. NULL: the backend cannot
+     * snapshot (VMM_ENOTSUP).
+     */
+    int (*vcpu_save)(struct vmm_vcpu *vcpu, struct vmm_snap *s);
+    int (*vcpu_load)(struct vmm_vcpu *vcpu, struct vmm_snap *s);
     /* Host memory the backend uses for this vCPU, beyond guest RAM (estimate). */
     uint64_t (*mem_overhead)(struct vmm_vcpu *vcpu);
 };

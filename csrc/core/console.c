@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "run.h"
+#include "snapshot.h"
 #include "console.h"
 #include "../host/host.h"
 #include "timeq.h"
@@ -357,4 +358,96 @@ VMM_EXPORT int vmm_console_write_at(vmm_vm *vm, uint64_t at_ns, const void *buf,
 VMM_EXPORT int vmm_console_write(vmm_vm *vm, const void *buf, size_t len)
 {
     return vmm_console_write_at(vm, 0, buf, len);
+}
+
+/* ---- snapshots ---- */
+
+#define SNAP_OUT_MAX (16u << 20) /* unread output carried into a snapshot: the latest 16 MiB */
+
+/* Unread output (the latest SNAP_OUT_MAX bytes; older ones count as dropped) and the dropped count. */
+static void snap_output(struct vmm_console *c, struct vmm_snap *s)
+{
+    uint8_t *buf = NULL;
+    size_t n = 0;
+
+    if (!vmm__snap_loading(s)) {
+        n = (size_t)(c->out_wr - c->out_rd);
+        uint64_t skip = n > SNAP_OUT_MAX ? n - SNAP_OUT_MAX : 0;
+        n -= (size_t)skip;
+        uint64_t dropped = c->out_dropped + skip;
+        vmm__snap_u64(s, &dropped);
+        if (n && !(buf = malloc(n))) {
+            vmm__snap_fail_code(s, VMM_ENOMEM, "out of memory");
+            return;
+        }
+        for (size_t i = 0; i < n; i++)
+            buf[i] = c->out[(c->out_rd + skip + i) & (c->out_cap - 1)];
+        vmm__snap_blob(s, (void **)&buf, &n, SNAP_OUT_MAX);
+        free(buf);
+        return;
+    }
+    uint64_t dropped = 0;
+    vmm__snap_u64(s, &dropped);
+    vmm__snap_blob(s, (void **)&buf, &n, SNAP_OUT_MAX);
+    if (!vmm__snap_error(s) && n && !out_grow(c, n))
+        vmm__snap_fail_code(s, VMM_ENOMEM, "out of memory for %zu bytes of output", n);
+    if (!vmm__snap_error(s)) {
+        c->out_dropped = dropped;
+        c->out_rd = c->out_wr = 0;
+        memcpy(c->out, buf, n);
+        c->out_wr = n;
+    }
+    free(buf);
+}
+
+/* A port's queued input (ring) and its scheduled input (deterministic mode: time, byte). */
+static void snap_port(struct console_port *p, struct vmm_snap *s)
+{
+    uint64_t queued = p->in_wr - p->in_rd, nsched = p->sched.n;
+
+    vmm__snap_u64(s, &queued);
+    if (vmm__snap_loading(s) && queued > IN_CAP) {
+        vmm__snap_fail(s, "%llu bytes of queued input (at most %u)", (unsigned long long)queued, IN_CAP);
+        return;
+    }
+    for (uint64_t i = 0; i < queued && !vmm__snap_error(s); i++) {
+        uint8_t b = vmm__snap_loading(s) ? 0 : p->in[(p->in_rd + i) % IN_CAP];
+        vmm__snap_u8(s, &b);
+        p->in[(p->in_rd + i) % IN_CAP] = b;
+    }
+    if (vmm__snap_loading(s))
+        p->in_wr = p->in_rd + (size_t)queued;
+    vmm__snap_u64(s, &nsched);
+    if (vmm__snap_loading(s) && nsched > IN_CAP) {
+        vmm__snap_fail(s, "%llu scheduled input bytes (at most %u)", (unsigned long long)nsched, IN_CAP);
+        return;
+    }
+    for (uint64_t i = 0; i < nsched && !vmm__snap_error(s); i++) {
+        uint64_t at = vmm__snap_loading(s) ? 0 : p->sched.at[i];
+        uint8_t b = vmm__snap_loading(s) ? 0 : *(uint8_t *)vmm__timeq_item(&p->sched, (size_t)i);
+        vmm__snap_u64(s, &at);
+        vmm__snap_u8(s, &b);
+        if (!vmm__snap_loading(s) || vmm__snap_error(s))
+            continue;
+        if (i && at < p->sched.at[p->sched.n - 1])
+            vmm__snap_fail(s, "scheduled input out of time order");
+        else if (vmm__timeq_add(&p->sched, at, &b, 1))
+            vmm__snap_fail_code(s, VMM_ENOMEM, "out of memory");
+    }
+}
+
+int vmm__console_snap(struct vmm_console *c, struct vmm_snap *s)
+{
+    pthread_mutex_lock(&c->lock);
+    if (vmm__snap_loading(s)) { /* a new VM's console: empty, refilled from the file */
+        for (unsigned i = 0; i < VMM_CONSOLE_PORTS; i++) {
+            c->port[i].in_rd = c->port[i].in_wr = 0;
+            vmm__timeq_drop(&c->port[i].sched, c->port[i].sched.n);
+        }
+    }
+    snap_output(c, s);
+    for (unsigned i = 0; i < VMM_CONSOLE_PORTS && !vmm__snap_error(s); i++)
+        snap_port(&c->port[i], s);
+    pthread_mutex_unlock(&c->lock);
+    return vmm__snap_error(s);
 }

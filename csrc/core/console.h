@@ -41,5 +41,11 @@ int vmm__console_set_port_input_cb(struct vmm_console *c, unsigned port, void (*
 size_t vmm__console_port_read(struct vmm_console *c, unsigned port, void *buf, size_t len);
 bool vmm__console_port_has_input(struct vmm_console *c, unsigned port);
 void vmm__console_set_running(struct vmm_console *c, bool running);
+/*
+ * Snapshots: unread output (the latest 16 MiB) and every port's queued and scheduled input; loading
+ * replaces the console's. The section is opened by the caller.
+ */
+struct vmm_snap;
+int vmm__console_snap(struct vmm_console *c, struct vmm_snap *s);
 
 #endif

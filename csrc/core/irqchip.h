@@ -7,6 +7,7 @@
 
 struct vmm_vm;
 struct vmm_irqchip;
+struct vmm_snap;
 
 /*
  * Both implementations are a GICv3 at layout.h's distributor and
@@ -30,6 +31,13 @@ struct vmm_irqchip_ops {
      * ours to serve (the vCPU's kernel or hardware has it).
      */
     int (*sysreg)(struct vmm_irqchip *chip, unsigned cpu, uint32_t id, bool is_read, uint64_t *val);
+    /*
+     * Snapshots (the VM paused): write the chip's state into s / restore it (core/snapshot.h; the
+     * core opens the "irqchip" section). load validates every value and re-evaluates the CPUs'
+     * IRQ lines. NULL: this chip cannot be snapshotted (VMM_ENOTSUP).
+     */
+    int (*save)(struct vmm_irqchip *chip, struct vmm_snap *s);
+    int (*load)(struct vmm_irqchip *chip, struct vmm_snap *s);
     void (*destroy)(struct vmm_irqchip *chip);
 };
 

@@ -166,6 +166,7 @@ VMM_EXPORT void vmm_destroy(vmm_vm *vm)
         vm->ops->vm_fini(vm); /* destroys an irqchip the backend brought */
     }
     vmm__board_destroy(vm);
+    vmm__machine_free(&vm->machine);
     vmm__console_destroy(vm->console);
     vmm__host_ram_free(vm->ram, vm->ram_size);
     free(vm->initrd);
@@ -188,6 +189,11 @@ int vmm__check_idle(struct vmm_vm *vm, const char *what)
 VMM_EXPORT const char *vmm_last_error(const vmm_vm *vm)
 {
     return vm ? vm->errmsg : "no VM";
+}
+
+VMM_EXPORT int vmm_is_deterministic(const vmm_vm *vm)
+{
+    return vm && vm->deterministic;
 }
 
 VMM_EXPORT const char *vmm_backend_name(const vmm_vm *vm)

@@ -18,6 +18,7 @@
 #include "../arm/timer.h"
 #include "board.h"
 #include "bus.h"
+#include "machine.h"
 
 #define VMM_ERRMSG_LEN 512
 
@@ -132,6 +133,10 @@ struct vmm_vm {
     struct vmm_irqchip *irqchip;        /* core/irqchip.h: our GICv3 model or the backend's */
     struct vmm_console *console;
     struct vmm_park park;
+
+    /* what the VM was built from: every vmm_add_*() call (machine.c), for snapshots */
+    struct vmm_machine machine;
+    bool ram_from_file; /* guest RAM is (partly) a private mapping of a snapshot (snapshot.c) */
 
     /* stats (updated by the vCPU threads through vmm__count) */
     struct vmm_stats stats;

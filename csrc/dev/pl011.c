@@ -10,6 +10,7 @@
 #include "../core/console.h"
 #include "../core/board.h"
 #include "../core/fdt.h"
+#include "../core/snapshot.h"
 #include "pl011.h"
 
 /* register offsets, DDI 0183G §3.2 */
@@ -308,9 +309,30 @@ static void pl011_destroy(void *dev)
     free(u);
 }
 
+/* Snapshots: the registers, each checked against what a guest write could leave in it. */
+static int pl011_sync(void *dev, struct vmm_snap *s)
+{
+    struct vmm_pl011 *u = dev;
+    static const uint32_t masks[] = { 0xff, 0xffff, 0x3f, 0xff, 0xff87, 0x3f, INT_ALL, 7, INT_TX };
+
+    pthread_mutex_lock(&u->lock);
+    uint32_t *regs[] = { &u->ilpr, &u->ibrd, &u->fbrd, &u->lcr_h, &u->cr, &u->ifls, &u->imsc, &u->dmacr, &u->ris };
+    for (unsigned i = 0; i < sizeof regs / sizeof regs[0]; i++) {
+        vmm__snap_u32(s, regs[i]);
+        if (vmm__snap_loading(s) && (*regs[i] & ~masks[i]))
+            vmm__snap_fail(s, "register %u holds 0x%x", i, *regs[i]);
+    }
+    vmm__snap_bool(s, &u->level); /* the SPI's level, as the loaded GIC has it */
+    pthread_mutex_unlock(&u->lock);
+    return vmm__snap_error(s);
+}
+
 static const struct vmm_device_ops pl011_device = {
     .name = "pl011",
     .fdt_node = pl011_fdt_node,
+    .save = pl011_sync,
+    .load = pl011_sync,
+    .snap_version = 1,
     .destroy = pl011_destroy,
 };
 

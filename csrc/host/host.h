@@ -36,6 +36,16 @@
 void *vmm__host_ram_alloc(size_t size);
 void vmm__host_ram_free(void *p, size_t size);
 
+/*
+ * Snapshots: map len bytes of file fd at offset off over [addr, addr+len) of guest RAM, private and
+ * copy-on-write (mmap MAP_PRIVATE | MAP_FIXED; Linux adds MAP_NORESERVE): the guest reads the file's
+ * pages through the page cache, which every VM restored from the same file shares, and a write
+ * copies only that page. addr, off and len must be multiples of the host page size. 0 or an errno.
+ */
+int vmm__host_ram_map_file(void *addr, size_t len, int fd, uint64_t off);
+/* The host's page size (sysconf(_SC_PAGESIZE)). */
+size_t vmm__host_page_size(void);
+
 /* Fill buf with len bytes from the host's CSPRNG (getrandom(2) / /dev/urandom). 0 or an errno. */
 int vmm__host_random(void *buf, size_t len);
 
