@@ -98,6 +98,7 @@ bench: build guests
 	$(PYTHON) bench/linux_boot.py --cpus 1
 	$(PYTHON) bench/linux_boot.py --cpus 2
 	$(PYTHON) bench/fs.py
+	$(PYTHON) bench/snapshot.py
 
 bench-report: deps
 	$(PYTHON) bench/report.py

@@ -45,7 +45,7 @@ static void fix_crcs(uint8_t *b, size_t n)
     if (n < 152)
         return;
     uint64_t slen = le(b + 112, 8), ext = le(b + 120, 8), next = le(b + 100, 4);
-    for (uint64_t at = HDR; slen <= n - HDR && at + SECT_HDR <= HDR + slen;) {
+    for (uint64_t at = HDR; n >= HDR && slen <= n - HDR && at + SECT_HDR <= HDR + slen;) {
         uint64_t plen = le(b + at + 40, 8);
         if (plen > HDR + slen - at - SECT_HDR)
             break;

@@ -47,7 +47,9 @@ def saved_at(guest, name: str, cpus: int, t_ns: int, path, inputs=()) -> bytes:
         return before
 
 
-@pytest.mark.parametrize(("name", "cpus", "t_ns"), [("smp", 4, 300_000), ("sgi", 2, 200_000), ("timer", 1, 200_000_000)])
+@pytest.mark.parametrize(
+    ("name", "cpus", "t_ns"), [("smp", 4, 300_000), ("sgi", 2, 200_000), ("timer", 1, 200_000_000)]
+)
 def test_deterministic_continuation_is_byte_identical(guest, tmp_path, name, cpus, t_ns):
     snap = tmp_path / "s.snap"
     before = saved_at(guest, name, cpus, t_ns, snap)
@@ -147,7 +149,8 @@ def test_restored_dtb_and_boot_info_are_the_saved_ones(guest, tmp_path):
 
 
 def test_writer_version_matches_vmmpy():
-    src = open(os.path.join(os.path.dirname(__file__), "..", "csrc", "core", "snapshot.c")).read()
+    with open(os.path.join(os.path.dirname(__file__), "..", "csrc", "core", "snapshot.c")) as f:
+        src = f.read()
     assert f'#define SNAP_WRITER "libvmm {vmmpy.__version__}"' in src
 
 

@@ -394,7 +394,8 @@ static void snap_output(struct vmm_console *c, struct vmm_snap *s)
     if (!vmm__snap_error(s)) {
         c->out_dropped = dropped;
         c->out_rd = c->out_wr = 0;
-        memcpy(c->out, buf, n);
+        if (n)
+            memcpy(c->out, buf, n);
         c->out_wr = n;
     }
     free(buf);
