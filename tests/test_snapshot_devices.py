@@ -421,3 +421,46 @@ def test_a_bad_queue_size_is_refused_naming_the_device(tmp_path, device_snapshot
     p.write_bytes(data)
     with pytest.raises(errors.VmmError, match="outside guest RAM"):
         vmmpy.Machine.restore(p).close()
+
+
+# ---- tier 3: Linux -----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_linux_with_disk_and_share_continues_after_restore(tmp_path):
+    """Debian's shell with virtio-blk and a mounted 9p share (a file held open by the shell) is saved at its
+    prompt; the restored VM reads the disk, reads on through the open fid, and writes into the share."""
+    from .test_linux import CMDLINE, CPUS, VMMPY_BOOT_TIMEOUT, _initramfs, fetch_debian, initramfs
+
+    try:
+        kernel = fetch_debian.kernel()
+    except fetch_debian.FetchError as e:
+        pytest.fail(f"cannot fetch Debian's arm64 kernel: {e}")
+    initrd = _initramfs(shell=True, modules=["virtio_mmio", "virtio_blk", "9pnet_virtio", "9p"])
+    disk, share, snap = tmp_path / "d.img", tmp_path / "share", tmp_path / "linux.snap"
+    disk.write_bytes(b"VMMPY-DISK-MAGIC".ljust(1 << 20, b"\0"))
+    share.mkdir()
+    (share / "held.txt").write_bytes(b"line one\nline two\n")
+    with vmmpy.Machine(
+        kernel, cpus=CPUS, ram="512M", initrd=initrd, cmdline=CMDLINE, deterministic=True, disk=str(disk),
+        share=[(str(share), "share")],
+    ) as m:
+        m.serial.expect(initramfs.PROMPT_RE, timeout=VMMPY_BOOT_TIMEOUT)
+        m.serial.write(
+            b"mkdir -p /mnt/s && mount -t 9p -o trans=virtio,version=9p2000.L share /mnt/s && exec 3</mnt/s/held.txt"
+            b" && read -r first <&3 && echo got-[$first]-$((40+2))\r"
+        )
+        m.serial.expect(rb"got-\[line one\]-42", timeout=120)
+        m.serial.expect(initramfs.PROMPT_RE, timeout=60)
+        m.stop()
+        m.snapshot(snap)
+    with vmmpy.Machine.restore(snap) as r:
+        r.serial.read()
+        r.serial.write(
+            b"head -c 16 /dev/vda; echo; read -r second <&3; echo next-[$second]; echo from-guest > /mnt/s/new.txt;"
+            b" sync; echo DONE-$((6*7))\r"
+        )
+        r.serial.expect(rb"DONE-42", timeout=120)
+        out = r.serial.text
+    assert "VMMPY-DISK-MAGIC" in out and "next-[line two]" in out, out[-2000:]
+    assert (share / "new.txt").read_text() == "from-guest\n"
