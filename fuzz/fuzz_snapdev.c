@@ -51,17 +51,17 @@ static const unsigned nqueues[NSLOTS] = { 2, 1, 2, 1, 1, 2, 2, 2 };
 
 static char dir[64], share[80], disk[80];
 static uint8_t *ram; /* A's ring area */
-static uint8_t *sa; /* the saved device sections of VM A */
+static uint8_t *sa;  /* the saved device sections of VM A */
 static size_t sa_len;
 static vmm_vm *vmb;
 
-#define CHECK(c, ...)                                   \
-    do {                                                \
-        if (!(c)) {                                     \
+#define CHECK(c, ...)                                      \
+    do {                                                   \
+        if (!(c)) {                                        \
             fprintf(stderr, "fuzz_snapdev: " __VA_ARGS__); \
-            fprintf(stderr, "\n");                      \
-            abort();                                    \
-        }                                               \
+            fprintf(stderr, "\n");                         \
+            abort();                                       \
+        }                                                  \
     } while (0)
 
 /* ---- a small virtio-mmio driver over vmm_mmio_* and vmm_mem_* ---- */
@@ -272,7 +272,9 @@ static void log_fn(void *o, int level, const char *subsys, const char *msg)
 
 static vmm_vm *make_vm(void)
 {
-    struct vmm_config c = { .size = sizeof c, .ram_size = RAM_SIZE, .log_level = VMM_LOG_WARN, .log_fn = log_fn, .deterministic = 1 };
+    struct vmm_config c = {
+        .size = sizeof c, .ram_size = RAM_SIZE, .log_level = VMM_LOG_WARN, .log_fn = log_fn, .deterministic = 1
+    };
     struct vmm_gpu_config g = { .size = sizeof g, .width = 64, .height = 48, .max_mem = 8u << 20 };
     vmm_vm *vm = NULL;
     char err[256] = "";
@@ -321,24 +323,24 @@ static void drive_gpu(vmm_vm *vm)
         pat[i] = (uint8_t)(i * 7 + 3);
     vmm_mem_write(vm, pix, pat, (size_t)w * h * 4);
     free(pat);
-#define GPU_CMD(type, ...)                                                                            \
-    do {                                                                                              \
-        uint32_t body[] = { __VA_ARGS__ };                                                            \
-        memset(req, 0, 24);                                                                           \
-        uint32_t t = (type);                                                                          \
-        memcpy(req, &t, 4);                                                                           \
-        memcpy(req + 24, body, sizeof body);                                                          \
-        request(vm, cq, req, 24 + sizeof body, resp, 24);                                             \
-        uint32_t rt;                                                                                  \
-        memcpy(&rt, resp, 4);                                                                         \
-        CHECK(rt == 0x1100, "gpu command 0x%x answered 0x%x", (unsigned)(type), rt);                 \
+#define GPU_CMD(type, ...)                                                           \
+    do {                                                                             \
+        uint32_t body[] = { __VA_ARGS__ };                                           \
+        memset(req, 0, 24);                                                          \
+        uint32_t t = (type);                                                         \
+        memcpy(req, &t, 4);                                                          \
+        memcpy(req + 24, body, sizeof body);                                         \
+        request(vm, cq, req, 24 + sizeof body, resp, 24);                            \
+        uint32_t rt;                                                                 \
+        memcpy(&rt, resp, 4);                                                        \
+        CHECK(rt == 0x1100, "gpu command 0x%x answered 0x%x", (unsigned)(type), rt); \
     } while (0)
-    GPU_CMD(0x0101, 7, 1, w, h);                                                   /* create 2D, B8G8R8A8 */
-    GPU_CMD(0x0106, 7, 1, (uint32_t)pix, (uint32_t)(pix >> 32), w * h * 4, 0);     /* attach one entry */
-    GPU_CMD(0x0105, 0, 0, w, h, 0, 0, 7, 0);                                       /* transfer */
-    GPU_CMD(0x0103, 0, 0, w, h, 0, 7);                                             /* set scanout */
-    GPU_CMD(0x0104, 0, 0, w, h, 7, 0);                                             /* flush: frame 1 */
-    GPU_CMD(0x0101, 9, 67, 8, 8);                                                  /* an unbacked one */
+    GPU_CMD(0x0101, 7, 1, w, h);                                               /* create 2D, B8G8R8A8 */
+    GPU_CMD(0x0106, 7, 1, (uint32_t)pix, (uint32_t)(pix >> 32), w * h * 4, 0); /* attach one entry */
+    GPU_CMD(0x0105, 0, 0, w, h, 0, 0, 7, 0);                                   /* transfer */
+    GPU_CMD(0x0103, 0, 0, w, h, 0, 7);                                         /* set scanout */
+    GPU_CMD(0x0104, 0, 0, w, h, 7, 0);                                         /* flush: frame 1 */
+    GPU_CMD(0x0101, 9, 67, 8, 8);                                              /* an unbacked one */
 #undef GPU_CMD
     CHECK(!vmm_screen_hold(vm, 2), "hold");
 }

@@ -225,18 +225,25 @@ def device_seed(gdir: str, path: str) -> None:
     from tests.virtio_driver import ID_GPU, VirtioMMIO, find_devices
 
     with vmmpy.Machine(
-        os.path.join(gdir, "idle.elf"), ram="32M", deterministic=True, gpu=True, gpu_size=(32, 16), input=True,
-        rng=True, virtio_console=True, virtio_test_devices=1,
+        os.path.join(gdir, "idle.elf"),
+        ram="32M",
+        deterministic=True,
+        gpu=True,
+        gpu_size=(32, 16),
+        input=True,
+        rng=True,
+        virtio_console=True,
+        virtio_test_devices=1,
     ) as m:
         m.boot_info()
         for slot, dev_id in find_devices(m):
             qs = VirtioMMIO(m, slot).init(queues=2 if dev_id != 4 else 1)
             if dev_id == ID_GPU:
                 cq = qs[0]
-                hdr = struct.pack("<IIQI4x", 0, 0, 0, 0)
 
                 def cmd(type_: int, *body: int, q=cq) -> None:
-                    q.add([struct.pack("<I", type_) + hdr[4:] + struct.pack(f"<{len(body)}I", *body)], [24])
+                    hdr = struct.pack("<IIQI4x", type_, 0, 0, 0)
+                    q.add([hdr + struct.pack(f"<{len(body)}I", *body)], [24])
                     q.notify()
 
                 pix = 0x40000000 + (24 << 20)

@@ -365,13 +365,29 @@ def device_snapshot(tmp_path_factory):
     return snap.read_bytes()
 
 
-DEVICE_PREFIXES = ("virtio-blk", "virtio-9p", "virtio-rng", "virtio-input", "virtio-gpu", "virtio-console", "virtio-dummy")
+DEVICE_PREFIXES = (
+    "virtio-blk",
+    "virtio-9p",
+    "virtio-rng",
+    "virtio-input",
+    "virtio-gpu",
+    "virtio-console",
+    "virtio-dummy",
+)
 
 
 def test_every_virtio_device_has_a_section(device_snapshot):
     names = {n for n, _, _ in sections(device_snapshot)}
-    for want in ("virtio-blk.0", "virtio-9p.0", "virtio-rng.0", "virtio-input.0", "virtio-input.1", "virtio-gpu.0",
-                 "virtio-console.0", "virtio-dummy.0"):
+    for want in (
+        "virtio-blk.0",
+        "virtio-9p.0",
+        "virtio-rng.0",
+        "virtio-input.0",
+        "virtio-input.1",
+        "virtio-gpu.0",
+        "virtio-console.0",
+        "virtio-dummy.0",
+    ):
         assert want in names, names
 
 
@@ -442,7 +458,13 @@ def test_linux_with_disk_and_share_continues_after_restore(tmp_path):
     share.mkdir()
     (share / "held.txt").write_bytes(b"line one\nline two\n")
     with vmmpy.Machine(
-        kernel, cpus=CPUS, ram="512M", initrd=initrd, cmdline=CMDLINE, deterministic=True, disk=str(disk),
+        kernel,
+        cpus=CPUS,
+        ram="512M",
+        initrd=initrd,
+        cmdline=CMDLINE,
+        deterministic=True,
+        disk=str(disk),
         share=[(str(share), "share")],
     ) as m:
         m.serial.expect(initramfs.PROMPT_RE, timeout=VMMPY_BOOT_TIMEOUT)

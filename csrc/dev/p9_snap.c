@@ -182,8 +182,8 @@ static int walk_path(struct p9_server *s, const char *path, struct vmm__host_nod
 }
 
 /* Restore one fid (a new one, id not in use): alive if its path still names its kind of object. */
-static void load_fid(struct p9_server *s, struct vmm_snap *snap, uint32_t id, int dead, uint32_t type,
-                     const char *path, bool open, uint32_t oflags, int64_t dpos)
+static void load_fid(struct p9_server *s, struct vmm_snap *snap, uint32_t id, int dead, uint32_t type, const char *path,
+                     bool open, uint32_t oflags, int64_t dpos)
 {
     struct fid *f;
     struct vmm__host_node node;

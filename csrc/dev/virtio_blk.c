@@ -93,7 +93,7 @@ struct vmm_virtio_blk {
     struct vmm_virtio *v;
     int fd;
     bool readonly;
-    uint64_t capacity; /* sectors */
+    uint64_t capacity;   /* sectors */
     char path[PATH_MAX]; /* as given to vmm_add_disk: named in snapshot errors */
     /* writable disks: the chunks the guest wrote (a bit per 1 << chunk_shift bytes), for the snapshot hash */
     unsigned chunk_shift;
@@ -330,7 +330,8 @@ static uint64_t blk_hash_mix(uint64_t h, uint64_t w)
 static int blk_hash(struct vmm_virtio_blk *b, uint64_t size, uint64_t *out)
 {
     static const size_t bufsz = 1u << BLK_CHUNK_SHIFT_MIN;
-    uint64_t h = blk_hash_mix(0x766d6d7079626c6bULL, size), nchunks = (size + (1ULL << b->chunk_shift) - 1) >> b->chunk_shift;
+    uint64_t h = blk_hash_mix(0x766d6d7079626c6bULL, size),
+             nchunks = (size + (1ULL << b->chunk_shift) - 1) >> b->chunk_shift;
     uint8_t *buf = malloc(bufsz);
 
     if (!buf)
@@ -425,8 +426,7 @@ static int blk_snap(void *dev, struct vmm_snap *s)
             vmm__snap_fail(s, "disk %s was %s, it is now attached %s", path, readonly ? "read-only" : "writable",
                            b->readonly ? "read-only" : "writable");
         else if (capacity != b->capacity)
-            vmm__snap_fail(s, "disk %s had %" PRIu64 " sectors, %s has %" PRIu64, path, capacity, b->path,
-                           b->capacity);
+            vmm__snap_fail(s, "disk %s had %" PRIu64 " sectors, %s has %" PRIu64, path, capacity, b->path, b->capacity);
         else if (!readonly && chunk_shift != b->chunk_shift)
             vmm__snap_fail(s, "disk %s: bad chunk size 2^%" PRIu32, path, chunk_shift);
     }
@@ -436,8 +436,8 @@ static int blk_snap(void *dev, struct vmm_snap *s)
         uint64_t now = 0;
         if (fstat(b->fd, &st))
             vmm__snap_fail_code(s, VMM_EIO, "disk %s: cannot stat it: %s", b->path, strerror(errno));
-        else if ((uint64_t)st.st_size != size || blk_mtime_ns(&st) != mtime ||
-                 (e = blk_hash(b, size, &now)) || now != hash)
+        else if ((uint64_t)st.st_size != size || blk_mtime_ns(&st) != mtime || (e = blk_hash(b, size, &now)) ||
+                 now != hash)
             vmm__snap_fail_code(s, VMM_ESTATE, "disk %s changed since the snapshot was taken (%s); refusing to restore",
                                 b->path,
                                 (uint64_t)st.st_size != size ? "its size differs"

@@ -903,9 +903,9 @@ static void snap_res_load(struct vmm_gpu *g, struct vmm_snap *s)
         if (vmm__snap_error(s))
             break;
         if (!e->len || !vmm__gpa_ptr(g->vm, e->gpa, e->len))
-            vmm__snap_fail(s, "resource %" PRIu32 ": backing entry %" PRIu32 " (0x%" PRIx64 "+0x%" PRIx32
-                              ") is not in guest RAM",
-                           r->id, i, e->gpa, e->len);
+            vmm__snap_fail(
+                s, "resource %" PRIu32 ": backing entry %" PRIu32 " (0x%" PRIx64 "+0x%" PRIx32 ") is not in guest RAM",
+                r->id, i, e->gpa, e->len);
         r->backing_len += e->len;
     }
     vmm__snap_bytes(s, r->pix, (size_t)bytes);
@@ -951,8 +951,9 @@ static int gpu_snap(void *dev, struct vmm_snap *s)
     if (loading && !vmm__snap_error(s) && g->scanout_res) {
         struct gpu_res *r = res_find(g, g->scanout_res);
         if (!r || !g->scanout.width || !g->scanout.height || !rect_inside(&g->scanout, r->width, r->height))
-            vmm__snap_fail(s, "scanout 0 shows %" PRIu32 "x%" PRIu32 "+%" PRIu32 "+%" PRIu32 " of resource %" PRIu32
-                              ", which does not hold it",
+            vmm__snap_fail(s,
+                           "scanout 0 shows %" PRIu32 "x%" PRIu32 "+%" PRIu32 "+%" PRIu32 " of resource %" PRIu32
+                           ", which does not hold it",
                            g->scanout.width, g->scanout.height, g->scanout.x, g->scanout.y, g->scanout_res);
     }
     if (!vmm__snap_error(s))
@@ -965,7 +966,7 @@ static int gpu_snap(void *dev, struct vmm_snap *s)
                            g->scanout_res ? g->scanout.width : 0, g->scanout_res ? g->scanout.height : 0);
     }
     if (loading && vmm__snap_error(s)) { /* no half-loaded device: back to power-on */
-        g->scanout_res = 1; /* so that reset_locked disables the screen whatever it holds */
+        g->scanout_res = 1;              /* so that reset_locked disables the screen whatever it holds */
         reset_locked(g);
     }
     pthread_mutex_unlock(&g->lock);

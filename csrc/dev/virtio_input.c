@@ -604,7 +604,8 @@ static int input_snap(void *dev, struct vmm_snap *s)
     uint64_t last = 0;
     for (uint64_t i = 0; i < nsched && !vmm__snap_error(s); i++) {
         uint64_t at = loading ? 0 : d->sched.at[i];
-        struct input_event e = loading ? (struct input_event){ 0 } : *(struct input_event *)vmm__timeq_item(&d->sched, i);
+        struct input_event e =
+            loading ? (struct input_event){ 0 } : *(struct input_event *)vmm__timeq_item(&d->sched, i);
         vmm__snap_u64(s, &at);
         snap_event(s, &e);
         if (!loading || vmm__snap_error(s))
