@@ -37,6 +37,7 @@
 
 int vmm__board_snap(struct vmm_vm *vm, struct vmm_snap *s);
 uint64_t vmm__board_advance(struct vmm_vm *vm, uint64_t now_ns);
+uint64_t vmm__board_host_mem(struct vmm_vm *vm); /* the GPU's: its struct, the screen's, its budget's use */
 
 #define RAM 0x40000000ull
 #define RAM_SIZE (32ull << 20)
@@ -431,6 +432,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
               "input events: %s", vmm_last_error(a));
         CHECK(vmm__board_advance(a, 0) == 5000000, "the next input is not at 5 ms"); /* the keyboard's: pending */
     }
+    uint64_t mem_a = vmm__board_host_mem(a);
     CHECK(!save(a, &sa, &sa_len), "saving A");
     memcpy(saved_queues, queues, sizeof queues); /* the driver's view of the rings in SA */
     capture(a, shot_a, sizeof shot_a, &frames_a);
@@ -447,6 +449,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     CHECK(!save(b, &sb, &sb_len), "saving B");
     CHECK(sb_len == sa_len && !memcmp(sa, sb, sa_len), "B saves differently from A (%zu / %zu bytes)", sb_len, sa_len);
     free(sb);
+    CHECK(vmm__board_host_mem(b) == mem_a, "the GPU budget's use differs after the load (%llu, was %llu)",
+          (unsigned long long)vmm__board_host_mem(b), (unsigned long long)mem_a);
     capture(b, shot_b, sizeof shot_b, &frames_b);
     CHECK(frames_a == frames_b && frames_b == 1 && !memcmp(shot_a, shot_b, sizeof shot_a), "screens differ");
     CHECK(!vmm_screen_hold(b, 2), "hold after restore");

@@ -283,18 +283,21 @@ def test_input_pending_leds_and_schedule_survive(guest, tmp_path):
 def test_gpu_capture_after_restore_equals_the_one_before_save(guest, tmp_path):
     snap = tmp_path / "s.snap"
     with vmmpy.Machine(guest("gpu_demo"), gpu=True, deterministic=True) as m:
+        m.screen.hold(2)
+        m.screen.hold(5)  # pending: taken after the restore
         m.start()
         m.screen.wait_frame(3, pause=True, timeout=120)
-        before = m.screen.capture_rgba()
+        before, held = m.screen.capture_rgba(), m.screen.capture_rgba(2)
         frames = m.screen.frames
         assert frames == 3
         m.snapshot(snap)
     with vmmpy.Machine.restore(snap) as r:
         assert r.screen.capture_rgba() == before  # the same size and pixels, as shown
-        assert r.screen.frames == frames
+        assert r.screen.capture_rgba(2) == held and r.screen.frames == frames
         r.start()
         r.screen.wait_frame(frames + 2, timeout=120)
         r.serial.expect(f"gpu_demo: frame {frames + 2}", timeout=60)
+        assert r.screen.capture_rgba(5)[:2] == before[:2]
 
 
 def test_input_echo_continues_exactly_with_typing_after_the_restore(guest, tmp_path):
