@@ -23,10 +23,10 @@
 #include "soft.h"
 
 #define SOFT_SNAP_VERSION 1
-#define PTR_TAIL 264                   /* bytes of the context from end_reset_fields on (2.1.4 layout) */
-#define UC_VERSION_SNAP 0x020104u      /* major.minor.patch whose layout PTR_TAIL describes */
-#define MAX_CONTEXT (1u << 20)         /* 2.1.4: about 11 KiB */
-#define CORE(n) (0x80000000u | (n))    /* list ids outside the SYSREG() space */
+#define PTR_TAIL 264                /* bytes of the context from end_reset_fields on (2.1.4 layout) */
+#define UC_VERSION_SNAP 0x020104u   /* major.minor.patch whose layout PTR_TAIL describes */
+#define MAX_CONTEXT (1u << 20)      /* 2.1.4: about 11 KiB */
+#define CORE(n) (0x80000000u | (n)) /* list ids outside the SYSREG() space */
 #define CORE_SP CORE(31)
 #define CORE_PC CORE(32)
 #define CORE_PSTATE CORE(33)
@@ -37,15 +37,14 @@ static const struct {
     uint32_t id;
     int reg;
 } named[] = {
-    { SYSREG(3, 0, 4, 1, 0), UC_ARM64_REG_SP_EL0 },    { SYSREG(3, 4, 4, 1, 0), UC_ARM64_REG_SP_EL1 },
-    { SYSREG(3, 0, 4, 0, 1), UC_ARM64_REG_ELR_EL1 },
-    { SYSREG(3, 3, 4, 4, 0), UC_ARM64_REG_FPCR },      { SYSREG(3, 3, 4, 4, 1), UC_ARM64_REG_FPSR },
-    { SYSREG(3, 0, 12, 0, 0), UC_ARM64_REG_VBAR_EL1 }, { SYSREG(3, 0, 5, 2, 0), UC_ARM64_REG_ESR_EL1 },
-    { SYSREG(3, 0, 6, 0, 0), UC_ARM64_REG_FAR_EL1 },   { SYSREG(3, 3, 13, 0, 2), UC_ARM64_REG_TPIDR_EL0 },
-    { SYSREG(3, 3, 13, 0, 3), UC_ARM64_REG_TPIDRRO_EL0 }, { SYSREG(3, 0, 13, 0, 4), UC_ARM64_REG_TPIDR_EL1 },
-    { SYSREG(3, 0, 10, 2, 0), UC_ARM64_REG_MAIR_EL1 }, { SYSREG(3, 0, 2, 0, 0), UC_ARM64_REG_TTBR0_EL1 },
-    { SYSREG(3, 0, 2, 0, 1), UC_ARM64_REG_TTBR1_EL1 }, { SYSREG(3, 0, 1, 0, 2), UC_ARM64_REG_CPACR_EL1 },
-    { SYSREG(3, 0, 7, 4, 0), UC_ARM64_REG_PAR_EL1 },
+    { SYSREG(3, 0, 4, 1, 0), UC_ARM64_REG_SP_EL0 },     { SYSREG(3, 4, 4, 1, 0), UC_ARM64_REG_SP_EL1 },
+    { SYSREG(3, 0, 4, 0, 1), UC_ARM64_REG_ELR_EL1 },    { SYSREG(3, 3, 4, 4, 0), UC_ARM64_REG_FPCR },
+    { SYSREG(3, 3, 4, 4, 1), UC_ARM64_REG_FPSR },       { SYSREG(3, 0, 12, 0, 0), UC_ARM64_REG_VBAR_EL1 },
+    { SYSREG(3, 0, 5, 2, 0), UC_ARM64_REG_ESR_EL1 },    { SYSREG(3, 0, 6, 0, 0), UC_ARM64_REG_FAR_EL1 },
+    { SYSREG(3, 3, 13, 0, 2), UC_ARM64_REG_TPIDR_EL0 }, { SYSREG(3, 3, 13, 0, 3), UC_ARM64_REG_TPIDRRO_EL0 },
+    { SYSREG(3, 0, 13, 0, 4), UC_ARM64_REG_TPIDR_EL1 }, { SYSREG(3, 0, 10, 2, 0), UC_ARM64_REG_MAIR_EL1 },
+    { SYSREG(3, 0, 2, 0, 0), UC_ARM64_REG_TTBR0_EL1 },  { SYSREG(3, 0, 2, 0, 1), UC_ARM64_REG_TTBR1_EL1 },
+    { SYSREG(3, 0, 1, 0, 2), UC_ARM64_REG_CPACR_EL1 },  { SYSREG(3, 0, 7, 4, 0), UC_ARM64_REG_PAR_EL1 },
 };
 
 /* ... and through the generic CP-register access */
@@ -121,8 +120,8 @@ int vmm__soft_vcpu_save(struct vmm_vcpu *vcpu, struct vmm_snap *s)
     size_t len;
 
     if (!version_ok(ucv))
-        return vmm__snap_fail_code(s, VMM_ENOTSUP, "soft: snapshots need Unicorn 2.1.4 (this is %u.%u.%u)",
-                                   ucv >> 24, (ucv >> 16) & 0xff, (ucv >> 8) & 0xff);
+        return vmm__snap_fail_code(s, VMM_ENOTSUP, "soft: snapshots need Unicorn 2.1.4 (this is %u.%u.%u)", ucv >> 24,
+                                   (ucv >> 16) & 0xff, (ucv >> 8) & 0xff);
     if (uc_context_save(sv->uc, sv->ctx) != UC_ERR_OK || context_data(sv, s, &data, &len))
         return vmm__snap_fail_code(s, VMM_EBACKEND, "soft: vCPU %u: cannot save the CPU context", vcpu->id);
     n = read_regs(sv->uc, regs);

@@ -142,8 +142,7 @@ int vmm__board_snap(struct vmm_vm *vm, struct vmm_snap *s)
         char name[VMM_SNAP_NAME_LEN];
         section_name(b, i, name, sizeof(name));
         if (vmm__snap_loading(s) && !vmm__snap_has(s, name))
-            return vmm__snap_fail(s, "the snapshot has no state for device %s (was it made with other devices?)",
-                                  name);
+            return vmm__snap_fail(s, "the snapshot has no state for device %s (was it made with other devices?)", name);
         uint32_t version = ops->snap_version;
         if (vmm__snap_begin(s, name, &version))
             break;

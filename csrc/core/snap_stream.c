@@ -300,7 +300,7 @@ int vmm__snap_begin(struct vmm_snap *s, const char *name, uint32_t *version)
         return vmm__snap_fail_code(s, VMM_EINVAL, "bad section name '%s'", name);
     snprintf(s->sec_name, sizeof(s->sec_name), "%s", name);
     if (!s->loading) {
-        char nm[VMM_SNAP_NAME_LEN] = {0};
+        char nm[VMM_SNAP_NAME_LEN] = { 0 };
         memcpy(nm, name, strlen(name));
         put_le(s, SECT_MAGIC, 4);
         put(s, nm, sizeof(nm));

@@ -30,14 +30,14 @@
 #include "snapshot.h"
 #include "vm.h"
 
-#define SNAP_MAGIC "VMMSNAP"          /* 8 bytes with its NUL */
-#define SNAP_FORMAT 1                 /* this file's layout; sections have versions of their own */
-#define SNAP_WRITER "libvmm 0.1.0"    /* vmmpy/_version.py (tests/test_snapshot.py checks they agree) */
-#define HDR_SIZE 4096                 /* the stream starts here */
-#define HDR_BYTES 152                 /* header fields, CRC last */
-#define PAGE 4096u                    /* the RAM granule of the extent list */
-#define ALIGN_RUN (64u << 10)         /* runs are congruent to their RAM offset modulo this */
-#define MAX_STREAM (256ull << 20)     /* sections together */
+#define SNAP_MAGIC "VMMSNAP"       /* 8 bytes with its NUL */
+#define SNAP_FORMAT 1              /* this file's layout; sections have versions of their own */
+#define SNAP_WRITER "libvmm 0.1.0" /* vmmpy/_version.py (tests/test_snapshot.py checks they agree) */
+#define HDR_SIZE 4096              /* the stream starts here */
+#define HDR_BYTES 152              /* header fields, CRC last */
+#define PAGE 4096u                 /* the RAM granule of the extent list */
+#define ALIGN_RUN (64u << 10)      /* runs are congruent to their RAM offset modulo this */
+#define MAX_STREAM (256ull << 20)  /* sections together */
 #define EXTENT_BYTES 24
 #define VCPU_VERSION 1
 #define CLOCK_VERSION 1
@@ -145,7 +145,7 @@ static void sync_boot(struct vmm_vm *vm, struct vmm_snap *s)
     vmm__snap_u64(s, &vm->kernel.start);
     vmm__snap_u64(s, &vm->kernel.end);
     vmm__snap_u64(s, &vm->kernel.entry);
-    uint64_t *f[] = { &b->entry,   &b->kernel_start, &b->kernel_end, &b->initrd_start, &b->initrd_end,
+    uint64_t *f[] = { &b->entry,    &b->kernel_start, &b->kernel_end, &b->initrd_start, &b->initrd_end,
                       &b->dtb_addr, &b->dtb_size,     &b->ram_base,   &b->ram_size };
     for (unsigned i = 0; i < sizeof f / sizeof f[0]; i++)
         vmm__snap_u64(s, f[i]);
@@ -165,7 +165,7 @@ static void sync_clock(struct vmm_vm *vm, struct vmm_snap *s)
 {
     uint64_t clock = vmm__clock_ns(vm, NULL);
     struct vmm_stats *st = &vm->stats;
-    uint64_t *f[] = { &st->mmio_exits, &st->hvc_exits,  &st->sysreg_exits, &st->wfi_exits,
+    uint64_t *f[] = { &st->mmio_exits,   &st->hvc_exits,  &st->sysreg_exits, &st->wfi_exits,
                       &st->guest_errors, &st->exceptions, &st->irqs };
 
     vmm__snap_u64(s, &clock);
@@ -211,8 +211,8 @@ static void sync_vcpu_core(struct vmm_vcpu *v, struct vmm_snap *s)
     v->insn_limit = UINT64_MAX;
 }
 
-static int section(struct vmm_snap *s, const char *name, uint32_t version, void (*fn)(struct vmm_vm *, struct vmm_snap *),
-                   struct vmm_vm *vm)
+static int section(struct vmm_snap *s, const char *name, uint32_t version,
+                   void (*fn)(struct vmm_vm *, struct vmm_snap *), struct vmm_vm *vm)
 {
     if (vmm__snap_begin(s, name, &version))
         return vmm__snap_error(s);
@@ -577,7 +577,8 @@ static int read_extents(struct restore *r)
         if (!e->len || e->gpa_off % PAGE || e->len % PAGE || e->file_off % PAGE || e->gpa_off < next_gpa ||
             e->gpa_off > h->ram_size || e->len > h->ram_size - e->gpa_off)
             rc = fail(r, VMM_EFORMAT, "RAM extent %u is not inside guest RAM (corrupt)", i);
-        else if (e->file_off < h->extents_off + len || e->file_off > h->file_size || e->len > h->file_size - e->file_off)
+        else if (e->file_off < h->extents_off + len || e->file_off > h->file_size ||
+                 e->len > h->file_size - e->file_off)
             rc = fail(r, VMM_EFORMAT, "RAM extent %u lies beyond the end of the file (truncated or corrupt)", i);
         next_gpa = e->gpa_off + e->len;
     }
@@ -596,8 +597,8 @@ static int map_ram(struct restore *r, struct vmm_vm *vm)
         bool mappable = a < b && (e->file_off + (a - e->gpa_off)) % hps == 0;
         if (!mappable)
             a = b = e->gpa_off + e->len; /* all of it read below */
-        int merr = mappable ? vmm__host_ram_map_file(vm->ram + a, (size_t)(b - a), r->fd, e->file_off + (a - e->gpa_off))
-                            : 0;
+        int merr =
+            mappable ? vmm__host_ram_map_file(vm->ram + a, (size_t)(b - a), r->fd, e->file_off + (a - e->gpa_off)) : 0;
         if (merr)
             return fail(r, VMM_EIO, "cannot map guest RAM from the snapshot: %s", strerror(merr));
         if (read_all(r->fd, vm->ram + e->gpa_off, (size_t)(a - e->gpa_off), e->file_off) ||
@@ -608,7 +609,7 @@ static int map_ram(struct restore *r, struct vmm_vm *vm)
     return 0;
 }
 
-static const char *override(const char *const *paths, uint32_t n, unsigned i, const char *recorded)
+static const char * override(const char *const *paths, uint32_t n, unsigned i, const char *recorded)
 {
     return paths && i < n && paths[i] ? paths[i] : recorded;
 }
