@@ -20,6 +20,7 @@ import pytest
 import vmmpy
 from vmmpy import errors
 
+from .conftest import ROOT
 from .test_p9 import P9, P9Error
 from .test_snapshot import sections
 from .test_virtio_input import KBD, TAB, Input
@@ -341,7 +342,7 @@ def device_snapshot(tmp_path_factory):
     share = d / "share"
     share.mkdir()
     (share / "f").write_bytes(b"f")
-    guest_dir = os.path.join(os.path.dirname(__file__), "..", "guest", "build")
+    guest_dir = os.path.join(ROOT, "guest", "build")
     snap = d / "dev.snap"
     with vmmpy.Machine(
         os.path.join(guest_dir, "idle.elf"),
