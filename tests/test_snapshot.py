@@ -19,6 +19,8 @@ import vmmpy
 from vmmpy import errors
 from vmmpy._ffi import ffi, lib
 
+from .conftest import ROOT
+
 HDR = 4096  # the section stream starts here
 SECT_HDR = 4 + 32 + 4 + 8 + 4 + 4
 
@@ -75,15 +77,17 @@ def test_scheduled_input_after_the_snapshot(guest, tmp_path):
     assert b"echo: 0x09" in after and b"PASS uart_irq" in after
 
 
-def test_real_time_clock_continues_from_the_saved_value(guest, tmp_path):
+@pytest.mark.parametrize("backend", ["soft", "soft-threaded"])
+def test_real_time_clock_continues_from_the_saved_value(guest, tmp_path, backend):
     snap = tmp_path / "s.snap"
-    with vmmpy.Machine(guest("timer")) as m:
+    with vmmpy.Machine(guest("timer"), backend=backend) as m:
         m.start()
         m.serial.expect("TVAL one-shot", timeout=60)
         m.stop()
         saved = m.clock_ns
         m.snapshot(snap)
     with vmmpy.Machine.restore(snap) as m:
+        assert m.backend == backend
         now = m.clock_ns
         assert saved <= now < saved + 5_000_000_000  # not since the host's boot nor from zero
         res = m.run(timeout=60)
@@ -149,7 +153,7 @@ def test_restored_dtb_and_boot_info_are_the_saved_ones(guest, tmp_path):
 
 
 def test_writer_version_matches_vmmpy():
-    with open(os.path.join(os.path.dirname(__file__), "..", "csrc", "core", "snapshot.c")) as f:
+    with open(os.path.join(ROOT, "csrc", "core", "snapshot.c")) as f:
         src = f.read()
     assert f'#define SNAP_WRITER "libvmm {vmmpy.__version__}"' in src
 
@@ -158,10 +162,9 @@ def test_writer_version_matches_vmmpy():
 
 
 @pytest.fixture(scope="module")
-def good_snapshot(tmp_path_factory):
-    guest_dir = os.path.join(os.path.dirname(__file__), "..", "guest", "build")
+def good_snapshot(tmp_path_factory, guest):
     path = tmp_path_factory.mktemp("snap") / "good.snap"
-    with vmmpy.Machine(os.path.join(guest_dir, "smp.elf"), cpus=2, deterministic=True, rng=True) as m:
+    with vmmpy.Machine(guest("smp"), cpus=2, deterministic=True, rng=True) as m:
         m.stop_at(200_000)
         m.run(timeout=60)
         m.snapshot(path)

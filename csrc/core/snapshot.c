@@ -544,8 +544,8 @@ static int check_header(struct restore *r)
     if (h->file_size > r->size)
         return fail(r, VMM_EFORMAT, "truncated: %llu bytes, the header says %llu", (unsigned long long)r->size,
                     (unsigned long long)h->file_size);
-    if (h->header_size != HDR_SIZE || h->stream_off != HDR_SIZE || h->page_size != PAGE || !h->ncpus ||
-        h->ncpus > VMM_MAX_CPUS || h->deterministic > 1 || !h->ram_size || h->ram_size % PAGE ||
+    if (h->file_size < HDR_SIZE || h->header_size != HDR_SIZE || h->stream_off != HDR_SIZE || h->page_size != PAGE ||
+        !h->ncpus || h->ncpus > VMM_MAX_CPUS || h->deterministic > 1 || !h->ram_size || h->ram_size % PAGE ||
         h->ram_size > LAYOUT_RAM_MAX || h->stream_len > MAX_STREAM || h->stream_len > h->file_size - HDR_SIZE ||
         h->extents_off < HDR_SIZE + h->stream_len || h->extents_off > h->file_size ||
         h->nextents > h->ram_size / PAGE || (uint64_t)h->nextents * EXTENT_BYTES > h->file_size - h->extents_off)

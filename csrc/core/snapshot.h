@@ -39,14 +39,14 @@ struct vmm_vm;
 
 struct vmm_snap {
     bool loading;
-    int err;                     /* sticky: first error (VMM_E*) */
-    char errmsg[256];            /* its message ("section virtio-blk.0: ...") */
-    uint8_t *buf;                /* saving: the growing output; loading: the whole stream */
-    size_t len, cap;             /* saving: bytes written / allocated; loading: stream length */
-    size_t pos;                  /* loading: read position */
-    size_t sec_start, sec_end;   /* the open section's payload [start, end) */
+    int err;                   /* sticky: first error (VMM_E*) */
+    char errmsg[256];          /* its message ("section virtio-blk.0: ...") */
+    uint8_t *buf;              /* saving: the growing output; loading: the whole stream */
+    size_t len, cap;           /* saving: bytes written / allocated; loading: stream length */
+    size_t pos;                /* loading: read position */
+    size_t sec_start, sec_end; /* the open section's payload [start, end) */
     char sec_name[VMM_SNAP_NAME_LEN];
-    uint32_t sec_version;        /* loading: the version found in the file */
+    uint32_t sec_version; /* loading: the version found in the file */
     bool in_section;
 };
 
