@@ -76,7 +76,7 @@ static int name_in(int up, const struct stat *st, char name[P9_MAX_NAME + 1])
  * up through ".." and finding each directory's name in its parent. ESTALE if the root is not above it
  * (the host moved it out of the share, or removed it).
  */
-static int dir_path(const struct p9_server *s, int dfd, char *buf, size_t cap, size_t *at)
+static int dir_path(const struct p9_server *s, int dfd, char *buf, size_t *at)
 {
     struct stat st, pst;
     int cur = dfd, e = 0;
@@ -94,11 +94,12 @@ static int dir_path(const struct p9_server *s, int dfd, char *buf, size_t cap, s
             break;
         }
         up = openat(cur, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        e = up < 0 ? errno : 0;
         if (cur != dfd)
             close(cur);
         cur = dfd;
         if (up < 0)
-            return errno == ENOENT ? ESTALE : errno;
+            return e == ENOENT ? ESTALE : e;
         if (fstat(up, &pst) || (pst.st_dev == st.st_dev && pst.st_ino == st.st_ino)) {
             close(up); /* "/" (its own parent), and the root was not on the way */
             return ESTALE;
@@ -112,7 +113,6 @@ static int dir_path(const struct p9_server *s, int dfd, char *buf, size_t cap, s
     }
     if (cur != dfd)
         close(cur);
-    (void)cap;
     return e;
 }
 
@@ -126,7 +126,7 @@ static int fid_path(const struct p9_server *s, const struct fid *f, char out[SNA
 
     buf[at] = 0;
     if (S_ISDIR(n->mode) && n->fd >= 0) {
-        e = dir_path(s, n->fd, buf, sizeof buf, &at);
+        e = dir_path(s, n->fd, buf, &at);
     } else if (n->pfd >= 0) {
         struct stat st;
         if (fstatat(n->pfd, n->name, &st, AT_SYMLINK_NOFOLLOW))
@@ -135,7 +135,7 @@ static int fid_path(const struct p9_server *s, const struct fid *f, char out[SNA
             return ESTALE; /* its name now holds another object */
         if ((e = prepend(buf, &at, n->name)))
             return e;
-        e = dir_path(s, n->pfd, buf, sizeof buf, &at);
+        e = dir_path(s, n->pfd, buf, &at);
     } else {
         return ESTALE;
     }
