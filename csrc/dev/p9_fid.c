@@ -47,6 +47,12 @@ void p9_fd_give(void)
 
 struct fid *p9_fid_get(struct p9_server *s, uint32_t id)
 {
+    struct fid *f = p9_fid_find(s, id);
+    return f && !f->dead ? f : NULL;
+}
+
+struct fid *p9_fid_find(struct p9_server *s, uint32_t id)
+{
     for (int i = s->buckets[id % FID_BUCKETS]; i;) {
         struct fid *f = &s->fids[i - 1];
         if (f->id == id)
@@ -58,9 +64,12 @@ struct fid *p9_fid_get(struct p9_server *s, uint32_t id)
 
 struct fid *p9_fid_new(struct p9_server *s, uint32_t id)
 {
-    struct fid *f;
-    int i = s->free_head;
+    struct fid *f = p9_fid_find(s, id);
+    int i;
 
+    if (f) /* a dead fid the guest reuses without clunking it: it goes */
+        p9_fid_del(s, f);
+    i = s->free_head;
     if (!i || !vmm__budget_take(&fd_budget, P9_NODE_FDS))
         return NULL;
     f = &s->fids[i - 1];

@@ -124,6 +124,8 @@ struct fid {
     int ofd;                    /* open for I/O (Tlopen/Tlcreate), -1 otherwise */
     DIR *dir;                   /* Treaddir stream over ofd */
     long dpos;                  /* telldir() after the last entry returned */
+    uint32_t oflags;            /* the dotl flags of Tlopen/Tlcreate while open (snapshots reopen with them) */
+    int dead;                   /* restored from a snapshot but gone (an errno): every use but a clunk fails */
 };
 
 struct p9_server {
@@ -138,7 +140,9 @@ struct p9_server {
 };
 
 /* ---- p9_fid.c ---- */
+/* The live fid `id`, or NULL (none, or a dead one: p9_fid_find sees those too). */
 struct fid *p9_fid_get(struct p9_server *s, uint32_t id);
+struct fid *p9_fid_find(struct p9_server *s, uint32_t id);
 struct fid *p9_fid_new(struct p9_server *s, uint32_t id);
 void p9_fid_close_io(struct fid *f);
 void p9_fid_del(struct p9_server *s, struct fid *f);

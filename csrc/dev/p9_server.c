@@ -222,6 +222,7 @@ static int t_lopen(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
     }
     f->ofd = fd;
     f->dpos = 0;
+    f->oflags = fl;
     p9_qid_of(&st, &q);
     p9_wqid(w, &q);
     p9_w32(w, 0); /* iounit: msize */
@@ -259,6 +260,7 @@ static int t_lcreate(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
     vmm__host_node_close(&f->node);
     f->node = nn;
     f->ofd = fd;
+    f->oflags = fl & ~DOTL_DIRECTORY;
     p9_node_qid(&nn, &q);
     p9_wqid(w, &q);
     p9_w32(w, 0);
@@ -918,6 +920,21 @@ size_t p9_handle(struct p9_server *s, const uint8_t *req, size_t len, uint8_t *r
         return lerror(resp, tag, EMSGSIZE);
     if (!(fn = handler(type)))
         return lerror(resp, tag, EOPNOTSUPP);
+    /* every message but these names an existing fid first: a dead one (snapshots) answers its errno */
+    if (type != P9_TVERSION && type != P9_TATTACH && type != P9_TFLUSH && size >= P9_HDR_SIZE + 4) {
+        struct fid *f = p9_fid_find(s, p9_get32(req + P9_HDR_SIZE));
+        if (f && f->dead) {
+            e = f->dead;
+            if (type == P9_TCLUNK || type == P9_TREMOVE)
+                p9_fid_del(s, f);
+            if (type != P9_TCLUNK)
+                return lerror(resp, tag, e);
+            p9_put32(resp, P9_HDR_SIZE); /* Rclunk */
+            resp[4] = (uint8_t)(type + 1);
+            p9_put16(resp + 5, tag);
+            return P9_HDR_SIZE;
+        }
+    }
     {
         struct p9_rd r = { .p = req + P9_HDR_SIZE, .len = size - P9_HDR_SIZE };
         struct p9_wr w = { .p = resp, .cap = cap, .off = P9_HDR_SIZE };

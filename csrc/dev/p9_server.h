@@ -33,4 +33,12 @@ uint32_t p9_server_msize(const struct p9_server *s);
  */
 size_t p9_handle(struct p9_server *s, const uint8_t *req, size_t len, uint8_t *resp, size_t cap);
 
+/*
+ * Snapshots (core/snapshot.h, p9_snap.c): sync the session (msize) and every fid, saved as a path in
+ * the share and re-walked when loading; a fid whose path is gone comes back dead (its next use fails
+ * with ESTALE). Loading replaces every fid. Returns the stream's error.
+ */
+struct vmm_snap;
+int p9_server_snap(struct p9_server *s, struct vmm_snap *snap);
+
 #endif

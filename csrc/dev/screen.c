@@ -1,11 +1,13 @@
 /* screen.c - the frame store behind vmm_screen_*: scanout 0 as RGBA, frame counter, held frames, waiters. */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "../core/budget.h"
 #include "../core/run.h"
+#include "../core/snapshot.h"
 #include "../host/host.h"
 #include "virtio_gpu.h"
 
@@ -427,4 +429,84 @@ VMM_EXPORT int vmm_screen_resume(vmm_vm *vm)
         return rc;
     vmm__park_release(vm);
     return 0;
+}
+
+/* ---- snapshots (virtio_gpu.h) ---- */
+
+void vmm__screen_mode(struct vmm_screen *s, uint32_t *w, uint32_t *h)
+{
+    pthread_mutex_lock(&s->lock);
+    *w = s->w;
+    *h = s->h;
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* A w x h image: both at most GPU_MAX_DIM (the largest scanout a resource allows), or 0 x 0. */
+static bool snap_dims_ok(uint32_t w, uint32_t h)
+{
+    return (!w && !h) || (w && h && w <= GPU_MAX_DIM && h <= GPU_MAX_DIM);
+}
+
+void vmm__screen_snap(struct vmm_screen *s, struct vmm_snap *snap)
+{
+    bool loading = vmm__snap_loading(snap);
+    uint32_t w = s->w, h = s->h;
+
+    if (loading && vmm__screen_set_mode(s, 0, 0)) /* cannot fail for 0 x 0 */
+        return;
+    pthread_mutex_lock(&s->lock);
+    vmm__snap_u32(snap, &w);
+    vmm__snap_u32(snap, &h);
+    vmm__snap_u64(snap, &s->frames);
+    vmm__snap_bool(snap, &s->changed);
+    if (loading && !vmm__snap_error(snap)) {
+        if (!snap_dims_ok(w, h)) {
+            vmm__snap_fail(snap, "screen of %" PRIu32 "x%" PRIu32 " pixels", w, h);
+        } else if (w) {
+            pthread_mutex_unlock(&s->lock);
+            bool changed = s->changed;
+            if (vmm__screen_set_mode(s, w, h))
+                vmm__snap_fail_code(snap, VMM_ENOMEM, "a %" PRIu32 "x%" PRIu32 " screen is over the GPU's memory cap",
+                                    w, h);
+            pthread_mutex_lock(&s->lock);
+            s->changed = changed;
+        }
+    }
+    if (s->img && !vmm__snap_error(snap))
+        vmm__snap_bytes(snap, s->img, (size_t)s->w * s->h * 4);
+    for (unsigned i = 0; i < MAX_HOLDS && !vmm__snap_error(snap); i++) {
+        struct hold *hd = &s->holds[i];
+        bool has_pix = hd->pix != NULL;
+        if (loading)
+            hold_free(s, hd);
+        vmm__snap_u64(snap, &hd->frame);
+        vmm__snap_bool(snap, &hd->done);
+        vmm__snap_u32(snap, &hd->w);
+        vmm__snap_u32(snap, &hd->h);
+        vmm__snap_bool(snap, &has_pix);
+        if (vmm__snap_error(snap))
+            break;
+        if (loading) {
+            uint64_t n = (uint64_t)hd->w * hd->h;
+            if (!snap_dims_ok(hd->w, hd->h) || (has_pix && (!hd->done || !n)) || (!hd->frame && (hd->done || n))) {
+                vmm__snap_fail(snap, "held frame %u is inconsistent", i);
+                break;
+            }
+            if (has_pix) {
+                if (!vmm__budget_take(s->mem, n * 4)) {
+                    vmm__snap_fail_code(snap, VMM_ENOMEM, "held frame %" PRIu64 " is over the GPU's memory cap",
+                                        hd->frame);
+                    break;
+                }
+                if (!(hd->pix = malloc((size_t)n * 4))) {
+                    vmm__budget_give(s->mem, n * 4);
+                    vmm__snap_fail_code(snap, VMM_ENOMEM, "out of memory for held frame %" PRIu64, hd->frame);
+                    break;
+                }
+            }
+        }
+        if (hd->pix)
+            vmm__snap_bytes(snap, hd->pix, (size_t)hd->w * hd->h * 4);
+    }
+    pthread_mutex_unlock(&s->lock);
 }

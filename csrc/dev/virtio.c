@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "../core/board.h"
+#include "../core/snapshot.h"
 #include "virtio_transport.h"
 #include "virtq.h"
 
@@ -377,6 +378,61 @@ void vmm__virtio_config_write(struct vmm_virtio *v, uint32_t off, const void *bu
         v->ops->config_write(v->dev, off, buf, len);
     else
         vmm__virtio_guest_error(v, "write to read-only config space at 0x%" PRIx32, off);
+}
+
+/*
+ * Snapshots. Saved: status, ISR, config generation, both feature sets, then every queue (virtq.c) and
+ * the transport's registers. The device's state follows in the same section (its hook). Devices serve
+ * each chain completely inside queue_notify (and a snapshot is taken at a round boundary), so no chain
+ * is ever popped and not yet returned: the queues' indices are the whole story of their progress.
+ */
+int vmm__virtio_snap(struct vmm_virtio *v, struct vmm_snap *s)
+{
+    uint64_t offered = v->device_features;
+    uint32_t nq = v->ops->num_queues, dev_id = v->ops->device_id;
+
+    pthread_mutex_lock(&v->lock);
+    vmm__snap_u32(s, &dev_id);
+    vmm__snap_u32(s, &nq);
+    vmm__snap_u64(s, &offered);
+    vmm__snap_u32(s, &v->status);
+    vmm__snap_u32(s, &v->isr);
+    vmm__snap_u32(s, &v->config_generation);
+    vmm__snap_u64(s, &v->driver_features);
+    if (vmm__snap_loading(s) && !vmm__snap_error(s)) {
+        /* the same device, then a state the register file could have reached (§3.1.1) */
+        uint64_t f = v->driver_features;
+        if (dev_id != v->ops->device_id || nq != v->ops->num_queues)
+            vmm__snap_fail(s, "saved virtio device %u with %u queues, this one is %u with %u", dev_id, nq,
+                           v->ops->device_id, v->ops->num_queues);
+        else if (offered != v->device_features)
+            vmm__snap_fail(s, "saved features 0x%" PRIx64 " differ from the 0x%" PRIx64 " this device offers", offered,
+                           v->device_features);
+        else if (v->status & ~0xffu)
+            vmm__snap_fail(s, "device status 0x%" PRIx32 " is not a byte", v->status);
+        else if (v->isr & ~(VIRTIO_ISR_VRING | VIRTIO_ISR_CONFIG))
+            vmm__snap_fail(s, "interrupt status 0x%" PRIx32 " has unknown bits", v->isr);
+        else if ((v->status & VIRTIO_STATUS_DRIVER_OK) && !(v->status & VIRTIO_STATUS_FEATURES_OK))
+            vmm__snap_fail(s, "device status 0x%" PRIx32 ": DRIVER_OK without FEATURES_OK", v->status);
+        else if ((v->status & VIRTIO_STATUS_FEATURES_OK) &&
+                 (!(f >> VIRTIO_F_VERSION_1 & 1) || (f & ~v->device_features)))
+            vmm__snap_fail(s, "negotiated features 0x%" PRIx64 " were not offered (0x%" PRIx64 ")", f,
+                           v->device_features);
+        else if ((v->status & VIRTIO_STATUS_FEATURES_OK) && v->ops->features_ok && !v->ops->features_ok(v->dev, f))
+            vmm__snap_fail(s, "the device refuses the negotiated features 0x%" PRIx64, f);
+    }
+    for (unsigned i = 0; i < v->ops->num_queues && !vmm__snap_error(s); i++)
+        vmm__virtq_snap(&v->queues[i], v->vm, s);
+    if (v->tops->snap && !vmm__snap_error(s))
+        v->tops->snap(v->t, s);
+    if (vmm__snap_loading(s) && vmm__snap_error(s)) { /* leave a clean device, not half a state */
+        for (unsigned i = 0; i < v->ops->num_queues; i++)
+            vmm__virtq_reset(&v->queues[i]);
+        v->status = v->isr = 0;
+        v->driver_features = 0;
+    }
+    pthread_mutex_unlock(&v->lock);
+    return vmm__snap_error(s);
 }
 
 int vmm__virtio_create(struct vmm_vm *vm, const struct vmm_virtio_ops *ops, void *dev,

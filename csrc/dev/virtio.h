@@ -109,6 +109,16 @@ bool vmm__virtio_broken(struct vmm_virtio *v);
 struct vmm_vm *vmm__virtio_vm(struct vmm_virtio *v);
 
 /*
+ * Snapshots (snapshot.h, docs/snapshots.md): sync the core's state (status, features, every queue's
+ * setup and progress, ISR, config generation) and the transport's registers into / out of the open
+ * section. A virtio device's save and load hooks call it first, then sync their own state, so one
+ * section holds the whole device. Loading validates every value as a register write would and fails
+ * with vmm__snap_fail(); the rings' contents are in guest RAM and are not touched. Takes the lock.
+ */
+struct vmm_snap;
+int vmm__virtio_snap(struct vmm_virtio *v, struct vmm_snap *s);
+
+/*
  * A descriptor chain popped from the available ring, resolved to host
  * memory. Every segment was bounds-checked against guest RAM. Readable
  * (driver -> device) segments come first, then writable ones (§2.7.4.2);

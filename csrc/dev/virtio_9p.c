@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "../core/board.h"
+#include "../core/snapshot.h"
 #include "../core/vm.h"
 #include "p9_server.h"
 #include "virtio.h"
@@ -84,7 +85,41 @@ static void p9dev_destroy(void *dev)
     p9dev_free(dev);
 }
 
-static const struct vmm_device_ops p9_device = { .name = "virtio-9p", .destroy = p9dev_destroy };
+/*
+ * Snapshots: the virtio core's state, the mount tag (must be the same: the guest mounted it), then the
+ * server's session and fids (p9_snap.c). Requests are served completely when notified: none in flight.
+ * Files still open are fsync()ed at save, like at a reset, so what the guest wrote is on the host.
+ */
+static int p9dev_snap(void *dev, struct vmm_snap *s)
+{
+    struct vmm_virtio_9p *d = dev;
+    uint8_t cfg[sizeof d->cfg];
+    uint32_t cfg_size = d->cfg_size;
+
+    if (vmm__virtio_snap(d->v, s))
+        return vmm__snap_error(s);
+    memcpy(cfg, d->cfg, sizeof cfg);
+    vmm__snap_u32(s, &cfg_size);
+    if (vmm__snap_loading(s) && !vmm__snap_error(s) && cfg_size != d->cfg_size)
+        return vmm__snap_fail(s, "the share's mount tag was %u bytes long, it is now %u", cfg_size - 2,
+                              d->cfg_size - 2);
+    vmm__snap_bytes(s, cfg, cfg_size);
+    if (vmm__snap_loading(s) && !vmm__snap_error(s) && memcmp(cfg, d->cfg, cfg_size))
+        return vmm__snap_fail(s, "the share's mount tag was \"%.*s\", it is now \"%.*s\"", (int)cfg_size - 2,
+                              (const char *)cfg + 2, (int)d->cfg_size - 2, (const char *)d->cfg + 2);
+    vmm__virtio_lock(d->v);
+    p9_server_snap(d->srv, s);
+    vmm__virtio_unlock(d->v);
+    return vmm__snap_error(s);
+}
+
+static const struct vmm_device_ops p9_device = {
+    .name = "virtio-9p",
+    .save = p9dev_snap,
+    .load = p9dev_snap,
+    .snap_version = 1,
+    .destroy = p9dev_destroy,
+};
 
 static const struct vmm_virtio_ops p9_ops = {
     .name = "9p",

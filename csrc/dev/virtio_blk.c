@@ -1,5 +1,7 @@
 /* virtio_blk.c - virtio-blk (virtio 1.2 §5.2) over a raw image file: vmm_add_disk(). */
 #include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -8,6 +10,7 @@
 #include <unistd.h>
 
 #include "../core/board.h"
+#include "../core/snapshot.h"
 #include "../core/vm.h"
 #include "../host/host.h"
 #include "virtio.h"
@@ -81,12 +84,20 @@ struct blk_dwz_seg {
     uint32_t num_sectors, flags;
 };
 
+/* Snapshot identity of a writable disk (blk_snap below): chunks of at least 1 MiB, at most this many. */
+#define BLK_CHUNK_SHIFT_MIN 20
+#define BLK_CHUNKS_MAX (1u << 16)
+
 struct vmm_virtio_blk {
     struct vmm_vm *vm;
     struct vmm_virtio *v;
     int fd;
     bool readonly;
-    uint64_t capacity; /* sectors */
+    uint64_t capacity;   /* sectors */
+    char path[PATH_MAX]; /* as given to vmm_add_disk: named in snapshot errors */
+    /* writable disks: the chunks the guest wrote (a bit per 1 << chunk_shift bytes), for the snapshot hash */
+    unsigned chunk_shift;
+    uint64_t *written;
     struct blk_config cfg;
     char id[VIRTIO_BLK_ID_BYTES];
     struct virtq_chain chain;
@@ -106,6 +117,15 @@ static bool blk_range_ok(const struct vmm_virtio_blk *b, uint64_t sector, uint64
     return sector <= b->capacity && n <= b->capacity - sector;
 }
 
+/* The guest wrote (or discarded, zeroed) [pos, pos + len): mark its chunks for the snapshot hash. */
+static void blk_mark(struct vmm_virtio_blk *b, uint64_t pos, uint64_t len)
+{
+    if (!len || !b->written)
+        return;
+    for (uint64_t c = pos >> b->chunk_shift, last = (pos + len - 1) >> b->chunk_shift; c <= last; c++)
+        b->written[c / 64] |= 1ULL << (c % 64);
+}
+
 /*
  * Move `len` bytes between the file at `pos` and the chain's segments
  * [first, first + nseg), starting `skip` bytes into them. Returns false on
@@ -114,6 +134,8 @@ static bool blk_range_ok(const struct vmm_virtio_blk *b, uint64_t sector, uint64
 static bool blk_xfer(struct vmm_virtio_blk *b, bool write, const struct virtq_chain *c, unsigned first, unsigned nseg,
                      uint64_t skip, uint64_t len, uint64_t pos)
 {
+    if (write)
+        blk_mark(b, pos, len); /* before: a short write changed the file too */
     for (unsigned i = first; i < first + nseg && len; i++) {
         uint64_t seglen = c->seg[i].len;
         if (skip >= seglen) {
@@ -177,6 +199,7 @@ static uint8_t blk_dwz(struct vmm_virtio_blk *b, const struct virtq_chain *c, bo
         off_t pos = (off_t)(s.sector * BLK_SECTOR), len = (off_t)s.num_sectors * BLK_SECTOR;
         if (!len)
             continue;
+        blk_mark(b, (uint64_t)pos, (uint64_t)len);
         if (discard) {
             /* advisory: the contents of discarded sectors are undefined, so failing to punch is fine */
             (void)vmm__host_punch_hole(b->fd, pos, len);
@@ -275,7 +298,154 @@ static void blk_destroy(void *dev)
             fsync(b->fd); /* nothing written is lost */
         close(b->fd);
     }
+    free(b->written);
     free(b);
+}
+
+/*
+ * ---- snapshots ----
+ *
+ * The request queue is served completely when notified, so a snapshot has no request in flight: the
+ * section is the virtio core's state plus what identifies the disk. Design (docs/snapshots.md, "Disks"):
+ *
+ * - A writable disk is fsync()ed at save. The snapshot records its path, size, mtime (ns) and a 64-bit
+ *   hash of the chunks the guest wrote during the VM's life (a bitmap kept by every write, discard and
+ *   write-zeroes, itself saved so it spans restores) plus the first chunk (the partition table and
+ *   superblock: a different image of the same size shows there). Restore re-opens the disk by path
+ *   (vmm_add_disk, replayed) and refuses it, with one line naming it, if its size, mtime or hash differ:
+ *   anything that wrote it since, the original VM included, changed its mtime; a copy that kept the
+ *   mtime (cp -p) but not the guest's writes fails the hash. Cost: hashing what the guest wrote (not the
+ *   whole image: restore must stay fast), and storing nothing of the disk's contents in the snapshot.
+ *   What it cannot see: a change that keeps size and mtime in a chunk the guest never wrote.
+ * - A read-only disk is re-attached by path (the host may point it elsewhere): only its capacity, which
+ *   the guest saw in config space, must match.
+ */
+static uint64_t blk_hash_mix(uint64_t h, uint64_t w)
+{
+    h = (h ^ w) * 0x9e3779b97f4a7c15ULL;
+    return h ^ (h >> 29);
+}
+
+/* The hash of chunk 0 and every written chunk, read back from the file. 0 or an errno. */
+static int blk_hash(struct vmm_virtio_blk *b, uint64_t size, uint64_t *out)
+{
+    static const size_t bufsz = 1u << BLK_CHUNK_SHIFT_MIN;
+    uint64_t h = blk_hash_mix(0x766d6d7079626c6bULL, size),
+             nchunks = (size + (1ULL << b->chunk_shift) - 1) >> b->chunk_shift;
+    uint8_t *buf = malloc(bufsz);
+
+    if (!buf)
+        return ENOMEM;
+    for (uint64_t c = 0; c < nchunks; c++) {
+        if (c && !(b->written[c / 64] >> (c % 64) & 1))
+            continue;
+        h = blk_hash_mix(h, c);
+        uint64_t pos = c << b->chunk_shift, end = pos + (1ULL << b->chunk_shift);
+        if (end > size)
+            end = size;
+        while (pos < end) {
+            size_t want = end - pos < bufsz ? (size_t)(end - pos) : bufsz;
+            ssize_t r = pread(b->fd, buf, want, (off_t)pos);
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r <= 0) {
+                int e = r < 0 ? errno : EIO;
+                free(buf);
+                return e;
+            }
+            size_t i = 0;
+            for (; i + 8 <= (size_t)r; i += 8) {
+                uint64_t w;
+                memcpy(&w, buf + i, 8);
+                h = blk_hash_mix(h, w);
+            }
+            for (; i < (size_t)r; i++)
+                h = blk_hash_mix(h, buf[i]);
+            pos += (uint64_t)r;
+        }
+    }
+    free(buf);
+    *out = h;
+    return 0;
+}
+
+static uint64_t blk_mtime_ns(const struct stat *st)
+{
+    struct timespec t[3];
+    vmm__host_stat_times(st, t);
+    return (uint64_t)t[1].tv_sec * 1000000000ULL + (uint64_t)t[1].tv_nsec;
+}
+
+static int blk_snap(void *dev, struct vmm_snap *s)
+{
+    struct vmm_virtio_blk *b = dev;
+    bool loading = vmm__snap_loading(s);
+    char path[PATH_MAX];
+    bool readonly = b->readonly;
+    uint64_t capacity = b->capacity, size = 0, mtime = 0, hash = 0;
+    uint32_t chunk_shift = b->chunk_shift;
+    uint64_t nwords = b->written ? ((b->capacity * BLK_SECTOR >> b->chunk_shift) + 64) / 64 : 0;
+    struct stat st;
+    int e;
+
+    if (vmm__virtio_snap(b->v, s))
+        return vmm__snap_error(s);
+    vmm__virtio_lock(b->v);
+    if (!loading) {
+        snprintf(path, sizeof path, "%s", b->path);
+        if (!readonly) {
+            if (fsync(b->fd) || fstat(b->fd, &st)) {
+                e = errno;
+                vmm__virtio_unlock(b->v);
+                return vmm__snap_fail_code(s, VMM_EIO, "disk %s: cannot flush it: %s", b->path, strerror(e));
+            }
+            size = (uint64_t)st.st_size;
+            mtime = blk_mtime_ns(&st);
+            if ((e = blk_hash(b, size, &hash))) {
+                vmm__virtio_unlock(b->v);
+                return vmm__snap_fail_code(s, VMM_EIO, "disk %s: cannot read it back: %s", b->path, strerror(e));
+            }
+        }
+    }
+    vmm__snap_str(s, path, sizeof path);
+    vmm__snap_bool(s, &readonly);
+    vmm__snap_u64(s, &capacity);
+    vmm__snap_u64(s, &size);
+    vmm__snap_u64(s, &mtime);
+    vmm__snap_u32(s, &chunk_shift);
+    vmm__snap_u64(s, &hash);
+    if (!loading) {
+        if (nwords)
+            vmm__snap_bytes(s, b->written, nwords * 8);
+        vmm__virtio_unlock(b->v);
+        return vmm__snap_error(s);
+    }
+    if (!vmm__snap_error(s)) {
+        /* what the guest saw must not change under it */
+        if (readonly != b->readonly)
+            vmm__snap_fail(s, "disk %s was %s, it is now attached %s", path, readonly ? "read-only" : "writable",
+                           b->readonly ? "read-only" : "writable");
+        else if (capacity != b->capacity)
+            vmm__snap_fail(s, "disk %s had %" PRIu64 " sectors, %s has %" PRIu64, path, capacity, b->path, b->capacity);
+        else if (!readonly && chunk_shift != b->chunk_shift)
+            vmm__snap_fail(s, "disk %s: bad chunk size 2^%" PRIu32, path, chunk_shift);
+    }
+    if (!readonly && nwords && !vmm__snap_error(s))
+        vmm__snap_bytes(s, b->written, nwords * 8);
+    if (!readonly && !vmm__snap_error(s)) {
+        uint64_t now = 0;
+        if (fstat(b->fd, &st))
+            vmm__snap_fail_code(s, VMM_EIO, "disk %s: cannot stat it: %s", b->path, strerror(errno));
+        else if ((uint64_t)st.st_size != size || blk_mtime_ns(&st) != mtime || (e = blk_hash(b, size, &now)) ||
+                 now != hash)
+            vmm__snap_fail_code(s, VMM_ESTATE, "disk %s changed since the snapshot was taken (%s); refusing to restore",
+                                b->path,
+                                (uint64_t)st.st_size != size ? "its size differs"
+                                : blk_mtime_ns(&st) != mtime ? "it was modified after the snapshot"
+                                                             : "its contents differ");
+    }
+    vmm__virtio_unlock(b->v);
+    return vmm__snap_error(s);
 }
 
 static const struct vmm_virtio_ops blk_ops_rw = {
@@ -302,7 +472,13 @@ static const struct vmm_virtio_ops blk_ops_ro = {
     .queue_notify = blk_queue_notify,
 };
 
-static const struct vmm_device_ops blk_device = { .name = "virtio-blk", .destroy = blk_destroy };
+static const struct vmm_device_ops blk_device = {
+    .name = "virtio-blk",
+    .save = blk_snap,
+    .load = blk_snap,
+    .snap_version = 1,
+    .destroy = blk_destroy,
+};
 
 /* The serial (GET_ID): the image's file name, printable ASCII, at most 20 bytes (NUL-padded). */
 static void blk_make_id(struct vmm_virtio_blk *b, const char *path)
@@ -375,12 +551,28 @@ VMM_EXPORT int vmm_add_disk(vmm_vm *vm, const char *path, int readonly)
         b->cfg.write_zeroes_may_unmap = 1;
     }
     blk_make_id(b, path);
+    if (strlen(path) >= sizeof b->path) {
+        rc = vmm__set_error(vm, VMM_EINVAL, "disk image path longer than %zu bytes", sizeof b->path - 1);
+        goto fail;
+    }
+    snprintf(b->path, sizeof b->path, "%s", path);
+    if (!b->readonly) {
+        uint64_t bytes = b->capacity * BLK_SECTOR;
+        b->chunk_shift = BLK_CHUNK_SHIFT_MIN;
+        while ((bytes >> b->chunk_shift) >= BLK_CHUNKS_MAX)
+            b->chunk_shift++;
+        if (!(b->written = calloc((bytes >> b->chunk_shift) / 64 + 1, 8))) {
+            rc = vmm__set_error(vm, VMM_ENOMEM, "out of memory for virtio-blk");
+            goto fail;
+        }
+    }
     if ((rc = vmm__virtio_add(vm, b->readonly ? &blk_ops_ro : &blk_ops_rw, &blk_device, b, &b->v)))
         goto fail;
     return 0;
 fail:
     if (b->fd >= 0)
         close(b->fd);
+    free(b->written);
     free(b);
     return rc;
 }

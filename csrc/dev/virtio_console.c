@@ -5,6 +5,7 @@
 
 #include "../core/console.h"
 #include "../core/board.h"
+#include "../core/snapshot.h"
 #include "../core/vm.h"
 #include "virtio.h"
 
@@ -172,7 +173,23 @@ static const struct vmm_virtio_ops console_ops = {
     .queue_notify = console_queue_notify,
 };
 
-static const struct vmm_device_ops console_device = { .name = "virtio-console", .destroy = console_destroy };
+/*
+ * Snapshots: the core's state only. The port's input bytes wait in the console stream (core/console.c,
+ * saved with the VM), output went out at once, and chains are served completely when notified.
+ */
+static int console_snap(void *dev, struct vmm_snap *s)
+{
+    struct vmm_virtio_console *d = dev;
+    return vmm__virtio_snap(d->v, s);
+}
+
+static const struct vmm_device_ops console_device = {
+    .name = "virtio-console",
+    .save = console_snap,
+    .load = console_snap,
+    .snap_version = 1,
+    .destroy = console_destroy,
+};
 
 VMM_EXPORT int vmm_add_virtio_console(vmm_vm *vm)
 {

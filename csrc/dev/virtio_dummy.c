@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "../core/board.h"
+#include "../core/snapshot.h"
 #include "../core/vm.h"
 #include "virtio.h"
 
@@ -115,7 +116,26 @@ static const struct vmm_virtio_ops dummy_ops = {
     .reset = dummy_reset,
 };
 
-static const struct vmm_device_ops dummy_device = { .name = "virtio-dummy", .destroy = dummy_destroy };
+/* Snapshots: the core's state, then the config space's writable fields and the chain count. */
+static int dummy_snap(void *dev, struct vmm_snap *s)
+{
+    struct vmm_virtio_dummy *d = dev;
+
+    if (vmm__virtio_snap(d->v, s))
+        return vmm__snap_error(s);
+    vmm__snap_u32(s, &d->cfg.scratch);
+    vmm__snap_u32(s, &d->cfg.trigger);
+    vmm__snap_u32(s, &d->cfg.chains);
+    return vmm__snap_error(s);
+}
+
+static const struct vmm_device_ops dummy_device = {
+    .name = "virtio-dummy",
+    .save = dummy_snap,
+    .load = dummy_snap,
+    .snap_version = 1,
+    .destroy = dummy_destroy,
+};
 
 VMM_EXPORT int vmm_add_test_device(vmm_vm *vm)
 {

@@ -48,6 +48,14 @@ void vmm__screen_draw(struct vmm_screen *s, uint32_t x, uint32_t y, uint32_t w, 
 /* A frame was presented: count it, copy the image for a hold of that number, wake waiters. */
 void vmm__screen_frame(struct vmm_screen *s);
 struct vmm_screen *vmm__gpu_screen(struct vmm_gpu *g);
+/*
+ * Snapshots: the image as shown (mode and pixels), the frame counter, whether it changed since, and the
+ * held frames, each taken from the budget again when loading (which fails cleanly over it). w x h must
+ * be the mode the GPU's scanout expects (checked by the caller). GPU lock held.
+ */
+struct vmm_snap;
+void vmm__screen_snap(struct vmm_screen *s, struct vmm_snap *snap);
+void vmm__screen_mode(struct vmm_screen *s, uint32_t *w, uint32_t *h);
 /* Deterministic run loop, at every round boundary: park there while a vmm_screen_pause_at() is due. */
 uint64_t vmm__screen_frames(void *screen); /* frames so far: the run loop's park source */
 

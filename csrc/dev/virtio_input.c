@@ -6,6 +6,7 @@
 #include "../core/run.h"
 #include "../core/timeq.h"
 #include "../core/board.h"
+#include "../core/snapshot.h"
 #include "../core/vm.h"
 #include "virtio.h"
 #include "virtio_input.h"
@@ -370,10 +371,14 @@ static const struct vmm_virtio_ops input_ops = {
 };
 
 static uint64_t input_advance(void *dev, uint64_t now_ns);
+static int input_snap(void *dev, struct vmm_snap *s);
 
 static const struct vmm_device_ops input_device = {
     .name = "virtio-input",
     .advance = input_advance,
+    .save = input_snap,
+    .load = input_snap,
+    .snap_version = 1,
     .destroy = input_destroy,
 };
 
@@ -537,4 +542,84 @@ VMM_EXPORT int vmm_input_leds(vmm_vm *vm, uint32_t *leds)
     *leds = d->leds;
     vmm__virtio_unlock(d->v);
     return 0;
+}
+
+/* One event's fields (the ring and the schedule hold the same struct). */
+static void snap_event(struct vmm_snap *s, struct input_event *e)
+{
+    vmm__snap_u16(s, &e->type);
+    vmm__snap_u16(s, &e->code);
+    vmm__snap_u32(s, &e->value);
+}
+
+/*
+ * Snapshots: the virtio core's state, then the config selectors, the LEDs, the counters, the pending
+ * ring (oldest first; events not yet delivered, complete reports first) and the deterministic schedule
+ * with each event's virtual time. Nothing is in flight: an event leaves the ring only inside a chain
+ * that is pushed at once.
+ */
+static int input_snap(void *dev, struct vmm_snap *s)
+{
+    struct vmm_input *d = dev;
+    bool loading = vmm__snap_loading(s);
+    uint32_t kind = (uint32_t)d->kind, count = d->count, complete = d->complete;
+    uint64_t nsched = d->sched.n;
+
+    if (vmm__virtio_snap(d->v, s))
+        return vmm__snap_error(s);
+    vmm__virtio_lock(d->v);
+    vmm__snap_u32(s, &kind);
+    vmm__snap_u8(s, &d->cfg.select);
+    vmm__snap_u8(s, &d->cfg.subsel);
+    vmm__snap_u32(s, &d->leds);
+    vmm__snap_u64(s, &d->delivered);
+    vmm__snap_u64(s, &d->dropped);
+    vmm__snap_u32(s, &count);
+    vmm__snap_u32(s, &complete);
+    if (loading && !vmm__snap_error(s)) {
+        if (kind != (uint32_t)d->kind)
+            vmm__snap_fail(s, "saved input device kind %u, this one is %d", kind, d->kind);
+        else if (d->leds >> (LED_MAX + 1))
+            vmm__snap_fail(s, "LED state 0x%" PRIx32 " names LEDs beyond %d", d->leds, LED_MAX);
+        else if (count > INPUT_PENDING_MAX || complete > count)
+            vmm__snap_fail(s, "%" PRIu32 " pending events (%" PRIu32 " in complete reports): at most %d", count,
+                           complete, INPUT_PENDING_MAX);
+        if (!vmm__snap_error(s)) {
+            config_update(d);
+            d->head = 0;
+            d->count = count;
+            d->complete = complete;
+        }
+    }
+    for (unsigned i = 0; i < count && !vmm__snap_error(s); i++)
+        snap_event(s, &d->pend[(d->head + i) % INPUT_PENDING_MAX]);
+    if (loading && complete && !vmm__snap_error(s) && !is_syn(&d->pend[complete - 1]))
+        vmm__snap_fail(s, "the pending reports do not end with a SYN_REPORT");
+    vmm__snap_u64(s, &nsched);
+    if (loading && !vmm__snap_error(s)) {
+        vmm__timeq_drop(&d->sched, d->sched.n);
+        if (nsched > INPUT_SCHED_MAX)
+            vmm__snap_fail(s, "%" PRIu64 " scheduled events: at most %d", nsched, INPUT_SCHED_MAX);
+    }
+    uint64_t last = 0;
+    for (uint64_t i = 0; i < nsched && !vmm__snap_error(s); i++) {
+        uint64_t at = loading ? 0 : d->sched.at[i];
+        struct input_event e =
+            loading ? (struct input_event){ 0 } : *(struct input_event *)vmm__timeq_item(&d->sched, i);
+        vmm__snap_u64(s, &at);
+        snap_event(s, &e);
+        if (!loading || vmm__snap_error(s))
+            continue;
+        if (at < last)
+            vmm__snap_fail(s, "scheduled event %" PRIu64 " is due before the one ahead of it", i);
+        else if (vmm__timeq_add(&d->sched, at, &e, 1))
+            vmm__snap_fail_code(s, VMM_ENOMEM, "out of memory for scheduled input");
+        last = at;
+    }
+    if (loading && vmm__snap_error(s)) { /* no half-loaded state */
+        d->head = d->count = d->complete = 0;
+        vmm__timeq_drop(&d->sched, d->sched.n);
+    }
+    vmm__virtio_unlock(d->v);
+    return vmm__snap_error(s);
 }

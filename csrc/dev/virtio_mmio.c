@@ -15,6 +15,7 @@
 #include "../core/board.h"
 #include "../core/fdt.h"
 #include "../core/layout.h"
+#include "../core/snapshot.h"
 #include "../core/vm.h"
 #include "virtio_transport.h"
 
@@ -96,6 +97,26 @@ static void mmio_reset(void *t)
     s->device_features_sel = s->driver_features_sel = s->queue_sel = s->shm_sel = 0;
 }
 
+/* The selectors (any value is one the driver may write) and the slot, which must be the same. */
+static void mmio_snap(void *t, struct vmm_snap *s)
+{
+    struct mmio_slot *m = t;
+    uint32_t slot = m->slot;
+
+    vmm__snap_u32(s, &slot);
+    vmm__snap_u32(s, &m->device_features_sel);
+    vmm__snap_u32(s, &m->driver_features_sel);
+    vmm__snap_u32(s, &m->queue_sel);
+    vmm__snap_u32(s, &m->shm_sel);
+    if (!vmm__snap_loading(s) || vmm__snap_error(s))
+        return;
+    if (slot != m->slot) {
+        vmm__snap_fail(s, "the device was on virtio-mmio slot %" PRIu32 ", it is now on slot %u", slot, m->slot);
+        return;
+    }
+    mmio_interrupt(m, vmm__virtio_isr(m->v), VMM_VIRTIO_IRQ_LOWER, 0); /* the line as the ISR says */
+}
+
 static void mmio_destroy(void *t)
 {
     free(t);
@@ -106,6 +127,7 @@ static const struct vmm_virtio_transport_ops mmio_transport = {
     .config_max = LAYOUT_VIRTIO_STRIDE - REG_CONFIG,
     .interrupt = mmio_interrupt,
     .reset = mmio_reset,
+    .snap = mmio_snap,
     .destroy = mmio_destroy,
 };
 

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 
 #include "../core/board.h"
+#include "../core/snapshot.h"
 #include "../core/vm.h"
 #include "../host/host.h"
 #include "virtio.h"
@@ -67,7 +68,20 @@ static const struct vmm_virtio_ops rng_ops = {
     .queue_notify = rng_queue_notify,
 };
 
-static const struct vmm_device_ops rng_device = { .name = "virtio-rng", .destroy = rng_destroy };
+/* Snapshots: the core's state only (chains are served at once; the entropy is the host's). */
+static int rng_snap(void *dev, struct vmm_snap *s)
+{
+    struct vmm_virtio_rng *r = dev;
+    return vmm__virtio_snap(r->v, s);
+}
+
+static const struct vmm_device_ops rng_device = {
+    .name = "virtio-rng",
+    .save = rng_snap,
+    .load = rng_snap,
+    .snap_version = 1,
+    .destroy = rng_destroy,
+};
 
 VMM_EXPORT int vmm_add_rng(vmm_vm *vm)
 {

@@ -19,6 +19,8 @@
 
 #define VIRTIO_MAX_QUEUES 64
 
+struct vmm_snap;
+
 /* ISR bits (§4.1.4.5, §4.2.2 InterruptStatus: the same two bits on every transport) */
 #define VIRTIO_ISR_VRING 1u
 #define VIRTIO_ISR_CONFIG 2u
@@ -43,6 +45,12 @@ struct vmm_virtio_transport_ops {
     void (*interrupt)(void *t, uint32_t isr, enum vmm_virtio_irq why, unsigned q);
     /* Device reset (status 0): put the transport's own registers (selectors, vectors) back. May be NULL. */
     void (*reset)(void *t);
+    /*
+     * Snapshots: sync the transport's own registers (selectors, vectors) into / out of the device's
+     * section, after the core's state (vmm__virtio_snap); when loading, drive the interrupt for the
+     * loaded ISR as it was. Device lock held. May be NULL (nothing of its own).
+     */
+    void (*snap)(void *t, struct vmm_snap *s);
     /* Free the transport's state once the device is gone (vmm__virtio_destroy). May be NULL. */
     void (*destroy)(void *t);
 };

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../core/snapshot.h"
 #include "virtq.h"
 
 /*
@@ -45,6 +46,8 @@ static uint16_t *avail_event(struct vmm_virtq *q)
     return (uint16_t *)((uint8_t *)q->used + 4 + 8 * (size_t)q->num);
 }
 
+static const char *virtq_map(struct vmm_virtq *q, struct vmm_vm *vm);
+
 void vmm__virtq_init(struct vmm_virtq *q, struct vmm_virtio *v, unsigned index, uint16_t num_max)
 {
     memset(q, 0, sizeof *q);
@@ -67,6 +70,22 @@ void vmm__virtq_reset(struct vmm_virtq *q)
 
 const char *vmm__virtq_enable(struct vmm_virtq *q, struct vmm_vm *vm)
 {
+    const char *why = virtq_map(q, vm);
+
+    if (why)
+        return why;
+    /* the device area is ours: start it from zero whatever the guest left there */
+    q->last_avail = q->used_idx = q->signalled_used = 0;
+    store16_release(&q->used[0], 0);
+    store16_release(&q->used[USED_IDX], 0);
+    q->signalled_valid = false;
+    q->ready = true;
+    return NULL;
+}
+
+/* Point desc/avail/used at RAM; NULL or why not (the checks of QueueReady, §2.7). */
+static const char *virtq_map(struct vmm_virtq *q, struct vmm_vm *vm)
+{
     uint64_t n = q->num;
 
     /* §2.7: Queue Size is a power of 2, at most QueueNumMax */
@@ -83,13 +102,38 @@ const char *vmm__virtq_enable(struct vmm_virtq *q, struct vmm_vm *vm)
         q->avail = q->used = NULL;
         return "a ring part lies outside guest RAM";
     }
-    /* the device area is ours: start it from zero whatever the guest left there */
-    q->last_avail = q->used_idx = q->signalled_used = 0;
-    store16_release(&q->used[0], 0);
-    store16_release(&q->used[USED_IDX], 0);
-    q->signalled_valid = false;
-    q->ready = true;
     return NULL;
+}
+
+void vmm__virtq_snap(struct vmm_virtq *q, struct vmm_vm *vm, struct vmm_snap *s)
+{
+    uint16_t num_max = q->num_max;
+
+    vmm__snap_u16(s, &num_max);
+    vmm__snap_u16(s, &q->num);
+    vmm__snap_bool(s, &q->ready);
+    vmm__snap_u64(s, &q->desc_gpa);
+    vmm__snap_u64(s, &q->avail_gpa);
+    vmm__snap_u64(s, &q->used_gpa);
+    vmm__snap_u16(s, &q->last_avail);
+    vmm__snap_u16(s, &q->used_idx);
+    vmm__snap_u16(s, &q->signalled_used);
+    vmm__snap_bool(s, &q->signalled_valid);
+    if (!vmm__snap_loading(s) || vmm__snap_error(s))
+        return;
+    q->desc = NULL;
+    q->avail = q->used = NULL;
+    if (num_max != q->num_max) {
+        vmm__snap_fail(s, "queue %u: its maximum size was %u, this device offers %u", q->index, num_max, q->num_max);
+        return;
+    }
+    if (q->ready) {
+        const char *why = virtq_map(q, vm);
+        if (why) {
+            q->ready = false;
+            vmm__snap_fail(s, "queue %u is live but %s", q->index, why);
+        }
+    }
 }
 
 bool vmm__virtq_ready(const struct vmm_virtq *q)

@@ -47,5 +47,12 @@ void vmm__virtq_reset(struct vmm_virtq *q);
 const char *vmm__virtq_enable(struct vmm_virtq *q, struct vmm_vm *vm);
 /* After pushing: does the driver want a used-buffer notification (EVENT_IDX / NO_INTERRUPT)? */
 bool vmm__virtq_should_interrupt(struct vmm_virtq *q, bool event_idx);
+/*
+ * Snapshots: the queue's setup and progress (snapshot.h sync). Loading checks what a register write and
+ * QueueReady would (size, alignment, rings inside RAM) and re-resolves the rings without touching them
+ * (the guest's RAM holds their contents). Device lock held.
+ */
+struct vmm_snap;
+void vmm__virtq_snap(struct vmm_virtq *q, struct vmm_vm *vm, struct vmm_snap *s);
 
 #endif
