@@ -342,6 +342,7 @@ def measure_sharing(idle: str, tmp: str) -> tuple[int, int, int]:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PSS is Linux's /proc/self/smaps_rollup")
+@pytest.mark.skipif(bool(os.environ.get("VMMPY_EXPECT_SANITIZED")), reason="ASan's shadow and quarantine: PSS says nothing")
 def test_restored_vms_share_ram_pages(guest, tmp_path):
     """10 VMs restored from one snapshot hold its RAM once (page cache, copy-on-write); 10 VMs that
     wrote the same RAM themselves hold it 10 times."""

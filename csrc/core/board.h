@@ -92,20 +92,9 @@ int vmm__board_snap(struct vmm_vm *vm, struct vmm_snap *s);
 void vmm__board_set_stdout(struct vmm_vm *vm, const char *path);
 
 /*
- * The public vmm_add_*() calls are defined in core/machine.c, which records each call (machine.h:
- * snapshots rebuild the board from that record) and then calls the device's own entry point. The
- * device files keep their functions' public names in the source; this maps them to the internal
- * ones (merge note: renaming them in the device files would make this block unnecessary).
+ * The devices' entry points. The public vmm_add_*() calls are defined in core/machine.c, which records
+ * each call (machine.h: a snapshot rebuilds the board from that record) and then calls these.
  */
-#ifndef VMM_MACHINE_WRAPPERS
-#define vmm_add_gpu vmm__dev_add_gpu
-#define vmm_add_input vmm__dev_add_input
-#define vmm_add_disk vmm__dev_add_disk
-#define vmm_add_share vmm__dev_add_share
-#define vmm_add_rng vmm__dev_add_rng
-#define vmm_add_test_device vmm__dev_add_test_device
-#define vmm_add_virtio_console vmm__dev_add_virtio_console
-#endif
 struct vmm_gpu_config;
 int vmm__dev_add_gpu(struct vmm_vm *vm, const struct vmm_gpu_config *cfg);
 int vmm__dev_add_input(struct vmm_vm *vm);

@@ -2,7 +2,6 @@
  * machine.c - the public vmm_add_*() calls: each adds its device (the device's own entry point) and
  * records the call, so that a snapshot can describe the board and a restore can rebuild it (machine.h).
  */
-#define VMM_MACHINE_WRAPPERS /* this file defines the public names (board.h) */
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -133,7 +133,7 @@ static const struct vmm_virtio_ops p9_ops = {
     .reset = p9dev_reset,
 };
 
-VMM_EXPORT int vmm_add_share(vmm_vm *vm, const char *host_dir, const char *tag, int readonly)
+int vmm__dev_add_share(struct vmm_vm *vm, const char *host_dir, const char *tag, int readonly)
 {
     struct vmm_virtio_9p *d;
     struct vmm_virtio_ops *ops;

@@ -491,7 +491,7 @@ static void blk_make_id(struct vmm_virtio_blk *b, const char *path)
     }
 }
 
-VMM_EXPORT int vmm_add_disk(vmm_vm *vm, const char *path, int readonly)
+int vmm__dev_add_disk(struct vmm_vm *vm, const char *path, int readonly)
 {
     struct vmm_virtio_blk *b;
     struct stat st;

@@ -191,7 +191,7 @@ static const struct vmm_device_ops console_device = {
     .destroy = console_destroy,
 };
 
-VMM_EXPORT int vmm_add_virtio_console(vmm_vm *vm)
+int vmm__dev_add_virtio_console(struct vmm_vm *vm)
 {
     struct vmm_virtio_console *d;
     int rc;

@@ -137,7 +137,7 @@ static const struct vmm_device_ops dummy_device = {
     .destroy = dummy_destroy,
 };
 
-VMM_EXPORT int vmm_add_test_device(vmm_vm *vm)
+int vmm__dev_add_test_device(struct vmm_vm *vm)
 {
     struct vmm_virtio_dummy *d = calloc(1, sizeof *d);
     int rc;

@@ -755,7 +755,7 @@ static const struct vmm_device_ops gpu_device = {
     .destroy = gpu_destroy,
 };
 
-VMM_EXPORT int vmm_add_gpu(vmm_vm *vm, const struct vmm_gpu_config *cfg)
+int vmm__dev_add_gpu(struct vmm_vm *vm, const struct vmm_gpu_config *cfg)
 {
     struct vmm_gpu_config c = { .size = sizeof c };
     struct vmm_gpu *g;

@@ -383,7 +383,7 @@ static const struct vmm_device_ops input_device = {
 };
 
 /* The keyboard, then the tablet, on the next virtio slots. */
-VMM_EXPORT int vmm_add_input(vmm_vm *vm)
+int vmm__dev_add_input(struct vmm_vm *vm)
 {
     if (!vm)
         return VMM_EINVAL;

@@ -83,7 +83,7 @@ static const struct vmm_device_ops rng_device = {
     .destroy = rng_destroy,
 };
 
-VMM_EXPORT int vmm_add_rng(vmm_vm *vm)
+int vmm__dev_add_rng(struct vmm_vm *vm)
 {
     struct vmm_virtio_rng *r;
     int rc;
