@@ -40,7 +40,9 @@ def test_elf_segments_land_at_their_physical_addresses(tmp_path):
         ({"machine": 62}, vmmpy.ArchError, r"not an aarch64 ELF \(e_machine 62\)"),
         ({"cls": 1}, vmmpy.ArchError, "not a 64-bit ELF"),
         ({"data": 2}, vmmpy.ArchError, "not a little-endian ELF"),
-        ({"etype": 1}, vmmpy.FormatError, "not an executable ELF"),
+        ({"etype": 1}, vmmpy.FormatError, r"not an executable ELF \(e_type 1\)"),  # ET_REL
+        ({"etype": 4}, vmmpy.FormatError, r"not an executable ELF \(e_type 4\)"),  # ET_CORE: above EXEC and DYN
+        ({"etype": 0xFE00}, vmmpy.FormatError, r"not an executable ELF \(e_type 65024\)"),  # OS-specific
     ],
 )
 def test_elf_header_checks(tmp_path, elf_kwargs, exc, text):

@@ -7,6 +7,7 @@ magic (RO), scratch (RW), trigger (a write is a config change), chains (echoed s
 
 from __future__ import annotations
 
+import logging
 import random
 import struct
 
@@ -642,7 +643,8 @@ def test_indirect_without_the_feature(dev):
     expect_broken(dev, q0, before)
 
 
-def test_more_buffers_than_the_device_takes(live):
+def test_more_buffers_than_the_device_takes(live, caplog):
+    caplog.set_level(logging.WARNING, logger="vmmpy")
     dev, q, before = live
     n = 300  # > VIRTQ_MAX_SEGS (256), in one indirect table
     table, buf = q.buf(16 * n), q.buf(n)
@@ -651,6 +653,7 @@ def test_more_buffers_than_the_device_takes(live):
     q.write_desc(0, table, 16 * n, DESC_F_INDIRECT)
     q.publish(0)
     expect_broken(dev, q, before)
+    assert "queue 0: chain at head 0 has more than 256 buffers" in caplog.text  # the log names the cause
 
 
 def test_random_rings_never_crash_the_host(dev):

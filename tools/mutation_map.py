@@ -31,5 +31,5 @@ TARGETS: dict[str, list[str]] = {
     "csrc/loader/image.c": ["tests/test_loader.py"],
     "csrc/loader/loader.c": ["tests/test_loader.py", "tests/test_fdt.py"],
     # the UART
-    "csrc/dev/pl011.c": ["tests/test_pl011.py"],
+    "csrc/dev/pl011.c": ["tests/test_pl011.py", "tests/test_fdt.py"],
 }
