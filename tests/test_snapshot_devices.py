@@ -59,6 +59,20 @@ def slot_of(m, dev_id: int, nth: int = 0) -> int:
 # ---- the virtio core and the transport ---------------------------------------------------------
 
 
+def transport_state(dev) -> dict:
+    """What the driver reads back from a virtio-mmio slot (queue 1 and feature word 1 selected)."""
+    return {
+        "status": dev.status(),
+        "isr": dev.interrupt_status(),
+        "features1": dev.read(0x010),
+        "qnum": dev.read(0x038),
+        "ready": dev.read(0x044),
+        "scratch": dev.config_read(4, 4),
+        "chains": dev.config_read(12, 4),
+        "generation": dev.config_generation(),
+    }
+
+
 def test_core_and_transport_state_survive_and_queues_continue(guest, tmp_path):
     snap = tmp_path / "s.snap"
     with vmmpy.Machine(guest("idle"), virtio_test_devices=1) as m:
@@ -73,30 +87,12 @@ def test_core_and_transport_state_survive_and_queues_continue(guest, tmp_path):
         dev.config_write(4, 0x5CA7C4, 4)  # scratch
         dev.write(0x014, 1)  # DeviceFeaturesSel: word 1
         dev.write(0x030, 1)  # QueueSel: queue 1
-        before = {
-            "status": dev.status(),
-            "isr": dev.interrupt_status(),
-            "features1": dev.read(0x010),
-            "qnum": dev.read(0x038),
-            "ready": dev.read(0x044),
-            "scratch": dev.config_read(4, 4),
-            "chains": dev.config_read(12, 4),
-            "generation": dev.config_generation(),
-        }
+        before = transport_state(dev)
         assert before["isr"] & INT_VRING and dev.irq_line()
         m.snapshot(snap)
     with vmmpy.Machine.restore(snap) as r:
         rebind(r, dev, q0, q1)
-        after = {
-            "status": dev.status(),
-            "isr": dev.interrupt_status(),
-            "features1": dev.read(0x010),
-            "qnum": dev.read(0x038),
-            "ready": dev.read(0x044),
-            "scratch": dev.config_read(4, 4),
-            "chains": dev.config_read(12, 4),
-            "generation": dev.config_generation(),
-        }
+        after = transport_state(dev)
         assert after == before
         assert dev.irq_line()  # the level the ISR drives
         dev.ack()

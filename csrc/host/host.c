@@ -51,3 +51,19 @@ int vmm__host_blocking(int fd)
     int fl = fcntl(fd, F_GETFL);
     return fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) ? errno : 0;
 }
+
+/* Map a file's pages copy-on-write over guest RAM (a snapshot's RAM section): a private copy is made only
+   of the pages the guest writes; the others stay the page cache's, shared by every VM restored from it. */
+int vmm__host_ram_map_file(void *addr, size_t len, int fd, uint64_t off)
+{
+    void *p = mmap(addr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, fd, (off_t)off);
+    if (p == MAP_FAILED)
+        return errno;
+    return p == addr ? 0 : EINVAL;
+}
+
+size_t vmm__host_page_size(void)
+{
+    long n = sysconf(_SC_PAGESIZE);
+    return n > 0 ? (size_t)n : 4096;
+}

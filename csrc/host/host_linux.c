@@ -23,20 +23,6 @@ void *vmm__host_ram_alloc(size_t size)
     return p == MAP_FAILED ? NULL : p;
 }
 
-int vmm__host_ram_map_file(void *addr, size_t len, int fd, uint64_t off)
-{
-    void *p = mmap(addr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE, fd, (off_t)off);
-    if (p == MAP_FAILED)
-        return errno;
-    return p == addr ? 0 : EINVAL;
-}
-
-size_t vmm__host_page_size(void)
-{
-    long n = sysconf(_SC_PAGESIZE);
-    return n > 0 ? (size_t)n : 4096;
-}
-
 int vmm__host_random(void *buf, size_t len)
 {
     uint8_t *p = buf;
