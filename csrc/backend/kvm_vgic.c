@@ -134,7 +134,7 @@ static void vgic_destroy(struct vmm_irqchip *chip)
 #define CPUREG 3
 #define LEVELS 4
 
-static void item(struct kvm_vgic *g, struct vmm_snap *s, uint32_t group, uint64_t attr, bool wide)
+static void item_opt(struct kvm_vgic *g, struct vmm_snap *s, uint32_t group, uint64_t attr, bool wide, bool optional)
 {
     uint64_t v64 = 0;
     uint32_t v32 = 0;
@@ -142,8 +142,14 @@ static void item(struct kvm_vgic *g, struct vmm_snap *s, uint32_t group, uint64_
     void *val = wide ? (void *)&v64 : (void *)&v32;
     struct kvm_device_attr a = { .group = group, .attr = attr, .addr = (uint64_t)(uintptr_t)val };
 
-    if (!vmm__snap_loading(s))
+    if (!vmm__snap_loading(s) && !vmm__snap_error(s)) {
         ok = xioctl(g->gic_fd, KVM_GET_DEVICE_ATTR, &a) == 0;
+        if (!ok && !optional) {
+            vmm__snap_fail_code(s, VMM_EBACKEND, "KVM does not read vGIC attribute group %u 0x%llx: %s", group,
+                                (unsigned long long)attr, strerror(errno));
+            return;
+        }
+    }
     vmm__snap_bool(s, &ok);
     if (wide)
         vmm__snap_u64(s, &v64);
@@ -152,6 +158,11 @@ static void item(struct kvm_vgic *g, struct vmm_snap *s, uint32_t group, uint64_
     if (vmm__snap_loading(s) && ok && !vmm__snap_error(s) && xioctl(g->gic_fd, KVM_SET_DEVICE_ATTR, &a) < 0)
         vmm__snap_fail(s, "KVM refuses vGIC attribute group %u 0x%llx: %s", group, (unsigned long long)attr,
                        strerror(errno));
+}
+
+static void item(struct kvm_vgic *g, struct vmm_snap *s, uint32_t group, uint64_t attr, bool wide)
+{
+    item_opt(g, s, group, attr, wide, false);
 }
 
 static void dist_items(struct kvm_vgic *g, struct vmm_snap *s)
@@ -187,8 +198,11 @@ static void cpu_items(struct kvm_vgic *g, struct vmm_snap *s, uint64_t mpidr)
         item(g, s, KVM_DEV_ARM_VGIC_GRP_REDIST_REGS, cpu | sgi_frame[i], false);
     for (unsigned i = 0; i < 32; i += 4)
         item(g, s, KVM_DEV_ARM_VGIC_GRP_REDIST_REGS, cpu | (0x10400 + i), false); /* IPRIORITYR0-7 */
-    for (unsigned i = 0; i < sizeof icc / sizeof icc[0]; i++)
-        item(g, s, KVM_DEV_ARM_VGIC_GRP_CPU_SYSREGS, cpu | icc[i], true);
+    /* ICC_AP0R1-3 and ICC_AP1R1-3 exist only with 6 or 7 priority bits: the only ones KVM may not answer */
+    for (unsigned i = 0; i < sizeof icc / sizeof icc[0]; i++) {
+        bool ap_high = (SYSREG_CRM(icc[i]) == 8 && SYSREG_OP2(icc[i]) >= 5) || (SYSREG_CRM(icc[i]) == 9 && SYSREG_OP2(icc[i]) >= 1);
+        item_opt(g, s, KVM_DEV_ARM_VGIC_GRP_CPU_SYSREGS, cpu | icc[i], true, ap_high);
+    }
 }
 
 static int vgic_snap(struct vmm_irqchip *chip, struct vmm_snap *s)
