@@ -269,7 +269,8 @@ static void parse_args(int argc, char **argv)
         usage_error("--snapshot-at and --snapshot-out go together");
     if (opt.restore) {
         if (opt.machine_opts)
-            usage_error("--restore takes the machine from the snapshot: no --cpus, --ram, --cmdline, --initrd or --gpu");
+            usage_error(
+                "--restore takes the machine from the snapshot: no --cpus, --ram, --cmdline, --initrd or --gpu");
         if (optind < argc)
             usage_error("unexpected argument '%s' with --restore (no kernel: the snapshot has one)", argv[optind]);
         return;
@@ -454,7 +455,9 @@ int main(int argc, char **argv)
         if (err < 0)
             die("%s", *errbuf ? errbuf : vmm_strerror(err));
         if (opt.gpu) {
-            struct vmm_gpu_config gpu = { .size = sizeof gpu, .width = opt.gpu_w, .height = opt.gpu_h }; /* 0: default */
+            struct vmm_gpu_config gpu = { .size = sizeof gpu,
+                                          .width = opt.gpu_w,
+                                          .height = opt.gpu_h }; /* 0: default */
             if (vmm_add_gpu(vm, &gpu) < 0)
                 die("%s", vmm_last_error(vm));
         }

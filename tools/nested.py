@@ -4,6 +4,7 @@
     python tools/nested.py --guest timer-smp1 --guest hello   # only these runs (ids from tests/guests.py)
     python tools/nested.py --raw 10000           # also bench/kvm_raw (10000 raw-ioctl MMIO exits each way)
     python tools/nested.py --linux               # also Debian's kernel + test initramfs on vmmrun --backend kvm
+    python tools/nested.py --snapshots           # also the KVM snapshot round trips (SNAP_RUNS) and soft-on-KVM
     python tools/nested.py --shell               # the same VM, then a BusyBox shell on the console
     python tools/nested.py --list                # the runs and whether they apply to KVM
 
@@ -272,7 +273,7 @@ def soft_snapshot(path: str = SOFT_SNAP) -> str:
     try:
         import vmmpy
     except ImportError as e:
-        raise NestedError(f"the soft snapshot needs vmmpy built here (python setup.py build_ext --inplace): {e}")
+        raise NestedError(f"the soft snapshot needs vmmpy built here (python setup.py build_ext --inplace): {e}") from e
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with vmmpy.Machine(elf, backend="soft", deterministic=True) as m:
         m.stop_at(1_000_000)
@@ -346,10 +347,10 @@ def snap_problems(n: Nested, name: str, snap_runs: dict[str, tuple[str, str]] | 
         out.append(f"restore: not on kvm: {rest.stderr}")
     whole = save.output + rest.output
     out += [f"save + restore: {p}" for p in table.check(run, whole)]
-    if plain is not None and plain.rc is not None and not table.check(run, plain.output):
-        if _shape(whole) != _shape(plain.output):
-            out.append(f"save + restore printed other lines than the uninterrupted run:\n--- uninterrupted:\n"
-                       f"{plain.output}\n--- save:\n{save.output}\n--- restore:\n{rest.output}")  # fmt: skip
+    plain_ok = plain is not None and plain.rc is not None and not table.check(run, plain.output)
+    if plain_ok and _shape(whole) != _shape(plain.output):
+        out.append(f"save + restore printed other lines than the uninterrupted run:\n--- uninterrupted:\n"
+                   f"{plain.output}\n--- save:\n{save.output}\n--- restore:\n{rest.output}")  # fmt: skip
     return out
 
 
@@ -535,8 +536,11 @@ def main() -> int:
     ap.add_argument("--shell", action="store_true", help="console on this terminal, a shell after the runs")
     ap.add_argument("--raw", type=int, default=0, metavar="N", help="also run bench/kvm_raw N (N MMIO exits each way)")
     ap.add_argument("--linux", action="store_true", help="also boot Debian's kernel on vmmrun --backend kvm")
-    ap.add_argument("--snapshots", action="store_true",
-                    help="also the KVM snapshot round trips (SNAP_RUNS) and a soft snapshot restored on KVM")
+    ap.add_argument(
+        "--snapshots",
+        action="store_true",
+        help="also the KVM snapshot round trips (SNAP_RUNS) and a soft snapshot restored on KVM",
+    )
     ap.add_argument("--backend", default="kvm", help="vmmrun --backend inside (default kvm)")
     ap.add_argument("--smp", type=int, default=2, help="CPUs of the nested VM (default 2)")
     ap.add_argument("--mem", type=int, default=1024, help="MiB of the nested VM (default 1024)")

@@ -125,9 +125,10 @@ static void vgic_destroy(struct vmm_irqchip *chip)
 /*
  * Snapshots: the vGIC's state through its device attributes, in the order QEMU restores it
  * (hw/intc/arm_gicv3_kvm.c): distributor, redistributors, line levels, then each CPU interface with
- * ICC_CTLR_EL1 first. Each item is saved with a flag saying whether the kernel answered (an AP1Rn
- * beyond the host's priority bits does not exist), and loaded only where it did. Untested here
- * (compile-checked for arm64; the nested KVM test is the place to run it).
+ * ICC_CTLR_EL1 first. Each item is saved with a flag saying whether the kernel answered, and loaded
+ * only where it did; only ICC_AP0R1-3/AP1R1-3 may be missing (they exist with 6 or 7 priority bits):
+ * any other attribute KVM does not read fails the save with one line naming it. Tested nested
+ * (tests/test_kvm_nested.py: guest timer's ticks after a restore need the CPU interface's registers).
  */
 #define DIST 1
 #define REDIST 2
@@ -200,7 +201,8 @@ static void cpu_items(struct kvm_vgic *g, struct vmm_snap *s, uint64_t mpidr)
         item(g, s, KVM_DEV_ARM_VGIC_GRP_REDIST_REGS, cpu | (0x10400 + i), false); /* IPRIORITYR0-7 */
     /* ICC_AP0R1-3 and ICC_AP1R1-3 exist only with 6 or 7 priority bits: the only ones KVM may not answer */
     for (unsigned i = 0; i < sizeof icc / sizeof icc[0]; i++) {
-        bool ap_high = (SYSREG_CRM(icc[i]) == 8 && SYSREG_OP2(icc[i]) >= 5) || (SYSREG_CRM(icc[i]) == 9 && SYSREG_OP2(icc[i]) >= 1);
+        bool ap_high = (SYSREG_CRM(icc[i]) == 8 && SYSREG_OP2(icc[i]) >= 5) ||
+                       (SYSREG_CRM(icc[i]) == 9 && SYSREG_OP2(icc[i]) >= 1);
         item_opt(g, s, KVM_DEV_ARM_VGIC_GRP_CPU_SYSREGS, cpu | icc[i], true, ap_high);
     }
 }
