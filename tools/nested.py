@@ -268,8 +268,9 @@ SOFT_SNAP = os.path.join(ROOT, "build", "nested", "soft.snap")
 def soft_snapshot(path: str = SOFT_SNAP) -> str:
     """A snapshot of guest `timer` made on the soft backend on this host (vmmpy.Machine), cached."""
     elf = guest_elf(table.BY_ID["timer-smp1"])
-    if os.path.exists(path) and os.path.getmtime(path) >= os.path.getmtime(elf):
-        return path
+    inputs = [elf] + [os.path.join(ROOT, "vmmpy", f) for f in os.listdir(os.path.join(ROOT, "vmmpy")) if ".so" in f]
+    if os.path.exists(path) and all(os.path.getmtime(path) >= os.path.getmtime(f) for f in inputs):
+        return path  # made by this build of libvmm (a new one may write another format version)
     try:
         import vmmpy
     except ImportError as e:
