@@ -6,6 +6,7 @@
  * into vmm_request_stop(). Built for arm64 hosts by `make aarch64` (build/aarch64/vmmrun, static,
  * KVM backend) and natively by `make build/vmmrun` (soft backend).
  */
+#define _GNU_SOURCE /* memmem */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -30,9 +31,10 @@
 
 static const char usage_text[] =
     "usage: vmmrun [options] KERNEL\n"
+    "       vmmrun [options] --restore SNAPSHOT\n"
     "\n"
-    "Boot KERNEL (an aarch64 ELF, or an arm64 Linux Image, raw or gzip'd) on libvmm's virt board and\n"
-    "copy the guest's serial console (PL011) to stdout as it arrives.\n"
+    "Boot KERNEL (an aarch64 ELF, or an arm64 Linux Image, raw or gzip'd) on libvmm's virt board, or\n"
+    "restore a snapshot, and copy the guest's serial console (PL011) to stdout as it arrives.\n"
     "\n"
     "options:\n"
     "  -b, --backend NAME   kvm, soft or auto (default auto: the first one this host can use)\n"
@@ -43,6 +45,13 @@ static const char usage_text[] =
     "  -i, --initrd FILE    initial ramdisk\n"
     "      --stdin          forward stdin to the guest's serial port\n"
     "      --gpu[=WxH]      a virtio-gpu screen (default 1280x800); frames are not saved\n"
+    "      --snapshot-at PATTERN  when PATTERN appears on the serial console, stop the VM, save it to\n"
+    "                       the --snapshot-out file and exit 0 (what the guest printed after the\n"
+    "                       stop stays unread: the restored VM prints it)\n"
+    "      --snapshot-out FILE    where --snapshot-at saves (both or neither)\n"
+    "  -r, --restore FILE   run on from a snapshot (vmm_snapshot_restore) instead of booting KERNEL;\n"
+    "                       the machine is the snapshot's (no --cpus, --ram, --cmdline, --initrd, --gpu);\n"
+    "                       --backend other than auto must be the snapshot's\n"
     "  -s, --stats          print the VM's counters (exits, interrupts...) to stderr at the end\n"
     "  -q, --quiet          no library warnings on stderr (errors are still reported)\n"
     "  -v, --verbose        library log down to debug level on stderr\n"
@@ -66,6 +75,10 @@ static struct {
     unsigned gpu_w, gpu_h;
     int stats;
     int log_level;
+    const char *snapshot_at;
+    const char *snapshot_out;
+    const char *restore;
+    int machine_opts; /* options that describe a new machine: not with --restore */
 } opt = { .cpus = 1, .log_level = VMM_LOG_WARN };
 
 static volatile sig_atomic_t got_signal;
@@ -142,7 +155,7 @@ static uint64_t parse_size(const char *s)
 
 static void parse_args(int argc, char **argv)
 {
-    enum { OPT_STDIN = 256, OPT_GPU };
+    enum { OPT_STDIN = 256, OPT_GPU, OPT_SNAP_AT, OPT_SNAP_OUT };
     static const struct option longopts[] = {
         { "backend", required_argument, NULL, 'b' },
         { "cpus", required_argument, NULL, 'c' },
@@ -156,13 +169,16 @@ static void parse_args(int argc, char **argv)
         { "verbose", no_argument, NULL, 'v' },
         { "help", no_argument, NULL, 'h' },
         { "gpu", optional_argument, NULL, OPT_GPU },
+        { "snapshot-at", required_argument, NULL, OPT_SNAP_AT },
+        { "snapshot-out", required_argument, NULL, OPT_SNAP_OUT },
+        { "restore", required_argument, NULL, 'r' },
         { NULL, 0, NULL, 0 },
     };
     int c;
     char *end;
 
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":b:c:m:t:a:i:sqvh", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":b:c:m:t:a:i:r:sqvh", longopts, NULL)) != -1) {
         switch (c) {
         case 'b':
             if (strcmp(optarg, "auto") && strcmp(optarg, "kvm") && strcmp(optarg, "soft"))
@@ -170,6 +186,8 @@ static void parse_args(int argc, char **argv)
             opt.backend = optarg;
             break;
         case 'c': {
+            opt.machine_opts = 1;
+
             errno = 0;
             long n = strtol(optarg, &end, 10);
             if (errno || end == optarg || *end || n < 1 || n > VMM_MAX_CPUS)
@@ -178,6 +196,7 @@ static void parse_args(int argc, char **argv)
             break;
         }
         case 'm':
+            opt.machine_opts = 1;
             opt.ram = parse_size(optarg);
             if (!opt.ram)
                 usage_error("--ram must not be 0");
@@ -189,15 +208,35 @@ static void parse_args(int argc, char **argv)
                 usage_error("--timeout wants a positive number of seconds, not '%s'", optarg);
             break;
         case 'a':
+            opt.machine_opts = 1;
             opt.cmdline = optarg;
             break;
         case 'i':
+            opt.machine_opts = 1;
             opt.initrd = optarg;
+            break;
+        case OPT_SNAP_AT:
+            if (!*optarg)
+                usage_error("--snapshot-at wants a non-empty pattern");
+            if (strlen(optarg) > 4096)
+                usage_error("--snapshot-at: the pattern is longer than 4096 bytes");
+            opt.snapshot_at = optarg;
+            break;
+        case OPT_SNAP_OUT:
+            if (!*optarg)
+                usage_error("--snapshot-out wants a file name");
+            opt.snapshot_out = optarg;
+            break;
+        case 'r':
+            if (!*optarg)
+                usage_error("--restore wants a snapshot file");
+            opt.restore = optarg;
             break;
         case OPT_STDIN:
             opt.forward_stdin = 1;
             break;
         case OPT_GPU:
+            opt.machine_opts = 1;
             opt.gpu = 1;
             if (optarg) {
                 int n = -1;
@@ -225,6 +264,16 @@ static void parse_args(int argc, char **argv)
                 usage_error("unknown option '-%c'", optopt);
             usage_error("unknown option '%s'", argv[optind - 1]);
         }
+    }
+    if (!opt.snapshot_at != !opt.snapshot_out)
+        usage_error("--snapshot-at and --snapshot-out go together");
+    if (opt.restore) {
+        if (opt.machine_opts)
+            usage_error(
+                "--restore takes the machine from the snapshot: no --cpus, --ram, --cmdline, --initrd or --gpu");
+        if (optind < argc)
+            usage_error("unexpected argument '%s' with --restore (no kernel: the snapshot has one)", argv[optind]);
+        return;
     }
     if (optind >= argc)
         usage_error("no kernel given");
@@ -344,6 +393,33 @@ static const char *reason_name(int reason)
     }
 }
 
+/* --snapshot-at: finds the pattern in the console stream, across reads. */
+struct matcher {
+    const char *pat;
+    char tail[4096]; /* the last strlen(pat) - 1 bytes seen */
+    size_t ntail;
+};
+
+static int match(struct matcher *m, const char *buf, size_t n)
+{
+    size_t plen = strlen(m->pat), keep = plen - 1;
+    char win[4096 * 2];
+
+    while (n) { /* the tail and the next chunk of the read, searched together */
+        size_t take = n < sizeof win - m->ntail ? n : sizeof win - m->ntail;
+        memcpy(win, m->tail, m->ntail);
+        memcpy(win + m->ntail, buf, take);
+        size_t wlen = m->ntail + take;
+        if (wlen >= plen && memmem(win, wlen, m->pat, plen))
+            return 1;
+        m->ntail = wlen < keep ? wlen : keep;
+        memmove(m->tail, win + wlen - m->ntail, m->ntail);
+        buf += take;
+        n -= take;
+    }
+    return 0;
+}
+
 static double now_s(void)
 {
     struct timespec ts;
@@ -362,28 +438,38 @@ int main(int argc, char **argv)
     int err, stdin_open;
 
     parse_args(argc, argv);
-    cfg.ncpus = opt.cpus;
-    cfg.ram_size = opt.ram;
-    cfg.backend = opt.backend;
-    cfg.log_fn = log_cb;
-    cfg.log_level = opt.log_level;
+    if (opt.restore) {
+        struct vmm_restore_config rc = { .size = sizeof rc, .log_fn = log_cb, .log_level = opt.log_level };
+        rc.backend = opt.backend; /* NULL or "auto": the snapshot's */
+        err = vmm_snapshot_restore(opt.restore, &rc, &vm, errbuf, sizeof errbuf);
+        if (err < 0)
+            die("%s", *errbuf ? errbuf : vmm_strerror(err));
+    } else {
+        cfg.ncpus = opt.cpus;
+        cfg.ram_size = opt.ram;
+        cfg.backend = opt.backend;
+        cfg.log_fn = log_cb;
+        cfg.log_level = opt.log_level;
 
-    err = vmm_create(&cfg, &vm, errbuf, sizeof errbuf);
-    if (err < 0)
-        die("%s", *errbuf ? errbuf : vmm_strerror(err));
-    if (opt.gpu) {
-        struct vmm_gpu_config gpu = { .size = sizeof gpu, .width = opt.gpu_w, .height = opt.gpu_h }; /* 0: default */
-        if (vmm_add_gpu(vm, &gpu) < 0)
+        err = vmm_create(&cfg, &vm, errbuf, sizeof errbuf);
+        if (err < 0)
+            die("%s", *errbuf ? errbuf : vmm_strerror(err));
+        if (opt.gpu) {
+            struct vmm_gpu_config gpu = { .size = sizeof gpu,
+                                          .width = opt.gpu_w,
+                                          .height = opt.gpu_h }; /* 0: default */
+            if (vmm_add_gpu(vm, &gpu) < 0)
+                die("%s", vmm_last_error(vm));
+        }
+        if (vmm_load_kernel(vm, opt.kernel, NULL) < 0)
+            die("%s", vmm_last_error(vm));
+        if (opt.initrd && vmm_load_initrd(vm, opt.initrd) < 0)
+            die("%s", vmm_last_error(vm));
+        if (opt.cmdline && vmm_set_cmdline(vm, opt.cmdline) < 0)
+            die("%s", vmm_last_error(vm));
+        if (vmm_prepare(vm) < 0)
             die("%s", vmm_last_error(vm));
     }
-    if (vmm_load_kernel(vm, opt.kernel, NULL) < 0)
-        die("%s", vmm_last_error(vm));
-    if (opt.initrd && vmm_load_initrd(vm, opt.initrd) < 0)
-        die("%s", vmm_last_error(vm));
-    if (opt.cmdline && vmm_set_cmdline(vm, opt.cmdline) < 0)
-        die("%s", vmm_last_error(vm));
-    if (vmm_prepare(vm) < 0)
-        die("%s", vmm_last_error(vm));
 
     struct sigaction sa = { .sa_handler = on_signal };
     sigemptyset(&sa.sa_mask);
@@ -402,12 +488,15 @@ int main(int argc, char **argv)
         die("cannot start the vCPU thread: %s", strerror(err));
 
     stdin_open = opt.forward_stdin;
-    int stop_sent = 0;
+    int stop_sent = 0, snap_seen = 0;
+    struct matcher m = { .pat = opt.snapshot_at };
     for (;;) {
         if (got_signal && !stop_sent) {
             vmm_request_stop(vm);
             stop_sent = 1;
         }
+        if (snap_seen)
+            break; /* read no further: what the guest prints from here on stays in the snapshot */
         if (stdin_open)
             stdin_open = forward_stdin(vm);
         int n = vmm_console_read(vm, buf, sizeof buf, stdin_open ? 20000000 : 100000000);
@@ -415,11 +504,33 @@ int main(int argc, char **argv)
             break;
         if (n < 0)
             die("console read: %s", vmm_last_error(vm));
-        if (n > 0)
+        if (n > 0) {
             write_all(1, buf, (size_t)n);
+            if (m.pat && !stop_sent && match(&m, buf, (size_t)n)) {
+                vmm_request_stop(vm);
+                stop_sent = snap_seen = 1;
+            }
+        }
     }
     pthread_join(thread, NULL);
     double wall = now_s() - t0;
+
+    if (snap_seen && r.rc == 0 && r.res.reason == VMM_RUN_STOPPED) {
+        double ts = now_s();
+        if (opt.stats)
+            print_stats(vm, wall);
+        fflush(stdout);
+        if (vmm_snapshot_save(vm, opt.snapshot_out) < 0)
+            die("cannot save the snapshot to %s: %s", opt.snapshot_out, vmm_last_error(vm));
+        if (opt.log_level >= VMM_LOG_WARN)
+            fprintf(stderr, "vmmrun: snapshot saved to %s (%.0f ms)\n", opt.snapshot_out, (now_s() - ts) * 1e3);
+        vmm_destroy(vm);
+        return 0;
+    }
+    if (snap_seen && r.rc == 0 && r.res.reason != VMM_RUN_HOST_ERROR && r.res.reason != VMM_RUN_GUEST_ERROR)
+        die("the guest ended (%s) before it could be stopped for the snapshot", reason_name(r.res.reason));
+    if (m.pat && !snap_seen && r.rc == 0 && r.res.reason == VMM_RUN_POWEROFF)
+        die("the guest powered off without printing '%s': no snapshot", opt.snapshot_at);
 
     if (opt.stats)
         print_stats(vm, wall);

@@ -52,7 +52,10 @@ def nested_vm() -> nested.Nested:
         try:
             files, extra = nested.linux(cpus=LINUX_CPUS)  # Debian's kernel too, after the bare-metal guests
             extra += nested.without_kvm()
+            snap_files, snap_extra = nested.snapshots()  # the KVM snapshot round trips, after the plain runs
+            files, extra = {**files, **snap_files}, extra + snap_extra
             timeout = nested.BOOT_OVERHEAD + sum(r.timeout + 10 for r in RUNS) + 300
+            timeout += sum(2 * table.BY_ID[rid].timeout + 20 for rid, _ in nested.SNAP_RUNS.values()) + 30
             vm = nested.boot(RUNS, files=files, extra=extra, mem=2048, timeout=timeout)
         except (nested.NestedError, fetch_debian.FetchError, initramfs.InitramfsError) as e:
             pytest.fail(f"cannot boot the nested VM: {e}")
@@ -101,3 +104,21 @@ def test_missing_dev_kvm_is_one_clear_error(nested_vm, backend):
     assert len(res.stderr) == 1, res.stderr
     assert "cannot open /dev/kvm: No such file or directory" in res.stderr[0], res.stderr
     assert res.stderr[0].startswith("vmmrun: "), res.stderr
+
+
+@pytest.mark.parametrize("name", list(nested.SNAP_RUNS))
+def test_snapshot_round_trip_on_kvm(nested_vm, name):
+    """KVM snapshots: vmmrun --snapshot-at saves the guest (every KVM-listed vCPU register, MP state and
+    events, the vGIC's attributes, timers) when a serial pattern appears; a new vmmrun --restore runs on,
+    and the two outputs together pass the guest's verdict and print the lines the uninterrupted run of the
+    same guest printed (numbers masked: timings differ)."""
+    problems = nested.snap_problems(nested_vm, name)
+    assert not problems, "\n".join(problems)
+
+
+def test_soft_snapshot_refused_on_kvm(nested_vm):
+    """A snapshot made on the soft backend (here, with vmmpy) restored with --backend kvm: one line, exit 2."""
+    res = nested_vm.results.get("snap-soft-on-kvm")
+    assert res is not None and res.rc is not None, "the run did not finish"
+    problems = nested.soft_on_kvm_problems(res)
+    assert not problems, "\n".join(problems)

@@ -81,6 +81,14 @@ def test_sigint_stops_the_guest(vmmrun):
         (["--backend", "warp", "K"], "unknown backend 'warp'"),
         (["--bogus", "K"], "unknown option"),
         (["/nonexistent.elf"], "/nonexistent.elf"),
+        (["--snapshot-at", "x", "K"], "--snapshot-at and --snapshot-out go together"),
+        (["--snapshot-out", "/tmp/x.snap", "K"], "--snapshot-at and --snapshot-out go together"),
+        (["--snapshot-at", "", "--snapshot-out", "/tmp/x.snap", "K"], "--snapshot-at wants a non-empty pattern"),
+        (["--restore", "S", "K"], "unexpected argument"),
+        (["--restore", "S", "--cpus", "2"], "--restore takes the machine from the snapshot"),
+        (["--restore", "/nonexistent.snap"], "/nonexistent.snap"),
+        (["--restore", "K"], "not a vmmpy snapshot"),
+        (["--snapshot-at", "never printed", "--snapshot-out", "/tmp/x.snap", "K"], "without printing 'never printed'"),
         pytest.param(
             ["--backend", "kvm", "K"],
             "backend 'kvm' is not",
@@ -89,9 +97,33 @@ def test_sigint_stops_the_guest(vmmrun):
     ],
 )
 def test_bad_input_is_one_error_line_and_exit_2(vmmrun, args, text):
-    args = [elf("hello") if a == "K" else a for a in args]
+    args = [elf("hello") if a == "K" else "/tmp/vmmrun-test.snap" if a == "S" else a for a in args]
     p = run(vmmrun, *args)
     assert p.returncode == 2, (p.returncode, p.stderr)
     lines = p.stderr.decode().strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("vmmrun: "), lines
     assert text in lines[0], lines
+
+
+def test_snapshot_at_a_pattern_then_restore(vmmrun, tmp_path):
+    """--snapshot-at stops at a serial pattern, saves and exits 0; --restore runs on in a new process, which
+    first prints what the guest wrote after the stop: the two outputs are one run's (the nested KVM test
+    does the same on KVM)."""
+    snap = str(tmp_path / "timer.snap")
+    p1 = run(vmmrun, "--snapshot-at", "timer: TVAL", "--snapshot-out", snap, elf("timer"))
+    assert p1.returncode == 0, p1.stderr
+    assert p1.stderr.decode().startswith(f"vmmrun: snapshot saved to {snap} ("), p1.stderr
+    assert b"timer: TVAL" in p1.stdout and b"PASS" not in p1.stdout
+    p2 = run(vmmrun, "--restore", snap, "--stats")
+    assert p2.returncode == 0, p2.stderr
+    assert b"vmmrun: stats: backend=soft" in p2.stderr
+    whole = (p1.stdout + p2.stdout).decode().replace("\r", "")
+    assert "\ntimer: 50 ticks at 100 Hz" in whole and whole.endswith("PASS timer\n"), whole
+    assert whole.count("timer: CNTFRQ") == 1, whole
+    # the snapshot names its backend
+    p3 = run(vmmrun, "--restore", snap, "--backend", "kvm")
+    assert p3.returncode == 2
+    assert (
+        p3.stderr.decode()
+        == f"vmmrun: {snap}: the snapshot was made on the soft backend; it cannot be restored on kvm\n"
+    )

@@ -4,6 +4,7 @@
     python tools/nested.py --guest timer-smp1 --guest hello   # only these runs (ids from tests/guests.py)
     python tools/nested.py --raw 10000           # also bench/kvm_raw (10000 raw-ioctl MMIO exits each way)
     python tools/nested.py --linux               # also Debian's kernel + test initramfs on vmmrun --backend kvm
+    python tools/nested.py --snapshots           # also the KVM snapshot round trips (SNAP_RUNS) and soft-on-KVM
     python tools/nested.py --shell               # the same VM, then a BusyBox shell on the console
     python tools/nested.py --list                # the runs and whether they apply to KVM
 
@@ -249,6 +250,125 @@ def without_kvm(guest_elf: str = "/guests/hello.elf") -> list[str]:
     return out + ["mv /dev/kvm.off /dev/kvm"]
 
 
+# Snapshots on KVM: a guest saved at a serial pattern by one vmmrun and run on by another (vmmrun
+# --snapshot-at/--snapshot-out, then --restore), whose two outputs together must be what the
+# uninterrupted run of the same guest prints (its run in tests/guests.py, in the same boot); and a
+# snapshot made on the soft backend (here, with the Python API) that KVM must refuse with one line.
+SNAP_RUNS = {  # name -> (run id in tests/guests.py, the serial pattern to save at)
+    # then 50 virtual-timer ticks (the vGIC's PPI, the timer's CVAL/CTL), a one-shot and the physical timer
+    "timer": ("timer-smp1", "timer: TVAL"),
+    # both vCPUs on: then they contend for a lock, CPU_OFF, CPU_ON of cpu 1 again
+    "smp2": ("smp-smp2", "cpu 1 online"),
+    # cpu 1 off (KVM_MP_STATE_STOPPED): then CPU_ON brings it back from the restored power state
+    "smp2-off": ("smp-smp2", "smp: secondaries off"),
+}
+SOFT_SNAP = os.path.join(ROOT, "build", "nested", "soft.snap")
+
+
+def soft_snapshot(path: str = SOFT_SNAP) -> str:
+    """A snapshot of guest `timer` made on the soft backend on this host (vmmpy.Machine), cached."""
+    elf = guest_elf(table.BY_ID["timer-smp1"])
+    inputs = [elf] + [os.path.join(ROOT, "vmmpy", f) for f in os.listdir(os.path.join(ROOT, "vmmpy")) if ".so" in f]
+    if os.path.exists(path) and all(os.path.getmtime(path) >= os.path.getmtime(f) for f in inputs):
+        return path  # made by this build of libvmm (a new one may write another format version)
+    try:
+        import vmmpy
+    except ImportError as e:
+        raise NestedError(f"the soft snapshot needs vmmpy built here (python setup.py build_ext --inplace): {e}") from e
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with vmmpy.Machine(elf, backend="soft", deterministic=True) as m:
+        m.stop_at(1_000_000)
+        m.run(timeout=60)
+        m.snapshot(path + ".tmp")
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def _run_lines(rid: str, cmd: str) -> list[str]:
+    return [
+        f'echo "{MARK} BEGIN {rid}"',
+        "read t0 _ </proc/uptime",
+        f"{cmd} 2>/tmp/err </dev/null",
+        "rc=$?",
+        "read t1 _ </proc/uptime",
+        f'printf "\\n{MARK} END {rid} rc=%d t=%s-%s\\n" $rc $t0 $t1',
+        f"sed 's/^/{MARK} STDERR {rid} /' /tmp/err",
+    ]
+
+
+def snapshots(snap_runs: dict[str, tuple[str, str]] | None = None) -> tuple[dict[str, str], list[str]]:
+    """(files, extra) for boot(): for each name in `snap_runs` (default SNAP_RUNS), runs "snap-save-<name>"
+    (vmmrun --snapshot-at PATTERN, exits 0 once saved) and "snap-restore-<name>" (vmmrun --restore, in a
+    new process), and "snap-soft-on-kvm" (a soft snapshot restored with --backend kvm: exit 2, one line).
+    Check them with snap_problems()."""
+    snap_runs = SNAP_RUNS if snap_runs is None else snap_runs
+    files = {"/snap/soft.snap": soft_snapshot()}
+    extra: list[str] = []
+    for name, (rid, pattern) in snap_runs.items():
+        r = table.BY_ID[rid]
+        elf = guest_elf(r)
+        inside = f"/guests/{os.path.basename(elf)}"
+        files[inside] = elf
+        snap = f"/tmp/{name}.snap"
+        common = f"/vmmrun --backend kvm --timeout {r.timeout:g} --stats"
+        extra += _run_lines(f"snap-save-{name}", f"{common} --cpus {r.cpus} --snapshot-at {shlex.quote(pattern)} "
+                                                 f"--snapshot-out {snap} {inside}")  # fmt: skip
+        extra += _run_lines(f"snap-restore-{name}", f"{common} --restore {snap}")
+        extra.append(f"rm -f {snap}")
+    extra += _run_lines("snap-soft-on-kvm", "/vmmrun --backend kvm --timeout 30 --restore /snap/soft.snap")
+    return files, extra
+
+
+def _shape(text: str) -> list[str]:
+    """The output's lines with every number masked (timings differ from run to run), sorted (two vCPUs'
+    lines interleave differently)."""
+    return sorted(re.sub(r"0x[0-9a-f]+|-?\d+", "N", line) for line in table.lines(text))
+
+
+def snap_problems(n: Nested, name: str, snap_runs: dict[str, tuple[str, str]] | None = None) -> list[str]:
+    """What is wrong with the snapshot round trip `name` (of SNAP_RUNS) in `n`: [] if it passed."""
+    rid, pattern = (SNAP_RUNS if snap_runs is None else snap_runs)[name]
+    run = table.BY_ID[rid]
+    save, rest, plain = n.results.get(f"snap-save-{name}"), n.results.get(f"snap-restore-{name}"), n.results.get(rid)
+    out = []
+    for what, res, want in (("save", save, 0), ("restore", rest, run.vmmrun_rc)):
+        if res is None or res.rc is None:
+            return out + [f"the {what} run of {name} did not {'start' if res is None else 'finish'}"]
+        if res.rc != want:
+            out.append(f"{what}: vmmrun exit status {res.rc}, want {want}: " + " | ".join(res.stderr))
+    if out:
+        return out + [f"save output:\n{save.output[-2000:]}", f"restore output:\n{rest.output[-2000:]}"]
+    if not any(line.startswith("vmmrun: snapshot saved to ") for line in save.stderr):
+        out.append(f"save: no 'snapshot saved' line: {save.stderr}")
+    if pattern not in save.output:
+        out.append(f"save: the output does not hold {pattern!r}:\n{save.output[-2000:]}")
+    if any(line.startswith("PASS ") for line in table.lines(save.output)):
+        out.append(f"save: the guest finished before the snapshot:\n{save.output[-2000:]}")
+    if not any("backend=kvm" in line for line in rest.stderr):
+        out.append(f"restore: not on kvm: {rest.stderr}")
+    whole = save.output + rest.output
+    out += [f"save + restore: {p}" for p in table.check(run, whole)]
+    plain_ok = plain is not None and plain.rc is not None and not table.check(run, plain.output)
+    if plain_ok and _shape(whole) != _shape(plain.output):
+        out.append(f"save + restore printed other lines than the uninterrupted run:\n--- uninterrupted:\n"
+                   f"{plain.output}\n--- save:\n{save.output}\n--- restore:\n{rest.output}")  # fmt: skip
+    return out
+
+
+def soft_on_kvm_problems(res: Result) -> list[str]:
+    """A soft snapshot restored with --backend kvm: refused, exit 2, one line saying why."""
+    out = []
+    if res.rc != 2:
+        out.append(f"exit status {res.rc}, want 2")
+    if len(res.stderr) != 1 or not res.stderr[0].startswith("vmmrun: "):
+        out.append(f"want one 'vmmrun: ...' line on stderr, got {res.stderr}")
+    elif "made on the soft backend; it cannot be restored on kvm" not in res.stderr[0]:
+        out.append(f"the line does not say soft vs kvm: {res.stderr[0]}")
+    if res.output.strip():
+        out.append(f"the guest printed something: {res.output[:500]!r}")
+    return out
+
+
 # -- booting ----------------------------------------------------------------------------------
 
 
@@ -381,6 +501,28 @@ def report(n: Nested, runs: list[table.Run], verbose: bool) -> int:
             print(f"    stderr: {line}")
         if not ok or verbose:
             print("    " + "\n    ".join(lx.output.replace("\r", "").splitlines()[-40:]))
+    for name in SNAP_RUNS:
+        if f"snap-save-{name}" not in n.results:
+            continue
+        problems = snap_problems(n, name)
+        bad += bool(problems)
+        times = [n.results[f"snap-{k}-{name}"].seconds for k in ("save", "restore") if f"snap-{k}-{name}" in n.results]
+        print(f"{'snap ' + name:<22} {'FAIL' if problems else 'ok':<8} "
+              + " + ".join(f"{t:.2f} s" for t in times if t is not None))  # fmt: skip
+        for p in problems:
+            print("    " + p.replace("\n", "\n    "))
+        if verbose:
+            for k in ("save", "restore"):
+                res = n.results[f"snap-{k}-{name}"]
+                print(f"    {k}: " + " | ".join(res.stderr))
+                print("    " + res.output.replace("\r", "").rstrip().replace("\n", "\n    "))
+    soft = n.results.get("snap-soft-on-kvm")
+    if soft:
+        problems = soft_on_kvm_problems(soft)
+        bad += bool(problems)
+        print(f"{'snap soft-on-kvm':<22} {'FAIL' if problems else 'ok':<8} " + " | ".join(soft.stderr))
+        for p in problems:
+            print("    " + p)
     raw = n.results.get("kvm_raw")
     if raw:
         print("kvm_raw:\n    " + raw.output.replace("\r", "").rstrip().replace("\n", "\n    "))
@@ -395,6 +537,11 @@ def main() -> int:
     ap.add_argument("--shell", action="store_true", help="console on this terminal, a shell after the runs")
     ap.add_argument("--raw", type=int, default=0, metavar="N", help="also run bench/kvm_raw N (N MMIO exits each way)")
     ap.add_argument("--linux", action="store_true", help="also boot Debian's kernel on vmmrun --backend kvm")
+    ap.add_argument(
+        "--snapshots",
+        action="store_true",
+        help="also the KVM snapshot round trips (SNAP_RUNS) and a soft snapshot restored on KVM",
+    )
     ap.add_argument("--backend", default="kvm", help="vmmrun --backend inside (default kvm)")
     ap.add_argument("--smp", type=int, default=2, help="CPUs of the nested VM (default 2)")
     ap.add_argument("--mem", type=int, default=1024, help="MiB of the nested VM (default 1024)")
@@ -413,11 +560,15 @@ def main() -> int:
         if args.shell:
             return shell(runs, raw=args.raw, smp=args.smp, mem=args.mem, backend=args.backend)
         files, extra = linux() if args.linux else ({}, [])
+        if args.snapshots:
+            f2, e2 = snapshots()
+            files, extra = {**files, **f2}, extra + e2
         timeout = args.timeout or (
             BOOT_OVERHEAD
             + sum(r.timeout + 10 for r in runs)
             + (30 + args.raw * 0.003) * bool(args.raw)
             + 300 * args.linux
+            + sum(2 * table.BY_ID[rid].timeout + 20 for rid, _ in SNAP_RUNS.values()) * args.snapshots
         )
         n = boot(runs, raw=args.raw, smp=args.smp, mem=args.mem + 1024 * args.linux, timeout=timeout,
                  backend=args.backend, extra=extra, files=files, echo=args.echo)  # fmt: skip
