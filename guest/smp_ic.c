@@ -93,7 +93,7 @@ int main(uint64_t dtb)
     }
     test_check(POLL_UNTIL(ack >= ROUNDS, 5000), "cpu 1 did not finish (ack %u)", ack);
     printf("smp_ic: %u rounds, %u calls, %u stale\n", ack, calls, stale);
-    test_check(stale == 0, "%u calls ran stale code: first slot %u in round %u returned %u, want %u", stale,
-               first_slot, first_round, first_got, first_want);
+    test_check(stale == 0, "%u calls ran stale code: first slot %u in round %u returned %u, want %u", stale, first_slot,
+               first_round, first_got, first_want);
     return test_end();
 }

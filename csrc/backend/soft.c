@@ -325,9 +325,10 @@ static uint32_t on_sys(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg *c
 {
     struct soft_vcpu *sv = opaque;
     struct vmm_vm *vm = sv->vcpu->vm;
-    bool ivau = cp->crn == 7 && cp->op1 == 3 && cp->crm == 5 && cp->op2 == 1;           /* IC IVAU */
-    bool ic = ivau || (cp->crn == 7 && cp->op1 == 0 && cp->op2 == 0 && (cp->crm == 1 || /* IC IALLUIS */
-                                                                        cp->crm == 5)); /* IC IALLU */
+    bool ivau = cp->crn == 7 && cp->op1 == 3 && cp->crm == 5 && cp->op2 == 1; /* IC IVAU */
+    bool ic = ivau || (cp->crn == 7 && cp->op1 == 0 && cp->op2 == 0 &&
+                       (cp->crm == 1 ||                                         /* IC IALLUIS */
+                        cp->crm == 5));                                         /* IC IALLU */
     bool tlbi = cp->crn == 8 && cp->op1 == 0 && (cp->crm == 3 || cp->crm == 0); /* TLBI ...E1IS / IPAS2..IS */
     uint64_t pa = 0;
     (void)reg;

@@ -40,7 +40,7 @@ struct soft_vcpu {
      */
     unsigned nic_pages;
     uint64_t ic_pages[SOFT_IC_PAGES];
-    bool tlb_flush;  /* another vCPU broadcast a TLB invalidation */
+    bool tlb_flush; /* another vCPU broadcast a TLB invalidation */
     struct vmm_exit *exit;
     bool stopped;     /* we called uc_emu_stop during this run */
     bool first_block; /* the next block is the first of this run */

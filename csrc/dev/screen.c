@@ -154,16 +154,16 @@ static void convert_row(uint32_t *restrict dst, const uint8_t *restrict src, uin
 {
     uint32_t v, i = 0;
 
-#define EACH(expr)                                       \
-    for (; i + 8 <= n; i += 8) {                         \
-        for (uint32_t j = 0; j < 8; j++) {               \
-            memcpy(&v, src + 4 * ((size_t)i + j), 4);    \
-            dst[i + j] = (expr) | OPAQUE;                \
-        }                                                \
-    }                                                    \
-    for (; i < n; i++) {                                 \
-        memcpy(&v, src + 4 * (size_t)i, 4);              \
-        dst[i] = (expr) | OPAQUE;                        \
+#define EACH(expr)                                    \
+    for (; i + 8 <= n; i += 8) {                      \
+        for (uint32_t j = 0; j < 8; j++) {            \
+            memcpy(&v, src + 4 * ((size_t)i + j), 4); \
+            dst[i + j] = (expr) | OPAQUE;             \
+        }                                             \
+    }                                                 \
+    for (; i < n; i++) {                              \
+        memcpy(&v, src + 4 * (size_t)i, 4);           \
+        dst[i] = (expr) | OPAQUE;                     \
     }
     switch (format) {
     case GPU_FORMAT_R8G8B8A8_UNORM: /* R G B A: already in order */
@@ -249,7 +249,7 @@ void vmm__screen_draw(struct vmm_screen *s, uint32_t x, uint32_t y, uint32_t w, 
                       size_t stride, uint32_t format)
 {
     pthread_mutex_lock(&s->lock);
-    settle_locked(s); /* what came before stays underneath */
+    settle_locked(s);                                         /* what came before stays underneath */
     if ((uint64_t)x + w <= s->w && (uint64_t)y + h <= s->h) { /* the caller clipped; never trust it blindly */
         for (uint32_t r = 0; r < h; r++)
             convert_row(s->img + (size_t)(y + r) * s->w + x, src + (size_t)r * stride, w, format);
