@@ -61,7 +61,7 @@ struct soft_vcpu {
         uint64_t addr;
         uint32_t size;
         bool spins;
-    } spin_cache[256];
+    } spin_cache[4096]; /* 64 KiB: a miss reads guest memory through the MMU (a page walk) */
     unsigned vector_repeats;
 };
 
