@@ -104,8 +104,7 @@ bench: build guests
 	$(PYTHON) bench/gpu.py
 	$(PYTHON) bench/idle.py
 	$(PYTHON) bench/input_latency.py
-	$(PYTHON) bench/linux_boot.py --cpus 1
-	$(PYTHON) bench/linux_boot.py --cpus 2
+	$(PYTHON) bench/linux_boot.py  # 1 and 2 vCPUs, plain and module-loading boots
 	$(PYTHON) bench/fs.py
 	$(PYTHON) bench/snapshot.py
 

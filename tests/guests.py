@@ -133,6 +133,8 @@ RUNS: list[Run] = [
     _smp(2),
     _smp(4),
     _smp(8),
+    # another vCPU's engine must drop its translation of code patched here (IC IVAU / IALLUIS)
+    _irq("smp_ic", 2, r"^smp_ic: 400 rounds, 6408 calls, 0 stale$"),
     Run(
         "uart_irq",
         "uart_irq",

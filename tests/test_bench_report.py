@@ -60,6 +60,8 @@ def fixture_records() -> dict[str, dict]:
         inp.build([20.0, 25.0, 30.0], [600.0, 700.0, 650.0], {"events": 3}),
         lb.build([boot] * 3, [boot] * 3, 1),
         lb.build([boot] * 3, [boot] * 3, 2),
+        lb.build([{**boot, "modules_loaded": 1.8}] * 3, [{**boot, "modules_loaded": 1.8}] * 3, 1, boot="modules"),
+        lb.build([{**boot, "modules_loaded": 1.8}] * 3, [{**boot, "modules_loaded": 1.8}] * 3, 2, boot="modules"),
         fs.build([fsrun] * 3, [fsrun] * 3),
         kvm.build(per_run(kvm.PAIRED + kvm.VMMPY_ONLY, 1e5), per_run(kvm.PAIRED, 8e4)),
     ]
@@ -69,7 +71,8 @@ def fixture_records() -> dict[str, dict]:
 def test_every_benchmark_builds_a_valid_record():
     recs = fixture_records()
     assert set(recs) == {"exit_latency", "irq_latency", "first_byte", "gpu", "idle", "input_latency",
-                         "linux_boot_1cpu", "linux_boot_2cpu", "fs", "kvm_exits"}  # fmt: skip
+                         "linux_boot_1cpu", "linux_boot_2cpu", "linux_boot_modules_1cpu", "linux_boot_modules_2cpu",
+                         "fs", "kvm_exits"}  # fmt: skip
     for rec in recs.values():
         common.validate(json.loads(json.dumps(rec)))  # survives JSON
         assert all(len(r["runs"]) >= 1 for r in rec["rows"])
@@ -79,6 +82,8 @@ def test_every_benchmark_builds_a_valid_record():
     assert targets["irq_latency"]["ipi_spin"] == {"ratio": 2.0}
     assert targets["linux_boot_1cpu"]["init_marker"] == {"ratio": 1.0}
     assert targets["linux_boot_2cpu"]["init_marker"] == {"ratio": 1.3}
+    assert targets["linux_boot_modules_2cpu"]["init_marker"] == {"ratio": 1.3}
+    assert "modules_loaded" in targets["linux_boot_modules_1cpu"]
     assert targets["gpu"]["gpu_transfer_flush_us"] == {"ratio": 1.0}
     assert targets["gpu"]["capture_pil"] == {"value": 2.0}
     assert targets["first_byte"]["first_byte"] == {"value": 20.0}

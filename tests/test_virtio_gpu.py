@@ -285,6 +285,47 @@ def test_a_flush_presents_only_its_rectangle(gpu):
     assert pixels(gpu.m.screen.capture()) == want
 
 
+def test_a_frame_nobody_looked_at_survives_later_transfers(gpu):
+    """A flush is converted only when someone looks: transfers after it (full ones write a second
+    buffer, partial ones convert the pending flush first) must not change what it shows."""
+    w, h = 8, 6
+    s = gpu.m.screen
+    imgs = [pattern(w, h, i) for i in range(4)]
+    gpu.create(1, w, h)
+    gpu.backing(1, encode(imgs[0], BGRX), pieces=1)
+    assert gpu.set_scanout(1, (0, 0, w, h)) == OK_NODATA
+
+    def load(i: int) -> None:  # new backing content, transferred whole
+        gpu.cmd(DETACH, struct.pack("<II", 1, 0))
+        gpu.backing(1, encode(imgs[i], BGRX), pieces=2)
+
+    assert gpu.transfer(1, (0, 0, w, h)) == OK_NODATA
+    assert gpu.flush(1, (0, 0, w, h)) == OK_NODATA  # frame 1 = imgs[0], not converted yet
+    load(1)
+    assert gpu.transfer(1, (0, 0, w, h)) == OK_NODATA  # full: into the spare buffer
+    assert pixels(s.capture()) == imgs[0], "a transfer alone shows nothing"
+    assert gpu.flush(1, (0, 0, w, h)) == OK_NODATA  # frame 2 = imgs[1]
+    load(2)
+    assert gpu.transfer(1, (0, 0, w, h)) == OK_NODATA  # full again: the buffers swap back
+    load(3)
+    assert gpu.transfer(1, (2, 1, 3, 2), offset=(1 * w + 2) * 4) == OK_NODATA  # partial, over pixels of frame 2
+    assert pixels(s.capture()) == imgs[1]
+    assert gpu.flush(1, (0, 0, 4, 3)) == OK_NODATA  # frame 3: imgs[2] with imgs[3] in (2..4, 1..2)
+    s.hold(4)
+    assert gpu.flush(1, (4, 3, 4, 3)) == OK_NODATA  # frame 4 adds the bottom-right quarter
+    held = pixels(s.capture(4))
+
+    def frame3(x: int, y: int):
+        return imgs[3 if 2 <= x < 5 and 1 <= y < 3 else 2][y * w + x]
+
+    want = [(frame3(x, y) if x < 4 and y < 3 else frame3(x, y) if x >= 4 and y >= 3 else imgs[1][y * w + x])
+            for y in range(h) for x in range(w)]  # fmt: skip
+    assert held == want
+    assert pixels(s.capture()) == want
+    assert gpu.cmd(UNREF, struct.pack("<II", 1, 0)) == OK_NODATA
+    assert s.size == (0, 0)
+
+
 # -- frames, hold, capture of an exact frame ------------------------------------------
 
 

@@ -22,6 +22,8 @@ struct soft_vm {
     unsigned ngaps;
 };
 
+#define SOFT_IC_PAGES 256
+
 struct soft_vcpu {
     struct vmm_vcpu *vcpu;
     struct soft_vm *svm;
@@ -30,8 +32,15 @@ struct soft_vcpu {
     atomic_int kick; /* set by any thread; polled by the block hook */
     bool threaded;   /* VMM_CAP_VCPU_THREADS (soft-threaded): this engine runs on a thread of its own */
     bool virq;       /* HCR_EL2.VI as last written: the GIC's IRQ line as this engine sees it */
-    bool tb_flush;   /* another vCPU invalidated the instruction cache: drop our translations */
-    bool tlb_flush;  /* another vCPU broadcast a TLB invalidation */
+    bool tb_flush;   /* another vCPU invalidated the whole instruction cache: drop all our translations */
+    /*
+     * Another vCPU invalidated these instruction-cache lines by address (IC IVAU): the 4 KiB
+     * guest-physical pages that hold them, whose translations we drop before we next run.
+     * More pages than fit: tb_flush instead.
+     */
+    unsigned nic_pages;
+    uint64_t ic_pages[SOFT_IC_PAGES];
+    bool tlb_flush; /* another vCPU broadcast a TLB invalidation */
     struct vmm_exit *exit;
     bool stopped;     /* we called uc_emu_stop during this run */
     bool first_block; /* the next block is the first of this run */
@@ -52,7 +61,7 @@ struct soft_vcpu {
         uint64_t addr;
         uint32_t size;
         bool spins;
-    } spin_cache[256];
+    } spin_cache[4096]; /* 64 KiB: a miss reads guest memory through the MMU (a page walk) */
     unsigned vector_repeats;
 };
 

@@ -30,6 +30,18 @@ struct vmm_screen {
     uint64_t frames;
     bool changed; /* the image changed since frame `frames` was presented (mode set) */
     bool running;
+    /*
+     * The last flush, not yet converted into img: guest pixels the GPU
+     * promises to leave unchanged until vmm__screen_settle() (it asks before
+     * writing or freeing them). Converted when someone looks (a capture, a
+     * hold, a snapshot), or when a flush that does not cover it follows: a
+     * frame nobody looks at costs no conversion.
+     */
+    struct pending {
+        const uint8_t *src; /* NULL: none */
+        size_t stride;
+        uint32_t format, x, y, w, h;
+    } pend;
     struct hold {
         uint64_t frame; /* 0: free slot */
         bool done;      /* taken; pix NULL with done means the copy could not be allocated */
@@ -125,6 +137,7 @@ int vmm__screen_set_mode(struct vmm_screen *s, uint32_t w, uint32_t h)
         s->w = w;
         s->h = h;
     }
+    s->pend.src = NULL; /* the image starts over */
     for (size_t i = 0; i < n; i++)
         s->img[i] = OPAQUE;
     s->changed = true;
@@ -133,15 +146,26 @@ out:
     return rc;
 }
 
-/* One row of n guest pixels to RGBA: a tight loop per format, no call per pixel (vectorizes). */
+/*
+ * One row of n guest pixels to RGBA: a tight loop per format, no call per
+ * pixel. Blocks of 8 pixels have a constant trip count, which GCC's -O2
+ * cost model ("very cheap": no epilogue, no alias check) vectorizes; a
+ * plain loop over n stayed scalar at 2.5 ns per pixel.
+ */
 static void convert_row(uint32_t *restrict dst, const uint8_t *restrict src, uint32_t n, uint32_t format)
 {
-    uint32_t v;
+    uint32_t v, i = 0;
 
-#define EACH(expr)                          \
-    for (uint32_t i = 0; i < n; i++) {      \
-        memcpy(&v, src + 4 * (size_t)i, 4); \
-        dst[i] = (expr) | OPAQUE;           \
+#define EACH(expr)                                    \
+    for (; i + 8 <= n; i += 8) {                      \
+        for (uint32_t j = 0; j < 8; j++) {            \
+            memcpy(&v, src + 4 * ((size_t)i + j), 4); \
+            dst[i + j] = (expr) | OPAQUE;             \
+        }                                             \
+    }                                                 \
+    for (; i < n; i++) {                              \
+        memcpy(&v, src + 4 * (size_t)i, 4);           \
+        dst[i] = (expr) | OPAQUE;                     \
     }
     switch (format) {
     case GPU_FORMAT_R8G8B8A8_UNORM: /* R G B A: already in order */
@@ -166,6 +190,46 @@ static void convert_row(uint32_t *restrict dst, const uint8_t *restrict src, uin
 #undef EACH
 }
 
+/* Convert the pending flush into the image (screen lock held). */
+static void settle_locked(struct vmm_screen *s)
+{
+    const struct pending *p = &s->pend;
+
+    if (!p->src)
+        return;
+    if ((uint64_t)p->x + p->w <= s->w && (uint64_t)p->y + p->h <= s->h) {
+        for (uint32_t r = 0; r < p->h; r++)
+            convert_row(s->img + (size_t)(p->y + r) * s->w + p->x, p->src + (size_t)r * p->stride, p->w, p->format);
+    }
+    s->pend.src = NULL;
+}
+
+/* Whether the pending flush reads guest pixels in [lo, hi) (screen lock held). */
+static bool pend_reads_locked(const struct vmm_screen *s, const uint8_t *lo, const uint8_t *hi)
+{
+    const struct pending *p = &s->pend;
+    if (!p->src || !p->w || !p->h)
+        return false;
+    const uint8_t *end = p->src + (size_t)(p->h - 1) * p->stride + (size_t)p->w * 4;
+    return p->src < hi && lo < end;
+}
+
+bool vmm__screen_reads(struct vmm_screen *s, const uint8_t *lo, const uint8_t *hi)
+{
+    pthread_mutex_lock(&s->lock);
+    bool r = pend_reads_locked(s, lo, hi);
+    pthread_mutex_unlock(&s->lock);
+    return r;
+}
+
+void vmm__screen_settle(struct vmm_screen *s, const uint8_t *lo, const uint8_t *hi)
+{
+    pthread_mutex_lock(&s->lock);
+    if (pend_reads_locked(s, lo, hi))
+        settle_locked(s);
+    pthread_mutex_unlock(&s->lock);
+}
+
 bool vmm__gpu_format_ok(uint32_t format)
 {
     switch (format) {
@@ -187,6 +251,7 @@ void vmm__screen_draw(struct vmm_screen *s, uint32_t x, uint32_t y, uint32_t w, 
                       size_t stride, uint32_t format)
 {
     pthread_mutex_lock(&s->lock);
+    settle_locked(s);                                         /* what came before stays underneath */
     if ((uint64_t)x + w <= s->w && (uint64_t)y + h <= s->h) { /* the caller clipped; never trust it blindly */
         for (uint32_t r = 0; r < h; r++)
             convert_row(s->img + (size_t)(y + r) * s->w + x, src + (size_t)r * stride, w, format);
@@ -195,11 +260,19 @@ void vmm__screen_draw(struct vmm_screen *s, uint32_t x, uint32_t y, uint32_t w, 
     pthread_mutex_unlock(&s->lock);
 }
 
-void vmm__screen_frame(struct vmm_screen *s)
+void vmm__screen_flush(struct vmm_screen *s, uint32_t x, uint32_t y, uint32_t w, uint32_t h, const uint8_t *src,
+                       size_t stride, uint32_t format)
 {
     size_t n;
 
     pthread_mutex_lock(&s->lock);
+    if ((uint64_t)x + w <= s->w && (uint64_t)y + h <= s->h) { /* the caller clipped; never trust it blindly */
+        const struct pending *p = &s->pend;
+        /* a pending flush this one covers is overwritten whole: it never needs converting */
+        if (p->src && !(p->x >= x && p->y >= y && p->x + p->w <= x + w && p->y + p->h <= y + h))
+            settle_locked(s);
+        s->pend = (struct pending){ .src = src, .stride = stride, .format = format, .x = x, .y = y, .w = w, .h = h };
+    }
     s->frames++;
     s->changed = false;
     n = (size_t)s->w * s->h;
@@ -207,6 +280,7 @@ void vmm__screen_frame(struct vmm_screen *s)
         struct hold *hd = &s->holds[i];
         if (hd->frame != s->frames || hd->done)
             continue;
+        settle_locked(s);
         hd->done = true;
         hd->w = s->w;
         hd->h = s->h;
@@ -317,6 +391,7 @@ VMM_EXPORT int vmm_screen_hold(vmm_vm *vm, uint64_t frame)
     hold_free(s, slot);
     *slot = (struct hold){ .frame = frame };
     if (frame == frames) {
+        settle_locked(s);
         slot->done = true;
         slot->w = s->w;
         slot->h = s->h;
@@ -348,6 +423,7 @@ VMM_EXPORT int vmm_screen_capture(vmm_vm *vm, uint64_t frame, void *buf, size_t 
     pthread_mutex_lock(&s->lock);
     frames = s->frames;
     if (!frame) {
+        settle_locked(s); /* the latest flush is converted when someone first looks at it */
         src = s->img;
         w = s->w;
         h = s->h;
@@ -452,9 +528,11 @@ void vmm__screen_snap(struct vmm_screen *s, struct vmm_snap *snap)
     bool loading = vmm__snap_loading(snap);
     uint32_t w = s->w, h = s->h;
 
-    if (loading && vmm__screen_set_mode(s, 0, 0)) /* cannot fail for 0 x 0 */
+    if (loading && vmm__screen_set_mode(s, 0, 0)) /* cannot fail for 0 x 0 (and drops a pending flush) */
         return;
     pthread_mutex_lock(&s->lock);
+    if (!loading)
+        settle_locked(s); /* the image as shown: the last flush converted */
     vmm__snap_u32(snap, &w);
     vmm__snap_u32(snap, &h);
     vmm__snap_u64(snap, &s->frames);

@@ -108,6 +108,13 @@ struct gpu_res {
     struct gpu_res *next; /* hash chain */
     uint32_t id, format, width, height;
     uint8_t *pix; /* width * height * 4 bytes, in the guest's format */
+    /*
+     * A second buffer for full transfers while the screen still reads pix
+     * (its last flush, not yet converted): the transfer fills this one and
+     * the two swap, so neither a flush nor a transfer converts anything.
+     * Allocated on first need, from the budget; dropped when it runs short.
+     */
+    uint8_t *spare;
     /* backing: guest-physical entries, checked at attach and resolved at transfer */
     struct backing {
         uint64_t gpa, off; /* off: where this entry starts in the backing */
@@ -159,6 +166,41 @@ static struct gpu_res *res_find(struct vmm_gpu *g, uint32_t id)
     return r;
 }
 
+static size_t res_bytes(const struct gpu_res *r)
+{
+    return (size_t)r->width * r->height * 4;
+}
+
+/* The screen must not read buf after this (it converts what it still needs). */
+static void settle_buf(struct vmm_gpu *g, const struct gpu_res *r, const uint8_t *buf)
+{
+    if (buf)
+        vmm__screen_settle(g->screen, buf, buf + res_bytes(r));
+}
+
+static void spare_free(struct vmm_gpu *g, struct gpu_res *r)
+{
+    if (!r->spare)
+        return;
+    settle_buf(g, r, r->spare);
+    free(r->spare);
+    r->spare = NULL;
+    vmm__budget_give(&g->mem, res_bytes(r));
+}
+
+/* Give the budget the spare buffers back (a request needs it more). Whether there were any. */
+static bool spares_free(struct vmm_gpu *g)
+{
+    bool any = false;
+    for (unsigned b = 0; b < RES_BUCKETS; b++) {
+        for (struct gpu_res *r = g->res[b]; r; r = r->next) {
+            any |= r->spare != NULL;
+            spare_free(g, r);
+        }
+    }
+    return any;
+}
+
 static void res_free(struct vmm_gpu *g, struct gpu_res *r)
 {
     struct gpu_res **pp = &g->res[r->id % RES_BUCKETS];
@@ -166,6 +208,8 @@ static void res_free(struct vmm_gpu *g, struct gpu_res *r)
         pp = &(*pp)->next;
     *pp = r->next;
     g->nres--;
+    spare_free(g, r);
+    settle_buf(g, r, r->pix);
     vmm__budget_give(&g->mem, sizeof *r + (uint64_t)r->width * r->height * 4 + r->ents_cost);
     free(r->pix);
     free(r->ents);
@@ -232,7 +276,10 @@ static uint32_t cmd_create_2d(struct vmm_gpu *g, const struct req_create_2d *c)
     if (!vmm__gpu_format_ok(c->format) || !c->width || !c->height || c->width > GPU_MAX_DIM || c->height > GPU_MAX_DIM)
         return RESP_ERR_INVALID_PARAMETER;
     uint64_t bytes = (uint64_t)c->width * c->height * 4; /* <= 2^30: no overflow */
-    if (g->nres >= MAX_RESOURCES || !vmm__budget_take(&g->mem, sizeof(struct gpu_res) + bytes))
+    if (g->nres >= MAX_RESOURCES)
+        return RESP_ERR_OUT_OF_MEMORY;
+    if (!vmm__budget_take(&g->mem, sizeof(struct gpu_res) + bytes) &&
+        !(spares_free(g) && vmm__budget_take(&g->mem, sizeof(struct gpu_res) + bytes)))
         return RESP_ERR_OUT_OF_MEMORY;
     struct gpu_res *r = calloc(1, sizeof *r);
     if (!r || !(r->pix = calloc(1, bytes))) {
@@ -276,7 +323,8 @@ static uint32_t cmd_attach_backing(struct vmm_gpu *g, const struct req_attach_ba
     /* the request's entries and the table (2^18 entries: 4 + 6 MiB), whatever the resource's size */
     uint64_t in_cost = (uint64_t)c->nr_entries * sizeof(struct mem_entry);
     uint64_t ents_cost = (uint64_t)c->nr_entries * sizeof(struct backing);
-    if (!vmm__budget_take(&g->mem, in_cost + ents_cost))
+    if (!vmm__budget_take(&g->mem, in_cost + ents_cost) &&
+        !(spares_free(g) && vmm__budget_take(&g->mem, in_cost + ents_cost)))
         return RESP_ERR_OUT_OF_MEMORY;
     struct mem_entry *in = malloc(in_cost);
     struct backing *ents = malloc(ents_cost);
@@ -358,6 +406,28 @@ static uint32_t cmd_set_scanout(struct vmm_gpu *g, const struct req_set_scanout 
     return RESP_OK_NODATA;
 }
 
+/* Before a transfer writes rect of r: the screen must no longer read those pixels. */
+static void make_writable(struct vmm_gpu *g, struct gpu_res *r, const struct rect *rc)
+{
+    uint8_t *lo = r->pix + ((size_t)rc->y * r->width + rc->x) * 4;
+    uint8_t *hi = r->pix + ((size_t)(rc->y + rc->height - 1) * r->width + rc->x + rc->width) * 4;
+
+    if (!vmm__screen_reads(g->screen, lo, hi))
+        return;
+    /* a full transfer replaces every pixel: write into the spare and leave the screen the old ones */
+    if (rc->x == 0 && rc->y == 0 && rc->width == r->width && rc->height == r->height) {
+        if (!r->spare && vmm__budget_take(&g->mem, res_bytes(r)) && !(r->spare = malloc(res_bytes(r))))
+            vmm__budget_give(&g->mem, res_bytes(r));
+        if (r->spare) {
+            uint8_t *t = r->pix;
+            r->pix = r->spare;
+            r->spare = t;
+            return;
+        }
+    }
+    vmm__screen_settle(g->screen, lo, hi);
+}
+
 static uint32_t cmd_transfer(struct vmm_gpu *g, const struct req_transfer *c)
 {
     struct gpu_res *r = res_find(g, c->resource_id);
@@ -374,6 +444,7 @@ static uint32_t cmd_transfer(struct vmm_gpu *g, const struct req_transfer *c)
     uint64_t span = stride * (c->r.height - 1) + row; /* < 2^31 */
     if (c->offset > r->backing_len || span > r->backing_len - c->offset)
         return RESP_ERR_INVALID_PARAMETER;
+    make_writable(g, r, &c->r);
     for (uint32_t k = 0; k < c->r.height; k++) {
         uint8_t *dst = r->pix + (size_t)(c->r.y + k) * stride + (size_t)c->r.x * 4;
         if (!backing_read(g, r, c->offset + k * stride, dst, row))
@@ -398,8 +469,8 @@ static uint32_t cmd_flush(struct vmm_gpu *g, const struct req_flush *c)
     uint32_t y1 = c->r.y + c->r.height < s->y + s->height ? c->r.y + c->r.height : s->y + s->height;
     if (x0 >= x1 || y0 >= y1)
         return RESP_OK_NODATA;
-    present(g, r, &(struct rect){ x0, y0, x1 - x0, y1 - y0 });
-    vmm__screen_frame(g->screen);
+    const uint8_t *src = r->pix + ((size_t)y0 * r->width + x0) * 4;
+    vmm__screen_flush(g->screen, x0 - s->x, y0 - s->y, x1 - x0, y1 - y0, src, (size_t)r->width * 4, r->format);
     return RESP_OK_NODATA;
 }
 

@@ -45,8 +45,19 @@ int vmm__screen_set_mode(struct vmm_screen *s, uint32_t w, uint32_t h);
  */
 void vmm__screen_draw(struct vmm_screen *s, uint32_t x, uint32_t y, uint32_t w, uint32_t h, const uint8_t *src,
                       size_t stride, uint32_t format);
-/* A frame was presented: count it, copy the image for a hold of that number, wake waiters. */
-void vmm__screen_frame(struct vmm_screen *s);
+/*
+ * A flush: the rectangle (as for vmm__screen_draw) becomes part of the next
+ * frame, which is counted, copied for a hold of its number, and announced to
+ * waiters. The pixels are converted only when someone looks (or a hold needs
+ * them): until then src is read later, so the GPU must call
+ * vmm__screen_settle() before it writes or frees any of them.
+ */
+void vmm__screen_flush(struct vmm_screen *s, uint32_t x, uint32_t y, uint32_t w, uint32_t h, const uint8_t *src,
+                       size_t stride, uint32_t format);
+/* Whether the pending flush still reads guest pixels in [lo, hi). */
+bool vmm__screen_reads(struct vmm_screen *s, const uint8_t *lo, const uint8_t *hi);
+/* Convert the pending flush now if it reads guest pixels in [lo, hi): they are about to change or go. */
+void vmm__screen_settle(struct vmm_screen *s, const uint8_t *lo, const uint8_t *hi);
 struct vmm_screen *vmm__gpu_screen(struct vmm_gpu *g);
 /*
  * Snapshots: the image as shown (mode and pixels), the frame counter, whether it changed since, and the
