@@ -82,13 +82,13 @@ def test_sigint_stops_the_guest(vmmrun):
         (["--bogus", "K"], "unknown option"),
         (["/nonexistent.elf"], "/nonexistent.elf"),
         (["--snapshot-at", "x", "K"], "--snapshot-at and --snapshot-out go together"),
-        (["--snapshot-out", "/tmp/x.snap", "K"], "--snapshot-at and --snapshot-out go together"),
-        (["--snapshot-at", "", "--snapshot-out", "/tmp/x.snap", "K"], "--snapshot-at wants a non-empty pattern"),
+        (["--snapshot-out", "S", "K"], "--snapshot-at and --snapshot-out go together"),
+        (["--snapshot-at", "", "--snapshot-out", "S", "K"], "--snapshot-at wants a non-empty pattern"),
         (["--restore", "S", "K"], "unexpected argument"),
         (["--restore", "S", "--cpus", "2"], "--restore takes the machine from the snapshot"),
         (["--restore", "/nonexistent.snap"], "/nonexistent.snap"),
         (["--restore", "K"], "not a vmmpy snapshot"),
-        (["--snapshot-at", "never printed", "--snapshot-out", "/tmp/x.snap", "K"], "without printing 'never printed'"),
+        (["--snapshot-at", "never printed", "--snapshot-out", "S", "K"], "without printing 'never printed'"),
         pytest.param(
             ["--backend", "kvm", "K"],
             "backend 'kvm' is not",
@@ -96,8 +96,8 @@ def test_sigint_stops_the_guest(vmmrun):
         ),
     ],
 )
-def test_bad_input_is_one_error_line_and_exit_2(vmmrun, args, text):
-    args = [elf("hello") if a == "K" else "/tmp/vmmrun-test.snap" if a == "S" else a for a in args]
+def test_bad_input_is_one_error_line_and_exit_2(vmmrun, args, text, tmp_path):
+    args = [elf("hello") if a == "K" else str(tmp_path / "x.snap") if a == "S" else a for a in args]
     p = run(vmmrun, *args)
     assert p.returncode == 2, (p.returncode, p.stderr)
     lines = p.stderr.decode().strip().splitlines()
