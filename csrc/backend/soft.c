@@ -232,9 +232,10 @@ static void on_block(uc_engine *uc, uint64_t addr, uint32_t size, void *opaque)
  * them: the generic timer's (QEMU has them, so they would not trap) and the
  * GIC CPU interface's (QEMU lacks them without its own GIC: they would
  * UNDEF, and the exception path costs several times more). Returning 1
- * skips QEMU's own access; for a register QEMU lacks that is not enough (it
- * re-executes the instruction), so we also step PC past it, which ends the
- * translation block. EL0 accesses take the UNDEF path, which refuses them.
+ * skips QEMU's own access; for a register QEMU lacks that is not enough (its
+ * translation ends the block at the instruction and would run it again), so
+ * we also step PC past it (finish_lacked). EL0 accesses take the UNDEF path,
+ * which refuses them.
  */
 static bool ours(struct soft_vcpu *sv, uint32_t id, bool *lacked)
 {
@@ -249,11 +250,39 @@ static bool ours(struct soft_vcpu *sv, uint32_t id, bool *lacked)
     return true;
 }
 
-static uint32_t finish_sys(struct soft_vcpu *sv, bool lacked)
+/*
+ * Complete an access to a register QEMU lacks: the value of an MRS and PC
+ * past the instruction in one batch (one PC write, which is what ends the
+ * translation block: Unicorn resumes at once inside uc_emu_start).
+ */
+static uint32_t finish_lacked(struct soft_vcpu *sv, uc_arm64_reg reg, const uint64_t *val)
 {
-    if (lacked)
-        soft__set_reg(sv->uc, UC_ARM64_REG_PC, soft__reg(sv->uc, UC_ARM64_REG_PC) + 4);
+    int regs[2] = { UC_ARM64_REG_PC, reg };
+    uint64_t pc = soft__reg(sv->uc, UC_ARM64_REG_PC) + 4;
+    const void *vals[2] = { &pc, val };
+
+    uc_reg_write_batch(sv->uc, regs, (void *const *)vals, val && reg != UC_ARM64_REG_XZR ? 2 : 1);
     return 1;
+}
+
+#define REG_ICC_SGI0R_EL1 SYSREG(3, 0, 12, 11, 7)
+#define REG_ICC_SGI1R_EL1 SYSREG(3, 0, 12, 11, 5)
+#define REG_ICC_ASGI1R_EL1 SYSREG(3, 0, 12, 11, 6)
+
+/* Whether an ICC_SGI*R_EL1 value (IHI0069 §12.2.21) names a CPU other than the sender. */
+static bool sgi_to_others(const struct vmm_vcpu *vcpu, uint64_t val)
+{
+    const uint64_t group = 0x00fff0ff00ff0000ull; /* Aff3 [55:48], RS [47:44], Aff2 [39:32], Aff1 [23:16] */
+    uint64_t m = vcpu->mpidr;
+    uint64_t self = ((m >> 32) & 0xff) << 48 | (uint64_t)((m & 0xff) >> 4) << 44 | ((m >> 16) & 0xff) << 32 |
+                    ((m >> 8) & 0xff) << 16;
+    uint64_t targets = val & 0xffff;
+
+    if (val & (1ull << 40)) /* IRM: every CPU but the sender */
+        return true;
+    if (!targets)
+        return false;
+    return (val & group) != self || (targets & ~(1ull << (m & 0xf))) != 0;
 }
 
 #define REG_ID_AA64PFR0_EL1 SYSREG(3, 0, 0, 4, 0)
@@ -276,9 +305,11 @@ static uint32_t on_mrs(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg *c
 
     if (!ours(sv, id, &lacked) || vmm__sysreg_access(sv->vcpu, id, true, &val))
         return 0;
+    if (lacked)
+        return finish_lacked(sv, reg, &val);
     if (reg != UC_ARM64_REG_XZR)
         uc_reg_write(uc, reg, &val);
-    return finish_sys(sv, lacked);
+    return 1;
 }
 
 static uint32_t on_msr(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg *cp, void *opaque)
@@ -292,7 +323,15 @@ static uint32_t on_msr(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg *c
 
     if (!ours(sv, id, &lacked) || vmm__sysreg_access(sv->vcpu, id, false, &val))
         return 0;
-    return finish_sys(sv, lacked);
+    /*
+     * An SGI to another vCPU ends this slice at the next block (real time, one thread): the target runs
+     * now, not after the sender's 50 000 instructions. Its line may not even rise yet (the SGI before is
+     * still active there), so irq_notify alone is not enough for a sender that then polls memory.
+     */
+    if ((id == REG_ICC_SGI1R_EL1 || id == REG_ICC_SGI0R_EL1 || id == REG_ICC_ASGI1R_EL1) &&
+        sv->vcpu->vm->ncpus > 1 && !sv->threaded && !sv->vcpu->vm->deterministic && sgi_to_others(sv->vcpu, val))
+        sv->yield_req = true;
+    return lacked ? finish_lacked(sv, reg, NULL) : 1;
 }
 
 /*
