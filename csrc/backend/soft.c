@@ -109,8 +109,13 @@ static void do_hvc(struct soft_vcpu *sv)
     void *ptrs[4] = { &x[0], &x[1], &x[2], &x[3] };
 
     uc_reg_read_batch(sv->uc, (int *)regs, ptrs, 4);
+    uint64_t in[4] = { x[0], x[1], x[2], x[3] };
     enum vmm_exit_kind kind = vmm__psci_call(sv->vcpu, x);
-    uc_reg_write_batch(sv->uc, (int *)regs, ptrs, 4);
+    /* write back what the call changed: x0 alone for almost every call */
+    unsigned n = 4;
+    while (n > 1 && x[n - 1] == in[n - 1])
+        n--;
+    uc_reg_write_batch(sv->uc, (int *)regs, ptrs, (int)n);
     apply_call_exit(sv, kind, 0);
 }
 
@@ -186,19 +191,123 @@ static void on_intr(uc_engine *uc, uint32_t intno, void *opaque)
 #define INSN_WFE 0xd503205fu
 #define INSN_YIELD 0xd503203fu
 
-/* Whether the block at addr ends in WFE or YIELD (looked up once per block, then cached). */
-static bool block_spins(struct soft_vcpu *sv, uint64_t addr, uint32_t size)
+/*
+ * Whether an instruction may change memory or system state, for polling
+ * detection: false only for what surely does not (loads, MRS, hints,
+ * barriers, data processing, branches). Unsure encodings count as writes.
+ * Arm ARM C4.1 (the A64 encoding index).
+ */
+static bool insn_may_write(uint32_t insn)
+{
+    if ((insn & 0xffc00000u) == 0xd5000000u) /* system: hints, barriers and MRS only */
+        return !((insn & 0xfffff01fu) == 0xd503201fu || (insn & 0xfffff01fu) == 0xd503301fu ||
+                 (insn & 0xfff00000u) == 0xd5300000u);
+    if ((insn & 0xff000000u) == 0xd4000000u) /* exception generation */
+        return true;
+    if ((insn & 0x0a000000u) != 0x08000000u) /* not a load or store */
+        return false;
+    if ((insn & 0x3b000000u) == 0x18000000u) /* load literal */
+        return false;
+    if ((insn & 0x3f000000u) == 0x08000000u) /* exclusives and acquire/release: L, and not CAS */
+        return !((insn >> 22) & 1) || (((insn >> 23) & 1) && ((insn >> 21) & 1));
+    if ((insn & 0x3a000000u) == 0x28000000u) /* pairs: L */
+        return !((insn >> 22) & 1);
+    if ((insn & 0xbf000000u) == 0x0c000000u) /* SIMD structures: L */
+        return !((insn >> 22) & 1);
+    if ((insn & 0x3a000000u) == 0x38000000u) {
+        unsigned opc = (insn >> 22) & 3;
+        if (!((insn >> 24) & 1) && ((insn >> 21) & 1) && ((insn >> 10) & 3) == 0)
+            return true; /* atomic memory operations */
+        return (insn >> 26) & 1 ? !(opc & 1) : opc == 0; /* SIMD&FP: opc 00 and 10 store; else opc 00 */
+    }
+    return true;
+}
+
+/* What we know of the block at addr (looked up once per block, then cached). */
+static const struct spin_entry *block_info(struct soft_vcpu *sv, uint64_t addr, uint32_t size)
 {
     struct spin_entry *e = &sv->spin_cache[(addr >> 2) % (sizeof sv->spin_cache / sizeof sv->spin_cache[0])];
-    uint32_t insn;
+    uint32_t insns[64];
 
     if (e->addr != addr || e->size != size) {
         e->addr = addr;
         e->size = size;
-        e->spins = size >= 4 && uc_vmem_read(sv->uc, addr + size - 4, UC_PROT_EXEC, &insn, 4) == UC_ERR_OK &&
-                   (insn == INSN_WFE || insn == INSN_YIELD);
+        e->spins = false;
+        e->reads_only = false;
+        if (size >= 4 && size <= sizeof insns && uc_vmem_read(sv->uc, addr, UC_PROT_EXEC, insns, size) == UC_ERR_OK) {
+            unsigned n = size / 4;
+            e->spins = insns[n - 1] == INSN_WFE || insns[n - 1] == INSN_YIELD;
+            e->reads_only = true;
+            for (unsigned i = 0; i < n && e->reads_only; i++)
+                e->reads_only = !insn_may_write(insns[i]);
+        } else if (size >= 4 && uc_vmem_read(sv->uc, addr + size - 4, UC_PROT_EXEC, insns, 4) == UC_ERR_OK) {
+            e->spins = insns[0] == INSN_WFE || insns[0] == INSN_YIELD;
+        }
     }
-    return e->spins;
+    return e;
+}
+
+/*
+ * Polling without WFE (real time, SMP, one thread): a loop of blocks that
+ * write nothing, seen at its head twice in a row with every general
+ * register, SP and the flags unchanged, cannot end until something else
+ * writes memory or interrupts it: its vCPU gives up the rest of its slice.
+ * A loop whose registers move (a pointer, a counter, a timeout read from
+ * CNTVCT) is computing, not waiting: it is checked again after twice as
+ * many passes, so it costs a register read now and then. Decided from the
+ * guest's own execution alone.
+ */
+#define POLL_HEAD_WINDOW 8 /* blocks without meeting the head again: the loop is another one */
+#define POLL_FIRST_CHECK 16
+
+static bool poll_state(struct soft_vcpu *sv, uint64_t *regs)
+{
+    int ids[SOFT_POLL_REGS];
+    void *ptrs[SOFT_POLL_REGS];
+
+    for (unsigned i = 0; i < 31; i++)
+        ids[i] = vmm__soft_xreg(i);
+    ids[31] = UC_ARM64_REG_SP;
+    ids[32] = UC_ARM64_REG_NZCV;
+    for (unsigned i = 0; i < SOFT_POLL_REGS; i++)
+        ptrs[i] = &regs[i];
+    return uc_reg_read_batch(sv->uc, ids, ptrs, SOFT_POLL_REGS) == UC_ERR_OK;
+}
+
+static bool polling(struct soft_vcpu *sv, uint64_t addr, const struct spin_entry *e)
+{
+    struct soft_poll *p = &sv->poll;
+    uint64_t now[SOFT_POLL_REGS] = { 0 };
+
+    if (!e->reads_only) {
+        p->head = 0;
+        return false;
+    }
+    if (addr != p->head) {
+        if (!p->head || ++p->since_head > POLL_HEAD_WINDOW)
+            *p = (struct soft_poll){ .head = addr, .next_check = POLL_FIRST_CHECK, .step = POLL_FIRST_CHECK };
+        return false;
+    }
+    p->since_head = 0;
+    if (++p->passes < p->next_check || !poll_state(sv, now))
+        return false;
+    if (!p->armed) { /* snapshot; compare one pass later */
+        memcpy(p->regs, now, sizeof now);
+        p->armed = true;
+        p->next_check = p->passes + 1;
+        return false;
+    }
+    p->armed = false;
+    if (!memcmp(now, p->regs, sizeof now)) {
+        p->passes = 0;
+        p->next_check = POLL_FIRST_CHECK;
+        return true;
+    }
+    /* moved: computing; look again after twice as many passes */
+    if (p->step < (1u << 20))
+        p->step *= 2;
+    p->next_check = p->passes + p->step;
+    return false;
 }
 
 static void on_block(uc_engine *uc, uint64_t addr, uint32_t size, void *opaque)
@@ -217,11 +326,13 @@ static void on_block(uc_engine *uc, uint64_t addr, uint32_t size, void *opaque)
      * but not the first block of a turn: the wait loop must re-read what it
      * waits for once the others have run.
      */
-    if (vcpu->vm->ncpus > 1 && !sv->threaded && !sv->first_block && block_spins(sv, addr, size) &&
-        vmm__others_runnable(vcpu)) {
-        vcpu->yielded = true;
-        vmm__soft_stop(sv);
-        return;
+    if (vcpu->vm->ncpus > 1 && !sv->threaded && !sv->first_block) {
+        const struct spin_entry *e = block_info(sv, addr, size);
+        if ((e->spins || (!vcpu->vm->deterministic && polling(sv, addr, e))) && vmm__others_runnable(vcpu)) {
+            vcpu->yielded = true;
+            vmm__soft_stop(sv);
+            return;
+        }
     }
     sv->first_block = false;
     vcpu->insns += size >> 2;
@@ -237,14 +348,18 @@ static void on_block(uc_engine *uc, uint64_t addr, uint32_t size, void *opaque)
  * we also step PC past it (finish_lacked). EL0 accesses take the UNDEF path,
  * which refuses them.
  */
-static bool ours(struct soft_vcpu *sv, uint32_t id, bool *lacked)
+static bool ours(struct soft_vcpu *sv, uint32_t id, bool *lacked, uint64_t *pc)
 {
     *lacked = false;
     if (vmm__timer_sysreg_is_ours(id))
         return true;
     if (!vmm__gic_sysreg_is_ours(id) || !vmm__irqchip_has_sysregs(sv->vcpu->vm->irqchip))
         return false;
-    if (((soft__reg(sv->uc, UC_ARM64_REG_PSTATE) >> 2) & 3) == 0)
+    /* PSTATE for the EL, and the instruction's address (Unicorn synced PC before the hook): one call */
+    int regs[2] = { UC_ARM64_REG_PSTATE, UC_ARM64_REG_PC };
+    uint64_t ps = 0;
+    void *vals[2] = { &ps, pc };
+    if (uc_reg_read_batch(sv->uc, regs, vals, 2) != UC_ERR_OK || ((ps >> 2) & 3) == 0)
         return false;
     *lacked = true;
     return true;
@@ -255,10 +370,10 @@ static bool ours(struct soft_vcpu *sv, uint32_t id, bool *lacked)
  * past the instruction in one batch (one PC write, which is what ends the
  * translation block: Unicorn resumes at once inside uc_emu_start).
  */
-static uint32_t finish_lacked(struct soft_vcpu *sv, uc_arm64_reg reg, const uint64_t *val)
+static uint32_t finish_lacked(struct soft_vcpu *sv, uint64_t insn_pc, uc_arm64_reg reg, const uint64_t *val)
 {
     int regs[2] = { UC_ARM64_REG_PC, reg };
-    uint64_t pc = soft__reg(sv->uc, UC_ARM64_REG_PC) + 4;
+    uint64_t pc = insn_pc + 4;
     const void *vals[2] = { &pc, val };
 
     uc_reg_write_batch(sv->uc, regs, (void *const *)vals, val && reg != UC_ARM64_REG_XZR ? 2 : 1);
@@ -293,6 +408,7 @@ static uint32_t on_mrs(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg *c
     struct soft_vcpu *sv = opaque;
     uint32_t id = SYSREG(cp->op0, cp->op1, cp->crn, cp->crm, cp->op2);
     uint64_t val = 0;
+    uint64_t pc = 0;
     bool lacked;
 
     if (id == REG_ID_AA64PFR0_EL1 && vmm__irqchip_has_sysregs(sv->vcpu->vm->irqchip)) {
@@ -303,10 +419,10 @@ static uint32_t on_mrs(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg *c
         return 1;
     }
 
-    if (!ours(sv, id, &lacked) || vmm__sysreg_access(sv->vcpu, id, true, &val))
+    if (!ours(sv, id, &lacked, &pc) || vmm__sysreg_access(sv->vcpu, id, true, &val))
         return 0;
     if (lacked)
-        return finish_lacked(sv, reg, &val);
+        return finish_lacked(sv, pc, reg, &val);
     if (reg != UC_ARM64_REG_XZR)
         uc_reg_write(uc, reg, &val);
     return 1;
@@ -316,12 +432,12 @@ static uint32_t on_msr(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg *c
 {
     struct soft_vcpu *sv = opaque;
     uint32_t id = SYSREG(cp->op0, cp->op1, cp->crn, cp->crm, cp->op2);
-    uint64_t val = cp->val;
+    uint64_t val = cp->val, pc = 0;
     bool lacked;
     (void)uc;
     (void)reg;
 
-    if (!ours(sv, id, &lacked) || vmm__sysreg_access(sv->vcpu, id, false, &val))
+    if (!ours(sv, id, &lacked, &pc) || vmm__sysreg_access(sv->vcpu, id, false, &val))
         return 0;
     /*
      * An SGI to another vCPU ends this slice at the next block (real time, one thread): the target runs
@@ -331,7 +447,7 @@ static uint32_t on_msr(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg *c
     if ((id == REG_ICC_SGI1R_EL1 || id == REG_ICC_SGI0R_EL1 || id == REG_ICC_ASGI1R_EL1) &&
         sv->vcpu->vm->ncpus > 1 && !sv->threaded && !sv->vcpu->vm->deterministic && sgi_to_others(sv->vcpu, val))
         sv->yield_req = true;
-    return lacked ? finish_lacked(sv, reg, NULL) : 1;
+    return lacked ? finish_lacked(sv, pc, reg, NULL) : 1;
 }
 
 /*
