@@ -54,8 +54,11 @@ def net(raw: dict, model: str = DEFAULT_MODEL) -> dict[str, float]:
     return {row_name(k, model): v for k, v in net_one(raw).items()}
 
 
+PLAIN = ("timer_wfi", "timer_wfi_wake", "timer_spin", "ipi_wfi", "ipi_spin", "poll_spin")  # rows as measured
+
+
 def net_one(raw: dict[str, float]) -> dict[str, float]:
-    out = {k: raw[k] for k in ("timer_wfi", "timer_wfi_wake", "timer_spin", "ipi_wfi", "ipi_spin", "poll_spin") if k in raw}
+    out = {k: raw[k] for k in PLAIN if k in raw}
     if "sgi_ack_eoi" in raw:
         out["sgi_ack_eoi"] = max(raw["sgi_ack_eoi"] - raw.get("ack_loop", 0.0), 0.0)
     base = raw.get("ts_counter")

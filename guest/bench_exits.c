@@ -16,17 +16,17 @@ static void loop_empty(uint64_t n)
 }
 
 /* w0 is rebuilt every time: the call returns its result there; SMCCC 1.0 may change x0..x17 */
-#define SMCCC_CLOBBERS                                                                                              \
+#define SMCCC_CLOBBERS                                                                                             \
     "cc", "memory", "x0", "x1", "x2", "x3", "x4", "x5", "x6", "x7", "x8", "x9", "x10", "x11", "x12", "x13", "x14", \
         "x15", "x16", "x17"
-#define LOOP_HVC(fn_hi, fn_lo)                                   \
-    __asm__ volatile("1: movz w0, #" #fn_hi ", lsl #16\n"         \
-                     "   movk w0, #" #fn_lo "\n"                  \
-                     "   hvc #0\n"                                \
-                     "   subs %0, %0, #1\n"                       \
-                     "   b.ne 1b"                                 \
-                     : "+r"(n)                                    \
-                     :                                            \
+#define LOOP_HVC(fn_hi, fn_lo)                            \
+    __asm__ volatile("1: movz w0, #" #fn_hi ", lsl #16\n" \
+                     "   movk w0, #" #fn_lo "\n"          \
+                     "   hvc #0\n"                        \
+                     "   subs %0, %0, #1\n"               \
+                     "   b.ne 1b"                         \
+                     : "+r"(n)                            \
+                     :                                    \
                      : SMCCC_CLOBBERS)
 
 static void loop_hvc(uint64_t n)

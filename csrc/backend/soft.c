@@ -217,7 +217,7 @@ static bool insn_may_write(uint32_t insn)
     if ((insn & 0x3a000000u) == 0x38000000u) {
         unsigned opc = (insn >> 22) & 3;
         if (!((insn >> 24) & 1) && ((insn >> 21) & 1) && ((insn >> 10) & 3) == 0)
-            return true; /* atomic memory operations */
+            return true;                                 /* atomic memory operations */
         return (insn >> 26) & 1 ? !(opc & 1) : opc == 0; /* SIMD&FP: opc 00 and 10 store; else opc 00 */
     }
     return true;
@@ -444,8 +444,8 @@ static uint32_t on_msr(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg *c
      * now, not after the sender's 50 000 instructions. Its line may not even rise yet (the SGI before is
      * still active there), so irq_notify alone is not enough for a sender that then polls memory.
      */
-    if ((id == REG_ICC_SGI1R_EL1 || id == REG_ICC_SGI0R_EL1 || id == REG_ICC_ASGI1R_EL1) &&
-        sv->vcpu->vm->ncpus > 1 && !sv->threaded && !sv->vcpu->vm->deterministic && sgi_to_others(sv->vcpu, val))
+    if ((id == REG_ICC_SGI1R_EL1 || id == REG_ICC_SGI0R_EL1 || id == REG_ICC_ASGI1R_EL1) && sv->vcpu->vm->ncpus > 1 &&
+        !sv->threaded && !sv->vcpu->vm->deterministic && sgi_to_others(sv->vcpu, val))
         sv->yield_req = true;
     return lacked ? finish_lacked(sv, pc, reg, NULL) : 1;
 }
