@@ -108,7 +108,12 @@ static void do_hvc(struct soft_vcpu *sv)
     uint64_t x[4];
     void *ptrs[4] = { &x[0], &x[1], &x[2], &x[3] };
 
-    uc_reg_read_batch(sv->uc, (int *)regs, ptrs, 4);
+    /* the function ID, then only the arguments that call reads (none for unknown IDs) */
+    x[0] = soft__reg(sv->uc, UC_ARM64_REG_X0);
+    x[1] = x[2] = x[3] = 0;
+    unsigned nargs = vmm__psci_nargs((uint32_t)x[0]);
+    if (nargs)
+        uc_reg_read_batch(sv->uc, (int *)regs + 1, ptrs + 1, (int)nargs);
     uint64_t in[4] = { x[0], x[1], x[2], x[3] };
     enum vmm_exit_kind kind = vmm__psci_call(sv->vcpu, x);
     /* write back what the call changed: x0 alone for almost every call */
