@@ -263,7 +263,7 @@ static const struct spin_entry *block_info(struct soft_vcpu *sv, uint64_t addr, 
  * guest's own execution alone.
  */
 #define POLL_HEAD_WINDOW 8 /* blocks without meeting the head again: the loop is another one */
-#define POLL_FIRST_CHECK 16
+#define POLL_FIRST_CHECK 4
 
 static bool poll_state(struct soft_vcpu *sv, uint64_t *regs)
 {
@@ -274,23 +274,29 @@ static bool poll_state(struct soft_vcpu *sv, uint64_t *regs)
         ids[i] = vmm__soft_xreg(i);
     ids[31] = UC_ARM64_REG_SP;
     ids[32] = UC_ARM64_REG_NZCV;
-    for (unsigned i = 0; i < SOFT_POLL_REGS; i++)
+    for (unsigned i = 0; i < SOFT_POLL_REGS; i++) {
+        regs[i] = 0; /* NZCV is read as 32 bits */
         ptrs[i] = &regs[i];
+    }
     return uc_reg_read_batch(sv->uc, ids, ptrs, SOFT_POLL_REGS) == UC_ERR_OK;
 }
 
 static bool polling(struct soft_vcpu *sv, uint64_t addr, const struct spin_entry *e)
 {
     struct soft_poll *p = &sv->poll;
-    uint64_t now[SOFT_POLL_REGS] = { 0 };
+    uint64_t now[SOFT_POLL_REGS];
 
     if (!e->reads_only) {
         p->head = 0;
         return false;
     }
     if (addr != p->head) {
-        if (!p->head || ++p->since_head > POLL_HEAD_WINDOW)
-            *p = (struct soft_poll){ .head = addr, .next_check = POLL_FIRST_CHECK, .step = POLL_FIRST_CHECK };
+        if (!p->head || ++p->since_head > POLL_HEAD_WINDOW) {
+            p->head = addr;
+            p->since_head = p->passes = 0;
+            p->next_check = p->step = POLL_FIRST_CHECK;
+            p->armed = false;
+        }
         return false;
     }
     p->since_head = 0;
