@@ -228,41 +228,45 @@ static bool insn_may_write(uint32_t insn)
     return true;
 }
 
-/* What we know of the block at addr (looked up once per block, then cached). */
-static const struct spin_entry *block_info(struct soft_vcpu *sv, uint64_t addr, uint32_t size)
+/* Whether the block at addr ends in WFE or YIELD (looked up once per block, then cached). */
+static bool block_spins(struct soft_vcpu *sv, uint64_t addr, uint32_t size)
 {
     struct spin_entry *e = &sv->spin_cache[(addr >> 2) % (sizeof sv->spin_cache / sizeof sv->spin_cache[0])];
-    uint32_t insns[64];
+    uint32_t insn;
 
     if (e->addr != addr || e->size != size) {
         e->addr = addr;
         e->size = size;
-        e->spins = false;
-        e->reads_only = false;
-        if (size >= 4 && size <= sizeof insns && uc_vmem_read(sv->uc, addr, UC_PROT_EXEC, insns, size) == UC_ERR_OK) {
-            unsigned n = size / 4;
-            e->spins = insns[n - 1] == INSN_WFE || insns[n - 1] == INSN_YIELD;
-            e->reads_only = true;
-            for (unsigned i = 0; i < n && e->reads_only; i++)
-                e->reads_only = !insn_may_write(insns[i]);
-        } else if (size >= 4 && uc_vmem_read(sv->uc, addr + size - 4, UC_PROT_EXEC, insns, 4) == UC_ERR_OK) {
-            e->spins = insns[0] == INSN_WFE || insns[0] == INSN_YIELD;
-        }
+        e->spins = size >= 4 && uc_vmem_read(sv->uc, addr + size - 4, UC_PROT_EXEC, &insn, 4) == UC_ERR_OK &&
+                   (insn == INSN_WFE || insn == INSN_YIELD);
     }
-    return e;
+    return e->spins;
+}
+
+/* Whether a block writes neither memory nor system state: decoded when a loop is checked, not per block. */
+static bool block_reads_only(struct soft_vcpu *sv, uint64_t addr, uint32_t size)
+{
+    uint32_t insns[64];
+
+    if (size < 4 || size > sizeof insns || uc_vmem_read(sv->uc, addr, UC_PROT_EXEC, insns, size) != UC_ERR_OK)
+        return false;
+    for (unsigned i = 0; i < size / 4; i++)
+        if (insn_may_write(insns[i]))
+            return false;
+    return true;
 }
 
 /*
- * Polling without WFE (real time, SMP, one thread): a loop of blocks that
- * write nothing, seen at its head twice in a row with every general
- * register, SP and the flags unchanged, cannot end until something else
- * writes memory or interrupts it: its vCPU gives up the rest of its slice.
- * A loop whose registers move (a pointer, a counter, a timeout read from
- * CNTVCT) is computing, not waiting: it is checked again after twice as
- * many passes, so it costs a register read now and then. Decided from the
- * guest's own execution alone.
+ * Polling without WFE (real time, SMP, one thread): a loop of at most
+ * SOFT_POLL_BLOCKS blocks that write nothing, seen at its head two passes in
+ * a row with every general register, SP and the flags unchanged, cannot end
+ * until something else writes memory or interrupts it: its vCPU gives up the
+ * rest of its slice. A loop whose registers move (a pointer, a counter, a
+ * timeout read from CNTVCT) or that writes is not waiting: it is checked
+ * again after twice as many passes. Per block this costs an address compare;
+ * the blocks are decoded and the registers read only at a check. Decided
+ * from the guest's own execution alone.
  */
-#define POLL_HEAD_WINDOW 8 /* blocks without meeting the head again: the loop is another one */
 #define POLL_FIRST_CHECK 4
 
 static bool poll_state(struct soft_vcpu *sv, uint64_t *regs)
@@ -281,44 +285,60 @@ static bool poll_state(struct soft_vcpu *sv, uint64_t *regs)
     return uc_reg_read_batch(sv->uc, ids, ptrs, SOFT_POLL_REGS) == UC_ERR_OK;
 }
 
-static bool polling(struct soft_vcpu *sv, uint64_t addr, const struct spin_entry *e)
+static void poll_back_off(struct soft_poll *p)
+{
+    p->armed = false;
+    if (p->step < (1u << 20))
+        p->step *= 2;
+    p->next_check = p->passes + p->step;
+}
+
+static bool polling(struct soft_vcpu *sv, uint64_t addr, uint32_t size)
 {
     struct soft_poll *p = &sv->poll;
     uint64_t now[SOFT_POLL_REGS];
 
-    if (!e->reads_only) {
-        p->head = 0;
-        return false;
-    }
     if (addr != p->head) {
-        if (!p->head || ++p->since_head > POLL_HEAD_WINDOW) {
+        if (p->nblocks < SOFT_POLL_BLOCKS) {
+            p->blocks[p->nblocks].addr = addr;
+            p->blocks[p->nblocks++].size = size;
+        } else { /* not a loop this short: this block may head the next one */
             p->head = addr;
-            p->since_head = p->passes = 0;
+            p->head_size = size;
+            p->nblocks = 0;
+            p->passes = 0;
             p->next_check = p->step = POLL_FIRST_CHECK;
             p->armed = false;
         }
         return false;
     }
-    p->since_head = 0;
-    if (++p->passes < p->next_check || !poll_state(sv, now))
+    p->passes++;
+    if (p->passes < p->next_check) {
+        p->nblocks = 0;
         return false;
+    }
+    bool writes = !block_reads_only(sv, p->head, p->head_size);
+    for (unsigned i = 0; i < p->nblocks && !writes; i++)
+        writes = !block_reads_only(sv, p->blocks[i].addr, p->blocks[i].size);
+    p->nblocks = 0;
+    if (writes || !poll_state(sv, now)) {
+        poll_back_off(p);
+        return false;
+    }
     if (!p->armed) { /* snapshot; compare one pass later */
         memcpy(p->regs, now, sizeof now);
         p->armed = true;
         p->next_check = p->passes + 1;
         return false;
     }
-    p->armed = false;
-    if (!memcmp(now, p->regs, sizeof now)) {
-        p->passes = 0;
-        p->next_check = POLL_FIRST_CHECK;
-        return true;
+    if (memcmp(now, p->regs, sizeof now)) {
+        poll_back_off(p);
+        return false;
     }
-    /* moved: computing; look again after twice as many passes */
-    if (p->step < (1u << 20))
-        p->step *= 2;
-    p->next_check = p->passes + p->step;
-    return false;
+    p->armed = false;
+    p->passes = 0;
+    p->next_check = p->step = POLL_FIRST_CHECK;
+    return true;
 }
 
 static void on_block(uc_engine *uc, uint64_t addr, uint32_t size, void *opaque)
@@ -338,8 +358,8 @@ static void on_block(uc_engine *uc, uint64_t addr, uint32_t size, void *opaque)
      * waits for once the others have run.
      */
     if (vcpu->vm->ncpus > 1 && !sv->threaded && !sv->first_block) {
-        const struct spin_entry *e = block_info(sv, addr, size);
-        if ((e->spins || (!vcpu->vm->deterministic && polling(sv, addr, e))) && vmm__others_runnable(vcpu)) {
+        if ((block_spins(sv, addr, size) || (!vcpu->vm->deterministic && polling(sv, addr, size))) &&
+            vmm__others_runnable(vcpu)) {
             vcpu->yielded = true;
             vmm__soft_stop(sv);
             return;

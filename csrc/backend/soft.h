@@ -7,7 +7,8 @@
 #include "../core/vm.h"
 
 #define SOFT_MAX_GAPS 16
-#define SOFT_POLL_REGS 33 /* X0..X30, SP, NZCV */
+#define SOFT_POLL_REGS 33  /* X0..X30, SP, NZCV */
+#define SOFT_POLL_BLOCKS 8 /* blocks of a polling loop besides its head */
 
 /* HCR_EL2 as we keep it: EL1 is AArch64, IRQ/FIQ routed to "EL2" so that VI/VF are virtual interrupts */
 #define REG_HCR_EL2 SYSREG(3, 4, 1, 1, 0)
@@ -52,14 +53,18 @@ struct soft_vcpu {
     struct spin_entry {
         uint64_t addr;
         uint32_t size;
-        bool spins;      /* ends in WFE or YIELD */
-        bool reads_only; /* writes neither memory nor system state (polling detection, soft.c) */
+        bool spins;
     } spin_cache[256];
-    /* polling detection: the head of the read-only loop running now, and its registers at a pass */
+    /* polling detection (soft.c polling): the loop running now, its blocks, its registers at a pass */
     struct soft_poll {
         uint64_t head;
-        unsigned since_head, passes, next_check, step;
+        uint32_t head_size;
+        unsigned nblocks, passes, next_check, step;
         bool armed;
+        struct {
+            uint64_t addr;
+            uint32_t size;
+        } blocks[SOFT_POLL_BLOCKS]; /* the others of one pass */
         uint64_t regs[SOFT_POLL_REGS];
     } poll;
     unsigned vector_repeats;
