@@ -258,16 +258,19 @@ static bool block_reads_only(struct soft_vcpu *sv, uint64_t addr, uint32_t size)
 
 /*
  * Polling without WFE (real time, SMP, one thread): a loop of at most
- * SOFT_POLL_BLOCKS blocks that write nothing, seen at its head two passes in
- * a row with every general register, SP and the flags unchanged, cannot end
- * until something else writes memory or interrupts it: its vCPU gives up the
- * rest of its slice. A loop whose registers move (a pointer, a counter, a
- * timeout read from CNTVCT) or that writes is not waiting: it is checked
- * again after twice as many passes. Per block this costs an address compare;
- * the blocks are decoded and the registers read only at a check. Decided
- * from the guest's own execution alone.
+ * SOFT_POLL_BLOCKS + 1 blocks that write nothing, whose general registers,
+ * SP and flags are the same at its head two passes in a row, cannot end
+ * until something else writes memory or interrupts it: its vCPU gives up
+ * the rest of its slice. The block hook runs for every block, so the
+ * common path costs one compare: once every 2^POLL_SAMPLE_SHIFT instructions
+ * the running block is taken as a candidate head and followed for two
+ * passes at most (its blocks decoded, the registers read once per pass). A
+ * candidate that is not polling (longer, writing, registers that move: a
+ * pointer, a counter, a CNTVCT timeout) is remembered and skipped for twice
+ * as many samples each time it comes back. Decided from the guest's own
+ * execution alone.
  */
-#define POLL_FIRST_CHECK 4
+#define POLL_SAMPLE_SHIFT 8 /* a candidate every 256 instructions */
 
 static bool poll_state(struct soft_vcpu *sv, uint64_t *regs)
 {
@@ -285,36 +288,47 @@ static bool poll_state(struct soft_vcpu *sv, uint64_t *regs)
     return uc_reg_read_batch(sv->uc, ids, ptrs, SOFT_POLL_REGS) == UC_ERR_OK;
 }
 
-static void poll_back_off(struct soft_poll *p)
+/* The candidate is not polling: stop following it, and skip it for a while when it comes back. */
+static void poll_reject(struct soft_poll *p)
 {
-    p->armed = false;
-    if (p->step < (1u << 20))
-        p->step *= 2;
-    p->next_check = p->passes + p->step;
+    if (p->rejected == p->head) {
+        if (p->backoff < (1u << 16))
+            p->backoff *= 2;
+    } else {
+        p->rejected = p->head;
+        p->backoff = 1;
+    }
+    p->skip = p->backoff;
+    p->tracking = false;
 }
 
-static bool polling(struct soft_vcpu *sv, uint64_t addr, uint32_t size)
+/* A sample: follow the block at addr as the head of a polling loop, unless it was rejected lately. */
+static void poll_sample(struct soft_poll *p, uint64_t addr, uint32_t size)
+{
+    if (addr == p->rejected && p->skip) {
+        p->skip--;
+        return;
+    }
+    p->head = addr;
+    p->head_size = size;
+    p->nblocks = 0;
+    p->passes = 0;
+    p->tracking = true;
+}
+
+/* While following a candidate: true when it has proved to be polling. */
+static bool poll_follow(struct soft_vcpu *sv, uint64_t addr, uint32_t size)
 {
     struct soft_poll *p = &sv->poll;
     uint64_t now[SOFT_POLL_REGS];
 
     if (addr != p->head) {
-        if (p->nblocks < SOFT_POLL_BLOCKS) {
-            p->blocks[p->nblocks].addr = addr;
-            p->blocks[p->nblocks++].size = size;
-        } else { /* not a loop this short: this block may head the next one */
-            p->head = addr;
-            p->head_size = size;
-            p->nblocks = 0;
-            p->passes = 0;
-            p->next_check = p->step = POLL_FIRST_CHECK;
-            p->armed = false;
+        if (p->nblocks >= SOFT_POLL_BLOCKS) {
+            poll_reject(p); /* not a loop this short */
+            return false;
         }
-        return false;
-    }
-    p->passes++;
-    if (p->passes < p->next_check) {
-        p->nblocks = 0;
+        p->blocks[p->nblocks].addr = addr;
+        p->blocks[p->nblocks++].size = size;
         return false;
     }
     bool writes = !block_reads_only(sv, p->head, p->head_size);
@@ -322,22 +336,19 @@ static bool polling(struct soft_vcpu *sv, uint64_t addr, uint32_t size)
         writes = !block_reads_only(sv, p->blocks[i].addr, p->blocks[i].size);
     p->nblocks = 0;
     if (writes || !poll_state(sv, now)) {
-        poll_back_off(p);
+        poll_reject(p);
         return false;
     }
-    if (!p->armed) { /* snapshot; compare one pass later */
+    if (p->passes++ == 0) { /* back at the head once: its registers now, compared after the next pass */
         memcpy(p->regs, now, sizeof now);
-        p->armed = true;
-        p->next_check = p->passes + 1;
         return false;
     }
     if (memcmp(now, p->regs, sizeof now)) {
-        poll_back_off(p);
+        poll_reject(p);
         return false;
     }
-    p->armed = false;
-    p->passes = 0;
-    p->next_check = p->step = POLL_FIRST_CHECK;
+    p->tracking = false;
+    p->rejected = 0; /* a poller that wrote once (the answer it waited for) is not held back */
     return true;
 }
 
@@ -358,8 +369,14 @@ static void on_block(uc_engine *uc, uint64_t addr, uint32_t size, void *opaque)
      * waits for once the others have run.
      */
     if (vcpu->vm->ncpus > 1 && !sv->threaded && !sv->first_block) {
-        if ((block_spins(sv, addr, size) || (!vcpu->vm->deterministic && polling(sv, addr, size))) &&
-            vmm__others_runnable(vcpu)) {
+        bool poll = false;
+        if (!vcpu->vm->deterministic) {
+            if (sv->poll.tracking)
+                poll = poll_follow(sv, addr, size);
+            else if (((vcpu->insns + (size >> 2)) ^ vcpu->insns) >> POLL_SAMPLE_SHIFT)
+                poll_sample(&sv->poll, addr, size);
+        }
+        if ((poll || block_spins(sv, addr, size)) && vmm__others_runnable(vcpu)) {
             vcpu->yielded = true;
             vmm__soft_stop(sv);
             return;

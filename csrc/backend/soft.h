@@ -55,16 +55,18 @@ struct soft_vcpu {
         uint32_t size;
         bool spins;
     } spin_cache[256];
-    /* polling detection (soft.c polling): the loop running now, its blocks, its registers at a pass */
+    /* polling detection (soft.c poll_*): the candidate loop followed now, its blocks, its registers */
     struct soft_poll {
+        bool tracking;
         uint64_t head;
         uint32_t head_size;
-        unsigned nblocks, passes, next_check, step;
-        bool armed;
+        unsigned nblocks, passes;
+        uint64_t rejected; /* the last head that was not polling, skipped `skip` more samples */
+        unsigned skip, backoff;
         struct {
             uint64_t addr;
             uint32_t size;
-        } blocks[SOFT_POLL_BLOCKS]; /* the others of one pass */
+        } blocks[SOFT_POLL_BLOCKS]; /* the others of this pass */
         uint64_t regs[SOFT_POLL_REGS];
     } poll;
     unsigned vector_repeats;
