@@ -1,6 +1,7 @@
 /* bench_irq.c - interrupt benchmark, timed in the guest with CNTVCT_EL0: virtual timer interrupt latency
    (waiting in WFI, and spinning with IRQs unmasked), SGI round trips between CPU 0 and CPU 1 (both
-   waiting in WFI, and both spinning), and the CPU interface's SGI/acknowledge/EOI cost. */
+   waiting in WFI, and both spinning), round trips through memory alone (both polling, no WFE, no
+   interrupt), and the CPU interface's SGI/acknowledge/EOI cost. */
 #include "rt.h"
 
 #ifndef N
@@ -156,8 +157,9 @@ static void timer_latency(const char *name, enum timer_mode mode)
 }
 
 /* ---- SGI round trips: CPU 0 sends PING to CPU 1, whose handler sends PONG back ---- */
-enum { M_WFI, M_SPIN, M_STOP };
+enum { M_WFI, M_SPIN, M_POLL, M_STOP };
 static volatile uint32_t mode = M_WFI, seen_mode = 0xffffffff, cpu1_ready, pongs;
+static volatile uint32_t mem_ping, mem_pong; /* M_POLL: CPU 0 writes mem_ping, CPU 1 copies it to mem_pong */
 
 static void on_ping(unsigned intid, void *arg)
 {
@@ -200,6 +202,14 @@ static void secondary(void *arg)
             irq_enable();
             while (mode == M_SPIN)
                 ;
+            continue;
+        }
+        if (m == M_POLL) { /* IRQs masked: only memory tells it anything */
+            while (mode == M_POLL) {
+                uint32_t v = mem_ping;
+                if (v != mem_pong)
+                    mem_pong = v;
+            }
             continue;
         }
         wfi_then_take();
@@ -245,6 +255,30 @@ static void ipi_roundtrip(const char *name, uint32_t m)
     bench_line(name, N, t1 - t0);
     if (m == M_SPIN)
         printf("irq: %s %lu polls per round trip on cpu 0\n", name, polls / N);
+}
+
+/* Round trips through memory alone: CPU 0 writes a sequence number, CPU 1 (polling, IRQs masked, no WFE)
+   copies it back, CPU 0 polls for it. No interrupt and no hint tells a VMM that runs the vCPUs in turn to switch. */
+static void poll_roundtrip(const char *name)
+{
+    unsigned i;
+
+    mem_ping = mem_pong = 0;
+    cpu1_mode(M_POLL);
+    watchdog_arm();
+    irq_enable(); /* only the watchdog */
+    uint64_t t0 = counter();
+    for (i = 1; i <= N && !watchdog; i++) {
+        mem_ping = i;
+        while (mem_pong != i && !watchdog)
+            ;
+    }
+    uint64_t t1 = counter();
+    irq_disable();
+    cpu1_mode(M_WFI);
+    if (watchdog_disarm(name))
+        return;
+    bench_line(name, N, t1 - t0);
 }
 
 /* ---- SGI to self, ICC_IAR1_EL1, ICC_EOIR1_EL1 with IRQs masked ---- */
@@ -360,6 +394,7 @@ int main(uint64_t dtb)
         if (ipi) {
             ipi_roundtrip("ipi_wfi", M_WFI);
             ipi_roundtrip("ipi_spin", M_SPIN);
+            poll_roundtrip("poll_spin");
         }
         sgi_ack_eoi();
     }

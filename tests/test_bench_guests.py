@@ -19,7 +19,7 @@ from .conftest import ROOT
 
 IRQ_N = 20
 GPU_N = 3  # full frames per measurement; 10 * GPU_N small rectangles
-IRQ_NAMES = {"timer_wfi", "timer_wfi_wake", "timer_spin", "ipi_wfi", "ipi_spin", "ack_loop", "sgi_ack_eoi",
+IRQ_NAMES = {"timer_wfi", "timer_wfi_wake", "timer_spin", "ipi_wfi", "ipi_spin", "poll_spin", "ack_loop", "sgi_ack_eoi",
              "ts_counter", "ts_sgi", "ts_iar", "ts_eoi"}  # fmt: skip
 
 

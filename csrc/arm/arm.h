@@ -35,6 +35,8 @@ int vmm__cpu_model_find(const char *name);
  * caller's registers; the results are written back into x[0..3].
  */
 enum vmm_exit_kind vmm__psci_call(struct vmm_vcpu *vcpu, uint64_t x[4]);
+/* How many of x1..x3 the call `fn` (w0) reads: a backend may fetch only those (the others are passed as 0). */
+unsigned vmm__psci_nargs(uint32_t fn);
 
 /* System register encoding: op0, op1, CRn, CRm, op2 as in MRS/MSR. */
 #define SYSREG(op0, op1, crn, crm, op2) \

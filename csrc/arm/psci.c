@@ -110,6 +110,22 @@ static uint64_t affinity_info(struct vmm_vm *vm, uint64_t mpidr, uint64_t level)
     return on ? AFFINITY_ON : AFFINITY_OFF;
 }
 
+unsigned vmm__psci_nargs(uint32_t fn)
+{
+    switch (fn) {
+    case PSCI_FEATURES:
+    case SMCCC_ARCH_FEATURES:
+        return 1;
+    case PSCI_AFFINITY_INFO_32:
+    case PSCI_AFFINITY_INFO_64:
+        return 2;
+    case PSCI_CPU_ON_32:
+    case PSCI_CPU_ON_64:
+        return 3;
+    }
+    return 0; /* the rest, and every function we do not implement, read only the function ID */
+}
+
 enum vmm_exit_kind vmm__psci_call(struct vmm_vcpu *vcpu, uint64_t x[4])
 {
     uint32_t fn = (uint32_t)x[0];

@@ -163,11 +163,10 @@ int vmm__timer_sysreg(struct vmm_vcpu *vcpu, uint32_t id, bool is_read, uint64_t
     default:
         return VMM_ENOTSUP;
     }
-    count = counter(vcpu);
     switch (SYSREG_OP2(id)) {
-    case 1: /* CTL */
+    case 1: /* CTL: the clock is read only when ISTATUS depends on it (a disabled timer's is 0) */
         if (is_read) {
-            *val = t->ctl | (fired(t, count) ? CTL_ISTATUS : 0);
+            *val = t->ctl | ((t->ctl & CTL_ENABLE) && fired(t, counter(vcpu)) ? CTL_ISTATUS : 0);
             return 0;
         }
         t->ctl = *val & (CTL_ENABLE | CTL_IMASK);
@@ -180,6 +179,7 @@ int vmm__timer_sysreg(struct vmm_vcpu *vcpu, uint32_t id, bool is_read, uint64_t
         t->cval = *val;
         break;
     default: /* TVAL: the signed 32-bit distance to CVAL */
+        count = counter(vcpu);
         if (is_read) {
             *val = (uint32_t)(t->cval - count);
             return 0;

@@ -108,9 +108,19 @@ static void do_hvc(struct soft_vcpu *sv)
     uint64_t x[4];
     void *ptrs[4] = { &x[0], &x[1], &x[2], &x[3] };
 
-    uc_reg_read_batch(sv->uc, (int *)regs, ptrs, 4);
+    /* the function ID, then only the arguments that call reads (none for unknown IDs) */
+    x[0] = soft__reg(sv->uc, UC_ARM64_REG_X0);
+    x[1] = x[2] = x[3] = 0;
+    unsigned nargs = vmm__psci_nargs((uint32_t)x[0]);
+    if (nargs)
+        uc_reg_read_batch(sv->uc, (int *)regs + 1, ptrs + 1, (int)nargs);
+    uint64_t in[4] = { x[0], x[1], x[2], x[3] };
     enum vmm_exit_kind kind = vmm__psci_call(sv->vcpu, x);
-    uc_reg_write_batch(sv->uc, (int *)regs, ptrs, 4);
+    /* write back what the call changed: x0 alone for almost every call */
+    unsigned n = 4;
+    while (n > 1 && x[n - 1] == in[n - 1])
+        n--;
+    uc_reg_write_batch(sv->uc, (int *)regs, ptrs, (int)n);
     apply_call_exit(sv, kind, 0);
 }
 
@@ -186,6 +196,38 @@ static void on_intr(uc_engine *uc, uint32_t intno, void *opaque)
 #define INSN_WFE 0xd503205fu
 #define INSN_YIELD 0xd503203fu
 
+/*
+ * Whether an instruction may change memory or system state, for polling
+ * detection: false only for what surely does not (loads, MRS, hints,
+ * barriers, data processing, branches). Unsure encodings count as writes.
+ * Arm ARM C4.1 (the A64 encoding index).
+ */
+static bool insn_may_write(uint32_t insn)
+{
+    if ((insn & 0xffc00000u) == 0xd5000000u) /* system: hints, barriers and MRS only */
+        return !((insn & 0xfffff01fu) == 0xd503201fu || (insn & 0xfffff01fu) == 0xd503301fu ||
+                 (insn & 0xfff00000u) == 0xd5300000u);
+    if ((insn & 0xff000000u) == 0xd4000000u) /* exception generation */
+        return true;
+    if ((insn & 0x0a000000u) != 0x08000000u) /* not a load or store */
+        return false;
+    if ((insn & 0x3b000000u) == 0x18000000u) /* load literal */
+        return false;
+    if ((insn & 0x3f000000u) == 0x08000000u) /* exclusives and acquire/release: L, and not CAS */
+        return !((insn >> 22) & 1) || (((insn >> 23) & 1) && ((insn >> 21) & 1));
+    if ((insn & 0x3a000000u) == 0x28000000u) /* pairs: L */
+        return !((insn >> 22) & 1);
+    if ((insn & 0xbf000000u) == 0x0c000000u) /* SIMD structures: L */
+        return !((insn >> 22) & 1);
+    if ((insn & 0x3a000000u) == 0x38000000u) {
+        unsigned opc = (insn >> 22) & 3;
+        if (!((insn >> 24) & 1) && ((insn >> 21) & 1) && ((insn >> 10) & 3) == 0)
+            return true;                                 /* atomic memory operations */
+        return (insn >> 26) & 1 ? !(opc & 1) : opc == 0; /* SIMD&FP: opc 00 and 10 store; else opc 00 */
+    }
+    return true;
+}
+
 /* Whether the block at addr ends in WFE or YIELD (looked up once per block, then cached). */
 static bool block_spins(struct soft_vcpu *sv, uint64_t addr, uint32_t size)
 {
@@ -199,6 +241,115 @@ static bool block_spins(struct soft_vcpu *sv, uint64_t addr, uint32_t size)
                    (insn == INSN_WFE || insn == INSN_YIELD);
     }
     return e->spins;
+}
+
+/* Whether a block writes neither memory nor system state: decoded when a loop is checked, not per block. */
+static bool block_reads_only(struct soft_vcpu *sv, uint64_t addr, uint32_t size)
+{
+    uint32_t insns[64];
+
+    if (size < 4 || size > sizeof insns || uc_vmem_read(sv->uc, addr, UC_PROT_EXEC, insns, size) != UC_ERR_OK)
+        return false;
+    for (unsigned i = 0; i < size / 4; i++)
+        if (insn_may_write(insns[i]))
+            return false;
+    return true;
+}
+
+/*
+ * Polling without WFE (real time, SMP, one thread): a loop of at most
+ * SOFT_POLL_BLOCKS + 1 blocks that write nothing, whose general registers,
+ * SP and flags are the same at its head two passes in a row, cannot end
+ * until something else writes memory or interrupts it: its vCPU gives up
+ * the rest of its slice. The block hook runs for every block, so the
+ * common path costs one compare: once every 2^POLL_SAMPLE_SHIFT instructions
+ * the running block is taken as a candidate head and followed for two
+ * passes at most (its blocks decoded, the registers read once per pass). A
+ * candidate that is not polling (longer, writing, registers that move: a
+ * pointer, a counter, a CNTVCT timeout) is remembered and skipped for twice
+ * as many samples each time it comes back. Decided from the guest's own
+ * execution alone.
+ */
+#define POLL_SAMPLE_SHIFT 8 /* a candidate every 256 instructions */
+
+static bool poll_state(struct soft_vcpu *sv, uint64_t *regs)
+{
+    int ids[SOFT_POLL_REGS];
+    void *ptrs[SOFT_POLL_REGS];
+
+    for (unsigned i = 0; i < 31; i++)
+        ids[i] = vmm__soft_xreg(i);
+    ids[31] = UC_ARM64_REG_SP;
+    ids[32] = UC_ARM64_REG_NZCV;
+    for (unsigned i = 0; i < SOFT_POLL_REGS; i++) {
+        regs[i] = 0; /* NZCV is read as 32 bits */
+        ptrs[i] = &regs[i];
+    }
+    return uc_reg_read_batch(sv->uc, ids, ptrs, SOFT_POLL_REGS) == UC_ERR_OK;
+}
+
+/* The candidate is not polling: stop following it, and skip it for a while when it comes back. */
+static void poll_reject(struct soft_poll *p)
+{
+    if (p->rejected == p->head) {
+        if (p->backoff < (1u << 16))
+            p->backoff *= 2;
+    } else {
+        p->rejected = p->head;
+        p->backoff = 1;
+    }
+    p->skip = p->backoff;
+    p->tracking = false;
+}
+
+/* A sample: follow the block at addr as the head of a polling loop, unless it was rejected lately. */
+static void poll_sample(struct soft_poll *p, uint64_t addr, uint32_t size)
+{
+    if (addr == p->rejected && p->skip) {
+        p->skip--;
+        return;
+    }
+    p->head = addr;
+    p->head_size = size;
+    p->nblocks = 0;
+    p->passes = 0;
+    p->tracking = true;
+}
+
+/* While following a candidate: true when it has proved to be polling. */
+static bool poll_follow(struct soft_vcpu *sv, uint64_t addr, uint32_t size)
+{
+    struct soft_poll *p = &sv->poll;
+    uint64_t now[SOFT_POLL_REGS];
+
+    if (addr != p->head) {
+        if (p->nblocks >= SOFT_POLL_BLOCKS) {
+            poll_reject(p); /* not a loop this short */
+            return false;
+        }
+        p->blocks[p->nblocks].addr = addr;
+        p->blocks[p->nblocks++].size = size;
+        return false;
+    }
+    bool writes = !block_reads_only(sv, p->head, p->head_size);
+    for (unsigned i = 0; i < p->nblocks && !writes; i++)
+        writes = !block_reads_only(sv, p->blocks[i].addr, p->blocks[i].size);
+    p->nblocks = 0;
+    if (writes || !poll_state(sv, now)) {
+        poll_reject(p);
+        return false;
+    }
+    if (p->passes++ == 0) { /* back at the head once: its registers now, compared after the next pass */
+        memcpy(p->regs, now, sizeof now);
+        return false;
+    }
+    if (memcmp(now, p->regs, sizeof now)) {
+        poll_reject(p);
+        return false;
+    }
+    p->tracking = false;
+    p->rejected = 0; /* a poller that wrote once (the answer it waited for) is not held back */
+    return true;
 }
 
 static void on_block(uc_engine *uc, uint64_t addr, uint32_t size, void *opaque)
@@ -217,11 +368,19 @@ static void on_block(uc_engine *uc, uint64_t addr, uint32_t size, void *opaque)
      * but not the first block of a turn: the wait loop must re-read what it
      * waits for once the others have run.
      */
-    if (vcpu->vm->ncpus > 1 && !sv->threaded && !sv->first_block && block_spins(sv, addr, size) &&
-        vmm__others_runnable(vcpu)) {
-        vcpu->yielded = true;
-        vmm__soft_stop(sv);
-        return;
+    if (vcpu->vm->ncpus > 1 && !sv->threaded && !sv->first_block) {
+        bool poll = false;
+        if (!vcpu->vm->deterministic) {
+            if (sv->poll.tracking)
+                poll = poll_follow(sv, addr, size);
+            else if (((vcpu->insns + (size >> 2)) ^ vcpu->insns) >> POLL_SAMPLE_SHIFT)
+                poll_sample(&sv->poll, addr, size);
+        }
+        if ((poll || block_spins(sv, addr, size)) && vmm__others_runnable(vcpu)) {
+            vcpu->yielded = true;
+            vmm__soft_stop(sv);
+            return;
+        }
     }
     sv->first_block = false;
     vcpu->insns += size >> 2;
@@ -232,28 +391,61 @@ static void on_block(uc_engine *uc, uint64_t addr, uint32_t size, void *opaque)
  * them: the generic timer's (QEMU has them, so they would not trap) and the
  * GIC CPU interface's (QEMU lacks them without its own GIC: they would
  * UNDEF, and the exception path costs several times more). Returning 1
- * skips QEMU's own access; for a register QEMU lacks that is not enough (it
- * re-executes the instruction), so we also step PC past it, which ends the
- * translation block. EL0 accesses take the UNDEF path, which refuses them.
+ * skips QEMU's own access; for a register QEMU lacks that is not enough (its
+ * translation ends the block at the instruction and would run it again), so
+ * we also step PC past it (finish_lacked). EL0 accesses take the UNDEF path,
+ * which refuses them.
  */
-static bool ours(struct soft_vcpu *sv, uint32_t id, bool *lacked)
+static bool ours(struct soft_vcpu *sv, uint32_t id, bool *lacked, uint64_t *pc)
 {
     *lacked = false;
     if (vmm__timer_sysreg_is_ours(id))
         return true;
     if (!vmm__gic_sysreg_is_ours(id) || !vmm__irqchip_has_sysregs(sv->vcpu->vm->irqchip))
         return false;
-    if (((soft__reg(sv->uc, UC_ARM64_REG_PSTATE) >> 2) & 3) == 0)
+    /* PSTATE for the EL, and the instruction's address (Unicorn synced PC before the hook): one call */
+    int regs[2] = { UC_ARM64_REG_PSTATE, UC_ARM64_REG_PC };
+    uint64_t ps = 0;
+    void *vals[2] = { &ps, pc };
+    if (uc_reg_read_batch(sv->uc, regs, vals, 2) != UC_ERR_OK || ((ps >> 2) & 3) == 0)
         return false;
     *lacked = true;
     return true;
 }
 
-static uint32_t finish_sys(struct soft_vcpu *sv, bool lacked)
+/*
+ * Complete an access to a register QEMU lacks: the value of an MRS and PC
+ * past the instruction in one batch (one PC write, which is what ends the
+ * translation block: Unicorn resumes at once inside uc_emu_start).
+ */
+static uint32_t finish_lacked(struct soft_vcpu *sv, uint64_t insn_pc, uc_arm64_reg reg, const uint64_t *val)
 {
-    if (lacked)
-        soft__set_reg(sv->uc, UC_ARM64_REG_PC, soft__reg(sv->uc, UC_ARM64_REG_PC) + 4);
+    int regs[2] = { UC_ARM64_REG_PC, reg };
+    uint64_t pc = insn_pc + 4;
+    const void *vals[2] = { &pc, val };
+
+    uc_reg_write_batch(sv->uc, regs, (void *const *)vals, val && reg != UC_ARM64_REG_XZR ? 2 : 1);
     return 1;
+}
+
+#define REG_ICC_SGI0R_EL1 SYSREG(3, 0, 12, 11, 7)
+#define REG_ICC_SGI1R_EL1 SYSREG(3, 0, 12, 11, 5)
+#define REG_ICC_ASGI1R_EL1 SYSREG(3, 0, 12, 11, 6)
+
+/* Whether an ICC_SGI*R_EL1 value (IHI0069 §12.2.21) names a CPU other than the sender. */
+static bool sgi_to_others(const struct vmm_vcpu *vcpu, uint64_t val)
+{
+    const uint64_t group = 0x00fff0ff00ff0000ull; /* Aff3 [55:48], RS [47:44], Aff2 [39:32], Aff1 [23:16] */
+    uint64_t m = vcpu->mpidr;
+    uint64_t self = ((m >> 32) & 0xff) << 48 | (uint64_t)((m & 0xff) >> 4) << 44 | ((m >> 16) & 0xff) << 32 |
+                    ((m >> 8) & 0xff) << 16;
+    uint64_t targets = val & 0xffff;
+
+    if (val & (1ull << 40)) /* IRM: every CPU but the sender */
+        return true;
+    if (!targets)
+        return false;
+    return (val & group) != self || (targets & ~(1ull << (m & 0xf))) != 0;
 }
 
 #define REG_ID_AA64PFR0_EL1 SYSREG(3, 0, 0, 4, 0)
@@ -264,6 +456,7 @@ static uint32_t on_mrs(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg *c
     struct soft_vcpu *sv = opaque;
     uint32_t id = SYSREG(cp->op0, cp->op1, cp->crn, cp->crm, cp->op2);
     uint64_t val = 0;
+    uint64_t pc = 0;
     bool lacked;
 
     if (id == REG_ID_AA64PFR0_EL1 && vmm__irqchip_has_sysregs(sv->vcpu->vm->irqchip)) {
@@ -274,25 +467,35 @@ static uint32_t on_mrs(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg *c
         return 1;
     }
 
-    if (!ours(sv, id, &lacked) || vmm__sysreg_access(sv->vcpu, id, true, &val))
+    if (!ours(sv, id, &lacked, &pc) || vmm__sysreg_access(sv->vcpu, id, true, &val))
         return 0;
+    if (lacked)
+        return finish_lacked(sv, pc, reg, &val);
     if (reg != UC_ARM64_REG_XZR)
         uc_reg_write(uc, reg, &val);
-    return finish_sys(sv, lacked);
+    return 1;
 }
 
 static uint32_t on_msr(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg *cp, void *opaque)
 {
     struct soft_vcpu *sv = opaque;
     uint32_t id = SYSREG(cp->op0, cp->op1, cp->crn, cp->crm, cp->op2);
-    uint64_t val = cp->val;
+    uint64_t val = cp->val, pc = 0;
     bool lacked;
     (void)uc;
     (void)reg;
 
-    if (!ours(sv, id, &lacked) || vmm__sysreg_access(sv->vcpu, id, false, &val))
+    if (!ours(sv, id, &lacked, &pc) || vmm__sysreg_access(sv->vcpu, id, false, &val))
         return 0;
-    return finish_sys(sv, lacked);
+    /*
+     * An SGI to another vCPU ends this slice at the next block (real time, one thread): the target runs
+     * now, not after the sender's 50 000 instructions. Its line may not even rise yet (the SGI before is
+     * still active there), so irq_notify alone is not enough for a sender that then polls memory.
+     */
+    if ((id == REG_ICC_SGI1R_EL1 || id == REG_ICC_SGI0R_EL1 || id == REG_ICC_ASGI1R_EL1) && sv->vcpu->vm->ncpus > 1 &&
+        !sv->threaded && !sv->vcpu->vm->deterministic && sgi_to_others(sv->vcpu, val))
+        sv->yield_req = true;
+    return lacked ? finish_lacked(sv, pc, reg, NULL) : 1;
 }
 
 /*

@@ -7,6 +7,8 @@
 #include "../core/vm.h"
 
 #define SOFT_MAX_GAPS 16
+#define SOFT_POLL_REGS 33  /* X0..X30, SP, NZCV */
+#define SOFT_POLL_BLOCKS 8 /* blocks of a polling loop besides its head */
 
 /* HCR_EL2 as we keep it: EL1 is AArch64, IRQ/FIQ routed to "EL2" so that VI/VF are virtual interrupts */
 #define REG_HCR_EL2 SYSREG(3, 4, 1, 1, 0)
@@ -62,6 +64,20 @@ struct soft_vcpu {
         uint32_t size;
         bool spins;
     } spin_cache[4096]; /* 64 KiB: a miss reads guest memory through the MMU (a page walk) */
+    /* polling detection (soft.c poll_*): the candidate loop followed now, its blocks, its registers */
+    struct soft_poll {
+        bool tracking;
+        uint64_t head;
+        uint32_t head_size;
+        unsigned nblocks, passes;
+        uint64_t rejected; /* the last head that was not polling, skipped `skip` more samples */
+        unsigned skip, backoff;
+        struct {
+            uint64_t addr;
+            uint32_t size;
+        } blocks[SOFT_POLL_BLOCKS]; /* the others of this pass */
+        uint64_t regs[SOFT_POLL_REGS];
+    } poll;
     unsigned vector_repeats;
 };
 

@@ -61,6 +61,14 @@ static void end_run(struct run_ctx *rc, int reason, int status)
  * our timers it watches each vCPU's own deadline (vcpu->deadline_ns) and
  * kicks only that vCPU: its thread then updates its own timers.
  */
+/*
+ * A deadline this close is polled for, not slept for: a futex wake-up comes
+ * tens of µs late on a loaded host, longer than the wait itself (KVM polls a
+ * halted vCPU for the same reason). Only a deadline already this close when
+ * the wait begins is polled: an idle guest's periodic tick (ms away) sleeps.
+ */
+#define HALT_POLL_NS 50000ULL
+
 struct clock_thread {
     struct vmm_vm *vm;
     bool has_timeout;
@@ -129,7 +137,17 @@ static void *clock_main(void *arg)
                 have = is_timer = true;
             }
         }
-        int r = have ? vmm__host_cond_timedwait(&vm->cond, &vm->lock, &dl) : pthread_cond_wait(&vm->cond, &vm->lock);
+        int r;
+        if (is_timer && !per_vcpu && nd <= vmm__clock_ns(vm, NULL) + HALT_POLL_NS) {
+            /* a near deadline is polled for (bounded by HALT_POLL_NS), then handled as if slept for */
+            pthread_mutex_unlock(&vm->lock);
+            while (vmm__clock_ns(vm, NULL) < nd)
+                vmm__host_cpu_relax();
+            pthread_mutex_lock(&vm->lock);
+            r = ETIMEDOUT;
+        } else {
+            r = have ? vmm__host_cond_timedwait(&vm->cond, &vm->lock, &dl) : pthread_cond_wait(&vm->cond, &vm->lock);
+        }
         if (r != ETIMEDOUT || w->finished)
             continue;
         if (is_timer) {
@@ -184,6 +202,13 @@ static bool any_runnable(struct vmm_vm *vm)
     return any;
 }
 
+/* Real time: spin until the clock reaches `deadline`, a wake-up (seen_seq moved), a stop or the timeout. */
+static void poll_until(struct vmm_vm *vm, uint64_t deadline, uint64_t seen_seq)
+{
+    while (vmm__clock_ns(vm, NULL) < deadline && atomic_load(&vm->wake_seq) == seen_seq && !interrupted(vm))
+        vmm__host_cpu_relax();
+}
+
 /*
  * Every vCPU is in WFI (or off): sleep until an interrupt line rises, the
  * next timer deadline (real time), scheduled input or a stop time
@@ -200,6 +225,10 @@ static void wait_for_wakeup(struct vmm_vm *vm, uint64_t seen_seq)
             pthread_cond_wait(&vm->cond, &vm->lock);
             if (vm->deterministic)
                 break; /* input may have been scheduled: the loop looks */
+        } else if (nd <= vmm__clock_ns(vm, NULL) + HALT_POLL_NS) {
+            pthread_mutex_unlock(&vm->lock);
+            poll_until(vm, nd, seen_seq);
+            return;
         } else {
             struct timespec dl = ns_to_abs(vm->clock_base_ns, nd);
             if (vmm__host_cond_timedwait(&vm->cond, &vm->lock, &dl) == ETIMEDOUT)

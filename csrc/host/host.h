@@ -60,6 +60,16 @@ void vmm__host_thread_name(const char *name);
  */
 long vmm__host_timer_slack(long ns);
 
+/* A spin-wait hint (x86 PAUSE, Arm YIELD): polling loops run it between looks. */
+static inline void vmm__host_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield" ::: "memory");
+#endif
+}
+
 /*
  * A condition variable whose timed waits take an absolute CLOCK_MONOTONIC
  * deadline, immune to wall-clock steps where the host allows.
