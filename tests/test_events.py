@@ -465,7 +465,8 @@ def test_deterministic_quit_on_an_idle_guest_without_a_timer(tmp_path, guest):
 def test_deterministic_quit_stops_at_the_cursor_exactly(guest):
     """From Python: the run ends with the virtual clock at the cursor, for a busy guest too."""
     clocks = []
-    for script in ("wait 1 frames\nquit", "wait 1 frames\ntype a\nwait 3ms\nquit", "wait 1 frames\ntype a\nwait 3ms\nquit"):
+    typed = "wait 1 frames\ntype a\nwait 3ms\nquit"
+    for script in ("wait 1 frames\nquit", typed, typed):
         with vmmpy.Machine(guest("input_echo"), gpu=True, gpu_size=SIZE, input=True, deterministic=True) as m:
             m.run_events(script)
             assert m.result.reason == vmmpy.RunReason.STOPPED

@@ -342,13 +342,14 @@ def measure_sharing(idle: str, tmp: str) -> tuple[int, int, int]:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PSS is Linux's /proc/self/smaps_rollup")
-@pytest.mark.skipif(bool(os.environ.get("VMMPY_EXPECT_SANITIZED")), reason="ASan's shadow and quarantine: PSS says nothing")
+@pytest.mark.skipif(bool(os.environ.get("VMMPY_EXPECT_SANITIZED")), reason="ASan's shadow: PSS says nothing")
 def test_restored_vms_share_ram_pages(guest, tmp_path):
     """10 VMs restored from one snapshot hold its RAM once (page cache, copy-on-write); 10 VMs that
     wrote the same RAM themselves hold it 10 times."""
     import subprocess
 
-    code = f"from tests.test_snapshot import measure_sharing; print(*measure_sharing({guest('idle')!r}, {str(tmp_path)!r}))"
+    args = f"{guest('idle')!r}, {str(tmp_path)!r}"
+    code = f"from tests.test_snapshot import measure_sharing; print(*measure_sharing({args}))"
     p = subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(os.path.dirname(__file__)),
                        capture_output=True, text=True, timeout=300)  # fmt: skip
     assert p.returncode == 0, p.stderr

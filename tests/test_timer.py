@@ -61,9 +61,7 @@ def test_deterministic_counter_counts_the_instructions_run(guest):
     with vmmpy.Machine(guest("clockstep"), deterministic=True) as m:
         assert m.run(timeout=60).ok
         got = dict(re.findall(r"clockstep k=(\d+) ticks=(\d+)", m.serial.text))
-    assert {int(k): int(t) for k, t in got.items()} == {
-        k: 2 * k // 16 for k in (8, 800, 8000, 80000, 800000, 8000008)
-    }
+    assert {int(k): int(t) for k, t in got.items()} == {k: 2 * k // 16 for k in (8, 800, 8000, 80000, 800000, 8000008)}
 
 
 def test_clock_cannot_move_in_real_time_mode():
