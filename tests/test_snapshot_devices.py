@@ -138,15 +138,22 @@ def test_blk_continues_after_restore(guest, tmp_path):
     assert disk.read_bytes()[5 * 512 : 6 * 512] == b"B" * 512
 
 
-@pytest.mark.parametrize("change", ["contents", "size", "touch"])
-def test_a_changed_disk_is_refused_with_one_line(guest, tmp_path, change):
+def snapshot_after_a_write(guest, tmp_path, sector: int, byte: bytes):
+    """A VM whose driver (the test) wrote one sector of a fresh disk, saved: the disk and snapshot paths, and
+    the driver's device and queue (rebind() them to a restored VM)."""
     disk, snap = make_disk(tmp_path), tmp_path / "s.snap"
     with vmmpy.Machine(guest("idle"), disk=str(disk)) as m:
         m.boot_info()
         dev = VirtioMMIO(m, slot_of(m, ID_BLOCK))
         (q,) = dev.init(queues=1)
-        assert blk_request(q, 1, 0, b"Z" * 512)[0] == 0
+        assert blk_request(q, 1, sector, byte * 512)[0] == 0
         m.snapshot(snap)
+    return disk, snap, dev, q
+
+
+@pytest.mark.parametrize("change", ["contents", "size", "touch"])
+def test_a_changed_disk_is_refused_with_one_line(guest, tmp_path, change):
+    disk, snap, _, _ = snapshot_after_a_write(guest, tmp_path, 0, b"Z")
     if change == "contents":  # what the guest wrote, changed behind its back (mtime kept)
         st = disk.stat()
         with open(disk, "r+b") as f:
@@ -167,13 +174,7 @@ def test_a_changed_disk_is_refused_with_one_line(guest, tmp_path, change):
 
 def test_an_unchanged_copy_with_its_mtime_restores(guest, tmp_path):
     """The restore may point a writable disk elsewhere: a copy that kept contents and mtime is the same disk."""
-    disk, snap = make_disk(tmp_path), tmp_path / "s.snap"
-    with vmmpy.Machine(guest("idle"), disk=str(disk)) as m:
-        m.boot_info()
-        dev = VirtioMMIO(m, slot_of(m, ID_BLOCK))
-        (q,) = dev.init(queues=1)
-        assert blk_request(q, 1, 7, b"C" * 512)[0] == 0
-        m.snapshot(snap)
+    disk, snap, dev, q = snapshot_after_a_write(guest, tmp_path, 7, b"C")
     copy = tmp_path / "copy.img"
     copy.write_bytes(disk.read_bytes())
     st = disk.stat()

@@ -36,6 +36,14 @@ static uintptr_t align4(uintptr_t p)
     return (p + 3) & ~3UL;
 }
 
+/* Past a node's NUL-terminated name (and its padding). */
+static uintptr_t after_name(uintptr_t p, uintptr_t end)
+{
+    while (p < end && *(const volatile char *)p)
+        p++;
+    return align4(p + 1);
+}
+
 uintptr_t fdt_find(uint64_t x0)
 {
     if (x0 >= RAM_BASE && x0 < RAM_BASE + RAM_PROBE_LIMIT && !(x0 & 7) && be32(x0) == FDT_MAGIC)
@@ -66,9 +74,7 @@ int fdt_cpus(uintptr_t fdt, uint64_t *mpidrs, int max)
                 in_cpus = 1;
             else if (depth == 3 && in_cpus && str_prefix(name, "cpu@"))
                 is_cpu = 1, have_reg = 0;
-            while (p < end && *(const volatile char *)p)
-                p++;
-            p = align4(p + 1);
+            p = after_name(p, end);
             break;
         }
         case FDT_END_NODE:
@@ -156,9 +162,7 @@ const void *fdt_getprop(uintptr_t fdt, const char *path, const char *prop, uint3
             const char *c = component(path, depth - 2, &e);
             if (depth >= 2 && matched == depth - 2 && c && comp_eq(name, c, e))
                 matched = depth - 1;
-            while (p < end && *(const volatile char *)p)
-                p++;
-            p = align4(p + 1);
+            p = after_name(p, end);
             break;
         }
         case FDT_END_NODE:
