@@ -340,12 +340,16 @@ def test_an_unexpected_exception_in_the_executor_is_one_error_line(guest, monkey
 
 def test_run_events_from_python(tmp_path, guest):
     with vmmpy.Machine(guest("input_echo"), gpu=True, gpu_size=SIZE, input=True) as m:
-        with pytest.raises(events.EventsSyntaxError):
+        with pytest.raises(events.EventsSyntaxError, match=r"<events>:2: unknown command 'clik'"):
             m.run_events("wait 1 frames\nclik 1 1\n")
         assert not m.running  # parsed before anything ran
-        s = m.run_events(f'wait 1 frames\ntype Hi, "You"!\\n\nclick 100 50\ncapture 2 {tmp_path / "c.png"}')
+        # real time: how many frames the typing and the click make depends on timing (SCRIPT_REALTIME)
+        s = m.run_events(
+            f'wait 1 frames\ntype Hi, "You"!\\n\nclick 100 50\nwait serial "code=272 value=0"\n'
+            f'wait serial "input_echo: frame"\ncapture {tmp_path / "c.png"}'
+        )
         assert s.captured == [str(tmp_path / "c.png")]
-        m.run_events('wait serial "code=272 value=0"\nkey ctrl+c\nkey esc\n')
+        m.run_events("key ctrl+c\nkey esc\n")
         assert m.wait(timeout=30).ok
         check_echo(m.serial.text)
         check_png(tmp_path / "c.png")
