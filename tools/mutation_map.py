@@ -21,9 +21,10 @@ TARGETS: dict[str, list[str]] = {
     "csrc/arm/psci.c": ["tests/test_guests.py", "tests/test_irq_guests.py", "-k", "psci or smp and not smp8"],
     "csrc/core/run.c": ["tests/test_run.py", "tests/test_deterministic.py", "tests/test_timer.py"],
     # virtio: the split virtqueues, the device core and the MMIO transport
-    "csrc/dev/virtq.c": ["tests/test_virtio_mmio.py", "tests/test_virtio_blk.py"],
-    "csrc/dev/virtio.c": ["tests/test_virtio_mmio.py", "tests/test_virtio_rng.py"],
-    "csrc/dev/virtio_mmio.c": ["tests/test_virtio_mmio.py"],
+    # (the device snapshot tests: virtio.c, virtq.c and virtio_mmio.c also load what a snapshot holds)
+    "csrc/dev/virtq.c": ["tests/test_virtio_mmio.py", "tests/test_virtio_blk.py", "tests/test_snapshot_devices.py"],
+    "csrc/dev/virtio.c": ["tests/test_virtio_mmio.py", "tests/test_virtio_rng.py", "tests/test_snapshot_devices.py"],
+    "csrc/dev/virtio_mmio.c": ["tests/test_virtio_mmio.py", "tests/test_snapshot_devices.py"],
     # 9p: path confinement and fids
     "csrc/dev/p9_fid.c": ["tests/test_p9.py"],
     # the loaders
