@@ -125,7 +125,7 @@ def test_gzip_image(tmp_path):
 
 
 def test_image_errors(tmp_path):
-    with pytest.raises(vmmpy.DoesNotFit, match="needs 64 MiB"):
+    with pytest.raises(vmmpy.DoesNotFit, match="needs 64 MiB at offset 0x0 but guest RAM is 32 MiB"):
         vmmpy.Machine(write(tmp_path, "big", make_image(b"", image_size=64 * MIB)), ram="32M")
     with pytest.raises(vmmpy.ArchError, match="big-endian"):
         vmmpy.Machine(write(tmp_path, "be", make_image(b"", flags=1)))
@@ -204,3 +204,105 @@ def test_debian_style_image_copy(tmp_path):
     shutil.copy(p, tmp_path / "copy")
     with vmmpy.Machine(str(tmp_path / "copy"), ram="64M") as m:
         assert m.boot_info().kernel_end == RAM_BASE + 8 * MIB
+
+
+def test_elf_format_forced_on_a_non_elf(tmp_path):
+    with pytest.raises(vmmpy.FormatError, match=r"k\.bin: not an ELF file$"):
+        vmmpy.Machine(write(tmp_path, "k.bin", b"hello world, not a kernel" * 10), kernel_format="elf")
+
+
+def test_elf_without_loadable_segments(tmp_path):
+    import struct
+
+    elf = bytearray(make_elf([(RAM_BASE, code(B_SELF), 4)], RAM_BASE))
+    struct.pack_into("<I", elf, 64, 4)  # p_type PT_NOTE
+    with pytest.raises(vmmpy.FormatError, match="no loadable segments"):
+        vmmpy.Machine(write(tmp_path, "k.elf", bytes(elf)))
+
+
+def test_elf_empty_segment_is_skipped(tmp_path):
+    # a PT_LOAD with p_memsz 0 (and a p_paddr outside RAM) is neither checked, loaded nor counted in the extent
+    text = code(B_SELF)
+    elf = make_elf([(0x1000, b"", 0), (RAM_BASE + 0x2000, text, 0x100)], RAM_BASE + 0x2000)
+    with vmmpy.Machine(write(tmp_path, "k.elf", elf)) as m:
+        bi = m.boot_info()
+        assert (bi.kernel_start, bi.kernel_end, bi.entry) == (RAM_BASE + 0x2000, RAM_BASE + 0x2100, RAM_BASE + 0x2000)
+
+
+def test_elf_load_is_logged(tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG, logger="vmmpy")
+    elf = make_elf([(RAM_BASE + 0x1000, code(B_SELF), 0x300)], RAM_BASE + 0x1000)
+    with vmmpy.Machine(write(tmp_path, "k.elf", elf), log_level=logging.DEBUG):
+        pass
+    assert "k.elf: ELF 0x40001000-0x40001300 entry 0x40001000" in caplog.text
+
+
+def test_large_gzip_image(tmp_path):
+    # a compressed file of more than 4 MiB (the decompression buffer starts at 4x the file's size)
+    import random
+
+    body = random.Random(1).randbytes(5 * MIB)
+    img = make_image(body)
+    gz = gzip.compress(img, 1)
+    assert len(gz) > 4 * MIB
+    with vmmpy.Machine(write(tmp_path, "Image.gz", gz), ram="32M") as m:
+        assert m.boot_info().kernel_end == RAM_BASE + len(img)
+        assert m.read_memory(RAM_BASE, len(img)) == img
+
+
+def _vm_size() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc/self/status")
+def test_gzip_decompression_buffer_is_freed(tmp_path):
+    # 64 MiB decompressed: the buffer grows to 128 MiB; five loads must not keep 640 MiB mapped
+    p = write(tmp_path, "Image.gz", gzip.compress(make_image(b"\0" * (64 * MIB)), 1))
+    with vmmpy.Machine(p, ram="128M"):
+        pass
+    before = _vm_size()
+    for _ in range(5):
+        with vmmpy.Machine(p, ram="128M"):
+            pass
+    assert _vm_size() - before < 256 * MIB
+
+
+def test_bss_and_image_reserve_are_zeroed_over_old_contents(tmp_path):
+    # what RAM held before the load (here written through the API) does not show through a segment's bss
+    text = code(B_SELF)
+    elf = make_elf([(RAM_BASE + 0x1000, text, 0x1000)], RAM_BASE + 0x1000)
+    with vmmpy.Machine(virtio_test_devices=1) as m:
+        m.write_memory(RAM_BASE + 0x1000, b"\xaa" * 0x1000)
+        m.load_kernel(write(tmp_path, "k.elf", elf))
+        assert m.read_memory(RAM_BASE + 0x1000, 0x1000) == text + bytes(0x1000 - len(text))
+
+
+def test_raw_binary_extent(tmp_path):
+    blob = code(B_SELF, B_SELF, B_SELF)
+    with vmmpy.Machine(write(tmp_path, "raw.bin", blob), kernel_format="raw", load_addr=RAM_BASE + 0x1000) as m:
+        bi = m.boot_info()
+        assert (bi.kernel_start, bi.kernel_end, bi.entry) == (RAM_BASE + 0x1000, RAM_BASE + 0x100C, RAM_BASE + 0x1000)
+
+
+def test_two_byte_gzip_magic_is_a_truncated_gzip(tmp_path):
+    with pytest.raises(vmmpy.FormatError, match="truncated gzip data"):
+        vmmpy.Machine(write(tmp_path, "k.gz", b"\x1f\x8b"))
+
+
+def test_kernel_opened_as_descriptor_0(tmp_path):
+    # a process started with stdin closed: the kernel's file gets descriptor 0, which is a valid one
+    import os
+    import subprocess
+    import sys
+
+    elf = write(tmp_path, "k.elf", make_elf([(RAM_BASE + 0x1000, code(B_SELF), 4)], RAM_BASE + 0x1000))
+    prog = f"import os, vmmpy; os.close(0); m = vmmpy.Machine({elf!r}); print(hex(m.boot_info().entry))"
+    p = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True, timeout=120, env=os.environ)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == hex(RAM_BASE + 0x1000)
