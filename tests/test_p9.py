@@ -733,3 +733,34 @@ def test_a_guest_cannot_exhaust_the_vmms_file_descriptors(tree, guest):
     assert err == str(errno.ENFILE), p.stdout
     # a limit of 400 leaves too little for a reserve of 256: 9p gets a quarter of it, 3 fds an open fid
     assert 10 <= int(got) <= 400 // 4 // 3
+
+
+def test_clunk_unlinks_a_fid_deep_in_its_hash_chain(p9):
+    # fids 1, 1025 and 2049 share a bucket of the fid table (1024 buckets); the newest is first in it.
+    # Clunking the oldest (third in the chain) must leave the other two reachable.
+    for f in (1, 1025, 2049):
+        p9.walk(0, f, "sub")
+    p9.clunk(1)
+    assert p9.err(TCLUNK, struct.pack("<I", 1)) == errno.EBADF
+    for f in (1025, 2049):
+        assert len(p9.walk(f, f + 1, "inner.txt")) == 1
+        p9.clunk(f + 1)
+        p9.clunk(f)
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+def test_clunking_an_open_file_closes_its_host_descriptor(p9):
+    p9.walk(0, 1, "hello.txt")
+    p9.lopen(1)
+    p9.clunk(1)
+    before = _open_fds()
+    for _ in range(20):
+        p9.walk(0, 1, "hello.txt")
+        p9.lopen(1)
+        assert p9.read(1) == b"hello, 9p\n"
+        p9.clunk(1)
+    assert _open_fds() == before
