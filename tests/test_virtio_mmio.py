@@ -26,6 +26,8 @@ from .virtio_driver import (
     DEVICE_FEATURES,
     DEVICE_FEATURES_SEL,
     DRIVER,
+    DRIVER_FEATURES,
+    DRIVER_FEATURES_SEL,
     DRIVER_OK,
     F_EVENT_IDX,
     F_INDIRECT_DESC,
@@ -716,3 +718,25 @@ def test_device_tree_has_a_node_per_slot(guest):
         assert cells(props(fdt, "/")["interrupt-parent"]) == [gic]
         with pytest.raises(libfdt.FdtException):
             fdt.path_offset(f"/virtio_mmio@{slot_base(2):x}")
+
+
+def test_without_event_idx_the_avail_event_field_is_left_alone(dev):
+    # avail_event (after the used ring) belongs to the device only with VIRTIO_F_EVENT_IDX
+    q0, _ = dev.init(queues=2, features=~F_EVENT_IDX)
+    dev.m.write_memory(q0.used + 4 + 8 * q0.size, struct.pack("<H", 0xBEEF))
+    head = q0.add([b"ab"], [2])
+    q0.notify()
+    assert q0.get_used() == [(head, 2)]
+    q0.notify()  # nothing pending
+    assert q0.avail_event() == 0xBEEF
+
+
+def test_features_written_after_a_reset_start_from_none(dev):
+    # a driver that writes only the high word after a reset accepts nothing in the low one
+    dev.init(queues=2)
+    dev.reset()
+    dev.add_status(ACKNOWLEDGE | DRIVER)
+    dev.write(DRIVER_FEATURES_SEL, 1)
+    dev.write(DRIVER_FEATURES, F_VERSION_1 >> 32)  # VERSION_1 only
+    dev.add_status(FEATURES_OK)
+    assert dev.status() & FEATURES_OK
