@@ -481,8 +481,10 @@ def test_device_reset_clears_queues_and_interrupt(dev):
 
 
 def expect_broken(dev: VirtioMMIO, q, before: int) -> None:
+    chains = dev.config_read(CFG_CHAINS)
     q.notify()
     assert dev.needs_reset()
+    assert dev.config_read(CFG_CHAINS) == chains  # the refused chain never reached the device
     assert guest_errors(dev.m) >= before + 1
     assert q.get_used() == []
     assert check_line(dev) & INT_CONFIG  # §2.1.2: a config change notification tells the driver
@@ -740,3 +742,19 @@ def test_features_written_after_a_reset_start_from_none(dev):
     dev.write(DRIVER_FEATURES, F_VERSION_1 >> 32)  # VERSION_1 only
     dev.add_status(FEATURES_OK)
     assert dev.status() & FEATURES_OK
+
+
+def test_a_feature_word_beyond_the_second_may_be_written_0(dev):
+    # Linux writes 0 to words it has no features in: no complaint; a bit there is a guest error
+    dev.write(DRIVER_FEATURES_SEL, 2)
+    dev.write(DRIVER_FEATURES, 0)
+    assert guest_errors(dev.m) == 0
+    dev.write(DRIVER_FEATURES, 1)
+    assert guest_errors(dev.m) == 1
+
+
+def test_a_device_added_after_the_vm_is_prepared_is_refused(guest, tmp_path):
+    with vmmpy.Machine(guest("idle")) as m:
+        m.boot_info()
+        with pytest.raises(vmmpy.StateError, match="virtio-9p: devices must be added before the VM is prepared"):
+            m.add_share(tmp_path, "late")
