@@ -125,7 +125,7 @@ def test_gzip_image(tmp_path):
 
 
 def test_image_errors(tmp_path):
-    with pytest.raises(vmmpy.DoesNotFit, match="needs 64 MiB"):
+    with pytest.raises(vmmpy.DoesNotFit, match="needs 64 MiB at offset 0x0 but guest RAM is 32 MiB"):
         vmmpy.Machine(write(tmp_path, "big", make_image(b"", image_size=64 * MIB)), ram="32M")
     with pytest.raises(vmmpy.ArchError, match="big-endian"):
         vmmpy.Machine(write(tmp_path, "be", make_image(b"", flags=1)))
@@ -204,3 +204,232 @@ def test_debian_style_image_copy(tmp_path):
     shutil.copy(p, tmp_path / "copy")
     with vmmpy.Machine(str(tmp_path / "copy"), ram="64M") as m:
         assert m.boot_info().kernel_end == RAM_BASE + 8 * MIB
+
+
+def test_elf_format_forced_on_a_non_elf(tmp_path):
+    with pytest.raises(vmmpy.FormatError, match=r"k\.bin: not an ELF file$"):
+        vmmpy.Machine(write(tmp_path, "k.bin", b"hello world, not a kernel" * 10), kernel_format="elf")
+
+
+def test_elf_without_loadable_segments(tmp_path):
+    import struct
+
+    elf = bytearray(make_elf([(RAM_BASE, code(B_SELF), 4)], RAM_BASE))
+    struct.pack_into("<I", elf, 64, 4)  # p_type PT_NOTE
+    with pytest.raises(vmmpy.FormatError, match="no loadable segments"):
+        vmmpy.Machine(write(tmp_path, "k.elf", bytes(elf)))
+
+
+def test_elf_empty_segment_is_skipped(tmp_path):
+    # a PT_LOAD with p_memsz 0 (and a p_paddr outside RAM) is neither checked, loaded nor counted in the extent
+    text = code(B_SELF)
+    elf = make_elf([(0x1000, b"", 0), (RAM_BASE + 0x2000, text, 0x100)], RAM_BASE + 0x2000)
+    with vmmpy.Machine(write(tmp_path, "k.elf", elf)) as m:
+        bi = m.boot_info()
+        assert (bi.kernel_start, bi.kernel_end, bi.entry) == (RAM_BASE + 0x2000, RAM_BASE + 0x2100, RAM_BASE + 0x2000)
+
+
+def test_elf_load_is_logged(tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG, logger="vmmpy")
+    elf = make_elf([(RAM_BASE + 0x1000, code(B_SELF), 0x300)], RAM_BASE + 0x1000)
+    with vmmpy.Machine(write(tmp_path, "k.elf", elf), log_level=logging.DEBUG):
+        pass
+    assert "k.elf: ELF 0x40001000-0x40001300 entry 0x40001000" in caplog.text
+
+
+def test_large_gzip_image(tmp_path):
+    # a compressed file of more than 4 MiB (the decompression buffer starts at 4x the file's size)
+    import random
+
+    body = random.Random(1).randbytes(5 * MIB)
+    img = make_image(body)
+    gz = gzip.compress(img, 1)
+    assert len(gz) > 4 * MIB
+    with vmmpy.Machine(write(tmp_path, "Image.gz", gz), ram="32M") as m:
+        assert m.boot_info().kernel_end == RAM_BASE + len(img)
+        assert m.read_memory(RAM_BASE, len(img)) == img
+
+
+def _vm_size() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc/self/status")
+def test_gzip_decompression_buffer_is_freed(tmp_path):
+    # 64 MiB decompressed: the buffer grows to 128 MiB; five loads must not keep 640 MiB mapped
+    p = write(tmp_path, "Image.gz", gzip.compress(make_image(b"\0" * (64 * MIB)), 1))
+    with vmmpy.Machine(p, ram="128M"):
+        pass
+    before = _vm_size()
+    for _ in range(5):
+        with vmmpy.Machine(p, ram="128M"):
+            pass
+    assert _vm_size() - before < 256 * MIB
+
+
+def test_bss_and_image_reserve_are_zeroed_over_old_contents(tmp_path):
+    # what RAM held before the load (here written through the API) does not show through a segment's bss
+    text = code(B_SELF)
+    elf = make_elf([(RAM_BASE + 0x1000, text, 0x1000)], RAM_BASE + 0x1000)
+    with vmmpy.Machine(virtio_test_devices=1) as m:
+        m.write_memory(RAM_BASE + 0x1000, b"\xaa" * 0x1000)
+        m.load_kernel(write(tmp_path, "k.elf", elf))
+        assert m.read_memory(RAM_BASE + 0x1000, 0x1000) == text + bytes(0x1000 - len(text))
+
+
+def test_raw_binary_extent(tmp_path):
+    blob = code(B_SELF, B_SELF, B_SELF)
+    with vmmpy.Machine(write(tmp_path, "raw.bin", blob), kernel_format="raw", load_addr=RAM_BASE + 0x1000) as m:
+        bi = m.boot_info()
+        assert (bi.kernel_start, bi.kernel_end, bi.entry) == (RAM_BASE + 0x1000, RAM_BASE + 0x100C, RAM_BASE + 0x1000)
+
+
+def test_two_byte_gzip_magic_is_a_truncated_gzip(tmp_path):
+    with pytest.raises(vmmpy.FormatError, match="truncated gzip data"):
+        vmmpy.Machine(write(tmp_path, "k.gz", b"\x1f\x8b"))
+
+
+def test_kernel_opened_as_descriptor_0(tmp_path):
+    # a process started with stdin closed: the kernel's file gets descriptor 0, which is a valid one
+    import os
+    import subprocess
+    import sys
+
+    elf = write(tmp_path, "k.elf", make_elf([(RAM_BASE + 0x1000, code(B_SELF), 4)], RAM_BASE + 0x1000))
+    prog = f"import os, vmmpy; os.close(0); m = vmmpy.Machine({elf!r}); print(hex(m.boot_info().entry))"
+    p = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True, timeout=120, env=os.environ)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == hex(RAM_BASE + 0x1000)
+
+
+def test_elf_program_header_shape_is_checked(tmp_path):
+    import struct
+
+    for field, value in ((56, 0), (54, 32)):  # e_phnum 0; e_phentsize 32
+        elf = bytearray(make_elf([(RAM_BASE, code(B_SELF), 4)], RAM_BASE))
+        struct.pack_into("<H", elf, field, value)
+        with pytest.raises(vmmpy.FormatError, match="no usable program headers"):
+            vmmpy.Machine(write(tmp_path, "k.elf", bytes(elf)))
+
+
+def test_elf_segment_data_beyond_the_file(tmp_path):
+    import struct
+
+    elf = make_elf([(RAM_BASE, code(B_SELF) * 4, 16)], RAM_BASE)
+    with pytest.raises(vmmpy.FormatError, match="segment 0 lies beyond the end of the file"):
+        vmmpy.Machine(write(tmp_path, "cut.elf", elf[:-4]))  # p_filesz runs 4 bytes past the end
+    far = bytearray(elf)
+    struct.pack_into("<Q", far, 64 + 8, 1 << 40)  # p_offset far beyond the file
+    with pytest.raises(vmmpy.FormatError, match="segment 0 lies beyond the end of the file"):
+        vmmpy.Machine(write(tmp_path, "far.elf", bytes(far)))
+
+
+def test_elf_entry_is_translated_through_the_segment_that_holds_it(tmp_path):
+    import struct
+
+    # virtual 0x1000 -> RAM_BASE, virtual 0x3000 -> RAM_BASE + 0x10000; the entry 0x3000 is in the second
+    text = code(B_SELF)
+    elf = bytearray(make_elf([(RAM_BASE, text, 0x1000), (RAM_BASE + 0x10000, text, 0x1000)], 0x3000))
+    struct.pack_into("<Q", elf, 64 + 16, 0x1000)
+    struct.pack_into("<Q", elf, 64 + 56 + 16, 0x3000)
+    with vmmpy.Machine(write(tmp_path, "k.elf", bytes(elf))) as m:
+        assert m.boot_info().entry == RAM_BASE + 0x10000
+
+
+def test_elf_entry_below_a_wrapping_segment_is_not_in_it(tmp_path):
+    import struct
+
+    # a segment at virtual 0xffff_ffff_ffff_f000 (+0x2000 wraps past 2**64): the entry 0x800 is below it,
+    # not 0x1800 bytes into it, so it stays untranslated and outside RAM
+    elf = bytearray(make_elf([(RAM_BASE, code(B_SELF), 0x2000)], 0x800))
+    struct.pack_into("<Q", elf, 64 + 16, 0xFFFF_FFFF_FFFF_F000)
+    with pytest.raises(vmmpy.DoesNotFit, match="entry point 0x800 is not in guest RAM"):
+        vmmpy.Machine(write(tmp_path, "k.elf", bytes(elf)))
+
+
+def test_image_format_forced_on_a_non_image(tmp_path):
+    with pytest.raises(vmmpy.FormatError, match=r'k\.bin: not an arm64 Image \(no "ARM\\x64" magic at 0x38\)$'):
+        vmmpy.Machine(write(tmp_path, "k.bin", b"\0" * 4096), kernel_format="image")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc/self/status")
+def test_gzip_decompression_buffer_grows_and_running_out_of_memory_is_an_error(tmp_path):
+    # in a child whose address space leaves room for 16 + 32 MiB of decompression buffer but not for 64:
+    # a small kernel loads (the buffer starts small, not at the size of RAM); a 60 MiB one fails cleanly
+    import os
+    import subprocess
+    import sys
+
+    small = write(tmp_path, "small.gz", gzip.compress(make_image(b"\1" * MIB), 1))
+    big = write(tmp_path, "big.gz", gzip.compress(make_image(b"\0" * (60 * MIB)), 1))
+    prog = f"""
+import resource, vmmpy
+def vm_size():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmSize:"):
+            return int(line.split()[1]) * 1024
+a, b = vmmpy.Machine(ram="64M"), vmmpy.Machine(ram="64M")
+resource.setrlimit(resource.RLIMIT_AS, (vm_size() + 56 * 2**20, resource.getrlimit(resource.RLIMIT_AS)[1]))
+a.load_kernel({small!r})
+print("small loaded")
+try:
+    b.load_kernel({big!r})
+except vmmpy.VmmError as e:
+    print(type(e).__name__, e)
+"""
+    env = dict(os.environ, VMMPY_TEST_AS_HEADROOM_GIB="0")
+    r = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["small loaded", f"OutOfMemory {big}: out of memory decompressing"], r.stdout
+
+
+def test_gzip_larger_than_a_ram_that_is_not_a_power_of_2(tmp_path):
+    # 24 MiB of RAM: the buffer grows 16 MiB -> RAM + 1, and 30 MiB of output overflows it
+    img = make_image(b"\0" * (30 * MIB))
+    with pytest.raises(vmmpy.DoesNotFit, match=r"decompressed kernel is larger than guest RAM \(24 MiB\)"):
+        vmmpy.Machine(write(tmp_path, "big.gz", gzip.compress(img, 1)), ram="24M")
+
+
+def test_elf_file_larger_than_ram_loads(tmp_path):
+    # debug sections may make an ELF larger than guest RAM: only its PT_LOAD segments must fit
+    elf = make_elf([(RAM_BASE, code(B_SELF), 4)], RAM_BASE) + bytes(6 * MIB)
+    with vmmpy.Machine(write(tmp_path, "vmlinux", elf), ram="4M") as m:
+        assert m.boot_info().entry == RAM_BASE
+    with pytest.raises(vmmpy.DoesNotFit, match=rf"kernel \({len(elf)} bytes\) is larger than guest RAM \(4 MiB\)"):
+        vmmpy.Machine(write(tmp_path, "Image", b"\0" * len(elf)), ram="4M")
+
+
+SYSFS_FILE = "/sys/devices/system/cpu/online"  # st_size 4096, a few bytes to read
+
+
+@pytest.mark.skipif(not Path(SYSFS_FILE).is_file(), reason=f"needs {SYSFS_FILE}")
+def test_file_shorter_than_its_size_is_a_read_error():
+    assert Path(SYSFS_FILE).stat().st_size > len(Path(SYSFS_FILE).read_bytes())
+    with pytest.raises(vmmpy.VmmError, match=f"{SYSFS_FILE}: reading kernel: Input/output error"):
+        vmmpy.Machine(SYSFS_FILE)
+
+
+def test_load_kernel_mem_checks_its_arguments():
+    from vmmpy._ffi import ffi, lib
+
+    cfg = ffi.new("struct vmm_config *", {"size": ffi.sizeof("struct vmm_config"), "backend": ffi.NULL})
+    out = ffi.new("vmm_vm **")
+    err = ffi.new("char[256]")
+    assert lib.vmm_create(cfg, out, err, 256) == 0, ffi.string(err)
+    vm = out[0]
+    try:
+        assert lib.vmm_load_kernel_mem(ffi.NULL, b"x", 1, ffi.NULL, ffi.NULL) == lib.VMM_EINVAL
+        assert lib.vmm_load_kernel_mem(vm, ffi.NULL, 16, ffi.NULL, ffi.NULL) == lib.VMM_EINVAL  # no bytes, a length
+        opts = ffi.new("struct vmm_kernel_opts *", {"size": 4, "format": lib.VMM_KERNEL_RAW})
+        assert lib.vmm_load_kernel_mem(vm, b"abcd", 4, ffi.NULL, opts) == lib.VMM_EINVAL
+        assert ffi.string(lib.vmm_last_error(vm)).decode() == "struct vmm_kernel_opts: bad size 4"
+        assert lib.vmm_load_kernel_mem(vm, ffi.NULL, 0, ffi.NULL, ffi.NULL) == lib.VMM_EFORMAT  # nothing: empty
+        assert ffi.string(lib.vmm_last_error(vm)).decode() == "kernel: empty file"
+    finally:
+        lib.vmm_destroy(vm)

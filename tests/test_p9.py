@@ -692,7 +692,8 @@ def test_no_setuid_or_setgid_bits_and_no_ownership_changes(p9, tree):
 
 FD_SCRIPT = r"""
 import errno, resource, sys
-resource.setrlimit(resource.RLIMIT_NOFILE, (400, 400))
+limit = int(sys.argv[4])
+resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
 sys.path.insert(0, sys.argv[1])
 import vmmpy
 from tests.test_p9 import P9, P9Error
@@ -722,7 +723,7 @@ def test_a_guest_cannot_exhaust_the_vmms_file_descriptors(tree, guest):
     share, _ = tree
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     p = subprocess.run(
-        [sys.executable, "-c", FD_SCRIPT, root, str(share), guest("hello")],
+        [sys.executable, "-c", FD_SCRIPT, root, str(share), guest("hello"), "400"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -733,3 +734,66 @@ def test_a_guest_cannot_exhaust_the_vmms_file_descriptors(tree, guest):
     assert err == str(errno.ENFILE), p.stdout
     # a limit of 400 leaves too little for a reserve of 256: 9p gets a quarter of it, 3 fds an open fid
     assert 10 <= int(got) <= 400 // 4 // 3
+
+
+def test_clunk_unlinks_a_fid_deep_in_its_hash_chain(p9):
+    # fids 1, 1025 and 2049 share a bucket of the fid table (1024 buckets); the newest is first in it.
+    # Clunking the oldest (third in the chain) must leave the other two reachable.
+    for f in (1, 1025, 2049):
+        p9.walk(0, f, "sub")
+    p9.clunk(1)
+    assert p9.err(TCLUNK, struct.pack("<I", 1)) == errno.EBADF
+    for f in (1025, 2049):
+        assert len(p9.walk(f, f + 1, "inner.txt")) == 1
+        p9.clunk(f + 1)
+        p9.clunk(f)
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+def test_clunking_an_open_file_closes_its_host_descriptor(p9):
+    p9.walk(0, 1, "hello.txt")
+    p9.lopen(1)
+    p9.clunk(1)
+    before = _open_fds()
+    for _ in range(20):
+        p9.walk(0, 1, "hello.txt")
+        p9.lopen(1)
+        assert p9.read(1) == b"hello, 9p\n"
+        p9.clunk(1)
+    assert _open_fds() == before
+
+
+def test_the_descriptor_budget_is_half_of_what_the_reserve_leaves(tree, guest):
+    # RLIMIT_NOFILE 1024: 9p may use (1024 - 256) / 2 = 384 fds; the root fid costs 2, an open fid 3
+    share, _ = tree
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    p = subprocess.run(
+        [sys.executable, "-c", FD_SCRIPT, root, str(share), guest("hello"), "1024"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=root,
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.split() == [str((384 - 2) // 3), str(errno.ENFILE)]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+def test_a_new_session_closes_every_fid(p9):
+    # Tversion drops every fid, whatever slot of the table it is in: their host descriptors close
+    p9.version()
+    before = _open_fds()
+    p9.attach(0)
+    for fid, path in ((1, "hello.txt"), (2, "sub")):
+        p9.walk(0, fid, path)
+        p9.lopen(fid)
+    p9.version()
+    assert _open_fds() == before
+    p9.attach(0)  # and the table has all its slots again
+    p9.walk(0, 1, "hello.txt")
+    p9.lopen(1)
+    assert p9.read(1) == b"hello, 9p\n"

@@ -265,3 +265,23 @@ def test_unclaimed_device_window_reads_zero_and_logs(m, caplog):
     assert m.mmio_read(0x0C00_0000) == 0
     m.mmio_write(0x0C00_0000, 5)
     assert "unclaimed address 0xc000000" in caplog.text
+
+
+def test_receive_status_register_reads_zero_without_a_guest_error(m):
+    assert m.mmio_read(UART + RSR) == 0
+    m.mmio_write(UART + RSR, 0xF)  # UARTECR: clears the (never set) errors
+    assert m.stats()["guest_errors"] == 0
+
+
+def test_registers_survive_a_snapshot(guest, tmp_path):
+    regs = {ILPR: 0x5A, IBRD: 0x1234, FBRD: 0x2A, LCR_H: 0x70, CR: 0x301, IFLS: 0x09, IMSC: RXIS | RTIS, DMACR: 5}
+    snap = tmp_path / "u.snap"
+    with vmmpy.Machine(guest("idle")) as mach:
+        mach.boot_info()
+        for reg, val in regs.items():
+            mach.mmio_write(UART + reg, val)
+        mach.mmio_write(UART + ICR, TXIS)  # TX acknowledged: the latched bit is part of the state
+        mach.snapshot(snap)
+    with vmmpy.Machine.restore(snap) as r:
+        assert {reg: r.mmio_read(UART + reg) for reg in regs} == regs
+        assert r.mmio_read(UART + RIS) == 0

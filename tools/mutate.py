@@ -206,15 +206,18 @@ def change_of(src_lines: list[str], mutant: str) -> tuple[int, str, str]:
     return 0, "", " / ".join(diff[2:4])
 
 
-def load_equivalent() -> set[tuple[str, str, str]]:
-    """tools/mutation_equivalent.txt: `file | original line | mutated line | why` per reviewed mutant."""
+def load_equivalent() -> set[tuple[str, int, str, str]]:
+    """tools/mutation_equivalent.txt: `file | original line | mutated line | why` per reviewed mutant, or
+    `file:N | ...` for the mutant of line N only (when the same text occurs on lines where the change is
+    not equivalent). Line 0 in the set stands for "any line"."""
     out = set()
     if os.path.exists(EQUIVALENT):
         for line in read_text(EQUIVALENT).splitlines():
             if line.strip() and not line.startswith("#"):
                 parts = [p.strip() for p in line.split(" | ")]
                 if len(parts) >= 3:
-                    out.add((parts[0], parts[1], parts[2]))
+                    name, _, num = parts[0].partition(":")
+                    out.add((name, int(num) if num else 0, parts[1], parts[2]))
     return out
 
 
@@ -262,7 +265,7 @@ def mutate_file(rel: str, tests: list[str], a, equivalent, share: float, log) ->
             status = "stillborn"
         elif read_bytes(obj) == base_bytes:
             status = "equivalent"  # the compiler produced the original's code
-        elif (rel, before, after) in equivalent:
+        elif (rel, 0, before, after) in equivalent or (rel, line, before, after) in equivalent:
             status = "equivalent"
         else:
             link({obj_name(src): obj})

@@ -2,6 +2,13 @@
 the tests (pytest arguments, run from the repository's root) that should notice any change to it. Keep each
 selection to seconds: a mutant costs one run of it. A file's selection must pass on the unmutated build."""
 
+# the virtio core's, the queues' and the transport's snapshot save/load (a second)
+VIRTIO_SNAP = [
+    "tests/test_snapshot_devices.py::test_core_and_transport_state_survive_and_queues_continue",
+    "tests/test_snapshot_devices.py::test_corrupted_device_sections_fail_cleanly",
+    "tests/test_snapshot_devices.py::test_a_bad_queue_size_is_refused_naming_the_device",
+]
+
 GIC = ["tests/test_gic.py", "tests/test_irq_guests.py", "-k", "not smp8 and not soft-threaded"]
 
 TARGETS: dict[str, list[str]] = {
@@ -21,10 +28,9 @@ TARGETS: dict[str, list[str]] = {
     "csrc/arm/psci.c": ["tests/test_guests.py", "tests/test_irq_guests.py", "-k", "psci or smp and not smp8"],
     "csrc/core/run.c": ["tests/test_run.py", "tests/test_deterministic.py", "tests/test_timer.py"],
     # virtio: the split virtqueues, the device core and the MMIO transport
-    # (the device snapshot tests: virtio.c, virtq.c and virtio_mmio.c also load what a snapshot holds)
-    "csrc/dev/virtq.c": ["tests/test_virtio_mmio.py", "tests/test_virtio_blk.py", "tests/test_snapshot_devices.py"],
-    "csrc/dev/virtio.c": ["tests/test_virtio_mmio.py", "tests/test_virtio_rng.py", "tests/test_snapshot_devices.py"],
-    "csrc/dev/virtio_mmio.c": ["tests/test_virtio_mmio.py", "tests/test_snapshot_devices.py"],
+    "csrc/dev/virtq.c": ["tests/test_virtio_mmio.py", "tests/test_virtio_blk.py", *VIRTIO_SNAP],
+    "csrc/dev/virtio.c": ["tests/test_virtio_mmio.py", "tests/test_virtio_rng.py", *VIRTIO_SNAP],
+    "csrc/dev/virtio_mmio.c": ["tests/test_virtio_mmio.py", *VIRTIO_SNAP],
     # 9p: path confinement and fids
     "csrc/dev/p9_fid.c": ["tests/test_p9.py"],
     # the loaders
