@@ -151,6 +151,14 @@ def test_implementer_and_architecture_revision(m):
         assert [m.mmio_read(base + CIDR0 + 4 * i) for i in range(4)] == [0x0D, 0xF0, 0x05, 0xB1]
 
 
+@pytest.mark.parametrize(("base", "pidr0"), [(GICD, 0x92), (GICR, 0x93)], ids=["gicd", "gicr"])
+def test_every_identification_register(m, base, pidr0):
+    """PIDR4..7, PIDR0..3, CIDR0..3 at 0xFFD0..0xFFFC (§12.1.4): only PIDR0 tells the frames apart."""
+    want = [0x44, 0, 0, 0, pidr0, 0xB4, 0x3B, 0, 0x0D, 0xF0, 0x05, 0xB1]
+    assert [m.mmio_read(base + 0xFFD0 + 4 * i) for i in range(12)] == want
+    assert guest_errors(m) == 0
+
+
 def test_gicd_typer2_reads_zero_without_a_guest_error(m):
     assert m.mmio_read(GICD + GICD_TYPER2) == 0
     assert guest_errors(m) == 0
@@ -374,9 +382,16 @@ def test_spi_routed_to_cpu1_asserts_only_cpu1s_line(machine):
     assert m.sysreg_read("ICC_IAR1_EL1", cpu=1) == 40
 
 
-def test_spi_routed_to_an_absent_cpu_reaches_nobody(machine):
+@pytest.mark.parametrize(
+    "route",
+    [5, 1 << 8, 1 << 16, 1 << 32, 1 << 32 | 1],
+    ids=["aff0=5", "aff1=1", "aff2=1", "aff3=1", "aff3=1.aff0=1"],
+)
+def test_spi_routed_to_an_absent_cpu_reaches_nobody(machine, route):
+    """The vCPUs are 0.0.0.0 and 0.0.0.1: a nonzero Aff1, Aff2 or Aff3 (IROUTER bits 8-23, 32-39) matches neither."""
     m = machine(2)
-    configure(m, 40, route=5)  # Aff0 = 5: no such vCPU
+    configure(m, 40, route=route)
+    assert m.mmio_read(GICD + GICD_IROUTER + 8 * 40, size=8) == route
     unmask(m, 0)
     unmask(m, 1)
     m.irq_set(40, 1)
