@@ -196,11 +196,11 @@ def test_a_sooner_deadline_kicks_a_spinning_vcpu_on_vcpu_threads(raw_guest):
     deadline) must be kicked at the new deadline (timer_changed wakes the clock thread for any new deadline,
     an earlier one too). Its IRQ handler powers off."""
     body = code(
-        ADR_X0_VECTORS, MSR_VBAR_X0,
+        ADR_X0_VECTORS, MSR_VBAR_X0, MSR_DAIFCLR_I,
         MRS_X1_CNTVCT, MOVZ_X2_1_LSL32, ADD_X0_X1_X2, MSR_CNTV_CVAL_X0, MOVZ_X0_1, MSR_CNTV_CTL_X0,
         MOVZ_X4_1M, SUBS_X4_1, BNE_BACK1,  # let the clock thread settle on the far deadline
         MRS_X1_CNTVCT, ADD_X0_X1_16MS, MSR_CNTV_CVAL_X0,
-        MSR_DAIFCLR_I, ADD_X3_1, b_back(1),
+        ADD_X3_1, b_back(1),
     )  # fmt: skip
     blob = body.ljust(0x800 + 0x280, b"\0") + code(*SYSTEM_OFF, B_SELF)  # IRQ, current EL with SP_ELx
     with vmmpy.Machine(raw_guest(blob), kernel_format="raw", backend="soft-threaded") as m:
