@@ -12,7 +12,18 @@ import pytest
 import vmmpy
 from vmmpy import RunReason
 
-from .conftest import B_SELF, PRINT_X, RAM_BASE, SYSTEM_OFF, SYSTEM_RESET, WFI, b_back, code
+from .conftest import (
+    B_SELF,
+    PRINT_X,
+    RAM_BASE,
+    SYSTEM_OFF,
+    SYSTEM_RESET,
+    WFI,
+    b_back,
+    code,
+    enable_ppi,
+    timer_irq_spinner,
+)
 
 
 def raw_machine(raw_guest, *insns, **kw) -> vmmpy.Machine:
@@ -143,3 +154,39 @@ def test_the_address_space_cap_turns_a_huge_allocation_into_an_error():
         pytest.skip("no address-space cap in this run")
     with pytest.raises((OSError, MemoryError)):
         mmap.mmap(-1, AS_HEADROOM + (4 << 30))
+
+
+def test_a_run_without_timeout_still_kicks_a_spinning_vcpu_at_its_timer_deadline(raw_guest):
+    """Real time, no timeout: the clock thread still runs, for the timers (a vCPU that executes, not in
+    WFI, only sees its deadline pass when kicked). Bounded from Python: wait() stops the run after 10 s."""
+    with vmmpy.Machine(raw_guest(timer_irq_spinner()), kernel_format="raw") as m:
+        enable_ppi(m, 27)  # the virtual timer's PPI
+        m.start(timeout=None)
+        res = m.wait(10)
+        assert res.reason == RunReason.POWEROFF, res
+
+
+def test_the_run_result_counts_the_instructions_retired(raw_guest):
+    """vmm_run_result.insns (C API; the soft backend counts per translation block): the 6 instructions of
+    PRINT_X + SYSTEM_OFF, the same as vmm_get_stats()."""
+    from vmmpy._vmm import ffi, lib
+
+    cfg = ffi.new("struct vmm_config *", {"size": ffi.sizeof("struct vmm_config"), "backend": ffi.NULL})
+    out = ffi.new("vmm_vm **")
+    err = ffi.new("char[256]")
+    assert lib.vmm_create(cfg, out, err, 256) == 0, ffi.string(err)
+    vm = out[0]
+    try:
+        raw = code(*PRINT_X, *SYSTEM_OFF)
+        opts = ffi.new(
+            "struct vmm_kernel_opts *",
+            {"size": ffi.sizeof("struct vmm_kernel_opts"), "format": lib.VMM_KERNEL_RAW, "load_addr": RAM_BASE},
+        )
+        assert lib.vmm_load_kernel_mem(vm, raw, len(raw), b"raw", opts) == 0
+        res = ffi.new("struct vmm_run_result *", {"size": ffi.sizeof("struct vmm_run_result")})
+        assert lib.vmm_run(vm, 30 * 10**9, res) == 0 and res.reason == lib.VMM_RUN_POWEROFF
+        st = ffi.new("struct vmm_stats *", {"size": ffi.sizeof("struct vmm_stats")})
+        assert lib.vmm_get_stats(vm, st) == 0
+        assert res.insns == len(raw) // 4 == st.insns
+    finally:
+        lib.vmm_destroy(vm)

@@ -12,7 +12,7 @@ import time
 import pytest
 
 import vmmpy
-from tests.conftest import B_SELF, WFI, b_back, code
+from tests.conftest import WFI, b_back, code, enable_ppi, timer_irq_spinner
 from vmmpy import RunReason
 
 NS_PER_TICK = 16  # 62.5 MHz
@@ -26,17 +26,6 @@ def vm():
     m = vmmpy.Machine(deterministic=True, cpus=2)
     yield m
     m.close()
-
-
-def enable_ppi(m: vmmpy.Machine, intid: int, cpu: int = 0) -> None:
-    """Route PPI `intid` of `cpu` to its IRQ line: distributor, redistributor, CPU interface."""
-    sgi = GICR + cpu * 0x20000 + 0x10000
-    m.mmio_write(GICD, 0x12)  # ARE | EnableGrp1
-    m.mmio_write(GICR + cpu * 0x20000 + 0x14, 0)  # GICR_WAKER: awake
-    m.mmio_write(sgi + 0x80, m.mmio_read(sgi + 0x80) | 1 << intid)  # IGROUPR0: group 1
-    m.mmio_write(sgi + 0x100, 1 << intid)  # ISENABLER0
-    m.sysreg_write("ICC_PMR_EL1", 0xFF, cpu=cpu)
-    m.sysreg_write("ICC_IGRPEN1_EL1", 1, cpu=cpu)
 
 
 def test_frequency_is_62_5_mhz(vm):
@@ -176,33 +165,12 @@ def test_deterministic_timer_interrupts_at_its_deadline(guest):
         assert all(int(hi) <= 80 and early == "0" for _, hi, early in got), (name, got)
 
 
-MRS_X1_CNTVCT = 0xD53BE041  # mrs x1, cntvct_el0
-ADR_X0_VECTORS = 0x10004000  # adr x0, .+0x800
-MSR_VBAR_X0 = 0xD518C000  # msr vbar_el1, x0
-MOVZ_X2_1_LSL32 = 0xD2C00022  # movz x2, #1, lsl #32  (2^32 ticks: 69 s)
-ADD_X0_X1_X2 = 0x8B020020  # add x0, x1, x2
-MOVZ_X4_1M = 0xD2A00204  # movz x4, #0x10, lsl #16
-SUBS_X4_1 = 0xF1000484  # subs x4, x4, #1
-BNE_BACK1 = 0x54FFFFE1  # b.ne .-4
-ADD_X0_X1_16MS = 0x91440020  # add x0, x1, #0x100, lsl #12  (2^20 ticks: 16.8 ms)
-MSR_DAIFCLR_I = 0xD50342FF  # msr daifclr, #2
-ADD_X3_1 = 0x91000463  # add x3, x3, #1
-SYSTEM_OFF = (0x52800100, 0x72B08000, 0xD4000002)  # mov w0, #0x84000008; hvc #0
-
-
 def test_a_sooner_deadline_kicks_a_spinning_vcpu_on_vcpu_threads(raw_guest):
     """vCPU threads (soft-threaded): the clock thread sleeps until the deadline it knows; a guest that arms
     its timer 69 s ahead, then re-arms it 17 ms ahead and spins (no WFI: its own thread does not wait on the
     deadline) must be kicked at the new deadline (timer_changed wakes the clock thread for any new deadline,
     an earlier one too). Its IRQ handler powers off."""
-    body = code(
-        ADR_X0_VECTORS, MSR_VBAR_X0, MSR_DAIFCLR_I,
-        MRS_X1_CNTVCT, MOVZ_X2_1_LSL32, ADD_X0_X1_X2, MSR_CNTV_CVAL_X0, MOVZ_X0_1, MSR_CNTV_CTL_X0,
-        MOVZ_X4_1M, SUBS_X4_1, BNE_BACK1,  # let the clock thread settle on the far deadline
-        MRS_X1_CNTVCT, ADD_X0_X1_16MS, MSR_CNTV_CVAL_X0,
-        ADD_X3_1, b_back(1),
-    )  # fmt: skip
-    blob = body.ljust(0x800 + 0x280, b"\0") + code(*SYSTEM_OFF, B_SELF)  # IRQ, current EL with SP_ELx
+    blob = timer_irq_spinner()
     with vmmpy.Machine(raw_guest(blob), kernel_format="raw", backend="soft-threaded") as m:
         enable_ppi(m, PPI_VIRT)
         res = m.run(timeout=10)  # the mutant that skips the wake-up times out here (the clock waits 69 s)
