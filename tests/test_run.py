@@ -190,3 +190,23 @@ def test_the_run_result_counts_the_instructions_retired(raw_guest):
         assert res.insns == len(raw) // 4 == st.insns
     finally:
         lib.vmm_destroy(vm)
+
+
+def test_real_time_smp_slices_share_one_thread_between_busy_vcpus(raw_guest):
+    """Real time, 2 vCPUs on one thread (soft): CPU 0 starts CPU 1 (PSCI CPU_ON) and busy-waits, counting, for
+    a flag CPU 1 sets; no timer runs. Only the round-robin slice (SLICE_INSNS) hands the thread to CPU 1."""
+    blob = code(
+        0x52800060, 0x72B88000,  # mov w0, #0xc4000003 (CPU_ON, SMC64)
+        0xD2800021,  # mov x1, #1 (target MPIDR)
+        0x10000142,  # adr x2, cpu1 (entry)
+        0xD2800003,  # mov x3, #0 (context)
+        0xD4000002,  # hvc #0
+        0x10000186,  # adr x6, flag
+        0x910004E7, 0xB94000C5, 0x34FFFFC5,  # 1: add x7, x7, #1; ldr w5, [x6]; cbz w5, 1b
+        *SYSTEM_OFF,
+        0x100000A6, 0x52800025, 0xB90000C5, WFI, b_back(1),  # cpu1: adr x6, flag; str #1 to it; wfi loop
+        0,  # flag
+    )  # fmt: skip
+    with vmmpy.Machine(raw_guest(blob), kernel_format="raw", cpus=2) as m:
+        res = m.run(timeout=10)
+        assert res.reason == RunReason.POWEROFF, res
