@@ -122,14 +122,15 @@ def test_bench_guest_reports_every_measurement(machine, guest, backend):
     assert m.stats()["hvc_exits"] >= 3 * 100000
 
 
-def test_psci_affinity_info_64_reads_the_target_from_x1(raw_guest, backend):
-    """AFFINITY_INFO (SMC64, DEN0022 §5.7): x1 = target affinity, x2 = lowest affinity level 0. On a 2-CPU
+@pytest.mark.parametrize("movk_w0", [0x72B08000, 0x72B88000], ids=["smc32", "smc64"])  # 0x8400 / 0xc400 << 16
+def test_psci_affinity_info_reads_the_target_from_x1(raw_guest, backend, movk_w0):
+    """AFFINITY_INFO (SMC32 and SMC64, DEN0022 §5.7): x1 = target affinity, x2 = lowest affinity level 0. On a 2-CPU
     machine CPU 0 asks about itself (ON = 0) and about CPU 1, never started (OFF = 1); the results go to RAM."""
     blob = code(
         0x10000206,  # adr x6, results
-        0x52800080, 0x72B88000, 0xD2800001, 0xD2800002, 0xD4000002,  # AFFINITY_INFO_64(0, 0)
+        0x52800080, movk_w0, 0xD2800001, 0xD2800002, 0xD4000002,  # AFFINITY_INFO(0, 0)
         0xF90000C0,  # str x0, [x6]
-        0x52800080, 0x72B88000, 0xD2800021, 0xD2800002, 0xD4000002,  # AFFINITY_INFO_64(1, 0)
+        0x52800080, movk_w0, 0xD2800021, 0xD2800002, 0xD4000002,  # AFFINITY_INFO(1, 0)
         0xF90004C0,  # str x0, [x6, #8]
         *SYSTEM_OFF,
     )  # fmt: skip
