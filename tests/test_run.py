@@ -210,3 +210,13 @@ def test_real_time_smp_slices_share_one_thread_between_busy_vcpus(raw_guest):
     with vmmpy.Machine(raw_guest(blob), kernel_format="raw", cpus=2) as m:
         res = m.run(timeout=10)
         assert res.reason == RunReason.POWEROFF, res
+
+
+def test_waiting_for_a_screen_pause_of_a_vm_that_is_not_running_fails_at_once(raw_guest):
+    """vmm_screen_pause_wait() on a VM that never started: ScreenEOF now, not a timeout 30 s later."""
+    with vmmpy.Machine(raw_guest(code(B_SELF)), kernel_format="raw", deterministic=True, gpu=True) as m:
+        m.screen.pause_at(1)
+        t0 = time.monotonic()
+        with pytest.raises(vmmpy.errors.ScreenEOF, match="not running"):
+            m.screen.wait_paused(30)
+        assert time.monotonic() - t0 < 20
