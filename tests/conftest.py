@@ -149,3 +149,46 @@ MRS_IMPDEF = 0xD538F000  # mrs x0, S3_0_C15_C0_0
 PRINT_X = (MOV_X5_UART, MOV_W1_X, STRB_W1_X5)
 SYSTEM_OFF = (MOV_W0_8, MOVK_W0_8400, HVC0)
 SYSTEM_RESET = (MOV_W0_9, MOVK_W0_8400, HVC0)
+
+
+# a raw guest that takes its virtual timer's IRQ while it spins (no WFI): it arms CNTV 2^32 ticks (69 s)
+# ahead, loops 2^20 times (a clock thread settles on that deadline), re-arms it 2^20 ticks (16.8 ms)
+# ahead and spins; its IRQ vector powers off. With enable_ppi(m, 27) it powers off only if the run loop
+# notices the new, earlier deadline while the vCPU executes.
+_MRS_X1_CNTVCT = 0xD53BE041  # mrs x1, cntvct_el0
+_ADR_X0_VECTORS = 0x10004000  # adr x0, .+0x800
+_MSR_VBAR_X0 = 0xD518C000  # msr vbar_el1, x0
+_MSR_DAIFCLR_I = 0xD50342FF  # msr daifclr, #2
+_MOVZ_X2_1_LSL32 = 0xD2C00022  # movz x2, #1, lsl #32
+_ADD_X0_X1_X2 = 0x8B020020  # add x0, x1, x2
+_MSR_CNTV_CVAL_X0 = 0xD51BE340  # msr cntv_cval_el0, x0
+_MOVZ_X0_1 = 0xD2800020  # movz x0, #1
+_MSR_CNTV_CTL_X0 = 0xD51BE320  # msr cntv_ctl_el0, x0
+_MOVZ_X4_1M = 0xD2A00204  # movz x4, #0x10, lsl #16
+_SUBS_X4_1 = 0xF1000484  # subs x4, x4, #1
+_BNE_BACK1 = 0x54FFFFE1  # b.ne .-4
+_ADD_X0_X1_16MS = 0x91440020  # add x0, x1, #0x100, lsl #12
+_ADD_X3_1 = 0x91000463  # add x3, x3, #1
+
+
+def timer_irq_spinner() -> bytes:
+    body = code(
+        _ADR_X0_VECTORS, _MSR_VBAR_X0, _MSR_DAIFCLR_I,
+        _MRS_X1_CNTVCT, _MOVZ_X2_1_LSL32, _ADD_X0_X1_X2, _MSR_CNTV_CVAL_X0, _MOVZ_X0_1, _MSR_CNTV_CTL_X0,
+        _MOVZ_X4_1M, _SUBS_X4_1, _BNE_BACK1,
+        _MRS_X1_CNTVCT, _ADD_X0_X1_16MS, _MSR_CNTV_CVAL_X0,
+        _ADD_X3_1, b_back(1),
+    )  # fmt: skip
+    return body.ljust(0x800 + 0x280, b"\0") + code(*SYSTEM_OFF, B_SELF)  # IRQ, current EL with SP_ELx
+
+
+def enable_ppi(m, intid: int, cpu: int = 0) -> None:
+    """Route PPI `intid` of `cpu` to its IRQ line: distributor, redistributor, CPU interface."""
+    gicd, gicr = 0x0800_0000, 0x080A_0000 + cpu * 0x20000
+    sgi = gicr + 0x10000
+    m.mmio_write(gicd, 0x12)  # ARE | EnableGrp1
+    m.mmio_write(gicr + 0x14, 0)  # GICR_WAKER: awake
+    m.mmio_write(sgi + 0x80, m.mmio_read(sgi + 0x80) | 1 << intid)  # IGROUPR0: group 1
+    m.mmio_write(sgi + 0x100, 1 << intid)  # ISENABLER0
+    m.sysreg_write("ICC_PMR_EL1", 0xFF, cpu=cpu)
+    m.sysreg_write("ICC_IGRPEN1_EL1", 1, cpu=cpu)

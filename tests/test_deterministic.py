@@ -11,6 +11,11 @@ from __future__ import annotations
 
 import pytest
 
+import vmmpy
+from vmmpy import RunReason
+
+from .conftest import WFI, b_back, code
+
 RUNS = 5
 
 
@@ -49,3 +54,25 @@ def test_virtual_clock_jumps_over_idle_time(machine, guest):
     st = m.stats()
     assert st["clock_ns"] >= 500_000_000  # 50 ticks at 100 Hz
     assert st["insns"] < st["clock_ns"]  # most of it was skipped, not executed
+
+
+def test_the_clock_moves_on_while_scheduled_input_waits_for_room(raw_guest):
+    """Serial input queued beyond the console's 1 MiB waits for room: it is due but cannot enter, so the
+    idle jump cannot land on it; the virtual clock still moves on (by 1 ns a round) and reaches vmm_stop_at()."""
+    with vmmpy.Machine(raw_guest(code(WFI, b_back(1))), kernel_format="raw", deterministic=True) as m:
+        m.serial.write(b"x" * (1 << 20), at_ns=0)  # fills the queue: the guest never reads
+        m.stop_at(500)
+        assert m.run(timeout=10).reason == RunReason.STOPPED
+        m.serial.write(b"y", at_ns=1000)
+        m.stop_at(2000)
+        res = m.run(timeout=10)
+        assert res.reason == RunReason.STOPPED, res
+        assert m.clock_ns == 2000
+
+
+def test_a_running_guest_stops_at_the_stop_time_exactly_past_the_first_quantum(raw_guest):
+    """vmm_stop_at() 2.5 quanta ahead of a spinning guest: the last round is cut to the half quantum left."""
+    with vmmpy.Machine(raw_guest(code(0x91000463, b_back(1))), kernel_format="raw", deterministic=True) as m:
+        m.stop_at(250_000)  # add x3, x3, #1; b .-4: never idle
+        assert m.run(timeout=30).reason == RunReason.STOPPED
+        assert m.clock_ns == 250_000

@@ -7,6 +7,7 @@ Most tests program the distributor and redistributors over MMIO first and unmask
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import pytest
@@ -151,6 +152,14 @@ def test_implementer_and_architecture_revision(m):
         assert [m.mmio_read(base + CIDR0 + 4 * i) for i in range(4)] == [0x0D, 0xF0, 0x05, 0xB1]
 
 
+@pytest.mark.parametrize(("base", "pidr0"), [(GICD, 0x92), (GICR, 0x93)], ids=["gicd", "gicr"])
+def test_every_identification_register(m, base, pidr0):
+    """PIDR4..7, PIDR0..3, CIDR0..3 at 0xFFD0..0xFFFC (§12.1.4): only PIDR0 tells the frames apart."""
+    want = [0x44, 0, 0, 0, pidr0, 0xB4, 0x3B, 0, 0x0D, 0xF0, 0x05, 0xB1]
+    assert [m.mmio_read(base + 0xFFD0 + 4 * i) for i in range(12)] == want
+    assert guest_errors(m) == 0
+
+
 def test_gicd_typer2_reads_zero_without_a_guest_error(m):
     assert m.mmio_read(GICD + GICD_TYPER2) == 0
     assert guest_errors(m) == 0
@@ -196,6 +205,7 @@ def test_gicr_waker_processor_sleep_and_children_asleep(m):
     assert m.mmio_read(rd(0, GICR_WAKER)) == 0
     m.mmio_write(rd(0, GICR_WAKER), WAKER_PROCESSOR_SLEEP)
     assert m.mmio_read(rd(0, GICR_WAKER)) == WAKER_PROCESSOR_SLEEP | WAKER_CHILDREN_ASLEEP
+    assert guest_errors(m) == 0
 
 
 def test_gicr_ctlr_reads_zero_without_lpis(m):
@@ -262,7 +272,9 @@ def test_registers_of_unimplemented_intids_are_raz_wi(m):
 # ---- priorities (§12.9.18, §4.8) -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("intid", [8, 20, 64], ids=["SGI", "PPI", "SPI"])
+@pytest.mark.parametrize(
+    "intid", [0, 8, 20, 28, 32, 64, 124], ids=["SGI0", "SGI", "PPI", "PPI28", "SPI32", "SPI", "SPI124"]
+)
 def test_ipriorityr_is_byte_and_word_accessible(m, intid):
     base = frame(intid) + IPRIORITYR + intid  # intid is a multiple of 4: one whole word
     m.mmio_write(base, 0x40302010)
@@ -314,6 +326,11 @@ def test_gicd_icfgr_configures_spis_only(m):
     m.mmio_write(GICD + ICFGR + 4 * 2, 0xFFFF_FFFF)  # INTIDs 32-47
     assert m.mmio_read(GICD + ICFGR + 4 * 2) == 0xAAAA_AAAA
     assert m.mmio_read(GICD + ICFGR + 4 * 3) == 0
+    m.mmio_write(GICD + ICFGR + 4 * 3, 0x8000_0002)  # an odd word: INTIDs 48 and 63 edge
+    assert m.mmio_read(GICD + ICFGR + 4 * 3) == 0x8000_0002
+    assert m.mmio_read(GICD + ICFGR + 4 * 2) == 0xAAAA_AAAA
+    m.mmio_write(GICD + ICFGR + 4 * 2, 0)
+    assert m.mmio_read(GICD + ICFGR + 4 * 3) == 0x8000_0002
     for n in (0, 1):  # SGIs and PPIs: RAZ/WI here
         m.mmio_write(GICD + ICFGR + 4 * n, 0xFFFF_FFFF)
         assert m.mmio_read(GICD + ICFGR + 4 * n) == 0
@@ -374,9 +391,16 @@ def test_spi_routed_to_cpu1_asserts_only_cpu1s_line(machine):
     assert m.sysreg_read("ICC_IAR1_EL1", cpu=1) == 40
 
 
-def test_spi_routed_to_an_absent_cpu_reaches_nobody(machine):
+@pytest.mark.parametrize(
+    "route",
+    [5, 1 << 8, 1 << 16, 1 << 32, 1 << 32 | 1],
+    ids=["aff0=5", "aff1=1", "aff2=1", "aff3=1", "aff3=1.aff0=1"],
+)
+def test_spi_routed_to_an_absent_cpu_reaches_nobody(machine, route):
+    """The vCPUs are 0.0.0.0 and 0.0.0.1: a nonzero Aff1, Aff2 or Aff3 (IROUTER bits 8-23, 32-39) matches neither."""
     m = machine(2)
-    configure(m, 40, route=5)  # Aff0 = 5: no such vCPU
+    configure(m, 40, route=route)
+    assert m.mmio_read(GICD + GICD_IROUTER + 8 * 40, size=8) == route
     unmask(m, 0)
     unmask(m, 1)
     m.irq_set(40, 1)
@@ -805,8 +829,20 @@ RESERVED = {
     "GICR_PROPBASER": rd(0, 0x0070),
     "GICR_IGROUPR1E": sgi(0, 0x0084),
     "GICR_ICFGR2E": sgi(0, 0x0C08),
+    "GICR_IPRIORITYR8": sgi(0, IPRIORITYR + 32),  # just past the 32 private INTIDs' priorities
     "SGI_base ID space": sgi(0, PIDR2),
 }
+
+
+def test_guest_errors_name_the_block_and_the_offset_in_it(machine, caplog):
+    caplog.set_level(logging.WARNING, logger="vmmpy")
+    m = machine(2)
+    m.mmio_read(GICD + 0x0010)
+    m.mmio_write(rd(1, 0x0070), 1)
+    m.mmio_read(sgi(1, ICFGR + 4), size=1)
+    assert "distributor: 4-byte read at reserved or read-only offset 0x0010: ignored" in caplog.text
+    assert "redistributor: 4-byte write at reserved or read-only offset 0x20070: ignored" in caplog.text
+    assert "redistributor: 1-byte read at offset 0x30c04: unsupported access size, RAZ/WI" in caplog.text
 
 
 @pytest.mark.parametrize("addr", list(RESERVED.values()), ids=list(RESERVED))
@@ -826,6 +862,8 @@ BAD_SIZES = {
     "GICD_IROUTER byte": (GICD + GICD_IROUTER + 8 * 40, 1),
     "GICR_WAKER halfword": (rd(0, GICR_WAKER), 2),
     "GICR_ISENABLER0 64-bit": (sgi(0, ISENABLER), 8),
+    "GICR_ICFGR1 byte": (sgi(0, ICFGR + 4), 1),  # byte access ends with IPRIORITYR7
+    "GICR_IGRPMODR0 byte": (sgi(0, IGRPMODR), 1),
 }
 
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import logging
+import struct
 
 import pytest
 
+import vmmpy
 from vmmpy import RunReason
+
+from .conftest import RAM_BASE, SYSTEM_OFF, code
 
 # soft-threaded: the threaded run loop with our GIC, timers and PSCI (the Hypervisor.framework combination)
 BACKENDS = ["soft", "soft-threaded"]  # the KVM backend joins when it exists and /dev/kvm is present
@@ -116,3 +120,22 @@ def test_bench_guest_reports_every_measurement(machine, guest, backend):
     assert {n for n, _, _ in names} >= {"loop", "hvc", "mmio_write", "mmio_read", "sysreg_cntv_ctl"}
     assert all(int(t) > 0 and int(f) > 0 for _, t, f in names)
     assert m.stats()["hvc_exits"] >= 3 * 100000
+
+
+@pytest.mark.parametrize("movk_w0", [0x72B08000, 0x72B88000], ids=["smc32", "smc64"])  # 0x8400 / 0xc400 << 16
+def test_psci_affinity_info_reads_the_target_from_x1(raw_guest, backend, movk_w0):
+    """AFFINITY_INFO (SMC32 and SMC64, DEN0022 §5.7): x1 = target affinity, x2 = lowest affinity level 0. On a 2-CPU
+    machine CPU 0 asks about itself (ON = 0) and about CPU 1, never started (OFF = 1); the results go to RAM."""
+    blob = code(
+        0x10000206,  # adr x6, results
+        0x52800080, movk_w0, 0xD2800001, 0xD2800002, 0xD4000002,  # AFFINITY_INFO(0, 0)
+        0xF90000C0,  # str x0, [x6]
+        0x52800080, movk_w0, 0xD2800021, 0xD2800002, 0xD4000002,  # AFFINITY_INFO(1, 0)
+        0xF90004C0,  # str x0, [x6, #8]
+        *SYSTEM_OFF,
+    )  # fmt: skip
+    blob = blob.ljust(64, b"\0") + b"\xff" * 16  # results: not yet written
+    with vmmpy.Machine(raw_guest(blob), kernel_format="raw", cpus=2, backend=backend) as m:
+        assert m.run(timeout=30).reason == RunReason.POWEROFF
+        on, off = struct.unpack("<QQ", m.read_memory(RAM_BASE + 64, 16))
+    assert (on, off) == (0, 1)

@@ -12,7 +12,18 @@ import pytest
 import vmmpy
 from vmmpy import RunReason
 
-from .conftest import B_SELF, PRINT_X, RAM_BASE, SYSTEM_OFF, SYSTEM_RESET, WFI, b_back, code
+from .conftest import (
+    B_SELF,
+    PRINT_X,
+    RAM_BASE,
+    SYSTEM_OFF,
+    SYSTEM_RESET,
+    WFI,
+    b_back,
+    code,
+    enable_ppi,
+    timer_irq_spinner,
+)
 
 
 def raw_machine(raw_guest, *insns, **kw) -> vmmpy.Machine:
@@ -143,3 +154,69 @@ def test_the_address_space_cap_turns_a_huge_allocation_into_an_error():
         pytest.skip("no address-space cap in this run")
     with pytest.raises((OSError, MemoryError)):
         mmap.mmap(-1, AS_HEADROOM + (4 << 30))
+
+
+def test_a_run_without_timeout_still_kicks_a_spinning_vcpu_at_its_timer_deadline(raw_guest):
+    """Real time, no timeout: the clock thread still runs, for the timers (a vCPU that executes, not in
+    WFI, only sees its deadline pass when kicked). Bounded from Python: wait() stops the run after 10 s."""
+    with vmmpy.Machine(raw_guest(timer_irq_spinner()), kernel_format="raw") as m:
+        enable_ppi(m, 27)  # the virtual timer's PPI
+        m.start(timeout=None)
+        res = m.wait(10)
+        assert res.reason == RunReason.POWEROFF, res
+
+
+def test_the_run_result_counts_the_instructions_retired(raw_guest):
+    """vmm_run_result.insns (C API; the soft backend counts per translation block): the 6 instructions of
+    PRINT_X + SYSTEM_OFF, the same as vmm_get_stats()."""
+    from vmmpy._vmm import ffi, lib
+
+    cfg = ffi.new("struct vmm_config *", {"size": ffi.sizeof("struct vmm_config"), "backend": ffi.NULL})
+    out = ffi.new("vmm_vm **")
+    err = ffi.new("char[256]")
+    assert lib.vmm_create(cfg, out, err, 256) == 0, ffi.string(err)
+    vm = out[0]
+    try:
+        raw = code(*PRINT_X, *SYSTEM_OFF)
+        opts = ffi.new(
+            "struct vmm_kernel_opts *",
+            {"size": ffi.sizeof("struct vmm_kernel_opts"), "format": lib.VMM_KERNEL_RAW, "load_addr": RAM_BASE},
+        )
+        assert lib.vmm_load_kernel_mem(vm, raw, len(raw), b"raw", opts) == 0
+        res = ffi.new("struct vmm_run_result *", {"size": ffi.sizeof("struct vmm_run_result")})
+        assert lib.vmm_run(vm, 30 * 10**9, res) == 0 and res.reason == lib.VMM_RUN_POWEROFF
+        st = ffi.new("struct vmm_stats *", {"size": ffi.sizeof("struct vmm_stats")})
+        assert lib.vmm_get_stats(vm, st) == 0
+        assert res.insns == len(raw) // 4 == st.insns
+    finally:
+        lib.vmm_destroy(vm)
+
+
+def test_real_time_smp_slices_share_one_thread_between_busy_vcpus(raw_guest):
+    """Real time, 2 vCPUs on one thread (soft): CPU 0 starts CPU 1 (PSCI CPU_ON) and busy-waits, counting, for
+    a flag CPU 1 sets; no timer runs. Only the round-robin slice (SLICE_INSNS) hands the thread to CPU 1."""
+    blob = code(
+        0x52800060, 0x72B88000,  # mov w0, #0xc4000003 (CPU_ON, SMC64)
+        0xD2800021,  # mov x1, #1 (target MPIDR)
+        0x10000142,  # adr x2, cpu1 (entry)
+        0xD2800003,  # mov x3, #0 (context)
+        0xD4000002,  # hvc #0
+        0x10000186,  # adr x6, flag
+        0x910004E7, 0xB94000C5, 0x34FFFFC5,  # 1: add x7, x7, #1; ldr w5, [x6]; cbz w5, 1b
+        *SYSTEM_OFF,
+        0x100000A6, 0x52800025, 0xB90000C5, WFI, b_back(1),  # cpu1: adr x6, flag; str #1 to it; wfi loop
+        0,  # flag
+    )  # fmt: skip
+    with vmmpy.Machine(raw_guest(blob), kernel_format="raw", cpus=2) as m:
+        res = m.run(timeout=10)
+        assert res.reason == RunReason.POWEROFF, res
+
+
+def test_waiting_for_a_screen_pause_of_a_vm_that_is_not_running_fails_at_once(raw_guest):
+    """vmm_screen_pause_wait() on a VM that never started: ScreenEOF now, not a timeout 30 s later."""
+    with vmmpy.Machine(raw_guest(code(B_SELF)), kernel_format="raw", deterministic=True, gpu=True) as m:
+        m.screen.pause_at(1)
+        t0 = time.monotonic()
+        with pytest.raises(vmmpy.errors.ScreenEOF, match="not running"):
+            m.screen.wait_paused(30)
+        assert time.monotonic() - t0 < 20

@@ -12,7 +12,7 @@ import time
 import pytest
 
 import vmmpy
-from tests.conftest import WFI, b_back, code
+from tests.conftest import WFI, b_back, code, enable_ppi, timer_irq_spinner
 from vmmpy import RunReason
 
 NS_PER_TICK = 16  # 62.5 MHz
@@ -26,17 +26,6 @@ def vm():
     m = vmmpy.Machine(deterministic=True, cpus=2)
     yield m
     m.close()
-
-
-def enable_ppi(m: vmmpy.Machine, intid: int, cpu: int = 0) -> None:
-    """Route PPI `intid` of `cpu` to its IRQ line: distributor, redistributor, CPU interface."""
-    sgi = GICR + cpu * 0x20000 + 0x10000
-    m.mmio_write(GICD, 0x12)  # ARE | EnableGrp1
-    m.mmio_write(GICR + cpu * 0x20000 + 0x14, 0)  # GICR_WAKER: awake
-    m.mmio_write(sgi + 0x80, m.mmio_read(sgi + 0x80) | 1 << intid)  # IGROUPR0: group 1
-    m.mmio_write(sgi + 0x100, 1 << intid)  # ISENABLER0
-    m.sysreg_write("ICC_PMR_EL1", 0xFF, cpu=cpu)
-    m.sysreg_write("ICC_IGRPEN1_EL1", 1, cpu=cpu)
 
 
 def test_frequency_is_62_5_mhz(vm):
@@ -174,3 +163,15 @@ def test_deterministic_timer_interrupts_at_its_deadline(guest):
         got = re.findall(rf"irq: {name} min (\d+) ns max (\d+) ns early (\d+)", text)
         assert len(got) == 3, (name, text[-2000:])
         assert all(int(hi) <= 80 and early == "0" for _, hi, early in got), (name, got)
+
+
+def test_a_sooner_deadline_kicks_a_spinning_vcpu_on_vcpu_threads(raw_guest):
+    """vCPU threads (soft-threaded): the clock thread sleeps until the deadline it knows; a guest that arms
+    its timer 69 s ahead, then re-arms it 17 ms ahead and spins (no WFI: its own thread does not wait on the
+    deadline) must be kicked at the new deadline (timer_changed wakes the clock thread for any new deadline,
+    an earlier one too). Its IRQ handler powers off."""
+    blob = timer_irq_spinner()
+    with vmmpy.Machine(raw_guest(blob), kernel_format="raw", backend="soft-threaded") as m:
+        enable_ppi(m, PPI_VIRT)
+        res = m.run(timeout=10)  # the mutant that skips the wake-up times out here (the clock waits 69 s)
+        assert res.reason == RunReason.POWEROFF, res
