@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 
@@ -70,6 +71,22 @@ def _address_space_cap():
         yield
     finally:
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+@contextlib.contextmanager
+def c_vm():
+    """A VM made with the C API's defaults (vmm_create), destroyed on exit: for tests of calls the Python
+    Machine makes for you."""
+    from vmmpy._ffi import ffi, lib
+
+    cfg = ffi.new("struct vmm_config *", {"size": ffi.sizeof("struct vmm_config"), "backend": ffi.NULL})
+    out = ffi.new("vmm_vm **")
+    err = ffi.new("char[256]")
+    assert lib.vmm_create(cfg, out, err, 256) == 0, ffi.string(err)
+    try:
+        yield out[0]
+    finally:
+        lib.vmm_destroy(out[0])
 
 
 @pytest.fixture

@@ -110,14 +110,9 @@ def test_sanitized_build_is_in_use_when_expected():
 def test_load_kernel_mem_boots_an_image_from_memory(guest):
     """vmm_load_kernel_mem: the same loader as a file (auto-detected ELF), named in messages; bad bytes
     are refused with that name."""
-    from .conftest import SYSTEM_OFF, code
+    from .conftest import SYSTEM_OFF, c_vm, code
 
-    cfg = ffi.new("struct vmm_config *", {"size": ffi.sizeof("struct vmm_config"), "backend": ffi.NULL})
-    out = ffi.new("vmm_vm **")
-    err = ffi.new("char[256]")
-    assert lib.vmm_create(cfg, out, err, 256) == 0, ffi.string(err)
-    vm = out[0]
-    try:
+    with c_vm() as vm:
         junk = b"not a kernel at all" * 4
         assert lib.vmm_load_kernel_mem(vm, junk, len(junk), b"junk.bin", ffi.NULL) == lib.VMM_EFORMAT
         assert ffi.string(lib.vmm_last_error(vm)).decode().startswith("junk.bin: ")
@@ -131,18 +126,14 @@ def test_load_kernel_mem_boots_an_image_from_memory(guest):
         assert n > 0 and b"Hello from vmmpy guest!" in ffi.buffer(buf, n)[:]
         # raw: format, load address and entry from the options
         raw = code(*SYSTEM_OFF)
-        assert lib.vmm_create(cfg, out, err, 256) == 0
-        vm2 = out[0]
-        opts = ffi.new(
-            "struct vmm_kernel_opts *",
-            {"size": ffi.sizeof("struct vmm_kernel_opts"), "format": lib.VMM_KERNEL_RAW, "load_addr": 0x4008_0000},
-        )
-        assert lib.vmm_load_kernel_mem(vm2, raw, len(raw), b"raw", opts) == 0
-        assert lib.vmm_run(vm2, 30 * 10**9, res) == 0 and res.reason == lib.VMM_RUN_POWEROFF
-        assert res.pc == 0x4008_0000 + len(raw)  # it ran there: stopped after its HVC
-        lib.vmm_destroy(vm2)
-    finally:
-        lib.vmm_destroy(vm)
+        with c_vm() as vm2:
+            opts = ffi.new(
+                "struct vmm_kernel_opts *",
+                {"size": ffi.sizeof("struct vmm_kernel_opts"), "format": lib.VMM_KERNEL_RAW, "load_addr": 0x4008_0000},
+            )
+            assert lib.vmm_load_kernel_mem(vm2, raw, len(raw), b"raw", opts) == 0
+            assert lib.vmm_run(vm2, 30 * 10**9, res) == 0 and res.reason == lib.VMM_RUN_POWEROFF
+            assert res.pc == 0x4008_0000 + len(raw)  # it ran there: stopped after its HVC
 
 
 def test_a_second_start_is_busy_and_wait_bounds_hold(guest):

@@ -418,12 +418,9 @@ def test_file_shorter_than_its_size_is_a_read_error():
 def test_load_kernel_mem_checks_its_arguments():
     from vmmpy._ffi import ffi, lib
 
-    cfg = ffi.new("struct vmm_config *", {"size": ffi.sizeof("struct vmm_config"), "backend": ffi.NULL})
-    out = ffi.new("vmm_vm **")
-    err = ffi.new("char[256]")
-    assert lib.vmm_create(cfg, out, err, 256) == 0, ffi.string(err)
-    vm = out[0]
-    try:
+    from .conftest import c_vm
+
+    with c_vm() as vm:
         assert lib.vmm_load_kernel_mem(ffi.NULL, b"x", 1, ffi.NULL, ffi.NULL) == lib.VMM_EINVAL
         assert lib.vmm_load_kernel_mem(vm, ffi.NULL, 16, ffi.NULL, ffi.NULL) == lib.VMM_EINVAL  # no bytes, a length
         opts = ffi.new("struct vmm_kernel_opts *", {"size": 4, "format": lib.VMM_KERNEL_RAW})
@@ -431,5 +428,3 @@ def test_load_kernel_mem_checks_its_arguments():
         assert ffi.string(lib.vmm_last_error(vm)).decode() == "struct vmm_kernel_opts: bad size 4"
         assert lib.vmm_load_kernel_mem(vm, ffi.NULL, 0, ffi.NULL, ffi.NULL) == lib.VMM_EFORMAT  # nothing: empty
         assert ffi.string(lib.vmm_last_error(vm)).decode() == "kernel: empty file"
-    finally:
-        lib.vmm_destroy(vm)

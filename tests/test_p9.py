@@ -718,18 +718,24 @@ with vmmpy.Machine(share=[(share, "s")]) as m:
 """
 
 
-def test_a_guest_cannot_exhaust_the_vmms_file_descriptors(tree, guest):
-    """Fids cost host fds: a guest gets ENFILE at the share's budget, and libvmm's own opens still work."""
-    share, _ = tree
+def run_fd_script(share, kernel: str, nofile: int) -> subprocess.CompletedProcess:
+    """FD_SCRIPT in a child process with RLIMIT_NOFILE at `nofile`; it prints the open fids and the errno."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     p = subprocess.run(
-        [sys.executable, "-c", FD_SCRIPT, root, str(share), guest("hello"), "400"],
+        [sys.executable, "-c", FD_SCRIPT, root, str(share), kernel, str(nofile)],
         capture_output=True,
         text=True,
         timeout=120,
         cwd=root,
     )
     assert p.returncode == 0, p.stderr[-2000:]
+    return p
+
+
+def test_a_guest_cannot_exhaust_the_vmms_file_descriptors(tree, guest):
+    """Fids cost host fds: a guest gets ENFILE at the share's budget, and libvmm's own opens still work."""
+    share, _ = tree
+    p = run_fd_script(share, guest("hello"), 400)
     got, err = p.stdout.split()
     assert err == str(errno.ENFILE), p.stdout
     # a limit of 400 leaves too little for a reserve of 256: 9p gets a quarter of it, 3 fds an open fid
@@ -770,15 +776,7 @@ def test_clunking_an_open_file_closes_its_host_descriptor(p9):
 def test_the_descriptor_budget_is_half_of_what_the_reserve_leaves(tree, guest):
     # RLIMIT_NOFILE 1024: 9p may use (1024 - 256) / 2 = 384 fds; the root fid costs 2, an open fid 3
     share, _ = tree
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    p = subprocess.run(
-        [sys.executable, "-c", FD_SCRIPT, root, str(share), guest("hello"), "1024"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=root,
-    )
-    assert p.returncode == 0, p.stderr[-2000:]
+    p = run_fd_script(share, guest("hello"), 1024)
     assert p.stdout.split() == [str((384 - 2) // 3), str(errno.ENFILE)]
 
 

@@ -171,12 +171,9 @@ def test_the_run_result_counts_the_instructions_retired(raw_guest):
     PRINT_X + SYSTEM_OFF, the same as vmm_get_stats()."""
     from vmmpy._vmm import ffi, lib
 
-    cfg = ffi.new("struct vmm_config *", {"size": ffi.sizeof("struct vmm_config"), "backend": ffi.NULL})
-    out = ffi.new("vmm_vm **")
-    err = ffi.new("char[256]")
-    assert lib.vmm_create(cfg, out, err, 256) == 0, ffi.string(err)
-    vm = out[0]
-    try:
+    from .conftest import c_vm
+
+    with c_vm() as vm:
         raw = code(*PRINT_X, *SYSTEM_OFF)
         opts = ffi.new(
             "struct vmm_kernel_opts *",
@@ -188,8 +185,6 @@ def test_the_run_result_counts_the_instructions_retired(raw_guest):
         st = ffi.new("struct vmm_stats *", {"size": ffi.sizeof("struct vmm_stats")})
         assert lib.vmm_get_stats(vm, st) == 0
         assert res.insns == len(raw) // 4 == st.insns
-    finally:
-        lib.vmm_destroy(vm)
 
 
 def test_real_time_smp_slices_share_one_thread_between_busy_vcpus(raw_guest):
