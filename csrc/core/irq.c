@@ -12,6 +12,15 @@ void vmm__irq_set(struct vmm_vm *vm, unsigned cpu, unsigned intid, bool level)
                  vm->irqchip->ops->name);
 }
 
+int vmm__irq_msi(struct vmm_vm *vm, uint64_t doorbell, uint32_t data, uint32_t devid)
+{
+    if (vm->irqchip && vm->irqchip->ops->send_msi)
+        return vm->irqchip->ops->send_msi(vm->irqchip, doorbell, data, devid);
+    vmm__log(vm, VMM_LOG_WARN, "irq", "MSI to %#llx (device %u) dropped: the %s irqchip has no MSI support",
+             (unsigned long long)doorbell, devid, vm->irqchip ? vm->irqchip->ops->name : "missing");
+    return VMM_ENOTSUP;
+}
+
 bool vmm__on_run_thread(struct vmm_vm *vm)
 {
     return vm->run_thread_valid && pthread_equal(pthread_self(), vm->run_thread);

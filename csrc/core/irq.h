@@ -3,11 +3,18 @@
 #define VMM_IRQ_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 struct vmm_vm;
 
 /* Drive a device's interrupt line (SPI n is INTID 32+n; PPIs are per cpu). Any thread. */
 void vmm__irq_set(struct vmm_vm *vm, unsigned cpu, unsigned intid, bool level);
+/*
+ * Send a message-signalled interrupt (MSI/MSI-X) through the irqchip: the
+ * device's write of `data` to `doorbell` as requester `devid`. Any thread.
+ * Returns 0, or VMM_ENOTSUP (logged, rate-limited) when the chip has no MSI.
+ */
+int vmm__irq_msi(struct vmm_vm *vm, uint64_t doorbell, uint32_t data, uint32_t devid);
 /* true if we are on the run thread (inside vmm_run) */
 bool vmm__on_run_thread(struct vmm_vm *vm);
 

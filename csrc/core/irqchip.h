@@ -32,6 +32,15 @@ struct vmm_irqchip_ops {
      */
     int (*sysreg)(struct vmm_irqchip *chip, unsigned cpu, uint32_t id, bool is_read, uint64_t *val);
     /*
+     * A message-signalled interrupt (any thread, no vm->lock held): a device
+     * wrote `data` to guest-physical `doorbell` (for a GICv3 ITS, its
+     * GITS_TRANSLATER; data is the EventID) on behalf of `devid` (the ITS
+     * DeviceID: for PCI, the requester ID through the host bridge's msi-map).
+     * Returns 0 (delivered, or dropped as the spec says, e.g. an unmapped
+     * event), or VMM_ENOTSUP if this chip has no MSI support. NULL: none.
+     */
+    int (*send_msi)(struct vmm_irqchip *chip, uint64_t doorbell, uint32_t data, uint32_t devid);
+    /*
      * Snapshots (the VM paused): write the chip's state into s / restore it (core/snapshot.h; the
      * core opens the "irqchip" section). load validates every value and re-evaluates the CPUs'
      * IRQ lines. NULL: this chip cannot be snapshotted (VMM_ENOTSUP).
