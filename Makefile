@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 DEB_PKGS := clang lld llvm libclang-rt-14-dev libfdt-dev zlib1g-dev qemu-system-arm cppcheck clang-format \
-  python3-tk xvfb xdotool
+  python3-tk xvfb xdotool libslirp-dev gdb-multiarch tcpdump iproute2
 PY_PKGS := cffi pytest Pillow pylibfdt unicorn==2.1.4 ruff setuptools wheel matplotlib pytest-xdist universalmutator
 SRCS := $(wildcard csrc/*/*.c csrc/*/*.h) include/vmm.h vmmpy/_build_ffi.py
 STAMP := build/.stamp-ext
