@@ -9,14 +9,11 @@
 #include "../core/budget.h"
 #include "../core/snapshot.h"
 #include "virtio_gpu.h"
+#include "virtio_gpu_internal.h"
 
 #define GPU_F_EDID 1 /* §5.7.3; VIRGL, RESOURCE_UUID, RESOURCE_BLOB and CONTEXT_INIT are not offered */
 #define GPU_QUEUE_SIZE 256
 enum { CONTROLQ = 0, CURSORQ = 1 };
-
-#define MAX_RESOURCES 65536
-#define MAX_BACKING_ENTRIES (1u << 18) /* a 1 GiB resource in 4 KiB pages */
-#define RES_BUCKETS 256
 
 /* §5.7.6.7 command and response types */
 enum {
@@ -50,9 +47,6 @@ struct ctrl_hdr {
     uint64_t fence_id;
     uint32_t ctx_id;
     uint8_t ring_idx, padding[3];
-};
-struct rect {
-    uint32_t x, y, width, height;
 };
 struct resp_display_info {
     struct ctrl_hdr hdr;
@@ -104,61 +98,12 @@ _Static_assert(sizeof(struct ctrl_hdr) == 24 && sizeof(struct resp_display_info)
                    sizeof(struct req_cursor) == 32,
                "virtio-gpu wire layout");
 
-struct gpu_res {
-    struct gpu_res *next; /* hash chain */
-    uint32_t id, format, width, height;
-    uint8_t *pix; /* width * height * 4 bytes, in the guest's format */
-    /*
-     * A second buffer for full transfers while the screen still reads pix
-     * (its last flush, not yet converted): the transfer fills this one and
-     * the two swap, so neither a flush nor a transfer converts anything.
-     * Allocated on first need, from the budget; dropped when it runs short.
-     */
-    uint8_t *spare;
-    /* backing: guest-physical entries, checked at attach and resolved at transfer */
-    struct backing {
-        uint64_t gpa, off; /* off: where this entry starts in the backing */
-        uint32_t len;
-    } * ents;
-    uint32_t nents;
-    bool backed;
-    uint64_t backing_len;
-    uint64_t ents_cost; /* taken from the budget for ents */
-};
-
-/*
- * `lock` guards the device: commands run on a vCPU thread (the transport's
- * lock held), reset likewise; the screen has its own lock, taken inside.
- */
-struct vmm_gpu {
-    struct vmm_vm *vm;
-    struct vmm_virtio *vio;
-    uint32_t width, height; /* the mode offered (vmm_add_gpu) */
-    /*
-     * Every host allocation the guest causes: resources, their backing tables (and the request's
-     * copy while attaching), the scanout image and held frames (screen.c). Capped by max_mem.
-     */
-    struct vmm_budget mem;
-    pthread_mutex_t lock;
-    uint32_t events_read;
-    struct gpu_res *res[RES_BUCKETS];
-    unsigned nres;
-    /* scanout 0 */
-    uint32_t scanout_res; /* 0: disabled */
-    struct rect scanout;
-    struct {
-        uint32_t scanout_id, x, y, resource_id, hot_x, hot_y;
-    } cursor;
-    struct vmm_screen *screen;
-    struct virtq_chain chain; /* the request being served (large: kept off the stack) */
-};
-
 /* config space, §5.7.4 */
 struct gpu_config {
     uint32_t events_read, events_clear, num_scanouts, num_capsets;
 };
 
-static struct gpu_res *res_find(struct vmm_gpu *g, uint32_t id)
+struct gpu_res *vmm__gpu_res_find(struct vmm_gpu *g, uint32_t id)
 {
     struct gpu_res *r = g->res[id % RES_BUCKETS];
     while (r && r->id != id)
@@ -223,7 +168,7 @@ static void disable_scanout(struct vmm_gpu *g)
     vmm__screen_set_mode(g->screen, 0, 0); /* cannot fail for 0 x 0 */
 }
 
-static void reset_locked(struct vmm_gpu *g)
+void vmm__gpu_reset_locked(struct vmm_gpu *g)
 {
     for (unsigned b = 0; b < RES_BUCKETS; b++) {
         while (g->res[b])
@@ -236,7 +181,7 @@ static void reset_locked(struct vmm_gpu *g)
 }
 
 /* rect inside a w x h area, without overflow */
-static bool rect_inside(const struct rect *r, uint32_t w, uint32_t h)
+bool vmm__gpu_rect_inside(const struct rect *r, uint32_t w, uint32_t h)
 {
     return (uint64_t)r->x + r->width <= w && (uint64_t)r->y + r->height <= h;
 }
@@ -271,7 +216,7 @@ static bool backing_read(struct vmm_gpu *g, const struct gpu_res *r, uint64_t of
 
 static uint32_t cmd_create_2d(struct vmm_gpu *g, const struct req_create_2d *c)
 {
-    if (!c->resource_id || res_find(g, c->resource_id))
+    if (!c->resource_id || vmm__gpu_res_find(g, c->resource_id))
         return RESP_ERR_INVALID_RESOURCE_ID;
     if (!vmm__gpu_format_ok(c->format) || !c->width || !c->height || c->width > GPU_MAX_DIM || c->height > GPU_MAX_DIM)
         return RESP_ERR_INVALID_PARAMETER;
@@ -299,7 +244,7 @@ static uint32_t cmd_create_2d(struct vmm_gpu *g, const struct req_create_2d *c)
 
 static uint32_t cmd_unref(struct vmm_gpu *g, const struct req_resource *c)
 {
-    struct gpu_res *r = res_find(g, c->resource_id);
+    struct gpu_res *r = vmm__gpu_res_find(g, c->resource_id);
     if (!r)
         return RESP_ERR_INVALID_RESOURCE_ID;
     if (g->scanout_res == r->id)
@@ -311,7 +256,7 @@ static uint32_t cmd_unref(struct vmm_gpu *g, const struct req_resource *c)
 /* The entries follow the request in the readable part, at `at`. */
 static uint32_t cmd_attach_backing(struct vmm_gpu *g, const struct req_attach_backing *c, uint64_t at)
 {
-    struct gpu_res *r = res_find(g, c->resource_id);
+    struct gpu_res *r = vmm__gpu_res_find(g, c->resource_id);
     if (!r)
         return RESP_ERR_INVALID_RESOURCE_ID;
     if (r->backed)
@@ -363,7 +308,7 @@ out:
 
 static uint32_t cmd_detach_backing(struct vmm_gpu *g, const struct req_resource *c)
 {
-    struct gpu_res *r = res_find(g, c->resource_id);
+    struct gpu_res *r = vmm__gpu_res_find(g, c->resource_id);
     if (!r)
         return RESP_ERR_INVALID_RESOURCE_ID;
     if (!r->backed)
@@ -393,10 +338,10 @@ static uint32_t cmd_set_scanout(struct vmm_gpu *g, const struct req_set_scanout 
         disable_scanout(g);
         return RESP_OK_NODATA;
     }
-    struct gpu_res *r = res_find(g, c->resource_id);
+    struct gpu_res *r = vmm__gpu_res_find(g, c->resource_id);
     if (!r)
         return RESP_ERR_INVALID_RESOURCE_ID;
-    if (!rect_inside(&c->r, r->width, r->height))
+    if (!vmm__gpu_rect_inside(&c->r, r->width, r->height))
         return RESP_ERR_INVALID_PARAMETER;
     if (vmm__screen_set_mode(g->screen, c->r.width, c->r.height))
         return RESP_ERR_OUT_OF_MEMORY;
@@ -430,10 +375,10 @@ static void make_writable(struct vmm_gpu *g, struct gpu_res *r, const struct rec
 
 static uint32_t cmd_transfer(struct vmm_gpu *g, const struct req_transfer *c)
 {
-    struct gpu_res *r = res_find(g, c->resource_id);
+    struct gpu_res *r = vmm__gpu_res_find(g, c->resource_id);
     if (!r)
         return RESP_ERR_INVALID_RESOURCE_ID;
-    if (!rect_inside(&c->r, r->width, r->height))
+    if (!vmm__gpu_rect_inside(&c->r, r->width, r->height))
         return RESP_ERR_INVALID_PARAMETER;
     if (!r->backed)
         return RESP_ERR_UNSPEC;
@@ -455,10 +400,10 @@ static uint32_t cmd_transfer(struct vmm_gpu *g, const struct req_transfer *c)
 
 static uint32_t cmd_flush(struct vmm_gpu *g, const struct req_flush *c)
 {
-    struct gpu_res *r = res_find(g, c->resource_id);
+    struct gpu_res *r = vmm__gpu_res_find(g, c->resource_id);
     if (!r)
         return RESP_ERR_INVALID_RESOURCE_ID;
-    if (!rect_inside(&c->r, r->width, r->height))
+    if (!vmm__gpu_rect_inside(&c->r, r->width, r->height))
         return RESP_ERR_INVALID_PARAMETER;
     if (g->scanout_res != r->id)
         return RESP_OK_NODATA;
@@ -479,7 +424,7 @@ static uint32_t cmd_cursor(struct vmm_gpu *g, uint32_t type, const struct req_cu
     if (c->scanout_id != 0)
         return RESP_ERR_INVALID_SCANOUT_ID;
     if (type == CMD_UPDATE_CURSOR) {
-        if (c->resource_id && !res_find(g, c->resource_id))
+        if (c->resource_id && !vmm__gpu_res_find(g, c->resource_id))
             return RESP_ERR_INVALID_RESOURCE_ID;
         g->cursor.resource_id = c->resource_id;
         g->cursor.hot_x = c->hot_x;
@@ -772,7 +717,7 @@ static void gpu_reset(void *dev)
     struct vmm_gpu *g = dev;
 
     pthread_mutex_lock(&g->lock);
-    reset_locked(g);
+    vmm__gpu_reset_locked(g);
     pthread_mutex_unlock(&g->lock);
 }
 
@@ -793,7 +738,7 @@ static void gpu_destroy(void *dev)
 {
     struct vmm_gpu *g = dev;
 
-    reset_locked(g);
+    vmm__gpu_reset_locked(g);
     vmm__screen_destroy(g->screen);
     pthread_mutex_destroy(&g->lock);
     free(g);
@@ -814,12 +759,10 @@ static uint64_t gpu_host_mem(void *dev)
     return sizeof *g + vmm__screen_size() + vmm__budget_used(&g->mem);
 }
 
-static int gpu_snap(void *dev, struct vmm_snap *s);
-
 static const struct vmm_device_ops gpu_device = {
     .name = "virtio-gpu",
-    .save = gpu_snap,
-    .load = gpu_snap,
+    .save = vmm__gpu_snap,
+    .load = vmm__gpu_snap,
     .snap_version = 1,
     .set_running = gpu_set_running,
     .host_mem = gpu_host_mem,
@@ -874,173 +817,4 @@ struct vmm_gpu *vmm__gpu_find(struct vmm_vm *vm)
 struct vmm_screen *vmm__gpu_screen(struct vmm_gpu *g)
 {
     return g->screen;
-}
-
-/*
- * ---- snapshots ----
- *
- * After the virtio core's state: the mode offered (must be the same), events_read, every resource
- * (id, format, size, its pixels as the host holds them, and its backing as guest-physical entries
- * only: re-checked against RAM when loading, exactly as ATTACH_BACKING checks them), scanout 0 and the
- * cursor, then the screen (screen.c: the image as shown, the frame counter, held frames). Each
- * resource takes from the budget what it took when created and attached, so vmm__budget_used() is
- * the same after a restore. Chains are served completely when notified: nothing is in flight.
- */
-static void snap_rect(struct vmm_snap *s, struct rect *r)
-{
-    vmm__snap_u32(s, &r->x);
-    vmm__snap_u32(s, &r->y);
-    vmm__snap_u32(s, &r->width);
-    vmm__snap_u32(s, &r->height);
-}
-
-static void snap_res_save(struct vmm_gpu *g, struct gpu_res *r, struct vmm_snap *s)
-{
-    vmm__snap_u32(s, &r->id);
-    vmm__snap_u32(s, &r->format);
-    vmm__snap_u32(s, &r->width);
-    vmm__snap_u32(s, &r->height);
-    vmm__snap_bool(s, &r->backed);
-    vmm__snap_u32(s, &r->nents);
-    vmm__snap_u64(s, &r->ents_cost);
-    for (uint32_t i = 0; i < r->nents; i++) {
-        vmm__snap_u64(s, &r->ents[i].gpa);
-        vmm__snap_u32(s, &r->ents[i].len);
-    }
-    vmm__snap_bytes(s, r->pix, (size_t)r->width * r->height * 4);
-    (void)g;
-}
-
-/* One resource from the stream, checked as RESOURCE_CREATE_2D and ATTACH_BACKING would. */
-static void snap_res_load(struct vmm_gpu *g, struct vmm_snap *s)
-{
-    struct gpu_res t = { 0 }, *r;
-
-    vmm__snap_u32(s, &t.id);
-    vmm__snap_u32(s, &t.format);
-    vmm__snap_u32(s, &t.width);
-    vmm__snap_u32(s, &t.height);
-    vmm__snap_bool(s, &t.backed);
-    vmm__snap_u32(s, &t.nents);
-    vmm__snap_u64(s, &t.ents_cost);
-    if (vmm__snap_error(s))
-        return;
-    if (!t.id || res_find(g, t.id)) {
-        vmm__snap_fail(s, "resource id %" PRIu32 " is 0 or appears twice", t.id);
-        return;
-    }
-    if (!vmm__gpu_format_ok(t.format) || !t.width || !t.height || t.width > GPU_MAX_DIM || t.height > GPU_MAX_DIM) {
-        vmm__snap_fail(s, "resource %" PRIu32 ": format %" PRIu32 ", %" PRIu32 "x%" PRIu32, t.id, t.format, t.width,
-                       t.height);
-        return;
-    }
-    /* the table's cost counts the request's entries, zero-length ones included (cmd_attach_backing) */
-    if (t.nents > MAX_BACKING_ENTRIES || (!t.backed && (t.nents || t.ents_cost)) ||
-        (t.backed && (t.ents_cost % sizeof(struct backing) || t.ents_cost / sizeof(struct backing) < t.nents ||
-                      t.ents_cost / sizeof(struct backing) > MAX_BACKING_ENTRIES || !t.ents_cost))) {
-        vmm__snap_fail(s, "resource %" PRIu32 ": backing of %" PRIu32 " entries (cost %" PRIu64 ")", t.id, t.nents,
-                       t.ents_cost);
-        return;
-    }
-    uint64_t bytes = (uint64_t)t.width * t.height * 4;
-    if (g->nres >= MAX_RESOURCES || !vmm__budget_take(&g->mem, sizeof(struct gpu_res) + bytes + t.ents_cost)) {
-        vmm__snap_fail_code(s, VMM_ENOMEM, "resource %" PRIu32 " is over the GPU's memory cap", t.id);
-        return;
-    }
-    if (!(r = calloc(1, sizeof *r)) || !(r->pix = malloc(bytes)) ||
-        (t.nents && !(r->ents = malloc((size_t)t.nents * sizeof *r->ents)))) {
-        if (r)
-            free(r->pix);
-        free(r);
-        vmm__budget_give(&g->mem, sizeof(struct gpu_res) + bytes + t.ents_cost);
-        vmm__snap_fail_code(s, VMM_ENOMEM, "out of memory for resource %" PRIu32, t.id);
-        return;
-    }
-    r->id = t.id;
-    r->format = t.format;
-    r->width = t.width;
-    r->height = t.height;
-    r->backed = t.backed;
-    r->nents = t.nents;
-    r->ents_cost = t.ents_cost;
-    r->next = g->res[r->id % RES_BUCKETS]; /* in the table from here on: reset_locked frees it on failure */
-    g->res[r->id % RES_BUCKETS] = r;
-    g->nres++;
-    for (uint32_t i = 0; i < t.nents && !vmm__snap_error(s); i++) {
-        struct backing *e = &r->ents[i];
-        vmm__snap_u64(s, &e->gpa);
-        vmm__snap_u32(s, &e->len);
-        e->off = r->backing_len;
-        if (vmm__snap_error(s))
-            break;
-        if (!e->len || !vmm__gpa_ptr(g->vm, e->gpa, e->len))
-            vmm__snap_fail(
-                s, "resource %" PRIu32 ": backing entry %" PRIu32 " (0x%" PRIx64 "+0x%" PRIx32 ") is not in guest RAM",
-                r->id, i, e->gpa, e->len);
-        r->backing_len += e->len;
-    }
-    vmm__snap_bytes(s, r->pix, (size_t)bytes);
-}
-
-static int gpu_snap(void *dev, struct vmm_snap *s)
-{
-    struct vmm_gpu *g = dev;
-    bool loading = vmm__snap_loading(s);
-    uint32_t width = g->width, height = g->height, nres = g->nres;
-
-    if (vmm__virtio_snap(g->vio, s))
-        return vmm__snap_error(s);
-    vmm__virtio_lock(g->vio);
-    pthread_mutex_lock(&g->lock);
-    if (loading)
-        reset_locked(g);
-    vmm__snap_u32(s, &width);
-    vmm__snap_u32(s, &height);
-    vmm__snap_u32(s, &g->events_read);
-    vmm__snap_u32(s, &nres);
-    if (loading && !vmm__snap_error(s)) {
-        if (width != g->width || height != g->height)
-            vmm__snap_fail(s, "the GPU offered %" PRIu32 "x%" PRIu32 ", this one %" PRIu32 "x%" PRIu32, width, height,
-                           g->width, g->height);
-        else if (nres > MAX_RESOURCES)
-            vmm__snap_fail(s, "%" PRIu32 " resources: at most %d", nres, MAX_RESOURCES);
-        for (uint32_t i = 0; i < nres && !vmm__snap_error(s); i++)
-            snap_res_load(g, s);
-    } else if (!loading) {
-        for (unsigned b = 0; b < RES_BUCKETS; b++)
-            for (struct gpu_res *r = g->res[b]; r; r = r->next)
-                snap_res_save(g, r, s);
-    }
-    vmm__snap_u32(s, &g->scanout_res);
-    snap_rect(s, &g->scanout);
-    vmm__snap_u32(s, &g->cursor.scanout_id);
-    vmm__snap_u32(s, &g->cursor.x);
-    vmm__snap_u32(s, &g->cursor.y);
-    vmm__snap_u32(s, &g->cursor.resource_id);
-    vmm__snap_u32(s, &g->cursor.hot_x);
-    vmm__snap_u32(s, &g->cursor.hot_y);
-    if (loading && !vmm__snap_error(s) && g->scanout_res) {
-        struct gpu_res *r = res_find(g, g->scanout_res);
-        if (!r || !g->scanout.width || !g->scanout.height || !rect_inside(&g->scanout, r->width, r->height))
-            vmm__snap_fail(s,
-                           "scanout 0 shows %" PRIu32 "x%" PRIu32 "+%" PRIu32 "+%" PRIu32 " of resource %" PRIu32
-                           ", which does not hold it",
-                           g->scanout.width, g->scanout.height, g->scanout.x, g->scanout.y, g->scanout_res);
-    }
-    if (!vmm__snap_error(s))
-        vmm__screen_snap(g->screen, s);
-    if (loading && !vmm__snap_error(s)) {
-        uint32_t w, h;
-        vmm__screen_mode(g->screen, &w, &h);
-        if (g->scanout_res ? w != g->scanout.width || h != g->scanout.height : w || h)
-            vmm__snap_fail(s, "the screen is %" PRIu32 "x%" PRIu32 ", scanout 0 %" PRIu32 "x%" PRIu32, w, h,
-                           g->scanout_res ? g->scanout.width : 0, g->scanout_res ? g->scanout.height : 0);
-    }
-    if (loading && vmm__snap_error(s)) { /* no half-loaded device: back to power-on */
-        g->scanout_res = 1;              /* so that reset_locked disables the screen whatever it holds */
-        reset_locked(g);
-    }
-    pthread_mutex_unlock(&g->lock);
-    vmm__virtio_unlock(g->vio);
-    return vmm__snap_error(s);
 }
