@@ -14,10 +14,11 @@ import sys
 import threading
 
 from vmmpy import _files, errors
+from vmmpy._outcomes import EOF
 from vmmpy._version import __version__
 from vmmpy.events import CliEvents
 from vmmpy.events import cli_prepare as events_cli_prepare
-from vmmpy.machine import EOF, MAX_CPUS, Machine, RunReason, cpu_models, parse_ram
+from vmmpy.machine import MAX_CPUS, Machine, RunReason, cpu_models, parse_ram
 
 # exit codes (documented in docs/exit-codes.md): a clean power-off gives the guest's status
 EXIT_USAGE = 2
