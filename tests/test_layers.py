@@ -3,8 +3,8 @@
 Rules:
 - Only the binding layer calls libvmm: ``vmmpy/_ffi.py`` (loads it), ``errors.py`` (``_check``: return codes
   to exceptions), ``machine.py`` (Machine), ``serial.py`` (Serial, VirtioConsole), ``screen.py`` (Screen) and
-  ``input.py`` (Keyboard, Tablet) may import ``ffi``/``lib`` (``vmmpy._ffi`` or the extension ``vmmpy._vmm``). Everything else
-  (events, cli, window, the pytest plugin, ...) goes through their Python API.
+  ``input.py`` (Keyboard, Tablet) may import ``ffi``/``lib`` (``vmmpy._ffi`` or the extension ``vmmpy._vmm``).
+  Everything else (events, cli, window, the pytest plugin, ...) goes through their Python API.
 - The imports among vmmpy's modules form no cycle, counting imports inside functions; only those under
   ``if TYPE_CHECKING:`` (never executed) are left out.
 """
