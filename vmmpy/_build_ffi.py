@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import importlib.util
 import os
+import platform
 import re
 import sys
 
@@ -66,8 +67,19 @@ def unicorn_lib_name() -> str:
 PORTABLE_CFLAGS = ["-DVMM_HOST_POSIX", "-D_XOPEN_SOURCE=700", "-DVMM_HAVE_KVM=0"]
 
 
+# The Hypervisor.framework backend (csrc/backend/hvf.c): on macOS it links the framework; elsewhere it is
+# built against the framework simulator (csrc/backend/hvfsim/, over Unicorn), so that the suite runs it.
+# The simulator's directory holds its Hypervisor/Hypervisor.h and mach/mach_time.h.
+HVFSIM = os.path.join(ROOT, "csrc", "backend", "hvfsim")
+
+
+def hvf_simulated() -> bool:
+    """Whether this build runs hvf.c over the simulator (every platform but macOS)."""
+    return sys.platform != "darwin"
+
+
 def include_dirs() -> list[str]:
-    return [INCLUDE, os.path.join(unicorn_dir(), "include")]
+    return [INCLUDE, os.path.join(unicorn_dir(), "include")] + ([HVFSIM] if hvf_simulated() else [])
 
 
 def cflags(sanitize: bool = False, portable: bool = False) -> list[str]:
@@ -77,18 +89,26 @@ def cflags(sanitize: bool = False, portable: bool = False) -> list[str]:
         flags += ["-O1", "-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=undefined"]
     if portable:
         flags += PORTABLE_CFLAGS
+    if hvf_simulated():
+        flags += ["-DVMM_HAVE_HVF=1"]
     return flags
 
 
 def sources(portable: bool = False) -> list[str]:
     srcs = sorted(glob.glob(os.path.join(ROOT, "csrc", "*", "*.c")))
+    if hvf_simulated():
+        srcs += sorted(glob.glob(os.path.join(HVFSIM, "*.c")))
     if portable:  # KVM is Linux's: a POSIX host has its own backend file
         srcs = [s for s in srcs if not os.path.basename(s).startswith("kvm")]
     return srcs
 
 
 def headers() -> list[str]:
-    return sorted(glob.glob(os.path.join(ROOT, "csrc", "*", "*.h"))) + [os.path.join(INCLUDE, "vmm.h")]
+    return (
+        sorted(glob.glob(os.path.join(ROOT, "csrc", "*", "*.h")))
+        + sorted(glob.glob(os.path.join(HVFSIM, "**", "*.h"), recursive=True))
+        + [os.path.join(INCLUDE, "vmm.h")]
+    )
 
 
 def make_ffi(sanitize: bool = False, absolute: bool = False, portable: bool = False) -> FFI:
@@ -100,6 +120,8 @@ def make_ffi(sanitize: bool = False, absolute: bool = False, portable: bool = Fa
     if sys.platform.startswith("linux"):
         # GNU ld: RPATH, not RUNPATH, in case a path is ever added (ld(1) --disable-new-dtags)
         ldflags += ["-Wl,--disable-new-dtags"]
+    if sys.platform == "darwin" and platform.machine() == "arm64":
+        ldflags += ["-framework", "Hypervisor"]
     if sanitize:
         ldflags += ["-fsanitize=address,undefined"]
     ffi.set_source(

@@ -9,6 +9,9 @@ static const struct vmm_backend_ops *const backends[] = {
 #if VMM_HAVE_KVM
     &vmm__kvm_backend,
 #endif
+#if VMM_HAVE_HVF
+    &vmm__hvf_backend, /* by name only over the Linux simulator (VMM_HVF_BY_NAME_ONLY) */
+#endif
 #if VMM_HAVE_SOFT
     &vmm__soft_backend, &vmm__soft_threaded_backend, /* a test vehicle: by name only */
 #endif
@@ -24,7 +27,9 @@ static const char *const known_unbuilt[] = {
     "soft",
     "soft-threaded",
 #endif
+#if !VMM_HAVE_HVF
     "hvf",
+#endif
 };
 
 const struct vmm_backend_ops *vmm__backend_find(const char *name, char *why, size_t len)

@@ -143,8 +143,27 @@ const struct vmm_backend_ops *vmm__backend_find(const char *name, char *why, siz
 #endif
 #endif
 
+/*
+ * Hypervisor.framework (hvf.c): macOS on Apple Silicon. The Python build on Linux compiles it too,
+ * with -DVMM_HAVE_HVF=1, against the framework simulator in csrc/backend/hvfsim/ (a test vehicle:
+ * chosen by name only there, never by "auto").
+ */
+#ifndef VMM_HAVE_HVF
+#if defined(__APPLE__) && defined(__aarch64__)
+#define VMM_HAVE_HVF 1
+#else
+#define VMM_HAVE_HVF 0
+#endif
+#endif
+#ifdef __APPLE__
+#define VMM_HVF_BY_NAME_ONLY 0
+#else
+#define VMM_HVF_BY_NAME_ONLY 1
+#endif
+
 extern const struct vmm_backend_ops vmm__soft_backend;
 extern const struct vmm_backend_ops vmm__soft_threaded_backend;
 extern const struct vmm_backend_ops vmm__kvm_backend;
+extern const struct vmm_backend_ops vmm__hvf_backend;
 
 #endif
