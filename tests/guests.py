@@ -8,6 +8,9 @@ so the same check serves every peer:
 - "soft-threaded": the same engines driven by the threaded run loop (a thread per vCPU) with our GIC,
   timers and PSCI: the combination a Hypervisor.framework backend will be (test vehicle, 1-vCPU runs;
   see "Backends and capabilities" in docs/ARCHITECTURE.md);
+- "hvf": the Hypervisor.framework backend (csrc/backend/hvf.c), here over the framework simulator
+  (csrc/backend/hvfsim/, Unicorn engines on a thread per vCPU under one lock), SMP included
+  (tests/test_irq_guests.py, tests/test_guests.py);
 - "kvm": build/aarch64/vmmrun --backend kvm inside a nested arm64 Linux (tests/test_kvm_nested.py,
   tools/nested.py);
 - "qemu": qemu-system-aarch64 TCG, the reference (tests/test_irq_guests.py, every run).
@@ -27,7 +30,7 @@ from dataclasses import dataclass, field
 
 from .locks import exclusive
 
-PEERS = ("soft", "soft-threaded", "kvm", "qemu")
+PEERS = ("soft", "soft-threaded", "hvf", "kvm", "qemu")
 SMP_ITERS = 2000  # guest/smp.c ITERS
 UART_INPUT = b"hi!\tq"  # echoed as h, i, !, 0x09, q; 'q' ends the guest
 UART_ECHO = ["echo: h", "echo: i", "echo: !", "echo: 0x09", "echo: q"]

@@ -13,7 +13,8 @@ from vmmpy import RunReason
 from .conftest import RAM_BASE, SYSTEM_OFF, code
 
 # soft-threaded: the threaded run loop with our GIC, timers and PSCI (the Hypervisor.framework combination)
-BACKENDS = ["soft", "soft-threaded"]  # the KVM backend joins when it exists and /dev/kvm is present
+# hvf: the Hypervisor.framework backend over the framework simulator (csrc/backend/hvfsim) on Linux
+BACKENDS = ["soft", "soft-threaded", "hvf"]  # the KVM backend joins when it exists and /dev/kvm is present
 
 
 @pytest.fixture(params=BACKENDS)

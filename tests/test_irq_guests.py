@@ -55,7 +55,8 @@ def runs_for(peer: str):
 
 # soft always, and soft-threaded (the threaded loop with our GIC/timers/PSCI: what an HVF backend
 # needs) for 1-vCPU runs; KVM too on an arm64 host with a working /dev/kvm (here: tests/test_kvm_nested.py)
-BACKENDS = ["soft", "soft-threaded", *(["kvm"] if HOST_HAS_KVM else [])]
+# hvf: the Hypervisor.framework backend over the framework simulator (csrc/backend/hvfsim) on Linux
+BACKENDS = ["soft", "soft-threaded", "hvf", *(["kvm"] if HOST_HAS_KVM else [])]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -74,7 +75,7 @@ def test_guest_on_vmmpy(machine, run, backend):
         assert res.exit_status == run.status, res
 
 
-@pytest.mark.parametrize("backend", ["soft", "soft-threaded"])
+@pytest.mark.parametrize("backend", ["soft", "soft-threaded", "hvf"])
 def test_uart_rx_interrupt_echo(machine, guest, backend):
     m = machine(guest("uart_irq"), backend=backend)
     m.serial.expect(r"uart_irq: ready", timeout=30)

@@ -9,6 +9,8 @@
 #if VMM_HAVE_HVF
 
 #include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <mach/mach_time.h>
 
 #include "../arm/arm.h"
@@ -226,6 +228,7 @@ static bool sysreg(struct hvf_vcpu *h, uint64_t esr, struct vmm_exit *exit)
     }
     if (read)
         set_x(h, rt, val);
+    if (getenv("HVFDBG")) fprintf(stderr, "sysreg pc=%lx id=%x rt=%u read=%d val=%lx\n", (unsigned long)get_pc(h), id, rt, read, (unsigned long)val);
     advance_pc(h);
     return false;
 }

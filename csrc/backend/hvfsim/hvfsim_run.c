@@ -36,6 +36,7 @@ enum { EXCP_UDEF = 1, EXCP_SWI = 2, EXCP_PREFETCH_ABORT = 3, EXCP_DATA_ABORT = 4
 #define REG_SCR_EL3 SIM_SYSREG(3, 6, 1, 1, 0)
 #define REG_HCR_EL2 SIM_SYSREG(3, 4, 1, 1, 0)
 #define REG_CNTHCTL_EL2 SIM_SYSREG(3, 4, 14, 1, 0)
+#define REG_MDCR_EL2 SIM_SYSREG(3, 4, 1, 1, 1)
 #define REG_SCTLR_EL1 SIM_SYSREG(3, 0, 1, 0, 0)
 #define REG_SPSR_EL1 SIM_SYSREG(3, 0, 4, 0, 0)
 #define REG_ID_AA64PFR0_EL1 SIM_SYSREG(3, 0, 0, 4, 0)
@@ -90,6 +91,8 @@ static bool trapped(uint32_t id)
         return true; /* CNTP_*_EL0, CNTPCT_EL0 */
     if (op0 == 2 && op1 == 0 && crn == 1 && (crm == 0 || crm == 1 || crm == 3) && op2 == 4)
         return true; /* OSLAR_EL1, OSLSR_EL1, OSDLR_EL1 */
+    if (op0 == 3 && (crn == 11 || crn == 15))
+        return true; /* IMPLEMENTATION DEFINED (HCR_EL2.TIDCP) */
     return op0 == 3 && crn == 9 && crm >= 12; /* PMU */
 }
 
@@ -102,17 +105,6 @@ static uint32_t sysreg_iss(uint32_t id, unsigned rt, bool read)
 static bool at_el0(uc_engine *uc)
 {
     return ((reg(uc, UC_ARM64_REG_PSTATE) >> 2) & 3) == 0;
-}
-
-/* A trapped MRS/MSR: stop at the instruction with its syndrome. */
-static void sysreg_trap(struct sim_vcpu *v, uint32_t id, bool read)
-{
-    uint64_t pc = reg(v->uc, UC_ARM64_REG_PC);
-    uint32_t insn = 0;
-    uc_vmem_read(v->uc, pc, UC_PROT_EXEC, &insn, 4);
-    exception_exit(v, EC_SYSREG, sysreg_iss(id, insn & 31, read), 0, 0);
-    set_reg(v->uc, UC_ARM64_REG_PC, pc); /* ends the block here */
-    uc_emu_stop(v->uc);
 }
 
 static bool vtimer_due(struct sim_vcpu *v)
@@ -170,14 +162,10 @@ static uint32_t on_mrs(uc_engine *uc, uc_arm64_reg r, const uc_arm64_cp_reg *cp,
     uint32_t id = SIM_SYSREG(cp->op0, cp->op1, cp->crn, cp->crm, cp->op2);
     uint64_t val;
 
-    if (vtimer_read(v, id, &val)) {
-        if (r != UC_ARM64_REG_XZR)
-            uc_reg_write(uc, r, &val);
-        return 1;
-    }
-    if (!trapped(id) || at_el0(uc))
+    if (!vtimer_read(v, id, &val))
         return 0;
-    sysreg_trap(v, id, true);
+    if (r != UC_ARM64_REG_XZR)
+        uc_reg_write(uc, r, &val);
     return 1;
 }
 
@@ -186,13 +174,8 @@ static uint32_t on_msr(uc_engine *uc, uc_arm64_reg r, const uc_arm64_cp_reg *cp,
     struct sim_vcpu *v = opaque;
     uint32_t id = SIM_SYSREG(cp->op0, cp->op1, cp->crn, cp->crm, cp->op2);
     (void)r;
-
-    if (vtimer_write(v, id, cp->val))
-        return 1;
-    if (!trapped(id) || at_el0(uc))
-        return 0;
-    sysreg_trap(v, id, false);
-    return 1;
+    (void)uc;
+    return vtimer_write(v, id, cp->val) ? 1 : 0;
 }
 
 /* ---- the guest's own exceptions: entered at its EL1 vectors (Arm ARM D1.10.2) ---- */
@@ -224,15 +207,24 @@ static void enter_el1(struct sim_vcpu *v, uint32_t esr, bool set_far, uint64_t f
     set_reg(uc, UC_ARM64_REG_PC, target);
 }
 
+struct qemu_exc {
+    uint32_t syndrome, fsr;
+    uint64_t vaddress;
+};
+
 /* The exception QEMU just raised, whose syndrome only its CPU state holds (found by calibration). */
-static void deliver_sync(struct sim_vcpu *v, uint64_t pc)
+static struct qemu_exc raised(struct sim_vcpu *v)
 {
-    struct {
-        uint32_t syndrome, fsr;
-        uint64_t vaddress;
-    } exc;
+    struct qemu_exc exc;
     uc_context_save(v->uc, v->ctx);
     memcpy(&exc, (const uint8_t *)v->ctx + v->syndrome_off, sizeof exc);
+    return exc;
+}
+
+/* ... entered at the guest's EL1 vectors */
+static void deliver_sync(struct sim_vcpu *v, uint64_t pc)
+{
+    struct qemu_exc exc = raised(v);
     unsigned ec = exc.syndrome >> ESR_EC_SHIFT;
     bool abort = ec == EC_IABT_LOW || ec == EC_IABT_CUR || ec == EC_DABT_LOW || ec == EC_DABT_CUR || ec == 0x22;
     enter_el1(v, exc.syndrome, abort, exc.vaddress, pc);
@@ -256,19 +248,27 @@ static void on_intr(uc_engine *uc, uint32_t intno, void *opaque)
         set_reg(uc, UC_ARM64_REG_PC, pc - 4);
         uc_emu_stop(uc);
         return;
-    case EXCP_UDEF:
-        /* an MRS/MSR of a trapped register QEMU does not know (the hooks saw the others) */
+    case EXCP_UDEF: {
+        /*
+         * The EL2 traps we configure (CNTHCTL_EL2, MDCR_EL2) come here with their EC 0x18 syndrome,
+         * PC at the instruction; the GIC's registers, which QEMU's CPU lacks, as UNDEFINED: the same
+         * trap for the framework (which traps them to EL2 when it runs no GIC).
+         */
+        struct qemu_exc exc = raised(v);
+        if (exc.syndrome >> ESR_EC_SHIFT == EC_SYSREG) {
+            exception_exit(v, EC_SYSREG, exc.syndrome & 0x1ffffff, 0, 0);
+            uc_emu_stop(uc);
+            return;
+        }
         if (uc_vmem_read(uc, pc, UC_PROT_EXEC, &insn, 4) == UC_ERR_OK && (insn & 0xffd00000u) == 0xd5100000u &&
-            !at_el0(uc)) {
-            uint32_t id = (insn >> 5) & 0xffff;
-            if (trapped(id | 0x8000)) {
-                exception_exit(v, EC_SYSREG, sysreg_iss(id | 0x8000, insn & 31, (insn >> 21) & 1), 0, 0);
-                uc_emu_stop(uc);
-                return;
-            }
+            !at_el0(uc) && trapped((insn >> 5) & 0xffff)) {
+            exception_exit(v, EC_SYSREG, sysreg_iss((insn >> 5) & 0xffff, insn & 31, (insn >> 21) & 1), 0, 0);
+            uc_emu_stop(uc);
+            return;
         }
         deliver_sync(v, pc);
         return;
+    }
     case EXCP_SWI:
     case EXCP_PREFETCH_ABORT:
     case EXCP_DATA_ABORT:
@@ -449,7 +449,9 @@ int hvfsim__engine_setup(struct sim_vcpu *v)
         return -1;
     hvfsim__cp_write(v->uc, REG_SCR_EL3, 1u | 1u << 8 | 1u << 10); /* NS, HCE, RW */
     hvfsim__cp_write(v->uc, REG_HCR_EL2, HCR_RW | HCR_IMO | HCR_FMO);
-    hvfsim__cp_write(v->uc, REG_CNTHCTL_EL2, 3);
+    /* EL1PCTEN = EL1PCEN = 0: the physical counter and timer trap; TPM, TPMCR, TDOSA: the PMU, OS lock */
+    hvfsim__cp_write(v->uc, REG_CNTHCTL_EL2, 0);
+    hvfsim__cp_write(v->uc, REG_MDCR_EL2, 1u << 5 | 1u << 6 | 1u << 10);
     set_reg(v->uc, UC_ARM64_REG_PSTATE, 0x3c5);
     hvfsim__cp_write(v->uc, REG_SPSR_EL1, 0);
     v->pfr0 = hvfsim__cp_read(v->uc, REG_ID_AA64PFR0_EL1);
