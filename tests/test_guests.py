@@ -45,7 +45,8 @@ def test_exceptions_and_mmu(machine, guest, backend, caplog):
                  "EL0 reading an EL1 register is UNDEFINED", "unknown sysreg is UNDEFINED"]:  # fmt: skip
         assert f"PASS {name}\n" in text.replace("\r", "")
     assert res.ok
-    assert m.stats()["exceptions"] >= 10
+    # hvf: the hardware enters the guest's own exceptions; the VMM sees only those it injects
+    assert m.stats()["exceptions"] >= (1 if backend == "hvf" else 10)
     # the unknown register is a logged guest error; the EL0 access to SCTLR_EL1 is not "unknown"
     assert "unknown system register S3_1_C15_C15_7: UNDEFINED" in caplog.text
     assert caplog.text.count("unknown system register") == 1
@@ -80,6 +81,7 @@ def test_unmapped_accesses(machine, guest, backend, caplog):
     assert "ALL PASS" in text and res.ok
     assert "unclaimed address 0xc000000" in caplog.text
     assert "4-byte read at unmapped address 0x100000000" in caplog.text
+    assert "4-byte write at unmapped address 0x100000000" in caplog.text
 
 
 def test_semihosting_exit_status(machine, guest, backend):

@@ -9,8 +9,6 @@
 #if VMM_HAVE_HVF
 
 #include <inttypes.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <mach/mach_time.h>
 
 #include "../arm/arm.h"
@@ -41,6 +39,8 @@
 #define R_OSLAR SYSREG(2, 0, 1, 0, 4)
 #define R_OSLSR SYSREG(2, 0, 1, 1, 4)
 #define R_OSDLR SYSREG(2, 0, 1, 3, 4)
+
+#define ISS_FNV (1u << 10)
 
 #define CTL_ENABLE 1u
 #define CTL_IMASK 2u
@@ -121,10 +121,15 @@ static bool data_abort(struct hvf_vcpu *h, uint64_t esr, struct vmm_exit *exit)
         uint64_t cpsr = 0;
         hv_vcpu_get_reg(h->id, HV_REG_CPSR, &cpsr);
         uint32_t ec = ((cpsr >> 2) & 3) ? EC_DABT_CUR : EC_DABT_LOW;
-        vmm__guest_error(vm, "hvf", "vCPU %u %s 0x%" PRIx64 " above RAM: external abort", h->vcpu->id,
-                         write ? "wrote" : "read", pa);
-        /* FnV clear: FAR holds the virtual address the framework reported */
-        inject_sync(h, ec << 26 | 1u << 25 | (write ? 1u << 6 : 0) | 0x10, true, va);
+        (void)va;
+        if (isv)
+            vmm__guest_error(vm, "hvf", "vCPU %u: %u-byte %s at unmapped address 0x%" PRIx64, h->vcpu->id,
+                             1u << ((esr >> 22) & 3), write ? "write" : "read", pa);
+        else
+            vmm__guest_error(vm, "hvf", "vCPU %u: %s at unmapped address 0x%" PRIx64, h->vcpu->id,
+                             write ? "write" : "read", pa);
+        /* the syndrome the soft and KVM backends give: FnV set (FAR not valid), WnR, DFSC 0x10 */
+        inject_sync(h, ec << 26 | 1u << 25 | ISS_FNV | (write ? 1u << 6 : 0) | 0x10, false, 0);
         return false;
     }
     if (!isv) {
@@ -228,7 +233,6 @@ static bool sysreg(struct hvf_vcpu *h, uint64_t esr, struct vmm_exit *exit)
     }
     if (read)
         set_x(h, rt, val);
-    if (getenv("HVFDBG")) fprintf(stderr, "sysreg pc=%lx id=%x rt=%u read=%d val=%lx\n", (unsigned long)get_pc(h), id, rt, read, (unsigned long)val);
     advance_pc(h);
     return false;
 }
@@ -323,6 +327,35 @@ static void vtimer_deadline(struct hvf_vcpu *h)
     mirror(h, CTL_ENABLE, ticks_to_core(hv, cval + hv->vt_offset));
 }
 
+/*
+ * An instruction fetch outside RAM: a synchronous external abort for the guest, unless it is the
+ * fetch of an exception vector (the guest took an exception with no vector table in RAM: it would
+ * fault again forever), which ends the run naming the exception it took.
+ */
+static bool fetch_abort(struct hvf_vcpu *h, struct vmm_exit *exit)
+{
+    struct vmm_vm *vm = h->vcpu->vm;
+    uint64_t cpsr = 0, vbar = 0, pc = get_pc(h), esr1 = 0, elr1 = 0;
+
+    hv_vcpu_get_reg(h->id, HV_REG_CPSR, &cpsr);
+    hv_vcpu_get_sys_reg(h->id, HV_SYS_REG_VBAR_EL1, &vbar);
+    if (pc - vbar < 0x800 && (pc & 0x7f) == 0) {
+        hv_vcpu_get_sys_reg(h->id, HV_SYS_REG_ESR_EL1, &esr1);
+        hv_vcpu_get_sys_reg(h->id, HV_SYS_REG_ELR_EL1, &elr1);
+        vmm__set_error(vm, VMM_EINVAL,
+                       "vCPU %u: exception with no executable vector table in RAM (ESR 0x%08" PRIx64
+                       ", pc 0x%" PRIx64 ", VBAR_EL1 0x%" PRIx64 ")",
+                       h->vcpu->id, esr1, elr1, vbar);
+        vmm__guest_error(vm, "hvf", "%s", vm->errmsg);
+        exit->kind = VMM_EXIT_GUEST_ERROR;
+        return true;
+    }
+    vmm__guest_error(vm, "hvf", "vCPU %u: instruction fetch at unmapped address 0x%" PRIx64, h->vcpu->id,
+                     h->exit->exception.physical_address);
+    inject_sync(h, (((cpsr >> 2) & 3) ? EC_IABT_CUR : EC_IABT_LOW) << 26 | 1u << 25 | ISS_FNV | 0x10, false, 0);
+    return false;
+}
+
 /* ---- the dispatch ---- */
 
 bool vmm__hvf_exception(struct hvf_vcpu *h, struct vmm_exit *exit)
@@ -350,15 +383,8 @@ bool vmm__hvf_exception(struct hvf_vcpu *h, struct vmm_exit *exit)
             return false;
         exit->kind = VMM_EXIT_WFI;
         return true;
-    case EC_IABT_LOW: {
-        uint64_t cpsr = 0;
-        hv_vcpu_get_reg(h->id, HV_REG_CPSR, &cpsr);
-        vmm__guest_error(h->vcpu->vm, "hvf", "vCPU %u: instruction fetch from 0x%" PRIx64 ", outside RAM",
-                         h->vcpu->id, h->exit->exception.physical_address);
-        inject_sync(h, (((cpsr >> 2) & 3) ? EC_IABT_CUR : EC_IABT_LOW) << 26 | 1u << 25 | 0x10, true,
-                    h->exit->exception.virtual_address);
-        return false;
-    }
+    case EC_IABT_LOW:
+        return fetch_abort(h, exit);
     default:
         guest_error_exit(h, exit, "an exception the hvf backend does not handle", esr);
         return true;
