@@ -165,6 +165,22 @@ def test_boots_to_init_on_soft_threaded(debian_kernel, test_initramfs, machine):
     assert st["irqs"] > 0 and st["sysreg_exits"] > 0, st  # our GIC took interrupts, our timers were used
 
 
+def test_boots_to_init_on_hvf_two_cpus(debian_kernel, test_initramfs, machine):
+    """The Hypervisor.framework backend (here over the framework simulator, csrc/backend/hvfsim): 2 vCPUs,
+    each on a thread of its own, our GIC (its CPU interface trapped), the framework's virtual timer."""
+    m = machine(debian_kernel, cpus=CPUS, ram="512M", initrd=test_initramfs, cmdline=CMDLINE, backend="hvf")
+    res = m.run(timeout=VMMPY_BOOT_TIMEOUT)
+    assert res.ok, f"{res}: {m.serial.text[-2000:]}"
+    assert re.search(r"smp: Brought up \d+ nodes?, 2 CPUs", m.serial.text), m.serial.text[-2000:]
+    assert "Run /init as init process" in m.serial.text
+    match = re.search(initramfs.MARKER_RE, m.serial.data)
+    assert match and int(match.group(1)) == CPUS and match.group(2) == b"0-1", m.serial.text[-2000:]
+    assert "VMMPY-INIT-FAIL" not in m.serial.text
+    assert "reboot: Power down" in m.serial.text
+    st = m.stats()
+    assert st["irqs"] > 0 and st["sysreg_exits"] > 0 and st["mmio_exits"] > 0, st
+
+
 def test_deterministic_smp_boot_is_bit_identical(debian_kernel, test_initramfs, machine):
     """Deterministic mode: Linux on 2 vCPUs, printk timestamps included, gives the same bytes twice."""
     outs = []
