@@ -125,6 +125,25 @@ def test_bench_guest_reports_every_measurement(machine, guest, backend):
     assert m.stats()["hvc_exits"] >= 3 * 100000
 
 
+def test_mmio_loads_extend_as_the_instruction_says(raw_guest, backend):
+    """Byte loads from a device register whose value has its top bit set (PL011 UARTPCellID1 = 0xF0): LDRSB to a W
+    register sign-extends to 32 bits and clears the upper half, to an X register to 64 bits, LDRB zero-extends (on
+    hvf this is the data abort's SSE, SF and SAS at work, hvf_exits.c)."""
+    blob = code(
+        0xD2A12001, 0x913FD021,  # x1 = 0x09000ff4
+        0x10000206,  # adr x6, results (RAM_BASE + 72)
+        0x92800003, 0x92800004, 0x92800005,  # x3 = x4 = x5 = ~0
+        0x39C00023, 0x39800024, 0x39400025,  # ldrsb w3, [x1]; ldrsb x4, [x1]; ldrb w5, [x1]
+        0xF90000C3, 0xF90004C4, 0xF90008C5,  # str x3, [x6]; str x4, [x6, #8]; str x5, [x6, #16]
+        *SYSTEM_OFF,
+    )  # fmt: skip
+    blob = blob.ljust(72, b"\0") + b"\xaa" * 24
+    with vmmpy.Machine(raw_guest(blob), kernel_format="raw", backend=backend) as m:
+        assert m.run(timeout=30).reason == RunReason.POWEROFF
+        got = struct.unpack("<QQQ", m.read_memory(RAM_BASE + 72, 24))
+    assert got == (0xFFFF_FFF0, 0xFFFF_FFFF_FFFF_FFF0, 0xF0), [hex(v) for v in got]
+
+
 @pytest.mark.parametrize("movk_w0", [0x72B08000, 0x72B88000], ids=["smc32", "smc64"])  # 0x8400 / 0xc400 << 16
 def test_psci_affinity_info_reads_the_target_from_x1(raw_guest, backend, movk_w0):
     """AFFINITY_INFO (SMC32 and SMC64, DEN0022 §5.7): x1 = target affinity, x2 = lowest affinity level 0. On a 2-CPU
