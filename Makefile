@@ -4,7 +4,7 @@ PIP ?= $(PYTHON) -m pip
 DEB_PKGS := clang lld llvm libclang-rt-14-dev libfdt-dev zlib1g-dev qemu-system-arm cppcheck clang-format \
   python3-tk xvfb xdotool libslirp-dev gdb-multiarch tcpdump iproute2
 PY_PKGS := cffi pytest Pillow pylibfdt unicorn==2.1.4 ruff setuptools wheel matplotlib pytest-xdist universalmutator
-SRCS := $(wildcard csrc/*/*.c csrc/*/*.h) include/vmm.h vmmpy/_build_ffi.py
+SRCS := $(wildcard csrc/*/*.c csrc/*/*.h csrc/backend/hvfsim/*.[ch] csrc/backend/hvfsim/*/*.h) include/vmm.h vmmpy/_build_ffi.py
 STAMP := build/.stamp-ext
 # extra pytest arguments for test and test-fast, e.g. PYTEST_ARGS="-n auto" (pytest-xdist: one worker per core)
 PYTEST_ARGS ?=
@@ -78,7 +78,7 @@ soak: build guests
 lint: deps
 	$(PYTHON) -m ruff check vmmpy tests bench tools
 	$(PYTHON) -m ruff format --check vmmpy tests bench tools
-	clang-format --dry-run -Werror include/vmm.h csrc/*/*.[ch] runner/*.c bench/*.c
+	clang-format --dry-run -Werror include/vmm.h csrc/*/*.[ch] csrc/backend/hvfsim/*.[ch] csrc/backend/hvfsim/*/*.h tests/hvfsim/*.c runner/*.c bench/*.c
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability --inline-suppr \
 	  --suppress=missingIncludeSystem -Iinclude csrc
 

@@ -318,8 +318,7 @@ static int run_on_owner(struct hvf_vcpu *h, void *arg)
                 return 0;
             continue;
         default:
-            vmm__set_error(vcpu->vm, VMM_EBACKEND, "hvf: vCPU %u: exit reason %u", vcpu->id,
-                           (unsigned)h->exit->reason);
+            vmm__set_error(vcpu->vm, VMM_EBACKEND, "hvf: vCPU %u: exit reason %u", vcpu->id, (unsigned)h->exit->reason);
             exit->kind = VMM_EXIT_HOST_ERROR;
             return 0;
         }

@@ -28,9 +28,9 @@ struct hvf_vcpu {
     atomic_bool kicked; /* a stop, timeout or deadline: vcpu_run returns to the loop */
     /* the virtual timer: masked by the framework at its exit until its interrupt is over */
     bool vt_masked;
-    bool vt_mirrored;    /* the core's CNTV model holds a deadline or level for the idle wait */
-    uint64_t cntp_cval;  /* CNTP_CVAL_EL0 as the guest wrote it (counter units); the core's is converted */
-    uint64_t oslsr;      /* OSLSR_EL1.OSLK as OSLAR_EL1 set it */
+    bool vt_mirrored;   /* the core's CNTV model holds a deadline or level for the idle wait */
+    uint64_t cntp_cval; /* CNTP_CVAL_EL0 as the guest wrote it (counter units); the core's is converted */
+    uint64_t oslsr;     /* OSLSR_EL1.OSLK as OSLAR_EL1 set it */
 };
 
 struct hvf_vm {

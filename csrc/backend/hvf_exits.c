@@ -23,10 +23,10 @@
 #define EC_HVC64 0x16
 #define EC_SMC64 0x17
 #define EC_SYSREG 0x18
-#define EC_IABT_LOW 0x20
-#define EC_IABT_CUR 0x21
-#define EC_DABT_LOW 0x24
-#define EC_DABT_CUR 0x25
+#define EC_IABT_LOW 0x20u
+#define EC_IABT_CUR 0x21u
+#define EC_DABT_LOW 0x24u
+#define EC_DABT_CUR 0x25u
 
 #define EXIT_TAG 0x564d4d5059455854ULL /* "VMMPYEXT" in x5: x4 holds the guest's exit status */
 
@@ -75,8 +75,8 @@ static void advance_pc(struct hvf_vcpu *h)
 static void guest_error_exit(struct hvf_vcpu *h, struct vmm_exit *exit, const char *fmt, uint64_t esr)
 {
     struct vmm_vm *vm = h->vcpu->vm;
-    vmm__set_error(vm, VMM_EINVAL, "vCPU %u at pc 0x%" PRIx64 ": %s (ESR 0x%08" PRIx64 ")", h->vcpu->id, get_pc(h),
-                   fmt, esr);
+    vmm__set_error(vm, VMM_EINVAL, "vCPU %u at pc 0x%" PRIx64 ": %s (ESR 0x%08" PRIx64 ")", h->vcpu->id, get_pc(h), fmt,
+                   esr);
     vmm__guest_error(vm, "hvf", "%s", vm->errmsg);
     exit->kind = VMM_EXIT_GUEST_ERROR;
 }
@@ -343,8 +343,8 @@ static bool fetch_abort(struct hvf_vcpu *h, struct vmm_exit *exit)
         hv_vcpu_get_sys_reg(h->id, HV_SYS_REG_ESR_EL1, &esr1);
         hv_vcpu_get_sys_reg(h->id, HV_SYS_REG_ELR_EL1, &elr1);
         vmm__set_error(vm, VMM_EINVAL,
-                       "vCPU %u: exception with no executable vector table in RAM (ESR 0x%08" PRIx64
-                       ", pc 0x%" PRIx64 ", VBAR_EL1 0x%" PRIx64 ")",
+                       "vCPU %u: exception with no executable vector table in RAM (ESR 0x%08" PRIx64 ", pc 0x%" PRIx64
+                       ", VBAR_EL1 0x%" PRIx64 ")",
                        h->vcpu->id, esr1, elr1, vbar);
         vmm__guest_error(vm, "hvf", "%s", vm->errmsg);
         exit->kind = VMM_EXIT_GUEST_ERROR;

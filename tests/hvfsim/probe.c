@@ -25,13 +25,13 @@ static void *ram;
 static hv_vcpu_t vcpu;
 static hv_vcpu_exit_t *ex;
 
-#define CHECK(call)                                                              \
-    do {                                                                         \
-        hv_return_t r_ = (call);                                                 \
-        if (r_ != HV_SUCCESS) {                                                  \
-            printf("error %s = 0x%x\n", #call, (unsigned)r_);                    \
-            exit(1);                                                             \
-        }                                                                        \
+#define CHECK(call)                                           \
+    do {                                                      \
+        hv_return_t r_ = (call);                              \
+        if (r_ != HV_SUCCESS) {                               \
+            printf("error %s = 0x%x\n", #call, (unsigned)r_); \
+            exit(1);                                          \
+        }                                                     \
     } while (0)
 
 static void setup(void)

@@ -78,11 +78,9 @@ int hvfsim__xreg(unsigned n)
 
 uint64_t hvfsim__cp_read(uc_engine *uc, uint32_t id)
 {
-    uc_arm64_cp_reg c = { .op0 = (id >> 14) & 3,
-                          .op1 = (id >> 11) & 7,
-                          .crn = (id >> 7) & 15,
-                          .crm = (id >> 3) & 15,
-                          .op2 = id & 7 };
+    uc_arm64_cp_reg c = {
+        .op0 = (id >> 14) & 3, .op1 = (id >> 11) & 7, .crn = (id >> 7) & 15, .crm = (id >> 3) & 15, .op2 = id & 7
+    };
     uc_reg_read(uc, UC_ARM64_REG_CP_REG, &c);
     return c.val;
 }

@@ -134,7 +134,6 @@ bool hvfsim__decode_ldst(uc_engine *uc, uint32_t insn, uint64_t pc, struct sim_l
     }
     /* SIMD structures, atomics, RCpc and the rest: the base register is the address */
     o->va = xreg(uc, rn, true);
-    o->write = (insn & 0xbf000000u) == 0x0c000000u || (insn & 0xbf000000u) == 0x0d000000u ? !((insn >> 22) & 1)
-                                                                                          : true;
+    o->write = (insn & 0xbf000000u) == 0x0c000000u || (insn & 0xbf000000u) == 0x0d000000u ? !((insn >> 22) & 1) : true;
     return true;
 }

@@ -31,7 +31,15 @@
 #define INSN_WFE 0xd503205fu
 
 /* QEMU's exception numbers (target/arm/cpu.h) as UC_HOOK_INTR reports them */
-enum { EXCP_UDEF = 1, EXCP_SWI = 2, EXCP_PREFETCH_ABORT = 3, EXCP_DATA_ABORT = 4, EXCP_BKPT = 7, EXCP_HVC = 11, EXCP_SMC = 13 };
+enum {
+    EXCP_UDEF = 1,
+    EXCP_SWI = 2,
+    EXCP_PREFETCH_ABORT = 3,
+    EXCP_DATA_ABORT = 4,
+    EXCP_BKPT = 7,
+    EXCP_HVC = 11,
+    EXCP_SMC = 13
+};
 
 #define REG_SCR_EL3 SIM_SYSREG(3, 6, 1, 1, 0)
 #define REG_HCR_EL2 SIM_SYSREG(3, 4, 1, 1, 0)
@@ -92,7 +100,7 @@ static bool trapped(uint32_t id)
     if (op0 == 2 && op1 == 0 && crn == 1 && (crm == 0 || crm == 1 || crm == 3) && op2 == 4)
         return true; /* OSLAR_EL1, OSLSR_EL1, OSDLR_EL1 */
     if (op0 == 3 && (crn == 11 || crn == 15))
-        return true; /* IMPLEMENTATION DEFINED (HCR_EL2.TIDCP) */
+        return true;                          /* IMPLEMENTATION DEFINED (HCR_EL2.TIDCP) */
     return op0 == 3 && crn == 9 && crm >= 12; /* PMU */
 }
 
@@ -198,7 +206,8 @@ static void enter_el1(struct sim_vcpu *v, uint32_t esr, bool set_far, uint64_t f
         set_reg(uc, UC_ARM64_REG_FAR_EL1, far);
     set_reg(uc, UC_ARM64_REG_ELR_EL1, elr);
     /* FEAT_PAN: PSTATE.PAN is set on entry unless SCTLR_EL1.SPAN (bit 23) */
-    if (((hvfsim__cp_read(uc, REG_ID_AA64MMFR1_EL1) >> 20) & 0xf) && !(hvfsim__cp_read(uc, REG_SCTLR_EL1) & (1ull << 23)))
+    if (((hvfsim__cp_read(uc, REG_ID_AA64MMFR1_EL1) >> 20) & 0xf) &&
+        !(hvfsim__cp_read(uc, REG_SCTLR_EL1) & (1ull << 23)))
         new_ps |= 1u << 22;
     else
         new_ps |= ps & (1u << 22);
@@ -289,8 +298,8 @@ static bool block_ends_in_wfe(struct sim_vcpu *v, uint64_t addr, uint32_t size)
     if (e->addr != addr || e->size != size) {
         e->addr = addr;
         e->size = size;
-        e->wfe = size >= 4 && uc_vmem_read(v->uc, addr + size - 4, UC_PROT_EXEC, &insn, 4) == UC_ERR_OK &&
-                 insn == INSN_WFE;
+        e->wfe =
+            size >= 4 && uc_vmem_read(v->uc, addr + size - 4, UC_PROT_EXEC, &insn, 4) == UC_ERR_OK && insn == INSN_WFE;
     }
     return e->wfe;
 }
@@ -495,8 +504,7 @@ static void apply_interrupts(struct sim_vcpu *v)
         return;
     v->virq_applied = v->irq;
     v->vfiq_applied = v->fiq;
-    hvfsim__cp_write(v->uc, REG_HCR_EL2,
-                     HCR_RW | HCR_IMO | HCR_FMO | (v->irq ? HCR_VI : 0) | (v->fiq ? HCR_VF : 0));
+    hvfsim__cp_write(v->uc, REG_HCR_EL2, HCR_RW | HCR_IMO | HCR_FMO | (v->irq ? HCR_VI : 0) | (v->fiq ? HCR_VF : 0));
 }
 
 static bool stopped_at_wfi(struct sim_vcpu *v, uint64_t pc)
