@@ -4,7 +4,10 @@ Rules, checked on every csrc/*/*.c compiled here into an object (with the extens
 vmmpy/_build_ffi.py; -fvisibility=hidden hides them from the .so's dynamic table, not from `nm` on an object):
 - every global symbol an object defines starts with ``vmm__`` (internal) or ``vmm_`` (public); the files
   of the 9p server (``p9_*.c``) may also use ``p9_``;
-- a public ``vmm_`` name (one underscore) is declared in include/vmm.h, the one public header.
+- a public ``vmm_`` name (one underscore) is declared in include/vmm.h, the one public header;
+- the Hypervisor.framework simulator (csrc/backend/hvfsim/, built on Linux only) defines the names of the API
+  it simulates (``hv_*``, ``mach_absolute_time``, ``mach_timebase_info``, ``os_release``) and ``hvfsim__``
+  internals: hidden like the rest, and only there.
 """
 
 from __future__ import annotations
@@ -44,12 +47,16 @@ def _globals(obj: str) -> list[str]:
     return [line.split()[-1] for line in out.splitlines() if line.strip()]
 
 
+HVFSIM_API = re.compile(r"(hv_\w+|hvfsim__\w+|mach_absolute_time|mach_timebase_info|os_release)$")
+
+
 def violations(src: str, symbols: list[str], public: set[str]) -> list[str]:
     """What is wrong with the global `symbols` of the file `src` (empty: nothing)."""
     p9 = re.match(r"p9_.*\.c$", os.path.basename(src)) is not None
+    hvfsim = os.path.basename(os.path.dirname(src)) == "hvfsim"
     bad = []
     for s in symbols:
-        if s.startswith("vmm__") or (p9 and s.startswith("p9_")):
+        if s.startswith("vmm__") or (p9 and s.startswith("p9_")) or (hvfsim and HVFSIM_API.match(s)):
             continue
         if s.startswith("vmm_"):
             if s not in public:
@@ -125,3 +132,10 @@ def test_the_check_catches_an_unprefixed_global(build, tmp_path):
     bad = violations("csrc/dev/bad.c", syms, public)
     assert {b.split(":")[0] for b in bad} == {"fid_get", "p9_x", "vmm_not_in_header"}, bad
     assert {b.split(":")[0] for b in violations("csrc/dev/p9_bad.c", syms, public)} == {"fid_get", "vmm_not_in_header"}
+
+
+def test_framework_names_only_in_the_simulator():
+    """hv_* may be defined by the simulator's files (csrc/backend/hvfsim/), by no other file."""
+    assert violations("csrc/backend/hvfsim/hvfsim.c", ["hv_vcpu_run", "mach_absolute_time"], set()) == []
+    assert violations("csrc/backend/hvf.c", ["hv_vcpu_run"], set())
+    assert violations("csrc/backend/hvfsim/hvfsim.c", ["helper"], set())
