@@ -6,10 +6,12 @@ DEB_PKGS := clang lld llvm libclang-rt-14-dev libfdt-dev zlib1g-dev qemu-system-
 PY_PKGS := cffi pytest Pillow pylibfdt unicorn==2.1.4 ruff setuptools wheel matplotlib pytest-xdist universalmutator
 SRCS := $(wildcard csrc/*/*.c csrc/*/*.h csrc/backend/hvfsim/*.[ch] csrc/backend/hvfsim/*/*.h) include/vmm.h vmmpy/_build_ffi.py
 STAMP := build/.stamp-ext
+UNAME_S := $(shell uname -s)
+UNAME_M := $(shell uname -m)
 # extra pytest arguments for test and test-fast, e.g. PYTEST_ARGS="-n auto" (pytest-xdist: one worker per core)
 PYTEST_ARGS ?=
 
-.PHONY: all deps build guests test test-fast test-asan test-portable mutate mutate-ci lint demo bench bench-report debian clean fuzz soak aarch64 deps-aarch64 nested
+.PHONY: all deps build guests sign test test-fast test-asan test-portable mutate mutate-ci lint demo bench bench-report debian clean fuzz soak aarch64 deps-aarch64 nested
 all: build guests
 
 # $(call apt_install,PACKAGES): install the Debian packages of the list that are missing (sudo unless root).
@@ -26,7 +28,12 @@ endef
 deps: build/.stamp-deps
 build/.stamp-deps: Makefile
 	@mkdir -p build
+ifeq ($(UNAME_S),Darwin)
+	@command -v brew >/dev/null || { echo "vmmpy: needs Homebrew (https://brew.sh) for libfdt (brew install dtc)"; exit 1; }
+	@brew list dtc >/dev/null 2>&1 || brew install dtc
+else
 	$(call apt_install,$(DEB_PKGS))
+endif
 	@$(PYTHON) tools/pydeps.py $(PY_PKGS) || $(PIP) install -q $(PY_PKGS)
 	@touch $@
 
@@ -40,6 +47,12 @@ $(STAMP): $(SRCS) pyproject.toml setup.py
 
 guests: deps
 	@$(MAKE) -s -C guest
+
+# macOS: ad-hoc sign this Python (and build/vmmrun, if built) with the com.apple.security.hypervisor
+# entitlement that Hypervisor.framework requires (backend "hvf"); elsewhere it says it is for macOS.
+sign: build
+	$(PYTHON) -m vmmpy sign-python
+	@if [ -f build/vmmrun ]; then $(PYTHON) -m vmmpy sign-python --binary build/vmmrun; fi
 
 # The slow tier includes tests/test_kvm_nested.py, which needs the arm64 cross build.
 test: build guests aarch64
@@ -184,8 +197,18 @@ $(A64)/kvm_raw: bench/kvm_raw.c $(A64)/cflags
 NAT := build/native
 NAT_OBJS := $(patsubst csrc/%.c,$(NAT)/obj/%.o,$(wildcard csrc/*/*.c))
 UNICORN_DIR = $(shell $(PYTHON) -c "import importlib.util as u, os; print(os.path.dirname(u.find_spec('unicorn').origin))")
-NAT_CFLAGS = -DVMM_BUILDING -Iinclude -I$(UNICORN_DIR)/include -std=gnu11 -O2 -g -Wall -Wextra -Werror \
-  -fvisibility=hidden -MMD -MP
+# per platform: the unicorn wheel's library name; on macOS Homebrew's libfdt and, on Apple Silicon, the
+# Hypervisor framework (backend "hvf", csrc/backend/hvf.c; sign the binary with `make sign`)
+ifeq ($(UNAME_S),Darwin)
+UNICORN_LIB := libunicorn.2.dylib
+BREW_DTC := $(shell brew --prefix dtc 2>/dev/null)
+NAT_SYS_CFLAGS := $(if $(BREW_DTC),-I$(BREW_DTC)/include)
+NAT_SYS_LDFLAGS := $(if $(BREW_DTC),-L$(BREW_DTC)/lib) $(if $(filter arm64,$(UNAME_M)),-framework Hypervisor)
+else
+UNICORN_LIB := libunicorn.so.2
+endif
+NAT_CFLAGS = -DVMM_BUILDING -Iinclude -I$(UNICORN_DIR)/include $(NAT_SYS_CFLAGS) -std=gnu11 -O2 -g -Wall -Wextra \
+  -Werror -fvisibility=hidden -MMD -MP
 
 $(NAT)/obj/%.o: csrc/%.c | deps
 	@mkdir -p $(@D)
@@ -197,7 +220,8 @@ $(NAT)/runner/vmmrun.o: runner/vmmrun.c include/vmm.h
 	@$(CC) $(NAT_CFLAGS) -c $< -o $@
 
 build/vmmrun: $(NAT)/runner/vmmrun.o $(NAT_OBJS)
-	@$(CC) -o $@ $^ $(UNICORN_DIR)/lib/libunicorn.so.2 -Wl,-rpath,$(UNICORN_DIR)/lib -lfdt -lz -pthread -lm
+	@$(CC) -o $@ $^ $(UNICORN_DIR)/lib/$(UNICORN_LIB) -Wl,-rpath,$(UNICORN_DIR)/lib $(NAT_SYS_LDFLAGS) -lfdt -lz \
+	  -pthread -lm
 	@echo "==> $@"
 
 -include $(wildcard $(NAT)/obj/*/*.d)

@@ -7,6 +7,7 @@ import importlib.util
 import os
 import platform
 import re
+import subprocess
 import sys
 
 from cffi import FFI
@@ -78,8 +79,27 @@ def hvf_simulated() -> bool:
     return sys.platform != "darwin"
 
 
+def homebrew_prefix(formula: str) -> str | None:
+    """macOS: where Homebrew installed `formula` (libfdt comes with `dtc`), or None."""
+    if sys.platform != "darwin":
+        return None
+    try:
+        out = subprocess.run(["brew", "--prefix", formula], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    p = out.stdout.strip()
+    return p if out.returncode == 0 and os.path.isdir(p) else None
+
+
 def include_dirs() -> list[str]:
-    return [INCLUDE, os.path.join(unicorn_dir(), "include")] + ([HVFSIM] if hvf_simulated() else [])
+    dirs = [INCLUDE, os.path.join(unicorn_dir(), "include")] + ([HVFSIM] if hvf_simulated() else [])
+    dtc = homebrew_prefix("dtc")
+    return dirs + ([os.path.join(dtc, "include")] if dtc else [])
+
+
+def library_dirs() -> list[str]:
+    dtc = homebrew_prefix("dtc")
+    return [os.path.join(dtc, "lib")] if dtc else []
 
 
 def cflags(sanitize: bool = False, portable: bool = False) -> list[str]:
@@ -129,6 +149,7 @@ def make_ffi(sanitize: bool = False, absolute: bool = False, portable: bool = Fa
         '#include "vmm.h"\n',
         sources=[s if absolute else os.path.relpath(s, ROOT) for s in sources(portable)],
         include_dirs=include_dirs(),
+        library_dirs=library_dirs(),
         libraries=["fdt", "z", "pthread"],
         # libunicorn is loaded by vmmpy._ffi before the extension: link by soname only,
         # so no build-time path is baked into the extension.

@@ -285,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv for debug)")
     _snapshot_options(r)
+    g = sub.add_parser("sign-python", help="macOS: sign this Python (or --binary) for Hypervisor.framework (hvf)")
+    g.add_argument("--binary", metavar="FILE", help="sign FILE (e.g. build/vmmrun) instead of this interpreter")
+    g.add_argument("--copy", metavar="DEST", help="sign a copy at DEST and leave the original unchanged")
     s = sub.add_parser("restore", help="continue a VM from a snapshot (run --snapshot-out) and stream its console")
     s.error = p.error  # type: ignore[method-assign]
     s.add_argument("snapshot", help="a snapshot file written by run --snapshot-out (or Machine.snapshot)")
@@ -695,6 +698,18 @@ def _write_result_json(path: str, report: dict, code: int) -> None:
         sys.stderr.write(f"vmmpy: error: --result-json: cannot write {path}: {e.strerror or e}\n")
 
 
+def cmd_sign(args) -> int:
+    from vmmpy.sign import SignError, sign
+
+    try:
+        path = sign(args.binary, args.copy)
+    except SignError as e:
+        sys.stderr.write(f"vmmpy: {e}\n")
+        return EXIT_USAGE
+    print(f"signed {path} with com.apple.security.hypervisor")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -712,6 +727,8 @@ def main(argv: list[str] | None = None) -> int:
             _snapshot_check(args, parser)
             code = cmd_run(args, report)
             return code
+        if args.command == "sign-python":
+            return cmd_sign(args)
         if args.command == "restore":
             _result_json_check(args, parser)
             _snapshot_check(args, parser)
