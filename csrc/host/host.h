@@ -5,10 +5,10 @@
  * Exactly one implementation is compiled in:
  *   host_linux.c  the default on Linux (getrandom, prctl, fallocate, O_PATH
  *                 and /proc/self/fd, pthread_setname_np, MAP_NORESERVE);
- *   host_posix.c  when VMM_HOST_POSIX is defined (make test-portable): only
- *                 POSIX.1-2008 + XSI, built with -D_XOPEN_SOURCE=700 and no
- *                 _GNU_SOURCE, so a Linux-only call fails to compile. A macOS
- *                 build uses this one.
+ *   host_posix.c  when VMM_HOST_POSIX is defined (make test-portable) and on
+ *                 every host but Linux (macOS): only POSIX.1-2008 + XSI,
+ *                 built with -D_XOPEN_SOURCE=700 and no _GNU_SOURCE for the
+ *                 check, so a Linux-only call fails to compile.
  * Every other file in csrc/ (except csrc/backend/kvm.c) sticks to POSIX.
  *
  * Functions return 0 or a positive errno value unless stated otherwise; they

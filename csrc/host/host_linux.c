@@ -1,5 +1,5 @@
-/* host_linux.c - the host-OS layer on Linux (host.h); compiled to nothing when VMM_HOST_POSIX is defined. */
-#ifndef VMM_HOST_POSIX
+/* host_linux.c - the host-OS layer on Linux (host.h); compiled to nothing off Linux or when VMM_HOST_POSIX is set. */
+#if !defined(VMM_HOST_POSIX) && defined(__linux__)
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>

@@ -1,8 +1,9 @@
 /*
  * host_posix.c - the host-OS layer (host.h) in POSIX.1-2008 + XSI only; compiled in when VMM_HOST_POSIX is
- * defined (make test-portable builds it on Linux with -D_XOPEN_SOURCE=700 and no _GNU_SOURCE).
+ * defined (make test-portable builds it on Linux with -D_XOPEN_SOURCE=700 and no _GNU_SOURCE) and on
+ * every host that is not Linux (macOS).
  */
-#ifdef VMM_HOST_POSIX
+#if defined(VMM_HOST_POSIX) || !defined(__linux__)
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
