@@ -62,7 +62,7 @@ def test_every_vmmpy_command_line_parses(page):
     parser = build_parser()
     for argv in vmmpy_lines(page):
         args = parser.parse_args(argv)  # a bad option or value exits (SystemExit) and fails the test
-        assert args.command in ("run", "restore")
+        assert args.command in ("run", "restore", "sign-python")
 
 
 def test_the_documented_command_lines_are_there():
