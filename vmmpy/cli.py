@@ -214,7 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--cmdline", help="kernel command line")
     r.add_argument("--initrd", help="initial ramdisk file")
     r.add_argument("--timeout", type=_seconds, help="stop the guest after this many seconds")
-    r.add_argument("--backend", help="soft, kvm, hvf or auto (default: $VMMPY_BACKEND, else auto: KVM or HVF where it works)")
+    r.add_argument(
+        "--backend", help="soft, kvm, hvf or auto (default: $VMMPY_BACKEND, else auto: KVM or HVF where it works)"
+    )
     models = cpu_models()
     r.add_argument(
         "--cpu-model", choices=models, help=f"soft backend CPU: {models[0]} (default), {', '.join(models[1:])}"
