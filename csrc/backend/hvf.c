@@ -73,24 +73,24 @@ static void *owner_main(void *arg)
     tls_owned = h;
     pthread_mutex_lock(&h->lock);
     for (;;) {
-        while (!h->call && !h->quit)
+        while (h->done == h->posted && !h->quit)
             pthread_cond_wait(&h->cond, &h->lock);
         if (h->quit)
             break;
         int (*fn)(struct hvf_vcpu *, void *) = h->call;
-        h->call = NULL;
+        void *fn_arg = h->arg;
         pthread_mutex_unlock(&h->lock);
-        int r = fn(h, h->arg);
+        int r = fn(h, fn_arg);
         pthread_mutex_lock(&h->lock);
         h->result = r;
-        h->busy = false;
+        h->done = h->posted;
         pthread_cond_broadcast(&h->cond);
     }
     pthread_mutex_unlock(&h->lock);
     return NULL;
 }
 
-/* Run fn on the vCPU's owner thread and wait for its result (at once if this is that thread). */
+/* Run fn on the vCPU's owner thread and wait for its result (at once if this is that thread). One at a time. */
 static int on_owner(struct hvf_vcpu *h, int (*fn)(struct hvf_vcpu *, void *), void *arg)
 {
     if (tls_owned == h)
@@ -101,10 +101,13 @@ static int on_owner(struct hvf_vcpu *h, int (*fn)(struct hvf_vcpu *, void *), vo
     h->busy = true;
     h->call = fn;
     h->arg = arg;
+    uint64_t mine = ++h->posted;
     pthread_cond_broadcast(&h->cond);
-    while (h->busy)
+    while (h->done != mine)
         pthread_cond_wait(&h->cond, &h->lock);
     int r = h->result;
+    h->busy = false;
+    pthread_cond_broadcast(&h->cond);
     pthread_mutex_unlock(&h->lock);
     return r;
 }

@@ -17,8 +17,9 @@ struct hvf_vcpu {
     pthread_t thread;
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    int (*call)(struct hvf_vcpu *h, void *arg); /* work for the owner; NULL once taken */
+    int (*call)(struct hvf_vcpu *h, void *arg); /* work for the owner */
     void *arg;
+    uint64_t posted, done; /* calls handed over and finished; the owner works while they differ */
     bool busy, quit, started;
     int result;
 
