@@ -62,7 +62,7 @@ struct sim_vcpu {
     enum sim_stop stop;
     unsigned blocks;
     bool vt_check;
-    bool prev_wfe;
+    uint32_t prev_hint; /* the block before ended in WFE or YIELD (the instruction), else 0 */
     uint64_t prev_end;
     /* maintenance other vCPUs broadcast (applied before the next slice) */
     bool tb_flush, tlb_flush;
@@ -71,7 +71,7 @@ struct sim_vcpu {
     struct {
         uint64_t addr;
         uint32_t size;
-        bool wfe;
+        uint32_t hint;
     } wfe_cache[SIM_WFE_CACHE];
     size_t syndrome_off;
 };

@@ -24,11 +24,12 @@
 
 #include "hvfsim.h"
 
-#define SLICE_BLOCKS 20000u
+#define SLICE_BLOCKS 5000u
 #define VTIMER_POLL_BLOCKS 64u
 
 #define INSN_WFI 0xd503207fu
 #define INSN_WFE 0xd503205fu
+#define INSN_YIELD 0xd503203fu
 
 /* QEMU's exception numbers (target/arm/cpu.h) as UC_HOOK_INTR reports them */
 enum {
@@ -291,17 +292,20 @@ static void on_intr(uc_engine *uc, uint32_t intno, void *opaque)
 
 /* ---- the block hook: cancel, the timer, slices, WFE ---- */
 
-static bool block_ends_in_wfe(struct sim_vcpu *v, uint64_t addr, uint32_t size)
+/* The last instruction of a block when it is WFE or YIELD, else 0 (cached per block). */
+static uint32_t block_hint(struct sim_vcpu *v, uint64_t addr, uint32_t size)
 {
     typeof(v->wfe_cache[0]) *e = &v->wfe_cache[(addr >> 2) % SIM_WFE_CACHE];
-    uint32_t insn;
+    uint32_t insn = 0;
     if (e->addr != addr || e->size != size) {
         e->addr = addr;
         e->size = size;
-        e->wfe =
-            size >= 4 && uc_vmem_read(v->uc, addr + size - 4, UC_PROT_EXEC, &insn, 4) == UC_ERR_OK && insn == INSN_WFE;
+        e->hint = 0;
+        if (size >= 4 && uc_vmem_read(v->uc, addr + size - 4, UC_PROT_EXEC, &insn, 4) == UC_ERR_OK &&
+            (insn == INSN_WFE || insn == INSN_YIELD))
+            e->hint = insn;
     }
-    return e->wfe;
+    return e->hint;
 }
 
 static void on_block(uc_engine *uc, uint64_t addr, uint32_t size, void *opaque)
@@ -318,18 +322,22 @@ static void on_block(uc_engine *uc, uint64_t addr, uint32_t size, void *opaque)
         stop(v, STOP_VTIMER);
         return;
     }
-    if (v->blocks >= SLICE_BLOCKS && hvfsim__contended()) {
+    /*
+     * A vCPU that spins (YIELD) while others wait for the engine gives it up: on the hardware they would
+     * run meanwhile, here the one it waits for may be among them.
+     */
+    if ((v->blocks >= SLICE_BLOCKS || v->prev_hint == INSN_YIELD) && hvfsim__contended()) {
         stop(v, STOP_SLICE);
         return;
     }
     /* the block before ended in a WFE that fell through to here: the trap comes after it (PC back at it) */
-    if (v->prev_wfe && addr == v->prev_end) {
+    if (v->prev_hint == INSN_WFE && addr == v->prev_end) {
         exception_exit(v, EC_WFX, 1, 0, 0);
         set_reg(v->uc, UC_ARM64_REG_PC, addr - 4);
         uc_emu_stop(v->uc);
         return;
     }
-    v->prev_wfe = block_ends_in_wfe(v, addr, size);
+    v->prev_hint = block_hint(v, addr, size);
     v->prev_end = addr + size;
 }
 
@@ -518,7 +526,7 @@ static bool run_slice(struct sim_vcpu *v)
 {
     v->stop = STOP_NONE;
     v->blocks = 0;
-    v->prev_wfe = false;
+    v->prev_hint = 0;
     if (atomic_exchange(&v->cancel, false)) {
         v->exit.reason = HV_EXIT_REASON_CANCELED;
         return true;
