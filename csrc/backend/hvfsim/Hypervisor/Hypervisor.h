@@ -56,15 +56,17 @@ hv_return_t hv_vm_protect(hv_ipa_t ipa, size_t size, hv_memory_flags_t flags);
 
 typedef uint64_t hv_vcpu_t;
 
+/* The enumerated types are integers of a fixed width (OS_ENUM in Apple's header), their values constants. */
 typedef uint64_t hv_exception_syndrome_t;
 typedef uint64_t hv_exception_address_t;
 
-typedef enum {
+typedef uint32_t hv_exit_reason_t;
+enum {
     HV_EXIT_REASON_CANCELED = 0,
     HV_EXIT_REASON_EXCEPTION = 1,
     HV_EXIT_REASON_VTIMER_ACTIVATED = 2,
     HV_EXIT_REASON_UNKNOWN = 3,
-} hv_exit_reason_t;
+};
 
 typedef struct {
     hv_exception_syndrome_t syndrome;       /* ESR_EL2 */
@@ -77,12 +79,14 @@ typedef struct {
     hv_vcpu_exit_exception_t exception;
 } hv_vcpu_exit_t;
 
-typedef enum {
+typedef uint32_t hv_interrupt_type_t;
+enum {
     HV_INTERRUPT_TYPE_IRQ = 0,
     HV_INTERRUPT_TYPE_FIQ = 1,
-} hv_interrupt_type_t;
+};
 
-typedef enum {
+typedef uint32_t hv_reg_t;
+enum {
     HV_REG_X0 = 0,
     HV_REG_X1,
     HV_REG_X2,
@@ -120,17 +124,19 @@ typedef enum {
     HV_REG_FPCR,
     HV_REG_FPSR,
     HV_REG_CPSR,
-} hv_reg_t;
+};
 
-typedef enum {
+typedef uint32_t hv_simd_fp_reg_t;
+enum {
     HV_SIMD_FP_REG_Q0 = 0,
     /* ... through Q31 = 31 */
     HV_SIMD_FP_REG_Q31 = 31,
-} hv_simd_fp_reg_t;
+};
 typedef unsigned char hv_simd_fp_uchar16_t __attribute__((vector_size(16)));
 
 /* System registers: the value is the MRS/MSR encoding op0:op1:CRn:CRm:op2 (16 bits). */
-typedef enum {
+typedef uint16_t hv_sys_reg_t;
+enum {
     HV_SYS_REG_DBGBVR0_EL1 = 0x8004,
     HV_SYS_REG_MDSCR_EL1 = 0x8012,
     HV_SYS_REG_MIDR_EL1 = 0xc000,
@@ -165,7 +171,7 @@ typedef enum {
     HV_SYS_REG_CNTV_CTL_EL0 = 0xdf19,
     HV_SYS_REG_CNTV_CVAL_EL0 = 0xdf1a,
     HV_SYS_REG_SP_EL1 = 0xe208,
-} hv_sys_reg_t;
+};
 
 hv_return_t hv_vcpu_create(hv_vcpu_t *vcpu, hv_vcpu_exit_t **exit, hv_vcpu_config_t config);
 hv_return_t hv_vcpu_destroy(hv_vcpu_t vcpu);
