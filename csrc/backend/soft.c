@@ -172,8 +172,8 @@ static void on_intr(uc_engine *uc, uint32_t intno, void *opaque)
     }
     pc = soft__reg(uc, UC_ARM64_REG_PC);
     switch (intno) {
-    case EXCP_UDEF:
-        if (uc_vmem_read(uc, pc, UC_PROT_EXEC, &insn, 4) == UC_ERR_OK) {
+    case EXCP_UDEF: /* or a software step completing (EC 0x32/0x33): nothing to emulate then */
+        if (!vmm__soft_udef_is_step(sv) && uc_vmem_read(uc, pc, UC_PROT_EXEC, &insn, 4) == UC_ERR_OK) {
             if ((insn & 0xffd00000u) == 0xd5100000u && do_sysreg(sv, insn, pc))
                 return;
             if (insn == INSN_HLT_SEMIHOST && do_semihost(sv, pc))
@@ -448,9 +448,6 @@ static bool sgi_to_others(const struct vmm_vcpu *vcpu, uint64_t val)
     return (val & group) != self || (targets & ~(1ull << (m & 0xf))) != 0;
 }
 
-#define REG_ID_AA64PFR0_EL1 SYSREG(3, 0, 0, 4, 0)
-#define PFR0_GIC_SYSREGS (1ull << 24) /* GIC field: the system-register CPU interface (v3.0/4.0) */
-
 static uint32_t on_mrs(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg *cp, void *opaque)
 {
     struct soft_vcpu *sv = opaque;
@@ -459,13 +456,16 @@ static uint32_t on_mrs(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg *c
     uint64_t pc = 0;
     bool lacked;
 
-    if (id == REG_ID_AA64PFR0_EL1 && vmm__irqchip_has_sysregs(sv->vcpu->vm->irqchip)) {
-        /* QEMU's CPU without its GIC says there is no GIC CPU interface; ours has one */
-        val = vmm__soft_cp_read(uc, id) | PFR0_GIC_SYSREGS;
+    /* ID registers we correct, MDSCR_EL1 under the OS lock (soft_dbgarch.c) */
+    if ((SYSREG_OP0(id) == 3 && SYSREG_CRN(id) == 0 && vmm__soft_idreg(sv, id, &val)) ||
+        (SYSREG_OP0(id) == 2 && vmm__soft_dbg_mrs(sv, id, &val))) {
         if (reg != UC_ARM64_REG_XZR)
             uc_reg_write(uc, reg, &val);
         return 1;
     }
+    if (SYSREG_CRN(id) == 9 || SYSREG_CRN(id) == 14)
+        if (vmm__soft_pmu_hook(sv, id, true, reg, &val))
+            return 1;
 
     if (!ours(sv, id, &lacked, &pc) || vmm__sysreg_access(sv->vcpu, id, true, &val))
         return 0;
@@ -485,6 +485,10 @@ static uint32_t on_msr(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg *c
     (void)uc;
     (void)reg;
 
+    if (SYSREG_OP0(id) == 2) /* the debug registers: watchpoints and the OS lock */
+        return vmm__soft_dbg_msr(sv, id, val);
+    if ((SYSREG_CRN(id) == 9 || SYSREG_CRN(id) == 14) && vmm__soft_pmu_hook(sv, id, false, reg, &val))
+        return 1;
     if (!ours(sv, id, &lacked, &pc) || vmm__sysreg_access(sv->vcpu, id, false, &val))
         return 0;
     /*
@@ -704,6 +708,7 @@ static int soft_vcpu_init(struct vmm_vcpu *vcpu)
         vmm__set_error(vm, VMM_EBACKEND, "soft: TCG buffer: %s", uc_strerror(e));
         goto fail;
     }
+    vmm__soft_pmu_init(sv);
     /* vCPU 0 finds the syndrome offset before anything is mapped; all engines share the layout */
     if (vcpu->id == 0 && (rc = vmm__soft_calibrate(vm, sv->uc, &s->syndrome_off)))
         goto fail;
@@ -795,8 +800,15 @@ static int soft_vcpu_run(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
         uc_ctl_flush_tlb(sv->uc);
     }
     apply_virq(sv);
+    if (sv->dbg.dirty && vmm__soft_dbg_apply(sv)) {
+        exit->kind = VMM_EXIT_HOST_ERROR;
+        return 0;
+    }
+    vmm__pmu_sync(vcpu);
     if (atomic_exchange(&sv->kick, 0) || vcpu->insns >= vcpu->insn_limit)
         return 0; /* the loop looks at why we were kicked */
+    uint64_t limit = vcpu->insn_limit; /* a PMU overflow that interrupts ends the run early */
+    vcpu->insn_limit = vmm__soft_pmu_limit(sv, limit);
     sv->exit = exit;
     sv->stopped = false;
     sv->first_block = true;
@@ -806,6 +818,8 @@ static int soft_vcpu_run(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
         tls_owner = sv;
     e = uc_emu_start(sv->uc, sv->pc, UINT64_MAX & ~3ULL, 0, 0);
     tls_executing = NULL;
+    vcpu->insn_limit = limit;
+    vmm__pmu_sync(vcpu);
     sv->pc = soft__reg(sv->uc, UC_ARM64_REG_PC);
     if (!sv->fault.pending && (e == UC_ERR_READ_UNMAPPED || e == UC_ERR_WRITE_UNMAPPED || e == UC_ERR_FETCH_UNMAPPED)) {
         /* outside the hook's range (the hook sees virtual addresses): same abort, address unknown */

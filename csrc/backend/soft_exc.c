@@ -187,6 +187,11 @@ static void enter_el1(struct soft_vcpu *sv, uint32_t esr, bool set_far, uint64_t
     vmm__count(sv->vcpu->vm, &sv->vcpu->vm->stats.exceptions);
 }
 
+void vmm__soft_enter_el1(struct soft_vcpu *sv, uint32_t esr, bool set_far, uint64_t far, uint64_t elr)
+{
+    enter_el1(sv, esr, set_far, far, elr);
+}
+
 void vmm__soft_deliver_sync(struct soft_vcpu *sv, uint64_t pc)
 {
     struct {
