@@ -16,7 +16,9 @@
 #define HCR_IMO (1ull << 4)
 #define HCR_VI (1ull << 7)
 #define HCR_RW (1ull << 31)
-#define HCR_BASE (HCR_RW | HCR_IMO | HCR_FMO)
+#define HCR_APK (1ull << 40) /* pointer authentication: its keys and instructions do not trap to EL2 */
+#define HCR_API (1ull << 41)
+#define HCR_BASE (HCR_RW | HCR_IMO | HCR_FMO | HCR_APK | HCR_API)
 
 struct soft_vm {
     size_t syndrome_off; /* where exception.syndrome sits in a uc_context (soft_exc.c) */

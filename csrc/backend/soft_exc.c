@@ -16,6 +16,8 @@
 #define SCR_NS (1u << 0)
 #define SCR_HCE (1u << 8)
 #define SCR_RW (1u << 10)
+#define SCR_APK (1u << 16) /* pointer authentication keys and instructions do not trap to EL3 */
+#define SCR_API (1u << 17)
 
 #define PSTATE_EL1H 0x5u /* M[3:0] = EL1h */
 #define PSTATE_DAIF (0xfu << 6)
@@ -115,7 +117,7 @@ int vmm__soft_boot_state(struct soft_vcpu *sv, uint64_t entry, uint64_t x0)
         soft__set_reg(uc, vmm__soft_xreg(i), 0);
     soft__set_reg(uc, UC_ARM64_REG_X0, x0);
     soft__set_reg(uc, UC_ARM64_REG_PC, entry);
-    rc |= vmm__soft_cp_write(uc, REG_SCR_EL3, SCR_NS | SCR_HCE | SCR_RW);
+    rc |= vmm__soft_cp_write(uc, REG_SCR_EL3, SCR_NS | SCR_HCE | SCR_RW | SCR_APK | SCR_API);
     rc |= vmm__soft_cp_write(uc, REG_HCR_EL2, HCR_BASE);
     sv->virq = false;
     rc |= vmm__soft_cp_write(uc, REG_CNTHCTL_EL2, 3); /* EL1PCTEN | EL1PCEN */
