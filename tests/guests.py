@@ -221,6 +221,19 @@ RUNS: list[Run] = [
         groups=("virtio",),
     ),
     Run(
+        "bench_dbg",
+        "bench_dbg",
+        expect=tuple(
+            rf"^BENCH name={n} iters=\d+ ticks=\d+ freq=\d+$"
+            for n in ("plain", "watchpoint_armed", "watchpoint_off", "pmu_counting")
+        )
+        + (r"^BENCH done$",),
+        groups=("bench",),
+        make_vars=("DBG_N=2000",),
+        peers=("soft", "soft-threaded", "qemu"),
+        why_not={"kvm": "its last measurement uses the PMU, which the KVM backend does not give its vCPUs"},
+    ),
+    Run(
         "bench_irq",
         "bench_irq",
         cpus=2,

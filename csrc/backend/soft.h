@@ -121,6 +121,12 @@ int vmm__soft_boot_state(struct soft_vcpu *sv, uint64_t entry, uint64_t x0);
 void vmm__soft_deliver_sync(struct soft_vcpu *sv, uint64_t pc);
 /* Enter it for the access recorded in sv->fault (a synchronous external abort). */
 void vmm__soft_deliver_external_abort(struct soft_vcpu *sv);
+/* soft_poll.c: blocks that wait for another vCPU (spin loops ending in WFE/YIELD, polling loops) */
+#define POLL_SAMPLE_SHIFT 8 /* a polling candidate every 256 instructions */
+bool vmm__soft_block_spins(struct soft_vcpu *sv, uint64_t addr, uint32_t size);
+void vmm__soft_poll_sample(struct soft_poll *p, uint64_t addr, uint32_t size);
+bool vmm__soft_poll_follow(struct soft_vcpu *sv, uint64_t addr, uint32_t size);
+
 /* AArch64 exception entry to EL1's synchronous vector with this syndrome (soft_exc.c) */
 void vmm__soft_enter_el1(struct soft_vcpu *sv, uint32_t esr, bool set_far, uint64_t far, uint64_t elr);
 
