@@ -30,7 +30,7 @@
 #define EC_STEP_CUR 0x33
 #define EC_WPT_LOW 0x34
 #define EC_WPT_CUR 0x35
-#define FSC_DEBUG 0x22          /* IFSC/DFSC: debug exception */
+#define FSC_DEBUG 0x22           /* IFSC/DFSC: debug exception */
 #define ISS_STEP_ISV (1UL << 24) /* software step: EX is valid */
 #define ISS_STEP_EX (1UL << 6)   /* the stepped instruction was a load-exclusive */
 #define ISS_WPT_WNR (1UL << 6)
@@ -49,8 +49,8 @@ __asm__(".pushsection .text.dbg, \"ax\"\n"
         "    mov x3, x2\n"
         "    adr x30, step_done\n"
         "    msr elr_el1, x1\n"
-        "    mov x2, #0x3c5\n" /* EL1h, DAIF masked ... */
-        "    bic x2, x2, #0x200\n" /* ... but D */
+        "    mov x2, #0x3c5\n"         /* EL1h, DAIF masked ... */
+        "    bic x2, x2, #0x200\n"     /* ... but D */
         "    orr x2, x2, #(1 << 21)\n" /* SS: step the first instruction */
         "    msr spsr_el1, x2\n"
         "    eret\n"
@@ -60,14 +60,14 @@ __asm__(".pushsection .text.dbg, \"ax\"\n"
         "    ldp x29, x30, [sp], #16\n"
         "    ret\n"
         ".globl step_seq\n"
-        "step_seq:\n" /* x0 += 6 through a branch and a load-exclusive (x3 = address of a doubleword) */
-        "    add x0, x0, #1\n"  /* +0 */
-        "    ldxr x4, [x3]\n"   /* +4: the step after it reports EX */
-        "    clrex\n"           /* +8 */
-        "    b 1f\n"            /* +12 */
+        "step_seq:\n"            /* x0 += 6 through a branch and a load-exclusive (x3 = address of a doubleword) */
+        "    add x0, x0, #1\n"   /* +0 */
+        "    ldxr x4, [x3]\n"    /* +4: the step after it reports EX */
+        "    clrex\n"            /* +8 */
+        "    b 1f\n"             /* +12 */
         "    add x0, x0, #100\n" /* +16: skipped */
-        "1:  add x0, x0, #5\n"  /* +20 */
-        "    ret\n"             /* +24 */
+        "1:  add x0, x0, #5\n"   /* +20 */
+        "    ret\n"              /* +24 */
         ".popsection\n"
         /* EL0 code (rt/link.ld .user): each ends with svc #2, back to the kernel with x0 */
         ".pushsection .user.text, \"ax\"\n"
@@ -100,9 +100,9 @@ static volatile uint64_t excl_cell;
 static volatile struct {
     int count;
     uint64_t esr[MAX_SEEN], far[MAX_SEEN], elr[MAX_SEEN], spsr[MAX_SEEN], vector[MAX_SEEN];
-    uint64_t mem;       /* the watched doubleword when the watchpoint fired */
-    uint64_t x0;        /* x0 when the exception was taken */
-    int steps_left;     /* software step: how many more steps to arm */
+    uint64_t mem;   /* the watched doubleword when the watchpoint fired */
+    uint64_t x0;    /* x0 when the exception was taken */
+    int steps_left; /* software step: how many more steps to arm */
 } seen;
 
 static void record(const struct exc_frame *f)
@@ -240,8 +240,9 @@ static void test_breakpoints(void)
         debug_mask(1);
         os_lock(0);
         write_sysreg(dbgbcr0_el1, 0);
-        test_check(seen.count == 0 && r == 44, "breakpoint with %s: %d exception(s) (esr=0x%lx), returned %lu; want none",
-                   quiet[i].what, seen.count, seen.esr[0], r);
+        test_check(seen.count == 0 && r == 44,
+                   "breakpoint with %s: %d exception(s) (esr=0x%lx), returned %lu; want none", quiet[i].what,
+                   seen.count, seen.esr[0], r);
     }
 
     /*
@@ -310,8 +311,8 @@ static void test_watchpoints(void)
     *cell = 0x3333;
     __asm__ volatile("adr %0, 1f\n 1: ldr %1, [%2]" : "=&r"(at), "=&r"(got) : "r"(cell) : "memory");
     if (expect_one("load watchpoint", ESR_MAKE(EC_WPT_CUR, FSC_DEBUG), at, VEC_EL1_SYNC))
-        test_check(seen.far[0] == (uintptr_t)cell && got == 0x3333, "load watchpoint: FAR 0x%lx (want 0x%lx), loaded 0x%lx",
-                   seen.far[0], (uintptr_t)cell, got);
+        test_check(seen.far[0] == (uintptr_t)cell && got == 0x3333,
+                   "load watchpoint: FAR 0x%lx (want 0x%lx), loaded 0x%lx", seen.far[0], (uintptr_t)cell, got);
 
     /* byte address select: bytes 4-7 only */
     clear();

@@ -23,10 +23,10 @@ static const char *const reg_names[NREGS] = { "ID_AA64PFR0_EL1",  "ID_AA64PFR1_E
                                               "ID_AA64MMFR0_EL1", "ID_AA64MMFR1_EL1", "ID_AA64MMFR2_EL1" };
 
 /* stub_<name>: x0 = x1 = x2 = a scratch doubleword (for the memory forms), the instruction, ret */
-#define STUB(name, word)                                                                                          \
-    __asm__(".pushsection .text.idstubs, \"ax\"\n.balign 4\n.globl stub_" #name "\nstub_" #name ":\n"           \
+#define STUB(name, word)                                                                                            \
+    __asm__(".pushsection .text.idstubs, \"ax\"\n.balign 4\n.globl stub_" #name "\nstub_" #name ":\n"               \
             "    adrp x1, scratch\n    add x1, x1, :lo12:scratch\n    mov x2, x1\n    mov x0, x1\n    .inst " #word \
-            "\n    ret\n.popsection\n");                                                                          \
+            "\n    ret\n.popsection\n");                                                                            \
     extern char stub_##name[]
 
 uint64_t scratch[4] __attribute__((aligned(64)));

@@ -1,7 +1,8 @@
 /* pmu.c - the PMUv3 (Arm ARM D11): cycle counter, enable/disable, software increment, overflow and PPI 23. */
 #include "rt.h"
 
-/* PMCR_EL0 (D17.5.7): E, P (reset event counters), C (reset the cycle counter), LC (64-bit cycle overflow), N [15:11] */
+/* PMCR_EL0 (D17.5.7): E, P (reset event counters), C (reset the cycle counter), LC (64-bit cycle overflow), N [15:11]
+ */
 #define PMCR_E (1UL << 0)
 #define PMCR_P (1UL << 1)
 #define PMCR_C (1UL << 2)

@@ -18,7 +18,7 @@
 #define PMCR_P (1u << 1)
 #define PMCR_C (1u << 2)
 #define PMCR_LC (1u << 6)
-#define PMCR_RW 0x79u          /* E, D, X, DP, LC as stored (P and C are actions, LP is RES0 in PMUv3) */
+#define PMCR_RW 0x79u /* E, D, X, DP, LC as stored (P and C are actions, LP is RES0 in PMUv3) */
 #define PMCR_IMP_ARM (0x41u << 24)
 #define PMCR_N_SHIFT 11
 
@@ -52,7 +52,7 @@
 /* PMEVCNTR<n>_EL0: op1 3, CRn 14, CRm 0b10:n[4:3], op2 n[2:0]; PMEVTYPER<n>_EL0: CRm 0b11:n[4:3] (n = 31: PMCCFILTR) */
 #define IS_EVCNTR(id) (((id) & ~0x1fu) == R(3, 14, 8, 0))
 #define IS_EVTYPER(id) (((id) & ~0x1fu) == R(3, 14, 12, 0))
-#define EV_INDEX(id) ((id) & 0x1fu)
+#define EV_INDEX(id) ((id)&0x1fu)
 
 bool vmm__pmu_sysreg_is_ours(uint32_t id)
 {

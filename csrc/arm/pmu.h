@@ -1,4 +1,5 @@
-/* pmu.h - the Performance Monitors Extension, PMUv3 (pmu.c, Arm ARM D11), for backends whose CPU has none of its own. */
+/* pmu.h - the Performance Monitors Extension, PMUv3 (pmu.c, Arm ARM D11), for backends whose CPU has none of its own.
+ */
 #ifndef VMM_PMU_H
 #define VMM_PMU_H
 
@@ -7,10 +8,10 @@
 
 struct vmm_vcpu;
 
-#define PMU_COUNTERS 31    /* at most (PMCR_EL0.N); a vCPU has pmu.n of them */
-#define PMU_CYCLE_BIT 31   /* the cycle counter's bit in PMCNTEN, PMOVS and PMINTEN */
-#define PMU_INTID 23       /* PPI 7, as on QEMU virt */
-#define PMU_VERSION 1      /* ID_AA64DFR0_EL1.PMUVer: PMUv3 (32-bit event counters) */
+#define PMU_COUNTERS 31  /* at most (PMCR_EL0.N); a vCPU has pmu.n of them */
+#define PMU_CYCLE_BIT 31 /* the cycle counter's bit in PMCNTEN, PMOVS and PMINTEN */
+#define PMU_INTID 23     /* PPI 7, as on QEMU virt */
+#define PMU_VERSION 1    /* ID_AA64DFR0_EL1.PMUVer: PMUv3 (32-bit event counters) */
 
 /*
  * One vCPU's PMU. Its clock is the vCPU's instructions retired (vcpu->insns): a
@@ -20,8 +21,8 @@ struct vmm_vcpu;
  * when read or when their configuration changes (pmu_sync).
  */
 struct vmm_pmu {
-    unsigned n;     /* event counters (PMCR_EL0.N): the backend sets it before the vCPU runs */
-    uint64_t pmcr;  /* D, X, DP, LC, LP as written (E in bit 0); N, IMP read-only */
+    unsigned n;    /* event counters (PMCR_EL0.N): the backend sets it before the vCPU runs */
+    uint64_t pmcr; /* D, X, DP, LC, LP as written (E in bit 0); N, IMP read-only */
     uint32_t cnten, inten, ovs, selr;
     uint64_t ccnt;                 /* PMCCNTR_EL0 at insns == since */
     uint64_t evcnt[PMU_COUNTERS];  /* PMEVCNTR<n>_EL0 at insns == since (32 bits used) */

@@ -647,7 +647,7 @@ static int soft_vcpu_run(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
     }
     vmm__pmu_sync(vcpu);
     if (atomic_exchange(&sv->kick, 0) || vcpu->insns >= vcpu->insn_limit)
-        return 0; /* the loop looks at why we were kicked */
+        return 0;                      /* the loop looks at why we were kicked */
     uint64_t limit = vcpu->insn_limit; /* a PMU overflow that interrupts ends the run early */
     vcpu->insn_limit = vmm__soft_pmu_limit(sv, limit);
     sv->exit = exit;

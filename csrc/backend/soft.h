@@ -31,13 +31,13 @@ struct soft_vm {
 
 /* The guest's debug state as soft_dbgarch.c keeps it (watchpoints, the OS lock) */
 struct soft_dbgarch {
-    uint64_t mdscr;      /* MDSCR_EL1 as the guest wrote it (QEMU's copy loses MDE and SS under the OS lock) */
-    bool oslk;           /* OSLSR_EL1.OSLK */
+    uint64_t mdscr; /* MDSCR_EL1 as the guest wrote it (QEMU's copy loses MDE and SS under the OS lock) */
+    bool oslk;      /* OSLSR_EL1.OSLK */
     uint64_t wcr[SOFT_WPTS], wvr[SOFT_WPTS];
-    bool hooked;         /* the watchpoint hooks are installed */
-    bool dirty;          /* they should change: applied before the next run */
+    bool hooked; /* the watchpoint hooks are installed */
+    bool dirty;  /* they should change: applied before the next run */
     uc_hook hook_code, hook_block;
-    uint64_t block;      /* the translation block executing, and its instructions (for decoding) */
+    uint64_t block; /* the translation block executing, and its instructions (for decoding) */
     unsigned nblock;
     uint32_t insns[512];
 };

@@ -74,8 +74,8 @@ bool vmm__soft_idreg(struct soft_vcpu *sv, uint32_t id, uint64_t *val)
         *val = 0;
         return true;
     case REG_ID_AA64DFR0_EL1:
-        *val = (vmm__soft_cp_read(sv->uc, id) & ~(0xfull << DFR0_PMUVER_SHIFT)) |
-               (uint64_t)PMU_VERSION << DFR0_PMUVER_SHIFT;
+        *val = (vmm__soft_cp_read(sv->uc, id) & ~(0xfull << DFR0_PMUVER_SHIFT)) | (uint64_t)PMU_VERSION
+                                                                                      << DFR0_PMUVER_SHIFT;
         return true;
     }
     return false;

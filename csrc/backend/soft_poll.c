@@ -1,4 +1,4 @@
-/* soft_poll.c - the soft backend's spin and polling detection (SMP on one thread): which blocks wait for another vCPU. */
+/* soft_poll.c - spin and polling detection (SMP on one thread): which blocks wait for another vCPU. */
 #include <string.h>
 
 #include "soft.h"
@@ -81,7 +81,6 @@ static bool block_reads_only(struct soft_vcpu *sv, uint64_t addr, uint32_t size)
  * execution alone.
  */
 
-
 static bool poll_state(struct soft_vcpu *sv, uint64_t *regs)
 {
     int ids[SOFT_POLL_REGS];
@@ -161,4 +160,3 @@ bool vmm__soft_poll_follow(struct soft_vcpu *sv, uint64_t addr, uint32_t size)
     p->rejected = 0; /* a poller that wrote once (the answer it waited for) is not held back */
     return true;
 }
-
