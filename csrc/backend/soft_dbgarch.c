@@ -19,7 +19,8 @@
  *   generated (AArch64.GenerateDebugExceptionsFrom, Arm ARM D2.5); MRS MDSCR_EL1 reads the guest's.
  *
  * A debugger attached to the VM (GDB stub, soft_debug.c) has its own hooks; when both want the same
- * instruction the debugger's stop wins and the guest's exception is taken when it continues.
+ * instruction the debugger wins: a hook that stopped the vCPU (vmm__soft_stop) before ours ran leaves
+ * the instruction unexecuted, so ours does nothing, and matches again when the debugger resumes it.
  */
 #include <inttypes.h>
 #include <string.h>
@@ -445,6 +446,8 @@ static void on_insn(uc_engine *uc, uint64_t pc, uint32_t size, void *opaque)
     (void)size;
 
     uint32_t insn;
+    if (sv->stopped)
+        return; /* a debugger's hook stopped here first (vmm__soft_stop): it wins; we match again on resume */
     if (pc >= d->block && i < d->nblock)
         insn = d->insns[i];
     else if (uc_vmem_read(uc, pc, UC_PROT_EXEC, &insn, 4) != UC_ERR_OK)
