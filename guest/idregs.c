@@ -65,6 +65,8 @@ STUB(fp16, 0x1ee22820);     /* fadd h0, h1, h2 */
 STUB(simdfp16, 0x4e421420); /* fadd v0.8h, v1.8h, v2.8h */
 STUB(sve, 0x04bf5020);      /* rdvl x0, #1 */
 STUB(zcr, 0xd5381200);      /* mrs x0, zcr_el1 */
+STUB(sve_add, 0x04a20020);  /* add z0.s, z1.s, z2.s */
+STUB(sve_pred, 0x2598e3e0); /* ptrue p0.s */
 STUB(ras, 0xd5385300);      /* mrs x0, erridr_el1 */
 STUB(dit, 0xd53b42a0);      /* mrs x0, dit */
 STUB(ssbs, 0xd53b42c0);     /* mrs x0, ssbs */
@@ -119,6 +121,8 @@ static const struct feature features[] = {
     { "RAS", PFR0, 28, 1, stub_ras },
     { "SVE", PFR0, 32, 1, stub_sve },
     { "SVE (ZCR_EL1)", PFR0, 32, 1, stub_zcr },
+    { "SVE (ADD)", PFR0, 32, 1, stub_sve_add },
+    { "SVE (PTRUE)", PFR0, 32, 1, stub_sve_pred },
     { "DIT", PFR0, 48, 1, stub_dit },
     { "SSBS2", PFR1, 4, 2, stub_ssbs },
     { "MTE", PFR1, 8, 1, stub_mte },
@@ -180,5 +184,18 @@ int main(uint64_t dtb)
             printf("idregs: %s works\n", f->name);
     }
     printf("idregs: %u advertised features exercised\n", used);
+    if ((id[PFR0] >> 32) & 0xf) {
+        /* ZCR_EL1.LEN picks the vector length (Arm ARM D17.2.174): 0 is 128 bits on every implementation */
+        uint64_t (*rdvl)(void) = (uint64_t(*)(void))(uintptr_t)stub_sve;
+        write_sysreg(S3_0_C1_C2_0, 0);
+        isb();
+        uint64_t vl0 = rdvl();
+        write_sysreg(S3_0_C1_C2_0, 0xf);
+        isb();
+        uint64_t vlmax = rdvl();
+        test_check(vl0 == 16 && vlmax >= 16 && vlmax % 16 == 0 && vlmax <= 256,
+                   "SVE vector length: %lu bytes with ZCR_EL1.LEN 0 (want 16), %lu with LEN 15", vl0, vlmax);
+        printf("idregs: SVE vector length 16 to %lu bytes\n", vlmax);
+    }
     return test_end();
 }

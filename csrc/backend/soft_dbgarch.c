@@ -1,6 +1,6 @@
 /*
  * soft_dbgarch.c - the guest's own debug and performance-monitor features on the soft backend:
- * the OS lock, watchpoints, the PMU registers and what the ID registers advertise.
+ * the OS lock, watchpoints, the PMU registers and the ID registers we correct.
  *
  * What QEMU (inside Unicorn 2.1.4) already does, measured with guest/dbgexc.c: hardware breakpoints
  * (DBGBCR/DBGBVR, its cpu breakpoints, EC 0x30/0x31) and software step (MDSCR_EL1.SS with
@@ -36,7 +36,6 @@
 #define REG_PMCR_EL0 SYSREG(3, 3, 9, 12, 0)
 #define REG_ID_AA64PFR0_EL1 SYSREG(3, 0, 0, 4, 0)
 #define REG_ID_AA64DFR0_EL1 SYSREG(3, 0, 0, 5, 0)
-#define REG_ID_AA64ZFR0_EL1 SYSREG(3, 0, 0, 4, 4)
 /* DBGWVR<n>_EL1: op0 2, op1 0, CRn 0, CRm n, op2 6; DBGWCR<n>_EL1: op2 7 (Arm ARM D17.3) */
 #define IS_DBGW(id) (((id) & ~(0xfu << 3 | 1u)) == SYSREG(2, 0, 0, 0, 6))
 
@@ -54,25 +53,20 @@
 /* ---- ID registers: advertise what works ---- */
 
 #define PFR0_GIC_SYSREGS (1ull << 24) /* GIC field: the system-register CPU interface (v3.0/4.0) */
-#define PFR0_SVE_MASK (0xfull << 32)
 #define DFR0_PMUVER_SHIFT 8
 
 /*
  * ID register reads the soft backend corrects. QEMU's CPU without its GIC says there is no GIC CPU
- * interface (ours has one). SVE: Unicorn's "max" says it has it, but the engine cannot run it for
- * us (ZCR_EL1 is UNDEFINED: its EL3/EL2 controls are not set up for an EL1 guest), so the field and
- * ID_AA64ZFR0_EL1 read 0. PMUVer: our PMU (arm/pmu.c) is PMUv3.
+ * interface (ours has one). PMUVer: our PMU (arm/pmu.c) is PMUv3. SVE, which Unicorn's "max" has, is
+ * not hidden: soft_exc.c lets EL1 use it (guest/idregs.c runs RDVL and ZCR_EL1 on it).
  */
 bool vmm__soft_idreg(struct soft_vcpu *sv, uint32_t id, uint64_t *val)
 {
     switch (id) {
     case REG_ID_AA64PFR0_EL1:
-        *val = vmm__soft_cp_read(sv->uc, id) & ~PFR0_SVE_MASK;
+        *val = vmm__soft_cp_read(sv->uc, id);
         if (vmm__irqchip_has_sysregs(sv->vcpu->vm->irqchip))
             *val |= PFR0_GIC_SYSREGS;
-        return true;
-    case REG_ID_AA64ZFR0_EL1:
-        *val = 0;
         return true;
     case REG_ID_AA64DFR0_EL1:
         *val = (vmm__soft_cp_read(sv->uc, id) & ~(0xfull << DFR0_PMUVER_SHIFT)) | (uint64_t)PMU_VERSION
