@@ -9,6 +9,7 @@
  * EL counts), PMCR_EL0.D (divide by 64), X, DP, and event counter chaining.
  */
 #include "../core/irq.h"
+#include "../core/snapshot.h"
 #include "../core/vm.h"
 #include "arm.h"
 #include "pmu.h"
@@ -310,4 +311,37 @@ int vmm__pmu_sysreg(struct vmm_vcpu *vcpu, uint32_t id, bool is_read, uint64_t *
     }
     update_irq(vcpu);
     return rc;
+}
+
+void vmm__pmu_snap(struct vmm_vcpu *vcpu, struct vmm_snap *s)
+{
+    struct vmm_pmu *p = &vcpu->pmu;
+    unsigned n = p->n;
+
+    vmm__pmu_sync(vcpu); /* saving: counts as of now */
+    vmm__snap_unsigned(s, &n);
+    vmm__snap_u64(s, &p->pmcr);
+    vmm__snap_u32(s, &p->cnten);
+    vmm__snap_u32(s, &p->inten);
+    vmm__snap_u32(s, &p->ovs);
+    vmm__snap_u32(s, &p->selr);
+    vmm__snap_u64(s, &p->ccnt);
+    vmm__snap_u32(s, &p->ccfiltr);
+    for (unsigned i = 0; i < PMU_COUNTERS; i++) {
+        vmm__snap_u64(s, &p->evcnt[i]);
+        vmm__snap_u32(s, &p->evtype[i]);
+    }
+    if (!vmm__snap_loading(s) || vmm__snap_error(s))
+        return;
+    uint32_t mask = counters_mask(p);
+    if (n != p->n)
+        vmm__snap_fail(s, "%u PMU event counters where this CPU model has %u", n, p->n);
+    else if ((p->pmcr & ~(uint64_t)PMCR_RW) || ((p->cnten | p->inten | p->ovs) & ~mask) || p->selr > 31 ||
+             (p->ccfiltr & ~CCFILTR_MASK))
+        vmm__snap_fail(s, "a PMU register has bits this PMU does not have");
+    for (unsigned i = 0; i < PMU_COUNTERS && !vmm__snap_error(s); i++)
+        if (p->evcnt[i] > 0xffffffffu || (p->evtype[i] & ~EVTYPE_MASK) || (i >= p->n && (p->evcnt[i] || p->evtype[i])))
+            vmm__snap_fail(s, "PMU event counter %u is out of range", i);
+    p->since = vcpu->insns;                               /* the counts are as of the restored instruction count */
+    p->level = (p->pmcr & PMCR_E) && (p->ovs & p->inten); /* as the restored GIC has the line */
 }

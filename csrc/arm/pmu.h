@@ -39,6 +39,9 @@ bool vmm__pmu_el0_allowed(uint32_t id, bool is_read, uint64_t pmuserenr);
 int vmm__pmu_sysreg(struct vmm_vcpu *vcpu, uint32_t id, bool is_read, uint64_t *val);
 /* Bring the counters up to vcpu->insns: overflow flags and the interrupt line. */
 void vmm__pmu_sync(struct vmm_vcpu *vcpu);
+struct vmm_snap;
+/* Snapshots: the PMU's registers and counts (a section of its own, "pmu.N"; loading checks every field). */
+void vmm__pmu_snap(struct vmm_vcpu *vcpu, struct vmm_snap *s);
 /* vcpu->insns at which a counting counter with its interrupt enabled next overflows (UINT64_MAX: none). */
 uint64_t vmm__pmu_next_overflow(struct vmm_vcpu *vcpu);
 
