@@ -549,7 +549,7 @@ static int soft_vcpu_init(struct vmm_vcpu *vcpu)
         vmm__set_error(vm, VMM_EBACKEND, "soft: TCG buffer: %s", uc_strerror(e));
         goto fail;
     }
-    vmm__soft_pmu_init(sv);
+    vmm__soft_dbgarch_init(sv);
     /* vCPU 0 finds the syndrome offset before anything is mapped; all engines share the layout */
     if (vcpu->id == 0 && (rc = vmm__soft_calibrate(vm, sv->uc, &s->syndrome_off)))
         goto fail;

@@ -33,6 +33,7 @@ struct soft_vm {
 struct soft_dbgarch {
     uint64_t mdscr; /* MDSCR_EL1 as the guest wrote it (QEMU's copy loses MDE and SS under the OS lock) */
     bool oslk;      /* OSLSR_EL1.OSLK */
+    unsigned nwpts; /* watchpoints QEMU's CPU has (ID_AA64DFR0_EL1.WRPs + 1) */
     uint64_t wcr[SOFT_WPTS], wvr[SOFT_WPTS];
     bool hooked; /* the watchpoint hooks are installed */
     bool dirty;  /* they should change: applied before the next run */
@@ -132,7 +133,7 @@ void vmm__soft_enter_el1(struct soft_vcpu *sv, uint32_t esr, bool set_far, uint6
 
 /* soft_dbgarch.c: the guest's debug architecture, its PMU registers, the ID registers we correct */
 bool vmm__soft_idreg(struct soft_vcpu *sv, uint32_t id, uint64_t *val);
-void vmm__soft_pmu_init(struct soft_vcpu *sv);
+void vmm__soft_dbgarch_init(struct soft_vcpu *sv);
 /* An MRS/MSR hook for a PMU register: 1 when served (a read's value written to reg), 0 to leave it to QEMU */
 uint32_t vmm__soft_pmu_hook(struct soft_vcpu *sv, uint32_t id, bool is_read, int reg, uint64_t *val);
 uint64_t vmm__soft_pmu_limit(struct soft_vcpu *sv, uint64_t limit);

@@ -78,11 +78,15 @@ bool vmm__soft_idreg(struct soft_vcpu *sv, uint32_t id, uint64_t *val)
 
 /* ---- PMU ---- */
 
-void vmm__soft_pmu_init(struct soft_vcpu *sv)
+/* A new engine: our PMU gets QEMU's counter count; the debug state starts from QEMU's reset values. */
+void vmm__soft_dbgarch_init(struct soft_vcpu *sv)
 {
     /* as many event counters as QEMU has registers for: the hooks then always skip a real register */
     unsigned n = (unsigned)(vmm__soft_cp_read(sv->uc, REG_PMCR_EL0) >> 11) & 0x1f;
     sv->vcpu->pmu.n = n < PMU_COUNTERS ? n : PMU_COUNTERS;
+    sv->dbg.nwpts = (unsigned)(vmm__soft_cp_read(sv->uc, REG_ID_AA64DFR0_EL1) >> 20 & 0xf) + 1; /* WRPs + 1 */
+    /* OSLSR_EL1.OSLK is 1 after a cold reset (Arm ARM D17.3.x): no debug exceptions until the OS clears it */
+    vmm__soft_dbg_reload(sv);
 }
 
 /*
@@ -145,7 +149,7 @@ uint32_t vmm__soft_dbg_msr(struct soft_vcpu *sv, uint32_t id, uint64_t val)
         vmm__soft_cp_write(sv->uc, REG_MDSCR_EL1, effective_mdscr(d)); /* also rebuilds QEMU's hflags */
     } else if (IS_DBGW(id)) {
         unsigned n = SYSREG_CRM(id);
-        if (n >= SOFT_WPTS)
+        if (n >= d->nwpts)
             return 0; /* QEMU's: UNDEFINED beyond ID_AA64DFR0_EL1.WRPs */
         if (SYSREG_OP2(id) == 6)
             d->wvr[n] = val;
@@ -177,7 +181,7 @@ void vmm__soft_dbg_reload(struct soft_vcpu *sv)
 
     d->mdscr = vmm__soft_cp_read(sv->uc, REG_MDSCR_EL1);
     d->oslk = vmm__soft_cp_read(sv->uc, SYSREG(2, 0, 1, 1, 4)) >> 1 & 1; /* OSLSR_EL1 */
-    for (unsigned n = 0; n < SOFT_WPTS; n++) {
+    for (unsigned n = 0; n < d->nwpts; n++) {
         d->wvr[n] = vmm__soft_cp_read(sv->uc, SYSREG(2, 0, 0, n, 6));
         d->wcr[n] = vmm__soft_cp_read(sv->uc, SYSREG(2, 0, 0, n, 7));
     }
