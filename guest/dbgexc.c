@@ -68,6 +68,17 @@ __asm__(".pushsection .text.dbg, \"ax\"\n"
         "    add x0, x0, #100\n" /* +16: skipped */
         "1:  add x0, x0, #5\n"   /* +20 */
         "    ret\n"              /* +24 */
+        /* one access each to the doubleword at x0 (x1 = a value, x2 = 0), for the decoder's forms */
+        ".globl acc_str_reg\nacc_str_reg: str x1, [x0, x2]\n ret\n"
+        ".globl acc_ldr_post\nacc_ldr_post: ldr x3, [x0], #8\n ret\n"
+        ".globl acc_ldp\nacc_ldp: ldp x3, x4, [x0]\n ret\n"
+        ".globl acc_ldxr\nacc_ldxr: ldxr x3, [x0]\n clrex\n ret\n"
+        ".globl acc_stxr\nacc_stxr: ldxr x3, [x0]\n stxr w4, x1, [x0]\n ret\n" /* a failing one need not match */
+        ".globl acc_ldar\nacc_ldar: ldar x3, [x0]\n ret\n"
+        ".globl acc_stlr\nacc_stlr: stlr x1, [x0]\n ret\n"
+        ".globl acc_st1\nacc_st1: .inst 0x4c007c00\n ret\n"     /* st1 {v0.2d}, [x0] */
+        ".globl acc_ld1\nacc_ld1: .inst 0x4c407c00\n ret\n"     /* ld1 {v0.2d}, [x0] */
+        ".globl acc_ldadd\nacc_ldadd: .inst 0xf8210003\n ret\n" /* ldadd x1, x3, [x0] (LSE) */
         ".popsection\n"
         /* EL0 code (rt/link.ld .user): each ends with svc #2, back to the kernel with x0 */
         ".pushsection .user.text, \"ax\"\n"
@@ -89,6 +100,8 @@ __asm__(".pushsection .text.dbg, \"ax\"\n"
         "    svc #2\n"
         ".popsection\n");
 extern char bp_fn[], step_done[], step_seq[], user_bp[], user_store[], user_step[];
+extern char acc_str_reg[], acc_ldr_post[], acc_ldp[], acc_ldxr[], acc_stxr[], acc_ldar[], acc_stlr[], acc_st1[],
+    acc_ld1[], acc_ldadd[];
 uint64_t step_call(uint64_t arg, uintptr_t target, uintptr_t x3);
 
 static uint8_t user_stack[4096] __attribute__((section(".user.bss"), aligned(16)));
@@ -367,6 +380,52 @@ static void test_watchpoints(void)
     set_mdscr(0);
 }
 
+/* The access forms the soft backend decodes: each taken before it runs, ELR = it, FAR = the doubleword */
+static void test_watch_forms(void)
+{
+    static const struct {
+        const char *name;
+        char *fn;
+        int store, lse, off; /* off: the access's offset in the function */
+    } forms[] = {
+        { "str (register offset)", acc_str_reg, 1, 0, 0 },
+        { "ldr (post-index)", acc_ldr_post, 0, 0, 0 },
+        { "ldp", acc_ldp, 0, 0, 0 },
+        { "ldxr", acc_ldxr, 0, 0, 0 },
+        { "stxr", acc_stxr, 1, 0, 4 },
+        { "ldar", acc_ldar, 0, 0, 0 },
+        { "stlr", acc_stlr, 1, 0, 0 },
+        { "st1 (SIMD)", acc_st1, 1, 0, 0 },
+        { "ld1 (SIMD)", acc_ld1, 0, 0, 0 },
+        { "ldadd (LSE)", acc_ldadd, 1, 1, 0 },
+    };
+    int lse = ((read_sysreg(id_aa64isar0_el1) >> 20) & 0xf) >= 2;
+    volatile uint64_t *cell = &cells[1];
+
+    set_mdscr(MDSCR_MDE | MDSCR_KDE);
+    debug_mask(0);
+    for (unsigned i = 0; i < sizeof forms / sizeof forms[0]; i++) {
+        if (forms[i].lse && !lse)
+            continue;
+        clear();
+        arm_watch((uintptr_t)cell, WCR(PMC_EL1, forms[i].store ? LSC_STORE : LSC_LOAD, 0xff));
+        register uint64_t x0 __asm__("x0") = (uintptr_t)cell;
+        register uint64_t x1 __asm__("x1") = 0x77;
+        register uint64_t x2 __asm__("x2") = 0;
+        __asm__ volatile("blr %3"
+                         : "+r"(x0), "+r"(x1), "+r"(x2)
+                         : "r"(forms[i].fn)
+                         : "x3", "x4", "x30", "v0", "cc", "memory");
+        write_sysreg(dbgwcr0_el1, 0);
+        uint64_t esr = ESR_MAKE(EC_WPT_CUR, (forms[i].store ? ISS_WPT_WNR : 0) | FSC_DEBUG);
+        if (expect_one(forms[i].name, esr, (uintptr_t)forms[i].fn + forms[i].off, VEC_EL1_SYNC))
+            test_check(seen.far[0] == (uintptr_t)cell, "%s watchpoint: FAR 0x%lx, want 0x%lx", forms[i].name,
+                       seen.far[0], (uintptr_t)cell);
+    }
+    debug_mask(1);
+    set_mdscr(0);
+}
+
 static void test_step(void)
 {
     static const unsigned want_off[] = { 4, 8, 12, 20, 24 }; /* ELR after each step, from step_seq */
@@ -448,6 +507,7 @@ int main(uint64_t dtb)
     test_breakpoints();
     printf("dbgexc: breakpoints done\n");
     test_watchpoints();
+    test_watch_forms();
     printf("dbgexc: watchpoints done\n");
     test_step();
     printf("dbgexc: software step done\n");

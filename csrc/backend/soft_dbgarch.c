@@ -364,7 +364,9 @@ static bool decode_access(uc_engine *uc, uint32_t insn, uint64_t pc, struct acce
         a->wr = false;
         return true;
     }
-    case 0x19: /* LDAPUR/STLUR: unscaled imm9 */
+    case 0x19: /* LDAPUR/STLUR: unscaled imm9 (bit 21 set: the MTE tag stores, not decoded) */
+        if ((insn >> 21 & 1) || (insn >> 10 & 3))
+            return false;
         a->va = xreg(uc, insn >> 5 & 31, true) + (uint64_t)sext(insn >> 12 & 0x1ff, 9);
         a->len = 1u << (insn >> 30);
         a->rd = (insn >> 22 & 3) != 0;
