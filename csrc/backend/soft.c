@@ -143,6 +143,7 @@ static bool do_sysreg(struct soft_vcpu *sv, uint32_t insn, uint64_t pc)
         soft__set_reg(sv->uc, vmm__soft_xreg(rt), val);
     /* a PC write restarts translation here, so state changes take effect at once */
     soft__set_reg(sv->uc, UC_ARM64_REG_PC, pc + 4);
+    vmm__soft_step_done(sv, pc + 4);
     return true;
 }
 
@@ -156,6 +157,7 @@ static bool do_semihost(struct soft_vcpu *sv, uint64_t pc)
         vmm__semihost_call(&env, soft__reg(sv->uc, UC_ARM64_REG_X0), soft__reg(sv->uc, UC_ARM64_REG_X1), &ret, &status);
     soft__set_reg(sv->uc, UC_ARM64_REG_X0, ret);
     soft__set_reg(sv->uc, UC_ARM64_REG_PC, pc + 4);
+    vmm__soft_step_done(sv, pc + 4);
     apply_call_exit(sv, kind, status);
     return true;
 }
@@ -266,6 +268,7 @@ static uint32_t finish_lacked(struct soft_vcpu *sv, uint64_t insn_pc, uc_arm64_r
     const void *vals[2] = { &pc, val };
 
     uc_reg_write_batch(sv->uc, regs, (void *const *)vals, val && reg != UC_ARM64_REG_XZR ? 2 : 1);
+    vmm__soft_step_done(sv, pc); /* a software step completes with it */
     return 1;
 }
 

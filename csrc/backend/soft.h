@@ -140,6 +140,7 @@ uint64_t vmm__soft_pmu_limit(struct soft_vcpu *sv, uint64_t limit);
 uint32_t vmm__soft_dbg_msr(struct soft_vcpu *sv, uint32_t id, uint64_t val);
 bool vmm__soft_dbg_mrs(struct soft_vcpu *sv, uint32_t id, uint64_t *val);
 bool vmm__soft_udef_is_step(struct soft_vcpu *sv);
+bool vmm__soft_step_done(struct soft_vcpu *sv, uint64_t next_pc);
 int vmm__soft_dbg_apply(struct soft_vcpu *sv);
 void vmm__soft_dbg_reload(struct soft_vcpu *sv);
 

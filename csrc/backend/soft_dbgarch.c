@@ -199,6 +199,31 @@ bool vmm__soft_udef_is_step(struct soft_vcpu *sv)
     return (syndrome >> 26 & ~1u) == EC_STEP_LOW;
 }
 
+#define PSTATE_SS (1u << 21)
+#define ISS_STEP_ISV (1u << 24)
+
+/*
+ * After an instruction the backend completed itself (a register QEMU lacks, served from the hook or
+ * the UNDEF path, PC written past it): QEMU's translation of it as UNDEFINED never completes a step,
+ * so if software step was active-not-pending (PSTATE.SS set, debug exceptions enabled) it completes
+ * here, as for any instruction (Arm ARM D2.12.4): PSTATE.SS clears and the step exception is taken at
+ * next_pc, ISV 1, EX 0. Returns whether it was taken.
+ */
+bool vmm__soft_step_done(struct soft_vcpu *sv, uint64_t next_pc)
+{
+    const struct soft_dbgarch *d = &sv->dbg;
+
+    if (!(d->mdscr & MDSCR_SS) || d->oslk)
+        return false;
+    uint64_t ps = soft__reg(sv->uc, UC_ARM64_REG_PSTATE);
+    unsigned el = (ps >> 2) & 3;
+    if (!(ps & PSTATE_SS) || el > 1 || (el == 1 && (!(d->mdscr & MDSCR_KDE) || (ps & PSTATE_D))))
+        return false;
+    soft__set_reg(sv->uc, UC_ARM64_REG_PSTATE, ps & ~(uint64_t)PSTATE_SS);
+    vmm__soft_enter_el1(sv, (EC_STEP_LOW + (el == 1)) << 26 | 1u << 25 | ISS_STEP_ISV | FSC_DEBUG, false, 0, next_pc);
+    return true;
+}
+
 /* ---- watchpoints ---- */
 
 static uint64_t xreg(uc_engine *uc, unsigned n, bool sp31)
