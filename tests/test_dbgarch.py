@@ -22,7 +22,10 @@ def test_os_lock_holds_off_breakpoints(machine, backend):
     m = machine(table.elf(table.BY_ID["dbgexc"]), backend=backend)
     res = m.run(timeout=60)
     assert res.ok, m.serial.text
-    assert "dbgexc: OS lock: breakpoint held off" in m.serial.text.replace("\r", "")
+    text = m.serial.text.replace("\r", "")
+    assert "dbgexc: OS lock: breakpoint held off" in text
+    # and it is set after a cold reset (OSLSR_EL1.OSLK, with OSLM 0b10): no debug exception until the OS clears it
+    assert "dbgexc: OSLSR_EL1 0xa at reset" in text
 
 
 def cycles_line(text: str) -> int:
