@@ -37,7 +37,9 @@ int main(uint64_t dtb)
     (void)dtb;
     mmu_enable(NULL);
     measure("plain");
-    /* a watchpoint on another doubleword: every load and store is checked, none matches */
+    /* a watchpoint on another doubleword: every load and store is checked, none matches (the OS lock,
+       set at reset, would hold it off) */
+    write_sysreg(oslar_el1, 0);
     write_sysreg(mdscr_el1, MDSCR_MDE | MDSCR_KDE);
     write_sysreg(dbgwvr0_el1, (uintptr_t)&watched);
     write_sysreg(dbgwcr0_el1, 1UL | 3UL << 1 | 3UL << 3 | 0xffUL << 5); /* E, EL0+EL1, load+store, 8 bytes */
