@@ -87,6 +87,7 @@ __asm__(".pushsection .text.dbg, \"ax\"\n"
         ".globl acc_st1\nacc_st1: .inst 0x4c007c00\n ret\n"     /* st1 {v0.2d}, [x0] */
         ".globl acc_ld1\nacc_ld1: .inst 0x4c407c00\n ret\n"     /* ld1 {v0.2d}, [x0] */
         ".globl acc_ldadd\nacc_ldadd: .inst 0xf8210003\n ret\n" /* ldadd x1, x3, [x0] (LSE) */
+        ".globl acc_sttr\nacc_sttr: sttr x1, [x0]\n ret\n"
         ".popsection\n"
         /* EL0 code (rt/link.ld .user): each ends with svc #2, back to the kernel with x0 */
         ".pushsection .user.text, \"ax\"\n"
@@ -109,7 +110,7 @@ __asm__(".pushsection .text.dbg, \"ax\"\n"
         ".popsection\n");
 extern char bp_fn[], step_done[], step_seq[], step_emul[], user_bp[], user_store[], user_step[];
 extern char acc_str_reg[], acc_ldr_post[], acc_ldp[], acc_ldxr[], acc_stxr[], acc_ldar[], acc_stlr[], acc_st1[],
-    acc_ld1[], acc_ldadd[];
+    acc_ld1[], acc_ldadd[], acc_sttr[];
 uint64_t step_call(uint64_t arg, uintptr_t target, uintptr_t x3);
 
 static uint8_t user_stack[4096] __attribute__((section(".user.bss"), aligned(16)));
@@ -430,6 +431,15 @@ static void test_watch_forms(void)
             test_check(seen.far[0] == (uintptr_t)cell, "%s watchpoint: FAR 0x%lx, want 0x%lx", forms[i].name,
                        seen.far[0], (uintptr_t)cell);
     }
+    /* STTR at EL1 is an EL0 access (Arm ARM D2.10.4): an EL0-only watchpoint on an EL0 page matches it */
+    clear();
+    arm_watch((uintptr_t)&user_cell, WCR(PMC_EL0, LSC_STORE, 0xff));
+    register uint64_t x0 __asm__("x0") = (uintptr_t)&user_cell;
+    register uint64_t x1 __asm__("x1") = 0x88;
+    __asm__ volatile("blr %2" : "+r"(x0), "+r"(x1) : "r"(acc_sttr) : "x30", "cc", "memory");
+    write_sysreg(dbgwcr0_el1, 0);
+    expect_one("sttr at EL1, EL0 watchpoint", ESR_MAKE(EC_WPT_CUR, ISS_WPT_WNR | FSC_DEBUG), (uintptr_t)acc_sttr,
+               VEC_EL1_SYNC);
     debug_mask(1);
     set_mdscr(0);
 }

@@ -254,6 +254,7 @@ struct access {
     uint64_t va;
     unsigned len;
     bool rd, wr;
+    bool unpriv; /* LDTR/STTR: matched as an EL0 access (the privilege it is made with) */
 };
 
 /* Load/store single register forms (C4.1.66 "Load/store register"): op = insn[29:24] 0x38/0x39/0x3c/0x3d */
@@ -297,6 +298,7 @@ static bool ldst_reg(uc_engine *uc, uint32_t insn, struct access *a)
         }
     }
     /* imm9: unscaled (00), post-index (01), unprivileged (10), pre-index (11) */
+    a->unpriv = (insn >> 10 & 3) == 2;
     a->va = (insn >> 10 & 3) == 1 ? base : base + (uint64_t)sext(insn >> 12 & 0x1ff, 9);
     return true;
 }
@@ -477,6 +479,7 @@ static void on_insn(uc_engine *uc, uint64_t pc, uint32_t size, void *opaque)
         insn = d->insns[i];
     else if (uc_vmem_read(uc, pc, UC_PROT_EXEC, &insn, 4) != UC_ERR_OK)
         return;
+    a.unpriv = false;
     if (!decode_access(uc, insn, pc, &a) || !a.len)
         return;
     uint64_t ps = soft__reg(uc, UC_ARM64_REG_PSTATE);
@@ -485,7 +488,7 @@ static void on_insn(uc_engine *uc, uint64_t pc, uint32_t size, void *opaque)
     if (el > 1 || (el == 1 && (!(d->mdscr & MDSCR_KDE) || (ps & PSTATE_D))))
         return;
     for (unsigned n = 0; n < SOFT_WPTS; n++) {
-        if (wpt_applies(d->wcr[n], el, &a) && wpt_hit(d, n, &a, &far)) {
+        if (wpt_applies(d->wcr[n], a.unpriv ? 0 : el, &a) && wpt_hit(d, n, &a, &far)) {
             uint32_t ec = EC_WPT_LOW + (el == 1);
             uint32_t esr = ec << 26 | 1u << 25 | (a.wr ? ISS_WNR : 0) | FSC_DEBUG;
             vmm__soft_enter_el1(sv, esr, true, far, pc);
