@@ -120,6 +120,7 @@ bench: build guests
 	$(PYTHON) bench/linux_boot.py  # 1 and 2 vCPUs, plain and module-loading boots
 	$(PYTHON) bench/fs.py
 	$(PYTHON) bench/snapshot.py
+	$(PYTHON) bench/dbgarch.py
 
 bench-report: deps
 	$(PYTHON) bench/report.py

@@ -53,6 +53,7 @@ class Run:
     status: int = 0  # the power-off status (end == "poweroff")
     stdin: bytes = b""  # written to the serial port (vmmrun --stdin)
     gpu: bool = False  # a virtio-gpu (Machine(gpu=True), vmmrun --gpu, QEMU -device virtio-gpu-device)
+    cpu_model: str | None = None  # Machine(cpu_model=), QEMU -cpu (default cortex-a72); KVM: the host's CPU
     make_vars: tuple[str, ...] = ()  # a smaller build of the guest: `make -C guest B=... VAR=value`
     timeout: float = 120.0  # seconds of host time; for end == "timeout" how long to let it run
     peers: tuple[str, ...] = PEERS
@@ -172,6 +173,35 @@ RUNS: list[Run] = [
     ),
     # a non-zero status without semihosting: on KVM the runtime's fallback, SYSTEM_OFF with x1 = 7
     Run("exit_code", "exit_code", expect=(r"^exiting with 7$",), status=7, groups=("basic",)),
+    # -- the guest's own debug architecture and PMU (issue 18): each on the default CPU and on "max"
+    # (QEMU -cpu max); dbgexc's OS-lock line is judged for vmmpy only (QEMU 7.2 ignores the lock)
+    *(
+        Run(
+            f"dbgexc{suffix}",
+            "dbgexc",
+            cpu_model=model,
+            expect=(_verdict("dbgexc"), r"^dbgexc: software step done$"),
+            groups=("debug",),
+        )
+        for suffix, model in (("", None), ("-max", "max"))
+    ),
+    *(
+        Run(
+            f"pmu{suffix}",
+            "pmu",
+            cpu_model=model,
+            expect=(_verdict("pmu"), r"^pmu: software increment, overflow, interrupt$"),
+            groups=("debug",),
+            peers=("soft", "soft-threaded", "qemu"),
+            why_not={"kvm": "the KVM backend does not give its vCPUs a PMU (KVM_ARM_VCPU_PMU_V3): PMUVer reads 0"},
+        )
+        for suffix, model in (("", None), ("-max", "max"))
+    ),
+    # every feature the ID registers advertise is exercised (max: dozens; cortex-a72: the crypto ones)
+    *(
+        Run(f"idregs{suffix}", "idregs", cpu_model=model, expect=(_verdict("idregs"),), groups=("debug",))
+        for suffix, model in (("", None), ("-max", "max"))
+    ),
     # -- idle and benchmark guests: they must keep running / report every measurement ----------
     Run("idle", "idle", expect=(r"^idle: ready, 100 Hz tick$",), end="timeout", timeout=3, groups=("idle",)),
     Run("idle_notick", "idle_notick", expect=(r"^idle: ready, no timer$",), end="timeout", timeout=3, groups=("idle",)),
@@ -192,6 +222,19 @@ RUNS: list[Run] = [
         stdin=b"x",
         gpu=True,
         groups=("virtio",),
+    ),
+    Run(
+        "bench_dbg",
+        "bench_dbg",
+        expect=tuple(
+            rf"^BENCH name={n} iters=\d+ ticks=\d+ freq=\d+$"
+            for n in ("plain", "watchpoint_armed", "watchpoint_off", "pmu_counting")
+        )
+        + (r"^BENCH done$",),
+        groups=("bench",),
+        make_vars=("DBG_N=2000",),
+        peers=("soft", "soft-threaded", "qemu"),
+        why_not={"kvm": "its last measurement uses the PMU, which the KVM backend does not give its vCPUs"},
     ),
     Run(
         "bench_irq",

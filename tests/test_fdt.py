@@ -55,7 +55,7 @@ def test_tree_shape(fdt_of):
     fdt, m = fdt_of(cpus=2)
     with m:
         assert sorted(children(fdt, "/")) == sorted(
-            ["chosen", "memory@40000000", "cpus", "psci", "intc@8000000", "timer", "apb-pclk", "pl011@9000000"]
+            ["chosen", "memory@40000000", "cpus", "psci", "intc@8000000", "timer", "pmu", "apb-pclk", "pl011@9000000"]
         )
         root = props(fdt, "/")
         assert strings(root["compatible"]) == ["linux,dummy-virt"]
@@ -136,6 +136,9 @@ def test_psci_gic_timer(fdt_of):
         # secure, non-secure physical, virtual, hypervisor PPIs (INTIDs 29, 30, 27, 26), level high
         assert cells(timer["interrupts"]) == [1, 13, 4, 1, 14, 4, 1, 11, 4, 1, 10, 4]
         assert "always-on" in timer
+        # the PMU (csrc/arm/pmu.c): PPI 7 = INTID 23, level high, as on QEMU virt
+        pmu = props(fdt, "/pmu")
+        assert pmu == {"compatible": b"arm,armv8-pmuv3\0", "interrupts": struct.pack(">3I", 1, 7, 4)}
 
 
 def test_uart_and_clock(fdt_of):

@@ -64,7 +64,9 @@ BACKENDS = ["soft", "soft-threaded", "hvf", *(["kvm"] if HOST_HAS_KVM else [])]
 def test_guest_on_vmmpy(machine, run, backend):
     if not run.applies(backend):
         pytest.skip(f"{run.id} does not apply to {backend}")
-    m = machine(table.elf(run), cpus=run.cpus, ram=run.ram or "256M", gpu=run.gpu, backend=backend)
+    m = machine(
+        table.elf(run), cpus=run.cpus, ram=run.ram or "256M", gpu=run.gpu, backend=backend, cpu_model=run.cpu_model
+    )
     if run.stdin:
         m.serial.write(run.stdin)
     res = m.run(timeout=run.timeout if run.end == "timeout" else TIMEOUT)
@@ -99,9 +101,9 @@ needs_qemu = pytest.mark.skipif(
 GPU_ARGS = ["-global", "virtio-mmio.force-legacy=false", "-device", "virtio-gpu-device"]  # version 2, as ours
 
 
-def qemu_command(elf: str, cpus: int, ram: str | None = None, gpu: bool = False) -> list[str]:
+def qemu_command(elf: str, cpus: int, ram: str | None = None, gpu: bool = False, cpu: str | None = None) -> list[str]:
     """The machine vmmpy models; the PL011 on stdin/stdout, semihosting for the exit status."""
-    return [QEMU, "-M", "virt,gic-version=3", "-cpu", "cortex-a72", "-smp", str(cpus), "-m", ram or "256M",
+    return [QEMU, "-M", "virt,gic-version=3", "-cpu", cpu or "cortex-a72", "-smp", str(cpus), "-m", ram or "256M",
             "-nographic", "-monitor", "none", "-serial", "stdio", "-semihosting", "-no-reboot",
             *(GPU_ARGS if gpu else []), "-kernel", elf]  # fmt: skip
 
@@ -182,7 +184,7 @@ def qemu_run():
 @pytest.mark.qemu
 @runs_for("qemu")
 def test_guest_on_qemu(qemu_run, run):
-    r = qemu_run(table.elf(run), run.cpus, ram=run.ram, gpu=run.gpu)
+    r = qemu_run(table.elf(run), run.cpus, ram=run.ram, gpu=run.gpu, cpu=run.cpu_model)
     if run.stdin:
         r.write(run.stdin)
     r.proc.stdin.close()  # no more input: the guests that need none must not wait for it

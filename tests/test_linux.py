@@ -143,6 +143,9 @@ def test_boots_to_init_on_two_cpus_and_powers_off(boot, test_initramfs):
     g = boot(test_initramfs)
     t = g.timeout
     g.expect(rb"smp: Brought up \d+ nodes?, 2 CPUs", timeout=t * 0.6)
+    # the guest's own debug registers and the DT's arm,armv8-pmuv3 PMU (csrc/arm/pmu.c on vmmpy)
+    g.expect(rb"hw-breakpoint: found \d+ breakpoint and \d+ watchpoint registers", timeout=t * 0.2)
+    g.expect(rb"hw perfevents: enabled with armv8_pmuv3 PMU driver, \d+ counters available", timeout=t * 0.2)
     g.expect(rb"Run /init as init process", timeout=t * 0.4)
     m = g.expect(initramfs.MARKER_RE, timeout=60)
     assert int(m.group(1)) == CPUS, m.group(0)

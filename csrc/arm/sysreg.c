@@ -2,10 +2,12 @@
 #include "../core/irqchip.h"
 #include "gic.h"
 #include "arm.h"
+#include "pmu.h"
 
 /*
- * Two blocks own emulated registers: the GIC CPU interface (ICC_*, served
- * when the irqchip's CPU interface is ours) and the generic timer (CNT*). Everything else
+ * Three blocks own emulated registers: the GIC CPU interface (ICC_*, served
+ * when the irqchip's CPU interface is ours), the generic timer (CNT*) and, for a
+ * backend whose CPU has no counting PMU (soft), the PMU (PM*). Everything else
  * is UNDEFINED for the guest.
  */
 int vmm__sysreg_access(struct vmm_vcpu *vcpu, uint32_t id, bool is_read, uint64_t *val)
@@ -16,6 +18,8 @@ int vmm__sysreg_access(struct vmm_vcpu *vcpu, uint32_t id, bool is_read, uint64_
     vmm__count(vm, &vm->stats.sysreg_exits);
     if (vmm__timer_sysreg_is_ours(id))
         rc = vmm__timer_sysreg(vcpu, id, is_read, val);
+    else if (vmm__pmu_sysreg_is_ours(id) && !vmm__has_cap(vm->ops, VMM_CAP_HOST_CPU))
+        rc = vmm__pmu_sysreg(vcpu, id, is_read, val);
     else if (vmm__irqchip_has_sysregs(vm->irqchip))
         rc = vm->irqchip->ops->sysreg(vm->irqchip, vcpu->id, id, is_read, val);
     if (rc != VMM_ENOTSUP)

@@ -143,6 +143,7 @@ static bool do_sysreg(struct soft_vcpu *sv, uint32_t insn, uint64_t pc)
         soft__set_reg(sv->uc, vmm__soft_xreg(rt), val);
     /* a PC write restarts translation here, so state changes take effect at once */
     soft__set_reg(sv->uc, UC_ARM64_REG_PC, pc + 4);
+    vmm__soft_step_done(sv, pc + 4);
     return true;
 }
 
@@ -156,6 +157,7 @@ static bool do_semihost(struct soft_vcpu *sv, uint64_t pc)
         vmm__semihost_call(&env, soft__reg(sv->uc, UC_ARM64_REG_X0), soft__reg(sv->uc, UC_ARM64_REG_X1), &ret, &status);
     soft__set_reg(sv->uc, UC_ARM64_REG_X0, ret);
     soft__set_reg(sv->uc, UC_ARM64_REG_PC, pc + 4);
+    vmm__soft_step_done(sv, pc + 4);
     apply_call_exit(sv, kind, status);
     return true;
 }
@@ -172,8 +174,8 @@ static void on_intr(uc_engine *uc, uint32_t intno, void *opaque)
     }
     pc = soft__reg(uc, UC_ARM64_REG_PC);
     switch (intno) {
-    case EXCP_UDEF:
-        if (uc_vmem_read(uc, pc, UC_PROT_EXEC, &insn, 4) == UC_ERR_OK) {
+    case EXCP_UDEF: /* or a software step completing (EC 0x32/0x33): nothing to emulate then */
+        if (!vmm__soft_udef_is_step(sv) && uc_vmem_read(uc, pc, UC_PROT_EXEC, &insn, 4) == UC_ERR_OK) {
             if ((insn & 0xffd00000u) == 0xd5100000u && do_sysreg(sv, insn, pc))
                 return;
             if (insn == INSN_HLT_SEMIHOST && do_semihost(sv, pc))
@@ -191,165 +193,6 @@ static void on_intr(uc_engine *uc, uint32_t intno, void *opaque)
     vmm__set_error(sv->vcpu->vm, VMM_EBACKEND, "vCPU %u: unexpected exception %u at pc 0x%" PRIx64, sv->vcpu->id, intno,
                    pc);
     set_exit(sv, VMM_EXIT_HOST_ERROR, 0);
-}
-
-#define INSN_WFE 0xd503205fu
-#define INSN_YIELD 0xd503203fu
-
-/*
- * Whether an instruction may change memory or system state, for polling
- * detection: false only for what surely does not (loads, MRS, hints,
- * barriers, data processing, branches). Unsure encodings count as writes.
- * Arm ARM C4.1 (the A64 encoding index).
- */
-static bool insn_may_write(uint32_t insn)
-{
-    if ((insn & 0xffc00000u) == 0xd5000000u) /* system: hints, barriers and MRS only */
-        return !((insn & 0xfffff01fu) == 0xd503201fu || (insn & 0xfffff01fu) == 0xd503301fu ||
-                 (insn & 0xfff00000u) == 0xd5300000u);
-    if ((insn & 0xff000000u) == 0xd4000000u) /* exception generation */
-        return true;
-    if ((insn & 0x0a000000u) != 0x08000000u) /* not a load or store */
-        return false;
-    if ((insn & 0x3b000000u) == 0x18000000u) /* load literal */
-        return false;
-    if ((insn & 0x3f000000u) == 0x08000000u) /* exclusives and acquire/release: L, and not CAS */
-        return !((insn >> 22) & 1) || (((insn >> 23) & 1) && ((insn >> 21) & 1));
-    if ((insn & 0x3a000000u) == 0x28000000u) /* pairs: L */
-        return !((insn >> 22) & 1);
-    if ((insn & 0xbf000000u) == 0x0c000000u) /* SIMD structures: L */
-        return !((insn >> 22) & 1);
-    if ((insn & 0x3a000000u) == 0x38000000u) {
-        unsigned opc = (insn >> 22) & 3;
-        if (!((insn >> 24) & 1) && ((insn >> 21) & 1) && ((insn >> 10) & 3) == 0)
-            return true;                                 /* atomic memory operations */
-        return (insn >> 26) & 1 ? !(opc & 1) : opc == 0; /* SIMD&FP: opc 00 and 10 store; else opc 00 */
-    }
-    return true;
-}
-
-/* Whether the block at addr ends in WFE or YIELD (looked up once per block, then cached). */
-static bool block_spins(struct soft_vcpu *sv, uint64_t addr, uint32_t size)
-{
-    struct spin_entry *e = &sv->spin_cache[(addr >> 2) % (sizeof sv->spin_cache / sizeof sv->spin_cache[0])];
-    uint32_t insn;
-
-    if (e->addr != addr || e->size != size) {
-        e->addr = addr;
-        e->size = size;
-        e->spins = size >= 4 && uc_vmem_read(sv->uc, addr + size - 4, UC_PROT_EXEC, &insn, 4) == UC_ERR_OK &&
-                   (insn == INSN_WFE || insn == INSN_YIELD);
-    }
-    return e->spins;
-}
-
-/* Whether a block writes neither memory nor system state: decoded when a loop is checked, not per block. */
-static bool block_reads_only(struct soft_vcpu *sv, uint64_t addr, uint32_t size)
-{
-    uint32_t insns[64];
-
-    if (size < 4 || size > sizeof insns || uc_vmem_read(sv->uc, addr, UC_PROT_EXEC, insns, size) != UC_ERR_OK)
-        return false;
-    for (unsigned i = 0; i < size / 4; i++)
-        if (insn_may_write(insns[i]))
-            return false;
-    return true;
-}
-
-/*
- * Polling without WFE (real time, SMP, one thread): a loop of at most
- * SOFT_POLL_BLOCKS + 1 blocks that write nothing, whose general registers,
- * SP and flags are the same at its head two passes in a row, cannot end
- * until something else writes memory or interrupts it: its vCPU gives up
- * the rest of its slice. The block hook runs for every block, so the
- * common path costs one compare: once every 2^POLL_SAMPLE_SHIFT instructions
- * the running block is taken as a candidate head and followed for two
- * passes at most (its blocks decoded, the registers read once per pass). A
- * candidate that is not polling (longer, writing, registers that move: a
- * pointer, a counter, a CNTVCT timeout) is remembered and skipped for twice
- * as many samples each time it comes back. Decided from the guest's own
- * execution alone.
- */
-#define POLL_SAMPLE_SHIFT 8 /* a candidate every 256 instructions */
-
-static bool poll_state(struct soft_vcpu *sv, uint64_t *regs)
-{
-    int ids[SOFT_POLL_REGS];
-    void *ptrs[SOFT_POLL_REGS];
-
-    for (unsigned i = 0; i < 31; i++)
-        ids[i] = vmm__soft_xreg(i);
-    ids[31] = UC_ARM64_REG_SP;
-    ids[32] = UC_ARM64_REG_NZCV;
-    for (unsigned i = 0; i < SOFT_POLL_REGS; i++) {
-        regs[i] = 0; /* NZCV is read as 32 bits */
-        ptrs[i] = &regs[i];
-    }
-    return uc_reg_read_batch(sv->uc, ids, ptrs, SOFT_POLL_REGS) == UC_ERR_OK;
-}
-
-/* The candidate is not polling: stop following it, and skip it for a while when it comes back. */
-static void poll_reject(struct soft_poll *p)
-{
-    if (p->rejected == p->head) {
-        if (p->backoff < (1u << 16))
-            p->backoff *= 2;
-    } else {
-        p->rejected = p->head;
-        p->backoff = 1;
-    }
-    p->skip = p->backoff;
-    p->tracking = false;
-}
-
-/* A sample: follow the block at addr as the head of a polling loop, unless it was rejected lately. */
-static void poll_sample(struct soft_poll *p, uint64_t addr, uint32_t size)
-{
-    if (addr == p->rejected && p->skip) {
-        p->skip--;
-        return;
-    }
-    p->head = addr;
-    p->head_size = size;
-    p->nblocks = 0;
-    p->passes = 0;
-    p->tracking = true;
-}
-
-/* While following a candidate: true when it has proved to be polling. */
-static bool poll_follow(struct soft_vcpu *sv, uint64_t addr, uint32_t size)
-{
-    struct soft_poll *p = &sv->poll;
-    uint64_t now[SOFT_POLL_REGS];
-
-    if (addr != p->head) {
-        if (p->nblocks >= SOFT_POLL_BLOCKS) {
-            poll_reject(p); /* not a loop this short */
-            return false;
-        }
-        p->blocks[p->nblocks].addr = addr;
-        p->blocks[p->nblocks++].size = size;
-        return false;
-    }
-    bool writes = !block_reads_only(sv, p->head, p->head_size);
-    for (unsigned i = 0; i < p->nblocks && !writes; i++)
-        writes = !block_reads_only(sv, p->blocks[i].addr, p->blocks[i].size);
-    p->nblocks = 0;
-    if (writes || !poll_state(sv, now)) {
-        poll_reject(p);
-        return false;
-    }
-    if (p->passes++ == 0) { /* back at the head once: its registers now, compared after the next pass */
-        memcpy(p->regs, now, sizeof now);
-        return false;
-    }
-    if (memcmp(now, p->regs, sizeof now)) {
-        poll_reject(p);
-        return false;
-    }
-    p->tracking = false;
-    p->rejected = 0; /* a poller that wrote once (the answer it waited for) is not held back */
-    return true;
 }
 
 static void on_block(uc_engine *uc, uint64_t addr, uint32_t size, void *opaque)
@@ -372,11 +215,11 @@ static void on_block(uc_engine *uc, uint64_t addr, uint32_t size, void *opaque)
         bool poll = false;
         if (!vcpu->vm->deterministic) {
             if (sv->poll.tracking)
-                poll = poll_follow(sv, addr, size);
+                poll = vmm__soft_poll_follow(sv, addr, size);
             else if (((vcpu->insns + (size >> 2)) ^ vcpu->insns) >> POLL_SAMPLE_SHIFT)
-                poll_sample(&sv->poll, addr, size);
+                vmm__soft_poll_sample(&sv->poll, addr, size);
         }
-        if ((poll || block_spins(sv, addr, size)) && vmm__others_runnable(vcpu)) {
+        if ((poll || vmm__soft_block_spins(sv, addr, size)) && vmm__others_runnable(vcpu)) {
             vcpu->yielded = true;
             vmm__soft_stop(sv);
             return;
@@ -425,6 +268,7 @@ static uint32_t finish_lacked(struct soft_vcpu *sv, uint64_t insn_pc, uc_arm64_r
     const void *vals[2] = { &pc, val };
 
     uc_reg_write_batch(sv->uc, regs, (void *const *)vals, val && reg != UC_ARM64_REG_XZR ? 2 : 1);
+    vmm__soft_step_done(sv, pc); /* a software step completes with it */
     return 1;
 }
 
@@ -448,9 +292,6 @@ static bool sgi_to_others(const struct vmm_vcpu *vcpu, uint64_t val)
     return (val & group) != self || (targets & ~(1ull << (m & 0xf))) != 0;
 }
 
-#define REG_ID_AA64PFR0_EL1 SYSREG(3, 0, 0, 4, 0)
-#define PFR0_GIC_SYSREGS (1ull << 24) /* GIC field: the system-register CPU interface (v3.0/4.0) */
-
 static uint32_t on_mrs(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg *cp, void *opaque)
 {
     struct soft_vcpu *sv = opaque;
@@ -459,13 +300,16 @@ static uint32_t on_mrs(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg *c
     uint64_t pc = 0;
     bool lacked;
 
-    if (id == REG_ID_AA64PFR0_EL1 && vmm__irqchip_has_sysregs(sv->vcpu->vm->irqchip)) {
-        /* QEMU's CPU without its GIC says there is no GIC CPU interface; ours has one */
-        val = vmm__soft_cp_read(uc, id) | PFR0_GIC_SYSREGS;
+    /* ID registers we correct, MDSCR_EL1 under the OS lock (soft_dbgarch.c) */
+    if ((SYSREG_OP0(id) == 3 && SYSREG_CRN(id) == 0 && vmm__soft_idreg(sv, id, &val)) ||
+        (SYSREG_OP0(id) == 2 && vmm__soft_dbg_mrs(sv, id, &val))) {
         if (reg != UC_ARM64_REG_XZR)
             uc_reg_write(uc, reg, &val);
         return 1;
     }
+    if (SYSREG_CRN(id) == 9 || SYSREG_CRN(id) == 14)
+        if (vmm__soft_pmu_hook(sv, id, true, reg, &val))
+            return 1;
 
     if (!ours(sv, id, &lacked, &pc) || vmm__sysreg_access(sv->vcpu, id, true, &val))
         return 0;
@@ -485,6 +329,10 @@ static uint32_t on_msr(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg *c
     (void)uc;
     (void)reg;
 
+    if (SYSREG_OP0(id) == 2) /* the debug registers: watchpoints and the OS lock */
+        return vmm__soft_dbg_msr(sv, id, val);
+    if ((SYSREG_CRN(id) == 9 || SYSREG_CRN(id) == 14) && vmm__soft_pmu_hook(sv, id, false, reg, &val))
+        return 1;
     if (!ours(sv, id, &lacked, &pc) || vmm__sysreg_access(sv->vcpu, id, false, &val))
         return 0;
     /*
@@ -704,6 +552,7 @@ static int soft_vcpu_init(struct vmm_vcpu *vcpu)
         vmm__set_error(vm, VMM_EBACKEND, "soft: TCG buffer: %s", uc_strerror(e));
         goto fail;
     }
+    vmm__soft_dbgarch_init(sv);
     /* vCPU 0 finds the syndrome offset before anything is mapped; all engines share the layout */
     if (vcpu->id == 0 && (rc = vmm__soft_calibrate(vm, sv->uc, &s->syndrome_off)))
         goto fail;
@@ -795,8 +644,15 @@ static int soft_vcpu_run(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
         uc_ctl_flush_tlb(sv->uc);
     }
     apply_virq(sv);
+    if (sv->dbg.dirty && vmm__soft_dbg_apply(sv)) {
+        exit->kind = VMM_EXIT_HOST_ERROR;
+        return 0;
+    }
+    vmm__pmu_sync(vcpu);
     if (atomic_exchange(&sv->kick, 0) || vcpu->insns >= vcpu->insn_limit)
-        return 0; /* the loop looks at why we were kicked */
+        return 0;                      /* the loop looks at why we were kicked */
+    uint64_t limit = vcpu->insn_limit; /* a PMU overflow that interrupts ends the run early */
+    vcpu->insn_limit = vmm__soft_pmu_limit(sv, limit);
     sv->exit = exit;
     sv->stopped = false;
     sv->first_block = true;
@@ -806,6 +662,8 @@ static int soft_vcpu_run(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
         tls_owner = sv;
     e = uc_emu_start(sv->uc, sv->pc, UINT64_MAX & ~3ULL, 0, 0);
     tls_executing = NULL;
+    vcpu->insn_limit = limit;
+    vmm__pmu_sync(vcpu);
     sv->pc = soft__reg(sv->uc, UC_ARM64_REG_PC);
     if (!sv->fault.pending && (e == UC_ERR_READ_UNMAPPED || e == UC_ERR_WRITE_UNMAPPED || e == UC_ERR_FETCH_UNMAPPED)) {
         /* outside the hook's range (the hook sees virtual addresses): same abort, address unknown */

@@ -16,7 +16,9 @@
 #define HCR_IMO (1ull << 4)
 #define HCR_VI (1ull << 7)
 #define HCR_RW (1ull << 31)
-#define HCR_BASE (HCR_RW | HCR_IMO | HCR_FMO)
+#define HCR_APK (1ull << 40) /* pointer authentication: its keys and instructions do not trap to EL2 */
+#define HCR_API (1ull << 41)
+#define HCR_BASE (HCR_RW | HCR_IMO | HCR_FMO | HCR_APK | HCR_API)
 
 struct soft_vm {
     size_t syndrome_off; /* where exception.syndrome sits in a uc_context (soft_exc.c) */
@@ -25,6 +27,21 @@ struct soft_vm {
 };
 
 #define SOFT_IC_PAGES 256
+#define SOFT_WPTS 16 /* DBGWCR/DBGWVR pairs tracked (ID_AA64DFR0_EL1.WRPs + 1 is at most 16) */
+
+/* The guest's debug state as soft_dbgarch.c keeps it (watchpoints, the OS lock) */
+struct soft_dbgarch {
+    uint64_t mdscr; /* MDSCR_EL1 as the guest wrote it (QEMU's copy loses MDE and SS under the OS lock) */
+    bool oslk;      /* OSLSR_EL1.OSLK */
+    unsigned nwpts; /* watchpoints QEMU's CPU has (ID_AA64DFR0_EL1.WRPs + 1) */
+    uint64_t wcr[SOFT_WPTS], wvr[SOFT_WPTS];
+    bool hooked; /* the watchpoint hooks are installed */
+    bool dirty;  /* they should change: applied before the next run */
+    uc_hook hook_code, hook_block;
+    uint64_t block; /* the translation block executing, and its instructions (for decoding) */
+    unsigned nblock;
+    uint32_t insns[512];
+};
 
 struct soft_vcpu {
     struct vmm_vcpu *vcpu;
@@ -79,6 +96,7 @@ struct soft_vcpu {
         uint64_t regs[SOFT_POLL_REGS];
     } poll;
     unsigned vector_repeats;
+    struct soft_dbgarch dbg;
 };
 
 static inline uint64_t soft__reg(uc_engine *uc, int reg)
@@ -104,6 +122,28 @@ int vmm__soft_boot_state(struct soft_vcpu *sv, uint64_t entry, uint64_t x0);
 void vmm__soft_deliver_sync(struct soft_vcpu *sv, uint64_t pc);
 /* Enter it for the access recorded in sv->fault (a synchronous external abort). */
 void vmm__soft_deliver_external_abort(struct soft_vcpu *sv);
+/* soft_poll.c: blocks that wait for another vCPU (spin loops ending in WFE/YIELD, polling loops) */
+#define POLL_SAMPLE_SHIFT 8 /* a polling candidate every 256 instructions */
+bool vmm__soft_block_spins(struct soft_vcpu *sv, uint64_t addr, uint32_t size);
+void vmm__soft_poll_sample(struct soft_poll *p, uint64_t addr, uint32_t size);
+bool vmm__soft_poll_follow(struct soft_vcpu *sv, uint64_t addr, uint32_t size);
+
+/* AArch64 exception entry to EL1's synchronous vector with this syndrome (soft_exc.c) */
+void vmm__soft_enter_el1(struct soft_vcpu *sv, uint32_t esr, bool set_far, uint64_t far, uint64_t elr);
+
+/* soft_dbgarch.c: the guest's debug architecture, its PMU registers, the ID registers we correct */
+bool vmm__soft_idreg(struct soft_vcpu *sv, uint32_t id, uint64_t *val);
+void vmm__soft_dbgarch_init(struct soft_vcpu *sv);
+/* An MRS/MSR hook for a PMU register: 1 when served (a read's value written to reg), 0 to leave it to QEMU */
+uint32_t vmm__soft_pmu_hook(struct soft_vcpu *sv, uint32_t id, bool is_read, int reg, uint64_t *val);
+uint64_t vmm__soft_pmu_limit(struct soft_vcpu *sv, uint64_t limit);
+uint32_t vmm__soft_dbg_msr(struct soft_vcpu *sv, uint32_t id, uint64_t val);
+bool vmm__soft_dbg_mrs(struct soft_vcpu *sv, uint32_t id, uint64_t *val);
+bool vmm__soft_udef_is_step(struct soft_vcpu *sv);
+bool vmm__soft_step_done(struct soft_vcpu *sv, uint64_t next_pc);
+int vmm__soft_dbg_apply(struct soft_vcpu *sv);
+void vmm__soft_dbg_reload(struct soft_vcpu *sv);
+
 /* Snapshots (soft_snap.c): backend.h vcpu_save / vcpu_load. */
 int vmm__soft_vcpu_save(struct vmm_vcpu *vcpu, struct vmm_snap *s);
 int vmm__soft_vcpu_load(struct vmm_vcpu *vcpu, struct vmm_snap *s);

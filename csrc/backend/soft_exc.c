@@ -12,10 +12,18 @@
 #define REG_SPSR_EL1 SYSREG(3, 0, 4, 0, 0)
 #define REG_SCTLR_EL1 SYSREG(3, 0, 1, 0, 0)
 #define REG_ID_AA64MMFR1_EL1 SYSREG(3, 0, 0, 7, 1)
+#define REG_ID_AA64PFR0_EL1 SYSREG(3, 0, 0, 4, 0)
+#define REG_CPTR_EL3 SYSREG(3, 6, 1, 1, 2)
+#define REG_ZCR_EL3 SYSREG(3, 6, 1, 2, 0)
+#define REG_ZCR_EL2 SYSREG(3, 4, 1, 2, 0)
+#define CPTR_EL3_EZ (1u << 8)
+#define ZCR_LEN_MAX 0xfu
 
 #define SCR_NS (1u << 0)
 #define SCR_HCE (1u << 8)
 #define SCR_RW (1u << 10)
+#define SCR_APK (1u << 16) /* pointer authentication keys and instructions do not trap to EL3 */
+#define SCR_API (1u << 17)
 
 #define PSTATE_EL1H 0x5u /* M[3:0] = EL1h */
 #define PSTATE_DAIF (0xfu << 6)
@@ -115,8 +123,19 @@ int vmm__soft_boot_state(struct soft_vcpu *sv, uint64_t entry, uint64_t x0)
         soft__set_reg(uc, vmm__soft_xreg(i), 0);
     soft__set_reg(uc, UC_ARM64_REG_X0, x0);
     soft__set_reg(uc, UC_ARM64_REG_PC, entry);
-    rc |= vmm__soft_cp_write(uc, REG_SCR_EL3, SCR_NS | SCR_HCE | SCR_RW);
+    rc |= vmm__soft_cp_write(uc, REG_SCR_EL3, SCR_NS | SCR_HCE | SCR_RW | SCR_APK | SCR_API);
     rc |= vmm__soft_cp_write(uc, REG_HCR_EL2, HCR_BASE);
+    /*
+     * SVE (the max model): the idle EL3 and EL2 let EL1 have it, as firmware would. CPTR_EL3.EZ, and
+     * ZCR_EL3/ZCR_EL2.LEN at their maximum so that ZCR_EL1 alone picks the vector length (Arm ARM
+     * D17.2.34, D13.3.x "Configurable vector length"); CPTR_EL2.TZ is 0 after reset. Without this
+     * every SVE instruction and ZCR_EL1 access trapped to EL3 (EC 0x19).
+     */
+    if ((vmm__soft_cp_read(uc, REG_ID_AA64PFR0_EL1) >> 32) & 0xf) {
+        rc |= vmm__soft_cp_write(uc, REG_CPTR_EL3, CPTR_EL3_EZ);
+        rc |= vmm__soft_cp_write(uc, REG_ZCR_EL3, ZCR_LEN_MAX);
+        rc |= vmm__soft_cp_write(uc, REG_ZCR_EL2, ZCR_LEN_MAX);
+    }
     sv->virq = false;
     rc |= vmm__soft_cp_write(uc, REG_CNTHCTL_EL2, 3); /* EL1PCTEN | EL1PCEN */
     rc |= vmm__soft_cp_write(uc, REG_VMPIDR_EL2, 0x80000000ull | sv->vcpu->id);
@@ -185,6 +204,11 @@ static void enter_el1(struct soft_vcpu *sv, uint32_t esr, bool set_far, uint64_t
     sv->last_vector = target;
     sv->pc = target;
     vmm__count(sv->vcpu->vm, &sv->vcpu->vm->stats.exceptions);
+}
+
+void vmm__soft_enter_el1(struct soft_vcpu *sv, uint32_t esr, bool set_far, uint64_t far, uint64_t elr)
+{
+    enter_el1(sv, esr, set_far, far, elr);
 }
 
 void vmm__soft_deliver_sync(struct soft_vcpu *sv, uint64_t pc)

@@ -202,6 +202,7 @@ int vmm__soft_vcpu_load(struct vmm_vcpu *vcpu, struct vmm_snap *s)
         vmm__soft_cp_write(sv->uc, REG_HCR_EL2, HCR_BASE | (sv->virq ? HCR_VI : 0));
         atomic_store(&sv->kick, 0);
         sv->tb_flush = sv->tlb_flush = false;
+        vmm__soft_dbg_reload(sv);
     }
     free(blob);
     return vmm__snap_error(s);

@@ -238,6 +238,21 @@ static int vcpu_section(struct vmm_vm *vm, struct vmm_snap *s, unsigned i)
     return vmm__snap_end(s);
 }
 
+/* Our PMU's state (arm/pmu.c), for backends that use it; optional when loading (older snapshots). */
+static int pmu_section(struct vmm_vm *vm, struct vmm_snap *s, unsigned i)
+{
+    char name[VMM_SNAP_NAME_LEN];
+    uint32_t version = 1;
+
+    snprintf(name, sizeof name, "pmu.%u", i);
+    if (vmm__has_cap(vm->ops, VMM_CAP_HOST_CPU) || (vmm__snap_loading(s) && !vmm__snap_has(s, name)))
+        return 0;
+    if (vmm__snap_begin(s, name, &version))
+        return vmm__snap_error(s);
+    vmm__pmu_snap(&vm->vcpus[i], s);
+    return vmm__snap_end(s);
+}
+
 static int chip_section(struct vmm_vm *vm, struct vmm_snap *s)
 {
     uint32_t version = 1;
@@ -266,7 +281,8 @@ static int core_sections(struct vmm_vm *vm, struct vmm_snap *s)
     section(s, "clock", CLOCK_VERSION, sync_clock, vm);
     chip_section(vm, s);
     for (unsigned i = 0; i < vm->ncpus && !vmm__snap_error(s); i++)
-        vcpu_section(vm, s, i);
+        if (!vcpu_section(vm, s, i))
+            pmu_section(vm, s, i);
     section(s, "console", 1, console_sync, vm);
     return vmm__snap_error(s) ? vmm__snap_error(s) : vmm__board_snap(vm, s);
 }

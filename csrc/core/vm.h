@@ -16,6 +16,7 @@
 #include "vmm.h"
 #include "backend.h"
 #include "../arm/timer.h"
+#include "../arm/pmu.h"
 #include "board.h"
 #include "bus.h"
 #include "machine.h"
@@ -34,6 +35,7 @@ struct vmm_vcpu {
     struct vmm_timer timer[TIMER_COUNT];
     bool timer_level[TIMER_COUNT];    /* the PPI levels last driven */
     atomic_uint_fast64_t deadline_ns; /* its earliest enabled timer deadline (UINT64_MAX: none) */
+    struct vmm_pmu pmu;               /* our PMUv3 (arm/pmu.c), where the backend's CPU has none that counts */
     /*
      * PSCI CPU_ON (ours) asks for a reset at entry with x0 = context; the
      * vCPU's own run applies it (run_one), because a backend may only touch
