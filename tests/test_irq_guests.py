@@ -63,7 +63,15 @@ BACKENDS = ["soft", "soft-threaded", *(["kvm"] if HOST_HAS_KVM else [])]
 def test_guest_on_vmmpy(machine, run, backend):
     if not run.applies(backend):
         pytest.skip(f"{run.id} does not apply to {backend}")
-    m = machine(table.elf(run), cpus=run.cpus, ram=run.ram or "256M", gpu=run.gpu, backend=backend)
+    m = machine(
+        table.elf(run),
+        cpus=run.cpus,
+        ram=run.ram or "256M",
+        gpu=run.gpu,
+        rng=run.rng,
+        transport=run.transport,
+        backend=backend,
+    )
     if run.stdin:
         m.serial.write(run.stdin)
     res = m.run(timeout=run.timeout if run.end == "timeout" else TIMEOUT)
@@ -98,11 +106,18 @@ needs_qemu = pytest.mark.skipif(
 GPU_ARGS = ["-global", "virtio-mmio.force-legacy=false", "-device", "virtio-gpu-device"]  # version 2, as ours
 
 
-def qemu_command(elf: str, cpus: int, ram: str | None = None, gpu: bool = False) -> list[str]:
+def qemu_command(
+    elf: str, cpus: int, ram: str | None = None, gpu: bool = False, rng: bool = False, transport: str = "mmio"
+) -> list[str]:
     """The machine vmmpy models; the PL011 on stdin/stdout, semihosting for the exit status."""
-    return [QEMU, "-M", "virt,gic-version=3", "-cpu", "cortex-a72", "-smp", str(cpus), "-m", ram or "256M",
+    pci = transport == "pci"
+    # PCI: highmem=off puts the ECAM at 0x3F000000 as ours; no default NIC; modern-only devices
+    board = "virt,gic-version=3" + (",highmem=off" if pci else "")
+    rng_args = ["-device", "virtio-rng-pci,disable-legacy=on" if pci else "virtio-rng-device"] if rng else []
+    return [QEMU, "-M", board, "-cpu", "cortex-a72", "-smp", str(cpus), "-m", ram or "256M",
             "-nographic", "-monitor", "none", "-serial", "stdio", "-semihosting", "-no-reboot",
-            *(GPU_ARGS if gpu else []), "-kernel", elf]  # fmt: skip
+            *(["-nic", "none"] if pci else []), *(GPU_ARGS if gpu else []), *rng_args,
+            "-kernel", elf]  # fmt: skip
 
 
 class QemuRun:
@@ -181,7 +196,7 @@ def qemu_run():
 @pytest.mark.qemu
 @runs_for("qemu")
 def test_guest_on_qemu(qemu_run, run):
-    r = qemu_run(table.elf(run), run.cpus, ram=run.ram, gpu=run.gpu)
+    r = qemu_run(table.elf(run), run.cpus, ram=run.ram, gpu=run.gpu, rng=run.rng, transport=run.transport)
     if run.stdin:
         r.write(run.stdin)
     r.proc.stdin.close()  # no more input: the guests that need none must not wait for it
