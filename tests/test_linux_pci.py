@@ -22,7 +22,8 @@ mount -t proc proc /proc; mount -t sysfs sysfs /sys; mount -t devtmpfs devtmpfs 
 /etc/vmmpy/load-modules
 for d in /sys/bus/pci/devices/*; do
     drv=none; [ -e $d/driver ] && drv=$(basename $(readlink $d/driver))
-    echo "VMMPY-PCI dev $(basename $d) $(cat $d/vendor):$(cat $d/device) class=$(cat $d/class) irq=$(cat $d/irq) driver=$drv"
+    id="$(cat $d/vendor):$(cat $d/device)"
+    echo "VMMPY-PCI dev $(basename $d) $id class=$(cat $d/class) irq=$(cat $d/irq) driver=$drv"
 done
 for v in /sys/bus/virtio/devices/*; do
     echo "VMMPY-PCI virtio $(basename $v) device=$(cat $v/device) on $(basename $(readlink -f $v/..))"

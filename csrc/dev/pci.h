@@ -86,7 +86,7 @@ struct vmm_pci_func {
     uint8_t cfg[PCI_CFG_SIZE];
     uint8_t wmask[PCI_CFG_SIZE]; /* bits the guest may write */
     uint64_t bar_size[PCI_NUM_BARS];
-    uint8_t cap_end; /* where the next capability goes */
+    uint8_t cap_end;  /* where the next capability goes */
     uint8_t cap_last; /* the last one added (0: none) */
     bool intx_level;  /* the function's INTA# before Interrupt Disable and MSI-X */
     bool intx_driven; /* the level on the SPI */
@@ -103,8 +103,7 @@ void vmm__pci_func_add_bar(struct vmm_pci_func *f, unsigned bar, uint64_t size);
 /* A capability of `len` bytes (header included): its config-space offset, 0 if it does not fit. */
 uint8_t vmm__pci_func_add_cap(struct vmm_pci_func *f, uint8_t id, unsigned len);
 /* An MSI-X capability of nvec vectors, its table and PBA in `bar` at those offsets. 0 or -1 (no room). */
-int vmm__pci_func_add_msix(struct vmm_pci_func *f, unsigned nvec, unsigned bar, uint32_t table_off,
-                           uint32_t pba_off);
+int vmm__pci_func_add_msix(struct vmm_pci_func *f, unsigned nvec, unsigned bar, uint32_t table_off, uint32_t pba_off);
 
 /* pci_cfg.c: config space and BAR decoding, with the host lock held */
 uint32_t vmm__pci_cfg_read(struct vmm_pci_func *f, unsigned off, unsigned size);

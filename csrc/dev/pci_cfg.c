@@ -77,8 +77,7 @@ uint8_t vmm__pci_func_add_cap(struct vmm_pci_func *f, uint8_t id, unsigned len)
     return (uint8_t)at;
 }
 
-int vmm__pci_func_add_msix(struct vmm_pci_func *f, unsigned nvec, unsigned bar, uint32_t table_off,
-                           uint32_t pba_off)
+int vmm__pci_func_add_msix(struct vmm_pci_func *f, unsigned nvec, unsigned bar, uint32_t table_off, uint32_t pba_off)
 {
     uint8_t at;
 
@@ -91,8 +90,9 @@ int vmm__pci_func_add_msix(struct vmm_pci_func *f, unsigned nvec, unsigned bar, 
     put32(f->cfg + at + PCI_MSIX_TABLE, table_off | bar);
     put32(f->cfg + at + PCI_MSIX_PBA, pba_off | bar);
     put16(f->wmask + at + PCI_MSIX_CTRL, PCI_MSIX_CTRL_ENABLE | PCI_MSIX_CTRL_MASKALL);
-    f->msix = (struct vmm_pci_msix){ .nvec = nvec, .cap = at, .bar = (uint8_t)bar, .table_off = table_off,
-                                     .pba_off = pba_off };
+    f->msix = (struct vmm_pci_msix){
+        .nvec = nvec, .cap = at, .bar = (uint8_t)bar, .table_off = table_off, .pba_off = pba_off
+    };
     vmm__pci_msix_reset(f);
     return 0;
 }
@@ -100,8 +100,8 @@ int vmm__pci_func_add_msix(struct vmm_pci_func *f, unsigned nvec, unsigned bar, 
 /* What the host drives on INTA#'s SPI: the function's level unless disabled or replaced by MSI-X. */
 void vmm__pci_intx_update(struct vmm_pci_func *f)
 {
-    bool on = f->intx_level && !(get16(f->cfg + PCI_COMMAND) & PCI_CMD_INTX_DISABLE) &&
-              !vmm__pci_msix_enabled_locked(f);
+    bool on =
+        f->intx_level && !(get16(f->cfg + PCI_COMMAND) & PCI_CMD_INTX_DISABLE) && !vmm__pci_msix_enabled_locked(f);
 
     if (f->intx_intid && on != f->intx_driven) {
         f->intx_driven = on;

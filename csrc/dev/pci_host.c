@@ -168,8 +168,16 @@ static int fdt_interrupt_map(void *fdt)
 
     for (unsigned slot = 0; slot < 4; slot++) {
         for (unsigned pin = 0; pin < 4; pin++) {
-            const uint32_t e[10] = { slot << 11, 0, 0, pin + 1, FDT_PH_GIC, 0, 0,
-                                     FDT_GIC_SPI, LAYOUT_PCI_SPI0 + (slot + pin) % 4, FDT_IRQ_TYPE_LEVEL_HIGH };
+            const uint32_t e[10] = { slot << 11,
+                                     0,
+                                     0,
+                                     pin + 1,
+                                     FDT_PH_GIC,
+                                     0,
+                                     0,
+                                     FDT_GIC_SPI,
+                                     LAYOUT_PCI_SPI0 + (slot + pin) % 4,
+                                     FDT_IRQ_TYPE_LEVEL_HIGH };
             for (unsigned i = 0; i < 10; i++)
                 map[n++] = cpu_to_fdt32(e[i]);
         }
@@ -180,8 +188,13 @@ static int fdt_interrupt_map(void *fdt)
 static int host_fdt_node(void *dev, struct vmm_vm *vm, void *fdt)
 {
     static const uint32_t bus_range[] = { 0, LAYOUT_PCI_BUSES - 1 };
-    static const uint32_t ranges[] = { 0x02000000, 0, (uint32_t)LAYOUT_PCI_MMIO_BASE, 0, (uint32_t)LAYOUT_PCI_MMIO_BASE,
-                                       0,          (uint32_t)LAYOUT_PCI_MMIO_SIZE };
+    static const uint32_t ranges[] = { 0x02000000,
+                                       0,
+                                       (uint32_t)LAYOUT_PCI_MMIO_BASE,
+                                       0,
+                                       (uint32_t)LAYOUT_PCI_MMIO_BASE,
+                                       0,
+                                       (uint32_t)LAYOUT_PCI_MMIO_SIZE };
     static const uint32_t imask[] = { 3u << 11, 0, 0, 7 };
     static const uint32_t msi_map[] = { 0, FDT_PHANDLE_ITS, 0, 0x10000 }; /* requester ID = ITS device ID */
     char name[40];
@@ -195,8 +208,7 @@ static int host_fdt_node(void *dev, struct vmm_vm *vm, void *fdt)
         (err = vmm__fdt_prop_u64_pair(fdt, "reg", LAYOUT_PCI_ECAM_BASE, LAYOUT_PCI_ECAM_SIZE)) < 0 ||
         (err = vmm__fdt_prop_cells(fdt, "bus-range", bus_range, 2)) < 0 ||
         (err = fdt_property_u32(fdt, "linux,pci-domain", 0)) < 0 ||
-        (err = fdt_property_u32(fdt, "#address-cells", 3)) < 0 ||
-        (err = fdt_property_u32(fdt, "#size-cells", 2)) < 0 ||
+        (err = fdt_property_u32(fdt, "#address-cells", 3)) < 0 || (err = fdt_property_u32(fdt, "#size-cells", 2)) < 0 ||
         (err = vmm__fdt_prop_cells(fdt, "ranges", ranges, 7)) < 0 ||
         (err = fdt_property(fdt, "dma-coherent", NULL, 0)) < 0 ||
         (err = fdt_property_u32(fdt, "#interrupt-cells", 1)) < 0 ||
@@ -313,7 +325,7 @@ int vmm__pci_host_add(struct vmm_vm *vm, struct vmm_pci_func *f, const char *wha
     f->host = h;
     f->devfn = (uint8_t)(slot << 3);
     f->intx_intid = LAYOUT_SPI_INTID(LAYOUT_PCI_SPI0 + slot % 4); /* INTA# of slot s: (s + 0) % 4 */
-    f->cfg[PCI_INT_PIN] = 1;                                       /* INTA# */
+    f->cfg[PCI_INT_PIN] = 1;                                      /* INTA# */
     snprintf(f->name, sizeof f->name, "%s.00:%02x.0", what, slot);
     vmm__pci_lock(h);
     h->slot[h->nslots++] = f;

@@ -105,8 +105,8 @@ static bool bad_size(struct vmm_pci_func *f, uint64_t off, unsigned size, const 
     /* §6.8.2: DWORD or aligned QWORD accesses only */
     if ((size == 4 || size == 8) && !(off & (size - 1)))
         return false;
-    vmm__guest_error(vmm__pci_vm(f->host), "pci", "%s: %u-byte MSI-X %s at 0x%" PRIx64 " (DWORD/QWORD only)",
-                     f->name, size, what, off);
+    vmm__guest_error(vmm__pci_vm(f->host), "pci", "%s: %u-byte MSI-X %s at 0x%" PRIx64 " (DWORD/QWORD only)", f->name,
+                     size, what, off);
     return true;
 }
 

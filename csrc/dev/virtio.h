@@ -62,9 +62,9 @@ struct vmm_virtio_ops {
 
 /*
  * How a virtio device joins the machine, once: on the board with dev_ops (its lifecycle hooks,
- * destroy included: board.h) and on the VM's transport (vm->transport: virtio-mmio or virtio-pci). `dev` is the device's
- * opaque state; *out (may be NULL) receives the device's core handle, which the device -> core calls
- * below take. On failure neither holds the device: the caller frees it.
+ * destroy included: board.h) and on the VM's transport (vm->transport: virtio-mmio or virtio-pci).
+ * `dev` is the device's opaque state; *out (may be NULL) receives the device's core handle, which the
+ * device -> core calls below take. On failure neither holds the device: the caller frees it.
  */
 struct vmm_device_ops;
 int vmm__virtio_add(struct vmm_vm *vm, const struct vmm_virtio_ops *ops, const struct vmm_device_ops *dev_ops,
