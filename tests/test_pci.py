@@ -145,12 +145,36 @@ def test_device_types_outside_virtio_pci_range_are_refused(machine):
         machine(transport="pci", virtio_test_devices=1)
 
 
-def test_snapshot_is_refused_cleanly(machine, guest, tmp_path):
+def test_snapshot_keeps_bars_vectors_and_msix_state(machine, guest, tmp_path, caplog):
+    """A restored VM has the function as the guest left it: BAR, command, vectors, MSI-X table and PBA."""
+    caplog.set_level(logging.WARNING, logger="vmmpy")
     m = machine(guest("hello"), transport="pci", rng=True)
-    m.dtb()  # prepared
-    with pytest.raises(vmmpy.errors.NotSupported, match="virtio-pci devices are not supported"):
-        m.snapshot(tmp_path / "s.snap")
-    assert not (tmp_path / "s.snap").exists()
+    dev = VirtioPCI(m, 1)
+    dev.place_bars(MMIO_WINDOW + 0x20_0000)
+    dev.msix_enable(True)
+    (q,) = dev.init(queues=1, vectors=[1])
+    dev.common_write(MSIX_CONFIG, 0, 2)
+    dev.msix_entry(1, ITS_TRANSLATER, 0x33, masked=True)
+    entropy(dev, q)
+    assert q.get_used() and dev.msix_pending(1)
+    m.dtb()  # prepared: a snapshot can be taken
+    m.snapshot(tmp_path / "s.snap")
+    r = vmmpy.Machine.restore(tmp_path / "s.snap")
+    try:
+        d2 = VirtioPCI(r, 1)
+        d2.bar_addr = dict(dev.bar_addr)
+        assert cfg_read(r, 1, 0x10) == MMIO_WINDOW + 0x20_0000
+        assert cfg_read(r, 1, COMMAND, 2) & CMD_MEM
+        assert d2.common_read(MSIX_CONFIG, 2) == 0
+        d2.common_write(Q_SELECT, 0, 2)
+        assert d2.common_read(Q_MSIX, 2) == 1
+        assert d2.msix_pending(1)
+        assert r.mmio_read(d2.msix_table() + 16 + 8) == 0x33
+        d2.msix_mask(1, False)  # the pending message goes out from the restored VM
+        assert not d2.msix_pending(1)
+        assert any("MSI to 0x8090040 (device 8)" in line for line in msi_lines(caplog))
+    finally:
+        r.close()
 
 
 # ---- BARs -------------------------------------------------------------------------------------

@@ -112,6 +112,9 @@ void vmm__pci_cfg_write(struct vmm_pci_func *f, unsigned off, unsigned size, uin
 bool vmm__pci_bar_decode(const struct vmm_pci_func *f, uint64_t gpa, unsigned *bar, uint64_t *off);
 void vmm__pci_intx_update(struct vmm_pci_func *f);
 void vmm__pci_func_reset(struct vmm_pci_func *f);
+/* Snapshots (snapshot.h): config space, MSI-X, INTx; loading checks and re-drives the line. */
+struct vmm_snap;
+void vmm__pci_func_snap(struct vmm_pci_func *f, struct vmm_snap *s);
 
 /* pci_msix.c, host lock held */
 bool vmm__pci_msix_in_bar(const struct vmm_pci_func *f, unsigned bar, uint64_t off, unsigned size);
@@ -122,6 +125,7 @@ void vmm__pci_msix_ctrl_changed(struct vmm_pci_func *f);
 bool vmm__pci_msix_enabled_locked(const struct vmm_pci_func *f);
 void vmm__pci_msix_signal_locked(struct vmm_pci_func *f, unsigned vec);
 void vmm__pci_msix_reset(struct vmm_pci_func *f);
+void vmm__pci_msix_snap(struct vmm_pci_func *f, struct vmm_snap *s);
 
 /* From a device (any thread, its own lock held): these take the host lock. */
 void vmm__pci_set_intx(struct vmm_pci_func *f, bool level);

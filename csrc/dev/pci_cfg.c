@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "../core/irq.h"
+#include "../core/snapshot.h"
 #include "pci.h"
 
 static void put16(uint8_t *p, uint16_t v)
@@ -168,4 +169,36 @@ void vmm__pci_func_reset(struct vmm_pci_func *f)
     if (f->msix.nvec)
         vmm__pci_msix_reset(f);
     vmm__pci_intx_update(f);
+}
+
+/*
+ * Snapshots: the config space as the guest left it (only bits it can write may differ from the
+ * function as built), the MSI-X table and PBA, INTA#'s level; then the line driven as loaded.
+ */
+void vmm__pci_func_snap(struct vmm_pci_func *f, struct vmm_snap *s)
+{
+    uint8_t built[PCI_CFG_SIZE];
+
+    memcpy(built, f->cfg, sizeof built);
+    vmm__snap_bytes(s, f->cfg, sizeof f->cfg);
+    vmm__snap_bool(s, &f->intx_level);
+    if (vmm__snap_loading(s) && !vmm__snap_error(s)) {
+        for (unsigned i = 0; i < PCI_CFG_SIZE; i++) {
+            if ((f->cfg[i] ^ built[i]) & ~f->wmask[i]) {
+                vmm__snap_fail(s, "%s: config byte 0x%02x is 0x%02x, its read-only bits say 0x%02x", f->name, i,
+                               f->cfg[i], built[i]);
+                break;
+            }
+        }
+    }
+    if (f->msix.nvec && !vmm__snap_error(s))
+        vmm__pci_msix_snap(f, s);
+    if (vmm__snap_loading(s) && vmm__snap_error(s)) {
+        memcpy(f->cfg, built, sizeof built); /* not half a state */
+        f->intx_level = false;
+        if (f->msix.nvec)
+            vmm__pci_msix_reset(f);
+    }
+    if (vmm__snap_loading(s))
+        vmm__pci_intx_update(f);
 }

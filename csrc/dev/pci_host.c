@@ -230,11 +230,21 @@ static void host_reset(void *dev)
     vmm__pci_unlock(h);
 }
 
-/* Snapshots are refused (docs/PCI.md): the BARs, MSI-X table and transport registers are not saved yet. */
-static int host_save(void *dev, struct vmm_snap *s)
+/* Snapshots: the bridge function's registers and how many functions the bus has (each transport
+ * saves its own function's, in its device's section). */
+static int host_snap(void *dev, struct vmm_snap *s)
 {
-    (void)dev;
-    return vmm__snap_fail_code(s, VMM_ENOTSUP, "snapshots of a VM with virtio-pci devices are not supported");
+    struct vmm_pci_host *h = dev;
+    uint32_t n = h->nslots;
+
+    vmm__pci_lock(h);
+    vmm__snap_u32(s, &n);
+    if (vmm__snap_loading(s) && !vmm__snap_error(s) && n != h->nslots)
+        vmm__snap_fail(s, "%u PCI functions saved, this bus has %u", n, h->nslots);
+    else
+        vmm__pci_func_snap(&h->bridge, s);
+    vmm__pci_unlock(h);
+    return vmm__snap_error(s);
 }
 
 /* After the devices (reverse order): each function's owner releases it (a virtio core and its transport). */
@@ -254,7 +264,9 @@ static const struct vmm_device_ops host_device = {
     .name = "pci-host",
     .fdt_node = host_fdt_node,
     .reset = host_reset,
-    .save = host_save,
+    .save = host_snap,
+    .load = host_snap,
+    .snap_version = 1,
     .destroy = host_destroy,
 };
 

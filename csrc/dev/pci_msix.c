@@ -8,6 +8,7 @@
 #include <inttypes.h>
 
 #include "../core/irq.h"
+#include "../core/snapshot.h"
 #include "../core/vm.h"
 #include "pci.h"
 
@@ -155,6 +156,35 @@ void vmm__pci_msix_write(struct vmm_pci_func *f, uint64_t off, unsigned size, ui
     if (size == 8)
         write_dword(f, (unsigned)(off / PCI_MSIX_ENTRY_SIZE), (unsigned)(off % PCI_MSIX_ENTRY_SIZE / 4 + 1),
                     (uint32_t)(val >> 32));
+}
+
+/* The table and the PBA; loaded values checked as the guest's writes would be. */
+void vmm__pci_msix_snap(struct vmm_pci_func *f, struct vmm_snap *s)
+{
+    struct vmm_pci_msix *m = &f->msix;
+    uint32_t nvec = m->nvec;
+
+    vmm__snap_u32(s, &nvec);
+    if (vmm__snap_loading(s) && !vmm__snap_error(s) && nvec != m->nvec) {
+        vmm__snap_fail(s, "%s: %u MSI-X vectors saved, this function has %u", f->name, nvec, m->nvec);
+        return;
+    }
+    for (unsigned v = 0; v < m->nvec; v++)
+        for (unsigned w = 0; w < 4; w++)
+            vmm__snap_u32(s, &m->table[v][w]);
+    for (unsigned i = 0; i < (m->nvec + 63) / 64; i++)
+        vmm__snap_u64(s, &m->pba[i]);
+    if (!vmm__snap_loading(s) || vmm__snap_error(s))
+        return;
+    for (unsigned v = 0; v < m->nvec; v++) {
+        if (m->table[v][ENTRY_CTRL] & ~PCI_MSIX_ENTRY_CTRL_MASK) {
+            vmm__snap_fail(s, "%s: MSI-X vector %u control 0x%x has reserved bits", f->name, v,
+                           m->table[v][ENTRY_CTRL]);
+            return;
+        }
+    }
+    if (m->nvec % 64 && m->pba[m->nvec / 64] >> (m->nvec % 64))
+        vmm__snap_fail(s, "%s: MSI-X pending bits beyond vector %u", f->name, m->nvec - 1);
 }
 
 /* Device-side entry points: they take the host lock. */

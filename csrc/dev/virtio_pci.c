@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../core/snapshot.h"
 #include "../core/vm.h"
 #include "pci.h"
 #include "virtio_ids.h"
@@ -104,6 +105,34 @@ static void vpci_reset(void *t)
         p->queue_vector[i] = PCI_MSIX_NO_VECTOR;
 }
 
+/* Device lock held: the function (config space, MSI-X) and our registers, checked as writes are. */
+static void vpci_snap(void *t, struct vmm_snap *s)
+{
+    struct vpci *p = t;
+    unsigned nq = vmm__virtio_num_queues(p->v);
+
+    vmm__pci_lock(p->f.host);
+    vmm__pci_func_snap(&p->f, s);
+    vmm__pci_unlock(p->f.host);
+    vmm__snap_u32(s, &p->dfselect);
+    vmm__snap_u32(s, &p->gfselect);
+    vmm__snap_u16(s, &p->queue_select);
+    vmm__snap_u16(s, &p->config_vector);
+    for (unsigned q = 0; q < nq; q++)
+        vmm__snap_u16(s, &p->queue_vector[q]);
+    if (!vmm__snap_loading(s) || vmm__snap_error(s))
+        return;
+    if (p->config_vector != PCI_MSIX_NO_VECTOR && p->config_vector >= p->nvec)
+        vmm__snap_fail(s, "%s: config vector %u of %u", p->f.name, p->config_vector, p->nvec);
+    for (unsigned q = 0; q < nq && !vmm__snap_error(s); q++)
+        if (p->queue_vector[q] != PCI_MSIX_NO_VECTOR && p->queue_vector[q] >= p->nvec)
+            vmm__snap_fail(s, "%s: queue %u vector %u of %u", p->f.name, q, p->queue_vector[q], p->nvec);
+    if (vmm__snap_error(s))
+        vpci_reset(p);
+    else
+        vpci_interrupt(p, vmm__virtio_isr(p->v), VMM_VIRTIO_IRQ_LOWER, 0); /* INTA# as the ISR says */
+}
+
 static void vpci_destroy(void *t)
 {
     free(t);
@@ -114,6 +143,7 @@ static const struct vmm_virtio_transport_ops vpci_transport = {
     .config_max = OFF_NOTIFY - OFF_DEVICE,
     .interrupt = vpci_interrupt,
     .reset = vpci_reset,
+    .snap = vpci_snap,
     .destroy = vpci_destroy,
 };
 
