@@ -219,7 +219,7 @@ def test_capabilities_describe_the_bar(machine):
     m = machine(transport="pci", disk=None, rng=True, gpu=True)
     dev = VirtioPCI(m, 1)  # the GPU: it has device config
     ids = [cid for _, cid in caps(m, 1)]
-    assert ids == [CAP_VNDR] * 4 + [CAP_MSIX]
+    assert ids == [CAP_VNDR] * 5 + [CAP_MSIX]
     assert cfg_read(m, 1, STATUS, 2) & 0x10  # capabilities list
     assert dev.caps[COMMON] == (0, 0x0000, 0x3C)
     assert dev.caps[NOTIFY] == (0, 0x3000, 4 * 2)  # two queues, multiplier 4
@@ -232,6 +232,42 @@ def test_capabilities_describe_the_bar(machine):
     off = caps(m, 1)[0][0]
     cfg_write(m, 1, off + 8, 0xFFFFFFFF)  # capabilities are read-only
     assert cfg_read(m, 1, off + 8) == dev.caps[COMMON][1]
+
+
+def pci_cfg_window(m, slot: int) -> int:
+    """The config-space offset of the VIRTIO_PCI_CAP_PCI_CFG capability (cfg_type 5)."""
+    return next(o for o, cid in caps(m, slot) if cid == CAP_VNDR and cfg_read(m, slot, o + 3, 1) == 5)
+
+
+def test_pci_cfg_capability_reaches_the_bar_through_config_space(rng):
+    """§4.1.4.9: cap.bar/offset/length select a BAR location; pci_cfg_data reads and writes it."""
+    m, dev = rng
+    at = pci_cfg_window(m, 1)
+    assert cfg_read(m, 1, at + 2, 1) == 20  # cap_len: the capability and pci_cfg_data
+
+    def window(off: int, length: int) -> None:
+        cfg_write(m, 1, at + 4, 0, 1)  # bar 0
+        cfg_write(m, 1, at + 8, off)
+        cfg_write(m, 1, at + 12, length)
+
+    window(NUM_QUEUES, 2)
+    assert cfg_read(m, 1, at + 16) == 1  # num_queues, through config space
+    window(0x14, 1)  # device_status
+    cfg_write(m, 1, at + 16, 1, 1)  # ACKNOWLEDGE
+    assert dev.status() == 1
+    window(0x4000 + 8, 4)  # MSI-X table entry 0, Message Data
+    cfg_write(m, 1, at + 16, 0x5A5A)
+    assert m.mmio_read(dev.msix_table() + 8) == 0x5A5A
+    cfg_write(m, 1, COMMAND, 0, 2)  # it works with memory decoding off too: it is a config access
+    assert cfg_read(m, 1, at + 16) == 0x5A5A
+    errors = guest_errors(m)
+    window(0x12, 3)  # length must be 1, 2 or 4
+    cfg_read(m, 1, at + 16)
+    window(0x13, 2)  # and the offset aligned to it
+    cfg_read(m, 1, at + 16)
+    window(0x8000, 4)  # inside the BAR
+    cfg_write(m, 1, at + 16, 1)
+    assert guest_errors(m) == errors + 3
 
 
 def test_common_config_queue_registers(rng):

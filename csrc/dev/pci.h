@@ -65,6 +65,8 @@ struct vmm_pci_func_ops {
     uint64_t (*read)(void *opaque, unsigned bar, uint64_t off, unsigned size);
     void (*write)(void *opaque, unsigned bar, uint64_t off, unsigned size, uint64_t val);
     void (*release)(void *opaque);
+    /* Config accesses touching [hook_at, hook_at + hook_len), served by the owner, host lock not held. */
+    void (*cfg_hook)(void *opaque, unsigned off, unsigned size, bool is_write, uint64_t *val);
 };
 
 struct vmm_pci_msix {
@@ -86,10 +88,11 @@ struct vmm_pci_func {
     uint8_t cfg[PCI_CFG_SIZE];
     uint8_t wmask[PCI_CFG_SIZE]; /* bits the guest may write */
     uint64_t bar_size[PCI_NUM_BARS];
-    uint8_t cap_end;  /* where the next capability goes */
-    uint8_t cap_last; /* the last one added (0: none) */
-    bool intx_level;  /* the function's INTA# before Interrupt Disable and MSI-X */
-    bool intx_driven; /* the level on the SPI */
+    uint8_t hook_at, hook_len; /* config bytes the owner serves (ops->cfg_hook); len 0: none */
+    uint8_t cap_end;           /* where the next capability goes */
+    uint8_t cap_last;          /* the last one added (0: none) */
+    bool intx_level;           /* the function's INTA# before Interrupt Disable and MSI-X */
+    bool intx_driven;          /* the level on the SPI */
     struct vmm_pci_msix msix;
     const struct vmm_pci_func_ops *ops;
     void *opaque;
@@ -137,6 +140,9 @@ void vmm__pci_msix_signal(struct vmm_pci_func *f, unsigned vec);
 int vmm__pci_host_init(struct vmm_vm *vm);
 /* Put f on the next free slot of bus 0 (INTx swizzled as virt does). f stays the caller's. */
 int vmm__pci_host_add(struct vmm_vm *vm, struct vmm_pci_func *f, const char *what);
+/* An access to BAR `bar` of f at off, host lock not held: MSI-X table and PBA here, the rest to the owner. */
+void vmm__pci_bar_access(struct vmm_pci_func *f, unsigned bar, uint64_t off, unsigned size, bool is_write,
+                         uint64_t *val);
 /* Undo the last vmm__pci_host_add of f (its owner failed to set up after it). */
 void vmm__pci_host_remove(struct vmm_vm *vm, struct vmm_pci_func *f);
 void vmm__pci_lock(struct vmm_pci_host *h);

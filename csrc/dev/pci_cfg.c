@@ -38,6 +38,7 @@ void vmm__pci_func_init(struct vmm_pci_func *f, uint16_t vendor, uint16_t device
     memset(f->wmask, 0, sizeof f->wmask);
     memset(f->bar_size, 0, sizeof f->bar_size);
     memset(&f->msix, 0, sizeof f->msix);
+    f->hook_at = f->hook_len = 0;
     put16(f->cfg + PCI_VENDOR_ID, vendor);
     put16(f->cfg + PCI_DEVICE_ID, device);
     put32(f->cfg + PCI_REVISION, class_rev); /* revision, prog-if, subclass, class */

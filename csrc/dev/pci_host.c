@@ -74,6 +74,13 @@ static bool ecam_bad(struct vmm_pci_host *h, uint64_t off, unsigned size, const 
     return true;
 }
 
+/* Does this config access touch the range the function's owner serves itself? */
+static bool hooked(const struct vmm_pci_func *f, uint64_t reg, unsigned size)
+{
+    (void)size; /* accesses are aligned and hook_at is 4-aligned: one that touches the range starts in it */
+    return f->hook_len && reg >= f->hook_at && reg < (unsigned)f->hook_at + f->hook_len;
+}
+
 static uint64_t ecam_read(void *dev, uint64_t off, unsigned size)
 {
     struct vmm_pci_host *h = dev;
@@ -84,6 +91,12 @@ static uint64_t ecam_read(void *dev, uint64_t off, unsigned size)
         return 0;
     vmm__pci_lock(h);
     f = ecam_func(h, off);
+    if (f && hooked(f, off & 0xfff, size)) {
+        vmm__pci_unlock(h);
+        val = 0;
+        f->ops->cfg_hook(f->opaque, off & 0xfff, size, false, &val);
+        return val;
+    }
     /* no function there: the read completes as Unsupported Request, all ones (§7.2.2.3) */
     val = f ? vmm__pci_cfg_read(f, off & 0xfff, size) : (size == 4 ? 0xffffffffu : (1u << (8 * size)) - 1);
     vmm__pci_unlock(h);
@@ -98,7 +111,12 @@ static void ecam_write(void *dev, uint64_t off, unsigned size, uint64_t val)
     if (ecam_bad(h, off, size, "write"))
         return;
     vmm__pci_lock(h);
-    if ((f = ecam_func(h, off)))
+    if ((f = ecam_func(h, off)) && hooked(f, off & 0xfff, size)) {
+        vmm__pci_unlock(h);
+        f->ops->cfg_hook(f->opaque, off & 0xfff, size, true, &val);
+        return;
+    }
+    if (f)
         vmm__pci_cfg_write(f, off & 0xfff, size, (uint32_t)val);
     vmm__pci_unlock(h);
 }
@@ -114,48 +132,55 @@ static struct vmm_pci_func *window_func(struct vmm_pci_host *h, uint64_t gpa, un
     return NULL;
 }
 
-static uint64_t window_read(void *dev, uint64_t off, unsigned size)
+void vmm__pci_bar_access(struct vmm_pci_func *f, unsigned bar, uint64_t off, unsigned size, bool is_write,
+                         uint64_t *val)
 {
-    struct vmm_pci_host *h = dev;
-    uint64_t gpa = LAYOUT_PCI_MMIO_BASE + off, boff, val;
-    struct vmm_pci_func *f;
-    unsigned bar;
-
-    vmm__pci_lock(h);
-    if (!(f = window_func(h, gpa, &bar, &boff))) {
-        vmm__pci_unlock(h);
-        vmm__guest_error(h->vm, "pci", "read of %u bytes at 0x%" PRIx64 ": no BAR there", size, gpa);
-        return 0;
+    vmm__pci_lock(f->host);
+    if (vmm__pci_msix_in_bar(f, bar, off, size)) {
+        if (is_write)
+            vmm__pci_msix_write(f, off, size, *val);
+        else
+            *val = vmm__pci_msix_read(f, off, size);
+        vmm__pci_unlock(f->host);
+        return;
     }
-    if (vmm__pci_msix_in_bar(f, bar, boff, size)) {
-        val = vmm__pci_msix_read(f, boff, size);
-        vmm__pci_unlock(h);
-        return val;
-    }
-    vmm__pci_unlock(h);
-    return f->ops->read(f->opaque, bar, boff, size);
+    vmm__pci_unlock(f->host);
+    if (is_write)
+        f->ops->write(f->opaque, bar, off, size, *val);
+    else
+        *val = f->ops->read(f->opaque, bar, off, size);
 }
 
-static void window_write(void *dev, uint64_t off, unsigned size, uint64_t val)
+static void window_access(struct vmm_pci_host *h, uint64_t off, unsigned size, bool is_write, uint64_t *val)
 {
-    struct vmm_pci_host *h = dev;
     uint64_t gpa = LAYOUT_PCI_MMIO_BASE + off, boff;
     struct vmm_pci_func *f;
     unsigned bar;
 
     vmm__pci_lock(h);
-    if (!(f = window_func(h, gpa, &bar, &boff))) {
-        vmm__pci_unlock(h);
-        vmm__guest_error(h->vm, "pci", "write of %u bytes at 0x%" PRIx64 ": no BAR there", size, gpa);
-        return;
-    }
-    if (vmm__pci_msix_in_bar(f, bar, boff, size)) {
-        vmm__pci_msix_write(f, boff, size, val);
-        vmm__pci_unlock(h);
-        return;
-    }
+    f = window_func(h, gpa, &bar, &boff);
     vmm__pci_unlock(h);
-    f->ops->write(f->opaque, bar, boff, size, val);
+    if (f) {
+        vmm__pci_bar_access(f, bar, boff, size, is_write, val);
+        return;
+    }
+    vmm__guest_error(h->vm, "pci", "%s of %u bytes at 0x%" PRIx64 ": no BAR there", is_write ? "write" : "read", size,
+                     gpa);
+    if (!is_write)
+        *val = 0;
+}
+
+static uint64_t window_read(void *dev, uint64_t off, unsigned size)
+{
+    uint64_t val = 0;
+
+    window_access(dev, off, size, false, &val);
+    return val;
+}
+
+static void window_write(void *dev, uint64_t off, unsigned size, uint64_t val)
+{
+    window_access(dev, off, size, true, &val);
 }
 
 static const struct vmm_mmio_ops window_ops = { .read = window_read, .write = window_write };

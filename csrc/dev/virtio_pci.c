@@ -11,6 +11,7 @@
  *   0x2000 device config (§4.1.4.6), up to 4 KiB
  *   0x3000 notifications: queue q at 0x3000 + 4q (queue_notify_off = q, multiplier 4, §4.1.4.4)
  *   0x4000 MSI-X table, 0x5000 MSI-X PBA
+ * and the VIRTIO_PCI_CAP_PCI_CFG window (§4.1.4.9): any of these through config space.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -38,7 +39,8 @@
 #define OFF_MSIX_PBA 0x5000u
 
 /* cfg_type of struct virtio_pci_cap (§4.1.4) */
-enum { CAP_COMMON = 1, CAP_NOTIFY = 2, CAP_ISR = 3, CAP_DEVICE = 4 };
+enum { CAP_COMMON = 1, CAP_NOTIFY = 2, CAP_ISR = 3, CAP_DEVICE = 4, CAP_PCI_CFG = 5 };
+#define PCI_CFG_DATA 16 /* struct virtio_pci_cfg_cap: pci_cfg_data after the 16-byte virtio_pci_cap */
 
 /* struct virtio_pci_common_cfg offsets (§4.1.4.3) */
 enum {
@@ -359,7 +361,55 @@ static void release(void *opaque)
     vmm__virtio_destroy(p->v); /* frees p through vpci_destroy */
 }
 
-static const struct vmm_pci_func_ops vpci_func_ops = { .read = bar_read, .write = bar_write, .release = release };
+static uint32_t le32(const uint8_t *b)
+{
+    return b[0] | b[1] << 8 | b[2] << 16 | (uint32_t)b[3] << 24;
+}
+
+/*
+ * VIRTIO_PCI_CAP_PCI_CFG (§4.1.4.9): the driver sets cap.bar, cap.offset and cap.length (1, 2 or 4,
+ * offset aligned to it, inside BAR 0), then reading pci_cfg_data reads that much of the BAR there and
+ * writing it writes its first cap.length bytes. The host calls this for pci_cfg_data, its lock not held.
+ */
+static void cfg_window(void *opaque, unsigned off, unsigned size, bool is_write, uint64_t *val)
+{
+    struct vpci *p = opaque;
+    uint8_t *data = p->f.cfg + p->f.hook_at, *cap = data - PCI_CFG_DATA;
+    unsigned first = off - p->f.hook_at;
+    uint64_t v;
+
+    vmm__virtio_lock(p->v);
+    vmm__pci_lock(p->f.host);
+    uint32_t bar = cap[4], boff = le32(cap + 8), len = le32(cap + 12);
+    for (unsigned i = 0; is_write && i < size && first + i < 4; i++)
+        data[first + i] = (uint8_t)(*val >> (8 * i));
+    v = le32(data);
+    vmm__pci_unlock(p->f.host);
+    if (bar != 0 || (len != 1 && len != 2 && len != 4) || boff % len || boff >= BAR_SIZE) {
+        vmm__virtio_guest_error(p->v, "PCI config window: bar %u offset 0x%x length %u", bar, boff, len);
+    } else {
+        if (len < 4)
+            v &= (1u << (8 * len)) - 1;
+        vmm__pci_bar_access(&p->f, 0, boff, len, is_write, &v);
+        vmm__pci_lock(p->f.host);
+        for (unsigned i = 0; !is_write && i < len; i++)
+            data[i] = (uint8_t)(v >> (8 * i));
+        vmm__pci_unlock(p->f.host);
+    }
+    if (!is_write) { /* what the access covers of pci_cfg_data, as stored now */
+        uint64_t r = 0;
+        vmm__pci_lock(p->f.host);
+        for (unsigned i = 0; i < size && first + i < 4; i++)
+            r |= (uint64_t)data[first + i] << (8 * i);
+        vmm__pci_unlock(p->f.host);
+        *val = r;
+    }
+    vmm__virtio_unlock(p->v);
+}
+
+static const struct vmm_pci_func_ops vpci_func_ops = {
+    .read = bar_read, .write = bar_write, .release = release, .cfg_hook = cfg_window
+};
 
 /* struct virtio_pci_cap (§4.1.4): `extra` more bytes for the notify capability's multiplier */
 static int add_vcap(struct vpci *p, uint8_t type, uint32_t off, uint32_t len, uint32_t extra)
@@ -378,6 +428,23 @@ static int add_vcap(struct vpci *p, uint8_t type, uint32_t off, uint32_t len, ui
         if (extra)
             c[16 + i] = (uint8_t)(NOTIFY_MULT >> (8 * i));
     }
+    return 0;
+}
+
+/* The VIRTIO_PCI_CAP_PCI_CFG capability: bar, offset and length writable, pci_cfg_data ours (cfg_window). */
+static int add_cfg_window(struct vpci *p)
+{
+    uint8_t at = vmm__pci_func_add_cap(&p->f, PCI_CAP_ID_VNDR, PCI_CFG_DATA + 4);
+
+    if (!at)
+        return -1;
+    p->f.cfg[at + 2] = PCI_CFG_DATA + 4;
+    p->f.cfg[at + 3] = CAP_PCI_CFG;
+    p->f.wmask[at + 4] = 0xff;
+    for (unsigned i = 8; i < PCI_CFG_DATA + 4; i++) /* offset, length; pci_cfg_data (for snapshots) */
+        p->f.wmask[at + i] = 0xff;
+    p->f.hook_at = (uint8_t)(at + PCI_CFG_DATA);
+    p->f.hook_len = 4;
     return 0;
 }
 
@@ -412,7 +479,7 @@ static int build_func(struct vpci *p, const struct vmm_virtio_ops *ops)
     if (add_vcap(p, CAP_COMMON, OFF_COMMON, LEN_COMMON, 0) ||
         add_vcap(p, CAP_NOTIFY, OFF_NOTIFY, NOTIFY_MULT * (ops->num_queues ? ops->num_queues : 1), 4) ||
         add_vcap(p, CAP_ISR, OFF_ISR, 1, 0) ||
-        (ops->config_size && add_vcap(p, CAP_DEVICE, OFF_DEVICE, ops->config_size, 0)))
+        (ops->config_size && add_vcap(p, CAP_DEVICE, OFF_DEVICE, ops->config_size, 0)) || add_cfg_window(p))
         return -1;
     return vmm__pci_func_add_msix(&p->f, p->nvec, 0, OFF_MSIX_TABLE, OFF_MSIX_PBA);
 }
