@@ -11,7 +11,16 @@ from __future__ import annotations
 
 import pytest
 
-from .test_linux import CMDLINE, CPUS, VMMPY_BOOT_TIMEOUT, _initramfs, debian_kernel, text_rows  # noqa: F401
+from .test_linux import (  # noqa: F401
+    CMDLINE,
+    CPUS,
+    QEMU_BOOT_TIMEOUT,
+    VMMPY_BOOT_TIMEOUT,
+    _initramfs,
+    debian_kernel,
+    qemu_ref,
+    text_rows,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -52,12 +61,36 @@ def pci_initramfs() -> str:
     return _initramfs(init_script=PCI_INIT, modules=MODULES)
 
 
-def test_every_virtio_device_on_pci(debian_kernel, pci_initramfs, machine, tmp_path):  # noqa: F811
-    """virtio_pci binds all six devices; blk, 9p, rng and fbcon work over them (INTx)."""
+def make_files(tmp_path):
     disk, share = tmp_path / "disk.img", tmp_path / "share"
     disk.write_bytes(bytes(1 << 20))
     share.mkdir()
     (share / "hello.txt").write_text("hello from the host")
+    return disk, share
+
+
+def check_guest_side(text: str) -> None:
+    """What the guest printed: every device bound by virtio-pci, blk, 9p, hwrng and fb0 working."""
+    devs = [ln for ln in text.splitlines() if ln.startswith("VMMPY-PCI dev ")]
+    # gpu, input (keyboard, tablet), disk, rng, console, share: modern device IDs 0x1040 + type
+    want = {"0x1050": 1, "0x1052": 2, "0x1042": 1, "0x1044": 1, "0x1043": 1, "0x1049": 1}
+    for dev_id, n in want.items():
+        bound = [d for d in devs if f"0x1af4:{dev_id}" in d and "driver=virtio-pci" in d]
+        assert len(bound) == n, (dev_id, devs)
+    virtio = [ln for ln in text.splitlines() if ln.startswith("VMMPY-PCI virtio ")]
+    assert len(virtio) == 7 and all(" on 0000:00:" in v for v in virtio), virtio
+    for line in ("vda size=2048", "dd ok", "9p hello from the host", "hwrng virtio_rng", "fb0=virtio_gpudrmfb"):
+        assert f"VMMPY-PCI {line}" in text, line
+
+
+def check_host_side(disk, share) -> None:
+    assert disk.read_bytes()[3 * 512 : 3 * 512 + len(BLK_TEXT)] == BLK_TEXT
+    assert (share / "from-guest.txt").read_text() == "written over PCI\n"
+
+
+def test_every_virtio_device_on_pci(debian_kernel, pci_initramfs, machine, tmp_path):  # noqa: F811
+    """virtio_pci binds all six device types; blk, 9p, rng and fbcon work over them (INTx)."""
+    disk, share = make_files(tmp_path)
     m = machine(
         debian_kernel,
         cpus=CPUS,
@@ -75,20 +108,8 @@ def test_every_virtio_device_on_pci(debian_kernel, pci_initramfs, machine, tmp_p
     m.serial.expect(rb"VMMPY-MODULE virtio_pci ok", timeout=VMMPY_BOOT_TIMEOUT)
     m.serial.expect(rb"VMMPY-PCI-READY", timeout=120)
     text = m.serial.text
-    devs = [ln for ln in text.splitlines() if ln.startswith("VMMPY-PCI dev ")]
-    # the host bridge, then gpu, input (keyboard, tablet), disk, rng, console, share in Machine's order
-    assert any("0x1b36:0x0008" in d for d in devs), devs
-    want = {"0x1050": 1, "0x1052": 2, "0x1042": 1, "0x1044": 1, "0x1043": 1, "0x1049": 1}
-    for dev_id, n in want.items():
-        bound = [d for d in devs if f"0x1af4:{dev_id}" in d and "driver=virtio-pci" in d]
-        assert len(bound) == n, (dev_id, devs)
-    virtio = [ln for ln in text.splitlines() if ln.startswith("VMMPY-PCI virtio ")]
-    assert len(virtio) == 7 and all(" on 0000:00:" in v for v in virtio), virtio
-    assert "VMMPY-PCI vda size=2048" in text
-    assert "VMMPY-PCI dd ok" in text
-    assert "VMMPY-PCI 9p hello from the host" in text
-    assert "VMMPY-PCI hwrng virtio_rng" in text
-    assert "VMMPY-PCI fb0=virtio_gpudrmfb" in text
+    check_guest_side(text)
+    assert "VMMPY-PCI dev 0000:00:00.0 0x1b36:0x0008" in text  # the host bridge, as QEMU's
     rows = 0
     for _ in range(100):  # fbcon flushes from a worker: look at each new frame until the text is there
         n = m.screen.frames
@@ -100,5 +121,26 @@ def test_every_virtio_device_on_pci(debian_kernel, pci_initramfs, machine, tmp_p
     m.serial.write(b"\r")
     assert m.wait(timeout=60).ok
     m.close()
-    assert disk.read_bytes()[3 * 512 : 3 * 512 + len(BLK_TEXT)] == BLK_TEXT
-    assert (share / "from-guest.txt").read_text() == "written over PCI\n"
+    check_host_side(disk, share)
+
+
+@pytest.mark.skipif(not qemu_ref.binary(), reason="qemu-system-aarch64 is not installed: no reference boot")
+def test_every_virtio_device_on_pci_on_qemu(debian_kernel, pci_initramfs, tmp_path):  # noqa: F811
+    """The reference: the same kernel, initramfs and checks on QEMU's modern-only virtio-*-pci devices."""
+    disk, share = make_files(tmp_path)
+    dev = "disable-legacy=on"
+    cmd = qemu_ref.command(debian_kernel, pci_initramfs, cpus=CPUS, ram="512", cmdline=CMDLINE) + [
+        "-nic", "none",
+        "-device", f"virtio-gpu-pci,{dev}", "-device", f"virtio-keyboard-pci,{dev}",
+        "-device", f"virtio-tablet-pci,{dev}",
+        "-drive", f"file={disk},format=raw,if=none,id=d0", "-device", f"virtio-blk-pci,drive=d0,{dev}",
+        "-device", f"virtio-rng-pci,{dev}", "-device", f"virtio-serial-pci,{dev}", "-device", "virtconsole",
+        "-fsdev", f"local,id=f0,path={share},security_model=none",
+        "-device", f"virtio-9p-pci,fsdev=f0,mount_tag=share,{dev}",
+    ]  # fmt: skip
+    with qemu_ref.QemuConsole(cmd) as q:
+        q.expect(rb"VMMPY-PCI-READY", QEMU_BOOT_TIMEOUT)
+        check_guest_side(q.text)
+        q.write(b"\r")
+        assert q.wait(60) == 0
+    check_host_side(disk, share)
