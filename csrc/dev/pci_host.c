@@ -74,10 +74,12 @@ static bool ecam_bad(struct vmm_pci_host *h, uint64_t off, unsigned size, const 
     return true;
 }
 
-/* Does this config access touch the range the function's owner serves itself? */
-static bool hooked(const struct vmm_pci_func *f, uint64_t reg, unsigned size)
+/*
+ * Does this config access touch the range the function's owner serves itself? Accesses are aligned
+ * and hook_at is 4-aligned: one that touches the range starts in it.
+ */
+static bool hooked(const struct vmm_pci_func *f, uint64_t reg)
 {
-    (void)size; /* accesses are aligned and hook_at is 4-aligned: one that touches the range starts in it */
     return f->hook_len && reg >= f->hook_at && reg < (unsigned)f->hook_at + f->hook_len;
 }
 
@@ -91,7 +93,7 @@ static uint64_t ecam_read(void *dev, uint64_t off, unsigned size)
         return 0;
     vmm__pci_lock(h);
     f = ecam_func(h, off);
-    if (f && hooked(f, off & 0xfff, size)) {
+    if (f && hooked(f, off & 0xfff)) {
         vmm__pci_unlock(h);
         val = 0;
         f->ops->cfg_hook(f->opaque, off & 0xfff, size, false, &val);
@@ -111,7 +113,7 @@ static void ecam_write(void *dev, uint64_t off, unsigned size, uint64_t val)
     if (ecam_bad(h, off, size, "write"))
         return;
     vmm__pci_lock(h);
-    if ((f = ecam_func(h, off)) && hooked(f, off & 0xfff, size)) {
+    if ((f = ecam_func(h, off)) && hooked(f, off & 0xfff)) {
         vmm__pci_unlock(h);
         f->ops->cfg_hook(f->opaque, off & 0xfff, size, true, &val);
         return;
