@@ -226,6 +226,21 @@ RUNS: list[Run] = [
         transport="pci",
         groups=("virtio",),
     ),
+    # the same demo on virtio-gpu-pci (found on PCI bus 0 when no virtio-mmio slot has a GPU)
+    Run(
+        "gpu_demo_pci",
+        "gpu_demo",
+        expect=(
+            r"^virtio-gpu: PCI 00:01\.0, ",
+            r"^gpu_demo: 1280x800 framebuffer",
+            r"^gpu_demo: frame 30$",
+            _verdict("gpu_demo"),
+        ),
+        stdin=b"x",
+        gpu=True,
+        transport="pci",
+        groups=("virtio",),
+    ),
     Run(
         "bench_irq",
         "bench_irq",

@@ -114,9 +114,10 @@ def qemu_command(
     # PCI: highmem=off puts the ECAM at 0x3F000000 as ours; no default NIC; modern-only devices
     board = "virt,gic-version=3" + (",highmem=off" if pci else "")
     rng_args = ["-device", "virtio-rng-pci,disable-legacy=on" if pci else "virtio-rng-device"] if rng else []
+    gpu_args = (["-device", "virtio-gpu-pci,disable-legacy=on"] if pci else GPU_ARGS) if gpu else []
     return [QEMU, "-M", board, "-cpu", "cortex-a72", "-smp", str(cpus), "-m", ram or "256M",
             "-nographic", "-monitor", "none", "-serial", "stdio", "-semihosting", "-no-reboot",
-            *(["-nic", "none"] if pci else []), *(GPU_ARGS if gpu else []), *rng_args,
+            *(["-nic", "none"] if pci else []), *gpu_args, *rng_args,
             "-kernel", elf]  # fmt: skip
 
 

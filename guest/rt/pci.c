@@ -252,3 +252,119 @@ int virtio_pci_used(struct virtio_pci *d)
     q->last_used++;
     return len;
 }
+
+/* ---- rt/virtio.c's devices on PCI: its virtio-mmio register names (§4.2.2) mapped onto §4.1 ---- */
+#define MMIO_DEVICE_ID 0x008
+#define MMIO_VENDOR_ID 0x00c
+#define MMIO_DEVICE_FEATURES 0x010
+#define MMIO_DEVICE_FEATURES_SEL 0x014
+#define MMIO_DRIVER_FEATURES 0x020
+#define MMIO_DRIVER_FEATURES_SEL 0x024
+#define MMIO_QUEUE_SEL 0x030
+#define MMIO_QUEUE_NUM_MAX 0x034
+#define MMIO_QUEUE_NUM 0x038
+#define MMIO_QUEUE_READY 0x044
+#define MMIO_QUEUE_NOTIFY 0x050
+#define MMIO_INTERRUPT_STATUS 0x060
+#define MMIO_INTERRUPT_ACK 0x064
+#define MMIO_STATUS 0x070
+#define MMIO_QUEUE_DESC_LOW 0x080
+#define MMIO_CONFIG 0x100
+
+int virtio_pci_open(struct virtio_dev *d, uint32_t device_id)
+{
+    static struct virtio_pci p; /* the capability walk's result */
+    uint32_t want = (0x1040 + device_id) << 16 | 0x1af4;
+    unsigned slot;
+
+    for (slot = 0; slot < 32 && pci_cfg_read32(slot, 0) != want; slot++)
+        ;
+    if (slot == 32) {
+        printf("virtio: no device %u on virtio-mmio or PCI bus 0\n", device_id);
+        return -1;
+    }
+    p.slot = slot;
+    p.common = p.isr = p.device = p.notify = 0;
+    for (unsigned bar = 0; bar < 6; bar++) {
+        p.bar_addr[bar] = 0;
+    }
+    for (unsigned bar = 0; bar < 6; bar++) {
+        struct pci_bar b = pci_bar_size(slot, bar);
+        if (!b.size)
+            continue;
+        p.bar_addr[bar] = pci_mmio_alloc(b.size < 4096 ? 4096 : b.size);
+        pci_bar_set(slot, bar, &b, p.bar_addr[bar]);
+        bar += b.is64;
+    }
+    pci_cfg_write16(slot, PCI_COMMAND, pci_cfg_read16(slot, PCI_COMMAND) | 0x6); /* memory, bus master */
+    if (virtio_pci_caps(&p))
+        return -1;
+    d->slot = (int)slot; /* field by field: the struct holds the queues (no memset here) */
+    d->pci = 1;
+    d->base = 0;
+    d->common = p.common;
+    d->isr = p.isr;
+    d->device = p.device;
+    d->notify = p.notify;
+    d->notify_mult = p.notify_mult;
+    d->device_id = device_id;
+    d->vendor_id = 0x1af4;
+    return 0;
+}
+
+/* A common-config field as a virtio-mmio register: its offset and width (0: none) */
+static unsigned common_field(unsigned mmio_off, unsigned *width)
+{
+    *width = 4;
+    switch (mmio_off) {
+    case MMIO_DEVICE_FEATURES_SEL: return CC_DFSELECT;
+    case MMIO_DEVICE_FEATURES: return CC_DF;
+    case MMIO_DRIVER_FEATURES_SEL: return CC_GFSELECT;
+    case MMIO_DRIVER_FEATURES: return CC_GF;
+    }
+    if (mmio_off >= MMIO_QUEUE_DESC_LOW && mmio_off < MMIO_QUEUE_DESC_LOW + 0x28) /* DESC, DRIVER, DEVICE */
+        return CC_Q_DESC + (mmio_off - MMIO_QUEUE_DESC_LOW) / 0x10 * 8 + (mmio_off & 4);
+    *width = 2;
+    switch (mmio_off) {
+    case MMIO_QUEUE_SEL: return CC_Q_SELECT;
+    case MMIO_QUEUE_NUM_MAX: /* queue_size reads the maximum until the driver writes it */
+    case MMIO_QUEUE_NUM: return CC_Q_SIZE;
+    case MMIO_QUEUE_READY: return CC_Q_ENABLE;
+    }
+    *width = mmio_off == MMIO_STATUS;
+    return CC_STATUS;
+}
+
+uint32_t virtio_pci_reg_read(struct virtio_dev *d, unsigned off)
+{
+    unsigned w, at;
+
+    if (off >= MMIO_CONFIG)
+        return mmio_read32(d->device + off - MMIO_CONFIG);
+    if (off == MMIO_INTERRUPT_STATUS)
+        return mmio_read8(d->isr); /* and clears it */
+    if (off == MMIO_DEVICE_ID || off == MMIO_VENDOR_ID)
+        return off == MMIO_DEVICE_ID ? d->device_id : d->vendor_id;
+    at = common_field(off, &w);
+    return w == 4 ? mmio_read32(d->common + at) : w == 2 ? mmio_read16(d->common + at) : w ? mmio_read8(d->common + at) : 0;
+}
+
+void virtio_pci_reg_write(struct virtio_dev *d, unsigned off, uint32_t v)
+{
+    unsigned w, at;
+
+    if (off >= MMIO_CONFIG) {
+        mmio_write32(d->device + off - MMIO_CONFIG, v);
+    } else if (off == MMIO_QUEUE_NOTIFY) {
+        mmio_write16(d->common + CC_Q_SELECT, (uint16_t)v);
+        mmio_write16(d->notify + (uintptr_t)mmio_read16(d->common + CC_Q_NOTIFY_OFF) * d->notify_mult, (uint16_t)v);
+    } else if (off != MMIO_INTERRUPT_ACK) { /* the ISR read acknowledged already */
+        at = common_field(off, &w);
+        if (w == 4)
+            mmio_write32(d->common + at, v);
+        else if (w == 2)
+            mmio_write16(d->common + at, (uint16_t)v);
+        else if (w)
+            mmio_write8(d->common + at, (uint8_t)v);
+    }
+}

@@ -474,8 +474,11 @@ struct virtq {
 } __attribute__((aligned(64)));
 
 struct virtio_dev {
-    uintptr_t base; /* the transport's registers */
-    int slot;
+    uintptr_t base; /* the transport's registers (virtio-mmio) */
+    int slot;       /* virtio-mmio slot, or PCI slot on bus 0 */
+    int pci;        /* virtio-pci: where its structures are (rt/pci.c) */
+    uintptr_t common, isr, device, notify;
+    uint32_t notify_mult;
     uint32_t device_id, vendor_id;
     uint64_t features; /* negotiated */
     unsigned nqueues;  /* set up by virtio_queue_setup */
@@ -489,6 +492,9 @@ int virtio_find(uint32_t device_id, int from);
 /* Reset, ACKNOWLEDGE | DRIVER, features = VERSION_1 | (offered & wanted), FEATURES_OK (checked).
    0, or -1 after a "virtio: ..." line (status FAILED set). */
 int virtio_init(struct virtio_dev *d, int slot, uint64_t wanted);
+/* The first device of that id: on virtio-mmio (virtio_find), else on PCI bus 0 (virtio_pci_open), then
+   negotiated as virtio_init does. 0, or -1 after a line. */
+int virtio_open(struct virtio_dev *d, uint32_t device_id, uint64_t wanted);
 /* Queue `index` with min(VIRTQ_SIZE, QueueNumMax) entries in d's static rings; 0 or -1 (+ a line). */
 int virtio_queue_setup(struct virtio_dev *d, unsigned index);
 /* DRIVER_OK; 0, or -1 if the device asked for a reset (DEVICE_NEEDS_RESET). */
@@ -565,6 +571,13 @@ int virtio_pci_caps(struct virtio_pci *d);
 /* Reset, ACKNOWLEDGE, DRIVER, VERSION_1, FEATURES_OK; queue 0 (VIRTQ_SIZE entries or fewer) enabled with
    MSI-X vector `vec` (0xffff: none); DRIVER_OK. 0, or -1 + a line. */
 int virtio_pci_init(struct virtio_pci *d, uint16_t vec);
+/* For rt/virtio.c's devices on PCI: find 1af4:(1040 + device_id) on bus 0, place its BARs, enable it
+   and read its capabilities into d (d->pci set). 0, or -1 after a line. */
+int virtio_pci_open(struct virtio_dev *d, uint32_t device_id);
+/* The virtio-mmio register at `mmio_off` (rt/virtio.c's names), done the virtio-pci way: the common
+   config's field, the ISR (read clears; InterruptACK does nothing), a notification, device config. */
+uint32_t virtio_pci_reg_read(struct virtio_dev *d, unsigned mmio_off);
+void virtio_pci_reg_write(struct virtio_dev *d, unsigned mmio_off, uint32_t v);
 /* One device-writable buffer on queue 0 and its notification (no wait). */
 void virtio_pci_submit(struct virtio_pci *d, void *buf, uint32_t len);
 /* Bytes written in the next used element of queue 0, or -1 if there is none yet. */
