@@ -317,19 +317,26 @@ static unsigned common_field(unsigned mmio_off, unsigned *width)
 {
     *width = 4;
     switch (mmio_off) {
-    case MMIO_DEVICE_FEATURES_SEL: return CC_DFSELECT;
-    case MMIO_DEVICE_FEATURES: return CC_DF;
-    case MMIO_DRIVER_FEATURES_SEL: return CC_GFSELECT;
-    case MMIO_DRIVER_FEATURES: return CC_GF;
+    case MMIO_DEVICE_FEATURES_SEL:
+        return CC_DFSELECT;
+    case MMIO_DEVICE_FEATURES:
+        return CC_DF;
+    case MMIO_DRIVER_FEATURES_SEL:
+        return CC_GFSELECT;
+    case MMIO_DRIVER_FEATURES:
+        return CC_GF;
     }
     if (mmio_off >= MMIO_QUEUE_DESC_LOW && mmio_off < MMIO_QUEUE_DESC_LOW + 0x28) /* DESC, DRIVER, DEVICE */
         return CC_Q_DESC + (mmio_off - MMIO_QUEUE_DESC_LOW) / 0x10 * 8 + (mmio_off & 4);
     *width = 2;
     switch (mmio_off) {
-    case MMIO_QUEUE_SEL: return CC_Q_SELECT;
+    case MMIO_QUEUE_SEL:
+        return CC_Q_SELECT;
     case MMIO_QUEUE_NUM_MAX: /* queue_size reads the maximum until the driver writes it */
-    case MMIO_QUEUE_NUM: return CC_Q_SIZE;
-    case MMIO_QUEUE_READY: return CC_Q_ENABLE;
+    case MMIO_QUEUE_NUM:
+        return CC_Q_SIZE;
+    case MMIO_QUEUE_READY:
+        return CC_Q_ENABLE;
     }
     *width = mmio_off == MMIO_STATUS;
     return CC_STATUS;
@@ -346,7 +353,10 @@ uint32_t virtio_pci_reg_read(struct virtio_dev *d, unsigned off)
     if (off == MMIO_DEVICE_ID || off == MMIO_VENDOR_ID)
         return off == MMIO_DEVICE_ID ? d->device_id : d->vendor_id;
     at = common_field(off, &w);
-    return w == 4 ? mmio_read32(d->common + at) : w == 2 ? mmio_read16(d->common + at) : w ? mmio_read8(d->common + at) : 0;
+    return w == 4   ? mmio_read32(d->common + at)
+           : w == 2 ? mmio_read16(d->common + at)
+           : w      ? mmio_read8(d->common + at)
+                    : 0;
 }
 
 void virtio_pci_reg_write(struct virtio_dev *d, unsigned off, uint32_t v)
