@@ -86,7 +86,9 @@ def test_absent_functions_and_buses_read_all_ones(machine):
     assert m.mmio_read(cfg_addr(1, 0, bus=1)) == 0xFFFFFFFF  # bus 1: nothing behind
     assert m.mmio_read(cfg_addr(1, 0) + (1 << 12)) == 0xFFFFFFFF  # function 1 of slot 1
     cfg_write(m, 5, 0x10, 0x1234_0000)  # dropped, not a crash
-    assert cfg_read(m, 1, 0x100) == 0  # extended config space: no capabilities there
+    for off in (0x100, 0x104, 0xFFC):  # extended config space: nothing there (no capabilities), whatever is written
+        cfg_write(m, 1, off, 0xFFFFFFFF)
+        assert cfg_read(m, 1, off) == 0
     assert guest_errors(m) == 0
 
 
@@ -273,11 +275,19 @@ def test_pci_cfg_capability_reaches_the_bar_through_config_space(rng):
     cfg_read(m, 1, at + 16)
     window(0x8000, 4)  # inside the BAR
     cfg_write(m, 1, at + 16, 1)
-    assert guest_errors(m) == errors + 3
+    cfg_write(m, 1, at + 4, 1, 1)  # cap.bar is the driver's to write: BAR 1, which this function lacks
+    assert cfg_read(m, 1, at + 4, 1) == 1
+    window(NUM_QUEUES, 2)
+    cfg_write(m, 1, at + 4, 1, 1)
+    cfg_read(m, 1, at + 16)
+    assert guest_errors(m) == errors + 4
 
 
-def test_common_config_queue_registers(rng):
+def test_common_config_queue_registers(rng, caplog):
+    caplog.set_level(logging.WARNING, logger="vmmpy")
     m, dev = rng
+    dev.common_write(NUM_QUEUES, 5, 2)
+    assert "write of 0x5 to read-only common config field 0x12" in caplog.text
     assert dev.negotiate()
     dev.common_write(Q_SELECT, 0, 2)
     assert dev.common_read(Q_SIZE, 2) > 0
@@ -285,7 +295,7 @@ def test_common_config_queue_registers(rng):
     assert dev.common_read(Q_SIZE, 2) == 0
     assert dev.common_read(Q_MSIX, 2) == NO_VECTOR
     dev.common_write(Q_MSIX, 0, 2)
-    assert guest_errors(m) == 1
+    assert guest_errors(m) == 2  # with the num_queues write
     dev.common_write(Q_SELECT, 0, 2)
     dev.common_write(Q_MSIX, 1, 2)
     assert dev.common_read(Q_MSIX, 2) == 1
