@@ -211,7 +211,7 @@ def test_bar_decodes_only_with_memory_enable_and_moves_when_reprogrammed(rng):
     cfg_write(m, 1, COMMAND, 0, 2)  # memory space off: the BAR no longer decodes
     assert m.mmio_read(old + NUM_QUEUES, 2) == 0
     errors = guest_errors(m)
-    new = MMIO_WINDOW + 0x0100_0000
+    new = MMIO_WINDOW + 0x0100_8000  # 32 KiB-aligned: bit 15 is the BAR's lowest address bit
     cfg_write(m, 1, 0x10, new)
     cfg_write(m, 1, COMMAND, CMD_MEM, 2)
     dev.bar_addr[0] = new

@@ -115,8 +115,8 @@ uint32_t vmm__pci_cfg_read(struct vmm_pci_func *f, unsigned off, unsigned size)
 {
     uint32_t v = 0;
 
-    if (off >= PCI_CFG_SIZE || off + size > PCI_CFG_SIZE)
-        return 0; /* extended config space: no capabilities there (a 0 header ends the list) */
+    if (off + size > PCI_CFG_SIZE) /* off < 4 KiB, size <= 4: no overflow */
+        return 0;                  /* extended config space: no capabilities there (a 0 header ends the list) */
     for (unsigned i = 0; i < size; i++) {
         uint8_t b = f->cfg[off + i];
         if (off + i == PCI_STATUS && f->intx_level) /* Interrupt Status: the function's own INTx state */
@@ -133,7 +133,7 @@ static bool touches(unsigned off, unsigned size, unsigned reg, unsigned reg_size
 
 void vmm__pci_cfg_write(struct vmm_pci_func *f, unsigned off, unsigned size, uint32_t val)
 {
-    if (off >= PCI_CFG_SIZE || off + size > PCI_CFG_SIZE)
+    if (off + size > PCI_CFG_SIZE)
         return;
     for (unsigned i = 0; i < size; i++) {
         uint8_t m = f->wmask[off + i], b = (uint8_t)(val >> (8 * i));
