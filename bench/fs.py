@@ -22,6 +22,10 @@ awk per reading, which costs the same few ms on both sides and is part of the ti
 is missing the script falls back to /proc/uptime (10 ms), and says so with `FSBENCH-CLOCK uptime`.
 Without --deterministic, the guest's counter follows host time on vmmpy as on QEMU.
 
+With --transport pci both sides put the device on PCI instead (vmmpy: Machine(transport="pci"); QEMU:
+virtio-blk-pci / virtio-9p-pci, modern only) and the initramfs adds virtio_pci; the record is `fs_pci`,
+so `fs` (virtio-mmio) and `fs_pci` side by side compare the transports.
+
 Throughput is MB/s (10^6 bytes/s), metadata is ops/s; the vmmpy/qemu column is a ratio of rates, so
 above 1 means vmmpy is faster. A vmmpy side that fails (e.g. no virtio-9p yet) is reported with its
 reason and the QEMU column is still measured.
@@ -49,6 +53,7 @@ MIB = 32  # size of the sequential transfers
 NFILES = 500  # small files for the metadata ops
 IMG_MIB = 64  # the raw disk image
 MODULES = ["virtio_mmio", "virtio_blk", "9pnet_virtio", "9p"]
+MODULES_PCI = [*MODULES, "virtio_pci"]
 CMDLINE = qemu_ref.CMDLINE
 MSIZE = 262144
 
@@ -133,7 +138,11 @@ ROWS = [("blk_write", "MB/s"), ("blk_read", "MB/s"), ("p9_write", "MB/s"), ("p9_
 
 
 def build(
-    vmmpy: list[dict[str, float]], qemu: list[dict[str, float]], config: dict | None = None, extra: dict | None = None
+    vmmpy: list[dict[str, float]],
+    qemu: list[dict[str, float]],
+    config: dict | None = None,
+    extra: dict | None = None,
+    transport: str = "mmio",
 ) -> dict:
     """Each run's rates (rates()) on vmmpy and on QEMU; rows that vmmpy did not measure are left out."""
     rows = [
@@ -147,9 +156,9 @@ def build(
         )
         for k, u in ROWS
     ]
-    return common.record(
-        "fs", "Linux guest file I/O: virtio-blk and virtio-9p (higher is better)", rows, config=config, extra=extra
-    )
+    name, on = ("fs", "") if transport == "mmio" else (f"fs_{transport}", f" on {transport}")
+    title = f"Linux guest file I/O: virtio-blk and virtio-9p{on} (higher is better)"
+    return common.record(name, title, rows, config=config, extra=extra)
 
 
 class BenchFailed(Exception):
@@ -188,7 +197,9 @@ def make_image(path: str) -> None:
         os.posix_fallocate(f.fileno(), 0, IMG_MIB << 20)  # allocated, as a real disk image would be
 
 
-def vmmpy_run(mode: str, kernel: str, cpio: str, cpus: int, ram: str, work: str, timeout: float) -> bytes:
+def vmmpy_run(
+    mode: str, kernel: str, cpio: str, cpus: int, ram: str, work: str, timeout: float, transport: str = "mmio"
+) -> bytes:
     try:
         import vmmpy
     except Exception as e:  # not built, or an ABI mismatch with a half-built tree
@@ -196,7 +207,13 @@ def vmmpy_run(mode: str, kernel: str, cpio: str, cpus: int, ram: str, work: str,
     dev = {"disk": [os.path.join(work, "disk.img")]} if mode == "blk" else {"share": [(work, "share")]}
     try:
         with vmmpy.Machine(
-            kernel, cpus=cpus, ram=f"{ram}M", initrd=cpio, cmdline=f"{CMDLINE} fsbench={mode}", **dev
+            kernel,
+            cpus=cpus,
+            ram=f"{ram}M",
+            initrd=cpio,
+            cmdline=f"{CMDLINE} fsbench={mode}",
+            transport=transport,
+            **dev,
         ) as m:
             end = m.serial.expect(END_RE, timeout=timeout)
             _finish(mode, end, m.serial.text)
@@ -210,15 +227,19 @@ def vmmpy_run(mode: str, kernel: str, cpio: str, cpus: int, ram: str, work: str,
         raise _fail_from(mode, e) from e
 
 
-def qemu_run(mode: str, kernel: str, cpio: str, cpus: int, ram: str, work: str, timeout: float) -> bytes:
+def qemu_run(
+    mode: str, kernel: str, cpio: str, cpus: int, ram: str, work: str, timeout: float, transport: str = "mmio"
+) -> bytes:
     cmd = qemu_ref.command(kernel, cpio, cpus=cpus, ram=ram, cmdline=f"{CMDLINE} fsbench={mode}")
     cmd += ["-global", "virtio-mmio.force-legacy=false"]
+    # the same device on QEMU's virtio-mmio, or its modern-only virtio-pci (ours has no legacy interface)
+    kind = "device" if transport == "mmio" else "pci,disable-legacy=on"
     if mode == "blk":
         img = os.path.join(work, "disk.img")
-        cmd += ["-drive", f"file={img},format=raw,if=none,id=d0", "-device", "virtio-blk-device,drive=d0"]
+        cmd += ["-drive", f"file={img},format=raw,if=none,id=d0", "-device", f"virtio-blk-{kind},drive=d0"]
     else:
         cmd += ["-fsdev", f"local,id=f0,path={work},security_model=none",
-                "-device", "virtio-9p-device,fsdev=f0,mount_tag=share"]  # fmt: skip
+                "-device", f"virtio-9p-{kind},fsdev=f0,mount_tag=share"]  # fmt: skip
     try:
         with qemu_ref.QemuConsole(cmd) as q:
             end = q.expect(END_RE, timeout)
@@ -242,12 +263,14 @@ def main() -> int:
     ap.add_argument("--no-vmmpy", action="store_true")
     ap.add_argument("--no-qemu", action="store_true")
     ap.add_argument("--strict", action="store_true", help="exit 1 if any side of any device failed")
+    ap.add_argument("--transport", choices=["mmio", "pci"], default="mmio", help="where the devices sit (both sides)")
     args = ap.parse_args()
     kernel = fetch_debian.kernel()
-    cpio = initramfs.cached(init_script=FS_INIT, modules=MODULES)
+    cpio = initramfs.cached(init_script=FS_INIT, modules=MODULES if args.transport == "mmio" else MODULES_PCI)
     modes = [args.only] if args.only else ["blk", "9p"]
     print(f"kernel {os.path.basename(kernel)}, initramfs {os.path.relpath(cpio, common.ROOT)}, "
-          f"{args.cpus} vCPUs, {args.ram} MiB, {MIB} MiB transfers, {NFILES} small files")  # fmt: skip
+          f"{args.cpus} vCPUs, {args.ram} MiB, {MIB} MiB transfers, {NFILES} small files, "
+          f"virtio-{args.transport}")  # fmt: skip
     runners = []
     if not args.no_vmmpy:
         runners.append(("vmmpy", vmmpy_run))
@@ -272,7 +295,8 @@ def main() -> int:
                     if mode == "blk":
                         make_image(os.path.join(work, "disk.img"))
                     try:
-                        got = rates(fn(mode, kernel, cpio, args.cpus, args.ram, work, args.timeout))
+                        out = fn(mode, kernel, cpio, args.cpus, args.ram, work, args.timeout, args.transport)
+                        got = rates(out)
                     except BenchFailed as e:
                         errors[name][mode] = str(e)
                         print(f"  run {i + 1}: {name:<5} {mode:<3} FAILED: {e}; not retried", flush=True)
@@ -294,7 +318,9 @@ def main() -> int:
 
     nv, nq = len(results.get("vmmpy", [])), len(results.get("qemu", []))
     shown = [(k, u) for k, u in ROWS if ("blk" if k.startswith("blk") else "9p") in modes]
-    print(f"\nLinux guest file I/O, higher is better (median of {nv} vmmpy / {nq} qemu runs)")
+    print(
+        f"\nLinux guest file I/O on virtio-{args.transport}, higher is better (median of {nv} vmmpy / {nq} qemu runs)"
+    )
     print("vmmpy/qemu is a ratio of rates: above 1, vmmpy is faster")
     print(common.table([(f"{k} {u}", med("vmmpy", k), med("qemu", k)) for k, u in shown], unit="", digits=1))
     for name, errs in errors.items():
@@ -312,8 +338,10 @@ def main() -> int:
                 "mib": MIB,
                 "files": NFILES,
                 "msize": MSIZE,
+                "transport": args.transport,
             },
             {"vmmpy_errors": errors.get("vmmpy", {}), "qemu_errors": errors.get("qemu", {})},
+            transport=args.transport,
         )
         path = common.save(rec)
         print(f"wrote {os.path.relpath(path, common.ROOT)}")

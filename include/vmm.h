@@ -84,6 +84,17 @@ struct vmm_config {
      * deadline. The same guest with the same inputs gives the same output.
      */
     uint32_t deterministic;
+    /*
+     * Where virtio devices sit (enum vmm_transport): VMM_TRANSPORT_MMIO (0, the default) puts each on a
+     * virtio-mmio slot; VMM_TRANSPORT_PCI on bus 0 of a PCIe host bridge (generic ECAM at 0x3F00_0000,
+     * 32-bit MMIO window 0x1000_0000-0x3EFE_FFFF, INTx on SPIs 3-6; docs/PCI.md).
+     */
+    uint32_t transport;
+};
+
+enum vmm_transport {
+    VMM_TRANSPORT_MMIO = 0,
+    VMM_TRANSPORT_PCI = 1,
 };
 
 #define VMM_MAX_CPUS 8

@@ -45,6 +45,9 @@ static const char usage_text[] =
     "  -i, --initrd FILE    initial ramdisk\n"
     "      --stdin          forward stdin to the guest's serial port\n"
     "      --gpu[=WxH]      a virtio-gpu screen (default 1280x800); frames are not saved\n"
+    "      --rng            a virtio-rng entropy source (the host's getrandom())\n"
+    "      --transport T    where virtio devices sit: mmio (default, virtio-mmio slots) or pci\n"
+    "                       (a PCIe host bridge, generic ECAM: docs/PCI.md)\n"
     "      --snapshot-at PATTERN  when PATTERN appears on the serial console, stop the VM, save it to\n"
     "                       the --snapshot-out file and exit 0 (what the guest printed after the\n"
     "                       stop stays unread: the restored VM prints it)\n"
@@ -73,6 +76,8 @@ static struct {
     int forward_stdin;
     int gpu;
     unsigned gpu_w, gpu_h;
+    int rng;
+    uint32_t transport;
     int stats;
     int log_level;
     const char *snapshot_at;
@@ -155,7 +160,7 @@ static uint64_t parse_size(const char *s)
 
 static void parse_args(int argc, char **argv)
 {
-    enum { OPT_STDIN = 256, OPT_GPU, OPT_SNAP_AT, OPT_SNAP_OUT };
+    enum { OPT_STDIN = 256, OPT_GPU, OPT_SNAP_AT, OPT_SNAP_OUT, OPT_RNG, OPT_TRANSPORT };
     static const struct option longopts[] = {
         { "backend", required_argument, NULL, 'b' },
         { "cpus", required_argument, NULL, 'c' },
@@ -169,6 +174,8 @@ static void parse_args(int argc, char **argv)
         { "verbose", no_argument, NULL, 'v' },
         { "help", no_argument, NULL, 'h' },
         { "gpu", optional_argument, NULL, OPT_GPU },
+        { "rng", no_argument, NULL, OPT_RNG },
+        { "transport", required_argument, NULL, OPT_TRANSPORT },
         { "snapshot-at", required_argument, NULL, OPT_SNAP_AT },
         { "snapshot-out", required_argument, NULL, OPT_SNAP_OUT },
         { "restore", required_argument, NULL, 'r' },
@@ -244,6 +251,19 @@ static void parse_args(int argc, char **argv)
                     opt.gpu_h < 1 || opt.gpu_w > 8192 || opt.gpu_h > 8192)
                     usage_error("--gpu wants WIDTHxHEIGHT (1..8192 each), not '%s'", optarg);
             }
+            break;
+        case OPT_RNG:
+            opt.machine_opts = 1;
+            opt.rng = 1;
+            break;
+        case OPT_TRANSPORT:
+            opt.machine_opts = 1;
+            if (!strcmp(optarg, "pci"))
+                opt.transport = VMM_TRANSPORT_PCI;
+            else if (!strcmp(optarg, "mmio"))
+                opt.transport = VMM_TRANSPORT_MMIO;
+            else
+                usage_error("unknown transport '%s' (choose mmio or pci)", optarg);
             break;
         case 's':
             opt.stats = 1;
@@ -450,6 +470,7 @@ int main(int argc, char **argv)
         cfg.backend = opt.backend;
         cfg.log_fn = log_cb;
         cfg.log_level = opt.log_level;
+        cfg.transport = opt.transport;
 
         err = vmm_create(&cfg, &vm, errbuf, sizeof errbuf);
         if (err < 0)
@@ -461,6 +482,8 @@ int main(int argc, char **argv)
             if (vmm_add_gpu(vm, &gpu) < 0)
                 die("%s", vmm_last_error(vm));
         }
+        if (opt.rng && vmm_add_rng(vm) < 0)
+            die("%s", vmm_last_error(vm));
         if (vmm_load_kernel(vm, opt.kernel, NULL) < 0)
             die("%s", vmm_last_error(vm));
         if (opt.initrd && vmm_load_initrd(vm, opt.initrd) < 0)

@@ -252,6 +252,7 @@ def test_the_command_line_is_one_the_cli_accepts(tmp_path):
         "share": [str(tmp_path), (str(tmp_path), "data", True)],
         "timeout": 12.5,
         "cpu_model": "cortex-a53",
+        "transport": "pci",
     }
     argv, notes = artifacts.command_line(config, "soft")
     assert argv[1:4] == ["-m", "vmmpy", "run"] and not notes
@@ -263,6 +264,7 @@ def test_the_command_line_is_one_the_cli_accepts(tmp_path):
     assert args.disk == [(str(disk), "rw"), (str(disk), "ro")] and args.rng and args.virtio_console
     assert cli._shares(args.share) == [(str(tmp_path), "share", False), (str(tmp_path), "data", True)]
     assert args.timeout == 12.5 and args.backend == "soft" and args.cpu_model == "cortex-a53"
+    assert args.transport == "pci"
     argv, notes = artifacts.command_line({"kernel": "k", "ram": 300 << 20, "gpu": True, "gpu_max_mem": 64 << 20}, None)
     assert "--ram" in argv and argv[argv.index("--ram") + 1] == "300M" and "gpu_max_mem" in notes[0]
 

@@ -167,9 +167,9 @@ def test_gpu_demo_on_qemu(guest):
 # ---- vmmpy ----------------------------------------------------------------------------------------
 
 
-def vmmpy_run(machine, elf: str) -> tuple[Image.Image, Image.Image]:
+def vmmpy_run(machine, elf: str, transport: str = "mmio") -> tuple[Image.Image, Image.Image]:
     """Frame HOLD (kept by m.screen.hold) and the last frame of a vmmpy run that must pass."""
-    m = machine(elf, gpu=True)
+    m = machine(elf, gpu=True, transport=transport)
     m.screen.hold(HOLD)
     m.serial.expect(HOLD_RE, timeout=TIMEOUT)  # starts the VM
     m.serial.write(b"c")  # the guest goes on at once
@@ -184,6 +184,15 @@ def test_gpu_demo(machine, guest):
     held, last = vmmpy_run(machine, guest("gpu_demo"))
     check_frame(held, HOLD)
     check_frame(last, FRAMES)
+
+
+def test_gpu_demo_on_pci_draws_the_same_frames(machine, guest):
+    """The same demo driving virtio-gpu-pci (found by walking ECAM): frames identical to virtio-mmio's."""
+    elf = guest("gpu_demo")
+    held, last = vmmpy_run(machine, elf, transport="pci")
+    check_frame(held, HOLD)
+    check_frame(last, FRAMES)
+    assert ImageChops.difference(held, vmmpy_run(machine, elf)[0]).getbbox() is None
 
 
 @needs_qemu

@@ -65,7 +65,14 @@ def test_guest_on_vmmpy(machine, run, backend):
     if not run.applies(backend):
         pytest.skip(f"{run.id} does not apply to {backend}")
     m = machine(
-        table.elf(run), cpus=run.cpus, ram=run.ram or "256M", gpu=run.gpu, backend=backend, cpu_model=run.cpu_model
+        table.elf(run),
+        cpus=run.cpus,
+        ram=run.ram or "256M",
+        gpu=run.gpu,
+        rng=run.rng,
+        transport=run.transport,
+        backend=backend,
+        cpu_model=run.cpu_model,
     )
     if run.stdin:
         m.serial.write(run.stdin)
@@ -101,11 +108,25 @@ needs_qemu = pytest.mark.skipif(
 GPU_ARGS = ["-global", "virtio-mmio.force-legacy=false", "-device", "virtio-gpu-device"]  # version 2, as ours
 
 
-def qemu_command(elf: str, cpus: int, ram: str | None = None, gpu: bool = False, cpu: str | None = None) -> list[str]:
+def qemu_command(
+    elf: str,
+    cpus: int,
+    ram: str | None = None,
+    gpu: bool = False,
+    rng: bool = False,
+    transport: str = "mmio",
+    cpu: str | None = None,
+) -> list[str]:
     """The machine vmmpy models; the PL011 on stdin/stdout, semihosting for the exit status."""
-    return [QEMU, "-M", "virt,gic-version=3", "-cpu", cpu or "cortex-a72", "-smp", str(cpus), "-m", ram or "256M",
+    pci = transport == "pci"
+    # PCI: highmem=off puts the ECAM at 0x3F000000 as ours; no default NIC; modern-only devices
+    board = "virt,gic-version=3" + (",highmem=off" if pci else "")
+    rng_args = ["-device", "virtio-rng-pci,disable-legacy=on" if pci else "virtio-rng-device"] if rng else []
+    gpu_args = (["-device", "virtio-gpu-pci,disable-legacy=on"] if pci else GPU_ARGS) if gpu else []
+    return [QEMU, "-M", board, "-cpu", cpu or "cortex-a72", "-smp", str(cpus), "-m", ram or "256M",
             "-nographic", "-monitor", "none", "-serial", "stdio", "-semihosting", "-no-reboot",
-            *(GPU_ARGS if gpu else []), "-kernel", elf]  # fmt: skip
+            *(["-nic", "none"] if pci else []), *gpu_args, *rng_args,
+            "-kernel", elf]  # fmt: skip
 
 
 class QemuRun:
@@ -184,7 +205,9 @@ def qemu_run():
 @pytest.mark.qemu
 @runs_for("qemu")
 def test_guest_on_qemu(qemu_run, run):
-    r = qemu_run(table.elf(run), run.cpus, ram=run.ram, gpu=run.gpu, cpu=run.cpu_model)
+    r = qemu_run(
+        table.elf(run), run.cpus, ram=run.ram, gpu=run.gpu, rng=run.rng, transport=run.transport, cpu=run.cpu_model
+    )
     if run.stdin:
         r.write(run.stdin)
     r.proc.stdin.close()  # no more input: the guests that need none must not wait for it

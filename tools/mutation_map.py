@@ -44,6 +44,11 @@ TARGETS: dict[str, list[str]] = {
     "csrc/dev/virtq.c": ["tests/test_virtio_mmio.py", "tests/test_virtio_blk.py", *VIRTIO_SNAP],
     "csrc/dev/virtio.c": ["tests/test_virtio_mmio.py", "tests/test_virtio_rng.py", *VIRTIO_SNAP],
     "csrc/dev/virtio_mmio.c": ["tests/test_virtio_mmio.py", *VIRTIO_SNAP],
+    # PCI: the host bridge, config space, MSI-X and the virtio-pci transport (~5 s)
+    "csrc/dev/pci_host.c": ["tests/test_pci.py"],
+    "csrc/dev/pci_cfg.c": ["tests/test_pci.py"],
+    "csrc/dev/pci_msix.c": ["tests/test_pci.py"],
+    "csrc/dev/virtio_pci.c": ["tests/test_pci.py"],
     # 9p: path confinement and fids
     "csrc/dev/p9_fid.c": ["tests/test_p9.py"],
     # the loaders

@@ -140,6 +140,10 @@ def init_script(runs: list[table.Run], elves: dict[str, str], *, raw: int = 0, s
             args.append("--stdin")
         if r.gpu:
             args.append("--gpu")
+        if r.rng:
+            args.append("--rng")
+        if r.transport != "mmio":
+            args += ["--transport", r.transport]
         args.append(f"/guests/{os.path.basename(elves[r.id])}")
         cmd = " ".join(shlex.quote(a) for a in args)
         feed = f"printf '%b' {_sh(r.stdin)} | " if r.stdin else ""

@@ -447,6 +447,8 @@ def command_line(config: dict, backend: str | None) -> tuple[list[str], list[str
         opt("--timeout", f"{config['timeout']:g}")
     if config.get("deterministic"):
         argv.append("--deterministic")
+    if config.get("transport", "mmio") != "mmio":
+        opt("--transport", config["transport"])
     if config.get("gpu"):
         w, h = config.get("gpu_size") or (1280, 800)
         argv.append("--gpu")

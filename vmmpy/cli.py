@@ -230,6 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="virtual time from instructions retired: the same inputs give the same output, run after run",
     )
     r.add_argument(
+        "--transport",
+        choices=["mmio", "pci"],
+        default="mmio",
+        help="where virtio devices sit: mmio (default: a virtio-mmio slot each) or pci (PCIe, generic ECAM)",
+    )
+    r.add_argument(
         "--gpu",
         action="store_true",
         default=None,
@@ -552,6 +558,7 @@ def cmd_run(args: argparse.Namespace, report: dict | None = None) -> int:
         entry=args.entry,
         log_level=level,
         deterministic=args.deterministic,
+        transport=args.transport,
         **_gpu_kwargs(args),
         disk=args.disk,
         rng=args.rng,

@@ -40,6 +40,8 @@ _SIZE_RE = re.compile(r"^\s*(\d{1,40})\s*([kmgt]?)(i?b)?\s*$", re.I)
 _SHIFTS = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40}
 
 MAX_CPUS = lib.VMM_MAX_CPUS
+# where virtio devices sit (Machine(transport=)): a virtio-mmio slot each, or a PCI function each
+TRANSPORTS = {"mmio": lib.VMM_TRANSPORT_MMIO, "pci": lib.VMM_TRANSPORT_PCI}
 RAM_BASE = 0x4000_0000  # where guest RAM starts (docs/ARCHITECTURE.md: the memory map)
 U64 = 2**64 - 1
 
@@ -165,6 +167,7 @@ class Machine:
         log_level: int = logging.INFO,
         name: str | None = None,
         deterministic: bool = False,
+        transport: str = "mmio",
         virtio_test_devices: int = 0,
         gpu: bool = False,
         gpu_size: tuple[int, int] = (1280, 800),
@@ -198,6 +201,9 @@ class Machine:
             keep.append(ffi.new("char[]", cpu_model.encode()))
             cfg.cpu_model = keep[-1]
         cfg.deterministic = 1 if deterministic else 0
+        if transport not in TRANSPORTS:
+            raise _invalid(f"transport must be one of {', '.join(TRANSPORTS)} (got {transport!r})")
+        cfg.transport = TRANSPORTS[transport]
         cfg.log_fn = lib._vmm_log_cb
         cfg.log_opaque = self._handle
         cfg.log_level = _log_level(log_level)

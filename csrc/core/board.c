@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "console.h"
+#include "../dev/pci.h"
 #include "../dev/pl011.h"
 #include "../dev/virtio.h"
 #include "board.h"
@@ -26,6 +27,9 @@ int vmm__board_init(struct vmm_vm *vm)
     /* the virtio-mmio window before the backend maps the bus (vm_init); devices join it until prepare */
     if (!rc)
         rc = vmm__virtio_mmio_init(vm);
+    /* the PCIe host bridge likewise (its ECAM and MMIO window are fixed bus regions) */
+    if (!rc && vm->transport == VMM_TRANSPORT_PCI)
+        rc = vmm__pci_host_init(vm);
     return rc;
 }
 

@@ -130,6 +130,10 @@ int vmm__fdt_build(struct vmm_vm *vm, void **out, size_t *len)
     TRY(fdt_property_u32(fdt, "#interrupt-cells", 3));
     TRY(fdt_property(fdt, "interrupt-controller", NULL, 0));
     TRY(fdt_property_u32(fdt, "#redistributor-regions", 1));
+    /* as QEMU's virt: a PCI interrupt-map's parent unit address is 2 cells (and room for an ITS child) */
+    TRY(fdt_property_u32(fdt, "#address-cells", 2));
+    TRY(fdt_property_u32(fdt, "#size-cells", 2));
+    TRY(fdt_property(fdt, "ranges", NULL, 0));
     {
         fdt64_t reg[4] = { cpu_to_fdt64(LAYOUT_GICD_BASE), cpu_to_fdt64(LAYOUT_GICD_SIZE),
                            cpu_to_fdt64(LAYOUT_GICR_BASE), cpu_to_fdt64(LAYOUT_GICR_STRIDE * vm->ncpus) };

@@ -16,6 +16,13 @@
  *              | virtio-mmio slots 32 x 0x200 |  (slot n: SPI 16+n, INTID 48+n)
  *  0x0A00_4000 +------------------------------+
  *              |   (unmapped: RAZ/WI + log)   |
+ *  0x1000_0000 +------------------------------+
+ *              | PCI 32-bit MMIO window       |  (--transport pci only: BARs the guest
+ *              |   0x2EFF_0000 bytes          |   programs; INTA-D: SPI 3-6, INTID 35-38)
+ *  0x3EFF_0000 +------------------------------+
+ *              |   (no PCI I/O window)        |
+ *  0x3F00_0000 +------------------------------+
+ *              | PCI ECAM, 16 MiB: buses 0-15 |  (QEMU virt's low ECAM, highmem=off)
  *  0x4000_0000 +------------------------------+
  *              | RAM (default 256 MiB)        |
  *              +------------------------------+
@@ -37,6 +44,19 @@
 #define LAYOUT_VIRTIO_STRIDE 0x200ULL
 #define LAYOUT_VIRTIO_SLOTS 32
 #define LAYOUT_VIRTIO_SPI0 16
+
+/*
+ * The PCIe host bridge (dev/pci_host.c), QEMU virt's "low" layout: its 16 MiB ECAM (virt's
+ * VIRT_PCIE_ECAM) and 32-bit MMIO window (VIRT_PCIE_MMIO) sit in the device window below RAM. No
+ * 64-bit window: virt's 0x80_0000_0000 lies inside our RAM range (RAM may reach 0x80_4000_0000,
+ * LAYOUT_RAM_MAX), and our BARs are 32-bit. No I/O window (virt's VIRT_PCIE_PIO): no I/O BARs.
+ */
+#define LAYOUT_PCI_ECAM_BASE 0x3F000000ULL
+#define LAYOUT_PCI_ECAM_SIZE 0x01000000ULL /* 1 MiB per bus */
+#define LAYOUT_PCI_BUSES 16
+#define LAYOUT_PCI_MMIO_BASE 0x10000000ULL
+#define LAYOUT_PCI_MMIO_SIZE 0x2EFF0000ULL
+#define LAYOUT_PCI_SPI0 3 /* INTA..INTD of slot 0: SPI 3..6 (INTID 35..38), swizzled by slot */
 
 #define LAYOUT_RAM_BASE 0x40000000ULL
 #define LAYOUT_RAM_DEFAULT (256ULL << 20)

@@ -157,6 +157,8 @@ static void sync_machine(struct vmm_snap *s, struct vmm_machine_cfg *c, struct v
     vmm__snap_u32(s, &c->deterministic);
     vmm__snap_str(s, c->cpu_model, sizeof c->cpu_model);
     vmm__snap_str(s, c->backend, sizeof c->backend);
+    if (!vmm__snap_loading(s) || s->sec_version >= 2)
+        vmm__snap_u32(s, &c->transport);
     vmm__snap_unsigned(s, &m->n);
     if (vmm__snap_loading(s) && m->n > VMM_BOARD_MAX_DEVICES) {
         vmm__snap_fail(s, "%u devices (at most %d)", m->n, VMM_BOARD_MAX_DEVICES);
@@ -177,8 +179,10 @@ static void sync_machine(struct vmm_snap *s, struct vmm_machine_cfg *c, struct v
 
 int vmm__machine_save(struct vmm_vm *vm, struct vmm_snap *s)
 {
-    struct vmm_machine_cfg c = { .ram_size = vm->ram_size, .ncpus = vm->ncpus, .deterministic = vm->deterministic };
-    uint32_t version = 1;
+    struct vmm_machine_cfg c = {
+        .ram_size = vm->ram_size, .ncpus = vm->ncpus, .deterministic = vm->deterministic, .transport = vm->transport
+    };
+    uint32_t version = 2; /* 2: the transport */
 
     snprintf(c.cpu_model, sizeof c.cpu_model, "%s", vm->cpu_model);
     snprintf(c.backend, sizeof c.backend, "%s", vm->ops->name);
@@ -190,7 +194,7 @@ int vmm__machine_save(struct vmm_vm *vm, struct vmm_snap *s)
 
 int vmm__machine_load(struct vmm_snap *s, struct vmm_machine_cfg *c, struct vmm_machine *m)
 {
-    uint32_t version = 1;
+    uint32_t version = 2;
 
     *c = (struct vmm_machine_cfg){ 0 };
     *m = (struct vmm_machine){ 0 };
@@ -199,6 +203,8 @@ int vmm__machine_load(struct vmm_snap *s, struct vmm_machine_cfg *c, struct vmm_
     sync_machine(s, c, m);
     if (!vmm__snap_error(s) && (c->deterministic > 1 || !c->ncpus || c->ncpus > VMM_MAX_CPUS))
         vmm__snap_fail(s, "%u vCPUs (deterministic %u)", c->ncpus, c->deterministic);
+    if (!vmm__snap_error(s) && c->transport > VMM_TRANSPORT_PCI)
+        vmm__snap_fail(s, "unknown virtio transport %u", c->transport);
     vmm__snap_end(s);
     if (vmm__snap_error(s))
         vmm__machine_free(m);

@@ -46,7 +46,7 @@ struct vmm_machine {
 void vmm__machine_free(struct vmm_machine *m);
 
 /*
- * The "machine" section: the creation parameters (RAM, vCPUs, CPU model, backend, deterministic)
+ * The "machine" section: the creation parameters (RAM, vCPUs, CPU model, backend, deterministic, transport)
  * and the device list. Saving reads them from vm; loading fills *cfg_out (strings point into
  * bufs, which must outlive its use) and m, every value checked.
  */
@@ -56,6 +56,7 @@ struct vmm_machine_cfg {
     uint32_t deterministic;
     char cpu_model[32];
     char backend[16];
+    uint32_t transport; /* enum vmm_transport (section version 2; 0 in version 1) */
 };
 int vmm__machine_save(struct vmm_vm *vm, struct vmm_snap *s);
 int vmm__machine_load(struct vmm_snap *s, struct vmm_machine_cfg *cfg, struct vmm_machine *m);

@@ -85,6 +85,11 @@ VMM_EXPORT int vmm_create(const struct vmm_config *cfg, vmm_vm **out, char *errb
         return config_error(errbuf, errlen, VMM_EINVAL, msg);
     }
     bool deterministic = c.size >= offsetof(struct vmm_config, deterministic) + sizeof(uint32_t) && c.deterministic;
+    uint32_t transport = c.size >= offsetof(struct vmm_config, transport) + sizeof(uint32_t) ? c.transport : 0;
+    if (transport > VMM_TRANSPORT_PCI) {
+        snprintf(msg, sizeof msg, "unknown virtio transport %u (0: virtio-mmio, 1: PCI)", transport);
+        return config_error(errbuf, errlen, VMM_EINVAL, msg);
+    }
     bool any_backend = !c.backend || !*c.backend || !strcmp(c.backend, "auto");
     /* deterministic mode counts instructions: only the soft backend can */
     const struct vmm_backend_ops *ops =
@@ -107,6 +112,7 @@ VMM_EXPORT int vmm_create(const struct vmm_config *cfg, vmm_vm **out, char *errb
         c.size >= offsetof(struct vmm_config, log_level) + sizeof(int) && c.log_level ? c.log_level : VMM_LOG_INFO;
     vm->ops = ops;
     vm->deterministic = deterministic;
+    vm->transport = transport;
     vm->clock_base_ns = vmm__now_ns();
     atomic_init(&vm->next_deadline_ns, UINT64_MAX);
     atomic_init(&vm->stop_at_ns, UINT64_MAX);

@@ -56,6 +56,7 @@ struct vmm_vcpu {
 struct vmm_console;
 struct vmm_irqchip;
 struct vmm_virtio_mmio_bus;
+struct vmm_pci_host;
 
 /*
  * Deterministic mode: the run loop parks at a round boundary once a device's progress counter reaches
@@ -132,6 +133,8 @@ struct vmm_vm {
     /* the machine: every device (board.c), the interrupt controller, the console stream */
     struct vmm_board board;
     struct vmm_virtio_mmio_bus *virtio; /* the virtio-mmio window (dev/virtio_mmio.c, a board device) */
+    struct vmm_pci_host *pci;           /* the PCIe host bridge (dev/pci_host.c), with VMM_TRANSPORT_PCI */
+    uint32_t transport;                 /* enum vmm_transport: where virtio devices go */
     struct vmm_irqchip *irqchip;        /* core/irqchip.h: our GICv3 model or the backend's */
     struct vmm_console *console;
     struct vmm_park park;

@@ -484,7 +484,11 @@ int vmm__virtio_add(struct vmm_vm *vm, const struct vmm_virtio_ops *ops, const s
 {
     int rc = vmm__board_add(vm, dev_ops, dev);
 
-    if (!rc && (rc = vmm__virtio_mmio_add(vm, ops, dev, out))) /* the only transport for now */
+    if (rc)
+        return rc;
+    rc = vm->transport == VMM_TRANSPORT_PCI ? vmm__virtio_pci_add(vm, ops, dev, out)
+                                            : vmm__virtio_mmio_add(vm, ops, dev, out);
+    if (rc)
         vmm__board_remove(vm, dev);
     return rc;
 }

@@ -62,9 +62,9 @@ struct vmm_virtio_ops {
 
 /*
  * How a virtio device joins the machine, once: on the board with dev_ops (its lifecycle hooks,
- * destroy included: board.h) and on a transport (for now always virtio-mmio). `dev` is the device's
- * opaque state; *out (may be NULL) receives the device's core handle, which the device -> core calls
- * below take. On failure neither holds the device: the caller frees it.
+ * destroy included: board.h) and on the VM's transport (vm->transport: virtio-mmio or virtio-pci).
+ * `dev` is the device's opaque state; *out (may be NULL) receives the device's core handle, which the
+ * device -> core calls below take. On failure neither holds the device: the caller frees it.
  */
 struct vmm_device_ops;
 int vmm__virtio_add(struct vmm_vm *vm, const struct vmm_virtio_ops *ops, const struct vmm_device_ops *dev_ops,
@@ -78,6 +78,8 @@ int vmm__virtio_add(struct vmm_vm *vm, const struct vmm_virtio_ops *ops, const s
 int vmm__virtio_mmio_add(struct vmm_vm *vm, const struct vmm_virtio_ops *ops, void *dev, struct vmm_virtio **out);
 /* Put the virtio-mmio window on the bus and the board (board init; idempotent). */
 int vmm__virtio_mmio_init(struct vmm_vm *vm);
+/* The virtio-pci transport (virtio_pci.c): a function on the next free slot of PCI bus 0. */
+int vmm__virtio_pci_add(struct vmm_vm *vm, const struct vmm_virtio_ops *ops, void *dev, struct vmm_virtio **out);
 
 /*
  * Device -> core. These (and vmm__virtq_pop/push) take the device's lock,

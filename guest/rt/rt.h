@@ -474,8 +474,11 @@ struct virtq {
 } __attribute__((aligned(64)));
 
 struct virtio_dev {
-    uintptr_t base; /* the transport's registers */
-    int slot;
+    uintptr_t base; /* the transport's registers (virtio-mmio) */
+    int slot;       /* virtio-mmio slot, or PCI slot on bus 0 */
+    int pci;        /* virtio-pci: where its structures are (rt/pci.c) */
+    uintptr_t common, isr, device, notify;
+    uint32_t notify_mult;
     uint32_t device_id, vendor_id;
     uint64_t features; /* negotiated */
     unsigned nqueues;  /* set up by virtio_queue_setup */
@@ -489,6 +492,9 @@ int virtio_find(uint32_t device_id, int from);
 /* Reset, ACKNOWLEDGE | DRIVER, features = VERSION_1 | (offered & wanted), FEATURES_OK (checked).
    0, or -1 after a "virtio: ..." line (status FAILED set). */
 int virtio_init(struct virtio_dev *d, int slot, uint64_t wanted);
+/* The first device of that id: on virtio-mmio (virtio_find), else on PCI bus 0 (virtio_pci_open), then
+   negotiated as virtio_init does. 0, or -1 after a line. */
+int virtio_open(struct virtio_dev *d, uint32_t device_id, uint64_t wanted);
 /* Queue `index` with min(VIRTQ_SIZE, QueueNumMax) entries in d's static rings; 0 or -1 (+ a line). */
 int virtio_queue_setup(struct virtio_dev *d, unsigned index);
 /* DRIVER_OK; 0, or -1 if the device asked for a reset (DEVICE_NEEDS_RESET). */
@@ -501,6 +507,81 @@ int virtio_request(struct virtio_dev *d, unsigned index, const void *req, uint32
 uint32_t virtio_config_read32(struct virtio_dev *d, unsigned offset);
 void virtio_config_write32(struct virtio_dev *d, unsigned offset, uint32_t v);
 void virtio_reset(struct virtio_dev *d);
+
+/* ---- PCI (rt/pci.c): bus 0 of a generic ECAM host, memory BARs, virtio-pci modern ---- */
+/* QEMU virt (highmem-ecam=off) and vmmpy --transport pci: ECAM at 0x3F000000, the 32-bit MMIO
+   window 0x10000000-0x3EFEFFFF; INTA# of slot s on SPI 3 + s % 4 (INTID 35 + s % 4). */
+#define PCI_ECAM_BASE 0x3F000000UL
+#define PCI_MMIO_BASE 0x10000000UL
+#define PCI_MMIO_END 0x3EFF0000UL
+#define PCI_INTX_INTID(slot) (35 + (slot) % 4)
+
+static inline uint8_t mmio_read8(uintptr_t a)
+{
+    uint32_t v;
+    __asm__ volatile("ldrb %w0, [%1]" : "=r"(v) : "r"(a) : "memory");
+    return (uint8_t)v;
+}
+static inline uint16_t mmio_read16(uintptr_t a)
+{
+    uint32_t v;
+    __asm__ volatile("ldrh %w0, [%1]" : "=r"(v) : "r"(a) : "memory");
+    return (uint16_t)v;
+}
+static inline void mmio_write8(uintptr_t a, uint8_t v)
+{
+    __asm__ volatile("strb %w0, [%1]" ::"r"((uint32_t)v), "r"(a) : "memory");
+}
+static inline void mmio_write16(uintptr_t a, uint16_t v)
+{
+    __asm__ volatile("strh %w0, [%1]" ::"r"((uint32_t)v), "r"(a) : "memory");
+}
+
+/* config space of 00:slot.0 */
+uint32_t pci_cfg_read32(unsigned slot, unsigned off);
+uint16_t pci_cfg_read16(unsigned slot, unsigned off);
+uint8_t pci_cfg_read8(unsigned slot, unsigned off);
+void pci_cfg_write32(unsigned slot, unsigned off, uint32_t v);
+void pci_cfg_write16(unsigned slot, unsigned off, uint16_t v);
+
+struct pci_bar {
+    uint64_t size, addr; /* size 0: no such BAR (or the upper half of a 64-bit one) */
+    int is64;
+};
+/* Sizes BAR `bar` (all ones, read back, restore; §6.2.5.1 of PCI 3.0); 64-bit BARs take two. */
+struct pci_bar pci_bar_size(unsigned slot, unsigned bar);
+/* Programs the BAR with addr (a multiple of its size); returns what the BAR then reads back. */
+uint64_t pci_bar_set(unsigned slot, unsigned bar, const struct pci_bar *b, uint64_t addr);
+/* A bump allocator over the 32-bit window: the next free address aligned to size (0 if full). */
+uint64_t pci_mmio_alloc(uint64_t size);
+/* Offset of the first capability with this ID at or after `from` (0: from the list head), or 0. */
+unsigned pci_find_cap(unsigned slot, uint8_t id, unsigned from);
+
+/* A virtio-pci modern device (virtio 1.2 §4.1): where its structures are, once the BARs are set. */
+struct virtio_pci {
+    unsigned slot;
+    uintptr_t bar_addr[6];
+    uintptr_t common, isr, device, notify;
+    uint32_t notify_mult;
+    uint64_t features;
+    struct virtq q;
+};
+/* Read the vendor capabilities (BARs must be programmed and decoding); 0, or -1 + a line. */
+int virtio_pci_caps(struct virtio_pci *d);
+/* Reset, ACKNOWLEDGE, DRIVER, VERSION_1, FEATURES_OK; queue 0 (VIRTQ_SIZE entries or fewer) enabled with
+   MSI-X vector `vec` (0xffff: none); DRIVER_OK. 0, or -1 + a line. */
+int virtio_pci_init(struct virtio_pci *d, uint16_t vec);
+/* For rt/virtio.c's devices on PCI: find 1af4:(1040 + device_id) on bus 0, place its BARs, enable it
+   and read its capabilities into d (d->pci set). 0, or -1 after a line. */
+int virtio_pci_open(struct virtio_dev *d, uint32_t device_id);
+/* The virtio-mmio register at `mmio_off` (rt/virtio.c's names), done the virtio-pci way: the common
+   config's field, the ISR (read clears; InterruptACK does nothing), a notification, device config. */
+uint32_t virtio_pci_reg_read(struct virtio_dev *d, unsigned mmio_off);
+void virtio_pci_reg_write(struct virtio_dev *d, unsigned mmio_off, uint32_t v);
+/* One device-writable buffer on queue 0 and its notification (no wait). */
+void virtio_pci_submit(struct virtio_pci *d, void *buf, uint32_t len);
+/* Bytes written in the next used element of queue 0, or -1 if there is none yet. */
+int virtio_pci_used(struct virtio_pci *d);
 
 /* ---- virtio-gpu 2D (rt/virtio_gpu.c): one resource shown on one scanout ---- */
 #define VIRTIO_GPU_FORMAT_B8G8R8X8 2 /* bytes B, G, R, X: a pixel is the uint32_t 0x00RRGGBB */

@@ -1,5 +1,6 @@
-/* virtio.c - a minimal polled virtio-mmio (version 2) driver: device discovery, feature negotiation, split
-   virtqueues in static memory, one request chain at a time with a bounded wait on the used ring. */
+/* virtio.c - a minimal polled virtio driver: device discovery, feature negotiation, split virtqueues in
+   static memory, one request chain at a time with a bounded wait on the used ring. On virtio-mmio
+   (version 2), or on virtio-pci (rt/pci.c maps the MMIO register names onto its structures). */
 #include "rt.h"
 
 /* transport registers (Virtio 1.1, 4.2.2) */
@@ -41,12 +42,15 @@
 
 static uint32_t rd(struct virtio_dev *d, unsigned off)
 {
-    return mmio_read32(d->base + off);
+    return d->pci ? virtio_pci_reg_read(d, off) : mmio_read32(d->base + off);
 }
 
 static void wr(struct virtio_dev *d, unsigned off, uint32_t v)
 {
-    mmio_write32(d->base + off, v);
+    if (d->pci)
+        virtio_pci_reg_write(d, off, v);
+    else
+        mmio_write32(d->base + off, v);
 }
 
 static uintptr_t slot_base(int slot)
@@ -78,15 +82,16 @@ void virtio_reset(struct virtio_dev *d)
 
 static int fail(struct virtio_dev *d, const char *what)
 {
-    printf("virtio: slot %d: %s\n", d->slot, what);
+    printf("virtio: %s %d: %s\n", d->pci ? "PCI slot" : "slot", d->slot, what);
     wr(d, MMIO_STATUS, rd(d, MMIO_STATUS) | STATUS_FAILED);
     return -1;
 }
 
+static int negotiate(struct virtio_dev *d, uint64_t wanted);
+
 int virtio_init(struct virtio_dev *d, int slot, uint64_t wanted)
 {
-    uint64_t offered;
-
+    d->pci = 0;
     d->base = slot_base(slot);
     d->slot = slot;
     d->nqueues = 0;
@@ -96,6 +101,25 @@ int virtio_init(struct virtio_dev *d, int slot, uint64_t wanted)
     }
     d->device_id = rd(d, MMIO_DEVICE_ID);
     d->vendor_id = rd(d, MMIO_VENDOR_ID);
+    return negotiate(d, wanted);
+}
+
+int virtio_open(struct virtio_dev *d, uint32_t device_id, uint64_t wanted)
+{
+    int slot = virtio_find(device_id, 0);
+
+    if (slot >= 0)
+        return virtio_init(d, slot, wanted);
+    d->nqueues = 0;
+    if (virtio_pci_open(d, device_id))
+        return -1;
+    return negotiate(d, wanted);
+}
+
+static int negotiate(struct virtio_dev *d, uint64_t wanted)
+{
+    uint64_t offered;
+
     virtio_reset(d);
     if (rd(d, MMIO_STATUS) != 0)
         return fail(d, "reset did not complete");

@@ -132,21 +132,23 @@ static void clear_req(void)
 
 int gpu_init(struct gpu *g)
 {
-    int slot = virtio_find(VIRTIO_ID_GPU, 0);
-
     g->resource = 0;
     g->fb = 0;
-    if (slot < 0) {
-        test_fail("no virtio-gpu device (id %d) on a version 2 virtio-mmio transport", VIRTIO_ID_GPU);
+    if (virtio_open(&g->dev, VIRTIO_ID_GPU, 0)) {
+        test_fail("no virtio-gpu device (id %d) on a version 2 virtio-mmio transport or PCI", VIRTIO_ID_GPU);
         return -1;
     }
-    if (virtio_init(&g->dev, slot, 0) || virtio_queue_setup(&g->dev, CONTROLQ) || virtio_driver_ok(&g->dev)) {
-        test_fail("virtio-gpu in slot %d: initialisation failed", slot);
+    if (virtio_queue_setup(&g->dev, CONTROLQ) || virtio_driver_ok(&g->dev)) {
+        test_fail("virtio-gpu: initialisation failed");
         return -1;
     }
     g->num_scanouts = virtio_config_read32(&g->dev, GPU_CFG_NUM_SCANOUTS);
-    printf("virtio-gpu: slot %d (INTID %d), features 0x%lx, %u scanout(s), queue size %u\n", slot,
-           VIRTIO_MMIO_INTID(slot), g->dev.features, g->num_scanouts, g->dev.queue[CONTROLQ].size);
+    if (g->dev.pci)
+        printf("virtio-gpu: PCI 00:%02x.0, features 0x%lx, %u scanout(s), queue size %u\n", g->dev.slot,
+               g->dev.features, g->num_scanouts, g->dev.queue[CONTROLQ].size);
+    else
+        printf("virtio-gpu: slot %d (INTID %d), features 0x%lx, %u scanout(s), queue size %u\n", g->dev.slot,
+               VIRTIO_MMIO_INTID(g->dev.slot), g->dev.features, g->num_scanouts, g->dev.queue[CONTROLQ].size);
     uint32_t events = virtio_config_read32(&g->dev, GPU_CFG_EVENTS_READ);
     if (events)
         virtio_config_write32(&g->dev, GPU_CFG_EVENTS_CLEAR, events);

@@ -1,0 +1,146 @@
+"""Tier 3: Debian's kernel finds every virtio device on PCI (Machine(transport="pci")).
+
+One boot with a disk, a 9p share, an entropy source, a GPU, input and a virtio console, all on bus 0
+of the generic-ECAM host bridge, driven by Debian's virtio_pci module. The guest lists
+/sys/bus/pci/devices (no lspci), writes to the disk (the bytes must land in the image), mounts the
+share, reads /dev/hwrng and checks fbcon on virtio-gpu-pci. Interrupts are INTx (legacy, swizzled
+SPIs) until the GICv3 ITS exists: then the same test must show MSI-X (see test_msix_through_its).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from .test_linux import (  # noqa: F401
+    CMDLINE,
+    CPUS,
+    QEMU_BOOT_TIMEOUT,
+    VMMPY_BOOT_TIMEOUT,
+    _initramfs,
+    debian_kernel,
+    qemu_ref,
+    text_rows,
+)
+
+pytestmark = pytest.mark.slow
+
+BLK_TEXT = b"VMMPY-PCI blk payload 0123456789"
+PCI_INIT = """#!/bin/sh
+export PATH=/bin:/sbin:/usr/bin HOME=/root
+mount -t proc proc /proc; mount -t sysfs sysfs /sys; mount -t devtmpfs devtmpfs /dev
+/etc/vmmpy/load-modules
+for d in /sys/bus/pci/devices/*; do
+    drv=none; [ -e $d/driver ] && drv=$(basename $(readlink $d/driver))
+    id="$(cat $d/vendor):$(cat $d/device)"
+    echo "VMMPY-PCI dev $(basename $d) $id class=$(cat $d/class) irq=$(cat $d/irq) driver=$drv"
+done
+for v in /sys/bus/virtio/devices/*; do
+    echo "VMMPY-PCI virtio $(basename $v) device=$(cat $v/device) on $(basename $(readlink -f $v/..))"
+done
+echo "VMMPY-PCI vda size=$(cat /sys/block/vda/size)"
+printf '@BLK@' | dd of=/dev/vda bs=512 seek=3 conv=sync,fsync 2>/dev/null && echo "VMMPY-PCI dd ok"
+mkdir -p /mnt/s
+mount -t 9p -o trans=virtio,version=9p2000.L share /mnt/s && echo "VMMPY-PCI 9p $(cat /mnt/s/hello.txt)"
+echo "written over PCI" > /mnt/s/from-guest.txt; sync
+echo "VMMPY-PCI hwrng $(cat /sys/class/misc/hw_random/rng_current) $(hexdump -n 32 -v -e '/1 "%02x"' /dev/hwrng)"
+[ -e /dev/fb0 ] && echo "VMMPY-PCI fb0=$(cat /sys/class/graphics/fb0/name)" || echo "VMMPY-PCI fb0=none"
+echo "VMMPY fbcon test line: The quick brown fox jumps over the lazy dog" > /dev/tty1
+echo "VMMPY-PCI interrupts"
+grep -iE 'virtio|msi|pci' /proc/interrupts | sed 's/^/VMMPY-PCI irq /'
+echo "VMMPY-PCI-READY"
+read x
+poweroff -f
+""".replace("@BLK@", BLK_TEXT.decode())
+
+MODULES = ["virtio_pci", "virtio_blk", "9pnet_virtio", "9p", "virtio-rng", "virtio-gpu", "virtio_input",
+           "virtio_console"]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def pci_initramfs() -> str:
+    return _initramfs(init_script=PCI_INIT, modules=MODULES)
+
+
+def make_files(tmp_path):
+    disk, share = tmp_path / "disk.img", tmp_path / "share"
+    disk.write_bytes(bytes(1 << 20))
+    share.mkdir()
+    (share / "hello.txt").write_text("hello from the host")
+    return disk, share
+
+
+def check_guest_side(text: str) -> None:
+    """What the guest printed: every device bound by virtio-pci, blk, 9p, hwrng and fb0 working."""
+    devs = [ln for ln in text.splitlines() if ln.startswith("VMMPY-PCI dev ")]
+    # gpu, input (keyboard, tablet), disk, rng, console, share: modern device IDs 0x1040 + type
+    want = {"0x1050": 1, "0x1052": 2, "0x1042": 1, "0x1044": 1, "0x1043": 1, "0x1049": 1}
+    for dev_id, n in want.items():
+        bound = [d for d in devs if f"0x1af4:{dev_id}" in d and "driver=virtio-pci" in d]
+        assert len(bound) == n, (dev_id, devs)
+    virtio = [ln for ln in text.splitlines() if ln.startswith("VMMPY-PCI virtio ")]
+    assert len(virtio) == 7 and all(" on 0000:00:" in v for v in virtio), virtio
+    for line in ("vda size=2048", "dd ok", "9p hello from the host", "hwrng virtio_rng", "fb0=virtio_gpudrmfb"):
+        assert f"VMMPY-PCI {line}" in text, line
+
+
+def check_host_side(disk, share) -> None:
+    assert disk.read_bytes()[3 * 512 : 3 * 512 + len(BLK_TEXT)] == BLK_TEXT
+    assert (share / "from-guest.txt").read_text() == "written over PCI\n"
+
+
+def test_every_virtio_device_on_pci(debian_kernel, pci_initramfs, machine, tmp_path):  # noqa: F811
+    """virtio_pci binds all six device types; blk, 9p, rng and fbcon work over them (INTx)."""
+    disk, share = make_files(tmp_path)
+    m = machine(
+        debian_kernel,
+        cpus=CPUS,
+        ram="512M",
+        initrd=pci_initramfs,
+        cmdline=CMDLINE,
+        transport="pci",
+        disk=disk,
+        share=(share, "share"),
+        rng=True,
+        gpu=True,
+        input=True,
+        virtio_console=True,
+    )
+    m.serial.expect(rb"VMMPY-MODULE virtio_pci ok", timeout=VMMPY_BOOT_TIMEOUT)
+    m.serial.expect(rb"VMMPY-PCI-READY", timeout=120)
+    text = m.serial.text
+    check_guest_side(text)
+    assert "VMMPY-PCI dev 0000:00:00.0 0x1b36:0x0008" in text  # the host bridge, as QEMU's
+    rows = 0
+    for _ in range(100):  # fbcon flushes from a worker: look at each new frame until the text is there
+        n = m.screen.frames
+        rows = text_rows(m.screen.capture())
+        if rows >= 8:
+            break
+        m.screen.wait_frame(n + 1, timeout=30)
+    assert rows >= 8, f"only {rows} rows of text-like pixels in the captured frame"
+    m.serial.write(b"\r")
+    assert m.wait(timeout=60).ok
+    m.close()
+    check_host_side(disk, share)
+
+
+@pytest.mark.skipif(not qemu_ref.binary(), reason="qemu-system-aarch64 is not installed: no reference boot")
+def test_every_virtio_device_on_pci_on_qemu(debian_kernel, pci_initramfs, tmp_path):  # noqa: F811
+    """The reference: the same kernel, initramfs and checks on QEMU's modern-only virtio-*-pci devices."""
+    disk, share = make_files(tmp_path)
+    dev = "disable-legacy=on"
+    cmd = qemu_ref.command(debian_kernel, pci_initramfs, cpus=CPUS, ram="512", cmdline=CMDLINE) + [
+        "-nic", "none",
+        "-device", f"virtio-gpu-pci,{dev}", "-device", f"virtio-keyboard-pci,{dev}",
+        "-device", f"virtio-tablet-pci,{dev}",
+        "-drive", f"file={disk},format=raw,if=none,id=d0", "-device", f"virtio-blk-pci,drive=d0,{dev}",
+        "-device", f"virtio-rng-pci,{dev}", "-device", f"virtio-serial-pci,{dev}", "-device", "virtconsole",
+        "-fsdev", f"local,id=f0,path={share},security_model=none",
+        "-device", f"virtio-9p-pci,fsdev=f0,mount_tag=share,{dev}",
+    ]  # fmt: skip
+    with qemu_ref.QemuConsole(cmd) as q:
+        q.expect(rb"VMMPY-PCI-READY", QEMU_BOOT_TIMEOUT)
+        check_guest_side(q.text)
+        q.write(b"\r")
+        assert q.wait(60) == 0
+    check_host_side(disk, share)
