@@ -217,6 +217,13 @@ VMM_EXPORT int vmm_mmio_write(vmm_vm *vm, uint64_t gpa, unsigned size, uint64_t 
 VMM_EXPORT int vmm_irq_set(vmm_vm *vm, unsigned cpu, unsigned intid, int level);
 /* 1 if the GIC asserts vCPU `cpu`'s IRQ line, 0 if not, negative on error. */
 VMM_EXPORT int vmm_irq_line(vmm_vm *vm, unsigned cpu);
+/*
+ * A message-signalled interrupt as a device would send it: a write of `data` to guest-physical
+ * `doorbell` on behalf of DeviceID `devid`. The GIC's ITS takes it at GITS_TRANSLATER
+ * (0x08090040) as EventID `data`; what it cannot translate is dropped, as on hardware (a counted
+ * guest error). VMM_ENOTSUP if the interrupt controller has no ITS. Thread-safe.
+ */
+VMM_EXPORT int vmm_irq_msi(vmm_vm *vm, uint64_t doorbell, uint32_t data, uint32_t devid);
 VMM_EXPORT int vmm_sysreg_read(vmm_vm *vm, unsigned cpu, uint32_t id, uint64_t *val);
 VMM_EXPORT int vmm_sysreg_write(vmm_vm *vm, unsigned cpu, uint32_t id, uint64_t val);
 

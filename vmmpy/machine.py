@@ -806,6 +806,10 @@ class Machine:
         """Drive GIC input `intid` (SGI/PPI of `cpu` below 32, SPI otherwise) high or low."""
         self._checked(lib.vmm_irq_set, cpu, intid, 1 if level else 0)
 
+    def msi(self, event: int, device: int = 0, doorbell: int = 0x0809_0040) -> None:
+        """Send an MSI as device `device` would: EventID `event` written to `doorbell` (the ITS's GITS_TRANSLATER)."""
+        self._checked(lib.vmm_irq_msi, doorbell, event, device)
+
     def irq_line(self, cpu: int = 0) -> bool:
         """Whether the GIC asserts vCPU `cpu`'s IRQ line."""
         return bool(self._checked(lib.vmm_irq_line, cpu))

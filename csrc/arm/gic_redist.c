@@ -11,7 +11,10 @@ enum {
 };
 #define GICR_SGI_BASE 0x10000 /* the SGI_base frame follows RD_base */
 
+#define GICR_TYPER_PLPIS (1u << 0)
 #define GICR_TYPER_LAST (1u << 4)
+#define GICR_PROPBASER 0x0070
+#define GICR_PENDBASER 0x0078
 #define GICR_WAKER_PROCESSOR_SLEEP (1u << 1)
 #define GICR_WAKER_CHILDREN_ASLEEP (1u << 2)
 
@@ -20,17 +23,19 @@ enum {
 
 /*
  * GICR_TYPER (§12.10.33): Affinity_Value = the vCPU's MPIDR affinity,
- * Processor_Number = its index, Last on the last redistributor. No LPIs
- * (PLPIS = 0), no virtual LPIs, PPInum = 0 (16 PPIs).
+ * Processor_Number = its index, Last on the last redistributor. Physical
+ * LPIs (PLPIS = 1; the ITS names redistributors by Processor_Number, its
+ * GITS_TYPER.PTA = 0), no DirectLPI, no virtual LPIs, PPInum = 0 (16 PPIs).
  */
 static uint64_t typer(const struct vmm_gic *g, unsigned c)
 {
-    return (uint64_t)g->cpu[c].aff << 32 | (uint64_t)c << 8 | (c == g->ncpus - 1 ? GICR_TYPER_LAST : 0);
+    return (uint64_t)g->cpu[c].aff << 32 | (uint64_t)c << 8 | (c == g->ncpus - 1 ? GICR_TYPER_LAST : 0) |
+           GICR_TYPER_PLPIS;
 }
 
 static unsigned widths(uint64_t frame_off)
 {
-    if (frame_off == GICR_TYPER)
+    if (frame_off == GICR_TYPER || frame_off == GICR_PROPBASER || frame_off == GICR_PENDBASER)
         return GIC_W32 | GIC_W64;
     if (frame_off >= GICR_SGI_BASE + GIC_IPRIORITYR && frame_off < GICR_SGI_BASE + GIC_IPRIORITYR + GIC_NR_PRIVATE)
         return GIC_W8 | GIC_W32;
@@ -39,9 +44,9 @@ static unsigned widths(uint64_t frame_off)
 
 static bool rd_read(struct vmm_gic *g, unsigned c, uint64_t off, unsigned size, uint64_t *val)
 {
-    switch (off) {
-    case GICR_CTLR: /* EnableLPIs RAZ/WI (no LPIs), RWP 0 */
+    if (vmm__gic_lpi_reg_read(g, c, off, size, val)) /* CTLR, PROPBASER, PENDBASER */
         return true;
+    switch (off) {
     case GICR_IIDR:
         *val = GIC_IIDR;
         return true;
@@ -63,11 +68,11 @@ static bool rd_read(struct vmm_gic *g, unsigned c, uint64_t off, unsigned size, 
     }
 }
 
-static bool rd_write(struct vmm_gic *g, unsigned c, uint64_t off, uint64_t val)
+static bool rd_write(struct vmm_gic *g, unsigned c, uint64_t off, unsigned size, uint64_t val)
 {
-    switch (off) {
-    case GICR_CTLR:
+    if (vmm__gic_lpi_reg_write(g, c, off, size, val)) /* CTLR, PROPBASER, PENDBASER */
         return true;
+    switch (off) {
     case GICR_WAKER: /* ProcessorSleep is state only: it does not gate delivery (as in QEMU) */
         g->cpu[c].sleep = val & GICR_WAKER_PROCESSOR_SLEEP;
         return true;
@@ -153,7 +158,7 @@ static void gicr_write(void *dev, uint64_t off, unsigned size, uint64_t val)
         return;
     vmm__gic_lock(g);
     if (frame_off < GICR_SGI_BASE)
-        ok = rd_write(g, c, frame_off, val);
+        ok = rd_write(g, c, frame_off, size, val);
     else
         ok = sgi_write(g, c, frame_off - GICR_SGI_BASE, size, val);
     vmm__gic_unlock(g);

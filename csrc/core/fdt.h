@@ -10,6 +10,7 @@ struct vmm_vm;
 /* phandles of the nodes the core writes */
 #define FDT_PH_GIC 1
 #define FDT_PH_CLK 2 /* the 24 MHz APB clock ("apb-pclk") */
+#define FDT_PH_ITS 3 /* the GICv3 ITS (msi-controller, #msi-cells = 1: the DeviceID), if vmm__irqchip_has_its() */
 
 /* GIC interrupt specifier cells (bindings/interrupt-controller/arm,gic-v3.yaml) */
 #define FDT_GIC_SPI 0

@@ -240,7 +240,7 @@ static int vcpu_section(struct vmm_vm *vm, struct vmm_snap *s, unsigned i)
 
 static int chip_section(struct vmm_vm *vm, struct vmm_snap *s)
 {
-    uint32_t version = 1;
+    uint32_t version = 2; /* 2: our GIC's LPIs and ITS */
 
     if (vmm__snap_begin(s, "irqchip", &version))
         return vmm__snap_error(s);
