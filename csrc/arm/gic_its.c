@@ -358,6 +358,16 @@ static int cmd_mapti(struct vmm_gic *g, const struct cmd *c, bool mapi)
     return write64(g, gpa, ite_value(intid, cmd_icid(c)));
 }
 
+/*
+ * INV and INVALL name one redistributor, but every redistributor caches the (normally shared)
+ * configuration table and a later MOVI/MOVALL must not find a stale copy: all of them re-read it.
+ */
+static void invalidate(struct vmm_gic *g, unsigned intid)
+{
+    for (unsigned c = 0; c < g->ncpus; c++)
+        vmm__gic_lpi_invalidate(g, c, intid);
+}
+
 /* INT, CLEAR, DISCARD, INV: an event's LPI on its collection's redistributor */
 static int cmd_event(struct vmm_gic *g, const struct cmd *c, unsigned op)
 {
@@ -372,7 +382,7 @@ static int cmd_event(struct vmm_gic *g, const struct cmd *c, unsigned op)
         vmm__gic_lpi_set_pending(g, cpu, e.intid, true);
         return ITS_OK;
     case CMD_INV:
-        vmm__gic_lpi_invalidate(g, cpu, e.intid);
+        invalidate(g, e.intid);
         return ITS_OK;
     case CMD_DISCARD:
         vmm__gic_lpi_set_pending(g, cpu, e.intid, false);
@@ -419,10 +429,10 @@ static int run_command(struct vmm_gic *g, const struct cmd *c)
         return cmd_event(g, c, op);
     case CMD_MOVI:
         return cmd_movi(g, c);
-    case CMD_INVALL: /* every LPI of the collection's redistributor */
+    case CMD_INVALL: /* every LPI (of the collection's redistributor, and the others: see invalidate()) */
         if ((rc = collection(g, cmd_icid(c), &cpu)))
             return rc;
-        vmm__gic_lpi_invalidate(g, cpu, 0);
+        invalidate(g, 0);
         return ITS_OK;
     case CMD_SYNC: /* every earlier command has taken effect already */
         return rdbase(g, c->dw[2], &cpu);

@@ -170,7 +170,7 @@ bool vmm__gic_lpi_reg_read(struct vmm_gic *g, unsigned c, uint64_t off, unsigned
         r = l->propbaser;
         break;
     case GICR_PENDBASER:
-        r = l->pendbaser;
+        r = l->pendbaser & ~PENDBASER_PTZ;
         break;
     default:
         return false;
