@@ -623,3 +623,29 @@ def test_msis_from_many_threads(m):
     for t in threads:
         t.join()
     assert [take(m) for _ in range(9)] == [*(LPI + e for e in range(8)), 1023]  # each pending once
+
+
+# ---- snapshots ------------------------------------------------------------------------------------------------
+
+
+def test_snapshot_keeps_the_its_and_pending_lpis(guest, tmp_path):
+    path = tmp_path / "its.snap"
+    with vmmpy.Machine(guest("hello"), cpus=2) as mach:
+        mach.boot_info()  # prepared: snapshots need it
+        unmask(mach, 1)
+        its = Its(mach, cpus=2)
+        its.map_event(1, 0, LPI + 3, cpu=1)
+        its.map_event(1, 1, LPI + 4, cpu=1, prio=0x40)
+        mach.msi(0, device=1)
+        its.send(cmd(0x02))  # stalled, too
+        mach.snapshot(path)
+    with vmmpy.Machine.restore(path) as r:
+        assert r.mmio_read(GITS + GITS_CREADR, size=8) == its.wr - 32 | 1
+        assert r.mmio_read(rd(1, GICR_PROPBASER), size=8) == PROP | IDBITS
+        assert r.mmio_read(GITS + GITS_BASER, size=8) & ~(0x7FF << 48) == VALID | DEVT
+        assert r.irq_line(1)
+        r.msi(1, device=1)  # translation through the restored tables; the configuration re-read
+        assert [take(r, 1) for _ in range(3)] == [LPI + 4, LPI + 3, 1023]
+        r.write_memory(CMDQ + its.wr - 32, cmd(SYNC))
+        r.mmio_write(GITS + GITS_CWRITER, its.wr | 1, size=8)
+        assert r.mmio_read(GITS + GITS_CREADR, size=8) == its.wr

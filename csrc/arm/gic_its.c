@@ -692,7 +692,7 @@ void vmm__gic_its_snap(struct vmm_gic *g, struct vmm_snap *s)
         its->creadr >= CBASER_BYTES(its->cbaser) || its->last_error >= E_NR)
         vmm__snap_fail(s, "ITS command queue registers out of range");
     for (unsigned n = 0; n < 2; n++)
-        if ((its->baser[n] & ~BASER_MASK) || (its->baser[n] & BASER_RO_MASK) != baser_reset(n) ||
+        if ((its->baser[n] & ~(BASER_MASK | BASER_RO_MASK)) || (its->baser[n] & BASER_RO_MASK) != baser_reset(n) ||
             BASER_PAGE_SIZE(its->baser[n]) == 3)
             vmm__snap_fail(s, "GITS_BASER%u 0x%llx: not a value the register can hold", n,
                            (unsigned long long)its->baser[n]);
