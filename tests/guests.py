@@ -127,6 +127,15 @@ RUNS: list[Run] = [
         r"^prio: equal and lower priority wait: 8\+ 8- 10\+ 10- 11\+ 11-$",
     ),
     _irq("spi", 1, r"taken 5 times until masked$"),
+    # LPIs through the ITS without PCI: MAPD/MAPC/MAPTI, GITS_TRANSLATER writes, INV, INT, CLEAR, MOVI, DISCARD
+    _irq(
+        "its",
+        1,
+        r"^its: GITS_TRANSLATER event 2 -> LPI 8194 taken$",
+        r"^its: priority order 8195 8193 8192 8194$",
+        r"^its: INT, CLEAR, MOVI, DISCARD ok$",
+        r"^its: command error: (queue stalled, resumed by Retry|command ignored)$",
+    ),
     _sgi(2),
     _sgi(4),
     _smp(1),
