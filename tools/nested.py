@@ -261,6 +261,8 @@ SNAP_RUNS = {  # name -> (run id in tests/guests.py, the serial pattern to save 
     "smp2": ("smp-smp2", "cpu 1 online"),
     # cpu 1 off (KVM_MP_STATE_STOPPED): then CPU_ON brings it back from the restored power state
     "smp2-off": ("smp-smp2", "smp: secondaries off"),
+    # LPIs enabled, the ITS's tables and mappings made: the restore brings them back (ITS_SAVE/RESTORE_TABLES)
+    "its": ("its_int-smp1", "its: LPIs on, ITS enabled"),
 }
 SOFT_SNAP = os.path.join(ROOT, "build", "nested", "soft.snap")
 
