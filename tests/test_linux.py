@@ -142,6 +142,9 @@ def test_debian_kernel_prints_its_banner(debian_kernel, machine):
 def test_boots_to_init_on_two_cpus_and_powers_off(boot, test_initramfs):
     g = boot(test_initramfs)
     t = g.timeout
+    # the GICv3 driver probes the ITS of the DTB's intc node (its@8080000) and allocates its tables
+    g.expect(rb"ITS \[mem 0x08080000-0x0809ffff\]", timeout=t * 0.4)
+    g.expect(rb"ITS@0x0000000008080000: allocated \d+ Devices", timeout=t * 0.2)
     g.expect(rb"smp: Brought up \d+ nodes?, 2 CPUs", timeout=t * 0.6)
     g.expect(rb"Run /init as init process", timeout=t * 0.4)
     m = g.expect(initramfs.MARKER_RE, timeout=60)
