@@ -2,7 +2,8 @@
 
 `python fuzz/make_corpus.py` writes the small committed seeds: fuzz/corpus/p9/ (fuzz_p9.c: a few valid
 9P2000.L messages each, fid 0 is the attached root), fuzz/corpus/gpu/ (fuzz_gpu.c: command
-sequences in its encoding) and fuzz/corpus/its/ (fuzz_its.c: table setups and ITS command queues). `python fuzz/make_corpus.py --loader DIR` writes fuzz_loader.c's seeds,
+sequences in its encoding) and fuzz/corpus/its/ (fuzz_its.c: table setups and ITS command queues).
+`python fuzz/make_corpus.py --loader DIR` writes fuzz_loader.c's seeds,
 made at run time from the test guests (guest/build/*.elf, *.bin): ELFs, arm64 Images raw and gzipped,
 raw binaries with a load address, each with and without an initrd (tools/fuzz.sh does this).
 `python fuzz/make_corpus.py --snapshot DIR` writes fuzz_snapshot.c's: snapshots of small guests.

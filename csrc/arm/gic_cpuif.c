@@ -22,7 +22,8 @@
 #define ICC_IGRPEN0_EL1 SYSREG(3, 0, 12, 12, 6)
 #define ICC_IGRPEN1_EL1 SYSREG(3, 0, 12, 12, 7)
 
-/* ICC_CTLR_EL1 (§12.2.6): CBPR and EOImode are ours; PRIbits = 4 (5 bits), IDbits = 0 (16: LPIs to 65535), A3V = 0, RSS = 0 */
+/* ICC_CTLR_EL1 (§12.2.6): CBPR and EOImode are ours; PRIbits = 4 (5 bits), IDbits = 0 (16: LPIs to 65535), A3V = 0, RSS
+ * = 0 */
 #define CTLR_CBPR (1u << 0)
 #define CTLR_EOIMODE (1u << 1)
 #define CTLR_RO ((GIC_PRIBITS - 1u) << 8)

@@ -134,9 +134,9 @@ struct gic_its {
     bool enabled; /* GITS_CTLR.Enabled */
     bool stalled; /* GITS_CREADR.Stalled: a command failed; CWRITER.Retry or a new CBASER resumes */
     uint64_t cbaser;
-    uint64_t cwriter; /* offset bits [19:5] and Retry (bit 0 is not kept) */
-    uint64_t creadr;  /* offset bits [19:5] */
-    uint64_t baser[2]; /* GITS_BASER0 (devices), GITS_BASER1 (collections); 2..7 RAZ/WI */
+    uint64_t cwriter;    /* offset bits [19:5] and Retry (bit 0 is not kept) */
+    uint64_t creadr;     /* offset bits [19:5] */
+    uint64_t baser[2];   /* GITS_BASER0 (devices), GITS_BASER1 (collections); 2..7 RAZ/WI */
     unsigned last_error; /* the last command error (enum its_error in gic_its.c), 0 if none */
 };
 

@@ -460,9 +460,11 @@ static void stall(struct vmm_gic *g, int err, const struct cmd *c)
 
     its->stalled = true;
     its->last_error = (unsigned)err;
-    vmm__guest_error(g->vm, "gic", "its: command 0x%02x at queue offset 0x%05" PRIx64 " (DeviceID %u, EventID %u): %s; "
-                     "the queue stalls (GITS_CREADR.Stalled)", c ? (unsigned)(c->dw[0] & 0xff) : 0u, its->creadr,
-                     c ? cmd_devid(c) : 0u, c ? cmd_eventid(c) : 0u, error_text[err]);
+    vmm__guest_error(g->vm, "gic",
+                     "its: command 0x%02x at queue offset 0x%05" PRIx64 " (DeviceID %u, EventID %u): %s; "
+                     "the queue stalls (GITS_CREADR.Stalled)",
+                     c ? (unsigned)(c->dw[0] & 0xff) : 0u, its->creadr, c ? cmd_devid(c) : 0u, c ? cmd_eventid(c) : 0u,
+                     error_text[err]);
 }
 
 /* Run the commands from CREADR to CWRITER; each one completes (or the queue stalls) before the next. */
@@ -583,10 +585,11 @@ static bool writable(struct vmm_gic *g, const char *name)
 
 static void write_baser(struct vmm_gic *g, unsigned n, uint64_t off, unsigned size, uint64_t val)
 {
-    uint64_t *b = &g->its.baser[n];
+    uint64_t *b;
 
     if (n >= 2 || !writable(g, "GITS_BASER"))
         return; /* BASER2..7: Type 0, unimplemented: RAZ/WI */
+    b = &g->its.baser[n];
     val = merge(*b, off, size, val);
     *b = (val & BASER_MASK & ~BASER_RO_MASK) | baser_reset(n);
     if (BASER_PAGE_SIZE(*b) == 3) /* reserved: 64 KiB */

@@ -12,11 +12,13 @@ enum {
 };
 #define GICR_CTLR_ENABLE_LPIS (1u << 0)
 
-/* GICR_PROPBASER (IHI0069 §12, "GICR_PROPBASER"): IDbits [4:0], InnerCache [9:7], Shareability [11:10], PA [51:12], OuterCache [58:56] */
+/* GICR_PROPBASER (IHI0069 §12, "GICR_PROPBASER"): IDbits [4:0], InnerCache [9:7], Shareability [11:10], PA [51:12],
+ * OuterCache [58:56] */
 #define PROPBASER_MASK 0x070fffffffffff9full
 #define PROPBASER_IDBITS(v) ((unsigned)((v)&0x1f))
 #define PROPBASER_PA(v) ((v)&0x000ffffffffff000ull)
-/* GICR_PENDBASER (IHI0069 §12, "GICR_PENDBASER"): InnerCache, Shareability, PA [51:16], OuterCache, PTZ [62] (write-only: reads 0) */
+/* GICR_PENDBASER (IHI0069 §12, "GICR_PENDBASER"): InnerCache, Shareability, PA [51:16], OuterCache, PTZ [62]
+ * (write-only: reads 0) */
 #define PENDBASER_MASK 0x070fffffffff0f80ull
 #define PENDBASER_PTZ (1ull << 62)
 #define PENDBASER_PA(v) ((v)&0x000fffffffff0000ull)
@@ -80,8 +82,10 @@ void vmm__gic_lpi_invalidate(struct vmm_gic *g, unsigned c, unsigned intid)
             l->cfg[intid - GIC_LPI_BASE] = 0;
     } else if (!ram_read(g, table, l->cfg, l->nr)) {
         memset(l->cfg, 0, l->nr);
-        vmm__guest_error(g->vm, "gic", "redistributor %u: LPI configuration table 0x%llx+0x%x is not in RAM: "
-                         "every LPI disabled", c, (unsigned long long)table, l->nr);
+        vmm__guest_error(g->vm, "gic",
+                         "redistributor %u: LPI configuration table 0x%llx+0x%x is not in RAM: "
+                         "every LPI disabled",
+                         c, (unsigned long long)table, l->nr);
     }
     mark(g, c);
 }

@@ -120,8 +120,11 @@ static int vgic_irq_line(struct vmm_irqchip *chip, unsigned cpu)
 static int vgic_send_msi(struct vmm_irqchip *chip, uint64_t doorbell, uint32_t data, uint32_t devid)
 {
     struct kvm_vgic *g = (struct kvm_vgic *)chip;
-    struct kvm_msi msi = { .address_lo = (uint32_t)doorbell, .address_hi = (uint32_t)(doorbell >> 32),
-                           .data = data, .flags = KVM_MSI_VALID_DEVID, .devid = devid };
+    struct kvm_msi msi = { .address_lo = (uint32_t)doorbell,
+                           .address_hi = (uint32_t)(doorbell >> 32),
+                           .data = data,
+                           .flags = KVM_MSI_VALID_DEVID,
+                           .devid = devid };
     bool ready;
 
     pthread_mutex_lock(&g->lock);
@@ -330,7 +333,8 @@ static void create_its(struct kvm_vgic *g)
 {
     struct kvm_create_device cd = { .type = KVM_DEV_TYPE_ARM_VGIC_ITS };
     uint64_t base = LAYOUT_GITS_BASE;
-    struct kvm_device_attr a = { .group = KVM_DEV_ARM_VGIC_GRP_ADDR, .attr = KVM_VGIC_ITS_ADDR_TYPE,
+    struct kvm_device_attr a = { .group = KVM_DEV_ARM_VGIC_GRP_ADDR,
+                                 .attr = KVM_VGIC_ITS_ADDR_TYPE,
                                  .addr = (uint64_t)(uintptr_t)&base };
 
     if (xioctl(g->vm_fd, KVM_CREATE_DEVICE, &cd) < 0) {

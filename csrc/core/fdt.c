@@ -80,7 +80,8 @@ static int its_node(void *fdt)
 
     snprintf(name, sizeof name, "its@%llx", LAYOUT_GITS_BASE);
     if ((err = fdt_begin_node(fdt, name)) < 0 || (err = fdt_property_string(fdt, "compatible", "arm,gic-v3-its")) < 0 ||
-        (err = fdt_property(fdt, "msi-controller", NULL, 0)) < 0 || (err = fdt_property_u32(fdt, "#msi-cells", 1)) < 0 ||
+        (err = fdt_property(fdt, "msi-controller", NULL, 0)) < 0 ||
+        (err = fdt_property_u32(fdt, "#msi-cells", 1)) < 0 ||
         (err = vmm__fdt_prop_u64_pair(fdt, "reg", LAYOUT_GITS_BASE, LAYOUT_GITS_SIZE)) < 0 ||
         (err = fdt_property_u32(fdt, "phandle", FDT_PH_ITS)) < 0)
         return err;
