@@ -606,6 +606,13 @@ def test_an_itt_outside_ram_drops_the_msi(m):
     assert take(m) == 1023
 
 
+def test_an_itt_address_uses_all_52_bits(m):
+    its = Its(m)
+    its.send(mapd(1, ITT | 1 << 48), mapc(0, 0))  # PA bit 48: far above RAM, not a wrapped address in it
+    its.send(mapti(1, 0, LPI))
+    assert its.stalled()
+
+
 def test_msis_from_many_threads(m):
     import threading
 
