@@ -38,6 +38,7 @@ enum {
     GITS_BASER_END = 0x0140,
     GITS_TRANSLATER = 0x10040,
 };
+_Static_assert(LAYOUT_GITS_BASE + GITS_TRANSLATER == LAYOUT_GITS_TRANSLATER, "the doorbell is GITS_TRANSLATER");
 
 #define BLOCK "its"
 #define GITS_PIDR0 0x94
@@ -513,7 +514,7 @@ static void translate(struct vmm_gic *g, uint32_t devid, uint32_t eventid)
 
 int vmm__gic_msi(struct vmm_gic *g, uint64_t doorbell, uint32_t data, uint32_t devid)
 {
-    if (doorbell != LAYOUT_GITS_BASE + GITS_TRANSLATER) {
+    if (doorbell != LAYOUT_GITS_TRANSLATER) {
         vmm__guest_error(g->vm, "gic", "MSI from DeviceID %u to 0x%" PRIx64 ", which is not GITS_TRANSLATER: dropped",
                          devid, doorbell);
         return 0;
