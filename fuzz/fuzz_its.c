@@ -57,7 +57,7 @@ static uint64_t r64(uint64_t gpa)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    struct vmm_config c = { .size = sizeof c, .ncpus = 2, .ram_size = RAM_SIZE, .log_level = VMM_LOG_ERROR };
+    struct vmm_config c = { .size = sizeof c, .ncpus = 2, .ram_size = RAM_SIZE, .log_level = VMM_LOG_ERROR, .its = 1 };
     (void)argc;
     (void)argv;
     if (vmm_create(&c, &vm, NULL, 0))
@@ -80,7 +80,8 @@ static void setup(uint8_t flags, uint8_t dev_size, uint8_t idbits)
         vmm_mmio_write(vm, GICR(cpu), 4, 0); /* EnableLPIs off: pending bits go back to the tables */
     vmm_mem_write(vm, ZERO_FROM, zero, sizeof zero);
     /* device table: Indirect (0x01), Page_Size (0x06), Size [3:0] of byte 1 */
-    w64(GITS + 0x100, VALID | (uint64_t)(flags & 1) << 62 | devt | (uint64_t)((flags >> 1) & 3) << 8 | (dev_size & 0xf));
+    w64(GITS + 0x100,
+        VALID | (uint64_t)(flags & 1) << 62 | devt | (uint64_t)((flags >> 1) & 3) << 8 | (dev_size & 0xf));
     w64(GITS + 0x108, VALID | (uint64_t)(flags & 0x08) << 59 | COLLT); /* 0x08: two-level collection table */
     w64(GITS + 0x80, VALID | cmdq);
     w64(GITS + 0x88, 0);

@@ -84,6 +84,13 @@ struct vmm_config {
      * deadline. The same guest with the same inputs gives the same output.
      */
     uint32_t deterministic;
+    /*
+     * 1: the GICv3 has LPIs and an ITS at 0x08080000 (an MSI controller in the DTB; QEMU's virt
+     * has one too), for MSI-capable devices and guests that drive it. 0 (default): none, and the
+     * GIC is as without this field. Linux probes an ITS when it sees one: measured on the soft
+     * backend, +23 ms of virtual boot time to /init (0.924 s vs 0.901 s) and ~300 KiB of its RAM.
+     */
+    uint32_t its;
 };
 
 #define VMM_MAX_CPUS 8

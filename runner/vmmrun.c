@@ -45,12 +45,14 @@ static const char usage_text[] =
     "  -i, --initrd FILE    initial ramdisk\n"
     "      --stdin          forward stdin to the guest's serial port\n"
     "      --gpu[=WxH]      a virtio-gpu screen (default 1280x800); frames are not saved\n"
+    "      --its            a GICv3 ITS (LPIs, an MSI controller) at 0x08080000\n"
     "      --snapshot-at PATTERN  when PATTERN appears on the serial console, stop the VM, save it to\n"
     "                       the --snapshot-out file and exit 0 (what the guest printed after the\n"
     "                       stop stays unread: the restored VM prints it)\n"
     "      --snapshot-out FILE    where --snapshot-at saves (both or neither)\n"
     "  -r, --restore FILE   run on from a snapshot (vmm_snapshot_restore) instead of booting KERNEL;\n"
-    "                       the machine is the snapshot's (no --cpus, --ram, --cmdline, --initrd, --gpu);\n"
+    "                       the machine is the snapshot's (no --cpus, --ram, --cmdline, --initrd, --gpu,\n"
+    "                       --its);\n"
     "                       --backend other than auto must be the snapshot's\n"
     "  -s, --stats          print the VM's counters (exits, interrupts...) to stderr at the end\n"
     "  -q, --quiet          no library warnings on stderr (errors are still reported)\n"
@@ -73,6 +75,7 @@ static struct {
     int forward_stdin;
     int gpu;
     unsigned gpu_w, gpu_h;
+    int its;
     int stats;
     int log_level;
     const char *snapshot_at;
@@ -155,7 +158,7 @@ static uint64_t parse_size(const char *s)
 
 static void parse_args(int argc, char **argv)
 {
-    enum { OPT_STDIN = 256, OPT_GPU, OPT_SNAP_AT, OPT_SNAP_OUT };
+    enum { OPT_STDIN = 256, OPT_GPU, OPT_SNAP_AT, OPT_SNAP_OUT, OPT_ITS };
     static const struct option longopts[] = {
         { "backend", required_argument, NULL, 'b' },
         { "cpus", required_argument, NULL, 'c' },
@@ -169,6 +172,7 @@ static void parse_args(int argc, char **argv)
         { "verbose", no_argument, NULL, 'v' },
         { "help", no_argument, NULL, 'h' },
         { "gpu", optional_argument, NULL, OPT_GPU },
+        { "its", no_argument, NULL, OPT_ITS },
         { "snapshot-at", required_argument, NULL, OPT_SNAP_AT },
         { "snapshot-out", required_argument, NULL, OPT_SNAP_OUT },
         { "restore", required_argument, NULL, 'r' },
@@ -235,6 +239,10 @@ static void parse_args(int argc, char **argv)
         case OPT_STDIN:
             opt.forward_stdin = 1;
             break;
+        case OPT_ITS:
+            opt.machine_opts = 1;
+            opt.its = 1;
+            break;
         case OPT_GPU:
             opt.machine_opts = 1;
             opt.gpu = 1;
@@ -270,7 +278,7 @@ static void parse_args(int argc, char **argv)
     if (opt.restore) {
         if (opt.machine_opts)
             usage_error(
-                "--restore takes the machine from the snapshot: no --cpus, --ram, --cmdline, --initrd or --gpu");
+                "--restore takes the machine from the snapshot: no --cpus, --ram, --cmdline, --initrd, --gpu or --its");
         if (optind < argc)
             usage_error("unexpected argument '%s' with --restore (no kernel: the snapshot has one)", argv[optind]);
         return;
@@ -448,6 +456,7 @@ int main(int argc, char **argv)
         cfg.ncpus = opt.cpus;
         cfg.ram_size = opt.ram;
         cfg.backend = opt.backend;
+        cfg.its = (uint32_t)opt.its;
         cfg.log_fn = log_cb;
         cfg.log_level = opt.log_level;
 

@@ -50,6 +50,7 @@ class Run:
     status: int = 0  # the power-off status (end == "poweroff")
     stdin: bytes = b""  # written to the serial port (vmmrun --stdin)
     gpu: bool = False  # a virtio-gpu (Machine(gpu=True), vmmrun --gpu, QEMU -device virtio-gpu-device)
+    its: bool = False  # a GICv3 ITS (Machine(its=True), vmmrun --its; QEMU's virt always has one)
     make_vars: tuple[str, ...] = ()  # a smaller build of the guest: `make -C guest B=... VAR=value`
     timeout: float = 120.0  # seconds of host time; for end == "timeout" how long to let it run
     peers: tuple[str, ...] = PEERS
@@ -123,9 +124,10 @@ def _its(trigger: str = "translater") -> Run:
         r"^its: command error: (queue stalled, resumed by Retry|command ignored)$",  # IHI0069 allows both
     )
     if trigger == "int":
-        return Run("its_int-smp1", "its", expect=(_verdict("its"), *details), groups=("irq",), make_vars=("ITS_INT=1",))
+        expect = (_verdict("its"), *details)
+        return Run("its_int-smp1", "its", expect=expect, groups=("irq",), make_vars=("ITS_INT=1",), its=True)
     why = "KVM's in-kernel ITS ignores a CPU's GITS_TRANSLATER writes (its_int-smp1 runs there)"
-    return _irq("its", 1, *details, peers=tuple(p for p in PEERS if p != "kvm"), why_not={"kvm": why})
+    return _irq("its", 1, *details, peers=tuple(p for p in PEERS if p != "kvm"), why_not={"kvm": why}, its=True)
 
 
 # Not in the table: bench_gpu and input_echo (they need frames held or input injected, which only

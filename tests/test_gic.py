@@ -134,15 +134,14 @@ def test_gicd_ctlr_are_and_ds_read_as_one_and_group_enables_are_writable(m):
 
 
 @pytest.mark.parametrize("cpus", [1, 4])
-def test_gicd_typer_describes_128_intids_and_16_bit_lpis(machine, cpus):
+def test_gicd_typer_describes_128_intids_and_no_lpis(machine, cpus):
     typer = machine(cpus).mmio_read(GICD + GICD_TYPER)
     assert typer & 0x1F == 3  # ITLinesNumber: 32 * (3 + 1) INTIDs
     assert (typer >> 5) & 7 == cpus - 1  # CPUNumber
-    assert (typer >> 19) & 0x1F == 15  # IDbits: 16-bit INTIDs (LPIs 8192..65535)
-    assert (typer >> 11) & 0x1F == 0  # num_LPIs: IDbits bounds them
+    assert (typer >> 19) & 0x1F == 9  # IDbits: 10-bit INTIDs
     assert not typer & (1 << 10)  # SecurityExtn
     assert not typer & (1 << 16)  # MBIS
-    assert typer & (1 << 17)  # LPIS (tests/test_gic_its.py)
+    assert not typer & (1 << 17)  # LPIS: only with an ITS (Machine(its=True), tests/test_gic_its.py)
     assert not typer & (1 << 25)  # No1N = 0: 1-of-N routing supported
 
 
@@ -185,7 +184,7 @@ def test_gicr_typer_gives_affinity_processor_number_and_last(machine):
         assert typer >> 32 == cpu  # Affinity_Value: Aff0 = vCPU index, Aff1..3 = 0
         assert (typer >> 8) & 0xFFFF == cpu  # Processor_Number
         assert bool(typer & (1 << 4)) == (cpu == 2)  # Last
-        assert typer & 1 == 1  # PLPIS
+        assert typer & 1 == 0  # PLPIS
         assert m.mmio_read(rd(cpu, GICR_TYPER)) == typer & 0xFFFF_FFFF
         assert m.mmio_read(rd(cpu, GICR_TYPER + 4)) == typer >> 32
     assert guest_errors(m) == 0
@@ -209,10 +208,9 @@ def test_gicr_waker_processor_sleep_and_children_asleep(m):
     assert guest_errors(m) == 0
 
 
-def test_gicr_ctlr_enable_lpis_is_the_only_writable_bit(m):
-    assert m.mmio_read(rd(0, GICR_CTLR)) == 0  # reset: LPIs off
-    m.mmio_write(rd(0, GICR_CTLR), 0xFFFF_FFFF)  # EnableLPIs (more in tests/test_gic_its.py); RWP, UWP, DPG* read 0
-    assert m.mmio_read(rd(0, GICR_CTLR)) == 1
+def test_gicr_ctlr_reads_zero_without_lpis(m):
+    m.mmio_write(rd(0, GICR_CTLR), 1)  # EnableLPIs: RAZ/WI, GICR_TYPER.PLPIS = 0 (without an ITS)
+    assert m.mmio_read(rd(0, GICR_CTLR)) == 0
     assert m.mmio_read(rd(0, GICR_IIDR)) == 0x43B
 
 
@@ -828,7 +826,7 @@ RESERVED = {
     "GICD_IROUTER0": GICD + GICD_IROUTER,
     "GICD_IMPDEF": GICD + 0xC000,
     "GICR_STATUSR": rd(0, 0x0010),
-    "GICR_SETLPIR": rd(0, 0x0040),  # DirectLPI = 0
+    "GICR_PROPBASER": rd(0, 0x0070),  # no LPIs without an ITS
     "GICR_IGROUPR1E": sgi(0, 0x0084),
     "GICR_ICFGR2E": sgi(0, 0x0C08),
     "GICR_IPRIORITYR8": sgi(0, IPRIORITYR + 32),  # just past the 32 private INTIDs' priorities
@@ -840,10 +838,10 @@ def test_guest_errors_name_the_block_and_the_offset_in_it(machine, caplog):
     caplog.set_level(logging.WARNING, logger="vmmpy")
     m = machine(2)
     m.mmio_read(GICD + 0x0010)
-    m.mmio_write(rd(1, 0x0040), 1)
+    m.mmio_write(rd(1, 0x0070), 1)
     m.mmio_read(sgi(1, ICFGR + 4), size=1)
     assert "distributor: 4-byte read at reserved or read-only offset 0x0010: ignored" in caplog.text
-    assert "redistributor: 4-byte write at reserved or read-only offset 0x20040: ignored" in caplog.text
+    assert "redistributor: 4-byte write at reserved or read-only offset 0x20070: ignored" in caplog.text
     assert "redistributor: 1-byte read at offset 0x30c04: unsupported access size, RAZ/WI" in caplog.text
 
 

@@ -141,17 +141,55 @@ def guest_errors(m) -> int:
 
 @pytest.fixture
 def m():
-    with vmmpy.Machine() as mach:
+    with vmmpy.Machine(its=True) as mach:
         unmask(mach)
         yield mach
 
 
 @pytest.fixture
 def m2():
-    with vmmpy.Machine(cpus=2) as mach:
+    with vmmpy.Machine(cpus=2, its=True) as mach:
         unmask(mach, 0)
         unmask(mach, 1)
         yield mach
+
+
+# ---- with and without (vmm_config.its) ------------------------------------------------------------------------
+
+
+def test_lpis_and_the_its_are_advertised_with_its(m):
+    typer = m.mmio_read(GICD + 0x0004)
+    assert typer & (1 << 17)  # LPIS
+    assert (typer >> 19) & 0x1F == 15  # IDbits: 16-bit INTIDs (LPIs 8192..65535)
+    assert (typer >> 11) & 0x1F == 0  # num_LPIs: IDbits bounds them
+    assert m.mmio_read(rd(0, 0x0008), size=8) & 1  # GICR_TYPER.PLPIS
+    m.mmio_write(rd(0, GICR_CTLR), 0xFFFF_FFFF)  # EnableLPIs is the only writable bit; RWP, UWP, DPG* read 0
+    assert m.mmio_read(rd(0, GICR_CTLR)) == 1
+    assert guest_errors(m) == 0
+
+
+def test_the_dtb_has_an_msi_controller_under_the_gic(guest):
+    import libfdt
+
+    with vmmpy.Machine(guest("hello"), its=True) as mach:
+        fdt = libfdt.Fdt(mach.dtb())
+    node = fdt.path_offset("/intc@8000000/its@8080000")
+    assert fdt.getprop(node, "compatible").as_str() == "arm,gic-v3-its"
+    assert fdt.getprop(node, "msi-controller") is not None
+    assert fdt.getprop(node, "#msi-cells").as_uint32() == 1
+    assert struct.unpack(">4I", bytes(fdt.getprop(node, "reg"))) == (0, GITS, 0, 0x2_0000)
+    assert fdt.get_phandle(node) == 3  # FDT_PH_ITS: a host bridge's msi-map names it
+    gic = fdt.path_offset("/intc@8000000")
+    assert fdt.getprop(gic, "#address-cells").as_uint32() == 2 and fdt.getprop(gic, "ranges") is not None
+
+
+def test_without_its_there_is_no_its(guest):
+    with vmmpy.Machine(guest("hello")) as mach:
+        assert b"its@" not in mach.dtb()
+        assert mach.mmio_read(GITS + GITS_TYPER) == 0  # unclaimed: RAZ with a guest error
+        assert mach.mmio_read(rd(0, 0x0008), size=8) & 1 == 0  # GICR_TYPER.PLPIS
+        with pytest.raises(vmmpy.errors.NotSupported, match="has no ITS"):
+            mach.msi(0)
 
 
 # ---- registers ------------------------------------------------------------------------------------------------
@@ -637,7 +675,7 @@ def test_msis_from_many_threads(m):
 
 def test_snapshot_keeps_the_its_and_pending_lpis(guest, tmp_path):
     path = tmp_path / "its.snap"
-    with vmmpy.Machine(guest("hello"), cpus=2) as mach:
+    with vmmpy.Machine(guest("hello"), cpus=2, its=True) as mach:
         mach.boot_info()  # prepared: snapshots need it
         unmask(mach, 1)
         its = Its(mach, cpus=2)

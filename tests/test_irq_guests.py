@@ -63,7 +63,7 @@ BACKENDS = ["soft", "soft-threaded", *(["kvm"] if HOST_HAS_KVM else [])]
 def test_guest_on_vmmpy(machine, run, backend):
     if not run.applies(backend):
         pytest.skip(f"{run.id} does not apply to {backend}")
-    m = machine(table.elf(run), cpus=run.cpus, ram=run.ram or "256M", gpu=run.gpu, backend=backend)
+    m = machine(table.elf(run), cpus=run.cpus, ram=run.ram or "256M", gpu=run.gpu, its=run.its, backend=backend)
     if run.stdin:
         m.serial.write(run.stdin)
     res = m.run(timeout=run.timeout if run.end == "timeout" else TIMEOUT)

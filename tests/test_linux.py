@@ -67,7 +67,8 @@ class Booted:
         self.runner = runner
         self.timeout = VMMPY_BOOT_TIMEOUT if runner == "vmmpy" else QEMU_BOOT_TIMEOUT
         if runner == "vmmpy":
-            self.m = machine(kernel, cpus=CPUS, ram="512M", initrd=initrd, cmdline=CMDLINE)
+            # with an ITS, as QEMU's virt has one (test_boots_to_init_on_two_cpus_and_powers_off checks the probe)
+            self.m = machine(kernel, cpus=CPUS, ram="512M", initrd=initrd, cmdline=CMDLINE, its=True)
             self.q = None
         else:
             cmd = qemu_ref.command(kernel, initrd, cpus=CPUS, ram="512", cmdline=CMDLINE) + list(qemu_args)

@@ -140,6 +140,8 @@ def init_script(runs: list[table.Run], elves: dict[str, str], *, raw: int = 0, s
             args.append("--stdin")
         if r.gpu:
             args.append("--gpu")
+        if r.its:
+            args.append("--its")
         args.append(f"/guests/{os.path.basename(elves[r.id])}")
         cmd = " ".join(shlex.quote(a) for a in args)
         feed = f"printf '%b' {_sh(r.stdin)} | " if r.stdin else ""
@@ -313,7 +315,8 @@ def snapshots(snap_runs: dict[str, tuple[str, str]] | None = None) -> tuple[dict
         files[inside] = elf
         snap = f"/tmp/{name}.snap"
         common = f"/vmmrun --backend kvm --timeout {r.timeout:g} --stats"
-        extra += _run_lines(f"snap-save-{name}", f"{common} --cpus {r.cpus} --snapshot-at {shlex.quote(pattern)} "
+        its = " --its" if r.its else ""
+        extra += _run_lines(f"snap-save-{name}", f"{common} --cpus {r.cpus}{its} --snapshot-at {shlex.quote(pattern)} "
                                                  f"--snapshot-out {snap} {inside}")  # fmt: skip
         extra += _run_lines(f"snap-restore-{name}", f"{common} --restore {snap}")
         extra.append(f"rm -f {snap}")

@@ -227,6 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="virtual time from instructions retired: the same inputs give the same output, run after run",
     )
     r.add_argument(
+        "--its",
+        action="store_true",
+        help="a GICv3 ITS at 0x08080000 with LPIs (an MSI controller; off: Linux would spend boot time probing it)",
+    )
+    r.add_argument(
         "--gpu",
         action="store_true",
         default=None,
@@ -546,6 +551,7 @@ def cmd_run(args: argparse.Namespace, report: dict | None = None) -> int:
         entry=args.entry,
         log_level=level,
         deterministic=args.deterministic,
+        its=args.its,
         **_gpu_kwargs(args),
         disk=args.disk,
         rng=args.rng,

@@ -502,6 +502,7 @@ class Machine:
         log_level: int = logging.INFO,
         name: str | None = None,
         deterministic: bool = False,
+        its: bool = False,
         virtio_test_devices: int = 0,
         gpu: bool = False,
         gpu_size: tuple[int, int] = (1280, 800),
@@ -535,6 +536,7 @@ class Machine:
             keep.append(ffi.new("char[]", cpu_model.encode()))
             cfg.cpu_model = keep[-1]
         cfg.deterministic = 1 if deterministic else 0
+        cfg.its = 1 if its else 0
         cfg.log_fn = lib._vmm_log_cb
         cfg.log_opaque = self._handle
         cfg.log_level = _log_level(log_level)

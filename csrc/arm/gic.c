@@ -37,8 +37,9 @@ int vmm__gic_create(struct vmm_vm *vm, struct vmm_gic **out)
         cpu->hppi_prio = GIC_IDLE_PRIO;
     }
     vmm__gic_its_reset(g);
+    g->lpis = vm->its;
     if ((rc = vmm__bus_add(vm, LAYOUT_GICD_BASE, LAYOUT_GICD_SIZE, "gicv3-dist", &vmm__gic_dist_ops, g)) ||
-        (rc = vmm__bus_add(vm, LAYOUT_GITS_BASE, LAYOUT_GITS_SIZE, "gicv3-its", &vmm__gic_its_ops, g)) ||
+        (g->lpis && (rc = vmm__bus_add(vm, LAYOUT_GITS_BASE, LAYOUT_GITS_SIZE, "gicv3-its", &vmm__gic_its_ops, g))) ||
         (rc = vmm__bus_add(vm, LAYOUT_GICR_BASE, LAYOUT_GICR_STRIDE * g->ncpus, "gicv3-redist", &vmm__gic_redist_ops,
                            g))) {
         /* the VM is being torn down: nothing will reach a region left on the bus */

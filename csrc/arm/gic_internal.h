@@ -143,6 +143,7 @@ struct gic_its {
 struct vmm_gic {
     struct vmm_vm *vm;
     unsigned ncpus;
+    bool lpis; /* LPIs and the ITS exist (vmm_config.its); else the GIC is one without them */
     /*
      * One mutex guards everything below. Every entry point takes it with
      * vmm__gic_lock() and leaves through vmm__gic_unlock(), which recomputes

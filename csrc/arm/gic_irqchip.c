@@ -66,7 +66,7 @@ int vmm__gicv3_irqchip_create(struct vmm_vm *vm, struct vmm_irqchip **out)
 
     if (!c)
         return vmm__set_error(vm, VMM_ENOMEM, "out of memory for the GIC");
-    c->chip = (struct vmm_irqchip){ .ops = &gicv3_ops, .vm = vm, .its = true };
+    c->chip = (struct vmm_irqchip){ .ops = &gicv3_ops, .vm = vm, .its = vm->its };
     if ((rc = vmm__gic_create(vm, &c->gic))) {
         free(c);
         return rc;

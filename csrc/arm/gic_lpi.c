@@ -73,7 +73,7 @@ void vmm__gic_lpi_invalidate(struct vmm_gic *g, unsigned c, unsigned intid)
     struct gic_lpi *l = lpi_of(g, c);
     uint64_t table = PROPBASER_PA(l->propbaser);
 
-    if (!l->enabled)
+    if (!l->enabled || !l->nr) /* no LPIs in range (PROPBASER.IDbits < 13): no table to read */
         return;
     if (intid) { /* one LPI */
         if (!vmm__gic_lpi_in_range(g, c, intid))
@@ -99,7 +99,7 @@ static void load_pending(struct vmm_gic *g, unsigned c, bool ptz)
 
     memset(l->pend, 0, GIC_NR_LPI / 8);
     l->npend = 0;
-    if (ptz)
+    if (ptz || !l->nr)
         return;
     if (!ram_read(g, table, bytes, l->nr / 8)) {
         vmm__guest_error(g->vm, "gic", "redistributor %u: LPI pending table 0x%llx is not in RAM: read as zero", c,

@@ -23,19 +23,19 @@ enum {
 
 /*
  * GICR_TYPER (§12.10.33): Affinity_Value = the vCPU's MPIDR affinity,
- * Processor_Number = its index, Last on the last redistributor. Physical
- * LPIs (PLPIS = 1; the ITS names redistributors by Processor_Number, its
+ * Processor_Number = its index, Last on the last redistributor. With an ITS
+ * physical LPIs (PLPIS = 1; the ITS names redistributors by Processor_Number, its
  * GITS_TYPER.PTA = 0), no DirectLPI, no virtual LPIs, PPInum = 0 (16 PPIs).
  */
 static uint64_t typer(const struct vmm_gic *g, unsigned c)
 {
     return (uint64_t)g->cpu[c].aff << 32 | (uint64_t)c << 8 | (c == g->ncpus - 1 ? GICR_TYPER_LAST : 0) |
-           GICR_TYPER_PLPIS;
+           (g->lpis ? GICR_TYPER_PLPIS : 0);
 }
 
-static unsigned widths(uint64_t frame_off)
+static unsigned widths(const struct vmm_gic *g, uint64_t frame_off)
 {
-    if (frame_off == GICR_TYPER || frame_off == GICR_PROPBASER || frame_off == GICR_PENDBASER)
+    if (frame_off == GICR_TYPER || (g->lpis && (frame_off == GICR_PROPBASER || frame_off == GICR_PENDBASER)))
         return GIC_W32 | GIC_W64;
     if (frame_off >= GICR_SGI_BASE + GIC_IPRIORITYR && frame_off < GICR_SGI_BASE + GIC_IPRIORITYR + GIC_NR_PRIVATE)
         return GIC_W8 | GIC_W32;
@@ -44,9 +44,11 @@ static unsigned widths(uint64_t frame_off)
 
 static bool rd_read(struct vmm_gic *g, unsigned c, uint64_t off, unsigned size, uint64_t *val)
 {
-    if (vmm__gic_lpi_reg_read(g, c, off, size, val)) /* CTLR, PROPBASER, PENDBASER */
+    if (g->lpis && vmm__gic_lpi_reg_read(g, c, off, size, val)) /* CTLR, PROPBASER, PENDBASER */
         return true;
     switch (off) {
+    case GICR_CTLR: /* without LPIs: EnableLPIs RAZ/WI, RWP 0 */
+        return true;
     case GICR_IIDR:
         *val = GIC_IIDR;
         return true;
@@ -70,9 +72,11 @@ static bool rd_read(struct vmm_gic *g, unsigned c, uint64_t off, unsigned size, 
 
 static bool rd_write(struct vmm_gic *g, unsigned c, uint64_t off, unsigned size, uint64_t val)
 {
-    if (vmm__gic_lpi_reg_write(g, c, off, size, val)) /* CTLR, PROPBASER, PENDBASER */
+    if (g->lpis && vmm__gic_lpi_reg_write(g, c, off, size, val)) /* CTLR, PROPBASER, PENDBASER */
         return true;
     switch (off) {
+    case GICR_CTLR:
+        return true;
     case GICR_WAKER: /* ProcessorSleep is state only: it does not gate delivery (as in QEMU) */
         g->cpu[c].sleep = val & GICR_WAKER_PROCESSOR_SLEEP;
         return true;
@@ -134,7 +138,7 @@ static uint64_t gicr_read(void *dev, uint64_t off, unsigned size)
     uint64_t frame_off = off % LAYOUT_GICR_STRIDE, val = 0;
     bool ok;
 
-    if (!vmm__gic_access_ok(g, BLOCK, off, size, widths(frame_off), false))
+    if (!vmm__gic_access_ok(g, BLOCK, off, size, widths(g, frame_off), false))
         return 0;
     vmm__gic_lock(g);
     if (frame_off < GICR_SGI_BASE)
@@ -154,7 +158,7 @@ static void gicr_write(void *dev, uint64_t off, unsigned size, uint64_t val)
     uint64_t frame_off = off % LAYOUT_GICR_STRIDE;
     bool ok;
 
-    if (!vmm__gic_access_ok(g, BLOCK, off, size, widths(frame_off), true))
+    if (!vmm__gic_access_ok(g, BLOCK, off, size, widths(g, frame_off), true))
         return;
     vmm__gic_lock(g);
     if (frame_off < GICR_SGI_BASE)

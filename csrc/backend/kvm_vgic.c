@@ -326,8 +326,8 @@ static const struct vmm_irqchip_ops vgic_ops = {
 };
 
 /*
- * The in-kernel ITS at LAYOUT_GITS_BASE, if this kernel has one (it also makes the vGIC advertise
- * LPIs). Without it the VM has no ITS: no DTB node, send_msi answers VMM_ENOTSUP.
+ * The in-kernel ITS at LAYOUT_GITS_BASE (vmm_config.its), if this kernel has one (it also makes the
+ * vGIC advertise LPIs). Without it the VM has no ITS: no DTB node, send_msi answers VMM_ENOTSUP.
  */
 static void create_its(struct kvm_vgic *g)
 {
@@ -377,7 +377,8 @@ int vmm__kvm_vgic_create(struct vmm_vm *vm, int vm_fd, struct vmm_irqchip **out)
         vgic_destroy(&g->chip);
         return rc;
     }
-    create_its(g);
+    if (vm->its)
+        create_its(g);
     *out = &g->chip;
     return 0;
 }

@@ -155,6 +155,7 @@ static void sync_machine(struct vmm_snap *s, struct vmm_machine_cfg *c, struct v
     vmm__snap_u64(s, &c->ram_size);
     vmm__snap_u32(s, &c->ncpus);
     vmm__snap_u32(s, &c->deterministic);
+    vmm__snap_u32(s, &c->its);
     vmm__snap_str(s, c->cpu_model, sizeof c->cpu_model);
     vmm__snap_str(s, c->backend, sizeof c->backend);
     vmm__snap_unsigned(s, &m->n);
@@ -177,8 +178,10 @@ static void sync_machine(struct vmm_snap *s, struct vmm_machine_cfg *c, struct v
 
 int vmm__machine_save(struct vmm_vm *vm, struct vmm_snap *s)
 {
-    struct vmm_machine_cfg c = { .ram_size = vm->ram_size, .ncpus = vm->ncpus, .deterministic = vm->deterministic };
-    uint32_t version = 1;
+    struct vmm_machine_cfg c = {
+        .ram_size = vm->ram_size, .ncpus = vm->ncpus, .deterministic = vm->deterministic, .its = vm->its
+    };
+    uint32_t version = 2; /* 2: vmm_config.its */
 
     snprintf(c.cpu_model, sizeof c.cpu_model, "%s", vm->cpu_model);
     snprintf(c.backend, sizeof c.backend, "%s", vm->ops->name);
@@ -190,15 +193,15 @@ int vmm__machine_save(struct vmm_vm *vm, struct vmm_snap *s)
 
 int vmm__machine_load(struct vmm_snap *s, struct vmm_machine_cfg *c, struct vmm_machine *m)
 {
-    uint32_t version = 1;
+    uint32_t version = 2;
 
     *c = (struct vmm_machine_cfg){ 0 };
     *m = (struct vmm_machine){ 0 };
     if (vmm__snap_begin(s, "machine", &version))
         return vmm__snap_error(s);
     sync_machine(s, c, m);
-    if (!vmm__snap_error(s) && (c->deterministic > 1 || !c->ncpus || c->ncpus > VMM_MAX_CPUS))
-        vmm__snap_fail(s, "%u vCPUs (deterministic %u)", c->ncpus, c->deterministic);
+    if (!vmm__snap_error(s) && (c->deterministic > 1 || c->its > 1 || !c->ncpus || c->ncpus > VMM_MAX_CPUS))
+        vmm__snap_fail(s, "%u vCPUs (deterministic %u, its %u)", c->ncpus, c->deterministic, c->its);
     vmm__snap_end(s);
     if (vmm__snap_error(s))
         vmm__machine_free(m);

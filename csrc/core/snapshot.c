@@ -661,7 +661,8 @@ static int build_vm(struct restore *r, const struct vmm_machine_cfg *cfg, const 
                             .ram_size = cfg->ram_size,
                             .backend = cfg->backend,
                             .cpu_model = cfg->cpu_model,
-                            .deterministic = cfg->deterministic };
+                            .deterministic = cfg->deterministic,
+                            .its = cfg->its };
     char msg[VMM_ERRMSG_LEN];
     int err;
 

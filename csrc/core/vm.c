@@ -107,6 +107,7 @@ VMM_EXPORT int vmm_create(const struct vmm_config *cfg, vmm_vm **out, char *errb
         c.size >= offsetof(struct vmm_config, log_level) + sizeof(int) && c.log_level ? c.log_level : VMM_LOG_INFO;
     vm->ops = ops;
     vm->deterministic = deterministic;
+    vm->its = c.size >= offsetof(struct vmm_config, its) + sizeof(uint32_t) && c.its;
     vm->clock_base_ns = vmm__now_ns();
     atomic_init(&vm->next_deadline_ns, UINT64_MAX);
     atomic_init(&vm->stop_at_ns, UINT64_MAX);
