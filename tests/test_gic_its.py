@@ -572,8 +572,9 @@ def test_a_command_error_stalls_the_queue_at_the_command(m, bad):
     assert its.creadr() & ~1 == start + 32 * (ncmds - 1)  # at the failing command
     assert guest_errors(m) == errors + 1
     assert take(m) == 1023  # the INT after it did not run
-    its.send()  # a new CWRITER write without Retry: still stalled
+    its.send()  # a new CWRITER write without Retry: still stalled, the command not run again
     assert its.stalled()
+    assert guest_errors(m) == errors + 1
     # remove the cause: overwrite the failing command with a SYNC, then Retry
     m.write_memory(CMDQ + start + 32 * (ncmds - 1), cmd(SYNC))
     m.mmio_write(GITS + GITS_CWRITER, its.wr | 1, size=8)
@@ -694,3 +695,76 @@ def test_snapshot_keeps_the_its_and_pending_lpis(guest, tmp_path):
         r.write_memory(CMDQ + its.wr - 32, cmd(SYNC))
         r.mmio_write(GITS + GITS_CWRITER, its.wr | 1, size=8)
         assert r.mmio_read(GITS + GITS_CREADR, size=8) == its.wr
+
+
+def test_commands_wait_for_the_its_to_be_enabled_and_cbaser_valid(m):
+    its = Its(m)
+    m.mmio_write(GITS + GITS_CTLR, 0)
+    its.config(LPI)
+    its.send(mapd(1, ITT), mapc(0, 0), mapti(1, 0, LPI), cmd(INVALL, 0, 0, 0))
+    assert its.creadr() == 0  # disabled: nothing consumed
+    m.mmio_write(GITS + GITS_CBASER, CMDQ, size=8)  # CBASER not valid
+    m.mmio_write(GITS + GITS_CTLR, 1)
+    m.mmio_write(GITS + GITS_CWRITER, its.wr, size=8)
+    assert its.creadr() == 0
+    m.mmio_write(GITS + GITS_CTLR, 0)
+    m.mmio_write(GITS + GITS_CBASER, VALID | CMDQ, size=8)
+    m.mmio_write(GITS + GITS_CWRITER, its.wr, size=8)
+    assert its.creadr() == 0
+    m.mmio_write(GITS + GITS_CTLR, 1)  # enabling runs what was queued
+    assert its.creadr() == its.wr
+    m.msi(0, device=1)
+    assert take(m) == LPI
+
+
+def test_command_errors_are_named_in_the_log(m, caplog):
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="vmmpy")
+    its = Its(m)
+    its.send(mapd(1, ITT), mapti(1, 0, LPI, icid=7), ev(INT, 1, 0))
+    assert "command 0x03 at queue offset 0x00040 (DeviceID 1, EventID 0): collection not mapped" in caplog.text
+
+
+def test_inv_on_eight_cpus(guest):
+    """INV and INVALL reach every redistributor: with 8 vCPUs, the last of the array (ASan builds check the bound)."""
+    with vmmpy.Machine(cpus=8, its=True) as mach:
+        unmask(mach, 7)
+        its = Its(mach, cpus=8)
+        its.map_event(1, 0, LPI + 1, cpu=7)
+        mach.msi(0, device=1)
+        assert take(mach, 7) == LPI + 1
+        assert guest_errors(mach) == 0
+
+
+def _its_snapshot(guest, tmp_path):
+    path = tmp_path / "its.snap"
+    with vmmpy.Machine(guest("hello"), its=True) as mach:
+        mach.boot_info()
+        Its(mach)
+        mach.snapshot(path)
+    return bytearray(path.read_bytes())
+
+
+@pytest.mark.parametrize(
+    ("what", "value", "message"),
+    [
+        ("BASER0", VALID | DEVT | 1 << 56 | 7 << 48, "GITS_BASER0 0x"),  # its Type changed to 2
+        ("CBASER", VALID | CMDQ, "ITS command queue registers out of range"),  # a reserved bit set
+    ],
+)
+def test_a_snapshot_with_impossible_its_registers_is_refused(guest, tmp_path, what, value, message):
+    from .test_snapshot import sections
+    from .test_snapshot_devices import with_section_crc
+
+    data = _its_snapshot(guest, tmp_path)
+    ((off, plen),) = [(o, n) for name, o, n in sections(bytes(data)) if name == "irqchip"]
+    at = bytes(data[off : off + plen]).find(struct.pack("<Q", value))
+    assert at >= 0
+    bad = value ^ (3 << 56) if what == "BASER0" else value | 1 << 62
+    struct.pack_into("<Q", data, off + at, bad)
+    with_section_crc(data, off, plen)
+    p = tmp_path / "bad.snap"
+    p.write_bytes(data)
+    with pytest.raises(vmmpy.errors.VmmError, match=message):
+        vmmpy.Machine.restore(p).close()
