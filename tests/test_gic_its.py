@@ -254,6 +254,14 @@ def test_creadr_and_typer_are_read_only(m):
     assert guest_errors(m) == 2
 
 
+def test_redistributor_lpi_base_registers_take_32_bit_halves(m):
+    m.mmio_write(rd(0, GICR_PROPBASER), PROP | IDBITS, size=4)
+    m.mmio_write(rd(0, GICR_PROPBASER + 4), 0x0000_0123, size=4)
+    m.mmio_write(rd(0, GICR_PENDBASER + 4), 0x0000_0045, size=4)
+    assert m.mmio_read(rd(0, GICR_PROPBASER), size=8) == 0x123 << 32 | PROP | IDBITS
+    assert m.mmio_read(rd(0, GICR_PENDBASER + 4)) == 0x45
+
+
 def test_redistributor_lpi_base_registers(m):
     m.mmio_write(rd(0, GICR_PROPBASER), 0xFFFF_FFFF_FFFF_FFFF, size=8)
     m.mmio_write(rd(0, GICR_PENDBASER), 0xFFFF_FFFF_FFFF_FFFF, size=8)
@@ -449,13 +457,23 @@ def test_movi_moves_a_pending_lpi_to_the_new_collection(m2):
 
 def test_movall_moves_every_pending_lpi(m2):
     its = Its(m2, cpus=2)
-    its.map_event(1, 0, LPI + 3)
-    its.map_event(1, 1, LPI + 4)
-    m2.msi(0, device=1)
-    m2.msi(1, device=1)
+    for e in range(3):  # adjacent LPIs: one word of pending bits
+        its.map_event(1, e, LPI + e)
+        m2.msi(e, device=1)
     its.send(cmd(MOVALL, 0, 0, 0 << 16, 1 << 16))
     assert take(m2, 0) == 1023
-    assert [take(m2, 1) for _ in range(3)] == [LPI + 3, LPI + 4, 1023]
+    assert [take(m2, 1) for _ in range(4)] == [LPI, LPI + 1, LPI + 2, 1023]
+
+
+def test_movi_of_an_lpi_that_is_not_pending_moves_only_the_mapping(m2):
+    its = Its(m2, cpus=2)
+    its.map_event(1, 0, LPI + 3)
+    its.map_event(1, 1, LPI + 4)
+    its.send(mapc(1, 1))
+    m2.msi(1, device=1)  # LPI + 4 pending on CPU 0, LPI + 3 not
+    its.send(cmd(MOVI, 1, 0, 1))
+    assert take(m2, 1) == 1023
+    assert [take(m2, 0) for _ in range(2)] == [LPI + 4, 1023]
 
 
 def test_collections_route_to_their_cpu(m2):

@@ -339,14 +339,12 @@ void vmm__gic_lpi_snap(struct vmm_gic *g, struct vmm_snap *s)
             vmm__snap_fail(s, "redistributor %u: GICR_PROPBASER/PENDBASER have reserved bits", c);
             return;
         }
-        l->enabled = false;
-        if (on && enable(g, c, true))
+        if (on && enable(g, c, true)) /* a fresh VM: LPIs off until here */
             vmm__snap_bytes(s, l->pend, l->nr / 8);
         else if (on)
             vmm__snap_fail_code(s, VMM_ENOMEM, "redistributor %u: no memory for its LPIs", c);
         l->npend = 0;
         for (unsigned w = 0; on && w < l->nr / 32; w++)
-            l->npend += (unsigned)__builtin_popcount(l->pend[w]);
-        l->best_stale = true;
+            l->npend += (unsigned)__builtin_popcount(l->pend[w]); /* enable() marked the cached HPPI stale */
     }
 }
