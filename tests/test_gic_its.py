@@ -1,5 +1,7 @@
 """Tier 1: LPIs and the GICv3 ITS (Arm IHI0069 §5.1-5.3), through MMIO, guest RAM, the ICC_* registers and MSIs.
 
+The machines have ``its=True`` (vmm_config.its; without it the GIC has neither, see the first tests).
+
 Each test lays the LPI configuration and pending tables, the ITS command queue and its device and collection
 tables out in guest RAM, programs the registers over MMIO and issues commands by writing them to the queue and
 moving GITS_CWRITER, as a driver does. MSIs come from ``Machine.msi`` (a device's write to GITS_TRANSLATER with
