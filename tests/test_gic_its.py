@@ -788,3 +788,22 @@ def test_a_snapshot_with_impossible_its_registers_is_refused(guest, tmp_path, wh
     p.write_bytes(data)
     with pytest.raises(vmmpy.errors.VmmError, match=message):
         vmmpy.Machine.restore(p).close()
+
+
+def test_a_long_queue_runs_in_batches_as_creadr_is_polled(m):
+    """A CWRITER write runs 256 commands; each GITS_CREADR (or GITS_CTLR) read runs the next 256."""
+    its = Its(m)
+    its.map_event(1, 0, LPI)
+    m.mmio_write(GITS + GITS_CTLR, 0)
+    m.write_memory(CMDQ, bytes(0x10000))
+    m.mmio_write(GITS + GITS_CBASER, VALID | CMDQ | 15, size=8)  # 16 pages: 2048 commands
+    m.mmio_write(GITS + GITS_CWRITER, 0, size=8)
+    m.mmio_write(GITS + GITS_CTLR, 1)
+    m.write_memory(CMDQ, cmd(SYNC) * 1000 + ev(INT, 1, 0))
+    m.mmio_write(GITS + GITS_CWRITER, 1001 * 32, size=8)
+    assert m.mmio_read(GITS + GITS_CTLR) == 1  # busy: not Quiescent (this read ran commands 256-511)
+    assert take(m) == 1023
+    polls = [m.mmio_read(GITS + GITS_CREADR, size=8) for _ in range(4)]
+    assert polls == [768 * 32, 1001 * 32, 1001 * 32, 1001 * 32]
+    assert m.mmio_read(GITS + GITS_CTLR) == 1 << 31 | 1
+    assert take(m) == LPI

@@ -3,9 +3,12 @@
  * command queue and the translation of (DeviceID, EventID) into an LPI on a redistributor.
  *
  * Two 64 KiB frames at LAYOUT_GITS_BASE: the control frame (GITS_CTLR .. GITS_BASER<n>) and the
- * translation frame (GITS_TRANSLATER at +0x10040). Everything runs under the GIC state lock:
- * commands complete before the CWRITER write returns, so GITS_CTLR.Quiescent is always 1 and
- * SYNC has nothing to wait for.
+ * translation frame (GITS_TRANSLATER at +0x10040). Everything runs under the GIC state lock. A
+ * CWRITER write runs up to ITS_BATCH commands before it returns; each read of GITS_CREADR or
+ * GITS_CTLR runs the next batch (drivers poll CREADR until it reaches CWRITER), so a guest can hold
+ * the lock for one batch at a time, not for a whole 1 MiB queue of INVALLs and MOVALLs.
+ * GITS_CTLR.Quiescent reads 0 while commands remain; a command that completed has taken full effect,
+ * so SYNC has nothing to wait for.
  *
  * Tables (formats IMPLEMENTATION DEFINED, §5.2): 8-byte entries, flat or two-level
  * (GITS_BASER.Indirect is writable), 4, 16 or 64 KiB pages, all in guest RAM and bounds-checked
@@ -98,6 +101,7 @@ enum {
     CMD_DISCARD = 0x0f,
 };
 #define CMD_SIZE 32
+#define ITS_BATCH 256 /* commands per register access (a MOVALL moves at most GIC_NR_LPI pending bits) */
 
 /* What can go wrong with a command or a translation; stored in gic_its.last_error (the snapshot keeps it). */
 enum its_error {
@@ -410,7 +414,7 @@ static int cmd_movi(struct vmm_gic *g, const struct cmd *c)
     return write64(g, e.gpa, ite_value(e.intid, cmd_icid(c)));
 }
 
-static int run_command(struct vmm_gic *g, const struct cmd *c)
+static int run_command(struct vmm_gic *g, const struct cmd *c, bool *invall)
 {
     unsigned op = (unsigned)(c->dw[0] & 0xff), cpu, to;
     int rc;
@@ -433,7 +437,7 @@ static int run_command(struct vmm_gic *g, const struct cmd *c)
     case CMD_INVALL: /* every LPI (of the collection's redistributor, and the others: see invalidate()) */
         if ((rc = collection(g, cmd_icid(c), &cpu)))
             return rc;
-        invalidate(g, 0);
+        *invall = true; /* once per batch, after it: nothing reads the cache before */
         return ITS_OK;
     case CMD_SYNC: /* every earlier command has taken effect already */
         return rdbase(g, c->dw[2], &cpu);
@@ -468,31 +472,46 @@ static void stall(struct vmm_gic *g, int err, const struct cmd *c)
                      error_text[err]);
 }
 
-/* Run the commands from CREADR to CWRITER; each one completes (or the queue stalls) before the next. */
-static void process(struct vmm_gic *g)
+static bool queue_live(const struct gic_its *its)
+{
+    return its->enabled && (its->cbaser & CBASER_VALID) && !its->stalled;
+}
+
+/* Run up to ITS_BATCH commands from CREADR towards CWRITER; each completes (or stalls the queue) before the next. */
+static void run_batch(struct vmm_gic *g)
 {
     struct gic_its *its = &g->its;
     uint64_t bytes = CBASER_BYTES(its->cbaser);
+    bool invall = false;
     struct cmd c;
-    int rc;
+    int rc = ITS_OK;
 
-    if (!its->enabled || !(its->cbaser & CBASER_VALID) || its->stalled)
-        return;
-    if (its->cwriter >= bytes) {
-        stall(g, E_CWRITER_OOR, NULL);
-        return;
-    }
-    while (its->creadr != its->cwriter) { /* at most bytes / 32 commands: CREADR only moves forward to CWRITER */
+    for (unsigned n = 0; n < ITS_BATCH && its->creadr != its->cwriter; n++) {
         if ((rc = read_command(g, CBASER_PA(its->cbaser) + its->creadr, &c))) {
             stall(g, rc, NULL);
-            return;
+            break;
         }
-        if ((rc = run_command(g, &c))) {
+        if ((rc = run_command(g, &c, &invall))) {
             stall(g, rc, &c);
-            return;
+            break;
         }
         its->creadr = (its->creadr + CMD_SIZE) % bytes;
     }
+    if (invall)
+        invalidate(g, 0);
+}
+
+static void process(struct vmm_gic *g)
+{
+    struct gic_its *its = &g->its;
+
+    if (!queue_live(its) || its->creadr == its->cwriter)
+        return;
+    if (its->cwriter >= CBASER_BYTES(its->cbaser)) {
+        stall(g, E_CWRITER_OOR, NULL);
+        return;
+    }
+    run_batch(g);
 }
 
 /* ---- translation: GITS_TRANSLATER and MSIs (§5.2) ----------------------------- */
@@ -551,8 +570,11 @@ static bool its_read(struct vmm_gic *g, uint64_t off, unsigned size, uint64_t *v
     uint64_t reg = off & ~7ull;
 
     *val = 0;
+    if (off == GITS_CTLR || reg == GITS_CREADR)
+        process(g); /* the next batch of a long queue */
     if (off == GITS_CTLR) {
-        *val = GITS_CTLR_QUIESCENT | (its->enabled ? GITS_CTLR_ENABLED : 0);
+        bool busy = queue_live(its) && its->creadr != its->cwriter;
+        *val = (busy ? 0 : GITS_CTLR_QUIESCENT) | (its->enabled ? GITS_CTLR_ENABLED : 0);
     } else if (off == GITS_IIDR) {
         *val = GIC_IIDR;
     } else if (reg == GITS_TYPER) {
