@@ -1,8 +1,9 @@
 """Seed inputs for the fuzzers.
 
 `python fuzz/make_corpus.py` writes the small committed seeds: fuzz/corpus/p9/ (fuzz_p9.c: a few valid
-9P2000.L messages each, fid 0 is the attached root) and fuzz/corpus/gpu/ (fuzz_gpu.c: command
-sequences in its encoding). `python fuzz/make_corpus.py --loader DIR` writes fuzz_loader.c's seeds,
+9P2000.L messages each, fid 0 is the attached root), fuzz/corpus/gpu/ (fuzz_gpu.c: command
+sequences in its encoding) and fuzz/corpus/its/ (fuzz_its.c: table setups and ITS command queues).
+`python fuzz/make_corpus.py --loader DIR` writes fuzz_loader.c's seeds,
 made at run time from the test guests (guest/build/*.elf, *.bin): ELFs, arm64 Images raw and gzipped,
 raw binaries with a load address, each with and without an initrd (tools/fuzz.sh does this).
 `python fuzz/make_corpus.py --snapshot DIR` writes fuzz_snapshot.c's: snapshots of small guests.
@@ -141,6 +142,45 @@ GPU_SEEDS = {
 }
 
 
+# ---- fuzz_its.c: flags, device table Size, PROPBASER.IDbits, MSI count; 32-byte commands; 8-byte MSIs ----
+def its_cmd(op: int, devid: int = 0, dw1: int = 0, dw2: int = 0, dw3: int = 0) -> bytes:
+    return struct.pack("<4Q", op | devid << 32, dw1, dw2, dw3)
+
+
+ITS_ITT = 0x4018_0000  # inside the harness's zeroed region
+ITS_V = 1 << 63
+ITS_MAP = (
+    its_cmd(0x08, 1, 4, ITS_ITT | ITS_V)  # MAPD device 1, 32 events
+    + its_cmd(0x09, 0, 0, 0 | 0 << 16 | ITS_V)  # MAPC 0 -> CPU 0
+    + its_cmd(0x09, 0, 0, 1 | 1 << 16 | ITS_V)  # MAPC 1 -> CPU 1
+    + its_cmd(0x0A, 1, 0 | 8192 << 32, 0)  # MAPTI event 0 -> LPI 8192
+    + its_cmd(0x0A, 1, 1 | 8200 << 32, 1)  # MAPTI event 1 -> LPI 8200, collection 1
+    + its_cmd(0x0D, 0, 0, 0)  # INVALL
+)
+ITS_SEEDS = {
+    "map_int_msi": bytes([0x10, 0, 15, 2])
+    + ITS_MAP
+    + its_cmd(0x03, 1, 0)  # INT
+    + its_cmd(0x05, 0, 0, 0)  # SYNC
+    + struct.pack("<II", 1, 0)
+    + struct.pack("<II", 1, 1),
+    "move_clear_discard": bytes([0x10, 0, 15, 1])
+    + ITS_MAP
+    + its_cmd(0x03, 1, 1)
+    + its_cmd(0x01, 1, 1, 0)  # MOVI event 1 to collection 0
+    + its_cmd(0x0E, 0, 0, 0, 1 << 16)  # MOVALL CPU 0 -> CPU 1
+    + its_cmd(0x04, 1, 1)  # CLEAR
+    + its_cmd(0x0C, 1, 0)  # INV
+    + its_cmd(0x0F, 1, 0)  # DISCARD
+    + its_cmd(0x0B, 1, 8195, 0)  # MAPI: EventID 8195 beyond 32 events
+    + struct.pack("<II", 1, 0),
+    "two_level": bytes([0x01 | 0x04 | 0x10, 0, 13, 1])  # indirect, 64 KiB pages, 14 ID bits
+    + ITS_MAP
+    + struct.pack("<II", 1, 0),
+    "errors": bytes([0, 0, 15, 0]) + its_cmd(0x0A, 9, 0, 0) + its_cmd(0x25) + its_cmd(0x08, 1, 31, ITS_V),
+}
+
+
 # ---- fuzz_loader.c: 12-byte header (see there), kernel, initrd ----
 def loader_header(
     fmt: int, gz: bool = False, initrd: int = 0, cmdline: bool = False, load: int = 0, entry: int = 0
@@ -266,7 +306,7 @@ if __name__ == "__main__":
         snapshot_seeds(sys.argv[2])
         sys.exit(0)
     here = os.path.dirname(os.path.abspath(__file__))
-    for sub, seeds in (("p9", {k: b"".join(v) for k, v in SEEDS.items()}), ("gpu", GPU_SEEDS)):
+    for sub, seeds in (("p9", {k: b"".join(v) for k, v in SEEDS.items()}), ("gpu", GPU_SEEDS), ("its", ITS_SEEDS)):
         out = os.path.join(here, "corpus", sub)
         os.makedirs(out, exist_ok=True)
         for name, data in seeds.items():

@@ -90,6 +90,14 @@ struct vmm_config {
      * 32-bit MMIO window 0x1000_0000-0x3EFE_FFFF, INTx on SPIs 3-6; docs/PCI.md).
      */
     uint32_t transport;
+    /*
+     * 1: the GICv3 has LPIs and an ITS at 0x08080000 (an MSI controller in the DTB; QEMU's virt
+     * has one too), for MSI-capable devices and guests that drive it. 0 (default): none, and the
+     * GIC is as without this field. VMM_TRANSPORT_PCI turns it on: its MSI-X needs it. Linux
+     * probes an ITS when it sees one: measured on the soft backend, +23 ms of virtual boot time to
+     * /init (0.924 s vs 0.901 s) and ~300 KiB of its RAM.
+     */
+    uint32_t its;
 };
 
 enum vmm_transport {
@@ -228,6 +236,13 @@ VMM_EXPORT int vmm_mmio_write(vmm_vm *vm, uint64_t gpa, unsigned size, uint64_t 
 VMM_EXPORT int vmm_irq_set(vmm_vm *vm, unsigned cpu, unsigned intid, int level);
 /* 1 if the GIC asserts vCPU `cpu`'s IRQ line, 0 if not, negative on error. */
 VMM_EXPORT int vmm_irq_line(vmm_vm *vm, unsigned cpu);
+/*
+ * A message-signalled interrupt as a device would send it: a write of `data` to guest-physical
+ * `doorbell` on behalf of DeviceID `devid`. The GIC's ITS takes it at GITS_TRANSLATER
+ * (0x08090040) as EventID `data`; what it cannot translate is dropped, as on hardware (a counted
+ * guest error). VMM_ENOTSUP if the interrupt controller has no ITS. Thread-safe.
+ */
+VMM_EXPORT int vmm_irq_msi(vmm_vm *vm, uint64_t doorbell, uint32_t data, uint32_t devid);
 VMM_EXPORT int vmm_sysreg_read(vmm_vm *vm, unsigned cpu, uint32_t id, uint64_t *val);
 VMM_EXPORT int vmm_sysreg_write(vmm_vm *vm, unsigned cpu, uint32_t id, uint64_t val);
 

@@ -48,12 +48,14 @@ static const char usage_text[] =
     "      --rng            a virtio-rng entropy source (the host's getrandom())\n"
     "      --transport T    where virtio devices sit: mmio (default, virtio-mmio slots) or pci\n"
     "                       (a PCIe host bridge, generic ECAM: docs/PCI.md)\n"
+    "      --its            a GICv3 ITS (LPIs, an MSI controller) at 0x08080000\n"
     "      --snapshot-at PATTERN  when PATTERN appears on the serial console, stop the VM, save it to\n"
     "                       the --snapshot-out file and exit 0 (what the guest printed after the\n"
     "                       stop stays unread: the restored VM prints it)\n"
     "      --snapshot-out FILE    where --snapshot-at saves (both or neither)\n"
     "  -r, --restore FILE   run on from a snapshot (vmm_snapshot_restore) instead of booting KERNEL;\n"
-    "                       the machine is the snapshot's (no --cpus, --ram, --cmdline, --initrd, --gpu);\n"
+    "                       the machine is the snapshot's (no --cpus, --ram, --cmdline, --initrd, --gpu,\n"
+    "                       --its);\n"
     "                       --backend other than auto must be the snapshot's\n"
     "  -s, --stats          print the VM's counters (exits, interrupts...) to stderr at the end\n"
     "  -q, --quiet          no library warnings on stderr (errors are still reported)\n"
@@ -78,6 +80,7 @@ static struct {
     unsigned gpu_w, gpu_h;
     int rng;
     uint32_t transport;
+    int its;
     int stats;
     int log_level;
     const char *snapshot_at;
@@ -160,7 +163,7 @@ static uint64_t parse_size(const char *s)
 
 static void parse_args(int argc, char **argv)
 {
-    enum { OPT_STDIN = 256, OPT_GPU, OPT_SNAP_AT, OPT_SNAP_OUT, OPT_RNG, OPT_TRANSPORT };
+    enum { OPT_STDIN = 256, OPT_GPU, OPT_SNAP_AT, OPT_SNAP_OUT, OPT_RNG, OPT_TRANSPORT, OPT_ITS };
     static const struct option longopts[] = {
         { "backend", required_argument, NULL, 'b' },
         { "cpus", required_argument, NULL, 'c' },
@@ -176,6 +179,7 @@ static void parse_args(int argc, char **argv)
         { "gpu", optional_argument, NULL, OPT_GPU },
         { "rng", no_argument, NULL, OPT_RNG },
         { "transport", required_argument, NULL, OPT_TRANSPORT },
+        { "its", no_argument, NULL, OPT_ITS },
         { "snapshot-at", required_argument, NULL, OPT_SNAP_AT },
         { "snapshot-out", required_argument, NULL, OPT_SNAP_OUT },
         { "restore", required_argument, NULL, 'r' },
@@ -242,6 +246,10 @@ static void parse_args(int argc, char **argv)
         case OPT_STDIN:
             opt.forward_stdin = 1;
             break;
+        case OPT_ITS:
+            opt.machine_opts = 1;
+            opt.its = 1;
+            break;
         case OPT_GPU:
             opt.machine_opts = 1;
             opt.gpu = 1;
@@ -290,7 +298,7 @@ static void parse_args(int argc, char **argv)
     if (opt.restore) {
         if (opt.machine_opts)
             usage_error(
-                "--restore takes the machine from the snapshot: no --cpus, --ram, --cmdline, --initrd or --gpu");
+                "--restore takes the machine from the snapshot: no --cpus, --ram, --cmdline, --initrd, --gpu or --its");
         if (optind < argc)
             usage_error("unexpected argument '%s' with --restore (no kernel: the snapshot has one)", argv[optind]);
         return;
@@ -468,6 +476,7 @@ int main(int argc, char **argv)
         cfg.ncpus = opt.cpus;
         cfg.ram_size = opt.ram;
         cfg.backend = opt.backend;
+        cfg.its = (uint32_t)opt.its;
         cfg.log_fn = log_cb;
         cfg.log_level = opt.log_level;
         cfg.transport = opt.transport;

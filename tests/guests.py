@@ -58,6 +58,7 @@ class Run:
     # where virtio devices sit: "mmio" or "pci" (Machine(transport=), vmmrun --transport; QEMU: its
     # virtio-*-pci devices, modern only, with highmem=off so the ECAM is the low one at 0x3F000000)
     transport: str = "mmio"
+    its: bool = False  # a GICv3 ITS (Machine(its=True), vmmrun --its; QEMU's virt always has one)
     make_vars: tuple[str, ...] = ()  # a smaller build of the guest: `make -C guest B=... VAR=value`
     timeout: float = 120.0  # seconds of host time; for end == "timeout" how long to let it run
     peers: tuple[str, ...] = PEERS
@@ -122,6 +123,21 @@ def _sgi(cpus: int) -> Run:
     return _irq("sgi", cpus, rf"sgi: {cpus} cpus", r"^sgi: 256 round trips")
 
 
+def _its(trigger: str = "translater") -> Run:
+    """guest/its.c; with INT commands instead of GITS_TRANSLATER writes, which KVM's ITS ignores from a CPU."""
+    details = (
+        rf"^its: {'INT' if trigger == 'int' else 'GITS_TRANSLATER'} event 2 -> LPI 8194 taken$",
+        r"^its: priority order 8195 8193 8192 8194$",
+        r"^its: INT, CLEAR, MOVI, DISCARD ok$",
+        r"^its: command error: (queue stalled, resumed by Retry|command ignored)$",  # IHI0069 allows both
+    )
+    if trigger == "int":
+        expect = (_verdict("its"), *details)
+        return Run("its_int-smp1", "its", expect=expect, groups=("irq",), make_vars=("ITS_INT=1",), its=True)
+    why = "KVM's in-kernel ITS ignores a CPU's GITS_TRANSLATER writes (its_int-smp1 runs there)"
+    return _irq("its", 1, *details, peers=tuple(p for p in PEERS if p != "kvm"), why_not={"kvm": why}, its=True)
+
+
 # Not in the table: bench_gpu and input_echo (they need frames held or input injected, which only
 # vmmpy's Machine can do: tests/test_bench_guests.py, tests/test_virtio_input.py and test_events.py).
 
@@ -135,6 +151,9 @@ RUNS: list[Run] = [
         r"^prio: equal and lower priority wait: 8\+ 8- 10\+ 10- 11\+ 11-$",
     ),
     _irq("spi", 1, r"taken 5 times until masked$"),
+    # LPIs through the ITS without PCI: MAPD/MAPC/MAPTI, GITS_TRANSLATER writes, INV, INT, CLEAR, MOVI, DISCARD
+    _its(),
+    _its("int"),
     _sgi(2),
     _sgi(4),
     _smp(1),

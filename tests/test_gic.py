@@ -141,7 +141,7 @@ def test_gicd_typer_describes_128_intids_and_no_lpis(machine, cpus):
     assert (typer >> 19) & 0x1F == 9  # IDbits: 10-bit INTIDs
     assert not typer & (1 << 10)  # SecurityExtn
     assert not typer & (1 << 16)  # MBIS
-    assert not typer & (1 << 17)  # LPIS
+    assert not typer & (1 << 17)  # LPIS: only with an ITS (Machine(its=True), tests/test_gic_its.py)
     assert not typer & (1 << 25)  # No1N = 0: 1-of-N routing supported
 
 
@@ -209,7 +209,7 @@ def test_gicr_waker_processor_sleep_and_children_asleep(m):
 
 
 def test_gicr_ctlr_reads_zero_without_lpis(m):
-    m.mmio_write(rd(0, GICR_CTLR), 1)  # EnableLPIs: RAZ/WI, GICR_TYPER.PLPIS = 0
+    m.mmio_write(rd(0, GICR_CTLR), 1)  # EnableLPIs: RAZ/WI, GICR_TYPER.PLPIS = 0 (without an ITS)
     assert m.mmio_read(rd(0, GICR_CTLR)) == 0
     assert m.mmio_read(rd(0, GICR_IIDR)) == 0x43B
 
@@ -826,7 +826,7 @@ RESERVED = {
     "GICD_IROUTER0": GICD + GICD_IROUTER,
     "GICD_IMPDEF": GICD + 0xC000,
     "GICR_STATUSR": rd(0, 0x0010),
-    "GICR_PROPBASER": rd(0, 0x0070),
+    "GICR_PROPBASER": rd(0, 0x0070),  # no LPIs without an ITS
     "GICR_IGROUPR1E": sgi(0, 0x0084),
     "GICR_ICFGR2E": sgi(0, 0x0C08),
     "GICR_IPRIORITYR8": sgi(0, IPRIORITYR + 32),  # just past the 32 private INTIDs' priorities

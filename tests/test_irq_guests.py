@@ -73,6 +73,7 @@ def test_guest_on_vmmpy(machine, run, backend):
         transport=run.transport,
         backend=backend,
         cpu_model=run.cpu_model,
+        its=run.its,
     )
     if run.stdin:
         m.serial.write(run.stdin)

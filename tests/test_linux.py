@@ -67,7 +67,8 @@ class Booted:
         self.runner = runner
         self.timeout = VMMPY_BOOT_TIMEOUT if runner == "vmmpy" else QEMU_BOOT_TIMEOUT
         if runner == "vmmpy":
-            self.m = machine(kernel, cpus=CPUS, ram="512M", initrd=initrd, cmdline=CMDLINE)
+            # with an ITS, as QEMU's virt has one (test_boots_to_init_on_two_cpus_and_powers_off checks the probe)
+            self.m = machine(kernel, cpus=CPUS, ram="512M", initrd=initrd, cmdline=CMDLINE, its=True)
             self.q = None
         else:
             cmd = qemu_ref.command(kernel, initrd, cpus=CPUS, ram="512", cmdline=CMDLINE) + list(qemu_args)
@@ -142,6 +143,9 @@ def test_debian_kernel_prints_its_banner(debian_kernel, machine):
 def test_boots_to_init_on_two_cpus_and_powers_off(boot, test_initramfs):
     g = boot(test_initramfs)
     t = g.timeout
+    # the GICv3 driver probes the ITS of the DTB's intc node (its@8080000) and allocates its tables
+    g.expect(rb"ITS \[mem 0x08080000-0x0809ffff\]", timeout=t * 0.4)
+    g.expect(rb"ITS@0x0000000008080000: allocated \d+ Devices", timeout=t * 0.2)
     g.expect(rb"smp: Brought up \d+ nodes?, 2 CPUs", timeout=t * 0.6)
     # the guest's own debug registers and the DT's arm,armv8-pmuv3 PMU (csrc/arm/pmu.c on vmmpy)
     g.expect(rb"hw-breakpoint: found \d+ breakpoint and \d+ watchpoint registers", timeout=t * 0.2)

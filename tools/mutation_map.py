@@ -14,10 +14,14 @@ VIRTIO_SNAP = [
 # real-time waiting, nothing a smaller guest does not cover) and the 8-CPU and threaded variants go
 GIC = [
     "tests/test_gic.py",
+    "tests/test_gic_its.py",
     "tests/test_irq_guests.py",
     "-k",
     "not qemu and not smp8 and not soft-threaded and not idle and not bench and not gpu_demo",
 ]
+
+# LPIs and the ITS: their register-level tests (~2 s) and the its guest on the soft backend
+GIC_ITS = ["tests/test_gic_its.py", "tests/test_irq_guests.py", "-k", "not qemu and not soft-threaded and its"]
 
 TARGETS: dict[str, list[str]] = {
     # the interrupt controller: the distributor, redistributors, CPU interface and the model's core
@@ -25,6 +29,8 @@ TARGETS: dict[str, list[str]] = {
     "csrc/arm/gic_dist.c": GIC,
     "csrc/arm/gic_redist.c": GIC,
     "csrc/arm/gic_cpuif.c": GIC,
+    "csrc/arm/gic_its.c": GIC_ITS,
+    "csrc/arm/gic_lpi.c": GIC_ITS,
     # the generic timers, PSCI, the deterministic clock and the run loop
     "csrc/arm/timer.c": [
         "tests/test_timer.py",

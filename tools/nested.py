@@ -144,6 +144,8 @@ def init_script(runs: list[table.Run], elves: dict[str, str], *, raw: int = 0, s
             args.append("--rng")
         if r.transport != "mmio":
             args += ["--transport", r.transport]
+        if r.its:
+            args.append("--its")
         args.append(f"/guests/{os.path.basename(elves[r.id])}")
         cmd = " ".join(shlex.quote(a) for a in args)
         feed = f"printf '%b' {_sh(r.stdin)} | " if r.stdin else ""
@@ -265,6 +267,8 @@ SNAP_RUNS = {  # name -> (run id in tests/guests.py, the serial pattern to save 
     "smp2": ("smp-smp2", "cpu 1 online"),
     # cpu 1 off (KVM_MP_STATE_STOPPED): then CPU_ON brings it back from the restored power state
     "smp2-off": ("smp-smp2", "smp: secondaries off"),
+    # LPIs enabled, the ITS's tables and mappings made: the restore brings them back (ITS_SAVE/RESTORE_TABLES)
+    "its": ("its_int-smp1", "its: LPIs on, ITS enabled"),
 }
 SOFT_SNAP = os.path.join(ROOT, "build", "nested", "soft.snap")
 
@@ -315,7 +319,8 @@ def snapshots(snap_runs: dict[str, tuple[str, str]] | None = None) -> tuple[dict
         files[inside] = elf
         snap = f"/tmp/{name}.snap"
         common = f"/vmmrun --backend kvm --timeout {r.timeout:g} --stats"
-        extra += _run_lines(f"snap-save-{name}", f"{common} --cpus {r.cpus} --snapshot-at {shlex.quote(pattern)} "
+        its = " --its" if r.its else ""
+        extra += _run_lines(f"snap-save-{name}", f"{common} --cpus {r.cpus}{its} --snapshot-at {shlex.quote(pattern)} "
                                                  f"--snapshot-out {snap} {inside}")  # fmt: skip
         extra += _run_lines(f"snap-restore-{name}", f"{common} --restore {snap}")
         extra.append(f"rm -f {snap}")

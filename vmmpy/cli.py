@@ -236,6 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="where virtio devices sit: mmio (default: a virtio-mmio slot each) or pci (PCIe, generic ECAM)",
     )
     r.add_argument(
+        "--its",
+        action="store_true",
+        help="a GICv3 ITS at 0x08080000 with LPIs (an MSI controller; implied by --transport pci)",
+    )
+    r.add_argument(
         "--gpu",
         action="store_true",
         default=None,
@@ -559,6 +564,7 @@ def cmd_run(args: argparse.Namespace, report: dict | None = None) -> int:
         log_level=level,
         deterministic=args.deterministic,
         transport=args.transport,
+        its=args.its,
         **_gpu_kwargs(args),
         disk=args.disk,
         rng=args.rng,

@@ -168,6 +168,7 @@ class Machine:
         name: str | None = None,
         deterministic: bool = False,
         transport: str = "mmio",
+        its: bool = False,
         virtio_test_devices: int = 0,
         gpu: bool = False,
         gpu_size: tuple[int, int] = (1280, 800),
@@ -204,6 +205,7 @@ class Machine:
         if transport not in TRANSPORTS:
             raise _invalid(f"transport must be one of {', '.join(TRANSPORTS)} (got {transport!r})")
         cfg.transport = TRANSPORTS[transport]
+        cfg.its = 1 if its else 0
         cfg.log_fn = lib._vmm_log_cb
         cfg.log_opaque = self._handle
         cfg.log_level = _log_level(log_level)
@@ -474,6 +476,10 @@ class Machine:
     def irq_set(self, intid: int, level: bool | int, cpu: int = 0) -> None:
         """Drive GIC input `intid` (SGI/PPI of `cpu` below 32, SPI otherwise) high or low."""
         self._checked(lib.vmm_irq_set, cpu, intid, 1 if level else 0)
+
+    def msi(self, event: int, device: int = 0, doorbell: int = 0x0809_0040) -> None:
+        """Send an MSI as device `device` would: EventID `event` written to `doorbell` (the ITS's GITS_TRANSLATER)."""
+        self._checked(lib.vmm_irq_msi, doorbell, event, device)
 
     def irq_line(self, cpu: int = 0) -> bool:
         """Whether the GIC asserts vCPU `cpu`'s IRQ line."""

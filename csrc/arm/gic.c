@@ -36,7 +36,10 @@ int vmm__gic_create(struct vmm_vm *vm, struct vmm_gic **out)
         cpu->hppi = GIC_SPURIOUS;
         cpu->hppi_prio = GIC_IDLE_PRIO;
     }
+    vmm__gic_its_reset(g);
+    g->lpis = vm->its;
     if ((rc = vmm__bus_add(vm, LAYOUT_GICD_BASE, LAYOUT_GICD_SIZE, "gicv3-dist", &vmm__gic_dist_ops, g)) ||
+        (g->lpis && (rc = vmm__bus_add(vm, LAYOUT_GITS_BASE, LAYOUT_GITS_SIZE, "gicv3-its", &vmm__gic_its_ops, g))) ||
         (rc = vmm__bus_add(vm, LAYOUT_GICR_BASE, LAYOUT_GICR_STRIDE * g->ncpus, "gicv3-redist", &vmm__gic_redist_ops,
                            g))) {
         /* the VM is being torn down: nothing will reach a region left on the bus */
@@ -51,6 +54,7 @@ void vmm__gic_destroy(struct vmm_gic *gic)
 {
     if (!gic)
         return;
+    vmm__gic_lpi_free(gic);
     pthread_mutex_destroy(&gic->lock);
     pthread_mutex_destroy(&gic->report_lock);
     free(gic);
@@ -141,7 +145,8 @@ bool vmm__gic_hppi_can_preempt(const struct gic_cpu *c)
 /*
  * The highest priority pending interrupt that can reach CPU c: pending,
  * enabled, not active, its group enabled in GICD_CTLR and ICC_IGRPENn, and
- * (SPIs) routed to c. Ties go to the lowest INTID.
+ * (SPIs) routed to c. Ties go to the lowest INTID. LPIs (always Group 1,
+ * no active state, §5.1) come from c's redistributor (gic_lpi.c).
  */
 static void update_hppi(struct vmm_gic *g, unsigned c)
 {
@@ -163,21 +168,36 @@ static void update_hppi(struct vmm_gic *g, unsigned c)
             }
         }
     }
+    if (grp1) {
+        uint8_t lpi_prio;
+        unsigned lpi = vmm__gic_lpi_hppi(g, c, &lpi_prio);
+        if (lpi != GIC_SPURIOUS && lpi_prio < best_prio) {
+            best = lpi;
+            best_prio = lpi_prio;
+        }
+    }
     cpu->hppi = best;
     cpu->hppi_prio = best == GIC_SPURIOUS ? GIC_IDLE_PRIO : (uint8_t)best_prio;
-    cpu->hppi_grp = best == GIC_SPURIOUS ? 0 : (vmm__gic_bank(g, c, best)->group >> (best % 32)) & 1;
+    if (best == GIC_SPURIOUS)
+        cpu->hppi_grp = 0;
+    else
+        cpu->hppi_grp = best >= GIC_LPI_BASE ? 1 : (vmm__gic_bank(g, c, best)->group >> (best % 32)) & 1;
 }
 
 unsigned vmm__gic_activate(struct vmm_gic *g, unsigned c)
 {
     struct gic_cpu *cpu = &g->cpu[c];
     unsigned intid = cpu->hppi;
-    struct gic_bits *b = vmm__gic_bank(g, c, intid);
     unsigned gprio = cpu->hppi_prio & vmm__gic_gprio_mask(cpu, cpu->hppi_grp);
 
     cpu->apr[cpu->hppi_grp] |= 1u << (gprio >> GIC_PRIO_SHIFT);
-    b->active |= 1u << (intid % 32);
-    b->pending &= ~(1u << (intid % 32)); /* a level interrupt whose input is still high stays pending */
+    if (intid >= GIC_LPI_BASE) { /* an LPI has no active state: acknowledging it only clears its pending bit */
+        vmm__gic_lpi_set_pending(g, c, intid, false);
+    } else {
+        struct gic_bits *b = vmm__gic_bank(g, c, intid);
+        b->active |= 1u << (intid % 32);
+        b->pending &= ~(1u << (intid % 32)); /* a level interrupt whose input is still high stays pending */
+    }
     g->dirty |= 1u << c;
     vmm__count(g->vm, &g->vm->stats.irqs);
     return intid;
@@ -185,6 +205,8 @@ unsigned vmm__gic_activate(struct vmm_gic *g, unsigned c)
 
 void vmm__gic_deactivate(struct vmm_gic *g, unsigned cpu, unsigned intid)
 {
+    if (intid >= GIC_NR_IRQS)
+        return; /* LPIs have no active state */
     vmm__gic_bank(g, cpu, intid)->active &= ~(1u << (intid % 32));
     vmm__gic_dirty_irq(g, cpu, intid);
 }

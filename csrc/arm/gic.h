@@ -44,6 +44,13 @@ bool vmm__gic_sysreg_is_ours(uint32_t id);
 struct vmm_snap;
 int vmm__gic_snap(struct vmm_gic *gic, struct vmm_snap *s);
 
+/*
+ * A message-signalled interrupt (thread-safe): `data` written to `doorbell` on behalf of DeviceID
+ * `devid`. At GITS_TRANSLATER it is EventID `data` of that device (gic_its.c); anything the ITS
+ * cannot translate is dropped with a guest error, as is a doorbell elsewhere. Returns 0.
+ */
+int vmm__gic_msi(struct vmm_gic *gic, uint64_t doorbell, uint32_t data, uint32_t devid);
+
 /* Whether the GIC currently asserts the IRQ line of `cpu` (thread-safe). */
 bool vmm__gic_irq_line(struct vmm_gic *gic, unsigned cpu);
 

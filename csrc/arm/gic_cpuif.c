@@ -22,7 +22,8 @@
 #define ICC_IGRPEN0_EL1 SYSREG(3, 0, 12, 12, 6)
 #define ICC_IGRPEN1_EL1 SYSREG(3, 0, 12, 12, 7)
 
-/* ICC_CTLR_EL1 (§12.2.6): CBPR and EOImode are ours; PRIbits = 4 (5 bits), IDbits = 0 (16), A3V = 0, RSS = 0 */
+/* ICC_CTLR_EL1 (§12.2.6): CBPR and EOImode are ours; PRIbits = 4 (5 bits), IDbits = 0 (16: LPIs to 65535), A3V = 0, RSS
+ * = 0 */
 #define CTLR_CBPR (1u << 0)
 #define CTLR_EOIMODE (1u << 1)
 #define CTLR_RO ((GIC_PRIBITS - 1u) << 8)
@@ -62,9 +63,9 @@ static enum cpuif_err end_of_interrupt(struct vmm_gic *g, unsigned c, unsigned g
     uint32_t a0 = cpu->apr[0], a1 = cpu->apr[1];
     unsigned active_grp;
 
-    if (intid >= 1020)
+    if (intid >= 1020 && intid < GIC_LPI_BASE)
         return ERR_NONE;
-    if (intid >= GIC_NR_IRQS)
+    if ((intid >= GIC_NR_IRQS && intid < 1020) || intid >= GIC_LPI_MAX)
         return ERR_EOI_RANGE;
     if (!a0 && !a1)
         return ERR_EOI_NOT_ACTIVE;

@@ -18,13 +18,20 @@ enum {
 #define GICD_PIDR0 0x92
 
 /*
- * GICD_TYPER (§12.9.38): ITLinesNumber = 3 (INTIDs 0-127), CPUNumber,
- * IDbits = 9 (10-bit INTIDs: no LPIs). SecurityExtn, MBIS, LPIS, A3V, RSS
- * are 0; No1N = 0: 1-of-N SPI routing is supported.
+ * GICD_TYPER (§12.9.38): ITLinesNumber = 3 (INTIDs 0-127), CPUNumber, with
+ * an ITS LPIS = 1 with IDbits = 15 (16-bit INTIDs: LPIs 8192-65535) and num_LPIs = 0
+ * (IDbits bounds them). SecurityExtn, MBIS, A3V, RSS are 0; No1N = 0: 1-of-N
+ * SPI routing is supported.
  */
+#define GICD_TYPER_LPIS (1u << 17)
+
 static uint32_t typer(const struct vmm_gic *g)
 {
-    return (GIC_NR_IRQS / 32 - 1) | ((g->ncpus - 1) & 7) << 5 | 9u << 19;
+    uint32_t t = (GIC_NR_IRQS / 32 - 1) | ((g->ncpus - 1) & 7) << 5;
+
+    if (!g->lpis) /* no ITS (vmm_config.its = 0): IDbits = 9, 10-bit INTIDs, LPIS = 0 */
+        return t | 9u << 19;
+    return t | GICD_TYPER_LPIS | (GIC_LPI_IDBITS - 1u) << 19;
 }
 
 /* IPRIORITYR and ITARGETSR are byte-accessible, IROUTER is 64-bit; the rest is 32-bit only (§12.1.3). */

@@ -9,8 +9,9 @@
 
 /*
  * What we implement of IHI0069: one Security state (GICD_CTLR.DS = 1),
- * affinity routing always on (ARE RAO/WI), SGIs, PPIs and 96 SPIs; no LPIs,
- * ITS, extended SPI/PPI ranges, NMIs or message-based SPIs.
+ * affinity routing always on (ARE RAO/WI), SGIs, PPIs, 96 SPIs, LPIs
+ * 8192..65535 (gic_lpi.c) and one ITS (gic_its.c); no extended SPI/PPI
+ * ranges, NMIs, message-based SPIs or GICv4 virtual LPIs.
  *
  * 5 priority bits, as on GIC-600/700 and QEMU's TCG CPUs: priorities are
  * multiples of 8 (bits [2:0] RAZ/WI), and the 32 possible preemption levels
@@ -74,10 +75,39 @@ static inline uint32_t gic_bits_pending(const struct gic_bits *b)
     return b->pending | (b->level & ~b->edge);
 }
 
+/*
+ * LPIs (IHI0069 §5.1): INTIDs from 8192; GICD_TYPER.IDbits = 15 (16-bit
+ * INTIDs) bounds them at 65535, whatever GICR_PROPBASER.IDbits asks for.
+ */
+#define GIC_LPI_BASE 8192u
+#define GIC_LPI_IDBITS 16
+#define GIC_LPI_MAX (1u << GIC_LPI_IDBITS) /* INTIDs below this */
+#define GIC_NR_LPI (GIC_LPI_MAX - GIC_LPI_BASE)
+
+/*
+ * One redistributor's LPI side (gic_lpi.c). The configuration table lives in
+ * guest memory; like hardware we cache it (re-read on EnableLPIs, INV and
+ * INVALL, §5.1.1). Pending state is ours while EnableLPIs = 1: read from the
+ * pending table when LPIs are enabled, written back when they are disabled.
+ */
+struct gic_lpi {
+    uint64_t propbaser; /* GICR_PROPBASER */
+    uint64_t pendbaser; /* GICR_PENDBASER (PTZ reads 0) */
+    bool enabled;       /* GICR_CTLR.EnableLPIs */
+    unsigned nr;        /* LPIs in range while enabled: INTIDs GIC_LPI_BASE .. + nr - 1 */
+    uint8_t *cfg;       /* GIC_NR_LPI cached configuration bytes (allocated at the first enable) */
+    uint32_t *pend;     /* GIC_NR_LPI pending bits */
+    unsigned npend;     /* pending bits set */
+    unsigned best;      /* highest priority pending enabled LPI, or GIC_SPURIOUS (valid unless best_stale) */
+    uint8_t best_prio;
+    bool best_stale;
+};
+
 /* One CPU: its redistributor (SGIs, PPIs, GICR_WAKER) and its CPU interface (ICC_*). */
 struct gic_cpu {
     struct gic_bits priv;
     uint8_t prio[GIC_NR_PRIVATE];
+    struct gic_lpi lpi;
     uint32_t aff;    /* Aff3.Aff2.Aff1.Aff0 of the vCPU's MPIDR, as in GICR_TYPER[63:32] */
     bool sleep;      /* GICR_WAKER.ProcessorSleep */
     uint8_t pmr;     /* ICC_PMR_EL1 */
@@ -95,9 +125,25 @@ struct gic_cpu {
     bool reported;     /* the IRQ line as vmm__irq_line_changed() was last told (or is being told) */
 };
 
+/*
+ * The ITS (gic_its.c, §5.2): registers only. Its device, collection and
+ * interrupt translation tables are in guest memory and read on every use
+ * (no caching), so they need no invalidation and no snapshot of their own.
+ */
+struct gic_its {
+    bool enabled; /* GITS_CTLR.Enabled */
+    bool stalled; /* GITS_CREADR.Stalled: a command failed; CWRITER.Retry or a new CBASER resumes */
+    uint64_t cbaser;
+    uint64_t cwriter;    /* offset bits [19:5] and Retry (bit 0 is not kept) */
+    uint64_t creadr;     /* offset bits [19:5] */
+    uint64_t baser[2];   /* GITS_BASER0 (devices), GITS_BASER1 (collections); 2..7 RAZ/WI */
+    unsigned last_error; /* the last command error (enum its_error in gic_its.c), 0 if none */
+};
+
 struct vmm_gic {
     struct vmm_vm *vm;
     unsigned ncpus;
+    bool lpis; /* LPIs and the ITS exist (vmm_config.its); else the GIC is one without them */
     /*
      * One mutex guards everything below. Every entry point takes it with
      * vmm__gic_lock() and leaves through vmm__gic_unlock(), which recomputes
@@ -114,6 +160,7 @@ struct vmm_gic {
     uint8_t spi_prio[GIC_NR_SPI];
     uint64_t irouter[GIC_NR_SPI];
     struct gic_cpu cpu[VMM_MAX_CPUS];
+    struct gic_its its;
 };
 
 /* gic.c: locking, interrupt state, priorities */
@@ -151,8 +198,30 @@ bool vmm__gic_access_ok(struct vmm_gic *g, const char *block, uint64_t off, unsi
 void vmm__gic_bad_offset(struct vmm_gic *g, const char *block, uint64_t off, unsigned size, bool is_write);
 uint32_t vmm__gic_id_reg(uint64_t off, uint8_t pidr0);
 
-/* the MMIO frames (gic_dist.c, gic_redist.c) */
+/* gic_lpi.c: the redistributors' LPI side (state lock held throughout) */
+bool vmm__gic_lpi_reg_read(struct vmm_gic *g, unsigned c, uint64_t off, unsigned size, uint64_t *val);
+bool vmm__gic_lpi_reg_write(struct vmm_gic *g, unsigned c, uint64_t off, unsigned size, uint64_t val);
+bool vmm__gic_lpi_in_range(const struct vmm_gic *g, unsigned c, unsigned intid);
+/* Set or clear an LPI's pending state (dropped if c's LPIs are off or intid is out of its range). */
+void vmm__gic_lpi_set_pending(struct vmm_gic *g, unsigned c, unsigned intid, bool pending);
+bool vmm__gic_lpi_pending(const struct vmm_gic *g, unsigned c, unsigned intid);
+/* Re-read one LPI's configuration byte, or (intid 0) the whole table. */
+void vmm__gic_lpi_invalidate(struct vmm_gic *g, unsigned c, unsigned intid);
+/* Every pending LPI of `from` becomes pending on `to` instead (MOVALL). */
+void vmm__gic_lpi_move_all(struct vmm_gic *g, unsigned from, unsigned to);
+/* c's highest priority pending enabled LPI (GIC_SPURIOUS if none) and its priority. */
+unsigned vmm__gic_lpi_hppi(struct vmm_gic *g, unsigned c, uint8_t *prio);
+void vmm__gic_lpi_free(struct vmm_gic *g);
+struct vmm_snap;
+void vmm__gic_lpi_snap(struct vmm_gic *g, struct vmm_snap *s);
+
+/* gic_its.c */
+void vmm__gic_its_reset(struct vmm_gic *g);
+void vmm__gic_its_snap(struct vmm_gic *g, struct vmm_snap *s);
+
+/* the MMIO frames (gic_dist.c, gic_redist.c, gic_its.c) */
 extern const struct vmm_mmio_ops vmm__gic_dist_ops;
 extern const struct vmm_mmio_ops vmm__gic_redist_ops;
+extern const struct vmm_mmio_ops vmm__gic_its_ops;
 
 #endif

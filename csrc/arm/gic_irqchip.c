@@ -31,6 +31,12 @@ static int gic_sysreg(struct vmm_irqchip *chip, unsigned cpu, uint32_t id, bool 
     return vmm__gic_sysreg(gic_of(chip), cpu, id, is_read, val);
 }
 
+/* A device's MSI: a write of `data` to `doorbell` (our GITS_TRANSLATER) on behalf of DeviceID devid. */
+static int gic_send_msi(struct vmm_irqchip *chip, uint64_t doorbell, uint32_t data, uint32_t devid)
+{
+    return vmm__gic_msi(gic_of(chip), doorbell, data, devid);
+}
+
 static int gic_snap(struct vmm_irqchip *chip, struct vmm_snap *s)
 {
     return vmm__gic_snap(gic_of(chip), s);
@@ -47,6 +53,7 @@ static const struct vmm_irqchip_ops gicv3_ops = {
     .set_level = gic_set_level,
     .irq_line = gic_irq_line,
     .sysreg = gic_sysreg,
+    .send_msi = gic_send_msi,
     .save = gic_snap,
     .load = gic_snap,
     .destroy = gic_chip_destroy,
@@ -59,7 +66,7 @@ int vmm__gicv3_irqchip_create(struct vmm_vm *vm, struct vmm_irqchip **out)
 
     if (!c)
         return vmm__set_error(vm, VMM_ENOMEM, "out of memory for the GIC");
-    c->chip = (struct vmm_irqchip){ .ops = &gicv3_ops, .vm = vm };
+    c->chip = (struct vmm_irqchip){ .ops = &gicv3_ops, .vm = vm, .its = vm->its };
     if ((rc = vmm__gic_create(vm, &c->gic))) {
         free(c);
         return rc;

@@ -11,7 +11,10 @@ enum {
 };
 #define GICR_SGI_BASE 0x10000 /* the SGI_base frame follows RD_base */
 
+#define GICR_TYPER_PLPIS (1u << 0)
 #define GICR_TYPER_LAST (1u << 4)
+#define GICR_PROPBASER 0x0070
+#define GICR_PENDBASER 0x0078
 #define GICR_WAKER_PROCESSOR_SLEEP (1u << 1)
 #define GICR_WAKER_CHILDREN_ASLEEP (1u << 2)
 
@@ -20,17 +23,19 @@ enum {
 
 /*
  * GICR_TYPER (§12.10.33): Affinity_Value = the vCPU's MPIDR affinity,
- * Processor_Number = its index, Last on the last redistributor. No LPIs
- * (PLPIS = 0), no virtual LPIs, PPInum = 0 (16 PPIs).
+ * Processor_Number = its index, Last on the last redistributor. With an ITS
+ * physical LPIs (PLPIS = 1; the ITS names redistributors by Processor_Number, its
+ * GITS_TYPER.PTA = 0), no DirectLPI, no virtual LPIs, PPInum = 0 (16 PPIs).
  */
 static uint64_t typer(const struct vmm_gic *g, unsigned c)
 {
-    return (uint64_t)g->cpu[c].aff << 32 | (uint64_t)c << 8 | (c == g->ncpus - 1 ? GICR_TYPER_LAST : 0);
+    return (uint64_t)g->cpu[c].aff << 32 | (uint64_t)c << 8 | (c == g->ncpus - 1 ? GICR_TYPER_LAST : 0) |
+           (g->lpis ? GICR_TYPER_PLPIS : 0);
 }
 
-static unsigned widths(uint64_t frame_off)
+static unsigned widths(const struct vmm_gic *g, uint64_t frame_off)
 {
-    if (frame_off == GICR_TYPER)
+    if (frame_off == GICR_TYPER || (g->lpis && (frame_off == GICR_PROPBASER || frame_off == GICR_PENDBASER)))
         return GIC_W32 | GIC_W64;
     if (frame_off >= GICR_SGI_BASE + GIC_IPRIORITYR && frame_off < GICR_SGI_BASE + GIC_IPRIORITYR + GIC_NR_PRIVATE)
         return GIC_W8 | GIC_W32;
@@ -39,8 +44,10 @@ static unsigned widths(uint64_t frame_off)
 
 static bool rd_read(struct vmm_gic *g, unsigned c, uint64_t off, unsigned size, uint64_t *val)
 {
+    if (g->lpis && vmm__gic_lpi_reg_read(g, c, off, size, val)) /* CTLR, PROPBASER, PENDBASER */
+        return true;
     switch (off) {
-    case GICR_CTLR: /* EnableLPIs RAZ/WI (no LPIs), RWP 0 */
+    case GICR_CTLR: /* without LPIs: EnableLPIs RAZ/WI, RWP 0 */
         return true;
     case GICR_IIDR:
         *val = GIC_IIDR;
@@ -63,8 +70,10 @@ static bool rd_read(struct vmm_gic *g, unsigned c, uint64_t off, unsigned size, 
     }
 }
 
-static bool rd_write(struct vmm_gic *g, unsigned c, uint64_t off, uint64_t val)
+static bool rd_write(struct vmm_gic *g, unsigned c, uint64_t off, unsigned size, uint64_t val)
 {
+    if (g->lpis && vmm__gic_lpi_reg_write(g, c, off, size, val)) /* CTLR, PROPBASER, PENDBASER */
+        return true;
     switch (off) {
     case GICR_CTLR:
         return true;
@@ -129,7 +138,7 @@ static uint64_t gicr_read(void *dev, uint64_t off, unsigned size)
     uint64_t frame_off = off % LAYOUT_GICR_STRIDE, val = 0;
     bool ok;
 
-    if (!vmm__gic_access_ok(g, BLOCK, off, size, widths(frame_off), false))
+    if (!vmm__gic_access_ok(g, BLOCK, off, size, widths(g, frame_off), false))
         return 0;
     vmm__gic_lock(g);
     if (frame_off < GICR_SGI_BASE)
@@ -149,11 +158,11 @@ static void gicr_write(void *dev, uint64_t off, unsigned size, uint64_t val)
     uint64_t frame_off = off % LAYOUT_GICR_STRIDE;
     bool ok;
 
-    if (!vmm__gic_access_ok(g, BLOCK, off, size, widths(frame_off), true))
+    if (!vmm__gic_access_ok(g, BLOCK, off, size, widths(g, frame_off), true))
         return;
     vmm__gic_lock(g);
     if (frame_off < GICR_SGI_BASE)
-        ok = rd_write(g, c, frame_off, val);
+        ok = rd_write(g, c, frame_off, size, val);
     else
         ok = sgi_write(g, c, frame_off - GICR_SGI_BASE, size, val);
     vmm__gic_unlock(g);

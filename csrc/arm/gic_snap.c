@@ -71,6 +71,10 @@ static int sync_locked(struct vmm_gic *g, struct vmm_snap *s)
         if (loading && !vmm__snap_error(s) && check_cpu(s, &g->cpu[c], aff, c))
             break;
     }
+    if (g->lpis) { /* the redistributors' LPI side, then the ITS registers */
+        vmm__gic_lpi_snap(g, s);
+        vmm__gic_its_snap(g, s);
+    }
     if (!loading || vmm__snap_error(s))
         return vmm__snap_error(s);
     if (g->ctlr & ~(uint32_t)(GICD_CTLR_EN_GRP0 | GICD_CTLR_EN_GRP1))

@@ -5,7 +5,10 @@
  * layout's addresses, so the device tree node is the one fdt.c writes for our
  * model) and the CPU interface, and delivers interrupts itself. We only drive
  * device lines: KVM_IRQ_LINE for SPIs and PPIs. The IRQ line and the ICC_*
- * registers cannot be seen from user space.
+ * registers cannot be seen from user space. When the host kernel has it, an
+ * in-kernel ITS (KVM_DEV_TYPE_ARM_VGIC_ITS) sits at LAYOUT_GITS_BASE: the guest
+ * programs it through its MMIO frames (in the kernel), our devices' MSIs reach
+ * it through KVM_SIGNAL_MSI with their DeviceID.
  */
 #include "../core/vm.h"
 
@@ -32,6 +35,7 @@ struct kvm_vgic {
     struct vmm_irqchip chip; /* first */
     int vm_fd;               /* the VM's, not ours */
     int gic_fd;
+    int its_fd;           /* -1: no ITS */
     pthread_mutex_t lock; /* guards the levels and ready */
     bool ready;
     uint8_t ppi_level[VMM_MAX_CPUS][32]; /* PPIs by vCPU, before the vGIC is ready */
@@ -112,10 +116,34 @@ static int vgic_irq_line(struct vmm_irqchip *chip, unsigned cpu)
     return VMM_ENOTSUP; /* the kernel's: not visible from user space */
 }
 
+/* A device's MSI: KVM_SIGNAL_MSI with the DeviceID (the in-kernel ITS translates it; > 0: delivered, 0: dropped). */
+static int vgic_send_msi(struct vmm_irqchip *chip, uint64_t doorbell, uint32_t data, uint32_t devid)
+{
+    struct kvm_vgic *g = (struct kvm_vgic *)chip;
+    struct kvm_msi msi = { .address_lo = (uint32_t)doorbell,
+                           .address_hi = (uint32_t)(doorbell >> 32),
+                           .data = data,
+                           .flags = KVM_MSI_VALID_DEVID,
+                           .devid = devid };
+    bool ready;
+
+    pthread_mutex_lock(&g->lock);
+    ready = g->ready;
+    pthread_mutex_unlock(&g->lock);
+    if (g->its_fd < 0)
+        return VMM_ENOTSUP;
+    if (!ready || xioctl(g->vm_fd, KVM_SIGNAL_MSI, &msi) < 0)
+        vmm__log(chip->vm, VMM_LOG_WARN, "kvm", "MSI from DeviceID %u, EventID %u not delivered: %s", devid, data,
+                 ready ? strerror(errno) : "the vGIC is not initialised yet");
+    return 0;
+}
+
 static void vgic_destroy(struct vmm_irqchip *chip)
 {
     struct kvm_vgic *g = (struct kvm_vgic *)chip;
 
+    if (g->its_fd >= 0)
+        close(g->its_fd);
     if (g->gic_fd >= 0)
         close(g->gic_fd);
     pthread_mutex_destroy(&g->lock);
@@ -135,7 +163,7 @@ static void vgic_destroy(struct vmm_irqchip *chip)
 #define CPUREG 3
 #define LEVELS 4
 
-static void item_opt(struct kvm_vgic *g, struct vmm_snap *s, uint32_t group, uint64_t attr, bool wide, bool optional)
+static void fd_item(int fd, struct vmm_snap *s, uint32_t group, uint64_t attr, bool wide, bool optional)
 {
     uint64_t v64 = 0;
     uint32_t v32 = 0;
@@ -144,7 +172,7 @@ static void item_opt(struct kvm_vgic *g, struct vmm_snap *s, uint32_t group, uin
     struct kvm_device_attr a = { .group = group, .attr = attr, .addr = (uint64_t)(uintptr_t)val };
 
     if (!vmm__snap_loading(s) && !vmm__snap_error(s)) {
-        ok = xioctl(g->gic_fd, KVM_GET_DEVICE_ATTR, &a) == 0;
+        ok = xioctl(fd, KVM_GET_DEVICE_ATTR, &a) == 0;
         if (!ok && !optional) {
             vmm__snap_fail_code(s, VMM_EBACKEND, "KVM does not read vGIC attribute group %u 0x%llx: %s", group,
                                 (unsigned long long)attr, strerror(errno));
@@ -156,9 +184,14 @@ static void item_opt(struct kvm_vgic *g, struct vmm_snap *s, uint32_t group, uin
         vmm__snap_u64(s, &v64);
     else
         vmm__snap_u32(s, &v32);
-    if (vmm__snap_loading(s) && ok && !vmm__snap_error(s) && xioctl(g->gic_fd, KVM_SET_DEVICE_ATTR, &a) < 0)
+    if (vmm__snap_loading(s) && ok && !vmm__snap_error(s) && xioctl(fd, KVM_SET_DEVICE_ATTR, &a) < 0)
         vmm__snap_fail(s, "KVM refuses vGIC attribute group %u 0x%llx: %s", group, (unsigned long long)attr,
                        strerror(errno));
+}
+
+static void item_opt(struct kvm_vgic *g, struct vmm_snap *s, uint32_t group, uint64_t attr, bool wide, bool optional)
+{
+    fd_item(g->gic_fd, s, group, attr, wide, optional);
 }
 
 static void item(struct kvm_vgic *g, struct vmm_snap *s, uint32_t group, uint64_t attr, bool wide)
@@ -207,6 +240,49 @@ static void cpu_items(struct kvm_vgic *g, struct vmm_snap *s, uint64_t mpidr)
     }
 }
 
+static void ctrl(int fd, struct vmm_snap *s, uint64_t attr, const char *what)
+{
+    struct kvm_device_attr a = { .group = KVM_DEV_ARM_VGIC_GRP_CTRL, .attr = attr };
+
+    if (!vmm__snap_error(s) && xioctl(fd, KVM_SET_DEVICE_ATTR, &a) < 0)
+        vmm__snap_fail_code(s, VMM_EBACKEND, "KVM cannot %s: %s", what, strerror(errno));
+}
+
+/*
+ * The LPI side and the ITS, in the order Documentation/virt/kvm/devices/arm-vgic-its.rst gives:
+ * saving flushes the LPI pending state and the ITS's tables into guest RAM (which the snapshot saves
+ * after this section); loading sets each redistributor's GICR_PROPBASER, GICR_PENDBASER and
+ * GICR_CTLR (as 32-bit halves, as QEMU does), then GITS_IIDR, GITS_BASER<n>, CBASER, CREADR, CWRITER,
+ * restores the tables from RAM, and sets GITS_CTLR last.
+ */
+static void its_items(struct kvm_vgic *g, struct vmm_snap *s)
+{
+    struct vmm_vm *vm = g->chip.vm;
+    bool has = g->its_fd >= 0, loading = vmm__snap_loading(s);
+    static const uint32_t gicr[] = { 0x70, 0x74, 0x78, 0x7c, 0x00 }; /* PROPBASER, PENDBASER, CTLR */
+    static const uint32_t gits[] = { 0x04, 0x100, 0x108, 0x110, 0x118, 0x120, 0x128, 0x130, 0x138, 0x80, 0x90, 0x88 };
+
+    vmm__snap_bool(s, &has);
+    if (vmm__snap_error(s) || !has)
+        return;
+    if (loading && g->its_fd < 0) {
+        vmm__snap_fail(s, "the snapshot has an ITS; this host's KVM gave the VM none");
+        return;
+    }
+    if (!loading) {
+        ctrl(g->gic_fd, s, KVM_DEV_ARM_VGIC_SAVE_PENDING_TABLES, "save the LPI pending tables");
+        ctrl(g->its_fd, s, KVM_DEV_ARM_ITS_SAVE_TABLES, "save the ITS tables");
+    }
+    for (unsigned c = 0; c < vm->ncpus; c++)
+        for (unsigned i = 0; i < sizeof gicr / sizeof gicr[0]; i++)
+            item(g, s, KVM_DEV_ARM_VGIC_GRP_REDIST_REGS, vm->vcpus[c].mpidr << 32 | gicr[i], false);
+    for (unsigned i = 0; i < sizeof gits / sizeof gits[0]; i++)
+        fd_item(g->its_fd, s, KVM_DEV_ARM_VGIC_GRP_ITS_REGS, gits[i], true, false);
+    if (loading)
+        ctrl(g->its_fd, s, KVM_DEV_ARM_ITS_RESTORE_TABLES, "restore the ITS tables");
+    fd_item(g->its_fd, s, KVM_DEV_ARM_VGIC_GRP_ITS_REGS, 0x00, true, false); /* GITS_CTLR */
+}
+
 static int vgic_snap(struct vmm_irqchip *chip, struct vmm_snap *s)
 {
     struct kvm_vgic *g = (struct kvm_vgic *)chip;
@@ -224,6 +300,7 @@ static int vgic_snap(struct vmm_irqchip *chip, struct vmm_snap *s)
              mpidr << 32 | (uint64_t)VGIC_LEVEL_INFO_LINE_LEVEL << KVM_DEV_ARM_VGIC_LINE_LEVEL_INFO_SHIFT, false);
         cpu_items(g, s, mpidr);
     }
+    its_items(g, s);
     for (unsigned i = 32; i < NR_IRQS; i += 32) /* SPI line levels: our devices drive them */
         item(g, s, KVM_DEV_ARM_VGIC_GRP_LEVEL_INFO,
              (uint64_t)VGIC_LEVEL_INFO_LINE_LEVEL << KVM_DEV_ARM_VGIC_LINE_LEVEL_INFO_SHIFT | i, false);
@@ -242,10 +319,37 @@ static const struct vmm_irqchip_ops vgic_ops = {
     .set_level = vgic_set_level,
     .irq_line = vgic_irq_line,
     .sysreg = NULL, /* the CPU interface is the kernel's */
+    .send_msi = vgic_send_msi,
     .save = vgic_snap,
     .load = vgic_snap,
     .destroy = vgic_destroy,
 };
+
+/*
+ * The in-kernel ITS at LAYOUT_GITS_BASE (vmm_config.its), if this kernel has one (it also makes the
+ * vGIC advertise LPIs). Without it the VM has no ITS: no DTB node, send_msi answers VMM_ENOTSUP.
+ */
+static void create_its(struct kvm_vgic *g)
+{
+    struct kvm_create_device cd = { .type = KVM_DEV_TYPE_ARM_VGIC_ITS };
+    uint64_t base = LAYOUT_GITS_BASE;
+    struct kvm_device_attr a = { .group = KVM_DEV_ARM_VGIC_GRP_ADDR,
+                                 .attr = KVM_VGIC_ITS_ADDR_TYPE,
+                                 .addr = (uint64_t)(uintptr_t)&base };
+
+    if (xioctl(g->vm_fd, KVM_CREATE_DEVICE, &cd) < 0) {
+        vmm__log(g->chip.vm, VMM_LOG_INFO, "kvm", "no in-kernel ITS (%s): the VM has no MSIs", strerror(errno));
+        return;
+    }
+    g->its_fd = (int)cd.fd;
+    if (xioctl(g->its_fd, KVM_SET_DEVICE_ATTR, &a) < 0) {
+        vmm__log(g->chip.vm, VMM_LOG_WARN, "kvm", "cannot place the ITS: %s; the VM has no MSIs", strerror(errno));
+        close(g->its_fd);
+        g->its_fd = -1;
+        return;
+    }
+    g->chip.its = true;
+}
 
 int vmm__kvm_vgic_create(struct vmm_vm *vm, int vm_fd, struct vmm_irqchip **out)
 {
@@ -258,6 +362,7 @@ int vmm__kvm_vgic_create(struct vmm_vm *vm, int vm_fd, struct vmm_irqchip **out)
     g->chip = (struct vmm_irqchip){ .ops = &vgic_ops, .vm = vm };
     g->vm_fd = vm_fd;
     g->gic_fd = -1;
+    g->its_fd = -1;
     pthread_mutex_init(&g->lock, NULL);
     if (xioctl(vm_fd, KVM_CREATE_DEVICE, &cd) < 0) {
         int rc = vmm__set_error(vm, VMM_ENOBACKEND, "KVM cannot create a GICv3 (%s): the host needs a GICv3",
@@ -272,6 +377,8 @@ int vmm__kvm_vgic_create(struct vmm_vm *vm, int vm_fd, struct vmm_irqchip **out)
         vgic_destroy(&g->chip);
         return rc;
     }
+    if (vm->its)
+        create_its(g);
     *out = &g->chip;
     return 0;
 }
@@ -285,6 +392,11 @@ int vmm__kvm_vgic_ready(struct vmm_irqchip *chip)
     if (set_attr(g, KVM_DEV_ARM_VGIC_GRP_NR_IRQS, 0, &nr) < 0 ||
         set_attr(g, KVM_DEV_ARM_VGIC_GRP_CTRL, KVM_DEV_ARM_VGIC_CTRL_INIT, NULL) < 0)
         return vmm__set_error(vm, VMM_EIO, "KVM: cannot initialise the GICv3: %s", strerror(errno));
+    if (g->its_fd >= 0) {
+        struct kvm_device_attr a = { .group = KVM_DEV_ARM_VGIC_GRP_CTRL, .attr = KVM_DEV_ARM_VGIC_CTRL_INIT };
+        if (xioctl(g->its_fd, KVM_SET_DEVICE_ATTR, &a) < 0)
+            return vmm__set_error(vm, VMM_EIO, "KVM: cannot initialise the ITS: %s", strerror(errno));
+    }
     pthread_mutex_lock(&g->lock);
     g->ready = true;
     for (unsigned i = 32; i < NR_IRQS; i++)

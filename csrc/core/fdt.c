@@ -7,6 +7,7 @@
 #include "../arm/arm.h"
 #include "board.h"
 #include "fdt.h"
+#include "irqchip.h"
 #include "layout.h"
 #include "vm.h"
 
@@ -66,6 +67,25 @@ static const char *cpu_compatible(const struct vmm_vm *vm)
         return "arm,armv8";
     int i = vmm__cpu_model_find(vm->cpu_model);
     return i < 0 ? "arm,armv8" : vmm__cpu_models[i].dt_compatible;
+}
+
+/*
+ * The ITS, a child of the GIC node as on QEMU's virt (Linux looks for "arm,gic-v3-its" below it):
+ * an MSI controller whose one specifier cell is the DeviceID (a host bridge's msi-map names FDT_PH_ITS).
+ */
+static int its_node(void *fdt)
+{
+    char name[64];
+    int err;
+
+    snprintf(name, sizeof name, "its@%llx", LAYOUT_GITS_BASE);
+    if ((err = fdt_begin_node(fdt, name)) < 0 || (err = fdt_property_string(fdt, "compatible", "arm,gic-v3-its")) < 0 ||
+        (err = fdt_property(fdt, "msi-controller", NULL, 0)) < 0 ||
+        (err = fdt_property_u32(fdt, "#msi-cells", 1)) < 0 ||
+        (err = vmm__fdt_prop_u64_pair(fdt, "reg", LAYOUT_GITS_BASE, LAYOUT_GITS_SIZE)) < 0 ||
+        (err = fdt_property_u32(fdt, "phandle", FDT_PH_ITS)) < 0)
+        return err;
+    return fdt_end_node(fdt);
 }
 
 int vmm__fdt_build(struct vmm_vm *vm, void **out, size_t *len)
@@ -144,6 +164,12 @@ int vmm__fdt_build(struct vmm_vm *vm, void **out, size_t *len)
         TRY(vmm__fdt_prop_cells(fdt, "interrupts", maint, 3));
     }
     TRY(fdt_property_u32(fdt, "phandle", PH_GIC));
+    if (vmm__irqchip_has_its(vm->irqchip)) {
+        TRY(fdt_property_u32(fdt, "#address-cells", 2));
+        TRY(fdt_property_u32(fdt, "#size-cells", 2));
+        TRY(fdt_property(fdt, "ranges", NULL, 0));
+        TRY(its_node(fdt));
+    }
     TRY(fdt_end_node(fdt));
 
     TRY(fdt_begin_node(fdt, "timer"));

@@ -10,8 +10,9 @@ struct vmm_vm;
 /* phandles of the nodes the core writes */
 #define FDT_PH_GIC 1
 #define FDT_PH_CLK 2 /* the 24 MHz APB clock ("apb-pclk") */
-/* The GICv3 ITS (msi-controller): the PCI host's msi-map points at it (written once the irqchip sends MSIs) */
-#define FDT_PHANDLE_ITS 3
+/* The GICv3 ITS (msi-controller, #msi-cells = 1: the DeviceID), if vmm__irqchip_has_its(): the PCI host's msi-map names
+ * it */
+#define FDT_PH_ITS 3
 
 /* GIC interrupt specifier cells (bindings/interrupt-controller/arm,gic-v3.yaml) */
 #define FDT_GIC_SPI 0

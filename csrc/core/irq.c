@@ -68,6 +68,16 @@ VMM_EXPORT int vmm_irq_set(vmm_vm *vm, unsigned cpu, unsigned intid, int level)
     return 0;
 }
 
+VMM_EXPORT int vmm_irq_msi(vmm_vm *vm, uint64_t doorbell, uint32_t data, uint32_t devid)
+{
+    if (!vm)
+        return VMM_EINVAL;
+    if (!vmm__irqchip_has_its(vm->irqchip) || !vm->irqchip->ops->send_msi)
+        return vmm__set_error(vm, VMM_ENOTSUP, "the %s interrupt controller has no ITS",
+                              vm->irqchip ? vm->irqchip->ops->name : "(missing)");
+    return vm->irqchip->ops->send_msi(vm->irqchip, doorbell, data, devid);
+}
+
 VMM_EXPORT int vmm_irq_line(vmm_vm *vm, unsigned cpu)
 {
     if (!vm)

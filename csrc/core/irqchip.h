@@ -54,7 +54,17 @@ struct vmm_irqchip_ops {
 struct vmm_irqchip {
     const struct vmm_irqchip_ops *ops;
     struct vmm_vm *vm;
+    /*
+     * A GICv3 ITS at LAYOUT_GITS_BASE (fdt.c writes its node, phandle FDT_PH_ITS, which a PCI host
+     * bridge's msi-map names); send_msi then reaches it through GITS_TRANSLATER.
+     */
+    bool its;
 };
+
+static inline bool vmm__irqchip_has_its(const struct vmm_irqchip *chip)
+{
+    return chip && chip->its;
+}
 
 /*
  * Our GICv3 model (arm/gic_irqchip.c over arm/gic*.c): the distributor and

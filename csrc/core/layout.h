@@ -7,6 +7,8 @@
  *              |   (unmapped: RAZ/WI + log)   |
  *  0x0800_0000 +------------------------------+
  *              | GICv3 distributor     64 KiB |
+ *  0x0808_0000 +------------------------------+
+ *              | GICv3 ITS            128 KiB |  (control frame, translation frame)
  *  0x080A_0000 +------------------------------+
  *              | GICv3 redistributors         |
  *              |   128 KiB per vCPU           |
@@ -33,6 +35,9 @@
 
 #define LAYOUT_GICD_BASE 0x08000000ULL
 #define LAYOUT_GICD_SIZE 0x00010000ULL
+#define LAYOUT_GITS_BASE 0x08080000ULL
+#define LAYOUT_GITS_SIZE 0x00020000ULL
+#define LAYOUT_GITS_TRANSLATER (LAYOUT_GITS_BASE + 0x10040ULL) /* the MSI doorbell (vmm__irq_msi) */
 #define LAYOUT_GICR_BASE 0x080A0000ULL
 #define LAYOUT_GICR_STRIDE 0x00020000ULL
 

@@ -155,6 +155,7 @@ static void sync_machine(struct vmm_snap *s, struct vmm_machine_cfg *c, struct v
     vmm__snap_u64(s, &c->ram_size);
     vmm__snap_u32(s, &c->ncpus);
     vmm__snap_u32(s, &c->deterministic);
+    vmm__snap_u32(s, &c->its);
     vmm__snap_str(s, c->cpu_model, sizeof c->cpu_model);
     vmm__snap_str(s, c->backend, sizeof c->backend);
     if (!vmm__snap_loading(s) || s->sec_version >= 2)
@@ -179,10 +180,12 @@ static void sync_machine(struct vmm_snap *s, struct vmm_machine_cfg *c, struct v
 
 int vmm__machine_save(struct vmm_vm *vm, struct vmm_snap *s)
 {
-    struct vmm_machine_cfg c = {
-        .ram_size = vm->ram_size, .ncpus = vm->ncpus, .deterministic = vm->deterministic, .transport = vm->transport
-    };
-    uint32_t version = 2; /* 2: the transport */
+    struct vmm_machine_cfg c = { .ram_size = vm->ram_size,
+                                 .ncpus = vm->ncpus,
+                                 .deterministic = vm->deterministic,
+                                 .transport = vm->transport,
+                                 .its = vm->its };
+    uint32_t version = 2; /* 2: the transport and vmm_config.its */
 
     snprintf(c.cpu_model, sizeof c.cpu_model, "%s", vm->cpu_model);
     snprintf(c.backend, sizeof c.backend, "%s", vm->ops->name);
@@ -201,8 +204,8 @@ int vmm__machine_load(struct vmm_snap *s, struct vmm_machine_cfg *c, struct vmm_
     if (vmm__snap_begin(s, "machine", &version))
         return vmm__snap_error(s);
     sync_machine(s, c, m);
-    if (!vmm__snap_error(s) && (c->deterministic > 1 || !c->ncpus || c->ncpus > VMM_MAX_CPUS))
-        vmm__snap_fail(s, "%u vCPUs (deterministic %u)", c->ncpus, c->deterministic);
+    if (!vmm__snap_error(s) && (c->deterministic > 1 || c->its > 1 || !c->ncpus || c->ncpus > VMM_MAX_CPUS))
+        vmm__snap_fail(s, "%u vCPUs (deterministic %u, its %u)", c->ncpus, c->deterministic, c->its);
     if (!vmm__snap_error(s) && c->transport > VMM_TRANSPORT_PCI)
         vmm__snap_fail(s, "unknown virtio transport %u", c->transport);
     vmm__snap_end(s);

@@ -54,6 +54,7 @@ struct vmm_machine_cfg {
     uint64_t ram_size;
     uint32_t ncpus;
     uint32_t deterministic;
+    uint32_t its;
     char cpu_model[32];
     char backend[16];
     uint32_t transport; /* enum vmm_transport (section version 2; 0 in version 1) */

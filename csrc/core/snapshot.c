@@ -255,7 +255,7 @@ static int pmu_section(struct vmm_vm *vm, struct vmm_snap *s, unsigned i)
 
 static int chip_section(struct vmm_vm *vm, struct vmm_snap *s)
 {
-    uint32_t version = 1;
+    uint32_t version = 2; /* 2: our GIC's LPIs and ITS */
 
     if (vmm__snap_begin(s, "irqchip", &version))
         return vmm__snap_error(s);
@@ -678,7 +678,8 @@ static int build_vm(struct restore *r, const struct vmm_machine_cfg *cfg, const 
                             .backend = cfg->backend,
                             .cpu_model = cfg->cpu_model,
                             .deterministic = cfg->deterministic,
-                            .transport = cfg->transport };
+                            .transport = cfg->transport,
+                            .its = cfg->its };
     char msg[VMM_ERRMSG_LEN];
     int err;
 

@@ -113,6 +113,9 @@ VMM_EXPORT int vmm_create(const struct vmm_config *cfg, vmm_vm **out, char *errb
     vm->ops = ops;
     vm->deterministic = deterministic;
     vm->transport = transport;
+    /* virtio-pci's MSI-X goes through the ITS: PCI implies it */
+    vm->its =
+        (c.size >= offsetof(struct vmm_config, its) + sizeof(uint32_t) && c.its) || transport == VMM_TRANSPORT_PCI;
     vm->clock_base_ns = vmm__now_ns();
     atomic_init(&vm->next_deadline_ns, UINT64_MAX);
     atomic_init(&vm->stop_at_ns, UINT64_MAX);

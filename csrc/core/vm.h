@@ -122,6 +122,7 @@ struct vmm_vm {
 
     /* clock: real time from the host's monotonic clock, or virtual time (deterministic) */
     bool deterministic;
+    bool its;                              /* vmm_config.its: the GIC has LPIs and an ITS */
     uint64_t clock_base_ns;                /* real time: host time at creation */
     uint64_t vtime_ns;                     /* deterministic: the clock at the start of the current quantum */
     atomic_uint_fast64_t next_deadline_ns; /* earliest enabled timer deadline (UINT64_MAX: none) */

@@ -223,7 +223,7 @@ static int host_fdt_node(void *dev, struct vmm_vm *vm, void *fdt)
                                        0,
                                        (uint32_t)LAYOUT_PCI_MMIO_SIZE };
     static const uint32_t imask[] = { 3u << 11, 0, 0, 7 };
-    static const uint32_t msi_map[] = { 0, FDT_PHANDLE_ITS, 0, 0x10000 }; /* requester ID = ITS device ID */
+    static const uint32_t msi_map[] = { 0, FDT_PH_ITS, 0, 0x10000 }; /* requester ID = ITS device ID */
     char name[40];
     int err;
 
@@ -242,7 +242,7 @@ static int host_fdt_node(void *dev, struct vmm_vm *vm, void *fdt)
         (err = vmm__fdt_prop_cells(fdt, "interrupt-map-mask", imask, 4)) < 0 || (err = fdt_interrupt_map(fdt)) < 0)
         return err;
     /* MSIs only where the irqchip takes them (the GICv3 ITS); without, Linux stays on INTx */
-    if (vm->irqchip && vm->irqchip->ops->send_msi && (err = vmm__fdt_prop_cells(fdt, "msi-map", msi_map, 4)) < 0)
+    if (vmm__irqchip_has_its(vm->irqchip) && (err = vmm__fdt_prop_cells(fdt, "msi-map", msi_map, 4)) < 0)
         return err;
     return fdt_end_node(fdt);
 }

@@ -14,6 +14,18 @@ static struct {
     void *arg;
 } handlers[GIC_MAX_INTID];
 static unsigned nr_intids = 32;
+static irq_fn lpi_fn; /* every LPI (INTID >= 8192) goes to one handler */
+static void *lpi_arg;
+
+void gic_set_lpi_handler(irq_fn fn, void *arg)
+{
+    lpi_fn = 0;
+    dsb(ish);
+    lpi_arg = arg;
+    dsb(ish);
+    lpi_fn = fn;
+    dsb(ish);
+}
 
 /* The frame holding intid's bits: the caller's SGI_base frame below 32, the distributor from 32. Both
    use the same offsets (GICR_ISENABLER0 == GICD_ISENABLER + 0, ...). */
@@ -185,6 +197,20 @@ static int dispatch(struct exc_frame *f)
         uint64_t iar = read_sysreg_s(ICC_IAR1_EL1);
         unsigned intid = iar & 0xffffff;
 
+        if (intid >= GIC_LPI_BASE) { /* an LPI: no active state, EOI drops the priority */
+            irq_fn fn = lpi_fn;
+            c->irqs++;
+            if (fn) {
+                fn(intid, lpi_arg);
+            } else {
+                c->unhandled++;
+                printf("gic: cpu %u: no handler for LPI %u\n", c->id, intid);
+            }
+            irq_disable();
+            write_sysreg_s(ICC_EOIR1_EL1, iar);
+            isb();
+            continue;
+        }
         if (intid >= GIC_MAX_INTID) { /* 1023: nothing (more) to take */
             if (n == 0)
                 c->spurious++;

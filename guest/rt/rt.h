@@ -289,7 +289,42 @@ void gic_send_sgi(unsigned intid, uint64_t mpidr);
 void gic_send_sgi_list(unsigned intid, uint64_t aff321, uint16_t target_list); /* Aff0 bits, RS 0 */
 void gic_send_sgi_others(unsigned intid);
 unsigned gic_num_intids(void); /* 32 * (GICD_TYPER.ITLinesNumber + 1), at most 1020 */
+#define GIC_LPI_BASE 8192
+/* The handler of every LPI (INTID >= 8192; without one an LPI is counted unhandled and EOId). */
+void gic_set_lpi_handler(irq_fn fn, void *arg);
 uintptr_t gic_rd_base(void);   /* the calling CPU's RD_base (after gic_cpu_init) */
+
+/* ---- GICv3 LPIs and ITS (rt/its.c): flat tables, 4 KiB pages, one command queue page ---- */
+#define GITS_BASE 0x08080000UL
+#define GITS_TRANSLATER (GITS_BASE + 0x10040)
+#define ITS_LPI_IDBITS 14 /* LPIs 8192..16383: an 8 KiB configuration table */
+enum {
+    ITS_MOVI = 0x01, ITS_INT = 0x03, ITS_CLEAR = 0x04, ITS_SYNC = 0x05, ITS_MAPD = 0x08, ITS_MAPC = 0x09,
+    ITS_MAPTI = 0x0a, ITS_MAPI = 0x0b, ITS_INV = 0x0c, ITS_INVALL = 0x0d, ITS_MOVALL = 0x0e, ITS_DISCARD = 0x0f,
+};
+/* Whether GICD_TYPER.LPIS and the calling CPU's GICR_TYPER.PLPIS say LPIs exist. */
+int its_lpis_supported(void);
+/* The calling CPU's LPIs: its pending table, the shared configuration table (every LPI disabled),
+   GICR_CTLR.EnableLPIs. 0, or -1 after a "its: ..." line. */
+int its_lpi_cpu_init(void);
+/* The ITS: device and collection tables, command queue, GITS_CTLR.Enabled. 0 or -1 (with a line). */
+int its_init(void);
+/* An LPI's configuration byte (priority, enable); the ITS needs an INV or INVALL to see a change. */
+void its_lpi_config(unsigned intid, uint8_t prio, int enable);
+/* The RDbase the ITS wants for the calling CPU in MAPC/SYNC/MOVALL (GITS_TYPER.PTA: address or number). */
+uint64_t its_rdbase(void);
+/* Queue one command (dw[0] opcode and DeviceID, ...) and wait until the ITS consumed it; 0, or -1 if
+   it stalled (GITS_CREADR.Stalled) or did not finish within 1 s. */
+int its_cmd(uint64_t dw0, uint64_t dw1, uint64_t dw2, uint64_t dw3);
+int its_mapd(uint32_t devid, unsigned event_bits);      /* a 256-byte aligned ITT from a static pool */
+int its_mapc(unsigned icid, uint64_t rdbase);
+int its_mapti(uint32_t devid, uint32_t event, unsigned intid, unsigned icid);
+int its_event_cmd(unsigned op, uint32_t devid, uint32_t event); /* INT, CLEAR, DISCARD, INV */
+int its_sync(uint64_t rdbase);
+uint64_t its_creadr(void);
+/* A stalled queue (GITS_CREADR.Stalled): replace the failing command with this one and resume it with
+   GITS_CWRITER.Retry; 0 once the queue is drained, -1 if it was not stalled or stalls again. */
+int its_retry(uint64_t dw0, uint64_t dw1, uint64_t dw2, uint64_t dw3);
 
 /* ---- generic timer and bounded waits (rt/timer.c) ---- */
 #define CNT_CTL_ENABLE (1u << 0)

@@ -1,0 +1,809 @@
+"""Tier 1: LPIs and the GICv3 ITS (Arm IHI0069 §5.1-5.3), through MMIO, guest RAM, the ICC_* registers and MSIs.
+
+The machines have ``its=True`` (vmm_config.its; without it the GIC has neither, see the first tests).
+
+Each test lays the LPI configuration and pending tables, the ITS command queue and its device and collection
+tables out in guest RAM, programs the registers over MMIO and issues commands by writing them to the queue and
+moving GITS_CWRITER, as a driver does. MSIs come from ``Machine.msi`` (a device's write to GITS_TRANSLATER with
+its DeviceID) or from an MMIO write to GITS_TRANSLATER (DeviceID 0). Command errors stall the queue
+(GITS_CREADR.Stalled; GITS_TYPER.SEIS = 0): see csrc/arm/gic_its.c.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+import vmmpy
+
+from .test_gic import GICD, GICD_CTLR, rd, unmask
+
+GITS = 0x0808_0000
+GITS_CTLR, GITS_IIDR, GITS_TYPER = 0x0000, 0x0004, 0x0008
+GITS_CBASER, GITS_CWRITER, GITS_CREADR, GITS_BASER = 0x0080, 0x0088, 0x0090, 0x0100
+TRANSLATER = GITS + 0x1_0040
+GICR_CTLR, GICR_PROPBASER, GICR_PENDBASER = 0x0000, 0x0070, 0x0078
+
+RAM = 0x4000_0000
+PROP = RAM + 0x0100_0000  # LPI configuration table: one byte per LPI from 8192
+PEND = RAM + 0x0110_0000  # pending tables: 64 KiB apart, one per CPU
+CMDQ = RAM + 0x0120_0000  # command queue: 1 page
+DEVT = RAM + 0x0130_0000  # device table
+COLLT = RAM + 0x0140_0000  # collection table
+ITT = RAM + 0x0150_0000  # ITTs: 4 KiB apart, one per device
+L2 = RAM + 0x0160_0000  # level-2 pages of a two-level device table
+
+LPI = 8192
+VALID = 1 << 63
+IDBITS = 15  # PROPBASER.IDbits: 16-bit INTIDs
+
+MOVI, INT, CLEAR, SYNC, MAPD, MAPC, MAPTI, MAPI, INV, INVALL, MOVALL, DISCARD = (
+    0x01, 0x03, 0x04, 0x05, 0x08, 0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x0E, 0x0F,
+)  # fmt: skip
+
+
+def cmd(op: int, devid: int = 0, dw1: int = 0, dw2: int = 0, dw3: int = 0) -> bytes:
+    return struct.pack("<4Q", op | devid << 32, dw1, dw2, dw3)
+
+
+def mapd(devid: int, itt: int, size: int = 7, valid: bool = True) -> bytes:
+    return cmd(MAPD, devid, size, itt | (VALID if valid else 0))
+
+
+def mapc(icid: int, cpu: int, valid: bool = True) -> bytes:
+    return cmd(MAPC, 0, 0, icid | cpu << 16 | (VALID if valid else 0))
+
+
+def mapti(devid: int, event: int, intid: int, icid: int = 0) -> bytes:
+    return cmd(MAPTI, devid, event | intid << 32, icid)
+
+
+def mapi(devid: int, event: int, icid: int = 0) -> bytes:
+    return cmd(MAPI, devid, event, icid)
+
+
+def ev(op: int, devid: int, event: int) -> bytes:
+    """INT, CLEAR, DISCARD, INV: (DeviceID, EventID)."""
+    return cmd(op, devid, event)
+
+
+class Its:
+    """A driver for the ITS of a Machine: tables in RAM, commands through the queue."""
+
+    def __init__(self, m, *, cpus: int = 1, dev_pages: int = 1, indirect: bool = False, page_size: int = 0):
+        self.m = m
+        self.wr = 0  # our GITS_CWRITER offset
+        self.queue_bytes = 4096
+        m.write_memory(CMDQ, bytes(self.queue_bytes))
+        m.write_memory(DEVT, bytes(4096 * dev_pages))
+        m.write_memory(COLLT, bytes(4096))
+        self.devt = DEVT | (1 << 62 if indirect else 0) | page_size << 8 | (dev_pages - 1)
+        m.mmio_write(GITS + GITS_BASER, VALID | self.devt, size=8)
+        m.mmio_write(GITS + GITS_BASER + 8, VALID | COLLT, size=8)
+        m.mmio_write(GITS + GITS_CBASER, VALID | CMDQ | 0, size=8)  # one 4 KiB page
+        m.mmio_write(GITS + GITS_CWRITER, 0, size=8)
+        m.mmio_write(GITS + GITS_CTLR, 1)
+        for cpu in range(cpus):
+            self.enable_lpis(cpu)
+
+    def enable_lpis(self, cpu: int, *, idbits: int = IDBITS, prop: int = PROP) -> None:
+        self.m.mmio_write(rd(cpu, GICR_PROPBASER), prop | idbits, size=8)
+        self.m.mmio_write(rd(cpu, GICR_PENDBASER), PEND + cpu * 0x1_0000, size=8)
+        self.m.mmio_write(rd(cpu, GICR_CTLR), 1)
+
+    def config(self, intid: int, prio: int = 0xA0, enable: bool = True) -> None:
+        """An LPI's configuration byte (§5.1.1); takes effect after INV/INVALL or at EnableLPIs."""
+        self.m.write_memory(PROP + intid - LPI, bytes([prio | int(enable)]))
+
+    def send(self, *cmds: bytes) -> None:
+        for c in cmds:
+            self.m.write_memory(CMDQ + self.wr, c)
+            self.wr = (self.wr + 32) % self.queue_bytes
+        self.m.mmio_write(GITS + GITS_CWRITER, self.wr, size=8)
+
+    def creadr(self) -> int:
+        return self.m.mmio_read(GITS + GITS_CREADR, size=8)
+
+    def stalled(self) -> bool:
+        return bool(self.creadr() & 1)
+
+    def map_event(self, devid: int, event: int, intid: int, *, icid: int = 0, cpu: int = 0, prio=0xA0) -> None:
+        """Everything to take `intid` for (devid, event): its configuration, MAPD, MAPC, MAPTI, INV, SYNC."""
+        self.config(intid, prio)
+        self.send(
+            mapd(devid, ITT + devid * 0x1000),
+            mapc(icid, cpu),
+            mapti(devid, event, intid, icid),
+            ev(INV, devid, event),
+            cmd(SYNC, 0, 0, cpu << 16),
+        )
+        assert not self.stalled(), "setting up the mapping stalled the queue"
+
+
+def ack(m, cpu: int = 0) -> int:
+    return m.sysreg_read("ICC_IAR1_EL1", cpu)
+
+
+def eoi(m, intid: int, cpu: int = 0) -> None:
+    m.sysreg_write("ICC_EOIR1_EL1", intid, cpu)
+
+
+def take(m, cpu: int = 0) -> int:
+    """Acknowledge and EOI the highest priority pending interrupt; its INTID (1023 if none)."""
+    intid = ack(m, cpu)
+    if intid != 1023:
+        eoi(m, intid, cpu)
+    return intid
+
+
+def guest_errors(m) -> int:
+    return m.stats()["guest_errors"]
+
+
+@pytest.fixture
+def m():
+    with vmmpy.Machine(its=True) as mach:
+        unmask(mach)
+        yield mach
+
+
+@pytest.fixture
+def m2():
+    with vmmpy.Machine(cpus=2, its=True) as mach:
+        unmask(mach, 0)
+        unmask(mach, 1)
+        yield mach
+
+
+# ---- with and without (vmm_config.its) ------------------------------------------------------------------------
+
+
+def test_lpis_and_the_its_are_advertised_with_its(m):
+    typer = m.mmio_read(GICD + 0x0004)
+    assert typer & (1 << 17)  # LPIS
+    assert (typer >> 19) & 0x1F == 15  # IDbits: 16-bit INTIDs (LPIs 8192..65535)
+    assert (typer >> 11) & 0x1F == 0  # num_LPIs: IDbits bounds them
+    assert m.mmio_read(rd(0, 0x0008), size=8) & 1  # GICR_TYPER.PLPIS
+    m.mmio_write(rd(0, GICR_CTLR), 0xFFFF_FFFF)  # EnableLPIs is the only writable bit; RWP, UWP, DPG* read 0
+    assert m.mmio_read(rd(0, GICR_CTLR)) == 1
+    assert guest_errors(m) == 0
+
+
+def test_the_dtb_has_an_msi_controller_under_the_gic(guest):
+    import libfdt
+
+    with vmmpy.Machine(guest("hello"), its=True) as mach:
+        fdt = libfdt.Fdt(mach.dtb())
+    node = fdt.path_offset("/intc@8000000/its@8080000")
+    assert fdt.getprop(node, "compatible").as_str() == "arm,gic-v3-its"
+    assert fdt.getprop(node, "msi-controller") is not None
+    assert fdt.getprop(node, "#msi-cells").as_uint32() == 1
+    assert struct.unpack(">4I", bytes(fdt.getprop(node, "reg"))) == (0, GITS, 0, 0x2_0000)
+    assert fdt.get_phandle(node) == 3  # FDT_PH_ITS: a host bridge's msi-map names it
+    gic = fdt.path_offset("/intc@8000000")
+    assert fdt.getprop(gic, "#address-cells").as_uint32() == 2 and fdt.getprop(gic, "ranges") is not None
+
+
+def test_without_its_there_is_no_its(guest):
+    with vmmpy.Machine(guest("hello")) as mach:
+        assert b"its@" not in mach.dtb()
+        assert mach.mmio_read(GITS + GITS_TYPER) == 0  # unclaimed: RAZ with a guest error
+        assert mach.mmio_read(rd(0, 0x0008), size=8) & 1 == 0  # GICR_TYPER.PLPIS
+        with pytest.raises(vmmpy.errors.NotSupported, match="has no ITS"):
+            mach.msi(0)
+
+
+# ---- registers ------------------------------------------------------------------------------------------------
+
+
+def test_gits_typer_iidr_and_ctlr(m):
+    typer = m.mmio_read(GITS + GITS_TYPER, size=8)
+    assert typer & 1  # Physical
+    assert (typer >> 4) & 0xF == 7  # ITT_entry_size: 8 bytes
+    assert (typer >> 8) & 0x1F == 15  # ID_bits: 16-bit EventIDs
+    assert (typer >> 13) & 0x1F == 15  # Devbits: 16-bit DeviceIDs
+    assert not typer & (1 << 18)  # SEIS: command errors do not raise an SError
+    assert not typer & (1 << 19)  # PTA: RDbase is a processor number
+    assert (typer >> 24) & 0xFF == 0  # HCC: every collection is in the table
+    assert not typer & (1 << 36)  # CIL: 16-bit ICIDs
+    assert m.mmio_read(GITS + GITS_TYPER) == typer & 0xFFFF_FFFF
+    assert m.mmio_read(GITS + GITS_TYPER + 4) == typer >> 32
+    assert m.mmio_read(GITS + GITS_IIDR) == 0x43B
+    assert m.mmio_read(GITS + GITS_CTLR) == 1 << 31  # Quiescent, disabled
+    m.mmio_write(GITS + GITS_CTLR, 0xFFFF_FFFF)
+    assert m.mmio_read(GITS + GITS_CTLR) == 1 << 31 | 1
+    assert m.mmio_read(GITS + 0xFFE8) == 0x3B  # PIDR2: GICv3
+    assert m.mmio_read(GITS + 0xFFE0) == 0x94  # PIDR0 tells the ITS frame apart
+    assert guest_errors(m) == 0
+
+
+def test_gits_baser_types_and_entry_sizes_are_read_only(m):
+    dev, coll = (m.mmio_read(GITS + GITS_BASER + 8 * n, size=8) for n in range(2))
+    assert (dev >> 56) & 7 == 1 and (coll >> 56) & 7 == 4  # Devices, Collections
+    assert (dev >> 48) & 0x1F == 7 and (coll >> 48) & 0x1F == 7  # 8-byte entries
+    m.mmio_write(GITS + GITS_BASER, 0xFFFF_FFFF_FFFF_FFFF, size=8)
+    got = m.mmio_read(GITS + GITS_BASER, size=8)
+    assert (got >> 56) & 7 == 1 and (got >> 48) & 0x1F == 7
+    assert got & (1 << 63) and got & (1 << 62)  # Valid, Indirect: writable
+    assert (got >> 8) & 3 == 2  # Page_Size 0b11 (reserved) reads as 64 KiB
+    for n in range(2, 8):  # no other tables: RAZ/WI
+        m.mmio_write(GITS + GITS_BASER + 8 * n, 0xFFFF_FFFF_FFFF_FFFF, size=8)
+        assert m.mmio_read(GITS + GITS_BASER + 8 * n, size=8) == 0
+    assert guest_errors(m) == 0
+
+
+def test_64_bit_its_registers_take_32_bit_halves(m):
+    m.mmio_write(GITS + GITS_CBASER, CMDQ, size=4)
+    m.mmio_write(GITS + GITS_CBASER + 4, 1 << 31, size=4)
+    assert m.mmio_read(GITS + GITS_CBASER, size=8) == VALID | CMDQ
+
+
+def test_base_registers_are_frozen_while_the_its_is_enabled(m):
+    m.mmio_write(GITS + GITS_CBASER, VALID | CMDQ, size=8)
+    m.mmio_write(GITS + GITS_CTLR, 1)
+    m.mmio_write(GITS + GITS_CBASER, 0, size=8)
+    m.mmio_write(GITS + GITS_BASER, VALID | DEVT, size=8)
+    assert m.mmio_read(GITS + GITS_CBASER, size=8) == VALID | CMDQ
+    assert m.mmio_read(GITS + GITS_BASER, size=8) & VALID == 0
+    assert guest_errors(m) == 2
+
+
+def test_creadr_and_typer_are_read_only(m):
+    m.mmio_write(GITS + GITS_CREADR, 0x20, size=8)
+    m.mmio_write(GITS + GITS_TYPER, 0, size=8)
+    assert m.mmio_read(GITS + GITS_CREADR, size=8) == 0
+    assert guest_errors(m) == 2
+
+
+def test_redistributor_lpi_base_registers_take_32_bit_halves(m):
+    m.mmio_write(rd(0, GICR_PROPBASER), PROP | IDBITS, size=4)
+    m.mmio_write(rd(0, GICR_PROPBASER + 4), 0x0000_0123, size=4)
+    m.mmio_write(rd(0, GICR_PENDBASER + 4), 0x0000_0045, size=4)
+    assert m.mmio_read(rd(0, GICR_PROPBASER), size=8) == 0x123 << 32 | PROP | IDBITS
+    assert m.mmio_read(rd(0, GICR_PENDBASER + 4)) == 0x45
+
+
+def test_redistributor_lpi_base_registers(m):
+    m.mmio_write(rd(0, GICR_PROPBASER), 0xFFFF_FFFF_FFFF_FFFF, size=8)
+    m.mmio_write(rd(0, GICR_PENDBASER), 0xFFFF_FFFF_FFFF_FFFF, size=8)
+    assert m.mmio_read(rd(0, GICR_PROPBASER), size=8) == 0x070F_FFFF_FFFF_FF9F
+    assert m.mmio_read(rd(0, GICR_PENDBASER), size=8) == 0x070F_FFFF_FFFF_0F80  # PTZ reads 0
+    m.mmio_write(rd(0, GICR_PROPBASER), PROP | IDBITS, size=8)
+    m.mmio_write(rd(0, GICR_PENDBASER), PEND, size=8)
+    m.mmio_write(rd(0, GICR_CTLR), 1)
+    m.mmio_write(rd(0, GICR_PROPBASER), 0, size=8)  # UNPREDICTABLE with EnableLPIs set: ignored
+    assert m.mmio_read(rd(0, GICR_PROPBASER), size=8) == PROP | IDBITS
+    assert guest_errors(m) == 1
+
+
+# ---- the whole path: MAPD, MAPC, MAPTI, an MSI, the LPI through the CPU interface ------------------------------
+
+
+def test_msi_becomes_an_lpi_acknowledged_through_iar1(m):
+    its = Its(m)
+    its.map_event(devid=5, event=3, intid=LPI + 100)
+    assert not m.irq_line()
+    m.msi(3, device=5)
+    assert m.irq_line()
+    assert m.sysreg_read("ICC_HPPIR1_EL1") == LPI + 100
+    assert ack(m) == LPI + 100
+    assert not m.irq_line()
+    assert m.sysreg_read("ICC_RPR_EL1") == 0xA0  # running at the LPI's priority
+    eoi(m, LPI + 100)
+    assert m.sysreg_read("ICC_RPR_EL1") == 0xFF
+    assert take(m) == 1023
+    assert its.creadr() == its.wr  # every command consumed
+    assert guest_errors(m) == 0
+
+
+def test_gits_translater_write_is_deviceid_0(m):
+    its = Its(m)
+    its.map_event(devid=0, event=7, intid=LPI + 1)
+    m.mmio_write(TRANSLATER, 7)
+    assert take(m) == LPI + 1
+    m.mmio_write(TRANSLATER, 7, size=2)  # 16-bit writes too
+    assert take(m) == LPI + 1
+    assert m.mmio_read(TRANSLATER) == 0  # write-only
+
+
+def test_lpi_priority_comes_from_the_configuration_table(m):
+    its = Its(m)
+    its.map_event(1, 0, LPI + 10, prio=0xC0)
+    its.map_event(1, 1, LPI + 20, prio=0x40)
+    its.map_event(1, 2, LPI + 30, prio=0x40)
+    for e in range(3):
+        m.msi(e, device=1)
+    assert [take(m) for _ in range(4)] == [LPI + 20, LPI + 30, LPI + 10, 1023]  # then the lower INTID on a tie
+
+
+def test_lpis_and_spis_compete_by_priority(m):
+    from .test_gic import configure
+
+    its = Its(m)
+    its.map_event(1, 0, LPI, prio=0x80)
+    configure(m, 40, prio=0x90)
+    m.irq_set(40, 1)
+    m.msi(0, device=1)
+    assert ack(m) == LPI
+    assert ack(m) == 1023  # the SPI cannot preempt
+    eoi(m, LPI)
+    assert take(m) == 40
+
+
+def test_an_lpi_preempts_a_lower_priority_one(m):
+    its = Its(m)
+    its.map_event(1, 0, LPI + 1, prio=0xC0)
+    its.map_event(1, 1, LPI + 2, prio=0x40)
+    m.msi(0, device=1)
+    assert ack(m) == LPI + 1
+    m.msi(1, device=1)
+    assert m.irq_line()
+    assert ack(m) == LPI + 2
+    eoi(m, LPI + 2)
+    eoi(m, LPI + 1)
+    assert m.sysreg_read("ICC_RPR_EL1") == 0xFF
+
+
+def test_lpis_are_group_1(m):
+    its = Its(m)
+    its.map_event(1, 0, LPI)
+    m.msi(0, device=1)
+    assert m.sysreg_read("ICC_IAR0_EL1") == 1023
+    m.sysreg_write("ICC_IGRPEN1_EL1", 0)
+    assert not m.irq_line()
+    m.sysreg_write("ICC_IGRPEN1_EL1", 1)
+    m.mmio_write(GICD + GICD_CTLR, 1)  # Group 0 only
+    assert not m.irq_line()
+    m.mmio_write(GICD + GICD_CTLR, 3)
+    assert take(m) == LPI
+
+
+def test_a_disabled_lpi_stays_pending_until_enabled_and_invalidated(m):
+    its = Its(m)
+    its.map_event(2, 0, LPI + 5)
+    its.config(LPI + 5, enable=False)  # the cached configuration still says enabled
+    m.msi(0, device=2)
+    assert take(m) == LPI + 5
+    its.send(ev(INV, 2, 0))
+    m.msi(0, device=2)
+    assert take(m) == 1023  # disabled: pending, not delivered
+    its.config(LPI + 5, prio=0x20)
+    assert take(m) == 1023  # not before INV
+    its.send(ev(INV, 2, 0))
+    assert m.sysreg_read("ICC_HPPIR1_EL1") == LPI + 5
+    assert ack(m) == LPI + 5
+    assert m.sysreg_read("ICC_RPR_EL1") == 0x20  # the new priority
+
+
+def test_invall_rereads_every_configuration_byte(m):
+    its = Its(m)
+    its.map_event(2, 0, LPI + 5)
+    its.map_event(2, 1, LPI + 6)
+    its.config(LPI + 5, enable=False)
+    its.config(LPI + 6, enable=False)
+    its.send(cmd(INVALL, 0, 0, 0))
+    m.msi(0, device=2)
+    m.msi(1, device=2)
+    assert take(m) == 1023
+    its.config(LPI + 5)
+    its.config(LPI + 6)
+    its.send(cmd(INVALL, 0, 0, 0))
+    assert [take(m) for _ in range(3)] == [LPI + 5, LPI + 6, 1023]
+
+
+def test_int_clear_and_discard(m):
+    its = Its(m)
+    its.map_event(3, 9, LPI + 50)
+    its.send(ev(INT, 3, 9))
+    assert take(m) == LPI + 50
+    its.send(ev(INT, 3, 9), ev(CLEAR, 3, 9))
+    assert take(m) == 1023
+    its.send(ev(INT, 3, 9), ev(DISCARD, 3, 9))
+    assert take(m) == 1023
+    errors = guest_errors(m)
+    m.msi(9, device=3)  # the mapping is gone: dropped, as a guest error
+    assert take(m) == 1023
+    assert guest_errors(m) == errors + 1
+    assert not its.stalled()
+
+
+def test_mapi_uses_the_eventid_as_the_lpi(m):
+    its = Its(m)
+    its.send(mapd(4, ITT + 0x4000, size=15), mapc(0, 0), mapi(4, LPI + 77))
+    its.config(LPI + 77)
+    its.send(cmd(INVALL, 0, 0, 0))
+    m.msi(LPI + 77, device=4)
+    assert take(m) == LPI + 77
+
+
+def test_mapd_valid_0_unmaps_the_device(m):
+    its = Its(m)
+    its.map_event(6, 0, LPI)
+    its.send(mapd(6, 0, valid=False))
+    m.msi(0, device=6)
+    assert take(m) == 1023
+    assert guest_errors(m) == 1
+
+
+def test_msi_while_the_its_is_disabled_is_dropped(m):
+    its = Its(m)
+    its.map_event(1, 0, LPI)
+    m.mmio_write(GITS + GITS_CTLR, 0)
+    m.msi(0, device=1)
+    assert take(m) == 1023
+    assert guest_errors(m) == 1
+
+
+def test_msi_to_another_doorbell_is_dropped(m):
+    its = Its(m)
+    its.map_event(1, 0, LPI)
+    m.msi(0, device=1, doorbell=GITS + 0x40)
+    assert take(m) == 1023
+    assert guest_errors(m) == 1
+
+
+def test_movi_moves_a_pending_lpi_to_the_new_collection(m2):
+    its = Its(m2, cpus=2)
+    its.map_event(1, 0, LPI + 3, icid=0, cpu=0)
+    its.send(mapc(1, 1))
+    m2.msi(0, device=1)
+    assert m2.irq_line(0) and not m2.irq_line(1)
+    its.send(cmd(MOVI, 1, 0, 1))  # to collection 1 (CPU 1)
+    assert not m2.irq_line(0) and m2.irq_line(1)
+    assert take(m2, 1) == LPI + 3
+    m2.msi(0, device=1)  # the mapping moved too
+    assert take(m2, 0) == 1023
+    assert take(m2, 1) == LPI + 3
+
+
+def test_movall_moves_every_pending_lpi(m2):
+    its = Its(m2, cpus=2)
+    for e in range(3):  # adjacent LPIs: one word of pending bits
+        its.map_event(1, e, LPI + e)
+        m2.msi(e, device=1)
+    its.send(cmd(MOVALL, 0, 0, 0 << 16, 1 << 16))
+    assert take(m2, 0) == 1023
+    assert [take(m2, 1) for _ in range(4)] == [LPI, LPI + 1, LPI + 2, 1023]
+
+
+def test_movi_of_an_lpi_that_is_not_pending_moves_only_the_mapping(m2):
+    its = Its(m2, cpus=2)
+    its.map_event(1, 0, LPI + 3)
+    its.map_event(1, 1, LPI + 4)
+    its.send(mapc(1, 1))
+    m2.msi(1, device=1)  # LPI + 4 pending on CPU 0, LPI + 3 not
+    its.send(cmd(MOVI, 1, 0, 1))
+    assert take(m2, 1) == 1023
+    assert [take(m2, 0) for _ in range(2)] == [LPI + 4, 1023]
+
+
+def test_collections_route_to_their_cpu(m2):
+    its = Its(m2, cpus=2)
+    its.map_event(1, 0, LPI + 3, icid=5, cpu=1)
+    m2.msi(0, device=1)
+    assert not m2.irq_line(0)
+    assert take(m2, 1) == LPI + 3
+
+
+def test_lpis_need_enable_lpis_on_the_target(m2):
+    its = Its(m2, cpus=1)  # only CPU 0 enables LPIs
+    its.map_event(1, 0, LPI, cpu=1)
+    m2.msi(0, device=1)
+    assert take(m2, 1) == 1023
+
+
+def test_propbaser_idbits_bound_the_lpis(m):
+    its = Its(m, cpus=0)
+    its.enable_lpis(0, idbits=13)  # 14-bit INTIDs: LPIs 8192..16383
+    its.map_event(1, 0, LPI + 8191)
+    its.map_event(1, 1, LPI + 8192)  # mappable (the ITS allows 16 bits), not delivered
+    m.msi(0, device=1)
+    m.msi(1, device=1)
+    assert [take(m) for _ in range(2)] == [LPI + 8191, 1023]
+
+
+def test_propbaser_below_14_bits_means_no_lpis(m):
+    its = Its(m, cpus=0)
+    its.enable_lpis(0, idbits=12)
+    its.map_event(1, 0, LPI)
+    m.msi(0, device=1)
+    assert take(m) == 1023
+
+
+def test_pending_table_is_read_at_enable_and_written_back_at_disable(m):
+    its = Its(m, cpus=0)
+    its.config(LPI + 9)
+    m.write_memory(PEND + 1024 + 1, bytes([1 << 1]))  # LPI 8192 + 9 pending in memory
+    its.enable_lpis(0)
+    assert m.sysreg_read("ICC_HPPIR1_EL1") == LPI + 9
+    its.map_event(1, 0, LPI + 17)
+    m.msi(0, device=1)
+    assert ack(m) == LPI + 9
+    eoi(m, LPI + 9)
+    m.mmio_write(rd(0, GICR_CTLR), 0)
+    assert m.read_memory(PEND + 1024, 3) == bytes([0, 0, 1 << 1])  # LPI 8192 + 17 still pending
+    assert take(m) == 1023
+
+
+def test_ptz_ignores_the_pending_table(m):
+    its = Its(m, cpus=0)
+    its.config(LPI + 9)
+    m.write_memory(PEND + 1024 + 1, bytes([1 << 1]))
+    m.mmio_write(rd(0, GICR_PROPBASER), PROP | IDBITS, size=8)
+    m.mmio_write(rd(0, GICR_PENDBASER), PEND | 1 << 62, size=8)
+    m.mmio_write(rd(0, GICR_CTLR), 1)
+    assert take(m) == 1023
+
+
+def test_a_two_level_device_table(m):
+    its = Its(m, indirect=True)  # one 4 KiB level-1 page: 512 level-2 pages of 512 devices
+    m.write_memory(L2, bytes(4096))
+    m.write_memory(DEVT + 8 * 2, struct.pack("<Q", VALID | L2))  # devices 1024..1535
+    its.map_event(1030, 2, LPI + 4)
+    assert m.read_memory(L2 + 8 * 6, 8) != bytes(8)
+    m.msi(2, device=1030)
+    assert take(m) == LPI + 4
+    its.send(mapd(5, ITT))  # its level-2 page is not valid: an error
+    assert its.stalled()
+
+
+def test_a_64k_page_device_table(m):
+    its = Its(m, page_size=2)
+    m.write_memory(DEVT, bytes(0x10000))
+    its.map_event(8191, 0, LPI)  # the last of 64 KiB / 8 entries
+    m.msi(0, device=8191)
+    assert take(m) == LPI
+    its.send(mapd(8192, ITT))
+    assert its.stalled()
+
+
+# ---- command errors stall the queue ---------------------------------------------------------------------------
+
+ERRORS = {
+    "unknown command": cmd(0x02),
+    "GICv4 VSYNC": cmd(0x25),
+    "MAPD DeviceID beyond the table": mapd(512, ITT),  # one 4 KiB page: 512 devices
+    "MAPD Size beyond 16 bits": mapd(1, ITT, size=16),
+    "MAPC RDbase beyond the CPUs": mapc(0, 1),
+    "MAPC ICID beyond the table": mapc(512, 0),
+    "MAPTI unmapped device": mapti(3, 0, LPI),
+    "MAPTI EventID beyond the ITT": mapti(1, 256, LPI),  # Size 7: 256 events
+    "MAPTI pINTID below 8192": mapti(1, 0, 1023),
+    "MAPTI pINTID beyond 16 bits": mapti(1, 0, 1 << 16),
+    "INT unmapped event": ev(INT, 1, 1),
+    "INT unmapped collection": mapti(1, 2, LPI, icid=9) + ev(INT, 1, 2),
+    "MOVI unmapped collection": cmd(MOVI, 1, 0, 9),
+    "INVALL unmapped collection": cmd(INVALL, 0, 0, 9),
+    "SYNC RDbase beyond the CPUs": cmd(SYNC, 0, 0, 3 << 16),
+    "MOVALL RDbase2 beyond the CPUs": cmd(MOVALL, 0, 0, 0, 4 << 16),
+}
+
+
+@pytest.mark.parametrize("bad", list(ERRORS.values()), ids=list(ERRORS))
+def test_a_command_error_stalls_the_queue_at_the_command(m, bad):
+    its = Its(m)
+    its.map_event(1, 0, LPI)
+    ncmds = len(bad) // 32
+    start = its.wr
+    errors = guest_errors(m)
+    its.send(*(bad[32 * i : 32 * i + 32] for i in range(ncmds)), ev(INT, 1, 0))
+    assert its.stalled()
+    assert its.creadr() & ~1 == start + 32 * (ncmds - 1)  # at the failing command
+    assert guest_errors(m) == errors + 1
+    assert take(m) == 1023  # the INT after it did not run
+    its.send()  # a new CWRITER write without Retry: still stalled, the command not run again
+    assert its.stalled()
+    assert guest_errors(m) == errors + 1
+    # remove the cause: overwrite the failing command with a SYNC, then Retry
+    m.write_memory(CMDQ + start + 32 * (ncmds - 1), cmd(SYNC))
+    m.mmio_write(GITS + GITS_CWRITER, its.wr | 1, size=8)
+    assert not its.stalled()
+    assert its.creadr() == its.wr
+    assert take(m) == LPI  # the INT ran
+
+
+def test_retry_runs_the_failing_command_again(m):
+    its = Its(m)
+    its.send(mapti(1, 0, LPI))  # device 1 not mapped
+    assert its.stalled()
+    m.mmio_write(GITS + GITS_CWRITER, its.wr | 1, size=8)
+    assert its.stalled()
+    assert guest_errors(m) == 2
+
+
+def test_a_new_cbaser_restarts_a_stalled_queue(m):
+    its = Its(m)
+    its.send(cmd(0x02))
+    assert its.stalled()
+    m.mmio_write(GITS + GITS_CTLR, 0)
+    m.mmio_write(GITS + GITS_CBASER, VALID | CMDQ, size=8)
+    assert m.mmio_read(GITS + GITS_CREADR, size=8) == 0
+    m.mmio_write(GITS + GITS_CWRITER, 0, size=8)
+    m.mmio_write(GITS + GITS_CTLR, 1)
+    its.wr = 0
+    its.map_event(1, 0, LPI)
+    m.msi(0, device=1)
+    assert take(m) == LPI
+
+
+def test_a_queue_outside_ram_stalls(m):
+    its = Its(m)
+    m.mmio_write(GITS + GITS_CTLR, 0)
+    m.mmio_write(GITS + GITS_CBASER, VALID | 0x1000_0000 | 0xFF, size=8)  # 1 MiB below RAM
+    m.mmio_write(GITS + GITS_CWRITER, 0x40, size=8)
+    m.mmio_write(GITS + GITS_CTLR, 1)
+    assert its.stalled()
+    assert its.creadr() == 1
+
+
+def test_cwriter_beyond_the_queue_stalls(m):
+    its = Its(m)
+    m.mmio_write(GITS + GITS_CWRITER, 0x2000, size=8)  # the queue is 4 KiB
+    assert its.stalled()
+
+
+def test_tables_outside_ram_stall(m):
+    its = Its(m)
+    m.mmio_write(GITS + GITS_CTLR, 0)
+    ram_end = RAM + 256 * 2**20
+    m.mmio_write(GITS + GITS_BASER, VALID | (ram_end - 0x1000) | 1, size=8)  # 2 pages, the 2nd beyond RAM
+    m.mmio_write(GITS + GITS_CTLR, 1)
+    its.send(mapd(511, ITT))
+    assert not its.stalled()
+    its.send(mapd(512, ITT))
+    assert its.stalled()
+
+
+def test_an_itt_outside_ram_drops_the_msi(m):
+    its = Its(m)
+    its.send(mapd(1, 0x3000_0000), mapc(0, 0))  # an ITT below RAM
+    assert not its.stalled()
+    its.send(mapti(1, 0, LPI))
+    assert its.stalled()
+    m.msi(0, device=1)
+    assert take(m) == 1023
+
+
+def test_an_itt_address_uses_all_52_bits(m):
+    its = Its(m)
+    its.send(mapd(1, ITT | 1 << 48), mapc(0, 0))  # PA bit 48: far above RAM, not a wrapped address in it
+    its.send(mapti(1, 0, LPI))
+    assert its.stalled()
+
+
+def test_msis_from_many_threads(m):
+    import threading
+
+    its = Its(m)
+    for e in range(8):
+        its.map_event(1, e, LPI + e)
+
+    def fire(e):
+        for _ in range(200):
+            m.msi(e, device=1)
+
+    threads = [threading.Thread(target=fire, args=(e,)) for e in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [take(m) for _ in range(9)] == [*(LPI + e for e in range(8)), 1023]  # each pending once
+
+
+# ---- snapshots ------------------------------------------------------------------------------------------------
+
+
+def test_snapshot_keeps_the_its_and_pending_lpis(guest, tmp_path):
+    path = tmp_path / "its.snap"
+    with vmmpy.Machine(guest("hello"), cpus=2, its=True) as mach:
+        mach.boot_info()  # prepared: snapshots need it
+        unmask(mach, 1)
+        its = Its(mach, cpus=2)
+        its.map_event(1, 0, LPI + 3, cpu=1)
+        its.map_event(1, 1, LPI + 4, cpu=1, prio=0x40)
+        mach.msi(0, device=1)
+        its.send(cmd(0x02))  # stalled, too
+        mach.snapshot(path)
+    with vmmpy.Machine.restore(path) as r:
+        assert r.mmio_read(GITS + GITS_CREADR, size=8) == its.wr - 32 | 1
+        assert r.mmio_read(rd(1, GICR_PROPBASER), size=8) == PROP | IDBITS
+        assert r.mmio_read(GITS + GITS_BASER, size=8) & ~(0x7FF << 48) == VALID | DEVT
+        assert r.irq_line(1)
+        r.msi(1, device=1)  # translation through the restored tables; the configuration re-read
+        assert [take(r, 1) for _ in range(3)] == [LPI + 4, LPI + 3, 1023]
+        r.write_memory(CMDQ + its.wr - 32, cmd(SYNC))
+        r.mmio_write(GITS + GITS_CWRITER, its.wr | 1, size=8)
+        assert r.mmio_read(GITS + GITS_CREADR, size=8) == its.wr
+
+
+def test_commands_wait_for_the_its_to_be_enabled_and_cbaser_valid(m):
+    its = Its(m)
+    m.mmio_write(GITS + GITS_CTLR, 0)
+    its.config(LPI)
+    its.send(mapd(1, ITT), mapc(0, 0), mapti(1, 0, LPI), cmd(INVALL, 0, 0, 0))
+    assert its.creadr() == 0  # disabled: nothing consumed
+    m.mmio_write(GITS + GITS_CBASER, CMDQ, size=8)  # CBASER not valid
+    m.mmio_write(GITS + GITS_CTLR, 1)
+    m.mmio_write(GITS + GITS_CWRITER, its.wr, size=8)
+    assert its.creadr() == 0
+    m.mmio_write(GITS + GITS_CTLR, 0)
+    m.mmio_write(GITS + GITS_CBASER, VALID | CMDQ, size=8)
+    m.mmio_write(GITS + GITS_CWRITER, its.wr, size=8)
+    assert its.creadr() == 0
+    m.mmio_write(GITS + GITS_CTLR, 1)  # enabling runs what was queued
+    assert its.creadr() == its.wr
+    m.msi(0, device=1)
+    assert take(m) == LPI
+
+
+def test_command_errors_are_named_in_the_log(m, caplog):
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="vmmpy")
+    its = Its(m)
+    its.send(mapd(1, ITT), mapti(1, 0, LPI, icid=7), ev(INT, 1, 0))
+    assert "command 0x03 at queue offset 0x00040 (DeviceID 1, EventID 0): collection not mapped" in caplog.text
+
+
+def test_inv_on_eight_cpus(guest):
+    """INV and INVALL reach every redistributor: with 8 vCPUs, the last of the array (ASan builds check the bound)."""
+    with vmmpy.Machine(cpus=8, its=True) as mach:
+        unmask(mach, 7)
+        its = Its(mach, cpus=8)
+        its.map_event(1, 0, LPI + 1, cpu=7)
+        mach.msi(0, device=1)
+        assert take(mach, 7) == LPI + 1
+        assert guest_errors(mach) == 0
+
+
+def _its_snapshot(guest, tmp_path):
+    path = tmp_path / "its.snap"
+    with vmmpy.Machine(guest("hello"), its=True) as mach:
+        mach.boot_info()
+        Its(mach)
+        mach.snapshot(path)
+    return bytearray(path.read_bytes())
+
+
+@pytest.mark.parametrize(
+    ("what", "value", "message"),
+    [
+        ("BASER0", VALID | DEVT | 1 << 56 | 7 << 48, "GITS_BASER0 0x"),  # its Type changed to 2
+        ("CBASER", VALID | CMDQ, "ITS command queue registers out of range"),  # a reserved bit set
+    ],
+)
+def test_a_snapshot_with_impossible_its_registers_is_refused(guest, tmp_path, what, value, message):
+    from .test_snapshot import sections
+    from .test_snapshot_devices import with_section_crc
+
+    data = _its_snapshot(guest, tmp_path)
+    ((off, plen),) = [(o, n) for name, o, n in sections(bytes(data)) if name == "irqchip"]
+    at = bytes(data[off : off + plen]).find(struct.pack("<Q", value))
+    assert at >= 0
+    bad = value ^ (3 << 56) if what == "BASER0" else value | 1 << 62
+    struct.pack_into("<Q", data, off + at, bad)
+    with_section_crc(data, off, plen)
+    p = tmp_path / "bad.snap"
+    p.write_bytes(data)
+    with pytest.raises(vmmpy.errors.VmmError, match=message):
+        vmmpy.Machine.restore(p).close()
+
+
+def test_a_long_queue_runs_in_batches_as_creadr_is_polled(m):
+    """A CWRITER write runs 256 commands; each GITS_CREADR (or GITS_CTLR) read runs the next 256."""
+    its = Its(m)
+    its.map_event(1, 0, LPI)
+    m.mmio_write(GITS + GITS_CTLR, 0)
+    m.write_memory(CMDQ, bytes(0x10000))
+    m.mmio_write(GITS + GITS_CBASER, VALID | CMDQ | 15, size=8)  # 16 pages: 2048 commands
+    m.mmio_write(GITS + GITS_CWRITER, 0, size=8)
+    m.mmio_write(GITS + GITS_CTLR, 1)
+    m.write_memory(CMDQ, cmd(SYNC) * 1000 + ev(INT, 1, 0))
+    m.mmio_write(GITS + GITS_CWRITER, 1001 * 32, size=8)
+    assert m.mmio_read(GITS + GITS_CTLR) == 1  # busy: not Quiescent (this read ran commands 256-511)
+    assert take(m) == 1023
+    polls = [m.mmio_read(GITS + GITS_CREADR, size=8) for _ in range(4)]
+    assert polls == [768 * 32, 1001 * 32, 1001 * 32, 1001 * 32]
+    assert m.mmio_read(GITS + GITS_CTLR) == 1 << 31 | 1
+    assert take(m) == LPI
