@@ -18,7 +18,6 @@
 #define CC_Q_SELECT 0x16
 #define CC_Q_MSIX 0x1a
 #define CC_MSIX_CONFIG 0x10
-#define GITS_TRANSLATER 0x08090040UL
 #define WAIT_MS 2000
 #define QUIET_MS 20
 

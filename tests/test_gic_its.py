@@ -26,13 +26,14 @@ TRANSLATER = GITS + 0x1_0040
 GICR_CTLR, GICR_PROPBASER, GICR_PENDBASER = 0x0000, 0x0070, 0x0078
 
 RAM = 0x4000_0000
-PROP = RAM + 0x0100_0000  # LPI configuration table: one byte per LPI from 8192
-PEND = RAM + 0x0110_0000  # pending tables: 64 KiB apart, one per CPU
-CMDQ = RAM + 0x0120_0000  # command queue: 1 page
-DEVT = RAM + 0x0130_0000  # device table
-COLLT = RAM + 0x0140_0000  # collection table
-ITT = RAM + 0x0150_0000  # ITTs: 4 KiB apart, one per device
-L2 = RAM + 0x0160_0000  # level-2 pages of a two-level device table
+# the tables sit 128 MiB into RAM, clear of the virtio test drivers' buffers (virtio_driver.GuestAlloc: 16-80 MiB)
+PROP = RAM + 0x0900_0000  # LPI configuration table: one byte per LPI from 8192
+PEND = RAM + 0x0910_0000  # pending tables: 64 KiB apart, one per CPU
+CMDQ = RAM + 0x0920_0000  # command queue: 1 page
+DEVT = RAM + 0x0930_0000  # device table
+COLLT = RAM + 0x0940_0000  # collection table
+ITT = RAM + 0x0950_0000  # ITTs: 4 KiB apart, one per device
+L2 = RAM + 0x0960_0000  # level-2 pages of a two-level device table
 
 LPI = 8192
 VALID = 1 << 63
