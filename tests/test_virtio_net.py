@@ -1,0 +1,327 @@
+"""Tier 1: virtio-net (virtio 1.2 §5.1) driven over virtio-mmio, two VMs on a vmmpy.Network, and slirp.
+
+The VMs do not run: tests/virtio_driver.py plays the guest drivers through the public test calls,
+and the frames cross the real in-process switch (or real libslirp) between them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import subprocess
+
+import pytest
+
+import vmmpy
+from tests.virtio_driver import INT_CONFIG, ID_NET, VirtioMMIO, find_devices
+from vmmpy import cli, errors
+
+F_MAC, F_MRG_RXBUF, F_STATUS = 1 << 5, 1 << 15, 1 << 16
+F_VERSION_1 = 1 << 32
+HDR = 12
+BCAST = b"\xff" * 6
+RXQ_FRAMES = 256
+
+
+def frame(dst: bytes, src: bytes, payload: bytes, ethertype: int = 0x88B5) -> bytes:
+    """An Ethernet frame (0x88B5: the IEEE local experimental EtherType)."""
+    return dst + src + struct.pack(">H", ethertype) + payload
+
+
+class Nic:
+    """A virtio-net driver on tests/virtio_driver.py: queue 0 receives, queue 1 transmits."""
+
+    def __init__(self, m: vmmpy.Machine, features: int | None = None):
+        self.m = m
+        (slot,) = [s for s, dev_id in find_devices(m) if dev_id == ID_NET]
+        self.dev = VirtioMMIO(m, slot)
+        self.rx, self.tx = self.dev.init(queues=2, features=features)
+
+    @property
+    def mac(self) -> bytes:
+        return bytes(self.dev.config_read(i, 1) for i in range(6))
+
+    def send(self, data: bytes, hdr: bytes = bytes(HDR), notify: bool = True) -> int:
+        head = self.tx.add([hdr, data], [])
+        if notify:
+            self.tx.notify()
+        return head
+
+    def post(self, sizes: list[int]) -> list[int]:
+        heads = [self.rx.add([], [n]) for n in sizes]
+        self.rx.notify()
+        return heads
+
+    def received(self) -> list[tuple[int, bytes]]:
+        """(num_buffers, frame) of each frame the device put in the receive buffers since the last call."""
+        out, pending = [], []
+        for head, n in self.rx.get_used():
+            pending.append(self.rx.chain_data(head)[:n])
+        while pending:
+            first = pending.pop(0)
+            (nbuf,) = struct.unpack_from("<H", first, 10)
+            assert first[:10] == bytes(10), "no offload was negotiated: flags, gso and csum fields are 0"
+            data = first[HDR:] + b"".join(pending[: nbuf - 1])
+            del pending[: nbuf - 1]
+            out.append((nbuf, data))
+        return out
+
+
+@pytest.fixture
+def pair():
+    """Two VMs on one switch, each with a driver: (a, b, net)."""
+    net = vmmpy.Network()
+    with vmmpy.Machine(net=net) as ma, vmmpy.Machine(net=net) as mb:
+        yield Nic(ma), Nic(mb), net
+
+
+def test_features_config_and_default_macs(pair):
+    a, b, _ = pair
+    f = a.dev.device_features()
+    assert f & (F_MAC | F_MRG_RXBUF | F_STATUS | F_VERSION_1) == F_MAC | F_MRG_RXBUF | F_STATUS | F_VERSION_1
+    assert f & 0x7F83 == 0, "no checksum (bits 0-1) or segmentation (7-14) offload is offered"
+    # switch ports: 52:54:00:12:35:<port>, in plug order
+    assert a.mac.hex(":") == "52:54:00:12:35:00" and b.mac.hex(":") == "52:54:00:12:35:01"
+    assert a.dev.config_read(6, 2) == 1  # status: VIRTIO_NET_S_LINK_UP
+    assert a.m.net_stats().mac == "52:54:00:12:35:00"
+
+
+def test_user_nic_default_mac_and_configured_mac():
+    with vmmpy.Machine(net=["user", "user"], mac=[None, "02:00:00:aa:bb:cc"]) as m:
+        assert m.net_stats(0).mac == "52:54:00:12:34:56"
+        assert m.net_stats(1).mac == "02:00:00:aa:bb:cc"
+    with pytest.raises(errors.InvalidArgument, match="multicast"):
+        vmmpy.Machine(net="user", mac="01:00:5e:00:00:01")
+    with pytest.raises(errors.InvalidArgument, match="six hex bytes"):
+        vmmpy.Machine(net="user", mac="52:54:00:12:34")
+
+
+def test_frame_crosses_the_switch_both_ways(pair):
+    a, b, net = pair
+    f1 = frame(b.mac, a.mac, b"hello b" * 10)
+    a.send(f1)
+    assert a.tx.get_used() and b.m.net_stats().rx_queued == 1
+    b.post([2048, 2048])
+    assert b.received() == [(1, f1)]
+    f2 = frame(a.mac, b.mac, b"hello a")
+    a.post([2048])
+    b.send(f2)  # the answer lands at once: a posted buffers first (the I/O thread or the send delivers it)
+    assert wait_received(a) == [(1, f2)]
+    sa, sb = a.m.net_stats(), b.m.net_stats()
+    assert (sa.tx_frames, sa.tx_bytes, sa.rx_frames, sa.rx_bytes) == (1, len(f1), 1, len(f2))
+    assert (sb.tx_frames, sb.rx_frames, sb.rx_dropped, sb.tx_malformed) == (1, 1, 0, 0)
+    assert net.forwarded == 2
+
+
+def wait_received(nic: Nic, timeout: float = 5.0):
+    """Frames delivered by the receiver's I/O thread (asynchronous): wait for the used ring to move."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while nic.rx.used_idx() == nic.rx.last_used and time.monotonic() < deadline:
+        time.sleep(0.001)
+    return nic.received()
+
+
+def test_learning_switch_does_not_send_a_known_unicast_elsewhere():
+    net = vmmpy.Network()
+    with vmmpy.Machine(net=net) as ma, vmmpy.Machine(net=net) as mb, vmmpy.Machine(net=net) as mc:
+        a, b, c = Nic(ma), Nic(mb), Nic(mc)
+        b.send(frame(BCAST, b.mac, b"I am b"))  # broadcast: a and c get it; the switch learns b's port
+        a.send(frame(b.mac, a.mac, b"for b only"))
+        assert mb.net_stats().rx_queued == 1 and mc.net_stats().rx_queued == 1 and ma.net_stats().rx_queued == 1
+        c.post([256, 256])
+        assert [d for _, d in c.received()] == [frame(BCAST, b.mac, b"I am b")]
+
+
+def test_mergeable_rx_buffers_spread_a_frame(pair):
+    a, b, _ = pair
+    assert b.dev.features & F_MRG_RXBUF
+    big = frame(b.mac, a.mac, bytes(range(256)) * 12)  # 3086 bytes + 12 header = 3 buffers of 1200
+    a.send(big)
+    b.post([1200] * 4)
+    assert b.received() == [(3, big)]
+    assert b.m.net_stats().rx_frames == 1
+
+
+def test_without_mrg_rxbuf_a_frame_too_big_for_the_buffer_is_dropped():
+    net = vmmpy.Network()
+    with vmmpy.Machine(net=net) as ma, vmmpy.Machine(net=net) as mb:
+        a, b = Nic(ma), Nic(mb, features=~F_MRG_RXBUF)
+        assert not b.dev.features & F_MRG_RXBUF
+        big, small = frame(b.mac, a.mac, bytes(1000)), frame(b.mac, a.mac, b"fits")
+        a.send(big)
+        a.send(small)
+        b.post([200])  # the big one cannot fit: dropped; the buffer stays for the small one
+        assert b.received() == [(1, small)]
+        assert mb.net_stats().rx_dropped == 1 and mb.net_stats().rx_frames == 1
+
+
+def test_not_enough_buffers_keeps_the_frame_until_more_are_posted(pair):
+    a, b, _ = pair
+    big = frame(b.mac, a.mac, bytes(3000))
+    a.send(big)
+    b.post([1024])  # 3026 bytes need three
+    assert b.received() == [] and b.m.net_stats().rx_queued == 1
+    b.post([1024, 1024])
+    assert b.received() == [(3, big)]
+
+
+def test_receive_buffer_smaller_than_the_header_needs_reset(pair):
+    a, b, _ = pair
+    a.send(frame(b.mac, a.mac, b"x" * 20))
+    b.post([8])
+    assert b.dev.needs_reset()
+    assert b.dev.interrupt_status() & INT_CONFIG
+
+
+def test_malformed_transmit_chains_are_refused_and_counted(pair):
+    a, b, net = pair
+    good = frame(b.mac, a.mac, b"payload")
+    a.send(good, hdr=b"\x01" + bytes(HDR - 1))  # NEEDS_CSUM: not offered
+    a.send(good, hdr=b"\x00\x01" + bytes(HDR - 2))  # GSO_TCPV4: not offered
+    a.send(b"short", hdr=bytes(HDR))  # shorter than an Ethernet header
+    a.send(b"", hdr=bytes(6))  # not even a header
+    a.send(frame(b.mac, a.mac, bytes(65535 + 10)))  # longer than any frame
+    head = a.tx.add([], [64])  # a transmit chain with only a writable buffer
+    a.tx.notify()
+    used = a.tx.get_used()
+    assert len(used) == 6 and all(n == 0 for _, n in used) and head in [u for u, _ in used]
+    st = a.m.net_stats()
+    assert (st.tx_malformed, st.tx_frames) == (6, 0)
+    assert net.forwarded == 0 and b.m.net_stats().rx_queued == 0
+    assert a.m.stats()["guest_errors"] >= 6
+    assert not a.dev.needs_reset(), "a bad frame is dropped, the queue goes on"
+    a.send(good)
+    assert b.m.net_stats().rx_queued == 1
+
+
+def test_transmit_flood_leaves_memory_bounded_and_counts_drops(pair):
+    a, b, _ = pair
+    before = b.m.stats()["host_mem_bytes"]
+    payload = bytes(1400)
+    sent = 0
+    for _ in range(20):  # 2000 frames the receiver never takes (100 chains of 2 descriptors at a time)
+        for _ in range(100):
+            a.send(frame(b.mac, a.mac, payload), notify=False)
+        a.tx.notify()
+        sent += len(a.tx.get_used())
+    st = b.m.net_stats()
+    assert sent == 2000 and a.m.net_stats().tx_frames == 2000
+    assert st.rx_queued == RXQ_FRAMES and st.rx_dropped == 2000 - RXQ_FRAMES
+    grown = b.m.stats()["host_mem_bytes"] - before
+    assert grown <= RXQ_FRAMES * (len(payload) + 14) + 4096, f"the receiver's queue grew by {grown} bytes"
+
+
+def test_link_down_drops_both_ways_and_signals_a_config_change(pair):
+    a, b, _ = pair
+    gen = a.dev.config_generation()
+    a.m.set_link(False)
+    assert a.dev.config_read(6, 2) == 0 and a.dev.config_generation() != gen
+    assert a.dev.interrupt_status() & INT_CONFIG
+    a.send(frame(b.mac, a.mac, b"while down"))
+    b.send(frame(a.mac, b.mac, b"to a down link"))
+    assert a.m.net_stats().tx_dropped == 1 and a.m.net_stats().rx_dropped == 1
+    a.m.set_link(True)
+    assert a.dev.config_read(6, 2) == 1 and a.m.net_stats().link_up
+
+
+def test_switch_outlives_its_python_object():
+    net = vmmpy.Network()
+    ma, mb = vmmpy.Machine(net=net), vmmpy.Machine(net=net)
+    del net  # each NIC holds a reference
+    try:
+        a, b = Nic(ma), Nic(mb)
+        a.send(frame(b.mac, a.mac, b"still wired"))
+        b.post([128])
+        assert [d for _, d in b.received()] == [frame(b.mac, a.mac, b"still wired")]
+    finally:
+        ma.close()
+        mb.close()
+
+
+def tcpdump_lines(path) -> list[str]:
+    if not shutil.which("tcpdump"):
+        pytest.skip("tcpdump is not installed (apt-get install tcpdump)")
+    r = subprocess.run(["tcpdump", "-nn", "-e", "-r", str(path)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    return [line for line in r.stdout.splitlines() if not line[:1].isspace()]  # no hex dump lines
+
+
+def arp_request(src_mac: bytes, src_ip: str, dst_ip: str) -> bytes:
+    ip = lambda s: bytes(int(x) for x in s.split("."))  # noqa: E731
+    body = struct.pack(">HHBBH", 1, 0x0800, 6, 4, 1) + src_mac + ip(src_ip) + bytes(6) + ip(dst_ip)
+    return frame(BCAST, src_mac, body, 0x0806)
+
+
+def test_captures_parse_with_tcpdump(tmp_path):
+    sw_pcap, nic_pcap = tmp_path / "switch.pcap", tmp_path / "nic.pcap"
+    net = vmmpy.Network(capture=sw_pcap)
+    with vmmpy.Machine(net=net, net_capture=nic_pcap) as ma, vmmpy.Machine(net=net) as mb:
+        a, b = Nic(ma), Nic(mb)
+        a.send(arp_request(a.mac, "10.0.0.1", "10.0.0.2"))
+        b.post([256])
+        b.received()
+        b.send(frame(a.mac, b.mac, b"answer"))
+        a.post([256])
+        wait_received(a)
+    sw, nic = tcpdump_lines(sw_pcap), tcpdump_lines(nic_pcap)
+    assert len(sw) == 2 and len(nic) == 2
+    assert "52:54:00:12:35:00 > ff:ff:ff:ff:ff:ff" in sw[0] and "Request who-has 10.0.0.2 tell 10.0.0.1" in sw[0]
+    assert "52:54:00:12:35:01 > 52:54:00:12:35:00" in nic[1]
+
+
+def test_capture_path_errors_are_one_line(tmp_path):
+    with pytest.raises(errors.VmmError, match="cannot write a capture"):
+        vmmpy.Network(capture=tmp_path / "no" / "such" / "dir.pcap")
+    with pytest.raises(errors.VmmError, match="cannot write a capture"):
+        vmmpy.Machine(net="user", net_capture=tmp_path / "missing" / "x.pcap")
+
+
+def test_user_networking_answers_arp_for_the_host(tmp_path):
+    """Real libslirp: an ARP request for 10.0.2.2 (the host) gets slirp's reply."""
+    with vmmpy.Machine(net="user", net_capture=tmp_path / "u.pcap") as m:
+        nic = Nic(m)
+        nic.post([2048])
+        nic.send(arp_request(nic.mac, "10.0.2.15", "10.0.2.2"))
+        (n, reply), = wait_received(nic)
+        assert reply[:6] == nic.mac and struct.unpack(">H", reply[12:14])[0] == 0x0806
+        assert struct.unpack(">H", reply[20:22])[0] == 2  # ARP reply
+        assert reply[28:32] == bytes([10, 0, 2, 2])
+    lines = tcpdump_lines(tmp_path / "u.pcap")
+    assert "Reply 10.0.2.2 is-at" in lines[1]
+
+
+def test_hostfwd_rules_are_checked():
+    with pytest.raises(errors.InvalidArgument, match="expected tcp|udp"):
+        vmmpy.Machine(net="user", hostfwd=["tcp:8080:80"])
+    with pytest.raises(errors.InvalidArgument, match="needs user networking"):
+        vmmpy.Machine(net=vmmpy.Network(), hostfwd=["tcp::8080-:80"])
+    with vmmpy.Machine(net="user", hostfwd=["tcp:127.0.0.1:0-:80", "udp::0-10.0.2.15:53"]) as m:
+        assert m.net_stats().link_up
+
+
+def test_bad_network_specs():
+    with pytest.raises(errors.InvalidArgument, match="expected 'user', 'tap=NAME'"):
+        vmmpy.Machine(net="bridge")
+    with pytest.raises(errors.InvalidArgument, match="need a network card"):
+        vmmpy.Machine(hostfwd=["tcp::8080-:80"])
+
+
+def test_snapshot_is_refused_with_a_reason(guest, tmp_path):
+    with vmmpy.Machine(guest("timer"), net="user", deterministic=True) as m:
+        m.stop_at(1_000_000)
+        m.start()
+        assert m.wait(60).reason == vmmpy.RunReason.STOPPED
+        with pytest.raises(errors.NotSupported, match="network card"):
+            m.snapshot(tmp_path / "s.snap")
+
+
+def test_cli_net_options():
+    p = cli.build_parser()
+    a = p.parse_args(["run", "k.elf", "--net", "user,hostfwd=tcp:127.0.0.1:8080-:80,hostfwd=udp::53-:53"])
+    assert cli.net_kwargs(a) == {"net": ["user"], "hostfwd": ["tcp:127.0.0.1:8080-:80", "udp::53-:53"]}
+    a = p.parse_args(["run", "k.elf", "--net", "tap=tap0", "--net-dump", "x.pcap"])
+    assert cli.net_kwargs(a) == {"net": ["tap=tap0"], "net_capture": "x.pcap"}
+    with pytest.raises(SystemExit):
+        p.parse_args(["run", "k.elf", "--net", "user,bogus=1"])
