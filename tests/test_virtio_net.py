@@ -13,7 +13,7 @@ import subprocess
 import pytest
 
 import vmmpy
-from tests.virtio_driver import INT_CONFIG, ID_NET, VirtioMMIO, find_devices
+from tests.virtio_driver import ID_NET, INT_CONFIG, VirtioMMIO, find_devices
 from vmmpy import cli, errors
 
 F_MAC, F_MRG_RXBUF, F_STATUS = 1 << 5, 1 << 15, 1 << 16
@@ -284,7 +284,7 @@ def test_user_networking_answers_arp_for_the_host(tmp_path):
         nic = Nic(m)
         nic.post([2048])
         nic.send(arp_request(nic.mac, "10.0.2.15", "10.0.2.2"))
-        (n, reply), = wait_received(nic)
+        ((n, reply),) = wait_received(nic)
         assert reply[:6] == nic.mac and struct.unpack(">H", reply[12:14])[0] == 0x0806
         assert struct.unpack(">H", reply[20:22])[0] == 2  # ARP reply
         assert reply[28:32] == bytes([10, 0, 2, 2])

@@ -130,7 +130,9 @@ def _net(text: str) -> tuple[str, list[str]]:
         rules = []
         for o in opts:
             if not o.startswith("hostfwd=") or len(o) == len("hostfwd="):
-                raise argparse.ArgumentTypeError(f"{text!r}: user takes hostfwd=PROTO:[HOST]:HPORT-[GUEST]:GPORT options")
+                raise argparse.ArgumentTypeError(
+                    f"{text!r}: user takes hostfwd=PROTO:[HOST]:HPORT-[GUEST]:GPORT options"
+                )
             rules.append(o[len("hostfwd=") :])
         return "user", rules
     if head.startswith("tap=") and len(head) > 4 and not opts:
