@@ -6,9 +6,12 @@ and the frames cross the real in-process switch (or real libslirp) between them.
 
 from __future__ import annotations
 
+import os
 import shutil
 import struct
 import subprocess
+import sys
+import time
 
 import pytest
 
@@ -115,8 +118,6 @@ def test_frame_crosses_the_switch_both_ways(pair):
 
 def wait_received(nic: Nic, timeout: float = 5.0):
     """Frames delivered by the receiver's I/O thread (asynchronous): wait for the used ring to move."""
-    import time
-
     deadline = time.monotonic() + timeout
     while nic.rx.used_idx() == nic.rx.last_used and time.monotonic() < deadline:
         time.sleep(0.001)
@@ -325,3 +326,69 @@ def test_cli_net_options():
     assert cli.net_kwargs(a) == {"net": ["tap=tap0"], "net_capture": "x.pcap"}
     with pytest.raises(SystemExit):
         p.parse_args(["run", "k.elf", "--net", "user,bogus=1"])
+
+
+# ---- tap: a tap interface the test makes, moved into a network namespace of its own ----
+
+
+def _ip(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
+
+
+@pytest.fixture
+def tap_in_netns():
+    """(tap name, netns name): a tap interface; the VM attaches to it, then tap_up() moves it into the netns."""
+    if not shutil.which("ip"):
+        pytest.skip("iproute2 is not installed (apt-get install iproute2): no tap test")
+    suffix = os.urandom(3).hex()
+    tap, ns = f"vmt{suffix}", f"vmmpy-net-{suffix}"
+    r = _ip("tuntap", "add", "dev", tap, "mode", "tap")
+    if r.returncode:
+        pytest.skip(f"cannot create a tap interface (needs root / CAP_NET_ADMIN and /dev/net/tun): {r.stderr.strip()}")
+    r = _ip("netns", "add", ns)
+    if r.returncode:
+        _ip("link", "del", tap)
+        pytest.skip(f"cannot create a network namespace: {r.stderr.strip()}")
+    try:
+        yield tap, ns
+    finally:
+        _ip("netns", "exec", ns, "ip", "link", "del", tap)
+        _ip("link", "del", tap)
+        _ip("netns", "del", ns)
+
+
+def test_tap_frames_reach_the_host_kernel_and_back(tap_in_netns):
+    """The host's own stack (in a netns of the test's) answers the guest's ARP, and its ping reaches the guest."""
+    tap, ns = tap_in_netns
+    with vmmpy.Machine(net=f"tap={tap}") as m:
+        nic = Nic(m)
+        for args in (
+            ("link", "set", tap, "netns", ns),  # the open fd keeps the device across namespaces
+            ("netns", "exec", ns, "ip", "addr", "add", "192.168.213.1/24", "dev", tap),
+            ("netns", "exec", ns, "ip", "link", "set", tap, "up"),
+        ):
+            r = _ip(*args)
+            assert r.returncode == 0, f"ip {' '.join(args)}: {r.stderr}"
+        nic.post([2048] * 8)
+        nic.send(arp_request(nic.mac, "192.168.213.2", "192.168.213.1"))
+        deadline = time.monotonic() + 10
+        replies = []
+        while time.monotonic() < deadline and not replies:
+            replies = [f for _, f in wait_received(nic, 1.0) if f[12:14] == b"\x08\x06" and f[20:22] == b"\x00\x02"]
+        assert replies, "no ARP reply from the host's stack"
+        assert replies[0][:6] == nic.mac and replies[0][28:32] == bytes([192, 168, 213, 1])
+        # host -> guest: a UDP datagram from the namespace (it learnt the guest's MAC from the ARP request)
+        send = "import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'hello-guest', ('192.168.213.2', 9))"
+        r = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", send], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        deadline = time.monotonic() + 10
+        got = []
+        while time.monotonic() < deadline and not got:
+            got = [f for _, f in wait_received(nic, 1.0) if f.endswith(b"hello-guest")]
+        assert got and got[0][:6] == nic.mac and got[0][12:14] == b"\x08\x00"
+        assert m.net_stats().tx_frames == 1
+
+
+def test_tap_that_cannot_be_opened_is_one_clear_error():
+    with pytest.raises(errors.VmmError, match=r"tap x{20}: "):
+        vmmpy.Machine(net="tap=" + "x" * 20)  # longer than IFNAMSIZ
