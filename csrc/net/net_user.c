@@ -205,6 +205,10 @@ static void user_send(void *be, const uint8_t *frame, size_t len)
     pthread_mutex_lock(&u->lock);
     slirp_input(u->slirp, frame, (int)len);
     pthread_mutex_unlock(&u->lock);
+    /* an ACK may have freed room in a socket's buffer: the I/O thread polls that socket again (without
+     * this it sleeps until slirp's next timer, and host -> guest TCP runs at a fraction of its rate) */
+    if (u->vm->iothread)
+        vmm__iothread_kick(u->vm->iothread);
 }
 
 static uint64_t user_advance(void *be, uint64_t now_ns)
