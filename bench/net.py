@@ -231,8 +231,8 @@ def main() -> int:
                    stat="max" if d == "higher" else "min")
         for k, u, d in ROWS
     ]  # fmt: skip
-    rec = common.record("net", "Linux guest network throughput and latency, vmmpy vs QEMU TCG", rows,
-                        config={"runs": args.runs, "blob_mib": BLOB_MIB, "pings": PINGS, "cpus": 1, "ram_mib": 256})  # fmt: skip
+    config = {"runs": args.runs, "blob_mib": BLOB_MIB, "pings": PINGS, "cpus": 1, "ram_mib": 256}
+    rec = common.record("net", "Linux guest network throughput and latency, vmmpy vs QEMU TCG", rows, config=config)
     print(f"wrote {os.path.relpath(common.save(rec), common.ROOT)}")
     return 0
 

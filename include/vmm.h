@@ -303,27 +303,27 @@ VMM_EXPORT int vmm_add_virtio_console(vmm_vm *vm);
 enum vmm_net_backend { VMM_NET_USER = 1, VMM_NET_TAP = 2, VMM_NET_SWITCH = 3 };
 typedef struct vmm_net_switch vmm_net_switch;
 struct vmm_net_config {
-    uint32_t size;                /* sizeof(struct vmm_net_config) */
-    int backend;                  /* enum vmm_net_backend */
-    const char *const *hostfwd;   /* USER: nhostfwd port-forward rules */
+    uint32_t size;              /* sizeof(struct vmm_net_config) */
+    int backend;                /* enum vmm_net_backend */
+    const char *const *hostfwd; /* USER: nhostfwd port-forward rules */
     uint32_t nhostfwd;
-    const char *tap;              /* TAP: interface name */
-    vmm_net_switch *sw;           /* SWITCH: the switch (the NIC holds a reference) */
-    const uint8_t *mac;           /* 6 bytes, or NULL for the default */
-    const char *capture;          /* pcap file of this NIC's traffic, or NULL */
+    const char *tap;     /* TAP: interface name */
+    vmm_net_switch *sw;  /* SWITCH: the switch (the NIC holds a reference) */
+    const uint8_t *mac;  /* 6 bytes, or NULL for the default */
+    const char *capture; /* pcap file of this NIC's traffic, or NULL */
 };
 VMM_EXPORT int vmm_add_net(vmm_vm *vm, const struct vmm_net_config *cfg);
 
 /* Counters of NIC `nic` (0 = the first vmm_add_net()). Thread-safe. */
 struct vmm_net_stats {
     uint32_t size;
-    uint64_t tx_frames, tx_bytes;   /* frames the guest sent that went to the back-end */
-    uint64_t rx_frames, rx_bytes;   /* frames delivered into the guest's buffers */
-    uint64_t tx_dropped;            /* sent while the link was down */
-    uint64_t tx_malformed;          /* refused: bad header, too short or too long (guest errors) */
-    uint64_t rx_dropped;            /* for the guest, dropped: its queue full, link down, or too big */
-    uint64_t rx_queued;             /* waiting for guest buffers now (at most 256) */
-    uint64_t capture_dropped;       /* frames the pcap file did not take (its 1 GiB cap, write errors) */
+    uint64_t tx_frames, tx_bytes; /* frames the guest sent that went to the back-end */
+    uint64_t rx_frames, rx_bytes; /* frames delivered into the guest's buffers */
+    uint64_t tx_dropped;          /* sent while the link was down */
+    uint64_t tx_malformed;        /* refused: bad header, too short or too long (guest errors) */
+    uint64_t rx_dropped;          /* for the guest, dropped: its queue full, link down, or too big */
+    uint64_t rx_queued;           /* waiting for guest buffers now (at most 256) */
+    uint64_t capture_dropped;     /* frames the pcap file did not take (its 1 GiB cap, write errors) */
     uint32_t link_up;
     uint8_t mac[6];
 };

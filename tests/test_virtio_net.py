@@ -378,7 +378,7 @@ def test_tap_frames_reach_the_host_kernel_and_back(tap_in_netns):
         assert replies, "no ARP reply from the host's stack"
         assert replies[0][:6] == nic.mac and replies[0][28:32] == bytes([192, 168, 213, 1])
         # host -> guest: a UDP datagram from the namespace (it learnt the guest's MAC from the ARP request)
-        send = "import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'hello-guest', ('192.168.213.2', 9))"
+        send = "import socket as s; s.socket(s.AF_INET, s.SOCK_DGRAM).sendto(b'hello-guest', ('192.168.213.2', 9))"
         r = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", send], capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
         deadline = time.monotonic() + 10

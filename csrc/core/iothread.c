@@ -7,7 +7,7 @@
 #include "iothread.h"
 #include "vm.h"
 
-#define IO_MAX_FDS 256 /* a round polls at most this many fds (slirp: one per guest connection) */
+#define IO_MAX_FDS 256    /* a round polls at most this many fds (slirp: one per guest connection) */
 #define IO_MAX_ENTRIES 32 /* clients + work items of one VM (a NIC has at most 2) */
 
 struct vmm_io_set {
@@ -29,7 +29,8 @@ struct vmm_iothread {
     struct io_entry e[IO_MAX_ENTRIES];
     unsigned n;
     bool stop;
-    uint64_t round; /* bumped when a round's copy of the entries is taken */
+    uint64_t round;     /* bumped when a round's copy of the entries is taken */
+    atomic_bool kicked; /* a kick since the last poll returned: later kicks need no wake-up write */
 };
 
 int vmm__io_add(struct vmm_io_set *set, int fd, short events)
@@ -69,7 +70,8 @@ static void io_round(struct vmm_iothread *io, struct vmm_io_set *set)
         if (!e[i].ops && atomic_load(&((struct vmm_io_work *)e[i].p)->pending))
             timeout = 0;
     if (vmm__host_poll(set->fd, set->n, timeout, &ready))
-        set->n = 1; /* only EINVAL/ENOMEM: treat as a timeout, the next round tries again */
+        set->n = 1;                   /* only EINVAL/ENOMEM: treat as a timeout, the next round tries again */
+    atomic_store(&io->kicked, false); /* kicks from here on start another round */
     if (set->fd[0].revents)
         vmm__host_wakeup_drain(&io->wake);
     for (unsigned i = 0; i < n; i++) {
@@ -202,5 +204,6 @@ void vmm__iothread_schedule(struct vmm_iothread *io, struct vmm_io_work *w)
 
 void vmm__iothread_kick(struct vmm_iothread *io)
 {
-    vmm__host_wakeup_signal(&io->wake);
+    if (!atomic_exchange(&io->kicked, true)) /* one wake-up write per round, however many kicks */
+        vmm__host_wakeup_signal(&io->wake);
 }

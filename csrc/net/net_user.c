@@ -147,8 +147,8 @@ static int64_t fire_timers(struct net_user *u, int64_t now_ms)
 static int add_poll(int fd, int events, void *opaque)
 {
     struct net_user *u = opaque;
-    short ev = (short)(((events & SLIRP_POLL_IN) ? VMM_HOST_POLLIN : 0) |
-                       ((events & SLIRP_POLL_OUT) ? VMM_HOST_POLLOUT : 0));
+    short ev =
+        (short)(((events & SLIRP_POLL_IN) ? VMM_HOST_POLLIN : 0) | ((events & SLIRP_POLL_OUT) ? VMM_HOST_POLLOUT : 0));
     return vmm__io_add(u->set, fd, ev); /* -1 when the round is full: slirp skips that socket this round */
 }
 
@@ -205,8 +205,9 @@ static void user_send(void *be, const uint8_t *frame, size_t len)
     pthread_mutex_lock(&u->lock);
     slirp_input(u->slirp, frame, (int)len);
     pthread_mutex_unlock(&u->lock);
-    /* an ACK may have freed room in a socket's buffer: the I/O thread polls that socket again (without
-     * this it sleeps until slirp's next timer, and host -> guest TCP runs at a fraction of its rate) */
+    /* The guest's data may wait in slirp for a socket that must now be polled for POLLOUT (slirp writes
+     * at once what the socket takes): start a new round, so the I/O thread's poll set includes it.
+     * (The other way, an ACK that frees room for host data, slirp signals itself with notify().) */
     if (u->vm->iothread)
         vmm__iothread_kick(u->vm->iothread);
 }
