@@ -168,3 +168,15 @@ def test_two_vms_on_a_switch_ping_and_transfer_a_file(net_kernel, net_initramfs,
     assert "ICMP echo request" in text and "ICMP echo reply" in text
     assert "192.168.77.1." in text and "192.168.77.2.8080: Flags [S]" in text
     assert net.forwarded > 512 * 1024 // 1514
+
+
+def test_deterministic_vm_gets_a_lease_and_fetches_from_the_host(net_kernel, net_initramfs, machine, tmp_path):
+    """Deterministic mode: frames enter between rounds and slirp's timers run on the guest's virtual clock."""
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "d.txt").write_text("deterministic-fetch\n")
+    with http_server(tmp_path / "www") as port:
+        m = boot(machine, net_kernel, net_initramfs, net="user", deterministic=True)
+        sh(m, "udhcpc -i eth0 -s /etc/vmmpy/udhcpc.script -q -n -t 5", rb"VMMPY-DHCP eth0 ip=10.0.2.15")
+        sh(m, f"wget -q -O - http://10.0.2.2:{port}/d.txt", "deterministic-fetch")
+    m.serial.write("exit\n")
+    assert m.wait(timeout=60).ok

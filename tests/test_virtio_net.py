@@ -124,6 +124,27 @@ def wait_received(nic: Nic, timeout: float = 5.0):
     return nic.received()
 
 
+def test_deterministic_receiver_takes_frames_only_at_its_own_points():
+    """In deterministic mode the I/O thread never fills a guest's buffers: frames wait for a round
+    boundary (or the guest's own notify), so when they enter depends on the receiver's run alone.
+    A real-time VM on the same switch is the control: its I/O thread delivers the same broadcast."""
+    net = vmmpy.Network()
+    with (
+        vmmpy.Machine(net=net) as ma,
+        vmmpy.Machine(net=net, deterministic=True) as mb,
+        vmmpy.Machine(net=net) as mc,
+    ):
+        a, b, c = Nic(ma), Nic(mb), Nic(mc)
+        b.post([512])
+        c.post([512])
+        f = frame(BCAST, a.mac, b"to everyone")
+        a.send(f)
+        assert wait_received(c) == [(1, f)]  # the real-time VM: its I/O thread filled the buffer
+        assert b.rx.used_idx() == 0 and mb.net_stats().rx_queued == 1
+        b.rx.notify()  # the deterministic guest's own access: delivered now
+        assert b.received() == [(1, f)]
+
+
 def test_learning_switch_does_not_send_a_known_unicast_elsewhere():
     net = vmmpy.Network()
     with vmmpy.Machine(net=net) as ma, vmmpy.Machine(net=net) as mb, vmmpy.Machine(net=net) as mc:
