@@ -180,3 +180,43 @@ def test_deterministic_vm_gets_a_lease_and_fetches_from_the_host(net_kernel, net
         sh(m, f"wget -q -O - http://10.0.2.2:{port}/d.txt", "deterministic-fetch")
     m.serial.write("exit\n")
     assert m.wait(timeout=60).ok
+
+
+CLI_INIT = """#!/bin/sh
+export PATH=/bin:/sbin:/usr/bin HOME=/root
+mount -t proc proc /proc; mount -t sysfs sysfs /sys; mount -t devtmpfs devtmpfs /dev
+dmesg -n 1
+/etc/vmmpy/load-modules
+udhcpc -i eth0 -s /etc/vmmpy/udhcpc.script -q -n -t 5
+mkdir -p /www && echo "served by the guest" > /www/index.html
+httpd -p 80 -h /www && echo "VMMPY-HTTPD-READY"
+while :; do sleep 3600; done
+"""
+
+
+def test_cli_user_networking_with_a_port_forward_and_a_dump(net_kernel, tmp_path):
+    """The README's command: `vmmpy run ... --net user,hostfwd=tcp:127.0.0.1:PORT-:80 --net-dump FILE`, then a
+    request from the host."""
+    cpio = initramfs.cached(
+        init_script=CLI_INIT,
+        modules=["virtio_mmio", "virtio_net"],
+        extra_files={"/etc/vmmpy/udhcpc.script": UDHCPC_SCRIPT},
+    )
+    hp, dump = free_port(), tmp_path / "cli.pcap"
+    cmd = [sys.executable, "-m", "vmmpy", "run", net_kernel, "--initrd", cpio, "--cmdline", CMDLINE, "--headless",
+           "--net", f"user,hostfwd=tcp:127.0.0.1:{hp}-:80", "--net-dump", str(dump)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    try:
+        out = b""
+        while b"VMMPY-HTTPD-READY" not in out:
+            chunk = p.stdout.read1(65536)
+            assert chunk, f"the run ended before httpd started:\n{out[-3000:].decode(errors='replace')}"
+            out += chunk
+        with urllib.request.urlopen(f"http://127.0.0.1:{hp}/", timeout=120) as r:
+            assert r.read() == b"served by the guest\n"
+    finally:
+        p.send_signal(2)  # SIGINT: the CLI stops the guest and exits
+        p.communicate(timeout=60)
+    text = tcpdump(dump)
+    assert "BOOTP/DHCP, Reply" in text and "10.0.2.15.80 > " in text
