@@ -156,7 +156,7 @@ def test_two_vms_on_a_switch_ping_and_transfer_a_file(net_kernel, net_initramfs,
     )
     ma = sh(
         a,
-        "wget -q -O /tmp/blob http://192.168.77.2:8080/blob && md5sum /tmp/blob | sed 's/^/SUM-A /'",
+        "wget -q -O /root/blob http://192.168.77.2:8080/blob && md5sum /root/blob | sed 's/^/SUM-A /'",
         rb"SUM-A ([0-9a-f]{32})",
     )
     assert ma[1] == mb[1], "the file arrived intact over TCP"
