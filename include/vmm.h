@@ -287,7 +287,7 @@ VMM_EXPORT int vmm_add_virtio_console(vmm_vm *vm);
 
 /*
  * Networking (docs/devices.md#network): a virtio-net NIC (virtio 1.2 §5.1; one RX/TX queue pair,
- * MAC, link status, mergeable RX buffers) on one back-end:
+ * MAC, link status, mergeable RX buffers, checksum offload both ways) on one back-end:
  * - VMM_NET_USER: NAT through libslirp (the guest is 10.0.2.15 by DHCP, the host 10.0.2.2, DNS
  *   10.0.2.3); `hostfwd` rules "tcp:HOSTADDR:HOSTPORT-GUESTADDR:GUESTPORT" (or "udp:"; HOSTADDR
  *   empty = 127.0.0.1, GUESTADDR empty = 10.0.2.15) forward host ports into the guest.

@@ -19,7 +19,8 @@ import vmmpy
 from tests.virtio_driver import ID_NET, INT_CONFIG, VirtioMMIO, find_devices
 from vmmpy import cli, errors
 
-F_MAC, F_MRG_RXBUF, F_STATUS = 1 << 5, 1 << 15, 1 << 16
+F_CSUM, F_GUEST_CSUM, F_MAC, F_MRG_RXBUF, F_STATUS = 1 << 0, 1 << 1, 1 << 5, 1 << 15, 1 << 16
+NEEDS_CSUM, DATA_VALID = 1, 2
 F_VERSION_1 = 1 << 32
 HDR = 12
 BCAST = b"\xff" * 6
@@ -55,15 +56,16 @@ class Nic:
         self.rx.notify()
         return heads
 
-    def received(self) -> list[tuple[int, bytes]]:
-        """(num_buffers, frame) of each frame the device put in the receive buffers since the last call."""
+    def received(self, flags: int = 0) -> list[tuple[int, bytes]]:
+        """(num_buffers, frame) of each frame the device put in the receive buffers since the last call;
+        every header's flags must be `flags`."""
         out, pending = [], []
         for head, n in self.rx.get_used():
             pending.append(self.rx.chain_data(head)[:n])
         while pending:
             first = pending.pop(0)
             (nbuf,) = struct.unpack_from("<H", first, 10)
-            assert first[:10] == bytes(10), "no offload was negotiated: flags, gso and csum fields are 0"
+            assert first[0] == flags and first[1:10] == bytes(9), "flags as expected; no GSO: gso and csum fields 0"
             data = first[HDR:] + b"".join(pending[: nbuf - 1])
             del pending[: nbuf - 1]
             out.append((nbuf, data))
@@ -81,8 +83,9 @@ def pair():
 def test_features_config_and_default_macs(pair):
     a, b, _ = pair
     f = a.dev.device_features()
-    assert f & (F_MAC | F_MRG_RXBUF | F_STATUS | F_VERSION_1) == F_MAC | F_MRG_RXBUF | F_STATUS | F_VERSION_1
-    assert f & 0x7F83 == 0, "no checksum (bits 0-1) or segmentation (7-14) offload is offered"
+    want = F_CSUM | F_GUEST_CSUM | F_MAC | F_MRG_RXBUF | F_STATUS | F_VERSION_1
+    assert f & want == want
+    assert f & 0x7F80 == 0, "no segmentation offload (bits 7-14) is offered"
     # switch ports: 52:54:00:12:35:<port>, in plug order
     assert a.mac.hex(":") == "52:54:00:12:35:00" and b.mac.hex(":") == "52:54:00:12:35:01"
     assert a.dev.config_read(6, 2) == 1  # status: VIRTIO_NET_S_LINK_UP
@@ -116,12 +119,12 @@ def test_frame_crosses_the_switch_both_ways(pair):
     assert net.forwarded == 2
 
 
-def wait_received(nic: Nic, timeout: float = 5.0):
+def wait_received(nic: Nic, timeout: float = 5.0, flags: int = 0):
     """Frames delivered by the receiver's I/O thread (asynchronous): wait for the used ring to move."""
     deadline = time.monotonic() + timeout
     while nic.rx.used_idx() == nic.rx.last_used and time.monotonic() < deadline:
         time.sleep(0.001)
-    return nic.received()
+    return nic.received(flags)
 
 
 def test_deterministic_receiver_takes_frames_only_at_its_own_points():
@@ -143,6 +146,48 @@ def test_deterministic_receiver_takes_frames_only_at_its_own_points():
         assert b.rx.used_idx() == 0 and mb.net_stats().rx_queued == 1
         b.rx.notify()  # the deterministic guest's own access: delivered now
         assert b.received() == [(1, f)]
+
+
+def udp_frame(dst: bytes, src: bytes, payload: bytes, csum: int = 0) -> bytes:
+    """An IPv4/UDP frame 10.0.0.1:1000 -> 10.0.0.2:2000 whose UDP checksum field holds `csum`."""
+    ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + 8 + len(payload), 0, 0, 64, 17, 0, bytes([10, 0, 0, 1]),
+                     bytes([10, 0, 0, 2]))  # fmt: skip
+    udp = struct.pack(">HHHH", 1000, 2000, 8 + len(payload), csum)
+    return frame(dst, src, ip + udp + payload, 0x0800)
+
+
+def ones_sum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack(f">{len(data) // 2}H", data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return s
+
+
+def test_checksum_offload_completes_the_guests_partial_checksum(pair):
+    """NEEDS_CSUM (§5.1.6.2): the field holds the pseudo-header sum; the device finishes the checksum."""
+    a, b, _ = pair
+    payload = b"odd-length payload!"
+    pseudo = ones_sum(bytes([10, 0, 0, 1, 10, 0, 0, 2, 0, 17]) + struct.pack(">H", 8 + len(payload)))
+    partial = udp_frame(b.mac, a.mac, payload, csum=pseudo)
+    csum_start = 14 + 20
+    a.send(partial, hdr=struct.pack("<BBHHHHH", NEEDS_CSUM, 0, 0, 0, csum_start, 6, 0))
+    b.post([512])
+    ((_, got),) = b.received()  # from a switch: no DATA_VALID, the receiver checks for itself
+    udp = got[csum_start:]
+    assert got[: csum_start + 6] == partial[: csum_start + 6] and udp[8:] == payload
+    assert udp[6:8] != struct.pack(">H", pseudo)
+    # a complete UDP checksum: pseudo-header + UDP header + data sum to 0xffff
+    assert ones_sum(bytes([10, 0, 0, 1, 10, 0, 0, 2, 0, 17]) + struct.pack(">H", len(udp)) + udp) == 0xFFFF
+
+
+def test_checksum_offload_needs_negotiation():
+    net = vmmpy.Network()
+    with vmmpy.Machine(net=net) as ma, vmmpy.Machine(net=net) as mb:
+        a, b = Nic(ma, features=~F_CSUM), Nic(mb)
+        a.send(udp_frame(b.mac, a.mac, b"x"), hdr=struct.pack("<BBHHHHH", NEEDS_CSUM, 0, 0, 0, 34, 6, 0))
+        assert ma.net_stats().tx_malformed == 1 and mb.net_stats().rx_queued == 0
 
 
 def test_learning_switch_does_not_send_a_known_unicast_elsewhere():
@@ -200,7 +245,7 @@ def test_receive_buffer_smaller_than_the_header_needs_reset(pair):
 def test_malformed_transmit_chains_are_refused_and_counted(pair):
     a, b, net = pair
     good = frame(b.mac, a.mac, b"payload")
-    a.send(good, hdr=b"\x01" + bytes(HDR - 1))  # NEEDS_CSUM: not offered
+    a.send(good, hdr=struct.pack("<BBHHHHH", NEEDS_CSUM, 0, 0, 0, len(good), 0, 0))  # checksum beyond the frame
     a.send(good, hdr=b"\x00\x01" + bytes(HDR - 2))  # GSO_TCPV4: not offered
     a.send(b"short", hdr=bytes(HDR))  # shorter than an Ethernet header
     a.send(b"", hdr=bytes(6))  # not even a header
@@ -306,7 +351,7 @@ def test_user_networking_answers_arp_for_the_host(tmp_path):
         nic = Nic(m)
         nic.post([2048])
         nic.send(arp_request(nic.mac, "10.0.2.15", "10.0.2.2"))
-        ((n, reply),) = wait_received(nic)
+        ((n, reply),) = wait_received(nic, flags=DATA_VALID)  # slirp's frames carry good checksums
         assert reply[:6] == nic.mac and struct.unpack(">H", reply[12:14])[0] == 0x0806
         assert struct.unpack(">H", reply[20:22])[0] == 2  # ARP reply
         assert reply[28:32] == bytes([10, 0, 2, 2])
@@ -395,7 +440,9 @@ def test_tap_frames_reach_the_host_kernel_and_back(tap_in_netns):
         deadline = time.monotonic() + 10
         replies = []
         while time.monotonic() < deadline and not replies:
-            replies = [f for _, f in wait_received(nic, 1.0) if f[12:14] == b"\x08\x06" and f[20:22] == b"\x00\x02"]
+            replies = [
+                f for _, f in wait_received(nic, 1.0, DATA_VALID) if f[12:14] == b"\x08\x06" and f[20:22] == b"\x00\x02"
+            ]
         assert replies, "no ARP reply from the host's stack"
         assert replies[0][:6] == nic.mac and replies[0][28:32] == bytes([192, 168, 213, 1])
         # host -> guest: a UDP datagram from the namespace (it learnt the guest's MAC from the ARP request)
@@ -405,7 +452,7 @@ def test_tap_frames_reach_the_host_kernel_and_back(tap_in_netns):
         deadline = time.monotonic() + 10
         got = []
         while time.monotonic() < deadline and not got:
-            got = [f for _, f in wait_received(nic, 1.0) if f.endswith(b"hello-guest")]
+            got = [f for _, f in wait_received(nic, 1.0, DATA_VALID) if f.endswith(b"hello-guest")]
         assert got and got[0][:6] == nic.mac and got[0][12:14] == b"\x08\x00"
         assert m.net_stats().tx_frames == 1
 

@@ -14,18 +14,21 @@
 /*
  * Features (§5.1.3): MAC (config space mac), STATUS (config space status: link up/down, a
  * configuration change when it moves), MRG_RXBUF (a received frame may span several receive
- * chains; num_buffers says how many). No checksum or segmentation offload: every frame the
- * guest sends is a complete frame with its checksums, and so is every frame it receives.
+ * chains; num_buffers says how many), CSUM (the guest may leave a TCP/UDP checksum to us:
+ * NEEDS_CSUM, §5.1.6.2: we complete it before the frame leaves, so back-ends and other VMs only ever
+ * see complete frames) and GUEST_CSUM (frames from a back-end whose checksums are known good, user
+ * networking and tap, are marked DATA_VALID, §5.1.6.4, so the guest skips checking them; frames from
+ * another VM on a switch are not). No segmentation offload (GSO).
  *
  * Every chain carries struct virtio_net_hdr (12 bytes with VERSION_1, num_buffers included,
  * §5.1.6) before the frame. Transmit (queue 1): a chain's readable bytes are the header and one
  * frame; a header that asks for an offload we did not offer (flags, gso_type), a frame shorter
- * than an Ethernet header or longer than VMM_NET_FRAME_MAX is refused (counted in
- * tx_malformed, a rate-limited guest error) and the chain returned. Receive (queue 0): frames from
- * the back-end wait in a queue of RXQ_FRAMES (copied; beyond that they are dropped, counted in
- * rx_dropped) until the guest has posted buffers for the whole frame. A receive chain with no
- * room for the header breaks §5.1.6.3.1: NEEDS_RESET. Without MRG_RXBUF a frame larger than
- * the chain at the head of the queue is dropped (counted) and the chain stays for the next one.
+ * than an Ethernet header or longer than VMM_NET_FRAME_MAX, a checksum position outside the frame, is refused (counted
+ * in tx_malformed, a rate-limited guest error) and the chain returned. Receive (queue 0): frames from the back-end wait
+ * in a queue of RXQ_FRAMES (copied; beyond that they are dropped, counted in rx_dropped) until the guest has posted
+ * buffers for the whole frame. A receive chain with no room for the header breaks §5.1.6.3.1: NEEDS_RESET. Without
+ * MRG_RXBUF a frame larger than the chain at the head of the queue is dropped (counted) and the chain stays for the
+ * next one.
  *
  * Threads: TX runs on the vCPU that notified (device lock held, the back-end's send copies or
  * drops). Frames for the guest arrive on any thread (vmm__net_nic_receive: the queue's own leaf
@@ -33,12 +36,15 @@
  * mode (a work item), between rounds in deterministic mode (the advance hook), and at once when
  * the guest posts receive buffers or transmits. Lock order: device lock -> back-end -> rxq lock.
  */
+#define NET_F_CSUM 0
+#define NET_F_GUEST_CSUM 1
 #define NET_F_MAC 5
 #define NET_F_MRG_RXBUF 15
 #define NET_F_STATUS 16
 #define NET_S_LINK_UP 1u
 #define NET_HDR_LEN 12u
 #define NET_HDR_F_NEEDS_CSUM 1u
+#define NET_HDR_F_DATA_VALID 2u
 #define NET_QUEUE_MAX 256
 #define RXQ_FRAMES 256u
 enum { RXQ = 0, TXQ = 1 };
@@ -60,6 +66,7 @@ struct vmm_net_nic {
     unsigned index; /* the n-th NIC of the VM */
     const struct vmm_net_backend_ops *be_ops;
     void *be;
+    bool be_csum_valid; /* the back-end's frames carry correct checksums (user, tap): DATA_VALID */
     struct vmm_pcap *pcap;
     struct vmm_io_work rx_work;
     bool work_added;
@@ -164,6 +171,8 @@ static void put_span(const struct virtq_chain *c, uint64_t coff, const uint8_t *
 static int rx_place(struct vmm_net_nic *nic, struct vmm_virtq *q, const struct rx_frame *f, bool mrg)
 {
     uint8_t hdr[NET_HDR_LEN] = { 0 };
+    if (nic->be_csum_valid && (vmm__virtio_features(nic->v) >> NET_F_GUEST_CSUM & 1))
+        hdr[0] = NET_HDR_F_DATA_VALID;
     uint64_t total = NET_HDR_LEN + (uint64_t)f->len, off = 0;
     uint16_t used = 0, qsize = vmm__virtq_size(q);
 
@@ -244,6 +253,30 @@ static void rx_work(void *opaque)
 
 /* ---- transmit: guest -> host ---- */
 
+/*
+ * NEEDS_CSUM (§5.1.6.2): the Internet checksum (RFC 1071) of frame[csum_start..end) goes at
+ * csum_start + csum_offset (that field holds the pseudo-header sum the driver put there). false if
+ * the positions do not fit in the frame.
+ */
+static bool complete_csum(uint8_t *frame, size_t len, const uint8_t *hdr)
+{
+    size_t start = (size_t)(hdr[6] | hdr[7] << 8), off = (size_t)(hdr[8] | hdr[9] << 8);
+    uint64_t sum = 0;
+
+    if (start >= len || off + 2 > len - start)
+        return false;
+    for (size_t i = start; i + 1 < len; i += 2)
+        sum += (uint32_t)frame[i] << 8 | frame[i + 1];
+    if ((len - start) & 1)
+        sum += (uint32_t)frame[len - 1] << 8;
+    while (sum >> 16)
+        sum = (sum & 0xffff) + (sum >> 16);
+    uint16_t c = (uint16_t)~sum;
+    frame[start + off] = (uint8_t)(c >> 8);
+    frame[start + off + 1] = (uint8_t)c;
+    return true;
+}
+
 /* One transmit chain: its frame to the back-end, or counted as refused. Device lock held. */
 static void tx_one(struct vmm_net_nic *nic, const struct virtq_chain *c)
 {
@@ -256,10 +289,16 @@ static void tx_one(struct vmm_net_nic *nic, const struct virtq_chain *c)
         return;
     }
     size_t len = vmm__virtq_read(c, 0, p, (size_t)c->read_len);
-    if (p[0] || p[1]) { /* flags, gso_type: no offload was offered (§5.1.6.2.1) */
-        atomic_fetch_add(&nic->tx_malformed, 1);
-        vmm__virtio_guest_error(nic->v, "transmit header asks for an offload not offered (flags 0x%x, gso_type %u)",
+    if ((p[0] & ~NET_HDR_F_NEEDS_CSUM) || p[1] || (p[0] && !(vmm__virtio_features(nic->v) >> NET_F_CSUM & 1))) {
+        atomic_fetch_add(&nic->tx_malformed, 1); /* §5.1.6.2.1: only what was negotiated; no GSO is offered */
+        vmm__virtio_guest_error(nic->v, "transmit header asks for an offload not negotiated (flags 0x%x, gso_type %u)",
                                 p[0], p[1]);
+        return;
+    }
+    if (p[0] && !complete_csum(p + NET_HDR_LEN, len - NET_HDR_LEN, p)) {
+        atomic_fetch_add(&nic->tx_malformed, 1);
+        vmm__virtio_guest_error(nic->v, "transmit checksum at %u+%u lies outside the %zu-byte frame",
+                                (unsigned)(p[6] | p[7] << 8), (unsigned)(p[8] | p[9] << 8), len - NET_HDR_LEN);
         return;
     }
     if (!atomic_load(&nic->link_up) || !nic->be_ops) {
@@ -376,7 +415,8 @@ static int net_save(void *dev, struct vmm_snap *s)
 static const struct vmm_virtio_ops net_ops = {
     .name = "net",
     .device_id = VIRTIO_ID_NET,
-    .features = (1ULL << NET_F_MAC) | (1ULL << NET_F_MRG_RXBUF) | (1ULL << NET_F_STATUS),
+    .features = (1ULL << NET_F_CSUM) | (1ULL << NET_F_GUEST_CSUM) | (1ULL << NET_F_MAC) | (1ULL << NET_F_MRG_RXBUF) |
+                (1ULL << NET_F_STATUS),
     .num_queues = 2,
     .queue_max = NET_QUEUE_MAX,
     .config_size = sizeof(struct net_config),
@@ -403,9 +443,11 @@ static int make_backend(struct vmm_vm *vm, struct vmm_net_nic *nic, const struct
     int rc;
 
     switch (cfg->backend) {
-    case VMM_NET_USER:
+    case VMM_NET_USER: /* slirp computes every checksum of what it sends */
+        nic->be_csum_valid = true;
         return vmm__net_user_create(vm, nic, cfg, &nic->be_ops, &nic->be);
-    case VMM_NET_TAP:
+    case VMM_NET_TAP: /* a tap without IFF_VNET_HDR gets frames the host kernel completed */
+        nic->be_csum_valid = true;
         return vmm__net_tap_create(vm, nic, cfg->tap, &nic->be_ops, &nic->be);
     case VMM_NET_SWITCH:
         if ((rc = vmm__net_switch_attach(vm, cfg->sw, nic, &nic->be_ops, &nic->be, &port)))
