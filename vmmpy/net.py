@@ -3,7 +3,7 @@
 ``Machine(net=...)`` takes one NIC spec or a list of them (docs/devices.md#network):
 
 - ``"user"``: NAT through libslirp (guest 10.0.2.15 by DHCP, host 10.0.2.2, DNS 10.0.2.3);
-  ``hostfwd=["tcp:127.0.0.1:8080-:80", ...]`` forwards host ports into the guest;
+  ``hostfwd=["tcp:127.0.0.1:8080-:80", ...]`` forwards host ports into the guest (the first user card's);
 - ``"tap=NAME"``: the existing host tap interface NAME;
 - a :class:`Network`: a port on an in-process L2 switch that VMs of this process share.
 
@@ -107,6 +107,7 @@ def add_nets(m, net: NetSpec | list[NetSpec] | None, hostfwd, capture, mac) -> N
     rules = [hostfwd] if isinstance(hostfwd, str) else list(hostfwd or [])
     if rules and not any(s == "user" for s in specs):
         raise _invalid("hostfwd needs user networking (net='user')")
+    first_user = True
     for spec, cap, mac_ in zip(specs, captures, macs):
         cfg = ffi.new("struct vmm_net_config *")
         cfg.size = ffi.sizeof("struct vmm_net_config")
@@ -116,10 +117,12 @@ def add_nets(m, net: NetSpec | list[NetSpec] | None, hostfwd, capture, mac) -> N
             cfg.sw = spec._sw
         elif spec == "user":
             cfg.backend = lib.VMM_NET_USER
-            keep = [ffi.new("char[]", r.encode()) for r in rules]
+            mine = rules if first_user else []  # the forwards belong to the first user card
+            first_user = False
+            keep = [ffi.new("char[]", r.encode()) for r in mine]
             arr = ffi.new("char *[]", keep)
             keep.append(arr)
-            cfg.hostfwd, cfg.nhostfwd = arr, len(rules)
+            cfg.hostfwd, cfg.nhostfwd = arr, len(mine)
         elif isinstance(spec, str) and spec.startswith(("tap=", "tap:")) and len(spec) > 4:
             cfg.backend = lib.VMM_NET_TAP
             keep.append(ffi.new("char[]", spec[4:].encode()))
