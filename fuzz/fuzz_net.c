@@ -60,11 +60,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     (void)argc;
     (void)argv;
     if (vmm_net_switch_create(&sw, NULL, NULL, 0))
-        return 1;
+        abort(); /* libFuzzer ignores this function's result: a harness that cannot start must stop */
     for (int i = 0; i < 2; i++) {
         struct vmm_net_config n = { .size = sizeof n, .backend = VMM_NET_SWITCH, .sw = sw };
-        if (vmm_create(&c, &vm[i], NULL, 0) || vmm_add_net(vm[i], &n) || vmm_prepare(vm[i]))
-            return 1;
+        if (vmm_create(&c, &vm[i], NULL, 0) || vmm_add_net(vm[i], &n))
+            abort();
     }
     vmm_net_switch_release(sw); /* the cards hold it */
     mem_idle = host_mem(vm[1]);
