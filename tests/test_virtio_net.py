@@ -182,6 +182,23 @@ def test_checksum_offload_completes_the_guests_partial_checksum(pair):
     assert ones_sum(bytes([10, 0, 0, 1, 10, 0, 0, 2, 0, 17]) + struct.pack(">H", len(udp)) + udp) == 0xFFFF
 
 
+def test_checksum_offload_folds_every_carry(pair):
+    """A payload chosen so that the 32-bit sum is 0x1ffff: folding it once gives 0x10000, which carries again."""
+    a, b, _ = pair
+    pseudo = ones_sum(bytes([10, 0, 0, 1, 10, 0, 0, 2, 0, 17]) + struct.pack(">H", 8 + 4))
+    others = 1000 + 2000 + (8 + 4) + pseudo  # the UDP header's words (the checksum field holds the pseudo sum)
+    payload = struct.pack(">HH", 0xFFFF, 0x1FFFF - others - 0xFFFF)
+    udp = struct.pack(">HHHH", 1000, 2000, 12, pseudo) + payload
+    total = sum(struct.unpack(">6H", udp))
+    assert total == 0x1FFFF and (total & 0xFFFF) + (total >> 16) > 0xFFFF  # the case this test is about
+    a.send(udp_frame(b.mac, a.mac, payload, csum=pseudo), hdr=struct.pack("<BBHHHHH", NEEDS_CSUM, 0, 0, 0, 34, 6, 0))
+    b.post([256])
+    ((_, got),) = b.received()
+    udp = got[34:]
+    assert ones_sum(bytes([10, 0, 0, 1, 10, 0, 0, 2, 0, 17]) + struct.pack(">H", len(udp)) + udp) == 0xFFFF
+    assert udp[6:8] == b"\xff\xfe"  # 0x1ffff -> 0x10000 -> 0x0001, complemented (one fold alone: 0xffff)
+
+
 def test_checksum_offload_needs_negotiation():
     net = vmmpy.Network()
     with vmmpy.Machine(net=net) as ma, vmmpy.Machine(net=net) as mb:
@@ -245,7 +262,9 @@ def test_receive_buffer_smaller_than_the_header_needs_reset(pair):
 def test_malformed_transmit_chains_are_refused_and_counted(pair):
     a, b, net = pair
     good = frame(b.mac, a.mac, b"payload")
-    a.send(good, hdr=struct.pack("<BBHHHHH", NEEDS_CSUM, 0, 0, 0, len(good), 0, 0))  # checksum beyond the frame
+    a.send(good, hdr=struct.pack("<BBHHHHH", NEEDS_CSUM, 0, 0, 0, len(good), 0, 0))  # checksum starts at the end
+    a.send(good, hdr=struct.pack("<BBHHHHH", NEEDS_CSUM, 0, 0, 0, len(good) + 100, 0, 0))  # starts beyond it
+    a.send(good, hdr=struct.pack("<BBHHHHH", NEEDS_CSUM, 0, 0, 0, 14, len(good) - 14 - 1, 0))  # its last byte only
     a.send(good, hdr=b"\x00\x01" + bytes(HDR - 2))  # GSO_TCPV4: not offered
     a.send(b"short", hdr=bytes(HDR))  # shorter than an Ethernet header
     a.send(b"", hdr=bytes(6))  # not even a header
@@ -253,11 +272,11 @@ def test_malformed_transmit_chains_are_refused_and_counted(pair):
     head = a.tx.add([], [64])  # a transmit chain with only a writable buffer
     a.tx.notify()
     used = a.tx.get_used()
-    assert len(used) == 6 and all(n == 0 for _, n in used) and head in [u for u, _ in used]
+    assert len(used) == 8 and all(n == 0 for _, n in used) and head in [u for u, _ in used]
     st = a.m.net_stats()
-    assert (st.tx_malformed, st.tx_frames) == (6, 0)
+    assert (st.tx_malformed, st.tx_frames) == (8, 0)
     assert net.forwarded == 0 and b.m.net_stats().rx_queued == 0
-    assert a.m.stats()["guest_errors"] >= 6
+    assert a.m.stats()["guest_errors"] >= 8
     assert not a.dev.needs_reset(), "a bad frame is dropped, the queue goes on"
     a.send(good)
     assert b.m.net_stats().rx_queued == 1

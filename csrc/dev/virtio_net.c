@@ -93,9 +93,10 @@ struct vmm_vm *vmm__net_nic_vm(struct vmm_net_nic *nic)
 uint64_t vmm__net_nic_clock(struct vmm_net_nic *nic)
 {
     struct vmm_vm *vm = nic->vm;
-    /* deterministic: the vCPU running now when called on the run thread, else the round's start */
+    /* deterministic: the vCPU running now when called on the run thread, else the round's start (in
+     * real-time mode the vCPU does not matter: host time) */
     bool run_thread = vm->run_thread_valid && pthread_equal(pthread_self(), vm->run_thread);
-    return vmm__clock_ns(vm, vm->deterministic && run_thread ? vm->current : NULL);
+    return vmm__clock_ns(vm, run_thread ? vm->current : NULL);
 }
 
 static void capture(struct vmm_net_nic *nic, const void *frame, size_t len)
