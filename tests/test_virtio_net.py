@@ -479,3 +479,52 @@ def test_tap_frames_reach_the_host_kernel_and_back(tap_in_netns):
 def test_tap_that_cannot_be_opened_is_one_clear_error():
     with pytest.raises(errors.VmmError, match=r"tap x{20}: "):
         vmmpy.Machine(net="tap=" + "x" * 20)  # longer than IFNAMSIZ
+
+
+def test_a_closed_vm_leaves_the_switch_and_the_others_go_on():
+    net = vmmpy.Network()
+    with vmmpy.Machine(net=net) as ma, vmmpy.Machine(net=net) as mc:
+        mb = vmmpy.Machine(net=net)  # port 1, between the others
+        a, b, c = Nic(ma), Nic(mb), Nic(mc)
+        b.send(frame(BCAST, b.mac, b"b was here"))  # the switch learns b's port
+        c.post([256])
+        assert [d for _, d in c.received()] == [frame(BCAST, b.mac, b"b was here")]
+        b_mac = b.mac
+        mb.close()
+        a.send(frame(BCAST, a.mac, b"after b left"))
+        a.send(frame(b_mac, a.mac, b"to b's old MAC: flooded to who is left"))
+        c.post([256, 256])
+        assert [d for _, d in c.received()] == [
+            frame(BCAST, a.mac, b"after b left"),
+            frame(b_mac, a.mac, b"to b's old MAC: flooded to who is left"),
+        ]
+        assert ma.net_stats().rx_queued == 1  # b's broadcast; never its own frames
+
+
+def test_a_switch_has_64_ports():
+    net = vmmpy.Network()
+    machines = []
+    try:
+        for _ in range(64):
+            machines.append(vmmpy.Machine(ram="2M", net=net))
+        with pytest.raises(errors.VmmError, match="64 ports, all in use"):
+            vmmpy.Machine(ram="2M", net=net)
+        machines.pop().close()  # a port comes free
+        machines.append(vmmpy.Machine(ram="2M", net=net))
+        assert machines[-1].net_stats().mac == "52:54:00:12:35:40"  # port numbers are not reused: the 65th
+    finally:
+        for m in machines:
+            m.close()
+
+
+def test_net_stats_fill_only_the_callers_struct():
+    """A caller built against an older, shorter struct vmm_net_stats gets that much and its size back."""
+    from vmmpy._ffi import ffi, lib
+
+    with vmmpy.Machine(net="user") as m:
+        st = ffi.new("struct vmm_net_stats *")
+        short = ffi.offsetof("struct vmm_net_stats", "rx_frames")
+        st.size = short
+        st.rx_frames = 12345
+        assert m._checked(lib.vmm_net_stats, 0, st) == 0
+        assert st.size == short and st.rx_frames == 12345

@@ -538,8 +538,9 @@ VMM_EXPORT int vmm_net_stats(vmm_vm *vm, unsigned n, struct vmm_net_stats *st)
     pthread_mutex_unlock(&nic->rxq_lock);
     o.link_up = atomic_load(&nic->link_up);
     memcpy(o.mac, nic->mac, 6);
-    memcpy(st, &o, st->size < sizeof o ? st->size : sizeof o);
-    st->size = st->size < sizeof o ? st->size : (uint32_t)sizeof o;
+    uint32_t len = st->size < sizeof o ? st->size : (uint32_t)sizeof o; /* an older caller's shorter struct */
+    o.size = len;
+    memcpy(st, &o, len);
     return 0;
 }
 
