@@ -119,6 +119,7 @@ bench: build guests
 	$(PYTHON) bench/input_latency.py
 	$(PYTHON) bench/linux_boot.py  # 1 and 2 vCPUs, plain and module-loading boots
 	$(PYTHON) bench/fs.py
+	$(PYTHON) bench/net.py
 	$(PYTHON) bench/snapshot.py
 	$(PYTHON) bench/dbgarch.py
 

@@ -312,6 +312,63 @@ VMM_EXPORT int vmm_add_test_device(vmm_vm *vm);
 VMM_EXPORT int vmm_add_virtio_console(vmm_vm *vm);
 
 /*
+ * Networking (docs/devices.md#network): a virtio-net NIC (virtio 1.2 §5.1; one RX/TX queue pair,
+ * MAC, link status, mergeable RX buffers, checksum offload both ways) on one back-end:
+ * - VMM_NET_USER: NAT through libslirp (the guest is 10.0.2.15 by DHCP, the host 10.0.2.2, DNS
+ *   10.0.2.3); `hostfwd` rules "tcp:HOSTADDR:HOSTPORT-GUESTADDR:GUESTPORT" (or "udp:"; HOSTADDR
+ *   empty = 127.0.0.1, GUESTADDR empty = 10.0.2.15) forward host ports into the guest.
+ *   VMM_ENOTSUP if libvmm was built without libslirp.
+ * - VMM_NET_TAP: the existing host tap interface `tap` (Linux; it must exist and be usable).
+ * - VMM_NET_SWITCH: a port on `sw`, an in-process L2 switch that VMs of this process share.
+ * `capture` writes the NIC's frames (both ways) to a pcap file. Frames the guest has not taken
+ * wait in a bounded queue (256 frames); beyond it they are dropped and counted.
+ * The default MAC is 52:54:00:12:34:56 + n for the n-th NIC of a VM (user, tap), and
+ * 52:54:00:12:35:p for port p of a switch (so VMs on one switch differ), stable run after run.
+ * A VM with a NIC cannot be snapshotted (VMM_ENOTSUP): its back-end holds host connections.
+ */
+enum vmm_net_backend { VMM_NET_USER = 1, VMM_NET_TAP = 2, VMM_NET_SWITCH = 3 };
+typedef struct vmm_net_switch vmm_net_switch;
+struct vmm_net_config {
+    uint32_t size;              /* sizeof(struct vmm_net_config) */
+    int backend;                /* enum vmm_net_backend */
+    const char *const *hostfwd; /* USER: nhostfwd port-forward rules */
+    uint32_t nhostfwd;
+    const char *tap;     /* TAP: interface name */
+    vmm_net_switch *sw;  /* SWITCH: the switch (the NIC holds a reference) */
+    const uint8_t *mac;  /* 6 bytes, or NULL for the default */
+    const char *capture; /* pcap file of this NIC's traffic, or NULL */
+};
+VMM_EXPORT int vmm_add_net(vmm_vm *vm, const struct vmm_net_config *cfg);
+
+/* Counters of NIC `nic` (0 = the first vmm_add_net()). Thread-safe. */
+struct vmm_net_stats {
+    uint32_t size;
+    uint64_t tx_frames, tx_bytes; /* frames the guest sent that went to the back-end */
+    uint64_t rx_frames, rx_bytes; /* frames delivered into the guest's buffers */
+    uint64_t tx_dropped;          /* sent while the link was down */
+    uint64_t tx_malformed;        /* refused: bad header, too short or too long (guest errors) */
+    uint64_t rx_dropped;          /* for the guest, dropped: its queue full, link down, or too big */
+    uint64_t rx_queued;           /* waiting for guest buffers now (at most 256) */
+    uint64_t capture_dropped;     /* frames the pcap file did not take (its 1 GiB cap, write errors) */
+    uint32_t link_up;
+    uint8_t mac[6];
+};
+VMM_EXPORT int vmm_net_stats(vmm_vm *vm, unsigned nic, struct vmm_net_stats *st);
+/* Link status (config space status, VIRTIO_NET_S_LINK_UP): down drops frames both ways. Thread-safe. */
+VMM_EXPORT int vmm_net_set_link(vmm_vm *vm, unsigned nic, int up);
+
+/*
+ * An in-process L2 switch (a learning bridge): frames go to the port that last sent from the
+ * destination MAC, or to every other port (broadcast, multicast, unknown). `capture` (may be NULL)
+ * writes every frame it forwards to a pcap file. Reference-counted: each NIC on it holds one, so
+ * vmm_net_switch_release() may come before the VMs are destroyed. Thread-safe.
+ */
+VMM_EXPORT int vmm_net_switch_create(vmm_net_switch **out, const char *capture, char *errbuf, size_t errlen);
+VMM_EXPORT void vmm_net_switch_release(vmm_net_switch *sw);
+/* Frames the switch took from its ports, and frames its capture file did not take. */
+VMM_EXPORT int vmm_net_switch_counts(vmm_net_switch *sw, uint64_t *forwarded, uint64_t *capture_dropped);
+
+/*
  * The screen (virtio-gpu scanout 0). A *frame* is a RESOURCE_FLUSH that
  * touches the resource shown on scanout 0; frames are numbered from 1.
  * Thread-safe; VMM_ENOTSUP if the VM has no GPU (vmm_add_gpu).

@@ -265,6 +265,16 @@ def test_the_command_line_is_one_the_cli_accepts(tmp_path):
     assert cli._shares(args.share) == [(str(tmp_path), "share", False), (str(tmp_path), "data", True)]
     assert args.timeout == 12.5 and args.backend == "soft" and args.cpu_model == "cortex-a53"
     assert args.transport == "pci"
+    net = {"kernel": "k", "net": ["user", "tap=tap0"], "hostfwd": ["tcp::8080-:80"], "net_capture": "n.pcap"}
+    argv, notes = artifacts.command_line(net, None)
+    args = cli.build_parser().parse_args(argv[3:])
+    assert cli.net_kwargs(args) == {
+        "net": ["user", "tap=tap0"],
+        "hostfwd": ["tcp::8080-:80"],
+        "net_capture": [os.path.abspath("n.pcap"), None],
+    }
+    argv, notes = artifacts.command_line({"kernel": "k", "net": object()}, None)
+    assert "--net" not in argv and "in-process switch" in notes[0]
     argv, notes = artifacts.command_line({"kernel": "k", "ram": 300 << 20, "gpu": True, "gpu_max_mem": 64 << 20}, None)
     assert "--ram" in argv and argv[argv.index("--ram") + 1] == "300M" and "gpu_max_mem" in notes[0]
 

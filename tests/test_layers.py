@@ -2,9 +2,10 @@
 
 Rules:
 - Only the binding layer calls libvmm: ``vmmpy/_ffi.py`` (loads it), ``errors.py`` (``_check``: return codes
-  to exceptions), ``machine.py`` (Machine), ``serial.py`` (Serial, VirtioConsole), ``screen.py`` (Screen) and
-  ``input.py`` (Keyboard, Tablet) may import ``ffi``/``lib`` (``vmmpy._ffi`` or the extension ``vmmpy._vmm``).
-  Everything else (events, cli, window, the pytest plugin, ...) goes through their Python API.
+  to exceptions), ``machine.py`` (Machine), ``serial.py`` (Serial, VirtioConsole), ``screen.py`` (Screen),
+  ``input.py`` (Keyboard, Tablet) and ``net.py`` (Network, the NICs) may import ``ffi``/``lib`` (``vmmpy._ffi``
+  or the extension ``vmmpy._vmm``). Everything else (events, cli, window, the pytest plugin, ...) goes through
+  their Python API.
 - The imports among vmmpy's modules form no cycle, counting imports inside functions; only those under
   ``if TYPE_CHECKING:`` (never executed) are left out.
 """
@@ -18,7 +19,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PKG = os.path.join(os.environ.get("VMMPY_ROOT", ROOT), "vmmpy")
-BINDING = {"vmmpy._ffi", "vmmpy.errors", "vmmpy.machine", "vmmpy.serial", "vmmpy.screen", "vmmpy.input"}
+BINDING = {"vmmpy._ffi", "vmmpy.errors", "vmmpy.machine", "vmmpy.serial", "vmmpy.screen", "vmmpy.input", "vmmpy.net"}
 LIBVMM = {"vmmpy._ffi", "vmmpy._vmm"}
 
 

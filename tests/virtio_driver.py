@@ -25,7 +25,7 @@ Typical use::
 API (stable):
 
 - ``find_devices(m) -> [(slot, device_id)]``: the populated slots (DeviceID != 0); device IDs are
-  ``ID_BLOCK``, ``ID_CONSOLE``, ``ID_ENTROPY``, ``ID_9P``, ``ID_GPU``, ``ID_INPUT``, ``ID_DUMMY``.
+  ``ID_NET``, ``ID_BLOCK``, ``ID_CONSOLE``, ``ID_ENTROPY``, ``ID_9P``, ``ID_GPU``, ``ID_INPUT``, ``ID_DUMMY``.
 - ``slot_base(slot)``, ``slot_intid(slot)``: a slot's MMIO base and GIC INTID (48 + slot).
 - ``GuestAlloc``: a bump allocator in guest RAM; one per Machine is shared by every driver object
   (``GuestAlloc.of(m)``), starting at RAM_BASE + 16 MiB.
@@ -59,7 +59,7 @@ VIRTIO_SLOTS = 32
 VIRTIO_INTID0 = 48
 
 # Device IDs (virtio 1.2 §5; the C list is csrc/dev/virtio_ids.h)
-ID_BLOCK, ID_CONSOLE, ID_ENTROPY, ID_9P, ID_GPU, ID_INPUT = 2, 3, 4, 9, 16, 18
+ID_NET, ID_BLOCK, ID_CONSOLE, ID_ENTROPY, ID_9P, ID_GPU, ID_INPUT = 1, 2, 3, 4, 9, 16, 18
 ID_DUMMY = 0xFFF0  # ours: the transport conformance device
 
 GICD, GICR = 0x0800_0000, 0x080A_0000

@@ -146,6 +146,7 @@ def link(replace: dict[str, str] | None = None) -> None:
             "-lfdt",
             "-lz",
             "-lpthread",
+            *(f"-l{lib}" for lib in _build_ffi.slirp()[1]),  # user networking, when built with libslirp
             os.path.join(ud, "lib", _build_ffi.unicorn_lib_name()),
         ],  # fmt: skip
         capture_output=True,

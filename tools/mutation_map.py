@@ -47,7 +47,12 @@ TARGETS: dict[str, list[str]] = {
     ],
     "csrc/core/run.c": ["tests/test_run.py", "tests/test_deterministic.py", "tests/test_timer.py"],
     # virtio: the split virtqueues, the device core and the MMIO transport
-    "csrc/dev/virtq.c": ["tests/test_virtio_mmio.py", "tests/test_virtio_blk.py", *VIRTIO_SNAP],
+    "csrc/dev/virtq.c": [
+        "tests/test_virtio_mmio.py",
+        "tests/test_virtio_blk.py",
+        "tests/test_virtio_net.py",
+        *VIRTIO_SNAP,
+    ],
     "csrc/dev/virtio.c": ["tests/test_virtio_mmio.py", "tests/test_virtio_rng.py", *VIRTIO_SNAP],
     "csrc/dev/virtio_mmio.c": ["tests/test_virtio_mmio.py", *VIRTIO_SNAP],
     # PCI: the host bridge, config space, MSI-X and the virtio-pci transport (~5 s)
@@ -55,6 +60,10 @@ TARGETS: dict[str, list[str]] = {
     "csrc/dev/pci_cfg.c": ["tests/test_pci.py"],
     "csrc/dev/pci_msix.c": ["tests/test_pci.py"],
     "csrc/dev/virtio_pci.c": ["tests/test_pci.py"],
+    # networking: the NIC, the switch and the capture files (tier 1: two VMs driven over virtio-mmio, slirp, tap)
+    "csrc/dev/virtio_net.c": ["tests/test_virtio_net.py"],
+    "csrc/net/net_switch.c": ["tests/test_virtio_net.py"],
+    "csrc/net/pcap.c": ["tests/test_virtio_net.py", "-k", "capture"],
     # 9p: path confinement and fids
     "csrc/dev/p9_fid.c": ["tests/test_p9.py"],
     # the loaders

@@ -38,6 +38,7 @@ _LAZY = {
         ["BootInfo", "ExpectResult", "Machine", "RunReason", "RunResult", "Serial", "parse_size"], "vmmpy.machine"
     ),
     **dict.fromkeys(["Screen", "ScreenInfo"], "vmmpy.screen"),
+    **dict.fromkeys(["Network", "NetStats"], "vmmpy.net"),
 }
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
@@ -60,6 +61,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
         VmmError,
     )
     from vmmpy.machine import BootInfo, ExpectResult, Machine, RunReason, RunResult, Serial, parse_size
+    from vmmpy.net import NetStats, Network
     from vmmpy.screen import Screen, ScreenInfo
 
 
@@ -89,6 +91,8 @@ __all__ = [
     "InvalidArgument",
     "KernelNotFound",
     "Machine",
+    "NetStats",
+    "Network",
     "NotSupported",
     "RunReason",
     "RunResult",

@@ -91,6 +91,28 @@ def homebrew_prefix(formula: str) -> str | None:
     return p if out.returncode == 0 and os.path.isdir(p) else None
 
 
+def slirp() -> tuple[list[str], list[str]]:
+    """(compile flags, libraries) for libslirp, the user-networking back-end, or ([], []) without it.
+
+    Debian's libslirp-dev ships slirp.pc, which requires glib-2.0.pc (libglib2.0-dev) although the
+    header needs no glib: pkg-config first, else the header and library where Debian puts them.
+    Set VMMPY_NO_SLIRP=1 to build without it (user networking then fails with VMM_ENOTSUP).
+    """
+    if os.environ.get("VMMPY_NO_SLIRP") == "1":
+        return [], []
+    try:
+        out = subprocess.run(["pkg-config", "--cflags", "slirp"], capture_output=True, text=True, check=False)
+        if out.returncode == 0:
+            return ["-DVMM_HAVE_SLIRP=1", *out.stdout.split()], ["slirp"]
+    except OSError:
+        pass
+    if os.path.exists("/usr/include/slirp/libslirp.h") and glob.glob("/usr/lib/*/libslirp.so*") + glob.glob(
+        "/usr/lib/libslirp.so*"
+    ):
+        return ["-DVMM_HAVE_SLIRP=1"], ["slirp"]
+    return [], []
+
+
 def include_dirs() -> list[str]:
     dirs = [INCLUDE, os.path.join(unicorn_dir(), "include")] + ([HVFSIM] if hvf_simulated() else [])
     dtc = homebrew_prefix("dtc")
@@ -111,7 +133,7 @@ def cflags(sanitize: bool = False, portable: bool = False) -> list[str]:
         flags += PORTABLE_CFLAGS
     if hvf_simulated():
         flags += ["-DVMM_HAVE_HVF=1"]
-    return flags
+    return flags + slirp()[0]
 
 
 def sources(portable: bool = False) -> list[str]:
@@ -150,7 +172,7 @@ def make_ffi(sanitize: bool = False, absolute: bool = False, portable: bool = Fa
         sources=[s if absolute else os.path.relpath(s, ROOT) for s in sources(portable)],
         include_dirs=include_dirs(),
         library_dirs=library_dirs(),
-        libraries=["fdt", "z", "pthread"],
+        libraries=["fdt", "z", "pthread", *slirp()[1]],
         # libunicorn is loaded by vmmpy._ffi before the extension: link by soname only,
         # so no build-time path is baked into the extension.
         extra_link_args=[os.path.join(ud, "lib", unicorn_lib_name()), *ldflags],

@@ -470,6 +470,19 @@ def command_line(config: dict, backend: str | None) -> tuple[list[str], list[str
         sh = (sh,) if isinstance(sh, (str, os.PathLike)) else tuple(sh)
         d, tag, ro = sh + ("share", False)[len(sh) - 1 :]
         opt("--share", f"{os.path.abspath(os.fspath(d))}{':ro' if ro else ''}:tag={tag}")
+    nets = config.get("net")
+    rules = config.get("hostfwd")
+    rules = [rules] if isinstance(rules, str) else list(rules or [])
+    for n in [] if nets is None else nets if isinstance(nets, list) else [nets]:
+        if n == "user":
+            opt("--net", ",".join(["user", *(f"hostfwd={r}" for r in rules)]))
+            rules = []  # the first user card has the forwards
+        elif isinstance(n, str):
+            opt("--net", n)
+        else:
+            notes.append("net=vmmpy.Network() (an in-process switch: no command-line option)")
+    if isinstance(config.get("net_capture"), (str, os.PathLike)):
+        opt("--net-dump", os.path.abspath(os.fspath(config["net_capture"])))
     if config.get("virtio_test_devices"):
         notes.append(f"virtio_test_devices={config['virtio_test_devices']} (test devices: no command-line option)")
     if config.get("serial_buffer") not in (None, 16 << 20):

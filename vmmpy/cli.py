@@ -124,6 +124,40 @@ def _share(text: str) -> tuple[str, str | None, bool]:
     return path, tag, ro
 
 
+def _net(text: str) -> tuple[str, list[str]]:
+    """--net user[,hostfwd=RULE...] | tap=NAME -> (back-end spec, hostfwd rules)."""
+    head, *opts = text.split(",")
+    if head == "user":
+        rules = []
+        for o in opts:
+            if not o.startswith("hostfwd=") or len(o) == len("hostfwd="):
+                raise argparse.ArgumentTypeError(
+                    f"{text!r}: user takes hostfwd=PROTO:[HOST]:HPORT-[GUEST]:GPORT options"
+                )
+            rules.append(o[len("hostfwd=") :])
+        return "user", rules
+    if head.startswith("tap=") and len(head) > 4 and not opts:
+        return head, []
+    raise argparse.ArgumentTypeError(f"{text!r}: expected user[,hostfwd=tcp:127.0.0.1:8080-:80...] or tap=NAME")
+
+
+def net_kwargs(args: argparse.Namespace) -> dict:
+    """Machine(net=..., hostfwd=..., net_capture=...) from --net and --net-dump."""
+    nets = getattr(args, "net", None) or []
+    out: dict = {}
+    if nets:
+        out["net"] = [spec for spec, _ in nets]
+        rules = [r for _, rs in nets for r in rs]
+        if rules:
+            out["hostfwd"] = rules
+    dump = getattr(args, "net_dump", None)
+    if dump:
+        if not nets:
+            raise errors.InvalidArgument("--net-dump needs --net")
+        out["net_capture"] = [dump] + [None] * (len(nets) - 1) if len(nets) > 1 else dump
+    return out
+
+
 def _shares(specs: list[tuple[str, str | None, bool]]) -> list[tuple[str, str, bool]] | None:
     """Untagged shares are "share", then "share1", "share2", ... (mount -t 9p -o trans=virtio TAG DIR)."""
     out, n = [], 0
@@ -283,6 +317,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="share the host directory DIR over virtio-9p (9P2000.L), read-only with :ro, mount tag NAME (default "
         '"share", then "share1", ...); in the guest: mount -t 9p -o trans=virtio NAME /mnt; repeatable',
     )
+    r.add_argument(
+        "--net",
+        type=_net,
+        action="append",
+        default=[],
+        metavar="user[,hostfwd=...]|tap=NAME",
+        help="a virtio-net card: user networking (NAT; guest 10.0.2.15, host 10.0.2.2; hostfwd=tcp:127.0.0.1:"
+        "8080-:80 forwards a host port) or the host tap interface NAME; repeatable",
+    )
+    r.add_argument("--net-dump", metavar="FILE", help="write the (first) network card's frames to the pcap FILE")
     r.add_argument("--input", action="store_true", help="give the guest a virtio-input keyboard and tablet")
     r.add_argument(
         "--events",
@@ -571,6 +615,7 @@ def cmd_run(args: argparse.Namespace, report: dict | None = None) -> int:
         virtio_console=args.virtio_console,
         share=_shares(args.share),
         input=args.input,
+        **net_kwargs(args),
     )
     return _drive(m, args, report, window, os.path.basename(args.kernel))
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Union
 
 from vmmpy import artifacts, errors, events, sysregs
+from vmmpy import net as net_
 from vmmpy._ffi import ffi, lib
 from vmmpy.errors import _check
 from vmmpy.input import Keyboard, Tablet
@@ -178,6 +179,10 @@ class Machine:
         rng: bool = False,
         virtio_console: bool = False,
         share: ShareSpec | list[ShareSpec] | None = None,
+        net: net_.NetSpec | list[net_.NetSpec] | None = None,
+        hostfwd: str | list[str] | None = None,
+        net_capture: str | os.PathLike | list | None = None,
+        mac: str | list | None = None,
         serial_buffer: Size = DEFAULT_SERIAL_BUFFER,
         timeout: float | None = None,
     ):
@@ -232,6 +237,7 @@ class Machine:
             if virtio_console:
                 self._add_virtio_console()
             self._add_shares(share)
+            net_.add_nets(self, net, hostfwd, net_capture, mac)  # docs/devices.md#network
             if kernel is not None:
                 self.load_kernel(kernel, format=kernel_format, load_addr=load_addr, entry=entry)
             if initrd is not None:
@@ -454,6 +460,14 @@ class Machine:
         st.size = ffi.sizeof("struct vmm_stats")
         self._checked(lib.vmm_get_stats, st)
         return {f: getattr(st, f) for f, _ in ffi.typeof("struct vmm_stats").fields if f != "size"}
+
+    def net_stats(self, nic: int = 0) -> net_.NetStats:
+        """Counters of network card `nic` (frames and bytes each way, drops, MAC, link)."""
+        return net_.net_stats(self, nic)
+
+    def set_link(self, up: bool, nic: int = 0) -> None:
+        """Link status of network card `nic` as the guest sees it (down: frames dropped both ways)."""
+        self._checked(lib.vmm_net_set_link, nic, 1 if up else 0)
 
     def read_memory(self, gpa: int, length: int) -> bytes:
         buf = ffi.new("char[]", length)

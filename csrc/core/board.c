@@ -33,6 +33,15 @@ int vmm__board_init(struct vmm_vm *vm)
     return rc;
 }
 
+void vmm__board_quiesce(struct vmm_vm *vm)
+{
+    struct vmm_board *b = &vm->board;
+
+    for (unsigned i = 0; i < b->ndev; i++)
+        if (b->dev[i].ops->quiesce)
+            b->dev[i].ops->quiesce(b->dev[i].dev);
+}
+
 void vmm__board_destroy(struct vmm_vm *vm)
 {
     struct vmm_board *b = &vm->board;

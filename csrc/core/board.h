@@ -45,6 +45,11 @@ struct vmm_device_ops {
     int (*save)(void *dev, struct vmm_snap *s);
     int (*load)(void *dev, struct vmm_snap *s);
     uint32_t snap_version;
+    /*
+     * The VM is going away: stop taking work from other threads (back-ends, the I/O thread).
+     * Called for every device before the I/O thread stops and before any destroy.
+     */
+    void (*quiesce)(void *dev);
     /* Free the device. Called once, in the reverse order of registration, when no vCPU runs. */
     void (*destroy)(void *dev);
 };
@@ -62,6 +67,8 @@ struct vmm_board {
 
 /* The fixed devices of the machine: the interrupt controller, the UART, the virtio-mmio window. */
 int vmm__board_init(struct vmm_vm *vm);
+/* Every device's quiesce hook (vmm_destroy, before the I/O thread stops). */
+void vmm__board_quiesce(struct vmm_vm *vm);
 /* Destroy every device (reverse order of registration). */
 void vmm__board_destroy(struct vmm_vm *vm);
 
@@ -103,5 +110,7 @@ int vmm__dev_add_share(struct vmm_vm *vm, const char *host_dir, const char *tag,
 int vmm__dev_add_rng(struct vmm_vm *vm);
 int vmm__dev_add_test_device(struct vmm_vm *vm);
 int vmm__dev_add_virtio_console(struct vmm_vm *vm);
+struct vmm_net_config;
+int vmm__dev_add_net(struct vmm_vm *vm, const struct vmm_net_config *cfg);
 
 #endif

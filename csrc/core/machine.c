@@ -94,6 +94,12 @@ VMM_EXPORT int vmm_add_virtio_console(vmm_vm *vm)
     return add_simple(vm, vmm__dev_add_virtio_console, VMM_MK_VCONSOLE);
 }
 
+/* Not recorded: a VM with a NIC cannot be snapshotted (its save hook says why). */
+VMM_EXPORT int vmm_add_net(vmm_vm *vm, const struct vmm_net_config *cfg)
+{
+    return vmm__dev_add_net(vm, cfg);
+}
+
 VMM_EXPORT int vmm_add_disk(vmm_vm *vm, const char *path, int readonly)
 {
     int rc = vmm__dev_add_disk(vm, path, readonly);

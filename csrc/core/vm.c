@@ -9,6 +9,7 @@
 #include "board.h"
 #include "fdt.h"
 #include "layout.h"
+#include "iothread.h"
 #include "vm.h"
 
 #define ALIGN_UP(x, a) (((x) + (a)-1) & ~((uint64_t)(a)-1))
@@ -169,6 +170,9 @@ VMM_EXPORT void vmm_destroy(vmm_vm *vm)
 {
     if (!vm)
         return;
+    vmm__board_quiesce(vm);              /* back-ends detach: no other VM or host thread calls in */
+    vmm__iothread_destroy(vm->iothread); /* then: it delivers into devices and raises their interrupts */
+    vm->iothread = NULL;
     if (vm->ops) {
         for (unsigned i = 0; i < vm->ncpus; i++)
             vm->ops->vcpu_fini(&vm->vcpus[i]);

@@ -57,6 +57,7 @@ struct vmm_console;
 struct vmm_irqchip;
 struct vmm_virtio_mmio_bus;
 struct vmm_pci_host;
+struct vmm_iothread;
 
 /*
  * Deterministic mode: the run loop parks at a round boundary once a device's progress counter reaches
@@ -139,6 +140,7 @@ struct vmm_vm {
     struct vmm_irqchip *irqchip;        /* core/irqchip.h: our GICv3 model or the backend's */
     struct vmm_console *console;
     struct vmm_park park;
+    struct vmm_iothread *iothread; /* core/iothread.h: created by the first back-end that needs it */
 
     /* what the VM was built from: every vmm_add_*() call (machine.c), for snapshots */
     struct vmm_machine machine;

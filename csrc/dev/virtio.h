@@ -141,6 +141,11 @@ struct virtq_chain {
 
 /* 1: *c holds the next chain; 0: the ring is empty; negative: the queue is broken (NEEDS_RESET is set). */
 int vmm__virtq_pop(struct vmm_virtq *q, struct virtq_chain *c);
+/*
+ * Give back the last n chains popped and not pushed (the device could not use them now, e.g.
+ * virtio-net found too few receive buffers for a whole frame): the next pops return them again.
+ */
+void vmm__virtq_unpop(struct vmm_virtq *q, uint16_t n);
 /* Return a chain to the used ring with `written` bytes written by the device (does not interrupt). */
 void vmm__virtq_push(struct vmm_virtq *q, const struct virtq_chain *c, uint32_t written);
 /* Copy out of the readable part / into the writable part, from byte `off`; return the bytes copied. */

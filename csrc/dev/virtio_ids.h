@@ -6,6 +6,7 @@
 #ifndef VMM_VIRTIO_IDS_H
 #define VMM_VIRTIO_IDS_H
 
+#define VIRTIO_ID_NET 1        /* §5.1 network device */
 #define VIRTIO_ID_BLOCK 2      /* §5.2 block device */
 #define VIRTIO_ID_CONSOLE 3    /* §5.3 console */
 #define VIRTIO_ID_ENTROPY 4    /* §5.4 entropy source */

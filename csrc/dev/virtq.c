@@ -276,6 +276,17 @@ out:
     return rc;
 }
 
+void vmm__virtq_unpop(struct vmm_virtq *q, uint16_t n)
+{
+    struct vmm_virtio *v = q->v;
+
+    vmm__virtio_lock(v);
+    q->last_avail = (uint16_t)(q->last_avail - n);
+    if (q->ready && vmm__virtio_live(v) && (vmm__virtio_features(v) >> VIRTIO_F_EVENT_IDX & 1))
+        store16_release(avail_event(q), q->last_avail);
+    vmm__virtio_unlock(v);
+}
+
 void vmm__virtq_push(struct vmm_virtq *q, const struct virtq_chain *c, uint32_t written)
 {
     struct vmm_virtio *v = q->v;

@@ -1,6 +1,7 @@
 /* host.c - the host layer's parts that are plain POSIX, shared by host_linux.c and host_posix.c. */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -66,4 +67,23 @@ size_t vmm__host_page_size(void)
 {
     long n = sysconf(_SC_PAGESIZE);
     return n > 0 ? (size_t)n : 4096;
+}
+
+int vmm__host_poll(struct vmm__host_pollfd *fds, unsigned n, int timeout_ms, unsigned *nready)
+{
+    struct pollfd pf[256];
+    int r;
+
+    if (n > sizeof pf / sizeof pf[0])
+        return EINVAL;
+    for (unsigned i = 0; i < n; i++)
+        pf[i] = (struct pollfd){ .fd = fds[i].fd, .events = fds[i].events };
+    r = poll(pf, n, timeout_ms);
+    *nready = 0;
+    if (r < 0)
+        return errno == EINTR ? 0 : errno;
+    for (unsigned i = 0; i < n; i++)
+        fds[i].revents = pf[i].revents;
+    *nready = (unsigned)r;
+    return 0;
 }

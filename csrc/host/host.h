@@ -224,4 +224,41 @@ void vmm__host_stat_times(const struct stat *st, struct timespec out[3]);
  */
 uint8_t vmm__host_dirent_type(DIR *dir, const struct dirent *de);
 
+/* ---- the I/O thread's event loop: poll, wake-ups, tap devices ---------------------------------- */
+
+/* Events of vmm__host_poll() (the values are poll(2)'s POLLIN, POLLOUT, POLLERR, POLLHUP). */
+#define VMM_HOST_POLLIN 0x001
+#define VMM_HOST_POLLOUT 0x004
+#define VMM_HOST_POLLERR 0x008
+#define VMM_HOST_POLLHUP 0x010
+struct vmm__host_pollfd {
+    int fd;
+    short events, revents;
+};
+/*
+ * Wait up to timeout_ms (-1: for ever) until one of fds is ready (poll(2), POSIX); EINTR is
+ * returned as 0 ready. *nready = the number of fds with revents set. 0 or an errno.
+ */
+int vmm__host_poll(struct vmm__host_pollfd *fds, unsigned n, int timeout_ms, unsigned *nready);
+
+/*
+ * A wake-up for a poll loop: w->rfd is polled for VMM_HOST_POLLIN; vmm__host_wakeup_signal() makes
+ * it readable (from any thread, async-signal-safe) until vmm__host_wakeup_drain(). Linux: one
+ * eventfd (rfd == wfd); POSIX: a non-blocking pipe. Close-on-exec.
+ */
+struct vmm__host_wakeup {
+    int rfd, wfd;
+};
+int vmm__host_wakeup_open(struct vmm__host_wakeup *w);
+void vmm__host_wakeup_signal(struct vmm__host_wakeup *w);
+void vmm__host_wakeup_drain(struct vmm__host_wakeup *w);
+void vmm__host_wakeup_close(struct vmm__host_wakeup *w);
+
+/*
+ * Attach to the existing tap interface `name` (Linux: /dev/net/tun, IFF_TAP | IFF_NO_PI: whole
+ * Ethernet frames, no header); *fd is non-blocking and close-on-exec. ENOTSUP where the host has
+ * no tap devices (POSIX).
+ */
+int vmm__host_tap_open(const char *name, int *fd);
+
 #endif

@@ -5,12 +5,16 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/statfs.h>
 #include <unistd.h>
+#include <linux/if.h>
+#include <linux/if_tun.h>
 
 #include "host.h"
 
@@ -339,6 +343,57 @@ uint8_t vmm__host_dirent_type(DIR *dir, const struct dirent *de)
 {
     (void)dir;
     return de->d_type;
+}
+
+/* ---- the I/O thread's event loop ------------------------------------------------------------ */
+
+int vmm__host_wakeup_open(struct vmm__host_wakeup *w)
+{
+    int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); /* eventfd(2): one fd, a counter */
+    if (fd < 0)
+        return errno;
+    w->rfd = w->wfd = fd;
+    return 0;
+}
+
+void vmm__host_wakeup_signal(struct vmm__host_wakeup *w)
+{
+    uint64_t one = 1;
+    ssize_t r = write(w->wfd, &one, sizeof one); /* EAGAIN only when the counter is near 2^64: it is readable */
+    (void)r;
+}
+
+void vmm__host_wakeup_drain(struct vmm__host_wakeup *w)
+{
+    uint64_t n;
+    ssize_t r = read(w->rfd, &n, sizeof n);
+    (void)r;
+}
+
+void vmm__host_wakeup_close(struct vmm__host_wakeup *w)
+{
+    if (w->rfd >= 0)
+        close(w->rfd);
+    w->rfd = w->wfd = -1;
+}
+
+int vmm__host_tap_open(const char *name, int *out)
+{
+    struct ifreq ifr = { .ifr_flags = IFF_TAP | IFF_NO_PI };
+    int fd;
+
+    if (!name || !*name || strlen(name) >= IFNAMSIZ)
+        return EINVAL;
+    if ((fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC)) < 0)
+        return errno;
+    memcpy(ifr.ifr_name, name, strlen(name));
+    if (ioctl(fd, TUNSETIFF, &ifr) < 0) { /* Documentation/networking/tuntap.rst */
+        int e = errno;
+        close(fd);
+        return e;
+    }
+    *out = fd;
+    return 0;
 }
 
 #endif

@@ -444,4 +444,56 @@ uint8_t vmm__host_dirent_type(DIR *dir, const struct dirent *de)
     return 0;
 }
 
+/* ---- the I/O thread's event loop ------------------------------------------------------------ */
+
+int vmm__host_wakeup_open(struct vmm__host_wakeup *w)
+{
+    int fds[2];
+
+    if (pipe(fds))
+        return errno;
+    for (int i = 0; i < 2; i++) {
+        int fl = fcntl(fds[i], F_GETFL);
+        if (fl < 0 || fcntl(fds[i], F_SETFL, fl | O_NONBLOCK) || fcntl(fds[i], F_SETFD, FD_CLOEXEC)) {
+            int e = errno;
+            close(fds[0]);
+            close(fds[1]);
+            return e;
+        }
+    }
+    w->rfd = fds[0];
+    w->wfd = fds[1];
+    return 0;
+}
+
+void vmm__host_wakeup_signal(struct vmm__host_wakeup *w)
+{
+    char c = 1;
+    ssize_t r = write(w->wfd, &c, 1); /* a full pipe is readable already */
+    (void)r;
+}
+
+void vmm__host_wakeup_drain(struct vmm__host_wakeup *w)
+{
+    char buf[64];
+    while (read(w->rfd, buf, sizeof buf) > 0)
+        ;
+}
+
+void vmm__host_wakeup_close(struct vmm__host_wakeup *w)
+{
+    if (w->rfd >= 0)
+        close(w->rfd);
+    if (w->wfd >= 0)
+        close(w->wfd);
+    w->rfd = w->wfd = -1;
+}
+
+int vmm__host_tap_open(const char *name, int *fd)
+{
+    (void)name;
+    (void)fd;
+    return ENOTSUP; /* POSIX has no tap devices */
+}
+
 #endif
