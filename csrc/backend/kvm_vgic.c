@@ -133,8 +133,8 @@ static int vgic_send_msi(struct vmm_irqchip *chip, uint64_t doorbell, uint32_t d
     if (g->its_fd < 0)
         return VMM_ENOTSUP;
     if (!ready || xioctl(g->vm_fd, KVM_SIGNAL_MSI, &msi) < 0)
-        vmm__log(chip->vm, VMM_LOG_WARN, "kvm", "MSI from DeviceID %u, EventID %u not delivered: %s", devid, data,
-                 ready ? strerror(errno) : "the vGIC is not initialised yet");
+        vmm__guest_error(chip->vm, "kvm", "MSI from DeviceID %u, EventID %u not delivered: %s", devid, data,
+                         ready ? strerror(errno) : "the vGIC is not initialised yet"); /* guest-driven: rate-limited */
     return 0;
 }
 

@@ -16,8 +16,9 @@ int vmm__irq_msi(struct vmm_vm *vm, uint64_t doorbell, uint32_t data, uint32_t d
 {
     if (vm->irqchip && vm->irqchip->ops->send_msi)
         return vm->irqchip->ops->send_msi(vm->irqchip, doorbell, data, devid);
-    vmm__log(vm, VMM_LOG_WARN, "irq", "MSI to %#llx (device %u) dropped: the %s irqchip has no MSI support",
-             (unsigned long long)doorbell, devid, vm->irqchip ? vm->irqchip->ops->name : "missing");
+    /* a guest that enables MSI-X without an ITS sends one per request: rate-limited */
+    vmm__guest_error(vm, "irq", "MSI to %#llx (device %u) dropped: the %s irqchip has no MSI support",
+                     (unsigned long long)doorbell, devid, vm->irqchip ? vm->irqchip->ops->name : "missing");
     return VMM_ENOTSUP;
 }
 
