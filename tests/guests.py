@@ -275,8 +275,10 @@ RUNS: list[Run] = [
         "pci_msix",
         expect=(
             r"^pci_msix: 2 vectors, table BAR\d, PBA BAR\d$",
+            r"^pci_msix: ITS maps DeviceID 0x8 EventID 5 -> LPI 8229$",
             r"^pci_msix: masked vector pending, delivered on unmask$",
             r"^pci_msix: function mask holds, clearing it delivers$",
+            r"^pci_msix: request completion -> LPI 8229 taken through the ITS$",
             _verdict("pci_msix"),
         ),
         rng=True,
