@@ -3,11 +3,15 @@
 One boot with a disk, a 9p share, an entropy source, a GPU, input and a virtio console, all on bus 0
 of the generic-ECAM host bridge, driven by Debian's virtio_pci module. The guest lists
 /sys/bus/pci/devices (no lspci), writes to the disk (the bytes must land in the image), mounts the
-share, reads /dev/hwrng and checks fbcon on virtio-gpu-pci. Interrupts are INTx (legacy, swizzled
-SPIs) until the GICv3 ITS exists: then the same test must show MSI-X (see test_msix_through_its).
+share, reads /dev/hwrng, checks fbcon on virtio-gpu-pci and gets a DHCP lease on virtio-net-pci
+(user networking). Interrupts are MSI-X through the GICv3 ITS: /proc/interrupts must list every virtio
+device's vectors on Linux 6.1's "ITS-MSI" chip (QEMU's virt prints the same), none on the GIC's INTx
+SPIs.
 """
 
 from __future__ import annotations
+
+import re
 
 import pytest
 
@@ -45,6 +49,7 @@ echo "written over PCI" > /mnt/s/from-guest.txt; sync
 echo "VMMPY-PCI hwrng $(cat /sys/class/misc/hw_random/rng_current) $(hexdump -n 32 -v -e '/1 "%02x"' /dev/hwrng)"
 [ -e /dev/fb0 ] && echo "VMMPY-PCI fb0=$(cat /sys/class/graphics/fb0/name)" || echo "VMMPY-PCI fb0=none"
 echo "VMMPY fbcon test line: The quick brown fox jumps over the lazy dog" > /dev/tty1
+udhcpc -i eth0 -s /etc/vmmpy/udhcpc.script -q -n -t 5 >/dev/null 2>&1 || echo "VMMPY-PCI dhcp failed"
 echo "VMMPY-PCI interrupts"
 grep -iE 'virtio|msi|pci' /proc/interrupts | sed 's/^/VMMPY-PCI irq /'
 echo "VMMPY-PCI-READY"
@@ -53,12 +58,19 @@ poweroff -f
 """.replace("@BLK@", BLK_TEXT.decode())
 
 MODULES = ["virtio_pci", "virtio_blk", "9pnet_virtio", "9p", "virtio-rng", "virtio-gpu", "virtio_input",
-           "virtio_console"]  # fmt: skip
+           "virtio_console", "virtio_net"]  # fmt: skip
+UDHCPC_SCRIPT = b"""#!/bin/sh
+[ "$1" = bound ] && ifconfig "$interface" "$ip" netmask "${subnet:-255.255.255.0}" up &&
+    echo "VMMPY-PCI dhcp $interface ip=$ip router=$router"
+exit 0
+"""
+# /proc/interrupts: "<irq>: <count per CPU> <chip> <hwirq> <type> <name>"
+IRQ_LINE = re.compile(r"^VMMPY-PCI irq +\d+:((?: +\d+)+) +(\S+) +(\d+) +(\S+) +(virtio\d+)(?:-(\S+))?$")
 
 
 @pytest.fixture(scope="session")
 def pci_initramfs() -> str:
-    return _initramfs(init_script=PCI_INIT, modules=MODULES)
+    return _initramfs(init_script=PCI_INIT, modules=MODULES, extra_files={"/etc/vmmpy/udhcpc.script": UDHCPC_SCRIPT})
 
 
 def make_files(tmp_path):
@@ -72,15 +84,31 @@ def make_files(tmp_path):
 def check_guest_side(text: str) -> None:
     """What the guest printed: every device bound by virtio-pci, blk, 9p, hwrng and fb0 working."""
     devs = [ln for ln in text.splitlines() if ln.startswith("VMMPY-PCI dev ")]
-    # gpu, input (keyboard, tablet), disk, rng, console, share: modern device IDs 0x1040 + type
-    want = {"0x1050": 1, "0x1052": 2, "0x1042": 1, "0x1044": 1, "0x1043": 1, "0x1049": 1}
+    # gpu, input (keyboard, tablet), disk, rng, console, share, net: modern device IDs 0x1040 + type
+    want = {"0x1050": 1, "0x1052": 2, "0x1042": 1, "0x1044": 1, "0x1043": 1, "0x1049": 1, "0x1041": 1}
     for dev_id, n in want.items():
         bound = [d for d in devs if f"0x1af4:{dev_id}" in d and "driver=virtio-pci" in d]
         assert len(bound) == n, (dev_id, devs)
     virtio = [ln for ln in text.splitlines() if ln.startswith("VMMPY-PCI virtio ")]
-    assert len(virtio) == 7 and all(" on 0000:00:" in v for v in virtio), virtio
+    assert len(virtio) == 8 and all(" on 0000:00:" in v for v in virtio), virtio
     for line in ("vda size=2048", "dd ok", "9p hello from the host", "hwrng virtio_rng", "fb0=virtio_gpudrmfb"):
         assert f"VMMPY-PCI {line}" in text, line
+    assert "VMMPY-PCI dhcp eth0 ip=10.0.2.15 router=10.0.2.2" in text
+    check_msix_through_its(text, {v.split()[2] for v in virtio})
+
+
+def check_msix_through_its(text: str, devices: set[str]) -> None:
+    """Every virtio device's interrupts are MSI-X vectors on the ITS (Linux 6.1 names the chip "ITS-MSI";
+    per-device domains of later kernels "ITS-PCI-MSI-<bdf>"); none is an INTx SPI; the used ones fired."""
+    irqs = [m for ln in text.splitlines() if (m := IRQ_LINE.match(ln))]
+    assert irqs, [ln for ln in text.splitlines() if ln.startswith("VMMPY-PCI irq")]
+    not_its = [m.group(0) for m in irqs if not m.group(2).startswith("ITS-")]
+    assert not not_its, not_its
+    assert {m.group(5) for m in irqs} == devices, irqs
+    counts: dict[str, int] = {}
+    for m in irqs:
+        counts[m.group(0)] = counts.get(m.group(0), 0) + sum(int(c) for c in m.group(1).split())
+    assert sum(counts.values()) > 0, counts
 
 
 def check_host_side(disk, share) -> None:
@@ -89,7 +117,7 @@ def check_host_side(disk, share) -> None:
 
 
 def test_every_virtio_device_on_pci(debian_kernel, pci_initramfs, machine, tmp_path):  # noqa: F811
-    """virtio_pci binds all six device types; blk, 9p, rng and fbcon work over them (INTx)."""
+    """virtio_pci binds all seven device types; blk, 9p, rng, fbcon and DHCP work over them (MSI-X, ITS)."""
     disk, share = make_files(tmp_path)
     m = machine(
         debian_kernel,
@@ -104,6 +132,7 @@ def test_every_virtio_device_on_pci(debian_kernel, pci_initramfs, machine, tmp_p
         gpu=True,
         input=True,
         virtio_console=True,
+        net="user",
     )
     m.serial.expect(rb"VMMPY-MODULE virtio_pci ok", timeout=VMMPY_BOOT_TIMEOUT)
     m.serial.expect(rb"VMMPY-PCI-READY", timeout=120)
@@ -130,7 +159,7 @@ def test_every_virtio_device_on_pci_on_qemu(debian_kernel, pci_initramfs, tmp_pa
     disk, share = make_files(tmp_path)
     dev = "disable-legacy=on"
     cmd = qemu_ref.command(debian_kernel, pci_initramfs, cpus=CPUS, ram="512", cmdline=CMDLINE) + [
-        "-nic", "none",
+        "-netdev", "user,id=n0", "-device", f"virtio-net-pci,netdev=n0,{dev}",
         "-device", f"virtio-gpu-pci,{dev}", "-device", f"virtio-keyboard-pci,{dev}",
         "-device", f"virtio-tablet-pci,{dev}",
         "-drive", f"file={disk},format=raw,if=none,id=d0", "-device", f"virtio-blk-pci,drive=d0,{dev}",
