@@ -114,6 +114,7 @@ bench: build guests
 	$(PYTHON) bench/exit_latency.py
 	$(PYTHON) bench/first_byte.py
 	$(PYTHON) bench/irq_latency.py
+	$(PYTHON) bench/msi.py
 	$(PYTHON) bench/gpu.py
 	$(PYTHON) bench/idle.py
 	$(PYTHON) bench/input_latency.py

@@ -39,7 +39,7 @@ def per_run(names, base: float, n: int = 3) -> list[dict[str, float]]:
 def fixture_records() -> dict[str, dict]:
     """One record per benchmark, each through its own build()."""
     el, irq, fb, gpu, idle = (bench(n) for n in ("exit_latency", "irq_latency", "first_byte", "gpu", "idle"))
-    inp, lb, fs, kvm = (bench(n) for n in ("input_latency", "linux_boot", "fs", "kvm_exits"))
+    inp, lb, fs, kvm, msi = (bench(n) for n in ("input_latency", "linux_boot", "fs", "kvm_exits", "msi"))
     raw_irq = ["timer_wfi", "timer_wfi_wake", "timer_spin", "ipi_wfi", "ipi_spin", "sgi_ack_eoi", "ack_loop",
                "ts_counter", "ts_sgi", "ts_iar", "ts_eoi"]  # fmt: skip
     idle_run = {"cpu_pct": 0.5, "window_s": 5.0, "ticks_per_s": 100.0, "exit_code": 124, "process_cpu_s": 0.1}
@@ -64,6 +64,7 @@ def fixture_records() -> dict[str, dict]:
         lb.build([{**boot, "modules_loaded": 1.8}] * 3, [{**boot, "modules_loaded": 1.8}] * 3, 2, boot="modules"),
         fs.build([fsrun] * 3, [fsrun] * 3),
         kvm.build(per_run(kvm.PAIRED + kvm.VMMPY_ONLY, 1e5), per_run(kvm.PAIRED, 8e4)),
+        msi.build({"vmmpy": per_run(msi.ORDER, 3000), "qemu": per_run(msi.ORDER, 8000)}, {"runs": 3}),
     ]
     return {r["name"]: r for r in recs}
 
@@ -72,7 +73,7 @@ def test_every_benchmark_builds_a_valid_record():
     recs = fixture_records()
     assert set(recs) == {"exit_latency", "irq_latency", "first_byte", "gpu", "idle", "input_latency",
                          "linux_boot_1cpu", "linux_boot_2cpu", "linux_boot_modules_1cpu", "linux_boot_modules_2cpu",
-                         "fs", "kvm_exits"}  # fmt: skip
+                         "fs", "kvm_exits", "msi"}  # fmt: skip
     for rec in recs.values():
         common.validate(json.loads(json.dumps(rec)))  # survives JSON
         assert all(len(r["runs"]) >= 1 for r in rec["rows"])
