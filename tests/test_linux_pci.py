@@ -25,6 +25,7 @@ from .test_linux import (  # noqa: F401
     qemu_ref,
     text_rows,
 )
+from .test_linux_net import UDHCPC_SCRIPT
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +50,7 @@ echo "written over PCI" > /mnt/s/from-guest.txt; sync
 echo "VMMPY-PCI hwrng $(cat /sys/class/misc/hw_random/rng_current) $(hexdump -n 32 -v -e '/1 "%02x"' /dev/hwrng)"
 [ -e /dev/fb0 ] && echo "VMMPY-PCI fb0=$(cat /sys/class/graphics/fb0/name)" || echo "VMMPY-PCI fb0=none"
 echo "VMMPY fbcon test line: The quick brown fox jumps over the lazy dog" > /dev/tty1
-udhcpc -i eth0 -s /etc/vmmpy/udhcpc.script -q -n -t 5 >/dev/null 2>&1 || echo "VMMPY-PCI dhcp failed"
+udhcpc -i eth0 -s /etc/vmmpy/udhcpc.script -q -n -t 5 -T 2 2>/dev/null | grep '^VMMPY-DHCP' | sed 's/^/VMMPY-PCI /'
 echo "VMMPY-PCI interrupts"
 grep -iE 'virtio|msi|pci' /proc/interrupts | sed 's/^/VMMPY-PCI irq /'
 echo "VMMPY-PCI-READY"
@@ -59,11 +60,6 @@ poweroff -f
 
 MODULES = ["virtio_pci", "virtio_blk", "9pnet_virtio", "9p", "virtio-rng", "virtio-gpu", "virtio_input",
            "virtio_console", "virtio_net"]  # fmt: skip
-UDHCPC_SCRIPT = b"""#!/bin/sh
-[ "$1" = bound ] && ifconfig "$interface" "$ip" netmask "${subnet:-255.255.255.0}" up &&
-    echo "VMMPY-PCI dhcp $interface ip=$ip router=$router"
-exit 0
-"""
 # /proc/interrupts: "<irq>: <count per CPU> <chip> <hwirq> <type> <name>"
 IRQ_LINE = re.compile(r"^VMMPY-PCI irq +\d+:((?: +\d+)+) +(\S+) +(\d+) +(\S+) +(virtio\d+)(?:-(\S+))?$")
 
@@ -93,7 +89,7 @@ def check_guest_side(text: str) -> None:
     assert len(virtio) == 8 and all(" on 0000:00:" in v for v in virtio), virtio
     for line in ("vda size=2048", "dd ok", "9p hello from the host", "hwrng virtio_rng", "fb0=virtio_gpudrmfb"):
         assert f"VMMPY-PCI {line}" in text, line
-    assert "VMMPY-PCI dhcp eth0 ip=10.0.2.15 router=10.0.2.2" in text
+    assert "VMMPY-PCI VMMPY-DHCP eth0 ip=10.0.2.15 router=10.0.2.2" in text
     check_msix_through_its(text, {v.split()[2] for v in virtio})
 
 
