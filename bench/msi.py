@@ -30,8 +30,12 @@ QEMU_PCI = ["-M", "virt,highmem=off", "-nic", "none", "-device", "virtio-rng-pci
 def build(runs: dict[str, list[dict[str, float]]], config: dict | None = None) -> dict:
     """The record from each whole-guest run's ns per request, per peer ("vmmpy", "qemu")."""
     rows = [
-        common.row(k, "ns", [r[k] for r in runs.get("vmmpy", []) if k in r],
-                   {"qemu": [r[k] for r in runs.get("qemu", []) if k in r]})  # fmt: skip
+        common.row(
+            k,
+            "ns",
+            [r[k] for r in runs.get("vmmpy", []) if k in r],
+            {"qemu": [r[k] for r in runs.get("qemu", []) if k in r]},
+        )  # fmt: skip
         for k in ORDER
     ]
     return common.record("msi", "MSI-X through the ITS: notify write to LPI handler, ns", rows,

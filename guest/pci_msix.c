@@ -22,7 +22,7 @@
 #define CC_MSIX_CONFIG 0x10
 #define WAIT_MS 2000
 #define QUIET_MS 20
-#define EVENT 5              /* the vector's message data: an EventID */
+#define EVENT 5                 /* the vector's message data: an EventID */
 #define LPI (GIC_LPI_BASE + 37) /* what the ITS maps it to */
 
 static volatile unsigned intx_irqs, lpis, last_lpi;
