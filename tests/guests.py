@@ -268,8 +268,9 @@ RUNS: list[Run] = [
         transport="pci",
         groups=("virtio",),
     ),
-    # MSI-X semantics the guest can see without an ITS: no INTx, a masked vector's PBA bit, delivery on unmask
-    # (the next stage, taking the message as an LPI through the ITS, follows when the ITS lands)
+    # MSI-X through the ITS: no INTx, a masked vector's PBA bit, delivery on unmask; the message goes to
+    # GITS_TRANSLATER, the guest's MAPD/MAPTI for the rng's requester ID make it an LPI, taken in the handler
+    # (on KVM: KVM_SIGNAL_MSI to the in-kernel ITS)
     Run(
         "pci_msix",
         "pci_msix",

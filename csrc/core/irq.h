@@ -12,7 +12,8 @@ void vmm__irq_set(struct vmm_vm *vm, unsigned cpu, unsigned intid, bool level);
 /*
  * Send a message-signalled interrupt (MSI/MSI-X) through the irqchip: the
  * device's write of `data` to `doorbell` as requester `devid`. Any thread.
- * Returns 0, or VMM_ENOTSUP (logged, rate-limited) when the chip has no MSI.
+ * Returns 0, or VMM_ENOTSUP when the chip has no MSI (a rate-limited guest error:
+ * a guest that enables MSI-X there makes one per request).
  */
 int vmm__irq_msi(struct vmm_vm *vm, uint64_t doorbell, uint32_t data, uint32_t devid);
 /* true if we are on the run thread (inside vmm_run) */
