@@ -79,6 +79,7 @@ struct soft_vcpu {
         uint64_t regs[SOFT_POLL_REGS];
     } poll;
     unsigned vector_repeats;
+    struct soft_debug *dbg; /* a debugger's hooks (soft_debug.c); NULL until one asks */
 };
 
 static inline uint64_t soft__reg(uc_engine *uc, int reg)
@@ -104,6 +105,10 @@ int vmm__soft_boot_state(struct soft_vcpu *sv, uint64_t entry, uint64_t x0);
 void vmm__soft_deliver_sync(struct soft_vcpu *sv, uint64_t pc);
 /* Enter it for the access recorded in sv->fault (a synchronous external abort). */
 void vmm__soft_deliver_external_abort(struct soft_vcpu *sv);
+/* A debugger's breakpoints, watchpoints and stepping (soft_debug.c). */
+struct vmm_debug_ops;
+extern const struct vmm_debug_ops vmm__soft_debug_ops;
+void vmm__soft_debug_free(struct soft_vcpu *sv);
 /* Snapshots (soft_snap.c): backend.h vcpu_save / vcpu_load. */
 int vmm__soft_vcpu_save(struct vmm_vcpu *vcpu, struct vmm_snap *s);
 int vmm__soft_vcpu_load(struct vmm_vcpu *vcpu, struct vmm_snap *s);

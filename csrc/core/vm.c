@@ -9,6 +9,7 @@
 #include "board.h"
 #include "fdt.h"
 #include "layout.h"
+#include "debug.h"
 #include "vm.h"
 
 #define ALIGN_UP(x, a) (((x) + (a)-1) & ~((uint64_t)(a)-1))
@@ -160,6 +161,7 @@ VMM_EXPORT void vmm_destroy(vmm_vm *vm)
 {
     if (!vm)
         return;
+    vmm__gdb_destroy(vm); /* its thread first: it may be reading the vCPUs */
     if (vm->ops) {
         for (unsigned i = 0; i < vm->ncpus; i++)
             vm->ops->vcpu_fini(&vm->vcpus[i]);

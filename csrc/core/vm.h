@@ -49,9 +49,11 @@ struct vmm_vcpu {
     uint64_t insns;
     uint64_t insn_limit;
     uint64_t quantum_start;
+    bool dbg_frozen; /* a debugger keeps this vCPU stopped while it steps another (gdbstub.c) */
 };
 
 struct vmm_console;
+struct vmm_gdb;
 struct vmm_irqchip;
 struct vmm_virtio_mmio_bus;
 
@@ -137,6 +139,10 @@ struct vmm_vm {
     /* what the VM was built from: every vmm_add_*() call (machine.c), for snapshots */
     struct vmm_machine machine;
     bool ram_from_file; /* guest RAM is (partly) a private mapping of a snapshot (snapshot.c) */
+
+    /* the GDB server (gdbstub.c), NULL without one; dbg_halt: the debugger wants the run loop to hold */
+    struct vmm_gdb *gdb;
+    atomic_bool dbg_halt;
 
     /* stats (updated by the vCPU threads through vmm__count) */
     struct vmm_stats stats;
