@@ -88,7 +88,8 @@ def check_session(out: str) -> None:
     assert re.search(r"pc\s+0x[0-9a-f]+\s+0x[0-9a-f]+ <gdb_tick\+4>", out), out  # stepi: one instruction
     assert "Hardware watchpoint 2: *(unsigned long *)&gdb_counter" in out, out
     assert re.search(r"Old value = 0\s+New value = 1", out), out  # the store after the stepi fired it
-    assert re.search(r"\* 1\s+Thread 1", out) and re.search(r"\n\s+2\s+Thread 2", out), out
+    # vmmpy: "Thread 2 (vCPU 1)"; QEMU (multiprocess): "Thread 1.2 (CPU#1 [running])"
+    assert re.search(r"\* 1\s+Thread (1\.)?1 ", out) and re.search(r"\n\s+2\s+Thread (1\.)?2 ", out), out
     assert re.search(r"<gdb_counter>:\s+0x0000000000000001", out), out
     assert "exited with code 05" in out, out
 
