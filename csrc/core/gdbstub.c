@@ -139,11 +139,15 @@ void vmm__gdb_hold(struct vmm_vm *vm, struct vmm_vcpu *vcpu)
         g->stop_seq++;
         notify(g);
         uint64_t t0 = vmm__now_ns();
+        if (!vm->deterministic)
+            atomic_store(&vm->clock_held, vmm__clock_ns(vm, NULL) + 1);
         while (!g->go && !interrupted(vm))
             pthread_cond_wait(&vm->cond, &vm->lock);
         g->held = false;
-        if (!vm->deterministic) /* the guest's clock stood still while held */
+        if (!vm->deterministic) { /* the guest's clock stood still while held */
             vm->clock_base_ns += vmm__now_ns() - t0;
+            atomic_store(&vm->clock_held, 0);
+        }
     }
     bool go = g->go;
     if (go) {
@@ -380,6 +384,7 @@ static int t_resume(void *t, const enum gdb_action *act, unsigned n)
 static bool t_stop_state(void *t, struct gdb_stop *st)
 {
     struct vmm_gdb *g = t;
+    accessible(g); /* right after attaching: the hold it asked for is what '?' reports */
     pthread_mutex_lock(&g->vm->lock);
     if (g->ended)
         *st = (struct gdb_stop){ .kind = GDB_STOP_EXITED, .value = g->exit_status };
