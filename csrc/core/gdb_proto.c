@@ -503,6 +503,8 @@ long gdb_proto_handle(struct gdb_session *s, const char *pkt, size_t len, char *
     case '?':
         if (!s->ops->stop_state(s->t, &st))
             return str_reply(out, cap, "S05");
+        if (st.kind == GDB_STOP_SIGNAL && st.cpu < s->ops->ncpus(s->t))
+            s->g_cpu = s->c_cpu = st.cpu; /* the stopped thread is the one selected */
         return (long)gdb_stop_reply(&st, out, cap);
     case 'q':
         return query(s, pkt, out, cap);

@@ -504,6 +504,8 @@ static bool report_stop(struct vmm_gdb *g)
         return true;
     g->s.running = false;
     t_stop_state(g, &st);
+    if (st.kind == GDB_STOP_SIGNAL) /* gdb reads the stopped thread's registers without an Hg first */
+        g->s.g_cpu = g->s.c_cpu = st.cpu;
     size_t n = gdb_stop_reply(&st, g->out, sizeof g->out);
     return send_packet(g, g->out, n);
 }
