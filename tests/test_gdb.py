@@ -4,13 +4,11 @@ socket; deterministic-mode reproducibility; the guest's clock standing still whi
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import signal
 import socket
 import subprocess
-import time
 
 import pytest
 

@@ -232,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve the GDB remote protocol there (HOST defaults to 127.0.0.1; docs/gdb.md)",
     )
     r.add_argument(
-        "--gdb-wait", action="store_true", help="with --gdb: hold the guest before its first instruction until gdb continues"
+        "--gdb-wait", action="store_true", help="with --gdb: the guest waits for gdb before its first instruction"
     )
     r.add_argument(
         "--gpu",

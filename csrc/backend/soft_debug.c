@@ -256,8 +256,7 @@ static int soft_sysreg_read(struct vmm_vcpu *vcpu, uint32_t id, uint64_t *val)
 {
     struct soft_vcpu *sv = vcpu->bstate;
     if (id == ID_SP_EL0 || id == ID_SP_EL1)
-        return uc_reg_read(sv->uc, id == ID_SP_EL0 ? UC_ARM64_REG_SP_EL0 : UC_ARM64_REG_SP_EL1, val) ? VMM_EBACKEND
-                                                                                                        : 0;
+        return uc_reg_read(sv->uc, id == ID_SP_EL0 ? UC_ARM64_REG_SP_EL0 : UC_ARM64_REG_SP_EL1, val) ? VMM_EBACKEND : 0;
     *val = vmm__soft_cp_read(sv->uc, id);
     return 0;
 }
@@ -267,7 +266,7 @@ static int soft_sysreg_write(struct vmm_vcpu *vcpu, uint32_t id, uint64_t val)
     struct soft_vcpu *sv = vcpu->bstate;
     if (id == ID_SP_EL0 || id == ID_SP_EL1)
         return uc_reg_write(sv->uc, id == ID_SP_EL0 ? UC_ARM64_REG_SP_EL0 : UC_ARM64_REG_SP_EL1, &val) ? VMM_EBACKEND
-                                                                                                         : 0;
+                                                                                                       : 0;
     return vmm__soft_cp_write(sv->uc, id, val);
 }
 

@@ -12,12 +12,12 @@
 
 /* The system registers of the "org.vmmpy.aarch64.sys" feature (Arm ARM D19 encodings). */
 const struct gdb_sysreg gdb_sysregs[] = {
-    { "sctlr_el1", SYSREG_ID(3, 0, 1, 0, 0) }, { "ttbr0_el1", SYSREG_ID(3, 0, 2, 0, 0) },
-    { "ttbr1_el1", SYSREG_ID(3, 0, 2, 0, 1) }, { "tcr_el1", SYSREG_ID(3, 0, 2, 0, 2) },
-    { "mair_el1", SYSREG_ID(3, 0, 10, 2, 0) }, { "esr_el1", SYSREG_ID(3, 0, 5, 2, 0) },
-    { "far_el1", SYSREG_ID(3, 0, 6, 0, 0) },   { "vbar_el1", SYSREG_ID(3, 0, 12, 0, 0) },
-    { "elr_el1", SYSREG_ID(3, 0, 4, 0, 1) },   { "spsr_el1", SYSREG_ID(3, 0, 4, 0, 0) },
-    { "sp_el0", SYSREG_ID(3, 0, 4, 1, 0) },    { "sp_el1", SYSREG_ID(3, 4, 4, 1, 0) },
+    { "sctlr_el1", SYSREG_ID(3, 0, 1, 0, 0) },  { "ttbr0_el1", SYSREG_ID(3, 0, 2, 0, 0) },
+    { "ttbr1_el1", SYSREG_ID(3, 0, 2, 0, 1) },  { "tcr_el1", SYSREG_ID(3, 0, 2, 0, 2) },
+    { "mair_el1", SYSREG_ID(3, 0, 10, 2, 0) },  { "esr_el1", SYSREG_ID(3, 0, 5, 2, 0) },
+    { "far_el1", SYSREG_ID(3, 0, 6, 0, 0) },    { "vbar_el1", SYSREG_ID(3, 0, 12, 0, 0) },
+    { "elr_el1", SYSREG_ID(3, 0, 4, 0, 1) },    { "spsr_el1", SYSREG_ID(3, 0, 4, 0, 0) },
+    { "sp_el0", SYSREG_ID(3, 0, 4, 1, 0) },     { "sp_el1", SYSREG_ID(3, 4, 4, 1, 0) },
     { "tpidr_el1", SYSREG_ID(3, 0, 13, 0, 4) }, { "mpidr_el1", SYSREG_ID(3, 0, 0, 0, 5) },
 };
 const unsigned gdb_nsysregs = sizeof gdb_sysregs / sizeof gdb_sysregs[0];
@@ -94,7 +94,8 @@ static size_t target_xml(char *b, size_t cap)
                           "<reg name=\"fpsr\" bitsize=\"32\"/><reg name=\"fpcr\" bitsize=\"32\"/></feature>"
                           "<feature name=\"org.vmmpy.aarch64.sys\">");
     for (unsigned i = 0; i < gdb_nsysregs; i++)
-        o += (size_t)snprintf(b + o, cap - o, "<reg name=\"%s\" bitsize=\"64\" group=\"system\"/>", gdb_sysregs[i].name);
+        o +=
+            (size_t)snprintf(b + o, cap - o, "<reg name=\"%s\" bitsize=\"64\" group=\"system\"/>", gdb_sysregs[i].name);
     o += (size_t)snprintf(b + o, cap - o, "</feature></target>");
     return o < cap ? o : cap - 1;
 }
@@ -421,7 +422,9 @@ size_t gdb_stop_reply(const struct gdb_stop *st, char *out, size_t cap)
         n = snprintf(out, cap, "X%02x", st->value & 0xff);
     else if (st->point == GDB_WP_WRITE || st->point == GDB_WP_READ || st->point == GDB_WP_ACCESS)
         n = snprintf(out, cap, "T%02x%s:%llx;thread:%x;", st->value,
-                     st->point == GDB_WP_WRITE ? "watch" : st->point == GDB_WP_READ ? "rwatch" : "awatch",
+                     st->point == GDB_WP_WRITE  ? "watch"
+                     : st->point == GDB_WP_READ ? "rwatch"
+                                                : "awatch",
                      (unsigned long long)st->data_addr, st->cpu + 1);
     else if (st->point == GDB_BP_SW || st->point == GDB_BP_HW)
         n = snprintf(out, cap, "T%02x%s:;thread:%x;", st->value, st->point == GDB_BP_SW ? "swbreak" : "hwbreak",

@@ -130,10 +130,9 @@ void vmm__gdb_hold(struct vmm_vm *vm, struct vmm_vcpu *vcpu)
     pthread_mutex_lock(&vm->lock);
     if (!g->go) {
         if (!g->pending_hit)
-            g->stop = (struct gdb_stop){ .kind = GDB_STOP_SIGNAL,
-                                         .value = g->halt_sig,
-                                         .cpu = vcpu ? vcpu->id : g->stop.cpu,
-                                         .point = -1 };
+            g->stop = (struct gdb_stop){
+                .kind = GDB_STOP_SIGNAL, .value = g->halt_sig, .cpu = vcpu ? vcpu->id : g->stop.cpu, .point = -1
+            };
         g->pending_hit = false;
         g->held = true;
         g->stop_seq++;
@@ -649,7 +648,8 @@ static int bind_tcp(struct vmm_gdb *g, const char *spec)
 {
     char host[128] = "127.0.0.1", port[16];
     const char *colon = strrchr(spec, ':');
-    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = { .ai_family = AF_UNSPEC,
+                              .ai_socktype = SOCK_STREAM,
                               .ai_flags = AI_PASSIVE | AI_NUMERICSERV },
                     *ai = NULL;
     struct sockaddr_storage ss;
@@ -673,8 +673,8 @@ static int bind_tcp(struct vmm_gdb *g, const char *spec)
         return vmm__set_error(g->vm, VMM_EINVAL, "gdb: %s: %s", host, gai_strerror(e));
     int one = 1;
     if ((g->lfd = socket(ai->ai_family, SOCK_STREAM, 0)) < 0 ||
-        setsockopt(g->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) ||
-        bind(g->lfd, ai->ai_addr, ai->ai_addrlen) || getsockname(g->lfd, (struct sockaddr *)&ss, &sl)) {
+        setsockopt(g->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) || bind(g->lfd, ai->ai_addr, ai->ai_addrlen) ||
+        getsockname(g->lfd, (struct sockaddr *)&ss, &sl)) {
         int err = errno;
         freeaddrinfo(ai);
         return vmm__set_error(g->vm, VMM_EIO, "gdb: cannot listen on %s:%s: %s", host, port, strerror(err));

@@ -350,7 +350,7 @@ static void run_loop_realtime(struct run_ctx *rc)
         bool ran = false;
         if (vm->gdb)
             vmm__gdb_hold(vm, NULL); /* every vCPU idle: a debugger's hold is taken here */
-        bool smp = vm->ncpus > 1; /* a CPU_ON may come at any time */
+        bool smp = vm->ncpus > 1;    /* a CPU_ON may come at any time */
         for (unsigned i = 0; i < vm->ncpus && !rc->done; i++) {
             struct vmm_vcpu *vcpu = &vm->vcpus[i];
             if (!runnable(vcpu))
