@@ -4,11 +4,13 @@ socket; deterministic-mode reproducibility; the guest's clock standing still whi
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 
 import pytest
 
@@ -353,3 +355,43 @@ kill
     clocks = [int(c) for c in re.findall(r"guest clock (\d+) ns", out)]
     assert len(clocks) == 2, out
     assert clocks[1] - clocks[0] < 200_000_000, clocks  # a second of host time held: the guest saw almost none
+
+
+@needs_gdb
+def test_gdb_readme_commands(guest, tmp_path):
+    """The README's two commands (port 0 for 1234): the CLI prints where it listens and waits; gdb attaches,
+    breaks at gdb_tick and kills the VM, which ends the CLI."""
+    readme = open(os.path.join(os.path.dirname(guest("hello")), "..", "..", "README.md")).read()
+    block = readme[readme.index("### Debug it with gdb") :]
+    run_line = next(ln for ln in block.splitlines() if ln.startswith("python -m vmmpy run"))
+    gdb_line = next(ln for ln in block.splitlines() if ln.startswith("gdb-multiarch"))
+    argv = run_line.split("#")[0].split()[3:]
+    argv[argv.index("--gdb") + 1] = "0"
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "vmmpy", *argv, "--headless"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert cli.stderr
+        line = cli.stderr.readline()
+        m = re.match(r"vmmpy: gdb server on (127\.0\.0\.1:\d+) \(the guest waits for it\)", line)
+        assert m, line
+        args = gdb_line.replace(":1234", m.group(1)).split(" -ex ")
+        cmd = [GDB, "-nx", "-batch", args[0].split()[1]]
+        for a in args[1:]:
+            cmd += ["-ex", a.strip('"')]
+        cmd += ["-ex", "info registers x0", "-ex", "kill"]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60).stdout
+        assert re.search(r"Breakpoint 1, 0x[0-9a-f]+ in gdb_tick", out), out  # one thread: no "Thread 1 hit"
+        assert re.search(r"x0\s+0x1\s", out), out
+        rc = cli.wait(timeout=30)
+        assert rc != 0  # killed by the debugger: the CLI reports a stopped run
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
