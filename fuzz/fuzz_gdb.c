@@ -1,9 +1,9 @@
 /*
  * fuzz_gdb.c - libFuzzer target: the GDB remote protocol as a hostile debugger connection speaks it.
  *
- * An input whose first byte is odd is a byte stream: every byte goes through the framing (gdb_rx_byte:
+ * An input whose first byte is odd is a byte stream: every byte goes through the framing (vmm__gdb_rx_byte:
  * checksums, escapes, ^C, oversized packets) and every packet it yields through the command interpreter
- * (gdb_proto_handle). Otherwise the rest is packet payloads split at '\n', handed to the interpreter
+ * (vmm__gdb_proto_handle). Otherwise the rest is packet payloads split at '\n', handed to the interpreter
  * directly (no checksum to guess). The interpreter answers against a small in-memory
  * target: 2 vCPUs, registers, 64 KiB of memory at 0x1000. The replies are framed as the stub would send
  * them. Nothing may read or write outside its buffers, loop, or crash: ASan and UBSan watch.
@@ -36,18 +36,18 @@ static bool cpu_on(void *t, unsigned cpu)
 static int read_reg(void *t, unsigned cpu, unsigned regno, uint8_t *buf)
 {
     (void)t;
-    if (cpu >= 2 || !gdb_reg_size(regno))
+    if (cpu >= 2 || !vmm__gdb_reg_size(regno))
         __builtin_trap(); /* the interpreter must only ask for registers that exist */
-    memcpy(buf, regs[cpu][regno], gdb_reg_size(regno));
+    memcpy(buf, regs[cpu][regno], vmm__gdb_reg_size(regno));
     return 0;
 }
 
 static int write_reg(void *t, unsigned cpu, unsigned regno, const uint8_t *buf)
 {
     (void)t;
-    if (cpu >= 2 || !gdb_reg_size(regno))
+    if (cpu >= 2 || !vmm__gdb_reg_size(regno))
         __builtin_trap();
-    memcpy(regs[cpu][regno], buf, gdb_reg_size(regno));
+    memcpy(regs[cpu][regno], buf, vmm__gdb_reg_size(regno));
     return 0;
 }
 
@@ -140,10 +140,10 @@ static char frame[2 * GDB_PKT_MAX + 8];
 static void handle(struct gdb_session *s, const char *pkt, size_t len)
 {
     s->running = false;
-    long n = gdb_proto_handle(s, pkt, len, out, sizeof out);
+    long n = vmm__gdb_proto_handle(s, pkt, len, out, sizeof out);
     if (n > (long)GDB_PKT_MAX)
         __builtin_trap();
-    if (n >= 0 && !gdb_frame(frame, sizeof frame, out, (size_t)n))
+    if (n >= 0 && !vmm__gdb_frame(frame, sizeof frame, out, (size_t)n))
         __builtin_trap(); /* every reply fits a frame */
 }
 
@@ -153,11 +153,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     if (!size)
         return 0;
-    gdb_session_init(&s, &ops, NULL);
-    gdb_rx_init(&rx);
+    vmm__gdb_session_init(&s, &ops, NULL);
+    vmm__gdb_rx_init(&rx);
     if (data[0] & 1) {
         for (size_t i = 1; i < size; i++) {
-            if (gdb_rx_byte(&rx, data[i]) != GDB_RX_PACKET)
+            if (vmm__gdb_rx_byte(&rx, data[i]) != GDB_RX_PACKET)
                 continue;
             if (rx.len > GDB_PKT_MAX || rx.buf[rx.len])
                 __builtin_trap();

@@ -8,7 +8,7 @@
 
 enum { RX_IDLE = 0, RX_DATA, RX_ESC, RX_CS1, RX_CS2 };
 
-void gdb_rx_init(struct gdb_rx *rx)
+void vmm__gdb_rx_init(struct gdb_rx *rx)
 {
     rx->state = RX_IDLE;
     rx->len = 0;
@@ -17,7 +17,7 @@ void gdb_rx_init(struct gdb_rx *rx)
     rx->buf[0] = 0;
 }
 
-int gdb_hexval(char c)
+int vmm__gdb_hexval(char c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -41,14 +41,14 @@ static void rx_put(struct gdb_rx *rx, uint8_t c)
  * else is line noise, dropped). Inside, '}' escapes the next byte (XOR 0x20); the checksum is the
  * sum of the bytes as sent, escapes included. A packet too long is read to its end, then refused.
  */
-enum gdb_rx_event gdb_rx_byte(struct gdb_rx *rx, uint8_t c)
+enum gdb_rx_event vmm__gdb_rx_byte(struct gdb_rx *rx, uint8_t c)
 {
     int v;
 
     switch (rx->state) {
     case RX_IDLE:
         if (c == '$') {
-            gdb_rx_init(rx);
+            vmm__gdb_rx_init(rx);
             rx->state = RX_DATA;
         }
         return c == 0x03 ? GDB_RX_INTR : c == '+' ? GDB_RX_ACK : c == '-' ? GDB_RX_NACK : GDB_RX_NONE;
@@ -58,7 +58,7 @@ enum gdb_rx_event gdb_rx_byte(struct gdb_rx *rx, uint8_t c)
             return GDB_RX_NONE;
         }
         if (c == '$') { /* a new packet start: the previous one was cut short */
-            gdb_rx_init(rx);
+            vmm__gdb_rx_init(rx);
             rx->state = RX_DATA;
             return GDB_RX_NONE;
         }
@@ -74,12 +74,12 @@ enum gdb_rx_event gdb_rx_byte(struct gdb_rx *rx, uint8_t c)
         rx->state = RX_DATA;
         return GDB_RX_NONE;
     case RX_CS1:
-        v = gdb_hexval((char)c);
+        v = vmm__gdb_hexval((char)c);
         rx->cs = (uint8_t)((v < 0 ? 0x100 : v) << 4); /* a bad digit makes the sum fail */
         rx->state = v < 0 ? RX_IDLE : RX_CS2;
         return v < 0 ? GDB_RX_BADSUM : GDB_RX_NONE;
     default: /* RX_CS2 */
-        v = gdb_hexval((char)c);
+        v = vmm__gdb_hexval((char)c);
         rx->state = RX_IDLE;
         rx->buf[rx->len] = 0;
         if (v < 0 || (uint8_t)(rx->cs | v) != rx->sum)
@@ -88,7 +88,7 @@ enum gdb_rx_event gdb_rx_byte(struct gdb_rx *rx, uint8_t c)
     }
 }
 
-size_t gdb_frame(char *out, size_t cap, const char *payload, size_t len)
+size_t vmm__gdb_frame(char *out, size_t cap, const char *payload, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
     size_t o = 0;
@@ -116,13 +116,13 @@ size_t gdb_frame(char *out, size_t cap, const char *payload, size_t len)
     return o;
 }
 
-size_t gdb_parse_hex(const char *s, size_t n, uint64_t *v)
+size_t vmm__gdb_parse_hex(const char *s, size_t n, uint64_t *v)
 {
     size_t i = 0;
     uint64_t x = 0;
     int d;
 
-    while (i < n && (d = gdb_hexval(s[i])) >= 0) {
+    while (i < n && (d = vmm__gdb_hexval(s[i])) >= 0) {
         if (i == 16)
             return 0;
         x = x << 4 | (uint64_t)d;
@@ -132,10 +132,10 @@ size_t gdb_parse_hex(const char *s, size_t n, uint64_t *v)
     return i;
 }
 
-bool gdb_hex_to_bin(const char *hex, size_t nbytes, uint8_t *out)
+bool vmm__gdb_hex_to_bin(const char *hex, size_t nbytes, uint8_t *out)
 {
     for (size_t i = 0; i < nbytes; i++) {
-        int hi = gdb_hexval(hex[2 * i]), lo = hi < 0 ? -1 : gdb_hexval(hex[2 * i + 1]);
+        int hi = vmm__gdb_hexval(hex[2 * i]), lo = hi < 0 ? -1 : vmm__gdb_hexval(hex[2 * i + 1]);
         if (lo < 0)
             return false;
         out[i] = (uint8_t)(hi << 4 | lo);
@@ -143,7 +143,7 @@ bool gdb_hex_to_bin(const char *hex, size_t nbytes, uint8_t *out)
     return true;
 }
 
-void gdb_bin_to_hex(const uint8_t *in, size_t n, char *out)
+void vmm__gdb_bin_to_hex(const uint8_t *in, size_t n, char *out)
 {
     static const char hex[] = "0123456789abcdef";
     for (size_t i = 0; i < n; i++) {

@@ -35,18 +35,18 @@ struct gdb_rx {
     char buf[GDB_PKT_MAX + 1];
 };
 
-void gdb_rx_init(struct gdb_rx *rx);
-enum gdb_rx_event gdb_rx_byte(struct gdb_rx *rx, uint8_t c);
+void vmm__gdb_rx_init(struct gdb_rx *rx);
+enum gdb_rx_event vmm__gdb_rx_byte(struct gdb_rx *rx, uint8_t c);
 
 /* Frame payload as "$...#cs" into out (escaping $ # } *); the framed length, or 0 if it does not fit. */
-size_t gdb_frame(char *out, size_t cap, const char *payload, size_t len);
+size_t vmm__gdb_frame(char *out, size_t cap, const char *payload, size_t len);
 
 /* hex helpers: digits consumed (0: none); a number longer than 16 digits fails */
-int gdb_hexval(char c);
-size_t gdb_parse_hex(const char *s, size_t n, uint64_t *v);
+int vmm__gdb_hexval(char c);
+size_t vmm__gdb_parse_hex(const char *s, size_t n, uint64_t *v);
 /* n hex digit pairs into bytes; false on a bad digit */
-bool gdb_hex_to_bin(const char *hex, size_t nbytes, uint8_t *out);
-void gdb_bin_to_hex(const uint8_t *in, size_t n, char *out);
+bool vmm__gdb_hex_to_bin(const char *hex, size_t nbytes, uint8_t *out);
+void vmm__gdb_bin_to_hex(const uint8_t *in, size_t n, char *out);
 
 /* ---- the command interpreter (gdb_proto.c) ---- */
 
@@ -59,7 +59,7 @@ enum {
     GDB_REG_V0 = 34,   /* 128 bits each */
     GDB_REG_FPSR = 66, /* 32 bits */
     GDB_REG_FPCR = 67,
-    GDB_REG_SYS0 = 68, /* the system registers of gdb_sysregs[], 64 bits each */
+    GDB_REG_SYS0 = 68, /* the system registers of vmm__gdb_sysregs[], 64 bits each */
 };
 #define GDB_G_REGS GDB_REG_SYS0 /* the g packet: core and FP/SIMD */
 
@@ -67,10 +67,10 @@ struct gdb_sysreg {
     const char *name;
     uint32_t id; /* op0<<14 | op1<<11 | CRn<<7 | CRm<<3 | op2 */
 };
-extern const struct gdb_sysreg gdb_sysregs[];
-extern const unsigned gdb_nsysregs;
+extern const struct gdb_sysreg vmm__gdb_sysregs[];
+extern const unsigned vmm__gdb_nsysregs;
 /* bytes in register regno, 0 if there is none */
-unsigned gdb_reg_size(unsigned regno);
+unsigned vmm__gdb_reg_size(unsigned regno);
 
 /* breakpoint and watchpoint kinds (Z0..Z4) */
 enum gdb_point { GDB_BP_SW = 0, GDB_BP_HW = 1, GDB_WP_WRITE = 2, GDB_WP_READ = 3, GDB_WP_ACCESS = 4 };
@@ -91,7 +91,7 @@ struct gdb_stop {
 struct gdb_target_ops {
     unsigned (*ncpus)(void *t);
     bool (*cpu_on)(void *t, unsigned cpu);
-    /* a register's bytes (target byte order, gdb_reg_size(regno) of them): 0 or negative */
+    /* a register's bytes (target byte order, vmm__gdb_reg_size(regno) of them): 0 or negative */
     int (*read_reg)(void *t, unsigned cpu, unsigned regno, uint8_t *buf);
     int (*write_reg)(void *t, unsigned cpu, unsigned regno, const uint8_t *buf);
     /* memory through cpu's stage-1 translation (phys: guest-physical addresses); bytes done, or negative */
@@ -119,14 +119,14 @@ struct gdb_session {
     bool ended;            /* detach or kill: close the connection after the reply */
 };
 
-void gdb_session_init(struct gdb_session *s, const struct gdb_target_ops *ops, void *t);
+void vmm__gdb_session_init(struct gdb_session *s, const struct gdb_target_ops *ops, void *t);
 /*
  * Answer one packet (NUL-terminated, len bytes). The reply payload (unframed) goes into out (cap >=
  * GDB_PKT_MAX + 1); returns its length, or -1 when no reply is due now (a resume: the stop reply
- * comes from gdb_stop_reply when the target stops).
+ * comes from vmm__gdb_stop_reply when the target stops).
  */
-long gdb_proto_handle(struct gdb_session *s, const char *pkt, size_t len, char *out, size_t cap);
+long vmm__gdb_proto_handle(struct gdb_session *s, const char *pkt, size_t len, char *out, size_t cap);
 /* A stop reply ("T05thread:1;", "W00", "X09") for st; its length. */
-size_t gdb_stop_reply(const struct gdb_stop *st, char *out, size_t cap);
+size_t vmm__gdb_stop_reply(const struct gdb_stop *st, char *out, size_t cap);
 
 #endif

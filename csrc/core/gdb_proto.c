@@ -10,8 +10,8 @@
 
 #define SYSREG_ID(op0, op1, crn, crm, op2) ((op0) << 14 | (op1) << 11 | (crn) << 7 | (crm) << 3 | (op2))
 
-/* The system registers of the "org.vmmpy.aarch64.sys" feature (Arm ARM D19 encodings). */
-const struct gdb_sysreg gdb_sysregs[] = {
+/* The system registers of the "org.vmmpy-project.aarch64.sys" feature (Arm ARM D19 encodings). */
+const struct gdb_sysreg vmm__gdb_sysregs[] = {
     { "sctlr_el1", SYSREG_ID(3, 0, 1, 0, 0) },  { "ttbr0_el1", SYSREG_ID(3, 0, 2, 0, 0) },
     { "ttbr1_el1", SYSREG_ID(3, 0, 2, 0, 1) },  { "tcr_el1", SYSREG_ID(3, 0, 2, 0, 2) },
     { "mair_el1", SYSREG_ID(3, 0, 10, 2, 0) },  { "esr_el1", SYSREG_ID(3, 0, 5, 2, 0) },
@@ -20,9 +20,9 @@ const struct gdb_sysreg gdb_sysregs[] = {
     { "sp_el0", SYSREG_ID(3, 0, 4, 1, 0) },     { "sp_el1", SYSREG_ID(3, 4, 4, 1, 0) },
     { "tpidr_el1", SYSREG_ID(3, 0, 13, 0, 4) }, { "mpidr_el1", SYSREG_ID(3, 0, 0, 0, 5) },
 };
-const unsigned gdb_nsysregs = sizeof gdb_sysregs / sizeof gdb_sysregs[0];
+const unsigned vmm__gdb_nsysregs = sizeof vmm__gdb_sysregs / sizeof vmm__gdb_sysregs[0];
 
-unsigned gdb_reg_size(unsigned regno)
+unsigned vmm__gdb_reg_size(unsigned regno)
 {
     if (regno <= GDB_REG_PC)
         return 8;
@@ -30,12 +30,12 @@ unsigned gdb_reg_size(unsigned regno)
         return 4;
     if (regno >= GDB_REG_V0 && regno < GDB_REG_V0 + 32)
         return 16;
-    if (regno >= GDB_REG_SYS0 && regno < GDB_REG_SYS0 + gdb_nsysregs)
+    if (regno >= GDB_REG_SYS0 && regno < GDB_REG_SYS0 + vmm__gdb_nsysregs)
         return 8;
     return 0;
 }
 
-void gdb_session_init(struct gdb_session *s, const struct gdb_target_ops *ops, void *t)
+void vmm__gdb_session_init(struct gdb_session *s, const struct gdb_target_ops *ops, void *t)
 {
     memset(s, 0, sizeof *s);
     s->ops = ops;
@@ -92,10 +92,10 @@ static size_t target_xml(char *b, size_t cap)
     size_t o = xml_core_fpu(b, cap);
     o += (size_t)snprintf(b + o, cap - o,
                           "<reg name=\"fpsr\" bitsize=\"32\"/><reg name=\"fpcr\" bitsize=\"32\"/></feature>"
-                          "<feature name=\"org.vmmpy.aarch64.sys\">");
-    for (unsigned i = 0; i < gdb_nsysregs; i++)
-        o +=
-            (size_t)snprintf(b + o, cap - o, "<reg name=\"%s\" bitsize=\"64\" group=\"system\"/>", gdb_sysregs[i].name);
+                          "<feature name=\"org.vmmpy-project.aarch64.sys\">");
+    for (unsigned i = 0; i < vmm__gdb_nsysregs; i++)
+        o += (size_t)snprintf(b + o, cap - o, "<reg name=\"%s\" bitsize=\"64\" group=\"system\"/>",
+                              vmm__gdb_sysregs[i].name);
     o += (size_t)snprintf(b + o, cap - o, "</feature></target>");
     return o < cap ? o : cap - 1;
 }
@@ -111,7 +111,7 @@ static long xfer_features(const char *args, char *out, size_t cap)
     if (strncmp(args, annex, sizeof annex - 1))
         return ERR(00);
     args += sizeof annex - 1;
-    if (!(n = gdb_parse_hex(args, 17, &off)) || args[n] != ',' || !gdb_parse_hex(args + n + 1, 17, &len))
+    if (!(n = vmm__gdb_parse_hex(args, 17, &off)) || args[n] != ',' || !vmm__gdb_parse_hex(args + n + 1, 17, &len))
         return ERR(01);
     xl = target_xml(xml, sizeof xml);
     if (off >= xl)
@@ -139,7 +139,7 @@ static size_t parse_tid(const char *s, long *tid)
         *tid = -1;
         return 2;
     }
-    if (!(n = gdb_parse_hex(s, 17, &v)) || v > GDB_MAX_THREADS)
+    if (!(n = vmm__gdb_parse_hex(s, 17, &v)) || v > GDB_MAX_THREADS)
         return 0;
     *tid = (long)v;
     return n;
@@ -186,7 +186,7 @@ static long hex_text(const char *text, char *out, size_t cap)
     size_t n = strlen(text);
     if (2 * n + 1 > cap)
         n = (cap - 1) / 2;
-    gdb_bin_to_hex((const uint8_t *)text, n, out);
+    vmm__gdb_bin_to_hex((const uint8_t *)text, n, out);
     return (long)(2 * n);
 }
 
@@ -209,10 +209,10 @@ static long cmd_g(struct gdb_session *s, char *out, size_t cap)
     size_t o = 0;
 
     for (unsigned r = 0; r < GDB_G_REGS; r++) {
-        unsigned sz = gdb_reg_size(r);
+        unsigned sz = vmm__gdb_reg_size(r);
         if (o + 2 * sz + 1 > cap || s->ops->read_reg(s->t, s->g_cpu, r, buf) < 0)
             return ERR(14);
-        gdb_bin_to_hex(buf, sz, out + o);
+        vmm__gdb_bin_to_hex(buf, sz, out + o);
         o += 2 * sz;
     }
     return (long)o;
@@ -224,8 +224,8 @@ static long cmd_G(struct gdb_session *s, const char *p, size_t len, char *out, s
     size_t o = 0;
 
     for (unsigned r = 0; r < GDB_G_REGS && o < len; r++) {
-        unsigned sz = gdb_reg_size(r);
-        if (len - o < 2 * sz || !gdb_hex_to_bin(p + o, sz, buf))
+        unsigned sz = vmm__gdb_reg_size(r);
+        if (len - o < 2 * sz || !vmm__gdb_hex_to_bin(p + o, sz, buf))
             return ERR(01);
         if (s->ops->write_reg(s->t, s->g_cpu, r, buf) < 0)
             return ERR(14);
@@ -238,14 +238,14 @@ static long cmd_p(struct gdb_session *s, const char *p, char *out, size_t cap)
 {
     uint64_t r;
     uint8_t buf[16];
-    size_t n = gdb_parse_hex(p, 17, &r);
-    unsigned sz = n && !p[n] && r < 4096 ? gdb_reg_size((unsigned)r) : 0;
+    size_t n = vmm__gdb_parse_hex(p, 17, &r);
+    unsigned sz = n && !p[n] && r < 4096 ? vmm__gdb_reg_size((unsigned)r) : 0;
 
     if (!sz)
         return ERR(01);
     if (s->ops->read_reg(s->t, s->g_cpu, (unsigned)r, buf) < 0)
         return ERR(14);
-    gdb_bin_to_hex(buf, sz, out);
+    vmm__gdb_bin_to_hex(buf, sz, out);
     return (long)(2 * sz);
 }
 
@@ -253,10 +253,10 @@ static long cmd_P(struct gdb_session *s, const char *p, size_t len, char *out, s
 {
     uint64_t r;
     uint8_t buf[16];
-    size_t n = gdb_parse_hex(p, 17, &r);
-    unsigned sz = n && p[n] == '=' && r < 4096 ? gdb_reg_size((unsigned)r) : 0;
+    size_t n = vmm__gdb_parse_hex(p, 17, &r);
+    unsigned sz = n && p[n] == '=' && r < 4096 ? vmm__gdb_reg_size((unsigned)r) : 0;
 
-    if (!sz || len - n - 1 != 2 * sz || !gdb_hex_to_bin(p + n + 1, sz, buf))
+    if (!sz || len - n - 1 != 2 * sz || !vmm__gdb_hex_to_bin(p + n + 1, sz, buf))
         return ERR(01);
     return s->ops->write_reg(s->t, s->g_cpu, (unsigned)r, buf) < 0 ? ERR(14) : OK();
 }
@@ -266,9 +266,9 @@ static long cmd_P(struct gdb_session *s, const char *p, size_t len, char *out, s
 /* "ADDR,LEN" then `sep` (0: end of packet); the bytes consumed or 0 */
 static size_t parse_addr_len(const char *p, char sep, uint64_t *addr, uint64_t *len)
 {
-    size_t n = gdb_parse_hex(p, 17, addr), m;
+    size_t n = vmm__gdb_parse_hex(p, 17, addr), m;
 
-    if (!n || p[n] != ',' || !(m = gdb_parse_hex(p + n + 1, 17, len)) || p[n + 1 + m] != sep)
+    if (!n || p[n] != ',' || !(m = vmm__gdb_parse_hex(p + n + 1, 17, len)) || p[n + 1 + m] != sep)
         return 0;
     return n + 1 + m;
 }
@@ -285,7 +285,7 @@ static long cmd_m(struct gdb_session *s, const char *p, char *out, size_t cap)
     long got = len ? s->ops->read_mem(s->t, s->g_cpu, s->phys, addr, buf, (size_t)len) : 0;
     if (got <= 0 && len)
         return ERR(14);
-    gdb_bin_to_hex(buf, (size_t)got, out);
+    vmm__gdb_bin_to_hex(buf, (size_t)got, out);
     return 2 * got;
 }
 
@@ -304,7 +304,7 @@ static long cmd_write_mem(struct gdb_session *s, const char *p, size_t plen, boo
         if (dlen != len)
             return ERR(01);
         memcpy(buf, data, (size_t)len);
-    } else if (dlen != 2 * len || !gdb_hex_to_bin(data, (size_t)len, buf)) {
+    } else if (dlen != 2 * len || !vmm__gdb_hex_to_bin(data, (size_t)len, buf)) {
         return ERR(01);
     }
     if (!len)
@@ -322,8 +322,8 @@ static long cmd_Z(struct gdb_session *s, const char *p, bool insert, char *out, 
 
     if (type < 0 || type > 4 || p[1] != ',')
         return ERR(01);
-    size_t n = gdb_parse_hex(p + 2, 17, &addr), m;
-    if (!n || p[2 + n] != ',' || !(m = gdb_parse_hex(p + 3 + n, 17, &kind)))
+    size_t n = vmm__gdb_parse_hex(p + 2, 17, &addr), m;
+    if (!n || p[2 + n] != ',' || !(m = vmm__gdb_parse_hex(p + 3 + n, 17, &kind)))
         return ERR(01);
     if (p[3 + n + m] && p[3 + n + m] != ';') /* conditions and commands (";X...") are not supported */
         return EMPTY();
@@ -356,7 +356,7 @@ static long cmd_cont(struct gdb_session *s, const char *p, char *out, size_t cap
     unsigned n = s->ops->ncpus(s->t);
     uint64_t sig;
 
-    if ((c == 'C' || c == 'S') && (!gdb_parse_hex(p + 1, 3, &sig) || strchr(p, ';')))
+    if ((c == 'C' || c == 'S') && (!vmm__gdb_parse_hex(p + 1, 3, &sig) || strchr(p, ';')))
         return ERR(01);
     if ((c == 'c' || c == 's') && p[1])
         return ERR(01);
@@ -384,7 +384,7 @@ static long cmd_vcont(struct gdb_session *s, const char *p, char *out, size_t ca
         else
             return ERR(01);
         if (c == 'C' || c == 'S') {
-            size_t k = gdb_parse_hex(p, 3, &sig);
+            size_t k = vmm__gdb_parse_hex(p, 3, &sig);
             if (!k)
                 return ERR(01);
             p += k;
@@ -412,7 +412,7 @@ static long cmd_vcont(struct gdb_session *s, const char *p, char *out, size_t ca
     return resume(s, act, out, cap);
 }
 
-size_t gdb_stop_reply(const struct gdb_stop *st, char *out, size_t cap)
+size_t vmm__gdb_stop_reply(const struct gdb_stop *st, char *out, size_t cap)
 {
     int n;
 
@@ -441,7 +441,7 @@ static long cmd_rcmd(struct gdb_session *s, const char *hex, char *out, size_t c
     char cmd[256], text[1024];
     size_t n = strlen(hex);
 
-    if (n % 2 || n / 2 >= sizeof cmd || !gdb_hex_to_bin(hex, n / 2, (uint8_t *)cmd))
+    if (n % 2 || n / 2 >= sizeof cmd || !vmm__gdb_hex_to_bin(hex, n / 2, (uint8_t *)cmd))
         return ERR(01);
     cmd[n / 2] = 0;
     if (!strcmp(cmd, "phys on") || !strcmp(cmd, "phys off")) {
@@ -496,7 +496,7 @@ static long cmd_v(struct gdb_session *s, const char *p, char *out, size_t cap)
     return EMPTY();
 }
 
-long gdb_proto_handle(struct gdb_session *s, const char *pkt, size_t len, char *out, size_t cap)
+long vmm__gdb_proto_handle(struct gdb_session *s, const char *pkt, size_t len, char *out, size_t cap)
 {
     struct gdb_stop st;
 
@@ -508,7 +508,7 @@ long gdb_proto_handle(struct gdb_session *s, const char *pkt, size_t len, char *
             return str_reply(out, cap, "S05");
         if (st.kind == GDB_STOP_SIGNAL && st.cpu < s->ops->ncpus(s->t))
             s->g_cpu = s->c_cpu = st.cpu; /* the stopped thread is the one selected */
-        return (long)gdb_stop_reply(&st, out, cap);
+        return (long)vmm__gdb_stop_reply(&st, out, cap);
     case 'q':
         return query(s, pkt, out, cap);
     case 'Q':

@@ -246,14 +246,14 @@ static int t_read_reg(void *t, unsigned cpu, unsigned regno, uint8_t *buf)
 {
     struct vmm_gdb *g = t;
     const struct vmm_debug_ops *d = g->vm->ops->debug;
-    unsigned sz = gdb_reg_size(regno);
+    unsigned sz = vmm__gdb_reg_size(regno);
 
     if (cpu >= g->vm->ncpus || !sz || !accessible(g))
         return -1;
     if (regno < GDB_REG_SYS0)
         return d->reg_read(&g->vm->vcpus[cpu], regno, buf, sz) ? -1 : 0;
     uint64_t v;
-    if (d->sysreg_read(&g->vm->vcpus[cpu], gdb_sysregs[regno - GDB_REG_SYS0].id, &v))
+    if (d->sysreg_read(&g->vm->vcpus[cpu], vmm__gdb_sysregs[regno - GDB_REG_SYS0].id, &v))
         return -1;
     memcpy(buf, &v, 8);
     return 0;
@@ -263,7 +263,7 @@ static int t_write_reg(void *t, unsigned cpu, unsigned regno, const uint8_t *buf
 {
     struct vmm_gdb *g = t;
     const struct vmm_debug_ops *d = g->vm->ops->debug;
-    unsigned sz = gdb_reg_size(regno);
+    unsigned sz = vmm__gdb_reg_size(regno);
 
     if (cpu >= g->vm->ncpus || !sz || !accessible(g))
         return -1;
@@ -271,7 +271,7 @@ static int t_write_reg(void *t, unsigned cpu, unsigned regno, const uint8_t *buf
         return d->reg_write(&g->vm->vcpus[cpu], regno, buf, sz) ? -1 : 0;
     uint64_t v;
     memcpy(&v, buf, 8);
-    return d->sysreg_write(&g->vm->vcpus[cpu], gdb_sysregs[regno - GDB_REG_SYS0].id, v) ? -1 : 0;
+    return d->sysreg_write(&g->vm->vcpus[cpu], vmm__gdb_sysregs[regno - GDB_REG_SYS0].id, v) ? -1 : 0;
 }
 
 #define ID_SCTLR_EL1 ((3u << 14) | (1u << 7))
@@ -483,7 +483,7 @@ static bool send_all(int fd, const char *p, size_t n)
 
 static bool send_packet(struct vmm_gdb *g, const char *payload, size_t len)
 {
-    g->frame_len = gdb_frame(g->frame, sizeof g->frame, payload, len);
+    g->frame_len = vmm__gdb_frame(g->frame, sizeof g->frame, payload, len);
     return g->frame_len && send_all(g->cfd, g->frame, g->frame_len);
 }
 
@@ -505,7 +505,7 @@ static bool report_stop(struct vmm_gdb *g)
     t_stop_state(g, &st);
     if (st.kind == GDB_STOP_SIGNAL) /* gdb reads the stopped thread's registers without an Hg first */
         g->s.g_cpu = g->s.c_cpu = st.cpu;
-    size_t n = gdb_stop_reply(&st, g->out, sizeof g->out);
+    size_t n = vmm__gdb_stop_reply(&st, g->out, sizeof g->out);
     return send_packet(g, g->out, n);
 }
 
@@ -517,7 +517,7 @@ static bool on_packet(struct vmm_gdb *g)
     if (g->s.running) /* all-stop: only ^C is expected while the target runs */
         return send_packet(g, "E16", 3);
     uint64_t seq = g->stop_seq;
-    long n = gdb_proto_handle(&g->s, g->rx.buf, g->rx.len, g->out, sizeof g->out);
+    long n = vmm__gdb_proto_handle(&g->s, g->rx.buf, g->rx.len, g->out, sizeof g->out);
     if (n >= 0 && !send_packet(g, g->out, (size_t)n))
         return false;
     if (g->s.running) {
@@ -531,7 +531,7 @@ static bool on_packet(struct vmm_gdb *g)
 static bool on_bytes(struct vmm_gdb *g, const uint8_t *b, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        switch (gdb_rx_byte(&g->rx, b[i])) {
+        switch (vmm__gdb_rx_byte(&g->rx, b[i])) {
         case GDB_RX_PACKET:
             if (!on_packet(g))
                 return false;
@@ -566,8 +566,8 @@ static void serve(struct vmm_gdb *g)
 {
     uint8_t buf[4096];
 
-    gdb_session_init(&g->s, &target_ops, g);
-    gdb_rx_init(&g->rx);
+    vmm__gdb_session_init(&g->s, &target_ops, g);
+    vmm__gdb_rx_init(&g->rx);
     g->frame_len = 0;
     pthread_mutex_lock(&g->vm->lock);
     g->attached = true;
