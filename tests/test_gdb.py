@@ -395,3 +395,33 @@ def test_gdb_readme_commands(guest, tmp_path):
         if cli.poll() is None:
             cli.kill()
             cli.wait()
+
+
+@needs_gdb
+def test_gdb_deterministic_session_leaves_the_run_unchanged(guest, tmp_path):
+    """Deterministic mode: breakpoints hit on both vCPUs, steps, then a continue to the end give the same serial
+    bytes (smp.elf prints the order in which its CPUs took a lock) and the same final clock as a run without
+    a debugger: stops inside a block take back what did not run, and holds leave the schedule alone."""
+    elf = guest("smp")
+    with vmmpy.Machine(elf, cpus=2, deterministic=True, timeout=120) as plain:
+        res = plain.run(timeout=120)
+        want = (res.reason, res.exit_status, plain.serial.text, plain.clock_ns)
+    script = """
+set pagination off
+target remote {addr}
+break spin_lock
+continue
+continue
+stepi
+stepi
+info threads
+delete
+continue
+"""
+    with vmmpy.Machine(elf, cpus=2, deterministic=True, gdb=0, gdb_wait=True, timeout=120) as m:
+        m.start()
+        out = run_gdb(elf, script.format(addr=m.gdb_address), tmp_path)
+        res = m.wait(timeout=120)
+        got = (res.reason, res.exit_status, m.serial.text, m.clock_ns)
+    assert out.count("Breakpoint 1, ") == 2 and "exited normally" in out, out
+    assert got == want

@@ -103,13 +103,11 @@ static void apply_config(struct vmm_gdb *g)
     struct vmm_debug_point pts[GDB_MAX_POINTS];
     enum gdb_action act[VMM_MAX_CPUS];
     unsigned n;
-    bool stepping;
 
     pthread_mutex_lock(&vm->lock);
     n = g->npoints;
     memcpy(pts, g->points, n * sizeof pts[0]);
     memcpy(act, g->act, sizeof act);
-    stepping = g->stepping;
     pthread_mutex_unlock(&vm->lock);
     for (unsigned i = 0; i < vm->ncpus; i++) {
         struct vmm_debug_cfg cfg = { .points = pts, .npoints = n, .step = act[i] == GDB_ACT_STEP };
@@ -118,7 +116,6 @@ static void apply_config(struct vmm_gdb *g)
         if (vm->ops->debug->set_debug(&vm->vcpus[i], &cfg))
             vmm__log(vm, VMM_LOG_WARN, "gdb", "vCPU %u: %s", i, vm->errmsg);
     }
-    (void)stepping;
 }
 
 void vmm__gdb_hold(struct vmm_vm *vm, struct vmm_vcpu *vcpu)
@@ -164,6 +161,10 @@ bool vmm__gdb_after_run(struct vmm_vcpu *vcpu, const struct vmm_exit *exit)
     struct vmm_gdb *g = vm->gdb;
     bool stop = false;
 
+    /* the common case takes no lock: `stepping` changes only while the VM is held, or on a detach */
+    if (exit->kind != VMM_EXIT_DEBUG && !(__atomic_load_n(&g->stepping, __ATOMIC_RELAXED) &&
+                                          (exit->kind == VMM_EXIT_WFI || exit->kind == VMM_EXIT_CPU_OFF)))
+        return false;
     pthread_mutex_lock(&vm->lock);
     if (exit->kind == VMM_EXIT_DEBUG) {
         g->stop = (struct gdb_stop){ .kind = GDB_STOP_SIGNAL,
@@ -373,7 +374,7 @@ static int t_resume(void *t, const enum gdb_action *act, unsigned n)
         g->act[i] = act[i];
         stepping |= act[i] == GDB_ACT_STEP;
     }
-    g->stepping = stepping;
+    __atomic_store_n(&g->stepping, stepping, __ATOMIC_RELAXED);
     g->go = true;
     pthread_cond_broadcast(&vm->cond);
     pthread_mutex_unlock(&vm->lock);
@@ -410,7 +411,7 @@ static void release(struct vmm_gdb *g)
     g->npoints = 0;
     for (unsigned i = 0; i < VMM_MAX_CPUS; i++)
         g->act[i] = GDB_ACT_CONT;
-    g->stepping = false;
+    __atomic_store_n(&g->stepping, false, __ATOMIC_RELAXED);
     g->attached = false;
     if (atomic_load(&vm->dbg_halt))
         g->go = true;
