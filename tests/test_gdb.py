@@ -11,11 +11,14 @@ import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 import vmmpy
 from vmmpy import errors
+
+from .conftest import ROOT
 
 GDB = shutil.which("gdb-multiarch")
 QEMU = shutil.which("qemu-system-aarch64")
@@ -361,7 +364,7 @@ kill
 def test_gdb_readme_commands(guest, tmp_path):
     """The README's two commands (port 0 for 1234): the CLI prints where it listens and waits; gdb attaches,
     breaks at gdb_tick and kills the VM, which ends the CLI."""
-    readme = open(os.path.join(os.path.dirname(guest("hello")), "..", "..", "README.md")).read()
+    readme = Path(ROOT, "README.md").read_text()
     block = readme[readme.index("### Debug it with gdb") :]
     run_line = next(ln for ln in block.splitlines() if ln.startswith("python -m vmmpy run"))
     gdb_line = next(ln for ln in block.splitlines() if ln.startswith("gdb-multiarch"))
