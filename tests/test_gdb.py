@@ -152,6 +152,11 @@ monitor phys off
 monitor info
 monitor bogus
 x/1wx 0x40080000
+delete
+hbreak gdb_tick
+set debug remote 1
+continue
+set debug remote 0
 kill
 """
     with vmmpy.Machine(elf, gdb=0, gdb_wait=True, timeout=120) as m:
@@ -165,6 +170,8 @@ kill
     assert out.count(f"0x40080000 <_start>:\t0x{insn:08x}") == 2, out  # physical and virtual agree
     assert "backend soft, real-time mode" in out, out
     assert "unknown command 'bogus'" in out, out
+    assert re.search(r"Breakpoint 2, 0x[0-9a-f]+ in gdb_tick", out), out  # hbreak: a hardware breakpoint
+    assert "Packet received: T05hwbreak:;thread:1;" in out, out  # and reported as one
     # kill ends the VM: the run stops and the VM cannot run again
     assert res.reason == vmmpy.RunReason.STOPPED
     with pytest.raises(errors.VmmError):
