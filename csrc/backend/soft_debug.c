@@ -74,7 +74,7 @@ static void on_break(uc_engine *uc, uint64_t addr, uint32_t size, void *opaque)
     (void)uc;
     (void)size;
     if (sv->exit->kind == VMM_EXIT_DEBUG)
-        return; /* a deferred watchpoint stop is on its way */
+        return;                /* a deferred watchpoint stop is on its way */
     int type = VMM_DBG_HBREAK; /* gdb's swbreak/hwbreak stop reason follows the kind it inserted */
     for (unsigned i = 0; i < sv->dbg->npoints; i++)
         if (sv->dbg->points[i].addr == addr && sv->dbg->points[i].type == VMM_DBG_BREAK)
