@@ -22,6 +22,8 @@ from .conftest import ROOT
 
 GDB = shutil.which("gdb-multiarch")
 QEMU = shutil.which("qemu-system-aarch64")
+# gdb and QEMU are not ours: the sanitizer run's LD_PRELOAD (tools/asan.sh) is not for them
+TOOL_ENV = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
 needs_gdb = pytest.mark.skipif(not GDB, reason="gdb-multiarch is not installed (apt-get install gdb-multiarch)")
 
 # The session of issue 18: break at a symbol, registers, memory, stepi, a watchpoint on a guest store,
@@ -53,7 +55,9 @@ continue
 def run_gdb(elf: str, script: str, tmp_path, timeout: float = 60) -> str:
     path = tmp_path / "session.gdb"
     path.write_text(script)
-    r = subprocess.run([GDB, "-nx", "-batch", "-x", str(path), elf], capture_output=True, text=True, timeout=timeout)
+    r = subprocess.run(
+        [GDB, "-nx", "-batch", "-x", str(path), elf], capture_output=True, text=True, timeout=timeout, env=TOOL_ENV
+    )
     return r.stdout + r.stderr
 
 
@@ -71,7 +75,9 @@ class Qemu:
         self.addr = f"127.0.0.1:{self.port}"
         cmd = [QEMU, "-M", "virt,gic-version=3", "-cpu", "cortex-a72", "-smp", str(cpus), "-m", "256",
                "-nographic", "-semihosting", "-kernel", elf, "-gdb", f"tcp:{self.addr}", "-S"]  # fmt: skip
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=TOOL_ENV
+        )
 
     def read_until(self, marker: bytes) -> str:
         self._seen = b""
@@ -200,7 +206,7 @@ def test_gdb_interrupt_and_detach(guest, tmp_path, target):
     )
     try:
         p = subprocess.Popen([GDB, "-nx", "-batch", "-x", str(script), elf], stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)  # fmt: skip
+                             stderr=subprocess.STDOUT, text=True, env=TOOL_ENV)  # fmt: skip
         assert p.stdout
         # gdb continued when the guest speaks (gdb's own output to a pipe is not flushed line by line)
         if m:
@@ -377,11 +383,12 @@ def test_gdb_readme_commands(guest, tmp_path):
     gdb_line = next(ln for ln in block.splitlines() if ln.startswith("gdb-multiarch"))
     argv = run_line.split("#")[0].split()[3:]
     argv[argv.index("--gdb") + 1] = "0"
-    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}  # this vmmpy
     cli = subprocess.Popen(
         [sys.executable, "-m", "vmmpy", *argv, "--headless"],
+        cwd=ROOT,  # the README's paths are relative to the tree
         stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
         env=env,
@@ -389,6 +396,8 @@ def test_gdb_readme_commands(guest, tmp_path):
     try:
         assert cli.stderr
         line = cli.stderr.readline()
+        while line and not line.startswith("vmmpy:"):  # a sanitizer run's warnings come first
+            line = cli.stderr.readline()
         m = re.match(r"vmmpy: gdb server on (127\.0\.0\.1:\d+) \(the guest waits for it\)", line)
         assert m, line
         args = gdb_line.replace(":1234", m.group(1)).split(" -ex ")
@@ -396,7 +405,7 @@ def test_gdb_readme_commands(guest, tmp_path):
         for a in args[1:]:
             cmd += ["-ex", a.strip('"')]
         cmd += ["-ex", "info registers x0", "-ex", "kill"]
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60).stdout
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=TOOL_ENV, cwd=ROOT).stdout
         assert re.search(r"Breakpoint 1, 0x[0-9a-f]+ in gdb_tick", out), out  # one thread: no "Thread 1 hit"
         assert re.search(r"x0\s+0x1\s", out), out
         rc = cli.wait(timeout=30)
