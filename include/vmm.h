@@ -203,6 +203,21 @@ VMM_EXPORT int vmm_run_pending(vmm_vm *vm);
 VMM_EXPORT int vmm_request_stop(vmm_vm *vm);
 
 /*
+ * GDB remote serial protocol server (docs/gdb.md), on a thread of its own: `address` is
+ * "[HOST:]PORT" (TCP; HOST defaults to 127.0.0.1; PORT 0 picks a free one) or "unix:PATH". With
+ * wait != 0 the first vmm_run() holds before the guest's first instruction until a debugger
+ * attaches and continues (QEMU's -S). All-stop: while the debugger holds the VM, vmm_run() stands
+ * still and the guest's clock does not move. A power-off is reported to the debugger as the exit of
+ * the inferior with the guest's status; its "kill" ends the run with VMM_RUN_STOPPED and the VM
+ * cannot run again. Call before the first vmm_run(), not while the VM runs (VMM_EBUSY); one server
+ * per VM. Backends with vCPU threads (kvm) are not supported yet (VMM_ENOTSUP). The server stops in
+ * vmm_destroy().
+ */
+VMM_EXPORT int vmm_gdb_listen(vmm_vm *vm, const char *address, int wait);
+/* The address the server listens on, as "HOST:PORT" (the bound port) or "unix:PATH". */
+VMM_EXPORT int vmm_gdb_address(vmm_vm *vm, char *buf, size_t len);
+
+/*
  * Serial console (the PL011). Output is buffered in the library (a ring of at
  * most 64 MiB of unread bytes: when it is full the oldest are dropped, counted
  * in vmm_stats.serial_dropped, with one log line); reading

@@ -77,6 +77,8 @@ def test_the_quick_start_commands_run(tmp_path):
     for argv in vmmpy_lines(README):
         if not os.path.exists(os.path.join(ROOT, argv[1])):
             continue  # vmlinuz, firmware.bin: the reader's own files (parsed above)
+        if "--gdb-wait" in argv:
+            continue  # waits for a debugger: tests/test_gdb.py::test_gdb_readme_commands runs it with gdb
         argv = [str(tmp_path / a) if a.endswith(".png") else a for a in argv]
         p = subprocess.run(
             [sys.executable, "-m", "vmmpy", *argv, "--headless"],

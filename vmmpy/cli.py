@@ -275,6 +275,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="a GICv3 ITS at 0x08080000 with LPIs (an MSI controller; implied by --transport pci)",
     )
     r.add_argument(
+        "--gdb",
+        metavar="[HOST:]PORT|unix:PATH",
+        help="serve the GDB remote protocol there (HOST defaults to 127.0.0.1; docs/gdb.md)",
+    )
+    r.add_argument(
+        "--gdb-wait", action="store_true", help="with --gdb: the guest waits for gdb before its first instruction"
+    )
+    r.add_argument(
         "--gpu",
         action="store_true",
         default=None,
@@ -594,6 +602,8 @@ def cmd_run(args: argparse.Namespace, report: dict | None = None) -> int:
         raise errors.InvalidArgument("--load-addr and --entry need --format raw")
     args.input = getattr(args, "input", False)
     window = _want_window(args)
+    if args.gdb_wait and args.gdb is None:
+        raise errors.InvalidArgument("--gdb-wait needs --gdb")
     m = Machine(
         args.kernel,
         ram=f"{args.ram}B",
@@ -616,7 +626,12 @@ def cmd_run(args: argparse.Namespace, report: dict | None = None) -> int:
         share=_shares(args.share),
         input=args.input,
         **net_kwargs(args),
+        gdb=args.gdb,
+        gdb_wait=args.gdb_wait,
     )
+    if args.gdb is not None:
+        wait = " (the guest waits for it)" if args.gdb_wait else ""
+        print(f"vmmpy: gdb server on {m.gdb_address}{wait}", file=sys.stderr, flush=True)
     return _drive(m, args, report, window, os.path.basename(args.kernel))
 
 

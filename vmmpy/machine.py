@@ -185,6 +185,8 @@ class Machine:
         mac: str | list | None = None,
         serial_buffer: Size = DEFAULT_SERIAL_BUFFER,
         timeout: float | None = None,
+        gdb: str | int | None = None,
+        gdb_wait: bool = False,
     ):
         config = {k: v for k, v in locals().items() if k != "self"}  # the arguments, for failure artifacts
         self._init_host_side(name or (os.path.basename(os.fspath(kernel)) if kernel else "vm"), timeout)
@@ -244,12 +246,32 @@ class Machine:
                 self.load_initrd(initrd)
             if cmdline is not None:
                 self.set_cmdline(cmdline)
+            if gdb is not None:
+                self._gdb_listen(gdb, gdb_wait)
         except BaseException:
             self.close()
             raise
         # sizes in bytes: the artifacts' command line needs no parsing of its own
         config.update(ram=cfg.ram_size, gpu_max_mem=parse_size(gpu_max_mem), serial_buffer=buffer_size)
         self._record = artifacts.machine_created(self, config)
+
+    def _gdb_listen(self, gdb: str | int, wait: bool) -> None:
+        """Start the GDB server: a port (0: a free one), "HOST:PORT" or "unix:PATH" (docs/gdb.md)."""
+        if isinstance(gdb, bool) or not isinstance(gdb, (str, int)):
+            raise _invalid(f"gdb must be a port, 'HOST:PORT' or 'unix:PATH' (got {gdb!r})")
+        self._checked(lib.vmm_gdb_listen, str(gdb).encode(), 1 if wait else 0)
+
+    @property
+    def gdb_address(self) -> str | None:
+        """Where the GDB server listens ("127.0.0.1:40123", "unix:/path"), or None without one."""
+        buf = ffi.new("char[]", 256)
+        vm = self._enter()
+        try:
+            if lib.vmm_gdb_address(vm, buf, 256) < 0:
+                return None
+        finally:
+            self._leave()
+        return ffi.string(buf).decode()
 
     def _init_host_side(self, name: str, timeout: float | None) -> None:
         """The Python-side state every Machine has, before its VM exists."""

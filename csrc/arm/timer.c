@@ -26,7 +26,8 @@ uint64_t vmm__clock_ns(struct vmm_vm *vm, struct vmm_vcpu *vcpu)
 {
     if (vm->deterministic)
         return vm->vtime_ns + (vcpu ? vcpu->insns - vcpu->quantum_start : 0);
-    return vmm__now_ns() - vm->clock_base_ns;
+    uint64_t held = atomic_load(&vm->clock_held); /* a debugger holds the VM: its clock stands (gdbstub.c) */
+    return held ? held - 1 : vmm__now_ns() - vm->clock_base_ns;
 }
 
 /* CNTVOFF is 0: the virtual and physical counts are the same. */

@@ -602,6 +602,7 @@ static void soft_vcpu_fini(struct vmm_vcpu *vcpu)
         return;
     uc_context_free(sv->ctx);
     uc_close(sv->uc);
+    vmm__soft_debug_free(sv);
     free(sv);
     vcpu->bstate = NULL;
 }
@@ -753,7 +754,7 @@ static uint64_t soft_mem_overhead(struct vmm_vcpu *vcpu)
     .probe = soft_probe, .vm_init = soft_vm_init, .vm_fini = soft_vm_fini, .vcpu_init = soft_vcpu_init,       \
     .vcpu_fini = soft_vcpu_fini, .vcpu_reset = soft_vcpu_reset, .vcpu_run = soft_vcpu_run, .kick = soft_kick, \
     .irq_notify = soft_irq_notify, .get_pc = soft_get_pc, .mem_overhead = soft_mem_overhead,                  \
-    .vcpu_save = vmm__soft_vcpu_save, .vcpu_load = vmm__soft_vcpu_load
+    .vcpu_save = vmm__soft_vcpu_save, .vcpu_load = vmm__soft_vcpu_load, .debug = &vmm__soft_debug_ops
 
 const struct vmm_backend_ops vmm__soft_backend = {
     .name = "soft",

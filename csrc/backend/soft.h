@@ -97,6 +97,7 @@ struct soft_vcpu {
     } poll;
     unsigned vector_repeats;
     struct soft_dbgarch dbg;
+    struct soft_debug *debugger; /* a debugger's hooks (soft_debug.c); NULL until one asks */
 };
 
 static inline uint64_t soft__reg(uc_engine *uc, int reg)
@@ -144,6 +145,10 @@ bool vmm__soft_step_done(struct soft_vcpu *sv, uint64_t next_pc);
 int vmm__soft_dbg_apply(struct soft_vcpu *sv);
 void vmm__soft_dbg_reload(struct soft_vcpu *sv);
 
+/* A debugger's breakpoints, watchpoints and stepping (soft_debug.c). */
+struct vmm_debug_ops;
+extern const struct vmm_debug_ops vmm__soft_debug_ops;
+void vmm__soft_debug_free(struct soft_vcpu *sv);
 /* Snapshots (soft_snap.c): backend.h vcpu_save / vcpu_load. */
 int vmm__soft_vcpu_save(struct vmm_vcpu *vcpu, struct vmm_snap *s);
 int vmm__soft_vcpu_load(struct vmm_vcpu *vcpu, struct vmm_snap *s);

@@ -26,6 +26,7 @@ enum vmm_exit_kind {
     VMM_EXIT_CPU_OFF,     /* this vCPU turned itself off */
     VMM_EXIT_GUEST_ERROR, /* the guest cannot continue; message set */
     VMM_EXIT_HOST_ERROR,  /* the backend failed; message set */
+    VMM_EXIT_DEBUG,       /* a debugger's breakpoint, watchpoint or step stopped the vCPU (debug.h) */
 };
 
 struct vmm_exit {
@@ -41,8 +42,14 @@ struct vmm_exit {
             uint64_t x[4];
         } call;
         int status;
+        struct {
+            int point;     /* enum vmm_debug_point_type, or -1 for a finished step */
+            uint64_t addr; /* the watchpoint's address */
+        } debug;
     };
 };
+
+struct vmm_debug_ops; /* debug.h */
 
 /*
  * What a backend does itself, as bits in vmm_backend_ops.caps. Each bit the
@@ -116,6 +123,8 @@ struct vmm_backend_ops {
     int (*vcpu_load)(struct vmm_vcpu *vcpu, struct vmm_snap *s);
     /* Host memory the backend uses for this vCPU, beyond guest RAM (estimate). */
     uint64_t (*mem_overhead)(struct vmm_vcpu *vcpu);
+    /* What a debugger (core/gdbstub.c) needs; NULL: the backend cannot be debugged. */
+    const struct vmm_debug_ops *debug;
 };
 
 /* Whether the backend does all of `cap` (VMM_CAP_* bits) itself. */

@@ -10,6 +10,7 @@
 #include "../arm/arm.h"
 #include "../host/host.h"
 #include "board.h"
+#include "debug.h"
 #include "vm.h"
 
 int vmm__prepare_locked(struct vmm_vm *vm);
@@ -180,7 +181,7 @@ static bool runnable(struct vmm_vcpu *v)
 {
     if (v->idle && atomic_load(&v->irq))
         v->idle = false;
-    return v->on && !v->idle;
+    return v->on && !v->idle && !v->dbg_frozen;
 }
 
 bool vmm__others_runnable(struct vmm_vcpu *vcpu)
@@ -246,6 +247,11 @@ static bool run_one(struct run_ctx *rc, struct vmm_vcpu *vcpu)
     struct vmm_exit exit;
 
     memset(&exit, 0, sizeof exit);
+    if (vm->gdb) { /* a debugger may hold the VM here, and keep this vCPU stopped while another steps */
+        vmm__gdb_hold(vm, vcpu);
+        if (vcpu->dbg_frozen)
+            return false;
+    }
     if (vcpu->reset_pending) { /* PSCI CPU_ON: the reset runs here, on the vCPU's own thread */
         vcpu->reset_pending = false;
         if (ops->vcpu_reset(vcpu, vcpu->reset_entry, vcpu->reset_x0)) {
@@ -262,9 +268,12 @@ static bool run_one(struct run_ctx *rc, struct vmm_vcpu *vcpu)
         end_run(rc, VMM_RUN_HOST_ERROR, 0);
         return false;
     }
+    if (vm->gdb)
+        vmm__gdb_after_run(vcpu, &exit); /* a breakpoint, watchpoint or step: held there */
 dispatch:
     switch (exit.kind) {
     case VMM_EXIT_NONE:
+    case VMM_EXIT_DEBUG:
         break;
     case VMM_EXIT_MMIO:
         vmm__bus_access(vm, exit.mmio.gpa, exit.mmio.size, exit.mmio.is_write, &exit.mmio.data);
@@ -339,7 +348,9 @@ static void run_loop_realtime(struct run_ctx *rc)
     vmm__timers_update(vm);
     while (!check_end(rc)) {
         bool ran = false;
-        bool smp = vm->ncpus > 1; /* a CPU_ON may come at any time */
+        if (vm->gdb)
+            vmm__gdb_hold(vm, NULL); /* every vCPU idle: a debugger's hold is taken here */
+        bool smp = vm->ncpus > 1;    /* a CPU_ON may come at any time */
         for (unsigned i = 0; i < vm->ncpus && !rc->done; i++) {
             struct vmm_vcpu *vcpu = &vm->vcpus[i];
             if (!runnable(vcpu))
@@ -569,6 +580,8 @@ static void run_loop_deterministic(struct run_ctx *rc)
 
     while (!check_end(rc)) {
         bool ran = false;
+        if (vm->gdb)
+            vmm__gdb_hold(vm, NULL);
         for (unsigned i = 0; i < vm->ncpus; i++)
             vm->vcpus[i].quantum_start = vm->vcpus[i].insns;
         park_point(vm);                            /* a host pause: it schedules input at vtime_ns */
@@ -697,6 +710,11 @@ VMM_EXPORT int vmm_run(vmm_vm *vm, uint64_t timeout_ns, struct vmm_run_result *r
         atomic_store(&vm->stop_requested, 0);
     vm->state = rc.res.reason == VMM_RUN_STOPPED || rc.res.reason == VMM_RUN_TIMEOUT ? VM_STATE_PAUSED : VM_STATE_ENDED;
     pthread_mutex_unlock(&vm->lock);
+    if (vm->gdb && vmm__gdb_run_end(vm, rc.res.reason, rc.res.exit_status)) {
+        pthread_mutex_lock(&vm->lock);
+        vm->state = VM_STATE_ENDED; /* the debugger killed it */
+        pthread_mutex_unlock(&vm->lock);
+    }
     set_running(vm, false);
 
     rc.res.pc = vm->ops->get_pc(&vm->vcpus[0]);

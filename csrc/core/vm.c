@@ -10,6 +10,7 @@
 #include "fdt.h"
 #include "layout.h"
 #include "iothread.h"
+#include "debug.h"
 #include "vm.h"
 
 #define ALIGN_UP(x, a) (((x) + (a)-1) & ~((uint64_t)(a)-1))
@@ -170,6 +171,7 @@ VMM_EXPORT void vmm_destroy(vmm_vm *vm)
 {
     if (!vm)
         return;
+    vmm__gdb_destroy(vm);                /* its thread first: it may be reading the vCPUs */
     vmm__board_quiesce(vm);              /* back-ends detach: no other VM or host thread calls in */
     vmm__iothread_destroy(vm->iothread); /* then: it delivers into devices and raises their interrupts */
     vm->iothread = NULL;

@@ -51,9 +51,11 @@ struct vmm_vcpu {
     uint64_t insns;
     uint64_t insn_limit;
     uint64_t quantum_start;
+    bool dbg_frozen; /* a debugger keeps this vCPU stopped while it steps another (gdbstub.c) */
 };
 
 struct vmm_console;
+struct vmm_gdb;
 struct vmm_irqchip;
 struct vmm_virtio_mmio_bus;
 struct vmm_pci_host;
@@ -145,6 +147,11 @@ struct vmm_vm {
     /* what the VM was built from: every vmm_add_*() call (machine.c), for snapshots */
     struct vmm_machine machine;
     bool ram_from_file; /* guest RAM is (partly) a private mapping of a snapshot (snapshot.c) */
+
+    /* the GDB server (gdbstub.c), NULL without one; dbg_halt: the debugger wants the run loop to hold */
+    struct vmm_gdb *gdb;
+    atomic_bool dbg_halt;
+    atomic_uint_fast64_t clock_held; /* real time, held by the debugger: 1 + the clock where it stands, else 0 */
 
     /* stats (updated by the vCPU threads through vmm__count) */
     struct vmm_stats stats;

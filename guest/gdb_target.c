@@ -1,0 +1,41 @@
+/* gdb_target.c - the debugger tests' guest (tests/test_gdb.py): MMU on (identity map, 2 MiB blocks), every
+   other CPU started spinning on a counter of its own, then CPU 0 calls gdb_tick(n) for n = 1, 2, ... (a
+   breakpoint target whose store to gdb_counter is the watchpoint target) until the debugger sets
+   gdb_release, and ends with exit status gdb_status. */
+#include "rt.h"
+
+volatile uint64_t gdb_counter;           /* gdb_tick stores n here */
+volatile uint32_t gdb_release;           /* set by the debugger: main returns */
+volatile uint32_t gdb_status = 3;        /* main's exit status (the debugger may change it) */
+volatile uint64_t gdb_spins[RT_MAX_CPUS]; /* what the secondaries count */
+
+__attribute__((noinline)) void gdb_tick(uint64_t n)
+{
+    gdb_counter = n;
+}
+
+static void spinner(void *arg)
+{
+    unsigned me = smp_cpu_id();
+    (void)arg;
+    for (;;)
+        gdb_spins[me % RT_MAX_CPUS]++;
+}
+
+int main(uint64_t dtb)
+{
+    uint64_t mpidrs[RT_MAX_CPUS];
+    int from_dtb, n = smp_find_cpus(dtb, mpidrs, RT_MAX_CPUS, &from_dtb);
+
+    mmu_enable(NULL);
+    for (int i = 1; i < n; i++)
+        smp_start_cpu(mpidrs[i], spinner, 0);
+    printf("gdb_target: %d cpu(s) ready\n", n);
+    for (uint64_t i = 1; !gdb_release; i++) {
+        gdb_tick(i);
+        for (volatile int k = 0; k < 1000; k++)
+            ;
+    }
+    printf("gdb_target: released at %lu, exit %u\n", (unsigned long)gdb_counter, (unsigned)gdb_status);
+    return (int)gdb_status;
+}
