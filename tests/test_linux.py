@@ -325,20 +325,26 @@ def text_rows(img) -> int:
     return sum(1 for y in range(h) if any(px[x, y] != bg for x in range(0, w, 2)))
 
 
+def assert_console_text(m, want: int = 8) -> None:
+    """fbcon shows at least `want` rows of text: each new frame is looked at until it does (fbcon flushes
+    from a worker, so the text comes a few frames after the console appears)."""
+    rows = 0
+    for _ in range(100):
+        n = m.screen.frames
+        rows = text_rows(m.screen.capture())
+        if rows >= want:
+            return
+        m.screen.wait_frame(n + 1, timeout=30)
+    raise AssertionError(f"only {rows} rows of text-like pixels in the captured frame")
+
+
 def test_fbcon_text_is_drawn_on_virtio_gpu(debian_kernel, fbcon_initramfs, machine):
     """virtio_mmio + virtio-gpu modules: Linux's fbcon draws text that a captured frame shows."""
     m = machine(debian_kernel, cpus=CPUS, ram="512M", initrd=fbcon_initramfs, cmdline=CMDLINE, gpu=True)
     m.serial.expect(rb"VMMPY-MODULE virtio_gpu ok", timeout=VMMPY_BOOT_TIMEOUT)
     m.serial.expect(rb"VMMPY-FB fb0=virtio_gpudrmfb", timeout=60)
     m.serial.expect(rb"VMMPY-FB-READY", timeout=60)
-    rows = 0
-    for _ in range(100):  # fbcon flushes from a worker: look at each new frame until the text is there
-        n = m.screen.frames
-        rows = text_rows(m.screen.capture())
-        if rows >= 8:
-            break
-        m.screen.wait_frame(n + 1, timeout=30)
-    assert rows >= 8, f"only {rows} rows of text-like pixels in the captured frame"
+    assert_console_text(m)
     m.serial.write(b"\r")
     assert m.wait(timeout=60).ok
 

@@ -21,9 +21,9 @@ from .test_linux import (  # noqa: F401
     QEMU_BOOT_TIMEOUT,
     VMMPY_BOOT_TIMEOUT,
     _initramfs,
+    assert_console_text,
     debian_kernel,
     qemu_ref,
-    text_rows,
 )
 from .test_linux_net import UDHCPC_SCRIPT
 
@@ -135,14 +135,7 @@ def test_every_virtio_device_on_pci(debian_kernel, pci_initramfs, machine, tmp_p
     text = m.serial.text
     check_guest_side(text)
     assert "VMMPY-PCI dev 0000:00:00.0 0x1b36:0x0008" in text  # the host bridge, as QEMU's
-    rows = 0
-    for _ in range(100):  # fbcon flushes from a worker: look at each new frame until the text is there
-        n = m.screen.frames
-        rows = text_rows(m.screen.capture())
-        if rows >= 8:
-            break
-        m.screen.wait_frame(n + 1, timeout=30)
-    assert rows >= 8, f"only {rows} rows of text-like pixels in the captured frame"
+    assert_console_text(m)
     m.serial.write(b"\r")
     assert m.wait(timeout=60).ok
     m.close()

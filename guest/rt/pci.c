@@ -1,6 +1,7 @@
 /* pci.c - bus 0 of a generic ECAM host bridge (config accesses, BAR sizing and placement, capability
    lists) and a minimal virtio-pci modern driver (virtio 1.2 §4.1) with one split virtqueue. */
 #include "rt.h"
+#include "virtio_mmio.h"
 
 /* type 0 header */
 #define PCI_COMMAND 0x04
@@ -253,23 +254,7 @@ int virtio_pci_used(struct virtio_pci *d)
     return len;
 }
 
-/* ---- rt/virtio.c's devices on PCI: its virtio-mmio register names (§4.2.2) mapped onto §4.1 ---- */
-#define MMIO_DEVICE_ID 0x008
-#define MMIO_VENDOR_ID 0x00c
-#define MMIO_DEVICE_FEATURES 0x010
-#define MMIO_DEVICE_FEATURES_SEL 0x014
-#define MMIO_DRIVER_FEATURES 0x020
-#define MMIO_DRIVER_FEATURES_SEL 0x024
-#define MMIO_QUEUE_SEL 0x030
-#define MMIO_QUEUE_NUM_MAX 0x034
-#define MMIO_QUEUE_NUM 0x038
-#define MMIO_QUEUE_READY 0x044
-#define MMIO_QUEUE_NOTIFY 0x050
-#define MMIO_INTERRUPT_STATUS 0x060
-#define MMIO_INTERRUPT_ACK 0x064
-#define MMIO_STATUS 0x070
-#define MMIO_QUEUE_DESC_LOW 0x080
-#define MMIO_CONFIG 0x100
+/* ---- rt/virtio.c's devices on PCI: its virtio-mmio register names (§4.2.2, virtio_mmio.h) mapped onto §4.1 ---- */
 
 int virtio_pci_open(struct virtio_dev *d, uint32_t device_id)
 {
