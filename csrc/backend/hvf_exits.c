@@ -60,6 +60,8 @@ static void set_x(struct hvf_vcpu *h, unsigned n, uint64_t v)
         hv_vcpu_set_reg(h->id, (hv_reg_t)(HV_REG_X0 + n), v);
 }
 
+#define PSTATE_SS (1u << 21) /* software step (Arm ARM C5.2.18, SPSR_EL2.SS) */
+
 static uint64_t get_pc(struct hvf_vcpu *h)
 {
     uint64_t pc = 0;
@@ -67,9 +69,18 @@ static uint64_t get_pc(struct hvf_vcpu *h)
     return pc;
 }
 
+/*
+ * Complete an instruction we emulated: the PC past it and, as its execution would have, the
+ * software-step state machine advanced (Arm ARM D2.12.5): a guest stepping itself (PSTATE.SS 1,
+ * active-not-pending) is now active-pending, so the step exception is taken before the next
+ * instruction, not after it. KVM does the same in kvm_skip_instr.
+ */
 static void advance_pc(struct hvf_vcpu *h)
 {
+    uint64_t cpsr = 0;
     hv_vcpu_set_reg(h->id, HV_REG_PC, get_pc(h) + 4);
+    if (hv_vcpu_get_reg(h->id, HV_REG_CPSR, &cpsr) == HV_SUCCESS && (cpsr & PSTATE_SS))
+        hv_vcpu_set_reg(h->id, HV_REG_CPSR, cpsr & ~(uint64_t)PSTATE_SS);
 }
 
 static void guest_error_exit(struct hvf_vcpu *h, struct vmm_exit *exit, const char *fmt, uint64_t esr)

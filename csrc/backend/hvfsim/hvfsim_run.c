@@ -84,6 +84,8 @@ static void stop(struct sim_vcpu *v, enum sim_stop why)
 static void exception_exit(struct sim_vcpu *v, uint32_t ec, uint32_t iss, uint64_t va, uint64_t pa)
 {
     v->exit.reason = HV_EXIT_REASON_EXCEPTION;
+    /* a trapped instruction (not executed) while the guest steps itself: see step_after_trap() */
+    v->ss_at_trap = (ec == EC_SYSREG || ec == EC_DABT_LOW) && (reg(v->uc, UC_ARM64_REG_PSTATE) & PSTATE_SS);
     v->exit.exception.syndrome = (uint64_t)ec << ESR_EC_SHIFT | ESR_IL | iss;
     v->exit.exception.virtual_address = va;
     v->exit.exception.physical_address = pa;
@@ -270,7 +272,8 @@ static void on_intr(uc_engine *uc, uint32_t intno, void *opaque)
             uc_emu_stop(uc);
             return;
         }
-        if (uc_vmem_read(uc, pc, UC_PROT_EXEC, &insn, 4) == UC_ERR_OK && (insn & 0xffd00000u) == 0xd5100000u &&
+        if (exc.syndrome >> ESR_EC_SHIFT == EC_UNKNOWN && /* not a software step (EC 0x32/0x33) */
+            uc_vmem_read(uc, pc, UC_PROT_EXEC, &insn, 4) == UC_ERR_OK && (insn & 0xffd00000u) == 0xd5100000u &&
             !at_el0(uc) && trapped((insn >> 5) & 0xffff)) {
             exception_exit(v, EC_SYSREG, sysreg_iss((insn >> 5) & 0xffff, insn & 31, (insn >> 21) & 1), 0, 0);
             uc_emu_stop(uc);
@@ -288,6 +291,42 @@ static void on_intr(uc_engine *uc, uint32_t intno, void *opaque)
     default:
         stop(v, STOP_FATAL);
     }
+}
+
+/* ---- the guest's software step over an instruction the VMM completed (Arm ARM D2.12) ---- */
+
+/*
+ * Whether software step is active for the guest (D2.12.2): MDSCR_EL1.SS, and debug exceptions enabled
+ * from where it runs (EL0 always; EL1, the debug target, with MDSCR_EL1.KDE and PSTATE.D clear). The
+ * OS lock is the VMM's (trapped), so not seen here.
+ */
+static bool step_active(struct sim_vcpu *v, uint64_t ps)
+{
+    unsigned el = (ps >> 2) & 3;
+    uint64_t mdscr = hvfsim__cp_read(v->uc, HV_SYS_REG_MDSCR_EL1);
+    return (mdscr & MDSCR_SS) && (el == 0 || (el == 1 && (mdscr & MDSCR_KDE) && !(ps & PSTATE_D)));
+}
+
+/*
+ * The VMM completed a trapped instruction (a data abort or a system register) and, as it must, cleared
+ * PSTATE.SS with the PC past it: the step exception is taken before the next instruction. Its ISV is
+ * what SoftwareStep_DidNotStep() returns, which the architecture leaves open after an exception to a
+ * higher level ("might return TRUE or FALSE ... if another exception was taken before the Software
+ * Step exception"); like an instruction the guest stepped (and as soft, KVM and QEMU report for the
+ * same instruction when they run it without a trap), here ISV 1, EX 0. QEMU's engine alone would say
+ * ISV 0 (it treats every active-pending start as "did not step"), which it still does after an HVC
+ * (the HVC itself was the stepped instruction's exception, SPSR.SS 0 at the exit).
+ */
+static void step_after_trap(struct sim_vcpu *v)
+{
+    uint64_t ps = reg(v->uc, UC_ARM64_REG_PSTATE);
+    bool was = v->ss_at_trap;
+    v->ss_at_trap = false;
+    if (!was || (ps & PSTATE_SS) || !step_active(v, ps))
+        return;
+    unsigned el = (ps >> 2) & 3;
+    enter_el1(v, (EC_STEP_LOW + (el == 1)) << ESR_EC_SHIFT | ESR_IL | ISS_STEP_ISV | FSC_DEBUG, false, 0,
+              reg(v->uc, UC_ARM64_REG_PC));
 }
 
 /* ---- the block hook: cancel, the timer, slices, WFE ---- */
@@ -581,6 +620,9 @@ hv_return_t hv_vcpu_run(hv_vcpu_t id)
     if (!v || !pthread_equal(v->owner, pthread_self()))
         return HV_BAD_ARGUMENT;
     memset(&v->exit, 0, sizeof v->exit);
+    hvfsim__lock();
+    step_after_trap(v);
+    hvfsim__unlock();
     do {
         hvfsim__lock();
         done = run_slice(v);
