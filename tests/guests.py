@@ -205,11 +205,6 @@ RUNS: list[Run] = [
             cpu_model=model,
             expect=(_verdict("dbgexc"), r"^dbgexc: software step done$"),
             groups=("debug",),
-            peers=tuple(p for p in PEERS if p != "hvf"),
-            why_not={
-                "hvf": "the HVF simulator's Unicorn has no watchpoints, and hvf.c does not yet complete a software "
-                "step over an instruction it emulates (on a Mac both are unverified)"
-            },
         )
         for suffix, model in (("", None), ("-max", "max"))
     ),
