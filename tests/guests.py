@@ -215,13 +215,8 @@ RUNS: list[Run] = [
             cpu_model=model,
             expect=(_verdict("pmu"), r"^pmu: software increment, overflow, interrupt$"),
             groups=("debug",),
-            peers=("soft", "soft-threaded", "qemu"),
-            why_not={
-                "kvm": "the KVM backend does not give its vCPUs a PMU (KVM_ARM_VCPU_PMU_V3): PMUVer reads 0",
-                "hvf": "hvf.c serves the trapped PMU registers RAZ/WI (PMCR_EL0.N 0, a cycle counter that never "
-                "counts): arm/pmu.c counts instructions retired, which the framework cannot, and its host-time "
-                "variant (cycles = host counter ticks, an overflow deadline kicking the vCPU) is not written yet",
-            },
+            peers=("soft", "soft-threaded", "hvf", "qemu"),
+            why_not={"kvm": "the KVM backend does not give its vCPUs a PMU (KVM_ARM_VCPU_PMU_V3): PMUVer reads 0"},
         )
         for suffix, model in (("", None), ("-max", "max"))
     ),
