@@ -128,6 +128,15 @@ def test_hvc_returns_past_the_call(probe):
     assert row["pc"] == 4  # the preferred return address of an HVC is the next instruction
 
 
+def test_guest_watchpoint_enters_its_el1_without_an_exit(probe):
+    # the hardware's watchpoints (Unicorn has none: the simulator's decoder, csrc/arm/watchpoint.c)
+    (row,) = probe("watch")
+    assert row["esr"] == 0x16 << 26 | 1 << 25 | 1, f"exit 0x{row['esr']:x}: not the vector's HVC #1"
+    assert row["esr1"] == 0x35 << 26 | 1 << 25 | 1 << 6 | 0x22  # watchpoint, same EL, WnR, debug
+    assert row["far"] == 0x1000 and row["elr"] == 6 * 4  # the address; ELR at the STR
+    assert row["mem"] == 0  # the store was not made
+
+
 def test_smc_traps_at_the_call(probe):
     row = exit_of(probe, 0xD4000AC3)  # smc #0x56
     assert row["esr"] == 0x17 << 26 | 1 << 25 | 0x56
