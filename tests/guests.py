@@ -205,11 +205,6 @@ RUNS: list[Run] = [
             cpu_model=model,
             expect=(_verdict("dbgexc"), r"^dbgexc: software step done$"),
             groups=("debug",),
-            peers=tuple(p for p in PEERS if p != "hvf"),
-            why_not={
-                "hvf": "the HVF simulator's Unicorn has no watchpoints, and hvf.c does not yet complete a software "
-                "step over an instruction it emulates (on a Mac both are unverified)"
-            },
         )
         for suffix, model in (("", None), ("-max", "max"))
     ),
@@ -220,7 +215,7 @@ RUNS: list[Run] = [
             cpu_model=model,
             expect=(_verdict("pmu"), r"^pmu: software increment, overflow, interrupt$"),
             groups=("debug",),
-            peers=("soft", "soft-threaded", "qemu"),
+            peers=("soft", "soft-threaded", "hvf", "qemu"),
             why_not={"kvm": "the KVM backend does not give its vCPUs a PMU (KVM_ARM_VCPU_PMU_V3): PMUVer reads 0"},
         )
         for suffix, model in (("", None), ("-max", "max"))

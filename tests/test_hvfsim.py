@@ -30,6 +30,7 @@ def probe(tmp_path_factory):
     lib = os.path.join(unicorn_dir(), "lib")
     srcs = [os.path.join(ROOT, "tests", "hvfsim", "probe.c")]
     srcs += sorted(os.path.join(HVFSIM, f) for f in os.listdir(HVFSIM) if f.endswith(".c"))
+    srcs.append(os.path.join(ROOT, "csrc", "arm", "watchpoint.c"))  # its watchpoints' decoder, shared with soft
     cmd = [CC, "-std=gnu11", "-O1", "-Wall", "-Wextra", "-Werror", f"-I{HVFSIM}", f"-I{unicorn_dir()}/include",
            *srcs, os.path.join(lib, unicorn_lib_name()), f"-Wl,-rpath,{lib}", "-lpthread", "-o", out]  # fmt: skip
     subprocess.run(cmd, check=True, capture_output=True, text=True)
@@ -125,6 +126,15 @@ def test_hvc_returns_past_the_call(probe):
     row = exit_of(probe, 0xD4024682)  # hvc #0x1234
     assert row["esr"] == 0x16 << 26 | 1 << 25 | 0x1234
     assert row["pc"] == 4  # the preferred return address of an HVC is the next instruction
+
+
+def test_guest_watchpoint_enters_its_el1_without_an_exit(probe):
+    # the hardware's watchpoints (Unicorn has none: the simulator's decoder, csrc/arm/watchpoint.c)
+    (row,) = probe("watch")
+    assert row["esr"] == 0x16 << 26 | 1 << 25 | 1, f"exit 0x{row['esr']:x}: not the vector's HVC #1"
+    assert row["esr1"] == 0x35 << 26 | 1 << 25 | 1 << 6 | 0x22  # watchpoint, same EL, WnR, debug
+    assert row["far"] == 0x1000 and row["elr"] == 6 * 4  # the address; ELR at the STR
+    assert row["mem"] == 0  # the store was not made
 
 
 def test_smc_traps_at_the_call(probe):

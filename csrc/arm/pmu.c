@@ -13,6 +13,7 @@
 #include "../core/vm.h"
 #include "arm.h"
 #include "pmu.h"
+#include "timer.h"
 
 /* PMCR_EL0 (D17.5.7) */
 #define PMCR_E (1u << 0)
@@ -129,12 +130,17 @@ static void update_irq(struct vmm_vcpu *vcpu)
     }
 }
 
+uint64_t vmm__pmu_clock(struct vmm_vcpu *vcpu)
+{
+    return vcpu->pmu.host_clock ? vmm__clock_ns(vcpu->vm, vcpu) : vcpu->insns;
+}
+
 void vmm__pmu_sync(struct vmm_vcpu *vcpu)
 {
     struct vmm_pmu *p = &vcpu->pmu;
-    uint64_t d = vcpu->insns - p->since;
+    uint64_t now = vmm__pmu_clock(vcpu), d = now - p->since;
 
-    p->since = vcpu->insns;
+    p->since = now;
     if (d) {
         if (counting(p, PMU_CYCLE_BIT)) {
             uint64_t old = p->ccnt;
@@ -342,6 +348,6 @@ void vmm__pmu_snap(struct vmm_vcpu *vcpu, struct vmm_snap *s)
     for (unsigned i = 0; i < PMU_COUNTERS && !vmm__snap_error(s); i++)
         if (p->evcnt[i] > 0xffffffffu || (p->evtype[i] & ~EVTYPE_MASK) || (i >= p->n && (p->evcnt[i] || p->evtype[i])))
             vmm__snap_fail(s, "PMU event counter %u is out of range", i);
-    p->since = vcpu->insns;                               /* the counts are as of the restored instruction count */
+    p->since = vmm__pmu_clock(vcpu);                      /* the counts are as of the restored instruction count */
     p->level = (p->pmcr & PMCR_E) && (p->ovs & p->inten); /* as the restored GIC has the line */
 }

@@ -30,6 +30,12 @@ struct vmm_pmu {
     uint32_t ccfiltr;              /* PMCCFILTR_EL0 */
     uint64_t since;                /* vcpu->insns the counts above refer to */
     bool level;                    /* the PPI as last driven */
+    /*
+     * The clock is the VM's clock in ns instead (a 1 GHz cycle counter, event counters' CPU_CYCLES
+     * and INST_RETIRED alike): for a backend that runs guest code without counting it (hvf); its
+     * overflow interrupt is then a timer deadline (arm/timer.c).
+     */
+    bool host_clock;
 };
 
 /* PMU registers that pmu.c serves (PMUSERENR_EL0 and PMMIR_EL1 are left to the CPU model). */
@@ -42,7 +48,10 @@ void vmm__pmu_sync(struct vmm_vcpu *vcpu);
 struct vmm_snap;
 /* Snapshots: the PMU's registers and counts (a section of its own, "pmu.N"; loading checks every field). */
 void vmm__pmu_snap(struct vmm_vcpu *vcpu, struct vmm_snap *s);
-/* vcpu->insns at which a counting counter with its interrupt enabled next overflows (UINT64_MAX: none). */
+/* The PMU's clock now: vcpu->insns, or the VM's clock in ns with host_clock. */
+uint64_t vmm__pmu_clock(struct vmm_vcpu *vcpu);
+/* vcpu->insns (the PMU's clock) at which a counting counter with its interrupt enabled next overflows (UINT64_MAX:
+ * none). */
 uint64_t vmm__pmu_next_overflow(struct vmm_vcpu *vcpu);
 
 #endif

@@ -18,7 +18,7 @@ int vmm__sysreg_access(struct vmm_vcpu *vcpu, uint32_t id, bool is_read, uint64_
     vmm__count(vm, &vm->stats.sysreg_exits);
     if (vmm__timer_sysreg_is_ours(id))
         rc = vmm__timer_sysreg(vcpu, id, is_read, val);
-    else if (vmm__pmu_sysreg_is_ours(id) && !vmm__has_cap(vm->ops, VMM_CAP_HOST_CPU))
+    else if (vmm__pmu_sysreg_is_ours(id) && (!vmm__has_cap(vm->ops, VMM_CAP_HOST_CPU) || vcpu->pmu.host_clock))
         rc = vmm__pmu_sysreg(vcpu, id, is_read, val);
     else if (vmm__irqchip_has_sysregs(vm->irqchip))
         rc = vm->irqchip->ops->sysreg(vm->irqchip, vcpu->id, id, is_read, val);

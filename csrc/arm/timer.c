@@ -4,6 +4,7 @@
 #include "../core/irq.h"
 #include "../core/layout.h"
 #include "arm.h"
+#include "pmu.h"
 
 /* CNT{V,P}_CTL_EL0 bits */
 #define CTL_ENABLE (1u << 0)
@@ -75,6 +76,12 @@ static uint64_t update_vcpu(struct vmm_vcpu *vcpu)
         if (d < next)
             next = d;
     }
+    if (vcpu->pmu.host_clock) { /* a PMU on the VM's clock: its overflow interrupt is a deadline too */
+        vmm__pmu_sync(vcpu);
+        uint64_t d = vmm__pmu_next_overflow(vcpu);
+        if (d < next)
+            next = d;
+    }
     if (vm->deterministic && next != UINT64_MAX) {
         uint64_t now = vmm__clock_ns(vm, vcpu);
         uint64_t limit = vcpu->insns + (next - now);
@@ -127,6 +134,11 @@ static void timer_changed(struct vmm_vcpu *vcpu)
             pthread_mutex_unlock(&vm->lock);
         }
     }
+}
+
+void vmm__timers_changed(struct vmm_vcpu *vcpu)
+{
+    timer_changed(vcpu);
 }
 
 bool vmm__timer_sysreg_is_ours(uint32_t id)

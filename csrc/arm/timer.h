@@ -27,6 +27,8 @@ void vmm__timers_update(struct vmm_vm *vm);
  * store and return its next deadline (vcpu->deadline_ns).
  */
 uint64_t vmm__timers_update_vcpu(struct vmm_vcpu *vcpu);
+/* Something with a deadline changed (a PMU on the VM's clock): re-arm the clock thread if it is sooner. */
+void vmm__timers_changed(struct vmm_vcpu *vcpu);
 int vmm__timer_sysreg(struct vmm_vcpu *vcpu, uint32_t id, bool is_read, uint64_t *val);
 bool vmm__timer_sysreg_is_ours(uint32_t id);
 

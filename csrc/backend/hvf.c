@@ -244,6 +244,9 @@ static int hvf_vcpu_init(struct vmm_vcpu *vcpu)
     if (!h)
         return vmm__set_error(vcpu->vm, VMM_ENOMEM, "hvf: out of memory");
     h->vcpu = vcpu;
+    /* the PMU registers trap (MDCR_EL2.TPM): ours, arm/pmu.c, on the VM's clock (hvf_exits.c) */
+    vcpu->pmu.host_clock = true;
+    vcpu->pmu.n = HVF_PMU_COUNTERS;
     pthread_mutex_init(&h->lock, NULL);
     pthread_cond_init(&h->cond, NULL);
     vcpu->bstate = h;

@@ -32,7 +32,11 @@ struct hvf_vcpu {
     bool vt_mirrored;   /* the core's CNTV model holds a deadline or level for the idle wait */
     uint64_t cntp_cval; /* CNTP_CVAL_EL0 as the guest wrote it (counter units); the core's is converted */
     uint64_t oslsr;     /* OSLSR_EL1.OSLK as OSLAR_EL1 set it */
+    uint64_t pmuserenr; /* PMUSERENR_EL0 (EN, SW, CR, ER) as the guest wrote it */
 };
+
+/* Event counters of our PMU (PMCR_EL0.N) on hvf: the Cortex-A72's six, which the simulator's CPU has */
+#define HVF_PMU_COUNTERS 6
 
 struct hvf_vm {
     uint64_t tb_numer, tb_denom; /* host counter period, ns = ticks * numer / denom */

@@ -12,6 +12,7 @@
 #include <mach/mach_time.h>
 
 #include "../arm/arm.h"
+#include "../arm/pmu.h"
 #include "../arm/timer.h"
 #include "../core/bus.h"
 #include "../core/layout.h"
@@ -38,6 +39,7 @@
 #define R_CNTV_CVAL SYSREG(3, 3, 14, 3, 2)
 #define R_OSLAR SYSREG(2, 0, 1, 0, 4)
 #define R_OSLSR SYSREG(2, 0, 1, 1, 4)
+#define R_PMUSERENR SYSREG(3, 3, 9, 14, 0)
 #define R_OSDLR SYSREG(2, 0, 1, 3, 4)
 
 #define ISS_FNV (1u << 10)
@@ -60,6 +62,8 @@ static void set_x(struct hvf_vcpu *h, unsigned n, uint64_t v)
         hv_vcpu_set_reg(h->id, (hv_reg_t)(HV_REG_X0 + n), v);
 }
 
+#define PSTATE_SS (1u << 21) /* software step (Arm ARM C5.2.18, SPSR_EL2.SS) */
+
 static uint64_t get_pc(struct hvf_vcpu *h)
 {
     uint64_t pc = 0;
@@ -67,9 +71,18 @@ static uint64_t get_pc(struct hvf_vcpu *h)
     return pc;
 }
 
+/*
+ * Complete an instruction we emulated: the PC past it and, as its execution would have, the
+ * software-step state machine advanced (Arm ARM D2.12.5): a guest stepping itself (PSTATE.SS 1,
+ * active-not-pending) is now active-pending, so the step exception is taken before the next
+ * instruction, not after it. KVM does the same in kvm_skip_instr.
+ */
 static void advance_pc(struct hvf_vcpu *h)
 {
+    uint64_t cpsr = 0;
     hv_vcpu_set_reg(h->id, HV_REG_PC, get_pc(h) + 4);
+    if (hv_vcpu_get_reg(h->id, HV_REG_CPSR, &cpsr) == HV_SUCCESS && (cpsr & PSTATE_SS))
+        hv_vcpu_set_reg(h->id, HV_REG_CPSR, cpsr & ~(uint64_t)PSTATE_SS);
 }
 
 static void guest_error_exit(struct hvf_vcpu *h, struct vmm_exit *exit, const char *fmt, uint64_t esr)
@@ -203,6 +216,31 @@ static int phys_timer(struct hvf_vcpu *h, uint32_t id, bool read, uint64_t *val)
     return vmm__timer_sysreg(vcpu, R_CNTP_CVAL, false, &cval);
 }
 
+/*
+ * The PMU (MDCR_EL2.TPM traps it all to us, EL0 accesses included): arm/pmu.c, with the VM's clock
+ * (pmu.host_clock: the framework does not count the guest's instructions). At EL0 PMUSERENR_EL0 decides
+ * first, as the CPU would: a disallowed access is the EL1 trap it would have been (the same syndrome).
+ */
+static bool pmu_reg(struct hvf_vcpu *h, uint32_t id, uint64_t esr, bool read, unsigned rt, uint64_t val)
+{
+    uint64_t cpsr = 0;
+    hv_vcpu_get_reg(h->id, HV_REG_CPSR, &cpsr);
+    if (((cpsr >> 2) & 3) == 0 && !vmm__pmu_el0_allowed(id, read, h->pmuserenr)) {
+        inject_sync(h, (uint32_t)esr, false, 0);
+        return false;
+    }
+    if (vmm__sysreg_access(h->vcpu, id, read, &val)) {
+        inject_undef(h);
+        return false;
+    }
+    if (read)
+        set_x(h, rt, val);
+    else
+        vmm__timers_changed(h->vcpu); /* an overflow interrupt may now be due sooner */
+    advance_pc(h);
+    return false;
+}
+
 static bool sysreg(struct hvf_vcpu *h, uint64_t esr, struct vmm_exit *exit)
 {
     unsigned op0 = (esr >> 20) & 3, op2 = (esr >> 17) & 7, op1 = (esr >> 14) & 7, crn = (esr >> 10) & 15;
@@ -221,8 +259,15 @@ static bool sysreg(struct hvf_vcpu *h, uint64_t esr, struct vmm_exit *exit)
             h->oslsr = (val & 1) << 1;
         val = id == R_OSLSR ? 0x8 | h->oslsr : 0;
         rc = 0;
+    } else if (id == R_PMUSERENR) {
+        if (!read)
+            h->pmuserenr = val & 0xf;
+        val = h->pmuserenr;
+        rc = 0;
+    } else if (vmm__pmu_sysreg_is_ours(id)) {
+        return pmu_reg(h, id, esr, read, rt, val);
     } else if (op0 == 3 && crn == 9 && crm >= 12) {
-        val = 0; /* the PMU: none (RAZ/WI; PMCR_EL0.N = 0 counters) */
+        val = 0; /* the rest of the PMU's (PMMIR_EL1...): RAZ/WI */
         rc = 0;
     } else {
         rc = vmm__sysreg_access(h->vcpu, id, read, &val);

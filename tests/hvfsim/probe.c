@@ -69,6 +69,42 @@ static int cmd_insn(int argc, char **argv)
     return 0;
 }
 
+/*
+ * The guest arms watchpoint 0 on a doubleword (stores, EL0 and EL1) with its own MSRs, then stores
+ * there: the watchpoint exception enters its EL1 vector (which makes HVC #1), no exit before that.
+ */
+static int cmd_watch(void)
+{
+    static const uint32_t code[] = {
+        0xd518c008u, /* msr vbar_el1, x8 */
+        0xd51000c3u, /* msr dbgwvr0_el1, x3 */
+        0xd51000e4u, /* msr dbgwcr0_el1, x4 */
+        0xd5100245u, /* msr mdscr_el1, x5 */
+        0xd50348ffu, /* msr daifclr, #8 (PSTATE.D) */
+        0xd5033fdfu, /* isb */
+        0xf90000e6u, /* str x6, [x7]: the 7th instruction */
+        0xd4000002u, /* hvc #0: not reached when the watchpoint is taken */
+    };
+    uint64_t esr = 0, far = 0, elr = 0;
+
+    memcpy(ram, code, sizeof code);
+    ((uint32_t *)ram)[(0x800 + 0x200) / 4] = 0xd4000022u; /* VBAR + 0x200 (EL1h sync): hvc #1 */
+    CHECK(hv_vcpu_set_reg(vcpu, HV_REG_X8, RAM + 0x800));
+    CHECK(hv_vcpu_set_reg(vcpu, HV_REG_X3, RAM + 0x1000));
+    CHECK(hv_vcpu_set_reg(vcpu, HV_REG_X4, 0x1ff7)); /* BAS 0xff, LSC store, PAC EL0+EL1, E */
+    CHECK(hv_vcpu_set_reg(vcpu, HV_REG_X5, 0xa000)); /* MDSCR_EL1.MDE, KDE */
+    CHECK(hv_vcpu_set_reg(vcpu, HV_REG_X6, 0x1234));
+    CHECK(hv_vcpu_set_reg(vcpu, HV_REG_X7, RAM + 0x1000));
+    CHECK(hv_vcpu_run(vcpu));
+    CHECK(hv_vcpu_get_sys_reg(vcpu, HV_SYS_REG_ESR_EL1, &esr));
+    CHECK(hv_vcpu_get_sys_reg(vcpu, HV_SYS_REG_FAR_EL1, &far));
+    CHECK(hv_vcpu_get_sys_reg(vcpu, HV_SYS_REG_ELR_EL1, &elr));
+    printf("reason=%u esr=0x%llx esr1=0x%llx far=0x%llx elr=0x%llx mem=0x%llx\n", (unsigned)ex->reason,
+           (unsigned long long)ex->exception.syndrome, (unsigned long long)esr, (unsigned long long)(far - RAM),
+           (unsigned long long)(elr - RAM), (unsigned long long)((uint64_t *)ram)[0x1000 / 8]);
+    return 0;
+}
+
 static void *cancel_later(void *arg)
 {
     (void)arg;
@@ -157,6 +193,8 @@ int main(int argc, char **argv)
     setup();
     if (!strcmp(argv[1], "insn"))
         return cmd_insn(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "watch"))
+        return cmd_watch();
     if (!strcmp(argv[1], "vtimer"))
         return cmd_vtimer();
     if (!strcmp(argv[1], "threads"))

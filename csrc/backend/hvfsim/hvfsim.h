@@ -35,6 +35,17 @@
 #define EC_IABT_CUR 0x21
 #define EC_DABT_LOW 0x24
 #define EC_DABT_CUR 0x25
+#define EC_STEP_LOW 0x32
+#define ISS_STEP_ISV (1u << 24)
+#define FSC_DEBUG 0x22
+#define PSTATE_SS (1u << 21)
+#define PSTATE_D (1u << 9)
+#define MDSCR_SS (1u << 0)
+#define MDSCR_KDE (1u << 13)
+#define MDSCR_MDE (1u << 15)
+#define EC_WPT_LOW 0x34
+#define ISS_WPT_WNR (1u << 6)
+#define SIM_WPTS 4 /* the engine's Cortex-A72: ID_AA64DFR0_EL1.WRPs + 1 */
 
 enum sim_stop {
     STOP_NONE = 0,
@@ -62,6 +73,11 @@ struct sim_vcpu {
     enum sim_stop stop;
     unsigned blocks;
     bool vt_check;
+    /* watchpoints: the guest's DBGWCR/DBGWVR and MDSCR_EL1 as last written, and the hook while armed */
+    bool wpt_dirty, wpt_hooked;
+    uc_hook wpt_hook;
+    uint64_t wpt_mdscr, wcr[SIM_WPTS], wvr[SIM_WPTS];
+    bool ss_at_trap;    /* the last exit trapped an instruction with PSTATE.SS set (a step in progress) */
     uint32_t prev_hint; /* the block before ended in WFE or YIELD (the instruction), else 0 */
     uint64_t prev_end;
     /* maintenance other vCPUs broadcast (applied before the next slice) */

@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "hvfsim.h"
+#include "../../arm/watchpoint.h"
 
 #define SLICE_BLOCKS 5000u
 #define VTIMER_POLL_BLOCKS 64u
@@ -84,6 +85,8 @@ static void stop(struct sim_vcpu *v, enum sim_stop why)
 static void exception_exit(struct sim_vcpu *v, uint32_t ec, uint32_t iss, uint64_t va, uint64_t pa)
 {
     v->exit.reason = HV_EXIT_REASON_EXCEPTION;
+    /* a trapped instruction (not executed) while the guest steps itself: see step_after_trap() */
+    v->ss_at_trap = (ec == EC_SYSREG || ec == EC_DABT_LOW) && (reg(v->uc, UC_ARM64_REG_PSTATE) & PSTATE_SS);
     v->exit.exception.syndrome = (uint64_t)ec << ESR_EC_SHIFT | ESR_IL | iss;
     v->exit.exception.virtual_address = va;
     v->exit.exception.physical_address = pa;
@@ -178,12 +181,23 @@ static uint32_t on_mrs(uc_engine *uc, uc_arm64_reg r, const uc_arm64_cp_reg *cp,
     return 1;
 }
 
+/* DBGWVR<n>_EL1 (op2 6), DBGWCR<n>_EL1 (op2 7), MDSCR_EL1: what arms a watchpoint */
+static bool wpt_reg(uint32_t id)
+{
+    return ((id & ~(0xfu << 3 | 1u)) == SIM_SYSREG(2, 0, 0, 0, 6)) || id == HV_SYS_REG_MDSCR_EL1;
+}
+
 static uint32_t on_msr(uc_engine *uc, uc_arm64_reg r, const uc_arm64_cp_reg *cp, void *opaque)
 {
     struct sim_vcpu *v = opaque;
     uint32_t id = SIM_SYSREG(cp->op0, cp->op1, cp->crn, cp->crm, cp->op2);
     (void)r;
-    (void)uc;
+    if (wpt_reg(id)) { /* QEMU performs the write; the watchpoint hook follows it before the next block */
+        v->wpt_dirty = true;
+        v->stop = STOP_SLICE;
+        uc_emu_stop(uc);
+        return 0;
+    }
     return vtimer_write(v, id, cp->val) ? 1 : 0;
 }
 
@@ -270,7 +284,8 @@ static void on_intr(uc_engine *uc, uint32_t intno, void *opaque)
             uc_emu_stop(uc);
             return;
         }
-        if (uc_vmem_read(uc, pc, UC_PROT_EXEC, &insn, 4) == UC_ERR_OK && (insn & 0xffd00000u) == 0xd5100000u &&
+        if (exc.syndrome >> ESR_EC_SHIFT == EC_UNKNOWN && /* not a software step (EC 0x32/0x33) */
+            uc_vmem_read(uc, pc, UC_PROT_EXEC, &insn, 4) == UC_ERR_OK && (insn & 0xffd00000u) == 0xd5100000u &&
             !at_el0(uc) && trapped((insn >> 5) & 0xffff)) {
             exception_exit(v, EC_SYSREG, sysreg_iss((insn >> 5) & 0xffff, insn & 31, (insn >> 21) & 1), 0, 0);
             uc_emu_stop(uc);
@@ -288,6 +303,105 @@ static void on_intr(uc_engine *uc, uint32_t intno, void *opaque)
     default:
         stop(v, STOP_FATAL);
     }
+}
+
+/* ---- the guest's software step over an instruction the VMM completed (Arm ARM D2.12) ---- */
+
+/*
+ * Whether software step is active for the guest (D2.12.2): MDSCR_EL1.SS, and debug exceptions enabled
+ * from where it runs (EL0 always; EL1, the debug target, with MDSCR_EL1.KDE and PSTATE.D clear). The
+ * OS lock is the VMM's (trapped), so not seen here.
+ */
+static bool step_active(struct sim_vcpu *v, uint64_t ps)
+{
+    unsigned el = (ps >> 2) & 3;
+    uint64_t mdscr = hvfsim__cp_read(v->uc, HV_SYS_REG_MDSCR_EL1);
+    return (mdscr & MDSCR_SS) && (el == 0 || (el == 1 && (mdscr & MDSCR_KDE) && !(ps & PSTATE_D)));
+}
+
+/*
+ * The VMM completed a trapped instruction (a data abort or a system register) and, as it must, cleared
+ * PSTATE.SS with the PC past it: the step exception is taken before the next instruction. Its ISV is
+ * what SoftwareStep_DidNotStep() returns, which the architecture leaves open after an exception to a
+ * higher level ("might return TRUE or FALSE ... if another exception was taken before the Software
+ * Step exception"); like an instruction the guest stepped (and as soft, KVM and QEMU report for the
+ * same instruction when they run it without a trap), here ISV 1, EX 0. QEMU's engine alone would say
+ * ISV 0 (it treats every active-pending start as "did not step"), which it still does after an HVC
+ * (the HVC itself was the stepped instruction's exception, SPSR.SS 0 at the exit).
+ */
+static void step_after_trap(struct sim_vcpu *v)
+{
+    uint64_t ps = reg(v->uc, UC_ARM64_REG_PSTATE);
+    bool was = v->ss_at_trap;
+    v->ss_at_trap = false;
+    if (!was || (ps & PSTATE_SS) || !step_active(v, ps))
+        return;
+    unsigned el = (ps >> 2) & 3;
+    enter_el1(v, (EC_STEP_LOW + (el == 1)) << ESR_EC_SHIFT | ESR_IL | ISS_STEP_ISV | FSC_DEBUG, false, 0,
+              reg(v->uc, UC_ARM64_REG_PC));
+}
+
+/* ---- watchpoints (Arm ARM D2.10): the hardware's, which Unicorn lacks ---- */
+
+/*
+ * On the hardware the guest owns its debug registers (the framework traps them only when the VMM asks,
+ * hv_vcpu_set_trap_debug_reg_accesses, which hvf.c does not) and a watchpoint is taken at its EL1
+ * without an exit. Unicorn compiled QEMU's watchpoints out, so here, while one is armed, a code hook
+ * decodes each load and store before it executes (arm/watchpoint.c, shared with the soft backend) and
+ * enters the watchpoint exception in its place: the access not made, ELR at the instruction.
+ */
+static uint64_t wpt_xreg(void *ctx, unsigned n, bool sp31)
+{
+    uc_engine *uc = ctx;
+    if (n == 31)
+        return sp31 ? reg(uc, UC_ARM64_REG_SP) : 0;
+    return reg(uc, n == 29 ? UC_ARM64_REG_X29 : n == 30 ? UC_ARM64_REG_X30 : UC_ARM64_REG_X0 + (int)n);
+}
+
+static void on_insn_wpt(uc_engine *uc, uint64_t pc, uint32_t size, void *opaque)
+{
+    struct sim_vcpu *v = opaque;
+    const struct vmm_ldst_regs regs = { wpt_xreg, uc };
+    struct vmm_ldst a = { 0 };
+    uint32_t insn;
+    uint64_t far = 0;
+    (void)size;
+
+    if (uc_vmem_read(uc, pc, UC_PROT_EXEC, &insn, 4) != UC_ERR_OK || !vmm__ldst_decode(&regs, insn, pc, &a) || !a.len)
+        return;
+    uint64_t ps = reg(uc, UC_ARM64_REG_PSTATE);
+    unsigned el = (ps >> 2) & 3;
+    /* debug exceptions from EL1 to EL1 need KDE and PSTATE.D clear; from EL0 they are always on (D2.1) */
+    if (el > 1 || (el == 1 && (!(v->wpt_mdscr & MDSCR_KDE) || (ps & PSTATE_D))))
+        return;
+    for (unsigned n = 0; n < SIM_WPTS; n++)
+        if (vmm__wpt_applies(v->wcr[n], a.unpriv ? 0 : el, &a) && vmm__wpt_hit(v->wcr[n], v->wvr[n], &a, &far)) {
+            uint32_t ec = EC_WPT_LOW + (el == 1);
+            enter_el1(v, ec << ESR_EC_SHIFT | ESR_IL | (a.wr ? ISS_WPT_WNR : 0) | FSC_DEBUG, true, far, pc);
+            return;
+        }
+}
+
+/* After the guest wrote a debug register: the hook exists exactly while MDSCR_EL1.MDE and a DBGWCR.E. */
+static void wpt_apply(struct sim_vcpu *v)
+{
+    bool want = false;
+
+    v->wpt_dirty = false;
+    v->wpt_mdscr = hvfsim__cp_read(v->uc, HV_SYS_REG_MDSCR_EL1);
+    for (unsigned n = 0; n < SIM_WPTS; n++) {
+        v->wcr[n] = hvfsim__cp_read(v->uc, SIM_SYSREG(2, 0, 0, n, 7));
+        v->wvr[n] = hvfsim__cp_read(v->uc, SIM_SYSREG(2, 0, 0, n, 6));
+        want |= (v->wpt_mdscr & MDSCR_MDE) && (v->wcr[n] & 1);
+    }
+    if (want == v->wpt_hooked)
+        return;
+    if (want && uc_hook_add(v->uc, &v->wpt_hook, UC_HOOK_CODE, (void *)on_insn_wpt, v, 1, 0))
+        return; /* no hook, no watchpoints: as if none were armed */
+    if (!want)
+        uc_hook_del(v->uc, v->wpt_hook);
+    uc_ctl_flush_tb(v->uc); /* translations made without (with) the hook would skip (call) it */
+    v->wpt_hooked = want;
 }
 
 /* ---- the block hook: cancel, the timer, slices, WFE ---- */
@@ -538,6 +652,8 @@ static bool run_slice(struct sim_vcpu *v)
     }
     apply_maintenance(v);
     apply_interrupts(v);
+    if (v->wpt_dirty)
+        wpt_apply(v);
     uint64_t pc = reg(v->uc, UC_ARM64_REG_PC);
     uc_err e = uc_emu_start(v->uc, pc, UINT64_MAX & ~3ull, 0, 0);
     pc = reg(v->uc, UC_ARM64_REG_PC);
@@ -581,6 +697,9 @@ hv_return_t hv_vcpu_run(hv_vcpu_t id)
     if (!v || !pthread_equal(v->owner, pthread_self()))
         return HV_BAD_ARGUMENT;
     memset(&v->exit, 0, sizeof v->exit);
+    hvfsim__lock();
+    step_after_trap(v);
+    hvfsim__unlock();
     do {
         hvfsim__lock();
         done = run_slice(v);
