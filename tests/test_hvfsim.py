@@ -8,13 +8,27 @@ exactly these fields on a Mac, so a simulator that got one wrong would make hvf.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
 
 import pytest
 
-from vmmpy._build_ffi import HVFSIM, ROOT, unicorn_dir, unicorn_lib_name
+from .conftest import ROOT
+
+
+def _build_ffi():
+    """The repository's vmmpy/_build_ffi.py (not the installed package's copy: test-portable runs this from
+    build/portable, which has no include/ beside it)."""
+    spec = importlib.util.spec_from_file_location("_vmmpy_build_ffi", os.path.join(ROOT, "vmmpy", "_build_ffi.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+_bf = _build_ffi()
+HVFSIM, unicorn_dir, unicorn_lib_name = _bf.HVFSIM, _bf.unicorn_dir, _bf.unicorn_lib_name
 
 CC = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
 pytestmark = pytest.mark.skipif(CC is None, reason="no C compiler")
