@@ -423,6 +423,8 @@ def _ip(*args: str) -> subprocess.CompletedProcess:
 @pytest.fixture
 def tap_in_netns():
     """(tap name, netns name): a tap interface; the VM attaches to it, then tap_up() moves it into the netns."""
+    if os.environ.get("VMMPY_EXPECT_HOST") == "posix":
+        pytest.skip("the portable host layer has no tap devices (test_tap_on_the_portable_host_layer checks its error)")
     if not shutil.which("ip"):
         pytest.skip("iproute2 is not installed (apt-get install iproute2): no tap test")
     suffix = os.urandom(3).hex()
@@ -440,6 +442,13 @@ def tap_in_netns():
         _ip("netns", "exec", ns, "ip", "link", "del", tap)
         _ip("link", "del", tap)
         _ip("netns", "del", ns)
+
+
+@pytest.mark.skipif(os.environ.get("VMMPY_EXPECT_HOST") != "posix", reason="the portable host layer's run only")
+def test_tap_on_the_portable_host_layer_is_one_clear_error():
+    """csrc/host/host_posix.c has no tap devices: asking for one is NotSupported, named, before anything runs."""
+    with pytest.raises(vmmpy.errors.NotSupported, match=r"tap vmt0: this host has no tap devices"):
+        vmmpy.Machine(net="tap=vmt0")
 
 
 def test_tap_frames_reach_the_host_kernel_and_back(tap_in_netns):

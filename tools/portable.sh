@@ -6,7 +6,7 @@ PYTHON=${1:-python3}
 cd "$(dirname "$0")/.."
 out=build/portable
 mkdir -p "$out/vmmpy"
-cp vmmpy/*.py "$out/vmmpy/"
+cp vmmpy/*.py vmmpy/*.entitlements vmmpy/py.typed "$out/vmmpy/"
 rm -rf "$out/tests" && cp -r tests "$out/tests"
 echo "==> building libvmm with the POSIX host layer (VMM_HOST_POSIX)"
 "$PYTHON" -c "
