@@ -306,7 +306,7 @@ RUNS: list[Run] = [
         + (r"^BENCH done$",),
         groups=("bench",),
         make_vars=("DBG_N=2000",),
-        peers=("soft", "soft-threaded", "qemu"),
+        peers=("soft", "soft-threaded", "hvf", "qemu"),
         why_not={"kvm": "its last measurement uses the PMU, which the KVM backend does not give its vCPUs"},
     ),
     Run(
