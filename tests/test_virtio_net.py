@@ -7,7 +7,9 @@ and the frames cross the real in-process switch (or real libslirp) between them.
 from __future__ import annotations
 
 import os
+import select
 import shutil
+import socket
 import struct
 import subprocess
 import sys
@@ -537,3 +539,49 @@ def test_net_stats_fill_only_the_callers_struct():
         st.rx_frames = 12345
         assert m._checked(lib.vmm_net_stats, 0, st) == 0
         assert st.size == short and st.rx_frames == 12345
+
+
+def tcp_syn(src_mac: bytes, dst_mac: bytes, sport: int, dport: int) -> bytes:
+    """An IPv4 TCP SYN 10.0.2.15:sport -> 10.0.2.2:dport (slirp's host address), checksums filled in."""
+    src, dst = bytes([10, 0, 2, 15]), bytes([10, 0, 2, 2])
+    tcp = struct.pack(">HHIIBBHHH", sport, dport, 1, 0, 5 << 4, 0x02, 64240, 0, 0)
+    pseudo = src + dst + struct.pack(">BBH", 0, 6, len(tcp))
+    tcp = tcp[:16] + struct.pack(">H", ~ones_sum(pseudo + tcp) & 0xFFFF) + tcp[18:]
+    ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0x4000, 64, 6, 0, src, dst)
+    ip = ip[:10] + struct.pack(">H", ~ones_sum(ip) & 0xFFFF) + ip[12:]
+    return frame(dst_mac, src_mac, ip + tcp, 0x0800)
+
+
+def test_user_networking_caps_the_host_sockets_a_guest_opens():
+    """Each guest connection is a host socket in libslirp: past 128 new ones are refused (guest errors), so a
+    guest cannot take the process's file descriptors. The first ones do reach the host's listener."""
+    with socket.socket() as ls:
+        ls.bind(("127.0.0.1", 0))
+        ls.listen(1024)
+        ls.setblocking(False)
+        port = ls.getsockname()[1]
+        with vmmpy.Machine(net="user") as m:
+            nic = Nic(m)
+            fds = len(os.listdir("/proc/self/fd"))
+            errors_before = m.stats()["guest_errors"]
+            for batch in range(4):  # 400 SYNs from distinct ports, 100 chains at a time
+                for i in range(100):
+                    nic.send(tcp_syn(nic.mac, b"\x52\x55\x0a\x00\x02\x02", 20000 + 100 * batch + i, port), notify=False)
+                nic.tx.notify()
+                nic.tx.get_used()
+            accepted = []
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and len(accepted) < 128:
+                try:
+                    accepted.append(ls.accept()[0])
+                except BlockingIOError:  # done once a second passes with no new connection after the first 100
+                    if not select.select([ls], [], [], 1.0)[0] and len(accepted) >= 100:
+                        break
+            try:
+                grown = len(os.listdir("/proc/self/fd")) - fds
+                assert 100 <= len(accepted) <= 128, len(accepted)
+                assert grown <= 128 + len(accepted) + 8, f"{grown} more fds for 400 guest connections"
+                assert m.stats()["guest_errors"] > errors_before
+            finally:
+                for s in accepted:
+                    s.close()

@@ -46,7 +46,22 @@ struct net_user {
     struct user_timer timers[USER_TIMERS];
     struct vmm_io_set *set; /* the I/O round being filled or dispatched */
     bool client_added;
+    /*
+     * Host sockets slirp holds for the guest: counted at each I/O round (slirp_connection_info lists
+     * them; its poll set does not: a connection the guest has not answered yet is not polled) and
+     * raised by each frame let through that may open one, so a burst between rounds is counted too.
+     * At USER_MAX_SOCKETS new connections and flows are refused (user_send).
+     */
+    unsigned nsock;
 };
+
+/*
+ * Each guest TCP connection, UDP flow and ICMP echo to the outside is a host socket in libslirp, which
+ * puts no limit on them: without ours a guest could take every fd of the process (RLIMIT_NOFILE),
+ * and with it every other VM's disks, shares and captures. 128 leaves room in the I/O thread's poll
+ * round (iothread.c IO_MAX_FDS 256) for hostfwd listeners, a tap and the other NICs.
+ */
+#define USER_MAX_SOCKETS 128
 
 /* ---- slirp's callbacks (u->lock held: they run inside slirp calls) ---- */
 
@@ -144,6 +159,20 @@ static int64_t fire_timers(struct net_user *u, int64_t now_ms)
 
 /* ---- the I/O thread's client ---- */
 
+/* The sockets slirp holds: the lines of its connection table after the heading. u->lock held. */
+static unsigned count_sockets(struct net_user *u)
+{
+    char *info = slirp_connection_info(u->slirp);
+    unsigned lines = 0;
+
+    if (!info)
+        return u->nsock; /* out of memory: keep the last count */
+    for (const char *c = info; *c; c++)
+        lines += *c == '\n';
+    free(info); /* g_free on a glib without its own allocator (2.46+): free() */
+    return lines ? lines - 1 : 0;
+}
+
 static int add_poll(int fd, int events, void *opaque)
 {
     struct net_user *u = opaque;
@@ -168,6 +197,7 @@ static void user_fill(void *c, struct vmm_io_set *set, int *timeout_ms)
     pthread_mutex_lock(&u->lock);
     u->set = set;
     slirp_pollfds_fill(u->slirp, &t, add_poll, u); /* lowers t for slirp's TCP timers */
+    u->nsock = count_sockets(u);
     if (!u->vm->deterministic) {
         int64_t now = (int64_t)(vmm__net_nic_clock(u->nic) / 1000000), next = fire_timers(u, now);
         if (next != INT64_MAX && next - now < (int64_t)t)
@@ -198,11 +228,44 @@ static const struct vmm_io_client_ops user_client = {
 
 /* ---- the back-end ---- */
 
+/*
+ * Whether slirp may open a host socket for this frame: an IPv4 TCP SYN without ACK (a new connection),
+ * a UDP datagram (a new flow unless one exists; DHCP to port 67 is slirp's own) or an ICMP echo
+ * request, to an address slirp forwards to the host. Anything else (ARP, ACKs, slirp's own DHCP)
+ * opens none. The lengths are the guest's: every offset is checked against len.
+ */
+static bool may_open_socket(const uint8_t *f, size_t len)
+{
+    enum { ETH = 14 };
+    if (len < ETH + 20 || f[12] != 0x08 || f[13] != 0x00 || (f[ETH] >> 4) != 4)
+        return false;
+    size_t l4 = ETH + (size_t)(f[ETH] & 0xf) * 4;
+    switch (f[ETH + 9]) {
+    case 6: /* TCP: flags at byte 13 of its header */
+        return len > l4 + 13 && (f[l4 + 13] & 0x12) == 0x02;
+    case 17: /* UDP: destination port at bytes 2-3 */
+        return len >= l4 + 4 && !(f[l4 + 2] == 0 && f[l4 + 3] == 67);
+    case 1: /* ICMP echo request */
+        return len > l4 && f[l4] == 8;
+    default:
+        return false;
+    }
+}
+
 static void user_send(void *be, const uint8_t *frame, size_t len)
 {
     struct net_user *u = be;
 
     pthread_mutex_lock(&u->lock);
+    if (may_open_socket(frame, len)) {
+        if (u->nsock >= USER_MAX_SOCKETS) {
+            pthread_mutex_unlock(&u->lock);
+            vmm__guest_error(u->vm, "net-user",
+                             "a new connection or flow refused: the guest already holds %u host sockets", u->nsock);
+            return;
+        }
+        u->nsock++;
+    }
     slirp_input(u->slirp, frame, (int)len);
     pthread_mutex_unlock(&u->lock);
     /* The guest's data may wait in slirp for a socket that must now be polled for POLLOUT (slirp writes
