@@ -290,6 +290,7 @@ def test_gdb_malformed_and_oversized_packets(guest, tmp_path):
         assert g.ask(b"p9999") == b"E01"
         assert g.ask(b"Z9,0,4") == b"E01"
         assert g.ask(b"Z2,40000000,0") == b"E22"
+        assert g.ask(b"Z2,fffffffffffffff0,20") == b"E22"  # wraps past 2^64: never matches
         assert g.ask(b"vCont;x") == b"E01"
         assert g.ask(b"Hg9") == b"E22"  # no vCPU 8
         assert g.ask(b"Hg99") == b"E01"  # beyond any thread id

@@ -327,8 +327,8 @@ static long cmd_Z(struct gdb_session *s, const char *p, bool insert, char *out, 
         return ERR(01);
     if (p[3 + n + m] && p[3 + n + m] != ';') /* conditions and commands (";X...") are not supported */
         return EMPTY();
-    if (type >= GDB_WP_WRITE && (kind == 0 || kind > 8 * 1024 * 1024))
-        return ERR(22);
+    if (type >= GDB_WP_WRITE && (kind == 0 || kind > 8 * 1024 * 1024 || addr + kind - 1 < addr))
+        return ERR(22); /* empty, huge, or wrapping past 2^64 (it would never match, and hook every access) */
     int r = s->ops->point(s->t, insert, (enum gdb_point)type, addr, kind);
     return r == 0 ? OK() : r == -2 ? EMPTY() : ERR(28);
 }
