@@ -261,16 +261,30 @@ bool vmm__gic_lpi_pending(const struct vmm_gic *g, unsigned c, unsigned intid)
 
 void vmm__gic_lpi_move_all(struct vmm_gic *g, unsigned from, unsigned to)
 {
-    struct gic_lpi *l = lpi_of(g, from);
+    struct gic_lpi *l = lpi_of(g, from), *t = lpi_of(g, to);
 
     if (from == to || !l->enabled || !l->npend)
         return;
-    for (unsigned w = 0; w < l->nr / 32; w++)
-        for (uint32_t bits = l->pend[w]; bits; bits &= bits - 1) {
-            unsigned intid = GIC_LPI_BASE + 32 * w + (unsigned)__builtin_ctz(bits);
-            vmm__gic_lpi_set_pending(g, from, intid, false);
-            vmm__gic_lpi_set_pending(g, to, intid, true);
+    /*
+     * A word at a time: a guest can have all 57,344 LPIs pending and queue hundreds of MOVALLs per
+     * batch (gic_its.c ITS_BATCH), so a bit at a time would hold the GIC lock for millions of steps.
+     * What `to` cannot take (its LPIs off, or beyond its PROPBASER.IDbits) is dropped, as one
+     * vmm__gic_lpi_set_pending would drop it.
+     */
+    unsigned tw = t->enabled ? t->nr / 32 : 0;
+    for (unsigned w = 0; w < l->nr / 32; w++) {
+        uint32_t bits = l->pend[w];
+        if (!bits)
+            continue;
+        l->pend[w] = 0;
+        l->npend -= (unsigned)__builtin_popcount(bits);
+        if (w < tw) {
+            t->npend += (unsigned)__builtin_popcount(bits & ~t->pend[w]);
+            t->pend[w] |= bits;
         }
+    }
+    l->best_stale = t->best_stale = true; /* both rescan once (rescan below) */
+    g->dirty |= 1u << from | 1u << to;
 }
 
 /* The full scan (at most GIC_NR_LPI / 32 words), only when the cached answer went stale. */
