@@ -5,7 +5,7 @@ PYTHON=${1:-python3}
 cd "$(dirname "$0")/.."
 out=build/asan
 mkdir -p "$out/vmmpy"
-cp vmmpy/*.py "$out/vmmpy/"
+cp vmmpy/*.py vmmpy/*.entitlements vmmpy/py.typed "$out/vmmpy/"
 rm -rf "$out/tests" && cp -r tests "$out/tests"
 echo "==> building libvmm with -fsanitize=address,undefined"
 VMMPY_SANITIZE=1 "$PYTHON" -c "
