@@ -7,21 +7,12 @@
      part alone: its notify exit and the request; msi_spin minus it is what the MSI and the LPI add).
    Each BENCH line is the mean over N requests; REPEATS lines per name (the harness keeps the minimum). */
 #include "rt.h"
+#include "pci_regs.h"
 
 #ifndef N
 #define N 200
 #endif
 #define REPEATS 5
-#define VENDOR_VIRTIO 0x1af4
-#define DEVICE_RNG 0x1044
-#define PCI_COMMAND 0x04
-#define CMD_MEM 0x2
-#define CMD_MASTER 0x4
-#define CAP_MSIX 0x11
-#define MSIX_CTRL 2
-#define MSIX_TABLE 4
-#define MSIX_ENABLE 0x8000
-#define MSIX_MASKALL 0x4000
 #define CC_Q_SELECT 0x16
 #define CC_Q_NOTIFY_OFF 0x1e
 #define VIRTQ_DESC_F_WRITE 2 /* virtio 1.2 §2.7.5 */

@@ -5,19 +5,14 @@
    back until cleared; the BAR moved elsewhere (memory decoding off meanwhile) keeps working. MSI-X is
    a stage of its own (it needs an ITS). */
 #include "rt.h"
+#include "pci_regs.h"
 
-#define VENDOR_VIRTIO 0x1af4
-#define DEVICE_RNG 0x1044 /* 0x1040 + virtio device type 4 */
-#define PCI_COMMAND 0x04
 #define PCI_STATUS 0x06
 #define PCI_CLASS 0x08
 #define PCI_HEADER_TYPE 0x0e
 #define PCI_INT_PIN 0x3d
-#define CMD_MEM 0x2
-#define CMD_MASTER 0x4
 #define CMD_INTX_DISABLE 0x400
 #define STATUS_INTX 0x8
-#define CAP_MSIX 0x11
 #define WAIT_MS 2000
 #define QUIET_MS 20
 

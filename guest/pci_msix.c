@@ -5,18 +5,8 @@
    requester ID, bus << 8 | devfn, as the host bridge's msi-map is the identity; EventID) to an LPI
    through the tables the guest set up with MAPD/MAPC/MAPTI (IHI0069 §5.2), and the LPI is taken. */
 #include "rt.h"
+#include "pci_regs.h"
 
-#define VENDOR_VIRTIO 0x1af4
-#define DEVICE_RNG 0x1044
-#define PCI_COMMAND 0x04
-#define CMD_MEM 0x2
-#define CMD_MASTER 0x4
-#define CAP_MSIX 0x11
-#define MSIX_CTRL 2
-#define MSIX_TABLE 4
-#define MSIX_PBA 8
-#define MSIX_ENABLE 0x8000
-#define MSIX_MASKALL 0x4000
 #define CC_Q_SELECT 0x16
 #define CC_Q_MSIX 0x1a
 #define CC_MSIX_CONFIG 0x10

@@ -1,10 +1,10 @@
 /* pci.c - bus 0 of a generic ECAM host bridge (config accesses, BAR sizing and placement, capability
    lists) and a minimal virtio-pci modern driver (virtio 1.2 §4.1) with one split virtqueue. */
 #include "rt.h"
+#include "pci_regs.h"
 #include "virtio_mmio.h"
 
 /* type 0 header */
-#define PCI_COMMAND 0x04
 #define PCI_BAR0 0x10
 #define PCI_CAP_PTR 0x34
 #define PCI_STATUS 0x06
