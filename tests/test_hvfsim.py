@@ -45,6 +45,7 @@ def probe(tmp_path_factory):
     srcs = [os.path.join(ROOT, "tests", "hvfsim", "probe.c")]
     srcs += sorted(os.path.join(HVFSIM, f) for f in os.listdir(HVFSIM) if f.endswith(".c"))
     srcs.append(os.path.join(ROOT, "csrc", "arm", "watchpoint.c"))  # its watchpoints' decoder, shared with soft
+    srcs.append(os.path.join(ROOT, "csrc", "backend", "soft_syndrome.c"))  # the syndrome's place, likewise
     cmd = [CC, "-std=gnu11", "-O1", "-Wall", "-Wextra", "-Werror", f"-I{HVFSIM}", f"-I{unicorn_dir()}/include",
            *srcs, os.path.join(lib, unicorn_lib_name()), f"-Wl,-rpath,{lib}", "-lpthread", "-o", out]  # fmt: skip
     subprocess.run(cmd, check=True, capture_output=True, text=True)

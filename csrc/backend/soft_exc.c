@@ -5,6 +5,7 @@
 #include "../arm/arm.h"
 #include "../core/layout.h"
 #include "soft.h"
+#include "soft_syndrome.h"
 
 #define REG_SCR_EL3 SYSREG(3, 6, 1, 1, 0)
 #define REG_CNTHCTL_EL2 SYSREG(3, 4, 14, 1, 0)
@@ -49,67 +50,16 @@
  * uc_context_save() copies the whole CPU state. Find the offset once per VM
  * by raising two exceptions with known syndromes in a scratch page.
  */
-struct calib {
-    uc_context *ctx;
-    size_t size;
-    uint32_t want;
-    size_t found;
-};
-
-static void calib_intr(uc_engine *uc, uint32_t intno, void *opaque)
-{
-    struct calib *c = opaque;
-    (void)intno;
-    uc_context_save(uc, c->ctx);
-    c->found = 0;
-    for (size_t off = 0; off + 4 <= c->size; off += 4) {
-        uint32_t v;
-        memcpy(&v, (const uint8_t *)c->ctx + off, 4);
-        if (v == c->want) {
-            c->found = off;
-            break;
-        }
-    }
-    uc_emu_stop(uc);
-}
-
 int vmm__soft_calibrate(struct vmm_vm *vm, uc_engine *uc, size_t *syndrome_off)
 {
-    static const uint32_t code[] = {
-        0xd40b4b41u, /* svc #0x5a5a -> ESR 0x56005a5a */
-        0xd4267ce0u, /* brk #0x33e7 -> ESR 0xf20033e7 */
-    };
-    const uint64_t page = 0x1000;
-    struct calib c = { 0 };
-    size_t first;
-    uc_hook h;
-    int rc = VMM_EBACKEND;
+    size_t off = vmm__uc_syndrome_offset(uc, 0x1000);
 
-    if (uc_mem_map(uc, page, 0x1000, UC_PROT_ALL) || uc_mem_write(uc, page, code, sizeof code))
-        return vmm__set_error(vm, VMM_EBACKEND, "soft: calibration page");
-    if (uc_context_alloc(uc, &c.ctx) || uc_hook_add(uc, &h, UC_HOOK_INTR, (void *)calib_intr, &c, 1, 0)) {
-        uc_mem_unmap(uc, page, 0x1000);
-        return vmm__set_error(vm, VMM_EBACKEND, "soft: calibration hook");
-    }
-    c.size = uc_context_size(uc);
-    c.want = 0x56005a5au;
-    uc_emu_start(uc, page, page + 4, 0, 1);
-    first = c.found;
-    c.want = 0xf20033e7u;
-    uc_emu_start(uc, page + 4, page + 8, 0, 1);
-    if (first && first == c.found) {
-        *syndrome_off = first;
-        rc = 0;
-    } else {
-        rc = vmm__set_error(vm, VMM_EBACKEND,
-                            "soft: cannot locate the exception syndrome in this Unicorn build (%zu/%zu); "
-                            "the supported version is 2.1.x",
-                            first, c.found);
-    }
-    uc_hook_del(uc, h);
-    uc_context_free(c.ctx);
-    uc_mem_unmap(uc, page, 0x1000);
-    return rc;
+    if (!off)
+        return vmm__set_error(vm, VMM_EBACKEND,
+                              "soft: cannot locate the exception syndrome in this Unicorn build; "
+                              "the supported version is 2.1.x");
+    *syndrome_off = off;
+    return 0;
 }
 
 int vmm__soft_boot_state(struct soft_vcpu *sv, uint64_t entry, uint64_t x0)

@@ -24,6 +24,7 @@
 
 #include "hvfsim.h"
 #include "../../arm/watchpoint.h"
+#include "../soft_syndrome.h"
 
 #define SLICE_BLOCKS 5000u
 #define VTIMER_POLL_BLOCKS 64u
@@ -515,55 +516,11 @@ static void apply_maintenance(struct sim_vcpu *v)
 
 /* ---- engine setup ---- */
 
-struct calib {
-    uc_context *ctx;
-    size_t size, found;
-    uint32_t want;
-};
-
-static void calib_intr(uc_engine *uc, uint32_t intno, void *opaque)
-{
-    struct calib *c = opaque;
-    (void)intno;
-    uc_context_save(uc, c->ctx);
-    c->found = 0;
-    for (size_t off = 0; off + 4 <= c->size; off += 4) {
-        uint32_t w;
-        memcpy(&w, (const uint8_t *)c->ctx + off, 4);
-        if (w == c->want) {
-            c->found = off;
-            break;
-        }
-    }
-    uc_emu_stop(uc);
-}
-
-/*
- * Where QEMU keeps the syndrome of the exception it raises (no accessor in Unicorn): raise two with
- * known syndromes (SVC #0x5a5a: 0x56005a5a; BRK #0x33e7: 0xf20033e7) on a scratch page and look.
- */
+/* Where QEMU keeps the syndrome of the exception it raises (no accessor in Unicorn): soft_syndrome.c. */
 static int calibrate(struct sim_vcpu *v)
 {
-    static const uint32_t code[] = { 0xd40b4b41u, 0xd4267ce0u };
-    struct calib c = { .ctx = v->ctx };
-    uc_hook h;
-    size_t first;
-
-    if (uc_mem_map(v->uc, 0x1000, 0x1000, UC_PROT_ALL) || uc_mem_write(v->uc, 0x1000, code, sizeof code) ||
-        uc_hook_add(v->uc, &h, UC_HOOK_INTR, (void *)calib_intr, &c, 1, 0))
-        return -1;
-    c.size = uc_context_size(v->uc);
-    c.want = 0x56005a5au;
-    uc_emu_start(v->uc, 0x1000, 0x1004, 0, 1);
-    first = c.found;
-    c.want = 0xf20033e7u;
-    uc_emu_start(v->uc, 0x1004, 0x1008, 0, 1);
-    uc_hook_del(v->uc, h);
-    uc_mem_unmap(v->uc, 0x1000, 0x1000);
-    if (!first || first != c.found)
-        return -1;
-    v->syndrome_off = first;
-    return 0;
+    v->syndrome_off = vmm__uc_syndrome_offset(v->uc, 0x1000);
+    return v->syndrome_off ? 0 : -1;
 }
 
 /*
