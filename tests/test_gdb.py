@@ -11,6 +11,8 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -28,7 +30,10 @@ needs_gdb = pytest.mark.skipif(not GDB, reason="gdb-multiarch is not installed (
 
 # The session of issue 18: break at a symbol, registers, memory, stepi, a watchpoint on a guest store,
 # info threads on 2 vCPUs, then the guest released with a status the debugger chose, reported as the
-# inferior's exit. The guest has no debug info: its variables are read through casts.
+# inferior's exit. The guest has no debug info: its variables are read through casts. All-stop: vCPU 1's
+# spin counter (gdb_spins[1]) does not move while the VM is held, nor while vCPU 0 alone steps
+# (scheduler-locking: gdb sends vCont;s:1). The same script runs on every target: only {addr} differs
+# (tests/test_kvm_nested.py runs it against KVM in a nested VM).
 SESSION = """
 set pagination off
 set confirm off
@@ -38,8 +43,13 @@ break gdb_tick
 continue
 info registers x0 pc
 x/1gx &gdb_tick
+set scheduler-locking step
+x/1gx (char *)&gdb_spins + 8
+shell sleep 0.5
+x/1gx (char *)&gdb_spins + 8
 stepi
 info registers pc
+x/1gx (char *)&gdb_spins + 8
 delete
 watch *(unsigned long *)&gdb_counter
 continue
@@ -109,13 +119,20 @@ def check_session(out: str) -> None:
     # vmmpy: "Thread 2 (vCPU 1)"; QEMU (multiprocess): "Thread 1.2 (CPU#1 [running])"
     assert re.search(r"\* 1\s+Thread (1\.)?1 ", out) and re.search(r"\n\s+2\s+Thread (1\.)?2 ", out), out
     assert re.search(r"<gdb_counter>:\s+0x0000000000000001", out), out
+    spins = re.findall(r"<gdb_spins\+8>:\s+(0x[0-9a-f]+)", out)
+    assert len(spins) == 3 and len(set(spins)) == 1, out  # held, then vCPU 0 alone stepped: vCPU 1 stood still
     assert "exited with code 05" in out, out
 
 
+# The backends a debugger can attach to here: one run loop, and a thread per vCPU (all-stop parks them all).
+LOCAL_BACKENDS = ["soft", "soft-threaded"]
+
+
 @needs_gdb
-def test_gdb_session_on_vmmpy(guest, tmp_path):
+@pytest.mark.parametrize("backend", LOCAL_BACKENDS)
+def test_gdb_session_on_vmmpy(guest, tmp_path, backend):
     elf = guest("gdb_target")
-    with vmmpy.Machine(elf, cpus=2, gdb=0, gdb_wait=True, timeout=120) as m:
+    with vmmpy.Machine(elf, cpus=2, gdb=0, gdb_wait=True, timeout=120, backend=backend) as m:
         assert re.fullmatch(r"127\.0\.0\.1:\d+", m.gdb_address)
         m.start()
         out = run_gdb(elf, SESSION.format(addr=m.gdb_address), tmp_path)
@@ -185,15 +202,15 @@ kill
 
 
 @needs_gdb
-@pytest.mark.parametrize("target", ["vmmpy", "qemu"])
+@pytest.mark.parametrize("target", [*LOCAL_BACKENDS, "qemu"])
 def test_gdb_interrupt_and_detach(guest, tmp_path, target):
     """Ctrl-C (SIGINT to gdb, which sends ^C) stops a running guest; after a detach the guest runs on."""
     if target == "qemu" and not QEMU:
         pytest.skip("qemu-system-aarch64 is not installed")
     elf = guest("gdb_target")
     m = q = None
-    if target == "vmmpy":
-        m = vmmpy.Machine(elf, cpus=2, gdb=0, gdb_wait=True, timeout=120)
+    if target != "qemu":
+        m = vmmpy.Machine(elf, cpus=2, gdb=0, gdb_wait=True, timeout=120, backend=target)
         m.start()
         addr = m.gdb_address
     else:
@@ -313,6 +330,41 @@ def test_gdb_malformed_and_oversized_packets(guest, tmp_path):
         assert g.ask(b"D") == b"OK"  # detach: the guest runs on
         g.close()
         m.serial.expect("gdb_target: 1 cpu\\(s\\) ready", timeout=30)
+
+
+def test_gdb_access_marks_the_vm_busy(guest, tmp_path):
+    """While the debugger reads a stopped VM's vCPUs, the host's calls that touch them get VMM_EBUSY (they
+    would race the server thread); once it is quiet they go through."""
+    with vmmpy.Machine(guest("gdb_target"), gdb=f"unix:{tmp_path / 'g.sock'}", gdb_wait=True, timeout=120) as m:
+        m.start()
+        g = RawGdb(m.gdb_address)
+        assert g.ask(b"?").startswith(b"T05")
+        m.stop()  # paused by the host, the debugger still attached: it may read the vCPUs
+        done = threading.Event()
+        regs = []
+
+        def hammer():
+            while not done.is_set():
+                regs.append(g.ask(b"g"))
+
+        t = threading.Thread(target=hammer)
+        t.start()
+        busy, ok, deadline = 0, 0, time.monotonic() + 20
+        try:
+            while not busy and time.monotonic() < deadline:
+                try:
+                    m.sysreg_read("CNTV_CTL_EL0")
+                    ok += 1
+                except errors.Busy as e:
+                    assert "while the debugger accesses the VM" in str(e)
+                    busy += 1
+        finally:
+            done.set()
+            t.join()
+        assert busy, (ok, len(regs))
+        assert len(set(regs)) == 1 and len(regs[0]) == 2 * (31 * 8 + 8 + 8 + 4 + 32 * 16 + 4 + 4), regs[:2]
+        m.sysreg_read("CNTV_CTL_EL0")  # the debugger is quiet: the host's call goes through
+        g.close()
 
 
 def test_gdb_bad_addresses_are_one_clear_error(guest):

@@ -7,6 +7,7 @@
 #define VMM_DEBUG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct vmm_vm;
@@ -58,6 +59,16 @@ struct vmm_debug_ops {
     int (*set_debug)(struct vmm_vcpu *vcpu, const struct vmm_debug_cfg *cfg);
     /* The debugger wrote guest memory: drop translated code of this vCPU. */
     void (*mem_changed)(struct vmm_vcpu *vcpu);
+    /*
+     * Optional, for a backend whose timers are the host kernel's: the guest's counter stops (hold) and
+     * goes on from where it stood. Called with every vCPU out of the guest.
+     */
+    void (*clock_hold)(struct vmm_vcpu *vcpu, bool hold);
+    /*
+     * Optional: a backend that plants breakpoint instructions in guest RAM shows the debugger the bytes
+     * they replaced (read), or keeps them planted under a debugger's write and updates what they replaced.
+     */
+    void (*mem_shadow)(struct vmm_vm *vm, uint64_t gpa, uint8_t *buf, size_t len, bool write);
 };
 
 /* The EL1&0 stage-1 registers a walk needs, and the walk (arm/s1walk.c): 0 and *pa, or VMM_ERANGE. */

@@ -37,15 +37,21 @@
 
 struct vmm_gdb {
     struct vmm_vm *vm;
-    int lfd, cfd, wake[2];
+    int lfd, wake[2];
+    int cfd; /* the connection: set and closed by the server thread, under vm->lock (destroy shuts it down) */
     char addr[160];
     char unix_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     pthread_t thread;
     bool thread_started;
     atomic_bool quit;
     /* under vm->lock */
-    bool attached, go, held, ended, killed, pending_hit, stepping;
-    int halt_sig; /* the signal a requested hold reports: 5 on attach and --gdb-wait, 2 for ^C */
+    bool attached, held, ended, killed, pending_hit, stepping;
+    bool busy;          /* this thread has marked the VM busy (vm->dbg_busy) for the packet it serves */
+    bool clock_stopped; /* the guest's clock stands still (clock_stand) since held_since */
+    uint64_t held_since;
+    uint64_t gen;    /* bumped by each resume: a parked vCPU thread leaves once it moves (all-stop) */
+    unsigned parked; /* run threads standing in vmm__gdb_hold (held: all of them) */
+    int halt_sig;    /* the signal a requested hold reports: 5 on attach and --gdb-wait, 2 for ^C */
     int exit_status;
     uint64_t stop_seq;
     struct gdb_stop stop;
@@ -82,7 +88,6 @@ static void kick_all(struct vmm_vm *vm)
 static void request_hold(struct vmm_gdb *g, int sig)
 {
     g->halt_sig = sig;
-    g->go = false;
     atomic_store(&g->vm->dbg_halt, true);
     atomic_fetch_add(&g->vm->wake_seq, 1);
     pthread_cond_broadcast(&g->vm->cond);
@@ -96,26 +101,98 @@ static bool interrupted(struct vmm_vm *vm)
 
 /* ---- the run thread's side ---- */
 
-/* Leaving a hold: install the debugger's points and the step on every vCPU (nothing runs now). */
+/* The threads that run vCPUs: one per vCPU (VMM_CAP_VCPU_THREADS), else the one run loop. */
+static bool threaded(const struct vmm_vm *vm)
+{
+    return vmm__has_cap(vm->ops, VMM_CAP_VCPU_THREADS);
+}
+
+static unsigned run_threads(const struct vmm_vm *vm)
+{
+    return threaded(vm) ? vm->ncpus : 1;
+}
+
+/*
+ * The guest's clock stops (vm->lock held, every run thread parked): real time stands at its value
+ * (clock_held) and a backend whose timers are the host kernel's stops its counter (clock_hold).
+ */
+static void clock_stand(struct vmm_gdb *g)
+{
+    struct vmm_vm *vm = g->vm;
+    if (vm->deterministic || g->clock_stopped)
+        return;
+    g->clock_stopped = true;
+    g->held_since = vmm__now_ns();
+    atomic_store(&vm->clock_held, vmm__clock_ns(vm, NULL) + 1);
+    if (vm->ops->debug->clock_hold)
+        for (unsigned i = 0; i < vm->ncpus; i++)
+            vm->ops->debug->clock_hold(&vm->vcpus[i], true);
+}
+
+/* ... and goes on from where it stood (vm->lock held, before any run thread leaves). */
+static void clock_go(struct vmm_gdb *g)
+{
+    struct vmm_vm *vm = g->vm;
+    if (!g->clock_stopped)
+        return;
+    g->clock_stopped = false;
+    vm->clock_base_ns += vmm__now_ns() - g->held_since;
+    atomic_store(&vm->clock_held, 0);
+    if (vm->ops->debug->clock_hold)
+        for (unsigned i = 0; i < vm->ncpus; i++)
+            vm->ops->debug->clock_hold(&vm->vcpus[i], false);
+}
+
+/*
+ * Install the debugger's points and steps on every vCPU (vm->lock held, nothing runs: every run thread
+ * is parked, or no run is under way and the debugger's busy mark keeps one from starting).
+ */
 static void apply_config(struct vmm_gdb *g)
 {
     struct vmm_vm *vm = g->vm;
-    struct vmm_debug_point pts[GDB_MAX_POINTS];
-    enum gdb_action act[VMM_MAX_CPUS];
-    unsigned n;
 
-    pthread_mutex_lock(&vm->lock);
-    n = g->npoints;
-    memcpy(pts, g->points, n * sizeof pts[0]);
-    memcpy(act, g->act, sizeof act);
-    pthread_mutex_unlock(&vm->lock);
     for (unsigned i = 0; i < vm->ncpus; i++) {
-        struct vmm_debug_cfg cfg = { .points = pts, .npoints = n, .step = act[i] == GDB_ACT_STEP };
-        /* real time: a vCPU told to stay stopped does; deterministic: the schedule goes on unchanged */
-        vm->vcpus[i].dbg_frozen = act[i] == GDB_ACT_STOP && !vm->deterministic;
+        struct vmm_debug_cfg cfg = { .points = g->points, .npoints = g->npoints, .step = g->act[i] == GDB_ACT_STEP };
+        /*
+         * One run loop: a vCPU told to stay stopped is skipped by it (real time; deterministic: the schedule
+         * goes on unchanged). A thread per vCPU: its thread stays parked in vmm__gdb_hold instead.
+         */
+        vm->vcpus[i].dbg_frozen = g->act[i] == GDB_ACT_STOP && !vm->deterministic && !threaded(vm);
         if (vm->ops->debug->set_debug(&vm->vcpus[i], &cfg))
             vmm__log(vm, VMM_LOG_WARN, "gdb", "vCPU %u: %s", i, vm->errmsg);
     }
+}
+
+/*
+ * A resume or a detach (vm->lock held): install the configuration, let the guest's clock go and release
+ * the parked run threads; a vCPU thread whose vCPU must stay stopped stays parked (and counted).
+ */
+static void go(struct vmm_gdb *g)
+{
+    struct vmm_vm *vm = g->vm;
+    bool held = g->held;
+
+    apply_config(g);
+    clock_go(g);
+    g->held = false;
+    g->gen++;
+    g->parked = 0;
+    if (held && threaded(vm))
+        for (unsigned i = 0; i < vm->ncpus; i++)
+            g->parked += g->act[i] == GDB_ACT_STOP;
+    atomic_store(&vm->dbg_halt, false);
+    pthread_cond_broadcast(&vm->cond);
+}
+
+/* A parked thread may leave: a resume released it (and its vCPU is not kept stopped), a stop or the timeout. */
+static bool released(struct vmm_gdb *g, struct vmm_vcpu *vcpu, uint64_t gen)
+{
+    struct vmm_vm *vm = g->vm;
+    if (vm->dbg_busy) /* the debugger is reading or writing a vCPU right now */
+        return false;
+    if (interrupted(vm))
+        return true;
+    return g->gen != gen && (!threaded(vm) || !vcpu || g->act[vcpu->id] != GDB_ACT_STOP);
 }
 
 void vmm__gdb_hold(struct vmm_vm *vm, struct vmm_vcpu *vcpu)
@@ -124,35 +201,33 @@ void vmm__gdb_hold(struct vmm_vm *vm, struct vmm_vcpu *vcpu)
 
     if (!atomic_load(&vm->dbg_halt))
         return;
+    if (vcpu && threaded(vm) && vm->ops->vcpu_leave)
+        vm->ops->vcpu_leave(vcpu); /* registers final (an MMIO load completed) before the debugger reads them */
     pthread_mutex_lock(&vm->lock);
-    if (!g->go) {
-        if (!g->pending_hit)
-            g->stop = (struct gdb_stop){
-                .kind = GDB_STOP_SIGNAL, .value = g->halt_sig, .cpu = vcpu ? vcpu->id : g->stop.cpu, .point = -1
-            };
+    if (!atomic_load(&vm->dbg_halt) || interrupted(vm)) {
+        pthread_mutex_unlock(&vm->lock);
+        return;
+    }
+    uint64_t gen = g->gen;
+    if (!g->parked && !g->pending_hit) { /* a requested stop names vCPU 0 (threads park in any order) */
+        unsigned cpu = threaded(vm) ? 0 : vcpu ? vcpu->id : g->stop.cpu;
+        g->stop = (struct gdb_stop){ .kind = GDB_STOP_SIGNAL, .value = g->halt_sig, .cpu = cpu, .point = -1 };
+    }
+    if (++g->parked >= run_threads(vm)) { /* the last one in: the VM is held */
         g->pending_hit = false;
         g->held = true;
         g->stop_seq++;
+        clock_stand(g);
+        pthread_cond_broadcast(&vm->cond);
         notify(g);
-        uint64_t t0 = vmm__now_ns();
-        if (!vm->deterministic)
-            atomic_store(&vm->clock_held, vmm__clock_ns(vm, NULL) + 1);
-        while (!g->go && !interrupted(vm))
-            pthread_cond_wait(&vm->cond, &vm->lock);
-        g->held = false;
-        if (!vm->deterministic) { /* the guest's clock stood still while held */
-            vm->clock_base_ns += vmm__now_ns() - t0;
-            atomic_store(&vm->clock_held, 0);
-        }
     }
-    bool go = g->go;
-    if (go) {
-        g->go = false;
-        atomic_store(&vm->dbg_halt, false);
+    while (!released(g, vcpu, gen))
+        pthread_cond_wait(&vm->cond, &vm->lock);
+    if (interrupted(vm) && g->gen == gen) { /* the run ends: nothing holds any more */
+        g->held = false;
+        clock_go(g);
     }
     pthread_mutex_unlock(&vm->lock);
-    if (go)
-        apply_config(g);
 }
 
 bool vmm__gdb_after_run(struct vmm_vcpu *vcpu, const struct vmm_exit *exit)
@@ -166,7 +241,9 @@ bool vmm__gdb_after_run(struct vmm_vcpu *vcpu, const struct vmm_exit *exit)
                                           (exit->kind == VMM_EXIT_WFI || exit->kind == VMM_EXIT_CPU_OFF)))
         return false;
     pthread_mutex_lock(&vm->lock);
-    if (exit->kind == VMM_EXIT_DEBUG) {
+    if (g->pending_hit) {
+        stop = true; /* another vCPU's hit is being reported: this one stops with the rest */
+    } else if (exit->kind == VMM_EXIT_DEBUG) {
         g->stop = (struct gdb_stop){ .kind = GDB_STOP_SIGNAL,
                                      .value = 5,
                                      .cpu = vcpu->id,
@@ -180,8 +257,12 @@ bool vmm__gdb_after_run(struct vmm_vcpu *vcpu, const struct vmm_exit *exit)
     }
     if (stop) {
         g->pending_hit = true;
-        g->go = false;
         atomic_store(&vm->dbg_halt, true);
+        if (threaded(vm)) { /* all-stop: the other vCPU threads come out of the guest and park */
+            atomic_fetch_add(&vm->wake_seq, 1);
+            pthread_cond_broadcast(&vm->cond);
+            kick_all(vm);
+        }
     }
     pthread_mutex_unlock(&vm->lock);
     if (stop)
@@ -196,13 +277,17 @@ bool vmm__gdb_run_end(struct vmm_vm *vm, int reason, int status)
 
     pthread_mutex_lock(&vm->lock);
     killed = g->killed;
+    g->parked = 0; /* every run thread has left */
+    g->held = false;
+    g->pending_hit = false;
+    clock_go(g);
     if (killed || (reason != VMM_RUN_STOPPED && reason != VMM_RUN_TIMEOUT)) {
         g->ended = true;
         g->exit_status = reason == VMM_RUN_POWEROFF ? status : killed ? 9 : 1;
     } else if (g->attached) { /* paused by the host: the debugger sees a stop, the next run holds */
         g->stop = (struct gdb_stop){ .kind = GDB_STOP_SIGNAL, .value = 2, .cpu = g->stop.cpu, .point = -1 };
         g->stop_seq++;
-        g->go = false;
+        g->halt_sig = 2;
         atomic_store(&vm->dbg_halt, true);
     }
     notify(g);
@@ -212,7 +297,11 @@ bool vmm__gdb_run_end(struct vmm_vm *vm, int reason, int status)
 
 /* ---- the target ops, on the server thread ---- */
 
-/* The VM stands still for the debugger: held by it, or no run under way (and one has been prepared). */
+/*
+ * The VM stands still for the debugger: held by it, or no run under way (and one has been prepared).
+ * Then the VM is marked busy until the packet is served (access_end): the host's calls that touch
+ * vCPUs get VMM_EBUSY (vmm__check_idle), vmm_run() and a held run thread wait for it.
+ */
 static bool accessible(struct vmm_gdb *g)
 {
     struct vmm_vm *vm = g->vm;
@@ -228,8 +317,21 @@ static bool accessible(struct vmm_gdb *g)
         if (ok || !atomic_load(&vm->dbg_halt) || vmm__host_cond_timedwait(&vm->cond, &vm->lock, &dl) == ETIMEDOUT)
             break;
     }
+    if (ok && !g->busy)
+        g->busy = vm->dbg_busy = true;
     pthread_mutex_unlock(&vm->lock);
     return ok;
+}
+
+static void access_end(struct vmm_gdb *g)
+{
+    struct vmm_vm *vm = g->vm;
+    pthread_mutex_lock(&vm->lock);
+    if (g->busy) {
+        g->busy = vm->dbg_busy = false;
+        pthread_cond_broadcast(&vm->cond);
+    }
+    pthread_mutex_unlock(&vm->lock);
 }
 
 static unsigned t_ncpus(void *t)
@@ -312,6 +414,8 @@ static long mem_xfer(struct vmm_gdb *g, unsigned cpu, bool phys, uint64_t addr, 
             memcpy(p, buf + done, chunk);
         else
             memcpy(buf + done, p, chunk);
+        if (g->vm->ops->debug->mem_shadow) /* planted breakpoints stay invisible to the debugger */
+            g->vm->ops->debug->mem_shadow(g->vm, pa, buf + done, chunk, wr);
         done += chunk;
     }
     if (wr && done)
@@ -375,8 +479,7 @@ static int t_resume(void *t, const enum gdb_action *act, unsigned n)
         stepping |= act[i] == GDB_ACT_STEP;
     }
     __atomic_store_n(&g->stepping, stepping, __ATOMIC_RELAXED);
-    g->go = true;
-    pthread_cond_broadcast(&vm->cond);
+    go(g);
     pthread_mutex_unlock(&vm->lock);
     return 0;
 }
@@ -408,15 +511,21 @@ static void release(struct vmm_gdb *g)
 {
     struct vmm_vm *vm = g->vm;
     pthread_mutex_lock(&vm->lock);
+    if (vm->state == VM_STATE_RUNNING && !g->held && !g->ended)
+        request_hold(g, 5); /* points are removed from stopped vCPUs only: stop them, then let them go */
+    pthread_mutex_unlock(&vm->lock);
+    bool stopped = accessible(g);
+    pthread_mutex_lock(&vm->lock);
     g->npoints = 0;
     for (unsigned i = 0; i < VMM_MAX_CPUS; i++)
         g->act[i] = GDB_ACT_CONT;
     __atomic_store_n(&g->stepping, false, __ATOMIC_RELAXED);
     g->attached = false;
-    if (atomic_load(&vm->dbg_halt))
-        g->go = true;
+    if (stopped)
+        go(g);
     pthread_cond_broadcast(&vm->cond);
     pthread_mutex_unlock(&vm->lock);
+    access_end(g);
 }
 
 static void t_detach(void *t)
@@ -504,6 +613,7 @@ static bool report_stop(struct vmm_gdb *g)
         return true;
     g->s.running = false;
     t_stop_state(g, &st);
+    access_end(g);
     if (st.kind == GDB_STOP_SIGNAL) /* gdb reads the stopped thread's registers without an Hg first */
         g->s.g_cpu = g->s.c_cpu = st.cpu;
     size_t n = vmm__gdb_stop_reply(&st, g->out, sizeof g->out);
@@ -517,8 +627,11 @@ static bool on_packet(struct vmm_gdb *g)
         return false;
     if (g->s.running) /* all-stop: only ^C is expected while the target runs */
         return send_packet(g, "E16", 3);
+    pthread_mutex_lock(&g->vm->lock);
     uint64_t seq = g->stop_seq;
+    pthread_mutex_unlock(&g->vm->lock);
     long n = vmm__gdb_proto_handle(&g->s, g->rx.buf, g->rx.len, g->out, sizeof g->out);
+    access_end(g); /* the packet is served: the host may touch the VM again */
     if (n >= 0 && !send_packet(g, g->out, (size_t)n))
         return false;
     if (g->s.running) {
@@ -594,11 +707,12 @@ static void serve(struct vmm_gdb *g)
     }
     if (!g->s.ended)
         release(g); /* the debugger went away: the guest runs on, as after a detach */
+    access_end(g);
     pthread_mutex_lock(&g->vm->lock);
     g->attached = false;
-    pthread_mutex_unlock(&g->vm->lock);
-    close(g->cfd);
+    close(g->cfd); /* under the lock: vmm__gdb_destroy never shuts down a number reused meanwhile */
     g->cfd = -1;
+    pthread_mutex_unlock(&g->vm->lock);
 }
 
 static void *gdb_main(void *arg)
@@ -622,7 +736,9 @@ static void *gdb_main(void *arg)
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* fails harmlessly on a Unix socket */
         fcntl(fd, F_SETFD, FD_CLOEXEC);
+        pthread_mutex_lock(&g->vm->lock);
         g->cfd = fd;
+        pthread_mutex_unlock(&g->vm->lock);
         vmm__log(g->vm, VMM_LOG_INFO, "gdb", "debugger connected on %s", g->addr);
         serve(g);
         vmm__log(g->vm, VMM_LOG_INFO, "gdb", "debugger disconnected");
@@ -715,7 +831,7 @@ VMM_EXPORT int vmm_gdb_listen(vmm_vm *vm, const char *address, int wait)
         return VMM_EINVAL;
     if (vm->gdb)
         return vmm__set_error(vm, VMM_ESTATE, "gdb: already listening on %s", vm->gdb->addr);
-    if (!vm->ops->debug || vmm__has_cap(vm->ops, VMM_CAP_VCPU_THREADS))
+    if (!vm->ops->debug)
         return vmm__set_error(vm, VMM_ENOTSUP, "gdb: the %s backend cannot be debugged yet", vm->ops->name);
     if ((rc = vmm__check_idle(vm, "starting the gdb server")))
         return rc;
@@ -778,8 +894,10 @@ void vmm__gdb_destroy(struct vmm_vm *vm)
         return;
     atomic_store(&g->quit, true);
     notify(g);
+    pthread_mutex_lock(&vm->lock); /* the server thread closes cfd under it: this is still its connection */
     if (g->cfd >= 0)
-        shutdown(g->cfd, SHUT_RDWR);
+        shutdown(g->cfd, SHUT_RDWR); /* a send blocked on a debugger that stopped reading returns */
+    pthread_mutex_unlock(&vm->lock);
     if (g->thread_started)
         pthread_join(g->thread, NULL);
     vm->gdb = NULL;

@@ -400,7 +400,7 @@ static void vcpu_wait(struct run_ctx *rc, struct vmm_vcpu *vcpu)
     struct vmm_vm *vm = rc->vm;
 
     pthread_mutex_lock(&vm->lock);
-    while (!rc->done && !interrupted(vm) && !thread_runnable(rc, vcpu)) {
+    while (!rc->done && !interrupted(vm) && !thread_runnable(rc, vcpu) && !atomic_load(&vm->dbg_halt)) {
         uint64_t d = rc->own_timers && vcpu->on ? atomic_load(&vcpu->deadline_ns) : UINT64_MAX;
         if (d == UINT64_MAX) {
             pthread_cond_wait(&vm->cond, &vm->lock);
@@ -428,6 +428,8 @@ static void *vcpu_thread_main(void *arg)
     if (t->rc->own_timers)
         vmm__timers_update_vcpu(t->vcpu);
     while (!check_end(t->rc)) {
+        if (t->rc->vm->gdb) /* all-stop: an idle or off vCPU's thread parks too (gdbstub.c) */
+            vmm__gdb_hold(t->rc->vm, t->vcpu);
         if (!thread_runnable(t->rc, t->vcpu))
             vcpu_wait(t->rc, t->vcpu);
         else
@@ -651,6 +653,8 @@ VMM_EXPORT int vmm_run(vmm_vm *vm, uint64_t timeout_ns, struct vmm_run_result *r
     if (!vm || !res || res->size < sizeof(uint32_t))
         return VMM_EINVAL;
     pthread_mutex_lock(&vm->lock);
+    while (vm->dbg_busy) /* a debugger is reading the paused VM: one packet, then it is ours */
+        pthread_cond_wait(&vm->cond, &vm->lock);
     switch (vm->state) {
     case VM_STATE_RUNNING:
         pthread_mutex_unlock(&vm->lock);

@@ -407,7 +407,7 @@ static int claim(struct vmm_vm *vm, enum vmm_vm_state *prev)
 {
     pthread_mutex_lock(&vm->lock);
     enum vmm_vm_state st = *prev = vm->state;
-    bool ok = st == VM_STATE_PREPARED || st == VM_STATE_PAUSED;
+    bool ok = (st == VM_STATE_PREPARED || st == VM_STATE_PAUSED) && !vm->dbg_busy;
     if (ok)
         vm->state = VM_STATE_RUNNING;
     pthread_mutex_unlock(&vm->lock);
@@ -415,6 +415,8 @@ static int claim(struct vmm_vm *vm, enum vmm_vm_state *prev)
         return 0;
     if (st == VM_STATE_RUNNING)
         return vmm__set_error(vm, VMM_EBUSY, "cannot snapshot while the VM runs: stop it first");
+    if (st == VM_STATE_PREPARED || st == VM_STATE_PAUSED)
+        return vmm__set_error(vm, VMM_EBUSY, "cannot snapshot while the debugger accesses the VM");
     if (st == VM_STATE_NEW)
         return vmm__set_error(vm, VMM_ESTATE, "cannot snapshot a VM that is not prepared yet (vmm_prepare)");
     return vmm__set_error(vm, VMM_ESTATE, "cannot snapshot a VM that has ended (powered off, reset or failed)");

@@ -196,8 +196,10 @@ VMM_EXPORT void vmm_destroy(vmm_vm *vm)
 int vmm__check_idle(struct vmm_vm *vm, const char *what)
 {
     pthread_mutex_lock(&vm->lock);
-    bool running = vm->state == VM_STATE_RUNNING;
+    bool running = vm->state == VM_STATE_RUNNING, debugger = vm->dbg_busy;
     pthread_mutex_unlock(&vm->lock);
+    if (debugger)
+        return vmm__set_error(vm, VMM_EBUSY, "%s while the debugger accesses the VM", what);
     return running ? vmm__set_error(vm, VMM_EBUSY, "%s while the VM runs", what) : 0;
 }
 

@@ -151,6 +151,7 @@ struct vmm_vm {
     /* the GDB server (gdbstub.c), NULL without one; dbg_halt: the debugger wants the run loop to hold */
     struct vmm_gdb *gdb;
     atomic_bool dbg_halt;
+    bool dbg_busy; /* under lock: the debugger reads or writes the stopped VM (vmm__check_idle refuses) */
     atomic_uint_fast64_t clock_held; /* real time, held by the debugger: 1 + the clock where it stands, else 0 */
 
     /* stats (updated by the vCPU threads through vmm__count) */
