@@ -57,6 +57,9 @@ static const char usage_text[] =
     "                       the machine is the snapshot's (no --cpus, --ram, --cmdline, --initrd, --gpu,\n"
     "                       --its);\n"
     "                       --backend other than auto must be the snapshot's\n"
+    "      --gdb ADDR       a GDB server on [HOST:]PORT (TCP, host default 127.0.0.1) or unix:PATH\n"
+    "                       (docs/gdb.md); the address is printed on stderr\n"
+    "      --gdb-wait       the guest waits for the debugger before its first instruction\n"
     "  -s, --stats          print the VM's counters (exits, interrupts...) to stderr at the end\n"
     "  -q, --quiet          no library warnings on stderr (errors are still reported)\n"
     "  -v, --verbose        library log down to debug level on stderr\n"
@@ -86,6 +89,8 @@ static struct {
     const char *snapshot_at;
     const char *snapshot_out;
     const char *restore;
+    const char *gdb;
+    int gdb_wait;
     int machine_opts; /* options that describe a new machine: not with --restore */
 } opt = { .cpus = 1, .log_level = VMM_LOG_WARN };
 
@@ -163,7 +168,17 @@ static uint64_t parse_size(const char *s)
 
 static void parse_args(int argc, char **argv)
 {
-    enum { OPT_STDIN = 256, OPT_GPU, OPT_SNAP_AT, OPT_SNAP_OUT, OPT_RNG, OPT_TRANSPORT, OPT_ITS };
+    enum {
+        OPT_STDIN = 256,
+        OPT_GPU,
+        OPT_SNAP_AT,
+        OPT_SNAP_OUT,
+        OPT_RNG,
+        OPT_TRANSPORT,
+        OPT_ITS,
+        OPT_GDB,
+        OPT_GDB_WAIT
+    };
     static const struct option longopts[] = {
         { "backend", required_argument, NULL, 'b' },
         { "cpus", required_argument, NULL, 'c' },
@@ -183,6 +198,8 @@ static void parse_args(int argc, char **argv)
         { "snapshot-at", required_argument, NULL, OPT_SNAP_AT },
         { "snapshot-out", required_argument, NULL, OPT_SNAP_OUT },
         { "restore", required_argument, NULL, 'r' },
+        { "gdb", required_argument, NULL, OPT_GDB },
+        { "gdb-wait", no_argument, NULL, OPT_GDB_WAIT },
         { NULL, 0, NULL, 0 },
     };
     int c;
@@ -246,6 +263,14 @@ static void parse_args(int argc, char **argv)
         case OPT_STDIN:
             opt.forward_stdin = 1;
             break;
+        case OPT_GDB:
+            if (!*optarg)
+                usage_error("--gdb wants [HOST:]PORT or unix:PATH");
+            opt.gdb = optarg;
+            break;
+        case OPT_GDB_WAIT:
+            opt.gdb_wait = 1;
+            break;
         case OPT_ITS:
             opt.machine_opts = 1;
             opt.its = 1;
@@ -295,6 +320,8 @@ static void parse_args(int argc, char **argv)
     }
     if (!opt.snapshot_at != !opt.snapshot_out)
         usage_error("--snapshot-at and --snapshot-out go together");
+    if (opt.gdb_wait && !opt.gdb)
+        usage_error("--gdb-wait needs --gdb");
     if (opt.restore) {
         if (opt.machine_opts)
             usage_error(
@@ -503,6 +530,13 @@ int main(int argc, char **argv)
             die("%s", vmm_last_error(vm));
     }
 
+    if (opt.gdb) {
+        char addr[256];
+        if (vmm_gdb_listen(vm, opt.gdb, opt.gdb_wait) < 0 || vmm_gdb_address(vm, addr, sizeof addr) < 0)
+            die("%s", vmm_last_error(vm));
+        fprintf(stderr, "vmmrun: gdb server on %s%s\n", addr, opt.gdb_wait ? " (the guest waits for it)" : "");
+    }
+
     struct sigaction sa = { .sa_handler = on_signal };
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
@@ -588,7 +622,10 @@ int main(int argc, char **argv)
         status = EXIT_TIMEOUT;
         break;
     case VMM_RUN_STOPPED:
-        fprintf(stderr, "vmmrun: stopped by signal %d\n", (int)got_signal);
+        if (got_signal)
+            fprintf(stderr, "vmmrun: stopped by signal %d\n", (int)got_signal);
+        else
+            fprintf(stderr, "vmmrun: the debugger killed the VM\n");
         status = EXIT_SIGNAL;
         break;
     case VMM_RUN_GUEST_ERROR:

@@ -37,6 +37,7 @@ needs_gdb = pytest.mark.skipif(not GDB, reason="gdb-multiarch is not installed (
 SESSION = """
 set pagination off
 set confirm off
+set remotetimeout 120
 target remote {addr}
 info registers pc
 break gdb_tick
@@ -60,6 +61,48 @@ set var *(int *)&gdb_status = 5
 set var *(int *)&gdb_release = 1
 continue
 """
+
+
+# Ctrl-C (SIGINT to gdb once the guest says it is ready) of a running SMP guest, each vCPU's registers, then a
+# detach: the guest runs on to its end (exit 0).
+INTERRUPT_SESSION = """
+set pagination off
+set remotetimeout 120
+target remote {addr}
+continue
+info threads
+set var *(int *)&gdb_status = 0
+set var *(int *)&gdb_release = 1
+detach
+"""
+READY = "gdb_target: 2 cpu(s) ready"
+
+# A hardware breakpoint (Z1), then kill ends the VM (vmmrun: "the debugger killed the VM"; Machine:
+# RunReason.STOPPED, and it cannot run again).
+KILL_SESSION = """
+set pagination off
+set confirm off
+set remotetimeout 120
+target remote {addr}
+hbreak gdb_tick
+continue
+info registers x0
+kill
+"""
+
+
+def check_interrupt(out: str) -> None:
+    assert "received signal SIGINT" in out, out
+    pcs = re.findall(r"Thread (?:1\.)?\d \(.*?\) (0x[0-9a-f]+)", out)
+    assert len(pcs) == 2 and pcs[0] != pcs[1], out  # each vCPU's own registers (gdb_tick/main and spinner)
+    assert "detached" in out.lower(), out
+
+
+def check_kill(out: str) -> None:
+    assert "Hardware assisted breakpoint 1 at" in out, out
+    assert re.search(r"Breakpoint 1, 0x[0-9a-f]+ in gdb_tick", out), out
+    assert re.search(r"x0\s+0x1\s", out), out
+    assert "[Inferior 1 (Remote target) killed]" in out, out
 
 
 def run_gdb(elf: str, script: str, tmp_path, timeout: float = 60) -> str:
@@ -217,10 +260,7 @@ def test_gdb_interrupt_and_detach(guest, tmp_path, target):
         q = Qemu(elf)
         addr = q.addr
     script = tmp_path / "s.gdb"
-    script.write_text(
-        f"set pagination off\ntarget remote {addr}\ncontinue\ninfo threads\n"
-        "set var *(int *)&gdb_status = 0\nset var *(int *)&gdb_release = 1\ndetach\n"
-    )
+    script.write_text(INTERRUPT_SESSION.format(addr=addr))
     try:
         p = subprocess.Popen([GDB, "-nx", "-batch", "-x", str(script), elf], stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True, env=TOOL_ENV)  # fmt: skip
@@ -233,10 +273,7 @@ def test_gdb_interrupt_and_detach(guest, tmp_path, target):
             seen = q.read_until(b"ready")
         p.send_signal(signal.SIGINT)
         out = seen + p.communicate(timeout=60)[0]
-        assert "received signal SIGINT" in out, out
-        pcs = re.findall(r"Thread (?:1\.)?\d \(.*?\) (0x[0-9a-f]+)", out)
-        assert len(pcs) == 2 and pcs[0] != pcs[1], out  # each vCPU's own registers (gdb_tick/main and spinner)
-        assert "detached" in out.lower(), out
+        check_interrupt(out)
         if m:
             res = m.wait(timeout=30)  # detached: the guest ran on to its end
             assert res.reason == vmmpy.RunReason.POWEROFF and res.exit_status == 0
@@ -249,6 +286,21 @@ def test_gdb_interrupt_and_detach(guest, tmp_path, target):
             m.close()
         if q:
             q.close()
+
+
+@needs_gdb
+@pytest.mark.parametrize("backend", LOCAL_BACKENDS)
+def test_gdb_kill_session(guest, tmp_path, backend):
+    """KILL_SESSION (also run against KVM in tests/test_kvm_nested.py): kill ends the run for good."""
+    elf = guest("gdb_target")
+    with vmmpy.Machine(elf, cpus=2, gdb=0, gdb_wait=True, timeout=120, backend=backend) as m:
+        m.start()
+        out = run_gdb(elf, KILL_SESSION.format(addr=m.gdb_address), tmp_path)
+        res = m.wait(timeout=30)
+        check_kill(out)
+        assert res.reason == vmmpy.RunReason.STOPPED
+        with pytest.raises(errors.VmmError):
+            m.run(timeout=1)
 
 
 def raw_packet(payload: bytes) -> bytes:

@@ -15,12 +15,15 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
+import subprocess
 import sys
 
 import pytest
 
 from . import guests as table
 from . import locks
+from . import test_gdb as gdbtest
 from .conftest import ROOT
 
 sys.path.insert(0, os.path.join(ROOT, "tools"))
@@ -35,9 +38,48 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("nested_kvm")]
 RUNS = table.select("kvm")
 LINUX_CPUS = 2
 
+# The debugger sessions of tests/test_gdb.py, the same scripts, run by gdb-multiarch on this host against
+# vmmrun --backend kvm --gdb inside the nested VM (QEMU's user network forwards a host port to it).
+GDB_RUNS = {"gdb-session": "--gdb-wait", "gdb-intr": "--gdb-wait", "gdb-kill": "--gdb-wait"}
+GDB_TIMEOUT = 300  # seconds for one gdb session
+
+
+def gdb_watcher(elf: str, port: int, tmp, outs: dict[str, str]):
+    """boot()'s watcher: each GDB_RUNS session once the nested init says its vmmrun listens."""
+    addr = f"127.0.0.1:{port}"
+
+    def attach(con: nested.Console, rid: str, start: int) -> int:
+        end = con.wait(f"{nested.MARK} GDB-READY {rid}".encode(), start)
+        if end < 0:
+            outs[rid] = f"the nested init never started {rid}"
+        return end
+
+    def watch(con: nested.Console) -> None:
+        try:
+            end = attach(con, "gdb-session", 0)
+            if end < 0:
+                return
+            outs["gdb-session"] = gdbtest.run_gdb(elf, gdbtest.SESSION.format(addr=addr), tmp, GDB_TIMEOUT)
+            if (end := attach(con, "gdb-intr", end)) < 0:
+                return
+            script = tmp / "intr.gdb"
+            script.write_text(gdbtest.INTERRUPT_SESSION.format(addr=addr))
+            p = subprocess.Popen([gdbtest.GDB, "-nx", "-batch", "-x", str(script), elf], stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True, env=gdbtest.TOOL_ENV)  # fmt: skip
+            if con.wait(gdbtest.READY.encode(), end, GDB_TIMEOUT) >= 0:
+                p.send_signal(signal.SIGINT)
+            outs["gdb-intr"] = p.communicate(timeout=GDB_TIMEOUT)[0]
+            if (end := attach(con, "gdb-kill", end)) < 0:
+                return
+            outs["gdb-kill"] = gdbtest.run_gdb(elf, gdbtest.KILL_SESSION.format(addr=addr), tmp, GDB_TIMEOUT)
+        except (OSError, subprocess.SubprocessError) as e:
+            outs.setdefault("error", repr(e))
+
+    return watch
+
 
 @pytest.fixture(scope="module")
-def nested_vm() -> nested.Nested:
+def nested_vm(tmp_path_factory, guest) -> nested.Nested:
     with locks.exclusive("nested"):  # pytest -n: the build/nested/ files and 2 GiB of guest RAM, one at a time
         if shutil.which("qemu-system-aarch64") is None:
             pytest.skip("qemu-system-aarch64 is not installed (apt-get install qemu-system-arm; `make test` does it)")
@@ -56,7 +98,16 @@ def nested_vm() -> nested.Nested:
             files, extra = {**files, **snap_files}, extra + snap_extra
             timeout = nested.BOOT_OVERHEAD + sum(r.timeout + 10 for r in RUNS) + 300
             timeout += sum(2 * table.BY_ID[rid].timeout + 20 for rid, _ in nested.SNAP_RUNS.values()) + 30
-            vm = nested.boot(RUNS, files=files, extra=extra, mem=2048, timeout=timeout)
+            watchers, gdb_outs, port = [], {}, 0
+            if gdbtest.GDB:  # the debugger sessions last: a failure there cannot hide the other runs
+                elf, port = guest("gdb_target"), gdbtest.free_port()
+                gdb_files, gdb_extra = nested.gdb_runs(GDB_RUNS, elf, timeout=GDB_TIMEOUT)
+                files, extra = {**files, **gdb_files}, extra + gdb_extra
+                watchers.append(gdb_watcher(elf, port, tmp_path_factory.mktemp("gdb"), gdb_outs))
+                timeout += len(GDB_RUNS) * (GDB_TIMEOUT + 30)
+            vm = nested.boot(RUNS, files=files, extra=extra, mem=2048, timeout=timeout, modules=nested.GDB_MODULES,
+                             gdb_port=port, watchers=watchers)  # fmt: skip
+            vm.gdb = gdb_outs
         except (nested.NestedError, fetch_debian.FetchError, initramfs.InitramfsError) as e:
             pytest.fail(f"cannot boot the nested VM: {e}")
         if not vm.done:
@@ -122,3 +173,35 @@ def test_soft_snapshot_refused_on_kvm(nested_vm):
     assert res is not None and res.rc is not None, "the run did not finish"
     problems = nested.soft_on_kvm_problems(res)
     assert not problems, "\n".join(problems)
+
+
+def _gdb_run(nested_vm, rid: str) -> tuple[str, nested.Result]:
+    if not gdbtest.GDB:
+        pytest.skip("gdb-multiarch is not installed (apt-get install gdb-multiarch)")
+    res = nested_vm.results.get(rid)
+    out = nested_vm.gdb.get(rid, nested_vm.gdb.get("error", "gdb never ran"))
+    assert res is not None and res.rc is not None, f"{rid} did not finish; gdb said:\n{out}"
+    return out, res
+
+
+def test_gdb_session_on_kvm(nested_vm):
+    """tests/test_gdb.py's SESSION against KVM: a software breakpoint at a symbol (BRK through
+    KVM_GUESTDBG_USE_SW_BP), registers, memory (the BRK invisible), stepi (KVM_GUESTDBG_SINGLESTEP, vCPU 0
+    alone: vCPU 1's counter stands still), a hardware watchpoint firing on the guest's store, info threads
+    on 2 vCPUs, the exit status the debugger chose."""
+    out, res = _gdb_run(nested_vm, "gdb-session")
+    gdbtest.check_session(out)
+    assert "Thread 2 (vCPU 1)" in out, out  # KVM's PSCI powered it on: not "(off)"
+    assert res.rc == 5 and "gdb_target: released at 1, exit 5" in res.output, (res.rc, res.output, res.stderr)
+
+
+def test_gdb_interrupt_and_detach_on_kvm(nested_vm):
+    out, res = _gdb_run(nested_vm, "gdb-intr")
+    gdbtest.check_interrupt(out)
+    assert res.rc == 0 and "gdb_target: released" in res.output, (res.rc, res.output, res.stderr)
+
+
+def test_gdb_kill_on_kvm(nested_vm):
+    out, res = _gdb_run(nested_vm, "gdb-kill")
+    gdbtest.check_kill(out)
+    assert res.rc == 130 and "vmmrun: the debugger killed the VM" in res.stderr, (res.rc, res.stderr)

@@ -35,8 +35,9 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 TOOLS = os.path.dirname(os.path.abspath(__file__))
@@ -81,6 +82,7 @@ class Nested:
     dmesg: list[str]  # the kernel's kvm lines (mode, GIC, IPA size)
     results: dict[str, Result]
     done: bool  # the init reached its end (ALL-DONE)
+    gdb: dict[str, str] = field(default_factory=dict)  # what each debugger session printed (the caller's watchers)
 
     @property
     def kvm_mode(self) -> str | None:
@@ -174,10 +176,11 @@ def init_script(runs: list[table.Run], elves: dict[str, str], *, raw: int = 0, s
 
 def build_initramfs(runs: list[table.Run], *, raw: int = 0, shell: bool = False, backend: str = "kvm",
                     extra: Iterable[str] = (), files: dict[str, str] | None = None,
-                    vmmrun: str = VMMRUN) -> str:  # fmt: skip
+                    vmmrun: str = VMMRUN, modules: Iterable[str] = ()) -> str:  # fmt: skip
     """The cached initramfs for these runs (rebuilt when vmmrun, a guest or the script changes).
 
-    `extra` are more shell lines for /init after the runs, `files` more {path inside: host path}.
+    `extra` are more shell lines for /init after the runs, `files` more {path inside: host path},
+    `modules` kernel modules the init loads first (with their dependencies).
     """
     if not os.path.exists(vmmrun):
         raise NestedError(f"{vmmrun} is missing: run `make aarch64`")
@@ -195,7 +198,7 @@ def build_initramfs(runs: list[table.Run], *, raw: int = 0, shell: bool = False,
             raise NestedError(f"{KVM_RAW} is missing: run `make aarch64`")
         files["/kvm_raw"] = KVM_RAW
     script = init_script(runs, elves, raw=raw, shell=shell, backend=backend, extra=extra)
-    path = initramfs.cached(init_script=script, extra_files=files)
+    path = initramfs.cached(init_script=script, extra_files=files, modules=modules)
     _forget_old(path)
     return path
 
@@ -378,16 +381,92 @@ def soft_on_kvm_problems(res: Result) -> list[str]:
     return out
 
 
+# A debugger on the host against vmmrun --gdb inside: the nested VM gets QEMU's user network (a virtio-net
+# NIC, the Debian kernel's virtio_net module) with host port -> GDB_PORT forwarded; its init brings eth0
+# up, starts each run's vmmrun in the background and, once vmmrun prints where its server listens, says
+# "@@@ GDB-READY <id>" on the console: boot()'s watchers start gdb-multiarch on the host then.
+GDB_PORT = 1234
+GDB_MODULES = ("virtio_mmio", "virtio_net")
+
+
+def gdb_runs(
+    runs: dict[str, str], elf: str, *, cpus: int = 2, timeout: float = 300
+) -> tuple[dict[str, str], list[str]]:
+    """(files, extra) for boot(): for each {id: vmmrun options}, vmmrun --backend kvm --gdb 0.0.0.0:GDB_PORT
+    `options` on `elf` as run `id`, announced by "@@@ GDB-READY <id>". Pass modules=GDB_MODULES and
+    gdb_port= to boot()."""
+    inside = f"/guests/{os.path.basename(elf)}"
+    extra = [
+        "ip addr add 10.0.2.15/24 dev eth0 && ip link set eth0 up || ifconfig eth0 10.0.2.15 netmask 255.255.255.0 up",
+    ]
+    for rid, opts in runs.items():
+        extra += [
+            f'echo "{MARK} BEGIN {rid}"',
+            "read t0 _ </proc/uptime",
+            "rm -f /tmp/err",
+            f"/vmmrun --backend kvm --cpus {cpus} --timeout {timeout:g} --gdb 0.0.0.0:{GDB_PORT} {opts} {inside} "
+            "2>/tmp/err </dev/null &",
+            "pid=$!",
+            "n=0; while ! grep -q 'gdb server on' /tmp/err 2>/dev/null && kill -0 $pid 2>/dev/null && [ $n -lt 120 ]; "
+            "do sleep 1; n=$((n+1)); done",
+            f'echo "{MARK} GDB-READY {rid}"',
+            "wait $pid",
+            "rc=$?",
+            "read t1 _ </proc/uptime",
+            f'printf "\\n{MARK} END {rid} rc=%d t=%s-%s\\n" $rc $t0 $t1',
+            f"sed 's/^/{MARK} STDERR {rid} /' /tmp/err",
+        ]
+    return {inside: elf}, extra
+
+
+class Console:
+    """The nested console as it arrives, for watchers running beside boot() (thread-safe)."""
+
+    def __init__(self):
+        self._buf = bytearray()
+        self._cond = threading.Condition()
+        self.closed = False
+
+    def feed(self, data: bytes) -> None:
+        with self._cond:
+            self._buf += data
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+
+    def wait(self, pattern: bytes, start: int = 0, timeout: float = 600) -> int:
+        """The offset just past the first `pattern` at or after `start`; -1 on timeout or the end of the boot."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                i = self._buf.find(pattern, start)
+                if i >= 0:
+                    return i + len(pattern)
+                left = deadline - time.monotonic()
+                if self.closed or left <= 0:
+                    return -1
+                self._cond.wait(left)
+
+
 # -- booting ----------------------------------------------------------------------------------
 
 
-def qemu_command(kernel: str, initrd: str, *, smp: int = 2, mem: int = 1024, append: str = APPEND) -> list[str]:
+def qemu_command(kernel: str, initrd: str, *, smp: int = 2, mem: int = 1024, append: str = APPEND,
+                 gdb_port: int = 0) -> list[str]:  # fmt: skip
+    """`gdb_port`: a host port forwarded (user networking, 127.0.0.1 only) to GDB_PORT inside."""
     q = shutil.which("qemu-system-aarch64")
     if not q:
         raise NestedError("qemu-system-aarch64 is not installed (apt-get install qemu-system-arm)")
+    net = []
+    if gdb_port:
+        net = ["-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{gdb_port}-:{GDB_PORT}",
+               "-device", "virtio-net-device,netdev=n0"]  # fmt: skip
     return [q, "-M", "virt,virtualization=on,gic-version=3", "-cpu", "max,pauth-impdef=on", "-smp", str(smp),
             "-m", str(mem), "-nographic", "-no-reboot", "-kernel", kernel, "-initrd", initrd,
-            "-append", append]  # fmt: skip
+            "-append", append, *net]  # fmt: skip
 
 
 def parse(console: str) -> tuple[bool, list[str], dict[str, Result], bool]:
@@ -416,16 +495,24 @@ def parse(console: str) -> tuple[bool, list[str], dict[str, Result], bool]:
 
 def boot(runs: list[table.Run] | None = None, *, raw: int = 0, smp: int = 2, mem: int = 1024,
          timeout: float | None = None, backend: str = "kvm", extra: Iterable[str] = (),
-         files: dict[str, str] | None = None, echo: bool = False) -> Nested:  # fmt: skip
-    """Boot the nested VM once with all `runs` (default: every run that applies to KVM) and parse its console."""
+         files: dict[str, str] | None = None, echo: bool = False, modules: Iterable[str] = (),
+         gdb_port: int = 0, watchers: Iterable[Callable[[Console], None]] = ()) -> Nested:  # fmt: skip
+    """Boot the nested VM once with all `runs` (default: every run that applies to KVM) and parse its console.
+
+    Each of `watchers` runs on a thread of its own beside the boot with the console as it arrives (to drive
+    a debugger); boot() waits for them before it returns."""
     runs = table.select("kvm") if runs is None else runs
     kernel = fetch_debian.kernel()
-    initrd = build_initramfs(runs, raw=raw, backend=backend, extra=extra, files=files)
+    initrd = build_initramfs(runs, raw=raw, backend=backend, extra=extra, files=files, modules=modules)
     if timeout is None:
         timeout = BOOT_OVERHEAD + sum(r.timeout + 10 for r in runs) + (30 + raw * 0.003 if raw else 0)
-    cmd = qemu_command(kernel, initrd, smp=smp, mem=mem)
+    cmd = qemu_command(kernel, initrd, smp=smp, mem=mem, gdb_port=gdb_port)
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    live = Console()
+    threads = [threading.Thread(target=w, args=(live,), daemon=True) for w in watchers]
+    for t in threads:
+        t.start()
     buf = bytearray()
     assert proc.stdout is not None
     os.set_blocking(proc.stdout.fileno(), False)
@@ -438,6 +525,7 @@ def boot(runs: list[table.Run] | None = None, *, raw: int = 0, smp: int = 2, mem
                 chunk = None
             if chunk:
                 buf += chunk
+                live.feed(chunk)
                 if echo:
                     sys.stdout.write(chunk.decode(errors="replace"))
                     sys.stdout.flush()
@@ -456,6 +544,9 @@ def boot(runs: list[table.Run] | None = None, *, raw: int = 0, smp: int = 2, mem
             proc.kill()
         rc = proc.wait()
         proc.stdout.close()
+        live.close()
+        for t in threads:
+            t.join()
     wall = time.monotonic() - t0
     console = buf.decode(errors="replace")
     kvm, dmesg, results, done = parse(console)

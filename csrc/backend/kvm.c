@@ -28,24 +28,11 @@
 #include "../core/irqchip.h"
 #include "../core/layout.h"
 #include "../core/snapshot.h"
+#include "kvm.h"
 #include "kvm_vgic.h"
 
 #define KVM_PATH "/dev/kvm"
 #define EXIT_TAG 0x564d4d5059455854ULL /* "VMMPYEXT" in x5: x4 holds the guest's exit status */
-
-struct kvm_vm_state {
-    int sys_fd; /* /dev/kvm */
-    int vm_fd;
-    size_t run_size;
-};
-
-struct kvm_vcpu_state {
-    int fd;
-    struct kvm_run *run;
-    pthread_mutex_t kick_lock; /* guards running/thread against a kick's signal */
-    bool running;              /* inside KVM_RUN, on `thread` */
-    pthread_t thread;
-};
 
 /* ---- helpers ---- */
 
@@ -174,6 +161,7 @@ static void kvm_vm_fini(struct vmm_vm *vm)
         close(k->vm_fd);
     if (k->sys_fd >= 0)
         close(k->sys_fd);
+    free(k->dbg);
     free(k);
     vm->bstate = NULL;
 }
@@ -273,6 +261,7 @@ static void kvm_vcpu_fini(struct vmm_vcpu *vcpu)
     if (ks->fd >= 0)
         close(ks->fd);
     pthread_mutex_destroy(&ks->kick_lock);
+    free(ks->dbg);
     free(ks);
     vcpu->bstate = NULL;
 }
@@ -473,6 +462,9 @@ static int kvm_vcpu_run(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
     }
     case KVM_EXIT_SYSTEM_EVENT:
         return system_event(vcpu, exit);
+    case KVM_EXIT_DEBUG: /* a debugger's breakpoint, watchpoint or step (kvm_debug.c) */
+        vmm__kvm_debug_exit(vcpu, exit);
+        return 0;
     case KVM_EXIT_INTR:
         exit->kind = VMM_EXIT_NONE;
         return 0;
@@ -675,6 +667,7 @@ const struct vmm_backend_ops vmm__kvm_backend = {
     .irq_notify = NULL,
     .get_pc = kvm_get_pc,
     .mem_overhead = kvm_mem_overhead,
+    .debug = &vmm__kvm_debug_ops,
 };
 
 #endif /* VMM_HAVE_KVM */

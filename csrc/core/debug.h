@@ -69,6 +69,8 @@ struct vmm_debug_ops {
      * they replaced (read), or keeps them planted under a debugger's write and updates what they replaced.
      */
     void (*mem_shadow)(struct vmm_vm *vm, uint64_t gpa, uint8_t *buf, size_t len, bool write);
+    /* Optional, for a backend that powers vCPUs on and off itself (VMM_CAP_KERNEL_PSCI): whether it is on. */
+    bool (*powered)(struct vmm_vcpu *vcpu);
 };
 
 /* The EL1&0 stage-1 registers a walk needs, and the walk (arm/s1walk.c): 0 and *pa, or VMM_ERANGE. */

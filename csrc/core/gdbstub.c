@@ -51,6 +51,7 @@ struct vmm_gdb {
     uint64_t held_since;
     uint64_t gen;    /* bumped by each resume: a parked vCPU thread leaves once it moves (all-stop) */
     unsigned parked; /* run threads standing in vmm__gdb_hold (held: all of them) */
+    bool owes_stop;  /* the debugger resumed the target and waits for a stop reply (or the exit) */
     int halt_sig;    /* the signal a requested hold reports: 5 on attach and --gdb-wait, 2 for ^C */
     int exit_status;
     uint64_t stop_seq;
@@ -339,10 +340,21 @@ static unsigned t_ncpus(void *t)
     return ((struct vmm_gdb *)t)->vm->ncpus;
 }
 
+/* Whether vCPU `cpu` is powered on; asks a KERNEL_PSCI backend only while the VM stands still. */
+static bool powered(struct vmm_gdb *g, unsigned cpu, bool stopped)
+{
+    struct vmm_vm *vm = g->vm;
+    if (cpu >= vm->ncpus)
+        return false;
+    if (vm->ops->debug->powered && stopped)
+        return vm->ops->debug->powered(&vm->vcpus[cpu]);
+    return vm->vcpus[cpu].on;
+}
+
 static bool t_cpu_on(void *t, unsigned cpu)
 {
-    struct vmm_vm *vm = ((struct vmm_gdb *)t)->vm;
-    return cpu < vm->ncpus && vm->vcpus[cpu].on;
+    struct vmm_gdb *g = t;
+    return powered(g, cpu, accessible(g));
 }
 
 static int t_read_reg(void *t, unsigned cpu, unsigned regno, uint8_t *buf)
@@ -471,7 +483,7 @@ static int t_resume(void *t, const enum gdb_action *act, unsigned n)
         return -1;
     pthread_mutex_lock(&vm->lock);
     for (unsigned i = 0; i < n && i < vm->ncpus; i++) {
-        if (act[i] == GDB_ACT_STEP && !vm->vcpus[i].on) {
+        if (act[i] == GDB_ACT_STEP && !powered(g, i, true)) {
             pthread_mutex_unlock(&vm->lock);
             return -1; /* an off vCPU cannot step */
         }
@@ -617,7 +629,12 @@ static bool report_stop(struct vmm_gdb *g)
     if (st.kind == GDB_STOP_SIGNAL) /* gdb reads the stopped thread's registers without an Hg first */
         g->s.g_cpu = g->s.c_cpu = st.cpu;
     size_t n = vmm__gdb_stop_reply(&st, g->out, sizeof g->out);
-    return send_packet(g, g->out, n);
+    bool ok = send_packet(g, g->out, n);
+    pthread_mutex_lock(&g->vm->lock);
+    g->owes_stop = false;
+    pthread_cond_broadcast(&g->vm->cond); /* vmm__gdb_destroy waits for an exit to be reported */
+    pthread_mutex_unlock(&g->vm->lock);
+    return ok;
 }
 
 /* One packet in; false to close the connection. */
@@ -637,6 +654,7 @@ static bool on_packet(struct vmm_gdb *g)
     if (g->s.running) {
         pthread_mutex_lock(&g->vm->lock);
         g->reported_seq = seq; /* the stop that follows this resume is the one to report */
+        g->owes_stop = true;
         pthread_mutex_unlock(&g->vm->lock);
     }
     return !g->s.ended;
@@ -892,10 +910,15 @@ void vmm__gdb_destroy(struct vmm_vm *vm)
     struct vmm_gdb *g = vm->gdb;
     if (!g)
         return;
+    pthread_mutex_lock(&vm->lock);
+    /* a guest that powered off under a debugger: it hears the exit before the connection goes */
+    uint64_t abs = vmm__now_ns() + 2000000000ULL;
+    struct timespec dl = { .tv_sec = (time_t)(abs / 1000000000ULL), .tv_nsec = (long)(abs % 1000000000ULL) };
+    while (g->ended && g->owes_stop && g->cfd >= 0 && vmm__host_cond_timedwait(&vm->cond, &vm->lock, &dl) != ETIMEDOUT)
+        ;
     atomic_store(&g->quit, true);
     notify(g);
-    pthread_mutex_lock(&vm->lock); /* the server thread closes cfd under it: this is still its connection */
-    if (g->cfd >= 0)
+    if (g->cfd >= 0)                 /* the server thread closes cfd under vm->lock: this is still its connection */
         shutdown(g->cfd, SHUT_RDWR); /* a send blocked on a debugger that stopped reading returns */
     pthread_mutex_unlock(&vm->lock);
     if (g->thread_started)
