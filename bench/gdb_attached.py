@@ -3,7 +3,10 @@ with one listening, and with a debugger attached that only continued (min of --r
 QEMU TCG without and with its gdbstub attached the same way. The debugger here is a raw protocol client
 (attach, '?', 'c', then the exit reply), so gdb's own start-up is not measured.
 
-    python bench/gdb_attached.py [--guest guest/build/smp.elf] [--cpus 2] [--repeat 3]
+    python bench/gdb_attached.py [--guest guest/build/smp.elf] [--cpus 2] [--repeat 3] [--backend soft-threaded]
+
+--backend soft-threaded measures the all-stop machinery of backends with a thread per vCPU (every vCPU
+thread checks for a hold before each run) on this machine.
 """
 
 from __future__ import annotations
@@ -53,11 +56,12 @@ def wait_exit(s: socket.socket) -> None:
     s.close()
 
 
-def vmmpy_run(elf: str, cpus: int, mode: str) -> float:
+def vmmpy_run(elf: str, cpus: int, mode: str, backend: str = "soft") -> float:
     import vmmpy
 
     t0 = time.perf_counter()
-    with vmmpy.Machine(elf, cpus=cpus, gdb=0 if mode != "none" else None, gdb_wait=mode == "attached") as m:
+    gdb = 0 if mode != "none" else None
+    with vmmpy.Machine(elf, cpus=cpus, gdb=gdb, gdb_wait=mode == "attached", backend=backend) as m:
         if mode == "attached":
             m.start()
             host, port = m.gdb_address.rsplit(":", 1)
@@ -92,18 +96,19 @@ def main() -> int:
     ap.add_argument("--guest", default=os.path.join(common.ROOT, "guest", "build", "smp.elf"))
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--backend", default="soft", help="vmmpy's backend (default soft; soft-threaded)")
     args = ap.parse_args()
     rows = {}
     for _ in range(args.repeat):  # interleaved, so that the machine's load hits every variant alike
         for mode in ("none", "listening", "attached"):
-            rows.setdefault(f"vmmpy, gdb {mode}", []).append(vmmpy_run(args.guest, args.cpus, mode))
+            rows.setdefault(f"vmmpy, gdb {mode}", []).append(vmmpy_run(args.guest, args.cpus, mode, args.backend))
         for attached in (False, True):
             rows.setdefault(f"QEMU TCG, gdbstub {'attached' if attached else 'none'}", []).append(
                 qemu_run(args.guest, args.cpus, attached)
             )
     base = min(rows["vmmpy, gdb none"])
     qbase = min(rows["QEMU TCG, gdbstub none"])
-    print(f"{os.path.basename(args.guest)}, {args.cpus} vCPU(s), min of {args.repeat}")
+    print(f"{os.path.basename(args.guest)}, {args.cpus} vCPU(s), backend {args.backend}, min of {args.repeat}")
     print(f"{'variant':32} {'min s':>8} {'vs no debugger':>15} {'vs QEMU':>8}")
     for name, ts in rows.items():
         ref = qbase if name.startswith("QEMU") else base
