@@ -419,6 +419,12 @@ def test_gdb_access_marks_the_vm_busy(guest, tmp_path):
         g.close()
 
 
+def test_gdb_refused_on_hvf(guest):
+    """hvf lets only a vCPU's own thread touch its registers (docs/gdb.md): one clear error, not a hang."""
+    with pytest.raises(errors.VmmError, match="the hvf backend cannot be debugged yet"):
+        vmmpy.Machine(guest("hello"), backend="hvf", gdb=0)
+
+
 def test_gdb_bad_addresses_are_one_clear_error(guest):
     with pytest.raises(errors.InvalidArgument, match="not \\[HOST:\\]PORT"):
         vmmpy.Machine(guest("hello"), gdb="nonsense")

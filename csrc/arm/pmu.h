@@ -36,6 +36,8 @@ struct vmm_pmu {
      * overflow interrupt is then a timer deadline (arm/timer.c).
      */
     bool host_clock;
+    /* The host kernel's PMU serves the guest (KVM_ARM_VCPU_PMU_V3): nothing here counts, the DT lists it. */
+    bool in_kernel;
 };
 
 /* PMU registers that pmu.c serves (PMUSERENR_EL0 and PMMIR_EL1 are left to the CPU model). */

@@ -266,6 +266,32 @@ static void kvm_vcpu_fini(struct vmm_vcpu *vcpu)
     vcpu->bstate = NULL;
 }
 
+/*
+ * Every vCPU exists and the vGIC is initialised: each vCPU's PMU gets its overflow interrupt, PPI 23 as on
+ * QEMU's virt board (the DT's arm,armv8-pmuv3 node), then KVM_ARM_VCPU_PMU_V3_INIT (api.rst 4.3 "vcpu
+ * attributes": after the in-kernel irqchip is initialised).
+ */
+static int pmu_init(struct vmm_vm *vm)
+{
+    for (unsigned i = 0; i < vm->ncpus; i++) {
+        struct kvm_vcpu_state *ks = vm->vcpus[i].bstate;
+        int irq = PMU_INTID;
+        struct kvm_device_attr a = { .group = KVM_ARM_VCPU_PMU_V3_CTRL,
+                                     .attr = KVM_ARM_VCPU_PMU_V3_IRQ,
+                                     .addr = (uint64_t)(uintptr_t)&irq };
+        if (!vm->vcpus[i].pmu.in_kernel)
+            continue;
+        if (xioctl(ks->fd, KVM_SET_DEVICE_ATTR, &a) < 0)
+            return vmm__set_error(vm, VMM_ENOBACKEND, "KVM: cannot give vCPU %u's PMU interrupt %d: %s", i, irq,
+                                  strerror(errno));
+        a.attr = KVM_ARM_VCPU_PMU_V3_INIT;
+        a.addr = 0;
+        if (xioctl(ks->fd, KVM_SET_DEVICE_ATTR, &a) < 0)
+            return vmm__set_error(vm, VMM_ENOBACKEND, "KVM: cannot initialise vCPU %u's PMU: %s", i, strerror(errno));
+    }
+    return 0;
+}
+
 static int kvm_vcpu_init(struct vmm_vcpu *vcpu)
 {
     struct vmm_vm *vm = vcpu->vm;
@@ -295,13 +321,17 @@ static int kvm_vcpu_init(struct vmm_vcpu *vcpu)
         goto fail;
     }
     init.features[0] |= 1u << KVM_ARM_VCPU_PSCI_0_2;
+    /* a PMU where the host's KVM can give one (KVM_CAP_ARM_PMU_V3: the host has a PMU perf can use) */
+    vcpu->pmu.in_kernel = ioctl(k->vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_ARM_PMU_V3) > 0;
+    if (vcpu->pmu.in_kernel)
+        init.features[0] |= 1u << KVM_ARM_VCPU_PMU_V3;
     if (vcpu->id)
         init.features[0] |= 1u << KVM_ARM_VCPU_POWER_OFF; /* waits for PSCI CPU_ON */
     if (xioctl(ks->fd, KVM_ARM_VCPU_INIT, &init) < 0) {
         rc = vmm__set_error(vm, VMM_ENOBACKEND, "KVM_ARM_VCPU_INIT %u: %s", vcpu->id, strerror(errno));
         goto fail;
     }
-    if (vcpu->id == vm->ncpus - 1 && (rc = vmm__kvm_vgic_ready(vm->irqchip)))
+    if (vcpu->id == vm->ncpus - 1 && ((rc = vmm__kvm_vgic_ready(vm->irqchip)) || (rc = pmu_init(vm))))
         goto fail;
     return 0;
 fail:

@@ -187,8 +187,8 @@ int vmm__fdt_build(struct vmm_vm *vm, void **out, size_t *len)
     TRY(fdt_property(fdt, "always-on", NULL, 0));
     TRY(fdt_end_node(fdt));
 
-    /* our PMU (arm/pmu.c: soft, and hvf on the VM's clock); KVM's vCPUs have none enabled */
-    if (!vmm__has_cap(vm->ops, VMM_CAP_HOST_CPU) || vm->vcpus[0].pmu.host_clock) {
+    /* our PMU (arm/pmu.c: soft, and hvf on the VM's clock), or KVM's when the host kernel offers one */
+    if (!vmm__has_cap(vm->ops, VMM_CAP_HOST_CPU) || vm->vcpus[0].pmu.host_clock || vm->vcpus[0].pmu.in_kernel) {
         static const uint32_t pmu_irq[] = { GIC_PPI, PMU_INTID - 16, IRQ_TYPE_LEVEL_HIGH };
         TRY(fdt_begin_node(fdt, "pmu"));
         TRY(fdt_property_string(fdt, "compatible", "arm,armv8-pmuv3"));
