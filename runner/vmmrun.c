@@ -67,7 +67,7 @@ static const char usage_text[] =
     "\n"
     "exit status: the guest's power-off status (0 for PSCI SYSTEM_OFF; the status of a semihosting\n"
     "exit or of SYSTEM_OFF with a status, where the backend supports one), 3 if the guest reset the\n"
-    "system, 124 on --timeout, 130 on SIGINT/SIGTERM, and 2 on any error, with one line\n"
+    "system, 124 on --timeout, 130 on SIGINT/SIGTERM or a debugger's kill, and 2 on any error, with one line\n"
     "'vmmrun: <what went wrong>' on stderr.\n";
 
 static struct {

@@ -464,7 +464,8 @@ kill
 
 
 @needs_gdb
-def test_gdb_guest_clock_stands_still_while_held(guest, tmp_path):
+@pytest.mark.parametrize("backend", LOCAL_BACKENDS)
+def test_gdb_guest_clock_stands_still_while_held(guest, tmp_path, backend):
     elf = guest("gdb_target")
     script = """
 set pagination off
@@ -476,7 +477,7 @@ shell sleep 1
 monitor info
 kill
 """
-    with vmmpy.Machine(elf, gdb=0, gdb_wait=True, timeout=120) as m:
+    with vmmpy.Machine(elf, cpus=2, gdb=0, gdb_wait=True, timeout=120, backend=backend) as m:
         m.start()
         out = run_gdb(elf, script.format(addr=m.gdb_address), tmp_path)
     clocks = [int(c) for c in re.findall(r"guest clock (\d+) ns", out)]

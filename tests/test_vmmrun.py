@@ -7,12 +7,14 @@ exit codes and error lines are checked on this host (`make build/vmmrun`).
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 
 import pytest
 
 from . import locks
+from . import test_gdb as gdbtest
 from .conftest import GUEST_DIR, HOST_HAS_KVM, ROOT
 
 VMMRUN = os.path.join(ROOT, "build", "vmmrun")
@@ -70,6 +72,27 @@ def test_sigint_stops_the_guest(vmmrun):
     assert b"vmmrun: stopped by signal 2" in err
 
 
+@pytest.mark.skipif(not gdbtest.GDB, reason="gdb-multiarch is not installed")
+def test_gdb_server(vmmrun, tmp_path):
+    """--gdb/--gdb-wait: the address on stderr, then test_gdb.py's KILL_SESSION (the nested KVM test runs the
+    same against --backend kvm): exit 130 with one line saying the debugger ended it."""
+    proc = subprocess.Popen([vmmrun, "--cpus", "2", "--gdb", "0", "--gdb-wait", elf("gdb_target")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        m = re.match(r"vmmrun: gdb server on (127\.0\.0\.1:\d+) \(the guest waits for it\)$", line)
+        assert m, line
+        out = gdbtest.run_gdb(elf("gdb_target"), gdbtest.KILL_SESSION.format(addr=m.group(1)), tmp_path)
+        gdbtest.check_kill(out)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130 and err.strip() == "vmmrun: the debugger killed the VM", (proc.returncode, err)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 @pytest.mark.parametrize(
     "args, text",
     [
@@ -89,6 +112,8 @@ def test_sigint_stops_the_guest(vmmrun):
         (["--restore", "/nonexistent.snap"], "/nonexistent.snap"),
         (["--restore", "K"], "not a vmmpy snapshot"),
         (["--snapshot-at", "never printed", "--snapshot-out", "S", "K"], "without printing 'never printed'"),
+        (["--gdb-wait", "K"], "--gdb-wait needs --gdb"),
+        (["--gdb", "nonsense", "K"], "not [HOST:]PORT or unix:PATH"),
         pytest.param(
             ["--backend", "kvm", "K"],
             "backend 'kvm' is not",
