@@ -1,13 +1,15 @@
 /* gdb_target.c - the debugger tests' guest (tests/test_gdb.py): MMU on (identity map, 2 MiB blocks), every
    other CPU started spinning on a counter of its own, then CPU 0 calls gdb_tick(n) for n = 1, 2, ... (a
    breakpoint target whose store to gdb_counter is the watchpoint target) until the debugger sets
-   gdb_release, and ends with exit status gdb_status. */
+   gdb_release, and ends with exit status gdb_status, saying how many virtual-counter ticks the last gdb_tick() call
+   took: a debugger that held the VM inside it does not count, since the guest's clock stands still meanwhile. */
 #include "rt.h"
 
-volatile uint64_t gdb_counter;           /* gdb_tick stores n here */
-volatile uint32_t gdb_release;           /* set by the debugger: main returns */
-volatile uint32_t gdb_status = 3;        /* main's exit status (the debugger may change it) */
+volatile uint64_t gdb_counter;            /* gdb_tick stores n here */
+volatile uint32_t gdb_release;            /* set by the debugger: main returns */
+volatile uint32_t gdb_status = 3;         /* main's exit status (the debugger may change it) */
 volatile uint64_t gdb_spins[RT_MAX_CPUS]; /* what the secondaries count */
+volatile uint64_t gdb_tick_ticks;         /* CNTVCT_EL0 ticks across the last gdb_tick() call */
 
 __attribute__((noinline)) void gdb_tick(uint64_t n)
 {
@@ -32,10 +34,16 @@ int main(uint64_t dtb)
         smp_start_cpu(mpidrs[i], spinner, 0);
     printf("gdb_target: %d cpu(s) ready\n", n);
     for (uint64_t i = 1; !gdb_release; i++) {
+        isb();
+        uint64_t t0 = read_sysreg(cntvct_el0);
         gdb_tick(i);
+        isb();
+        gdb_tick_ticks = read_sysreg(cntvct_el0) - t0;
         for (volatile int k = 0; k < 1000; k++)
             ;
     }
-    printf("gdb_target: released at %lu, exit %u\n", (unsigned long)gdb_counter, (unsigned)gdb_status);
+    printf("gdb_target: released at %lu, exit %u; the last gdb_tick took %lu ticks at %lu Hz\n",
+           (unsigned long)gdb_counter, (unsigned)gdb_status, (unsigned long)gdb_tick_ticks,
+           (unsigned long)(read_sysreg(cntfrq_el0) & 0xffffffff));
     return (int)gdb_status;
 }

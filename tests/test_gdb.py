@@ -32,7 +32,8 @@ needs_gdb = pytest.mark.skipif(not GDB, reason="gdb-multiarch is not installed (
 # info threads on 2 vCPUs, then the guest released with a status the debugger chose, reported as the
 # inferior's exit. The guest has no debug info: its variables are read through casts. All-stop: vCPU 1's
 # spin counter (gdb_spins[1]) does not move while the VM is held, nor while vCPU 0 alone steps
-# (scheduler-locking: gdb sends vCont;s:1). The same script runs on every target: only {addr} differs
+# (scheduler-locking: gdb sends vCont;s:1), and the guest's clock stands still while held (check_clock). The
+# same script runs on every target: only {addr} differs
 # (tests/test_kvm_nested.py runs it against KVM in a nested VM).
 SESSION = """
 set pagination off
@@ -46,7 +47,7 @@ info registers x0 pc
 x/1gx &gdb_tick
 set scheduler-locking step
 x/1gx (char *)&gdb_spins + 8
-shell sleep 0.5
+shell sleep 1
 x/1gx (char *)&gdb_spins + 8
 stepi
 info registers pc
@@ -89,6 +90,13 @@ continue
 info registers x0
 kill
 """
+
+
+def check_clock(serial: str) -> None:
+    """SESSION held the VM over a second inside gdb_tick(1): the guest's virtual counter saw much less of it."""
+    m = re.search(r"the last gdb_tick took (\d+) ticks at (\d+) Hz", serial)
+    assert m, serial
+    assert int(m.group(1)) < int(m.group(2)) // 2, m.group(0)  # under half the second it was held
 
 
 def check_interrupt(out: str) -> None:
@@ -183,6 +191,7 @@ def test_gdb_session_on_vmmpy(guest, tmp_path, backend):
     check_session(out)
     assert res.reason == vmmpy.RunReason.POWEROFF and res.exit_status == 5
     assert "gdb_target: released at 1, exit 5" in m.serial.text
+    check_clock(m.serial.text)
 
 
 @needs_gdb
@@ -197,6 +206,7 @@ def test_gdb_session_on_qemu_reference(guest, tmp_path):
         q.close()
     check_session(out)
     assert rc == 5 and "gdb_target: released at 1, exit 5" in console
+    check_clock(console)
 
 
 @needs_gdb

@@ -199,6 +199,7 @@ def test_gdb_session_on_kvm(nested_vm):
     gdbtest.check_session(out)
     assert "Thread 2 (vCPU 1)" in out, out  # KVM's PSCI powered it on: not "(off)"
     assert res.rc == 5 and "gdb_target: released at 1, exit 5" in res.output, (res.rc, res.output, res.stderr)
+    gdbtest.check_clock(res.output)  # KVM's virtual counter stood still (KVM_REG_ARM_TIMER_CNT)
 
 
 def test_gdb_interrupt_and_detach_on_kvm(nested_vm):
