@@ -81,7 +81,9 @@ __asm__(".pushsection .text.dbg, \"ax\"\n"
         ".globl acc_ldr_post\nacc_ldr_post: ldr x3, [x0], #8\n ret\n"
         ".globl acc_ldp\nacc_ldp: ldp x3, x4, [x0]\n ret\n"
         ".globl acc_ldxr\nacc_ldxr: ldxr x3, [x0]\n clrex\n ret\n"
-        ".globl acc_stxr\nacc_stxr: ldxr x3, [x0]\n stxr w4, x1, [x0]\n ret\n" /* a failing one need not match */
+        /* a failing store-exclusive need not match (and fails when the monitor is lost, e.g. the vCPU's host
+           thread was preempted between the two, seen nested under load): retry until it stores */
+        ".globl acc_stxr\nacc_stxr: ldxr x3, [x0]\n stxr w4, x1, [x0]\n cbnz w4, acc_stxr\n ret\n"
         ".globl acc_ldar\nacc_ldar: ldar x3, [x0]\n ret\n"
         ".globl acc_stlr\nacc_stlr: stlr x1, [x0]\n ret\n"
         ".globl acc_st1\nacc_st1: .inst 0x4c007c00\n ret\n"     /* st1 {v0.2d}, [x0] */
