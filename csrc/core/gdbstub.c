@@ -11,11 +11,9 @@
  * run thread as it leaves the hold. In real-time mode the guest's clock does not move while held
  * (clock_base_ns moves on by the held time), so a guest's own timeouts do not fire during a stop.
  */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -28,6 +26,7 @@
 
 #include "debug.h"
 #include "gdb_packet.h"
+#include "gdb_socket.h"
 #include "run.h"
 #include "../host/host.h"
 #include "vm.h"
@@ -766,67 +765,6 @@ static void *gdb_main(void *arg)
 
 /* ---- setting up ---- */
 
-static int bind_unix(struct vmm_gdb *g, const char *path)
-{
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    if (!*path || strlen(path) >= sizeof sa.sun_path)
-        return vmm__set_error(g->vm, VMM_EINVAL, "gdb: unix socket path '%s' is empty or too long", path);
-    memcpy(sa.sun_path, path, strlen(path) + 1);
-    if ((g->lfd = socket(AF_UNIX, SOCK_STREAM, 0)) < 0 || bind(g->lfd, (struct sockaddr *)&sa, sizeof sa))
-        return vmm__set_error(g->vm, VMM_EIO, "gdb: cannot listen on %s: %s", path, strerror(errno));
-    memcpy(g->unix_path, sa.sun_path, sizeof sa.sun_path);
-    snprintf(g->addr, sizeof g->addr, "unix:%s", path);
-    return 0;
-}
-
-static int bind_tcp(struct vmm_gdb *g, const char *spec)
-{
-    char host[128] = "127.0.0.1", port[16];
-    const char *colon = strrchr(spec, ':');
-    struct addrinfo hints = { .ai_family = AF_UNSPEC,
-                              .ai_socktype = SOCK_STREAM,
-                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV },
-                    *ai = NULL;
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    char hbuf[INET6_ADDRSTRLEN];
-
-    const char *p = colon ? colon + 1 : spec;
-    if (colon && (size_t)(colon - spec) >= sizeof host)
-        return vmm__set_error(g->vm, VMM_EINVAL, "gdb: host name too long in '%s'", spec);
-    if (colon && colon > spec) {
-        memcpy(host, spec, (size_t)(colon - spec));
-        host[colon - spec] = 0;
-    }
-    char *end;
-    unsigned long n = strtoul(p, &end, 10);
-    if (!*p || *end || n > 65535 || strlen(p) >= sizeof port)
-        return vmm__set_error(g->vm, VMM_EINVAL, "gdb: '%s' is not [HOST:]PORT or unix:PATH", spec);
-    snprintf(port, sizeof port, "%lu", n);
-    int e = getaddrinfo(host, port, &hints, &ai);
-    if (e)
-        return vmm__set_error(g->vm, VMM_EINVAL, "gdb: %s: %s", host, gai_strerror(e));
-    int one = 1;
-    if ((g->lfd = socket(ai->ai_family, SOCK_STREAM, 0)) < 0 ||
-        setsockopt(g->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) || bind(g->lfd, ai->ai_addr, ai->ai_addrlen) ||
-        getsockname(g->lfd, (struct sockaddr *)&ss, &sl)) {
-        int err = errno;
-        freeaddrinfo(ai);
-        return vmm__set_error(g->vm, VMM_EIO, "gdb: cannot listen on %s:%s: %s", host, port, strerror(err));
-    }
-    freeaddrinfo(ai);
-    if (ss.ss_family == AF_INET6) {
-        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-        inet_ntop(AF_INET6, &s6->sin6_addr, hbuf, sizeof hbuf);
-        snprintf(g->addr, sizeof g->addr, "[%s]:%u", hbuf, ntohs(s6->sin6_port));
-    } else {
-        struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-        inet_ntop(AF_INET, &s4->sin_addr, hbuf, sizeof hbuf);
-        snprintf(g->addr, sizeof g->addr, "%s:%u", hbuf, ntohs(s4->sin_port));
-    }
-    return 0;
-}
-
 static void gdb_free(struct vmm_gdb *g)
 {
     if (g->lfd >= 0)
@@ -860,7 +798,7 @@ VMM_EXPORT int vmm_gdb_listen(vmm_vm *vm, const char *address, int wait)
     g->stop.point = -1;
     for (unsigned i = 0; i < VMM_MAX_CPUS; i++)
         g->act[i] = GDB_ACT_CONT;
-    rc = !strncmp(address, "unix:", 5) ? bind_unix(g, address + 5) : bind_tcp(g, address);
+    rc = vmm__gdb_bind(vm, address, &g->lfd, g->addr, sizeof g->addr, g->unix_path, sizeof g->unix_path);
     if (!rc && listen(g->lfd, 1))
         rc = vmm__set_error(vm, VMM_EIO, "gdb: listen: %s", strerror(errno));
     if (!rc && pipe(g->wake))
