@@ -27,11 +27,12 @@
 #define SOFT_DBG_MAX_POINTS 64
 
 struct soft_debug {
-    uc_hook hooks[SOFT_DBG_MAX_POINTS + 2];
+    uc_hook hooks[SOFT_DBG_MAX_POINTS + 3]; /* the block hook, the points, step, count */
     unsigned nhooks;
     struct vmm_debug_point points[SOFT_DBG_MAX_POINTS];
     unsigned npoints;
     unsigned step_hits; /* code-hook calls since the step began */
+    uint64_t count_at;  /* the count stop's instruction count (cfg->count) */
     uint64_t blk_addr;  /* the block executing now (start, bytes): for the partial-block count */
     uint32_t blk_size;
 };
@@ -93,6 +94,25 @@ static void on_step(uc_engine *uc, uint64_t addr, uint32_t size, void *opaque)
         return;
     uncount_rest(sv, addr);
     debug_exit(sv, -1, 0);
+    vmm__soft_stop(sv);
+}
+
+/* The count stop: this instruction would be the one executed after count_at (on_block counted its block). */
+static void on_count(uc_engine *uc, uint64_t addr, uint32_t size, void *opaque)
+{
+    struct soft_vcpu *sv = opaque;
+    struct soft_debug *d = sv->debugger;
+    uint64_t end = d->blk_addr + d->blk_size, done = sv->vcpu->insns;
+    (void)uc;
+    (void)size;
+    if (sv->exit->kind == VMM_EXIT_DEBUG)
+        return;
+    if (d->blk_size && addr >= d->blk_addr && addr < end)
+        done -= (end - addr) / 4; /* the rest of the block, this instruction included, has not run */
+    if (done != d->count_at)
+        return;
+    uncount_rest(sv, addr);
+    debug_exit(sv, VMM_DBG_COUNT, addr);
     vmm__soft_stop(sv);
 }
 
@@ -164,7 +184,8 @@ static int soft_set_debug(struct vmm_vcpu *vcpu, const struct vmm_debug_cfg *cfg
     sv->debugger->npoints = cfg->npoints;
     sv->debugger->step_hits = 0;
     sv->debugger->blk_size = 0;
-    if (cfg->npoints || cfg->step)
+    sv->debugger->count_at = cfg->count_at;
+    if (cfg->npoints || cfg->step || cfg->count)
         rc = add_hook(sv, UC_HOOK_BLOCK, (void *)on_dbg_block, 1, 0);
     for (unsigned i = 0; i < cfg->npoints && !rc; i++) {
         const struct vmm_debug_point *p = &cfg->points[i];
@@ -181,6 +202,8 @@ static int soft_set_debug(struct vmm_vcpu *vcpu, const struct vmm_debug_cfg *cfg
     }
     if (cfg->step && !rc)
         rc = add_hook(sv, UC_HOOK_CODE, (void *)on_step, 1, 0);
+    if (cfg->count && !rc)
+        rc = add_hook(sv, UC_HOOK_CODE, (void *)on_count, 1, 0);
     if (rc)
         remove_hooks(sv);
     if (had || sv->debugger->nhooks)
@@ -192,6 +215,7 @@ static void soft_mem_changed(struct vmm_vcpu *vcpu)
 {
     struct soft_vcpu *sv = vcpu->bstate;
     uc_ctl_flush_tb(sv->uc);
+    uc_ctl_flush_tlb(sv->uc); /* the write may have been to page tables (or a checkpoint restored all RAM) */
 }
 
 /* The Unicorn register behind a debugger register number, and its size (0: none). */
