@@ -5,6 +5,7 @@ shows at the same place, and a run that went back and forth must end exactly as 
 from __future__ import annotations
 
 import re
+import shutil
 import socket
 import subprocess
 
@@ -275,3 +276,70 @@ def test_reverse_packets_over_a_raw_socket(guest):
             assert xfer("bs") == "E.no execution history yet (it starts when the VM runs)"
             assert xfer("bx") == ""
             assert xfer("vKill;1") == "OK"
+
+
+QEMU = shutil.which("qemu-system-aarch64")
+QEMU_IMG = shutil.which("qemu-img")
+
+# gdb's session on both targets: breakpoint hits, steps, reverse-stepi, reverse-continue to the hits before
+REFERENCE_SESSION = """
+set pagination off
+set confirm off
+target remote {addr}
+break gdb_tick
+continue
+continue
+continue
+info registers x0 pc
+stepi
+stepi
+info registers x0 pc
+reverse-stepi
+info registers x0 pc
+reverse-continue
+info registers x0 pc
+reverse-continue
+info registers x0 pc
+kill
+"""
+
+
+def x0_pc(out: str) -> list[str]:
+    return re.findall(r"^(?:x0|pc)\s+\S+", out, re.M)
+
+
+@needs_gdb
+@pytest.mark.skipif(not (QEMU and QEMU_IMG), reason="qemu-system-aarch64 and qemu-img are needed")
+def test_reverse_matches_qemu_record_replay(guest, tmp_path):
+    """QEMU's reverse debugging (-icount rr=record, then rr=replay with its gdbstub, a qcow2 image for its
+    snapshot) as the reference: the same gdb session stops at the same places with the same x0 on both."""
+    elf = guest("gdb_target")
+    with vmmpy.Machine(elf, gdb=0, gdb_wait=True, deterministic=True, timeout=120) as m:
+        m.start()
+        ours = run_gdb(elf, REFERENCE_SESSION.format(addr=m.gdb_address), tmp_path)
+    subprocess.run([QEMU_IMG, "create", "-q", "-f", "qcow2", str(tmp_path / "rr.qcow2"), "1M"], check=True)
+    common = ["-M", "virt,gic-version=3", "-cpu", "cortex-a72", "-m", "256M", "-nographic", "-semihosting",
+              "-monitor", "none", "-serial", "stdio", "-net", "none", "-kernel", elf,
+              "-drive", f"file={tmp_path / 'rr.qcow2'},if=none,id=rr"]  # fmt: skip
+    icount = f"shift=auto,rrfile={tmp_path / 'rr.bin'},rrsnapshot=init"
+    rec = subprocess.Popen([QEMU, *common, "-icount", "rr=record," + icount], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=TOOL_ENV)  # fmt: skip
+    try:
+        assert rec.stdout and b"cpu(s) ready" in rec.stdout.readline()  # the recording is past the ticks used
+    finally:
+        rec.terminate()
+        rec.wait(timeout=30)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    rep = subprocess.Popen([QEMU, *common, "-icount", "rr=replay," + icount, "-S", "-gdb", f"tcp:127.0.0.1:{port}"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                           env=TOOL_ENV)  # fmt: skip
+    try:
+        theirs = run_gdb(elf, REFERENCE_SESSION.format(addr=f"127.0.0.1:{port}"), tmp_path)
+    finally:
+        rep.kill()
+        rep.wait()
+    assert len(x0_pc(theirs)) == 10, theirs
+    assert x0_pc(ours) == x0_pc(theirs), (ours, theirs)
+    assert [x.split()[1] for x in x0_pc(ours)[::2]] == ["0x3", "0x3", "0x3", "0x3", "0x2"], ours

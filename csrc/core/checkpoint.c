@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../host/host.h"
 #include "checkpoint.h"
 #include "console.h"
 #include "debug.h"
@@ -25,24 +26,49 @@ static bool page_zero(const uint8_t *p)
     return true;
 }
 
+/*
+ * Which 4 KiB pages of RAM the host says were ever touched (the rest are zero and are not even read, so
+ * a large RAM the guest never used costs nothing): a map of one byte per page, or NULL when the host
+ * cannot tell or RAM is mapped from a snapshot file (then every page is looked at).
+ */
+static uint8_t *touched_map(struct vmm_vm *vm)
+{
+    size_t hp = vmm__host_page_size(), n = (size_t)(vm->ram_size / PAGE);
+    size_t nh = (size_t)((vm->ram_size + hp - 1) / hp);
+    uint8_t *host, *map;
+
+    if (vm->ram_from_file || hp % PAGE || (uintptr_t)vm->ram % hp || !(host = malloc(nh)))
+        return NULL;
+    if (vmm__host_ram_touched(vm->ram, nh, host) || !(map = malloc(n))) {
+        free(host);
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++)
+        map[i] = host[i * PAGE / hp];
+    free(host);
+    return map;
+}
+
 /* The non-zero pages into ck (grown by doubling); false when out of memory. */
 static bool copy_ram(struct vmm_vm *vm, struct vmm_checkpoint *ck)
 {
     size_t n = (size_t)(vm->ram_size / PAGE), cap = 0;
+    uint8_t *touched = touched_map(vm);
 
     for (size_t i = 0; i < n; i++) {
         const uint8_t *p = vm->ram + i * PAGE;
-        if (page_zero(p))
+        if ((touched && !touched[i]) || page_zero(p))
             continue;
         if (ck->npages == cap) {
             size_t nc = cap ? 2 * cap : 256;
             uint32_t *pg = realloc(ck->pages, nc * sizeof *pg);
-            if (!pg)
+            if (pg)
+                ck->pages = pg;
+            uint8_t *d = pg ? realloc(ck->data, nc * PAGE) : NULL;
+            if (!d) {
+                free(touched);
                 return false;
-            ck->pages = pg;
-            uint8_t *d = realloc(ck->data, nc * PAGE);
-            if (!d)
-                return false;
+            }
             ck->data = d;
             cap = nc;
         }
@@ -50,6 +76,7 @@ static bool copy_ram(struct vmm_vm *vm, struct vmm_checkpoint *ck)
         memcpy(ck->data + ck->npages * PAGE, p, PAGE);
         ck->npages++;
     }
+    free(touched);
     ck->bytes += cap * (PAGE + sizeof(uint32_t));
     return true;
 }
@@ -93,15 +120,17 @@ int vmm__checkpoint_restore(struct vmm_vm *vm, const struct vmm_checkpoint *ck)
 {
     struct vmm_snap s;
     size_t n = (size_t)(vm->ram_size / PAGE), j = 0;
+    uint8_t *touched = touched_map(vm);
     int err;
 
     for (size_t i = 0; i < n; i++) {
         uint8_t *p = vm->ram + i * PAGE;
         if (j < ck->npages && ck->pages[j] == i)
             memcpy(p, ck->data + j++ * PAGE, PAGE);
-        else if (!page_zero(p))
+        else if ((!touched || touched[i]) && !page_zero(p))
             memset(p, 0, PAGE);
     }
+    free(touched);
     vmm__snap_init_load(&s, ck->state, ck->state_len);
     if ((err = vmm__snapshot_live(vm, &s)))
         return s.errmsg[0] ? vmm__set_error(vm, err, "checkpoint: %s", s.errmsg) : err;
