@@ -64,6 +64,12 @@ struct vmm_debug_ops {
      * debug hook (no cost left behind). Called with the vCPU stopped.
      */
     int (*set_debug)(struct vmm_vcpu *vcpu, const struct vmm_debug_cfg *cfg);
+    /*
+     * Resume past the current stop: a breakpoint or watchpoint hit at this vCPU's PC with its
+     * instruction count unchanged is not reported again (once). Reverse execution's scan records a
+     * hit and goes on without removing the points (no translation flush). Optional.
+     */
+    void (*step_over)(struct vmm_vcpu *vcpu);
     /* The debugger wrote guest memory: drop translated code of this vCPU. */
     void (*mem_changed)(struct vmm_vcpu *vcpu);
 };

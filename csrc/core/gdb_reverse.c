@@ -37,6 +37,7 @@
 #include "debug.h"
 #include "gdb_packet.h"
 #include "gdb_reverse.h"
+#include "machine.h"
 #include "vm.h"
 
 #define REV_MAX_CKPT 256
@@ -93,6 +94,12 @@ const char *vmm__rev_why_not(struct vmm_vm *vm)
         return "reverse execution needs the soft backend (its vCPU state is what a checkpoint saves)";
     if (!vm->gdb_rev)
         return "reverse execution is not available (out of memory)";
+    for (unsigned i = 0; i < vm->machine.n; i++) {
+        const struct vmm_machine_dev *d = &vm->machine.dev[i];
+        if ((d->kind == VMM_MK_DISK || d->kind == VMM_MK_SHARE) && !d->readonly)
+            return "reverse execution cannot take back what the guest wrote to a host file: attach disks "
+                   "and shared directories read-only";
+    }
     return NULL;
 }
 
@@ -461,7 +468,10 @@ int vmm__rev_after_run(struct vmm_vcpu *vcpu, const struct vmm_exit *exit, struc
             .cpu = vcpu->id, .ck = r->seg, .insns = vcpu->insns, .addr = exit->debug.addr, .point = point
         };
         r->have_hit = true;
-        r->stepover = (int)vcpu->id;
+        if (vcpu->vm->ops->debug->step_over)
+            vcpu->vm->ops->debug->step_over(vcpu); /* on, points in place */
+        else
+            r->stepover = (int)vcpu->id; /* one instruction without the points */
     }
     return REV_SWALLOW;
 }
