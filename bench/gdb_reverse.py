@@ -1,9 +1,10 @@
 """Reverse execution's costs (docs/gdb.md "Reverse execution"), beside QEMU's record/replay:
 
 1. Keeping history while a debugger is attached: a deterministic guest's wall time without a GDB server and
-   with a debugger attached that only continued (checkpoints every 50 ms of guest time, the default, and
-   every 10 ms), against QEMU TCG without and with `-icount shift=0,rr=record` (what QEMU needs to be able
-   to replay; its reverse debugging also needs a qcow2 image for its snapshots).
+   with a debugger attached that only continued (checkpoints: only the first, as with an hour's interval;
+   every 50 ms of guest time, the default; every 10 ms), against QEMU TCG without and with
+   `-icount shift=0,rr=record` (what QEMU needs to be able to replay; its reverse debugging also needs a
+   qcow2 image for its snapshots).
 2. One reverse-stepi and one reverse-continue (to the previous breakpoint hit), timed from packet to stop
    reply, after the guest ran --run-s seconds: vmmpy (deterministic, checkpoints every 50 ms) and QEMU
    replaying a recording of the same guest (snapshot at its start only, QEMU's `rrsnapshot=init`).
@@ -156,17 +157,16 @@ def qemu_reverse(elf: str, run_s: float) -> tuple[float, float]:
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", f"{d}/rr.qcow2", "1M"], check=True)
         rr = [*QEMU_BASE, "-kernel", elf, "-drive", f"file={d}/rr.qcow2,if=none,id=rr"]
         icount = f"shift=auto,rrfile={d}/rr.bin,rrsnapshot=init"
-        rec = subprocess.Popen([common.qemu_binary(), *rr, "-icount", "rr=record," + icount],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)  # fmt: skip
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "stdin": subprocess.DEVNULL}
+        rec = subprocess.Popen([common.qemu_binary(), *rr, "-icount", "rr=record," + icount], **quiet)
         time.sleep(3 * run_s + 1)  # a recording longer than the replay below goes
         rec.terminate()
         rec.wait(timeout=30)
         with socket.socket() as t:
             t.bind(("127.0.0.1", 0))
             port = t.getsockname()[1]
-        rep = subprocess.Popen([common.qemu_binary(), *rr, "-icount", "rr=replay," + icount, "-S",
-                                "-gdb", f"tcp:127.0.0.1:{port}"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)  # fmt: skip
+        gdb = ["-S", "-gdb", f"tcp:127.0.0.1:{port}"]
+        rep = subprocess.Popen([common.qemu_binary(), *rr, "-icount", "rr=replay," + icount, *gdb], **quiet)
         try:
             c = Client("127.0.0.1", port)
             c.ask(b"?")
@@ -188,7 +188,8 @@ def main() -> int:
     args = ap.parse_args()
     rows: dict[str, list[float]] = {}
     for _ in range(args.repeat):  # interleaved: the machine's load hits every variant alike
-        for name, iv in (("no gdb", None), ("attached, checkpoint/50 ms", 50), ("attached, checkpoint/10 ms", 10)):
+        for name, iv in (("no gdb", None), ("attached, 1st checkpoint only", 3600000),
+                         ("attached, checkpoint/50 ms", 50), ("attached, checkpoint/10 ms", 10)):  # fmt: skip
             rows.setdefault(f"vmmpy det., {name}", []).append(vmmpy_run(args.guest, args.cpus, iv))
         for rec in (False, True):
             rows.setdefault(f"QEMU TCG{', icount rr=record' if rec else ''}", []).append(

@@ -35,7 +35,7 @@ struct soft_debug {
     uint64_t count_at;  /* the count stop's instruction count (cfg->count) */
     bool skip;          /* step_over: the hit at (skip_pc, skip_count) is not reported */
     uint64_t skip_pc, skip_count;
-    uint64_t blk_addr;  /* the block executing now (start, bytes): for the partial-block count */
+    uint64_t blk_addr; /* the block executing now (start, bytes): for the partial-block count */
     uint32_t blk_size;
 };
 

@@ -15,10 +15,10 @@
 struct vmm_vm;
 
 struct vmm_checkpoint {
-    uint64_t vtime;                  /* the deterministic clock at the round boundary */
-    uint64_t insns[VMM_MAX_CPUS];    /* each vCPU's executed instructions there */
-    uint64_t out_mark;               /* console output produced by then (console.h) */
-    uint8_t *state;                  /* the section stream */
+    uint64_t vtime;               /* the deterministic clock at the round boundary */
+    uint64_t insns[VMM_MAX_CPUS]; /* each vCPU's executed instructions there */
+    uint64_t out_mark;            /* console output produced by then (console.h) */
+    uint8_t *state;               /* the section stream */
     size_t state_len;
     uint32_t *pages; /* indices of the non-zero 4 KiB pages, ascending */
     size_t npages;

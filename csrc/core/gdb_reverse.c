@@ -44,7 +44,7 @@
 #define REV_MARGIN 4096 /* instructions: more than one translation block (TCG: at most 512) */
 #define REV_MAX_POINTS 64
 #define REV_INTERVAL_NS 50000000ULL /* 50 ms of virtual time between checkpoints */
-#define REV_BUDGET (256ull << 20)    /* bytes of checkpoints kept */
+#define REV_BUDGET (256ull << 20)   /* bytes of checkpoints kept */
 
 enum rev_mode { REV_IDLE, REV_SCAN, REV_LAND };
 enum rev_cfg { CFG_UNKNOWN, CFG_NONE, CFG_POINTS, CFG_COUNT, CFG_POINTS_COUNT, CFG_STEP };
@@ -71,11 +71,12 @@ struct gdb_rev {
     atomic_bool rewind; /* the replay's segment ended: the next step at the top of a round */
     /* the move under way (run thread) */
     enum rev_mode mode;
-    unsigned cpu;  /* the count target: (cpu, at) */
-    uint64_t at;   /* UINT64_MAX: none (a segment that ends at a checkpoint) */
-    unsigned seg;  /* the checkpoint the replay started from */
+    unsigned cpu; /* the count target: (cpu, at) */
+    uint64_t at;  /* UINT64_MAX: none (a segment that ends at a checkpoint) */
+    unsigned seg; /* the checkpoint the replay started from */
     bool seg_to_ck;
     uint64_t seg_end_vtime;
+    uint64_t origin_vtime; /* the round the move began in: a replay never goes past it */
     bool have_hit;
     struct rev_hit hit;
     struct gdb_stop land; /* what a landing reports */
@@ -155,7 +156,10 @@ int vmm__rev_request(struct vmm_vm *vm, bool step, unsigned cpu, const struct vm
     const char *no = vmm__rev_why_not(vm);
 
     if (no || !r->nck || cpu >= vm->ncpus) {
-        snprintf(why, cap, "%s", no ? no : !r->nck ? "no execution history yet (it starts when the VM runs)" : "no such vCPU");
+        snprintf(why, cap, "%s",
+                 no        ? no
+                 : !r->nck ? "no execution history yet (it starts when the VM runs)"
+                           : "no such vCPU");
         return -1;
     }
     r->req_step = step;
@@ -233,6 +237,15 @@ static void stop(struct gdb_rev *r, const struct gdb_stop *st)
     vmm__gdb_stop_here(r->vm, st);
 }
 
+/* The replay went past where the move began without reaching its target: say so, stop where it stands. */
+static void lost(struct gdb_rev *r)
+{
+    struct gdb_stop st = { .kind = GDB_STOP_SIGNAL, .value = 5, .cpu = r->cpu, .point = -1 };
+    vmm__log(r->vm, VMM_LOG_ERROR, "gdb", "reverse: vCPU %u did not reach instruction %" PRIu64 " in the replay",
+             r->cpu, r->at);
+    stop(r, &st);
+}
+
 /* The start of history: back to the first checkpoint, reported as gdb's "replaylog:begin". */
 static void at_begin(struct gdb_rev *r, unsigned cpu)
 {
@@ -266,6 +279,7 @@ static void start_move(struct gdb_rev *r)
     pthread_mutex_unlock(&vm->lock);
     prune(r);
     r->moves++;
+    r->origin_vtime = vm->vtime_ns;
     uint64_t n = vm->vcpus[c].insns;
     int k = before(r, c, step ? n - 1 : n);
     if (!n || k < 0) {
@@ -294,11 +308,9 @@ static void next_segment(struct gdb_rev *r)
 {
     atomic_store(&r->rewind, false);
     if (r->have_hit) {
-        struct gdb_stop st = { .kind = GDB_STOP_SIGNAL,
-                               .value = 5,
-                               .cpu = r->hit.cpu,
-                               .point = r->hit.point,
-                               .data_addr = r->hit.addr };
+        struct gdb_stop st = {
+            .kind = GDB_STOP_SIGNAL, .value = 5, .cpu = r->hit.cpu, .point = r->hit.point, .data_addr = r->hit.addr
+        };
         land(r, r->hit.ck, r->hit.cpu, r->hit.insns, &st);
         return;
     }
@@ -393,6 +405,10 @@ void vmm__rev_round(struct vmm_vm *vm)
             next_segment(r);
         else if (r->mode == REV_SCAN && r->seg_to_ck && vm->vtime_ns == r->seg_end_vtime)
             atomic_store(&r->rewind, true);
+        else if (r->mode == REV_SCAN && vm->vtime_ns > r->origin_vtime)
+            atomic_store(&r->rewind, true); /* the place the move began from was not an instruction of its vCPU */
+        else if (r->mode == REV_LAND && vm->vtime_ns > r->origin_vtime)
+            lost(r);
         else
             break;
     }
@@ -417,10 +433,7 @@ void vmm__rev_slice(struct vmm_vcpu *vcpu)
     if (r->mode == REV_IDLE)
         return;
     if (target && vcpu->insns > r->at) { /* cannot happen if the replay is the run; say so if it does */
-        struct gdb_stop st = { .kind = GDB_STOP_SIGNAL, .value = 5, .cpu = vcpu->id, .point = -1 };
-        vmm__log(vcpu->vm, VMM_LOG_ERROR, "gdb", "reverse: vCPU %u passed instruction %" PRIu64 " (at %" PRIu64 ")",
-                 vcpu->id, r->at, vcpu->insns);
-        stop(r, &st);
+        lost(r);
         return;
     }
     bool near = target && r->at - vcpu->insns <= REV_MARGIN;

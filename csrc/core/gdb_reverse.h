@@ -31,10 +31,10 @@ int vmm__rev_request(struct vmm_vm *vm, bool step, unsigned cpu, const struct vm
 int vmm__rev_monitor(struct vmm_vm *vm, const char *args, char *out, size_t cap); /* "monitor reverse ..." */
 
 /* The run loop's side (run thread). */
-void vmm__rev_round(struct vmm_vm *vm);       /* at the top of each round: rewinds and checkpoints */
-void vmm__rev_slice(struct vmm_vcpu *vcpu);   /* before a vCPU's slice: the replay's debug set-up */
-bool vmm__rev_unwinding(struct vmm_vm *vm);   /* a rewind is due: the round is abandoned */
-void vmm__rev_resumed(struct vmm_vm *vm);     /* the debugger resumed the VM from a hold */
+void vmm__rev_round(struct vmm_vm *vm);     /* at the top of each round: rewinds and checkpoints */
+void vmm__rev_slice(struct vmm_vcpu *vcpu); /* before a vCPU's slice: the replay's debug set-up */
+bool vmm__rev_unwinding(struct vmm_vm *vm); /* a rewind is due: the round is abandoned */
+void vmm__rev_resumed(struct vmm_vm *vm);   /* the debugger resumed the VM from a hold */
 enum { REV_PASS = 0, REV_SWALLOW, REV_STOP };
 /* A vCPU's exit during a replay: REV_SWALLOW (not the debugger's), REV_STOP (stop with *st) or REV_PASS. */
 int vmm__rev_after_run(struct vmm_vcpu *vcpu, const struct vmm_exit *exit, struct gdb_stop *st);

@@ -819,7 +819,8 @@ VMM_EXPORT int vmm_gdb_listen(vmm_vm *vm, const char *address, int wait)
             fcntl(g->wake[i], F_SETFL, O_NONBLOCK);
         }
         vm->gdb = g;
-        vm->gdb_rev = vmm__rev_create(vm); /* NULL: not deterministic or not soft (vmm__rev_why_not) */
+        /* reverse execution: NULL when not deterministic or not soft (vmm__rev_why_not) */
+        vm->gdb_rev = vmm__rev_create(vm);
         if (wait) { /* like QEMU's -S: the first run holds before its first instruction */
             pthread_mutex_lock(&vm->lock);
             g->halt_sig = 5;
