@@ -52,15 +52,18 @@ static uint8_t *touched_map(struct vmm_vm *vm)
 /* The non-zero pages into ck (grown by doubling); false when out of memory. */
 static bool copy_ram(struct vmm_vm *vm, struct vmm_checkpoint *ck)
 {
-    size_t n = (size_t)(vm->ram_size / PAGE), cap = 0;
+    size_t n = (size_t)(vm->ram_size / PAGE), cap = 0, want = 256;
     uint8_t *touched = touched_map(vm);
 
+    if (touched) /* at most the touched pages: one allocation, no copying as it grows */
+        for (size_t i = want = 0; i < n; i++)
+            want += touched[i];
     for (size_t i = 0; i < n; i++) {
         const uint8_t *p = vm->ram + i * PAGE;
         if ((touched && !touched[i]) || page_zero(p))
             continue;
         if (ck->npages == cap) {
-            size_t nc = cap ? 2 * cap : 256;
+            size_t nc = cap ? 2 * cap : want ? want : 256;
             uint32_t *pg = realloc(ck->pages, nc * sizeof *pg);
             if (pg)
                 ck->pages = pg;
@@ -77,7 +80,7 @@ static bool copy_ram(struct vmm_vm *vm, struct vmm_checkpoint *ck)
         ck->npages++;
     }
     free(touched);
-    ck->bytes += cap * (PAGE + sizeof(uint32_t));
+    ck->bytes += ck->npages * (PAGE + sizeof(uint32_t)); /* malloc's pages beyond npages are never touched */
     return true;
 }
 
