@@ -79,6 +79,10 @@ info registers x0 pc
 continue
 echo @C\\n
 info registers x0 pc
+stepi
+reverse-continue
+echo @C2\\n
+info registers x0 pc
 delete
 watch *(unsigned long *)&gdb_counter
 reverse-continue
@@ -112,6 +116,7 @@ continue
     assert b["F0"] != b["F1"] != b["F2"]
     assert "Breakpoint 1, " in b["BC1"] and x0(b["BC1"]) == 400, out
     assert x0(b["BC2"]) == 399 and x0(b["C"]) == 400, out
+    assert x0_pc(b["C2"]) == x0_pc(b["C"]), out  # one instruction past a breakpoint: back to that very hit
     # going backwards gdb stops before the store and reports the change as it undoes it
     assert re.search(r"Old value = 399\s+New value = 398", out), out
     assert x0(b["W"]) == 399 and re.search(r"<gdb_counter>:\s+0x000000000000018e", b["W"]), b["W"]
@@ -281,7 +286,9 @@ def test_reverse_packets_over_a_raw_socket(guest):
 QEMU = shutil.which("qemu-system-aarch64")
 QEMU_IMG = shutil.which("qemu-img")
 
-# gdb's session on both targets: breakpoint hits, steps, reverse-stepi, reverse-continue to the hits before
+# gdb's session on both targets: breakpoint hits, steps, reverse-stepi, reverse-continue to the hits before.
+# (QEMU 7.2's reverse-continue from one instruction past a breakpoint sometimes misses that hit and lands on
+# the one before it, about one run in five here: the session leaves that case out.)
 REFERENCE_SESSION = """
 set pagination off
 set confirm off
@@ -295,6 +302,8 @@ stepi
 stepi
 info registers x0 pc
 reverse-stepi
+info registers x0 pc
+continue
 info registers x0 pc
 reverse-continue
 info registers x0 pc
@@ -321,7 +330,7 @@ def test_reverse_matches_qemu_record_replay(guest, tmp_path):
     common = ["-M", "virt,gic-version=3", "-cpu", "cortex-a72", "-m", "256M", "-nographic", "-semihosting",
               "-monitor", "none", "-serial", "stdio", "-net", "none", "-kernel", elf,
               "-drive", f"file={tmp_path / 'rr.qcow2'},if=none,id=rr"]  # fmt: skip
-    icount = f"shift=auto,rrfile={tmp_path / 'rr.bin'},rrsnapshot=init"
+    icount = f"shift=7,rrfile={tmp_path / 'rr.bin'},rrsnapshot=init"
     rec = subprocess.Popen([QEMU, *common, "-icount", "rr=record," + icount], stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=TOOL_ENV)  # fmt: skip
     try:
@@ -340,6 +349,6 @@ def test_reverse_matches_qemu_record_replay(guest, tmp_path):
     finally:
         rep.kill()
         rep.wait()
-    assert len(x0_pc(theirs)) == 10, theirs
+    assert len(x0_pc(theirs)) == 12, theirs
     assert x0_pc(ours) == x0_pc(theirs), (ours, theirs)
-    assert [x.split()[1] for x in x0_pc(ours)[::2]] == ["0x3", "0x3", "0x3", "0x3", "0x2"], ours
+    assert [x.split()[1] for x in x0_pc(ours)[::2]] == ["0x3", "0x3", "0x3", "0x4", "0x3", "0x2"], ours
