@@ -260,6 +260,38 @@ kill
     assert x0(b["AT"]) == 1201 and x0(b["BACK"]) == 1200, out
 
 
+@needs_gdb
+def test_reverse_history_starts_again_after_the_debugger_writes(guest, tmp_path):
+    """A write of guest memory by gdb changes the run: no replay could reproduce it, so bs/bc are refused
+    until history starts again, and reverse-continue then works within the new history."""
+    elf = guest("gdb_target")
+    script = """
+set pagination off
+set confirm off
+target remote {addr}
+break gdb_tick
+continue
+continue
+set var *(int *)&gdb_status = 4
+maint packet bs
+ignore 1 30
+continue
+continue
+echo @AT\\n
+info registers x0
+reverse-continue
+echo @BACK\\n
+info registers x0
+kill
+"""
+    with vmmpy.Machine(elf, gdb=0, gdb_wait=True, deterministic=True, timeout=120) as m:
+        m.start()
+        out = run_gdb(elf, script.format(addr=m.gdb_address), tmp_path)
+    b = blocks(out)
+    assert 'received: "E.no execution history: the debugger changed the guest' in out, out
+    assert x0(b["AT"]) == 34 and x0(b["BACK"]) == 33, out
+
+
 def test_reverse_packets_over_a_raw_socket(guest):
     """bs/bc before any history exists and with a bad thread: one E.reason reply each, the stub stays up."""
     elf = guest("gdb_target")

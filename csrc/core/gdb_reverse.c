@@ -155,11 +155,14 @@ int vmm__rev_request(struct vmm_vm *vm, bool step, unsigned cpu, const struct vm
     struct gdb_rev *r = vm->gdb_rev;
     const char *no = vmm__rev_why_not(vm);
 
-    if (no || !r->nck || cpu >= vm->ncpus) {
-        snprintf(why, cap, "%s",
-                 no        ? no
-                 : !r->nck ? "no execution history yet (it starts when the VM runs)"
-                           : "no such vCPU");
+    if (!no && r->diverged)
+        no = "no execution history: the debugger changed the guest, history starts again when it runs";
+    else if (!no && !r->nck)
+        no = "no execution history yet (it starts when the VM runs)";
+    else if (!no && cpu >= vm->ncpus)
+        no = "no such vCPU";
+    if (no) {
+        snprintf(why, cap, "%s", no);
         return -1;
     }
     r->req_step = step;
@@ -188,7 +191,10 @@ void vmm__rev_resumed(struct vmm_vm *vm)
     atomic_store(&r->rewind, false);
 }
 
-/* Drop the checkpoints after the current round (the debugger changed the guest: that future is gone). */
+/*
+ * The debugger wrote guest memory or registers: a replay from any checkpoint would run without that write,
+ * so history starts anew (the next round boundary takes its first checkpoint).
+ */
 static void prune(struct gdb_rev *r)
 {
     struct vmm_vm *vm = r->vm;
@@ -198,12 +204,8 @@ static void prune(struct gdb_rev *r)
     diverged = r->diverged;
     r->diverged = false;
     pthread_mutex_unlock(&vm->lock);
-    if (!diverged)
-        return;
-    unsigned keep = 0;
-    while (keep < r->nck && r->ck[keep]->vtime <= vm->vtime_ns)
-        keep++;
-    drop_from(r, keep);
+    if (diverged)
+        drop_from(r, 0);
 }
 
 static int restore(struct gdb_rev *r, unsigned k)
