@@ -43,7 +43,8 @@
 #define REV_MAX_CKPT 256
 #define REV_MARGIN 4096 /* instructions: more than one translation block (TCG: at most 512) */
 #define REV_MAX_POINTS 64
-#define REV_INTERVAL_NS 50000000ULL /* 50 ms of virtual time between checkpoints */
+#define REV_INTERVAL_NS 10000000ULL /* 10 ms of virtual time between checkpoints, at least */
+#define REV_COST_SHARE 9             /* and host time between them >= 9x the last one's cost: <= 10% of it */
 #define REV_BUDGET (256ull << 20)   /* bytes of checkpoints kept */
 
 enum rev_mode { REV_IDLE, REV_SCAN, REV_LAND };
@@ -84,7 +85,7 @@ struct gdb_rev {
     enum rev_cfg cfg[VMM_MAX_CPUS];
     bool warned;
     /* for "monitor reverse" */
-    uint64_t moves, restores, last_take_ns, last_restore_ns;
+    uint64_t moves, restores, last_take_ns, last_restore_ns, last_end_ns;
 };
 
 const char *vmm__rev_why_not(struct vmm_vm *vm)
@@ -364,6 +365,10 @@ static void maybe_checkpoint(struct gdb_rev *r)
     prune(r);
     if (r->nck && (vm->vtime_ns <= r->ck[r->nck - 1]->vtime || vm->vtime_ns - r->ck[r->nck - 1]->vtime < interval))
         return;
+    /* a guest with much RAM written costs more per checkpoint: they come less often (host time only decides
+       where they are, never what the guest does) */
+    if (r->nck && vmm__now_ns() - r->last_end_ns < REV_COST_SHARE * r->last_take_ns)
+        return;
     uint64_t t0 = vmm__now_ns();
     if (vmm__checkpoint_take(vm, &c)) {
         if (!r->warned)
@@ -371,7 +376,8 @@ static void maybe_checkpoint(struct gdb_rev *r)
         r->warned = true;
         return;
     }
-    r->last_take_ns = vmm__now_ns() - t0;
+    r->last_end_ns = vmm__now_ns();
+    r->last_take_ns = r->last_end_ns - t0;
     if (r->nck == REV_MAX_CKPT)
         evict_one(r);
     while (r->bytes + c->bytes > budget && evict_one(r))
