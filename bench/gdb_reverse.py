@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import socket
 import subprocess
 import sys
@@ -81,9 +82,16 @@ def wait_exit(c: Client) -> None:
     c.close()
 
 
-def vmmpy_run(elf: str, cpus: int, interval_ms: int | None) -> float:
+def cpu_s(who: int) -> float:
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
+
+
+def vmmpy_run(elf: str, cpus: int, interval_ms: int | None) -> tuple[float, float]:
+    """Wall and CPU seconds (the VM runs in this process: its run thread and the GDB server's)."""
     import vmmpy
 
+    c0 = cpu_s(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     with vmmpy.Machine(elf, cpus=cpus, deterministic=True, gdb=0 if interval_ms else None, gdb_wait=True) as m:
         if not interval_ms:
@@ -98,17 +106,18 @@ def vmmpy_run(elf: str, cpus: int, interval_ms: int | None) -> float:
             res = m.wait(timeout=300)
             wait_exit(c)
         assert res.reason.name == "POWEROFF", res
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, cpu_s(resource.RUSAGE_SELF) - c0
 
 
-def qemu_run(elf: str, cpus: int, record: bool) -> float:
+def qemu_run(elf: str, cpus: int, record: bool) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as d:
         cmd = [common.qemu_binary(), *QEMU_BASE, "-smp", str(cpus), "-kernel", elf]
         if record:
             cmd += ["-icount", f"shift=0,rr=record,rrfile={d}/rr.bin"]
+        c0 = cpu_s(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, timeout=300)
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, cpu_s(resource.RUSAGE_CHILDREN) - c0
 
 
 def symbol(elf: str, name: str) -> int:
@@ -187,7 +196,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--run-s", type=float, default=0.3)
     args = ap.parse_args()
-    rows: dict[str, list[float]] = {}
+    rows: dict[str, list[tuple[float, float]]] = {}
     for _ in range(args.repeat):  # interleaved: the machine's load hits every variant alike
         for name, iv in (("no gdb", None), ("attached, 1st checkpoint only", 3600000),
                          ("attached, checkpoint/50 ms", 50), ("attached, checkpoint/10 ms", 10),
@@ -198,11 +207,13 @@ def main() -> int:
                 qemu_run(args.guest, args.cpus, rec)
             )
     base, qbase = min(rows["vmmpy det., no gdb"]), min(rows["QEMU TCG"])
-    print(f"{os.path.basename(args.guest)}, {args.cpus} vCPU(s), min of {args.repeat}")
-    print(f"{'variant':40} {'min s':>8} {'vs own base':>12} {'vs QEMU TCG':>12}")
+    cbase, cqbase = (min(c for _, c in rows[k]) for k in ("vmmpy det., no gdb", "QEMU TCG"))
+    print(f"{os.path.basename(args.guest)}, {args.cpus} vCPU(s), min of {args.repeat} (wall and CPU seconds)")
+    print(f"{'variant':40} {'wall s':>7} {'vs base':>8} {'vs QEMU':>8} {'CPU s':>7} {'vs base':>8} {'vs QEMU':>8}")
     for name, ts in rows.items():
-        ref = qbase if name.startswith("QEMU") else base
-        print(f"{name:40} {min(ts):8.3f} {min(ts) / ref:11.2f}x {min(ts) / qbase:11.2f}x")
+        w, c = min(t for t, _ in ts), min(c for _, c in ts)
+        rw, rc = (qbase[0], cqbase) if name.startswith("QEMU") else (base[0], cbase)
+        print(f"{name:40} {w:7.3f} {w / rw:7.2f}x {w / qbase[0]:7.2f}x {c:7.3f} {c / rc:7.2f}x {c / cqbase:7.2f}x")
 
     target = os.path.join(common.ROOT, "guest", "build", "gdb_target.elf")
     lat: dict[str, list[tuple[float, float]]] = {}

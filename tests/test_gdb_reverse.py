@@ -229,7 +229,7 @@ def test_reverse_is_refused_clearly_outside_deterministic_mode(guest, tmp_path):
 @needs_gdb
 def test_reverse_history_is_kept_within_its_budget(guest, tmp_path):
     """A checkpoint a millisecond of guest time under a 3 MiB budget: the history is thinned to fit (the first
-    checkpoint kept), and reverse-continue still finds the previous hit."""
+    checkpoint kept), and reverse-continue still finds the previous hit; reverse-finish and reverse-nexti."""
     elf = guest("gdb_target")
     script = """
 set pagination off
@@ -246,7 +246,15 @@ info registers x0
 monitor reverse
 reverse-continue
 echo @BACK\\n
-info registers x0
+info registers x0 x30
+delete
+stepi
+reverse-finish
+echo @FINISH\\n
+info registers pc
+reverse-nexti
+echo @NEXTI\\n
+info registers pc
 kill
 """
     with vmmpy.Machine(elf, gdb=0, gdb_wait=True, deterministic=True, timeout=120) as m:
@@ -258,6 +266,10 @@ kill
     assert m, b["AT"]
     assert int(m.group(1)) >= 2 and float(m.group(2)) <= 3.0, b["AT"]
     assert x0(b["AT"]) == 1201 and x0(b["BACK"]) == 1200, out
+    # gdb's reverse-finish and reverse-nexti are made of the same packets: back to the call, then before it
+    lr = int(re.search(r"^x30\s+(0x[0-9a-f]+)", b["BACK"], re.M).group(1), 16)
+    pcs = [int(re.search(r"^pc\s+(0x[0-9a-f]+)", b[k], re.M).group(1), 16) for k in ("FINISH", "NEXTI")]
+    assert pcs == [lr - 4, lr - 8], (hex(lr), out)
 
 
 @needs_gdb
@@ -281,7 +293,15 @@ echo @AT\\n
 info registers x0
 reverse-continue
 echo @BACK\\n
-info registers x0
+info registers x0 x30
+delete
+stepi
+reverse-finish
+echo @FINISH\\n
+info registers pc
+reverse-nexti
+echo @NEXTI\\n
+info registers pc
 kill
 """
     with vmmpy.Machine(elf, gdb=0, gdb_wait=True, deterministic=True, timeout=120) as m:
