@@ -285,7 +285,7 @@ static int t_read_reg(void *t, unsigned cpu, unsigned regno, uint8_t *buf)
     return 0;
 }
 
-/* The debugger changed the guest: the checkpoints after now are of a future that will not happen. */
+/* The debugger changed the guest: no replay would reproduce that, reverse execution starts history again. */
 static void rev_diverged(struct vmm_gdb *g)
 {
     pthread_mutex_lock(&g->vm->lock);
