@@ -44,7 +44,7 @@
 #define REV_MARGIN 4096 /* instructions: more than one translation block (TCG: at most 512) */
 #define REV_MAX_POINTS 64
 #define REV_INTERVAL_NS 10000000ULL /* 10 ms of virtual time between checkpoints, at least */
-#define REV_COST_SHARE 9             /* and host time between them >= 9x the last one's cost: <= 10% of it */
+#define REV_COST_SHARE 9            /* and host time between them >= 9x the last one's cost: <= 10% of it */
 #define REV_BUDGET (256ull << 20)   /* bytes of checkpoints kept */
 
 enum rev_mode { REV_IDLE, REV_SCAN, REV_LAND };
