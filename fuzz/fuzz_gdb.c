@@ -118,6 +118,24 @@ static int monitor(void *t, const char *cmd, char *out, size_t cap)
     return 0;
 }
 
+static bool can_reverse(void *t)
+{
+    (void)t;
+    return true;
+}
+
+/* bs / bc: the cpu is the Hc selection (checked) or GDB_CPU_STOPPED; refuse every other one with a reason */
+static int reverse(void *t, bool step, unsigned cpu, char *why, size_t cap)
+{
+    (void)t;
+    if (cpu != GDB_CPU_STOPPED && cpu >= 4)
+        __builtin_trap();
+    if (step && cpu == 1)
+        return 0;
+    snprintf(why, cap, "refused by the fuzz target");
+    return -1;
+}
+
 static const struct gdb_target_ops ops = {
     .ncpus = ncpus,
     .cpu_on = cpu_on,
@@ -131,6 +149,8 @@ static const struct gdb_target_ops ops = {
     .kill = nothing,
     .detach = nothing,
     .monitor = monitor,
+    .can_reverse = can_reverse,
+    .reverse = reverse,
 };
 
 static struct gdb_rx rx;

@@ -27,12 +27,15 @@
 #define SOFT_DBG_MAX_POINTS 64
 
 struct soft_debug {
-    uc_hook hooks[SOFT_DBG_MAX_POINTS + 2];
+    uc_hook hooks[SOFT_DBG_MAX_POINTS + 3]; /* the block hook, the points, step, count */
     unsigned nhooks;
     struct vmm_debug_point points[SOFT_DBG_MAX_POINTS];
     unsigned npoints;
     unsigned step_hits; /* code-hook calls since the step began */
-    uint64_t blk_addr;  /* the block executing now (start, bytes): for the partial-block count */
+    uint64_t count_at;  /* the count stop's instruction count (cfg->count) */
+    bool skip;          /* step_over: the hit at (skip_pc, skip_count) is not reported */
+    uint64_t skip_pc, skip_count;
+    uint64_t blk_addr; /* the block executing now (start, bytes): for the partial-block count */
     uint32_t blk_size;
 };
 
@@ -60,6 +63,28 @@ static void debug_exit(struct soft_vcpu *sv, int point, uint64_t addr)
     sv->exit->debug.addr = addr;
 }
 
+/* Instructions executed before the one at pc, in the block running now (on_block counted all of it). */
+static uint64_t done_before(struct soft_vcpu *sv, uint64_t pc)
+{
+    struct soft_debug *d = sv->debugger;
+    uint64_t end = d->blk_addr + d->blk_size, done = sv->vcpu->insns;
+
+    if (d->blk_size && pc >= d->blk_addr && pc < end)
+        done -= (end - pc) / 4;
+    return done;
+}
+
+/* The hit step_over said to pass: consumed once. */
+static bool skipped(struct soft_vcpu *sv, uint64_t pc)
+{
+    struct soft_debug *d = sv->debugger;
+
+    if (!d->skip || pc != d->skip_pc || done_before(sv, pc) != d->skip_count)
+        return false;
+    d->skip = false;
+    return true;
+}
+
 static void on_dbg_block(uc_engine *uc, uint64_t addr, uint32_t size, void *opaque)
 {
     struct soft_vcpu *sv = opaque;
@@ -73,8 +98,8 @@ static void on_break(uc_engine *uc, uint64_t addr, uint32_t size, void *opaque)
     struct soft_vcpu *sv = opaque;
     (void)uc;
     (void)size;
-    if (sv->exit->kind == VMM_EXIT_DEBUG)
-        return;                /* a deferred watchpoint stop is on its way */
+    if (sv->exit->kind == VMM_EXIT_DEBUG || skipped(sv, addr))
+        return;                /* a deferred watchpoint stop is on its way, or the hit passed over */
     int type = VMM_DBG_HBREAK; /* gdb's swbreak/hwbreak stop reason follows the kind it inserted */
     for (unsigned i = 0; i < sv->debugger->npoints; i++)
         if (sv->debugger->points[i].addr == addr && sv->debugger->points[i].type == VMM_DBG_BREAK)
@@ -93,6 +118,19 @@ static void on_step(uc_engine *uc, uint64_t addr, uint32_t size, void *opaque)
         return;
     uncount_rest(sv, addr);
     debug_exit(sv, -1, 0);
+    vmm__soft_stop(sv);
+}
+
+/* The count stop: this instruction would be the one executed after count_at (on_block counted its block). */
+static void on_count(uc_engine *uc, uint64_t addr, uint32_t size, void *opaque)
+{
+    struct soft_vcpu *sv = opaque;
+    (void)uc;
+    (void)size;
+    if (sv->exit->kind == VMM_EXIT_DEBUG || done_before(sv, addr) != sv->debugger->count_at)
+        return;
+    uncount_rest(sv, addr);
+    debug_exit(sv, VMM_DBG_COUNT, addr);
     vmm__soft_stop(sv);
 }
 
@@ -119,6 +157,8 @@ static void on_watch(uc_engine *uc, uc_mem_type type, uint64_t addr, int size, i
             continue;
         uint64_t pc = soft__reg(uc, UC_ARM64_REG_PC);
         uint32_t insn = 0;
+        if (skipped(sv, pc))
+            return;
         debug_exit(sv, p->type, p->addr);
         if (write && uc_vmem_read(uc, pc, UC_PROT_EXEC, &insn, 4) == UC_ERR_OK && !insn_is_atomic(insn)) {
             uncount_rest(sv, pc); /* stops at the store (see the top of this file) */
@@ -164,7 +204,9 @@ static int soft_set_debug(struct vmm_vcpu *vcpu, const struct vmm_debug_cfg *cfg
     sv->debugger->npoints = cfg->npoints;
     sv->debugger->step_hits = 0;
     sv->debugger->blk_size = 0;
-    if (cfg->npoints || cfg->step)
+    sv->debugger->count_at = cfg->count_at;
+    sv->debugger->skip = false;
+    if (cfg->npoints || cfg->step || cfg->count)
         rc = add_hook(sv, UC_HOOK_BLOCK, (void *)on_dbg_block, 1, 0);
     for (unsigned i = 0; i < cfg->npoints && !rc; i++) {
         const struct vmm_debug_point *p = &cfg->points[i];
@@ -181,6 +223,8 @@ static int soft_set_debug(struct vmm_vcpu *vcpu, const struct vmm_debug_cfg *cfg
     }
     if (cfg->step && !rc)
         rc = add_hook(sv, UC_HOOK_CODE, (void *)on_step, 1, 0);
+    if (cfg->count && !rc)
+        rc = add_hook(sv, UC_HOOK_CODE, (void *)on_count, 1, 0);
     if (rc)
         remove_hooks(sv);
     if (had || sv->debugger->nhooks)
@@ -188,10 +232,22 @@ static int soft_set_debug(struct vmm_vcpu *vcpu, const struct vmm_debug_cfg *cfg
     return rc;
 }
 
+static void soft_step_over(struct vmm_vcpu *vcpu)
+{
+    struct soft_vcpu *sv = vcpu->bstate;
+
+    if (!sv->debugger)
+        return;
+    sv->debugger->skip = true;
+    sv->debugger->skip_pc = sv->pc;
+    sv->debugger->skip_count = vcpu->insns;
+}
+
 static void soft_mem_changed(struct vmm_vcpu *vcpu)
 {
     struct soft_vcpu *sv = vcpu->bstate;
     uc_ctl_flush_tb(sv->uc);
+    uc_ctl_flush_tlb(sv->uc); /* the write may have been to page tables (or a checkpoint restored all RAM) */
 }
 
 /* The Unicorn register behind a debugger register number, and its size (0: none). */
@@ -280,5 +336,6 @@ const struct vmm_debug_ops vmm__soft_debug_ops = {
     .sysreg_read = soft_sysreg_read,
     .sysreg_write = soft_sysreg_write,
     .set_debug = soft_set_debug,
+    .step_over = soft_step_over,
     .mem_changed = soft_mem_changed,
 };

@@ -28,6 +28,9 @@ struct vmm_console {
     size_t out_cap;
     uint64_t out_rd, out_wr;
     uint64_t out_dropped;
+    /* reverse execution (gdb_reverse.c): bytes the guest has produced in its own timeline (rewound with
+     * it) and the most it ever produced; bytes below out_hw come again in a replay and are not shown twice */
+    uint64_t guest_out, out_hw;
     struct vmm_vm *vm; /* for log lines */
     bool running;
     bool deterministic;
@@ -110,6 +113,19 @@ void vmm__console_put(struct vmm_console *c, const void *buf, size_t len)
     const uint8_t *src = buf;
 
     pthread_mutex_lock(&c->lock);
+    uint64_t at = c->guest_out;
+    c->guest_out += len;
+    if (at < c->out_hw) { /* a replay produces again what it produced before: shown once */
+        size_t seen = c->out_hw - at < len ? (size_t)(c->out_hw - at) : len;
+        src += seen;
+        len -= seen;
+    }
+    if (c->guest_out > c->out_hw)
+        c->out_hw = c->guest_out;
+    if (!len) {
+        pthread_mutex_unlock(&c->lock);
+        return;
+    }
     bool was_dropping = c->out_dropped != 0;
     if (len > OUT_CAP) { /* only the last OUT_CAP bytes can be kept */
         c->out_dropped += len - OUT_CAP;
@@ -435,6 +451,35 @@ static void snap_port(struct console_port *p, struct vmm_snap *s)
         else if (vmm__timeq_add(&p->sched, at, &b, 1))
             vmm__snap_fail_code(s, VMM_ENOMEM, "out of memory");
     }
+}
+
+uint64_t vmm__console_out_mark(struct vmm_console *c)
+{
+    pthread_mutex_lock(&c->lock);
+    uint64_t m = c->guest_out;
+    pthread_mutex_unlock(&c->lock);
+    return m;
+}
+
+void vmm__console_out_rewind(struct vmm_console *c, uint64_t mark)
+{
+    pthread_mutex_lock(&c->lock);
+    c->guest_out = mark;
+    pthread_mutex_unlock(&c->lock);
+}
+
+int vmm__console_snap_input(struct vmm_console *c, struct vmm_snap *s)
+{
+    pthread_mutex_lock(&c->lock);
+    for (unsigned i = 0; i < VMM_CONSOLE_PORTS && !vmm__snap_error(s); i++) {
+        if (vmm__snap_loading(s)) {
+            c->port[i].in_rd = c->port[i].in_wr = 0;
+            vmm__timeq_drop(&c->port[i].sched, c->port[i].sched.n);
+        }
+        snap_port(&c->port[i], s);
+    }
+    pthread_mutex_unlock(&c->lock);
+    return vmm__snap_error(s);
 }
 
 int vmm__console_snap(struct vmm_console *c, struct vmm_snap *s)

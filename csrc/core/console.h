@@ -47,5 +47,13 @@ void vmm__console_set_running(struct vmm_console *c, bool running);
  */
 struct vmm_snap;
 int vmm__console_snap(struct vmm_console *c, struct vmm_snap *s);
+/* Only the ports' queued and scheduled input (what the guest will read): a live VM's checkpoint. */
+int vmm__console_snap_input(struct vmm_console *c, struct vmm_snap *s);
+/*
+ * Reverse execution: the count of output bytes the guest has produced, and rewinding it to a checkpoint's.
+ * Output the guest produces again below the most it ever produced is dropped (shown once).
+ */
+uint64_t vmm__console_out_mark(struct vmm_console *c);
+void vmm__console_out_rewind(struct vmm_console *c, uint64_t mark);
 
 #endif

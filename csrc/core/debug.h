@@ -32,6 +32,7 @@ enum vmm_debug_point_type {
     VMM_DBG_WATCH_WRITE = 2, /* stores overlapping [addr, addr + len) */
     VMM_DBG_WATCH_READ = 3,
     VMM_DBG_WATCH_ACCESS = 4,
+    VMM_DBG_COUNT = 5, /* only as a debug exit's point: the instruction-count stop of vmm_debug_cfg */
 };
 
 struct vmm_debug_point {
@@ -44,6 +45,13 @@ struct vmm_debug_cfg {
     const struct vmm_debug_point *points;
     unsigned npoints;
     bool step; /* stop after one instruction of this vCPU (or on entry to an exception vector) */
+    /*
+     * Stop before the instruction this vCPU would execute with count_at instructions executed
+     * (vcpu->insns == count_at): reverse execution's exact landing (gdb_reverse.c). A code hook on
+     * every instruction while installed: meant for the last few hundred instructions of a replay.
+     */
+    bool count;
+    uint64_t count_at;
 };
 
 struct vmm_debug_ops {
@@ -57,6 +65,12 @@ struct vmm_debug_ops {
      * debug hook (no cost left behind). Called with the vCPU stopped.
      */
     int (*set_debug)(struct vmm_vcpu *vcpu, const struct vmm_debug_cfg *cfg);
+    /*
+     * Resume past the current stop: a breakpoint or watchpoint hit at this vCPU's PC with its
+     * instruction count unchanged is not reported again (once). Reverse execution's scan records a
+     * hit and goes on without removing the points (no translation flush). Optional.
+     */
+    void (*step_over)(struct vmm_vcpu *vcpu);
     /* The debugger wrote guest memory: drop translated code of this vCPU. */
     void (*mem_changed)(struct vmm_vcpu *vcpu);
     /*

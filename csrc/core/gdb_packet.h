@@ -86,6 +86,7 @@ struct gdb_stop {
     unsigned cpu;       /* the vCPU that stopped (thread cpu + 1) */
     int point;          /* -1, or the enum gdb_point that fired */
     uint64_t data_addr; /* a watchpoint's address */
+    bool replay_begin;  /* reverse execution reached the start of history ("replaylog:begin") */
 };
 
 struct gdb_target_ops {
@@ -107,7 +108,15 @@ struct gdb_target_ops {
     void (*detach)(void *t);
     /* "monitor" commands: write a text answer into out (NUL-terminated); negative: unknown command */
     int (*monitor)(void *t, const char *cmd, char *out, size_t cap);
+    /*
+     * Reverse execution (optional: NULL for none): whether it is offered (qSupported), and a reverse
+     * step of cpu or a reverse continue (bs/bc; cpu GDB_CPU_STOPPED: the vCPU that stopped). 0: the
+     * stop comes later, as for resume; negative: refused, the reason in why.
+     */
+    bool (*can_reverse)(void *t);
+    int (*reverse)(void *t, bool step, unsigned cpu, char *why, size_t cap);
 };
+#define GDB_CPU_STOPPED 0xffffffffu
 
 struct gdb_session {
     const struct gdb_target_ops *ops;

@@ -420,6 +420,8 @@ size_t vmm__gdb_stop_reply(const struct gdb_stop *st, char *out, size_t cap)
         n = snprintf(out, cap, "W%02x", st->value & 0xff);
     else if (st->kind == GDB_STOP_KILLED)
         n = snprintf(out, cap, "X%02x", st->value & 0xff);
+    else if (st->replay_begin)
+        n = snprintf(out, cap, "T%02xreplaylog:begin;thread:%x;", st->value, st->cpu + 1);
     else if (st->point == GDB_WP_WRITE || st->point == GDB_WP_READ || st->point == GDB_WP_ACCESS)
         n = snprintf(out, cap, "T%02x%s:%llx;thread:%x;", st->value,
                      st->point == GDB_WP_WRITE  ? "watch"
@@ -462,7 +464,11 @@ static long query(struct gdb_session *s, const char *p, char *out, size_t cap)
 {
     if (!strncmp(p, "qSupported", 10))
         return str_reply(out, cap,
-                         "PacketSize=4000;qXfer:features:read+;swbreak+;hwbreak+;vContSupported+;QStartNoAckMode+");
+                         s->ops->can_reverse && s->ops->can_reverse(s->t)
+                             ? "PacketSize=4000;qXfer:features:read+;swbreak+;hwbreak+;vContSupported+;"
+                               "QStartNoAckMode+;ReverseStep+;ReverseContinue+"
+                             : "PacketSize=4000;qXfer:features:read+;swbreak+;hwbreak+;vContSupported+;"
+                               "QStartNoAckMode+");
     if (!strncmp(p, "qXfer:features:read:", 20))
         return xfer_features(p + 20, out, cap);
     if (!strcmp(p, "qfThreadInfo"))
@@ -494,6 +500,18 @@ static long cmd_v(struct gdb_session *s, const char *p, char *out, size_t cap)
         return OK();
     }
     return EMPTY();
+}
+
+/* bs / bc: reverse step (the Hc vCPU) or continue; refused with "E." and the reason (GDB manual, E.errtext) */
+static long cmd_reverse(struct gdb_session *s, bool step, char *out, size_t cap)
+{
+    char why[200] = "reverse execution is not supported by this target";
+
+    if (s->ops->reverse && s->ops->reverse(s->t, step, step ? s->c_cpu : GDB_CPU_STOPPED, why, sizeof why) == 0) {
+        s->running = true;
+        return -1;
+    }
+    return snprintf(out, cap, "E.%s", why);
 }
 
 long vmm__gdb_proto_handle(struct gdb_session *s, const char *pkt, size_t len, char *out, size_t cap)
@@ -548,6 +566,10 @@ long vmm__gdb_proto_handle(struct gdb_session *s, const char *pkt, size_t len, c
         return cmd_cont(s, pkt, out, cap);
     case 'v':
         return cmd_v(s, pkt, out, cap);
+    case 'b':
+        if (len == 2 && (pkt[1] == 's' || pkt[1] == 'c'))
+            return cmd_reverse(s, pkt[1] == 's', out, cap);
+        return EMPTY();
     case 'D':
         s->ops->detach(s->t);
         s->ended = true;

@@ -26,6 +26,7 @@
 
 #include "debug.h"
 #include "gdb_packet.h"
+#include "gdb_reverse.h"
 #include "gdb_socket.h"
 #include "run.h"
 #include "../host/host.h"
@@ -223,11 +224,14 @@ void vmm__gdb_hold(struct vmm_vm *vm, struct vmm_vcpu *vcpu)
     }
     while (!released(g, vcpu, gen))
         pthread_cond_wait(&vm->cond, &vm->lock);
-    if (interrupted(vm) && g->gen == gen) { /* the run ends: nothing holds any more */
+    bool resumed = g->gen != gen;
+    if (interrupted(vm) && !resumed) { /* the run ends: nothing holds any more */
         g->held = false;
         clock_go(g);
     }
     pthread_mutex_unlock(&vm->lock);
+    if (resumed && vm->gdb_rev) /* reverse execution runs on one run thread: it learns that the debugger resumed */
+        vmm__rev_resumed(vm);
 }
 
 bool vmm__gdb_after_run(struct vmm_vcpu *vcpu, const struct vmm_exit *exit)
@@ -236,6 +240,14 @@ bool vmm__gdb_after_run(struct vmm_vcpu *vcpu, const struct vmm_exit *exit)
     struct vmm_gdb *g = vm->gdb;
     bool stop = false;
 
+    if (vm->gdb_rev) { /* a replay of reverse execution: its own stops, the debugger's hits recorded */
+        struct gdb_stop rst;
+        int rk = vmm__rev_after_run(vcpu, exit, &rst);
+        if (rk == REV_STOP)
+            vmm__gdb_stop_here(vm, &rst);
+        if (rk != REV_PASS)
+            return rk == REV_STOP;
+    }
     /* the common case takes no lock: `stepping` changes only while the VM is held, or on a detach */
     if (exit->kind != VMM_EXIT_DEBUG && !(__atomic_load_n(&g->stepping, __ATOMIC_RELAXED) &&
                                           (exit->kind == VMM_EXIT_WFI || exit->kind == VMM_EXIT_CPU_OFF)))
@@ -268,6 +280,19 @@ bool vmm__gdb_after_run(struct vmm_vcpu *vcpu, const struct vmm_exit *exit)
     if (stop)
         vmm__gdb_hold(vm, vcpu);
     return stop;
+}
+
+/* Reverse execution's stops (gdb_reverse.c): report st and hold. */
+void vmm__gdb_stop_here(struct vmm_vm *vm, const struct gdb_stop *st)
+{
+    struct vmm_gdb *g = vm->gdb;
+
+    pthread_mutex_lock(&vm->lock);
+    g->stop = *st;
+    g->pending_hit = true;
+    atomic_store(&vm->dbg_halt, true);
+    pthread_mutex_unlock(&vm->lock);
+    vmm__gdb_hold(vm, NULL);
 }
 
 bool vmm__gdb_run_end(struct vmm_vm *vm, int reason, int status)
@@ -373,6 +398,14 @@ static int t_read_reg(void *t, unsigned cpu, unsigned regno, uint8_t *buf)
     return 0;
 }
 
+/* The debugger changed the guest: no replay would reproduce that, reverse execution starts history again. */
+static void rev_diverged(struct vmm_gdb *g)
+{
+    pthread_mutex_lock(&g->vm->lock);
+    vmm__rev_diverged(g->vm);
+    pthread_mutex_unlock(&g->vm->lock);
+}
+
 static int t_write_reg(void *t, unsigned cpu, unsigned regno, const uint8_t *buf)
 {
     struct vmm_gdb *g = t;
@@ -381,6 +414,7 @@ static int t_write_reg(void *t, unsigned cpu, unsigned regno, const uint8_t *buf
 
     if (cpu >= g->vm->ncpus || !sz || !accessible(g))
         return -1;
+    rev_diverged(g);
     if (regno < GDB_REG_SYS0)
         return d->reg_write(&g->vm->vcpus[cpu], regno, buf, sz) ? -1 : 0;
     uint64_t v;
@@ -429,6 +463,8 @@ static long mem_xfer(struct vmm_gdb *g, unsigned cpu, bool phys, uint64_t addr, 
             g->vm->ops->debug->mem_shadow(g->vm, pa, buf + done, chunk, wr);
         done += chunk;
     }
+    if (wr && done)
+        rev_diverged(g);
     if (wr && done)
         for (unsigned i = 0; i < g->vm->ncpus; i++)
             g->vm->ops->debug->mem_changed(&g->vm->vcpus[i]);
@@ -532,6 +568,7 @@ static void release(struct vmm_gdb *g)
         g->act[i] = GDB_ACT_CONT;
     __atomic_store_n(&g->stepping, false, __ATOMIC_RELAXED);
     g->attached = false;
+    vmm__rev_attach(vm, false);
     if (stopped)
         go(g);
     pthread_cond_broadcast(&vm->cond);
@@ -555,6 +592,13 @@ static int t_monitor(void *t, const char *cmd, char *out, size_t cap)
                  g->vm->ops->name, g->vm->deterministic ? "deterministic" : "real-time", vmm__clock_ns(g->vm, NULL));
         return 0;
     }
+    if (!strncmp(cmd, "reverse", 7) && (!cmd[7] || cmd[7] == ' ')) {
+        if (!accessible(g))
+            snprintf(out, cap, "the VM is running\n");
+        else
+            vmm__rev_monitor(g->vm, cmd + 7, out, cap);
+        return 0;
+    }
     if (!strncmp(cmd, "translate ", 10)) {
         char *end;
         va = strtoull(cmd + 10, &end, 0);
@@ -571,6 +615,39 @@ static int t_monitor(void *t, const char *cmd, char *out, size_t cap)
     return -1;
 }
 
+static bool t_can_reverse(void *t)
+{
+    return ((struct vmm_gdb *)t)->vm->gdb_rev != NULL;
+}
+
+/* bs / bc: the run thread rewinds at the top of its round (gdb_reverse.c); the stop comes as for a resume. */
+static int t_reverse(void *t, bool step, unsigned cpu, char *why, size_t cap)
+{
+    struct vmm_gdb *g = t;
+    struct vmm_vm *vm = g->vm;
+
+    if (!vm->gdb_rev) {
+        snprintf(why, cap, "%s", vmm__rev_why_not(vm));
+        return -1;
+    }
+    if (!accessible(g)) {
+        snprintf(why, cap, "the VM is not stopped");
+        return -1;
+    }
+    pthread_mutex_lock(&vm->lock);
+    if (cpu == GDB_CPU_STOPPED)
+        cpu = g->stop.cpu;
+    int rc = vmm__rev_request(vm, step, cpu, g->points, g->npoints, why, cap);
+    if (!rc) {
+        for (unsigned i = 0; i < VMM_MAX_CPUS; i++)
+            g->act[i] = GDB_ACT_CONT;
+        __atomic_store_n(&g->stepping, false, __ATOMIC_RELAXED);
+        go(g);
+    }
+    pthread_mutex_unlock(&vm->lock);
+    return rc;
+}
+
 static const struct gdb_target_ops target_ops = {
     .ncpus = t_ncpus,
     .cpu_on = t_cpu_on,
@@ -584,6 +661,8 @@ static const struct gdb_target_ops target_ops = {
     .kill = t_kill,
     .detach = t_detach,
     .monitor = t_monitor,
+    .can_reverse = t_can_reverse,
+    .reverse = t_reverse,
 };
 
 /* ---- the server thread ---- */
@@ -702,6 +781,7 @@ static void serve(struct vmm_gdb *g)
     g->frame_len = 0;
     pthread_mutex_lock(&g->vm->lock);
     g->attached = true;
+    vmm__rev_attach(g->vm, true);
     g->reported_seq = g->stop_seq;
     if (!g->ended)
         request_hold(g, 5); /* gdb expects the target stopped when it attaches */
@@ -810,6 +890,8 @@ VMM_EXPORT int vmm_gdb_listen(vmm_vm *vm, const char *address, int wait)
             fcntl(g->wake[i], F_SETFL, O_NONBLOCK);
         }
         vm->gdb = g;
+        /* reverse execution: NULL when not deterministic or not soft (vmm__rev_why_not) */
+        vm->gdb_rev = vmm__rev_create(vm);
         if (wait) { /* like QEMU's -S: the first run holds before its first instruction */
             pthread_mutex_lock(&vm->lock);
             g->halt_sig = 5;
@@ -818,6 +900,7 @@ VMM_EXPORT int vmm_gdb_listen(vmm_vm *vm, const char *address, int wait)
         }
         int e = pthread_create(&g->thread, NULL, gdb_main, g);
         if (e) {
+            vmm__rev_destroy(vm);
             vm->gdb = NULL;
             atomic_store(&vm->dbg_halt, false);
             rc = vmm__set_error(vm, VMM_ENOMEM, "gdb: cannot start its thread: %s", strerror(e));
@@ -861,6 +944,7 @@ void vmm__gdb_destroy(struct vmm_vm *vm)
     pthread_mutex_unlock(&vm->lock);
     if (g->thread_started)
         pthread_join(g->thread, NULL);
+    vmm__rev_destroy(vm);
     vm->gdb = NULL;
     gdb_free(g);
 }

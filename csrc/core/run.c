@@ -11,6 +11,7 @@
 #include "../host/host.h"
 #include "board.h"
 #include "debug.h"
+#include "gdb_reverse.h"
 #include "vm.h"
 
 int vmm__prepare_locked(struct vmm_vm *vm);
@@ -249,8 +250,8 @@ static bool run_one(struct run_ctx *rc, struct vmm_vcpu *vcpu)
     memset(&exit, 0, sizeof exit);
     if (vm->gdb) { /* a debugger may hold the VM here, and keep this vCPU stopped while another steps */
         vmm__gdb_hold(vm, vcpu);
-        if (vcpu->dbg_frozen)
-            return false;
+        if (vcpu->dbg_frozen || (vm->gdb_rev && vmm__rev_unwinding(vm)))
+            return false; /* frozen, or a reverse move begins: it rewinds at the top of the round */
     }
     if (vcpu->reset_pending) { /* PSCI CPU_ON: the reset runs here, on the vCPU's own thread */
         vcpu->reset_pending = false;
@@ -584,6 +585,8 @@ static void run_loop_deterministic(struct run_ctx *rc)
         bool ran = false;
         if (vm->gdb)
             vmm__gdb_hold(vm, NULL);
+        if (vm->gdb_rev)
+            vmm__rev_round(vm); /* reverse execution: checkpoints, rewinds (gdb_reverse.c) */
         for (unsigned i = 0; i < vm->ncpus; i++)
             vm->vcpus[i].quantum_start = vm->vcpus[i].insns;
         park_point(vm);                            /* a host pause: it schedules input at vtime_ns */
@@ -601,15 +604,17 @@ static void run_loop_deterministic(struct run_ctx *rc)
             struct vmm_vcpu *vcpu = &vm->vcpus[i];
             vcpu->yielded = false;
             while (!rc->done && !interrupted(vm) && runnable(vcpu) && !vcpu->yielded &&
-                   vcpu->insns - vcpu->quantum_start < quantum) {
+                   vcpu->insns - vcpu->quantum_start < quantum && !(vm->gdb_rev && vmm__rev_unwinding(vm))) {
                 vcpu->insn_limit = vcpu->quantum_start + quantum;
                 vmm__timers_update(vm); /* may cut the budget to a deadline */
+                if (vm->gdb_rev)
+                    vmm__rev_slice(vcpu); /* a replay's stop at an exact instruction */
                 run_one(rc, vcpu);
                 ran = true;
             }
         }
-        if (rc->done || interrupted(vm))
-            continue;
+        if (rc->done || interrupted(vm) || (vm->gdb_rev && vmm__rev_unwinding(vm)))
+            continue; /* a rewind abandons the round: the clock does not move on */
         if (ran) {
             vm->vtime_ns += round_length(vm, quantum);
             continue;

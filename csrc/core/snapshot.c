@@ -266,6 +266,8 @@ static int chip_section(struct vmm_vm *vm, struct vmm_snap *s)
     return vmm__snap_end(s);
 }
 
+static int can_snapshot(struct vmm_vm *vm);
+
 static void console_sync(struct vmm_vm *vm, struct vmm_snap *s)
 {
     vmm__console_snap(vm->console, s);
@@ -284,6 +286,31 @@ static int core_sections(struct vmm_vm *vm, struct vmm_snap *s)
         if (!vcpu_section(vm, s, i))
             pmu_section(vm, s, i);
     section(s, "console", 1, console_sync, vm);
+    return vmm__snap_error(s) ? vmm__snap_error(s) : vmm__board_snap(vm, s);
+}
+
+static void console_input_sync(struct vmm_vm *vm, struct vmm_snap *s)
+{
+    vmm__console_snap_input(vm->console, s);
+}
+
+/*
+ * A live VM's guest-visible state without RAM, the boot layout or the console's output (the host's side):
+ * reverse execution's in-memory checkpoints (checkpoint.c), saved and loaded in place at a round boundary
+ * of the deterministic loop.
+ */
+int vmm__snapshot_live(struct vmm_vm *vm, struct vmm_snap *s)
+{
+    int err = can_snapshot(vm);
+
+    if (err)
+        return err;
+    section(s, "clock", CLOCK_VERSION, sync_clock, vm);
+    chip_section(vm, s);
+    for (unsigned i = 0; i < vm->ncpus && !vmm__snap_error(s); i++)
+        if (!vcpu_section(vm, s, i))
+            pmu_section(vm, s, i);
+    section(s, "console-input", 1, console_input_sync, vm);
     return vmm__snap_error(s) ? vmm__snap_error(s) : vmm__board_snap(vm, s);
 }
 

@@ -97,4 +97,7 @@ void vmm__snap_blob(struct vmm_snap *s, void **p, size_t *len, size_t max);
 /* A NUL-terminated string into a fixed buffer of size cap (truncation when saving is an error). */
 void vmm__snap_str(struct vmm_snap *s, char *buf, size_t cap);
 
+/* A live VM's state without RAM (snapshot.c): reverse execution's checkpoints (checkpoint.c). */
+int vmm__snapshot_live(struct vmm_vm *vm, struct vmm_snap *s);
+
 #endif

@@ -56,6 +56,7 @@ struct vmm_vcpu {
 
 struct vmm_console;
 struct vmm_gdb;
+struct gdb_rev;
 struct vmm_irqchip;
 struct vmm_virtio_mmio_bus;
 struct vmm_pci_host;
@@ -150,6 +151,7 @@ struct vmm_vm {
 
     /* the GDB server (gdbstub.c), NULL without one; dbg_halt: the debugger wants the run loop to hold */
     struct vmm_gdb *gdb;
+    struct gdb_rev *gdb_rev; /* reverse execution (gdb_reverse.c): deterministic soft VMs being debugged */
     atomic_bool dbg_halt;
     bool dbg_busy; /* under lock: the debugger reads or writes the stopped VM (vmm__check_idle refuses) */
     atomic_uint_fast64_t clock_held; /* real time, held by the debugger: 1 + the clock where it stands, else 0 */

@@ -34,6 +34,13 @@
  * NULL on failure. Free with vmm__host_ram_free().
  */
 void *vmm__host_ram_alloc(size_t size);
+/*
+ * Which host pages of RAM from vmm__host_ram_alloc() may hold data: touched[i] for the page at
+ * addr + i * page_size (page_size: vmm__host_page_size(); addr page-aligned). A page the process never
+ * touched reads as zero and gets 0. Returns 0, or an errno when the host cannot tell (then the caller
+ * must look at every page). Linux: /proc/self/pagemap (present or swapped); elsewhere ENOSYS.
+ */
+int vmm__host_ram_touched(const void *addr, size_t npages, uint8_t *touched);
 void vmm__host_ram_free(void *p, size_t size);
 
 /*

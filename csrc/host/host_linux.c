@@ -27,6 +27,32 @@ void *vmm__host_ram_alloc(size_t size)
     return p == MAP_FAILED ? NULL : p;
 }
 
+int vmm__host_ram_touched(const void *addr, size_t npages, uint8_t *touched)
+{
+    uint64_t ent[4096];
+    size_t ps = (size_t)sysconf(_SC_PAGESIZE);
+    int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC), err = 0;
+
+    if (fd < 0)
+        return errno;
+    /* Documentation/admin-guide/mm/pagemap.rst: one u64 per virtual page, bit 63 present, bit 62 swapped */
+    for (size_t i = 0; i < npages && !err;) {
+        size_t n = npages - i < 4096 ? npages - i : 4096;
+        off_t off = (off_t)(((uintptr_t)addr / ps + i) * sizeof ent[0]);
+        ssize_t r = pread(fd, ent, n * sizeof ent[0], off);
+        if (r <= 0 || r % (ssize_t)sizeof ent[0]) {
+            err = r < 0 ? errno : EIO;
+            break;
+        }
+        n = (size_t)r / sizeof ent[0];
+        for (size_t k = 0; k < n; k++)
+            touched[i + k] = (ent[k] >> 62) != 0;
+        i += n;
+    }
+    close(fd);
+    return err;
+}
+
 int vmm__host_random(void *buf, size_t len)
 {
     uint8_t *p = buf;

@@ -35,6 +35,14 @@ void *vmm__host_ram_alloc(size_t size)
     return p == MAP_FAILED ? NULL : p;
 }
 
+int vmm__host_ram_touched(const void *addr, size_t npages, uint8_t *touched)
+{
+    (void)addr;
+    (void)npages;
+    (void)touched;
+    return ENOSYS; /* POSIX cannot tell: the caller looks at every page */
+}
+
 int vmm__host_random(void *buf, size_t len)
 {
     uint8_t *p = buf;
