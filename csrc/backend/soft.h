@@ -50,6 +50,14 @@ struct soft_vcpu {
     uc_context *ctx; /* scratch for reading the syndrome */
     atomic_int kick; /* set by any thread; polled by the block hook */
     bool threaded;   /* VMM_CAP_VCPU_THREADS (soft-threaded): this engine runs on a thread of its own */
+    /*
+     * The patched engine in real time on one vCPU (or a thread per vCPU): no block hook. Kicks go
+     * through its safe kick and it counts instructions (engine_insns: its count at the last look).
+     */
+    const struct soft_engine *fast;
+    uint64_t engine_insns;
+    uc_hook block_hook; /* the fast engine's block hook, there only while a PMU overflow interrupt is due */
+    bool sys_continue; /* the engine completes hooked MRS/MSR of registers QEMU lacks (real time) */
     bool virq;       /* HCR_EL2.VI as last written: the GIC's IRQ line as this engine sees it */
     bool tb_flush;   /* another vCPU invalidated the whole instruction cache: drop all our translations */
     /*
@@ -100,6 +108,16 @@ struct soft_vcpu {
     struct soft_debug *debugger; /* a debugger's hooks (soft_debug.c); NULL until one asks */
 };
 
+/* The patched engine's additions (soft_engine.c), all NULL on the wheel's Unicorn. */
+struct soft_engine {
+    bool patched;
+    uc_err (*kick)(uc_engine *uc);                 /* from any thread: return at the next block's start */
+    uc_err (*insns)(uc_engine *uc, uint64_t *n);   /* instructions of the blocks entered so far */
+    uc_err (*sys_continue)(uc_engine *uc, bool on); /* hooked MRS/MSR QEMU lacks: no PC write needed */
+};
+const struct soft_engine *vmm__soft_engine(void);
+void vmm__soft_sync_insns(struct soft_vcpu *sv);
+
 static inline uint64_t soft__reg(uc_engine *uc, int reg)
 {
     uint64_t v = 0;
@@ -142,6 +160,7 @@ uint32_t vmm__soft_dbg_msr(struct soft_vcpu *sv, uint32_t id, uint64_t val);
 bool vmm__soft_dbg_mrs(struct soft_vcpu *sv, uint32_t id, uint64_t *val);
 bool vmm__soft_udef_is_step(struct soft_vcpu *sv);
 bool vmm__soft_step_done(struct soft_vcpu *sv, uint64_t next_pc);
+bool vmm__soft_stepping(const struct soft_vcpu *sv);
 int vmm__soft_dbg_apply(struct soft_vcpu *sv);
 void vmm__soft_dbg_reload(struct soft_vcpu *sv);
 

@@ -102,12 +102,18 @@ uint32_t vmm__soft_pmu_hook(struct soft_vcpu *sv, uint32_t id, bool is_read, int
     unsigned el = (soft__reg(sv->uc, UC_ARM64_REG_PSTATE) >> 2) & 3;
     if (el == 0 && !vmm__pmu_el0_allowed(id, is_read, vmm__soft_cp_read(sv->uc, REG_PMUSERENR_EL0)))
         return 0;
+    vmm__soft_sync_insns(sv); /* the fast engine's count so far: counters read mid-run are current */
     if (vmm__sysreg_access(sv->vcpu, id, is_read, val))
         return 0; /* not one we have (a counter beyond N): QEMU's UNDEF */
     if (is_read && reg != UC_ARM64_REG_XZR)
         uc_reg_write(sv->uc, reg, val);
-    else if (!is_read) /* an overflow that interrupts may be due sooner now: this run ends there */
-        sv->vcpu->insn_limit = vmm__soft_pmu_limit(sv, sv->vcpu->insn_limit);
+    else if (!is_read) { /* an overflow that interrupts may be due sooner now: this run ends there */
+        uint64_t limit = vmm__soft_pmu_limit(sv, sv->vcpu->insn_limit);
+        /* the fast engine checks the limit only with its block hook: a new run adds it (soft_vcpu_run) */
+        if (limit < sv->vcpu->insn_limit && sv->fast && !sv->block_hook)
+            sv->fast->kick(sv->uc);
+        sv->vcpu->insn_limit = limit;
+    }
     return 1;
 }
 
@@ -189,6 +195,12 @@ void vmm__soft_dbg_reload(struct soft_vcpu *sv)
     d->dirty = true;
 }
 
+/* Whether the guest has software step enabled (MDSCR_EL1.SS, not under the OS lock). */
+bool vmm__soft_stepping(const struct soft_vcpu *sv)
+{
+    return (sv->dbg.mdscr & MDSCR_SS) && !sv->dbg.oslk;
+}
+
 /* An UNDEF exception that is really a software step completing (EC 0x32/0x33): not to be emulated. */
 bool vmm__soft_udef_is_step(struct soft_vcpu *sv)
 {
@@ -214,7 +226,7 @@ bool vmm__soft_step_done(struct soft_vcpu *sv, uint64_t next_pc)
 {
     const struct soft_dbgarch *d = &sv->dbg;
 
-    if (!(d->mdscr & MDSCR_SS) || d->oslk)
+    if (!vmm__soft_stepping(sv))
         return false;
     uint64_t ps = soft__reg(sv->uc, UC_ARM64_REG_PSTATE);
     unsigned el = (ps >> 2) & 3;
