@@ -15,7 +15,8 @@ import os
 import sys
 
 VERSION = "2.1.4"
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# the source tree (tools/asan.sh and portable.sh run a copy of vmmpy from build/ with VMMPY_ROOT set)
+ROOT = os.environ.get("VMMPY_ROOT") or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PATCH_DIR = os.path.join(ROOT, "third_party", "unicorn")
 LIB_NAME = "libunicorn.2.dylib" if sys.platform == "darwin" else "libunicorn.so.2"
 CHOICES = ("auto", "wheel", "patched")

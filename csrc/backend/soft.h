@@ -58,8 +58,8 @@ struct soft_vcpu {
     uint64_t engine_insns;
     uc_hook block_hook; /* the fast engine's block hook, there only while a PMU overflow interrupt is due */
     bool sys_continue; /* the engine completes hooked MRS/MSR of registers QEMU lacks (real time) */
-    bool virq;       /* HCR_EL2.VI as last written: the GIC's IRQ line as this engine sees it */
-    bool tb_flush;   /* another vCPU invalidated the whole instruction cache: drop all our translations */
+    bool virq;         /* HCR_EL2.VI as last written: the GIC's IRQ line as this engine sees it */
+    bool tb_flush;     /* another vCPU invalidated the whole instruction cache: drop all our translations */
     /*
      * Another vCPU invalidated these instruction-cache lines by address (IC IVAU): the 4 KiB
      * guest-physical pages that hold them, whose translations we drop before we next run.
@@ -111,8 +111,8 @@ struct soft_vcpu {
 /* The patched engine's additions (soft_engine.c), all NULL on the wheel's Unicorn. */
 struct soft_engine {
     bool patched;
-    uc_err (*kick)(uc_engine *uc);                 /* from any thread: return at the next block's start */
-    uc_err (*insns)(uc_engine *uc, uint64_t *n);   /* instructions of the blocks entered so far */
+    uc_err (*kick)(uc_engine *uc);                  /* from any thread: return at the next block's start */
+    uc_err (*insns)(uc_engine *uc, uint64_t *n);    /* instructions of the blocks entered so far */
     uc_err (*sys_continue)(uc_engine *uc, bool on); /* hooked MRS/MSR QEMU lacks: no PC write needed */
 };
 const struct soft_engine *vmm__soft_engine(void);

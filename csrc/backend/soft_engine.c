@@ -37,8 +37,8 @@ static void engine_lookup(void)
     *(void **)&engine.insns = dlsym(self, "uc_vmmpy_insns");
     *(void **)&engine.sys_continue = dlsym(self, "uc_vmmpy_sys_continue");
     /* all or nothing: a partial set is some other build, run it as the wheel */
-    engine.patched = features && engine.kick && engine.insns && engine.sys_continue &&
-                     (features() & UC_VMMPY_ALL) == UC_VMMPY_ALL;
+    engine.patched =
+        features && engine.kick && engine.insns && engine.sys_continue && (features() & UC_VMMPY_ALL) == UC_VMMPY_ALL;
     if (!engine.patched)
         engine.kick = NULL, engine.insns = NULL, engine.sys_continue = NULL;
     dlclose(self);
