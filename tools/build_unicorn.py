@@ -88,6 +88,9 @@ def build(sdist: str, out: str, jobs: int) -> None:
             bld = os.path.join(tmp, "build")
             flags = ["-DCMAKE_BUILD_TYPE=Release", "-DUNICORN_ARCH=aarch64", "-DUNICORN_BUILD_TESTS=OFF"]
             flags += ["-DUNICORN_INSTALL=OFF", "-DUNICORN_LEGACY_STATIC_ARCHIVE=OFF", "-DBUILD_SHARED_LIBS=ON"]
+            if not os.environ.get("CC") and shutil.which("clang"):
+                # clang 14's build ran a 1-vCPU Linux boot in 3-7 % less CPU than GCC 12's (both -O3)
+                flags += ["-DCMAKE_C_COMPILER=clang"]
             run([cmake, "-S", src, "-B", bld, *flags], tmp, log)
             run([cmake, "--build", bld, f"-j{jobs}"], tmp, log)
         staging = out + ".new"
