@@ -17,6 +17,9 @@ def _preload_unicorn() -> str:
 
 UNICORN = _preload_unicorn()  # "patched" or "wheel"
 
-from vmmpy._vmm import ffi, lib  # noqa: E402
+try:
+    from vmmpy._vmm import ffi, lib
+except ImportError as e:  # one clear line for a missing or broken build, whatever the import machinery said
+    raise ImportError(f"vmmpy's compiled libvmm (vmmpy._vmm) cannot be loaded: {e}") from e
 
 __all__ = ["UNICORN", "ffi", "lib"]
