@@ -271,7 +271,7 @@ static bool ours(struct soft_vcpu *sv, uint32_t id, bool *lacked, uint64_t *pc)
     int regs[2] = { UC_ARM64_REG_PSTATE, UC_ARM64_REG_PC };
     uint64_t ps = 0;
     void *vals[2] = { &ps, pc };
-    if (uc_reg_read_batch(sv->uc, regs, vals, sv->sys_continue && !vmm__soft_stepping(sv) ? 1 : 2) != UC_ERR_OK || ((ps >> 2) & 3) == 0)
+    if (uc_reg_read_batch(sv->uc, regs, vals, sv->sys_continue ? 1 : 2) != UC_ERR_OK || ((ps >> 2) & 3) == 0)
         return false;
     *lacked = true;
     return true;
@@ -294,8 +294,11 @@ static uint32_t finish_lacked(struct soft_vcpu *sv, uint64_t insn_pc, uc_arm64_r
     const void *vals[2] = { &pc, val };
     bool value = val && reg != UC_ARM64_REG_XZR;
 
-    /* a software step over it needs the PC write: the step completes at the new PC (vmm__soft_step_done) */
-    if (sv->sys_continue && !vmm__soft_stepping(sv)) {
+    /*
+     * Completed by the engine, a software step over it too: QEMU ends a stepped instruction with the
+     * step exception unless it raised one, and it raises none now (the test: dbgexc's emulated step).
+     */
+    if (sv->sys_continue) {
         if (value)
             uc_reg_write(sv->uc, reg, val);
         return 1;
@@ -375,7 +378,7 @@ static uint32_t on_msr(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg *c
      */
     if ((id == REG_ICC_SGI1R_EL1 || id == REG_ICC_SGI0R_EL1 || id == REG_ICC_ASGI1R_EL1) && sv->vcpu->vm->ncpus > 1 &&
         !sv->threaded && !sv->vcpu->vm->deterministic && sgi_to_others(sv->vcpu, val))
-        sv->yield_req = true;
+        vmm__soft_end_at_block(sv);
     return lacked ? finish_lacked(sv, pc, reg, NULL) : 1;
 }
 
@@ -750,7 +753,7 @@ static int soft_vcpu_run(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
         tls_owner = sv;
     e = uc_emu_start(sv->uc, sv->pc, UINT64_MAX & ~3ULL, 0, 0);
     tls_executing = NULL;
-    vmm__soft_sync_insns(sv);
+    uint64_t ran = vmm__soft_sync_insns(sv);
     vcpu->insn_limit = limit;
     vmm__pmu_sync(vcpu);
     sv->pc = soft__reg(sv->uc, UC_ARM64_REG_PC);
@@ -776,9 +779,10 @@ static int soft_vcpu_run(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
         return 0;
     /*
      * The patched engine also returns for a kick, at the start of a block: one right after a WFI the
-     * guest has left is not a WFI exit. A WFI and a kick at once count as the kick (a spurious wake-up).
+     * guest has left is not a WFI exit, nor is a run that a kick left over from before ended at its
+     * first block (no block counted). A WFI and a kick at once count as the kick (a spurious wake-up).
      */
-    if (sv->fast && atomic_load(&sv->kick))
+    if (sv->fast && (atomic_load(&sv->kick) || sv->yield_req || !ran))
         return 0;
     /* Unicorn returns on its own only when the CPU halts: after a WFI */
     if (stopped_at_wfi(sv, sv->pc))
@@ -835,7 +839,7 @@ static void soft_irq_notify(struct vmm_vcpu *vcpu)
          * instructions twice (seen as memory corruption in SMP Linux).
          */
         struct soft_vcpu *cur = vm->current->bstate;
-        cur->yield_req = true;
+        vmm__soft_end_at_block(cur);
     }
 }
 

@@ -116,7 +116,8 @@ struct soft_engine {
     uc_err (*sys_continue)(uc_engine *uc, bool on); /* hooked MRS/MSR QEMU lacks: no PC write needed */
 };
 const struct soft_engine *vmm__soft_engine(void);
-void vmm__soft_sync_insns(struct soft_vcpu *sv);
+uint64_t vmm__soft_sync_insns(struct soft_vcpu *sv);
+void vmm__soft_end_at_block(struct soft_vcpu *sv);
 
 static inline uint64_t soft__reg(uc_engine *uc, int reg)
 {
@@ -160,7 +161,6 @@ uint32_t vmm__soft_dbg_msr(struct soft_vcpu *sv, uint32_t id, uint64_t val);
 bool vmm__soft_dbg_mrs(struct soft_vcpu *sv, uint32_t id, uint64_t *val);
 bool vmm__soft_udef_is_step(struct soft_vcpu *sv);
 bool vmm__soft_step_done(struct soft_vcpu *sv, uint64_t next_pc);
-bool vmm__soft_stepping(const struct soft_vcpu *sv);
 int vmm__soft_dbg_apply(struct soft_vcpu *sv);
 void vmm__soft_dbg_reload(struct soft_vcpu *sv);
 

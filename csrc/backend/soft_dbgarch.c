@@ -168,7 +168,7 @@ uint32_t vmm__soft_dbg_msr(struct soft_vcpu *sv, uint32_t id, uint64_t val)
     }
     if (wpt_armed(d) != d->hooked) {
         d->dirty = true;
-        sv->yield_req = true; /* hooks change between runs: end this one at the next block */
+        vmm__soft_end_at_block(sv); /* hooks change between runs: end this one at the next block */
     }
     return 1;
 }
@@ -193,12 +193,6 @@ void vmm__soft_dbg_reload(struct soft_vcpu *sv)
         d->wcr[n] = vmm__soft_cp_read(sv->uc, SYSREG(2, 0, 0, n, 7));
     }
     d->dirty = true;
-}
-
-/* Whether the guest has software step enabled (MDSCR_EL1.SS, not under the OS lock). */
-bool vmm__soft_stepping(const struct soft_vcpu *sv)
-{
-    return (sv->dbg.mdscr & MDSCR_SS) && !sv->dbg.oslk;
 }
 
 /* An UNDEF exception that is really a software step completing (EC 0x32/0x33): not to be emulated. */
@@ -226,7 +220,7 @@ bool vmm__soft_step_done(struct soft_vcpu *sv, uint64_t next_pc)
 {
     const struct soft_dbgarch *d = &sv->dbg;
 
-    if (!vmm__soft_stepping(sv))
+    if (!(d->mdscr & MDSCR_SS) || d->oslk)
         return false;
     uint64_t ps = soft__reg(sv->uc, UC_ARM64_REG_PSTATE);
     unsigned el = (ps >> 2) & 3;

@@ -50,13 +50,25 @@ const struct soft_engine *vmm__soft_engine(void)
     return &engine;
 }
 
-/* The fast engine's count into vcpu->insns: after a run, and for a PMU counter read during one. */
-void vmm__soft_sync_insns(struct soft_vcpu *sv)
+/*
+ * The fast engine's count into vcpu->insns: after a run, and for a PMU counter read during one.
+ * Returns how many it added (0 on the wheel's engine).
+ */
+uint64_t vmm__soft_sync_insns(struct soft_vcpu *sv)
 {
     uint64_t n = sv->engine_insns;
 
     if (!sv->fast)
-        return;
+        return 0;
     sv->fast->insns(sv->uc, &sv->engine_insns);
     sv->vcpu->insns += sv->engine_insns - n;
+    return sv->engine_insns - n;
+}
+
+/* End this run at the next block's start: from a memory or system-register hook, where uc_emu_stop is unsafe. */
+void vmm__soft_end_at_block(struct soft_vcpu *sv)
+{
+    sv->yield_req = true; /* the block hook's check */
+    if (sv->fast)
+        sv->fast->kick(sv->uc); /* the engine's, with no block hook */
 }
