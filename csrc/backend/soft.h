@@ -57,9 +57,9 @@ struct soft_vcpu {
     const struct soft_engine *fast;
     uint64_t engine_insns;
     uc_hook block_hook; /* the fast engine's block hook, there only while a PMU overflow interrupt is due */
-    bool sys_continue; /* the engine completes hooked MRS/MSR of registers QEMU lacks (real time) */
-    bool virq;         /* HCR_EL2.VI as last written: the GIC's IRQ line as this engine sees it */
-    bool tb_flush;     /* another vCPU invalidated the whole instruction cache: drop all our translations */
+    bool sys_continue;  /* the engine completes hooked MRS/MSR of registers QEMU lacks (real time) */
+    bool virq;          /* HCR_EL2.VI as last written: the GIC's IRQ line as this engine sees it */
+    bool tb_flush;      /* another vCPU invalidated the whole instruction cache: drop all our translations */
     /*
      * Another vCPU invalidated these instruction-cache lines by address (IC IVAU): the 4 KiB
      * guest-physical pages that hold them, whose translations we drop before we next run.
