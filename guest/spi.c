@@ -1,7 +1,7 @@
 /* spi.c - edge vs level SPIs: software-pended edge SPIs are taken exactly once (pended twice, or again while
-   active), ICPENDR, a level SPI pended by software is taken once, one pended with IRQs unmasked is taken at once; the PL011 TX interrupt (INTID 33, level)
-   is pending while its source is high, ICPENDR cannot clear it, and it fires again after every EOI until
-   the guest clears UARTIMSC.TXIM. */
+   active), ICPENDR, a level SPI pended by software is taken once, one pended with IRQs unmasked is taken at
+   once; the PL011 TX interrupt (INTID 33, level) is pending while its source is high, ICPENDR cannot clear
+   it, and it fires again after every EOI until the guest clears UARTIMSC.TXIM. */
 #include "rt.h"
 
 #define SPI_EDGE 44   /* SPIs 42-47 are unused on QEMU virt and vmmpy */
