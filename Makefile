@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 DEB_PKGS := clang lld llvm libclang-rt-14-dev libfdt-dev zlib1g-dev qemu-system-arm cppcheck clang-format \
-  python3-tk xvfb xdotool libslirp-dev gdb-multiarch tcpdump iproute2
+  python3-tk xvfb xdotool libslirp-dev gdb-multiarch tcpdump iproute2 cmake patch
 PY_PKGS := cffi pytest Pillow pylibfdt unicorn==2.1.4 ruff setuptools wheel matplotlib pytest-xdist universalmutator
 SRCS := $(wildcard csrc/*/*.c csrc/*/*.h csrc/backend/hvfsim/*.[ch] csrc/backend/hvfsim/*/*.h) include/vmm.h vmmpy/_build_ffi.py
 STAMP := build/.stamp-ext
@@ -11,7 +11,7 @@ UNAME_M := $(shell uname -m)
 # extra pytest arguments for test and test-fast, e.g. PYTEST_ARGS="-n auto" (pytest-xdist: one worker per core)
 PYTEST_ARGS ?=
 
-.PHONY: all deps build guests sign test test-fast test-asan test-portable mutate mutate-ci lint demo bench bench-report debian clean fuzz soak aarch64 deps-aarch64 nested
+.PHONY: all deps unicorn build guests sign test test-fast test-asan test-portable mutate mutate-ci lint demo bench bench-report debian clean fuzz soak aarch64 deps-aarch64 nested
 all: build guests
 
 # $(call apt_install,PACKAGES): install the Debian packages of the list that are missing (sudo unless root).
@@ -37,8 +37,13 @@ endif
 	@$(PYTHON) tools/pydeps.py $(PY_PKGS) || $(PIP) install -q $(PY_PKGS)
 	@touch $@
 
+# The patched Unicorn (third_party/unicorn/README.md): the PyPI sdist with our patch, aarch64 only, built
+# once per patch into build/unicorn/<hash>/ (about a minute of 2 cores). vmmpy loads it when built.
+unicorn: deps
+	@$(PYTHON) tools/build_unicorn.py --jobs 2 >/dev/null
+
 # The cffi extension compiles libvmm; an editable install also registers the CLI and pytest plugin.
-build: deps $(STAMP)
+build: deps unicorn $(STAMP)
 $(STAMP): $(SRCS) pyproject.toml setup.py
 	@echo "==> building libvmm (vmmpy._vmm)"
 	@$(PIP) install -q --no-build-isolation --no-deps -e . 2>&1 | grep -v "Running pip as the 'root'" || true

@@ -1,7 +1,7 @@
 /* spi.c - edge vs level SPIs: software-pended edge SPIs are taken exactly once (pended twice, or again while
-   active), ICPENDR, a level SPI pended by software is taken once; the PL011 TX interrupt (INTID 33, level)
-   is pending while its source is high, ICPENDR cannot clear it, and it fires again after every EOI until
-   the guest clears UARTIMSC.TXIM. */
+   active), ICPENDR, a level SPI pended by software is taken once, one pended with IRQs unmasked is taken at
+   once; the PL011 TX interrupt (INTID 33, level) is pending while its source is high, ICPENDR cannot clear
+   it, and it fires again after every EOI until the guest clears UARTIMSC.TXIM. */
 #include "rt.h"
 
 #define SPI_EDGE 44   /* SPIs 42-47 are unused on QEMU virt and vmmpy */
@@ -115,6 +115,31 @@ static int uart_pending(void)
     return gic_is_pending(INTID_UART);
 }
 
+/*
+ * A GICD_ISPENDR write with IRQs unmasked: the SPI is taken at once, here within a few iterations of a
+ * loop that traps nothing (no system register, no exception, no device access). A backend that raises
+ * the vCPU's line inside the write must still end the translated code it is in (QEMU TCG: the next
+ * block start), or the loop runs to its end first. Taken after SPIN_MAX iterations is a failure.
+ */
+#define SPIN_MAX 1000000u
+#define SPIN_SOON 1000u
+
+static void at_once(void)
+{
+    unsigned n = 0, before = count[SPI_EDGE];
+
+    gic_enable(SPI_EDGE);
+    irq_enable();
+    gic_set_pending(SPI_EDGE);
+    while (count[SPI_EDGE] == before && n < SPIN_MAX)
+        n++;
+    irq_disable();
+    test_check(count[SPI_EDGE] == before + 1 && n < SPIN_SOON,
+               "edge SPI %u pended with IRQs unmasked: taken %u time(s) after %u loop iterations, want once within %u",
+               SPI_EDGE, count[SPI_EDGE] - before, n, SPIN_SOON);
+    printf("spi: edge SPI %u pended with IRQs unmasked: taken at once\n", SPI_EDGE);
+}
+
 static void uart_tx_level(void)
 {
     test_check(mmio_read32(UART_RIS) & UART_TXI, "UARTRIS.TXRIS is 0 (transmit FIFO empty after output)");
@@ -166,6 +191,7 @@ int main(uint64_t dtb)
 
     edge();
     level_software();
+    at_once();
     uart_tx_level();
     return test_end();
 }

@@ -3,26 +3,23 @@
 from __future__ import annotations
 
 import ctypes
-import importlib.util
-import os
-import sys
+
+from vmmpy import _unicorn
 
 
-def _preload_unicorn() -> None:
-    # The extension names libunicorn by soname only; load the copy that the
-    # 'unicorn' wheel ships first so the dynamic linker finds it already mapped.
-    spec = importlib.util.find_spec("unicorn")
-    if spec is None or spec.origin is None:
-        raise ImportError("vmmpy needs the 'unicorn' package (pip install unicorn==2.1.4)")
-    name = "libunicorn.2.dylib" if sys.platform == "darwin" else "libunicorn.so.2"  # _build_ffi.unicorn_lib_name()
-    path = os.path.join(os.path.dirname(spec.origin), "lib", name)
-    if not os.path.exists(path):
-        raise ImportError(f"the unicorn package has no {path}; reinstall unicorn==2.1.4")
+def _preload_unicorn() -> str:
+    # The extension names libunicorn by soname only; load the copy VMMPY_UNICORN selects first (our
+    # patched build when present, else the unicorn wheel's) so the dynamic linker finds it mapped.
+    which, path = _unicorn.choose()
     ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+    return which
 
 
-_preload_unicorn()
+UNICORN = _preload_unicorn()  # "patched" or "wheel"
 
-from vmmpy._vmm import ffi, lib  # noqa: E402
+try:
+    from vmmpy._vmm import ffi, lib
+except ImportError as e:  # one clear line for a missing or broken build, whatever the import machinery said
+    raise ImportError(f"vmmpy's compiled libvmm (vmmpy._vmm) cannot be loaded: {e}") from e
 
-__all__ = ["ffi", "lib"]
+__all__ = ["UNICORN", "ffi", "lib"]

@@ -195,12 +195,30 @@ static void on_intr(uc_engine *uc, uint32_t intno, void *opaque)
     set_exit(sv, VMM_EXIT_HOST_ERROR, 0);
 }
 
+/*
+ * The fast engine's block hook, there only while a PMU overflow that interrupts is due: it ends the
+ * run at insn_limit. Unicorn calls it before the engine's own block-start check, which counts the
+ * block only if it goes on: the engine's count so far is every block before this one.
+ */
+static void on_block_limit(struct soft_vcpu *sv)
+{
+    uint64_t n = sv->engine_insns;
+
+    sv->fast->insns(sv->uc, &n);
+    if (sv->vcpu->insns + (n - sv->engine_insns) >= sv->vcpu->insn_limit)
+        vmm__soft_stop(sv);
+}
+
 static void on_block(uc_engine *uc, uint64_t addr, uint32_t size, void *opaque)
 {
     struct soft_vcpu *sv = opaque;
     struct vmm_vcpu *vcpu = sv->vcpu;
     (void)uc;
     (void)addr;
+    if (sv->fast) {
+        on_block_limit(sv);
+        return;
+    }
     /* a stop requested here takes effect before this block executes: it is counted when it runs */
     if (atomic_load_explicit(&sv->kick, memory_order_relaxed) || vcpu->insns >= vcpu->insn_limit || sv->yield_req) {
         vmm__soft_stop(sv);
@@ -246,11 +264,14 @@ static bool ours(struct soft_vcpu *sv, uint32_t id, bool *lacked, uint64_t *pc)
         return true;
     if (!vmm__gic_sysreg_is_ours(id) || !vmm__irqchip_has_sysregs(sv->vcpu->vm->irqchip))
         return false;
-    /* PSTATE for the EL, and the instruction's address (Unicorn synced PC before the hook): one call */
+    /*
+     * PSTATE for the EL, and the instruction's address (Unicorn synced PC before the hook) when we
+     * must step past it ourselves: one call
+     */
     int regs[2] = { UC_ARM64_REG_PSTATE, UC_ARM64_REG_PC };
     uint64_t ps = 0;
     void *vals[2] = { &ps, pc };
-    if (uc_reg_read_batch(sv->uc, regs, vals, 2) != UC_ERR_OK || ((ps >> 2) & 3) == 0)
+    if (uc_reg_read_batch(sv->uc, regs, vals, sv->sys_continue ? 1 : 2) != UC_ERR_OK || ((ps >> 2) & 3) == 0)
         return false;
     *lacked = true;
     return true;
@@ -259,15 +280,30 @@ static bool ours(struct soft_vcpu *sv, uint32_t id, bool *lacked, uint64_t *pc)
 /*
  * Complete an access to a register QEMU lacks: the value of an MRS and PC
  * past the instruction in one batch (one PC write, which is what ends the
- * translation block: Unicorn resumes at once inside uc_emu_start).
+ * translation block: Unicorn resumes at once inside uc_emu_start, a new
+ * cpu_exec). The patched engine in real time completes the instruction
+ * itself and goes on in the same block (an MSR ends it, as QEMU's own
+ * system-register writes do): only the value is written. Deterministic mode
+ * keeps the PC write on both engines, so instruction counts (virtual time)
+ * do not depend on the engine.
  */
 static uint32_t finish_lacked(struct soft_vcpu *sv, uint64_t insn_pc, uc_arm64_reg reg, const uint64_t *val)
 {
     int regs[2] = { UC_ARM64_REG_PC, reg };
     uint64_t pc = insn_pc + 4;
     const void *vals[2] = { &pc, val };
+    bool value = val && reg != UC_ARM64_REG_XZR;
 
-    uc_reg_write_batch(sv->uc, regs, (void *const *)vals, val && reg != UC_ARM64_REG_XZR ? 2 : 1);
+    /*
+     * Completed by the engine, a software step over it too: QEMU ends a stepped instruction with the
+     * step exception unless it raised one, and it raises none now (the test: dbgexc's emulated step).
+     */
+    if (sv->sys_continue) {
+        if (value)
+            uc_reg_write(sv->uc, reg, val);
+        return 1;
+    }
+    uc_reg_write_batch(sv->uc, regs, (void *const *)vals, value ? 2 : 1);
     vmm__soft_step_done(sv, pc); /* a software step completes with it */
     return 1;
 }
@@ -342,7 +378,7 @@ static uint32_t on_msr(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg *c
      */
     if ((id == REG_ICC_SGI1R_EL1 || id == REG_ICC_SGI0R_EL1 || id == REG_ICC_ASGI1R_EL1) && sv->vcpu->vm->ncpus > 1 &&
         !sv->threaded && !sv->vcpu->vm->deterministic && sgi_to_others(sv->vcpu, val))
-        sv->yield_req = true;
+        vmm__soft_end_at_block(sv);
     return lacked ? finish_lacked(sv, pc, reg, NULL) : 1;
 }
 
@@ -525,6 +561,32 @@ static int map_region(struct soft_vcpu *sv, struct vmm_region *r)
  */
 #define SOFT_TCG_BUFFER (128u << 20)
 
+/*
+ * What the patched engine (soft_engine.c) takes over. The block hook exists for kicks, instruction
+ * counting and, on SMP with one thread, the round-robin slice and the spin and polling detectors.
+ * On one vCPU (or a thread per vCPU) in real time the engine's safe kick and its own count do the
+ * first two, so there is no hook. Deterministic mode keeps the hook and the PC write after a hooked
+ * register (finish_lacked) on both engines: its instruction counts, hence its output, stay the same.
+ */
+static void engine_options(struct soft_vcpu *sv)
+{
+    const struct soft_engine *en = vmm__soft_engine();
+    struct vmm_vm *vm = sv->vcpu->vm;
+
+    if (!en->patched || vm->deterministic)
+        return;
+    /*
+     * SMP on one thread keeps the wheel's behaviour throughout: with ICC accesses going on in the
+     * block, 2 of 9 loaded runs of two 2-vCPU Linux tests hung with every vCPU idle (not understood
+     * yet); none of 6 on the wheel's engine, none of 9 with this.
+     */
+    if (vm->ncpus > 1 && !sv->threaded)
+        return;
+    sv->fast = en;
+    en->insns(sv->uc, &sv->engine_insns);
+    sv->sys_continue = en->sys_continue(sv->uc, true) == UC_ERR_OK;
+}
+
 static int soft_vcpu_init(struct vmm_vcpu *vcpu)
 {
     struct vmm_vm *vm = vcpu->vm;
@@ -568,8 +630,9 @@ static int soft_vcpu_init(struct vmm_vcpu *vcpu)
     for (unsigned i = 0; i < s->ngaps; i++)
         if ((rc = map_region(sv, &s->gaps[i])))
             goto fail;
+    engine_options(sv);
     if ((e = uc_hook_add(sv->uc, &h, UC_HOOK_INTR, (void *)on_intr, sv, 1, 0)) ||
-        (e = uc_hook_add(sv->uc, &h, UC_HOOK_BLOCK, (void *)on_block, sv, 1, 0)) ||
+        (!sv->fast && (e = uc_hook_add(sv->uc, &h, UC_HOOK_BLOCK, (void *)on_block, sv, 1, 0))) ||
         /*
          * Bounded to what lies above RAM (everything below is RAM or the device window, all mapped):
          * a memory hook whose range covers RAM keeps QEMU from ever marking RAM pages dirty, and
@@ -626,6 +689,28 @@ static bool stopped_at_wfi(struct soft_vcpu *sv, uint64_t pc)
  */
 static __thread struct soft_vcpu *tls_executing, *tls_owner;
 
+/*
+ * The fast engine has no block hook, so nothing checks insn_limit during a run: while a PMU overflow
+ * interrupt is due (the only finite limit it sees) the hook is added, and removed after. Translations
+ * carry their hooks: each change drops them (a guest that arms the PMU pays a retranslation).
+ */
+static int fast_block_hook(struct soft_vcpu *sv, bool want)
+{
+    if (want == (sv->block_hook != 0))
+        return 0;
+    if (want) {
+        if (uc_hook_add(sv->uc, &sv->block_hook, UC_HOOK_BLOCK, (void *)on_block, sv, 1, 0)) {
+            sv->block_hook = 0;
+            return vmm__set_error(sv->vcpu->vm, VMM_EBACKEND, "soft: cannot add the block hook");
+        }
+    } else {
+        uc_hook_del(sv->uc, sv->block_hook);
+        sv->block_hook = 0;
+    }
+    uc_ctl_flush_tb(sv->uc);
+    return 0;
+}
+
 static int soft_vcpu_run(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
 {
     struct soft_vcpu *sv = vcpu->bstate;
@@ -654,6 +739,11 @@ static int soft_vcpu_run(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
         return 0;                      /* the loop looks at why we were kicked */
     uint64_t limit = vcpu->insn_limit; /* a PMU overflow that interrupts ends the run early */
     vcpu->insn_limit = vmm__soft_pmu_limit(sv, limit);
+    if (sv->fast && fast_block_hook(sv, vcpu->insn_limit != UINT64_MAX)) {
+        vcpu->insn_limit = limit;
+        exit->kind = VMM_EXIT_HOST_ERROR;
+        return 0;
+    }
     sv->exit = exit;
     sv->stopped = false;
     sv->first_block = true;
@@ -663,6 +753,7 @@ static int soft_vcpu_run(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
         tls_owner = sv;
     e = uc_emu_start(sv->uc, sv->pc, UINT64_MAX & ~3ULL, 0, 0);
     tls_executing = NULL;
+    uint64_t ran = vmm__soft_sync_insns(sv);
     vcpu->insn_limit = limit;
     vmm__pmu_sync(vcpu);
     sv->pc = soft__reg(sv->uc, UC_ARM64_REG_PC);
@@ -686,17 +777,32 @@ static int soft_vcpu_run(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
     }
     if (exit->kind != VMM_EXIT_NONE || sv->stopped)
         return 0;
+    /*
+     * The patched engine also returns for a kick, at the start of a block: one right after a WFI the
+     * guest has left is not a WFI exit, nor is a run that a kick left over from before ended at its
+     * first block (no block counted). A WFI and a kick at once count as the kick (a spurious wake-up).
+     */
+    if (sv->fast && (atomic_load(&sv->kick) || sv->yield_req || !ran))
+        return 0;
     /* Unicorn returns on its own only when the CPU halts: after a WFI */
     if (stopped_at_wfi(sv, sv->pc))
         exit->kind = VMM_EXIT_WFI;
     return 0;
 }
 
+/* From any thread: the block hook sees the flag, or without one the patched engine's kick ends the run. */
+static void kick(struct soft_vcpu *sv)
+{
+    atomic_store(&sv->kick, 1);
+    if (sv->fast)
+        sv->fast->kick(sv->uc);
+}
+
 static void soft_kick(struct vmm_vcpu *vcpu)
 {
     struct soft_vcpu *sv = vcpu->bstate;
     if (sv)
-        atomic_store(&sv->kick, 1);
+        kick(sv);
 }
 
 /*
@@ -720,7 +826,7 @@ static void soft_irq_notify(struct vmm_vcpu *vcpu)
     if (tls_owner == sv)
         return; /* its own thread, between runs (vCPU threads): the next soft_vcpu_run applies it */
     if (!vmm__on_run_thread(vm)) {
-        atomic_store(&sv->kick, 1); /* a falling line matters too: no spurious IRQ after it */
+        kick(sv); /* a falling line matters too: no spurious IRQ after it */
         return;
     }
     if (vm->current == vcpu) {
@@ -733,7 +839,7 @@ static void soft_irq_notify(struct vmm_vcpu *vcpu)
          * instructions twice (seen as memory corruption in SMP Linux).
          */
         struct soft_vcpu *cur = vm->current->bstate;
-        cur->yield_req = true;
+        vmm__soft_end_at_block(cur);
     }
 }
 

@@ -50,8 +50,16 @@ struct soft_vcpu {
     uc_context *ctx; /* scratch for reading the syndrome */
     atomic_int kick; /* set by any thread; polled by the block hook */
     bool threaded;   /* VMM_CAP_VCPU_THREADS (soft-threaded): this engine runs on a thread of its own */
-    bool virq;       /* HCR_EL2.VI as last written: the GIC's IRQ line as this engine sees it */
-    bool tb_flush;   /* another vCPU invalidated the whole instruction cache: drop all our translations */
+    /*
+     * The patched engine in real time on one vCPU (or a thread per vCPU): no block hook. Kicks go
+     * through its safe kick and it counts instructions (engine_insns: its count at the last look).
+     */
+    const struct soft_engine *fast;
+    uint64_t engine_insns;
+    uc_hook block_hook; /* the fast engine's block hook, there only while a PMU overflow interrupt is due */
+    bool sys_continue;  /* the engine completes hooked MRS/MSR of registers QEMU lacks (real time) */
+    bool virq;          /* HCR_EL2.VI as last written: the GIC's IRQ line as this engine sees it */
+    bool tb_flush;      /* another vCPU invalidated the whole instruction cache: drop all our translations */
     /*
      * Another vCPU invalidated these instruction-cache lines by address (IC IVAU): the 4 KiB
      * guest-physical pages that hold them, whose translations we drop before we next run.
@@ -99,6 +107,17 @@ struct soft_vcpu {
     struct soft_dbgarch dbg;
     struct soft_debug *debugger; /* a debugger's hooks (soft_debug.c); NULL until one asks */
 };
+
+/* The patched engine's additions (soft_engine.c), all NULL on the wheel's Unicorn. */
+struct soft_engine {
+    bool patched;
+    uc_err (*kick)(uc_engine *uc);                  /* from any thread: return at the next block's start */
+    uc_err (*insns)(uc_engine *uc, uint64_t *n);    /* instructions of the blocks entered so far */
+    uc_err (*sys_continue)(uc_engine *uc, bool on); /* hooked MRS/MSR QEMU lacks: no PC write needed */
+};
+const struct soft_engine *vmm__soft_engine(void);
+uint64_t vmm__soft_sync_insns(struct soft_vcpu *sv);
+void vmm__soft_end_at_block(struct soft_vcpu *sv);
 
 static inline uint64_t soft__reg(uc_engine *uc, int reg)
 {

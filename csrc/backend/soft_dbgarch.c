@@ -102,12 +102,18 @@ uint32_t vmm__soft_pmu_hook(struct soft_vcpu *sv, uint32_t id, bool is_read, int
     unsigned el = (soft__reg(sv->uc, UC_ARM64_REG_PSTATE) >> 2) & 3;
     if (el == 0 && !vmm__pmu_el0_allowed(id, is_read, vmm__soft_cp_read(sv->uc, REG_PMUSERENR_EL0)))
         return 0;
+    vmm__soft_sync_insns(sv); /* the fast engine's count so far: counters read mid-run are current */
     if (vmm__sysreg_access(sv->vcpu, id, is_read, val))
         return 0; /* not one we have (a counter beyond N): QEMU's UNDEF */
     if (is_read && reg != UC_ARM64_REG_XZR)
         uc_reg_write(sv->uc, reg, val);
-    else if (!is_read) /* an overflow that interrupts may be due sooner now: this run ends there */
-        sv->vcpu->insn_limit = vmm__soft_pmu_limit(sv, sv->vcpu->insn_limit);
+    else if (!is_read) { /* an overflow that interrupts may be due sooner now: this run ends there */
+        uint64_t limit = vmm__soft_pmu_limit(sv, sv->vcpu->insn_limit);
+        /* the fast engine checks the limit only with its block hook: a new run adds it (soft_vcpu_run) */
+        if (limit < sv->vcpu->insn_limit && sv->fast && !sv->block_hook)
+            sv->fast->kick(sv->uc);
+        sv->vcpu->insn_limit = limit;
+    }
     return 1;
 }
 
@@ -162,7 +168,7 @@ uint32_t vmm__soft_dbg_msr(struct soft_vcpu *sv, uint32_t id, uint64_t val)
     }
     if (wpt_armed(d) != d->hooked) {
         d->dirty = true;
-        sv->yield_req = true; /* hooks change between runs: end this one at the next block */
+        vmm__soft_end_at_block(sv); /* hooks change between runs: end this one at the next block */
     }
     return 1;
 }

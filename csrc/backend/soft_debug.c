@@ -164,7 +164,7 @@ static void on_watch(uc_engine *uc, uc_mem_type type, uint64_t addr, int size, i
             uncount_rest(sv, pc); /* stops at the store (see the top of this file) */
             vmm__soft_stop(sv);
         } else {
-            sv->yield_req = true; /* at the next block, past this instruction */
+            vmm__soft_end_at_block(sv); /* at the next block, past this instruction */
         }
         return;
     }

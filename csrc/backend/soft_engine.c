@@ -1,0 +1,74 @@
+/*
+ * soft_engine.c - what the Unicorn in this process can do beyond 2.1.4: the
+ * functions of our patch (third_party/unicorn/), found at run time.
+ *
+ * libvmm is built against the unicorn wheel's headers and links libunicorn by
+ * soname; vmmpy._ffi loads either the wheel's library or our patched build
+ * (build/unicorn/) before the extension. The patch adds uc_vmmpy_*: a kick
+ * that is safe from any thread, an instruction count kept by the engine at
+ * block entry, and MRS/MSR hooks that complete an instruction QEMU lacks
+ * without a PC write. With those the soft backend needs no block hook in real
+ * time on one vCPU (about a quarter of a Linux boot). Looked up by name in the
+ * process's global symbols (dlopen(NULL)), so the same libvmm runs on both.
+ */
+#include <dlfcn.h>
+#include <pthread.h>
+
+#include "soft.h"
+
+/* the patch's feature bits (its unicorn.h: UC_VMMPY_*) */
+#define UC_VMMPY_KICK 1u
+#define UC_VMMPY_INSNS 2u
+#define UC_VMMPY_SYS_CONTINUE 4u
+#define UC_VMMPY_ALL (UC_VMMPY_KICK | UC_VMMPY_INSNS | UC_VMMPY_SYS_CONTINUE)
+
+static struct soft_engine engine;
+static pthread_once_t engine_once = PTHREAD_ONCE_INIT;
+
+static void engine_lookup(void)
+{
+    void *self = dlopen(NULL, RTLD_LAZY);
+    uint32_t (*features)(void);
+
+    if (!self)
+        return;
+    *(void **)&features = dlsym(self, "uc_vmmpy_features");
+    *(void **)&engine.kick = dlsym(self, "uc_vmmpy_kick");
+    *(void **)&engine.insns = dlsym(self, "uc_vmmpy_insns");
+    *(void **)&engine.sys_continue = dlsym(self, "uc_vmmpy_sys_continue");
+    /* all or nothing: a partial set is some other build, run it as the wheel */
+    engine.patched =
+        features && engine.kick && engine.insns && engine.sys_continue && (features() & UC_VMMPY_ALL) == UC_VMMPY_ALL;
+    if (!engine.patched)
+        engine.kick = NULL, engine.insns = NULL, engine.sys_continue = NULL;
+    dlclose(self);
+}
+
+const struct soft_engine *vmm__soft_engine(void)
+{
+    pthread_once(&engine_once, engine_lookup);
+    return &engine;
+}
+
+/*
+ * The fast engine's count into vcpu->insns: after a run, and for a PMU counter read during one.
+ * Returns how many it added (0 on the wheel's engine).
+ */
+uint64_t vmm__soft_sync_insns(struct soft_vcpu *sv)
+{
+    uint64_t n = sv->engine_insns;
+
+    if (!sv->fast)
+        return 0;
+    sv->fast->insns(sv->uc, &sv->engine_insns);
+    sv->vcpu->insns += sv->engine_insns - n;
+    return sv->engine_insns - n;
+}
+
+/* End this run at the next block's start: from a memory or system-register hook, where uc_emu_stop is unsafe. */
+void vmm__soft_end_at_block(struct soft_vcpu *sv)
+{
+    sv->yield_req = true; /* the block hook's check */
+    if (sv->fast)
+        sv->fast->kick(sv->uc); /* the engine's, with no block hook */
+}

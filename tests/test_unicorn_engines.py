@@ -1,0 +1,293 @@
+"""The two Unicorn engines: our patched build (third_party/unicorn/) and the unicorn wheel's.
+
+What the patch adds is tested on the library itself, through the unicorn Python binding pointed at it
+(LIBUNICORN_PATH, in a child process): a kick from another thread never runs an access twice, the
+engine's instruction count, and hooked MRS/MSR of registers QEMU lacks that go on without a PC write.
+The fallback is tested by running guests on the wheel's library in a child process, and deterministic
+mode by comparing the two engines byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from vmmpy import _unicorn
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+needs_patched = pytest.mark.skipif(
+    _unicorn.patched_lib() is None and os.environ.get("VMMPY_UNICORN") != "patched",
+    reason="the patched Unicorn is not built (python tools/build_unicorn.py; `make test` builds it)",
+)
+
+
+def child(script: str, env: dict[str, str], timeout: float = 120) -> str:
+    """Run a Python script in a fresh process (the library is chosen once per process); its stdout."""
+    p = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": ROOT, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert p.returncode == 0, p.stdout + p.stderr
+    return p.stdout
+
+
+# The binding on the patched library, and its additions through ctypes.
+PRELUDE = """
+import ctypes, json, os, struct, threading
+from unicorn import Uc, UC_ARCH_ARM64, UC_MODE_ARM, UC_HOOK_INTR, UC_HOOK_INSN
+from unicorn.arm64_const import *
+from vmmpy import _unicorn
+lib = ctypes.CDLL(_unicorn.patched_lib())
+lib.uc_vmmpy_features.restype = ctypes.c_uint32
+h = lambda uc: uc._uch
+def insns(uc):
+    n = ctypes.c_uint64()
+    assert lib.uc_vmmpy_insns(h(uc), ctypes.byref(n)) == 0
+    return n.value
+def asm(*words):
+    return b"".join(struct.pack("<I", w) for w in words)
+CODE, DATA = 0x10000, 0x100000
+"""
+
+
+def patched_env() -> dict[str, str]:
+    return {"LIBUNICORN_PATH": os.path.dirname(_unicorn.patched_lib() or "")}
+
+
+KICK_GUEST = """
+N = 20000
+uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+uc.mem_map(CODE, 0x1000)
+uc.mem_map(DATA, 0x100000)
+MMIO = 0x200000
+# a cyclic chain of 64 pointers in a device's registers, and a table of N words in RAM read in order
+chain = [MMIO + 8 * ((i * 37 + 11) % 64) for i in range(64)]
+reads = []
+def mmio_read(uc, offset, size, data):  # Unicorn splits an 8-byte device read in two halves
+    half = (offset % 8) // 4
+    if half:
+        reads.append(offset)
+        if len(reads) % 7 == 0:
+            KICK(h(uc))  # inside the access: the exit must wait for the next block
+    return (chain[offset // 8] >> (32 * half)) & 0xFFFFFFFF
+uc.mmio_map(MMIO, 0x1000, mmio_read, None, None, None)
+table = [(i * 2654435761) % 2**32 for i in range(N)]
+uc.mem_write(DATA, b"".join(struct.pack("<Q", t) for t in table))
+code = asm(
+    0xF9400021,  # loop: ldr x1, [x1]
+    0x91000442,  # add x2, x2, #1
+    0xF8408483,  # ldr x3, [x4], #8
+    0x8B0300A5,  # add x5, x5, x3
+    0xF2401CFF,  # tst x7, #0xff
+    0x54000041,  # b.ne skip
+    0xD4000001,  # svc #0 (every 256th pass)
+    0xF10004E7,  # skip: subs x7, x7, #1
+    0x54FFFF01,  # b.ne loop
+    0xD503201F,  # nop (the end)
+)
+uc.mem_write(CODE, code)
+end = CODE + 4 * 9
+svcs = []
+def on_intr(uc, intno, data):
+    svcs.append(intno)
+    uc.reg_write(UC_ARM64_REG_PC, uc.reg_read(UC_ARM64_REG_PC))  # a hook's PC write, as libvmm's
+uc.hook_add(UC_HOOK_INTR, on_intr)
+uc.reg_write(UC_ARM64_REG_X1, MMIO)
+uc.reg_write(UC_ARM64_REG_X4, DATA)
+uc.reg_write(UC_ARM64_REG_X7, N)
+stop = threading.Event()
+def kicker():  # not back to back: a kick pending at uc_emu_start ends it before its first block
+    while not stop.wait(0.0002):
+        KICK(h(uc))
+t = threading.Thread(target=kicker)
+t.start()
+pc, entries = CODE, 0
+while pc != end and entries < 10 * N:
+    uc.emu_start(pc, end)
+    pc = uc.reg_read(UC_ARM64_REG_PC)
+    entries += 1
+stop.set()
+t.join()
+x1 = MMIO
+for _ in range(N):
+    x1 = chain[(x1 - MMIO) // 8]
+r = [uc.reg_read(x) for x in (UC_ARM64_REG_X1, UC_ARM64_REG_X2, UC_ARM64_REG_X4, UC_ARM64_REG_X5)]
+print(json.dumps({"got": r, "want": [x1, N, DATA + 8 * N, sum(table) % 2**64], "svcs": len(svcs), "reads": len(reads),
+                  "entries": entries, "features": lib.uc_vmmpy_features()}))
+"""
+
+
+def kick_guest(kick: str) -> dict:
+    out = child(PRELUDE + KICK_GUEST.replace("KICK(", kick + "("), patched_env())
+    return json.loads(out.strip().splitlines()[-1])
+
+
+@needs_patched
+def test_a_kick_never_runs_an_access_twice():
+    """Loads that overwrite their own base register (pointer chasing through a device's registers,
+    post-index writeback) and an SVC whose hook writes PC, kicked from inside every 7th device read
+    (where a stop is taken after the access and runs it again) and from another thread every 0.2 ms. Each
+    kick ends uc_emu_start, which resumes where it stopped. A load run twice gives other
+    values, and a stale PC after the hook's write (the skip_sync_pc_on_exit fix) repeats a block."""
+    res = kick_guest("lib.uc_vmmpy_kick")
+    assert res["features"] == 7
+    assert res["got"] == res["want"]
+    assert res["reads"] == 20000 and res["svcs"] == 20000 // 256
+    assert res["entries"] >= 20000 // 7, res  # every kick from a read ended a run
+
+
+@needs_patched
+def test_the_kick_test_fails_with_unicorns_own_stop():
+    """The test above can fail: uc_emu_stop in the same places runs accesses twice."""
+    res = kick_guest("lib.uc_emu_stop")
+    assert res["got"] != res["want"] or res["reads"] != 20000
+
+
+@needs_patched
+def test_the_engine_counts_the_instructions_of_the_blocks_entered():
+    out = child(
+        PRELUDE
+        + """
+uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+uc.mem_map(CODE, 0x1000)
+uc.mem_write(CODE, asm(
+    0xD2800140,  # mov x0, #10
+    0x91000421,  # loop: add x1, x1, #1
+    0xF1000400,  # subs x0, x0, #1
+    0x54FFFFC1,  # b.ne loop
+    0xD503201F,  # nop
+))
+before = insns(uc)
+uc.emu_start(CODE, CODE + 16)
+print(json.dumps({"n": insns(uc) - before, "x1": uc.reg_read(UC_ARM64_REG_X1)}))
+""",
+        patched_env(),
+    )
+    res = json.loads(out.strip().splitlines()[-1])
+    # the first block: mov + the loop body (4 instructions), then the loop's block 9 more times (3), and the
+    # block at the until address, which Unicorn enters to stop (libvmm's runs have no until address)
+    assert res == {"n": 4 + 9 * 3 + 1, "x1": 10}
+
+
+@needs_patched
+@pytest.mark.parametrize("on", [True, False])
+def test_a_hooked_register_qemu_lacks_goes_on_without_a_pc_write(on):
+    """ICC_PMR_EL1 is not in QEMU's CPU without its GIC. With sys_continue the hook's MRS/MSR complete
+    and the block goes on; without it, Unicorn stops at the instruction and runs it again after the
+    hook (the hook would have to write PC: libvmm's finish_lacked)."""
+    out = child(
+        PRELUDE
+        + f"""
+uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+assert lib.uc_vmmpy_sys_continue(h(uc), {on}) == 0
+uc.mem_map(CODE, 0x1000)
+uc.mem_write(CODE, asm(
+    0xD518460A,  # msr icc_pmr_el1, x10
+    0xD538460B,  # mrs x11, icc_pmr_el1
+    0x9100056C,  # add x12, x11, #1
+    0xD503201F,  # nop
+))
+seen = []
+def on_sys(uc, reg, cp, data):
+    seen.append((reg, cp.val))
+    if reg == UC_ARM64_REG_X11:
+        uc.reg_write(reg, 0xF0)
+    return 1
+uc.hook_add(UC_HOOK_INSN, on_sys, None, 1, 0, UC_ARM64_INS_MRS)
+uc.hook_add(UC_HOOK_INSN, on_sys, None, 1, 0, UC_ARM64_INS_MSR)
+uc.reg_write(UC_ARM64_REG_X10, 0x80)
+uc.reg_write(UC_ARM64_REG_PSTATE, 0x3C5)  # EL1h, as libvmm's guests run
+uc.emu_start(CODE, CODE + 12, count=50)
+print(json.dumps({{"x12": uc.reg_read(UC_ARM64_REG_X12), "hooks": len(seen), "pc": uc.reg_read(UC_ARM64_REG_PC)}}))
+""",
+        patched_env(),
+    )
+    res = json.loads(out.strip().splitlines()[-1])
+    if on:
+        assert res == {"x12": 0xF1, "hooks": 2, "pc": 0x10000 + 12}
+    else:  # the MSR hook runs again and again: the instruction never completes
+        assert res["x12"] == 0 and res["hooks"] > 2
+
+
+def test_vmmpy_unicorn_selects_the_library(tmp_path):
+    """VMMPY_UNICORN=wheel loads the wheel's library; a bad value or a missing patched build is one clear
+    error, not a fallback the user did not ask for."""
+    out = child("import vmmpy._ffi as f, sys; print(sys.modules['vmmpy._ffi'].UNICORN)", {"VMMPY_UNICORN": "wheel"})
+    assert out.strip() == "wheel"
+    p = subprocess.run(
+        [sys.executable, "-c", "import vmmpy.machine"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": ROOT, "VMMPY_UNICORN": "fast"},
+        capture_output=True,
+        text=True,
+    )
+    assert p.returncode != 0 and "VMMPY_UNICORN='fast': expected one of auto, wheel, patched" in p.stderr
+
+
+def test_patched_build_key_follows_the_patch_files(tmp_path, monkeypatch):
+    """A changed patch is a new build: the key hashes the version and every patch file."""
+    (tmp_path / "a.patch").write_text("one")
+    monkeypatch.setattr(_unicorn, "PATCH_DIR", str(tmp_path))
+    k1 = _unicorn.key()
+    (tmp_path / "a.patch").write_text("two")
+    k2 = _unicorn.key()
+    assert k1 != k2 and len(k1) == 16
+    assert _unicorn.patched_lib() is None  # nothing is built for this key
+    monkeypatch.setenv("VMMPY_UNICORN", "patched")
+    with pytest.raises(ImportError, match="VMMPY_UNICORN=patched but the patched Unicorn is not built"):
+        _unicorn.choose()
+
+
+@needs_patched
+def test_default_loads_the_patched_engine_when_built():
+    out = child("import vmmpy.machine, sys; print(sys.modules['vmmpy._ffi'].UNICORN)", {"VMMPY_UNICORN": "auto"})
+    assert out.strip() == "patched"
+
+
+# A deterministic SMP guest with GIC system-register traffic, and real-time guests: the same bytes and
+# instruction counts on both engines in deterministic mode (virtual time must not depend on the engine).
+RUN_GUESTS = """
+import json, os, sys
+import vmmpy, vmmpy.machine
+guest_path = lambda name: os.path.join("guest", "build", name + ".elf")
+out = {"engine": sys.modules["vmmpy._ffi"].UNICORN}
+for name, cpus in (("sgi", 2), ("smp", 4), ("timer", 1)):
+    with vmmpy.Machine(guest_path(name), cpus=cpus, deterministic=True) as m:
+        res = m.run(timeout=120)
+        out[name] = [res.reason.name, m.serial.text, m.stats()["insns"], m.stats()["clock_ns"]]
+from tests.guests import BY_ID, check, elf
+for rid in ("timer-smp1", "prio-smp1", "spi-smp1", "sgi-smp2", "smp-smp2", "uart_irq", "hello", "exceptions", "psci",
+            "badmmio"):
+    run = BY_ID[rid]
+    with vmmpy.Machine(elf(run), cpus=run.cpus) as m:
+        if run.stdin:
+            m.serial.write(run.stdin)
+        res = m.run(timeout=run.timeout)
+        out["rt_" + rid] = [res.reason.name, check(run, m.serial.text), m.stats()["insns"]]
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_guests_on_both_engines_and_deterministic_mode_is_the_same_on_both():
+    engines = ["wheel"] + (["patched"] if _unicorn.patched_lib() else [])
+    runs = {e: json.loads(child(RUN_GUESTS, {"VMMPY_UNICORN": e}, 600).strip().splitlines()[-1]) for e in engines}
+    for e, r in runs.items():
+        assert r.pop("engine") == e
+        for name in ("sgi", "smp", "timer"):
+            assert r[name][0] == "POWEROFF" and f"PASS {name}" in r[name][1], (e, name, r[name][1][-500:])
+        for name in [k for k in r if k.startswith("rt_")]:  # the guest table's checks, on this engine
+            assert r[name][0] == "POWEROFF" and r[name][1] == [] and r[name][2] > 0, (e, name, r[name])
+    if len(runs) == 2:
+        for name in ("sgi", "smp", "timer"):
+            assert runs["wheel"][name] == runs["patched"][name], name
