@@ -76,6 +76,7 @@ def test_bus0_has_the_host_bridge_then_the_devices_in_order(machine):
     m = machine(transport="pci", disk=None, rng=True, gpu=True)
     assert find_functions(m) == [(0, 0x1B36, 0x0008), (1, 0x1AF4, GPU), (2, 0x1AF4, RNG)]
     assert cfg_read(m, 0, 0x08) >> 8 == 0x060000  # class: host bridge
+    assert cfg_read(m, 0, 0x2C) == 0x1100_1B36  # the bridge's subsystem IDs: vendor 1b36, device 0x1100
     assert cfg_read(m, 2, 0x08) == 0x00FF0001  # unclassified, revision 1 (modern only, §4.1.2.1)
     assert cfg_read(m, 2, 0x2C) == 0x1100_1AF4  # subsystem vendor 1af4
     assert cfg_read(m, 2, 0x0E, 1) == 0  # type 0 header, single function
@@ -118,6 +119,10 @@ def test_device_tree_node(machine, guest):
 
     assert prop("compatible") == b"pci-host-ecam-generic\0"
     assert prop("device_type") == b"pci\0"
+    # PCI bus binding: 3 address cells (phys.hi, mid, lo), 2 size cells, one interrupt cell (the pin)
+    assert cells("#address-cells") == [3] and cells("#size-cells") == [2] and cells("#interrupt-cells") == [1]
+    assert cells("linux,pci-domain") == [0]
+    assert prop("dma-coherent") == b""  # present, empty: the devices' DMA is cache-coherent
     assert struct.unpack(">2Q", prop("reg")) == (0x3F00_0000, 0x0100_0000)
     assert cells("bus-range") == [0, 15]
     assert cells("ranges") == [0x0200_0000, 0, 0x1000_0000, 0, 0x1000_0000, 0, 0x2EFF_0000]
@@ -219,6 +224,20 @@ def test_bar_decodes_only_with_memory_enable_and_moves_when_reprogrammed(rng):
     assert dev.common_read(NUM_QUEUES, 2) == 1  # answers at the new address
     assert m.mmio_read(old + NUM_QUEUES, 2) == 0  # and no longer at the old one
     assert guest_errors(m) == errors + 1  # that read hit no BAR
+
+
+def test_adjacent_bars_each_end_where_the_next_begins(machine):
+    """A BAR covers [base, base + size): the first byte after it belongs to the next function's BAR."""
+    m = machine(transport="pci", rng=True, gpu=True)
+    first, second = VirtioPCI(m, 1), VirtioPCI(m, 2)
+    first.place_bars()
+    second.place_bars(first.bar_addr[0] + 0x8000)
+    assert second.bar_addr[0] == first.bar_addr[0] + 0x8000 and second.caps[COMMON][1] == 0  # common config at 0
+    second.common_write(0, 1, 4)  # device_feature_select, at the second BAR's first byte
+    first.common_write(0, 0, 4)
+    assert second.common_read(0, 4) == 1 and first.common_read(0, 4) == 0
+    assert second.device_features() >> 32 & 1  # VERSION_1, read through the select written above
+    assert guest_errors(m) == 0
 
 
 # ---- capabilities and the common configuration ------------------------------------------------
@@ -401,6 +420,75 @@ def test_msix_table_resets_masked_and_reads_back(rng):
     m.mmio_write(dev.msix_pba(), 1)  # the PBA is read-only
     assert not dev.msix_pending(0)
     assert guest_errors(m) == errors + 2
+
+
+def test_msix_qword_and_dword_writes_touch_only_their_words(rng):
+    """A QWORD write fills two DWORDs of the entry (address low/high, or data/control); a DWORD write
+    changes its own word only."""
+    m, dev = rng
+    at = dev.msix_table() + 16
+    m.mmio_write(at, 0x0000_0012_3456_7800, 8)
+    m.mmio_write(at + 8, 0x0000_0000_0000_BEEF, 8)  # data 0xbeef, control 0 (unmasked; MSI-X is off)
+    assert [m.mmio_read(at + 4 * w) for w in range(4)] == [0x3456_7800, 0x12, 0xBEEF, 0]
+    m.mmio_write(at + 8, 0x0000_0001_0000_F00D, 8)  # masked again
+    assert [m.mmio_read(at + 4 * w) for w in range(4)] == [0x3456_7800, 0x12, 0xF00D, 1]
+    m.mmio_write(at, 0x9999_0000)  # the low address alone: the high word stays
+    m.mmio_write(at + 8, 0xCAFE)  # the data alone: still masked
+    assert [m.mmio_read(at + 4 * w) for w in range(4)] == [0x9999_0000, 0x12, 0xCAFE, 1]
+    assert m.mmio_read(at - 16 + 12) == 1 and m.mmio_read(at + 16) == 0  # the neighbours untouched
+
+
+def test_msix_accesses_past_the_table_and_into_the_pba_are_refused(rng):
+    """The table is nvec entries long: the DWORD after it is not an entry; the PBA's words are read-only."""
+    m, dev = rng
+    end = dev.msix_table() + 16 * dev.msix_size
+    errors = guest_errors(m)
+    m.mmio_write(end, 0x1234)
+    assert m.mmio_read(end) == 0 and guest_errors(m) == errors + 2
+    table = [m.mmio_read(dev.msix_table() + 4 * w) for w in range(4 * dev.msix_size)]
+    for off in (0, 4):  # both DWORDs of the first PBA QWORD
+        m.mmio_write(dev.msix_pba() + off, 0xFFFF_FFFF)
+    assert m.mmio_read(dev.msix_pba(), 8) == 0 and guest_errors(m) == errors + 4
+    assert [m.mmio_read(dev.msix_table() + 4 * w) for w in range(4 * dev.msix_size)] == table
+
+
+def test_snapshot_with_reserved_msix_control_bits_is_refused(machine, guest, tmp_path):
+    from .test_snapshot import sections
+    from .test_snapshot_devices import with_section_crc
+
+    m = machine(guest("hello"), transport="pci", rng=True)
+    dev = VirtioPCI(m, 1)
+    dev.place_bars()
+    dev.msix_entry(1, ITS_TRANSLATER, 0x5A5A, masked=True)
+    m.dtb()
+    m.snapshot(tmp_path / "s.snap")
+    good = (tmp_path / "s.snap").read_bytes()
+    entry = struct.pack("<IIII", ITS_TRANSLATER, 0, 0x5A5A, 1)
+    ((off, plen),) = [(o, n) for _, o, n in sections(good) if entry in good[o : o + n]]
+    ctrl = good.index(entry, off) + 12
+    for bad, match in ((3, "MSI-X vector 1 control 0x3 has reserved bits"),):
+        data = bytearray(good)
+        struct.pack_into("<I", data, ctrl, bad)
+        with_section_crc(data, off, plen)
+        (tmp_path / "bad.snap").write_bytes(data)
+        with pytest.raises(vmmpy.errors.VmmError, match=match):
+            vmmpy.Machine.restore(tmp_path / "bad.snap").close()
+    pba = ctrl + 4 + 16 * (dev.msix_size - 2)  # the PBA's first word follows the table
+    data = bytearray(good)
+    struct.pack_into("<Q", data, pba, 1 << dev.msix_size)  # the bit of a vector the function does not have
+    with_section_crc(data, off, plen)
+    (tmp_path / "bad.snap").write_bytes(data)
+    with pytest.raises(vmmpy.errors.VmmError, match="MSI-X pending bits beyond vector"):
+        vmmpy.Machine.restore(tmp_path / "bad.snap").close()
+
+
+def test_device_config_reads_through_the_bar(machine):
+    m = machine(transport="pci", gpu=True)
+    dev = VirtioPCI(m, 1)
+    dev.place_bars()
+    # virtio-gpu's configuration (§5.7.4): events_read, events_clear, num_scanouts, num_capsets
+    assert m.mmio_read(dev.addr(DEVICE_CFG, 8)) == 1  # one scanout
+    assert m.mmio_read(dev.addr(DEVICE_CFG, 0)) == 0 and guest_errors(m) == 0
 
 
 def test_msix_masked_vector_sets_its_pending_bit_and_unmasking_delivers(msix):
