@@ -32,6 +32,7 @@ from .pci_driver import (
     NO_VECTOR,
     NOTIFY,
     NUM_QUEUES,
+    Q_DESC,
     Q_MSIX,
     Q_SELECT,
     Q_SIZE,
@@ -80,6 +81,8 @@ def test_bus0_has_the_host_bridge_then_the_devices_in_order(machine):
     assert cfg_read(m, 2, 0x08) == 0x00FF0001  # unclassified, revision 1 (modern only, §4.1.2.1)
     assert cfg_read(m, 2, 0x2C) == 0x1100_1AF4  # subsystem vendor 1af4
     assert cfg_read(m, 2, 0x0E, 1) == 0  # type 0 header, single function
+    m = machine(transport="pci", disk=None, net=vmmpy.Network())
+    assert find_functions(m)[1] == (1, 0x1AF4, 0x1041) and cfg_read(m, 1, 0x08) >> 8 == 0x020000  # Ethernet
 
 
 def test_absent_functions_and_buses_read_all_ones(machine):
@@ -325,11 +328,16 @@ def test_common_config_queue_registers(rng, caplog):
     assert dev.common_read(MSIX_CONFIG, 2) == 0
     dev.set_status(0)  # a device reset puts the vectors back
     assert dev.common_read(MSIX_CONFIG, 2) == NO_VECTOR
+    dev.common_write(Q_DESC, 0x0000_0001_2345_6000, 8)  # a 64-bit field: one QWORD, or two DWORDs
+    assert dev.common_read(Q_DESC, 8) == 0x0000_0001_2345_6000
+    assert (dev.common_read(Q_DESC, 4), dev.common_read(Q_DESC + 4, 4)) == (0x2345_6000, 1)
     errors = guest_errors(m)
     assert dev.common_read(Q_SIZE + 1, 1) == 0  # half a field
     m.mmio_write(dev.addr(NOTIFY, 2), 0, 2)  # between two queues' notify offsets
     m.mmio_write(dev.addr(NOTIFY, 4 * 5), 0, 2)  # a queue that does not exist
-    assert guest_errors(m) == errors + 3
+    m.mmio_write(dev.addr(ISR), 1, 1)  # the ISR is read-only: between it and the device config, nothing
+    assert guest_errors(m) == errors + 4
+    assert "1-byte write at BAR offset 0x1000" in caplog.text
 
 
 # ---- interrupts: INTx -------------------------------------------------------------------------
