@@ -98,7 +98,7 @@ def test_user_nic_default_mac_and_configured_mac():
     with vmmpy.Machine(net=["user", "user"], mac=[None, "02:00:00:aa:bb:cc"]) as m:
         assert m.net_stats(0).mac == "52:54:00:12:34:56"
         assert m.net_stats(1).mac == "02:00:00:aa:bb:cc"
-    with pytest.raises(errors.InvalidArgument, match="multicast"):
+    with pytest.raises(errors.InvalidArgument, match="^MAC 01:00:5e:00:00:01 is a multicast address$"):
         vmmpy.Machine(net="user", mac="01:00:5e:00:00:01")
     with pytest.raises(errors.InvalidArgument, match="six hex bytes"):
         vmmpy.Machine(net="user", mac="52:54:00:12:34")
@@ -220,6 +220,24 @@ def test_learning_switch_does_not_send_a_known_unicast_elsewhere():
         assert [d for _, d in c.received()] == [frame(BCAST, b.mac, b"I am b")]
 
 
+def test_a_station_that_moves_is_followed_to_its_new_port():
+    """The switch learns a source address once and moves it when it shows up behind another port. The
+    address has an odd second byte: only the first byte's low bit makes a group address."""
+    moving = bytes.fromhex("020100aabb01")
+    net = vmmpy.Network()
+    with vmmpy.Machine(net=net) as ma, vmmpy.Machine(net=net) as mb, vmmpy.Machine(net=net) as mc:
+        a, b, c = Nic(ma), Nic(mb), Nic(mc)
+        b.send(frame(BCAST, moving, b"here at b"))  # the first address the switch learns
+        for _ in range(2):
+            a.send(frame(moving, a.mac, b"for the station"))  # to b alone, both times
+        assert (mb.net_stats().rx_queued, mc.net_stats().rx_queued) == (2, 1)
+        c.send(frame(BCAST, moving, b"now at c"))  # the station moved
+        a.send(frame(moving, a.mac, b"follow it"))
+        assert (mb.net_stats().rx_queued, mc.net_stats().rx_queued) == (3, 2)
+        c.post([256] * 2)
+        assert [d for _, d in c.received()][-1] == frame(moving, a.mac, b"follow it")
+
+
 def test_mergeable_rx_buffers_spread_a_frame(pair):
     a, b, _ = pair
     assert b.dev.features & F_MRG_RXBUF
@@ -241,6 +259,21 @@ def test_without_mrg_rxbuf_a_frame_too_big_for_the_buffer_is_dropped():
         b.post([200])  # the big one cannot fit: dropped; the buffer stays for the small one
         assert b.received() == [(1, small)]
         assert mb.net_stats().rx_dropped == 1 and mb.net_stats().rx_frames == 1
+
+
+def test_the_device_writes_only_the_bytes_it_reports(pair):
+    """A receive buffer larger than header + frame: the bytes past the used length stay the driver's."""
+    a, b, _ = pair
+    f = frame(b.mac, a.mac, b"short frame" * 5)
+    a.send(f)
+    head = b.rx.add([], [1024])
+    ((gpa, n),) = b.rx.chains[head]
+    b.m.write_memory(gpa, b"\xaa" * n)
+    b.rx.notify()
+    ((used_head, length),) = b.rx.get_used()
+    assert (used_head, length) == (head, HDR + len(f))
+    data = b.m.read_memory(gpa, n)
+    assert data[HDR:length] == f and data[length:] == b"\xaa" * (n - length)
 
 
 def test_not_enough_buffers_keeps_the_frame_until_more_are_posted(pair):
@@ -310,8 +343,13 @@ def test_link_down_drops_both_ways_and_signals_a_config_change(pair):
     a.send(frame(b.mac, a.mac, b"while down"))
     b.send(frame(a.mac, b.mac, b"to a down link"))
     assert a.m.net_stats().tx_dropped == 1 and a.m.net_stats().rx_dropped == 1
+    assert a.m.net_stats().rx_queued == 0 and b.m.net_stats().rx_queued == 0  # neither frame kept
     a.m.set_link(True)
     assert a.dev.config_read(6, 2) == 1 and a.m.net_stats().link_up
+    a.post([256])  # the frame sent while down is gone; the next one arrives (through a's I/O thread)
+    after = frame(a.mac, b.mac, b"link is back")
+    b.send(after)
+    assert wait_received(a) == [(1, after)]
 
 
 def test_switch_outlives_its_python_object():
@@ -357,6 +395,84 @@ def test_captures_parse_with_tcpdump(tmp_path):
     assert len(sw) == 2 and len(nic) == 2
     assert "52:54:00:12:35:00 > ff:ff:ff:ff:ff:ff" in sw[0] and "Request who-has 10.0.0.2 tell 10.0.0.1" in sw[0]
     assert "52:54:00:12:35:01 > 52:54:00:12:35:00" in nic[1]
+
+
+CAPTURE_LIMITED = """
+import resource, signal, sys
+sys.path.insert(0, sys.argv[2])
+import vmmpy
+from tests.test_virtio_net import Nic, frame
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over RLIMIT_FSIZE a write is short, then fails (EFBIG)
+limit = 24 + (16 + 100) + 50  # the file header, one whole record, the next one's header and part of its frame
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+net = vmmpy.Network(capture=sys.argv[1])
+with vmmpy.Machine(net=net) as ma, vmmpy.Machine(net=net) as mb:
+    a, b = Nic(ma), Nic(mb)
+    for i in range(4):
+        a.send(frame(b.mac, a.mac, bytes([i]) * 86))  # 100-byte frames
+    print(net.forwarded, net.capture_dropped, mb.net_stats().rx_queued)
+"""
+
+
+def test_a_capture_that_cannot_grow_stops_whole_and_counts_what_it_missed(tmp_path):
+    """The file size limit cuts the second frame's record short: that frame counts as missed, and so does
+    every later one (nothing more is written after a torn record), while the switch goes on forwarding."""
+    path = tmp_path / "limited.pcap"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, "-c", CAPTURE_LIMITED, str(path), root], capture_output=True, text=True,
+                       timeout=60)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["4", "3", "4"]
+    data = path.read_bytes()
+    assert len(data) == 24 + 16 + 100 + 50 and data[24 + 16 + 14 : 24 + 16 + 100] == bytes(86)
+
+
+def pcap_records(data: bytes) -> list[tuple[int, int, bytes]]:
+    """(seconds, nanoseconds, frame) of each record of a nanosecond pcap file."""
+    assert struct.unpack_from("<I", data)[0] == 0xA1B23C4D
+    out, at = [], 24
+    while at < len(data):
+        sec, ns, caplen, _ = struct.unpack_from("<4I", data, at)
+        out.append((sec, ns, data[at + 16 : at + 16 + caplen]))
+        at += 16 + caplen
+    return out
+
+
+def test_capture_timestamps_are_the_vms_clock(tmp_path, guest):
+    """A deterministic VM stamps its frames with its own clock: seconds and nanoseconds of clock_ns."""
+    path = tmp_path / "det.pcap"
+    net = vmmpy.Network()
+    with vmmpy.Machine(guest("timer"), net=net, deterministic=True, net_capture=path) as m:
+        m.stop_at(1_234_567)
+        m.start()
+        assert m.wait(60).reason == vmmpy.RunReason.STOPPED
+        now = m.clock_ns
+        assert now >= 1_234_567
+        nic = Nic(m)
+        f = frame(BCAST, nic.mac, b"stamped")
+        nic.send(f)
+    assert pcap_records(path.read_bytes()) == [(now // 10**9, now % 10**9, f)]
+
+
+def test_capture_files_are_made_like_any_other_file(tmp_path):
+    """Mode 0644 less the umask; a capture that cannot even take its header fails without leaking its fd."""
+    path = tmp_path / "m.pcap"
+    vmmpy.Network(capture=path)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644 & ~umask
+    fds = len(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        with pytest.raises(errors.VmmError, match="/dev/full: cannot write a capture: No space left on device"):
+            vmmpy.Network(capture="/dev/full")
+    assert len(os.listdir("/proc/self/fd")) == fds
+
+
+def test_switch_counts_checks_its_arguments():
+    from vmmpy._ffi import ffi, lib
+
+    assert lib.vmm_net_switch_counts(ffi.NULL, ffi.NULL, ffi.NULL) == lib.VMM_EINVAL
+    assert vmmpy.Network().capture_dropped == 0
 
 
 def test_capture_path_errors_are_one_line(tmp_path):
