@@ -37,11 +37,11 @@ def frame(dst: bytes, src: bytes, payload: bytes, ethertype: int = 0x88B5) -> by
 class Nic:
     """A virtio-net driver on tests/virtio_driver.py: queue 0 receives, queue 1 transmits."""
 
-    def __init__(self, m: vmmpy.Machine, features: int | None = None):
+    def __init__(self, m: vmmpy.Machine, features: int | None = None, sizes: list[int] | None = None):
         self.m = m
         (slot,) = [s for s, dev_id in find_devices(m) if dev_id == ID_NET]
         self.dev = VirtioMMIO(m, slot)
-        self.rx, self.tx = self.dev.init(queues=2, features=features)
+        self.rx, self.tx = self.dev.init(queues=2, features=features, sizes=sizes)
 
     @property
     def mac(self) -> bytes:
@@ -286,6 +286,25 @@ def test_not_enough_buffers_keeps_the_frame_until_more_are_posted(pair):
     assert b.received() == [(3, big)]
 
 
+@pytest.mark.parametrize("per_chain", [[20], [12, 8]], ids=["one-descriptor", "two-descriptor"])
+def test_a_frame_the_whole_ring_cannot_hold_is_dropped_not_waited_for(per_chain):
+    """With MRG_RXBUF a frame may span chains, but when the chains of every descriptor of the ring hold
+    less than it, no buffer can come before some are used: the frame is dropped (counted), the next fits."""
+    net = vmmpy.Network()
+    with vmmpy.Machine(net=net) as ma, vmmpy.Machine(net=net) as mb:
+        a, b = Nic(ma), Nic(mb, sizes=[16, 16])
+        big, small = frame(b.mac, a.mac, bytes(400)), frame(b.mac, a.mac, b"fits")
+        a.send(big)
+        a.send(small)
+        for _ in range(16 // len(per_chain)):  # the whole ring: 320 bytes, 12 + 414 needed
+            b.rx.add([], per_chain)
+        b.rx.notify()
+        assert b.received() == [(-(-(HDR + len(small)) // 20), small)]
+        st = mb.net_stats()
+        assert (st.rx_dropped, st.rx_frames, st.rx_queued) == (1, 1, 0)
+        assert mb.stats()["guest_errors"] == 1 and not b.dev.needs_reset()
+
+
 def test_receive_buffer_smaller_than_the_header_needs_reset(pair):
     a, b, _ = pair
     a.send(frame(b.mac, a.mac, b"x" * 20))
@@ -466,6 +485,19 @@ def test_capture_files_are_made_like_any_other_file(tmp_path):
         with pytest.raises(errors.VmmError, match="/dev/full: cannot write a capture: No space left on device"):
             vmmpy.Network(capture="/dev/full")
     assert len(os.listdir("/proc/self/fd")) == fds
+
+
+def test_user_networking_reserves_its_sockets_in_the_io_threads_poll_round():
+    """Each user NIC may hold 128 host sockets (and one per hostfwd rule): a VM's I/O thread polls at most
+    1023 fds, so an eighth is refused with a reason rather than left with sockets nobody polls."""
+    with vmmpy.Machine(net=["user"] * 7) as m:
+        assert m.net_stats(6).link_up
+    with pytest.raises(errors.OutOfMemory, match=r"^user networking needs up to 128 host fds polled, and the VM's "
+                       r"I/O thread polls at most 1023 \(the VM's other back-ends hold 896\)$"):  # fmt: skip
+        vmmpy.Machine(net=["user"] * 8)
+    net = vmmpy.Network()  # a switch port polls nothing: any number of them fits beside
+    with vmmpy.Machine(net=["user"] * 7 + [net] * 4) as m:
+        assert m.net_stats(10).link_up
 
 
 def test_switch_counts_checks_its_arguments():

@@ -177,6 +177,7 @@ static int walk_chain(struct vmm_virtq *q, uint16_t head, struct virtq_chain *c,
     c->head = head;
     c->nread = c->nwrite = 0;
     c->read_len = c->write_len = 0;
+    c->ndesc = 0;
     for (;;) {
         struct virtq_desc d;
 
@@ -187,6 +188,8 @@ static int walk_chain(struct vmm_virtq *q, uint16_t head, struct virtq_chain *c,
             return broken(q, "queue %u: descriptor chain at head %u loops or is longer than its table (%" PRIu32 ")",
                           q->index, head, table_n);
         memcpy(&d, table + 16 * (size_t)idx, sizeof d); /* one snapshot: the guest may change it meanwhile */
+        if (!in_indirect)
+            c->ndesc++;
 
         if (d.flags & VIRTQ_DESC_F_INDIRECT) {
             if (!indirect_ok)
