@@ -18,7 +18,7 @@ import time
 import pytest
 
 import vmmpy
-from tests.virtio_driver import ID_NET, INT_CONFIG, VirtioMMIO, find_devices
+from tests.virtio_driver import F_EVENT_IDX, ID_NET, INT_CONFIG, VirtioMMIO, find_devices
 from vmmpy import cli, errors
 
 F_CSUM, F_GUEST_CSUM, F_MAC, F_MRG_RXBUF, F_STATUS = 1 << 0, 1 << 1, 1 << 5, 1 << 15, 1 << 16
@@ -303,6 +303,22 @@ def test_a_frame_the_whole_ring_cannot_hold_is_dropped_not_waited_for(per_chain)
         st = mb.net_stats()
         assert (st.rx_dropped, st.rx_frames, st.rx_queued) == (1, 1, 0)
         assert mb.stats()["guest_errors"] == 1 and not b.dev.needs_reset()
+
+
+def test_a_frame_waiting_for_buffers_asks_to_hear_of_the_next_one(pair):
+    """EVENT_IDX (§2.7.10): a frame needs more buffers than are posted, so the device gives the chains
+    back; avail_event must then name the next entry the driver adds (the avail index), or a driver that
+    honours it (vring_need_event) never notifies again and the frame waits for good."""
+    a, b, _ = pair
+    assert b.dev.features & F_EVENT_IDX
+    big = frame(b.mac, a.mac, bytes(3000))
+    a.send(big)
+    b.post([1024])  # 3042 bytes need three
+    assert b.received() == [] and b.rx.avail_event() == 1
+    old, new = 1, 3  # the driver adds two more: does it notify?
+    assert (new - b.rx.avail_event() - 1) & 0xFFFF < (new - old) & 0xFFFF
+    b.post([1024, 1024])
+    assert b.received() == [(3, big)]
 
 
 def test_receive_buffer_smaller_than_the_header_needs_reset(pair):

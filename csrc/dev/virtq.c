@@ -285,8 +285,9 @@ void vmm__virtq_unpop(struct vmm_virtq *q, uint16_t n)
 
     vmm__virtio_lock(v);
     q->last_avail = (uint16_t)(q->last_avail - n);
-    if (q->ready && vmm__virtio_live(v) && (vmm__virtio_features(v) >> VIRTIO_F_EVENT_IDX & 1))
-        store16_release(avail_event(q), q->last_avail);
+    /* avail_event stays: the pops left it at the avail index they saw (an empty pop stores it), so the
+     * driver notifies when it adds a buffer the device has not seen. Lowering it to last_avail would name
+     * an entry already added: vring_need_event() would then be false for every later one (§2.7.10). */
     vmm__virtio_unlock(v);
 }
 
