@@ -458,12 +458,18 @@ def test_config_space_access_sizes(dev):
 
 
 def test_config_space_bounds(dev):
+    q0, _ = dev.init(queues=2)
+    q0.add([b"\xff" * 64], [64])  # the device's state after its config space is no longer all zero
+    q0.notify()
+    assert q0.get_used()
     before = guest_errors(dev.m)
     assert dev.config_read(16) == 0
     assert dev.config_read(16, 1) == 0
     assert dev.config_read(0xF8, 8) == 0  # the last bytes of the slot
     dev.config_write(0x80, 1)
     assert guest_errors(dev.m) == before + 4
+    assert [dev.config_read(off) for off in range(16, 0x100, 4)] == [0] * 60
+    assert guest_errors(dev.m) == before + 64
 
 
 def test_config_change_bumps_generation_and_interrupts(dev):
