@@ -303,8 +303,11 @@ def test_bad_queue_setup_needs_reset(dev, num, desc, avail, used, caplog):
 
 @pytest.mark.parametrize(
     "desc, avail, used",
-    [(RAM_END - 128, 0x4100_1000, 0x4100_2000), (0x4100_0000, RAM_END - 22, 0x4100_2000),
-     (0x4100_0000, 0x4100_1000, RAM_END - 72)],  # fmt: skip
+    [
+        (RAM_END - 128, 0x4100_1000, 0x4100_2000),
+        (0x4100_0000, RAM_END - 22, 0x4100_2000),
+        (0x4100_0000, 0x4100_1000, RAM_END - 72),
+    ],
     ids=["descriptors", "avail", "used"],
 )
 def test_ring_parts_may_end_exactly_at_the_end_of_ram(dev, desc, avail, used):

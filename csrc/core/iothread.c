@@ -34,7 +34,7 @@ struct vmm_iothread {
     pthread_cond_t cond;
     struct io_entry e[IO_MAX_ENTRIES];
     unsigned n;
-    unsigned nfds; /* reserved by the entries, with the wake-up fd */
+    unsigned nfds;          /* reserved by the entries, with the wake-up fd */
     struct vmm_io_set *set; /* the rounds' poll set (the thread's) */
     bool stop;
     uint64_t round;     /* bumped when a round's copy of the entries is taken */

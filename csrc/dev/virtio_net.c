@@ -186,7 +186,8 @@ static int rx_place(struct vmm_net_nic *nic, struct vmm_virtq *q, const struct r
         if (r <= 0) {
             vmm__virtq_unpop(q, used);
             if (r == 0 && ndesc >= qsize) {
-                vmm__virtio_guest_error(nic->v, "a %u-byte frame does not fit in the receive buffers of the whole "
+                vmm__virtio_guest_error(nic->v,
+                                        "a %u-byte frame does not fit in the receive buffers of the whole "
                                         "ring (%u descriptors): dropped",
                                         f->len, qsize);
                 return 2;
