@@ -516,6 +516,46 @@ def test_user_networking_reserves_its_sockets_in_the_io_threads_poll_round():
         assert m.net_stats(10).link_up
 
 
+FAIL_MALLOC_C = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdlib.h>
+#include <string.h>
+extern void *__libc_malloc(size_t);
+/* malloc of FAIL_MALLOC_SIZE bytes called from libvmm's extension fails; every other one is glibc's */
+void *malloc(size_t n)
+{
+    static size_t fail;
+    if (!fail) {
+        const char *e = getenv("FAIL_MALLOC_SIZE");
+        fail = e ? strtoul(e, NULL, 0) : (size_t)-1;
+    }
+    Dl_info di;
+    if (n == fail && dladdr(__builtin_return_address(0), &di) && di.dli_fname && strstr(di.dli_fname, "_vmm"))
+        return NULL;
+    return __libc_malloc(n);
+}
+"""
+
+
+@pytest.mark.skipif(os.environ.get("VMMPY_EXPECT_SANITIZED") == "1", reason="ASan owns malloc in that run")
+def test_the_io_threads_poll_set_failing_to_allocate_is_an_error(tmp_path):
+    """The I/O thread's poll set (1024 fds of 8 bytes and a count: 8196 bytes) comes from malloc when
+    the thread is made: its failure is vmm_add_net's error, not a thread that exits and polls nothing."""
+    if not shutil.which("cc"):
+        pytest.skip("needs a C compiler for the allocation-failure shim")
+    shim = tmp_path / "failmalloc.so"
+    (tmp_path / "failmalloc.c").write_text(FAIL_MALLOC_C)
+    subprocess.run(["cc", "-shared", "-fPIC", "-O1", "-o", str(shim), str(tmp_path / "failmalloc.c"), "-ldl"],
+                   check=True, timeout=60)  # fmt: skip
+    script = "import vmmpy\ntry:\n    vmmpy.Machine(net='user')\nexcept vmmpy.errors.OutOfMemory as e:\n    print(e)\n"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, LD_PRELOAD=str(shim), FAIL_MALLOC_SIZE="8196", PYTHONPATH=root)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env, cwd=root)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "out of memory for the I/O thread"
+
+
 def test_switch_counts_checks_its_arguments():
     from vmmpy._ffi import ffi, lib
 
