@@ -18,7 +18,7 @@ import time
 import pytest
 
 import vmmpy
-from tests.virtio_driver import F_EVENT_IDX, ID_NET, INT_CONFIG, VirtioMMIO, find_devices
+from tests.virtio_driver import DESC_F_NEXT, F_EVENT_IDX, ID_NET, INT_CONFIG, VirtioMMIO, find_devices
 from vmmpy import cli, errors
 
 F_CSUM, F_GUEST_CSUM, F_MAC, F_MRG_RXBUF, F_STATUS = 1 << 0, 1 << 1, 1 << 5, 1 << 15, 1 << 16
@@ -554,6 +554,26 @@ def test_the_io_threads_poll_set_failing_to_allocate_is_an_error(tmp_path):
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env, cwd=root)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "out of memory for the I/O thread"
+
+
+def test_capture_of_maximum_size_frames_counts_the_bytes_it_writes(tmp_path):
+    """The 1 GiB limit is on the bytes written (16-byte record headers and frames): 1040 frames of the
+    maximum size (68 MB) are all in the file. One frame buffer in guest RAM, sent 1040 times."""
+    path = tmp_path / "big.pcap"
+    net = vmmpy.Network(capture=path)
+    with vmmpy.Machine(net=net) as m:
+        a = Nic(m)
+        f = frame(BCAST, a.mac, bytes(65553 - 14))  # VMM_NET_FRAME_MAX
+        hdr, data = a.tx.buf(HDR), a.tx.buf(len(f))
+        m.write_memory(data, f)
+        for _ in range(1040):
+            a.tx.write_desc(0, hdr, HDR, DESC_F_NEXT, 1)
+            a.tx.write_desc(1, data, len(f))
+            a.tx.publish(0)
+            a.tx.notify()
+        assert (net.forwarded, net.capture_dropped, m.net_stats().tx_malformed) == (1040, 0, 0)
+    assert path.stat().st_size == 24 + 1040 * (16 + len(f))
+    path.unlink()
 
 
 def test_switch_counts_checks_its_arguments():
