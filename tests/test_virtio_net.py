@@ -576,6 +576,71 @@ def test_capture_of_maximum_size_frames_counts_the_bytes_it_writes(tmp_path):
     path.unlink()
 
 
+CAPTURE_FIFO = """
+import fcntl, os, signal, struct, sys, termios, threading, time
+sys.path.insert(0, sys.argv[2])
+import vmmpy
+from tests.test_virtio_net import BCAST, Nic, frame
+
+signal.signal(signal.SIGUSR1, lambda *a: None)
+signal.siginterrupt(signal.SIGUSR1, True)  # no SA_RESTART: a write(2) it interrupts returns EINTR
+sender = threading.get_native_id()
+got = []
+
+
+def blocked(fd, n, deadline):
+    # until the pipe is full and the sender sleeps in write(2) (syscall 1, state S); False if it has
+    # not by the deadline (it gave up writing)
+    while time.monotonic() < deadline:
+        fcntl.ioctl(fd, termios.FIONREAD, n)
+        with open(f"/proc/self/task/{sender}/syscall") as f:
+            in_write = f.read().split()[0] == "1"
+        with open(f"/proc/self/task/{sender}/stat") as f:
+            asleep = f.read().rsplit(")", 1)[1].split()[0] == "S"
+        if in_write and asleep and struct.unpack("i", n)[0] > 32768:
+            return True
+    return False
+
+
+def reader():
+    fd = os.open(sys.argv[1], os.O_RDONLY)
+    n = bytearray(4)
+    assert blocked(fd, n, time.monotonic() + 30)
+    for _ in range(10):  # interrupt the blocked write again and again: each time it must retry
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
+        if not blocked(fd, n, time.monotonic() + 1):
+            break
+    while chunk := os.read(fd, 1 << 16):
+        got.append(chunk)
+
+
+t = threading.Thread(target=reader)
+t.start()
+net = vmmpy.Network(capture=sys.argv[1])  # opening a FIFO waits for its reader
+with vmmpy.Machine(net=net) as m:
+    a = Nic(m)
+    for i in range(40):  # 4000-byte frames: at most PIPE_BUF, so a blocked write has written nothing yet
+        a.send(frame(BCAST, a.mac, bytes([i]) * 3986))
+    print(net.forwarded, net.capture_dropped)
+del net  # the last reference: the capture closes, the reader sees its end
+t.join()
+print(len(b"".join(got)))
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs /proc/<pid>/task/<tid>/syscall")
+def test_a_capture_into_a_pipe_survives_a_signal_while_blocked(tmp_path):
+    """A capture may be a FIFO (a live tcpdump): a full pipe blocks the sender in write(2), and a signal
+    then interrupts it (EINTR): the write is retried, no frame is missed."""
+    fifo = tmp_path / "cap.fifo"
+    os.mkfifo(fifo)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, "-c", CAPTURE_FIFO, str(fifo), root], capture_output=True, text=True,
+                       timeout=60)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["40", "0", str(24 + 40 * (16 + 4000))]
+
+
 def test_switch_counts_checks_its_arguments():
     from vmmpy._ffi import ffi, lib
 
