@@ -490,6 +490,23 @@ def test_snapshot_with_reserved_msix_control_bits_is_refused(machine, guest, tmp
         vmmpy.Machine.restore(tmp_path / "bad.snap").close()
 
 
+def test_snapshot_with_another_function_count_is_refused(machine, guest, tmp_path):
+    from .test_snapshot import sections
+    from .test_snapshot_devices import with_section_crc
+
+    m = machine(guest("hello"), transport="pci", rng=True)
+    m.dtb()
+    m.snapshot(tmp_path / "s.snap")
+    data = bytearray((tmp_path / "s.snap").read_bytes())
+    ((off, plen),) = [(o, n) for name, o, n in sections(bytes(data)) if name.startswith("pci-host")]
+    assert struct.unpack_from("<I", data, off)[0] == 2  # the bridge and the rng
+    struct.pack_into("<I", data, off, 3)
+    with_section_crc(data, off, plen)
+    (tmp_path / "bad.snap").write_bytes(data)
+    with pytest.raises(vmmpy.errors.VmmError, match="3 PCI functions saved, this bus has 2"):
+        vmmpy.Machine.restore(tmp_path / "bad.snap").close()
+
+
 def test_device_config_reads_through_the_bar(machine):
     m = machine(transport="pci", gpu=True)
     dev = VirtioPCI(m, 1)
