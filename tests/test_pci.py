@@ -25,6 +25,7 @@ from .pci_driver import (
     COMMON,
     DEVICE_CFG,
     ECAM,
+    GFSELECT,
     INT_PIN,
     ISR,
     MMIO_WINDOW,
@@ -270,8 +271,9 @@ def pci_cfg_window(m, slot: int) -> int:
     return next(o for o, cid in caps(m, slot) if cid == CAP_VNDR and cfg_read(m, slot, o + 3, 1) == 5)
 
 
-def test_pci_cfg_capability_reaches_the_bar_through_config_space(rng):
+def test_pci_cfg_capability_reaches_the_bar_through_config_space(rng, caplog):
     """§4.1.4.9: cap.bar/offset/length select a BAR location; pci_cfg_data reads and writes it."""
+    caplog.set_level(logging.WARNING, logger="vmmpy")
     m, dev = rng
     at = pci_cfg_window(m, 1)
     assert cfg_read(m, 1, at + 2, 1) == 20  # cap_len: the capability and pci_cfg_data
@@ -294,6 +296,7 @@ def test_pci_cfg_capability_reaches_the_bar_through_config_space(rng):
     errors = guest_errors(m)
     window(0x12, 3)  # length must be 1, 2 or 4
     cfg_read(m, 1, at + 16)
+    assert "PCI config window: bar 0 offset 0x12 length 3" in caplog.text
     window(0x13, 2)  # and the offset aligned to it
     cfg_read(m, 1, at + 16)
     window(0x8000, 4)  # inside the BAR
@@ -311,6 +314,8 @@ def test_common_config_queue_registers(rng, caplog):
     m, dev = rng
     dev.common_write(NUM_QUEUES, 5, 2)
     assert "write of 0x5 to read-only common config field 0x12" in caplog.text
+    dev.common_write(GFSELECT, 1, 4)  # driver_feature_select reads back
+    assert dev.common_read(GFSELECT, 4) == 1
     assert dev.negotiate()
     dev.common_write(Q_SELECT, 0, 2)
     assert dev.common_read(Q_SIZE, 2) > 0
