@@ -374,6 +374,18 @@ def test_transmit_flood_leaves_memory_bounded_and_counts_drops(pair):
     assert grown <= RXQ_FRAMES * (len(payload) + 14) + 4096, f"the receiver's queue grew by {grown} bytes"
 
 
+def test_queued_frames_are_counted_in_host_memory_until_delivered(pair):
+    a, b, _ = pair
+    before = b.m.stats()["host_mem_bytes"]
+    f1, f2 = frame(b.mac, a.mac, bytes(86)), frame(b.mac, a.mac, bytes(136))  # 100 and 150 bytes
+    a.send(f1)
+    a.send(f2)
+    assert b.m.stats()["host_mem_bytes"] == before + 250
+    b.post([256, 256])
+    assert [d for _, d in b.received()] == [f1, f2]
+    assert b.m.stats()["host_mem_bytes"] == before
+
+
 def test_link_down_drops_both_ways_and_signals_a_config_change(pair):
     a, b, _ = pair
     gen = a.dev.config_generation()
