@@ -25,6 +25,7 @@ from .pci_driver import (
     COMMON,
     DEVICE_CFG,
     ECAM,
+    GF,
     GFSELECT,
     INT_PIN,
     ISR,
@@ -316,6 +317,15 @@ def test_common_config_queue_registers(rng, caplog):
     assert "write of 0x5 to read-only common config field 0x12" in caplog.text
     dev.common_write(GFSELECT, 1, 4)  # driver_feature_select reads back
     assert dev.common_read(GFSELECT, 4) == 1
+    dev.common_write(GFSELECT, 0, 4)  # driver_feature reads back the word selected (before FEATURES_OK)
+    dev.common_write(GF, 1 << 28, 4)
+    dev.common_write(GFSELECT, 1, 4)
+    dev.common_write(GF, 1, 4)
+    assert dev.common_read(GF, 4) == 1
+    dev.common_write(GFSELECT, 0, 4)
+    assert dev.common_read(GF, 4) == 1 << 28
+    dev.common_write(GFSELECT, 2, 4)  # there are two words
+    assert dev.common_read(GF, 4) == 0
     assert dev.negotiate()
     dev.common_write(Q_SELECT, 0, 2)
     assert dev.common_read(Q_SIZE, 2) > 0

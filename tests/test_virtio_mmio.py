@@ -460,6 +460,17 @@ def test_config_space_access_sizes(dev):
     assert dev.config_read(CFG_MAGIC) == 0x796D7564
 
 
+def test_a_queue_that_needs_reset_takes_no_more_chains(dev):
+    q0, _ = dev.init(queues=2)
+    bad = q0.add([b"x"], [4])
+    q0.write_desc(bad, RAM_END + 0x1000, 1)  # its buffer outside RAM: the device needs reset
+    q0.notify()
+    assert dev.needs_reset() and q0.used_idx() == 0
+    q0.add([b"fine"], [4])
+    q0.notify()  # a broken device takes nothing until it is reset
+    assert q0.used_idx() == 0 and dev.needs_reset()
+
+
 def test_config_space_bounds(dev):
     q0, _ = dev.init(queues=2)
     q0.add([b"\xff" * 64], [64])  # the device's state after its config space is no longer all zero

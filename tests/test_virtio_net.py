@@ -510,6 +510,8 @@ def test_capture_files_are_made_like_any_other_file(tmp_path):
     """Mode 0644 less the umask; a capture that cannot even take its header fails without leaking its fd."""
     path = tmp_path / "m.pcap"
     vmmpy.Network(capture=path)
+    # the file header: nanosecond magic, version 2.4, zone 0, sigfigs 0, snaplen 256 KiB, Ethernet
+    assert path.read_bytes() == struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 262144, 1)
     umask = os.umask(0)
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o644 & ~umask
