@@ -252,8 +252,8 @@ def test_walk_open_read_write_clunk(p9, tree):
     root = p9.walk(0, 1)  # clone
     assert root == []
     (q,) = p9.walk(0, 2, "hello.txt")
-    assert q[0] == 0 and q[2] == os.stat(share / "hello.txt").st_ino
-    p9.lopen(2)
+    assert q == (0, 0, os.stat(share / "hello.txt").st_ino)  # QTFILE, version 0 (not tracked), the inode
+    assert p9.lopen(2) == q
     assert p9.read(2) == b"hello, 9p\n"
     assert p9.read(2, 7, 2) == b"9p"
     assert p9.read(2, 100) == b""
