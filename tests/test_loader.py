@@ -156,7 +156,8 @@ def test_raw_binary(tmp_path):
         assert m.read_memory(RAM_BASE + 0x1000, 8) == blob
     with pytest.raises(vmmpy.DoesNotFit, match="entry 0x40000100 is outside"):
         vmmpy.Machine(p, kernel_format="raw", entry=RAM_BASE + 0x100)
-    with pytest.raises(vmmpy.DoesNotFit, match="lies outside guest RAM"):
+    outside = r"raw image at 0x1000-0x1008 lies outside guest RAM 0x40000000-0x50000000 \(256 MiB\)$"
+    with pytest.raises(vmmpy.DoesNotFit, match=outside):  # the default 256 MiB of RAM
         vmmpy.Machine(p, kernel_format="raw", load_addr=0x1000)
 
 
@@ -428,3 +429,4 @@ def test_load_kernel_mem_checks_its_arguments():
         assert ffi.string(lib.vmm_last_error(vm)).decode() == "struct vmm_kernel_opts: bad size 4"
         assert lib.vmm_load_kernel_mem(vm, ffi.NULL, 0, ffi.NULL, ffi.NULL) == lib.VMM_EFORMAT  # nothing: empty
         assert ffi.string(lib.vmm_last_error(vm)).decode() == "kernel: empty file"
+        assert lib.vmm_set_cmdline(vm, b"console=ttyAMA0") == 0  # 0 on success, as every call

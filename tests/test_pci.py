@@ -25,6 +25,8 @@ from .pci_driver import (
     COMMON,
     DEVICE_CFG,
     ECAM,
+    GF,
+    GFSELECT,
     INT_PIN,
     ISR,
     MMIO_WINDOW,
@@ -32,6 +34,7 @@ from .pci_driver import (
     NO_VECTOR,
     NOTIFY,
     NUM_QUEUES,
+    Q_DESC,
     Q_MSIX,
     Q_SELECT,
     Q_SIZE,
@@ -76,9 +79,12 @@ def test_bus0_has_the_host_bridge_then_the_devices_in_order(machine):
     m = machine(transport="pci", disk=None, rng=True, gpu=True)
     assert find_functions(m) == [(0, 0x1B36, 0x0008), (1, 0x1AF4, GPU), (2, 0x1AF4, RNG)]
     assert cfg_read(m, 0, 0x08) >> 8 == 0x060000  # class: host bridge
+    assert cfg_read(m, 0, 0x2C) == 0x1100_1B36  # the bridge's subsystem IDs: vendor 1b36, device 0x1100
     assert cfg_read(m, 2, 0x08) == 0x00FF0001  # unclassified, revision 1 (modern only, §4.1.2.1)
     assert cfg_read(m, 2, 0x2C) == 0x1100_1AF4  # subsystem vendor 1af4
     assert cfg_read(m, 2, 0x0E, 1) == 0  # type 0 header, single function
+    m = machine(transport="pci", disk=None, net=vmmpy.Network())
+    assert find_functions(m)[1] == (1, 0x1AF4, 0x1041) and cfg_read(m, 1, 0x08) >> 8 == 0x020000  # Ethernet
 
 
 def test_absent_functions_and_buses_read_all_ones(machine):
@@ -118,6 +124,10 @@ def test_device_tree_node(machine, guest):
 
     assert prop("compatible") == b"pci-host-ecam-generic\0"
     assert prop("device_type") == b"pci\0"
+    # PCI bus binding: 3 address cells (phys.hi, mid, lo), 2 size cells, one interrupt cell (the pin)
+    assert cells("#address-cells") == [3] and cells("#size-cells") == [2] and cells("#interrupt-cells") == [1]
+    assert cells("linux,pci-domain") == [0]
+    assert prop("dma-coherent") == b""  # present, empty: the devices' DMA is cache-coherent
     assert struct.unpack(">2Q", prop("reg")) == (0x3F00_0000, 0x0100_0000)
     assert cells("bus-range") == [0, 15]
     assert cells("ranges") == [0x0200_0000, 0, 0x1000_0000, 0, 0x1000_0000, 0, 0x2EFF_0000]
@@ -221,6 +231,20 @@ def test_bar_decodes_only_with_memory_enable_and_moves_when_reprogrammed(rng):
     assert guest_errors(m) == errors + 1  # that read hit no BAR
 
 
+def test_adjacent_bars_each_end_where_the_next_begins(machine):
+    """A BAR covers [base, base + size): the first byte after it belongs to the next function's BAR."""
+    m = machine(transport="pci", rng=True, gpu=True)
+    first, second = VirtioPCI(m, 1), VirtioPCI(m, 2)
+    first.place_bars()
+    second.place_bars(first.bar_addr[0] + 0x8000)
+    assert second.bar_addr[0] == first.bar_addr[0] + 0x8000 and second.caps[COMMON][1] == 0  # common config at 0
+    second.common_write(0, 1, 4)  # device_feature_select, at the second BAR's first byte
+    first.common_write(0, 0, 4)
+    assert second.common_read(0, 4) == 1 and first.common_read(0, 4) == 0
+    assert second.device_features() >> 32 & 1  # VERSION_1, read through the select written above
+    assert guest_errors(m) == 0
+
+
 # ---- capabilities and the common configuration ------------------------------------------------
 
 
@@ -248,8 +272,9 @@ def pci_cfg_window(m, slot: int) -> int:
     return next(o for o, cid in caps(m, slot) if cid == CAP_VNDR and cfg_read(m, slot, o + 3, 1) == 5)
 
 
-def test_pci_cfg_capability_reaches_the_bar_through_config_space(rng):
+def test_pci_cfg_capability_reaches_the_bar_through_config_space(rng, caplog):
     """§4.1.4.9: cap.bar/offset/length select a BAR location; pci_cfg_data reads and writes it."""
+    caplog.set_level(logging.WARNING, logger="vmmpy")
     m, dev = rng
     at = pci_cfg_window(m, 1)
     assert cfg_read(m, 1, at + 2, 1) == 20  # cap_len: the capability and pci_cfg_data
@@ -272,6 +297,7 @@ def test_pci_cfg_capability_reaches_the_bar_through_config_space(rng):
     errors = guest_errors(m)
     window(0x12, 3)  # length must be 1, 2 or 4
     cfg_read(m, 1, at + 16)
+    assert "PCI config window: bar 0 offset 0x12 length 3" in caplog.text
     window(0x13, 2)  # and the offset aligned to it
     cfg_read(m, 1, at + 16)
     window(0x8000, 4)  # inside the BAR
@@ -289,6 +315,17 @@ def test_common_config_queue_registers(rng, caplog):
     m, dev = rng
     dev.common_write(NUM_QUEUES, 5, 2)
     assert "write of 0x5 to read-only common config field 0x12" in caplog.text
+    dev.common_write(GFSELECT, 1, 4)  # driver_feature_select reads back
+    assert dev.common_read(GFSELECT, 4) == 1
+    dev.common_write(GFSELECT, 0, 4)  # driver_feature reads back the word selected (before FEATURES_OK)
+    dev.common_write(GF, 1 << 28, 4)
+    dev.common_write(GFSELECT, 1, 4)
+    dev.common_write(GF, 1, 4)
+    assert dev.common_read(GF, 4) == 1
+    dev.common_write(GFSELECT, 0, 4)
+    assert dev.common_read(GF, 4) == 1 << 28
+    dev.common_write(GFSELECT, 2, 4)  # there are two words
+    assert dev.common_read(GF, 4) == 0
     assert dev.negotiate()
     dev.common_write(Q_SELECT, 0, 2)
     assert dev.common_read(Q_SIZE, 2) > 0
@@ -306,11 +343,16 @@ def test_common_config_queue_registers(rng, caplog):
     assert dev.common_read(MSIX_CONFIG, 2) == 0
     dev.set_status(0)  # a device reset puts the vectors back
     assert dev.common_read(MSIX_CONFIG, 2) == NO_VECTOR
+    dev.common_write(Q_DESC, 0x0000_0001_2345_6000, 8)  # a 64-bit field: one QWORD, or two DWORDs
+    assert dev.common_read(Q_DESC, 8) == 0x0000_0001_2345_6000
+    assert (dev.common_read(Q_DESC, 4), dev.common_read(Q_DESC + 4, 4)) == (0x2345_6000, 1)
     errors = guest_errors(m)
     assert dev.common_read(Q_SIZE + 1, 1) == 0  # half a field
     m.mmio_write(dev.addr(NOTIFY, 2), 0, 2)  # between two queues' notify offsets
     m.mmio_write(dev.addr(NOTIFY, 4 * 5), 0, 2)  # a queue that does not exist
-    assert guest_errors(m) == errors + 3
+    m.mmio_write(dev.addr(ISR), 1, 1)  # the ISR is read-only: between it and the device config, nothing
+    assert guest_errors(m) == errors + 4
+    assert "1-byte write at BAR offset 0x1000" in caplog.text
 
 
 # ---- interrupts: INTx -------------------------------------------------------------------------
@@ -401,6 +443,92 @@ def test_msix_table_resets_masked_and_reads_back(rng):
     m.mmio_write(dev.msix_pba(), 1)  # the PBA is read-only
     assert not dev.msix_pending(0)
     assert guest_errors(m) == errors + 2
+
+
+def test_msix_qword_and_dword_writes_touch_only_their_words(rng):
+    """A QWORD write fills two DWORDs of the entry (address low/high, or data/control); a DWORD write
+    changes its own word only."""
+    m, dev = rng
+    at = dev.msix_table() + 16
+    m.mmio_write(at, 0x0000_0012_3456_7800, 8)
+    m.mmio_write(at + 8, 0x0000_0000_0000_BEEF, 8)  # data 0xbeef, control 0 (unmasked; MSI-X is off)
+    assert [m.mmio_read(at + 4 * w) for w in range(4)] == [0x3456_7800, 0x12, 0xBEEF, 0]
+    m.mmio_write(at + 8, 0x0000_0001_0000_F00D, 8)  # masked again
+    assert [m.mmio_read(at + 4 * w) for w in range(4)] == [0x3456_7800, 0x12, 0xF00D, 1]
+    m.mmio_write(at, 0x9999_0000)  # the low address alone: the high word stays
+    m.mmio_write(at + 8, 0xCAFE)  # the data alone: still masked
+    assert [m.mmio_read(at + 4 * w) for w in range(4)] == [0x9999_0000, 0x12, 0xCAFE, 1]
+    assert m.mmio_read(at - 16 + 12) == 1 and m.mmio_read(at + 16) == 0  # the neighbours untouched
+
+
+def test_msix_accesses_past_the_table_and_into_the_pba_are_refused(rng):
+    """The table is nvec entries long: the DWORD after it is not an entry; the PBA's words are read-only."""
+    m, dev = rng
+    end = dev.msix_table() + 16 * dev.msix_size
+    errors = guest_errors(m)
+    m.mmio_write(end, 0x1234)
+    assert m.mmio_read(end) == 0 and guest_errors(m) == errors + 2
+    table = [m.mmio_read(dev.msix_table() + 4 * w) for w in range(4 * dev.msix_size)]
+    for off in (0, 4):  # both DWORDs of the first PBA QWORD
+        m.mmio_write(dev.msix_pba() + off, 0xFFFF_FFFF)
+    assert m.mmio_read(dev.msix_pba(), 8) == 0 and guest_errors(m) == errors + 4
+    assert [m.mmio_read(dev.msix_table() + 4 * w) for w in range(4 * dev.msix_size)] == table
+
+
+def test_snapshot_with_reserved_msix_control_bits_is_refused(machine, guest, tmp_path):
+    from .test_snapshot import sections
+    from .test_snapshot_devices import with_section_crc
+
+    m = machine(guest("hello"), transport="pci", rng=True)
+    dev = VirtioPCI(m, 1)
+    dev.place_bars()
+    dev.msix_entry(1, ITS_TRANSLATER, 0x5A5A, masked=True)
+    m.dtb()
+    m.snapshot(tmp_path / "s.snap")
+    good = (tmp_path / "s.snap").read_bytes()
+    entry = struct.pack("<IIII", ITS_TRANSLATER, 0, 0x5A5A, 1)
+    ((off, plen),) = [(o, n) for _, o, n in sections(good) if entry in good[o : o + n]]
+    ctrl = good.index(entry, off) + 12
+    for bad, match in ((3, "MSI-X vector 1 control 0x3 has reserved bits"),):
+        data = bytearray(good)
+        struct.pack_into("<I", data, ctrl, bad)
+        with_section_crc(data, off, plen)
+        (tmp_path / "bad.snap").write_bytes(data)
+        with pytest.raises(vmmpy.errors.VmmError, match=match):
+            vmmpy.Machine.restore(tmp_path / "bad.snap").close()
+    pba = ctrl + 4 + 16 * (dev.msix_size - 2)  # the PBA's first word follows the table
+    data = bytearray(good)
+    struct.pack_into("<Q", data, pba, 1 << dev.msix_size)  # the bit of a vector the function does not have
+    with_section_crc(data, off, plen)
+    (tmp_path / "bad.snap").write_bytes(data)
+    with pytest.raises(vmmpy.errors.VmmError, match="MSI-X pending bits beyond vector"):
+        vmmpy.Machine.restore(tmp_path / "bad.snap").close()
+
+
+def test_snapshot_with_another_function_count_is_refused(machine, guest, tmp_path):
+    from .test_snapshot import sections
+    from .test_snapshot_devices import with_section_crc
+
+    m = machine(guest("hello"), transport="pci", rng=True)
+    m.dtb()
+    m.snapshot(tmp_path / "s.snap")
+    data = bytearray((tmp_path / "s.snap").read_bytes())
+    ((off, plen),) = [(o, n) for name, o, n in sections(bytes(data)) if name.startswith("pci-host")]
+    assert struct.unpack_from("<I", data, off)[0] == 2  # the bridge and the rng
+    struct.pack_into("<I", data, off, 3)
+    with_section_crc(data, off, plen)
+    (tmp_path / "bad.snap").write_bytes(data)
+    with pytest.raises(vmmpy.errors.VmmError, match="3 PCI functions saved, this bus has 2"):
+        vmmpy.Machine.restore(tmp_path / "bad.snap").close()
+
+
+def test_device_config_reads_through_the_bar(machine):
+    m = machine(transport="pci", gpu=True)
+    dev = VirtioPCI(m, 1)
+    dev.place_bars()
+    # virtio-gpu's configuration (§5.7.4): events_read, events_clear, num_scanouts, num_capsets
+    assert m.mmio_read(dev.addr(DEVICE_CFG, 8)) == 1  # one scanout
+    assert m.mmio_read(dev.addr(DEVICE_CFG, 0)) == 0 and guest_errors(m) == 0
 
 
 def test_msix_masked_vector_sets_its_pending_bit_and_unmasking_delivers(msix):

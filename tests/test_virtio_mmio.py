@@ -271,9 +271,13 @@ def test_queue_reset_register(dev):
         (8, 0x4100_0000, 0x4100_1000, 0x4100_2002),  # used not 4-aligned
         (8, 0x1000, 0x4100_1000, 0x4100_2000),  # below RAM
         (8, 0x4100_0000, 0x4100_1000, RAM_END - 8),  # used ring runs past the end of RAM
+        (8, 0x4100_0000, RAM_END - 20, 0x4100_2000),  # avail: 6 + 2 * 8 bytes, 2 past the end
+        (8, 0x4100_0000, 0x4100_1000, RAM_END - 68),  # used: 6 + 8 * 8 bytes, 2 past the end
+        (8, RAM_END - 112, 0x4100_1000, 0x4100_2000),  # descriptors: 16 * 8 bytes, 16 past the end
     ],
 )
-def test_bad_queue_setup_needs_reset(dev, num, desc, avail, used):
+def test_bad_queue_setup_needs_reset(dev, num, desc, avail, used, caplog):
+    caplog.set_level(logging.WARNING, logger="vmmpy")
     dev.negotiate()
     dev.write(QUEUE_SEL, 0)
     dev.write(QUEUE_NUM, num)
@@ -285,8 +289,36 @@ def test_bad_queue_setup_needs_reset(dev, num, desc, avail, used):
     assert dev.read(QUEUE_READY) == 0
     assert dev.needs_reset()
     assert guest_errors(dev.m) == before + 1
+    why = (
+        "QueueNum is not a power of 2 no larger than QueueNumMax"
+        if num in (3, 32)
+        else "a ring part is misaligned (descriptors: 16, driver area: 2, device area: 4 bytes)"
+        if (desc & 15) or (avail & 1) or (used & 3)
+        else "a ring part lies outside guest RAM"
+    )
+    assert why in caplog.text
     dev.init(queues=2)  # a reset recovers
     assert not dev.needs_reset()
+
+
+@pytest.mark.parametrize(
+    "desc, avail, used",
+    [
+        (RAM_END - 128, 0x4100_1000, 0x4100_2000),
+        (0x4100_0000, RAM_END - 22, 0x4100_2000),
+        (0x4100_0000, 0x4100_1000, RAM_END - 72),
+    ],
+    ids=["descriptors", "avail", "used"],
+)
+def test_ring_parts_may_end_exactly_at_the_end_of_ram(dev, desc, avail, used):
+    dev.negotiate()
+    dev.write(QUEUE_SEL, 0)
+    dev.write(QUEUE_NUM, 8)
+    for reg, val in ((QUEUE_DESC_LOW, desc), (QUEUE_DRIVER_LOW, avail), (QUEUE_DEVICE_LOW, used)):
+        dev.write(reg, val & 0xFFFF_FFFF)
+        dev.write(reg + 4, val >> 32)
+    dev.write(QUEUE_READY, 1)
+    assert dev.read(QUEUE_READY) == 1 and not dev.needs_reset()
 
 
 # -- the data path and the interrupt ------------------------------------------------------------
@@ -428,13 +460,30 @@ def test_config_space_access_sizes(dev):
     assert dev.config_read(CFG_MAGIC) == 0x796D7564
 
 
+def test_a_queue_that_needs_reset_takes_no_more_chains(dev):
+    q0, _ = dev.init(queues=2)
+    bad = q0.add([b"x"], [4])
+    q0.write_desc(bad, RAM_END + 0x1000, 1)  # its buffer outside RAM: the device needs reset
+    q0.notify()
+    assert dev.needs_reset() and q0.used_idx() == 0
+    q0.add([b"fine"], [4])
+    q0.notify()  # a broken device takes nothing until it is reset
+    assert q0.used_idx() == 0 and dev.needs_reset()
+
+
 def test_config_space_bounds(dev):
+    q0, _ = dev.init(queues=2)
+    q0.add([b"\xff" * 64], [64])  # the device's state after its config space is no longer all zero
+    q0.notify()
+    assert q0.get_used()
     before = guest_errors(dev.m)
     assert dev.config_read(16) == 0
     assert dev.config_read(16, 1) == 0
     assert dev.config_read(0xF8, 8) == 0  # the last bytes of the slot
     dev.config_write(0x80, 1)
     assert guest_errors(dev.m) == before + 4
+    assert [dev.config_read(off) for off in range(16, 0x100, 4)] == [0] * 60
+    assert guest_errors(dev.m) == before + 64
 
 
 def test_config_change_bumps_generation_and_interrupts(dev):

@@ -49,6 +49,13 @@ class Network:
         lib.vmm_net_switch_counts(self._sw, n, ffi.NULL)
         return int(n[0])
 
+    @property
+    def capture_dropped(self) -> int:
+        """Frames missing from the capture file (it reached its size limit, or a write failed)."""
+        n = ffi.new("uint64_t *")
+        lib.vmm_net_switch_counts(self._sw, ffi.NULL, n)
+        return int(n[0])
+
 
 NetSpec = Union[str, Network]
 

@@ -7,7 +7,12 @@
 #include "iothread.h"
 #include "vm.h"
 
-#define IO_MAX_FDS 256    /* a round polls at most this many fds (slirp: one per guest connection) */
+/*
+ * A round polls at most IO_MAX_FDS fds: the wake-up fd and what the clients reserve when they join
+ * (vmm__iothread_add_client: user networking USER_MAX_SOCKETS + its hostfwd listeners, a tap 1), so a
+ * back-end that would not fit is refused with an error instead of having its sockets skipped.
+ */
+#define IO_MAX_FDS 1024
 #define IO_MAX_ENTRIES 32 /* clients + work items of one VM (a NIC has at most 2) */
 
 struct vmm_io_set {
@@ -18,6 +23,7 @@ struct vmm_io_set {
 struct io_entry {
     const struct vmm_io_client_ops *ops; /* NULL: a work item */
     void *p;
+    unsigned nfds; /* fds a client reserved in every round */
 };
 
 struct vmm_iothread {
@@ -28,6 +34,8 @@ struct vmm_iothread {
     pthread_cond_t cond;
     struct io_entry e[IO_MAX_ENTRIES];
     unsigned n;
+    unsigned nfds;          /* reserved by the entries, with the wake-up fd */
+    struct vmm_io_set *set; /* the rounds' poll set (the thread's) */
     bool stop;
     uint64_t round;     /* bumped when a round's copy of the entries is taken */
     atomic_bool kicked; /* a kick since the last poll returned: later kicks need no wake-up write */
@@ -88,22 +96,20 @@ static void io_round(struct vmm_iothread *io, struct vmm_io_set *set)
 static void *io_main(void *arg)
 {
     struct vmm_iothread *io = arg;
-    struct vmm_io_set *set = malloc(sizeof *set);
 
     vmm__host_thread_name("vmm-io");
     for (;;) {
         pthread_mutex_lock(&io->lock);
         bool stop = io->stop;
         pthread_mutex_unlock(&io->lock);
-        if (stop || !set)
+        if (stop)
             break;
-        io_round(io, set);
+        io_round(io, io->set);
     }
     pthread_mutex_lock(&io->lock);
     io->round = UINT64_MAX; /* no round will run again: removers need not wait */
     pthread_cond_broadcast(&io->cond);
     pthread_mutex_unlock(&io->lock);
-    free(set);
     return NULL;
 }
 
@@ -116,10 +122,14 @@ int vmm__iothread_get(struct vmm_vm *vm, struct vmm_iothread **out)
         *out = vm->iothread;
         return 0;
     }
-    if (!(io = calloc(1, sizeof *io)))
+    if (!(io = calloc(1, sizeof *io)) || !(io->set = malloc(sizeof *io->set))) {
+        free(io);
         return vmm__set_error(vm, VMM_ENOMEM, "out of memory for the I/O thread");
+    }
     io->vm = vm;
+    io->nfds = 1; /* the wake-up fd */
     if ((e = vmm__host_wakeup_open(&io->wake))) {
+        free(io->set);
         free(io);
         return vmm__set_error(vm, VMM_EIO, "I/O thread: cannot make its wake-up fd: %s", strerror(e));
     }
@@ -129,6 +139,7 @@ int vmm__iothread_get(struct vmm_vm *vm, struct vmm_iothread **out)
         vmm__host_wakeup_close(&io->wake);
         pthread_mutex_destroy(&io->lock);
         pthread_cond_destroy(&io->cond);
+        free(io->set);
         free(io);
         return vmm__set_error(vm, VMM_ENOMEM, "cannot start the I/O thread: %s", strerror(e));
     }
@@ -148,30 +159,42 @@ void vmm__iothread_destroy(struct vmm_iothread *io)
     vmm__host_wakeup_close(&io->wake);
     pthread_mutex_destroy(&io->lock);
     pthread_cond_destroy(&io->cond);
+    free(io->set);
     free(io);
 }
 
-static int add_entry(struct vmm_iothread *io, const struct vmm_io_client_ops *ops, void *p)
+static int add_entry(struct vmm_iothread *io, const struct vmm_io_client_ops *ops, void *p, unsigned nfds,
+                     const char *what)
 {
     pthread_mutex_lock(&io->lock);
     if (io->n >= IO_MAX_ENTRIES) {
         pthread_mutex_unlock(&io->lock);
         return vmm__set_error(io->vm, VMM_ENOMEM, "the I/O thread serves at most %d back-ends", IO_MAX_ENTRIES);
     }
-    io->e[io->n++] = (struct io_entry){ .ops = ops, .p = p };
+    if (nfds > IO_MAX_FDS - io->nfds) {
+        unsigned taken = io->nfds - 1;
+        pthread_mutex_unlock(&io->lock);
+        return vmm__set_error(io->vm, VMM_ENOMEM,
+                              "%s needs up to %u host fds polled, and the VM's I/O thread polls at most %d (the "
+                              "VM's other back-ends hold %u)",
+                              what, nfds, IO_MAX_FDS - 1, taken);
+    }
+    io->e[io->n++] = (struct io_entry){ .ops = ops, .p = p, .nfds = nfds };
+    io->nfds += nfds;
     pthread_mutex_unlock(&io->lock);
     vmm__host_wakeup_signal(&io->wake); /* a new round polls its fds */
     return 0;
 }
 
-int vmm__iothread_add_client(struct vmm_iothread *io, const struct vmm_io_client_ops *ops, void *c)
+int vmm__iothread_add_client(struct vmm_iothread *io, const struct vmm_io_client_ops *ops, void *c, unsigned nfds,
+                             const char *what)
 {
-    return add_entry(io, ops, c);
+    return add_entry(io, ops, c, nfds, what);
 }
 
 int vmm__iothread_add_work(struct vmm_iothread *io, struct vmm_io_work *w)
 {
-    return add_entry(io, NULL, w);
+    return add_entry(io, NULL, w, 0, "");
 }
 
 void vmm__iothread_remove(struct vmm_iothread *io, void *p)
@@ -181,6 +204,7 @@ void vmm__iothread_remove(struct vmm_iothread *io, void *p)
     pthread_mutex_lock(&io->lock);
     for (unsigned i = 0; i < io->n; i++) {
         if (io->e[i].p == p) {
+            io->nfds -= io->e[i].nfds;
             memmove(&io->e[i], &io->e[i + 1], (io->n - i - 1) * sizeof io->e[0]);
             io->n--;
             break;

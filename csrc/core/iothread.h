@@ -29,7 +29,7 @@ struct vmm_io_client_ops {
     void (*dispatch)(void *c, struct vmm_io_set *set);
 };
 
-/* Add fd for `events` (VMM_HOST_POLL*) to this round: its index, or -1 if the round is full (256 fds). */
+/* Add fd for `events` (VMM_HOST_POLL*) to this round: its index, or -1 if the round is full (1024 fds). */
 int vmm__io_add(struct vmm_io_set *set, int fd, short events);
 /* What happened to the fd at idx this round (0 for a bad index). */
 short vmm__io_revents(const struct vmm_io_set *set, int idx);
@@ -45,7 +45,9 @@ int vmm__iothread_get(struct vmm_vm *vm, struct vmm_iothread **out);
 /* Stop and join the thread, free it. vmm_destroy() calls it before any device is destroyed. */
 void vmm__iothread_destroy(struct vmm_iothread *io);
 
-int vmm__iothread_add_client(struct vmm_iothread *io, const struct vmm_io_client_ops *ops, void *c);
+/* A client that adds at most nfds fds to a round (refused, naming `what`, when the round has no room). */
+int vmm__iothread_add_client(struct vmm_iothread *io, const struct vmm_io_client_ops *ops, void *c, unsigned nfds,
+                             const char *what);
 int vmm__iothread_add_work(struct vmm_iothread *io, struct vmm_io_work *w);
 /* Remove a client or work item; on return the loop no longer calls it (waits for its round to end). */
 void vmm__iothread_remove(struct vmm_iothread *io, void *c_or_w);

@@ -137,6 +137,7 @@ struct virtq_chain {
     unsigned nread, nwrite;               /* segment counts */
     struct virtq_seg seg[VIRTQ_MAX_SEGS]; /* nread readable, then nwrite writable */
     uint64_t read_len, write_len;         /* bytes in each direction */
+    uint16_t ndesc;                       /* descriptors of the queue's table it uses (an indirect table: 1) */
 };
 
 /* 1: *c holds the next chain; 0: the ring is empty; negative: the queue is broken (NEEDS_RESET is set). */

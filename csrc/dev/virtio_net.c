@@ -167,7 +167,9 @@ static void put_span(const struct virtq_chain *c, uint64_t coff, const uint8_t *
 
 /*
  * Place one frame in receive chains: 1 done, 0 not enough buffers (nothing consumed), -1 the queue
- * broke, 2 the frame was dropped (too big for a chain without MRG_RXBUF). Device lock held.
+ * broke, 2 the frame was dropped: too big for a chain without MRG_RXBUF, or, with it, for the chains
+ * of every descriptor of the ring (no buffer can come before these are used: waiting would stall the
+ * queue for good). Device lock held.
  */
 static int rx_place(struct vmm_net_nic *nic, struct vmm_virtq *q, const struct rx_frame *f, bool mrg)
 {
@@ -176,14 +178,23 @@ static int rx_place(struct vmm_net_nic *nic, struct vmm_virtq *q, const struct r
         hdr[0] = NET_HDR_F_DATA_VALID;
     uint64_t total = NET_HDR_LEN + (uint64_t)f->len, off = 0;
     uint16_t used = 0, qsize = vmm__virtq_size(q);
+    unsigned ndesc = 0; /* descriptors in the chains popped */
 
     while (off < total) {
         struct virtq_chain *c = used ? &nic->cur : &nic->first;
-        int r = used < qsize ? vmm__virtq_pop(q, c) : 0;
+        int r = ndesc < qsize ? vmm__virtq_pop(q, c) : 0;
         if (r <= 0) {
             vmm__virtq_unpop(q, used);
+            if (r == 0 && ndesc >= qsize) {
+                vmm__virtio_guest_error(nic->v,
+                                        "a %u-byte frame does not fit in the receive buffers of the whole "
+                                        "ring (%u descriptors): dropped",
+                                        f->len, qsize);
+                return 2;
+            }
             return r < 0 ? -1 : 0;
         }
+        ndesc += c->ndesc;
         if (c->write_len < NET_HDR_LEN) { /* §5.1.6.3.1: every receive buffer holds at least a header */
             vmm__virtq_unpop(q, (uint16_t)(used + 1));
             vmm__virtio_needs_reset(nic->v, "receive buffer smaller than struct virtio_net_hdr");

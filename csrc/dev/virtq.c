@@ -177,6 +177,7 @@ static int walk_chain(struct vmm_virtq *q, uint16_t head, struct virtq_chain *c,
     c->head = head;
     c->nread = c->nwrite = 0;
     c->read_len = c->write_len = 0;
+    c->ndesc = 0;
     for (;;) {
         struct virtq_desc d;
 
@@ -187,6 +188,8 @@ static int walk_chain(struct vmm_virtq *q, uint16_t head, struct virtq_chain *c,
             return broken(q, "queue %u: descriptor chain at head %u loops or is longer than its table (%" PRIu32 ")",
                           q->index, head, table_n);
         memcpy(&d, table + 16 * (size_t)idx, sizeof d); /* one snapshot: the guest may change it meanwhile */
+        if (!in_indirect)
+            c->ndesc++;
 
         if (d.flags & VIRTQ_DESC_F_INDIRECT) {
             if (!indirect_ok)
@@ -282,8 +285,9 @@ void vmm__virtq_unpop(struct vmm_virtq *q, uint16_t n)
 
     vmm__virtio_lock(v);
     q->last_avail = (uint16_t)(q->last_avail - n);
-    if (q->ready && vmm__virtio_live(v) && (vmm__virtio_features(v) >> VIRTIO_F_EVENT_IDX & 1))
-        store16_release(avail_event(q), q->last_avail);
+    /* avail_event stays: the pops left it at the avail index they saw (an empty pop stores it), so the
+     * driver notifies when it adds a buffer the device has not seen. Lowering it to last_avail would name
+     * an entry already added: vring_need_event() would then be false for every later one (§2.7.10). */
     vmm__virtio_unlock(v);
 }
 

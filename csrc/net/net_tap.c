@@ -99,7 +99,7 @@ int vmm__net_tap_create(struct vmm_vm *vm, struct vmm_net_nic *nic, const char *
         return vmm__set_error(vm, e == ENOTSUP ? VMM_ENOTSUP : VMM_EIO, "tap %s: %s", name,
                               e == ENOTSUP ? "this host has no tap devices" : strerror(e));
     }
-    if ((rc = vmm__iothread_add_client(io, &tap_client, t))) {
+    if ((rc = vmm__iothread_add_client(io, &tap_client, t, 1, "a tap network card"))) {
         tap_destroy(t);
         return rc;
     }

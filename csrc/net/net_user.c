@@ -58,8 +58,8 @@ struct net_user {
 /*
  * Each guest TCP connection, UDP flow and ICMP echo to the outside is a host socket in libslirp, which
  * puts no limit on them: without ours a guest could take every fd of the process (RLIMIT_NOFILE),
- * and with it every other VM's disks, shares and captures. 128 leaves room in the I/O thread's poll
- * round (iothread.c IO_MAX_FDS 256) for hostfwd listeners, a tap and the other NICs.
+ * and with it every other VM's disks, shares and captures. A user NIC reserves these and its hostfwd
+ * listeners in the I/O thread's poll round (iothread.c IO_MAX_FDS 1024): seven fit in one VM.
  */
 #define USER_MAX_SOCKETS 128
 
@@ -366,7 +366,7 @@ int vmm__net_user_create(struct vmm_vm *vm, struct vmm_net_nic *nic, const struc
             return rc ? rc : vmm__set_error(vm, VMM_EINVAL, "hostfwd %u is NULL", i);
         }
     }
-    if ((rc = vmm__iothread_add_client(io, &user_client, u))) {
+    if ((rc = vmm__iothread_add_client(io, &user_client, u, USER_MAX_SOCKETS + cfg->nhostfwd, "user networking"))) {
         user_destroy(u);
         return rc;
     }
