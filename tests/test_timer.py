@@ -165,13 +165,15 @@ def test_deterministic_timer_interrupts_at_its_deadline(guest):
         assert all(int(hi) <= 80 and early == "0" for _, hi, early in got), (name, got)
 
 
-def test_a_sooner_deadline_kicks_a_spinning_vcpu_on_vcpu_threads(raw_guest):
-    """vCPU threads (soft-threaded): the clock thread sleeps until the deadline it knows; a guest that arms
-    its timer 69 s ahead, then re-arms it 17 ms ahead and spins (no WFI: its own thread does not wait on the
-    deadline) must be kicked at the new deadline (timer_changed wakes the clock thread for any new deadline,
-    an earlier one too). Its IRQ handler powers off."""
+@pytest.mark.parametrize("backend", ["soft", "soft-threaded"])
+def test_a_sooner_deadline_kicks_a_spinning_vcpu(raw_guest, backend):
+    """The clock thread sleeps until the deadline it knows; a guest that arms its timer 69 s ahead, then
+    re-arms it 17 ms ahead and spins (no WFI: its own thread does not wait on the deadline) must be kicked at
+    the new deadline: timer_changed wakes the clock thread for any new deadline with vCPU threads
+    (soft-threaded), and for an earlier one, which it stores as the VM's next deadline, with one run loop
+    (soft). Its IRQ handler powers off."""
     blob = timer_irq_spinner()
-    with vmmpy.Machine(raw_guest(blob), kernel_format="raw", backend="soft-threaded") as m:
+    with vmmpy.Machine(raw_guest(blob), kernel_format="raw", backend=backend) as m:
         enable_ppi(m, PPI_VIRT)
         res = m.run(timeout=10)  # the mutant that skips the wake-up times out here (the clock waits 69 s)
         assert res.reason == RunReason.POWEROFF, res
