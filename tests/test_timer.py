@@ -165,6 +165,16 @@ def test_deterministic_timer_interrupts_at_its_deadline(guest):
         assert all(int(hi) <= 80 and early == "0" for _, hi, early in got), (name, got)
 
 
+def test_a_deadline_beyond_the_horizon_is_never_in_deterministic_time(raw_guest):
+    """CNTV_CVAL = 2^60 - 1 (2^64 - 16 ns, past VMM_CLOCK_HORIZON_NS): no deadline at all, so a deterministic
+    guest asleep in WFI waits for input or the run's end with its clock where it fell asleep. Taken as a
+    deadline, the clock would jump to ~584 years (or its instruction budget wrap)."""
+    blob = raw_guest(code(MOVN_X0_0, LSR_X0_4, MSR_CNTV_CVAL_X0, MOVZ_X0_1, MSR_CNTV_CTL_X0, WFI, b_back(1)))
+    with vmmpy.Machine(blob, kernel_format="raw", deterministic=True) as m:
+        assert m.run(timeout=0.2).reason == RunReason.TIMEOUT
+        assert m.clock_ns < 1000, m.clock_ns  # 7 instructions at 1 ns each
+
+
 @pytest.mark.parametrize("backend", ["soft", "soft-threaded"])
 def test_a_sooner_deadline_kicks_a_spinning_vcpu(raw_guest, backend):
     """The clock thread sleeps until the deadline it knows; a guest that arms its timer 69 s ahead, then
