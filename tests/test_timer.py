@@ -12,7 +12,7 @@ import time
 import pytest
 
 import vmmpy
-from tests.conftest import WFI, b_back, code, enable_ppi, timer_irq_spinner
+from tests.conftest import B_SELF, WFI, b_back, code, enable_ppi, timer_irq_spinner
 from vmmpy import RunReason
 
 NS_PER_TICK = 16  # 62.5 MHz
@@ -173,6 +173,21 @@ def test_a_deadline_beyond_the_horizon_is_never_in_deterministic_time(raw_guest)
     with vmmpy.Machine(blob, kernel_format="raw", deterministic=True) as m:
         assert m.run(timeout=0.2).reason == RunReason.TIMEOUT
         assert m.clock_ns < 1000, m.clock_ns  # 7 instructions at 1 ns each
+
+
+@pytest.mark.parametrize("cpus", [1, 2])
+def test_clock_advance_puts_every_cpus_counter_on_the_vm_clock(raw_guest, cpus):
+    """Deterministic mode: after a run that ends in the middle of a quantum (the guest spins: each vCPU's
+    counter is then ahead of the VM clock by the instructions it ran in that quantum), vmm_clock_advance starts
+    a new quantum on every vCPU (CPU 0 included): the VM clock moves by exactly the amount and each vCPU's
+    CNTVCT reads that clock."""
+    with vmmpy.Machine(raw_guest(code(B_SELF)), kernel_format="raw", cpus=cpus, deterministic=True) as m:
+        assert m.run(timeout=0.1).reason == RunReason.TIMEOUT
+        t0 = m.clock_ns
+        assert t0 > 0
+        m.clock_advance(1600)
+        assert m.clock_ns == t0 + 1600
+        assert [m.sysreg_read("CNTVCT_EL0", cpu=c) for c in range(cpus)] == [(t0 + 1600) // NS_PER_TICK] * cpus
 
 
 @pytest.mark.parametrize("backend", ["soft", "soft-threaded"])
