@@ -341,7 +341,7 @@ def mutate_file(rel: str, tests: list[str], a, equivalent, share: float, log, ea
         counts[status] += 1
         rec = dict(
             file=rel, version=version, mutant=os.path.basename(m), line=line, before=before, after=after,
-            status=status, asan=ASAN,
+            status=status, asan=ASAN, population=population,
         )  # fmt: skip
         log.write(json.dumps(rec) + "\n")
         log.flush()
@@ -403,6 +403,36 @@ def report(results: list[dict]) -> float:
     return total
 
 
+def results_of(paths: list[str]) -> list[dict]:
+    """Per-file results (as mutate_file returns them) from results.jsonl files: for `--report`."""
+    recs: dict[tuple[str, str], dict] = {}
+    for path in paths:
+        for line in read_text(path).splitlines():
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue
+            recs[(r["file"], r["mutant"])] = r
+    out: dict[str, dict] = {}
+    for r in recs.values():
+        f = out.setdefault(
+            r["file"],
+            dict(file=r["file"], total=0, population=r.get("population", 0), survivors=[], skipped=0, reused=0,
+                 killed=0, survived=0, equivalent=0, stillborn=0),
+        )  # fmt: skip
+        f["total"] += 1
+        f[r["status"]] += 1
+        if r["status"] == "survived":
+            f["survivors"].append(r)
+    for f in out.values():
+        if not f["population"]:  # results written before records carried it: the cached mutants' count
+            d = os.path.join(MUTANTS, obj_name(os.path.join(ROOT, f["file"]))[:-2])
+            if os.path.isdir(d):
+                f["population"] = sum(".mutant." in n for n in os.listdir(d))
+        f["population"] = max(f["population"], f["total"])
+    return [out[k] for k in sorted(out)]
+
+
 def load_earlier(path: str) -> dict:
     out = {}
     if os.path.exists(path):
@@ -442,11 +472,26 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="reuse the last run's killed and stillborn mutants of the same file version (survivors run again)",
     )
+    ap.add_argument(
+        "--workdir",
+        help="build and results directory (default build/mutate, build/mutate-asan with --asan): runs on "
+        "different files in different directories go on side by side (the mutants are shared)",
+    )
+    ap.add_argument(
+        "--report",
+        nargs="+",
+        metavar="RESULTS",
+        help="print the table of these results.jsonl files (the last line per mutant wins) and run nothing",
+    )
     ap.add_argument("-v", "--verbose", action="store_true", help="a line per mutant")
     a = ap.parse_args(argv)
     global ASAN, BUILD
     if a.asan:
         ASAN, BUILD = True, os.path.join(ROOT, "build", "mutate-asan")
+    if a.workdir:
+        BUILD = os.path.abspath(a.workdir)
+    if a.report:
+        return 1 if report(results_of(a.report)) < a.min_rate else 0
     if a.rules != "universal":
         a.rules = os.path.abspath(a.rules)
         if not os.path.exists(a.rules):
