@@ -808,3 +808,72 @@ def test_a_long_queue_runs_in_batches_as_creadr_is_polled(m):
     assert polls == [768 * 32, 1001 * 32, 1001 * 32, 1001 * 32]
     assert m.mmio_read(GITS + GITS_CTLR) == 1 << 31 | 1
     assert take(m) == LPI
+
+
+# ---- the LPI side's edges (mutation testing survivors) -------------------------------------------------------------
+
+
+def test_nothing_is_pending_before_lpis_are_enabled(m):
+    """A redistributor whose LPIs were never enabled has no LPI to offer: 1023 in both groups' registers, not a
+    stale INTID 0 (which, SGI 0 being group 0 after reset, would show in the group 0 ones)."""
+    assert [m.sysreg_read(f"ICC_HPPIR{g}_EL1") for g in (0, 1)] == [1023, 1023]
+    assert [m.sysreg_read(f"ICC_IAR{g}_EL1") for g in (0, 1)] == [1023, 1023]
+
+
+def test_the_pending_table_is_read_in_every_byte_of_a_word(m):
+    """EnableLPIs reads the pending table little-endian (bit n of byte k is LPI 8192 + 8k + n, §5.1.2): the first
+    and last bit of each byte of the first 32-bit word, each with its own priority, come out in priority order."""
+    its = Its(m, cpus=0)
+    lpis = [LPI + n for n in (0, 7, 8, 15, 16, 23, 24, 31)]
+    for i, intid in enumerate(lpis):
+        its.config(intid, prio=0x10 + 0x10 * i)
+    m.write_memory(PEND + 1024, bytes([0x81, 0x81, 0x81, 0x81]))
+    its.enable_lpis(0)
+    assert [take(m) for _ in range(len(lpis) + 1)] == [*lpis, 1023]
+
+
+def test_a_configuration_table_outside_ram_disables_every_lpi(m):
+    """PROPBASER outside RAM: EnableLPIs reads no configuration, so every LPI is disabled (a guest error), and a
+    pending one stays pending but is not signalled."""
+    its = Its(m, cpus=0)
+    m.write_memory(PEND + 1024 + 1, bytes([1 << 1]))  # LPI 8192 + 9 pending in memory
+    before = guest_errors(m)
+    its.enable_lpis(0, prop=0x1_0000_0000)  # 4 GiB: beyond the 256 MiB of RAM at 1 GiB
+    assert guest_errors(m) == before + 1
+    assert m.sysreg_read("ICC_HPPIR1_EL1") == 1023
+    assert take(m) == 1023
+
+
+def test_ptz_starts_with_no_lpi_pending_at_all(m):
+    """PTZ: the pending table is taken as zero. With two LPIs enabled and one made pending, only that one is
+    offered, then none (the other, of higher priority, was never pending)."""
+    its = Its(m, cpus=0)
+    its.config(LPI + 1, prio=0x40)
+    m.write_memory(PEND + 1024, b"\xff" * 8)  # ignored under PTZ
+    m.mmio_write(rd(0, GICR_PROPBASER), PROP | IDBITS, size=8)
+    m.mmio_write(rd(0, GICR_PENDBASER), PEND | 1 << 62, size=8)
+    m.mmio_write(rd(0, GICR_CTLR), 1)
+    its.map_event(1, 0, LPI, prio=0x80)
+    m.msi(0, device=1)
+    assert [take(m) for _ in range(2)] == [LPI, 1023]
+
+
+def test_a_snapshot_after_lpis_were_disabled_restores(guest, tmp_path):
+    """EnableLPIs 1 then 0: the redistributor's state is saved without its pending bits (they went to the
+    pending table in RAM), and the restored VM reads them from there at the next EnableLPIs."""
+    path = tmp_path / "lpis-off.snap"
+    with vmmpy.Machine(guest("hello"), its=True) as mach:
+        mach.boot_info()  # prepared: snapshots need it
+        unmask(mach)
+        its = Its(mach)
+        its.map_event(1, 0, LPI + 5)
+        mach.msi(0, device=1)
+        mach.mmio_write(rd(0, GICR_CTLR), 0)
+        assert mach.read_memory(PEND + 1024, 1) == bytes([1 << 5])
+        mach.snapshot(path)
+    with vmmpy.Machine.restore(path) as r:
+        assert r.mmio_read(rd(0, GICR_CTLR)) == 0
+        assert r.mmio_read(rd(0, GICR_PROPBASER), size=8) == PROP | IDBITS
+        assert r.sysreg_read("ICC_HPPIR1_EL1") == 1023
+        r.mmio_write(rd(0, GICR_CTLR), 1)
+        assert [take(r) for _ in range(2)] == [LPI + 5, 1023]
