@@ -834,13 +834,16 @@ def test_the_pending_table_is_read_in_every_byte_of_a_word(m):
 
 def test_a_configuration_table_outside_ram_disables_every_lpi(m):
     """PROPBASER outside RAM: EnableLPIs reads no configuration, so every LPI is disabled (a guest error), and a
-    pending one stays pending but is not signalled."""
+    pending one stays pending but is not signalled; an INV of one LPI (its byte not in RAM either) disables it."""
     its = Its(m, cpus=0)
     m.write_memory(PEND + 1024 + 1, bytes([1 << 1]))  # LPI 8192 + 9 pending in memory
     before = guest_errors(m)
     its.enable_lpis(0, prop=0x1_0000_0000)  # 4 GiB: beyond the 256 MiB of RAM at 1 GiB
     assert guest_errors(m) == before + 1
     assert m.sysreg_read("ICC_HPPIR1_EL1") == 1023
+    its.map_event(1, 0, LPI + 3)  # its INV reads LPI 8195's byte at 4 GiB + 3
+    m.msi(0, device=1)
+    assert m.sysreg_read("ICC_HPPIR1_EL1") == 1023  # (HPPIR ignores the PMR: any priority would show)
     assert take(m) == 1023
 
 
