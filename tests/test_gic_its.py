@@ -421,7 +421,9 @@ def test_mapi_uses_the_eventid_as_the_lpi(m):
 def test_mapd_valid_0_unmaps_the_device(m):
     its = Its(m)
     its.map_event(6, 0, LPI)
+    assert m.read_memory(DEVT, 4096) != bytes(4096)
     its.send(mapd(6, 0, valid=False))
+    assert m.read_memory(DEVT, 4096) == bytes(4096)  # the device table entry is cleared, not left valid
     m.msi(0, device=6)
     assert take(m) == 1023
     assert guest_errors(m) == 1
@@ -880,3 +882,21 @@ def test_a_snapshot_after_lpis_were_disabled_restores(guest, tmp_path):
         assert r.sysreg_read("ICC_HPPIR1_EL1") == 1023
         r.mmio_write(rd(0, GICR_CTLR), 1)
         assert [take(r) for _ in range(2)] == [LPI + 5, 1023]
+
+
+def test_the_its_frame_ends_at_64_kib(m):
+    """The ID registers are the control frame's last 48 bytes (0xffd0-0xffff); 0x10000 is the translation frame's
+    start, where only GITS_TRANSLATER (0x10040) exists: RAZ with a guest error."""
+    assert m.mmio_read(GITS + 0xFFE8) == 0x3B  # GITS_PIDR2: ArchRev 3 (GICv3), JEDEC, DES_1 3
+    before = guest_errors(m)
+    assert m.mmio_read(GITS + 0x1_0000) == 0
+    assert guest_errors(m) == before + 1
+
+
+def test_a_bad_width_its_access_reads_as_zero(m):
+    """GITS_CTLR takes 32-bit accesses only: a 16-bit read is RAZ (with a guest error), whatever the register."""
+    Its(m)  # GITS_CTLR.Enabled = 1
+    assert m.mmio_read(GITS + GITS_CTLR) & 1
+    before = guest_errors(m)
+    assert m.mmio_read(GITS + GITS_CTLR, size=2) == 0
+    assert guest_errors(m) == before + 1
