@@ -286,6 +286,9 @@ def baseline(tests: list[str]) -> float:
     if key not in _BASELINES:
         link()
         status, t = run_tests(tests, timeout=600)
+        if status != "pass":  # once more: a loaded host can fail a real-time test once (then say so)
+            print(f"mutate: the selection failed once without a mutant, trying again: {' '.join(tests)}", flush=True)
+            status, t = run_tests(tests, timeout=600)
         if status != "pass":
             raise MutateError(f"these tests fail without a mutant: {' '.join(tests)}")
         _BASELINES[key] = t
