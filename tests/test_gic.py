@@ -937,3 +937,21 @@ def test_an_mmio_write_may_raise_a_line(machine):
     assert not m.irq_line(1)  # active and pending
     set_bit(m, ICACTIVER, 40)  # deactivated through the distributor instead of ICC_DIR_EL1
     assert m.irq_line(1)
+
+
+def test_a_redistributor_priority_write_reorders_pending_ppis_on_its_cpu_only():
+    """IPRIORITYR in a redistributor's SGI frame changes which pending PPI is the highest at once, on that
+    CPU, without losing a change pending on another CPU (each CPU's cached answer is recomputed when its own
+    state changed)."""
+    with vmmpy.Machine(cpus=2) as m:
+        for cpu in (0, 1):
+            configure(m, 20, prio=0x80, cpu=cpu)
+            configure(m, 21, prio=0x90, cpu=cpu)
+            unmask(m, cpu)
+            m.irq_set(20, 1, cpu)
+        assert [m.sysreg_read("ICC_HPPIR1_EL1", cpu) for cpu in (0, 1)] == [20, 20]
+        m.irq_set(21, 1, 0)
+        m.irq_set(21, 1, 1)
+        m.irq_set(20, 0, 1)  # CPU 1 changes (20 no longer pending) ...
+        m.mmio_write(frame(21, 0) + IPRIORITYR + 21, 0x40, size=1)  # ... then CPU 0's PPI 21 goes first
+        assert [m.sysreg_read("ICC_HPPIR1_EL1", cpu) for cpu in (0, 1)] == [21, 21]
