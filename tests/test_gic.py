@@ -955,3 +955,11 @@ def test_a_redistributor_priority_write_reorders_pending_ppis_on_its_cpu_only():
         m.irq_set(20, 0, 1)  # CPU 1 changes (20 no longer pending) ...
         m.mmio_write(frame(21, 0) + IPRIORITYR + 21, 0x40, size=1)  # ... then CPU 0's PPI 21 goes first
         assert [m.sysreg_read("ICC_HPPIR1_EL1", cpu) for cpu in (0, 1)] == [21, 21]
+
+
+def test_gicr_ctlr_without_lpis_is_raz_wi_and_no_guest_error(m):
+    """Without LPIs (no ITS) GICR_CTLR has no writable bit: it reads 0, a write of EnableLPIs is ignored, and
+    neither access is a guest error (the register exists)."""
+    m.mmio_write(rd(0, 0x0000), 1)
+    assert m.mmio_read(rd(0, 0x0000)) == 0
+    assert guest_errors(m) == 0
