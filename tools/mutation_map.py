@@ -56,6 +56,7 @@ TARGETS: dict[str, list[str]] = {
         "tests/test_events.py::test_deterministic_pause_at_frame_then_inject_is_reproducible",
         "tests/test_events.py::test_pause_wait_waits_its_timeout_for_a_frame_that_does_not_come",
         "tests/test_events.py::test_deterministic_quit_stops_at_the_cursor_exactly",
+        "tests/test_api.py::test_vmm_run_on_a_running_vm_is_ebusy_and_leaves_it_usable",
     ],
     # virtio: the split virtqueues, the device core and the MMIO transport
     "csrc/dev/virtq.c": [
