@@ -168,3 +168,4 @@ def test_vmm_run_on_a_running_vm_is_ebusy_and_leaves_it_usable(guest):
         stopper.start()
         stopper.join(20)
         assert not stopper.is_alive(), "stop() did not return: the VM lock was left held"
+        assert (m.result.reason, m.result.exit_status) == (vmmpy.RunReason.STOPPED, 0)
