@@ -358,8 +358,9 @@ def mutate_file(rel: str, tests: list[str], a, equivalent, share: float, log, ea
 
 def interval(r: dict) -> tuple[float, float]:
     """95 % interval for the file's kill rate over all its mutants, from a sample: Wilson's score interval
-    for killed of killed + survived, narrowed by the finite-population correction (the sampled share of
-    the file's mutants; a full run has no sampling error). Percent."""
+    for killed of killed + survived, with the finite-population correction (the sample is drawn without
+    replacement from the file's mutants: its variance shrinks by (N - n) / (N - 1), i.e. Wilson's formula with
+    n / fpc^2 as the sample size; a full run has no sampling error). Percent."""
     k, n = r["killed"], r["killed"] + r["survived"]
     if not n:
         return 0.0, 100.0
@@ -368,11 +369,12 @@ def interval(r: dict) -> tuple[float, float]:
     run = r["total"] - r["skipped"]
     # the file's countable mutants (neither stillborn nor equivalent), estimated from the sample's share
     big_n = max(n, round(r["population"] * n / run)) if run else n
-    fpc = math.sqrt((big_n - n) / (big_n - 1)) if big_n > 1 else 0.0
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n) * fpc
-    if fpc == 0.0:
-        centre = p
+    fpc2 = (big_n - n) / (big_n - 1) if big_n > 1 else 0.0
+    if fpc2 <= 0:
+        return 100 * p, 100 * p
+    m = n / fpc2
+    centre = (p + z * z / (2 * m)) / (1 + z * z / m)
+    half = z * math.sqrt(p * (1 - p) / m + z * z / (4 * m * m)) / (1 + z * z / m)
     return 100 * max(0.0, centre - half), 100 * min(1.0, centre + half)
 
 
