@@ -900,3 +900,16 @@ def test_a_bad_width_its_access_reads_as_zero(m):
     before = guest_errors(m)
     assert m.mmio_read(GITS + GITS_CTLR, size=2) == 0
     assert guest_errors(m) == before + 1
+
+
+def test_only_typer_propbaser_and_pendbaser_take_64_bit_accesses(m):
+    """With LPIs the redistributor has three 64-bit registers (TYPER, PROPBASER, PENDBASER); a 64-bit access to
+    any other (here ISENABLER0 in the SGI frame, past them in the map) is RAZ/WI with a guest error."""
+    isenabler0 = rd(0, 0x1_0100)
+    m.mmio_write(isenabler0, 1 << 3)
+    assert m.mmio_read(isenabler0) & 1 << 3
+    before = guest_errors(m)
+    assert m.mmio_read(isenabler0, size=8) == 0
+    assert guest_errors(m) == before + 1
+    assert m.mmio_read(rd(0, GICR_PROPBASER), size=8) == 0  # 64-bit and in place: no guest error
+    assert guest_errors(m) == before + 1
