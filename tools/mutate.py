@@ -475,7 +475,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--resume",
         action="store_true",
-        help="reuse the last run's killed and stillborn mutants of the same file version (survivors run again)",
+        help="reuse the last run's killed and stillborn mutants of the same file version (survivors run again); "
+        "the results of files not in this run are kept",
     )
     ap.add_argument(
         "--workdir",
@@ -516,7 +517,12 @@ def main(argv: list[str] | None = None) -> int:
         os.makedirs(BUILD, exist_ok=True)
         path = os.path.join(BUILD, "results.jsonl")
         earlier = load_earlier(path) if a.resume else {}
+        # --resume keeps the records of the files this run does not touch (one results file, many runs)
+        kept = [] if not a.resume or not os.path.exists(path) else [
+            line for line in read_text(path).splitlines() if line.strip() and json.loads(line)["file"] not in files
+        ]  # fmt: skip
         with open(path, "w") as log:
+            log.writelines(line + "\n" for line in kept)
             for i, rel in enumerate(files):
                 # the budget is shared out: each file gets an equal part of what is left
                 left = a.budget - (time.monotonic() - start)
