@@ -205,18 +205,19 @@ def test_psci_cpu_on_32_migrate_info_and_smccc_arch_features(raw_guest, backend,
 
 def test_psci_cpu_on_accepts_an_entry_point_in_the_last_word_of_ram(raw_guest, backend):
     """CPU_ON checks that the 4 bytes of the entry instruction are RAM (DEN0022 §5.6.2 INVALID_ADDRESS otherwise),
-    no more: on a 16 MiB machine CPU 0 writes `b off` to RAM's last word (0x40fffffc) and starts CPU 1 there,
-    which powers off. CPU 0 stores CPU_ON's result and powers off itself if it failed."""
+    no more: on a 16 MiB machine CPU 0 writes `b second` to RAM's last word (0x40fffffc) and starts CPU 1 there.
+    CPU 0 stores CPU_ON's result (and powers off itself if it failed); CPU 1 powers off once it is stored."""
     blob = code(
-        0x10000226, 0x180001E8,  # adr x6, results; ldr w8, branch
+        0x100002A6, 0x18000268,  # adr x6, results; ldr w8, branch
         0xD2A81FE2, 0xF29FFF82, 0xB9000048,  # x2 = 0x40fffffc; str w8, [x2]
         0x52800060, 0x72B88000, 0xD2800021, 0xD2800003, 0xD4000002,  # CPU_ON_64(1, x2, 0)
-        0xF90000C0, 0xB5000040, 0x14000000,  # str x0, [x6]; cbnz x0, off; b .
-        *SYSTEM_OFF,  # off (0x34)
+        0xF90000C0, 0xB50000C0, 0x14000000,  # str x0, [x6]; cbnz x0, off; b .
+        0x10000106, 0xF94000C9, 0xB100053F, 0x54FFFFC0,  # second (0x34): adr x6, results; until [x6] != -1
+        *SYSTEM_OFF,  # off (0x44)
         0x17C0000E,  # branch: b 0x40000034 from 0x40fffffc
     )  # fmt: skip
-    blob += b"\xff" * 8  # results (0x44)
+    blob += b"\xff" * 8  # results (0x54)
     with vmmpy.Machine(raw_guest(blob), kernel_format="raw", ram="16M", cpus=2, backend=backend) as m:
         assert m.run(timeout=30).reason == RunReason.POWEROFF
-        (got,) = struct.unpack("<Q", m.read_memory(RAM_BASE + 0x44, 8))
+        (got,) = struct.unpack("<Q", m.read_memory(RAM_BASE + 0x54, 8))
     assert got == 0
