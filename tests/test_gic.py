@@ -963,3 +963,37 @@ def test_gicr_ctlr_without_lpis_is_raz_wi_and_no_guest_error(m):
     m.mmio_write(rd(0, 0x0000), 1)
     assert m.mmio_read(rd(0, 0x0000)) == 0
     assert guest_errors(m) == 0
+
+
+def test_dir_deactivates_exactly_the_intid_it_names(m):
+    """EOImode 1: ICC_DIR_EL1 with an odd INTID deactivates that one (all 24 INTID bits count), not a neighbour."""
+    configure(m, 41)
+    configure(m, 40)
+    unmask(m)
+    m.sysreg_write("ICC_CTLR_EL1", EOIMODE)
+    m.irq_set(41, 1)
+    assert m.sysreg_read("ICC_IAR1_EL1") == 41
+    m.sysreg_write("ICC_EOIR1_EL1", 41)
+    m.sysreg_write("ICC_DIR_EL1", 41)
+    assert not is_set(m, ISACTIVER, 41)
+
+
+def test_an_eoi_of_the_wrong_group_leaves_the_active_priorities(m):
+    """Group 1 SPI 40 (0x80) is active when group 0 SPI 41 (0x40) preempts it. An EOIR1 now names the wrong group
+    (the highest active priority is group 0's): ignored, a guest error. EOIR0 then drops to 40's priority, and
+    EOIR1 to idle."""
+    configure(m, 40, prio=0x80)
+    configure(m, 41, prio=0x40, group=0)
+    unmask(m, group=0)
+    unmask(m)
+    m.irq_set(40, 1)
+    assert m.sysreg_read("ICC_IAR1_EL1") == 40
+    m.irq_set(41, 1)
+    assert m.sysreg_read("ICC_IAR0_EL1") == 41
+    m.sysreg_write("ICC_EOIR1_EL1", 40)
+    assert guest_errors(m) == 1
+    assert m.sysreg_read("ICC_RPR_EL1") == 0x40
+    m.sysreg_write("ICC_EOIR0_EL1", 41)
+    assert m.sysreg_read("ICC_RPR_EL1") == 0x80
+    m.sysreg_write("ICC_EOIR1_EL1", 40)
+    assert m.sysreg_read("ICC_RPR_EL1") == IDLE
