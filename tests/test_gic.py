@@ -997,3 +997,15 @@ def test_an_eoi_of_the_wrong_group_leaves_the_active_priorities(m):
     assert m.sysreg_read("ICC_RPR_EL1") == 0x80
     m.sysreg_write("ICC_EOIR1_EL1", 40)
     assert m.sysreg_read("ICC_RPR_EL1") == IDLE
+
+
+def test_active_priority_registers_are_per_group(m):
+    """ICC_AP0R0_EL1 and ICC_AP1R0_EL1 are separate: a bit written to one reads back there only (group 0 active
+    at 0x40, group 1 at 0x80: the running priority is 0x40), and clearing one leaves the other."""
+    m.sysreg_write("ICC_AP0R0_EL1", 1 << (0x40 >> 3))
+    m.sysreg_write("ICC_AP1R0_EL1", 1 << (0x80 >> 3))
+    assert (m.sysreg_read("ICC_AP0R0_EL1"), m.sysreg_read("ICC_AP1R0_EL1")) == (1 << 8, 1 << 16)
+    assert m.sysreg_read("ICC_RPR_EL1") == 0x40
+    m.sysreg_write("ICC_AP0R0_EL1", 0)
+    assert (m.sysreg_read("ICC_AP0R0_EL1"), m.sysreg_read("ICC_AP1R0_EL1")) == (0, 1 << 16)
+    assert m.sysreg_read("ICC_RPR_EL1") == 0x80
