@@ -1009,3 +1009,15 @@ def test_active_priority_registers_are_per_group(m):
     m.sysreg_write("ICC_AP0R0_EL1", 0)
     assert (m.sysreg_read("ICC_AP0R0_EL1"), m.sysreg_read("ICC_AP1R0_EL1")) == (0, 1 << 16)
     assert m.sysreg_read("ICC_RPR_EL1") == 0x80
+
+
+def test_an_eoi_of_an_unimplemented_intid_drops_nothing(m):
+    """INTID 1019 (the last below the special 1020-1023, beyond our 128): an EOIR1 of it is out of range, a
+    guest error, and leaves the active interrupt's priority in place."""
+    configure(m, 40, prio=0x80)
+    unmask(m)
+    m.irq_set(40, 1)
+    assert m.sysreg_read("ICC_IAR1_EL1") == 40
+    m.sysreg_write("ICC_EOIR1_EL1", 1019)
+    assert guest_errors(m) == 1
+    assert m.sysreg_read("ICC_RPR_EL1") == 0x80
