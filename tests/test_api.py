@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -151,3 +152,20 @@ def test_a_second_start_is_busy_and_wait_bounds_hold(guest):
         with pytest.raises(vmmpy.SerialEOF, match=r"the VM ended \(POWEROFF\) before b'never' appeared"):
             m.serial.expect("never", timeout=30)  # the guest powers off first: at once, not after 30 s
         assert time.monotonic() - t < 10
+
+
+def test_vmm_run_on_a_running_vm_is_ebusy_and_leaves_it_usable(guest):
+    """The C API's own check (Machine.start refuses first in Python): vmm_run on a VM another thread runs
+    returns VMM_EBUSY with its message, and the VM can still be stopped and waited for (nothing is left
+    locked: a stop from a helper thread must finish within its generous bound)."""
+    with vmmpy.Machine(guest("idle_notick")) as m:
+        m.start(timeout=30)
+        m.serial.expect("idle: ready, no timer", timeout=20)  # vmm_run is under way on the Machine's thread
+        res = ffi.new("struct vmm_run_result *", {"size": ffi.sizeof("struct vmm_run_result")})
+        assert m._checked(lib.vmm_run, 10**9, res, allow=(lib.VMM_EBUSY,)) == lib.VMM_EBUSY
+        assert "already running" in ffi.string(lib.vmm_last_error(m._vm)).decode()
+        stopper = threading.Thread(target=lambda: (m.stop(), m.wait(10)), daemon=True)
+        stopper.start()
+        stopper.join(20)
+        assert not stopper.is_alive(), "stop() did not return: the VM lock was left held"
+        assert (m.result.reason, m.result.exit_status) == (vmmpy.RunReason.STOPPED, 0)

@@ -8,6 +8,8 @@ import hashlib
 import re
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 from PIL import Image
@@ -500,3 +502,25 @@ def test_drag_presses_moves_in_steps_and_releases(guest):
         want += at(x, y)
     want += [(EV_KEY, BTN_LEFT, 0), (EV_SYN, 0, 0)]
     assert got == want
+
+
+def test_pause_wait_waits_its_timeout_for_a_frame_that_does_not_come():
+    """vmm_screen_pause_wait (C API; wait_paused() calls it in 0.5 s slices) blocks until the pause or its
+    timeout: 1 after at least the 0.3 s asked for (not a longer wait: a stop 10 s on ends one that ignores it,
+    with VMM_EEOF), the pause still armed, the VM still running."""
+    from vmmpy._vmm import lib
+
+    with vmmpy.Machine(GUEST, gpu=True, gpu_size=SIZE, input=True, deterministic=True) as m:
+        assert m._checked(lib.vmm_screen_pause_at, 1_000_000) == 0  # a frame this guest does not reach
+        m.start()
+        guard = threading.Timer(10.0, m.stop)
+        guard.start()
+        t = time.monotonic()
+        try:
+            rc = m._checked(lib.vmm_screen_pause_wait, 300_000_000, allow=(lib.VMM_EEOF,))
+        finally:
+            guard.cancel()
+        assert (rc, time.monotonic() - t >= 0.3) == (1, True)
+        assert m.running and not m.paused
+        m.screen.pause_at(0)
+        m.stop()

@@ -937,3 +937,87 @@ def test_an_mmio_write_may_raise_a_line(machine):
     assert not m.irq_line(1)  # active and pending
     set_bit(m, ICACTIVER, 40)  # deactivated through the distributor instead of ICC_DIR_EL1
     assert m.irq_line(1)
+
+
+def test_a_redistributor_priority_write_reorders_pending_ppis_on_its_cpu_only():
+    """IPRIORITYR in a redistributor's SGI frame changes which pending PPI is the highest at once, on that
+    CPU, without losing a change pending on another CPU (each CPU's cached answer is recomputed when its own
+    state changed)."""
+    with vmmpy.Machine(cpus=2) as m:
+        for cpu in (0, 1):
+            configure(m, 20, prio=0x80, cpu=cpu)
+            configure(m, 21, prio=0x90, cpu=cpu)
+            unmask(m, cpu)
+            m.irq_set(20, 1, cpu)
+        assert [m.sysreg_read("ICC_HPPIR1_EL1", cpu) for cpu in (0, 1)] == [20, 20]
+        m.irq_set(21, 1, 0)
+        m.irq_set(21, 1, 1)
+        m.irq_set(20, 0, 1)  # CPU 1 changes (20 no longer pending) ...
+        m.mmio_write(frame(21, 0) + IPRIORITYR + 21, 0x40, size=1)  # ... then CPU 0's PPI 21 goes first
+        assert [m.sysreg_read("ICC_HPPIR1_EL1", cpu) for cpu in (0, 1)] == [21, 21]
+
+
+def test_gicr_ctlr_without_lpis_is_raz_wi_and_no_guest_error(m):
+    """Without LPIs (no ITS) GICR_CTLR has no writable bit: it reads 0, a write of EnableLPIs is ignored, and
+    neither access is a guest error (the register exists)."""
+    m.mmio_write(rd(0, 0x0000), 1)
+    assert m.mmio_read(rd(0, 0x0000)) == 0
+    assert guest_errors(m) == 0
+
+
+def test_dir_deactivates_exactly_the_intid_it_names(m):
+    """EOImode 1: ICC_DIR_EL1 with an odd INTID deactivates that one (all 24 INTID bits count), not a neighbour."""
+    configure(m, 41)
+    configure(m, 40)
+    unmask(m)
+    m.sysreg_write("ICC_CTLR_EL1", EOIMODE)
+    m.irq_set(41, 1)
+    assert m.sysreg_read("ICC_IAR1_EL1") == 41
+    m.sysreg_write("ICC_EOIR1_EL1", 41)
+    m.sysreg_write("ICC_DIR_EL1", 41)
+    assert not is_set(m, ISACTIVER, 41)
+
+
+def test_an_eoi_of_the_wrong_group_leaves_the_active_priorities(m):
+    """Group 1 SPI 40 (0x80) is active when group 0 SPI 41 (0x40) preempts it. An EOIR1 now names the wrong group
+    (the highest active priority is group 0's): ignored, a guest error. EOIR0 then drops to 40's priority, and
+    EOIR1 to idle."""
+    configure(m, 40, prio=0x80)
+    configure(m, 41, prio=0x40, group=0)
+    unmask(m, group=0)
+    unmask(m)
+    m.irq_set(40, 1)
+    assert m.sysreg_read("ICC_IAR1_EL1") == 40
+    m.irq_set(41, 1)
+    assert m.sysreg_read("ICC_IAR0_EL1") == 41
+    m.sysreg_write("ICC_EOIR1_EL1", 40)
+    assert guest_errors(m) == 1
+    assert m.sysreg_read("ICC_RPR_EL1") == 0x40
+    m.sysreg_write("ICC_EOIR0_EL1", 41)
+    assert m.sysreg_read("ICC_RPR_EL1") == 0x80
+    m.sysreg_write("ICC_EOIR1_EL1", 40)
+    assert m.sysreg_read("ICC_RPR_EL1") == IDLE
+
+
+def test_active_priority_registers_are_per_group(m):
+    """ICC_AP0R0_EL1 and ICC_AP1R0_EL1 are separate: a bit written to one reads back there only (group 0 active
+    at 0x40, group 1 at 0x80: the running priority is 0x40), and clearing one leaves the other."""
+    m.sysreg_write("ICC_AP0R0_EL1", 1 << (0x40 >> 3))
+    m.sysreg_write("ICC_AP1R0_EL1", 1 << (0x80 >> 3))
+    assert (m.sysreg_read("ICC_AP0R0_EL1"), m.sysreg_read("ICC_AP1R0_EL1")) == (1 << 8, 1 << 16)
+    assert m.sysreg_read("ICC_RPR_EL1") == 0x40
+    m.sysreg_write("ICC_AP0R0_EL1", 0)
+    assert (m.sysreg_read("ICC_AP0R0_EL1"), m.sysreg_read("ICC_AP1R0_EL1")) == (0, 1 << 16)
+    assert m.sysreg_read("ICC_RPR_EL1") == 0x80
+
+
+def test_an_eoi_of_an_unimplemented_intid_drops_nothing(m):
+    """INTID 1019 (the last below the special 1020-1023, beyond our 128): an EOIR1 of it is out of range, a
+    guest error, and leaves the active interrupt's priority in place."""
+    configure(m, 40, prio=0x80)
+    unmask(m)
+    m.irq_set(40, 1)
+    assert m.sysreg_read("ICC_IAR1_EL1") == 40
+    m.sysreg_write("ICC_EOIR1_EL1", 1019)
+    assert guest_errors(m) == 1
+    assert m.sysreg_read("ICC_RPR_EL1") == 0x80

@@ -421,7 +421,9 @@ def test_mapi_uses_the_eventid_as_the_lpi(m):
 def test_mapd_valid_0_unmaps_the_device(m):
     its = Its(m)
     its.map_event(6, 0, LPI)
+    assert m.read_memory(DEVT, 4096) != bytes(4096)
     its.send(mapd(6, 0, valid=False))
+    assert m.read_memory(DEVT, 4096) == bytes(4096)  # the device table entry is cleared, not left valid
     m.msi(0, device=6)
     assert take(m) == 1023
     assert guest_errors(m) == 1
@@ -808,3 +810,106 @@ def test_a_long_queue_runs_in_batches_as_creadr_is_polled(m):
     assert polls == [768 * 32, 1001 * 32, 1001 * 32, 1001 * 32]
     assert m.mmio_read(GITS + GITS_CTLR) == 1 << 31 | 1
     assert take(m) == LPI
+
+
+# ---- the LPI side's edges (mutation testing survivors) -------------------------------------------------------------
+
+
+def test_nothing_is_pending_before_lpis_are_enabled(m):
+    """A redistributor whose LPIs were never enabled has no LPI to offer: 1023 in both groups' registers, not a
+    stale INTID 0 (which, SGI 0 being group 0 after reset, would show in the group 0 ones)."""
+    assert [m.sysreg_read(f"ICC_HPPIR{g}_EL1") for g in (0, 1)] == [1023, 1023]
+    assert [m.sysreg_read(f"ICC_IAR{g}_EL1") for g in (0, 1)] == [1023, 1023]
+
+
+def test_the_pending_table_is_read_in_every_byte_of_a_word(m):
+    """EnableLPIs reads the pending table little-endian (bit n of byte k is LPI 8192 + 8k + n, §5.1.2): the first
+    and last bit of each byte of the first 32-bit word, each with its own priority, come out in priority order."""
+    its = Its(m, cpus=0)
+    lpis = [LPI + n for n in (0, 7, 8, 15, 16, 23, 24, 31)]
+    for i, intid in enumerate(lpis):
+        its.config(intid, prio=0x10 + 0x10 * i)
+    m.write_memory(PEND + 1024, bytes([0x81, 0x81, 0x81, 0x81]))
+    its.enable_lpis(0)
+    assert [take(m) for _ in range(len(lpis) + 1)] == [*lpis, 1023]
+
+
+def test_a_configuration_table_outside_ram_disables_every_lpi(m):
+    """PROPBASER outside RAM: EnableLPIs reads no configuration, so every LPI is disabled (a guest error), and a
+    pending one stays pending but is not signalled; an INV of one LPI (its byte not in RAM either) disables it."""
+    its = Its(m, cpus=0)
+    m.write_memory(PEND + 1024 + 1, bytes([1 << 1]))  # LPI 8192 + 9 pending in memory
+    before = guest_errors(m)
+    its.enable_lpis(0, prop=0x1_0000_0000)  # 4 GiB: beyond the 256 MiB of RAM at 1 GiB
+    assert guest_errors(m) == before + 1
+    assert m.sysreg_read("ICC_HPPIR1_EL1") == 1023
+    its.map_event(1, 0, LPI + 3)  # its INV reads LPI 8195's byte at 4 GiB + 3
+    m.msi(0, device=1)
+    assert m.sysreg_read("ICC_HPPIR1_EL1") == 1023  # (HPPIR ignores the PMR: any priority would show)
+    assert take(m) == 1023
+
+
+def test_ptz_starts_with_no_lpi_pending_at_all(m):
+    """PTZ: the pending table is taken as zero. With two LPIs enabled and one made pending, only that one is
+    offered, then none (the other, of higher priority, was never pending)."""
+    its = Its(m, cpus=0)
+    its.config(LPI + 1, prio=0x40)
+    m.write_memory(PEND + 1024, b"\xff" * 8)  # ignored under PTZ
+    m.mmio_write(rd(0, GICR_PROPBASER), PROP | IDBITS, size=8)
+    m.mmio_write(rd(0, GICR_PENDBASER), PEND | 1 << 62, size=8)
+    m.mmio_write(rd(0, GICR_CTLR), 1)
+    its.map_event(1, 0, LPI, prio=0x80)
+    m.msi(0, device=1)
+    assert [take(m) for _ in range(2)] == [LPI, 1023]
+
+
+def test_a_snapshot_after_lpis_were_disabled_restores(guest, tmp_path):
+    """EnableLPIs 1 then 0: the redistributor's state is saved without its pending bits (they went to the
+    pending table in RAM), and the restored VM reads them from there at the next EnableLPIs."""
+    path = tmp_path / "lpis-off.snap"
+    with vmmpy.Machine(guest("hello"), its=True) as mach:
+        mach.boot_info()  # prepared: snapshots need it
+        unmask(mach)
+        its = Its(mach)
+        its.map_event(1, 0, LPI + 5)
+        mach.msi(0, device=1)
+        mach.mmio_write(rd(0, GICR_CTLR), 0)
+        assert mach.read_memory(PEND + 1024, 1) == bytes([1 << 5])
+        mach.snapshot(path)
+    with vmmpy.Machine.restore(path) as r:
+        assert r.mmio_read(rd(0, GICR_CTLR)) == 0
+        assert r.mmio_read(rd(0, GICR_PROPBASER), size=8) == PROP | IDBITS
+        assert r.sysreg_read("ICC_HPPIR1_EL1") == 1023
+        r.mmio_write(rd(0, GICR_CTLR), 1)
+        assert [take(r) for _ in range(2)] == [LPI + 5, 1023]
+
+
+def test_the_its_frame_ends_at_64_kib(m):
+    """The ID registers are the control frame's last 48 bytes (0xffd0-0xffff); 0x10000 is the translation frame's
+    start, where only GITS_TRANSLATER (0x10040) exists: RAZ with a guest error."""
+    assert m.mmio_read(GITS + 0xFFE8) == 0x3B  # GITS_PIDR2: ArchRev 3 (GICv3), JEDEC, DES_1 3
+    before = guest_errors(m)
+    assert m.mmio_read(GITS + 0x1_0000) == 0
+    assert guest_errors(m) == before + 1
+
+
+def test_a_bad_width_its_access_reads_as_zero(m):
+    """GITS_CTLR takes 32-bit accesses only: a 16-bit read is RAZ (with a guest error), whatever the register."""
+    Its(m)  # GITS_CTLR.Enabled = 1
+    assert m.mmio_read(GITS + GITS_CTLR) & 1
+    before = guest_errors(m)
+    assert m.mmio_read(GITS + GITS_CTLR, size=2) == 0
+    assert guest_errors(m) == before + 1
+
+
+def test_only_typer_propbaser_and_pendbaser_take_64_bit_accesses(m):
+    """With LPIs the redistributor has three 64-bit registers (TYPER, PROPBASER, PENDBASER); a 64-bit access to
+    any other (here ISENABLER0 in the SGI frame, past them in the map) is RAZ/WI with a guest error."""
+    isenabler0 = rd(0, 0x1_0100)
+    m.mmio_write(isenabler0, 1 << 3)
+    assert m.mmio_read(isenabler0) & 1 << 3
+    before = guest_errors(m)
+    assert m.mmio_read(isenabler0, size=8) == 0
+    assert guest_errors(m) == before + 1
+    assert m.mmio_read(rd(0, GICR_PROPBASER), size=8) == 0  # 64-bit and in place: no guest error
+    assert guest_errors(m) == before + 1

@@ -161,3 +161,63 @@ def test_psci_affinity_info_reads_the_target_from_x1(raw_guest, backend, movk_w0
         assert m.run(timeout=30).reason == RunReason.POWEROFF
         on, off = struct.unpack("<QQ", m.read_memory(RAM_BASE + 64, 16))
     assert (on, off) == (0, 1)
+
+
+def test_psci_cpu_on_32_migrate_info_and_smccc_arch_features(raw_guest, backend, caplog):
+    """CPU 0 of two asks MIGRATE_INFO_TYPE (2: no Trusted OS, DEN0022 §5.9), SMCCC_ARCH_FEATURES for
+    SMCCC_ARCH_WORKAROUND_1 (NOT_SUPPORTED: no workarounds, DEN0028 §7.4), CPU_ON_64 with an entry point 1 byte
+    off alignment (INVALID_ADDRESS, §5.6.2), then CPU_ON_32 with junk in the top halves of x1 and x3 (SMC32 reads
+    w1..w3). CPU 1 stores its x0 (the 32-bit context id) and powers off once CPU 0 has stored its results."""
+    caplog.set_level(logging.DEBUG, logger="vmmpy")
+    blob = code(
+        0x100004C6,  # adr x6, results
+        0x528000C0, 0x72B08000, 0xD4000002, 0xF90000C0,  # MIGRATE_INFO_TYPE; str x0, [x6]
+        0x52800020, 0x72B00000, 0x52900001, 0x72B00001,  # w0 = SMCCC_ARCH_FEATURES, w1 = 0x80008000
+        0xD4000002, 0xF90004C0,  # hvc #0; str x0, [x6, #8]
+        0x52800060, 0x72B88000, 0xD2800021, 0x10000222, 0x91000442,  # CPU_ON_64(1, secondary + 1)
+        0xD4000002, 0xF90008C0,  # hvc #0; str x0, [x6, #16]
+        0x52800060, 0x72B08000, 0xD2800021, 0xF2DFFFE1, 0x10000122,  # CPU_ON_32(0xffff_0000_0001, secondary,
+        0xD28ACF03, 0xF2A24683, 0xF2DBD5A3,  # 0xdead_1234_5678)
+        0xD4000002, 0xF9000CC0,  # hvc #0; str x0, [x6, #24]
+        0x52800027, 0xB90028C7, 0x14000000,  # w7 = 1; str w7, [x6, #40] (go); b .
+        # secondary (0x7c):
+        0x100000E6, 0xF90010C0,  # adr x6, results; str x0, [x6, #32]
+        0xB94028C7, 0x34FFFFE7,  # 1: ldr w7, [x6, #40]; cbz w7, 1b
+        *SYSTEM_OFF,
+    )  # fmt: skip
+    assert len(blob) == 0x98
+    blob += b"\xff" * 40 + b"\0" * 8  # results (0x98): 5 not-yet-written words, then the go flag
+    with vmmpy.Machine(raw_guest(blob), kernel_format="raw", cpus=2, backend=backend, log_level=logging.DEBUG) as m:
+        assert m.run(timeout=30).reason == RunReason.POWEROFF
+        got = struct.unpack("<5Q", m.read_memory(RAM_BASE + 0x98, 40))
+    neg = lambda v: v & (1 << 64) - 1  # noqa: E731
+    migrate, arch_features, misaligned, cpu_on, context = got
+    assert migrate == 2
+    if backend != "kvm":  # KVM answers for its own workarounds and does not check the entry point
+        assert arch_features == neg(-1)
+        assert misaligned == neg(-9)
+        # answered without falling through to the unknown-function path (which logs it)
+        assert "CPU_ON vCPU 1 at 0x4000007c" in caplog.text
+        assert "unsupported function" not in caplog.text
+    assert cpu_on == 0
+    assert context == 0x1234_5678
+
+
+def test_psci_cpu_on_accepts_an_entry_point_in_the_last_word_of_ram(raw_guest, backend):
+    """CPU_ON checks that the 4 bytes of the entry instruction are RAM (DEN0022 §5.6.2 INVALID_ADDRESS otherwise),
+    no more: on a 16 MiB machine CPU 0 writes `b second` to RAM's last word (0x40fffffc) and starts CPU 1 there.
+    CPU 0 stores CPU_ON's result (and powers off itself if it failed); CPU 1 powers off once it is stored."""
+    blob = code(
+        0x100002A6, 0x18000268,  # adr x6, results; ldr w8, branch
+        0xD2A81FE2, 0xF29FFF82, 0xB9000048,  # x2 = 0x40fffffc; str w8, [x2]
+        0x52800060, 0x72B88000, 0xD2800021, 0xD2800003, 0xD4000002,  # CPU_ON_64(1, x2, 0)
+        0xF90000C0, 0xB50000C0, 0x14000000,  # str x0, [x6]; cbnz x0, off; b .
+        0x10000106, 0xF94000C9, 0xB100053F, 0x54FFFFC0,  # second (0x34): adr x6, results; until [x6] != -1
+        *SYSTEM_OFF,  # off (0x44)
+        0x17C0000E,  # branch: b 0x40000034 from 0x40fffffc
+    )  # fmt: skip
+    blob += b"\xff" * 8  # results (0x54)
+    with vmmpy.Machine(raw_guest(blob), kernel_format="raw", ram="16M", cpus=2, backend=backend) as m:
+        assert m.run(timeout=30).reason == RunReason.POWEROFF
+        (got,) = struct.unpack("<Q", m.read_memory(RAM_BASE + 0x54, 8))
+    assert got == 0

@@ -12,7 +12,7 @@ import time
 import pytest
 
 import vmmpy
-from tests.conftest import WFI, b_back, code, enable_ppi, timer_irq_spinner
+from tests.conftest import B_SELF, WFI, b_back, code, enable_ppi, timer_irq_spinner
 from vmmpy import RunReason
 
 NS_PER_TICK = 16  # 62.5 MHz
@@ -165,13 +165,42 @@ def test_deterministic_timer_interrupts_at_its_deadline(guest):
         assert all(int(hi) <= 80 and early == "0" for _, hi, early in got), (name, got)
 
 
-def test_a_sooner_deadline_kicks_a_spinning_vcpu_on_vcpu_threads(raw_guest):
-    """vCPU threads (soft-threaded): the clock thread sleeps until the deadline it knows; a guest that arms
-    its timer 69 s ahead, then re-arms it 17 ms ahead and spins (no WFI: its own thread does not wait on the
-    deadline) must be kicked at the new deadline (timer_changed wakes the clock thread for any new deadline,
-    an earlier one too). Its IRQ handler powers off."""
+def test_a_deadline_beyond_the_horizon_is_never_in_deterministic_time(raw_guest):
+    """CNTV_CVAL = 2^60 - 1 (2^64 - 16 ns, past VMM_CLOCK_HORIZON_NS): no deadline at all, so a deterministic
+    guest asleep in WFI waits for input or the run's end with its clock where it fell asleep. Taken as a
+    deadline, the clock would jump to ~584 years (or its instruction budget wrap)."""
+    blob = raw_guest(code(MOVN_X0_0, LSR_X0_4, MSR_CNTV_CVAL_X0, MOVZ_X0_1, MSR_CNTV_CTL_X0, WFI, b_back(1)))
+    with vmmpy.Machine(blob, kernel_format="raw", deterministic=True) as m:
+        assert m.run(timeout=0.2).reason == RunReason.TIMEOUT
+        # the clock moved by the instructions run before WFI, 1 ns each (the round was cut short: only as far
+        # as they went), and no further
+        assert m.clock_ns == m.stats()["insns"] == 6
+
+
+@pytest.mark.parametrize("cpus", [1, 2])
+def test_clock_advance_puts_every_cpus_counter_on_the_vm_clock(raw_guest, cpus):
+    """Deterministic mode: after a run that ends in the middle of a quantum (the guest spins: each vCPU's
+    counter is then ahead of the VM clock by the instructions it ran in that quantum), vmm_clock_advance starts
+    a new quantum on every vCPU (CPU 0 included): the VM clock moves by exactly the amount and each vCPU's
+    CNTVCT reads that clock."""
+    with vmmpy.Machine(raw_guest(code(B_SELF)), kernel_format="raw", cpus=cpus, deterministic=True) as m:
+        assert m.run(timeout=0.1).reason == RunReason.TIMEOUT
+        t0 = m.clock_ns
+        assert t0 > 0
+        m.clock_advance(1600)
+        assert m.clock_ns == t0 + 1600
+        assert [m.sysreg_read("CNTVCT_EL0", cpu=c) for c in range(cpus)] == [(t0 + 1600) // NS_PER_TICK] * cpus
+
+
+@pytest.mark.parametrize("backend", ["soft", "soft-threaded"])
+def test_a_sooner_deadline_kicks_a_spinning_vcpu(raw_guest, backend):
+    """The clock thread sleeps until the deadline it knows; a guest that arms its timer 69 s ahead, then
+    re-arms it 17 ms ahead and spins (no WFI: its own thread does not wait on the deadline) must be kicked at
+    the new deadline: timer_changed wakes the clock thread for any new deadline with vCPU threads
+    (soft-threaded), and for an earlier one, which it stores as the VM's next deadline, with one run loop
+    (soft). Its IRQ handler powers off."""
     blob = timer_irq_spinner()
-    with vmmpy.Machine(raw_guest(blob), kernel_format="raw", backend="soft-threaded") as m:
+    with vmmpy.Machine(raw_guest(blob), kernel_format="raw", backend=backend) as m:
         enable_ppi(m, PPI_VIRT)
         res = m.run(timeout=10)  # the mutant that skips the wake-up times out here (the clock waits 69 s)
         assert res.reason == RunReason.POWEROFF, res

@@ -29,8 +29,10 @@ import concurrent.futures
 import difflib
 import hashlib
 import json
+import math
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -38,7 +40,10 @@ import sysconfig
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BUILD = os.path.join(ROOT, "build", "mutate")
+BUILD = os.path.join(ROOT, "build", "mutate")  # build/mutate-asan with --asan (set by main)
+MUTANTS = os.path.join(ROOT, "build", "mutate", "mutants")
+SAN_EXIT = 86  # the sanitizers' exit status under --asan
+ASAN = False  # --asan: libvmm and each mutant built with -fsanitize=address,undefined, leaks checked
 sys.path.insert(0, os.path.join(ROOT, "vmmpy"))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 
@@ -47,6 +52,7 @@ from mutation_map import TARGETS  # noqa: E402
 
 CC = os.environ.get("CC", "cc")
 EQUIVALENT = os.path.join(ROOT, "tools", "mutation_equivalent.txt")
+RULES = os.path.join(ROOT, "tools", "mutation.rules")
 
 
 class MutateError(Exception):
@@ -69,7 +75,7 @@ def read_text(path: str) -> str:
 def compile_flags() -> list[str]:
     """libvmm's flags without -g (objects compare byte for byte). -Werror stays: a mutant our build refuses
     (arguments swapped across types, a variable left unused) is stillborn, not a bug a test must catch."""
-    flags = [f for f in _build_ffi.cflags() if f != "-g"]
+    flags = [f for f in _build_ffi.cflags(sanitize=ASAN) if f != "-g"]
     return flags + ["-fPIC"] + [f"-I{d}" for d in _build_ffi.include_dirs()]
 
 
@@ -139,6 +145,7 @@ def link(replace: dict[str, str] | None = None) -> None:
         [
             CC,
             "-shared",
+            *(["-fsanitize=address,undefined"] if ASAN else []),
             "-o",
             out + ".tmp",
             os.path.join(BUILD, "_vmm.o"),
@@ -160,9 +167,43 @@ def link(replace: dict[str, str] | None = None) -> None:
 # -- running tests -------------------------------------------------------------------------------
 
 
+def sanitizer_env(env: dict) -> str:
+    """tools/asan.sh's environment, with leak checking on; returns the reports' path prefix."""
+    logs = os.path.join(BUILD, "sanitizer")
+    gcc = lambda lib: subprocess.run(["gcc", f"-print-file-name={lib}"], capture_output=True, text=True).stdout.strip()  # noqa: E731
+    env["LD_PRELOAD"] = f"{gcc('libasan.so')} {gcc('libubsan.so')}"
+    # no abort_on_error: the interpreter's own leaks at exit would abort every run; a sanitizer's exit
+    # status (86) then says "look at the reports", which decide
+    env["ASAN_OPTIONS"] = f"detect_leaks=1:exitcode={SAN_EXIT}:allocator_may_return_null=1:log_path={logs}"
+    env["UBSAN_OPTIONS"] = f"print_stacktrace=1:halt_on_error=1:log_path={logs}"
+    env["VMMPY_EXPECT_SANITIZED"] = "1"
+    for f in os.listdir(BUILD):
+        if f.startswith("sanitizer."):
+            os.unlink(os.path.join(BUILD, f))
+    return logs
+
+
+def sanitizer_found(logs: str) -> bool:
+    """A memory error or undefined behaviour anywhere, or a leak of memory libvmm allocated (the Python
+    interpreter's own unfreed memory at exit is not ours: a leak counts when a frame of its allocation
+    stack is in the extension)."""
+    d, prefix = os.path.split(logs)
+    for f in os.listdir(d):
+        if not f.startswith(prefix + "."):
+            continue
+        text = read_text(os.path.join(d, f))
+        if re.search(r"ERROR: AddressSanitizer|runtime error", text):
+            return True
+        for block in re.split(r"\n(?=(?:Direct|Indirect) leak)", text)[1:]:
+            if "_vmm.abi3.so" in block.split("\n\n")[0]:
+                return True
+    return False
+
+
 def run_tests(args: list[str], timeout: float) -> tuple[str, float]:
     """'pass', 'fail' or 'timeout', and the time taken."""
     env = dict(os.environ, PYTHONPATH=os.path.join(BUILD, "pkg"), VMMPY_ROOT=ROOT, PYTHONDONTWRITEBYTECODE="1")
+    logs = sanitizer_env(env) if ASAN else ""
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "--rootdir=.", "-m", "not slow", *args]
     t = time.monotonic()
     try:
@@ -171,24 +212,36 @@ def run_tests(args: list[str], timeout: float) -> tuple[str, float]:
         )
     except subprocess.TimeoutExpired:
         return "timeout", time.monotonic() - t
-    return ("pass" if p.returncode == 0 else "fail"), time.monotonic() - t
+    # under ASan, a leak report alone changes the exit status: what decides is whether one is ours
+    ok = (p.returncode in (0, SAN_EXIT) if ASAN else p.returncode == 0) and not (ASAN and sanitizer_found(logs))
+    return ("pass" if ok else "fail"), time.monotonic() - t
 
 
 # -- mutants -------------------------------------------------------------------------------------
 
 
-def generate(src: str) -> list[str]:
-    """universalmutator's mutants of src (cached under build/mutate/mutants/<file>/)."""
-    out = os.path.join(BUILD, "mutants", obj_name(src)[:-2])
-    stamp = os.path.join(out, ".source-sha256")
-    digest = hashlib.sha256(read_bytes(src)).hexdigest()
+def version_of(src: str, rules: str) -> str:
+    """A digest of the source and the rule set: mutants (and their results) of one version are reusable."""
+    h = hashlib.sha256(read_bytes(src))
+    h.update(rules.encode() if rules == "universal" else read_bytes(rules))
+    return h.hexdigest()[:16]
+
+
+def generate(src: str, rules: str) -> list[str]:
+    """universalmutator's mutants of src with the rule set (cached under build/mutate/mutants/<file>/):
+    tools/mutation.rules (operators, constants, conditions, deleted statements) or "universal" (the
+    tool's own C rules, universal.rules + c_like.rules)."""
+    out = os.path.join(MUTANTS, obj_name(src)[:-2])
+    stamp = os.path.join(out, ".version")
+    digest = version_of(src, rules)
     if not (os.path.exists(stamp) and read_text(stamp) == digest):
         shutil.rmtree(out, ignore_errors=True)
         os.makedirs(out)
         tool = shutil.which("mutate")
         if not tool:
             raise MutateError("universalmutator's `mutate` is not installed: pip install universalmutator")
-        p = subprocess.run([tool, src, "c", "--noCheck", "--mutantDir", out], capture_output=True, text=True)
+        ruleargs = [] if rules == "universal" else ["--only", rules]
+        p = subprocess.run([tool, src, "c", *ruleargs, "--noCheck", "--mutantDir", out], capture_output=True, text=True)
         if p.returncode:
             raise MutateError(f"mutate {src} failed:\n{p.stderr[-2000:]}")
         with open(stamp, "w") as f:
@@ -210,12 +263,13 @@ def change_of(src_lines: list[str], mutant: str) -> tuple[int, str, str]:
 def load_equivalent() -> set[tuple[str, int, str, str]]:
     """tools/mutation_equivalent.txt: `file | original line | mutated line | why` per reviewed mutant, or
     `file:N | ...` for the mutant of line N only (when the same text occurs on lines where the change is
-    not equivalent). Line 0 in the set stands for "any line"."""
+    not equivalent). A ` | ` inside a line of code is written ` \\| ` (a C bitwise or, as in
+    `a << 8 \\| b`). Line 0 in the set stands for "any line"."""
     out = set()
     if os.path.exists(EQUIVALENT):
         for line in read_text(EQUIVALENT).splitlines():
             if line.strip() and not line.startswith("#"):
-                parts = [p.strip() for p in line.split(" | ")]
+                parts = [p.strip().replace(" \\| ", " | ") for p in line.split(" | ")]
                 if len(parts) >= 3:
                     name, _, num = parts[0].partition(":")
                     out.add((name, int(num) if num else 0, parts[1], parts[2]))
@@ -232,24 +286,28 @@ def baseline(tests: list[str]) -> float:
     if key not in _BASELINES:
         link()
         status, t = run_tests(tests, timeout=600)
+        if status != "pass":  # once more: a loaded host can fail a real-time test once (then say so)
+            print(f"mutate: the selection failed once without a mutant, trying again: {' '.join(tests)}", flush=True)
+            status, t = run_tests(tests, timeout=600)
         if status != "pass":
             raise MutateError(f"these tests fail without a mutant: {' '.join(tests)}")
         _BASELINES[key] = t
     return _BASELINES[key]
 
 
-def mutate_file(rel: str, tests: list[str], a, equivalent, share: float, log) -> dict:
+def mutate_file(rel: str, tests: list[str], a, equivalent, share: float, log, earlier: dict) -> dict:
     src = os.path.join(ROOT, rel)
     src_lines = read_text(src).splitlines()
-    mutants = generate(src)
+    mutants = generate(src, a.rules)
+    version = version_of(src, a.rules)
+    population = len(mutants)
     if a.sample and a.sample < len(mutants):
         mutants = random.Random(f"{a.seed}:{rel}").sample(mutants, a.sample)
     base_obj = os.path.join(BUILD, "obj", obj_name(src))
     base_bytes = read_bytes(base_obj)
-    base_t = baseline(tests)
-    limit = max(30.0, 5 * base_t)
-    deadline = time.monotonic() + share  # this file's part of the budget starts once its baseline is known
-    counts = dict(killed=0, survived=0, equivalent=0, stillborn=0, skipped=0)
+    limit = 0.0
+    deadline = time.monotonic() + share  # this file's part of the budget (its baseline's time is added)
+    counts = dict(killed=0, survived=0, equivalent=0, stillborn=0, skipped=0, reused=0)
     survivors = []
     workdir = os.path.join(BUILD, "work", os.path.dirname(rel))
     os.makedirs(workdir, exist_ok=True)
@@ -258,22 +316,36 @@ def mutate_file(rel: str, tests: list[str], a, equivalent, share: float, log) ->
             counts["skipped"] += 1
             continue
         line, before, after = change_of(src_lines, m)
+        # --resume: a mutant of this very file version that was killed or did not compile stays so (tests
+        # are only added); survivors and equivalents are looked at again
+        prev = earlier.get((rel, version, os.path.basename(m)))
         copy = os.path.join(workdir, os.path.basename(src))
-        shutil.copy(m, copy)
         obj = os.path.join(BUILD, "mutant.o")
-        p = compile_c(copy, obj, quote_dir=os.path.dirname(src))
-        if p.returncode:
-            status = "stillborn"
-        elif read_bytes(obj) == base_bytes:
-            status = "equivalent"  # the compiler produced the original's code
-        elif (rel, 0, before, after) in equivalent or (rel, line, before, after) in equivalent:
-            status = "equivalent"
+        if prev in ("killed", "stillborn"):
+            status = prev
+            counts["reused"] += 1
         else:
-            link({obj_name(src): obj})
-            result, _ = run_tests(tests, timeout=limit)
-            status = "survived" if result == "pass" else "killed"
+            shutil.copy(m, copy)
+            p = compile_c(copy, obj, quote_dir=os.path.dirname(src))
+            if p.returncode:
+                status = "stillborn"
+            elif read_bytes(obj) == base_bytes:
+                status = "equivalent"  # the compiler produced the original's code
+            elif (rel, 0, before, after) in equivalent or (rel, line, before, after) in equivalent:
+                status = "equivalent"
+            else:
+                if not limit:
+                    t0 = time.monotonic()
+                    limit = max(30.0, 5 * baseline(tests))
+                    deadline += time.monotonic() - t0
+                link({obj_name(src): obj})
+                result, _ = run_tests(tests, timeout=limit)
+                status = "survived" if result == "pass" else "killed"
         counts[status] += 1
-        rec = dict(file=rel, mutant=os.path.basename(m), line=line, before=before, after=after, status=status)
+        rec = dict(
+            file=rel, version=version, mutant=os.path.basename(m), line=line, before=before, after=after,
+            status=status, asan=ASAN, population=population,
+        )  # fmt: skip
         log.write(json.dumps(rec) + "\n")
         log.flush()
         if status == "survived":
@@ -281,23 +353,52 @@ def mutate_file(rel: str, tests: list[str], a, equivalent, share: float, log) ->
         if a.verbose:
             print(f"  {status:10} {rel}:{line}: {after}", flush=True)
     link()  # the private package back to the original
-    return dict(file=rel, total=len(mutants), survivors=survivors, **counts)
+    return dict(file=rel, total=len(mutants), population=population, survivors=survivors, **counts)
+
+
+def interval(r: dict) -> tuple[float, float]:
+    """95 % interval for the file's kill rate over all its mutants, from a sample: Wilson's score interval
+    for killed of killed + survived, with the finite-population correction (the sample is drawn without
+    replacement from the file's mutants: its variance shrinks by (N - n) / (N - 1), i.e. Wilson's formula with
+    n / fpc^2 as the sample size; a full run has no sampling error). Percent."""
+    k, n = r["killed"], r["killed"] + r["survived"]
+    if not n:
+        return 0.0, 100.0
+    z = 1.96
+    p = k / n
+    run = r["total"] - r["skipped"]
+    # the file's countable mutants (neither stillborn nor equivalent), estimated from the sample's share
+    big_n = max(n, round(r["population"] * n / run)) if run else n
+    fpc2 = (big_n - n) / (big_n - 1) if big_n > 1 else 0.0
+    if fpc2 <= 0:
+        return 100 * p, 100 * p
+    m = n / fpc2
+    centre = (p + z * z / (2 * m)) / (1 + z * z / m)
+    half = z * math.sqrt(p * (1 - p) / m + z * z / (4 * m * m)) / (1 + z * z / m)
+    return 100 * max(0.0, centre - half), 100 * min(1.0, centre + half)
 
 
 def report(results: list[dict]) -> float:
-    print(f"\n{'file':32} {'mutants':>7} {'killed':>6} {'survived':>8} {'equiv':>5} {'stillborn':>9} {'kill rate':>9}")
+    print(
+        f"\n{'file':28} {'mutants':>11} {'killed':>6} {'survived':>8} {'equiv':>5} {'stillborn':>9} "
+        f"{'kill rate':>9} {'95 % CI':>11}"
+    )
     k = s = 0
     for r in results:
         n = r["killed"] + r["survived"]
         rate = f"{100 * r['killed'] / n:.0f} %" if n else "-"
+        lo, hi = interval(r)
+        ci = f"{lo:.0f}-{hi:.0f} %" if n else "-"
         note = f"  ({r['skipped']} not run: budget)" if r["skipped"] else ""
+        note += f"  ({r['reused']} from the last run)" if r["reused"] else ""
+        size = f"{r['total']}/{r['population']}"
         print(
-            f"{r['file']:32} {r['total']:7} {r['killed']:6} {r['survived']:8} {r['equivalent']:5} "
-            f"{r['stillborn']:9} {rate:>9}{note}"
+            f"{r['file']:28} {size:>11} {r['killed']:6} {r['survived']:8} {r['equivalent']:5} "
+            f"{r['stillborn']:9} {rate:>9} {ci:>11}{note}"
         )
         k, s = k + r["killed"], s + r["survived"]
     total = 100 * k / (k + s) if k + s else 100.0
-    print(f"{'all':32} {'':7} {k:6} {s:8} {'':5} {'':9} {total:7.0f} %")
+    print(f"{'all':28} {'':11} {k:6} {s:8} {'':5} {'':9} {total:7.0f} %")
     surv = [x for r in results for x in r["survivors"]]
     if surv:
         print("\nsurvivors (a test that notices the change kills each; an equivalent one goes into "
@@ -305,6 +406,49 @@ def report(results: list[dict]) -> float:
         for x in surv:
             print(f"  {x['file']}:{x['line']}: {x['before']}  ->  {x['after']}")
     return total
+
+
+def results_of(paths: list[str]) -> list[dict]:
+    """Per-file results (as mutate_file returns them) from results.jsonl files: for `--report`."""
+    recs: dict[tuple[str, str], dict] = {}
+    for path in paths:
+        for line in read_text(path).splitlines():
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue
+            recs[(r["file"], r["mutant"])] = r
+    out: dict[str, dict] = {}
+    for r in recs.values():
+        f = out.setdefault(
+            r["file"],
+            dict(file=r["file"], total=0, population=r.get("population", 0), survivors=[], skipped=0, reused=0,
+                 killed=0, survived=0, equivalent=0, stillborn=0),
+        )  # fmt: skip
+        f["total"] += 1
+        f[r["status"]] += 1
+        if r["status"] == "survived":
+            f["survivors"].append(r)
+    for f in out.values():
+        if not f["population"]:  # results written before records carried it: the cached mutants' count
+            d = os.path.join(MUTANTS, obj_name(os.path.join(ROOT, f["file"]))[:-2])
+            if os.path.isdir(d):
+                f["population"] = sum(".mutant." in n for n in os.listdir(d))
+        f["population"] = max(f["population"], f["total"])
+    return [out[k] for k in sorted(out)]
+
+
+def load_earlier(path: str) -> dict:
+    out = {}
+    if os.path.exists(path):
+        for line in read_text(path).splitlines():
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue
+            if "version" in r and r.get("asan", False) == ASAN:
+                out[(r["file"], r["version"], r["mutant"])] = r["status"]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -316,8 +460,49 @@ def main(argv: list[str] | None = None) -> int:
         "--budget", type=float, default=0, help="seconds for the run, shared among the files (then no new mutant)"
     )
     ap.add_argument("--min-rate", type=float, default=0, help="exit 1 if the kill rate is below this percent")
+    ap.add_argument(
+        "--rules",
+        default=RULES,
+        help="universalmutator rule file (default tools/mutation.rules: operators, constants, conditions, "
+        "deleted statements), or `universal` for the tool's own C rules (~3x the mutants, most stillborn)",
+    )
+    ap.add_argument(
+        "--asan",
+        action="store_true",
+        help="build libvmm and each mutant with -fsanitize=address,undefined (build/mutate-asan/): a memory "
+        "error, undefined behaviour or a leak of libvmm's memory kills the mutant (slower: ~3x)",
+    )
+    ap.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse the last run's killed and stillborn mutants of the same file version (survivors run again); "
+        "the results of files not in this run are kept",
+    )
+    ap.add_argument(
+        "--workdir",
+        help="build and results directory (default build/mutate, build/mutate-asan with --asan): runs on "
+        "different files in different directories go on side by side (the mutants are shared)",
+    )
+    ap.add_argument(
+        "--report",
+        nargs="+",
+        metavar="RESULTS",
+        help="print the table of these results.jsonl files (the last line per mutant wins) and run nothing",
+    )
     ap.add_argument("-v", "--verbose", action="store_true", help="a line per mutant")
     a = ap.parse_args(argv)
+    global ASAN, BUILD
+    if a.asan:
+        ASAN, BUILD = True, os.path.join(ROOT, "build", "mutate-asan")
+    if a.workdir:
+        BUILD = os.path.abspath(a.workdir)
+    if a.report:
+        return 1 if report(results_of(a.report)) < a.min_rate else 0
+    if a.rules != "universal":
+        a.rules = os.path.abspath(a.rules)
+        if not os.path.exists(a.rules):
+            print(f"mutate: no rule file {a.rules}", file=sys.stderr)
+            return 2
     files = a.file or list(TARGETS)
     unknown = [f for f in files if f not in TARGETS]
     if unknown:
@@ -325,18 +510,25 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     start = time.monotonic()
     try:
-        print("==> building the objects once (build/mutate/)", flush=True)
+        print(f"==> building the objects once ({os.path.relpath(BUILD, ROOT)}/)", flush=True)
         build_base()
         equivalent = load_equivalent()
         results = []
         os.makedirs(BUILD, exist_ok=True)
-        with open(os.path.join(BUILD, "results.jsonl"), "w") as log:
+        path = os.path.join(BUILD, "results.jsonl")
+        earlier = load_earlier(path) if a.resume else {}
+        # --resume keeps the records of the files this run does not touch (one results file, many runs)
+        kept = [] if not a.resume or not os.path.exists(path) else [
+            line for line in read_text(path).splitlines() if line.strip() and json.loads(line)["file"] not in files
+        ]  # fmt: skip
+        with open(path, "w") as log:
+            log.writelines(line + "\n" for line in kept)
             for i, rel in enumerate(files):
                 # the budget is shared out: each file gets an equal part of what is left
                 left = a.budget - (time.monotonic() - start)
                 share = max(0.0, left) / (len(files) - i) if a.budget else float("inf")
                 print(f"==> {rel}: {' '.join(TARGETS[rel])}", flush=True)
-                results.append(mutate_file(rel, TARGETS[rel], a, equivalent, share, log))
+                results.append(mutate_file(rel, TARGETS[rel], a, equivalent, share, log, earlier))
     except MutateError as e:
         print(f"mutate: {e}", file=sys.stderr)
         return 2
