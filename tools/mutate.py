@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import difflib
 import hashlib
 import json
@@ -34,6 +35,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
@@ -200,18 +202,38 @@ def sanitizer_found(logs: str) -> bool:
     return False
 
 
+def kill_group(pgid: int) -> bool:
+    """SIGKILL the process group the tests ran in (start_new_session made it): True if it still existed."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+        return True
+    except ProcessLookupError:
+        return False
+
+
 def run_tests(args: list[str], timeout: float) -> tuple[str, float]:
     """'pass', 'fail' or 'timeout', and the time taken."""
     env = dict(os.environ, PYTHONPATH=os.path.join(BUILD, "pkg"), VMMPY_ROOT=ROOT, PYTHONDONTWRITEBYTECODE="1")
     logs = sanitizer_env(env) if ASAN else ""
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "--rootdir=.", "-m", "not slow", *args]
     t = time.monotonic()
+    p = subprocess.Popen(
+        cmd,
+        cwd=os.path.join(BUILD, "pkg"),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
-        p = subprocess.run(
-            cmd, cwd=os.path.join(BUILD, "pkg"), env=env, capture_output=True, timeout=timeout, start_new_session=True
-        )
+        p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        kill_group(p.pid)
+        with contextlib.suppress(subprocess.TimeoutExpired):  # a process in its own session may hold the pipes
+            p.communicate(timeout=10)
         return "timeout", time.monotonic() - t
+    finally:
+        kill_group(p.pid)  # what the tests started (a QEMU, a vmmrun, a hung mutant's helper) goes with them
     # under ASan, a leak report alone changes the exit status: what decides is whether one is ours
     ok = (p.returncode in (0, SAN_EXIT) if ASAN else p.returncode == 0) and not (ASAN and sanitizer_found(logs))
     return ("pass" if ok else "fail"), time.monotonic() - t
