@@ -9,6 +9,7 @@
 
 #define VIRTIO_ID_INPUT 18
 #define CFG_EV_BITS 0x11
+#define EV_SYN 0
 #define EV_KEY 1
 #define EV_ABS 3
 #define EV_LED 0x11
@@ -141,11 +142,15 @@ static int start(struct input *in, int slot)
     return 0;
 }
 
-/* Print the events the device has returned and give the buffers back; 1 once KEY_ESC was pressed. */
+/*
+ * Print the events the device has returned and give the buffers back; 1 once KEY_ESC was pressed and its
+ * SYN_REPORT has come (the two can arrive in different drains when the ring was short of buffers).
+ */
 static int drain(struct input *in, int *any_out)
 {
     struct virtq *q = &in->dev.queue[0];
     volatile uint16_t *used_idx = &q->used.idx;
+    static int esc_down;
     int esc = 0, any = 0;
 
     while (*used_idx != q->last_used) {
@@ -169,6 +174,8 @@ static int drain(struct input *in, int *any_out)
         if (in == &tab && type == EV_KEY && code == BTN_LEFT && value == 1)
             dot = 1;
         if (in == &kbd && type == EV_KEY && code == KEY_ESC && value == 1)
+            esc_down = 1;
+        else if (in == &kbd && type == EV_SYN && esc_down)
             esc = 1;
         post(in, (uint16_t)e.id);
         any = 1;

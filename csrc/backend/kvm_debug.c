@@ -91,7 +91,7 @@ static unsigned reg_id(struct kvm_vcpu_state *ks, unsigned regno, uint64_t *id)
         *id = CORE(fp_regs.fpcr, KVM_REG_SIZE_U32);
     else
         return 0;
-    return regno >= VMM_DBG_REG_V0 && regno < VMM_DBG_REG_V0 + 32 ? 16 : regno >= VMM_DBG_REG_PSTATE ? 4 : 8;
+    return vmm__dbg_reg_size(regno);
 }
 
 static int kvm_reg_read(struct vmm_vcpu *vcpu, unsigned regno, uint8_t *buf, unsigned size)

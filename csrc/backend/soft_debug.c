@@ -269,7 +269,7 @@ static unsigned uc_reg_of(unsigned regno, int *reg)
         *reg = UC_ARM64_REG_FPCR;
     else
         return 0;
-    return regno >= VMM_DBG_REG_V0 && regno < VMM_DBG_REG_V0 + 32 ? 16 : regno >= VMM_DBG_REG_PSTATE ? 4 : 8;
+    return vmm__dbg_reg_size(regno);
 }
 
 static int soft_reg_read(struct vmm_vcpu *vcpu, unsigned regno, uint8_t *buf, unsigned size)

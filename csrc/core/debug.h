@@ -26,6 +26,12 @@ enum {
     VMM_DBG_NREGS = 68,
 };
 
+/* A debugger register's size in bytes (the numbers above); what a backend maps it to is its own. */
+static inline unsigned vmm__dbg_reg_size(unsigned regno)
+{
+    return regno >= VMM_DBG_REG_V0 && regno < VMM_DBG_REG_V0 + 32 ? 16 : regno >= VMM_DBG_REG_PSTATE ? 4 : 8;
+}
+
 enum vmm_debug_point_type {
     VMM_DBG_BREAK = 0,       /* software breakpoint (gdb Z0): the instruction at addr does not execute */
     VMM_DBG_HBREAK = 1,      /* hardware breakpoint (Z1): the same on the soft backend */
