@@ -568,6 +568,25 @@ static uint64_t round_length(struct vmm_vm *vm, uint64_t quantum)
 }
 
 /*
+ * A run that ends partway through a round (timeout, stop request, poweroff) keeps that round's
+ * instructions on the clock: it moves on as far as the vCPU that ran longest, and every vCPU starts its
+ * next quantum there. (Dropped, as before, the next round reset quantum_start with vtime_ns unmoved, and a
+ * vCPU's CNTVCT went back by up to a quantum at the next run or vmm_clock_advance: ~3,500 ticks seen.)
+ */
+static void close_partial_round(struct vmm_vm *vm)
+{
+    uint64_t used = 0;
+
+    for (unsigned i = 0; i < vm->ncpus; i++) {
+        struct vmm_vcpu *v = &vm->vcpus[i];
+        if (v->insns - v->quantum_start > used)
+            used = v->insns - v->quantum_start;
+        v->quantum_start = v->insns;
+    }
+    vm->vtime_ns += used;
+}
+
+/*
  * Deterministic: each round gives every runnable vCPU a quantum of
  * QUANTUM_INSNS instructions, in vCPU order, all starting at the same
  * virtual time; then the clock moves on by one quantum (less when all stopped early:
@@ -613,8 +632,12 @@ static void run_loop_deterministic(struct run_ctx *rc)
                 ran = true;
             }
         }
-        if (rc->done || interrupted(vm) || (vm->gdb_rev && vmm__rev_unwinding(vm)))
+        if (vm->gdb_rev && vmm__rev_unwinding(vm))
             continue; /* a rewind abandons the round: the clock does not move on */
+        if (rc->done || interrupted(vm)) {
+            close_partial_round(vm);
+            continue;
+        }
         if (ran) {
             vm->vtime_ns += round_length(vm, quantum);
             continue;
