@@ -312,6 +312,43 @@ kill
     assert x0(b["AT"]) == 34 and x0(b["BACK"]) == 33, out
 
 
+@needs_gdb
+def test_output_after_a_debugger_write_in_the_past_is_shown(guest, tmp_path):
+    """Output a replay repeats is shown once, but once gdb changes the guest in the past the run is a new one:
+    what it prints from there is shown even where it stands below what the old run printed."""
+    elf = guest("gdb_target")
+    script = """
+set pagination off
+set confirm off
+target remote {addr}
+break *printf
+continue
+finish
+reverse-continue
+echo @BACK\\n
+info registers pc
+set var $x1 = 7
+delete
+break gdb_tick
+continue
+delete
+set var *(unsigned *)&gdb_release = 1
+set var *(unsigned *)&gdb_status = 4
+continue
+"""
+    with vmmpy.Machine(elf, gdb=0, gdb_wait=True, deterministic=True, timeout=120) as m:
+        m.start()
+        out = run_gdb(elf, script.format(addr=m.gdb_address), tmp_path)
+        res = m.wait(timeout=60)
+        text = m.serial.text
+    assert "exited with code 04" in out, out
+    assert res.exit_status == 4, res
+    assert "printf" in blocks(out)["BACK"], out  # back before the first line was printed
+    # the first run's line, then the changed run's (below the old high-water mark, shown all the same)
+    assert re.findall(r"gdb_target: (\d+) cpu\(s\) ready", text) == ["1", "7"], text
+    assert re.search(r"released at \d+, exit 4;", text), text
+
+
 def test_reverse_packets_over_a_raw_socket(guest):
     """bs/bc before any history exists and with a bad thread: one E.reason reply each, the stub stays up."""
     elf = guest("gdb_target")
@@ -332,6 +369,31 @@ def test_reverse_packets_over_a_raw_socket(guest):
             # held before the first instruction: the first round has not run, so there is no history yet
             assert xfer("bs") == "E.no execution history yet (it starts when the VM runs)"
             assert xfer("bx") == ""
+            assert xfer("vKill;1") == "OK"
+
+
+def test_a_host_write_starts_history_again(guest):
+    """The host program writing guest memory while gdb holds the VM changes the run as a gdb write does:
+    bs is refused until the VM has run again."""
+    elf = guest("gdb_target")
+    with vmmpy.Machine(elf, gdb=0, gdb_wait=True, deterministic=True, timeout=60) as m:
+        host, port = m.gdb_address.rsplit(":", 1)
+        m.start()
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+
+            def xfer(payload: str) -> str:
+                s.sendall(f"${payload}#{sum(payload.encode()) % 256:02x}".encode())
+                data = b""
+                while not re.search(rb"\$[^#]*#..", data):
+                    data += s.recv(4096)
+                return re.search(rb"\$([^#]*)#", data).group(1).decode()
+
+            xfer("qSupported")
+            assert xfer("?").startswith("T05")
+            assert xfer("s").startswith("T05")  # one instruction: history begins
+            assert xfer("bs").startswith("T05")  # and can be gone back over
+            m.write_memory(m.boot_info().ram_base + 0x100000, b"\x01")
+            assert xfer("bs").startswith("E.no execution history"), "a host write must start history again"
             assert xfer("vKill;1") == "OK"
 
 

@@ -1,6 +1,7 @@
 /* timer.c - the Arm generic timer (Arm ARM D11): system counter, EL1 virtual and physical timers. */
 #include <inttypes.h>
 
+#include "../core/gdb_reverse.h"
 #include "../core/irq.h"
 #include "../core/layout.h"
 #include "arm.h"
@@ -222,5 +223,6 @@ VMM_EXPORT int vmm_clock_advance(vmm_vm *vm, uint64_t ns)
     for (unsigned i = 0; i < vm->ncpus; i++)
         vm->vcpus[i].quantum_start = vm->vcpus[i].insns;
     vmm__timers_update(vm);
+    vmm__rev_host_changed(vm); /* a replay would not move the clock: reverse history starts again */
     return 0;
 }

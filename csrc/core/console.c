@@ -461,6 +461,13 @@ uint64_t vmm__console_out_mark(struct vmm_console *c)
     return m;
 }
 
+void vmm__console_out_diverged(struct vmm_console *c)
+{
+    pthread_mutex_lock(&c->lock);
+    c->out_hw = c->guest_out; /* what the guest prints from here is new, even below what it printed before */
+    pthread_mutex_unlock(&c->lock);
+}
+
 void vmm__console_out_rewind(struct vmm_console *c, uint64_t mark)
 {
     pthread_mutex_lock(&c->lock);

@@ -55,5 +55,6 @@ int vmm__console_snap_input(struct vmm_console *c, struct vmm_snap *s);
  */
 uint64_t vmm__console_out_mark(struct vmm_console *c);
 void vmm__console_out_rewind(struct vmm_console *c, uint64_t mark);
+void vmm__console_out_diverged(struct vmm_console *c); /* the run from here is not a replay: show its output */
 
 #endif

@@ -34,6 +34,7 @@
 #include <string.h>
 
 #include "checkpoint.h"
+#include "console.h"
 #include "debug.h"
 #include "gdb_packet.h"
 #include "gdb_reverse.h"
@@ -146,8 +147,19 @@ void vmm__rev_attach(struct vmm_vm *vm, bool attached)
 
 void vmm__rev_diverged(struct vmm_vm *vm)
 {
-    if (vm->gdb_rev)
-        vm->gdb_rev->diverged = true;
+    if (!vm->gdb_rev)
+        return;
+    vm->gdb_rev->diverged = true;
+    vmm__console_out_diverged(vm->console); /* no longer a replay: its output is not the old run's */
+}
+
+void vmm__rev_host_changed(struct vmm_vm *vm)
+{
+    if (!vm->gdb_rev)
+        return;
+    pthread_mutex_lock(&vm->lock);
+    vmm__rev_diverged(vm);
+    pthread_mutex_unlock(&vm->lock);
 }
 
 int vmm__rev_request(struct vmm_vm *vm, bool step, unsigned cpu, const struct vmm_debug_point *pts, unsigned n,

@@ -25,6 +25,7 @@ const char *vmm__rev_why_not(struct vmm_vm *vm);
 /* The server's side (vm->lock held). */
 void vmm__rev_attach(struct vmm_vm *vm, bool attached); /* history is kept while a debugger is attached */
 void vmm__rev_diverged(struct vmm_vm *vm);              /* the debugger wrote guest state: the future is new */
+void vmm__rev_host_changed(struct vmm_vm *vm);          /* the same from a host API call (takes vm->lock) */
 /* Start a reverse move (VM held): 0, or -1 with a reason in why. cpu: the vCPU whose past is meant. */
 int vmm__rev_request(struct vmm_vm *vm, bool step, unsigned cpu, const struct vmm_debug_point *pts, unsigned n,
                      char *why, size_t cap);

@@ -2,6 +2,7 @@
 #include "run.h"
 #include "../arm/arm.h"
 #include "../arm/gic.h"
+#include "gdb_reverse.h"
 #include "irqchip.h"
 #include "vm.h"
 
@@ -107,6 +108,8 @@ static int sysreg_test_access(vmm_vm *vm, unsigned cpu, uint32_t id, bool is_rea
         return vmm__set_error(vm, VMM_ENOTSUP, "the %s backend keeps this system register in the host kernel",
                               vm->ops->name);
     rc = vmm__sysreg_access(&vm->vcpus[cpu], id, is_read, val);
+    if (!rc && !is_read)
+        vmm__rev_host_changed(vm); /* no replay would make this write: reverse history starts again */
     if (rc == VMM_ENOTSUP)
         return vmm__set_error(vm, VMM_ENOTSUP, "S%u_%u_C%u_C%u_%u is not a system register libvmm emulates",
                               SYSREG_OP0(id), SYSREG_OP1(id), SYSREG_CRN(id), SYSREG_CRM(id), SYSREG_OP2(id));

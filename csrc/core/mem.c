@@ -1,6 +1,7 @@
 /* mem.c - checked access to guest RAM. */
 #include <string.h>
 
+#include "gdb_reverse.h"
 #include "layout.h"
 #include "vm.h"
 
@@ -43,7 +44,9 @@ VMM_EXPORT int vmm_mem_write(vmm_vm *vm, uint64_t gpa, const void *buf, size_t l
     void *p;
     int rc = ram_span(vm, gpa, buf, len, &p);
 
-    if (!rc)
+    if (!rc) {
         memcpy(p, buf, len);
+        vmm__rev_host_changed(vm); /* no replay would make this write: reverse history starts again */
+    }
     return rc;
 }

@@ -1,6 +1,7 @@
 /* mmio.c - the MMIO bus: device windows, unclaimed-address policy, direct register access. */
 #include <inttypes.h>
 
+#include "gdb_reverse.h"
 #include "layout.h"
 #include "vm.h"
 
@@ -151,5 +152,6 @@ VMM_EXPORT int vmm_mmio_write(vmm_vm *vm, uint64_t gpa, unsigned size, uint64_t 
     if ((rc = check_direct(vm, gpa, size)) || (rc = vmm__check_idle(vm, "MMIO registers cannot be accessed")))
         return rc;
     vmm__bus_access(vm, gpa, size, true, &val);
+    vmm__rev_host_changed(vm); /* no replay would make this write: reverse history starts again */
     return 0;
 }
