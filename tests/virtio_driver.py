@@ -192,8 +192,10 @@ class Virtqueue:
         return struct.unpack("<H", self.m.read_memory(self.used + 4 + 8 * self.size, 2))[0]
 
     # -- the normal driver path ----------------------------------------------
-    def add(self, out: list[bytes], in_sizes: list[int], indirect: bool = False) -> int:
-        """Add a chain of readable buffers `out` then writable buffers of `in_sizes` bytes; returns its head."""
+    def add(self, out: list[bytes], in_sizes: list[int], indirect: bool = False, fill: int | None = None) -> int:
+        """Add a chain of readable buffers `out` then writable buffers of `in_sizes` bytes; returns its head.
+        `fill`: the writable buffers hold this byte before the chain is published (a device with work waiting
+        may take the chain at once, so filling them after add() would race with it)."""
         segs: list[tuple[int, int, int]] = []
         writable = []
         for data in out:
@@ -203,6 +205,8 @@ class Virtqueue:
             segs.append((gpa, len(data), 0))
         for n in in_sizes:
             gpa = self.buf(n)
+            if fill is not None:
+                self.m.write_memory(gpa, bytes([fill]) * n)
             segs.append((gpa, n, DESC_F_WRITE))
             writable.append((gpa, n))
         if not segs:
