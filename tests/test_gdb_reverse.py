@@ -4,6 +4,7 @@ shows at the same place, and a run that went back and forth must end exactly as 
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import socket
@@ -122,7 +123,10 @@ continue
     assert x0(b["W"]) == 399 and re.search(r"<gdb_counter>:\s+0x000000000000018e", b["W"]), b["W"]
     assert re.search(r"pc\s+0x[0-9a-f]+\s+0x[0-9a-f]+ <main(\+\d+)?>", b["MAIN"]), b["MAIN"]
     n = int(re.search(r"reverse execution: (\d+) checkpoint", b["MAIN"]).group(1))
-    assert n >= 2, b["MAIN"]  # the scan back to main crossed checkpoint segments
+    # the scan back to main crossed checkpoint segments. Not on the portable host layer: without
+    # /proc/self/pagemap a checkpoint reads all of RAM (~65 ms), and at most a tenth of host time goes to
+    # checkpoints, so this short run gets only its first one there
+    assert n >= (1 if os.environ.get("VMMPY_EXPECT_HOST") == "posix" else 2), b["MAIN"]
     assert "No more reverse-execution history." in out and "<_start>" in b["BEGIN"], b["BEGIN"]
     assert x0(b["END"]) == 400 and "exited with code 03" in out, out
 
