@@ -444,8 +444,13 @@ def test_reverse_matches_qemu_record_replay(guest, tmp_path):
     with vmmpy.Machine(elf, gdb=0, gdb_wait=True, deterministic=True, timeout=120) as m:
         m.start()
         ours = run_gdb(elf, REFERENCE_SESSION.format(addr=m.gdb_address), tmp_path)
-    subprocess.run([QEMU_IMG, "create", "-q", "-f", "qcow2", str(tmp_path / "rr.qcow2"), "1M"], check=True,
-                   env=TOOL_ENV, timeout=60)  # fmt: skip (under the sanitizer run's LD_PRELOAD qemu-img hangs)
+    # not under the sanitizer run's LD_PRELOAD: qemu-img hung there
+    subprocess.run(
+        [QEMU_IMG, "create", "-q", "-f", "qcow2", str(tmp_path / "rr.qcow2"), "1M"],
+        check=True,
+        env=TOOL_ENV,
+        timeout=60,
+    )
     common = ["-M", "virt,gic-version=3", "-cpu", "cortex-a72", "-m", "256M", "-nographic", "-semihosting",
               "-monitor", "none", "-serial", "stdio", "-net", "none", "-kernel", elf,
               "-drive", f"file={tmp_path / 'rr.qcow2'},if=none,id=rr"]  # fmt: skip
