@@ -1,4 +1,4 @@
-/* p9_internal.h - 9P server state and helpers shared by p9_fid.c (fids) and p9_server.c (messages). */
+/* p9_internal.h - 9P server state and helpers shared by p9_fid.c (fids) and the messages (p9_server.c, p9_names.c). */
 #ifndef VMM_P9_INTERNAL_H
 #define VMM_P9_INTERNAL_H
 
@@ -155,6 +155,23 @@ int p9_get_name(struct p9_rd *r, char out[P9_MAX_NAME + 1], bool dots);
 int p9_skip_str(struct p9_rd *r);
 int p9_host_open_flags(uint32_t fl, int *out);
 bool p9_wants_write(uint32_t fl);
+
+/* A directory fid with a directory open (not a path-only fid of one). */
+static inline bool p9_is_dir(const struct fid *f)
+{
+    return S_ISDIR(f->node.mode) && f->node.fd >= 0;
+}
+
+/* p9_names.c: the common start of a request that changes a directory, and the messages on names */
+int p9_changing_dir(struct p9_server *s, struct p9_rd *r, int name_err, uint32_t id, struct fid **f);
+int p9_t_mkdir(struct p9_server *s, struct p9_rd *r, struct p9_wr *w);
+int p9_t_mknod(struct p9_server *s, struct p9_rd *r, struct p9_wr *w);
+int p9_t_symlink(struct p9_server *s, struct p9_rd *r, struct p9_wr *w);
+int p9_t_readlink(struct p9_server *s, struct p9_rd *r, struct p9_wr *w);
+int p9_t_link(struct p9_server *s, struct p9_rd *r, struct p9_wr *w);
+int p9_t_rename(struct p9_server *s, struct p9_rd *r, struct p9_wr *w);
+int p9_t_renameat(struct p9_server *s, struct p9_rd *r, struct p9_wr *w);
+int p9_t_unlinkat(struct p9_server *s, struct p9_rd *r, struct p9_wr *w);
 
 #define PARSED(r)          \
     do {                   \

@@ -3,71 +3,12 @@
 
 /* ---- the messages ----------------------------------------------------------- */
 
-static bool is_dir(const struct fid *f)
-{
-    return S_ISDIR(f->node.mode) && f->node.fd >= 0;
-}
-
 /* The fid's object: through its open fd if it has one (still the object after a rename), else its node. */
 static int fid_stat(const struct fid *f, struct stat *st)
 {
     if (f->ofd >= 0)
         return fstat(f->ofd, st) ? errno : 0;
     return vmm__host_node_stat(&f->node, st);
-}
-
-/*
- * After `oname` in directory odir became `nname` in ndir: every fid that
- * named the object by (parent, name) follows it, as the guest expects of a
- * rename (its fids are the object, not the path). Directories are compared
- * by st_dev/st_ino; names first, so that the common case costs no syscall.
- */
-static void fids_renamed(struct p9_server *s, int odir, const char *oname, int ndir, const char *nname)
-{
-    struct stat od, st;
-
-    if (fstat(odir, &od))
-        return;
-    for (unsigned i = 0; i < P9_MAX_FIDS; i++) {
-        struct vmm__host_node *n = &s->fids[i].node;
-        int nfd;
-
-        if (!s->fids[i].used || n->pfd < 0 || strcmp(n->name, oname))
-            continue;
-        if (fstat(n->pfd, &st) || st.st_dev != od.st_dev || st.st_ino != od.st_ino)
-            continue;
-        if ((nfd = fcntl(ndir, F_DUPFD_CLOEXEC, 0)) < 0)
-            continue; /* the fid keeps its old (now stale) name */
-        close(n->pfd);
-        n->pfd = nfd;
-        snprintf(n->name, sizeof n->name, "%s", nname);
-    }
-}
-
-/*
- * The common start of a request that changes a directory: once its fields
- * are read (name_err is p9_get_name()'s result), the directory fid `id`, or why
- * not (a bad name, a short message, no such fid, a read-only share).
- */
-static int changing_dir(struct p9_server *s, struct p9_rd *r, int name_err, uint32_t id, struct fid **f)
-{
-    if (name_err)
-        return name_err;
-    PARSED(r);
-    if (!(*f = p9_fid_get(s, id)))
-        return EBADF;
-    return s->ro ? EROFS : is_dir(*f) ? 0 : ENOTDIR;
-}
-
-/* Reply with the qid of what `name` in dirfd now is. */
-static int reply_qid_at(struct p9_wr *w, int dirfd, const char *name)
-{
-    struct p9_qid q;
-    int e = p9_at_qid(dirfd, name, &q);
-
-    if (!e)
-        p9_wqid(w, &q);
-    return e;
 }
 
 static int t_version(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
@@ -241,7 +182,7 @@ static int t_lcreate(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
     int h, fd;
 
     p9_r32(r); /* gid: files belong to the VMM's user */
-    if ((e = changing_dir(s, r, e, id, &f)))
+    if ((e = p9_changing_dir(s, r, e, id, &f)))
         return e;
     if (f->ofd >= 0)
         return EBADF;
@@ -524,190 +465,6 @@ static int t_readdir(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
     return 0;
 }
 
-static int t_mkdir(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
-{
-    uint32_t id = p9_r32(r);
-    char name[P9_MAX_NAME + 1];
-    int e = p9_get_name(r, name, false);
-    uint32_t mode = p9_r32(r);
-    struct fid *f;
-
-    p9_r32(r); /* gid */
-    if ((e = changing_dir(s, r, e, id, &f)))
-        return e;
-    if (mkdirat(f->node.fd, name, P9_SAFE_MODE(mode)))
-        return errno;
-    return reply_qid_at(w, f->node.fd, name);
-}
-
-static int t_mknod(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
-{
-    uint32_t id = p9_r32(r);
-    char name[P9_MAX_NAME + 1];
-    int e = p9_get_name(r, name, false);
-    uint32_t mode = p9_r32(r);
-    struct fid *f;
-
-    p9_r32(r); /* major, minor: no device nodes on the host */
-    p9_r32(r);
-    p9_r32(r); /* gid */
-    if ((e = changing_dir(s, r, e, id, &f)))
-        return e;
-    switch (mode & S_IFMT) {
-    case S_IFREG:
-    case S_IFIFO:
-    case S_IFSOCK:
-        break;
-    case S_IFCHR:
-    case S_IFBLK:
-        return EPERM;
-    default:
-        return EINVAL;
-    }
-    if (mknodat(f->node.fd, name, (mode_t)(mode & S_IFMT) | P9_SAFE_MODE(mode), 0))
-        return errno;
-    return reply_qid_at(w, f->node.fd, name);
-}
-
-static int t_symlink(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
-{
-    uint32_t id = p9_r32(r);
-    char name[P9_MAX_NAME + 1], target[MAX_SYMLINK + 1];
-    int e = p9_get_name(r, name, false);
-    uint16_t tlen;
-    const char *t = p9_rstr(r, &tlen);
-    struct fid *f;
-
-    p9_r32(r); /* gid */
-    if (e)
-        return e;
-    PARSED(r);
-    if (!tlen || memchr(t, 0, tlen))
-        return EINVAL;
-    if (tlen > MAX_SYMLINK)
-        return ENAMETOOLONG;
-    memcpy(target, t, tlen);
-    target[tlen] = 0;
-    if (!(f = p9_fid_get(s, id)))
-        return EBADF;
-    if (s->ro)
-        return EROFS;
-    if (!is_dir(f))
-        return ENOTDIR;
-    if (symlinkat(target, f->node.fd, name))
-        return errno;
-    return reply_qid_at(w, f->node.fd, name);
-}
-
-static int t_readlink(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
-{
-    uint32_t id = p9_r32(r);
-    char buf[MAX_SYMLINK + 1];
-    struct fid *f;
-    size_t n;
-    int e;
-
-    PARSED(r);
-    if (!(f = p9_fid_get(s, id)))
-        return EBADF;
-    if ((e = vmm__host_node_readlink(&f->node, buf, sizeof buf, &n)))
-        return e;
-    if (n >= sizeof buf || n + 2 > p9_wleft(w))
-        return ENAMETOOLONG;
-    p9_wstr(w, buf, n);
-    return 0;
-}
-
-static int t_link(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
-{
-    uint32_t did = p9_r32(r), id = p9_r32(r);
-    char name[P9_MAX_NAME + 1];
-    int e = p9_get_name(r, name, false);
-    struct fid *d, *f;
-    struct stat st;
-
-    (void)w;
-    if (e)
-        return e;
-    PARSED(r);
-    if (!(d = p9_fid_get(s, did)) || !(f = p9_fid_get(s, id)))
-        return EBADF;
-    if (s->ro)
-        return EROFS;
-    if (!is_dir(d))
-        return ENOTDIR;
-    if ((e = vmm__host_node_stat(&f->node, &st)))
-        return e;
-    if (S_ISDIR(st.st_mode))
-        return EPERM;
-    return vmm__host_node_link(&f->node, d->node.fd, name);
-}
-
-static int t_rename(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
-{
-    uint32_t id = p9_r32(r), did = p9_r32(r);
-    char name[P9_MAX_NAME + 1], oname[P9_MAX_NAME + 1];
-    int e = p9_get_name(r, name, false);
-    struct fid *f, *d;
-
-    (void)w;
-    if (e)
-        return e;
-    PARSED(r);
-    if (!(f = p9_fid_get(s, id)) || !(d = p9_fid_get(s, did)))
-        return EBADF;
-    if (s->ro)
-        return EROFS;
-    if (f->node.pfd < 0)
-        return p9_is_root(s, &f->node) ? EBUSY : EOPNOTSUPP;
-    if (!is_dir(d))
-        return ENOTDIR;
-    if (renameat(f->node.pfd, f->node.name, d->node.fd, name))
-        return errno;
-    memcpy(oname, f->node.name, sizeof oname); /* f is among the fids that follow */
-    fids_renamed(s, f->node.pfd, oname, d->node.fd, name);
-    return 0;
-}
-
-static int t_renameat(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
-{
-    uint32_t oid = p9_r32(r);
-    char oname[P9_MAX_NAME + 1], nname[P9_MAX_NAME + 1];
-    int e1 = p9_get_name(r, oname, false);
-    uint32_t nid = p9_r32(r);
-    int e2 = p9_get_name(r, nname, false);
-    struct fid *o, *n;
-
-    (void)w;
-    if (e1 || e2)
-        return e1 ? e1 : e2;
-    PARSED(r);
-    if (!(o = p9_fid_get(s, oid)) || !(n = p9_fid_get(s, nid)))
-        return EBADF;
-    if (s->ro)
-        return EROFS;
-    if (!is_dir(o) || !is_dir(n))
-        return ENOTDIR;
-    if (renameat(o->node.fd, oname, n->node.fd, nname))
-        return errno;
-    fids_renamed(s, o->node.fd, oname, n->node.fd, nname);
-    return 0;
-}
-
-static int t_unlinkat(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
-{
-    uint32_t id = p9_r32(r);
-    char name[P9_MAX_NAME + 1];
-    int e = p9_get_name(r, name, false);
-    uint32_t fl = p9_r32(r);
-    struct fid *f;
-
-    (void)w;
-    if ((e = changing_dir(s, r, e, id, &f)))
-        return e;
-    return unlinkat(f->node.fd, name, fl & P9_AT_REMOVEDIR ? AT_REMOVEDIR : 0) ? errno : 0;
-}
-
 static int t_statfs(struct p9_server *s, struct p9_rd *r, struct p9_wr *w)
 {
     uint32_t id = p9_r32(r);
@@ -843,13 +600,13 @@ static p9_fn handler(uint8_t type)
     case P9_TLCREATE:
         return t_lcreate;
     case P9_TSYMLINK:
-        return t_symlink;
+        return p9_t_symlink;
     case P9_TMKNOD:
-        return t_mknod;
+        return p9_t_mknod;
     case P9_TRENAME:
-        return t_rename;
+        return p9_t_rename;
     case P9_TREADLINK:
-        return t_readlink;
+        return p9_t_readlink;
     case P9_TGETATTR:
         return t_getattr;
     case P9_TSETATTR:
@@ -867,13 +624,13 @@ static p9_fn handler(uint8_t type)
     case P9_TGETLOCK:
         return t_getlock;
     case P9_TLINK:
-        return t_link;
+        return p9_t_link;
     case P9_TMKDIR:
-        return t_mkdir;
+        return p9_t_mkdir;
     case P9_TRENAMEAT:
-        return t_renameat;
+        return p9_t_renameat;
     case P9_TUNLINKAT:
-        return t_unlinkat;
+        return p9_t_unlinkat;
     case P9_TVERSION:
         return t_version;
     case P9_TATTACH:
