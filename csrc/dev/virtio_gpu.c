@@ -290,7 +290,14 @@ static uint32_t cmd_attach_backing(struct vmm_gpu *g, const struct req_attach_ba
             rc = RESP_ERR_INVALID_PARAMETER;
             goto out;
         }
-        ents[n++] = (struct backing){ .gpa = in[i].addr, .off = total, .len = in[i].length };
+        /* an entry that continues the previous one joins it (Linux hands a buffer over in pieces; guest RAM is
+           one host mapping, so the joined span is too): a transfer then copies whole spans */
+        struct backing *prev = n ? &ents[n - 1] : NULL;
+        if (prev && prev->gpa + prev->len == in[i].addr && (uint64_t)prev->len + in[i].length <= UINT32_MAX &&
+            vmm__gpa_ptr(g->vm, prev->gpa, (uint64_t)prev->len + in[i].length))
+            prev->len += in[i].length;
+        else
+            ents[n++] = (struct backing){ .gpa = in[i].addr, .off = total, .len = in[i].length };
         total += in[i].length;
     }
     r->ents = ents;
@@ -390,6 +397,11 @@ static uint32_t cmd_transfer(struct vmm_gpu *g, const struct req_transfer *c)
     if (c->offset > r->backing_len || span > r->backing_len - c->offset)
         return RESP_ERR_INVALID_PARAMETER;
     make_writable(g, r, &c->r);
+    if (c->r.width == r->width) { /* whole rows: one span on both sides, one memcpy per backing entry */
+        if (!backing_read(g, r, c->offset, r->pix + (size_t)c->r.y * stride, span))
+            return RESP_ERR_UNSPEC;
+        return RESP_OK_NODATA;
+    }
     for (uint32_t k = 0; k < c->r.height; k++) {
         uint8_t *dst = r->pix + (size_t)(c->r.y + k) * stride + (size_t)c->r.x * 4;
         if (!backing_read(g, r, c->offset + k * stride, dst, row))
