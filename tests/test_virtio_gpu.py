@@ -337,7 +337,7 @@ def test_a_flush_nobody_looks_at_converts_nothing(gpu):
     assert gpu.set_scanout(1, (0, 0, w, h)) == OK_NODATA  # shows the resource at once: one conversion
     base = s.info().converted
     assert base == w * h
-    for i in range(5):  # full frames: each covers the one before, which is never converted
+    for _ in range(5):  # full frames: each covers the one before, which is never converted
         assert gpu.transfer(1, (0, 0, w, h)) == OK_NODATA
         assert gpu.flush(1, (0, 0, w, h)) == OK_NODATA
     assert s.info().converted == base, "a full flush nobody looked at was converted"
