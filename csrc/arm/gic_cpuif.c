@@ -108,9 +108,10 @@ static void generate_sgi(struct vmm_gic *g, unsigned c, uint64_t val, unsigned g
 }
 
 /*
- * A read of a register that only this CPU's own accesses write (and a reset or a snapshot load, with every
- * vCPU stopped): no lock, no HPPI work. ICC_PMR_EL1 is the one guests read most (Linux's irqflags with
- * pseudo-NMIs read it on every local_irq_save). Whether it was one.
+ * A read of a register that only this CPU's own accesses write (and, with
+ * every vCPU stopped, a reset, a snapshot load or vmm_sysreg_write): no
+ * lock, no HPPI work. Linux using pseudo-NMIs (irqchip.gicv3_pseudo_nmi=1)
+ * reads ICC_PMR_EL1 in every local_irq_save(). Whether it was one.
  */
 static bool cpuif_read_own(const struct gic_cpu *cpu, uint32_t id, uint64_t *val)
 {
