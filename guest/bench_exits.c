@@ -226,6 +226,10 @@ int main(uint64_t dtb)
         for (unsigned i = 0; i < count; i++) {
             if (why && benches[i].icc)
                 continue;
+#ifdef ONLY /* for profiling one row: ONLY=k runs benches[k] alone (and the empty loop) */
+            if (i && i != ONLY)
+                continue;
+#endif
             uint64_t t0 = counter();
             benches[i].run(N);
             uint64_t t1 = counter();

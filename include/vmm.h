@@ -392,6 +392,7 @@ struct vmm_screen_info {
     uint32_t size;
     uint32_t width, height; /* of the scanout (0 while the guest has set none) */
     uint64_t frames;        /* frames so far */
+    uint64_t converted;     /* pixels converted from the guest's format so far: a flush nobody looks at adds none */
 };
 VMM_EXPORT int vmm_screen_info(vmm_vm *vm, struct vmm_screen_info *info);
 /* Wait until at least `frame` frames have been flushed: 0, or VMM_EEOF if the VM ended first, 1 on timeout. */

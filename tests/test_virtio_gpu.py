@@ -326,6 +326,61 @@ def test_a_frame_nobody_looked_at_survives_later_transfers(gpu):
     assert s.size == (0, 0)
 
 
+def test_a_flush_nobody_looks_at_converts_nothing(gpu):
+    """Flushes cost no conversion until someone looks (vmm_screen_info's `converted`): a flush that covers the
+    pending one drops it unconverted; the first capture converts the latest frame once, a second one nothing."""
+    w, h = 16, 8
+    s = gpu.m.screen
+    gpu.create(1, w, h)
+    gpu.backing(1, encode(pattern(w, h, 0), BGRX), pieces=2)
+    assert gpu.transfer(1, (0, 0, w, h)) == OK_NODATA
+    assert gpu.set_scanout(1, (0, 0, w, h)) == OK_NODATA  # shows the resource at once: one conversion
+    base = s.info().converted
+    assert base == w * h
+    for _ in range(5):  # full frames: each covers the one before, which is never converted
+        assert gpu.transfer(1, (0, 0, w, h)) == OK_NODATA
+        assert gpu.flush(1, (0, 0, w, h)) == OK_NODATA
+    assert s.info().converted == base, "a full flush nobody looked at was converted"
+    assert gpu.flush(1, (2, 2, 4, 4)) == OK_NODATA  # does not cover the pending frame: that one is converted
+    assert s.info().converted == base + w * h
+    assert gpu.flush(1, (0, 0, w, h)) == OK_NODATA  # covers the partial one, which is never converted
+    assert s.info().converted == base + w * h
+    assert pixels(s.capture()) == pattern(w, h, 0)
+    assert s.info().converted == base + 2 * w * h, "the first look converts the latest frame, once"
+    s.capture()
+    assert s.info().converted == base + 2 * w * h, "a second look converts nothing"
+
+
+def test_transfer_over_adjacent_backing_entries(gpu):
+    """Entries that continue one another (split mid-row, as a driver's pages split a frame) and entries
+    out of order (not joined): full-width bands, a full frame and a partial rectangle all read the right
+    bytes."""
+    w, h = 24, 10
+    gpu.create(1, w, h)
+    data = encode(pattern(w, h, 3), BGRX)
+    cuts = [0, 100, 101, 96 * 3 + 7, 500, 700, len(data)]  # pieces of odd sizes
+    pieces = list(zip(cuts, cuts[1:], strict=False))
+    (a0, a1), (b0, b1) = pieces[-2:]
+    base = gpu.ctrl.buf(len(data) + 64)
+    # in memory: the pieces before A adjacent to one another, then B, then A
+    gpu.m.write_memory(base, data[:a0] + data[b0:b1] + data[a0:a1])
+    entries = [(base + p0, p1 - p0) for p0, p1 in pieces[:-2]]
+    entries += [(base + a0 + (b1 - b0), a1 - a0), (base + a0, b1 - b0)]
+    assert gpu.attach(1, entries) == OK_NODATA
+    assert gpu.set_scanout(1, (0, 0, w, h)) == OK_NODATA
+    src = pattern(w, h, 3)
+    assert gpu.transfer(1, (0, 3, w, 4), offset=3 * w * 4) == OK_NODATA  # a full-width band
+    assert gpu.flush(1, (0, 0, w, h)) == OK_NODATA
+    want = [src[y * w + x] if 3 <= y < 7 else (0, 0, 0) for y in range(h) for x in range(w)]
+    assert pixels(gpu.m.screen.capture()) == want
+    assert gpu.transfer(1, (0, 0, w, h)) == OK_NODATA
+    assert gpu.transfer(1, (5, 1, 7, 6), offset=0) == OK_NODATA  # rows of 7 from offset k * stride
+    assert gpu.flush(1, (0, 0, w, h)) == OK_NODATA
+    inside = {(x, y) for x in range(5, 12) for y in range(1, 7)}
+    want = [src[(y - 1) * w + x - 5] if (x, y) in inside else src[y * w + x] for y in range(h) for x in range(w)]
+    assert pixels(gpu.m.screen.capture()) == want
+
+
 # -- frames, hold, capture of an exact frame ------------------------------------------
 
 
@@ -343,7 +398,9 @@ def test_frames_count_flushes_that_touch_scanout_0(gpu):
     assert gpu.flush(1, (7, 7, 2, 2)) == OK_NODATA and s.frames == 1, "touches one pixel of it"
     assert gpu.flush(1, (0, 0, 32, 32)) == OK_NODATA and s.frames == 2
     assert s.wait_frame(2, timeout=0) == 2
-    assert s.info() == vmmpy.ScreenInfo(16, 16, 2)
+    assert s.info() == vmmpy.ScreenInfo(
+        16, 16, 2, converted=16 * 16
+    )  # set_scanout showed the resource; no flush converted
 
 
 def test_hold_keeps_exactly_that_frame(gpu):

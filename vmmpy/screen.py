@@ -36,6 +36,7 @@ class ScreenInfo:
     width: int  # of the scanout; 0 while the guest shows nothing
     height: int
     frames: int  # frames flushed so far
+    converted: int = 0  # pixels converted from the guest's format so far (a frame nobody looks at costs none)
 
 
 class Screen:
@@ -61,7 +62,7 @@ class Screen:
         si = ffi.new("struct vmm_screen_info *")
         si.size = ffi.sizeof("struct vmm_screen_info")
         self._m._checked(lib.vmm_screen_info, si)
-        return ScreenInfo(si.width, si.height, si.frames)
+        return ScreenInfo(si.width, si.height, si.frames, si.converted)
 
     @property
     def size(self) -> tuple[int, int]:

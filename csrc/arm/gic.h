@@ -5,6 +5,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "arm.h"
+
 struct vmm_vm;
 struct vmm_gic;
 
@@ -37,8 +39,18 @@ void vmm__gic_set_level(struct vmm_gic *gic, unsigned cpu, unsigned intid, bool 
  */
 int vmm__gic_sysreg(struct vmm_gic *gic, unsigned cpu, uint32_t id, bool is_read, uint64_t *val);
 
-/* Whether `id` names an ICC_*_EL1 register of the CPU interface (a pure function of the encoding). */
-bool vmm__gic_sysreg_is_ours(uint32_t id);
+/*
+ * Whether `id` names an ICC_*_EL1 register of the CPU interface (a pure function of the encoding): op0 3,
+ * op1 0, CRn 12 with CRm 8..12, and ICC_PMR_EL1 (CRn 4, CRm 6). Inline: it is asked on every trapped access.
+ */
+static inline bool vmm__gic_sysreg_is_ours(uint32_t id)
+{
+    if (SYSREG_OP0(id) != 3 || SYSREG_OP1(id) != 0)
+        return false;
+    if (SYSREG_CRN(id) == 4)
+        return SYSREG_CRM(id) == 6 && SYSREG_OP2(id) == 0;
+    return SYSREG_CRN(id) == 12 && SYSREG_CRM(id) >= 8 && SYSREG_CRM(id) <= 12;
+}
 
 /* Snapshots (gic_snap.c): save, or load and recompute the lines (the VM paused). */
 struct vmm_snap;

@@ -107,14 +107,44 @@ static void generate_sgi(struct vmm_gic *g, unsigned c, uint64_t val, unsigned g
     }
 }
 
+/*
+ * A read of a register that only this CPU's own accesses write (and, with
+ * every vCPU stopped, a reset, a snapshot load or vmm_sysreg_write): no
+ * lock, no HPPI work. Linux using pseudo-NMIs (irqchip.gicv3_pseudo_nmi=1)
+ * reads ICC_PMR_EL1 in every local_irq_save(). Whether it was one.
+ */
+static bool cpuif_read_own(const struct gic_cpu *cpu, uint32_t id, uint64_t *val)
+{
+    switch (id) {
+    case ICC_PMR_EL1:
+        *val = cpu->pmr;
+        return true;
+    case ICC_BPR0_EL1:
+        *val = cpu->bpr0;
+        return true;
+    case ICC_BPR1_EL1: /* with CBPR, BPR0 + 1 (saturated) */
+        *val = cpu->cbpr ? (cpu->bpr0 < 7 ? cpu->bpr0 + 1u : 7u) : cpu->bpr1;
+        return true;
+    case ICC_CTLR_EL1:
+        *val = CTLR_RO | (cpu->cbpr ? CTLR_CBPR : 0) | (cpu->eoimode ? CTLR_EOIMODE : 0);
+        return true;
+    case ICC_SRE_EL1:
+        *val = SRE_VALUE;
+        return true;
+    case ICC_IGRPEN0_EL1:
+    case ICC_IGRPEN1_EL1:
+        *val = cpu->igrpen[id == ICC_IGRPEN1_EL1];
+        return true;
+    default:
+        return false;
+    }
+}
+
 static int cpuif_read(struct vmm_gic *g, unsigned c, uint32_t id, uint64_t *val)
 {
     struct gic_cpu *cpu = &g->cpu[c];
 
-    switch (id) {
-    case ICC_PMR_EL1:
-        *val = cpu->pmr;
-        return 0;
+    switch (id) { /* the others: cpuif_read_own */
     case ICC_IAR0_EL1:
     case ICC_IAR1_EL1:
         *val = acknowledge(g, c, id == ICC_IAR1_EL1);
@@ -123,28 +153,12 @@ static int cpuif_read(struct vmm_gic *g, unsigned c, uint32_t id, uint64_t *val)
     case ICC_HPPIR1_EL1:
         *val = cpu->hppi_grp == (id == ICC_HPPIR1_EL1) ? cpu->hppi : GIC_SPURIOUS;
         return 0;
-    case ICC_BPR0_EL1:
-        *val = cpu->bpr0;
-        return 0;
-    case ICC_BPR1_EL1: /* with CBPR, BPR0 + 1 (saturated) */
-        *val = cpu->cbpr ? (cpu->bpr0 < 7 ? cpu->bpr0 + 1u : 7u) : cpu->bpr1;
-        return 0;
     case ICC_AP0R0_EL1:
     case ICC_AP1R0_EL1:
         *val = cpu->apr[id == ICC_AP1R0_EL1];
         return 0;
     case ICC_RPR_EL1:
         *val = vmm__gic_running_prio(cpu);
-        return 0;
-    case ICC_CTLR_EL1:
-        *val = CTLR_RO | (cpu->cbpr ? CTLR_CBPR : 0) | (cpu->eoimode ? CTLR_EOIMODE : 0);
-        return 0;
-    case ICC_SRE_EL1:
-        *val = SRE_VALUE;
-        return 0;
-    case ICC_IGRPEN0_EL1:
-    case ICC_IGRPEN1_EL1:
-        *val = cpu->igrpen[id == ICC_IGRPEN1_EL1];
         return 0;
     default: /* write-only (EOIR, DIR, SGI*R) or not ours: UNDEFINED */
         return VMM_ENOTSUP;
@@ -214,6 +228,8 @@ int vmm__gic_sysreg(struct vmm_gic *gic, unsigned cpu, uint32_t id, bool is_read
 
     if (cpu >= gic->ncpus)
         return VMM_EINVAL;
+    if (is_read && cpuif_read_own(&gic->cpu[cpu], id, val))
+        return 0;
     vmm__gic_lock(gic);
     rc = is_read ? cpuif_read(gic, cpu, id, &v) : cpuif_write(gic, cpu, id, v, &err);
     vmm__gic_unlock(gic);

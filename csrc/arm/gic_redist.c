@@ -42,13 +42,10 @@ static unsigned widths(const struct vmm_gic *g, uint64_t frame_off)
     return GIC_W32;
 }
 
-static bool rd_read(struct vmm_gic *g, unsigned c, uint64_t off, unsigned size, uint64_t *val)
+/* The identification registers: constants, read without the lock. Whether off is one of them. */
+static bool rd_read_fixed(const struct vmm_gic *g, unsigned c, uint64_t off, unsigned size, uint64_t *val)
 {
-    if (g->lpis && vmm__gic_lpi_reg_read(g, c, off, size, val)) /* CTLR, PROPBASER, PENDBASER */
-        return true;
     switch (off) {
-    case GICR_CTLR: /* without LPIs: EnableLPIs RAZ/WI, RWP 0 */
-        return true;
     case GICR_IIDR:
         *val = GIC_IIDR;
         return true;
@@ -58,15 +55,27 @@ static bool rd_read(struct vmm_gic *g, unsigned c, uint64_t off, unsigned size, 
     case GICR_TYPER + 4:
         *val = typer(g, c) >> 32;
         return true;
-    case GICR_WAKER: /* ChildrenAsleep follows ProcessorSleep at once */
-        *val = g->cpu[c].sleep ? GICR_WAKER_PROCESSOR_SLEEP | GICR_WAKER_CHILDREN_ASLEEP : 0;
-        return true;
     default:
         if (off >= GIC_IDREGS && off < GIC_IDREGS_END) {
             *val = vmm__gic_id_reg(off, GICR_PIDR0);
             return true;
         }
         return false;
+    }
+}
+
+static bool rd_read(struct vmm_gic *g, unsigned c, uint64_t off, unsigned size, uint64_t *val)
+{
+    if (g->lpis && vmm__gic_lpi_reg_read(g, c, off, size, val)) /* CTLR, PROPBASER, PENDBASER */
+        return true;
+    switch (off) {
+    case GICR_CTLR: /* without LPIs: EnableLPIs RAZ/WI, RWP 0 */
+        return true;
+    case GICR_WAKER: /* ChildrenAsleep follows ProcessorSleep at once */
+        *val = g->cpu[c].sleep ? GICR_WAKER_PROCESSOR_SLEEP | GICR_WAKER_CHILDREN_ASLEEP : 0;
+        return true;
+    default:
+        return rd_read_fixed(g, c, off, size, val);
     }
 }
 
@@ -140,6 +149,8 @@ static uint64_t gicr_read(void *dev, uint64_t off, unsigned size)
 
     if (!vmm__gic_access_ok(g, BLOCK, off, size, widths(g, frame_off), false))
         return 0;
+    if (frame_off < GICR_SGI_BASE && rd_read_fixed(g, c, frame_off, size, &val))
+        return val;
     vmm__gic_lock(g);
     if (frame_off < GICR_SGI_BASE)
         ok = rd_read(g, c, frame_off, size, &val);

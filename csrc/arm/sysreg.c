@@ -16,26 +16,17 @@ int vmm__sysreg_access(struct vmm_vcpu *vcpu, uint32_t id, bool is_read, uint64_
     int rc = VMM_ENOTSUP;
 
     vmm__count(vm, &vm->stats.sysreg_exits);
-    if (vmm__timer_sysreg_is_ours(id))
+    if (vmm__gic_sysreg_is_ours(id)) /* first: the ICC registers are the ones guests use most */
+        rc = vmm__irqchip_has_sysregs(vm->irqchip) ? vm->irqchip->ops->sysreg(vm->irqchip, vcpu->id, id, is_read, val)
+                                                   : VMM_ENOTSUP;
+    else if (vmm__timer_sysreg_is_ours(id))
         rc = vmm__timer_sysreg(vcpu, id, is_read, val);
     else if (vmm__pmu_sysreg_is_ours(id) && (!vmm__has_cap(vm->ops, VMM_CAP_HOST_CPU) || vcpu->pmu.host_clock))
         rc = vmm__pmu_sysreg(vcpu, id, is_read, val);
-    else if (vmm__irqchip_has_sysregs(vm->irqchip))
-        rc = vm->irqchip->ops->sysreg(vm->irqchip, vcpu->id, id, is_read, val);
     if (rc != VMM_ENOTSUP)
         return rc;
     vmm__guest_error(vm, "sysreg", "vCPU %u: %s of unknown system register S%u_%u_C%u_C%u_%u: UNDEFINED", vcpu->id,
                      is_read ? "read" : "write", SYSREG_OP0(id), SYSREG_OP1(id), SYSREG_CRN(id), SYSREG_CRM(id),
                      SYSREG_OP2(id));
     return VMM_ENOTSUP;
-}
-
-/* ICC_*_EL1: op0 3, op1 0, CRn 12 with CRm 8..12, and ICC_PMR_EL1 (CRn 4, CRm 6). */
-bool vmm__gic_sysreg_is_ours(uint32_t id)
-{
-    if (SYSREG_OP0(id) != 3 || SYSREG_OP1(id) != 0)
-        return false;
-    if (SYSREG_CRN(id) == 4)
-        return SYSREG_CRM(id) == 6 && SYSREG_OP2(id) == 0;
-    return SYSREG_CRN(id) == 12 && SYSREG_CRM(id) >= 8 && SYSREG_CRM(id) <= 12;
 }

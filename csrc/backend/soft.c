@@ -260,9 +260,9 @@ static void on_block(uc_engine *uc, uint64_t addr, uint32_t size, void *opaque)
 static bool ours(struct soft_vcpu *sv, uint32_t id, bool *lacked, uint64_t *pc)
 {
     *lacked = false;
-    if (vmm__timer_sysreg_is_ours(id))
-        return true;
-    if (!vmm__gic_sysreg_is_ours(id) || !vmm__irqchip_has_sysregs(sv->vcpu->vm->irqchip))
+    if (!vmm__gic_sysreg_is_ours(id))
+        return vmm__timer_sysreg_is_ours(id);
+    if (!sv->icc)
         return false;
     /*
      * PSTATE for the EL, and the instruction's address (Unicorn synced PC before the hook) when we
@@ -718,6 +718,7 @@ static int soft_vcpu_run(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
     uc_err e;
 
     exit->kind = VMM_EXIT_NONE;
+    sv->icc = vmm__irqchip_has_sysregs(vm->irqchip);
     if (sv->tb_flush) {
         sv->tb_flush = false;
         sv->nic_pages = 0;

@@ -58,6 +58,7 @@ struct soft_vcpu {
     uint64_t engine_insns;
     uc_hook block_hook; /* the fast engine's block hook, there only while a PMU overflow interrupt is due */
     bool sys_continue;  /* the engine completes hooked MRS/MSR of registers QEMU lacks (real time) */
+    bool icc;           /* the VM's irqchip serves the ICC_* registers (set at each run: one load per access) */
     bool virq;          /* HCR_EL2.VI as last written: the GIC's IRQ line as this engine sees it */
     bool tb_flush;      /* another vCPU invalidated the whole instruction cache: drop all our translations */
     /*

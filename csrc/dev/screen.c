@@ -28,7 +28,8 @@ struct vmm_screen {
     uint32_t *img;          /* w * h pixels, NULL when 0 x 0 */
     uint32_t w, h;
     uint64_t frames;
-    bool changed; /* the image changed since frame `frames` was presented (mode set) */
+    uint64_t converted; /* pixels converted (vmm_screen_info) */
+    bool changed;       /* the image changed since frame `frames` was presented (mode set) */
     bool running;
     /*
      * The last flush, not yet converted into img: guest pixels the GPU
@@ -200,6 +201,7 @@ static void settle_locked(struct vmm_screen *s)
     if ((uint64_t)p->x + p->w <= s->w && (uint64_t)p->y + p->h <= s->h) {
         for (uint32_t r = 0; r < p->h; r++)
             convert_row(s->img + (size_t)(p->y + r) * s->w + p->x, p->src + (size_t)r * p->stride, p->w, p->format);
+        s->converted += (uint64_t)p->w * p->h;
     }
     s->pend.src = NULL;
 }
@@ -255,6 +257,7 @@ void vmm__screen_draw(struct vmm_screen *s, uint32_t x, uint32_t y, uint32_t w, 
     if ((uint64_t)x + w <= s->w && (uint64_t)y + h <= s->h) { /* the caller clipped; never trust it blindly */
         for (uint32_t r = 0; r < h; r++)
             convert_row(s->img + (size_t)(y + r) * s->w + x, src + (size_t)r * stride, w, format);
+        s->converted += (uint64_t)w * h;
         s->changed = true;
     }
     pthread_mutex_unlock(&s->lock);
@@ -316,6 +319,7 @@ VMM_EXPORT int vmm_screen_info(vmm_vm *vm, struct vmm_screen_info *info)
     out.width = s->w;
     out.height = s->h;
     out.frames = s->frames;
+    out.converted = s->converted;
     pthread_mutex_unlock(&s->lock);
     out.size = info->size < sizeof out ? info->size : (uint32_t)sizeof out;
     memcpy(info, &out, out.size);

@@ -186,19 +186,36 @@ bool vmm__gpu_rect_inside(const struct rect *r, uint32_t w, uint32_t h)
     return (uint64_t)r->x + r->width <= w && (uint64_t)r->y + r->height <= h;
 }
 
-/* Copy len bytes at backing offset `off` of r (the caller checked off + len <= backing_len). */
-static bool backing_read(struct vmm_gpu *g, const struct gpu_res *r, uint64_t off, uint8_t *dst, uint64_t len)
+/* The index of the last backing entry of r that starts at or before offset `off` (r has entries). */
+static uint32_t backing_entry(const struct gpu_res *r, uint64_t off)
 {
     uint32_t lo = 0, hi = r->nents;
 
-    while (hi - lo > 1) { /* the last entry starting at or before off */
+    while (hi - lo > 1) {
         uint32_t mid = lo + (hi - lo) / 2;
         if (r->ents[mid].off <= off)
             lo = mid;
         else
             hi = mid;
     }
-    for (uint32_t i = lo; len && i < r->nents; i++) {
+    return lo;
+}
+
+/* Where [off, off + len) of r's backing is in host memory when one entry holds all of it, else NULL. */
+static const uint8_t *backing_span(struct vmm_gpu *g, const struct gpu_res *r, uint64_t off, uint64_t len)
+{
+    if (!r->nents)
+        return NULL;
+    const struct backing *e = &r->ents[backing_entry(r, off)];
+    if (off < e->off || off - e->off > e->len || len > e->len - (off - e->off))
+        return NULL;
+    return vmm__gpa_ptr(g->vm, e->gpa + (off - e->off), len);
+}
+
+/* Copy len bytes at backing offset `off` of r (the caller checked off + len <= backing_len). */
+static bool backing_read(struct vmm_gpu *g, const struct gpu_res *r, uint64_t off, uint8_t *dst, uint64_t len)
+{
+    for (uint32_t i = backing_entry(r, off); len && i < r->nents; i++) {
         const struct backing *e = &r->ents[i];
         uint64_t in = off - e->off, n = e->len - in < len ? e->len - in : len;
         const uint8_t *p = vmm__gpa_ptr(g->vm, e->gpa + in, n);
@@ -290,7 +307,14 @@ static uint32_t cmd_attach_backing(struct vmm_gpu *g, const struct req_attach_ba
             rc = RESP_ERR_INVALID_PARAMETER;
             goto out;
         }
-        ents[n++] = (struct backing){ .gpa = in[i].addr, .off = total, .len = in[i].length };
+        /* an entry that continues the previous one joins it (Linux hands a buffer over in pieces; guest RAM is
+           one host mapping, so the joined span is too): a transfer then copies whole spans */
+        struct backing *prev = n ? &ents[n - 1] : NULL;
+        if (prev && prev->gpa + prev->len == in[i].addr && (uint64_t)prev->len + in[i].length <= UINT32_MAX &&
+            vmm__gpa_ptr(g->vm, prev->gpa, (uint64_t)prev->len + in[i].length))
+            prev->len += in[i].length;
+        else
+            ents[n++] = (struct backing){ .gpa = in[i].addr, .off = total, .len = in[i].length };
         total += in[i].length;
     }
     r->ents = ents;
@@ -390,9 +414,17 @@ static uint32_t cmd_transfer(struct vmm_gpu *g, const struct req_transfer *c)
     if (c->offset > r->backing_len || span > r->backing_len - c->offset)
         return RESP_ERR_INVALID_PARAMETER;
     make_writable(g, r, &c->r);
+    if (c->r.width == r->width) { /* whole rows: one span on both sides, one memcpy per backing entry */
+        if (!backing_read(g, r, c->offset, r->pix + (size_t)c->r.y * stride, span))
+            return RESP_ERR_UNSPEC;
+        return RESP_OK_NODATA;
+    }
+    const uint8_t *src = backing_span(g, r, c->offset, span); /* one entry holds every row: no lookups */
     for (uint32_t k = 0; k < c->r.height; k++) {
         uint8_t *dst = r->pix + (size_t)(c->r.y + k) * stride + (size_t)c->r.x * 4;
-        if (!backing_read(g, r, c->offset + k * stride, dst, row))
+        if (src)
+            memcpy(dst, src + k * stride, row);
+        else if (!backing_read(g, r, c->offset + k * stride, dst, row))
             return RESP_ERR_UNSPEC;
     }
     return RESP_OK_NODATA;
