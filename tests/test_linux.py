@@ -518,9 +518,13 @@ def input_initramfs() -> str:
 
 
 def _events(hexdump: str) -> list[tuple[int, int, int]]:
-    """(type, code, value) of each 24-byte arm64 struct input_event in `hexdump -C` output."""
+    """(type, code, value) of each 24-byte arm64 struct input_event in `hexdump -C` output. Other lines are
+    skipped: the kernel may print to the same console meanwhile (a loaded host once made it report
+    "hrtimer: interrupt took 165834928 ns" between two lines of the dump)."""
     data = bytearray()
     for line in hexdump.splitlines():
+        if not re.match(r"[0-9a-f]{8}  ", line):
+            continue
         parts = line.split("|")[0].split()[1:]
         data += bytes(int(p, 16) for p in parts if len(p) == 2)
     return [struct.unpack_from("<HHi", data, off + 16) for off in range(0, len(data) - 23, 24)]

@@ -49,7 +49,10 @@ def test_idle_ticking_guest_sleeps_between_ticks(machine, guest):
     res = m.run(timeout=1.5)
     cpu = cpu_seconds() - before
     assert res.reason == RunReason.TIMEOUT, res
-    assert "idle: 100 ticks\n" in m.serial.text.replace("\r", "")  # the timer deadlines wake the WFI sleep
+    # the timer deadlines wake the WFI sleep; a host stall makes ticks due together, and the guest
+    # takes them all before it looks (a loaded run printed "idle: 102 ticks")
+    line = re.search(r"^idle: (\d+) ticks$", m.serial.text.replace("\r", ""), re.M)
+    assert line and 100 <= int(line.group(1)) < 110, m.serial.text
     assert cpu < 0.3, f"an idle guest with a 100 Hz tick used {cpu:.3f} s of CPU in 1.5 s"
     assert m.stats()["wfi_exits"] >= 100
 
