@@ -207,6 +207,17 @@ def test_real_time_smp_slices_share_one_thread_between_busy_vcpus(raw_guest):
         assert res.reason == RunReason.POWEROFF, res
 
 
+@pytest.mark.parametrize("cpus", [1, 2])
+def test_the_run_ends_when_every_vcpu_is_off(raw_guest, cpus):
+    """PSCI CPU_OFF (0x84000002) on the only vCPU that is on (CPU 1 of two never started): nothing can run
+    again, and nothing can power a vCPU on, so the run ends at once as a guest error, not as an idle VM that
+    waits for its timeout."""
+    with raw_machine(raw_guest, 0x52800040, 0x72B08000, 0xD4000002, B_SELF, cpus=cpus) as m:
+        res = m.run(timeout=10)
+    assert res.reason == RunReason.GUEST_ERROR, res
+    assert res.message.endswith("every vCPU is off"), res.message
+
+
 def test_waiting_for_a_screen_pause_of_a_vm_that_is_not_running_fails_at_once(raw_guest):
     """vmm_screen_pause_wait() on a VM that never started: ScreenEOF now, not a timeout 30 s later."""
     with vmmpy.Machine(raw_guest(code(B_SELF)), kernel_format="raw", deterministic=True, gpu=True) as m:
