@@ -79,6 +79,28 @@ def test_tval_is_signed_distance_to_cval(vm, t):
 
 
 @pytest.mark.parametrize("t", ["CNTV", "CNTP"])
+def test_reading_tval_leaves_a_far_cval_alone(vm, t):
+    """A TVAL read is a read: with CVAL 2^31 + 5 ticks ahead, TVAL reads 0x80000005 (the low 32 bits of the
+    distance, D11.2.4) and CVAL stays where it was (written back through TVAL's sign extension it would land
+    2^31 ticks in the past and fire)."""
+    vm.sysreg_write(f"{t}_CVAL_EL0", (1 << 31) + 5)
+    assert vm.sysreg_read(f"{t}_TVAL_EL0") == 0x8000_0005
+    assert vm.sysreg_read(f"{t}_CVAL_EL0") == (1 << 31) + 5
+    vm.sysreg_write(f"{t}_CTL_EL0", ENABLE)
+    assert vm.sysreg_read(f"{t}_CTL_EL0") == ENABLE  # not fired
+
+
+def test_clock_advance_returns_0():
+    """The C API's vmm_clock_advance returns 0 on success (Machine.clock_advance raises only for a negative
+    code, so it would not notice another value)."""
+    from vmmpy._ffi import lib
+
+    with vmmpy.Machine(deterministic=True) as m:
+        assert lib.vmm_clock_advance(m._vm, 1600) == 0
+        assert m.clock_ns == 1600
+
+
+@pytest.mark.parametrize("t", ["CNTV", "CNTP"])
 def test_istatus_enable_and_imask(vm, t):
     vm.sysreg_write(f"{t}_CVAL_EL0", 10)
     assert vm.sysreg_read(f"{t}_CTL_EL0") == 0  # disabled: no ISTATUS
@@ -175,6 +197,20 @@ def test_a_deadline_beyond_the_horizon_is_never_in_deterministic_time(raw_guest)
         # the clock moved by the instructions run before WFI, 1 ns each (the round was cut short: only as far
         # as they went), and no further
         assert m.clock_ns == m.stats()["insns"] == 6
+
+
+def test_a_far_timer_deadline_does_not_stretch_the_quantum(raw_guest):
+    """Deterministic: a deadline cuts a vCPU's instruction budget only when it comes before the budget's end.
+    A guest that arms its virtual timer 2^40 ticks ahead and spins must still stop at a vmm_stop_at() time
+    exactly (the budget is the quantum shortened to the stop time; raising it to the far deadline ran the
+    guest past it)."""
+    blob = code(0xD2C02000, 0xD51BE340, 0xD2800020, 0xD51BE320, B_SELF)  # CVAL = 1 << 40; CTL = ENABLE; b .
+    with vmmpy.Machine(raw_guest(blob), kernel_format="raw", deterministic=True) as m:
+        m.stop_at(250_123)
+        res = m.run(timeout=10)
+        assert res.reason == RunReason.STOPPED, res
+        assert m.clock_ns == 250_123
+        assert m.sysreg_read("CNTVCT_EL0") == 250_123 // NS_PER_TICK
 
 
 @pytest.mark.parametrize("cpus", [1, 2])
