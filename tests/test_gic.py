@@ -748,8 +748,13 @@ def test_sgi1r_irm_broadcasts_to_all_but_self(m3):
     assert [sgi_pending(m3, c) for c in range(3)] == [1 << 7, 0, 1 << 7]
 
 
-def test_sgi1r_to_another_affinity_reaches_nobody(m3):
-    m3.sysreg_write("ICC_SGI1R_EL1", sgi1r(1, 0b111, aff1=1))
+@pytest.mark.parametrize(
+    "aff", [1 << 16, 1 << 32, 1 << 39, 1 << 48, 1 << 55], ids=["aff1", "aff2", "aff2.7", "aff3", "aff3.7"]
+)
+def test_sgi1r_to_another_affinity_reaches_nobody(m3, aff):
+    """The vCPUs are 0.0.0.{0,1,2}: an SGI for Aff3.Aff2.Aff1 other than 0.0.0 (bits 16-23, 32-39, 48-55 of
+    ICC_SGI1R_EL1, §12.2.21) reaches none of them."""
+    m3.sysreg_write("ICC_SGI1R_EL1", sgi1r(1, 0b111) | aff)
     assert [sgi_pending(m3, c) for c in range(3)] == [0, 0, 0]
 
 
