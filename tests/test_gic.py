@@ -601,14 +601,17 @@ def test_dir_is_ignored_with_eoimode0(m):
     assert not is_set(m, ISACTIVER, 40)
 
 
-def test_eoi_without_an_active_interrupt_is_a_guest_error(m):
+def test_eoi_without_an_active_interrupt_is_a_guest_error(m, caplog):
+    caplog.set_level(logging.WARNING, logger="vmmpy")
     m.sysreg_write("ICC_EOIR1_EL1", 40)
     assert guest_errors(m) == 1
+    assert "vCPU 0: EOI of INTID 40 with no active interrupt: ignored" in caplog.text
     m.sysreg_write("ICC_EOIR1_EL1", SPURIOUS)  # special INTIDs are ignored silently
     assert guest_errors(m) == 1
 
 
-def test_group0_uses_iar0_and_does_not_raise_the_irq_line(m):
+def test_group0_uses_iar0_and_does_not_raise_the_irq_line(m, caplog):
+    caplog.set_level(logging.WARNING, logger="vmmpy")
     configure(m, 40, group=0, prio=0x80, edge=True)
     configure(m, 41, group=1, prio=0xA0, edge=True)
     unmask(m, group=0)
@@ -623,6 +626,7 @@ def test_group0_uses_iar0_and_does_not_raise_the_irq_line(m):
     assert m.sysreg_read("ICC_AP0R0_EL1") == 1 << (0x80 >> 3)
     m.sysreg_write("ICC_EOIR1_EL1", 40)  # wrong group: ignored
     assert guest_errors(m) == 1 and is_set(m, ISACTIVER, 40)
+    assert "vCPU 0: EOI of INTID 40 through the other group's EOIR: ignored" in caplog.text
     m.sysreg_write("ICC_EOIR0_EL1", 40)
     assert not is_set(m, ISACTIVER, 40)
     assert m.irq_line()  # now the Group 1 interrupt is the HPPI
