@@ -199,6 +199,25 @@ def test_a_deadline_beyond_the_horizon_is_never_in_deterministic_time(raw_guest)
         assert m.clock_ns == m.stats()["insns"] == 6
 
 
+def test_clock_advance_on_eight_cpus_touches_only_their_state():
+    """vmm_clock_advance starts a new quantum on each of the VM's vCPUs and on nothing past them: with the most
+    vCPUs (8) the vCPU array is full, and a ninth write would land in the board's device table (with 16
+    virtio devices, a device pointer copied over the next: a double free when the VM is destroyed). Run in a
+    child process, so that a crash fails this test only."""
+    import subprocess
+    import sys
+
+    script = (
+        "import vmmpy\n"
+        "with vmmpy.Machine(cpus=8, deterministic=True, virtio_test_devices=16) as m:\n"
+        "    m.clock_advance(1600)\n"
+        "    assert [m.sysreg_read('CNTVCT_EL0', cpu=c) for c in range(8)] == [100] * 8\n"
+        "print('closed')\n"
+    )
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and p.stdout == "closed\n", p.stderr[-2000:]
+
+
 def test_a_far_timer_deadline_does_not_stretch_the_quantum(raw_guest):
     """Deterministic: a deadline cuts a vCPU's instruction budget only when it comes before the budget's end.
     A guest that arms its virtual timer 2^40 ticks ahead and spins must still stop at a vmm_stop_at() time
