@@ -172,6 +172,23 @@ def test_psci_affinity_info_reads_the_target_from_x1(raw_guest, backend, movk_w0
     assert got == (0, 1, invalid, invalid)[: len(got)], [hex(v) for v in got]
 
 
+def test_psci_cpu_on_at_the_end_of_ram_is_an_invalid_address(raw_guest, backend):
+    """CPU_ON_64 with the entry point at the first byte past RAM (256 MiB from 0x4000_0000): no instruction fits
+    there, so INVALID_ADDRESS (-9, DEN0022 §5.6.2), and CPU 1 stays off."""
+    blob = code(
+        0x10000186,  # adr x6, result
+        0x52800060, 0x72B88000, 0xD2800021, 0xD2AA0002, 0xD2800003,  # CPU_ON_64(1, 0x5000_0000, 0)
+        0xD4000002, 0xF90000C0,  # hvc #0; str x0, [x6]
+        *SYSTEM_OFF,
+    )  # fmt: skip
+    blob = blob.ljust(48, b"\0") + b"\xff" * 8
+    with vmmpy.Machine(raw_guest(blob), kernel_format="raw", cpus=2, ram="256M", backend=backend) as m:
+        assert m.run(timeout=30).reason == RunReason.POWEROFF
+        (got,) = struct.unpack("<Q", m.read_memory(RAM_BASE + 48, 8))
+    if backend != "kvm":  # KVM does not check the entry point
+        assert got == (1 << 64) - 9, hex(got)
+
+
 def test_psci_cpu_on_32_migrate_info_and_smccc_arch_features(raw_guest, backend, caplog):
     """CPU 0 of two asks MIGRATE_INFO_TYPE (2: no Trusted OS, DEN0022 §5.9), SMCCC_ARCH_FEATURES for
     SMCCC_ARCH_WORKAROUND_1 (NOT_SUPPORTED: no workarounds, DEN0028 §7.4), CPU_ON_64 with an entry point 1 byte
