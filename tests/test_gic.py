@@ -601,14 +601,17 @@ def test_dir_is_ignored_with_eoimode0(m):
     assert not is_set(m, ISACTIVER, 40)
 
 
-def test_eoi_without_an_active_interrupt_is_a_guest_error(m):
+def test_eoi_without_an_active_interrupt_is_a_guest_error(m, caplog):
+    caplog.set_level(logging.WARNING, logger="vmmpy")
     m.sysreg_write("ICC_EOIR1_EL1", 40)
     assert guest_errors(m) == 1
+    assert "vCPU 0: EOI of INTID 40 with no active interrupt: ignored" in caplog.text
     m.sysreg_write("ICC_EOIR1_EL1", SPURIOUS)  # special INTIDs are ignored silently
     assert guest_errors(m) == 1
 
 
-def test_group0_uses_iar0_and_does_not_raise_the_irq_line(m):
+def test_group0_uses_iar0_and_does_not_raise_the_irq_line(m, caplog):
+    caplog.set_level(logging.WARNING, logger="vmmpy")
     configure(m, 40, group=0, prio=0x80, edge=True)
     configure(m, 41, group=1, prio=0xA0, edge=True)
     unmask(m, group=0)
@@ -623,6 +626,7 @@ def test_group0_uses_iar0_and_does_not_raise_the_irq_line(m):
     assert m.sysreg_read("ICC_AP0R0_EL1") == 1 << (0x80 >> 3)
     m.sysreg_write("ICC_EOIR1_EL1", 40)  # wrong group: ignored
     assert guest_errors(m) == 1 and is_set(m, ISACTIVER, 40)
+    assert "vCPU 0: EOI of INTID 40 through the other group's EOIR: ignored" in caplog.text
     m.sysreg_write("ICC_EOIR0_EL1", 40)
     assert not is_set(m, ISACTIVER, 40)
     assert m.irq_line()  # now the Group 1 interrupt is the HPPI
@@ -748,8 +752,13 @@ def test_sgi1r_irm_broadcasts_to_all_but_self(m3):
     assert [sgi_pending(m3, c) for c in range(3)] == [1 << 7, 0, 1 << 7]
 
 
-def test_sgi1r_to_another_affinity_reaches_nobody(m3):
-    m3.sysreg_write("ICC_SGI1R_EL1", sgi1r(1, 0b111, aff1=1))
+@pytest.mark.parametrize(
+    "aff", [1 << 16, 1 << 32, 1 << 39, 1 << 48, 1 << 55], ids=["aff1", "aff2", "aff2.7", "aff3", "aff3.7"]
+)
+def test_sgi1r_to_another_affinity_reaches_nobody(m3, aff):
+    """The vCPUs are 0.0.0.{0,1,2}: an SGI for Aff3.Aff2.Aff1 other than 0.0.0 (bits 16-23, 32-39, 48-55 of
+    ICC_SGI1R_EL1, §12.2.21) reaches none of them."""
+    m3.sysreg_write("ICC_SGI1R_EL1", sgi1r(1, 0b111) | aff)
     assert [sgi_pending(m3, c) for c in range(3)] == [0, 0, 0]
 
 

@@ -470,6 +470,47 @@ def test_movall_moves_every_pending_lpi(m2):
     assert [take(m2, 1) for _ in range(4)] == [LPI, LPI + 1, LPI + 2, 1023]
 
 
+def test_movall_moves_the_highest_lpis(m2):
+    """The last word of pending bits moves too: LPIs 65535 and 65500 (16-bit INTIDs on both CPUs: 1792 words)."""
+    its = Its(m2, cpus=2)
+    for e, intid in enumerate((65500, 65535)):
+        its.map_event(1, e, intid)
+        m2.msi(e, device=1)
+    its.send(cmd(MOVALL, 0, 0, 0 << 16, 1 << 16))
+    assert take(m2, 0) == 1023
+    assert [take(m2, 1) for _ in range(3)] == [65500, 65535, 1023]
+
+
+def test_msi_returns_0_through_the_c_api(m):
+    """vmm_irq_msi returns 0, also for an MSI the GIC drops (another doorbell: a guest error, not a host one);
+    Machine.msi raises only for a negative code, so it would not notice another value."""
+    from vmmpy._ffi import lib
+
+    its = Its(m)
+    its.map_event(1, 0, LPI)
+    assert lib.vmm_irq_msi(m._vm, GITS + 0x40, 0, 1) == 0
+    assert guest_errors(m) == 1
+    assert lib.vmm_irq_msi(m._vm, TRANSLATER, 0, 1) == 0
+    assert take(m) == LPI
+
+
+def test_a_collection_entry_in_the_last_8_bytes_of_ram_is_read():
+    """ITS table entries are 8 bytes: one that ends exactly at the end of RAM is in RAM. The collection table
+    is the last 4 KiB page of RAM; collection 511's entry is its last 8 bytes."""
+    with vmmpy.Machine(its=True, ram="256M") as m:
+        unmask(m)
+        ram_end = RAM + (256 << 20)
+        its = Its(m)
+        m.write_memory(ram_end - 4096, bytes(4096))
+        m.mmio_write(GITS + GITS_CTLR, 0)  # the base registers are frozen while the ITS is enabled
+        m.mmio_write(GITS + GITS_BASER + 8, VALID | (ram_end - 4096), size=8)
+        m.mmio_write(GITS + GITS_CTLR, 1)
+        its.map_event(1, 0, LPI + 7, icid=511)
+        m.msi(0, device=1)
+        assert take(m) == LPI + 7
+        assert guest_errors(m) == 0
+
+
 def test_movi_of_an_lpi_that_is_not_pending_moves_only_the_mapping(m2):
     its = Its(m2, cpus=2)
     its.map_event(1, 0, LPI + 3)

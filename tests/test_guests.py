@@ -147,20 +147,46 @@ def test_mmio_loads_extend_as_the_instruction_says(raw_guest, backend):
 @pytest.mark.parametrize("movk_w0", [0x72B08000, 0x72B88000], ids=["smc32", "smc64"])  # 0x8400 / 0xc400 << 16
 def test_psci_affinity_info_reads_the_target_from_x1(raw_guest, backend, movk_w0):
     """AFFINITY_INFO (SMC32 and SMC64, DEN0022 §5.7): x1 = target affinity, x2 = lowest affinity level 0. On a 2-CPU
-    machine CPU 0 asks about itself (ON = 0) and about CPU 1, never started (OFF = 1); the results go to RAM."""
+    machine CPU 0 asks about itself (ON = 0) and about CPU 1, never started (OFF = 1), then about an MPIDR no
+    vCPU has (5) and about itself at affinity level 1: both INVALID_PARAMETERS (-2, §5.7.2: levels above 0 are
+    not reported, each vCPU being its own cluster). The results go to RAM."""
     blob = code(
-        0x10000206,  # adr x6, results
+        0x10000386,  # adr x6, results
         0x52800080, movk_w0, 0xD2800001, 0xD2800002, 0xD4000002,  # AFFINITY_INFO(0, 0)
         0xF90000C0,  # str x0, [x6]
         0x52800080, movk_w0, 0xD2800021, 0xD2800002, 0xD4000002,  # AFFINITY_INFO(1, 0)
         0xF90004C0,  # str x0, [x6, #8]
+        0x52800080, movk_w0, 0xD28000A1, 0xD2800002, 0xD4000002,  # AFFINITY_INFO(5, 0)
+        0xF90008C0,  # str x0, [x6, #16]
+        0x52800080, movk_w0, 0xD2800001, 0xD2800022, 0xD4000002,  # AFFINITY_INFO(0, 1)
+        0xF9000CC0,  # str x0, [x6, #24]
         *SYSTEM_OFF,
     )  # fmt: skip
-    blob = blob.ljust(64, b"\0") + b"\xff" * 16  # results: not yet written
+    blob = blob.ljust(112, b"\0") + b"\xff" * 32  # results: not yet written
     with vmmpy.Machine(raw_guest(blob), kernel_format="raw", cpus=2, backend=backend) as m:
         assert m.run(timeout=30).reason == RunReason.POWEROFF
-        on, off = struct.unpack("<QQ", m.read_memory(RAM_BASE + 64, 16))
-    assert (on, off) == (0, 1)
+        got = struct.unpack("<4Q", m.read_memory(RAM_BASE + 112, 32))
+    invalid = (1 << 64) - 2
+    if backend == "kvm":  # KVM answers for itself: ON/OFF only
+        got = got[:2]
+    assert got == (0, 1, invalid, invalid)[: len(got)], [hex(v) for v in got]
+
+
+def test_psci_cpu_on_at_the_end_of_ram_is_an_invalid_address(raw_guest, backend):
+    """CPU_ON_64 with the entry point at the first byte past RAM (256 MiB from 0x4000_0000): no instruction fits
+    there, so INVALID_ADDRESS (-9, DEN0022 §5.6.2), and CPU 1 stays off."""
+    blob = code(
+        0x10000186,  # adr x6, result
+        0x52800060, 0x72B88000, 0xD2800021, 0xD2AA0002, 0xD2800003,  # CPU_ON_64(1, 0x5000_0000, 0)
+        0xD4000002, 0xF90000C0,  # hvc #0; str x0, [x6]
+        *SYSTEM_OFF,
+    )  # fmt: skip
+    blob = blob.ljust(48, b"\0") + b"\xff" * 8
+    with vmmpy.Machine(raw_guest(blob), kernel_format="raw", cpus=2, ram="256M", backend=backend) as m:
+        assert m.run(timeout=30).reason == RunReason.POWEROFF
+        (got,) = struct.unpack("<Q", m.read_memory(RAM_BASE + 48, 8))
+    if backend != "kvm":  # KVM does not check the entry point
+        assert got == (1 << 64) - 9, hex(got)
 
 
 def test_psci_cpu_on_32_migrate_info_and_smccc_arch_features(raw_guest, backend, caplog):

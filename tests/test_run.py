@@ -185,6 +185,27 @@ def test_the_run_result_counts_the_instructions_retired(raw_guest):
         st = ffi.new("struct vmm_stats *", {"size": ffi.sizeof("struct vmm_stats")})
         assert lib.vmm_get_stats(vm, st) == 0
         assert res.insns == len(raw) // 4 == st.insns
+        assert res.size == ffi.sizeof("struct vmm_run_result")  # what the caller said it has, kept
+
+
+def test_a_smaller_run_result_gets_only_its_fields(raw_guest):
+    """A caller built against an older, shorter struct vmm_run_result (size = 12: size, reason, exit_status)
+    gets those fields, its size kept, and nothing written past them."""
+    from vmmpy._vmm import ffi, lib
+
+    from .conftest import c_vm
+
+    with c_vm() as vm:
+        raw = code(*PRINT_X, *SYSTEM_OFF)
+        opts = ffi.new(
+            "struct vmm_kernel_opts *",
+            {"size": ffi.sizeof("struct vmm_kernel_opts"), "format": lib.VMM_KERNEL_RAW, "load_addr": RAM_BASE},
+        )
+        assert lib.vmm_load_kernel_mem(vm, raw, len(raw), b"raw", opts) == 0
+        res = ffi.new("struct vmm_run_result *", {"size": 12, "pc": 0x5A5A, "insns": 0xA5A5})
+        assert lib.vmm_run(vm, 30 * 10**9, res) == 0
+        assert (res.size, res.reason, res.exit_status) == (12, lib.VMM_RUN_POWEROFF, 0)
+        assert (res.pc, res.insns) == (0x5A5A, 0xA5A5)
 
 
 def test_real_time_smp_slices_share_one_thread_between_busy_vcpus(raw_guest):
@@ -205,6 +226,17 @@ def test_real_time_smp_slices_share_one_thread_between_busy_vcpus(raw_guest):
     with vmmpy.Machine(raw_guest(blob), kernel_format="raw", cpus=2) as m:
         res = m.run(timeout=10)
         assert res.reason == RunReason.POWEROFF, res
+
+
+@pytest.mark.parametrize("cpus", [1, 2])
+def test_the_run_ends_when_every_vcpu_is_off(raw_guest, cpus):
+    """PSCI CPU_OFF (0x84000002) on the only vCPU that is on (CPU 1 of two never started): nothing can run
+    again, and nothing can power a vCPU on, so the run ends at once as a guest error, not as an idle VM that
+    waits for its timeout."""
+    with raw_machine(raw_guest, 0x52800040, 0x72B08000, 0xD4000002, B_SELF, cpus=cpus) as m:
+        res = m.run(timeout=10)
+    assert res.reason == RunReason.GUEST_ERROR, res
+    assert res.message.endswith("every vCPU is off"), res.message
 
 
 def test_waiting_for_a_screen_pause_of_a_vm_that_is_not_running_fails_at_once(raw_guest):

@@ -67,6 +67,7 @@ def transport_state(dev) -> dict:
         "features1": dev.read(0x010),
         "qnum": dev.read(0x038),
         "ready": dev.read(0x044),
+        "qdesc": dev.read(0x080),  # QueueDescLow: queue 1's, not queue 0's (QueueSel survives)
         "scratch": dev.config_read(4, 4),
         "chains": dev.config_read(12, 4),
         "generation": dev.config_generation(),

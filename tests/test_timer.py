@@ -79,6 +79,28 @@ def test_tval_is_signed_distance_to_cval(vm, t):
 
 
 @pytest.mark.parametrize("t", ["CNTV", "CNTP"])
+def test_reading_tval_leaves_a_far_cval_alone(vm, t):
+    """A TVAL read is a read: with CVAL 2^31 + 5 ticks ahead, TVAL reads 0x80000005 (the low 32 bits of the
+    distance, D11.2.4) and CVAL stays where it was (written back through TVAL's sign extension it would land
+    2^31 ticks in the past and fire)."""
+    vm.sysreg_write(f"{t}_CVAL_EL0", (1 << 31) + 5)
+    assert vm.sysreg_read(f"{t}_TVAL_EL0") == 0x8000_0005
+    assert vm.sysreg_read(f"{t}_CVAL_EL0") == (1 << 31) + 5
+    vm.sysreg_write(f"{t}_CTL_EL0", ENABLE)
+    assert vm.sysreg_read(f"{t}_CTL_EL0") == ENABLE  # not fired
+
+
+def test_clock_advance_returns_0():
+    """The C API's vmm_clock_advance returns 0 on success (Machine.clock_advance raises only for a negative
+    code, so it would not notice another value)."""
+    from vmmpy._ffi import lib
+
+    with vmmpy.Machine(deterministic=True) as m:
+        assert lib.vmm_clock_advance(m._vm, 1600) == 0
+        assert m.clock_ns == 1600
+
+
+@pytest.mark.parametrize("t", ["CNTV", "CNTP"])
 def test_istatus_enable_and_imask(vm, t):
     vm.sysreg_write(f"{t}_CVAL_EL0", 10)
     assert vm.sysreg_read(f"{t}_CTL_EL0") == 0  # disabled: no ISTATUS
@@ -175,6 +197,39 @@ def test_a_deadline_beyond_the_horizon_is_never_in_deterministic_time(raw_guest)
         # the clock moved by the instructions run before WFI, 1 ns each (the round was cut short: only as far
         # as they went), and no further
         assert m.clock_ns == m.stats()["insns"] == 6
+
+
+def test_clock_advance_on_eight_cpus_touches_only_their_state():
+    """vmm_clock_advance starts a new quantum on each of the VM's vCPUs and on nothing past them: with the most
+    vCPUs (8) the vCPU array is full, and a ninth write would land in the board's device table (with 16
+    virtio devices, a device pointer copied over the next: a double free when the VM is destroyed). Run in a
+    child process, so that a crash fails this test only."""
+    import subprocess
+    import sys
+
+    script = (
+        "import vmmpy\n"
+        "with vmmpy.Machine(cpus=8, deterministic=True, virtio_test_devices=16) as m:\n"
+        "    m.clock_advance(1600)\n"
+        "    assert [m.sysreg_read('CNTVCT_EL0', cpu=c) for c in range(8)] == [100] * 8\n"
+        "print('closed')\n"
+    )
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and p.stdout == "closed\n", p.stderr[-2000:]
+
+
+def test_a_far_timer_deadline_does_not_stretch_the_quantum(raw_guest):
+    """Deterministic: a deadline cuts a vCPU's instruction budget only when it comes before the budget's end.
+    A guest that arms its virtual timer 2^40 ticks ahead and spins must still stop at a vmm_stop_at() time
+    exactly (the budget is the quantum shortened to the stop time; raising it to the far deadline ran the
+    guest past it)."""
+    blob = code(0xD2C02000, 0xD51BE340, 0xD2800020, 0xD51BE320, B_SELF)  # CVAL = 1 << 40; CTL = ENABLE; b .
+    with vmmpy.Machine(raw_guest(blob), kernel_format="raw", deterministic=True) as m:
+        m.stop_at(250_123)
+        res = m.run(timeout=10)
+        assert res.reason == RunReason.STOPPED, res
+        assert m.clock_ns == 250_123
+        assert m.sysreg_read("CNTVCT_EL0") == 250_123 // NS_PER_TICK
 
 
 @pytest.mark.parametrize("cpus", [1, 2])

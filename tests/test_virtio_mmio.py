@@ -269,6 +269,8 @@ def test_queue_reset_register(dev):
         (8, 0x4100_0008, 0x4100_1000, 0x4100_2000),  # descriptors not 16-aligned
         (8, 0x4100_0000, 0x4100_1001, 0x4100_2000),  # avail not 2-aligned
         (8, 0x4100_0000, 0x4100_1000, 0x4100_2002),  # used not 4-aligned
+        (8, 0x4100_0000, 0x4100_1000, 0x4100_2001),  # used not 4-aligned (bit 0)
+        (8, 0x4100_0001, 0x4100_1000, 0x4100_2000),  # descriptors not 16-aligned (bit 0)
         (8, 0x1000, 0x4100_1000, 0x4100_2000),  # below RAM
         (8, 0x4100_0000, 0x4100_1000, RAM_END - 8),  # used ring runs past the end of RAM
         (8, 0x4100_0000, RAM_END - 20, 0x4100_2000),  # avail: 6 + 2 * 8 bytes, 2 past the end

@@ -14,6 +14,7 @@ VIRTIO_SNAP = [
 # real-time waiting, nothing a smaller guest does not cover) and the 8-CPU and threaded variants go
 GIC = [
     "tests/test_gic.py",
+    "tests/test_gic_reeval.py",
     "tests/test_gic_its.py",
     "tests/test_irq_guests.py",
     "-k",
@@ -59,6 +60,9 @@ TARGETS: dict[str, list[str]] = {
         "tests/test_events.py::test_pause_wait_waits_its_timeout_for_a_frame_that_does_not_come",
         "tests/test_events.py::test_deterministic_quit_stops_at_the_cursor_exactly",
         "tests/test_api.py::test_vmm_run_on_a_running_vm_is_ebusy_and_leaves_it_usable",
+        # the threaded loop (a vCPU thread's sleep until its deadline, its signal mask) and the yield to vCPU 0
+        "tests/test_soft_threaded.py",
+        "tests/test_run_vcpus.py",
     ],
     # virtio: the split virtqueues, the device core and the MMIO transport
     "csrc/dev/virtq.c": [

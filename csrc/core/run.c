@@ -658,6 +658,10 @@ static void run_loop_deterministic(struct run_ctx *rc)
             wait_for_wakeup(
                 vm, seq); /* nothing scheduled: only a stop, the timeout, new input or vmm_stop_at() ends this */
     }
+    /* every vCPU's counter is the VM clock between runs: a stop or the timeout that comes after a round's own
+       check (its length already added to vtime_ns) would otherwise leave quantum_start a round behind */
+    for (unsigned i = 0; i < vm->ncpus; i++)
+        vm->vcpus[i].quantum_start = vm->vcpus[i].insns;
     atomic_store(&vm->stop_at_ns, UINT64_MAX); /* reached, or the run ended otherwise: disarmed */
 }
 

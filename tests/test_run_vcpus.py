@@ -1,0 +1,84 @@
+"""The run loop's treatment of vCPUs among themselves and of the host process: a vCPU that spins waiting for
+another yields to it (vCPU 0 included), and a vCPU thread takes none of the application's signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import struct
+
+import pytest
+
+import vmmpy
+from vmmpy import RunReason
+
+from .conftest import RAM_BASE, code
+
+# CPU 0 starts CPU 1 (PSCI CPU_ON), counts x8 down from 0x40000 (two instructions a turn: ~524k instructions,
+# ~6 deterministic quanta) and sets `flag`. CPU 1 spins on the flag with YIELD in its loop, counting its
+# turns in x7; when the flag is set it stores x7 at `count` and powers off.
+#   cpu0: mov w0, #3; movk w0, #0xc400, lsl 16 (CPU_ON, SMC64); mov x1, #1; adr x2, cpu1; mov x3, #0; hvc #0
+#         mov x8, #0x40000; 1: subs x8, x8, #1; b.ne 1b; adr x6, flag; mov w5, #1; str w5, [x6]; 2: wfi; b 2b
+#   cpu1: adr x6, flag; mov x7, #0; 3: add x7, x7, #1; ldr w5, [x6]; cbnz w5, 4f; yield; b 3b
+#      4: adr x9, count; str x7, [x9]; SYSTEM_OFF
+#   flag: .word 0 (at 0x68); count: .quad 0 (at 0x70)
+YIELD_SPIN = code(
+    0x52800060, 0x72B88000, 0xD2800021, 0x10000162, 0xD2800003, 0xD4000002,
+    0xD2A00088, 0xF1000508, 0x54FFFFE1, 0x10000226, 0x52800025, 0xB90000C5, 0xD503207F, 0x17FFFFFF,
+    0x10000186, 0xD2800007, 0x910004E7, 0xB94000C5, 0x35000065, 0xD503203F, 0x17FFFFFC,
+    0x100000E9, 0xF9000127, 0x52800100, 0x72B08000, 0xD4000002,
+    0, 0, 0, 0,
+)  # fmt: skip
+COUNT_AT = RAM_BASE + 0x70
+
+
+def test_a_spinning_vcpu_yields_to_vcpu_0(raw_guest):
+    """Deterministic, 2 vCPUs on one thread: CPU 1's spin loop (a block ending in YIELD) ends its turn while
+    another vCPU can run (pause-loop exiting, soft.c), so it spins about once per quantum, not for whole
+    quanta. The vCPU it waits for is vCPU 0: vmm__others_runnable must look at every vCPU but the caller.
+    Measured: 6 turns (one per round while CPU 0 counts); without the yield ~100000 (a quantum's worth each
+    round)."""
+    with vmmpy.Machine(raw_guest(YIELD_SPIN), kernel_format="raw", cpus=2, deterministic=True) as m:
+        res = m.run(timeout=30)
+        assert res.reason == RunReason.POWEROFF, res
+        turns = struct.unpack("<Q", m.read_memory(COUNT_AT, 8))[0]
+    assert 1 <= turns <= 20, f"CPU 1 spun {turns} times waiting for CPU 0"
+
+
+def _vcpu_threads_blocked_signals() -> dict[str, int]:
+    """SigBlk of this process's vCPU threads (named vmm-vcpuN), from /proc/self/task."""
+    out = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                name = f.read().strip()
+            if not name.startswith("vmm-vcpu"):
+                continue
+            with open(f"/proc/self/task/{tid}/status") as f:
+                for line in f:
+                    if line.startswith("SigBlk:"):
+                        out[name] = int(line.split()[1], 16)
+        except FileNotFoundError:  # a thread that ended meanwhile
+            continue
+    return out
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs Linux's /proc/<pid>/task")
+def test_vcpu_threads_take_none_of_the_applications_signals(machine, guest):
+    """A thread per vCPU (soft-threaded): each blocks every signal (run.c vcpu_thread_main), so a signal sent
+    to the process (Ctrl-C, SIGTERM, a child's SIGCHLD, the application's SIGUSR1 or SIGALRM) goes to one of
+    the application's own threads, not to a vCPU thread, where it would interrupt the emulation and never
+    reach a handler that expects to run on the application's threads. The thread that called vmm_run does
+    not block them (Python's threads do not), so the vCPU threads' mask is their own."""
+    m = machine(guest("idle_notick"), backend="soft-threaded")
+    m.start(timeout=30)
+    m.serial.expect(r"idle: ready, no timer", timeout=30)
+    try:
+        masks = _vcpu_threads_blocked_signals()
+    finally:
+        res = m.stop()
+    assert res is not None and res.reason == RunReason.STOPPED, res
+    assert list(masks) == ["vmm-vcpu0"], masks
+    blocked = masks["vmm-vcpu0"]
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGCHLD, signal.SIGALRM, signal.SIGPIPE):
+        assert blocked >> (sig - 1) & 1, f"vmm-vcpu0 does not block {sig.name}: SigBlk {blocked:x}"
