@@ -187,6 +187,35 @@ def test_initrd_errors(tmp_path, guest):
 def test_cmdline_too_long(guest):
     with pytest.raises(vmmpy.InvalidArgument, match="command line too long"):
         vmmpy.Machine(guest("hello"), cmdline="x" * 5000)
+    with pytest.raises(vmmpy.InvalidArgument, match=r"^kernel command line too long \(4096 bytes, at most 4095\)$"):
+        vmmpy.Machine(guest("hello"), cmdline="x" * 4096)
+    with vmmpy.Machine(guest("hello"), cmdline="x" * 4095) as m:  # the longest there is room for
+        assert b"x" * 4095 + b"\0" in m.dtb()
+
+
+def test_elf_entry_point_needs_an_instruction_in_ram(tmp_path):
+    """The entry point's whole first instruction (4 bytes) must be in guest RAM."""
+    ram_end = RAM_BASE + 32 * MIB
+    with vmmpy.Machine(write(tmp_path, "k.elf", make_elf([(RAM_BASE, code(B_SELF), 4)], ram_end - 4)), ram="32M") as m:
+        assert m.boot_info().entry == ram_end - 4
+    for entry in (ram_end - 3, ram_end):
+        with pytest.raises(vmmpy.DoesNotFit, match=rf"k\.elf: entry point {entry:#x} is not in guest RAM$"):
+            vmmpy.Machine(write(tmp_path, "k.elf", make_elf([(RAM_BASE, code(B_SELF), 4)], entry)), ram="32M")
+
+
+def test_elf_of_exactly_a_header_is_not_truncated(tmp_path):
+    elf = make_elf([(RAM_BASE, code(B_SELF), 4)], RAM_BASE)
+    with pytest.raises(vmmpy.FormatError, match="program headers lie beyond"):  # e_phoff 64: nothing after it
+        vmmpy.Machine(write(tmp_path, "k.elf", elf[:64]))
+    with pytest.raises(vmmpy.FormatError, match=r"truncated ELF header \(63 bytes\)"):
+        vmmpy.Machine(write(tmp_path, "k.elf", elf[:63]))
+
+
+def test_corrupt_gzip_names_what_zlib_found(tmp_path):
+    # a gzip header, then a final deflate block of the reserved type 3 (RFC 1951 §3.2.3)
+    bad = gzip.compress(b"")[:10] + b"\x07" + bytes(16)
+    with pytest.raises(vmmpy.FormatError, match=r"bad\.gz: corrupt gzip data \(invalid block type\)$"):
+        vmmpy.Machine(write(tmp_path, "bad.gz", bad))
 
 
 def test_loading_twice_or_after_start_is_refused(guest, tmp_path):

@@ -6,6 +6,7 @@ and the frames cross the real in-process switch (or real libslirp) between them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
@@ -348,12 +349,22 @@ def test_malformed_transmit_chains_are_refused_and_counted(pair, caplog):
     assert (st.tx_malformed, st.tx_frames) == (8, 0)
     assert net.forwarded == 0 and b.m.net_stats().rx_queued == 0
     assert a.m.stats()["guest_errors"] >= 8
+    for msg in (
+        "transmit checksum at 21+0 lies outside the 21-byte frame",
+        "transmit checksum at 121+0 lies outside the 21-byte frame",
+        "transmit checksum at 14+6 lies outside the 21-byte frame",
+        f"transmit chain of {HDR + 5} readable bytes (header {HDR}, frame 14..65553)",
+    ):
+        assert msg in caplog.text
     # each names the device and what was wrong (the log is rate-limited: the first ones are there)
     assert "net@virtio-mmio.0: " in caplog.text
     assert "transmit header asks for an offload not negotiated (flags 0x0, gso_type 1)" in caplog.text
     assert not a.dev.needs_reset(), "a bad frame is dropped, the queue goes on"
     a.send(good)
     assert b.m.net_stats().rx_queued == 1
+    a.send(frame(b.mac, a.mac, b""))  # an Ethernet header alone is the shortest frame
+    st = a.m.net_stats()
+    assert (st.tx_malformed, st.tx_frames, net.forwarded, b.m.net_stats().rx_queued) == (8, 2, 2, 2)
 
 
 def test_transmit_flood_leaves_memory_bounded_and_counts_drops(pair):
@@ -594,6 +605,41 @@ def test_capture_of_maximum_size_frames_counts_the_bytes_it_writes(tmp_path):
     path.unlink()
 
 
+
+@pytest.mark.parametrize("room", [34, 33])
+def test_a_capture_stops_at_exactly_one_gib(room):
+    """The cap (VMM_PCAP_MAX_BYTES, 1 GiB) is on the bytes written, record headers included: with 34 bytes
+    left, a record of an 18-byte frame (16 + 18) ends at 1 GiB exactly and is written; with 33 it is not.
+    Either way the next is missed, on the NIC's capture and the switch's. The files are /dev/null, which
+    takes every write, so nothing reaches a disk (a frame costs a copy: 1 GiB in under a second)."""
+    cap, rec = 1 << 30, 16  # the cap, a record header
+    big = frame(BCAST, bytes(6), bytes(65553 - 14))  # VMM_NET_FRAME_MAX
+    n = (cap - 24) // (rec + len(big))
+    fill = frame(BCAST, bytes(6), bytes(cap - 24 - n * (rec + len(big)) - rec - room - 14))
+    small = frame(BCAST, bytes(6), b"tiny")
+    assert len(small) == 18
+    net = vmmpy.Network(capture="/dev/null")
+    with vmmpy.Machine(net=net, net_capture="/dev/null") as m:
+        a = Nic(m)
+        hdr, data = a.tx.buf(HDR), a.tx.buf(len(big))
+
+        def send(f: bytes, times: int = 1) -> None:
+            m.write_memory(data, f)
+            for _ in range(times):
+                a.tx.write_desc(0, hdr, HDR, DESC_F_NEXT, 1)
+                a.tx.write_desc(1, data, len(f))
+                a.tx.publish(0)
+                a.tx.notify()
+
+        send(big, n)
+        send(fill)  # the file is now 1 GiB less `room` bytes
+        assert (net.capture_dropped, m.net_stats().capture_dropped) == (0, 0)
+        send(small, 2)
+        missed = 1 if room >= rec + len(small) else 2
+        assert (net.forwarded, m.net_stats().tx_malformed) == (n + 3, 0)
+        assert (net.capture_dropped, m.net_stats().capture_dropped) == (missed, missed)
+
+
 CAPTURE_FIFO = """
 import fcntl, os, signal, struct, sys, termios, threading, time
 sys.path.insert(0, sys.argv[2])
@@ -659,11 +705,56 @@ def test_a_capture_into_a_pipe_survives_a_signal_while_blocked(tmp_path):
     assert r.stdout.split() == ["40", "0", str(24 + 40 * (16 + 4000))]
 
 
+
+def test_switch_counts_wait_for_the_frame_being_forwarded(tmp_path):
+    """The switch's counters are read under its lock, so they never show half a forwarding: while a frame's
+    capture write blocks (a FIFO nobody reads, full), vmm_net_switch_counts waits; once the reader drains
+    the FIFO, it returns the count with that frame."""
+    import fcntl
+    import termios
+    import threading
+
+    fifo = tmp_path / "cap.fifo"
+    os.mkfifo(fifo)
+    rfd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a reader exists: the capture's open does not wait
+    try:
+        net = vmmpy.Network(capture=fifo)
+        size = fcntl.fcntl(rfd, 1032)  # F_GETPIPE_SZ
+        with vmmpy.Machine(net=net) as m:
+            a = Nic(m)
+            sender = threading.Thread(target=a.send, args=(frame(BCAST, a.mac, bytes(size)),))
+            sender.start()  # the frame alone is larger than the pipe: its write blocks, the switch's lock held
+            n = bytearray(4)
+            deadline = time.monotonic() + 30
+            while struct.unpack("i", n)[0] <= 24 and time.monotonic() < deadline:
+                fcntl.ioctl(rfd, termios.FIONREAD, n)  # beyond the file header: the sender is in sw_send
+                select.select([], [], [], 0.001)
+            assert struct.unpack("i", n)[0] > 24, "the frame's record did not reach the FIFO"
+            counted = []
+            reader = threading.Thread(target=lambda: counted.append(net.forwarded))
+            reader.start()
+            reader.join(0.5)
+            waited = reader.is_alive()
+            while sender.is_alive():  # drain the FIFO: the frame's write completes
+                select.select([rfd], [], [], 0.1)
+                with contextlib.suppress(BlockingIOError):
+                    os.read(rfd, 1 << 16)
+            reader.join(30)
+            assert waited, "the counters were read while a frame was being forwarded"
+            assert counted == [1]
+    finally:
+        os.close(rfd)
+
+
 def test_switch_counts_checks_its_arguments():
     from vmmpy._ffi import ffi, lib
 
     assert lib.vmm_net_switch_counts(ffi.NULL, ffi.NULL, ffi.NULL) == lib.VMM_EINVAL
     assert vmmpy.Network().capture_dropped == 0
+    cfg = ffi.new("struct vmm_net_config *", {"size": ffi.sizeof("struct vmm_net_config"), "backend": lib.VMM_NET_SWITCH})
+    with vmmpy.Machine() as m:  # a switch port without a switch
+        with pytest.raises(errors.InvalidArgument, match="^network switch: no switch given$"):
+            m._checked(lib.vmm_add_net, cfg)
 
 
 def test_capture_path_errors_are_one_line(tmp_path):
