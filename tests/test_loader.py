@@ -225,6 +225,10 @@ def test_loading_twice_or_after_start_is_refused(guest, tmp_path):
         m.run(timeout=10)
         with pytest.raises(vmmpy.StateError, match="already started"):
             m.set_cmdline("x")
+        initrd = tmp_path / "initrd"
+        initrd.write_bytes(b"late")
+        with pytest.raises(vmmpy.StateError, match="already started"):
+            m.load_initrd(initrd)
 
 
 def test_debian_style_image_copy(tmp_path):
