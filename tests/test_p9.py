@@ -272,6 +272,33 @@ def test_walk_open_read_write_clunk(p9, tree):
     assert (share / "new.txt").read_bytes() == b"012AB56789"
 
 
+
+def host_open_flags(path) -> list[int]:
+    """The flags of this process's descriptors open on `path` (/proc/self/fdinfo: the 9p server is ours)."""
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") == str(path):
+                with open(f"/proc/self/fdinfo/{fd}") as f:
+                    out.append(int(next(ln for ln in f if ln.startswith("flags:")).split()[1], 8))
+        except (FileNotFoundError, StopIteration):
+            continue
+    return out
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fdinfo"), reason="needs /proc/self/fdinfo")
+def test_lopen_flags_reach_the_host_file(p9, tree):
+    """Tlopen's dotl flags become the host open's: O_SYNC (04000000), O_DSYNC (010000), O_APPEND."""
+    share, _ = tree
+    cases = [(0o4000000, os.O_SYNC), (0o10000, os.O_DSYNC), (0o2000, os.O_APPEND), (0, 0)]
+    for fid, (dotl, host) in enumerate(cases, 1):
+        p9.walk(0, fid, "hello.txt")
+        p9.lopen(fid, O_RDWR | dotl)
+        (flags,) = [f for f in host_open_flags(share / "hello.txt") if not f & os.O_PATH]  # the walk's O_PATH aside
+        assert flags & (os.O_SYNC | os.O_DSYNC | os.O_APPEND) == host, (oct(dotl), oct(flags))
+        p9.clunk(fid)
+
+
 def test_large_read_and_write_in_pieces(p9, tree):
     """Linux's zero-copy path: the header and the payload in separate buffers, both ways."""
     share, _ = tree
