@@ -489,6 +489,32 @@ def test_a_capture_that_cannot_grow_stops_whole_and_counts_what_it_missed(tmp_pa
     assert len(data) == 24 + 16 + 100 + 50 and data[24 + 16 + 14 : 24 + 16 + 100] == bytes(86)
 
 
+
+CAPTURE_NO_STDIN = """
+import os, sys
+sys.path.insert(0, sys.argv[2])
+os.close(0)  # a daemon's closed stdin: the capture's open gets descriptor 0
+import vmmpy
+from tests.test_virtio_net import BCAST, Nic, frame
+net = vmmpy.Network(capture=sys.argv[1])
+assert os.readlink("/proc/self/fd/0") == sys.argv[1]
+with vmmpy.Machine(net=net) as m:
+    Nic(m).send(frame(BCAST, bytes(6), bytes(86)))
+    print(net.forwarded, net.capture_dropped)
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+def test_a_capture_on_descriptor_zero_works(tmp_path):
+    path = tmp_path / "fd0.pcap"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, "-c", CAPTURE_NO_STDIN, str(path), root], capture_output=True, text=True,
+                       timeout=60)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["1", "0"]
+    assert path.stat().st_size == 24 + 16 + 100
+
+
 def pcap_records(data: bytes) -> list[tuple[int, int, bytes]]:
     """(seconds, nanoseconds, frame) of each record of a nanosecond pcap file."""
     assert struct.unpack_from("<I", data)[0] == 0xA1B23C4D
