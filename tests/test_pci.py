@@ -10,6 +10,7 @@ delivered is the LPIs the CPU interface then acknowledges.
 from __future__ import annotations
 
 import logging
+import os
 import struct
 
 import pytest
@@ -394,6 +395,51 @@ def test_pci_cfg_window_writes_the_whole_field_it_selects(rng):
     cfg_write(m, 1, at + 12, 1)
     cfg_write(m, 1, at + 16, 0x1_01, 2)  # ACKNOWLEDGE, and a byte beyond the field's
     assert dev.status() == 1 and guest_errors(m) == 0
+
+
+
+def test_bar_reads_wait_for_the_device_lock(machine, tmp_path):
+    """A BAR read takes the device's lock, as the device's own work does: while a NIC's transmit blocks in
+    its capture write (a full FIFO nobody reads), a read of its common config waits, and completes once
+    the FIFO is drained."""
+    import contextlib
+    import fcntl
+    import select
+    import termios
+    import threading
+    import time
+
+    fifo = tmp_path / "cap.fifo"
+    os.mkfifo(fifo)
+    rfd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a reader exists: the capture's open does not wait
+    try:
+        m = machine(transport="pci", disk=None, net=vmmpy.Network(), net_capture=fifo)
+        dev = VirtioPCI(m, 1)
+        dev.place_bars()
+        _, tx = dev.init(2)
+        size = fcntl.fcntl(rfd, 1032)  # F_GETPIPE_SZ
+        sender = threading.Thread(target=lambda: (tx.add([bytes(12), b"\xff" * 6 + bytes(8 + size)], []), tx.notify()))
+        sender.start()  # the frame alone is larger than the pipe: its write blocks, the device's lock held
+        n = bytearray(4)
+        deadline = time.monotonic() + 30
+        while struct.unpack("i", n)[0] <= 24 and time.monotonic() < deadline:
+            fcntl.ioctl(rfd, termios.FIONREAD, n)  # beyond the file header: the device is transmitting
+            select.select([], [], [], 0.001)
+        assert struct.unpack("i", n)[0] > 24, "the frame's record did not reach the FIFO"
+        got = []
+        reader = threading.Thread(target=lambda: got.append(dev.common_read(NUM_QUEUES, 2)))
+        reader.start()
+        reader.join(0.5)
+        waited = reader.is_alive()
+        while sender.is_alive():  # drain the FIFO: the transmit completes
+            select.select([rfd], [], [], 0.1)
+            with contextlib.suppress(BlockingIOError):
+                os.read(rfd, 1 << 16)
+        reader.join(30)
+        assert waited, "the BAR was read while the device was busy"
+        assert got == [2]
+    finally:
+        os.close(rfd)
 
 
 # ---- interrupts: INTx -------------------------------------------------------------------------
