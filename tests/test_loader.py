@@ -191,6 +191,10 @@ def test_cmdline_too_long(guest):
         vmmpy.Machine(guest("hello"), cmdline="x" * 4096)
     with vmmpy.Machine(guest("hello"), cmdline="x" * 4095) as m:  # the longest there is room for
         assert b"x" * 4095 + b"\0" in m.dtb()
+    with vmmpy.Machine(guest("hello"), cmdline="first") as m:
+        m.set_cmdline("second")  # replaces (and frees: make test-asan) the first
+        dtb = m.dtb()
+        assert b"second\0" in dtb and b"first\0" not in dtb
 
 
 def test_elf_entry_point_needs_an_instruction_in_ram(tmp_path):
