@@ -272,7 +272,6 @@ def test_walk_open_read_write_clunk(p9, tree):
     assert (share / "new.txt").read_bytes() == b"012AB56789"
 
 
-
 def host_open_flags(path) -> list[int]:
     """The flags of this process's descriptors open on `path` (/proc/self/fdinfo: the 9p server is ours)."""
     out = []

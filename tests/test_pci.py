@@ -359,7 +359,6 @@ def test_common_config_queue_registers(rng, caplog):
     assert "1-byte write at BAR offset 0x1000" in caplog.text
 
 
-
 def test_queue_reset_writes_one_to_reset_and_the_range_past_common_config_is_refused(rng):
     """§4.1.4.3: writing 1 to queue_reset resets the selected queue (disabled, its addresses cleared, its
     size back to the maximum), 0 changes nothing; common config ends at queue_reset (0x3c): the rest of its
@@ -395,7 +394,6 @@ def test_pci_cfg_window_writes_the_whole_field_it_selects(rng):
     cfg_write(m, 1, at + 12, 1)
     cfg_write(m, 1, at + 16, 0x1_01, 2)  # ACKNOWLEDGE, and a byte beyond the field's
     assert dev.status() == 1 and guest_errors(m) == 0
-
 
 
 def test_bar_reads_wait_for_the_device_lock(machine, tmp_path):
@@ -704,5 +702,7 @@ def test_snapshot_with_another_msix_vector_count_is_refused(machine, guest, tmp_
     struct.pack_into("<I", data, count, dev.msix_size + 1)
     with_section_crc(data, off, plen)
     (tmp_path / "bad.snap").write_bytes(data)
-    with pytest.raises(vmmpy.errors.VmmError, match=f"{dev.msix_size + 1} MSI-X vectors saved, this function has {dev.msix_size}"):
+    with pytest.raises(
+        vmmpy.errors.VmmError, match=f"{dev.msix_size + 1} MSI-X vectors saved, this function has {dev.msix_size}"
+    ):
         vmmpy.Machine.restore(tmp_path / "bad.snap").close()

@@ -489,7 +489,6 @@ def test_a_capture_that_cannot_grow_stops_whole_and_counts_what_it_missed(tmp_pa
     assert len(data) == 24 + 16 + 100 + 50 and data[24 + 16 + 14 : 24 + 16 + 100] == bytes(86)
 
 
-
 CAPTURE_NO_STDIN = """
 import os, sys
 sys.path.insert(0, sys.argv[2])
@@ -631,7 +630,6 @@ def test_capture_of_maximum_size_frames_counts_the_bytes_it_writes(tmp_path):
     path.unlink()
 
 
-
 @pytest.mark.parametrize("room", [34, 33])
 def test_a_capture_stops_at_exactly_one_gib(room):
     """The cap (VMM_PCAP_MAX_BYTES, 1 GiB) is on the bytes written, record headers included: with 34 bytes
@@ -731,7 +729,6 @@ def test_a_capture_into_a_pipe_survives_a_signal_while_blocked(tmp_path):
     assert r.stdout.split() == ["40", "0", str(24 + 40 * (16 + 4000))]
 
 
-
 def test_switch_counts_wait_for_the_frame_being_forwarded(tmp_path):
     """The switch's counters are read under its lock, so they never show half a forwarding: while a frame's
     capture write blocks (a FIFO nobody reads, full), vmm_net_switch_counts waits; once the reader drains
@@ -777,10 +774,11 @@ def test_switch_counts_checks_its_arguments():
 
     assert lib.vmm_net_switch_counts(ffi.NULL, ffi.NULL, ffi.NULL) == lib.VMM_EINVAL
     assert vmmpy.Network().capture_dropped == 0
-    cfg = ffi.new("struct vmm_net_config *", {"size": ffi.sizeof("struct vmm_net_config"), "backend": lib.VMM_NET_SWITCH})
-    with vmmpy.Machine() as m:  # a switch port without a switch
-        with pytest.raises(errors.InvalidArgument, match="^network switch: no switch given$"):
-            m._checked(lib.vmm_add_net, cfg)
+    cfg = ffi.new(
+        "struct vmm_net_config *", {"size": ffi.sizeof("struct vmm_net_config"), "backend": lib.VMM_NET_SWITCH}
+    )
+    with vmmpy.Machine() as m, pytest.raises(errors.InvalidArgument, match="^network switch: no switch given$"):
+        m._checked(lib.vmm_add_net, cfg)  # a switch port without a switch
 
 
 def test_capture_path_errors_are_one_line(tmp_path):
