@@ -19,7 +19,7 @@ go to build/mutate/results.jsonl as they come (a long run can be watched, or sto
     python tools/mutate.py                      # every mutant of every mapped file (hours)
     python tools/mutate.py --sample 40          # 40 random mutants per file (seeded: repeatable)
     python tools/mutate.py --file csrc/arm/psci.c --sample 100
-    python tools/mutate.py --budget 300         # stop starting mutants after 300 s (CI)
+    python tools/mutate.py --budget 300         # 300 s shared by file, at least one mutant each (CI)
 """
 
 from __future__ import annotations
