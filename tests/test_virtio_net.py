@@ -220,6 +220,8 @@ def test_learning_switch_does_not_send_a_known_unicast_elsewhere():
         assert mb.net_stats().rx_queued == 1 and mc.net_stats().rx_queued == 1 and ma.net_stats().rx_queued == 1
         c.post([256, 256])
         assert [d for _, d in c.received()] == [frame(BCAST, b.mac, b"I am b")]
+        c.send(frame(a.mac, c.mac, b"for a only"))  # a was the second address learned: found as well
+        assert (ma.net_stats().rx_queued, mb.net_stats().rx_queued) == (2, 1)
 
 
 def test_a_station_that_moves_is_followed_to_its_new_port():
@@ -337,6 +339,7 @@ def test_malformed_transmit_chains_are_refused_and_counted(pair, caplog):
     a.send(good, hdr=struct.pack("<BBHHHHH", NEEDS_CSUM, 0, 0, 0, len(good), 0, 0))  # checksum starts at the end
     a.send(good, hdr=struct.pack("<BBHHHHH", NEEDS_CSUM, 0, 0, 0, len(good) + 100, 0, 0))  # starts beyond it
     a.send(good, hdr=struct.pack("<BBHHHHH", NEEDS_CSUM, 0, 0, 0, 14, len(good) - 14 - 1, 0))  # its last byte only
+    a.send(good, hdr=struct.pack("<BBHHHHH", NEEDS_CSUM, 0, 0, 0, 300, 400, 0))  # both past 255: 16-bit fields
     a.send(good, hdr=b"\x00\x01" + bytes(HDR - 2))  # GSO_TCPV4: not offered
     a.send(b"short", hdr=bytes(HDR))  # shorter than an Ethernet header
     a.send(b"", hdr=bytes(6))  # not even a header
@@ -344,15 +347,16 @@ def test_malformed_transmit_chains_are_refused_and_counted(pair, caplog):
     head = a.tx.add([], [64])  # a transmit chain with only a writable buffer
     a.tx.notify()
     used = a.tx.get_used()
-    assert len(used) == 8 and all(n == 0 for _, n in used) and head in [u for u, _ in used]
+    assert len(used) == 9 and all(n == 0 for _, n in used) and head in [u for u, _ in used]
     st = a.m.net_stats()
-    assert (st.tx_malformed, st.tx_frames) == (8, 0)
+    assert (st.tx_malformed, st.tx_frames) == (9, 0)
     assert net.forwarded == 0 and b.m.net_stats().rx_queued == 0
-    assert a.m.stats()["guest_errors"] >= 8
+    assert a.m.stats()["guest_errors"] >= 9
     for msg in (
         "transmit checksum at 21+0 lies outside the 21-byte frame",
         "transmit checksum at 121+0 lies outside the 21-byte frame",
         "transmit checksum at 14+6 lies outside the 21-byte frame",
+        "transmit checksum at 300+400 lies outside the 21-byte frame",
         f"transmit chain of {HDR + 5} readable bytes (header {HDR}, frame 14..65553)",
     ):
         assert msg in caplog.text
@@ -364,7 +368,7 @@ def test_malformed_transmit_chains_are_refused_and_counted(pair, caplog):
     assert b.m.net_stats().rx_queued == 1
     a.send(frame(b.mac, a.mac, b""))  # an Ethernet header alone is the shortest frame
     st = a.m.net_stats()
-    assert (st.tx_malformed, st.tx_frames, net.forwarded, b.m.net_stats().rx_queued) == (8, 2, 2, 2)
+    assert (st.tx_malformed, st.tx_frames, net.forwarded, b.m.net_stats().rx_queued) == (9, 2, 2, 2)
 
 
 def test_transmit_flood_leaves_memory_bounded_and_counts_drops(pair):
