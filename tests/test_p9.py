@@ -298,6 +298,34 @@ def test_lopen_flags_reach_the_host_file(p9, tree):
         p9.clunk(fid)
 
 
+FD0_SCRIPT = r"""
+import os, sys
+sys.path.insert(0, sys.argv[1])
+import vmmpy
+from tests.test_p9 import P9
+with vmmpy.Machine(share=[(sys.argv[2], "s")]) as m:
+    c = P9(m)
+    c.version()
+    c.attach(0)
+    c.walk(0, 1, "hello.txt")
+    os.close(0)  # a daemon's closed stdin: the open below gets descriptor 0
+    c.lopen(1)
+    print(os.readlink("/proc/self/fd/0") == os.path.join(sys.argv[2], "hello.txt"), c.read(1))
+    c.clunk(1)
+    print(os.path.exists("/proc/self/fd/0"))
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+def test_an_open_file_on_descriptor_zero_is_closed_by_clunk(tree):
+    share, _ = tree
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, "-c", FD0_SCRIPT, root, str(share)], capture_output=True, text=True,
+                       timeout=60)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split("\n")[:2] == ["True b'hello, 9p\\n'", "False"]
+
+
 def test_large_read_and_write_in_pieces(p9, tree):
     """Linux's zero-copy path: the header and the payload in separate buffers, both ways."""
     share, _ = tree
