@@ -207,6 +207,17 @@ def test_elf_entry_point_needs_an_instruction_in_ram(tmp_path):
             vmmpy.Machine(write(tmp_path, "k.elf", make_elf([(RAM_BASE, code(B_SELF), 4)], entry)), ram="32M")
 
 
+def test_elf_program_headers_other_than_pt_load_are_skipped(tmp_path):
+    """Only PT_LOAD (1) headers are loaded: a PT_NULL (0) or PT_NOTE (4) one pointing outside RAM is not."""
+    import struct
+
+    for p_type in (0, 4):
+        elf = bytearray(make_elf([(RAM_BASE, code(B_SELF), 4), (0x1000, b"note", 4)], RAM_BASE))
+        struct.pack_into("<I", elf, 64 + 56, p_type)  # the second program header's p_type
+        with vmmpy.Machine(write(tmp_path, "k.elf", bytes(elf))) as m:
+            assert m.boot_info().entry == RAM_BASE
+
+
 def test_elf_of_exactly_a_header_is_not_truncated(tmp_path):
     elf = make_elf([(RAM_BASE, code(B_SELF), 4)], RAM_BASE)
     with pytest.raises(vmmpy.FormatError, match="program headers lie beyond"):  # e_phoff 64: nothing after it
