@@ -471,6 +471,9 @@ def test_load_kernel_mem_checks_its_arguments():
 
     with c_vm() as vm:
         assert lib.vmm_load_kernel_mem(ffi.NULL, b"x", 1, ffi.NULL, ffi.NULL) == lib.VMM_EINVAL
+        for fn in (lib.vmm_load_initrd, lambda vm, path: lib.vmm_load_kernel(vm, path, ffi.NULL)):
+            assert fn(vm, ffi.NULL) == lib.VMM_EINVAL  # no path: refused, not dereferenced
+            assert fn(ffi.NULL, b"k") == lib.VMM_EINVAL
         assert lib.vmm_load_kernel_mem(vm, ffi.NULL, 16, ffi.NULL, ffi.NULL) == lib.VMM_EINVAL  # no bytes, a length
         opts = ffi.new("struct vmm_kernel_opts *", {"size": 4, "format": lib.VMM_KERNEL_RAW})
         assert lib.vmm_load_kernel_mem(vm, b"abcd", 4, ffi.NULL, opts) == lib.VMM_EINVAL
