@@ -76,7 +76,8 @@ test-asan: build guests
 MUTATE_ARGS ?=
 mutate: build guests
 	$(PYTHON) tools/mutate.py $(MUTATE_ARGS)
-# CI's sample: a few seeded mutants of each file within a time budget; fails below the kill-rate floor.
+# CI's sample: up to 3 seeded mutants of each file in a time budget shared by file (each file gets at least
+# one: tools/mutate.py --budget); fails below the kill-rate floor.
 mutate-ci: build guests
 	$(PYTHON) tools/mutate.py --sample 3 --budget 360 --min-rate 75
 

@@ -187,6 +187,50 @@ def test_initrd_errors(tmp_path, guest):
 def test_cmdline_too_long(guest):
     with pytest.raises(vmmpy.InvalidArgument, match="command line too long"):
         vmmpy.Machine(guest("hello"), cmdline="x" * 5000)
+    with pytest.raises(vmmpy.InvalidArgument, match=r"^kernel command line too long \(4096 bytes, at most 4095\)$"):
+        vmmpy.Machine(guest("hello"), cmdline="x" * 4096)
+    with vmmpy.Machine(guest("hello"), cmdline="x" * 4095) as m:  # the longest there is room for
+        assert b"x" * 4095 + b"\0" in m.dtb()
+    with vmmpy.Machine(guest("hello"), cmdline="first") as m:
+        m.set_cmdline("second")  # replaces (and frees: make test-asan) the first
+        dtb = m.dtb()
+        assert b"second\0" in dtb and b"first\0" not in dtb
+
+
+def test_elf_entry_point_needs_an_instruction_in_ram(tmp_path):
+    """The entry point's whole first instruction (4 bytes) must be in guest RAM."""
+    ram_end = RAM_BASE + 32 * MIB
+    with vmmpy.Machine(write(tmp_path, "k.elf", make_elf([(RAM_BASE, code(B_SELF), 4)], ram_end - 4)), ram="32M") as m:
+        assert m.boot_info().entry == ram_end - 4
+    for entry in (ram_end - 3, ram_end):
+        with pytest.raises(vmmpy.DoesNotFit, match=rf"k\.elf: entry point {entry:#x} is not in guest RAM$"):
+            vmmpy.Machine(write(tmp_path, "k.elf", make_elf([(RAM_BASE, code(B_SELF), 4)], entry)), ram="32M")
+
+
+def test_elf_program_headers_other_than_pt_load_are_skipped(tmp_path):
+    """Only PT_LOAD (1) headers are loaded: a PT_NULL (0) or PT_NOTE (4) one pointing outside RAM is not."""
+    import struct
+
+    for p_type in (0, 4):
+        elf = bytearray(make_elf([(RAM_BASE, code(B_SELF), 4), (0x1000, b"note", 4)], RAM_BASE))
+        struct.pack_into("<I", elf, 64 + 56, p_type)  # the second program header's p_type
+        with vmmpy.Machine(write(tmp_path, "k.elf", bytes(elf))) as m:
+            assert m.boot_info().entry == RAM_BASE
+
+
+def test_elf_of_exactly_a_header_is_not_truncated(tmp_path):
+    elf = make_elf([(RAM_BASE, code(B_SELF), 4)], RAM_BASE)
+    with pytest.raises(vmmpy.FormatError, match="program headers lie beyond"):  # e_phoff 64: nothing after it
+        vmmpy.Machine(write(tmp_path, "k.elf", elf[:64]))
+    with pytest.raises(vmmpy.FormatError, match=r"truncated ELF header \(63 bytes\)"):
+        vmmpy.Machine(write(tmp_path, "k.elf", elf[:63]))
+
+
+def test_corrupt_gzip_names_what_zlib_found(tmp_path):
+    # a gzip header, then a final deflate block of the reserved type 3 (RFC 1951 §3.2.3)
+    bad = gzip.compress(b"")[:10] + b"\x07" + bytes(16)
+    with pytest.raises(vmmpy.FormatError, match=r"bad\.gz: corrupt gzip data \(invalid block type\)$"):
+        vmmpy.Machine(write(tmp_path, "bad.gz", bad))
 
 
 def test_loading_twice_or_after_start_is_refused(guest, tmp_path):
@@ -196,6 +240,10 @@ def test_loading_twice_or_after_start_is_refused(guest, tmp_path):
         m.run(timeout=10)
         with pytest.raises(vmmpy.StateError, match="already started"):
             m.set_cmdline("x")
+        initrd = tmp_path / "initrd"
+        initrd.write_bytes(b"late")
+        with pytest.raises(vmmpy.StateError, match="already started"):
+            m.load_initrd(initrd)
 
 
 def test_debian_style_image_copy(tmp_path):
@@ -423,6 +471,9 @@ def test_load_kernel_mem_checks_its_arguments():
 
     with c_vm() as vm:
         assert lib.vmm_load_kernel_mem(ffi.NULL, b"x", 1, ffi.NULL, ffi.NULL) == lib.VMM_EINVAL
+        for fn in (lib.vmm_load_initrd, lambda vm, path: lib.vmm_load_kernel(vm, path, ffi.NULL)):
+            assert fn(vm, ffi.NULL) == lib.VMM_EINVAL  # no path: refused, not dereferenced
+            assert fn(ffi.NULL, b"k") == lib.VMM_EINVAL
         assert lib.vmm_load_kernel_mem(vm, ffi.NULL, 16, ffi.NULL, ffi.NULL) == lib.VMM_EINVAL  # no bytes, a length
         opts = ffi.new("struct vmm_kernel_opts *", {"size": 4, "format": lib.VMM_KERNEL_RAW})
         assert lib.vmm_load_kernel_mem(vm, b"abcd", 4, ffi.NULL, opts) == lib.VMM_EINVAL

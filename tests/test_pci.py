@@ -10,6 +10,7 @@ delivered is the LPIs the CPU interface then acknowledges.
 from __future__ import annotations
 
 import logging
+import os
 import struct
 
 import pytest
@@ -35,7 +36,11 @@ from .pci_driver import (
     NOTIFY,
     NUM_QUEUES,
     Q_DESC,
+    Q_DEVICE,
+    Q_DRIVER,
+    Q_ENABLE,
     Q_MSIX,
+    Q_RESET,
     Q_SELECT,
     Q_SIZE,
     STATUS,
@@ -92,7 +97,8 @@ def test_absent_functions_and_buses_read_all_ones(machine):
     assert cfg_read(m, 5, 0) == 0xFFFFFFFF
     assert cfg_read(m, 5, 0, 2) == 0xFFFF and cfg_read(m, 5, 0, 1) == 0xFF
     assert m.mmio_read(cfg_addr(1, 0, bus=1)) == 0xFFFFFFFF  # bus 1: nothing behind
-    assert m.mmio_read(cfg_addr(1, 0) + (1 << 12)) == 0xFFFFFFFF  # function 1 of slot 1
+    for fn in range(1, 8):  # functions 1-7 of slot 1 (each of the 3 function bits decodes)
+        assert m.mmio_read(cfg_addr(1, 0) + (fn << 12)) == 0xFFFFFFFF, fn
     cfg_write(m, 5, 0x10, 0x1234_0000)  # dropped, not a crash
     for off in (0x100, 0x104, 0xFFC):  # extended config space: nothing there (no capabilities), whatever is written
         cfg_write(m, 1, off, 0xFFFFFFFF)
@@ -346,6 +352,10 @@ def test_common_config_queue_registers(rng, caplog):
     dev.common_write(Q_DESC, 0x0000_0001_2345_6000, 8)  # a 64-bit field: one QWORD, or two DWORDs
     assert dev.common_read(Q_DESC, 8) == 0x0000_0001_2345_6000
     assert (dev.common_read(Q_DESC, 4), dev.common_read(Q_DESC + 4, 4)) == (0x2345_6000, 1)
+    dev.common_write(Q_DRIVER, 0x0000_0002_3456_7000, 8)  # each 64-bit field's DWORDs are its own
+    dev.common_write(Q_DEVICE, 0x0000_0003_4567_8000, 8)
+    for off, val in ((Q_DESC, 0x0000_0001_2345_6000), (Q_DRIVER, 0x0000_0002_3456_7000), (Q_DEVICE, 0x3_4567_8000)):
+        assert (dev.common_read(off, 4), dev.common_read(off + 4, 4)) == (val & 0xFFFF_FFFF, val >> 32)
     errors = guest_errors(m)
     assert dev.common_read(Q_SIZE + 1, 1) == 0  # half a field
     m.mmio_write(dev.addr(NOTIFY, 2), 0, 2)  # between two queues' notify offsets
@@ -353,6 +363,87 @@ def test_common_config_queue_registers(rng, caplog):
     m.mmio_write(dev.addr(ISR), 1, 1)  # the ISR is read-only: between it and the device config, nothing
     assert guest_errors(m) == errors + 4
     assert "1-byte write at BAR offset 0x1000" in caplog.text
+
+
+def test_queue_reset_writes_one_to_reset_and_the_range_past_common_config_is_refused(rng):
+    """§4.1.4.3: writing 1 to queue_reset resets the selected queue (disabled, its addresses cleared, its
+    size back to the maximum), 0 changes nothing; common config ends at queue_reset (0x3c): the rest of its
+    page is nothing, each access a guest error."""
+    m, dev = rng
+    (q,) = dev.init(1)
+    dev.common_write(Q_SELECT, 0, 2)
+    errors = guest_errors(m)
+    dev.common_write(Q_RESET, 0, 2)
+    assert (dev.common_read(Q_ENABLE, 2), dev.common_read(Q_DESC, 8)) == (1, q.desc)
+    dev.common_write(Q_SIZE, 0, 2)  # not while enabled (§4.1.4.3.2): the size stays
+    size = dev.common_read(Q_SIZE, 2)
+    dev.common_write(Q_RESET, 1, 2)
+    assert (dev.common_read(Q_ENABLE, 2), dev.common_read(Q_DESC, 8), dev.common_read(Q_RESET, 2)) == (0, 0, 0)
+    assert dev.common_read(Q_SIZE, 2) == size
+    assert guest_errors(m) == errors + 1  # the queue_size write while enabled
+    for off in (0x3C, 0x3E, 0x40, 0xFFE):
+        assert dev.common_read(off, 2) == 0
+        dev.common_write(off, 0xFFFF, 2)
+    assert guest_errors(m) == errors + 9
+
+
+def test_pci_cfg_window_writes_the_whole_field_it_selects(rng):
+    """A 1- or 2-byte pci_cfg_data write reaches the BAR with all of its bits (and only those)."""
+    m, dev = rng
+    at = pci_cfg_window(m, 1)
+    cfg_write(m, 1, at + 4, 0, 1)  # bar 0
+    cfg_write(m, 1, at + 8, Q_SELECT)
+    cfg_write(m, 1, at + 12, 2)
+    cfg_write(m, 1, at + 16, 0xFFFF_8401)  # a 4-byte write of the data field: its low 2 bytes go
+    assert dev.common_read(Q_SELECT, 2) == 0x8401
+    cfg_write(m, 1, at + 8, 0x14)  # device_status, one byte
+    cfg_write(m, 1, at + 12, 1)
+    cfg_write(m, 1, at + 16, 0x1_01, 2)  # ACKNOWLEDGE, and a byte beyond the field's
+    assert dev.status() == 1 and guest_errors(m) == 0
+
+
+def test_bar_reads_wait_for_the_device_lock(machine, tmp_path):
+    """A BAR read takes the device's lock, as the device's own work does: while a NIC's transmit blocks in
+    its capture write (a full FIFO nobody reads), a read of its common config waits, and completes once
+    the FIFO is drained."""
+    import contextlib
+    import fcntl
+    import select
+    import termios
+    import threading
+    import time
+
+    fifo = tmp_path / "cap.fifo"
+    os.mkfifo(fifo)
+    rfd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a reader exists: the capture's open does not wait
+    try:
+        m = machine(transport="pci", disk=None, net=vmmpy.Network(), net_capture=fifo)
+        dev = VirtioPCI(m, 1)
+        dev.place_bars()
+        _, tx = dev.init(2)
+        size = fcntl.fcntl(rfd, 1032)  # F_GETPIPE_SZ
+        sender = threading.Thread(target=lambda: (tx.add([bytes(12), b"\xff" * 6 + bytes(8 + size)], []), tx.notify()))
+        sender.start()  # the frame alone is larger than the pipe: its write blocks, the device's lock held
+        n = bytearray(4)
+        deadline = time.monotonic() + 30
+        while struct.unpack("i", n)[0] <= 24 and time.monotonic() < deadline:
+            fcntl.ioctl(rfd, termios.FIONREAD, n)  # beyond the file header: the device is transmitting
+            select.select([], [], [], 0.001)
+        assert struct.unpack("i", n)[0] > 24, "the frame's record did not reach the FIFO"
+        got = []
+        reader = threading.Thread(target=lambda: got.append(dev.common_read(NUM_QUEUES, 2)))
+        reader.start()
+        reader.join(0.5)
+        waited = reader.is_alive()
+        while sender.is_alive():  # drain the FIFO: the transmit completes
+            select.select([rfd], [], [], 0.1)
+            with contextlib.suppress(BlockingIOError):
+                os.read(rfd, 1 << 16)
+        reader.join(30)
+        assert waited, "the BAR was read while the device was busy"
+        assert got == [2]
+    finally:
+        os.close(rfd)
 
 
 # ---- interrupts: INTx -------------------------------------------------------------------------
@@ -501,7 +592,7 @@ def test_snapshot_with_reserved_msix_control_bits_is_refused(machine, guest, tmp
     struct.pack_into("<Q", data, pba, 1 << dev.msix_size)  # the bit of a vector the function does not have
     with_section_crc(data, off, plen)
     (tmp_path / "bad.snap").write_bytes(data)
-    with pytest.raises(vmmpy.errors.VmmError, match="MSI-X pending bits beyond vector"):
+    with pytest.raises(vmmpy.errors.VmmError, match=f"MSI-X pending bits beyond vector {dev.msix_size - 1}$"):
         vmmpy.Machine.restore(tmp_path / "bad.snap").close()
 
 
@@ -574,3 +665,50 @@ def test_msix_message_to_an_unmapped_event_is_dropped(msix):
     entropy(dev, q)
     assert q.get_used() and not dev.msix_pending(0)
     assert not m.irq_line(0) and lpis_taken(m) == []
+
+
+def test_snapshot_with_a_changed_read_only_config_byte_is_refused(machine, guest, tmp_path):
+    from .test_snapshot import sections
+    from .test_snapshot_devices import with_section_crc
+
+    m = machine(guest("hello"), transport="pci", rng=True)
+    VirtioPCI(m, 1).place_bars()
+    m.dtb()
+    m.snapshot(tmp_path / "s.snap")
+    good = (tmp_path / "s.snap").read_bytes()
+    ids = struct.pack("<HH", 0x1AF4, RNG)  # the rng's vendor and device IDs open its config space
+    ((off, plen),) = [(o, n) for _, o, n in sections(good) if ids in good[o : o + n]]
+    at = good.index(ids, off) + 2
+    data = bytearray(good)
+    data[at] ^= 0x01  # the device ID's low byte: read-only
+    with_section_crc(data, off, plen)
+    (tmp_path / "bad.snap").write_bytes(data)
+    with pytest.raises(vmmpy.errors.VmmError, match="config byte 0x02 is 0x45, its read-only bits say 0x44"):
+        vmmpy.Machine.restore(tmp_path / "bad.snap").close()
+    (tmp_path / "bad.snap").write_bytes(good)  # and the file as saved restores
+    vmmpy.Machine.restore(tmp_path / "bad.snap").close()
+
+
+def test_snapshot_with_another_msix_vector_count_is_refused(machine, guest, tmp_path):
+    from .test_snapshot import sections
+    from .test_snapshot_devices import with_section_crc
+
+    m = machine(guest("hello"), transport="pci", rng=True)
+    dev = VirtioPCI(m, 1)
+    dev.place_bars()
+    dev.msix_entry(0, ITS_TRANSLATER, 0x7B7B, masked=True)
+    m.dtb()
+    m.snapshot(tmp_path / "s.snap")
+    good = (tmp_path / "s.snap").read_bytes()
+    entry = struct.pack("<IIII", ITS_TRANSLATER, 0, 0x7B7B, 1)
+    ((off, plen),) = [(o, n) for _, o, n in sections(good) if entry in good[o : o + n]]
+    count = good.index(entry, off) - 4  # the vector count precedes the table
+    assert struct.unpack_from("<I", good, count)[0] == dev.msix_size
+    data = bytearray(good)
+    struct.pack_into("<I", data, count, dev.msix_size + 1)
+    with_section_crc(data, off, plen)
+    (tmp_path / "bad.snap").write_bytes(data)
+    with pytest.raises(
+        vmmpy.errors.VmmError, match=f"{dev.msix_size + 1} MSI-X vectors saved, this function has {dev.msix_size}"
+    ):
+        vmmpy.Machine.restore(tmp_path / "bad.snap").close()

@@ -248,6 +248,7 @@ def test_bad_guest_accesses_are_logged_and_ignored(m, caplog):
     text = caplog.text
     assert "guest error: read of unknown register 0x800" in text
     assert "write to read-only register 0x018" in text
+    assert "write to unknown register 0x800" in text and "read-only register 0x800" not in text
     assert "bad 8-byte read" in text and "bad 8-byte write at offset 0x0" in text
     assert m.stats()["guest_errors"] == 6
 

@@ -6,6 +6,7 @@ and the frames cross the real in-process switch (or real libslirp) between them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
@@ -219,6 +220,8 @@ def test_learning_switch_does_not_send_a_known_unicast_elsewhere():
         assert mb.net_stats().rx_queued == 1 and mc.net_stats().rx_queued == 1 and ma.net_stats().rx_queued == 1
         c.post([256, 256])
         assert [d for _, d in c.received()] == [frame(BCAST, b.mac, b"I am b")]
+        c.send(frame(a.mac, c.mac, b"for a only"))  # a was the second address learned: found as well
+        assert (ma.net_stats().rx_queued, mb.net_stats().rx_queued) == (2, 1)
 
 
 def test_a_station_that_moves_is_followed_to_its_new_port():
@@ -336,6 +339,7 @@ def test_malformed_transmit_chains_are_refused_and_counted(pair, caplog):
     a.send(good, hdr=struct.pack("<BBHHHHH", NEEDS_CSUM, 0, 0, 0, len(good), 0, 0))  # checksum starts at the end
     a.send(good, hdr=struct.pack("<BBHHHHH", NEEDS_CSUM, 0, 0, 0, len(good) + 100, 0, 0))  # starts beyond it
     a.send(good, hdr=struct.pack("<BBHHHHH", NEEDS_CSUM, 0, 0, 0, 14, len(good) - 14 - 1, 0))  # its last byte only
+    a.send(good, hdr=struct.pack("<BBHHHHH", NEEDS_CSUM, 0, 0, 0, 300, 400, 0))  # both past 255: 16-bit fields
     a.send(good, hdr=b"\x00\x01" + bytes(HDR - 2))  # GSO_TCPV4: not offered
     a.send(b"short", hdr=bytes(HDR))  # shorter than an Ethernet header
     a.send(b"", hdr=bytes(6))  # not even a header
@@ -343,17 +347,28 @@ def test_malformed_transmit_chains_are_refused_and_counted(pair, caplog):
     head = a.tx.add([], [64])  # a transmit chain with only a writable buffer
     a.tx.notify()
     used = a.tx.get_used()
-    assert len(used) == 8 and all(n == 0 for _, n in used) and head in [u for u, _ in used]
+    assert len(used) == 9 and all(n == 0 for _, n in used) and head in [u for u, _ in used]
     st = a.m.net_stats()
-    assert (st.tx_malformed, st.tx_frames) == (8, 0)
+    assert (st.tx_malformed, st.tx_frames) == (9, 0)
     assert net.forwarded == 0 and b.m.net_stats().rx_queued == 0
-    assert a.m.stats()["guest_errors"] >= 8
+    assert a.m.stats()["guest_errors"] >= 9
+    for msg in (
+        "transmit checksum at 21+0 lies outside the 21-byte frame",
+        "transmit checksum at 121+0 lies outside the 21-byte frame",
+        "transmit checksum at 14+6 lies outside the 21-byte frame",
+        "transmit checksum at 300+400 lies outside the 21-byte frame",
+        f"transmit chain of {HDR + 5} readable bytes (header {HDR}, frame 14..65553)",
+    ):
+        assert msg in caplog.text
     # each names the device and what was wrong (the log is rate-limited: the first ones are there)
     assert "net@virtio-mmio.0: " in caplog.text
     assert "transmit header asks for an offload not negotiated (flags 0x0, gso_type 1)" in caplog.text
     assert not a.dev.needs_reset(), "a bad frame is dropped, the queue goes on"
     a.send(good)
     assert b.m.net_stats().rx_queued == 1
+    a.send(frame(b.mac, a.mac, b""))  # an Ethernet header alone is the shortest frame
+    st = a.m.net_stats()
+    assert (st.tx_malformed, st.tx_frames, net.forwarded, b.m.net_stats().rx_queued) == (9, 2, 2, 2)
 
 
 def test_transmit_flood_leaves_memory_bounded_and_counts_drops(pair):
@@ -478,6 +493,31 @@ def test_a_capture_that_cannot_grow_stops_whole_and_counts_what_it_missed(tmp_pa
     assert len(data) == 24 + 16 + 100 + 50 and data[24 + 16 + 14 : 24 + 16 + 100] == bytes(86)
 
 
+CAPTURE_NO_STDIN = """
+import os, sys
+sys.path.insert(0, sys.argv[2])
+os.close(0)  # a daemon's closed stdin: the capture's open gets descriptor 0
+import vmmpy
+from tests.test_virtio_net import BCAST, Nic, frame
+net = vmmpy.Network(capture=sys.argv[1])
+assert os.readlink("/proc/self/fd/0") == sys.argv[1]
+with vmmpy.Machine(net=net) as m:
+    Nic(m).send(frame(BCAST, bytes(6), bytes(86)))
+    print(net.forwarded, net.capture_dropped)
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+def test_a_capture_on_descriptor_zero_works(tmp_path):
+    path = tmp_path / "fd0.pcap"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, "-c", CAPTURE_NO_STDIN, str(path), root], capture_output=True, text=True,
+                       timeout=60)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["1", "0"]
+    assert path.stat().st_size == 24 + 16 + 100
+
+
 def pcap_records(data: bytes) -> list[tuple[int, int, bytes]]:
     """(seconds, nanoseconds, frame) of each record of a nanosecond pcap file."""
     assert struct.unpack_from("<I", data)[0] == 0xA1B23C4D
@@ -594,6 +634,40 @@ def test_capture_of_maximum_size_frames_counts_the_bytes_it_writes(tmp_path):
     path.unlink()
 
 
+@pytest.mark.parametrize("room", [34, 33])
+def test_a_capture_stops_at_exactly_one_gib(room):
+    """The cap (VMM_PCAP_MAX_BYTES, 1 GiB) is on the bytes written, record headers included: with 34 bytes
+    left, a record of an 18-byte frame (16 + 18) ends at 1 GiB exactly and is written; with 33 it is not.
+    Either way the next is missed, on the NIC's capture and the switch's. The files are /dev/null, which
+    takes every write, so nothing reaches a disk (a frame costs a copy: 1 GiB in under a second)."""
+    cap, rec = 1 << 30, 16  # the cap, a record header
+    big = frame(BCAST, bytes(6), bytes(65553 - 14))  # VMM_NET_FRAME_MAX
+    n = (cap - 24) // (rec + len(big))
+    fill = frame(BCAST, bytes(6), bytes(cap - 24 - n * (rec + len(big)) - rec - room - 14))
+    small = frame(BCAST, bytes(6), b"tiny")
+    assert len(small) == 18
+    net = vmmpy.Network(capture="/dev/null")
+    with vmmpy.Machine(net=net, net_capture="/dev/null") as m:
+        a = Nic(m)
+        hdr, data = a.tx.buf(HDR), a.tx.buf(len(big))
+
+        def send(f: bytes, times: int = 1) -> None:
+            m.write_memory(data, f)
+            for _ in range(times):
+                a.tx.write_desc(0, hdr, HDR, DESC_F_NEXT, 1)
+                a.tx.write_desc(1, data, len(f))
+                a.tx.publish(0)
+                a.tx.notify()
+
+        send(big, n)
+        send(fill)  # the file is now 1 GiB less `room` bytes
+        assert (net.capture_dropped, m.net_stats().capture_dropped) == (0, 0)
+        send(small, 2)
+        missed = 1 if room >= rec + len(small) else 2
+        assert (net.forwarded, m.net_stats().tx_malformed) == (n + 3, 0)
+        assert (net.capture_dropped, m.net_stats().capture_dropped) == (missed, missed)
+
+
 CAPTURE_FIFO = """
 import fcntl, os, signal, struct, sys, termios, threading, time
 sys.path.insert(0, sys.argv[2])
@@ -659,15 +733,60 @@ def test_a_capture_into_a_pipe_survives_a_signal_while_blocked(tmp_path):
     assert r.stdout.split() == ["40", "0", str(24 + 40 * (16 + 4000))]
 
 
+def test_switch_counts_wait_for_the_frame_being_forwarded(tmp_path):
+    """The switch's counters are read under its lock, so they never show half a forwarding: while a frame's
+    capture write blocks (a FIFO nobody reads, full), vmm_net_switch_counts waits; once the reader drains
+    the FIFO, it returns the count with that frame."""
+    import fcntl
+    import termios
+    import threading
+
+    fifo = tmp_path / "cap.fifo"
+    os.mkfifo(fifo)
+    rfd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a reader exists: the capture's open does not wait
+    try:
+        net = vmmpy.Network(capture=fifo)
+        size = fcntl.fcntl(rfd, 1032)  # F_GETPIPE_SZ
+        with vmmpy.Machine(net=net) as m:
+            a = Nic(m)
+            sender = threading.Thread(target=a.send, args=(frame(BCAST, a.mac, bytes(size)),))
+            sender.start()  # the frame alone is larger than the pipe: its write blocks, the switch's lock held
+            n = bytearray(4)
+            deadline = time.monotonic() + 30
+            while struct.unpack("i", n)[0] <= 24 and time.monotonic() < deadline:
+                fcntl.ioctl(rfd, termios.FIONREAD, n)  # beyond the file header: the sender is in sw_send
+                select.select([], [], [], 0.001)
+            assert struct.unpack("i", n)[0] > 24, "the frame's record did not reach the FIFO"
+            counted = []
+            reader = threading.Thread(target=lambda: counted.append(net.forwarded))
+            reader.start()
+            reader.join(0.5)
+            waited = reader.is_alive()
+            while sender.is_alive():  # drain the FIFO: the frame's write completes
+                select.select([rfd], [], [], 0.1)
+                with contextlib.suppress(BlockingIOError):
+                    os.read(rfd, 1 << 16)
+            reader.join(30)
+            assert waited, "the counters were read while a frame was being forwarded"
+            assert counted == [1]
+    finally:
+        os.close(rfd)
+
+
 def test_switch_counts_checks_its_arguments():
     from vmmpy._ffi import ffi, lib
 
     assert lib.vmm_net_switch_counts(ffi.NULL, ffi.NULL, ffi.NULL) == lib.VMM_EINVAL
     assert vmmpy.Network().capture_dropped == 0
+    cfg = ffi.new(
+        "struct vmm_net_config *", {"size": ffi.sizeof("struct vmm_net_config"), "backend": lib.VMM_NET_SWITCH}
+    )
+    with vmmpy.Machine() as m, pytest.raises(errors.InvalidArgument, match="^network switch: no switch given$"):
+        m._checked(lib.vmm_add_net, cfg)  # a switch port without a switch
 
 
 def test_capture_path_errors_are_one_line(tmp_path):
-    with pytest.raises(errors.VmmError, match="cannot write a capture"):
+    with pytest.raises(errors.VmmError, match="dir.pcap: cannot write a capture: No such file or directory$"):
         vmmpy.Network(capture=tmp_path / "no" / "such" / "dir.pcap")
     with pytest.raises(errors.VmmError, match="cannot write a capture"):
         vmmpy.Machine(net="user", net_capture=tmp_path / "missing" / "x.pcap")
