@@ -2,7 +2,8 @@
 
 Same kernel (tools/fetch_debian.py), same initramfs (tools/initramfs.py, test init), same vCPU
 count, RAM and command line. vmmpy: from Machine() creation; QEMU: from process start (QEMU cannot
-be created in-process). Milestones are the moments each console line reached Python. A vmmpy boot
+be created in-process). Milestones are the moments each console line reached Python; `cpu` is the
+CPU time of the whole process to power-off (vmmpy's every thread; QEMU's process). A vmmpy boot
 that fails or times out is reported, and the QEMU column is still measured.
 
 Two boots, each on 1 and on 2 vCPUs (`--cpus 1,2`, `--boots plain,modules`):
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import statistics
 import sys
 import time
@@ -88,31 +90,42 @@ def _no_module_failed(data: bytes) -> None:
         raise BootFailed(f"a module did not load: {line.group(0).decode(errors='replace').strip()}")
 
 
-def vmmpy_boot(kernel: str, cpio: str, cpus: int, ram: str, timeout: float, boot: str = "plain") -> dict[str, float]:
+def _cpu_s(who: int) -> float:
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
+
+
+def vmmpy_boot(
+    kernel: str, cpio: str, cpus: int, ram: str, timeout: float, boot: str = "plain", vcpu_threads: str | None = None
+) -> dict[str, float]:
     try:
         import vmmpy
     except Exception as e:  # not built, or an ABI mismatch with a half-built tree
         raise BootFailed(f"cannot import vmmpy: {e}") from e
 
+    c0 = _cpu_s(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
-    with vmmpy.Machine(kernel, cpus=cpus, ram=f"{ram}M", initrd=cpio, cmdline=CMDLINE) as m:
+    with vmmpy.Machine(kernel, cpus=cpus, ram=f"{ram}M", initrd=cpio, cmdline=CMDLINE, vcpu_threads=vcpu_threads) as m:
         times = _walk(
             lambda rx, t: m.serial.expect(rx, timeout=t), lambda: time.perf_counter() - t0, timeout, milestones(boot)
         )
         res = m.wait(timeout=60)
         _no_module_failed(m.serial.data)
         times["poweroff"] = time.perf_counter() - t0
+        times["cpu"] = _cpu_s(resource.RUSAGE_SELF) - c0  # the process, every thread: to power-off
         if not res.ok:
             raise BootFailed(f"marker seen but the run ended with {res.reason.name} {res.message}")
     return times
 
 
 def qemu_boot(kernel: str, cpio: str, cpus: int, ram: str, timeout: float, boot: str = "plain") -> dict[str, float]:
+    c0 = _cpu_s(resource.RUSAGE_CHILDREN)
     with qemu_ref.QemuConsole(qemu_ref.command(kernel, cpio, cpus=cpus, ram=ram, cmdline=CMDLINE)) as q:
         times = _walk(q.expect, q.elapsed, timeout, milestones(boot))
         rc = q.wait(60)
         _no_module_failed(q.data)
         times["poweroff"] = q.elapsed()
+        times["cpu"] = _cpu_s(resource.RUSAGE_CHILDREN) - c0  # the QEMU process, waited for: to power-off
         if rc != 0:
             raise BootFailed(f"marker seen but QEMU exited with {rc}")
     return times
@@ -127,7 +140,7 @@ def build(
     boot: str = "plain",
 ) -> dict:
     """v, q: each boot's seconds from start to each milestone, on vmmpy and on QEMU."""
-    keys = [name for name, _ in milestones(boot)] + ["poweroff"]
+    keys = [name for name, _ in milestones(boot)] + ["poweroff", "cpu"]
     rows = [
         common.row(
             k,
@@ -158,7 +171,7 @@ def measure(args, kernel: str, cpio: str, cpus: int, boot: str) -> bool:
     for i in range(args.runs):  # interleaved, so that machine noise hits both alike
         if not args.no_vmmpy and vmmpy_error is None:
             try:
-                v.append(vmmpy_boot(kernel, cpio, cpus, args.ram, args.timeout, boot))
+                v.append(vmmpy_boot(kernel, cpio, cpus, args.ram, args.timeout, boot, args.vcpu_threads))
                 print(f"  run {i + 1}: vmmpy {v[-1]['init_marker']:.2f} s", flush=True)
             except BootFailed as e:
                 vmmpy_error = str(e)
@@ -175,7 +188,7 @@ def measure(args, kernel: str, cpio: str, cpus: int, boot: str) -> bool:
         vals = [s[key] * 1e3 for s in samples if key in s]
         return min(vals) if vals else None
 
-    keys = [name for name, _ in milestones(boot)] + ["poweroff"]
+    keys = [name for name, _ in milestones(boot)] + ["poweroff", "cpu"]
     print(f"Debian Linux {boot} boot on {cpus} vCPU(s), ms from start (min of {len(v)} vmmpy / {len(q)} qemu runs)")
     print(common.table([(k, best(v, k), best(q, k)) for k in keys], unit="ms"))
     if v and q:
@@ -191,7 +204,12 @@ def measure(args, kernel: str, cpio: str, cpus: int, boot: str) -> bool:
             v,
             q,
             cpus,
-            {"runs": args.runs, "ram_mib": args.ram, "kernel": os.path.basename(kernel)},
+            {
+                "runs": args.runs,
+                "ram_mib": args.ram,
+                "kernel": os.path.basename(kernel),
+                "vcpu_threads": args.vcpu_threads or "auto",
+            },
             {"vmmpy_error": vmmpy_error, "qemu_error": qemu_error},
             boot,
         )
@@ -212,6 +230,12 @@ def main() -> int:
     ap.add_argument("--boots", default="plain,modules", help=f"comma-separated, of {', '.join(BOOTS)} (default all)")
     ap.add_argument("--ram", default="512", help="MiB (default 512)")
     ap.add_argument("--timeout", type=float, default=300, help="seconds per vmmpy boot (default 300)")
+    ap.add_argument(
+        "--vcpu-threads",
+        choices=["auto", "one", "per-vcpu"],
+        default=None,
+        help="vmmpy's vCPU threads (default auto: a thread per vCPU on SMP with the patched Unicorn)",
+    )
     ap.add_argument("--no-vmmpy", action="store_true")
     ap.add_argument("--no-qemu", action="store_true")
     ap.add_argument("--strict", action="store_true", help="exit 1 if either side did not reach the marker")

@@ -262,6 +262,7 @@ static bool run_one(struct run_ctx *rc, struct vmm_vcpu *vcpu)
     }
     if (!rc->threaded)
         vm->current = vcpu;
+    vmm__count(vm, &vm->stats.vcpu_runs);
     int r = ops->vcpu_run(vcpu, &exit);
     if (!rc->threaded)
         vm->current = NULL;
