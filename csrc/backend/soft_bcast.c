@@ -11,13 +11,14 @@
  * runs" is exact and nothing waits.
  *
  * A thread per vCPU: the others may be executing right now. The issuer posts
- * the work under the VM's broadcast lock, kicks them (they leave their engine
- * at the start of their next block) and ends its own run at its next block; it
- * then waits, outside its engine, until each other vCPU has taken the work or
- * is outside its engine (it takes it before it enters again). The issuer's
- * DSB that completes the maintenance (Arm ARM D8.13.5 / B2.3.11) is in the
- * same block as the TLBI or IC, or in a later one, so no other vCPU uses a
- * stale translation once it has completed. QEMU under MTTCG does the same
+ * the work under the VM's broadcast lock and kicks them (they leave their
+ * engine at the start of their next block). For a TLBI it also ends its own
+ * run at its next block and waits, outside its engine, until each other vCPU
+ * has taken the work or is outside its engine (it takes it before it enters
+ * again); for an IC the kick is enough (vmm__soft_on_sys says why). The
+ * issuer's DSB that completes a TLBI (Arm ARM D8.13.5 / B2.3.11) is in the
+ * same block or a later one, so no other vCPU uses a stale translation once
+ * it has completed. QEMU under MTTCG does the same
  * (tlb_flush_*_all_cpus_synced: the issuer leaves its block and the others
  * flush in an exclusive section). A waiting vCPU holds no lock and is
  * outside its engine, so two vCPUs that broadcast at once do not wait for
@@ -40,16 +41,17 @@
  * is translated here, in the regime of the vCPU that issued it, as the
  * architecture says; one that does not translate flushes everything.
  */
-static void ic_page(struct soft_vcpu *o, uint64_t page)
+static bool ic_page(struct soft_vcpu *o, uint64_t page)
 {
     if (o->tb_flush || (o->nic_pages && o->ic_pages[o->nic_pages - 1] == page))
-        return; /* a line after line of one page: once is enough */
+        return false; /* a line after line of one page: once is enough while it waits */
     if (o->nic_pages == SOFT_IC_PAGES) {
         o->tb_flush = true;
         o->nic_pages = 0;
-        return;
+        return true;
     }
     o->ic_pages[o->nic_pages++] = page;
+    return true;
 }
 
 uint32_t vmm__soft_on_sys(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg *cp, void *opaque)
@@ -70,26 +72,39 @@ uint32_t vmm__soft_on_sys(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg
     bool by_page = ivau && uc_vmem_translate(uc, cp->val, UC_PROT_READ, &pa) == UC_ERR_OK && pa >= LAYOUT_RAM_BASE &&
                    pa - LAYOUT_RAM_BASE < vm->ram_size;
     bool sync = sv->parallel;
+    bool news[VMM_MAX_CPUS] = { false };
     if (sync)
         pthread_mutex_lock(&s->bc_lock);
     for (unsigned i = 0; i < vm->ncpus; i++) {
         struct soft_vcpu *o = vm->vcpus[i].bstate;
         if (!o || o == sv)
             continue;
-        if (by_page)
-            ic_page(o, pa & ~0xfffull);
-        else if (ic)
+        if (by_page) {
+            news[i] = ic_page(o, pa & ~0xfffull);
+        } else if (ic) {
+            news[i] = !o->tb_flush;
             o->tb_flush = true;
+        }
         o->tlb_flush |= tlbi;
+        news[i] |= tlbi;
         sv->bc_want[i] = ++o->bc_posted;
     }
     if (sync) {
         pthread_mutex_unlock(&s->bc_lock);
         for (unsigned i = 0; i < vm->ncpus; i++)
-            if (vm->vcpus[i].bstate && vm->vcpus[i].bstate != sv)
+            if (news[i])
                 vmm__soft_kick(vm->vcpus[i].bstate);
-        sv->bc_wait = true;
-        vmm__soft_end_at_block(sv);
+        /*
+         * A TLBI completes (at the issuer's DSB) only once no other vCPU can use the old translation:
+         * the issuer waits. For an IC the kick is enough: it is set before this instruction completes,
+         * and every block another vCPU starts after it reads it (acquire) and leaves to drop the
+         * translations first; the rest of a block it is in may still run old code, which the
+         * architecture allows until that vCPU's own context synchronization (an ISB ends the block).
+         */
+        if (tlbi) {
+            sv->bc_wait = true;
+            vmm__soft_end_at_block(sv);
+        }
     }
     return 0; /* QEMU still performs it locally */
 }
