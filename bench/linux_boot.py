@@ -7,6 +7,7 @@ init_marker_cpu row is the CPU time (user + system, every thread) the VMM had us
 Python process for vmmpy, the QEMU process (from /proc) for QEMU. On a shared machine it moves far less
 with the load than the wall-time rows. A vmmpy boot that fails or times out is reported, and the QEMU
 column is still measured.
+The cpu row is the CPU time of the whole process to power-off (vmmpy's every thread; QEMU's process).
 
 Two boots, each on 1 and on 2 vCPUs (`--cpus 1,2`, `--boots plain,modules`):
 - plain: the test init prints its marker at once (linux_boot_<N>cpu).
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import statistics
 import sys
 import time
@@ -104,19 +106,27 @@ def _no_module_failed(data: bytes) -> None:
         raise BootFailed(f"a module did not load: {line.group(0).decode(errors='replace').strip()}")
 
 
+def _cpu_s(who: int) -> float:
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
+
+
 def _run_line(times: dict[str, float]) -> str:
     cpu = f", CPU {times['init_marker_cpu']:.2f} s" if "init_marker_cpu" in times else ""
     return f"{times['init_marker']:.2f} s{cpu}"
 
 
-def vmmpy_boot(kernel: str, cpio: str, cpus: int, ram: str, timeout: float, boot: str = "plain") -> dict[str, float]:
+def vmmpy_boot(
+    kernel: str, cpio: str, cpus: int, ram: str, timeout: float, boot: str = "plain", vcpu_threads: str | None = None
+) -> dict[str, float]:
     try:
         import vmmpy
     except Exception as e:  # not built, or an ABI mismatch with a half-built tree
         raise BootFailed(f"cannot import vmmpy: {e}") from e
 
+    c0p = _cpu_s(resource.RUSAGE_SELF)
     t0, c0 = time.perf_counter(), time.process_time()  # this process's CPU time: every thread of vmmpy's
-    with vmmpy.Machine(kernel, cpus=cpus, ram=f"{ram}M", initrd=cpio, cmdline=CMDLINE) as m:
+    with vmmpy.Machine(kernel, cpus=cpus, ram=f"{ram}M", initrd=cpio, cmdline=CMDLINE, vcpu_threads=vcpu_threads) as m:
         times = _walk(
             lambda rx, t: m.serial.expect(rx, timeout=t),
             lambda: time.perf_counter() - t0,
@@ -127,17 +137,20 @@ def vmmpy_boot(kernel: str, cpio: str, cpus: int, ram: str, timeout: float, boot
         res = m.wait(timeout=60)
         _no_module_failed(m.serial.data)
         times["poweroff"] = time.perf_counter() - t0
+        times["cpu"] = _cpu_s(resource.RUSAGE_SELF) - c0p  # the process, every thread: to power-off
         if not res.ok:
             raise BootFailed(f"marker seen but the run ended with {res.reason.name} {res.message}")
     return times
 
 
 def qemu_boot(kernel: str, cpio: str, cpus: int, ram: str, timeout: float, boot: str = "plain") -> dict[str, float]:
+    c0 = _cpu_s(resource.RUSAGE_CHILDREN)
     with qemu_ref.QemuConsole(qemu_ref.command(kernel, cpio, cpus=cpus, ram=ram, cmdline=CMDLINE)) as q:
         times = _walk(q.expect, q.elapsed, timeout, milestones(boot), lambda: _proc_cpu(q.proc.pid))
         rc = q.wait(60)
         _no_module_failed(q.data)
         times["poweroff"] = q.elapsed()
+        times["cpu"] = _cpu_s(resource.RUSAGE_CHILDREN) - c0  # the QEMU process, waited for: to power-off
         if rc != 0:
             raise BootFailed(f"marker seen but QEMU exited with {rc}")
     return times
@@ -152,7 +165,7 @@ def build(
     boot: str = "plain",
 ) -> dict:
     """v, q: each boot's seconds from start to each milestone, on vmmpy and on QEMU."""
-    keys = [name for name, _ in milestones(boot)] + ["poweroff", "init_marker_cpu"]
+    keys = [name for name, _ in milestones(boot)] + ["poweroff", "init_marker_cpu", "cpu"]
     rows = [
         common.row(
             k,
@@ -183,7 +196,7 @@ def measure(args, kernel: str, cpio: str, cpus: int, boot: str) -> bool:
     for i in range(args.runs):  # interleaved, so that machine noise hits both alike
         if not args.no_vmmpy and vmmpy_error is None:
             try:
-                v.append(vmmpy_boot(kernel, cpio, cpus, args.ram, args.timeout, boot))
+                v.append(vmmpy_boot(kernel, cpio, cpus, args.ram, args.timeout, boot, args.vcpu_threads))
                 print(f"  run {i + 1}: vmmpy {_run_line(v[-1])}", flush=True)
             except BootFailed as e:
                 vmmpy_error = str(e)
@@ -200,7 +213,7 @@ def measure(args, kernel: str, cpio: str, cpus: int, boot: str) -> bool:
         vals = [s[key] * 1e3 for s in samples if key in s]
         return min(vals) if vals else None
 
-    keys = [name for name, _ in milestones(boot)] + ["poweroff", "init_marker_cpu"]
+    keys = [name for name, _ in milestones(boot)] + ["poweroff", "init_marker_cpu", "cpu"]
     print(f"Debian Linux {boot} boot on {cpus} vCPU(s), ms from start (min of {len(v)} vmmpy / {len(q)} qemu runs)")
     print(common.table([(k, best(v, k), best(q, k)) for k in keys], unit="ms"))
     if v and q:
@@ -219,7 +232,12 @@ def measure(args, kernel: str, cpio: str, cpus: int, boot: str) -> bool:
             v,
             q,
             cpus,
-            {"runs": args.runs, "ram_mib": args.ram, "kernel": os.path.basename(kernel)},
+            {
+                "runs": args.runs,
+                "ram_mib": args.ram,
+                "kernel": os.path.basename(kernel),
+                "vcpu_threads": args.vcpu_threads or "auto",
+            },
             {"vmmpy_error": vmmpy_error, "qemu_error": qemu_error},
             boot,
         )
@@ -240,6 +258,12 @@ def main() -> int:
     ap.add_argument("--boots", default="plain,modules", help=f"comma-separated, of {', '.join(BOOTS)} (default all)")
     ap.add_argument("--ram", default="512", help="MiB (default 512)")
     ap.add_argument("--timeout", type=float, default=300, help="seconds per vmmpy boot (default 300)")
+    ap.add_argument(
+        "--vcpu-threads",
+        choices=["auto", "one", "per-vcpu"],
+        default=None,
+        help="vmmpy's vCPU threads (default auto: a thread per vCPU on SMP with the patched Unicorn)",
+    )
     ap.add_argument("--no-vmmpy", action="store_true")
     ap.add_argument("--no-qemu", action="store_true")
     ap.add_argument("--strict", action="store_true", help="exit 1 if either side did not reach the marker")

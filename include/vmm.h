@@ -98,6 +98,21 @@ struct vmm_config {
      * /init (0.924 s vs 0.901 s) and ~300 KiB of its RAM.
      */
     uint32_t its;
+    /*
+     * How vCPUs map to host threads (enum vmm_vcpu_threads). VMM_VCPU_THREADS_AUTO (0, the
+     * default): the backend's choice; the soft backend runs a real-time VM of more than one vCPU
+     * with a thread per vCPU when its engine can (the patched Unicorn), else all on one thread;
+     * deterministic mode is always one thread. VMM_VCPU_THREADS_ONE: every vCPU on the thread
+     * that calls vmm_run, round-robin (soft only). VMM_VCPU_THREADS_PER_VCPU: a thread per vCPU
+     * (an error where the backend cannot, or in deterministic mode).
+     */
+    uint32_t vcpu_threads;
+};
+
+enum vmm_vcpu_threads {
+    VMM_VCPU_THREADS_AUTO = 0,
+    VMM_VCPU_THREADS_ONE = 1,
+    VMM_VCPU_THREADS_PER_VCPU = 2,
 };
 
 enum vmm_transport {
@@ -465,6 +480,10 @@ struct vmm_stats {
     uint64_t insns;          /* instructions retired (counted per translation block; soft backend) */
     uint64_t clock_ns;       /* the guest clock (see vmm_clock_ns) */
     uint64_t serial_dropped; /* serial output dropped unread (the console keeps the latest 64 MiB) */
+    uint64_t vcpu_runs;      /* entries into guest code (each exit, kick or end of a slice ends one) */
+    uint64_t spin_yields;    /* slices ended because the vCPU waits for another (WFE/YIELD, polling; one thread) */
+    uint64_t ipi_yields;     /* slices ended because an IPI went to another vCPU (one thread) */
+    uint64_t bcast_waits;    /* broadcast TLB/IC maintenance that waited for other vCPU threads to take it */
 };
 VMM_EXPORT int vmm_get_stats(vmm_vm *vm, struct vmm_stats *st);
 

@@ -5,9 +5,11 @@ semihosting exit (KVM has no semihosting: there the guest runtime falls back to 
 so the same check serves every peer:
 
 - "soft": vmmpy's Unicorn backend, in-process (tests/test_irq_guests.py, every run);
+  On SMP it runs a thread per vCPU when the patched Unicorn is built (the default, vcpu_threads="auto");
+- "soft-1thread": soft with vcpu_threads="one", every vCPU on one thread, round-robin (SMP runs only);
 - "soft-threaded": the same engines driven by the threaded run loop (a thread per vCPU) with our GIC,
-  timers and PSCI: the combination a Hypervisor.framework backend will be (test vehicle, 1-vCPU runs;
-  see "Backends and capabilities" in docs/ARCHITECTURE.md);
+  timers and PSCI: the combination a Hypervisor.framework backend will be (test vehicle; SMP runs
+  only with the patched Unicorn; see "Backends and capabilities" in docs/ARCHITECTURE.md);
 - "hvf": the Hypervisor.framework backend (csrc/backend/hvf.c), here over the framework simulator
   (csrc/backend/hvfsim/, Unicorn engines on a thread per vCPU under one lock), SMP included
   (tests/test_irq_guests.py, tests/test_guests.py);
@@ -71,9 +73,20 @@ class Run:
         return {"poweroff": self.status & 0xFF, "reset": 3, "timeout": 124}[self.end]
 
     def applies(self, peer: str) -> bool:
-        if peer == "soft-threaded" and self.cpus > 1:
-            return False  # Unicorn engines on separate threads: exclusives are not atomic between them
+        if peer == "soft-1thread":  # soft with every vCPU on one thread: only differs from soft on SMP
+            return self.cpus > 1 and "soft" in self.peers
+        if peer == "soft-threaded" and self.cpus > 1 and not parallel_engine():
+            return False  # the wheel's engines on separate threads: exclusives are not atomic between them
         return peer in self.peers
+
+
+def parallel_engine() -> bool:
+    """Whether the soft backend can run SMP with a thread per vCPU: the patched Unicorn (parallel.patch)."""
+    try:
+        from vmmpy import _ffi
+    except ImportError:
+        return False
+    return _ffi.UNICORN == "patched"
 
 
 def lines(text: str) -> list[str]:

@@ -56,7 +56,9 @@ def runs_for(peer: str):
 # soft always, and soft-threaded (the threaded loop with our GIC/timers/PSCI: what an HVF backend
 # needs) for 1-vCPU runs; KVM too on an arm64 host with a working /dev/kvm (here: tests/test_kvm_nested.py)
 # hvf: the Hypervisor.framework backend over the framework simulator (csrc/backend/hvfsim) on Linux
-BACKENDS = ["soft", "soft-threaded", "hvf", *(["kvm"] if HOST_HAS_KVM else [])]
+# soft-1thread: soft with every vCPU on one thread (vcpu_threads="one"), for the SMP runs: soft itself runs
+# them with a thread per vCPU when the patched Unicorn is built
+BACKENDS = ["soft", "soft-1thread", "soft-threaded", "hvf", *(["kvm"] if HOST_HAS_KVM else [])]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -64,6 +66,7 @@ BACKENDS = ["soft", "soft-threaded", "hvf", *(["kvm"] if HOST_HAS_KVM else [])]
 def test_guest_on_vmmpy(machine, run, backend):
     if not run.applies(backend):
         pytest.skip(f"{run.id} does not apply to {backend}")
+    one = backend == "soft-1thread"
     m = machine(
         table.elf(run),
         cpus=run.cpus,
@@ -71,7 +74,8 @@ def test_guest_on_vmmpy(machine, run, backend):
         gpu=run.gpu,
         rng=run.rng,
         transport=run.transport,
-        backend=backend,
+        backend="soft" if one else backend,
+        vcpu_threads="one" if one else None,
         cpu_model=run.cpu_model,
         its=run.its,
     )

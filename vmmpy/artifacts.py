@@ -449,6 +449,8 @@ def command_line(config: dict, backend: str | None) -> tuple[list[str], list[str
         argv.append("--deterministic")
     if config.get("transport", "mmio") != "mmio":
         opt("--transport", config["transport"])
+    if config.get("vcpu_threads") not in (None, "auto"):
+        opt("--vcpu-threads", config["vcpu_threads"])
     if config.get("gpu"):
         w, h = config.get("gpu_size") or (1280, 800)
         argv.append("--gpu")

@@ -275,6 +275,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="a GICv3 ITS at 0x08080000 with LPIs (an MSI controller; implied by --transport pci)",
     )
     r.add_argument(
+        "--vcpu-threads",
+        choices=["auto", "one", "per-vcpu"],
+        default=None,
+        help="host threads for vCPUs: auto (default, $VMMPY_VCPU_THREADS: soft runs a real-time SMP VM with a "
+        "thread per vCPU when the patched Unicorn is built), one (all on one thread) or per-vcpu",
+    )
+    r.add_argument(
         "--gdb",
         metavar="[HOST:]PORT|unix:PATH",
         help="serve the GDB remote protocol there (HOST defaults to 127.0.0.1; docs/gdb.md)",
@@ -619,6 +626,7 @@ def cmd_run(args: argparse.Namespace, report: dict | None = None) -> int:
         deterministic=args.deterministic,
         transport=args.transport,
         its=args.its,
+        vcpu_threads=args.vcpu_threads,
         **_gpu_kwargs(args),
         disk=args.disk,
         rng=args.rng,

@@ -43,6 +43,13 @@ _SHIFTS = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40}
 MAX_CPUS = lib.VMM_MAX_CPUS
 # where virtio devices sit (Machine(transport=)): a virtio-mmio slot each, or a PCI function each
 TRANSPORTS = {"mmio": lib.VMM_TRANSPORT_MMIO, "pci": lib.VMM_TRANSPORT_PCI}
+# vCPUs and host threads (vmm_config.vcpu_threads): auto (soft: a thread per vCPU for a real-time SMP VM when
+# the patched Unicorn is built, else one), one (every vCPU on one thread, round-robin), per-vcpu
+VCPU_THREADS = {
+    "auto": lib.VMM_VCPU_THREADS_AUTO,
+    "one": lib.VMM_VCPU_THREADS_ONE,
+    "per-vcpu": lib.VMM_VCPU_THREADS_PER_VCPU,
+}
 RAM_BASE = 0x4000_0000  # where guest RAM starts (docs/ARCHITECTURE.md: the memory map)
 U64 = 2**64 - 1
 
@@ -170,6 +177,7 @@ class Machine:
         deterministic: bool = False,
         transport: str = "mmio",
         its: bool = False,
+        vcpu_threads: str | None = None,
         virtio_test_devices: int = 0,
         gpu: bool = False,
         gpu_size: tuple[int, int] = (1280, 800),
@@ -213,6 +221,11 @@ class Machine:
             raise _invalid(f"transport must be one of {', '.join(TRANSPORTS)} (got {transport!r})")
         cfg.transport = TRANSPORTS[transport]
         cfg.its = 1 if its else 0
+        # None: $VMMPY_VCPU_THREADS, else auto
+        vcpu_threads = vcpu_threads or os.environ.get("VMMPY_VCPU_THREADS") or "auto"
+        if vcpu_threads not in VCPU_THREADS:
+            raise _invalid(f"vcpu_threads must be one of {', '.join(VCPU_THREADS)} (got {vcpu_threads!r})")
+        cfg.vcpu_threads = VCPU_THREADS[vcpu_threads]
         cfg.log_fn = lib._vmm_log_cb
         cfg.log_opaque = self._handle
         cfg.log_level = _log_level(log_level)

@@ -238,6 +238,7 @@ static void on_block(uc_engine *uc, uint64_t addr, uint32_t size, void *opaque)
                 vmm__soft_poll_sample(&sv->poll, addr, size);
         }
         if ((poll || vmm__soft_block_spins(sv, addr, size)) && vmm__others_runnable(vcpu)) {
+            vmm__count(vcpu->vm, &vcpu->vm->stats.spin_yields);
             vcpu->yielded = true;
             vmm__soft_stop(sv);
             return;
@@ -377,90 +378,11 @@ static uint32_t on_msr(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg *c
      * still active there), so irq_notify alone is not enough for a sender that then polls memory.
      */
     if ((id == REG_ICC_SGI1R_EL1 || id == REG_ICC_SGI0R_EL1 || id == REG_ICC_ASGI1R_EL1) && sv->vcpu->vm->ncpus > 1 &&
-        !sv->threaded && !sv->vcpu->vm->deterministic && sgi_to_others(sv->vcpu, val))
+        !sv->threaded && !sv->vcpu->vm->deterministic && sgi_to_others(sv->vcpu, val)) {
+        vmm__count(sv->vcpu->vm, &sv->vcpu->vm->stats.ipi_yields);
         vmm__soft_end_at_block(sv);
+    }
     return lacked ? finish_lacked(sv, pc, reg, NULL) : 1;
-}
-
-/*
- * Each vCPU is its own Unicorn engine, with its own translation cache and
- * TLB: broadcast maintenance (IC IALLUIS, IC IVAU, TLBI ...IS) only reaches
- * the engine that executes it. Pass it on to the others; they apply it
- * before they next run (only one engine runs at a time).
- *
- * IC IVAU names one line by virtual address. The others drop only the
- * translations of the physical page that holds it: Linux issues one per
- * cache line of every module it loads and of every instruction it patches,
- * and a whole-cache flush each time made the other vCPU translate its
- * working set again (40 % of a 2-vCPU boot that loads modules). The address
- * is translated here, in the regime of the vCPU that issued it, as the
- * architecture says; one that does not translate flushes everything.
- */
-static void ic_page(struct soft_vcpu *o, uint64_t page)
-{
-    if (o->tb_flush || (o->nic_pages && o->ic_pages[o->nic_pages - 1] == page))
-        return; /* a line after line of one page: once is enough */
-    if (o->nic_pages == SOFT_IC_PAGES) {
-        o->tb_flush = true;
-        o->nic_pages = 0;
-        return;
-    }
-    o->ic_pages[o->nic_pages++] = page;
-}
-
-static uint32_t on_sys(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg *cp, void *opaque)
-{
-    struct soft_vcpu *sv = opaque;
-    struct vmm_vm *vm = sv->vcpu->vm;
-    bool ivau = cp->crn == 7 && cp->op1 == 3 && cp->crm == 5 && cp->op2 == 1; /* IC IVAU */
-    bool ic = ivau || (cp->crn == 7 && cp->op1 == 0 && cp->op2 == 0 &&
-                       (cp->crm == 1 ||                                         /* IC IALLUIS */
-                        cp->crm == 5));                                         /* IC IALLU */
-    bool tlbi = cp->crn == 8 && cp->op1 == 0 && (cp->crm == 3 || cp->crm == 0); /* TLBI ...E1IS / IPAS2..IS */
-    uint64_t pa = 0;
-    (void)reg;
-
-    if ((ic || tlbi) && vm->ncpus > 1) {
-        bool by_page = ivau && uc_vmem_translate(uc, cp->val, UC_PROT_READ, &pa) == UC_ERR_OK &&
-                       pa >= LAYOUT_RAM_BASE && pa - LAYOUT_RAM_BASE < vm->ram_size;
-        for (unsigned i = 0; i < vm->ncpus; i++) {
-            struct soft_vcpu *o = vm->vcpus[i].bstate;
-            if (!o || o == sv)
-                continue;
-            if (by_page)
-                ic_page(o, pa & ~0xfffull);
-            else if (ic)
-                o->tb_flush = true;
-            o->tlb_flush |= tlbi;
-        }
-    }
-    return 0; /* QEMU still performs it locally */
-}
-
-#define REG_SCTLR_EL1 SYSREG(3, 0, 1, 0, 0)
-
-/*
- * Drop the translations of the pages other vCPUs invalidated. Unicorn
- * removes translations by virtual address, translated in the engine's
- * current regime; with stage 1 off for the moment (SCTLR_EL1.M, TLB flushed
- * around it) a virtual address is the physical one, so each page goes
- * exactly, whatever this vCPU maps or may access. Nothing runs meanwhile.
- */
-static void apply_ic_pages(struct soft_vcpu *sv)
-{
-    uint64_t sctlr = vmm__soft_cp_read(sv->uc, REG_SCTLR_EL1);
-
-    if (sctlr & 1) {
-        vmm__soft_cp_write(sv->uc, REG_SCTLR_EL1, sctlr & ~1ull);
-        uc_ctl_flush_tlb(sv->uc);
-    }
-    for (unsigned i = 0; i < sv->nic_pages; i++)
-        uc_ctl_remove_cache(sv->uc, sv->ic_pages[i], sv->ic_pages[i] + 0x1000);
-    sv->nic_pages = 0;
-    if (sctlr & 1) {
-        vmm__soft_cp_write(sv->uc, REG_SCTLR_EL1, sctlr);
-        sv->tlb_flush = true;
-    }
 }
 
 /* Accesses outside RAM and the device window (e.g. above RAM): a synchronous external abort. */
@@ -524,12 +446,20 @@ static int soft_vm_init(struct vmm_vm *vm)
         return vmm__set_error(vm, VMM_ENOMEM, "soft: too many holes in the device window");
     }
     s->ngaps = (unsigned)rc;
+    pthread_mutex_init(&s->bc_lock, NULL);
+    pthread_cond_init(&s->bc_cond, NULL);
     vm->bstate = s;
     return 0;
 }
 
 static void soft_vm_fini(struct vmm_vm *vm)
 {
+    struct soft_vm *s = vm->bstate;
+
+    if (s) {
+        pthread_mutex_destroy(&s->bc_lock);
+        pthread_cond_destroy(&s->bc_cond);
+    }
     free(vm->bstate);
     vm->bstate = NULL;
 }
@@ -601,7 +531,15 @@ static int soft_vcpu_init(struct vmm_vcpu *vcpu)
     sv->vcpu = vcpu;
     sv->svm = s;
     sv->threaded = vmm__has_cap(vm->ops, VMM_CAP_VCPU_THREADS);
+    sv->parallel = sv->threaded && vm->ncpus > 1;
     vcpu->bstate = sv;
+    if (sv->parallel && !vmm__soft_engine()->parallel) {
+        vmm__set_error(vm, VMM_EBACKEND,
+                       "soft: a thread per vCPU with %u vCPUs needs the patched Unicorn (make unicorn): the wheel's "
+                       "engine cannot make the guest's atomics atomic between threads",
+                       vm->ncpus);
+        goto fail;
+    }
     if ((e = uc_open(UC_ARCH_ARM64, UC_MODE_ARM, &sv->uc))) {
         vmm__set_error(vm, VMM_EBACKEND, "soft: uc_open: %s", uc_strerror(e));
         goto fail;
@@ -642,7 +580,8 @@ static int soft_vcpu_init(struct vmm_vcpu *vcpu)
                          UINT64_MAX)) ||
         (e = uc_hook_add(sv->uc, &h, UC_HOOK_INSN, (void *)on_mrs, sv, 1, 0, UC_ARM64_INS_MRS)) ||
         (e = uc_hook_add(sv->uc, &h, UC_HOOK_INSN, (void *)on_msr, sv, 1, 0, UC_ARM64_INS_MSR)) ||
-        (vm->ncpus > 1 && (e = uc_hook_add(sv->uc, &h, UC_HOOK_INSN, (void *)on_sys, sv, 1, 0, UC_ARM64_INS_SYS)))) {
+        (vm->ncpus > 1 &&
+         (e = uc_hook_add(sv->uc, &h, UC_HOOK_INSN, (void *)vmm__soft_on_sys, sv, 1, 0, UC_ARM64_INS_SYS)))) {
         vmm__set_error(vm, VMM_EBACKEND, "soft: adding hooks: %s", uc_strerror(e));
         rc = VMM_EBACKEND;
         goto fail;
@@ -719,17 +658,7 @@ static int soft_vcpu_run(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
 
     exit->kind = VMM_EXIT_NONE;
     sv->icc = vmm__irqchip_has_sysregs(vm->irqchip);
-    if (sv->tb_flush) {
-        sv->tb_flush = false;
-        sv->nic_pages = 0;
-        uc_ctl_flush_tb(sv->uc);
-    } else if (sv->nic_pages) {
-        apply_ic_pages(sv);
-    }
-    if (sv->tlb_flush) {
-        sv->tlb_flush = false;
-        uc_ctl_flush_tlb(sv->uc);
-    }
+    vmm__soft_bcast_apply(sv);
     apply_virq(sv);
     if (sv->dbg.dirty && vmm__soft_dbg_apply(sv)) {
         exit->kind = VMM_EXIT_HOST_ERROR;
@@ -752,8 +681,12 @@ static int soft_vcpu_run(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
     tls_executing = sv;
     if (sv->threaded)
         tls_owner = sv;
+    if (vmm__soft_engine()->parallel)
+        vmm__soft_engine()->parallel(sv->parallel); /* per thread: this one may have run either kind */
+    vmm__soft_bcast_enter(sv);
     e = uc_emu_start(sv->uc, sv->pc, UINT64_MAX & ~3ULL, 0, 0);
     tls_executing = NULL;
+    vmm__soft_bcast_leave(sv); /* with a thread per vCPU, waits for what this run broadcast */
     uint64_t ran = vmm__soft_sync_insns(sv);
     vcpu->insn_limit = limit;
     vmm__pmu_sync(vcpu);
@@ -792,7 +725,7 @@ static int soft_vcpu_run(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
 }
 
 /* From any thread: the block hook sees the flag, or without one the patched engine's kick ends the run. */
-static void kick(struct soft_vcpu *sv)
+void vmm__soft_kick(struct soft_vcpu *sv)
 {
     atomic_store(&sv->kick, 1);
     if (sv->fast)
@@ -803,7 +736,7 @@ static void soft_kick(struct vmm_vcpu *vcpu)
 {
     struct soft_vcpu *sv = vcpu->bstate;
     if (sv)
-        kick(sv);
+        vmm__soft_kick(sv);
 }
 
 /*
@@ -827,7 +760,7 @@ static void soft_irq_notify(struct vmm_vcpu *vcpu)
     if (tls_owner == sv)
         return; /* its own thread, between runs (vCPU threads): the next soft_vcpu_run applies it */
     if (!vmm__on_run_thread(vm)) {
-        kick(sv); /* a falling line matters too: no spurious IRQ after it */
+        vmm__soft_kick(sv); /* a falling line matters too: no spurious IRQ after it */
         return;
     }
     if (vm->current == vcpu) {
@@ -840,6 +773,8 @@ static void soft_irq_notify(struct vmm_vcpu *vcpu)
          * instructions twice (seen as memory corruption in SMP Linux).
          */
         struct soft_vcpu *cur = vm->current->bstate;
+        if (!cur->yield_req)
+            vmm__count(vm, &vm->stats.ipi_yields);
         vmm__soft_end_at_block(cur);
     }
 }
@@ -863,9 +798,28 @@ static uint64_t soft_mem_overhead(struct vmm_vcpu *vcpu)
     .irq_notify = soft_irq_notify, .get_pc = soft_get_pc, .mem_overhead = soft_mem_overhead,                  \
     .vcpu_save = vmm__soft_vcpu_save, .vcpu_load = vmm__soft_vcpu_load, .debug = &vmm__soft_debug_ops
 
+/*
+ * "soft" with a thread per vCPU: what a real-time VM of more than one vCPU runs on by default
+ * (vm.c, vmm_config.vcpu_threads), when the engine translates for parallel vCPUs (the patched
+ * Unicorn's uc_vmmpy_parallel: atomics and exclusives are host atomics). Same name, same
+ * snapshots: only the loop that drives the engines differs.
+ */
+static const struct vmm_backend_ops soft_parallel_backend = {
+    .name = "soft",
+    .caps = VMM_CAP_VCPU_THREADS,
+    .not_auto = true,
+    SOFT_OPS,
+};
+
+static const struct vmm_backend_ops *soft_threaded_variant(void)
+{
+    return vmm__soft_engine()->parallel ? &soft_parallel_backend : NULL;
+}
+
 const struct vmm_backend_ops vmm__soft_backend = {
     .name = "soft",
     .caps = 0, /* one thread; our GIC, timers and PSCI */
+    .threaded_variant = soft_threaded_variant,
     SOFT_OPS,
 };
 
@@ -873,9 +827,9 @@ const struct vmm_backend_ops vmm__soft_backend = {
  * A test vehicle, chosen by name only: the same engines driven by the
  * threaded loop (a thread per vCPU) with our GIC, timers and PSCI, the
  * combination a Hypervisor.framework backend needs (VMM_CAP_VCPU_THREADS
- * only). Proven for one vCPU; with more, exclusives are not atomic across
- * engines on different threads and broadcast TLB/IC maintenance is deferred
- * (on_sys), so SMP guests are not supported on it.
+ * only), also for one vCPU. With more it needs the patched engine's parallel
+ * translation (soft_vcpu_init refuses without it) and broadcasts TLB/IC
+ * maintenance synchronously (soft_bcast.c), as "soft" does on SMP.
  */
 const struct vmm_backend_ops vmm__soft_threaded_backend = {
     .name = "soft-threaded",

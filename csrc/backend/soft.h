@@ -22,6 +22,9 @@
 
 struct soft_vm {
     size_t syndrome_off; /* where exception.syndrome sits in a uc_context (soft_exc.c) */
+    /* broadcast maintenance with a thread per vCPU (soft_bcast.c): guards every vCPU's bc_* and flush requests */
+    pthread_mutex_t bc_lock;
+    pthread_cond_t bc_cond; /* a vCPU left its engine */
     struct vmm_region gaps[SOFT_MAX_GAPS];
     unsigned ngaps;
 };
@@ -69,6 +72,15 @@ struct soft_vcpu {
     unsigned nic_pages;
     uint64_t ic_pages[SOFT_IC_PAGES];
     bool tlb_flush; /* another vCPU broadcast a TLB invalidation */
+    /*
+     * Broadcast maintenance with a thread per vCPU (soft_bcast.c; under svm->bc_lock): requests
+     * posted for this engine and taken by it, whether it is inside uc_emu_start, and what this
+     * vCPU waits for each other one to have taken after it broadcast.
+     */
+    uint64_t bc_posted, bc_taken;
+    bool in_engine, bc_wait;
+    uint64_t bc_want[VMM_MAX_CPUS];
+    bool parallel; /* a thread per vCPU on SMP: the engine translates for parallel execution */
     struct vmm_exit *exit;
     bool stopped;     /* we called uc_emu_stop during this run */
     bool first_block; /* the next block is the first of this run */
@@ -115,10 +127,18 @@ struct soft_engine {
     uc_err (*kick)(uc_engine *uc);                  /* from any thread: return at the next block's start */
     uc_err (*insns)(uc_engine *uc, uint64_t *n);    /* instructions of the blocks entered so far */
     uc_err (*sys_continue)(uc_engine *uc, bool on); /* hooked MRS/MSR QEMU lacks: no PC write needed */
+    uc_err (*parallel)(bool on); /* this thread translates for vCPUs running in parallel (NULL: cannot) */
 };
 const struct soft_engine *vmm__soft_engine(void);
 uint64_t vmm__soft_sync_insns(struct soft_vcpu *sv);
 void vmm__soft_end_at_block(struct soft_vcpu *sv);
+void vmm__soft_kick(struct soft_vcpu *sv);
+
+/* broadcast cache and TLB maintenance between engines (soft_bcast.c) */
+uint32_t vmm__soft_on_sys(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg *cp, void *opaque);
+void vmm__soft_bcast_apply(struct soft_vcpu *sv);
+void vmm__soft_bcast_enter(struct soft_vcpu *sv);
+void vmm__soft_bcast_leave(struct soft_vcpu *sv);
 
 static inline uint64_t soft__reg(uc_engine *uc, int reg)
 {

@@ -44,8 +44,10 @@ static void engine_lookup(void)
     /* all or nothing: a partial set is some other build, run it as the wheel */
     engine.patched =
         features && engine.kick && engine.insns && engine.sys_continue && (features() & UC_VMMPY_ALL) == UC_VMMPY_ALL;
+    /* the parallel patch (third_party/unicorn/parallel.patch): on top of the others */
+    *(void **)&engine.parallel = dlsym(self, "uc_vmmpy_parallel");
     if (!engine.patched)
-        engine.kick = NULL, engine.insns = NULL, engine.sys_continue = NULL;
+        engine.kick = NULL, engine.insns = NULL, engine.sys_continue = NULL, engine.parallel = NULL;
     dlclose(self);
 }
 

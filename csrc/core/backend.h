@@ -87,6 +87,12 @@ struct vmm_backend_ops {
     bool not_auto;
     /* 0 if usable on this host, else VMM_ENOBACKEND with a reason in why. */
     int (*probe)(char *why, size_t len);
+    /*
+     * Optional, for a backend without VMM_CAP_VCPU_THREADS: the same backend (same name, same
+     * snapshots) with a thread per vCPU, or NULL when it cannot run that way on this host. vm.c
+     * picks it for a real-time VM of more than one vCPU unless vmm_config.vcpu_threads says one.
+     */
+    const struct vmm_backend_ops *(*threaded_variant)(void);
     int (*vm_init)(struct vmm_vm *vm);
     void (*vm_fini)(struct vmm_vm *vm);
     int (*vcpu_init)(struct vmm_vcpu *vcpu);

@@ -3,6 +3,7 @@
 #include "../arm/arm.h"
 #include "../arm/gic.h"
 #include "gdb_reverse.h"
+#include "irq.h"
 #include "irqchip.h"
 #include "vm.h"
 
@@ -43,7 +44,8 @@ void vmm__irq_line_changed(struct vmm_vm *vm, unsigned cpu, bool level)
     atomic_store(&vcpu->irq, level);
     if (vm->ops && vm->ops->irq_notify)
         vm->ops->irq_notify(vcpu);
-    if (level && !vmm__on_run_thread(vm))
+    /* nobody sleeps for a line its own vCPU thread raised (an SGI to self, a timer update) */
+    if (level && !vmm__on_run_thread(vm) && !vmm__on_vcpu_thread(vcpu))
         vmm__wake_run_loop(vm);
 }
 

@@ -18,5 +18,8 @@ void vmm__irq_set(struct vmm_vm *vm, unsigned cpu, unsigned intid, bool level);
 int vmm__irq_msi(struct vmm_vm *vm, uint64_t doorbell, uint32_t data, uint32_t devid);
 /* true if we are on the run thread (inside vmm_run) */
 bool vmm__on_run_thread(struct vmm_vm *vm);
+/* Whether this is the thread of the threaded loop that runs vcpu (run.c). */
+struct vmm_vcpu;
+bool vmm__on_vcpu_thread(const struct vmm_vcpu *vcpu);
 
 #endif

@@ -262,6 +262,7 @@ static bool run_one(struct run_ctx *rc, struct vmm_vcpu *vcpu)
     }
     if (!rc->threaded)
         vm->current = vcpu;
+    vmm__count(vm, &vm->stats.vcpu_runs);
     int r = ops->vcpu_run(vcpu, &exit);
     if (!rc->threaded)
         vm->current = NULL;
@@ -395,7 +396,11 @@ static bool thread_runnable(struct run_ctx *rc, struct vmm_vcpu *vcpu)
     return !rc->own_psci || runnable(vcpu); /* the kernel keeps an off vCPU inside vcpu_run */
 }
 
-/* Sleep until the vCPU may run, its own timer deadline passes or the run ends. */
+/*
+ * Sleep until the vCPU may run, its own timer deadline passes or the run ends. A deadline less than
+ * HALT_POLL_NS away is polled for, as the one-thread loop does (a futex wake-up on a loaded host comes
+ * tens of µs late).
+ */
 static void vcpu_wait(struct run_ctx *rc, struct vmm_vcpu *vcpu)
 {
     struct vmm_vm *vm = rc->vm;
@@ -405,6 +410,11 @@ static void vcpu_wait(struct run_ctx *rc, struct vmm_vcpu *vcpu)
         uint64_t d = rc->own_timers && vcpu->on ? atomic_load(&vcpu->deadline_ns) : UINT64_MAX;
         if (d == UINT64_MAX) {
             pthread_cond_wait(&vm->cond, &vm->lock);
+        } else if (d <= vmm__clock_ns(vm, NULL) + HALT_POLL_NS) {
+            uint64_t seq = atomic_load(&vm->wake_seq);
+            pthread_mutex_unlock(&vm->lock);
+            poll_until(vm, d, seq);
+            return;
         } else {
             struct timespec dl = ns_to_abs(vm->clock_base_ns, d);
             if (vmm__host_cond_timedwait(&vm->cond, &vm->lock, &dl) == ETIMEDOUT)
@@ -414,12 +424,21 @@ static void vcpu_wait(struct run_ctx *rc, struct vmm_vcpu *vcpu)
     pthread_mutex_unlock(&vm->lock);
 }
 
+/* The vCPU this thread runs (threaded loop), for vmm__on_vcpu_thread. */
+static __thread struct vmm_vcpu *tls_vcpu;
+
+bool vmm__on_vcpu_thread(const struct vmm_vcpu *vcpu)
+{
+    return tls_vcpu == vcpu;
+}
+
 static void *vcpu_thread_main(void *arg)
 {
     struct vcpu_thread *t = arg;
     char name[16];
     sigset_t all;
 
+    tls_vcpu = t->vcpu;
     /* the application's signals are for its own threads (a backend unblocks what it uses to kick) */
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL);

@@ -51,6 +51,46 @@ static int config_error(char *errbuf, size_t errlen, int code, const char *msg)
     return code;
 }
 
+/*
+ * vmm_config.vcpu_threads: a thread per vCPU or one for all. A backend without vCPU threads (soft)
+ * may have a threaded variant: by default a real-time VM of more than one vCPU runs on it (each vCPU
+ * on a host thread of its own, as QEMU's MTTCG), which is what makes SMP guests fast.
+ */
+static int pick_threads(const struct vmm_backend_ops **ops, const struct vmm_config *c, bool deterministic, char *msg,
+                        size_t len)
+{
+    const struct vmm_backend_ops *b = *ops;
+    const struct vmm_backend_ops *t = b->threaded_variant && !deterministic ? b->threaded_variant() : NULL;
+
+    switch (c->vcpu_threads) {
+    case VMM_VCPU_THREADS_AUTO:
+        if (t && c->ncpus > 1)
+            *ops = t;
+        return 0;
+    case VMM_VCPU_THREADS_ONE:
+        if (vmm__has_cap(b, VMM_CAP_VCPU_THREADS)) {
+            snprintf(msg, len, "vcpu_threads=one: the %s backend runs a thread per vCPU", b->name);
+            return VMM_EINVAL;
+        }
+        return 0;
+    case VMM_VCPU_THREADS_PER_VCPU:
+        if (vmm__has_cap(b, VMM_CAP_VCPU_THREADS))
+            return 0;
+        if (!t) {
+            snprintf(msg, len, "vcpu_threads=per-vcpu: the %s backend cannot here (%s)", b->name,
+                     deterministic ? "deterministic mode runs every vCPU on one thread"
+                                   : "its engine cannot run vCPUs in parallel; for soft, build the patched Unicorn: "
+                                     "make unicorn");
+            return VMM_EINVAL;
+        }
+        *ops = t;
+        return 0;
+    default:
+        snprintf(msg, len, "unknown vcpu_threads %u (0: auto, 1: one thread, 2: a thread per vCPU)", c->vcpu_threads);
+        return VMM_EINVAL;
+    }
+}
+
 VMM_EXPORT int vmm_create(const struct vmm_config *cfg, vmm_vm **out, char *errbuf, size_t errlen)
 {
     struct vmm_config c = { 0 };
@@ -102,6 +142,8 @@ VMM_EXPORT int vmm_create(const struct vmm_config *cfg, vmm_vm **out, char *errb
         snprintf(msg, sizeof msg, "deterministic mode needs the soft backend (%s runs vCPUs in real time)", ops->name);
         return config_error(errbuf, errlen, VMM_EINVAL, msg);
     }
+    if ((rc = pick_threads(&ops, &c, deterministic, msg, sizeof msg)))
+        return config_error(errbuf, errlen, rc, msg);
 
     if (!(vm = calloc(1, sizeof *vm)))
         return config_error(errbuf, errlen, VMM_ENOMEM, "out of memory");
