@@ -566,20 +566,28 @@ def test_msix_accesses_past_the_table_and_into_the_pba_are_refused(rng):
     assert [m.mmio_read(dev.msix_table() + 4 * w) for w in range(4 * dev.msix_size)] == table
 
 
-def test_snapshot_with_reserved_msix_control_bits_is_refused(machine, guest, tmp_path):
+def _msix_snapshot(machine, guest, tmp_path, vec: int, data: int):
+    """A snapshot of a PCI rng whose MSI-X vector `vec` is programmed (masked) with `data`: the function, the
+    file's bytes, the offset and length of the section holding its MSI-X table, and the entry's offset."""
     from .test_snapshot import sections
-    from .test_snapshot_devices import with_section_crc
 
     m = machine(guest("hello"), transport="pci", rng=True)
     dev = VirtioPCI(m, 1)
     dev.place_bars()
-    dev.msix_entry(1, ITS_TRANSLATER, 0x5A5A, masked=True)
+    dev.msix_entry(vec, ITS_TRANSLATER, data, masked=True)
     m.dtb()
     m.snapshot(tmp_path / "s.snap")
     good = (tmp_path / "s.snap").read_bytes()
-    entry = struct.pack("<IIII", ITS_TRANSLATER, 0, 0x5A5A, 1)
+    entry = struct.pack("<IIII", ITS_TRANSLATER, 0, data, 1)
     ((off, plen),) = [(o, n) for _, o, n in sections(good) if entry in good[o : o + n]]
-    ctrl = good.index(entry, off) + 12
+    return dev, good, off, plen, good.index(entry, off)
+
+
+def test_snapshot_with_reserved_msix_control_bits_is_refused(machine, guest, tmp_path):
+    from .test_snapshot_devices import with_section_crc
+
+    dev, good, off, plen, at = _msix_snapshot(machine, guest, tmp_path, 1, 0x5A5A)
+    ctrl = at + 12
     for bad, match in ((3, "MSI-X vector 1 control 0x3 has reserved bits"),):
         data = bytearray(good)
         struct.pack_into("<I", data, ctrl, bad)
@@ -690,19 +698,10 @@ def test_snapshot_with_a_changed_read_only_config_byte_is_refused(machine, guest
 
 
 def test_snapshot_with_another_msix_vector_count_is_refused(machine, guest, tmp_path):
-    from .test_snapshot import sections
     from .test_snapshot_devices import with_section_crc
 
-    m = machine(guest("hello"), transport="pci", rng=True)
-    dev = VirtioPCI(m, 1)
-    dev.place_bars()
-    dev.msix_entry(0, ITS_TRANSLATER, 0x7B7B, masked=True)
-    m.dtb()
-    m.snapshot(tmp_path / "s.snap")
-    good = (tmp_path / "s.snap").read_bytes()
-    entry = struct.pack("<IIII", ITS_TRANSLATER, 0, 0x7B7B, 1)
-    ((off, plen),) = [(o, n) for _, o, n in sections(good) if entry in good[o : o + n]]
-    count = good.index(entry, off) - 4  # the vector count precedes the table
+    dev, good, off, plen, at = _msix_snapshot(machine, guest, tmp_path, 0, 0x7B7B)
+    count = at - 4  # the vector count precedes the table
     assert struct.unpack_from("<I", good, count)[0] == dev.msix_size
     data = bytearray(good)
     struct.pack_into("<I", data, count, dev.msix_size + 1)

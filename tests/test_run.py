@@ -166,6 +166,19 @@ def test_a_run_without_timeout_still_kicks_a_spinning_vcpu_at_its_timer_deadline
         assert res.reason == RunReason.POWEROFF, res
 
 
+def _load_print_and_off(vm) -> bytes:
+    """Load PRINT_X + SYSTEM_OFF as a raw image at RAM_BASE through the C API; the image."""
+    from vmmpy._vmm import ffi, lib
+
+    raw = code(*PRINT_X, *SYSTEM_OFF)
+    opts = ffi.new(
+        "struct vmm_kernel_opts *",
+        {"size": ffi.sizeof("struct vmm_kernel_opts"), "format": lib.VMM_KERNEL_RAW, "load_addr": RAM_BASE},
+    )
+    assert lib.vmm_load_kernel_mem(vm, raw, len(raw), b"raw", opts) == 0
+    return raw
+
+
 def test_the_run_result_counts_the_instructions_retired(raw_guest):
     """vmm_run_result.insns (C API; the soft backend counts per translation block): the 6 instructions of
     PRINT_X + SYSTEM_OFF, the same as vmm_get_stats()."""
@@ -174,12 +187,7 @@ def test_the_run_result_counts_the_instructions_retired(raw_guest):
     from .conftest import c_vm
 
     with c_vm() as vm:
-        raw = code(*PRINT_X, *SYSTEM_OFF)
-        opts = ffi.new(
-            "struct vmm_kernel_opts *",
-            {"size": ffi.sizeof("struct vmm_kernel_opts"), "format": lib.VMM_KERNEL_RAW, "load_addr": RAM_BASE},
-        )
-        assert lib.vmm_load_kernel_mem(vm, raw, len(raw), b"raw", opts) == 0
+        raw = _load_print_and_off(vm)
         res = ffi.new("struct vmm_run_result *", {"size": ffi.sizeof("struct vmm_run_result")})
         assert lib.vmm_run(vm, 30 * 10**9, res) == 0 and res.reason == lib.VMM_RUN_POWEROFF
         st = ffi.new("struct vmm_stats *", {"size": ffi.sizeof("struct vmm_stats")})
@@ -196,12 +204,7 @@ def test_a_smaller_run_result_gets_only_its_fields(raw_guest):
     from .conftest import c_vm
 
     with c_vm() as vm:
-        raw = code(*PRINT_X, *SYSTEM_OFF)
-        opts = ffi.new(
-            "struct vmm_kernel_opts *",
-            {"size": ffi.sizeof("struct vmm_kernel_opts"), "format": lib.VMM_KERNEL_RAW, "load_addr": RAM_BASE},
-        )
-        assert lib.vmm_load_kernel_mem(vm, raw, len(raw), b"raw", opts) == 0
+        _load_print_and_off(vm)
         res = ffi.new("struct vmm_run_result *", {"size": 12, "pc": 0x5A5A, "insns": 0xA5A5})
         assert lib.vmm_run(vm, 30 * 10**9, res) == 0
         assert (res.size, res.reason, res.exit_status) == (12, lib.VMM_RUN_POWEROFF, 0)
