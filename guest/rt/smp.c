@@ -1,6 +1,9 @@
 /* smp.c - secondary CPUs (PSCI CPU_ON/CPU_OFF), per-CPU data, spinlocks, atomics, barriers, locked printf. */
 #include "rt.h"
 
+/* CPU_ON's context_id for CPU id: not the MPIDR (Aff0 equals id here), so a PSCI that passed x1 for x3 fails */
+#define RT_CPU_CONTEXT(id) (0xc0de0000UL + (id))
+
 #define LOCK_TIMEOUT_MS 10000
 #define STXR_TRIES 10000000u /* store-exclusive failures in a row before calling it broken */
 
@@ -28,7 +31,7 @@ int32_t smp_start_cpu(uint64_t mpidr, smp_fn fn, void *arg)
     c->arg = arg;
     c->state = CPU_STARTING;
     dsb(sy); /* visible to the new CPU once its MMU is on (or from memory if the MMU stays off) */
-    int32_t r = psci_cpu_on(mpidr & MPIDR_AFF_MASK, (uintptr_t)_start_secondary, id);
+    int32_t r = psci_cpu_on(mpidr & MPIDR_AFF_MASK, (uintptr_t)_start_secondary, RT_CPU_CONTEXT(id));
     if (r != 0)
         c->state = CPU_OFF;
     return r;
@@ -58,8 +61,9 @@ void rt_secondary_main(uint64_t context)
     c->mpidr = read_sysreg(mpidr_el1) & MPIDR_AFF_MASK;
     c->gicr = 0;
     c->wake_ready = 0;
-    if (context != c->id)
-        cpu_printf("cpu %u: started with context %lu\n", c->id, context);
+    if (context != RT_CPU_CONTEXT(c->id)) /* CPU_ON's context_id arrives in x0 (DEN0022 5.6.2) */
+        test_fail("cpu %u: started with context 0x%lx, want 0x%lx", c->id, (unsigned long)context,
+                  (unsigned long)RT_CPU_CONTEXT(c->id));
     dsb(sy);
     c->state = CPU_RUNNING;
     dsb(sy);
