@@ -55,10 +55,11 @@ struct vmm_pl011 {
     uint64_t base;
     unsigned intid;
     pthread_mutex_t lock;
+    pthread_cond_t driven; /* `driving` went false */
     uint32_t ilpr, ibrd, fbrd, lcr_h, cr, ifls, imsc, dmacr;
     uint32_t ris; /* latched interrupt bits (TX); RX and RT are computed */
     bool level;   /* the level last driven (or being driven) on the SPI */
-    bool driving; /* a thread is in update_irq_unlock()'s GIC call */
+    bool driving; /* a thread is in update_irq_unlock()'s GIC call (the others wait on `driven`) */
 };
 
 /*
@@ -97,17 +98,19 @@ static uint32_t raw_status(struct vmm_pl011 *u)
 
 /*
  * Drive the SPI to (UARTMIS != 0) if it changed. Called with u->lock held;
- * returns with it released. One thread at a time calls the GIC (`driving`);
- * it re-evaluates after each call, so a change made meanwhile by another
- * thread (which found `driving` set and left) is not lost, and calls for an
- * older state never overtake a newer one.
+ * returns with it released, and only once the line shows the state as it was
+ * at the call or later. One thread at a time calls the GIC (`driving`), so
+ * calls for an older state never overtake a newer one; another thread waits
+ * for that call to end and then evaluates again. (It used to leave at once,
+ * trusting the driver's re-evaluation: a vCPU that drained UARTDR while the
+ * console thread was still inside its GIC call raising the line, and was
+ * descheduled there, took the stale interrupt again with UARTMIS 0, 5,334
+ * times in one loaded run of test_uart_rx_interrupt_echo.)
  */
 static void update_irq_unlock(struct vmm_pl011 *u)
 {
-    if (u->driving) {
-        pthread_mutex_unlock(&u->lock);
-        return;
-    }
+    while (u->driving)
+        pthread_cond_wait(&u->driven, &u->lock);
     for (;;) {
         bool level = (raw_status(u) & u->imsc) != 0;
         if (level == u->level)
@@ -118,6 +121,7 @@ static void update_irq_unlock(struct vmm_pl011 *u)
         vmm__irq_set(u->vm, 0, u->intid, level);
         pthread_mutex_lock(&u->lock);
         u->driving = false;
+        pthread_cond_broadcast(&u->driven);
     }
     pthread_mutex_unlock(&u->lock);
 }
@@ -305,6 +309,7 @@ static void pl011_destroy(void *dev)
     struct vmm_pl011 *u = dev;
 
     vmm__console_set_input_cb(u->vm->console, NULL, NULL);
+    pthread_cond_destroy(&u->driven);
     pthread_mutex_destroy(&u->lock);
     free(u);
 }
@@ -348,10 +353,12 @@ int vmm__pl011_create(struct vmm_vm *vm, uint64_t base, unsigned intid)
     u->base = base;
     u->intid = intid;
     pthread_mutex_init(&u->lock, NULL);
+    pthread_cond_init(&u->driven, NULL);
     u->cr = 0x300; /* TXE | RXE, reset value */
     u->ifls = 0x12;
     u->ris = INT_TX; /* the transmit FIFO is empty */
     if ((rc = vmm__board_add(vm, &pl011_device, u))) {
+        pthread_cond_destroy(&u->driven);
         pthread_mutex_destroy(&u->lock);
         free(u);
         return rc;
