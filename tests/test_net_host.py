@@ -1,0 +1,367 @@
+"""Tier 1: the host side of vmmpy's networking: packet captures (pcap files, pipes, size caps), the switch's
+counters, and the I/O thread's poll set. Split from test_virtio_net.py, whose drivers and helpers it uses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import shutil
+import struct
+import subprocess
+import sys
+import time
+
+import pytest
+
+import vmmpy
+from tests.test_virtio_net import BCAST, HDR, Nic, arp_request, frame, tcpdump_lines, wait_received
+from tests.virtio_driver import DESC_F_NEXT
+from vmmpy import errors
+
+
+def test_captures_parse_with_tcpdump(tmp_path):
+    sw_pcap, nic_pcap = tmp_path / "switch.pcap", tmp_path / "nic.pcap"
+    net = vmmpy.Network(capture=sw_pcap)
+    with vmmpy.Machine(net=net, net_capture=nic_pcap) as ma, vmmpy.Machine(net=net) as mb:
+        a, b = Nic(ma), Nic(mb)
+        a.send(arp_request(a.mac, "10.0.0.1", "10.0.0.2"))
+        b.post([256])
+        b.received()
+        b.send(frame(a.mac, b.mac, b"answer"))
+        a.post([256])
+        wait_received(a)
+    sw, nic = tcpdump_lines(sw_pcap), tcpdump_lines(nic_pcap)
+    assert len(sw) == 2 and len(nic) == 2
+    assert "52:54:00:12:35:00 > ff:ff:ff:ff:ff:ff" in sw[0] and "Request who-has 10.0.0.2 tell 10.0.0.1" in sw[0]
+    assert "52:54:00:12:35:01 > 52:54:00:12:35:00" in nic[1]
+
+
+CAPTURE_LIMITED = """
+import resource, signal, sys
+sys.path.insert(0, sys.argv[2])
+import vmmpy
+from tests.test_virtio_net import Nic, frame
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over RLIMIT_FSIZE a write is short, then fails (EFBIG)
+limit = 24 + (16 + 100) + 50  # the file header, one whole record, the next one's header and part of its frame
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+net = vmmpy.Network(capture=sys.argv[1])
+with vmmpy.Machine(net=net) as ma, vmmpy.Machine(net=net) as mb:
+    a, b = Nic(ma), Nic(mb)
+    for i in range(4):
+        a.send(frame(b.mac, a.mac, bytes([i]) * 86))  # 100-byte frames
+    print(net.forwarded, net.capture_dropped, mb.net_stats().rx_queued)
+"""
+
+
+def test_a_capture_that_cannot_grow_stops_whole_and_counts_what_it_missed(tmp_path):
+    """The file size limit cuts the second frame's record short: that frame counts as missed, and so does
+    every later one (nothing more is written after a torn record), while the switch goes on forwarding."""
+    path = tmp_path / "limited.pcap"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, "-c", CAPTURE_LIMITED, str(path), root], capture_output=True, text=True,
+                       timeout=60)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["4", "3", "4"]
+    data = path.read_bytes()
+    assert len(data) == 24 + 16 + 100 + 50 and data[24 + 16 + 14 : 24 + 16 + 100] == bytes(86)
+
+
+CAPTURE_NO_STDIN = """
+import os, sys
+sys.path.insert(0, sys.argv[2])
+os.close(0)  # a daemon's closed stdin: the capture's open gets descriptor 0
+import vmmpy
+from tests.test_virtio_net import BCAST, Nic, frame
+net = vmmpy.Network(capture=sys.argv[1])
+assert os.readlink("/proc/self/fd/0") == sys.argv[1]
+with vmmpy.Machine(net=net) as m:
+    Nic(m).send(frame(BCAST, bytes(6), bytes(86)))
+    print(net.forwarded, net.capture_dropped)
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+def test_a_capture_on_descriptor_zero_works(tmp_path):
+    path = tmp_path / "fd0.pcap"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, "-c", CAPTURE_NO_STDIN, str(path), root], capture_output=True, text=True,
+                       timeout=60)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["1", "0"]
+    assert path.stat().st_size == 24 + 16 + 100
+
+
+def pcap_records(data: bytes) -> list[tuple[int, int, bytes]]:
+    """(seconds, nanoseconds, frame) of each record of a nanosecond pcap file."""
+    assert struct.unpack_from("<I", data)[0] == 0xA1B23C4D
+    out, at = [], 24
+    while at < len(data):
+        sec, ns, caplen, _ = struct.unpack_from("<4I", data, at)
+        out.append((sec, ns, data[at + 16 : at + 16 + caplen]))
+        at += 16 + caplen
+    return out
+
+
+def test_capture_timestamps_are_the_vms_clock(tmp_path, guest):
+    """A deterministic VM stamps its frames with its own clock: seconds and nanoseconds of clock_ns."""
+    path = tmp_path / "det.pcap"
+    net = vmmpy.Network()
+    with vmmpy.Machine(guest("timer"), net=net, deterministic=True, net_capture=path) as m:
+        m.stop_at(1_234_567)
+        m.start()
+        assert m.wait(60).reason == vmmpy.RunReason.STOPPED
+        now = m.clock_ns
+        assert now >= 1_234_567
+        nic = Nic(m)
+        f = frame(BCAST, nic.mac, b"stamped")
+        nic.send(f)
+    assert pcap_records(path.read_bytes()) == [(now // 10**9, now % 10**9, f)]
+
+
+def test_capture_files_are_made_like_any_other_file(tmp_path):
+    """Mode 0644 less the umask; a capture that cannot even take its header fails without leaking its fd."""
+    path = tmp_path / "m.pcap"
+    vmmpy.Network(capture=path)
+    # the file header: nanosecond magic, version 2.4, zone 0, sigfigs 0, snaplen 256 KiB, Ethernet
+    assert path.read_bytes() == struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 262144, 1)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644 & ~umask
+    fds = len(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        with pytest.raises(errors.VmmError, match="/dev/full: cannot write a capture: No space left on device"):
+            vmmpy.Network(capture="/dev/full")
+    assert len(os.listdir("/proc/self/fd")) == fds
+
+
+def test_user_networking_reserves_its_sockets_in_the_io_threads_poll_round():
+    """Each user NIC may hold 128 host sockets (and one per hostfwd rule): a VM's I/O thread polls at most
+    1023 fds, so an eighth is refused with a reason rather than left with sockets nobody polls."""
+    with vmmpy.Machine(net=["user"] * 7) as m:
+        assert m.net_stats(6).link_up
+    with pytest.raises(errors.OutOfMemory, match=r"^user networking needs up to 128 host fds polled, and the VM's "
+                       r"I/O thread polls at most 1023 \(the VM's other back-ends hold 896\)$"):  # fmt: skip
+        vmmpy.Machine(net=["user"] * 8)
+    net = vmmpy.Network()  # a switch port polls nothing: any number of them fits beside
+    with vmmpy.Machine(net=["user"] * 7 + [net] * 4) as m:
+        assert m.net_stats(10).link_up
+
+
+FAIL_MALLOC_C = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdlib.h>
+#include <string.h>
+extern void *__libc_malloc(size_t);
+/* malloc of FAIL_MALLOC_SIZE bytes called from libvmm's extension fails; every other one is glibc's */
+void *malloc(size_t n)
+{
+    static size_t fail;
+    if (!fail) {
+        const char *e = getenv("FAIL_MALLOC_SIZE");
+        fail = e ? strtoul(e, NULL, 0) : (size_t)-1;
+    }
+    Dl_info di;
+    if (n == fail && dladdr(__builtin_return_address(0), &di) && di.dli_fname && strstr(di.dli_fname, "_vmm"))
+        return NULL;
+    return __libc_malloc(n);
+}
+"""
+
+
+@pytest.mark.skipif(os.environ.get("VMMPY_EXPECT_SANITIZED") == "1", reason="ASan owns malloc in that run")
+def test_the_io_threads_poll_set_failing_to_allocate_is_an_error(tmp_path):
+    """The I/O thread's poll set (1024 fds of 8 bytes and a count: 8196 bytes) comes from malloc when
+    the thread is made: its failure is vmm_add_net's error, not a thread that exits and polls nothing."""
+    if not shutil.which("cc"):
+        pytest.skip("needs a C compiler for the allocation-failure shim")
+    shim = tmp_path / "failmalloc.so"
+    (tmp_path / "failmalloc.c").write_text(FAIL_MALLOC_C)
+    subprocess.run(["cc", "-shared", "-fPIC", "-O1", "-o", str(shim), str(tmp_path / "failmalloc.c"), "-ldl"],
+                   check=True, timeout=60)  # fmt: skip
+    script = "import vmmpy\ntry:\n    vmmpy.Machine(net='user')\nexcept vmmpy.errors.OutOfMemory as e:\n    print(e)\n"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, LD_PRELOAD=str(shim), FAIL_MALLOC_SIZE="8196", PYTHONPATH=root)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env, cwd=root)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "out of memory for the I/O thread"
+
+
+def test_capture_of_maximum_size_frames_counts_the_bytes_it_writes(tmp_path):
+    """The 1 GiB limit is on the bytes written (16-byte record headers and frames): 1040 frames of the
+    maximum size (68 MB) are all in the file. One frame buffer in guest RAM, sent 1040 times."""
+    path = tmp_path / "big.pcap"
+    net = vmmpy.Network(capture=path)
+    with vmmpy.Machine(net=net) as m:
+        a = Nic(m)
+        f = frame(BCAST, a.mac, bytes(65553 - 14))  # VMM_NET_FRAME_MAX
+        hdr, data = a.tx.buf(HDR), a.tx.buf(len(f))
+        m.write_memory(data, f)
+        for _ in range(1040):
+            a.tx.write_desc(0, hdr, HDR, DESC_F_NEXT, 1)
+            a.tx.write_desc(1, data, len(f))
+            a.tx.publish(0)
+            a.tx.notify()
+        assert (net.forwarded, net.capture_dropped, m.net_stats().tx_malformed) == (1040, 0, 0)
+    assert path.stat().st_size == 24 + 1040 * (16 + len(f))
+    path.unlink()
+
+
+@pytest.mark.parametrize("room", [34, 33])
+def test_a_capture_stops_at_exactly_one_gib(room):
+    """The cap (VMM_PCAP_MAX_BYTES, 1 GiB) is on the bytes written, record headers included: with 34 bytes
+    left, a record of an 18-byte frame (16 + 18) ends at 1 GiB exactly and is written; with 33 it is not.
+    Either way the next is missed, on the NIC's capture and the switch's. The files are /dev/null, which
+    takes every write, so nothing reaches a disk (a frame costs a copy: 1 GiB in under a second)."""
+    cap, rec = 1 << 30, 16  # the cap, a record header
+    big = frame(BCAST, bytes(6), bytes(65553 - 14))  # VMM_NET_FRAME_MAX
+    n = (cap - 24) // (rec + len(big))
+    fill = frame(BCAST, bytes(6), bytes(cap - 24 - n * (rec + len(big)) - rec - room - 14))
+    small = frame(BCAST, bytes(6), b"tiny")
+    assert len(small) == 18
+    net = vmmpy.Network(capture="/dev/null")
+    with vmmpy.Machine(net=net, net_capture="/dev/null") as m:
+        a = Nic(m)
+        hdr, data = a.tx.buf(HDR), a.tx.buf(len(big))
+
+        def send(f: bytes, times: int = 1) -> None:
+            m.write_memory(data, f)
+            for _ in range(times):
+                a.tx.write_desc(0, hdr, HDR, DESC_F_NEXT, 1)
+                a.tx.write_desc(1, data, len(f))
+                a.tx.publish(0)
+                a.tx.notify()
+
+        send(big, n)
+        send(fill)  # the file is now 1 GiB less `room` bytes
+        assert (net.capture_dropped, m.net_stats().capture_dropped) == (0, 0)
+        send(small, 2)
+        missed = 1 if room >= rec + len(small) else 2
+        assert (net.forwarded, m.net_stats().tx_malformed) == (n + 3, 0)
+        assert (net.capture_dropped, m.net_stats().capture_dropped) == (missed, missed)
+
+
+CAPTURE_FIFO = """
+import fcntl, os, signal, struct, sys, termios, threading, time
+sys.path.insert(0, sys.argv[2])
+import vmmpy
+from tests.test_virtio_net import BCAST, Nic, frame
+
+signal.signal(signal.SIGUSR1, lambda *a: None)
+signal.siginterrupt(signal.SIGUSR1, True)  # no SA_RESTART: a write(2) it interrupts returns EINTR
+sender = threading.get_native_id()
+got = []
+
+
+def blocked(fd, n, deadline):
+    # until the pipe is full and the sender sleeps in write(2) (syscall 1, state S); False if it has
+    # not by the deadline (it gave up writing)
+    while time.monotonic() < deadline:
+        fcntl.ioctl(fd, termios.FIONREAD, n)
+        with open(f"/proc/self/task/{sender}/syscall") as f:
+            in_write = f.read().split()[0] == "1"
+        with open(f"/proc/self/task/{sender}/stat") as f:
+            asleep = f.read().rsplit(")", 1)[1].split()[0] == "S"
+        if in_write and asleep and struct.unpack("i", n)[0] > 32768:
+            return True
+    return False
+
+
+def reader():
+    fd = os.open(sys.argv[1], os.O_RDONLY)
+    n = bytearray(4)
+    assert blocked(fd, n, time.monotonic() + 30)
+    for _ in range(10):  # interrupt the blocked write again and again: each time it must retry
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
+        if not blocked(fd, n, time.monotonic() + 1):
+            break
+    while chunk := os.read(fd, 1 << 16):
+        got.append(chunk)
+
+
+t = threading.Thread(target=reader)
+t.start()
+net = vmmpy.Network(capture=sys.argv[1])  # opening a FIFO waits for its reader
+with vmmpy.Machine(net=net) as m:
+    a = Nic(m)
+    for i in range(40):  # 4000-byte frames: at most PIPE_BUF, so a blocked write has written nothing yet
+        a.send(frame(BCAST, a.mac, bytes([i]) * 3986))
+    print(net.forwarded, net.capture_dropped)
+del net  # the last reference: the capture closes, the reader sees its end
+t.join()
+print(len(b"".join(got)))
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs /proc/<pid>/task/<tid>/syscall")
+def test_a_capture_into_a_pipe_survives_a_signal_while_blocked(tmp_path):
+    """A capture may be a FIFO (a live tcpdump): a full pipe blocks the sender in write(2), and a signal
+    then interrupts it (EINTR): the write is retried, no frame is missed."""
+    fifo = tmp_path / "cap.fifo"
+    os.mkfifo(fifo)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, "-c", CAPTURE_FIFO, str(fifo), root], capture_output=True, text=True,
+                       timeout=60)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["40", "0", str(24 + 40 * (16 + 4000))]
+
+
+def test_switch_counts_wait_for_the_frame_being_forwarded(tmp_path):
+    """The switch's counters are read under its lock, so they never show half a forwarding: while a frame's
+    capture write blocks (a FIFO nobody reads, full), vmm_net_switch_counts waits; once the reader drains
+    the FIFO, it returns the count with that frame."""
+    import fcntl
+    import termios
+    import threading
+
+    fifo = tmp_path / "cap.fifo"
+    os.mkfifo(fifo)
+    rfd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a reader exists: the capture's open does not wait
+    try:
+        net = vmmpy.Network(capture=fifo)
+        size = fcntl.fcntl(rfd, 1032)  # F_GETPIPE_SZ
+        with vmmpy.Machine(net=net) as m:
+            a = Nic(m)
+            sender = threading.Thread(target=a.send, args=(frame(BCAST, a.mac, bytes(size)),))
+            sender.start()  # the frame alone is larger than the pipe: its write blocks, the switch's lock held
+            n = bytearray(4)
+            deadline = time.monotonic() + 30
+            while struct.unpack("i", n)[0] <= 24 and time.monotonic() < deadline:
+                fcntl.ioctl(rfd, termios.FIONREAD, n)  # beyond the file header: the sender is in sw_send
+                select.select([], [], [], 0.001)
+            assert struct.unpack("i", n)[0] > 24, "the frame's record did not reach the FIFO"
+            counted = []
+            reader = threading.Thread(target=lambda: counted.append(net.forwarded))
+            reader.start()
+            reader.join(0.5)
+            waited = reader.is_alive()
+            while sender.is_alive():  # drain the FIFO: the frame's write completes
+                select.select([rfd], [], [], 0.1)
+                with contextlib.suppress(BlockingIOError):
+                    os.read(rfd, 1 << 16)
+            reader.join(30)
+            assert waited, "the counters were read while a frame was being forwarded"
+            assert counted == [1]
+    finally:
+        os.close(rfd)
+
+
+def test_switch_counts_checks_its_arguments():
+    from vmmpy._ffi import ffi, lib
+
+    assert lib.vmm_net_switch_counts(ffi.NULL, ffi.NULL, ffi.NULL) == lib.VMM_EINVAL
+    assert vmmpy.Network().capture_dropped == 0
+    cfg = ffi.new(
+        "struct vmm_net_config *", {"size": ffi.sizeof("struct vmm_net_config"), "backend": lib.VMM_NET_SWITCH}
+    )
+    with vmmpy.Machine() as m, pytest.raises(errors.InvalidArgument, match="^network switch: no switch given$"):
+        m._checked(lib.vmm_add_net, cfg)  # a switch port without a switch
+
+
+def test_capture_path_errors_are_one_line(tmp_path):
+    with pytest.raises(errors.VmmError, match="dir.pcap: cannot write a capture: No such file or directory$"):
+        vmmpy.Network(capture=tmp_path / "no" / "such" / "dir.pcap")
+    with pytest.raises(errors.VmmError, match="cannot write a capture"):
+        vmmpy.Machine(net="user", net_capture=tmp_path / "missing" / "x.pcap")
