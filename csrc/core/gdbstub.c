@@ -263,9 +263,8 @@ static void t_kill(void *t)
 {
     struct vmm_gdb *g = t;
     pthread_mutex_lock(&g->vm->lock);
-    g->killed = true;
+    g->killed = true; /* the run is stopped once the reply is sent (on_packet) */
     pthread_mutex_unlock(&g->vm->lock);
-    vmm_request_stop(g->vm);
 }
 
 /* Detach: every point goes, every vCPU runs on, nothing holds the VM any more. */
@@ -442,7 +441,18 @@ static bool on_packet(struct vmm_gdb *g)
     pthread_mutex_unlock(&g->vm->lock);
     long n = vmm__gdb_proto_handle(&g->s, g->rx.buf, g->rx.len, g->out, sizeof g->out);
     access_end(g); /* the packet is served: the host may touch the VM again */
-    if (n >= 0 && !send_packet(g, g->out, (size_t)n))
+    bool sent = n < 0 || send_packet(g, g->out, (size_t)n);
+    pthread_mutex_lock(&g->vm->lock);
+    bool killed = g->killed;
+    pthread_mutex_unlock(&g->vm->lock);
+    /*
+     * A kill ends the run only after its reply went out: the run's end may close the socket at once
+     * (vmmrun exits), and gdb then printed "Remote connection closed" instead of "killed" (seen once
+     * under ASan with two vCPU threads).
+     */
+    if (killed)
+        vmm_request_stop(g->vm);
+    if (!sent)
         return false;
     if (g->s.running) {
         pthread_mutex_lock(&g->vm->lock);
