@@ -77,9 +77,9 @@ MUTATE_ARGS ?=
 mutate: build guests
 	$(PYTHON) tools/mutate.py $(MUTATE_ARGS)
 # CI's sample: up to 3 seeded mutants of each file in a time budget shared by file (each file gets at least
-# one: tools/mutate.py --budget); fails below the kill-rate floor.
+# one: tools/mutate.py --budget); fails below the kill-rate floor (docs/testing.md says why 65).
 mutate-ci: build guests
-	$(PYTHON) tools/mutate.py --sample 3 --budget 360 --min-rate 75
+	$(PYTHON) tools/mutate.py --sample 3 --budget 360 --min-rate 65
 
 # Tier 1 and 2 against libvmm built with the portable POSIX host layer (csrc/host/host_posix.c,
 # -D_XOPEN_SOURCE=700, no _GNU_SOURCE: a Linux-only call in csrc/ fails to compile), in build/portable/.
