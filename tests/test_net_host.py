@@ -5,12 +5,14 @@ counters, and the I/O thread's poll set. Split from test_virtio_net.py, whose dr
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import select
 import shutil
 import struct
 import subprocess
 import sys
+import termios
 import time
 
 import pytest
@@ -308,12 +310,37 @@ def test_a_capture_into_a_pipe_survives_a_signal_while_blocked(tmp_path):
     assert r.stdout.split() == ["40", "0", str(24 + 40 * (16 + 4000))]
 
 
+def read_while_a_capture_blocks(rfd: int, sender, read):
+    """Start `sender` (a thread whose frame alone is larger than the FIFO `rfd` reads, so its capture write
+    blocks with a lock held), wait until that frame's record reaches the FIFO, then call `read` on another
+    thread: whether it was still waiting after 0.5 s, and what it returned once the FIFO was drained."""
+    import threading
+
+    sender.start()
+    n = bytearray(4)
+    deadline = time.monotonic() + 30
+    while struct.unpack("i", n)[0] <= 24 and time.monotonic() < deadline:
+        fcntl.ioctl(rfd, termios.FIONREAD, n)  # beyond the file header: the writer is in its write
+        select.select([], [], [], 0.001)
+    assert struct.unpack("i", n)[0] > 24, "the frame's record did not reach the FIFO"
+    got = []
+    reader = threading.Thread(target=lambda: got.append(read()))
+    reader.start()
+    reader.join(0.5)
+    waited = reader.is_alive()
+    while sender.is_alive():  # drain the FIFO: the frame's write completes
+        select.select([rfd], [], [], 0.1)
+        with contextlib.suppress(BlockingIOError):
+            os.read(rfd, 1 << 16)
+    reader.join(30)
+    return waited, got
+
+
 def test_switch_counts_wait_for_the_frame_being_forwarded(tmp_path):
     """The switch's counters are read under its lock, so they never show half a forwarding: while a frame's
     capture write blocks (a FIFO nobody reads, full), vmm_net_switch_counts waits; once the reader drains
     the FIFO, it returns the count with that frame."""
     import fcntl
-    import termios
     import threading
 
     fifo = tmp_path / "cap.fifo"
@@ -325,23 +352,8 @@ def test_switch_counts_wait_for_the_frame_being_forwarded(tmp_path):
         with vmmpy.Machine(net=net) as m:
             a = Nic(m)
             sender = threading.Thread(target=a.send, args=(frame(BCAST, a.mac, bytes(size)),))
-            sender.start()  # the frame alone is larger than the pipe: its write blocks, the switch's lock held
-            n = bytearray(4)
-            deadline = time.monotonic() + 30
-            while struct.unpack("i", n)[0] <= 24 and time.monotonic() < deadline:
-                fcntl.ioctl(rfd, termios.FIONREAD, n)  # beyond the file header: the sender is in sw_send
-                select.select([], [], [], 0.001)
-            assert struct.unpack("i", n)[0] > 24, "the frame's record did not reach the FIFO"
-            counted = []
-            reader = threading.Thread(target=lambda: counted.append(net.forwarded))
-            reader.start()
-            reader.join(0.5)
-            waited = reader.is_alive()
-            while sender.is_alive():  # drain the FIFO: the frame's write completes
-                select.select([rfd], [], [], 0.1)
-                with contextlib.suppress(BlockingIOError):
-                    os.read(rfd, 1 << 16)
-            reader.join(30)
+            # the frame alone is larger than the pipe: its write blocks, the switch's lock held
+            waited, counted = read_while_a_capture_blocks(rfd, sender, lambda: net.forwarded)
             assert waited, "the counters were read while a frame was being forwarded"
             assert counted == [1]
     finally:

@@ -406,12 +406,10 @@ def test_bar_reads_wait_for_the_device_lock(machine, tmp_path):
     """A BAR read takes the device's lock, as the device's own work does: while a NIC's transmit blocks in
     its capture write (a full FIFO nobody reads), a read of its common config waits, and completes once
     the FIFO is drained."""
-    import contextlib
     import fcntl
-    import select
-    import termios
     import threading
-    import time
+
+    from .test_net_host import read_while_a_capture_blocks
 
     fifo = tmp_path / "cap.fifo"
     os.mkfifo(fifo)
@@ -423,23 +421,8 @@ def test_bar_reads_wait_for_the_device_lock(machine, tmp_path):
         _, tx = dev.init(2)
         size = fcntl.fcntl(rfd, 1032)  # F_GETPIPE_SZ
         sender = threading.Thread(target=lambda: (tx.add([bytes(12), b"\xff" * 6 + bytes(8 + size)], []), tx.notify()))
-        sender.start()  # the frame alone is larger than the pipe: its write blocks, the device's lock held
-        n = bytearray(4)
-        deadline = time.monotonic() + 30
-        while struct.unpack("i", n)[0] <= 24 and time.monotonic() < deadline:
-            fcntl.ioctl(rfd, termios.FIONREAD, n)  # beyond the file header: the device is transmitting
-            select.select([], [], [], 0.001)
-        assert struct.unpack("i", n)[0] > 24, "the frame's record did not reach the FIFO"
-        got = []
-        reader = threading.Thread(target=lambda: got.append(dev.common_read(NUM_QUEUES, 2)))
-        reader.start()
-        reader.join(0.5)
-        waited = reader.is_alive()
-        while sender.is_alive():  # drain the FIFO: the transmit completes
-            select.select([rfd], [], [], 0.1)
-            with contextlib.suppress(BlockingIOError):
-                os.read(rfd, 1 << 16)
-        reader.join(30)
+        # the frame alone is larger than the pipe: its write blocks, the device's lock held
+        waited, got = read_while_a_capture_blocks(rfd, sender, lambda: dev.common_read(NUM_QUEUES, 2))
         assert waited, "the BAR was read while the device was busy"
         assert got == [2]
     finally:
