@@ -140,7 +140,7 @@ def test_a_kick_never_runs_an_access_twice():
     kick ends uc_emu_start, which resumes where it stopped. A load run twice gives other
     values, and a stale PC after the hook's write (the skip_sync_pc_on_exit fix) repeats a block."""
     res = kick_guest("lib.uc_vmmpy_kick")
-    assert res["features"] == 7
+    assert res["features"] == 15
     assert res["got"] == res["want"]
     assert res["reads"] == 20000 and res["svcs"] == 20000 // 256
     assert res["entries"] >= 20000 // 7, res  # every kick from a read ended a run
@@ -217,6 +217,113 @@ print(json.dumps({{"x12": uc.reg_read(UC_ARM64_REG_X12), "hooks": len(seen), "pc
         assert res == {"x12": 0xF1, "hooks": 2, "pc": 0x10000 + 12}
     else:  # the MSR hook runs again and again: the instruction never completes
         assert res["x12"] == 0 and res["hooks"] > 2
+
+
+@needs_patched
+@pytest.mark.parametrize("sysres", [True, False])
+def test_a_hooks_mrs_value_is_written_by_the_engine(sysres):
+    """uc_vmmpy_sys_result: the engine writes the value to the MRS's destination when the hook returns
+    nonzero (X11 and X30 here; nothing for XZR, nothing when the hook returns 0, nothing for an MSR), and
+    uc_vmmpy_sys_el says the instruction's EL. Without the call the hook's uc_reg_write does it, as before."""
+    out = child(
+        PRELUDE
+        + f"""
+lib.uc_vmmpy_sys_el.restype = ctypes.c_uint
+uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+assert lib.uc_vmmpy_sys_continue(h(uc), True) == 0
+uc.mem_map(CODE, 0x1000)
+uc.mem_write(CODE, asm(
+    0xD538460B,  # mrs x11, icc_pmr_el1
+    0xD538461E,  # mrs x30, icc_pmr_el1
+    0xD538461F,  # mrs xzr, icc_pmr_el1
+    0xD53BE220,  # mrs x0, cntp_ctl_el0 (the hook returns 0: QEMU's own read)
+    0xD518460A,  # msr icc_pmr_el1, x10
+    0xD503201F,  # nop
+))
+seen = []
+def on_sys(uc, reg, cp, data):
+    seen.append((reg, lib.uc_vmmpy_sys_el(h(uc))))
+    value = 0xA0 + len(seen)
+    if cp.crn == 14:
+        lib.uc_vmmpy_sys_result(h(uc), ctypes.c_uint64(0xDEAD))
+        return 0
+    if reg == UC_ARM64_REG_X10:  # the MSR: a result it is given is not written
+        lib.uc_vmmpy_sys_result(h(uc), ctypes.c_uint64(0xBEEF))
+        return 1
+    if {sysres}:
+        lib.uc_vmmpy_sys_result(h(uc), ctypes.c_uint64(value))
+    elif reg != UC_ARM64_REG_XZR:
+        uc.reg_write(reg, value)
+    return 1
+uc.hook_add(UC_HOOK_INSN, on_sys, None, 1, 0, UC_ARM64_INS_MRS)
+uc.hook_add(UC_HOOK_INSN, on_sys, None, 1, 0, UC_ARM64_INS_MSR)
+uc.reg_write(UC_ARM64_REG_X10, 0x80)
+uc.reg_write(UC_ARM64_REG_PSTATE, 0x3C5)  # EL1h, as libvmm's guests run
+uc.emu_start(CODE, CODE + 20, count=50)
+r = [uc.reg_read(x) for x in (UC_ARM64_REG_X0, UC_ARM64_REG_X10, UC_ARM64_REG_X11, UC_ARM64_REG_X30)]
+print(json.dumps({{"regs": r, "seen": seen}}))
+""",
+        patched_env(),
+    )
+    res = json.loads(out.strip().splitlines()[-1])
+    assert res["regs"] == [0, 0x80, 0xA1, 0xA2]
+    assert [el for _, el in res["seen"]] == [1] * 5
+
+
+MMIO_GUEST = """
+uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+uc.mem_map(CODE, 0x1000)
+MMIO = 0x200000
+calls = []
+def mmio_read(uc, offset, size, data):
+    calls.append(("r", offset, size))
+    return 0x1122334455667788 + offset  # more than the access's bytes: the engine masks
+def mmio_write(uc, offset, size, value, data):
+    calls.append(("w", offset, size, value))
+uc.mmio_map(MMIO, 0x1000, mmio_read, None, mmio_write, None)
+if HOOKED:
+    hooked = []
+    uc.hook_add(UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, lambda uc, t, a, s, v, d: hooked.append((a, s)))
+uc.mem_write(CODE, asm(
+    0xB9401001,  # ldr w1, [x0, #16]
+    0x39404002,  # ldrb w2, [x0, #16]
+    0x79402003,  # ldrh w3, [x0, #16]
+    0xF9401004,  # ldr x4, [x0, #32]
+    0xB9800805,  # ldrsw x5, [x0, #8]
+    0xB9002806,  # str w6, [x0, #40]
+    0xF9001807,  # str x7, [x0, #48]
+    0x39003806,  # strb w6, [x0, #14]
+    0xD503201F,  # nop
+))
+uc.reg_write(UC_ARM64_REG_X0, MMIO)
+uc.reg_write(UC_ARM64_REG_X6, 0xCAFEF00DBEEF0102)
+uc.reg_write(UC_ARM64_REG_X7, 0x0123456789ABCDEF)
+uc.emu_start(CODE, CODE + 32)
+r = [uc.reg_read(getattr(arm64_const, f"UC_ARM64_REG_X{i}")) for i in range(1, 6)]
+print(json.dumps({"regs": r, "calls": calls, "hooked": len(hooked) if HOOKED else None}))
+"""
+
+
+@needs_patched
+@pytest.mark.parametrize("hooked", [False, True])
+def test_device_accesses_reach_the_callback_once_as_unicorn_made_them(hooked):
+    """The patch's MMIO fast path (no memory hook) and Unicorn's own path (with one) make the same callback
+    calls: each access once, an 8-byte one as two 4-byte ones (low word first), values masked to the size."""
+    out = child(PRELUDE + "from unicorn import arm64_const, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE\n"
+                + MMIO_GUEST.replace("HOOKED", str(hooked)), patched_env())
+    res = json.loads(out.strip().splitlines()[-1])
+    base = 0x1122334455667788
+    assert res["calls"] == [
+        ["r", 16, 4], ["r", 16, 1], ["r", 16, 2], ["r", 32, 4], ["r", 36, 4], ["r", 8, 4],
+        ["w", 40, 4, 0xBEEF0102], ["w", 48, 4, 0x89ABCDEF], ["w", 52, 4, 0x01234567], ["w", 14, 1, 0x02],
+    ]
+    def lo(off, n):
+        return (base + off) & ((1 << (8 * n)) - 1)
+
+    ldrsw = lo(8, 4) | (0xFFFFFFFF00000000 if lo(8, 4) & 0x80000000 else 0)
+    assert res["regs"] == [lo(16, 4), lo(16, 1), lo(16, 2), lo(36, 4) << 32 | lo(32, 4), ldrsw]
+    if hooked:  # Unicorn's path: its hooks see every access (an 8-byte one once)
+        assert res["hooked"] == 8
 
 
 def test_vmmpy_unicorn_selects_the_library(tmp_path):

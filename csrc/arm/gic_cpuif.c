@@ -57,13 +57,18 @@ static unsigned acknowledge(struct vmm_gic *g, unsigned c, unsigned grp)
  * group with the highest priority active interrupt, which must be `grp`);
  * with EOImode = 0 also deactivate `intid`. Special INTIDs are ignored.
  */
+static bool eoi_ignored(unsigned intid)
+{
+    return intid >= 1020 && intid < GIC_LPI_BASE; /* the special INTIDs 1020-1023 (§2.2.1), and the reserved ones */
+}
+
 static enum cpuif_err end_of_interrupt(struct vmm_gic *g, unsigned c, unsigned grp, unsigned intid)
 {
     struct gic_cpu *cpu = &g->cpu[c];
     uint32_t a0 = cpu->apr[0], a1 = cpu->apr[1];
     unsigned active_grp;
 
-    if (intid >= 1020 && intid < GIC_LPI_BASE)
+    if (eoi_ignored(intid))
         return ERR_NONE;
     if ((intid >= GIC_NR_IRQS && intid < 1020) || intid >= GIC_LPI_MAX)
         return ERR_EOI_RANGE;
@@ -229,6 +234,12 @@ int vmm__gic_sysreg(struct vmm_gic *gic, unsigned cpu, uint32_t id, bool is_read
     if (cpu >= gic->ncpus)
         return VMM_EINVAL;
     if (is_read && cpuif_read_own(&gic->cpu[cpu], id, val))
+        return 0;
+    /*
+     * An EOI of a special INTID changes nothing (end_of_interrupt ignores it): no lock, and no recomputation of
+     * the CPU's highest pending interrupt at the unlock, which was a third of an EOIR1 write of 1023 (perf).
+     */
+    if (!is_read && (id == ICC_EOIR0_EL1 || id == ICC_EOIR1_EL1) && eoi_ignored((unsigned)(v & 0xffffff)))
         return 0;
     vmm__gic_lock(gic);
     rc = is_read ? cpuif_read(gic, cpu, id, &v) : cpuif_write(gic, cpu, id, v, &err);

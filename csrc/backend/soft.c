@@ -272,10 +272,25 @@ static bool ours(struct soft_vcpu *sv, uint32_t id, bool *lacked, uint64_t *pc)
     int regs[2] = { UC_ARM64_REG_PSTATE, UC_ARM64_REG_PC };
     uint64_t ps = 0;
     void *vals[2] = { &ps, pc };
-    if (uc_reg_read_batch(sv->uc, regs, vals, sv->sys_continue ? 1 : 2) != UC_ERR_OK || ((ps >> 2) & 3) == 0)
+    if (sv->sys_continue && sv->sys_el) /* the engine's EL: a PSTATE read was a quarter of an ICC_PMR read */
+        ps = (uint64_t)sv->sys_el(sv->uc) << 2;
+    else if (uc_reg_read_batch(sv->uc, regs, vals, sv->sys_continue ? 1 : 2) != UC_ERR_OK)
+        return false;
+    if (((ps >> 2) & 3) == 0)
         return false;
     *lacked = true;
     return true;
+}
+
+/* An MRS's value into its register: by the engine as the hook returns where it can (a sixth of a timer read) */
+static void mrs_result(struct soft_vcpu *sv, uc_arm64_reg reg, const uint64_t *val)
+{
+    if (reg == UC_ARM64_REG_XZR)
+        return;
+    if (sv->sys_result)
+        sv->sys_result(sv->uc, *val);
+    else
+        uc_reg_write(sv->uc, reg, val);
 }
 
 /*
@@ -301,7 +316,7 @@ static uint32_t finish_lacked(struct soft_vcpu *sv, uint64_t insn_pc, uc_arm64_r
      */
     if (sv->sys_continue) {
         if (value)
-            uc_reg_write(sv->uc, reg, val);
+            mrs_result(sv, reg, val);
         return 1;
     }
     uc_reg_write_batch(sv->uc, regs, (void *const *)vals, value ? 2 : 1);
@@ -329,6 +344,12 @@ static bool sgi_to_others(const struct vmm_vcpu *vcpu, uint64_t val)
     return (val & group) != self || (targets & ~(1ull << (m & 0xf))) != 0;
 }
 
+/* Where the PMU's registers are: CRn 9, and CRn 14 from CRm 8 (PMEVCNTR, PMEVTYPER, PMCCFILTR; below: the timer) */
+static bool pmu_space(uint32_t id)
+{
+    return SYSREG_CRN(id) == 9 || (SYSREG_CRN(id) == 14 && SYSREG_CRM(id) >= 8);
+}
+
 static uint32_t on_mrs(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg *cp, void *opaque)
 {
     struct soft_vcpu *sv = opaque;
@@ -336,24 +357,22 @@ static uint32_t on_mrs(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg *c
     uint64_t val = 0;
     uint64_t pc = 0;
     bool lacked;
+    (void)uc;
 
     /* ID registers we correct, MDSCR_EL1 under the OS lock (soft_dbgarch.c) */
     if ((SYSREG_OP0(id) == 3 && SYSREG_CRN(id) == 0 && vmm__soft_idreg(sv, id, &val)) ||
         (SYSREG_OP0(id) == 2 && vmm__soft_dbg_mrs(sv, id, &val))) {
-        if (reg != UC_ARM64_REG_XZR)
-            uc_reg_write(uc, reg, &val);
+        mrs_result(sv, reg, &val);
         return 1;
     }
-    if (SYSREG_CRN(id) == 9 || SYSREG_CRN(id) == 14)
-        if (vmm__soft_pmu_hook(sv, id, true, reg, &val))
-            return 1;
+    if (pmu_space(id) && vmm__soft_pmu_hook(sv, id, true, reg, &val))
+        return 1;
 
     if (!ours(sv, id, &lacked, &pc) || vmm__sysreg_access(sv->vcpu, id, true, &val))
         return 0;
     if (lacked)
         return finish_lacked(sv, pc, reg, &val);
-    if (reg != UC_ARM64_REG_XZR)
-        uc_reg_write(uc, reg, &val);
+    mrs_result(sv, reg, &val);
     return 1;
 }
 
@@ -368,7 +387,7 @@ static uint32_t on_msr(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg *c
 
     if (SYSREG_OP0(id) == 2) /* the debug registers: watchpoints and the OS lock */
         return vmm__soft_dbg_msr(sv, id, val);
-    if ((SYSREG_CRN(id) == 9 || SYSREG_CRN(id) == 14) && vmm__soft_pmu_hook(sv, id, false, reg, &val))
+    if (pmu_space(id) && vmm__soft_pmu_hook(sv, id, false, reg, &val))
         return 1;
     if (!ours(sv, id, &lacked, &pc) || vmm__sysreg_access(sv->vcpu, id, false, &val))
         return 0;
@@ -503,6 +522,9 @@ static void engine_options(struct soft_vcpu *sv)
     const struct soft_engine *en = vmm__soft_engine();
     struct vmm_vm *vm = sv->vcpu->vm;
 
+    /* the same register writes as uc_reg_write, at the same point: deterministic output is unchanged */
+    sv->sys_result = en->sys_result;
+    sv->sys_el = en->sys_el;
     if (!en->patched || vm->deterministic)
         return;
     /*

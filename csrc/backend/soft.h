@@ -61,6 +61,8 @@ struct soft_vcpu {
     uint64_t engine_insns;
     uc_hook block_hook; /* the fast engine's block hook, there only while a PMU overflow interrupt is due */
     bool sys_continue;  /* the engine completes hooked MRS/MSR of registers QEMU lacks (real time) */
+    uc_err (*sys_result)(uc_engine *uc, uint64_t val); /* the engine's (NULL: none), see struct soft_engine */
+    unsigned (*sys_el)(uc_engine *uc);
     bool icc;           /* the VM's irqchip serves the ICC_* registers (set at each run: one load per access) */
     bool virq;          /* HCR_EL2.VI as last written: the GIC's IRQ line as this engine sees it */
     bool tb_flush;      /* another vCPU invalidated the whole instruction cache: drop all our translations */
@@ -128,6 +130,9 @@ struct soft_engine {
     uc_err (*insns)(uc_engine *uc, uint64_t *n);    /* instructions of the blocks entered so far */
     uc_err (*sys_continue)(uc_engine *uc, bool on); /* hooked MRS/MSR QEMU lacks: no PC write needed */
     uc_err (*parallel)(bool on); /* this thread translates for vCPUs running in parallel (NULL: cannot) */
+    /* from an MRS/MSR hook: the engine writes an MRS's value as the hook returns; the instruction's EL (or NULL) */
+    uc_err (*sys_result)(uc_engine *uc, uint64_t val);
+    unsigned (*sys_el)(uc_engine *uc);
 };
 const struct soft_engine *vmm__soft_engine(void);
 uint64_t vmm__soft_sync_insns(struct soft_vcpu *sv);

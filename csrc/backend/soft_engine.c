@@ -26,6 +26,7 @@
 #define UC_VMMPY_INSNS 2u
 #define UC_VMMPY_SYS_CONTINUE 4u
 #define UC_VMMPY_ALL (UC_VMMPY_KICK | UC_VMMPY_INSNS | UC_VMMPY_SYS_CONTINUE)
+#define UC_VMMPY_SYS_RESULT 8u /* a later addition: looked up on its own */
 
 static struct soft_engine engine;
 static pthread_once_t engine_once = PTHREAD_ONCE_INIT;
@@ -46,6 +47,12 @@ static void engine_lookup(void)
         features && engine.kick && engine.insns && engine.sys_continue && (features() & UC_VMMPY_ALL) == UC_VMMPY_ALL;
     /* the parallel patch (third_party/unicorn/parallel.patch): on top of the others */
     *(void **)&engine.parallel = dlsym(self, "uc_vmmpy_parallel");
+    if (engine.patched && (features() & UC_VMMPY_SYS_RESULT)) {
+        *(void **)&engine.sys_result = dlsym(self, "uc_vmmpy_sys_result");
+        *(void **)&engine.sys_el = dlsym(self, "uc_vmmpy_sys_el");
+        if (!engine.sys_result || !engine.sys_el)
+            engine.sys_result = NULL, engine.sys_el = NULL;
+    }
     if (!engine.patched)
         engine.kick = NULL, engine.insns = NULL, engine.sys_continue = NULL, engine.parallel = NULL;
     dlclose(self);
