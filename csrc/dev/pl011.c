@@ -275,7 +275,14 @@ static void pl011_write(void *dev, uint64_t off, unsigned size, uint64_t val)
     }
     pthread_mutex_lock(&u->lock);
     rc = reg_write(u, off, (uint32_t)val);
-    update_irq_unlock(u);
+    /*
+     * The line's level is RIS (and queued input, whose arrival updates it) masked by IMSC: only DR, IMSC and ICR
+     * writes change it. Re-evaluating it for the others took the console's lock too (a fifth of a UARTIBRD write).
+     */
+    if (off == UARTDR || off == UARTIMSC || off == UARTICR)
+        update_irq_unlock(u);
+    else
+        pthread_mutex_unlock(&u->lock);
     if (rc == WRITE_READ_ONLY)
         vmm__guest_error(u->vm, "pl011", "write to read-only register 0x%03" PRIx64, off);
     else if (rc == WRITE_UNKNOWN)
