@@ -155,6 +155,7 @@ VMM_EXPORT int vmm_create(const struct vmm_config *cfg, vmm_vm **out, char *errb
     vm->log_level =
         c.size >= offsetof(struct vmm_config, log_level) + sizeof(int) && c.log_level ? c.log_level : VMM_LOG_INFO;
     vm->ops = ops;
+    vm->count_atomic = vmm__has_cap(ops, VMM_CAP_VCPU_THREADS);
     vm->deterministic = deterministic;
     vm->transport = transport;
     /* virtio-pci's MSI-X goes through the ITS: PCI implies it */

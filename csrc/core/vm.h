@@ -158,6 +158,7 @@ struct vmm_vm {
 
     /* stats (updated by the vCPU threads through vmm__count) */
     struct vmm_stats stats;
+    bool count_atomic; /* the backend has VMM_CAP_VCPU_THREADS (set with ops: a load less per count) */
 
     /* guest-error rate limit, under gerr_lock (a leaf) */
     pthread_mutex_t gerr_lock;
@@ -186,7 +187,7 @@ int vmm__check_idle(struct vmm_vm *vm, const char *what);
  */
 static inline void vmm__count(struct vmm_vm *vm, uint64_t *counter)
 {
-    if (vmm__has_cap(vm->ops, VMM_CAP_VCPU_THREADS))
+    if (vm->count_atomic)
         __atomic_fetch_add(counter, 1, __ATOMIC_RELAXED);
     else
         (*counter)++;
