@@ -309,14 +309,27 @@ print(json.dumps({"regs": r, "calls": calls, "hooked": len(hooked) if HOOKED els
 def test_device_accesses_reach_the_callback_once_as_unicorn_made_them(hooked):
     """The patch's MMIO fast path (no memory hook) and Unicorn's own path (with one) make the same callback
     calls: each access once, an 8-byte one as two 4-byte ones (low word first), values masked to the size."""
-    out = child(PRELUDE + "from unicorn import arm64_const, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE\n"
-                + MMIO_GUEST.replace("HOOKED", str(hooked)), patched_env())
+    out = child(
+        PRELUDE
+        + "from unicorn import arm64_const, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE\n"
+        + MMIO_GUEST.replace("HOOKED", str(hooked)),
+        patched_env(),
+    )
     res = json.loads(out.strip().splitlines()[-1])
     base = 0x1122334455667788
     assert res["calls"] == [
-        ["r", 16, 4], ["r", 16, 1], ["r", 16, 2], ["r", 32, 4], ["r", 36, 4], ["r", 8, 4],
-        ["w", 40, 4, 0xBEEF0102], ["w", 48, 4, 0x89ABCDEF], ["w", 52, 4, 0x01234567], ["w", 14, 1, 0x02],
+        ["r", 16, 4],
+        ["r", 16, 1],
+        ["r", 16, 2],
+        ["r", 32, 4],
+        ["r", 36, 4],
+        ["r", 8, 4],
+        ["w", 40, 4, 0xBEEF0102],
+        ["w", 48, 4, 0x89ABCDEF],
+        ["w", 52, 4, 0x01234567],
+        ["w", 14, 1, 0x02],
     ]
+
     def lo(off, n):
         return (base + off) & ((1 << (8 * n)) - 1)
 

@@ -61,11 +61,12 @@ struct soft_vcpu {
     uint64_t engine_insns;
     uc_hook block_hook; /* the fast engine's block hook, there only while a PMU overflow interrupt is due */
     bool sys_continue;  /* the engine completes hooked MRS/MSR of registers QEMU lacks (real time) */
-    uc_err (*sys_result)(uc_engine *uc, uint64_t val); /* the engine's (NULL: none), see struct soft_engine */
-    unsigned (*sys_el)(uc_engine *uc);
     bool icc;           /* the VM's irqchip serves the ICC_* registers (set at each run: one load per access) */
     bool virq;          /* HCR_EL2.VI as last written: the GIC's IRQ line as this engine sees it */
     bool tb_flush;      /* another vCPU invalidated the whole instruction cache: drop all our translations */
+    /* the engine's MRS result and EL for hooks (NULL without them): see struct soft_engine */
+    uc_err (*sys_result)(uc_engine *uc, uint64_t val);
+    unsigned (*sys_el)(uc_engine *uc);
     /*
      * Another vCPU invalidated these instruction-cache lines by address (IC IVAU): the 4 KiB
      * guest-physical pages that hold them, whose translations we drop before we next run.
