@@ -50,7 +50,7 @@ void vmm__irq_line_changed(struct vmm_vm *vm, unsigned cpu, bool level)
      * (seq_cst on both sides, run.c's vcpu_wait), and the kick above ends a run in progress.
      */
     if (level && !vmm__on_run_thread(vm) && !vmm__on_vcpu_thread(vcpu) && !atomic_load(&vcpu->awake))
-        vmm__wake_run_loop(vm);
+        vmm__wake_vcpu(vcpu);
 }
 
 static int check_test_access(struct vmm_vm *vm, unsigned cpu)

@@ -46,7 +46,7 @@ static void end_run(struct run_ctx *rc, int reason, int status)
         rc->done = true;
     }
     if (rc->threaded) {
-        pthread_cond_broadcast(&vm->cond);
+        vmm__vm_broadcast(vm);
         pthread_mutex_unlock(&vm->lock);
         kick_all(vm);
     }
@@ -165,7 +165,7 @@ static void *clock_main(void *arg)
             continue;
         atomic_store(&vm->timed_out, 1);
         kick_all(vm);
-        pthread_cond_broadcast(&vm->cond);
+        vmm__vm_broadcast(vm);
         break;
     }
     pthread_mutex_unlock(&vm->lock);
@@ -463,22 +463,25 @@ static void vcpu_wait(struct run_ctx *rc, struct vmm_vcpu *vcpu)
     }
     pthread_mutex_lock(&vm->lock);
     atomic_store(&vcpu->awake, false);
+    vcpu->waiting = true;
     while (!rc->done && !interrupted(vm) && !thread_runnable(rc, vcpu) && !atomic_load(&vm->dbg_halt)) {
         uint64_t d = rc->own_timers && vcpu->on ? atomic_load(&vcpu->deadline_ns) : UINT64_MAX;
         if (d == UINT64_MAX) {
-            pthread_cond_wait(&vm->cond, &vm->lock);
+            pthread_cond_wait(&vcpu->wake, &vm->lock);
         } else if (d <= vmm__clock_ns(vm, NULL) + HALT_POLL_NS) {
             uint64_t seq = atomic_load(&vm->wake_seq);
+            vcpu->waiting = false;
             atomic_store(&vcpu->awake, true);
             pthread_mutex_unlock(&vm->lock);
             poll_until(vm, d, seq);
             goto out;
         } else {
             struct timespec dl = ns_to_abs(vm->clock_base_ns, d);
-            if (vmm__host_cond_timedwait(&vm->cond, &vm->lock, &dl) == ETIMEDOUT)
+            if (vmm__host_cond_timedwait(&vcpu->wake, &vm->lock, &dl) == ETIMEDOUT)
                 break;
         }
     }
+    vcpu->waiting = false;
     atomic_store(&vcpu->awake, true);
     pthread_mutex_unlock(&vm->lock);
 out:
@@ -569,7 +572,7 @@ static void park_point(struct vmm_vm *vm)
     if (p->target && n >= p->target) {
         p->target = 0;
         p->parked = true;
-        pthread_cond_broadcast(&vm->cond);
+        vmm__vm_broadcast(vm);
         while (p->parked && !interrupted(vm))
             pthread_cond_wait(&vm->cond, &vm->lock);
         p->parked = false;
@@ -625,7 +628,7 @@ void vmm__park_release(struct vmm_vm *vm)
 {
     pthread_mutex_lock(&vm->lock);
     vm->park.parked = false;
-    pthread_cond_broadcast(&vm->cond);
+    vmm__vm_broadcast(vm);
     pthread_mutex_unlock(&vm->lock);
 }
 
@@ -753,7 +756,7 @@ static void set_running(struct vmm_vm *vm, bool running)
 {
     pthread_mutex_lock(&vm->lock);
     vm->park.running = running;
-    pthread_cond_broadcast(&vm->cond); /* a vmm__park_wait() sees the end */
+    vmm__vm_broadcast(vm); /* a vmm__park_wait() sees the end */
     pthread_mutex_unlock(&vm->lock);
     vmm__board_set_running(vm, running);
 }
@@ -820,7 +823,7 @@ VMM_EXPORT int vmm_run(vmm_vm *vm, uint64_t timeout_ns, struct vmm_run_result *r
     if (have_wd) {
         pthread_mutex_lock(&vm->lock);
         wd.finished = true;
-        pthread_cond_broadcast(&vm->cond);
+        vmm__vm_broadcast(vm);
         pthread_mutex_unlock(&vm->lock);
         pthread_join(wd.thread, NULL);
     }
@@ -860,16 +863,41 @@ VMM_EXPORT int vmm_request_stop(vmm_vm *vm)
     pthread_mutex_lock(&vm->lock);
     atomic_store(&vm->stop_requested, 1);
     kick_all(vm);
-    pthread_cond_broadcast(&vm->cond);
+    vmm__vm_broadcast(vm);
     pthread_mutex_unlock(&vm->lock);
     return 0;
+}
+
+void vmm__vm_broadcast(struct vmm_vm *vm)
+{
+    pthread_cond_broadcast(&vm->cond);
+    for (unsigned i = 0; i < vm->ncpus; i++)
+        pthread_cond_broadcast(&vm->vcpus[i].wake); /* no waiter: no system call */
+}
+
+/*
+ * A line rose for this vCPU (irq.c, from another thread). A vCPU thread asleep in vcpu_wait is woken alone;
+ * anything else (the one-thread loop) as vmm__wake_run_loop does. `waiting` is read under vm->lock, which the
+ * sleeper holds from its last look at the line until its wait releases it.
+ */
+void vmm__wake_vcpu(struct vmm_vcpu *vcpu)
+{
+    struct vmm_vm *vm = vcpu->vm;
+
+    pthread_mutex_lock(&vm->lock);
+    atomic_fetch_add(&vm->wake_seq, 1);
+    if (vcpu->waiting)
+        pthread_cond_signal(&vcpu->wake);
+    else
+        vmm__vm_broadcast(vm);
+    pthread_mutex_unlock(&vm->lock);
 }
 
 void vmm__wake_run_loop(struct vmm_vm *vm)
 {
     pthread_mutex_lock(&vm->lock);
     atomic_fetch_add(&vm->wake_seq, 1);
-    pthread_cond_broadcast(&vm->cond);
+    vmm__vm_broadcast(vm);
     pthread_mutex_unlock(&vm->lock);
 }
 

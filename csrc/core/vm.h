@@ -59,6 +59,10 @@ struct vmm_vcpu {
      */
     atomic_bool awake;
     uint64_t halt_poll_ns;
+    /* Thread per vCPU: its thread sleeps on `wake` (under vm->lock, `waiting` set) instead of vm->cond, so that a
+       line raised for it wakes it alone (irq.c); vmm__vm_broadcast() wakes it with everyone else. */
+    bool waiting;
+    pthread_cond_t wake;
 };
 
 struct vmm_console;
