@@ -23,6 +23,49 @@ static volatile uint32_t norder;
 
 static volatile uint64_t atomic_total; /* atomic_add64 only, no lock */
 
+/* With LSE (cpu model max): a second lock taken with SWPA (test-and-set) around a plain increment, whose
+   count is exact only if SWP is atomic across vCPUs (Unicorn made it a load and a store: parallel.patch) */
+static int lse;
+static volatile uint32_t swp_lock_word;
+static volatile uint64_t swp_counter;
+
+/* Also with LSE: every CPU exchanges (SWP) SWP_ITERS values of its own into one word and sums what it gets back.
+   If each exchange is atomic, what was received plus what is left equals what was written; a load and a store
+   that interleave with another CPU's receive one value twice and lose another. */
+#define SWP_ITERS 200000
+static struct smp_barrier swp_line; /* all start exchanging together */
+static volatile uint64_t swp_word;
+static volatile uint64_t swp_received[RT_MAX_CPUS];
+
+static void swp_exchanges(void)
+{
+    unsigned me = smp_cpu_id() % RT_MAX_CPUS;
+    uint64_t sum = 0;
+
+    if (smp_barrier_wait(&swp_line, ncpus, 5000))
+        atomic_add32(&barrier_late, 1);
+    for (uint64_t i = 1; i <= SWP_ITERS; i++) {
+        uint64_t v = i << 8 | (me + 1), old;
+        __asm__ volatile(".arch_extension lse\n swp %1, %0, [%2]" : "=&r"(old) : "r"(v), "r"(&swp_word) : "memory");
+        sum += old;
+    }
+    swp_received[me] = sum;
+}
+
+static void swp_locked_increment(void)
+{
+    uint32_t one = 1, old;
+
+    do {
+        __asm__ volatile(".arch_extension lse\n swpa %w1, %w0, [%2]" /* stores %w1, loads the old value */
+                         : "=&r"(old)
+                         : "r"(one), "r"(&swp_lock_word)
+                         : "memory");
+    } while (old);
+    swp_counter++;
+    __asm__ volatile("stlr wzr, [%0]" : : "r"(&swp_lock_word) : "memory");
+}
+
 static void work(void)
 {
     uint8_t me = (uint8_t)smp_cpu_id();
@@ -33,9 +76,13 @@ static void work(void)
         order[norder++] = me;
         spin_unlock(&lock);
         atomic_add64(&atomic_total, 1);
+        if (lse)
+            swp_locked_increment();
         for (volatile unsigned k = 0; k < OUTSIDE_SPINS; k++) /* time outside the lock: let others in */
             ;
     }
+    if (lse)
+        swp_exchanges();
 }
 
 static void hello(void)
@@ -114,6 +161,7 @@ int main(uint64_t dtb)
     if (!test_check(n >= 1, "no CPUs found"))
         return test_end();
     ncpus = (unsigned)n;
+    lse = ((read_sysreg(id_aa64isar0_el1) >> 20) & 0xf) >= 2;
 
     test_check(psci_affinity_info(read_sysreg(mpidr_el1) & MPIDR_AFF_MASK, 0) == PSCI_AFF_ON,
                "AFFINITY_INFO(self) is not ON");
@@ -158,6 +206,17 @@ int main(uint64_t dtb)
     print_order();
     uint64_t want = (uint64_t)ncpus * ITERS;
     printf("smp: counter %lu (expected %lu), atomic %lu\n", counter, want, atomic_total);
+    if (lse) {
+        uint64_t written = 0, received = swp_word;
+        for (unsigned c = 0; c < ncpus; c++) {
+            received += swp_received[c];
+            for (uint64_t i = 1; i <= SWP_ITERS; i++)
+                written += i << 8 | (c + 1);
+        }
+        printf("smp: swp lock counter %lu, swp exchanges %s\n", swp_counter, received == written ? "exact" : "LOST");
+        test_check(swp_counter == want, "counter under the SWP lock is %lu, want %lu", swp_counter, want);
+        test_check(received == written, "SWP exchanges: received + left 0x%lx, written 0x%lx", received, written);
+    }
     test_check(counter == want, "counter under the lock is %lu, want %lu", counter, want);
     test_check(norder == want, "%u lock acquisitions logged, want %lu", norder, want);
     test_check(atomic_total == want, "atomic counter is %lu, want %lu", atomic_total, want);

@@ -39,6 +39,9 @@ static const char usage_text[] =
     "options:\n"
     "  -b, --backend NAME   kvm, soft or auto (default auto: the first one this host can use)\n"
     "  -c, --cpus N         vCPUs, 1..%d (default 1)\n"
+    "      --vcpu-threads T host threads for the vCPUs: auto (default: the backend's choice; soft runs an\n"
+    "                       SMP VM with a thread per vCPU when the patched Unicorn is built), one (every\n"
+    "                       vCPU on one thread, soft only) or per-vcpu (a thread each)\n"
     "  -m, --ram SIZE       guest RAM, a multiple of 2M; suffix K, M or G (default 256M)\n"
     "  -t, --timeout SECS   stop the guest after SECS seconds of host time (default: none)\n"
     "  -a, --cmdline TEXT   kernel command line (/chosen/bootargs)\n"
@@ -55,7 +58,7 @@ static const char usage_text[] =
     "      --snapshot-out FILE    where --snapshot-at saves (both or neither)\n"
     "  -r, --restore FILE   run on from a snapshot (vmm_snapshot_restore) instead of booting KERNEL;\n"
     "                       the machine is the snapshot's (no --cpus, --ram, --cmdline, --initrd, --gpu,\n"
-    "                       --its);\n"
+    "                       --its, --vcpu-threads);\n"
     "                       --backend other than auto must be the snapshot's\n"
     "      --gdb ADDR       a GDB server on [HOST:]PORT (TCP, host default 127.0.0.1) or unix:PATH\n"
     "                       (docs/gdb.md); the address is printed on stderr\n"
@@ -83,6 +86,7 @@ static struct {
     unsigned gpu_w, gpu_h;
     int rng;
     uint32_t transport;
+    uint32_t vcpu_threads;
     int its;
     int stats;
     int log_level;
@@ -177,7 +181,8 @@ static void parse_args(int argc, char **argv)
         OPT_TRANSPORT,
         OPT_ITS,
         OPT_GDB,
-        OPT_GDB_WAIT
+        OPT_GDB_WAIT,
+        OPT_VCPU_THREADS
     };
     static const struct option longopts[] = {
         { "backend", required_argument, NULL, 'b' },
@@ -200,6 +205,7 @@ static void parse_args(int argc, char **argv)
         { "restore", required_argument, NULL, 'r' },
         { "gdb", required_argument, NULL, OPT_GDB },
         { "gdb-wait", no_argument, NULL, OPT_GDB_WAIT },
+        { "vcpu-threads", required_argument, NULL, OPT_VCPU_THREADS },
         { NULL, 0, NULL, 0 },
     };
     int c;
@@ -298,6 +304,17 @@ static void parse_args(int argc, char **argv)
             else
                 usage_error("unknown transport '%s' (choose mmio or pci)", optarg);
             break;
+        case OPT_VCPU_THREADS:
+            opt.machine_opts = 1;
+            if (!strcmp(optarg, "auto"))
+                opt.vcpu_threads = VMM_VCPU_THREADS_AUTO;
+            else if (!strcmp(optarg, "one"))
+                opt.vcpu_threads = VMM_VCPU_THREADS_ONE;
+            else if (!strcmp(optarg, "per-vcpu"))
+                opt.vcpu_threads = VMM_VCPU_THREADS_PER_VCPU;
+            else
+                usage_error("--vcpu-threads wants auto, one or per-vcpu, not '%s'", optarg);
+            break;
         case 's':
             opt.stats = 1;
             break;
@@ -325,7 +342,8 @@ static void parse_args(int argc, char **argv)
     if (opt.restore) {
         if (opt.machine_opts)
             usage_error(
-                "--restore takes the machine from the snapshot: no --cpus, --ram, --cmdline, --initrd, --gpu or --its");
+                "--restore takes the machine from the snapshot: no --cpus, --ram, --cmdline, --initrd, --gpu, --its or "
+                "--vcpu-threads");
         if (optind < argc)
             usage_error("unexpected argument '%s' with --restore (no kernel: the snapshot has one)", argv[optind]);
         return;
@@ -507,6 +525,7 @@ int main(int argc, char **argv)
         cfg.log_fn = log_cb;
         cfg.log_level = opt.log_level;
         cfg.transport = opt.transport;
+        cfg.vcpu_threads = opt.vcpu_threads;
 
         err = vmm_create(&cfg, &vm, errbuf, sizeof errbuf);
         if (err < 0)

@@ -194,6 +194,42 @@ def test_gdb_session_on_vmmpy(guest, tmp_path, backend):
     check_clock(m.serial.text)
 
 
+# A write watchpoint on gdb_atomic, which gdb_atomics() sets to 1 by LDXR/STXR, 2 by CAS and 3 by LDADD (cpu
+# model max has LSE): each store stops in gdb_atomics, then the guest is released.
+ATOMICS_SESSION = """
+set pagination off
+set confirm off
+set remotetimeout 120
+target remote {addr}
+watch *(unsigned long *)&gdb_atomic
+continue
+continue
+continue
+delete
+set var *(int *)&gdb_status = 6
+set var *(int *)&gdb_release = 1
+continue
+"""
+
+
+@needs_gdb
+@pytest.mark.parametrize("vcpu_threads", ["per-vcpu", "one"])
+def test_gdb_watchpoint_on_atomics(guest, tmp_path, vcpu_threads):
+    """With a thread per vCPU, exclusives, CAS and LSE atomics take the engine's atomic path
+    (third_party/unicorn/parallel.patch), which must call the memory hooks a watchpoint uses; on one thread
+    they are plain accesses. Either way each of the three stores stops in gdb_atomics."""
+    elf = guest("gdb_target")
+    with vmmpy.Machine(elf, cpus=2, cpu_model="max", gdb=0, gdb_wait=True, timeout=120,
+                       vcpu_threads=vcpu_threads) as m:  # fmt: skip
+        m.start()
+        out = run_gdb(elf, ATOMICS_SESSION.format(addr=m.gdb_address), tmp_path)
+        res = m.wait(timeout=30)
+    stops = re.findall(r"Old value = (\d+)\s+New value = (\d+)\s+(?:0x[0-9a-f]+ in )?(\w+)", out)
+    assert stops == [("0", "1", "gdb_atomics"), ("1", "2", "gdb_atomics"), ("2", "3", "gdb_atomics")], out
+    assert res.reason == vmmpy.RunReason.POWEROFF and res.exit_status == 6, out
+    assert "gdb_target: 2 cpu(s) ready, atomic 3" in m.serial.text
+
+
 @needs_gdb
 @pytest.mark.skipif(not QEMU, reason="qemu-system-aarch64 is not installed")
 def test_gdb_session_on_qemu_reference(guest, tmp_path):

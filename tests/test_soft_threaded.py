@@ -81,3 +81,15 @@ def test_cpu_on_wakes_another_vcpu_thread(machine):
     table.assert_ok(run, m.serial.text)
     assert res.reason == RunReason.POWEROFF and res.exit_status == 0, res
     assert re.search(r"^sgi: 256 round trips", m.serial.text.replace("\r", ""), re.M)
+
+
+def test_lse_atomics_on_vcpu_threads(machine, guest):
+    """smp.elf on 4 vCPU threads with LSE (cpu model max): a lock taken with SWPA and SWP exchanges of
+    200 000 values per vCPU into one word stay exact only if SWP is a host atomic (Unicorn had made it a
+    load and a store, third_party/unicorn/parallel.patch). The window is a few host instructions, so the
+    old engine passed this too in the runs tried: it guards the path, it does not prove the race."""
+    m = machine(guest("smp"), cpus=4, cpu_model="max", backend=BACKEND)
+    res = m.run(timeout=60)
+    text = m.serial.text
+    assert res.reason == RunReason.POWEROFF and "PASS smp" in text, text
+    assert "smp: swp lock counter 8000, swp exchanges exact" in text, text

@@ -93,6 +93,44 @@ def test_gdb_server(vmmrun, tmp_path):
             proc.wait()
 
 
+def vcpu_threads_of(vmmrun: str, mode: str, env: dict | None = None) -> list[str]:
+    """The names of the threads of a 2-vCPU idle_notick run with --vcpu-threads mode, read from /proc once the
+    guest is ready (it then idles until the timeout)."""
+    proc = subprocess.Popen([vmmrun, "--cpus", "2", "--vcpu-threads", mode, "--timeout", "60", elf("idle_notick")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)  # fmt: skip
+    try:
+        assert proc.stdout and b"idle: ready" in proc.stdout.readline(), proc.stderr and proc.stderr.read()
+        task = f"/proc/{proc.pid}/task"
+        return sorted(open(os.path.join(task, t, "comm")).read().strip() for t in os.listdir(task))
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="thread names are read from /proc")
+def test_vcpu_threads_option(vmmrun):
+    """--vcpu-threads as the CLI and Python have it: one runs both vCPUs on the calling thread; per-vcpu gives
+    each its own (vmm-vcpu0/1) on the patched engine, and is one clear error on the wheel's, which cannot."""
+    from vmmpy import _unicorn
+
+    p = run(vmmrun, "--cpus", "2", "--vcpu-threads", "one", elf("smp"))
+    assert p.returncode == 0 and b"PASS smp" in p.stdout, p.stderr
+    assert not [t for t in vcpu_threads_of(vmmrun, "one") if t.startswith("vmm-vcpu")]
+    # build/vmmrun links the wheel's engine (RUNPATH): LD_LIBRARY_PATH picks the patched one first
+    lib = _unicorn.patched_lib()
+    p = run(vmmrun, "--cpus", "2", "--vcpu-threads", "per-vcpu", elf("smp"))
+    if "the patched Unicorn" in p.stderr.decode():  # the wheel's engine cannot
+        assert p.returncode == 2 and len(p.stderr.decode().strip().splitlines()) == 1, p.stderr
+    else:
+        assert p.returncode == 0 and b"PASS smp" in p.stdout, p.stderr
+    if not lib:
+        pytest.skip("the patched Unicorn is not built (make unicorn)")
+    env = {**os.environ, "LD_LIBRARY_PATH": os.path.dirname(lib)}
+    threads = vcpu_threads_of(vmmrun, "per-vcpu", env)
+    assert "vmm-vcpu0" in threads and "vmm-vcpu1" in threads, threads
+    assert [t for t in vcpu_threads_of(vmmrun, "auto", env) if t.startswith("vmm-vcpu")] == ["vmm-vcpu0", "vmm-vcpu1"]
+
+
 @pytest.mark.parametrize(
     "args, text",
     [
@@ -109,6 +147,8 @@ def test_gdb_server(vmmrun, tmp_path):
         (["--snapshot-at", "", "--snapshot-out", "S", "K"], "--snapshot-at wants a non-empty pattern"),
         (["--restore", "S", "K"], "unexpected argument"),
         (["--restore", "S", "--cpus", "2"], "--restore takes the machine from the snapshot"),
+        (["--restore", "S", "--vcpu-threads", "one"], "--restore takes the machine from the snapshot"),
+        (["--vcpu-threads", "two", "K"], "--vcpu-threads wants auto, one or per-vcpu, not 'two'"),
         (["--restore", "/nonexistent.snap"], "/nonexistent.snap"),
         (["--restore", "K"], "not a vmmpy snapshot"),
         (["--snapshot-at", "never printed", "--snapshot-out", "S", "K"], "without printing 'never printed'"),

@@ -1,6 +1,7 @@
 /* psci.c - PSCI 1.1 and SMCCC 1.1 firmware calls (Arm DEN0022E, DEN0028). */
 #include <inttypes.h>
 
+#include "../core/run.h"
 #include "arm.h"
 
 /* function IDs; SMC32 ids are used with w0, SMC64 ones with x0 */
@@ -89,7 +90,7 @@ static uint64_t cpu_on(struct vmm_vcpu *caller, uint64_t mpidr, uint64_t entry, 
     target->idle = false;
     target->quantum_start = target->insns; /* deterministic mode: joins the current quantum now */
     atomic_fetch_add(&vm->wake_seq, 1);
-    pthread_cond_broadcast(&vm->cond);
+    vmm__vm_broadcast(vm);
     pthread_mutex_unlock(&vm->lock);
     vmm__log(vm, VMM_LOG_DEBUG, "psci", "vCPU %u: CPU_ON vCPU %u at 0x%" PRIx64, caller->id, target->id, entry);
     return PSCI_RET_SUCCESS;

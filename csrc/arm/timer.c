@@ -4,6 +4,7 @@
 #include "../core/gdb_reverse.h"
 #include "../core/irq.h"
 #include "../core/layout.h"
+#include "../core/run.h"
 #include "arm.h"
 #include "pmu.h"
 
@@ -131,7 +132,7 @@ static void timer_changed(struct vmm_vcpu *vcpu)
             atomic_store(&vm->next_deadline_ns, d);
         if (!vm->deterministic) {
             pthread_mutex_lock(&vm->lock);
-            pthread_cond_broadcast(&vm->cond); /* the clock thread re-arms */
+            vmm__vm_broadcast(vm); /* the clock thread re-arms */
             pthread_mutex_unlock(&vm->lock);
         }
     }

@@ -649,6 +649,7 @@ static bool stopped_at_wfi(struct soft_vcpu *sv, uint64_t pc)
  * without a kick.
  */
 static __thread struct soft_vcpu *tls_executing, *tls_owner;
+static __thread int tls_parallel = -1; /* what this thread last told the engine (uc_vmmpy_parallel), -1: nothing */
 
 /*
  * The fast engine has no block hook, so nothing checks insn_limit during a run: while a PMU overflow
@@ -703,8 +704,10 @@ static int soft_vcpu_run(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
     tls_executing = sv;
     if (sv->threaded)
         tls_owner = sv;
-    if (vmm__soft_engine()->parallel)
-        vmm__soft_engine()->parallel(sv->parallel); /* per thread: this one may have run either kind */
+    if (vmm__soft_engine()->parallel && tls_parallel != (int)sv->parallel) {
+        vmm__soft_engine()->parallel(sv->parallel); /* per thread: once, unless it runs the other kind */
+        tls_parallel = sv->parallel;
+    }
     vmm__soft_bcast_enter(sv);
     e = uc_emu_start(sv->uc, sv->pc, UINT64_MAX & ~3ULL, 0, 0);
     tls_executing = NULL;

@@ -25,6 +25,7 @@
  * each other.
  */
 #include <inttypes.h>
+#include <string.h>
 
 #include "../arm/arm.h"
 #include "../core/layout.h"
@@ -109,6 +110,25 @@ uint32_t vmm__soft_on_sys(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg
     return 0; /* QEMU still performs it locally */
 }
 
+/* What others posted for one engine, taken under the broadcast lock and applied after it is dropped. */
+struct bc_work {
+    bool tb_flush, tlb_flush;
+    unsigned npages;
+    uint64_t pages[SOFT_IC_PAGES];
+};
+
+/* Take what others posted for this engine (under bc_lock with a thread per vCPU): it counts as taken. */
+static void take(struct soft_vcpu *sv, struct bc_work *w)
+{
+    w->tb_flush = sv->tb_flush;
+    w->tlb_flush = sv->tlb_flush;
+    w->npages = sv->tb_flush ? 0 : sv->nic_pages;
+    memcpy(w->pages, sv->ic_pages, w->npages * sizeof w->pages[0]);
+    sv->tb_flush = sv->tlb_flush = false;
+    sv->nic_pages = 0;
+    sv->bc_taken = sv->bc_posted;
+}
+
 /*
  * Drop the translations of the pages other vCPUs invalidated. Unicorn
  * removes translations by virtual address, translated in the engine's
@@ -116,7 +136,7 @@ uint32_t vmm__soft_on_sys(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg
  * around it) a virtual address is the physical one, so each page goes
  * exactly, whatever this vCPU maps or may access. Nothing runs meanwhile.
  */
-static void apply_ic_pages(struct soft_vcpu *sv)
+static void apply_ic_pages(struct soft_vcpu *sv, struct bc_work *w)
 {
     uint64_t sctlr = vmm__soft_cp_read(sv->uc, REG_SCTLR_EL1);
 
@@ -124,50 +144,54 @@ static void apply_ic_pages(struct soft_vcpu *sv)
         vmm__soft_cp_write(sv->uc, REG_SCTLR_EL1, sctlr & ~1ull);
         uc_ctl_flush_tlb(sv->uc);
     }
-    for (unsigned i = 0; i < sv->nic_pages; i++)
-        uc_ctl_remove_cache(sv->uc, sv->ic_pages[i], sv->ic_pages[i] + 0x1000);
-    sv->nic_pages = 0;
+    for (unsigned i = 0; i < w->npages; i++)
+        uc_ctl_remove_cache(sv->uc, w->pages[i], w->pages[i] + 0x1000);
     if (sctlr & 1) {
         vmm__soft_cp_write(sv->uc, REG_SCTLR_EL1, sctlr);
-        sv->tlb_flush = true;
+        w->tlb_flush = true;
     }
 }
 
-/* What others posted for this engine, applied on its own thread before it executes. */
-static void apply(struct soft_vcpu *sv)
+/*
+ * Apply taken work on the engine's own thread, before it executes. With a thread per vCPU this runs after
+ * bc_lock is dropped: the work already counts as taken and the vCPU as inside its engine, which is exact
+ * because this thread executes no guest code until it is done (a whole translation flush no longer holds
+ * up the other vCPUs' broadcasts).
+ */
+static void apply(struct soft_vcpu *sv, struct bc_work *w)
 {
-    if (sv->tb_flush) {
-        sv->tb_flush = false;
-        sv->nic_pages = 0;
+    if (w->tb_flush)
         uc_ctl_flush_tb(sv->uc);
-    } else if (sv->nic_pages) {
-        apply_ic_pages(sv);
-    }
-    if (sv->tlb_flush) {
-        sv->tlb_flush = false;
+    else if (w->npages)
+        apply_ic_pages(sv, w);
+    if (w->tlb_flush)
         uc_ctl_flush_tlb(sv->uc);
-    }
-    sv->bc_taken = sv->bc_posted;
 }
 
 /* All vCPUs on one thread: at the start of each run (nothing else runs meanwhile). */
 void vmm__soft_bcast_apply(struct soft_vcpu *sv)
 {
-    if (!sv->parallel)
-        apply(sv);
+    struct bc_work w;
+
+    if (sv->parallel)
+        return;
+    take(sv, &w);
+    apply(sv, &w);
 }
 
 /* A thread per vCPU, right before uc_emu_start: take what others posted, under the lock, and be inside. */
 void vmm__soft_bcast_enter(struct soft_vcpu *sv)
 {
     struct soft_vm *s = sv->svm;
+    struct bc_work w;
 
     if (!sv->parallel)
         return;
     pthread_mutex_lock(&s->bc_lock);
-    apply(sv);
+    take(sv, &w);
     sv->in_engine = true;
     pthread_mutex_unlock(&s->bc_lock);
+    apply(sv, &w);
 }
 
 static bool others_done(const struct soft_vcpu *sv)

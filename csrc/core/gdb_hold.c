@@ -38,7 +38,7 @@ void vmm__gdb_request_hold(struct vmm_gdb *g, int sig)
     g->halt_sig = sig;
     atomic_store(&g->vm->dbg_halt, true);
     atomic_fetch_add(&g->vm->wake_seq, 1);
-    pthread_cond_broadcast(&g->vm->cond);
+    vmm__vm_broadcast(g->vm);
     kick_all(g->vm);
 }
 
@@ -129,7 +129,7 @@ void vmm__gdb_go(struct vmm_gdb *g)
         for (unsigned i = 0; i < vm->ncpus; i++)
             g->parked += g->act[i] == GDB_ACT_STOP;
     atomic_store(&vm->dbg_halt, false);
-    pthread_cond_broadcast(&vm->cond);
+    vmm__vm_broadcast(vm);
 }
 
 /* A parked thread may leave: a resume released it (and its vCPU is not kept stopped), a stop or the timeout. */
@@ -166,7 +166,7 @@ void vmm__gdb_hold(struct vmm_vm *vm, struct vmm_vcpu *vcpu)
         g->held = true;
         g->stop_seq++;
         clock_stand(g);
-        pthread_cond_broadcast(&vm->cond);
+        vmm__vm_broadcast(vm);
         vmm__gdb_notify(g);
     }
     while (!released(g, vcpu, gen))
@@ -219,7 +219,7 @@ bool vmm__gdb_after_run(struct vmm_vcpu *vcpu, const struct vmm_exit *exit)
         atomic_store(&vm->dbg_halt, true);
         if (threaded(vm)) { /* all-stop: the other vCPU threads come out of the guest and park */
             atomic_fetch_add(&vm->wake_seq, 1);
-            pthread_cond_broadcast(&vm->cond);
+            vmm__vm_broadcast(vm);
             kick_all(vm);
         }
     }

@@ -69,7 +69,7 @@ static void access_end(struct vmm_gdb *g)
     pthread_mutex_lock(&vm->lock);
     if (g->busy) {
         g->busy = vm->dbg_busy = false;
-        pthread_cond_broadcast(&vm->cond);
+        vmm__vm_broadcast(vm);
     }
     pthread_mutex_unlock(&vm->lock);
 }
@@ -285,7 +285,7 @@ static void release(struct vmm_gdb *g)
     vmm__rev_attach(vm, false);
     if (stopped)
         vmm__gdb_go(g);
-    pthread_cond_broadcast(&vm->cond);
+    vmm__vm_broadcast(vm);
     pthread_mutex_unlock(&vm->lock);
     access_end(g);
 }
@@ -424,7 +424,7 @@ static bool report_stop(struct vmm_gdb *g)
     bool ok = send_packet(g, g->out, n);
     pthread_mutex_lock(&g->vm->lock);
     g->owes_stop = false;
-    pthread_cond_broadcast(&g->vm->cond); /* vmm__gdb_destroy waits for an exit to be reported */
+    vmm__vm_broadcast(g->vm); /* vmm__gdb_destroy waits for an exit to be reported */
     pthread_mutex_unlock(&g->vm->lock);
     return ok;
 }

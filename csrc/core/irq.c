@@ -44,9 +44,13 @@ void vmm__irq_line_changed(struct vmm_vm *vm, unsigned cpu, bool level)
     atomic_store(&vcpu->irq, level);
     if (vm->ops && vm->ops->irq_notify)
         vm->ops->irq_notify(vcpu);
-    /* nobody sleeps for a line its own vCPU thread raised (an SGI to self, a timer update) */
-    if (level && !vmm__on_run_thread(vm) && !vmm__on_vcpu_thread(vcpu))
-        vmm__wake_run_loop(vm);
+    /*
+     * Nobody sleeps for a line its own vCPU thread raised (an SGI to self, a timer update), nor for one raised
+     * for a vCPU whose thread is awake (running, or polling in WFI): it reads the line before it sleeps
+     * (seq_cst on both sides, run.c's vcpu_wait), and the kick above ends a run in progress.
+     */
+    if (level && !vmm__on_run_thread(vm) && !vmm__on_vcpu_thread(vcpu) && !atomic_load(&vcpu->awake))
+        vmm__wake_vcpu(vcpu);
 }
 
 static int check_test_access(struct vmm_vm *vm, unsigned cpu)

@@ -46,7 +46,7 @@ static void end_run(struct run_ctx *rc, int reason, int status)
         rc->done = true;
     }
     if (rc->threaded) {
-        pthread_cond_broadcast(&vm->cond);
+        vmm__vm_broadcast(vm);
         pthread_mutex_unlock(&vm->lock);
         kick_all(vm);
     }
@@ -165,7 +165,7 @@ static void *clock_main(void *arg)
             continue;
         atomic_store(&vm->timed_out, 1);
         kick_all(vm);
-        pthread_cond_broadcast(&vm->cond);
+        vmm__vm_broadcast(vm);
         break;
     }
     pthread_mutex_unlock(&vm->lock);
@@ -397,31 +397,96 @@ static bool thread_runnable(struct run_ctx *rc, struct vmm_vcpu *vcpu)
 }
 
 /*
+ * Halt polling (thread per vCPU): a vCPU entering WFI first polls for its line for up to halt_poll_ns, so
+ * that an IPI from a vCPU on another thread costs neither the sender's futex wake-up nor the target's trip
+ * through the host scheduler (bench/irq_latency.py's ipi_wfi: 48 us a round trip with both asleep, 13 us
+ * for QEMU TCG). The window adapts as KVM's does (Documentation/virt/kvm/halt-polling.rst): it starts at
+ * HALT_POLL_START_NS when a sleep ended within HALT_POLL_MAX_NS, doubles while wake-ups come later than it
+ * and still within the maximum, and falls to 0 after a sleep longer than the maximum. An idle guest's
+ * periodic tick (ms away) therefore sleeps without polling: idle stays ~0 % of a core (bench/idle.py).
+ */
+#define HALT_POLL_START_NS 10000ULL
+#define HALT_POLL_MAX_NS 200000ULL
+
+/* Anything that ends a vCPU's wait, read without vm->lock (the locked loop decides). */
+static bool wait_over(struct run_ctx *rc, struct vmm_vcpu *vcpu, uint64_t seq, uint64_t deadline, uint64_t now)
+{
+    struct vmm_vm *vm = rc->vm;
+    return atomic_load(&vcpu->irq) || now >= deadline || atomic_load(&vm->wake_seq) != seq || rc->done ||
+           interrupted(vm) || atomic_load(&vm->dbg_halt);
+}
+
+/* Poll for up to the vCPU's window (but not past its own deadline); true if something ended the wait. */
+static bool halt_poll(struct run_ctx *rc, struct vmm_vcpu *vcpu, uint64_t start, uint64_t deadline)
+{
+    struct vmm_vm *vm = rc->vm;
+    uint64_t seq = atomic_load(&vm->wake_seq);
+    uint64_t end = start + vcpu->halt_poll_ns;
+    uint64_t now = start;
+
+    while (now < end) {
+        if (wait_over(rc, vcpu, seq, deadline, now))
+            return true;
+        vmm__host_cpu_relax();
+        now = vmm__clock_ns(vm, NULL);
+    }
+    return false;
+}
+
+/* After a wait of `waited` ns (KVM's rule, shrinking to 0). */
+static void halt_poll_adapt(struct vmm_vcpu *vcpu, uint64_t waited)
+{
+    if (waited > HALT_POLL_MAX_NS)
+        vcpu->halt_poll_ns = 0;
+    else if (waited > vcpu->halt_poll_ns)
+        vcpu->halt_poll_ns = vcpu->halt_poll_ns ? vcpu->halt_poll_ns * 2 : HALT_POLL_START_NS;
+    if (vcpu->halt_poll_ns > HALT_POLL_MAX_NS)
+        vcpu->halt_poll_ns = HALT_POLL_MAX_NS;
+}
+
+/*
  * Sleep until the vCPU may run, its own timer deadline passes or the run ends. A deadline less than
  * HALT_POLL_NS away is polled for, as the one-thread loop does (a futex wake-up on a loaded host comes
- * tens of µs late).
+ * tens of µs late). A vCPU in WFI polls first (halt_poll). While it sleeps its `awake` is false, so a line
+ * raised for it wakes vm->cond (irq.c); it is cleared under vm->lock before the locked loop reads the line.
  */
 static void vcpu_wait(struct run_ctx *rc, struct vmm_vcpu *vcpu)
 {
     struct vmm_vm *vm = rc->vm;
+    bool polls = vcpu->on && vcpu->idle; /* in WFI (the threaded loop is real time) */
+    uint64_t start = polls ? vmm__clock_ns(vm, NULL) : 0;
 
+    if (polls && vcpu->halt_poll_ns &&
+        halt_poll(rc, vcpu, start, rc->own_timers ? atomic_load(&vcpu->deadline_ns) : UINT64_MAX)) {
+        halt_poll_adapt(vcpu, vmm__clock_ns(vm, NULL) - start);
+        return;
+    }
     pthread_mutex_lock(&vm->lock);
+    atomic_store(&vcpu->awake, false);
+    vcpu->waiting = true;
     while (!rc->done && !interrupted(vm) && !thread_runnable(rc, vcpu) && !atomic_load(&vm->dbg_halt)) {
         uint64_t d = rc->own_timers && vcpu->on ? atomic_load(&vcpu->deadline_ns) : UINT64_MAX;
         if (d == UINT64_MAX) {
-            pthread_cond_wait(&vm->cond, &vm->lock);
+            pthread_cond_wait(&vcpu->wake, &vm->lock);
         } else if (d <= vmm__clock_ns(vm, NULL) + HALT_POLL_NS) {
             uint64_t seq = atomic_load(&vm->wake_seq);
+            vcpu->waiting = false;
+            atomic_store(&vcpu->awake, true);
             pthread_mutex_unlock(&vm->lock);
             poll_until(vm, d, seq);
-            return;
+            goto out;
         } else {
             struct timespec dl = ns_to_abs(vm->clock_base_ns, d);
-            if (vmm__host_cond_timedwait(&vm->cond, &vm->lock, &dl) == ETIMEDOUT)
+            if (vmm__host_cond_timedwait(&vcpu->wake, &vm->lock, &dl) == ETIMEDOUT)
                 break;
         }
     }
+    vcpu->waiting = false;
+    atomic_store(&vcpu->awake, true);
     pthread_mutex_unlock(&vm->lock);
+out:
+    if (polls)
+        halt_poll_adapt(vcpu, vmm__clock_ns(vm, NULL) - start);
 }
 
 /* The vCPU this thread runs (threaded loop), for vmm__on_vcpu_thread. */
@@ -445,6 +510,7 @@ static void *vcpu_thread_main(void *arg)
     snprintf(name, sizeof name, "vmm-vcpu%u", t->vcpu->id);
     vmm__host_thread_name(name);
     t->vcpu->insn_limit = UINT64_MAX;
+    atomic_store(&t->vcpu->awake, true);
     if (t->rc->own_timers)
         vmm__timers_update_vcpu(t->vcpu);
     while (!check_end(t->rc)) {
@@ -457,6 +523,7 @@ static void *vcpu_thread_main(void *arg)
         if (t->rc->own_timers)
             vmm__timers_update_vcpu(t->vcpu);
     }
+    atomic_store(&t->vcpu->awake, false); /* the line's wake-up is the loop's again */
     if (t->rc->vm->ops->vcpu_leave)
         t->rc->vm->ops->vcpu_leave(t->vcpu);
     return NULL;
@@ -505,7 +572,7 @@ static void park_point(struct vmm_vm *vm)
     if (p->target && n >= p->target) {
         p->target = 0;
         p->parked = true;
-        pthread_cond_broadcast(&vm->cond);
+        vmm__vm_broadcast(vm);
         while (p->parked && !interrupted(vm))
             pthread_cond_wait(&vm->cond, &vm->lock);
         p->parked = false;
@@ -561,7 +628,7 @@ void vmm__park_release(struct vmm_vm *vm)
 {
     pthread_mutex_lock(&vm->lock);
     vm->park.parked = false;
-    pthread_cond_broadcast(&vm->cond);
+    vmm__vm_broadcast(vm);
     pthread_mutex_unlock(&vm->lock);
 }
 
@@ -689,7 +756,7 @@ static void set_running(struct vmm_vm *vm, bool running)
 {
     pthread_mutex_lock(&vm->lock);
     vm->park.running = running;
-    pthread_cond_broadcast(&vm->cond); /* a vmm__park_wait() sees the end */
+    vmm__vm_broadcast(vm); /* a vmm__park_wait() sees the end */
     pthread_mutex_unlock(&vm->lock);
     vmm__board_set_running(vm, running);
 }
@@ -756,7 +823,7 @@ VMM_EXPORT int vmm_run(vmm_vm *vm, uint64_t timeout_ns, struct vmm_run_result *r
     if (have_wd) {
         pthread_mutex_lock(&vm->lock);
         wd.finished = true;
-        pthread_cond_broadcast(&vm->cond);
+        vmm__vm_broadcast(vm);
         pthread_mutex_unlock(&vm->lock);
         pthread_join(wd.thread, NULL);
     }
@@ -796,16 +863,41 @@ VMM_EXPORT int vmm_request_stop(vmm_vm *vm)
     pthread_mutex_lock(&vm->lock);
     atomic_store(&vm->stop_requested, 1);
     kick_all(vm);
-    pthread_cond_broadcast(&vm->cond);
+    vmm__vm_broadcast(vm);
     pthread_mutex_unlock(&vm->lock);
     return 0;
+}
+
+void vmm__vm_broadcast(struct vmm_vm *vm)
+{
+    pthread_cond_broadcast(&vm->cond);
+    for (unsigned i = 0; i < vm->ncpus; i++)
+        pthread_cond_broadcast(&vm->vcpus[i].wake); /* no waiter: no system call */
+}
+
+/*
+ * A line rose for this vCPU (irq.c, from another thread). A vCPU thread asleep in vcpu_wait is woken alone;
+ * anything else (the one-thread loop) as vmm__wake_run_loop does. `waiting` is read under vm->lock, which the
+ * sleeper holds from its last look at the line until its wait releases it.
+ */
+void vmm__wake_vcpu(struct vmm_vcpu *vcpu)
+{
+    struct vmm_vm *vm = vcpu->vm;
+
+    pthread_mutex_lock(&vm->lock);
+    atomic_fetch_add(&vm->wake_seq, 1);
+    if (vcpu->waiting)
+        pthread_cond_signal(&vcpu->wake);
+    else
+        vmm__vm_broadcast(vm);
+    pthread_mutex_unlock(&vm->lock);
 }
 
 void vmm__wake_run_loop(struct vmm_vm *vm)
 {
     pthread_mutex_lock(&vm->lock);
     atomic_fetch_add(&vm->wake_seq, 1);
-    pthread_cond_broadcast(&vm->cond);
+    vmm__vm_broadcast(vm);
     pthread_mutex_unlock(&vm->lock);
 }
 

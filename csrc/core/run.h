@@ -10,6 +10,10 @@ struct vmm_vcpu;
 
 /* Wake the run loop (and the clock thread) to look again: an idle loop may have work (takes vm->lock). */
 void vmm__wake_run_loop(struct vmm_vm *vm);
+/* pthread_cond_broadcast(&vm->cond), and each vCPU thread's own wait (vcpu->wake): with vm->lock held. */
+void vmm__vm_broadcast(struct vmm_vm *vm);
+/* A line rose for vcpu (irq.c): wake its thread alone if it sleeps in the threaded loop, else as above. */
+void vmm__wake_vcpu(struct vmm_vcpu *vcpu);
 
 /* Whether a vCPU other than this one could run now (not off, not waiting without an interrupt). */
 bool vmm__others_runnable(struct vmm_vcpu *vcpu);

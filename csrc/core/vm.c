@@ -170,6 +170,7 @@ VMM_EXPORT int vmm_create(const struct vmm_config *cfg, vmm_vm **out, char *errb
     for (unsigned i = 0; i < vm->ncpus; i++) {
         vm->vcpus[i] = (struct vmm_vcpu){ .vm = vm, .id = i, .mpidr = i, .insn_limit = UINT64_MAX };
         atomic_init(&vm->vcpus[i].deadline_ns, UINT64_MAX);
+        vmm__host_cond_init(&vm->vcpus[i].wake);
     }
 
     /* RAM is reserved lazily: untouched pages cost nothing */
@@ -233,6 +234,8 @@ VMM_EXPORT void vmm_destroy(vmm_vm *vm)
     pthread_mutex_destroy(&vm->lock);
     pthread_mutex_destroy(&vm->gerr_lock);
     pthread_cond_destroy(&vm->cond);
+    for (unsigned i = 0; i < vm->ncpus; i++)
+        pthread_cond_destroy(&vm->vcpus[i].wake);
     free(vm);
 }
 

@@ -52,6 +52,17 @@ struct vmm_vcpu {
     uint64_t insn_limit;
     uint64_t quantum_start;
     bool dbg_frozen; /* a debugger keeps this vCPU stopped while it steps another (gdbstub.c) */
+    /*
+     * Thread per vCPU (run.c, vcpu_wait): its thread is not committed to sleeping (it runs, or polls in WFI),
+     * so a line raised for it needs the backend's kick only, no wake-up of vm->cond. halt_poll_ns is how long
+     * its next WFI polls before it sleeps (adaptive; touched by its own thread only).
+     */
+    atomic_bool awake;
+    uint64_t halt_poll_ns;
+    /* Thread per vCPU: its thread sleeps on `wake` (under vm->lock, `waiting` set) instead of vm->cond, so that a
+       line raised for it wakes it alone (irq.c); vmm__vm_broadcast() wakes it with everyone else. */
+    bool waiting;
+    pthread_cond_t wake;
 };
 
 struct vmm_console;
