@@ -322,6 +322,31 @@ def test_gzip_decompression_buffer_is_freed(tmp_path):
     assert _vm_size() - before < 256 * MIB
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc/self/status")
+def test_gzip_decompression_buffer_is_freed_when_decompression_fails(tmp_path):
+    # each failure frees its buffer: RAM + 1 bytes (64 MiB here) for an output larger than RAM, the first 16 MiB
+    # for corrupt or truncated data. Six rounds that kept them would leave 6 * 96 MiB mapped
+    stream = gzip.compress(make_image(b"\0" * (80 * MIB)), 1)
+    corrupt = bytearray(gzip.compress(make_image(b"\1" * MIB), 1))
+    corrupt[len(corrupt) // 2] ^= 0xFF
+    cases = [
+        (write(tmp_path, "big.gz", stream), vmmpy.DoesNotFit, "decompressed kernel is larger than guest RAM"),
+        (write(tmp_path, "bad.gz", bytes(corrupt)), vmmpy.FormatError, "corrupt gzip data"),
+        (write(tmp_path, "cut.gz", stream[: len(stream) // 2]), vmmpy.FormatError, "truncated gzip data"),
+    ]
+
+    def round_():
+        for path, exc, text in cases:
+            with pytest.raises(exc, match=text):
+                vmmpy.Machine(path, ram="64M")
+
+    round_()
+    before = _vm_size()
+    for _ in range(6):
+        round_()
+    assert _vm_size() - before < 64 * MIB
+
+
 def test_bss_and_image_reserve_are_zeroed_over_old_contents(tmp_path):
     # what RAM held before the load (here written through the API) does not show through a segment's bss
     text = code(B_SELF)
@@ -481,3 +506,27 @@ def test_load_kernel_mem_checks_its_arguments():
         assert lib.vmm_load_kernel_mem(vm, ffi.NULL, 0, ffi.NULL, ffi.NULL) == lib.VMM_EFORMAT  # nothing: empty
         assert ffi.string(lib.vmm_last_error(vm)).decode() == "kernel: empty file"
         assert lib.vmm_set_cmdline(vm, b"console=ttyAMA0") == 0  # 0 on success, as every call
+
+
+def test_the_size_limit_is_guest_ram_unless_the_kernel_is_an_elf(tmp_path, guest):
+    # a kernel that only looks like an ELF in three of its four magic bytes is held to guest RAM (4 MiB)
+    size = 6 * MIB
+    for magic in (b"\x80ELF", b"\xffELF", b"\x7eELF", b"\x7fELG", b"\x7fDLF"):
+        k = write(tmp_path, "k", magic + bytes(size - 4))
+        with pytest.raises(vmmpy.DoesNotFit, match=rf"kernel \({size} bytes\) is larger than guest RAM \(4 MiB\)$"):
+            vmmpy.Machine(k, ram="4M")
+    # a file of exactly the size of RAM passes the check (a raw kernel then fills RAM, leaving no room for the
+    # device tree; an initrd does not fit beside a kernel: boot_info's layout reports both), one byte more does not
+    exact = write(tmp_path, "exact", code(B_SELF) + bytes(4 * MIB - 8) + b"LAST")
+    with vmmpy.Machine(exact, kernel_format="raw", ram="4M") as m:
+        assert m.read_memory(RAM_BASE + 4 * MIB - 4, 4) == b"LAST"
+        with pytest.raises(vmmpy.DoesNotFit, match="no room for the device tree above the kernel in 4 MiB"):
+            m.boot_info()
+    nofit = pytest.raises(vmmpy.DoesNotFit, match="do not fit")
+    with vmmpy.Machine(guest("hello"), initrd=exact, ram="4M") as m, nofit:
+        m.boot_info()
+    over = write(tmp_path, "over", bytes(4 * MIB + 1))
+    for kw in ({"kernel": over}, {"kernel": guest("hello"), "initrd": over}):
+        what = "initrd" if "initrd" in kw else "kernel"
+        with pytest.raises(vmmpy.DoesNotFit, match=rf"{what} \({4 * MIB + 1} bytes\) is larger than guest RAM"):
+            vmmpy.Machine(kw.pop("kernel"), ram="4M", **kw)
