@@ -866,3 +866,25 @@ def test_a_new_session_closes_every_fid(p9):
     p9.walk(0, 1, "hello.txt")
     p9.lopen(1)
     assert p9.read(1) == b"hello, 9p\n"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+def test_closing_the_machine_closes_every_descriptor_of_the_share(tree):
+    # the share's root, the fids a guest walked and the files it opened: none outlives the machine
+    share, _ = tree
+
+    def session(floor):
+        with vmmpy.Machine(share=[(share, "hostshare")]) as m:
+            c = P9(m)
+            c.version()
+            c.attach(0)
+            for fid, path in ((1, "hello.txt"), (2, "sub")):
+                c.walk(0, fid, path)
+                c.lopen(fid)
+            assert _open_fds() >= floor + 5  # the root, two fids and their two open files
+
+    session(_open_fds())
+    before = _open_fds()
+    for _ in range(3):
+        session(before)
+    assert _open_fds() == before
