@@ -298,6 +298,23 @@ def test_lopen_flags_reach_the_host_file(p9, tree):
         p9.clunk(fid)
 
 
+def test_lopen_truncates_only_when_asked_and_o_directory_needs_a_directory(p9, tree):
+    share, _ = tree
+    p9.walk(0, 1, "hello.txt")
+    p9.lopen(1, O_RDWR)  # no O_TRUNC: the contents stay
+    assert p9.read(1) == b"hello, 9p\n"
+    p9.clunk(1)
+    p9.walk(0, 1, "hello.txt")
+    p9.lopen(1, O_WRONLY | O_TRUNC)
+    p9.clunk(1)
+    assert (share / "hello.txt").read_bytes() == b""
+    p9.walk(0, 1, "hello.txt")  # O_DIRECTORY (0200000) on a file: the host's open refuses it
+    assert p9.err(TLOPEN, struct.pack("<II", 1, O_RDONLY | 0o200000)) == errno.ENOTDIR
+    p9.walk(0, 2, "sub")
+    p9.lopen(2, O_RDONLY | 0o200000)
+    assert {".", "..", "inner.txt"} <= set(p9.listdir(2))
+
+
 FD0_SCRIPT = r"""
 import os, sys
 sys.path.insert(0, sys.argv[1])
