@@ -127,6 +127,12 @@ def test_gzip_image(tmp_path):
 def test_image_errors(tmp_path):
     with pytest.raises(vmmpy.DoesNotFit, match="needs 64 MiB at offset 0x0 but guest RAM is 32 MiB"):
         vmmpy.Machine(write(tmp_path, "big", make_image(b"", image_size=64 * MIB)), ram="32M")
+    # the size is rounded up to whole MiB: 32 MiB and a byte needs 33
+    with pytest.raises(vmmpy.DoesNotFit, match=r"big: kernel needs 33 MiB at offset 0x0 but guest RAM is 32 MiB$"):
+        vmmpy.Machine(write(tmp_path, "big", make_image(b"", image_size=32 * MIB + 1)), ram="32M")
+    cut = gzip.compress(make_image(bytes(range(256)) * 4096), 1)
+    with pytest.raises(vmmpy.FormatError, match="truncated gzip data"):  # a buffer of all RAM from the start
+        vmmpy.Machine(write(tmp_path, "cut16.gz", cut[: len(cut) // 2]), ram="16M")
     with pytest.raises(vmmpy.ArchError, match="big-endian"):
         vmmpy.Machine(write(tmp_path, "be", make_image(b"", flags=1)))
     with pytest.raises(vmmpy.FormatError, match="smaller than the file"):
@@ -530,3 +536,30 @@ def test_the_size_limit_is_guest_ram_unless_the_kernel_is_an_elf(tmp_path, guest
         what = "initrd" if "initrd" in kw else "kernel"
         with pytest.raises(vmmpy.DoesNotFit, match=rf"{what} \({4 * MIB + 1} bytes\) is larger than guest RAM"):
             vmmpy.Machine(kw.pop("kernel"), ram="4M", **kw)
+
+
+def test_elf_entry_at_a_segments_end_is_in_the_next_one(tmp_path):
+    import struct
+
+    # virtual 0x1000-0x2000 -> RAM_BASE, virtual 0x2000-0x3000 -> RAM_BASE + 0x10000: the entry 0x2000 is one
+    # past the end of the first segment, the start of the second
+    text = code(B_SELF)
+    elf = bytearray(make_elf([(RAM_BASE, text, 0x1000), (RAM_BASE + 0x10000, text, 0x1000)], 0x2000))
+    struct.pack_into("<Q", elf, 64 + 16, 0x1000)
+    struct.pack_into("<Q", elf, 64 + 56 + 16, 0x2000)
+    with vmmpy.Machine(write(tmp_path, "k.elf", bytes(elf))) as m:
+        assert m.boot_info().entry == RAM_BASE + 0x10000
+
+
+def test_elf_extent_spans_segments_in_any_order(tmp_path):
+    # the highest segment first: the kernel's extent is still its lowest start to its highest end
+    text = code(B_SELF)
+    elf = make_elf([(RAM_BASE + 0x8000, text, 0x3000), (RAM_BASE + 0x1000, text, 0x100)], RAM_BASE + 0x1000)
+    with vmmpy.Machine(write(tmp_path, "k.elf", elf)) as m:
+        bi = m.boot_info()
+        assert (bi.kernel_start, bi.kernel_end) == (RAM_BASE + 0x1000, RAM_BASE + 0xB000)
+
+
+def test_a_file_of_just_the_elf_magic_is_a_truncated_elf(tmp_path):
+    with pytest.raises(vmmpy.FormatError, match=r"k: truncated ELF header \(4 bytes\)$"):
+        vmmpy.Machine(write(tmp_path, "k", b"\x7fELF"))
