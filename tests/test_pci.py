@@ -96,6 +96,7 @@ def test_absent_functions_and_buses_read_all_ones(machine):
     m = machine(transport="pci", rng=True)
     assert cfg_read(m, 5, 0) == 0xFFFFFFFF
     assert cfg_read(m, 5, 0, 2) == 0xFFFF and cfg_read(m, 5, 0, 1) == 0xFF
+    assert cfg_read(m, 2, 0) == 0xFFFFFFFF  # the slot just past the last function (the bridge and the rng)
     assert m.mmio_read(cfg_addr(1, 0, bus=1)) == 0xFFFFFFFF  # bus 1: nothing behind
     for fn in range(1, 8):  # functions 1-7 of slot 1 (each of the 3 function bits decodes)
         assert m.mmio_read(cfg_addr(1, 0) + (fn << 12)) == 0xFFFFFFFF, fn
@@ -296,18 +297,19 @@ def test_pci_cfg_capability_reaches_the_bar_through_config_space(rng, caplog):
     cfg_write(m, 1, at + 16, 1, 1)  # ACKNOWLEDGE
     assert dev.status() == 1
     window(0x4000 + 8, 4)  # MSI-X table entry 0, Message Data
-    cfg_write(m, 1, at + 16, 0x5A5A)
-    assert m.mmio_read(dev.msix_table() + 8) == 0x5A5A
+    cfg_write(m, 1, at + 16, 0x3CA5_5A5A)  # all four bytes of pci_cfg_data
+    assert m.mmio_read(dev.msix_table() + 8) == 0x3CA5_5A5A
     cfg_write(m, 1, COMMAND, 0, 2)  # it works with memory decoding off too: it is a config access
-    assert cfg_read(m, 1, at + 16) == 0x5A5A
+    assert cfg_read(m, 1, at + 16) == 0x3CA5_5A5A
     errors = guest_errors(m)
     window(0x12, 3)  # length must be 1, 2 or 4
     cfg_read(m, 1, at + 16)
     assert "PCI config window: bar 0 offset 0x12 length 3" in caplog.text
     window(0x13, 2)  # and the offset aligned to it
     cfg_read(m, 1, at + 16)
-    window(0x8000, 4)  # inside the BAR
+    window(0x1_8000, 4)  # inside the BAR
     cfg_write(m, 1, at + 16, 1)
+    assert "PCI config window: bar 0 offset 0x18000 length 4" in caplog.text
     cfg_write(m, 1, at + 4, 1, 1)  # cap.bar is the driver's to write: BAR 1, which this function lacks
     assert cfg_read(m, 1, at + 4, 1) == 1
     window(NUM_QUEUES, 2)
@@ -547,6 +549,10 @@ def test_msix_accesses_past_the_table_and_into_the_pba_are_refused(rng):
         m.mmio_write(dev.msix_pba() + off, 0xFFFF_FFFF)
     assert m.mmio_read(dev.msix_pba(), 8) == 0 and guest_errors(m) == errors + 4
     assert [m.mmio_read(dev.msix_table() + 4 * w) for w in range(4 * dev.msix_size)] == table
+    dev.msix_entry(0, 0xFFFF_FFFC, 0xFFFF_FFFF, masked=True)
+    for at in (dev.msix_table(), dev.msix_table() + 2, dev.msix_pba()):  # WORD and BYTE accesses: refused, 0
+        assert m.mmio_read(at, 2) == 0 and m.mmio_read(at, 1) == 0
+    assert guest_errors(m) == errors + 10
 
 
 def _msix_snapshot(machine, guest, tmp_path, vec: int, data: int):
@@ -649,6 +655,29 @@ def test_msix_no_vector_sends_nothing(msix):
     assert_sent(m, 0)
 
 
+def test_msix_config_vector_carries_config_changes_only(msix):
+    """With MSI-X on, a queue interrupt goes to its vector (here none), a configuration change (NEEDS_RESET) to
+    the config vector, and an ISR read (the device lowering its state) sends nothing; INTx stays idle
+    throughout, the Status register's Interrupt Status bit included."""
+    m, dev, q = msix
+    dev.common_write(MSIX_CONFIG, 0, 2)
+    dev.common_write(Q_SELECT, 0, 2)
+    dev.common_write(Q_MSIX, NO_VECTOR, 2)
+    dev.msix_mask(0, False)
+    entropy(dev, q)
+    assert q.get_used() and not dev.msix_pending(0)
+    assert not cfg_read(m, 1, STATUS, 2) & STATUS_INTX and not m.irq_line(0)
+    assert dev.isr() == 1  # the queue bit, read and cleared: nothing to send
+    assert_sent(m, 0)
+    buf = q.buf(16)
+    q.write_desc(0, buf, 16, flags=1 | 2, next=0)  # NEXT | WRITE, chained to itself: a loop
+    q.publish(0)
+    q.notify()
+    assert dev.status() & 64  # NEEDS_RESET
+    assert_sent(m, 1)  # the configuration change, on the config vector
+    assert not cfg_read(m, 1, STATUS, 2) & STATUS_INTX and not m.irq_line(0)
+
+
 def test_msix_message_to_an_unmapped_event_is_dropped(msix):
     """An EventID the ITS has no mapping for is dropped there (IHI0069 §5.3: no LPI), not raised."""
     m, dev, q = msix
@@ -686,11 +715,12 @@ def test_snapshot_with_another_msix_vector_count_is_refused(machine, guest, tmp_
     dev, good, off, plen, at = _msix_snapshot(machine, guest, tmp_path, 0, 0x7B7B)
     count = at - 4  # the vector count precedes the table
     assert struct.unpack_from("<I", good, count)[0] == dev.msix_size
-    data = bytearray(good)
-    struct.pack_into("<I", data, count, dev.msix_size + 1)
-    with_section_crc(data, off, plen)
-    (tmp_path / "bad.snap").write_bytes(data)
-    with pytest.raises(
-        vmmpy.errors.VmmError, match=f"{dev.msix_size + 1} MSI-X vectors saved, this function has {dev.msix_size}"
-    ):
-        vmmpy.Machine.restore(tmp_path / "bad.snap").close()
+    for saved in (dev.msix_size + 1, dev.msix_size - 1):  # more or fewer
+        data = bytearray(good)
+        struct.pack_into("<I", data, count, saved)
+        with_section_crc(data, off, plen)
+        (tmp_path / "bad.snap").write_bytes(data)
+        with pytest.raises(
+            vmmpy.errors.VmmError, match=f"{saved} MSI-X vectors saved, this function has {dev.msix_size}"
+        ):
+            vmmpy.Machine.restore(tmp_path / "bad.snap").close()
