@@ -353,6 +353,18 @@ def test_gzip_decompression_buffer_is_freed_when_decompression_fails(tmp_path):
     assert _vm_size() - before < 64 * MIB
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc/self/status")
+def test_a_replaced_command_line_is_freed(guest):
+    # 20000 command lines of 4000 bytes, each replacing the last: one is kept, not 80 MB of them
+    with vmmpy.Machine(guest("hello")) as m:
+        m.set_cmdline("y" * 4000)
+        before = _vm_size()
+        for i in range(20000):
+            m.set_cmdline(f"{i:05}" + "x" * 3995)
+        assert _vm_size() - before < 16 * MIB
+        assert b"19999" + b"x" * 3995 + b"\0" in m.dtb()
+
+
 def test_bss_and_image_reserve_are_zeroed_over_old_contents(tmp_path):
     # what RAM held before the load (here written through the API) does not show through a segment's bss
     text = code(B_SELF)

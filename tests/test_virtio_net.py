@@ -202,6 +202,21 @@ def test_checksum_offload_folds_every_carry(pair):
     assert udp[6:8] == b"\xff\xfe"  # 0x1ffff -> 0x10000 -> 0x0001, complemented (one fold alone: 0xffff)
 
 
+def test_checksum_offload_at_an_offset_past_255(pair):
+    """csum_start and csum_offset are 16-bit fields: a checksum 0x12c bytes into the summed range lands there,
+    and the range's ones' complement sum (the field included) then comes to 0xffff."""
+    a, b, _ = pair
+    payload = bytearray((7 * i) & 0xFF for i in range(600))
+    payload[0x12C : 0x12C + 2] = b"\0\0"  # the field starts at 0 (no pseudo-header)
+    sent = frame(b.mac, a.mac, bytes(payload))
+    a.send(sent, hdr=struct.pack("<BBHHHHH", NEEDS_CSUM, 0, 0, 0, 14, 0x12C, 0))
+    b.post([1024])
+    ((_, got),) = b.received()
+    at = 14 + 0x12C
+    assert len(got) == len(sent) and got[:at] == sent[:at] and got[at + 2 :] == sent[at + 2 :]
+    assert ones_sum(got[14:]) == 0xFFFF
+
+
 def test_checksum_offload_needs_negotiation():
     net = vmmpy.Network()
     with vmmpy.Machine(net=net) as ma, vmmpy.Machine(net=net) as mb:
@@ -239,6 +254,19 @@ def test_a_station_that_moves_is_followed_to_its_new_port():
         assert (mb.net_stats().rx_queued, mc.net_stats().rx_queued) == (3, 2)
         c.post([256] * 2)
         assert [d for _, d in c.received()][-1] == frame(moving, a.mac, b"follow it")
+
+
+def test_a_station_that_moves_is_followed_wherever_it_is_in_the_table():
+    """As above with the station's address learned second: the move updates that entry, whatever its place."""
+    moving = bytes.fromhex("020100aabb02")
+    net = vmmpy.Network()
+    with vmmpy.Machine(net=net) as ma, vmmpy.Machine(net=net) as mb, vmmpy.Machine(net=net) as mc:
+        a, b, c = Nic(ma), Nic(mb), Nic(mc)
+        a.send(frame(BCAST, a.mac, b"a first"))
+        b.send(frame(BCAST, moving, b"here at b"))
+        c.send(frame(BCAST, moving, b"now at c"))
+        a.send(frame(moving, a.mac, b"follow it"))
+        assert (mb.net_stats().rx_queued, mc.net_stats().rx_queued) == (2, 3)
 
 
 def test_mergeable_rx_buffers_spread_a_frame(pair):
