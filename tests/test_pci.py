@@ -203,6 +203,29 @@ def test_snapshot_keeps_bars_vectors_and_msix_state(machine, guest, tmp_path):
         r.close()
 
 
+def test_snapshot_keeps_intx_asserted_and_the_isr_read_lowers_it(machine, guest, tmp_path):
+    """INTA# raised by a request and not yet acknowledged: the restored VM drives it as loaded, and reading
+    the ISR there lowers it."""
+    m = machine(guest("hello"), transport="pci", rng=True)
+    dev = VirtioPCI(m, 1)
+    dev.place_bars()
+    dev.enable_intx()
+    (q,) = dev.init(queues=1)
+    entropy(dev, q)
+    assert q.get_used() and m.irq_line(0)
+    m.dtb()
+    m.snapshot(tmp_path / "s.snap")
+    r = vmmpy.Machine.restore(tmp_path / "s.snap")
+    try:
+        d2 = VirtioPCI(r, 1)
+        d2.bar_addr = dict(dev.bar_addr)
+        assert r.irq_line(0) and cfg_read(r, 1, STATUS, 2) & STATUS_INTX
+        assert d2.isr() == 1
+        assert not r.irq_line(0) and not cfg_read(r, 1, STATUS, 2) & STATUS_INTX
+    finally:
+        r.close()
+
+
 # ---- BARs -------------------------------------------------------------------------------------
 
 
