@@ -108,6 +108,24 @@ def test_missing_kernel_and_directory(tmp_path):
         vmmpy.Machine(str(tmp_path))
 
 
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd")
+def test_a_refused_file_leaves_no_descriptor_open(tmp_path, guest):
+    import os
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    big = write(tmp_path, "big", bytes(5 * MIB))
+    with vmmpy.Machine(guest("hello"), ram="4M") as m:
+        before = len(os.listdir("/proc/self/fd"))
+        for path in (str(tmp_path), str(fifo), big):  # a directory, a FIFO, larger than RAM
+            for load in (m.load_kernel, m.load_initrd):
+                with pytest.raises(vmmpy.VmmError, match="not a regular file|larger than guest RAM"):
+                    load(path)
+        for _ in range(3):  # nor does one that loads
+            m.load_initrd(write(tmp_path, "initrd", b"INITRD"))
+        assert len(os.listdir("/proc/self/fd")) == before
+
+
 def test_image_with_mz_stub_is_placed_at_text_offset(tmp_path):
     img = make_image(code(B_SELF) * 16, text_offset=0x80000, image_size=0x200000)
     with vmmpy.Machine(write(tmp_path, "Image", img)) as m:

@@ -459,6 +459,26 @@ def test_switch_outlives_its_python_object():
         mb.close()
 
 
+def test_switch_outlives_the_machines_attached_to_it(tmp_path):
+    """The application's reference keeps the switch (its counts and its capture) when every port is gone:
+    machines attached later use the same one."""
+    path = tmp_path / "sw.pcap"
+    net = vmmpy.Network(capture=path)
+    sent = []
+    for text in (b"first pair", b"second pair"):
+        with vmmpy.Machine(net=net) as ma, vmmpy.Machine(net=net) as mb:
+            a, b = Nic(ma), Nic(mb)
+            sent.append(frame(b.mac, a.mac, text))
+            a.send(sent[-1])
+            b.post([128])
+            assert [d for _, d in b.received()] == [sent[-1]]
+        assert (net.forwarded, net.capture_dropped) == (len(sent), 0)
+    del net
+    data = path.read_bytes()
+    assert len(data) == 24 + sum(16 + len(f) for f in sent)
+    assert data[24 + 16 : 24 + 16 + len(sent[0])] == sent[0] and data.endswith(sent[1])
+
+
 def tcpdump_lines(path) -> list[str]:
     if not shutil.which("tcpdump"):
         pytest.skip("tcpdump is not installed (apt-get install tcpdump)")
