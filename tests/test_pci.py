@@ -261,6 +261,19 @@ def test_bar_decodes_only_with_memory_enable_and_moves_when_reprogrammed(rng):
     assert guest_errors(m) == errors + 1  # that read hit no BAR
 
 
+def test_capabilities_start_at_0x40_and_follow_each_other(machine):
+    """The capability list starts right after the type 0 header (0x40) and each capability follows the last,
+    4-aligned: common, notify (20 bytes), ISR, device (if the device has a config space), pci_cfg window
+    (20 bytes), MSI-X (12 bytes)."""
+    m = machine(transport="pci", rng=True, gpu=True)
+    assert cfg_read(m, 0, 0x34, 1) == 0 and not cfg_read(m, 0, STATUS, 2) & 0x10  # the bridge: no capabilities
+    assert cfg_read(m, 1, 0x34, 1) == 0x40  # gpu: a device config space
+    assert caps(m, 1) == [(0x40, CAP_VNDR), (0x50, CAP_VNDR), (0x64, CAP_VNDR), (0x74, CAP_VNDR),
+                          (0x84, CAP_VNDR), (0x98, CAP_MSIX)]  # fmt: skip
+    assert caps(m, 2) == [(0x40, CAP_VNDR), (0x50, CAP_VNDR), (0x64, CAP_VNDR), (0x74, CAP_VNDR),
+                          (0x88, CAP_MSIX)]  # fmt: skip
+
+
 def test_adjacent_bars_each_end_where_the_next_begins(machine):
     """A BAR covers [base, base + size): the first byte after it belongs to the next function's BAR."""
     m = machine(transport="pci", rng=True, gpu=True)
@@ -668,6 +681,18 @@ def test_msix_function_mask_holds_every_vector(msix):
     assert_sent(m, 1)
 
 
+def test_msix_unmasking_sends_only_what_is_pending(msix):
+    """Unmasking (a vector, or the whole function through Message Control) sends the vectors whose pending
+    bit is set, and nothing for one that has nothing pending."""
+    m, dev, q = msix
+    dev.msix_mask(0, False)
+    dev.msix_enable(True, mask_all=True)
+    dev.msix_enable(True, mask_all=False)
+    dev.msix_enable(True)
+    assert not dev.msix_pending(0)
+    assert_sent(m, 0)
+
+
 def test_msix_no_vector_sends_nothing(msix):
     m, dev, q = msix
     dev.common_write(Q_SELECT, 0, 2)
@@ -721,13 +746,16 @@ def test_snapshot_with_a_changed_read_only_config_byte_is_refused(machine, guest
     good = (tmp_path / "s.snap").read_bytes()
     ids = struct.pack("<HH", 0x1AF4, RNG)  # the rng's vendor and device IDs open its config space
     ((off, plen),) = [(o, n) for _, o, n in sections(good) if ids in good[o : o + n]]
-    at = good.index(ids, off) + 2
-    data = bytearray(good)
-    data[at] ^= 0x01  # the device ID's low byte: read-only
-    with_section_crc(data, off, plen)
-    (tmp_path / "bad.snap").write_bytes(data)
-    with pytest.raises(vmmpy.errors.VmmError, match="config byte 0x02 is 0x45, its read-only bits say 0x44"):
-        vmmpy.Machine.restore(tmp_path / "bad.snap").close()
+    at = good.index(ids, off)
+    # the device ID's low byte, the vendor ID's (the first byte of config space) and the last byte's
+    for byte, was in ((0x02, 0x44), (0x00, 0xF4), (0xFF, 0x00)):
+        data = bytearray(good)
+        data[at + byte] ^= 0x01
+        with_section_crc(data, off, plen)
+        (tmp_path / "bad.snap").write_bytes(data)
+        match = f"config byte {byte:#04x} is {was ^ 1:#04x}, its read-only bits say {was:#04x}"
+        with pytest.raises(vmmpy.errors.VmmError, match=match):
+            vmmpy.Machine.restore(tmp_path / "bad.snap").close()
     (tmp_path / "bad.snap").write_bytes(good)  # and the file as saved restores
     vmmpy.Machine.restore(tmp_path / "bad.snap").close()
 
