@@ -653,6 +653,8 @@ def test_device_config_reads_through_the_bar(machine):
     # virtio-gpu's configuration (§5.7.4): events_read, events_clear, num_scanouts, num_capsets
     assert m.mmio_read(dev.addr(DEVICE_CFG, 8)) == 1  # one scanout
     assert m.mmio_read(dev.addr(DEVICE_CFG, 0)) == 0 and guest_errors(m) == 0
+    m.mmio_write(dev.addr(DEVICE_CFG, 4), 1)  # events_clear, past the start of the device's window
+    assert guest_errors(m) == 0
 
 
 def test_msix_masked_vector_sets_its_pending_bit_and_unmasking_delivers(msix):

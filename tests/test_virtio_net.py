@@ -99,6 +99,8 @@ def test_user_nic_default_mac_and_configured_mac():
     with vmmpy.Machine(net=["user", "user"], mac=[None, "02:00:00:aa:bb:cc"]) as m:
         assert m.net_stats(0).mac == "52:54:00:12:34:56"
         assert m.net_stats(1).mac == "02:00:00:aa:bb:cc"
+    with vmmpy.Machine(net=["user", "user"]) as m:  # each default MAC is the base plus the NIC's index
+        assert [m.net_stats(i).mac for i in (0, 1)] == ["52:54:00:12:34:56", "52:54:00:12:34:57"]
     with pytest.raises(errors.InvalidArgument, match="^MAC 01:00:5e:00:00:01 is a multicast address$"):
         vmmpy.Machine(net="user", mac="01:00:5e:00:00:01")
     with pytest.raises(errors.InvalidArgument, match="six hex bytes"):
