@@ -525,6 +525,25 @@ def test_file_shorter_than_its_size_is_a_read_error():
         vmmpy.Machine(SYSFS_FILE)
 
 
+EIO_FILE = "/sys/devices/software/power/autosuspend_delay_ms"  # runtime PM without autosuspend: EIO
+
+
+def test_a_file_whose_read_fails_is_a_read_error(guest):
+    import errno
+    import os
+
+    try:
+        with open(EIO_FILE, "rb", buffering=0) as f:
+            f.read(64)
+        pytest.skip(f"{EIO_FILE} reads here")
+    except OSError as e:
+        if e.errno != errno.EIO:
+            pytest.skip(f"{EIO_FILE}: {e}")
+    assert os.stat(EIO_FILE).st_size > 0
+    with pytest.raises(vmmpy.VmmError, match=f"^{EIO_FILE}: reading initrd: Input/output error$"):
+        vmmpy.Machine(guest("hello"), initrd=EIO_FILE)
+
+
 def test_load_kernel_mem_checks_its_arguments():
     from vmmpy._ffi import ffi, lib
 
