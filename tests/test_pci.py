@@ -423,6 +423,12 @@ def test_queue_reset_writes_one_to_reset_and_the_range_past_common_config_is_ref
         assert dev.common_read(off, 2) == 0
         dev.common_write(off, 0xFFFF, 2)
     assert guest_errors(m) == errors + 9
+    for reg, addr in ((Q_DESC, q.desc), (Q_DRIVER, q.avail), (Q_DEVICE, q.used)):  # ready to go live again
+        dev.common_write(reg, addr, 8)
+    dev.common_write(Q_ENABLE, 0, 2)  # only 1 may be written (§4.1.4.3.2): refused, the queue stays off
+    assert dev.common_read(Q_ENABLE, 2) == 0 and guest_errors(m) == errors + 10
+    dev.common_write(Q_ENABLE, 1, 2)
+    assert dev.common_read(Q_ENABLE, 2) == 1 and guest_errors(m) == errors + 10
 
 
 def test_pci_cfg_window_writes_the_whole_field_it_selects(rng):

@@ -92,6 +92,7 @@ def test_features_config_and_default_macs(pair):
     # switch ports: 52:54:00:12:35:<port>, in plug order
     assert a.mac.hex(":") == "52:54:00:12:35:00" and b.mac.hex(":") == "52:54:00:12:35:01"
     assert a.dev.config_read(6, 2) == 1  # status: VIRTIO_NET_S_LINK_UP
+    assert a.dev.config_read(8, 2) == 1  # max_virtqueue_pairs: one pair (no VIRTIO_NET_F_MQ)
     assert a.m.net_stats().mac == "52:54:00:12:35:00"
 
 
