@@ -106,6 +106,12 @@ def test_missing_kernel_and_directory(tmp_path):
         vmmpy.Machine(str(tmp_path / "nope.elf"))
     with pytest.raises(vmmpy.VmmError, match="not a regular file"):
         vmmpy.Machine(str(tmp_path))
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(vmmpy.VmmError, match=r"file/k: cannot open kernel: Not a directory$") as e:
+        vmmpy.Machine(str(tmp_path / "file" / "k"))  # an error other than ENOENT: not KernelNotFound
+    assert not isinstance(e.value, vmmpy.KernelNotFound)
+    with pytest.raises(vmmpy.FormatError, match="not an ELF file"):  # a magic byte above ELF's
+        vmmpy.Machine(write(tmp_path, "k.elf", b"\x7fELG" + bytes(60)), kernel_format="elf")
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd")

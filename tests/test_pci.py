@@ -24,6 +24,7 @@ from .pci_driver import (
     CMD_MEM,
     COMMAND,
     COMMON,
+    CONFIG_GENERATION,
     DEVICE_CFG,
     ECAM,
     GF,
@@ -549,9 +550,12 @@ def test_msix_table_resets_masked_and_reads_back(rng):
     m, dev = rng
     for vec in range(dev.msix_size):
         assert m.mmio_read(dev.msix_table() + 16 * vec + 12) == 1  # masked after reset (§6.8.2.9)
-    dev.msix_entry(1, 0x1_2345_6780, 0xBEEF, masked=False)
+    for w in range(4 * dev.msix_size):  # address and data 0 after reset, control 1
+        assert m.mmio_read(dev.msix_table() + 4 * w) == (1 if w % 4 == 3 else 0), w
+    dev.msix_entry(1, 0x7_2345_6780, 0xBEEF, masked=False)
     at = dev.msix_table() + 16
-    assert m.mmio_read(at, 8) == 0x1_2345_6780
+    assert m.mmio_read(at, 8) == 0x7_2345_6780  # a QWORD read: the high word from the same entry
+    assert dev.common_read(CONFIG_GENERATION, 1) == 0  # nothing changed the device's configuration yet
     assert m.mmio_read(at + 8) == 0xBEEF and m.mmio_read(at + 12) == 0
     m.mmio_write(at + 12, 0xFFFFFFFF)
     assert m.mmio_read(at + 12) == 1  # reserved vector-control bits stay 0
@@ -782,4 +786,35 @@ def test_snapshot_with_another_msix_vector_count_is_refused(machine, guest, tmp_
         with pytest.raises(
             vmmpy.errors.VmmError, match=f"{saved} MSI-X vectors saved, this function has {dev.msix_size}"
         ):
+            vmmpy.Machine.restore(tmp_path / "bad.snap").close()
+
+
+def test_snapshot_with_a_pending_vector_nothing_masks_is_refused(machine, guest, tmp_path):
+    """A live function sends a pending vector as soon as nothing masks it: a snapshot holding one pending with
+    MSI-X on and neither the vector nor the function masked is refused; pending and masked loads."""
+    from .test_snapshot import sections
+    from .test_snapshot_devices import with_section_crc
+
+    m = machine(guest("hello"), transport="pci", rng=True)
+    dev = VirtioPCI(m, 1)
+    dev.place_bars()
+    dev.msix_enable(True)
+    dev.msix_entry(1, ITS_TRANSLATER, 0x6B6B, masked=True)
+    m.dtb()
+    m.snapshot(tmp_path / "s.snap")
+    good = (tmp_path / "s.snap").read_bytes()
+    entry = struct.pack("<IIII", ITS_TRANSLATER, 0, 0x6B6B, 1)
+    ((off, plen),) = [(o, n) for _, o, n in sections(good) if entry in good[o : o + n]]
+    ctrl = good.index(entry, off) + 12
+    pba = ctrl + 4 + 16 * (dev.msix_size - 2)  # the PBA's first word follows the table
+    for masked, refused in ((1, False), (0, True)):
+        data = bytearray(good)
+        struct.pack_into("<I", data, ctrl, masked)
+        struct.pack_into("<Q", data, pba, 1 << 1)
+        with_section_crc(data, off, plen)
+        (tmp_path / "bad.snap").write_bytes(data)
+        if not refused:
+            vmmpy.Machine.restore(tmp_path / "bad.snap").close()
+            continue
+        with pytest.raises(vmmpy.errors.VmmError, match="MSI-X vector 1 is pending with neither it nor the function"):
             vmmpy.Machine.restore(tmp_path / "bad.snap").close()
