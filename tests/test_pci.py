@@ -747,6 +747,16 @@ def test_msix_message_to_an_unmapped_event_is_dropped(msix):
     assert not m.irq_line(0) and lpis_taken(m) == []
 
 
+def test_msix_message_address_uses_both_words(msix):
+    """The doorbell is Message Upper Address << 32 | Message Address: with an upper word set, a low word that
+    alone would be the ITS's GITS_TRANSLATER names an address where nothing answers (no LPI)."""
+    m, dev, q = msix
+    dev.msix_entry(0, (0x20 << 32) | (ITS_TRANSLATER - 0x40), MSI_DATA, masked=False)
+    entropy(dev, q)
+    assert q.get_used() and not dev.msix_pending(0)
+    assert lpis_taken(m) == []
+
+
 def test_snapshot_with_a_changed_read_only_config_byte_is_refused(machine, guest, tmp_path):
     from .test_snapshot import sections
     from .test_snapshot_devices import with_section_crc

@@ -482,6 +482,22 @@ def test_switch_outlives_the_machines_attached_to_it(tmp_path):
     assert data[24 + 16 : 24 + 16 + len(sent[0])] == sent[0] and data.endswith(sent[1])
 
 
+def test_a_closed_machines_address_is_forgotten():
+    """A port that goes takes its learned addresses with it, wherever they are in the table: a frame to a
+    closed machine's MAC is flooded to the ports that remain."""
+    net = vmmpy.Network()
+    with vmmpy.Machine(net=net) as ma, vmmpy.Machine(net=net) as mc:
+        a = Nic(ma)
+        Nic(mc)  # c's driver up: it receives
+        a.send(frame(BCAST, a.mac, b"a first"))  # the table's first entry
+        with vmmpy.Machine(net=net) as mb:
+            b = Nic(mb)
+            b.send(frame(BCAST, b.mac, b"then b"))  # its second
+            gone = b.mac
+        a.send(frame(gone, a.mac, b"to the departed"))
+        assert mc.net_stats().rx_queued == 3  # a's and b's broadcasts, then the flooded frame
+
+
 def tcpdump_lines(path) -> list[str]:
     if not shutil.which("tcpdump"):
         pytest.skip("tcpdump is not installed (apt-get install tcpdump)")
