@@ -106,6 +106,30 @@ def test_missing_kernel_and_directory(tmp_path):
         vmmpy.Machine(str(tmp_path / "nope.elf"))
     with pytest.raises(vmmpy.VmmError, match="not a regular file"):
         vmmpy.Machine(str(tmp_path))
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(vmmpy.VmmError, match=r"file/k: cannot open kernel: Not a directory$") as e:
+        vmmpy.Machine(str(tmp_path / "file" / "k"))  # an error other than ENOENT: not KernelNotFound
+    assert not isinstance(e.value, vmmpy.KernelNotFound)
+    with pytest.raises(vmmpy.FormatError, match="not an ELF file"):  # a magic byte above ELF's
+        vmmpy.Machine(write(tmp_path, "k.elf", b"\x7fELG" + bytes(60)), kernel_format="elf")
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd")
+def test_a_refused_file_leaves_no_descriptor_open(tmp_path, guest):
+    import os
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    big = write(tmp_path, "big", bytes(5 * MIB))
+    with vmmpy.Machine(guest("hello"), ram="4M") as m:
+        before = len(os.listdir("/proc/self/fd"))
+        for path in (str(tmp_path), str(fifo), big):  # a directory, a FIFO, larger than RAM
+            for load in (m.load_kernel, m.load_initrd):
+                with pytest.raises(vmmpy.VmmError, match="not a regular file|larger than guest RAM"):
+                    load(path)
+        for _ in range(3):  # nor does one that loads
+            m.load_initrd(write(tmp_path, "initrd", b"INITRD"))
+        assert len(os.listdir("/proc/self/fd")) == before
 
 
 def test_image_with_mz_stub_is_placed_at_text_offset(tmp_path):
@@ -127,6 +151,12 @@ def test_gzip_image(tmp_path):
 def test_image_errors(tmp_path):
     with pytest.raises(vmmpy.DoesNotFit, match="needs 64 MiB at offset 0x0 but guest RAM is 32 MiB"):
         vmmpy.Machine(write(tmp_path, "big", make_image(b"", image_size=64 * MIB)), ram="32M")
+    # the size is rounded up to whole MiB: 32 MiB and a byte needs 33
+    with pytest.raises(vmmpy.DoesNotFit, match=r"big: kernel needs 33 MiB at offset 0x0 but guest RAM is 32 MiB$"):
+        vmmpy.Machine(write(tmp_path, "big", make_image(b"", image_size=32 * MIB + 1)), ram="32M")
+    cut = gzip.compress(make_image(bytes(range(256)) * 4096), 1)
+    with pytest.raises(vmmpy.FormatError, match="truncated gzip data"):  # a buffer of all RAM from the start
+        vmmpy.Machine(write(tmp_path, "cut16.gz", cut[: len(cut) // 2]), ram="16M")
     with pytest.raises(vmmpy.ArchError, match="big-endian"):
         vmmpy.Machine(write(tmp_path, "be", make_image(b"", flags=1)))
     with pytest.raises(vmmpy.FormatError, match="smaller than the file"):
@@ -322,6 +352,43 @@ def test_gzip_decompression_buffer_is_freed(tmp_path):
     assert _vm_size() - before < 256 * MIB
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc/self/status")
+def test_gzip_decompression_buffer_is_freed_when_decompression_fails(tmp_path):
+    # each failure frees its buffer: RAM + 1 bytes (64 MiB here) for an output larger than RAM, the first 16 MiB
+    # for corrupt or truncated data. Six rounds that kept them would leave 6 * 96 MiB mapped
+    stream = gzip.compress(make_image(b"\0" * (80 * MIB)), 1)
+    corrupt = bytearray(gzip.compress(make_image(b"\1" * MIB), 1))
+    corrupt[len(corrupt) // 2] ^= 0xFF
+    cases = [
+        (write(tmp_path, "big.gz", stream), vmmpy.DoesNotFit, "decompressed kernel is larger than guest RAM"),
+        (write(tmp_path, "bad.gz", bytes(corrupt)), vmmpy.FormatError, "corrupt gzip data"),
+        (write(tmp_path, "cut.gz", stream[: len(stream) // 2]), vmmpy.FormatError, "truncated gzip data"),
+    ]
+
+    def round_():
+        for path, exc, text in cases:
+            with pytest.raises(exc, match=text):
+                vmmpy.Machine(path, ram="64M")
+
+    round_()
+    before = _vm_size()
+    for _ in range(6):
+        round_()
+    assert _vm_size() - before < 64 * MIB
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc/self/status")
+def test_a_replaced_command_line_is_freed(guest):
+    # 20000 command lines of 4000 bytes, each replacing the last: one is kept, not 80 MB of them
+    with vmmpy.Machine(guest("hello")) as m:
+        m.set_cmdline("y" * 4000)
+        before = _vm_size()
+        for i in range(20000):
+            m.set_cmdline(f"{i:05}" + "x" * 3995)
+        assert _vm_size() - before < 16 * MIB
+        assert b"19999" + b"x" * 3995 + b"\0" in m.dtb()
+
+
 def test_bss_and_image_reserve_are_zeroed_over_old_contents(tmp_path):
     # what RAM held before the load (here written through the API) does not show through a segment's bss
     text = code(B_SELF)
@@ -464,6 +531,25 @@ def test_file_shorter_than_its_size_is_a_read_error():
         vmmpy.Machine(SYSFS_FILE)
 
 
+EIO_FILE = "/sys/devices/software/power/autosuspend_delay_ms"  # runtime PM without autosuspend: EIO
+
+
+def test_a_file_whose_read_fails_is_a_read_error(guest):
+    import errno
+    import os
+
+    try:
+        with open(EIO_FILE, "rb", buffering=0) as f:
+            f.read(64)
+        pytest.skip(f"{EIO_FILE} reads here")
+    except OSError as e:
+        if e.errno != errno.EIO:
+            pytest.skip(f"{EIO_FILE}: {e}")
+    assert os.stat(EIO_FILE).st_size > 0
+    with pytest.raises(vmmpy.VmmError, match=f"^{EIO_FILE}: reading initrd: Input/output error$"):
+        vmmpy.Machine(guest("hello"), initrd=EIO_FILE)
+
+
 def test_load_kernel_mem_checks_its_arguments():
     from vmmpy._ffi import ffi, lib
 
@@ -481,3 +567,54 @@ def test_load_kernel_mem_checks_its_arguments():
         assert lib.vmm_load_kernel_mem(vm, ffi.NULL, 0, ffi.NULL, ffi.NULL) == lib.VMM_EFORMAT  # nothing: empty
         assert ffi.string(lib.vmm_last_error(vm)).decode() == "kernel: empty file"
         assert lib.vmm_set_cmdline(vm, b"console=ttyAMA0") == 0  # 0 on success, as every call
+
+
+def test_the_size_limit_is_guest_ram_unless_the_kernel_is_an_elf(tmp_path, guest):
+    # a kernel that only looks like an ELF in three of its four magic bytes is held to guest RAM (4 MiB)
+    size = 6 * MIB
+    for magic in (b"\x80ELF", b"\xffELF", b"\x7eELF", b"\x7fELG", b"\x7fDLF"):
+        k = write(tmp_path, "k", magic + bytes(size - 4))
+        with pytest.raises(vmmpy.DoesNotFit, match=rf"kernel \({size} bytes\) is larger than guest RAM \(4 MiB\)$"):
+            vmmpy.Machine(k, ram="4M")
+    # a file of exactly the size of RAM passes the check (a raw kernel then fills RAM, leaving no room for the
+    # device tree; an initrd does not fit beside a kernel: boot_info's layout reports both), one byte more does not
+    exact = write(tmp_path, "exact", code(B_SELF) + bytes(4 * MIB - 8) + b"LAST")
+    with vmmpy.Machine(exact, kernel_format="raw", ram="4M") as m:
+        assert m.read_memory(RAM_BASE + 4 * MIB - 4, 4) == b"LAST"
+        with pytest.raises(vmmpy.DoesNotFit, match="no room for the device tree above the kernel in 4 MiB"):
+            m.boot_info()
+    nofit = pytest.raises(vmmpy.DoesNotFit, match="do not fit")
+    with vmmpy.Machine(guest("hello"), initrd=exact, ram="4M") as m, nofit:
+        m.boot_info()
+    over = write(tmp_path, "over", bytes(4 * MIB + 1))
+    for kw in ({"kernel": over}, {"kernel": guest("hello"), "initrd": over}):
+        what = "initrd" if "initrd" in kw else "kernel"
+        with pytest.raises(vmmpy.DoesNotFit, match=rf"{what} \({4 * MIB + 1} bytes\) is larger than guest RAM"):
+            vmmpy.Machine(kw.pop("kernel"), ram="4M", **kw)
+
+
+def test_elf_entry_at_a_segments_end_is_in_the_next_one(tmp_path):
+    import struct
+
+    # virtual 0x1000-0x2000 -> RAM_BASE, virtual 0x2000-0x3000 -> RAM_BASE + 0x10000: the entry 0x2000 is one
+    # past the end of the first segment, the start of the second
+    text = code(B_SELF)
+    elf = bytearray(make_elf([(RAM_BASE, text, 0x1000), (RAM_BASE + 0x10000, text, 0x1000)], 0x2000))
+    struct.pack_into("<Q", elf, 64 + 16, 0x1000)
+    struct.pack_into("<Q", elf, 64 + 56 + 16, 0x2000)
+    with vmmpy.Machine(write(tmp_path, "k.elf", bytes(elf))) as m:
+        assert m.boot_info().entry == RAM_BASE + 0x10000
+
+
+def test_elf_extent_spans_segments_in_any_order(tmp_path):
+    # the highest segment first: the kernel's extent is still its lowest start to its highest end
+    text = code(B_SELF)
+    elf = make_elf([(RAM_BASE + 0x8000, text, 0x3000), (RAM_BASE + 0x1000, text, 0x100)], RAM_BASE + 0x1000)
+    with vmmpy.Machine(write(tmp_path, "k.elf", elf)) as m:
+        bi = m.boot_info()
+        assert (bi.kernel_start, bi.kernel_end) == (RAM_BASE + 0x1000, RAM_BASE + 0xB000)
+
+
+def test_a_file_of_just_the_elf_magic_is_a_truncated_elf(tmp_path):
+    with pytest.raises(vmmpy.FormatError, match=r"k: truncated ELF header \(4 bytes\)$"):
+        vmmpy.Machine(write(tmp_path, "k", b"\x7fELF"))

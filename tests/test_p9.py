@@ -298,6 +298,23 @@ def test_lopen_flags_reach_the_host_file(p9, tree):
         p9.clunk(fid)
 
 
+def test_lopen_truncates_only_when_asked_and_o_directory_needs_a_directory(p9, tree):
+    share, _ = tree
+    p9.walk(0, 1, "hello.txt")
+    p9.lopen(1, O_RDWR)  # no O_TRUNC: the contents stay
+    assert p9.read(1) == b"hello, 9p\n"
+    p9.clunk(1)
+    p9.walk(0, 1, "hello.txt")
+    p9.lopen(1, O_WRONLY | O_TRUNC)
+    p9.clunk(1)
+    assert (share / "hello.txt").read_bytes() == b""
+    p9.walk(0, 1, "hello.txt")  # O_DIRECTORY (0200000) on a file: the host's open refuses it
+    assert p9.err(TLOPEN, struct.pack("<II", 1, O_RDONLY | 0o200000)) == errno.ENOTDIR
+    p9.walk(0, 2, "sub")
+    p9.lopen(2, O_RDONLY | 0o200000)
+    assert {".", "..", "inner.txt"} <= set(p9.listdir(2))
+
+
 FD0_SCRIPT = r"""
 import os, sys
 sys.path.insert(0, sys.argv[1])
@@ -866,3 +883,25 @@ def test_a_new_session_closes_every_fid(p9):
     p9.walk(0, 1, "hello.txt")
     p9.lopen(1)
     assert p9.read(1) == b"hello, 9p\n"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+def test_closing_the_machine_closes_every_descriptor_of_the_share(tree):
+    # the share's root, the fids a guest walked and the files it opened: none outlives the machine
+    share, _ = tree
+
+    def session(floor):
+        with vmmpy.Machine(share=[(share, "hostshare")]) as m:
+            c = P9(m)
+            c.version()
+            c.attach(0)
+            for fid, path in ((1, "hello.txt"), (2, "sub")):
+                c.walk(0, fid, path)
+                c.lopen(fid)
+            assert _open_fds() >= floor + 5  # the root, two fids and their two open files
+
+    session(_open_fds())
+    before = _open_fds()
+    for _ in range(3):
+        session(before)
+    assert _open_fds() == before

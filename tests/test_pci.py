@@ -24,6 +24,7 @@ from .pci_driver import (
     CMD_MEM,
     COMMAND,
     COMMON,
+    CONFIG_GENERATION,
     DEVICE_CFG,
     ECAM,
     GF,
@@ -96,6 +97,7 @@ def test_absent_functions_and_buses_read_all_ones(machine):
     m = machine(transport="pci", rng=True)
     assert cfg_read(m, 5, 0) == 0xFFFFFFFF
     assert cfg_read(m, 5, 0, 2) == 0xFFFF and cfg_read(m, 5, 0, 1) == 0xFF
+    assert cfg_read(m, 2, 0) == 0xFFFFFFFF  # the slot just past the last function (the bridge and the rng)
     assert m.mmio_read(cfg_addr(1, 0, bus=1)) == 0xFFFFFFFF  # bus 1: nothing behind
     for fn in range(1, 8):  # functions 1-7 of slot 1 (each of the 3 function bits decodes)
         assert m.mmio_read(cfg_addr(1, 0) + (fn << 12)) == 0xFFFFFFFF, fn
@@ -202,6 +204,29 @@ def test_snapshot_keeps_bars_vectors_and_msix_state(machine, guest, tmp_path):
         r.close()
 
 
+def test_snapshot_keeps_intx_asserted_and_the_isr_read_lowers_it(machine, guest, tmp_path):
+    """INTA# raised by a request and not yet acknowledged: the restored VM drives it as loaded, and reading
+    the ISR there lowers it."""
+    m = machine(guest("hello"), transport="pci", rng=True)
+    dev = VirtioPCI(m, 1)
+    dev.place_bars()
+    dev.enable_intx()
+    (q,) = dev.init(queues=1)
+    entropy(dev, q)
+    assert q.get_used() and m.irq_line(0)
+    m.dtb()
+    m.snapshot(tmp_path / "s.snap")
+    r = vmmpy.Machine.restore(tmp_path / "s.snap")
+    try:
+        d2 = VirtioPCI(r, 1)
+        d2.bar_addr = dict(dev.bar_addr)
+        assert r.irq_line(0) and cfg_read(r, 1, STATUS, 2) & STATUS_INTX
+        assert d2.isr() == 1
+        assert not r.irq_line(0) and not cfg_read(r, 1, STATUS, 2) & STATUS_INTX
+    finally:
+        r.close()
+
+
 # ---- BARs -------------------------------------------------------------------------------------
 
 
@@ -235,6 +260,19 @@ def test_bar_decodes_only_with_memory_enable_and_moves_when_reprogrammed(rng):
     assert dev.common_read(NUM_QUEUES, 2) == 1  # answers at the new address
     assert m.mmio_read(old + NUM_QUEUES, 2) == 0  # and no longer at the old one
     assert guest_errors(m) == errors + 1  # that read hit no BAR
+
+
+def test_capabilities_start_at_0x40_and_follow_each_other(machine):
+    """The capability list starts right after the type 0 header (0x40) and each capability follows the last,
+    4-aligned: common, notify (20 bytes), ISR, device (if the device has a config space), pci_cfg window
+    (20 bytes), MSI-X (12 bytes)."""
+    m = machine(transport="pci", rng=True, gpu=True)
+    assert cfg_read(m, 0, 0x34, 1) == 0 and not cfg_read(m, 0, STATUS, 2) & 0x10  # the bridge: no capabilities
+    assert cfg_read(m, 1, 0x34, 1) == 0x40  # gpu: a device config space
+    assert caps(m, 1) == [(0x40, CAP_VNDR), (0x50, CAP_VNDR), (0x64, CAP_VNDR), (0x74, CAP_VNDR),
+                          (0x84, CAP_VNDR), (0x98, CAP_MSIX)]  # fmt: skip
+    assert caps(m, 2) == [(0x40, CAP_VNDR), (0x50, CAP_VNDR), (0x64, CAP_VNDR), (0x74, CAP_VNDR),
+                          (0x88, CAP_MSIX)]  # fmt: skip
 
 
 def test_adjacent_bars_each_end_where_the_next_begins(machine):
@@ -296,18 +334,19 @@ def test_pci_cfg_capability_reaches_the_bar_through_config_space(rng, caplog):
     cfg_write(m, 1, at + 16, 1, 1)  # ACKNOWLEDGE
     assert dev.status() == 1
     window(0x4000 + 8, 4)  # MSI-X table entry 0, Message Data
-    cfg_write(m, 1, at + 16, 0x5A5A)
-    assert m.mmio_read(dev.msix_table() + 8) == 0x5A5A
+    cfg_write(m, 1, at + 16, 0x3CA5_5A5A)  # all four bytes of pci_cfg_data
+    assert m.mmio_read(dev.msix_table() + 8) == 0x3CA5_5A5A
     cfg_write(m, 1, COMMAND, 0, 2)  # it works with memory decoding off too: it is a config access
-    assert cfg_read(m, 1, at + 16) == 0x5A5A
+    assert cfg_read(m, 1, at + 16) == 0x3CA5_5A5A
     errors = guest_errors(m)
     window(0x12, 3)  # length must be 1, 2 or 4
     cfg_read(m, 1, at + 16)
     assert "PCI config window: bar 0 offset 0x12 length 3" in caplog.text
     window(0x13, 2)  # and the offset aligned to it
     cfg_read(m, 1, at + 16)
-    window(0x8000, 4)  # inside the BAR
+    window(0x1_8000, 4)  # inside the BAR
     cfg_write(m, 1, at + 16, 1)
+    assert "PCI config window: bar 0 offset 0x18000 length 4" in caplog.text
     cfg_write(m, 1, at + 4, 1, 1)  # cap.bar is the driver's to write: BAR 1, which this function lacks
     assert cfg_read(m, 1, at + 4, 1) == 1
     window(NUM_QUEUES, 2)
@@ -385,6 +424,12 @@ def test_queue_reset_writes_one_to_reset_and_the_range_past_common_config_is_ref
         assert dev.common_read(off, 2) == 0
         dev.common_write(off, 0xFFFF, 2)
     assert guest_errors(m) == errors + 9
+    for reg, addr in ((Q_DESC, q.desc), (Q_DRIVER, q.avail), (Q_DEVICE, q.used)):  # ready to go live again
+        dev.common_write(reg, addr, 8)
+    dev.common_write(Q_ENABLE, 0, 2)  # only 1 may be written (§4.1.4.3.2): refused, the queue stays off
+    assert dev.common_read(Q_ENABLE, 2) == 0 and guest_errors(m) == errors + 10
+    dev.common_write(Q_ENABLE, 1, 2)
+    assert dev.common_read(Q_ENABLE, 2) == 1 and guest_errors(m) == errors + 10
 
 
 def test_pci_cfg_window_writes_the_whole_field_it_selects(rng):
@@ -505,9 +550,12 @@ def test_msix_table_resets_masked_and_reads_back(rng):
     m, dev = rng
     for vec in range(dev.msix_size):
         assert m.mmio_read(dev.msix_table() + 16 * vec + 12) == 1  # masked after reset (§6.8.2.9)
-    dev.msix_entry(1, 0x1_2345_6780, 0xBEEF, masked=False)
+    for w in range(4 * dev.msix_size):  # address and data 0 after reset, control 1
+        assert m.mmio_read(dev.msix_table() + 4 * w) == (1 if w % 4 == 3 else 0), w
+    dev.msix_entry(1, 0x7_2345_6780, 0xBEEF, masked=False)
     at = dev.msix_table() + 16
-    assert m.mmio_read(at, 8) == 0x1_2345_6780
+    assert m.mmio_read(at, 8) == 0x7_2345_6780  # a QWORD read: the high word from the same entry
+    assert dev.common_read(CONFIG_GENERATION, 1) == 0  # nothing changed the device's configuration yet
     assert m.mmio_read(at + 8) == 0xBEEF and m.mmio_read(at + 12) == 0
     m.mmio_write(at + 12, 0xFFFFFFFF)
     assert m.mmio_read(at + 12) == 1  # reserved vector-control bits stay 0
@@ -547,6 +595,10 @@ def test_msix_accesses_past_the_table_and_into_the_pba_are_refused(rng):
         m.mmio_write(dev.msix_pba() + off, 0xFFFF_FFFF)
     assert m.mmio_read(dev.msix_pba(), 8) == 0 and guest_errors(m) == errors + 4
     assert [m.mmio_read(dev.msix_table() + 4 * w) for w in range(4 * dev.msix_size)] == table
+    dev.msix_entry(0, 0xFFFF_FFFC, 0xFFFF_FFFF, masked=True)
+    for at in (dev.msix_table(), dev.msix_table() + 2, dev.msix_pba()):  # WORD and BYTE accesses: refused, 0
+        assert m.mmio_read(at, 2) == 0 and m.mmio_read(at, 1) == 0
+    assert guest_errors(m) == errors + 10
 
 
 def _msix_snapshot(machine, guest, tmp_path, vec: int, data: int):
@@ -611,6 +663,8 @@ def test_device_config_reads_through_the_bar(machine):
     # virtio-gpu's configuration (§5.7.4): events_read, events_clear, num_scanouts, num_capsets
     assert m.mmio_read(dev.addr(DEVICE_CFG, 8)) == 1  # one scanout
     assert m.mmio_read(dev.addr(DEVICE_CFG, 0)) == 0 and guest_errors(m) == 0
+    m.mmio_write(dev.addr(DEVICE_CFG, 4), 1)  # events_clear, past the start of the device's window
+    assert guest_errors(m) == 0
 
 
 def test_msix_masked_vector_sets_its_pending_bit_and_unmasking_delivers(msix):
@@ -639,6 +693,18 @@ def test_msix_function_mask_holds_every_vector(msix):
     assert_sent(m, 1)
 
 
+def test_msix_unmasking_sends_only_what_is_pending(msix):
+    """Unmasking (a vector, or the whole function through Message Control) sends the vectors whose pending
+    bit is set, and nothing for one that has nothing pending."""
+    m, dev, q = msix
+    dev.msix_mask(0, False)
+    dev.msix_enable(True, mask_all=True)
+    dev.msix_enable(True, mask_all=False)
+    dev.msix_enable(True)
+    assert not dev.msix_pending(0)
+    assert_sent(m, 0)
+
+
 def test_msix_no_vector_sends_nothing(msix):
     m, dev, q = msix
     dev.common_write(Q_SELECT, 0, 2)
@@ -649,6 +715,29 @@ def test_msix_no_vector_sends_nothing(msix):
     assert_sent(m, 0)
 
 
+def test_msix_config_vector_carries_config_changes_only(msix):
+    """With MSI-X on, a queue interrupt goes to its vector (here none), a configuration change (NEEDS_RESET) to
+    the config vector, and an ISR read (the device lowering its state) sends nothing; INTx stays idle
+    throughout, the Status register's Interrupt Status bit included."""
+    m, dev, q = msix
+    dev.common_write(MSIX_CONFIG, 0, 2)
+    dev.common_write(Q_SELECT, 0, 2)
+    dev.common_write(Q_MSIX, NO_VECTOR, 2)
+    dev.msix_mask(0, False)
+    entropy(dev, q)
+    assert q.get_used() and not dev.msix_pending(0)
+    assert not cfg_read(m, 1, STATUS, 2) & STATUS_INTX and not m.irq_line(0)
+    assert dev.isr() == 1  # the queue bit, read and cleared: nothing to send
+    assert_sent(m, 0)
+    buf = q.buf(16)
+    q.write_desc(0, buf, 16, flags=1 | 2, next=0)  # NEXT | WRITE, chained to itself: a loop
+    q.publish(0)
+    q.notify()
+    assert dev.status() & 64  # NEEDS_RESET
+    assert_sent(m, 1)  # the configuration change, on the config vector
+    assert not cfg_read(m, 1, STATUS, 2) & STATUS_INTX and not m.irq_line(0)
+
+
 def test_msix_message_to_an_unmapped_event_is_dropped(msix):
     """An EventID the ITS has no mapping for is dropped there (IHI0069 §5.3: no LPI), not raised."""
     m, dev, q = msix
@@ -656,6 +745,16 @@ def test_msix_message_to_an_unmapped_event_is_dropped(msix):
     entropy(dev, q)
     assert q.get_used() and not dev.msix_pending(0)
     assert not m.irq_line(0) and lpis_taken(m) == []
+
+
+def test_msix_message_address_uses_both_words(msix):
+    """The doorbell is Message Upper Address << 32 | Message Address: with an upper word set, a low word that
+    alone would be the ITS's GITS_TRANSLATER names an address where nothing answers (no LPI)."""
+    m, dev, q = msix
+    dev.msix_entry(0, (0x20 << 32) | (ITS_TRANSLATER - 0x40), MSI_DATA, masked=False)
+    entropy(dev, q)
+    assert q.get_used() and not dev.msix_pending(0)
+    assert lpis_taken(m) == []
 
 
 def test_snapshot_with_a_changed_read_only_config_byte_is_refused(machine, guest, tmp_path):
@@ -669,13 +768,16 @@ def test_snapshot_with_a_changed_read_only_config_byte_is_refused(machine, guest
     good = (tmp_path / "s.snap").read_bytes()
     ids = struct.pack("<HH", 0x1AF4, RNG)  # the rng's vendor and device IDs open its config space
     ((off, plen),) = [(o, n) for _, o, n in sections(good) if ids in good[o : o + n]]
-    at = good.index(ids, off) + 2
-    data = bytearray(good)
-    data[at] ^= 0x01  # the device ID's low byte: read-only
-    with_section_crc(data, off, plen)
-    (tmp_path / "bad.snap").write_bytes(data)
-    with pytest.raises(vmmpy.errors.VmmError, match="config byte 0x02 is 0x45, its read-only bits say 0x44"):
-        vmmpy.Machine.restore(tmp_path / "bad.snap").close()
+    at = good.index(ids, off)
+    # the device ID's low byte, the vendor ID's (the first byte of config space) and the last byte's
+    for byte, was in ((0x02, 0x44), (0x00, 0xF4), (0xFF, 0x00)):
+        data = bytearray(good)
+        data[at + byte] ^= 0x01
+        with_section_crc(data, off, plen)
+        (tmp_path / "bad.snap").write_bytes(data)
+        match = f"config byte {byte:#04x} is {was ^ 1:#04x}, its read-only bits say {was:#04x}"
+        with pytest.raises(vmmpy.errors.VmmError, match=match):
+            vmmpy.Machine.restore(tmp_path / "bad.snap").close()
     (tmp_path / "bad.snap").write_bytes(good)  # and the file as saved restores
     vmmpy.Machine.restore(tmp_path / "bad.snap").close()
 
@@ -686,11 +788,43 @@ def test_snapshot_with_another_msix_vector_count_is_refused(machine, guest, tmp_
     dev, good, off, plen, at = _msix_snapshot(machine, guest, tmp_path, 0, 0x7B7B)
     count = at - 4  # the vector count precedes the table
     assert struct.unpack_from("<I", good, count)[0] == dev.msix_size
-    data = bytearray(good)
-    struct.pack_into("<I", data, count, dev.msix_size + 1)
-    with_section_crc(data, off, plen)
-    (tmp_path / "bad.snap").write_bytes(data)
-    with pytest.raises(
-        vmmpy.errors.VmmError, match=f"{dev.msix_size + 1} MSI-X vectors saved, this function has {dev.msix_size}"
-    ):
-        vmmpy.Machine.restore(tmp_path / "bad.snap").close()
+    for saved in (dev.msix_size + 1, dev.msix_size - 1):  # more or fewer
+        data = bytearray(good)
+        struct.pack_into("<I", data, count, saved)
+        with_section_crc(data, off, plen)
+        (tmp_path / "bad.snap").write_bytes(data)
+        with pytest.raises(
+            vmmpy.errors.VmmError, match=f"{saved} MSI-X vectors saved, this function has {dev.msix_size}"
+        ):
+            vmmpy.Machine.restore(tmp_path / "bad.snap").close()
+
+
+def test_snapshot_with_a_pending_vector_nothing_masks_is_refused(machine, guest, tmp_path):
+    """A live function sends a pending vector as soon as nothing masks it: a snapshot holding one pending with
+    MSI-X on and neither the vector nor the function masked is refused; pending and masked loads."""
+    from .test_snapshot import sections
+    from .test_snapshot_devices import with_section_crc
+
+    m = machine(guest("hello"), transport="pci", rng=True)
+    dev = VirtioPCI(m, 1)
+    dev.place_bars()
+    dev.msix_enable(True)
+    dev.msix_entry(1, ITS_TRANSLATER, 0x6B6B, masked=True)
+    m.dtb()
+    m.snapshot(tmp_path / "s.snap")
+    good = (tmp_path / "s.snap").read_bytes()
+    entry = struct.pack("<IIII", ITS_TRANSLATER, 0, 0x6B6B, 1)
+    ((off, plen),) = [(o, n) for _, o, n in sections(good) if entry in good[o : o + n]]
+    ctrl = good.index(entry, off) + 12
+    pba = ctrl + 4 + 16 * (dev.msix_size - 2)  # the PBA's first word follows the table
+    for masked, refused in ((1, False), (0, True)):
+        data = bytearray(good)
+        struct.pack_into("<I", data, ctrl, masked)
+        struct.pack_into("<Q", data, pba, 1 << 1)
+        with_section_crc(data, off, plen)
+        (tmp_path / "bad.snap").write_bytes(data)
+        if not refused:
+            vmmpy.Machine.restore(tmp_path / "bad.snap").close()
+            continue
+        with pytest.raises(vmmpy.errors.VmmError, match="MSI-X vector 1 is pending with neither it nor the function"):
+            vmmpy.Machine.restore(tmp_path / "bad.snap").close()

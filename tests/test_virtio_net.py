@@ -92,6 +92,7 @@ def test_features_config_and_default_macs(pair):
     # switch ports: 52:54:00:12:35:<port>, in plug order
     assert a.mac.hex(":") == "52:54:00:12:35:00" and b.mac.hex(":") == "52:54:00:12:35:01"
     assert a.dev.config_read(6, 2) == 1  # status: VIRTIO_NET_S_LINK_UP
+    assert a.dev.config_read(8, 2) == 1  # max_virtqueue_pairs: one pair (no VIRTIO_NET_F_MQ)
     assert a.m.net_stats().mac == "52:54:00:12:35:00"
 
 
@@ -99,6 +100,8 @@ def test_user_nic_default_mac_and_configured_mac():
     with vmmpy.Machine(net=["user", "user"], mac=[None, "02:00:00:aa:bb:cc"]) as m:
         assert m.net_stats(0).mac == "52:54:00:12:34:56"
         assert m.net_stats(1).mac == "02:00:00:aa:bb:cc"
+    with vmmpy.Machine(net=["user", "user"]) as m:  # each default MAC is the base plus the NIC's index
+        assert [m.net_stats(i).mac for i in (0, 1)] == ["52:54:00:12:34:56", "52:54:00:12:34:57"]
     with pytest.raises(errors.InvalidArgument, match="^MAC 01:00:5e:00:00:01 is a multicast address$"):
         vmmpy.Machine(net="user", mac="01:00:5e:00:00:01")
     with pytest.raises(errors.InvalidArgument, match="six hex bytes"):
@@ -202,6 +205,21 @@ def test_checksum_offload_folds_every_carry(pair):
     assert udp[6:8] == b"\xff\xfe"  # 0x1ffff -> 0x10000 -> 0x0001, complemented (one fold alone: 0xffff)
 
 
+def test_checksum_offload_at_an_offset_past_255(pair):
+    """csum_start and csum_offset are 16-bit fields: a checksum 0x12c bytes into the summed range lands there,
+    and the range's ones' complement sum (the field included) then comes to 0xffff."""
+    a, b, _ = pair
+    payload = bytearray((7 * i) & 0xFF for i in range(600))
+    payload[0x12C : 0x12C + 2] = b"\0\0"  # the field starts at 0 (no pseudo-header)
+    sent = frame(b.mac, a.mac, bytes(payload))
+    a.send(sent, hdr=struct.pack("<BBHHHHH", NEEDS_CSUM, 0, 0, 0, 14, 0x12C, 0))
+    b.post([1024])
+    ((_, got),) = b.received()
+    at = 14 + 0x12C
+    assert len(got) == len(sent) and got[:at] == sent[:at] and got[at + 2 :] == sent[at + 2 :]
+    assert ones_sum(got[14:]) == 0xFFFF
+
+
 def test_checksum_offload_needs_negotiation():
     net = vmmpy.Network()
     with vmmpy.Machine(net=net) as ma, vmmpy.Machine(net=net) as mb:
@@ -239,6 +257,19 @@ def test_a_station_that_moves_is_followed_to_its_new_port():
         assert (mb.net_stats().rx_queued, mc.net_stats().rx_queued) == (3, 2)
         c.post([256] * 2)
         assert [d for _, d in c.received()][-1] == frame(moving, a.mac, b"follow it")
+
+
+def test_a_station_that_moves_is_followed_wherever_it_is_in_the_table():
+    """As above with the station's address learned second: the move updates that entry, whatever its place."""
+    moving = bytes.fromhex("020100aabb02")
+    net = vmmpy.Network()
+    with vmmpy.Machine(net=net) as ma, vmmpy.Machine(net=net) as mb, vmmpy.Machine(net=net) as mc:
+        a, b, c = Nic(ma), Nic(mb), Nic(mc)
+        a.send(frame(BCAST, a.mac, b"a first"))
+        b.send(frame(BCAST, moving, b"here at b"))
+        c.send(frame(BCAST, moving, b"now at c"))
+        a.send(frame(moving, a.mac, b"follow it"))
+        assert (mb.net_stats().rx_queued, mc.net_stats().rx_queued) == (2, 3)
 
 
 def test_mergeable_rx_buffers_spread_a_frame(pair):
@@ -429,6 +460,42 @@ def test_switch_outlives_its_python_object():
     finally:
         ma.close()
         mb.close()
+
+
+def test_switch_outlives_the_machines_attached_to_it(tmp_path):
+    """The application's reference keeps the switch (its counts and its capture) when every port is gone:
+    machines attached later use the same one."""
+    path = tmp_path / "sw.pcap"
+    net = vmmpy.Network(capture=path)
+    sent = []
+    for text in (b"first pair", b"second pair"):
+        with vmmpy.Machine(net=net) as ma, vmmpy.Machine(net=net) as mb:
+            a, b = Nic(ma), Nic(mb)
+            sent.append(frame(b.mac, a.mac, text))
+            a.send(sent[-1])
+            b.post([128])
+            assert [d for _, d in b.received()] == [sent[-1]]
+        assert (net.forwarded, net.capture_dropped) == (len(sent), 0)
+    del net
+    data = path.read_bytes()
+    assert len(data) == 24 + sum(16 + len(f) for f in sent)
+    assert data[24 + 16 : 24 + 16 + len(sent[0])] == sent[0] and data.endswith(sent[1])
+
+
+def test_a_closed_machines_address_is_forgotten():
+    """A port that goes takes its learned addresses with it, wherever they are in the table: a frame to a
+    closed machine's MAC is flooded to the ports that remain."""
+    net = vmmpy.Network()
+    with vmmpy.Machine(net=net) as ma, vmmpy.Machine(net=net) as mc:
+        a = Nic(ma)
+        Nic(mc)  # c's driver up: it receives
+        a.send(frame(BCAST, a.mac, b"a first"))  # the table's first entry
+        with vmmpy.Machine(net=net) as mb:
+            b = Nic(mb)
+            b.send(frame(BCAST, b.mac, b"then b"))  # its second
+            gone = b.mac
+        a.send(frame(gone, a.mac, b"to the departed"))
+        assert mc.net_stats().rx_queued == 3  # a's and b's broadcasts, then the flooded frame
 
 
 def tcpdump_lines(path) -> list[str]:

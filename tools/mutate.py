@@ -298,6 +298,23 @@ def load_equivalent() -> set[tuple[str, int, str, str]]:
     return out
 
 
+def stale_equivalents(equivalent: set[tuple[str, int, str, str]]) -> list[str]:
+    """Entries of tools/mutation_equivalent.txt that match no mutant any more: the file no longer has the
+    original line (it was rewritten), or a `file:N` entry's line N holds something else (the file moved)."""
+    out, lines = [], {}
+    for rel, num, before, _ in sorted(equivalent):
+        if rel not in lines:
+            path = os.path.join(ROOT, rel)
+            lines[rel] = [ln.strip() for ln in read_text(path).splitlines()] if os.path.exists(path) else []
+        src = lines[rel]
+        if before not in src:
+            out.append(f"{rel}: no line `{before}`")
+        elif num and (num > len(src) or src[num - 1] != before):
+            found = ", ".join(str(i + 1) for i, ln in enumerate(src) if ln == before)
+            out.append(f"{rel}:{num} does not hold `{before}` (it is on line {found})")
+    return out
+
+
 _BASELINES: dict[tuple[str, ...], float] = {}
 
 
@@ -541,6 +558,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"==> building the objects once ({os.path.relpath(BUILD, ROOT)}/)", flush=True)
         build_base()
         equivalent = load_equivalent()
+        for stale in stale_equivalents(equivalent):
+            print(f"mutate: tools/mutation_equivalent.txt applies to nothing: {stale}", file=sys.stderr, flush=True)
         results = []
         os.makedirs(BUILD, exist_ok=True)
         path = os.path.join(BUILD, "results.jsonl")

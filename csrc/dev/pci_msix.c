@@ -182,6 +182,10 @@ void vmm__pci_msix_snap(struct vmm_pci_func *f, struct vmm_snap *s)
                            m->table[v][ENTRY_CTRL]);
             return;
         }
+        if (pending(f, v) && !masked(f, v) && vmm__pci_msix_enabled_locked(f)) { /* sent when unmasked, live */
+            vmm__snap_fail(s, "%s: MSI-X vector %u is pending with neither it nor the function masked", f->name, v);
+            return;
+        }
     }
     if (m->nvec % 64 && m->pba[m->nvec / 64] >> (m->nvec % 64))
         vmm__snap_fail(s, "%s: MSI-X pending bits beyond vector %u", f->name, m->nvec - 1);

@@ -191,16 +191,11 @@ VMM_EXPORT int vmm_load_initrd(vmm_vm *vm, const char *path)
         return VMM_EINVAL;
     if ((rc = check_loadable(vm)))
         return rc;
-    if ((rc = read_file(vm, path, "initrd", &data, &len)))
+    if ((rc = read_file(vm, path, "initrd", &data, &len))) /* refuses one larger than guest RAM */
         return rc;
     if (!len) {
         free(data);
         return vmm__set_error(vm, VMM_EFORMAT, "%s: empty initrd", path);
-    }
-    if (len > vm->ram_size) {
-        free(data);
-        return vmm__set_error(vm, VMM_ERANGE, "%s: initrd (%zu bytes) is larger than guest RAM (%llu MiB)", path, len,
-                              (unsigned long long)(vm->ram_size >> 20));
     }
     free(vm->initrd);
     vm->initrd = data;
