@@ -560,6 +560,28 @@ def test_cbpr_makes_group1_use_bpr0(m):
     assert m.sysreg_read("ICC_BPR1_EL1") == 3  # BPR1 kept its own value
 
 
+@pytest.mark.parametrize("group", [0, 1])
+def test_bpr0_at_its_minimum_keeps_every_priority_bit_for_group0_and_for_group1_with_cbpr(m, group):
+    """BPR0 = 2 (its minimum and reset value) splits at [7:3]: the group priority is all 5 priority bits. It
+    applies to Group 0, and to Group 1 with CBPR (BPR1 itself, at 7, would make 0x80 and 0x88 one group): an
+    active 0x88 runs at 0x88 (AP bit 17), and 0x80 preempts it."""
+    configure(m, 40, prio=0x88, group=group, edge=True)
+    configure(m, 41, prio=0x80, group=group, edge=True)
+    unmask(m, group=group)
+    m.sysreg_write("ICC_BPR0_EL1", 2)
+    if group:
+        m.sysreg_write("ICC_BPR1_EL1", 7)
+        m.sysreg_write("ICC_CTLR_EL1", CBPR)
+    iar = f"ICC_IAR{group}_EL1"
+    pulse(m, 40)
+    assert m.sysreg_read(iar) == 40
+    assert m.sysreg_read("ICC_RPR_EL1") == 0x88
+    assert m.sysreg_read(f"ICC_AP{group}R0_EL1") == 1 << (0x88 >> 3)
+    pulse(m, 41)
+    assert m.sysreg_read(iar) == 41  # a higher group priority: preempts
+    assert m.sysreg_read("ICC_RPR_EL1") == 0x80
+
+
 def test_pmr_masks_the_line_and_acknowledge(m):
     configure(m, 40, prio=0x80)
     unmask(m, pmr=0x80)

@@ -547,6 +547,25 @@ def test_propbaser_idbits_bound_the_lpis(m):
     assert [take(m) for _ in range(2)] == [LPI + 8191, 1023]
 
 
+@pytest.mark.parametrize("idbits", [16, 31])
+def test_propbaser_idbits_beyond_the_models_16_bits_are_taken_as_16(m, idbits):
+    """PROPBASER.IDbits above 15 asks for more INTID bits than the model has (GICD_TYPER.IDbits: 16): the
+    redistributor uses 16, so its configuration table is 57,344 bytes (LPIs 8192..65535). One that ends exactly
+    at the end of RAM is all in RAM (no guest error), and its last LPI is delivered."""
+    last = 0xFFFF
+    prop = RAM + (256 << 20) - (1 << 16) + LPI  # the byte of LPI 65535 is RAM's last
+    its = Its(m, cpus=0)
+    m.write_memory(prop + last - LPI, bytes([0xA0 | 1]))
+    before = guest_errors(m)
+    its.enable_lpis(0, idbits=idbits, prop=prop)
+    assert guest_errors(m) == before
+    its.send(mapd(1, ITT + 0x1000), mapc(0, 0), mapti(1, 0, last), cmd(SYNC))
+    assert not its.stalled()
+    m.msi(0, device=1)
+    assert take(m) == last
+    assert guest_errors(m) == before
+
+
 def test_propbaser_below_14_bits_means_no_lpis(m):
     its = Its(m, cpus=0)
     its.enable_lpis(0, idbits=12)

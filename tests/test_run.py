@@ -52,6 +52,22 @@ def test_run_after_the_end_is_refused(raw_guest):
             m.run(timeout=1)
 
 
+def test_a_run_refused_before_it_starts_leaves_the_vm_usable(raw_guest):
+    """vmm_run with no kernel loaded fails ("no kernel loaded") before the run starts and releases the VM: its
+    console is at the end of its stream again (vmm_run_pending, which Machine.run calls first, is undone), and
+    a kernel loaded afterwards runs to its power-off."""
+    from vmmpy._ffi import ffi, lib
+
+    with vmmpy.Machine() as m:
+        with pytest.raises(vmmpy.StateError, match="^no kernel loaded$"):
+            m.run(timeout=1)
+        buf = ffi.new("char[]", 16)
+        assert lib.vmm_console_read(m._vm, buf, 16, 500_000_000) == lib.VMM_EEOF  # not 0 after waiting 0.5 s
+        m.load_kernel(raw_guest(code(*PRINT_X, *SYSTEM_OFF)), format="raw")
+        res = m.run(timeout=10)
+        assert res.reason == RunReason.POWEROFF and m.serial.text == "X"
+
+
 def test_timeout_on_a_spinning_guest(raw_guest):
     with raw_machine(raw_guest, B_SELF) as m:
         res = m.run(timeout=0.2)

@@ -100,6 +100,14 @@ def test_clock_advance_returns_0():
         assert m.clock_ns == 1600
 
 
+def test_the_clock_calls_refuse_a_null_vm():
+    """vmm_clock_ns(NULL) is 0 (the time of no VM), and vmm_clock_advance(NULL, n) is VMM_EINVAL."""
+    from vmmpy._ffi import ffi, lib
+
+    assert lib.vmm_clock_ns(ffi.NULL) == 0
+    assert lib.vmm_clock_advance(ffi.NULL, 1) == lib.VMM_EINVAL
+
+
 @pytest.mark.parametrize("t", ["CNTV", "CNTP"])
 def test_istatus_enable_and_imask(vm, t):
     vm.sysreg_write(f"{t}_CVAL_EL0", 10)
