@@ -784,6 +784,57 @@ def test_without_event_idx_the_avail_event_field_is_left_alone(dev):
     assert q0.avail_event() == 0xBEEF
 
 
+def test_with_event_idx_a_notify_that_finds_nothing_asks_for_the_next_entry(dev):
+    """With VIRTIO_F_EVENT_IDX the device keeps avail_event at the next entry it will take (§2.7.10), also
+    when a notify finds the queue empty: whatever the field held, it now names entry 0, then entry 1."""
+    q0, _ = dev.init(queues=2)
+    assert dev.features & F_EVENT_IDX
+    dev.m.write_memory(q0.used + 4 + 8 * q0.size, struct.pack("<H", 0xBEEF))
+    q0.notify()  # nothing pending
+    assert q0.avail_event() == 0
+    head = q0.add([b"ab"], [2])
+    q0.notify()
+    assert q0.get_used() == [(head, 2)]
+    assert q0.avail_event() == 1
+
+
+@pytest.mark.parametrize("access", ["write", "read"])
+def test_register_accesses_wait_for_the_device_lock(tmp_path, access):
+    """Register accesses take the device's lock, as the device's own work does: while a NIC's transmit (started
+    by a QueueNotify write) blocks in its capture write (a full FIFO nobody reads), a write of
+    DeviceFeaturesSel or a read of DeviceFeatures from another thread waits, and completes once the FIFO is
+    drained."""
+    import fcntl
+    import os
+    import threading
+
+    from .test_net_host import read_while_a_capture_blocks
+    from .test_virtio_net import BCAST, Nic, frame
+
+    fifo = tmp_path / "cap.fifo"
+    os.mkfifo(fifo)
+    rfd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a reader exists: the capture's open does not wait
+    try:
+        with vmmpy.Machine(net=vmmpy.Network(), net_capture=fifo) as m:
+            nic = Nic(m)
+            nic.dev.write(DEVICE_FEATURES_SEL, 0)
+            size = fcntl.fcntl(rfd, 1032)  # F_GETPIPE_SZ
+            sender = threading.Thread(target=nic.send, args=(frame(BCAST, nic.mac, bytes(size)),))
+            if access == "write":
+                touch = lambda: nic.dev.write(DEVICE_FEATURES_SEL, 1)  # noqa: E731
+            else:
+                touch = lambda: nic.dev.read(DEVICE_FEATURES)  # noqa: E731
+            # the frame alone is larger than the pipe: its write blocks, the device's lock held
+            waited, got = read_while_a_capture_blocks(rfd, sender, touch)
+            assert waited, f"a register {access} went through while the device was busy"
+            if access == "write":
+                assert nic.dev.read(DEVICE_FEATURES) & 1  # the high word: VIRTIO_F_VERSION_1 (bit 32)
+            else:
+                assert got == [nic.dev.read(DEVICE_FEATURES)]  # the low word, as without the wait
+    finally:
+        os.close(rfd)
+
+
 def test_features_written_after_a_reset_start_from_none(dev):
     # a driver that writes only the high word after a reset accepts nothing in the low one
     dev.init(queues=2)
