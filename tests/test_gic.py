@@ -338,8 +338,28 @@ def test_gicd_icfgr_configures_spis_only(m):
 
 @pytest.mark.parametrize(
     "off",
-    [ITARGETSR + 32, IGRPMODR + 4, NSACR + 8, GICD_SGIR, GICD_CPENDSGIR, GICD_SPENDSGIR],
-    ids=["ITARGETSR", "IGRPMODR", "NSACR", "SGIR", "CPENDSGIR", "SPENDSGIR"],
+    [
+        ITARGETSR,
+        ITARGETSR + 32,
+        ICFGR - 4,
+        IGRPMODR,
+        IGRPMODR + 4,
+        NSACR + 8,
+        GICD_SGIR,
+        GICD_CPENDSGIR,
+        GICD_SPENDSGIR,
+    ],
+    ids=[
+        "ITARGETSR0",
+        "ITARGETSR8",
+        "ITARGETSR255",
+        "IGRPMODR0",
+        "IGRPMODR1",
+        "NSACR",
+        "SGIR",
+        "CPENDSGIR",
+        "SPENDSGIR",
+    ],
 )
 def test_registers_disabled_by_are_or_ds_are_raz_wi_without_error(m, off):
     m.mmio_write(GICD + off, 0xFFFF_FFFF)
@@ -582,6 +602,19 @@ def test_bpr0_at_its_minimum_keeps_every_priority_bit_for_group0_and_for_group1_
     assert m.sysreg_read("ICC_RPR_EL1") == 0x80
 
 
+@pytest.mark.parametrize("group", [0, 1])
+@pytest.mark.parametrize("intid", [0, 32, 64, 96])
+def test_the_first_intid_of_each_32_interrupt_word_is_signalled(m, intid, group):
+    """Bit 0 of each word of pending bits (SGI 0, SPIs 32, 64 and 96) counts like any other, in either group:
+    not while its group is disabled, then as the HPPI."""
+    configure(m, intid, group=group, edge=True)
+    set_bit(m, ISPENDR, intid)
+    assert m.sysreg_read(f"ICC_HPPIR{group}_EL1") == SPURIOUS
+    unmask(m, group=group)
+    assert m.sysreg_read(f"ICC_HPPIR{group}_EL1") == intid
+    assert m.sysreg_read(f"ICC_IAR{group}_EL1") == intid
+
+
 def test_pmr_masks_the_line_and_acknowledge(m):
     configure(m, 40, prio=0x80)
     unmask(m, pmr=0x80)
@@ -628,7 +661,8 @@ def test_eoi_without_an_active_interrupt_is_a_guest_error(m, caplog):
     m.sysreg_write("ICC_EOIR1_EL1", 40)
     assert guest_errors(m) == 1
     assert "vCPU 0: EOI of INTID 40 with no active interrupt: ignored" in caplog.text
-    m.sysreg_write("ICC_EOIR1_EL1", SPURIOUS)  # special INTIDs are ignored silently
+    for special in (1020, 1021, 1022, SPURIOUS):  # special INTIDs are ignored silently
+        m.sysreg_write("ICC_EOIR1_EL1", special)
     assert guest_errors(m) == 1
 
 
