@@ -993,4 +993,3 @@ def test_closing_a_machine_frees_every_redistributors_lpi_tables():
     if growth is None:
         pytest.skip("no glibc malloc statistics here (or ASan, whose leak checker covers this)")
     assert growth < 64, f"{growth:.0f} bytes kept per machine"
-

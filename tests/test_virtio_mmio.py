@@ -871,4 +871,3 @@ def test_closing_a_machine_frees_its_virtio_devices():
     if growth is None:
         pytest.skip("no glibc malloc statistics here (or ASan, whose leak checker covers this)")
     assert growth < 64, f"{growth:.0f} bytes kept per machine"
-
