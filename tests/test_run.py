@@ -42,7 +42,9 @@ def test_poweroff_and_serial(raw_guest):
 
 def test_reset(raw_guest):
     with raw_machine(raw_guest, *SYSTEM_RESET) as m:
-        assert m.run(timeout=10).reason == RunReason.RESET
+        res = m.run(timeout=10)
+        assert res.reason == RunReason.RESET
+        assert res.exit_status == 0  # only a power-off carries the guest's status
 
 
 def test_run_after_the_end_is_refused(raw_guest):

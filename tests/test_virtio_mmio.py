@@ -43,7 +43,9 @@ from .virtio_driver import (
     NEEDS_RESET,
     QUEUE_DESC_HIGH,
     QUEUE_DESC_LOW,
+    QUEUE_DEVICE_HIGH,
     QUEUE_DEVICE_LOW,
+    QUEUE_DRIVER_HIGH,
     QUEUE_DRIVER_LOW,
     QUEUE_NUM,
     QUEUE_NUM_MAX,
@@ -237,6 +239,19 @@ def test_queue_registers(dev):
     dev.write(QUEUE_DESC_LOW, 0x4010_0000)
     dev.write(QUEUE_DESC_HIGH, 0)
     assert dev.read(QUEUE_NUM) == 8 and dev.read(QUEUE_DESC_LOW) == 0x4010_0000
+
+
+def test_each_ring_address_register_reads_back_its_own_half(dev):
+    """QueueDesc, QueueDriver and QueueDevice are 64-bit addresses in Low/High register pairs: each of the six
+    reads back the 32 bits written to it (the high halves differ from the low ones)."""
+    dev.negotiate()
+    dev.write(QUEUE_SEL, 0)
+    regs = {QUEUE_DESC_LOW: 0x4010_0000, QUEUE_DESC_HIGH: 0x1, QUEUE_DRIVER_LOW: 0x4011_0000,
+            QUEUE_DRIVER_HIGH: 0x2, QUEUE_DEVICE_LOW: 0x4012_0000, QUEUE_DEVICE_HIGH: 0x3}  # fmt: skip
+    for reg, val in regs.items():
+        dev.write(reg, val)
+    assert {reg: dev.read(reg) for reg in regs} == regs
+    assert guest_errors(dev.m) == 0
 
 
 def test_queue_goes_live_and_its_registers_freeze(dev):

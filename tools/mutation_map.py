@@ -7,6 +7,8 @@ VIRTIO_SNAP = [
     "tests/test_snapshot_devices.py::test_core_and_transport_state_survive_and_queues_continue",
     "tests/test_snapshot_devices.py::test_corrupted_device_sections_fail_cleanly",
     "tests/test_snapshot_devices.py::test_a_bad_queue_size_is_refused_naming_the_device",
+    "tests/test_snapshot_devices.py::test_a_device_restored_on_another_slot_is_refused_naming_both",
+    "tests/test_snapshot_devices.py::test_features_the_device_refuses_are_refused_at_restore",
 ]
 
 # the register-level tests kill most GIC mutants in ~4 s; the guests on vmmpy (SGIs, SPIs, priorities, the
