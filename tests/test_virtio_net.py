@@ -332,7 +332,7 @@ def test_each_received_frame_moves_avail_event_past_its_buffer(pair):
     assert b.rx.avail_event() == 0
     for n in (1, 2):
         a.send(frame(b.mac, a.mac, bytes([n]) * 60))
-        assert b.received() == [(1, frame(b.mac, a.mac, bytes([n]) * 60))]
+        assert wait_received(b) == [(1, frame(b.mac, a.mac, bytes([n]) * 60))]
         assert b.rx.avail_event() == n
 
 
