@@ -1043,6 +1043,18 @@ def test_dir_deactivates_exactly_the_intid_it_names(m):
     assert not is_set(m, ISACTIVER, 41)
 
 
+def test_dir_ignores_the_res0_bits_above_the_intid(m):
+    """ICC_DIR_EL1 bits [63:24] are RES0: a write with some of them set deactivates INTID [23:0] all the same."""
+    configure(m, 40)
+    unmask(m)
+    m.sysreg_write("ICC_CTLR_EL1", EOIMODE)
+    m.irq_set(40, 1)
+    assert m.sysreg_read("ICC_IAR1_EL1") == 40
+    m.sysreg_write("ICC_EOIR1_EL1", 40)
+    m.sysreg_write("ICC_DIR_EL1", 1 << 24 | 1 << 40 | 40)
+    assert not is_set(m, ISACTIVER, 40)
+
+
 def test_an_eoi_of_the_wrong_group_leaves_the_active_priorities(m):
     """Group 1 SPI 40 (0x80) is active when group 0 SPI 41 (0x40) preempts it. An EOIR1 now names the wrong group
     (the highest active priority is group 0's): ignored, a guest error. EOIR0 then drops to 40's priority, and
