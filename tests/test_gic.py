@@ -367,6 +367,38 @@ def test_registers_disabled_by_are_or_ds_are_raz_wi_without_error(m, off):
     assert guest_errors(m) == 0
 
 
+def test_ipriorityr_past_the_last_spi_is_raz_wi(machine):
+    """IPRIORITYR bytes for INTIDs 128 and up (none implemented) read 0 and ignore writes, without touching
+    the registers that follow SPI 127's priority in the model (SPI 32's IROUTER)."""
+    m = machine(2)
+    m.mmio_write(GICD + GICD_IROUTER + 8 * 32, 1, size=8)  # SPI 32 to CPU 1
+    m.mmio_write(GICD + IPRIORITYR + 127, 0xA0, size=1)
+    for intid in (128, 129, 131, 1019):
+        assert m.mmio_read(GICD + IPRIORITYR + intid, size=1) == 0
+        m.mmio_write(GICD + IPRIORITYR + intid, 0xF8, size=1)
+        assert m.mmio_read(GICD + IPRIORITYR + intid, size=1) == 0
+    assert m.mmio_read(GICD + IPRIORITYR + 128) == 0
+    assert m.mmio_read(GICD + IPRIORITYR + 124) == 0xA0 << 24
+    assert m.mmio_read(GICD + GICD_IROUTER + 8 * 32, size=8) == 1
+    assert guest_errors(m) == 0
+
+
+def test_every_writable_cpu_interface_register_write_returns_0(m):
+    """vmm_sysreg_write of each writable ICC_* register returns 0 (Machine.sysreg_write raises only for a
+    negative code, so it would not notice another value); a write of a read-only one is VMM_ENOTSUP."""
+    from vmmpy import sysregs
+    from vmmpy._ffi import lib
+
+    unmask(m)
+    for reg, val in [("ICC_PMR_EL1", 0xF0), ("ICC_BPR0_EL1", 3), ("ICC_BPR1_EL1", 4), ("ICC_AP0R0_EL1", 0),
+                     ("ICC_AP1R0_EL1", 0), ("ICC_CTLR_EL1", 0), ("ICC_SRE_EL1", 7), ("ICC_IGRPEN0_EL1", 1),
+                     ("ICC_IGRPEN1_EL1", 1), ("ICC_SGI0R_EL1", 1 << 24 | 1), ("ICC_SGI1R_EL1", 2 << 24 | 1),
+                     ("ICC_ASGI1R_EL1", 3 << 24 | 1), ("ICC_EOIR0_EL1", SPURIOUS), ("ICC_EOIR1_EL1", SPURIOUS),
+                     ("ICC_DIR_EL1", 40)]:  # fmt: skip
+        assert lib.vmm_sysreg_write(m._vm, 0, sysregs.encode(reg), val) == 0, reg
+    assert lib.vmm_sysreg_write(m._vm, 0, sysregs.encode("ICC_IAR1_EL1"), 0) == lib.VMM_ENOTSUP
+
+
 def test_itargetsr_is_byte_accessible(m):
     m.mmio_write(GICD + ITARGETSR + 33, 0xFF, size=1)
     assert m.mmio_read(GICD + ITARGETSR + 33, size=1) == 0
@@ -606,9 +638,14 @@ def test_bpr0_at_its_minimum_keeps_every_priority_bit_for_group0_and_for_group1_
 @pytest.mark.parametrize("intid", [0, 32, 64, 96])
 def test_the_first_intid_of_each_32_interrupt_word_is_signalled(m, intid, group):
     """Bit 0 of each word of pending bits (SGI 0, SPIs 32, 64 and 96) counts like any other, in either group:
-    not while its group is disabled, then as the HPPI."""
+    not while its group is disabled (in the distributor, in the CPU interface, or both), then as the HPPI."""
     configure(m, intid, group=group, edge=True)
     set_bit(m, ISPENDR, intid)
+    assert m.sysreg_read(f"ICC_HPPIR{group}_EL1") == SPURIOUS
+    m.sysreg_write(f"ICC_IGRPEN{group}_EL1", 1)  # the CPU interface's enable alone
+    assert m.sysreg_read(f"ICC_HPPIR{group}_EL1") == SPURIOUS
+    m.sysreg_write(f"ICC_IGRPEN{group}_EL1", 0)
+    m.mmio_write(GICD + GICD_CTLR, CTLR_EN_GRP0 | CTLR_EN_GRP1)  # the distributor's alone
     assert m.sysreg_read(f"ICC_HPPIR{group}_EL1") == SPURIOUS
     unmask(m, group=group)
     assert m.sysreg_read(f"ICC_HPPIR{group}_EL1") == intid

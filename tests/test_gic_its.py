@@ -18,7 +18,7 @@ import pytest
 import vmmpy
 
 from .conftest import heap_growth
-from .test_gic import GICD, GICD_CTLR, rd, unmask
+from .test_gic import GICD, GICD_CTLR, configure, rd, unmask
 
 GITS = 0x0808_0000
 GITS_CTLR, GITS_IIDR, GITS_TYPER = 0x0000, 0x0004, 0x0008
@@ -565,6 +565,24 @@ def test_propbaser_idbits_beyond_the_models_16_bits_are_taken_as_16(m, idbits):
     m.msi(0, device=1)
     assert take(m) == last
     assert guest_errors(m) == before
+
+
+def test_an_spi_of_higher_priority_comes_before_a_pending_lpi_and_the_lpi_after(m):
+    """The HPPI is the highest priority among SPIs, PPIs, SGIs and LPIs alike: SPI 40 at 0x40 is taken before a
+    pending LPI at 0xA0, the LPI once 40 is done; and an LPI at 0x20 before SPI 41 at 0x40."""
+    its = Its(m)
+    its.map_event(1, 0, LPI, prio=0xA0)
+    its.map_event(1, 1, LPI + 1, prio=0x20)
+    configure(m, 40, prio=0x40, edge=True)
+    configure(m, 41, prio=0x40, edge=True)
+    m.msi(0, device=1)
+    m.irq_set(40, 1)
+    m.irq_set(40, 0)
+    assert [take(m) for _ in range(3)] == [40, LPI, 1023]
+    m.irq_set(41, 1)
+    m.irq_set(41, 0)
+    m.msi(1, device=1)
+    assert [take(m) for _ in range(3)] == [LPI + 1, 41, 1023]
 
 
 def test_propbaser_below_14_bits_means_no_lpis(m):
