@@ -466,9 +466,12 @@ def test_movall_moves_every_pending_lpi(m2):
     for e in range(3):  # adjacent LPIs: one word of pending bits
         its.map_event(1, e, LPI + e)
         m2.msi(e, device=1)
+    its.map_event(1, 3, LPI + 5)
     its.send(cmd(MOVALL, 0, 0, 0 << 16, 1 << 16))
     assert take(m2, 0) == 1023
     assert [take(m2, 1) for _ in range(4)] == [LPI, LPI + 1, LPI + 2, 1023]
+    m2.msi(3, device=1)  # CPU 0's collection still: CPU 0 now offers that one alone
+    assert [take(m2, 0) for _ in range(2)] == [LPI + 5, 1023]
 
 
 def test_movall_moves_the_highest_lpis(m2):
@@ -885,6 +888,8 @@ def test_a_long_queue_runs_in_batches_as_creadr_is_polled(m):
     m.mmio_write(GITS + GITS_CWRITER, 1001 * 32, size=8)
     assert m.mmio_read(GITS + GITS_CTLR) == 1  # busy: not Quiescent (this read ran commands 256-511)
     assert take(m) == 1023
+    for reg, size in [(GITS_TYPER, 8), (GITS_CWRITER, 8), (GITS_CBASER, 8), (GITS_BASER, 8), (GITS_IIDR, 4)]:
+        m.mmio_read(GITS + reg, size=size)  # reads of the other registers run nothing
     polls = [m.mmio_read(GITS + GITS_CREADR, size=8) for _ in range(4)]
     assert polls == [768 * 32, 1001 * 32, 1001 * 32, 1001 * 32]
     assert m.mmio_read(GITS + GITS_CTLR) == 1 << 31 | 1
@@ -911,6 +916,18 @@ def test_the_pending_table_is_read_in_every_byte_of_a_word(m):
     m.write_memory(PEND + 1024, bytes([0x81, 0x81, 0x81, 0x81]))
     its.enable_lpis(0)
     assert [take(m) for _ in range(len(lpis) + 1)] == [*lpis, 1023]
+
+
+def test_a_64k_page_table_takes_pa_bits_51_48_from_baser_bits_15_12(m):
+    """With 64 KiB pages GITS_BASER bits [15:12] are PA [51:48]: a device table whose bit 12 is set lies 2^48
+    above DEVT, outside RAM, so a MAPD there is an error that stalls the queue."""
+    its = Its(m, page_size=2)
+    m.mmio_write(GITS + GITS_CTLR, 0)  # GITS_BASER is writable while the ITS is disabled
+    m.mmio_write(GITS + GITS_BASER, VALID | DEVT | 1 << 12 | 2 << 8, size=8)
+    assert m.mmio_read(GITS + GITS_BASER, size=8) & 0xFFFF_F000 == DEVT | 1 << 12
+    m.mmio_write(GITS + GITS_CTLR, 1)
+    its.send(mapd(1, ITT))
+    assert its.stalled()
 
 
 def test_a_configuration_table_outside_ram_disables_every_lpi(m):
@@ -983,7 +1000,11 @@ def test_a_bad_width_its_access_reads_as_zero(m):
 
 def test_only_typer_propbaser_and_pendbaser_take_64_bit_accesses(m):
     """With LPIs the redistributor has three 64-bit registers (TYPER, PROPBASER, PENDBASER); a 64-bit access to
-    any other (here ISENABLER0 in the SGI frame, past them in the map) is RAZ/WI with a guest error."""
+    any other (GICR_CTLR, before them in the map; ISENABLER0 in the SGI frame, past them) is RAZ/WI with a guest
+    error."""
+    before = guest_errors(m)
+    assert m.mmio_read(rd(0, GICR_CTLR), size=8) == 0
+    assert guest_errors(m) == before + 1
     isenabler0 = rd(0, 0x1_0100)
     m.mmio_write(isenabler0, 1 << 3)
     assert m.mmio_read(isenabler0) & 1 << 3
