@@ -11,7 +11,11 @@ its DeviceID) or from an MMIO write to GITS_TRANSLATER (DeviceID 0). Command err
 
 from __future__ import annotations
 
+import os
+import shutil
 import struct
+import subprocess
+import sys
 
 import pytest
 
@@ -1032,3 +1036,53 @@ def test_closing_a_machine_frees_every_redistributors_lpi_tables():
     if growth is None:
         pytest.skip("no glibc malloc statistics here (or ASan, whose leak checker covers this)")
     assert growth < 64, f"{growth:.0f} bytes kept per machine"
+
+
+# calloc of FAIL_CALLOC_SIZE bytes called from libvmm's extension fails; every other one is glibc's
+FAIL_CALLOC_C = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdlib.h>
+#include <string.h>
+extern void *__libc_calloc(size_t, size_t);
+void *calloc(size_t n, size_t size)
+{
+    static size_t fail;
+    if (!fail) {
+        const char *e = getenv("FAIL_CALLOC_SIZE");
+        fail = e ? strtoul(e, NULL, 0) : (size_t)-1;
+    }
+    Dl_info di;
+    if (n * size == fail && dladdr(__builtin_return_address(0), &di) && di.dli_fname && strstr(di.dli_fname, "_vmm"))
+        return NULL;
+    return __libc_calloc(n, size);
+}
+"""
+
+
+@pytest.mark.skipif(os.environ.get("VMMPY_EXPECT_SANITIZED") == "1", reason="ASan owns malloc in that run")
+@pytest.mark.parametrize("size", [65536 - LPI, (65536 - LPI) // 8], ids=["configuration", "pending"])
+def test_lpi_tables_that_cannot_be_allocated_leave_lpis_off_at_every_attempt(tmp_path, size):
+    """The 56 KiB configuration copy and the 7 KiB pending bitmap are allocated at the first EnableLPIs: when
+    either fails, LPIs stay off (EnableLPIs reads 0), and a second attempt fails the same way instead of using
+    what the first freed."""
+    if not shutil.which("cc"):
+        pytest.skip("needs a C compiler for the allocation-failure shim")
+    shim = tmp_path / "failcalloc.so"
+    (tmp_path / "failcalloc.c").write_text(FAIL_CALLOC_C)
+    subprocess.run(["cc", "-shared", "-fPIC", "-O1", "-o", str(shim), str(tmp_path / "failcalloc.c"), "-ldl"],
+                   check=True, timeout=60)  # fmt: skip
+    script = (
+        "import vmmpy\n"
+        "with vmmpy.Machine(its=True) as m:\n"
+        f"    m.mmio_write({rd(0, GICR_PROPBASER)}, {PROP | IDBITS}, size=8)\n"
+        f"    m.mmio_write({rd(0, GICR_PENDBASER)}, {PEND}, size=8)\n"
+        "    for _ in range(2):\n"
+        f"        m.mmio_write({rd(0, GICR_CTLR)}, 1)\n"
+        f"        print(m.mmio_read({rd(0, GICR_CTLR)}) & 1)\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, LD_PRELOAD=str(shim), FAIL_CALLOC_SIZE=str(size), PYTHONPATH=root)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env, cwd=root)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["0", "0"]
