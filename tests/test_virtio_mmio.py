@@ -398,6 +398,17 @@ def test_buffers_made_available_before_driver_ok_are_used_after_it(dev):
     assert q0.get_used() == [(head, 5)]
 
 
+def test_only_the_status_write_that_sets_driver_ok_looks_at_the_queues(dev):
+    """DRIVER_OK makes the device look at buffers made available before it; a later status write (the same
+    value again) is not a notify: a chain added without one waits for the QueueNotify."""
+    q0, _ = dev.init(queues=2)
+    head = q0.add([b"late"], [4])
+    dev.set_status(dev.status())
+    assert q0.get_used() == []
+    q0.notify()
+    assert q0.get_used() == [(head, 4)]
+
+
 def test_notify_of_a_missing_queue_is_a_guest_error(dev):
     dev.init(queues=2)
     before = guest_errors(dev.m)
