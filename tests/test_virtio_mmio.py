@@ -409,6 +409,17 @@ def test_only_the_status_write_that_sets_driver_ok_looks_at_the_queues(dev):
     assert q0.get_used() == [(head, 4)]
 
 
+def test_a_queue_going_live_starts_its_used_ring_from_zero(dev):
+    """QueueReady = 1 makes the device area the device's: its flags (bit 0: VIRTQ_USED_F_NO_NOTIFY) and index
+    start at 0 whatever the driver left there, so the driver is not told to hold back its notifications."""
+    q0, _ = dev.init(queues=2)
+    dev.write(QUEUE_SEL, 0)
+    dev.write(QUEUE_READY, 0)
+    dev.m.write_memory(q0.used, struct.pack("<HH", 0xFFFF, 0x1234))  # flags, idx: junk
+    dev.write(QUEUE_READY, 1)
+    assert struct.unpack("<HH", dev.m.read_memory(q0.used, 4)) == (0, 0)
+
+
 def test_notify_of_a_missing_queue_is_a_guest_error(dev):
     dev.init(queues=2)
     before = guest_errors(dev.m)
