@@ -76,3 +76,36 @@ def test_a_running_guest_stops_at_the_stop_time_exactly_past_the_first_quantum(r
         m.stop_at(250_000)  # add x3, x3, #1; b .-4: never idle
         assert m.run(timeout=30).reason == RunReason.STOPPED
         assert m.clock_ns == 250_000
+
+
+def test_a_round_that_ends_in_wfi_moves_the_clock_by_the_instructions_run(raw_guest):
+    """Every vCPU stopped in WFI before the quantum's end: the round moves the clock by the instructions the
+    longest-running vCPU retired (1 ns each), not by nothing and not by a whole quantum. vCPU 0 counts down
+    from 1000 (1 + 2 * 1000 instructions) and waits with no timer armed; vCPU 1 is off. The run ends at its
+    timeout with the clock where the round left it."""
+    mov_x0_1000, subs_x0_1, b_ne_back_1 = 0xD2807D00, 0xF1000400, 0x54FFFFE1
+    blob = code(mov_x0_1000, subs_x0_1, b_ne_back_1, WFI, b_back(1))
+    with vmmpy.Machine(raw_guest(blob), kernel_format="raw", deterministic=True, cpus=2) as m:
+        assert m.run(timeout=0.3).reason == RunReason.TIMEOUT
+        assert m.stats()["insns"] == 2002  # the WFI too
+        assert m.clock_ns == 2002
+
+
+def test_a_later_round_that_ends_in_wfi_moves_the_clock_by_its_longest_vcpu(raw_guest):
+    """As above with two vCPUs running past the first round: vCPU 0 starts vCPU 1 (PSCI CPU_ON), counts down from
+    60,000 and waits; vCPU 1 counts down from 55,000 and waits. Each runs a whole quantum (100,000) in the first
+    round, and in the second vCPU 0 (20,009 left) outlasts vCPU 1 (10,003 left): the clock ends at vCPU 0's
+    120,009 instructions, whichever vCPU the round looked at last. (The nops make each vCPU's count reach the
+    quantum at a block boundary, where the soft backend stops exactly.)"""
+    nop = 0xD503201F
+    blob = code(
+        0x52800060, 0x72B88000, 0xD2800021, 0x10000122, 0xD2800003,  # CPU_ON_64(1, secondary, 0)
+        0xD4000002, nop,  # hvc #0
+        0xD29D4C00, 0xF1000400, 0x54FFFFE1, WFI, b_back(1),  # x0 = 60000; 1: subs x0, x0, #1; b.ne 1b; wfi
+        # secondary (0x30):
+        nop, 0xD29ADB00, 0xF1000400, 0x54FFFFE1, WFI, b_back(1),  # x0 = 55000; the same
+    )  # fmt: skip
+    with vmmpy.Machine(raw_guest(blob), kernel_format="raw", deterministic=True, cpus=2) as m:
+        assert m.run(timeout=0.3).reason == RunReason.TIMEOUT
+        assert m.stats()["insns"] == 120_009 + 110_003
+        assert m.clock_ns == 120_009

@@ -504,10 +504,29 @@ def test_drag_presses_moves_in_steps_and_releases(guest):
     assert got == want
 
 
+def test_pause_wait_with_a_timeout_beyond_a_year_still_waits():
+    """A vmm_screen_pause_wait timeout past a year (here UINT64_MAX ns) is cut to a year, not to nothing: the
+    wait goes on until a stop 0.3 s later ends it with VMM_EEOF."""
+    from vmmpy._vmm import lib
+
+    with vmmpy.Machine(GUEST, gpu=True, gpu_size=SIZE, input=True, deterministic=True) as m:
+        assert m._checked(lib.vmm_screen_pause_at, 1_000_000) == 0  # a frame this guest does not reach
+        m.start()
+        guard = threading.Timer(0.3, m.stop)
+        guard.start()
+        t = time.monotonic()
+        try:
+            rc = m._checked(lib.vmm_screen_pause_wait, 2**64 - 1, allow=(lib.VMM_EEOF,))
+        finally:
+            guard.cancel()
+        assert (rc, time.monotonic() - t >= 0.25) == (lib.VMM_EEOF, True)
+
+
 def test_pause_wait_waits_its_timeout_for_a_frame_that_does_not_come():
     """vmm_screen_pause_wait (C API; wait_paused() calls it in 0.5 s slices) blocks until the pause or its
     timeout: 1 after at least the 0.3 s asked for (not a longer wait: a stop 10 s on ends one that ignores it,
-    with VMM_EEOF), the pause still armed, the VM still running."""
+    with VMM_EEOF), the pause still armed, the VM still running. A wake-up of the run loop meanwhile (a
+    vmm_stop_at 0.1 s in, for a time the run does not reach) does not end the wait."""
     from vmmpy._vmm import lib
 
     with vmmpy.Machine(GUEST, gpu=True, gpu_size=SIZE, input=True, deterministic=True) as m:
@@ -515,6 +534,7 @@ def test_pause_wait_waits_its_timeout_for_a_frame_that_does_not_come():
         m.start()
         guard = threading.Timer(10.0, m.stop)
         guard.start()
+        threading.Timer(0.1, m.stop_at, args=(10**15,)).start()  # 11 days of virtual time
         t = time.monotonic()
         try:
             rc = m._checked(lib.vmm_screen_pause_wait, 300_000_000, allow=(lib.VMM_EEOF,))

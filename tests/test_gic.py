@@ -338,13 +338,65 @@ def test_gicd_icfgr_configures_spis_only(m):
 
 @pytest.mark.parametrize(
     "off",
-    [ITARGETSR + 32, IGRPMODR + 4, NSACR + 8, GICD_SGIR, GICD_CPENDSGIR, GICD_SPENDSGIR],
-    ids=["ITARGETSR", "IGRPMODR", "NSACR", "SGIR", "CPENDSGIR", "SPENDSGIR"],
+    [
+        ITARGETSR,
+        ITARGETSR + 32,
+        ICFGR - 4,
+        IGRPMODR,
+        IGRPMODR + 4,
+        NSACR + 8,
+        GICD_SGIR,
+        GICD_CPENDSGIR,
+        GICD_SPENDSGIR,
+    ],
+    ids=[
+        "ITARGETSR0",
+        "ITARGETSR8",
+        "ITARGETSR255",
+        "IGRPMODR0",
+        "IGRPMODR1",
+        "NSACR",
+        "SGIR",
+        "CPENDSGIR",
+        "SPENDSGIR",
+    ],
 )
 def test_registers_disabled_by_are_or_ds_are_raz_wi_without_error(m, off):
     m.mmio_write(GICD + off, 0xFFFF_FFFF)
     assert m.mmio_read(GICD + off) == 0
     assert guest_errors(m) == 0
+
+
+def test_ipriorityr_past_the_last_spi_is_raz_wi(machine):
+    """IPRIORITYR bytes for INTIDs 128 and up (none implemented) read 0 and ignore writes, without touching
+    the registers that follow SPI 127's priority in the model (SPI 32's IROUTER)."""
+    m = machine(2)
+    m.mmio_write(GICD + GICD_IROUTER + 8 * 32, 1, size=8)  # SPI 32 to CPU 1
+    m.mmio_write(GICD + IPRIORITYR + 127, 0xA0, size=1)
+    for intid in (128, 129, 131, 1019):
+        assert m.mmio_read(GICD + IPRIORITYR + intid, size=1) == 0
+        m.mmio_write(GICD + IPRIORITYR + intid, 0xF8, size=1)
+        assert m.mmio_read(GICD + IPRIORITYR + intid, size=1) == 0
+    assert m.mmio_read(GICD + IPRIORITYR + 128) == 0
+    assert m.mmio_read(GICD + IPRIORITYR + 124) == 0xA0 << 24
+    assert m.mmio_read(GICD + GICD_IROUTER + 8 * 32, size=8) == 1
+    assert guest_errors(m) == 0
+
+
+def test_every_writable_cpu_interface_register_write_returns_0(m):
+    """vmm_sysreg_write of each writable ICC_* register returns 0 (Machine.sysreg_write raises only for a
+    negative code, so it would not notice another value); a write of a read-only one is VMM_ENOTSUP."""
+    from vmmpy import sysregs
+    from vmmpy._ffi import lib
+
+    unmask(m)
+    for reg, val in [("ICC_PMR_EL1", 0xF0), ("ICC_BPR0_EL1", 3), ("ICC_BPR1_EL1", 4), ("ICC_AP0R0_EL1", 0),
+                     ("ICC_AP1R0_EL1", 0), ("ICC_CTLR_EL1", 0), ("ICC_SRE_EL1", 7), ("ICC_IGRPEN0_EL1", 1),
+                     ("ICC_IGRPEN1_EL1", 1), ("ICC_SGI0R_EL1", 1 << 24 | 1), ("ICC_SGI1R_EL1", 2 << 24 | 1),
+                     ("ICC_ASGI1R_EL1", 3 << 24 | 1), ("ICC_EOIR0_EL1", SPURIOUS), ("ICC_EOIR1_EL1", SPURIOUS),
+                     ("ICC_DIR_EL1", 40)]:  # fmt: skip
+        assert lib.vmm_sysreg_write(m._vm, 0, sysregs.encode(reg), val) == 0, reg
+    assert lib.vmm_sysreg_write(m._vm, 0, sysregs.encode("ICC_IAR1_EL1"), 0) == lib.VMM_ENOTSUP
 
 
 def test_itargetsr_is_byte_accessible(m):
@@ -560,6 +612,46 @@ def test_cbpr_makes_group1_use_bpr0(m):
     assert m.sysreg_read("ICC_BPR1_EL1") == 3  # BPR1 kept its own value
 
 
+@pytest.mark.parametrize("group", [0, 1])
+def test_bpr0_at_its_minimum_keeps_every_priority_bit_for_group0_and_for_group1_with_cbpr(m, group):
+    """BPR0 = 2 (its minimum and reset value) splits at [7:3]: the group priority is all 5 priority bits. It
+    applies to Group 0, and to Group 1 with CBPR (BPR1 itself, at 7, would make 0x80 and 0x88 one group): an
+    active 0x88 runs at 0x88 (AP bit 17), and 0x80 preempts it."""
+    configure(m, 40, prio=0x88, group=group, edge=True)
+    configure(m, 41, prio=0x80, group=group, edge=True)
+    unmask(m, group=group)
+    m.sysreg_write("ICC_BPR0_EL1", 2)
+    if group:
+        m.sysreg_write("ICC_BPR1_EL1", 7)
+        m.sysreg_write("ICC_CTLR_EL1", CBPR)
+    iar = f"ICC_IAR{group}_EL1"
+    pulse(m, 40)
+    assert m.sysreg_read(iar) == 40
+    assert m.sysreg_read("ICC_RPR_EL1") == 0x88
+    assert m.sysreg_read(f"ICC_AP{group}R0_EL1") == 1 << (0x88 >> 3)
+    pulse(m, 41)
+    assert m.sysreg_read(iar) == 41  # a higher group priority: preempts
+    assert m.sysreg_read("ICC_RPR_EL1") == 0x80
+
+
+@pytest.mark.parametrize("group", [0, 1])
+@pytest.mark.parametrize("intid", [0, 32, 64, 96])
+def test_the_first_intid_of_each_32_interrupt_word_is_signalled(m, intid, group):
+    """Bit 0 of each word of pending bits (SGI 0, SPIs 32, 64 and 96) counts like any other, in either group:
+    not while its group is disabled (in the distributor, in the CPU interface, or both), then as the HPPI."""
+    configure(m, intid, group=group, edge=True)
+    set_bit(m, ISPENDR, intid)
+    assert m.sysreg_read(f"ICC_HPPIR{group}_EL1") == SPURIOUS
+    m.sysreg_write(f"ICC_IGRPEN{group}_EL1", 1)  # the CPU interface's enable alone
+    assert m.sysreg_read(f"ICC_HPPIR{group}_EL1") == SPURIOUS
+    m.sysreg_write(f"ICC_IGRPEN{group}_EL1", 0)
+    m.mmio_write(GICD + GICD_CTLR, CTLR_EN_GRP0 | CTLR_EN_GRP1)  # the distributor's alone
+    assert m.sysreg_read(f"ICC_HPPIR{group}_EL1") == SPURIOUS
+    unmask(m, group=group)
+    assert m.sysreg_read(f"ICC_HPPIR{group}_EL1") == intid
+    assert m.sysreg_read(f"ICC_IAR{group}_EL1") == intid
+
+
 def test_pmr_masks_the_line_and_acknowledge(m):
     configure(m, 40, prio=0x80)
     unmask(m, pmr=0x80)
@@ -606,7 +698,8 @@ def test_eoi_without_an_active_interrupt_is_a_guest_error(m, caplog):
     m.sysreg_write("ICC_EOIR1_EL1", 40)
     assert guest_errors(m) == 1
     assert "vCPU 0: EOI of INTID 40 with no active interrupt: ignored" in caplog.text
-    m.sysreg_write("ICC_EOIR1_EL1", SPURIOUS)  # special INTIDs are ignored silently
+    for special in (1020, 1021, 1022, SPURIOUS):  # special INTIDs are ignored silently
+        m.sysreg_write("ICC_EOIR1_EL1", special)
     assert guest_errors(m) == 1
 
 
@@ -985,6 +1078,18 @@ def test_dir_deactivates_exactly_the_intid_it_names(m):
     m.sysreg_write("ICC_EOIR1_EL1", 41)
     m.sysreg_write("ICC_DIR_EL1", 41)
     assert not is_set(m, ISACTIVER, 41)
+
+
+def test_dir_ignores_the_res0_bits_above_the_intid(m):
+    """ICC_DIR_EL1 bits [63:24] are RES0: a write with some of them set deactivates INTID [23:0] all the same."""
+    configure(m, 40)
+    unmask(m)
+    m.sysreg_write("ICC_CTLR_EL1", EOIMODE)
+    m.irq_set(40, 1)
+    assert m.sysreg_read("ICC_IAR1_EL1") == 40
+    m.sysreg_write("ICC_EOIR1_EL1", 40)
+    m.sysreg_write("ICC_DIR_EL1", 1 << 24 | 1 << 40 | 40)
+    assert not is_set(m, ISACTIVER, 40)
 
 
 def test_an_eoi_of_the_wrong_group_leaves_the_active_priorities(m):

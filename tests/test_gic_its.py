@@ -11,13 +11,18 @@ its DeviceID) or from an MMIO write to GITS_TRANSLATER (DeviceID 0). Command err
 
 from __future__ import annotations
 
+import os
+import shutil
 import struct
+import subprocess
+import sys
 
 import pytest
 
 import vmmpy
 
-from .test_gic import GICD, GICD_CTLR, rd, unmask
+from .conftest import heap_growth
+from .test_gic import GICD, GICD_CTLR, configure, rd, unmask
 
 GITS = 0x0808_0000
 GITS_CTLR, GITS_IIDR, GITS_TYPER = 0x0000, 0x0004, 0x0008
@@ -465,9 +470,12 @@ def test_movall_moves_every_pending_lpi(m2):
     for e in range(3):  # adjacent LPIs: one word of pending bits
         its.map_event(1, e, LPI + e)
         m2.msi(e, device=1)
+    its.map_event(1, 3, LPI + 5)
     its.send(cmd(MOVALL, 0, 0, 0 << 16, 1 << 16))
     assert take(m2, 0) == 1023
     assert [take(m2, 1) for _ in range(4)] == [LPI, LPI + 1, LPI + 2, 1023]
+    m2.msi(3, device=1)  # CPU 0's collection still: CPU 0 now offers that one alone
+    assert [take(m2, 0) for _ in range(2)] == [LPI + 5, 1023]
 
 
 def test_movall_moves_the_highest_lpis(m2):
@@ -545,6 +553,43 @@ def test_propbaser_idbits_bound_the_lpis(m):
     m.msi(0, device=1)
     m.msi(1, device=1)
     assert [take(m) for _ in range(2)] == [LPI + 8191, 1023]
+
+
+@pytest.mark.parametrize("idbits", [16, 31])
+def test_propbaser_idbits_beyond_the_models_16_bits_are_taken_as_16(m, idbits):
+    """PROPBASER.IDbits above 15 asks for more INTID bits than the model has (GICD_TYPER.IDbits: 16): the
+    redistributor uses 16, so its configuration table is 57,344 bytes (LPIs 8192..65535). One that ends exactly
+    at the end of RAM is all in RAM (no guest error), and its last LPI is delivered."""
+    last = 0xFFFF
+    prop = RAM + (256 << 20) - (1 << 16) + LPI  # the byte of LPI 65535 is RAM's last
+    its = Its(m, cpus=0)
+    m.write_memory(prop + last - LPI, bytes([0xA0 | 1]))
+    before = guest_errors(m)
+    its.enable_lpis(0, idbits=idbits, prop=prop)
+    assert guest_errors(m) == before
+    its.send(mapd(1, ITT + 0x1000), mapc(0, 0), mapti(1, 0, last), cmd(SYNC))
+    assert not its.stalled()
+    m.msi(0, device=1)
+    assert take(m) == last
+    assert guest_errors(m) == before
+
+
+def test_an_spi_of_higher_priority_comes_before_a_pending_lpi_and_the_lpi_after(m):
+    """The HPPI is the highest priority among SPIs, PPIs, SGIs and LPIs alike: SPI 40 at 0x40 is taken before a
+    pending LPI at 0xA0, the LPI once 40 is done; and an LPI at 0x20 before SPI 41 at 0x40."""
+    its = Its(m)
+    its.map_event(1, 0, LPI, prio=0xA0)
+    its.map_event(1, 1, LPI + 1, prio=0x20)
+    configure(m, 40, prio=0x40, edge=True)
+    configure(m, 41, prio=0x40, edge=True)
+    m.msi(0, device=1)
+    m.irq_set(40, 1)
+    m.irq_set(40, 0)
+    assert [take(m) for _ in range(3)] == [40, LPI, 1023]
+    m.irq_set(41, 1)
+    m.irq_set(41, 0)
+    m.msi(1, device=1)
+    assert [take(m) for _ in range(3)] == [LPI + 1, 41, 1023]
 
 
 def test_propbaser_below_14_bits_means_no_lpis(m):
@@ -847,6 +892,8 @@ def test_a_long_queue_runs_in_batches_as_creadr_is_polled(m):
     m.mmio_write(GITS + GITS_CWRITER, 1001 * 32, size=8)
     assert m.mmio_read(GITS + GITS_CTLR) == 1  # busy: not Quiescent (this read ran commands 256-511)
     assert take(m) == 1023
+    for reg, size in [(GITS_TYPER, 8), (GITS_CWRITER, 8), (GITS_CBASER, 8), (GITS_BASER, 8), (GITS_IIDR, 4)]:
+        m.mmio_read(GITS + reg, size=size)  # reads of the other registers run nothing
     polls = [m.mmio_read(GITS + GITS_CREADR, size=8) for _ in range(4)]
     assert polls == [768 * 32, 1001 * 32, 1001 * 32, 1001 * 32]
     assert m.mmio_read(GITS + GITS_CTLR) == 1 << 31 | 1
@@ -873,6 +920,18 @@ def test_the_pending_table_is_read_in_every_byte_of_a_word(m):
     m.write_memory(PEND + 1024, bytes([0x81, 0x81, 0x81, 0x81]))
     its.enable_lpis(0)
     assert [take(m) for _ in range(len(lpis) + 1)] == [*lpis, 1023]
+
+
+def test_a_64k_page_table_takes_pa_bits_51_48_from_baser_bits_15_12(m):
+    """With 64 KiB pages GITS_BASER bits [15:12] are PA [51:48]: a device table whose bit 12 is set lies 2^48
+    above DEVT, outside RAM, so a MAPD there is an error that stalls the queue."""
+    its = Its(m, page_size=2)
+    m.mmio_write(GITS + GITS_CTLR, 0)  # GITS_BASER is writable while the ITS is disabled
+    m.mmio_write(GITS + GITS_BASER, VALID | DEVT | 1 << 12 | 2 << 8, size=8)
+    assert m.mmio_read(GITS + GITS_BASER, size=8) & 0xFFFF_F000 == DEVT | 1 << 12
+    m.mmio_write(GITS + GITS_CTLR, 1)
+    its.send(mapd(1, ITT))
+    assert its.stalled()
 
 
 def test_a_configuration_table_outside_ram_disables_every_lpi(m):
@@ -945,7 +1004,11 @@ def test_a_bad_width_its_access_reads_as_zero(m):
 
 def test_only_typer_propbaser_and_pendbaser_take_64_bit_accesses(m):
     """With LPIs the redistributor has three 64-bit registers (TYPER, PROPBASER, PENDBASER); a 64-bit access to
-    any other (here ISENABLER0 in the SGI frame, past them in the map) is RAZ/WI with a guest error."""
+    any other (GICR_CTLR, before them in the map; ISENABLER0 in the SGI frame, past them) is RAZ/WI with a guest
+    error."""
+    before = guest_errors(m)
+    assert m.mmio_read(rd(0, GICR_CTLR), size=8) == 0
+    assert guest_errors(m) == before + 1
     isenabler0 = rd(0, 0x1_0100)
     m.mmio_write(isenabler0, 1 << 3)
     assert m.mmio_read(isenabler0) & 1 << 3
@@ -954,3 +1017,72 @@ def test_only_typer_propbaser_and_pendbaser_take_64_bit_accesses(m):
     assert guest_errors(m) == before + 1
     assert m.mmio_read(rd(0, GICR_PROPBASER), size=8) == 0  # 64-bit and in place: no guest error
     assert guest_errors(m) == before + 1
+
+
+@pytest.mark.vmmpy_no_artifacts  # the records of ~30 machines would be memory kept
+def test_closing_a_machine_frees_every_redistributors_lpi_tables():
+    """A two-CPU machine whose redistributors both enable LPIs (each then holds a 56 KiB configuration copy
+    and a 7 KiB pending bitmap), made and closed over and over, leaves no memory behind."""
+
+    def make():
+        with vmmpy.Machine(cpus=2, its=True) as m:
+            for cpu in (0, 1):
+                m.mmio_write(rd(cpu, GICR_PROPBASER), PROP | IDBITS, size=8)
+                m.mmio_write(rd(cpu, GICR_PENDBASER), PEND + cpu * 0x1_0000, size=8)
+                m.mmio_write(rd(cpu, GICR_CTLR), 1)
+                assert m.mmio_read(rd(cpu, GICR_CTLR)) & 1
+
+    growth = heap_growth(make)
+    if growth is None:
+        pytest.skip("no glibc malloc statistics here (or ASan, whose leak checker covers this)")
+    assert growth < 64, f"{growth:.0f} bytes kept per machine"
+
+
+# calloc of FAIL_CALLOC_SIZE bytes called from libvmm's extension fails; every other one is glibc's
+FAIL_CALLOC_C = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdlib.h>
+#include <string.h>
+extern void *__libc_calloc(size_t, size_t);
+void *calloc(size_t n, size_t size)
+{
+    static size_t fail;
+    if (!fail) {
+        const char *e = getenv("FAIL_CALLOC_SIZE");
+        fail = e ? strtoul(e, NULL, 0) : (size_t)-1;
+    }
+    Dl_info di;
+    if (n * size == fail && dladdr(__builtin_return_address(0), &di) && di.dli_fname && strstr(di.dli_fname, "_vmm"))
+        return NULL;
+    return __libc_calloc(n, size);
+}
+"""
+
+
+@pytest.mark.skipif(os.environ.get("VMMPY_EXPECT_SANITIZED") == "1", reason="ASan owns malloc in that run")
+@pytest.mark.parametrize("size", [65536 - LPI, (65536 - LPI) // 8], ids=["configuration", "pending"])
+def test_lpi_tables_that_cannot_be_allocated_leave_lpis_off_at_every_attempt(tmp_path, size):
+    """The 56 KiB configuration copy and the 7 KiB pending bitmap are allocated at the first EnableLPIs: when
+    either fails, LPIs stay off (EnableLPIs reads 0), and a second attempt fails the same way instead of using
+    what the first freed."""
+    if not shutil.which("cc"):
+        pytest.skip("needs a C compiler for the allocation-failure shim")
+    shim = tmp_path / "failcalloc.so"
+    (tmp_path / "failcalloc.c").write_text(FAIL_CALLOC_C)
+    subprocess.run(["cc", "-shared", "-fPIC", "-O1", "-o", str(shim), str(tmp_path / "failcalloc.c"), "-ldl"],
+                   check=True, timeout=60)  # fmt: skip
+    script = (
+        "import vmmpy\n"
+        "with vmmpy.Machine(its=True) as m:\n"
+        f"    m.mmio_write({rd(0, GICR_PROPBASER)}, {PROP | IDBITS}, size=8)\n"
+        f"    m.mmio_write({rd(0, GICR_PENDBASER)}, {PEND}, size=8)\n"
+        "    for _ in range(2):\n"
+        f"        m.mmio_write({rd(0, GICR_CTLR)}, 1)\n"
+        f"        print(m.mmio_read({rd(0, GICR_CTLR)}) & 1)\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, LD_PRELOAD=str(shim), FAIL_CALLOC_SIZE=str(size), PYTHONPATH=root)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env, cwd=root)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["0", "0"]

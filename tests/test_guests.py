@@ -229,6 +229,47 @@ def test_psci_cpu_on_32_migrate_info_and_smccc_arch_features(raw_guest, backend,
     assert context == 0x1234_5678
 
 
+def test_psci_cpu_on_64_passes_the_whole_64_bit_context_id(raw_guest, backend):
+    """CPU_ON_64's context id (x3, DEN0022 §5.6) reaches the started CPU's x0 whole, all 64 bits of it:
+    CPU 1 stores its x0 and powers off."""
+    blob = code(
+        0x52800060, 0x72B88000, 0xD2800021, 0x100000C2,  # w0 = CPU_ON_64, x1 = 1, adr x2, secondary
+        0xD28ACF03, 0xF2A24683, 0xF2FFDDA3,  # x3 = 0xfeed_0000_1234_5678
+        0xD4000002, 0x14000000,  # hvc #0; b .
+        # secondary (0x24):
+        0x100000A6, 0xF90000C0,  # adr x6, result; str x0, [x6]
+        *SYSTEM_OFF,
+    )  # fmt: skip
+    assert len(blob) == 0x38
+    blob += b"\xff" * 8  # result (0x38)
+    with vmmpy.Machine(raw_guest(blob), kernel_format="raw", cpus=2, backend=backend) as m:
+        assert m.run(timeout=30).reason == RunReason.POWEROFF
+        (context,) = struct.unpack("<Q", m.read_memory(RAM_BASE + 0x38, 8))
+    assert context == 0xFEED_0000_1234_5678, hex(context)
+
+
+def test_psci_cpu_suspend_returns_success_in_x0_on_wake_up(raw_guest, backend):
+    """CPU_SUSPEND (every power state taken as standby) waits like WFI and returns SUCCESS (0) in x0 (DEN0022
+    §5.4): with SPI 40 already asserted (IRQs masked in PSTATE, so not taken) the wait ends at once, and the
+    CPU stores its x0 and powers off."""
+    from .test_gic import configure, unmask
+
+    blob = code(
+        0x52800020, 0x72B08000, 0xD2800001, 0xD4000002,  # CPU_SUSPEND(power state 0): hvc #0
+        0x100000A6, 0xF90000C0,  # adr x6, result; str x0, [x6]
+        *SYSTEM_OFF,
+    )  # fmt: skip
+    assert len(blob) == 0x24
+    blob += b"\xff" * 8  # result (0x24)
+    with vmmpy.Machine(raw_guest(blob), kernel_format="raw", backend=backend) as m:
+        configure(m, 40)
+        unmask(m)
+        m.irq_set(40, 1)
+        assert m.run(timeout=30).reason == RunReason.POWEROFF
+        (x0,) = struct.unpack("<Q", m.read_memory(RAM_BASE + 0x24, 8))
+    assert x0 == 0, hex(x0)
+
+
 def test_psci_cpu_on_accepts_an_entry_point_in_the_last_word_of_ram(raw_guest, backend):
     """CPU_ON checks that the 4 bytes of the entry instruction are RAM (DEN0022 §5.6.2 INVALID_ADDRESS otherwise),
     no more: on a 16 MiB machine CPU 0 writes `b second` to RAM's last word (0x40fffffc) and starts CPU 1 there.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import resource
+import sys
 import threading
 import time
 
@@ -42,7 +43,9 @@ def test_poweroff_and_serial(raw_guest):
 
 def test_reset(raw_guest):
     with raw_machine(raw_guest, *SYSTEM_RESET) as m:
-        assert m.run(timeout=10).reason == RunReason.RESET
+        res = m.run(timeout=10)
+        assert res.reason == RunReason.RESET
+        assert res.exit_status == 0  # only a power-off carries the guest's status
 
 
 def test_run_after_the_end_is_refused(raw_guest):
@@ -50,6 +53,44 @@ def test_run_after_the_end_is_refused(raw_guest):
         m.run(timeout=10)
         with pytest.raises(vmmpy.StateError, match="has ended"):
             m.run(timeout=1)
+
+
+def test_a_run_refused_before_it_starts_leaves_the_vm_usable(raw_guest):
+    """vmm_run with no kernel loaded fails ("no kernel loaded") before the run starts and releases the VM: its
+    console is at the end of its stream again (vmm_run_pending, which Machine.run calls first, is undone), and
+    a kernel loaded afterwards runs to its power-off."""
+    from vmmpy._ffi import ffi, lib
+
+    with vmmpy.Machine() as m:
+        with pytest.raises(vmmpy.StateError, match="^no kernel loaded$"):
+            m.run(timeout=1)
+        buf = ffi.new("char[]", 16)
+        assert lib.vmm_console_read(m._vm, buf, 16, 500_000_000) == lib.VMM_EEOF  # not 0 after waiting 0.5 s
+        m.load_kernel(raw_guest(code(*PRINT_X, *SYSTEM_OFF)), format="raw")
+        res = m.run(timeout=10)
+        assert res.reason == RunReason.POWEROFF and m.serial.text == "X"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="timer slack is a Linux thread attribute")
+def test_a_run_gives_the_calling_thread_its_timer_slack_back(raw_guest):
+    """vmm_run sets its calling thread's timer slack to 1 ns for the run (deadlines, not "about then") and
+    puts the thread's own value back when it returns."""
+    import ctypes
+
+    from vmmpy._ffi import ffi, lib
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_timerslack, pr_get_timerslack = 29, 30
+    assert libc.prctl(pr_set_timerslack, 70_000, 0, 0, 0) == 0
+    try:
+        with raw_machine(raw_guest, *SYSTEM_OFF) as m:
+            res = ffi.new("struct vmm_run_result *")
+            res.size = ffi.sizeof("struct vmm_run_result")
+            assert lib.vmm_run(m._vm, 10_000_000_000, res) == 0  # on this thread
+            assert res.reason == RunReason.POWEROFF
+        assert libc.prctl(pr_get_timerslack, 0, 0, 0, 0) == 70_000
+    finally:
+        libc.prctl(pr_set_timerslack, 0, 0, 0, 0)  # 0: back to the thread's default
 
 
 def test_timeout_on_a_spinning_guest(raw_guest):

@@ -441,6 +441,48 @@ def test_a_bad_queue_size_is_refused_naming_the_device(tmp_path, device_snapshot
         vmmpy.Machine.restore(p).close()
 
 
+def test_a_device_restored_on_another_slot_is_refused_naming_both(tmp_path, device_snapshot):
+    """The virtio-mmio transport's part of a device section starts with the slot the device was on: a
+    snapshot is refused if its device is now on another slot, a higher one or a lower one."""
+    ((off, plen),) = [(o, n) for name, o, n in sections(device_snapshot) if name == "virtio-rng.0"]
+    # the core (36 bytes) and its one queue (36), then the transport: slot and four selectors (u32 each)
+    assert plen == 36 + 36 + 20
+    (slot,) = struct.unpack_from("<I", device_snapshot, off + 72)
+    assert slot >= 1
+    p = tmp_path / "moved.snap"
+    for other in (slot - 1, slot + 1):
+        data = bytearray(device_snapshot)
+        struct.pack_into("<I", data, off + 72, other)
+        with_section_crc(data, off, plen)
+        p.write_bytes(data)
+        want = rf"virtio-rng\.0.*the device was on virtio-mmio slot {other}, it is now on slot {slot}"
+        with pytest.raises(errors.VmmError, match=want):
+            vmmpy.Machine.restore(p).close()
+
+
+def test_features_the_device_refuses_are_refused_at_restore(tmp_path, device_snapshot):
+    """The virtio core checks a restored FEATURES_OK against the device's own rule, as a driver's write of
+    FEATURES_OK is: the test device refuses feature B (bit 1) without A (bit 0)."""
+    ((off, plen),) = [(o, n) for name, o, n in sections(device_snapshot) if name == "virtio-dummy.0"]
+    # the core's fields: device id, queues, offered (8), status, isr, generation, driver features (8)
+    status, driver = struct.unpack_from("<I", device_snapshot, off + 16)[0], off + 28
+    assert status & 8  # FEATURES_OK
+    data = bytearray(device_snapshot)
+    struct.pack_into("<Q", data, driver, 1 << 32 | 1 << 1)  # VERSION_1 and B, without A
+    with_section_crc(data, off, plen)
+    p = tmp_path / "refused.snap"
+    p.write_bytes(data)
+    with pytest.raises(
+        errors.VmmError, match=r"virtio-dummy\.0.*the device refuses the negotiated features 0x100000002"
+    ):
+        vmmpy.Machine.restore(p).close()
+    # before FEATURES_OK the driver may still be choosing: the same features are restored as written
+    struct.pack_into("<I", data, off + 16, 1 | 2)  # ACKNOWLEDGE | DRIVER
+    with_section_crc(data, off, plen)
+    p.write_bytes(data)
+    vmmpy.Machine.restore(p).close()
+
+
 # ---- tier 3: Linux -----------------------------------------------------------------------------
 
 

@@ -100,6 +100,26 @@ def test_clock_advance_returns_0():
         assert m.clock_ns == 1600
 
 
+def test_the_clock_calls_refuse_a_null_vm():
+    """vmm_clock_ns(NULL) is 0 (the time of no VM), and vmm_clock_advance(NULL, n) is VMM_EINVAL."""
+    from vmmpy._ffi import ffi, lib
+
+    assert lib.vmm_clock_ns(ffi.NULL) == 0
+    assert lib.vmm_clock_advance(ffi.NULL, 1) == lib.VMM_EINVAL
+
+
+@pytest.mark.parametrize("op1", [0, 1, 2])
+def test_timer_encodings_with_another_op1_are_not_timer_registers(vm, op1):
+    """The EL0 timer registers are op0 3, op1 3, CRn 14 (CNTP_CTL_EL0 is S3_3_C14_C2_1): the same CRn, CRm and
+    op2 with op1 0-2 name no register, so an access is refused (an UNDEFINED one for a guest), not served as
+    CNTP_CTL_EL0."""
+    vm.sysreg_write("CNTP_CTL_EL0", ENABLE)
+    with pytest.raises(
+        vmmpy.errors.NotSupported, match=rf"^S3_{op1}_C14_C2_1 is not a system register libvmm emulates$"
+    ):
+        vm.sysreg_read(3 << 14 | op1 << 11 | 14 << 7 | 2 << 3 | 1)
+
+
 @pytest.mark.parametrize("t", ["CNTV", "CNTP"])
 def test_istatus_enable_and_imask(vm, t):
     vm.sysreg_write(f"{t}_CVAL_EL0", 10)

@@ -354,6 +354,19 @@ def test_a_frame_waiting_for_buffers_asks_to_hear_of_the_next_one(pair):
     assert b.received() == [(3, big)]
 
 
+def test_each_received_frame_moves_avail_event_past_its_buffer(pair):
+    """EVENT_IDX (§2.7.10): the device takes a receive buffer per frame, and each take sets avail_event to the
+    next entry, with buffers still posted (so no empty look at the ring sets it instead)."""
+    a, b, _ = pair
+    assert b.dev.features & F_EVENT_IDX
+    b.post([2048] * 4)
+    assert b.rx.avail_event() == 0
+    for n in (1, 2):
+        a.send(frame(b.mac, a.mac, bytes([n]) * 60))
+        assert wait_received(b) == [(1, frame(b.mac, a.mac, bytes([n]) * 60))]
+        assert b.rx.avail_event() == n
+
+
 def test_receive_buffer_smaller_than_the_header_needs_reset(pair):
     a, b, _ = pair
     a.send(frame(b.mac, a.mac, b"x" * 20))
