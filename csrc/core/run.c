@@ -448,7 +448,8 @@ static void halt_poll_adapt(struct vmm_vcpu *vcpu, uint64_t waited)
  * Sleep until the vCPU may run, its own timer deadline passes or the run ends. A deadline less than
  * HALT_POLL_NS away is polled for, as the one-thread loop does (a futex wake-up on a loaded host comes
  * tens of µs late). A vCPU in WFI polls first (halt_poll). While it sleeps its `awake` is false, so a line
- * raised for it wakes its own `wake` condition (irq.c); it is cleared under vm->lock before the locked loop reads the line.
+ * raised for it wakes its own `wake` condition (irq.c); it is cleared under vm->lock before the locked
+ * loop reads the line.
  */
 static void vcpu_wait(struct run_ctx *rc, struct vmm_vcpu *vcpu)
 {
