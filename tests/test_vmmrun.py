@@ -6,10 +6,12 @@ exit codes and error lines are checked on this host (`make build/vmmrun`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import subprocess
+import time
 
 import pytest
 
@@ -93,15 +95,24 @@ def test_gdb_server(vmmrun, tmp_path):
             proc.wait()
 
 
-def vcpu_threads_of(vmmrun: str, mode: str, env: dict | None = None) -> list[str]:
+def vcpu_threads_of(vmmrun: str, mode: str, env: dict | None = None, want: tuple = ()) -> list[str]:
     """The names of the threads of a 2-vCPU idle_notick run with --vcpu-threads mode, read from /proc once the
-    guest is ready (it then idles until the timeout)."""
+    guest is ready (it then idles until the timeout). A thread names itself when it starts, which may come
+    after vCPU 0 prints: with `want`, the names are read again until they hold those (10 s at most)."""
     proc = subprocess.Popen([vmmrun, "--cpus", "2", "--vcpu-threads", mode, "--timeout", "60", elf("idle_notick")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)  # fmt: skip
     try:
         assert proc.stdout and b"idle: ready" in proc.stdout.readline(), proc.stderr and proc.stderr.read()
         task = f"/proc/{proc.pid}/task"
-        return sorted(open(os.path.join(task, t, "comm")).read().strip() for t in os.listdir(task))
+        deadline = time.monotonic() + 10
+        while True:
+            names = []
+            for t in os.listdir(task):
+                with contextlib.suppress(FileNotFoundError), open(os.path.join(task, t, "comm")) as f:
+                    names.append(f.read().strip())  # (a thread that ended meanwhile has no file)
+            if set(want) <= set(names) or time.monotonic() > deadline:
+                return sorted(names)
+            time.sleep(0.01)  # polling /proc for a condition, bounded by the deadline
     finally:
         proc.kill()
         proc.wait()
@@ -126,9 +137,10 @@ def test_vcpu_threads_option(vmmrun):
     if not lib:
         pytest.skip("the patched Unicorn is not built (make unicorn)")
     env = {**os.environ, "LD_LIBRARY_PATH": os.path.dirname(lib)}
-    threads = vcpu_threads_of(vmmrun, "per-vcpu", env)
+    both = ("vmm-vcpu0", "vmm-vcpu1")
+    threads = vcpu_threads_of(vmmrun, "per-vcpu", env, both)
     assert "vmm-vcpu0" in threads and "vmm-vcpu1" in threads, threads
-    assert [t for t in vcpu_threads_of(vmmrun, "auto", env) if t.startswith("vmm-vcpu")] == ["vmm-vcpu0", "vmm-vcpu1"]
+    assert [t for t in vcpu_threads_of(vmmrun, "auto", env, both) if t.startswith("vmm-vcpu")] == list(both)
 
 
 @pytest.mark.parametrize(
