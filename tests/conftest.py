@@ -251,3 +251,21 @@ def heap_growth(make, calls: int = 10, batches: int = 3) -> float | None:
             make()
         growth.append((in_use() - before) / calls)
     return min(growth)
+
+
+def run_with_shim(tmp_path, shim_c: str, script: str, **env: str):
+    """Run `script` in a fresh interpreter with `shim_c` (an allocator shim's C source) built and preloaded, and
+    `env` added to its environment: for failures a test cannot cause from Python (an allocation that fails).
+    Skips without a C compiler."""
+    import shutil
+    import subprocess
+    import sys
+
+    if not shutil.which("cc"):
+        pytest.skip("needs a C compiler for the allocation-failure shim")
+    src, shim = tmp_path / "shim.c", tmp_path / "shim.so"
+    src.write_text(shim_c)
+    subprocess.run(["cc", "-shared", "-fPIC", "-O1", "-o", str(shim), str(src), "-ldl"], check=True, timeout=60)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, LD_PRELOAD=str(shim), PYTHONPATH=root, **env)
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env, cwd=root)

@@ -12,16 +12,13 @@ its DeviceID) or from an MMIO write to GITS_TRANSLATER (DeviceID 0). Command err
 from __future__ import annotations
 
 import os
-import shutil
 import struct
-import subprocess
-import sys
 
 import pytest
 
 import vmmpy
 
-from .conftest import heap_growth
+from .conftest import heap_growth, run_with_shim
 from .test_gic import GICD, GICD_CTLR, configure, rd, unmask
 
 GITS = 0x0808_0000
@@ -1066,12 +1063,6 @@ def test_lpi_tables_that_cannot_be_allocated_leave_lpis_off_at_every_attempt(tmp
     """The 56 KiB configuration copy and the 7 KiB pending bitmap are allocated at the first EnableLPIs: when
     either fails, LPIs stay off (EnableLPIs reads 0), and a second attempt fails the same way instead of using
     what the first freed."""
-    if not shutil.which("cc"):
-        pytest.skip("needs a C compiler for the allocation-failure shim")
-    shim = tmp_path / "failcalloc.so"
-    (tmp_path / "failcalloc.c").write_text(FAIL_CALLOC_C)
-    subprocess.run(["cc", "-shared", "-fPIC", "-O1", "-o", str(shim), str(tmp_path / "failcalloc.c"), "-ldl"],
-                   check=True, timeout=60)  # fmt: skip
     script = (
         "import vmmpy\n"
         "with vmmpy.Machine(its=True) as m:\n"
@@ -1081,8 +1072,6 @@ def test_lpi_tables_that_cannot_be_allocated_leave_lpis_off_at_every_attempt(tmp
         f"        m.mmio_write({rd(0, GICR_CTLR)}, 1)\n"
         f"        print(m.mmio_read({rd(0, GICR_CTLR)}) & 1)\n"
     )
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, LD_PRELOAD=str(shim), FAIL_CALLOC_SIZE=str(size), PYTHONPATH=root)
-    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env, cwd=root)
+    r = run_with_shim(tmp_path, FAIL_CALLOC_C, script, FAIL_CALLOC_SIZE=str(size))
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["0", "0"]

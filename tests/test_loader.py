@@ -446,14 +446,16 @@ def test_elf_segment_data_beyond_the_file(tmp_path):
         vmmpy.Machine(write(tmp_path, "far.elf", bytes(far)))
 
 
-def test_elf_entry_is_translated_through_the_segment_that_holds_it(tmp_path):
+@pytest.mark.parametrize("second", [0x3000, 0x2000], ids=["apart", "adjacent"])
+def test_elf_entry_is_translated_through_the_segment_that_holds_it(tmp_path, second):
+    """Virtual 0x1000 -> RAM_BASE, virtual `second` -> RAM_BASE + 0x10000, the entry at `second`: it is in the
+    second segment, also when that starts where the first ends (the entry one past the first one's end)."""
     import struct
 
-    # virtual 0x1000 -> RAM_BASE, virtual 0x3000 -> RAM_BASE + 0x10000; the entry 0x3000 is in the second
     text = code(B_SELF)
-    elf = bytearray(make_elf([(RAM_BASE, text, 0x1000), (RAM_BASE + 0x10000, text, 0x1000)], 0x3000))
+    elf = bytearray(make_elf([(RAM_BASE, text, 0x1000), (RAM_BASE + 0x10000, text, 0x1000)], second))
     struct.pack_into("<Q", elf, 64 + 16, 0x1000)
-    struct.pack_into("<Q", elf, 64 + 56 + 16, 0x3000)
+    struct.pack_into("<Q", elf, 64 + 56 + 16, second)
     with vmmpy.Machine(write(tmp_path, "k.elf", bytes(elf))) as m:
         assert m.boot_info().entry == RAM_BASE + 0x10000
 
@@ -591,19 +593,6 @@ def test_the_size_limit_is_guest_ram_unless_the_kernel_is_an_elf(tmp_path, guest
         what = "initrd" if "initrd" in kw else "kernel"
         with pytest.raises(vmmpy.DoesNotFit, match=rf"{what} \({4 * MIB + 1} bytes\) is larger than guest RAM"):
             vmmpy.Machine(kw.pop("kernel"), ram="4M", **kw)
-
-
-def test_elf_entry_at_a_segments_end_is_in_the_next_one(tmp_path):
-    import struct
-
-    # virtual 0x1000-0x2000 -> RAM_BASE, virtual 0x2000-0x3000 -> RAM_BASE + 0x10000: the entry 0x2000 is one
-    # past the end of the first segment, the start of the second
-    text = code(B_SELF)
-    elf = bytearray(make_elf([(RAM_BASE, text, 0x1000), (RAM_BASE + 0x10000, text, 0x1000)], 0x2000))
-    struct.pack_into("<Q", elf, 64 + 16, 0x1000)
-    struct.pack_into("<Q", elf, 64 + 56 + 16, 0x2000)
-    with vmmpy.Machine(write(tmp_path, "k.elf", bytes(elf))) as m:
-        assert m.boot_info().entry == RAM_BASE + 0x10000
 
 
 def test_elf_extent_spans_segments_in_any_order(tmp_path):

@@ -8,7 +8,6 @@ import contextlib
 import fcntl
 import os
 import select
-import shutil
 import struct
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import time
 import pytest
 
 import vmmpy
+from tests.conftest import run_with_shim
 from tests.test_virtio_net import BCAST, HDR, Nic, arp_request, frame, tcpdump_lines, wait_received
 from tests.virtio_driver import DESC_F_NEXT
 from vmmpy import errors
@@ -75,6 +75,7 @@ import os, sys
 sys.path.insert(0, sys.argv[2])
 os.close(0)  # a daemon's closed stdin: the capture's open gets descriptor 0
 import vmmpy
+from tests.conftest import run_with_shim
 from tests.test_virtio_net import BCAST, Nic, frame
 net = vmmpy.Network(capture=sys.argv[1])
 assert os.readlink("/proc/self/fd/0") == sys.argv[1]
@@ -178,16 +179,8 @@ void *malloc(size_t n)
 def test_the_io_threads_poll_set_failing_to_allocate_is_an_error(tmp_path):
     """The I/O thread's poll set (1024 fds of 8 bytes and a count: 8196 bytes) comes from malloc when
     the thread is made: its failure is vmm_add_net's error, not a thread that exits and polls nothing."""
-    if not shutil.which("cc"):
-        pytest.skip("needs a C compiler for the allocation-failure shim")
-    shim = tmp_path / "failmalloc.so"
-    (tmp_path / "failmalloc.c").write_text(FAIL_MALLOC_C)
-    subprocess.run(["cc", "-shared", "-fPIC", "-O1", "-o", str(shim), str(tmp_path / "failmalloc.c"), "-ldl"],
-                   check=True, timeout=60)  # fmt: skip
     script = "import vmmpy\ntry:\n    vmmpy.Machine(net='user')\nexcept vmmpy.errors.OutOfMemory as e:\n    print(e)\n"
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, LD_PRELOAD=str(shim), FAIL_MALLOC_SIZE="8196", PYTHONPATH=root)
-    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env, cwd=root)
+    r = run_with_shim(tmp_path, FAIL_MALLOC_C, script, FAIL_MALLOC_SIZE="8196")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "out of memory for the I/O thread"
 
@@ -250,6 +243,7 @@ CAPTURE_FIFO = """
 import fcntl, os, signal, struct, sys, termios, threading, time
 sys.path.insert(0, sys.argv[2])
 import vmmpy
+from tests.conftest import run_with_shim
 from tests.test_virtio_net import BCAST, Nic, frame
 
 signal.signal(signal.SIGUSR1, lambda *a: None)
@@ -315,6 +309,7 @@ CAPTURE_FIFO_PARTIAL = """
 import fcntl, os, signal, struct, sys, termios, threading, time
 sys.path.insert(0, sys.argv[2])
 import vmmpy
+from tests.conftest import run_with_shim
 from tests.test_virtio_net import BCAST, Nic, frame
 
 signal.signal(signal.SIGUSR1, lambda *a: None)
