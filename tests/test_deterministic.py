@@ -106,7 +106,7 @@ def test_a_later_round_that_ends_in_wfi_moves_the_clock_by_its_longest_vcpu(raw_
         nop, 0xD29ADB00, 0xF1000400, 0x54FFFFE1, WFI, b_back(1),  # x0 = 55000; the same
     )  # fmt: skip
     with vmmpy.Machine(raw_guest(blob), kernel_format="raw", deterministic=True, cpus=2) as m:
-        assert m.run(timeout=0.3).reason == RunReason.TIMEOUT
+        assert m.run(timeout=1.0).reason == RunReason.TIMEOUT
         assert m.stats()["insns"] == 120_009 + 110_003
         assert m.clock_ns == 120_009
 
@@ -131,6 +131,6 @@ def test_a_round_a_block_overshoots_moves_the_clock_past_the_quantum(raw_guest):
         0xD29ADB00, 0xF1000400, 0x54FFFFE1, WFI, b_back(1),  # x0 = 55000; the same
     )  # fmt: skip
     with vmmpy.Machine(raw_guest(blob), kernel_format="raw", deterministic=True, cpus=2) as m:
-        assert m.run(timeout=0.3).reason == RunReason.TIMEOUT
+        assert m.run(timeout=1.0).reason == RunReason.TIMEOUT
         assert m.stats()["insns"] == 120_008 + 110_002
         assert m.clock_ns == 120_008

@@ -205,9 +205,11 @@ static bool any_runnable(struct vmm_vm *vm)
 }
 
 /* Real time: spin until the clock reaches `deadline`, a wake-up (seen_seq moved), a stop or the timeout. */
-static void poll_until(struct vmm_vm *vm, uint64_t deadline, uint64_t seen_seq)
+static void poll_until(struct vmm_vm *vm, uint64_t deadline, uint64_t seen_seq, struct vmm_vcpu *vcpu)
 {
-    while (vmm__clock_ns(vm, NULL) < deadline && atomic_load(&vm->wake_seq) == seen_seq && !interrupted(vm))
+    /* a vCPU thread polls awake, so a line raised for it bumps no wake_seq (irq.c): it watches its line too */
+    while (vmm__clock_ns(vm, NULL) < deadline && atomic_load(&vm->wake_seq) == seen_seq && !interrupted(vm) &&
+           !(vcpu && atomic_load(&vcpu->irq)))
         vmm__host_cpu_relax();
 }
 
@@ -229,7 +231,7 @@ static void wait_for_wakeup(struct vmm_vm *vm, uint64_t seen_seq)
                 break; /* input may have been scheduled: the loop looks */
         } else if (nd <= vmm__clock_ns(vm, NULL) + HALT_POLL_NS) {
             pthread_mutex_unlock(&vm->lock);
-            poll_until(vm, nd, seen_seq);
+            poll_until(vm, nd, seen_seq, NULL);
             return;
         } else {
             struct timespec dl = ns_to_abs(vm->clock_base_ns, nd);
@@ -474,7 +476,7 @@ static void vcpu_wait(struct run_ctx *rc, struct vmm_vcpu *vcpu)
             vcpu->waiting = false;
             atomic_store(&vcpu->awake, true);
             pthread_mutex_unlock(&vm->lock);
-            poll_until(vm, d, seq);
+            poll_until(vm, d, seq, vcpu);
             goto out;
         } else {
             struct timespec dl = ns_to_abs(vm->clock_base_ns, d);
