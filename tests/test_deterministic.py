@@ -111,12 +111,6 @@ def test_a_later_round_that_ends_in_wfi_moves_the_clock_by_its_longest_vcpu(raw_
         assert m.clock_ns == 120_009
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug, not fixed: the clock moves by the quantum while a vCPU retired one instruction past it, "
-    "so its CNTVCT steps back 1 ns at the next round; moving the clock further breaks vmm_stop_at()'s exact "
-    "stop (tests/test_snapshot.py), so the fix carries the excess into the vCPU's next quantum (docs/ARCHITECTURE.md)",
-)
 def test_a_round_a_block_overshoots_moves_the_clock_past_the_quantum(raw_guest):
     """As above without the nops: vCPU 0's two-instruction loop block starts one instruction before the
     quantum's end and runs whole (the soft backend stops only at block starts), so vCPU 0 retires 100,001
@@ -134,3 +128,32 @@ def test_a_round_a_block_overshoots_moves_the_clock_past_the_quantum(raw_guest):
         assert m.run(timeout=1.0).reason == RunReason.TIMEOUT
         assert m.stats()["insns"] == 120_008 + 110_002
         assert m.clock_ns == 120_008
+
+
+@pytest.mark.parametrize("resume", ["run", "clock_advance", "snapshot"])
+def test_a_vcpus_lead_past_the_quantum_survives_the_end_of_a_run(raw_guest, tmp_path, resume):
+    """One vCPU counts down from 60,000 in two-instruction blocks that start at odd counts, so the block
+    at 99,999 runs to 100,001: at vmm_stop_at(100_000) the vCPU's clock is 1 ns ahead of the VM's. That
+    lead must outlast the run, a vmm_clock_advance(0) and a snapshot (it is the vCPU's quantum_start):
+    dropped, the vCPU's CNTVCT steps back and the clock ends at 120,000, not at its 120,002 instructions.
+    The next stop, 1 ns on, gives a quantum the lead already covers: the round passes without running
+    the vCPU (a loop that waited for it to run never moved the clock)."""
+    blob = code(0xD29D4C00, 0xF1000400, 0x54FFFFE1, WFI, b_back(1))  # x0 = 60000; subs; b.ne; wfi
+    m = vmmpy.Machine(raw_guest(blob), kernel_format="raw", deterministic=True)
+    try:
+        m.stop_at(100_000)
+        assert m.run(timeout=10).reason == RunReason.STOPPED
+        assert (m.clock_ns, m.stats()["insns"]) == (100_000, 100_001)
+        if resume == "clock_advance":
+            m.clock_advance(0)
+        elif resume == "snapshot":
+            m.snapshot(tmp_path / "lead.snap")
+            m.close()
+            m = vmmpy.Machine.restore(tmp_path / "lead.snap")
+        m.stop_at(100_001)
+        assert m.run(timeout=10).reason == RunReason.STOPPED
+        assert m.clock_ns == 100_001
+        assert m.run(timeout=1.0).reason == RunReason.TIMEOUT
+        assert m.clock_ns == 120_002
+    finally:
+        m.close()

@@ -282,6 +282,22 @@ def test_ram_outside_guest_ram(tmp_path, good_snapshot):
     assert "not inside guest RAM" in str(restore_error(tmp_path, bytes(b)))
 
 
+def test_a_vcpu_clock_lead_beyond_a_quantum_is_refused(tmp_path, good_snapshot):
+    """A vCPU's section keeps its instruction count and quantum start: their difference is how far its
+    clock leads the VM's (a block past a quantum's end, never a whole quantum of 100,000 ns). A file that
+    claims more, or a quantum starting after the count, is refused naming the vCPU section."""
+    ((off, plen),) = [(o, n) for name, o, n in sections(good_snapshot) if name == "vcpu.1"]
+    at = off + 3 + 3 * 8 + 2 * (8 + 8 + 1)  # on, idle, reset_pending; entry, x0, mpidr; two timers
+    insns, start = struct.unpack_from("<QQ", good_snapshot, at)
+    assert insns > 100_000 and insns - start <= 100_000
+    for bad, want in ((insns - 100_001, "clock leads the VM's by more than a quantum"), (insns + 1, "starts after")):
+        b = bytearray(good_snapshot)
+        struct.pack_into("<Q", b, at + 8, bad)
+        struct.pack_into("<I", b, off - 8, zlib.crc32(bytes(b[off : off + plen])))
+        e = restore_error(tmp_path, bytes(b))
+        assert isinstance(e, errors.FormatError) and "vcpu.1" in str(e) and want in str(e), e
+
+
 def test_a_directory_is_not_a_snapshot(tmp_path):
     with pytest.raises(errors.VmmError) as e:
         vmmpy.Machine.restore(tmp_path)

@@ -33,6 +33,21 @@ uint64_t vmm__clock_ns(struct vmm_vm *vm, struct vmm_vcpu *vcpu)
     return held ? held - 1 : vmm__now_ns() - vm->clock_base_ns;
 }
 
+/*
+ * A vCPU's lead over vtime_ns (insns - quantum_start) shrinks by ns and stops at 0: quantum_start moves by
+ * ns, or up to insns. The lead is a translation block's overshoot of the quantum (the soft backend stops
+ * at block starts only): dropping it stepped that vCPU's CNTVCT back, moving the VM clock past the quantum
+ * instead moved vmm_stop_at() off its time. Being quantum_start, it is kept in snapshots and checkpoints.
+ */
+void vmm__vtime_advance(struct vmm_vm *vm, uint64_t ns)
+{
+    vm->vtime_ns += ns;
+    for (unsigned i = 0; i < vm->ncpus; i++) {
+        struct vmm_vcpu *v = &vm->vcpus[i];
+        v->quantum_start = v->insns - v->quantum_start > ns ? v->quantum_start + ns : v->insns;
+    }
+}
+
 /* CNTVOFF is 0: the virtual and physical counts are the same. */
 static uint64_t counter(struct vmm_vcpu *vcpu)
 {
@@ -220,9 +235,7 @@ VMM_EXPORT int vmm_clock_advance(vmm_vm *vm, uint64_t ns)
     int rc = vmm__check_idle(vm, "the clock cannot be moved");
     if (rc)
         return rc;
-    vm->vtime_ns += ns;
-    for (unsigned i = 0; i < vm->ncpus; i++)
-        vm->vcpus[i].quantum_start = vm->vcpus[i].insns;
+    vmm__vtime_advance(vm, ns);
     vmm__timers_update(vm);
     vmm__rev_host_changed(vm); /* a replay would not move the clock: reverse history starts again */
     return 0;

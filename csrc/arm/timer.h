@@ -20,6 +20,11 @@ enum { TIMER_VIRT = 0, TIMER_PHYS = 1, TIMER_COUNT };
 /* Guest clock values beyond this (2^62 ns, 146 years) mean "never": deadlines and timeouts saturate. */
 #define VMM_CLOCK_HORIZON_NS (1ULL << 62)
 uint64_t vmm__clock_ns(struct vmm_vm *vm, struct vmm_vcpu *vcpu);
+/*
+ * Deterministic mode: move the VM clock (vtime_ns) on by ns. A vCPU whose own clock was ahead of it (a
+ * block that ran past a quantum's end) keeps what is left of its lead; every other vCPU's starts there.
+ */
+void vmm__vtime_advance(struct vmm_vm *vm, uint64_t ns);
 /* Re-evaluate every timer against the clock: drive PPI levels, update next_deadline_ns. */
 void vmm__timers_update(struct vmm_vm *vm);
 /*

@@ -52,8 +52,7 @@ static void end_run(struct run_ctx *rc, int reason, int status)
     }
 }
 
-#define SLICE_INSNS 50000ULL    /* real time, SMP: instructions per round-robin slice */
-#define QUANTUM_INSNS 100000ULL /* deterministic: instructions (= virtual ns) per vCPU per round */
+#define SLICE_INSNS 50000ULL /* real time, SMP: instructions per round-robin slice */
 
 /*
  * The clock thread: ends the run when its timeout passes and, in real-time
@@ -670,16 +669,16 @@ static void close_partial_round(struct vmm_vm *vm)
         struct vmm_vcpu *v = &vm->vcpus[i];
         if (v->insns - v->quantum_start > used)
             used = v->insns - v->quantum_start;
-        v->quantum_start = v->insns;
     }
-    vm->vtime_ns += used;
+    vmm__vtime_advance(vm, used);
 }
 
 /*
  * Deterministic: each round gives every runnable vCPU a quantum of
- * QUANTUM_INSNS instructions, in vCPU order, all starting at the same
+ * VMM_QUANTUM_INSNS instructions, in vCPU order, all starting at the same
  * virtual time; then the clock moves on by one quantum (less when all stopped early:
- * round_length). Timer deadlines cut
+ * round_length). A vCPU whose last block ran past the quantum's end starts the next one that far
+ * in, with that much less of it (vmm__vtime_advance). Timer deadlines cut
  * a vCPU's budget so it stops exactly there; serial and keyboard/tablet input enter between
  * rounds; when every vCPU waits the clock jumps to the next event. A vmm_stop_at() time
  * shortens the round that would pass it and ends the run with VMM_RUN_STOPPED at the
@@ -694,9 +693,7 @@ static void run_loop_deterministic(struct run_ctx *rc)
         if (vm->gdb)
             vmm__gdb_hold(vm, NULL);
         if (vm->gdb_rev)
-            vmm__rev_round(vm); /* reverse execution: checkpoints, rewinds (gdb_reverse.c) */
-        for (unsigned i = 0; i < vm->ncpus; i++)
-            vm->vcpus[i].quantum_start = vm->vcpus[i].insns;
+            vmm__rev_round(vm);                    /* reverse execution: checkpoints, rewinds (gdb_reverse.c) */
         park_point(vm);                            /* a host pause: it schedules input at vtime_ns */
         uint64_t seq = atomic_load(&vm->wake_seq); /* what is scheduled after this wakes the wait below */
         uint64_t stop_at = atomic_load(&vm->stop_at_ns);
@@ -705,7 +702,7 @@ static void run_loop_deterministic(struct run_ctx *rc)
             end_run(rc, VMM_RUN_STOPPED, 0);
             break;
         }
-        uint64_t quantum = stop_at - vm->vtime_ns < QUANTUM_INSNS ? stop_at - vm->vtime_ns : QUANTUM_INSNS;
+        uint64_t quantum = stop_at - vm->vtime_ns < VMM_QUANTUM_INSNS ? stop_at - vm->vtime_ns : VMM_QUANTUM_INSNS;
         uint64_t next_input = vmm__board_advance(vm, vm->vtime_ns); /* serial, keyboard, tablet, ... */
         vmm__timers_update(vm);
         for (unsigned i = 0; i < vm->ncpus && !rc->done; i++) {
@@ -720,6 +717,8 @@ static void run_loop_deterministic(struct run_ctx *rc)
                 run_one(rc, vcpu);
                 ran = true;
             }
+            /* its lead (a block past the last quantum's end) covers this quantum: the round still passes */
+            ran |= vcpu->insns - vcpu->quantum_start >= quantum && runnable(vcpu);
         }
         if (vm->gdb_rev && vmm__rev_unwinding(vm))
             continue; /* a rewind abandons the round: the clock does not move on */
@@ -728,7 +727,7 @@ static void run_loop_deterministic(struct run_ctx *rc)
             continue;
         }
         if (ran) {
-            vm->vtime_ns += round_length(vm, quantum);
+            vmm__vtime_advance(vm, round_length(vm, quantum));
             continue;
         }
         /* everyone waits: jump to the next timer deadline, scheduled input or vmm_stop_at() time */
@@ -742,15 +741,11 @@ static void run_loop_deterministic(struct run_ctx *rc)
         if (any_runnable(vm))
             continue;
         if (next != UINT64_MAX)
-            vm->vtime_ns = next > vm->vtime_ns ? next : vm->vtime_ns + 1;
+            vmm__vtime_advance(vm, next > vm->vtime_ns ? next - vm->vtime_ns : 1);
         else
             wait_for_wakeup(
                 vm, seq); /* nothing scheduled: only a stop, the timeout, new input or vmm_stop_at() ends this */
     }
-    /* every vCPU's counter is the VM clock between runs: a stop or the timeout that comes after a round's own
-       check (its length already added to vtime_ns) would otherwise leave quantum_start a round behind */
-    for (unsigned i = 0; i < vm->ncpus; i++)
-        vm->vcpus[i].quantum_start = vm->vcpus[i].insns;
     atomic_store(&vm->stop_at_ns, UINT64_MAX); /* reached, or the run ended otherwise: disarmed */
 }
 

@@ -8,6 +8,12 @@
 struct vmm_vm;
 struct vmm_vcpu;
 
+/*
+ * Deterministic mode: instructions (= virtual ns) per vCPU per round. A vCPU's clock leads the VM's by
+ * at most one translation block past a quantum's end, far less than this (snapshot.c refuses more).
+ */
+#define VMM_QUANTUM_INSNS 100000ULL
+
 /* Wake the run loop (and the clock thread) to look again: an idle loop may have work (takes vm->lock). */
 void vmm__wake_run_loop(struct vmm_vm *vm);
 /* pthread_cond_broadcast(&vm->cond), and each vCPU thread's own wait (vcpu->wake): with vm->lock held. */

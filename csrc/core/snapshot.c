@@ -27,6 +27,7 @@
 #include "irqchip.h"
 #include "layout.h"
 #include "machine.h"
+#include "run.h"
 #include "snapshot.h"
 #include "vm.h"
 
@@ -208,6 +209,8 @@ static void sync_vcpu_core(struct vmm_vcpu *v, struct vmm_snap *s)
         vmm__snap_fail(s, "pending CPU_ON entry 0x%" PRIx64 " is outside RAM", v->reset_entry);
     else if (v->quantum_start > v->insns)
         vmm__snap_fail(s, "the quantum starts after the instruction count");
+    else if (v->vm->deterministic && v->insns - v->quantum_start > VMM_QUANTUM_INSNS)
+        vmm__snap_fail(s, "vCPU %u's clock leads the VM's by more than a quantum", v->id);
     v->insn_limit = UINT64_MAX;
 }
 
