@@ -28,6 +28,22 @@ GIC_ITS = ["tests/test_gic_its.py", "tests/test_irq_guests.py", "-k", "not qemu 
 
 LOAD_MEM = "tests/test_api.py::test_load_kernel_mem_boots_an_image_from_memory"
 
+# the run loop and its waits (run.c, run_wait.c)
+RUN_LOOP = [
+    "tests/test_run.py",
+    "tests/test_deterministic.py",
+    "tests/test_timer.py",
+    # the park point (a deterministic pause at a frame) and vmm_stop_at, 2-3 s
+    "tests/test_events.py::test_deterministic_pause_at_frame_then_inject_is_reproducible",
+    "tests/test_events.py::test_pause_wait_waits_its_timeout_for_a_frame_that_does_not_come",
+    "tests/test_events.py::test_pause_wait_with_a_timeout_beyond_a_year_still_waits",
+    "tests/test_events.py::test_deterministic_quit_stops_at_the_cursor_exactly",
+    "tests/test_api.py::test_vmm_run_on_a_running_vm_is_ebusy_and_leaves_it_usable",
+    # the threaded loop (a vCPU thread's sleep until its deadline, its signal mask) and the yield to vCPU 0
+    "tests/test_soft_threaded.py",
+    "tests/test_run_vcpus.py",
+]
+
 TARGETS: dict[str, list[str]] = {
     # the interrupt controller: the distributor, redistributors, CPU interface and the model's core
     "csrc/arm/gic.c": GIC,
@@ -54,20 +70,8 @@ TARGETS: dict[str, list[str]] = {
         "-k",
         "not qemu and (psci or smp and not smp8 or poweroff_and_serial)",  # QEMU runs its own PSCI
     ],
-    "csrc/core/run.c": [
-        "tests/test_run.py",
-        "tests/test_deterministic.py",
-        "tests/test_timer.py",
-        # the park point (a deterministic pause at a frame) and vmm_stop_at, 2-3 s
-        "tests/test_events.py::test_deterministic_pause_at_frame_then_inject_is_reproducible",
-        "tests/test_events.py::test_pause_wait_waits_its_timeout_for_a_frame_that_does_not_come",
-        "tests/test_events.py::test_pause_wait_with_a_timeout_beyond_a_year_still_waits",
-        "tests/test_events.py::test_deterministic_quit_stops_at_the_cursor_exactly",
-        "tests/test_api.py::test_vmm_run_on_a_running_vm_is_ebusy_and_leaves_it_usable",
-        # the threaded loop (a vCPU thread's sleep until its deadline, its signal mask) and the yield to vCPU 0
-        "tests/test_soft_threaded.py",
-        "tests/test_run_vcpus.py",
-    ],
+    "csrc/core/run.c": RUN_LOOP,
+    "csrc/core/run_wait.c": RUN_LOOP,  # the loop's waits (idle sleep, halt polling)
     # virtio: the split virtqueues, the device core and the MMIO transport
     "csrc/dev/virtq.c": [
         "tests/test_virtio_mmio.py",

@@ -47,7 +47,7 @@ void vmm__irq_line_changed(struct vmm_vm *vm, unsigned cpu, bool level)
     /*
      * Nobody sleeps for a line its own vCPU thread raised (an SGI to self, a timer update), nor for one raised
      * for a vCPU whose thread is awake (running, or polling in WFI): it reads the line before it sleeps
-     * (seq_cst on both sides, run.c's vcpu_wait), and the kick above ends a run in progress.
+     * (seq_cst on both sides, run_wait.c's vmm__run_vcpu_wait), and the kick above ends a run in progress.
      */
     if (level && !vmm__on_run_thread(vm) && !vmm__on_vcpu_thread(vcpu) && !atomic_load(&vcpu->awake))
         vmm__wake_vcpu(vcpu);

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "run.h"
+#include "run_internal.h"
 #include "../arm/arm.h"
 #include "../host/host.h"
 #include "board.h"
@@ -15,15 +16,6 @@
 #include "vm.h"
 
 int vmm__prepare_locked(struct vmm_vm *vm);
-
-struct run_ctx {
-    struct vmm_vm *vm;
-    struct vmm_run_result res;
-    atomic_bool done;
-    bool threaded;   /* VMM_CAP_VCPU_THREADS: vCPU threads may end the run at once, vm->lock orders them */
-    bool own_timers; /* !VMM_CAP_KERNEL_TIMERS: the loop drives the timer PPIs (timer.c) */
-    bool own_psci;   /* !VMM_CAP_KERNEL_PSCI: vcpu->on is ours (CPU_ON/CPU_OFF through psci.c) */
-};
 
 static void kick_all(struct vmm_vm *vm)
 {
@@ -62,14 +54,6 @@ static void end_run(struct run_ctx *rc, int reason, int status)
  * our timers it watches each vCPU's own deadline (vcpu->deadline_ns) and
  * kicks only that vCPU: its thread then updates its own timers.
  */
-/*
- * A deadline this close is polled for, not slept for: a futex wake-up comes
- * tens of µs late on a loaded host, longer than the wait itself (KVM polls a
- * halted vCPU for the same reason). Only a deadline already this close when
- * the wait begins is polled: an idle guest's periodic tick (ms away) sleeps.
- */
-#define HALT_POLL_NS 50000ULL
-
 struct clock_thread {
     struct vmm_vm *vm;
     bool has_timeout;
@@ -77,13 +61,6 @@ struct clock_thread {
     bool finished;
     pthread_t thread;
 };
-
-/* An absolute CLOCK_MONOTONIC time; ns saturates at the horizon, so the sum cannot wrap into the past. */
-static struct timespec ns_to_abs(uint64_t clock_ns_base, uint64_t ns)
-{
-    uint64_t abs = clock_ns_base + (ns < VMM_CLOCK_HORIZON_NS ? ns : VMM_CLOCK_HORIZON_NS);
-    return (struct timespec){ .tv_sec = (time_t)(abs / 1000000000ULL), .tv_nsec = (long)(abs % 1000000000ULL) };
-}
 
 static bool ts_before(const struct timespec *a, const struct timespec *b)
 {
@@ -171,11 +148,6 @@ static void *clock_main(void *arg)
     return NULL;
 }
 
-static bool interrupted(struct vmm_vm *vm)
-{
-    return atomic_load(&vm->stop_requested) || atomic_load(&vm->timed_out);
-}
-
 /* An idle vCPU whose IRQ line is up leaves WFI. */
 static bool runnable(struct vmm_vcpu *v)
 {
@@ -195,50 +167,12 @@ bool vmm__others_runnable(struct vmm_vcpu *vcpu)
     return false;
 }
 
-static bool any_runnable(struct vmm_vm *vm)
+bool vmm__run_any_runnable(struct vmm_vm *vm)
 {
     bool any = false;
     for (unsigned i = 0; i < vm->ncpus; i++)
         any |= runnable(&vm->vcpus[i]);
     return any;
-}
-
-/* Real time: spin until the clock reaches `deadline`, a wake-up (seen_seq moved), a stop or the timeout. */
-static void poll_until(struct vmm_vm *vm, uint64_t deadline, uint64_t seen_seq, struct vmm_vcpu *vcpu)
-{
-    /* a vCPU thread polls awake, so a line raised for it bumps no wake_seq (irq.c): it watches its line too */
-    while (vmm__clock_ns(vm, NULL) < deadline && atomic_load(&vm->wake_seq) == seen_seq && !interrupted(vm) &&
-           !(vcpu && atomic_load(&vcpu->irq)))
-        vmm__host_cpu_relax();
-}
-
-/*
- * Every vCPU is in WFI (or off): sleep until an interrupt line rises, the
- * next timer deadline (real time), scheduled input or a stop time
- * (deterministic), a stop or the timeout. A vmm__wake_run_loop() since the
- * caller read wake_seq (seen_seq) returns at once. The idle guest costs no
- * host CPU.
- */
-static void wait_for_wakeup(struct vmm_vm *vm, uint64_t seen_seq)
-{
-    pthread_mutex_lock(&vm->lock);
-    while (!interrupted(vm) && !any_runnable(vm) && atomic_load(&vm->wake_seq) == seen_seq) {
-        uint64_t nd = atomic_load(&vm->next_deadline_ns);
-        if (vm->deterministic || nd == UINT64_MAX) {
-            pthread_cond_wait(&vm->cond, &vm->lock);
-            if (vm->deterministic)
-                break; /* input may have been scheduled: the loop looks */
-        } else if (nd <= vmm__clock_ns(vm, NULL) + HALT_POLL_NS) {
-            pthread_mutex_unlock(&vm->lock);
-            poll_until(vm, nd, seen_seq, NULL);
-            return;
-        } else {
-            struct timespec dl = ns_to_abs(vm->clock_base_ns, nd);
-            if (vmm__host_cond_timedwait(&vm->cond, &vm->lock, &dl) == ETIMEDOUT)
-                break;
-        }
-    }
-    pthread_mutex_unlock(&vm->lock);
 }
 
 /* Returns true if the vCPU is idle (in WFI). */
@@ -364,7 +298,7 @@ static void run_loop_realtime(struct run_ctx *rc)
             vmm__timers_update(vm);
         }
         if (!ran && !rc->done && !interrupted(vm)) {
-            wait_for_wakeup(vm, atomic_load(&vm->wake_seq));
+            vmm__run_wait_idle(vm, atomic_load(&vm->wake_seq));
             vmm__timers_update(vm);
         }
     }
@@ -392,103 +326,9 @@ struct vcpu_thread {
     pthread_t thread;
 };
 
-static bool thread_runnable(struct run_ctx *rc, struct vmm_vcpu *vcpu)
+bool vmm__run_thread_runnable(struct run_ctx *rc, struct vmm_vcpu *vcpu)
 {
     return !rc->own_psci || runnable(vcpu); /* the kernel keeps an off vCPU inside vcpu_run */
-}
-
-/*
- * Halt polling (thread per vCPU): a vCPU entering WFI first polls for its line for up to halt_poll_ns, so
- * that an IPI from a vCPU on another thread costs neither the sender's futex wake-up nor the target's trip
- * through the host scheduler (bench/irq_latency.py's ipi_wfi: 48 us a round trip with both asleep, 13 us
- * for QEMU TCG). The window adapts as KVM's does (Documentation/virt/kvm/halt-polling.rst): it starts at
- * HALT_POLL_START_NS when a sleep ended within HALT_POLL_MAX_NS, doubles while wake-ups come later than it
- * and still within the maximum, and falls to 0 after a sleep longer than the maximum. An idle guest's
- * periodic tick (ms away) therefore sleeps without polling: idle stays ~0 % of a core (bench/idle.py).
- */
-#define HALT_POLL_START_NS 10000ULL
-#define HALT_POLL_MAX_NS 200000ULL
-
-/* Anything that ends a vCPU's wait, read without vm->lock (the locked loop decides). */
-static bool wait_over(struct run_ctx *rc, struct vmm_vcpu *vcpu, uint64_t seq, uint64_t deadline, uint64_t now)
-{
-    struct vmm_vm *vm = rc->vm;
-    return atomic_load(&vcpu->irq) || now >= deadline || atomic_load(&vm->wake_seq) != seq || rc->done ||
-           interrupted(vm) || atomic_load(&vm->dbg_halt);
-}
-
-/* Poll for up to the vCPU's window (but not past its own deadline); true if something ended the wait. */
-static bool halt_poll(struct run_ctx *rc, struct vmm_vcpu *vcpu, uint64_t start, uint64_t deadline)
-{
-    struct vmm_vm *vm = rc->vm;
-    uint64_t seq = atomic_load(&vm->wake_seq);
-    uint64_t end = start + vcpu->halt_poll_ns;
-    uint64_t now = start;
-
-    while (now < end) {
-        if (wait_over(rc, vcpu, seq, deadline, now))
-            return true;
-        vmm__host_cpu_relax();
-        now = vmm__clock_ns(vm, NULL);
-    }
-    return false;
-}
-
-/* After a wait of `waited` ns (KVM's rule, shrinking to 0). */
-static void halt_poll_adapt(struct vmm_vcpu *vcpu, uint64_t waited)
-{
-    if (waited > HALT_POLL_MAX_NS)
-        vcpu->halt_poll_ns = 0;
-    else if (waited > vcpu->halt_poll_ns)
-        vcpu->halt_poll_ns = vcpu->halt_poll_ns ? vcpu->halt_poll_ns * 2 : HALT_POLL_START_NS;
-    if (vcpu->halt_poll_ns > HALT_POLL_MAX_NS)
-        vcpu->halt_poll_ns = HALT_POLL_MAX_NS;
-}
-
-/*
- * Sleep until the vCPU may run, its own timer deadline passes or the run ends. A deadline less than
- * HALT_POLL_NS away is polled for, as the one-thread loop does (a futex wake-up on a loaded host comes
- * tens of µs late). A vCPU in WFI polls first (halt_poll). While it sleeps its `awake` is false, so a line
- * raised for it wakes its own `wake` condition (irq.c); it is cleared under vm->lock before the locked
- * loop reads the line.
- */
-static void vcpu_wait(struct run_ctx *rc, struct vmm_vcpu *vcpu)
-{
-    struct vmm_vm *vm = rc->vm;
-    bool polls = vcpu->on && vcpu->idle; /* in WFI (the threaded loop is real time) */
-    uint64_t start = polls ? vmm__clock_ns(vm, NULL) : 0;
-
-    if (polls && vcpu->halt_poll_ns &&
-        halt_poll(rc, vcpu, start, rc->own_timers ? atomic_load(&vcpu->deadline_ns) : UINT64_MAX)) {
-        halt_poll_adapt(vcpu, vmm__clock_ns(vm, NULL) - start);
-        return;
-    }
-    pthread_mutex_lock(&vm->lock);
-    atomic_store(&vcpu->awake, false);
-    vcpu->waiting = true;
-    while (!rc->done && !interrupted(vm) && !thread_runnable(rc, vcpu) && !atomic_load(&vm->dbg_halt)) {
-        uint64_t d = rc->own_timers && vcpu->on ? atomic_load(&vcpu->deadline_ns) : UINT64_MAX;
-        if (d == UINT64_MAX) {
-            pthread_cond_wait(&vcpu->wake, &vm->lock);
-        } else if (d <= vmm__clock_ns(vm, NULL) + HALT_POLL_NS) {
-            uint64_t seq = atomic_load(&vm->wake_seq);
-            vcpu->waiting = false;
-            atomic_store(&vcpu->awake, true);
-            pthread_mutex_unlock(&vm->lock);
-            poll_until(vm, d, seq, vcpu);
-            goto out;
-        } else {
-            struct timespec dl = ns_to_abs(vm->clock_base_ns, d);
-            if (vmm__host_cond_timedwait(&vcpu->wake, &vm->lock, &dl) == ETIMEDOUT)
-                break;
-        }
-    }
-    vcpu->waiting = false;
-    atomic_store(&vcpu->awake, true);
-    pthread_mutex_unlock(&vm->lock);
-out:
-    if (polls)
-        halt_poll_adapt(vcpu, vmm__clock_ns(vm, NULL) - start);
 }
 
 /* The vCPU this thread runs (threaded loop), for vmm__on_vcpu_thread. */
@@ -518,8 +358,8 @@ static void *vcpu_thread_main(void *arg)
     while (!check_end(t->rc)) {
         if (t->rc->vm->gdb) /* all-stop: an idle or off vCPU's thread parks too (gdbstub.c) */
             vmm__gdb_hold(t->rc->vm, t->vcpu);
-        if (!thread_runnable(t->rc, t->vcpu))
-            vcpu_wait(t->rc, t->vcpu);
+        if (!vmm__run_thread_runnable(t->rc, t->vcpu))
+            vmm__run_vcpu_wait(t->rc, t->vcpu);
         else
             run_one(t->rc, t->vcpu);
         if (t->rc->own_timers)
@@ -738,12 +578,12 @@ static void run_loop_deterministic(struct run_ctx *rc)
         stop_at = atomic_load(&vm->stop_at_ns);
         if (stop_at < next)
             next = stop_at;
-        if (any_runnable(vm))
+        if (vmm__run_any_runnable(vm))
             continue;
         if (next != UINT64_MAX)
             vmm__vtime_advance(vm, next > vm->vtime_ns ? next - vm->vtime_ns : 1);
         else
-            wait_for_wakeup(
+            vmm__run_wait_idle(
                 vm, seq); /* nothing scheduled: only a stop, the timeout, new input or vmm_stop_at() ends this */
     }
     atomic_store(&vm->stop_at_ns, UINT64_MAX); /* reached, or the run ended otherwise: disarmed */
@@ -874,9 +714,9 @@ void vmm__vm_broadcast(struct vmm_vm *vm)
 }
 
 /*
- * A line rose for this vCPU (irq.c, from another thread). A vCPU thread asleep in vcpu_wait is woken alone;
- * anything else (the one-thread loop) as vmm__wake_run_loop does. `waiting` is read under vm->lock, which the
- * sleeper holds from its last look at the line until its wait releases it.
+ * A line rose for this vCPU (irq.c, from another thread). A vCPU thread asleep in vmm__run_vcpu_wait is
+ * woken alone; anything else (the one-thread loop) as vmm__wake_run_loop does. `waiting` is read under
+ * vm->lock, which the sleeper holds from its last look at the line until its wait releases it.
  */
 void vmm__wake_vcpu(struct vmm_vcpu *vcpu)
 {

@@ -53,9 +53,9 @@ struct vmm_vcpu {
     uint64_t quantum_start;
     bool dbg_frozen; /* a debugger keeps this vCPU stopped while it steps another (gdbstub.c) */
     /*
-     * Thread per vCPU (run.c, vcpu_wait): its thread is not committed to sleeping (it runs, or polls in WFI),
-     * so a line raised for it needs the backend's kick only, no wake-up of vm->cond. halt_poll_ns is how long
-     * its next WFI polls before it sleeps (adaptive; touched by its own thread only).
+     * Thread per vCPU (run_wait.c, vmm__run_vcpu_wait): its thread is not committed to sleeping (it runs, or polls in
+     * WFI), so a line raised for it needs the backend's kick only, no wake-up of vm->cond. halt_poll_ns is how long its
+     * next WFI polls before it sleeps (adaptive; touched by its own thread only).
      */
     atomic_bool awake;
     uint64_t halt_poll_ns;
