@@ -25,6 +25,7 @@
 
 static const unsigned timer_ppi[TIMER_COUNT] = { LAYOUT_PPI_VIRT_TIMER, LAYOUT_PPI_PHYS_TIMER };
 
+/* The patched engine reads CNTVCT/CNTPCT in real time with this formula, from the same words (soft.c). */
 uint64_t vmm__clock_ns(struct vmm_vm *vm, struct vmm_vcpu *vcpu)
 {
     if (vm->deterministic)
