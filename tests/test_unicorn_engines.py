@@ -271,7 +271,8 @@ print(json.dumps({{"regs": r, "seen": seen}}))
 
 
 CALL_GUEST = """
-CB = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_void_p, ctypes.c_uint32, ctypes.POINTER(ctypes.c_uint64), ctypes.c_void_p)
+U64P = ctypes.POINTER(ctypes.c_uint64)
+CB = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_void_p, ctypes.c_uint32, U64P, ctypes.c_void_p)
 uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
 calls, intrs = [], []
 @CB

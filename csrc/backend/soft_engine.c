@@ -27,7 +27,7 @@
 #define UC_VMMPY_SYS_CONTINUE 4u
 #define UC_VMMPY_ALL (UC_VMMPY_KICK | UC_VMMPY_INSNS | UC_VMMPY_SYS_CONTINUE)
 #define UC_VMMPY_SYS_RESULT 8u /* a later addition: looked up on its own */
-#define UC_VMMPY_CALL 16u       /* so are these two */
+#define UC_VMMPY_CALL 16u      /* so are these two */
 #define UC_VMMPY_COUNTER 32u
 
 static struct soft_engine engine;
