@@ -25,7 +25,6 @@
 
 static const unsigned timer_ppi[TIMER_COUNT] = { LAYOUT_PPI_VIRT_TIMER, LAYOUT_PPI_PHYS_TIMER };
 
-/* The patched engine reads CNTVCT/CNTPCT in real time with this formula, from the same words (soft.c). */
 uint64_t vmm__clock_ns(struct vmm_vm *vm, struct vmm_vcpu *vcpu)
 {
     if (vm->deterministic)
@@ -34,7 +33,7 @@ uint64_t vmm__clock_ns(struct vmm_vm *vm, struct vmm_vcpu *vcpu)
     return held ? held - 1 : vmm__now_ns() - vm->clock_base_ns;
 }
 
-/* CNTVOFF is 0: the virtual and physical counts are the same. */
+/* CNTVOFF is 0: the counts are the same (the patched engine computes them in real time itself: soft.c). */
 static uint64_t counter(struct vmm_vcpu *vcpu)
 {
     return vmm__clock_ns(vcpu->vm, vcpu) / TIMER_NS_PER_TICK;
