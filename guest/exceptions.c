@@ -21,8 +21,14 @@ __asm__(".pushsection .user.text, \"ax\"\n"
         "    mrs x0, sctlr_el1\n" /* EL1-only: UNDEFINED at EL0 */
         "    svc #2\n"
         "    b .\n"
+        ".globl user_hvc\n"
+        "user_hvc:\n"
+        "    mov x0, #0x84000000\n" /* PSCI_VERSION: what a VMM would answer at EL1 */
+        "    hvc #0\n"              /* UNDEFINED at EL0 (Arm ARM C6.2.114) */
+        "    svc #2\n"
+        "    b .\n"
         ".popsection\n");
-extern char user_svc_loop[], user_read_sctlr[];
+extern char user_svc_loop[], user_read_sctlr[], user_hvc[];
 
 static uint8_t user_stack[4096] __attribute__((section(".user.bss"), aligned(16)));
 
@@ -214,6 +220,15 @@ static void test_el0_sysreg(void)
                VEC_EL0_SYNC);
 }
 
+static void test_el0_hvc(void)
+{
+    uintptr_t sp = (uintptr_t)user_stack + sizeof(user_stack);
+
+    clear();
+    el0_call((uintptr_t)user_hvc, sp, 0);
+    expect_exc("EL0 HVC is UNDEFINED", ESR_MAKE(EC_UNKNOWN, 0), (uintptr_t)user_hvc + 4, VEC_EL0_SYNC);
+}
+
 static void test_impdef_sysreg(void)
 {
     uint64_t at, v;
@@ -237,6 +252,7 @@ int main(uint64_t dtb)
     test_data_abort();
     test_el0_svc();
     test_el0_sysreg();
+    test_el0_hvc();
     test_impdef_sysreg();
 
     uart_puts(failures ? "SOME FAILED\n" : "ALL PASS\n");

@@ -194,6 +194,41 @@ def test_gdb_session_on_vmmpy(guest, tmp_path, backend):
     check_clock(m.serial.text)
 
 
+# A breakpoint on the HVC in smccc_hvc (its first call, guest/psci.c's unknown function ID), a stepi over it, then
+# the guest runs to its end. On one vCPU in real time the fast engine serves the call inside the block
+# (uc_vmmpy_call_hook): the step still ends past the call with SMCCC's NOT_SUPPORTED in x0, x1 as it was.
+HVC_SESSION = """
+set pagination off
+set confirm off
+set remotetimeout 120
+target remote {addr}
+break *((char *)&smccc_hvc + 4)
+continue
+info registers x0 x1 pc
+stepi
+info registers x0 x1 pc
+delete
+continue
+"""
+
+
+@needs_gdb
+@pytest.mark.parametrize("backend", LOCAL_BACKENDS)
+def test_gdb_steps_over_an_hvc(guest, tmp_path, backend):
+    elf = guest("psci")
+    with vmmpy.Machine(elf, gdb=0, gdb_wait=True, timeout=120, backend=backend) as m:
+        m.start()
+        out = run_gdb(elf, HVC_SESSION.format(addr=m.gdb_address), tmp_path)
+        res = m.wait(timeout=30)
+    assert re.search(r"Breakpoint 1, 0x[0-9a-f]+ in smccc_hvc", out), out
+    regs = re.findall(r"x0\s+(0x[0-9a-f]+).*?\n\s*x1\s+(0x[0-9a-f]+).*?\n\s*pc\s+(0x[0-9a-f]+)", out)
+    assert len(regs) == 2, out
+    (x0a, x1a, pca), (x0b, x1b, pcb) = regs
+    assert x0a == "0x8400ffff" and x0b == "0xffffffffffffffff" and x1b == x1a, out  # NOT_SUPPORTED; x1 kept
+    assert int(pcb, 16) == int(pca, 16) + 4, out  # one instruction: past the call
+    assert res.reason == vmmpy.RunReason.POWEROFF and "ALL PASS" in m.serial.text
+
+
 # A write watchpoint on gdb_atomic, which gdb_atomics() sets to 1 by LDXR/STXR, 2 by CAS and 3 by LDADD (cpu
 # model max has LSE): each store stops in gdb_atomics, then the guest is released.
 ATOMICS_SESSION = """

@@ -140,7 +140,7 @@ def test_a_kick_never_runs_an_access_twice():
     kick ends uc_emu_start, which resumes where it stopped. A load run twice gives other
     values, and a stale PC after the hook's write (the skip_sync_pc_on_exit fix) repeats a block."""
     res = kick_guest("lib.uc_vmmpy_kick")
-    assert res["features"] == 15
+    assert res["features"] == 63
     assert res["got"] == res["want"]
     assert res["reads"] == 20000 and res["svcs"] == 20000 // 256
     assert res["entries"] >= 20000 // 7, res  # every kick from a read ended a run
@@ -268,6 +268,127 @@ print(json.dumps({{"regs": r, "seen": seen}}))
     res = json.loads(out.strip().splitlines()[-1])
     assert res["regs"] == [0, 0x80, 0xA1, 0xA2]
     assert [el for _, el in res["seen"]] == [1] * 5
+
+
+CALL_GUEST = """
+U64P = ctypes.POINTER(ctypes.c_uint64)
+CB = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_void_p, ctypes.c_uint32, U64P, ctypes.c_void_p)
+uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+calls, intrs = [], []
+@CB
+def on_call(handle, excp, x, data):
+    calls.append([excp] + [x[i] for i in range(4)])
+    if x[0] == 0x84000000:  # served: new x0-x3
+        for i in range(4):
+            x[i] = 0x100 + i
+        return 1
+    return 0
+assert lib.uc_vmmpy_call_hook(h(uc), on_call, None) == 0
+def on_intr(uc, intno, data):
+    intrs.append((intno, uc.reg_read(UC_ARM64_REG_PC)))
+    if intno == 1:  # UNDEF, PC at the instruction: end there
+        uc.reg_write(UC_ARM64_REG_PC, CODE + 20)
+uc.hook_add(UC_HOOK_INTR, on_intr)
+uc.mem_map(CODE, 0x1000)
+uc.mem_write(CODE, asm(
+    0xD4000002,  # hvc #0 (served)
+    0x9100040C,  # add x12, x0, #1
+    0xD2801000,  # mov x0, #0x80
+    0xD4000022,  # hvc #1 (declined)
+    0x9100040D,  # add x13, x0, #1
+    0xD503201F,  # nop
+))
+X = [getattr(arm64_const, f"UC_ARM64_REG_X{i}") for i in range(18)]
+for i, reg in enumerate(X):
+    uc.reg_write(reg, 0x84000000 if i == 0 else 0x1000 + i)
+uc.reg_write(UC_ARM64_REG_PSTATE, 0x3C5)  # EL1h, as libvmm's guests run
+# SCR_EL3: NS, RW and HCE (HVC enabled) as libvmm sets it (soft_exc.c); without HCE, HVC is UNDEFINED
+uc.reg_write(UC_ARM64_REG_CP_REG, (1, 1, 3, 6, 0, 0x401 | (0x100 if HCE else 0)))
+pc, runs = CODE, 0
+while pc != CODE + 20 and runs < 20:
+    uc.emu_start(pc, CODE + 20, count=1 if STEP else 0)
+    pc = uc.reg_read(UC_ARM64_REG_PC)
+    runs += 1
+print(json.dumps({"calls": calls, "intrs": intrs, "regs": [uc.reg_read(r) for r in X], "runs": runs,
+                  "x12": uc.reg_read(UC_ARM64_REG_X12), "x13": uc.reg_read(UC_ARM64_REG_X13)}))
+"""
+
+
+def call_guest(step: bool, hce: bool = True) -> dict:
+    script = PRELUDE + "from unicorn import arm64_const\n" + CALL_GUEST.replace("STEP", str(step))
+    return json.loads(child(script.replace("HCE", str(hce)), patched_env()).strip().splitlines()[-1])
+
+
+@needs_patched
+@pytest.mark.parametrize("step", [False, True])
+def test_an_hvc_is_served_in_the_block_by_the_call_hook(step):
+    """uc_vmmpy_call_hook: the callback gets x0-x3 and its x0-x3 go back to the registers (x4 and up as they
+    were), PC goes on past the call; a call it declines is the exception Unicorn raised before (UC_HOOK_INTR,
+    EXCP_HVC 11, PC past the call). Unicorn's own stepping (count=1, one instruction a run) steps over it."""
+    res = call_guest(step)
+    assert res["calls"] == [[11, 0x84000000, 0x1001, 0x1002, 0x1003], [11, 0x80, 0x101, 0x102, 0x103]]
+    assert res["x12"] == 0x101 and res["x13"] == 0x81
+    assert res["intrs"] == [[11, 0x10000 + 16]]
+    want = [0x80, 0x101, 0x102, 0x103] + [0x1000 + i for i in range(4, 18)]
+    want[12], want[13] = 0x101, 0x81  # the adds'
+    assert res["regs"] == want
+    assert res["runs"] == (5 if step else 1)
+
+
+@needs_patched
+def test_qemus_checks_come_before_the_call_hook():
+    """An HVC that QEMU's checks refuse (SCR_EL3.HCE clear) is UNDEFINED as before: no callback."""
+    res = call_guest(False, hce=False)
+    assert res["calls"] == [] and res["intrs"] == [[1, 0x10000]]
+
+
+@needs_patched
+def test_the_engine_reads_the_counter_from_the_embedders_clock():
+    """uc_vmmpy_counter: CNTVCT_EL0 and CNTPCT_EL0 are (held ? held - 1 : CLOCK_MONOTONIC - base) / ns_per_tick,
+    the two words read at each access (a debugger's hold, then a changed base); no MRS hook runs for them
+    (CNTV_CTL_EL0's does); XZR takes nothing; EL0 gets the same as EL1."""
+    out = child(
+        PRELUDE
+        + """
+import time
+uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+held, base = ctypes.c_uint64(1 + 16 * 1000 + 15), ctypes.c_uint64(0)
+assert lib.uc_vmmpy_counter(h(uc), ctypes.byref(held), ctypes.byref(base), 16) == 0
+uc.mem_map(CODE, 0x1000)
+uc.mem_write(CODE, asm(
+    0xD53BE040,  # mrs x0, cntvct_el0
+    0xD53BE021,  # mrs x1, cntpct_el0
+    0xD53BE05F,  # mrs xzr, cntvct_el0
+    0xD53BE322,  # mrs x2, cntv_ctl_el0 (hooked)
+    0xD503201F,  # nop
+))
+hooked = []
+def on_sys(uc, reg, cp, data):
+    hooked.append((cp.crn, cp.crm, cp.op2))
+    uc.reg_write(reg, 7)
+    return 1
+uc.hook_add(UC_HOOK_INSN, on_sys, None, 1, 0, UC_ARM64_INS_MRS)
+out = {}
+for name, ps in (("el1", 0x3C5), ("el0", 0x0)):
+    uc.reg_write(UC_ARM64_REG_PSTATE, ps)
+    held.value = 1 + 16 * 1000 + 15
+    uc.emu_start(CODE, CODE + 16)
+    r = [uc.reg_read(x) for x in (UC_ARM64_REG_X0, UC_ARM64_REG_X1, UC_ARM64_REG_X2)]
+    held.value, base.value = 0, time.monotonic_ns() - 16 * 5000
+    t0 = time.monotonic_ns()
+    uc.emu_start(CODE, CODE + 4)
+    t1 = time.monotonic_ns()
+    out[name] = {"held": r, "live": [uc.reg_read(UC_ARM64_REG_X0), (t0 - base.value) // 16, (t1 - base.value) // 16]}
+print(json.dumps({"out": out, "hooked": hooked}))
+""",
+        patched_env(),
+    )
+    res = json.loads(out.strip().splitlines()[-1])
+    for el in ("el1", "el0"):
+        assert res["out"][el]["held"] == [1000, 1000, 7], res
+        got, lo, hi = res["out"][el]["live"]
+        assert lo <= got <= hi and lo >= 5000, res
+    assert res["hooked"] == [[14, 3, 1], [14, 3, 1]]
 
 
 MMIO_GUEST = """

@@ -174,7 +174,8 @@ enum vmm_exit_kind vmm__psci_call(struct vmm_vcpu *vcpu, uint64_t x[4])
         x[0] = PSCI_RET_NOT_SUPPORTED;
         return VMM_EXIT_NONE;
     }
-    vmm__log(vcpu->vm, VMM_LOG_DEBUG, "psci", "vCPU %u: unsupported function 0x%08" PRIx32, vcpu->id, fn);
+    if (vmm__log_on(vcpu->vm, VMM_LOG_DEBUG))
+        vmm__log(vcpu->vm, VMM_LOG_DEBUG, "psci", "vCPU %u: unsupported function 0x%08" PRIx32, vcpu->id, fn);
     x[0] = PSCI_RET_NOT_SUPPORTED;
     return VMM_EXIT_NONE;
 }

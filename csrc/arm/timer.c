@@ -48,7 +48,7 @@ void vmm__vtime_advance(struct vmm_vm *vm, uint64_t ns)
     }
 }
 
-/* CNTVOFF is 0: the virtual and physical counts are the same. */
+/* CNTVOFF is 0: the counts are the same (the patched engine computes them in real time itself: soft.c). */
 static uint64_t counter(struct vmm_vcpu *vcpu)
 {
     return vmm__clock_ns(vcpu->vm, vcpu) / TIMER_NS_PER_TICK;

@@ -134,6 +134,10 @@ struct soft_engine {
     /* from an MRS/MSR hook: the engine writes an MRS's value as the hook returns; the instruction's EL (or NULL) */
     uc_err (*sys_result)(uc_engine *uc, uint64_t val);
     unsigned (*sys_el)(uc_engine *uc);
+    /* HVC/SMC served in the block by a callback given x0-x3 (or NULL) */
+    uc_err (*call_hook)(uc_engine *uc, uint32_t (*cb)(uc_engine *, uint32_t, uint64_t *, void *), void *opaque);
+    /* CNTVCT_EL0/CNTPCT_EL0 read by the engine from our clock's words (or NULL) */
+    uc_err (*counter)(uc_engine *uc, const uint64_t *held, const uint64_t *base_ns, uint32_t ns_per_tick);
 };
 const struct soft_engine *vmm__soft_engine(void);
 uint64_t vmm__soft_sync_insns(struct soft_vcpu *sv);

@@ -27,6 +27,8 @@
 #define UC_VMMPY_SYS_CONTINUE 4u
 #define UC_VMMPY_ALL (UC_VMMPY_KICK | UC_VMMPY_INSNS | UC_VMMPY_SYS_CONTINUE)
 #define UC_VMMPY_SYS_RESULT 8u /* a later addition: looked up on its own */
+#define UC_VMMPY_CALL 16u      /* so are these two */
+#define UC_VMMPY_COUNTER 32u
 
 static struct soft_engine engine;
 static pthread_once_t engine_once = PTHREAD_ONCE_INIT;
@@ -53,6 +55,10 @@ static void engine_lookup(void)
         if (!engine.sys_result || !engine.sys_el)
             engine.sys_result = NULL, engine.sys_el = NULL;
     }
+    if (engine.patched && (features() & UC_VMMPY_CALL))
+        *(void **)&engine.call_hook = dlsym(self, "uc_vmmpy_call_hook");
+    if (engine.patched && (features() & UC_VMMPY_COUNTER))
+        *(void **)&engine.counter = dlsym(self, "uc_vmmpy_counter");
     if (!engine.patched)
         engine.kick = NULL, engine.insns = NULL, engine.sys_continue = NULL, engine.parallel = NULL;
     dlclose(self);
