@@ -267,6 +267,29 @@ def test_redistributor_lpi_base_registers_take_32_bit_halves(m):
     assert m.mmio_read(rd(0, GICR_PENDBASER + 4)) == 0x45
 
 
+@pytest.mark.parametrize(
+    "reg",
+    [rd(0, GICR_PROPBASER), rd(0, GICR_PENDBASER), GITS + GITS_CBASER, GITS + GITS_BASER, GITS + GITS_BASER + 8],
+    ids=["GICR_PROPBASER", "GICR_PENDBASER", "GITS_CBASER", "GITS_BASER0", "GITS_BASER1"],
+)
+def test_a_32_bit_write_replaces_its_half_and_keeps_the_other(m, reg):
+    """IHI0069 §12.1.3: a 32-bit access to a 64-bit register reaches one half. Written over a value with bits set
+    in both halves, a half must take exactly the new word (not OR into it) and leave the other alone: the register
+    reads as a 64-bit write of the merged value leaves it (read-only fields, such as GITS_BASER's Type, kept)."""
+
+    def written(value: int, size: int = 8, at: int = 0) -> int:
+        m.mmio_write(reg, 0xFFFF_FFFF_FFFF_FFFF, size=8)
+        m.mmio_write(reg + at, value, size=size)
+        return m.mmio_read(reg, size=8)
+
+    full = written(0xFFFF_FFFF_FFFF_FFFF)
+    low, high = written(0xFFFF_FFFF), written(0xFFFF_FFFF << 32)
+    assert low != full and high != full  # writable bits in both halves
+    assert written(0, size=4, at=4) == low
+    assert written(0, size=4) == high
+    assert guest_errors(m) == 0
+
+
 def test_redistributor_lpi_base_registers(m):
     m.mmio_write(rd(0, GICR_PROPBASER), 0xFFFF_FFFF_FFFF_FFFF, size=8)
     m.mmio_write(rd(0, GICR_PENDBASER), 0xFFFF_FFFF_FFFF_FFFF, size=8)

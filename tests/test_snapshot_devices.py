@@ -24,7 +24,18 @@ from .conftest import ROOT
 from .test_p9 import P9, P9Error
 from .test_snapshot import sections
 from .test_virtio_input import KBD, TAB, Input
-from .virtio_driver import ID_BLOCK, ID_DUMMY, INT_VRING, GuestAlloc, VirtioMMIO, find_devices
+from .virtio_driver import (
+    ACKNOWLEDGE,
+    DRIVER,
+    DRIVER_OK,
+    FEATURES_OK,
+    ID_BLOCK,
+    ID_DUMMY,
+    INT_VRING,
+    GuestAlloc,
+    VirtioMMIO,
+    find_devices,
+)
 
 
 def rebind(r: vmmpy.Machine, *drivers) -> None:
@@ -103,6 +114,34 @@ def test_core_and_transport_state_survive_and_queues_continue(guest, tmp_path):
         assert q0.get_used() == [(h, 3)] and q0.chain_data(h) == b"cba"
         assert q0.used_idx() == 4  # the used index went on from 3
         assert dev.config_read(12, 4) == 4
+
+
+def test_a_status_bit_cleared_without_a_reset_stays_set_and_the_vm_still_snapshots(guest, tmp_path):
+    """virtio 1.2 §2.1.2: the driver must not clear a status bit; only a reset (status 0) does. A driver that
+    writes DRIVER_OK without the FEATURES_OK it had set is logged and the bit stays: a device live without its
+    negotiated features is a state restore refuses (DRIVER_OK without FEATURES_OK), so the guest could otherwise
+    make its own snapshot unrestorable. The device keeps working on the features it negotiated."""
+    snap = tmp_path / "s.snap"
+    with vmmpy.Machine(guest("idle"), virtio_test_devices=1) as m:
+        m.boot_info()
+        dev = VirtioMMIO(m, slot_of(m, ID_DUMMY))
+        (q0,) = dev.init(queues=1)
+        live = dev.status()
+        assert live == ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK
+        before = m.stats()["guest_errors"]
+        dev.set_status(ACKNOWLEDGE | DRIVER | DRIVER_OK)
+        assert m.stats()["guest_errors"] == before + 1
+        assert dev.status() == live
+        h = q0.add([b"ab"], [2])
+        q0.notify()
+        assert q0.get_used() == [(h, 2)] and q0.chain_data(h) == b"ba"
+        m.snapshot(snap)
+    with vmmpy.Machine.restore(snap) as r:
+        rebind(r, dev, q0)
+        assert dev.status() == live
+        h = q0.add([b"xyz"], [3])
+        q0.notify()
+        assert q0.get_used() == [(h, 3)] and q0.chain_data(h) == b"zyx"
 
 
 # ---- virtio-blk ---------------------------------------------------------------------------------
