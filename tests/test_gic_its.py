@@ -657,6 +657,21 @@ def test_a_two_level_device_table(m):
     assert its.stalled()
 
 
+def test_a_level_1_entry_without_valid_names_no_page_whatever_address_it_holds(m, caplog):
+    """IHI0069 §5.2.1: a level-1 entry's Valid bit says whether its level-2 page exists; an address in an
+    entry whose Valid is clear (a driver that unmapped the page) is not used: MAPD is out of range."""
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="vmmpy")
+    its = Its(m, indirect=True)
+    m.write_memory(L2, bytes(4096))
+    m.write_memory(DEVT + 8 * 2, struct.pack("<Q", L2))  # devices 1024..1535: page at L2, Valid clear
+    its.send(mapd(1030, ITT))
+    assert its.stalled()
+    assert "DeviceID out of range" in caplog.text
+    assert m.read_memory(L2, 4096) == bytes(4096)  # nothing written into the page
+
+
 def test_a_64k_page_device_table(m):
     its = Its(m, page_size=2)
     m.write_memory(DEVT, bytes(0x10000))

@@ -457,6 +457,15 @@ def test_event_idx_suppresses_interrupts_until_used_event(dev):
     q0.notify()
     assert q0.used_idx() == 4 and check_line(dev) == INT_VRING
     assert q0.avail_event() == 4
+    dev.ack()
+    for n in (5, 6):  # used_event 3 was passed (and signalled) at 4: no more until the driver moves it
+        q0.add([b"x"], [1])
+        q0.notify()
+        assert q0.used_idx() == n and check_line(dev) == 0
+    q0.set_used_event(6)  # the entry just used: the next one passes it
+    q0.add([b"x"], [1])
+    q0.notify()
+    assert q0.used_idx() == 7 and check_line(dev) == INT_VRING
 
 
 def test_indirect_descriptors(dev):
