@@ -815,6 +815,45 @@ def test_msis_from_many_threads(m):
     assert [take(m) for _ in range(9)] == [*(LPI + e for e in range(8)), 1023]  # each pending once
 
 
+def test_an_msi_waits_while_another_thread_is_inside_the_gic(m):
+    """vmm_msi takes the GIC's lock, as every register access does: while a thread is inside the GIC (its ITS
+    command error being logged, the log handler blocked), an MSI from another thread waits, and is delivered
+    once the first thread leaves."""
+    import logging
+    import threading
+
+    its = Its(m)
+    its.map_event(1, 0, LPI)
+    inside, leave = threading.Event(), threading.Event()
+
+    class Block(logging.Handler):
+        def emit(self, record):
+            if "unknown command" in record.getMessage():
+                inside.set()
+                leave.wait(10)
+
+    logger = logging.getLogger("vmmpy")
+    handler, level = Block(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    try:
+        writer = threading.Thread(target=its.send, args=(cmd(0x02),))  # an unknown command: logged under the lock
+        writer.start()
+        assert inside.wait(10)
+        sender = threading.Thread(target=m.msi, args=(0,), kwargs={"device": 1})
+        sender.start()
+        sender.join(0.5)
+        waited = sender.is_alive()
+    finally:
+        leave.set()
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    writer.join(10)
+    sender.join(10)
+    assert waited, "the MSI went into the GIC while another thread was inside it"
+    assert take(m) == LPI
+
+
 # ---- snapshots ------------------------------------------------------------------------------------------------
 
 
