@@ -930,13 +930,16 @@ def _its_snapshot(guest, tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("what", "value", "message"),
+    ("what", "value", "flip", "message"),
     [
-        ("BASER0", VALID | DEVT | 1 << 56 | 7 << 48, "GITS_BASER0 0x"),  # its Type changed to 2
-        ("CBASER", VALID | CMDQ, "ITS command queue registers out of range"),  # a reserved bit set
+        ("BASER0", VALID | DEVT | 1 << 56 | 7 << 48, 3 << 56, "GITS_BASER0 0x"),  # its Type changed to 2
+        ("CBASER", VALID | CMDQ, 1 << 62, "ITS command queue registers out of range"),  # a reserved bit set
+        # a reserved bit in one of the two, the other one valid
+        ("PROPBASER", PROP | IDBITS, 1 << 5, "redistributor 0: GICR_PROPBASER/PENDBASER have reserved bits"),
+        ("PENDBASER", PEND, 1 << 0, "redistributor 0: GICR_PROPBASER/PENDBASER have reserved bits"),
     ],
 )
-def test_a_snapshot_with_impossible_its_registers_is_refused(guest, tmp_path, what, value, message):
+def test_a_snapshot_with_impossible_its_registers_is_refused(guest, tmp_path, what, value, flip, message):
     from .test_snapshot import sections
     from .test_snapshot_devices import with_section_crc
 
@@ -944,8 +947,7 @@ def test_a_snapshot_with_impossible_its_registers_is_refused(guest, tmp_path, wh
     ((off, plen),) = [(o, n) for name, o, n in sections(bytes(data)) if name == "irqchip"]
     at = bytes(data[off : off + plen]).find(struct.pack("<Q", value))
     assert at >= 0
-    bad = value ^ (3 << 56) if what == "BASER0" else value | 1 << 62
-    struct.pack_into("<Q", data, off + at, bad)
+    struct.pack_into("<Q", data, off + at, value ^ flip)
     with_section_crc(data, off, plen)
     p = tmp_path / "bad.snap"
     p.write_bytes(data)
