@@ -1070,12 +1070,18 @@ def test_the_its_frame_ends_at_64_kib(m):
 
 
 def test_a_bad_width_its_access_reads_as_zero(m):
-    """GITS_CTLR takes 32-bit accesses only: a 16-bit read is RAZ (with a guest error), whatever the register."""
+    """GITS_CTLR takes 32-bit accesses only: a 16- or 64-bit read is RAZ and a 64-bit write WI (with a guest error
+    each), whatever the register holds."""
     Its(m)  # GITS_CTLR.Enabled = 1
     assert m.mmio_read(GITS + GITS_CTLR) & 1
     before = guest_errors(m)
     assert m.mmio_read(GITS + GITS_CTLR, size=2) == 0
     assert guest_errors(m) == before + 1
+    # nor 64-bit ones (only TYPER and CBASER..BASER7 take them): read as zero, written ignored
+    assert m.mmio_read(GITS + GITS_CTLR, size=8) == 0
+    m.mmio_write(GITS + GITS_CTLR, 0, size=8)
+    assert m.mmio_read(GITS + GITS_CTLR) & 1
+    assert guest_errors(m) == before + 3
 
 
 def test_only_typer_propbaser_and_pendbaser_take_64_bit_accesses(m):
