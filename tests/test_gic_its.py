@@ -688,9 +688,11 @@ ERRORS = {
     "unknown command": cmd(0x02),
     "GICv4 VSYNC": cmd(0x25),
     "MAPD DeviceID beyond the table": mapd(512, ITT),  # one 4 KiB page: 512 devices
+    "MAPD DeviceID far beyond the table": mapd(5000, ITT),  # not only the first one past its end
     "MAPD Size beyond 16 bits": mapd(1, ITT, size=16),
     "MAPC RDbase beyond the CPUs": mapc(0, 1),
     "MAPC ICID beyond the table": mapc(512, 0),
+    "MAPC ICID far beyond the table": mapc(5000, 0),
     "MAPTI unmapped device": mapti(3, 0, LPI),
     "MAPTI EventID beyond the ITT": mapti(1, 256, LPI),  # Size 7: 256 events
     "MAPTI pINTID below 8192": mapti(1, 0, 1023),
