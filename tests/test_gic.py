@@ -701,6 +701,11 @@ def test_eoi_without_an_active_interrupt_is_a_guest_error(m, caplog):
     for special in (1020, 1021, 1022, SPURIOUS):  # special INTIDs are ignored silently
         m.sysreg_write("ICC_EOIR1_EL1", special)
     assert guest_errors(m) == 1
+    # INTIDs the GIC does not implement (past the SPIs, past the LPIs): named as written, bits [63:24] RES0
+    for written, intid in ((128, 128), (1 << 32 | 70000, 70000), (0xFF12_3456, 0x12_3456)):
+        m.sysreg_write("ICC_EOIR1_EL1", written)
+        assert f"vCPU 0: EOI of unimplemented INTID {intid}: ignored" in caplog.text
+    assert guest_errors(m) == 4
 
 
 def test_group0_uses_iar0_and_does_not_raise_the_irq_line(m, caplog):
