@@ -522,6 +522,34 @@ def test_features_the_device_refuses_are_refused_at_restore(tmp_path, device_sna
     vmmpy.Machine.restore(p).close()
 
 
+@pytest.mark.parametrize(
+    ("field", "fmt", "value", "message"),
+    [
+        # the core's fields: device id (0), queues (4), offered (8), status (16), isr (20), generation (24),
+        # driver features (28): each check refuses a state the register file cannot reach
+        (0, "<I", 99, r"saved virtio device 99 with 2 queues, this one is \d+ with 2"),
+        (4, "<I", 3, r"saved virtio device \d+ with 3 queues, this one is \d+ with 2"),
+        (8, "<Q", 1 << 32, r"saved features 0x100000000 differ from the 0x[0-9a-f]+ this device offers"),
+        (16, "<I", 0x10F, r"device status 0x10f is not a byte"),
+        (20, "<I", 4, r"interrupt status 0x4 has unknown bits"),
+        (16, "<I", 1 | 2 | 4, r"device status 0x7: DRIVER_OK without FEATURES_OK"),
+        (28, "<Q", 1 << 32 | 1 << 7, r"negotiated features 0x100000080 were not offered"),
+        (28, "<Q", 1, r"negotiated features 0x1 were not offered"),  # no VERSION_1
+    ],
+    ids=["device", "queues", "offered", "status", "isr", "driver_ok", "not-offered", "legacy"],
+)
+def test_a_virtio_core_state_the_registers_cannot_reach_is_refused(tmp_path, device_snapshot, field, fmt, value, message):
+    ((off, plen),) = [(o, n) for name, o, n in sections(device_snapshot) if name == "virtio-dummy.0"]
+    assert struct.unpack_from("<I", device_snapshot, off + 16)[0] == 1 | 2 | 4 | 8  # live
+    data = bytearray(device_snapshot)
+    struct.pack_into(fmt, data, off + field, value)
+    with_section_crc(data, off, plen)
+    p = tmp_path / "bad.snap"
+    p.write_bytes(data)
+    with pytest.raises(errors.VmmError, match=r"virtio-dummy\.0.*" + message):
+        vmmpy.Machine.restore(p).close()
+
+
 # ---- tier 3: Linux -----------------------------------------------------------------------------
 
 

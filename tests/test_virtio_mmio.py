@@ -893,6 +893,26 @@ def test_features_written_after_a_reset_start_from_none(dev):
     assert dev.status() & FEATURES_OK
 
 
+def test_a_feature_word_written_again_replaces_the_first(dev):
+    """§4.2.2.1: a DriverFeatures write sets the selected word's 32 bits. A word written twice holds the second
+    value, not both: B alone (the device refuses B without A), VERSION_1 withdrawn (a legacy driver)."""
+    for word, first, second in ((0, F_A | F_B, F_B), (1, F_VERSION_1 | F_A, F_A)):
+        dev.reset()
+        dev.add_status(ACKNOWLEDGE | DRIVER)
+        dev.set_driver_features(first)
+        dev.write(DRIVER_FEATURES_SEL, word)
+        dev.write(DRIVER_FEATURES, second >> 32 * word & 0xFFFF_FFFF)
+        dev.add_status(FEATURES_OK)
+        assert not dev.status() & FEATURES_OK, word
+    dev.reset()
+    dev.add_status(ACKNOWLEDGE | DRIVER)
+    dev.set_driver_features(F_VERSION_1 | F_B)
+    dev.write(DRIVER_FEATURES_SEL, 0)
+    dev.write(DRIVER_FEATURES, F_A | F_B)  # now with A: accepted
+    dev.add_status(FEATURES_OK)
+    assert dev.status() & FEATURES_OK
+
+
 def test_a_feature_word_beyond_the_second_may_be_written_0(dev):
     # Linux writes 0 to words it has no features in: no complaint; a bit there is a guest error
     dev.write(DRIVER_FEATURES_SEL, 2)
