@@ -538,7 +538,9 @@ def test_features_the_device_refuses_are_refused_at_restore(tmp_path, device_sna
     ],
     ids=["device", "queues", "offered", "status", "isr", "driver_ok", "not-offered", "legacy"],
 )
-def test_a_virtio_core_state_the_registers_cannot_reach_is_refused(tmp_path, device_snapshot, field, fmt, value, message):
+def test_a_virtio_core_state_the_registers_cannot_reach_is_refused(
+    tmp_path, device_snapshot, field, fmt, value, message
+):
     ((off, plen),) = [(o, n) for name, o, n in sections(device_snapshot) if name == "virtio-dummy.0"]
     assert struct.unpack_from("<I", device_snapshot, off + 16)[0] == 1 | 2 | 4 | 8  # live
     data = bytearray(device_snapshot)

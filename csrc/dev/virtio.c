@@ -184,7 +184,8 @@ void vmm__virtio_write_status(struct vmm_virtio *v, uint32_t val)
         return;
     }
     val &= 0xff & ~VIRTIO_STATUS_NEEDS_RESET; /* device-owned */
-    if (old & ~val & ~VIRTIO_STATUS_NEEDS_RESET) { /* §2.1.2: only a reset clears a bit */
+    /* §2.1.2: only a reset clears a bit */
+    if (old & ~val & ~VIRTIO_STATUS_NEEDS_RESET) {
         vmm__virtio_guest_error(v, "status 0x%02" PRIx32 " clears bits of 0x%02" PRIx32 " without a reset: kept", val,
                                 old);
         val |= old & ~VIRTIO_STATUS_NEEDS_RESET; /* else DRIVER_OK could stay without FEATURES_OK */
