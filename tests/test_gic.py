@@ -300,9 +300,24 @@ def test_five_priority_bits_are_implemented_everywhere(m):
 
 
 def test_distributor_priorities_of_sgis_and_ppis_are_raz_wi(m):
-    m.mmio_write(GICD + IPRIORITYR + 16, 0x80808080)
-    assert m.mmio_read(GICD + IPRIORITYR + 16) == 0
-    assert m.mmio_read(sgi(0, IPRIORITYR + 16)) == 0
+    """INTIDs 0-31's bytes of GICD_IPRIORITYR, from the first (the register's own offset) to the last, are RAZ/WI
+    with ARE = 1, silently: they are implemented registers, not reserved offsets."""
+    for off, size in ((0, 4), (0, 1), (16, 4), (31, 1)):
+        m.mmio_write(GICD + IPRIORITYR + off, 0x80808080 & (1 << 8 * size) - 1, size=size)
+        assert m.mmio_read(GICD + IPRIORITYR + off, size=size) == 0
+        assert m.mmio_read(sgi(0, IPRIORITYR + off), size=size) == 0
+    assert guest_errors(m) == 0
+
+
+def test_a_64_bit_access_past_the_last_irouter_is_refused_as_a_width_error(m, caplog):
+    """GICD_IROUTER<n> (n = 32..1019, 0x6100-0x7fd8) takes 64-bit accesses; 0x7fe0 on is reserved and 32-bit only:
+    a 64-bit access there is refused for its size (RAZ/WI), while the last IROUTER (of an unimplemented INTID)
+    takes it silently."""
+    caplog.set_level(logging.WARNING, logger="vmmpy")
+    assert m.mmio_read(GICD + 0x7FD8, size=8) == 0
+    assert guest_errors(m) == 0
+    assert m.mmio_read(GICD + 0x7FE0, size=8) == 0
+    assert "distributor: 8-byte read at offset 0x7fe0: unsupported access size, RAZ/WI" in caplog.text
 
 
 # ---- configuration (§12.9.9, §12.11.7) -----------------------------------------------------------------------
@@ -701,6 +716,11 @@ def test_eoi_without_an_active_interrupt_is_a_guest_error(m, caplog):
     for special in (1020, 1021, 1022, SPURIOUS):  # special INTIDs are ignored silently
         m.sysreg_write("ICC_EOIR1_EL1", special)
     assert guest_errors(m) == 1
+    # INTIDs the GIC does not implement (past the SPIs, past the LPIs): named as written, bits [63:24] RES0
+    for written, intid in ((128, 128), (1 << 32 | 70000, 70000), (0xFF12_3456, 0x12_3456)):
+        m.sysreg_write("ICC_EOIR1_EL1", written)
+        assert f"vCPU 0: EOI of unimplemented INTID {intid}: ignored" in caplog.text
+    assert guest_errors(m) == 4
 
 
 def test_group0_uses_iar0_and_does_not_raise_the_irq_line(m, caplog):

@@ -267,6 +267,29 @@ def test_redistributor_lpi_base_registers_take_32_bit_halves(m):
     assert m.mmio_read(rd(0, GICR_PENDBASER + 4)) == 0x45
 
 
+@pytest.mark.parametrize(
+    "reg",
+    [rd(0, GICR_PROPBASER), rd(0, GICR_PENDBASER), GITS + GITS_CBASER, GITS + GITS_BASER, GITS + GITS_BASER + 8],
+    ids=["GICR_PROPBASER", "GICR_PENDBASER", "GITS_CBASER", "GITS_BASER0", "GITS_BASER1"],
+)
+def test_a_32_bit_write_replaces_its_half_and_keeps_the_other(m, reg):
+    """IHI0069 §12.1.3: a 32-bit access to a 64-bit register reaches one half. Written over a value with bits set
+    in both halves, a half must take exactly the new word (not OR into it) and leave the other alone: the register
+    reads as a 64-bit write of the merged value leaves it (read-only fields, such as GITS_BASER's Type, kept)."""
+
+    def written(value: int, size: int = 8, at: int = 0) -> int:
+        m.mmio_write(reg, 0xFFFF_FFFF_FFFF_FFFF, size=8)
+        m.mmio_write(reg + at, value, size=size)
+        return m.mmio_read(reg, size=8)
+
+    full = written(0xFFFF_FFFF_FFFF_FFFF)
+    low, high = written(0xFFFF_FFFF), written(0xFFFF_FFFF << 32)
+    assert low != full and high != full  # writable bits in both halves
+    assert written(0, size=4, at=4) == low
+    assert written(0, size=4) == high
+    assert guest_errors(m) == 0
+
+
 def test_redistributor_lpi_base_registers(m):
     m.mmio_write(rd(0, GICR_PROPBASER), 0xFFFF_FFFF_FFFF_FFFF, size=8)
     m.mmio_write(rd(0, GICR_PENDBASER), 0xFFFF_FFFF_FFFF_FFFF, size=8)
@@ -634,6 +657,21 @@ def test_a_two_level_device_table(m):
     assert its.stalled()
 
 
+def test_a_level_1_entry_without_valid_names_no_page_whatever_address_it_holds(m, caplog):
+    """IHI0069 §5.2.1: a level-1 entry's Valid bit says whether its level-2 page exists; an address in an
+    entry whose Valid is clear (a driver that unmapped the page) is not used: MAPD is out of range."""
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="vmmpy")
+    its = Its(m, indirect=True)
+    m.write_memory(L2, bytes(4096))
+    m.write_memory(DEVT + 8 * 2, struct.pack("<Q", L2))  # devices 1024..1535: page at L2, Valid clear
+    its.send(mapd(1030, ITT))
+    assert its.stalled()
+    assert "DeviceID out of range" in caplog.text
+    assert m.read_memory(L2, 4096) == bytes(4096)  # nothing written into the page
+
+
 def test_a_64k_page_device_table(m):
     its = Its(m, page_size=2)
     m.write_memory(DEVT, bytes(0x10000))
@@ -650,9 +688,11 @@ ERRORS = {
     "unknown command": cmd(0x02),
     "GICv4 VSYNC": cmd(0x25),
     "MAPD DeviceID beyond the table": mapd(512, ITT),  # one 4 KiB page: 512 devices
+    "MAPD DeviceID far beyond the table": mapd(5000, ITT),  # not only the first one past its end
     "MAPD Size beyond 16 bits": mapd(1, ITT, size=16),
     "MAPC RDbase beyond the CPUs": mapc(0, 1),
     "MAPC ICID beyond the table": mapc(512, 0),
+    "MAPC ICID far beyond the table": mapc(5000, 0),
     "MAPTI unmapped device": mapti(3, 0, LPI),
     "MAPTI EventID beyond the ITT": mapti(1, 256, LPI),  # Size 7: 256 events
     "MAPTI pINTID below 8192": mapti(1, 0, 1023),
@@ -777,6 +817,45 @@ def test_msis_from_many_threads(m):
     assert [take(m) for _ in range(9)] == [*(LPI + e for e in range(8)), 1023]  # each pending once
 
 
+def test_an_msi_waits_while_another_thread_is_inside_the_gic(m):
+    """vmm_msi takes the GIC's lock, as every register access does: while a thread is inside the GIC (its ITS
+    command error being logged, the log handler blocked), an MSI from another thread waits, and is delivered
+    once the first thread leaves."""
+    import logging
+    import threading
+
+    its = Its(m)
+    its.map_event(1, 0, LPI)
+    inside, leave = threading.Event(), threading.Event()
+
+    class Block(logging.Handler):
+        def emit(self, record):
+            if "unknown command" in record.getMessage():
+                inside.set()
+                leave.wait(10)
+
+    logger = logging.getLogger("vmmpy")
+    handler, level = Block(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    try:
+        writer = threading.Thread(target=its.send, args=(cmd(0x02),))  # an unknown command: logged under the lock
+        writer.start()
+        assert inside.wait(10)
+        sender = threading.Thread(target=m.msi, args=(0,), kwargs={"device": 1})
+        sender.start()
+        sender.join(0.5)
+        waited = sender.is_alive()
+    finally:
+        leave.set()
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    writer.join(10)
+    sender.join(10)
+    assert waited, "the MSI went into the GIC while another thread was inside it"
+    assert take(m) == LPI
+
+
 # ---- snapshots ------------------------------------------------------------------------------------------------
 
 
@@ -853,13 +932,16 @@ def _its_snapshot(guest, tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("what", "value", "message"),
+    ("what", "value", "flip", "message"),
     [
-        ("BASER0", VALID | DEVT | 1 << 56 | 7 << 48, "GITS_BASER0 0x"),  # its Type changed to 2
-        ("CBASER", VALID | CMDQ, "ITS command queue registers out of range"),  # a reserved bit set
+        ("BASER0", VALID | DEVT | 1 << 56 | 7 << 48, 3 << 56, "GITS_BASER0 0x"),  # its Type changed to 2
+        ("CBASER", VALID | CMDQ, 1 << 62, "ITS command queue registers out of range"),  # a reserved bit set
+        # a reserved bit in one of the two, the other one valid
+        ("PROPBASER", PROP | IDBITS, 1 << 5, "redistributor 0: GICR_PROPBASER/PENDBASER have reserved bits"),
+        ("PENDBASER", PEND, 1 << 0, "redistributor 0: GICR_PROPBASER/PENDBASER have reserved bits"),
     ],
 )
-def test_a_snapshot_with_impossible_its_registers_is_refused(guest, tmp_path, what, value, message):
+def test_a_snapshot_with_impossible_its_registers_is_refused(guest, tmp_path, what, value, flip, message):
     from .test_snapshot import sections
     from .test_snapshot_devices import with_section_crc
 
@@ -867,8 +949,7 @@ def test_a_snapshot_with_impossible_its_registers_is_refused(guest, tmp_path, wh
     ((off, plen),) = [(o, n) for name, o, n in sections(bytes(data)) if name == "irqchip"]
     at = bytes(data[off : off + plen]).find(struct.pack("<Q", value))
     assert at >= 0
-    bad = value ^ (3 << 56) if what == "BASER0" else value | 1 << 62
-    struct.pack_into("<Q", data, off + at, bad)
+    struct.pack_into("<Q", data, off + at, value ^ flip)
     with_section_crc(data, off, plen)
     p = tmp_path / "bad.snap"
     p.write_bytes(data)
@@ -991,12 +1072,18 @@ def test_the_its_frame_ends_at_64_kib(m):
 
 
 def test_a_bad_width_its_access_reads_as_zero(m):
-    """GITS_CTLR takes 32-bit accesses only: a 16-bit read is RAZ (with a guest error), whatever the register."""
+    """GITS_CTLR takes 32-bit accesses only: a 16- or 64-bit read is RAZ and a 64-bit write WI (with a guest error
+    each), whatever the register holds."""
     Its(m)  # GITS_CTLR.Enabled = 1
     assert m.mmio_read(GITS + GITS_CTLR) & 1
     before = guest_errors(m)
     assert m.mmio_read(GITS + GITS_CTLR, size=2) == 0
     assert guest_errors(m) == before + 1
+    # nor 64-bit ones (only TYPER and CBASER..BASER7 take them): read as zero, written ignored
+    assert m.mmio_read(GITS + GITS_CTLR, size=8) == 0
+    m.mmio_write(GITS + GITS_CTLR, 0, size=8)
+    assert m.mmio_read(GITS + GITS_CTLR) & 1
+    assert guest_errors(m) == before + 3
 
 
 def test_only_typer_propbaser_and_pendbaser_take_64_bit_accesses(m):

@@ -52,8 +52,9 @@ def test_exceptions_and_mmu(machine, guest, backend, caplog):
     assert caplog.text.count("unknown system register") == 1
 
 
-def test_psci_queries(machine, guest, backend):
-    m, res = run_guest(machine, guest("psci"), backend)
+def test_psci_queries(machine, guest, backend, caplog):
+    caplog.set_level(logging.DEBUG, logger="vmmpy")
+    m, res = run_guest(machine, guest("psci"), backend, log_level=logging.DEBUG)
     assert "psci version 1.1" in m.serial.text
     assert "ALL PASS" in m.serial.text and "FAIL" not in m.serial.text
     assert "smccc version 0x10001" in m.serial.text
@@ -63,6 +64,9 @@ def test_psci_queries(machine, guest, backend):
         assert "cpu_on(no such cpu) = -2\n" in text
         assert "cpu_on(misaligned entry) = -9\n" in text
         assert "cpu_on(entry outside RAM) = -9\n" in text
+        # a function we do not implement is answered NOT_SUPPORTED and logged by its ID (one call: features()
+        # of it is a question, answered without the log)
+        assert caplog.text.count("vCPU 0: unsupported function 0x8400ffff") == 1
     assert "cpu_on(already on) = -4\n" in text
 
 

@@ -24,7 +24,18 @@ from .conftest import ROOT
 from .test_p9 import P9, P9Error
 from .test_snapshot import sections
 from .test_virtio_input import KBD, TAB, Input
-from .virtio_driver import ID_BLOCK, ID_DUMMY, INT_VRING, GuestAlloc, VirtioMMIO, find_devices
+from .virtio_driver import (
+    ACKNOWLEDGE,
+    DRIVER,
+    DRIVER_OK,
+    FEATURES_OK,
+    ID_BLOCK,
+    ID_DUMMY,
+    INT_VRING,
+    GuestAlloc,
+    VirtioMMIO,
+    find_devices,
+)
 
 
 def rebind(r: vmmpy.Machine, *drivers) -> None:
@@ -103,6 +114,34 @@ def test_core_and_transport_state_survive_and_queues_continue(guest, tmp_path):
         assert q0.get_used() == [(h, 3)] and q0.chain_data(h) == b"cba"
         assert q0.used_idx() == 4  # the used index went on from 3
         assert dev.config_read(12, 4) == 4
+
+
+def test_a_status_bit_cleared_without_a_reset_stays_set_and_the_vm_still_snapshots(guest, tmp_path):
+    """virtio 1.2 §2.1.2: the driver must not clear a status bit; only a reset (status 0) does. A driver that
+    writes DRIVER_OK without the FEATURES_OK it had set is logged and the bit stays: a device live without its
+    negotiated features is a state restore refuses (DRIVER_OK without FEATURES_OK), so the guest could otherwise
+    make its own snapshot unrestorable. The device keeps working on the features it negotiated."""
+    snap = tmp_path / "s.snap"
+    with vmmpy.Machine(guest("idle"), virtio_test_devices=1) as m:
+        m.boot_info()
+        dev = VirtioMMIO(m, slot_of(m, ID_DUMMY))
+        (q0,) = dev.init(queues=1)
+        live = dev.status()
+        assert live == ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK
+        before = m.stats()["guest_errors"]
+        dev.set_status(ACKNOWLEDGE | DRIVER | DRIVER_OK)
+        assert m.stats()["guest_errors"] == before + 1
+        assert dev.status() == live
+        h = q0.add([b"ab"], [2])
+        q0.notify()
+        assert q0.get_used() == [(h, 2)] and q0.chain_data(h) == b"ba"
+        m.snapshot(snap)
+    with vmmpy.Machine.restore(snap) as r:
+        rebind(r, dev, q0)
+        assert dev.status() == live
+        h = q0.add([b"xyz"], [3])
+        q0.notify()
+        assert q0.get_used() == [(h, 3)] and q0.chain_data(h) == b"zyx"
 
 
 # ---- virtio-blk ---------------------------------------------------------------------------------
@@ -481,6 +520,36 @@ def test_features_the_device_refuses_are_refused_at_restore(tmp_path, device_sna
     with_section_crc(data, off, plen)
     p.write_bytes(data)
     vmmpy.Machine.restore(p).close()
+
+
+@pytest.mark.parametrize(
+    ("field", "fmt", "value", "message"),
+    [
+        # the core's fields: device id (0), queues (4), offered (8), status (16), isr (20), generation (24),
+        # driver features (28): each check refuses a state the register file cannot reach
+        (0, "<I", 99, r"saved virtio device 99 with 2 queues, this one is \d+ with 2"),
+        (4, "<I", 3, r"saved virtio device \d+ with 3 queues, this one is \d+ with 2"),
+        (8, "<Q", 1 << 32, r"saved features 0x100000000 differ from the 0x[0-9a-f]+ this device offers"),
+        (16, "<I", 0x10F, r"device status 0x10f is not a byte"),
+        (20, "<I", 4, r"interrupt status 0x4 has unknown bits"),
+        (16, "<I", 1 | 2 | 4, r"device status 0x7: DRIVER_OK without FEATURES_OK"),
+        (28, "<Q", 1 << 32 | 1 << 7, r"negotiated features 0x100000080 were not offered"),
+        (28, "<Q", 1, r"negotiated features 0x1 were not offered"),  # no VERSION_1
+    ],
+    ids=["device", "queues", "offered", "status", "isr", "driver_ok", "not-offered", "legacy"],
+)
+def test_a_virtio_core_state_the_registers_cannot_reach_is_refused(
+    tmp_path, device_snapshot, field, fmt, value, message
+):
+    ((off, plen),) = [(o, n) for name, o, n in sections(device_snapshot) if name == "virtio-dummy.0"]
+    assert struct.unpack_from("<I", device_snapshot, off + 16)[0] == 1 | 2 | 4 | 8  # live
+    data = bytearray(device_snapshot)
+    struct.pack_into(fmt, data, off + field, value)
+    with_section_crc(data, off, plen)
+    p = tmp_path / "bad.snap"
+    p.write_bytes(data)
+    with pytest.raises(errors.VmmError, match=r"virtio-dummy\.0.*" + message):
+        vmmpy.Machine.restore(p).close()
 
 
 # ---- tier 3: Linux -----------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import time
 import pytest
 
 import vmmpy
-from tests.conftest import B_SELF, WFI, b_back, code, enable_ppi, timer_irq_spinner
+from tests.conftest import B_SELF, HVC0, SYSTEM_OFF, WFI, b_back, code, enable_ppi, timer_irq_spinner
 from vmmpy import RunReason
 
 NS_PER_TICK = 16  # 62.5 MHz
@@ -279,3 +279,31 @@ def test_a_sooner_deadline_kicks_a_spinning_vcpu(raw_guest, backend):
         enable_ppi(m, PPI_VIRT)
         res = m.run(timeout=10)  # the mutant that skips the wake-up times out here (the clock waits 69 s)
         assert res.reason == RunReason.POWEROFF, res
+
+
+# CPU 0: vectors at +0x800, IRQs unmasked, CPU_ON(CPU 1, +0x400, 0), its virtual timer armed 2^20 ticks (16.8 ms)
+# ahead, then WFI; CPU 1 (at +0x400): WFI with no timer. The IRQ vector powers off.
+_TWO_CPUS_ONE_TIMER = code(
+    0x10004000, 0xD518C000, 0xD50342FF,  # adr x0, .+0x800; msr vbar_el1, x0; msr daifclr, #2
+    0xD2800060, 0xF2B88000, 0xD2800021, 0x10001F42, 0xD2800003, HVC0,  # x0 = CPU_ON64, x1 = 1, x2 = +0x400, x3 = 0
+    0xD53BE041, 0x91440020, 0xD51BE340, 0xD2800020, 0xD51BE320,  # CNTV_CVAL = CNTVCT + 2^20; CNTV_CTL = ENABLE
+    WFI, b_back(1),
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_a_vcpu_without_a_timer_does_not_hide_another_vcpus_deadline(raw_guest, deterministic):
+    """The VM's next deadline is the earliest of its powered-on vCPUs' (timer.c vmm__timers_update): CPU 0 asleep
+    in WFI until its timer and CPU 1 asleep with none must wake at CPU 0's deadline, wherever CPU 1 comes in the
+    scan. Deterministic mode takes the interrupt at the deadline exactly (the clock jumps there, and the handler's
+    first instructions run)."""
+    blob = _TWO_CPUS_ONE_TIMER.ljust(0x400, b"\0") + code(WFI, b_back(1))
+    blob = blob.ljust(0x800 + 0x280, b"\0") + code(*SYSTEM_OFF, B_SELF)  # IRQ, current EL with SP_ELx
+    with vmmpy.Machine(raw_guest(blob), kernel_format="raw", cpus=2, deterministic=deterministic) as m:
+        enable_ppi(m, PPI_VIRT)
+        res = m.run(timeout=10)
+        assert res.reason == RunReason.POWEROFF, res
+        assert m.stats()["hvc_exits"] == 2  # CPU_ON, SYSTEM_OFF
+        if deterministic:
+            deadline = (1 << 20) * NS_PER_TICK
+            assert deadline < m.clock_ns < deadline + 100, m.clock_ns

@@ -457,6 +457,15 @@ def test_event_idx_suppresses_interrupts_until_used_event(dev):
     q0.notify()
     assert q0.used_idx() == 4 and check_line(dev) == INT_VRING
     assert q0.avail_event() == 4
+    dev.ack()
+    for n in (5, 6):  # used_event 3 was passed (and signalled) at 4: no more until the driver moves it
+        q0.add([b"x"], [1])
+        q0.notify()
+        assert q0.used_idx() == n and check_line(dev) == 0
+    q0.set_used_event(6)  # the entry just used: the next one passes it
+    q0.add([b"x"], [1])
+    q0.notify()
+    assert q0.used_idx() == 7 and check_line(dev) == INT_VRING
 
 
 def test_indirect_descriptors(dev):
@@ -880,6 +889,26 @@ def test_features_written_after_a_reset_start_from_none(dev):
     dev.add_status(ACKNOWLEDGE | DRIVER)
     dev.write(DRIVER_FEATURES_SEL, 1)
     dev.write(DRIVER_FEATURES, F_VERSION_1 >> 32)  # VERSION_1 only
+    dev.add_status(FEATURES_OK)
+    assert dev.status() & FEATURES_OK
+
+
+def test_a_feature_word_written_again_replaces_the_first(dev):
+    """§4.2.2.1: a DriverFeatures write sets the selected word's 32 bits. A word written twice holds the second
+    value, not both: B alone (the device refuses B without A), VERSION_1 withdrawn (a legacy driver)."""
+    for word, first, second in ((0, F_A | F_B, F_B), (1, F_VERSION_1 | F_A, F_A)):
+        dev.reset()
+        dev.add_status(ACKNOWLEDGE | DRIVER)
+        dev.set_driver_features(first)
+        dev.write(DRIVER_FEATURES_SEL, word)
+        dev.write(DRIVER_FEATURES, second >> 32 * word & 0xFFFF_FFFF)
+        dev.add_status(FEATURES_OK)
+        assert not dev.status() & FEATURES_OK, word
+    dev.reset()
+    dev.add_status(ACKNOWLEDGE | DRIVER)
+    dev.set_driver_features(F_VERSION_1 | F_B)
+    dev.write(DRIVER_FEATURES_SEL, 0)
+    dev.write(DRIVER_FEATURES, F_A | F_B)  # now with A: accepted
     dev.add_status(FEATURES_OK)
     assert dev.status() & FEATURES_OK
 

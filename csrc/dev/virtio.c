@@ -184,8 +184,12 @@ void vmm__virtio_write_status(struct vmm_virtio *v, uint32_t val)
         return;
     }
     val &= 0xff & ~VIRTIO_STATUS_NEEDS_RESET; /* device-owned */
-    if (old & ~val & ~VIRTIO_STATUS_NEEDS_RESET)
-        vmm__virtio_guest_error(v, "status 0x%02" PRIx32 " clears bits of 0x%02" PRIx32 " without a reset", val, old);
+    /* §2.1.2: only a reset clears a bit */
+    if (old & ~val & ~VIRTIO_STATUS_NEEDS_RESET) {
+        vmm__virtio_guest_error(v, "status 0x%02" PRIx32 " clears bits of 0x%02" PRIx32 " without a reset: kept", val,
+                                old);
+        val |= old & ~VIRTIO_STATUS_NEEDS_RESET; /* else DRIVER_OK could stay without FEATURES_OK */
+    }
     set = val & ~old;
     if ((set & VIRTIO_STATUS_FEATURES_OK) && !features_acceptable(v))
         val &= ~VIRTIO_STATUS_FEATURES_OK; /* reads back clear: the driver gives up (§3.1.1 step 6) */
