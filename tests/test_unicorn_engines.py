@@ -460,6 +460,53 @@ def test_device_accesses_reach_the_callback_once_as_unicorn_made_them(hooked):
         assert res["hooked"] == 8
 
 
+# Code written through a second, non-executable mapping of its page (tb.patch). A write entry is filled
+# without TLB_NOTDIRTY while its page holds no translation; the page's first translation must put the flag
+# back on every entry that maps it, or a later store through the alias skips the self-modifying-code check.
+ALIAS_GUEST = """
+uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+PT, FN, ALIAS = 0x80000, 0x30000, 0x40000
+uc.mem_map(0, 0x200000)
+page = lambda pa, xn: pa | (1 << 10) | (3 << 8) | 3 | ((3 << 53) if xn else 0)  # AF, inner shareable, attr 0
+uc.mem_write(PT, struct.pack("<Q", (PT + 0x1000) | 3))  # level 1 -> level 2
+uc.mem_write(PT + 0x1000, struct.pack("<Q", (PT + 0x2000) | 3))  # level 2 -> level 3
+for va, pa, xn in ((CODE, CODE, False), (FN, FN, False), (ALIAS, FN, True)):
+    uc.mem_write(PT + 0x2000 + 8 * (va >> 12), struct.pack("<Q", page(pa, xn)))
+uc.mem_write(FN, asm(0xD2800020, 0xD65F03C0))  # mov x0, #1; ret
+code = asm(
+    0xD518A20A, 0xD518204B, 0xD518200C, 0xD5033FDF,  # msr mair_el1, x10; msr tcr_el1, x11; msr ttbr0_el1, x12; isb
+    0xD5381000, 0xB2400000, 0xD5181000, 0xD5033FDF,  # mrs x0, sctlr_el1; orr x0, x0, #1; msr sctlr_el1, x0; isb
+    0xB90001CD,  # str w13, [x14]: a store through the alias before anything in the page is translated
+    0xD63F01E0, 0xAA0003F4,  # blr x15 (translates the page); mov x20, x0
+    0xB9000230,  # str w16, [x17]: the function's first instruction becomes mov x0, #2, through the alias
+    0xD50B7B31, 0xD5033B9F, 0xD50B752F, 0xD5033B9F, 0xD5033FDF,  # dc cvau, x17; dsb ish; ic ivau, x15; dsb ish; isb
+    0xD63F01E0, 0xAA0003F5,  # blr x15; mov x21, x0
+    0xD503201F,  # nop (the end)
+)
+uc.mem_write(CODE, code)
+tcr = 25 | (1 << 8) | (1 << 10) | (3 << 12) | (1 << 23)  # 39-bit VA, 4 KiB granule, write-back, TTBR1 walks off
+regs = {UC_ARM64_REG_X10: 0xFF, UC_ARM64_REG_X11: tcr, UC_ARM64_REG_X12: PT, UC_ARM64_REG_X13: 0x5A5A5A5A,
+        UC_ARM64_REG_X14: ALIAS + 0x100, UC_ARM64_REG_X15: FN, UC_ARM64_REG_X16: 0xD2800040, UC_ARM64_REG_X17: ALIAS}
+for r, v in regs.items():
+    uc.reg_write(r, v)
+uc.cpr_write(3, 6, 1, 1, 0, (1 << 0) | (1 << 8) | (1 << 10))  # SCR_EL3: NS, HCE, RW (Unicorn resets it to 0)
+uc.cpr_write(3, 4, 1, 1, 0, 1 << 31)  # HCR_EL2.RW: EL1 is AArch64, so its stage 1 walks the A64 tables
+uc.emu_start(CODE, CODE + len(code) - 4)
+print(json.dumps([uc.reg_read(UC_ARM64_REG_X20), uc.reg_read(UC_ARM64_REG_X21),
+                  struct.unpack("<I", uc.mem_read(FN + 0x100, 4))[0]]))
+"""
+
+
+@needs_patched
+def test_code_written_through_an_alias_runs_new():
+    """The function runs once (1), is rewritten through a non-executable alias of its page with the cache
+    maintenance the architecture asks for, and runs again: 2. QEMU's IC IVAU does nothing, so only the engine's
+    self-modifying-code check sees the store. Unpatched Unicorn runs the old translation (1): the alias's entry
+    lost its flag at the first store and only the executing address's entry got it back."""
+    out = child(PRELUDE + ALIAS_GUEST, patched_env())
+    assert json.loads(out.strip().splitlines()[-1]) == [1, 2, 0x5A5A5A5A]
+
+
 def test_vmmpy_unicorn_selects_the_library(tmp_path):
     """VMMPY_UNICORN=wheel loads the wheel's library; a bad value or a missing patched build is one clear
     error, not a fallback the user did not ask for."""
