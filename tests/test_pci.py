@@ -828,3 +828,19 @@ def test_snapshot_with_a_pending_vector_nothing_masks_is_refused(machine, guest,
             continue
         with pytest.raises(vmmpy.errors.VmmError, match="MSI-X vector 1 is pending with neither it nor the function"):
             vmmpy.Machine.restore(tmp_path / "bad.snap").close()
+
+
+def test_reads_of_the_notification_region_are_guest_errors_naming_the_bar_offset(machine, caplog):
+    """§4.1.4.4: the notification structure is for the driver's writes; a read there (its first byte included,
+    right after the device configuration's window) answers 0 and is a guest error naming the BAR offset, not a
+    device configuration access."""
+    caplog.set_level(logging.WARNING, logger="vmmpy")
+    m = machine(transport="pci", gpu=True)
+    dev = VirtioPCI(m, 1)
+    dev.place_bars()
+    notify = dev.caps[NOTIFY][1]
+    errors = guest_errors(m)
+    for off, size in ((0, 4), (0, 1), (4, 2)):
+        assert m.mmio_read(dev.addr(NOTIFY, off), size) == 0
+        assert f"{size}-byte read at BAR offset 0x{notify + off:04x}" in caplog.text
+    assert guest_errors(m) == errors + 3 and "config space access" not in caplog.text

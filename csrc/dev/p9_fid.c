@@ -173,11 +173,6 @@ void p9_server_reset(struct p9_server *s)
     s->msize = P9_MAX_MSIZE;
 }
 
-uint32_t p9_server_msize(const struct p9_server *s)
-{
-    return s ? s->msize : 0;
-}
-
 /* ---- helpers -------------------------------------------------------------- */
 
 void p9_qid_of(const struct stat *st, struct p9_qid *q)
