@@ -123,9 +123,13 @@ class GuestAlloc:
     _per_machine: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def __init__(self, m, base: int = RAM_BASE + (16 << 20), size: int = 64 << 20):
-        self.m = m
+        self._m = weakref.ref(m)  # not m itself: a value that holds its key would keep every machine alive
         self.next = base
         self.end = base + size
+
+    @property
+    def m(self):
+        return self._m()
 
     @classmethod
     def of(cls, m) -> GuestAlloc:
