@@ -38,6 +38,7 @@ def test_elf_segments_land_at_their_physical_addresses(tmp_path):
     "elf_kwargs, exc, text",
     [
         ({"machine": 62}, vmmpy.ArchError, r"not an aarch64 ELF \(e_machine 62\)"),
+        ({"machine": 243}, vmmpy.ArchError, r"not an aarch64 ELF \(e_machine 243\)"),  # EM_RISCV: above 183
         ({"cls": 1}, vmmpy.ArchError, "not a 64-bit ELF"),
         ({"data": 2}, vmmpy.ArchError, "not a little-endian ELF"),
         ({"etype": 1}, vmmpy.FormatError, r"not an executable ELF \(e_type 1\)"),  # ET_REL
@@ -682,3 +683,58 @@ def test_only_the_program_headers_e_phnum_counts_are_loaded(tmp_path):
     with vmmpy.Machine(write(tmp_path, "vmlinux", bytes(elf))) as m:
         assert m.read_memory(RAM_BASE + 0x10000, 64) == bytes(64)
         assert m.boot_info().kernel_end == RAM_BASE + 4
+
+
+def test_an_image_whose_reserve_ends_exactly_at_the_end_of_ram_loads(tmp_path):
+    """booting.rst: the kernel needs text_offset + image_size bytes from the start of RAM; exactly RAM's size fits
+    (what does not then is the device tree, placed above the kernel), one byte more does not."""
+    img = make_image(code(B_SELF), text_offset=0x200000, image_size=2 * MIB)
+    with vmmpy.Machine(write(tmp_path, "fits", img), ram="4M") as m:
+        assert m.read_memory(RAM_BASE + 0x200000, len(img)) == img
+        with pytest.raises(vmmpy.DoesNotFit, match="^no room for the device tree above the kernel in 4 MiB of RAM$"):
+            m.boot_info()
+    over = write(tmp_path, "over", make_image(code(B_SELF), text_offset=0x200000, image_size=2 * MIB + 1))
+    with pytest.raises(vmmpy.DoesNotFit, match=r"over: kernel needs 3 MiB at offset 0x200000 but guest RAM is 4 MiB$"):
+        vmmpy.Machine(over, ram="4M")
+
+
+# open(2) of the path in $FAIL_OPEN_PATH fails with the errno in $FAIL_OPEN_ERRNO; every other open is libc's
+FAIL_OPEN_C = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+int open(const char *path, int flags, ...)
+{
+    const char *fail = getenv("FAIL_OPEN_PATH");
+    va_list ap;
+    mode_t mode;
+    va_start(ap, flags);
+    mode = (flags & (O_CREAT | O_TMPFILE)) ? va_arg(ap, mode_t) : 0;
+    va_end(ap);
+    if (fail && !strcmp(path, fail)) {
+        errno = atoi(getenv("FAIL_OPEN_ERRNO"));
+        return -1;
+    }
+    return ((int (*)(const char *, int, ...))dlsym(RTLD_NEXT, "open"))(path, flags, mode);
+}
+"""
+
+
+@pytest.mark.parametrize("err", ["EPERM", "EACCES"])
+def test_a_kernel_that_cannot_be_opened_for_a_reason_other_than_absence_is_an_io_error(tmp_path, err):
+    """Only ENOENT is NotFound; any other reason open(2) gives (EPERM from a security module or an immutable
+    file, EACCES) is an I/O error that names it."""
+    import errno
+    import os
+
+    from .conftest import run_with_shim
+
+    p = write(tmp_path, "Image", make_image(code(B_SELF)))
+    script = f"import vmmpy\ntry:\n    vmmpy.Machine({p!r})\nexcept vmmpy.errors.VmmError as e:\n    print(e.name, e)\n"
+    r = run_with_shim(tmp_path, FAIL_OPEN_C, script, FAIL_OPEN_PATH=p, FAIL_OPEN_ERRNO=str(getattr(errno, err)))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"VMM_EIO {p}: cannot open kernel: {os.strerror(getattr(errno, err))}"

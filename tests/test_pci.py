@@ -844,3 +844,27 @@ def test_reads_of_the_notification_region_are_guest_errors_naming_the_bar_offset
         assert m.mmio_read(dev.addr(NOTIFY, off), size) == 0
         assert f"{size}-byte read at BAR offset 0x{notify + off:04x}" in caplog.text
     assert guest_errors(m) == errors + 3 and "config space access" not in caplog.text
+
+
+def test_snapshot_with_a_bad_intx_level_flag_is_refused(machine, guest, tmp_path):
+    """A function's section: its 256 bytes of config space, then INTA#'s level as a one-byte flag, then the
+    MSI-X vector count. A flag other than 0 or 1 is refused (1 restores: the line is then driven as the
+    device's ISR says)."""
+    from .test_snapshot_devices import with_section_crc
+
+    dev, good, off, plen, at = _msix_snapshot(machine, guest, tmp_path, 0, 0x7C7C)
+    ids = struct.pack("<HH", 0x1AF4, RNG)
+    cfg = good.index(ids, off)
+    flag = cfg + 256
+    assert good[flag] == 0 and struct.unpack_from("<I", good, flag + 1)[0] == dev.msix_size == 2
+    assert flag + 5 == at  # the table follows the count
+    for value, refused in ((1, False), (2, True), (0xFF, True)):
+        data = bytearray(good)
+        data[flag] = value
+        with_section_crc(data, off, plen)
+        (tmp_path / "bad.snap").write_bytes(data)
+        if not refused:
+            vmmpy.Machine.restore(tmp_path / "bad.snap").close()
+            continue
+        with pytest.raises(vmmpy.errors.VmmError, match=f"a flag is {value}"):
+            vmmpy.Machine.restore(tmp_path / "bad.snap").close()
