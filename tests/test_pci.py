@@ -868,3 +868,25 @@ def test_snapshot_with_a_bad_intx_level_flag_is_refused(machine, guest, tmp_path
             continue
         with pytest.raises(vmmpy.errors.VmmError, match=f"a flag is {value}"):
             vmmpy.Machine.restore(tmp_path / "bad.snap").close()
+
+
+def test_snapshot_errors_about_the_host_bridge_name_it(machine, guest, tmp_path):
+    """The host bridge is function 00:00.0 of the bus, named pci-host.00:00.0 in what is said about it: a changed
+    read-only byte of its config space (its device ID, 0x0008) is refused naming it."""
+    from .test_snapshot import sections
+    from .test_snapshot_devices import with_section_crc
+
+    m = machine(guest("hello"), transport="pci", rng=True)
+    m.dtb()
+    m.snapshot(tmp_path / "s.snap")
+    good = (tmp_path / "s.snap").read_bytes()
+    ids = struct.pack("<HH", 0x1B36, 0x0008)  # the bridge's vendor and device IDs open its config space
+    ((off, plen),) = [(o, n) for _, o, n in sections(good) if ids in good[o : o + n]]
+    data = bytearray(good)
+    data[good.index(ids, off) + 2] ^= 0x01
+    with_section_crc(data, off, plen)
+    (tmp_path / "bad.snap").write_bytes(data)
+    with pytest.raises(
+        vmmpy.errors.VmmError, match=r"pci-host\.00:00\.0: config byte 0x02 is 0x09, its read-only bits say 0x08"
+    ):
+        vmmpy.Machine.restore(tmp_path / "bad.snap").close()
