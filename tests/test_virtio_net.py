@@ -699,6 +699,28 @@ def test_a_closed_vm_leaves_the_switch_and_the_others_go_on():
         assert ma.net_stats().rx_queued == 1  # b's broadcast; never its own frames
 
 
+def test_a_port_that_leaves_takes_only_its_own_addresses_out_of_the_table():
+    """When a port detaches, the switch forgets the addresses learned behind it, and only those: a, b and d,
+    learned before and after, still get their unicast frames alone (nothing flooded to the third). Ports that
+    leave are made first and last (their host structures below and above the others')."""
+    net = vmmpy.Network()
+    first = vmmpy.Machine(net=net)
+    with vmmpy.Machine(net=net) as ma, vmmpy.Machine(net=net) as mb, vmmpy.Machine(net=net) as md:
+        last = vmmpy.Machine(net=net)
+        nics = {"a": Nic(ma), "b": Nic(mb), "d": Nic(md)}
+        for leaving in (Nic(first), Nic(last)):
+            leaving.send(frame(BCAST, leaving.mac, b"learn me"))
+        for n in nics.values():
+            n.send(frame(BCAST, n.mac, b"learn me"))
+        queued = {k: n.m.net_stats().rx_queued for k, n in nics.items()}
+        last.close()
+        first.close()
+        for src, dst in (("a", "b"), ("b", "d"), ("d", "a")):
+            nics[src].send(frame(nics[dst].mac, nics[src].mac, b"unicast"))
+            queued[dst] += 1
+            assert {k: n.m.net_stats().rx_queued for k, n in nics.items()} == queued, (src, dst)
+
+
 def test_a_switch_has_64_ports():
     net = vmmpy.Network()
     machines = []
