@@ -131,6 +131,10 @@ class GuestAlloc:
     def m(self):
         return self._m()
 
+    @m.setter
+    def m(self, m) -> None:  # a driver rebound to a restored machine (test_snapshot_devices.rebind)
+        self._m = weakref.ref(m)
+
     @classmethod
     def of(cls, m) -> GuestAlloc:
         a = cls._per_machine.get(m)
