@@ -667,7 +667,8 @@ def test_gzip_decompression_that_cannot_start_is_out_of_memory(tmp_path):
     from .conftest import run_with_shim
 
     p = write(tmp_path, "Image.gz", gzip.compress(make_image(code(B_SELF) * 16)))
-    script = f"import vmmpy\ntry:\n    vmmpy.Machine({p!r})\nexcept vmmpy.errors.VmmError as e:\n    print(type(e).__name__, e)\n"
+    script = f"import vmmpy\ntry:\n    vmmpy.Machine({p!r})\n"
+    script += "except vmmpy.errors.VmmError as e:\n    print(type(e).__name__, e)\n"
     r = run_with_shim(tmp_path, FAIL_INFLATE_INIT_C, script)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == f"OutOfMemory {p}: cannot start gzip decompression"
