@@ -153,6 +153,21 @@ def test_user_networking_reserves_its_sockets_in_the_io_threads_poll_round():
         assert m.net_stats(10).link_up
 
 
+def test_a_refused_network_card_leaves_the_io_thread_as_it_was():
+    """A card refused after it joined the I/O thread (an eighth user NIC: its sockets would not fit) leaves it
+    again: thirty refusals in a row take none of the thread's 32 entries (7 user NICs hold 14), and a switch
+    port still joins afterwards."""
+    from vmmpy.net import add_nets
+
+    with vmmpy.Machine(net=["user"] * 7) as m:
+        for _ in range(30):
+            with pytest.raises(errors.OutOfMemory, match="^user networking needs up to 128 host fds polled"):
+                add_nets(m, "user", None, None, None)
+        net = vmmpy.Network()
+        add_nets(m, net, None, None, None)
+        assert m.net_stats(7).link_up
+
+
 FAIL_MALLOC_C = r"""
 #define _GNU_SOURCE
 #include <dlfcn.h>
