@@ -437,6 +437,7 @@ def test_switch_counts_checks_its_arguments():
     from vmmpy._ffi import ffi, lib
 
     assert lib.vmm_net_switch_counts(ffi.NULL, ffi.NULL, ffi.NULL) == lib.VMM_EINVAL
+    assert lib.vmm_net_switch_create(ffi.NULL, ffi.NULL, ffi.NULL, 0) == lib.VMM_EINVAL  # nowhere to put it
     assert vmmpy.Network().capture_dropped == 0
     cfg = ffi.new(
         "struct vmm_net_config *", {"size": ffi.sizeof("struct vmm_net_config"), "backend": lib.VMM_NET_SWITCH}
