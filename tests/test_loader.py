@@ -38,6 +38,7 @@ def test_elf_segments_land_at_their_physical_addresses(tmp_path):
     "elf_kwargs, exc, text",
     [
         ({"machine": 62}, vmmpy.ArchError, r"not an aarch64 ELF \(e_machine 62\)"),
+        ({"machine": 243}, vmmpy.ArchError, r"not an aarch64 ELF \(e_machine 243\)"),  # EM_RISCV: above 183
         ({"cls": 1}, vmmpy.ArchError, "not a 64-bit ELF"),
         ({"data": 2}, vmmpy.ArchError, "not a little-endian ELF"),
         ({"etype": 1}, vmmpy.FormatError, r"not an executable ELF \(e_type 1\)"),  # ET_REL
@@ -607,3 +608,134 @@ def test_elf_extent_spans_segments_in_any_order(tmp_path):
 def test_a_file_of_just_the_elf_magic_is_a_truncated_elf(tmp_path):
     with pytest.raises(vmmpy.FormatError, match=r"k: truncated ELF header \(4 bytes\)$"):
         vmmpy.Machine(write(tmp_path, "k", b"\x7fELF"))
+
+
+@pytest.mark.parametrize("cut", ["at-ram-plus-one", "later"])
+def test_a_cut_gzip_stream_whose_output_passes_ram_is_larger_than_ram(tmp_path, cut):
+    """The output's size is checked before the input's end: a stream cut after more than RAM's worth of output
+    is refused as larger than RAM, also when the cut falls exactly where the output reaches RAM + 1 bytes (the
+    decompression buffer is full as the input runs out). The stream (RFC 1952, RFC 1951): 3 MiB of zeros
+    deflated, then 2 MiB in stored blocks, in which a cut is byte-exact; the file stays under RAM's size."""
+    import struct
+    import zlib
+
+    ram = 4 * MIB
+    img = make_image(b"\0" * (5 * MIB))
+    head, tail = img[: 3 * MIB], img[3 * MIB :]
+    c = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    body = c.compress(head) + c.flush(zlib.Z_SYNC_FLUSH)  # non-final blocks ending on a byte boundary
+    for at in range(0, len(tail), 65535):  # BFINAL 0, BTYPE 00, LEN, NLEN, the bytes
+        chunk = tail[at : at + 65535]
+        body += b"\0" + struct.pack("<HH", len(chunk), len(chunk) ^ 0xFFFF) + chunk
+    body += b"\1\0\0\xff\xff"  # the final block: stored, empty
+    stream = gzip.compress(b"")[:10] + body + struct.pack("<II", zlib.crc32(img), len(img))
+    assert zlib.decompress(stream, 16 + zlib.MAX_WBITS) == img and len(stream) < ram
+
+    def out(n):  # bytes the first n bytes of the stream decompress to
+        return len(zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(stream[:n]))
+
+    lo, hi = 10, len(stream)
+    while lo < hi:  # the shortest prefix with RAM + 1 bytes of output
+        mid = (lo + hi) // 2
+        lo, hi = (mid + 1, hi) if out(mid) < ram + 1 else (lo, mid)
+    assert out(lo) == ram + 1 and out(lo - 1) == ram
+    n = lo if cut == "at-ram-plus-one" else lo + 4096
+    with pytest.raises(vmmpy.DoesNotFit, match=r"cut\.gz: decompressed kernel is larger than guest RAM \(4 MiB\)$"):
+        vmmpy.Machine(write(tmp_path, "cut.gz", stream[:n]), ram="4M")
+
+
+# inflateInit2_ called from libvmm's extension fails as it does when zlib cannot allocate its state
+FAIL_INFLATE_INIT_C = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <string.h>
+#include <zlib.h>
+int inflateInit2_(z_streamp strm, int bits, const char *version, int size)
+{
+    Dl_info di;
+    if (dladdr(__builtin_return_address(0), &di) && di.dli_fname && strstr(di.dli_fname, "_vmm"))
+        return Z_MEM_ERROR;
+    return ((int (*)(z_streamp, int, const char *, int))dlsym(RTLD_NEXT, "inflateInit2_"))(strm, bits, version, size);
+}
+"""
+
+
+@pytest.mark.skipif(not Path("/usr/include/zlib.h").exists(), reason="needs zlib.h for the shim")
+def test_gzip_decompression_that_cannot_start_is_out_of_memory(tmp_path):
+    """zlib failing to set up (inflateInit2: its state not allocated) is OutOfMemory naming the file, not a
+    decompression run on a stream that was never initialised."""
+    from .conftest import run_with_shim
+
+    p = write(tmp_path, "Image.gz", gzip.compress(make_image(code(B_SELF) * 16)))
+    script = f"import vmmpy\ntry:\n    vmmpy.Machine({p!r})\n"
+    script += "except vmmpy.errors.VmmError as e:\n    print(type(e).__name__, e)\n"
+    r = run_with_shim(tmp_path, FAIL_INFLATE_INIT_C, script)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"OutOfMemory {p}: cannot start gzip decompression"
+
+
+def test_only_the_program_headers_e_phnum_counts_are_loaded(tmp_path):
+    """ELF: the program header table has e_phnum entries; a well-formed PT_LOAD header right after it (here the
+    second of two, with e_phnum patched to 1) is file data, not a segment: its bytes stay out of RAM."""
+    import struct
+
+    elf = bytearray(make_elf([(RAM_BASE, code(B_SELF), 4), (RAM_BASE + 0x10000, b"\xa5" * 64, 64)], RAM_BASE))
+    struct.pack_into("<H", elf, 0x38, 1)  # e_phnum
+    with vmmpy.Machine(write(tmp_path, "vmlinux", bytes(elf))) as m:
+        assert m.read_memory(RAM_BASE + 0x10000, 64) == bytes(64)
+        assert m.boot_info().kernel_end == RAM_BASE + 4
+
+
+def test_an_image_whose_reserve_ends_exactly_at_the_end_of_ram_loads(tmp_path):
+    """booting.rst: the kernel needs text_offset + image_size bytes from the start of RAM; exactly RAM's size fits
+    (what does not then is the device tree, placed above the kernel), one byte more does not."""
+    img = make_image(code(B_SELF), text_offset=0x200000, image_size=2 * MIB)
+    with vmmpy.Machine(write(tmp_path, "fits", img), ram="4M") as m:
+        assert m.read_memory(RAM_BASE + 0x200000, len(img)) == img
+        with pytest.raises(vmmpy.DoesNotFit, match="^no room for the device tree above the kernel in 4 MiB of RAM$"):
+            m.boot_info()
+    over = write(tmp_path, "over", make_image(code(B_SELF), text_offset=0x200000, image_size=2 * MIB + 1))
+    with pytest.raises(vmmpy.DoesNotFit, match=r"over: kernel needs 3 MiB at offset 0x200000 but guest RAM is 4 MiB$"):
+        vmmpy.Machine(over, ram="4M")
+
+
+# open(2) of the path in $FAIL_OPEN_PATH fails with the errno in $FAIL_OPEN_ERRNO; every other open is libc's
+FAIL_OPEN_C = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+int open(const char *path, int flags, ...)
+{
+    const char *fail = getenv("FAIL_OPEN_PATH");
+    va_list ap;
+    mode_t mode;
+    va_start(ap, flags);
+    mode = (flags & (O_CREAT | O_TMPFILE)) ? va_arg(ap, mode_t) : 0;
+    va_end(ap);
+    if (fail && !strcmp(path, fail)) {
+        errno = atoi(getenv("FAIL_OPEN_ERRNO"));
+        return -1;
+    }
+    return ((int (*)(const char *, int, ...))dlsym(RTLD_NEXT, "open"))(path, flags, mode);
+}
+"""
+
+
+@pytest.mark.parametrize("err", ["EPERM", "EACCES"])
+def test_a_kernel_that_cannot_be_opened_for_a_reason_other_than_absence_is_an_io_error(tmp_path, err):
+    """Only ENOENT is NotFound; any other reason open(2) gives (EPERM from a security module or an immutable
+    file, EACCES) is an I/O error that names it."""
+    import errno
+    import os
+
+    from .conftest import run_with_shim
+
+    p = write(tmp_path, "Image", make_image(code(B_SELF)))
+    script = f"import vmmpy\ntry:\n    vmmpy.Machine({p!r})\nexcept vmmpy.errors.VmmError as e:\n    print(e.name, e)\n"
+    r = run_with_shim(tmp_path, FAIL_OPEN_C, script, FAIL_OPEN_PATH=p, FAIL_OPEN_ERRNO=str(getattr(errno, err)))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"VMM_EIO {p}: cannot open kernel: {os.strerror(getattr(errno, err))}"

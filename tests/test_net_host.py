@@ -153,6 +153,21 @@ def test_user_networking_reserves_its_sockets_in_the_io_threads_poll_round():
         assert m.net_stats(10).link_up
 
 
+def test_a_refused_network_card_leaves_the_io_thread_as_it_was():
+    """A card refused after it joined the I/O thread (an eighth user NIC: its sockets would not fit) leaves it
+    again: thirty refusals in a row take none of the thread's 32 entries (7 user NICs hold 14), and a switch
+    port still joins afterwards."""
+    from vmmpy.net import add_nets
+
+    with vmmpy.Machine(net=["user"] * 7) as m:
+        for _ in range(30):
+            with pytest.raises(errors.OutOfMemory, match="^user networking needs up to 128 host fds polled"):
+                add_nets(m, "user", None, None, None)
+        net = vmmpy.Network()
+        add_nets(m, net, None, None, None)
+        assert m.net_stats(7).link_up
+
+
 FAIL_MALLOC_C = r"""
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -422,12 +437,55 @@ def test_switch_counts_checks_its_arguments():
     from vmmpy._ffi import ffi, lib
 
     assert lib.vmm_net_switch_counts(ffi.NULL, ffi.NULL, ffi.NULL) == lib.VMM_EINVAL
+    assert lib.vmm_net_switch_create(ffi.NULL, ffi.NULL, ffi.NULL, 0) == lib.VMM_EINVAL  # nowhere to put it
     assert vmmpy.Network().capture_dropped == 0
     cfg = ffi.new(
         "struct vmm_net_config *", {"size": ffi.sizeof("struct vmm_net_config"), "backend": lib.VMM_NET_SWITCH}
     )
     with vmmpy.Machine() as m, pytest.raises(errors.InvalidArgument, match="^network switch: no switch given$"):
         m._checked(lib.vmm_add_net, cfg)  # a switch port without a switch
+
+
+# calloc called from vmm_net_switch_create fails; every other one is glibc's
+FAIL_SWITCH_CALLOC_C = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdlib.h>
+#include <string.h>
+extern void *__libc_calloc(size_t, size_t);
+void *calloc(size_t n, size_t size)
+{
+    Dl_info di;
+    if (dladdr(__builtin_return_address(0), &di) && di.dli_sname && !strcmp(di.dli_sname, "vmm_net_switch_create"))
+        return NULL;
+    return __libc_calloc(n, size);
+}
+"""
+
+
+@pytest.mark.skipif(os.environ.get("VMMPY_EXPECT_SANITIZED") == "1", reason="ASan owns malloc in that run")
+def test_a_switch_that_cannot_be_allocated_is_out_of_memory_with_or_without_an_error_buffer(tmp_path):
+    """VMM_ENOMEM and its reason in errbuf; errbuf may be NULL (include/vmm.h: the reason goes to errbuf if not
+    NULL), whatever errlen says."""
+    script = """
+import vmmpy
+from vmmpy._ffi import ffi, lib
+try:
+    vmmpy.Network()
+except vmmpy.errors.OutOfMemory as e:
+    print(e)
+out = ffi.new("vmm_net_switch **")
+print(lib.vmm_net_switch_create(out, ffi.NULL, ffi.NULL, 64) == lib.VMM_ENOMEM, out[0] == ffi.NULL)
+"""
+    # and a capture that cannot be opened, without the shim: VMM_EIO, nothing written through a NULL errbuf
+    from vmmpy._ffi import ffi, lib
+
+    out = ffi.new("vmm_net_switch **")
+    bad = str(tmp_path / "no" / "such.pcap").encode()
+    assert lib.vmm_net_switch_create(out, bad, ffi.NULL, 64) == lib.VMM_EIO and out[0] == ffi.NULL
+    r = run_with_shim(tmp_path, FAIL_SWITCH_CALLOC_C, script)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["out of memory for a network switch", "True True"]
 
 
 def test_capture_path_errors_are_one_line(tmp_path):

@@ -905,3 +905,88 @@ def test_closing_the_machine_closes_every_descriptor_of_the_share(tree):
     for _ in range(3):
         session(before)
     assert _open_fds() == before
+
+
+# fsync(2) logs the path of its descriptor (to $FSYNC_LOG), or that it is none, before doing its work
+FSYNC_LOG_C = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+int fsync(int fd)
+{
+    char link[64], path[4096];
+    ssize_t n;
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    FILE *f = fopen(getenv("FSYNC_LOG"), "a");
+    if ((n = readlink(link, path, sizeof path - 1)) < 0)
+        n = snprintf(path, sizeof path, "not a descriptor: %d", fd);
+    path[n] = 0;
+    if (f) {
+        fprintf(f, "%s\n", path);
+        fclose(f);
+    }
+    return ((int (*)(int))dlsym(RTLD_NEXT, "fsync"))(fd);
+}
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+def test_files_a_session_leaves_open_are_synced_when_it_ends(tree, tmp_path):
+    """What the guest wrote reaches the disk when its session ends with files still open: a new Tversion, a
+    device reset and the machine's close each fsync every open file (written or not; one on descriptor 0), and
+    only those: a fid only walked has no descriptor to sync."""
+    from tests.conftest import run_with_shim
+
+    share, _ = tree
+    log = tmp_path / "fsync.log"
+    script = f"""
+import os, struct, vmmpy
+from tests.test_p9 import P9, O_RDONLY
+def mark(what):
+    with open({str(log)!r}, "a") as f:
+        f.write("-- " + what + "\\n")
+def session(m, created, on_fd_0=False):
+    c = P9(m)
+    c.version()
+    c.attach(0)
+    c.walk(0, 1)
+    c.lcreate(1, created)
+    c.write(1, b"data")
+    c.walk(0, 2, "sub")  # walked, never opened
+    c.walk(0, 3, "hello.txt")
+    if on_fd_0:
+        os.close(0)  # a daemon's closed stdin: the open gets descriptor 0
+    c.lopen(3, O_RDONLY)
+    if on_fd_0:
+        assert os.readlink("/proc/self/fd/0").endswith("hello.txt")
+    return c
+with vmmpy.Machine(share=[({str(share)!r}, "hostshare")]) as m:
+    c = session(m, "a.txt", on_fd_0=True)
+    mark("version")
+    c.version()
+    c = session(m, "b.txt")
+    mark("reset")
+    c.dev.reset()
+    session(m, "c.txt")
+    mark("close")
+mark("closed")
+"""
+    r = run_with_shim(tmp_path, FSYNC_LOG_C, script, FSYNC_LOG=str(log))
+    assert r.returncode == 0, r.stderr
+    phases, cur = {}, None
+    for line in log.read_text().splitlines():
+        if line.startswith("-- "):
+            cur = phases.setdefault(line[3:], [])
+        else:
+            assert cur is not None, f"fsync before the session ended: {line}"
+            cur.append(line)
+    hello = str(share / "hello.txt")
+    assert {k: sorted(v) for k, v in phases.items()} == {
+        "version": sorted([str(share / "a.txt"), hello]),
+        "reset": sorted([str(share / "b.txt"), hello]),
+        "close": sorted([str(share / "c.txt"), hello]),
+        "closed": [],
+    }
+    assert (share / "c.txt").read_bytes() == b"data"

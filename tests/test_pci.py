@@ -828,3 +828,65 @@ def test_snapshot_with_a_pending_vector_nothing_masks_is_refused(machine, guest,
             continue
         with pytest.raises(vmmpy.errors.VmmError, match="MSI-X vector 1 is pending with neither it nor the function"):
             vmmpy.Machine.restore(tmp_path / "bad.snap").close()
+
+
+def test_reads_of_the_notification_region_are_guest_errors_naming_the_bar_offset(machine, caplog):
+    """§4.1.4.4: the notification structure is for the driver's writes; a read there (its first byte included,
+    right after the device configuration's window) answers 0 and is a guest error naming the BAR offset, not a
+    device configuration access."""
+    caplog.set_level(logging.WARNING, logger="vmmpy")
+    m = machine(transport="pci", gpu=True)
+    dev = VirtioPCI(m, 1)
+    dev.place_bars()
+    notify = dev.caps[NOTIFY][1]
+    errors = guest_errors(m)
+    for off, size in ((0, 4), (0, 1), (4, 2)):
+        assert m.mmio_read(dev.addr(NOTIFY, off), size) == 0
+        assert f"{size}-byte read at BAR offset 0x{notify + off:04x}" in caplog.text
+    assert guest_errors(m) == errors + 3 and "config space access" not in caplog.text
+
+
+def test_snapshot_with_a_bad_intx_level_flag_is_refused(machine, guest, tmp_path):
+    """A function's section: its 256 bytes of config space, then INTA#'s level as a one-byte flag, then the
+    MSI-X vector count. A flag other than 0 or 1 is refused (1 restores: the line is then driven as the
+    device's ISR says)."""
+    from .test_snapshot_devices import with_section_crc
+
+    dev, good, off, plen, at = _msix_snapshot(machine, guest, tmp_path, 0, 0x7C7C)
+    ids = struct.pack("<HH", 0x1AF4, RNG)
+    cfg = good.index(ids, off)
+    flag = cfg + 256
+    assert good[flag] == 0 and struct.unpack_from("<I", good, flag + 1)[0] == dev.msix_size == 2
+    assert flag + 5 == at  # the table follows the count
+    for value, refused in ((1, False), (2, True), (0xFF, True)):
+        data = bytearray(good)
+        data[flag] = value
+        with_section_crc(data, off, plen)
+        (tmp_path / "bad.snap").write_bytes(data)
+        if not refused:
+            vmmpy.Machine.restore(tmp_path / "bad.snap").close()
+            continue
+        with pytest.raises(vmmpy.errors.VmmError, match=f"a flag is {value}"):
+            vmmpy.Machine.restore(tmp_path / "bad.snap").close()
+
+
+def test_snapshot_errors_about_the_host_bridge_name_it(machine, guest, tmp_path):
+    """The host bridge is function 00:00.0 of the bus, named pci-host.00:00.0 in what is said about it: a changed
+    read-only byte of its config space (its device ID, 0x0008) is refused naming it."""
+    from .test_snapshot import sections
+    from .test_snapshot_devices import with_section_crc
+
+    m = machine(guest("hello"), transport="pci", rng=True)
+    m.dtb()
+    m.snapshot(tmp_path / "s.snap")
+    good = (tmp_path / "s.snap").read_bytes()
+    ids = struct.pack("<HH", 0x1B36, 0x0008)  # the bridge's vendor and device IDs open its config space
+    ((off, plen),) = [(o, n) for _, o, n in sections(good) if ids in good[o : o + n]]
+    data = bytearray(good)
+    data[good.index(ids, off) + 2] ^= 0x01
+    with_section_crc(data, off, plen)
+    (tmp_path / "bad.snap").write_bytes(data)
+    with pytest.raises(
+        vmmpy.errors.VmmError, match=r"pci-host\.00:00\.0: config byte 0x02 is 0x09, its read-only bits say 0x08"
+    ):
+        vmmpy.Machine.restore(tmp_path / "bad.snap").close()

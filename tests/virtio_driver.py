@@ -123,9 +123,17 @@ class GuestAlloc:
     _per_machine: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def __init__(self, m, base: int = RAM_BASE + (16 << 20), size: int = 64 << 20):
-        self.m = m
+        self._m = weakref.ref(m)  # not m itself: a value that holds its key would keep every machine alive
         self.next = base
         self.end = base + size
+
+    @property
+    def m(self):
+        return self._m()
+
+    @m.setter
+    def m(self, m) -> None:  # a driver rebound to a restored machine (test_snapshot_devices.rebind)
+        self._m = weakref.ref(m)
 
     @classmethod
     def of(cls, m) -> GuestAlloc:

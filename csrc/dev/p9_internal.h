@@ -152,7 +152,7 @@ void p9_node_qid(const struct vmm__host_node *n, struct p9_qid *q);
 int p9_at_qid(int dirfd, const char *name, struct p9_qid *q);
 bool p9_is_root(const struct p9_server *s, const struct vmm__host_node *n);
 int p9_get_name(struct p9_rd *r, char out[P9_MAX_NAME + 1], bool dots);
-int p9_skip_str(struct p9_rd *r);
+void p9_skip_str(struct p9_rd *r);
 int p9_host_open_flags(uint32_t fl, int *out);
 bool p9_wants_write(uint32_t fl);
 

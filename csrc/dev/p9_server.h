@@ -23,8 +23,6 @@ struct p9_server *p9_server_new(int root_fd, bool readonly);
 void p9_server_free(struct p9_server *s);
 /* Drop every fid (after an fsync of open files) and forget the negotiated msize: a new session. */
 void p9_server_reset(struct p9_server *s);
-/* The negotiated msize (P9_MAX_MSIZE before Tversion). */
-uint32_t p9_server_msize(const struct p9_server *s);
 
 /*
  * Serve one T-message req[0..len) and write the R-message into resp[0..cap).

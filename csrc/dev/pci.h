@@ -133,10 +133,9 @@ void vmm__pci_msix_snap(struct vmm_pci_func *f, struct vmm_snap *s);
 /* From a device (any thread, its own lock held): these take the host lock. */
 void vmm__pci_set_intx(struct vmm_pci_func *f, bool level);
 bool vmm__pci_msix_enabled(struct vmm_pci_func *f);
-void vmm__pci_msix_signal(struct vmm_pci_func *f, unsigned vec);
 
 /* pci_host.c */
-/* The host bridge (ECAM, the MMIO window, 00:00.0) on the bus and the board; idempotent. */
+/* The host bridge (ECAM, the MMIO window, 00:00.0) on the bus and the board: once, at board init. */
 int vmm__pci_host_init(struct vmm_vm *vm);
 /* Put f on the next free slot of bus 0 (INTx swizzled as virt does). f stays the caller's. */
 int vmm__pci_host_add(struct vmm_vm *vm, struct vmm_pci_func *f, const char *what);

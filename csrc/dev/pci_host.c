@@ -329,8 +329,6 @@ int vmm__pci_host_init(struct vmm_vm *vm)
     struct vmm_pci_host *h;
     int rc;
 
-    if (vm->pci)
-        return 0;
     if (!(h = calloc(1, sizeof *h)))
         return vmm__set_error(vm, VMM_ENOMEM, "out of memory for the PCI host bridge");
     h->vm = vm;
@@ -351,13 +349,9 @@ int vmm__pci_host_init(struct vmm_vm *vm)
 
 int vmm__pci_host_add(struct vmm_vm *vm, struct vmm_pci_func *f, const char *what)
 {
-    struct vmm_pci_host *h = vm->pci;
+    struct vmm_pci_host *h = vm->pci; /* made by board init for the PCI transport, the only one adding functions */
     unsigned slot;
-    int rc;
 
-    if (!h && (rc = vmm__pci_host_init(vm)))
-        return rc;
-    h = vm->pci;
     if (h->nslots >= PCI_SLOTS)
         return vmm__set_error(vm, VMM_ENOMEM, "%s: all %d slots of PCI bus 0 are in use", what, PCI_SLOTS);
     slot = h->nslots;

@@ -202,13 +202,6 @@ bool vmm__pci_msix_enabled(struct vmm_pci_func *f)
     return on;
 }
 
-void vmm__pci_msix_signal(struct vmm_pci_func *f, unsigned vec)
-{
-    vmm__pci_lock(f->host);
-    vmm__pci_msix_signal_locked(f, vec);
-    vmm__pci_unlock(f->host);
-}
-
 void vmm__pci_set_intx(struct vmm_pci_func *f, bool level)
 {
     vmm__pci_lock(f->host);
