@@ -27,8 +27,13 @@ __asm__(".pushsection .user.text, \"ax\"\n"
         "    hvc #0\n"              /* UNDEFINED at EL0 (Arm ARM C6.2.114) */
         "    svc #2\n"
         "    b .\n"
+        ".globl user_ret\n"
+        "user_ret:\n" /* EL1 branches here: the block is PXN, so this must never run at EL1 */
+        "    mov x0, #1\n"
+        "    ret\n"
         ".popsection\n");
-extern char user_svc_loop[], user_read_sctlr[], user_hvc[];
+extern char user_svc_loop[], user_read_sctlr[], user_hvc[], user_ret[];
+static volatile uint64_t user_cell __attribute__((section(".user.data"))) = 0;
 
 static uint8_t user_stack[4096] __attribute__((section(".user.bss"), aligned(16)));
 
@@ -67,6 +72,9 @@ static int on_exception(struct exc_frame *f)
         return 0;
     switch (ec) {
     case EC_SVC64: /* ELR already points past the svc */
+        return 1;
+    case EC_IABT_CUR: /* only test_pxn branches (BLR) into non-executable code: back to its caller */
+        f->elr = f->x[30];
         return 1;
     case EC_UNKNOWN:
     case EC_BRK64:
@@ -193,6 +201,26 @@ static void test_data_abort(void)
              seen.count, seen.esr, seen.far, seen.elr, UNMAPPED_VA, at);
 }
 
+/* BLR from EL1 into the EL0 block, which rt/mmu.c maps PXN (and writable): an instruction abort, permission
+   fault at level 2 (a 2 MiB block), FAR and ELR the target (Arm ARM D8.4.x, execute-never; ESR IFSC 0b001110).
+   The second branch follows a store to the same block, so the TLB entry may have been filled by a write. */
+static void test_pxn(const char *name, int store_first)
+{
+    uint64_t ran = 0;
+
+    clear();
+    if (store_first)
+        user_cell = 0x5a5a;
+    __asm__ volatile("mov x0, #0\n blr %1\n mov %0, x0" : "=r"(ran) : "r"(user_ret) : "x0", "x30", "memory");
+    if (!ran && seen.count == 1 && seen.vector == VEC_EL1_SYNC &&
+        seen.esr == ESR_MAKE(EC_IABT_CUR, 0x0e) && seen.far == (uintptr_t)user_ret && seen.elr == (uintptr_t)user_ret)
+        pass(name);
+    else
+        fail(name, "ran=%lu, %d exception(s), last esr=0x%lx far=0x%lx elr=0x%lx vector=%lu; want esr=0x%lx far=elr=0x%lx",
+             ran, seen.count, seen.esr, seen.far, seen.elr, seen.vector, ESR_MAKE(EC_IABT_CUR, 0x0e),
+             (uintptr_t)user_ret);
+}
+
 static void test_el0_svc(void)
 {
     uintptr_t sp = (uintptr_t)user_stack + sizeof(user_stack);
@@ -250,6 +278,8 @@ int main(uint64_t dtb)
     test_brk();
     test_mmu();
     test_data_abort();
+    test_pxn("EL1 fetch from a PXN page", 0);
+    test_pxn("EL1 fetch from a PXN page just written", 1);
     test_el0_svc();
     test_el0_sysreg();
     test_el0_hvc();
