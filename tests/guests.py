@@ -192,6 +192,13 @@ RUNS: list[Run] = [
         reject=SUITE_REJECT,
         groups=("basic",),
     ),
+    Run(
+        "wxn",
+        "wxn",
+        expect=(r"^ALL PASS$", r"^PASS WXN: a read-only page runs$", r"^PASS WXN: a writable page is an instruction abort$"),
+        reject=SUITE_REJECT,
+        groups=("basic",),
+    ),
     Run("psci", "psci", expect=(r"^psci version 1\.\d+$", r"^ALL PASS$"), reject=SUITE_REJECT, groups=("basic",)),
     Run(
         "psci_reset",

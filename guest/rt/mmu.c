@@ -11,6 +11,7 @@
 #define PT_TABLE 3UL /* valid table (levels 0 to 2) */
 #define PT_ATTR(i) ((uint64_t)(i) << 2)
 #define PT_AP_EL0 (1UL << 6) /* AP[1]: EL0 may access (EL1 may never execute it then) */
+#define PT_AP_RO (1UL << 7)  /* AP[2]: read-only */
 #define PT_SH_INNER (3UL << 8)
 #define PT_AF (1UL << 10)
 #define PT_PXN (1UL << 53)
@@ -23,6 +24,7 @@
 
 #define DESC_DEVICE (PT_BLOCK | PT_ATTR(ATTR_DEVICE) | PT_AF | PT_PXN | PT_UXN)
 #define DESC_NORMAL (PT_BLOCK | PT_ATTR(ATTR_NORMAL) | PT_AF | PT_SH_INNER | PT_UXN)
+#define DESC_EL1_RX (PT_BLOCK | PT_ATTR(ATTR_NORMAL) | PT_AF | PT_SH_INNER | PT_AP_RO | PT_UXN)
 #define DESC_NORMAL_EL0 (PT_BLOCK | PT_ATTR(ATTR_NORMAL) | PT_AF | PT_SH_INNER | PT_AP_EL0 | PT_PXN)
 
 /* TCR_EL1: TTBR0 walks write-back cacheable, inner shareable, 4 KiB granule; no TTBR1 walks */
@@ -125,7 +127,7 @@ int mmu_enable(const struct mmu_config *cfg)
         l2 = tables[used++];
         for (uint64_t i = 0; i < ENTRIES; i++) {
             uint64_t pa = base + i * BLOCK_2M;
-            l2[i] = pa | (in_el0_region(cfg, pa) ? DESC_NORMAL_EL0 : DESC_NORMAL);
+            l2[i] = pa | (!in_el0_region(cfg, pa) ? DESC_NORMAL : cfg->el0_rx_el1 ? DESC_EL1_RX : DESC_NORMAL_EL0);
         }
         l1[base / GIB] = (uintptr_t)l2 | PT_TABLE;
     }

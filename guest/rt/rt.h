@@ -199,6 +199,7 @@ struct mmu_config {
     uint64_t ram_size;  /* bytes of normal memory from RAM_BASE, whole GiB, at most 4 GiB */
     uintptr_t el0_base; /* optional EL0 read/write/execute region (2 MiB aligned, in RAM) */
     uint64_t el0_size;  /* 0: none; forces 2 MiB blocks for the GiB holding it */
+    int el0_rx_el1;     /* map the el0 region EL1 read-only and executable instead (EL0: no access) */
 };
 /* 0-1 GiB device nGnRnE (never executable); RAM normal write-back, EL1 read/write/execute;
    everything else unmapped. */
