@@ -212,11 +212,12 @@ static void test_pxn(const char *name, int store_first)
     if (store_first)
         user_cell = 0x5a5a;
     __asm__ volatile("mov x0, #0\n blr %1\n mov %0, x0" : "=r"(ran) : "r"(user_ret) : "x0", "x30", "memory");
-    if (!ran && seen.count == 1 && seen.vector == VEC_EL1_SYNC &&
-        seen.esr == ESR_MAKE(EC_IABT_CUR, 0x0e) && seen.far == (uintptr_t)user_ret && seen.elr == (uintptr_t)user_ret)
+    if (!ran && seen.count == 1 && seen.vector == VEC_EL1_SYNC && seen.esr == ESR_MAKE(EC_IABT_CUR, 0x0e) &&
+        seen.far == (uintptr_t)user_ret && seen.elr == (uintptr_t)user_ret)
         pass(name);
     else
-        fail(name, "ran=%lu, %d exception(s), last esr=0x%lx far=0x%lx elr=0x%lx vector=%lu; want esr=0x%lx far=elr=0x%lx",
+        fail(name,
+             "ran=%lu, %d exception(s), last esr=0x%lx far=0x%lx elr=0x%lx vector=%lu; want esr=0x%lx far=elr=0x%lx",
              ran, seen.count, seen.esr, seen.far, seen.elr, seen.vector, ESR_MAKE(EC_IABT_CUR, 0x0e),
              (uintptr_t)user_ret);
 }
