@@ -293,25 +293,15 @@ unsigned gic_num_intids(void); /* 32 * (GICD_TYPER.ITLinesNumber + 1), at most 1
 #define GIC_LPI_BASE 8192
 /* The handler of every LPI (INTID >= 8192; without one an LPI is counted unhandled and EOId). */
 void gic_set_lpi_handler(irq_fn fn, void *arg);
-uintptr_t gic_rd_base(void); /* the calling CPU's RD_base (after gic_cpu_init) */
+uintptr_t gic_rd_base(void);   /* the calling CPU's RD_base (after gic_cpu_init) */
 
 /* ---- GICv3 LPIs and ITS (rt/its.c): flat tables, 4 KiB pages, one command queue page ---- */
 #define GITS_BASE 0x08080000UL
 #define GITS_TRANSLATER (GITS_BASE + 0x10040)
 #define ITS_LPI_IDBITS 14 /* LPIs 8192..16383: an 8 KiB configuration table */
 enum {
-    ITS_MOVI = 0x01,
-    ITS_INT = 0x03,
-    ITS_CLEAR = 0x04,
-    ITS_SYNC = 0x05,
-    ITS_MAPD = 0x08,
-    ITS_MAPC = 0x09,
-    ITS_MAPTI = 0x0a,
-    ITS_MAPI = 0x0b,
-    ITS_INV = 0x0c,
-    ITS_INVALL = 0x0d,
-    ITS_MOVALL = 0x0e,
-    ITS_DISCARD = 0x0f,
+    ITS_MOVI = 0x01, ITS_INT = 0x03, ITS_CLEAR = 0x04, ITS_SYNC = 0x05, ITS_MAPD = 0x08, ITS_MAPC = 0x09,
+    ITS_MAPTI = 0x0a, ITS_MAPI = 0x0b, ITS_INV = 0x0c, ITS_INVALL = 0x0d, ITS_MOVALL = 0x0e, ITS_DISCARD = 0x0f,
 };
 /* Whether GICD_TYPER.LPIS and the calling CPU's GICR_TYPER.PLPIS say LPIs exist. */
 int its_lpis_supported(void);
@@ -327,7 +317,7 @@ uint64_t its_rdbase(void);
 /* Queue one command (dw[0] opcode and DeviceID, ...) and wait until the ITS consumed it; 0, or -1 if
    it stalled (GITS_CREADR.Stalled) or did not finish within 1 s. */
 int its_cmd(uint64_t dw0, uint64_t dw1, uint64_t dw2, uint64_t dw3);
-int its_mapd(uint32_t devid, unsigned event_bits); /* a 256-byte aligned ITT from a static pool */
+int its_mapd(uint32_t devid, unsigned event_bits);      /* a 256-byte aligned ITT from a static pool */
 int its_mapc(unsigned icid, uint64_t rdbase);
 int its_mapti(uint32_t devid, uint32_t event, unsigned intid, unsigned icid);
 int its_event_cmd(unsigned op, uint32_t devid, uint32_t event); /* INT, CLEAR, DISCARD, INV */
