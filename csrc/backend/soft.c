@@ -99,7 +99,10 @@ static void apply_virq(struct soft_vcpu *sv)
     bool want = atomic_load(&sv->vcpu->irq);
     if (want != sv->virq) {
         sv->virq = want;
-        vmm__soft_cp_write(sv->uc, REG_HCR_EL2, HCR_BASE | (want ? HCR_VI : 0));
+        if (sv->set_virq) /* a CP_REG write: register lookup, hcr_write, hflags rebuild (a fifth of SGI+IAR+EOI) */
+            sv->set_virq(sv->uc, want);
+        else
+            vmm__soft_cp_write(sv->uc, REG_HCR_EL2, HCR_BASE | (want ? HCR_VI : 0));
     }
 }
 
@@ -560,6 +563,7 @@ static void engine_options(struct soft_vcpu *sv)
     /* the same register writes as uc_reg_write, at the same point: deterministic output is unchanged */
     sv->sys_result = en->sys_result;
     sv->sys_el = en->sys_el;
+    sv->set_virq = en->virq; /* the same bit written, as cheaply as the engine allows */
     if (!en->patched || vm->deterministic)
         return;
     /*

@@ -115,6 +115,12 @@ static uint32_t sysreg_iss(uint32_t id, unsigned rt, bool read)
            ((id >> 3) & 15) << 1 | (read ? 1 : 0);
 }
 
+/* an EC 0x18 syndrome's register is the generic timer's (op0 3, op1 3, CRn 14) */
+static bool timer_iss(uint32_t syndrome)
+{
+    return ((syndrome >> 20) & 3) == 3 && ((syndrome >> 14) & 7) == 3 && ((syndrome >> 10) & 15) == 14;
+}
+
 static bool at_el0(uc_engine *uc)
 {
     return ((reg(uc, UC_ARM64_REG_PSTATE) >> 2) & 3) == 0;
@@ -295,8 +301,12 @@ static void on_intr(uc_engine *uc, uint32_t intno, void *opaque)
          * trap for the framework (which traps them to EL2 when it runs no GIC).
          */
         struct qemu_exc exc = raised(v);
-        /* an EL0 access CNTKCTL_EL1 denies traps to the guest's EL1 first (Arm ARM D13.11) */
-        if (exc.syndrome >> ESR_EC_SHIFT == EC_SYSREG && exc.target_el >= 2) {
+        /*
+         * An EL0 access to a generic timer register that CNTKCTL_EL1 denies traps to the guest's EL1 first
+         * (Arm ARM D13.11: QEMU's target_el 1). Other EL1-targeted traps stay the framework's: the PMU's, which
+         * QEMU raises from its own PMUSERENR_EL0 while the VMM holds the guest's (hvf_exits.c decides).
+         */
+        if (exc.syndrome >> ESR_EC_SHIFT == EC_SYSREG && (exc.target_el >= 2 || !timer_iss(exc.syndrome))) {
             exception_exit(v, EC_SYSREG, exc.syndrome & 0x1ffffff, 0, 0);
             uc_emu_stop(uc);
             return;
