@@ -1,4 +1,7 @@
-/* exceptions.c - synchronous exceptions at EL1 and from EL0, the MMU, and UNDEF for an IMPDEF register. */
+/*
+ * exceptions.c - synchronous exceptions at EL1 and from EL0, the MMU, UNDEF for an IMPDEF register, and the
+ * generic timer's EL0 access controls (CNTKCTL_EL1).
+ */
 #include "rt.h"
 
 #define UNMAPPED_VA 0x80001234UL /* the identity map stops at 2 GiB (1 GiB of RAM) */
@@ -31,8 +34,30 @@ __asm__(".pushsection .user.text, \"ax\"\n"
         "user_ret:\n" /* EL1 branches here: the block is PXN, so this must never run at EL1 */
         "    mov x0, #1\n"
         "    ret\n"
+        /* the generic timer's registers, each read at EL0 into x0 */
+        ".globl user_cntvct\n"
+        "user_cntvct:\n"
+        "    mrs x0, cntvct_el0\n"
+        "    svc #2\n"
+        ".globl user_cntpct\n"
+        "user_cntpct:\n"
+        "    mrs x0, cntpct_el0\n"
+        "    svc #2\n"
+        ".globl user_cntfrq\n"
+        "user_cntfrq:\n"
+        "    mrs x0, cntfrq_el0\n"
+        "    svc #2\n"
+        ".globl user_cntv_ctl\n"
+        "user_cntv_ctl:\n"
+        "    mrs x0, cntv_ctl_el0\n"
+        "    svc #2\n"
+        ".globl user_cntp_ctl\n"
+        "user_cntp_ctl:\n"
+        "    mrs x0, cntp_ctl_el0\n"
+        "    svc #2\n"
         ".popsection\n");
 extern char user_svc_loop[], user_read_sctlr[], user_hvc[], user_ret[];
+extern char user_cntvct[], user_cntpct[], user_cntfrq[], user_cntv_ctl[], user_cntp_ctl[];
 static volatile uint64_t user_cell __attribute__((section(".user.data"))) = 0;
 
 static uint8_t user_stack[4096] __attribute__((section(".user.bss"), aligned(16)));
@@ -258,6 +283,88 @@ static void test_el0_hvc(void)
     expect_exc("EL0 HVC is UNDEFINED", ESR_MAKE(EC_UNKNOWN, 0), (uintptr_t)user_hvc + 4, VEC_EL0_SYNC);
 }
 
+/* CNTKCTL_EL1 bits (Arm ARM D13.8.x): EL0 access to the counters, the frequency and the timers */
+#define KCTL_EL0PCTEN (1u << 0)
+#define KCTL_EL0VCTEN (1u << 1)
+#define KCTL_EL0VTEN (1u << 8)
+#define KCTL_EL0PTEN (1u << 9)
+
+/* an MRS trapped to EL1 (EC 0x18): Op0 [21:20], Op2 [19:17], Op1 [16:14], CRn [13:10], Rt [9:5], CRm [4:1], read */
+#define MRS_ISS(op0, op1, crn, crm, op2, rt)                                                         \
+    ((uint64_t)(op0) << 20 | (uint64_t)(op2) << 17 | (uint64_t)(op1) << 14 | (uint64_t)(crn) << 10 | \
+     (uint64_t)(rt) << 5 | (uint64_t)(crm) << 1 | 1)
+
+static const struct el0_timer_reg {
+    const char *trap_name, *read_name;
+    char *code;
+    uint32_t enable; /* the CNTKCTL_EL1 bits any of which lets EL0 read it */
+    uint8_t crm, op2;
+} el0_timer_regs[] = {
+    { "EL0 CNTVCT_EL0 traps when CNTKCTL_EL1 denies it", "EL0 CNTVCT_EL0 reads when CNTKCTL_EL1 allows it", user_cntvct,
+      KCTL_EL0VCTEN, 0, 2 },
+    { "EL0 CNTPCT_EL0 traps when CNTKCTL_EL1 denies it", "EL0 CNTPCT_EL0 reads when CNTKCTL_EL1 allows it", user_cntpct,
+      KCTL_EL0PCTEN, 0, 1 },
+    { "EL0 CNTFRQ_EL0 traps when CNTKCTL_EL1 denies it", "EL0 CNTFRQ_EL0 reads when CNTKCTL_EL1 allows it", user_cntfrq,
+      KCTL_EL0PCTEN | KCTL_EL0VCTEN, 0, 0 },
+    { "EL0 CNTV_CTL_EL0 traps when CNTKCTL_EL1 denies it", "EL0 CNTV_CTL_EL0 reads when CNTKCTL_EL1 allows it",
+      user_cntv_ctl, KCTL_EL0VTEN, 3, 1 },
+    { "EL0 CNTP_CTL_EL0 traps when CNTKCTL_EL1 denies it", "EL0 CNTP_CTL_EL0 reads when CNTKCTL_EL1 allows it",
+      user_cntp_ctl, KCTL_EL0PTEN, 2, 1 },
+};
+
+/* what the register reads at EL1 now */
+static uint64_t el1_timer_read(const struct el0_timer_reg *r)
+{
+    if (r->code == user_cntvct)
+        return read_sysreg(cntvct_el0);
+    if (r->code == user_cntpct)
+        return read_sysreg(cntpct_el0);
+    if (r->code == user_cntfrq)
+        return read_sysreg(cntfrq_el0);
+    if (r->code == user_cntv_ctl)
+        return read_sysreg(cntv_ctl_el0);
+    return read_sysreg(cntp_ctl_el0);
+}
+
+/*
+ * With its CNTKCTL_EL1 enable bits clear, an EL0 read of a generic timer register traps to EL1 as EC 0x18
+ * (Arm ARM D13.11, CNTVCT_EL0 and the others' "Accessibility"; QEMU's gt_*_access); with them set it reads
+ * what EL1 reads (a counter: a value between two EL1 reads around it).
+ */
+static void test_el0_timer_access(void)
+{
+    uintptr_t sp = (uintptr_t)user_stack + sizeof(user_stack);
+    uint64_t saved = read_sysreg(cntkctl_el1);
+
+    for (unsigned i = 0; i < sizeof(el0_timer_regs) / sizeof(el0_timer_regs[0]); i++) {
+        const struct el0_timer_reg *r = &el0_timer_regs[i];
+
+        write_sysreg(cntkctl_el1, saved & ~(uint64_t)r->enable);
+        __asm__ volatile("isb" ::: "memory");
+        clear();
+        uint64_t got = el0_call((uintptr_t)r->code, sp, 0);
+        if (expect_exc(r->trap_name, ESR_MAKE(EC_SYSREG, MRS_ISS(3, 3, 14, r->crm, r->op2, 0)), (uintptr_t)r->code,
+                       VEC_EL0_SYNC) &&
+            got != EL0_ABANDONED)
+            fail(r->trap_name, "el0_call returned 0x%lx", got);
+
+        write_sysreg(cntkctl_el1, saved | r->enable);
+        __asm__ volatile("isb" ::: "memory");
+        clear();
+        uint64_t before = el1_timer_read(r);
+        got = el0_call((uintptr_t)r->code, sp, 0);
+        uint64_t after = el1_timer_read(r);
+        int counter = r->crm == 0 && r->op2 != 0;
+        if (seen.count == 0 && (counter ? before <= got && got <= after : got == before && got == after))
+            pass(r->read_name);
+        else
+            fail(r->read_name, "%d exception(s) (esr=0x%lx), read 0x%lx; EL1 read 0x%lx before and 0x%lx after",
+                 seen.count, seen.esr, got, before, after);
+    }
+    write_sysreg(cntkctl_el1, saved);
+    __asm__ volatile("isb" ::: "memory");
+}
+
 static void test_impdef_sysreg(void)
 {
     uint64_t at, v;
@@ -284,6 +391,7 @@ int main(uint64_t dtb)
     test_el0_svc();
     test_el0_sysreg();
     test_el0_hvc();
+    test_el0_timer_access();
     test_impdef_sysreg();
 
     uart_puts(failures ? "SOME FAILED\n" : "ALL PASS\n");

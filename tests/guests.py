@@ -194,6 +194,12 @@ RUNS: list[Run] = [
             r"^PASS EL1 fetch from a PXN page just written$",
             r"^PASS EL0 svc$",
             r"^PASS unknown sysreg is UNDEFINED$",
+            # CNTKCTL_EL1's EL0 controls: the counter the engine serves itself (uc_vmmpy_counter) included
+            *(
+                rf"^PASS EL0 {r} {what} when CNTKCTL_EL1 {how} it$"
+                for r in ("CNTVCT_EL0", "CNTPCT_EL0", "CNTFRQ_EL0", "CNTV_CTL_EL0", "CNTP_CTL_EL0")
+                for what, how in (("traps", "denies"), ("reads", "allows"))
+            ),
         ),
         reject=SUITE_REJECT,
         groups=("basic",),

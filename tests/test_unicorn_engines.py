@@ -140,7 +140,7 @@ def test_a_kick_never_runs_an_access_twice():
     kick ends uc_emu_start, which resumes where it stopped. A load run twice gives other
     values, and a stale PC after the hook's write (the skip_sync_pc_on_exit fix) repeats a block."""
     res = kick_guest("lib.uc_vmmpy_kick")
-    assert res["features"] == 63
+    assert res["features"] == 127
     assert res["got"] == res["want"]
     assert res["reads"] == 20000 and res["svcs"] == 20000 // 256
     assert res["entries"] >= 20000 // 7, res  # every kick from a read ended a run

@@ -14,6 +14,11 @@
 #define CTL_ISTATUS (1u << 2)
 
 #define R_CNTFRQ SYSREG(3, 3, 14, 0, 0)
+/* CNTKCTL_EL1 bits: EL0 access to the counters and timers */
+#define KCTL_EL0PCTEN (1u << 0)
+#define KCTL_EL0VCTEN (1u << 1)
+#define KCTL_EL0VTEN (1u << 8)
+#define KCTL_EL0PTEN (1u << 9)
 #define R_CNTPCT SYSREG(3, 3, 14, 0, 1)
 #define R_CNTVCT SYSREG(3, 3, 14, 0, 2)
 #define R_CNTP_TVAL SYSREG(3, 3, 14, 2, 0)
@@ -163,6 +168,27 @@ bool vmm__timer_sysreg_is_ours(uint32_t id)
     return SYSREG_OP0(id) == 3 && SYSREG_OP1(id) == 3 && SYSREG_CRN(id) == 14 &&
            (id == R_CNTFRQ || id == R_CNTPCT || id == R_CNTVCT || SYSREG_CRM(id) == 2 || SYSREG_CRM(id) == 3) &&
            SYSREG_OP2(id) <= 2;
+}
+
+/*
+ * CNTKCTL_EL1's EL0 controls (Arm ARM D13.11: CNTFRQ_EL0, CNTPCT_EL0, CNTVCT_EL0, CNTP_*, CNTV_* "Accessibility";
+ * QEMU 7.2's gt_cntfrq_access, gt_counter_access, gt_timer_access): an access they deny traps to EL1 (EC 0x18).
+ */
+bool vmm__timer_el0_allowed(uint32_t id, bool is_read, uint64_t cntkctl)
+{
+    switch (id) {
+    case R_CNTFRQ:
+        return is_read && (cntkctl & (KCTL_EL0PCTEN | KCTL_EL0VCTEN));
+    case R_CNTPCT:
+        return is_read && (cntkctl & KCTL_EL0PCTEN);
+    case R_CNTVCT:
+        return is_read && (cntkctl & KCTL_EL0VCTEN);
+    }
+    if (SYSREG_CRM(id) == 2) /* CNTP_TVAL, CNTP_CTL, CNTP_CVAL */
+        return cntkctl & KCTL_EL0PTEN;
+    if (SYSREG_CRM(id) == 3) /* the virtual timer's */
+        return cntkctl & KCTL_EL0VTEN;
+    return false;
 }
 
 int vmm__timer_sysreg(struct vmm_vcpu *vcpu, uint32_t id, bool is_read, uint64_t *val)

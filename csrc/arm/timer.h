@@ -36,5 +36,7 @@ uint64_t vmm__timers_update_vcpu(struct vmm_vcpu *vcpu);
 void vmm__timers_changed(struct vmm_vcpu *vcpu);
 int vmm__timer_sysreg(struct vmm_vcpu *vcpu, uint32_t id, bool is_read, uint64_t *val);
 bool vmm__timer_sysreg_is_ours(uint32_t id);
+/* Whether CNTKCTL_EL1 lets EL0 make this access to one of those registers (denied: it traps to EL1). */
+bool vmm__timer_el0_allowed(uint32_t id, bool is_read, uint64_t cntkctl);
 
 #endif

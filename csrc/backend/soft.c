@@ -99,7 +99,10 @@ static void apply_virq(struct soft_vcpu *sv)
     bool want = atomic_load(&sv->vcpu->irq);
     if (want != sv->virq) {
         sv->virq = want;
-        vmm__soft_cp_write(sv->uc, REG_HCR_EL2, HCR_BASE | (want ? HCR_VI : 0));
+        if (sv->set_virq) /* a CP_REG write: register lookup, hcr_write, hflags rebuild (a fifth of SGI+IAR+EOI) */
+            sv->set_virq(sv->uc, want);
+        else
+            vmm__soft_cp_write(sv->uc, REG_HCR_EL2, HCR_BASE | (want ? HCR_VI : 0));
     }
 }
 
@@ -274,11 +277,30 @@ static void on_block(uc_engine *uc, uint64_t addr, uint32_t size, void *opaque)
  * we also step PC past it (finish_lacked). EL0 accesses take the UNDEF path,
  * which refuses them.
  */
-static bool ours(struct soft_vcpu *sv, uint32_t id, bool *lacked, uint64_t *pc)
+#define REG_CNTKCTL_EL1 SYSREG(3, 0, 14, 1, 0)
+
+/* The instruction's exception level: the engine's word where it has one (a PSTATE read is slower) */
+static unsigned hook_el(struct soft_vcpu *sv)
+{
+    if (sv->sys_el)
+        return sv->sys_el(sv->uc);
+    return (unsigned)(soft__reg(sv->uc, UC_ARM64_REG_PSTATE) >> 2) & 3;
+}
+
+/*
+ * A generic timer register at EL0 only where CNTKCTL_EL1 allows it; otherwise the hook declines and QEMU's
+ * own access check (gt_*_access) traps it to EL1 as EC 0x18 (the exceptions guest checks both).
+ */
+static bool timer_access_ok(struct soft_vcpu *sv, uint32_t id, bool is_read)
+{
+    return hook_el(sv) != 0 || vmm__timer_el0_allowed(id, is_read, vmm__soft_cp_read(sv->uc, REG_CNTKCTL_EL1));
+}
+
+static bool ours(struct soft_vcpu *sv, uint32_t id, bool is_read, bool *lacked, uint64_t *pc)
 {
     *lacked = false;
     if (!vmm__gic_sysreg_is_ours(id))
-        return vmm__timer_sysreg_is_ours(id);
+        return vmm__timer_sysreg_is_ours(id) && timer_access_ok(sv, id, is_read);
     if (!sv->icc)
         return false;
     /*
@@ -384,7 +406,7 @@ static uint32_t on_mrs(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg *c
     if (pmu_space(id) && vmm__soft_pmu_hook(sv, id, true, reg, &val))
         return 1;
 
-    if (!ours(sv, id, &lacked, &pc) || vmm__sysreg_access(sv->vcpu, id, true, &val))
+    if (!ours(sv, id, true, &lacked, &pc) || vmm__sysreg_access(sv->vcpu, id, true, &val))
         return 0;
     if (lacked)
         return finish_lacked(sv, pc, reg, &val);
@@ -405,7 +427,7 @@ static uint32_t on_msr(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg *c
         return vmm__soft_dbg_msr(sv, id, val);
     if (pmu_space(id) && vmm__soft_pmu_hook(sv, id, false, reg, &val))
         return 1;
-    if (!ours(sv, id, &lacked, &pc) || vmm__sysreg_access(sv->vcpu, id, false, &val))
+    if (!ours(sv, id, false, &lacked, &pc) || vmm__sysreg_access(sv->vcpu, id, false, &val))
         return 0;
     /*
      * An SGI to another vCPU ends this slice at the next block (real time, one thread): the target runs
@@ -541,6 +563,7 @@ static void engine_options(struct soft_vcpu *sv)
     /* the same register writes as uc_reg_write, at the same point: deterministic output is unchanged */
     sv->sys_result = en->sys_result;
     sv->sys_el = en->sys_el;
+    sv->set_virq = en->virq; /* the same bit written, as cheaply as the engine allows */
     if (!en->patched || vm->deterministic)
         return;
     /*

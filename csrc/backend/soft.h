@@ -67,6 +67,7 @@ struct soft_vcpu {
     /* the engine's MRS result and EL for hooks (NULL without them): see struct soft_engine */
     uc_err (*sys_result)(uc_engine *uc, uint64_t val);
     unsigned (*sys_el)(uc_engine *uc);
+    uc_err (*set_virq)(uc_engine *uc, bool level); /* the engine's HCR_EL2.VI setter (NULL: a CP_REG write) */
     /*
      * Another vCPU invalidated these instruction-cache lines by address (IC IVAU): the 4 KiB
      * guest-physical pages that hold them, whose translations we drop before we next run.
@@ -138,6 +139,8 @@ struct soft_engine {
     uc_err (*call_hook)(uc_engine *uc, uint32_t (*cb)(uc_engine *, uint32_t, uint64_t *, void *), void *opaque);
     /* CNTVCT_EL0/CNTPCT_EL0 read by the engine from our clock's words (or NULL) */
     uc_err (*counter)(uc_engine *uc, const uint64_t *held, const uint64_t *base_ns, uint32_t ns_per_tick);
+    /* HCR_EL2.VI and the engine's IRQ line, without a register lookup (or NULL) */
+    uc_err (*virq)(uc_engine *uc, bool level);
 };
 const struct soft_engine *vmm__soft_engine(void);
 uint64_t vmm__soft_sync_insns(struct soft_vcpu *sv);

@@ -29,6 +29,7 @@
 #define UC_VMMPY_SYS_RESULT 8u /* a later addition: looked up on its own */
 #define UC_VMMPY_CALL 16u      /* so are these two */
 #define UC_VMMPY_COUNTER 32u
+#define UC_VMMPY_VIRQ 64u
 
 static struct soft_engine engine;
 static pthread_once_t engine_once = PTHREAD_ONCE_INIT;
@@ -59,6 +60,8 @@ static void engine_lookup(void)
         *(void **)&engine.call_hook = dlsym(self, "uc_vmmpy_call_hook");
     if (engine.patched && (features() & UC_VMMPY_COUNTER))
         *(void **)&engine.counter = dlsym(self, "uc_vmmpy_counter");
+    if (engine.patched && (features() & UC_VMMPY_VIRQ))
+        *(void **)&engine.virq = dlsym(self, "uc_vmmpy_virq");
     if (!engine.patched)
         engine.kick = NULL, engine.insns = NULL, engine.sys_continue = NULL, engine.parallel = NULL;
     dlclose(self);

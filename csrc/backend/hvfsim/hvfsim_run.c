@@ -115,6 +115,12 @@ static uint32_t sysreg_iss(uint32_t id, unsigned rt, bool read)
            ((id >> 3) & 15) << 1 | (read ? 1 : 0);
 }
 
+/* an EC 0x18 syndrome's register is the generic timer's (op0 3, op1 3, CRn 14) */
+static bool timer_iss(uint32_t syndrome)
+{
+    return ((syndrome >> 20) & 3) == 3 && ((syndrome >> 14) & 7) == 3 && ((syndrome >> 10) & 15) == 14;
+}
+
 static bool at_el0(uc_engine *uc)
 {
     return ((reg(uc, UC_ARM64_REG_PSTATE) >> 2) & 3) == 0;
@@ -169,13 +175,25 @@ static bool vtimer_write(struct sim_vcpu *v, uint32_t id, uint64_t val)
     return true;
 }
 
+/* CNTKCTL_EL1.EL0VCTEN (bit 1) for CNTVCT_EL0, EL0VTEN (bit 8) for CNTV_*, either counter bit for CNTFRQ */
+static bool el0_timer_allowed(uc_engine *uc, uint32_t id)
+{
+    uint64_t kctl = hvfsim__cp_read(uc, SIM_SYSREG(3, 0, 14, 1, 0));
+    if (id == R_CNTFRQ)
+        return kctl & 3;
+    if (id == R_CNTVCT)
+        return kctl & 2;
+    return kctl & (1u << 8);
+}
+
 static uint32_t on_mrs(uc_engine *uc, uc_arm64_reg r, const uc_arm64_cp_reg *cp, void *opaque)
 {
     struct sim_vcpu *v = opaque;
     uint32_t id = SIM_SYSREG(cp->op0, cp->op1, cp->crn, cp->crm, cp->op2);
     uint64_t val;
 
-    if (!vtimer_read(v, id, &val))
+    /* at EL0 only where CNTKCTL_EL1 allows it; otherwise QEMU's own check traps it to EL1 */
+    if ((at_el0(uc) && !el0_timer_allowed(uc, id)) || !vtimer_read(v, id, &val))
         return 0;
     if (r != UC_ARM64_REG_XZR)
         uc_reg_write(uc, r, &val);
@@ -199,6 +217,8 @@ static uint32_t on_msr(uc_engine *uc, uc_arm64_reg r, const uc_arm64_cp_reg *cp,
         uc_emu_stop(uc);
         return 0;
     }
+    if (at_el0(uc) && !el0_timer_allowed(uc, id))
+        return 0;
     return vtimer_write(v, id, cp->val) ? 1 : 0;
 }
 
@@ -232,9 +252,10 @@ static void enter_el1(struct sim_vcpu *v, uint32_t esr, bool set_far, uint64_t f
     set_reg(uc, UC_ARM64_REG_PC, target);
 }
 
-struct qemu_exc {
+struct qemu_exc { /* QEMU's CPUARMState.exception */
     uint32_t syndrome, fsr;
     uint64_t vaddress;
+    uint32_t target_el;
 };
 
 /* The exception QEMU just raised, whose syndrome only its CPU state holds (found by calibration). */
@@ -280,7 +301,12 @@ static void on_intr(uc_engine *uc, uint32_t intno, void *opaque)
          * trap for the framework (which traps them to EL2 when it runs no GIC).
          */
         struct qemu_exc exc = raised(v);
-        if (exc.syndrome >> ESR_EC_SHIFT == EC_SYSREG) {
+        /*
+         * An EL0 access to a generic timer register that CNTKCTL_EL1 denies traps to the guest's EL1 first
+         * (Arm ARM D13.11: QEMU's target_el 1). Other EL1-targeted traps stay the framework's: the PMU's, which
+         * QEMU raises from its own PMUSERENR_EL0 while the VMM holds the guest's (hvf_exits.c decides).
+         */
+        if (exc.syndrome >> ESR_EC_SHIFT == EC_SYSREG && (exc.target_el >= 2 || !timer_iss(exc.syndrome))) {
             exception_exit(v, EC_SYSREG, exc.syndrome & 0x1ffffff, 0, 0);
             uc_emu_stop(uc);
             return;
