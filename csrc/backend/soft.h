@@ -195,6 +195,10 @@ uint32_t vmm__soft_dbg_msr(struct soft_vcpu *sv, uint32_t id, uint64_t val);
 bool vmm__soft_dbg_mrs(struct soft_vcpu *sv, uint32_t id, uint64_t *val);
 bool vmm__soft_udef_is_step(struct soft_vcpu *sv);
 bool vmm__soft_step_done(struct soft_vcpu *sv, uint64_t next_pc);
+
+/* UC_HOOK_INSN MRS and MSR hooks (soft_sysreg.c): 1 when the access is served, 0 to let QEMU (or its UNDEF) have it */
+uint32_t vmm__soft_on_mrs(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg *cp, void *opaque);
+uint32_t vmm__soft_on_msr(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg *cp, void *opaque);
 int vmm__soft_dbg_apply(struct soft_vcpu *sv);
 void vmm__soft_dbg_reload(struct soft_vcpu *sv);
 
