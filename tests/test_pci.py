@@ -395,6 +395,9 @@ def test_common_config_queue_registers(rng, caplog):
     dev.common_write(Q_DEVICE, 0x0000_0003_4567_8000, 8)
     for off, val in ((Q_DESC, 0x0000_0001_2345_6000), (Q_DRIVER, 0x0000_0002_3456_7000), (Q_DEVICE, 0x3_4567_8000)):
         assert (dev.common_read(off, 4), dev.common_read(off + 4, 4)) == (val & 0xFFFF_FFFF, val >> 32)
+    dev.common_write(Q_DRIVER + 4, 5, 4)  # a DWORD write changes its own half only: the high one
+    dev.common_write(Q_DEVICE, 0x4567_9000, 4)  # and the low one
+    assert (dev.common_read(Q_DRIVER, 8), dev.common_read(Q_DEVICE, 8)) == (0x5_3456_7000, 0x3_4567_9000)
     errors = guest_errors(m)
     assert dev.common_read(Q_SIZE + 1, 1) == 0  # half a field
     m.mmio_write(dev.addr(NOTIFY, 2), 0, 2)  # between two queues' notify offsets
