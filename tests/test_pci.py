@@ -686,6 +686,22 @@ def test_msix_masked_vector_sets_its_pending_bit_and_unmasking_delivers(msix):
     assert_sent(m, 1)
 
 
+def test_msix_function_mask_releases_a_vector_past_the_first(rng):
+    """Clearing the function mask sends every pending unmasked vector: queue 0 on vector 1 here."""
+    m, dev = rng
+    unmask(m)
+    Its(m).map_event(RNG_DEVID, MSI_DATA, LPI + MSI_DATA)
+    dev.msix_enable(True, mask_all=True)
+    (q,) = dev.init(queues=1, vectors=[1])
+    dev.msix_entry(1, ITS_TRANSLATER, MSI_DATA, masked=False)
+    entropy(dev, q)
+    assert q.get_used() and dev.msix_pending(1) and not dev.msix_pending(0)
+    assert_sent(m, 0)
+    dev.msix_enable(True, mask_all=False)
+    assert not dev.msix_pending(1)
+    assert_sent(m, 1)
+
+
 def test_msix_function_mask_holds_every_vector(msix):
     m, dev, q = msix
     dev.msix_mask(0, False)
