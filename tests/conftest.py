@@ -268,7 +268,9 @@ def run_with_shim(tmp_path, shim_c: str, script: str, **env: str):
         pytest.skip("the sanitizer run's runtime comes first in LD_PRELOAD and owns the calls a shim replaces")
     src, shim = tmp_path / "shim.c", tmp_path / "shim.so"
     src.write_text(shim_c)
-    subprocess.run(["cc", "-shared", "-fPIC", "-O1", "-o", str(shim), str(src), "-ldl"], check=True, timeout=60)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # the sources' include/ on the path: a shim may include a csrc/ header (under ROOT) for a sizeof
+    cmd = ["cc", "-shared", "-fPIC", "-O1", "-I", os.path.join(ROOT, "include"), "-o", str(shim), str(src), "-ldl"]
+    subprocess.run(cmd, check=True, timeout=60)
     env = dict(os.environ, LD_PRELOAD=str(shim), PYTHONPATH=root, **env)
     return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env, cwd=root)

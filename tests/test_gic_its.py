@@ -957,6 +957,29 @@ def test_a_snapshot_with_impossible_its_registers_is_refused(guest, tmp_path, wh
         vmmpy.Machine.restore(p).close()
 
 
+@pytest.mark.parametrize("cpus", [1, 8])
+def test_a_snapshot_holds_one_lpi_record_per_redistributor(guest, tmp_path, cpus):
+    """With the ITS the irqchip section grows by one LPI record per redistributor (GICR_PROPBASER and
+    GICR_PENDBASER, u64 each, and EnableLPIs, one byte; LPIs off, so no pending bits) and the ITS registers
+    (two flags, five u64, the last command error as a u64): not by a record for a redistributor past the
+    last (with 8 vCPUs, one read from beyond the array). The last redistributor's record is restored."""
+    from .test_snapshot import sections
+
+    size = {}
+    for its in (False, True):
+        path = tmp_path / f"its{int(its)}.snap"
+        with vmmpy.Machine(guest("hello"), cpus=cpus, its=its) as mach:
+            mach.boot_info()
+            if its:
+                mach.mmio_write(rd(cpus - 1, GICR_PROPBASER), PROP | IDBITS, size=8)
+            mach.snapshot(path)
+        ((plen,),) = [(n,) for name, _, n in sections(path.read_bytes()) if name == "irqchip"]
+        size[its] = plen
+    assert size[True] - size[False] == cpus * (8 + 8 + 1) + (1 + 1 + 5 * 8 + 8)
+    with vmmpy.Machine.restore(path) as r:
+        assert r.mmio_read(rd(cpus - 1, GICR_PROPBASER), size=8) == PROP | IDBITS
+
+
 def test_a_long_queue_runs_in_batches_as_creadr_is_polled(m):
     """A CWRITER write runs 256 commands; each GITS_CREADR (or GITS_CTLR) read runs the next 256."""
     its = Its(m)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 from pathlib import Path
 
@@ -739,3 +740,62 @@ def test_a_kernel_that_cannot_be_opened_for_a_reason_other_than_absence_is_an_io
     r = run_with_shim(tmp_path, FAIL_OPEN_C, script, FAIL_OPEN_PATH=p, FAIL_OPEN_ERRNO=str(getattr(errno, err)))
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == f"VMM_EIO {p}: cannot open kernel: {os.strerror(getattr(errno, err))}"
+
+
+# read(2) of the file $FAIL_READ_PATH fails with the errno in $FAIL_READ_ERRNO (0: the end of the file instead); once
+# only with $FAIL_READ_ONCE; every other read is libc's
+FAIL_READ_C = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+ssize_t read(int fd, void *buf, size_t n)
+{
+    static int failed;
+    const char *fail = getenv("FAIL_READ_PATH");
+    char link[64], target[PATH_MAX];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t len = fail && !(failed && getenv("FAIL_READ_ONCE")) ? readlink(link, target, sizeof target - 1) : -1;
+    if (len > 0 && (size_t)len == strlen(fail) && !memcmp(target, fail, (size_t)len)) {
+        failed = 1;
+        int e = atoi(getenv("FAIL_READ_ERRNO"));
+        if (!e)
+            return 0;
+        errno = e;
+        return -1;
+    }
+    return ((ssize_t (*)(int, void *, size_t))dlsym(RTLD_NEXT, "read"))(fd, buf, n);
+}
+"""
+
+
+@pytest.mark.skipif(os.environ.get("VMMPY_EXPECT_SANITIZED") == "1", reason="ASan intercepts read")
+@pytest.mark.parametrize(
+    ("err", "once", "want"),
+    [
+        ("ESTALE", False, "VMM_EIO {p}: reading kernel: Stale file handle"),  # read(2)'s own reason, named
+        ("EOF", False, "VMM_EIO {p}: reading kernel: Input/output error"),  # the file shrank after fstat
+        ("EINTR", True, "loaded"),  # a signal before any byte: the read is made again
+    ],
+)
+def test_a_kernel_read_that_fails_names_the_reason(tmp_path, err, once, want):
+    import errno
+
+    from .conftest import run_with_shim
+
+    p = write(tmp_path, "Image", make_image(code(B_SELF)))
+    script = (
+        "import vmmpy\ntry:\n"
+        f"    vmmpy.Machine({p!r}).close()\n    print('loaded')\n"
+        "except vmmpy.errors.VmmError as e:\n    print(e.name, e)\n"
+    )
+    env = {"FAIL_READ_PATH": p, "FAIL_READ_ERRNO": str(getattr(errno, err, 0))}
+    if once:
+        env["FAIL_READ_ONCE"] = "1"
+    r = run_with_shim(tmp_path, FAIL_READ_C, script, **env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == want.format(p=p)

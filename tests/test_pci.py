@@ -395,6 +395,9 @@ def test_common_config_queue_registers(rng, caplog):
     dev.common_write(Q_DEVICE, 0x0000_0003_4567_8000, 8)
     for off, val in ((Q_DESC, 0x0000_0001_2345_6000), (Q_DRIVER, 0x0000_0002_3456_7000), (Q_DEVICE, 0x3_4567_8000)):
         assert (dev.common_read(off, 4), dev.common_read(off + 4, 4)) == (val & 0xFFFF_FFFF, val >> 32)
+    dev.common_write(Q_DRIVER + 4, 5, 4)  # a DWORD write changes its own half only: the high one
+    dev.common_write(Q_DEVICE, 0x4567_9000, 4)  # and the low one
+    assert (dev.common_read(Q_DRIVER, 8), dev.common_read(Q_DEVICE, 8)) == (0x5_3456_7000, 0x3_4567_9000)
     errors = guest_errors(m)
     assert dev.common_read(Q_SIZE + 1, 1) == 0  # half a field
     m.mmio_write(dev.addr(NOTIFY, 2), 0, 2)  # between two queues' notify offsets
@@ -672,12 +675,30 @@ def test_msix_masked_vector_sets_its_pending_bit_and_unmasking_delivers(msix):
     entropy(dev, q)
     assert q.get_used()
     assert dev.msix_pending(0)
+    # a DWORD read of the PBA gives its own half of the QWORD: vector 0's bit in the low one (§6.8.2.10)
+    assert [m.mmio_read(dev.msix_pba() + off) for off in (0, 4)] == [1, 0]
     assert not m.irq_line(0)  # MSI-X on: INTx is not used, and the masked vector sent nothing
     assert_sent(m, 0)
     dev.msix_mask(0, False)
     assert not dev.msix_pending(0)
     # the message as the guest programmed it (EventID MSI_DATA), from requester 00:01.0: the mapped LPI
     assert m.irq_line(0)
+    assert_sent(m, 1)
+
+
+def test_msix_function_mask_releases_a_vector_past_the_first(rng):
+    """Clearing the function mask sends every pending unmasked vector: queue 0 on vector 1 here."""
+    m, dev = rng
+    unmask(m)
+    Its(m).map_event(RNG_DEVID, MSI_DATA, LPI + MSI_DATA)
+    dev.msix_enable(True, mask_all=True)
+    (q,) = dev.init(queues=1, vectors=[1])
+    dev.msix_entry(1, ITS_TRANSLATER, MSI_DATA, masked=False)
+    entropy(dev, q)
+    assert q.get_used() and dev.msix_pending(1) and not dev.msix_pending(0)
+    assert_sent(m, 0)
+    dev.msix_enable(True, mask_all=False)
+    assert not dev.msix_pending(1)
     assert_sent(m, 1)
 
 
@@ -890,3 +911,49 @@ def test_snapshot_errors_about_the_host_bridge_name_it(machine, guest, tmp_path)
         vmmpy.errors.VmmError, match=r"pci-host\.00:00\.0: config byte 0x02 is 0x09, its read-only bits say 0x08"
     ):
         vmmpy.Machine.restore(tmp_path / "bad.snap").close()
+
+
+# One allocation of virtio_create failing: calloc of the queue array (a virtq's size taken from csrc/dev/virtq.h).
+FAIL_QUEUES_C = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdlib.h>
+#include <string.h>
+#include "@ROOT@/csrc/dev/virtq.h"
+extern void *__libc_calloc(size_t, size_t);
+void *calloc(size_t n, size_t size)
+{
+    static int failed;
+    Dl_info di;
+    if (!failed && size == sizeof(struct vmm_virtq) && dladdr(__builtin_return_address(0), &di) && di.dli_fname &&
+        strstr(di.dli_fname, "_vmm")) {
+        failed = 1;
+        return NULL;
+    }
+    return __libc_calloc(n, size);
+}
+"""
+
+
+@pytest.mark.skipif(os.environ.get("VMMPY_EXPECT_SANITIZED") == "1", reason="ASan owns malloc in that run")
+def test_a_device_that_fails_after_taking_its_slot_gives_the_slot_back(tmp_path):
+    """virtio-pci takes a slot of bus 0 before the virtio core allocates the device's queues: when that fails
+    (ENOMEM), the slot is given back, so the next device gets 00:01.0 and 00:02.0 stays empty (all ones)."""
+    from .conftest import ROOT, run_with_shim
+
+    script = (
+        "from vmmpy._ffi import ffi, lib\n"
+        "cfg = ffi.new('struct vmm_config *')\n"
+        "cfg.size = ffi.sizeof('struct vmm_config')\n"
+        "cfg.transport = lib.VMM_TRANSPORT_PCI\n"
+        "out, val = ffi.new('vmm_vm **'), ffi.new('uint64_t *')\n"
+        "assert lib.vmm_create(cfg, out, ffi.NULL, 0) == 0\n"
+        "print(lib.vmm_add_rng(out[0]) == lib.VMM_ENOMEM, lib.vmm_add_rng(out[0]))\n"
+        "for slot in (1, 2):\n"
+        f"    assert lib.vmm_mmio_read(out[0], {ECAM} + (slot << 15), 4, val) == 0\n"
+        "    print(hex(val[0]))\n"
+        "lib.vmm_destroy(out[0])\n"
+    )
+    r = run_with_shim(tmp_path, FAIL_QUEUES_C.replace("@ROOT@", str(ROOT)), script)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["True", "0", hex(0x1040 + 4 << 16 | 0x1AF4), "0xffffffff"]

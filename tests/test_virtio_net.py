@@ -288,11 +288,16 @@ def test_without_mrg_rxbuf_a_frame_too_big_for_the_buffer_is_dropped():
         a, b = Nic(ma), Nic(mb, features=~F_MRG_RXBUF)
         assert not b.dev.features & F_MRG_RXBUF
         big, small = frame(b.mac, a.mac, bytes(1000)), frame(b.mac, a.mac, b"fits")
+        first = frame(b.mac, a.mac, b"first")
+        a.send(first)
+        b.post([200])
+        assert b.received() == [(1, first)]  # that buffer is the driver's again
         a.send(big)
         a.send(small)
-        b.post([200])  # the big one cannot fit: dropped; the buffer stays for the small one
-        assert b.received() == [(1, small)]
-        assert mb.net_stats().rx_dropped == 1 and mb.net_stats().rx_frames == 1
+        (head,) = b.post([200])  # the big one cannot fit: dropped; this buffer (only) stays for the small one
+        assert b.rx.get_used() == [(head, HDR + len(small))]
+        assert b.rx.chain_data(head)[HDR : HDR + len(small)] == small
+        assert mb.net_stats().rx_dropped == 1 and mb.net_stats().rx_frames == 2
 
 
 def test_the_device_writes_only_the_bytes_it_reports(pair):
