@@ -346,7 +346,8 @@ def test_qemus_checks_come_before_the_call_hook():
 def test_the_engine_reads_the_counter_from_the_embedders_clock():
     """uc_vmmpy_counter: CNTVCT_EL0 and CNTPCT_EL0 are (held ? held - 1 : CLOCK_MONOTONIC - base) / ns_per_tick,
     the two words read at each access (a debugger's hold, then a changed base); no MRS hook runs for them
-    (CNTV_CTL_EL0's does); XZR takes nothing; EL0 gets the same as EL1."""
+    (CNTV_CTL_EL0's does); XZR takes nothing; EL0 gets the same as EL1 where CNTKCTL_EL1 allows it
+    (EL0VCTEN, EL0PCTEN), and an UNDEF with x0 untouched where it does not (QEMU's gt_*_access check)."""
     out = child(
         PRELUDE
         + """
@@ -369,8 +370,12 @@ def on_sys(uc, reg, cp, data):
     return 1
 uc.hook_add(UC_HOOK_INSN, on_sys, None, 1, 0, UC_ARM64_INS_MRS)
 out = {}
+CNTKCTL = 14, 1, 3, 0, 0  # CRn, CRm, op0, op1, op2
 for name, ps in (("el1", 0x3C5), ("el0", 0x0)):
     uc.reg_write(UC_ARM64_REG_PSTATE, ps)
+    # EL0 may read both counters; a CP_REG write also rebuilds the cached translation flags, which a PSTATE
+    # write alone leaves at the last EL (the EL0 pass would run EL1's translation)
+    uc.reg_write(UC_ARM64_REG_CP_REG, (*CNTKCTL, 0b11))
     held.value = 1 + 16 * 1000 + 15
     uc.emu_start(CODE, CODE + 16)
     r = [uc.reg_read(x) for x in (UC_ARM64_REG_X0, UC_ARM64_REG_X1, UC_ARM64_REG_X2)]
@@ -379,7 +384,17 @@ for name, ps in (("el1", 0x3C5), ("el0", 0x0)):
     uc.emu_start(CODE, CODE + 4)
     t1 = time.monotonic_ns()
     out[name] = {"held": r, "live": [uc.reg_read(UC_ARM64_REG_X0), (t0 - base.value) // 16, (t1 - base.value) // 16]}
-print(json.dumps({"out": out, "hooked": hooked}))
+intrs = []
+uc.hook_add(UC_HOOK_INTR, lambda uc, n, d: (intrs.append(n), uc.emu_stop()))
+denied = []
+for insn in (0xD53BE040, 0xD53BE020):  # mrs x0, cntvct_el0; mrs x0, cntpct_el0
+    uc.mem_write(CODE, asm(insn, 0xD503201F))
+    uc.reg_write(UC_ARM64_REG_PSTATE, 0x0)
+    uc.reg_write(UC_ARM64_REG_CP_REG, (*CNTKCTL, 0))
+    uc.reg_write(UC_ARM64_REG_X0, 0x5A)
+    uc.emu_start(CODE, CODE + 4)
+    denied.append(uc.reg_read(UC_ARM64_REG_X0))
+print(json.dumps({"out": out, "hooked": hooked, "denied": [denied, intrs]}))
 """,
         patched_env(),
     )
@@ -389,6 +404,7 @@ print(json.dumps({"out": out, "hooked": hooked}))
         got, lo, hi = res["out"][el]["live"]
         assert lo <= got <= hi and lo >= 5000, res
     assert res["hooked"] == [[14, 3, 1], [14, 3, 1]]
+    assert res["denied"] == [[0x5A, 0x5A], [1, 1]], res  # EXCP_UDEF, the register not written
 
 
 MMIO_GUEST = """

@@ -14,9 +14,11 @@
  * UNDEF, and the exception path costs several times more). Returning 1
  * skips QEMU's own access; for a register QEMU lacks that is not enough (its
  * translation ends the block at the instruction and would run it again), so
- * we also step PC past it (finish_lacked). EL0 accesses take the UNDEF path,
- * which refuses them.
+ * we also step PC past it (finish_lacked). At EL0 the hook declines what
+ * the architecture refuses there (the GIC's registers; a timer register
+ * CNTKCTL_EL1 does not open), and QEMU's UNDEF or access check traps it.
  */
+
 #define REG_CNTKCTL_EL1 SYSREG(3, 0, 14, 1, 0)
 
 /* The instruction's exception level: the engine's word where it has one (a PSTATE read is slower) */

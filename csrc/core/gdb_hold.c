@@ -89,6 +89,7 @@ static void clock_go(struct vmm_gdb *g)
     if (vm->ops->debug->clock_hold)
         for (unsigned i = 0; i < vm->ncpus; i++)
             vm->ops->debug->clock_hold(&vm->vcpus[i], false);
+    vmm__vm_broadcast(vm); /* the clock thread waits untimed while the clock stands (run.c clock_main) */
 }
 
 /*
