@@ -232,17 +232,18 @@ void vmm__gic_unlock(struct vmm_gic *g)
     uint32_t report = 0;
     bool level[VMM_MAX_CPUS];
 
-    for (uint32_t d = g->dirty; d; d &= d - 1) {
+    for (uint32_t d = g->dirty | g->reline; d; d &= d - 1) {
         unsigned c = lowest_bit(d);
         struct gic_cpu *cpu = &g->cpu[c];
-        update_hppi(g, c);
+        if (g->dirty & 1u << c)
+            update_hppi(g, c);
         cpu->line = cpu->hppi_grp == 1 && vmm__gic_hppi_can_preempt(cpu);
         if (cpu->line != cpu->reported) {
             cpu->reported = level[c] = cpu->line;
             report |= 1u << c;
         }
     }
-    g->dirty = 0;
+    g->dirty = g->reline = 0;
     if (!report) {
         pthread_mutex_unlock(&g->lock);
         return;

@@ -147,13 +147,14 @@ struct vmm_gic {
     /*
      * One mutex guards everything below. Every entry point takes it with
      * vmm__gic_lock() and leaves through vmm__gic_unlock(), which recomputes
-     * the CPUs marked in `dirty` and reports line changes without it.
+     * the CPUs marked in `dirty` (and the lines of those in `reline`) and reports line changes without it.
      * report_lock guards no state: it only orders those reports (lock order:
      * lock, then report_lock, then whatever vmm__irq_line_changed takes).
      */
     pthread_mutex_t lock;
     pthread_mutex_t report_lock;
-    uint32_t dirty; /* CPUs whose HPPI and line must be recomputed */
+    uint32_t dirty;  /* CPUs whose HPPI and line must be recomputed */
+    uint32_t reline; /* CPUs whose line alone must be: their PMR, BPR, CTLR or APRs changed, not their HPPI */
 
     uint32_t ctlr; /* GICD_CTLR.EnableGrp0/EnableGrp1 */
     struct gic_bits spi[GIC_NR_WORDS - 1];
