@@ -407,6 +407,66 @@ print(json.dumps({"out": out, "hooked": hooked, "denied": [denied, intrs]}))
     assert res["denied"] == [[0x5A, 0x5A], [1, 1]], res  # EXCP_UDEF, the register not written
 
 
+SYS_FILTER_GUEST = """
+def sysreg(read, op0, op1, crn, crm, op2, rt):  # MRS (L = 1) / MSR (register), Arm ARM C5.2
+    return 0xD5000000 | read << 21 | op0 << 19 | op1 << 16 | crn << 12 | crm << 8 | op2 << 5 | rt
+SP_EL0, TPIDR_EL1, CNTV_CTL = (3, 0, 4, 1, 0), (3, 0, 13, 0, 4), (3, 3, 14, 3, 1)
+FILTER = ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_void_p, *[ctypes.c_uint32] * 5, ctypes.c_bool)
+asked = []
+@FILTER
+def only_tpidr(opaque, op0, op1, crn, crm, op2, isread):
+    asked.append([op0, op1, crn, crm, op2, bool(isread)])
+    return (op0, op1, crn, crm, op2) == TPIDR_EL1
+out = {}
+for filtered in (False, True):
+    uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+    if filtered:
+        assert lib.uc_vmmpy_sys_filter(h(uc), only_tpidr, None) == 0
+    uc.mem_map(CODE, 0x1000)
+    uc.mem_write(CODE, asm(
+        sysreg(1, *SP_EL0, 0),     # mrs x0, sp_el0
+        sysreg(1, *TPIDR_EL1, 1),  # mrs x1, tpidr_el1
+        sysreg(0, *TPIDR_EL1, 2),  # msr tpidr_el1, x2
+        sysreg(1, *CNTV_CTL, 3),   # mrs x3, cntv_ctl_el0
+        sysreg(1, *TPIDR_EL1, 4),  # mrs x4, tpidr_el1
+        0xD503201F,                # nop
+    ))
+    hooked = []
+    def on_sys(uc, reg, cp, data):  # declines: QEMU performs every one
+        hooked.append([data, cp.crn, cp.crm, cp.op2])
+        return 0
+    uc.hook_add(UC_HOOK_INSN, on_sys, "r", 1, 0, UC_ARM64_INS_MRS)
+    uc.hook_add(UC_HOOK_INSN, on_sys, "w", 1, 0, UC_ARM64_INS_MSR)
+    uc.reg_write(UC_ARM64_REG_PSTATE, 0x3C5)  # EL1h
+    uc.reg_write(UC_ARM64_REG_SP_EL0, 0x5E0)
+    uc.reg_write(UC_ARM64_REG_TPIDR_EL1, 0x7D1)
+    uc.reg_write(UC_ARM64_REG_X2, 0x7D2)
+    uc.emu_start(CODE, CODE + 20)
+    regs = [uc.reg_read(r) for r in (UC_ARM64_REG_X0, UC_ARM64_REG_X1, UC_ARM64_REG_X4)]
+    out[str(filtered)] = {"hooked": hooked, "regs": regs}
+out["asked"] = asked
+print(json.dumps(out))
+"""
+
+
+@needs_patched
+def test_the_sys_filter_decides_which_system_registers_reach_the_hook():
+    """uc_vmmpy_sys_filter (vmmpy_sysfilter.patch): the MRS/MSR hook is called only for the encodings the
+    filter accepts, asked when an instruction is translated (with the access's direction), not as it runs;
+    the others are QEMU's alone and read and write the same values. Without a filter every one is hooked,
+    as Unicorn does: the first half shows the test sees the difference."""
+    res = json.loads(child(PRELUDE + SYS_FILTER_GUEST, patched_env()).strip().splitlines()[-1])
+    tpidr_r, tpidr_w = ["r", 13, 0, 4], ["w", 13, 0, 4]
+    assert res["False"]["hooked"] == [["r", 4, 1, 0], tpidr_r, tpidr_w, ["r", 14, 3, 1], tpidr_r], res
+    assert res["True"]["hooked"] == [tpidr_r, tpidr_w, tpidr_r], res
+    for filtered in ("False", "True"):
+        assert res[filtered]["regs"] == [0x5E0, 0x7D1, 0x7D2], res
+    # asked at each translation of the instruction (one may be translated more than once)
+    assert {tuple(a) for a in res["asked"]} == {
+        (3, 0, 4, 1, 0, True), (3, 0, 13, 0, 4, True), (3, 0, 13, 0, 4, False), (3, 3, 14, 3, 1, True),
+    }, res  # fmt: skip
+
+
 MMIO_GUEST = """
 uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
 uc.mem_map(CODE, 0x1000)

@@ -389,6 +389,9 @@ static void engine_options(struct soft_vcpu *sv)
     sv->sys_result = en->sys_result;
     sv->sys_el = en->sys_el;
     sv->set_virq = en->virq; /* the same bit written, as cheaply as the engine allows */
+    /* no hook call for the system registers we never handle: nothing the guest sees changes, in any mode */
+    if (en->sys_filter)
+        en->sys_filter(sv->uc, vmm__soft_sys_wanted, sv);
     if (!en->patched || vm->deterministic)
         return;
     /*

@@ -141,6 +141,9 @@ struct soft_engine {
     uc_err (*counter)(uc_engine *uc, const uint64_t *held, const uint64_t *base_ns, uint32_t ns_per_tick);
     /* HCR_EL2.VI and the engine's IRQ line, without a register lookup (or NULL) */
     uc_err (*virq)(uc_engine *uc, bool level);
+    /* which MRS/MSR/SYS encodings get the hook call at all (vmmpy_sysfilter.patch; or NULL: every one) */
+    uc_err (*sys_filter)(uc_engine *uc,
+                         bool (*cb)(void *, uint32_t, uint32_t, uint32_t, uint32_t, uint32_t, bool), void *opaque);
 };
 const struct soft_engine *vmm__soft_engine(void);
 uint64_t vmm__soft_sync_insns(struct soft_vcpu *sv);
@@ -149,6 +152,11 @@ void vmm__soft_kick(struct soft_vcpu *sv);
 
 /* broadcast cache and TLB maintenance between engines (soft_bcast.c) */
 uint32_t vmm__soft_on_sys(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg *cp, void *opaque);
+/* Whether a SYS instruction (op0 1) is an IC or TLBI that vmm__soft_on_sys broadcasts; *ivau: IC IVAU. */
+bool vmm__soft_sys_broadcasts(uint32_t op1, uint32_t crn, uint32_t crm, uint32_t op2, bool *ivau);
+/* The MRS/MSR/SYS encodings the hooks may handle: the engine calls them for no other (uc_vmmpy_sys_filter). */
+bool vmm__soft_sys_wanted(void *opaque, uint32_t op0, uint32_t op1, uint32_t crn, uint32_t crm, uint32_t op2,
+                          bool is_read);
 void vmm__soft_bcast_apply(struct soft_vcpu *sv);
 void vmm__soft_bcast_enter(struct soft_vcpu *sv);
 void vmm__soft_bcast_leave(struct soft_vcpu *sv);

@@ -55,21 +55,26 @@ static bool ic_page(struct soft_vcpu *o, uint64_t page)
     return true;
 }
 
+bool vmm__soft_sys_broadcasts(uint32_t op1, uint32_t crn, uint32_t crm, uint32_t op2, bool *ivau)
+{
+    *ivau = crn == 7 && op1 == 3 && crm == 5 && op2 == 1;
+    if (*ivau || (crn == 7 && op1 == 0 && op2 == 0 && (crm == 1 || crm == 5))) /* IC IVAU, IALLUIS, IALLU */
+        return true;
+    return crn == 8 && op1 == 0 && (crm == 3 || crm == 0); /* TLBI ...E1IS / IPAS2..IS */
+}
+
 uint32_t vmm__soft_on_sys(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg *cp, void *opaque)
 {
     struct soft_vcpu *sv = opaque;
     struct vmm_vm *vm = sv->vcpu->vm;
     struct soft_vm *s = sv->svm;
-    bool ivau = cp->crn == 7 && cp->op1 == 3 && cp->crm == 5 && cp->op2 == 1; /* IC IVAU */
-    bool ic = ivau || (cp->crn == 7 && cp->op1 == 0 && cp->op2 == 0 &&
-                       (cp->crm == 1 ||                                         /* IC IALLUIS */
-                        cp->crm == 5));                                         /* IC IALLU */
-    bool tlbi = cp->crn == 8 && cp->op1 == 0 && (cp->crm == 3 || cp->crm == 0); /* TLBI ...E1IS / IPAS2..IS */
+    bool ivau, tlbi = cp->crn == 8;
     uint64_t pa = 0;
     (void)reg;
 
-    if (!(ic || tlbi) || vm->ncpus < 2)
+    if (!vmm__soft_sys_broadcasts(cp->op1, cp->crn, cp->crm, cp->op2, &ivau) || vm->ncpus < 2)
         return 0; /* QEMU performs it locally */
+    bool ic = !tlbi;
     bool by_page = ivau && uc_vmem_translate(uc, cp->val, UC_PROT_READ, &pa) == UC_ERR_OK && pa >= LAYOUT_RAM_BASE &&
                    pa - LAYOUT_RAM_BASE < vm->ram_size;
     bool sync = sv->parallel;

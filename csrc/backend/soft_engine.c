@@ -62,6 +62,8 @@ static void engine_lookup(void)
         *(void **)&engine.counter = dlsym(self, "uc_vmmpy_counter");
     if (engine.patched && (features() & UC_VMMPY_VIRQ))
         *(void **)&engine.virq = dlsym(self, "uc_vmmpy_virq");
+    if (engine.patched) /* its own patch file (no feature bit): the symbol says it is there */
+        *(void **)&engine.sys_filter = dlsym(self, "uc_vmmpy_sys_filter");
     if (!engine.patched)
         engine.kick = NULL, engine.insns = NULL, engine.sys_continue = NULL, engine.parallel = NULL;
     dlclose(self);
