@@ -142,8 +142,8 @@ struct soft_engine {
     /* HCR_EL2.VI and the engine's IRQ line, without a register lookup (or NULL) */
     uc_err (*virq)(uc_engine *uc, bool level);
     /* which MRS/MSR/SYS encodings get the hook call at all (vmmpy_sysfilter.patch; or NULL: every one) */
-    uc_err (*sys_filter)(uc_engine *uc,
-                         bool (*cb)(void *, uint32_t, uint32_t, uint32_t, uint32_t, uint32_t, bool), void *opaque);
+    uc_err (*sys_filter)(uc_engine *uc, bool (*cb)(void *, uint32_t, uint32_t, uint32_t, uint32_t, uint32_t, bool),
+                         void *opaque);
 };
 const struct soft_engine *vmm__soft_engine(void);
 uint64_t vmm__soft_sync_insns(struct soft_vcpu *sv);
