@@ -194,6 +194,8 @@ bool vmm__soft_poll_follow(struct soft_vcpu *sv, uint64_t addr, uint32_t size);
 void vmm__soft_enter_el1(struct soft_vcpu *sv, uint32_t esr, bool set_far, uint64_t far, uint64_t elr);
 
 /* soft_dbgarch.c: the guest's debug architecture, its PMU registers, the ID registers we correct */
+/* the ID registers vmm__soft_idreg corrects (a pure function of the encoding) */
+bool vmm__soft_idreg_is_ours(uint32_t id);
 bool vmm__soft_idreg(struct soft_vcpu *sv, uint32_t id, uint64_t *val);
 void vmm__soft_dbgarch_init(struct soft_vcpu *sv);
 /* An MRS/MSR hook for a PMU register: 1 when served (a read's value written to reg), 0 to leave it to QEMU */

@@ -61,6 +61,11 @@
  * interface (ours has one). PMUVer: our PMU (arm/pmu.c) is PMUv3. SVE, which Unicorn's "max" has, is
  * not hidden: soft_exc.c lets EL1 use it (guest/idregs.c runs RDVL and ZCR_EL1 on it).
  */
+bool vmm__soft_idreg_is_ours(uint32_t id)
+{
+    return id == REG_ID_AA64PFR0_EL1 || id == REG_ID_AA64DFR0_EL1;
+}
+
 bool vmm__soft_idreg(struct soft_vcpu *sv, uint32_t id, uint64_t *val)
 {
     switch (id) {
