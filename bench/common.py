@@ -407,14 +407,14 @@ def peer_rows(
     runs: dict[str, list[dict[str, float]]], order: list[str], targets: dict[str, float], other: float
 ) -> list[dict]:
     """Rows in ns of measurements per whole-guest run and peer ("vmmpy", "qemu"): every run kept, a ratio
-    target per row (`other` for rows not in `targets`)."""
+    target per row (`other` for rows not in `targets`; none for a row whose target there is None)."""
     return [
         row(
             k,
             "ns",
             [r[k] for r in runs.get("vmmpy", []) if k in r],
             {"qemu": [r[k] for r in runs.get("qemu", []) if k in r]},
-            target={"ratio": targets.get(k, other)},
+            target=None if k in targets and targets[k] is None else {"ratio": targets.get(k, other)},
         )
         for k in order
     ]

@@ -1,5 +1,6 @@
 """VM-exit latency: HVC (PSCI_VERSION and SMCCC function IDs nobody implements), MMIO to a device register
-and to the GIC distributor and redistributor, trapped system registers (timer, GIC CPU interface).
+and to the GIC distributor and redistributor, trapped system registers (timer, GIC CPU interface); and, with no
+target, an SVC round trip (not an exit: the cost of an exception the soft backend delivers itself).
 
 Runs guest/build/bench_exits.elf on vmmpy and on qemu-system-aarch64 (TCG, same ELF) in one run, with each
 CPU model of --cpu-models (the default, cortex-a72, and `max`: rows of `max` are named NAME@max), prints ns
@@ -19,7 +20,7 @@ import common  # noqa: E402
 
 BASE = ["hvc", "hvc_unknown32", "hvc_unknown64", "mmio_write", "mmio_read", "gicd_typer", "gicd_isenabler",
         "gicd_ipriorityr_write", "gicr_typer", "gicr_isenabler0", "sysreg_cntv_ctl", "sysreg_cntvct",
-        "sysreg_icc_pmr", "sysreg_icc_pmr_write", "sysreg_icc_eoir1_spurious"]  # fmt: skip
+        "sysreg_icc_pmr", "sysreg_icc_pmr_write", "sysreg_icc_eoir1_spurious", "svc"]  # fmt: skip
 DEFAULT_MODEL = "cortex-a72"  # vmmpy's default CPU model, and QEMU's -cpu for it
 MODELS = [DEFAULT_MODEL, "max"]
 # issue 14: every exit row <= 0.8x QEMU TCG, HVC and MMIO rows (GIC registers included) <= 0.6x
@@ -31,7 +32,11 @@ def row_name(base: str, model: str) -> str:
 
 
 ORDER = [row_name(n, m) for m in MODELS for n in BASE]
-TARGETS = {row_name(n, m): 0.6 for m in MODELS for n in FAST}
+# `svc` is the guest's own exception (an SVC at EL1 and its ERET through the runtime's vectors), not an exit on
+# any VMM: what the soft backend adds per exception it delivers (issue 14's targets are for exits), no target
+NO_TARGET = ["svc"]
+TARGETS: dict[str, float | None] = {row_name(n, m): 0.6 for m in MODELS for n in FAST}
+TARGETS.update({row_name(n, m): None for m in MODELS for n in NO_TARGET})
 TARGET_OTHER = 0.8
 
 

@@ -150,6 +150,20 @@ static void loop_icc_eoir1_spurious(uint64_t n)
     __asm__ volatile("1: msr S3_0_C12_C12_1, %1\n subs %0, %0, #1\n b.ne 1b" : "+r"(n) : "r"(v) : "cc", "memory");
 }
 
+/* SVC at EL1 and back (ERET), through the runtime's vectors and handler: a system call's round trip. Not an
+   exit on any VMM (the guest's own exception), but a per-exception cost an emulator may add (issue 14). */
+static int svc_return(struct exc_frame *f)
+{
+    return f->vector == VEC_EL1_SYNC && ESR_EC(f->esr) == EC_SVC64; /* ELR is already past the SVC */
+}
+
+static void loop_svc(uint64_t n)
+{
+    exc_handler_fn old = exc_set_handler(svc_return);
+    __asm__ volatile("1: svc #0\n subs %0, %0, #1\n b.ne 1b" : "+r"(n)::"cc", "memory");
+    exc_set_handler(old);
+}
+
 static uint64_t counter(void)
 {
     uint64_t t;
@@ -209,6 +223,7 @@ static const struct {
     { "sysreg_icc_pmr", loop_icc_pmr, 1 },
     { "sysreg_icc_pmr_write", loop_icc_pmr_write, 1 },
     { "sysreg_icc_eoir1_spurious", loop_icc_eoir1_spurious, 1 },
+    { "svc", loop_svc, 0 },
 };
 
 int main(uint64_t dtb)

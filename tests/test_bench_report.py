@@ -80,6 +80,7 @@ def test_every_benchmark_builds_a_valid_record():
     targets = {n: {r["name"]: r["target"] for r in rec["rows"]} for n, rec in recs.items()}
     assert targets["exit_latency"]["hvc"] == {"ratio": 0.6} and targets["exit_latency"]["mmio_read"] == {"ratio": 0.6}
     assert targets["exit_latency"]["sysreg_icc_pmr"] == {"ratio": 0.8}
+    assert targets["exit_latency"]["svc"] is None and targets["exit_latency"]["svc@max"] is None  # not an exit
     assert targets["irq_latency"]["ipi_spin"] == {"ratio": 2.0}
     assert targets["linux_boot_1cpu"]["init_marker"] == {"ratio": 1.0}
     assert targets["linux_boot_2cpu"]["init_marker"] == {"ratio": 1.3}
