@@ -682,6 +682,34 @@ def test_pmr_masks_the_line_and_acknowledge(m):
     assert m.sysreg_read("ICC_IAR1_EL1") == 40
 
 
+def test_preemption_registers_update_the_line_of_the_cpu_written_for(machine):
+    """ICC_PMR_EL1, ICC_AP1R0_EL1 and ICC_BPR1_EL1 decide whether the pending interrupt can preempt (IHI0069
+    §4.8): a write to one of them on CPU 1 moves CPU 1's line at once, and nobody else's."""
+    m = machine(2)
+    configure(m, 40, prio=0x80, route=1)
+    unmask(m, 1, pmr=0x80)
+    m.irq_set(40, 1)
+    lines = lambda: (m.irq_line(0), m.irq_line(1))  # noqa: E731
+    assert lines() == (False, False)  # the mask must be strictly lower in priority
+    m.sysreg_write("ICC_PMR_EL1", 0x88, cpu=1)
+    assert lines() == (False, True)
+    m.sysreg_write("ICC_PMR_EL1", 0x00, cpu=1)
+    assert lines() == (False, False)
+    m.sysreg_write("ICC_PMR_EL1", 0xFF, cpu=1)
+    # an active priority of 0x88 (ICC_AP1R0_EL1 bit 0x88 >> 3): 0x80 is higher in a group priority of 5 bits
+    m.sysreg_write("ICC_AP1R0_EL1", 1 << (0x88 >> 3), cpu=1)
+    assert lines() == (False, True)
+    m.sysreg_write("ICC_BPR1_EL1", 4, cpu=1)  # Group 1 priority bits [7:4]: 0x80 and 0x88 are both 0x80
+    assert lines() == (False, False)
+    m.sysreg_write("ICC_BPR1_EL1", 3, cpu=1)
+    assert lines() == (False, True)
+    m.sysreg_write("ICC_AP1R0_EL1", 1 << (0x80 >> 3), cpu=1)  # running priority 0x80: no preemption
+    assert lines() == (False, False)
+    m.sysreg_write("ICC_AP1R0_EL1", 0, cpu=1)
+    assert lines() == (False, True)
+    assert m.sysreg_read("ICC_IAR1_EL1", cpu=1) == 40
+
+
 def test_eoimode1_splits_priority_drop_and_deactivation(m):
     configure(m, 40)  # level-sensitive, input kept high
     unmask(m)
