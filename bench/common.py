@@ -404,7 +404,7 @@ def save(rec: dict) -> str:
 
 
 def peer_rows(
-    runs: dict[str, list[dict[str, float]]], order: list[str], targets: dict[str, float], other: float
+    runs: dict[str, list[dict[str, float]]], order: list[str], targets: dict[str, float | None], other: float
 ) -> list[dict]:
     """Rows in ns of measurements per whole-guest run and peer ("vmmpy", "qemu"): every run kept, a ratio
     target per row (`other` for rows not in `targets`; none for a row whose target there is None)."""

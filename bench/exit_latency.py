@@ -75,7 +75,7 @@ def build(runs: dict[str, list[dict[str, float]]], config: dict | None = None) -
     rows = common.peer_rows(nets, ORDER, TARGETS, TARGET_OTHER)
     return common.record(
         "exit_latency",
-        "VM-exit latency, ns per exit (empty loop subtracted)",
+        "VM-exit latency, ns per exit (empty loop subtracted; svc: an exception round trip, not an exit)",
         rows,
         config=config,
         extra={"raw_ns_per_iter": runs},

@@ -24,6 +24,21 @@ __asm__(".pushsection .user.text, \"ax\"\n"
         "    mrs x0, sctlr_el1\n" /* EL1-only: UNDEFINED at EL0 */
         "    svc #2\n"
         "    b .\n"
+        ".globl user_read_idreg\n"
+        "user_read_idreg:\n"
+        "    mrs x0, id_aa64pfr0_el1\n" /* EL1's; the soft backend corrects its GIC field */
+        "    svc #2\n"
+        "    b .\n"
+        ".globl user_read_mdscr\n"
+        "user_read_mdscr:\n"
+        "    mrs x0, mdscr_el1\n" /* EL1's; the soft backend serves it under the OS lock */
+        "    svc #2\n"
+        "    b .\n"
+        ".globl user_write_mdscr\n"
+        "user_write_mdscr:\n"
+        "    msr mdscr_el1, xzr\n"
+        "    svc #2\n"
+        "    b .\n"
         ".globl user_hvc\n"
         "user_hvc:\n"
         "    mov x0, #0x84000000\n" /* PSCI_VERSION: what a VMM would answer at EL1 */
@@ -57,6 +72,7 @@ __asm__(".pushsection .user.text, \"ax\"\n"
         "    svc #2\n"
         ".popsection\n");
 extern char user_svc_loop[], user_read_sctlr[], user_hvc[], user_ret[];
+extern char user_read_idreg[], user_read_mdscr[], user_write_mdscr[];
 extern char user_cntvct[], user_cntpct[], user_cntfrq[], user_cntv_ctl[], user_cntp_ctl[];
 static volatile uint64_t user_cell __attribute__((section(".user.data"))) = 0;
 
@@ -274,6 +290,38 @@ static void test_el0_sysreg(void)
                VEC_EL0_SYNC);
 }
 
+/*
+ * EL1 registers a VMM may serve itself (the soft backend corrects ID_AA64PFR0_EL1 and keeps MDSCR_EL1 under
+ * the OS lock) are still EL1's: UNDEFINED at EL0 (Arm ARM D13.2.64, D13.3.x), except that with FEAT_IDST
+ * (ID_AA64MMFR2_EL1.IDS = 1) an ID register read traps as EC 0x18 with the MRS's syndrome (ISS: op0 3,
+ * CRm 4, read).
+ */
+static void test_el0_served_sysregs(void)
+{
+    uintptr_t sp = (uintptr_t)user_stack + sizeof(user_stack);
+    int idst = (read_sysreg(S3_0_C0_C7_2) >> 36 & 0xf) != 0; /* ID_AA64MMFR2_EL1.IDS */
+    uint64_t mdscr = read_sysreg(mdscr_el1);
+
+    clear();
+    el0_call((uintptr_t)user_read_idreg, sp, 0);
+    expect_exc("EL0 reading ID_AA64PFR0_EL1 traps",
+               idst ? ESR_MAKE(EC_SYSREG, 3u << 20 | 4u << 1 | 1) : ESR_MAKE(EC_UNKNOWN, 0), (uintptr_t)user_read_idreg,
+               VEC_EL0_SYNC);
+    clear();
+    el0_call((uintptr_t)user_read_mdscr, sp, 0);
+    expect_exc("EL0 reading MDSCR_EL1 is UNDEFINED", ESR_MAKE(EC_UNKNOWN, 0), (uintptr_t)user_read_mdscr, VEC_EL0_SYNC);
+    write_sysreg(mdscr_el1, mdscr | 1u << 15); /* MDE: a write from EL0 that took effect would clear it */
+    isb();
+    clear();
+    el0_call((uintptr_t)user_write_mdscr, sp, 0);
+    if (expect_exc("EL0 writing MDSCR_EL1 is UNDEFINED", ESR_MAKE(EC_UNKNOWN, 0), (uintptr_t)user_write_mdscr,
+                   VEC_EL0_SYNC) &&
+        !(read_sysreg(mdscr_el1) & 1u << 15))
+        fail("EL0 writing MDSCR_EL1 changes nothing", "MDSCR_EL1.MDE was cleared");
+    write_sysreg(mdscr_el1, mdscr);
+    isb();
+}
+
 static void test_el0_hvc(void)
 {
     uintptr_t sp = (uintptr_t)user_stack + sizeof(user_stack);
@@ -390,6 +438,7 @@ int main(uint64_t dtb)
     test_pxn("EL1 fetch from a PXN page just written", 1);
     test_el0_svc();
     test_el0_sysreg();
+    test_el0_served_sysregs();
     test_el0_hvc();
     test_el0_timer_access();
     test_impdef_sysreg();

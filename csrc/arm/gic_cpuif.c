@@ -225,7 +225,7 @@ static int cpuif_write(struct vmm_gic *g, unsigned c, uint32_t id, uint64_t val,
      * PMR, BPR, CTLR and the APRs decide whether the HPPI can preempt, not which interrupt it is; an EOI or a
      * deactivation that changes the HPPI marks its CPU dirty itself. Not rescanning the pending bits took an
      * ICC_PMR_EL1 write (every local_irq_save() under Linux's pseudo-NMIs) from 38.5 to 33 ns, the fastest of
-     * ten runs each of bench_exits' row.
+     * ten runs each of bench_exits' row under load (within that row's spread).
      */
     g->reline |= 1u << c;
     return 0;

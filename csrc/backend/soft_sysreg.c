@@ -139,9 +139,13 @@ uint32_t vmm__soft_on_mrs(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg
     bool lacked;
     (void)uc;
 
-    /* ID registers we correct, MDSCR_EL1 under the OS lock (soft_dbgarch.c) */
-    if ((SYSREG_OP0(id) == 3 && SYSREG_CRN(id) == 0 && vmm__soft_idreg(sv, id, &val)) ||
-        (SYSREG_OP0(id) == 2 && vmm__soft_dbg_mrs(sv, id, &val))) {
+    /*
+     * ID registers we correct, MDSCR_EL1 under the OS lock (soft_dbgarch.c): EL1 registers, so at EL0 QEMU's
+     * own access check decides (UNDEFINED; an ID register traps as EC 0x18 with FEAT_IDST)
+     */
+    if (((SYSREG_OP0(id) == 3 && SYSREG_CRN(id) == 0) || SYSREG_OP0(id) == 2) && hook_el(sv) != 0 &&
+        ((SYSREG_OP0(id) == 3 && vmm__soft_idreg(sv, id, &val)) ||
+         (SYSREG_OP0(id) == 2 && vmm__soft_dbg_mrs(sv, id, &val)))) {
         mrs_result(sv, reg, &val);
         return 1;
     }
@@ -188,8 +192,8 @@ uint32_t vmm__soft_on_msr(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg
     (void)uc;
     (void)reg;
 
-    if (SYSREG_OP0(id) == 2) /* the debug registers: watchpoints and the OS lock */
-        return vmm__soft_dbg_msr(sv, id, val);
+    if (SYSREG_OP0(id) == 2) /* the debug registers: watchpoints and the OS lock (EL1's: QEMU checks EL0) */
+        return hook_el(sv) != 0 && vmm__soft_dbg_msr(sv, id, val);
     if (pmu_space(id) && vmm__soft_pmu_hook(sv, id, false, reg, &val))
         return 1;
     if (!ours(sv, id, false, &lacked, &pc) || vmm__sysreg_access(sv->vcpu, id, false, &val))
