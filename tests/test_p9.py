@@ -494,6 +494,28 @@ def test_device_reset_drops_fids(tree):
         assert c.err(TCLUNK, struct.pack("<I", 0)) == errno.EBADF
 
 
+def test_device_reset_forgets_the_negotiated_msize(tree):
+    """A reset ends the session: the msize a Tversion negotiated is forgotten with the fids, so until the next
+    Tversion the server takes (and answers) messages up to its own maximum again, not the old session's limit."""
+    share, _ = tree
+    with vmmpy.Machine(share=share) as m:
+        c = P9(m)
+        assert c.version(4096) == (4096, "9P2000.L")
+        c.attach(0)
+        c.walk(0, 1)
+        c.lcreate(1, "big.bin")
+        assert lerror(c.raw([msg(TWRITE, struct.pack("<IQI", 1, 0, 5000) + bytes(5000), 9)])) == (9, errno.EMSGSIZE)
+        c.dev.reset()
+        c = P9(m)
+        c.attach(0)
+        c.walk(0, 1, "big.bin")
+        c.lopen(1, O_RDWR)
+        data = bytes(range(256)) * 24  # 6144 bytes: more than the old session's 4096
+        assert c.write(1, data) == len(data)
+        assert c.read(1, 0, 8000) == data  # a reply larger than 4096 too
+        assert (share / "big.bin").read_bytes() == data
+
+
 def test_fid_table_limit(p9):
     import resource
 
