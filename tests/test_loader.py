@@ -799,3 +799,32 @@ def test_a_kernel_read_that_fails_names_the_reason(tmp_path, err, once, want):
     r = run_with_shim(tmp_path, FAIL_READ_C, script, **env)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == want.format(p=p)
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["plain", "gzip"])
+def test_an_image_of_exactly_guest_ram_loads_and_one_byte_more_does_not(tmp_path, gz):
+    """The Image's limit is guest RAM from text_offset (booting.rst's image_size): an Image (plain or decompressed
+    from gzip) whose image_size is exactly RAM's 4 MiB at text_offset 0 loads, its last byte at RAM's last; an
+    image_size one byte more is refused, as is the exact size at a text_offset of 4 KiB. gunzip's buffer is
+    RAM + 1 bytes: an output that fills it exactly ends the stream and reaches the image_size check; one byte
+    more is refused by gunzip itself."""
+    ram = 4 * MIB
+    name = "Image.gz" if gz else "Image"
+
+    def image(size, text_offset=0, image_size=None):
+        img = make_image(code(B_SELF) + bytes(size - 64 - 8) + b"LAST", text_offset=text_offset, image_size=image_size)
+        return write(tmp_path, name, gzip.compress(img, 1) if gz else img)
+
+    with vmmpy.Machine(image(ram), ram="4M") as m:
+        assert m.read_memory(RAM_BASE + ram - 4, 4) == b"LAST"
+        assert m.read_memory(RAM_BASE + 64, 4) == code(B_SELF)[:4]
+    needs = rf"{name}: kernel needs {{}} MiB at offset 0x{{:x}} but guest RAM is 4 MiB$"
+    with pytest.raises(vmmpy.DoesNotFit, match=needs.format(5, 0)):
+        vmmpy.Machine(image(ram, image_size=ram + 1), ram="4M")
+    with pytest.raises(vmmpy.DoesNotFit, match=needs.format(4, 0x1000)):
+        vmmpy.Machine(image(ram, 0x1000), ram="4M")
+    if gz:
+        with pytest.raises(vmmpy.DoesNotFit, match=needs.format(5, 0)):
+            vmmpy.Machine(image(ram + 1), ram="4M")  # RAM + 1 bytes: the whole buffer, the stream's end
+        with pytest.raises(vmmpy.DoesNotFit, match=r"Image\.gz: decompressed kernel is larger than guest RAM \(4 MiB\)$"):
+            vmmpy.Machine(image(ram + 2), ram="4M")
