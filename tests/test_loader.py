@@ -828,3 +828,40 @@ def test_an_image_of_exactly_guest_ram_loads_and_one_byte_more_does_not(tmp_path
             vmmpy.Machine(image(ram + 1), ram="4M")  # RAM + 1 bytes: the whole buffer, the stream's end
         with pytest.raises(vmmpy.DoesNotFit, match=r"Image\.gz: decompressed kernel is larger than guest RAM \(4 MiB\)$"):
             vmmpy.Machine(image(ram + 2), ram="4M")
+
+
+
+def test_a_gzip_kernel_over_zlibs_32_bit_counts_is_given_to_zlib_in_pieces():
+    """zlib counts its output room in 32 bits (avail_out); gunzip offers at most UINT32_MAX at a time. A gzip
+    kernel of 1 GiB + 1 bytes in memory (a small stream, then zeros inflate never reads) in 4 GiB + 2 MiB of RAM:
+    the first output buffer (4 times the input, at most RAM + 1) is 4 GiB + 4 bytes, which cut to 32 bits would
+    be 4 bytes, and the 4 GiB after them 0: the loop would spin. vmm_load_kernel_mem on an anonymous mapping: only
+    its first page is touched, and of the decompression buffer only the output (the address space it reserves,
+    ~10 GiB with the VM's, stays under the suite's 12 GiB cap)."""
+    import mmap
+    import threading
+
+    from vmmpy._ffi import ffi, lib
+
+    size = (1 << 30) + 1
+    img = make_image(code(B_SELF) + b"END!")
+    gz = gzip.compress(img)
+    buf = mmap.mmap(-1, size)
+    buf[: len(gz)] = gz
+    cfg = ffi.new("struct vmm_config *", {"size": ffi.sizeof("struct vmm_config"), "ram_size": (4 << 30) + 2 * MIB})
+    out = ffi.new("vmm_vm **")
+    err = ffi.new("char[256]")
+    assert lib.vmm_create(cfg, out, err, 256) == 0, ffi.string(err)
+    vm, data, rc = out[0], ffi.from_buffer(buf), []
+    t = threading.Thread(target=lambda: rc.append(lib.vmm_load_kernel_mem(vm, data, size, b"big.gz", ffi.NULL)))
+    t.daemon = True
+    t.start()
+    t.join(30)
+    assert not t.is_alive(), "the decompression loop spins"  # (the VM is left to the stuck thread)
+    try:
+        assert rc == [0], ffi.string(lib.vmm_last_error(vm)).decode()
+        got = ffi.new("uint8_t[8]")
+        assert lib.vmm_mem_read(vm, RAM_BASE + len(img) - 8, got, 8) == 0
+        assert bytes(got) == img[-8:]
+    finally:
+        lib.vmm_destroy(vm)
