@@ -65,7 +65,6 @@ def test_tree_shape(fdt_of):
         assert set(root) == {"compatible", "model", "#address-cells", "#size-cells", "interrupt-parent"}
 
 
-
 @pytest.mark.parametrize(
     "kw",
     [{}, {"cpus": 4, "its": True, "rng": True, "virtio_console": True}, {"transport": "pci", "rng": True}],
@@ -80,6 +79,7 @@ def test_the_blob_passes_libfdts_full_check(fdt_of, kw):
         blob = bytearray(m.dtb())
         assert libfdt.fdt_check_full(blob, len(blob)) == 0
         assert "pl011@9000000" in children(fdt, "/")
+
 
 def test_chosen_memory_and_initrd(fdt_of, tmp_path):
     initrd = tmp_path / "initrd"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import gzip
 import os
-import struct
 import shutil
+import struct
 from pathlib import Path
 
 import pytest
@@ -311,7 +311,6 @@ def test_elf_empty_segment_is_skipped(tmp_path):
         assert (bi.kernel_start, bi.kernel_end, bi.entry) == (RAM_BASE + 0x2000, RAM_BASE + 0x2100, RAM_BASE + 0x2000)
 
 
-
 def test_elf_bss_only_segment_at_the_end_of_the_file_loads(tmp_path):
     # a PT_LOAD with no file bytes (p_filesz 0: all .bss) may have its p_offset at the file's very end, as
     # linkers put it: nothing is read from the file, its memory is zeroed and it counts in the extent
@@ -322,6 +321,7 @@ def test_elf_bss_only_segment_at_the_end_of_the_file_loads(tmp_path):
         bi = m.boot_info()
         assert (bi.kernel_start, bi.kernel_end, bi.entry) == (RAM_BASE, RAM_BASE + 0x2000, RAM_BASE)
         assert m.read_memory(RAM_BASE + 0x1000, 0x1000) == bytes(0x1000)
+
 
 def test_elf_load_is_logged(tmp_path, caplog):
     import logging
@@ -515,7 +515,8 @@ def vm_size():
         if line.startswith("VmSize:"):
             return int(line.split()[1]) * 1024
 class Mallinfo2(ctypes.Structure):  # glibc's heap statistics: in-use bytes, mmapped blocks included
-    _fields_ = [(n, ctypes.c_size_t) for n in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+    _fields_ = [(n, ctypes.c_size_t) for n in
+                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
 mallinfo2 = getattr(ctypes.CDLL("libc.so.6"), "mallinfo2", None)
 def in_use():
     if mallinfo2 is None:
@@ -861,9 +862,10 @@ def test_an_image_of_exactly_guest_ram_loads_and_one_byte_more_does_not(tmp_path
     if gz:
         with pytest.raises(vmmpy.DoesNotFit, match=needs.format(5, 0)):
             vmmpy.Machine(image(ram + 1), ram="4M")  # RAM + 1 bytes: the whole buffer, the stream's end
-        with pytest.raises(vmmpy.DoesNotFit, match=r"Image\.gz: decompressed kernel is larger than guest RAM \(4 MiB\)$"):
+        with pytest.raises(
+            vmmpy.DoesNotFit, match=r"Image\.gz: decompressed kernel is larger than guest RAM \(4 MiB\)$"
+        ):
             vmmpy.Machine(image(ram + 2), ram="4M")
-
 
 
 def test_a_gzip_kernel_over_zlibs_32_bit_counts_is_given_to_zlib_in_pieces():
@@ -912,5 +914,7 @@ def test_no_kernel_file_over_4_gib_is_read(tmp_path, elf):
         f.write(b"\x7fELF" if elf else b"\0" * 4)
         f.truncate((4 << 30) + 1)
     ram = "256M" if elf else f"{4096 + 2}M"
-    with pytest.raises(vmmpy.DoesNotFit, match=rf"k: kernel \({(4 << 30) + 1} bytes\) is larger than the loader's limit \(4096 MiB\)$"):
+    with pytest.raises(
+        vmmpy.DoesNotFit, match=rf"k: kernel \({(4 << 30) + 1} bytes\) is larger than the loader's limit \(4096 MiB\)$"
+    ):
         vmmpy.Machine(str(k), ram=ram)

@@ -900,6 +900,7 @@ def test_clunking_a_read_directory_frees_its_directory_stream(p9):
         pytest.skip("needs glibc's mallinfo2 (and no sanitizer)")
     assert growth < 4096, f"{growth:.0f} bytes kept a directory read and clunked"
 
+
 def test_the_descriptor_budget_is_half_of_what_the_reserve_leaves(tree, guest):
     # RLIMIT_NOFILE 1024: 9p may use (1024 - 256) / 2 = 384 fds; the root fid costs 2, an open fid 3
     share, _ = tree
