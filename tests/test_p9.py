@@ -1030,3 +1030,34 @@ mark("closed")
         "closed": [],
     }
     assert (share / "c.txt").read_bytes() == b"data"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+def test_a_share_refused_for_want_of_memory_leaves_no_descriptor_open(tree):
+    """When the 9p server's tables cannot be allocated (the fid table is ~1 MiB: an mmap of its own), the share is
+    refused as out of memory and the directory descriptor it had opened is closed. In a child whose address space
+    leaves no room for the tables."""
+    import subprocess
+    import sys
+
+    share, _ = tree
+    prog = f"""
+import os, resource, vmmpy
+def vm_size():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmSize:"):
+            return int(line.split()[1]) * 1024
+m = vmmpy.Machine()
+before = len(os.listdir("/proc/self/fd"))
+resource.setrlimit(resource.RLIMIT_AS, (vm_size() + 64 * 1024, resource.getrlimit(resource.RLIMIT_AS)[1]))
+try:
+    m.add_share({str(share)!r}, "s")
+except vmmpy.VmmError as e:
+    print(type(e).__name__, e)
+resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+print("descriptors", len(os.listdir("/proc/self/fd")) - before)
+"""
+    env = dict(os.environ, VMMPY_TEST_AS_HEADROOM_GIB="0")
+    r = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [f"OutOfMemory out of memory for share {share}", "descriptors 0"], r.stdout
