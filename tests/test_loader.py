@@ -442,7 +442,7 @@ def test_kernel_opened_as_descriptor_0(tmp_path):
 def test_elf_program_header_shape_is_checked(tmp_path):
     import struct
 
-    for field, value in ((56, 0), (54, 32)):  # e_phnum 0; e_phentsize 32
+    for field, value in ((56, 0), (54, 32), (54, 64)):  # e_phnum 0; e_phentsize 32 or 64 (only 56 is ELF64's)
         elf = bytearray(make_elf([(RAM_BASE, code(B_SELF), 4)], RAM_BASE))
         struct.pack_into("<H", elf, field, value)
         with pytest.raises(vmmpy.FormatError, match="no usable program headers"):
@@ -607,6 +607,10 @@ def test_load_kernel_mem_checks_its_arguments():
         assert lib.vmm_load_kernel_mem(vm, ffi.NULL, 0, ffi.NULL, ffi.NULL) == lib.VMM_EFORMAT  # nothing: empty
         assert ffi.string(lib.vmm_last_error(vm)).decode() == "kernel: empty file"
         assert lib.vmm_set_cmdline(vm, b"console=ttyAMA0") == 0  # 0 on success, as every call
+        # one byte of gzip's two-byte magic is not gzip, whatever follows it in memory beyond the length given
+        gz = ffi.new("char[]", b"\x1f\x8b")
+        assert lib.vmm_load_kernel_mem(vm, gz, 1, b"k1", ffi.NULL) == lib.VMM_EFORMAT
+        assert ffi.string(lib.vmm_last_error(vm)).decode().startswith("k1: not an ELF, arm64 Image or gzip")
 
 
 def test_the_size_limit_is_guest_ram_unless_the_kernel_is_an_elf(tmp_path, guest):
@@ -837,35 +841,36 @@ def test_a_kernel_read_that_fails_names_the_reason(tmp_path, err, once, want):
     assert r.stdout.strip() == want.format(p=p)
 
 
-@pytest.mark.parametrize("gz", [False, True], ids=["plain", "gzip"])
-def test_an_image_of_exactly_guest_ram_loads_and_one_byte_more_does_not(tmp_path, gz):
+@pytest.mark.parametrize("gz, ram", [(False, 4), (True, 4), (True, 24)], ids=["plain", "gzip", "gzip-grown"])
+def test_an_image_of_exactly_guest_ram_loads_and_one_byte_more_does_not(tmp_path, gz, ram):
     """The Image's limit is guest RAM from text_offset (booting.rst's image_size): an Image (plain or decompressed
-    from gzip) whose image_size is exactly RAM's 4 MiB at text_offset 0 loads, its last byte at RAM's last; an
+    from gzip) whose image_size is exactly RAM's size at text_offset 0 loads, its last byte at RAM's last; an
     image_size one byte more is refused, as is the exact size at a text_offset of 4 KiB. gunzip's buffer is
     RAM + 1 bytes: an output that fills it exactly ends the stream and reaches the image_size check; one byte
-    more is refused by gunzip itself."""
-    ram = 4 * MIB
+    more is refused by gunzip itself. In 4 MiB of RAM that buffer is RAM + 1 from the start (the first size,
+    16 MiB, is clamped); in 24 MiB it gets there by growing from 16 MiB."""
+    mib, ram = ram, ram * MIB
     name = "Image.gz" if gz else "Image"
 
     def image(size, text_offset=0, image_size=None):
         img = make_image(code(B_SELF) + bytes(size - 64 - 8) + b"LAST", text_offset=text_offset, image_size=image_size)
         return write(tmp_path, name, gzip.compress(img, 1) if gz else img)
 
-    with vmmpy.Machine(image(ram), ram="4M") as m:
+    with vmmpy.Machine(image(ram), ram=f"{mib}M") as m:
         assert m.read_memory(RAM_BASE + ram - 4, 4) == b"LAST"
         assert m.read_memory(RAM_BASE + 64, 4) == code(B_SELF)[:4]
-    needs = rf"{name}: kernel needs {{}} MiB at offset 0x{{:x}} but guest RAM is 4 MiB$"
-    with pytest.raises(vmmpy.DoesNotFit, match=needs.format(5, 0)):
-        vmmpy.Machine(image(ram, image_size=ram + 1), ram="4M")
-    with pytest.raises(vmmpy.DoesNotFit, match=needs.format(4, 0x1000)):
-        vmmpy.Machine(image(ram, 0x1000), ram="4M")
+    needs = rf"{name}: kernel needs {{}} MiB at offset 0x{{:x}} but guest RAM is {mib} MiB$"
+    with pytest.raises(vmmpy.DoesNotFit, match=needs.format(mib + 1, 0)):
+        vmmpy.Machine(image(ram, image_size=ram + 1), ram=f"{mib}M")
+    with pytest.raises(vmmpy.DoesNotFit, match=needs.format(mib, 0x1000)):
+        vmmpy.Machine(image(ram, 0x1000), ram=f"{mib}M")
     if gz:
-        with pytest.raises(vmmpy.DoesNotFit, match=needs.format(5, 0)):
-            vmmpy.Machine(image(ram + 1), ram="4M")  # RAM + 1 bytes: the whole buffer, the stream's end
+        with pytest.raises(vmmpy.DoesNotFit, match=needs.format(mib + 1, 0)):
+            vmmpy.Machine(image(ram + 1), ram=f"{mib}M")  # RAM + 1 bytes: the whole buffer, the stream's end
         with pytest.raises(
-            vmmpy.DoesNotFit, match=r"Image\.gz: decompressed kernel is larger than guest RAM \(4 MiB\)$"
+            vmmpy.DoesNotFit, match=rf"Image\.gz: decompressed kernel is larger than guest RAM \({mib} MiB\)$"
         ):
-            vmmpy.Machine(image(ram + 2), ram="4M")
+            vmmpy.Machine(image(ram + 2), ram=f"{mib}M")
 
 
 def test_a_gzip_kernel_over_zlibs_32_bit_counts_is_given_to_zlib_in_pieces():
