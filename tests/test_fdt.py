@@ -65,6 +65,22 @@ def test_tree_shape(fdt_of):
         assert set(root) == {"compatible", "model", "#address-cells", "#size-cells", "interrupt-parent"}
 
 
+@pytest.mark.parametrize(
+    "kw",
+    [{}, {"cpus": 4, "its": True, "rng": True, "virtio_console": True}, {"transport": "pci", "rng": True}],
+    ids=["board", "mmio-devices", "pci"],
+)
+def test_the_blob_passes_libfdts_full_check(fdt_of, kw):
+    """The whole blob is well formed (fdt_check_full: every node begun is ended, properties inside nodes,
+    names and string offsets valid), not only the nodes a lookup reaches: a node left open swallows the nodes
+    after it and leaves the tree unbalanced, which a path lookup still walks past."""
+    fdt, m = fdt_of(**kw)
+    with m:
+        blob = bytearray(m.dtb())
+        assert libfdt.fdt_check_full(blob, len(blob)) == 0
+        assert "pl011@9000000" in children(fdt, "/")
+
+
 def test_chosen_memory_and_initrd(fdt_of, tmp_path):
     initrd = tmp_path / "initrd"
     initrd.write_bytes(b"x" * 1234)

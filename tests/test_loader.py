@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
+import struct
 from pathlib import Path
 
 import pytest
@@ -310,6 +311,18 @@ def test_elf_empty_segment_is_skipped(tmp_path):
         assert (bi.kernel_start, bi.kernel_end, bi.entry) == (RAM_BASE + 0x2000, RAM_BASE + 0x2100, RAM_BASE + 0x2000)
 
 
+def test_elf_bss_only_segment_at_the_end_of_the_file_loads(tmp_path):
+    # a PT_LOAD with no file bytes (p_filesz 0: all .bss) may have its p_offset at the file's very end, as
+    # linkers put it: nothing is read from the file, its memory is zeroed and it counts in the extent
+    text = code(B_SELF)
+    elf = make_elf([(RAM_BASE, text, 0x100), (RAM_BASE + 0x1000, b"", 0x1000)], RAM_BASE)
+    assert struct.unpack_from("<Q", elf, 64 + 56 + 8)[0] == len(elf)  # the second segment's p_offset
+    with vmmpy.Machine(write(tmp_path, "k.elf", elf)) as m:
+        bi = m.boot_info()
+        assert (bi.kernel_start, bi.kernel_end, bi.entry) == (RAM_BASE, RAM_BASE + 0x2000, RAM_BASE)
+        assert m.read_memory(RAM_BASE + 0x1000, 0x1000) == bytes(0x1000)
+
+
 def test_elf_load_is_logged(tmp_path, caplog):
     import logging
 
@@ -429,7 +442,7 @@ def test_kernel_opened_as_descriptor_0(tmp_path):
 def test_elf_program_header_shape_is_checked(tmp_path):
     import struct
 
-    for field, value in ((56, 0), (54, 32)):  # e_phnum 0; e_phentsize 32
+    for field, value in ((56, 0), (54, 32), (54, 64)):  # e_phnum 0; e_phentsize 32 or 64 (only 56 is ELF64's)
         elf = bytearray(make_elf([(RAM_BASE, code(B_SELF), 4)], RAM_BASE))
         struct.pack_into("<H", elf, field, value)
         with pytest.raises(vmmpy.FormatError, match="no usable program headers"):
@@ -476,12 +489,19 @@ def test_elf_entry_below_a_wrapping_segment_is_not_in_it(tmp_path):
 def test_image_format_forced_on_a_non_image(tmp_path):
     with pytest.raises(vmmpy.FormatError, match=r'k\.bin: not an arm64 Image \(no "ARM\\x64" magic at 0x38\)$'):
         vmmpy.Machine(write(tmp_path, "k.bin", b"\0" * 4096), kernel_format="image")
+    # a magic one above "ARM\x64" (and all ones) is no more an Image than one below it
+    for magic in (0x644D5242, 0xFFFFFFFF):
+        img = bytearray(make_image(code(B_SELF) * 16))
+        struct.pack_into("<I", img, 0x38, magic)
+        with pytest.raises(vmmpy.FormatError, match=r'k\.img: not an arm64 Image \(no "ARM\\x64" magic at 0x38\)$'):
+            vmmpy.Machine(write(tmp_path, "k.img", bytes(img)), kernel_format="image")
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc/self/status")
 def test_gzip_decompression_buffer_grows_and_running_out_of_memory_is_an_error(tmp_path):
     # in a child whose address space leaves room for 16 + 32 MiB of decompression buffer but not for 64:
-    # a small kernel loads (the buffer starts small, not at the size of RAM); a 60 MiB one fails cleanly
+    # a small kernel loads (the buffer starts small, not at the size of RAM); a 60 MiB one fails cleanly, freeing
+    # the buffer it had (glibc's in-use count, which only glibc has: elsewhere that line is "kept 0 MiB" always)
     import os
     import subprocess
     import sys
@@ -489,24 +509,40 @@ def test_gzip_decompression_buffer_grows_and_running_out_of_memory_is_an_error(t
     small = write(tmp_path, "small.gz", gzip.compress(make_image(b"\1" * MIB), 1))
     big = write(tmp_path, "big.gz", gzip.compress(make_image(b"\0" * (60 * MIB)), 1))
     prog = f"""
-import resource, vmmpy
+import ctypes, resource, vmmpy
 def vm_size():
     for line in open("/proc/self/status"):
         if line.startswith("VmSize:"):
             return int(line.split()[1]) * 1024
+class Mallinfo2(ctypes.Structure):  # glibc's heap statistics: in-use bytes, mmapped blocks included
+    _fields_ = [(n, ctypes.c_size_t) for n in
+                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+mallinfo2 = getattr(ctypes.CDLL("libc.so.6"), "mallinfo2", None)
+def in_use():
+    if mallinfo2 is None:
+        return 0
+    mallinfo2.restype = Mallinfo2
+    m = mallinfo2()
+    return m.uordblks + m.hblkhd
 a, b = vmmpy.Machine(ram="64M"), vmmpy.Machine(ram="64M")
 resource.setrlimit(resource.RLIMIT_AS, (vm_size() + 56 * 2**20, resource.getrlimit(resource.RLIMIT_AS)[1]))
 a.load_kernel({small!r})
 print("small loaded")
+before = in_use()
 try:
     b.load_kernel({big!r})
 except vmmpy.VmmError as e:
     print(type(e).__name__, e)
+print("kept", (in_use() - before) >> 20, "MiB")  # the 32 MiB buffer whose growth failed is freed too
 """
     env = dict(os.environ, VMMPY_TEST_AS_HEADROOM_GIB="0")
     r = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.splitlines() == ["small loaded", f"OutOfMemory {big}: out of memory decompressing"], r.stdout
+    assert r.stdout.splitlines() == [
+        "small loaded",
+        f"OutOfMemory {big}: out of memory decompressing",
+        "kept 0 MiB",
+    ], r.stdout
 
 
 def test_gzip_larger_than_a_ram_that_is_not_a_power_of_2(tmp_path):
@@ -571,6 +607,10 @@ def test_load_kernel_mem_checks_its_arguments():
         assert lib.vmm_load_kernel_mem(vm, ffi.NULL, 0, ffi.NULL, ffi.NULL) == lib.VMM_EFORMAT  # nothing: empty
         assert ffi.string(lib.vmm_last_error(vm)).decode() == "kernel: empty file"
         assert lib.vmm_set_cmdline(vm, b"console=ttyAMA0") == 0  # 0 on success, as every call
+        # one byte of gzip's two-byte magic is not gzip, whatever follows it in memory beyond the length given
+        gz = ffi.new("char[]", b"\x1f\x8b")
+        assert lib.vmm_load_kernel_mem(vm, gz, 1, b"k1", ffi.NULL) == lib.VMM_EFORMAT
+        assert ffi.string(lib.vmm_last_error(vm)).decode().startswith("k1: not an ELF, arm64 Image or gzip")
 
 
 def test_the_size_limit_is_guest_ram_unless_the_kernel_is_an_elf(tmp_path, guest):
@@ -799,3 +839,87 @@ def test_a_kernel_read_that_fails_names_the_reason(tmp_path, err, once, want):
     r = run_with_shim(tmp_path, FAIL_READ_C, script, **env)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == want.format(p=p)
+
+
+@pytest.mark.parametrize("gz, ram", [(False, 4), (True, 4), (True, 24)], ids=["plain", "gzip", "gzip-grown"])
+def test_an_image_of_exactly_guest_ram_loads_and_one_byte_more_does_not(tmp_path, gz, ram):
+    """The Image's limit is guest RAM from text_offset (booting.rst's image_size): an Image (plain or decompressed
+    from gzip) whose image_size is exactly RAM's size at text_offset 0 loads, its last byte at RAM's last; an
+    image_size one byte more is refused, as is the exact size at a text_offset of 4 KiB. gunzip's buffer is
+    RAM + 1 bytes: an output that fills it exactly ends the stream and reaches the image_size check; one byte
+    more is refused by gunzip itself. In 4 MiB of RAM that buffer is RAM + 1 from the start (the first size,
+    16 MiB, is clamped); in 24 MiB it gets there by growing from 16 MiB."""
+    mib, ram = ram, ram * MIB
+    name = "Image.gz" if gz else "Image"
+
+    def image(size, text_offset=0, image_size=None):
+        img = make_image(code(B_SELF) + bytes(size - 64 - 8) + b"LAST", text_offset=text_offset, image_size=image_size)
+        return write(tmp_path, name, gzip.compress(img, 1) if gz else img)
+
+    with vmmpy.Machine(image(ram), ram=f"{mib}M") as m:
+        assert m.read_memory(RAM_BASE + ram - 4, 4) == b"LAST"
+        assert m.read_memory(RAM_BASE + 64, 4) == code(B_SELF)[:4]
+    needs = rf"{name}: kernel needs {{}} MiB at offset 0x{{:x}} but guest RAM is {mib} MiB$"
+    with pytest.raises(vmmpy.DoesNotFit, match=needs.format(mib + 1, 0)):
+        vmmpy.Machine(image(ram, image_size=ram + 1), ram=f"{mib}M")
+    with pytest.raises(vmmpy.DoesNotFit, match=needs.format(mib, 0x1000)):
+        vmmpy.Machine(image(ram, 0x1000), ram=f"{mib}M")
+    if gz:
+        with pytest.raises(vmmpy.DoesNotFit, match=needs.format(mib + 1, 0)):
+            vmmpy.Machine(image(ram + 1), ram=f"{mib}M")  # RAM + 1 bytes: the whole buffer, the stream's end
+        with pytest.raises(
+            vmmpy.DoesNotFit, match=rf"Image\.gz: decompressed kernel is larger than guest RAM \({mib} MiB\)$"
+        ):
+            vmmpy.Machine(image(ram + 2), ram=f"{mib}M")
+
+
+def test_a_gzip_kernel_over_zlibs_32_bit_counts_is_given_to_zlib_in_pieces():
+    """zlib counts its output room in 32 bits (avail_out); gunzip offers at most UINT32_MAX at a time. A gzip
+    kernel of 1 GiB + 1 bytes in memory (a small stream, then zeros inflate never reads) in 4 GiB + 2 MiB of RAM:
+    the first output buffer (4 times the input, at most RAM + 1) is 4 GiB + 4 bytes, which cut to 32 bits would
+    be 4 bytes, and the 4 GiB after them 0: the loop would spin. vmm_load_kernel_mem on an anonymous mapping: only
+    its first page is touched, and of the decompression buffer only the output (the address space it reserves,
+    ~10 GiB with the VM's, stays under the suite's 12 GiB cap)."""
+    import mmap
+    import threading
+
+    from vmmpy._ffi import ffi, lib
+
+    size = (1 << 30) + 1
+    img = make_image(code(B_SELF) + b"END!")
+    gz = gzip.compress(img)
+    buf = mmap.mmap(-1, size)
+    buf[: len(gz)] = gz
+    cfg = ffi.new("struct vmm_config *", {"size": ffi.sizeof("struct vmm_config"), "ram_size": (4 << 30) + 2 * MIB})
+    out = ffi.new("vmm_vm **")
+    err = ffi.new("char[256]")
+    assert lib.vmm_create(cfg, out, err, 256) == 0, ffi.string(err)
+    vm, data, rc = out[0], ffi.from_buffer(buf), []
+    t = threading.Thread(target=lambda: rc.append(lib.vmm_load_kernel_mem(vm, data, size, b"big.gz", ffi.NULL)))
+    t.daemon = True
+    t.start()
+    t.join(30)
+    assert not t.is_alive(), "the decompression loop spins"  # (the VM is left to the stuck thread)
+    try:
+        assert rc == [0], ffi.string(lib.vmm_last_error(vm)).decode()
+        got = ffi.new("uint8_t[8]")
+        assert lib.vmm_mem_read(vm, RAM_BASE + len(img) - 8, got, 8) == 0
+        assert bytes(got) == img[-8:]
+    finally:
+        lib.vmm_destroy(vm)
+
+
+@pytest.mark.parametrize("elf", [True, False], ids=["elf", "not-elf"])
+def test_no_kernel_file_over_4_gib_is_read(tmp_path, elf):
+    """The loader reads at most 4 GiB: an ELF kernel may be larger than guest RAM (debug sections) up to that
+    limit, and a kernel of another format in more than 4 GiB of RAM is held to it too. A sparse file of
+    4 GiB + 1 bytes (no disk) is refused from its size, naming the limit, before a byte is read."""
+    k = tmp_path / "k"
+    with open(k, "wb") as f:
+        f.write(b"\x7fELF" if elf else b"\0" * 4)
+        f.truncate((4 << 30) + 1)
+    ram = "256M" if elf else f"{4096 + 2}M"
+    with pytest.raises(
+        vmmpy.DoesNotFit, match=rf"k: kernel \({(4 << 30) + 1} bytes\) is larger than the loader's limit \(4096 MiB\)$"
+    ):
+        vmmpy.Machine(str(k), ram=ram)

@@ -494,6 +494,28 @@ def test_device_reset_drops_fids(tree):
         assert c.err(TCLUNK, struct.pack("<I", 0)) == errno.EBADF
 
 
+def test_device_reset_forgets_the_negotiated_msize(tree):
+    """A reset ends the session: the msize a Tversion negotiated is forgotten with the fids, so until the next
+    Tversion the server takes (and answers) messages up to its own maximum again, not the old session's limit."""
+    share, _ = tree
+    with vmmpy.Machine(share=share) as m:
+        c = P9(m)
+        assert c.version(4096) == (4096, "9P2000.L")
+        c.attach(0)
+        c.walk(0, 1)
+        c.lcreate(1, "big.bin")
+        assert lerror(c.raw([msg(TWRITE, struct.pack("<IQI", 1, 0, 5000) + bytes(5000), 9)])) == (9, errno.EMSGSIZE)
+        c.dev.reset()
+        c = P9(m)
+        c.attach(0)
+        c.walk(0, 1, "big.bin")
+        c.lopen(1, O_RDWR)
+        data = bytes(range(256)) * 24  # 6144 bytes: more than the old session's 4096
+        assert c.write(1, data) == len(data)
+        assert c.read(1, 0, 8000) == data  # a reply larger than 4096 too
+        assert (share / "big.bin").read_bytes() == data
+
+
 def test_fid_table_limit(p9):
     import resource
 
@@ -861,6 +883,24 @@ def test_clunking_an_open_file_closes_its_host_descriptor(p9):
     assert _open_fds() == before
 
 
+def test_clunking_a_read_directory_frees_its_directory_stream(p9):
+    """A directory fid that was read holds a host directory stream (fdopendir: glibc's is a 32 KiB buffer
+    around the descriptor); its clunk closes the stream, not only the descriptor. Measured as the heap a
+    walk-open-readdir-clunk round keeps (a lost stream keeps ~32 KiB a round)."""
+    from .conftest import heap_growth
+
+    def round_trip():
+        p9.walk(0, 1, "sub")
+        p9.lopen(1)
+        assert sorted(p9.listdir(1)) == [".", "..", "inner.txt"]
+        p9.clunk(1)
+
+    growth = heap_growth(round_trip)
+    if growth is None:
+        pytest.skip("needs glibc's mallinfo2 (and no sanitizer)")
+    assert growth < 4096, f"{growth:.0f} bytes kept a directory read and clunked"
+
+
 def test_the_descriptor_budget_is_half_of_what_the_reserve_leaves(tree, guest):
     # RLIMIT_NOFILE 1024: 9p may use (1024 - 256) / 2 = 384 fds; the root fid costs 2, an open fid 3
     share, _ = tree
@@ -990,3 +1030,34 @@ mark("closed")
         "closed": [],
     }
     assert (share / "c.txt").read_bytes() == b"data"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+def test_a_share_refused_for_want_of_memory_leaves_no_descriptor_open(tree):
+    """When the 9p server's tables cannot be allocated (the fid table is ~1 MiB: an mmap of its own), the share is
+    refused as out of memory and the directory descriptor it had opened is closed. In a child whose address space
+    leaves no room for the tables."""
+    import subprocess
+    import sys
+
+    share, _ = tree
+    prog = f"""
+import os, resource, vmmpy
+def vm_size():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmSize:"):
+            return int(line.split()[1]) * 1024
+m = vmmpy.Machine()
+before = len(os.listdir("/proc/self/fd"))
+resource.setrlimit(resource.RLIMIT_AS, (vm_size() + 64 * 1024, resource.getrlimit(resource.RLIMIT_AS)[1]))
+try:
+    m.add_share({str(share)!r}, "s")
+except vmmpy.VmmError as e:
+    print(type(e).__name__, e)
+resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+print("descriptors", len(os.listdir("/proc/self/fd")) - before)
+"""
+    env = dict(os.environ, VMMPY_TEST_AS_HEADROOM_GIB="0")
+    r = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [f"OutOfMemory out of memory for share {share}", "descriptors 0"], r.stdout
