@@ -198,3 +198,14 @@ def test_a_snapshot_with_a_vector_past_the_msix_table_is_refused(rng, tmp_path, 
     (tmp_path / "bad.snap").write_bytes(data)
     with pytest.raises(vmmpy.errors.VmmError, match=r"virtio-rng.*: " + match):
         vmmpy.Machine.restore(tmp_path / "bad.snap").close()
+
+
+def test_byte_writes_reach_the_byte_they_name(rng):
+    """A 1-byte config write at an odd offset changes that byte: Interrupt Disable is bit 2 of Command's
+    high byte (0x05); Memory Space, in the low byte, stays as it was."""
+    m, dev = rng
+    assert cfg_read(m, 1, COMMAND, 2) & CMD_MEM
+    cfg_write(m, 1, COMMAND + 1, CMD_INTX_DISABLE >> 8, 1)
+    assert cfg_read(m, 1, COMMAND, 2) & (CMD_MEM | CMD_INTX_DISABLE) == CMD_MEM | CMD_INTX_DISABLE
+    cfg_write(m, 1, COMMAND + 1, 0, 1)
+    assert cfg_read(m, 1, COMMAND, 2) & (CMD_MEM | CMD_INTX_DISABLE) == CMD_MEM
