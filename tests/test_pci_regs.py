@@ -3,6 +3,7 @@ reach, through the public API (ECAM and the GIC's registers over vmm_mmio_read/w
 
 from __future__ import annotations
 
+import logging
 import struct
 
 import pytest
@@ -209,3 +210,19 @@ def test_byte_writes_reach_the_byte_they_name(rng):
     assert cfg_read(m, 1, COMMAND, 2) & (CMD_MEM | CMD_INTX_DISABLE) == CMD_MEM | CMD_INTX_DISABLE
     cfg_write(m, 1, COMMAND + 1, 0, 1)
     assert cfg_read(m, 1, COMMAND, 2) & (CMD_MEM | CMD_INTX_DISABLE) == CMD_MEM
+
+
+def test_the_bar_past_the_pba_is_not_msix(rng, caplog):
+    """MSI-X owns its table and its one-QWORD PBA only: the BAR past the PBA's end (up to the next region) is
+    the transport's, where nothing is: each access there is a guest error naming the BAR offset, reads 0."""
+    caplog.set_level(logging.WARNING, logger="vmmpy")
+    m, dev = rng
+    end = dev.msix_pba() + 8
+    errors = guest_errors(m)
+    for at in (end, end + 8, end + 0x800):
+        assert m.mmio_read(at) == 0 and m.mmio_read(at, 8) == 0
+        m.mmio_write(at, 0xFFFF_FFFF)
+        off = at - dev.bar_addr[0]
+        assert f"4-byte read at BAR offset 0x{off:04x}" in caplog.text, hex(off)
+        assert f"4-byte write at BAR offset 0x{off:04x}" in caplog.text, hex(off)
+    assert guest_errors(m) == errors + 9
