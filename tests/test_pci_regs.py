@@ -192,6 +192,7 @@ def test_a_snapshot_with_a_vector_past_the_msix_table_is_refused(rng, tmp_path, 
     regs = struct.pack("<IIHHH", 0x1357_2468, 0x2468_ACE0, 0, 1, 0)
     ((off, plen),) = [(o, n) for _, o, n in sections(good) if regs in good[o : o + n]]
     at = good.index(regs, off)
+    assert off + plen - at == len(regs)  # the section ends with them: one vector for each of the rng's 1 queue
     vmmpy.Machine.restore(tmp_path / "s.snap").close()  # as saved: fine
     data = bytearray(good)
     struct.pack_into("<HH", data, at + 10, config, queue)
