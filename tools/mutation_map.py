@@ -89,10 +89,10 @@ TARGETS: dict[str, list[str]] = {
     ],
     "csrc/dev/virtio_mmio.c": ["tests/test_virtio_mmio.py", *VIRTIO_SNAP],
     # PCI: the host bridge, config space, MSI-X and the virtio-pci transport (~5 s)
-    "csrc/dev/pci_host.c": ["tests/test_pci.py"],
-    "csrc/dev/pci_cfg.c": ["tests/test_pci.py"],
-    "csrc/dev/pci_msix.c": ["tests/test_pci.py"],
-    "csrc/dev/virtio_pci.c": ["tests/test_pci.py"],
+    "csrc/dev/pci_host.c": ["tests/test_pci.py", "tests/test_pci_regs.py"],
+    "csrc/dev/pci_cfg.c": ["tests/test_pci.py", "tests/test_pci_regs.py"],
+    "csrc/dev/pci_msix.c": ["tests/test_pci.py", "tests/test_pci_regs.py"],
+    "csrc/dev/virtio_pci.c": ["tests/test_pci.py", "tests/test_pci_regs.py"],
     # networking: the NIC, the switch and the capture files (tier 1: two VMs driven over virtio-mmio, slirp, tap)
     "csrc/dev/virtio_net.c": ["tests/test_virtio_net.py", "tests/test_net_host.py"],
     "csrc/net/net_switch.c": ["tests/test_virtio_net.py", "tests/test_net_host.py"],

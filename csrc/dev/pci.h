@@ -147,6 +147,8 @@ void vmm__pci_host_remove(struct vmm_vm *vm, struct vmm_pci_func *f);
 void vmm__pci_lock(struct vmm_pci_host *h);
 void vmm__pci_unlock(struct vmm_pci_host *h);
 struct vmm_vm *vmm__pci_vm(struct vmm_pci_host *h);
+/* The level of a shared INTx SPI: whether any function swizzled onto it drives it (host lock held). */
+bool vmm__pci_intx_wired_or(const struct vmm_pci_host *h, unsigned intid);
 /* The MSI requester ID of f (bus 0: devfn), as msi-map maps it onto the ITS's device IDs. */
 uint32_t vmm__pci_requester_id(const struct vmm_pci_func *f);
 

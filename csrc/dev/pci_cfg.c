@@ -99,7 +99,8 @@ int vmm__pci_func_add_msix(struct vmm_pci_func *f, unsigned nvec, unsigned bar, 
     return 0;
 }
 
-/* What the host drives on INTA#'s SPI: the function's level unless disabled or replaced by MSI-X. */
+/* What the function drives on INTA#: its level unless disabled or replaced by MSI-X; the SPI is the
+ * wired-OR of every function sharing it. */
 void vmm__pci_intx_update(struct vmm_pci_func *f)
 {
     bool on =
@@ -107,7 +108,7 @@ void vmm__pci_intx_update(struct vmm_pci_func *f)
 
     if (f->intx_intid && on != f->intx_driven) {
         f->intx_driven = on;
-        vmm__irq_set(vmm__pci_vm(f->host), 0, f->intx_intid, on);
+        vmm__irq_set(vmm__pci_vm(f->host), 0, f->intx_intid, vmm__pci_intx_wired_or(f->host, f->intx_intid));
     }
 }
 

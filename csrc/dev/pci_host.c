@@ -50,6 +50,16 @@ struct vmm_vm *vmm__pci_vm(struct vmm_pci_host *h)
     return h->vm;
 }
 
+/* INTx# lines are open drain and shared (PCI Local Bus 3.0 §2.2.6): slots s and s + 4 are swizzled onto
+ * one SPI, which is high while any of them asserts; one letting go must not lower the other's. */
+bool vmm__pci_intx_wired_or(const struct vmm_pci_host *h, unsigned intid)
+{
+    for (unsigned i = 0; i < h->nslots; i++)
+        if (h->slot[i]->intx_intid == intid && h->slot[i]->intx_driven)
+            return true;
+    return false;
+}
+
 uint32_t vmm__pci_requester_id(const struct vmm_pci_func *f)
 {
     return f->devfn; /* bus 0 */
