@@ -1145,6 +1145,23 @@ def test_active_priority_registers_are_per_group(m):
     assert m.sysreg_read("ICC_RPR_EL1") == 0x80
 
 
+def test_a_tie_between_the_groups_active_priorities_is_group_0s(m):
+    """Group 0 and group 1 active at the same priority (0x40): preemption cannot make that state (an interrupt
+    must have a higher group priority than the running one), only ICC_AP0R0/AP1R0_EL1 writes can, and IHI0069
+    leaves it UNPREDICTABLE. We resolve it as QEMU does: the highest active group is group 0. So an EOIR1 names
+    the wrong group (ignored, a guest error, both bits kept), an EOIR0 drops group 0's bit, then EOIR1 group 1's."""
+    m.sysreg_write("ICC_AP0R0_EL1", 1 << (0x40 >> 3))
+    m.sysreg_write("ICC_AP1R0_EL1", 1 << (0x40 >> 3))
+    m.sysreg_write("ICC_EOIR1_EL1", 40)
+    assert guest_errors(m) == 1
+    assert (m.sysreg_read("ICC_AP0R0_EL1"), m.sysreg_read("ICC_AP1R0_EL1")) == (1 << 8, 1 << 8)
+    m.sysreg_write("ICC_EOIR0_EL1", 41)
+    assert (m.sysreg_read("ICC_AP0R0_EL1"), m.sysreg_read("ICC_AP1R0_EL1")) == (0, 1 << 8)
+    assert m.sysreg_read("ICC_RPR_EL1") == 0x40
+    m.sysreg_write("ICC_EOIR1_EL1", 40)
+    assert (m.sysreg_read("ICC_AP1R0_EL1"), m.sysreg_read("ICC_RPR_EL1"), guest_errors(m)) == (0, IDLE, 1)
+
+
 def test_an_eoi_of_an_unimplemented_intid_drops_nothing(m):
     """INTID 1019 (the last below the special 1020-1023, beyond our 128): an EOIR1 of it is out of range, a
     guest error, and leaves the active interrupt's priority in place."""
