@@ -1133,6 +1133,28 @@ def test_an_eoi_of_the_wrong_group_leaves_the_active_priorities(m):
     assert m.sysreg_read("ICC_RPR_EL1") == IDLE
 
 
+def test_an_eoir0_while_group_1_is_highest_active_is_ignored(m):
+    """The mirror of the test above: group 0 SPI 41 (0x80) is active when group 1 SPI 40 (0x40) preempts it. An
+    EOIR0 now names the wrong group: ignored, a guest error, 41 stays active with its priority bit. EOIR1 then
+    drops to 41's priority, and EOIR0 to idle, deactivating 41."""
+    configure(m, 41, prio=0x80, group=0)
+    configure(m, 40, prio=0x40)
+    unmask(m, group=0)
+    unmask(m)
+    m.irq_set(41, 1)
+    assert m.sysreg_read("ICC_IAR0_EL1") == 41
+    m.irq_set(40, 1)
+    assert m.sysreg_read("ICC_IAR1_EL1") == 40
+    m.sysreg_write("ICC_EOIR0_EL1", 41)
+    assert guest_errors(m) == 1
+    assert (m.sysreg_read("ICC_AP0R0_EL1"), m.sysreg_read("ICC_RPR_EL1")) == (1 << (0x80 >> 3), 0x40)
+    assert is_set(m, ISACTIVER, 41)
+    m.sysreg_write("ICC_EOIR1_EL1", 40)
+    assert m.sysreg_read("ICC_RPR_EL1") == 0x80
+    m.sysreg_write("ICC_EOIR0_EL1", 41)
+    assert (m.sysreg_read("ICC_RPR_EL1"), is_set(m, ISACTIVER, 41), guest_errors(m)) == (IDLE, False, 1)
+
+
 def test_active_priority_registers_are_per_group(m):
     """ICC_AP0R0_EL1 and ICC_AP1R0_EL1 are separate: a bit written to one reads back there only (group 0 active
     at 0x40, group 1 at 0x80: the running priority is 0x40), and clearing one leaves the other."""
