@@ -856,6 +856,70 @@ def test_an_msi_waits_while_another_thread_is_inside_the_gic(m):
     assert take(m) == LPI
 
 
+GICD_ISENABLER1 = GICD + 0x104
+GICR_SGI_ISENABLER0 = rd(0, 0x1_0100)
+GICR_RD_WAKER = rd(0, 0x0014)
+
+# every way into the GIC's lock, one entry point each: (name, the access)
+GIC_ENTRIES = [
+    ("gicd_read", lambda m: m.mmio_read(GICD_ISENABLER1)),
+    ("gicd_write", lambda m: m.mmio_write(GICD_ISENABLER1, 1 << 8)),  # enables SPI 40
+    ("gicr_sgi_read", lambda m: m.mmio_read(GICR_SGI_ISENABLER0)),
+    ("gicr_sgi_write", lambda m: m.mmio_write(GICR_SGI_ISENABLER0, 1 << 5)),  # enables SGI 5
+    ("gicr_rd_read", lambda m: m.mmio_read(GICR_RD_WAKER)),
+    ("gicr_rd_write", lambda m: m.mmio_write(GICR_RD_WAKER, 0)),
+    ("icc_read", lambda m: m.sysreg_read("ICC_RPR_EL1")),
+    ("icc_write", lambda m: m.sysreg_write("ICC_AP1R0_EL1", 0)),
+    ("irq_set", lambda m: m.irq_set(40, 1)),
+    ("irq_line", lambda m: m.irq_line(0)),
+    ("gits_read", lambda m: m.mmio_read(GITS + GITS_TYPER, size=8)),
+    ("gits_write", lambda m: m.mmio_write(GITS + GITS_BASER + 16, 0, size=8)),  # BASER2: RAZ/WI
+]
+
+
+def test_every_gic_entry_point_waits_while_another_thread_is_inside_the_gic(m):
+    """Each entry point (distributor, both redistributor frames, the CPU interface's locked registers, an input
+    line, the IRQ line, the ITS registers) takes the GIC's lock: while a thread is inside the GIC (an ITS command
+    error being logged, the log handler blocked), an access from each of a dozen other threads waits, and all
+    complete once the first thread leaves. (One entry point without the lock would also release the lock it did
+    not take, letting others in: the message lists every access that did not wait.)"""
+    import logging
+    import threading
+
+    its = Its(m)
+    inside, leave = threading.Event(), threading.Event()
+
+    class Block(logging.Handler):
+        def emit(self, record):
+            if "unknown command" in record.getMessage():
+                inside.set()
+                leave.wait(10)
+
+    logger = logging.getLogger("vmmpy")
+    handler, level = Block(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    others = [threading.Thread(target=access, args=(m,), name=name) for name, access in GIC_ENTRIES]
+    try:
+        writer = threading.Thread(target=its.send, args=(cmd(0x02),))  # an unknown command: logged under the lock
+        writer.start()
+        assert inside.wait(10)
+        for t in others:
+            t.start()
+        others[-1].join(0.3)
+        went_in = [t.name for t in others if not t.is_alive()]
+    finally:
+        leave.set()
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    writer.join(10)
+    for t in others:
+        t.join(10)
+    assert not went_in, f"went into the GIC while another thread was inside it: {went_in}"
+    assert m.mmio_read(GICD_ISENABLER1) & 1 << 8 and m.mmio_read(GICR_SGI_ISENABLER0) & 1 << 5
+    assert m.mmio_read(GICD + 0x204) & 1 << 8  # GICD_ISPENDR1: SPI 40's input is high
+
+
 # ---- snapshots ------------------------------------------------------------------------------------------------
 
 
