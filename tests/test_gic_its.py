@@ -485,6 +485,17 @@ def test_movi_moves_a_pending_lpi_to_the_new_collection(m2):
     assert take(m2, 1) == LPI + 3
 
 
+def test_movi_moves_a_pending_lpi_of_any_pending_word(m2):
+    """MOVI looks at the moved LPI's own pending bit: LPI 8192 + 40 (the second 32-bit word, bit 8) pending while
+    8192 + 8 (the first word's bit 8) is not moves to CPU 1."""
+    its = Its(m2, cpus=2)
+    its.map_event(1, 0, LPI + 40, icid=0, cpu=0)
+    its.send(mapc(1, 1))
+    m2.msi(0, device=1)
+    its.send(cmd(MOVI, 1, 0, 1))
+    assert (take(m2, 0), take(m2, 1), take(m2, 1)) == (1023, LPI + 40, 1023)
+
+
 def test_movall_moves_every_pending_lpi(m2):
     its = Its(m2, cpus=2)
     for e in range(3):  # adjacent LPIs: one word of pending bits
@@ -680,6 +691,25 @@ def test_a_64k_page_device_table(m):
     assert take(m) == LPI
     its.send(mapd(8192, ITT))
     assert its.stalled()
+
+
+def test_a_device_id_beyond_16_bits_is_refused_even_inside_the_device_table(m, caplog):
+    """GITS_TYPER.Devbits says 16: a flat device table of 129 pages holds 66048 entries, yet DeviceID 65536 is
+    out of range for MAPD (the queue stalls) and for an MSI (dropped), while 65535 works."""
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="vmmpy")
+    its = Its(m, dev_pages=129)
+    its.config(LPI)
+    its.send(mapd(65535, ITT), mapc(0, 0), mapti(65535, 0, LPI), ev(INV, 65535, 0), cmd(SYNC))
+    assert not its.stalled()
+    m.msi(0, device=65535)
+    assert take(m) == LPI
+    m.msi(0, device=65536)
+    assert "MSI from DeviceID 65536, EventID 0 dropped: DeviceID out of range" in caplog.text
+    its.send(mapd(65536, ITT))
+    assert its.stalled()
+    assert "command 0x08 at queue offset 0x000a0 (DeviceID 65536, EventID 7): DeviceID out of range" in caplog.text
 
 
 # ---- command errors stall the queue ---------------------------------------------------------------------------
@@ -986,6 +1016,19 @@ def test_inv_on_eight_cpus(guest):
         assert guest_errors(mach) == 0
 
 
+def test_an_sgi_broadcast_on_eight_cpus_reaches_the_seven_others_only(guest):
+    """ICC_SGI0R_EL1 with IRM from CPU 0 of 8 (SGIs reset to group 0): SGI 3 becomes pending on CPUs 1-7 and
+    nowhere else: not on the sender, and nothing past the last CPU (the ITS registers, which follow the CPUs in
+    the model, keep their values)."""
+    with vmmpy.Machine(cpus=8, its=True) as mach:
+        before = [mach.mmio_read(GITS + off, size=8) for off in (GITS_CBASER, GITS_CWRITER, GITS_CREADR)]
+        mach.sysreg_write("ICC_SGI0R_EL1", 1 << 40 | 3 << 24, 0)
+        pending = [bool(mach.mmio_read(rd(c, 0x1_0200)) & 1 << 3) for c in range(8)]  # GICR_ISPENDR0
+        assert pending == [False] + [True] * 7
+        assert [mach.mmio_read(GITS + off, size=8) for off in (GITS_CBASER, GITS_CWRITER, GITS_CREADR)] == before
+        assert guest_errors(mach) == 0
+
+
 def _its_snapshot(guest, tmp_path):
     path = tmp_path / "its.snap"
     with vmmpy.Machine(guest("hello"), its=True) as mach:
@@ -1105,6 +1148,20 @@ def test_the_pending_table_is_read_in_every_byte_of_a_word(m):
     for i, intid in enumerate(lpis):
         its.config(intid, prio=0x10 + 0x10 * i)
     m.write_memory(PEND + 1024, bytes([0x81, 0x81, 0x81, 0x81]))
+    its.enable_lpis(0)
+    assert [take(m) for _ in range(len(lpis) + 1)] == [*lpis, 1023]
+
+
+def test_the_pending_table_is_read_byte_for_byte_to_the_last_lpi(m):
+    """Each byte of a pending-table word is its own eight LPIs (bytes 0x01, 0x80, 0x02, 0x40: LPIs 8192 + 0, 15,
+    17 and 30, no byte read in another's place), and the table is read to its end: with 16 ID bits the last
+    LPI, 65535, is bit 7 of byte 7167 after the first 1 KiB."""
+    its = Its(m, cpus=0)
+    lpis = [LPI + 0, LPI + 15, LPI + 17, LPI + 30, 65535]
+    for i, intid in enumerate(lpis):
+        its.config(intid, prio=0x10 + 0x10 * i)
+    m.write_memory(PEND + 1024, bytes([0x01, 0x80, 0x02, 0x40]))
+    m.write_memory(PEND + 1024 + (65535 - LPI) // 8, bytes([0x80]))
     its.enable_lpis(0)
     assert [take(m) for _ in range(len(lpis) + 1)] == [*lpis, 1023]
 
