@@ -1184,6 +1184,14 @@ def test_a_tie_between_the_groups_active_priorities_is_group_0s(m):
     assert (m.sysreg_read("ICC_AP1R0_EL1"), m.sysreg_read("ICC_RPR_EL1"), guest_errors(m)) == (0, IDLE, 1)
 
 
+def test_the_offset_after_gicd_spendsgir_is_reserved(m):
+    """GICD_CPENDSGIR/SPENDSGIR end at 0xF2F (RAZ/WI with ARE = 1, no error); 0xF30 is reserved: a guest error."""
+    m.mmio_read(GICD + GICD_SPENDSGIR + 0xC)
+    assert guest_errors(m) == 0
+    assert m.mmio_read(GICD + GICD_SPENDSGIR + 0x10) == 0
+    assert guest_errors(m) == 1
+
+
 def test_an_eoi_of_an_unimplemented_intid_drops_nothing(m):
     """INTID 1019 (the last below the special 1020-1023, beyond our 128): an EOIR1 of it is out of range, a
     guest error, and leaves the active interrupt's priority in place."""

@@ -1166,6 +1166,34 @@ def test_the_pending_table_is_read_byte_for_byte_to_the_last_lpi(m):
     assert [take(m) for _ in range(len(lpis) + 1)] == [*lpis, 1023]
 
 
+def test_disabling_lpis_writes_the_pending_table_back_and_not_a_byte_past_it(m):
+    """With 16 ID bits the pending table is 8 KiB (its first 1 KiB for INTIDs below 8192): EnableLPIs 1 -> 0
+    writes LPI 65504 (bit 0 of the last word) back into byte 8188, and the guest's byte after the table keeps
+    its value."""
+    its = Its(m, cpus=0)
+    its.config(65504)
+    m.write_memory(PEND + 8188, bytes([0x01]))
+    m.write_memory(PEND + 8192, bytes([0xAA]))
+    its.enable_lpis(0)
+    m.write_memory(PEND + 8188, bytes(4))
+    m.mmio_write(rd(0, GICR_CTLR), 0)
+    assert m.read_memory(PEND + 8188, 5) == bytes([0x01, 0, 0, 0, 0xAA])
+
+
+def test_an_msi_from_a_device_whose_entry_is_not_valid_is_dropped_as_unmapped(m, caplog):
+    """A device table entry without Valid (MAPD with V = 0 after a mapping) means no device: the MSI is dropped
+    with that reason (not translated through the stale ITT address)."""
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="vmmpy")
+    its = Its(m)
+    its.map_event(1, 0, LPI)
+    its.send(mapd(1, ITT, valid=False))
+    m.msi(0, device=1)
+    assert "MSI from DeviceID 1, EventID 0 dropped: device not mapped" in caplog.text
+    assert take(m) == 1023
+
+
 def test_a_64k_page_table_takes_pa_bits_51_48_from_baser_bits_15_12(m):
     """With 64 KiB pages GITS_BASER bits [15:12] are PA [51:48]: a device table whose bit 12 is set lies 2^48
     above DEVT, outside RAM, so a MAPD there is an error that stalls the queue."""
