@@ -327,6 +327,8 @@ def test_icfgr0_sgis_are_always_edge_triggered(m):
     assert m.mmio_read(sgi(0, ICFGR)) == 0xAAAA_AAAA
     m.mmio_write(sgi(0, ICFGR), 0)
     assert m.mmio_read(sgi(0, ICFGR)) == 0xAAAA_AAAA
+    m.mmio_write(sgi(0, ICFGR + 4), 0)  # the PPIs' ICFGR1: leaves the SGIs alone
+    assert m.mmio_read(sgi(0, ICFGR)) == 0xAAAA_AAAA
 
 
 def test_icfgr1_ppis_are_configurable(m):
@@ -710,9 +712,9 @@ def test_dir_is_ignored_with_eoimode0(m):
 
 def test_eoi_without_an_active_interrupt_is_a_guest_error(m, caplog):
     caplog.set_level(logging.WARNING, logger="vmmpy")
-    m.sysreg_write("ICC_EOIR1_EL1", 40)
+    m.sysreg_write("ICC_EOIR1_EL1", 41)
     assert guest_errors(m) == 1
-    assert "vCPU 0: EOI of INTID 40 with no active interrupt: ignored" in caplog.text
+    assert "vCPU 0: EOI of INTID 41 with no active interrupt: ignored" in caplog.text
     for special in (1020, 1021, 1022, SPURIOUS):  # special INTIDs are ignored silently
         m.sysreg_write("ICC_EOIR1_EL1", special)
     assert guest_errors(m) == 1
@@ -1133,7 +1135,7 @@ def test_an_eoi_of_the_wrong_group_leaves_the_active_priorities(m):
     assert m.sysreg_read("ICC_RPR_EL1") == IDLE
 
 
-def test_an_eoir0_while_group_1_is_highest_active_is_ignored(m):
+def test_an_eoir0_while_group_1_is_highest_active_is_ignored(m, caplog):
     """The mirror of the test above: group 0 SPI 41 (0x80) is active when group 1 SPI 40 (0x40) preempts it. An
     EOIR0 now names the wrong group: ignored, a guest error, 41 stays active with its priority bit. EOIR1 then
     drops to 41's priority, and EOIR0 to idle, deactivating 41."""
@@ -1145,8 +1147,10 @@ def test_an_eoir0_while_group_1_is_highest_active_is_ignored(m):
     assert m.sysreg_read("ICC_IAR0_EL1") == 41
     m.irq_set(40, 1)
     assert m.sysreg_read("ICC_IAR1_EL1") == 40
+    caplog.set_level(logging.WARNING, logger="vmmpy")
     m.sysreg_write("ICC_EOIR0_EL1", 41)
     assert guest_errors(m) == 1
+    assert "vCPU 0: EOI of INTID 41 through the other group's EOIR: ignored" in caplog.text
     assert (m.sysreg_read("ICC_AP0R0_EL1"), m.sysreg_read("ICC_RPR_EL1")) == (1 << (0x80 >> 3), 0x40)
     assert is_set(m, ISACTIVER, 41)
     m.sysreg_write("ICC_EOIR1_EL1", 40)
