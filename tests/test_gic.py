@@ -327,6 +327,8 @@ def test_icfgr0_sgis_are_always_edge_triggered(m):
     assert m.mmio_read(sgi(0, ICFGR)) == 0xAAAA_AAAA
     m.mmio_write(sgi(0, ICFGR), 0)
     assert m.mmio_read(sgi(0, ICFGR)) == 0xAAAA_AAAA
+    m.mmio_write(sgi(0, ICFGR + 4), 0)  # the PPIs' ICFGR1: leaves the SGIs alone
+    assert m.mmio_read(sgi(0, ICFGR)) == 0xAAAA_AAAA
 
 
 def test_icfgr1_ppis_are_configurable(m):
@@ -738,9 +740,9 @@ def test_dir_is_ignored_with_eoimode0(m):
 
 def test_eoi_without_an_active_interrupt_is_a_guest_error(m, caplog):
     caplog.set_level(logging.WARNING, logger="vmmpy")
-    m.sysreg_write("ICC_EOIR1_EL1", 40)
+    m.sysreg_write("ICC_EOIR1_EL1", 41)
     assert guest_errors(m) == 1
-    assert "vCPU 0: EOI of INTID 40 with no active interrupt: ignored" in caplog.text
+    assert "vCPU 0: EOI of INTID 41 with no active interrupt: ignored" in caplog.text
     for special in (1020, 1021, 1022, SPURIOUS):  # special INTIDs are ignored silently
         m.sysreg_write("ICC_EOIR1_EL1", special)
     assert guest_errors(m) == 1
@@ -1161,6 +1163,30 @@ def test_an_eoi_of_the_wrong_group_leaves_the_active_priorities(m):
     assert m.sysreg_read("ICC_RPR_EL1") == IDLE
 
 
+def test_an_eoir0_while_group_1_is_highest_active_is_ignored(m, caplog):
+    """The mirror of the test above: group 0 SPI 41 (0x80) is active when group 1 SPI 40 (0x40) preempts it. An
+    EOIR0 now names the wrong group: ignored, a guest error, 41 stays active with its priority bit. EOIR1 then
+    drops to 41's priority, and EOIR0 to idle, deactivating 41."""
+    configure(m, 41, prio=0x80, group=0)
+    configure(m, 40, prio=0x40)
+    unmask(m, group=0)
+    unmask(m)
+    m.irq_set(41, 1)
+    assert m.sysreg_read("ICC_IAR0_EL1") == 41
+    m.irq_set(40, 1)
+    assert m.sysreg_read("ICC_IAR1_EL1") == 40
+    caplog.set_level(logging.WARNING, logger="vmmpy")
+    m.sysreg_write("ICC_EOIR0_EL1", 41)
+    assert guest_errors(m) == 1
+    assert "vCPU 0: EOI of INTID 41 through the other group's EOIR: ignored" in caplog.text
+    assert (m.sysreg_read("ICC_AP0R0_EL1"), m.sysreg_read("ICC_RPR_EL1")) == (1 << (0x80 >> 3), 0x40)
+    assert is_set(m, ISACTIVER, 41)
+    m.sysreg_write("ICC_EOIR1_EL1", 40)
+    assert m.sysreg_read("ICC_RPR_EL1") == 0x80
+    m.sysreg_write("ICC_EOIR0_EL1", 41)
+    assert (m.sysreg_read("ICC_RPR_EL1"), is_set(m, ISACTIVER, 41), guest_errors(m)) == (IDLE, False, 1)
+
+
 def test_active_priority_registers_are_per_group(m):
     """ICC_AP0R0_EL1 and ICC_AP1R0_EL1 are separate: a bit written to one reads back there only (group 0 active
     at 0x40, group 1 at 0x80: the running priority is 0x40), and clearing one leaves the other."""
@@ -1171,6 +1197,31 @@ def test_active_priority_registers_are_per_group(m):
     m.sysreg_write("ICC_AP0R0_EL1", 0)
     assert (m.sysreg_read("ICC_AP0R0_EL1"), m.sysreg_read("ICC_AP1R0_EL1")) == (0, 1 << 16)
     assert m.sysreg_read("ICC_RPR_EL1") == 0x80
+
+
+def test_a_tie_between_the_groups_active_priorities_is_group_0s(m):
+    """Group 0 and group 1 active at the same priority (0x40): preemption cannot make that state (an interrupt
+    must have a higher group priority than the running one), only ICC_AP0R0/AP1R0_EL1 writes can, and IHI0069
+    leaves it UNPREDICTABLE. We resolve it as QEMU does: the highest active group is group 0. So an EOIR1 names
+    the wrong group (ignored, a guest error, both bits kept), an EOIR0 drops group 0's bit, then EOIR1 group 1's."""
+    m.sysreg_write("ICC_AP0R0_EL1", 1 << (0x40 >> 3))
+    m.sysreg_write("ICC_AP1R0_EL1", 1 << (0x40 >> 3))
+    m.sysreg_write("ICC_EOIR1_EL1", 40)
+    assert guest_errors(m) == 1
+    assert (m.sysreg_read("ICC_AP0R0_EL1"), m.sysreg_read("ICC_AP1R0_EL1")) == (1 << 8, 1 << 8)
+    m.sysreg_write("ICC_EOIR0_EL1", 41)
+    assert (m.sysreg_read("ICC_AP0R0_EL1"), m.sysreg_read("ICC_AP1R0_EL1")) == (0, 1 << 8)
+    assert m.sysreg_read("ICC_RPR_EL1") == 0x40
+    m.sysreg_write("ICC_EOIR1_EL1", 40)
+    assert (m.sysreg_read("ICC_AP1R0_EL1"), m.sysreg_read("ICC_RPR_EL1"), guest_errors(m)) == (0, IDLE, 1)
+
+
+def test_the_offset_after_gicd_spendsgir_is_reserved(m):
+    """GICD_CPENDSGIR/SPENDSGIR end at 0xF2F (RAZ/WI with ARE = 1, no error); 0xF30 is reserved: a guest error."""
+    m.mmio_read(GICD + GICD_SPENDSGIR + 0xC)
+    assert guest_errors(m) == 0
+    assert m.mmio_read(GICD + GICD_SPENDSGIR + 0x10) == 0
+    assert guest_errors(m) == 1
 
 
 def test_an_eoi_of_an_unimplemented_intid_drops_nothing(m):

@@ -485,6 +485,17 @@ def test_movi_moves_a_pending_lpi_to_the_new_collection(m2):
     assert take(m2, 1) == LPI + 3
 
 
+def test_movi_moves_a_pending_lpi_of_any_pending_word(m2):
+    """MOVI looks at the moved LPI's own pending bit: LPI 8192 + 40 (the second 32-bit word, bit 8) pending while
+    8192 + 8 (the first word's bit 8) is not moves to CPU 1."""
+    its = Its(m2, cpus=2)
+    its.map_event(1, 0, LPI + 40, icid=0, cpu=0)
+    its.send(mapc(1, 1))
+    m2.msi(0, device=1)
+    its.send(cmd(MOVI, 1, 0, 1))
+    assert (take(m2, 0), take(m2, 1), take(m2, 1)) == (1023, LPI + 40, 1023)
+
+
 def test_movall_moves_every_pending_lpi(m2):
     its = Its(m2, cpus=2)
     for e in range(3):  # adjacent LPIs: one word of pending bits
@@ -682,6 +693,25 @@ def test_a_64k_page_device_table(m):
     assert its.stalled()
 
 
+def test_a_device_id_beyond_16_bits_is_refused_even_inside_the_device_table(m, caplog):
+    """GITS_TYPER.Devbits says 16: a flat device table of 129 pages holds 66048 entries, yet DeviceID 65536 is
+    out of range for MAPD (the queue stalls) and for an MSI (dropped), while 65535 works."""
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="vmmpy")
+    its = Its(m, dev_pages=129)
+    its.config(LPI)
+    its.send(mapd(65535, ITT), mapc(0, 0), mapti(65535, 0, LPI), ev(INV, 65535, 0), cmd(SYNC))
+    assert not its.stalled()
+    m.msi(0, device=65535)
+    assert take(m) == LPI
+    m.msi(0, device=65536)
+    assert "MSI from DeviceID 65536, EventID 0 dropped: DeviceID out of range" in caplog.text
+    its.send(mapd(65536, ITT))
+    assert its.stalled()
+    assert "command 0x08 at queue offset 0x000a0 (DeviceID 65536, EventID 7): DeviceID out of range" in caplog.text
+
+
 # ---- command errors stall the queue ---------------------------------------------------------------------------
 
 ERRORS = {
@@ -856,6 +886,89 @@ def test_an_msi_waits_while_another_thread_is_inside_the_gic(m):
     assert take(m) == LPI
 
 
+GICD_ISENABLER1 = GICD + 0x104
+GICR_SGI_ISENABLER0 = rd(0, 0x1_0100)
+GICR_RD_WAKER = rd(0, 0x0014)
+
+# every way into the GIC's lock, one entry point each: (name, the access)
+GIC_ENTRIES = [
+    ("gicd_read", lambda m: m.mmio_read(GICD_ISENABLER1)),
+    ("gicd_write", lambda m: m.mmio_write(GICD_ISENABLER1, 1 << 8)),  # enables SPI 40
+    ("gicr_sgi_read", lambda m: m.mmio_read(GICR_SGI_ISENABLER0)),
+    ("gicr_sgi_write", lambda m: m.mmio_write(GICR_SGI_ISENABLER0, 1 << 5)),  # enables SGI 5
+    ("gicr_rd_read", lambda m: m.mmio_read(GICR_RD_WAKER)),
+    ("gicr_rd_write", lambda m: m.mmio_write(GICR_RD_WAKER, 0)),
+    ("icc_read", lambda m: m.sysreg_read("ICC_RPR_EL1")),
+    ("icc_write", lambda m: m.sysreg_write("ICC_AP1R0_EL1", 0)),
+    ("irq_set", lambda m: m.irq_set(40, 1)),
+    ("irq_line", lambda m: m.irq_line(0)),
+    ("gits_read", lambda m: m.mmio_read(GITS + GITS_TYPER, size=8)),
+    ("gits_write", lambda m: m.mmio_write(GITS + GITS_BASER + 16, 0, size=8)),  # BASER2: RAZ/WI
+]
+
+
+# the constant registers and the CPU interface's own ones, read without the lock
+GIC_LOCK_FREE = [
+    ("gicr_typer", lambda m: m.mmio_read(rd(0, 0x0008), size=8)),
+    ("gicr_iidr", lambda m: m.mmio_read(rd(0, 0x0004))),
+    ("gicr_pidr2", lambda m: m.mmio_read(rd(0, 0xFFE8))),
+    ("gicd_typer", lambda m: m.mmio_read(GICD + 0x0004)),
+    ("gicd_pidr2", lambda m: m.mmio_read(GICD + 0xFFE8)),
+    ("icc_pmr", lambda m: m.sysreg_read("ICC_PMR_EL1")),
+]
+
+
+def test_every_gic_entry_point_waits_while_another_thread_is_inside_the_gic(m):
+    """Each entry point (distributor, both redistributor frames, the CPU interface's locked registers, an input
+    line, the IRQ line, the ITS registers) takes the GIC's lock: while a thread is inside the GIC (an ITS command
+    error being logged, the log handler blocked), an access from each of a dozen other threads waits, and all
+    complete once the first thread leaves. The identification registers and ICC_PMR_EL1 (read in every
+    local_irq_save() of a pseudo-NMI Linux) are read without it: those complete meanwhile. (One entry point
+    without the lock would also release the lock it did not take, letting others in: the message lists every
+    access that did not wait.)"""
+    import logging
+    import threading
+
+    its = Its(m)
+    inside, leave = threading.Event(), threading.Event()
+
+    class Block(logging.Handler):
+        def emit(self, record):
+            if "unknown command" in record.getMessage():
+                inside.set()
+                leave.wait(10)
+
+    logger = logging.getLogger("vmmpy")
+    handler, level = Block(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    others = [threading.Thread(target=access, args=(m,), name=name) for name, access in GIC_ENTRIES]
+    try:
+        writer = threading.Thread(target=its.send, args=(cmd(0x02),))  # an unknown command: logged under the lock
+        writer.start()
+        assert inside.wait(10)
+        free = [threading.Thread(target=access, args=(m,), name=name) for name, access in GIC_LOCK_FREE]
+        for t in free:
+            t.start()
+            t.join(10)
+        waited_free = [t.name for t in free if t.is_alive()]
+        for t in others:
+            t.start()
+        others[-1].join(0.3)
+        went_in = [t.name for t in others if not t.is_alive()]
+    finally:
+        leave.set()
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    writer.join(10)
+    for t in others:
+        t.join(10)
+    assert not went_in, f"went into the GIC while another thread was inside it: {went_in}"
+    assert not waited_free, f"waited for the lock though they read constants or the CPU's own state: {waited_free}"
+    assert m.mmio_read(GICD_ISENABLER1) & 1 << 8 and m.mmio_read(GICR_SGI_ISENABLER0) & 1 << 5
+    assert m.mmio_read(GICD + 0x204) & 1 << 8  # GICD_ISPENDR1: SPI 40's input is high
+
+
 # ---- snapshots ------------------------------------------------------------------------------------------------
 
 
@@ -922,6 +1035,19 @@ def test_inv_on_eight_cpus(guest):
         assert guest_errors(mach) == 0
 
 
+def test_an_sgi_broadcast_on_eight_cpus_reaches_the_seven_others_only(guest):
+    """ICC_SGI0R_EL1 with IRM from CPU 0 of 8 (SGIs reset to group 0): SGI 3 becomes pending on CPUs 1-7 and
+    nowhere else: not on the sender, and nothing past the last CPU (the ITS registers, which follow the CPUs in
+    the model, keep their values)."""
+    with vmmpy.Machine(cpus=8, its=True) as mach:
+        before = [mach.mmio_read(GITS + off, size=8) for off in (GITS_CBASER, GITS_CWRITER, GITS_CREADR)]
+        mach.sysreg_write("ICC_SGI0R_EL1", 1 << 40 | 3 << 24, 0)
+        pending = [bool(mach.mmio_read(rd(c, 0x1_0200)) & 1 << 3) for c in range(8)]  # GICR_ISPENDR0
+        assert pending == [False] + [True] * 7
+        assert [mach.mmio_read(GITS + off, size=8) for off in (GITS_CBASER, GITS_CWRITER, GITS_CREADR)] == before
+        assert guest_errors(mach) == 0
+
+
 def _its_snapshot(guest, tmp_path):
     path = tmp_path / "its.snap"
     with vmmpy.Machine(guest("hello"), its=True) as mach:
@@ -980,6 +1106,28 @@ def test_a_snapshot_holds_one_lpi_record_per_redistributor(guest, tmp_path, cpus
         assert r.mmio_read(rd(cpus - 1, GICR_PROPBASER), size=8) == PROP | IDBITS
 
 
+def test_writes_to_gits_baser2_to_7_change_no_saved_state(guest, tmp_path):
+    """GITS_BASER2..7 are unimplemented (RAZ/WI): writing all ones to them leaves the irqchip section of a snapshot
+    byte for byte as without the writes (the model keeps two BASERs; a third would land on its other state, here
+    the last command error, and the restore would refuse it), and the snapshot restores."""
+    from .test_snapshot import sections
+
+    payload = {}
+    for wrote in (False, True):
+        path = tmp_path / f"baser{int(wrote)}.snap"
+        with vmmpy.Machine(guest("hello"), its=True) as mach:
+            mach.boot_info()
+            for n in range(2, 8) if wrote else ():
+                mach.mmio_write(GITS + GITS_BASER + 8 * n, 0xFFFF_FFFF_FFFF_FFFF, size=8)
+            mach.snapshot(path)
+        data = path.read_bytes()
+        ((off, plen),) = [(o, n) for name, o, n in sections(data) if name == "irqchip"]
+        payload[wrote] = data[off : off + plen]
+    assert payload[True] == payload[False]
+    with vmmpy.Machine.restore(path) as r:
+        assert r.mmio_read(GITS + GITS_BASER + 16, size=8) == 0
+
+
 def test_a_long_queue_runs_in_batches_as_creadr_is_polled(m):
     """A CWRITER write runs 256 commands; each GITS_CREADR (or GITS_CTLR) read runs the next 256."""
     its = Its(m)
@@ -1021,6 +1169,48 @@ def test_the_pending_table_is_read_in_every_byte_of_a_word(m):
     m.write_memory(PEND + 1024, bytes([0x81, 0x81, 0x81, 0x81]))
     its.enable_lpis(0)
     assert [take(m) for _ in range(len(lpis) + 1)] == [*lpis, 1023]
+
+
+def test_the_pending_table_is_read_byte_for_byte_to_the_last_lpi(m):
+    """Each byte of a pending-table word is its own eight LPIs (bytes 0x01, 0x80, 0x02, 0x40: LPIs 8192 + 0, 15,
+    17 and 30, no byte read in another's place), and the table is read to its end: with 16 ID bits the last
+    LPI, 65535, is bit 7 of byte 7167 after the first 1 KiB."""
+    its = Its(m, cpus=0)
+    lpis = [LPI + 0, LPI + 15, LPI + 17, LPI + 30, 65535]
+    for i, intid in enumerate(lpis):
+        its.config(intid, prio=0x10 + 0x10 * i)
+    m.write_memory(PEND + 1024, bytes([0x01, 0x80, 0x02, 0x40]))
+    m.write_memory(PEND + 1024 + (65535 - LPI) // 8, bytes([0x80]))
+    its.enable_lpis(0)
+    assert [take(m) for _ in range(len(lpis) + 1)] == [*lpis, 1023]
+
+
+def test_disabling_lpis_writes_the_pending_table_back_and_not_a_byte_past_it(m):
+    """With 16 ID bits the pending table is 8 KiB (its first 1 KiB for INTIDs below 8192): EnableLPIs 1 -> 0
+    writes LPI 65504 (bit 0 of the last word) back into byte 8188, and the guest's byte after the table keeps
+    its value."""
+    its = Its(m, cpus=0)
+    its.config(65504)
+    m.write_memory(PEND + 8188, bytes([0x01]))
+    m.write_memory(PEND + 8192, bytes([0xAA]))
+    its.enable_lpis(0)
+    m.write_memory(PEND + 8188, bytes(4))
+    m.mmio_write(rd(0, GICR_CTLR), 0)
+    assert m.read_memory(PEND + 8188, 5) == bytes([0x01, 0, 0, 0, 0xAA])
+
+
+def test_an_msi_from_a_device_whose_entry_is_not_valid_is_dropped_as_unmapped(m, caplog):
+    """A device table entry without Valid (MAPD with V = 0 after a mapping) means no device: the MSI is dropped
+    with that reason (not translated through the stale ITT address)."""
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="vmmpy")
+    its = Its(m)
+    its.map_event(1, 0, LPI)
+    its.send(mapd(1, ITT, valid=False))
+    m.msi(0, device=1)
+    assert "MSI from DeviceID 1, EventID 0 dropped: device not mapped" in caplog.text
+    assert take(m) == 1023
 
 
 def test_a_64k_page_table_takes_pa_bits_51_48_from_baser_bits_15_12(m):
