@@ -45,6 +45,32 @@ def test_a_spinning_vcpu_yields_to_vcpu_0(raw_guest):
     assert 1 <= turns <= 20, f"CPU 1 spun {turns} times waiting for CPU 0"
 
 
+# CPU 0 starts CPU 1, which waits in WFI for good (its line never rises); CPU 0 then runs a YIELD loop 4096 times and
+# powers the machine off. SPIN_ALONE is the same loop without the CPU_ON: CPU 1 stays off.
+#   cpu0: mov w0, #3; movk w0, #0xc400, lsl 16; mov x1, #1; adr x2, cpu1; mov x3, #0; hvc #0
+#         mov x8, #0x1000; 1: subs x8, x8, #1; b.eq 2f; yield; b 1b; 2: SYSTEM_OFF
+#   cpu1: wfi; b cpu1
+SPIN_BESIDE_WFI = code(
+    0x52800060, 0x72B88000, 0xD2800021, 0x10000162, 0xD2800003, 0xD4000002,
+    0xD2820008, 0xF1000508, 0x54000060, 0xD503203F, 0x17FFFFFD, 0x52800100, 0x72B08000, 0xD4000002,
+    0xD503207F, 0x17FFFFFF,
+)  # fmt: skip
+SPIN_ALONE = SPIN_BESIDE_WFI[6 * 4 : 14 * 4]
+
+
+@pytest.mark.parametrize(("program", "yields"), [(SPIN_ALONE, 0), (SPIN_BESIDE_WFI, 1)], ids=["cpu1-off", "cpu1-in-wfi"])
+def test_a_spinning_vcpu_yields_only_to_a_vcpu_that_can_run(raw_guest, program, yields):
+    """Deterministic, 2 vCPUs on one thread: a YIELD loop ends its turn only while another vCPU can run
+    (vmm__others_runnable): never while CPU 1 is off; once, to let the CPU 1 just started run to its WFI, and
+    not again while it waits there with its line low. Ending the turn anyway would count a yield for each of
+    the 4096 turns; not yielding to the started CPU 1 would leave it never run (no WFI exit)."""
+    with vmmpy.Machine(raw_guest(program), kernel_format="raw", cpus=2, deterministic=True) as m:
+        res = m.run(timeout=30)
+        assert res.reason == RunReason.POWEROFF, res
+        st = m.stats()
+        assert (st["spin_yields"], st["wfi_exits"]) == (yields, yields)
+
+
 def _vcpu_threads_blocked_signals() -> dict[str, int]:
     """SigBlk of this process's vCPU threads (named vmm-vcpuN), from /proc/self/task."""
     out = {}
