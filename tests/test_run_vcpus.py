@@ -3,6 +3,7 @@ another yields to it (vCPU 0 included), and a vCPU thread takes none of the appl
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import struct
@@ -109,3 +110,46 @@ def test_vcpu_threads_take_none_of_the_applications_signals(machine, guest):
     blocked = masks["vmm-vcpu0"]
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGCHLD, signal.SIGALRM, signal.SIGPIPE):
         assert blocked >> (sig - 1) & 1, f"vmm-vcpu0 does not block {sig.name}: SigBlk {blocked:x}"
+
+
+# pthread_create(3) from libvmm fails with EAGAIN on the $FAIL_THREAD_AT-th call counted from when that variable
+# is first seen set (read at each call, so a script sets it just before the run); every other call is libc's
+FAIL_THREAD_C = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+int pthread_create(pthread_t *t, const pthread_attr_t *a, void *(*fn)(void *), void *arg)
+{
+    static int (*real)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
+    static long calls;
+    const char *at = getenv("FAIL_THREAD_AT");
+    Dl_info di;
+    if (!real)
+        real = (int (*)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *))dlsym(RTLD_NEXT, "pthread_create");
+    if (at && dladdr(__builtin_return_address(0), &di) && di.dli_fname && strstr(di.dli_fname, "_vmm") &&
+        ++calls == strtol(at, NULL, 0))
+        return EAGAIN;
+    return real(t, a, fn, arg);
+}
+"""
+
+
+def test_a_vcpu_thread_that_cannot_start_ends_the_run_as_a_host_error(tmp_path, guest):
+    """A thread per vCPU, 2 vCPUs: when vCPU 1's thread cannot be created (the run's third thread, after the clock
+    thread and vCPU 0's), the run ends at once (vCPU 0's thread joined) as a host error with exit status 0 and a
+    message naming the vCPU and the reason."""
+    from .conftest import run_with_shim
+
+    script = (
+        "import os, vmmpy\n"
+        f"with vmmpy.Machine({guest('hello')!r}, cpus=2, vcpu_threads='per-vcpu') as m:\n"
+        "    os.environ['FAIL_THREAD_AT'] = '3'\n"
+        "    r = m.run(timeout=30)\n"
+        "    print(r.reason.name, r.exit_status, r.message)\n"
+    )
+    r = run_with_shim(tmp_path, FAIL_THREAD_C, script)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"HOST_ERROR 0 cannot start a thread for vCPU 1: {os.strerror(errno.EAGAIN)}"
