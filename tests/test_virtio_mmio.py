@@ -643,7 +643,7 @@ def test_a_reset_device_saves_the_state_of_an_untouched_one(guest, tmp_path):
         fresh = section()
         d = VirtioMMIO(m, 0)
         q0, q1 = d.init(queues=2)
-        for i in range(3):
+        for _ in range(3):
             q0.add([b"abc"], [3])
             q1.add([b"x"], [])
         q0.notify()
