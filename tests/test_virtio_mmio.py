@@ -655,6 +655,45 @@ def test_a_reset_device_saves_the_state_of_an_untouched_one(guest, tmp_path):
         assert section() == fresh
 
 
+def test_a_snapshot_waits_for_a_register_access_under_way(guest, tmp_path):
+    """A snapshot saves each virtio device with its lock held, as every register access holds it: while another
+    thread is inside the device (its guest error for a write to the read-only Magic register being logged, the
+    log handler blocked), the snapshot waits, and completes once that thread leaves."""
+    import threading
+
+    inside, leave = threading.Event(), threading.Event()
+
+    class Block(logging.Handler):
+        def emit(self, record):
+            if "read-only or unknown register" in record.getMessage():
+                inside.set()
+                leave.wait(10)
+
+    with vmmpy.Machine(guest("idle"), virtio_test_devices=1, ram="64MiB") as m:
+        m.boot_info()
+        d = VirtioMMIO(m, 0)
+        logger = logging.getLogger("vmmpy")
+        handler, level = Block(), logger.level
+        logger.addHandler(handler)
+        logger.setLevel(logging.WARNING)
+        try:
+            writer = threading.Thread(target=d.write, args=(MAGIC, 0))
+            writer.start()
+            assert inside.wait(10)
+            saver = threading.Thread(target=m.snapshot, args=(tmp_path / "s.snap",))
+            saver.start()
+            saver.join(0.5)
+            waited = saver.is_alive()
+        finally:
+            leave.set()
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+        writer.join(10)
+        saver.join(10)
+        assert waited, "the snapshot saved the device while another thread was inside it"
+        assert not saver.is_alive() and (tmp_path / "s.snap").stat().st_size > 0
+
+
 # -- a hostile driver: NEEDS_RESET, a counted guest error, never a crash ----------------------
 
 
