@@ -163,3 +163,22 @@ def test_a_vcpu_thread_that_cannot_start_ends_the_run_as_a_host_error(tmp_path, 
     r = run_with_shim(tmp_path, FAIL_THREAD_C, script)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == f"HOST_ERROR 0 cannot start a thread for vCPU 1: {os.strerror(errno.EAGAIN)}"
+
+
+def test_a_clock_thread_that_cannot_start_is_one_warning_and_the_run_goes_on(tmp_path, guest):
+    """The clock thread (the run's first thread: timeout and real-time timer deadlines) cannot be created: the run
+    goes on without it, says so in one warning, and the guest still runs to its power-off."""
+    from .conftest import run_with_shim
+
+    script = (
+        "import logging, os, vmmpy\n"
+        "logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(message)s')\n"
+        f"with vmmpy.Machine({guest('hello')!r}) as m:\n"
+        "    os.environ['FAIL_THREAD_AT'] = '1'\n"
+        "    r = m.run(timeout=30)\n"
+        "    print(r.reason.name, r.exit_status)\n"
+    )
+    r = run_with_shim(tmp_path, FAIL_THREAD_C, script)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "POWEROFF 0"
+    assert r.stderr.splitlines() == ["WARNING core: cannot start the clock thread; running without timeout or timers"]
