@@ -131,6 +131,24 @@ def test_idle_wfi_guest_uses_no_cpu(raw_guest):
         assert m.stats()["wfi_exits"] >= 1
 
 
+def test_idle_wfi_guest_without_a_timeout_uses_no_cpu(raw_guest):
+    """As above with no run timeout and no timer armed: the clock thread, with no deadline at all, waits untimed
+    (a wait for a deadline it does not have returned at once, and it spun for the whole run). A stop from another
+    thread 0.5 s in ends the run."""
+    with raw_machine(raw_guest, WFI, b_back(1)) as m:
+        guard = threading.Timer(0.5, m.stop)
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        guard.start()
+        try:
+            res = m.run()
+        finally:
+            guard.cancel()
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        assert res.reason == RunReason.STOPPED
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        assert cpu < 0.15, f"an idle guest used {cpu:.3f} s of CPU in 0.5 s"
+
+
 def test_many_vms_in_one_process(raw_guest):
     blob = raw_guest(code(*PRINT_X, *SYSTEM_OFF))
     machines = [vmmpy.Machine(blob, kernel_format="raw", ram="16M") for _ in range(12)]

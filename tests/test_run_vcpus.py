@@ -3,6 +3,7 @@ another yields to it (vCPU 0 included), and a vCPU thread takes none of the appl
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import struct
@@ -45,6 +46,34 @@ def test_a_spinning_vcpu_yields_to_vcpu_0(raw_guest):
     assert 1 <= turns <= 20, f"CPU 1 spun {turns} times waiting for CPU 0"
 
 
+# CPU 0 starts CPU 1, which waits in WFI for good (its line never rises); CPU 0 then runs a YIELD loop 4096 times and
+# powers the machine off. SPIN_ALONE is the same loop without the CPU_ON: CPU 1 stays off.
+#   cpu0: mov w0, #3; movk w0, #0xc400, lsl 16; mov x1, #1; adr x2, cpu1; mov x3, #0; hvc #0
+#         mov x8, #0x1000; 1: subs x8, x8, #1; b.eq 2f; yield; b 1b; 2: SYSTEM_OFF
+#   cpu1: wfi; b cpu1
+SPIN_BESIDE_WFI = code(
+    0x52800060, 0x72B88000, 0xD2800021, 0x10000162, 0xD2800003, 0xD4000002,
+    0xD2820008, 0xF1000508, 0x54000060, 0xD503203F, 0x17FFFFFD, 0x52800100, 0x72B08000, 0xD4000002,
+    0xD503207F, 0x17FFFFFF,
+)  # fmt: skip
+SPIN_ALONE = SPIN_BESIDE_WFI[6 * 4 : 14 * 4]
+
+
+@pytest.mark.parametrize(
+    ("program", "yields"), [(SPIN_ALONE, 0), (SPIN_BESIDE_WFI, 1)], ids=["cpu1-off", "cpu1-in-wfi"]
+)
+def test_a_spinning_vcpu_yields_only_to_a_vcpu_that_can_run(raw_guest, program, yields):
+    """Deterministic, 2 vCPUs on one thread: a YIELD loop ends its turn only while another vCPU can run
+    (vmm__others_runnable): never while CPU 1 is off; once, to let the CPU 1 just started run to its WFI, and
+    not again while it waits there with its line low. Ending the turn anyway would count a yield for each of
+    the 4096 turns; not yielding to the started CPU 1 would leave it never run (no WFI exit)."""
+    with vmmpy.Machine(raw_guest(program), kernel_format="raw", cpus=2, deterministic=True) as m:
+        res = m.run(timeout=30)
+        assert res.reason == RunReason.POWEROFF, res
+        st = m.stats()
+        assert (st["spin_yields"], st["wfi_exits"]) == (yields, yields)
+
+
 def _vcpu_threads_blocked_signals() -> dict[str, int]:
     """SigBlk of this process's vCPU threads (named vmm-vcpuN), from /proc/self/task."""
     out = {}
@@ -83,3 +112,73 @@ def test_vcpu_threads_take_none_of_the_applications_signals(machine, guest):
     blocked = masks["vmm-vcpu0"]
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGCHLD, signal.SIGALRM, signal.SIGPIPE):
         assert blocked >> (sig - 1) & 1, f"vmm-vcpu0 does not block {sig.name}: SigBlk {blocked:x}"
+
+
+# pthread_create(3) called by libvmm fails with EAGAIN on the $FAIL_THREAD_AT-th call counted from when that variable
+# is first seen set (read at each call, so a script sets it just before the run), counting only the calls made on
+# the thread that made the first of them (the run's: the engine's own threads, started on the vCPU threads as the
+# scheduler has it, are not counted); every other call is libc's
+FAIL_THREAD_C = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+int pthread_create(pthread_t *t, const pthread_attr_t *a, void *(*fn)(void *), void *arg)
+{
+    typedef int create_fn(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
+    static create_fn *real;
+    static long calls;
+    static pid_t counting;
+    const char *at = getenv("FAIL_THREAD_AT");
+    Dl_info di;
+    if (!real)
+        real = (create_fn *)dlsym(RTLD_NEXT, "pthread_create");
+    if (at && dladdr(__builtin_return_address(0), &di) && di.dli_fname && strstr(di.dli_fname, "_vmm")) {
+        if (!counting)
+            counting = gettid();
+        if (gettid() == counting && ++calls == strtol(at, NULL, 0))
+            return EAGAIN;
+    }
+    return real(t, a, fn, arg);
+}
+"""
+
+
+def test_a_vcpu_thread_that_cannot_start_ends_the_run_as_a_host_error(tmp_path, guest):
+    """A thread per vCPU, 2 vCPUs: when vCPU 1's thread cannot be created (the run's third thread, after the clock
+    thread and vCPU 0's), the run ends at once (vCPU 0's thread joined) as a host error with exit status 0 and a
+    message naming the vCPU and the reason. The guest idles for ever, so nothing else can end the run first."""
+    from .conftest import run_with_shim
+
+    script = (
+        "import os, vmmpy\n"
+        f"with vmmpy.Machine({guest('idle')!r}, cpus=2, vcpu_threads='per-vcpu') as m:\n"
+        "    os.environ['FAIL_THREAD_AT'] = '3'\n"
+        "    r = m.run(timeout=30)\n"
+        "    print(r.reason.name, r.exit_status, r.message)\n"
+    )
+    r = run_with_shim(tmp_path, FAIL_THREAD_C, script)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"HOST_ERROR 0 cannot start a thread for vCPU 1: {os.strerror(errno.EAGAIN)}"
+
+
+def test_a_clock_thread_that_cannot_start_is_one_warning_and_the_run_goes_on(tmp_path, guest):
+    """The clock thread (the run's first thread: timeout and real-time timer deadlines) cannot be created: the run
+    goes on without it, says so in one warning, and the guest still runs to its power-off."""
+    from .conftest import run_with_shim
+
+    script = (
+        "import logging, os, vmmpy\n"
+        "logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(message)s')\n"
+        f"with vmmpy.Machine({guest('hello')!r}) as m:\n"
+        "    os.environ['FAIL_THREAD_AT'] = '1'\n"
+        "    r = m.run(timeout=30)\n"
+        "    print(r.reason.name, r.exit_status)\n"
+    )
+    r = run_with_shim(tmp_path, FAIL_THREAD_C, script)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "POWEROFF 0"
+    assert r.stderr.splitlines() == ["WARNING core: cannot start the clock thread; running without timeout or timers"]

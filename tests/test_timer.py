@@ -281,6 +281,26 @@ def test_a_sooner_deadline_kicks_a_spinning_vcpu(raw_guest, backend):
         assert res.reason == RunReason.POWEROFF, res
 
 
+# 20 times: the virtual timer armed 2500 ticks (40 us) ahead, then WFI (IRQs masked: the line wakes it, no handler
+# runs; re-arming lowers the line); then SYSTEM_OFF.
+#   mov x3, #20; 1: mrs x1, cntvct_el0; add x0, x1, #2500; msr cntv_cval_el0, x0; mov x0, #1; msr cntv_ctl_el0, x0
+#   wfi; subs x3, x3, #1; b.ne 1b
+_NEAR_DEADLINES = code(
+    0xD2800283, 0xD53BE041, 0x91271020, 0xD51BE340, 0xD2800020, 0xD51BE320, WFI, 0xF1000463, 0x54FFFF21,
+    *SYSTEM_OFF,
+)  # fmt: skip
+
+
+def test_an_idle_vm_polls_for_a_deadline_nearer_than_a_wake_up(raw_guest):
+    """One run loop, real time: with every vCPU in WFI and the next deadline less than HALT_POLL_NS (50 us) away,
+    the loop polls for it instead of sleeping (run_wait.c vmm__run_wait_idle), with the VM's lock released (the
+    clock thread and the run's end take it). 20 deadlines 40 us ahead: the guest wakes at each and powers off."""
+    with vmmpy.Machine(raw_guest(_NEAR_DEADLINES), kernel_format="raw", backend="soft") as m:
+        enable_ppi(m, PPI_VIRT)
+        res = m.run(timeout=10)
+        assert res.reason == RunReason.POWEROFF, res
+
+
 # CPU 0: vectors at +0x800, IRQs unmasked, CPU_ON(CPU 1, +0x400, 0), its virtual timer armed 2^20 ticks (16.8 ms)
 # ahead, then WFI; CPU 1 (at +0x400): WFI with no timer. The IRQ vector powers off.
 _TWO_CPUS_ONE_TIMER = code(

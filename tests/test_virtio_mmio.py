@@ -18,6 +18,7 @@ import vmmpy
 
 from .conftest import heap_growth
 from .test_fdt import cells, props, strings
+from .test_snapshot import sections
 from .virtio_driver import (
     ACKNOWLEDGE,
     CONFIG_GENERATION,
@@ -239,6 +240,36 @@ def test_queue_registers(dev):
     dev.write(QUEUE_DESC_LOW, 0x4010_0000)
     dev.write(QUEUE_DESC_HIGH, 0)
     assert dev.read(QUEUE_NUM) == 8 and dev.read(QUEUE_DESC_LOW) == 0x4010_0000
+
+
+RING_REGS = (QUEUE_DESC_LOW, QUEUE_DESC_HIGH, QUEUE_DRIVER_LOW, QUEUE_DRIVER_HIGH, QUEUE_DEVICE_LOW, QUEUE_DEVICE_HIGH)
+QUEUE_REGS = (QUEUE_NUM_MAX, QUEUE_NUM, QUEUE_READY, *RING_REGS)
+
+
+def test_a_queue_selector_beyond_the_devices_queues_reads_0_and_takes_no_setup(dev):
+    """§4.2.2: QueueNumMax reads 0 for a queue that is not available; so do that queue's other registers, and
+    writes to them (QueueNum, the six ring address halves, QueueReady) are guest errors that change nothing,
+    QueueReset of it does nothing: for selectors up to 2^32 - 1, never a look outside the device's two queues."""
+    dev.negotiate()
+    for sel in (2, 3, 0x100, 0xFFFF, 0x1_0000, 0x8000_0000, 0xFFFF_FFFF):
+        dev.write(QUEUE_SEL, sel)
+        assert {reg: dev.read(reg) for reg in QUEUE_REGS} == dict.fromkeys(QUEUE_REGS, 0), hex(sel)
+        before = guest_errors(dev.m)
+        dev.write(QUEUE_NUM, 8)
+        for reg in RING_REGS:
+            dev.write(reg, 0x4010_0000)
+        dev.write(QUEUE_READY, 1)
+        dev.write(QUEUE_RESET, 1)
+        assert guest_errors(dev.m) == before + 2 + len(RING_REGS), hex(sel)
+        assert {reg: dev.read(reg) for reg in QUEUE_REGS} == dict.fromkeys(QUEUE_REGS, 0), hex(sel)
+    for qi in (0, 1):
+        dev.write(QUEUE_SEL, qi)
+        regs = {reg: dev.read(reg) for reg in QUEUE_REGS}
+        assert regs == {**dict.fromkeys(QUEUE_REGS, 0), QUEUE_NUM_MAX: QMAX, QUEUE_NUM: QMAX}, qi
+    q0, _ = dev.init(queues=2)
+    head = q0.add([b"ok"], [2])
+    q0.notify()
+    assert q0.get_used() == [(head, 2)]
 
 
 def test_each_ring_address_register_reads_back_its_own_half(dev):
@@ -573,6 +604,94 @@ def test_device_reset_clears_queues_and_interrupt(dev):
     head = q0.add([b"xy"], [2])
     q0.notify()
     assert q0.get_used() == [(head, 2)]
+
+
+def test_a_reset_selects_feature_word_0_and_queue_0_again(dev):
+    """A device reset (§2.4) puts the transport's selectors back to 0: DeviceFeatures, DriverFeatures and the
+    queue registers address word 0 and queue 0 until the driver selects again."""
+    dev.init(queues=2)
+    for sel in (DEVICE_FEATURES_SEL, DRIVER_FEATURES_SEL, QUEUE_SEL, SHM_SEL):
+        dev.write(sel, 1)
+    dev.set_status(0)
+    assert dev.read(DEVICE_FEATURES) == (F_INDIRECT_DESC | F_EVENT_IDX | F_A | F_B) & 0xFFFF_FFFF
+    dev.write(QUEUE_NUM, 8)  # queue 0's
+    dev.write(QUEUE_SEL, 1)
+    assert dev.read(QUEUE_NUM) == QMAX
+    dev.write(QUEUE_SEL, 0)
+    assert dev.read(QUEUE_NUM) == 8
+    dev.add_status(ACKNOWLEDGE | DRIVER)
+    dev.write(DRIVER_FEATURES, 1)  # word 0: feature A, without VERSION_1 (word 1's bit 0): a legacy driver
+    dev.add_status(FEATURES_OK)
+    assert not dev.status() & FEATURES_OK
+
+
+def test_a_reset_device_saves_the_state_of_an_untouched_one(guest, tmp_path):
+    """A reset returns the device to its initial state (§2.4): after the driver set it up, moved chains through
+    a queue, selected other words and queues and reset it, its snapshot section (the core's status, features,
+    ISR and generation, each queue's registers and ring indices, the transport's selectors, the device's own
+    state) is byte for byte the one saved before the driver touched it."""
+    with vmmpy.Machine(guest("idle"), virtio_test_devices=1, ram="64MiB") as m:
+        m.boot_info()
+
+        def section() -> bytes:
+            p = tmp_path / "s.snap"
+            m.snapshot(p)
+            data = p.read_bytes()
+            ((off, plen),) = [(o, n) for name, o, n in sections(data) if name == "virtio-dummy.0"]
+            return data[off : off + plen]
+
+        fresh = section()
+        d = VirtioMMIO(m, 0)
+        q0, q1 = d.init(queues=2)
+        for _ in range(3):
+            q0.add([b"abc"], [3])
+            q1.add([b"x"], [])
+        q0.notify()
+        q1.notify()
+        assert len(q0.get_used()) == 3 and len(q1.get_used()) == 3
+        for sel in (DEVICE_FEATURES_SEL, DRIVER_FEATURES_SEL, QUEUE_SEL, SHM_SEL):
+            d.write(sel, 1)
+        d.set_status(0)
+        assert section() == fresh
+
+
+def test_a_snapshot_waits_for_a_register_access_under_way(guest, tmp_path):
+    """A snapshot saves each virtio device with its lock held, as every register access holds it: while another
+    thread is inside the device (its guest error for a write to the read-only Magic register being logged, the
+    log handler blocked), the snapshot waits, and completes once that thread leaves."""
+    import threading
+
+    inside, leave = threading.Event(), threading.Event()
+
+    class Block(logging.Handler):
+        def emit(self, record):
+            if "read-only or unknown register" in record.getMessage():
+                inside.set()
+                leave.wait(10)
+
+    with vmmpy.Machine(guest("idle"), virtio_test_devices=1, ram="64MiB") as m:
+        m.boot_info()
+        d = VirtioMMIO(m, 0)
+        logger = logging.getLogger("vmmpy")
+        handler, level = Block(), logger.level
+        logger.addHandler(handler)
+        logger.setLevel(logging.WARNING)
+        try:
+            writer = threading.Thread(target=d.write, args=(MAGIC, 0))
+            writer.start()
+            assert inside.wait(10)
+            saver = threading.Thread(target=m.snapshot, args=(tmp_path / "s.snap",))
+            saver.start()
+            saver.join(0.5)
+            waited = saver.is_alive()
+        finally:
+            leave.set()
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+        writer.join(10)
+        saver.join(10)
+        assert waited, "the snapshot saved the device while another thread was inside it"
+        assert not saver.is_alive() and (tmp_path / "s.snap").stat().st_size > 0
 
 
 # -- a hostile driver: NEEDS_RESET, a counted guest error, never a crash ----------------------
