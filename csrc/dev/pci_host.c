@@ -50,8 +50,8 @@ struct vmm_vm *vmm__pci_vm(struct vmm_pci_host *h)
     return h->vm;
 }
 
-/* INTx# lines are open drain and shared (PCI Local Bus 3.0 §2.2.6): slots s and s + 4 are swizzled onto
- * one SPI, which is high while any of them asserts; one letting go must not lower the other's. */
+/* INTx# lines are open drain and shared (PCI Local Bus 3.0 §2.2.6): the slots equal mod 4 are swizzled onto
+ * one SPI, which is high while any of them asserts; one letting go must not lower the others'. */
 bool vmm__pci_intx_wired_or(const struct vmm_pci_host *h, unsigned intid)
 {
     for (unsigned i = 0; i < h->nslots; i++)
