@@ -19,6 +19,7 @@ import pytest
 import vmmpy
 
 from .conftest import heap_growth, run_with_shim
+from .holding import a_thread_inside
 from .test_gic import GICD, GICD_CTLR, configure, rd, unmask
 
 GITS = 0x0808_0000
@@ -851,36 +852,15 @@ def test_an_msi_waits_while_another_thread_is_inside_the_gic(m):
     """vmm_msi takes the GIC's lock, as every register access does: while a thread is inside the GIC (its ITS
     command error being logged, the log handler blocked), an MSI from another thread waits, and is delivered
     once the first thread leaves."""
-    import logging
     import threading
 
     its = Its(m)
     its.map_event(1, 0, LPI)
-    inside, leave = threading.Event(), threading.Event()
-
-    class Block(logging.Handler):
-        def emit(self, record):
-            if "unknown command" in record.getMessage():
-                inside.set()
-                leave.wait(10)
-
-    logger = logging.getLogger("vmmpy")
-    handler, level = Block(), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.WARNING)
-    try:
-        writer = threading.Thread(target=its.send, args=(cmd(0x02),))  # an unknown command: logged under the lock
-        writer.start()
-        assert inside.wait(10)
-        sender = threading.Thread(target=m.msi, args=(0,), kwargs={"device": 1})
+    sender = threading.Thread(target=m.msi, args=(0,), kwargs={"device": 1})
+    with a_thread_inside("unknown command", its.send, cmd(0x02)):  # an unknown command: logged under the lock
         sender.start()
         sender.join(0.5)
         waited = sender.is_alive()
-    finally:
-        leave.set()
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-    writer.join(10)
     sender.join(10)
     assert waited, "the MSI went into the GIC while another thread was inside it"
     assert take(m) == LPI
@@ -926,27 +906,11 @@ def test_every_gic_entry_point_waits_while_another_thread_is_inside_the_gic(m):
     local_irq_save() of a pseudo-NMI Linux) are read without it: those complete meanwhile. (One entry point
     without the lock would also release the lock it did not take, letting others in: the message lists every
     access that did not wait.)"""
-    import logging
     import threading
 
     its = Its(m)
-    inside, leave = threading.Event(), threading.Event()
-
-    class Block(logging.Handler):
-        def emit(self, record):
-            if "unknown command" in record.getMessage():
-                inside.set()
-                leave.wait(10)
-
-    logger = logging.getLogger("vmmpy")
-    handler, level = Block(), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.WARNING)
     others = [threading.Thread(target=access, args=(m,), name=name) for name, access in GIC_ENTRIES]
-    try:
-        writer = threading.Thread(target=its.send, args=(cmd(0x02),))  # an unknown command: logged under the lock
-        writer.start()
-        assert inside.wait(10)
+    with a_thread_inside("unknown command", its.send, cmd(0x02)):  # an unknown command: logged under the lock
         free = [threading.Thread(target=access, args=(m,), name=name) for name, access in GIC_LOCK_FREE]
         for t in free:
             t.start()
@@ -956,11 +920,6 @@ def test_every_gic_entry_point_waits_while_another_thread_is_inside_the_gic(m):
             t.start()
         others[-1].join(0.3)
         went_in = [t.name for t in others if not t.is_alive()]
-    finally:
-        leave.set()
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-    writer.join(10)
     for t in others:
         t.join(10)
     assert not went_in, f"went into the GIC while another thread was inside it: {went_in}"

@@ -17,6 +17,7 @@ import pytest
 import vmmpy
 
 from .conftest import heap_growth
+from .holding import a_thread_inside
 from .test_fdt import cells, props, strings
 from .test_snapshot import sections
 from .virtio_driver import (
@@ -661,34 +662,14 @@ def test_a_snapshot_waits_for_a_register_access_under_way(guest, tmp_path):
     log handler blocked), the snapshot waits, and completes once that thread leaves."""
     import threading
 
-    inside, leave = threading.Event(), threading.Event()
-
-    class Block(logging.Handler):
-        def emit(self, record):
-            if "read-only or unknown register" in record.getMessage():
-                inside.set()
-                leave.wait(10)
-
     with vmmpy.Machine(guest("idle"), virtio_test_devices=1, ram="64MiB") as m:
         m.boot_info()
         d = VirtioMMIO(m, 0)
-        logger = logging.getLogger("vmmpy")
-        handler, level = Block(), logger.level
-        logger.addHandler(handler)
-        logger.setLevel(logging.WARNING)
-        try:
-            writer = threading.Thread(target=d.write, args=(MAGIC, 0))
-            writer.start()
-            assert inside.wait(10)
-            saver = threading.Thread(target=m.snapshot, args=(tmp_path / "s.snap",))
+        saver = threading.Thread(target=m.snapshot, args=(tmp_path / "s.snap",))
+        with a_thread_inside("read-only or unknown register", d.write, MAGIC, 0):
             saver.start()
             saver.join(0.5)
             waited = saver.is_alive()
-        finally:
-            leave.set()
-            logger.removeHandler(handler)
-            logger.setLevel(level)
-        writer.join(10)
         saver.join(10)
         assert waited, "the snapshot saved the device while another thread was inside it"
         assert not saver.is_alive() and (tmp_path / "s.snap").stat().st_size > 0
