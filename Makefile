@@ -72,10 +72,12 @@ test-asan: build guests
 	@tools/asan.sh $(PYTHON)
 
 # Mutation testing of the C core (tools/mutate.py, files and tests in tools/mutation_map.py). The full run
-# tries every mutant (hours); MUTATE_ARGS="--sample 40" or "--file csrc/arm/psci.c" narrows it.
+# tries every mutant (hours), each against the tests that reach its line, and keeps its outcomes in
+# tools/mutation_ledger.txt, so that it can be done in parts and only what changed runs again;
+# MUTATE_ARGS="--sample 40" or "--file csrc/arm/psci.c" narrows it.
 MUTATE_ARGS ?=
 mutate: build guests
-	$(PYTHON) tools/mutate.py $(MUTATE_ARGS)
+	$(PYTHON) tools/mutate.py --ledger $(MUTATE_ARGS)
 # CI's sample: up to 3 seeded mutants of each file in a time budget shared by file (each file gets at least
 # one: tools/mutate.py --budget); fails below the kill-rate floor (docs/testing.md says why 65).
 mutate-ci: build guests

@@ -42,3 +42,68 @@ def test_every_mapped_file_and_test_exists():
         for t in tests:
             if t.startswith("tests/"):
                 assert os.path.exists(os.path.join(ROOT, t.split("::")[0])), (rel, t)
+
+
+def test_a_mutant_runs_the_tests_that_reach_its_line_fastest_first():
+    cov = dict(exec=[10, 11, 12], full=[12], tests={"10": ["slow", "fast"]}, time={"slow": 2.0, "fast": 0.5})
+    every = ["tests/test_a.py", "-k", "x"]
+    assert mutate.selection_for(cov, 10, every) == (["fast", "slow"], 2.5)
+    assert mutate.selection_for(cov, 11, every) == (None, 0.0)  # code no test runs: a survivor, unrun
+    assert mutate.selection_for(cov, 12, every) == (every, 0.0)  # run at import: every test reaches it
+    assert mutate.selection_for(cov, 13, every) == (every, 0.0)  # no code of its own (a table, a declaration)
+    assert mutate.selection_for(None, 10, every) == (every, 0.0)
+
+
+def test_the_ledger_keeps_each_files_marks_for_its_version(tmp_path, monkeypatch):
+    monkeypatch.setattr(mutate, "LEDGER", str(tmp_path / "ledger.txt"))
+    mutate.update_ledger([dict(file="csrc/a.c", version="v1", population=5, marks={0: "k", 3: "s"})])
+    mutate.update_ledger([dict(file="csrc/b.c", version="w1", population=2, marks={1: "b"})])
+    mutate.update_ledger([dict(file="csrc/a.c", version="v1", population=5, marks={3: "k", 4: "u"})])
+    assert mutate.load_ledger() == {"csrc/a.c": ("v1", "k..ku"), "csrc/b.c": ("w1", ".b")}
+    # a new version of the file starts again: the old marks are of mutants that no longer exist
+    mutate.update_ledger([dict(file="csrc/a.c", version="v2", population=3, marks={2: "e"})])
+    assert mutate.load_ledger()["csrc/a.c"] == ("v2", "..e")
+
+
+def test_the_ledger_reuses_kills_only_of_the_current_version(tmp_path, monkeypatch):
+    rel = "csrc/net/pcap.c"
+    version = mutate.version_of(os.path.join(ROOT, rel), mutate.RULES)
+    monkeypatch.setattr(mutate, "LEDGER", str(tmp_path / "ledger.txt"))
+    mutate.update_ledger([dict(file=rel, version=version, population=6, marks={0: "k", 1: "s", 2: "u", 3: "e",
+                                                                                4: "q", 5: "b"})])  # fmt: skip
+    mutate.update_ledger([dict(file="csrc/arm/psci.c", version="old", population=1, marks={0: "k"})])
+    assert mutate.ledger_earlier(mutate.RULES) == {
+        (rel, version, "pcap.mutant.0.c"): "killed",
+        (rel, version, "pcap.mutant.3.c"): "equivalent",  # same object code: the compiler proved it
+        (rel, version, "pcap.mutant.5.c"): "stillborn",
+    }  # survivors and reviewed equivalents (the review can be withdrawn) run again
+
+
+@pytest.mark.slow
+def test_the_coverage_run_finds_the_tests_that_reach_each_line(tmp_path, monkeypatch):
+    """A real coverage run (the library built in tmp_path, pl011.c with gcov, tests/test_pl011.py a test
+    at a time): a mutant of a line runs only the tests the map names for it, so the map must hold."""
+    monkeypatch.setattr(mutate, "BUILD", str(tmp_path))
+    monkeypatch.setattr(mutate, "_COVERAGE", {})
+    mutate.build_base()
+    rel = "csrc/dev/pl011.c"
+    cov = mutate.coverage([rel], ["tests/test_pl011.py"])[rel]
+    src = mutate.read_text(os.path.join(ROOT, rel)).splitlines()
+
+    def line(text: str) -> int:
+        return next(i for i, ln in enumerate(src, 1) if ln.strip() == text)
+
+    reach = lambda text: set(cov["tests"].get(str(line(text)), []))  # noqa: E731
+    tx = reach("u->ris |= INT_TX; /* the FIFO drained through its trigger level */")
+    assert "tests/test_pl011.py::test_transmit_goes_to_the_serial_buffer" in tx
+    assert "tests/test_pl011.py::test_identification_registers" not in tx
+    refused = reach('vmm__snap_fail(s, "register %u holds 0x%x", i, *regs[i]);')
+    assert refused == {"tests/test_pl011.py::test_a_snapshot_register_outside_what_a_guest_can_write_is_refused"}
+    assert len(reach("free(u);")) > 20  # every test's machine is destroyed inside it (gc at each test's end)
+    assert (
+        line("static const uint8_t pl011_id[8] = { 0x11, 0x10, 0x14, 0x00, 0x0d, 0xf0, 0x05, 0xb1 };")
+        not in cov["exec"]
+    )
+    assert all(t.startswith("tests/test_pl011.py::") and s >= 0 for t, s in cov["time"].items())
+    # cached: a second call (as for a second file of the same selection) does not run the tests again
+    assert mutate.coverage([rel], ["tests/test_pl011.py"])[rel] == cov

@@ -29,9 +29,11 @@ import concurrent.futures
 import contextlib
 import difflib
 import hashlib
+import importlib.metadata
 import json
 import math
 import os
+import queue
 import random
 import re
 import shutil
@@ -39,6 +41,7 @@ import signal
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -127,31 +130,27 @@ def build_base() -> None:
     if p.returncode:
         raise MutateError(f"the cffi glue does not compile:\n{p.stderr}")
     # the tests run from build/mutate/pkg, whose vmmpy/ (first on sys.path) has the mutant's extension
-    pkg = os.path.join(BUILD, "pkg", "vmmpy")
-    os.makedirs(pkg, exist_ok=True)
-    for f in os.listdir(os.path.join(ROOT, "vmmpy")):
-        if f.endswith((".py", ".typed")):
-            shutil.copy(os.path.join(ROOT, "vmmpy", f), os.path.join(pkg, f))
-    tests = os.path.join(BUILD, "pkg", "tests")
-    shutil.rmtree(tests, ignore_errors=True)
-    shutil.copytree(os.path.join(ROOT, "tests"), tests, ignore=shutil.ignore_patterns("__pycache__"))
+    make_pkg(os.path.join(BUILD, "pkg"))
 
 
-def link(replace: dict[str, str] | None = None) -> None:
-    """Link the extension into the private package, with some objects replaced (by a mutant's)."""
+def link(replace: dict[str, str] | None = None, pkg: str | None = None, extra: tuple = (), gcov=False) -> None:
+    """Link the extension into a private package (pkg, default build/mutate/pkg), with some objects replaced
+    (by a mutant's, or by instrumented ones plus `extra` objects and libgcov for the coverage run)."""
     objdir = os.path.join(BUILD, "obj")
     objs = [(replace or {}).get(obj_name(s), os.path.join(objdir, obj_name(s))) for s in _build_ffi.sources()]
     ud = _build_ffi.unicorn_dir()
-    out = os.path.join(BUILD, "pkg", "vmmpy", "_vmm.abi3.so")
+    out = os.path.join(pkg or os.path.join(BUILD, "pkg"), "vmmpy", "_vmm.abi3.so")
     p = subprocess.run(
         [
             CC,
             "-shared",
             *(["-fsanitize=address,undefined"] if ASAN else []),
+            *(["--coverage"] if gcov else []),
             "-o",
             out + ".tmp",
             os.path.join(BUILD, "_vmm.o"),
             *objs,
+            *extra,
             "-lfdt",
             "-lz",
             "-lpthread",
@@ -166,12 +165,24 @@ def link(replace: dict[str, str] | None = None) -> None:
     os.replace(out + ".tmp", out)
 
 
+def make_pkg(pkg: str) -> None:
+    """A package directory the tests run from: vmmpy/'s Python files (its extension is linked in by link())
+    and a copy of tests/ beside it."""
+    os.makedirs(os.path.join(pkg, "vmmpy"), exist_ok=True)
+    for f in os.listdir(os.path.join(ROOT, "vmmpy")):
+        if f.endswith((".py", ".typed")):
+            shutil.copy(os.path.join(ROOT, "vmmpy", f), os.path.join(pkg, "vmmpy", f))
+    tests = os.path.join(pkg, "tests")
+    shutil.rmtree(tests, ignore_errors=True)
+    shutil.copytree(os.path.join(ROOT, "tests"), tests, ignore=shutil.ignore_patterns("__pycache__"))
+
+
 # -- running tests -------------------------------------------------------------------------------
 
 
-def sanitizer_env(env: dict) -> str:
-    """tools/asan.sh's environment, with leak checking on; returns the reports' path prefix."""
-    logs = os.path.join(BUILD, "sanitizer")
+def sanitizer_env(env: dict, where: str) -> str:
+    """tools/asan.sh's environment, with leak checking on; returns the reports' path prefix (in where)."""
+    logs = os.path.join(where, "sanitizer")
     gcc = lambda lib: subprocess.run(["gcc", f"-print-file-name={lib}"], capture_output=True, text=True).stdout.strip()  # noqa: E731
     env["LD_PRELOAD"] = f"{gcc('libasan.so')} {gcc('libubsan.so')}"
     # no abort_on_error: the interpreter's own leaks at exit would abort every run; a sanitizer's exit
@@ -179,9 +190,9 @@ def sanitizer_env(env: dict) -> str:
     env["ASAN_OPTIONS"] = f"detect_leaks=1:exitcode={SAN_EXIT}:allocator_may_return_null=1:log_path={logs}"
     env["UBSAN_OPTIONS"] = f"print_stacktrace=1:halt_on_error=1:log_path={logs}"
     env["VMMPY_EXPECT_SANITIZED"] = "1"
-    for f in os.listdir(BUILD):
+    for f in os.listdir(where):
         if f.startswith("sanitizer."):
-            os.unlink(os.path.join(BUILD, f))
+            os.unlink(os.path.join(where, f))
     return logs
 
 
@@ -211,15 +222,20 @@ def kill_group(pgid: int) -> bool:
         return False
 
 
-def run_tests(args: list[str], timeout: float) -> tuple[str, float]:
-    """'pass', 'fail' or 'timeout', and the time taken."""
-    env = dict(os.environ, PYTHONPATH=os.path.join(BUILD, "pkg"), VMMPY_ROOT=ROOT, PYTHONDONTWRITEBYTECODE="1")
-    logs = sanitizer_env(env) if ASAN else ""
-    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "--rootdir=.", "-m", "not slow", *args]
+def run_tests(args: list[str], timeout: float, pkg: str | None = None, env: dict | None = None) -> tuple[str, float]:
+    """'pass', 'fail' or 'timeout', and the time taken: pytest on args, from the package directory pkg
+    (default build/mutate/pkg) whose extension is the one under test; env adds to the environment."""
+    pkg = pkg or os.path.join(BUILD, "pkg")
+    # no plugin autoloading (pytest-benchmark's import alone is 0.5 s of each run here): ours only
+    env = {**os.environ, "PYTHONPATH": pkg, "VMMPY_ROOT": ROOT, "PYTHONDONTWRITEBYTECODE": "1",
+           "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", **(env or {})}  # fmt: skip
+    logs = sanitizer_env(env, os.path.dirname(pkg)) if ASAN else ""
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p", "vmmpy.pytest_plugin",
+           "--rootdir=.", "-m", "not slow", *args]  # fmt: skip
     t = time.monotonic()
     p = subprocess.Popen(
         cmd,
-        cwd=os.path.join(BUILD, "pkg"),
+        cwd=pkg,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -246,6 +262,8 @@ def version_of(src: str, rules: str) -> str:
     """A digest of the source and the rule set: mutants (and their results) of one version are reusable."""
     h = hashlib.sha256(read_bytes(src))
     h.update(rules.encode() if rules == "universal" else read_bytes(rules))
+    with contextlib.suppress(Exception):  # the generator numbers the mutants: its version is part of theirs
+        h.update(importlib.metadata.version("universalmutator").encode())
     return h.hexdigest()[:16]
 
 
@@ -334,67 +352,320 @@ def baseline(tests: list[str]) -> float:
     return _BASELINES[key]
 
 
-def mutate_file(rel: str, tests: list[str], a, equivalent, share: float, log, earlier: dict) -> dict:
+# -- coverage: which tests reach which line ------------------------------------------------------------
+
+GCOV_FLUSH = """/* tools/mutate.py's coverage run: write the gcov counters gathered so far and clear them */
+extern void __gcov_dump(void);
+extern void __gcov_reset(void);
+__attribute__((visibility("default"))) void vmm_mutate_gcov_flush(void) { __gcov_dump(); __gcov_reset(); }
+"""
+
+
+def tests_digest() -> str:
+    """A digest of tests/ (a changed test can reach other lines)."""
+    h = hashlib.sha256()
+    for d, _, names in sorted(os.walk(os.path.join(ROOT, "tests"))):
+        for n in sorted(names):
+            if n.endswith(".py"):
+                h.update(n.encode() + read_bytes(os.path.join(d, n)))
+    return h.hexdigest()[:16]
+
+
+_COVERAGE: dict[tuple[str, ...], dict] = {}
+
+
+def coverage(files: list[str], tests: list[str]) -> dict[str, dict]:
+    """Run the selection once on an extension whose `files` are built with gcov (-O0: a line's code stays
+    its own), a test at a time (tools/mutate_cov.py). Per file: `exec`, the lines that have code (and are
+    run by some test or by none); `tests`, line -> the node ids of the tests that run it; `time`, node id ->
+    seconds; `full`, lines run while the tests were collected (every test reaches them). Cached in
+    build/mutate/coverage/ by the files' versions, the selection and tests/."""
+    key = tuple(tests)
+    if key in _COVERAGE:
+        return _COVERAGE[key]
+    h = hashlib.sha256(json.dumps([tests, tests_digest(), compile_flags()]).encode())
+    h.update(read_bytes(os.path.join(ROOT, "tools", "mutate_cov.py")))
+    for rel in files:
+        h.update(rel.encode() + read_bytes(os.path.join(ROOT, rel)))
+    cache = os.path.join(BUILD, "coverage", h.hexdigest()[:16] + ".json")
+    if os.path.exists(cache):
+        _COVERAGE[key] = json.loads(read_text(cache))
+        return _COVERAGE[key]
+    covdir = os.path.join(BUILD, "cov")
+    shutil.rmtree(covdir, ignore_errors=True)
+    os.makedirs(os.path.join(covdir, "obj"))
+    flags = [f for f in compile_flags() if f != "-O2"] + ["-O0", "--coverage", "-fprofile-update=atomic"]
+    replace, gcda = {}, []
+    for rel in files:
+        src = os.path.join(ROOT, rel)
+        out = os.path.join(covdir, "obj", obj_name(src))
+        p = subprocess.run([CC, *flags, "-c", os.path.basename(src), "-o", out], cwd=os.path.dirname(src),
+                           capture_output=True, text=True)  # fmt: skip
+        if p.returncode:
+            raise MutateError(f"{rel} does not compile with --coverage:\n{p.stderr}")
+        replace[obj_name(src)] = out
+        gcda.append(f"{out[:-2]}.gcda={rel}")
+    flush_c = os.path.join(covdir, "gcov_flush.c")
+    with open(flush_c, "w") as f:
+        f.write(GCOV_FLUSH)
+    p = subprocess.run([CC, "-fPIC", "-c", flush_c, "-o", flush_c[:-2] + ".o"], capture_output=True, text=True)
+    if p.returncode:
+        raise MutateError(f"gcov_flush.c:\n{p.stderr}")
+    pkg = os.path.join(covdir, "pkg")
+    make_pkg(pkg)
+    link(replace, pkg=pkg, extra=(flush_c[:-2] + ".o",), gcov=True)
+    out = os.path.join(covdir, "tests.jsonl")
+    env = {"VMMPY_MUTATE_COV": out, "VMMPY_MUTATE_GCDA": os.pathsep.join(gcda),
+           "PYTHONPATH": pkg + os.pathsep + os.path.join(ROOT, "tools")}  # fmt: skip
+    status, _ = run_tests(["-p", "mutate_cov", *tests], timeout=1800, pkg=pkg, env=env)
+    if status != "pass":
+        raise MutateError(f"these tests fail on the coverage build: {' '.join(tests)}")
+    res = {rel: dict(exec=set(), tests={}, time={}, full=set()) for rel in files}
+    for line in read_text(out).splitlines():
+        rec = json.loads(line)
+        for rel, lines in rec["lines"].items():
+            r = res[rel]
+            if not rec["test"]:
+                r["full"].update(lines)
+                continue
+            r["time"][rec["test"]] = rec["time"]
+            for n in lines:
+                r["tests"].setdefault(n, []).append(rec["test"])
+    for rel in files:  # the lines with code: what gcov lists for the object, run or not
+        src = os.path.join(ROOT, rel)
+        gcno = os.path.join(covdir, "obj", obj_name(src)[:-2] + ".gcno")
+        p = subprocess.run(["gcov", "-j", "-t", gcno], cwd=os.path.dirname(gcno), capture_output=True, text=True)
+        for doc in p.stdout.splitlines():
+            for f in json.loads(doc)["files"]:
+                if os.path.basename(f["file"]) == os.path.basename(rel):
+                    res[rel]["exec"].update(ln["line_number"] for ln in f["lines"])
+    for r in res.values():
+        r["exec"], r["full"] = sorted(r["exec"]), sorted(r["full"])
+    os.makedirs(os.path.dirname(cache), exist_ok=True)
+    with open(cache, "w") as f:
+        json.dump(res, f)
+    _COVERAGE[key] = json.loads(json.dumps(res))  # as read back from the cache (string keys)
+    return _COVERAGE[key]
+
+
+class Slot:
+    """A worker's own package directory, mutant object and source copy: mutants run side by side."""
+
+    def __init__(self, n: int):
+        self.dir = os.path.join(BUILD, f"slot{n}")
+        self.pkg = os.path.join(self.dir, "pkg")
+        self.obj = os.path.join(self.dir, "mutant.o")
+        make_pkg(self.pkg)
+
+    def copy_of(self, rel: str) -> str:
+        d = os.path.join(self.dir, "src", os.path.dirname(rel))
+        os.makedirs(d, exist_ok=True)
+        return os.path.join(d, os.path.basename(rel))
+
+
+def selection_for(cov: dict | None, line: int, tests: list[str]) -> tuple[list[str] | None, float]:
+    """The tests a mutant of `line` runs, and their time on the unmutated build (0: unknown): with a coverage
+    map, the tests that reach the line, fastest first (None: no test reaches it); without one, or for a line
+    with no code of its own (a declaration, a table, a statement's continuation) or run at import, all."""
+    if cov is None or line not in cov["exec"] or line in cov["full"]:
+        return tests, 0.0
+    reach = cov["tests"].get(str(line), [])
+    if not reach:
+        return None, 0.0
+    reach = sorted(reach, key=lambda t: cov["time"][t])
+    return reach, sum(cov["time"][t] for t in reach)
+
+
+def try_mutant(rel: str, m: str, slot: Slot, ctx: dict) -> dict:
+    """One mutant: compile (stillborn, or equivalent by its object code or by review), then the tests."""
+    line, before, after = change_of(ctx["src_lines"], m)
+    rec = dict(file=rel, version=ctx["version"], mutant=os.path.basename(m), line=line, before=before, after=after)
+    prev = ctx["earlier"].get((rel, ctx["version"], os.path.basename(m)))
+    if prev in ("killed", "stillborn"):  # --resume: tests are only added, so a kill stays a kill
+        return dict(rec, status=prev, reused=True)
+    copy = slot.copy_of(rel)
+    shutil.copy(m, copy)
+    p = compile_c(copy, slot.obj, quote_dir=os.path.dirname(os.path.join(ROOT, rel)))
+    if p.returncode:
+        return dict(rec, status="stillborn")
+    if read_bytes(slot.obj) == ctx["base_bytes"]:
+        return dict(rec, status="equivalent")  # the compiler produced the original's code
+    eq = ctx["equivalent"]
+    if (rel, 0, before, after) in eq or (rel, line, before, after) in eq:
+        return dict(rec, status="equivalent", reviewed=True)
+    run, known = selection_for(ctx["cov"], line, ctx["tests"])
+    if run is None:
+        return dict(rec, status="survived", uncovered=True, tests=0)
+    limit = max(30.0, 5 * known + 10) if known else ctx["limit"]
+    link({obj_name(rel): slot.obj}, pkg=slot.pkg)
+    result, _ = run_tests(run, timeout=limit, pkg=slot.pkg)
+    return dict(rec, status="survived" if result == "pass" else "killed", tests=len(run) if known else -1)
+
+
+def mutate_file(rel: str, tests: list[str], a, equivalent, share: float, log, earlier: dict, slots: list[Slot],
+                cov: dict | None) -> dict:  # fmt: skip
     src = os.path.join(ROOT, rel)
-    src_lines = read_text(src).splitlines()
     mutants = generate(src, a.rules)
-    version = version_of(src, a.rules)
     population = len(mutants)
     if a.sample and a.sample < len(mutants):
         mutants = random.Random(f"{a.seed}:{rel}").sample(mutants, a.sample)
-    base_obj = os.path.join(BUILD, "obj", obj_name(src))
-    base_bytes = read_bytes(base_obj)
-    limit = 0.0
+    ctx = dict(
+        src_lines=read_text(src).splitlines(), version=version_of(src, a.rules), earlier=earlier, tests=tests,
+        base_bytes=read_bytes(os.path.join(BUILD, "obj", obj_name(src))), equivalent=equivalent, cov=cov,
+        limit=max(30.0, 5 * baseline(tests)) if cov is None else 0.0,
+    )  # fmt: skip
     # this file's part of the budget, its baseline's time included; the first mutant that needs its tests
     # runs even past it, so that a budgeted run (make mutate-ci) samples every file however loaded the host
     deadline = time.monotonic() + share
-    tested = False
-    counts = dict(killed=0, survived=0, equivalent=0, stillborn=0, skipped=0, reused=0)
+    counts = dict(killed=0, survived=0, equivalent=0, stillborn=0, skipped=0, reused=0, uncovered=0)
     survivors = []
-    workdir = os.path.join(BUILD, "work", os.path.dirname(rel))
-    os.makedirs(workdir, exist_ok=True)
-    for m in mutants:
-        if tested and time.monotonic() > deadline:
-            counts["skipped"] += 1
+    marks: dict[int, str] = {}
+    free = queue.Queue()
+    for s in slots:
+        free.put(s)
+    lock = threading.Lock()
+    tested = threading.Event()
+
+    def one(m: str) -> None:
+        if tested.is_set() and time.monotonic() > deadline:
+            with lock:
+                counts["skipped"] += 1
+            return
+        slot = free.get()
+        try:
+            run, known = selection_for(cov, change_of(ctx["src_lines"], m)[0], tests)
+            if run is not None and not known and not ctx["limit"]:
+                with lock:  # a line the coverage map cannot place runs the whole selection: time it once
+                    ctx["limit"] = ctx["limit"] or max(30.0, 5 * baseline(tests))
+            rec = try_mutant(rel, m, slot, ctx)
+        finally:
+            free.put(slot)
+        with lock:
+            if rec.get("tests"):
+                tested.set()
+            counts[rec["status"]] += 1
+            counts["reused"] += bool(rec.pop("reused", False))
+            counts["uncovered"] += bool(rec.get("uncovered"))
+            rec.update(asan=ASAN, population=population)
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+            if rec["status"] == "survived":
+                survivors.append(rec)
+            marks[index_of(m)] = mark_of(rec)
+            if a.verbose:
+                how = " (no test reaches the line)" if rec.get("uncovered") else ""
+                print(f"  {rec['status']:10} {rel}:{rec['line']}: {rec['after']}{how}", flush=True)
+
+    with concurrent.futures.ThreadPoolExecutor(len(slots)) as ex:
+        for f in [ex.submit(one, m) for m in mutants]:
+            f.result()
+    survivors.sort(key=lambda r: (r["line"], r["mutant"]))
+    return dict(file=rel, total=len(mutants), population=population, survivors=survivors, marks=marks,
+                version=ctx["version"], **counts)  # fmt: skip
+
+
+# -- the ledger: a full run, kept across runs ---------------------------------------------------------
+
+LEDGER = os.path.join(ROOT, "tools", "mutation_ledger.txt")
+LEDGER_MARK = dict(killed="k", survived="s", uncovered="u", equivalent="e", reviewed="q", stillborn="b", skipped=".")
+LEDGER_STATUS = dict(k="killed", s="survived", u="survived", e="equivalent", q="equivalent", b="stillborn")
+
+
+def index_of(mutant: str) -> int:
+    return int(os.path.basename(mutant).rsplit(".", 2)[-2])
+
+
+def load_ledger() -> dict[str, tuple[str, str]]:
+    """tools/mutation_ledger.txt: per file, `file version marks`, a mark per mutant in universalmutator's
+    order (k killed, s survived, u survived on a line no test runs, e equivalent by object code, q
+    equivalent by review, b stillborn, . not run)."""
+    out = {}
+    if os.path.exists(LEDGER):
+        for line in read_text(LEDGER).splitlines():
+            if line.strip() and not line.startswith("#"):
+                rel, version, marks = line.split()
+                out[rel] = (version, marks)
+    return out
+
+
+def mark_of(rec: dict) -> str:
+    return LEDGER_MARK["uncovered" if rec.get("uncovered") else "reviewed" if rec.get("reviewed") else rec["status"]]
+
+
+def ledger_add(paths: list[str]) -> None:
+    """Record the outcomes in results.jsonl files (a run stopped half-way, or run in another --workdir)
+    for the files whose version they are of."""
+    by_file: dict[str, dict] = {}
+    for path in paths:
+        for line in read_text(path).splitlines():
+            with contextlib.suppress(ValueError, KeyError):
+                rec = json.loads(line)
+                src = os.path.join(ROOT, rec["file"])
+                if rec.get("asan") or not os.path.exists(src) or rec["version"] != version_of(src, RULES):
+                    continue
+                r = by_file.setdefault(rec["file"], dict(file=rec["file"], version=rec["version"], marks={},
+                                                         population=rec["population"]))  # fmt: skip
+                r["marks"][index_of(rec["mutant"])] = mark_of(rec)
+    update_ledger(list(by_file.values()))
+
+
+def update_ledger(results: list[dict]) -> None:
+    """Record this run's outcomes for the files' current versions (an older version's marks go)."""
+    ledger = load_ledger()
+    for r in results:
+        version, marks = ledger.get(r["file"], ("", ""))
+        old = list(marks) if version == r["version"] and len(marks) == r["population"] else ["."] * r["population"]
+        for i, mark in r["marks"].items():
+            if mark != ".":
+                old[i] = mark
+        ledger[r["file"]] = (r["version"], "".join(old))
+    head = (
+        "# tools/mutate.py --ledger: the outcome of every mutant of each mapped file's current version, in\n"
+        "# universalmutator's order: k killed, s survived, u survived on a line no test runs, e equivalent\n"
+        "# (same object code), q equivalent (tools/mutation_equivalent.txt), b stillborn, . not run yet.\n"
+        "# A run with --ledger reuses k, e and b (tests are only added) and writes what it ran back here.\n"
+    )
+    with open(LEDGER + ".tmp", "w") as f:
+        f.write(head + "".join(f"{k} {v} {m}\n" for k, (v, m) in sorted(ledger.items())))
+    os.replace(LEDGER + ".tmp", LEDGER)
+
+
+def ledger_earlier(rules: str) -> dict:
+    """The ledger's reusable outcomes (killed, stillborn, equivalent by object code) of the files' current
+    versions, in load_earlier's form."""
+    out = {}
+    for rel, (version, marks) in load_ledger().items():
+        src = os.path.join(ROOT, rel)
+        if rel not in TARGETS or not os.path.exists(src) or version_of(src, rules) != version:
             continue
-        line, before, after = change_of(src_lines, m)
-        # --resume: a mutant of this very file version that was killed or did not compile stays so (tests
-        # are only added); survivors and equivalents are looked at again
-        prev = earlier.get((rel, version, os.path.basename(m)))
-        copy = os.path.join(workdir, os.path.basename(src))
-        obj = os.path.join(BUILD, "mutant.o")
-        if prev in ("killed", "stillborn"):
-            status = prev
-            counts["reused"] += 1
-        else:
-            shutil.copy(m, copy)
-            p = compile_c(copy, obj, quote_dir=os.path.dirname(src))
-            if p.returncode:
-                status = "stillborn"
-            elif read_bytes(obj) == base_bytes:
-                status = "equivalent"  # the compiler produced the original's code
-            elif (rel, 0, before, after) in equivalent or (rel, line, before, after) in equivalent:
-                status = "equivalent"
-            else:
-                if not limit:
-                    limit = max(30.0, 5 * baseline(tests))
-                link({obj_name(src): obj})
-                result, _ = run_tests(tests, timeout=limit)
-                status = "survived" if result == "pass" else "killed"
-                tested = True
-        counts[status] += 1
-        rec = dict(
-            file=rel, version=version, mutant=os.path.basename(m), line=line, before=before, after=after,
-            status=status, asan=ASAN, population=population,
-        )  # fmt: skip
-        log.write(json.dumps(rec) + "\n")
-        log.flush()
-        if status == "survived":
-            survivors.append(rec)
-        if a.verbose:
-            print(f"  {status:10} {rel}:{line}: {after}", flush=True)
-    link()  # the private package back to the original
-    return dict(file=rel, total=len(mutants), population=population, survivors=survivors, **counts)
+        base = os.path.basename(rel)[:-2]
+        for i, mark in enumerate(marks):
+            if mark in "kbe":
+                out[(rel, version, f"{base}.mutant.{i}.c")] = LEDGER_STATUS[mark]
+    return out
+
+
+def ledger_results(rules: str) -> list[dict]:
+    """Per-file results (for report()) from the ledger's marks of the files' current versions."""
+    out = []
+    for rel, (version, marks) in sorted(load_ledger().items()):
+        src = os.path.join(ROOT, rel)
+        if rel not in TARGETS or not os.path.exists(src) or version_of(src, rules) != version:
+            print(f"mutate: the ledger's {rel} is of another version of it (not counted)", file=sys.stderr)
+            continue
+        mutants = {index_of(m): m for m in generate(src, rules)}
+        lines = read_text(src).splitlines()
+        survivors = []
+        for i, mark in enumerate(marks):
+            if mark in "su":
+                line, before, after = change_of(lines, mutants[i])
+                survivors.append(dict(file=rel, line=line, before=before, after=after, uncovered=mark == "u"))
+        n = marks.count
+        r = dict(file=rel, total=len(marks), population=len(marks), survivors=survivors, reused=0,
+                 uncovered=n("u"), killed=n("k"), survived=n("s") + n("u"), equivalent=n("e") + n("q"),
+                 stillborn=n("b"), skipped=n("."))  # fmt: skip
+        out.append(r)
+    return out
 
 
 def interval(r: dict) -> tuple[float, float]:
@@ -432,6 +703,7 @@ def report(results: list[dict]) -> float:
         ci = f"{lo:.0f}-{hi:.0f} %" if n else "-"
         note = f"  ({r['skipped']} not run: budget)" if r["skipped"] else ""
         note += f"  ({r['reused']} from the last run)" if r["reused"] else ""
+        note += f"  ({r['uncovered']} survivors on lines no test runs)" if r.get("uncovered") else ""
         size = f"{r['total']}/{r['population']}"
         print(
             f"{r['file']:28} {size:>11} {r['killed']:6} {r['survived']:8} {r['equivalent']:5} "
@@ -445,7 +717,8 @@ def report(results: list[dict]) -> float:
         print("\nsurvivors (a test that notices the change kills each; an equivalent one goes into "
               "tools/mutation_equivalent.txt with why):")  # fmt: skip
         for x in surv:
-            print(f"  {x['file']}:{x['line']}: {x['before']}  ->  {x['after']}")
+            how = "  (no test of the selection runs this line)" if x.get("uncovered") else ""
+            print(f"  {x['file']}:{x['line']}: {x['before']}  ->  {x['after']}{how}")
     return total
 
 
@@ -534,6 +807,34 @@ def main(argv: list[str] | None = None) -> int:
         metavar="RESULTS",
         help="print the table of these results.jsonl files (the last line per mutant wins) and run nothing",
     )
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="mutants tried side by side (default 2; each in its own copy of the package)",
+    )
+    ap.add_argument(
+        "--no-coverage",
+        action="store_true",
+        help="run each mutant against its file's whole selection, not only the tests that reach its line",
+    )
+    ap.add_argument(
+        "--ledger",
+        action="store_true",
+        help="reuse tools/mutation_ledger.txt's killed, equivalent and stillborn mutants of the files' current "
+        "versions and record this run's outcomes there (`make mutate`: a full run can be done in parts)",
+    )
+    ap.add_argument(
+        "--ledger-report",
+        action="store_true",
+        help="print the table of tools/mutation_ledger.txt (the files' current versions) and run nothing",
+    )
+    ap.add_argument(
+        "--ledger-add",
+        nargs="+",
+        metavar="RESULTS",
+        help="record these results.jsonl files' outcomes in tools/mutation_ledger.txt and run nothing",
+    )
     ap.add_argument("-v", "--verbose", action="store_true", help="a line per mutant")
     a = ap.parse_args(argv)
     global ASAN, BUILD
@@ -543,6 +844,12 @@ def main(argv: list[str] | None = None) -> int:
         BUILD = os.path.abspath(a.workdir)
     if a.report:
         return 1 if report(results_of(a.report)) < a.min_rate else 0
+    if a.ledger_add:
+        ledger_add(a.ledger_add)
+        return 0
+    if a.ledger_report:
+        rules = os.path.abspath(a.rules) if a.rules != "universal" else a.rules
+        return 1 if report(ledger_results(rules)) < a.min_rate else 0
     if a.rules != "universal":
         a.rules = os.path.abspath(a.rules)
         if not os.path.exists(a.rules):
@@ -564,10 +871,13 @@ def main(argv: list[str] | None = None) -> int:
         os.makedirs(BUILD, exist_ok=True)
         path = os.path.join(BUILD, "results.jsonl")
         earlier = load_earlier(path) if a.resume else {}
+        if a.ledger and not ASAN:
+            earlier.update(ledger_earlier(a.rules))
         # --resume keeps the records of the files this run does not touch (one results file, many runs)
         kept = [] if not a.resume or not os.path.exists(path) else [
             line for line in read_text(path).splitlines() if line.strip() and json.loads(line)["file"] not in files
         ]  # fmt: skip
+        slots = [Slot(n) for n in range(max(1, a.jobs))]
         with open(path, "w") as log:
             log.writelines(line + "\n" for line in kept)
             for i, rel in enumerate(files):
@@ -576,10 +886,21 @@ def main(argv: list[str] | None = None) -> int:
                 left = a.budget - (time.monotonic() - start)
                 share = max(0.0, left) / (len(files) - i) if a.budget else float("inf")
                 print(f"==> {rel}: {' '.join(TARGETS[rel])}", flush=True)
-                results.append(mutate_file(rel, TARGETS[rel], a, equivalent, share, log, earlier))
+                cov = None
+                if not a.no_coverage:  # one coverage run for the files of this run that share the selection
+                    print("    which tests reach which line (a run of the selection with gcov)", flush=True)
+                    cov = coverage([f for f in files if TARGETS[f] == TARGETS[rel]], TARGETS[rel])[rel]
+                results.append(mutate_file(rel, TARGETS[rel], a, equivalent, share, log, earlier, slots, cov))
+                if a.ledger and not ASAN:
+                    update_ledger(results[-1:])
     except MutateError as e:
         print(f"mutate: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if a.ledger and not ASAN:  # what ran is not lost: the ledger takes the half-done file's outcomes too
+            ledger_add([path])
+            print("mutate: stopped; the outcomes so far are in tools/mutation_ledger.txt", file=sys.stderr)
+        return 130
     rate = report(results)
     return 1 if rate < a.min_rate else 0
 
