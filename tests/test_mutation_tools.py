@@ -107,3 +107,39 @@ def test_the_coverage_run_finds_the_tests_that_reach_each_line(tmp_path, monkeyp
     assert all(t.startswith("tests/test_pl011.py::") and s >= 0 for t, s in cov["time"].items())
     # cached: a second call (as for a second file of the same selection) does not run the tests again
     assert mutate.coverage([rel], ["tests/test_pl011.py"])[rel] == cov
+
+
+def test_a_slots_runner_runs_each_selection_in_a_fresh_child_and_times_it_out(tmp_path, monkeypatch):
+    """tools/mutate_server.py forks a child per run: each child imports the extension from the slot's
+    package as it is then (a mutant's), passes or fails as pytest does, and is killed at its time limit."""
+    import glob
+    import json
+    import shutil
+
+    monkeypatch.setattr(mutate, "BUILD", str(tmp_path))
+    slot = mutate.Slot(0)
+    shutil.copy(glob.glob(os.path.join(ROOT, "vmmpy", "_vmm*.so"))[0], os.path.join(slot.pkg, "vmmpy"))
+    probe = tmp_path / "probe.jsonl"
+    with open(os.path.join(slot.pkg, "tests", "test_zz_probe.py"), "w") as f:
+        f.write(
+            "import json, os, time\n"
+            "def test_loads():\n"
+            "    from vmmpy import _ffi, _vmm\n"
+            f"    with open({str(probe)!r}, 'a') as f:\n"
+            "        f.write(json.dumps([os.getpid(), _vmm.__file__]) + '\\n')\n"
+            "def test_fails():\n"
+            "    assert False\n"
+            "def test_hangs():\n"
+            "    time.sleep(60)\n"
+        )
+    try:
+        assert slot.run_tests(["tests/test_zz_probe.py::test_loads"], 30) == "pass"
+        assert slot.run_tests(["tests/test_zz_probe.py::test_loads"], 30) == "pass"
+        assert slot.run_tests(["tests/test_zz_probe.py::test_fails"], 30) == "fail"
+        assert slot.run_tests(["tests/test_zz_probe.py::test_hangs"], 1) == "timeout"
+        assert slot.run_tests(["tests/test_zz_probe.py::test_loads"], 30) == "pass"  # the runner goes on
+    finally:
+        slot.close()
+    runs = [json.loads(line) for line in probe.read_text().splitlines()]
+    assert len(runs) == 3 and len({pid for pid, _ in runs}) == 3
+    assert all(path.startswith(slot.pkg) for _, path in runs)

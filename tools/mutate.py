@@ -36,6 +36,7 @@ import os
 import queue
 import random
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -222,6 +223,9 @@ def kill_group(pgid: int) -> bool:
         return False
 
 
+PYTEST_ARGS = ["-x", "-q", "-p", "no:cacheprovider", "-p", "vmmpy.pytest_plugin", "--rootdir=.", "-m", "not slow"]
+
+
 def run_tests(args: list[str], timeout: float, pkg: str | None = None, env: dict | None = None) -> tuple[str, float]:
     """'pass', 'fail' or 'timeout', and the time taken: pytest on args, from the package directory pkg
     (default build/mutate/pkg) whose extension is the one under test; env adds to the environment."""
@@ -230,8 +234,7 @@ def run_tests(args: list[str], timeout: float, pkg: str | None = None, env: dict
     env = {**os.environ, "PYTHONPATH": pkg, "VMMPY_ROOT": ROOT, "PYTHONDONTWRITEBYTECODE": "1",
            "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", **(env or {})}  # fmt: skip
     logs = sanitizer_env(env, os.path.dirname(pkg)) if ASAN else ""
-    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p", "vmmpy.pytest_plugin",
-           "--rootdir=.", "-m", "not slow", *args]  # fmt: skip
+    cmd = [sys.executable, "-m", "pytest", *PYTEST_ARGS, *args]
     t = time.monotonic()
     p = subprocess.Popen(
         cmd,
@@ -457,6 +460,50 @@ class Slot:
         self.obj = os.path.join(self.dir, "mutant.o")
         make_pkg(self.pkg)
 
+    server: subprocess.Popen | None = None
+    buf = b""
+
+    def _line(self, timeout: float | None) -> dict | None:
+        """The server's next JSON line, or None when `timeout` seconds pass first."""
+        end = None if timeout is None else time.monotonic() + timeout
+        while b"\n" not in self.buf:
+            left = None if end is None else max(0.0, end - time.monotonic())
+            if not select.select([self.server.stdout], [], [], left)[0]:
+                return None
+            data = os.read(self.server.stdout.fileno(), 65536)
+            if not data:
+                raise MutateError(f"the test runner of {self.dir} ended (exit status {self.server.wait()})")
+            self.buf += data
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def run_tests(self, args: list[str], timeout: float) -> str:
+        """As run_tests(), in a child forked from this slot's runner (tools/mutate_server.py): ~0.4 s less
+        a run. Under --asan a fresh process each time (the sanitizers' runtime is preloaded at exec)."""
+        if ASAN:
+            return run_tests(args, timeout, pkg=self.pkg)[0]
+        if self.server is None or self.server.poll() is not None:
+            env = {**os.environ, "PYTHONPATH": self.pkg, "VMMPY_ROOT": ROOT, "PYTHONDONTWRITEBYTECODE": "1",
+                   "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}  # fmt: skip
+            server = os.path.join(ROOT, "tools", "mutate_server.py")
+            self.server = subprocess.Popen([sys.executable, server], cwd=self.pkg, env=env, stdin=subprocess.PIPE,
+                                           stdout=subprocess.PIPE)  # fmt: skip
+            self.buf = b""
+        self.server.stdin.write(json.dumps({"args": [*PYTEST_ARGS, *args]}).encode() + b"\n")
+        self.server.stdin.flush()
+        pid = self._line(60)["pid"]
+        done = self._line(timeout)
+        kill_group(pid)  # the run's leftovers (a QEMU, a helper), or the run itself at its time limit
+        if done is None:
+            self._line(60)  # the server reaps the killed child
+            return "timeout"
+        return "pass" if done["rc"] == 0 else "fail"
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.stdin.close()
+            self.server.wait()
+
     def copy_of(self, rel: str) -> str:
         d = os.path.join(self.dir, "src", os.path.dirname(rel))
         os.makedirs(d, exist_ok=True)
@@ -498,7 +545,7 @@ def try_mutant(rel: str, m: str, slot: Slot, ctx: dict) -> dict:
         return dict(rec, status="survived", uncovered=True, tests=0)
     limit = max(30.0, 5 * known + 10) if known else ctx["limit"]
     link({obj_name(rel): slot.obj}, pkg=slot.pkg)
-    result, _ = run_tests(run, timeout=limit, pkg=slot.pkg)
+    result = slot.run_tests(run, timeout=limit)
     return dict(rec, status="survived" if result == "pass" else "killed", tests=len(run) if known else -1)
 
 
@@ -537,7 +584,9 @@ def mutate_file(rel: str, tests: list[str], a, equivalent, share: float, log, ea
             if run is not None and not known and not ctx["limit"]:
                 with lock:  # a line the coverage map cannot place runs the whole selection: time it once
                     ctx["limit"] = ctx["limit"] or max(30.0, 5 * baseline(tests))
+            t = time.monotonic()
             rec = try_mutant(rel, m, slot, ctx)
+            rec["secs"] = round(time.monotonic() - t, 2)
         finally:
             free.put(slot)
         with lock:
@@ -861,6 +910,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mutate: not in tools/mutation_map.py: {', '.join(unknown)}", file=sys.stderr)
         return 2
     start = time.monotonic()
+    slots: list[Slot] = []
     try:
         print(f"==> building the objects once ({os.path.relpath(BUILD, ROOT)}/)", flush=True)
         build_base()
@@ -901,6 +951,10 @@ def main(argv: list[str] | None = None) -> int:
             ledger_add([path])
             print("mutate: stopped; the outcomes so far are in tools/mutation_ledger.txt", file=sys.stderr)
         return 130
+    finally:
+        for s in slots:
+            with contextlib.suppress(Exception):
+                s.close()
     rate = report(results)
     return 1 if rate < a.min_rate else 0
 
