@@ -606,8 +606,12 @@ def mutate_file(rel: str, tests: list[str], a, equivalent, share: float, log, ea
                 print(f"  {rec['status']:10} {rel}:{rec['line']}: {rec['after']}{how}", flush=True)
 
     with concurrent.futures.ThreadPoolExecutor(len(slots)) as ex:
-        for f in [ex.submit(one, m) for m in mutants]:
-            f.result()
+        try:
+            for f in [ex.submit(one, m) for m in mutants]:
+                f.result()
+        except KeyboardInterrupt:  # the mutants under way end, the queued ones do not start
+            ex.shutdown(cancel_futures=True)
+            raise
     survivors.sort(key=lambda r: (r["line"], r["mutant"]))
     return dict(file=rel, total=len(mutants), population=population, survivors=survivors, marks=marks,
                 version=ctx["version"], **counts)  # fmt: skip
