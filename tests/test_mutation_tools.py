@@ -143,3 +143,12 @@ def test_a_slots_runner_runs_each_selection_in_a_fresh_child_and_times_it_out(tm
     runs = [json.loads(line) for line in probe.read_text().splitlines()]
     assert len(runs) == 3 and len({pid for pid, _ in runs}) == 3
     assert all(path.startswith(slot.pkg) for _, path in runs)
+
+
+def test_a_sanitizer_run_only_adds_its_kills_to_the_ledger(tmp_path, monkeypatch):
+    monkeypatch.setattr(mutate, "LEDGER", str(tmp_path / "ledger.txt"))
+    mutate.update_ledger([dict(file="csrc/a.c", version="v1", population=5, marks={0: "k", 1: "s", 2: "u", 3: "e"})])
+    asan = dict(file="csrc/a.c", version="v1", population=5, marks={0: "s", 1: "k", 2: "s", 3: "k", 4: "k"})
+    mutate.update_ledger([asan], asan=True)
+    # a kill under the sanitizers marks a survivor or an unrun mutant `a`; its survivals change nothing
+    assert mutate.load_ledger() == {"csrc/a.c": ("v1", "kauea")}

@@ -298,6 +298,23 @@ def test_a_vcpu_clock_lead_beyond_a_quantum_is_refused(tmp_path, good_snapshot):
         assert isinstance(e, errors.FormatError) and "vcpu.1" in str(e) and want in str(e), e
 
 
+def test_a_vcpu_off_and_in_wfi_is_refused(tmp_path, good_snapshot):
+    """No run leaves a vCPU off and in WFI (CPU_OFF clears WFI; creation leaves both clear), and CPU_ON
+    relies on it: a file that claims it is refused naming the vCPU."""
+    ((off, plen),) = [(o, n) for name, o, n in sections(good_snapshot) if name == "vcpu.1"]
+    for on, idle, ok in ((0, 1, False), (0, 0, True), (1, 1, True)):
+        b = bytearray(good_snapshot)
+        b[off], b[off + 1] = on, idle
+        struct.pack_into("<I", b, off - 8, zlib.crc32(bytes(b[off : off + plen])))
+        p = tmp_path / "state.snap"
+        p.write_bytes(bytes(b))
+        if ok:
+            vmmpy.Machine.restore(p).close()
+        else:
+            e = restore_error(tmp_path, bytes(b))
+            assert isinstance(e, errors.FormatError) and "vcpu.1" in str(e) and "vCPU 1 is off and in WFI" in str(e), e
+
+
 def test_a_directory_is_not_a_snapshot(tmp_path):
     with pytest.raises(errors.VmmError) as e:
         vmmpy.Machine.restore(tmp_path)

@@ -556,8 +556,11 @@ def mutate_file(rel: str, tests: list[str], a, equivalent, share: float, log, ea
     population = len(mutants)
     if a.sample and a.sample < len(mutants):
         mutants = random.Random(f"{a.seed}:{rel}").sample(mutants, a.sample)
+    src_lines = read_text(src).splitlines()
+    if a.line:
+        mutants = [m for m in mutants if change_of(src_lines, m)[0] in a.line]
     ctx = dict(
-        src_lines=read_text(src).splitlines(), version=version_of(src, a.rules), earlier=earlier, tests=tests,
+        src_lines=src_lines, version=version_of(src, a.rules), earlier=earlier, tests=tests,
         base_bytes=read_bytes(os.path.join(BUILD, "obj", obj_name(src))), equivalent=equivalent, cov=cov,
         limit=max(30.0, 5 * baseline(tests)) if cov is None else 0.0,
     )  # fmt: skip
@@ -621,7 +624,7 @@ def mutate_file(rel: str, tests: list[str], a, equivalent, share: float, log, ea
 
 LEDGER = os.path.join(ROOT, "tools", "mutation_ledger.txt")
 LEDGER_MARK = dict(killed="k", survived="s", uncovered="u", equivalent="e", reviewed="q", stillborn="b", skipped=".")
-LEDGER_STATUS = dict(k="killed", s="survived", u="survived", e="equivalent", q="equivalent", b="stillborn")
+LEDGER_STATUS = dict(k="killed", a="killed", s="survived", u="survived", e="equivalent", q="equivalent", b="stillborn")
 
 
 def index_of(mutant: str) -> int:
@@ -648,35 +651,41 @@ def mark_of(rec: dict) -> str:
 def ledger_add(paths: list[str]) -> None:
     """Record the outcomes in results.jsonl files (a run stopped half-way, or run in another --workdir)
     for the files whose version they are of."""
-    by_file: dict[str, dict] = {}
+    by_file: dict[tuple[str, bool], dict] = {}
     for path in paths:
         for line in read_text(path).splitlines():
             with contextlib.suppress(ValueError, KeyError):
                 rec = json.loads(line)
                 src = os.path.join(ROOT, rec["file"])
-                if rec.get("asan") or not os.path.exists(src) or rec["version"] != version_of(src, RULES):
+                if not os.path.exists(src) or rec["version"] != version_of(src, RULES):
                     continue
-                r = by_file.setdefault(rec["file"], dict(file=rec["file"], version=rec["version"], marks={},
-                                                         population=rec["population"]))  # fmt: skip
+                new = dict(file=rec["file"], version=rec["version"], marks={}, population=rec["population"])
+                r = by_file.setdefault((rec["file"], bool(rec.get("asan"))), new)
                 r["marks"][index_of(rec["mutant"])] = mark_of(rec)
-    update_ledger(list(by_file.values()))
+    for asan in (False, True):
+        update_ledger([r for (_, a), r in by_file.items() if a == asan], asan=asan)
 
 
-def update_ledger(results: list[dict]) -> None:
-    """Record this run's outcomes for the files' current versions (an older version's marks go)."""
+def update_ledger(results: list[dict], asan: bool = False) -> None:
+    """Record this run's outcomes for the files' current versions (an older version's marks go). An --asan
+    run only adds its kills (`a`) to mutants not yet killed: the suite also runs under the sanitizers (make
+    test-asan), so what they catch is caught, and what they do not is decided by the plain run."""
     ledger = load_ledger()
     for r in results:
         version, marks = ledger.get(r["file"], ("", ""))
         old = list(marks) if version == r["version"] and len(marks) == r["population"] else ["."] * r["population"]
         for i, mark in r["marks"].items():
-            if mark != ".":
+            if asan:
+                if mark == "k" and old[i] in "su.":
+                    old[i] = "a"
+            elif mark != ".":
                 old[i] = mark
         ledger[r["file"]] = (r["version"], "".join(old))
     head = (
         "# tools/mutate.py --ledger: the outcome of every mutant of each mapped file's current version, in\n"
-        "# universalmutator's order: k killed, s survived, u survived on a line no test runs, e equivalent\n"
-        "# (same object code), q equivalent (tools/mutation_equivalent.txt), b stillborn, . not run yet.\n"
-        "# A run with --ledger reuses k, e and b (tests are only added) and writes what it ran back here.\n"
+        "# universalmutator's order: k killed, a killed under --asan only, s survived, u survived on a line no\n"
+        "# test runs, e equivalent (same object code), q equivalent (tools/mutation_equivalent.txt), b stillborn,\n"
+        "# . not run yet. A run with --ledger reuses k, a, e and b (tests are only added) and writes back here.\n"
     )
     with open(LEDGER + ".tmp", "w") as f:
         f.write(head + "".join(f"{k} {v} {m}\n" for k, (v, m) in sorted(ledger.items())))
@@ -693,7 +702,7 @@ def ledger_earlier(rules: str) -> dict:
             continue
         base = os.path.basename(rel)[:-2]
         for i, mark in enumerate(marks):
-            if mark in "kbe":
+            if mark in "kabe":
                 out[(rel, version, f"{base}.mutant.{i}.c")] = LEDGER_STATUS[mark]
     return out
 
@@ -715,7 +724,7 @@ def ledger_results(rules: str) -> list[dict]:
                 survivors.append(dict(file=rel, line=line, before=before, after=after, uncovered=mark == "u"))
         n = marks.count
         r = dict(file=rel, total=len(marks), population=len(marks), survivors=survivors, reused=0,
-                 uncovered=n("u"), killed=n("k"), survived=n("s") + n("u"), equivalent=n("e") + n("q"),
+                 uncovered=n("u"), killed=n("k") + n("a"), survived=n("s") + n("u"), equivalent=n("e") + n("q"),
                  stillborn=n("b"), skipped=n("."))  # fmt: skip
         out.append(r)
     return out
@@ -822,6 +831,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--file", action="append", help="only this mapped file (repeatable)")
     ap.add_argument("--sample", type=int, default=0, help="random mutants per file (0: all)")
+    ap.add_argument(
+        "--line", type=int, action="append", help="only the mutants of this line (repeatable; with one --file)"
+    )
     ap.add_argument("--seed", default="vmmpy", help="sampling seed (the same seed picks the same mutants)")
     ap.add_argument(
         "--budget",
@@ -925,7 +937,7 @@ def main(argv: list[str] | None = None) -> int:
         os.makedirs(BUILD, exist_ok=True)
         path = os.path.join(BUILD, "results.jsonl")
         earlier = load_earlier(path) if a.resume else {}
-        if a.ledger and not ASAN:
+        if a.ledger:
             earlier.update(ledger_earlier(a.rules))
         # --resume keeps the records of the files this run does not touch (one results file, many runs)
         kept = [] if not a.resume or not os.path.exists(path) else [
@@ -945,13 +957,13 @@ def main(argv: list[str] | None = None) -> int:
                     print("    which tests reach which line (a run of the selection with gcov)", flush=True)
                     cov = coverage([f for f in files if TARGETS[f] == TARGETS[rel]], TARGETS[rel])[rel]
                 results.append(mutate_file(rel, TARGETS[rel], a, equivalent, share, log, earlier, slots, cov))
-                if a.ledger and not ASAN:
-                    update_ledger(results[-1:])
+                if a.ledger:
+                    update_ledger(results[-1:], asan=ASAN)
     except MutateError as e:
         print(f"mutate: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        if a.ledger and not ASAN:  # what ran is not lost: the ledger takes the half-done file's outcomes too
+        if a.ledger:  # what ran is not lost: the ledger takes the half-done file's outcomes too
             ledger_add([path])
             print("mutate: stopped; the outcomes so far are in tools/mutation_ledger.txt", file=sys.stderr)
         return 130

@@ -203,6 +203,8 @@ static void sync_vcpu_core(struct vmm_vcpu *v, struct vmm_snap *s)
         return;
     if (mpidr != v->mpidr)
         vmm__snap_fail(s, "MPIDR 0x%" PRIx64 " for vCPU %u", mpidr, v->id);
+    else if (!v->on && v->idle) /* CPU_OFF clears `idle`, and a vCPU waits in WFI only while on */
+        vmm__snap_fail(s, "vCPU %u is off and in WFI", v->id);
     else if ((v->timer[0].ctl | v->timer[1].ctl) & ~3ull)
         vmm__snap_fail(s, "a timer control register has reserved bits");
     else if (v->reset_pending && ((v->reset_entry & 3) || !vmm__gpa_ptr(v->vm, v->reset_entry, 4)))
