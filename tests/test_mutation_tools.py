@@ -152,3 +152,16 @@ def test_a_sanitizer_run_only_adds_its_kills_to_the_ledger(tmp_path, monkeypatch
     mutate.update_ledger([asan], asan=True)
     # a kill under the sanitizers marks a survivor or an unrun mutant `a`; its survivals change nothing
     assert mutate.load_ledger() == {"csrc/a.c": ("v1", "kauea")}
+
+
+def test_under_asan_the_junit_report_decides_whether_the_tests_passed(tmp_path):
+    """The interpreter's leaks at exit give every --asan run the sanitizers' exit status, a failed test's
+    too (every mutant survived the sanitizer runs until the report was read)."""
+    p = tmp_path / "junit.xml"
+    assert not mutate.junit_passed(str(p))  # no report: pytest did not get that far
+    suite = (
+        '<testsuites><testsuite name="pytest" errors="{}" failures="{}" skipped="0" tests="3"></testsuite></testsuites>'
+    )
+    for errors, failures, ok in ((0, 0, True), (0, 1, False), (1, 0, False)):
+        p.write_text(suite.format(errors, failures))
+        assert mutate.junit_passed(str(p)) == ok

@@ -234,7 +234,11 @@ def run_tests(args: list[str], timeout: float, pkg: str | None = None, env: dict
     env = {**os.environ, "PYTHONPATH": pkg, "VMMPY_ROOT": ROOT, "PYTHONDONTWRITEBYTECODE": "1",
            "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", **(env or {})}  # fmt: skip
     logs = sanitizer_env(env, os.path.dirname(pkg)) if ASAN else ""
-    cmd = [sys.executable, "-m", "pytest", *PYTEST_ARGS, *args]
+    junit = os.path.join(os.path.dirname(pkg), "junit.xml")
+    if ASAN:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(junit)
+    cmd = [sys.executable, "-m", "pytest", *PYTEST_ARGS, *([f"--junit-xml={junit}"] if ASAN else []), *args]
     t = time.monotonic()
     p = subprocess.Popen(
         cmd,
@@ -253,9 +257,23 @@ def run_tests(args: list[str], timeout: float, pkg: str | None = None, env: dict
         return "timeout", time.monotonic() - t
     finally:
         kill_group(p.pid)  # what the tests started (a QEMU, a vmmrun, a hung mutant's helper) goes with them
-    # under ASan, a leak report alone changes the exit status: what decides is whether one is ours
-    ok = (p.returncode in (0, SAN_EXIT) if ASAN else p.returncode == 0) and not (ASAN and sanitizer_found(logs))
+    if not ASAN:
+        return ("pass" if p.returncode == 0 else "fail"), time.monotonic() - t
+    # under ASan, the interpreter's own leaks at exit turn every exit status into SAN_EXIT, a failed test's
+    # too: pytest's JUnit report says whether the tests passed, the sanitizers' reports whether ours erred
+    ok = p.returncode in (0, SAN_EXIT) and junit_passed(junit) and not sanitizer_found(logs)
     return ("pass" if ok else "fail"), time.monotonic() - t
+
+
+def junit_passed(path: str) -> bool:
+    """Whether pytest's JUnit XML report exists and counts no failure and no error."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        suites = list(ET.parse(path).getroot().iter("testsuite"))
+    except (OSError, ET.ParseError):
+        return False
+    return bool(suites) and all(s.get("errors") == "0" and s.get("failures") == "0" for s in suites)
 
 
 # -- mutants -------------------------------------------------------------------------------------
@@ -953,7 +971,7 @@ def main(argv: list[str] | None = None) -> int:
                 share = max(0.0, left) / (len(files) - i) if a.budget else float("inf")
                 print(f"==> {rel}: {' '.join(TARGETS[rel])}", flush=True)
                 cov = None
-                if not a.no_coverage:  # one coverage run for the files of this run that share the selection
+                if not (a.no_coverage or ASAN):  # one coverage run for the files that share the selection
                     print("    which tests reach which line (a run of the selection with gcov)", flush=True)
                     cov = coverage([f for f in files if TARGETS[f] == TARGETS[rel]], TARGETS[rel])[rel]
                 results.append(mutate_file(rel, TARGETS[rel], a, equivalent, share, log, earlier, slots, cov))
