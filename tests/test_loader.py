@@ -42,7 +42,10 @@ def test_elf_segments_land_at_their_physical_addresses(tmp_path):
         ({"machine": 62}, vmmpy.ArchError, r"not an aarch64 ELF \(e_machine 62\)"),
         ({"machine": 243}, vmmpy.ArchError, r"not an aarch64 ELF \(e_machine 243\)"),  # EM_RISCV: above 183
         ({"cls": 1}, vmmpy.ArchError, "not a 64-bit ELF"),
+        ({"cls": 0}, vmmpy.ArchError, r"not a 64-bit ELF \(class 0\)"),  # ELFCLASSNONE
+        ({"cls": 3}, vmmpy.ArchError, r"not a 64-bit ELF \(class 3\)"),  # no such class: above ELFCLASS64
         ({"data": 2}, vmmpy.ArchError, "not a little-endian ELF"),
+        ({"data": 0}, vmmpy.ArchError, "not a little-endian ELF"),  # ELFDATANONE: below ELFDATA2LSB
         ({"etype": 1}, vmmpy.FormatError, r"not an executable ELF \(e_type 1\)"),  # ET_REL
         ({"etype": 4}, vmmpy.FormatError, r"not an executable ELF \(e_type 4\)"),  # ET_CORE: above EXEC and DYN
         ({"etype": 0xFE00}, vmmpy.FormatError, r"not an executable ELF \(e_type 65024\)"),  # OS-specific
@@ -66,6 +69,30 @@ def test_elf_program_headers_beyond_file(tmp_path):
     elf[32:40] = (10_000).to_bytes(8, "little")  # e_phoff
     with pytest.raises(vmmpy.FormatError, match="program headers lie beyond"):
         vmmpy.Machine(write(tmp_path, "k.elf", bytes(elf)))
+    # a table of 3 headers (168 bytes) where the file has 2 and 8 bytes of data after them (120 bytes)
+    elf = bytearray(make_elf([(RAM_BASE, code(B_SELF), 4), (RAM_BASE + 0x1000, code(B_SELF), 4)], RAM_BASE))
+    struct.pack_into("<H", elf, 0x38, 3)  # e_phnum
+    with pytest.raises(vmmpy.FormatError, match="program headers lie beyond"):
+        vmmpy.Machine(write(tmp_path, "k3.elf", bytes(elf)))
+
+
+def test_elf_segment_with_more_file_bytes_than_memory_is_refused(tmp_path):
+    """p_filesz > p_memsz (ELF: the file image cannot be larger than the segment's memory): refused, naming
+    the segment, even where RAM would hold the bytes."""
+    elf = bytearray(make_elf([(RAM_BASE, code(B_SELF), 4), (RAM_BASE + 0x1000, code(B_SELF) * 4, 16)], RAM_BASE))
+    struct.pack_into("<Q", elf, 64 + 56 + 40, 8)  # the second segment's p_memsz: 8 of its 16 file bytes
+    with pytest.raises(vmmpy.FormatError, match=r"k\.elf: segment 1 has filesz > memsz$"):
+        vmmpy.Machine(write(tmp_path, "k.elf", bytes(elf)))
+
+
+def test_elf_program_headers_that_end_the_file_load(tmp_path):
+    """The program header table may be the file's last bytes (e_phoff + e_phnum * 56 == the file's size)."""
+    text = code(B_SELF)
+    phdr = struct.pack("<IIQQQQQQ", 1, 7, 64, RAM_BASE, RAM_BASE, len(text), len(text), 0x1000)
+    eh = b"\x7fELF" + bytes([2, 1, 1, 0]) + b"\0" * 8
+    eh += struct.pack("<HHIQQQIHHHHHH", 2, 183, 1, RAM_BASE, 64 + len(text), 0, 0, 64, 56, 1, 64, 0, 0)
+    with vmmpy.Machine(write(tmp_path, "k.elf", eh + text + phdr)) as m:
+        assert m.read_memory(RAM_BASE, 4) == text
 
 
 def test_elf_segment_outside_ram(tmp_path):
@@ -86,15 +113,30 @@ def test_elf_larger_than_ram(tmp_path):
         vmmpy.Machine(write(tmp_path, "k.elf", elf), ram="32M")
 
 
-def test_elf_virtual_entry_is_translated(tmp_path):
+@pytest.mark.parametrize("into", [0, 0x40])
+def test_elf_virtual_entry_is_translated(tmp_path, into):
+    """The entry point at, or `into` bytes into, a segment whose vaddr is a high kernel address."""
     import struct
 
     text = code(B_SELF)
-    elf = bytearray(make_elf([(RAM_BASE + 0x1000, text, 4)], 0xFFFF_0000_0000_1000))
+    elf = bytearray(make_elf([(RAM_BASE + 0x1000, text, 0x1000)], 0xFFFF_0000_0000_1000 + into))
     # make the segment's vaddr a high kernel address while paddr stays in RAM
     struct.pack_into("<Q", elf, 64 + 16, 0xFFFF_0000_0000_1000)
     with vmmpy.Machine(write(tmp_path, "k.elf", bytes(elf))) as m:
-        assert m.boot_info().entry == RAM_BASE + 0x1000
+        assert m.boot_info().entry == RAM_BASE + 0x1000 + into
+
+
+def test_elf_entry_in_two_segments_is_translated_through_the_first(tmp_path):
+    """Two segments at the same virtual addresses, loaded at different physical ones: the entry point
+    (virtual 0x1040) is translated through the first that holds it, in program header order."""
+    import struct
+
+    text = code(B_SELF)
+    elf = bytearray(make_elf([(RAM_BASE + 0x20000, text, 0x1000), (RAM_BASE + 0x10000, text, 0x1000)], 0x1040))
+    struct.pack_into("<Q", elf, 64 + 16, 0x1000)
+    struct.pack_into("<Q", elf, 64 + 56 + 16, 0x1000)
+    with vmmpy.Machine(write(tmp_path, "k.elf", bytes(elf))) as m:
+        assert m.boot_info().entry == RAM_BASE + 0x20040
 
 
 def test_not_a_kernel(tmp_path):
@@ -611,6 +653,11 @@ def test_load_kernel_mem_checks_its_arguments():
         gz = ffi.new("char[]", b"\x1f\x8b")
         assert lib.vmm_load_kernel_mem(vm, gz, 1, b"k1", ffi.NULL) == lib.VMM_EFORMAT
         assert ffi.string(lib.vmm_last_error(vm)).decode().startswith("k1: not an ELF, arm64 Image or gzip")
+        # nor is 1-3 bytes of the ELF magic an ELF (its four bytes are there in memory, past the length)
+        magic = ffi.new("char[]", b"\x7fELF")
+        for n in (1, 2, 3):
+            assert lib.vmm_load_kernel_mem(vm, magic, n, b"k3", ffi.NULL) == lib.VMM_EFORMAT
+            assert ffi.string(lib.vmm_last_error(vm)).decode().startswith("k3: not an ELF, arm64 Image or gzip")
 
 
 def test_the_size_limit_is_guest_ram_unless_the_kernel_is_an_elf(tmp_path, guest):
@@ -725,6 +772,14 @@ def test_only_the_program_headers_e_phnum_counts_are_loaded(tmp_path):
     with vmmpy.Machine(write(tmp_path, "vmlinux", bytes(elf))) as m:
         assert m.read_memory(RAM_BASE + 0x10000, 64) == bytes(64)
         assert m.boot_info().kernel_end == RAM_BASE + 4
+    # nor is it checked: the same header placed outside RAM, or with filesz > memsz, refuses nothing
+    for field, value in ((24, 0x10_0000_0000), (40, 1 << 20)):  # p_paddr, p_memsz < p_filesz after it
+        bad = bytearray(elf)
+        struct.pack_into("<Q", bad, 64 + 56 + field, value)
+        if field == 40:
+            struct.pack_into("<Q", bad, 64 + 56 + 32, (1 << 20) + 1)  # p_filesz
+        with vmmpy.Machine(write(tmp_path, "vmlinux", bytes(bad))) as m:
+            assert m.boot_info().kernel_end == RAM_BASE + 4
 
 
 def test_an_image_whose_reserve_ends_exactly_at_the_end_of_ram_loads(tmp_path):
