@@ -741,7 +741,7 @@ def ledger_results(rules: str) -> list[dict]:
                 line, before, after = change_of(lines, mutants[i])
                 survivors.append(dict(file=rel, line=line, before=before, after=after, uncovered=mark == "u"))
         n = marks.count
-        r = dict(file=rel, total=len(marks), population=len(marks), survivors=survivors, reused=0,
+        r = dict(file=rel, total=len(marks), population=len(marks), survivors=survivors, reused=0, ledger=True,
                  uncovered=n("u"), killed=n("k") + n("a"), survived=n("s") + n("u"), equivalent=n("e") + n("q"),
                  stillborn=n("b"), skipped=n("."))  # fmt: skip
         out.append(r)
@@ -781,7 +781,8 @@ def report(results: list[dict]) -> float:
         rate = f"{100 * r['killed'] / n:.0f} %" if n else "-"
         lo, hi = interval(r)
         ci = f"{lo:.0f}-{hi:.0f} %" if n else "-"
-        note = f"  ({r['skipped']} not run: budget)" if r["skipped"] else ""
+        why = "yet" if r.get("ledger") else "(budget)"
+        note = f"  ({r['skipped']} not run {why})" if r["skipped"] else ""
         note += f"  ({r['reused']} from the last run)" if r["reused"] else ""
         note += f"  ({r['uncovered']} survivors on lines no test runs)" if r.get("uncovered") else ""
         size = f"{r['total']}/{r['population']}"
