@@ -115,6 +115,7 @@ def test_a_slots_runner_runs_each_selection_in_a_fresh_child_and_times_it_out(tm
     import glob
     import json
     import shutil
+    import time
 
     monkeypatch.setattr(mutate, "BUILD", str(tmp_path))
     slot = mutate.Slot(0)
@@ -131,17 +132,25 @@ def test_a_slots_runner_runs_each_selection_in_a_fresh_child_and_times_it_out(tm
             "    assert False\n"
             "def test_hangs():\n"
             "    time.sleep(60)\n"
+            "def test_hangs_in_c():\n"
+            "    import ctypes\n"
+            "    ctypes.CDLL(None).sleep(60)\n"
         )
     try:
         assert slot.run_tests(["tests/test_zz_probe.py::test_loads"], 30) == "pass"
         assert slot.run_tests(["tests/test_zz_probe.py::test_loads"], 30) == "pass"
         assert slot.run_tests(["tests/test_zz_probe.py::test_fails"], 30) == "fail"
         assert slot.run_tests(["tests/test_zz_probe.py::test_hangs"], 1) == "timeout"
+        # a test past its own limit ends the run (SIGALRM's default action, also inside a C call)
+        t = time.monotonic()
+        hung = ["tests/test_zz_probe.py::test_loads", "tests/test_zz_probe.py::test_hangs_in_c"]
+        assert slot.run_tests(hung, 50, limits={hung[1]: 1.0}) == "fail"
+        assert time.monotonic() - t < 20
         assert slot.run_tests(["tests/test_zz_probe.py::test_loads"], 30) == "pass"  # the runner goes on
     finally:
         slot.close()
     runs = [json.loads(line) for line in probe.read_text().splitlines()]
-    assert len(runs) == 3 and len({pid for pid, _ in runs}) == 3
+    assert len(runs) == 4 and len({pid for pid, _ in runs}) == 4
     assert all(path.startswith(slot.pkg) for _, path in runs)
 
 

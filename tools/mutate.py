@@ -495,9 +495,10 @@ class Slot:
         line, self.buf = self.buf.split(b"\n", 1)
         return json.loads(line)
 
-    def run_tests(self, args: list[str], timeout: float) -> str:
+    def run_tests(self, args: list[str], timeout: float, limits: dict[str, float] | None = None) -> str:
         """As run_tests(), in a child forked from this slot's runner (tools/mutate_server.py): ~0.4 s less
-        a run. Under --asan a fresh process each time (the sanitizers' runtime is preloaded at exec)."""
+        a run. Under --asan a fresh process each time (the sanitizers' runtime is preloaded at exec).
+        limits: node id -> seconds for a test of its own (the runner ends a child stuck in one)."""
         if ASAN:
             return run_tests(args, timeout, pkg=self.pkg)[0]
         if self.server is None or self.server.poll() is not None:
@@ -507,7 +508,8 @@ class Slot:
             self.server = subprocess.Popen([sys.executable, server], cwd=self.pkg, env=env, stdin=subprocess.PIPE,
                                            stdout=subprocess.PIPE)  # fmt: skip
             self.buf = b""
-        self.server.stdin.write(json.dumps({"args": [*PYTEST_ARGS, *args]}).encode() + b"\n")
+        req = {"args": [*PYTEST_ARGS, *args], "limits": limits or {}}
+        self.server.stdin.write(json.dumps(req).encode() + b"\n")
         self.server.stdin.flush()
         pid = self._line(60)["pid"]
         done = self._line(timeout)
@@ -562,8 +564,10 @@ def try_mutant(rel: str, m: str, slot: Slot, ctx: dict) -> dict:
     if run is None:
         return dict(rec, status="survived", uncovered=True, tests=0)
     limit = max(30.0, 5 * known + 10) if known else ctx["limit"]
+    # each test's own limit: a hang in the first of many tests costs its limit, not the whole run's
+    per_test = {t: 10 + 10 * ctx["cov"]["time"][t] for t in run} if known else {}
     link({obj_name(rel): slot.obj}, pkg=slot.pkg)
-    result = slot.run_tests(run, timeout=limit)
+    result = slot.run_tests(run, timeout=limit, limits=per_test)
     return dict(rec, status="survived" if result == "pass" else "killed", tests=len(run) if known else -1)
 
 
