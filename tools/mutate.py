@@ -948,6 +948,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"mutate: not in tools/mutation_map.py: {', '.join(unknown)}", file=sys.stderr)
         return 2
+    # Ctrl-C and SIGTERM stop a run with what ran recorded (a background job's shell leaves SIGINT ignored)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     start = time.monotonic()
     slots: list[Slot] = []
     try:
