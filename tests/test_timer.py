@@ -219,6 +219,32 @@ def test_a_deadline_beyond_the_horizon_is_never_in_deterministic_time(raw_guest)
         assert m.clock_ns == m.stats()["insns"] == 6
 
 
+@pytest.mark.parametrize("past", [0, 1], ids=["at", "past"])
+def test_the_last_deadline_before_the_horizon_is_taken(raw_guest, past):
+    """CNTV_CVAL = 2^58 ticks is 2^62 ns, VMM_CLOCK_HORIZON_NS itself: still a deadline, so the idle
+    deterministic clock jumps there; one tick more is beyond it and no deadline (the clock stays)."""
+    movz_x0_2_58, movk_x0_1 = 0xD2E08000, 0xF2800020  # x0 = 1 << 58; x0 |= 1
+    insns = [movz_x0_2_58, *([movk_x0_1] if past else []), MSR_CNTV_CVAL_X0, MOVZ_X0_1, MSR_CNTV_CTL_X0, WFI]
+    blob = raw_guest(code(*insns, b_back(1)))
+    with vmmpy.Machine(blob, kernel_format="raw", deterministic=True) as m:
+        assert m.run(timeout=0.2).reason == RunReason.TIMEOUT
+        assert m.sysreg_read("CNTV_CVAL_EL0") == (1 << 58) + past
+        assert m.clock_ns == (m.stats()["insns"] if past else 1 << 62)
+
+
+@pytest.mark.parametrize("ctl", [0, IMASK, ENABLE | IMASK], ids=["disabled", "masked-disabled", "masked"])
+def test_a_timer_that_cannot_fire_is_no_deadline_in_deterministic_time(raw_guest, ctl):
+    """CNTV_CVAL 65.5 us ahead (4096 ticks), but the timer disabled or masked (its output cannot rise,
+    Arm ARM D11.2.4): no deadline, so a deterministic guest asleep in WFI keeps its clock where it fell
+    asleep. Taken as a deadline, the idle clock would jump there."""
+    movz_x0_4096, movz_x0_ctl = 0xD2820000, 0xD2800000 | ctl << 5
+    blob = raw_guest(code(movz_x0_4096, MSR_CNTV_CVAL_X0, movz_x0_ctl, MSR_CNTV_CTL_X0, WFI, b_back(1)))
+    with vmmpy.Machine(blob, kernel_format="raw", deterministic=True) as m:
+        assert m.run(timeout=0.2).reason == RunReason.TIMEOUT
+        assert m.clock_ns == m.stats()["insns"] == 5
+        assert m.sysreg_read("CNTV_CTL_EL0") & 3 == ctl
+
+
 def test_clock_advance_on_eight_cpus_touches_only_their_state():
     """vmm_clock_advance starts a new quantum on each of the VM's vCPUs and on nothing past them: with the most
     vCPUs (8) the vCPU array is full, and a ninth write would land in the board's device table (with 16

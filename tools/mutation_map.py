@@ -59,6 +59,8 @@ TARGETS: dict[str, list[str]] = {
         "tests/test_timer.py",
         "tests/test_deterministic.py",
         "tests/test_guests.py",
+        # a debugger's hold stops the clock (clock_held, read by vmm__clock_ns)
+        "tests/test_gdb.py::test_gdb_guest_clock_stands_still_while_held",
         # the PMU on the VM's clock (hvf): its overflow is one of the deadlines update_vcpu computes
         "tests/test_irq_guests.py::test_guest_on_vmmpy[pmu-hvf]",
         "tests/test_irq_guests.py::test_guest_on_vmmpy[pmu-max-hvf]",
