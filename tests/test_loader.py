@@ -204,6 +204,9 @@ def test_image_errors(tmp_path):
         vmmpy.Machine(write(tmp_path, "cut16.gz", cut[: len(cut) // 2]), ram="16M")
     with pytest.raises(vmmpy.ArchError, match="big-endian"):
         vmmpy.Machine(write(tmp_path, "be", make_image(b"", flags=1)))
+    # a text_offset past the end of RAM (no sum with it may wrap): the same refusal
+    with pytest.raises(vmmpy.DoesNotFit, match=r"far: kernel needs 1 MiB at offset 0x2200000 but guest RAM is 32 MiB$"):
+        vmmpy.Machine(write(tmp_path, "far", make_image(b"", text_offset=34 * MIB, image_size=MIB)), ram="32M")
     with pytest.raises(vmmpy.FormatError, match="smaller than the file"):
         vmmpy.Machine(write(tmp_path, "small", make_image(b"\0" * 4096, image_size=128)))
     gz = gzip.compress(make_image(b"\0" * 100000))
@@ -537,6 +540,16 @@ def test_image_format_forced_on_a_non_image(tmp_path):
         struct.pack_into("<I", img, 0x38, magic)
         with pytest.raises(vmmpy.FormatError, match=r'k\.img: not an arm64 Image \(no "ARM\\x64" magic at 0x38\)$'):
             vmmpy.Machine(write(tmp_path, "k.img", bytes(img)), kernel_format="image")
+    # recognising one (auto-detection, and what a gzip kernel holds) takes the magic exactly, not one below it
+    img = bytearray(make_image(code(B_SELF) * 16))
+    struct.pack_into("<I", img, 0x38, 0x644D5240)
+    with pytest.raises(vmmpy.FormatError, match=r"k\.img: not an ELF, arm64 Image or gzip"):
+        vmmpy.Machine(write(tmp_path, "k.img", bytes(img)))
+    with pytest.raises(vmmpy.FormatError, match=r"k\.gz: gzip data does not hold an arm64 Image$"):
+        vmmpy.Machine(write(tmp_path, "k.gz", gzip.compress(bytes(img))))
+    # a forced Image shorter than its 64-byte header
+    with pytest.raises(vmmpy.FormatError, match=r"k\.bin: truncated arm64 Image header \(10 bytes\)$"):
+        vmmpy.Machine(write(tmp_path, "k.bin", b"\0" * 10), kernel_format="image")
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc/self/status")
@@ -746,6 +759,85 @@ int inflateInit2_(z_streamp strm, int bits, const char *version, int size)
     return ((int (*)(z_streamp, int, const char *, int))dlsym(RTLD_NEXT, "inflateInit2_"))(strm, bits, version, size);
 }
 """
+
+
+# malloc and realloc of 2 MiB or more called from libvmm, logged as "malloc N" / "realloc N" to $SHIM_LOG
+LOG_LARGE_ALLOCS_C = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+extern void *__libc_malloc(size_t);
+extern void *__libc_realloc(void *, size_t);
+static void note(void *ra, const char *what, size_t n)
+{
+    Dl_info di;
+    const char *log = getenv("SHIM_LOG");
+    if (n < (2u << 20) || !log || !dladdr(ra, &di) || !di.dli_fname || !strstr(di.dli_fname, "_vmm"))
+        return;
+    FILE *f = fopen(log, "a");
+    if (f) {
+        fprintf(f, "%s %zu\n", what, n);
+        fclose(f);
+    }
+}
+void *malloc(size_t n)
+{
+    note(__builtin_return_address(0), "malloc", n);
+    return __libc_malloc(n);
+}
+void *realloc(void *p, size_t n)
+{
+    note(__builtin_return_address(0), "realloc", n);
+    return __libc_realloc(p, n);
+}
+"""
+
+
+def test_gzip_decompression_buffer_starts_at_16_mib_or_4x_and_doubles_to_ram_plus_one(tmp_path):
+    """The gzip kernel's output buffer (image.c gunzip): max(16 MiB, 4x the compressed size), but at most guest
+    RAM + 1 (one byte more than fits tells "larger than RAM"), doubled as the output fills it, again up to RAM
+    + 1. So a small kernel costs 16 MiB once, and what a stream can make the VMM allocate is bounded by the
+    RAM the user gave. The allocations are logged by a preloaded shim (malloc/realloc from libvmm, >= 2 MiB)."""
+    from .conftest import run_with_shim
+
+    cases = [  # name, decompressed body, RAM, random (incompressible)
+        ("grows", 40 << 20, "256M", False),
+        ("grows-to-ram", 38 << 20, "40M", False),
+        ("first-clamped", 6 << 20, "8M", False),
+        ("first-is-ram", 6 << 20, "16M", False),  # 16 MiB is not above RAM + 1: no clamp
+        ("doubles-to-ram", 20 << 20, "32M", False),  # 2 x 16 MiB is RAM exactly, not above RAM + 1
+        ("4x", 5 << 20, "256M", True),
+        ("just-below-4x", 3900 << 10, "256M", True),  # 4x the compressed size is just under 16 MiB
+        ("just-above-4x", 4150 << 10, "256M", True),  # ... just over it
+    ]
+    paths = {}
+    for name, size, _, rand in cases:
+        body = os.urandom(size) if rand else bytes(size)
+        paths[name] = write(tmp_path, f"{name}.gz", gzip.compress(make_image(body), compresslevel=1))
+    log = tmp_path / "allocs.log"
+    script = "import os, vmmpy\n"
+    for name, _, ram, _ in cases:
+        script += f"open({str(log)!r}, 'a').write('== {name}\\n')\n"
+        script += f"vmmpy.Machine({paths[name]!r}, ram={ram!r}).close()\n"
+    r = run_with_shim(tmp_path, LOG_LARGE_ALLOCS_C, script, SHIM_LOG=str(log))
+    assert r.returncode == 0, r.stderr
+    blocks = {b.split("\n", 1)[0]: b.split("\n")[1:-1] for b in log.read_text().split("== ")[1:]}
+    mib = 1 << 20
+    n4x, below, above = (os.path.getsize(paths[k]) for k in ("4x", "just-below-4x", "just-above-4x"))
+    assert 15 * mib < 4 * below < 16 * mib < 4 * above < 17 * mib and 4 * n4x > 16 * mib
+    assert blocks == {
+        "grows": [f"malloc {16 * mib}", f"realloc {32 * mib}", f"realloc {64 * mib}"],
+        "grows-to-ram": [f"malloc {16 * mib}", f"realloc {32 * mib}", f"realloc {40 * mib + 1}"],
+        "first-clamped": [f"malloc {8 * mib + 1}"],
+        "first-is-ram": [f"malloc {16 * mib}"],
+        "doubles-to-ram": [f"malloc {16 * mib}", f"realloc {32 * mib}"],
+        # the file read whole (its buffer), then the output buffer
+        "4x": [f"malloc {n4x}", f"malloc {4 * n4x}"],
+        "just-below-4x": [f"malloc {below}", f"malloc {16 * mib}"],
+        "just-above-4x": [f"malloc {above}", f"malloc {4 * above}"],
+    }, blocks
 
 
 @pytest.mark.skipif(not Path("/usr/include/zlib.h").exists(), reason="needs zlib.h for the shim")
