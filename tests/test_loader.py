@@ -187,6 +187,17 @@ def test_image_with_mz_stub_is_placed_at_text_offset(tmp_path):
         assert bi.dtb_addr >= bi.kernel_end  # image_size is reserved, not just the file size
 
 
+def test_image_without_a_size_is_an_old_kernel_at_512_kib(tmp_path):
+    """image_size 0: a kernel older than 3.17, whose header has neither size nor a meaningful text_offset
+    (booting.rst): it goes at text_offset 0x80000 and takes the file's size."""
+    img = make_image(code(B_SELF) * 16, text_offset=0x1000, image_size=0)
+    with vmmpy.Machine(write(tmp_path, "Image", img)) as m:
+        bi = m.boot_info()
+        assert bi.entry == RAM_BASE + 0x80000
+        assert bi.kernel_end == RAM_BASE + 0x80000 + len(img)
+        assert m.read_memory(RAM_BASE + 0x80000, len(img)) == img
+
+
 def test_gzip_image(tmp_path):
     img = make_image(code(B_SELF) * 1000, image_size=1 << 20)
     with vmmpy.Machine(write(tmp_path, "Image.gz", gzip.compress(img))) as m:
@@ -988,14 +999,17 @@ def test_a_kernel_read_that_fails_names_the_reason(tmp_path, err, once, want):
     assert r.stdout.strip() == want.format(p=p)
 
 
-@pytest.mark.parametrize("gz, ram", [(False, 4), (True, 4), (True, 24)], ids=["plain", "gzip", "gzip-grown"])
+@pytest.mark.parametrize(
+    "gz, ram", [(False, 4), (True, 4), (True, 16), (True, 24)], ids=["plain", "gzip", "gzip-first-is-ram", "gzip-grown"]
+)
 def test_an_image_of_exactly_guest_ram_loads_and_one_byte_more_does_not(tmp_path, gz, ram):
     """The Image's limit is guest RAM from text_offset (booting.rst's image_size): an Image (plain or decompressed
     from gzip) whose image_size is exactly RAM's size at text_offset 0 loads, its last byte at RAM's last; an
     image_size one byte more is refused, as is the exact size at a text_offset of 4 KiB. gunzip's buffer is
     RAM + 1 bytes: an output that fills it exactly ends the stream and reaches the image_size check; one byte
     more is refused by gunzip itself. In 4 MiB of RAM that buffer is RAM + 1 from the start (the first size,
-    16 MiB, is clamped); in 24 MiB it gets there by growing from 16 MiB."""
+    16 MiB, is clamped); in 16 MiB the first buffer is RAM itself, filled before the stream's end is seen, and
+    grows by one byte; in 24 MiB it gets there by growing from 16 MiB."""
     mib, ram = ram, ram * MIB
     name = "Image.gz" if gz else "Image"
 
