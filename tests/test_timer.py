@@ -100,6 +100,23 @@ def test_clock_advance_returns_0():
         assert m.clock_ns == 1600
 
 
+def test_the_clock_does_not_move_while_the_vm_runs(guest):
+    """vmm_clock_advance on a deterministic VM that is running is refused (Busy, naming why), and the
+    clock stays where the run has it; stopped, the same call moves it."""
+    with vmmpy.Machine(guest("idle_notick"), deterministic=True) as m:
+        m.start(timeout=30)
+        try:
+            m.serial.expect(r"idle: ready, no timer", timeout=30)
+            with pytest.raises(vmmpy.errors.Busy, match="the clock cannot be moved while the VM runs$"):
+                m.clock_advance(1 << 40)
+        finally:
+            m.stop()
+        assert m.clock_ns < 1 << 40
+        before = m.clock_ns
+        m.clock_advance(1600)
+        assert m.clock_ns == before + 1600
+
+
 def test_the_clock_calls_refuse_a_null_vm():
     """vmm_clock_ns(NULL) is 0 (the time of no VM), and vmm_clock_advance(NULL, n) is VMM_EINVAL."""
     from vmmpy._ffi import ffi, lib
