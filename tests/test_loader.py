@@ -631,6 +631,70 @@ SYSFS_FILE = "/sys/devices/system/cpu/online"  # st_size 4096, a few bytes to re
 
 
 @pytest.mark.skipif(not Path(SYSFS_FILE).is_file(), reason=f"needs {SYSFS_FILE}")
+def test_the_gzip_magic_is_two_exact_bytes():
+    """1f 8b is gzip (RFC 1952 §2.3.1); the bytes beside it are not."""
+    from vmmpy._ffi import ffi, lib
+
+    from .conftest import c_vm
+
+    for head in (b"\x1e\x8b", b"\x20\x8b", b"\x1f\x8a", b"\x1f\x8c"):
+        with c_vm() as vm:
+            data = head + bytes(62)
+            assert lib.vmm_load_kernel_mem(vm, data, len(data), b"k", ffi.NULL) == lib.VMM_EFORMAT
+            assert ffi.string(lib.vmm_last_error(vm)).decode().startswith("k: not an ELF, arm64 Image or gzip"), head
+
+
+def test_raw_kernel_edges(tmp_path):
+    """A raw kernel: empty is refused, one byte loads, and the entry must be inside the bytes loaded
+    (the address one past the last is not)."""
+    with pytest.raises(vmmpy.FormatError, match=r"empty\.bin: empty file$"):
+        vmmpy.Machine(write(tmp_path, "empty.bin", b""), kernel_format="raw")
+    with vmmpy.Machine(write(tmp_path, "one.bin", b"\x1f"), kernel_format="raw") as m:
+        assert m.read_memory(RAM_BASE, 1) == b"\x1f" and m.boot_info().entry == RAM_BASE
+    blob = code(B_SELF, B_SELF)
+    with pytest.raises(vmmpy.DoesNotFit, match=rf"entry 0x{RAM_BASE + 8:x} is outside the loaded image$"):
+        vmmpy.Machine(write(tmp_path, "two.bin", blob), kernel_format="raw", load_addr=RAM_BASE, entry=RAM_BASE + 8)
+    with vmmpy.Machine(write(tmp_path, "two.bin", blob), kernel_format="raw", entry=RAM_BASE + 4) as m:
+        assert m.boot_info().entry == RAM_BASE + 4
+
+
+def test_kernel_opts_of_an_older_smaller_size_read_only_that_size():
+    """struct vmm_kernel_opts is size-versioned: a caller built against a struct that ended after `format`
+    (size 8) gets the defaults for the fields it does not have (load_addr RAM base, entry load_addr), not
+    whatever its memory holds past them; an unknown format is refused by number."""
+    from vmmpy._ffi import ffi, lib
+
+    from .conftest import SYSTEM_OFF, c_vm
+
+    raw = code(*SYSTEM_OFF)
+    with c_vm() as vm:
+        opts = ffi.new("struct vmm_kernel_opts *", {"size": 8, "format": lib.VMM_KERNEL_RAW})
+        opts.load_addr, opts.entry = 0xDEAD_0000, 0xDEAD_0004  # past the caller's size: not its fields
+        assert lib.vmm_load_kernel_mem(vm, raw, len(raw), b"raw", opts) == 0, ffi.string(lib.vmm_last_error(vm))
+        info = ffi.new("struct vmm_boot_info *", {"size": ffi.sizeof("struct vmm_boot_info")})
+        assert lib.vmm_boot_info(vm, info) == 0 and info.entry == RAM_BASE
+    with c_vm() as vm:
+        opts = ffi.new("struct vmm_kernel_opts *", {"size": ffi.sizeof("struct vmm_kernel_opts"), "format": 99})
+        assert lib.vmm_load_kernel_mem(vm, raw, len(raw), b"raw", opts) == lib.VMM_EINVAL
+        assert ffi.string(lib.vmm_last_error(vm)).decode() == "unknown kernel format 99"
+
+
+def test_a_kernel_loaded_after_the_start_is_refused_before_its_file_is_read(guest):
+    """After the run started, vmm_load_kernel and vmm_load_kernel_mem are refused as such (ESTATE), even for a
+    file that does not exist: the state is checked before the file is opened."""
+    from vmmpy._ffi import ffi, lib
+
+    raw = code(B_SELF)
+    with vmmpy.Machine(guest("hello")) as m:
+        m.run(timeout=10)
+        for rc in (lib.vmm_load_kernel(m._vm, b"/nonexistent/kernel", ffi.NULL),
+                   lib.vmm_load_kernel_mem(m._vm, raw, len(raw), b"k", ffi.NULL)):  # fmt: skip
+            assert rc == lib.VMM_ESTATE
+            assert (
+                ffi.string(lib.vmm_last_error(m._vm)).decode() == "the VM has already started; load before running it"
+            )
+
+
 def test_file_shorter_than_its_size_is_a_read_error():
     assert Path(SYSFS_FILE).stat().st_size > len(Path(SYSFS_FILE).read_bytes())
     with pytest.raises(vmmpy.VmmError, match=f"{SYSFS_FILE}: reading kernel: Input/output error"):

@@ -153,6 +153,8 @@ VMM_EXPORT int vmm_load_kernel_mem(vmm_vm *vm, const void *data, size_t len, con
 {
     int rc;
 
+    struct vmm_kernel_opts o = { 0 };
+
     if (!vm || (!data && len))
         return VMM_EINVAL;
     if (opts && opts->size < sizeof(uint32_t) + sizeof(int))
@@ -161,7 +163,10 @@ VMM_EXPORT int vmm_load_kernel_mem(vmm_vm *vm, const void *data, size_t len, con
         return rc;
     if (vm->kernel.present)
         return vmm__set_error(vm, VMM_ESTATE, "a kernel is already loaded");
-    return load_kernel(vm, data, len, name ? name : "kernel", opts);
+    /* an older caller's smaller struct: only its `size` bytes are read, the fields past them are 0 */
+    if (opts)
+        memcpy(&o, opts, opts->size < sizeof o ? opts->size : sizeof o);
+    return load_kernel(vm, data, len, name ? name : "kernel", opts ? &o : NULL);
 }
 
 VMM_EXPORT int vmm_load_kernel(vmm_vm *vm, const char *path, const struct vmm_kernel_opts *opts)
