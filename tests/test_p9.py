@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+import resource
 import struct
 import subprocess
 import sys
@@ -341,6 +342,71 @@ def test_an_open_file_on_descriptor_zero_is_closed_by_clunk(tree):
                        timeout=60)  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split("\n")[:2] == ["True b'hello, 9p\\n'", "False"]
+
+
+FD_BUDGET_SCRIPT = r"""
+import os, resource, sys
+soft, hard = int(sys.argv[3]), int(sys.argv[4])
+resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+sys.path.insert(0, sys.argv[1])
+import vmmpy
+from tests.test_p9 import P9, P9Error
+with vmmpy.Machine(share=[(sys.argv[2], "s")]) as m:
+    c = P9(m)
+    c.version()
+    c.attach(0)
+    walked = opened = 0
+    try:
+        while True:
+            c.walk(0, 1 + walked, "hello.txt")
+            walked += 1
+    except P9Error as e:
+        assert "ENFILE" in str(e), e
+    for i in range(1, walked + 1):
+        c.clunk(i)
+    c.walk(0, 1, "hello.txt")
+    try:
+        while True:
+            c.walk(0, 2 + opened, "hello.txt")
+            c.lopen(2 + opened)
+            opened += 1
+    except P9Error as e:
+        assert "ENFILE" in str(e), e
+    for i in range(1, opened + 2):
+        c.clunk(i)
+    try:  # the fid the budget stopped: walked but not opened, or not made at all
+        c.clunk(opened + 2)
+    except P9Error:
+        pass
+    # a file opened on descriptor 0 (a closed stdin) gives its descriptor back to the budget when clunked
+    os.close(0)
+    for i in range(3 * walked):
+        c.walk(0, 1, "hello.txt")
+        c.lopen(1)
+        assert os.path.exists("/proc/self/fd/0")
+        c.clunk(1)
+    print(walked, opened, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+@pytest.mark.parametrize("soft, hard", [(64, 64), (600, 600), (64, 600)])
+def test_host_descriptor_budget_follows_the_process_limit(tree, soft, hard):
+    """9p's host descriptors (p9_fid.c) come from a budget of half what the open-file limit leaves above 256
+    for libvmm and the application ((limit - 256) / 2), or a quarter of a limit of 512 or less; the soft limit
+    is first raised to the hard one. Each fid holds 2 (its node and directory), an open file 1 more, and the
+    attach's root fid 2: so 64 gives 16, 7 walked fids or 4 open files; 600 gives 172, 85 or 56. Run in a
+    fresh process (the budget is set once per process), which also checks that a file opened on descriptor 0
+    gives it back when clunked (three times the budget's worth of opens and clunks)."""
+    share, _ = tree
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[1] < hard:
+        pytest.skip(f"the hard open-file limit is below {hard}")
+    r = subprocess.run([sys.executable, "-c", FD_BUDGET_SCRIPT, root, str(share), str(soft), str(hard)],
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    budget = (hard - 256) // 2 if hard > 512 else hard // 4
+    assert r.stdout.split() == [str((budget - 2) // 2), str((budget - 4) // 3), str(hard)], r.stdout
 
 
 def test_large_read_and_write_in_pieces(p9, tree):
