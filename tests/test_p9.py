@@ -614,6 +614,42 @@ def test_bad_names(p9):
         assert p9.err(TRENAMEAT, struct.pack("<I", 0) + s("sub") + struct.pack("<I", 0) + s(dots)) == errno.EINVAL
     assert p9.err(TWALK, struct.pack("<IIH", 0, 1, 17) + s("sub") * 17) == errno.EINVAL
     assert len(p9.walk(0, 1, *(["sub", ".."] * 8))) == 16  # 16 names is fine
+    # a name of NAME_MAX (255) bytes is a name: the walk reaches the host (no such file), the mkdir makes it
+    assert p9.err(TWALK, struct.pack("<IIH", 0, 2, 1) + s("y" * 255)) == errno.ENOENT
+    p9.call(TMKDIR, struct.pack("<I", 0) + s("y" * 255) + struct.pack("<II", 0o755, 0))
+    assert len(p9.walk(0, 2, "y" * 255)) == 1
+
+
+def test_dotdot_below_the_share_goes_up_whatever_the_inode_numbers(tmp_path):
+    """The share's root is known by its device and inode (p9_fid.c is_root), compared for equality: a
+    directory inside it with a smaller inode number (made before the share and moved in) is not the root,
+    so ".." from it goes up to the root, and ".." from the root stays."""
+    older = tmp_path / "older"
+    older.mkdir()
+    share = tmp_path / "share"
+    share.mkdir()
+    (older).rename(share / "older")
+    assert os.stat(share / "older").st_ino < os.stat(share).st_ino
+    with vmmpy.Machine(share=[(share, "s")]) as m:
+        c = P9(m)
+        c.version()
+        root = c.attach(0)
+        up = c.walk(0, 1, "older", "..")
+        assert up[0][2] == os.stat(share / "older").st_ino and up[1] == root
+        assert c.walk(1, 2, "..") == [root]
+
+
+def test_a_share_whose_directory_is_descriptor_0_works(tree):
+    """The share's root directory opened on descriptor 0 (a daemon's closed stdin) is a valid descriptor."""
+    share, _ = tree
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = FD0_SCRIPT.replace("os.close(0)  # a daemon", "# os.close(0)  # a daemon")
+    script = script.replace("with vmmpy.Machine(", "os.close(0)\nwith vmmpy.Machine(")
+    script = script.replace("    c = P9(m)\n", "    c = P9(m)\n    print(os.readlink('/proc/self/fd/0'))\n")
+    r = subprocess.run([sys.executable, "-c", script, root, str(share)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    # descriptor 0 is the share's directory, and a file in it reads as ever
+    assert r.stdout.split("\n")[:2] == [str(share), "False b'hello, 9p\\n'"], r.stdout
 
 
 def test_dotdot_stays_inside(p9, tree):
