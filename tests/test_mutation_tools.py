@@ -74,9 +74,7 @@ def test_the_ledger_reuses_kills_only_of_the_current_version(tmp_path, monkeypat
     mutate.update_ledger([dict(file="csrc/arm/psci.c", version="old", population=1, marks={0: "k"})])
     assert mutate.ledger_earlier(mutate.RULES) == {
         (rel, version, "pcap.mutant.0.c"): "killed",
-        (rel, version, "pcap.mutant.3.c"): "equivalent",  # same object code: the compiler proved it
-        (rel, version, "pcap.mutant.5.c"): "stillborn",
-    }  # survivors and reviewed equivalents (the review can be withdrawn) run again
+    }  # survivors, equivalents and stillborn mutants are looked at again (a compile is cheap; a header may change)
 
 
 @pytest.mark.slow
@@ -174,3 +172,20 @@ def test_under_asan_the_junit_report_decides_whether_the_tests_passed(tmp_path):
     for errors, failures, ok in ((0, 0, True), (0, 1, False), (1, 0, False)):
         p.write_text(suite.format(errors, failures))
         assert mutate.junit_passed(str(p)) == ok
+
+
+def test_only_a_failing_test_or_a_crash_kills():
+    """pytest's exit status: 1 (failed), 2 (interrupted) or a signal (a crash, or SIGALRM at a test's own time
+    limit) kill; 3 (internal error), 4 (usage error: an unknown node id), 5 (no tests ran) and 99 (pytest.main
+    raised) decide nothing."""
+    assert mutate.outcome(0) == "pass"
+    assert [mutate.outcome(rc) for rc in (1, 2, -14, -11, -9)] == ["fail"] * 5
+    assert [mutate.outcome(rc) for rc in (3, 4, 5, 99)] == ["error"] * 4
+
+
+def test_a_case_label_runs_the_whole_selection():
+    cov = dict(exec=[10, 11], full=[], tests={"10": ["t"], "11": ["t"]}, time={"t": 1.0})
+    every = ["tests/test_a.py"]
+    assert mutate.selection_for(cov, 10, every, "case GIC_ICFGR:") == (every, 0.0)
+    assert mutate.selection_for(cov, 11, every, "default:") == (every, 0.0)
+    assert mutate.selection_for(cov, 11, every, "x = 1;") == (["t"], 1.0)

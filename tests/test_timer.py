@@ -244,7 +244,7 @@ def test_the_last_deadline_before_the_horizon_is_taken(raw_guest, past):
     insns = [movz_x0_2_58, *([movk_x0_1] if past else []), MSR_CNTV_CVAL_X0, MOVZ_X0_1, MSR_CNTV_CTL_X0, WFI]
     blob = raw_guest(code(*insns, b_back(1)))
     with vmmpy.Machine(blob, kernel_format="raw", deterministic=True) as m:
-        assert m.run(timeout=0.2).reason == RunReason.TIMEOUT
+        assert m.run(timeout=1.0).reason == RunReason.TIMEOUT
         assert m.sysreg_read("CNTV_CVAL_EL0") == (1 << 58) + past
         assert m.clock_ns == (m.stats()["insns"] if past else 1 << 62)
 
@@ -257,7 +257,7 @@ def test_a_timer_that_cannot_fire_is_no_deadline_in_deterministic_time(raw_guest
     movz_x0_4096, movz_x0_ctl = 0xD2820000, 0xD2800000 | ctl << 5
     blob = raw_guest(code(movz_x0_4096, MSR_CNTV_CVAL_X0, movz_x0_ctl, MSR_CNTV_CTL_X0, WFI, b_back(1)))
     with vmmpy.Machine(blob, kernel_format="raw", deterministic=True) as m:
-        assert m.run(timeout=0.2).reason == RunReason.TIMEOUT
+        assert m.run(timeout=0.5).reason == RunReason.TIMEOUT
         assert m.clock_ns == m.stats()["insns"] == 5
         assert m.sysreg_read("CNTV_CTL_EL0") & 3 == ctl
 

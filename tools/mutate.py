@@ -258,11 +258,20 @@ def run_tests(args: list[str], timeout: float, pkg: str | None = None, env: dict
     finally:
         kill_group(p.pid)  # what the tests started (a QEMU, a vmmrun, a hung mutant's helper) goes with them
     if not ASAN:
-        return ("pass" if p.returncode == 0 else "fail"), time.monotonic() - t
+        return outcome(p.returncode), time.monotonic() - t
     # under ASan, the interpreter's own leaks at exit turn every exit status into SAN_EXIT, a failed test's
     # too: pytest's JUnit report says whether the tests passed, the sanitizers' reports whether ours erred
     ok = p.returncode in (0, SAN_EXIT) and junit_passed(junit) and not sanitizer_found(logs)
     return ("pass" if ok else "fail"), time.monotonic() - t
+
+
+def outcome(rc: int) -> str:
+    """pytest's exit status as a verdict: 0 passed; 1 (tests failed), 2 (interrupted: a test's KeyboardInterrupt)
+    or a signal (a crash, or SIGALRM at a test's own time limit: a hang) failed; anything else (3 internal error,
+    4 usage error, 5 no tests collected, 99 pytest.main raised) says nothing about the mutant: `error`."""
+    if rc == 0:
+        return "pass"
+    return "fail" if rc in (1, 2) or rc < 0 else "error"
 
 
 def junit_passed(path: str) -> bool:
@@ -463,8 +472,9 @@ def coverage(files: list[str], tests: list[str]) -> dict[str, dict]:
     for r in res.values():
         r["exec"], r["full"] = sorted(r["exec"]), sorted(r["full"])
     os.makedirs(os.path.dirname(cache), exist_ok=True)
-    with open(cache, "w") as f:
+    with open(cache + ".tmp", "w") as f:
         json.dump(res, f)
+    os.replace(cache + ".tmp", cache)  # whole or absent: a run stopped here leaves no half file
     _COVERAGE[key] = json.loads(json.dumps(res))  # as read back from the cache (string keys)
     return _COVERAGE[key]
 
@@ -508,7 +518,10 @@ class Slot:
             self.server = subprocess.Popen([sys.executable, server], cwd=self.pkg, env=env, stdin=subprocess.PIPE,
                                            stdout=subprocess.PIPE)  # fmt: skip
             self.buf = b""
-        req = {"args": [*PYTEST_ARGS, *args], "limits": limits or {}}
+        # its own --basetemp, wiped by pytest at each start: a child ends by os._exit, so pytest's own clean-up
+        # of /tmp/pytest-of-<user> never runs (thousands of directories over a long run)
+        basetemp = f"--basetemp={os.path.join(self.dir, 'tmp')}"
+        req = {"args": [*PYTEST_ARGS, basetemp, *args], "limits": limits or {}}
         self.server.stdin.write(json.dumps(req).encode() + b"\n")
         self.server.stdin.flush()
         pid = self._line(60)["pid"]
@@ -517,7 +530,7 @@ class Slot:
         if done is None:
             self._line(60)  # the server reaps the killed child
             return "timeout"
-        return "pass" if done["rc"] == 0 else "fail"
+        return outcome(done["rc"])
 
     def close(self) -> None:
         if self.server is not None:
@@ -530,11 +543,13 @@ class Slot:
         return os.path.join(d, os.path.basename(rel))
 
 
-def selection_for(cov: dict | None, line: int, tests: list[str]) -> tuple[list[str] | None, float]:
+def selection_for(cov: dict | None, line: int, tests: list[str], text: str = "") -> tuple[list[str] | None, float]:
     """The tests a mutant of `line` runs, and their time on the unmutated build (0: unknown): with a coverage
     map, the tests that reach the line, fastest first (None: no test reaches it); without one, or for a line
     with no code of its own (a declaration, a table, a statement's continuation) or run at import, all."""
-    if cov is None or line not in cov["exec"] or line in cov["full"]:
+    # a case label's value decides which inputs reach the lines after it: the tests that reach the label are
+    # not all the tests the changed value affects (gcov gives an untaken `case 3:` a count of its own)
+    if cov is None or line not in cov["exec"] or line in cov["full"] or re.match(r"(case\b|default\s*:)", text):
         return tests, 0.0
     reach = cov["tests"].get(str(line), [])
     if not reach:
@@ -549,7 +564,7 @@ def try_mutant(rel: str, m: str, slot: Slot, ctx: dict) -> dict:
     rec = dict(file=rel, version=ctx["version"], mutant=os.path.basename(m), line=line, before=before, after=after)
     prev = ctx["earlier"].get((rel, ctx["version"], os.path.basename(m)))
     if prev in ("killed", "stillborn"):  # --resume: tests are only added, so a kill stays a kill
-        return dict(rec, status=prev, reused=True)
+        return dict(rec, status=prev, reused=True, was=prev)
     copy = slot.copy_of(rel)
     shutil.copy(m, copy)
     p = compile_c(copy, slot.obj, quote_dir=os.path.dirname(os.path.join(ROOT, rel)))
@@ -560,7 +575,7 @@ def try_mutant(rel: str, m: str, slot: Slot, ctx: dict) -> dict:
     eq = ctx["equivalent"]
     if (rel, 0, before, after) in eq or (rel, line, before, after) in eq:
         return dict(rec, status="equivalent", reviewed=True)
-    run, known = selection_for(ctx["cov"], line, ctx["tests"])
+    run, known = selection_for(ctx["cov"], line, ctx["tests"], before)
     if run is None:
         return dict(rec, status="survived", uncovered=True, tests=0)
     limit = max(30.0, 5 * known + 10) if known else ctx["limit"]
@@ -568,7 +583,32 @@ def try_mutant(rel: str, m: str, slot: Slot, ctx: dict) -> dict:
     per_test = {t: 10 + 10 * ctx["cov"]["time"][t] for t in run} if known else {}
     link({obj_name(rel): slot.obj}, pkg=slot.pkg)
     result = slot.run_tests(run, timeout=limit, limits=per_test)
-    return dict(rec, status="survived" if result == "pass" else "killed", tests=len(run) if known else -1)
+    ntests = len(run) if known else -1
+    if result == "pass":
+        return dict(rec, status="survived", tests=ntests)
+    if result == "error":
+        return dict(rec, status="error", tests=ntests, why="pytest could not run the tests")
+    # a kill counts only if the same tests, in the same order, pass without the mutant (once per distinct run)
+    if not unmutated_passes(rel, run, slot, limit, per_test, ctx):
+        return dict(rec, status="error", tests=ntests, why="these tests fail without the mutant too")
+    return dict(rec, status="killed", tests=ntests, how=result)
+
+
+_CONFIRMED: dict[tuple, bool] = {}
+_CONFIRM_LOCK = threading.Lock()
+
+
+def unmutated_passes(rel: str, run: list[str], slot: Slot, limit: float, per_test: dict, ctx: dict) -> bool:
+    """Whether `run` passes on the unmutated library in this slot (cached per run: a line's mutants share one)."""
+    key = (rel, tuple(run))
+    with _CONFIRM_LOCK:
+        if key in _CONFIRMED:
+            return _CONFIRMED[key]
+    link(pkg=slot.pkg)
+    ok = slot.run_tests(run, timeout=limit, limits=per_test) == "pass"
+    with _CONFIRM_LOCK:
+        _CONFIRMED[key] = ok
+    return ok
 
 
 def mutate_file(rel: str, tests: list[str], a, equivalent, share: float, log, earlier: dict, slots: list[Slot],
@@ -589,7 +629,7 @@ def mutate_file(rel: str, tests: list[str], a, equivalent, share: float, log, ea
     # this file's part of the budget, its baseline's time included; the first mutant that needs its tests
     # runs even past it, so that a budgeted run (make mutate-ci) samples every file however loaded the host
     deadline = time.monotonic() + share
-    counts = dict(killed=0, survived=0, equivalent=0, stillborn=0, skipped=0, reused=0, uncovered=0)
+    counts = dict(killed=0, survived=0, equivalent=0, stillborn=0, skipped=0, reused=0, uncovered=0, error=0)
     survivors = []
     marks: dict[int, str] = {}
     free = queue.Queue()
@@ -605,7 +645,8 @@ def mutate_file(rel: str, tests: list[str], a, equivalent, share: float, log, ea
             return
         slot = free.get()
         try:
-            run, known = selection_for(cov, change_of(ctx["src_lines"], m)[0], tests)
+            line, before, _ = change_of(ctx["src_lines"], m)
+            run, known = selection_for(cov, line, tests, before)
             if run is not None and not known and not ctx["limit"]:
                 with lock:  # a line the coverage map cannot place runs the whole selection: time it once
                     ctx["limit"] = ctx["limit"] or max(30.0, 5 * baseline(tests))
@@ -625,7 +666,8 @@ def mutate_file(rel: str, tests: list[str], a, equivalent, share: float, log, ea
             log.flush()
             if rec["status"] == "survived":
                 survivors.append(rec)
-            marks[index_of(m)] = mark_of(rec)
+            if rec["status"] != "error" and not rec.get("was"):  # a reused outcome keeps its ledger mark
+                marks[index_of(m)] = mark_of(rec)
             if a.verbose:
                 how = " (no test reaches the line)" if rec.get("uncovered") else ""
                 print(f"  {rec['status']:10} {rel}:{rec['line']}: {rec['after']}{how}", flush=True)
@@ -645,7 +687,9 @@ def mutate_file(rel: str, tests: list[str], a, equivalent, share: float, log, ea
 # -- the ledger: a full run, kept across runs ---------------------------------------------------------
 
 LEDGER = os.path.join(ROOT, "tools", "mutation_ledger.txt")
-LEDGER_MARK = dict(killed="k", survived="s", uncovered="u", equivalent="e", reviewed="q", stillborn="b", skipped=".")
+LEDGER_MARK = dict(
+    killed="k", survived="s", uncovered="u", equivalent="e", reviewed="q", stillborn="b", skipped=".", error="."
+)
 LEDGER_STATUS = dict(k="killed", a="killed", s="survived", u="survived", e="equivalent", q="equivalent", b="stillborn")
 
 
@@ -688,7 +732,22 @@ def ledger_add(paths: list[str]) -> None:
         update_ledger([r for (_, a), r in by_file.items() if a == asan], asan=asan)
 
 
+@contextlib.contextmanager
+def ledger_locked():
+    """The ledger is read, changed and written under an exclusive lock (runs side by side in --workdirs)."""
+    import fcntl
+
+    with open(LEDGER + ".lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
 def update_ledger(results: list[dict], asan: bool = False) -> None:
+    with ledger_locked():
+        _update_ledger(results, asan)
+
+
+def _update_ledger(results: list[dict], asan: bool = False) -> None:
     """Record this run's outcomes for the files' current versions (an older version's marks go). An --asan
     run only adds its kills (`a`) to mutants not yet killed: the suite also runs under the sanitizers (make
     test-asan), so what they catch is caught, and what they do not is decided by the plain run."""
@@ -709,9 +768,10 @@ def update_ledger(results: list[dict], asan: bool = False) -> None:
         "# test runs, e equivalent (same object code), q equivalent (tools/mutation_equivalent.txt), b stillborn,\n"
         "# . not run yet. A run with --ledger reuses k, a, e and b (tests are only added) and writes back here.\n"
     )
-    with open(LEDGER + ".tmp", "w") as f:
+    tmp = f"{LEDGER}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
         f.write(head + "".join(f"{k} {v} {m}\n" for k, (v, m) in sorted(ledger.items())))
-    os.replace(LEDGER + ".tmp", LEDGER)
+    os.replace(tmp, LEDGER)
 
 
 def ledger_earlier(rules: str) -> dict:
@@ -724,7 +784,7 @@ def ledger_earlier(rules: str) -> dict:
             continue
         base = os.path.basename(rel)[:-2]
         for i, mark in enumerate(marks):
-            if mark in "kabe":
+            if mark in "ka":  # stillborn and equivalent mutants are compiled again (cheap: a header may change)
                 out[(rel, version, f"{base}.mutant.{i}.c")] = LEDGER_STATUS[mark]
     return out
 
@@ -740,6 +800,14 @@ def ledger_results(rules: str) -> list[dict]:
         mutants = {index_of(m): m for m in generate(src, rules)}
         lines = read_text(src).splitlines()
         survivors = []
+        eq = load_equivalent()
+        marks = list(marks)
+        for i, mark in enumerate(marks):
+            if mark == "q":  # a review since withdrawn: a survivor until the file is run again
+                line, before, after = change_of(lines, mutants[i])
+                if (rel, 0, before, after) not in eq and (rel, line, before, after) not in eq:
+                    marks[i] = "s"
+        marks = "".join(marks)
         for i, mark in enumerate(marks):
             if mark in "su":
                 line, before, after = change_of(lines, mutants[i])
@@ -789,6 +857,11 @@ def report(results: list[dict]) -> float:
         note = f"  ({r['skipped']} not run {why})" if r["skipped"] else ""
         note += f"  ({r['reused']} from the last run)" if r["reused"] else ""
         note += f"  ({r['uncovered']} survivors on lines no test runs)" if r.get("uncovered") else ""
+        note += (
+            f"  ({r['error']} undecided: the tests could not run, or failed without the mutant)"
+            if r.get("error")
+            else ""
+        )
         size = f"{r['total']}/{r['population']}"
         print(
             f"{r['file']:28} {size:>11} {r['killed']:6} {r['survived']:8} {r['equivalent']:5} "
