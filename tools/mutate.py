@@ -773,7 +773,7 @@ def _update_ledger(results: list[dict], asan: bool = False) -> None:
         "# tools/mutate.py --ledger: the outcome of every mutant of each mapped file's current version, in\n"
         "# universalmutator's order: k killed, a killed under --asan only, s survived, u survived on a line no\n"
         "# test runs, e equivalent (same object code), q equivalent (tools/mutation_equivalent.txt), b stillborn,\n"
-        "# . not run yet. A run with --ledger reuses k, a, e and b (tests are only added) and writes back here.\n"
+        "# . not run yet. A run with --ledger reuses k and a (tests are only added) and writes back here.\n"
     )
     tmp = f"{LEDGER}.{os.getpid()}.tmp"
     with open(tmp, "w") as f:
