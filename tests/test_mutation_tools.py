@@ -159,6 +159,9 @@ def test_a_sanitizer_run_only_adds_its_kills_to_the_ledger(tmp_path, monkeypatch
     mutate.update_ledger([asan], asan=True)
     # a kill under the sanitizers marks a survivor or an unrun mutant `a`; its survivals change nothing
     assert mutate.load_ledger() == {"csrc/a.c": ("v1", "kauea")}
+    # and a plain run's survival does not take it back (the sanitizers still catch it)
+    mutate.update_ledger([dict(file="csrc/a.c", version="v1", population=5, marks={1: "s", 4: "u"})])
+    assert mutate.load_ledger() == {"csrc/a.c": ("v1", "kauea")}
 
 
 def test_under_asan_the_junit_report_decides_whether_the_tests_passed(tmp_path):

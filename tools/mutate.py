@@ -766,7 +766,7 @@ def _update_ledger(results: list[dict], asan: bool = False) -> None:
             if asan:
                 if mark == "k" and old[i] in "su.":
                     old[i] = "a"
-            elif mark != ".":
+            elif mark != "." and not (old[i] == "a" and mark in "su"):  # what ASan caught, it still catches
                 old[i] = mark
         ledger[r["file"]] = (r["version"], "".join(old))
     head = (
