@@ -204,3 +204,18 @@ def test_a_parametrized_id_pytest_cannot_find_again_runs_its_whole_function():
     run, known = mutate.selection_for(cov, 5, ["tests/test_loader.py"])
     assert run == ["tests/test_loader.py::test_elf_header_checks", "tests/test_loader.py::test_x[a]"]
     assert known == pytest.approx(0.6)
+
+
+def test_the_report_of_results_files_counts_undecided_mutants(tmp_path, capsys):
+    """--report reads results.jsonl files: a record of a mutant the tests could not decide ("error") is counted
+    apart, neither killed nor survived."""
+    import json
+
+    recs = [dict(file="csrc/a.c", mutant=f"a.mutant.{i}.c", line=i, before="x", after="y", status=st, population=4)
+            for i, st in enumerate(("killed", "survived", "error", "stillborn"))]  # fmt: skip
+    p = tmp_path / "results.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    (r,) = mutate.results_of([str(p)])
+    assert (r["killed"], r["survived"], r["error"], r["stillborn"]) == (1, 1, 1, 1)
+    assert mutate.report([r]) == 50.0
+    assert "1 undecided" in capsys.readouterr().out

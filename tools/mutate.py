@@ -902,7 +902,7 @@ def results_of(paths: list[str]) -> list[dict]:
         f = out.setdefault(
             r["file"],
             dict(file=r["file"], total=0, population=r.get("population", 0), survivors=[], skipped=0, reused=0,
-                 killed=0, survived=0, equivalent=0, stillborn=0),
+                 killed=0, survived=0, equivalent=0, stillborn=0, error=0),
         )  # fmt: skip
         f["total"] += 1
         f[r["status"]] += 1
