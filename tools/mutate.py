@@ -490,6 +490,7 @@ class Slot:
 
     server: subprocess.Popen | None = None
     buf = b""
+    child = 0  # the test run under way (its own session), for close() to end
 
     def _line(self, timeout: float | None) -> dict | None:
         """The server's next JSON line, or None when `timeout` seconds pass first."""
@@ -524,15 +525,19 @@ class Slot:
         req = {"args": [*PYTEST_ARGS, basetemp, *args], "limits": limits or {}}
         self.server.stdin.write(json.dumps(req).encode() + b"\n")
         self.server.stdin.flush()
-        pid = self._line(60)["pid"]
+        pid = self.child = self._line(60)["pid"]
         done = self._line(timeout)
         kill_group(pid)  # the run's leftovers (a QEMU, a helper), or the run itself at its time limit
+        self.child = 0
         if done is None:
             self._line(60)  # the server reaps the killed child
             return "timeout"
         return outcome(done["rc"])
 
     def close(self) -> None:
+        """End the runner, and a test run still under way (a stopped mutate.py left one spinning for hours)."""
+        if self.child:
+            kill_group(self.child)
         if self.server is not None:
             self.server.stdin.close()
             self.server.wait()
