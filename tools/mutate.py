@@ -54,6 +54,7 @@ sys.path.insert(0, os.path.join(ROOT, "vmmpy"))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 
 import _build_ffi  # noqa: E402
+from mutate_cov import gcov_lines  # noqa: E402
 from mutation_map import TARGETS  # noqa: E402
 
 CC = os.environ.get("CC", "cc")
@@ -464,11 +465,7 @@ def coverage(files: list[str], tests: list[str]) -> dict[str, dict]:
     for rel in files:  # the lines with code: what gcov lists for the object, run or not
         src = os.path.join(ROOT, rel)
         gcno = os.path.join(covdir, "obj", obj_name(src)[:-2] + ".gcno")
-        p = subprocess.run(["gcov", "-j", "-t", gcno], cwd=os.path.dirname(gcno), capture_output=True, text=True)
-        for doc in p.stdout.splitlines():
-            for f in json.loads(doc)["files"]:
-                if os.path.basename(f["file"]) == os.path.basename(rel):
-                    res[rel]["exec"].update(ln["line_number"] for ln in f["lines"])
+        res[rel]["exec"].update(gcov_lines(gcno, os.path.basename(rel), run_only=False))
     for r in res.values():
         r["exec"], r["full"] = sorted(r["exec"]), sorted(r["full"])
     os.makedirs(os.path.dirname(cache), exist_ok=True)

@@ -43,6 +43,20 @@ def _flush() -> None:
     _state["flush"]()
 
 
+def gcov_lines(path: str, name: str, run_only: bool) -> set[int]:
+    """The lines of source file `name` that gcov lists for `path` (a .gcda, or a .gcno: none run): those
+    with code, or (run_only) those that ran."""
+    p = subprocess.run(["gcov", "-j", "-t", path], cwd=os.path.dirname(path), capture_output=True, text=True)
+    if p.returncode:
+        raise RuntimeError(f"gcov {path}: {p.stderr.strip()}")
+    lines: set[int] = set()
+    for doc in p.stdout.splitlines():  # one JSON document per line
+        for f in json.loads(doc)["files"]:
+            if os.path.basename(f["file"]) == name:
+                lines.update(ln["line_number"] for ln in f["lines"] if ln["count"] or not run_only)
+    return lines
+
+
 def _executed() -> dict[str, list[int]]:
     """The lines each instrumented file ran since the last flush (and the .gcda files gone)."""
     out: dict[str, list[int]] = {}
@@ -50,17 +64,10 @@ def _executed() -> dict[str, list[int]]:
         if not os.path.exists(gcda):
             out[rel] = []
             continue
-        p = subprocess.run(["gcov", "-j", "-t", gcda], cwd=os.path.dirname(gcda), capture_output=True, text=True)
-        os.unlink(gcda)
-        if p.returncode:
-            raise RuntimeError(f"gcov {gcda}: {p.stderr.strip()}")
-        name = os.path.basename(rel)
-        lines: set[int] = set()
-        for doc in p.stdout.splitlines():  # one JSON document per line
-            for f in json.loads(doc)["files"]:
-                if os.path.basename(f["file"]) == name:
-                    lines.update(ln["line_number"] for ln in f["lines"] if ln["count"])
-        out[rel] = sorted(lines)
+        try:
+            out[rel] = sorted(gcov_lines(gcda, os.path.basename(rel), run_only=True))
+        finally:
+            os.unlink(gcda)
     return out
 
 
