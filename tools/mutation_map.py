@@ -18,6 +18,7 @@ VIRTIO_SNAP = [
 # real-time waiting, nothing a smaller guest does not cover) and the 8-CPU and threaded variants go
 GIC = [
     "tests/test_gic.py",
+    "tests/test_gic_cpuif.py",
     "tests/test_gic_reeval.py",
     "tests/test_gic_its.py",
     "tests/test_irq_guests.py",
@@ -44,6 +45,8 @@ RUN_LOOP = [
     # the threaded loop (a vCPU thread's sleep until its deadline, its signal mask) and the yield to vCPU 0
     "tests/test_soft_threaded.py",
     "tests/test_run_vcpus.py",
+    # the waits' counters: sleeps, spins to a near deadline and halt polls, on both loops (5 s)
+    "tests/test_run_waits.py",
 ]
 
 TARGETS: dict[str, list[str]] = {

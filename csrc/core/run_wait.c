@@ -8,6 +8,7 @@
 /* Real time: spin until the clock reaches `deadline`, a wake-up (seen_seq moved), a stop or the timeout. */
 static void poll_until(struct vmm_vm *vm, uint64_t deadline, uint64_t seen_seq, struct vmm_vcpu *vcpu)
 {
+    vmm__count(vm, &vm->stats.deadline_polls);
     /* a vCPU thread polls awake, so a line raised for it bumps no wake_seq (irq.c): it watches its line too */
     while (vmm__clock_ns(vm, NULL) < deadline && atomic_load(&vm->wake_seq) == seen_seq && !interrupted(vm) &&
            !(vcpu && atomic_load(&vcpu->irq)))
@@ -27,6 +28,7 @@ void vmm__run_wait_idle(struct vmm_vm *vm, uint64_t seen_seq)
     while (!interrupted(vm) && !vmm__run_any_runnable(vm) && atomic_load(&vm->wake_seq) == seen_seq) {
         uint64_t nd = atomic_load(&vm->next_deadline_ns);
         if (vm->deterministic || nd == UINT64_MAX) {
+            vmm__count(vm, &vm->stats.wait_sleeps);
             pthread_cond_wait(&vm->cond, &vm->lock);
             if (vm->deterministic)
                 break; /* input may have been scheduled: the loop looks */
@@ -36,6 +38,7 @@ void vmm__run_wait_idle(struct vmm_vm *vm, uint64_t seen_seq)
             return;
         } else {
             struct timespec dl = ns_to_abs(vm->clock_base_ns, nd);
+            vmm__count(vm, &vm->stats.wait_sleeps);
             if (vmm__host_cond_timedwait(&vm->cond, &vm->lock, &dl) == ETIMEDOUT)
                 break;
         }
@@ -104,10 +107,13 @@ void vmm__run_vcpu_wait(struct run_ctx *rc, struct vmm_vcpu *vcpu)
     bool polls = vcpu->on && vcpu->idle; /* in WFI (the threaded loop is real time) */
     uint64_t start = polls ? vmm__clock_ns(vm, NULL) : 0;
 
-    if (polls && vcpu->halt_poll_ns &&
-        halt_poll(rc, vcpu, start, rc->own_timers ? atomic_load(&vcpu->deadline_ns) : UINT64_MAX)) {
-        halt_poll_adapt(vcpu, vmm__clock_ns(vm, NULL) - start);
-        return;
+    if (polls && vcpu->halt_poll_ns) {
+        vmm__count(vm, &vm->stats.halt_polls);
+        if (halt_poll(rc, vcpu, start, rc->own_timers ? atomic_load(&vcpu->deadline_ns) : UINT64_MAX)) {
+            vmm__count(vm, &vm->stats.halt_poll_hits);
+            halt_poll_adapt(vcpu, vmm__clock_ns(vm, NULL) - start);
+            return;
+        }
     }
     pthread_mutex_lock(&vm->lock);
     atomic_store(&vcpu->awake, false);
@@ -115,6 +121,7 @@ void vmm__run_vcpu_wait(struct run_ctx *rc, struct vmm_vcpu *vcpu)
     while (!rc->done && !interrupted(vm) && !vmm__run_thread_runnable(rc, vcpu) && !atomic_load(&vm->dbg_halt)) {
         uint64_t d = rc->own_timers && vcpu->on ? atomic_load(&vcpu->deadline_ns) : UINT64_MAX;
         if (d == UINT64_MAX) {
+            vmm__count(vm, &vm->stats.wait_sleeps);
             pthread_cond_wait(&vcpu->wake, &vm->lock);
         } else if (d <= vmm__clock_ns(vm, NULL) + HALT_POLL_NS) {
             uint64_t seq = atomic_load(&vm->wake_seq);
@@ -125,6 +132,7 @@ void vmm__run_vcpu_wait(struct run_ctx *rc, struct vmm_vcpu *vcpu)
             goto out;
         } else {
             struct timespec dl = ns_to_abs(vm->clock_base_ns, d);
+            vmm__count(vm, &vm->stats.wait_sleeps);
             if (vmm__host_cond_timedwait(&vcpu->wake, &vm->lock, &dl) == ETIMEDOUT)
                 break;
         }

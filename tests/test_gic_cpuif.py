@@ -1,0 +1,213 @@
+"""Tier 1: the GICv3 CPU interface's edges (Arm IHI0069 §12.2), through the ICC_* system registers.
+
+test_gic.py covers the common paths; these pin the corners a changed comparison or a lost mask would move: an
+EOI's INTID range, the priority drop of priority 0, which group each of a register pair reads and writes, the
+SGI target fields, and writes that must be ignored.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import vmmpy
+from tests.test_gic import (
+    CBPR,
+    EOIMODE,
+    IDLE,
+    ISACTIVER,
+    ISPENDR,
+    SPURIOUS,
+    configure,
+    guest_errors,
+    is_set,
+    pulse,
+    unmask,
+)
+
+LPI_END = 1 << 16  # GICD_TYPER.IDbits = 15: INTIDs below 2^16 (§12.9.38)
+
+
+def sgir(intid: int, targets: int, *, rs: int = 0, aff1: int = 0, irm: bool = False) -> int:
+    """An ICC_SGI{0,1}R_EL1 value (§12.2.21): TargetList, Aff1, INTID, IRM, RS."""
+    return targets | aff1 << 16 | intid << 24 | int(irm) << 40 | rs << 44
+
+
+@pytest.fixture
+def m():
+    with vmmpy.Machine() as mach:
+        yield mach
+
+
+@pytest.fixture
+def m2():
+    with vmmpy.Machine(cpus=2) as mach:
+        yield mach
+
+
+def group_1_sgi(m, intid: int) -> None:
+    """Make SGI `intid` Group 1 on both vCPUs (SGIs reset to Group 0, §12.11)."""
+    for cpu in (0, 1):
+        configure(m, intid, group=1, cpu=cpu, edge=True)
+
+
+def activate(m, intid: int, prio: int) -> None:
+    """Make `intid` (an edge SPI of Group 1) active at `prio` through ICC_IAR1_EL1."""
+    configure(m, intid, prio=prio, edge=True)
+    pulse(m, intid)
+    assert m.sysreg_read("ICC_IAR1_EL1") == intid
+
+
+# ---- ICC_EOIR{0,1}_EL1 (§12.2.9, §12.2.10) ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("intid", [LPI_END, LPI_END + 1, 0xFF_FFFF])
+def test_an_eoi_past_the_last_lpi_intid_drops_nothing_and_is_a_guest_error(m, intid):
+    unmask(m)
+    activate(m, 40, 0x80)
+    before = guest_errors(m)
+    m.sysreg_write("ICC_EOIR1_EL1", intid)
+    assert guest_errors(m) == before + 1
+    assert m.sysreg_read("ICC_RPR_EL1") == 0x80 and is_set(m, ISACTIVER, 40)
+    m.sysreg_write("ICC_EOIR1_EL1", 40)
+    assert m.sysreg_read("ICC_RPR_EL1") == IDLE
+
+
+@pytest.mark.parametrize("intid", [1020, 1023, 1024, 8191])
+def test_an_eoi_of_a_special_or_reserved_intid_is_ignored_without_a_guest_error(m, intid):
+    """§2.2.1: 1020-1023 are special and 1024-8191 reserved; an EOI of one changes nothing."""
+    unmask(m)
+    activate(m, 40, 0x80)
+    before = guest_errors(m)
+    m.sysreg_write("ICC_EOIR1_EL1", intid)
+    assert guest_errors(m) == before
+    assert m.sysreg_read("ICC_RPR_EL1") == 0x80 and is_set(m, ISACTIVER, 40)
+
+
+def test_the_priority_drop_of_priority_0_leaves_the_preempted_priority_running(m):
+    """ICC_AP1R0_EL1 bit n is priority n << 3 (5 bits): the drop clears bit 0 only, not the preempted bit 16."""
+    unmask(m)
+    activate(m, 40, 0x80)
+    activate(m, 41, 0x00)
+    assert m.sysreg_read("ICC_AP1R0_EL1") == 1 << 16 | 1
+    m.sysreg_write("ICC_EOIR1_EL1", 41)
+    assert m.sysreg_read("ICC_AP1R0_EL1") == 1 << 16
+    assert m.sysreg_read("ICC_RPR_EL1") == 0x80
+
+
+def test_a_priority_drop_with_eoimode_1_lets_a_waiting_interrupt_signal(m):
+    """EOImode = 1: ICC_EOIR1_EL1 only drops the priority; a pending interrupt that could not preempt the
+    running one now raises the line, although the first stays active until ICC_DIR_EL1."""
+    configure(m, 40, prio=0x40, edge=True)
+    configure(m, 41, prio=0x80, edge=True)
+    unmask(m)
+    m.sysreg_write("ICC_CTLR_EL1", EOIMODE)
+    pulse(m, 40)
+    assert m.sysreg_read("ICC_IAR1_EL1") == 40
+    pulse(m, 41)
+    assert not m.irq_line()
+    m.sysreg_write("ICC_EOIR1_EL1", 40)
+    assert m.irq_line() and is_set(m, ISACTIVER, 40)
+    assert m.sysreg_read("ICC_IAR1_EL1") == 41
+
+
+# ---- register pairs: each group's own copy (§12.2.1, §12.2.12, §12.2.13, §12.2.15) -------------------------------
+
+
+def test_each_group_enable_reads_its_own_bit(m):
+    m.sysreg_write("ICC_IGRPEN1_EL1", 1)
+    assert (m.sysreg_read("ICC_IGRPEN0_EL1"), m.sysreg_read("ICC_IGRPEN1_EL1")) == (0, 1)
+    m.sysreg_write("ICC_IGRPEN1_EL1", 0)
+    m.sysreg_write("ICC_IGRPEN0_EL1", 1)
+    assert (m.sysreg_read("ICC_IGRPEN0_EL1"), m.sysreg_read("ICC_IGRPEN1_EL1")) == (1, 0)
+
+
+@pytest.mark.parametrize("reg", ["ICC_IGRPEN0_EL1", "ICC_IGRPEN1_EL1"])
+def test_a_group_enable_keeps_only_bit_0(m, reg):
+    """§12.2.15/16: bit 0 is Enable, bits [63:1] are RES0; a write of 2 leaves the group disabled."""
+    m.sysreg_write(reg, 2)
+    assert m.sysreg_read(reg) == 0
+    m.sysreg_write(reg, 3)
+    assert m.sysreg_read(reg) == 1
+
+
+def test_hppir0_does_not_show_a_group_1_interrupt(m):
+    configure(m, 40, prio=0x80, edge=True)
+    unmask(m)
+    pulse(m, 40)
+    assert m.sysreg_read("ICC_HPPIR1_EL1") == 40
+    assert m.sysreg_read("ICC_HPPIR0_EL1") == SPURIOUS
+
+
+def test_each_group_active_priorities_register_is_its_own(m):
+    m.sysreg_write("ICC_AP0R0_EL1", 1 << 3)
+    m.sysreg_write("ICC_AP1R0_EL1", 1 << 20)
+    assert (m.sysreg_read("ICC_AP0R0_EL1"), m.sysreg_read("ICC_AP1R0_EL1")) == (1 << 3, 1 << 20)
+
+
+# ---- writes that keep only their field, or are ignored (§12.2.5, §12.2.6, §12.2.20) -----------------------------
+
+
+def test_binary_point_writes_keep_only_the_3_bit_field(m):
+    m.sysreg_write("ICC_BPR0_EL1", 0x18 | 3)
+    m.sysreg_write("ICC_BPR1_EL1", 0x18 | 5)
+    assert (m.sysreg_read("ICC_BPR0_EL1"), m.sysreg_read("ICC_BPR1_EL1")) == (3, 5)
+
+
+def test_bpr1_writes_while_cbpr_is_set_are_ignored(m):
+    """§12.2.6: with ICC_CTLR_EL1.CBPR = 1 a write to ICC_BPR1_EL1 is ignored; the old value returns with CBPR 0."""
+    m.sysreg_write("ICC_BPR1_EL1", 4)
+    m.sysreg_write("ICC_CTLR_EL1", CBPR)
+    m.sysreg_write("ICC_BPR1_EL1", 6)
+    m.sysreg_write("ICC_CTLR_EL1", 0)
+    assert m.sysreg_read("ICC_BPR1_EL1") == 4
+
+
+@pytest.mark.parametrize(("enable", "sre"), [(1, 0), (0, 7)])
+def test_an_sre_write_changes_no_group_enable(m, enable, sre):
+    """ICC_SRE_EL1 is RAO/WI here: a write, whatever its value, leaves ICC_IGRPEN0_EL1 as it was."""
+    m.sysreg_write("ICC_IGRPEN0_EL1", enable)
+    m.sysreg_write("ICC_SRE_EL1", sre)
+    assert m.sysreg_read("ICC_IGRPEN0_EL1") == enable
+    assert m.sysreg_read("ICC_SRE_EL1") == 7
+
+
+# ---- SGI generation (§12.2.21, §12.2.22) ------------------------------------------------------------------------
+
+
+def test_an_sgi_for_range_selector_1_reaches_no_cpu_of_the_first_16(m2):
+    """RS = 1 names Aff0 16-31: with TargetList bit 0 that is Aff0 16, which no vCPU has."""
+    m = m2
+    group_1_sgi(m, 3)
+    m.sysreg_write("ICC_SGI1R_EL1", sgir(3, 0b11, rs=1))
+    assert not is_set(m, ISPENDR, 3, cpu=0) and not is_set(m, ISPENDR, 3, cpu=1)
+    m.sysreg_write("ICC_SGI1R_EL1", sgir(3, 0b10))
+    assert not is_set(m, ISPENDR, 3, cpu=0) and is_set(m, ISPENDR, 3, cpu=1)
+
+
+def test_targetlist_bit_15_does_not_leak_into_the_aff1_field(m2):
+    """TargetList is bits [15:0] and Aff1 bits [23:16]: bit 15 set with Aff1 = 0 still targets cluster 0."""
+    m = m2
+    group_1_sgi(m, 5)
+    m.sysreg_write("ICC_SGI1R_EL1", sgir(5, 1 << 15 | 1))
+    assert is_set(m, ISPENDR, 5, cpu=0) and not is_set(m, ISPENDR, 5, cpu=1)
+
+
+def test_an_sgi_for_another_aff1_cluster_reaches_nobody(m2):
+    m = m2
+    group_1_sgi(m, 5)
+    m.sysreg_write("ICC_SGI1R_EL1", sgir(5, 0b11, aff1=1))
+    assert not is_set(m, ISPENDR, 5, cpu=0) and not is_set(m, ISPENDR, 5, cpu=1)
+
+
+@pytest.mark.parametrize(("reg", "group"), [("ICC_SGI0R_EL1", 0), ("ICC_ASGI1R_EL1", 0), ("ICC_SGI1R_EL1", 1)])
+def test_an_sgi_reaches_only_targets_whose_copy_is_in_the_registers_group(m2, reg, group):
+    """§12.2.21: the SGI becomes pending on a target only if that target's copy is configured for the group
+    the register generates (SGI0R and ASGI1R: Group 0 with DS = 1; SGI1R: Group 1)."""
+    m = m2
+    configure(m, 7, group=group, cpu=0, edge=True)
+    configure(m, 7, group=1 - group, cpu=1, edge=True)
+    m.sysreg_write(reg, sgir(7, 0b11))
+    assert is_set(m, ISPENDR, 7, cpu=0) and not is_set(m, ISPENDR, 7, cpu=1)
+    m.mmio_write(0x080A_0000 + 0x1_0000 + 0x280, 1 << 7)  # GICR_ICPENDR0 of vCPU 0
+    m.sysreg_write(reg, sgir(7, 0, irm=True), cpu=1)  # IRM: every CPU but the sender, vCPU 0
+    assert is_set(m, ISPENDR, 7, cpu=0)
