@@ -219,3 +219,12 @@ def test_the_report_of_results_files_counts_undecided_mutants(tmp_path, capsys):
     assert (r["killed"], r["survived"], r["error"], r["stillborn"]) == (1, 1, 1, 1)
     assert mutate.report([r]) == 50.0
     assert "1 undecided" in capsys.readouterr().out
+
+
+def test_a_bitwise_or_inside_or_at_the_end_of_a_line_is_read_back_unescaped(tmp_path, monkeypatch):
+    """` | ` separates the fields, so an or in the code is written ` \\| `, and one that ends a continued line
+    ` \\|` (gic_redist.c's GICR_TYPER expression): both read back as the line's own text."""
+    eq = tmp_path / "eq.txt"
+    eq.write_text("# a comment\nf.c:7 | a \\| b \\| | a \\| c \\| | why\nf.c | x \\| y; | x & y; | why\n")
+    monkeypatch.setattr(mutate, "EQUIVALENT", str(eq))
+    assert mutate.load_equivalent() == {("f.c", 7, "a | b |", "a | c |"), ("f.c", 0, "x | y;", "x & y;")}

@@ -335,12 +335,18 @@ def load_equivalent() -> set[tuple[str, int, str, str]]:
     """tools/mutation_equivalent.txt: `file | original line | mutated line | why` per reviewed mutant, or
     `file:N | ...` for the mutant of line N only (when the same text occurs on lines where the change is
     not equivalent). A ` | ` inside a line of code is written ` \\| ` (a C bitwise or, as in
-    `a << 8 \\| b`). Line 0 in the set stands for "any line"."""
+    `a << 8 \\| b`), and one that ends the line (a continued expression) ` \\|`. Line 0 in the set stands
+    for "any line"."""
+
+    def unescape(field: str) -> str:
+        field = field.strip().replace(" \\| ", " | ")
+        return field[:-3] + " |" if field.endswith(" \\|") else field
+
     out = set()
     if os.path.exists(EQUIVALENT):
         for line in read_text(EQUIVALENT).splitlines():
             if line.strip() and not line.startswith("#"):
-                parts = [p.strip().replace(" \\| ", " | ") for p in line.split(" | ")]
+                parts = [unescape(p) for p in line.split(" | ")]
                 if len(parts) >= 3:
                     name, _, num = parts[0].partition(":")
                     out.add((name, int(num) if num else 0, parts[1], parts[2]))

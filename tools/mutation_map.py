@@ -18,7 +18,7 @@ VIRTIO_SNAP = [
 # real-time waiting, nothing a smaller guest does not cover) and the 8-CPU and threaded variants go
 GIC = [
     "tests/test_gic.py",
-    "tests/test_gic_cpuif.py",
+    "tests/test_gic_edges.py",
     "tests/test_gic_reeval.py",
     "tests/test_gic_its.py",
     "tests/test_irq_guests.py",

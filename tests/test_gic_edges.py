@@ -1,11 +1,14 @@
-"""Tier 1: the GICv3 CPU interface's edges (Arm IHI0069 §12.2), through the ICC_* system registers.
+"""Tier 1: the GICv3 model's edges (Arm IHI0069), through MMIO and the ICC_* system registers.
 
-test_gic.py covers the common paths; these pin the corners a changed comparison or a lost mask would move: an
-EOI's INTID range, the priority drop of priority 0, which group each of a register pair reads and writes, the
-SGI target fields, and writes that must be ignored.
+test_gic.py covers the common paths; these pin the corners a changed comparison or a lost mask would move: in
+the CPU interface (§12.2) an EOI's INTID range, the priority drop of priority 0, which group each of a register
+pair reads and writes, the SGI target fields and writes that must be ignored; in the distributor (§12.9) where
+each access width ends.
 """
 
 from __future__ import annotations
+
+import logging
 
 import pytest
 
@@ -13,14 +16,25 @@ import vmmpy
 from tests.test_gic import (
     CBPR,
     EOIMODE,
+    GICD,
+    GICD_IROUTER,
+    GICR_CTLR,
+    GICR_WAKER,
+    ICFGR,
     IDLE,
+    IGROUPR,
+    IPRIORITYR,
     ISACTIVER,
+    ISENABLER,
     ISPENDR,
     SPURIOUS,
+    WAKER_PROCESSOR_SLEEP,
     configure,
     guest_errors,
     is_set,
     pulse,
+    rd,
+    sgi,
     unmask,
 )
 
@@ -211,3 +225,74 @@ def test_an_sgi_reaches_only_targets_whose_copy_is_in_the_registers_group(m2, re
     m.mmio_write(0x080A_0000 + 0x1_0000 + 0x280, 1 << 7)  # GICR_ICPENDR0 of vCPU 0
     m.sysreg_write(reg, sgir(7, 0, irm=True), cpu=1)  # IRM: every CPU but the sender, vCPU 0
     assert is_set(m, ISPENDR, 7, cpu=0)
+
+
+# ---- distributor access widths (§12.1.3) ------------------------------------------------------------------------
+
+
+def test_gicd_icfgr_is_32_bit_only_from_its_first_byte(m, caplog):
+    """GICD_IPRIORITYR and GICD_ITARGETSR take byte accesses; GICD_ICFGR, right after them, does not."""
+    caplog.set_level(logging.WARNING, logger="vmmpy")
+    assert m.mmio_read(GICD + ICFGR - 1, size=1) == 0  # ITARGETSR255: byte-accessible, RAZ/WI
+    assert guest_errors(m) == 0
+    assert m.mmio_read(GICD + ICFGR, size=1) == 0
+    assert "distributor: 1-byte read at offset 0x0c00: unsupported access size" in caplog.text
+    assert guest_errors(m) == 1
+
+
+def test_a_64_bit_access_to_irouter0_is_refused_as_reserved_not_for_its_size(m, caplog):
+    """GICD_IROUTER<n> for n < 32 is reserved, but the IROUTER range takes 64-bit accesses from its start."""
+    caplog.set_level(logging.WARNING, logger="vmmpy")
+    assert m.mmio_read(GICD + GICD_IROUTER, size=8) == 0
+    assert "distributor: 8-byte read at reserved or read-only offset 0x6000" in caplog.text
+    assert "unsupported access size" not in caplog.text
+
+
+# ---- redistributor (§12.10, §12.11) ------------------------------------------------------------------------------
+
+
+def test_sgi_frame_writes_that_land_are_no_guest_error(m2):
+    """IGROUPR0, ICFGR1 (the PPIs' configuration) and IPRIORITYR writes to a redistributor are implemented
+    registers: none is logged as a reserved offset."""
+    m2.mmio_write(sgi(1, IGROUPR), 0xFFFF_FFFF)
+    m2.mmio_write(sgi(1, ICFGR + 4), 0xAAAA_0000)
+    m2.mmio_write(sgi(1, IPRIORITYR + 28), 0x80, size=1)
+    assert guest_errors(m2) == 0
+    assert m2.mmio_read(sgi(1, IGROUPR)) == 0xFFFF_FFFF
+    assert m2.mmio_read(sgi(1, ICFGR + 4)) == 0xAAAA_0000
+
+
+def test_an_enable_written_to_the_second_redistributor_raises_that_cpus_line(m2):
+    """A write to vCPU 1's SGI frame re-evaluates vCPU 1: a pending PPI it enables there raises its line."""
+    configure(m2, 27, cpu=1, enable=False)
+    unmask(m2, cpu=1)
+    m2.irq_set(27, 1, 1)
+    assert not m2.irq_line(1)
+    m2.mmio_write(sgi(1, ISENABLER), 1 << 27)
+    assert m2.irq_line(1) and not m2.irq_line(0)
+
+
+@pytest.mark.parametrize("off", [IGROUPR, IPRIORITYR + 32])
+def test_byte_access_in_the_sgi_frame_is_for_ipriorityr_only(m, caplog, off):
+    """§12.1.3: of the SGI frame, only GICR_IPRIORITYR<n> (bytes 0x400-0x41f) takes byte accesses."""
+    caplog.set_level(logging.WARNING, logger="vmmpy")
+    m.mmio_write(sgi(0, IGROUPR), 0xFFFF_FFFF)
+    assert m.mmio_read(sgi(0, off), size=1) == 0
+    assert f"redistributor: 1-byte read at offset 0x{0x10000 + off:04x}: unsupported access size" in caplog.text
+
+
+def test_a_gicr_ctlr_write_leaves_waker_alone(m):
+    """Without LPIs GICR_CTLR is RAZ/WI (EnableLPIs and the rest): a write of ProcessorSleep's bit there is not
+    a GICR_WAKER write."""
+    m.mmio_write(rd(0, GICR_WAKER), 0)
+    m.mmio_write(rd(0, GICR_CTLR), WAKER_PROCESSOR_SLEEP)
+    assert m.mmio_read(rd(0, GICR_WAKER)) == 0
+    assert m.mmio_read(rd(0, GICR_CTLR)) == 0
+
+
+def test_redistributor_guest_errors_name_the_direction(m, caplog):
+    caplog.set_level(logging.WARNING, logger="vmmpy")
+    assert m.mmio_read(rd(0, 0x0100)) == 0  # reserved in RD_base
+    m.mmio_write(rd(0, GICR_CTLR), 0, size=1)  # GICR_CTLR is 32-bit only
+    assert "redistributor: 4-byte read at reserved or read-only offset 0x0100" in caplog.text
+    assert "redistributor: 1-byte write at offset 0x0000: unsupported access size" in caplog.text
