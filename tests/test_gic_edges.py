@@ -296,3 +296,50 @@ def test_redistributor_guest_errors_name_the_direction(m, caplog):
     m.mmio_write(rd(0, GICR_CTLR), 0, size=1)  # GICR_CTLR is 32-bit only
     assert "redistributor: 4-byte read at reserved or read-only offset 0x0100" in caplog.text
     assert "redistributor: 1-byte write at offset 0x0000: unsupported access size" in caplog.text
+
+
+def test_ipriorityr_past_the_last_spi_reads_zero_whatever_the_routing_holds(m):
+    """INTID 128 is the first unimplemented one (GICD_TYPER.ITLinesNumber = 3): its priority byte is RAZ/WI,
+    also with the first SPI's GICD_IROUTER (the state stored after the priorities) non-zero."""
+    m.mmio_write(GICD + GICD_IROUTER + 8 * 32, 0x55, size=8)
+    m.mmio_write(GICD + IPRIORITYR + 128, 0xFF, size=1)
+    assert m.mmio_read(GICD + IPRIORITYR + 128, size=1) == 0
+    assert m.mmio_read(GICD + IPRIORITYR + 128) == 0
+    assert m.mmio_read(GICD + GICD_IROUTER + 8 * 32, size=8) == 0x55
+
+
+def test_the_last_icfgr_configures_spis_112_to_127(m):
+    """GICD_ICFGR7 (0xc1c) holds INTIDs 112-127, two bits each: SPI 120's edge bit is bit 17."""
+    configure(m, 120, edge=True)
+    assert m.mmio_read(GICD + ICFGR + 28) == 2 << 16
+    assert m.mmio_read(GICD + ICFGR + 24) == 0
+
+
+@pytest.mark.parametrize(("off", "reserved"), [(0xD7C, False), (0xD80, True), (0xDFC, True), (0xE00, False)])
+def test_igrpmodr_and_nsacr_are_raz_wi_and_the_gap_between_them_is_reserved(m, off, reserved):
+    """GICD_IGRPMODR<n> (0xd00-0xd7c) and GICD_NSACR<n> (0xe00-0xefc) are RAZ/WI with DS = 1; 0xd80-0xdfc is
+    reserved (a guest error)."""
+    assert m.mmio_read(GICD + off) == 0
+    assert guest_errors(m) == int(reserved)
+
+
+def test_the_word_after_the_last_irouter_is_reserved(m, caplog):
+    caplog.set_level(logging.WARNING, logger="vmmpy")
+    assert m.mmio_read(GICD + 0x7FDC) == 0  # the upper half of GICD_IROUTER1019
+    assert guest_errors(m) == 0
+    assert m.mmio_read(GICD + 0x7FE0) == 0
+    assert "distributor: 4-byte read at reserved or read-only offset 0x7fe0" in caplog.text
+
+
+def test_irouter_of_intid_31_and_128_read_zero_whatever_lies_around_them(m):
+    """GICD_IROUTER<n> exists for the SPIs only (n = 32-127 implemented, §12.9.22): n = 31 is reserved and n = 128
+    unimplemented (RAZ/WI). Neither shows the SPI priorities stored before the routing table or the CPU
+    interface state stored after it."""
+    for intid in range(88, 96):
+        configure(m, intid, prio=0x80)
+    m.mmio_write(sgi(0, IGROUPR), 0xFFFF_FFFF)
+    m.mmio_write(sgi(0, ISENABLER), 0xFFFF_FFFF)
+    assert m.mmio_read(GICD + GICD_IROUTER + 8 * 31, size=8) == 0
+    assert guest_errors(m) == 1  # reserved
+    assert m.mmio_read(GICD + GICD_IROUTER + 8 * 128, size=8) == 0
+    assert guest_errors(m) == 1

@@ -6,6 +6,7 @@ here is exact; no test sleeps.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 
@@ -370,3 +371,194 @@ def test_a_vcpu_without_a_timer_does_not_hide_another_vcpus_deadline(raw_guest, 
         if deterministic:
             deadline = (1 << 20) * NS_PER_TICK
             assert deadline < m.clock_ns < deadline + 100, m.clock_ns
+
+
+def test_the_timer_drives_its_ppi_only_when_its_output_changes(vm):
+    """The timer drives its PPI when its output changes (Arm ARM D11.2.4: the output is a level), not at every
+    recomputation: a level driven on the same INTID by another source (vmm_irq_set) stays through updates that
+    leave the timer's output as it was (clock_advance recomputes every timer, a CTL write the written one), and
+    goes when the timer's output itself rises and falls."""
+    enable_ppi(vm, PPI_VIRT)
+    vm.irq_set(PPI_VIRT, True)
+    vm.clock_advance(NS_PER_TICK)  # every timer recomputed: CNTV is disabled, its output low as before
+    vm.sysreg_write("CNTV_CTL_EL0", 0)  # disabled, as it was: the output stays low
+    assert vm.irq_line(0)
+    vm.sysreg_write("CNTV_CTL_EL0", ENABLE)  # CVAL 0: the condition holds, the output rises
+    assert vm.irq_line(0)
+    vm.sysreg_write("CNTV_CTL_EL0", 0)  # and falls: the timer drives its PPI low
+    assert not vm.irq_line(0)
+
+
+def _mrs(rt: int, op0: int, op1: int, crn: int, crm: int, op2: int) -> int:
+    """MRS Xt, S<op0>_<op1>_C<crn>_C<crm>_<op2>"""
+    return 0xD5300000 | (op0 - 2) << 19 | op1 << 16 | crn << 12 | crm << 8 | op2 << 5 | rt
+
+
+def _msr(rt: int, op0: int, op1: int, crn: int, crm: int, op2: int) -> int:
+    """MSR S<op0>_<op1>_C<crn>_C<crm>_<op2>, Xt: the MRS encoding with L (bit 21) clear"""
+    return _mrs(rt, op0, op1, crn, crm, op2) & ~(1 << 21)
+
+
+def _adr(rd: int, offset: int) -> int:
+    """ADR Xd, .+offset"""
+    return 0x10000000 | (offset & 3) << 29 | (offset >> 2 & 0x7FFFF) << 5 | rd
+
+
+def _movz(rd: int, imm16: int) -> int:
+    return 0xD2800000 | imm16 << 5 | rd
+
+
+CNTP_CVAL, CNTP_CTL = (3, 3, 14, 2, 2), (3, 3, 14, 2, 1)
+MSR_DAIFSET_I = 0xD50342DF  # msr daifset, #2
+ADD_X0_X1_2400 = 0x91258020  # add x0, x1, #2400
+ADD_X0_X1_2_20 = 0x91440020  # add x0, x1, #0x100, lsl #12
+SUBS_X4_1, BNE_BACK1 = 0xF1000484, 0x54FFFFE1  # subs x4, x4, #1; b.ne .-4
+
+
+def test_hvf_wakes_a_vcpu_in_wfi_at_its_physical_timers_deadline(raw_guest):
+    """hvf (the framework simulator): the EL1 physical timer is ours (CNTP_* trap, hvf_exits.c phys_timer), and
+    with the PMU on the VM's clock its overflow is another deadline of the vCPU's, the earlier of the two kept
+    (no PMU counter runs here: the timer's). A guest that arms CNTP 100 us ahead (2400 ticks of the framework's
+    24 MHz counter) and waits in WFI, IRQs masked, wakes when the PPI rises there and powers off."""
+    blob = code(
+        MSR_DAIFSET_I, _mrs(1, 3, 3, 14, 0, 1), ADD_X0_X1_2400, _msr(0, *CNTP_CVAL), MOVZ_X0_1, _msr(0, *CNTP_CTL),
+        WFI, *SYSTEM_OFF,
+    )  # fmt: skip
+    with vmmpy.Machine(raw_guest(blob), kernel_format="raw", backend="hvf") as m:
+        enable_ppi(m, PPI_PHYS)
+        res = m.run(timeout=10)
+        assert res.reason == RunReason.POWEROFF, res
+        assert m.sysreg_read("CNTP_CTL_EL0") == ENABLE | ISTATUS
+
+
+def test_a_real_time_deadline_does_not_cut_a_vcpu_threads_budget(raw_guest):
+    """Only deterministic mode counts instructions as time (1 ns each): there a deadline cuts the vCPU's
+    instruction budget so that it stops at it. A vCPU thread (soft-threaded, real time) sets its budget to
+    unlimited once and keeps it. The guest arms CNTP 2^20 ticks (16.8 ms) and then CNTV 2^16 ticks (1 ms) ahead,
+    IRQs masked, and runs 2^24 loop iterations (2^25 instructions, tens of ms) before it powers off: the clock
+    thread's kick at CNTV's deadline ends a run while CNTP's is ahead, which, taken as a budget, would be ~16 M
+    instructions, after which the vCPU would stop for good."""
+    add_x0_x1_2_16, movz_x4_16m = 0x91404020, 0xD2A02004  # add x0, x1, #16, lsl #12; movz x4, #0x100, lsl #16
+    blob = code(
+        MSR_DAIFSET_I, _mrs(1, 3, 3, 14, 0, 2), ADD_X0_X1_2_20, _msr(0, *CNTP_CVAL), MOVZ_X0_1, _msr(0, *CNTP_CTL),
+        add_x0_x1_2_16, MSR_CNTV_CVAL_X0, MOVZ_X0_1, MSR_CNTV_CTL_X0, movz_x4_16m, SUBS_X4_1, BNE_BACK1, *SYSTEM_OFF,
+    )  # fmt: skip
+    with vmmpy.Machine(raw_guest(blob), kernel_format="raw", backend="soft-threaded") as m:
+        res = m.run(timeout=10)
+        assert res.reason == RunReason.POWEROFF, res
+        assert m.stats()["insns"] > 1 << 25
+        assert m.sysreg_read("CNTV_CTL_EL0") == m.sysreg_read("CNTP_CTL_EL0") == ENABLE | ISTATUS
+
+
+# Encodings beside the timer's that name no register the VMM or the engine has: op1 0-2 and 4-7, CRn 10 and 15,
+# CRm 1, op2 3, op0 2 (the debug registers' space). Each is UNDEFINED.
+_NOT_TIMER_REGS = [(3, 2, 14, 2, 1), (3, 6, 14, 2, 1), (3, 3, 10, 2, 0), (3, 3, 15, 2, 0), (3, 3, 14, 1, 0),
+                   (3, 3, 14, 2, 3), (2, 3, 14, 2, 0)]  # fmt: skip
+
+
+def test_encodings_beside_the_timers_are_one_unknown_register_access_each(raw_guest, caplog):
+    """An EL1 MRS of an encoding one field away from the timer registers' (op0 3, op1 3, CRn 14, CRm 0, 2 or 3,
+    op2 0-2) names no register, so it is UNDEFINED, and it reaches the VMM once: the engine's UNDEF is offered to
+    the core (one trapped access, one "unknown system register" guest error). The soft backend's MRS hook offers
+    it the timer's encodings only; one it claimed would be offered (and counted, logged) twice. The sync handler
+    skips the instruction and counts it; the guest then stores the count and powers off."""
+    caplog.set_level(logging.WARNING, logger="vmmpy")
+    handler = code(0xD5384029, 0x91001129, 0xD5184029, 0x9100054A, 0xD69F03E0)  # ELR_EL1 += 4; x10++; eret
+    body = [_adr(0, 0x800), 0xD518C000, _movz(10, 0)]  # vbar_el1 = .+0x800; x10 = 0
+    body += [_mrs(0, *enc) for enc in _NOT_TIMER_REGS]
+    body += [_adr(11, 0x1000 - 4 * len(body)), 0xF900016A, *SYSTEM_OFF]  # str x10, [.+0x1000]
+    blob = code(*body).ljust(0x800 + 0x200, b"\0") + handler
+    with vmmpy.Machine(raw_guest(blob), kernel_format="raw", backend="soft") as m:
+        res = m.run(timeout=10)
+        assert res.reason == RunReason.POWEROFF, res
+        assert m.read_memory(m.boot_info().kernel_start + 0x1000, 8) == len(_NOT_TIMER_REGS).to_bytes(8, "little")
+        assert m.stats()["sysreg_exits"] == len(_NOT_TIMER_REGS)
+    for enc in _NOT_TIMER_REGS:
+        name = "S{}_{}_C{}_C{}_{}".format(*enc)
+        assert caplog.text.count(f"unknown system register {name}: UNDEFINED") == 1, name
+
+
+KCTL_EL0PCTEN, KCTL_EL0VCTEN, KCTL_EL0VTEN, KCTL_EL0PTEN = 1 << 0, 1 << 1, 1 << 8, 1 << 9
+EC_SVC64, EC_SYSREG = 0x15, 0x18
+_CNTFRQ, _CNTPCT, _CNTVCT = (3, 3, 14, 0, 0), (3, 3, 14, 0, 1), (3, 3, 14, 0, 2)
+
+
+def _esr(ec: int, iss: int = 0) -> int:
+    return ec << 26 | 1 << 25 | iss  # IL: a 32-bit instruction
+
+
+def _sysreg_iss(enc: tuple, rt: int, read: bool) -> int:
+    """ISS of a trapped MSR/MRS (Arm ARM D17.2.37, EC 0x18): Op0, Op2, Op1, CRn, Rt, CRm, Direction."""
+    op0, op1, crn, crm, op2 = enc
+    return op0 << 20 | op2 << 17 | op1 << 14 | crn << 10 | rt << 5 | crm << 1 | read
+
+
+def _el0_guest(kctl: int, el0: list[int]) -> bytes:
+    """EL1 sets CNTKCTL_EL1 = kctl and erets to `el0` at EL0, which ends with SVC; the EL1 sync vector for a lower
+    EL (and the one for EL1, for a fault there) stores ESR_EL1 and x2 at +0x1000 and powers off."""
+    start = [_adr(0, 0x800), 0xD518C000, _movz(0, kctl), _msr(0, 3, 0, 14, 1, 0)]  # vbar_el1; cntkctl_el1 = kctl
+    start += [0xD518401F, _adr(0, 0x200 - 4 * (len(start) + 1)), 0xD5184020, 0xD69F03E0]  # spsr 0; elr .+0x200; eret
+    blob = code(*start).ljust(0x200, b"\0") + code(*el0, 0xD4000001)  # ...; svc #0
+    for vector in (0xA00, 0xC00):  # VBAR + 0x200, + 0x400: x1 = esr_el1; adr x3, +0x1000; stp x1, x2, [x3]; off
+        blob = blob.ljust(vector, b"\0") + code(0xD5385201, _adr(3, 0x1000 - vector - 4), 0xA9000861, *SYSTEM_OFF)
+    return blob
+
+
+# (what EL0 does, CNTKCTL_EL1, the ESR at EL1, x2 after it, libvmm's trapped accesses). CNTFRQ_EL0 is readable with
+# EL0PCTEN or EL0VCTEN, CNTPCT_EL0 with EL0PCTEN, CNTVCT_EL0 with EL0VCTEN, CNTP_* with EL0PTEN (Arm ARM D13.11's
+# "Accessibility"); an access they allow is ours (counted), one they deny traps to EL1 (EC 0x18) before it.
+_EL0_ACCESSES = {
+    "cntfrq-vcten": ([_mrs(2, *_CNTFRQ)], KCTL_EL0VCTEN, _esr(EC_SVC64), 62_500_000, 1),
+    "cntfrq-pcten": ([_mrs(2, *_CNTFRQ)], KCTL_EL0PCTEN, _esr(EC_SVC64), 62_500_000, 1),
+    "cntpct-pcten": ([_mrs(2, *_CNTPCT)], KCTL_EL0PCTEN, _esr(EC_SVC64), 1000, 1),
+    "cntpct-vcten": ([_mrs(2, *_CNTPCT)], KCTL_EL0VCTEN, _esr(EC_SYSREG, _sysreg_iss(_CNTPCT, 2, True)), 0, 0),
+    "cntvct-vcten": ([_mrs(2, *_CNTVCT)], KCTL_EL0VCTEN, _esr(EC_SVC64), 1000, 1),
+    "cntvct-pcten": ([_mrs(2, *_CNTVCT)], KCTL_EL0PCTEN, _esr(EC_SYSREG, _sysreg_iss(_CNTVCT, 2, True)), 0, 0),
+    "cntp_cval-pten": ([_movz(2, 0x1234), _msr(2, *CNTP_CVAL)], KCTL_EL0PTEN, _esr(EC_SVC64), 0x1234, 1),
+    "cntp_cval-vten": (
+        [_movz(2, 0x1234), _msr(2, *CNTP_CVAL)], KCTL_EL0VTEN, _esr(EC_SYSREG, _sysreg_iss(CNTP_CVAL, 2, False)),
+        0x1234, 0,
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", _EL0_ACCESSES)
+def test_el0_timer_access_follows_cntkctl(raw_guest, case):
+    """Deterministic mode (every counter read is ours, no engine shortcut), the clock at 1000 ticks: EL0 reads
+    a counter as libvmm's timer has it (1000, the few instructions before are less than a tick), CNTFRQ_EL0 as
+    62.5 MHz, and a CNTP_CVAL_EL0 it may write is the timer's CVAL afterwards; what CNTKCTL_EL1 denies traps."""
+    el0, kctl, esr, x2, served = _EL0_ACCESSES[case]
+    with vmmpy.Machine(raw_guest(_el0_guest(kctl, el0)), kernel_format="raw", deterministic=True) as m:
+        m.clock_advance(1000 * NS_PER_TICK)
+        assert m.run(timeout=10).reason == RunReason.POWEROFF
+        got = m.read_memory(m.boot_info().kernel_start + 0x1000, 16)
+        assert (int.from_bytes(got[:8], "little"), int.from_bytes(got[8:], "little")) == (esr, x2)
+        assert m.stats()["sysreg_exits"] == served
+        assert m.sysreg_read("CNTP_CVAL_EL0") == (0x1234 if case == "cntp_cval-pten" else 0)
+
+
+_CNTV_CVAL, _CNTV_CTL = (3, 3, 14, 3, 2), (3, 3, 14, 3, 1)
+
+
+@pytest.mark.parametrize("backend", ["deterministic", "soft", "soft-threaded"])
+def test_the_second_timers_interrupt_reaches_a_spinning_vcpu(raw_guest, backend):
+    """A guest arms CNTP 2^20 ticks (16.8 ms) ahead and CNTV 2^16 ticks (1 ms) ahead, then spins with IRQs
+    unmasked (`b .`); its handler disables CNTV on INTID 27 and powers off on INTID 30. CNTP's deadline becomes
+    the vCPU's next one only when CNTV's has fired and the timers are updated after the slice, not through a
+    timer register write: the clock thread, which after its kick for CNTV waits for the deadline to change, must
+    be woken for it (it was not: the run timed out in real time with CNTP_CTL.ISTATUS set)."""
+    blob = code(
+        _adr(0, 0x800), 0xD518C000, _mrs(1, 3, 3, 14, 0, 2),  # vbar_el1 = .+0x800; x1 = CNTVCT
+        ADD_X0_X1_2_20, _msr(0, *CNTP_CVAL), MOVZ_X0_1, _msr(0, *CNTP_CTL),  # CNTP: x1 + 2^20, enabled
+        0x91404020, _msr(0, *_CNTV_CVAL), MOVZ_X0_1, _msr(0, *_CNTV_CTL),  # CNTV: x1 + 2^16, enabled
+        0xD50342FF, B_SELF,  # msr daifclr, #2; b .
+    )  # fmt: skip
+    # IRQ, current EL with SP_ELx: x0 = ICC_IAR1_EL1; INTID 30: power off; else CNTV_CTL = 0, EOI, eret
+    irq = code(0xD538CC00, 0xF100781F, 0x54000080, 0xD51BE33F, 0xD518CC20, 0xD69F03E0, *SYSTEM_OFF)
+    kw = {"deterministic": True} if backend == "deterministic" else {"backend": backend}
+    with vmmpy.Machine(raw_guest(blob.ljust(0x800 + 0x280, b"\0") + irq), kernel_format="raw", **kw) as m:
+        enable_ppi(m, 27)
+        enable_ppi(m, 30)
+        res = m.run(timeout=10)
+        assert res.reason == RunReason.POWEROFF, (res, m.sysreg_read("CNTP_CTL_EL0"), m.stats()["irqs"])
+        assert m.stats()["irqs"] == 2

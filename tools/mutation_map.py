@@ -105,6 +105,7 @@ TARGETS: dict[str, list[str]] = {
     # 9p: path confinement and fids
     "csrc/dev/p9_fid.c": [
         "tests/test_p9.py",
+        "tests/test_p9_fids.py",
         # a fid restored dead from a snapshot, clunked, and its slot taken by a new fid (0.3 s)
         "tests/test_snapshot_devices.py::test_9p_fids_are_rewalked_and_a_vanished_path_gives_estale",
     ],

@@ -114,9 +114,28 @@ static uint64_t update_vcpu(struct vmm_vcpu *vcpu)
     return next;
 }
 
+/*
+ * A deadline moved to `d` without a timer register write (an update after a slice or an exit): the clock
+ * thread, which after a kick waits for the deadline to change, must re-arm for it, sooner or later. Without
+ * this a second timer's deadline, which becomes the next one only once the first has fired, was never kicked
+ * for while the vCPU executed (a guest spinning with CNTV and CNTP armed took CNTV's interrupt only).
+ */
+static void deadline_moved(struct vmm_vm *vm, uint64_t old, uint64_t d)
+{
+    if (d == old || d == UINT64_MAX || vm->deterministic)
+        return;
+    pthread_mutex_lock(&vm->lock);
+    vmm__vm_broadcast(vm);
+    pthread_mutex_unlock(&vm->lock);
+}
+
 uint64_t vmm__timers_update_vcpu(struct vmm_vcpu *vcpu)
 {
-    return update_vcpu(vcpu);
+    uint64_t old = atomic_load(&vcpu->deadline_ns);
+    uint64_t d = update_vcpu(vcpu);
+
+    deadline_moved(vcpu->vm, old, d);
+    return d;
 }
 
 void vmm__timers_update(struct vmm_vm *vm)
@@ -129,7 +148,7 @@ void vmm__timers_update(struct vmm_vm *vm)
         if (vcpu->on && d < next)
             next = d;
     }
-    atomic_store(&vm->next_deadline_ns, next);
+    deadline_moved(vm, atomic_exchange(&vm->next_deadline_ns, next), next);
 }
 
 /*
