@@ -36,7 +36,7 @@ def test_a_100_hz_guest_sleeps_to_each_tick_and_never_halt_polls(machine, guest,
     m, st = run_idle(machine, guest("idle"), backend, 1.0)
     assert "idle: ready, 100 Hz tick" in m.serial.text
     assert st["wfi_exits"] >= 50, st
-    assert st["wait_sleeps"] >= st["wfi_exits"] // 2, st
+    assert st["wfi_exits"] // 2 <= st["wait_sleeps"] <= 2 * st["wfi_exits"] + 10, st
     assert st["deadline_polls"] <= st["wfi_exits"] // 4, st
     assert st["halt_polls"] <= st["wfi_exits"] // 4 and st["halt_poll_hits"] <= st["halt_polls"], st
     if backend == "soft":
@@ -55,14 +55,15 @@ def test_a_wfi_without_a_deadline_sleeps_without_polling(machine, guest, backend
 def test_deadlines_closer_than_50_us_are_spun_to_not_slept(machine, backend):
     """A 25 kHz tick: each deadline is at most 40 us away when the guest waits for it, inside the 50 us below
     which the loop spins. None is slept for; the waits that the deadline did not overtake are spun (a WFI
-    after its deadline does not wait at all). Measured here: 2,664 spins of 2,674 WFIs in 0.5 s on one thread;
-    on vCPU threads 27 spins and 3,036 halt polls ended by the deadline, of 3,392 WFIs."""
+    after its deadline does not wait at all). Measured here: 3,834-4,051 spins of 3,843-4,166 WFIs in 0.5 s on one
+    thread; on vCPU threads 11-90 spins and 2,845-4,067 halt polls ended by the deadline, of 2,941-4,131 WFIs."""
     run = table.Run("idle-25khz", "idle", make_vars=("IDLE_HZ=25000",))
     m, st = run_idle(machine, table.elf(run), backend, 0.5)
     assert re.search(r"^idle: \d+ ticks", m.serial.text.replace("\r", ""), re.M), m.serial.text
     assert st["wait_sleeps"] == 0, st
-    assert st["deadline_polls"] <= st["wfi_exits"], st
+    # a wait ends at its deadline: one spin or halt poll per WFI, and a second after a wake-up for someone else
+    assert st["deadline_polls"] <= 2 * st["wfi_exits"] + 10 and st["halt_polls"] <= 2 * st["wfi_exits"] + 10, st
     if backend == "soft":
         assert st["deadline_polls"] >= 1 and st["halt_polls"] == 0, st
-    else:  # a wait shorter than 200 us opens the halt-poll window; a poll that reaches the deadline ends the wait
-        assert st["halt_polls"] >= 1 and st["deadline_polls"] + st["halt_poll_hits"] >= 1, st
+    else:  # a wait shorter than 200 us opens the halt-poll window, and the deadline ends a poll within it
+        assert st["halt_poll_hits"] >= 1 and st["halt_poll_hits"] <= st["halt_polls"], st
