@@ -343,3 +343,47 @@ def test_irouter_of_intid_31_and_128_read_zero_whatever_lies_around_them(m):
     assert guest_errors(m) == 1  # reserved
     assert m.mmio_read(GICD + GICD_IROUTER + 8 * 128, size=8) == 0
     assert guest_errors(m) == 1
+
+
+@pytest.mark.parametrize(("off", "reserved"), [(0xD80, True), (0xE00, False), (0xF2C, False), (0xF30, True)])
+def test_writes_around_the_raz_wi_ranges(m, caplog, off, reserved):
+    """Writes to GICD_IGRPMODR/NSACR (DS = 1) and GICD_CPENDSGIR/SPENDSGIR (ARE = 1) are ignored silently; the
+    reserved words just past them are ignored and logged, as writes."""
+    caplog.set_level(logging.WARNING, logger="vmmpy")
+    m.mmio_write(GICD + off, 0xFFFF_FFFF)
+    assert guest_errors(m) == int(reserved)
+    assert (f"distributor: 4-byte write at reserved or read-only offset 0x{off:04x}" in caplog.text) == reserved
+
+
+def test_irouter_writes_outside_the_spis_change_nothing_around_them(m, caplog):
+    """A 64-bit write to GICD_IROUTER31 (reserved) or GICD_IROUTER128 (unimplemented, RAZ/WI) or the word after
+    the last IROUTER (reserved) stores nothing: not into the SPI priorities stored before the routing table,
+    nor the CPU interface state after it."""
+    caplog.set_level(logging.WARNING, logger="vmmpy")
+    for intid in range(88, 96):
+        configure(m, intid, prio=0x80, enable=False)
+    m.mmio_write(GICD + GICD_IROUTER + 8 * 31, 0xFFFF_FFFF_FFFF_FFFF, size=8)
+    m.mmio_write(GICD + GICD_IROUTER + 8 * 128, 0xFFFF_FFFF_FFFF_FFFF, size=8)
+    m.mmio_write(GICD + 0x7FE0, 0xFFFF_FFFF)
+    assert [m.mmio_read(GICD + IPRIORITYR + i, size=1) for i in range(88, 96)] == [0x80] * 8
+    assert m.mmio_read(sgi(0, IGROUPR)) == 0 and m.mmio_read(sgi(0, ISENABLER)) == 0  # vCPU 0 at reset
+    assert guest_errors(m) == 2  # IROUTER31 and 0x7fe0; IROUTER128 is RAZ/WI
+    assert "distributor: 4-byte write at reserved or read-only offset 0x7fe0" in caplog.text
+
+
+def test_a_bad_width_write_to_the_distributor_is_logged_as_a_write(m, caplog):
+    caplog.set_level(logging.WARNING, logger="vmmpy")
+    m.mmio_write(GICD, 0, size=1)
+    assert "distributor: 1-byte write at offset 0x0000: unsupported access size" in caplog.text
+
+
+def test_an_spi_reconfigured_from_level_to_edge_while_its_input_is_high_stops_signalling(m):
+    """The model re-evaluates every CPU after a GICD_ICFGR write: a level SPI held pending by its input is, as an
+    edge one, pending only after a new rising edge (§4.1.1), so the line drops. (Changing an enabled
+    interrupt's configuration is UNPREDICTABLE in the architecture; this is the model's answer.)"""
+    configure(m, 40)
+    unmask(m)
+    m.irq_set(40, 1)
+    assert m.irq_line()
+    m.mmio_write(GICD + ICFGR + 8, 2 << 16)  # ICFGR2: INTIDs 32-47, INTID 40 edge
+    assert not m.irq_line()

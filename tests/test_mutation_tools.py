@@ -60,6 +60,9 @@ def test_the_ledger_keeps_each_files_marks_for_its_version(tmp_path, monkeypatch
     mutate.update_ledger([dict(file="csrc/b.c", version="w1", population=2, marks={1: "b"})])
     mutate.update_ledger([dict(file="csrc/a.c", version="v1", population=5, marks={3: "k", 4: "u"})])
     assert mutate.load_ledger() == {"csrc/a.c": ("v1", "k..ku"), "csrc/b.c": ("w1", ".b")}
+    # a survival from a run with older tests (another worktree) does not undo a kill of the same version
+    mutate.update_ledger([dict(file="csrc/a.c", version="v1", population=5, marks={0: "s", 3: "u", 4: "k"})])
+    assert mutate.load_ledger()["csrc/a.c"] == ("v1", "k..kk")
     # a new version of the file starts again: the old marks are of mutants that no longer exist
     mutate.update_ledger([dict(file="csrc/a.c", version="v2", population=3, marks={2: "e"})])
     assert mutate.load_ledger()["csrc/a.c"] == ("v2", "..e")

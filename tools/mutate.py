@@ -765,7 +765,9 @@ def update_ledger(results: list[dict], asan: bool = False) -> None:
 def _update_ledger(results: list[dict], asan: bool = False) -> None:
     """Record this run's outcomes for the files' current versions (an older version's marks go). An --asan
     run only adds its kills (`a`) to mutants not yet killed: the suite also runs under the sanitizers (make
-    test-asan), so what they catch is caught, and what they do not is decided by the plain run."""
+    test-asan), so what they catch is caught, and what they do not is decided by the plain run. A survival
+    does not undo a kill of the same version either: tests are only added, so a survival comes from an older
+    set of them (a run in another --workdir or worktree that started before the test that kills it)."""
     ledger = load_ledger()
     for r in results:
         version, marks = ledger.get(r["file"], ("", ""))
@@ -774,7 +776,7 @@ def _update_ledger(results: list[dict], asan: bool = False) -> None:
             if asan:
                 if mark == "k" and old[i] in "su.":
                     old[i] = "a"
-            elif mark != "." and not (old[i] == "a" and mark in "su"):  # what ASan caught, it still catches
+            elif mark != "." and not (old[i] in "ka" and mark in "su"):  # what was caught, is still caught
                 old[i] = mark
         ledger[r["file"]] = (r["version"], "".join(old))
     head = (
