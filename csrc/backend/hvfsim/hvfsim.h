@@ -23,19 +23,19 @@
 #define SIM_SYSREG(op0, op1, crn, crm, op2) \
     ((uint32_t)(((op0) << 14) | ((op1) << 11) | ((crn) << 7) | ((crm) << 3) | (op2)))
 
-/* ESR_EL2 (Arm ARM D17.2.37) */
+/* ESR_EL2 (Arm ARM D17.2.37); the ECs unsigned: 0x20 << ESR_EC_SHIFT and above overflow an int (UBSan) */
 #define ESR_EC_SHIFT 26
 #define ESR_IL (1u << 25)
-#define EC_UNKNOWN 0x00
-#define EC_WFX 0x01
-#define EC_HVC64 0x16
-#define EC_SMC64 0x17
-#define EC_SYSREG 0x18
-#define EC_IABT_LOW 0x20
-#define EC_IABT_CUR 0x21
-#define EC_DABT_LOW 0x24
-#define EC_DABT_CUR 0x25
-#define EC_STEP_LOW 0x32
+#define EC_UNKNOWN 0x00u
+#define EC_WFX 0x01u
+#define EC_HVC64 0x16u
+#define EC_SMC64 0x17u
+#define EC_SYSREG 0x18u
+#define EC_IABT_LOW 0x20u
+#define EC_IABT_CUR 0x21u
+#define EC_DABT_LOW 0x24u
+#define EC_DABT_CUR 0x25u
+#define EC_STEP_LOW 0x32u
 #define ISS_STEP_ISV (1u << 24)
 #define FSC_DEBUG 0x22
 #define PSTATE_SS (1u << 21)
@@ -43,7 +43,7 @@
 #define MDSCR_SS (1u << 0)
 #define MDSCR_KDE (1u << 13)
 #define MDSCR_MDE (1u << 15)
-#define EC_WPT_LOW 0x34
+#define EC_WPT_LOW 0x34u
 #define ISS_WPT_WNR (1u << 6)
 #define SIM_WPTS 4 /* the engine's Cortex-A72: ID_AA64DFR0_EL1.WRPs + 1 */
 
