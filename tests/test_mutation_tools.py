@@ -231,3 +231,13 @@ def test_a_bitwise_or_inside_or_at_the_end_of_a_line_is_read_back_unescaped(tmp_
     eq.write_text("# a comment\nf.c:7 | a \\| b \\| | a \\| c \\| | why\nf.c | x \\| y; | x & y; | why\n")
     monkeypatch.setattr(mutate, "EQUIVALENT", str(eq))
     assert mutate.load_equivalent() == {("f.c", 7, "a | b |", "a | c |"), ("f.c", 0, "x | y;", "x & y;")}
+
+
+def test_a_continued_condition_runs_the_tests_of_its_whole_statement():
+    """gcov gave run_wait.c's `!(vcpu && atomic_load(&vcpu->irq)))`, the second line of a while condition, only
+    the tests where vcpu was not NULL: a mutant there runs the tests of the statement's first line too."""
+    src = ["static void f(void)", "{", "    while (a() &&", "           !(v && v->irq))", "        x();", "}"]
+    cov = dict(exec=[3, 4, 5], full=[], tests={"3": ["t1", "t2"], "4": ["t2"], "5": ["t1"]}, time={"t1": 1, "t2": 2})
+    assert mutate.statement_start(src, 4) == 3 and mutate.statement_start(src, 5) == 5
+    assert mutate.selection_for(cov, 4, ["all"], src[3].strip(), src) == (["t1", "t2"], 3)
+    assert mutate.selection_for(cov, 5, ["all"], src[4].strip(), src) == (["t1"], 1)

@@ -551,15 +551,34 @@ class Slot:
         return os.path.join(d, os.path.basename(rel))
 
 
-def selection_for(cov: dict | None, line: int, tests: list[str], text: str = "") -> tuple[list[str] | None, float]:
+def statement_start(src: list[str], line: int) -> int:
+    """The first line of the expression that `line` (1-based) is part of: while the line before ends with an
+    operator, a comma or an open parenthesis (a condition continued after `&&`, an argument list), that line
+    (clang-format breaks after binary operators, so a line that ends with `)` ends its condition)."""
+    while line > 1:
+        prev = re.sub(r"/\*.*?\*/|//.*$", "", src[line - 2]).strip()
+        if not prev.endswith(("&", "|", ",", "(", "+", "-", "*", "/", "%", "^", "?", "=", "<", ">", "!", "~")):
+            break
+        line -= 1
+    return line
+
+
+def selection_for(
+    cov: dict | None, line: int, tests: list[str], text: str = "", src: list[str] | None = None
+) -> tuple[list[str] | None, float]:
     """The tests a mutant of `line` runs, and their time on the unmutated build (0: unknown): with a coverage
     map, the tests that reach the line, fastest first (None: no test reaches it); without one, or for a line
-    with no code of its own (a declaration, a table, a statement's continuation) or run at import, all."""
+    with no code of its own (a declaration, a table, a statement's continuation) or run at import, all. A line
+    that continues a statement runs the tests of every line of it from its first: gcov gives a condition's
+    terms to the lines it likes (run_wait.c's `!(vcpu && ...)` on a second line counted only the tests where
+    vcpu was not NULL, so a mutant that dereferenced NULL there never met the test that passes NULL)."""
     # a case label's value decides which inputs reach the lines after it: the tests that reach the label are
     # not all the tests the changed value affects (gcov gives an untaken `case 3:` a count of its own)
     if cov is None or line not in cov["exec"] or line in cov["full"] or re.match(r"(case\b|default\s*:)", text):
         return tests, 0.0
-    reach = cov["tests"].get(str(line), [])
+    first = statement_start(src, line) if src else line
+    reach = [t for n in range(first, line + 1) for t in cov["tests"].get(str(n), [])]
+    reach = list(dict.fromkeys(reach))
     if not reach:
         return None, 0.0
     reach = sorted(reach, key=lambda t: cov["time"][t])
@@ -590,7 +609,7 @@ def try_mutant(rel: str, m: str, slot: Slot, ctx: dict) -> dict:
     eq = ctx["equivalent"]
     if (rel, 0, before, after) in eq or (rel, line, before, after) in eq:
         return dict(rec, status="equivalent", reviewed=True)
-    run, known = selection_for(ctx["cov"], line, ctx["tests"], before)
+    run, known = selection_for(ctx["cov"], line, ctx["tests"], before, ctx["src_lines"])
     if run is None:
         return dict(rec, status="survived", uncovered=True, tests=0)
     limit = max(30.0, 5 * known + 10) if known else ctx["limit"]
@@ -661,7 +680,7 @@ def mutate_file(rel: str, tests: list[str], a, equivalent, share: float, log, ea
         slot = free.get()
         try:
             line, before, _ = change_of(ctx["src_lines"], m)
-            run, known = selection_for(cov, line, tests, before)
+            run, known = selection_for(cov, line, tests, before, ctx["src_lines"])
             if run is not None and not known and not ctx["limit"]:
                 with lock:  # a line the coverage map cannot place runs the whole selection: time it once
                     ctx["limit"] = ctx["limit"] or max(30.0, 5 * baseline(tests))
