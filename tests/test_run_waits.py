@@ -47,7 +47,7 @@ def test_a_100_hz_guest_sleeps_to_each_tick_and_never_halt_polls(machine, guest,
 def test_a_wfi_without_a_deadline_sleeps_without_polling(machine, guest, backend):
     m, st = run_idle(machine, guest("idle_notick"), backend, 0.3)
     assert "idle: ready, no timer" in m.serial.text
-    assert st["wait_sleeps"] >= 1, st
+    assert 1 <= st["wait_sleeps"] <= 10, st  # one sleep, woken only by the run's end (and a rare spurious wake)
     assert st["deadline_polls"] == 0 and st["halt_polls"] == 0, st
 
 

@@ -47,6 +47,9 @@ RUN_LOOP = [
     "tests/test_run_vcpus.py",
     # the waits' counters: sleeps, spins to a near deadline and halt polls, on both loops (5 s)
     "tests/test_run_waits.py",
+    # an idle wait without a deadline that serial input ends, again and again (1 s each)
+    "tests/test_irq_guests.py::test_uart_rx_interrupt_echo[soft]",
+    "tests/test_irq_guests.py::test_uart_rx_interrupt_echo[soft-threaded]",
 ]
 
 TARGETS: dict[str, list[str]] = {
@@ -82,6 +85,7 @@ TARGETS: dict[str, list[str]] = {
     # virtio: the split virtqueues, the device core and the MMIO transport
     "csrc/dev/virtq.c": [
         "tests/test_virtio_mmio.py",
+        "tests/test_virtq_edges.py",
         "tests/test_virtio_blk.py",
         "tests/test_virtio_net.py",
         *VIRTIO_SNAP,
@@ -92,7 +96,7 @@ TARGETS: dict[str, list[str]] = {
         "tests/test_pci.py::test_common_config_queue_registers",  # the feature words virtio-pci reads
         *VIRTIO_SNAP,
     ],
-    "csrc/dev/virtio_mmio.c": ["tests/test_virtio_mmio.py", *VIRTIO_SNAP],
+    "csrc/dev/virtio_mmio.c": ["tests/test_virtio_mmio.py", "tests/test_virtq_edges.py", *VIRTIO_SNAP],
     # PCI: the host bridge, config space, MSI-X and the virtio-pci transport (~5 s)
     "csrc/dev/pci_host.c": ["tests/test_pci.py", "tests/test_pci_regs.py"],
     "csrc/dev/pci_cfg.c": ["tests/test_pci.py", "tests/test_pci_regs.py"],
