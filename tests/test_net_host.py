@@ -139,6 +139,43 @@ def test_capture_timestamps_just_past_a_whole_second(tmp_path, guest):
     assert pcap_records(path.read_bytes()) == [(7, 3, f)]
 
 
+def test_capture_timestamps_just_below_a_whole_second(tmp_path, guest):
+    """3 ns before the 7th second is second 6 and 999,999,997 ns: the seconds field divides by 10^9 exactly."""
+    path = tmp_path / "det.pcap"
+    with vmmpy.Machine(guest("timer"), net=vmmpy.Network(), deterministic=True, net_capture=path) as m:
+        m.stop_at(1_234_567)
+        m.start()
+        assert m.wait(60).reason == vmmpy.RunReason.STOPPED
+        m.clock_advance(7 * 10**9 - 3 - m.clock_ns)
+        nic = Nic(m)
+        f = frame(BCAST, nic.mac, b"not yet")
+        nic.send(f)
+    assert pcap_records(path.read_bytes()) == [(6, 999_999_997, f)]
+
+
+@pytest.mark.vmmpy_no_artifacts
+@pytest.mark.parametrize("kind", ["opened", "unopenable"])
+def test_a_capture_frees_its_state_when_it_closes_or_cannot_open(tmp_path, kind):
+    """A switch's capture, made and dropped 100 times a call (a file that opens, or a path in a directory that
+    does not exist), keeps nothing (a lost free would keep ~64 bytes a capture)."""
+    from .conftest import heap_growth
+
+    path = str(tmp_path / "sw.pcap") if kind == "opened" else str(tmp_path / "missing" / "sw.pcap")
+
+    def make():
+        for _ in range(100):
+            if kind == "opened":
+                vmmpy.Network(capture=path)
+            else:
+                with pytest.raises(errors.VmmError, match="No such file or directory"):
+                    vmmpy.Network(capture=path)
+
+    growth = heap_growth(make)
+    if growth is None:
+        pytest.skip("no glibc malloc statistics here (or ASan, whose leak checker covers this)")
+    assert growth < 1024, f"{growth:.0f} bytes kept per 100 captures"
+
+
 @pytest.mark.vmmpy_no_artifacts
 def test_a_capture_that_fails_to_start_frees_what_it_allocated():
     """A capture file whose header cannot be written (/dev/full) is closed and its state freed: 100 refused
