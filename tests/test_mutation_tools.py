@@ -241,3 +241,13 @@ def test_a_continued_condition_runs_the_tests_of_its_whole_statement():
     assert mutate.statement_start(src, 4) == 3 and mutate.statement_start(src, 5) == 5
     assert mutate.selection_for(cov, 4, ["all"], src[3].strip(), src) == (["t1", "t2"], 3)
     assert mutate.selection_for(cov, 5, ["all"], src[4].strip(), src) == (["t1"], 1)
+
+
+def test_a_branch_of_an_if_else_chain_runs_the_tests_of_the_whole_chain():
+    """gic_redist.c's `} else if (off == GIC_ICFGR ...)` made `}  if` returns false for the writes of the branches
+    before it, which never reach its line unmutated: the mutant runs the tests of the chain's `if` line on."""
+    src = ["    if (a) {", "        x();", "    } else if (b) {", "        y();", "    } else {", "        z();"]
+    cov = dict(exec=[1, 2, 3, 4, 6], full=[], tests={"1": ["ta", "tb"], "2": ["ta"], "3": ["tb"], "4": ["tb"]},
+               time={"ta": 1, "tb": 2})  # fmt: skip
+    assert mutate.selection_for(cov, 3, ["all"], src[2].strip(), src) == (["ta", "tb"], 3)
+    assert mutate.selection_for(cov, 4, ["all"], src[3].strip(), src) == (["tb"], 2)

@@ -571,12 +571,20 @@ def selection_for(
     with no code of its own (a declaration, a table, a statement's continuation) or run at import, all. A line
     that continues a statement runs the tests of every line of it from its first: gcov gives a condition's
     terms to the lines it likes (run_wait.c's `!(vcpu && ...)` on a second line counted only the tests where
-    vcpu was not NULL, so a mutant that dereferenced NULL there never met the test that passes NULL)."""
+    vcpu was not NULL, so a mutant that dereferenced NULL there never met the test that passes NULL). A branch
+    of an if-else chain runs the tests of the whole chain from its `if`: a mutant that makes `} else if` an `if`
+    is reached by the inputs of the branches before it too."""
     # a case label's value decides which inputs reach the lines after it: the tests that reach the label are
     # not all the tests the changed value affects (gcov gives an untaken `case 3:` a count of its own)
     if cov is None or line not in cov["exec"] or line in cov["full"] or re.match(r"(case\b|default\s*:)", text):
         return tests, 0.0
     first = statement_start(src, line) if src else line
+    if src and text.startswith("} else"):  # `else if` made `if`: the inputs of every branch before it reach it
+        indent = len(src[line - 1]) - len(src[line - 1].lstrip())
+        while first > 1 and not (
+            src[first - 1].lstrip().startswith("if ") and len(src[first - 1]) - len(src[first - 1].lstrip()) == indent
+        ):
+            first -= 1
     reach = [t for n in range(first, line + 1) for t in cov["tests"].get(str(n), [])]
     reach = list(dict.fromkeys(reach))
     if not reach:
