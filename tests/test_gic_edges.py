@@ -387,3 +387,22 @@ def test_an_spi_reconfigured_from_level_to_edge_while_its_input_is_high_stops_si
     assert m.irq_line()
     m.mmio_write(GICD + ICFGR + 8, 2 << 16)  # ICFGR2: INTIDs 32-47, INTID 40 edge
     assert not m.irq_line()
+
+
+@pytest.mark.parametrize(("reg", "val", "read"), [("ICC_BPR1_EL1", 1020, 4), ("ICC_IGRPEN1_EL1", 1021, 1)])
+def test_a_write_that_looks_like_a_special_intid_is_still_a_write(m, reg, val, read):
+    """Only ICC_EOIR{0,1}_EL1 writes of INTIDs 1020-8191 are skipped early: any other register written with such
+    a value takes it (BPR1 keeps bits [2:0] of 1020, 4; IGRPEN1 bit 0 of 1021, 1)."""
+    m.sysreg_write(reg, val)
+    assert m.sysreg_read(reg) == read
+
+
+def test_a_refused_sysreg_read_leaves_the_callers_value_alone(m):
+    """vmm_sysreg_read of a write-only ICC register (ICC_EOIR1_EL1) is VMM_ENOTSUP, and *val is not written."""
+    from vmmpy._vmm import ffi, lib
+
+    from vmmpy import sysregs
+
+    val = ffi.new("uint64_t *", 0x1234)
+    assert lib.vmm_sysreg_read(m._vm, 0, sysregs.encode("ICC_EOIR1_EL1"), val) == lib.VMM_ENOTSUP
+    assert val[0] == 0x1234

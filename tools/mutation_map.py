@@ -104,7 +104,7 @@ TARGETS: dict[str, list[str]] = {
     "csrc/dev/virtio_pci.c": ["tests/test_pci.py", "tests/test_pci_regs.py"],
     # networking: the NIC, the switch and the capture files (tier 1: two VMs driven over virtio-mmio, slirp, tap)
     "csrc/dev/virtio_net.c": ["tests/test_virtio_net.py", "tests/test_net_host.py"],
-    "csrc/net/net_switch.c": ["tests/test_virtio_net.py", "tests/test_net_host.py"],
+    "csrc/net/net_switch.c": ["tests/test_virtio_net.py", "tests/test_net_host.py", "tests/test_net_switch_edges.py"],
     "csrc/net/pcap.c": ["tests/test_net_host.py", "-k", "capture"],
     # 9p: path confinement and fids
     "csrc/dev/p9_fid.c": [
