@@ -75,12 +75,14 @@ def activate(m, intid: int, prio: int) -> None:
 
 
 @pytest.mark.parametrize("intid", [LPI_END, LPI_END + 1, 0xFF_FFFF])
-def test_an_eoi_past_the_last_lpi_intid_drops_nothing_and_is_a_guest_error(m, intid):
+def test_an_eoi_past_the_last_lpi_intid_drops_nothing_and_is_a_guest_error(m, caplog, intid):
+    caplog.set_level(logging.WARNING, logger="vmmpy")
     unmask(m)
     activate(m, 40, 0x80)
     before = guest_errors(m)
     m.sysreg_write("ICC_EOIR1_EL1", intid)
     assert guest_errors(m) == before + 1
+    assert f"EOI of unimplemented INTID {intid}: ignored" in caplog.text
     assert m.sysreg_read("ICC_RPR_EL1") == 0x80 and is_set(m, ISACTIVER, 40)
     m.sysreg_write("ICC_EOIR1_EL1", 40)
     assert m.sysreg_read("ICC_RPR_EL1") == IDLE
@@ -389,10 +391,13 @@ def test_an_spi_reconfigured_from_level_to_edge_while_its_input_is_high_stops_si
     assert not m.irq_line()
 
 
-@pytest.mark.parametrize(("reg", "val", "read"), [("ICC_BPR1_EL1", 1020, 4), ("ICC_IGRPEN1_EL1", 1021, 1)])
+@pytest.mark.parametrize(
+    ("reg", "val", "read"), [("ICC_PMR_EL1", 1020, 0xF8), ("ICC_BPR1_EL1", 1020, 4), ("ICC_IGRPEN1_EL1", 1021, 1)]
+)
 def test_a_write_that_looks_like_a_special_intid_is_still_a_write(m, reg, val, read):
     """Only ICC_EOIR{0,1}_EL1 writes of INTIDs 1020-8191 are skipped early: any other register written with such
-    a value takes it (BPR1 keeps bits [2:0] of 1020, 4; IGRPEN1 bit 0 of 1021, 1)."""
+    a value takes it (PMR keeps the 5 priority bits of 1020's low byte, 0xf8; BPR1 bits [2:0], 4; IGRPEN1 bit 0 of
+    1021, 1). PMR's encoding is below EOIR0's and BPR1's and IGRPEN1's above EOIR1's."""
     m.sysreg_write(reg, val)
     assert m.sysreg_read(reg) == read
 
