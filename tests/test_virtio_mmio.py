@@ -996,7 +996,7 @@ def test_features_written_after_a_reset_start_from_none(dev):
 def test_a_feature_word_written_again_replaces_the_first(dev):
     """§4.2.2.1: a DriverFeatures write sets the selected word's 32 bits. A word written twice holds the second
     value, not both: B alone (the device refuses B without A), VERSION_1 withdrawn (a legacy driver)."""
-    for word, first, second in ((0, F_A | F_B, F_B), (1, F_VERSION_1 | F_A, F_A)):
+    for word, first, second in ((0, F_VERSION_1 | F_A | F_B, F_B), (1, F_VERSION_1 | F_A, F_A)):
         dev.reset()
         dev.add_status(ACKNOWLEDGE | DRIVER)
         dev.set_driver_features(first)

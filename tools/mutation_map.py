@@ -94,6 +94,7 @@ TARGETS: dict[str, list[str]] = {
         "tests/test_virtio_mmio.py",
         "tests/test_virtio_rng.py",
         "tests/test_pci.py::test_common_config_queue_registers",  # the feature words virtio-pci reads
+        "tests/test_virtio_core_edges.py",
         *VIRTIO_SNAP,
     ],
     "csrc/dev/virtio_mmio.c": ["tests/test_virtio_mmio.py", "tests/test_virtq_edges.py", *VIRTIO_SNAP],
