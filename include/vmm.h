@@ -485,11 +485,10 @@ struct vmm_stats {
     uint64_t ipi_yields;     /* slices ended because an IPI went to another vCPU (one thread) */
     uint64_t bcast_waits;    /* broadcast TLB/IC maintenance that waited for other vCPU threads to take it */
     /*
-     * The run loop's waits (real time; docs/ARCHITECTURE.md "Waiting"): sleeps on the host (every vCPU idle on
-     * one thread, or a vCPU thread in WFI); waits for a timer deadline less than 50 us away, spun instead of
-     * slept (a futex wake-up comes tens of us late on a loaded host); and a vCPU thread's halt polls, WFIs that
-     * polled for a wake-up before sleeping (the window adapts as KVM's halt polling does), with those a
-     * wake-up ended while polling.
+     * The run loop's waits (real time; docs/ARCHITECTURE.md, "Counting the waits"): sleeps on the host (every vCPU idle
+     * on one thread, or a vCPU thread in WFI); waits for a timer deadline less than 50 us away, spun instead of slept
+     * (a futex wake-up comes tens of us late on a loaded host); and a vCPU thread's halt polls, WFIs that polled for a
+     * wake-up before sleeping (the window adapts as KVM's halt polling does), with those a wake-up ended while polling.
      */
     uint64_t wait_sleeps;
     uint64_t deadline_polls;

@@ -251,3 +251,14 @@ def test_a_branch_of_an_if_else_chain_runs_the_tests_of_the_whole_chain():
                time={"ta": 1, "tb": 2})  # fmt: skip
     assert mutate.selection_for(cov, 3, ["all"], src[2].strip(), src) == (["ta", "tb"], 3)
     assert mutate.selection_for(cov, 4, ["all"], src[3].strip(), src) == (["tb"], 2)
+
+
+def test_a_ternary_continued_before_its_operator_and_a_bare_else_widen_too():
+    """clang-format breaks a ternary before `?` and `:` (virtio.c's transport choice), and a chain may be written
+    without braces (`else if` on a line of its own): both widen as the forms above."""
+    src = ["    rc = pci ? f()", "             : g();", "    if (a)", "        x();", "    else if (b)", "        y();"]
+    cov = dict(exec=[1, 2, 3, 4, 5, 6], full=[], tests={"1": ["ta", "tb"], "2": ["tb"], "3": ["tc", "td"], "5": ["td"]},
+               time={"ta": 1, "tb": 1, "tc": 1, "td": 1})  # fmt: skip
+    assert mutate.statement_start(src, 2) == 1 and mutate.statement_start(src, 3) == 3
+    assert mutate.selection_for(cov, 2, ["all"], src[1].strip(), src)[0] == ["ta", "tb"]
+    assert mutate.selection_for(cov, 5, ["all"], src[4].strip(), src)[0] == ["tc", "td"]

@@ -374,4 +374,4 @@ def test_closing_a_machine_frees_its_uart():
     growth = heap_growth(lambda: vmmpy.Machine().close())
     if growth is None:
         pytest.skip("no glibc malloc statistics here (or ASan, whose leak checker covers this)")
-    assert growth < 64, f"{growth:.0f} bytes kept per machine"
+    assert growth < 128, f"{growth:.0f} bytes kept per machine"  # a lost PL011 is a 160-byte chunk; noise 0-56

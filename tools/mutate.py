@@ -557,7 +557,11 @@ def statement_start(src: list[str], line: int) -> int:
     (clang-format breaks after binary operators, so a line that ends with `)` ends its condition)."""
     while line > 1:
         prev = re.sub(r"/\*.*?\*/|//.*$", "", src[line - 2]).strip()
-        if not prev.endswith(("&", "|", ",", "(", "+", "-", "*", "/", "%", "^", "?", "=", "<", ">", "!", "~")):
+        here = src[line - 1].strip()
+        # clang-format breaks after binary operators but before a ternary's `?` and `:`
+        if not prev.endswith(("&", "|", ",", "(", "+", "-", "*", "/", "%", "^", "?", "=", "<", ">", "!", "~")) and (
+            not here.startswith(("?", ":", "&&", "||", "|")) or prev.endswith((";", "{", "}"))
+        ):
             break
         line -= 1
     return line
@@ -579,7 +583,7 @@ def selection_for(
     if cov is None or line not in cov["exec"] or line in cov["full"] or re.match(r"(case\b|default\s*:)", text):
         return tests, 0.0
     first = statement_start(src, line) if src else line
-    if src and text.startswith("} else"):  # `else if` made `if`: the inputs of every branch before it reach it
+    if src and re.match(r"(\}\s*)?else\b", text):  # `else if` made `if`: every earlier branch's inputs reach it
         indent = len(src[line - 1]) - len(src[line - 1].lstrip())
         while first > 1 and not (
             src[first - 1].lstrip().startswith("if ") and len(src[first - 1]) - len(src[first - 1].lstrip()) == indent

@@ -50,7 +50,9 @@ static void end_run(struct run_ctx *rc, int reason, int status)
  * The clock thread: ends the run when its timeout passes and, in real-time
  * mode, kicks the vCPUs when the earliest timer deadline passes so that the
  * loop raises the timer interrupt. It sleeps on vm->cond; timer register
- * writes that bring the deadline closer broadcast it. With vCPU threads and
+ * writes that bring the deadline closer broadcast it, and so does an update
+ * after a slice or an exit that moves a deadline (timer.c deadline_moved: the
+ * one after a fired timer's). With vCPU threads and
  * our timers it watches each vCPU's own deadline (vcpu->deadline_ns) and
  * kicks only that vCPU: its thread then updates its own timers.
  */
