@@ -13,6 +13,7 @@ import logging
 import pytest
 
 import vmmpy
+from tests import test_gic
 from tests.test_gic import (
     CBPR,
     EOIMODE,
@@ -46,10 +47,7 @@ def sgir(intid: int, targets: int, *, rs: int = 0, aff1: int = 0, irm: bool = Fa
     return targets | aff1 << 16 | intid << 24 | int(irm) << 40 | rs << 44
 
 
-@pytest.fixture
-def m():
-    with vmmpy.Machine() as mach:
-        yield mach
+m = test_gic.m  # a 1-vCPU machine
 
 
 @pytest.fixture

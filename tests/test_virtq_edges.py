@@ -20,6 +20,7 @@ import pytest
 import vmmpy
 from vmmpy import errors
 
+from . import test_virtio_mmio
 from .holding import a_thread_inside
 from .test_p9 import P9
 from .test_snapshot import sections
@@ -31,7 +32,6 @@ from .test_virtio_mmio import (
     CFG_SCRATCH,
     QMAX,
     RAM_END,
-    RAM_SIZE,
     check_line,
     expect_broken,
     guest_errors,
@@ -69,24 +69,9 @@ from .virtio_driver import (
     slot_base,
 )
 
-
-@pytest.fixture
-def m():
-    with vmmpy.Machine(virtio_test_devices=1, ram=f"{RAM_SIZE}B") as mach:
-        yield mach
-
-
-@pytest.fixture
-def dev(m):
-    d = VirtioMMIO(m, 0)
-    d.enable_irq()
-    return d
-
-
-@pytest.fixture
-def live(dev):
-    q0, _ = dev.init(queues=2)
-    return dev, q0, guest_errors(dev.m)
+# test_virtio_mmio's fixtures: m (a machine with one virtio test device), dev (its driver, interrupts on) and
+# live (the device driven live with two queues: dev, queue 0 and the guest errors so far)
+m, dev, live = test_virtio_mmio.m, test_virtio_mmio.dev, test_virtio_mmio.live
 
 
 def disable(dev: VirtioMMIO, index: int) -> None:
