@@ -455,6 +455,11 @@ def coverage(files: list[str], tests: list[str]) -> dict[str, dict]:
     env = {"VMMPY_MUTATE_COV": out, "VMMPY_MUTATE_GCDA": os.pathsep.join(gcda),
            "PYTHONPATH": pkg + os.pathsep + os.path.join(ROOT, "tools")}  # fmt: skip
     status, _ = run_tests(["-p", "mutate_cov", *tests], timeout=1800, pkg=pkg, env=env)
+    if status != "pass":  # once, as baseline(): a CI run's virtio.c selection failed once and passed on every rerun
+        print(f"mutate: the selection failed once on the coverage build, trying again: {' '.join(tests)}", flush=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(out)
+        status, _ = run_tests(["-p", "mutate_cov", *tests], timeout=1800, pkg=pkg, env=env)
     if status != "pass":
         raise MutateError(f"these tests fail on the coverage build: {' '.join(tests)}")
     res = {rel: dict(exec=set(), tests={}, time={}, full=set()) for rel in files}
