@@ -78,6 +78,17 @@ def test_the_ledger_reuses_kills_only_of_the_current_version(tmp_path, monkeypat
     assert mutate.ledger_earlier(mutate.RULES) == {
         (rel, version, "pcap.mutant.0.c"): "killed",
     }  # survivors, equivalents and stillborn mutants are looked at again (a compile is cheap; a header may change)
+    # --unrun: the survivors keep their outcome too (only undecided mutants run)
+    assert mutate.ledger_earlier(mutate.RULES, survivors=True) == {
+        (rel, version, "pcap.mutant.0.c"): "killed",
+        (rel, version, "pcap.mutant.1.c"): "survived",
+        (rel, version, "pcap.mutant.2.c"): "uncovered",
+    }
+
+
+def test_unrun_without_the_ledger_is_one_clear_error(capsys):
+    assert mutate.main(["--unrun", "--file", "csrc/net/pcap.c"]) == 2
+    assert capsys.readouterr().err == "mutate: --unrun needs --ledger (the ledger holds the outcomes it skips)\n"
 
 
 @pytest.mark.slow

@@ -616,6 +616,9 @@ def try_mutant(rel: str, m: str, slot: Slot, ctx: dict) -> dict:
     prev = ctx["earlier"].get((rel, ctx["version"], os.path.basename(m)))
     if prev in ("killed", "stillborn"):  # --resume: tests are only added, so a kill stays a kill
         return dict(rec, status=prev, reused=True, was=prev)
+    if prev in ("survived", "uncovered") and not ((rel, 0, before, after) in ctx["equivalent"] or
+                                                  (rel, line, before, after) in ctx["equivalent"]):  # --unrun
+        return dict(rec, status="survived", uncovered=prev == "uncovered", reused=True, was=prev)
     copy = slot.copy_of(rel)
     shutil.copy(m, copy)
     p = compile_c(copy, slot.obj, quote_dir=os.path.dirname(os.path.join(ROOT, rel)))
@@ -827,18 +830,19 @@ def _update_ledger(results: list[dict], asan: bool = False) -> None:
     os.replace(tmp, LEDGER)
 
 
-def ledger_earlier(rules: str) -> dict:
-    """The ledger's reusable outcomes (killed, stillborn, equivalent by object code) of the files' current
+def ledger_earlier(rules: str, survivors: bool = False) -> dict:
+    """The ledger's reusable outcomes (kills; with `survivors`, --unrun, survivals too) of the files' current
     versions, in load_earlier's form."""
     out = {}
+    keep = "kasu" if survivors else "ka"
     for rel, (version, marks) in load_ledger().items():
         src = os.path.join(ROOT, rel)
         if rel not in TARGETS or not os.path.exists(src) or version_of(src, rules) != version:
             continue
         base = os.path.basename(rel)[:-2]
         for i, mark in enumerate(marks):
-            if mark in "ka":  # stillborn and equivalent mutants are compiled again (cheap: a header may change)
-                out[(rel, version, f"{base}.mutant.{i}.c")] = LEDGER_STATUS[mark]
+            if mark in keep:  # stillborn and equivalent mutants are compiled again (cheap: a header may change)
+                out[(rel, version, f"{base}.mutant.{i}.c")] = "uncovered" if mark == "u" else LEDGER_STATUS[mark]
     return out
 
 
@@ -1039,6 +1043,12 @@ def main(argv: list[str] | None = None) -> int:
         "versions and record this run's outcomes there (`make mutate`: a full run can be done in parts)",
     )
     ap.add_argument(
+        "--unrun",
+        action="store_true",
+        help="with --ledger: run only the mutants the ledger has no outcome for (its survivors are not run "
+        "again; a plain --ledger run tries them against new tests)",
+    )
+    ap.add_argument(
         "--ledger-report",
         action="store_true",
         help="print the table of tools/mutation_ledger.txt (the files' current versions) and run nothing",
@@ -1056,6 +1066,9 @@ def main(argv: list[str] | None = None) -> int:
         ASAN, BUILD = True, os.path.join(ROOT, "build", "mutate-asan")
     if a.workdir:
         BUILD = os.path.abspath(a.workdir)
+    if a.unrun and not a.ledger:
+        print("mutate: --unrun needs --ledger (the ledger holds the outcomes it skips)", file=sys.stderr)
+        return 2
     if a.report:
         return 1 if report(results_of(a.report)) < a.min_rate else 0
     if a.ledger_add:
@@ -1090,7 +1103,7 @@ def main(argv: list[str] | None = None) -> int:
         path = os.path.join(BUILD, "results.jsonl")
         earlier = load_earlier(path) if a.resume else {}
         if a.ledger:
-            earlier.update(ledger_earlier(a.rules))
+            earlier.update(ledger_earlier(a.rules, survivors=a.unrun))
         # --resume keeps the records of the files this run does not touch (one results file, many runs)
         kept = [] if not a.resume or not os.path.exists(path) else [
             line for line in read_text(path).splitlines() if line.strip() and json.loads(line)["file"] not in files

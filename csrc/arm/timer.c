@@ -115,6 +115,18 @@ static uint64_t update_vcpu(struct vmm_vcpu *vcpu)
 }
 
 /*
+ * The clock thread (run.c clock_main) sleeps on vm->cond until the earliest deadline: wake it to re-arm. Only
+ * it: a deadline moves on the thread that runs its vCPU, so no vCPU thread sleeps on it (vmm__vm_broadcast
+ * would also wake every sleeping vCPU thread's vcpu->wake for nothing).
+ */
+static void wake_clock_thread(struct vmm_vm *vm)
+{
+    pthread_mutex_lock(&vm->lock);
+    pthread_cond_broadcast(&vm->cond);
+    pthread_mutex_unlock(&vm->lock);
+}
+
+/*
  * A deadline moved to `d` without a timer register write (an update after a slice or an exit): the clock
  * thread, which after a kick waits for the deadline to change, must re-arm for it, sooner or later. Without
  * this a second timer's deadline, which becomes the next one only once the first has fired, was never kicked
@@ -124,9 +136,7 @@ static void deadline_moved(struct vmm_vm *vm, uint64_t old, uint64_t d)
 {
     if (d == old || d == UINT64_MAX || vm->deterministic)
         return;
-    pthread_mutex_lock(&vm->lock);
-    vmm__vm_broadcast(vm);
-    pthread_mutex_unlock(&vm->lock);
+    wake_clock_thread(vm);
 }
 
 uint64_t vmm__timers_update_vcpu(struct vmm_vcpu *vcpu)
@@ -169,11 +179,8 @@ static void timer_changed(struct vmm_vcpu *vcpu)
     if (sooner) {
         if (!threads)
             atomic_store(&vm->next_deadline_ns, d);
-        if (!vm->deterministic) {
-            pthread_mutex_lock(&vm->lock);
-            vmm__vm_broadcast(vm); /* the clock thread re-arms */
-            pthread_mutex_unlock(&vm->lock);
-        }
+        if (!vm->deterministic)
+            wake_clock_thread(vm);
     }
 }
 
