@@ -616,8 +616,9 @@ def try_mutant(rel: str, m: str, slot: Slot, ctx: dict) -> dict:
     prev = ctx["earlier"].get((rel, ctx["version"], os.path.basename(m)))
     if prev in ("killed", "stillborn"):  # --resume: tests are only added, so a kill stays a kill
         return dict(rec, status=prev, reused=True, was=prev)
-    if prev in ("survived", "uncovered") and not ((rel, 0, before, after) in ctx["equivalent"] or
-                                                  (rel, line, before, after) in ctx["equivalent"]):  # --unrun
+    if prev in ("survived", "uncovered") and not (
+        (rel, 0, before, after) in ctx["equivalent"] or (rel, line, before, after) in ctx["equivalent"]
+    ):  # --unrun
         return dict(rec, status="survived", uncovered=prev == "uncovered", reused=True, was=prev)
     copy = slot.copy_of(rel)
     shutil.copy(m, copy)
