@@ -19,6 +19,7 @@ VIRTIO_SNAP = [
 GIC = [
     "tests/test_gic.py",
     "tests/test_gic_edges.py",
+    "tests/test_gic_routing.py",
     "tests/test_gic_reeval.py",
     "tests/test_gic_its.py",
     "tests/test_irq_guests.py",

@@ -1,0 +1,113 @@
+"""Tier 1: where the GICv3 model sends an SPI (Arm IHI0069 §12.9.22 GICD_IROUTER<n>) and which bank and
+priority byte each INTID uses, at the edges a changed shift, divisor or comparison would move: Aff3's field,
+1-of-N routing by the interrupt's group in every SPI word, and the first SPI (INTID 32).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import vmmpy
+from tests import test_gic
+from tests.test_gic import GICD, GICD_IROUTER, IGROUPR, ISPENDR, configure, is_set, unmask
+
+IRM = 1 << 31  # GICD_IROUTER.Interrupt_Routing_Mode: 1 of N
+SPI_END = 128  # GICD_TYPER.ITLinesNumber = 3: SPIs 32-127
+
+m = test_gic.m  # a 1-vCPU machine
+machine = test_gic.machine  # machine(cpus)
+
+
+def lines(m, n: int) -> list[bool]:
+    return [m.irq_line(c) for c in range(n)]
+
+
+@pytest.mark.parametrize("aff3", [1, 0x80])
+def test_a_route_with_aff3_set_reaches_no_cpu(machine, aff3):
+    """Every vCPU's affinity is 0.0.0.i: a route with Aff3 != 0 matches none of them (IRM = 0), whatever Aff2..0
+    hold. The SPI stays pending, and reaches vCPU 2 once routed there."""
+    m = machine(3)
+    for cpu in range(3):
+        unmask(m, cpu)
+    for aff0 in (0, 2):
+        route = aff3 << 32 | aff0
+        configure(m, 40, route=route)
+        assert m.mmio_read(GICD + GICD_IROUTER + 8 * 40, size=8) == route
+        m.irq_set(40, 1)
+        assert lines(m, 3) == [False, False, False], f"IROUTER {route:#x}"
+        assert is_set(m, ISPENDR, 40)
+        m.irq_set(40, 0)
+    m.mmio_write(GICD + GICD_IROUTER + 8 * 40, 2, size=8)
+    m.irq_set(40, 1)
+    assert lines(m, 3) == [False, False, True]
+
+
+def only_group(m, cpu: int, group: int) -> None:
+    """vCPU `cpu`'s interface has only `group` enabled (both groups are enabled in GICD_CTLR)."""
+    unmask(m, cpu, group=group)
+    m.sysreg_write(f"ICC_IGRPEN{1 - group}_EL1", 0, cpu)
+
+
+@pytest.mark.parametrize("intid", [32, 40, 62, 63, 64, 95, 96, 127])
+@pytest.mark.parametrize("group", [0, 1])
+def test_1_of_n_routing_reads_the_group_of_the_interrupt_itself(machine, intid, group):
+    """IRM = 1: the lowest vCPU whose interface has the interrupt's group enabled. Every other SPI is made the
+    other group, so reading another interrupt's IGROUPR bit (a neighbour, another word) picks the wrong vCPU.
+    A Group 0 SPI raises no IRQ line (it is an FIQ), so it is seen through ICC_HPPIR0_EL1."""
+    m = machine(2)
+    for w in range(1, SPI_END // 32):
+        m.mmio_write(GICD + IGROUPR + 4 * w, 0 if group else 0xFFFF_FFFF)
+    configure(m, intid, group=group, route=IRM)
+    only_group(m, 0, 1 - group)
+    only_group(m, 1, group)
+    m.irq_set(intid, 1)
+    hppir = [m.sysreg_read(f"ICC_HPPIR{group}_EL1", cpu=c) for c in range(2)]
+    assert hppir == [1023, intid]
+    assert lines(m, 2) == [False, group == 1]
+
+
+def test_the_first_spi_goes_to_its_route_not_to_the_cpu_that_raised_it(machine):
+    """INTID 32 is an SPI: the line rises on the vCPU IROUTER names (1), not on the one irq_set was given (0)."""
+    m = machine(2)
+    for cpu in range(2):
+        unmask(m, cpu)
+    configure(m, 32, route=1)
+    m.irq_set(32, 1, 0)
+    assert lines(m, 2) == [False, True]
+    assert m.sysreg_read("ICC_IAR1_EL1", cpu=1) == 32
+
+
+@pytest.mark.parametrize("intid", [32, 33, 62, 63, 64, 94, 95, 96, 126, 127])
+def test_each_spi_has_its_own_pending_bit(m, intid):
+    """An SPI sets its own bit of GICD_ISPENDR and no other (the bank is INTID / 32, the bit INTID % 32)."""
+    m.irq_set(intid, 1)
+    pending = [i for i in range(32, SPI_END) if is_set(m, ISPENDR, i)]
+    assert pending == [intid]
+
+
+@pytest.mark.parametrize("first", [32, 33])
+def test_the_first_spis_priority_is_its_own_byte(m, first):
+    """SPI 32's priority is GICD_IPRIORITYR's byte 32, not a private one: of SPIs 32 and 33, the one with the
+    higher priority (lower value) is acknowledged first, and ICC_RPR_EL1 then reads its priority."""
+    unmask(m)
+    other = 65 - first
+    configure(m, first, prio=0x40)
+    configure(m, other, prio=0x80)
+    m.irq_set(first, 1)
+    m.irq_set(other, 1)
+    assert m.sysreg_read("ICC_IAR1_EL1") == first
+    assert m.sysreg_read("ICC_RPR_EL1") == 0x40
+
+
+def test_an_spi_wins_a_priority_tie_with_an_lpi():
+    """Ties go to the lowest INTID (gic.c update_hppi), also between an SPI and an LPI (INTID 8192 and up)."""
+    from tests.test_gic_its import LPI, Its, take
+
+    with vmmpy.Machine(its=True) as mach:
+        unmask(mach)
+        Its(mach).map_event(1, 0, LPI, prio=0x80)
+        configure(mach, 40, prio=0x80, edge=True)
+        mach.msi(0, device=1)
+        mach.irq_set(40, 1)
+        mach.irq_set(40, 0)
+        assert [take(mach) for _ in range(3)] == [40, LPI, 1023]
