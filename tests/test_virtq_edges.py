@@ -294,11 +294,19 @@ def test_virtio_gpu_serves_each_command_of_a_notify():
 
 
 def waits_for_the_device(dev: VirtioMMIO) -> tuple[bool, threading.Thread]:
-    """Read DeviceFeatures from another thread: was it still waiting (for the device lock) after 0.5 s? The
-    thread is returned to be joined once the lock holder has been let go."""
-    reader = threading.Thread(target=dev.read, args=(DEVICE_FEATURES,))
+    """Read DeviceFeatures from another thread: was it still waiting (for the device lock) 1 s after it started
+    the read? The thread is returned to be joined once the lock holder has been let go. (Counting from the
+    thread's start, not from Thread.start(), keeps a loaded host's slow thread start from passing as a wait.)"""
+    started = threading.Event()
+
+    def read() -> None:
+        started.set()
+        dev.read(DEVICE_FEATURES)
+
+    reader = threading.Thread(target=read)
     reader.start()
-    reader.join(0.5)
+    assert started.wait(10), "the reader thread did not start"
+    reader.join(1.0)
     waited = reader.is_alive()
     return waited, reader
 
