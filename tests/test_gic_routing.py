@@ -9,7 +9,20 @@ import pytest
 
 import vmmpy
 from tests import test_gic
-from tests.test_gic import GICD, GICD_IROUTER, IGROUPR, ISPENDR, configure, is_set, unmask
+from tests.test_gic import (
+    GICD,
+    GICD_IROUTER,
+    ICFGR,
+    IGROUPR,
+    IPRIORITYR,
+    ISACTIVER,
+    ISENABLER,
+    ISPENDR,
+    configure,
+    is_set,
+    rd,
+    unmask,
+)
 
 IRM = 1 << 31  # GICD_IROUTER.Interrupt_Routing_Mode: 1 of N
 SPI_END = 128  # GICD_TYPER.ITLinesNumber = 3: SPIs 32-127
@@ -111,3 +124,46 @@ def test_an_spi_wins_a_priority_tie_with_an_lpi():
         mach.irq_set(40, 1)
         mach.irq_set(40, 0)
         assert [take(mach) for _ in range(3)] == [40, LPI, 1023]
+
+
+def test_acknowledging_on_the_second_vcpu_lowers_its_line_and_its_hppir(machine):
+    """An IAR on vCPU 1 makes its interrupt active (§12.2.15): vCPU 1's HPPI is computed again, so its line drops
+    and ICC_HPPIR1_EL1 reads 1023 while the interrupt is active; after the EOI the next one shows."""
+    m = machine(2)
+    for cpu in range(2):
+        unmask(m, cpu)
+    for intid in (40, 41):
+        configure(m, intid, route=1, edge=True, prio=0x80 if intid == 40 else 0x90)
+        m.irq_set(intid, 1)
+        m.irq_set(intid, 0)
+    assert lines(m, 2) == [False, True]
+    assert m.sysreg_read("ICC_IAR1_EL1", cpu=1) == 40
+    assert lines(m, 2) == [False, False]  # 41 cannot preempt 40
+    assert m.sysreg_read("ICC_HPPIR1_EL1", cpu=1) == 41
+    m.sysreg_write("ICC_EOIR1_EL1", 40, cpu=1)
+    assert lines(m, 2) == [False, True]
+    assert m.sysreg_read("ICC_IAR1_EL1", cpu=1) == 41
+    assert m.sysreg_read("ICC_HPPIR1_EL1", cpu=1) == 1023
+
+
+def distributor_state(m) -> list[int]:
+    """Every SPI's group, enable, pending, active, priority, configuration and route, and vCPU 0's private ones."""
+    words = [GICD + reg + 4 * w for reg in (IGROUPR, ISENABLER, ISPENDR, ISACTIVER) for w in range(SPI_END // 32)]
+    words += [GICD + IPRIORITYR + 4 * w for w in range(SPI_END // 4)]
+    words += [GICD + ICFGR + 4 * w for w in range(SPI_END // 16)]
+    state = [m.mmio_read(a) for a in words]
+    state += [m.mmio_read(GICD + GICD_IROUTER + 8 * i, size=8) for i in range(32, SPI_END)]
+    return state + [m.mmio_read(rd(0, 0x1_0000) + off) for off in (IGROUPR, ISENABLER, ISPENDR, ISACTIVER)]
+
+
+@pytest.mark.parametrize("intid", [128, 129, 160, 1019])
+def test_an_input_past_the_last_spi_changes_nothing(m, intid):
+    """INTIDs 128-1019 are not implemented (GICD_TYPER.ITLinesNumber = 3): raising one goes nowhere, as on
+    hardware, and leaves every register of the distributor and the redistributor as it was."""
+    unmask(m)
+    for i in range(32, SPI_END):
+        m.mmio_write(GICD + IPRIORITYR + i, 0x80, size=1)
+    before = distributor_state(m)
+    m.irq_set(intid, 1)
+    assert distributor_state(m) == before
+    assert not m.irq_line()
