@@ -167,3 +167,12 @@ def test_an_input_past_the_last_spi_changes_nothing(m, intid):
     m.irq_set(intid, 1)
     assert distributor_state(m) == before
     assert not m.irq_line()
+
+
+def test_an_icfgr_read_shows_only_its_own_16_interrupts(m):
+    """GICD_ICFGR2 holds SPIs 32-47 (§12.9.9): with SPI 48 (the next register's first) edge-triggered and SPI 32
+    level-sensitive, its bit 1 (SPI 32's Int_config[1]) reads 0, and SPI 48's reads 1 in GICD_ICFGR3."""
+    configure(m, 32)
+    configure(m, 48, edge=True)
+    assert m.mmio_read(GICD + ICFGR + 4 * 2) & 0b10 == 0
+    assert m.mmio_read(GICD + ICFGR + 4 * 3) & 0b10 == 0b10
