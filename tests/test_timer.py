@@ -562,3 +562,23 @@ def test_the_second_timers_interrupt_reaches_a_spinning_vcpu(raw_guest, backend)
         res = m.run(timeout=10)
         assert res.reason == RunReason.POWEROFF, (res, m.sysreg_read("CNTP_CTL_EL0"), m.stats()["irqs"])
         assert m.stats()["irqs"] == 2
+
+
+@pytest.mark.parametrize("backend", ["soft", "soft-threaded", "hvf"])
+def test_a_timer_rearmed_later_in_its_handler_fires_again_for_a_spinning_vcpu(raw_guest, backend):
+    """A periodic tick: the guest arms CNTP 2400 ticks ahead and spins with IRQs unmasked (`b .`); its handler
+    moves CNTP_CVAL 2400 ticks on (a deadline later than the one that fired) and powers off on the third
+    interrupt. With vCPU threads the clock thread, asleep after its kick for the old deadline, must be woken for
+    the later one: on hvf nothing else ends the vCPU's run (no instruction budget), so the second tick never came."""
+    blob = code(
+        _adr(0, 0x800), 0xD518C000, 0xD2800005, _mrs(1, 3, 3, 14, 0, 1),  # vbar_el1; x5 = 0; x1 = CNTPCT
+        ADD_X0_X1_2400, _msr(0, *CNTP_CVAL), MOVZ_X0_1, _msr(0, *CNTP_CTL), 0xD50342FF, B_SELF,  # daifclr; b .
+    )  # fmt: skip
+    # IRQ: x0 = IAR1; CNTP_CVAL += 2400; EOI; x5 += 1; x5 == 3: power off; else eret
+    irq = code(0xD538CC00, 0xD53BE241, 0x91258021, 0xD51BE241, 0xD518CC20, 0x910004A5, 0xF1000CBF, 0x54000040,
+               0xD69F03E0, *SYSTEM_OFF)  # fmt: skip
+    with vmmpy.Machine(raw_guest(blob.ljust(0x800 + 0x280, b"\0") + irq), kernel_format="raw", backend=backend) as m:
+        enable_ppi(m, PPI_PHYS)
+        res = m.run(timeout=10)
+        assert res.reason == RunReason.POWEROFF, (res, m.sysreg_read("CNTP_CTL_EL0"), m.stats()["irqs"])
+        assert m.stats()["irqs"] == 3
