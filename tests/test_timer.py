@@ -568,8 +568,8 @@ def test_the_second_timers_interrupt_reaches_a_spinning_vcpu(raw_guest, backend)
 def test_a_timer_rearmed_later_in_its_handler_fires_again_for_a_spinning_vcpu(raw_guest, backend):
     """A periodic tick: the guest arms CNTP 2400 ticks ahead and spins with IRQs unmasked (`b .`); its handler
     moves CNTP_CVAL 2400 ticks on (a deadline later than the one that fired) and powers off on the third
-    interrupt. With vCPU threads the clock thread, asleep after its kick for the old deadline, must be woken for
-    the later one: on hvf nothing else ends the vCPU's run (no instruction budget), so the second tick never came."""
+    interrupt. With vCPU threads only the clock thread's kick ends a spinning vCPU's run on hvf (no instruction
+    budget): after its kick for the old deadline it must re-arm for each later one."""
     blob = code(
         _adr(0, 0x800), 0xD518C000, 0xD2800005, _mrs(1, 3, 3, 14, 0, 1),  # vbar_el1; x5 = 0; x1 = CNTPCT
         ADD_X0_X1_2400, _msr(0, *CNTP_CVAL), MOVZ_X0_1, _msr(0, *CNTP_CTL), 0xD50342FF, B_SELF,  # daifclr; b .
