@@ -10,6 +10,7 @@ import pytest
 import vmmpy
 from tests import test_gic
 from tests.test_gic import (
+    EOIMODE,
     GICD,
     GICD_IROUTER,
     ICFGR,
@@ -176,3 +177,22 @@ def test_an_icfgr_read_shows_only_its_own_16_interrupts(m):
     configure(m, 48, edge=True)
     assert m.mmio_read(GICD + ICFGR + 4 * 2) & 0b10 == 0
     assert m.mmio_read(GICD + ICFGR + 4 * 3) & 0b10 == 0b10
+
+
+@pytest.mark.parametrize("intid", [31, 63, 95, 127])
+def test_the_last_interrupt_of_each_word_is_acknowledged_and_deactivated(m, intid):
+    """Bit 31 of a 32-interrupt word: PPI 31 and SPIs 63, 95 and 127 become active when acknowledged (GICD_ISACTIVER /
+    GICR_ISACTIVER0 bit 31) and inactive again at the EOI, with EOImode 0 and with EOImode 1 (ICC_DIR_EL1)."""
+    unmask(m)
+    for eoimode in (0, 1):
+        m.sysreg_write("ICC_CTLR_EL1", EOIMODE if eoimode else 0)
+        configure(m, intid, edge=True)
+        m.irq_set(intid, 1)
+        m.irq_set(intid, 0)
+        assert m.sysreg_read("ICC_IAR1_EL1") == intid
+        assert is_set(m, ISACTIVER, intid)
+        m.sysreg_write("ICC_EOIR1_EL1", intid)
+        if eoimode:
+            assert is_set(m, ISACTIVER, intid)  # the priority drop only
+            m.sysreg_write("ICC_DIR_EL1", intid)
+        assert not is_set(m, ISACTIVER, intid)
