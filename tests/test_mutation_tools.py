@@ -63,6 +63,10 @@ def test_the_ledger_keeps_each_files_marks_for_its_version(tmp_path, monkeypatch
     # a survival from a run with older tests (another worktree) does not undo a kill of the same version
     mutate.update_ledger([dict(file="csrc/a.c", version="v1", population=5, marks={0: "s", 3: "u", 4: "k"})])
     assert mutate.load_ledger()["csrc/a.c"] == ("v1", "k..kk")
+    # nor an equivalent mark: the survival was recorded before the review (results added in the wrong order)
+    mutate.update_ledger([dict(file="csrc/a.c", version="v1", population=5, marks={1: "q", 2: "e"})])
+    mutate.update_ledger([dict(file="csrc/a.c", version="v1", population=5, marks={1: "s", 2: "u"})])
+    assert mutate.load_ledger()["csrc/a.c"] == ("v1", "kqekk")
     # a new version of the file starts again: the old marks are of mutants that no longer exist
     mutate.update_ledger([dict(file="csrc/a.c", version="v2", population=3, marks={2: "e"})])
     assert mutate.load_ledger()["csrc/a.c"] == ("v2", "..e")

@@ -807,7 +807,9 @@ def _update_ledger(results: list[dict], asan: bool = False) -> None:
     run only adds its kills (`a`) to mutants not yet killed: the suite also runs under the sanitizers (make
     test-asan), so what they catch is caught, and what they do not is decided by the plain run. A survival
     does not undo a kill of the same version either: tests are only added, so a survival comes from an older
-    set of them (a run in another --workdir or worktree that started before the test that kills it)."""
+    set of them (a run in another --workdir or worktree that started before the test that kills it). Nor does it
+    undo an equivalent mark (e, q): a survival recorded before the review; a review withdrawn since turns q back
+    into a survivor when the ledger is read (ledger_results)."""
     ledger = load_ledger()
     for r in results:
         version, marks = ledger.get(r["file"], ("", ""))
@@ -816,7 +818,7 @@ def _update_ledger(results: list[dict], asan: bool = False) -> None:
             if asan:
                 if mark == "k" and old[i] in "su.":
                     old[i] = "a"
-            elif mark != "." and not (old[i] in "ka" and mark in "su"):  # what was caught, is still caught
+            elif mark != "." and not (old[i] in "kaeq" and mark in "su"):  # what was caught, is still caught
                 old[i] = mark
         ledger[r["file"]] = (r["version"], "".join(old))
     head = (
