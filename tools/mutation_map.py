@@ -28,7 +28,14 @@ GIC = [
 ]
 
 # LPIs and the ITS: their register-level tests (~2 s) and the its guest on the soft backend
-GIC_ITS = ["tests/test_gic_its.py", "tests/test_irq_guests.py", "-k", "not qemu and not soft-threaded and its"]
+GIC_ITS = [
+    "tests/test_gic_its.py",
+    "tests/test_gic_its_edges.py",
+    "tests/test_gic_lpi_edges.py",
+    "tests/test_irq_guests.py",
+    "-k",
+    "not qemu and not soft-threaded and (its or lpi)",
+]
 
 LOAD_MEM = "tests/test_api.py::test_load_kernel_mem_boots_an_image_from_memory"
 
@@ -100,12 +107,12 @@ TARGETS: dict[str, list[str]] = {
     ],
     "csrc/dev/virtio_mmio.c": ["tests/test_virtio_mmio.py", "tests/test_virtq_edges.py", *VIRTIO_SNAP],
     # PCI: the host bridge, config space, MSI-X and the virtio-pci transport (~5 s)
-    "csrc/dev/pci_host.c": ["tests/test_pci.py", "tests/test_pci_regs.py"],
-    "csrc/dev/pci_cfg.c": ["tests/test_pci.py", "tests/test_pci_regs.py"],
-    "csrc/dev/pci_msix.c": ["tests/test_pci.py", "tests/test_pci_regs.py"],
-    "csrc/dev/virtio_pci.c": ["tests/test_pci.py", "tests/test_pci_regs.py"],
+    "csrc/dev/pci_host.c": ["tests/test_pci.py", "tests/test_pci_regs.py", "tests/test_pci_edges.py"],
+    "csrc/dev/pci_cfg.c": ["tests/test_pci.py", "tests/test_pci_regs.py", "tests/test_pci_edges.py"],
+    "csrc/dev/pci_msix.c": ["tests/test_pci.py", "tests/test_pci_regs.py", "tests/test_pci_edges.py"],
+    "csrc/dev/virtio_pci.c": ["tests/test_pci.py", "tests/test_pci_regs.py", "tests/test_pci_edges.py"],
     # networking: the NIC, the switch and the capture files (tier 1: two VMs driven over virtio-mmio, slirp, tap)
-    "csrc/dev/virtio_net.c": ["tests/test_virtio_net.py", "tests/test_net_host.py"],
+    "csrc/dev/virtio_net.c": ["tests/test_virtio_net.py", "tests/test_net_host.py", "tests/test_virtio_net_edges.py"],
     "csrc/net/net_switch.c": ["tests/test_virtio_net.py", "tests/test_net_host.py", "tests/test_net_switch_edges.py"],
     "csrc/net/pcap.c": ["tests/test_net_host.py", "-k", "capture"],
     # 9p: path confinement and fids
