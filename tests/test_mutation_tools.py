@@ -63,10 +63,10 @@ def test_the_ledger_keeps_each_files_marks_for_its_version(tmp_path, monkeypatch
     # a survival from a run with older tests (another worktree) does not undo a kill of the same version
     mutate.update_ledger([dict(file="csrc/a.c", version="v1", population=5, marks={0: "s", 3: "u", 4: "k"})])
     assert mutate.load_ledger()["csrc/a.c"] == ("v1", "k..kk")
-    # nor an equivalent mark: the survival was recorded before the review (results added in the wrong order)
+    # nor a reviewed equivalent (the survival was recorded before the review); a same-code one can go
     mutate.update_ledger([dict(file="csrc/a.c", version="v1", population=5, marks={1: "q", 2: "e"})])
     mutate.update_ledger([dict(file="csrc/a.c", version="v1", population=5, marks={1: "s", 2: "u"})])
-    assert mutate.load_ledger()["csrc/a.c"] == ("v1", "kqekk")
+    assert mutate.load_ledger()["csrc/a.c"] == ("v1", "kqukk")
     # a new version of the file starts again: the old marks are of mutants that no longer exist
     mutate.update_ledger([dict(file="csrc/a.c", version="v2", population=3, marks={2: "e"})])
     assert mutate.load_ledger()["csrc/a.c"] == ("v2", "..e")
@@ -82,11 +82,12 @@ def test_the_ledger_reuses_kills_only_of_the_current_version(tmp_path, monkeypat
     assert mutate.ledger_earlier(mutate.RULES) == {
         (rel, version, "pcap.mutant.0.c"): "killed",
     }  # survivors, equivalents and stillborn mutants are looked at again (a compile is cheap; a header may change)
-    # --unrun: the survivors keep their outcome too (only undecided mutants run)
+    # --unrun: the survivors keep their outcome too (only undecided mutants run), marked as the ledger's so that
+    # --resume's survivors (from results.jsonl) still run again
     assert mutate.ledger_earlier(mutate.RULES, survivors=True) == {
         (rel, version, "pcap.mutant.0.c"): "killed",
-        (rel, version, "pcap.mutant.1.c"): "survived",
-        (rel, version, "pcap.mutant.2.c"): "uncovered",
+        (rel, version, "pcap.mutant.1.c"): "ledger-survived",
+        (rel, version, "pcap.mutant.2.c"): "ledger-uncovered",
     }
 
 

@@ -616,10 +616,10 @@ def try_mutant(rel: str, m: str, slot: Slot, ctx: dict) -> dict:
     prev = ctx["earlier"].get((rel, ctx["version"], os.path.basename(m)))
     if prev in ("killed", "stillborn"):  # --resume: tests are only added, so a kill stays a kill
         return dict(rec, status=prev, reused=True, was=prev)
-    if prev in ("survived", "uncovered") and not (
+    if prev in ("ledger-survived", "ledger-uncovered") and not (
         (rel, 0, before, after) in ctx["equivalent"] or (rel, line, before, after) in ctx["equivalent"]
     ):  # --unrun
-        return dict(rec, status="survived", uncovered=prev == "uncovered", reused=True, was=prev)
+        return dict(rec, status="survived", uncovered=prev == "ledger-uncovered", reused=True, was="survived")
     copy = slot.copy_of(rel)
     shutil.copy(m, copy)
     p = compile_c(copy, slot.obj, quote_dir=os.path.dirname(os.path.join(ROOT, rel)))
@@ -808,8 +808,9 @@ def _update_ledger(results: list[dict], asan: bool = False) -> None:
     test-asan), so what they catch is caught, and what they do not is decided by the plain run. A survival
     does not undo a kill of the same version either: tests are only added, so a survival comes from an older
     set of them (a run in another --workdir or worktree that started before the test that kills it). Nor does it
-    undo an equivalent mark (e, q): a survival recorded before the review; a review withdrawn since turns q back
-    into a survivor when the ledger is read (ledger_results)."""
+    undo a reviewed equivalent (q): a survival recorded before the review. A review withdrawn since counts as a
+    survivor all the same: ledger_results checks every q against tools/mutation_equivalent.txt. (An e can go:
+    a changed header can make the object code differ.)"""
     ledger = load_ledger()
     for r in results:
         version, marks = ledger.get(r["file"], ("", ""))
@@ -818,7 +819,7 @@ def _update_ledger(results: list[dict], asan: bool = False) -> None:
             if asan:
                 if mark == "k" and old[i] in "su.":
                     old[i] = "a"
-            elif mark != "." and not (old[i] in "kaeq" and mark in "su"):  # what was caught, is still caught
+            elif mark != "." and not (old[i] in "kaq" and mark in "su"):  # what was caught, is still caught
                 old[i] = mark
         ledger[r["file"]] = (r["version"], "".join(old))
     head = (
@@ -845,7 +846,10 @@ def ledger_earlier(rules: str, survivors: bool = False) -> dict:
         base = os.path.basename(rel)[:-2]
         for i, mark in enumerate(marks):
             if mark in keep:  # stillborn and equivalent mutants are compiled again (cheap: a header may change)
-                out[(rel, version, f"{base}.mutant.{i}.c")] = "uncovered" if mark == "u" else LEDGER_STATUS[mark]
+                status = (
+                    LEDGER_STATUS[mark] if mark in "ka" else "ledger-" + ("uncovered" if mark == "u" else "survived")
+                )
+                out[(rel, version, f"{base}.mutant.{i}.c")] = status
     return out
 
 
