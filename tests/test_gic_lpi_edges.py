@@ -487,3 +487,16 @@ def test_the_write_back_reaches_a_pending_table_in_the_last_64_kib_of_ram(m):
     m.msi(0, device=1)
     m.mmio_write(rd(0, GICR_CTLR), 0)
     assert m.read_memory(pend + 8191, 1) == bytes([0x80])
+
+
+def test_enable_lpis_with_no_lpi_configured_offers_no_interrupt():
+    """EnableLPIs with PROPBASER at its reset value (IDbits 0: no LPI INTIDs, §12.11.28) makes nothing pending:
+    both HPPIRs read 1023 and the line stays low (no cached "highest pending LPI" left from before, such as INTID 0
+    at priority 0)."""
+    with vmmpy.Machine(its=True) as mach:
+        mach.mmio_write(rd(0, GICR_CTLR), 1)
+        unmask(mach)
+        mach.mmio_write(rd(0, 0x1_0000 + 0x80), 1)  # GICR_IGROUPR0: SGI 0 Group 1 (not pending either)
+        assert [mach.sysreg_read(f"ICC_HPPIR{g}_EL1") for g in (0, 1)] == [1023, 1023]
+        assert not mach.irq_line()
+        assert mach.sysreg_read("ICC_IAR1_EL1") == 1023

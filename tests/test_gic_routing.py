@@ -196,3 +196,21 @@ def test_the_last_interrupt_of_each_word_is_acknowledged_and_deactivated(m, inti
             assert is_set(m, ISACTIVER, intid)  # the priority drop only
             m.sysreg_write("ICC_DIR_EL1", intid)
         assert not is_set(m, ISACTIVER, intid)
+
+
+def test_on_eight_vcpus_a_route_to_no_vcpu_and_1_of_n_with_no_group_enabled_reach_nobody():
+    """With VMM_MAX_CPUS (8) vCPUs, an SPI routed to Aff0 8 (no such vCPU) and a 1-of-N SPI while no interface has
+    its group enabled stay pending and raise no line; once vCPU 7 enables Group 1, the 1-of-N one reaches it. (The
+    model's per-vCPU state is an 8-entry array: a loop one past the last vCPU would read outside it, which
+    `make test-asan` reports.)"""
+    with vmmpy.Machine(cpus=8) as mach:
+        mach.mmio_write(GICD, 0b11)  # GICD_CTLR: both groups
+        configure(mach, 40, route=8)
+        configure(mach, 41, route=IRM)
+        for intid in (40, 41):
+            mach.irq_set(intid, 1)
+            assert is_set(mach, ISPENDR, intid)
+        assert lines(mach, 8) == [False] * 8
+        unmask(mach, 7)
+        assert lines(mach, 8) == [False] * 7 + [True]
+        assert mach.sysreg_read("ICC_IAR1_EL1", cpu=7) == 41
