@@ -243,23 +243,14 @@ def test_a_flat_collection_table_holds_size_times_page_size_over_8_collections(m
     assert "ICID out of range" in log.text
 
 
-def test_a_16k_page_table_base_keeps_pa_bits_15_12(m):
-    """§12.19.1: only with 64 KiB pages do GITS_BASER bits [15:12] hold PA [51:48]; a 16 KiB page table at an address
-    with bit 14 set (16 KiB-aligned) lies there, in RAM."""
-    base = DEVT + 0x4000
-    its = Its(m, page_size=1)
-    set_baser(m, 0, VALID | base | 1 << 8)
-    its.send(mapd(3, ITT))
-    assert not its.stalled()
-    assert m.read_memory(base + 8 * 3, 8) == q(VALID | ITT | 7)
-
-
-def test_a_64k_page_table_base_keeps_pa_bit_16(m):
-    """With 64 KiB pages GITS_BASER bits [15:12] are PA [51:48], and bit 16 up are PA [47:16] as written: a table at
-    an address with bit 16 set is there."""
-    base = DEVT + 0x1_0000
-    its = Its(m, page_size=2)
-    set_baser(m, 0, VALID | base | 2 << 8)
+@pytest.mark.parametrize("page_size, bit", [(1, 0x4000), (2, 0x1_0000)], ids=["16k-bit14", "64k-bit16"])
+def test_a_table_base_keeps_the_pa_bits_of_its_page_size(m, page_size, bit):
+    """§12.19.1: only with 64 KiB pages do GITS_BASER bits [15:12] hold PA [51:48]. A 16 KiB page table at an
+    address with bit 14 set (16 KiB-aligned) lies there, in RAM; with 64 KiB pages bit 16 up are PA [47:16] as
+    written, so a table at an address with bit 16 set is there."""
+    base = DEVT + bit
+    its = Its(m, page_size=page_size)
+    set_baser(m, 0, VALID | base | page_size << 8)
     its.send(mapd(3, ITT))
     assert not its.stalled()
     assert m.read_memory(base + 8 * 3, 8) == q(VALID | ITT | 7)
