@@ -609,6 +609,11 @@ def runnable_id(nodeid: str) -> str:
     return nodeid.split("[", 1)[0] if "\\" in nodeid else nodeid
 
 
+def is_reviewed(eq, rel: str, line: int, before: str, after: str) -> bool:
+    """Whether tools/mutation_equivalent.txt records this change, for any line of the file or for this one."""
+    return (rel, 0, before, after) in eq or (rel, line, before, after) in eq
+
+
 def try_mutant(rel: str, m: str, slot: Slot, ctx: dict) -> dict:
     """One mutant: compile (stillborn, or equivalent by its object code or by review), then the tests."""
     line, before, after = change_of(ctx["src_lines"], m)
@@ -616,9 +621,8 @@ def try_mutant(rel: str, m: str, slot: Slot, ctx: dict) -> dict:
     prev = ctx["earlier"].get((rel, ctx["version"], os.path.basename(m)))
     if prev in ("killed", "stillborn"):  # --resume: tests are only added, so a kill stays a kill
         return dict(rec, status=prev, reused=True, was=prev)
-    if prev in ("ledger-survived", "ledger-uncovered") and not (
-        (rel, 0, before, after) in ctx["equivalent"] or (rel, line, before, after) in ctx["equivalent"]
-    ):  # --unrun
+    reviewed = is_reviewed(ctx["equivalent"], rel, line, before, after)
+    if prev in ("ledger-survived", "ledger-uncovered") and not reviewed:  # --unrun
         return dict(rec, status="survived", uncovered=prev == "ledger-uncovered", reused=True, was="survived")
     copy = slot.copy_of(rel)
     shutil.copy(m, copy)
@@ -627,8 +631,7 @@ def try_mutant(rel: str, m: str, slot: Slot, ctx: dict) -> dict:
         return dict(rec, status="stillborn")
     if read_bytes(slot.obj) == ctx["base_bytes"]:
         return dict(rec, status="equivalent")  # the compiler produced the original's code
-    eq = ctx["equivalent"]
-    if (rel, 0, before, after) in eq or (rel, line, before, after) in eq:
+    if reviewed:
         return dict(rec, status="equivalent", reviewed=True)
     run, known = selection_for(ctx["cov"], line, ctx["tests"], before, ctx["src_lines"])
     if run is None:
@@ -869,7 +872,7 @@ def ledger_results(rules: str) -> list[dict]:
         for i, mark in enumerate(marks):
             if mark == "q":  # a review since withdrawn: a survivor until the file is run again
                 line, before, after = change_of(lines, mutants[i])
-                if (rel, 0, before, after) not in eq and (rel, line, before, after) not in eq:
+                if not is_reviewed(eq, rel, line, before, after):
                     marks[i] = "s"
         marks = "".join(marks)
         for i, mark in enumerate(marks):
