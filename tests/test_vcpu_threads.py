@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import time
 
 import pytest
 
@@ -36,40 +37,58 @@ def vcpu_thread_names() -> set[str]:
     return {n for n in names if n.startswith("vmm-vcpu")}
 
 
-def run_seeing_threads(m) -> tuple[vmmpy.RunResult, set[str]]:
-    """Run to the end, noting the vCPU threads the process had while the guest ran."""
-    seen: set[str] = set()
+def run_smp(m) -> vmmpy.RunResult:
     m.start()
     m.serial.expect(r"cpu 1 online", timeout=60)
-    seen |= vcpu_thread_names()
-    return m.wait(timeout=120), seen
+    return m.wait(timeout=120)
+
+
+BOTH = {"vmm-vcpu0", "vmm-vcpu1"}
+
+
+def threads_while_running(machine, guest, **kwargs) -> set[str]:
+    """The vCPU threads of a 2-vCPU VM, read while it provably runs.
+
+    idle_notick never ends by itself, so the VM is still running when the names are read (asserted):
+    neither "seen" nor "not seen" can come from a run that already ended. Every vCPU gets its thread for
+    the whole run (run.c starts them all, off or not), and each names itself first thing: vCPU 0's has
+    done so before the guest's first line, vCPU 1's may not have been scheduled yet, hence the wait for
+    both (which only a per-vCPU run can satisfy; the one-thread runs see none at all).
+    """
+    m = machine(guest("idle_notick"), cpus=2, **kwargs)
+    m.start()
+    m.serial.expect(r"idle: ready", timeout=60)
+    seen, deadline = vcpu_thread_names(), time.monotonic() + 10
+    while seen and not seen >= BOTH and time.monotonic() < deadline:
+        time.sleep(0.005)
+        seen = vcpu_thread_names()
+    assert m.running, m.result
+    res = m.stop()
+    assert res is not None and res.reason == RunReason.STOPPED, res
+    return seen
 
 
 @needs_patched
 @needs_thread_names
 def test_real_time_smp_runs_a_thread_per_vcpu(machine, guest):
+    seen = threads_while_running(machine, guest, backend="soft")
+    assert seen >= BOTH, seen
     m = machine(guest("smp"), cpus=2, backend="soft")
-    res, seen = run_seeing_threads(m)
-    assert res.ok, res
+    assert run_smp(m).ok, m.result
     assert m.backend == "soft"  # same backend, same snapshots
-    assert {"vmm-vcpu0", "vmm-vcpu1"} <= seen, seen
     assert m.stats()["spin_yields"] == 0  # the one-thread spin detector is not in the way
 
 
 @needs_thread_names
 def test_one_thread_when_asked(machine, guest):
-    m = machine(guest("smp"), cpus=2, backend="soft", vcpu_threads="one")
-    res, seen = run_seeing_threads(m)
-    assert res.ok, res
-    assert not seen, seen
+    assert not threads_while_running(machine, guest, backend="soft", vcpu_threads="one")
+    assert run_smp(machine(guest("smp"), cpus=2, backend="soft", vcpu_threads="one")).ok
 
 
 @needs_thread_names
 def test_deterministic_smp_stays_on_one_thread(machine, guest):
-    m = machine(guest("smp"), cpus=2, backend="soft", deterministic=True)
-    res, seen = run_seeing_threads(m)
-    assert res.ok, res
-    assert not seen, seen
+    assert not threads_while_running(machine, guest, backend="soft", deterministic=True)
+    assert run_smp(machine(guest("smp"), cpus=2, backend="soft", deterministic=True)).ok
 
 
 @pytest.mark.parametrize(
