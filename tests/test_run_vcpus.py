@@ -182,3 +182,32 @@ def test_a_clock_thread_that_cannot_start_is_one_warning_and_the_run_goes_on(tmp
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "POWEROFF 0"
     assert r.stderr.splitlines() == ["WARNING core: cannot start the clock thread; running without timeout or timers"]
+
+
+# spin: every vCPU spins in guest code forever, with no exit of its own; only a kick from the host ends a run.
+SPIN_LOOPS = [
+    pytest.param({"backend": "soft"}, id="vcpu-threads"),
+    pytest.param({"backend": "soft", "vcpu_threads": "one"}, id="one-thread"),
+    pytest.param({"backend": "soft", "deterministic": True}, id="deterministic"),
+]
+
+
+@pytest.mark.parametrize("kwargs", SPIN_LOOPS)
+@pytest.mark.parametrize("cpus", [2, 8])  # 8: VMM_MAX_CPUS, every slot in use
+def test_a_stop_ends_a_run_whose_every_vcpu_spins(machine, guest, kwargs, cpus):
+    """m.stop() kicks every vCPU out of the guest, not only the first: a spinning vCPU left in would keep
+    the run (and stop(), which joins it) going forever."""
+    m = machine(guest("spin"), cpus=cpus, **kwargs)
+    m.start()
+    m.serial.expect(rf"spin: {cpus} cpus spinning", timeout=30)
+    res = m.stop()
+    assert res is not None and res.reason == RunReason.STOPPED, res
+    assert not m.running
+
+
+@pytest.mark.parametrize("kwargs", SPIN_LOOPS)
+def test_the_timeout_ends_a_run_whose_every_vcpu_spins(machine, guest, kwargs):
+    m = machine(guest("spin"), cpus=3, **kwargs)
+    res = m.run(timeout=0.5)
+    assert res.reason == RunReason.TIMEOUT, res
+    assert "spin: 3 cpus spinning" in m.serial.text
