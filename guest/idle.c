@@ -1,9 +1,13 @@
 /* idle.c - an idle guest for bench/idle.py: a 100 Hz virtual timer tick (no timer at all in idle_notick,
-   built with -DHZ=0), WFI forever; prints a line every 100 ticks. The host stops it (--timeout). */
+   built with -DHZ=0), WFI forever; prints a line every 100 ticks. The host stops it (--timeout). With -DSTOP=N
+   (IDLE_STOP) the tick stops after N ticks ("idle: N ticks, quiet") and the guest idles on with no timer. */
 #include "rt.h"
 
 #ifndef HZ
 #define HZ 100
+#endif
+#ifndef STOP
+#define STOP 0 /* IDLE_STOP=N: after N ticks the timer is disabled and the guest idles with no timer at all */
 #endif
 
 static uint64_t period;
@@ -42,6 +46,13 @@ int main(uint64_t dtb)
         irq_enable();
         isb();
         irq_disable();
+        if (STOP && ticks >= STOP) {
+            write_sysreg(cntv_ctl_el0, 0);
+            isb();
+            printf("idle: %u ticks, quiet\n", (unsigned)ticks);
+            for (;;)
+                wfi();
+        }
         if (ticks - reported >= 100) {
             reported = ticks;
             printf("idle: %u ticks\n", reported);

@@ -1,7 +1,15 @@
 /* spin.c - every CPU spins in guest code forever, without an exit (no WFI, no MMIO, no HVC): the host can only
    end the run by kicking each vCPU out of the guest (a stop, the timeout). CPU 0 prints "spin: N cpus
-   spinning" once every secondary has counted, then spins too. */
+   spinning" once every secondary has counted, then spins too.
+
+   spin_tick (-DTICK): each secondary runs a 1 kHz virtual timer tick while it spins with IRQs unmasked, so only
+   the host's kick at its own deadline makes it take each tick; the CPUs' ticks are out of phase; CPU 0 has no
+   timer. CPU 0 waits (5 s) until
+   every secondary has taken TICKS ticks, prints "spin_tick: N cpus, TICKS ticks each" and "PASS spin_tick", or
+   "FAIL spin_tick: ..." and each CPU's count. */
 #include "rt.h"
+
+#define TICKS 20
 
 static volatile uint64_t count[RT_MAX_CPUS];
 
@@ -13,9 +21,42 @@ static __attribute__((noreturn)) void spin(void)
         *c += 1;
 }
 
+#ifdef TICK
+static volatile uint32_t ticks[RT_MAX_CPUS];
+static uint64_t period;
+
+static void on_tick(unsigned intid, void *arg)
+{
+    (void)intid;
+    (void)arg;
+    write_sysreg(cntv_cval_el0, read_sysreg(cntv_cval_el0) + period);
+    isb();
+    ticks[smp_cpu_id() % RT_MAX_CPUS]++;
+}
+
+static int all_ticked(int n)
+{
+    for (int c = 1; c < n; c++)
+        if (ticks[c] < TICKS)
+            return 0;
+    return 1;
+}
+#endif
+
 static void secondary(void *arg)
 {
     (void)arg;
+#ifdef TICK
+    if (gic_cpu_init())
+        return;
+    gic_enable(INTID_VTIMER);
+    /* out of phase: CPU c's deadlines fall c * 0.3 ms after the others' (mod 1 ms), so that each
+       passes alone and a kick for one CPU's deadline finds the next CPU's still ahead */
+    write_sysreg(cntv_cval_el0, timer_now() + period + (smp_cpu_id() % 3) * (period * 3 / 10));
+    write_sysreg(cntv_ctl_el0, CNT_CTL_ENABLE);
+    isb();
+    irq_enable();
+#endif
     spin();
 }
 
@@ -25,14 +66,31 @@ int main(uint64_t dtb)
     int from_dtb, n = smp_find_cpus(dtb, mpidrs, RT_MAX_CPUS, &from_dtb);
 
     irq_disable();
+#ifdef TICK
+    test_begin("spin_tick");
+    if (!test_check(mmu_enable(NULL) == 0, "mmu_enable failed") || !test_check(gic_init() == 0, "gic_init failed"))
+        return test_end();
+    period = timer_freq() / 1000;
+    gic_set_handler(INTID_VTIMER, on_tick, 0);
+#endif
     for (int c = 1; c < n; c++)
         if (smp_start_cpu(mpidrs[c], secondary, 0) != 0) {
-            printf("spin: CPU_ON(0x%lx) failed\n", mpidrs[c]);
+            printf("FAIL spin: CPU_ON(0x%lx) failed\n", mpidrs[c]);
             return 1;
         }
     for (int c = 1; c < n; c++)
         while (count[c] == 0)
             ;
+#ifdef TICK
+    if (!test_check(POLL_UNTIL(all_ticked(n), 5000), "not every secondary took %d ticks within 5 s", TICKS)) {
+        for (int c = 1; c < n; c++)
+            printf("spin_tick: cpu %d took %u ticks\n", c, ticks[c]);
+        return test_end();
+    }
+    printf("spin_tick: %d cpus, %d ticks each\n", n, TICKS);
+    return test_end();
+#else
     printf("spin: %d cpus spinning\n", n);
     spin();
+#endif
 }

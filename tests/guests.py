@@ -175,6 +175,10 @@ RUNS: list[Run] = [
     _smp(8),
     # another vCPU's engine must drop its translation of code patched here (IC IVAU / IALLUIS)
     _irq("smp_ic", 2, r"^smp_ic: 400 rounds, 6408 calls, 0 stale$"),
+    # vCPUs spinning with no exit of their own take their own out-of-phase timer ticks (the host's kick per vCPU)
+    _irq("spin_tick", 3, r"^spin_tick: 3 cpus, 20 ticks each$"),
+    # secondaries off with their timer armed and expired: the VM still idles and ends
+    _irq("off_timer", 3, r"^off_timer: 2 cpus off, timers armed$"),
     Run(
         "uart_irq",
         "uart_irq",

@@ -211,3 +211,16 @@ def test_the_timeout_ends_a_run_whose_every_vcpu_spins(machine, guest, kwargs):
     res = m.run(timeout=0.5)
     assert res.reason == RunReason.TIMEOUT, res
     assert "spin: 3 cpus spinning" in m.serial.text
+
+
+@pytest.mark.parametrize("kwargs", SPIN_LOOPS)
+@pytest.mark.parametrize("cpus", [2, 3, 8])
+def test_every_spinning_vcpu_takes_its_own_timer_ticks(machine, guest, kwargs, cpus):
+    """spin_tick: vCPUs 1.. each run a 1 kHz virtual timer while spinning with IRQs unmasked (no exit of their
+    own); vCPU 0 has no timer. Each must take 20 ticks: on vCPU threads only the clock thread's kick at that
+    vCPU's own deadline brings it out of the guest (run.c's vcpu_deadlines and kick_expired), so every vCPU's
+    deadline must be watched and kicked, not only the first's."""
+    m = machine(guest("spin_tick"), cpus=cpus, **kwargs)
+    res = m.run(timeout=60)
+    assert res.ok, (res, m.serial.text)
+    assert f"spin_tick: {cpus} cpus, 20 ticks each" in m.serial.text, m.serial.text

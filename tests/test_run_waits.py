@@ -67,3 +67,44 @@ def test_deadlines_closer_than_50_us_are_spun_to_not_slept(machine, backend):
         assert st["deadline_polls"] >= 1 and st["halt_polls"] == 0, st
     else:  # a wait shorter than 200 us opens the halt-poll window, and the deadline ends a poll within it
         assert st["halt_poll_hits"] >= 1 and st["halt_poll_hits"] <= st["halt_polls"], st
+
+
+ONE_AND_THREADS = [
+    pytest.param({"backend": "soft", "vcpu_threads": "one"}, id="soft"),
+    pytest.param({"backend": "soft-threaded"}, id="soft-threaded"),
+]
+
+
+@pytest.mark.parametrize("kwargs", ONE_AND_THREADS)
+def test_after_a_busy_spell_an_idle_vcpu_sleeps_again(machine, kwargs):
+    """A 25 kHz tick for 2,000 ticks (waits of 40 us or less: spun to, or halt-polled, never slept; the halt-poll
+    window opens), then no timer at all. The last WFI must end in a sleep that lasts to the run's end: at most a
+    poll first, then no more polls and no more WFI exits (a poll that reported a wake-up it never saw, or a
+    window that never closed, would keep the vCPU's thread spinning and counting polls instead)."""
+    run = table.Run("idle-25khz-stop", "idle", make_vars=("IDLE_HZ=25000", "IDLE_STOP=2000"))
+    m = machine(table.elf(run), **kwargs)
+    m.start(timeout=1.5)
+    m.serial.expect(r"idle: \d+ ticks, quiet", timeout=30)  # 2,000 or a few more (ticks between looks)
+    before = m.stats()
+    res = m.wait(timeout=60)
+    assert res.reason == RunReason.TIMEOUT, res
+    st = m.stats()
+    assert st["wfi_exits"] - before["wfi_exits"] <= 1, (before, st)
+    assert st["wait_sleeps"] - before["wait_sleeps"] >= 1, (before, st)  # the last wait sleeps ...
+    assert st["wait_sleeps"] - before["wait_sleeps"] <= 5, (before, st)  # ... once (and a rare spurious wake)
+    assert st["halt_polls"] - before["halt_polls"] <= 2, (before, st)
+    assert st["deadline_polls"] - before["deadline_polls"] <= 2, (before, st)
+
+
+@pytest.mark.parametrize("kwargs", ONE_AND_THREADS)
+@pytest.mark.parametrize("cpus", [2, 4])
+def test_an_off_vcpu_whose_timer_is_armed_sleeps(machine, guest, kwargs, cpus):
+    """off_timer: the secondaries power off with their virtual timer enabled and already expired, then vCPU 0
+    sleeps 300 ms in WFI. An off vCPU waits for nothing but CPU_ON: its thread must sleep without a deadline,
+    not spin to a deadline that passed (each spin would count a deadline poll)."""
+    m = machine(guest("off_timer"), cpus=cpus, **kwargs)
+    res = m.run(timeout=60)
+    assert res.ok, (res, m.serial.text)
+    assert f"off_timer: {cpus - 1} cpus off, timers armed" in m.serial.text
+    st = m.stats()
+    assert st["deadline_polls"] <= 20, st

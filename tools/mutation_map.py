@@ -31,6 +31,7 @@ GIC = [
 GIC_ITS = [
     "tests/test_gic_its.py",
     "tests/test_gic_its_edges.py",
+    "tests/test_gic_its_regs.py",
     "tests/test_gic_lpi_edges.py",
     "tests/test_irq_guests.py",
     "-k",
@@ -107,7 +108,12 @@ TARGETS: dict[str, list[str]] = {
     ],
     "csrc/dev/virtio_mmio.c": ["tests/test_virtio_mmio.py", "tests/test_virtq_edges.py", *VIRTIO_SNAP],
     # PCI: the host bridge, config space, MSI-X and the virtio-pci transport (~5 s)
-    "csrc/dev/pci_host.c": ["tests/test_pci.py", "tests/test_pci_regs.py", "tests/test_pci_edges.py"],
+    "csrc/dev/pci_host.c": [
+        "tests/test_pci.py",
+        "tests/test_pci_regs.py",
+        "tests/test_pci_edges.py",
+        "tests/test_pci_host_edges.py",
+    ],
     "csrc/dev/pci_cfg.c": ["tests/test_pci.py", "tests/test_pci_regs.py", "tests/test_pci_edges.py"],
     "csrc/dev/pci_msix.c": ["tests/test_pci.py", "tests/test_pci_regs.py", "tests/test_pci_edges.py"],
     "csrc/dev/virtio_pci.c": ["tests/test_pci.py", "tests/test_pci_regs.py", "tests/test_pci_edges.py"],
