@@ -90,8 +90,9 @@ def test_after_a_busy_spell_an_idle_vcpu_sleeps_again(machine, kwargs):
     assert res.reason == RunReason.TIMEOUT, res
     st = m.stats()
     assert st["wfi_exits"] - before["wfi_exits"] <= 1, (before, st)
-    assert st["wait_sleeps"] - before["wait_sleeps"] >= 1, (before, st)  # the last wait sleeps ...
-    assert st["wait_sleeps"] - before["wait_sleeps"] <= 5, (before, st)  # ... once (and a rare spurious wake)
+    # the busy spell sleeps never (as in the 25 kHz test above), the last wait does: it may have begun before
+    # `before` was read, so it counts in the total, and once (a rare spurious wake aside) after `before`
+    assert st["wait_sleeps"] >= 1 and st["wait_sleeps"] - before["wait_sleeps"] <= 5, (before, st)
     assert st["halt_polls"] - before["halt_polls"] <= 2, (before, st)
     assert st["deadline_polls"] - before["deadline_polls"] <= 2, (before, st)
 
