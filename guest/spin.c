@@ -6,7 +6,10 @@
    the host's kick at its own deadline makes it take each tick; the CPUs' ticks are out of phase; CPU 0 has no
    timer. CPU 0 waits (5 s) until
    every secondary has taken TICKS ticks, prints "spin_tick: N cpus, TICKS ticks each" and "PASS spin_tick", or
-   "FAIL spin_tick: ..." and each CPU's count. */
+   "FAIL spin_tick: ..." and each CPU's count.
+
+   spin_off (-DOFF): CPU 0 powers the VM off (PSCI SYSTEM_OFF) while the secondaries spin: the vCPU thread that
+   ends the run must kick the others out of the guest. */
 #include "rt.h"
 
 #define TICKS 20
@@ -89,6 +92,9 @@ int main(uint64_t dtb)
     }
     printf("spin_tick: %d cpus, %d ticks each\n", n, TICKS);
     return test_end();
+#elif defined(OFF)
+    printf("spin_off: %d cpus spinning, powering off\n", n);
+    return 0;
 #else
     printf("spin: %d cpus spinning\n", n);
     spin();

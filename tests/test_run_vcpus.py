@@ -7,6 +7,7 @@ import errno
 import os
 import signal
 import struct
+import time
 
 import pytest
 
@@ -224,3 +225,19 @@ def test_every_spinning_vcpu_takes_its_own_timer_ticks(machine, guest, kwargs, c
     res = m.run(timeout=60)
     assert res.ok, (res, m.serial.text)
     assert f"spin_tick: {cpus} cpus, 20 ticks each" in m.serial.text, m.serial.text
+
+
+@pytest.mark.parametrize("kwargs", SPIN_LOOPS)
+@pytest.mark.parametrize("cpus", [2, 8])
+def test_a_vcpu_powering_off_ends_the_run_while_the_others_spin(machine, guest, kwargs, cpus):
+    """spin_off: vCPU 0 powers the VM off while every other vCPU spins with no exit of its own. The run ends
+    with POWEROFF at once: the ending vCPU's thread kicks the others out of the guest (run.c end_run). Without
+    that kick only the run's timeout (60 s here) would get them out; 30 s is far beyond any loaded host's
+    delay."""
+    m = machine(guest("spin_off"), cpus=cpus, **kwargs)
+    t0 = time.monotonic()
+    res = m.run(timeout=60)
+    took = time.monotonic() - t0
+    assert res.reason == RunReason.POWEROFF and res.ok, res
+    assert f"spin_off: {cpus} cpus spinning, powering off" in m.serial.text
+    assert took < 30, took

@@ -56,6 +56,8 @@ RUN_LOOP = [
     "tests/test_run_vcpus.py",
     # the waits' counters: sleeps, spins to a near deadline and halt polls, on both loops (5 s)
     "tests/test_run_waits.py",
+    # the clock thread: the timeout against a timer deadline, near deadlines polled for, per-vCPU kicks (10 s)
+    "tests/test_run_clock.py",
     # an idle wait without a deadline that serial input ends, again and again (1 s each)
     "tests/test_irq_guests.py::test_uart_rx_interrupt_echo[soft]",
     "tests/test_irq_guests.py::test_uart_rx_interrupt_echo[soft-threaded]",
@@ -114,7 +116,12 @@ TARGETS: dict[str, list[str]] = {
         "tests/test_pci_edges.py",
         "tests/test_pci_host_edges.py",
     ],
-    "csrc/dev/pci_cfg.c": ["tests/test_pci.py", "tests/test_pci_regs.py", "tests/test_pci_edges.py"],
+    "csrc/dev/pci_cfg.c": [
+        "tests/test_pci.py",
+        "tests/test_pci_regs.py",
+        "tests/test_pci_edges.py",
+        "tests/test_pci_cfg_edges.py",
+    ],
     "csrc/dev/pci_msix.c": ["tests/test_pci.py", "tests/test_pci_regs.py", "tests/test_pci_edges.py"],
     "csrc/dev/virtio_pci.c": ["tests/test_pci.py", "tests/test_pci_regs.py", "tests/test_pci_edges.py"],
     # networking: the NIC, the switch and the capture files (tier 1: two VMs driven over virtio-mmio, slirp, tap)

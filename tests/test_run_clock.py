@@ -1,0 +1,138 @@
+"""The run loop's clock thread (run.c clock_main): it ends a run at its timeout and, in real time, kicks a vCPU
+out of guest code when a timer deadline passes (the loop then raises the timer's interrupt). The guests here
+spin with no exit of their own, so only that kick delivers a timer interrupt; the timer is armed from the host
+(vmm_sysreg_write) at a chosen host time, or re-armed by the guest's own IRQ handler."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import vmmpy
+from vmmpy import RunReason
+
+from .conftest import SYSTEM_OFF, b_back, code, enable_ppi
+
+NS_PER_TICK = 16  # 62.5 MHz
+ENABLE = 1
+PPI_VIRT = 27
+
+_ADR_X0_VECTORS = 0x10004000  # adr x0, .+0x800
+_MSR_VBAR_X0 = 0xD518C000  # msr vbar_el1, x0
+_MSR_DAIFCLR_I = 0xD50342FF  # msr daifclr, #2
+_ADD_X5_1 = 0x910004A5  # add x5, x5, #1
+SPIN = (_ADD_X5_1, b_back(1))
+
+
+def _with_vectors(body: bytes, irq: bytes) -> bytes:
+    """`body` at RAM_BASE, its vector table at +0x800 (VBAR set by the body): `irq` is the IRQ vector (current EL,
+    SP_ELx)."""
+    return body.ljust(0x800 + 0x280, b"\0") + irq
+
+
+# Unmasks IRQs and spins; its IRQ vector powers off. Armed from the host (CNTV, PPI 27 enabled), it powers off
+# only if the clock thread kicks it out of guest code at the timer's deadline before the run's timeout.
+IRQ_OFF = _with_vectors(code(_ADR_X0_VECTORS, _MSR_VBAR_X0, _MSR_DAIFCLR_I, *SPIN), code(*SYSTEM_OFF, 0x14000000))
+
+# Arms CNTV 2812 ticks (45 us: inside the clock thread's 50 us polling window) ahead and spins with IRQs unmasked;
+# its IRQ handler counts in x3 and re-arms CNTV 45 us ahead, 1000 times, then powers off. Every tick is a deadline
+# the clock thread finds less than 50 us away, and only its kick (at or after the deadline) delivers it.
+#   start: adr x0, vectors; msr vbar_el1, x0; mrs x1, cntvct_el0; add x0, x1, #2812; msr cntv_cval_el0, x0
+#          mov x0, #1; msr cntv_ctl_el0, x0; msr daifclr, #2; 1: add x5, x5, #1; b 1b
+#   irq:   add x3, x3, #1; cmp x3, #1000; b.eq 2f; mrs x1, cntvct_el0; add x0, x1, #2812; msr cntv_cval_el0, x0
+#          eret; 2: SYSTEM_OFF; b .
+NEAR_TICKS = 1000
+REARM_NEAR = _with_vectors(
+    code(0x10004000, 0xD518C000, 0xD53BE041, 0x912BF020, 0xD51BE340, 0xD2800020, 0xD51BE320, 0xD50342FF, *SPIN),
+    code(0x91000463, 0xF10FA07F, 0x540000A0, 0xD53BE041, 0x912BF020, 0xD51BE340, 0xD69F03E0, *SYSTEM_OFF, 0x14000000),
+)  # fmt: skip
+
+
+def _clock_base_ns(m: vmmpy.Machine) -> int:
+    """Real time: the guest clock is CLOCK_MONOTONIC (Python's time.monotonic_ns) less the VM's base."""
+    before = time.monotonic_ns()
+    clock = m.clock_ns
+    after = time.monotonic_ns()
+    return (before + after) // 2 - clock
+
+
+def _arm_cntv_at(m: vmmpy.Machine, host_ns: int, cpu: int = 0) -> None:
+    """Arm vCPU `cpu`'s virtual timer to fire at host time `host_ns` (CLOCK_MONOTONIC)."""
+    ticks = -(-(host_ns - _clock_base_ns(m)) // NS_PER_TICK)
+    m.sysreg_write("CNTV_CVAL_EL0", ticks, cpu=cpu)
+    m.sysreg_write("CNTV_CTL_EL0", ENABLE, cpu=cpu)
+
+
+# (timeout's phase within its second, the deadline's offset from the timeout in s, the least timeout in s, result)
+TIMEOUT_VS_DEADLINE = [
+    # 2 s later but earlier in its second (x.7 timeout, x+2.1 deadline): the timeout comes first
+    pytest.param(0.7, 1.4, 0.3, RunReason.TIMEOUT, id="deadline-seconds-later-smaller-nsec"),
+    # later in the same second (x.2, x.7)
+    pytest.param(0.2, 0.5, 0.3, RunReason.TIMEOUT, id="deadline-later-same-second"),
+    # earlier in the same second (x.8, x.3): the clock thread wakes for the deadline and kicks
+    pytest.param(0.8, -0.5, 0.8, RunReason.POWEROFF, id="deadline-earlier-same-second"),
+    # in the second before, later in it (x.2, x-1.7)
+    pytest.param(0.2, -0.5, 0.8, RunReason.POWEROFF, id="deadline-second-before-larger-nsec"),
+]
+
+
+@pytest.mark.parametrize(("phase", "offset", "least", "reason"), TIMEOUT_VS_DEADLINE)
+def test_the_clock_thread_wakes_for_whichever_of_deadline_and_timeout_comes_first(
+    raw_guest, phase, offset, least, reason
+):
+    """One vCPU on one thread spins with IRQs unmasked; its virtual timer, armed from the host, powers it off
+    only through the clock thread's kick at the deadline. The clock thread sleeps until the earlier of the
+    run's timeout and that deadline, compared as host timespecs (run.c ts_before: seconds, then nanoseconds
+    within the same second). The timeout is chosen to fall at `phase` within its host second, and the
+    deadline `offset` s from it, so each case puts the two in a known order of seconds and nanoseconds: a
+    deadline after the timeout must not be taken for an earlier one (the run would go on until the deadline
+    and end in the guest's power-off), and one before it must not be missed (the run would time out).
+    Margins are 0.2 s or more on either side."""
+    with vmmpy.Machine(raw_guest(IRQ_OFF), kernel_format="raw", vcpu_threads="one") as m:
+        enable_ppi(m, PPI_VIRT)
+        t0 = time.monotonic()
+        timeout = least + (phase - (t0 + least)) % 1.0
+        _arm_cntv_at(m, int((t0 + timeout + offset) * 1e9))
+        res = m.run(timeout=timeout)
+        assert res.reason == reason, (res, timeout)
+
+
+@pytest.mark.parametrize("kwargs", [{"vcpu_threads": "one"}, {"backend": "soft-threaded"}], ids=["one-thread", "thread"])
+def test_a_deadline_less_than_50us_away_is_polled_for_and_kicked_at_or_after_it(raw_guest, kwargs):
+    """REARM_NEAR takes 1000 timer interrupts, each re-armed 45 us ahead while it spins: the clock thread finds
+    each deadline inside its 50 us polling window and spins until the clock reaches it before it kicks. A kick
+    that came before the deadline would find the timer not yet fired, and on one thread (which kicks once per
+    deadline) that tick would never come: the guest would spin until the timeout."""
+    with vmmpy.Machine(raw_guest(REARM_NEAR), kernel_format="raw", **kwargs) as m:
+        enable_ppi(m, PPI_VIRT)
+        res = m.run(timeout=60)
+        assert res.reason == RunReason.POWEROFF, res
+        assert m.stats()["irqs"] == 0  # the handler takes them without acknowledging: the timer's level drops
+
+
+def test_a_vcpus_deadline_kicks_only_that_vcpu(raw_guest):
+    """Two vCPUs on their own threads: vCPU 0 spins (no exit of its own); vCPU 1 stays off with its virtual
+    timer armed from the host 0.5 s into a 2 s run. The clock thread watches each vCPU's own deadline and kicks
+    only the vCPU whose deadline passed (run.c kick_expired): vCPU 0 enters guest code once, and only the
+    timeout ends that entry. Kicking every vCPU at any deadline would end it early (a second entry)."""
+    with vmmpy.Machine(raw_guest(code(*SPIN)), kernel_format="raw", cpus=2) as m:
+        _arm_cntv_at(m, time.monotonic_ns() + 500_000_000, cpu=1)
+        res = m.run(timeout=2)
+        assert res.reason == RunReason.TIMEOUT, res
+        assert m.sysreg_read("CNTV_CTL_EL0", cpu=1) & 4  # ISTATUS: the deadline passed during the run
+        assert m.stats()["vcpu_runs"] == 1
+
+
+def test_a_stop_at_a_virtual_time_leaves_no_kick_for_the_next_run(raw_guest):
+    """Deterministic, one vCPU spinning: vmm_stop_at ends the run at a round boundary without kicking anyone
+    (run.c end_run kicks only with vCPU threads), so the next run's first entry into the guest runs guest
+    code: two equal stretches of virtual time take the same number of entries."""
+    with vmmpy.Machine(raw_guest(code(*SPIN)), kernel_format="raw", deterministic=True) as m:
+        m.stop_at(1_000_000)
+        assert m.run(timeout=None).reason == RunReason.STOPPED
+        first = m.stats()["vcpu_runs"]
+        m.stop_at(2_000_000)
+        assert m.run(timeout=None).reason == RunReason.STOPPED
+        assert m.clock_ns == 2_000_000
+        assert m.stats()["vcpu_runs"] - first == first
