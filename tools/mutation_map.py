@@ -61,6 +61,9 @@ RUN_LOOP = [
     # an idle wait without a deadline that serial input ends, again and again (1 s each)
     "tests/test_irq_guests.py::test_uart_rx_interrupt_echo[soft]",
     "tests/test_irq_guests.py::test_uart_rx_interrupt_echo[soft-threaded]",
+    # a debugger's hold, frozen vCPUs and reverse execution in run_one and the deterministic loop (13 s)
+    "tests/test_gdb.py",
+    "tests/test_gdb_reverse.py",
 ]
 
 TARGETS: dict[str, list[str]] = {
