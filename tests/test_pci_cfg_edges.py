@@ -12,6 +12,7 @@ from .pci_driver import (
     CMD_INTX_DISABLE,
     COMMAND,
     DEVICE,
+    INT_LINE,
     MSIX_ENABLE,
     STATUS,
     STATUS_INTX,
@@ -26,7 +27,7 @@ def test_writes_to_extended_config_space_change_nothing(machine):
     """ECAM gives each function 4 KiB of config space; ours model the conventional 256 bytes (PCI Local Bus
     3.0 §6.1) and the rest reads 0 (no extended capabilities). Writes there, right past the end, are dropped:
     they neither show up in the extended space nor change any register of the header, whose Vendor ID and
-    Device ID stay read-only."""
+    Device ID stay read-only, and the writable ones keep taking writes."""
     m = machine(transport="pci", rng=True)
     header = [cfg_read(m, 1, off) for off in range(0, 256, 4)]
     for off in (0x100, 0x104):
@@ -41,9 +42,12 @@ def test_writes_to_extended_config_space_change_nothing(machine):
     cfg_write(m, 1, VENDOR, 0xFFFF_FFFF)
     assert cfg_read(m, 1, VENDOR, 2) == 0x1AF4
     assert cfg_read(m, 1, VENDOR) == header[0]
+    # while the header's writable registers take writes as before: Interrupt Line, firmware's scratch byte
+    cfg_write(m, 1, INT_LINE, 0x5A, 1)
+    assert cfg_read(m, 1, INT_LINE, 1) == 0x5A
 
 
-def test_interrupt_disable_written_as_a_single_byte_takes_effect(rng):
+def test_interrupt_disable_written_as_a_single_byte_takes_effect(rng):  # noqa: F811
     """Interrupt Disable is bit 10 of COMMAND, in its high byte (offset 5): a 1-byte write of that byte alone
     (config accesses may be 1, 2 or 4 bytes) holds INTA# back at once and setting it back releases it, while
     Interrupt Status keeps showing the function's own state (PCI Local Bus 3.0 §6.2.2, §6.2.3)."""
@@ -62,7 +66,7 @@ def test_interrupt_disable_written_as_a_single_byte_takes_effect(rng):
     assert dev.isr() == 1 and not m.irq_line(0)
 
 
-def test_msix_enable_written_as_a_single_byte_replaces_intx(rng):
+def test_msix_enable_written_as_a_single_byte_replaces_intx(rng):  # noqa: F811
     """MSI-X Enable is bit 15 of Message Control, in the byte at cap + 3: a 1-byte write of it turns INTA# off
     at once (a function with MSI-X enabled does not use INTx, PCI Local Bus 3.0 §6.8.2.3), and clearing it
     the same way gives the line back while the function still has its interrupt."""
