@@ -66,10 +66,10 @@ def _arm_cntv_at(m: vmmpy.Machine, host_ns: int, cpu: int = 0) -> None:
 
 # (timeout's phase within its second, the deadline's offset from the timeout in s, the least timeout in s, result)
 TIMEOUT_VS_DEADLINE = [
-    # 2 s later but earlier in its second (x.7 timeout, x+2.1 deadline): the timeout comes first
-    pytest.param(0.7, 1.4, 0.3, RunReason.TIMEOUT, id="deadline-seconds-later-smaller-nsec"),
-    # later in the same second (x.2, x.7)
-    pytest.param(0.2, 0.5, 0.3, RunReason.TIMEOUT, id="deadline-later-same-second"),
+    # 6 s later but earlier in its second (x.7 timeout, x+6.1 deadline): the timeout comes first
+    pytest.param(0.7, 5.4, 0.3, RunReason.TIMEOUT, id="deadline-seconds-later-smaller-nsec"),
+    # later in the same second (x.05, x.95)
+    pytest.param(0.05, 0.9, 0.3, RunReason.TIMEOUT, id="deadline-later-same-second"),
     # earlier in the same second (x.8, x.3): the clock thread wakes for the deadline and kicks
     pytest.param(0.8, -0.5, 0.8, RunReason.POWEROFF, id="deadline-earlier-same-second"),
     # in the second before, later in it (x.2, x-1.7)
@@ -86,9 +86,10 @@ def test_the_clock_thread_wakes_for_whichever_of_deadline_and_timeout_comes_firs
     run's timeout and that deadline, compared as host timespecs (run.c ts_before: seconds, then nanoseconds
     within the same second). The timeout is chosen to fall at `phase` within its host second, and the
     deadline `offset` s from it, so each case puts the two in a known order of seconds and nanoseconds: a
-    deadline after the timeout must not be taken for an earlier one (the run would go on until the deadline
-    and end in the guest's power-off), and one before it must not be missed (the run would time out).
-    Margins are 0.2 s or more on either side."""
+    deadline after the timeout must not be taken for an earlier one (the run would go on until the deadline,
+    whose kick raises the timer's interrupt, and end then: timed out, or in the guest's power-off), and one
+    before it must not be missed (the run would time out). Margins are 0.2 s or more on either side; the line
+    is read back at once after a timeout, 0.9 s or more before the deadline."""
     with vmmpy.Machine(raw_guest(IRQ_OFF), kernel_format="raw", vcpu_threads="one") as m:
         enable_ppi(m, PPI_VIRT)
         t0 = time.monotonic()
@@ -96,9 +97,13 @@ def test_the_clock_thread_wakes_for_whichever_of_deadline_and_timeout_comes_firs
         _arm_cntv_at(m, int((t0 + timeout + offset) * 1e9))
         res = m.run(timeout=timeout)
         assert res.reason == reason, (res, timeout)
+        if reason == RunReason.TIMEOUT:  # ended before the deadline: no kick for it raised the timer's PPI
+            assert not m.irq_line(0), timeout
 
 
-@pytest.mark.parametrize("kwargs", [{"vcpu_threads": "one"}, {"backend": "soft-threaded"}], ids=["one-thread", "thread"])
+@pytest.mark.parametrize(
+    "kwargs", [{"vcpu_threads": "one"}, {"backend": "soft-threaded"}], ids=["one-thread", "thread"]
+)
 def test_a_deadline_less_than_50us_away_is_polled_for_and_kicked_at_or_after_it(raw_guest, kwargs):
     """REARM_NEAR takes 1000 timer interrupts, each re-armed 45 us ahead while it spins: the clock thread finds
     each deadline inside its 50 us polling window and spins until the clock reaches it before it kicks. A kick
@@ -136,3 +141,28 @@ def test_a_stop_at_a_virtual_time_leaves_no_kick_for_the_next_run(raw_guest):
         assert m.run(timeout=None).reason == RunReason.STOPPED
         assert m.clock_ns == 2_000_000
         assert m.stats()["vcpu_runs"] - first == first
+
+
+# Arms CNTV 0x30000 ticks (3.1 ms) ahead, then moves it 2^30 ticks (17 s) ahead, and spins (IRQs masked): timer
+# register writes are served inside the vCPU (no exit), and moving a deadline later leaves the one-thread loop's
+# earliest deadline (vm->next_deadline_ns) at the first one until the next timer update.
+#   mrs x1, cntvct_el0; add x0, x1, #0x30, lsl #12; msr cntv_cval_el0, x0; mov x0, #1; msr cntv_ctl_el0, x0
+#   mov x2, #0x40000000; add x0, x1, x2; msr cntv_cval_el0, x0; 1: add x5, x5, #1; b 1b
+MOVED_LATER = code(
+    0xD53BE041, 0x9140C020, 0xD51BE340, 0xD2800020, 0xD51BE320, 0xD2A80002, 0x8B020020, 0xD51BE340, *SPIN
+)
+
+
+def test_a_deadline_moved_later_does_not_hold_off_the_timeout(raw_guest):
+    """One vCPU on one thread moves its timer deadline from 3 ms to 17 s ahead and spins. The clock thread wakes
+    for the stale 3 ms deadline, kicks and marks it served (one kick per deadline, run.c `fired`): the loop's
+    timer update then finds the 17 s one, and the 0.5 s timeout ends the run. Kicking only vCPUs whose own
+    deadline passed there, without marking it served, would find nothing to kick and poll the stale deadline
+    again and again, never looking at the timeout: the run would end only when the 17 s deadline passed."""
+    with vmmpy.Machine(raw_guest(MOVED_LATER), kernel_format="raw", vcpu_threads="one") as m:
+        start = time.monotonic()
+        res = m.run(timeout=0.5)
+        elapsed = time.monotonic() - start
+        assert res.reason == RunReason.TIMEOUT, res
+        assert elapsed < 10, elapsed
+        assert not m.sysreg_read("CNTV_CTL_EL0") & 4  # the 17 s deadline is still ahead
