@@ -194,7 +194,7 @@ enum vmm_run_reason {
 struct vmm_run_result {
     uint32_t size;
     int reason;      /* enum vmm_run_reason */
-    int exit_status; /* POWEROFF: 0 for PSCI SYSTEM_OFF, the code of a semihosting exit */
+    int exit_status; /* POWEROFF: 0 for PSCI SYSTEM_OFF, the code of a semihosting exit; 0 for every other reason */
     uint64_t pc;     /* vCPU 0 PC when the run ended */
     uint64_t insns;  /* instructions retired by all vCPUs (soft backend) */
 };

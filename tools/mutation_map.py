@@ -64,6 +64,10 @@ RUN_LOOP = [
     # a debugger's hold, frozen vCPUs and reverse execution in run_one and the deterministic loop (13 s)
     "tests/test_gdb.py",
     "tests/test_gdb_reverse.py",
+    # run_one's and check_end's outcomes: each ending's status, vm->current, slices, count_on (5 s)
+    "tests/test_run_one.py",
+    # the deterministic clock at a run's cut: one vCPU's clock is its instruction count (1 s)
+    "tests/test_run_rounds.py",
 ]
 
 TARGETS: dict[str, list[str]] = {

@@ -1,0 +1,49 @@
+"""Tier 1: the deterministic loop's rounds as the guest clock shows them (run.c run_loop_deterministic,
+close_partial_round, round_length).
+
+One vCPU that never waits moves the deterministic clock by exactly its instructions: 1 ns each, whole quanta
+while the run goes on, and the part of the last round it ran when the run ends partway (a timeout, a stop).
+A clock that lost or invented time at that cut would show at the next run as a CNTVCT that went back or jumped.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from vmmpy import RunReason
+
+
+@pytest.mark.parametrize("timeout", [0.05, 0.2])
+def test_one_spinning_vcpu_clock_is_its_instruction_count_after_a_timeout(machine, guest, timeout):
+    m = machine(guest("spin"), deterministic=True)
+    res = m.run(timeout=timeout)
+    assert res.reason == RunReason.TIMEOUT, res
+    st = m.stats()
+    assert st["insns"] > 100_000, st  # more than one quantum: whole rounds and a partial one
+    assert st["clock_ns"] == st["insns"] == m.clock_ns, st
+
+
+def test_the_clock_goes_on_from_the_cut_at_the_next_run(machine, guest):
+    m = machine(guest("spin"), deterministic=True)
+    m.start()
+    m.serial.expect(r"spin: 1 cpus spinning", timeout=30)
+    res = m.stop()
+    assert res is not None and res.reason == RunReason.STOPPED, res
+    first = m.stats()
+    assert first["clock_ns"] == first["insns"], first
+    res = m.run(timeout=0.05)
+    assert res.reason == RunReason.TIMEOUT, res
+    st = m.stats()
+    assert st["insns"] > first["insns"] and st["clock_ns"] == st["insns"], (first, st)
+
+
+def test_a_run_stopped_at_a_virtual_time_reports_status_0(machine, guest):
+    """vmm_run_result.exit_status is the guest's status for POWEROFF and 0 for every other ending: here a
+    vmm_stop_at() time reached mid-round, a host stop and a timeout."""
+    m = machine(guest("spin"), deterministic=True)
+    m.stop_at(250_000)  # 2.5 quanta: the last round is cut
+    res = m.run(timeout=30)
+    assert (res.reason, res.exit_status) == (RunReason.STOPPED, 0), res
+    assert m.clock_ns == 250_000
+    res = m.run(timeout=0.05)
+    assert (res.reason, res.exit_status) == (RunReason.TIMEOUT, 0), res
