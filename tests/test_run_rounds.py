@@ -47,3 +47,18 @@ def test_a_run_stopped_at_a_virtual_time_reports_status_0(machine, guest):
     assert m.clock_ns == 250_000
     res = m.run(timeout=0.05)
     assert (res.reason, res.exit_status) == (RunReason.TIMEOUT, 0), res
+
+
+def test_an_idle_guest_with_nothing_scheduled_keeps_its_clock_across_runs(machine, guest):
+    """idle_notick waits in WFI with no timer: in deterministic mode nothing is due, so the clock stands
+    still however long the host waits, and a run cut while everyone waits adds no time either."""
+    m = machine(guest("idle_notick"), deterministic=True)
+    m.start()
+    m.serial.expect(r"idle: ready, no timer", timeout=30)
+    res = m.stop()
+    assert res is not None and res.reason == RunReason.STOPPED, res
+    at = m.clock_ns
+    for _ in range(3):
+        res = m.run(timeout=0.05)
+        assert res.reason == RunReason.TIMEOUT, res
+        assert m.clock_ns == at
