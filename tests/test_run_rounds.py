@@ -62,3 +62,19 @@ def test_an_idle_guest_with_nothing_scheduled_keeps_its_clock_across_runs(machin
         res = m.run(timeout=0.05)
         assert res.reason == RunReason.TIMEOUT, res
         assert m.clock_ns == at
+
+
+def test_stop_times_closer_than_a_vcpus_lead_are_reached_exactly(machine, guest):
+    """A spinning vCPU's last block runs a few instructions past a vmm_stop_at() cut (its lead: 2 here). Stop
+    times 1, 1, 2, 3, 5, 8 and 100 ns on make rounds shorter than that lead: the vCPU has run them already, the
+    round passes on its lead alone (run.c: `ran |= ... >= quantum`), and each run stops exactly at its time."""
+    m = machine(guest("spin"), deterministic=True)
+    m.stop_at(250_000)
+    assert m.run(timeout=30).reason == RunReason.STOPPED
+    assert m.stats()["insns"] > m.clock_ns == 250_000  # the lead this test is about
+    for step in (1, 1, 2, 3, 5, 8, 100):
+        at = m.clock_ns + step
+        m.stop_at(at)
+        res = m.run(timeout=10)
+        assert res.reason == RunReason.STOPPED, (step, res)
+        assert m.clock_ns == at, step
