@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import pytest
 
+import vmmpy
 from vmmpy import RunReason
+
+from .conftest import WFI, b_back, code
 
 
 @pytest.mark.parametrize("timeout", [0.05, 0.2])
@@ -78,3 +81,16 @@ def test_stop_times_closer_than_a_vcpus_lead_are_reached_exactly(machine, guest)
         res = m.run(timeout=10)
         assert res.reason == RunReason.STOPPED, (step, res)
         assert m.clock_ns == at, step
+
+
+@pytest.mark.parametrize("stops", [(501, 1001), (3, 4, 7)])
+def test_a_clock_stuck_on_due_input_moves_by_1_ns_a_round_to_any_stop_time(raw_guest, stops):
+    """Serial input due but unable to enter (the console's queue is full, the guest never reads) leaves the idle
+    jump nowhere to land; the clock then moves 1 ns a round, so every stop time is reached exactly, odd ones too."""
+    with vmmpy.Machine(raw_guest(code(WFI, b_back(1))), kernel_format="raw", deterministic=True) as m:
+        m.serial.write(b"x" * (1 << 20), at_ns=0)
+        for at in stops:
+            m.stop_at(at)
+            res = m.run(timeout=10)
+            assert res.reason == RunReason.STOPPED, (at, res)
+            assert m.clock_ns == at
