@@ -68,6 +68,8 @@ RUN_LOOP = [
     "tests/test_run_one.py",
     # the deterministic clock at a run's cut: one vCPU's clock is its instruction count (1 s)
     "tests/test_run_rounds.py",
+    # vmm_run's, vmm_run_pending's and vmm_request_stop's C contract: arguments, the result's size, endings (1 s)
+    "tests/test_run_api.py",
 ]
 
 TARGETS: dict[str, list[str]] = {
