@@ -3,7 +3,7 @@
    spinning" once every secondary has counted, then spins too.
 
    spin_tick (-DTICK): each secondary runs a 1 kHz virtual timer tick while it spins with IRQs unmasked, so only
-   the host's kick at its own deadline makes it take each tick; the CPUs' ticks are out of phase; CPU 0 has no
+   the host's kick at its own deadline makes it take each tick; the CPUs' ticks fall in three phases; CPU 0 has no
    timer. CPU 0 waits (5 s) until
    every secondary has taken TICKS ticks, prints "spin_tick: N cpus, TICKS ticks each" and "PASS spin_tick", or
    "FAIL spin_tick: ..." and each CPU's count.
@@ -50,11 +50,14 @@ static void secondary(void *arg)
 {
     (void)arg;
 #ifdef TICK
-    if (gic_cpu_init())
+    if (gic_cpu_init()) {
+        printf("FAIL spin_tick: cpu %u: gic_cpu_init failed\n", smp_cpu_id());
+        count[smp_cpu_id() % RT_MAX_CPUS] = 1; /* CPU 0 goes on to its check, which then fails */
         return;
+    }
     gic_enable(INTID_VTIMER);
-    /* out of phase: CPU c's deadlines fall c * 0.3 ms after the others' (mod 1 ms), so that each
-       passes alone and a kick for one CPU's deadline finds the next CPU's still ahead */
+    /* three phases: CPU c's first deadline is (c mod 3) * 0.3 ms later than the others', so that with 3 CPUs
+       each passes alone and a kick for one CPU's deadline finds the next CPU's still ahead */
     write_sysreg(cntv_cval_el0, timer_now() + period + (smp_cpu_id() % 3) * (period * 3 / 10));
     write_sysreg(cntv_ctl_el0, CNT_CTL_ENABLE);
     isb();

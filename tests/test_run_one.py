@@ -54,7 +54,7 @@ def test_an_ending_of_the_guests_own_reports_status_0(raw_guest, kw, insns, reas
 
 @pytest.mark.parametrize("kw", BACKENDS)
 def test_a_stop_reports_status_0(raw_guest, kw):
-    """A stop requested before the run starts is honoured by it (check_end): STOPPED, status 0."""
+    """A stop requested while the guest spins ends the run (check_end): STOPPED, status 0."""
     with _machine(raw_guest, *SPIN, **kw) as m:
         m.start(timeout=None)
         res = m.stop()

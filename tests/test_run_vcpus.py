@@ -209,9 +209,10 @@ def test_a_stop_ends_a_run_whose_every_vcpu_spins(machine, guest, kwargs, cpus):
 @pytest.mark.parametrize("kwargs", SPIN_LOOPS)
 def test_the_timeout_ends_a_run_whose_every_vcpu_spins(machine, guest, kwargs):
     m = machine(guest("spin"), cpus=3, **kwargs)
-    res = m.run(timeout=0.5)
+    m.start(timeout=1.0)
+    m.serial.expect(r"spin: 3 cpus spinning", timeout=30)  # (SerialEOF if the timeout came first)
+    res = m.wait(timeout=60)
     assert res.reason == RunReason.TIMEOUT, res
-    assert "spin: 3 cpus spinning" in m.serial.text
 
 
 @pytest.mark.parametrize("kwargs", SPIN_LOOPS)
@@ -231,9 +232,9 @@ def test_every_spinning_vcpu_takes_its_own_timer_ticks(machine, guest, kwargs, c
 @pytest.mark.parametrize("cpus", [2, 8])
 def test_a_vcpu_powering_off_ends_the_run_while_the_others_spin(machine, guest, kwargs, cpus):
     """spin_off: vCPU 0 powers the VM off while every other vCPU spins with no exit of its own. The run ends
-    with POWEROFF at once: the ending vCPU's thread kicks the others out of the guest (run.c end_run). Without
-    that kick only the run's timeout (60 s here) would get them out; 30 s is far beyond any loaded host's
-    delay."""
+    with POWEROFF at once: the ending vCPU's thread kicks the others out of the guest (run.c end_run), and so
+    does the run's own thread when end_run's broadcast wakes it. Without either kick only the run's timeout
+    (60 s here) would get them out; 30 s is far beyond any loaded host's delay."""
     m = machine(guest("spin_off"), cpus=cpus, **kwargs)
     t0 = time.monotonic()
     res = m.run(timeout=60)
