@@ -502,6 +502,26 @@ def test_a_snapshot_keeps_the_last_its_error(guest, tmp_path):
         assert last_error(r, tmp_path / "again.snap") == 15
 
 
+def patched_snapshot(guest, tmp_path, field: str, value: int):
+    """A snapshot of a machine with a one-page command queue whose ITS record's `field` holds `value`."""
+    from .test_snapshot import sections
+    from .test_snapshot_devices import with_section_crc
+
+    path = tmp_path / "its.snap"
+    with vmmpy.Machine(guest("hello"), its=True) as mach:
+        mach.boot_info()
+        its = Its(mach)
+        its.send(cmd(SYNC), cmd(SYNC))
+        mach.snapshot(path)
+        data = bytearray(path.read_bytes())
+        at = its_record(mach, bytes(data)) + 8 * RECORD.index(field)
+    struct.pack_into("<Q", data, at, value)
+    ((off, plen),) = [(o, n) for name, o, n in sections(bytes(data)) if name == "irqchip"]
+    with_section_crc(data, off, plen)
+    path.write_bytes(data)
+    return path
+
+
 @pytest.mark.parametrize(
     ("field", "value", "ok"),
     [
@@ -521,21 +541,7 @@ def test_a_snapshot_restores_only_its_records_the_registers_can_hold(guest, tmp_
     """A restored ITS record must be one the registers could hold (§6.2: CWRITER and CREADR are offsets [19:5]
     inside the queue; GITS_BASER's Type and Entry_Size are read-only, Page_Size 3 reads as 2) and name a known
     error."""
-    from .test_snapshot import sections
-    from .test_snapshot_devices import with_section_crc
-
-    path = tmp_path / "its.snap"
-    with vmmpy.Machine(guest("hello"), its=True) as mach:
-        mach.boot_info()
-        its = Its(mach)
-        its.send(cmd(SYNC), cmd(SYNC))
-        mach.snapshot(path)
-        data = bytearray(path.read_bytes())
-        at = its_record(mach, bytes(data)) + 8 * RECORD.index(field)
-    struct.pack_into("<Q", data, at, value)
-    ((off, plen),) = [(o, n) for name, o, n in sections(bytes(data)) if name == "irqchip"]
-    with_section_crc(data, off, plen)
-    path.write_bytes(data)
+    path = patched_snapshot(guest, tmp_path, field, value)
     if not ok:
         with pytest.raises(vmmpy.errors.VmmError, match="ITS command queue registers|GITS_BASER1 0x"):
             vmmpy.Machine.restore(path).close()

@@ -10,15 +10,14 @@ and test_gic_its_edges.py's.
 from __future__ import annotations
 
 import logging
-import struct
 
 import pytest
 
 import vmmpy
 
 from . import test_gic_its
-from .test_gic_its import GITS, LPI, SYNC, TRANSLATER, Its, cmd, guest_errors, take
-from .test_gic_its_edges import RECORD, its_record
+from .test_gic_its import GITS, LPI, TRANSLATER, Its, guest_errors, take
+from .test_gic_its_edges import patched_snapshot
 
 m = test_gic_its.m  # the fixture: a machine with the ITS
 
@@ -114,26 +113,6 @@ def test_a_write_of_an_unsupported_size_is_reported_as_a_write(m, log, off, size
 
 
 # ---- snapshots: the queue registers and the last error must be in range ----------------------------------------
-
-
-def patched_snapshot(guest, tmp_path, field: str, value: int):
-    """A snapshot of a machine with a one-page command queue whose ITS record's `field` holds `value`."""
-    from .test_snapshot import sections
-    from .test_snapshot_devices import with_section_crc
-
-    path = tmp_path / "its.snap"
-    with vmmpy.Machine(guest("hello"), its=True) as mach:
-        mach.boot_info()
-        its = Its(mach)
-        its.send(cmd(SYNC), cmd(SYNC))
-        mach.snapshot(path)
-        data = bytearray(path.read_bytes())
-        at = its_record(mach, bytes(data)) + 8 * RECORD.index(field)
-    struct.pack_into("<Q", data, at, value)
-    ((off, plen),) = [(o, n) for name, o, n in sections(bytes(data)) if name == "irqchip"]
-    with_section_crc(data, off, plen)
-    path.write_bytes(data)
-    return path
 
 
 @pytest.mark.parametrize("creadr", [0x2000, 0xF_FFE0])
