@@ -92,8 +92,8 @@ def test_serial_buffer_is_checked():
     bool(os.environ.get("VMMPY_EXPECT_SANITIZED")), reason="ASan's quarantine holds freed memory: RSS says nothing"
 )
 def test_cli_memory_stays_bounded_while_a_guest_prints(tmp_path):
-    """The CLI streams 800 MiB of output to stdout; its RSS stays far below that (it used to keep it all)."""
-    spam = spam_guest(tmp_path / "spam.bin", 800)
+    """The CLI streams 1200 MiB of output to stdout; its RSS stays far below that (it used to keep it all)."""
+    spam = spam_guest(tmp_path / "spam.bin", 1200)
     p = subprocess.Popen(
         [sys.executable, "-m", "vmmpy", "run", spam, "--format", "raw", "--timeout", "120"],
         stdout=subprocess.DEVNULL,
@@ -107,7 +107,8 @@ def test_cli_memory_stays_bounded_while_a_guest_prints(tmp_path):
     assert p.returncode == 0, err
     rss_mib = usage.ru_maxrss / 1024
     # at most libvmm's 64 MiB ring (full when the reader lags), Python's 16 MiB window (x1.5) and the
-    # interpreter, Unicorn and guest pages (~150 MiB): 160-194 MiB on a quiet host, 443 MiB once on a
-    # 2-core host running CI and four other jobs. Keeping the whole stream needs 800 MiB more than the
-    # baseline.
-    assert rss_mib < 640, f"the CLI grew to {rss_mib:.0f} MiB streaming 800 MiB of output"
+    # interpreter, Unicorn and guest pages (~150 MiB): 141-194 MiB on a quiet host or beside six busy loops,
+    # but 443 MiB once and 650 MiB once (streaming 800 MiB) on a 2-core host running CI and another test run
+    # (not reproduced since; the cause is not known). Keeping the whole stream
+    # needs 1200 MiB more than the baseline, so 850 MiB still tells the two apart.
+    assert rss_mib < 850, f"the CLI grew to {rss_mib:.0f} MiB streaming 1200 MiB of output"
