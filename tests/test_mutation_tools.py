@@ -278,3 +278,27 @@ def test_a_ternary_continued_before_its_operator_and_a_bare_else_widen_too():
     assert mutate.statement_start(src, 2) == 1 and mutate.statement_start(src, 3) == 3
     assert mutate.selection_for(cov, 2, ["all"], src[1].strip(), src)[0] == ["ta", "tb"]
     assert mutate.selection_for(cov, 5, ["all"], src[4].strip(), src)[0] == ["tc", "td"]
+
+
+def test_the_report_reads_the_ledgers_reviews_against_the_equivalents_file(tmp_path, monkeypatch):
+    """A survivor reviewed since its mark was written counts as an equivalent, and a review withdrawn since
+    counts as a survivor, without running the file again."""
+    rel = "csrc/net/pcap.c"
+    src = os.path.join(ROOT, rel)
+    mutants = mutate.generate(src, mutate.RULES)
+    lines = mutate.read_text(src).splitlines()
+    eq = mutate.load_equivalent()
+    reviewed = next(mutate.index_of(m) for m in mutants if mutate.is_reviewed(eq, rel, *mutate.change_of(lines, m)))
+    marks = ["k"] * len(mutants)
+    marks[reviewed] = "s"
+    monkeypatch.setattr(mutate, "LEDGER", str(tmp_path / "ledger.txt"))
+    with open(mutate.LEDGER, "w") as f:
+        f.write(f"{rel} {mutate.version_of(src, mutate.RULES)} {''.join(marks)}\n")
+    (r,) = mutate.ledger_results(mutate.RULES)
+    assert (r["survived"], r["equivalent"], r["survivors"]) == (0, 1, [])
+    monkeypatch.setattr(mutate, "load_equivalent", lambda: set())
+    marks[reviewed] = "q"
+    with open(mutate.LEDGER, "w") as f:
+        f.write(f"{rel} {mutate.version_of(src, mutate.RULES)} {''.join(marks)}\n")
+    (r,) = mutate.ledger_results(mutate.RULES)
+    assert (r["survived"], r["equivalent"], len(r["survivors"])) == (1, 0, 1)

@@ -859,6 +859,7 @@ def ledger_earlier(rules: str, survivors: bool = False) -> dict:
 def ledger_results(rules: str) -> list[dict]:
     """Per-file results (for report()) from the ledger's marks of the files' current versions."""
     out = []
+    eq = load_equivalent()
     for rel, (version, marks) in sorted(load_ledger().items()):
         src = os.path.join(ROOT, rel)
         if rel not in TARGETS or not os.path.exists(src) or version_of(src, rules) != version:
@@ -867,13 +868,16 @@ def ledger_results(rules: str) -> list[dict]:
         mutants = {index_of(m): m for m in generate(src, rules)}
         lines = read_text(src).splitlines()
         survivors = []
-        eq = load_equivalent()
         marks = list(marks)
         for i, mark in enumerate(marks):
-            if mark == "q":  # a review since withdrawn: a survivor until the file is run again
+            # tools/mutation_equivalent.txt decides, both ways: a review withdrawn since the mark was written is a
+            # survivor again, and a survivor reviewed since is an equivalent, without running the file again
+            if mark in "qsu":
                 line, before, after = change_of(lines, mutants[i])
-                if not is_reviewed(eq, rel, line, before, after):
+                if mark == "q" and not is_reviewed(eq, rel, line, before, after):
                     marks[i] = "s"
+                elif mark in "su" and is_reviewed(eq, rel, line, before, after):
+                    marks[i] = "q"
         marks = "".join(marks)
         for i, mark in enumerate(marks):
             if mark in "su":
