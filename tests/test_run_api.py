@@ -89,3 +89,22 @@ def test_a_run_ended_by_a_guest_error_ends_the_vm(raw_guest):
         assert res.reason == RunReason.GUEST_ERROR, res
         with pytest.raises(vmmpy.StateError, match="has ended"):
             m.run(timeout=1)
+
+
+def test_stop_at_is_0_in_deterministic_mode_einval_without_a_vm_and_estate_otherwise(guest):
+    """vmm_stop_at's C contract: 0 when armed (the run then stops there), VMM_EINVAL for a NULL VM, and
+    VMM_ESTATE with a one-line reason in real time, where no virtual time exists to stop at."""
+    assert lib.vmm_stop_at(ffi.NULL, 1000) == lib.VMM_EINVAL
+    with contextlib.ExitStack() as stack:
+        vm = hello_vm(stack, guest)
+        assert lib.vmm_stop_at(vm, 1000) == lib.VMM_ESTATE
+        assert "needs deterministic mode" in ffi.string(lib.vmm_last_error(vm)).decode()
+    with vmmpy.Machine(guest("idle_notick"), deterministic=True) as m:
+        vm = m._enter()
+        try:
+            assert lib.vmm_stop_at(vm, 5_000_000) == 0
+        finally:
+            m._leave()
+        res = m.run(timeout=30)
+        assert res.reason == RunReason.STOPPED, res
+        assert m.clock_ns == 5_000_000

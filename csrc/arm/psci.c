@@ -88,7 +88,8 @@ static uint64_t cpu_on(struct vmm_vcpu *caller, uint64_t mpidr, uint64_t entry, 
     target->reset_pending = true;
     target->on = true;
     target->idle = false;
-    target->quantum_start = target->insns; /* deterministic mode: joins the current quantum now */
+    if (vm->deterministic) /* joins the current quantum now (one thread: with vCPU threads insns is its own) */
+        target->quantum_start = target->insns;
     atomic_fetch_add(&vm->wake_seq, 1);
     vmm__vm_broadcast(vm);
     pthread_mutex_unlock(&vm->lock);

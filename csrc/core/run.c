@@ -104,7 +104,7 @@ static bool deadline_vcpu_runs(struct vmm_vm *vm, const uint64_t *fired, uint64_
     for (unsigned i = 0; i < vm->ncpus; i++) {
         struct vmm_vcpu *v = &vm->vcpus[i];
         if (atomic_load(&v->deadline_ns) == nd && fired[i] != nd && atomic_load(&v->awake) &&
-            !__atomic_load_n(&v->idle, __ATOMIC_RELAXED))
+            !v->idle)
             return true;
     }
     return false;
@@ -467,14 +467,12 @@ int vmm__park_arm(struct vmm_vm *vm, uint64_t target)
 
 int vmm__park_wait(struct vmm_vm *vm, uint64_t timeout_ns)
 {
-    struct timespec dl;
-    int rc = 1;
+    struct timespec dl = ns_to_abs(vmm__now_ns(), timeout_ns); /* (capped at 2^62 ns: ~146 years) */
+    bool timed_out = false;
+    int rc;
 
-    if (timeout_ns > (uint64_t)365 * 86400 * 1000000000ULL)
-        timeout_ns = (uint64_t)365 * 86400 * 1000000000ULL;
-    dl = ns_to_abs(vmm__now_ns(), timeout_ns);
     pthread_mutex_lock(&vm->lock);
-    for (;;) {
+    for (;;) { /* a pause reached as the wait times out still counts */
         if (vm->park.parked) {
             rc = 0;
             break;
@@ -483,10 +481,11 @@ int vmm__park_wait(struct vmm_vm *vm, uint64_t timeout_ns)
             rc = VMM_EEOF;
             break;
         }
-        if (vmm__host_cond_timedwait(&vm->cond, &vm->lock, &dl) == ETIMEDOUT) {
-            rc = vm->park.parked ? 0 : 1;
+        if (timed_out) {
+            rc = 1;
             break;
         }
+        timed_out = vmm__host_cond_timedwait(&vm->cond, &vm->lock, &dl) == ETIMEDOUT;
     }
     pthread_mutex_unlock(&vm->lock);
     return rc == VMM_EEOF ? vmm__set_error(vm, VMM_EEOF, "the VM is not running: it cannot reach the pause") : rc;

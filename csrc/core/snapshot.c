@@ -185,10 +185,14 @@ static void sync_clock(struct vmm_vm *vm, struct vmm_snap *s)
 static void sync_vcpu_core(struct vmm_vcpu *v, struct vmm_snap *s)
 {
     uint64_t mpidr = v->mpidr;
+    bool on = v->on, idle = v->idle, reset_pending = v->reset_pending; /* (atomics: no bool pointer) */
 
-    vmm__snap_bool(s, &v->on);
-    vmm__snap_bool(s, &v->idle);
-    vmm__snap_bool(s, &v->reset_pending);
+    vmm__snap_bool(s, &on);
+    vmm__snap_bool(s, &idle);
+    vmm__snap_bool(s, &reset_pending);
+    v->on = on;
+    v->idle = idle;
+    v->reset_pending = reset_pending;
     vmm__snap_u64(s, &v->reset_entry);
     vmm__snap_u64(s, &v->reset_x0);
     vmm__snap_u64(s, &mpidr);

@@ -145,7 +145,7 @@ VMM_EXPORT int vmm_create(const struct vmm_config *cfg, vmm_vm **out, char *errb
     if ((rc = pick_threads(&ops, &c, deterministic, msg, sizeof msg)))
         return config_error(errbuf, errlen, rc, msg);
 
-    if (!(vm = calloc(1, sizeof *vm)))
+    if (!(vm = calloc(1, sizeof *vm + c.ncpus * sizeof vm->vcpus[0])))
         return config_error(errbuf, errlen, VMM_ENOMEM, "out of memory");
     vm->ram_size = c.ram_size;
     vm->ncpus = c.ncpus;
@@ -368,7 +368,7 @@ VMM_EXPORT int vmm_get_stats(vmm_vm *vm, struct vmm_stats *st)
         return VMM_EINVAL;
     struct vmm_stats s = vm->stats;
     s.size = st->size < sizeof s ? st->size : (uint32_t)sizeof s;
-    s.host_mem_bytes = sizeof *vm + vm->dtb_len + vm->initrd_len + vmm__board_host_mem(vm);
+    s.host_mem_bytes = sizeof *vm + vm->ncpus * sizeof vm->vcpus[0] + vm->dtb_len + vm->initrd_len + vmm__board_host_mem(vm);
     s.insns = 0;
     for (unsigned i = 0; i < vm->ncpus; i++) {
         if (vm->ops->mem_overhead)

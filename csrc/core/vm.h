@@ -27,8 +27,8 @@ struct vmm_vcpu {
     struct vmm_vm *vm;
     unsigned id;
     void *bstate;    /* the backend's per-vCPU state */
-    bool on;         /* powered on (vCPU 0 at boot) */
-    bool idle;       /* in WFI, waiting for an interrupt */
+    atomic_bool on;   /* powered on (vCPU 0 at boot); atomic: other vCPU threads read it (PSCI, count_on) */
+    atomic_bool idle; /* in WFI, waiting for an interrupt; atomic, as `on` */
     bool yielded;    /* it spins waiting for another vCPU: end its turn (set by the backend) */
     atomic_bool irq; /* the GIC asserts this vCPU's IRQ line */
     uint64_t mpidr;  /* affinity: Aff0 = id */
@@ -41,7 +41,7 @@ struct vmm_vcpu {
      * vCPU's own run applies it (run_one), because a backend may only touch
      * a vCPU's registers on the vCPU's thread (Hypervisor.framework).
      */
-    bool reset_pending;
+    atomic_bool reset_pending; /* set last, after reset_entry and reset_x0: its load orders their reads */
     uint64_t reset_entry, reset_x0;
     /*
      * Instruction budget (soft backend): vcpu_run() returns once insns
@@ -116,8 +116,6 @@ struct vmm_vm {
     struct vmm_region regions[VMM_MAX_REGIONS];
     unsigned nregions;
 
-    struct vmm_vcpu vcpus[VMM_MAX_CPUS];
-
     /* boot */
     struct vmm_loaded_kernel kernel;
     uint8_t *initrd;
@@ -178,6 +176,9 @@ struct vmm_vm {
     unsigned gerr_suppressed;
 
     char errmsg[VMM_ERRMSG_LEN];
+
+    /* last and sized to ncpus (vmm_create): a read past the last vCPU leaves the allocation, which ASan reports */
+    struct vmm_vcpu vcpus[];
 };
 
 /* errors and logging (vm.c, log.c) */
