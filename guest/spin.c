@@ -9,7 +9,10 @@
    "FAIL spin_tick: ..." and each CPU's count.
 
    spin_off (-DOFF): CPU 0 powers the VM off (PSCI SYSTEM_OFF) while the secondaries spin: the vCPU thread that
-   ends the run must kick the others out of the guest. */
+   ends the run must kick the others out of the guest.
+
+   spin_idle0 (-DIDLE0): CPU 0 waits in WFI for ever (IRQs masked, no timer) while the secondaries spin: in
+   deterministic mode each round's length is a secondary's, never CPU 0's. */
 #include "rt.h"
 
 #define TICKS 20
@@ -98,6 +101,10 @@ int main(uint64_t dtb)
 #elif defined(OFF)
     printf("spin_off: %d cpus spinning, powering off\n", n);
     return 0;
+#elif defined(IDLE0)
+    printf("spin_idle0: %d cpus spinning, cpu 0 waits\n", n);
+    for (;;)
+        wfi();
 #else
     printf("spin: %d cpus spinning\n", n);
     spin();

@@ -96,3 +96,31 @@ def test_a_clock_stuck_on_due_input_moves_by_1_ns_a_round_to_any_stop_time(raw_g
             res = m.run(timeout=10)
             assert res.reason == RunReason.STOPPED, (at, res)
             assert m.clock_ns == at
+
+
+def test_rounds_are_as_long_as_a_spinning_secondarys_while_cpu_0_waits(machine, guest):
+    """spin_idle0 on 2 vCPUs: CPU 0 waits in WFI for ever and CPU 1 spins, so every round is CPU 1's quantum
+    (round_length: a runnable vCPU makes the round whole, however short the idle one's was). A stop time
+    several quanta and a part ahead is reached exactly."""
+    m = machine(guest("spin_idle0"), cpus=2, deterministic=True)
+    m.stop_at(1_234_567)
+    res = m.run(timeout=20)
+    assert res.reason == RunReason.STOPPED, res
+    assert m.clock_ns == 1_234_567
+
+
+def test_a_cut_mid_round_moves_the_clock_as_far_as_the_vcpu_that_ran_longest(machine, guest):
+    """spin_idle0 on 3 vCPUs: CPU 0 waits, CPUs 1 and 2 spin in turn. A timeout cuts a round partway, after
+    CPU 1 ran its whole quantum and while CPU 2 is in its own: close_partial_round moves the clock to CPU 1's
+    point (the longest), so every vCPU's counter reads the same at the cut. Moved less far, or by another
+    vCPU's instructions, CPU 1 would keep a lead and read ahead of the others."""
+    m = machine(guest("spin_idle0"), cpus=3, deterministic=True)
+    m.start()
+    m.serial.expect(r"spin_idle0: 3 cpus spinning, cpu 0 waits", timeout=30)
+    assert m.stop().reason == RunReason.STOPPED
+    freq = m.sysreg_read("CNTFRQ_EL0")
+    for timeout in (0.1, 0.2, 0.3):
+        res = m.run(timeout=timeout)
+        assert res.reason == RunReason.TIMEOUT, res
+        counts = [m.sysreg_read("CNTVCT_EL0", cpu=c) for c in range(3)]
+        assert counts == [m.clock_ns * freq // 10**9] * 3, (counts, m.clock_ns)

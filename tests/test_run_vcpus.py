@@ -263,3 +263,41 @@ def test_runs_on_vcpu_threads_leave_no_thread_behind(machine, guest):
         m.close()
     grown = _vm_size_kib() - before
     assert grown < 64 * 1024, f"the process grew by {grown} KiB over ten runs"
+
+
+def clock_threads() -> int:
+    import contextlib
+    import glob
+
+    n = 0
+    for f in glob.glob("/proc/self/task/*/comm"):
+        with contextlib.suppress(OSError), open(f) as fh:  # a thread that ended meanwhile
+            n += fh.read().strip() == "vmm-clock"
+    return n
+
+
+@pytest.mark.skipif(os.environ.get("VMMPY_EXPECT_HOST") == "posix", reason="the portable host layer names no threads")
+@pytest.mark.parametrize(
+    "kwargs, timeout, expected",
+    [
+        pytest.param({"deterministic": True}, None, 0, id="deterministic-no-timeout"),
+        pytest.param({"deterministic": True}, 60, 1, id="deterministic-timeout"),
+        pytest.param({"vcpu_threads": "one"}, None, 1, id="real-time-no-timeout"),
+    ],
+)
+def test_a_run_has_a_clock_thread_only_for_a_timeout_or_real_time(machine, guest, kwargs, timeout, expected):
+    """vmm_run starts its clock thread ("vmm-clock") for a timeout or for real-time timer deadlines; a
+    deterministic run without a timeout has none (its clock is the instruction count), and ends cleanly
+    without one to join. idle_notick never ends by itself: the count is read while the run provably goes on."""
+    m = machine(guest("idle_notick"), **kwargs)
+    m.start(timeout=timeout)
+    m.serial.expect(r"idle: ready, no timer", timeout=30)
+    seen, deadline = clock_threads(), time.monotonic() + 10
+    while seen < expected and time.monotonic() < deadline:  # it names itself when first scheduled
+        time.sleep(0.005)
+        seen = clock_threads()
+    assert m.running, m.result
+    assert seen == expected
+    res = m.stop()
+    assert res is not None and res.reason == RunReason.STOPPED, res
+    assert clock_threads() == 0  # joined

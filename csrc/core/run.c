@@ -119,6 +119,7 @@ static void *clock_main(void *arg)
 
     for (unsigned i = 0; i < VMM_MAX_CPUS; i++)
         vcpu_fired[i] = UINT64_MAX;
+    vmm__host_thread_name("vmm-clock");
     vmm__host_timer_slack(1); /* deadlines, not "about then" (Linux's default slack is 50 us) */
 
     pthread_mutex_lock(&vm->lock);
