@@ -11,7 +11,7 @@ UNAME_M := $(shell uname -m)
 # extra pytest arguments for test and test-fast, e.g. PYTEST_ARGS="-n auto" (pytest-xdist: one worker per core)
 PYTEST_ARGS ?=
 
-.PHONY: all deps unicorn build guests sign test test-fast test-asan test-portable mutate mutate-ci lint demo bench bench-report debian clean fuzz soak aarch64 deps-aarch64 nested
+.PHONY: all deps unicorn build guests sign test test-fast test-asan test-tsan test-portable mutate mutate-ci lint demo bench bench-report debian clean fuzz soak aarch64 deps-aarch64 nested
 all: build guests
 
 # $(call apt_install,PACKAGES): install the Debian packages of the list that are missing (sudo unless root).
@@ -70,6 +70,11 @@ test-fast: build guests
 # Tier 1 and 2 against an ASan+UBSan build of libvmm.
 test-asan: build guests
 	@tools/asan.sh $(PYTHON)
+
+# The run loop's tests (tools/mutation_map.py's RUN_LOOP: vCPU threads, the clock thread, the waits) against a
+# ThreadSanitizer build of libvmm in build/tsan/, on 2 workers (about a minute); any report fails.
+test-tsan: build guests
+	@tools/tsan.sh $(PYTHON)
 
 # Mutation testing of the C core (tools/mutate.py, files and tests in tools/mutation_map.py). The full run
 # tries every mutant (hours), each against the tests that reach its line, and keeps its outcomes in

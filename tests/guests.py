@@ -394,7 +394,8 @@ def elf(run: Run) -> str:
     # one build dir per make_vars, shared by pytest-xdist workers: one of them builds, the others wait
     with exclusive(f"guests-small-{os.path.basename(b)}"):
         cmd = ["make", "-s", "-C", GUEST_DIR, f"B={b}", *run.make_vars, out]
-        p = subprocess.run(cmd, capture_output=True, text=True)
+        env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}  # make's shells crash under TSan's runtime
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if p.returncode:
         raise RuntimeError(f"building {out}: {(p.stderr or p.stdout)[-1000:]}")
     return out

@@ -59,8 +59,6 @@ def test_the_old_version_is_found_in_git_by_its_digest(tmp_path):
     """old_source walks the file's history for the blob whose digest the ledger holds."""
     repo = tmp_path / "r"
     (repo / "csrc").mkdir(parents=True)
-    rules = tmp_path / "rules"
-    rules.write_text("rule\n")
     git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run([*git, "init", "-q"], check=True)
     src = repo / "csrc" / "f.c"
@@ -69,10 +67,9 @@ def test_the_old_version_is_found_in_git_by_its_digest(tmp_path):
         subprocess.run([*git, "add", "-A"], check=True)
         subprocess.run([*git, "commit", "-qm", text], check=True)
 
-    def read_bytes(p):
-        with open(p, "rb") as f:
-            return f.read()
+    def digest(data: bytes) -> str:
+        return data.decode().strip()
 
-    digest = migrate.blob_digest(b"int b;\n", str(rules), read_bytes)
-    assert migrate.old_source(str(repo), "csrc/f.c", digest, str(rules), read_bytes) == b"int b;\n"
-    assert migrate.old_source(str(repo), "csrc/f.c", "0" * 16, str(rules), read_bytes) is None
+    assert migrate.old_source(str(repo), "csrc/f.c", "int b;", digest) == b"int b;\n"
+    assert migrate.old_source(str(repo), "csrc/f.c", "int c;", digest) == b"int c;\n"  # the work tree's
+    assert migrate.old_source(str(repo), "csrc/f.c", "int z;", digest) is None

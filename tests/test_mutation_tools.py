@@ -171,16 +171,65 @@ def test_a_slots_runner_runs_each_selection_in_a_fresh_child_and_times_it_out(tm
     assert all(path.startswith(slot.pkg) for _, path in runs)
 
 
-def test_a_sanitizer_run_only_adds_its_kills_to_the_ledger(tmp_path, monkeypatch):
+@pytest.mark.parametrize("sanitizer", ["address", "thread"])
+def test_a_sanitizer_run_only_adds_its_kills_to_the_ledger(tmp_path, monkeypatch, sanitizer):
+    """--asan and --tsan alike: a kill only a sanitizer sees is `a`."""
     monkeypatch.setattr(mutate, "LEDGER", str(tmp_path / "ledger.txt"))
     mutate.update_ledger([dict(file="csrc/a.c", version="v1", population=5, marks={0: "k", 1: "s", 2: "u", 3: "e"})])
-    asan = dict(file="csrc/a.c", version="v1", population=5, marks={0: "s", 1: "k", 2: "s", 3: "k", 4: "k"})
-    mutate.update_ledger([asan], asan=True)
+    san = dict(file="csrc/a.c", version="v1", population=5, marks={0: "s", 1: "k", 2: "s", 3: "k", 4: "k"})
+    mutate.update_ledger([san], sanitizer=sanitizer)
     # a kill under the sanitizers marks a survivor or an unrun mutant `a`; its survivals change nothing
     assert mutate.load_ledger() == {"csrc/a.c": ("v1", "kauea")}
     # and a plain run's survival does not take it back (the sanitizers still catch it)
     mutate.update_ledger([dict(file="csrc/a.c", version="v1", population=5, marks={1: "s", 4: "u"})])
     assert mutate.load_ledger() == {"csrc/a.c": ("v1", "kauea")}
+    assert "a killed under a sanitizer only (--asan or --tsan)" in (tmp_path / "ledger.txt").read_text()
+
+
+def test_ledger_add_reads_each_records_sanitizer_and_an_older_records_asan_flag(tmp_path, monkeypatch):
+    """results.jsonl records say which sanitizer ran (`sanitizer`); those written before --tsan say `asan`."""
+    import json
+
+    monkeypatch.setattr(mutate, "LEDGER", str(tmp_path / "ledger.txt"))
+    rel = "csrc/dev/pl011.c"
+    version = mutate.version_of(os.path.join(ROOT, rel), mutate.RULES)
+    rec = lambda i, status, **kw: dict(file=rel, version=version, mutant=f"pl011.mutant.{i}.c", status=status,  # noqa: E731
+                                       population=4, **kw)  # fmt: skip
+    recs = [
+        rec(0, "survived", sanitizer=""), rec(1, "survived", sanitizer=""), rec(2, "survived"),  # plain runs
+        rec(0, "killed", asan=True),  # an --asan record written before --tsan
+        rec(1, "killed", sanitizer="thread"), rec(2, "survived", sanitizer="thread"),
+    ]  # fmt: skip
+    p = tmp_path / "results.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    mutate.ledger_add([str(p)])
+    assert mutate.load_ledger() == {rel: (version, "aas.")}
+    assert [mutate.sanitizer_of(r) for r in recs] == ["", "", "", "address", "thread", "thread"]
+
+
+TSAN_REPORT = """==================
+WARNING: ThreadSanitizer: {kind} (pid=4242)
+  Write of size 1 at 0x7b0c00001234 by thread T3:
+    #0 clock_main /work/main/csrc/core/run.c:130 ({module}+0x4c1a2)
+
+  Previous read of size 1 at 0x7b0c00001234 by thread T1 (mutexes: write M0):
+    #0 vcpu_main /work/main/csrc/core/run.c:300 ({module}+0x4d001)
+
+SUMMARY: ThreadSanitizer: {kind} /work/main/csrc/core/run.c:130 in clock_main
+==================
+"""
+
+
+def test_a_thread_sanitizer_report_kills_when_a_frame_is_libvmms(tmp_path):
+    """The interpreter and the programs a test starts run with the runtime preloaded but uninstrumented: only a
+    report with a frame in the extension counts (the blank lines between its stacks do not end it)."""
+    logs = str(tmp_path / "sanitizer")
+    (tmp_path / "sanitizer.1").write_text(TSAN_REPORT.format(kind="signal handler spoils errno", module="python3.11"))
+    assert not mutate.sanitizer_found(logs)
+    (tmp_path / "sanitizer.2").write_text(TSAN_REPORT.format(kind="data race", module="_vmm.abi3.so"))
+    assert mutate.sanitizer_found(logs)
+    summary = "ThreadSanitizer: data race /work/main/csrc/core/run.c:130 in clock_main"
+    assert mutate.sanitizer_summaries(logs) == [summary]
 
 
 def test_under_asan_the_junit_report_decides_whether_the_tests_passed(tmp_path):

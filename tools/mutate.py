@@ -20,6 +20,7 @@ go to build/mutate/results.jsonl as they come (a long run can be watched, or sto
     python tools/mutate.py --sample 40          # 40 random mutants per file (seeded: repeatable)
     python tools/mutate.py --file csrc/arm/psci.c --sample 100
     python tools/mutate.py --budget 300         # 300 s shared by file, at least one mutant each (CI)
+    python tools/mutate.py --file csrc/core/run.c --tsan   # ThreadSanitizer: a lock deleted is a race
 """
 
 from __future__ import annotations
@@ -46,10 +47,13 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BUILD = os.path.join(ROOT, "build", "mutate")  # build/mutate-asan with --asan (set by main)
+BUILD = os.path.join(ROOT, "build", "mutate")  # build/mutate-asan with --asan, build/mutate-tsan with --tsan (main)
 MUTANTS = os.path.join(ROOT, "build", "mutate", "mutants")
 SAN_EXIT = 86  # the sanitizers' exit status under --asan
-ASAN = False  # --asan: libvmm and each mutant built with -fsanitize=address,undefined, leaks checked
+# the sanitizer libvmm and each mutant are built with (set by main): "" none; "address" (--asan:
+# -fsanitize=address,undefined, leaks checked) or "thread" (--tsan: ThreadSanitizer, data races and misused locks)
+SANITIZER = ""
+SANITIZER_NAMES = {"address": "ASan+UBSan", "thread": "ThreadSanitizer"}
 sys.path.insert(0, os.path.join(ROOT, "vmmpy"))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 
@@ -82,7 +86,7 @@ def read_text(path: str) -> str:
 def compile_flags() -> list[str]:
     """libvmm's flags without -g (objects compare byte for byte). -Werror stays: a mutant our build refuses
     (arguments swapped across types, a variable left unused) is stillborn, not a bug a test must catch."""
-    flags = [f for f in _build_ffi.cflags(sanitize=ASAN) if f != "-g"]
+    flags = [f for f in _build_ffi.cflags(sanitize=SANITIZER) if f != "-g"]
     return flags + ["-fPIC"] + [f"-I{d}" for d in _build_ffi.include_dirs()]
 
 
@@ -146,7 +150,7 @@ def link(replace: dict[str, str] | None = None, pkg: str | None = None, extra: t
         [
             CC,
             "-shared",
-            *(["-fsanitize=address,undefined"] if ASAN else []),
+            *_build_ffi.sanitizer_ldflags(SANITIZER),
             *(["--coverage"] if gcov else []),
             "-o",
             out + ".tmp",
@@ -182,15 +186,27 @@ def make_pkg(pkg: str) -> None:
 # -- running tests -------------------------------------------------------------------------------
 
 
-def sanitizer_env(env: dict, where: str) -> str:
-    """tools/asan.sh's environment, with leak checking on; returns the reports' path prefix (in where)."""
+def sanitizer_env(env: dict, where: str, sanitizer: str = "") -> str:
+    """The environment of tools/asan.sh (with leak checking on) or tools/tsan.sh, for SANITIZER (or
+    `sanitizer`); returns the reports' path prefix (in where). The runtime is preloaded into sys.executable,
+    the interpreter itself (never a wrapper script: pyenv's shim crashes under ThreadSanitizer's)."""
+    sanitizer = sanitizer or SANITIZER
     logs = os.path.join(where, "sanitizer")
     gcc = lambda lib: subprocess.run(["gcc", f"-print-file-name={lib}"], capture_output=True, text=True).stdout.strip()  # noqa: E731
-    env["LD_PRELOAD"] = f"{gcc('libasan.so')} {gcc('libubsan.so')}"
-    # no abort_on_error, and exit status 0 after a report: the interpreter's own leaks at exit would fail every
-    # run, and every Python a test starts (a test that checks a child's exit status); the reports decide
-    env["ASAN_OPTIONS"] = f"detect_leaks=1:exitcode=0:allocator_may_return_null=1:log_path={logs}"
-    env["UBSAN_OPTIONS"] = f"print_stacktrace=1:halt_on_error=1:log_path={logs}"
+    if sanitizer == "thread":
+        env["LD_PRELOAD"] = gcc("libtsan.so")
+        # the run ends at the first report, as under ASan (a deleted lock that leaves a thread spinning or
+        # waiting would otherwise take the run to its time limit: 10 minutes for run.c's, against seconds), with
+        # exit status 0 there and at exit: pytest's JUnit report (not written when halted) and the reports decide
+        env["TSAN_OPTIONS"] = f"halt_on_error=1:exitcode=0:second_deadlock_stack=1:log_path={logs}"
+        env["VMMPY_SANITIZER"] = "thread"  # tests that build a guest with make skip: sh crashes under the runtime
+    else:
+        env["LD_PRELOAD"] = f"{gcc('libasan.so')} {gcc('libubsan.so')}"
+        # no abort_on_error, and exit status 0 after a report: the interpreter's own leaks at exit would fail every
+        # run, and every Python a test starts (a test that checks a child's exit status); the reports decide
+        env["ASAN_OPTIONS"] = f"detect_leaks=1:exitcode=0:allocator_may_return_null=1:log_path={logs}"
+        env["UBSAN_OPTIONS"] = f"print_stacktrace=1:halt_on_error=1:log_path={logs}"
+    # either runtime owns malloc and maps shadow memory: no address-space cap, no malloc statistics or shims
     env["VMMPY_EXPECT_SANITIZED"] = "1"
     for f in os.listdir(where):
         if f.startswith("sanitizer."):
@@ -201,18 +217,40 @@ def sanitizer_env(env: dict, where: str) -> str:
 def sanitizer_found(logs: str) -> bool:
     """A memory error or undefined behaviour anywhere, or a leak of memory libvmm allocated (the Python
     interpreter's own unfreed memory at exit is not ours: a leak counts when a frame of its allocation
-    stack is in the extension)."""
+    stack is in the extension); or a ThreadSanitizer report (a data race, a mutex unlocked that was not
+    locked, ...) with a frame in the extension (the interpreter and the programs a test starts run with the
+    runtime preloaded too, uninstrumented: what their interceptors see of them is not ours)."""
+    return bool(sanitizer_reports(logs))
+
+
+def sanitizer_summaries(logs: str) -> list[str]:
+    """The SUMMARY lines of the reports that count (sanitizer_found), one per report file: for the record."""
+    out = []
+    for f in sanitizer_reports(logs):
+        found = re.findall(r"^SUMMARY: (.*)$", read_text(f), re.M)
+        out.append(found[0] if found else os.path.basename(f))
+    return out
+
+
+def sanitizer_reports(logs: str) -> list[str]:
+    """The report files (of the prefix `logs`) with a report that counts (sanitizer_found)."""
     d, prefix = os.path.split(logs)
-    for f in os.listdir(d):
+    out = []
+    for f in sorted(os.listdir(d)):
         if not f.startswith(prefix + "."):
             continue
         text = read_text(os.path.join(d, f))
         if re.search(r"ERROR: AddressSanitizer|runtime error", text):
-            return True
-        for block in re.split(r"\n(?=(?:Direct|Indirect) leak)", text)[1:]:
-            if "_vmm.abi3.so" in block.split("\n\n")[0]:
-                return True
-    return False
+            out.append(os.path.join(d, f))
+            continue
+        for block in re.split(r"\n(?=(?:Direct|Indirect) leak|WARNING: ThreadSanitizer:)", text)[1:]:
+            # a leak's allocation stack ends at a blank line; a ThreadSanitizer report (blank lines between its
+            # stacks) at its closing row of `=`
+            tsan = block.startswith("WARNING: ThreadSanitizer:")
+            if "_vmm.abi3.so" in block.split("\n=====" if tsan else "\n\n")[0]:
+                out.append(os.path.join(d, f))
+                break
+    return out
 
 
 def kill_group(pgid: int) -> bool:
@@ -234,12 +272,12 @@ def run_tests(args: list[str], timeout: float, pkg: str | None = None, env: dict
     # no plugin autoloading (pytest-benchmark's import alone is 0.5 s of each run here): ours only
     env = {**os.environ, "PYTHONPATH": pkg, "VMMPY_ROOT": ROOT, "PYTHONDONTWRITEBYTECODE": "1",
            "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", **(env or {})}  # fmt: skip
-    logs = sanitizer_env(env, os.path.dirname(pkg)) if ASAN else ""
+    logs = sanitizer_env(env, os.path.dirname(pkg)) if SANITIZER else ""
     junit = os.path.join(os.path.dirname(pkg), "junit.xml")
-    if ASAN:
+    if SANITIZER:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(junit)
-    cmd = [sys.executable, "-m", "pytest", *PYTEST_ARGS, *([f"--junit-xml={junit}"] if ASAN else []), *args]
+    cmd = [sys.executable, "-m", "pytest", *PYTEST_ARGS, *([f"--junit-xml={junit}"] if SANITIZER else []), *args]
     t = time.monotonic()
     p = subprocess.Popen(
         cmd,
@@ -258,10 +296,11 @@ def run_tests(args: list[str], timeout: float, pkg: str | None = None, env: dict
         return "timeout", time.monotonic() - t
     finally:
         kill_group(p.pid)  # what the tests started (a QEMU, a vmmrun, a hung mutant's helper) goes with them
-    if not ASAN:
+    if not SANITIZER:
         return outcome(p.returncode), time.monotonic() - t
     # under ASan, the interpreter's own leaks at exit turn every exit status into SAN_EXIT, a failed test's
     # too: pytest's JUnit report says whether the tests passed, the sanitizers' reports whether ours erred
+    # (ThreadSanitizer's exit status is the tests' own: the same reading does for it)
     ok = p.returncode in (0, SAN_EXIT) and junit_passed(junit) and not sanitizer_found(logs)
     return ("pass" if ok else "fail"), time.monotonic() - t
 
@@ -291,7 +330,12 @@ def junit_passed(path: str) -> bool:
 
 def version_of(src: str, rules: str) -> str:
     """A digest of the source and the rule set: mutants (and their results) of one version are reusable."""
-    h = hashlib.sha256(read_bytes(src))
+    return digest_of(read_bytes(src), rules)
+
+
+def digest_of(data: bytes, rules: str) -> str:
+    """version_of for a source's bytes (an older version, from git: tools/mutate_migrate.py)."""
+    h = hashlib.sha256(data)
     h.update(rules.encode() if rules == "universal" else read_bytes(rules))
     with contextlib.suppress(Exception):  # the generator numbers the mutants: its version is part of theirs
         h.update(importlib.metadata.version("universalmutator").encode())
@@ -381,12 +425,42 @@ def baseline(tests: list[str]) -> float:
         link()
         status, t = run_tests(tests, timeout=600)
         if status != "pass":  # once more: a loaded host can fail a real-time test once (then say so)
-            print(f"mutate: the selection failed once without a mutant, trying again: {' '.join(tests)}", flush=True)
+            print(f"mutate: the selection failed once without a mutant ({status}{unmutated_failures()}), trying "
+                  f"again: {' '.join(tests)}{unmutated_reports()}", flush=True)  # fmt: skip
             status, t = run_tests(tests, timeout=600)
         if status != "pass":
-            raise MutateError(f"these tests fail without a mutant: {' '.join(tests)}")
+            raise MutateError(
+                f"these tests fail without a mutant ({status}{unmutated_failures()}): {' '.join(tests)}"
+                f"{unmutated_reports()}"
+            )
         _BASELINES[key] = t
     return _BASELINES[key]
+
+
+def unmutated_failures() -> str:
+    """Under a sanitizer, the tests that failed in the unmutated build's run (its JUnit report), for the message."""
+    import xml.etree.ElementTree as ET
+
+    if not SANITIZER:
+        return ""
+    try:
+        cases = list(ET.parse(os.path.join(BUILD, "junit.xml")).getroot().iter("testcase"))
+    except (OSError, ET.ParseError):
+        return ": no JUnit report (the run was ended, or crashed)"
+    failed = [f"{c.get('classname')}.{c.get('name')}" for c in cases if c.find("failure") is not None
+              or c.find("error") is not None]  # fmt: skip
+    return f": {', '.join(failed)}" if failed else ""
+
+
+def unmutated_reports() -> str:
+    """What the sanitizer reported of the unmutated build's run (its reports are in BUILD until the next run), for
+    the error that stops a --asan or --tsan run: a report there would kill every mutant."""
+    found = sanitizer_reports(os.path.join(BUILD, "sanitizer")) if SANITIZER else []
+    if not found:
+        return ""
+    summaries = sorted(set(sanitizer_summaries(os.path.join(BUILD, "sanitizer"))))
+    return (f"\n{SANITIZER_NAMES[SANITIZER]} reports on the unmutated build (every mutant would look killed): "
+            f"{len(found)} file(s) such as {found[0]}\n  " + "\n  ".join(summaries))  # fmt: skip
 
 
 # -- coverage: which tests reach which line ------------------------------------------------------------
@@ -497,6 +571,7 @@ class Slot:
         make_pkg(self.pkg)
 
     server: subprocess.Popen | None = None
+    reports: list[str] = []  # under a sanitizer: the last run's reports (their SUMMARY lines)
     buf = b""
     child = 0  # the test run under way (its own session), for close() to end
 
@@ -516,10 +591,12 @@ class Slot:
 
     def run_tests(self, args: list[str], timeout: float, limits: dict[str, float] | None = None) -> str:
         """As run_tests(), in a child forked from this slot's runner (tools/mutate_server.py): ~0.4 s less
-        a run. Under --asan a fresh process each time (the sanitizers' runtime is preloaded at exec).
+        a run. Under --asan or --tsan a fresh process each time (the sanitizer's runtime is preloaded at exec).
         limits: node id -> seconds for a test of its own (the runner ends a child stuck in one)."""
-        if ASAN:
-            return run_tests(args, timeout, pkg=self.pkg)[0]
+        if SANITIZER:
+            result = run_tests(args, timeout, pkg=self.pkg)[0]
+            self.reports = sanitizer_summaries(os.path.join(self.dir, "sanitizer"))
+            return result
         if self.server is None or self.server.poll() is not None:
             env = {**os.environ, "PYTHONPATH": self.pkg, "VMMPY_ROOT": ROOT, "PYTHONDONTWRITEBYTECODE": "1",
                    "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}  # fmt: skip
@@ -641,6 +718,7 @@ def try_mutant(rel: str, m: str, slot: Slot, ctx: dict) -> dict:
     per_test = {t: 10 + 10 * ctx["cov"]["time"][t] for t in run if t in ctx["cov"]["time"]} if known else {}
     link({obj_name(rel): slot.obj}, pkg=slot.pkg)
     result = slot.run_tests(run, timeout=limit, limits=per_test)
+    reports = slot.reports
     ntests = len(run) if known else -1
     if result == "pass":
         return dict(rec, status="survived", tests=ntests)
@@ -649,6 +727,8 @@ def try_mutant(rel: str, m: str, slot: Slot, ctx: dict) -> dict:
     # a kill counts only if the same tests, in the same order, pass without the mutant (once per distinct run)
     if not unmutated_passes(rel, run, slot, limit, per_test, ctx):
         return dict(rec, status="error", tests=ntests, why="these tests fail without the mutant too")
+    if reports:  # what the sanitizer saw (a kill by its report alone has passing tests)
+        return dict(rec, status="killed", tests=ntests, how=result, report=reports[0])
     return dict(rec, status="killed", tests=ntests, how=result)
 
 
@@ -719,7 +799,7 @@ def mutate_file(rel: str, tests: list[str], a, equivalent, share: float, log, ea
             counts[rec["status"]] += 1
             counts["reused"] += bool(rec.pop("reused", False))
             counts["uncovered"] += bool(rec.get("uncovered"))
-            rec.update(asan=ASAN, population=population)
+            rec.update(sanitizer=SANITIZER, population=population)
             log.write(json.dumps(rec) + "\n")
             log.flush()
             if rec["status"] == "survived":
@@ -728,6 +808,7 @@ def mutate_file(rel: str, tests: list[str], a, equivalent, share: float, log, ea
                 marks[index_of(m)] = mark_of(rec)
             if a.verbose:
                 how = " (no test reaches the line)" if rec.get("uncovered") else ""
+                how += f" ({rec['report']})" if rec.get("report") else ""
                 print(f"  {rec['status']:10} {rel}:{rec['line']}: {rec['after']}{how}", flush=True)
 
     with concurrent.futures.ThreadPoolExecutor(len(slots)) as ex:
@@ -775,7 +856,7 @@ def mark_of(rec: dict) -> str:
 def ledger_add(paths: list[str]) -> None:
     """Record the outcomes in results.jsonl files (a run stopped half-way, or run in another --workdir)
     for the files whose version they are of."""
-    by_file: dict[tuple[str, bool], dict] = {}
+    by_file: dict[tuple[str, str], dict] = {}
     for path in paths:
         for line in read_text(path).splitlines():
             with contextlib.suppress(ValueError, KeyError):
@@ -784,10 +865,16 @@ def ledger_add(paths: list[str]) -> None:
                 if not os.path.exists(src) or rec["version"] != version_of(src, RULES):
                     continue
                 new = dict(file=rec["file"], version=rec["version"], marks={}, population=rec["population"])
-                r = by_file.setdefault((rec["file"], bool(rec.get("asan"))), new)
+                r = by_file.setdefault((rec["file"], sanitizer_of(rec)), new)
                 r["marks"][index_of(rec["mutant"])] = mark_of(rec)
-    for asan in (False, True):
-        update_ledger([r for (_, a), r in by_file.items() if a == asan], asan=asan)
+    for san in ("", *SANITIZER_NAMES):  # the plain run's first: a sanitizer's kills only add to its marks
+        update_ledger([r for (_, s), r in by_file.items() if s == san], sanitizer=san)
+
+
+def sanitizer_of(rec: dict) -> str:
+    """The sanitizer a results.jsonl record's run was built with: its `sanitizer` ("", "address" or "thread"),
+    or, in a record written before --tsan, its `asan` flag."""
+    return rec["sanitizer"] if "sanitizer" in rec else "address" if rec.get("asan") else ""
 
 
 @contextlib.contextmanager
@@ -800,15 +887,16 @@ def ledger_locked():
         yield
 
 
-def update_ledger(results: list[dict], asan: bool = False) -> None:
+def update_ledger(results: list[dict], sanitizer: str = "") -> None:
     with ledger_locked():
-        _update_ledger(results, asan)
+        _update_ledger(results, sanitizer)
 
 
-def _update_ledger(results: list[dict], asan: bool = False) -> None:
-    """Record this run's outcomes for the files' current versions (an older version's marks go). An --asan
-    run only adds its kills (`a`) to mutants not yet killed: the suite also runs under the sanitizers (make
-    test-asan), so what they catch is caught, and what they do not is decided by the plain run. A survival
+def _update_ledger(results: list[dict], sanitizer: str = "") -> None:
+    """Record this run's outcomes for the files' current versions (an older version's marks go). A run under a
+    sanitizer (--asan or --tsan: `sanitizer` "address" or "thread") only adds its kills (`a`) to mutants not yet
+    killed: the suite also runs under the sanitizers (make test-asan, make test-tsan), so what they catch is
+    caught, and what they do not is decided by the plain run. A survival
     does not undo a kill of the same version either: tests are only added, so a survival comes from an older
     set of them (a run in another --workdir or worktree that started before the test that kills it). Nor does it
     undo a reviewed equivalent (q): a survival recorded before the review. A review withdrawn since counts as a
@@ -819,17 +907,23 @@ def _update_ledger(results: list[dict], asan: bool = False) -> None:
         version, marks = ledger.get(r["file"], ("", ""))
         old = list(marks) if version == r["version"] and len(marks) == r["population"] else ["."] * r["population"]
         for i, mark in r["marks"].items():
-            if asan:
+            if sanitizer:
                 if mark == "k" and old[i] in "su.":
                     old[i] = "a"
             elif mark != "." and not (old[i] in "kaq" and mark in "su"):  # what was caught, is still caught
                 old[i] = mark
         ledger[r["file"]] = (r["version"], "".join(old))
+    write_ledger(ledger)
+
+
+def write_ledger(ledger: dict[str, tuple[str, str]]) -> None:
+    """Replace tools/mutation_ledger.txt with these marks (under ledger_locked)."""
     head = (
         "# tools/mutate.py --ledger: the outcome of every mutant of each mapped file's current version, in\n"
-        "# universalmutator's order: k killed, a killed under --asan only, s survived, u survived on a line no\n"
-        "# test runs, e equivalent (same object code), q equivalent (tools/mutation_equivalent.txt), b stillborn,\n"
-        "# . not run yet. A run with --ledger reuses k and a (tests are only added) and writes back here.\n"
+        "# universalmutator's order: k killed, a killed under a sanitizer only (--asan or --tsan), s survived, u\n"
+        "# survived on a line no test runs, e equivalent (same object code), q equivalent\n"
+        "# (tools/mutation_equivalent.txt), b stillborn, . not run yet. A run with --ledger reuses k and a (tests\n"
+        "# are only added) and writes back here.\n"
     )
     tmp = f"{LEDGER}.{os.getpid()}.tmp"
     with open(tmp, "w") as f:
@@ -989,7 +1083,7 @@ def load_earlier(path: str) -> dict:
                 r = json.loads(line)
             except ValueError:
                 continue
-            if "version" in r and r.get("asan", False) == ASAN:
+            if "version" in r and sanitizer_of(r) == SANITIZER:
                 out[(r["file"], r["version"], r["mutant"])] = r["status"]
     return out
 
@@ -1016,11 +1110,18 @@ def main(argv: list[str] | None = None) -> int:
         help="universalmutator rule file (default tools/mutation.rules: operators, constants, conditions, "
         "deleted statements), or `universal` for the tool's own C rules (~3x the mutants, most stillborn)",
     )
-    ap.add_argument(
+    san = ap.add_mutually_exclusive_group()
+    san.add_argument(
         "--asan",
         action="store_true",
         help="build libvmm and each mutant with -fsanitize=address,undefined (build/mutate-asan/): a memory "
         "error, undefined behaviour or a leak of libvmm's memory kills the mutant (slower: ~3x)",
+    )
+    san.add_argument(
+        "--tsan",
+        action="store_true",
+        help="build libvmm and each mutant with -fsanitize=thread (build/mutate-tsan/): a ThreadSanitizer report "
+        "(a data race, a mutex unlocked that was not locked) in libvmm kills the mutant (slower: ~5-10x)",
     )
     ap.add_argument(
         "--resume",
@@ -1030,8 +1131,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--workdir",
-        help="build and results directory (default build/mutate, build/mutate-asan with --asan): runs on "
-        "different files in different directories go on side by side (the mutants are shared)",
+        help="build and results directory (default build/mutate; build/mutate-asan with --asan, build/mutate-tsan "
+        "with --tsan): runs on different files in different directories go on side by side (the mutants are shared)",
     )
     ap.add_argument(
         "--report",
@@ -1073,11 +1174,19 @@ def main(argv: list[str] | None = None) -> int:
         metavar="RESULTS",
         help="record these results.jsonl files' outcomes in tools/mutation_ledger.txt and run nothing",
     )
+    ap.add_argument(
+        "--ledger-migrate",
+        action="store_true",
+        help="carry the ledger's marks of changed files (or --file's) to their current versions, mutant by "
+        "mutant on the lines the versions share (tools/mutate_migrate.py), and run nothing; a --ledger run "
+        "does this first",
+    )
     ap.add_argument("-v", "--verbose", action="store_true", help="a line per mutant")
     a = ap.parse_args(argv)
-    global ASAN, BUILD
-    if a.asan:
-        ASAN, BUILD = True, os.path.join(ROOT, "build", "mutate-asan")
+    global SANITIZER, BUILD
+    if a.asan or a.tsan:
+        SANITIZER = "address" if a.asan else "thread"
+        BUILD = os.path.join(ROOT, "build", "mutate-" + ("asan" if a.asan else "tsan"))
     if a.workdir:
         BUILD = os.path.abspath(a.workdir)
     if a.unrun and not a.ledger:
@@ -1087,6 +1196,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if report(results_of(a.report)) < a.min_rate else 0
     if a.ledger_add:
         ledger_add(a.ledger_add)
+        return 0
+    if a.ledger_migrate:
+        import mutate_migrate
+
+        mutate_migrate.migrate(sys.modules[__name__], a.file)
         return 0
     if a.ledger_report:
         rules = os.path.abspath(a.rules) if a.rules != "universal" else a.rules
@@ -1109,6 +1223,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(f"==> building the objects once ({os.path.relpath(BUILD, ROOT)}/)", flush=True)
         build_base()
+        if a.ledger and a.rules == RULES:  # a file changed since its marks: they follow their lines
+            import mutate_migrate
+
+            mutate_migrate.migrate(sys.modules[__name__], files)
         equivalent = load_equivalent()
         for stale in stale_equivalents(equivalent):
             print(f"mutate: tools/mutation_equivalent.txt applies to nothing: {stale}", file=sys.stderr, flush=True)
@@ -1132,12 +1250,12 @@ def main(argv: list[str] | None = None) -> int:
                 share = max(0.0, left) / (len(files) - i) if a.budget else float("inf")
                 print(f"==> {rel}: {' '.join(TARGETS[rel])}", flush=True)
                 cov = None
-                if not (a.no_coverage or ASAN):  # one coverage run for the files that share the selection
+                if not (a.no_coverage or SANITIZER):  # one coverage run for the files that share the selection
                     print("    which tests reach which line (a run of the selection with gcov)", flush=True)
                     cov = coverage([f for f in files if TARGETS[f] == TARGETS[rel]], TARGETS[rel])[rel]
                 results.append(mutate_file(rel, TARGETS[rel], a, equivalent, share, log, earlier, slots, cov))
                 if a.ledger:
-                    update_ledger(results[-1:], asan=ASAN)
+                    update_ledger(results[-1:], sanitizer=SANITIZER)
     except MutateError as e:
         print(f"mutate: {e}", file=sys.stderr)
         return 2

@@ -15,36 +15,28 @@ have been lost by the change (as one could by a change to another file, which th
 
 from __future__ import annotations
 
-import contextlib
 import difflib
-import hashlib
-import importlib.metadata
 import os
 import shutil
 import subprocess
 import tempfile
 
 
-def blob_digest(data: bytes, rules: str, read_bytes) -> str:
-    """mutate.version_of's digest for these source bytes."""
-    h = hashlib.sha256(data)
-    h.update(rules.encode() if rules == "universal" else read_bytes(rules))
-    with contextlib.suppress(Exception):
-        h.update(importlib.metadata.version("universalmutator").encode())
-    return h.hexdigest()[:16]
-
-
-def old_source(root: str, rel: str, version: str, rules: str, read_bytes, depth: int = 200) -> bytes | None:
-    """The source of rel whose digest is `version`, from git's history (the work tree's first), or None."""
+def old_source(root: str, rel: str, version: str, digest, depth: int = 200) -> bytes | None:
+    """The source of rel whose digest (digest(bytes), mutate.digest_of) is `version`, from git's history (the
+    work tree's first), or None."""
     path = os.path.join(root, rel)
-    if os.path.exists(path) and blob_digest(read_bytes(path), rules, read_bytes) == version:
-        return read_bytes(path)
+    if os.path.exists(path):
+        with open(path, "rb") as f:
+            data = f.read()
+        if digest(data) == version:
+            return data
     log = subprocess.run(
         ["git", "-C", root, "log", f"-{depth}", "--format=%H", "--", rel], capture_output=True, text=True
     )
     for commit in log.stdout.split():
         show = subprocess.run(["git", "-C", root, "show", f"{commit}:{rel}"], capture_output=True)
-        if show.returncode == 0 and blob_digest(show.stdout, rules, read_bytes) == version:
+        if show.returncode == 0 and digest(show.stdout) == version:
             return show.stdout
     return None
 
@@ -133,7 +125,7 @@ def migrate(m, files: list[str] | None = None, log=print) -> dict[str, tuple[int
             current = m.version_of(src, m.RULES)
             if current == version:
                 continue
-            data = old_source(m.ROOT, rel, version, m.RULES, m.read_bytes)
+            data = old_source(m.ROOT, rel, version, lambda b: m.digest_of(b, m.RULES))
             if data is None:
                 log(f"mutate: {rel}: the ledger's version {version} is not in git's recent history; not migrated")
                 continue

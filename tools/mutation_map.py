@@ -70,6 +70,8 @@ RUN_LOOP = [
     "tests/test_run_rounds.py",
     # vmm_run's, vmm_run_pending's and vmm_request_stop's C contract: arguments, the result's size, endings (1 s)
     "tests/test_run_api.py",
+    # run_one's host errors: a CPU_ON's failed reset and a failed engine, on the three loops (Unicorn shim, 2 s)
+    "tests/test_run_host_errors.py",
 ]
 
 TARGETS: dict[str, list[str]] = {

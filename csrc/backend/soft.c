@@ -264,7 +264,7 @@ static void on_block(uc_engine *uc, uint64_t addr, uint32_t size, void *opaque)
         }
     }
     sv->first_block = false;
-    vcpu->insns += size >> 2;
+    vmm__add_own(&vcpu->insns, size >> 2); /* vmm_get_stats reads it from another thread */
 }
 
 /* Accesses outside RAM and the device window (e.g. above RAM): a synchronous external abort. */

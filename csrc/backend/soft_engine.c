@@ -86,7 +86,7 @@ uint64_t vmm__soft_sync_insns(struct soft_vcpu *sv)
     if (!sv->fast)
         return 0;
     sv->fast->insns(sv->uc, &sv->engine_insns);
-    sv->vcpu->insns += sv->engine_insns - n;
+    vmm__add_own(&sv->vcpu->insns, sv->engine_insns - n); /* vmm_get_stats reads it from another thread */
     return sv->engine_insns - n;
 }
 

@@ -103,8 +103,7 @@ static bool deadline_vcpu_runs(struct vmm_vm *vm, const uint64_t *fired, uint64_
 {
     for (unsigned i = 0; i < vm->ncpus; i++) {
         struct vmm_vcpu *v = &vm->vcpus[i];
-        if (atomic_load(&v->deadline_ns) == nd && fired[i] != nd && atomic_load(&v->awake) &&
-            !v->idle)
+        if (atomic_load(&v->deadline_ns) == nd && fired[i] != nd && atomic_load(&v->awake) && !v->idle)
             return true;
     }
     return false;

@@ -362,18 +362,26 @@ VMM_EXPORT int vmm_get_dtb(vmm_vm *vm, void *buf, size_t len, size_t *len_out)
     return 0;
 }
 
+_Static_assert((sizeof(struct vmm_stats) - offsetof(struct vmm_stats, mmio_exits)) % sizeof(uint64_t) == 0,
+               "vmm_stats: uint64_t counters after `size` (vmm_get_stats reads them one by one)");
+
 VMM_EXPORT int vmm_get_stats(vmm_vm *vm, struct vmm_stats *st)
 {
     if (!vm || !st || st->size < sizeof(uint32_t))
         return VMM_EINVAL;
-    struct vmm_stats s = vm->stats;
+    struct vmm_stats s = { 0 };
+    /* the counters are written by the run's threads as this reads them: each is read whole (vmm__count) */
+    for (size_t off = offsetof(struct vmm_stats, mmio_exits); off + sizeof(uint64_t) <= sizeof s;
+         off += sizeof(uint64_t))
+        *(uint64_t *)((char *)&s + off) = __atomic_load_n((uint64_t *)((char *)&vm->stats + off), __ATOMIC_RELAXED);
     s.size = st->size < sizeof s ? st->size : (uint32_t)sizeof s;
-    s.host_mem_bytes = sizeof *vm + vm->ncpus * sizeof vm->vcpus[0] + vm->dtb_len + vm->initrd_len + vmm__board_host_mem(vm);
+    s.host_mem_bytes =
+        sizeof *vm + vm->ncpus * sizeof vm->vcpus[0] + vm->dtb_len + vm->initrd_len + vmm__board_host_mem(vm);
     s.insns = 0;
     for (unsigned i = 0; i < vm->ncpus; i++) {
         if (vm->ops->mem_overhead)
             s.host_mem_bytes += vm->ops->mem_overhead(&vm->vcpus[i]);
-        s.insns += vm->vcpus[i].insns;
+        s.insns += __atomic_load_n(&vm->vcpus[i].insns, __ATOMIC_RELAXED);
     }
     s.clock_ns = vmm__clock_ns(vm, NULL);
     s.host_mem_bytes += vmm__console_host_mem(vm->console);

@@ -26,12 +26,12 @@
 struct vmm_vcpu {
     struct vmm_vm *vm;
     unsigned id;
-    void *bstate;    /* the backend's per-vCPU state */
+    void *bstate;     /* the backend's per-vCPU state */
     atomic_bool on;   /* powered on (vCPU 0 at boot); atomic: other vCPU threads read it (PSCI, count_on) */
     atomic_bool idle; /* in WFI, waiting for an interrupt; atomic, as `on` */
-    bool yielded;    /* it spins waiting for another vCPU: end its turn (set by the backend) */
-    atomic_bool irq; /* the GIC asserts this vCPU's IRQ line */
-    uint64_t mpidr;  /* affinity: Aff0 = id */
+    bool yielded;     /* it spins waiting for another vCPU: end its turn (set by the backend) */
+    atomic_bool irq;  /* the GIC asserts this vCPU's IRQ line */
+    uint64_t mpidr;   /* affinity: Aff0 = id */
     struct vmm_timer timer[TIMER_COUNT];
     bool timer_level[TIMER_COUNT];    /* the PPI levels last driven */
     atomic_uint_fast64_t deadline_ns; /* its earliest enabled timer deadline (UINT64_MAX: none) */
@@ -198,16 +198,23 @@ uint64_t vmm__now_ns(void);
 /* VMM_EBUSY with "<what> while the VM runs" unless the VM is idle (takes and drops vm->lock). */
 int vmm__check_idle(struct vmm_vm *vm, const char *what);
 
+/* Add to a counter this thread alone writes and other threads may read (relaxed: whole values, no order). */
+static inline void vmm__add_own(uint64_t *counter, uint64_t n)
+{
+    __atomic_store_n(counter, __atomic_load_n(counter, __ATOMIC_RELAXED) + n, __ATOMIC_RELAXED);
+}
+
 /*
- * Count an event in vm->stats: atomically when vCPUs run on threads of their
- * own (VMM_CAP_VCPU_THREADS), a plain increment when they share one thread.
+ * Count an event in vm->stats: an atomic add when vCPUs run on threads of their own
+ * (VMM_CAP_VCPU_THREADS); with one run thread, the only writer, a relaxed load and store (plain moves,
+ * no locked add), so that vmm_get_stats on another thread reads whole values (ThreadSanitizer agrees).
  */
 static inline void vmm__count(struct vmm_vm *vm, uint64_t *counter)
 {
     if (vm->count_atomic)
         __atomic_fetch_add(counter, 1, __ATOMIC_RELAXED);
     else
-        (*counter)++;
+        vmm__add_own(counter, 1);
 }
 
 /* guest memory (mem.c): NULL unless [gpa, gpa+len) lies inside RAM */
