@@ -35,7 +35,7 @@ def test_the_same_change_twice_on_a_line_maps_in_order():
     assert migrate.carry(lines, changes, "ks", lines, changes[:1]) == "k"
 
 
-def test_renumbering_moves_only_the_files_numbered_entries(tmp_path):
+def test_renumbering_moves_only_the_files_numbered_entries_of_the_old_version(tmp_path):
     eq = tmp_path / "eq.txt"
     eq.write_text(
         "# header | not an entry\n"
@@ -43,16 +43,26 @@ def test_renumbering_moves_only_the_files_numbered_entries(tmp_path):
         "csrc/x.c | a = 1; | a = 0; | any line\n"
         "csrc/y.c:3 | c = 3; | c = 0; | another file\n"
         "csrc/x.c:2 | b = 2; | b = 0; | its line changed: left for the stale check\n"
+        "csrc/x.c:2 | a = 1; | a = 0; | numbered for the new version already: stays\n"
+        "csrc/x.c:1 | a \\| 1; | a; | an escaped bar: moves\n"
     )
-    line_map = migrate.shared_lines(["a = 1;", "b = 2;", "c = 3;"], ["x = 0;", "a = 1;", "b = 20;", "c = 3;"])
-    assert line_map == {2: 1, 4: 3}
-    assert migrate.renumber_equivalents(str(eq), "csrc/x.c", line_map) == 1
+    old = ["a | 1;", "b = 2;", "c = 3;"]
+    new = ["x = 0;", "a = 1;", "b = 20;", "c = 3;"]
+    assert migrate.shared_lines(old, new) == {4: 3}
+    old[0] = "a = 1;"
+    assert migrate.shared_lines(old, new) == {2: 1, 4: 3}
+    old[0] = "a | 1;"
+    new[1] = "a | 1;"
+    assert migrate.renumber_equivalents(str(eq), "csrc/x.c", old, new) == 2
     assert eq.read_text().splitlines()[1:] == [
         "csrc/x.c:4 | c = 3; | c = 0; | why",
         "csrc/x.c | a = 1; | a = 0; | any line",
         "csrc/y.c:3 | c = 3; | c = 0; | another file",
         "csrc/x.c:2 | b = 2; | b = 0; | its line changed: left for the stale check",
+        "csrc/x.c:2 | a = 1; | a = 0; | numbered for the new version already: stays",
+        "csrc/x.c:2 | a \\| 1; | a; | an escaped bar: moves",
     ]
+    assert migrate.renumber_equivalents(str(eq), "csrc/x.c", old, new) == 0  # again: nothing moves twice
 
 
 def test_the_old_version_is_found_in_git_by_its_digest(tmp_path):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -55,10 +56,15 @@ def shared_lines(old_lines: list[str], new_lines: list[str]) -> dict[int, int]:
     return line_map
 
 
-def renumber_equivalents(path: str, rel: str, line_map: dict[int, int]) -> int:
+def _holds(lines: list[str], n: int, text: str) -> bool:
+    return 0 < n <= len(lines) and lines[n - 1].strip() == text
+
+
+def renumber_equivalents(path: str, rel: str, old_lines: list[str], new_lines: list[str]) -> int:
     """Move tools/mutation_equivalent.txt's `rel:N` entries to their line's new number (a line both versions
-    share); how many moved. An entry on a changed line stays, for mutate.stale_equivalents to report."""
-    new_of = {old: new for new, old in line_map.items()}
+    share); how many moved. Only an entry whose original line is the old version's line N moves (one already
+    numbered for the new version stays); one on a changed line stays, for mutate.stale_equivalents to report."""
+    new_of = {old: new for new, old in shared_lines(old_lines, new_lines).items()}
     moved = 0
     out = []
     with open(path) as f:
@@ -66,9 +72,12 @@ def renumber_equivalents(path: str, rel: str, line_map: dict[int, int]) -> int:
     for text in lines:
         head, sep, rest = text.partition(" | ")
         name, colon, num = head.partition(":")
-        if sep and colon and name == rel and num.isdigit() and new_of.get(int(num), int(num)) != int(num):
-            text = f"{rel}:{new_of[int(num)]}{sep}{rest}"
-            moved += 1
+        if sep and colon and name == rel and num.isdigit():
+            n = int(num)
+            original = re.split(r"(?<!\\) \| ", rest, maxsplit=1)[0].replace("\\|", "|").strip()
+            if n in new_of and new_of[n] != n and _holds(old_lines, n, original) and not _holds(new_lines, n, original):
+                text = f"{rel}:{new_of[n]}{sep}{rest}"
+                moved += 1
         out.append(text)
     if moved:
         with open(path + ".tmp", "w") as f:
@@ -92,9 +101,9 @@ def carry(old_lines: list[str], old_changes, old_marks: str, new_lines: list[str
     return "".join(out)
 
 
-def generate_old(data: bytes, rel: str, rules: str, tool: str) -> list[str]:
+def generate_old(data: bytes, rel: str, rules: str, tool: str) -> tuple[str, list[str]]:
     """universalmutator's mutants of an old version (named as the current file's are), in a temporary
-    directory; their paths, in the generator's order. The caller removes the directory."""
+    directory: the directory (the caller removes it) and their paths, in the generator's order."""
     tmp = tempfile.mkdtemp(prefix="mutate-migrate-")
     src = os.path.join(tmp, os.path.basename(rel))
     with open(src, "wb") as f:
@@ -107,7 +116,7 @@ def generate_old(data: bytes, rel: str, rules: str, tool: str) -> list[str]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise RuntimeError(f"mutate {rel} (old version) failed:\n{p.stderr[-2000:]}")
     names = [n for n in os.listdir(out) if ".mutant." in n]
-    return sorted((os.path.join(out, n) for n in names), key=lambda p: int(p.rsplit(".", 2)[-2]))
+    return tmp, sorted((os.path.join(out, n) for n in names), key=lambda p: int(p.rsplit(".", 2)[-2]))
 
 
 def migrate(m, files: list[str] | None = None, log=print) -> dict[str, tuple[int, int]]:
@@ -132,7 +141,7 @@ def migrate(m, files: list[str] | None = None, log=print) -> dict[str, tuple[int
             tool = shutil.which("mutate")
             if not tool:
                 raise m.MutateError("universalmutator's `mutate` is not installed: pip install universalmutator")
-            old_mutants = generate_old(data, rel, m.RULES, tool)
+            tmp, old_mutants = generate_old(data, rel, m.RULES, tool)
             try:
                 if len(old_mutants) != len(marks):
                     log(f"mutate: {rel}: {len(old_mutants)} old mutants, {len(marks)} marks; not migrated")
@@ -148,8 +157,8 @@ def migrate(m, files: list[str] | None = None, log=print) -> dict[str, tuple[int
                     changes(new_lines, new_mutants, m.change_of),
                 )
             finally:
-                shutil.rmtree(os.path.dirname(os.path.dirname(old_mutants[0])) if old_mutants else "", True)
-            renumber_equivalents(m.EQUIVALENT, rel, shared_lines(old_lines, new_lines))
+                shutil.rmtree(tmp, ignore_errors=True)
+            renumber_equivalents(m.EQUIVALENT, rel, old_lines, new_lines)
             ledger[rel] = (current, new)
             done[rel] = (len(new) - new.count("."), new.count("."))
             log(f"mutate: {rel}: {done[rel][0]} marks carried to version {current}, {done[rel][1]} mutants to run")

@@ -52,7 +52,7 @@ static void uncount_rest(struct soft_vcpu *sv, uint64_t pc)
     uint64_t end = d->blk_addr + d->blk_size;
 
     if (pc >= d->blk_addr && pc < end && sv->vcpu->insns >= (end - pc) / 4)
-        sv->vcpu->insns -= (end - pc) / 4;
+        vmm__add_own(&sv->vcpu->insns, -((end - pc) / 4)); /* (unsigned: wraps to a subtraction) */
     d->blk_size = 0;
 }
 

@@ -53,7 +53,7 @@ void vmm__guest_error(struct vmm_vm *vm, const char *subsys, const char *fmt, ..
 
     /* a leaf lock: vCPU threads (VMM_CAP_VCPU_THREADS) and device threads may report at once */
     pthread_mutex_lock(&vm->gerr_lock);
-    vm->stats.guest_errors++;
+    __atomic_fetch_add(&vm->stats.guest_errors, 1, __ATOMIC_RELAXED); /* vmm_get_stats reads it unlocked */
     if (now - vm->gerr_window_start >= GERR_WINDOW_NS) {
         suppressed = vm->gerr_suppressed;
         vm->gerr_window_start = now;

@@ -201,7 +201,9 @@ static void sync_vcpu_core(struct vmm_vcpu *v, struct vmm_snap *s)
         vmm__snap_u64(s, &v->timer[t].cval);
         vmm__snap_bool(s, &v->timer_level[t]);
     }
-    vmm__snap_u64(s, &v->insns);
+    uint64_t insns = __atomic_load_n(&v->insns, __ATOMIC_RELAXED); /* vmm_get_stats reads it from another thread */
+    vmm__snap_u64(s, &insns);
+    __atomic_store_n(&v->insns, insns, __ATOMIC_RELAXED);
     vmm__snap_u64(s, &v->quantum_start);
     if (!vmm__snap_loading(s) || vmm__snap_error(s))
         return;
