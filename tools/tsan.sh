@@ -38,11 +38,12 @@ LD_PRELOAD="$tsan" "$py" -c "import vmmpy._ffi, vmmpy._vmm as e; assert '$out/vm
 status=0
 LD_PRELOAD="$tsan" "$py" -m pytest -q -n 2 -m "not slow" -p no:cacheprovider --rootdir=. "${selection[@]}" || status=$?
 # the reports that count are mutate.py's (a frame in libvmm): one about the interpreter alone is not ours
-mapfile -t counted < <(VMMPY_ROOT="$VMMPY_ROOT" "$PYTHON" -c "
+VMMPY_ROOT="$VMMPY_ROOT" "$PYTHON" -c "
 import sys; sys.path.insert(0, '$VMMPY_ROOT/tools')
 import mutate
 print('\n'.join(mutate.sanitizer_reports('$logs')))
-")
+" > "$PWD/tsan-counted.txt" || { echo "==> cannot read the ThreadSanitizer reports" >&2; exit 1; }
+mapfile -t counted < "$PWD/tsan-counted.txt"
 reports=0
 for f in "${counted[@]}"; do
   [ -e "$f" ] || continue
