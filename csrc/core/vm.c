@@ -91,6 +91,12 @@ static int pick_threads(const struct vmm_backend_ops **ops, const struct vmm_con
     }
 }
 
+/* struct vmm_vm with its vCPUs (the flexible array at its end), as vmm_create allocates it */
+static size_t vm_size(unsigned ncpus)
+{
+    return sizeof(struct vmm_vm) + ncpus * sizeof(struct vmm_vcpu);
+}
+
 VMM_EXPORT int vmm_create(const struct vmm_config *cfg, vmm_vm **out, char *errbuf, size_t errlen)
 {
     struct vmm_config c = { 0 };
@@ -145,7 +151,7 @@ VMM_EXPORT int vmm_create(const struct vmm_config *cfg, vmm_vm **out, char *errb
     if ((rc = pick_threads(&ops, &c, deterministic, msg, sizeof msg)))
         return config_error(errbuf, errlen, rc, msg);
 
-    if (!(vm = calloc(1, sizeof *vm + c.ncpus * sizeof vm->vcpus[0])))
+    if (!(vm = calloc(1, vm_size(c.ncpus))))
         return config_error(errbuf, errlen, VMM_ENOMEM, "out of memory");
     vm->ram_size = c.ram_size;
     vm->ncpus = c.ncpus;
@@ -375,8 +381,7 @@ VMM_EXPORT int vmm_get_stats(vmm_vm *vm, struct vmm_stats *st)
          off += sizeof(uint64_t))
         *(uint64_t *)((char *)&s + off) = __atomic_load_n((uint64_t *)((char *)&vm->stats + off), __ATOMIC_RELAXED);
     s.size = st->size < sizeof s ? st->size : (uint32_t)sizeof s;
-    s.host_mem_bytes =
-        sizeof *vm + vm->ncpus * sizeof vm->vcpus[0] + vm->dtb_len + vm->initrd_len + vmm__board_host_mem(vm);
+    s.host_mem_bytes = vm_size(vm->ncpus) + vm->dtb_len + vm->initrd_len + vmm__board_host_mem(vm);
     s.insns = 0;
     for (unsigned i = 0; i < vm->ncpus; i++) {
         if (vm->ops->mem_overhead)
