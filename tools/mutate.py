@@ -358,15 +358,25 @@ def generate(src: str, rules: str) -> list[str]:
     if not (os.path.exists(stamp) and read_text(stamp) == digest):
         shutil.rmtree(out, ignore_errors=True)
         os.makedirs(out)
-        tool = shutil.which("mutate")
-        if not tool:
-            raise MutateError("universalmutator's `mutate` is not installed: pip install universalmutator")
-        ruleargs = [] if rules == "universal" else ["--only", rules]
-        p = subprocess.run([tool, src, "c", *ruleargs, "--noCheck", "--mutantDir", out], capture_output=True, text=True)
-        if p.returncode:
-            raise MutateError(f"mutate {src} failed:\n{p.stderr[-2000:]}")
+        run_mutator(src, rules, out)
         with open(stamp, "w") as f:
             f.write(digest)
+    return mutants_in(out)
+
+
+def run_mutator(src: str, rules: str, out: str) -> None:
+    """universalmutator on src (C, the rule set), its mutants written to the directory out."""
+    tool = shutil.which("mutate")
+    if not tool:
+        raise MutateError("universalmutator's `mutate` is not installed: pip install universalmutator")
+    ruleargs = [] if rules == "universal" else ["--only", rules]
+    p = subprocess.run([tool, src, "c", *ruleargs, "--noCheck", "--mutantDir", out], capture_output=True, text=True)
+    if p.returncode:
+        raise MutateError(f"mutate {src} failed:\n{p.stderr[-2000:]}")
+
+
+def mutants_in(out: str) -> list[str]:
+    """The mutant files in out, in the generator's order."""
     names = [n for n in os.listdir(out) if ".mutant." in n]
     return sorted((os.path.join(out, n) for n in names), key=lambda p: int(p.rsplit(".", 2)[-2]))
 

@@ -101,7 +101,7 @@ def carry(old_lines: list[str], old_changes, old_marks: str, new_lines: list[str
     return "".join(out)
 
 
-def generate_old(data: bytes, rel: str, rules: str, tool: str) -> tuple[str, list[str]]:
+def generate_old(m, data: bytes, rel: str) -> tuple[str, list[str]]:
     """universalmutator's mutants of an old version (named as the current file's are), in a temporary
     directory: the directory (the caller removes it) and their paths, in the generator's order."""
     tmp = tempfile.mkdtemp(prefix="mutate-migrate-")
@@ -110,13 +110,12 @@ def generate_old(data: bytes, rel: str, rules: str, tool: str) -> tuple[str, lis
         f.write(data)
     out = os.path.join(tmp, "mutants")
     os.makedirs(out)
-    ruleargs = [] if rules == "universal" else ["--only", rules]
-    p = subprocess.run([tool, src, "c", *ruleargs, "--noCheck", "--mutantDir", out], capture_output=True, text=True)
-    if p.returncode:
+    try:
+        m.run_mutator(src, m.RULES, out)
+    except Exception:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise RuntimeError(f"mutate {rel} (old version) failed:\n{p.stderr[-2000:]}")
-    names = [n for n in os.listdir(out) if ".mutant." in n]
-    return tmp, sorted((os.path.join(out, n) for n in names), key=lambda p: int(p.rsplit(".", 2)[-2]))
+        raise
+    return tmp, m.mutants_in(out)
 
 
 def migrate(m, files: list[str] | None = None, log=print) -> dict[str, tuple[int, int]]:
@@ -138,10 +137,7 @@ def migrate(m, files: list[str] | None = None, log=print) -> dict[str, tuple[int
             if data is None:
                 log(f"mutate: {rel}: the ledger's version {version} is not in git's recent history; not migrated")
                 continue
-            tool = shutil.which("mutate")
-            if not tool:
-                raise m.MutateError("universalmutator's `mutate` is not installed: pip install universalmutator")
-            tmp, old_mutants = generate_old(data, rel, m.RULES, tool)
+            tmp, old_mutants = generate_old(m, data, rel)
             try:
                 if len(old_mutants) != len(marks):
                     log(f"mutate: {rel}: {len(old_mutants)} old mutants, {len(marks)} marks; not migrated")
