@@ -489,11 +489,14 @@ struct vmm_stats {
      * on one thread, or a vCPU thread in WFI); waits for a timer deadline less than 50 us away, spun instead of slept
      * (a futex wake-up comes tens of us late on a loaded host); and a vCPU thread's halt polls, WFIs that polled for a
      * wake-up before sleeping (the window adapts as KVM's halt polling does), with those a wake-up ended while polling.
+     * clock_polls: timer deadlines less than 50 us away of a vCPU executing guest code that the clock thread spun to
+     * instead of sleeping, so that its kick comes at the deadline (real time).
      */
     uint64_t wait_sleeps;
     uint64_t deadline_polls;
     uint64_t halt_polls;
     uint64_t halt_poll_hits;
+    uint64_t clock_polls;
 };
 VMM_EXPORT int vmm_get_stats(vmm_vm *vm, struct vmm_stats *st);
 

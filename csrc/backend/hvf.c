@@ -331,10 +331,10 @@ static int run_on_owner(struct hvf_vcpu *h, void *arg)
     }
 }
 
-static int hvf_vcpu_run(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
+static void hvf_vcpu_run(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
 {
     exit->kind = VMM_EXIT_NONE;
-    return on_owner(vcpu->bstate, run_on_owner, exit);
+    (void)on_owner(vcpu->bstate, run_on_owner, exit); /* run_on_owner reports failures as the exit */
 }
 
 static void hvf_kick(struct vmm_vcpu *vcpu)
@@ -390,7 +390,6 @@ const struct vmm_backend_ops vmm__hvf_backend = {
     .vcpu_reset = hvf_vcpu_reset,
     .vcpu_run = hvf_vcpu_run,
     .complete_mmio = NULL, /* served on the owner thread */
-    .complete_call = NULL,
     .kick = hvf_kick,
     .irq_notify = hvf_irq_notify,
     .get_pc = hvf_get_pc,

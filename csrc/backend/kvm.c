@@ -362,7 +362,7 @@ static void set_running(struct kvm_vcpu_state *ks, bool running)
     pthread_mutex_unlock(&ks->kick_lock);
 }
 
-static int system_event(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
+static void system_event(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
 {
     struct kvm_vcpu_state *ks = vcpu->bstate;
     uint64_t tag = 0, status = 0;
@@ -378,19 +378,19 @@ static int system_event(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
             get_reg(ks, REG_X(4), &status);
         exit->kind = VMM_EXIT_SHUTDOWN;
         exit->status = (int)(uint32_t)status;
-        return 0;
+        return;
     case KVM_SYSTEM_EVENT_RESET:
         exit->kind = VMM_EXIT_RESET;
-        return 0;
+        return;
     case KVM_SYSTEM_EVENT_CRASH:
         vmm__set_error(vcpu->vm, VMM_ESTATE, "vCPU %u: the guest reported a crash (PSCI SYSTEM_EVENT_CRASH)", vcpu->id);
         exit->kind = VMM_EXIT_GUEST_ERROR;
-        return 0;
+        return;
     default:
         vmm__set_error(vcpu->vm, VMM_ESTATE, "vCPU %u: KVM system event %u, which libvmm does not handle", vcpu->id,
                        ks->run->system_event.type);
         exit->kind = VMM_EXIT_GUEST_ERROR;
-        return 0;
+        return;
     }
 }
 
@@ -399,7 +399,7 @@ static int system_event(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
  * backend: KVM injects it for the faulting address without completing the
  * access (KVM_CAP_ARM_INJECT_EXT_DABT, Linux 5.5).
  */
-static int external_abort(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
+static void external_abort(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
 {
     struct kvm_vcpu_state *ks = vcpu->bstate;
     struct kvm_vcpu_events ev;
@@ -412,7 +412,7 @@ static int external_abort(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
         vmm__set_error(vcpu->vm, VMM_ESTATE, "vCPU %u accessed 0x%llx above RAM and KVM cannot inject an abort: %s",
                        vcpu->id, (unsigned long long)ks->run->mmio.phys_addr, strerror(errno));
         exit->kind = VMM_EXIT_GUEST_ERROR;
-        return 0;
+        return;
     }
     /*
      * KVM leaves WnR clear (and, seen nested, ESR's upper half set): give the
@@ -428,10 +428,9 @@ static int external_abort(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
     }
     ks->run->exit_reason = KVM_EXIT_UNKNOWN; /* nothing for complete_mmio to answer */
     exit->kind = VMM_EXIT_NONE;
-    return 0;
 }
 
-static int kvm_vcpu_run(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
+static void kvm_vcpu_run(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
 {
     struct kvm_vcpu_state *ks = vcpu->bstate;
     struct vmm_vm *vm = vcpu->vm;
@@ -454,7 +453,7 @@ static int kvm_vcpu_run(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
             /* the kick is served: the run loop looks at why (atomic: a new kick may be storing 1) */
             __atomic_store_n(&run->immediate_exit, 0, __ATOMIC_SEQ_CST);
             exit->kind = VMM_EXIT_NONE;
-            return 0;
+            return;
         }
         uint64_t pc = 0;
         get_reg(ks, REG_PC, &pc);
@@ -464,12 +463,12 @@ static int kvm_vcpu_run(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
                            "SIMD register); access device registers with plain LDR/STR",
                            vcpu->id, (unsigned long long)pc);
             exit->kind = VMM_EXIT_GUEST_ERROR;
-            return 0;
+            return;
         }
         vmm__set_error(vm, VMM_EIO, "KVM_RUN on vCPU %u (pc 0x%llx): %s%s", vcpu->id, (unsigned long long)pc,
                        strerror(e), e == EFAULT ? " (KVM could not map guest RAM: is the host short of memory?)" : "");
         exit->kind = VMM_EXIT_HOST_ERROR;
-        return 0;
+        return;
     }
     switch (run->exit_reason) {
     case KVM_EXIT_MMIO: {
@@ -477,10 +476,12 @@ static int kvm_vcpu_run(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
         if (!len || len > 8) {
             vmm__set_error(vm, VMM_EIO, "KVM reported an MMIO access of %u bytes", len);
             exit->kind = VMM_EXIT_HOST_ERROR;
-            return 0;
+            return;
         }
-        if (run->mmio.phys_addr >= LAYOUT_RAM_BASE) /* no memslot there: above RAM, where nothing answers */
-            return external_abort(vcpu, exit);
+        if (run->mmio.phys_addr >= LAYOUT_RAM_BASE) { /* no memslot there: above RAM, where nothing answers */
+            external_abort(vcpu, exit);
+            return;
+        }
         exit->kind = VMM_EXIT_MMIO; /* counted by the bus */
         exit->mmio.gpa = run->mmio.phys_addr;
         exit->mmio.size = len;
@@ -488,36 +489,36 @@ static int kvm_vcpu_run(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
         exit->mmio.data = 0;
         if (run->mmio.is_write)
             memcpy(&exit->mmio.data, run->mmio.data, len); /* little-endian host and guest */
-        return 0;
+        return;
     }
     case KVM_EXIT_SYSTEM_EVENT:
-        return system_event(vcpu, exit);
+        system_event(vcpu, exit);
+        return;
     case KVM_EXIT_DEBUG: /* a debugger's breakpoint, watchpoint or step (kvm_debug.c) */
         vmm__kvm_debug_exit(vcpu, exit);
-        return 0;
+        return;
     case KVM_EXIT_INTR:
         exit->kind = VMM_EXIT_NONE;
-        return 0;
+        return;
     case KVM_EXIT_FAIL_ENTRY:
         vmm__set_error(vm, VMM_EIO, "KVM could not enter vCPU %u (hardware reason 0x%llx)", vcpu->id,
                        (unsigned long long)run->fail_entry.hardware_entry_failure_reason);
         exit->kind = VMM_EXIT_HOST_ERROR;
-        return 0;
+        return;
     default:
         vmm__set_error(vm, VMM_EIO, "vCPU %u: unexpected KVM exit %u", vcpu->id, run->exit_reason);
         exit->kind = VMM_EXIT_HOST_ERROR;
-        return 0;
+        return;
     }
 }
 
-static int kvm_complete_mmio(struct vmm_vcpu *vcpu, uint64_t value)
+static void kvm_complete_mmio(struct vmm_vcpu *vcpu, uint64_t value)
 {
     struct kvm_vcpu_state *ks = vcpu->bstate;
     struct kvm_run *run = ks->run;
 
     if (run->exit_reason == KVM_EXIT_MMIO && !run->mmio.is_write && run->mmio.len <= 8)
         memcpy(run->mmio.data, &value, run->mmio.len); /* KVM writes it to the register at the next KVM_RUN */
-    return 0;
 }
 
 /*
@@ -689,7 +690,6 @@ const struct vmm_backend_ops vmm__kvm_backend = {
     .vcpu_reset = kvm_vcpu_reset,
     .vcpu_run = kvm_vcpu_run,
     .complete_mmio = kvm_complete_mmio,
-    .complete_call = NULL, /* PSCI is served by KVM */
     .kick = kvm_kick,
     .vcpu_leave = kvm_vcpu_leave,
     .vcpu_save = kvm_vcpu_snap,

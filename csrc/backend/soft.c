@@ -549,7 +549,7 @@ static int fast_block_hook(struct soft_vcpu *sv, bool want)
     return 0;
 }
 
-static int soft_vcpu_run(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
+static void soft_vcpu_run(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
 {
     struct soft_vcpu *sv = vcpu->bstate;
     struct vmm_vm *vm = vcpu->vm;
@@ -561,17 +561,17 @@ static int soft_vcpu_run(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
     apply_virq(sv);
     if (sv->dbg.dirty && vmm__soft_dbg_apply(sv)) {
         exit->kind = VMM_EXIT_HOST_ERROR;
-        return 0;
+        return;
     }
     vmm__pmu_sync(vcpu);
     if (atomic_exchange(&sv->kick, 0) || vcpu->insns >= vcpu->insn_limit)
-        return 0;                      /* the loop looks at why we were kicked */
+        return;                        /* the loop looks at why we were kicked */
     uint64_t limit = vcpu->insn_limit; /* a PMU overflow that interrupts ends the run early */
     vcpu->insn_limit = vmm__soft_pmu_limit(sv, limit);
     if (sv->fast && fast_block_hook(sv, vcpu->insn_limit != UINT64_MAX)) {
         vcpu->insn_limit = limit;
         exit->kind = VMM_EXIT_HOST_ERROR;
-        return 0;
+        return;
     }
     sv->exit = exit;
     sv->stopped = false;
@@ -602,27 +602,26 @@ static int soft_vcpu_run(struct vmm_vcpu *vcpu, struct vmm_exit *exit)
     if (sv->fault.pending) {
         sv->fault.pending = false;
         vmm__soft_deliver_external_abort(sv);
-        return 0;
+        return;
     }
     if (e) {
         vmm__set_error(vm, VMM_EBACKEND, "soft: vCPU %u stopped with '%s' at pc 0x%" PRIx64, vcpu->id, uc_strerror(e),
                        sv->pc);
         exit->kind = VMM_EXIT_HOST_ERROR;
-        return 0;
+        return;
     }
     if (exit->kind != VMM_EXIT_NONE || sv->stopped)
-        return 0;
+        return;
     /*
      * The patched engine also returns for a kick, at the start of a block: one right after a WFI the
      * guest has left is not a WFI exit, nor is a run that a kick left over from before ended at its
      * first block (no block counted). A WFI and a kick at once count as the kick (a spurious wake-up).
      */
     if (sv->fast && (atomic_load(&sv->kick) || sv->yield_req || !ran))
-        return 0;
+        return;
     /* Unicorn returns on its own only when the CPU halts: after a WFI */
     if (stopped_at_wfi(sv, sv->pc))
         exit->kind = VMM_EXIT_WFI;
-    return 0;
 }
 
 /* From any thread: the block hook sees the flag, or without one the patched engine's kick ends the run. */

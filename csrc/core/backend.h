@@ -14,12 +14,13 @@ struct vmm_snap;
  * (KVM_EXIT_*, HVF syndromes, Unicorn hooks) into this. A backend may serve
  * MMIO, sysreg and HVC exits inline by calling the core handlers
  * (vmm__bus_access, vmm__sysreg_access, vmm__psci_call) itself instead of
- * returning them; the soft backend does, for speed.
+ * returning them; the soft backend does, for speed. Every backend serves
+ * PSCI/SMCCC calls itself (soft and hvf through vmm__psci_call, KVM in the
+ * kernel), so no call exit exists.
  */
 enum vmm_exit_kind {
     VMM_EXIT_NONE = 0,    /* slice ended or kicked: just loop */
     VMM_EXIT_MMIO,        /* complete with ops->complete_mmio() */
-    VMM_EXIT_HVC,         /* PSCI/SMCCC call: x0..x3 in exit.call */
     VMM_EXIT_WFI,         /* idle until an interrupt or deadline */
     VMM_EXIT_SHUTDOWN,    /* system off: exit.status */
     VMM_EXIT_RESET,       /* system reset */
@@ -38,9 +39,6 @@ struct vmm_exit {
             unsigned size;
             bool is_write;
         } mmio;
-        struct {
-            uint64_t x[4];
-        } call;
         int status;
         struct {
             int point;     /* enum vmm_debug_point_type, or -1 for a finished step */
@@ -99,11 +97,10 @@ struct vmm_backend_ops {
     void (*vcpu_fini)(struct vmm_vcpu *vcpu);
     /* Put the vCPU at `entry` in EL1h, DAIF masked, MMU off, x0 = arg. */
     int (*vcpu_reset)(struct vmm_vcpu *vcpu, uint64_t entry, uint64_t x0);
-    int (*vcpu_run)(struct vmm_vcpu *vcpu, struct vmm_exit *exit);
+    /* Run until an exit; a failure is an exit too (VMM_EXIT_HOST_ERROR, message set). */
+    void (*vcpu_run)(struct vmm_vcpu *vcpu, struct vmm_exit *exit);
     /* Finish an MMIO read exit with its value; NULL if MMIO is served inline. */
-    int (*complete_mmio)(struct vmm_vcpu *vcpu, uint64_t value);
-    /* Finish an HVC exit: set x0..x3. NULL if calls are served inline. */
-    int (*complete_call)(struct vmm_vcpu *vcpu, const uint64_t x[4]);
+    void (*complete_mmio)(struct vmm_vcpu *vcpu, uint64_t value);
     /* Thread-safe: make vcpu_run() return soon. */
     void (*kick)(struct vmm_vcpu *vcpu);
     /*

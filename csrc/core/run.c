@@ -144,6 +144,7 @@ static void *clock_main(void *arg)
              * vCPU spinning with IRQs unmasked) wait for this thread's futex wake-up, 0.47x QEMU's latency on
              * one thread and 0.82-1.31x on a thread per vCPU.
              */
+            vmm__count(vm, &vm->stats.clock_polls);
             pthread_mutex_unlock(&vm->lock);
             while (vmm__clock_ns(vm, NULL) < nd && !atomic_load(&vm->clock_held))
                 vmm__host_cpu_relax();
@@ -224,16 +225,11 @@ static bool run_one(struct run_ctx *rc, struct vmm_vcpu *vcpu)
     if (!rc->threaded)
         vm->current = vcpu;
     vmm__count(vm, &vm->stats.vcpu_runs);
-    int r = ops->vcpu_run(vcpu, &exit);
+    ops->vcpu_run(vcpu, &exit);
     if (!rc->threaded)
         vm->current = NULL;
-    if (r < 0) {
-        end_run(rc, VMM_RUN_HOST_ERROR, 0);
-        return false;
-    }
     if (vm->gdb)
         vmm__gdb_after_run(vcpu, &exit); /* a breakpoint, watchpoint or step: held there */
-dispatch:
     switch (exit.kind) {
     case VMM_EXIT_NONE:
     case VMM_EXIT_DEBUG:
@@ -243,14 +239,6 @@ dispatch:
         if (ops->complete_mmio)
             ops->complete_mmio(vcpu, exit.mmio.data);
         break;
-    case VMM_EXIT_HVC: {
-        /* the call's own outcome (off, reset, ...) is handled as the exit it is */
-        enum vmm_exit_kind kind = vmm__psci_call(vcpu, exit.call.x);
-        if (ops->complete_call)
-            ops->complete_call(vcpu, exit.call.x);
-        exit = (struct vmm_exit){ .kind = kind };
-        goto dispatch;
-    }
     case VMM_EXIT_WFI:
         vmm__count(vm, &vm->stats.wfi_exits);
         vcpu->idle = true;
