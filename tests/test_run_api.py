@@ -108,3 +108,15 @@ def test_stop_at_is_0_in_deterministic_mode_einval_without_a_vm_and_estate_other
         res = m.run(timeout=30)
         assert res.reason == RunReason.STOPPED, res
         assert m.clock_ns == 5_000_000
+
+
+def test_the_results_insns_add_up_every_vcpus_instructions(machine, guest):
+    """vmm_run_result.insns is every vCPU's instruction count added up, as vmm_stats' `insns` is: `spin` on 2
+    vCPUs in deterministic mode runs both for the whole of a 1 ms stop time, about 1,000,000 instructions each
+    (one per ns). A sum of vCPU 0's alone would be half."""
+    m = machine(guest("spin"), cpus=2, deterministic=True)
+    m.stop_at(1_000_000)
+    res = ffi.new(f"{RESULT} *", {"size": ffi.sizeof(RESULT)})
+    assert lib.vmm_run(m._vm, 30 * 10**9, res) == 0
+    assert res.reason == lib.VMM_RUN_STOPPED
+    assert res.insns == m.stats()["insns"] and res.insns >= 1_900_000, res.insns

@@ -124,3 +124,17 @@ def test_a_cut_mid_round_moves_the_clock_as_far_as_the_vcpu_that_ran_longest(mac
         assert res.reason == RunReason.TIMEOUT, res
         counts = [m.sysreg_read("CNTVCT_EL0", cpu=c) for c in range(3)]
         assert counts == [m.clock_ns * freq // 10**9] * 3, (counts, m.clock_ns)
+
+
+def test_a_stop_while_parked_at_a_frame_closes_the_round_at_the_vcpus_point(machine, guest):
+    """input_echo parked at its first frame (deterministic: the loop stands still at a round boundary; the vCPU's
+    last block ran a few instructions past it, a lead). A host stop then ends the run before anything runs in
+    the new round: the partial round it closes moves the clock by that lead and no more, so the one vCPU's
+    clock is its instruction count, as after any cut, and the next run goes on from there."""
+    m = machine(guest("input_echo"), gpu=True, gpu_size=(320, 240), input=True, deterministic=True)
+    m.screen.wait_frame(1, pause=True)
+    assert m.paused
+    at, insns = m.clock_ns, m.stats()["insns"]
+    res = m.stop()
+    assert res is not None and res.reason == RunReason.STOPPED, res
+    assert m.stats()["insns"] == insns and m.clock_ns == insns >= at, (at, insns, m.clock_ns)

@@ -12,12 +12,15 @@ Each bound holds on a loaded host: a stall only makes a wait end later (more sle
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 
+import vmmpy
 from vmmpy import RunReason
 
 from . import guests as table
+from .conftest import SYSTEM_OFF, WFI, b_back, code, enable_ppi
 
 LOOPS = ["soft", "soft-threaded"]
 
@@ -56,7 +59,7 @@ def test_deadlines_closer_than_50_us_are_spun_to_not_slept(machine, backend):
     """A 25 kHz tick: each deadline is at most 40 us away when the guest waits for it, inside the 50 us below
     which the loop spins. None is slept for; the waits that the deadline did not overtake are spun (a WFI
     after its deadline does not wait at all). Measured here: 3,834-4,051 spins of 3,843-4,166 WFIs in 0.5 s on one
-    thread; on vCPU threads 11-90 spins and 2,845-4,067 halt polls ended by the deadline, of 2,941-4,131 WFIs."""
+    thread; on vCPU threads 10-90 spins and 2,845-4,758 halt polls ended by the deadline, of 2,941-4,816 WFIs."""
     run = table.Run("idle-25khz", "idle", make_vars=("IDLE_HZ=25000",))
     m, st = run_idle(machine, table.elf(run), backend, 0.5)
     assert re.search(r"^idle: \d+ ticks", m.serial.text.replace("\r", ""), re.M), m.serial.text
@@ -66,7 +69,14 @@ def test_deadlines_closer_than_50_us_are_spun_to_not_slept(machine, backend):
     if backend == "soft":
         assert st["deadline_polls"] >= 1 and st["halt_polls"] == 0, st
     else:  # a wait shorter than 200 us opens the halt-poll window, and the deadline ends a poll within it
-        assert st["halt_poll_hits"] >= 1 and st["halt_poll_hits"] <= st["halt_polls"], st
+        assert st["halt_poll_hits"] <= st["halt_polls"], st
+        # the window grows from 10 us by doubling past the 40 us tick and stays there: nearly every WFI's poll is
+        # ended by its deadline (measured: 4,262-4,758 hits of 4,296-4,816 WFIs), and only the polls a stall made
+        # miss go on to spin (10-33). A third either way is a loaded host's margin; a window that did not grow, or
+        # fell back to 0 after each hit, hits at most a quarter and spins the rest; a hit that went on to the
+        # locked wait spins once more for the deadline it already saw pass.
+        assert st["halt_poll_hits"] >= st["wfi_exits"] // 3, st
+        assert st["deadline_polls"] <= st["wfi_exits"] // 3, st
 
 
 ONE_AND_THREADS = [
@@ -109,3 +119,49 @@ def test_an_off_vcpu_whose_timer_is_armed_sleeps(machine, guest, kwargs, cpus):
     assert f"off_timer: {cpus - 1} cpus off, timers armed" in m.serial.text
     st = m.stats()
     assert st["deadline_polls"] <= 20, st
+
+
+# Unmasks IRQs and waits in WFI for ever (no timer); its IRQ vector powers off.
+#   adr x0, vectors; msr vbar_el1, x0; msr daifclr, #2; 1: wfi; b 1b      vectors + 0x280: SYSTEM_OFF; b .
+WFI_IRQ_OFF = code(0x10004000, 0xD518C000, 0xD50342FF, WFI, b_back(1)).ljust(0xA80, b"\0") + code(
+    *SYSTEM_OFF, 0x14000000
+)
+PPI_HOST = 20  # a PPI nothing else drives
+
+
+def wait_for_stat(m, name: str, least: int, timeout: float = 30.0) -> None:
+    """Until vmm_stats' `name` reaches `least` (the run goes on meanwhile): a counter is the event waited for."""
+    end = time.monotonic() + timeout
+    while m.stats()[name] < least:
+        assert time.monotonic() < end, m.stats()
+        time.sleep(0.001)
+
+
+@pytest.mark.parametrize("kwargs", ONE_AND_THREADS)
+def test_a_line_raised_from_the_host_wakes_a_sleeping_guest(raw_guest, kwargs):
+    """Every vCPU asleep in WFI with no deadline (one thread: the loop on vm->cond; a vCPU thread: on its own
+    `wake`). A line raised from another thread (here the test's, vmm_irq_set) must wake whichever sleeps: the
+    one-thread loop is woken by a broadcast, a waiting vCPU thread by its own condition (run.c
+    vmm__wake_vcpu). Signalled on the wrong one, the guest would sleep on to the run's 30 s timeout."""
+    with vmmpy.Machine(raw_guest(WFI_IRQ_OFF), kernel_format="raw", **kwargs) as m:
+        enable_ppi(m, PPI_HOST)
+        m.start(timeout=30)
+        wait_for_stat(m, "wait_sleeps", 1)
+        m.irq_set(PPI_HOST, 1)
+        res = m.wait(timeout=10)
+        assert res is not None and res.reason == RunReason.POWEROFF, res
+
+
+def test_a_stop_time_set_while_the_deterministic_loop_sleeps_wakes_it(machine, guest):
+    """idle_notick in deterministic mode: nothing is scheduled, so the loop sleeps on vm->cond until something
+    wakes it. vmm_stop_at from the host must (run.c vmm__wake_run_loop): the loop then jumps the clock to that
+    time and stops there exactly. Without the wake-up the run would sleep on to its timeout."""
+    m = machine(guest("idle_notick"), deterministic=True)
+    m.start(timeout=30)
+    m.serial.expect(r"idle: ready, no timer", timeout=30)
+    wait_for_stat(m, "wait_sleeps", 1)
+    at = m.clock_ns + 1_000_000
+    m.stop_at(at)
+    res = m.wait(timeout=10)
+    assert res is not None and res.reason == RunReason.STOPPED, res
+    assert m.clock_ns == at
