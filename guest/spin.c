@@ -12,10 +12,32 @@
    ends the run must kick the others out of the guest.
 
    spin_idle0 (-DIDLE0): CPU 0 waits in WFI for ever (IRQs masked, no timer) while the secondaries spin: in
-   deterministic mode each round's length is a secondary's, never CPU 0's. */
+   deterministic mode each round's length is a secondary's, never CPU 0's.
+
+   spin_timer0 (-DTIMER0): CPU 0 waits in WFI for its virtual timer TICKS times, 1 ms apart, while the secondaries
+   spin; its handler records how late it ran (CNTVCT - CVAL). It prints "spin_timer0: N cpus, latest L ticks" and
+   powers off. In deterministic mode the deadline passes while a secondary runs, and CPU 0 (first in each round)
+   must take it in the next round, not one round after. */
 #include "rt.h"
 
 #define TICKS 20
+
+#ifdef TIMER0
+static volatile uint64_t late_max;
+static volatile uint32_t fired;
+
+static void on_timer0(unsigned intid, void *arg)
+{
+    (void)intid;
+    (void)arg;
+    uint64_t late = read_sysreg(cntvct_el0) - read_sysreg(cntv_cval_el0);
+    if (late > late_max)
+        late_max = late;
+    write_sysreg(cntv_ctl_el0, 0); /* the line drops; CPU 0 re-arms */
+    isb();
+    fired++;
+}
+#endif
 
 static volatile uint64_t count[RT_MAX_CPUS];
 
@@ -75,6 +97,14 @@ int main(uint64_t dtb)
     int from_dtb, n = smp_find_cpus(dtb, mpidrs, RT_MAX_CPUS, &from_dtb);
 
     irq_disable();
+#ifdef TIMER0
+    if (mmu_enable(NULL) != 0 || gic_init() != 0) {
+        printf("FAIL spin_timer0: mmu_enable or gic_init failed\n");
+        return 1;
+    }
+    gic_set_handler(INTID_VTIMER, on_timer0, 0);
+    gic_enable(INTID_VTIMER);
+#endif
 #ifdef TICK
     test_begin("spin_tick");
     if (!test_check(mmu_enable(NULL) == 0, "mmu_enable failed") || !test_check(gic_init() == 0, "gic_init failed"))
@@ -100,6 +130,19 @@ int main(uint64_t dtb)
     return test_end();
 #elif defined(OFF)
     printf("spin_off: %d cpus spinning, powering off\n", n);
+    return 0;
+#elif defined(TIMER0)
+    uint64_t period = timer_freq() / 1000, cval = timer_now();
+    irq_enable();
+    for (uint32_t i = 0; i < TICKS; i++) {
+        cval += period;
+        write_sysreg(cntv_cval_el0, cval);
+        write_sysreg(cntv_ctl_el0, CNT_CTL_ENABLE);
+        isb();
+        while (fired == i)
+            wfi();
+    }
+    printf("spin_timer0: %d cpus, latest %lu ticks\n", n, (unsigned long)late_max);
     return 0;
 #elif defined(IDLE0)
     printf("spin_idle0: %d cpus spinning, cpu 0 waits\n", n);

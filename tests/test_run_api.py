@@ -8,6 +8,8 @@ A run that ends in a guest or host error ends the VM, as a power-off does: only 
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -120,3 +122,33 @@ def test_the_results_insns_add_up_every_vcpus_instructions(machine, guest):
     assert lib.vmm_run(m._vm, 30 * 10**9, res) == 0
     assert res.reason == lib.VMM_RUN_STOPPED
     assert res.insns == m.stats()["insns"] and res.insns >= 1_900_000, res.insns
+
+
+def test_a_run_started_without_run_pending_counts_as_running_for_readers(guest):
+    """vmm_run marks the VM running itself (vmm_run_pending only announces it early): a reader on another thread
+    that finds nothing new while the run goes on waits out its timeout (0) instead of being told end-of-stream,
+    and is told so once the run has ended. idle_notick prints a line, then sleeps in WFI with no timer."""
+    with contextlib.ExitStack() as stack:
+        vm = stack.enter_context(c_vm())
+        elf = Path(guest("idle_notick")).read_bytes()
+        assert lib.vmm_load_kernel_mem(vm, elf, len(elf), b"idle_notick", ffi.NULL) == 0
+        res = ffi.new(f"{RESULT} *", {"size": ffi.sizeof(RESULT)})
+        runner = threading.Thread(target=lib.vmm_run, args=(vm, 30 * 10**9, res))
+        runner.start()
+        try:
+            st = ffi.new("struct vmm_stats *", {"size": ffi.sizeof("struct vmm_stats")})
+            end = time.monotonic() + 30
+            while st.vcpu_runs == 0:  # the run has begun (it marks the VM running before it enters the guest)
+                assert lib.vmm_get_stats(vm, st) == 0 and time.monotonic() < end
+                time.sleep(0.001)
+            buf, got = ffi.new("char[256]"), b""
+            while b"no timer" not in got:
+                n = lib.vmm_console_read(vm, buf, 256, 10 * 10**9)
+                assert n > 0, (n, got)
+                got += ffi.buffer(buf, n)[:]
+            assert lib.vmm_console_read(vm, buf, 256, 50_000_000) == 0  # running, nothing new: the timeout
+        finally:
+            assert lib.vmm_request_stop(vm) == 0
+            runner.join()
+        assert res.reason == lib.VMM_RUN_STOPPED
+        assert lib.vmm_console_read(vm, buf, 256, 0) == lib.VMM_EEOF

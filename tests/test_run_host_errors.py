@@ -14,6 +14,11 @@ The guest is smp on 2 vCPUs, which otherwise brings vCPU 1 online and powers off
 (test_the_shim_unarmed_changes_nothing): a run that goes on after the failure ends with POWEROFF, not HOST_ERROR,
 within a second.
 
+Thread creation (run.c vmm_run, run_loop_threaded), with a second shim (FAIL_THREAD_C) that fails libvmm's
+pthread_create once with EAGAIN and checks libvmm's pthread_join calls: a vCPU thread that cannot start ends the run
+as a host error (the threads already started are joined, no further one is started); a clock thread that cannot
+start is one warning, and the run goes on without it (its timeout and real-time timers) and never joins it.
+
 Not reachable here: run_one's `r < 0` branch after ops->vcpu_run. No backend's vcpu_run returns a negative code
 (soft, hvf and kvm report their failures as a VMM_EXIT_HOST_ERROR exit and return 0), so no test can take it.
 """
@@ -459,7 +464,7 @@ NO_CLOCK = "core: cannot start the clock thread; running without timeout or time
 EAGAIN = errno.EAGAIN
 
 
-def run_threads_failing(tmp_path, guest: str, kwargs: dict, runs: list, timeout: float = 10) -> dict:
+def run_threads_failing(tmp_path, guest: str, kwargs: dict, runs: list, timeout: float = 5) -> dict:
     if not os.path.isdir("/proc/self/task"):
         pytest.skip("counts the process's threads in /proc/self/task")
     script = (
@@ -491,7 +496,7 @@ def test_a_vcpu_thread_that_cannot_start_ends_the_run_and_joins_the_started_ones
     started (an unknown join here; a crash or undefined behaviour in glibc without the shim). 3 vCPUs, not 2, so
     the fourth create shows too: with 2 the loop ends at the failed vCPU anyway."""
     out = run_threads_failing(
-        tmp_path, guest("idle"), {"cpus": 3, "backend": "soft-threaded"}, [("repeat", None)], timeout=10
+        tmp_path, guest("idle"), {"cpus": 3, "backend": "soft-threaded"}, [("repeat", None)], timeout=5
     )
     (run,) = out["runs"]
     assert (run["reason"], run["exit_status"], run["message"]) == (
@@ -520,7 +525,7 @@ def test_a_run_whose_clock_thread_cannot_start_goes_on_without_it(tmp_path, gues
     exit status 0) and the VM has ended as after any power-off. The thread that never started is not joined (an
     unknown join here; glibc would crash on the id), and the run started nothing else but, on the threaded loop,
     vCPU 0's thread, joined once. A failure that ended the run instead shows as HOST_ERROR."""
-    out = run_threads_failing(tmp_path, guest("hello"), kwargs, [("first", None)], timeout=10)
+    out = run_threads_failing(tmp_path, guest("hello"), kwargs, [("first", None)], timeout=5)
     (run,) = out["runs"]
     assert (run["reason"], run["exit_status"]) == ("POWEROFF", 0), out
     assert run["serial"].startswith("Hello from vmmpy guest!\n"), out
@@ -537,7 +542,7 @@ def test_a_deterministic_run_without_its_clock_thread_keeps_its_timers_and_stop_
     next run (nothing failing) has its clock thread again, started and joined once, and ticks on to its own stop;
     the thread that never started is never joined, by either run."""
     runs = [("first", 2_050_000_000), (None, 3_050_000_000)]
-    out = run_threads_failing(tmp_path, guest("idle"), {"backend": "soft", "deterministic": True}, runs, timeout=10)
+    out = run_threads_failing(tmp_path, guest("idle"), {"backend": "soft", "deterministic": True}, runs, timeout=5)
     first, second = out["runs"]
     assert (first["reason"], first["clock_ns"]) == ("STOPPED", 2_050_000_000), out
     assert "idle: 200 ticks\n" in first["serial"] and "idle: 300 ticks" not in first["serial"], out
