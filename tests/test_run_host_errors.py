@@ -18,9 +18,6 @@ Thread creation (run.c vmm_run, run_loop_threaded), with a second shim (FAIL_THR
 pthread_create once with EAGAIN and checks libvmm's pthread_join calls: a vCPU thread that cannot start ends the run
 as a host error (the threads already started are joined, no further one is started); a clock thread that cannot
 start is one warning, and the run goes on without it (its timeout and real-time timers) and never joins it.
-
-Not reachable here: run_one's `r < 0` branch after ops->vcpu_run. No backend's vcpu_run returns a negative code
-(soft, hvf and kvm report their failures as a VMM_EXIT_HOST_ERROR exit and return 0), so no test can take it.
 """
 
 from __future__ import annotations

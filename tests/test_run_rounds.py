@@ -147,12 +147,12 @@ QUANTUM_TICKS = 100_000 // 16  # VMM_QUANTUM_INSNS (ns) in 62.5 MHz ticks
 
 @pytest.mark.parametrize("cpus", [2, 3])
 def test_a_waiting_cpu_0_takes_its_timer_in_the_first_round_past_the_deadline(machine, guest, cpus):
-    """spin_timer0: CPU 0 waits in WFI for its virtual timer 20 times, 1 ms (10 quanta) apart, while the
-    secondaries spin. An idle vCPU's clock stands at the round's start, so its deadline is seen at the first
-    round boundary past it: the update at the top of each round raises CPU 0's timer, and CPU 0, first in the
-    round, takes it there, at most a quantum after the deadline (measured: 6,254 ticks, the same each time, as
-    the phase repeats). Seen only by a secondary's update during its turn, the interrupt would wait for the next
-    round: two quanta late."""
+    """spin_timer0: CPU 0 waits in WFI for its virtual timer 20 times, 1.007 ms apart (the deadline's phase in
+    the 100 us quantum moves 7 us a tick, so every phase is met), while the secondaries spin. An idle vCPU's clock
+    stands at the round's start, so its deadline is seen at the first round boundary past it: the update at the
+    top of each round raises CPU 0's timer, and CPU 0, first in the round, takes it there, less than a quantum
+    after the deadline (measured: 135 to 5,948 ticks of 6,250). Seen only by a secondary's update during its
+    turn, the interrupt would wait for the next round: a quantum later than that, at every phase."""
     m = machine(guest("spin_timer0"), cpus=cpus, deterministic=True)
     res = m.run(timeout=60)
     assert res.ok, (res, m.serial.text)

@@ -76,7 +76,7 @@ def test_deadlines_closer_than_50_us_are_spun_to_not_slept(machine, backend):
         # fell back to 0 after each hit, hits at most a quarter and spins the rest; a hit that went on to the
         # locked wait spins once more for the deadline it already saw pass.
         assert st["halt_poll_hits"] >= st["wfi_exits"] // 3, st
-        assert st["deadline_polls"] <= st["wfi_exits"] // 3, st
+        assert st["deadline_polls"] <= st["wfi_exits"] // 3 + 5, st  # + the window's ramp: 0, 10, 20, 40 us
 
 
 ONE_AND_THREADS = [
