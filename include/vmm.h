@@ -489,8 +489,8 @@ struct vmm_stats {
      * on one thread, or a vCPU thread in WFI); waits for a timer deadline less than 50 us away, spun instead of slept
      * (a futex wake-up comes tens of us late on a loaded host); and a vCPU thread's halt polls, WFIs that polled for a
      * wake-up before sleeping (the window adapts as KVM's halt polling does), with those a wake-up ended while polling.
-     * clock_polls: timer deadlines less than 50 us away of a vCPU executing guest code that the clock thread spun to
-     * instead of sleeping, so that its kick comes at the deadline (real time).
+     * clock_polls: timer deadlines less than 50 us away that the clock thread spun to instead of sleeping, so that its
+     * kick comes at the deadline (real time; with vCPU threads only for a vCPU executing guest code).
      */
     uint64_t wait_sleeps;
     uint64_t deadline_polls;

@@ -12,11 +12,11 @@ struct vmm_snap;
 /*
  * What a backend's vcpu_run() reports. Backends decode their native exits
  * (KVM_EXIT_*, HVF syndromes, Unicorn hooks) into this. A backend may serve
- * MMIO, sysreg and HVC exits inline by calling the core handlers
- * (vmm__bus_access, vmm__sysreg_access, vmm__psci_call) itself instead of
- * returning them; the soft backend does, for speed. Every backend serves
- * PSCI/SMCCC calls itself (soft and hvf through vmm__psci_call, KVM in the
- * kernel), so no call exit exists.
+ * MMIO and sysreg accesses inline by calling the core handlers
+ * (vmm__bus_access, vmm__sysreg_access) instead of returning them; the soft
+ * backend does, for speed. HVC/SMC calls are always served by the backend
+ * (soft and hvf call vmm__psci_call and report the exit it names, KVM serves
+ * PSCI in the kernel), so there is no call exit.
  */
 enum vmm_exit_kind {
     VMM_EXIT_NONE = 0,    /* slice ended or kicked: just loop */
@@ -62,7 +62,8 @@ struct vmm_debug_ops; /* debug.h */
  *                  else arm/timer.c emulates them and the loops drive their PPIs.
  *  KERNEL_PSCI     PSCI (CPU_ON/OFF, SYSTEM_OFF...) is served by the backend,
  *                  which powers vCPUs on and off without the core seeing it;
- *                  else HVC/SMC exits go to arm/psci.c and vcpu->on is ours.
+ *                  else the backend passes HVC/SMC calls to arm/psci.c
+ *                  (vmm__psci_call) and vcpu->on is ours.
  *  HOST_CPU        the vCPU is the host's CPU (the cpu_model is ignored).
  *
  * WFI: a backend with KERNEL_IRQCHIP and KERNEL_TIMERS waits in the kernel
