@@ -148,12 +148,9 @@ const char *shim_report(void)
 }
 """
 
-# Builds the machine, arms the shim (ARM: name=value, or nothing), runs it and prints one JSON line: the result, the
-# shim's report, the serial output, the run's threads still there after it (libvmm names them: vmm-clock, vmm-vcpuN)
-# and what a further run says.
-SCRIPT = r"""
-import ctypes, json, os, vmmpy
-
+# For the scripts below: the run's threads still there (libvmm names them: vmm-clock, vmm-vcpuN), and what a further
+# run says.
+RUN_THREADS = r"""
 def run_threads():
     names = []
     for t in os.listdir('/proc/self/task'):
@@ -164,6 +161,22 @@ def run_threads():
             pass
     return sorted(n for n in names if n.startswith(('vmm-clock', 'vmm-vcpu')))
 
+def run_again(m):  # what a further run says: 'ran', or the error of a VM that has ended
+    try:
+        m.run(timeout=1)
+        return 'ran'
+    except vmmpy.StateError as e:
+        return str(e)
+"""
+
+# Builds the machine, arms the shim (ARM: name=value, or nothing), runs it and prints one JSON line: the result, the
+# shim's report, the serial output, the run's threads still there after it (libvmm names them: vmm-clock, vmm-vcpuN)
+# and what a further run says.
+SCRIPT = r"""
+import ctypes, json, os, vmmpy
+
+@RUN_THREADS@
+
 with vmmpy.Machine(@GUEST@, cpus=2, backend='soft', **@KWARGS@) as m:
     if @ARM@:
         os.environ.update([@ARM@.split('=', 1)])
@@ -171,11 +184,7 @@ with vmmpy.Machine(@GUEST@, cpus=2, backend='soft', **@KWARGS@) as m:
     os.environ.pop('FAIL_RESET', None)
     os.environ.pop('FAIL_RUN_ENGINE', None)
     left = run_threads()
-    try:
-        m.run(timeout=1)
-        again = 'ran'
-    except vmmpy.StateError as e:
-        again = str(e)
+    again = run_again(m)
     report = ctypes.CDLL(None).shim_report
     report.restype = ctypes.c_char_p
     print(json.dumps({
@@ -198,7 +207,12 @@ def run_armed(tmp_path, guest, kwargs: dict, arm: str | None) -> dict:
     if not os.path.isdir("/proc/self/task"):
         pytest.skip("counts the process's threads in /proc/self/task")
     shim = FAIL_UNICORN_C.replace("@UNICORN@", _unicorn_dir())
-    script = SCRIPT.replace("@GUEST@", repr(guest("smp"))).replace("@KWARGS@", repr(kwargs)).replace("@ARM@", repr(arm))
+    script = (
+        SCRIPT.replace("@RUN_THREADS@", RUN_THREADS)
+        .replace("@GUEST@", repr(guest("smp")))
+        .replace("@KWARGS@", repr(kwargs))
+        .replace("@ARM@", repr(arm))
+    )
     r = run_with_shim(tmp_path, shim, script)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])
@@ -422,15 +436,7 @@ class Warnings(logging.Handler):
 warnings = Warnings()
 logging.getLogger('vmmpy').addHandler(warnings)
 
-def run_threads():
-    names = []
-    for t in os.listdir('/proc/self/task'):
-        try:
-            with open(f'/proc/self/task/{t}/comm') as f:
-                names.append(f.read().strip())
-        except OSError:  # a thread that ended meanwhile
-            pass
-    return sorted(n for n in names if n.startswith(('vmm-clock', 'vmm-vcpu')))
+@RUN_THREADS@
 
 runs = []
 again = None
@@ -447,11 +453,7 @@ with vmmpy.Machine(@GUEST@, **@KWARGS@) as m:
             'left': run_threads(), 'serial': m.serial.text.replace('\r', ''),
         })
     if runs[-1]['reason'] not in ('STOPPED', 'TIMEOUT'):
-        try:
-            m.run(timeout=1)
-            again = 'ran'
-        except vmmpy.StateError as e:
-            again = str(e)
+        again = run_again(m)
 report = ctypes.CDLL(None).thread_report
 report.restype = ctypes.c_char_p
 print(json.dumps({'runs': runs, 'warnings': warnings.seen, 'shim': json.loads(report()), 'again': again}))
@@ -465,7 +467,8 @@ def run_threads_failing(tmp_path, guest: str, kwargs: dict, runs: list, timeout:
     if not os.path.isdir("/proc/self/task"):
         pytest.skip("counts the process's threads in /proc/self/task")
     script = (
-        THREAD_SCRIPT.replace("@GUEST@", repr(guest))
+        THREAD_SCRIPT.replace("@RUN_THREADS@", RUN_THREADS)
+        .replace("@GUEST@", repr(guest))
         .replace("@KWARGS@", repr(kwargs))
         .replace("@RUNS@", repr(runs))
         .replace("@TIMEOUT@", repr(timeout))
