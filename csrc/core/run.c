@@ -149,9 +149,9 @@ static void *clock_main(void *arg)
             while (vmm__clock_ns(vm, NULL) < nd && !atomic_load(&vm->clock_held))
                 vmm__host_cpu_relax();
             pthread_mutex_lock(&vm->lock);
-            /* a debugger's hold cut the poll short: the deadline has not passed; clock_go broadcasts, and the
-             * loop looks again (taken as passed, one thread would mark it served and never kick for it) */
-            r = atomic_load(&vm->clock_held) ? 0 : ETIMEDOUT;
+            /* passed, or cut short by a debugger's hold (clock_go broadcasts, the loop looks again): taken as
+             * passed, one thread would mark the deadline served and never kick for it */
+            r = vmm__clock_ns(vm, NULL) >= nd ? ETIMEDOUT : 0;
         } else {
             r = have ? vmm__host_cond_timedwait(&vm->cond, &vm->lock, &dl) : pthread_cond_wait(&vm->cond, &vm->lock);
         }
