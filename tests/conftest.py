@@ -211,6 +211,17 @@ def enable_ppi(m, intid: int, cpu: int = 0) -> None:
     m.sysreg_write("ICC_IGRPEN1_EL1", 1, cpu=cpu)
 
 
+def wait_for_stat(stats, name: str, least: int, timeout: float = 30.0) -> None:
+    """Until the counter `name` of stats() (vmm_stats as a mapping) reaches `least`, while the run goes on: the
+    counter is the event waited for."""
+    import time
+
+    end = time.monotonic() + timeout
+    while stats()[name] < least:
+        assert time.monotonic() < end, stats()
+        time.sleep(0.001)
+
+
 def heap_growth(make, calls: int = 10, batches: int = 3) -> float | None:
     """The bytes of malloc'd memory the process keeps per call of `make` (which builds something and closes
     it): the least over `batches` batches of `calls`, after a warm-up. A leak grows every batch; what the

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -19,9 +18,15 @@ import vmmpy
 from vmmpy import RunReason
 from vmmpy._ffi import ffi, lib
 
-from .conftest import HVC0, MOVK_W0_8400, c_vm, code
+from .conftest import HVC0, MOVK_W0_8400, c_vm, code, wait_for_stat
 
 RESULT = "struct vmm_run_result"
+
+
+def c_stats(vm) -> dict[str, int]:
+    st = ffi.new("struct vmm_stats *", {"size": ffi.sizeof("struct vmm_stats")})
+    assert lib.vmm_get_stats(vm, st) == 0
+    return {f: getattr(st, f) for f, _ in ffi.typeof("struct vmm_stats").fields}
 
 
 def hello_vm(stack, guest):
@@ -137,11 +142,8 @@ def test_a_run_started_without_run_pending_counts_as_running_for_readers(guest):
         runner = threading.Thread(target=lib.vmm_run, args=(vm, 30 * 10**9, res))
         runner.start()
         try:
-            st = ffi.new("struct vmm_stats *", {"size": ffi.sizeof("struct vmm_stats")})
-            end = time.monotonic() + 30
-            while st.vcpu_runs == 0:  # the run has begun (it marks the VM running before it enters the guest)
-                assert lib.vmm_get_stats(vm, st) == 0 and time.monotonic() < end
-                time.sleep(0.001)
+            # the run has begun (it marks the VM running before it enters the guest)
+            wait_for_stat(lambda: c_stats(vm), "vcpu_runs", 1)
             buf, got = ffi.new("char[256]"), b""
             while not re.search(rb"no timer\r?\n", got):  # the whole line: nothing of it left to read
                 n = lib.vmm_console_read(vm, buf, 256, 10 * 10**9)

@@ -12,7 +12,6 @@ Each bound holds on a loaded host: a stall only makes a wait end later (more sle
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
 
@@ -20,7 +19,7 @@ import vmmpy
 from vmmpy import RunReason
 
 from . import guests as table
-from .conftest import SYSTEM_OFF, WFI, b_back, code, enable_ppi
+from .conftest import SYSTEM_OFF, WFI, b_back, code, enable_ppi, wait_for_stat
 
 LOOPS = ["soft", "soft-threaded"]
 
@@ -129,14 +128,6 @@ WFI_IRQ_OFF = code(0x10004000, 0xD518C000, 0xD50342FF, WFI, b_back(1)).ljust(0xA
 PPI_HOST = 20  # a PPI nothing else drives
 
 
-def wait_for_stat(m, name: str, least: int, timeout: float = 30.0) -> None:
-    """Until vmm_stats' `name` reaches `least` (the run goes on meanwhile): a counter is the event waited for."""
-    end = time.monotonic() + timeout
-    while m.stats()[name] < least:
-        assert time.monotonic() < end, m.stats()
-        time.sleep(0.001)
-
-
 @pytest.mark.parametrize("kwargs", ONE_AND_THREADS)
 def test_a_line_raised_from_the_host_wakes_a_sleeping_guest(raw_guest, kwargs):
     """Every vCPU asleep in WFI with no deadline (one thread: the loop on vm->cond; a vCPU thread: on its own
@@ -146,7 +137,7 @@ def test_a_line_raised_from_the_host_wakes_a_sleeping_guest(raw_guest, kwargs):
     with vmmpy.Machine(raw_guest(WFI_IRQ_OFF), kernel_format="raw", **kwargs) as m:
         enable_ppi(m, PPI_HOST)
         m.start(timeout=30)
-        wait_for_stat(m, "wait_sleeps", 1)
+        wait_for_stat(m.stats, "wait_sleeps", 1)
         m.irq_set(PPI_HOST, 1)
         res = m.wait(timeout=10)
         assert res is not None and res.reason == RunReason.POWEROFF, res
@@ -159,7 +150,7 @@ def test_a_stop_time_set_while_the_deterministic_loop_sleeps_wakes_it(machine, g
     m = machine(guest("idle_notick"), deterministic=True)
     m.start(timeout=30)
     m.serial.expect(r"idle: ready, no timer", timeout=30)
-    wait_for_stat(m, "wait_sleeps", 1)
+    wait_for_stat(m.stats, "wait_sleeps", 1)
     at = m.clock_ns + 1_000_000
     m.stop_at(at)
     res = m.wait(timeout=10)
