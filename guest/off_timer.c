@@ -1,5 +1,6 @@
-/* off_timer.c - secondaries that power off with their virtual timer still armed and already expired (CTL.ENABLE,
-   CVAL in the past, the PPI never enabled at the GIC): an off vCPU's timer must not keep its host thread busy.
+/* off_timer.c - secondaries that power off with their timers still armed (CTL.ENABLE, the PPIs never enabled at
+   the GIC): the virtual timer already expired (CVAL in the past), the physical one due 20 ms later, while they
+   are off. An off vCPU's timer must not keep its host thread busy, neither before its deadline nor after it.
    CPU 0 then waits 300 ms in WFI, checks that every secondary is OFF (PSCI AFFINITY_INFO) and prints
    "off_timer: N cpus off, timers armed". */
 #include "rt.h"
@@ -11,6 +12,8 @@ static void secondary(void *arg)
     (void)arg;
     write_sysreg(cntv_cval_el0, timer_now() - 1);
     write_sysreg(cntv_ctl_el0, CNT_CTL_ENABLE);
+    write_sysreg(cntp_cval_el0, read_sysreg(cntpct_el0) + timer_freq() / 50);
+    write_sysreg(cntp_ctl_el0, CNT_CTL_ENABLE);
     isb();
     atomic_add32(&armed, 1);
     /* returning makes the runtime call PSCI CPU_OFF */

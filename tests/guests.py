@@ -179,6 +179,8 @@ RUNS: list[Run] = [
     _irq("spin_tick", 3, r"^spin_tick: 3 cpus, 20 ticks each$"),
     # secondaries off with their timer armed and expired: the VM still idles and ends
     _irq("off_timer", 3, r"^off_timer: 2 cpus off, timers armed$"),
+    # a secondary powered on and off 200 times, waiting in WFI for three 40 us timer ticks each time
+    _irq("offon", 2, r"^offon: 200 cycles of 3 ticks$"),
     Run(
         "uart_irq",
         "uart_irq",
