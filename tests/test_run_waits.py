@@ -137,6 +137,21 @@ def test_a_vcpu_keeps_its_halt_poll_window_while_it_is_off(machine, guest):
     assert st["deadline_polls"] <= st["wfi_exits"] // 3 + 5, st
 
 
+def test_an_interrupt_wakes_only_the_thread_of_its_vcpu(machine, guest):
+    """wake_one on 4 vCPUs: CPU 0 wakes CPU 1 from WFI with 100 SGIs, 300 us apart, while CPUs 2 and 3 stay
+    off. CPU 1's thread sleeps for each (a wait longer than 200 us never halt polls) and is woken by its own
+    condition alone (run.c vmm__wake_vcpu, on the sleeper's `waiting`): 100 sleeps, and the off vCPUs' one
+    each (measured 104-106). Woken by a broadcast instead, the off vCPUs' threads would wake for every SGI and
+    sleep again (measured 300-306)."""
+    m = machine(guest("wake_one"), cpus=4, backend="soft-threaded")
+    res = m.run(timeout=60)
+    assert res.ok, (res, m.serial.text)
+    assert "wake_one: 100 wake-ups, 2 cpus off" in m.serial.text
+    st = m.stats()
+    assert st["halt_polls"] == 0, st
+    assert 100 <= st["wait_sleeps"] <= 150, st
+
+
 # Unmasks IRQs and waits in WFI for ever (no timer); its IRQ vector powers off.
 #   adr x0, vectors; msr vbar_el1, x0; msr daifclr, #2; 1: wfi; b 1b      vectors + 0x280: SYSTEM_OFF; b .
 WFI_IRQ_OFF = code(0x10004000, 0xD518C000, 0xD50342FF, WFI, b_back(1)).ljust(0xA80, b"\0") + code(
