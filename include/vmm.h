@@ -491,12 +491,15 @@ struct vmm_stats {
      * wake-up before sleeping (the window adapts as KVM's halt polling does), with those a wake-up ended while polling.
      * clock_polls: timer deadlines less than 50 us away that the clock thread spun to instead of sleeping, so that its
      * kick comes at the deadline (real time; with vCPU threads only for a vCPU executing guest code).
+     * halt_poll_miss_ns: the windows of the halt polls that no wake-up ended, in ns: the host CPU time halt polling
+     * spent in vain (a poll runs its whole window then; time the host took the thread away is not counted).
      */
     uint64_t wait_sleeps;
     uint64_t deadline_polls;
     uint64_t halt_polls;
     uint64_t halt_poll_hits;
     uint64_t clock_polls;
+    uint64_t halt_poll_miss_ns;
 };
 VMM_EXPORT int vmm_get_stats(vmm_vm *vm, struct vmm_stats *st);
 

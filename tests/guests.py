@@ -183,6 +183,8 @@ RUNS: list[Run] = [
     _irq("offon", 2, r"^offon: 200 cycles of 3 ticks$"),
     # CPU 1 woken from WFI by 100 SGIs, 300 us apart, beside two CPUs that stay off
     _irq("wake_one", 4, r"^wake_one: 100 wake-ups, 2 cpus off$"),
+    # WFI waits of 300 us and 30 us: the halt-poll window closing and opening again, 50 times
+    _irq("halt_window", 1, r"^halt_window: 50 cycles$"),
     Run(
         "uart_irq",
         "uart_irq",

@@ -137,6 +137,23 @@ def test_a_vcpu_keeps_its_halt_poll_window_while_it_is_off(machine, guest):
     assert st["deadline_polls"] <= st["wfi_exits"] // 3 + 5, st
 
 
+def test_the_halt_poll_window_doubles_only_while_wake_ups_come_after_it(machine, guest):
+    """halt_window on a vCPU thread: 50 cycles of a 300 us WFI wait and sixteen 30 us ones. Each cycle the long
+    wait closes the window (a sleep past 200 us) and the short ones open it again: 10 and 20 us miss, then
+    40 us, which the short waits' deadlines end, and which stays. So the polls that miss cost 10 + 20 us, and
+    the long wait's poll 40 us: 70 us a cycle in halt_poll_miss_ns (measured 53-70 us; a short wait the guest
+    reached after its deadline needs no WFI). A window doubled on every wait, hits too, reaches the 200 us cap
+    and misses 230 us a cycle (measured 197-220 us); one that jumped past the cap misses 210 (139-206)."""
+    m = machine(guest("halt_window"), backend="soft-threaded")
+    res = m.run(timeout=60)
+    assert res.ok, (res, m.serial.text)
+    assert "halt_window: 50 cycles" in m.serial.text
+    st = m.stats()
+    assert st["wait_sleeps"] >= 40, st  # the long wait sleeps after its poll, each cycle
+    assert st["halt_poll_hits"] <= st["halt_polls"], st
+    assert 50 * 25_000 <= st["halt_poll_miss_ns"] <= 50 * 100_000, st
+
+
 def test_an_interrupt_wakes_only_the_thread_of_its_vcpu(machine, guest):
     """wake_one on 4 vCPUs: CPU 0 wakes CPU 1 from WFI with 100 SGIs, 300 us apart, while CPUs 2 and 3 stay
     off. CPU 1's thread sleeps for each (a wait longer than 200 us never halt polls) and is woken by its own

@@ -66,7 +66,8 @@ static bool wait_over(struct run_ctx *rc, struct vmm_vcpu *vcpu, uint64_t seq, u
            interrupted(vm) || atomic_load(&vm->dbg_halt);
 }
 
-/* Poll for up to the vCPU's window (but not past its own deadline); true if something ended the wait. */
+/* Poll for up to the vCPU's window (but not past its own deadline); true if something ended the wait. A miss polled
+ * its whole window: that is the host CPU it cost (halt_poll_miss_ns). */
 static bool halt_poll(struct run_ctx *rc, struct vmm_vcpu *vcpu, uint64_t start, uint64_t deadline)
 {
     struct vmm_vm *vm = rc->vm;
@@ -80,6 +81,7 @@ static bool halt_poll(struct run_ctx *rc, struct vmm_vcpu *vcpu, uint64_t start,
         vmm__host_cpu_relax();
         now = vmm__clock_ns(vm, NULL);
     }
+    vmm__count_n(vm, &vm->stats.halt_poll_miss_ns, vcpu->halt_poll_ns);
     return false;
 }
 

@@ -368,7 +368,7 @@ VMM_EXPORT int vmm_get_dtb(vmm_vm *vm, void *buf, size_t len, size_t *len_out)
     return 0;
 }
 
-_Static_assert(sizeof(struct vmm_stats) == offsetof(struct vmm_stats, mmio_exits) + 20 * sizeof(uint64_t),
+_Static_assert(sizeof(struct vmm_stats) == offsetof(struct vmm_stats, mmio_exits) + 21 * sizeof(uint64_t),
                "vmm_stats: uint64_t counters after `size` (vmm_get_stats reads them one by one)");
 
 VMM_EXPORT int vmm_get_stats(vmm_vm *vm, struct vmm_stats *st)

@@ -209,12 +209,17 @@ static inline void vmm__add_own(uint64_t *counter, uint64_t n)
  * (VMM_CAP_VCPU_THREADS); with one run thread, the only writer, a relaxed load and store (plain moves,
  * no locked add), so that vmm_get_stats on another thread reads whole values (ThreadSanitizer agrees).
  */
-static inline void vmm__count(struct vmm_vm *vm, uint64_t *counter)
+static inline void vmm__count_n(struct vmm_vm *vm, uint64_t *counter, uint64_t n)
 {
     if (vm->count_atomic)
-        __atomic_fetch_add(counter, 1, __ATOMIC_RELAXED);
+        __atomic_fetch_add(counter, n, __ATOMIC_RELAXED);
     else
-        vmm__add_own(counter, 1);
+        vmm__add_own(counter, n);
+}
+
+static inline void vmm__count(struct vmm_vm *vm, uint64_t *counter)
+{
+    vmm__count_n(vm, counter, 1);
 }
 
 /* guest memory (mem.c): NULL unless [gpa, gpa+len) lies inside RAM */
