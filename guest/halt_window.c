@@ -1,14 +1,25 @@
-/* halt_window.c - one CPU waiting in WFI (IRQs masked) for its virtual timer, in CYCLES cycles of one wait of
-   300 us and sixteen of 30 us. For tests/test_run_waits.py, on a thread per vCPU: the 300 us wait, longer than
-   the 200 us halt-poll limit, closes the window; the 30 us waits open it again (10 and 20 us miss, 40 us is
-   reached and kept: it doubles only while a wake-up comes after it). Prints "halt_window: N cycles". */
+/* halt_window.c - one CPU waiting in WFI (IRQs masked) for its virtual timer, CYCLES times a pattern of waits. For
+   tests/test_run_waits.py, on a thread per vCPU, where the halt-poll window starts at 0, opens at 10 us after a
+   wait shorter than the 200 us limit, doubles after a wait longer than itself and within the limit, at most to
+   the limit, and closes after a wait past the limit.
+   - halt_window: one wait of 300 us and sixteen of 30 us. The long wait closes the window; the short ones open
+     it again (10 and 20 us miss, 40 us is reached and kept: 40 us polls end at their deadline).
+   - halt_window_cap (-DCAP): waits of 45, 45, 60, 80, 120, 185 and 300 us, each longer than the window it
+     meets (0, 10, 20, 40, 80, 160, 200 us): every poll misses, and the 185 us wait takes the window to the
+     200 us cap, not to 320 us, which would have covered the 300 us wait. Each is at most 50 us longer than its
+     window, so that after the poll it is spun to, not slept for (a sleep can end late, past the limit).
+   Prints "halt_window: N cycles". */
 #include "rt.h"
 
 #ifndef CYCLES
 #define CYCLES 50
 #endif
 
+#ifdef CAP
+static const unsigned pattern_us[] = { 45, 45, 60, 80, 120, 185, 300 };
+#else
 static const unsigned pattern_us[] = { 300, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30 };
+#endif
 
 /* one wait in WFI until the timer's condition holds, `us` from now */
 static void wait_us(uint64_t us)

@@ -185,6 +185,7 @@ RUNS: list[Run] = [
     _irq("wake_one", 4, r"^wake_one: 100 wake-ups, 2 cpus off$"),
     # WFI waits of 300 us and 30 us: the halt-poll window closing and opening again, 50 times
     _irq("halt_window", 1, r"^halt_window: 50 cycles$"),
+    _irq("halt_window_cap", 1, r"^halt_window: 50 cycles$"),
     Run(
         "uart_irq",
         "uart_irq",
