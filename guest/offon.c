@@ -1,8 +1,10 @@
 /* offon.c - CPU 1 powered on and off again, CYCLES times (PSCI CPU_ON, and CPU_OFF when its function returns).
    Each time it is on it waits in WFI (IRQs masked) for 3 ticks of its virtual timer, 40 us apart, then powers
-   off. For tests/test_run_waits.py: a vCPU thread's halt-poll window is the vCPU's, and the time it spends off
-   does not reset it, so after the first cycle every such wait is ended by its deadline within the poll. CPU 0
-   busy-waits for each cycle's end and prints "offon: N cycles of 3 ticks". */
+   off with both of its timers armed, due 80 and 130 us later, while it is off; CPU 0 busy-waits 200 us after
+   each CPU_OFF before the next CPU_ON. For tests/test_run_waits.py: a vCPU thread's halt-poll window is the
+   vCPU's, and the time it spends off does not reset it, so after the first cycle every such wait is ended by
+   its deadline within the poll; and an off vCPU's thread waits for CPU_ON alone, not for its timers. Prints
+   "offon: N cycles of 3 ticks". */
 #include "rt.h"
 
 #ifndef CYCLES
@@ -20,6 +22,7 @@ static void ticker(void *arg)
 
     if (!test_check(gic_cpu_init() == 0, "cpu 1: gic_cpu_init failed"))
         return;
+    write_sysreg(cntp_ctl_el0, 0);
     gic_enable(INTID_VTIMER);
     for (int t = 0; t < TICKS; t++) {
         write_sysreg(cntv_cval_el0, timer_now() + period);
@@ -29,7 +32,12 @@ static void ticker(void *arg)
             wfi(); /* the pending PPI ends the WFI; IRQs stay masked, so it is never taken */
         atomic_add32(&ticks, 1);
     }
-    write_sysreg(cntv_ctl_el0, 0); /* the timer's level, and the PPI's pending state with it, drop */
+    /* off with both timers armed: their deadlines pass while it is off (the PPIs disabled: nothing is pending
+       when it comes back on, and the first tick rewrites CNTV_CVAL) */
+    gic_disable(INTID_VTIMER);
+    write_sysreg(cntv_cval_el0, timer_now() + timer_freq() * 80 / 1000000);
+    write_sysreg(cntp_cval_el0, read_sysreg(cntpct_el0) + timer_freq() * 130 / 1000000);
+    write_sysreg(cntp_ctl_el0, CNT_CTL_ENABLE);
     isb();
 }
 
@@ -50,6 +58,9 @@ int main(uint64_t dtb)
             !test_check(POLL_UNTIL(psci_affinity_info(mpidrs[1], 0) == PSCI_AFF_OFF, 5000), "cycle %d: CPU 1 is on",
                         c))
             break;
+        uint64_t until = timer_now() + timer_freq() / 5000; /* 200 us: CPU 1's timers come due while it is off */
+        while (timer_now() < until)
+            cpu_relax();
     }
     printf("offon: %d cycles of %d ticks\n", c, TICKS);
     return test_end();

@@ -124,9 +124,12 @@ def test_an_off_vcpu_whose_timer_is_armed_sleeps(machine, guest, kwargs, cpus):
 def test_a_vcpu_keeps_its_halt_poll_window_while_it_is_off(machine, guest):
     """offon: CPU 1 powered on and off 200 times, each time waiting in WFI for 3 timer ticks 40 us apart. The
     window is the vCPU's and adapts only after a WFI's wait: the waits while it is off (for CPU_ON) leave it as
-    it was, so after the first cycle each tick's wait is a halt poll that its deadline ends. Measured: 406-590
-    hits of 411-594 WFIs, 3-8 spins to a deadline. A window reset by the off time would open from 0 again every
-    cycle (0, 10, 20 us: none of the three waits is a hit; measured 0-33 hits) and spin for each deadline."""
+    it was, so after the first cycle each tick's wait is a halt poll that its deadline ends. Measured: 373-570
+    hits of 377-575 WFIs, 3-9 spins to a deadline. A window reset by the off time would open from 0 again every
+    cycle (0, 10, 20 us: none of the three waits is a hit; measured 0-33 hits) and spin for each deadline.
+    CPU 1 powers off with both timers due 80 and 130 us later, while it is off: its thread sleeps once per
+    cycle, for CPU_ON (measured 201 sleeps). Waking for an off vCPU's deadlines would add one sleep and one spin
+    a cycle (measured 392-400 sleeps, 160-201 spins)."""
     m = machine(guest("offon"), cpus=2, backend="soft-threaded")
     res = m.run(timeout=60)
     assert res.ok, (res, m.serial.text)
@@ -135,6 +138,7 @@ def test_a_vcpu_keeps_its_halt_poll_window_while_it_is_off(machine, guest):
     assert st["wfi_exits"] >= 100, st  # of 600 ticks: a tick already due when the guest looks needs no WFI
     assert st["halt_poll_hits"] >= st["wfi_exits"] // 2, st
     assert st["deadline_polls"] <= st["wfi_exits"] // 3 + 5, st
+    assert 100 <= st["wait_sleeps"] <= 240, st  # CPU 0 busy-waits; CPU 1 sleeps while off, once a cycle
 
 
 def test_the_halt_poll_window_doubles_only_while_wake_ups_come_after_it(machine, guest):
