@@ -8,7 +8,7 @@
      meets (0, 10, 20, 40, 80, 160, 200 us): every poll misses, and the 185 us wait takes the window to the
      200 us cap, not to 320 us, which would have covered the 300 us wait. Each is at most 50 us longer than its
      window, so that after the poll it is spun to, not slept for (a sleep can end late, past the limit).
-   Prints "halt_window: N cycles". */
+   Prints "halt_window: N cycles", and the verdict under its own name. */
 #include "rt.h"
 
 #ifndef CYCLES
@@ -16,8 +16,10 @@
 #endif
 
 #ifdef CAP
+#define NAME "halt_window_cap"
 static const unsigned pattern_us[] = { 45, 45, 60, 80, 120, 185, 300 };
 #else
+#define NAME "halt_window"
 static const unsigned pattern_us[] = { 300, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30 };
 #endif
 
@@ -34,7 +36,7 @@ static void wait_us(uint64_t us)
 int main(uint64_t dtb)
 {
     (void)dtb;
-    test_begin("halt_window");
+    test_begin(NAME);
     irq_disable();
     if (!test_check(gic_init() == 0, "gic_init failed"))
         return test_end();
