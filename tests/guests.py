@@ -181,7 +181,7 @@ RUNS: list[Run] = [
     _irq("off_timer", 3, r"^off_timer: 2 cpus off, timers armed$"),
     # a secondary powered on and off 200 times, waiting in WFI for three 40 us timer ticks each time
     _irq("offon", 2, r"^offon: 200 cycles of 3 ticks$"),
-    # CPU 1 woken from WFI by 100 SGIs, 300 us apart, beside two CPUs that stay off
+    # CPU 1 woken from WFI by 100 SGIs, 1 ms apart, beside two CPUs that stay off
     _irq("wake_one", 4, r"^wake_one: 100 wake-ups, 2 cpus off$"),
     # WFI waits of 300 us and 30 us: the halt-poll window closing and opening again, 50 times
     _irq("halt_window", 1, r"^halt_window: 50 cycles$"),

@@ -173,9 +173,9 @@ def test_the_halt_poll_window_stops_at_its_200_us_cap(machine, guest):
 
 
 def test_an_interrupt_wakes_only_the_thread_of_its_vcpu(machine, guest):
-    """wake_one on 4 vCPUs: CPU 0 wakes CPU 1 from WFI with 100 SGIs, 300 us apart, while CPUs 2 and 3 stay
-    off. CPU 1's thread sleeps for each (a wait longer than 200 us never halt polls) and is woken by its own
-    condition alone (run.c vmm__wake_vcpu, on the sleeper's `waiting`): 100 sleeps, and the off vCPUs' one
+    """wake_one on 4 vCPUs: CPU 0 wakes CPU 1 from WFI with 100 SGIs, 1 ms apart, while CPUs 2 and 3 stay off.
+    CPU 1's thread sleeps for each (a wait longer than 200 us closes the halt-poll window) and is woken by its
+    own condition alone (run.c vmm__wake_vcpu, on the sleeper's `waiting`): 100 sleeps, and the off vCPUs' one
     each (measured 104-106). Woken by a broadcast instead, the off vCPUs' threads would wake for every SGI and
     sleep again (measured 300-306)."""
     m = machine(guest("wake_one"), cpus=4, backend="soft-threaded")
@@ -183,8 +183,8 @@ def test_an_interrupt_wakes_only_the_thread_of_its_vcpu(machine, guest):
     assert res.ok, (res, m.serial.text)
     assert "wake_one: 100 wake-ups, 2 cpus off" in m.serial.text
     st = m.stats()
-    assert st["halt_polls"] == 0, st
-    assert 100 <= st["wait_sleeps"] <= 150, st
+    assert st["halt_polls"] <= 5, st  # the window may open only after CPU 1's first, shorter wait
+    assert 90 <= st["wait_sleeps"] <= 150, st
 
 
 PPI_HOST = 20  # a PPI nothing else drives
