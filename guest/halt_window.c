@@ -6,8 +6,9 @@
      it again (10 and 20 us miss, 40 us is reached and kept: 40 us polls end at their deadline).
    - halt_window_cap (-DCAP): waits of 45, 45, 60, 80, 120, 185 and 300 us, each longer than the window it
      meets (0, 10, 20, 40, 80, 160, 200 us): every poll misses, and the 185 us wait takes the window to the
-     200 us cap, not to 320 us, which would have covered the 300 us wait. Each is at most 50 us longer than its
-     window, so that after the poll it is spun to, not slept for (a sleep can end late, past the limit).
+     200 us cap, not to 320 us, which would have covered the 300 us wait. Each but that last is at most 50 us
+     longer than its window, so that after the poll it is spun to, not slept for (a sleep can end late, past
+     the limit).
    Prints "halt_window: N cycles", and the verdict under its own name. */
 #include "rt.h"
 

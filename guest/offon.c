@@ -23,6 +23,8 @@ static void ticker(void *arg)
     if (!test_check(gic_cpu_init() == 0, "cpu 1: gic_cpu_init failed"))
         return;
     write_sysreg(cntp_ctl_el0, 0);
+    write_sysreg(cntv_ctl_el0, 0); /* left armed and expired at the last CPU_OFF: its level drops first */
+    isb();
     gic_enable(INTID_VTIMER);
     for (int t = 0; t < TICKS; t++) {
         write_sysreg(cntv_cval_el0, timer_now() + period);
@@ -32,8 +34,8 @@ static void ticker(void *arg)
             wfi(); /* the pending PPI ends the WFI; IRQs stay masked, so it is never taken */
         atomic_add32(&ticks, 1);
     }
-    /* off with both timers armed: their deadlines pass while it is off (the PPIs disabled: nothing is pending
-       when it comes back on, and the first tick rewrites CNTV_CVAL) */
+    /* off with both timers armed: their deadlines pass while it is off (their PPIs disabled; both timers are
+       disabled again before PPI 27 is enabled when it comes back on) */
     gic_disable(INTID_VTIMER);
     write_sysreg(cntv_cval_el0, timer_now() + timer_freq() * 80 / 1000000);
     write_sysreg(cntp_cval_el0, read_sysreg(cntpct_el0) + timer_freq() * 130 / 1000000);

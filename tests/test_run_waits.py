@@ -63,7 +63,7 @@ def test_deadlines_closer_than_50_us_are_spun_to_not_slept(machine, backend):
     m, st = run_idle(machine, table.elf(run), backend, 0.5)
     assert re.search(r"^idle: \d+ ticks", m.serial.text.replace("\r", ""), re.M), m.serial.text
     assert st["wait_sleeps"] == 0, st
-    # a wait ends at its deadline: one spin or halt poll per WFI, and a second after a wake-up for someone else
+    # a wait ends at its deadline: one spin or halt poll per WFI (the bound leaves room for twice as many)
     assert st["deadline_polls"] <= 2 * st["wfi_exits"] + 10 and st["halt_polls"] <= 2 * st["wfi_exits"] + 10, st
     if backend == "soft":
         assert st["deadline_polls"] >= 1 and st["halt_polls"] == 0, st
@@ -76,6 +76,21 @@ def test_deadlines_closer_than_50_us_are_spun_to_not_slept(machine, backend):
         # locked wait spins once more for the deadline it already saw pass.
         assert st["halt_poll_hits"] >= st["wfi_exits"] // 3, st
         assert st["deadline_polls"] <= st["wfi_exits"] // 3 + 5, st  # + the window's ramp: 0, 10, 20, 40 us
+
+
+def on_plan(run, premise, tries: int = 3) -> dict:
+    """The counters of the first of `tries` runs (run() returns them) for which premise(counters) holds: the
+    guest's waits went as planned. A guest whose waits are a few tens of us apart on purpose can be thrown off
+    that plan by a loaded host (a stall past 200 us closes the halt-poll window, a slow raise loop lets
+    thousands of WFIs pass); such a run shows nothing either way, so it is run again, and the test is skipped,
+    saying so, if the host never let it go as planned."""
+    seen = []
+    for _ in range(tries):
+        st = run()
+        if premise(st):
+            return st
+        seen.append({k: st[k] for k in ("wfi_exits", "halt_polls", "halt_poll_hits", "wait_sleeps")})
+    pytest.skip(f"the host's load threw the guest off its plan in {tries} runs: {seen}")
 
 
 ONE_AND_THREADS = [
@@ -160,15 +175,21 @@ def test_the_halt_poll_window_doubles_only_while_wake_ups_come_after_it(machine,
 
 def test_the_halt_poll_window_stops_at_its_200_us_cap(machine, guest):
     """halt_window_cap on a vCPU thread: 50 cycles of WFI waits of 45, 45, 60, 80, 120, 185 and 300 us, each
-    longer than the window it meets (0, 10, 20, 40, 80, 160 and 200 us), so every poll misses: measured 2-5 hits
-    of 289-294 polls. The 185 us wait would double the window to 320 us; capped at 200 us, it does not cover the
-    300 us wait. Uncapped, each cycle's 300 us wait is a hit (measured 34-46)."""
-    m = machine(guest("halt_window_cap"), backend="soft-threaded")
-    res = m.run(timeout=60)
-    assert res.ok, (res, m.serial.text)
-    assert "halt_window: 50 cycles" in m.serial.text
-    st = m.stats()
-    assert st["halt_polls"] >= 100, st  # 6 of the 7 waits poll: 300 (a wait already due needs no WFI)
+    longer than the window it meets (0, 10, 20, 40, 80, 160 and 200 us), so every poll misses: measured 0-13 hits
+    of about 295 polls, one sleep a cycle (60-75). The 185 us wait would double the window to 320 us; capped at
+    200 us, it does not cover the 300 us wait. Uncapped, each cycle's 300 us wait is a hit (measured 34-50).
+    The margins are tens of us, as is the guest's own time between arming its timer and its WFI on this
+    backend, so a loaded host can break the ramp (fewer polls, a sleep for most waits): such a run is run again
+    (on_plan)."""
+
+    def run():
+        m = machine(guest("halt_window_cap"), backend="soft-threaded")
+        res = m.run(timeout=60)
+        assert res.ok, (res, m.serial.text)
+        assert "halt_window: 50 cycles" in m.serial.text
+        return m.stats()
+
+    st = on_plan(run, lambda st: st["halt_polls"] >= 250 and st["wait_sleeps"] <= 90)
     assert st["halt_poll_hits"] <= 20, st
 
 
@@ -225,9 +246,14 @@ def test_a_wake_up_for_another_vcpu_leaves_a_halt_poll_alone(machine):
     else: vCPU 0's halt poll watches its own line, its deadline, the run's end and a debugger's hold, not the
     wake-ups of others, so it goes on to its deadline. At most one halt poll per WFI, so no more polls than
     WFIs. A poll that ended on every wake-up would poll again after each raise that came during one (measured
-    80-196 more polls than WFIs for 200 raises)."""
-    d = run_25khz_beside_an_off_vcpu(machine, backend="soft-threaded")
-    assert d["wfi_exits"] >= 2 * RAISES, d
+    294-300 more polls than WFIs for 300 raises, with 600 WFIs). Judged on a run where the raise loop kept
+    pace (at most 10 WFIs a raise; beside two CPU hogs 2,100-3,300): when it does not, tens of thousands of
+    WFIs pass, and the stalls that close the window leave so many unpolled that they hide the extra polls
+    (on_plan)."""
+    d = on_plan(
+        lambda: run_25khz_beside_an_off_vcpu(machine, backend="soft-threaded"),
+        lambda d: 2 * RAISES <= d["wfi_exits"] <= 10 * RAISES,
+    )
     assert d["halt_polls"] - d["wfi_exits"] <= RAISES // 4, d
     assert d["wait_sleeps"] >= 1, d  # vCPU 1's thread: woken by its line, asleep again (it is off)
 

@@ -61,8 +61,9 @@ void vmm__run_wait_idle(struct vmm_vm *vm, uint64_t seen_seq)
 /*
  * Anything that ends a vCPU's wait, read without vm->lock (the locked loop decides): its own line and
  * deadline, the run's end, a debugger's hold. Not wake_seq: on vCPU threads it moves only for a wake-up of
- * another vCPU's sleeping thread (vmm__wake_vcpu) or with a hold (dbg_halt, read here), so a poll that
- * ended on it only polled again (tests/test_run_waits.py: 80-196 extra polls for 200 such wake-ups).
+ * another vCPU's sleeping thread (vmm__wake_vcpu), for PSCI CPU_ON of an off vCPU (which does not poll) or
+ * with a hold (dbg_halt, read here), so a poll that ended on it only polled again (tests/test_run_waits.py:
+ * 294-300 extra polls for 300 such wake-ups on a quiet host).
  */
 static bool wait_over(struct run_ctx *rc, struct vmm_vcpu *vcpu, uint64_t deadline, uint64_t now)
 {
