@@ -37,9 +37,7 @@ static void wait_us(uint64_t us)
 int main(uint64_t dtb)
 {
     (void)dtb;
-    test_begin(NAME);
-    irq_disable();
-    if (!test_check(gic_init() == 0, "gic_init failed"))
+    if (test_begin_gic(NAME))
         return test_end();
     gic_enable(INTID_VTIMER);
     for (int c = 0; c < CYCLES; c++)

@@ -48,10 +48,7 @@ int main(uint64_t dtb)
     uint64_t mpidrs[RT_MAX_CPUS];
     int from_dtb, n = smp_find_cpus(dtb, mpidrs, RT_MAX_CPUS, &from_dtb);
 
-    test_begin("offon");
-    irq_disable();
-    if (!test_check(n >= 2, "needs 2 CPUs, found %d", n) || !test_check(mmu_enable(NULL) == 0, "mmu_enable failed") ||
-        !test_check(gic_init() == 0, "gic_init failed"))
+    if (test_begin_gic("offon") || !test_check(n >= 2, "needs 2 CPUs, found %d", n))
         return test_end();
     int c = 0;
     for (; c < CYCLES; c++) {
